@@ -1,0 +1,98 @@
+//! Who is calling: the operator (ADMIN_TOKEN) or the holder of a gateway key.
+
+use worker::Request;
+
+use super::error::ApiError;
+use super::respond::Call;
+use crate::cache::keys::{self as key_cache, KeyRecord, Source};
+use crate::domain::keys::{self, Permission, Permissions};
+use crate::domain::time::to_iso;
+use crate::env;
+use crate::store;
+
+pub enum Caller {
+    Operator,
+    Key(KeyRecord),
+}
+
+pub struct Authenticated {
+    pub caller: Caller,
+    /// Where a key was found (`None` for the operator).
+    pub source: Option<Source>,
+}
+
+impl Caller {
+    pub fn permissions(&self) -> Permissions {
+        match self {
+            Self::Operator => Permissions { read: true, write: true, admin: true },
+            Self::Key(k) => Permissions::from_stored(&k.permissions),
+        }
+    }
+
+    pub fn require(&self, needed: Permission) -> Result<(), ApiError> {
+        if self.permissions().allows(needed) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!("this key lacks the `{}` permission", needed.as_str())))
+        }
+    }
+
+    pub fn is_admin(&self) -> bool {
+        self.permissions().admin
+    }
+}
+
+fn bearer(req: &Request) -> Option<String> {
+    let value = req.headers().get("authorization").ok().flatten()?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_string()).filter(|t| !t.is_empty())
+}
+
+pub async fn authenticate(req: &Request, call: &Call) -> Result<Authenticated, ApiError> {
+    let Some(token) = bearer(req) else {
+        return Err(ApiError::unauthenticated("missing credential: send `Authorization: Bearer <key>`"));
+    };
+    if let Some(admin) = &call.config.admin_token {
+        if keys::secrets_equal(&token, admin.expose()) {
+            return Ok(Authenticated { caller: Caller::Operator, source: None });
+        }
+    }
+    if !keys::looks_like_key(&token) {
+        return Err(ApiError::unauthenticated("invalid credential"));
+    }
+    let hash = keys::hash(&token);
+    let now = call.now_ms();
+    let (record, source) = lookup(call, &hash, now).await?;
+    let Some(record) = record else {
+        return Err(ApiError::unauthenticated("invalid credential"));
+    };
+    if record.deleted {
+        return Err(ApiError::unauthenticated("this key has been deleted"));
+    }
+    if record.disabled {
+        return Err(ApiError::unauthenticated("this key is disabled"));
+    }
+    if record.valid_until_ms.is_some_and(|until| until <= now) {
+        return Err(ApiError::unauthenticated("this key has expired"));
+    }
+    Ok(Authenticated { caller: Caller::Key(record), source: Some(source) })
+}
+
+async fn lookup(call: &Call, hash: &str, now: i64) -> Result<(Option<KeyRecord>, Source), ApiError> {
+    if let Some(hit) = key_cache::from_memory(hash, now) {
+        return Ok((hit, Source::Memory));
+    }
+    let kv = env::cache(&call.env).map_err(ApiError::internal)?;
+    if let Some(hit) = key_cache::from_kv(&kv, hash).await {
+        key_cache::remember(hash, hit.clone(), now);
+        return Ok((hit, Source::Kv));
+    }
+    let db = env::db(&call.env).map_err(ApiError::internal)?;
+    let row = store::keys::find_by_hash(&db, hash, &to_iso(now)).await?;
+    let record = row.map(|r| KeyRecord::from_row(&r, hash));
+    key_cache::remember(hash, record.clone(), now);
+    let kv_record = record.clone();
+    let hash = hash.to_string();
+    call.ctx.wait_until(async move { key_cache::store_kv(&kv, &hash, &kv_record).await });
+    Ok((record, Source::D1))
+}

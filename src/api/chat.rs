@@ -1,0 +1,178 @@
+//! POST /v1/chat/completions: authenticate → validate → forward → relay.
+
+use futures_util::stream::{self, StreamExt};
+use serde_json::json;
+use worker::{ByteStream, Headers, Method, Request, Response};
+
+use super::auth::{authenticate, Caller};
+use super::error::ApiError;
+use super::respond::{read_body, Call};
+use crate::domain::chat::ChatRequest;
+use crate::domain::keys::Permission;
+use crate::providers::openai_compat::{completion_usage, ProviderError};
+use crate::providers::sse::{SseRelay, StreamSummary};
+use crate::providers::transport::{self, within, Upstream};
+
+/// Chat bodies may carry images as data URLs.
+const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+
+pub async fn create_chat_completion(mut req: Request, call: &Call) -> Result<Response, ApiError> {
+    let auth = authenticate(&req, call).await?;
+    auth.caller.require(Permission::Write)?;
+    let bytes = read_body(&mut req, MAX_BODY_BYTES).await?;
+    let chat = ChatRequest::parse(&bytes)?;
+    let auth_ms = call.elapsed_ms();
+
+    let mut upstream = forward(call, &chat).await?;
+    let headers = Headers::new();
+    let _ = headers.set("x-tollgate-provider", "openrouter");
+    let auth_source = auth.source.map_or("admin", |s| s.as_str());
+    let _ = headers.set("server-timing", &format!("auth;desc={auth_source};dur={auth_ms:.2}"));
+
+    let is_sse = upstream
+        .response
+        .headers()
+        .get("content-type")
+        .ok()
+        .flatten()
+        .is_some_and(|ct| ct.starts_with("text/event-stream"));
+    if chat.stream && is_sse {
+        let body = upstream.response.stream().map_err(|e| ApiError::from(ProviderError::Network(e.to_string())))?;
+        let _ = headers.set("content-type", "text/event-stream; charset=utf-8");
+        let _ = headers.set("cache-control", "no-cache");
+        let relay = relay_stream(
+            body,
+            upstream.controller,
+            call.config.request_timeout_ms,
+            call.request_id.clone(),
+            log_context(call, &auth.caller, &chat),
+        );
+        return Response::from_stream(relay).map(|r| r.with_headers(headers)).map_err(ApiError::internal);
+    }
+
+    let body = transport::read_all(&mut upstream, call.config.request_timeout_ms).await?;
+    let usage = completion_usage(&body)?;
+    log_request(
+        &log_context(call, &auth.caller, &chat),
+        200,
+        usage.as_ref().map(|u| (u.prompt_tokens, u.completion_tokens)),
+        call.elapsed_ms(),
+        false,
+    );
+    let _ = headers.set("content-type", "application/json");
+    Ok(Response::from_bytes(body).map_err(ApiError::internal)?.with_headers(headers))
+}
+
+async fn forward(call: &Call, chat: &ChatRequest) -> Result<Upstream, ApiError> {
+    let config = &call.config;
+    let Some(key) = &config.upstream_api_key else {
+        return Err(ProviderError::CredentialsRejected {
+            status: 401,
+            message: "AI_GATEWAY_API_KEY is not set".into(),
+        }
+        .into());
+    };
+    let auth = format!("Bearer {}", key.expose());
+    let mut headers: Vec<(&str, &str)> =
+        vec![("authorization", &auth), ("content-type", "application/json"), ("x-title", &config.title)];
+    if let Some(referer) = &config.referer {
+        headers.push(("http-referer", referer));
+    }
+    let url = format!("{}/chat/completions", config.upstream_base_url);
+    Ok(transport::send(Method::Post, &url, &headers, Some(chat.upstream_body()), config.request_timeout_ms).await?)
+}
+
+struct Relay {
+    upstream: ByteStream,
+    sse: SseRelay,
+    controller: worker::AbortController,
+    idle_timeout_ms: u64,
+    request_id: String,
+    log: LogContext,
+    ended: bool,
+}
+
+/// Pipes upstream SSE to the client chunk by chunk. A failure after the
+/// first byte ends the stream with an error event and `[DONE]`.
+fn relay_stream(
+    upstream: ByteStream,
+    controller: worker::AbortController,
+    idle_timeout_ms: u64,
+    request_id: String,
+    log: LogContext,
+) -> impl futures_util::Stream<Item = worker::Result<Vec<u8>>> {
+    let state = Relay { upstream, sse: SseRelay::new(), controller, idle_timeout_ms, request_id, log, ended: false };
+    stream::unfold(state, |mut s| async move {
+        if s.ended {
+            return None;
+        }
+        loop {
+            let failure = match within(s.idle_timeout_ms, s.upstream.next()).await {
+                Some(Some(Ok(chunk))) => {
+                    let out = s.sse.feed(&chunk);
+                    if out.is_empty() {
+                        continue;
+                    }
+                    return Some((Ok(out), s));
+                }
+                Some(None) => {
+                    (!s.sse.summary().done).then_some(ProviderError::Network("stream ended before [DONE]".into()))
+                }
+                Some(Some(Err(e))) => Some(ProviderError::Network(format!("stream broke: {e}"))),
+                None => {
+                    std::mem::take(&mut s.controller).abort();
+                    Some(ProviderError::Timeout)
+                }
+            };
+            s.ended = true;
+            let tail = match &failure {
+                Some(err) => s.sse.finish(Some(&ApiError::from(err.clone()).body(&s.request_id).to_string())),
+                None => s.sse.finish(None),
+            };
+            stream_finished(&s.log, s.sse.summary(), failure.as_ref());
+            return (!tail.is_empty()).then_some((Ok(tail), s));
+        }
+    })
+}
+
+/// What the per-request log line says about the caller and request.
+struct LogContext {
+    request_id: String,
+    key_id: Option<String>,
+    user_id: Option<String>,
+    model: String,
+    started_ms: f64,
+}
+
+fn log_context(call: &Call, caller: &Caller, chat: &ChatRequest) -> LogContext {
+    let (key_id, user_id) = match caller {
+        Caller::Operator => (None, None),
+        Caller::Key(k) => (Some(k.id.clone()), Some(k.user_id.clone())),
+    };
+    LogContext {
+        request_id: call.request_id.clone(),
+        key_id,
+        user_id,
+        model: chat.model.clone(),
+        started_ms: call.started_ms,
+    }
+}
+
+fn stream_finished(log: &LogContext, summary: &StreamSummary, failure: Option<&ProviderError>) {
+    let status = if failure.is_some() { 502 } else { 200 };
+    let tokens = summary.usage.as_ref().map(|u| (u.prompt_tokens, u.completion_tokens));
+    log_request(log, status, tokens, js_sys::Date::now() - log.started_ms, true);
+}
+
+/// One structured line per request; never message contents or secrets.
+fn log_request(log: &LogContext, status: u16, tokens: Option<(u64, u64)>, latency_ms: f64, streamed: bool) {
+    let (prompt, completion) = tokens.unwrap_or((0, 0));
+    worker::console_log!(
+        "{}",
+        json!({
+            "level": "info", "request_id": log.request_id, "key_id": log.key_id, "user_id": log.user_id,
+            "model": log.model, "provider": "openrouter", "status": status, "streamed": streamed,
+            "latency_ms": latency_ms.round(), "prompt_tokens": prompt, "completion_tokens": completion,
+        })
+    );
+}

@@ -1,0 +1,51 @@
+//! HTTP layer: the dispatch from `routes::Route` to thin handlers.
+
+pub mod error;
+
+#[cfg(target_arch = "wasm32")]
+mod admin;
+#[cfg(target_arch = "wasm32")]
+mod auth;
+#[cfg(target_arch = "wasm32")]
+mod chat;
+#[cfg(target_arch = "wasm32")]
+mod models;
+#[cfg(target_arch = "wasm32")]
+mod respond;
+
+#[cfg(target_arch = "wasm32")]
+pub use dispatch::handle;
+#[cfg(target_arch = "wasm32")]
+pub use models::refresh_models_cache;
+
+#[cfg(target_arch = "wasm32")]
+mod dispatch {
+    use worker::{Context, Env, Request, Response};
+
+    use super::error::ApiError;
+    use super::respond::{self, Call};
+    use crate::routes::{route, Match, Route};
+
+    /// Every request enters here and leaves as a response: errors are OpenAI-shaped, never a bare 500.
+    pub async fn handle(req: Request, env: Env, ctx: Context) -> Response {
+        let call = Call::new(&req, env, ctx);
+        let path = req.path();
+        let method = req.method().to_string();
+        let result = match route(&method, &path) {
+            Match::Found(r) => run(r, req, &call).await,
+            Match::WrongMethod => Err(ApiError::MethodNotAllowed { method, path }),
+            Match::NotFound => Err(ApiError::not_found(format!("no route for {method} {path}"))),
+        };
+        respond::finish(&call, result)
+    }
+
+    async fn run(r: Route, req: Request, call: &Call) -> Result<Response, ApiError> {
+        match r {
+            Route::Health => super::models::health(&req, call).await,
+            Route::ChatCompletions => super::chat::create_chat_completion(req, call).await,
+            Route::ListModels => super::models::list_models(call).await,
+            Route::CreateUser => super::admin::create_user(req, call).await,
+            Route::CreateKey => super::admin::create_key(req, call).await,
+        }
+    }
+}

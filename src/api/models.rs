@@ -1,0 +1,102 @@
+//! GET /v1/models and GET /health.
+
+use std::cell::RefCell;
+
+use serde_json::json;
+use worker::{Method, Request, Response};
+
+use super::error::ApiError;
+use super::respond::{self, Call};
+use crate::domain::time::to_iso;
+use crate::env;
+use crate::providers::openai_compat::{parse_model_list, ListedModel};
+use crate::providers::transport;
+
+const MODELS_KV_KEY: &str = "models:upstream";
+const MEMORY_TTL_MS: i64 = 60_000;
+
+thread_local! {
+    static MODELS: RefCell<Option<(i64, String)>> = const { RefCell::new(None) };
+}
+
+/// `GET /health`: 200 when serving. `?deep=1` also proves D1, KV and the Durable Object namespace answer.
+pub async fn health(req: &Request, call: &Call) -> Result<Response, ApiError> {
+    let deep = req.url().is_ok_and(|u| u.query_pairs().any(|(k, v)| k == "deep" && v != "0"));
+    if !deep {
+        return respond::json(200, &json!({ "status": "ok", "time": to_iso(call.now_ms()) }));
+    }
+    let db = env::db(&call.env).map_err(ApiError::internal)?;
+    db.prepare("SELECT 1 AS one").first::<serde_json::Value>(None).await.map_err(ApiError::internal)?;
+    let kv = env::cache(&call.env).map_err(ApiError::internal)?;
+    kv.get("health").text().await.map_err(ApiError::internal)?;
+    let stub =
+        env::accounts(&call.env).and_then(|ns| ns.id_from_name("health")?.get_stub()).map_err(ApiError::internal)?;
+    let mut pong = stub.fetch_with_str("https://account/ping").await.map_err(ApiError::internal)?;
+    let pong: serde_json::Value = pong.json().await.map_err(ApiError::internal)?;
+    respond::json(
+        200,
+        &json!({ "status": "ok", "time": to_iso(call.now_ms()), "d1": "ok", "kv": "ok", "durable_object": pong }),
+    )
+}
+
+/// The upstream's model list in OpenAI's shape, cached in isolate memory and KV.
+pub async fn list_models(call: &Call) -> Result<Response, ApiError> {
+    let now = call.now_ms();
+    if let Some(body) = MODELS.with(|m| m.borrow().as_ref().filter(|(until, _)| *until > now).map(|(_, b)| b.clone())) {
+        return json_text(body);
+    }
+    let kv = env::cache(&call.env).map_err(ApiError::internal)?;
+    let body = match kv.get(MODELS_KV_KEY).text().await.ok().flatten() {
+        Some(body) => body,
+        None => {
+            let body = fetch_models(call.config.as_ref()).await?;
+            if let Ok(put) = kv.put(MODELS_KV_KEY, body.clone()) {
+                let ttl = call.config.models_cache_ttl_secs;
+                call.ctx.wait_until(async move {
+                    let _ = put.expiration_ttl(ttl).execute().await;
+                });
+            }
+            body
+        }
+    };
+    MODELS.with(|m| *m.borrow_mut() = Some((now + MEMORY_TTL_MS, body.clone())));
+    json_text(body)
+}
+
+fn json_text(body: String) -> Result<Response, ApiError> {
+    let headers = worker::Headers::new();
+    let _ = headers.set("content-type", "application/json");
+    Ok(Response::ok(body).map_err(ApiError::internal)?.with_headers(headers))
+}
+
+/// Pulls `/models` upstream and renders the list body (shared with the cron refresh).
+pub async fn fetch_models(config: &env::Config) -> Result<String, ApiError> {
+    let url = format!("{}/models", config.upstream_base_url);
+    let auth = config.upstream_api_key.as_ref().map(|k| format!("Bearer {}", k.expose()));
+    let mut headers = vec![("accept", "application/json")];
+    if let Some(auth) = &auth {
+        headers.push(("authorization", auth));
+    }
+    let mut upstream = transport::send(Method::Get, &url, &headers, None, config.request_timeout_ms).await?;
+    let bytes = transport::read_all(&mut upstream, config.request_timeout_ms).await?;
+    let data: Vec<ListedModel> = parse_model_list(&bytes)?.into_iter().map(Into::into).collect();
+    Ok(json!({ "object": "list", "data": data }).to_string())
+}
+
+/// Refreshes the KV copy (cron).
+pub async fn refresh_models_cache(env: &worker::Env) -> Result<usize, ApiError> {
+    let config = env::Config::get(env);
+    let body = fetch_models(&config).await?;
+    let count = serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["data"].as_array().map(Vec::len))
+        .unwrap_or(0);
+    let kv = env::cache(env).map_err(ApiError::internal)?;
+    kv.put(MODELS_KV_KEY, body)
+        .map_err(ApiError::internal)?
+        .expiration_ttl(config.models_cache_ttl_secs)
+        .execute()
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(count)
+}

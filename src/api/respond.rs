@@ -1,0 +1,105 @@
+//! Per-request context and response helpers.
+
+use std::rc::Rc;
+
+use serde::Serialize;
+use serde_json::json;
+use worker::{Context, Env, Headers, Request, Response};
+
+use super::error::ApiError;
+use crate::env::Config;
+
+/// What every handler gets besides the request.
+pub struct Call {
+    pub env: Env,
+    pub ctx: Context,
+    pub config: Rc<Config>,
+    pub request_id: String,
+    pub started_ms: f64,
+}
+
+impl Call {
+    pub fn new(req: &Request, env: Env, ctx: Context) -> Self {
+        let request_id = req
+            .headers()
+            .get("cf-ray")
+            .ok()
+            .flatten()
+            .map(|ray| format!("req-{ray}"))
+            .unwrap_or_else(|| format!("req-{}", hex::encode(random_bytes::<8>())));
+        Self { config: Config::get(&env), env, ctx, request_id, started_ms: js_sys::Date::now() }
+    }
+
+    pub fn now_ms(&self) -> i64 {
+        js_sys::Date::now() as i64
+    }
+
+    pub fn elapsed_ms(&self) -> f64 {
+        js_sys::Date::now() - self.started_ms
+    }
+}
+
+/// Bytes from the platform's CSPRNG.
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut buf = [0u8; N];
+    // crypto.getRandomValues cannot fail for buffers this small.
+    getrandom::getrandom(&mut buf).expect("crypto.getRandomValues is available in workerd");
+    buf
+}
+
+pub fn json<T: Serialize>(status: u16, body: &T) -> Result<Response, ApiError> {
+    Response::from_json(body).map(|r| r.with_status(status)).map_err(ApiError::internal)
+}
+
+/// `{"data": …}` with a status.
+pub fn data<T: Serialize>(status: u16, body: &T) -> Result<Response, ApiError> {
+    json(status, &json!({ "data": body }))
+}
+
+/// Turns a handler's result into the response: adds `x-request-id`, renders errors.
+pub fn finish(call: &Call, result: Result<Response, ApiError>) -> Response {
+    let mut resp = match result {
+        Ok(resp) => resp,
+        Err(err) => error_response(call, &err),
+    };
+    let _ = resp.headers_mut().set("x-request-id", &call.request_id);
+    resp
+}
+
+pub fn error_response(call: &Call, err: &ApiError) -> Response {
+    if err.status() >= 500 {
+        worker::console_error!(
+            "{}",
+            json!({"level": "error", "request_id": call.request_id, "status": err.status(), "code": err.code(), "detail": err.to_string()})
+        );
+    }
+    let headers = Headers::new();
+    let _ = headers.set("content-type", "application/json");
+    if let Some(secs) = err.retry_after_secs() {
+        let _ = headers.set("retry-after", &secs.to_string());
+    }
+    let body = err.body(&call.request_id).to_string();
+    Response::ok(body)
+        .map(|r| r.with_status(err.status()).with_headers(headers))
+        .unwrap_or_else(|_| Response::empty().expect("an empty response can always be built").with_status(err.status()))
+}
+
+/// Reads a request body, refusing more than `limit` bytes with 413.
+pub async fn read_body(req: &mut Request, limit: usize) -> Result<Vec<u8>, ApiError> {
+    let declared = req.headers().get("content-length").ok().flatten().and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ApiError::PayloadTooLarge { limit_bytes: limit });
+    }
+    let bytes =
+        req.bytes().await.map_err(|e| ApiError::bad_request(format!("could not read the request body: {e}")))?;
+    if bytes.len() > limit {
+        return Err(ApiError::PayloadTooLarge { limit_bytes: limit });
+    }
+    Ok(bytes)
+}
+
+/// Parses a JSON body into `T`; serde's message names the offending field.
+pub async fn read_json<T: serde::de::DeserializeOwned>(req: &mut Request) -> Result<T, ApiError> {
+    let bytes = read_body(req, 64 * 1024).await?;
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))
+}

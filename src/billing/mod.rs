@@ -1,0 +1,3 @@
+//! Money authority: one Durable Object per paying account.
+
+pub mod account_do;

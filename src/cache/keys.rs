@@ -1,0 +1,114 @@
+//! Key lookups: isolate memory → KV → D1. Negative answers are cached too,
+//! briefly, so a flood of bad keys costs no D1 reads.
+//!
+//! KV entries are JSON `KeyRecord`s under `key:<sha256>`; isolate memory
+//! entries live at most `MEMORY_TTL_MS`.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use worker::KvStore;
+
+use crate::domain::time::parse_iso;
+use crate::store::keys::KeyRow;
+
+const MEMORY_TTL_MS: i64 = 10_000;
+const MEMORY_NEGATIVE_TTL_MS: i64 = 5_000;
+const MEMORY_MAX_ENTRIES: usize = 10_000;
+const KV_TTL_SECS: u64 = 300;
+/// KV's shortest allowed TTL.
+const KV_NEGATIVE_TTL_SECS: u64 = 60;
+
+/// What authentication needs to know about a key.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct KeyRecord {
+    pub id: String,
+    pub user_id: String,
+    pub org_id: Option<String>,
+    pub permissions: String,
+    /// The earliest of the key's expiry and, for a rotated-out secret, its grace end (ms).
+    pub valid_until_ms: Option<i64>,
+    pub disabled: bool,
+    pub deleted: bool,
+}
+
+impl KeyRecord {
+    /// `hash` says which secret was presented (the current or the previous one).
+    pub fn from_row(row: &KeyRow, hash: &str) -> Self {
+        let expiry = row.expires_at.as_deref().and_then(parse_iso);
+        let grace_end =
+            (row.key_hash != hash).then(|| row.previous_expires_at.as_deref().and_then(parse_iso)).flatten();
+        let valid_until_ms = match (expiry, grace_end) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        Self {
+            id: row.id.clone(),
+            user_id: row.user_id.clone(),
+            org_id: row.org_id.clone(),
+            permissions: row.permissions.clone(),
+            valid_until_ms,
+            disabled: row.disabled != 0,
+            deleted: row.deleted_at.is_some(),
+        }
+    }
+}
+
+/// Where a lookup was answered from (reported in `server-timing`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Memory,
+    Kv,
+    D1,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Memory => "memory",
+            Self::Kv => "kv",
+            Self::D1 => "d1",
+        }
+    }
+}
+
+type Entry = (Option<KeyRecord>, i64);
+
+thread_local! {
+    static MEMORY: RefCell<HashMap<String, Entry>> = RefCell::new(HashMap::new());
+}
+
+fn kv_name(hash: &str) -> String {
+    format!("key:{hash}")
+}
+
+pub fn from_memory(hash: &str, now_ms: i64) -> Option<Option<KeyRecord>> {
+    MEMORY.with(|m| m.borrow().get(hash).filter(|(_, until)| *until > now_ms).map(|(r, _)| r.clone()))
+}
+
+pub fn remember(hash: &str, record: Option<KeyRecord>, now_ms: i64) {
+    let ttl = if record.is_some() { MEMORY_TTL_MS } else { MEMORY_NEGATIVE_TTL_MS };
+    MEMORY.with(|m| {
+        let mut m = m.borrow_mut();
+        if m.len() >= MEMORY_MAX_ENTRIES {
+            m.retain(|_, (_, until)| *until > now_ms);
+            if m.len() >= MEMORY_MAX_ENTRIES {
+                m.clear();
+            }
+        }
+        m.insert(hash.to_string(), (record, now_ms + ttl));
+    });
+}
+
+/// `Some(answer)` when KV knows; `None` when it has nothing (or failed: D1 decides).
+pub async fn from_kv(kv: &KvStore, hash: &str) -> Option<Option<KeyRecord>> {
+    kv.get(&kv_name(hash)).json::<Option<KeyRecord>>().await.ok().flatten()
+}
+
+pub async fn store_kv(kv: &KvStore, hash: &str, record: &Option<KeyRecord>) {
+    let ttl = if record.is_some() { KV_TTL_SECS } else { KV_NEGATIVE_TTL_SECS };
+    if let Ok(put) = kv.put(&kv_name(hash), record) {
+        let _ = put.expiration_ttl(ttl).execute().await;
+    }
+}

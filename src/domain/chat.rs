@@ -1,0 +1,198 @@
+//! The inbound chat request: just enough structure to validate, route and
+//! bill it, while every other field passes through unchanged.
+
+use serde_json::{Map, Value};
+
+use super::InvalidRequest;
+
+const ROLES: &[&str] = &["system", "developer", "user", "assistant", "tool", "function"];
+const MAX_MODEL_LEN: usize = 256;
+
+/// A validated chat completion request. `body` is the client's JSON object,
+/// kept whole so unknown fields reach the upstream as they were sent.
+#[derive(Debug, Clone)]
+pub struct ChatRequest {
+    pub model: String,
+    pub stream: bool,
+    pub max_tokens: Option<u64>,
+    pub body: Map<String, Value>,
+}
+
+impl ChatRequest {
+    /// Parses and validates raw body bytes, OpenAI-style.
+    pub fn parse(bytes: &[u8]) -> Result<Self, InvalidRequest> {
+        let value: Value = serde_json::from_slice(bytes)
+            .map_err(|e| InvalidRequest::new(format!("request body is not valid JSON: {e}")))?;
+        let Value::Object(body) = value else {
+            return Err(InvalidRequest::new("request body must be a JSON object"));
+        };
+        let model = match body.get("model") {
+            Some(Value::String(m)) if !m.trim().is_empty() && m.len() <= MAX_MODEL_LEN => m.clone(),
+            Some(Value::String(_)) => {
+                return Err(InvalidRequest::param(
+                    "`model` must be a non-empty model id of at most 256 characters",
+                    "model",
+                ))
+            }
+            Some(_) => return Err(InvalidRequest::param("`model` must be a string", "model")),
+            None => return Err(InvalidRequest::param("you must provide a `model` parameter", "model")),
+        };
+        validate_messages(body.get("messages"))?;
+        let stream = match body.get("stream") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => return Err(InvalidRequest::param("`stream` must be a boolean", "stream")),
+        };
+        let max_tokens = positive_int(&body, "max_completion_tokens")?.or(positive_int(&body, "max_tokens")?);
+        Ok(Self { model, stream, max_tokens, body })
+    }
+
+    /// The body to send upstream: the client's, plus a request for the usage
+    /// chunk on streams (unless the client set `stream_options` itself).
+    pub fn upstream_body(&self) -> Vec<u8> {
+        let mut body = self.body.clone();
+        if self.stream && !body.contains_key("stream_options") {
+            let mut opts = Map::new();
+            opts.insert("include_usage".into(), Value::Bool(true));
+            body.insert("stream_options".into(), Value::Object(opts));
+        }
+        serde_json::to_vec(&body).unwrap_or_default()
+    }
+}
+
+fn positive_int(body: &Map<String, Value>, field: &str) -> Result<Option<u64>, InvalidRequest> {
+    match body.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(v) if v > 0 => Ok(Some(v)),
+            _ => Err(InvalidRequest::param(format!("`{field}` must be a positive integer"), field)),
+        },
+        Some(_) => Err(InvalidRequest::param(format!("`{field}` must be a positive integer"), field)),
+    }
+}
+
+fn validate_messages(messages: Option<&Value>) -> Result<(), InvalidRequest> {
+    let list = match messages {
+        Some(Value::Array(list)) if !list.is_empty() => list,
+        Some(Value::Array(_)) => {
+            return Err(InvalidRequest::param("`messages` must contain at least one message", "messages"))
+        }
+        Some(_) => return Err(InvalidRequest::param("`messages` must be an array", "messages")),
+        None => return Err(InvalidRequest::param("you must provide a `messages` parameter", "messages")),
+    };
+    for (i, message) in list.iter().enumerate() {
+        let param = || format!("messages[{i}]");
+        let Value::Object(m) = message else {
+            return Err(InvalidRequest::param(format!("`messages[{i}]` must be an object"), param()));
+        };
+        match m.get("role") {
+            Some(Value::String(role)) if ROLES.contains(&role.as_str()) => {}
+            Some(Value::String(role)) => {
+                return Err(InvalidRequest::param(
+                    format!(
+                        "`messages[{i}].role` is `{role}`; expected one of system, developer, user, assistant, tool"
+                    ),
+                    format!("messages[{i}].role"),
+                ))
+            }
+            _ => {
+                return Err(InvalidRequest::param(
+                    format!("`messages[{i}].role` is required"),
+                    format!("messages[{i}].role"),
+                ))
+            }
+        }
+        match m.get("content") {
+            None | Some(Value::Null | Value::String(_) | Value::Array(_)) => {}
+            Some(_) => {
+                return Err(InvalidRequest::param(
+                    format!("`messages[{i}].content` must be a string or an array of content parts"),
+                    format!("messages[{i}].content"),
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> Result<ChatRequest, InvalidRequest> {
+        ChatRequest::parse(json.as_bytes())
+    }
+
+    #[test]
+    fn accepts_a_minimal_request_and_keeps_unknown_fields() {
+        let req = parse(r#"{"model":"openai/gpt-4o","messages":[{"role":"user","content":"hi"}],"provider":{"order":["x"]},"max_tokens":7}"#)
+            .expect("valid");
+        assert_eq!(req.model, "openai/gpt-4o");
+        assert!(!req.stream);
+        assert_eq!(req.max_tokens, Some(7));
+        let sent: Value = serde_json::from_slice(&req.upstream_body()).expect("json");
+        assert_eq!(sent["provider"]["order"][0], "x");
+        assert!(sent.get("stream_options").is_none());
+    }
+
+    #[test]
+    fn streams_ask_for_usage_unless_the_client_chose() {
+        let req = parse(r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}"#).expect("valid");
+        let sent: Value = serde_json::from_slice(&req.upstream_body()).expect("json");
+        assert_eq!(sent["stream_options"]["include_usage"], true);
+        let req = parse(r#"{"model":"m","stream":true,"stream_options":{"include_usage":false},"messages":[{"role":"user","content":"hi"}]}"#)
+            .expect("valid");
+        let sent: Value = serde_json::from_slice(&req.upstream_body()).expect("json");
+        assert_eq!(sent["stream_options"]["include_usage"], false);
+    }
+
+    #[test]
+    fn max_completion_tokens_wins_over_max_tokens() {
+        let req = parse(
+            r#"{"model":"m","max_tokens":5,"max_completion_tokens":9,"messages":[{"role":"user","content":"x"}]}"#,
+        )
+        .expect("valid");
+        assert_eq!(req.max_tokens, Some(9));
+    }
+
+    #[test]
+    fn rejects_bad_input_naming_the_parameter() {
+        let cases: &[(&str, Option<&str>)] = &[
+            ("not json", None),
+            ("[1,2]", None),
+            (r#"{"messages":[{"role":"user","content":"x"}]}"#, Some("model")),
+            (r#"{"model":5,"messages":[{"role":"user","content":"x"}]}"#, Some("model")),
+            (r#"{"model":"  ","messages":[{"role":"user","content":"x"}]}"#, Some("model")),
+            (r#"{"model":"m"}"#, Some("messages")),
+            (r#"{"model":"m","messages":[]}"#, Some("messages")),
+            (r#"{"model":"m","messages":"hi"}"#, Some("messages")),
+            (r#"{"model":"m","messages":[5]}"#, Some("messages[0]")),
+            (r#"{"model":"m","messages":[{"content":"x"}]}"#, Some("messages[0].role")),
+            (r#"{"model":"m","messages":[{"role":"wizard","content":"x"}]}"#, Some("messages[0].role")),
+            (r#"{"model":"m","messages":[{"role":"user","content":5}]}"#, Some("messages[0].content")),
+            (r#"{"model":"m","stream":"yes","messages":[{"role":"user","content":"x"}]}"#, Some("stream")),
+            (r#"{"model":"m","max_tokens":0,"messages":[{"role":"user","content":"x"}]}"#, Some("max_tokens")),
+            (r#"{"model":"m","max_tokens":-3,"messages":[{"role":"user","content":"x"}]}"#, Some("max_tokens")),
+            (r#"{"model":"m","max_tokens":1.5,"messages":[{"role":"user","content":"x"}]}"#, Some("max_tokens")),
+        ];
+        for (body, param) in cases {
+            let err = parse(body).expect_err(body);
+            assert_eq!(err.param.as_deref(), *param, "{body}: {}", err.message);
+            assert!(!err.message.is_empty());
+        }
+    }
+}
+
+/// Token usage as OpenAI and OpenRouter report it. `cost` is the upstream's
+/// own figure in USD when it sends one.
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize, serde::Serialize)]
+pub struct Usage {
+    #[serde(default)]
+    pub prompt_tokens: u64,
+    #[serde(default)]
+    pub completion_tokens: u64,
+    #[serde(default)]
+    pub total_tokens: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<f64>,
+}

@@ -1,0 +1,25 @@
+//! Pure logic: no `worker`, no I/O, no clock, no randomness (callers pass them in).
+
+pub mod chat;
+pub mod ids;
+pub mod keys;
+pub mod money;
+pub mod time;
+pub mod users;
+
+/// A client mistake, reported as a 400 naming the parameter when there is one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct InvalidRequest {
+    pub message: String,
+    pub param: Option<String>,
+}
+
+impl InvalidRequest {
+    pub fn new(message: impl Into<String>) -> Self {
+        Self { message: message.into(), param: None }
+    }
+    pub fn param(message: impl Into<String>, param: impl Into<String>) -> Self {
+        Self { message: message.into(), param: Some(param.into()) }
+    }
+}

@@ -1,0 +1,80 @@
+//! Validation of operator input about users.
+
+use super::InvalidRequest;
+
+pub const MAX_NAME_LEN: usize = 200;
+const MAX_EMAIL_LEN: usize = 254;
+
+/// A plausible e-mail address: one `@`, a non-empty local part, a dotted domain, no spaces.
+pub fn validate_email(email: &str) -> Result<String, InvalidRequest> {
+    let email = email.trim();
+    let bad = || InvalidRequest::param(format!("`email` is not a valid e-mail address: {email:?}"), "email");
+    if email.len() > MAX_EMAIL_LEN || email.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(bad());
+    }
+    let Some((local, domain)) = email.split_once('@') else { return Err(bad()) };
+    let domain_ok = !domain.contains('@')
+        && domain.contains('.')
+        && domain.split('.').all(|label| !label.is_empty() && !label.starts_with('-') && !label.ends_with('-'));
+    if local.is_empty() || !domain_ok {
+        return Err(bad());
+    }
+    Ok(email.to_ascii_lowercase())
+}
+
+/// A required, trimmed text of 1..=max characters.
+pub fn validate_text(field: &str, value: &str, max: usize) -> Result<String, InvalidRequest> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Err(InvalidRequest::param(format!("`{field}` must not be empty"), field));
+    }
+    if value.chars().count() > max {
+        return Err(InvalidRequest::param(format!("`{field}` must be at most {max} characters"), field));
+    }
+    Ok(value.to_string())
+}
+
+/// An optional text of at most `max` characters; empty means absent.
+pub fn validate_optional_text(field: &str, value: Option<&str>, max: usize) -> Result<Option<String>, InvalidRequest> {
+    match value.map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(v) => validate_text(field, v, max).map(Some),
+    }
+}
+
+/// A BCP-47-ish locale tag such as `en`, `zh`, `pt-BR`.
+pub fn validate_locale(locale: &str) -> Result<String, InvalidRequest> {
+    let ok = (2..=16).contains(&locale.len())
+        && locale.split('-').all(|p| !p.is_empty() && p.len() <= 8 && p.bytes().all(|b| b.is_ascii_alphanumeric()));
+    if ok {
+        Ok(locale.to_string())
+    } else {
+        Err(InvalidRequest::param(format!("`locale` is not a language tag like `en` or `zh-CN`: {locale:?}"), "locale"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails() {
+        assert_eq!(validate_email(" Ann@Example.COM ").expect("valid"), "ann@example.com");
+        for bad in
+            ["", "ann", "ann@", "@example.com", "ann@example", "a b@example.com", "a@b@c.com", "ann@.com", "ann@-x.com"]
+        {
+            assert!(validate_email(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn texts_and_locales() {
+        assert_eq!(validate_text("name", "  Ann ", 10).expect("valid"), "Ann");
+        assert_eq!(validate_text("name", "", 10).expect_err("empty").param.as_deref(), Some("name"));
+        assert!(validate_text("name", "ééééééééééé", 10).is_err());
+        assert_eq!(validate_optional_text("d", Some(" "), 5).expect("ok"), None);
+        assert!(validate_locale("zh-CN").is_ok());
+        assert!(validate_locale("x").is_err());
+        assert!(validate_locale("en us").is_err());
+    }
+}

@@ -1,0 +1,88 @@
+//! The only place binding, var and secret names appear. `Config` is parsed
+//! once per isolate.
+
+use std::cell::OnceCell;
+use std::rc::Rc;
+
+use worker::{D1Database, Env, KvStore, ObjectNamespace};
+
+pub const DB: &str = "DB";
+pub const CACHE: &str = "CACHE";
+pub const ACCOUNTS: &str = "ACCOUNTS";
+
+const DEFAULT_BASE_URL: &str = "https://openrouter.ai/api/v1";
+
+/// A secret that never prints.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+#[derive(Debug)]
+pub struct Config {
+    /// `AI_GATEWAY_BASE_URL`, without a trailing slash.
+    pub upstream_base_url: String,
+    /// `AI_GATEWAY_API_KEY`: the tenant's own upstream key.
+    pub upstream_api_key: Option<Secret>,
+    /// `ADMIN_TOKEN`: operator access; none means no operator access at all.
+    pub admin_token: Option<Secret>,
+    /// `REQUEST_TIMEOUT`, seconds (default 60).
+    pub request_timeout_ms: u64,
+    /// `UPSTREAM_REFERER` / `UPSTREAM_TITLE`: OpenRouter's app attribution headers.
+    pub referer: Option<String>,
+    pub title: String,
+    /// `MODELS_CACHE_TTL`, seconds (default 300).
+    pub models_cache_ttl_secs: u64,
+}
+
+fn text(env: &Env, name: &str) -> Option<String> {
+    env.var(name).ok().map(|v| v.to_string()).filter(|v| !v.trim().is_empty())
+}
+
+fn number(env: &Env, name: &str, default: u64) -> u64 {
+    text(env, name).and_then(|v| v.trim().parse().ok()).unwrap_or(default)
+}
+
+impl Config {
+    fn from_env(env: &Env) -> Self {
+        Self {
+            upstream_base_url: text(env, "AI_GATEWAY_BASE_URL")
+                .unwrap_or_else(|| DEFAULT_BASE_URL.into())
+                .trim_end_matches('/')
+                .to_string(),
+            upstream_api_key: text(env, "AI_GATEWAY_API_KEY").map(Secret),
+            admin_token: text(env, "ADMIN_TOKEN").map(Secret),
+            request_timeout_ms: number(env, "REQUEST_TIMEOUT", 60).clamp(1, 3600) * 1000,
+            referer: text(env, "UPSTREAM_REFERER"),
+            title: text(env, "UPSTREAM_TITLE").unwrap_or_else(|| "Tollgate".into()),
+            models_cache_ttl_secs: number(env, "MODELS_CACHE_TTL", 300).max(60),
+        }
+    }
+
+    pub fn get(env: &Env) -> Rc<Config> {
+        thread_local!(static CONFIG: OnceCell<Rc<Config>> = const { OnceCell::new() });
+        CONFIG.with(|c| c.get_or_init(|| Rc::new(Config::from_env(env))).clone())
+    }
+}
+
+pub fn db(env: &Env) -> worker::Result<D1Database> {
+    env.d1(DB)
+}
+
+pub fn cache(env: &Env) -> worker::Result<KvStore> {
+    env.kv(CACHE)
+}
+
+pub fn accounts(env: &Env) -> worker::Result<ObjectNamespace> {
+    env.durable_object(ACCOUNTS)
+}

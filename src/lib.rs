@@ -1,0 +1,43 @@
+//! Tollgate: a multi-tenant LLM gateway on Cloudflare Workers.
+//!
+//! This file only wires the runtime's entry points to the route table; see
+//! `docs/architecture.md` for the layers.
+
+pub mod domain;
+pub mod providers;
+pub mod routes;
+
+pub mod api;
+#[cfg(target_arch = "wasm32")]
+mod billing;
+#[cfg(target_arch = "wasm32")]
+mod cache;
+#[cfg(target_arch = "wasm32")]
+mod env;
+#[cfg(target_arch = "wasm32")]
+mod jobs;
+#[cfg(target_arch = "wasm32")]
+mod store;
+
+#[cfg(target_arch = "wasm32")]
+pub use billing::account_do::AccountDo;
+
+#[cfg(target_arch = "wasm32")]
+mod entry {
+    use worker::{event, Context, Env, Request, Response, Result, ScheduleContext, ScheduledEvent};
+
+    #[event(start)]
+    fn start() {
+        console_error_panic_hook::set_once();
+    }
+
+    #[event(fetch)]
+    async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
+        Ok(crate::api::handle(req, env, ctx).await)
+    }
+
+    #[event(scheduled)]
+    async fn scheduled(event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
+        crate::jobs::run(event.cron(), env).await;
+    }
+}

@@ -1,0 +1,7 @@
+//! Upstream providers: wire translation (pure) and the one transport module
+//! that performs `fetch`.
+
+pub mod openai_compat;
+pub mod sse;
+#[cfg(target_arch = "wasm32")]
+pub mod transport;

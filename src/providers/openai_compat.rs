@@ -1,0 +1,205 @@
+//! OpenAI-compatible wire format (OpenRouter, OpenAI): the models list, the
+//! usage in a non-streamed answer, and upstream error classification.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::domain::chat::Usage;
+
+/// Why an upstream call did not give a usable answer.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ProviderError {
+    /// The upstream refused the request itself (400, 404, 413, 422): the client's to fix.
+    #[error("upstream rejected the request ({status}): {message}")]
+    Rejected { status: u16, message: String },
+    #[error("upstream rate limited the request")]
+    RateLimited { message: String, retry_after_secs: Option<u64> },
+    /// 401/402/403 from upstream: the tenant's upstream key or account is the problem.
+    #[error("upstream refused the gateway's credentials ({status})")]
+    CredentialsRejected { status: u16, message: String },
+    #[error("upstream failed ({status})")]
+    Unavailable { status: u16, message: String },
+    #[error("upstream answer could not be read: {0}")]
+    Malformed(String),
+    #[error("upstream did not answer in time")]
+    Timeout,
+    #[error("could not reach upstream: {0}")]
+    Network(String),
+}
+
+/// The `error.message` of an OpenAI/OpenRouter error body, else a short excerpt.
+pub fn error_message(body: &[u8]) -> String {
+    #[derive(Deserialize)]
+    struct Envelope {
+        error: Inner,
+    }
+    #[derive(Deserialize)]
+    struct Inner {
+        message: String,
+    }
+    match serde_json::from_slice::<Envelope>(body) {
+        Ok(e) => e.error.message,
+        Err(_) => {
+            let text = String::from_utf8_lossy(body);
+            let excerpt: String = text.chars().take(200).collect();
+            if excerpt.trim().is_empty() {
+                "no details".to_string()
+            } else {
+                excerpt
+            }
+        }
+    }
+}
+
+/// Classifies a non-2xx upstream answer.
+pub fn classify_error(status: u16, retry_after: Option<&str>, body: &[u8]) -> ProviderError {
+    let message = error_message(body);
+    match status {
+        401 | 402 | 403 => ProviderError::CredentialsRejected { status, message },
+        429 => ProviderError::RateLimited {
+            message,
+            retry_after_secs: retry_after.and_then(|v| v.trim().parse::<f64>().ok()).map(|s| s.max(0.0).ceil() as u64),
+        },
+        408 | 504 | 524 => ProviderError::Timeout,
+        400..=499 => ProviderError::Rejected { status, message },
+        _ => ProviderError::Unavailable { status, message },
+    }
+}
+
+/// Picks the usage out of a non-streamed chat answer; refuses a body that is not a chat completion.
+pub fn completion_usage(body: &[u8]) -> Result<Option<Usage>, ProviderError> {
+    #[derive(Deserialize)]
+    struct Probe {
+        #[serde(default)]
+        choices: Option<Vec<Value>>,
+        #[serde(default)]
+        usage: Option<Usage>,
+        #[serde(default)]
+        error: Option<Value>,
+    }
+    let probe: Probe = serde_json::from_slice(body).map_err(|e| ProviderError::Malformed(format!("not JSON: {e}")))?;
+    if let Some(err) = probe.error {
+        let message = err.get("message").and_then(Value::as_str).unwrap_or("upstream error").to_string();
+        let status = err.get("code").and_then(Value::as_u64).unwrap_or(502) as u16;
+        return Err(match status {
+            400..=499 => classify_error(status, None, body),
+            _ => ProviderError::Unavailable { status, message },
+        });
+    }
+    if probe.choices.is_none() {
+        return Err(ProviderError::Malformed("answer has no `choices`".into()));
+    }
+    Ok(probe.usage)
+}
+
+/// One model as OpenRouter's `/models` lists it (the fields we use).
+#[derive(Debug, Clone, Deserialize)]
+pub struct UpstreamModel {
+    pub id: String,
+    #[serde(default)]
+    pub created: Option<i64>,
+    #[serde(default)]
+    pub context_length: Option<u64>,
+    #[serde(default)]
+    pub pricing: Option<UpstreamPricing>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct UpstreamPricing {
+    #[serde(default)]
+    pub prompt: Option<String>,
+    #[serde(default)]
+    pub completion: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct UpstreamModelList {
+    data: Vec<UpstreamModel>,
+}
+
+pub fn parse_model_list(body: &[u8]) -> Result<Vec<UpstreamModel>, ProviderError> {
+    serde_json::from_slice::<UpstreamModelList>(body)
+        .map(|l| l.data)
+        .map_err(|e| ProviderError::Malformed(format!("models list: {e}")))
+}
+
+/// A model in the list this gateway answers `GET /v1/models` with.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ListedModel {
+    pub id: String,
+    pub object: String,
+    pub created: i64,
+    pub owned_by: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context_length: Option<u64>,
+    pub pricing: ListedPricing,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ListedPricing {
+    pub prompt: String,
+    pub completion: String,
+}
+
+impl From<UpstreamModel> for ListedModel {
+    fn from(m: UpstreamModel) -> Self {
+        let owned_by = m.id.split_once('/').map_or("openrouter", |(p, _)| p).to_string();
+        let pricing = m.pricing.unwrap_or(UpstreamPricing { prompt: None, completion: None });
+        Self {
+            owned_by,
+            object: "model".into(),
+            created: m.created.unwrap_or(0),
+            context_length: m.context_length,
+            pricing: ListedPricing {
+                prompt: pricing.prompt.unwrap_or_else(|| "0".into()),
+                completion: pricing.completion.unwrap_or_else(|| "0".into()),
+            },
+            id: m.id,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_upstream_statuses_as_the_error_table_says() {
+        let body = br#"{"error":{"code":400,"message":"bad model"}}"#;
+        assert_eq!(
+            classify_error(400, None, body),
+            ProviderError::Rejected { status: 400, message: "bad model".into() }
+        );
+        assert!(matches!(classify_error(401, None, body), ProviderError::CredentialsRejected { status: 401, .. }));
+        assert!(matches!(classify_error(403, None, body), ProviderError::CredentialsRejected { .. }));
+        assert_eq!(
+            classify_error(429, Some("2.5"), body),
+            ProviderError::RateLimited { message: "bad model".into(), retry_after_secs: Some(3) }
+        );
+        assert!(
+            matches!(classify_error(503, None, b"<html>down</html>"), ProviderError::Unavailable { status: 503, ref message } if message == "<html>down</html>")
+        );
+        assert_eq!(classify_error(504, None, b""), ProviderError::Timeout);
+    }
+
+    #[test]
+    fn completion_usage_requires_a_chat_completion() {
+        let ok = br#"{"id":"x","choices":[{"message":{"role":"assistant","content":"hi"}}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4,"cost":0.1}}"#;
+        assert_eq!(completion_usage(ok).expect("ok").map(|u| u.total_tokens), Some(4));
+        assert!(matches!(completion_usage(b"<html>"), Err(ProviderError::Malformed(_))));
+        assert!(matches!(completion_usage(b"{}"), Err(ProviderError::Malformed(_))));
+        let err = br#"{"error":{"code":502,"message":"provider returned error"}}"#;
+        assert!(matches!(completion_usage(err), Err(ProviderError::Unavailable { status: 502, .. })));
+    }
+
+    #[test]
+    fn lists_models_in_openai_shape_with_owner_from_the_prefix() {
+        let body = br#"{"data":[{"id":"anthropic/claude-3.5-sonnet","name":"Claude","created":1700000000,"context_length":200000,"pricing":{"prompt":"0.000003","completion":"0.000015","request":"0"}}]}"#;
+        let models: Vec<ListedModel> = parse_model_list(body).expect("list").into_iter().map(Into::into).collect();
+        assert_eq!(models[0].owned_by, "anthropic");
+        assert_eq!(models[0].pricing, ListedPricing { prompt: "0.000003".into(), completion: "0.000015".into() });
+        let json = serde_json::to_value(&models[0]).expect("json");
+        assert_eq!(json["object"], "model");
+        assert!(parse_model_list(b"nope").is_err());
+    }
+}

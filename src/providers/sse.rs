@@ -1,0 +1,208 @@
+//! A pure relay for OpenAI-style server-sent events.
+//!
+//! Upstream bytes go in; complete lines come out unchanged, to be forwarded
+//! at once. A partial line is held back until its end arrives, so a cut
+//! stream never leaves the client half an event. Along the way the relay
+//! notes what billing needs: the usage chunk (which may have `choices: []`),
+//! the delivered content, whether `[DONE]` arrived, and any error event.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::domain::chat::Usage;
+
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct StreamSummary {
+    /// `data: [DONE]` arrived.
+    pub done: bool,
+    /// The last usage object seen.
+    pub usage: Option<Usage>,
+    /// An `error` object the upstream sent as an event.
+    pub upstream_error: Option<Value>,
+    /// Number of `data:` events carrying JSON.
+    pub events: u64,
+    /// UTF-8 bytes of content and tool-call arguments delivered to the client.
+    pub content_bytes: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct SseRelay {
+    pending: Vec<u8>,
+    summary: StreamSummary,
+}
+
+#[derive(Deserialize)]
+struct ChunkProbe {
+    #[serde(default)]
+    choices: Vec<ChoiceProbe>,
+    #[serde(default)]
+    usage: Option<Usage>,
+    #[serde(default)]
+    error: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct ChoiceProbe {
+    #[serde(default)]
+    delta: Option<DeltaProbe>,
+}
+
+#[derive(Deserialize)]
+struct DeltaProbe {
+    #[serde(default)]
+    content: Option<String>,
+    #[serde(default)]
+    reasoning: Option<String>,
+    #[serde(default)]
+    tool_calls: Option<Vec<ToolCallProbe>>,
+}
+
+#[derive(Deserialize)]
+struct ToolCallProbe {
+    #[serde(default)]
+    function: Option<FunctionProbe>,
+}
+
+#[derive(Deserialize)]
+struct FunctionProbe {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    arguments: Option<String>,
+}
+
+impl SseRelay {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn summary(&self) -> &StreamSummary {
+        &self.summary
+    }
+
+    /// Takes upstream bytes; returns the bytes to forward now (whole lines).
+    pub fn feed(&mut self, chunk: &[u8]) -> Vec<u8> {
+        let Some(last_newline) = chunk.iter().rposition(|&b| b == b'\n') else {
+            self.pending.extend_from_slice(chunk);
+            return Vec::new();
+        };
+        let mut out = std::mem::take(&mut self.pending);
+        out.extend_from_slice(&chunk[..=last_newline]);
+        self.pending.extend_from_slice(&chunk[last_newline + 1..]);
+        for line in out.split(|&b| b == b'\n') {
+            self.observe_line(line);
+        }
+        out
+    }
+
+    /// The upstream body ended. When it ended without `[DONE]`, or `error`
+    /// is given, returns the closing bytes: the error event, then `[DONE]`.
+    /// Whatever partial line was still held back is dropped.
+    pub fn finish(&mut self, error_json: Option<&str>) -> Vec<u8> {
+        self.pending.clear();
+        match error_json {
+            Some(err) if !self.summary.done => {
+                self.summary.done = true;
+                format!("data: {err}\n\ndata: [DONE]\n\n").into_bytes()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    fn observe_line(&mut self, line: &[u8]) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(data) = line.strip_prefix(b"data:") else { return };
+        let data = data.strip_prefix(b" ").unwrap_or(data);
+        if data == b"[DONE]" {
+            self.summary.done = true;
+            return;
+        }
+        let Ok(probe) = serde_json::from_slice::<ChunkProbe>(data) else { return };
+        self.summary.events += 1;
+        if probe.usage.is_some() {
+            self.summary.usage = probe.usage;
+        }
+        if probe.error.is_some() {
+            self.summary.upstream_error = probe.error;
+        }
+        for delta in probe.choices.into_iter().filter_map(|c| c.delta) {
+            let text = [delta.content, delta.reasoning].into_iter().flatten().map(|s| s.len() as u64).sum::<u64>();
+            let tools = delta
+                .tool_calls
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|t| t.function)
+                .map(|f| f.name.map_or(0, |n| n.len()) + f.arguments.map_or(0, |a| a.len()))
+                .sum::<usize>() as u64;
+            self.summary.content_bytes += text + tools;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STREAM: &str = ": OPENROUTER PROCESSING\n\n\
+        data: {\"id\":\"gen-1\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"Hel\"}}]}\n\n\
+        data: {\"id\":\"gen-1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"lo\"},\"finish_reason\":\"stop\"}]}\n\n\
+        data: {\"id\":\"gen-1\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":2,\"total_tokens\":11,\"cost\":0.00042}}\n\n\
+        data: [DONE]\n\n";
+
+    #[test]
+    fn forwards_everything_and_finds_the_usage_chunk() {
+        let mut relay = SseRelay::new();
+        let out = relay.feed(STREAM.as_bytes());
+        assert_eq!(out, STREAM.as_bytes());
+        assert!(relay.finish(Some("{}")).is_empty(), "a finished stream gets no error event");
+        let s = relay.summary();
+        assert!(s.done);
+        assert_eq!(s.events, 3);
+        assert_eq!(s.content_bytes, 5);
+        let usage = s.usage.as_ref().expect("usage chunk");
+        assert_eq!((usage.prompt_tokens, usage.completion_tokens, usage.cost), (9, 2, Some(0.00042)));
+    }
+
+    #[test]
+    fn chunk_boundaries_anywhere_give_the_same_bytes_and_summary() {
+        let whole = {
+            let mut r = SseRelay::new();
+            r.feed(STREAM.as_bytes());
+            r.summary().clone()
+        };
+        for size in [1, 2, 3, 7, 16, 64] {
+            let mut relay = SseRelay::new();
+            let mut out = Vec::new();
+            for piece in STREAM.as_bytes().chunks(size) {
+                out.extend(relay.feed(piece));
+            }
+            assert_eq!(out, STREAM.as_bytes(), "chunk size {size}");
+            assert_eq!(relay.summary(), &whole, "chunk size {size}");
+        }
+    }
+
+    #[test]
+    fn handles_crlf_and_tool_call_arguments() {
+        let mut relay = SseRelay::new();
+        relay.feed(b"data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"name\":\"f\",\"arguments\":\"{\\\"a\\\":1}\"}}]}}]}\r\n\r\n");
+        assert_eq!(relay.summary().content_bytes, 1 + 7);
+    }
+
+    #[test]
+    fn a_cut_stream_drops_the_partial_line_and_ends_with_error_then_done() {
+        let mut relay = SseRelay::new();
+        let out = relay.feed(b"data: {\"choices\":[{\"delta\":{\"content\":\"Hi\"}}]}\n\ndata: {\"choi");
+        assert!(out.ends_with(b"\n\n"));
+        assert!(!String::from_utf8_lossy(&out).contains("choi\""), "partial line held back");
+        let tail = relay.finish(Some(r#"{"error":{"message":"cut"}}"#));
+        assert_eq!(tail, b"data: {\"error\":{\"message\":\"cut\"}}\n\ndata: [DONE]\n\n");
+        assert_eq!(relay.summary().content_bytes, 2);
+    }
+
+    #[test]
+    fn records_an_upstream_error_event() {
+        let mut relay = SseRelay::new();
+        relay.feed(b"data: {\"error\":{\"code\":502,\"message\":\"provider down\"}}\n\n");
+        assert_eq!(relay.summary().upstream_error.as_ref().map(|e| e["code"].clone()), Some(502.into()));
+    }
+}

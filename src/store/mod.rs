@@ -1,0 +1,53 @@
+//! D1, the system of record. SQL lives here as constants next to its `*Row` type.
+
+pub mod keys;
+pub mod users;
+
+use wasm_bindgen::JsValue;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("D1: {0}")]
+    D1(String),
+    #[error("already exists: {0}")]
+    Conflict(String),
+}
+
+impl From<worker::Error> for StoreError {
+    fn from(e: worker::Error) -> Self {
+        let text = e.to_string();
+        if text.contains("UNIQUE constraint failed") {
+            Self::Conflict(text)
+        } else {
+            Self::D1(text)
+        }
+    }
+}
+
+impl From<StoreError> for crate::api::error::ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(what) => {
+                Self::Conflict(format!("already exists ({})", what.rsplit(':').next().unwrap_or("").trim()))
+            }
+            StoreError::D1(detail) => Self::internal(detail),
+        }
+    }
+}
+
+/// D1 has no BigInt: integers travel as JS numbers (always inside ±2^53).
+pub fn int(v: i64) -> JsValue {
+    JsValue::from_f64(v as f64)
+}
+
+pub fn text(v: &str) -> JsValue {
+    JsValue::from_str(v)
+}
+
+pub fn opt_text(v: Option<&str>) -> JsValue {
+    v.map_or(JsValue::NULL, JsValue::from_str)
+}
+
+pub fn opt_int(v: Option<i64>) -> JsValue {
+    v.map_or(JsValue::NULL, int)
+}
