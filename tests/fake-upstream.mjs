@@ -1,0 +1,257 @@
+// A local fake of OpenRouter's HTTP API, over a real socket, with no dependencies.
+// Demo mode (`npm start` without AI_GATEWAY_API_KEY) and the integration tests share it.
+//
+//   node tests/fake-upstream.mjs [--port 8788] [--key sk-or-...]
+//
+// It validates requests the way OpenRouter does (auth, JSON, model, messages)
+// and answers deterministically:
+//   reply      "Echo: <last user text>", one token per word
+//   prompt     ceil(chars of all message text / 4) + 3 per message
+//   cost       tokens × the catalogue price below (USD), as `usage.cost`
+// Faults on demand, chosen by the body field `fake_fault` (the gateway passes
+// unknown fields through unchanged):
+//   "500" | "502" | "503"   that status with an OpenRouter error body
+//   "429"                   429 with `retry-after: 7`
+//   "401"                   401, as for a bad upstream key
+//   "slow:<ms>"             waits before answering
+//   "cut:<n>"               stream: the socket closes after n content chunks
+//                           non-stream: the socket closes mid-body
+//   "non_json"              200 with an HTML body
+//   "tools"                 answers with a tool call (streamed as argument pieces)
+//   "error_event"           stream: a mid-stream error event, then the end
+// `chunk_delay_ms` (body field) spaces streamed chunks out.
+// Test helpers: GET /__requests lists the requests received (newest last),
+// DELETE /__requests forgets them.
+
+import http from 'node:http';
+import { pathToFileURL } from 'node:url';
+
+export const CATALOGUE = [
+  { id: 'openai/gpt-4o-mini', name: 'OpenAI: GPT-4o-mini', context_length: 128000, prompt: '0.00000015', completion: '0.0000006' },
+  { id: 'openai/gpt-4o', name: 'OpenAI: GPT-4o', context_length: 128000, prompt: '0.0000025', completion: '0.00001' },
+  { id: 'anthropic/claude-3.5-sonnet', name: 'Anthropic: Claude 3.5 Sonnet', context_length: 200000, prompt: '0.000003', completion: '0.000015' },
+  { id: 'anthropic/claude-3-5-haiku-20241022', name: 'Anthropic: Claude 3.5 Haiku', context_length: 200000, prompt: '0.0000008', completion: '0.000004' },
+  { id: 'google/gemini-2.0-flash-001', name: 'Google: Gemini 2.0 Flash', context_length: 1048576, prompt: '0.0000001', completion: '0.0000004' },
+  { id: 'meta-llama/llama-3.1-8b-instruct', name: 'Meta: Llama 3.1 8B Instruct', context_length: 131072, prompt: '0.00000002', completion: '0.00000005' },
+];
+
+const ROLES = new Set(['system', 'developer', 'user', 'assistant', 'tool', 'function']);
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+function errorBody(code, message, metadata) {
+  return JSON.stringify({ error: { code, message, ...(metadata ? { metadata } : {}) } });
+}
+
+function sendJson(res, status, body, headers = {}) {
+  const text = typeof body === 'string' ? body : JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), ...headers });
+  res.end(text);
+}
+
+function messageText(content) {
+  if (typeof content === 'string') return content;
+  if (Array.isArray(content)) return content.map((p) => (p && p.type === 'text' ? p.text ?? '' : '')).join(' ');
+  return '';
+}
+
+/** Deterministic token accounting for a request body. */
+export function tokensFor(body) {
+  const chars = body.messages.reduce((n, m) => n + messageText(m.content).length, 0);
+  const promptTokens = Math.ceil(chars / 4) + 3 * body.messages.length;
+  const lastUser = [...body.messages].reverse().find((m) => m.role === 'user');
+  const words = ['Echo:', ...messageText(lastUser?.content).split(/\s+/).filter(Boolean)].slice(0, 64);
+  let pieces = words.map((w, i) => (i === 0 ? w : ' ' + w));
+  let finish = 'stop';
+  const max = body.max_completion_tokens ?? body.max_tokens;
+  if (Number.isInteger(max) && max < pieces.length) {
+    pieces = pieces.slice(0, max);
+    finish = 'length';
+  }
+  return { promptTokens, pieces, finish };
+}
+
+export function priceOf(model) {
+  const m = CATALOGUE.find((c) => c.id === model);
+  return m ? { prompt: Number(m.prompt), completion: Number(m.completion) } : null;
+}
+
+function usageFor(model, promptTokens, completionTokens) {
+  const price = priceOf(model);
+  const cost = price ? promptTokens * price.prompt + completionTokens * price.completion : 0;
+  return {
+    prompt_tokens: promptTokens,
+    completion_tokens: completionTokens,
+    total_tokens: promptTokens + completionTokens,
+    cost: Number(cost.toFixed(12)),
+  };
+}
+
+/** Returns an error [status, body] when OpenRouter would refuse the request. */
+function validate(body) {
+  if (body === null || typeof body !== 'object' || Array.isArray(body)) return [400, errorBody(400, 'Invalid JSON body')];
+  if (typeof body.model !== 'string' || !body.model) return [400, errorBody(400, 'No model specified')];
+  if (!priceOf(body.model)) return [400, errorBody(400, `${body.model} is not a valid model ID`)];
+  if (!Array.isArray(body.messages) || body.messages.length === 0) return [400, errorBody(400, 'Input required: specify "messages"')];
+  for (const [i, m] of body.messages.entries()) {
+    if (!m || typeof m !== 'object' || !ROLES.has(m.role)) return [400, errorBody(400, `messages[${i}]: invalid role`)];
+  }
+  for (const f of ['max_tokens', 'max_completion_tokens']) {
+    if (body[f] !== undefined && body[f] !== null && !(Number.isInteger(body[f]) && body[f] > 0)) {
+      return [400, errorBody(400, `${f} must be a positive integer`)];
+    }
+  }
+  return null;
+}
+
+function toolCallFor(body) {
+  const tool = Array.isArray(body.tools) && body.tools[0]?.function ? body.tools[0].function.name : 'get_weather';
+  return { id: 'call_fake_1', type: 'function', function: { name: tool, arguments: '{"location":"Paris","unit":"celsius"}' } };
+}
+
+async function chat(req, res, body, opts) {
+  const invalid = validate(body);
+  if (invalid) return sendJson(res, invalid[0], invalid[1]);
+  const fault = typeof body.fake_fault === 'string' ? body.fake_fault : '';
+  if (fault.startsWith('slow:')) await sleep(Number(fault.slice(5)) || 0);
+  if (['500', '502', '503'].includes(fault)) return sendJson(res, Number(fault), errorBody(Number(fault), 'Provider returned error'));
+  if (fault === '429') return sendJson(res, 429, errorBody(429, 'Rate limit exceeded: free-models-per-min'), { 'retry-after': '7' });
+  if (fault === '401') return sendJson(res, 401, errorBody(401, 'No auth credentials found'));
+  if (fault === 'non_json') {
+    res.writeHead(200, { 'content-type': 'text/html' });
+    return res.end('<html><body>Bad gateway</body></html>');
+  }
+
+  const id = `gen-${Date.now()}-${Math.random().toString(36).slice(2, 12)}`;
+  const created = Math.floor(Date.now() / 1000);
+  const { promptTokens, pieces, finish } = tokensFor(body);
+  const tools = fault === 'tools';
+  const call = tools ? toolCallFor(body) : null;
+  const completionTokens = tools ? 12 : pieces.length;
+  const usage = usageFor(body.model, promptTokens, completionTokens);
+  const base = { id, provider: 'FakeProvider', model: body.model, object: 'chat.completion.chunk', created };
+
+  if (!body.stream) {
+    const message = tools
+      ? { role: 'assistant', content: null, tool_calls: [call] }
+      : { role: 'assistant', content: pieces.join(''), refusal: null };
+    const text = JSON.stringify({
+      ...base,
+      object: 'chat.completion',
+      choices: [{ index: 0, logprobs: null, finish_reason: tools ? 'tool_calls' : finish, native_finish_reason: tools ? 'tool_calls' : finish, message }],
+      usage,
+    });
+    if (fault.startsWith('cut:')) {
+      res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+      res.write(text.slice(0, Math.floor(text.length / 2)));
+      return setTimeout(() => res.socket.destroy(), 20);
+    }
+    return sendJson(res, 200, text);
+  }
+
+  res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
+  const delay = Number.isInteger(body.chunk_delay_ms) ? body.chunk_delay_ms : 0;
+  const send = (obj) => res.write(`data: ${JSON.stringify(obj)}\n\n`);
+  const chunk = (delta, finish_reason = null) => ({ ...base, choices: [{ index: 0, delta, finish_reason, native_finish_reason: finish_reason, logprobs: null }] });
+  res.write(': OPENROUTER PROCESSING\n\n');
+  const cutAfter = fault.startsWith('cut:') ? Number(fault.slice(4)) : Infinity;
+
+  if (tools) {
+    send(chunk({ role: 'assistant', content: null, tool_calls: [{ index: 0, id: call.id, type: 'function', function: { name: call.function.name, arguments: '' } }] }));
+    for (const part of ['{"location":', '"Paris",', '"unit":"celsius"}']) {
+      if (delay) await sleep(delay);
+      send(chunk({ tool_calls: [{ index: 0, function: { arguments: part } }] }));
+    }
+    send(chunk({}, 'tool_calls'));
+  } else {
+    for (const [i, piece] of pieces.entries()) {
+      if (i >= cutAfter) {
+        res.write('data: {"id":"' + id + '","choi'); // half an event, then the socket dies
+        return setTimeout(() => res.socket.destroy(), 20);
+      }
+      if (fault === 'error_event' && i === 2) {
+        send({ ...base, error: { code: 502, message: 'Provider disconnected' }, choices: [{ index: 0, delta: { content: '' }, finish_reason: 'error' }] });
+        return res.end();
+      }
+      if (delay && i > 0) await sleep(delay);
+      if (i > 0 && i % 3 === 0) res.write(': OPENROUTER PROCESSING\n\n');
+      send(chunk(i === 0 ? { role: 'assistant', content: piece } : { content: piece }));
+    }
+    send(chunk({ content: '' }, finish));
+  }
+  send({ ...base, choices: [], usage });
+  res.write('data: [DONE]\n\n');
+  res.end();
+}
+
+function models(res) {
+  const data = CATALOGUE.map((m) => ({
+    id: m.id,
+    canonical_slug: m.id,
+    name: m.name,
+    created: 1720000000,
+    description: `${m.name} (fake)`,
+    context_length: m.context_length,
+    architecture: { modality: 'text->text', input_modalities: ['text'], output_modalities: ['text'], tokenizer: 'Other' },
+    pricing: { prompt: m.prompt, completion: m.completion, request: '0', image: '0', web_search: '0', internal_reasoning: '0' },
+    top_provider: { context_length: m.context_length, max_completion_tokens: 16384, is_moderated: false },
+    supported_parameters: ['max_tokens', 'temperature', 'tools', 'tool_choice', 'stop'],
+  }));
+  sendJson(res, 200, { data });
+}
+
+/** Starts the fake. `apiKey`: the only upstream key accepted (any bearer when unset). */
+export function startFakeUpstream({ port = 0, host = '127.0.0.1', apiKey } = {}) {
+  const requests = [];
+  const server = http.createServer(async (req, res) => {
+    const url = new URL(req.url, 'http://fake');
+    const chunks = [];
+    for await (const c of req) chunks.push(c);
+    const raw = Buffer.concat(chunks).toString('utf8');
+    if (url.pathname === '/__requests') {
+      if (req.method === 'DELETE') requests.length = 0;
+      return sendJson(res, 200, { data: requests });
+    }
+    let body = null;
+    try {
+      body = raw ? JSON.parse(raw) : null;
+    } catch {
+      body = undefined;
+    }
+    requests.push({ method: req.method, path: url.pathname, headers: req.headers, body: body === undefined ? raw : body, at: Date.now() });
+    if (requests.length > 500) requests.shift();
+
+    const auth = req.headers.authorization ?? '';
+    const bearer = auth.startsWith('Bearer ') ? auth.slice(7) : '';
+    if (!bearer || (apiKey && bearer !== apiKey)) return sendJson(res, 401, errorBody(401, 'No auth credentials found'));
+    if (req.method === 'GET' && url.pathname.endsWith('/models')) return models(res);
+    if (req.method === 'POST' && url.pathname.endsWith('/chat/completions')) {
+      if (body === undefined) return sendJson(res, 400, errorBody(400, 'Invalid JSON body'));
+      return chat(req, res, body, { apiKey });
+    }
+    sendJson(res, 404, errorBody(404, `Not found: ${req.method} ${url.pathname}`));
+  });
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      const { port: bound } = server.address();
+      resolve({
+        port: bound,
+        url: `http://${host}:${bound}/api/v1`,
+        requests,
+        close: () => new Promise((r) => { server.closeAllConnections?.(); server.close(() => r()); }),
+      });
+    });
+  });
+}
+
+if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
+  const arg = (name) => {
+    const i = process.argv.indexOf(`--${name}`);
+    return i > 0 ? process.argv[i + 1] : undefined;
+  };
+  const fake = await startFakeUpstream({ port: Number(arg('port') ?? process.env.FAKE_UPSTREAM_PORT ?? 8788), apiKey: arg('key') ?? process.env.FAKE_UPSTREAM_KEY });
+  console.log(`fake upstream (OpenRouter API) listening on ${fake.url}`);
+  const stop = () => fake.close().then(() => process.exit(0));
+  process.on('SIGINT', stop);
+  process.on('SIGTERM', stop);
+}

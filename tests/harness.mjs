@@ -1,0 +1,171 @@
+// Starts the built Worker under workerd (`wrangler dev`) with fresh local D1,
+// KV and Durable Object state, pointed at the fake upstream. Shared by the
+// integration tests, `npm start` (demo mode) and `npm run bench`.
+
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import { startFakeUpstream } from './fake-upstream.mjs';
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const WRANGLER = path.join(ROOT, 'scripts', 'wrangler');
+
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/** Runs a command to completion; rejects with its output on failure. */
+export function run(cmd, args, { cwd = ROOT, env = process.env } = {}) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.stderr.on('data', (d) => (out += d));
+    child.on('error', reject);
+    child.on('close', (code) => (code === 0 ? resolve(out) : reject(new Error(`${cmd} ${args.join(' ')} exited ${code}:\n${out}`))));
+  });
+}
+
+export async function applyMigrations(persistTo) {
+  return run(WRANGLER, ['d1', 'migrations', 'apply', 'DB', '--local', '--persist-to', persistTo], {
+    env: { ...process.env, CI: 'true' },
+  });
+}
+
+async function waitForHealth(url, child, logs, timeoutMs = 60_000) {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null) throw new Error(`wrangler dev exited (${child.exitCode}):\n${logs()}`);
+    try {
+      const res = await fetch(`${url}/health`);
+      if (res.status === 200) return;
+    } catch {
+      // not listening yet
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`gateway did not become healthy within ${timeoutMs} ms:\n${logs()}`);
+}
+
+/** Stops a detached child and everything it started (workerd included). */
+export function killGroup(child) {
+  if (!child || child.exitCode !== null) return Promise.resolve();
+  return new Promise((resolve) => {
+    child.once('close', resolve);
+    try {
+      process.kill(-child.pid, 'SIGTERM');
+    } catch {
+      resolve();
+    }
+    setTimeout(() => {
+      try {
+        process.kill(-child.pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }, 3000).unref();
+  });
+}
+
+/**
+ * Serves the built worker. Options:
+ *   vars         extra variables (override everything else)
+ *   upstream     false to skip starting the fake upstream
+ *   persistTo    state folder (default: a fresh temporary one, removed on stop)
+ *   port         gateway port (default: a free one)
+ *   inherit      print wrangler's output instead of collecting it
+ */
+export async function startGateway({ vars = {}, upstream = true, persistTo, port, inherit = false } = {}) {
+  const fake = upstream ? await startFakeUpstream({ apiKey: 'sk-or-v1-test-upstream-key' }) : null;
+  const fresh = !persistTo;
+  const state = persistTo ?? mkdtempSync(path.join(tmpdir(), 'tollgate-state-'));
+  await applyMigrations(state);
+
+  const adminToken = vars.ADMIN_TOKEN ?? `tg-admin-${randomBytes(24).toString('hex')}`;
+  const allVars = {
+    ADMIN_TOKEN: adminToken,
+    REQUEST_TIMEOUT: '60',
+    ...(fake ? { AI_GATEWAY_BASE_URL: fake.url, AI_GATEWAY_API_KEY: 'sk-or-v1-test-upstream-key' } : {}),
+    ...vars,
+  };
+  // An env file of our own keeps a developer's .dev.vars out of the tests.
+  const envFile = path.join(state, 'gateway.env');
+  writeFileSync(envFile, Object.entries(allVars).map(([k, v]) => `${k}=${v}`).join('\n') + '\n', { mode: 0o600 });
+
+  const gatewayPort = port ?? (await freePort());
+  const args = [
+    'dev', '--ip', '127.0.0.1', '--port', String(gatewayPort), '--persist-to', state,
+    '--env-file', envFile, '--test-scheduled', '--show-interactive-dev-session=false', '--log-level', 'log',
+    '--inspector-port', String(await freePort()),
+  ];
+  for (const [k, v] of Object.entries(allVars)) args.push('--var', `${k}:${v}`);
+  let output = '';
+  const child = spawn(WRANGLER, args, {
+    cwd: ROOT,
+    detached: true,
+    env: { ...process.env, CI: 'true', WRANGLER_SEND_METRICS: 'false' },
+    stdio: ['ignore', inherit ? 'inherit' : 'pipe', inherit ? 'inherit' : 'pipe'],
+  });
+  if (!inherit) {
+    child.stdout.on('data', (d) => (output += d));
+    child.stderr.on('data', (d) => (output += d));
+  }
+  const url = `http://127.0.0.1:${gatewayPort}`;
+  const stop = async () => {
+    await killGroup(child);
+    if (fake) await fake.close();
+    if (fresh) rmSync(state, { recursive: true, force: true });
+  };
+  try {
+    await waitForHealth(url, child, () => output);
+  } catch (e) {
+    await stop();
+    throw e;
+  }
+  return { url, adminToken, fake, state, child, logs: () => output, stop };
+}
+
+/** A small client for the admin API used by tests, bench and demo mode. */
+export function adminClient(url, token) {
+  const call = async (method, p, body, headers = {}) => {
+    const res = await fetch(url + p, {
+      method,
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', ...headers },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const text = await res.text();
+    let json;
+    try {
+      json = JSON.parse(text);
+    } catch {
+      json = text;
+    }
+    return { status: res.status, headers: res.headers, body: json };
+  };
+  return {
+    call,
+    async createUser(fields = {}) {
+      const email = fields.email ?? `user-${randomBytes(6).toString('hex')}@example.com`;
+      const res = await call('POST', '/api/admin/users', { name: 'Test User', ...fields, email });
+      if (res.status !== 201) throw new Error(`create user: ${res.status} ${JSON.stringify(res.body)}`);
+      return res.body.data;
+    },
+    async createKey(userId, fields = {}) {
+      const res = await call('POST', '/api/keys', { name: 'test key', user_id: userId, ...fields });
+      if (res.status !== 201) throw new Error(`create key: ${res.status} ${JSON.stringify(res.body)}`);
+      return res.body.data;
+    },
+  };
+}
