@@ -1,0 +1,301 @@
+// The relay, end to end: the built Worker under workerd, real local D1/KV/DO,
+// the fake OpenRouter over a real socket, and the official `openai` SDK as the client.
+
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+
+import OpenAI from 'openai';
+
+import { adminClient, startGateway } from './harness.mjs';
+
+let gw;
+let admin;
+let user;
+let key;
+let client;
+
+const MODEL = 'openai/gpt-4o-mini';
+const hello = [{ role: 'user', content: 'hello there tollgate' }];
+
+before(async () => {
+  gw = await startGateway({ vars: { REQUEST_TIMEOUT: '2' } });
+  admin = adminClient(gw.url, gw.adminToken);
+  user = await admin.createUser({ name: 'Relay Tester' });
+  key = await admin.createKey(user.id, { name: 'relay' });
+  client = new OpenAI({ apiKey: key.key, baseURL: `${gw.url}/v1`, maxRetries: 0 });
+});
+
+after(async () => {
+  await gw?.stop();
+});
+
+/** Raw POST to the chat endpoint (for cases the SDK would hide). */
+function rawChat(body, { token = key.key, path = '/v1/chat/completions', headers = {} } = {}) {
+  return fetch(gw.url + path, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}), ...headers },
+    body: typeof body === 'string' ? body : JSON.stringify(body),
+  });
+}
+
+async function expectError(res, status, code) {
+  assert.equal(res.status, status, `status (body: ${await res.clone().text()})`);
+  const body = await res.json();
+  assert.equal(body.error.code, code);
+  assert.equal(typeof body.error.message, 'string');
+  assert.ok(body.error.message.length > 0);
+  assert.ok(res.headers.get('x-request-id'), 'x-request-id on errors too');
+  return body.error;
+}
+
+async function lastUpstreamChat(marker) {
+  const res = await fetch(gw.fake.url.replace('/api/v1', '') + '/__requests');
+  const { data } = await res.json();
+  return data.filter((r) => r.path.endsWith('/chat/completions') && r.body?.marker === marker).at(-1);
+}
+
+describe('chat through the OpenAI SDK', () => {
+  test('non-streamed chat answers in OpenAI form with usage and cost', async () => {
+    const res = await client.chat.completions.create({ model: MODEL, messages: hello });
+    assert.equal(res.object, 'chat.completion');
+    assert.equal(res.choices[0].message.role, 'assistant');
+    assert.equal(res.choices[0].message.content, 'Echo: hello there tollgate');
+    assert.equal(res.choices[0].finish_reason, 'stop');
+    assert.equal(res.usage.completion_tokens, 4);
+    assert.equal(res.usage.total_tokens, res.usage.prompt_tokens + 4);
+    assert.equal(typeof res.usage.cost, 'number');
+  });
+
+  test('the OpenRouter path /api/v1/chat/completions works too', async () => {
+    const or = new OpenAI({ apiKey: key.key, baseURL: `${gw.url}/api/v1`, maxRetries: 0 });
+    const res = await or.chat.completions.create({ model: MODEL, messages: hello });
+    assert.equal(res.choices[0].message.content, 'Echo: hello there tollgate');
+  });
+
+  test('streamed chat arrives chunk by chunk and ends with the usage chunk', async () => {
+    const stream = await client.chat.completions.create({ model: MODEL, messages: hello, stream: true });
+    let text = '';
+    let usage = null;
+    let chunks = 0;
+    for await (const chunk of stream) {
+      chunks += 1;
+      if (chunk.choices.length) text += chunk.choices[0].delta.content ?? '';
+      if (chunk.usage) usage = chunk.usage;
+    }
+    assert.equal(text, 'Echo: hello there tollgate');
+    assert.ok(chunks >= 5, `several chunks, got ${chunks}`);
+    assert.equal(usage.completion_tokens, 4);
+    assert.equal(typeof usage.cost, 'number');
+  });
+
+  test('a stream reaches the client incrementally: the first chunk long before the last', async () => {
+    const words = Array.from({ length: 10 }, (_, i) => `w${i}`).join(' ');
+    const start = Date.now();
+    const stream = await client.chat.completions.create({
+      model: MODEL,
+      stream: true,
+      messages: [{ role: 'user', content: words }],
+      chunk_delay_ms: 150,
+    });
+    let first = null;
+    for await (const chunk of stream) {
+      if (first === null && chunk.choices[0]?.delta?.content) first = Date.now() - start;
+    }
+    const total = Date.now() - start;
+    assert.ok(total >= 1400, `upstream spreads 10 chunks over ≥1.35 s (took ${total} ms)`);
+    assert.ok(first < total - 1000, `first chunk at ${first} ms, last at ${total} ms`);
+  });
+
+  test('tool calls pass through, streamed and not', async () => {
+    const tools = [{ type: 'function', function: { name: 'get_weather', parameters: { type: 'object', properties: { location: { type: 'string' } } } } }];
+    const res = await client.chat.completions.create({ model: MODEL, messages: hello, tools, fake_fault: 'tools' });
+    assert.equal(res.choices[0].finish_reason, 'tool_calls');
+    assert.equal(res.choices[0].message.tool_calls[0].function.name, 'get_weather');
+    assert.deepEqual(JSON.parse(res.choices[0].message.tool_calls[0].function.arguments), { location: 'Paris', unit: 'celsius' });
+
+    const stream = await client.chat.completions.create({ model: MODEL, messages: hello, tools, stream: true, fake_fault: 'tools' });
+    let args = '';
+    for await (const chunk of stream) {
+      for (const call of chunk.choices[0]?.delta?.tool_calls ?? []) args += call.function?.arguments ?? '';
+    }
+    assert.deepEqual(JSON.parse(args), { location: 'Paris', unit: 'celsius' });
+  });
+
+  test('max_tokens reaches the upstream and truncates the answer', async () => {
+    const res = await client.chat.completions.create({ model: MODEL, messages: hello, max_tokens: 2 });
+    assert.equal(res.choices[0].finish_reason, 'length');
+    assert.equal(res.usage.completion_tokens, 2);
+  });
+});
+
+describe('what the upstream sees', () => {
+  test('the tenant key only, and unknown fields unchanged', async () => {
+    const marker = `m-${Date.now()}`;
+    const extra = { provider: { order: ['Anthropic', 'OpenAI'], allow_fallbacks: false }, transforms: ['middle-out'], models: [MODEL, 'openai/gpt-4o'], reasoning: { effort: 'low' } };
+    await client.chat.completions.create({ model: MODEL, messages: hello, marker, ...extra, temperature: 0.3 });
+    const seen = await lastUpstreamChat(marker);
+    assert.ok(seen, 'upstream received the request');
+    assert.equal(seen.headers.authorization, 'Bearer sk-or-v1-test-upstream-key');
+    assert.ok(!JSON.stringify(seen.headers).includes(key.key), 'client key never goes upstream');
+    assert.ok(!JSON.stringify(seen.body).includes(key.key));
+    for (const [field, value] of Object.entries(extra)) assert.deepEqual(seen.body[field], value, field);
+    assert.equal(seen.body.temperature, 0.3);
+    assert.equal(seen.headers['x-title'], 'Tollgate');
+  });
+
+  test('streams ask the upstream for usage', async () => {
+    const marker = `s-${Date.now()}`;
+    const stream = await client.chat.completions.create({ model: MODEL, messages: hello, stream: true, marker });
+    for await (const _ of stream) { /* drain */ }
+    const seen = await lastUpstreamChat(marker);
+    assert.deepEqual(seen.body.stream_options, { include_usage: true });
+  });
+});
+
+describe('errors are OpenAI-shaped', () => {
+  test('bad JSON and invalid bodies are 400 naming the parameter', async () => {
+    await expectError(await rawChat('{"model": '), 400, 'invalid_request');
+    const e = await expectError(await rawChat({ model: MODEL, messages: [{ role: 'wizard', content: 'x' }] }), 400, 'invalid_request');
+    assert.equal(e.param, 'messages[0].role');
+    const m = await expectError(await rawChat({ messages: hello }), 400, 'invalid_request');
+    assert.equal(m.param, 'model');
+  });
+
+  test('the SDK surfaces a 400 as BadRequestError', async () => {
+    await assert.rejects(client.chat.completions.create({ model: MODEL, messages: [] }), (err) => {
+      assert.equal(err.status, 400);
+      assert.equal(err.code, 'invalid_request');
+      return true;
+    });
+  });
+
+  test('a body over the limit is 413', async () => {
+    const big = 'x'.repeat(9 * 1024 * 1024);
+    await expectError(await rawChat({ model: MODEL, messages: [{ role: 'user', content: big }] }), 413, 'invalid_request');
+  });
+
+  test('missing, malformed and unknown keys are 401', async () => {
+    await expectError(await rawChat({ model: MODEL, messages: hello }, { token: null }), 401, 'authentication_error');
+    await expectError(await rawChat({ model: MODEL, messages: hello }, { token: 'not-a-key' }), 401, 'authentication_error');
+    await expectError(await rawChat({ model: MODEL, messages: hello }, { token: `sk-tg-v1-${'0'.repeat(64)}` }), 401, 'authentication_error');
+    const bad = new OpenAI({ apiKey: `sk-tg-v1-${'f'.repeat(64)}`, baseURL: `${gw.url}/v1`, maxRetries: 0 });
+    await assert.rejects(bad.chat.completions.create({ model: MODEL, messages: hello }), (err) => err.status === 401);
+  });
+
+  test('a read-only key cannot chat (403)', async () => {
+    const readOnly = await admin.createKey(user.id, { name: 'reader', permissions: ['read'] });
+    await expectError(await rawChat({ model: MODEL, messages: hello }, { token: readOnly.key }), 403, 'permission_error');
+  });
+
+  test('an unknown model is the upstream 400, passed on', async () => {
+    const e = await expectError(await rawChat({ model: 'nope/nothing', messages: hello }), 400, 'invalid_request');
+    assert.match(e.message, /not a valid model ID/);
+  });
+
+  test('upstream 5xx is 502 upstream_error', async () => {
+    for (const fault of ['500', '503']) {
+      const e = await expectError(await rawChat({ model: MODEL, messages: hello, fake_fault: fault }), 502, 'upstream_error');
+      assert.match(e.message, /req-/, 'names the request id');
+    }
+  });
+
+  test('upstream 429 is 429 with retry-after', async () => {
+    const res = await rawChat({ model: MODEL, messages: hello, fake_fault: '429' });
+    assert.equal(res.headers.get('retry-after'), '7');
+    await expectError(res, 429, 'rate_limit_error');
+  });
+
+  test('upstream 401 (the tenant key is bad) is 502, never 401', async () => {
+    const e = await expectError(await rawChat({ model: MODEL, messages: hello, fake_fault: '401' }), 502, 'upstream_error');
+    assert.match(e.message, /upstream credentials/);
+  });
+
+  test('a non-JSON upstream answer is 502', async () => {
+    await expectError(await rawChat({ model: MODEL, messages: hello, fake_fault: 'non_json' }), 502, 'upstream_error');
+  });
+
+  test('an upstream slower than REQUEST_TIMEOUT is 504', async () => {
+    const started = Date.now();
+    await expectError(await rawChat({ model: MODEL, messages: hello, fake_fault: 'slow:4000' }), 504, 'timeout_error');
+    assert.ok(Date.now() - started < 3800, 'answered at the timeout, not when upstream finished');
+  });
+
+  test('a stream cut mid-way ends with an error event, then [DONE]', async () => {
+    const res = await rawChat({ model: MODEL, stream: true, messages: [{ role: 'user', content: 'one two three four five six' }], fake_fault: 'cut:3' });
+    assert.equal(res.status, 200);
+    const text = await res.text();
+    const events = text.split('\n\n').filter((e) => e.startsWith('data: '));
+    assert.equal(events.at(-1), 'data: [DONE]');
+    const last = JSON.parse(events.at(-2).slice(6));
+    assert.equal(last.error.code, 'upstream_error');
+    assert.ok(!text.includes('"choi\n'), 'no half event reaches the client');
+    const content = events.slice(0, -2).map((e) => JSON.parse(e.slice(6))).map((c) => c.choices?.[0]?.delta?.content ?? '').join('');
+    assert.equal(content, 'Echo: one two', 'what was delivered before the cut');
+  });
+
+  test('the SDK raises on a cut stream instead of ending cleanly', async () => {
+    const stream = await client.chat.completions.create({ model: MODEL, stream: true, messages: [{ role: 'user', content: 'a b c d e' }], fake_fault: 'cut:2' });
+    await assert.rejects(async () => {
+      for await (const _ of stream) { /* drain */ }
+    });
+  });
+
+  test('an upstream error event mid-stream is relayed and the stream still ends with [DONE]', async () => {
+    const res = await rawChat({ model: MODEL, stream: true, messages: [{ role: 'user', content: 'a b c d e' }], fake_fault: 'error_event' });
+    const text = await res.text();
+    assert.ok(text.includes('Provider disconnected'));
+    assert.ok(text.trimEnd().endsWith('data: [DONE]'));
+  });
+
+  test('unknown routes are 404 and wrong methods 405, both OpenAI-shaped', async () => {
+    await expectError(await fetch(`${gw.url}/v1/nothing`), 404, 'not_found');
+    await expectError(await fetch(`${gw.url}/v1/chat/completions`), 405, 'invalid_request');
+  });
+});
+
+describe('models, health, cron', () => {
+  test('GET /v1/models lists upstream models in OpenAI shape with OpenRouter price strings', async () => {
+    for (const path of ['/v1/models', '/api/v1/models']) {
+      const res = await fetch(gw.url + path);
+      assert.equal(res.status, 200);
+      const body = await res.json();
+      assert.equal(body.object, 'list');
+      const m = body.data.find((x) => x.id === MODEL);
+      assert.equal(m.object, 'model');
+      assert.equal(m.owned_by, 'openai');
+      assert.deepEqual(m.pricing, { prompt: '0.00000015', completion: '0.0000006' });
+      assert.equal(m.context_length, 128000);
+    }
+    const sdkList = await client.models.list();
+    assert.ok(sdkList.data.some((m) => m.id === 'anthropic/claude-3.5-sonnet'));
+  });
+
+  test('deep health proves D1, KV and the Durable Object answer', async () => {
+    const res = await fetch(`${gw.url}/health?deep=1`);
+    assert.equal(res.status, 200);
+    const body = await res.json();
+    assert.equal(body.d1, 'ok');
+    assert.equal(body.kv, 'ok');
+    assert.ok(body.durable_object.pings >= 1);
+  });
+
+  test('the cron trigger refreshes the models cache from upstream', async () => {
+    const base = gw.fake.url.replace('/api/v1', '');
+    await fetch(`${base}/__requests`, { method: 'DELETE' });
+    const res = await fetch(`${gw.url}/__scheduled?cron=${encodeURIComponent('*/15 * * * *')}`);
+    assert.equal(res.status, 200);
+    const { data } = await (await fetch(`${base}/__requests`)).json();
+    assert.ok(data.some((r) => r.method === 'GET' && r.path.endsWith('/models')), 'the job asked upstream for /models');
+  });
+});
+
+describe('key lookups are cached', () => {
+  test('a key is read from D1 once, then from the isolate cache', async () => {
+    const fresh = await admin.createKey(user.id, { name: 'cache' });
+    const first = await rawChat({ model: MODEL, messages: hello }, { token: fresh.key });
+    assert.equal(first.status, 200);
+    assert.match(first.headers.get('server-timing'), /auth;desc=d1/);
+    const second = await rawChat({ model: MODEL, messages: hello }, { token: fresh.key });
+    assert.match(second.headers.get('server-timing'), /auth;desc=memory/);
+  });
+});
