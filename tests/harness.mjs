@@ -14,6 +14,17 @@ import { startFakeUpstream } from './fake-upstream.mjs';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const WRANGLER = path.join(ROOT, 'scripts', 'wrangler');
+/** The only upstream key the fake accepts. */
+export const FAKE_UPSTREAM_KEY = 'sk-or-v1-test-upstream-key';
+
+/** Fails when something already listens on the port (never talk to a stale server). */
+export function assertPortFree(port) {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once('error', () => reject(new Error(`port ${port} on 127.0.0.1 is already in use: stop what runs there or set PORT`)));
+    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve()));
+  });
+}
 
 export function freePort() {
   return new Promise((resolve, reject) => {
@@ -88,7 +99,7 @@ export function killGroup(child) {
  *   inherit      print wrangler's output instead of collecting it
  */
 export async function startGateway({ vars = {}, upstream = true, persistTo, port, inherit = false } = {}) {
-  const fake = upstream ? await startFakeUpstream({ apiKey: 'sk-or-v1-test-upstream-key' }) : null;
+  const fake = upstream ? await startFakeUpstream({ apiKey: FAKE_UPSTREAM_KEY }) : null;
   const fresh = !persistTo;
   const state = persistTo ?? mkdtempSync(path.join(tmpdir(), 'tollgate-state-'));
   await applyMigrations(state);
@@ -97,20 +108,21 @@ export async function startGateway({ vars = {}, upstream = true, persistTo, port
   const allVars = {
     ADMIN_TOKEN: adminToken,
     REQUEST_TIMEOUT: '60',
-    ...(fake ? { AI_GATEWAY_BASE_URL: fake.url, AI_GATEWAY_API_KEY: 'sk-or-v1-test-upstream-key' } : {}),
+    ...(fake ? { AI_GATEWAY_BASE_URL: fake.url, AI_GATEWAY_API_KEY: FAKE_UPSTREAM_KEY } : {}),
     ...vars,
   };
-  // An env file of our own keeps a developer's .dev.vars out of the tests.
+  // Variables go in an env file of our own (mode 600, never on a command line);
+  // with --env-file, wrangler does not read the developer's .dev.vars.
   const envFile = path.join(state, 'gateway.env');
   writeFileSync(envFile, Object.entries(allVars).map(([k, v]) => `${k}=${v}`).join('\n') + '\n', { mode: 0o600 });
 
+  if (port) await assertPortFree(port);
   const gatewayPort = port ?? (await freePort());
   const args = [
     'dev', '--ip', '127.0.0.1', '--port', String(gatewayPort), '--persist-to', state,
     '--env-file', envFile, '--test-scheduled', '--show-interactive-dev-session=false', '--log-level', 'log',
     '--inspector-port', String(await freePort()),
   ];
-  for (const [k, v] of Object.entries(allVars)) args.push('--var', `${k}:${v}`);
   let output = '';
   const child = spawn(WRANGLER, args, {
     cwd: ROOT,

@@ -1,0 +1,98 @@
+// `npm start`: set up what is missing, build, apply local D1 migrations and
+// serve the gateway under workerd on 127.0.0.1:$PORT (default 8787).
+// The environment overrides .dev.vars. Without ADMIN_TOKEN one is generated
+// and stored in .dev.vars; without AI_GATEWAY_API_KEY the bundled fake
+// upstream runs (demo mode). Ctrl-C stops everything this started.
+
+import { spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { appendFileSync, existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+
+import { ROOT, startGateway } from '../tests/harness.mjs';
+
+const SETTINGS = [
+  'AI_GATEWAY_BASE_URL', 'AI_GATEWAY_API_KEY', 'ADMIN_TOKEN', 'OPENROUTER_API_BASE', 'OPENROUTER_PROVISIONING_KEY',
+  'REQUEST_TIMEOUT', 'UPSTREAM_REFERER', 'UPSTREAM_TITLE', 'MODELS_CACHE_TTL',
+];
+const bold = (s) => `\x1b[1m${s}\x1b[0m`;
+const yellow = (s) => `\x1b[1;33m${s}\x1b[0m`;
+
+function step(cmd, args) {
+  const r = spawnSync(cmd, args, { cwd: ROOT, stdio: 'inherit' });
+  if (r.status !== 0) {
+    console.error(`\n${cmd} ${args.join(' ')} failed (exit ${r.status}); see above.`);
+    process.exit(r.status ?? 1);
+  }
+}
+
+function readDevVars(file) {
+  if (!existsSync(file)) return {};
+  const vars = {};
+  for (const line of readFileSync(file, 'utf8').split('\n')) {
+    const m = line.match(/^\s*([A-Z0-9_]+)\s*=\s*(.*?)\s*$/);
+    if (m) vars[m[1]] = m[2].replace(/^(['"])(.*)\1$/, '$2');
+  }
+  return vars;
+}
+
+step(path.join(ROOT, 'scripts', 'setup'), []);
+step(path.join(ROOT, 'scripts', 'build'), ['release']);
+
+const devVarsFile = path.join(ROOT, '.dev.vars');
+const vars = readDevVars(devVarsFile);
+for (const name of SETTINGS) if (process.env[name]) vars[name] = process.env[name];
+for (const name of SETTINGS) if (!vars[name]) delete vars[name];
+
+let generated = false;
+if (!vars.ADMIN_TOKEN) {
+  vars.ADMIN_TOKEN = `tg-admin-${randomBytes(24).toString('hex')}`;
+  appendFileSync(devVarsFile, `ADMIN_TOKEN=${vars.ADMIN_TOKEN}\n`, { mode: 0o600 });
+  generated = true;
+}
+const demo = !vars.AI_GATEWAY_API_KEY;
+if (demo) delete vars.AI_GATEWAY_BASE_URL;
+
+const port = Number(process.env.PORT || 8787);
+const gw = await startGateway({
+  vars,
+  upstream: demo,
+  persistTo: path.join(ROOT, '.wrangler', 'state'),
+  port,
+  inherit: true,
+});
+
+const url = gw.url;
+console.log(`
+${bold('Tollgate is running')} at ${bold(url)}  (health: ${url}/health)
+`);
+if (demo) {
+  console.log(yellow(`DEMO MODE: AI_GATEWAY_API_KEY is not set, so answers come from the bundled fake
+OpenRouter at ${gw.fake.url}. Set AI_GATEWAY_API_KEY (env or .dev.vars) for real models.
+`));
+}
+if (generated) console.log(`Generated an operator token and stored it in .dev.vars:\n  ${bold(vars.ADMIN_TOKEN)}\n`);
+console.log(`Create a user, then a key for it:
+
+  export ADMIN_TOKEN=$(grep ^ADMIN_TOKEN= .dev.vars | cut -d= -f2-)   # or your own
+  curl -s ${url}/api/admin/users -H "Authorization: Bearer $ADMIN_TOKEN" -H 'content-type: application/json' -d '{"email":"ann@example.com","name":"Ann"}'
+  curl -s ${url}/api/keys -H "Authorization: Bearer $ADMIN_TOKEN" -H 'content-type: application/json' -d '{"name":"laptop","user_id":"<id from the answer above>"}'
+
+Then point any OpenAI SDK at ${url}/v1 with the key. Ctrl-C stops everything.
+`);
+
+let stopping = false;
+const stop = async () => {
+  if (stopping) return;
+  stopping = true;
+  await gw.stop();
+  process.exit(0);
+};
+process.on('SIGINT', stop);
+process.on('SIGTERM', stop);
+gw.child.on('close', (code) => {
+  if (!stopping) {
+    console.error(`wrangler dev exited (${code}).`);
+    gw.stop().then(() => process.exit(code ?? 1));
+  }
+});
