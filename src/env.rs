@@ -43,6 +43,8 @@ pub struct Config {
     pub title: String,
     /// `MODELS_CACHE_TTL`, seconds (default 300).
     pub models_cache_ttl_secs: u64,
+    /// `LOG_LEVEL`: error | warn | info (default) | debug.
+    pub log_level: crate::log::Level,
 }
 
 fn text(env: &Env, name: &str) -> Option<String> {
@@ -66,6 +68,7 @@ impl Config {
             referer: text(env, "UPSTREAM_REFERER"),
             title: text(env, "UPSTREAM_TITLE").unwrap_or_else(|| "Tollgate".into()),
             models_cache_ttl_secs: number(env, "MODELS_CACHE_TTL", 300).max(60),
+            log_level: crate::log::Level::parse(&text(env, "LOG_LEVEL").unwrap_or_default()),
         }
     }
 

@@ -1,7 +1,7 @@
 //! POST /v1/chat/completions: authenticate → validate → forward → relay.
 
 use futures_util::stream::{self, StreamExt};
-use serde_json::json;
+use serde_json::{json, Value};
 use worker::{ByteStream, Headers, Method, Request, Response};
 
 use super::auth::{authenticate, Caller};
@@ -9,6 +9,7 @@ use super::error::ApiError;
 use super::respond::{read_body, Call};
 use crate::domain::chat::ChatRequest;
 use crate::domain::keys::Permission;
+use crate::log::{self, Level};
 use crate::providers::openai_compat::{completion_usage, ProviderError};
 use crate::providers::sse::{SseRelay, StreamSummary};
 use crate::providers::transport::{self, within, Upstream};
@@ -52,13 +53,14 @@ pub async fn create_chat_completion(mut req: Request, call: &Call) -> Result<Res
 
     let body = transport::read_all(&mut upstream, call.config.request_timeout_ms).await?;
     let usage = completion_usage(&body)?;
-    log_request(
+    let line = request_line(
         &log_context(call, &auth.caller, &chat),
         200,
         usage.as_ref().map(|u| (u.prompt_tokens, u.completion_tokens)),
         call.elapsed_ms(),
         false,
     );
+    log::after_response(&call.ctx, call.config.log_level, Level::Info, line);
     let _ = headers.set("content-type", "application/json");
     Ok(Response::from_bytes(body).map_err(ApiError::internal)?.with_headers(headers))
 }
@@ -142,6 +144,7 @@ struct LogContext {
     user_id: Option<String>,
     model: String,
     started_ms: f64,
+    level: Level,
 }
 
 fn log_context(call: &Call, caller: &Caller, chat: &ChatRequest) -> LogContext {
@@ -155,24 +158,23 @@ fn log_context(call: &Call, caller: &Caller, chat: &ChatRequest) -> LogContext {
         user_id,
         model: chat.model.clone(),
         started_ms: call.started_ms,
+        level: call.config.log_level,
     }
 }
 
 fn stream_finished(log: &LogContext, summary: &StreamSummary, failure: Option<&ProviderError>) {
     let status = if failure.is_some() { 502 } else { 200 };
     let tokens = summary.usage.as_ref().map(|u| (u.prompt_tokens, u.completion_tokens));
-    log_request(log, status, tokens, js_sys::Date::now() - log.started_ms, true);
+    let line = request_line(log, status, tokens, js_sys::Date::now() - log.started_ms, true);
+    log::write(log.level, Level::Info, line);
 }
 
 /// One structured line per request; never message contents or secrets.
-fn log_request(log: &LogContext, status: u16, tokens: Option<(u64, u64)>, latency_ms: f64, streamed: bool) {
+fn request_line(log: &LogContext, status: u16, tokens: Option<(u64, u64)>, latency_ms: f64, streamed: bool) -> Value {
     let (prompt, completion) = tokens.unwrap_or((0, 0));
-    worker::console_log!(
-        "{}",
-        json!({
-            "level": "info", "request_id": log.request_id, "key_id": log.key_id, "user_id": log.user_id,
-            "model": log.model, "provider": "openrouter", "status": status, "streamed": streamed,
-            "latency_ms": latency_ms.round(), "prompt_tokens": prompt, "completion_tokens": completion,
-        })
-    );
+    json!({
+        "request_id": log.request_id, "key_id": log.key_id, "user_id": log.user_id,
+        "model": log.model, "provider": "openrouter", "status": status, "streamed": streamed,
+        "latency_ms": latency_ms.round(), "prompt_tokens": prompt, "completion_tokens": completion,
+    })
 }

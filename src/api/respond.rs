@@ -8,6 +8,7 @@ use worker::{Context, Env, Headers, Request, Response};
 
 use super::error::ApiError;
 use crate::env::Config;
+use crate::log::{self, Level};
 
 /// What every handler gets besides the request.
 pub struct Call {
@@ -67,12 +68,12 @@ pub fn finish(call: &Call, result: Result<Response, ApiError>) -> Response {
 }
 
 pub fn error_response(call: &Call, err: &ApiError) -> Response {
+    let level = if err.status() >= 500 { Level::Error } else { Level::Info };
+    let mut line = json!({"request_id": call.request_id, "status": err.status(), "code": err.code(), "latency_ms": call.elapsed_ms().round()});
     if err.status() >= 500 {
-        worker::console_error!(
-            "{}",
-            json!({"level": "error", "request_id": call.request_id, "status": err.status(), "code": err.code(), "detail": err.to_string()})
-        );
+        line["detail"] = err.to_string().into();
     }
+    log::after_response(&call.ctx, call.config.log_level, level, line);
     let headers = Headers::new();
     let _ = headers.set("content-type", "application/json");
     if let Some(secs) = err.retry_after_secs() {

@@ -55,7 +55,7 @@ pub fn error_message(body: &[u8]) -> String {
 pub fn classify_error(status: u16, retry_after: Option<&str>, body: &[u8]) -> ProviderError {
     let message = error_message(body);
     match status {
-        401 | 402 | 403 => ProviderError::CredentialsRejected { status, message },
+        401..=403 => ProviderError::CredentialsRejected { status, message },
         429 => ProviderError::RateLimited {
             message,
             retry_after_secs: retry_after.and_then(|v| v.trim().parse::<f64>().ok()).map(|s| s.max(0.0).ceil() as u64),
