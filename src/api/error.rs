@@ -1,5 +1,5 @@
 //! The one error type handlers return, and its OpenAI-shaped body.
-//! Pure: rendering to a `worker::Response` happens in `api::respond`.
+//! Pure: rendering it as an HTTP response happens in `api::respond`.
 
 use serde_json::{json, Map, Value};
 
