@@ -6,8 +6,19 @@ pub enum Route {
     Health,
     ChatCompletions,
     ListModels,
+    CurrentKey,
+    ListUsers,
     CreateUser,
+    GetUser(String),
+    UpdateUser(String),
+    DeleteUser(String),
+    ListKeys,
     CreateKey,
+    CreateToken,
+    GetKey(String),
+    UpdateKey(String),
+    DeleteKey(String),
+    RotateKey(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,12 +32,26 @@ pub enum Match {
 pub fn route(method: &str, path: &str) -> Match {
     let path = if path.len() > 1 { path.trim_end_matches('/') } else { path };
     let segments: Vec<&str> = path.split('/').skip(1).collect();
-    let candidates: &[(&str, Route)] = match segments.as_slice() {
-        ["health"] => &[("GET", Route::Health)],
-        ["v1", "chat", "completions"] | ["api", "v1", "chat", "completions"] => &[("POST", Route::ChatCompletions)],
-        ["v1", "models"] | ["api", "v1", "models"] => &[("GET", Route::ListModels)],
-        ["api", "admin", "users"] => &[("POST", Route::CreateUser)],
-        ["api", "keys"] => &[("POST", Route::CreateKey)],
+    let id = |i: usize| segments.get(i).map(|s| s.to_string()).unwrap_or_default();
+    let candidates: Vec<(&str, Route)> = match segments.as_slice() {
+        ["health"] => vec![("GET", Route::Health)],
+        ["v1", "chat", "completions"] | ["api", "v1", "chat", "completions"] => vec![("POST", Route::ChatCompletions)],
+        ["v1", "models"] | ["api", "v1", "models"] => vec![("GET", Route::ListModels)],
+        ["api", "v1", "key"] => vec![("GET", Route::CurrentKey)],
+        ["api", "admin", "users"] => vec![("GET", Route::ListUsers), ("POST", Route::CreateUser)],
+        ["api", "admin", "users", u] if !u.is_empty() => {
+            vec![
+                ("GET", Route::GetUser(id(3))),
+                ("PATCH", Route::UpdateUser(id(3))),
+                ("DELETE", Route::DeleteUser(id(3))),
+            ]
+        }
+        ["api", "keys"] => vec![("GET", Route::ListKeys), ("POST", Route::CreateKey)],
+        ["api", "token"] => vec![("POST", Route::CreateToken)],
+        ["api", "keys", k] if !k.is_empty() => {
+            vec![("GET", Route::GetKey(id(2))), ("PATCH", Route::UpdateKey(id(2))), ("DELETE", Route::DeleteKey(id(2)))]
+        }
+        ["api", "keys", k, "rotate"] if !k.is_empty() => vec![("POST", Route::RotateKey(id(2)))],
         _ => return Match::NotFound,
     };
     let method = if method == "HEAD" { "GET" } else { method };
@@ -51,5 +76,15 @@ mod tests {
         assert_eq!(route("GET", "/v1/chat"), Match::NotFound);
         assert_eq!(route("GET", "/"), Match::NotFound);
         assert_eq!(route("POST", "/api/keys"), Match::Found(Route::CreateKey));
+        assert_eq!(route("PUT", "/api/keys/k1"), Match::WrongMethod);
+        assert_eq!(route("GET", "/api/keys//rotate"), Match::NotFound);
+    }
+
+    #[test]
+    fn resource_ids_are_captured() {
+        assert_eq!(route("GET", "/api/keys/k1"), Match::Found(Route::GetKey("k1".into())));
+        assert_eq!(route("POST", "/api/keys/k1/rotate"), Match::Found(Route::RotateKey("k1".into())));
+        assert_eq!(route("DELETE", "/api/admin/users/u1/"), Match::Found(Route::DeleteUser("u1".into())));
+        assert_eq!(route("GET", "/api/v1/key"), Match::Found(Route::CurrentKey));
     }
 }

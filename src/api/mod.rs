@@ -3,15 +3,17 @@
 pub mod error;
 
 #[cfg(target_arch = "wasm32")]
-mod admin;
-#[cfg(target_arch = "wasm32")]
 mod auth;
 #[cfg(target_arch = "wasm32")]
 mod chat;
 #[cfg(target_arch = "wasm32")]
+mod keys;
+#[cfg(target_arch = "wasm32")]
 mod models;
 #[cfg(target_arch = "wasm32")]
 mod respond;
+#[cfg(target_arch = "wasm32")]
+mod users;
 
 #[cfg(target_arch = "wasm32")]
 pub use dispatch::handle;
@@ -44,8 +46,19 @@ mod dispatch {
             Route::Health => super::models::health(&req, call).await,
             Route::ChatCompletions => super::chat::create_chat_completion(req, call).await,
             Route::ListModels => super::models::list_models(call).await,
-            Route::CreateUser => super::admin::create_user(req, call).await,
-            Route::CreateKey => super::admin::create_key(req, call).await,
+            Route::CurrentKey => super::keys::current_key(req, call).await,
+            Route::ListUsers => super::users::list_users(req, call).await,
+            Route::CreateUser => super::users::create_user(req, call).await,
+            Route::GetUser(id) => super::users::get_user(req, call, &id).await,
+            Route::UpdateUser(id) => super::users::update_user(req, call, &id).await,
+            Route::DeleteUser(id) => super::users::delete_user(req, call, &id).await,
+            Route::ListKeys => super::keys::list_keys(req, call).await,
+            Route::CreateKey => super::keys::create_key(req, call).await,
+            Route::CreateToken => super::keys::create_token(req, call).await,
+            Route::GetKey(id) => super::keys::get_key(req, call, &id).await,
+            Route::UpdateKey(id) => super::keys::update_key(req, call, &id).await,
+            Route::DeleteKey(id) => super::keys::delete_key(req, call, &id).await,
+            Route::RotateKey(id) => super::keys::rotate_key(req, call, &id).await,
         }
     }
 }

@@ -104,3 +104,17 @@ pub async fn read_json<T: serde::de::DeserializeOwned>(req: &mut Request) -> Res
     let bytes = read_body(req, 64 * 1024).await?;
     serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))
 }
+
+/// The query string as name → value (the last one wins).
+pub fn query(req: &Request) -> std::collections::HashMap<String, String> {
+    req.url().map(|u| u.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect()).unwrap_or_default()
+}
+
+/// For PATCH bodies: tells "absent" (`None`) from "null" (`Some(None)`).
+pub fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    <Option<T> as serde::Deserialize>::deserialize(d).map(Some)
+}

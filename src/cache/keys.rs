@@ -112,3 +112,11 @@ pub async fn store_kv(kv: &KvStore, hash: &str, record: &Option<KeyRecord>) {
         let _ = put.expiration_ttl(ttl).execute().await;
     }
 }
+
+/// Drops hashes from this isolate's memory and from KV, so the next lookup reads D1.
+pub async fn forget(kv: &KvStore, hashes: &[&str]) {
+    for hash in hashes {
+        MEMORY.with(|m| m.borrow_mut().remove(*hash));
+        let _ = kv.delete(&kv_name(hash)).await;
+    }
+}

@@ -25,6 +25,56 @@ pub fn mint(random: [u8; 32]) -> NewKey {
     NewKey { hash: hash(&text), display_prefix: text[..DISPLAY_PREFIX_LEN].to_string(), text }
 }
 
+/// The secret for a rotation made under an `Idempotency-Key`: derived, not
+/// random, so a repeat of the same request yields the same secret without the
+/// gateway ever storing it. `previous_hash` pins it to one rotation.
+pub fn rotation_secret(server_secret: &str, key_id: &str, idempotency_key: &str, previous_hash: &str) -> [u8; 32] {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<Sha256>::new_from_slice(server_secret.as_bytes()).expect("HMAC takes keys of any length");
+    for part in ["tollgate-rotate-v1", key_id, idempotency_key, previous_hash] {
+        mac.update(part.as_bytes());
+        mac.update(&[0]);
+    }
+    mac.finalize().into_bytes().into()
+}
+
+/// What a key is right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Active,
+    Disabled,
+    Expired,
+}
+
+impl Status {
+    pub fn of(disabled: bool, expires_at_ms: Option<i64>, now_ms: i64) -> Self {
+        if disabled {
+            Self::Disabled
+        } else if expires_at_ms.is_some_and(|at| at <= now_ms) {
+            Self::Expired
+        } else {
+            Self::Active
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "active" => Some(Self::Active),
+            "disabled" => Some(Self::Disabled),
+            "expired" => Some(Self::Expired),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Disabled => "disabled",
+            Self::Expired => "expired",
+        }
+    }
+}
+
 /// SHA-256 of a credential, lowercase hex.
 pub fn hash(credential: &str) -> String {
     hex::encode(Sha256::digest(credential.as_bytes()))
@@ -121,8 +171,77 @@ impl Permissions {
     }
 }
 
+/// Longest grace period a rotation may give the old secret (30 days).
+pub const MAX_GRACE_SECONDS: u64 = 30 * 24 * 3600;
+
+/// An expiry from the wire: ISO-8601, in the future. Returns it normalised.
+pub fn validate_expiry(text: &str, now_ms: i64) -> Result<i64, super::InvalidRequest> {
+    let at = super::time::parse_iso(text)
+        .ok_or_else(|| super::InvalidRequest::param("`expires_at` must be an ISO-8601 date-time", "expires_at"))?;
+    if at <= now_ms {
+        return Err(super::InvalidRequest::param("`expires_at` must be in the future", "expires_at"));
+    }
+    Ok(at)
+}
+
+/// `daily`, `weekly` or `monthly` (null, checked by the caller, means a lifetime limit).
+pub fn validate_limit_reset(text: &str) -> Result<String, super::InvalidRequest> {
+    match text {
+        "daily" | "weekly" | "monthly" => Ok(text.to_string()),
+        other => Err(super::InvalidRequest::param(
+            format!("`limit_reset` is `{other}`; expected daily, weekly, monthly or null"),
+            "limit_reset",
+        )),
+    }
+}
+
+/// A spend limit in USD from the wire, as micro-USD.
+pub fn validate_limit(usd: f64) -> Result<i64, super::InvalidRequest> {
+    if usd < 0.0 {
+        return Err(super::InvalidRequest::param("`limit` must not be negative", "limit"));
+    }
+    super::money::usd_to_micros("limit", usd)
+}
+
+/// A non-empty list of known permission names.
+pub fn parse_permissions(list: &[String]) -> Result<Permissions, super::InvalidRequest> {
+    if list.is_empty() {
+        return Err(super::InvalidRequest::param(
+            "`permissions` must name at least one of read, write, admin",
+            "permissions",
+        ));
+    }
+    let parsed = list
+        .iter()
+        .map(|p| {
+            Permission::parse(p).ok_or_else(|| {
+                super::InvalidRequest::param(
+                    format!("unknown permission `{p}`; expected read, write or admin"),
+                    "permissions",
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Permissions::from_list(&parsed))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn wire_validators() {
+        let now = 1_000_000;
+        assert!(validate_expiry("2099-01-01T00:00:00Z", now).is_ok());
+        assert!(validate_expiry("1970-01-01T00:00:00Z", now).is_err());
+        assert!(validate_expiry("later", now).is_err());
+        assert_eq!(validate_limit_reset("weekly").expect("ok"), "weekly");
+        assert!(validate_limit_reset("hourly").is_err());
+        assert_eq!(validate_limit(1.5).expect("ok"), 1_500_000);
+        assert!(validate_limit(-0.01).is_err());
+        assert_eq!(parse_permissions(&["read".into()]).expect("ok").to_stored(), "read");
+        assert!(parse_permissions(&[]).is_err());
+        assert!(parse_permissions(&["fly".into()]).is_err());
+    }
+
     use super::*;
 
     #[test]
@@ -134,6 +253,28 @@ mod tests {
         assert_eq!(key.display_prefix, "sk-tg-v1-aba");
         assert_eq!(key.hash, hash(&key.text));
         assert_ne!(key.hash, key.text);
+    }
+
+    #[test]
+    fn rotation_secrets_repeat_for_the_same_request_only() {
+        let a = rotation_secret("srv", "key-1", "idem-1", "hash-0");
+        assert_eq!(a, rotation_secret("srv", "key-1", "idem-1", "hash-0"));
+        assert_ne!(a, rotation_secret("srv", "key-1", "idem-2", "hash-0"));
+        assert_ne!(a, rotation_secret("srv", "key-2", "idem-1", "hash-0"));
+        assert_ne!(a, rotation_secret("srv", "key-1", "idem-1", "hash-1"));
+        assert_ne!(a, rotation_secret("other", "key-1", "idem-1", "hash-0"));
+        // field boundaries matter: ("ab","c") is not ("a","bc")
+        assert_ne!(rotation_secret("s", "ab", "c", "h"), rotation_secret("s", "a", "bc", "h"));
+    }
+
+    #[test]
+    fn status_prefers_disabled_then_expiry() {
+        assert_eq!(Status::of(false, None, 10), Status::Active);
+        assert_eq!(Status::of(false, Some(11), 10), Status::Active);
+        assert_eq!(Status::of(false, Some(10), 10), Status::Expired);
+        assert_eq!(Status::of(true, Some(5), 10), Status::Disabled);
+        assert_eq!(Status::parse("expired"), Some(Status::Expired));
+        assert_eq!(Status::parse("gone"), None);
     }
 
     #[test]

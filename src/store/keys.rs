@@ -61,3 +61,140 @@ pub async fn insert(db: &D1Database, k: &KeyRow) -> Result<(), StoreError> {
 pub async fn find_by_hash(db: &D1Database, hash: &str, now_iso: &str) -> Result<Option<KeyRow>, StoreError> {
     Ok(db.prepare(FIND_BY_HASH).bind(&[text(hash), text(now_iso)])?.first::<KeyRow>(None).await?)
 }
+
+const GET_LIVE: &str = "SELECT * FROM api_keys WHERE id = ?1 AND deleted_at IS NULL";
+const UPDATE: &str =
+    "UPDATE api_keys SET name = ?2, description = ?3, permissions = ?4, disabled = ?5, expires_at = ?6, \
+                      limit_micros = ?7, limit_reset = ?8, updated_at = ?9 WHERE id = ?1 AND deleted_at IS NULL";
+const SOFT_DELETE: &str =
+    "UPDATE api_keys SET deleted_at = ?2, updated_at = ?2 WHERE id = ?1 AND deleted_at IS NULL RETURNING *";
+/// Only succeeds while the key still has the secret the caller rotated from.
+const ROTATE: &str =
+    "UPDATE api_keys SET key_hash = ?3, key_prefix = ?4, previous_key_hash = ?2, previous_expires_at = ?5, \
+                      rotated_at = ?6, updated_at = ?6 WHERE id = ?1 AND key_hash = ?2 AND deleted_at IS NULL";
+const DISABLE_FOR_USER: &str =
+    "UPDATE api_keys SET disabled = 1, updated_at = ?2 WHERE user_id = ?1 AND deleted_at IS NULL RETURNING *";
+
+/// Filters for listing keys.
+pub struct KeyFilter<'a> {
+    pub user_id: Option<&'a str>,
+    /// `active`, `disabled` or `expired`.
+    pub status: Option<&'a str>,
+    /// Matches the name or the display prefix.
+    pub search: Option<&'a str>,
+    pub now_iso: &'a str,
+    pub limit: u32,
+    pub offset: i64,
+}
+
+#[derive(Deserialize)]
+struct Count {
+    n: i64,
+}
+
+pub async fn list(db: &D1Database, f: &KeyFilter<'_>) -> Result<(Vec<KeyRow>, i64), StoreError> {
+    let mut clauses = vec!["deleted_at IS NULL".to_string()];
+    let mut args = Vec::new();
+    if let Some(user_id) = f.user_id {
+        args.push(text(user_id));
+        clauses.push(format!("user_id = ?{}", args.len()));
+    }
+    match f.status {
+        Some("active") => {
+            args.push(text(f.now_iso));
+            clauses.push(format!("disabled = 0 AND (expires_at IS NULL OR expires_at > ?{})", args.len()));
+        }
+        Some("disabled") => clauses.push("disabled = 1".into()),
+        Some("expired") => {
+            args.push(text(f.now_iso));
+            clauses.push(format!("disabled = 0 AND expires_at <= ?{}", args.len()));
+        }
+        _ => {}
+    }
+    if let Some(search) = f.search {
+        let escaped = search.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+        args.push(text(&format!("%{escaped}%")));
+        let n = args.len();
+        clauses.push(format!("(name LIKE ?{n} ESCAPE '\\' OR key_prefix LIKE ?{n} ESCAPE '\\')"));
+    }
+    let filter = clauses.join(" AND ");
+    let total = db
+        .prepare(format!("SELECT COUNT(*) AS n FROM api_keys WHERE {filter}"))
+        .bind(&args)?
+        .first::<Count>(None)
+        .await?
+        .map_or(0, |c| c.n);
+    let mut page_args = args;
+    page_args.push(super::int(i64::from(f.limit)));
+    page_args.push(super::int(f.offset));
+    let n = page_args.len();
+    let rows = db
+        .prepare(format!(
+            "SELECT * FROM api_keys WHERE {filter} ORDER BY created_at DESC, id LIMIT ?{} OFFSET ?{n}",
+            n - 1
+        ))
+        .bind(&page_args)?
+        .all()
+        .await?
+        .results::<KeyRow>()?;
+    Ok((rows, total))
+}
+
+pub async fn get_live(db: &D1Database, id: &str) -> Result<Option<KeyRow>, StoreError> {
+    Ok(db.prepare(GET_LIVE).bind(&[text(id)])?.first::<KeyRow>(None).await?)
+}
+
+/// Writes the editable fields of `k` (and `updated_at`).
+pub async fn update(db: &D1Database, k: &KeyRow) -> Result<(), StoreError> {
+    db.prepare(UPDATE)
+        .bind(&[
+            text(&k.id),
+            text(&k.name),
+            opt_text(k.description.as_deref()),
+            text(&k.permissions),
+            super::int(k.disabled),
+            opt_text(k.expires_at.as_deref()),
+            opt_int(k.limit_micros),
+            opt_text(k.limit_reset.as_deref()),
+            text(&k.updated_at),
+        ])?
+        .run()
+        .await?;
+    Ok(())
+}
+
+/// Soft delete; returns the row as it was deleted, or `None` when there was no live key.
+pub async fn soft_delete(db: &D1Database, id: &str, now_iso: &str) -> Result<Option<KeyRow>, StoreError> {
+    Ok(db.prepare(SOFT_DELETE).bind(&[text(id), text(now_iso)])?.first::<KeyRow>(None).await?)
+}
+
+/// A rotation from `from_hash` to a new secret. `false` when the key changed meanwhile.
+pub struct Rotation<'a> {
+    pub id: &'a str,
+    pub from_hash: &'a str,
+    pub new_hash: &'a str,
+    pub new_prefix: &'a str,
+    pub previous_expires_at: &'a str,
+    pub now_iso: &'a str,
+}
+
+pub async fn rotate(db: &D1Database, r: &Rotation<'_>) -> Result<bool, StoreError> {
+    let result = db
+        .prepare(ROTATE)
+        .bind(&[
+            text(r.id),
+            text(r.from_hash),
+            text(r.new_hash),
+            text(r.new_prefix),
+            text(r.previous_expires_at),
+            text(r.now_iso),
+        ])?
+        .run()
+        .await?;
+    Ok(result.meta()?.and_then(|m| m.changes).unwrap_or(0) > 0)
+}
+
+/// Disables every live key of a user; returns them (their hashes must leave the caches).
+pub async fn disable_for_user(db: &D1Database, user_id: &str, now_iso: &str) -> Result<Vec<KeyRow>, StoreError> {
+    Ok(db.prepare(DISABLE_FOR_USER).bind(&[text(user_id), text(now_iso)])?.all().await?.results::<KeyRow>()?)
+}

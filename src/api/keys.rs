@@ -1,0 +1,373 @@
+//! Keys: /api/keys[/{id}[/rotate]], /api/token and /api/v1/key.
+//! A caller without `admin` only ever sees its own user's keys; another
+//! user's key answers 404, as if it did not exist.
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+use worker::{D1Database, Request, Response};
+
+use super::auth::{authenticate, Caller};
+use super::error::ApiError;
+use super::respond::{self, present, query, random_bytes, read_json, Call};
+use crate::cache::keys as key_cache;
+use crate::domain::keys::{
+    self, parse_permissions, validate_expiry, validate_limit, validate_limit_reset, Permission, Permissions, Status,
+    MAX_GRACE_SECONDS,
+};
+use crate::domain::money::micros_to_usd;
+use crate::domain::paging::Page;
+use crate::domain::time::{parse_iso, to_iso};
+use crate::domain::users::{validate_optional_text, validate_text, MAX_NAME_LEN};
+use crate::domain::{ids, InvalidRequest};
+use crate::env;
+use crate::store;
+use crate::store::keys::{KeyFilter, KeyRow, Rotation};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateKey {
+    name: String,
+    description: Option<String>,
+    permissions: Option<Vec<String>>,
+    expires_at: Option<String>,
+    limit: Option<f64>,
+    limit_reset: Option<String>,
+    user_id: Option<String>,
+    org_id: Option<String>,
+}
+
+fn db(call: &Call) -> Result<D1Database, ApiError> {
+    env::db(&call.env).map_err(ApiError::internal)
+}
+
+pub async fn create_key(mut req: Request, call: &Call) -> Result<Response, ApiError> {
+    let caller = authenticate(&req, call).await?.caller;
+    caller.require(Permission::Write)?;
+    let body: CreateKey = read_json(&mut req).await?;
+    let user_id = match (&caller, body.user_id.clone()) {
+        (Caller::Key(k), None) => k.user_id.clone(),
+        (Caller::Operator, Some(id)) => id,
+        (Caller::Key(k), Some(id)) if caller.is_admin() || id == k.user_id => id,
+        (Caller::Key(_), Some(_)) => return Err(ApiError::not_found("user not found")),
+        (Caller::Operator, None) => {
+            return Err(InvalidRequest::param("`user_id` is required when the operator creates a key", "user_id").into())
+        }
+    };
+    mint_key(call, &caller, user_id, body).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateToken {
+    name: String,
+}
+
+/// POST /api/token: a key for the caller's own user.
+pub async fn create_token(mut req: Request, call: &Call) -> Result<Response, ApiError> {
+    let caller = authenticate(&req, call).await?.caller;
+    caller.require(Permission::Write)?;
+    let body: CreateToken = read_json(&mut req).await?;
+    let Caller::Key(k) = &caller else {
+        return Err(ApiError::bad_request("the operator has no user of its own: use POST /api/keys with `user_id`"));
+    };
+    let user_id = k.user_id.clone();
+    let fields = CreateKey {
+        name: body.name,
+        description: None,
+        permissions: None,
+        expires_at: None,
+        limit: None,
+        limit_reset: None,
+        user_id: None,
+        org_id: None,
+    };
+    mint_key(call, &caller, user_id, fields).await
+}
+
+async fn mint_key(call: &Call, caller: &Caller, user_id: String, body: CreateKey) -> Result<Response, ApiError> {
+    let now_ms = call.now_ms();
+    let permissions = body.permissions.as_deref().map_or(Ok(Permissions::DEFAULT), parse_permissions)?;
+    if permissions.admin && !caller.is_admin() {
+        return Err(ApiError::forbidden("only an admin may create a key with the `admin` permission"));
+    }
+    let expires_at = body.expires_at.as_deref().map(|t| validate_expiry(t, now_ms)).transpose()?.map(to_iso);
+    let limit_micros = body.limit.map(validate_limit).transpose()?;
+    let limit_reset = body.limit_reset.as_deref().map(validate_limit_reset).transpose()?;
+    let name = validate_text("name", &body.name, MAX_NAME_LEN)?;
+    let description = validate_optional_text("description", body.description.as_deref(), 1000)?;
+
+    let db = db(call)?;
+    if store::users::get_live(&db, &user_id).await?.is_none() {
+        return Err(ApiError::not_found(format!("user {user_id} not found")));
+    }
+    let minted = keys::mint(random_bytes());
+    let now = to_iso(now_ms);
+    let row = KeyRow {
+        id: ids::uuid_v4(random_bytes()),
+        user_id,
+        org_id: body.org_id,
+        name,
+        description,
+        key_hash: minted.hash,
+        key_prefix: minted.display_prefix,
+        permissions: permissions.to_stored(),
+        expires_at,
+        limit_micros,
+        limit_reset,
+        disabled: 0,
+        previous_key_hash: None,
+        previous_expires_at: None,
+        rotated_at: None,
+        last_used_at: None,
+        created_at: now.clone(),
+        updated_at: now,
+        deleted_at: None,
+    };
+    store::keys::insert(&db, &row).await?;
+    let mut view = key_view(&row, now_ms);
+    view["key"] = Value::String(minted.text);
+    respond::data(201, &view)
+}
+
+pub async fn list_keys(req: Request, call: &Call) -> Result<Response, ApiError> {
+    let caller = authenticate(&req, call).await?.caller;
+    caller.require(Permission::Read)?;
+    let q = query(&req);
+    let page = Page::parse(q.get("page").map(String::as_str), q.get("limit").map(String::as_str), "limit")?;
+    let status = q.get("status").map(String::as_str).filter(|s| !s.is_empty());
+    if let Some(s) = status {
+        Status::parse(s).ok_or_else(|| {
+            InvalidRequest::param(format!("`status` is `{s}`; expected active, disabled or expired"), "status")
+        })?;
+    }
+    let own_user = match &caller {
+        Caller::Key(k) if !caller.is_admin() => Some(k.user_id.as_str()),
+        _ => None,
+    };
+    let now_ms = call.now_ms();
+    let now_iso = to_iso(now_ms);
+    let filter = KeyFilter {
+        user_id: own_user.or(q.get("user_id").map(String::as_str).filter(|s| !s.is_empty())),
+        status,
+        search: q.get("search").map(|s| s.trim()).filter(|s| !s.is_empty()),
+        now_iso: &now_iso,
+        limit: page.size,
+        offset: page.offset(),
+    };
+    let (rows, total) = store::keys::list(&db(call)?, &filter).await?;
+    let data: Vec<Value> = rows.iter().map(|k| key_view(k, now_ms)).collect();
+    respond::json(200, &json!({ "data": data, "page": page.page, "limit": page.size, "total": total }))
+}
+
+/// The key, if the caller may see it (404 otherwise, never 403).
+async fn visible_key(db: &D1Database, caller: &Caller, id: &str) -> Result<KeyRow, ApiError> {
+    let not_found = || ApiError::not_found(format!("key {id} not found"));
+    let row = store::keys::get_live(db, id).await?.ok_or_else(not_found)?;
+    match caller {
+        Caller::Key(k) if !caller.is_admin() && k.user_id != row.user_id => Err(not_found()),
+        _ => Ok(row),
+    }
+}
+
+pub async fn get_key(req: Request, call: &Call, id: &str) -> Result<Response, ApiError> {
+    let caller = authenticate(&req, call).await?.caller;
+    caller.require(Permission::Read)?;
+    let row = visible_key(&db(call)?, &caller, id).await?;
+    respond::data(200, &key_view(&row, call.now_ms()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateKey {
+    name: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    description: Option<Option<String>>,
+    permissions: Option<Vec<String>>,
+    disabled: Option<bool>,
+    #[serde(default, deserialize_with = "present")]
+    expires_at: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    limit: Option<Option<f64>>,
+    #[serde(default, deserialize_with = "present")]
+    limit_reset: Option<Option<String>>,
+}
+
+pub async fn update_key(mut req: Request, call: &Call, id: &str) -> Result<Response, ApiError> {
+    let caller = authenticate(&req, call).await?.caller;
+    caller.require(Permission::Write)?;
+    let body: UpdateKey = read_json(&mut req).await?;
+    let db = db(call)?;
+    let mut row = visible_key(&db, &caller, id).await?;
+    let now_ms = call.now_ms();
+    if let Some(name) = body.name {
+        row.name = validate_text("name", &name, MAX_NAME_LEN)?;
+    }
+    if let Some(description) = body.description {
+        row.description = validate_optional_text("description", description.as_deref(), 1000)?;
+    }
+    if let Some(list) = body.permissions {
+        let permissions = parse_permissions(&list)?;
+        if permissions.admin && !caller.is_admin() {
+            return Err(ApiError::forbidden("only an admin may grant the `admin` permission"));
+        }
+        row.permissions = permissions.to_stored();
+    }
+    if let Some(disabled) = body.disabled {
+        row.disabled = i64::from(disabled);
+    }
+    if let Some(expires_at) = body.expires_at {
+        row.expires_at = expires_at.as_deref().map(|t| validate_expiry(t, now_ms)).transpose()?.map(to_iso);
+    }
+    if let Some(limit) = body.limit {
+        row.limit_micros = limit.map(validate_limit).transpose()?;
+    }
+    if let Some(reset) = body.limit_reset {
+        row.limit_reset = reset.as_deref().map(validate_limit_reset).transpose()?;
+    }
+    row.updated_at = to_iso(now_ms);
+    store::keys::update(&db, &row).await?;
+    forget_secrets(call, &row).await?;
+    respond::data(200, &key_view(&row, now_ms))
+}
+
+/// Soft delete: the key stops working at once; its history stays.
+pub async fn delete_key(req: Request, call: &Call, id: &str) -> Result<Response, ApiError> {
+    let caller = authenticate(&req, call).await?.caller;
+    caller.require(Permission::Write)?;
+    let db = db(call)?;
+    visible_key(&db, &caller, id).await?;
+    let row = store::keys::soft_delete(&db, id, &to_iso(call.now_ms()))
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("key {id} not found")))?;
+    forget_secrets(call, &row).await?;
+    respond::data(200, &json!({ "id": id, "deleted": true }))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RotateKey {
+    grace_seconds: Option<u64>,
+}
+
+/// A new secret for the same key. With an `Idempotency-Key`, the secret is
+/// derived (HMAC under ADMIN_TOKEN) from the key, that header and the secret
+/// rotated from, so a repeat returns the same secret and mints nothing.
+pub async fn rotate_key(mut req: Request, call: &Call, id: &str) -> Result<Response, ApiError> {
+    let caller = authenticate(&req, call).await?.caller;
+    caller.require(Permission::Write)?;
+    let idempotency_key = req.headers().get("idempotency-key").ok().flatten().filter(|k| !k.is_empty());
+    if idempotency_key.as_ref().is_some_and(|k| k.len() > 200) {
+        return Err(ApiError::bad_request("`Idempotency-Key` must be at most 200 characters"));
+    }
+    let bytes = respond::read_body(&mut req, 4096).await?;
+    let body: RotateKey = if bytes.iter().all(u8::is_ascii_whitespace) {
+        RotateKey::default()
+    } else {
+        serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))?
+    };
+    let grace = body.grace_seconds.unwrap_or(0);
+    if grace > MAX_GRACE_SECONDS {
+        return Err(InvalidRequest::param(
+            format!("`grace_seconds` must be at most {MAX_GRACE_SECONDS}"),
+            "grace_seconds",
+        )
+        .into());
+    }
+    let db = db(call)?;
+    let row = visible_key(&db, &caller, id).await?;
+
+    let derive = |from_hash: &str| -> Result<Option<keys::NewKey>, ApiError> {
+        let Some(idem) = &idempotency_key else { return Ok(None) };
+        let secret =
+            call.config.admin_token.as_ref().ok_or_else(|| {
+                ApiError::bad_request("`Idempotency-Key` on rotation needs ADMIN_TOKEN to be configured")
+            })?;
+        Ok(Some(keys::mint(keys::rotation_secret(secret.expose(), &row.id, idem, from_hash))))
+    };
+    // A repeat: the current secret is the one this request derived last time.
+    if let Some(previous) = row.previous_key_hash.as_deref() {
+        if let Some(again) = derive(previous)?.filter(|k| k.hash == row.key_hash) {
+            return respond::data(200, &rotation_view(&row, &again.text));
+        }
+    }
+    let minted = match derive(&row.key_hash)? {
+        Some(k) => k,
+        None => keys::mint(random_bytes()),
+    };
+    let now_ms = call.now_ms();
+    let now = to_iso(now_ms);
+    let previous_expires_at = to_iso(now_ms + (grace as i64) * 1000);
+    let rotated = store::keys::rotate(
+        &db,
+        &Rotation {
+            id: &row.id,
+            from_hash: &row.key_hash,
+            new_hash: &minted.hash,
+            new_prefix: &minted.display_prefix,
+            previous_expires_at: &previous_expires_at,
+            now_iso: &now,
+        },
+    )
+    .await?;
+    if !rotated {
+        return Err(ApiError::Conflict("the key changed while rotating; try again".into()));
+    }
+    let kv = env::cache(&call.env).map_err(ApiError::internal)?;
+    key_cache::forget(&kv, &[&row.key_hash, &minted.hash]).await;
+    let rotated_row = KeyRow {
+        key_prefix: minted.display_prefix.clone(),
+        rotated_at: Some(now),
+        previous_expires_at: Some(previous_expires_at),
+        ..row
+    };
+    respond::data(200, &rotation_view(&rotated_row, &minted.text))
+}
+
+fn rotation_view(row: &KeyRow, secret: &str) -> Value {
+    json!({
+        "id": row.id, "key": secret, "key_prefix": row.key_prefix,
+        "rotated_at": row.rotated_at, "previous_expires_at": row.previous_expires_at,
+    })
+}
+
+/// GET /api/v1/key: the calling key, OpenRouter-style. Money fields are zero
+/// until billing lands.
+pub async fn current_key(req: Request, call: &Call) -> Result<Response, ApiError> {
+    let caller = authenticate(&req, call).await?.caller;
+    let Caller::Key(k) = &caller else {
+        return Err(ApiError::bad_request("the operator token is not a key; call this with a key"));
+    };
+    let row = store::keys::get_live(&db(call)?, &k.id)
+        .await?
+        .ok_or_else(|| ApiError::unauthenticated("this key has been deleted"))?;
+    let limit = row.limit_micros.map(micros_to_usd);
+    respond::data(
+        200,
+        &json!({
+            "id": row.id, "label": row.name, "limit": limit, "limit_reset": row.limit_reset, "limit_remaining": limit,
+            "usage": 0.0, "usage_daily": 0.0, "usage_weekly": 0.0, "usage_monthly": 0.0,
+            "expires_at": row.expires_at, "permissions": Permissions::from_stored(&row.permissions).to_list(),
+            "is_free_tier": false,
+        }),
+    )
+}
+
+async fn forget_secrets(call: &Call, row: &KeyRow) -> Result<(), ApiError> {
+    let kv = env::cache(&call.env).map_err(ApiError::internal)?;
+    let hashes: Vec<&str> = std::iter::once(row.key_hash.as_str()).chain(row.previous_key_hash.as_deref()).collect();
+    key_cache::forget(&kv, &hashes).await;
+    Ok(())
+}
+
+/// A key as the API shows it: never the text, never the hash.
+fn key_view(k: &KeyRow, now_ms: i64) -> Value {
+    let status = Status::of(k.disabled != 0, k.expires_at.as_deref().and_then(parse_iso), now_ms);
+    json!({
+        "id": k.id, "key_prefix": k.key_prefix, "name": k.name, "description": k.description,
+        "user_id": k.user_id, "org_id": k.org_id,
+        "permissions": Permissions::from_stored(&k.permissions).to_list(),
+        "expires_at": k.expires_at, "limit": k.limit_micros.map(micros_to_usd), "limit_reset": k.limit_reset,
+        "disabled": k.disabled != 0, "status": status.as_str(), "rotated_at": k.rotated_at,
+        "last_used_at": k.last_used_at, "created_at": k.created_at, "updated_at": k.updated_at,
+    })
+}

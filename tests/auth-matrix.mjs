@@ -1,0 +1,62 @@
+// One list of every authenticated route and the permission it needs, and one
+// helper that runs the auth-failure cases against each. A new route is added
+// here once and gets every case for free.
+
+import assert from 'node:assert/strict';
+
+const ID = '00000000-0000-4000-8000-000000000000';
+
+/** [method, path, needed permission, body?] */
+export const AUTHENTICATED_ROUTES = [
+  ['POST', '/v1/chat/completions', 'write', { model: 'openai/gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }] }],
+  ['POST', '/api/v1/chat/completions', 'write', { model: 'openai/gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }] }],
+  ['GET', '/api/v1/key', 'any'],
+  ['GET', '/api/admin/users', 'admin'],
+  ['POST', '/api/admin/users', 'admin', { email: 'matrix@example.com', name: 'M' }],
+  ['GET', `/api/admin/users/${ID}`, 'admin'],
+  ['PATCH', `/api/admin/users/${ID}`, 'admin', { name: 'M' }],
+  ['DELETE', `/api/admin/users/${ID}`, 'admin'],
+  ['GET', '/api/keys', 'read'],
+  ['POST', '/api/keys', 'write', { name: 'k' }],
+  ['POST', '/api/token', 'write', { name: 'k' }],
+  ['GET', `/api/keys/${ID}`, 'read'],
+  ['PATCH', `/api/keys/${ID}`, 'write', { name: 'k' }],
+  ['DELETE', `/api/keys/${ID}`, 'write'],
+  ['POST', `/api/keys/${ID}/rotate`, 'write', {}],
+];
+
+/** A key whose permissions lack `needed` (null when every key has it). */
+function keyLacking(needed, keys) {
+  return { read: keys.writeOnly, write: keys.readOnly, admin: keys.readWrite, any: null }[needed];
+}
+
+/**
+ * Runs the auth-failure cases against every route:
+ * no credential, a malformed one, an unknown key, a disabled key, a deleted key,
+ * an expired key (401 each), and a key without the needed permission (403).
+ * `keys` holds texts: readOnly, writeOnly, readWrite, disabled, deleted, expired.
+ */
+export async function assertAuthFailures(baseUrl, keys) {
+  const cases = [
+    ['no credential', null, 401],
+    ['malformed', 'Bearer', 401],
+    ['unknown key', `sk-tg-v1-${'9'.repeat(64)}`, 401],
+    ['disabled key', keys.disabled, 401],
+    ['deleted key', keys.deleted, 401],
+    ['expired key', keys.expired, 401],
+  ];
+  for (const [method, path, needed, body] of AUTHENTICATED_ROUTES) {
+    const lacking = keyLacking(needed, keys);
+    const all = lacking ? [...cases, [`key without ${needed}`, lacking, 403]] : cases;
+    for (const [label, token, status] of all) {
+      const headers = { 'content-type': 'application/json' };
+      if (token === 'Bearer') headers.authorization = 'Bearer';
+      else if (token) headers.authorization = `Bearer ${token}`;
+      const res = await fetch(baseUrl + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+      const text = await res.text();
+      assert.equal(res.status, status, `${method} ${path} with ${label}: ${text}`);
+      const err = JSON.parse(text).error;
+      assert.equal(err.code, status === 401 ? 'authentication_error' : 'permission_error', `${method} ${path} with ${label}`);
+    }
+  }
+}
