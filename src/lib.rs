@@ -8,8 +8,7 @@ pub mod providers;
 pub mod routes;
 
 pub mod api;
-#[cfg(target_arch = "wasm32")]
-mod billing;
+pub mod billing;
 #[cfg(target_arch = "wasm32")]
 mod cache;
 #[cfg(target_arch = "wasm32")]

@@ -19,6 +19,12 @@ pub enum Route {
     UpdateKey(String),
     DeleteKey(String),
     RotateKey(String),
+    ListOrgs,
+    CreateOrg,
+    GetOrg(String),
+    UpdateOrg(String),
+    DeleteOrg(String),
+    CreateOrgKey(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +58,11 @@ pub fn route(method: &str, path: &str) -> Match {
             vec![("GET", Route::GetKey(id(2))), ("PATCH", Route::UpdateKey(id(2))), ("DELETE", Route::DeleteKey(id(2)))]
         }
         ["api", "keys", k, "rotate"] if !k.is_empty() => vec![("POST", Route::RotateKey(id(2)))],
+        ["api", "orgs"] => vec![("GET", Route::ListOrgs), ("POST", Route::CreateOrg)],
+        ["api", "orgs", o] if !o.is_empty() => {
+            vec![("GET", Route::GetOrg(id(2))), ("PATCH", Route::UpdateOrg(id(2))), ("DELETE", Route::DeleteOrg(id(2)))]
+        }
+        ["api", "orgs", o, "keys"] if !o.is_empty() => vec![("POST", Route::CreateOrgKey(id(2)))],
         _ => return Match::NotFound,
     };
     let method = if method == "HEAD" { "GET" } else { method };

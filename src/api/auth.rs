@@ -4,6 +4,8 @@ use worker::Request;
 
 use super::error::ApiError;
 use super::respond::Call;
+use crate::billing::client;
+use crate::billing::protocol::{AccountRequest, AccountResponse};
 use crate::cache::keys::{self as key_cache, KeyRecord, Source};
 use crate::domain::keys::{self, Permission, Permissions};
 use crate::domain::time::to_iso;
@@ -19,6 +21,8 @@ pub struct Authenticated {
     pub caller: Caller,
     /// Where a key was found (`None` for the operator).
     pub source: Option<Source>,
+    /// SHA-256 of the presented key (`None` for the operator).
+    pub hash: Option<String>,
 }
 
 impl Caller {
@@ -48,13 +52,36 @@ fn bearer(req: &Request) -> Option<String> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_string()).filter(|t| !t.is_empty())
 }
 
+/// For management routes: a key is read from D1 itself, so every change made
+/// to it is seen at once, in any isolate.
 pub async fn authenticate(req: &Request, call: &Call) -> Result<Authenticated, ApiError> {
+    authenticate_with(req, call, false).await
+}
+
+/// For inference, the hot path: a key comes from the caches (no D1 read), and
+/// its authoritative state is checked in the account's Durable Object, which
+/// every key change updates. One DO round trip, which billing's reservation
+/// will share.
+pub async fn authenticate_for_inference(req: &Request, call: &Call) -> Result<Authenticated, ApiError> {
+    let auth = authenticate_with(req, call, true).await?;
+    if let (Caller::Key(record), Some(hash)) = (&auth.caller, &auth.hash) {
+        let message = AccountRequest::Authorize { key_id: record.id.clone(), hash: hash.clone() };
+        match client::call(&call.env, &record.user_id, &message).await.map_err(ApiError::internal)? {
+            AccountResponse::Refused { reason } => return Err(ApiError::unauthenticated(reason.message())),
+            AccountResponse::Ok | AccountResponse::UnknownKey => {}
+            other => return Err(ApiError::internal(format!("unexpected answer from the account object: {other:?}"))),
+        }
+    }
+    Ok(auth)
+}
+
+async fn authenticate_with(req: &Request, call: &Call, cached: bool) -> Result<Authenticated, ApiError> {
     let Some(token) = bearer(req) else {
         return Err(ApiError::unauthenticated("missing credential: send `Authorization: Bearer <key>`"));
     };
     if let Some(admin) = &call.config.admin_token {
         if keys::secrets_equal(&token, admin.expose()) {
-            return Ok(Authenticated { caller: Caller::Operator, source: None });
+            return Ok(Authenticated { caller: Caller::Operator, source: None, hash: None });
         }
     }
     if !keys::looks_like_key(&token) {
@@ -62,7 +89,8 @@ pub async fn authenticate(req: &Request, call: &Call) -> Result<Authenticated, A
     }
     let hash = keys::hash(&token);
     let now = call.now_ms();
-    let (record, source) = lookup(call, &hash, now).await?;
+    let (record, source) =
+        if cached { lookup(call, &hash, now).await? } else { (from_d1(call, &hash, now).await?, Source::D1) };
     let Some(record) = record else {
         return Err(ApiError::unauthenticated("invalid credential"));
     };
@@ -75,7 +103,13 @@ pub async fn authenticate(req: &Request, call: &Call) -> Result<Authenticated, A
     if record.valid_until_ms.is_some_and(|until| until <= now) {
         return Err(ApiError::unauthenticated("this key has expired"));
     }
-    Ok(Authenticated { caller: Caller::Key(record), source: Some(source) })
+    Ok(Authenticated { caller: Caller::Key(record), source: Some(source), hash: Some(hash) })
+}
+
+async fn from_d1(call: &Call, hash: &str, now: i64) -> Result<Option<KeyRecord>, ApiError> {
+    let db = env::db(&call.env).map_err(ApiError::internal)?;
+    let row = store::keys::find_by_hash(&db, hash, &to_iso(now)).await?;
+    Ok(row.map(|r| KeyRecord::from_row(&r, hash)))
 }
 
 async fn lookup(call: &Call, hash: &str, now: i64) -> Result<(Option<KeyRecord>, Source), ApiError> {
@@ -87,9 +121,7 @@ async fn lookup(call: &Call, hash: &str, now: i64) -> Result<(Option<KeyRecord>,
         key_cache::remember(hash, hit.clone(), now);
         return Ok((hit, Source::Kv));
     }
-    let db = env::db(&call.env).map_err(ApiError::internal)?;
-    let row = store::keys::find_by_hash(&db, hash, &to_iso(now)).await?;
-    let record = row.map(|r| KeyRecord::from_row(&r, hash));
+    let record = from_d1(call, hash, now).await?;
     key_cache::remember(hash, record.clone(), now);
     let kv_record = record.clone();
     let hash = hash.to_string();

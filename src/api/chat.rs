@@ -4,22 +4,28 @@ use futures_util::stream::{self, StreamExt};
 use serde_json::{json, Value};
 use worker::{ByteStream, Headers, Method, Request, Response};
 
-use super::auth::{authenticate, Caller};
+use super::auth::{authenticate_for_inference, Caller};
 use super::error::ApiError;
 use super::respond::{read_body, Call};
+use crate::cache::keys as key_cache;
 use crate::domain::chat::ChatRequest;
 use crate::domain::keys::Permission;
+use crate::domain::time::to_iso;
 use crate::log::{self, Level};
 use crate::providers::openai_compat::{completion_usage, ProviderError};
 use crate::providers::sse::{SseRelay, StreamSummary};
 use crate::providers::transport::{self, within, Upstream};
+use crate::{env, store};
 
 /// Chat bodies may carry images as data URLs.
 const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 
 pub async fn create_chat_completion(mut req: Request, call: &Call) -> Result<Response, ApiError> {
-    let auth = authenticate(&req, call).await?;
+    let auth = authenticate_for_inference(&req, call).await?;
     auth.caller.require(Permission::Write)?;
+    if let Caller::Key(k) = &auth.caller {
+        touch_key(call, &k.id);
+    }
     let bytes = read_body(&mut req, MAX_BODY_BYTES).await?;
     let chat = ChatRequest::parse(&bytes)?;
     let auth_ms = call.elapsed_ms();
@@ -63,6 +69,19 @@ pub async fn create_chat_completion(mut req: Request, call: &Call) -> Result<Res
     log::after_response(&call.ctx, call.config.log_level, Level::Info, line);
     let _ = headers.set("content-type", "application/json");
     Ok(Response::from_bytes(body).map_err(ApiError::internal)?.with_headers(headers))
+}
+
+/// Records `last_used_at` after the response, at most once a minute per key.
+fn touch_key(call: &Call, key_id: &str) {
+    let now = call.now_ms();
+    if !key_cache::due_for_touch(key_id, now) {
+        return;
+    }
+    let Ok(db) = env::db(&call.env) else { return };
+    let (id, now_iso, unless_after) = (key_id.to_string(), to_iso(now), to_iso(now - key_cache::TOUCH_EVERY_MS));
+    call.ctx.wait_until(async move {
+        let _ = store::keys::touch(&db, &id, &now_iso, &unless_after).await;
+    });
 }
 
 async fn forward(call: &Call, chat: &ChatRequest) -> Result<Upstream, ApiError> {

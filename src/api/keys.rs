@@ -9,10 +9,12 @@ use worker::{D1Database, Request, Response};
 use super::auth::{authenticate, Caller};
 use super::error::ApiError;
 use super::respond::{self, present, query, random_bytes, read_json, Call};
+use crate::billing::client;
+use crate::billing::protocol::AccountRequest;
 use crate::cache::keys as key_cache;
 use crate::domain::keys::{
-    self, parse_permissions, validate_expiry, validate_limit, validate_limit_reset, Permission, Permissions, Status,
-    MAX_GRACE_SECONDS,
+    self, parse_permissions, validate_expiry, validate_limit, validate_limit_reset, KeyState, Permission, Permissions,
+    Status, MAX_GRACE_SECONDS,
 };
 use crate::domain::money::micros_to_usd;
 use crate::domain::paging::Page;
@@ -25,15 +27,15 @@ use crate::store::keys::{KeyFilter, KeyRow, Rotation};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct CreateKey {
+pub(super) struct CreateKey {
     name: String,
     description: Option<String>,
     permissions: Option<Vec<String>>,
     expires_at: Option<String>,
     limit: Option<f64>,
     limit_reset: Option<String>,
-    user_id: Option<String>,
-    org_id: Option<String>,
+    pub(super) user_id: Option<String>,
+    pub(super) org_id: Option<String>,
 }
 
 fn db(call: &Call) -> Result<D1Database, ApiError> {
@@ -84,7 +86,12 @@ pub async fn create_token(mut req: Request, call: &Call) -> Result<Response, Api
     mint_key(call, &caller, user_id, fields).await
 }
 
-async fn mint_key(call: &Call, caller: &Caller, user_id: String, body: CreateKey) -> Result<Response, ApiError> {
+pub(super) async fn mint_key(
+    call: &Call,
+    caller: &Caller,
+    user_id: String,
+    body: CreateKey,
+) -> Result<Response, ApiError> {
     let now_ms = call.now_ms();
     let permissions = body.permissions.as_deref().map_or(Ok(Permissions::DEFAULT), parse_permissions)?;
     if permissions.admin && !caller.is_admin() {
@@ -99,6 +106,14 @@ async fn mint_key(call: &Call, caller: &Caller, user_id: String, body: CreateKey
     let db = db(call)?;
     if store::users::get_live(&db, &user_id).await?.is_none() {
         return Err(ApiError::not_found(format!("user {user_id} not found")));
+    }
+    if let Some(org_id) = &body.org_id {
+        if !caller.is_admin() {
+            return Err(ApiError::forbidden("only an admin may create a key for an organization"));
+        }
+        if store::orgs::get_live(&db, org_id).await?.is_none() {
+            return Err(ApiError::not_found(format!("organization {org_id} not found")));
+        }
     }
     let minted = keys::mint(random_bytes());
     let now = to_iso(now_ms);
@@ -226,7 +241,7 @@ pub async fn update_key(mut req: Request, call: &Call, id: &str) -> Result<Respo
     }
     row.updated_at = to_iso(now_ms);
     store::keys::update(&db, &row).await?;
-    forget_secrets(call, &row).await?;
+    publish(call, std::slice::from_ref(&row)).await?;
     respond::data(200, &key_view(&row, now_ms))
 }
 
@@ -239,7 +254,7 @@ pub async fn delete_key(req: Request, call: &Call, id: &str) -> Result<Response,
     let row = store::keys::soft_delete(&db, id, &to_iso(call.now_ms()))
         .await?
         .ok_or_else(|| ApiError::not_found(format!("key {id} not found")))?;
-    forget_secrets(call, &row).await?;
+    publish(call, std::slice::from_ref(&row)).await?;
     respond::data(200, &json!({ "id": id, "deleted": true }))
 }
 
@@ -312,14 +327,15 @@ pub async fn rotate_key(mut req: Request, call: &Call, id: &str) -> Result<Respo
     if !rotated {
         return Err(ApiError::Conflict("the key changed while rotating; try again".into()));
     }
-    let kv = env::cache(&call.env).map_err(ApiError::internal)?;
-    key_cache::forget(&kv, &[&row.key_hash, &minted.hash]).await;
     let rotated_row = KeyRow {
+        key_hash: minted.hash.clone(),
         key_prefix: minted.display_prefix.clone(),
+        previous_key_hash: Some(row.key_hash.clone()),
         rotated_at: Some(now),
         previous_expires_at: Some(previous_expires_at),
         ..row
     };
+    publish(call, std::slice::from_ref(&rotated_row)).await?;
     respond::data(200, &rotation_view(&rotated_row, &minted.text))
 }
 
@@ -352,11 +368,31 @@ pub async fn current_key(req: Request, call: &Call) -> Result<Response, ApiError
     )
 }
 
-async fn forget_secrets(call: &Call, row: &KeyRow) -> Result<(), ApiError> {
+/// After keys changed in D1: their cached records go, and each account's
+/// Durable Object learns the new state, so the very next request anywhere
+/// sees the change.
+pub(super) async fn publish(call: &Call, rows: &[KeyRow]) -> Result<(), ApiError> {
     let kv = env::cache(&call.env).map_err(ApiError::internal)?;
-    let hashes: Vec<&str> = std::iter::once(row.key_hash.as_str()).chain(row.previous_key_hash.as_deref()).collect();
+    let hashes: Vec<&str> =
+        rows.iter().flat_map(|k| std::iter::once(k.key_hash.as_str()).chain(k.previous_key_hash.as_deref())).collect();
     key_cache::forget(&kv, &hashes).await;
+    for row in rows {
+        let message = AccountRequest::PutKey { state: key_state(row) };
+        client::call(&call.env, &row.user_id, &message).await.map_err(ApiError::internal)?;
+    }
     Ok(())
+}
+
+fn key_state(row: &KeyRow) -> KeyState {
+    KeyState {
+        key_id: row.id.clone(),
+        hash: row.key_hash.clone(),
+        previous_hash: row.previous_key_hash.clone(),
+        previous_until_ms: row.previous_expires_at.as_deref().and_then(parse_iso),
+        expires_at_ms: row.expires_at.as_deref().and_then(parse_iso),
+        disabled: row.disabled != 0,
+        deleted: row.deleted_at.is_some(),
+    }
 }
 
 /// A key as the API shows it: never the text, never the hash.

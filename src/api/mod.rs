@@ -11,6 +11,8 @@ mod keys;
 #[cfg(target_arch = "wasm32")]
 mod models;
 #[cfg(target_arch = "wasm32")]
+mod orgs;
+#[cfg(target_arch = "wasm32")]
 mod respond;
 #[cfg(target_arch = "wasm32")]
 mod users;
@@ -59,6 +61,12 @@ mod dispatch {
             Route::UpdateKey(id) => super::keys::update_key(req, call, &id).await,
             Route::DeleteKey(id) => super::keys::delete_key(req, call, &id).await,
             Route::RotateKey(id) => super::keys::rotate_key(req, call, &id).await,
+            Route::ListOrgs => super::orgs::list_orgs(req, call).await,
+            Route::CreateOrg => super::orgs::create_org(req, call).await,
+            Route::GetOrg(id) => super::orgs::get_org(req, call, &id).await,
+            Route::UpdateOrg(id) => super::orgs::update_org(req, call, &id).await,
+            Route::DeleteOrg(id) => super::orgs::delete_org(req, call, &id).await,
+            Route::CreateOrgKey(id) => super::orgs::create_org_key(req, call, &id).await,
         }
     }
 }

@@ -7,6 +7,8 @@ use worker::{Method, Request, Response};
 
 use super::error::ApiError;
 use super::respond::{self, Call};
+use crate::billing::client;
+use crate::billing::protocol::AccountRequest;
 use crate::domain::time::to_iso;
 use crate::env;
 use crate::providers::openai_compat::{parse_model_list, ListedModel};
@@ -29,10 +31,7 @@ pub async fn health(req: &Request, call: &Call) -> Result<Response, ApiError> {
     db.prepare("SELECT 1 AS one").first::<serde_json::Value>(None).await.map_err(ApiError::internal)?;
     let kv = env::cache(&call.env).map_err(ApiError::internal)?;
     kv.get("health").text().await.map_err(ApiError::internal)?;
-    let stub =
-        env::accounts(&call.env).and_then(|ns| ns.id_from_name("health")?.get_stub()).map_err(ApiError::internal)?;
-    let mut pong = stub.fetch_with_str("https://account/ping").await.map_err(ApiError::internal)?;
-    let pong: serde_json::Value = pong.json().await.map_err(ApiError::internal)?;
+    let pong = client::call(&call.env, "health", &AccountRequest::Ping).await.map_err(ApiError::internal)?;
     respond::json(
         200,
         &json!({ "status": "ok", "time": to_iso(call.now_ms()), "d1": "ok", "kv": "ok", "durable_object": pong }),

@@ -7,7 +7,6 @@ use worker::{Request, Response};
 use super::auth::authenticate;
 use super::error::ApiError;
 use super::respond::{self, present, query, random_bytes, read_json, Call};
-use crate::cache::keys as key_cache;
 use crate::domain::ids;
 use crate::domain::keys::Permission;
 use crate::domain::paging::Page;
@@ -129,10 +128,7 @@ pub async fn delete_user(req: Request, call: &Call, id: &str) -> Result<Response
         return Err(ApiError::not_found(format!("user {id} not found")));
     }
     let keys = store::keys::disable_for_user(&db, id, &now).await?;
-    let kv = env::cache(&call.env).map_err(ApiError::internal)?;
-    let hashes: Vec<&str> =
-        keys.iter().flat_map(|k| std::iter::once(k.key_hash.as_str()).chain(k.previous_key_hash.as_deref())).collect();
-    key_cache::forget(&kv, &hashes).await;
+    super::keys::publish(call, &keys).await?;
     respond::data(200, &json!({ "id": id, "deleted": true, "keys_disabled": keys.len() }))
 }
 

@@ -1,13 +1,97 @@
-//! The account Durable Object (binding `ACCOUNTS`, class `AccountDo`), one
-//! per paying account, with SQLite storage. It will serialize every money
-//! decision for its account (see docs/architecture.md). Today it answers a
-//! liveness probe that `/health?deep=1` uses to prove the namespace works.
+//! The account Durable Object (binding `ACCOUNTS`, class `AccountDo`): one per
+//! paying account, SQLite storage, one request at a time. It is the authority
+//! for its keys' state (and, with billing, for money). A thin shell: decisions
+//! live in `domain`.
 
+use serde::Deserialize;
+use wasm_bindgen::JsValue;
 use worker::{durable_object, DurableObject, Env, Request, Response, Result, State};
+
+use super::protocol::{AccountRequest, AccountResponse};
+use crate::domain::keys::KeyState;
+
+const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS key_state (
+    key_id TEXT PRIMARY KEY, hash TEXT NOT NULL, previous_hash TEXT, previous_until_ms REAL,
+    expires_at_ms REAL, disabled INTEGER NOT NULL, deleted INTEGER NOT NULL);
+  CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL);";
 
 #[durable_object]
 pub struct AccountDo {
     state: State,
+}
+
+#[derive(Deserialize)]
+struct KeyStateRow {
+    key_id: String,
+    hash: String,
+    previous_hash: Option<String>,
+    previous_until_ms: Option<f64>,
+    expires_at_ms: Option<f64>,
+    disabled: i64,
+    deleted: i64,
+}
+
+impl From<KeyStateRow> for KeyState {
+    fn from(r: KeyStateRow) -> Self {
+        Self {
+            key_id: r.key_id,
+            hash: r.hash,
+            previous_hash: r.previous_hash,
+            previous_until_ms: r.previous_until_ms.map(|v| v as i64),
+            expires_at_ms: r.expires_at_ms.map(|v| v as i64),
+            disabled: r.disabled != 0,
+            deleted: r.deleted != 0,
+        }
+    }
+}
+
+fn num(v: Option<i64>) -> JsValue {
+    v.map_or(JsValue::NULL, |n| JsValue::from_f64(n as f64))
+}
+
+impl AccountDo {
+    fn handle(&self, req: AccountRequest) -> Result<AccountResponse> {
+        let sql = self.state.storage().sql();
+        sql.exec(SCHEMA, None)?;
+        Ok(match req {
+            AccountRequest::PutKey { state: s } => {
+                sql.exec_raw(
+                    "INSERT OR REPLACE INTO key_state VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    vec![
+                        JsValue::from_str(&s.key_id),
+                        JsValue::from_str(&s.hash),
+                        s.previous_hash.as_deref().map_or(JsValue::NULL, JsValue::from_str),
+                        num(s.previous_until_ms),
+                        num(s.expires_at_ms),
+                        JsValue::from_f64(f64::from(u8::from(s.disabled))),
+                        JsValue::from_f64(f64::from(u8::from(s.deleted))),
+                    ],
+                )?;
+                AccountResponse::Ok
+            }
+            AccountRequest::Authorize { key_id, hash } => {
+                let rows: Vec<KeyStateRow> = sql
+                    .exec_raw("SELECT * FROM key_state WHERE key_id = ?", vec![JsValue::from_str(&key_id)])?
+                    .to_array()?;
+                match rows.into_iter().next().map(KeyState::from) {
+                    None => AccountResponse::UnknownKey,
+                    Some(state) => match state.check(&hash, js_sys::Date::now() as i64) {
+                        Ok(()) => AccountResponse::Ok,
+                        Err(reason) => AccountResponse::Refused { reason },
+                    },
+                }
+            }
+            AccountRequest::Ping => {
+                sql.exec("INSERT INTO meta (k, v) VALUES ('pings', 1) ON CONFLICT(k) DO UPDATE SET v = v + 1", None)?;
+                #[derive(Deserialize)]
+                struct Row {
+                    v: i64,
+                }
+                let row: Row = sql.exec("SELECT v FROM meta WHERE k = 'pings'", None)?.one()?;
+                AccountResponse::Pong { pings: row.v }
+            }
+        })
+    }
 }
 
 impl DurableObject for AccountDo {
@@ -15,20 +99,11 @@ impl DurableObject for AccountDo {
         Self { state }
     }
 
-    async fn fetch(&self, req: Request) -> Result<Response> {
-        match req.path().as_str() {
-            "/ping" => {
-                let sql = self.state.storage().sql();
-                sql.exec("CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL)", None)?;
-                sql.exec("INSERT INTO meta (k, v) VALUES ('pings', 1) ON CONFLICT(k) DO UPDATE SET v = v + 1", None)?;
-                #[derive(serde::Deserialize)]
-                struct Row {
-                    v: i64,
-                }
-                let row: Row = sql.exec("SELECT v FROM meta WHERE k = 'pings'", None)?.one()?;
-                Response::from_json(&serde_json::json!({ "pings": row.v }))
-            }
-            _ => Response::error("not found", 404),
-        }
+    async fn fetch(&self, mut req: Request) -> Result<Response> {
+        let answer = match req.json::<AccountRequest>().await {
+            Ok(message) => self.handle(message).unwrap_or_else(|e| AccountResponse::Error { message: e.to_string() }),
+            Err(e) => AccountResponse::Error { message: format!("bad message: {e}") },
+        };
+        Response::from_json(&answer)
     }
 }

@@ -75,8 +75,27 @@ impl Source {
 
 type Entry = (Option<KeyRecord>, i64);
 
+/// `last_used_at` is written at most this often per key.
+pub const TOUCH_EVERY_MS: i64 = 60_000;
+
 thread_local! {
     static MEMORY: RefCell<HashMap<String, Entry>> = RefCell::new(HashMap::new());
+    static TOUCHED: RefCell<HashMap<String, i64>> = RefCell::new(HashMap::new());
+}
+
+/// True (and remembered) when this isolate has not recorded a use of the key in the last minute.
+pub fn due_for_touch(key_id: &str, now_ms: i64) -> bool {
+    TOUCHED.with(|t| {
+        let mut t = t.borrow_mut();
+        if t.get(key_id).is_some_and(|at| now_ms - at < TOUCH_EVERY_MS) {
+            return false;
+        }
+        if t.len() >= MEMORY_MAX_ENTRIES {
+            t.clear();
+        }
+        t.insert(key_id.to_string(), now_ms);
+        true
+    })
 }
 
 fn kv_name(hash: &str) -> String {

@@ -75,6 +75,64 @@ impl Status {
     }
 }
 
+/// The authoritative state of a key, as the account's Durable Object keeps it,
+/// so a change is honoured by the very next request in every isolate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyState {
+    pub key_id: String,
+    pub hash: String,
+    pub previous_hash: Option<String>,
+    pub previous_until_ms: Option<i64>,
+    pub expires_at_ms: Option<i64>,
+    pub disabled: bool,
+    pub deleted: bool,
+}
+
+/// Why a presented secret is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyRefusal {
+    Deleted,
+    Disabled,
+    Expired,
+    /// The secret was rotated out and its grace period is over.
+    Superseded,
+}
+
+impl KeyRefusal {
+    pub fn message(self) -> &'static str {
+        match self {
+            Self::Deleted => "this key has been deleted",
+            Self::Disabled => "this key is disabled",
+            Self::Expired => "this key has expired",
+            Self::Superseded => "this key's secret was rotated; use the new secret",
+        }
+    }
+}
+
+impl KeyState {
+    /// May `presented_hash` be used at `now_ms`?
+    pub fn check(&self, presented_hash: &str, now_ms: i64) -> Result<(), KeyRefusal> {
+        if self.deleted {
+            return Err(KeyRefusal::Deleted);
+        }
+        if self.disabled {
+            return Err(KeyRefusal::Disabled);
+        }
+        if self.expires_at_ms.is_some_and(|at| at <= now_ms) {
+            return Err(KeyRefusal::Expired);
+        }
+        let current = presented_hash == self.hash;
+        let in_grace = self.previous_hash.as_deref() == Some(presented_hash)
+            && self.previous_until_ms.is_some_and(|until| until > now_ms);
+        if current || in_grace {
+            Ok(())
+        } else {
+            Err(KeyRefusal::Superseded)
+        }
+    }
+}
+
 /// SHA-256 of a credential, lowercase hex.
 pub fn hash(credential: &str) -> String {
     hex::encode(Sha256::digest(credential.as_bytes()))
@@ -227,6 +285,26 @@ pub fn parse_permissions(list: &[String]) -> Result<Permissions, super::InvalidR
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn key_state_decides_like_the_rules_say() {
+        let state = KeyState {
+            key_id: "k".into(),
+            hash: "new".into(),
+            previous_hash: Some("old".into()),
+            previous_until_ms: Some(100),
+            expires_at_ms: Some(1000),
+            disabled: false,
+            deleted: false,
+        };
+        assert_eq!(state.check("new", 50), Ok(()));
+        assert_eq!(state.check("old", 99), Ok(()), "inside the grace");
+        assert_eq!(state.check("old", 100), Err(KeyRefusal::Superseded), "grace over");
+        assert_eq!(state.check("other", 50), Err(KeyRefusal::Superseded));
+        assert_eq!(state.check("new", 1000), Err(KeyRefusal::Expired));
+        assert_eq!(KeyState { disabled: true, ..state.clone() }.check("new", 50), Err(KeyRefusal::Disabled));
+        assert_eq!(KeyState { deleted: true, disabled: true, ..state }.check("new", 50), Err(KeyRefusal::Deleted));
+    }
+
     #[test]
     fn wire_validators() {
         let now = 1_000_000;

@@ -4,6 +4,7 @@ pub mod chat;
 pub mod ids;
 pub mod keys;
 pub mod money;
+pub mod orgs;
 pub mod paging;
 pub mod time;
 pub mod users;

@@ -74,6 +74,11 @@ const ROTATE: &str =
                       rotated_at = ?6, updated_at = ?6 WHERE id = ?1 AND key_hash = ?2 AND deleted_at IS NULL";
 const DISABLE_FOR_USER: &str =
     "UPDATE api_keys SET disabled = 1, updated_at = ?2 WHERE user_id = ?1 AND deleted_at IS NULL RETURNING *";
+const DISABLE_FOR_ORG: &str =
+    "UPDATE api_keys SET disabled = 1, updated_at = ?2 WHERE org_id = ?1 AND deleted_at IS NULL RETURNING *";
+/// At most one write a minute per key, whoever asks.
+const TOUCH: &str =
+    "UPDATE api_keys SET last_used_at = ?2 WHERE id = ?1 AND (last_used_at IS NULL OR last_used_at < ?3)";
 
 /// Filters for listing keys.
 pub struct KeyFilter<'a> {
@@ -197,4 +202,15 @@ pub async fn rotate(db: &D1Database, r: &Rotation<'_>) -> Result<bool, StoreErro
 /// Disables every live key of a user; returns them (their hashes must leave the caches).
 pub async fn disable_for_user(db: &D1Database, user_id: &str, now_iso: &str) -> Result<Vec<KeyRow>, StoreError> {
     Ok(db.prepare(DISABLE_FOR_USER).bind(&[text(user_id), text(now_iso)])?.all().await?.results::<KeyRow>()?)
+}
+
+/// Disables every live key of an organization; returns them.
+pub async fn disable_for_org(db: &D1Database, org_id: &str, now_iso: &str) -> Result<Vec<KeyRow>, StoreError> {
+    Ok(db.prepare(DISABLE_FOR_ORG).bind(&[text(org_id), text(now_iso)])?.all().await?.results::<KeyRow>()?)
+}
+
+/// Sets `last_used_at` unless it was set after `unless_after_iso`.
+pub async fn touch(db: &D1Database, id: &str, now_iso: &str, unless_after_iso: &str) -> Result<(), StoreError> {
+    db.prepare(TOUCH).bind(&[text(id), text(now_iso), text(unless_after_iso)])?.run().await?;
+    Ok(())
 }

@@ -1,0 +1,173 @@
+//! Organizations (admin): /api/orgs[/{id}[/keys]].
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+use worker::{D1Database, Request, Response};
+
+use super::auth::authenticate;
+use super::error::ApiError;
+use super::keys::{mint_key, CreateKey};
+use super::respond::{self, present, query, random_bytes, read_json, Call};
+use crate::domain::ids;
+use crate::domain::keys::Permission;
+use crate::domain::money::micros_to_usd;
+use crate::domain::orgs::{validate_status, LimitsInput};
+use crate::domain::paging::Page;
+use crate::domain::time::to_iso;
+use crate::domain::users::{validate_optional_text, validate_text, MAX_NAME_LEN};
+use crate::domain::InvalidRequest;
+use crate::env;
+use crate::store::orgs::OrgRow;
+use crate::store::{self, StoreError};
+
+async fn operator(req: &Request, call: &Call) -> Result<(super::auth::Caller, D1Database), ApiError> {
+    let caller = authenticate(req, call).await?.caller;
+    caller.require(Permission::Admin)?;
+    Ok((caller, env::db(&call.env).map_err(ApiError::internal)?))
+}
+
+fn name_conflict(name: &str) -> impl FnOnce(StoreError) -> ApiError + '_ {
+    move |e| match e {
+        StoreError::Conflict(_) => ApiError::Conflict(format!("an organization named {name:?} already exists")),
+        other => other.into(),
+    }
+}
+
+async fn check_admin_user(db: &D1Database, user_id: Option<&str>) -> Result<(), ApiError> {
+    if let Some(id) = user_id {
+        if store::users::get_live(db, id).await?.is_none() {
+            return Err(InvalidRequest::param(format!("`admin_user_id`: user {id} not found"), "admin_user_id").into());
+        }
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateOrg {
+    name: String,
+    description: Option<String>,
+    admin_user_id: Option<String>,
+    status: Option<String>,
+    #[serde(default)]
+    limits: LimitsInput,
+}
+
+pub async fn create_org(mut req: Request, call: &Call) -> Result<Response, ApiError> {
+    let (_, db) = operator(&req, call).await?;
+    let body: CreateOrg = read_json(&mut req).await?;
+    let limits = body.limits.validate()?;
+    check_admin_user(&db, body.admin_user_id.as_deref()).await?;
+    let now = to_iso(call.now_ms());
+    let org = OrgRow {
+        id: ids::uuid_v4(random_bytes()),
+        name: validate_text("name", &body.name, MAX_NAME_LEN)?,
+        description: validate_optional_text("description", body.description.as_deref(), 1000)?,
+        admin_user_id: body.admin_user_id,
+        status: validate_status(body.status.as_deref().unwrap_or("active"))?,
+        monthly_requests: limits.monthly_requests,
+        monthly_tokens: limits.monthly_tokens,
+        monthly_cost_micros: limits.monthly_cost_micros,
+        created_at: now.clone(),
+        updated_at: now,
+        deleted_at: None,
+    };
+    store::orgs::insert(&db, &org).await.map_err(name_conflict(&org.name))?;
+    respond::data(201, &org_view(&org))
+}
+
+pub async fn list_orgs(req: Request, call: &Call) -> Result<Response, ApiError> {
+    let (_, db) = operator(&req, call).await?;
+    let q = query(&req);
+    let page = Page::parse(q.get("page").map(String::as_str), q.get("page_size").map(String::as_str), "page_size")?;
+    let (rows, total) = store::orgs::list(&db, page.size, page.offset()).await?;
+    respond::json(
+        200,
+        &json!({ "data": rows.iter().map(org_view).collect::<Vec<_>>(), "page": page.page, "page_size": page.size, "total": total }),
+    )
+}
+
+async fn live_org(db: &D1Database, id: &str) -> Result<OrgRow, ApiError> {
+    store::orgs::get_live(db, id).await?.ok_or_else(|| ApiError::not_found(format!("organization {id} not found")))
+}
+
+pub async fn get_org(req: Request, call: &Call, id: &str) -> Result<Response, ApiError> {
+    let (_, db) = operator(&req, call).await?;
+    respond::data(200, &org_view(&live_org(&db, id).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateOrg {
+    name: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    description: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    admin_user_id: Option<Option<String>>,
+    status: Option<String>,
+    /// Replaces all three limits (absent ones become unlimited).
+    limits: Option<LimitsInput>,
+}
+
+pub async fn update_org(mut req: Request, call: &Call, id: &str) -> Result<Response, ApiError> {
+    let (_, db) = operator(&req, call).await?;
+    let body: UpdateOrg = read_json(&mut req).await?;
+    let mut org = live_org(&db, id).await?;
+    if let Some(name) = body.name {
+        org.name = validate_text("name", &name, MAX_NAME_LEN)?;
+    }
+    if let Some(description) = body.description {
+        org.description = validate_optional_text("description", description.as_deref(), 1000)?;
+    }
+    if let Some(admin_user_id) = body.admin_user_id {
+        check_admin_user(&db, admin_user_id.as_deref()).await?;
+        org.admin_user_id = admin_user_id;
+    }
+    if let Some(status) = body.status {
+        org.status = validate_status(&status)?;
+    }
+    if let Some(limits) = body.limits {
+        let l = limits.validate()?;
+        (org.monthly_requests, org.monthly_tokens, org.monthly_cost_micros) =
+            (l.monthly_requests, l.monthly_tokens, l.monthly_cost_micros);
+    }
+    org.updated_at = to_iso(call.now_ms());
+    store::orgs::update(&db, &org).await.map_err(name_conflict(&org.name))?;
+    respond::data(200, &org_view(&org))
+}
+
+/// Soft delete: the organization's keys are disabled at once.
+pub async fn delete_org(req: Request, call: &Call, id: &str) -> Result<Response, ApiError> {
+    let (_, db) = operator(&req, call).await?;
+    let now = to_iso(call.now_ms());
+    if !store::orgs::soft_delete(&db, id, &now).await? {
+        return Err(ApiError::not_found(format!("organization {id} not found")));
+    }
+    let keys = store::keys::disable_for_org(&db, id, &now).await?;
+    super::keys::publish(call, &keys).await?;
+    respond::data(200, &json!({ "id": id, "deleted": true, "keys_disabled": keys.len() }))
+}
+
+/// POST /api/orgs/{id}/keys: a key that belongs to the organization (`user_id` required).
+pub async fn create_org_key(mut req: Request, call: &Call, id: &str) -> Result<Response, ApiError> {
+    let (caller, db) = operator(&req, call).await?;
+    let mut body: CreateKey = read_json(&mut req).await?;
+    live_org(&db, id).await?;
+    let user_id = body
+        .user_id
+        .take()
+        .ok_or_else(|| InvalidRequest::param("`user_id` is required for an organization's key", "user_id"))?;
+    body.org_id = Some(id.to_string());
+    mint_key(call, &caller, user_id, body).await
+}
+
+fn org_view(o: &OrgRow) -> Value {
+    json!({
+        "id": o.id, "name": o.name, "description": o.description, "admin_user_id": o.admin_user_id, "status": o.status,
+        "limits": {
+            "monthly_requests": o.monthly_requests, "monthly_tokens": o.monthly_tokens,
+            "monthly_cost": o.monthly_cost_micros.map(micros_to_usd),
+        },
+        "created_at": o.created_at, "updated_at": o.updated_at,
+    })
+}
