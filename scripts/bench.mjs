@@ -2,6 +2,7 @@
 // non-streamed chat (concurrency 1 and 16) and streaming time-to-first-chunk, for
 //   (a) the fake upstream directly,
 //   (b) a one-line JavaScript pass-through Worker under the same `wrangler dev` (the floor),
+//   (b2) the same Worker after one call to a trivial Durable Object (Tollgate makes one per request),
 //   (c) Tollgate without per-request log lines, (d) with them,
 // then Tollgate's overhead over the floor and the wasm size.
 // Options: --requests N (default 400 per run), --skip-build
@@ -114,6 +115,7 @@ results.push(await measure('(a) fake upstream', `${fake.url}/chat/completions`, 
 
 const floor = await startFloor(fake.url);
 results.push(await measure('(b) JS pass-through floor', `${floor.url}/v1/chat/completions`, FAKE_UPSTREAM_KEY));
+results.push(await measure('(b2) JS floor + 1 DO call', `${floor.url}/do/v1/chat/completions`, FAKE_UPSTREAM_KEY));
 await floor.stop();
 
 // wrangler dev carries every console line from workerd to its own process and
@@ -132,7 +134,7 @@ await fake.close();
 
 const wasmFile = readdirSync(path.join(ROOT, 'build')).find((n) => n.endsWith('.wasm'));
 const wasm = readFileSync(path.join(ROOT, 'build', wasmFile));
-const [, b, c, d] = results;
+const [, b, b2, c, d] = results;
 
 console.log(`\nTollgate benchmark — ${REQUESTS} requests at c=1, ${REQUESTS * 2} at c=16, non-streamed chat; streaming time to first content chunk`);
 console.log(`${''.padEnd(26)} ${'c=1 p50'.padStart(7)} ${'p99'.padStart(7)} ${'req/s'.padStart(7)}   ${'c=16p50'.padStart(7)} ${'p99'.padStart(7)} ${'req/s'.padStart(7)}   ${'ttfc50'.padStart(7)} ${'p99'.padStart(7)}   (ms)`);
@@ -140,4 +142,5 @@ for (const r of results) console.log(row(r));
 const over = (x) => `p50 c=1 ${(x.c1.p50 - b.c1.p50).toFixed(2)} ms, p50 c=16 ${(x.c16.p50 - b.c16.p50).toFixed(2)} ms, ttfc p50 ${(x.ttfc.p50 - b.ttfc.p50).toFixed(2)} ms`;
 console.log(`\nTollgate overhead over the floor: ${over(c)}`);
 console.log(`  with request log lines:         ${over(d)}`);
+console.log(`One DO round trip costs the JS floor itself: p50 c=1 ${(b2.c1.p50 - b.c1.p50).toFixed(2)} ms`);
 console.log(`wasm: ${(wasm.length / 1024).toFixed(0)} KB raw, ${(gzipSync(wasm, { level: 9 }).length / 1024).toFixed(0)} KB gzipped (${statSync(path.join(ROOT, 'build', wasmFile)).size} bytes)`);

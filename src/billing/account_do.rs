@@ -5,9 +5,9 @@
 
 use serde::Deserialize;
 use wasm_bindgen::JsValue;
-use worker::{durable_object, DurableObject, Env, Request, Response, Result, State};
+use worker::{durable_object, DurableObject, Env, Headers, Request, Response, Result, State};
 
-use super::protocol::{AccountRequest, AccountResponse};
+use super::protocol::{AccountRequest, AccountResponse, MESSAGE_HEADER};
 use crate::domain::keys::KeyState;
 
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS key_state (
@@ -18,6 +18,8 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS key_state (
 #[durable_object]
 pub struct AccountDo {
     state: State,
+    /// The schema exists (created on the first message after a start).
+    ready: std::cell::Cell<bool>,
 }
 
 #[derive(Deserialize)]
@@ -52,7 +54,10 @@ fn num(v: Option<i64>) -> JsValue {
 impl AccountDo {
     fn handle(&self, req: AccountRequest) -> Result<AccountResponse> {
         let sql = self.state.storage().sql();
-        sql.exec(SCHEMA, None)?;
+        if !self.ready.get() {
+            sql.exec(SCHEMA, None)?;
+            self.ready.set(true);
+        }
         Ok(match req {
             AccountRequest::PutKey { state: s } => {
                 sql.exec_raw(
@@ -96,14 +101,17 @@ impl AccountDo {
 
 impl DurableObject for AccountDo {
     fn new(state: State, _env: Env) -> Self {
-        Self { state }
+        Self { state, ready: std::cell::Cell::new(false) }
     }
 
-    async fn fetch(&self, mut req: Request) -> Result<Response> {
-        let answer = match req.json::<AccountRequest>().await {
+    async fn fetch(&self, req: Request) -> Result<Response> {
+        let message = req.headers().get(MESSAGE_HEADER)?.unwrap_or_default();
+        let answer = match serde_json::from_str::<AccountRequest>(&message) {
             Ok(message) => self.handle(message).unwrap_or_else(|e| AccountResponse::Error { message: e.to_string() }),
             Err(e) => AccountResponse::Error { message: format!("bad message: {e}") },
         };
-        Response::from_json(&answer)
+        let headers = Headers::new();
+        headers.set(MESSAGE_HEADER, &serde_json::to_string(&answer)?)?;
+        Ok(Response::empty()?.with_headers(headers))
     }
 }

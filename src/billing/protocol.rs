@@ -4,6 +4,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::keys::{KeyRefusal, KeyState};
 
+/// The header that carries a message (JSON) to the object and its answer back.
+pub const MESSAGE_HEADER: &str = "x-tollgate-message";
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum AccountRequest {
