@@ -44,8 +44,8 @@ async function once(url, key, payload) {
   return performance.now() - t;
 }
 
+/** Times `total` requests at `concurrency`; returns the sorted latencies and the wall time. */
 async function load(url, key, concurrency, total) {
-  for (let i = 0; i < WARMUP; i++) await once(url, key, body);
   const times = [];
   let next = 0;
   const started = performance.now();
@@ -57,34 +57,49 @@ async function load(url, key, concurrency, total) {
       }
     }),
   );
-  const elapsed = (performance.now() - started) / 1000;
-  times.sort((a, b) => a - b);
-  return { p50: pct(times, 50), p99: pct(times, 99), rps: total / elapsed };
+  return { times, seconds: (performance.now() - started) / 1000 };
 }
 
-async function firstChunk(url, key, total) {
-  const times = [];
-  for (let i = 0; i < total + 10; i++) {
-    const t = performance.now();
-    const res = await fetch(url, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: streamBody });
-    const reader = res.body.getReader();
-    let first = null;
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      if (first === null && new TextDecoder().decode(value).includes('"content"')) first = performance.now() - t;
-    }
-    if (i >= 10) times.push(first);
+async function firstChunk(url, key) {
+  const t = performance.now();
+  const res = await fetch(url, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: streamBody });
+  const reader = res.body.getReader();
+  let first = null;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    if (first === null && new TextDecoder().decode(value).includes('"content"')) first = performance.now() - t;
   }
-  times.sort((a, b) => a - b);
-  return { p50: pct(times, 50), p99: pct(times, 99) };
+  return first;
 }
 
-async function measure(name, url, key) {
-  const c1 = await load(url, key, 1, REQUESTS);
-  const c16 = await load(url, key, 16, REQUESTS * 2);
-  const ttfc = await firstChunk(url, key, Math.max(50, REQUESTS / 4));
-  return { name, c1, c16, ttfc };
+/**
+ * Measures every target in interleaved rounds, so drift on a shared machine
+ * (other processes, thermal, GC) lands on all targets alike.
+ */
+async function measureAll(targets, rounds = 8) {
+  const acc = targets.map((t) => ({ name: t.name, c1: [], c1s: 0, c16: [], c16s: 0, ttfc: [] }));
+  for (const t of targets) for (let i = 0; i < WARMUP; i++) await once(t.url, t.key, body);
+  for (let r = 0; r < rounds; r++) {
+    for (const [i, t] of targets.entries()) {
+      const a = await load(t.url, t.key, 1, Math.ceil(REQUESTS / rounds));
+      acc[i].c1.push(...a.times);
+      acc[i].c1s += a.seconds;
+      const b = await load(t.url, t.key, 16, Math.ceil((REQUESTS * 2) / rounds));
+      acc[i].c16.push(...b.times);
+      acc[i].c16s += b.seconds;
+      for (let k = 0; k < Math.ceil(REQUESTS / 4 / rounds); k++) acc[i].ttfc.push(await firstChunk(t.url, t.key));
+    }
+  }
+  return acc.map((a) => {
+    for (const list of [a.c1, a.c16, a.ttfc]) list.sort((x, y) => x - y);
+    return {
+      name: a.name,
+      c1: { p50: pct(a.c1, 50), p99: pct(a.c1, 99), rps: a.c1.length / a.c1s },
+      c16: { p50: pct(a.c16, 50), p99: pct(a.c16, 99), rps: a.c16.length / a.c16s },
+      ttfc: { p50: pct(a.ttfc, 50), p99: pct(a.ttfc, 99) },
+    };
+  });
 }
 
 async function startFloor(upstreamUrl) {
@@ -110,27 +125,33 @@ const f = (ms) => ms.toFixed(2).padStart(7);
 const row = (r) => `${r.name.padEnd(26)} ${f(r.c1.p50)} ${f(r.c1.p99)} ${r.c1.rps.toFixed(0).padStart(7)}   ${f(r.c16.p50)} ${f(r.c16.p99)} ${r.c16.rps.toFixed(0).padStart(7)}   ${f(r.ttfc.p50)} ${f(r.ttfc.p99)}`;
 
 const fake = await startFakeUpstream({ apiKey: FAKE_UPSTREAM_KEY });
-const results = [];
-results.push(await measure('(a) fake upstream', `${fake.url}/chat/completions`, FAKE_UPSTREAM_KEY));
-
 const floor = await startFloor(fake.url);
-results.push(await measure('(b) JS pass-through floor', `${floor.url}/v1/chat/completions`, FAKE_UPSTREAM_KEY));
-results.push(await measure('(b2) JS floor + 1 DO call', `${floor.url}/do/v1/chat/completions`, FAKE_UPSTREAM_KEY));
-await floor.stop();
-
+const targets = [
+  { name: '(a) fake upstream', url: `${fake.url}/chat/completions`, key: FAKE_UPSTREAM_KEY },
+  { name: '(b) JS pass-through floor', url: `${floor.url}/v1/chat/completions`, key: FAKE_UPSTREAM_KEY },
+  { name: '(b2) JS floor + 1 DO call', url: `${floor.url}/do/v1/chat/completions`, key: FAKE_UPSTREAM_KEY },
+];
 // wrangler dev carries every console line from workerd to its own process and
 // prints it; that costs the local runtime 1-2 ms a line, which production
 // does not pay. So Tollgate is measured without request lines (the gateway's
 // own overhead), then with them (what `npm start` feels like).
+const gateways = [];
 for (const [name, level] of [['(c) Tollgate', 'warn'], ['(d) Tollgate, request logs', 'info']]) {
   const gw = await startGateway({ upstream: false, vars: { AI_GATEWAY_BASE_URL: fake.url, AI_GATEWAY_API_KEY: FAKE_UPSTREAM_KEY, LOG_LEVEL: level } });
+  gateways.push(gw);
   const admin = adminClient(gw.url, gw.adminToken);
   const user = await admin.createUser({ name: 'Bench' });
   const key = await admin.createKey(user.id, { name: 'bench' });
-  results.push(await measure(name, `${gw.url}/v1/chat/completions`, key.key));
-  await gw.stop();
+  targets.push({ name, url: `${gw.url}/v1/chat/completions`, key: key.key });
 }
-await fake.close();
+let results;
+try {
+  results = await measureAll(targets);
+} finally {
+  await floor.stop();
+  for (const gw of gateways) await gw.stop();
+  await fake.close();
+}
 
 const wasmFile = readdirSync(path.join(ROOT, 'build')).find((n) => n.endsWith('.wasm'));
 const wasm = readFileSync(path.join(ROOT, 'build', wasmFile));

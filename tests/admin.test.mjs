@@ -1,27 +1,18 @@
 // The operator's starting API: users and keys.
 
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 
-import { adminClient, startGateway } from './harness.mjs';
+import { chatAs, gatewayForFile } from './fixture.mjs';
+import { adminClient } from './harness.mjs';
 
-let gw;
-let admin;
-
-before(async () => {
-  gw = await startGateway();
-  admin = adminClient(gw.url, gw.adminToken);
-});
-
-after(async () => {
-  await gw?.stop();
-});
+const ctx = gatewayForFile();
 
 const errorCode = (res) => res.body?.error?.code;
 
 describe('POST /api/admin/users', () => {
   test('creates a user with defaults', async () => {
-    const res = await admin.call('POST', '/api/admin/users', { email: 'Ann@Example.com', name: 'Ann', utm_source: 'newsletter' });
+    const res = await ctx.admin.call('POST', '/api/admin/users', { email: 'Ann@Example.com', name: 'Ann', utm_source: 'newsletter' });
     assert.equal(res.status, 201);
     const u = res.body.data;
     assert.match(u.id, /^[0-9a-f-]{36}$/);
@@ -33,8 +24,8 @@ describe('POST /api/admin/users', () => {
   });
 
   test('a repeated e-mail is 409', async () => {
-    await admin.createUser({ email: 'dup@example.com' });
-    const res = await admin.call('POST', '/api/admin/users', { email: 'DUP@example.com', name: 'Again' });
+    await ctx.admin.createUser({ email: 'dup@example.com' });
+    const res = await ctx.admin.call('POST', '/api/admin/users', { email: 'DUP@example.com', name: 'Again' });
     assert.equal(res.status, 409);
     assert.equal(errorCode(res), 'conflict');
   });
@@ -50,8 +41,8 @@ describe('POST /api/admin/users', () => {
     ];
     for (const [body, pattern] of cases) {
       const res = typeof body === 'string'
-        ? await fetch(`${gw.url}/api/admin/users`, { method: 'POST', headers: { authorization: `Bearer ${gw.adminToken}` }, body }).then(async (r) => ({ status: r.status, body: await r.json() }))
-        : await admin.call('POST', '/api/admin/users', body);
+        ? await fetch(`${ctx.gw.url}/api/admin/users`, { method: 'POST', headers: { authorization: `Bearer ${ctx.gw.adminToken}` }, body }).then(async (r) => ({ status: r.status, body: await r.json() }))
+        : await ctx.admin.call('POST', '/api/admin/users', body);
       assert.equal(res.status, 400, JSON.stringify(body));
       assert.equal(errorCode(res), 'invalid_request');
       assert.match(res.body.error.message, pattern);
@@ -59,24 +50,24 @@ describe('POST /api/admin/users', () => {
   });
 
   test('only the operator (or an admin key) may create users', async () => {
-    const u = await admin.createUser();
-    const k = await admin.createKey(u.id);
-    const asKey = adminClient(gw.url, k.key);
+    const u = await ctx.admin.createUser();
+    const k = await ctx.admin.createKey(u.id);
+    const asKey = adminClient(ctx.gw.url, k.key);
     const res = await asKey.call('POST', '/api/admin/users', { email: 'x@example.com', name: 'X' });
     assert.equal(res.status, 403);
     assert.equal(errorCode(res), 'permission_error');
-    const wrong = adminClient(gw.url, 'wrong-admin-token');
+    const wrong = adminClient(ctx.gw.url, 'wrong-admin-token');
     assert.equal((await wrong.call('POST', '/api/admin/users', { email: 'y@example.com', name: 'Y' })).status, 401);
-    const adminKey = await admin.createKey(u.id, { permissions: ['admin'] });
-    const res2 = await adminClient(gw.url, adminKey.key).call('POST', '/api/admin/users', { email: 'z@example.com', name: 'Z' });
+    const adminKey = await ctx.admin.createKey(u.id, { permissions: ['admin'] });
+    const res2 = await adminClient(ctx.gw.url, adminKey.key).call('POST', '/api/admin/users', { email: 'z@example.com', name: 'Z' });
     assert.equal(res2.status, 201);
   });
 });
 
 describe('POST /api/keys', () => {
   test('the operator creates a key for a user; the text is shown once, the hash never', async () => {
-    const u = await admin.createUser();
-    const res = await admin.call('POST', '/api/keys', { name: 'ci', user_id: u.id, limit: 12.5, limit_reset: 'monthly', expires_at: '2099-01-01T00:00:00Z' });
+    const u = await ctx.admin.createUser();
+    const res = await ctx.admin.call('POST', '/api/keys', { name: 'ci', user_id: u.id, limit: 12.5, limit_reset: 'monthly', expires_at: '2099-01-01T00:00:00Z' });
     assert.equal(res.status, 201);
     const k = res.body.data;
     assert.match(k.key, /^sk-tg-v1-[0-9a-f]{64}$/);
@@ -90,10 +81,10 @@ describe('POST /api/keys', () => {
   });
 
   test('a key holder creates keys for its own user only', async () => {
-    const u = await admin.createUser();
-    const other = await admin.createUser();
-    const k = await admin.createKey(u.id);
-    const holder = adminClient(gw.url, k.key);
+    const u = await ctx.admin.createUser();
+    const other = await ctx.admin.createUser();
+    const k = await ctx.admin.createKey(u.id);
+    const holder = adminClient(ctx.gw.url, k.key);
     const own = await holder.call('POST', '/api/keys', { name: 'mine' });
     assert.equal(own.status, 201);
     assert.equal(own.body.data.user_id, u.id);
@@ -104,7 +95,7 @@ describe('POST /api/keys', () => {
   });
 
   test('bad input is 400; an unknown user is 404', async () => {
-    const u = await admin.createUser();
+    const u = await ctx.admin.createUser();
     const bad = [
       { name: 'x' },
       { name: 'x', user_id: u.id, permissions: ['fly'] },
@@ -117,20 +108,20 @@ describe('POST /api/keys', () => {
       { name: '', user_id: u.id },
     ];
     for (const body of bad) {
-      const res = await admin.call('POST', '/api/keys', body);
+      const res = await ctx.admin.call('POST', '/api/keys', body);
       assert.equal(res.status, 400, JSON.stringify(body));
       assert.equal(errorCode(res), 'invalid_request');
     }
-    const missing = await admin.call('POST', '/api/keys', { name: 'x', user_id: '00000000-0000-4000-8000-000000000000' });
+    const missing = await ctx.admin.call('POST', '/api/keys', { name: 'x', user_id: '00000000-0000-4000-8000-000000000000' });
     assert.equal(missing.status, 404);
     assert.equal(errorCode(missing), 'not_found');
   });
 
   test('an expired key stops working', async () => {
-    const u = await admin.createUser();
+    const u = await ctx.admin.createUser();
     const soon = new Date(Date.now() + 1500).toISOString();
-    const k = await admin.createKey(u.id, { expires_at: soon });
-    const chat = () => fetch(`${gw.url}/v1/chat/completions`, {
+    const k = await ctx.admin.createKey(u.id, { expires_at: soon });
+    const chat = () => fetch(`${ctx.gw.url}/v1/chat/completions`, {
       method: 'POST',
       headers: { authorization: `Bearer ${k.key}`, 'content-type': 'application/json' },
       body: JSON.stringify({ model: 'openai/gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }] }),

@@ -3,34 +3,19 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import path from 'node:path';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 
-import { ROOT, adminClient, run, startGateway } from './harness.mjs';
+import { chatAs, gatewayForFile } from './fixture.mjs';
+import { ROOT, adminClient, run } from './harness.mjs';
 
-let gw;
-let admin;
+const ctx = gatewayForFile();
 
-before(async () => {
-  gw = await startGateway();
-  admin = adminClient(gw.url, gw.adminToken);
-});
-
-after(async () => {
-  await gw?.stop();
-});
-
-function chat(token) {
-  return fetch(`${gw.url}/v1/chat/completions`, {
-    method: 'POST',
-    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-    body: JSON.stringify({ model: 'openai/gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }] }),
-  });
-}
+const chat = (token) => chatAs(ctx.gw.url, token);
 
 describe('organizations', () => {
   test('create, list, get, update, delete; keys that belong to the org', async () => {
-    const owner = await admin.createUser();
-    const created = await admin.call('POST', '/api/orgs', {
+    const owner = await ctx.admin.createUser();
+    const created = await ctx.admin.call('POST', '/api/orgs', {
       name: `Acme ${Date.now()}`,
       description: 'rockets',
       admin_user_id: owner.id,
@@ -41,32 +26,32 @@ describe('organizations', () => {
     assert.equal(org.status, 'active');
     assert.deepEqual(org.limits, { monthly_requests: 1000, monthly_tokens: 500000, monthly_cost: 25.5 });
 
-    const dup = await admin.call('POST', '/api/orgs', { name: org.name });
+    const dup = await ctx.admin.call('POST', '/api/orgs', { name: org.name });
     assert.equal(dup.status, 409);
 
-    const list = await admin.call('GET', '/api/orgs?page_size=100');
+    const list = await ctx.admin.call('GET', '/api/orgs?page_size=100');
     assert.ok(list.body.data.some((o) => o.id === org.id));
-    assert.equal((await admin.call('GET', `/api/orgs/${org.id}`)).body.data.name, org.name);
+    assert.equal((await ctx.admin.call('GET', `/api/orgs/${org.id}`)).body.data.name, org.name);
 
-    const patched = await admin.call('PATCH', `/api/orgs/${org.id}`, { status: 'suspended', limits: { monthly_cost: 10 }, description: null });
+    const patched = await ctx.admin.call('PATCH', `/api/orgs/${org.id}`, { status: 'suspended', limits: { monthly_cost: 10 }, description: null });
     assert.equal(patched.status, 200);
     assert.equal(patched.body.data.status, 'suspended');
     assert.deepEqual(patched.body.data.limits, { monthly_requests: null, monthly_tokens: null, monthly_cost: 10 });
     assert.equal(patched.body.data.description, null);
 
-    const member = await admin.createUser();
-    const key = await admin.call('POST', `/api/orgs/${org.id}/keys`, { name: 'org key', user_id: member.id });
+    const member = await ctx.admin.createUser();
+    const key = await ctx.admin.call('POST', `/api/orgs/${org.id}/keys`, { name: 'org key', user_id: member.id });
     assert.equal(key.status, 201);
     assert.equal(key.body.data.org_id, org.id);
     assert.equal((await chat(key.body.data.key)).status, 200);
-    assert.equal((await admin.call('POST', `/api/orgs/${org.id}/keys`, { name: 'no user' })).status, 400);
+    assert.equal((await ctx.admin.call('POST', `/api/orgs/${org.id}/keys`, { name: 'no user' })).status, 400);
 
-    const del = await admin.call('DELETE', `/api/orgs/${org.id}`);
+    const del = await ctx.admin.call('DELETE', `/api/orgs/${org.id}`);
     assert.equal(del.status, 200);
     assert.equal(del.body.data.keys_disabled, 1);
     assert.equal((await chat(key.body.data.key)).status, 401, "the org's keys stop at once");
-    assert.equal((await admin.call('GET', `/api/orgs/${org.id}`)).status, 404);
-    assert.equal((await admin.call('POST', `/api/orgs/${org.id}/keys`, { name: 'late', user_id: member.id })).status, 404);
+    assert.equal((await ctx.admin.call('GET', `/api/orgs/${org.id}`)).status, 404);
+    assert.equal((await ctx.admin.call('POST', `/api/orgs/${org.id}/keys`, { name: 'late', user_id: member.id })).status, 404);
   });
 
   test('bad organization input is 400 naming the field; keys need a live org', async () => {
@@ -78,36 +63,36 @@ describe('organizations', () => {
       [{ name: 'x', admin_user_id: '00000000-0000-4000-8000-000000000000' }, 'admin_user_id'],
     ];
     for (const [body, param] of cases) {
-      const res = await admin.call('POST', '/api/orgs', body);
+      const res = await ctx.admin.call('POST', '/api/orgs', body);
       assert.equal(res.status, 400, JSON.stringify(body));
       assert.equal(res.body.error.param, param);
     }
-    const unknown = await admin.call('POST', '/api/orgs', { name: 'x', limits: { daily: 1 } });
+    const unknown = await ctx.admin.call('POST', '/api/orgs', { name: 'x', limits: { daily: 1 } });
     assert.equal(unknown.status, 400);
     assert.match(unknown.body.error.message, /unknown field `daily`/);
-    const u = await admin.createUser();
-    const res = await admin.call('POST', '/api/keys', { name: 'k', user_id: u.id, org_id: '00000000-0000-4000-8000-000000000000' });
+    const u = await ctx.admin.createUser();
+    const res = await ctx.admin.call('POST', '/api/keys', { name: 'k', user_id: u.id, org_id: '00000000-0000-4000-8000-000000000000' });
     assert.equal(res.status, 404);
   });
 
   test('only admins manage organizations', async () => {
-    const u = await admin.createUser();
-    const k = await admin.createKey(u.id);
-    const res = await adminClient(gw.url, k.key).call('POST', '/api/orgs', { name: 'mine' });
+    const u = await ctx.admin.createUser();
+    const k = await ctx.admin.createKey(u.id);
+    const res = await adminClient(ctx.gw.url, k.key).call('POST', '/api/orgs', { name: 'mine' });
     assert.equal(res.status, 403);
   });
 });
 
 describe('keys in use', () => {
   test('last_used_at is recorded after a request', async () => {
-    const u = await admin.createUser();
-    const k = await admin.createKey(u.id);
-    assert.equal((await admin.call('GET', `/api/keys/${k.id}`)).body.data.last_used_at, null);
+    const u = await ctx.admin.createUser();
+    const k = await ctx.admin.createKey(u.id);
+    assert.equal((await ctx.admin.call('GET', `/api/keys/${k.id}`)).body.data.last_used_at, null);
     const before = Date.now();
     assert.equal((await chat(k.key)).status, 200);
     let seen = null;
     for (let i = 0; i < 20 && !seen; i++) {
-      seen = (await admin.call('GET', `/api/keys/${k.id}`)).body.data.last_used_at;
+      seen = (await ctx.admin.call('GET', `/api/keys/${k.id}`)).body.data.last_used_at;
       if (!seen) await new Promise((r) => setTimeout(r, 50));
     }
     assert.ok(seen, 'last_used_at set');
@@ -115,20 +100,20 @@ describe('keys in use', () => {
   });
 
   test('a stale cached record (as another isolate would hold) cannot revive a disabled key', async () => {
-    const u = await admin.createUser();
+    const u = await ctx.admin.createUser();
     const record = (k, disabled) => JSON.stringify({ id: k.id, user_id: u.id, org_id: null, permissions: 'read,write', valid_until_ms: null, disabled, deleted: false });
     const plant = (k, value) => run(path.join(ROOT, 'scripts', 'wrangler'), [
-      'kv', 'key', 'put', '--binding', 'CACHE', `key:${createHash('sha256').update(k.key).digest('hex')}`, value, '--local', '--persist-to', gw.state,
+      'kv', 'key', 'put', '--binding', 'CACHE', `key:${createHash('sha256').update(k.key).digest('hex')}`, value, '--local', '--persist-to', ctx.gw.state,
     ]);
     // First prove the gateway reads what is planted: a never-used, enabled key planted as disabled is refused.
-    const probe = await admin.createKey(u.id);
+    const probe = await ctx.admin.createKey(u.id);
     await plant(probe, record(probe, true));
     const probed = await chat(probe.key);
     assert.equal(probed.status, 401, 'the planted KV record is what the gateway reads');
 
-    const k = await admin.createKey(u.id);
+    const k = await ctx.admin.createKey(u.id);
     assert.equal((await chat(k.key)).status, 200);
-    await admin.call('PATCH', `/api/keys/${k.id}`, { disabled: true });
+    await ctx.admin.call('PATCH', `/api/keys/${k.id}`, { disabled: true });
     // Plant the record as it was before the change, where a cache in another isolate or colo would still have it.
     await plant(k, record(k, false));
     const res = await chat(k.key);

@@ -1,53 +1,37 @@
 // Users and keys: management, permissions, rotation and immediate effect.
 
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 
 import { assertAuthFailures } from './auth-matrix.mjs';
-import { adminClient, startGateway } from './harness.mjs';
+import { chatAs, gatewayForFile } from './fixture.mjs';
+import { adminClient } from './harness.mjs';
 
-let gw;
-let admin;
-
+const ctx = gatewayForFile();
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-before(async () => {
-  gw = await startGateway();
-  admin = adminClient(gw.url, gw.adminToken);
-});
+const chat = (token) => chatAs(ctx.gw.url, token);
 
-after(async () => {
-  await gw?.stop();
-});
-
-function chat(token) {
-  return fetch(`${gw.url}/v1/chat/completions`, {
-    method: 'POST',
-    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-    body: JSON.stringify({ model: 'openai/gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }] }),
-  });
-}
-
-const as = (token) => adminClient(gw.url, token);
+const as = (token) => adminClient(ctx.gw.url, token);
 
 describe('every route refuses bad credentials the same way', () => {
   test('401 for missing, unknown, disabled, deleted, expired; 403 for a missing permission', async () => {
-    const u = await admin.createUser();
-    const make = (fields) => admin.createKey(u.id, fields).then((k) => k.key);
+    const u = await ctx.admin.createUser();
+    const make = (fields) => ctx.admin.createKey(u.id, fields).then((k) => k.key);
     const keys = {
       readOnly: await make({ permissions: ['read'] }),
       writeOnly: await make({ permissions: ['write'] }),
       readWrite: await make({}),
       expired: await make({ expires_at: new Date(Date.now() + 1200).toISOString() }),
     };
-    const disabled = await admin.createKey(u.id);
-    await admin.call('PATCH', `/api/keys/${disabled.id}`, { disabled: true });
+    const disabled = await ctx.admin.createKey(u.id);
+    await ctx.admin.call('PATCH', `/api/keys/${disabled.id}`, { disabled: true });
     keys.disabled = disabled.key;
-    const deleted = await admin.createKey(u.id);
-    await admin.call('DELETE', `/api/keys/${deleted.id}`);
+    const deleted = await ctx.admin.createKey(u.id);
+    await ctx.admin.call('DELETE', `/api/keys/${deleted.id}`);
     keys.deleted = deleted.key;
     await sleep(1300);
-    await assertAuthFailures(gw.url, keys);
+    await assertAuthFailures(ctx.gw.url, keys);
   });
 });
 
@@ -55,58 +39,58 @@ describe('users', () => {
   test('list pages and searches; get, patch and delete', async () => {
     const tag = `s${Date.now()}`;
     const made = [];
-    for (let i = 0; i < 3; i++) made.push(await admin.createUser({ email: `${tag}-${i}@example.com`, name: `Searchable ${i}` }));
-    const page1 = await admin.call('GET', `/api/admin/users?search=${tag}&page=1&page_size=2`);
+    for (let i = 0; i < 3; i++) made.push(await ctx.admin.createUser({ email: `${tag}-${i}@example.com`, name: `Searchable ${i}` }));
+    const page1 = await ctx.admin.call('GET', `/api/admin/users?search=${tag}&page=1&page_size=2`);
     assert.equal(page1.status, 200);
     assert.equal(page1.body.total, 3);
     assert.equal(page1.body.data.length, 2);
     assert.equal(page1.body.page_size, 2);
-    const page2 = await admin.call('GET', `/api/admin/users?search=${tag}&page=2&page_size=2`);
+    const page2 = await ctx.admin.call('GET', `/api/admin/users?search=${tag}&page=2&page_size=2`);
     assert.equal(page2.body.data.length, 1);
     const ids = [...page1.body.data, ...page2.body.data].map((u) => u.id).sort();
     assert.deepEqual(ids, made.map((u) => u.id).sort());
 
-    const got = await admin.call('GET', `/api/admin/users/${made[0].id}`);
+    const got = await ctx.admin.call('GET', `/api/admin/users/${made[0].id}`);
     assert.equal(got.body.data.email, `${tag}-0@example.com`);
 
-    const patched = await admin.call('PATCH', `/api/admin/users/${made[0].id}`, { name: 'Renamed', locale: 'zh', email_verified: true });
+    const patched = await ctx.admin.call('PATCH', `/api/admin/users/${made[0].id}`, { name: 'Renamed', locale: 'zh', email_verified: true });
     assert.equal(patched.status, 200);
     assert.equal(patched.body.data.name, 'Renamed');
     assert.equal(patched.body.data.locale, 'zh');
     assert.equal(patched.body.data.email_verified, true);
 
-    const clash = await admin.call('PATCH', `/api/admin/users/${made[0].id}`, { email: `${tag}-1@example.com` });
+    const clash = await ctx.admin.call('PATCH', `/api/admin/users/${made[0].id}`, { email: `${tag}-1@example.com` });
     assert.equal(clash.status, 409);
-    const unknown = await admin.call('PATCH', `/api/admin/users/${made[0].id}`, { role: 'root' });
+    const unknown = await ctx.admin.call('PATCH', `/api/admin/users/${made[0].id}`, { role: 'root' });
     assert.equal(unknown.status, 400);
     assert.match(unknown.body.error.message, /unknown field `role`/);
-    const badPage = await admin.call('GET', '/api/admin/users?page_size=1000');
+    const badPage = await ctx.admin.call('GET', '/api/admin/users?page_size=1000');
     assert.equal(badPage.status, 400);
     assert.equal(badPage.body.error.param, 'page_size');
   });
 
   test('deleting a user disables its keys at once and hides the user', async () => {
-    const u = await admin.createUser();
-    const k = await admin.createKey(u.id);
+    const u = await ctx.admin.createUser();
+    const k = await ctx.admin.createKey(u.id);
     assert.equal((await chat(k.key)).status, 200);
-    const del = await admin.call('DELETE', `/api/admin/users/${u.id}`);
+    const del = await ctx.admin.call('DELETE', `/api/admin/users/${u.id}`);
     assert.equal(del.status, 200);
     assert.equal(del.body.data.keys_disabled, 1);
     assert.equal((await chat(k.key)).status, 401);
-    assert.equal((await admin.call('GET', `/api/admin/users/${u.id}`)).status, 404);
-    assert.equal((await admin.call('DELETE', `/api/admin/users/${u.id}`)).status, 404);
-    const again = await admin.call('POST', '/api/admin/users', { email: u.email, name: 'Back' });
+    assert.equal((await ctx.admin.call('GET', `/api/admin/users/${u.id}`)).status, 404);
+    assert.equal((await ctx.admin.call('DELETE', `/api/admin/users/${u.id}`)).status, 404);
+    const again = await ctx.admin.call('POST', '/api/admin/users', { email: u.email, name: 'Back' });
     assert.equal(again.status, 201, 'a deleted user\'s e-mail can be reused');
   });
 });
 
 describe('keys', () => {
   test('a key holder sees only its own keys; another user\'s key is 404', async () => {
-    const a = await admin.createUser();
-    const b = await admin.createUser();
-    const ka = await admin.createKey(a.id, { name: 'alpha one' });
-    await admin.createKey(a.id, { name: 'alpha two' });
-    const kb = await admin.createKey(b.id, { name: 'bravo' });
+    const a = await ctx.admin.createUser();
+    const b = await ctx.admin.createUser();
+    const ka = await ctx.admin.createKey(a.id, { name: 'alpha one' });
+    await ctx.admin.createKey(a.id, { name: 'alpha two' });
+    const kb = await ctx.admin.createKey(b.id, { name: 'bravo' });
     const list = await as(ka.key).call('GET', '/api/keys');
     assert.equal(list.status, 200);
     assert.equal(list.body.total, 2);
@@ -118,47 +102,47 @@ describe('keys', () => {
       assert.equal(res.body.error.code, 'not_found');
     }
     assert.equal((await chat(kb.key)).status, 200, "B's key untouched");
-    const filtered = await admin.call('GET', `/api/keys?user_id=${a.id}&search=two`);
+    const filtered = await ctx.admin.call('GET', `/api/keys?user_id=${a.id}&search=two`);
     assert.equal(filtered.body.total, 1);
     assert.equal(filtered.body.data[0].name, 'alpha two');
-    const byPrefix = await admin.call('GET', `/api/keys?search=${kb.key_prefix}`);
+    const byPrefix = await ctx.admin.call('GET', `/api/keys?search=${kb.key_prefix}`);
     assert.ok(byPrefix.body.data.some((k) => k.id === kb.id));
   });
 
   test('status filter: active, disabled, expired', async () => {
-    const u = await admin.createUser();
-    const active = await admin.createKey(u.id);
-    const off = await admin.createKey(u.id);
-    await admin.call('PATCH', `/api/keys/${off.id}`, { disabled: true });
-    const soon = await admin.createKey(u.id, { expires_at: new Date(Date.now() + 1000).toISOString() });
+    const u = await ctx.admin.createUser();
+    const active = await ctx.admin.createKey(u.id);
+    const off = await ctx.admin.createKey(u.id);
+    await ctx.admin.call('PATCH', `/api/keys/${off.id}`, { disabled: true });
+    const soon = await ctx.admin.createKey(u.id, { expires_at: new Date(Date.now() + 1000).toISOString() });
     await sleep(1100);
-    const ids = async (status) => (await admin.call('GET', `/api/keys?user_id=${u.id}&status=${status}`)).body.data.map((k) => k.id);
+    const ids = async (status) => (await ctx.admin.call('GET', `/api/keys?user_id=${u.id}&status=${status}`)).body.data.map((k) => k.id);
     assert.deepEqual(await ids('active'), [active.id]);
     assert.deepEqual(await ids('disabled'), [off.id]);
     assert.deepEqual(await ids('expired'), [soon.id]);
-    assert.equal((await admin.call('GET', `/api/keys/${soon.id}`)).body.data.status, 'expired');
-    assert.equal((await admin.call('GET', '/api/keys?status=gone')).status, 400);
+    assert.equal((await ctx.admin.call('GET', `/api/keys/${soon.id}`)).body.data.status, 'expired');
+    assert.equal((await ctx.admin.call('GET', '/api/keys?status=gone')).status, 400);
   });
 
   test('disable, enable and delete take effect on the very next request', async () => {
-    const u = await admin.createUser();
-    const k = await admin.createKey(u.id);
+    const u = await ctx.admin.createUser();
+    const k = await ctx.admin.createKey(u.id);
     assert.equal((await chat(k.key)).status, 200);
-    assert.equal((await admin.call('PATCH', `/api/keys/${k.id}`, { disabled: true })).body.data.status, 'disabled');
+    assert.equal((await ctx.admin.call('PATCH', `/api/keys/${k.id}`, { disabled: true })).body.data.status, 'disabled');
     const off = await chat(k.key);
     assert.equal(off.status, 401);
     assert.match((await off.json()).error.message, /disabled/);
-    await admin.call('PATCH', `/api/keys/${k.id}`, { disabled: false });
+    await ctx.admin.call('PATCH', `/api/keys/${k.id}`, { disabled: false });
     assert.equal((await chat(k.key)).status, 200);
-    assert.equal((await admin.call('DELETE', `/api/keys/${k.id}`)).status, 200);
+    assert.equal((await ctx.admin.call('DELETE', `/api/keys/${k.id}`)).status, 200);
     assert.equal((await chat(k.key)).status, 401);
-    assert.equal((await admin.call('GET', `/api/keys/${k.id}`)).status, 404);
+    assert.equal((await ctx.admin.call('GET', `/api/keys/${k.id}`)).status, 404);
   });
 
   test('PATCH validates and can clear nullable fields', async () => {
-    const u = await admin.createUser();
-    const k = await admin.createKey(u.id, { limit: 5, limit_reset: 'daily', description: 'd' });
-    const res = await admin.call('PATCH', `/api/keys/${k.id}`, { limit: null, limit_reset: null, description: null, name: 'renamed', permissions: ['read'] });
+    const u = await ctx.admin.createUser();
+    const k = await ctx.admin.createKey(u.id, { limit: 5, limit_reset: 'daily', description: 'd' });
+    const res = await ctx.admin.call('PATCH', `/api/keys/${k.id}`, { limit: null, limit_reset: null, description: null, name: 'renamed', permissions: ['read'] });
     assert.equal(res.status, 200);
     assert.equal(res.body.data.limit, null);
     assert.equal(res.body.data.limit_reset, null);
@@ -166,22 +150,22 @@ describe('keys', () => {
     assert.deepEqual(res.body.data.permissions, ['read']);
     assert.equal((await chat(k.key)).status, 403, 'now read-only: the next request is refused');
     for (const body of [{ permissions: ['fly'] }, { expires_at: '2000-01-01T00:00:00Z' }, { limit: -1 }, { limit_reset: 'yearly' }, { name: '' }, { colour: 'red' }]) {
-      assert.equal((await admin.call('PATCH', `/api/keys/${k.id}`, body)).status, 400, JSON.stringify(body));
+      assert.equal((await ctx.admin.call('PATCH', `/api/keys/${k.id}`, body)).status, 400, JSON.stringify(body));
     }
-    const holder = await admin.createKey(u.id);
+    const holder = await ctx.admin.createKey(u.id);
     const grant = await as(holder.key).call('PATCH', `/api/keys/${holder.id}`, { permissions: ['admin'] });
     assert.equal(grant.status, 403);
   });
 
   test('POST /api/token makes a key for the caller and GET /api/v1/key describes the caller', async () => {
-    const u = await admin.createUser();
-    const k = await admin.createKey(u.id, { name: 'main', limit: 7.5, limit_reset: 'weekly' });
+    const u = await ctx.admin.createUser();
+    const k = await ctx.admin.createKey(u.id, { name: 'main', limit: 7.5, limit_reset: 'weekly' });
     const made = await as(k.key).call('POST', '/api/token', { name: 'from token' });
     assert.equal(made.status, 201);
     assert.equal(made.body.data.user_id, u.id);
     assert.match(made.body.data.key, /^sk-tg-v1-/);
     assert.equal((await chat(made.body.data.key)).status, 200);
-    assert.equal((await admin.call('POST', '/api/token', { name: 'x' })).status, 400, 'the operator has no user');
+    assert.equal((await ctx.admin.call('POST', '/api/token', { name: 'x' })).status, 400, 'the operator has no user');
 
     const me = await as(k.key).call('GET', '/api/v1/key');
     assert.equal(me.status, 200);
@@ -198,10 +182,10 @@ describe('keys', () => {
 
 describe('rotation', () => {
   test('with a grace period both secrets work inside it, only the new one after', async () => {
-    const u = await admin.createUser();
-    const k = await admin.createKey(u.id);
+    const u = await ctx.admin.createUser();
+    const k = await ctx.admin.createKey(u.id);
     assert.equal((await chat(k.key)).status, 200, 'old secret cached before rotation');
-    const res = await admin.call('POST', `/api/keys/${k.id}/rotate`, { grace_seconds: 2 });
+    const res = await ctx.admin.call('POST', `/api/keys/${k.id}/rotate`, { grace_seconds: 2 });
     assert.equal(res.status, 200);
     const r = res.body.data;
     assert.equal(r.id, k.id);
@@ -213,13 +197,13 @@ describe('rotation', () => {
     await sleep(2200);
     assert.equal((await chat(k.key)).status, 401, 'old refused after the grace');
     assert.equal((await chat(r.key)).status, 200, 'new still works');
-    const same = await admin.call('GET', `/api/keys/${k.id}`);
+    const same = await ctx.admin.call('GET', `/api/keys/${k.id}`);
     assert.equal(same.body.data.key_prefix, r.key_prefix, 'same key id, new prefix');
   });
 
   test('without grace the old secret stops at once', async () => {
-    const u = await admin.createUser();
-    const k = await admin.createKey(u.id);
+    const u = await ctx.admin.createUser();
+    const k = await ctx.admin.createKey(u.id);
     assert.equal((await chat(k.key)).status, 200);
     const r = (await as(k.key).call('POST', `/api/keys/${k.id}/rotate`)).body.data;
     assert.equal((await chat(k.key)).status, 401);
@@ -227,27 +211,27 @@ describe('rotation', () => {
   });
 
   test('the same Idempotency-Key returns the same new secret; a new one rotates again', async () => {
-    const u = await admin.createUser();
-    const k = await admin.createKey(u.id);
+    const u = await ctx.admin.createUser();
+    const k = await ctx.admin.createKey(u.id);
     const headers = { 'idempotency-key': `rot-${Date.now()}` };
-    const first = await admin.call('POST', `/api/keys/${k.id}/rotate`, { grace_seconds: 60 }, headers);
-    const again = await admin.call('POST', `/api/keys/${k.id}/rotate`, { grace_seconds: 60 }, headers);
+    const first = await ctx.admin.call('POST', `/api/keys/${k.id}/rotate`, { grace_seconds: 60 }, headers);
+    const again = await ctx.admin.call('POST', `/api/keys/${k.id}/rotate`, { grace_seconds: 60 }, headers);
     assert.equal(first.status, 200);
     assert.equal(again.status, 200);
     assert.equal(again.body.data.key, first.body.data.key);
     assert.equal(again.body.data.previous_expires_at, first.body.data.previous_expires_at);
     assert.equal((await chat(first.body.data.key)).status, 200);
-    const other = await admin.call('POST', `/api/keys/${k.id}/rotate`, {}, { 'idempotency-key': `rot-other-${Date.now()}` });
+    const other = await ctx.admin.call('POST', `/api/keys/${k.id}/rotate`, {}, { 'idempotency-key': `rot-other-${Date.now()}` });
     assert.notEqual(other.body.data.key, first.body.data.key);
     assert.equal((await chat(other.body.data.key)).status, 200);
     assert.equal((await chat(first.body.data.key)).status, 401, 'the superseded secret had no grace');
   });
 
   test('bad rotation input is 400', async () => {
-    const u = await admin.createUser();
-    const k = await admin.createKey(u.id);
-    assert.equal((await admin.call('POST', `/api/keys/${k.id}/rotate`, { grace_seconds: -1 })).status, 400);
-    assert.equal((await admin.call('POST', `/api/keys/${k.id}/rotate`, { grace_seconds: 99999999 })).status, 400);
-    assert.equal((await admin.call('POST', `/api/keys/${k.id}/rotate`, { grace: 5 })).status, 400);
+    const u = await ctx.admin.createUser();
+    const k = await ctx.admin.createKey(u.id);
+    assert.equal((await ctx.admin.call('POST', `/api/keys/${k.id}/rotate`, { grace_seconds: -1 })).status, 400);
+    assert.equal((await ctx.admin.call('POST', `/api/keys/${k.id}/rotate`, { grace_seconds: 99999999 })).status, 400);
+    assert.equal((await ctx.admin.call('POST', `/api/keys/${k.id}/rotate`, { grace: 5 })).status, 400);
   });
 });

@@ -117,8 +117,7 @@ pub async fn list(db: &D1Database, f: &KeyFilter<'_>) -> Result<(Vec<KeyRow>, i6
         _ => {}
     }
     if let Some(search) = f.search {
-        let escaped = search.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
-        args.push(text(&format!("%{escaped}%")));
+        args.push(super::contains_pattern(search));
         let n = args.len();
         clauses.push(format!("(name LIKE ?{n} ESCAPE '\\' OR key_prefix LIKE ?{n} ESCAPE '\\')"));
     }

@@ -52,3 +52,9 @@ pub fn opt_text(v: Option<&str>) -> JsValue {
 pub fn opt_int(v: Option<i64>) -> JsValue {
     v.map_or(JsValue::NULL, int)
 }
+
+/// A `LIKE … ESCAPE '\'` pattern matching `needle` anywhere, with `%`, `_` and `\` taken literally.
+pub fn contains_pattern(needle: &str) -> JsValue {
+    let escaped = needle.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+    JsValue::from_str(&format!("%{escaped}%"))
+}

@@ -63,13 +63,10 @@ pub async fn list(
     offset: i64,
 ) -> Result<(Vec<UserRow>, i64), StoreError> {
     let (filter, mut args) = match search {
-        Some(s) => {
-            let escaped = s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
-            (
-                "deleted_at IS NULL AND (email LIKE ?1 ESCAPE '\\' OR name LIKE ?1 ESCAPE '\\')",
-                vec![text(&format!("%{escaped}%"))],
-            )
-        }
+        Some(s) => (
+            "deleted_at IS NULL AND (email LIKE ?1 ESCAPE '\\' OR name LIKE ?1 ESCAPE '\\')",
+            vec![super::contains_pattern(s)],
+        ),
         None => ("deleted_at IS NULL", vec![]),
     };
     let total = db
