@@ -6,24 +6,38 @@ import assert from 'node:assert/strict';
 
 const ID = '00000000-0000-4000-8000-000000000000';
 
-/** [method, path, needed permission, body?] */
+/** [route name in src/routes.rs, method, path, needed permission, body?] */
 export const AUTHENTICATED_ROUTES = [
-  ['POST', '/v1/chat/completions', 'write', { model: 'openai/gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }] }],
-  ['POST', '/api/v1/chat/completions', 'write', { model: 'openai/gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }] }],
-  ['GET', '/api/v1/key', 'any'],
-  ['GET', '/api/admin/users', 'admin'],
-  ['POST', '/api/admin/users', 'admin', { email: 'matrix@example.com', name: 'M' }],
-  ['GET', `/api/admin/users/${ID}`, 'admin'],
-  ['PATCH', `/api/admin/users/${ID}`, 'admin', { name: 'M' }],
-  ['DELETE', `/api/admin/users/${ID}`, 'admin'],
-  ['GET', '/api/keys', 'read'],
-  ['POST', '/api/keys', 'write', { name: 'k' }],
-  ['POST', '/api/token', 'write', { name: 'k' }],
-  ['GET', `/api/keys/${ID}`, 'read'],
-  ['PATCH', `/api/keys/${ID}`, 'write', { name: 'k' }],
-  ['DELETE', `/api/keys/${ID}`, 'write'],
-  ['POST', `/api/keys/${ID}/rotate`, 'write', {}],
+  ['ChatCompletions', 'POST', '/v1/chat/completions', 'write', { model: 'openai/gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }] }],
+  ['ChatCompletions', 'POST', '/api/v1/chat/completions', 'write', { model: 'openai/gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }] }],
+  ['CurrentKey', 'GET', '/api/v1/key', 'any'],
+  ['ListUsers', 'GET', '/api/admin/users', 'admin'],
+  ['CreateUser', 'POST', '/api/admin/users', 'admin', { email: 'matrix@example.com', name: 'M' }],
+  ['GetUser', 'GET', `/api/admin/users/${ID}`, 'admin'],
+  ['UpdateUser', 'PATCH', `/api/admin/users/${ID}`, 'admin', { name: 'M' }],
+  ['DeleteUser', 'DELETE', `/api/admin/users/${ID}`, 'admin'],
+  ['ListKeys', 'GET', '/api/keys', 'read'],
+  ['CreateKey', 'POST', '/api/keys', 'write', { name: 'k' }],
+  ['CreateToken', 'POST', '/api/token', 'write', { name: 'k' }],
+  ['GetKey', 'GET', `/api/keys/${ID}`, 'read'],
+  ['UpdateKey', 'PATCH', `/api/keys/${ID}`, 'write', { name: 'k' }],
+  ['DeleteKey', 'DELETE', `/api/keys/${ID}`, 'write'],
+  ['RotateKey', 'POST', `/api/keys/${ID}/rotate`, 'write', {}],
+  ['ListOrgs', 'GET', '/api/orgs', 'admin'],
+  ['CreateOrg', 'POST', '/api/orgs', 'admin', { name: 'matrix org' }],
+  ['GetOrg', 'GET', `/api/orgs/${ID}`, 'admin'],
+  ['UpdateOrg', 'PATCH', `/api/orgs/${ID}`, 'admin', { name: 'x' }],
+  ['DeleteOrg', 'DELETE', `/api/orgs/${ID}`, 'admin'],
+  ['CreateOrgKey', 'POST', `/api/orgs/${ID}/keys`, 'admin', { name: 'k', user_id: ID }],
 ];
+
+/** Routes anyone may call (API.md's first row). */
+export const PUBLIC_ROUTES = ['Health', 'ListModels'];
+
+/** Every route variant the route table knows, read from src/routes.rs. */
+export function routeTableNames(source) {
+  return [...new Set([...source.matchAll(/\("(?:GET|POST|PUT|PATCH|DELETE)", Route::(\w+)/g)].map((m) => m[1]))];
+}
 
 /** A key whose permissions lack `needed` (null when every key has it). */
 function keyLacking(needed, keys) {
@@ -45,7 +59,7 @@ export async function assertAuthFailures(baseUrl, keys) {
     ['deleted key', keys.deleted, 401],
     ['expired key', keys.expired, 401],
   ];
-  for (const [method, path, needed, body] of AUTHENTICATED_ROUTES) {
+  for (const [, method, path, needed, body] of AUTHENTICATED_ROUTES) {
     const lacking = keyLacking(needed, keys);
     const all = lacking ? [...cases, [`key without ${needed}`, lacking, 403]] : cases;
     for (const [label, token, status] of all) {

@@ -3,9 +3,12 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 
-import { assertAuthFailures } from './auth-matrix.mjs';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+
+import { AUTHENTICATED_ROUTES, PUBLIC_ROUTES, assertAuthFailures, routeTableNames } from './auth-matrix.mjs';
 import { chatAs, gatewayForFile } from './fixture.mjs';
-import { adminClient } from './harness.mjs';
+import { ROOT, adminClient } from './harness.mjs';
 
 const ctx = gatewayForFile();
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -15,6 +18,14 @@ const chat = (token) => chatAs(ctx.gw.url, token);
 const as = (token) => adminClient(ctx.gw.url, token);
 
 describe('every route refuses bad credentials the same way', () => {
+  test('the auth matrix covers every non-public route of the route table', () => {
+    const table = routeTableNames(readFileSync(path.join(ROOT, 'src', 'routes.rs'), 'utf8'));
+    assert.ok(table.length >= 20, `parsed ${table.length} routes`);
+    const covered = new Set(AUTHENTICATED_ROUTES.map(([name]) => name));
+    const missing = table.filter((name) => !PUBLIC_ROUTES.includes(name) && !covered.has(name));
+    assert.deepEqual(missing, [], 'add these routes to tests/auth-matrix.mjs');
+  });
+
   test('401 for missing, unknown, disabled, deleted, expired; 403 for a missing permission', async () => {
     const u = await ctx.admin.createUser();
     const make = (fields) => ctx.admin.createKey(u.id, fields).then((k) => k.key);
