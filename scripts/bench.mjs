@@ -140,7 +140,7 @@ for (const [name, level] of [['(c) Tollgate', 'warn'], ['(d) Tollgate, request l
   const gw = await startGateway({ upstream: false, vars: { AI_GATEWAY_BASE_URL: fake.url, AI_GATEWAY_API_KEY: FAKE_UPSTREAM_KEY, LOG_LEVEL: level } });
   gateways.push(gw);
   const admin = adminClient(gw.url, gw.adminToken);
-  const user = await admin.createUser({ name: 'Bench' });
+  const user = await admin.createUser({ name: 'Bench' }, { credit: 1000 });
   const key = await admin.createKey(user.id, { name: 'bench' });
   targets.push({ name, url: `${gw.url}/v1/chat/completions`, key: key.key });
 }

@@ -60,7 +60,10 @@ const gw = await startGateway({
   persistTo: path.join(ROOT, '.wrangler', 'state'),
   port,
   inherit: true,
+  syncPrices: false,
 });
+const priced = await fetch(`${gw.url}/api/models/pricing/sync`, { method: 'POST', headers: { authorization: `Bearer ${vars.ADMIN_TOKEN}` } });
+if (priced.status !== 200) console.warn(yellow(`Could not sync prices from the upstream (${priced.status}); set them with PUT /api/models/pricing.`));
 
 const url = gw.url;
 console.log(`
@@ -72,10 +75,11 @@ OpenRouter at ${gw.fake.url}. Set AI_GATEWAY_API_KEY (env or .dev.vars) for real
 `));
 }
 if (generated) console.log(`Generated an operator token and stored it in .dev.vars:\n  ${bold(vars.ADMIN_TOKEN)}\n`);
-console.log(`Create a user, then a key for it:
+console.log(`Create a user, credit it, then make a key for it:
 
   export ADMIN_TOKEN=$(grep ^ADMIN_TOKEN= .dev.vars | cut -d= -f2-)   # or your own
   curl -s ${url}/api/admin/users -H "Authorization: Bearer $ADMIN_TOKEN" -H 'content-type: application/json' -d '{"email":"ann@example.com","name":"Ann"}'
+  curl -s ${url}/api/balance/admin/add -H "Authorization: Bearer $ADMIN_TOKEN" -H 'content-type: application/json' -d '{"user_id":"<id from the answer above>","amount":10}'
   curl -s ${url}/api/keys -H "Authorization: Bearer $ADMIN_TOKEN" -H 'content-type: application/json' -d '{"name":"laptop","user_id":"<id from the answer above>"}'
 
 Then point any OpenAI SDK at ${url}/v1 with the key. Ctrl-C stops everything.

@@ -43,6 +43,8 @@ pub struct Config {
     pub title: String,
     /// `MODELS_CACHE_TTL`, seconds (default 300).
     pub models_cache_ttl_secs: u64,
+    /// `PRICE_MARKUP_PERCENT`: added to synced upstream prices (default 0).
+    pub price_markup_percent: f64,
     /// `LOG_LEVEL`: error | warn | info (default) | debug.
     pub log_level: crate::log::Level,
 }
@@ -68,6 +70,10 @@ impl Config {
             referer: text(env, "UPSTREAM_REFERER"),
             title: text(env, "UPSTREAM_TITLE").unwrap_or_else(|| "Tollgate".into()),
             models_cache_ttl_secs: number(env, "MODELS_CACHE_TTL", 300).max(60),
+            price_markup_percent: text(env, "PRICE_MARKUP_PERCENT")
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .filter(|p| p.is_finite() && (0.0..=1000.0).contains(p))
+                .unwrap_or(0.0),
             log_level: crate::log::Level::parse(&text(env, "LOG_LEVEL").unwrap_or_default()),
         }
     }

@@ -6,14 +6,12 @@ use worker::Env;
 use crate::log::{self, Level};
 
 pub async fn run(cron: String, env: Env) {
-    let result = crate::api::refresh_models_cache(&env).await;
     let threshold = crate::env::Config::get(&env).log_level;
-    match result {
-        Ok(count) => {
-            log::write(threshold, Level::Info, json!({"job": "refresh_models", "cron": cron, "models": count}))
-        }
-        Err(e) => {
-            log::write(threshold, Level::Error, json!({"job": "refresh_models", "cron": cron, "detail": e.to_string()}))
-        }
-    }
+    let report = |job: &str, result: Result<serde_json::Value, crate::api::error::ApiError>| match result {
+        Ok(v) => log::write(threshold, Level::Info, json!({"job": job, "cron": cron, "result": v})),
+        Err(e) => log::write(threshold, Level::Error, json!({"job": job, "cron": cron, "detail": e.to_string()})),
+    };
+    report("refresh_models", crate::api::refresh_models_cache(&env).await.map(|n| json!({ "models": n })));
+    report("sync_prices", crate::api::sync_prices(&env, false).await.map(|n| json!({ "models": n })));
+    report("reconcile", crate::api::run_reconciliation(&env).await);
 }

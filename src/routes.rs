@@ -25,6 +25,15 @@ pub enum Route {
     UpdateOrg(String),
     DeleteOrg(String),
     CreateOrgKey(String),
+    ListPrices,
+    PutPrice,
+    SyncPrices,
+    GetPrice(String),
+    GetBalance,
+    ListTransactions,
+    AddBalance,
+    GetCredits,
+    Reconcile,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +72,18 @@ pub fn route(method: &str, path: &str) -> Match {
             vec![("GET", Route::GetOrg(id(2))), ("PATCH", Route::UpdateOrg(id(2))), ("DELETE", Route::DeleteOrg(id(2)))]
         }
         ["api", "orgs", o, "keys"] if !o.is_empty() => vec![("POST", Route::CreateOrgKey(id(2)))],
+        ["api", "models", "pricing"] => vec![("GET", Route::ListPrices), ("PUT", Route::PutPrice)],
+        ["api", "models", "pricing", "sync"] => {
+            vec![("POST", Route::SyncPrices), ("GET", Route::GetPrice("sync".into()))]
+        }
+        ["api", "models", "pricing", model @ ..] if model.iter().all(|p| !p.is_empty()) => {
+            vec![("GET", Route::GetPrice(model.join("/")))]
+        }
+        ["api", "balance"] => vec![("GET", Route::GetBalance)],
+        ["api", "balance", "transactions"] => vec![("GET", Route::ListTransactions)],
+        ["api", "balance", "admin", "add"] => vec![("POST", Route::AddBalance)],
+        ["api", "v1", "credits"] => vec![("GET", Route::GetCredits)],
+        ["api", "admin", "reconcile"] => vec![("GET", Route::Reconcile)],
         _ => return Match::NotFound,
     };
     let method = if method == "HEAD" { "GET" } else { method };
@@ -97,5 +118,12 @@ mod tests {
         assert_eq!(route("POST", "/api/keys/k1/rotate"), Match::Found(Route::RotateKey("k1".into())));
         assert_eq!(route("DELETE", "/api/admin/users/u1/"), Match::Found(Route::DeleteUser("u1".into())));
         assert_eq!(route("GET", "/api/v1/key"), Match::Found(Route::CurrentKey));
+        assert_eq!(
+            route("GET", "/api/models/pricing/openai/gpt-4o"),
+            Match::Found(Route::GetPrice("openai/gpt-4o".into()))
+        );
+        assert_eq!(route("POST", "/api/models/pricing/sync"), Match::Found(Route::SyncPrices));
+        assert_eq!(route("GET", "/api/models/pricing/a//b"), Match::NotFound);
+        assert_eq!(route("POST", "/api/balance/admin/add"), Match::Found(Route::AddBalance));
     }
 }

@@ -29,10 +29,17 @@ export const AUTHENTICATED_ROUTES = [
   ['UpdateOrg', 'PATCH', `/api/orgs/${ID}`, 'admin', { name: 'x' }],
   ['DeleteOrg', 'DELETE', `/api/orgs/${ID}`, 'admin'],
   ['CreateOrgKey', 'POST', `/api/orgs/${ID}/keys`, 'admin', { name: 'k', user_id: ID }],
+  ['PutPrice', 'PUT', '/api/models/pricing', 'admin', { model_name: 'x/y', pricing_input: 0, pricing_output: 0 }],
+  ['SyncPrices', 'POST', '/api/models/pricing/sync', 'admin', {}],
+  ['GetBalance', 'GET', '/api/balance', 'read'],
+  ['ListTransactions', 'GET', '/api/balance/transactions', 'read'],
+  ['AddBalance', 'POST', '/api/balance/admin/add', 'admin', { user_id: ID, amount: 1 }],
+  ['GetCredits', 'GET', '/api/v1/credits', 'read'],
+  ['Reconcile', 'GET', '/api/admin/reconcile', 'admin'],
 ];
 
 /** Routes anyone may call (API.md's first row). */
-export const PUBLIC_ROUTES = ['Health', 'ListModels'];
+export const PUBLIC_ROUTES = ['Health', 'ListModels', 'ListPrices', 'GetPrice'];
 
 /** Every route variant the route table knows, read from src/routes.rs. */
 export function routeTableNames(source) {

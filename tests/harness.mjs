@@ -97,8 +97,9 @@ export function killGroup(child) {
  *   persistTo    state folder (default: a fresh temporary one, removed on stop)
  *   port         gateway port (default: a free one)
  *   inherit      print wrangler's output instead of collecting it
+ *   syncPrices   pull the upstream's prices once it is up (default true)
  */
-export async function startGateway({ vars = {}, upstream = true, persistTo, port, inherit = false } = {}) {
+export async function startGateway({ vars = {}, upstream = true, persistTo, port, inherit = false, syncPrices = true } = {}) {
   const fake = upstream ? await startFakeUpstream({ apiKey: FAKE_UPSTREAM_KEY }) : null;
   const fresh = !persistTo;
   const state = persistTo ?? mkdtempSync(path.join(tmpdir(), 'tollgate-state-'));
@@ -142,6 +143,10 @@ export async function startGateway({ vars = {}, upstream = true, persistTo, port
   };
   try {
     await waitForHealth(url, child, () => output);
+    if (syncPrices) {
+      const res = await adminClient(url, adminToken).call('POST', '/api/models/pricing/sync', {});
+      if (res.status !== 200) throw new Error(`price sync failed: ${res.status} ${JSON.stringify(res.body)}`);
+    }
   } catch (e) {
     await stop();
     throw e;
@@ -168,10 +173,18 @@ export function adminClient(url, token) {
   };
   return {
     call,
-    async createUser(fields = {}) {
+    /** Creates a user and credits it `credit` USD (default 10; 0 for none). */
+    async createUser(fields = {}, { credit = 10 } = {}) {
       const email = fields.email ?? `user-${randomBytes(6).toString('hex')}@example.com`;
       const res = await call('POST', '/api/admin/users', { name: 'Test User', ...fields, email });
       if (res.status !== 201) throw new Error(`create user: ${res.status} ${JSON.stringify(res.body)}`);
+      if (credit) await this.credit(res.body.data.id, credit);
+      return res.body.data;
+    },
+    async credit(userId, amount, { type = 'recharge', idempotencyKey, description } = {}) {
+      const res = await call('POST', '/api/balance/admin/add', { user_id: userId, amount, type, ...(description ? { description } : {}) },
+        idempotencyKey ? { 'idempotency-key': idempotencyKey } : {});
+      if (res.status !== 200) throw new Error(`credit: ${res.status} ${JSON.stringify(res.body)}`);
       return res.body.data;
     },
     async createKey(userId, fields = {}) {

@@ -187,9 +187,9 @@ describe('errors are OpenAI-shaped', () => {
     await expectError(await rawChat({ model: MODEL, messages: hello }, { token: readOnly.key }), 403, 'permission_error');
   });
 
-  test('an unknown model is the upstream 400, passed on', async () => {
-    const e = await expectError(await rawChat({ model: 'nope/nothing', messages: hello }), 400, 'invalid_request');
-    assert.match(e.message, /not a valid model ID/);
+  test('a model without a price is 404 model_not_found, before any upstream call', async () => {
+    const e = await expectError(await rawChat({ model: 'nope/nothing', messages: hello }), 404, 'model_not_found');
+    assert.match(e.message, /no price configured for nope\/nothing/);
   });
 
   test('upstream 5xx is 502 upstream_error', async () => {

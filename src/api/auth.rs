@@ -4,8 +4,6 @@ use worker::Request;
 
 use super::error::ApiError;
 use super::respond::Call;
-use crate::billing::client;
-use crate::billing::protocol::{AccountRequest, AccountResponse};
 use crate::cache::keys::{self as key_cache, KeyRecord, Source};
 use crate::domain::keys::{self, Permission, Permissions};
 use crate::domain::time::to_iso;
@@ -44,6 +42,20 @@ impl Caller {
     pub fn is_admin(&self) -> bool {
         self.permissions().admin
     }
+
+    /// The user a request is about: `asked` for admins, else the key's own user.
+    /// A non-admin asking for another user gets 404 (no existence leak).
+    pub fn target_user(&self, asked: Option<String>) -> Result<String, ApiError> {
+        match (self, asked) {
+            (Self::Operator, Some(id)) => Ok(id),
+            (Self::Key(k), Some(id)) if self.is_admin() || id == k.user_id => Ok(id),
+            (Self::Key(_), Some(_)) => Err(ApiError::not_found("user not found")),
+            (Self::Key(k), None) => Ok(k.user_id.clone()),
+            (Self::Operator, None) => {
+                Err(crate::domain::InvalidRequest::param("`user_id` is required for the operator", "user_id").into())
+            }
+        }
+    }
 }
 
 fn bearer(req: &Request) -> Option<String> {
@@ -58,21 +70,11 @@ pub async fn authenticate(req: &Request, call: &Call) -> Result<Authenticated, A
     authenticate_with(req, call, false).await
 }
 
-/// For inference, the hot path: a key comes from the caches (no D1 read), and
-/// its authoritative state is checked in the account's Durable Object, which
-/// every key change updates. One DO round trip, which billing's reservation
-/// will share.
+/// For inference, the hot path: a key comes from the caches (no D1 read).
+/// Its authoritative state is checked by the account's Durable Object as
+/// part of the reservation (`api::meter`), which every key change updates.
 pub async fn authenticate_for_inference(req: &Request, call: &Call) -> Result<Authenticated, ApiError> {
-    let auth = authenticate_with(req, call, true).await?;
-    if let (Caller::Key(record), Some(hash)) = (&auth.caller, &auth.hash) {
-        let message = AccountRequest::Authorize { key_id: record.id.clone(), hash: hash.clone() };
-        match client::call(&call.env, &record.user_id, &message).await.map_err(ApiError::internal)? {
-            AccountResponse::Refused { reason } => return Err(ApiError::unauthenticated(reason.message())),
-            AccountResponse::Ok | AccountResponse::UnknownKey => {}
-            other => return Err(ApiError::internal(format!("unexpected answer from the account object: {other:?}"))),
-        }
-    }
-    Ok(auth)
+    authenticate_with(req, call, true).await
 }
 
 async fn authenticate_with(req: &Request, call: &Call, cached: bool) -> Result<Authenticated, ApiError> {

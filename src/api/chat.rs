@@ -1,16 +1,20 @@
-//! POST /v1/chat/completions: authenticate → validate → forward → relay.
+//! POST /v1/chat/completions: authenticate → validate → price → reserve →
+//! forward → relay → settle.
 
+use futures_channel::oneshot;
 use futures_util::stream::{self, StreamExt};
 use serde_json::{json, Value};
 use worker::{ByteStream, Headers, Method, Request, Response};
 
 use super::auth::{authenticate_for_inference, Caller};
 use super::error::ApiError;
+use super::meter::{price_of, Meter};
 use super::respond::{read_body, Call};
 use crate::cache::keys as key_cache;
-use crate::domain::chat::ChatRequest;
+use crate::domain::chat::{ChatRequest, Usage};
 use crate::domain::keys::Permission;
 use crate::domain::time::to_iso;
+use crate::domain::{ledger, pricing};
 use crate::log::{self, Level};
 use crate::providers::openai_compat::{completion_usage, ProviderError};
 use crate::providers::sse::{SseRelay, StreamSummary};
@@ -23,14 +27,28 @@ const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 pub async fn create_chat_completion(mut req: Request, call: &Call) -> Result<Response, ApiError> {
     let auth = authenticate_for_inference(&req, call).await?;
     auth.caller.require(Permission::Write)?;
-    if let Caller::Key(k) = &auth.caller {
-        touch_key(call, &k.id);
-    }
     let bytes = read_body(&mut req, MAX_BODY_BYTES).await?;
-    let chat = ChatRequest::parse(&bytes)?;
+    let mut chat = ChatRequest::parse(&bytes)?;
+    let price = price_of(call, &chat.model).await?;
+    let meter = match (&auth.caller, &auth.hash) {
+        (Caller::Key(key), Some(hash)) => {
+            let meter = Meter::reserve(call, key, hash, &mut chat, &price).await?;
+            touch_key(call, &key.id);
+            Some(meter)
+        }
+        _ => None, // the operator's own requests are not billed to anyone
+    };
     let auth_ms = call.elapsed_ms();
 
-    let mut upstream = forward(call, &chat).await?;
+    let mut upstream = match forward(call, &chat).await {
+        Ok(upstream) => upstream,
+        Err(e) => {
+            if let Some(m) = meter {
+                m.release(call);
+            }
+            return Err(e);
+        }
+    };
     let headers = Headers::new();
     let _ = headers.set("x-tollgate-provider", "openrouter");
     let auth_source = auth.source.map_or("admin", |s| s.as_str());
@@ -44,21 +62,66 @@ pub async fn create_chat_completion(mut req: Request, call: &Call) -> Result<Res
         .flatten()
         .is_some_and(|ct| ct.starts_with("text/event-stream"));
     if chat.stream && is_sse {
-        let body = upstream.response.stream().map_err(|e| ApiError::from(ProviderError::Network(e.to_string())))?;
+        let body = match upstream.response.stream() {
+            Ok(body) => body,
+            Err(e) => {
+                if let Some(m) = meter {
+                    m.release(call);
+                }
+                return Err(ProviderError::Network(e.to_string()).into());
+            }
+        };
         let _ = headers.set("content-type", "text/event-stream; charset=utf-8");
         let _ = headers.set("cache-control", "no-cache");
-        let relay = relay_stream(
-            body,
-            upstream.controller,
-            call.config.request_timeout_ms,
-            call.request_id.clone(),
-            log_context(call, &auth.caller, &chat),
-        );
-        return Response::from_stream(relay).map(|r| r.with_headers(headers)).map_err(ApiError::internal);
+        let (outcome_tx, outcome_rx) = oneshot::channel::<StreamOutcome>();
+        let sse = match &meter {
+            Some(m) => {
+                let (price, reserved) = (m.price, m.reserved);
+                SseRelay::reporting_cost(Box::new(move |usage| {
+                    Meter::charged_usd(ledger::charge(pricing::cost(&price, &usage.tokens()), reserved))
+                }))
+            }
+            None => SseRelay::new(),
+        };
+        if let Some(m) = meter {
+            settle_stream_later(call, m, outcome_rx);
+        }
+        let relay = Relay {
+            upstream: body,
+            sse,
+            controller: upstream.controller,
+            idle_timeout_ms: call.config.request_timeout_ms,
+            request_id: call.request_id.clone(),
+            log: log_context(call, &auth.caller, &chat),
+            ended: false,
+            outcome: Some(outcome_tx),
+        };
+        return Response::from_stream(relay_stream(relay)).map(|r| r.with_headers(headers)).map_err(ApiError::internal);
     }
 
-    let body = transport::read_all(&mut upstream, call.config.request_timeout_ms).await?;
-    let usage = completion_usage(&body)?;
+    let answer = transport::read_all(&mut upstream, call.config.request_timeout_ms)
+        .await
+        .and_then(|body| completion_usage(&body).map(|usage| (body, usage)));
+    let (body, usage) = match answer {
+        Ok(answer) => answer,
+        Err(e) => {
+            if let Some(m) = meter {
+                m.release(call);
+            }
+            return Err(e.into());
+        }
+    };
+    let body = match meter {
+        Some(m) => {
+            let (charge, note) = match &usage {
+                Some(u) => (m.charge_for(u), ""),
+                None => (m.estimated_charge(body.len() as u64), "(estimated: no usage reported)"),
+            };
+            m.settle_later(call, charge, note);
+            report_cost(body, Meter::charged_usd(charge))
+        }
+        None => body,
+    };
     let line = request_line(
         &log_context(call, &auth.caller, &chat),
         200,
@@ -69,6 +132,42 @@ pub async fn create_chat_completion(mut req: Request, call: &Call) -> Result<Res
     log::after_response(&call.ctx, call.config.log_level, Level::Info, line);
     let _ = headers.set("content-type", "application/json");
     Ok(Response::from_bytes(body).map_err(ApiError::internal)?.with_headers(headers))
+}
+
+/// The answer with `usage.cost` set to what the gateway charged (the upstream's own kept as `upstream_cost`).
+fn report_cost(body: Vec<u8>, charged_usd: f64) -> Vec<u8> {
+    let Ok(mut answer) = serde_json::from_slice::<Value>(&body) else { return body };
+    let Some(usage) = answer.get_mut("usage").and_then(Value::as_object_mut) else { return body };
+    if let Some(upstream) = usage.remove("cost") {
+        usage.insert("upstream_cost".into(), upstream);
+    }
+    usage.insert("cost".into(), Value::from(charged_usd));
+    serde_json::to_vec(&answer).unwrap_or(body)
+}
+
+/// How a stream ended, for its settlement.
+struct StreamOutcome {
+    usage: Option<Usage>,
+    content_bytes: u64,
+    /// The client went away before the end.
+    cancelled: bool,
+}
+
+/// Settles a stream once it ends — or once it is dropped because the client hung up.
+fn settle_stream_later(call: &Call, meter: Meter, outcome: oneshot::Receiver<StreamOutcome>) {
+    let env = call.env.clone();
+    call.ctx.wait_until(async move {
+        let outcome = outcome.await.unwrap_or(StreamOutcome { usage: None, content_bytes: 0, cancelled: true });
+        let (charge, mut note) = match &outcome.usage {
+            Some(u) => (meter.charge_for(u), String::new()),
+            None => (meter.estimated_charge(outcome.content_bytes), "(estimated from content delivered)".to_string()),
+        };
+        if outcome.cancelled {
+            note = format!("(cancelled) {note}");
+        }
+        let description = format!("{} {note}", meter.model).trim().to_string();
+        meter.settle(&env, charge, description).await;
+    });
 }
 
 /// Records `last_used_at` after the response, at most once a minute per key.
@@ -111,19 +210,37 @@ struct Relay {
     request_id: String,
     log: LogContext,
     ended: bool,
+    /// Told how the stream ended, exactly once (at the end, or on drop).
+    outcome: Option<oneshot::Sender<StreamOutcome>>,
+}
+
+impl Relay {
+    fn report(&mut self, cancelled: bool) {
+        if let Some(tx) = self.outcome.take() {
+            let summary = self.sse.summary();
+            let _ = tx.send(StreamOutcome {
+                usage: summary.usage.clone(),
+                content_bytes: summary.content_bytes,
+                cancelled,
+            });
+        }
+    }
+}
+
+impl Drop for Relay {
+    /// The client hung up mid-stream: stop the upstream and bill what was delivered.
+    fn drop(&mut self) {
+        if !self.ended {
+            std::mem::take(&mut self.controller).abort();
+            self.report(true);
+        }
+    }
 }
 
 /// Pipes upstream SSE to the client chunk by chunk. A failure after the
 /// first byte ends the stream with an error event and `[DONE]`.
-fn relay_stream(
-    upstream: ByteStream,
-    controller: worker::AbortController,
-    idle_timeout_ms: u64,
-    request_id: String,
-    log: LogContext,
-) -> impl futures_util::Stream<Item = worker::Result<Vec<u8>>> {
-    let state = Relay { upstream, sse: SseRelay::new(), controller, idle_timeout_ms, request_id, log, ended: false };
-    stream::unfold(state, |mut s| async move {
+fn relay_stream(relay: Relay) -> impl futures_util::Stream<Item = worker::Result<Vec<u8>>> {
+    stream::unfold(relay, |mut s| async move {
         if s.ended {
             return None;
         }
@@ -150,6 +267,7 @@ fn relay_stream(
                 Some(err) => s.sse.finish(Some(&ApiError::from(err.clone()).body(&s.request_id).to_string())),
                 None => s.sse.finish(None),
             };
+            s.report(false);
             stream_finished(&s.log, s.sse.summary(), failure.as_ref());
             return (!tail.is_empty()).then_some((Ok(tail), s));
         }

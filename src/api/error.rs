@@ -3,7 +3,17 @@
 
 use serde_json::{json, Map, Value};
 
+use crate::domain::ledger::LimitSource;
+use crate::domain::time::to_iso;
 use crate::domain::InvalidRequest;
+
+fn insufficient_message(source: LimitSource) -> &'static str {
+    match source {
+        LimitSource::Balance => "insufficient balance for this request; add credits or lower max_tokens",
+        LimitSource::KeyLimit => "this key's spend limit is reached for the current window",
+        LimitSource::OrgLimit => "the organization's monthly cost limit is reached",
+    }
+}
 use crate::providers::openai_compat::ProviderError;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -24,6 +34,8 @@ pub enum ApiError {
     Conflict(String),
     #[error("method {method} is not allowed on {path}")]
     MethodNotAllowed { method: String, path: String },
+    #[error("{}", insufficient_message(*limit))]
+    InsufficientCredits { limit: LimitSource, resets_at_ms: Option<i64> },
     #[error(transparent)]
     Provider(#[from] ProviderError),
     /// A bug or an outage of our own storage: details go to the log only.
@@ -56,6 +68,7 @@ impl ApiError {
             Self::Forbidden(_) => 403,
             Self::NotFound(_) | Self::ModelNotFound(_) => 404,
             Self::Conflict(_) => 409,
+            Self::InsufficientCredits { .. } => 402,
             Self::MethodNotAllowed { .. } => 405,
             Self::Provider(p) => match p {
                 ProviderError::Rejected { status, .. } => *status,
@@ -79,6 +92,7 @@ impl ApiError {
             Self::NotFound(_) => "not_found",
             Self::ModelNotFound(_) => "model_not_found",
             Self::Conflict(_) => "conflict",
+            Self::InsufficientCredits { .. } => "insufficient_credits",
             Self::Provider(p) => match p {
                 ProviderError::Rejected { status: 404, .. } => "model_not_found",
                 ProviderError::Rejected { .. } => "invalid_request",
@@ -99,6 +113,7 @@ impl ApiError {
             401 => "authentication_error",
             403 => "permission_error",
             404 => "not_found_error",
+            402 => "insufficient_quota",
             409 => "conflict_error",
             429 => "rate_limit_error",
             400..=499 => "invalid_request_error",
@@ -157,6 +172,12 @@ impl ApiError {
         if let Some(secs) = self.retry_after_secs() {
             metadata.insert("retry_after_seconds".into(), secs.into());
         }
+        if let Self::InsufficientCredits { limit, resets_at_ms } = self {
+            metadata.insert("limit_source".into(), serde_json::to_value(limit).unwrap_or_default());
+            if let Some(at) = resets_at_ms {
+                metadata.insert("resets_at".into(), to_iso(*at).into());
+            }
+        }
         if !metadata.is_empty() {
             error.insert("metadata".into(), Value::Object(metadata));
         }
@@ -178,6 +199,11 @@ mod tests {
             (ApiError::not_found("no such key"), 404, "not_found"),
             (ApiError::ModelNotFound("no price".into()), 404, "model_not_found"),
             (ApiError::Conflict("dup".into()), 409, "conflict"),
+            (
+                ApiError::InsufficientCredits { limit: LimitSource::Balance, resets_at_ms: None },
+                402,
+                "insufficient_credits",
+            ),
             (ApiError::MethodNotAllowed { method: "PUT".into(), path: "/health".into() }, 405, "invalid_request"),
             (ProviderError::Rejected { status: 422, message: "m".into() }.into(), 422, "invalid_request"),
             (ProviderError::Rejected { status: 404, message: "m".into() }.into(), 404, "model_not_found"),
@@ -208,6 +234,15 @@ mod tests {
         assert!(!msg.contains("secret") && msg.contains("req-9"));
         let upstream = ApiError::from(ProviderError::Unavailable { status: 500, message: "stack trace".into() });
         assert!(!upstream.public_message("r").contains("stack trace"));
+    }
+
+    #[test]
+    fn refusals_for_money_name_the_limit_and_when_it_resets() {
+        let err = ApiError::InsufficientCredits { limit: LimitSource::KeyLimit, resets_at_ms: Some(0) };
+        let body = err.body("r");
+        assert_eq!(body["error"]["metadata"]["limit_source"], "key_limit");
+        assert_eq!(body["error"]["metadata"]["resets_at"], "1970-01-01T00:00:00.000Z");
+        assert_eq!(body["error"]["type"], "insufficient_quota");
     }
 
     #[test]

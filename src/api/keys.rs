@@ -10,7 +10,7 @@ use super::auth::{authenticate, Caller};
 use super::error::ApiError;
 use super::respond::{self, present, query, random_bytes, read_json, Call};
 use crate::billing::client;
-use crate::billing::protocol::AccountRequest;
+use crate::billing::protocol::{AccountRequest, AccountResponse};
 use crate::cache::keys as key_cache;
 use crate::domain::keys::{
     self, parse_permissions, validate_expiry, validate_limit, validate_limit_reset, KeyState, Permission, Permissions,
@@ -20,6 +20,7 @@ use crate::domain::money::micros_to_usd;
 use crate::domain::paging::Page;
 use crate::domain::time::{parse_iso, to_iso};
 use crate::domain::users::{validate_optional_text, validate_text, MAX_NAME_LEN};
+use crate::domain::windows::Reset;
 use crate::domain::{ids, InvalidRequest};
 use crate::env;
 use crate::store;
@@ -46,15 +47,7 @@ pub async fn create_key(mut req: Request, call: &Call) -> Result<Response, ApiEr
     let caller = authenticate(&req, call).await?.caller;
     caller.require(Permission::Write)?;
     let body: CreateKey = read_json(&mut req).await?;
-    let user_id = match (&caller, body.user_id.clone()) {
-        (Caller::Key(k), None) => k.user_id.clone(),
-        (Caller::Operator, Some(id)) => id,
-        (Caller::Key(k), Some(id)) if caller.is_admin() || id == k.user_id => id,
-        (Caller::Key(_), Some(_)) => return Err(ApiError::not_found("user not found")),
-        (Caller::Operator, None) => {
-            return Err(InvalidRequest::param("`user_id` is required when the operator creates a key", "user_id").into())
-        }
-    };
+    let user_id = caller.target_user(body.user_id.clone())?;
     mint_key(call, &caller, user_id, body).await
 }
 
@@ -346,8 +339,7 @@ fn rotation_view(row: &KeyRow, secret: &str) -> Value {
     })
 }
 
-/// GET /api/v1/key: the calling key, OpenRouter-style. Money fields are zero
-/// until billing lands.
+/// GET /api/v1/key: the calling key, OpenRouter-style, with its spend from the account object.
 pub async fn current_key(req: Request, call: &Call) -> Result<Response, ApiError> {
     let caller = authenticate(&req, call).await?.caller;
     let Caller::Key(k) = &caller else {
@@ -356,12 +348,20 @@ pub async fn current_key(req: Request, call: &Call) -> Result<Response, ApiError
     let row = store::keys::get_live(&db(call)?, &k.id)
         .await?
         .ok_or_else(|| ApiError::unauthenticated("this key has been deleted"))?;
+    let message = AccountRequest::Summary { key_id: Some(row.id.clone()) };
+    let usage = match client::call(&call.env, &row.user_id, &message).await.map_err(ApiError::internal)? {
+        AccountResponse::Summary { key: Some(usage), .. } => usage,
+        other => return Err(ApiError::internal(format!("unexpected answer to Summary: {other:?}"))),
+    };
     let limit = row.limit_micros.map(micros_to_usd);
+    let remaining = row.limit_micros.map(|l| micros_to_usd((l - usage.in_window).max(0)));
     respond::data(
         200,
         &json!({
-            "id": row.id, "label": row.name, "limit": limit, "limit_reset": row.limit_reset, "limit_remaining": limit,
-            "usage": 0.0, "usage_daily": 0.0, "usage_weekly": 0.0, "usage_monthly": 0.0,
+            "id": row.id, "label": row.name, "limit": limit, "limit_reset": row.limit_reset, "limit_remaining": remaining,
+            "usage": micros_to_usd(usage.total), "usage_daily": micros_to_usd(usage.daily),
+            "usage_weekly": micros_to_usd(usage.weekly), "usage_monthly": micros_to_usd(usage.monthly),
+            "limit_resets_at": usage.window_resets_ms.map(to_iso),
             "expires_at": row.expires_at, "permissions": Permissions::from_stored(&row.permissions).to_list(),
             "is_free_tier": false,
         }),
@@ -392,6 +392,8 @@ fn key_state(row: &KeyRow) -> KeyState {
         expires_at_ms: row.expires_at.as_deref().and_then(parse_iso),
         disabled: row.disabled != 0,
         deleted: row.deleted_at.is_some(),
+        limit_micros: row.limit_micros,
+        limit_reset: row.limit_reset.as_deref().and_then(Reset::parse),
     }
 }
 

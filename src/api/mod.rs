@@ -5,22 +5,32 @@ pub mod error;
 #[cfg(target_arch = "wasm32")]
 mod auth;
 #[cfg(target_arch = "wasm32")]
+mod balance;
+#[cfg(target_arch = "wasm32")]
 mod chat;
 #[cfg(target_arch = "wasm32")]
 mod keys;
 #[cfg(target_arch = "wasm32")]
+mod meter;
+#[cfg(target_arch = "wasm32")]
 mod models;
 #[cfg(target_arch = "wasm32")]
 mod orgs;
+#[cfg(target_arch = "wasm32")]
+mod prices;
 #[cfg(target_arch = "wasm32")]
 mod respond;
 #[cfg(target_arch = "wasm32")]
 mod users;
 
 #[cfg(target_arch = "wasm32")]
+pub use balance::run_reconciliation;
+#[cfg(target_arch = "wasm32")]
 pub use dispatch::handle;
 #[cfg(target_arch = "wasm32")]
 pub use models::refresh_models_cache;
+#[cfg(target_arch = "wasm32")]
+pub use prices::sync as sync_prices;
 
 #[cfg(target_arch = "wasm32")]
 mod dispatch {
@@ -67,6 +77,15 @@ mod dispatch {
             Route::UpdateOrg(id) => super::orgs::update_org(req, call, &id).await,
             Route::DeleteOrg(id) => super::orgs::delete_org(req, call, &id).await,
             Route::CreateOrgKey(id) => super::orgs::create_org_key(req, call, &id).await,
+            Route::ListPrices => super::prices::list_prices(req, call).await,
+            Route::PutPrice => super::prices::put_price(req, call).await,
+            Route::SyncPrices => super::prices::sync_prices(req, call).await,
+            Route::GetPrice(model) => super::prices::get_price(call, &model).await,
+            Route::GetBalance => super::balance::get_balance(req, call).await,
+            Route::ListTransactions => super::balance::list_transactions(req, call).await,
+            Route::AddBalance => super::balance::add_balance(req, call).await,
+            Route::GetCredits => super::balance::get_credits(req, call).await,
+            Route::Reconcile => super::balance::reconcile(req, call).await,
         }
     }
 }

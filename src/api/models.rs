@@ -9,6 +9,7 @@ use super::error::ApiError;
 use super::respond::{self, Call};
 use crate::billing::client;
 use crate::billing::protocol::AccountRequest;
+use crate::domain::pricing::to_usd_per_token_string;
 use crate::domain::time::to_iso;
 use crate::env;
 use crate::providers::openai_compat::{parse_model_list, ListedModel};
@@ -59,7 +60,27 @@ pub async fn list_models(call: &Call) -> Result<Response, ApiError> {
         }
     };
     MODELS.with(|m| *m.borrow_mut() = Some((now + MEMORY_TTL_MS, body.clone())));
-    json_text(body)
+    let db = env::db(&call.env).map_err(ApiError::internal)?;
+    let prices = crate::cache::prices::table(&kv, &db, now).await?;
+    json_text(with_local_prices(&body, &prices))
+}
+
+/// Local prices win over the upstream's: this tenant's prices are what it charges.
+fn with_local_prices(body: &str, prices: &crate::cache::prices::PriceTable) -> String {
+    if prices.is_empty() {
+        return body.to_string();
+    }
+    let Ok(mut list) = serde_json::from_str::<serde_json::Value>(body) else { return body.to_string() };
+    if let Some(models) = list.get_mut("data").and_then(|d| d.as_array_mut()) {
+        for m in models.iter_mut() {
+            let Some(row) = m.get("id").and_then(|id| id.as_str()).and_then(|id| prices.get(id)) else { continue };
+            m["pricing"] = json!({
+                "prompt": to_usd_per_token_string(row.input_per_mtok),
+                "completion": to_usd_per_token_string(row.output_per_mtok),
+            });
+        }
+    }
+    list.to_string()
 }
 
 fn json_text(body: String) -> Result<Response, ApiError> {

@@ -1,23 +1,52 @@
 //! The account Durable Object (binding `ACCOUNTS`, class `AccountDo`): one per
-//! paying account, SQLite storage, one request at a time. It is the authority
-//! for its keys' state (and, with billing, for money). A thin shell: decisions
-//! live in `domain`.
+//! paying account (named by user id), SQLite storage, one request at a time.
+//! It is the authority for the account's balance, reservations, key spend
+//! windows, key state and ledger. A thin shell: rules live in `domain`.
+//!
+//! Every balance change appends a ledger row in the same synchronous SQL
+//! step, so the ledger always sums to the balance. Rows are then copied to
+//! D1 (`balance_transactions`) through an outbox: unsynced rows are retried
+//! by an alarm until D1 takes them.
 
 use serde::Deserialize;
 use wasm_bindgen::JsValue;
-use worker::{durable_object, DurableObject, Env, Headers, Request, Response, Result, State};
+use worker::{durable_object, DurableObject, Env, Headers, Request, Response, Result, SqlStorage, State};
 
-use super::protocol::{AccountRequest, AccountResponse, MESSAGE_HEADER};
+use super::protocol::{AccountRequest, AccountResponse, KeyUsage, LedgerEntry, MESSAGE_HEADER};
 use crate::domain::keys::KeyState;
+use crate::domain::ledger::{self, Headroom, Reservation};
+use crate::domain::time::to_iso;
+use crate::domain::windows::{self, Reset};
 
-const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS key_state (
+const SCHEMA: &str = "
+  CREATE TABLE IF NOT EXISTS key_state (
     key_id TEXT PRIMARY KEY, hash TEXT NOT NULL, previous_hash TEXT, previous_until_ms REAL,
     expires_at_ms REAL, disabled INTEGER NOT NULL, deleted INTEGER NOT NULL);
-  CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL);";
+  CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL);
+  CREATE TABLE IF NOT EXISTS account (id INTEGER PRIMARY KEY CHECK (id = 1), balance REAL NOT NULL, account_id TEXT);
+  INSERT OR IGNORE INTO account (id, balance) VALUES (1, 0);
+  CREATE TABLE IF NOT EXISTS reservations (id TEXT PRIMARY KEY, key_id TEXT NOT NULL, amount REAL NOT NULL, created_ms REAL NOT NULL);
+  CREATE TABLE IF NOT EXISTS key_spend (key_id TEXT PRIMARY KEY, window_start REAL NOT NULL, spent REAL NOT NULL);
+  CREATE TABLE IF NOT EXISTS ledger (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, type TEXT NOT NULL, amount REAL NOT NULL,
+    balance_after REAL NOT NULL, reference_id TEXT, description TEXT, key_id TEXT, created_ms REAL NOT NULL,
+    synced INTEGER NOT NULL DEFAULT 0);
+  CREATE INDEX IF NOT EXISTS ledger_key ON ledger(key_id, created_ms);
+  CREATE INDEX IF NOT EXISTS ledger_unsynced ON ledger(synced) WHERE synced = 0;
+  CREATE TABLE IF NOT EXISTS idempotency (key TEXT PRIMARY KEY, answer TEXT NOT NULL);";
+// key_state gained limit columns after v1 of this object: add them where missing.
+const KEY_STATE_LIMITS: &str =
+    "ALTER TABLE key_state ADD COLUMN limit_micros REAL; ALTER TABLE key_state ADD COLUMN limit_reset TEXT;";
+
+/// A reservation older than this was abandoned (its Worker died): it is released, charging nothing.
+const RESERVATION_TTL_MS: i64 = 15 * 60 * 1000;
+/// Retry delay for copying the ledger to D1.
+const OUTBOX_RETRY_MS: i64 = 5_000;
 
 #[durable_object]
 pub struct AccountDo {
     state: State,
+    env: Env,
     /// The schema exists (created on the first message after a start).
     ready: std::cell::Cell<bool>,
 }
@@ -31,6 +60,8 @@ struct KeyStateRow {
     expires_at_ms: Option<f64>,
     disabled: i64,
     deleted: i64,
+    limit_micros: Option<f64>,
+    limit_reset: Option<String>,
 }
 
 impl From<KeyStateRow> for KeyState {
@@ -43,75 +74,414 @@ impl From<KeyStateRow> for KeyState {
             expires_at_ms: r.expires_at_ms.map(|v| v as i64),
             disabled: r.disabled != 0,
             deleted: r.deleted != 0,
+            limit_micros: r.limit_micros.map(|v| v as i64),
+            limit_reset: r.limit_reset.as_deref().and_then(Reset::parse),
         }
     }
+}
+
+#[derive(Deserialize)]
+struct LedgerRow {
+    id: String,
+    r#type: String,
+    amount: f64,
+    balance_after: f64,
+    reference_id: Option<String>,
+    description: Option<String>,
+    key_id: Option<String>,
+    created_ms: f64,
+}
+
+impl From<LedgerRow> for LedgerEntry {
+    fn from(r: LedgerRow) -> Self {
+        Self {
+            id: r.id,
+            kind: r.r#type,
+            amount: r.amount as i64,
+            balance_after: r.balance_after as i64,
+            reference_id: r.reference_id,
+            description: r.description,
+            key_id: r.key_id,
+            created_ms: r.created_ms as i64,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Num {
+    n: Option<f64>,
 }
 
 fn num(v: Option<i64>) -> JsValue {
     v.map_or(JsValue::NULL, |n| JsValue::from_f64(n as f64))
 }
 
+fn int(n: i64) -> JsValue {
+    JsValue::from_f64(n as f64)
+}
+
+fn text(s: &str) -> JsValue {
+    JsValue::from_str(s)
+}
+
+fn opt_text(s: Option<&str>) -> JsValue {
+    s.map_or(JsValue::NULL, JsValue::from_str)
+}
+
+/// A single number from a query (`SELECT … AS n`), 0 when NULL.
+fn scalar(sql: &SqlStorage, query: &str, args: Vec<JsValue>) -> Result<i64> {
+    let rows: Vec<Num> = sql.exec_raw(query, args)?.to_array()?;
+    Ok(rows.first().and_then(|r| r.n).unwrap_or(0.0) as i64)
+}
+
+fn now_ms() -> i64 {
+    js_sys::Date::now() as i64
+}
+
 impl AccountDo {
-    fn handle(&self, req: AccountRequest) -> Result<AccountResponse> {
+    fn sql(&self) -> Result<SqlStorage> {
         let sql = self.state.storage().sql();
         if !self.ready.get() {
             sql.exec(SCHEMA, None)?;
+            let has_limits = scalar(
+                &sql,
+                "SELECT COUNT(*) AS n FROM pragma_table_info('key_state') WHERE name = 'limit_micros'",
+                vec![],
+            )?;
+            if has_limits == 0 {
+                sql.exec(KEY_STATE_LIMITS, None)?;
+            }
             self.ready.set(true);
         }
+        Ok(sql)
+    }
+
+    fn key_state(sql: &SqlStorage, key_id: &str) -> Result<Option<KeyState>> {
+        let rows: Vec<KeyStateRow> =
+            sql.exec_raw("SELECT * FROM key_state WHERE key_id = ?", vec![text(key_id)])?.to_array()?;
+        Ok(rows.into_iter().next().map(KeyState::from))
+    }
+
+    fn balance(sql: &SqlStorage) -> Result<i64> {
+        scalar(sql, "SELECT balance AS n FROM account WHERE id = 1", vec![])
+    }
+
+    /// Appends a ledger row and moves the balance, in one step.
+    fn post(&self, sql: &SqlStorage, entry: &LedgerEntry) -> Result<()> {
+        sql.exec_raw("UPDATE account SET balance = ? WHERE id = 1", vec![int(entry.balance_after)])?;
+        sql.exec_raw(
+            "INSERT INTO ledger (id, type, amount, balance_after, reference_id, description, key_id, created_ms) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            vec![
+                text(&entry.id),
+                text(&entry.kind),
+                int(entry.amount),
+                int(entry.balance_after),
+                opt_text(entry.reference_id.as_deref()),
+                opt_text(entry.description.as_deref()),
+                opt_text(entry.key_id.as_deref()),
+                int(entry.created_ms),
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn remember_account(sql: &SqlStorage, account_id: &str) -> Result<()> {
+        sql.exec_raw("UPDATE account SET account_id = ? WHERE id = 1 AND account_id IS NULL", vec![text(account_id)])?;
+        Ok(())
+    }
+
+    fn handle(&self, req: AccountRequest) -> Result<AccountResponse> {
+        let sql = self.sql()?;
+        let now = now_ms();
         Ok(match req {
             AccountRequest::PutKey { state: s } => {
                 sql.exec_raw(
-                    "INSERT OR REPLACE INTO key_state VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT OR REPLACE INTO key_state (key_id, hash, previous_hash, previous_until_ms, expires_at_ms, \
+                     disabled, deleted, limit_micros, limit_reset) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     vec![
-                        JsValue::from_str(&s.key_id),
-                        JsValue::from_str(&s.hash),
-                        s.previous_hash.as_deref().map_or(JsValue::NULL, JsValue::from_str),
+                        text(&s.key_id),
+                        text(&s.hash),
+                        opt_text(s.previous_hash.as_deref()),
                         num(s.previous_until_ms),
                         num(s.expires_at_ms),
-                        JsValue::from_f64(f64::from(u8::from(s.disabled))),
-                        JsValue::from_f64(f64::from(u8::from(s.deleted))),
+                        int(i64::from(s.disabled)),
+                        int(i64::from(s.deleted)),
+                        num(s.limit_micros),
+                        opt_text(s.limit_reset.map(|r| r.as_str())),
                     ],
                 )?;
                 AccountResponse::Ok
             }
-            AccountRequest::Authorize { key_id, hash } => {
-                let rows: Vec<KeyStateRow> = sql
-                    .exec_raw("SELECT * FROM key_state WHERE key_id = ?", vec![JsValue::from_str(&key_id)])?
-                    .to_array()?;
-                match rows.into_iter().next().map(KeyState::from) {
-                    None => AccountResponse::UnknownKey,
-                    Some(state) => match state.check(&hash, js_sys::Date::now() as i64) {
-                        Ok(()) => AccountResponse::Ok,
-                        Err(reason) => AccountResponse::Refused { reason },
-                    },
+            AccountRequest::Authorize { key_id, hash } => match Self::key_state(&sql, &key_id)? {
+                None => AccountResponse::UnknownKey,
+                Some(state) => match state.check(&hash, now) {
+                    Ok(()) => AccountResponse::Ok,
+                    Err(reason) => AccountResponse::Refused { reason },
+                },
+            },
+            AccountRequest::Reserve { request_id, key_id, hash, limit_micros, limit_reset, worst_case, min_to_run } => {
+                let (limit, reset) = match Self::key_state(&sql, &key_id)? {
+                    Some(state) => {
+                        if let Err(reason) = state.check(&hash, now) {
+                            return Ok(AccountResponse::Refused { reason });
+                        }
+                        (state.limit_micros, state.limit_reset)
+                    }
+                    None => (limit_micros, limit_reset),
+                };
+                sql.exec_raw("DELETE FROM reservations WHERE created_ms < ?", vec![int(now - RESERVATION_TTL_MS)])?;
+                let reserved = scalar(&sql, "SELECT SUM(amount) AS n FROM reservations", vec![])?;
+                let balance = Self::balance(&sql)? - reserved;
+                let key_headroom = match limit {
+                    None => None,
+                    Some(limit) => {
+                        let start = windows::window_start(reset, now);
+                        let spent = scalar(
+                            &sql,
+                            "SELECT spent AS n FROM key_spend WHERE key_id = ? AND window_start = ?",
+                            vec![text(&key_id), int(start)],
+                        )?;
+                        let in_flight = scalar(
+                            &sql,
+                            "SELECT SUM(amount) AS n FROM reservations WHERE key_id = ?",
+                            vec![text(&key_id)],
+                        )?;
+                        Some(limit - spent - in_flight)
+                    }
+                };
+                let reservation = ledger::reserve(Headroom { balance, key: key_headroom }, worst_case, min_to_run);
+                if let Reservation::Full { amount } | Reservation::Partial { amount } = reservation {
+                    sql.exec_raw(
+                        "INSERT OR REPLACE INTO reservations (id, key_id, amount, created_ms) VALUES (?, ?, ?, ?)",
+                        vec![text(&request_id), text(&key_id), int(amount), int(now)],
+                    )?;
                 }
+                let resets_at_ms = limit.and(reset).map(|r| r.window_end(now));
+                AccountResponse::Reserved { reservation, resets_at_ms }
+            }
+            AccountRequest::Settle { request_id, account_id, cost, description } => {
+                #[derive(Deserialize)]
+                struct Held {
+                    key_id: String,
+                    amount: f64,
+                }
+                let held: Vec<Held> = sql
+                    .exec_raw("SELECT key_id, amount FROM reservations WHERE id = ?", vec![text(&request_id)])?
+                    .to_array()?;
+                let Some(held) = held.into_iter().next() else {
+                    // Settled already (a repeat) or expired: nothing to charge twice.
+                    return Ok(AccountResponse::Settled { charged: 0, balance: Self::balance(&sql)? });
+                };
+                sql.exec_raw("DELETE FROM reservations WHERE id = ?", vec![text(&request_id)])?;
+                let charged = ledger::charge(cost, held.amount as i64);
+                let balance = Self::balance(&sql)? - charged;
+                if charged > 0 {
+                    Self::remember_account(&sql, &account_id)?;
+                    self.post(
+                        &sql,
+                        &LedgerEntry {
+                            id: format!("tx-{request_id}"),
+                            kind: "usage".into(),
+                            amount: -charged,
+                            balance_after: balance,
+                            reference_id: Some(request_id),
+                            description: Some(description),
+                            key_id: Some(held.key_id.clone()),
+                            created_ms: now,
+                        },
+                    )?;
+                    let reset = Self::key_state(&sql, &held.key_id)?.and_then(|s| s.limit_reset);
+                    let start = windows::window_start(reset, now);
+                    sql.exec_raw(
+                        "INSERT INTO key_spend (key_id, window_start, spent) VALUES (?1, ?2, ?3) \
+                         ON CONFLICT(key_id) DO UPDATE SET spent = CASE WHEN window_start = ?2 THEN spent + ?3 ELSE ?3 END, window_start = ?2",
+                        vec![text(&held.key_id), int(start), int(charged)],
+                    )?;
+                }
+                AccountResponse::Settled { charged, balance }
+            }
+            AccountRequest::Credit { account_id, amount, kind, description, idempotency_key } => {
+                if let Some(key) = &idempotency_key {
+                    #[derive(Deserialize)]
+                    struct Saved {
+                        answer: String,
+                    }
+                    let saved: Vec<Saved> =
+                        sql.exec_raw("SELECT answer FROM idempotency WHERE key = ?", vec![text(key)])?.to_array()?;
+                    if let Some(saved) = saved.into_iter().next() {
+                        return Ok(serde_json::from_str(&saved.answer)?);
+                    }
+                }
+                Self::remember_account(&sql, &account_id)?;
+                let balance = Self::balance(&sql)? + amount;
+                let mut random = [0u8; 12];
+                getrandom::getrandom(&mut random).map_err(|e| worker::Error::RustError(e.to_string()))?;
+                let id = format!("tx-{}", hex::encode(random));
+                self.post(
+                    &sql,
+                    &LedgerEntry {
+                        id: id.clone(),
+                        kind,
+                        amount,
+                        balance_after: balance,
+                        reference_id: idempotency_key.clone(),
+                        description,
+                        key_id: None,
+                        created_ms: now,
+                    },
+                )?;
+                let answer = AccountResponse::Credited { transaction_id: id, balance };
+                if let Some(key) = &idempotency_key {
+                    sql.exec_raw(
+                        "INSERT INTO idempotency (key, answer) VALUES (?, ?)",
+                        vec![text(key), text(&serde_json::to_string(&answer)?)],
+                    )?;
+                }
+                answer
+            }
+            AccountRequest::Summary { key_id } => {
+                let balance = Self::balance(&sql)?;
+                let reserved = scalar(&sql, "SELECT SUM(amount) AS n FROM reservations", vec![])?;
+                let total_credits = scalar(&sql, "SELECT SUM(amount) AS n FROM ledger WHERE type <> 'usage'", vec![])?;
+                let total_usage = -scalar(&sql, "SELECT SUM(amount) AS n FROM ledger WHERE type = 'usage'", vec![])?;
+                let key = match key_id {
+                    None => None,
+                    Some(key_id) => {
+                        let since = |start: i64| {
+                            scalar(
+                                &sql,
+                                "SELECT -SUM(amount) AS n FROM ledger WHERE key_id = ? AND type = 'usage' AND created_ms >= ?",
+                                vec![text(&key_id), int(start)],
+                            )
+                        };
+                        let reset = Self::key_state(&sql, &key_id)?.and_then(|s| s.limit_reset);
+                        Some(KeyUsage {
+                            total: since(0)?,
+                            daily: since(Reset::Daily.window_start(now))?,
+                            weekly: since(Reset::Weekly.window_start(now))?,
+                            monthly: since(Reset::Monthly.window_start(now))?,
+                            in_window: since(windows::window_start(reset, now))?,
+                            window_resets_ms: reset.map(|r| r.window_end(now)),
+                        })
+                    }
+                };
+                AccountResponse::Summary { balance, reserved, total_credits, total_usage, key }
+            }
+            AccountRequest::Transactions { page, page_size } => {
+                let total = scalar(&sql, "SELECT COUNT(*) AS n FROM ledger", vec![])?;
+                let offset = i64::from(page.saturating_sub(1)) * i64::from(page_size);
+                let rows: Vec<LedgerRow> = sql
+                    .exec_raw(
+                        "SELECT * FROM ledger ORDER BY seq DESC LIMIT ? OFFSET ?",
+                        vec![int(i64::from(page_size)), int(offset)],
+                    )?
+                    .to_array()?;
+                AccountResponse::Transactions { rows: rows.into_iter().map(Into::into).collect(), total }
             }
             AccountRequest::Ping => {
                 sql.exec("INSERT INTO meta (k, v) VALUES ('pings', 1) ON CONFLICT(k) DO UPDATE SET v = v + 1", None)?;
-                #[derive(Deserialize)]
-                struct Row {
-                    v: i64,
-                }
-                let row: Row = sql.exec("SELECT v FROM meta WHERE k = 'pings'", None)?.one()?;
-                AccountResponse::Pong { pings: row.v }
+                AccountResponse::Pong { pings: scalar(&sql, "SELECT v AS n FROM meta WHERE k = 'pings'", vec![])? }
             }
         })
+    }
+
+    /// Copies unsynced ledger rows to D1; on failure, an alarm tries again.
+    async fn flush_outbox(&self) -> Result<()> {
+        let sql = self.sql()?;
+        #[derive(Deserialize)]
+        struct Owner {
+            account_id: Option<String>,
+        }
+        let owner: Vec<Owner> = sql.exec("SELECT account_id FROM account WHERE id = 1", None)?.to_array()?;
+        let Some(account_id) = owner.into_iter().next().and_then(|o| o.account_id) else { return Ok(()) };
+        let rows: Vec<LedgerRow> =
+            sql.exec("SELECT * FROM ledger WHERE synced = 0 ORDER BY seq LIMIT 100", None)?.to_array()?;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
+        let copied = self.copy_to_d1(&account_id, rows).await;
+        match copied {
+            Ok(()) => {
+                for id in &ids {
+                    sql.exec_raw("UPDATE ledger SET synced = 1 WHERE id = ?", vec![text(id)])?;
+                }
+                let left = scalar(&sql, "SELECT COUNT(*) AS n FROM ledger WHERE synced = 0", vec![])?;
+                if left > 0 {
+                    self.state.storage().set_alarm(std::time::Duration::from_millis(1)).await?;
+                }
+            }
+            Err(e) => {
+                worker::console_error!(
+                    "{}",
+                    serde_json::json!({"level": "error", "job": "ledger_outbox", "detail": e.to_string()})
+                );
+                self.state.storage().set_alarm(std::time::Duration::from_millis(OUTBOX_RETRY_MS as u64)).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn copy_to_d1(&self, account_id: &str, rows: Vec<LedgerRow>) -> Result<()> {
+        let db = crate::env::db(&self.env)?;
+        let mut statements = Vec::with_capacity(rows.len());
+        for r in rows {
+            statements.push(db.prepare(
+                "INSERT OR IGNORE INTO balance_transactions (id, user_id, type, amount, balance_after, reference_id, description, key_id, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            ).bind(&[
+                text(&r.id),
+                text(account_id),
+                text(&r.r#type),
+                JsValue::from_f64(r.amount),
+                JsValue::from_f64(r.balance_after),
+                opt_text(r.reference_id.as_deref()),
+                opt_text(r.description.as_deref()),
+                opt_text(r.key_id.as_deref()),
+                text(&to_iso(r.created_ms as i64)),
+            ])?);
+        }
+        db.batch(statements).await?;
+        Ok(())
     }
 }
 
 impl DurableObject for AccountDo {
-    fn new(state: State, _env: Env) -> Self {
-        Self { state, ready: std::cell::Cell::new(false) }
+    fn new(state: State, env: Env) -> Self {
+        Self { state, env, ready: std::cell::Cell::new(false) }
     }
 
     async fn fetch(&self, req: Request) -> Result<Response> {
         let message = req.headers().get(MESSAGE_HEADER)?.unwrap_or_default();
-        let answer = match serde_json::from_str::<AccountRequest>(&message) {
+        let parsed = serde_json::from_str::<AccountRequest>(&message);
+        let moves_money = matches!(parsed, Ok(AccountRequest::Settle { .. } | AccountRequest::Credit { .. }));
+        let answer = match parsed {
             Ok(message) => self.handle(message).unwrap_or_else(|e| AccountResponse::Error { message: e.to_string() }),
             Err(e) => AccountResponse::Error { message: format!("bad message: {e}") },
         };
+        if moves_money {
+            // The balance is already durable here; copying the row to D1 may fail and is retried by the alarm.
+            if let Err(e) = self.flush_outbox().await {
+                worker::console_error!(
+                    "{}",
+                    serde_json::json!({"level": "error", "job": "ledger_outbox", "detail": e.to_string()})
+                );
+            }
+        }
+        let body = serde_json::to_string(&answer)?;
+        if body.len() > 4096 {
+            let headers = Headers::new();
+            headers.set(MESSAGE_HEADER, "body")?;
+            return Ok(Response::ok(body)?.with_headers(headers));
+        }
         let headers = Headers::new();
-        headers.set(MESSAGE_HEADER, &serde_json::to_string(&answer)?)?;
+        headers.set(MESSAGE_HEADER, &body)?;
         Ok(Response::empty()?.with_headers(headers))
+    }
+
+    async fn alarm(&self) -> Result<Response> {
+        self.flush_outbox().await?;
+        Response::empty()
     }
 }

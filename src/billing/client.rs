@@ -17,8 +17,12 @@ pub async fn call(env: &Env, account_id: &str, message: &AccountRequest) -> Resu
     let mut init = RequestInit::new();
     init.with_method(Method::Post).with_headers(headers);
     let req = Request::new_with_init("https://account/", &init).map_err(|e| e.to_string())?;
-    let resp = stub.fetch_with_request(req).await.map_err(|e| e.to_string())?;
-    let answer = resp.headers().get(MESSAGE_HEADER).ok().flatten().ok_or("the account object sent no answer")?;
+    let mut resp = stub.fetch_with_request(req).await.map_err(|e| e.to_string())?;
+    let mut answer = resp.headers().get(MESSAGE_HEADER).ok().flatten().ok_or("the account object sent no answer")?;
+    if answer == "body" {
+        // Large answers (ledger pages) come in the body.
+        answer = resp.text().await.map_err(|e| e.to_string())?;
+    }
     match serde_json::from_str::<AccountResponse>(&answer).map_err(|e| e.to_string())? {
         AccountResponse::Error { message } => Err(message),
         answer => Ok(answer),

@@ -3,6 +3,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::domain::keys::{KeyRefusal, KeyState};
+use crate::domain::ledger::Reservation;
+use crate::domain::windows::Reset;
 
 /// The header that carries a message (JSON) to the object and its answer back.
 pub const MESSAGE_HEADER: &str = "x-tollgate-message";
@@ -14,8 +16,59 @@ pub enum AccountRequest {
     PutKey { state: KeyState },
     /// May this secret of this key be used now?
     Authorize { key_id: String, hash: String },
+    /// Checks the key like `Authorize`, then reserves up to `worst_case` micro-USD.
+    /// `limit_*` are the gateway's view of the key's limit, used when the object
+    /// has no state for the key.
+    Reserve {
+        request_id: String,
+        key_id: String,
+        hash: String,
+        limit_micros: Option<i64>,
+        limit_reset: Option<Reset>,
+        worst_case: i64,
+        min_to_run: i64,
+    },
+    /// Turns a reservation into the actual cost (capped at the reservation).
+    Settle { request_id: String, account_id: String, cost: i64, description: String },
+    /// Adds money (recharge, refund, adjustment — the last may be negative).
+    Credit {
+        account_id: String,
+        amount: i64,
+        kind: String,
+        description: Option<String>,
+        idempotency_key: Option<String>,
+    },
+    /// Balance and totals; with `key_id`, that key's spend per window.
+    Summary { key_id: Option<String> },
+    /// Ledger rows, newest first.
+    Transactions { page: u32, page_size: u32 },
     /// Liveness probe for `/health?deep=1`.
     Ping,
+}
+
+/// One ledger row (amounts in micro-USD; times in ms).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LedgerEntry {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub amount: i64,
+    pub balance_after: i64,
+    pub reference_id: Option<String>,
+    pub description: Option<String>,
+    pub key_id: Option<String>,
+    pub created_ms: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyUsage {
+    pub total: i64,
+    pub daily: i64,
+    pub weekly: i64,
+    pub monthly: i64,
+    /// Spend in the key's own limit window.
+    pub in_window: i64,
+    pub window_resets_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -30,6 +83,29 @@ pub enum AccountResponse {
     },
     Pong {
         pings: i64,
+    },
+    Reserved {
+        reservation: Reservation,
+        resets_at_ms: Option<i64>,
+    },
+    Settled {
+        charged: i64,
+        balance: i64,
+    },
+    Credited {
+        transaction_id: String,
+        balance: i64,
+    },
+    Summary {
+        balance: i64,
+        reserved: i64,
+        total_credits: i64,
+        total_usage: i64,
+        key: Option<KeyUsage>,
+    },
+    Transactions {
+        rows: Vec<LedgerEntry>,
+        total: i64,
     },
     Error {
         message: String,

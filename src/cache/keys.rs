@@ -31,6 +31,11 @@ pub struct KeyRecord {
     pub valid_until_ms: Option<i64>,
     pub disabled: bool,
     pub deleted: bool,
+    /// Spend limit per window (micro-USD) and its reset, as D1 had them.
+    #[serde(default)]
+    pub limit_micros: Option<i64>,
+    #[serde(default)]
+    pub limit_reset: Option<String>,
 }
 
 impl KeyRecord {
@@ -51,6 +56,8 @@ impl KeyRecord {
             valid_until_ms,
             disabled: row.disabled != 0,
             deleted: row.deleted_at.is_some(),
+            limit_micros: row.limit_micros,
+            limit_reset: row.limit_reset.clone(),
         }
     }
 }

@@ -1,3 +1,4 @@
 //! Read caches in front of D1: an in-isolate map for hot entries and KV behind it.
 
 pub mod keys;
+pub mod prices;

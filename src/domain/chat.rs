@@ -7,6 +7,21 @@ use super::InvalidRequest;
 
 const ROLES: &[&str] = &["system", "developer", "user", "assistant", "tool", "function"];
 const MAX_MODEL_LEN: usize = 256;
+/// Chat-template tokens allowed per message on top of its text.
+const PER_MESSAGE_TOKENS: u64 = 8;
+/// Tokens allowed per image part (a high-detail image costs up to a few thousand).
+const PER_IMAGE_TOKENS: u64 = 4_000;
+
+fn count_images(v: &Value) -> u64 {
+    match v {
+        Value::Object(o) => {
+            u64::from(o.get("type").and_then(Value::as_str).is_some_and(|t| t == "image_url" || t == "input_image"))
+                + o.values().map(count_images).sum::<u64>()
+        }
+        Value::Array(a) => a.iter().map(count_images).sum(),
+        _ => 0,
+    }
+}
 
 /// A validated chat completion request. `body` is the client's JSON object,
 /// kept whole so unknown fields reach the upstream as they were sent.
@@ -45,6 +60,26 @@ impl ChatRequest {
         };
         let max_tokens = positive_int(&body, "max_completion_tokens")?.or(positive_int(&body, "max_tokens")?);
         Ok(Self { model, stream, max_tokens, body })
+    }
+
+    /// An upper bound on the prompt's tokens: a token is at least one byte, so
+    /// the UTF-8 size of the messages (and tools) as JSON bounds their text;
+    /// each message gets a small allowance for the chat template and each
+    /// image a fixed allowance.
+    pub fn prompt_token_bound(&self) -> u64 {
+        let size =
+            |field: &str| self.body.get(field).map_or(0, |v| serde_json::to_vec(v).map_or(0, |b| b.len() as u64));
+        let messages = self.body.get("messages").and_then(Value::as_array).map_or(0, |m| m.len() as u64);
+        let images = self.body.get("messages").map_or(0, count_images);
+        size("messages") + size("tools") + size("functions") + PER_MESSAGE_TOKENS * messages + PER_IMAGE_TOKENS * images
+    }
+
+    /// Sets the output cap sent upstream (both spellings the client may use).
+    pub fn cap_output(&mut self, max_tokens: u64) {
+        let field =
+            if self.body.contains_key("max_completion_tokens") { "max_completion_tokens" } else { "max_tokens" };
+        self.body.insert(field.into(), Value::from(max_tokens));
+        self.max_tokens = Some(max_tokens);
     }
 
     /// The body to send upstream: the client's, plus a request for the usage
@@ -147,6 +182,29 @@ mod tests {
     }
 
     #[test]
+    fn prompt_bound_covers_text_messages_and_images() {
+        let req = parse(r#"{"model":"m","messages":[{"role":"system","content":"be brief"},{"role":"user","content":[{"type":"text","text":"hi"},{"type":"image_url","image_url":{"url":"https://x/y.png"}}]}]}"#)
+            .expect("valid");
+        let json_len = serde_json::to_vec(&req.body["messages"]).expect("json").len() as u64;
+        assert_eq!(req.prompt_token_bound(), json_len + 2 * PER_MESSAGE_TOKENS + PER_IMAGE_TOKENS);
+        // "héllo" is 6 UTF-8 bytes: never fewer bound tokens than bytes of text
+        let req = parse(r#"{"model":"m","messages":[{"role":"user","content":"héllo"}]}"#).expect("valid");
+        assert!(req.prompt_token_bound() >= 6 + PER_MESSAGE_TOKENS);
+    }
+
+    #[test]
+    fn capping_output_uses_the_clients_spelling() {
+        let mut req = parse(r#"{"model":"m","max_completion_tokens":500,"messages":[{"role":"user","content":"x"}]}"#)
+            .expect("valid");
+        req.cap_output(40);
+        assert_eq!(req.body["max_completion_tokens"], 40);
+        assert!(req.body.get("max_tokens").is_none());
+        let mut req = parse(r#"{"model":"m","messages":[{"role":"user","content":"x"}]}"#).expect("valid");
+        req.cap_output(7);
+        assert_eq!((req.body["max_tokens"].as_u64(), req.max_tokens), (Some(7), Some(7)));
+    }
+
+    #[test]
     fn max_completion_tokens_wins_over_max_tokens() {
         let req = parse(
             r#"{"model":"m","max_tokens":5,"max_completion_tokens":9,"messages":[{"role":"user","content":"x"}]}"#,
@@ -195,4 +253,36 @@ pub struct Usage {
     pub total_tokens: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_tokens_details: Option<PromptDetails>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_tokens_details: Option<CompletionDetails>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize, serde::Serialize)]
+pub struct PromptDetails {
+    #[serde(default)]
+    pub cached_tokens: u64,
+    #[serde(default)]
+    pub cache_write_tokens: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize, serde::Serialize)]
+pub struct CompletionDetails {
+    #[serde(default)]
+    pub reasoning_tokens: u64,
+}
+
+impl Usage {
+    /// The token split prices apply to.
+    pub fn tokens(&self) -> super::pricing::Tokens {
+        let prompt = self.prompt_tokens_details.clone().unwrap_or_default();
+        super::pricing::Tokens {
+            prompt: self.prompt_tokens,
+            completion: self.completion_tokens,
+            cache_read: prompt.cached_tokens,
+            cache_write: prompt.cache_write_tokens,
+            reasoning: self.completion_tokens_details.as_ref().map_or(0, |c| c.reasoning_tokens),
+        }
+    }
 }

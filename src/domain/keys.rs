@@ -86,6 +86,11 @@ pub struct KeyState {
     pub expires_at_ms: Option<i64>,
     pub disabled: bool,
     pub deleted: bool,
+    /// Spend limit per window (micro-USD) and its reset; `None` = unlimited / lifetime.
+    #[serde(default)]
+    pub limit_micros: Option<i64>,
+    #[serde(default)]
+    pub limit_reset: Option<super::windows::Reset>,
 }
 
 /// Why a presented secret is refused.
@@ -295,6 +300,8 @@ mod tests {
             expires_at_ms: Some(1000),
             disabled: false,
             deleted: false,
+            limit_micros: None,
+            limit_reset: None,
         };
         assert_eq!(state.check("new", 50), Ok(()));
         assert_eq!(state.check("old", 99), Ok(()), "inside the grace");

@@ -3,11 +3,14 @@
 pub mod chat;
 pub mod ids;
 pub mod keys;
+pub mod ledger;
 pub mod money;
 pub mod orgs;
 pub mod paging;
+pub mod pricing;
 pub mod time;
 pub mod users;
+pub mod windows;
 
 /// A client mistake, reported as a 400 naming the parameter when there is one.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

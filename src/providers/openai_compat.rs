@@ -97,11 +97,24 @@ pub fn completion_usage(body: &[u8]) -> Result<Option<Usage>, ProviderError> {
 pub struct UpstreamModel {
     pub id: String,
     #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
     pub created: Option<i64>,
     #[serde(default)]
     pub context_length: Option<u64>,
     #[serde(default)]
     pub pricing: Option<UpstreamPricing>,
+    #[serde(default)]
+    pub top_provider: Option<TopProvider>,
+    /// Filled from `top_provider.max_completion_tokens` by `parse_model_list`.
+    #[serde(skip)]
+    pub max_completion_tokens: Option<u64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct TopProvider {
+    #[serde(default)]
+    pub max_completion_tokens: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -110,6 +123,12 @@ pub struct UpstreamPricing {
     pub prompt: Option<String>,
     #[serde(default)]
     pub completion: Option<String>,
+    #[serde(default, skip_serializing)]
+    pub input_cache_read: Option<String>,
+    #[serde(default, skip_serializing)]
+    pub input_cache_write: Option<String>,
+    #[serde(default, skip_serializing)]
+    pub internal_reasoning: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -119,7 +138,15 @@ struct UpstreamModelList {
 
 pub fn parse_model_list(body: &[u8]) -> Result<Vec<UpstreamModel>, ProviderError> {
     serde_json::from_slice::<UpstreamModelList>(body)
-        .map(|l| l.data)
+        .map(|l| {
+            l.data
+                .into_iter()
+                .map(|mut m| {
+                    m.max_completion_tokens = m.top_provider.as_ref().and_then(|t| t.max_completion_tokens);
+                    m
+                })
+                .collect()
+        })
         .map_err(|e| ProviderError::Malformed(format!("models list: {e}")))
 }
 
@@ -144,7 +171,13 @@ pub struct ListedPricing {
 impl From<UpstreamModel> for ListedModel {
     fn from(m: UpstreamModel) -> Self {
         let owned_by = m.id.split_once('/').map_or("openrouter", |(p, _)| p).to_string();
-        let pricing = m.pricing.unwrap_or(UpstreamPricing { prompt: None, completion: None });
+        let pricing = m.pricing.unwrap_or(UpstreamPricing {
+            prompt: None,
+            completion: None,
+            input_cache_read: None,
+            input_cache_write: None,
+            internal_reasoning: None,
+        });
         Self {
             owned_by,
             object: "model".into(),

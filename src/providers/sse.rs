@@ -25,10 +25,14 @@ pub struct StreamSummary {
     pub content_bytes: u64,
 }
 
-#[derive(Debug, Default)]
+/// Given the stream's usage, the cost (USD) to report in its place.
+pub type CostReporter = Box<dyn Fn(&Usage) -> f64>;
+
+#[derive(Default)]
 pub struct SseRelay {
     pending: Vec<u8>,
     summary: StreamSummary,
+    report_cost: Option<CostReporter>,
 }
 
 #[derive(Deserialize)]
@@ -76,6 +80,12 @@ impl SseRelay {
         Self::default()
     }
 
+    /// A relay that rewrites the usage chunk's `cost` to what the gateway
+    /// charges, keeping the upstream's figure as `upstream_cost`.
+    pub fn reporting_cost(report: CostReporter) -> Self {
+        Self { report_cost: Some(report), ..Self::default() }
+    }
+
     pub fn summary(&self) -> &StreamSummary {
         &self.summary
     }
@@ -89,10 +99,24 @@ impl SseRelay {
         let mut out = std::mem::take(&mut self.pending);
         out.extend_from_slice(&chunk[..=last_newline]);
         self.pending.extend_from_slice(&chunk[last_newline + 1..]);
+        let mut rewritten: Option<Vec<u8>> = None;
+        let mut start = 0;
         for line in out.split(|&b| b == b'\n') {
-            self.observe_line(line);
+            let end = start + line.len();
+            if let Some(new_line) = self.observe_line(line) {
+                let buf = rewritten.get_or_insert_with(|| out[..start].to_vec());
+                buf.extend_from_slice(&new_line);
+            } else if let Some(buf) = rewritten.as_mut() {
+                buf.extend_from_slice(line);
+            }
+            if let Some(buf) = rewritten.as_mut() {
+                if end < out.len() {
+                    buf.push(b'\n');
+                }
+            }
+            start = end + 1;
         }
-        out
+        rewritten.unwrap_or(out)
     }
 
     /// The upstream body ended. When it ended without `[DONE]`, or `error`
@@ -109,18 +133,23 @@ impl SseRelay {
         }
     }
 
-    fn observe_line(&mut self, line: &[u8]) {
+    /// Notes what the line says; returns a replacement line when it carries usage to re-price.
+    fn observe_line(&mut self, line: &[u8]) -> Option<Vec<u8>> {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let Some(data) = line.strip_prefix(b"data:") else { return };
+        let data = line.strip_prefix(b"data:")?;
         let data = data.strip_prefix(b" ").unwrap_or(data);
         if data == b"[DONE]" {
             self.summary.done = true;
-            return;
+            return None;
         }
-        let Ok(probe) = serde_json::from_slice::<ChunkProbe>(data) else { return };
+        let probe = serde_json::from_slice::<ChunkProbe>(data).ok()?;
         self.summary.events += 1;
-        if probe.usage.is_some() {
-            self.summary.usage = probe.usage;
+        let mut replacement = None;
+        if let Some(usage) = &probe.usage {
+            if let Some(report) = &self.report_cost {
+                replacement = reprice(data, report(usage));
+            }
+            self.summary.usage = probe.usage.clone();
         }
         if probe.error.is_some() {
             self.summary.upstream_error = probe.error;
@@ -136,7 +165,21 @@ impl SseRelay {
                 .sum::<usize>() as u64;
             self.summary.content_bytes += text + tools;
         }
+        replacement
     }
+}
+
+/// The event with `usage.cost` set to `cost` and the upstream's own as `usage.upstream_cost`.
+fn reprice(data: &[u8], cost: f64) -> Option<Vec<u8>> {
+    let mut event: Value = serde_json::from_slice(data).ok()?;
+    let usage = event.get_mut("usage")?.as_object_mut()?;
+    if let Some(upstream) = usage.remove("cost") {
+        usage.insert("upstream_cost".into(), upstream);
+    }
+    usage.insert("cost".into(), Value::from(cost));
+    let mut line = b"data: ".to_vec();
+    line.extend(serde_json::to_vec(&event).ok()?);
+    Some(line)
 }
 
 #[cfg(test)]
@@ -197,6 +240,25 @@ mod tests {
         let tail = relay.finish(Some(r#"{"error":{"message":"cut"}}"#));
         assert_eq!(tail, b"data: {\"error\":{\"message\":\"cut\"}}\n\ndata: [DONE]\n\n");
         assert_eq!(relay.summary().content_bytes, 2);
+    }
+
+    #[test]
+    fn reports_the_gateways_cost_in_the_usage_chunk_whatever_the_chunking() {
+        for size in [1, 5, 13, STREAM.len()] {
+            let mut relay = SseRelay::reporting_cost(Box::new(|u: &Usage| u.completion_tokens as f64 * 0.5));
+            let mut out = Vec::new();
+            for piece in STREAM.as_bytes().chunks(size) {
+                out.extend(relay.feed(piece));
+            }
+            let text = String::from_utf8(out).expect("utf8");
+            let usage_line = text.lines().find(|l| l.contains("\"usage\"")).expect("usage line");
+            let event: Value = serde_json::from_str(&usage_line[6..]).expect("json");
+            assert_eq!(event["usage"]["cost"], 1.0, "chunk size {size}");
+            assert_eq!(event["usage"]["upstream_cost"], 0.00042);
+            assert_eq!(text.lines().filter(|l| l.starts_with("data: ")).count(), 4, "no event lost or split");
+            assert!(text.ends_with("data: [DONE]\n\n"));
+            assert_eq!(relay.summary().usage.as_ref().map(|u| u.completion_tokens), Some(2));
+        }
     }
 
     #[test]

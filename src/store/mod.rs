@@ -2,6 +2,7 @@
 
 pub mod keys;
 pub mod orgs;
+pub mod prices;
 pub mod users;
 
 use wasm_bindgen::JsValue;

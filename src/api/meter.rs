@@ -1,0 +1,153 @@
+//! Metering one inference request: price it, reserve its worst case in the
+//! account's Durable Object, and settle it to the actual cost afterwards.
+
+use worker::Env;
+
+use super::error::ApiError;
+use super::respond::Call;
+use crate::billing::client;
+use crate::billing::protocol::{AccountRequest, AccountResponse};
+use crate::cache::keys::KeyRecord;
+use crate::cache::prices as price_cache;
+use crate::domain::chat::{ChatRequest, Usage};
+use crate::domain::ledger::{self, LimitSource, Reservation};
+use crate::domain::money::micros_to_usd;
+use crate::domain::pricing::{self, Price, Tokens};
+use crate::domain::windows::Reset;
+use crate::env;
+use crate::store::prices::PriceRow;
+
+/// Output tokens assumed when neither the client nor the price table bounds them.
+const DEFAULT_MAX_OUTPUT: u64 = 16_384;
+
+/// An open reservation. Settle it exactly once (a repeat charges nothing).
+pub struct Meter {
+    pub account_id: String,
+    pub request_id: String,
+    pub price: Price,
+    pub reserved: i64,
+    /// Upper bound on prompt tokens, and the prompt's JSON size (for estimates).
+    pub prompt_bytes: u64,
+    pub model: String,
+}
+
+/// The model's price row, or 404 `model_not_found`.
+pub async fn price_of(call: &Call, model: &str) -> Result<PriceRow, ApiError> {
+    let kv = env::cache(&call.env).map_err(ApiError::internal)?;
+    let db = env::db(&call.env).map_err(ApiError::internal)?;
+    let table = price_cache::table(&kv, &db, call.now_ms()).await?;
+    table
+        .get(model)
+        .filter(|r| r.is_active != 0)
+        .cloned()
+        .ok_or_else(|| ApiError::ModelNotFound(format!("no price configured for {model}")))
+}
+
+impl Meter {
+    /// Checks the key and reserves the worst case; caps `max_tokens` when only part is affordable.
+    pub async fn reserve(
+        call: &Call,
+        key: &KeyRecord,
+        hash: &str,
+        chat: &mut ChatRequest,
+        row: &PriceRow,
+    ) -> Result<Self, ApiError> {
+        let price = row.price();
+        let prompt = chat.prompt_token_bound();
+        let room = row.context_length.map(|c| (c as u64).saturating_sub(prompt)).filter(|r| *r > 0);
+        let output =
+            chat.max_tokens.or(row.max_completion_tokens.map(|m| m as u64)).or(room).unwrap_or(DEFAULT_MAX_OUTPUT);
+        let worst_case = pricing::cost(&price, &Tokens { prompt, completion: output, ..Tokens::default() });
+        let min_to_run = pricing::cost(&price, &Tokens { prompt, completion: 1, ..Tokens::default() });
+        let message = AccountRequest::Reserve {
+            request_id: call.request_id.clone(),
+            key_id: key.id.clone(),
+            hash: hash.to_string(),
+            limit_micros: key.limit_micros,
+            limit_reset: key.limit_reset.as_deref().and_then(Reset::parse),
+            worst_case,
+            min_to_run,
+        };
+        let answer = client::call(&call.env, &key.user_id, &message).await.map_err(ApiError::internal)?;
+        let (reservation, resets_at_ms) = match answer {
+            AccountResponse::Refused { reason } => return Err(ApiError::unauthenticated(reason.message())),
+            AccountResponse::Reserved { reservation, resets_at_ms } => (reservation, resets_at_ms),
+            other => return Err(ApiError::internal(format!("unexpected answer to Reserve: {other:?}"))),
+        };
+        let meter = |reserved| Self {
+            account_id: key.user_id.clone(),
+            request_id: call.request_id.clone(),
+            price,
+            reserved,
+            prompt_bytes: prompt,
+            model: chat.model.clone(),
+        };
+        match reservation {
+            Reservation::Full { amount } => Ok(meter(amount)),
+            Reservation::Partial { amount } => {
+                let affordable = pricing::affordable_output_tokens(&price, prompt, amount).min(output);
+                let m = meter(amount);
+                if affordable == 0 {
+                    m.release(call);
+                    return Err(insufficient(LimitSource::Balance, None));
+                }
+                chat.cap_output(affordable);
+                Ok(m)
+            }
+            Reservation::Refused { source } => {
+                Err(insufficient(source, resets_at_ms.filter(|_| source == LimitSource::KeyLimit)))
+            }
+        }
+    }
+
+    /// The cost of a reported usage, and what is charged for it (never above the reservation).
+    pub fn charge_for(&self, usage: &Usage) -> i64 {
+        ledger::charge(pricing::cost(&self.price, &usage.tokens()), self.reserved)
+    }
+
+    /// The charge for a stream that ended without usage: estimated from what was delivered.
+    pub fn estimated_charge(&self, content_bytes: u64) -> i64 {
+        let tokens = Tokens {
+            prompt: ledger::estimate_tokens(self.prompt_bytes),
+            completion: ledger::estimate_tokens(content_bytes),
+            ..Tokens::default()
+        };
+        ledger::charge(pricing::cost(&self.price, &tokens), self.reserved)
+    }
+
+    pub fn charged_usd(charge: i64) -> f64 {
+        micros_to_usd(charge)
+    }
+
+    /// Settles after the response (`ctx.wait_until`).
+    pub fn settle_later(self, call: &Call, charge: i64, note: &str) {
+        let env = call.env.clone();
+        let description = format!("{} {note}", self.model).trim().to_string();
+        call.ctx.wait_until(async move { self.settle(&env, charge, description).await });
+    }
+
+    /// Gives the whole reservation back (the request failed before any answer).
+    pub fn release(self, call: &Call) {
+        self.settle_later(call, 0, "failed");
+    }
+
+    pub async fn settle(self, env: &Env, charge: i64, description: String) {
+        let message = AccountRequest::Settle {
+            request_id: self.request_id.clone(),
+            account_id: self.account_id.clone(),
+            cost: charge,
+            description,
+        };
+        if let Err(e) = client::call(env, &self.account_id, &message).await {
+            // The reservation expires by itself; the charge is lost, never doubled.
+            worker::console_error!(
+                "{}",
+                serde_json::json!({"level": "error", "job": "settle", "request_id": self.request_id, "detail": e})
+            );
+        }
+    }
+}
+
+fn insufficient(source: LimitSource, resets_at_ms: Option<i64>) -> ApiError {
+    ApiError::InsufficientCredits { limit: source, resets_at_ms }
+}

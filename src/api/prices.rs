@@ -1,0 +1,191 @@
+//! Prices: GET /api/models/pricing[/{model}], PUT (admin), POST /sync (admin, and cron).
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+use worker::{Env, Request, Response};
+
+use super::auth::authenticate;
+use super::error::ApiError;
+use super::respond::{self, query, read_json, Call};
+use crate::cache::prices as price_cache;
+use crate::domain::keys::Permission;
+use crate::domain::pricing::{from_usd_per_token, parse_usd_per_token, to_usd_per_token, with_markup};
+use crate::domain::time::to_iso;
+use crate::domain::users::{validate_optional_text, validate_text};
+use crate::domain::InvalidRequest;
+use crate::env::{self, Config};
+use crate::providers::openai_compat::parse_model_list;
+use crate::providers::transport;
+use crate::store::prices::{self, PriceRow};
+
+fn view(r: &PriceRow) -> Value {
+    let usd = |v: Option<i64>| v.map(to_usd_per_token);
+    json!({
+        "model_name": r.model_name, "display_name": r.display_name, "provider": r.provider,
+        "pricing_input": to_usd_per_token(r.input_per_mtok), "pricing_output": to_usd_per_token(r.output_per_mtok),
+        "pricing_cache_read": usd(r.cache_read_per_mtok), "pricing_cache_write": usd(r.cache_write_per_mtok),
+        "pricing_reasoning": usd(r.reasoning_per_mtok),
+        "upstream_pricing_input": usd(r.upstream_input_per_mtok), "upstream_pricing_output": usd(r.upstream_output_per_mtok),
+        "context_length": r.context_length, "max_completion_tokens": r.max_completion_tokens,
+        "is_active": r.is_active != 0, "edited_by_admin": r.edited_by_admin != 0, "updated_at": r.updated_at,
+    })
+}
+
+pub async fn list_prices(req: Request, call: &Call) -> Result<Response, ApiError> {
+    let db = env::db(&call.env).map_err(ApiError::internal)?;
+    let provider = query(&req).get("provider").cloned().filter(|p| !p.is_empty());
+    let rows = prices::all(&db).await?;
+    let data: Vec<Value> =
+        rows.iter().filter(|r| provider.as_ref().is_none_or(|p| &r.provider == p)).map(view).collect();
+    respond::json(200, &json!({ "data": data }))
+}
+
+pub async fn get_price(call: &Call, model: &str) -> Result<Response, ApiError> {
+    let db = env::db(&call.env).map_err(ApiError::internal)?;
+    let row = prices::get(&db, model)
+        .await?
+        .ok_or_else(|| ApiError::ModelNotFound(format!("no price configured for {model}")))?;
+    respond::data(200, &view(&row))
+}
+
+/// A price on the wire: a number or OpenRouter's string form.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum WirePrice {
+    Number(f64),
+    Text(String),
+}
+
+fn wire_price(field: &str, p: &WirePrice) -> Result<i64, InvalidRequest> {
+    match p {
+        WirePrice::Number(n) => from_usd_per_token(field, *n),
+        WirePrice::Text(t) => parse_usd_per_token(field, t),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PutPrice {
+    model_name: String,
+    pricing_input: WirePrice,
+    pricing_output: WirePrice,
+    pricing_cache_read: Option<WirePrice>,
+    pricing_cache_write: Option<WirePrice>,
+    pricing_reasoning: Option<WirePrice>,
+    display_name: Option<String>,
+    provider: Option<String>,
+    context_length: Option<u32>,
+    max_completion_tokens: Option<u32>,
+    is_active: Option<bool>,
+}
+
+pub async fn put_price(mut req: Request, call: &Call) -> Result<Response, ApiError> {
+    authenticate(&req, call).await?.caller.require(Permission::Admin)?;
+    let body: PutPrice = read_json(&mut req).await?;
+    let model = validate_text("model_name", &body.model_name, 256)?;
+    let opt = |field: &str, p: &Option<WirePrice>| p.as_ref().map(|p| wire_price(field, p)).transpose();
+    let row = PriceRow {
+        provider: match body.provider {
+            Some(p) => validate_text("provider", &p, 64)?,
+            None => model.split_once('/').map_or("openrouter", |(p, _)| p).to_string(),
+        },
+        display_name: validate_optional_text("display_name", body.display_name.as_deref(), 200)?,
+        input_per_mtok: wire_price("pricing_input", &body.pricing_input)?,
+        output_per_mtok: wire_price("pricing_output", &body.pricing_output)?,
+        cache_read_per_mtok: opt("pricing_cache_read", &body.pricing_cache_read)?,
+        cache_write_per_mtok: opt("pricing_cache_write", &body.pricing_cache_write)?,
+        reasoning_per_mtok: opt("pricing_reasoning", &body.pricing_reasoning)?,
+        upstream_input_per_mtok: None,
+        upstream_output_per_mtok: None,
+        context_length: body.context_length.map(i64::from),
+        max_completion_tokens: body.max_completion_tokens.map(i64::from),
+        is_active: i64::from(body.is_active.unwrap_or(true)),
+        edited_by_admin: 1,
+        updated_at: to_iso(call.now_ms()),
+        model_name: model,
+    };
+    let db = env::db(&call.env).map_err(ApiError::internal)?;
+    let existing = prices::get(&db, &row.model_name).await?;
+    let row = PriceRow {
+        upstream_input_per_mtok: existing.as_ref().and_then(|e| e.upstream_input_per_mtok),
+        upstream_output_per_mtok: existing.as_ref().and_then(|e| e.upstream_output_per_mtok),
+        ..row
+    };
+    prices::upsert(&db, &row).await?;
+    price_cache::forget(&env::cache(&call.env).map_err(ApiError::internal)?).await;
+    respond::data(200, &view(&row))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct SyncBody {
+    overwrite: Option<bool>,
+}
+
+pub async fn sync_prices(mut req: Request, call: &Call) -> Result<Response, ApiError> {
+    authenticate(&req, call).await?.caller.require(Permission::Admin)?;
+    let bytes = respond::read_body(&mut req, 4096).await?;
+    let body: SyncBody = if bytes.iter().all(u8::is_ascii_whitespace) {
+        SyncBody::default()
+    } else {
+        serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))?
+    };
+    let synced = sync(&call.env, body.overwrite.unwrap_or(false)).await?;
+    respond::data(200, &json!({ "synced": synced, "overwrite": body.overwrite.unwrap_or(false) }))
+}
+
+/// Pulls the upstream `/models`, applies `PRICE_MARKUP_PERCENT`, upserts. Returns how many models it read.
+pub async fn sync(env: &Env, overwrite: bool) -> Result<usize, ApiError> {
+    let config = Config::get(env);
+    let url = format!("{}/models", config.upstream_base_url);
+    let auth = config.upstream_api_key.as_ref().map(|k| format!("Bearer {}", k.expose()));
+    let mut headers = vec![("accept", "application/json")];
+    if let Some(auth) = &auth {
+        headers.push(("authorization", auth));
+    }
+    let mut upstream = transport::send(worker::Method::Get, &url, &headers, None, config.request_timeout_ms).await?;
+    let bytes = transport::read_all(&mut upstream, config.request_timeout_ms).await?;
+    let now = to_iso(js_sys::Date::now() as i64);
+    let rows: Vec<PriceRow> = parse_model_list(&bytes)?
+        .into_iter()
+        .filter_map(|m| {
+            let p = m.pricing.as_ref()?;
+            let input = parse_usd_per_token("prompt", p.prompt.as_deref()?).ok()?;
+            let output = parse_usd_per_token("completion", p.completion.as_deref()?).ok()?;
+            Some(PriceRow {
+                provider: m.id.split_once('/').map_or("openrouter", |(p, _)| p).to_string(),
+                display_name: m.name.clone(),
+                input_per_mtok: with_markup(input, config.price_markup_percent),
+                output_per_mtok: with_markup(output, config.price_markup_percent),
+                cache_read_per_mtok: p
+                    .input_cache_read
+                    .as_deref()
+                    .and_then(|v| parse_usd_per_token("c", v).ok())
+                    .map(|v| with_markup(v, config.price_markup_percent)),
+                cache_write_per_mtok: p
+                    .input_cache_write
+                    .as_deref()
+                    .and_then(|v| parse_usd_per_token("c", v).ok())
+                    .map(|v| with_markup(v, config.price_markup_percent)),
+                reasoning_per_mtok: p
+                    .internal_reasoning
+                    .as_deref()
+                    .and_then(|v| parse_usd_per_token("r", v).ok())
+                    .filter(|v| *v > 0)
+                    .map(|v| with_markup(v, config.price_markup_percent)),
+                upstream_input_per_mtok: Some(input),
+                upstream_output_per_mtok: Some(output),
+                context_length: m.context_length.map(|c| c as i64),
+                max_completion_tokens: m.max_completion_tokens.map(|c| c as i64),
+                is_active: 1,
+                edited_by_admin: 0,
+                updated_at: now.clone(),
+                model_name: m.id,
+            })
+        })
+        .collect();
+    let db = env::db(env).map_err(ApiError::internal)?;
+    prices::upsert_synced(&db, &rows, overwrite).await?;
+    price_cache::forget(&env::cache(env).map_err(ApiError::internal)?).await;
+    Ok(rows.len())
+}

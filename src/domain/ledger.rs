@@ -1,0 +1,116 @@
+//! Money rules of one account, applied by its Durable Object one request at
+//! a time: reserve the worst case before forwarding, settle to the actual
+//! cost after, never charge more than was reserved.
+
+use serde::{Deserialize, Serialize};
+
+/// Which limit refused a request (API.md's `metadata.limit_source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitSource {
+    Balance,
+    KeyLimit,
+    OrgLimit,
+}
+
+/// What can be spent now under each limit (micro-USD); `None` = no such limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Headroom {
+    pub balance: i64,
+    pub key: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "decision", rename_all = "snake_case")]
+pub enum Reservation {
+    /// The worst case is covered.
+    Full {
+        amount: i64,
+    },
+    /// Only `amount` is covered: the request runs with its output capped to fit.
+    Partial {
+        amount: i64,
+    },
+    Refused {
+        source: LimitSource,
+    },
+}
+
+/// `worst_case`: the most the request can cost; `min_to_run`: the prompt plus one output token.
+pub fn reserve(headroom: Headroom, worst_case: i64, min_to_run: i64) -> Reservation {
+    let (cap, source) = match headroom.key {
+        Some(key) if key < headroom.balance => (key, LimitSource::KeyLimit),
+        _ => (headroom.balance, LimitSource::Balance),
+    };
+    if cap >= worst_case {
+        Reservation::Full { amount: worst_case.max(0) }
+    } else if cap >= min_to_run && cap > 0 {
+        Reservation::Partial { amount: cap }
+    } else {
+        Reservation::Refused { source }
+    }
+}
+
+/// What a settled request is charged: its cost, but never more than its reservation, never negative.
+pub fn charge(cost: i64, reserved: i64) -> i64 {
+    cost.clamp(0, reserved.max(0))
+}
+
+/// Tokens delivered on a stream that ended without a usage report, estimated
+/// from the bytes of content sent (about four bytes a token, at least one
+/// token when anything was sent).
+pub fn estimate_tokens(bytes: u64) -> u64 {
+    if bytes == 0 {
+        0
+    } else {
+        bytes.div_ceil(4)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reserves_the_worst_case_when_covered() {
+        assert_eq!(reserve(Headroom { balance: 100, key: None }, 100, 10), Reservation::Full { amount: 100 });
+        assert_eq!(reserve(Headroom { balance: 500, key: Some(100) }, 100, 10), Reservation::Full { amount: 100 });
+    }
+
+    #[test]
+    fn clamps_to_what_the_tightest_limit_allows() {
+        assert_eq!(reserve(Headroom { balance: 50, key: None }, 100, 10), Reservation::Partial { amount: 50 });
+        assert_eq!(reserve(Headroom { balance: 500, key: Some(30) }, 100, 10), Reservation::Partial { amount: 30 });
+    }
+
+    #[test]
+    fn refuses_naming_the_limit_that_tripped() {
+        assert_eq!(
+            reserve(Headroom { balance: 5, key: None }, 100, 10),
+            Reservation::Refused { source: LimitSource::Balance }
+        );
+        assert_eq!(
+            reserve(Headroom { balance: 500, key: Some(5) }, 100, 10),
+            Reservation::Refused { source: LimitSource::KeyLimit }
+        );
+        assert_eq!(
+            reserve(Headroom { balance: 0, key: None }, 0, 0),
+            Reservation::Full { amount: 0 },
+            "free models run"
+        );
+        assert_eq!(
+            reserve(Headroom { balance: -3, key: None }, 10, 1),
+            Reservation::Refused { source: LimitSource::Balance }
+        );
+    }
+
+    #[test]
+    fn charges_never_exceed_the_reservation() {
+        assert_eq!(charge(40, 100), 40);
+        assert_eq!(charge(140, 100), 100);
+        assert_eq!(charge(-5, 100), 0);
+        assert_eq!(estimate_tokens(0), 0);
+        assert_eq!(estimate_tokens(1), 1);
+        assert_eq!(estimate_tokens(9), 3);
+    }
+}

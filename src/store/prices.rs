@@ -1,0 +1,99 @@
+//! The `model_pricing` table.
+
+use serde::{Deserialize, Serialize};
+use worker::D1Database;
+
+use super::{int, opt_int, opt_text, text, StoreError};
+use crate::domain::pricing::Price;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PriceRow {
+    pub model_name: String,
+    pub display_name: Option<String>,
+    pub provider: String,
+    pub input_per_mtok: i64,
+    pub output_per_mtok: i64,
+    pub cache_read_per_mtok: Option<i64>,
+    pub cache_write_per_mtok: Option<i64>,
+    pub reasoning_per_mtok: Option<i64>,
+    pub upstream_input_per_mtok: Option<i64>,
+    pub upstream_output_per_mtok: Option<i64>,
+    pub context_length: Option<i64>,
+    pub max_completion_tokens: Option<i64>,
+    pub is_active: i64,
+    pub edited_by_admin: i64,
+    pub updated_at: String,
+}
+
+impl PriceRow {
+    pub fn price(&self) -> Price {
+        Price {
+            input: self.input_per_mtok,
+            output: self.output_per_mtok,
+            cache_read: self.cache_read_per_mtok,
+            cache_write: self.cache_write_per_mtok,
+            reasoning: self.reasoning_per_mtok,
+        }
+    }
+}
+
+const UPSERT: &str = "INSERT INTO model_pricing (model_name, display_name, provider, input_per_mtok, output_per_mtok, \
+    cache_read_per_mtok, cache_write_per_mtok, reasoning_per_mtok, upstream_input_per_mtok, upstream_output_per_mtok, \
+    context_length, max_completion_tokens, is_active, edited_by_admin, updated_at) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
+    ON CONFLICT(model_name) DO UPDATE SET display_name = ?2, provider = ?3, input_per_mtok = ?4, output_per_mtok = ?5, \
+    cache_read_per_mtok = ?6, cache_write_per_mtok = ?7, reasoning_per_mtok = ?8, upstream_input_per_mtok = ?9, \
+    upstream_output_per_mtok = ?10, context_length = ?11, max_completion_tokens = ?12, is_active = ?13, \
+    edited_by_admin = ?14, updated_at = ?15";
+/// The same, but leaves rows an operator edited alone.
+const UPSERT_UNLESS_EDITED: &str = " WHERE model_pricing.edited_by_admin = 0";
+
+fn bind(row: &PriceRow) -> Vec<wasm_bindgen::JsValue> {
+    vec![
+        text(&row.model_name),
+        opt_text(row.display_name.as_deref()),
+        text(&row.provider),
+        int(row.input_per_mtok),
+        int(row.output_per_mtok),
+        opt_int(row.cache_read_per_mtok),
+        opt_int(row.cache_write_per_mtok),
+        opt_int(row.reasoning_per_mtok),
+        opt_int(row.upstream_input_per_mtok),
+        opt_int(row.upstream_output_per_mtok),
+        opt_int(row.context_length),
+        opt_int(row.max_completion_tokens),
+        int(row.is_active),
+        int(row.edited_by_admin),
+        text(&row.updated_at),
+    ]
+}
+
+pub async fn all(db: &D1Database) -> Result<Vec<PriceRow>, StoreError> {
+    Ok(db.prepare("SELECT * FROM model_pricing ORDER BY model_name").all().await?.results::<PriceRow>()?)
+}
+
+pub async fn get(db: &D1Database, model: &str) -> Result<Option<PriceRow>, StoreError> {
+    Ok(db
+        .prepare("SELECT * FROM model_pricing WHERE model_name = ?1")
+        .bind(&[text(model)])?
+        .first::<PriceRow>(None)
+        .await?)
+}
+
+pub async fn upsert(db: &D1Database, row: &PriceRow) -> Result<(), StoreError> {
+    db.prepare(UPSERT).bind(&bind(row))?.run().await?;
+    Ok(())
+}
+
+/// Upserts synced prices in one batch; `overwrite` also replaces rows an operator edited.
+pub async fn upsert_synced(db: &D1Database, rows: &[PriceRow], overwrite: bool) -> Result<(), StoreError> {
+    let sql = if overwrite { UPSERT.to_string() } else { format!("{UPSERT}{UPSERT_UNLESS_EDITED}") };
+    let mut statements = Vec::with_capacity(rows.len());
+    for row in rows {
+        statements.push(db.prepare(&sql).bind(&bind(row))?);
+    }
+    for chunk in statements.chunks(50) {
+        db.batch(chunk.to_vec()).await?;
+    }
+    Ok(())
+}
