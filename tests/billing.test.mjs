@@ -1,0 +1,267 @@
+// Billing end to end: exact charges, no overspending under concurrency, key
+// limits, idempotent credits, streams cut or abandoned, the ledger and its D1 copy.
+
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+
+import OpenAI from 'openai';
+
+import { gatewayForFile } from './fixture.mjs';
+import { adminClient } from './harness.mjs';
+
+const ctx = gatewayForFile();
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// The fake's catalogue, in micro-USD per million tokens.
+const PRICES = { 'openai/gpt-4o-mini': [150_000, 600_000], 'openai/gpt-4o': [2_500_000, 10_000_000] };
+
+/** The fake's deterministic token counts (tests/fake-upstream.mjs). */
+function fakeTokens(messages, maxTokens) {
+  const chars = messages.reduce((n, m) => n + m.content.length, 0);
+  const prompt = Math.ceil(chars / 4) + 3 * messages.length;
+  const words = 1 + messages.at(-1).content.split(/\s+/).filter(Boolean).length;
+  return { prompt, completion: maxTokens ? Math.min(words, maxTokens) : words };
+}
+
+/** Cost in micro-USD, rounded up once per request. */
+const costOf = (model, { prompt, completion }) => Math.ceil((prompt * PRICES[model][0] + completion * PRICES[model][1]) / 1e6);
+
+/** The gateway's worst case for a request: the prompt bound (JSON bytes + 8 per message) and max_tokens. */
+function worstCase(model, messages, maxTokens) {
+  const bound = Buffer.byteLength(JSON.stringify(messages)) + 8 * messages.length;
+  return costOf(model, { prompt: bound, completion: maxTokens });
+}
+
+const micros = (usd) => Math.round(usd * 1e6);
+
+async function balanceOf(userId) {
+  const res = await ctx.admin.call('GET', `/api/balance?user_id=${userId}`);
+  assert.equal(res.status, 200, JSON.stringify(res.body));
+  return micros(res.body.balance);
+}
+
+async function ledgerOf(userId) {
+  const rows = [];
+  for (let page = 1; ; page++) {
+    const res = await ctx.admin.call('GET', `/api/balance/transactions?user_id=${userId}&page=${page}&page_size=100`);
+    rows.push(...res.body.data);
+    if (rows.length >= res.body.total) return rows;
+  }
+}
+
+/** Polls until settlements (written after the response) have landed. */
+async function settled(userId, predicate, what) {
+  for (let i = 0; i < 60; i++) {
+    const rows = await ledgerOf(userId);
+    if (predicate(rows)) return rows;
+    await sleep(100);
+  }
+  assert.fail(`ledger never showed ${what}`);
+}
+
+function chat(token, body) {
+  return fetch(`${ctx.gw.url}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+  });
+}
+
+describe('charging', () => {
+  test('a chat moves balance and ledger by exactly the computed cost, and usage.cost says the same', async () => {
+    const user = await ctx.admin.createUser({}, { credit: 1 });
+    const key = await ctx.admin.createKey(user.id);
+    const client = new OpenAI({ apiKey: key.key, baseURL: `${ctx.gw.url}/v1`, maxRetries: 0 });
+    const messages = [{ role: 'user', content: 'please say something nice about ledgers' }];
+    const { data: res, response } = await client.chat.completions.create({ model: 'openai/gpt-4o', messages }).withResponse();
+    const expected = costOf('openai/gpt-4o', fakeTokens(messages));
+    assert.equal(micros(res.usage.cost), expected, 'usage.cost is what the gateway charges');
+    assert.equal(typeof res.usage.upstream_cost, 'number', "the upstream's own figure is kept");
+    const rows = await settled(user.id, (r) => r.some((x) => x.type === 'usage'), 'the usage row');
+    const usage = rows.find((x) => x.type === 'usage');
+    assert.equal(micros(usage.amount), -expected);
+    assert.equal(usage.reference_id, response.headers.get('x-request-id'));
+    assert.equal(await balanceOf(user.id), 1_000_000 - expected);
+    assert.equal(micros(usage.balance_after), 1_000_000 - expected);
+  });
+
+  test('a streamed chat is charged from its usage chunk, which reports the charge', async () => {
+    const user = await ctx.admin.createUser({}, { credit: 1 });
+    const key = await ctx.admin.createKey(user.id);
+    const client = new OpenAI({ apiKey: key.key, baseURL: `${ctx.gw.url}/v1`, maxRetries: 0 });
+    const messages = [{ role: 'user', content: 'stream me a few words please' }];
+    let usage = null;
+    for await (const chunk of await client.chat.completions.create({ model: 'openai/gpt-4o', messages, stream: true })) {
+      if (chunk.usage) usage = chunk.usage;
+    }
+    const expected = costOf('openai/gpt-4o', fakeTokens(messages));
+    assert.equal(micros(usage.cost), expected);
+    await settled(user.id, (r) => r.some((x) => x.type === 'usage'), 'the usage row');
+    assert.equal(await balanceOf(user.id), 1_000_000 - expected);
+  });
+
+  test('an empty balance is refused with 402 naming the balance', async () => {
+    const user = await ctx.admin.createUser({}, { credit: 0 });
+    const key = await ctx.admin.createKey(user.id);
+    const res = await chat(key.key, { model: 'openai/gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }] });
+    assert.equal(res.status, 402);
+    const err = (await res.json()).error;
+    assert.equal(err.code, 'insufficient_credits');
+    assert.equal(err.metadata.limit_source, 'balance');
+  });
+
+  test('when only part of the worst case is affordable, max_tokens is capped so it still cannot overspend', async () => {
+    const messages = [{ role: 'user', content: 'one two three four five six seven eight nine ten eleven twelve' }];
+    const worst = worstCase('openai/gpt-4o', messages, 1000);
+    const budget = worstCase('openai/gpt-4o', messages, 3); // enough for the prompt bound and three tokens
+    const user = await ctx.admin.createUser({}, { credit: budget / 1e6 });
+    assert.ok(budget < worst);
+    const key = await ctx.admin.createKey(user.id);
+    const res = await chat(key.key, { model: 'openai/gpt-4o', messages, max_tokens: 1000, marker: `clamp-${user.id}` });
+    assert.equal(res.status, 200);
+    const body = await res.json();
+    assert.equal(body.choices[0].finish_reason, 'length', 'the answer stopped at the cap');
+    assert.ok(body.usage.completion_tokens <= 3);
+    await settled(user.id, (r) => r.some((x) => x.type === 'usage'), 'the usage row');
+    assert.ok((await balanceOf(user.id)) >= 0);
+  });
+});
+
+describe('concurrency never overspends', () => {
+  test('money for exactly 10 worst cases, 60 requests at once', async () => {
+    const model = 'openai/gpt-4o';
+    const messages = [{ role: 'user', content: 'count the ways a ledger can balance itself' }];
+    const worst = worstCase(model, messages, 200);
+    const credit = 10 * worst;
+    const user = await ctx.admin.createUser({}, { credit: credit / 1e6 });
+    const key = await ctx.admin.createKey(user.id);
+    const results = await Promise.all(Array.from({ length: 60 }, () => chat(key.key, { model, messages, max_tokens: 200 })));
+    const statuses = results.map((r) => r.status);
+    for (const r of results) await r.arrayBuffer();
+    const ok = statuses.filter((s) => s === 200).length;
+    assert.ok(ok >= 10, `at least the 10 covered requests ran (${ok})`);
+    assert.ok(statuses.every((s) => s === 200 || s === 402), `only 200 or 402: ${[...new Set(statuses)]}`);
+    const rows = await settled(user.id, (r) => r.filter((x) => x.type === 'usage').length === ok, `${ok} usage rows`);
+    const charged = -rows.filter((x) => x.type === 'usage').reduce((n, x) => n + micros(x.amount), 0);
+    const balance = await balanceOf(user.id);
+    assert.ok(balance >= 0, `balance ${balance} never below zero`);
+    assert.ok(charged <= credit, `charged ${charged} ≤ credit ${credit}`);
+    assert.equal(rows.reduce((n, x) => n + micros(x.amount), 0), balance, 'the ledger sums to the balance');
+    assert.equal(balance, credit - charged);
+  });
+
+  test("a key's monthly limit holds under 30 parallel requests, and 402 says when it resets", async () => {
+    const model = 'openai/gpt-4o';
+    const messages = [{ role: 'user', content: 'spend within the limit' }];
+    const worst = worstCase(model, messages, 100);
+    const limit = 5 * worst;
+    const user = await ctx.admin.createUser({}, { credit: 100 });
+    const key = await ctx.admin.createKey(user.id, { limit: limit / 1e6, limit_reset: 'monthly' });
+    const results = await Promise.all(Array.from({ length: 30 }, () => chat(key.key, { model, messages, max_tokens: 100 })));
+    const refused = [];
+    for (const r of results) if (r.status === 402) refused.push((await r.json()).error);
+    else await r.arrayBuffer();
+    const ok = results.filter((r) => r.status === 200).length;
+    assert.ok(refused.length > 0, 'some requests were refused');
+    assert.equal(refused[0].metadata.limit_source, 'key_limit');
+    const resets = new Date(refused[0].metadata.resets_at);
+    const now = new Date();
+    assert.equal(resets.toISOString(), new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() + 1, 1)).toISOString());
+    await settled(user.id, (r) => r.filter((x) => x.type === 'usage').length === ok, `${ok} usage rows`);
+    const me = await adminClient(ctx.gw.url, key.key).call('GET', '/api/v1/key');
+    assert.ok(micros(me.body.data.usage_monthly) <= limit, `${me.body.data.usage_monthly} within ${limit / 1e6}`);
+    assert.equal(micros(me.body.data.limit_remaining), limit - micros(me.body.data.usage_monthly));
+  });
+});
+
+describe('credits and the ledger', () => {
+  test('the same Idempotency-Key credits once', async () => {
+    const user = await ctx.admin.createUser({}, { credit: 0 });
+    const idem = `credit-${user.id}`;
+    const first = await ctx.admin.credit(user.id, 5, { idempotencyKey: idem, description: 'welcome' });
+    const again = await ctx.admin.credit(user.id, 5, { idempotencyKey: idem, description: 'welcome' });
+    assert.equal(again.transaction_id, first.transaction_id);
+    assert.equal(await balanceOf(user.id), 5_000_000);
+    await ctx.admin.credit(user.id, -1.25, { type: 'adjustment' });
+    assert.equal(await balanceOf(user.id), 3_750_000);
+    const rows = await ledgerOf(user.id);
+    assert.deepEqual(rows.map((r) => r.type), ['adjustment', 'recharge'], 'newest first');
+    assert.equal(rows[1].description, 'welcome');
+    const credits = await adminClient(ctx.gw.url, (await ctx.admin.createKey(user.id)).key).call('GET', '/api/v1/credits');
+    assert.deepEqual(credits.body.data, { total_credits: 3.75, total_usage: 0 });
+  });
+
+  test('bad credits are 400; unknown users 404', async () => {
+    const user = await ctx.admin.createUser({}, { credit: 0 });
+    for (const body of [
+      { user_id: user.id, amount: -5 },
+      { user_id: user.id, amount: 5, type: 'gift' },
+      { user_id: user.id, amount: 0, type: 'adjustment' },
+      { user_id: user.id, amount: 'lots' },
+      { user_id: user.id, amount: 5, colour: 'red' },
+    ]) {
+      assert.equal((await ctx.admin.call('POST', '/api/balance/admin/add', body)).status, 400, JSON.stringify(body));
+    }
+    const missing = await ctx.admin.call('POST', '/api/balance/admin/add', { user_id: '00000000-0000-4000-8000-000000000000', amount: 1 });
+    assert.equal(missing.status, 404);
+  });
+
+  test('a key holder sees its own balance and ledger only', async () => {
+    const a = await ctx.admin.createUser({}, { credit: 2 });
+    const b = await ctx.admin.createUser({}, { credit: 3 });
+    const holder = adminClient(ctx.gw.url, (await ctx.admin.createKey(a.id)).key);
+    const mine = await holder.call('GET', '/api/balance');
+    assert.deepEqual({ ...mine.body, reserved: undefined }, { user_id: a.id, balance: 2, currency: 'USD', reserved: undefined });
+    assert.equal((await holder.call('GET', `/api/balance?user_id=${b.id}`)).status, 404);
+    assert.equal((await holder.call('GET', `/api/balance/transactions?user_id=${b.id}`)).status, 404);
+  });
+
+  test('reconciliation finds the D1 ledger equal to every balance', async () => {
+    const res = await ctx.admin.call('GET', '/api/admin/reconcile');
+    assert.equal(res.status, 200);
+    assert.ok(res.body.data.accounts_checked >= 5);
+    assert.deepEqual(res.body.data.drift, []);
+  });
+});
+
+describe('streams that do not finish', () => {
+  test('a cut stream is charged for what was delivered, estimated, and no more than its reservation', async () => {
+    const user = await ctx.admin.createUser({}, { credit: 1 });
+    const key = await ctx.admin.createKey(user.id);
+    const messages = [{ role: 'user', content: 'alpha beta gamma delta epsilon zeta eta theta' }];
+    const res = await chat(key.key, { model: 'openai/gpt-4o', messages, stream: true, max_tokens: 50, fake_fault: 'cut:4' });
+    const text = await res.text();
+    assert.ok(text.includes('"error"'));
+    const rows = await settled(user.id, (r) => r.some((x) => x.type === 'usage'), 'the usage row');
+    const usage = rows.find((x) => x.type === 'usage');
+    const charged = -micros(usage.amount);
+    assert.ok(charged > 0, 'tokens were delivered, so not zero');
+    assert.ok(charged <= worstCase('openai/gpt-4o', messages, 50), 'never above the reservation');
+    assert.match(usage.description, /estimated/);
+  });
+
+  test('a client that hangs up mid-stream is charged for what was delivered', async () => {
+    const user = await ctx.admin.createUser({}, { credit: 1 });
+    const key = await ctx.admin.createKey(user.id);
+    const words = Array.from({ length: 30 }, (_, i) => `word${i}`).join(' ');
+    const messages = [{ role: 'user', content: words }];
+    const abort = new AbortController();
+    const res = await fetch(`${ctx.gw.url}/v1/chat/completions`, {
+      method: 'POST',
+      signal: abort.signal,
+      headers: { authorization: `Bearer ${key.key}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'openai/gpt-4o', messages, stream: true, chunk_delay_ms: 150 }),
+    });
+    const reader = res.body.getReader();
+    let seen = '';
+    while (!seen.includes('word1')) seen += new TextDecoder().decode((await reader.read()).value);
+    abort.abort();
+    const rows = await settled(user.id, (r) => r.some((x) => x.type === 'usage'), 'the usage row');
+    const usage = rows.find((x) => x.type === 'usage');
+    const charged = -micros(usage.amount);
+    const full = costOf('openai/gpt-4o', fakeTokens(messages));
+    assert.ok(charged > 0, 'not zero');
+    assert.ok(charged < full, `less than the full answer (${charged} < ${full})`);
+    assert.match(usage.description, /cancelled/);
+  });
+});
