@@ -1,0 +1,82 @@
+// Prices: public reads, admin edits, sync from the upstream with a markup, and what chat charges.
+
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+
+import { gatewayForFile } from './fixture.mjs';
+
+const ctx = gatewayForFile({ vars: { PRICE_MARKUP_PERCENT: '10' } });
+
+describe('prices', () => {
+  test('sync pulls the upstream catalogue and adds the markup; reads are public', async () => {
+    const list = await fetch(`${ctx.gw.url}/api/models/pricing?provider=openai`).then((r) => r.json());
+    assert.ok(list.data.length >= 2);
+    assert.ok(list.data.every((p) => p.provider === 'openai'));
+    const mini = await fetch(`${ctx.gw.url}/api/models/pricing/openai/gpt-4o-mini`).then((r) => r.json());
+    // upstream 0.00000015 / 0.0000006 per token, +10 %
+    assert.equal(mini.data.pricing_input, 0.000000165);
+    assert.equal(mini.data.pricing_output, 0.00000066);
+    assert.equal(mini.data.upstream_pricing_input, 0.00000015);
+    assert.equal(mini.data.context_length, 128000);
+    assert.equal(mini.data.is_active, true);
+    const missing = await fetch(`${ctx.gw.url}/api/models/pricing/nope/none`);
+    assert.equal(missing.status, 404);
+    assert.equal((await missing.json()).error.code, 'model_not_found');
+    const models = await fetch(`${ctx.gw.url}/v1/models`).then((r) => r.json());
+    assert.deepEqual(models.data.find((m) => m.id === 'openai/gpt-4o-mini').pricing, { prompt: '0.000000165', completion: '0.00000066' }, 'local prices win in /v1/models');
+  });
+
+  test('an operator edit survives a sync unless overwrite is asked for', async () => {
+    const put = await ctx.admin.call('PUT', '/api/models/pricing', { model_name: 'openai/gpt-4o', pricing_input: '0.000001', pricing_output: 0.000002, display_name: 'GPT-4o (ours)' });
+    assert.equal(put.status, 200);
+    assert.equal(put.body.data.edited_by_admin, true);
+    await ctx.admin.call('POST', '/api/models/pricing/sync', {});
+    const kept = (await ctx.admin.call('GET', '/api/models/pricing/openai/gpt-4o')).body.data;
+    assert.equal(kept.pricing_input, 0.000001);
+    assert.equal(kept.display_name, 'GPT-4o (ours)');
+    const over = await ctx.admin.call('POST', '/api/models/pricing/sync', { overwrite: true });
+    assert.equal(over.status, 200);
+    const replaced = (await ctx.admin.call('GET', '/api/models/pricing/openai/gpt-4o')).body.data;
+    assert.equal(replaced.pricing_input, 0.00000275);
+    assert.equal(replaced.edited_by_admin, false);
+  });
+
+  test('a new price, and a deactivated one, take effect in chat', async () => {
+    const user = await ctx.admin.createUser();
+    const key = await ctx.admin.createKey(user.id);
+    const chat = (model) => fetch(`${ctx.gw.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key.key}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model, messages: [{ role: 'user', content: 'price me' }] }),
+    });
+    const put = await ctx.admin.call('PUT', '/api/models/pricing', { model_name: 'meta-llama/llama-3.1-8b-instruct', pricing_input: 0.001, pricing_output: 0.002 });
+    assert.equal(put.status, 200);
+    const res = await chat('meta-llama/llama-3.1-8b-instruct');
+    assert.equal(res.status, 200);
+    const body = await res.json();
+    const expected = Math.ceil((body.usage.prompt_tokens * 1e9 + body.usage.completion_tokens * 2e9) / 1e6);
+    assert.equal(Math.round(body.usage.cost * 1e6), expected, 'charged at the price just set');
+    await ctx.admin.call('PUT', '/api/models/pricing', { model_name: 'meta-llama/llama-3.1-8b-instruct', pricing_input: 0.001, pricing_output: 0.002, is_active: false });
+    assert.equal((await chat('meta-llama/llama-3.1-8b-instruct')).status, 404);
+  });
+
+  test('bad prices are 400; only admins edit', async () => {
+    for (const body of [
+      { model_name: 'x/y', pricing_input: -1, pricing_output: 0 },
+      { model_name: 'x/y', pricing_input: '1e-6', pricing_output: 0 },
+      { model_name: '', pricing_input: 0, pricing_output: 0 },
+      { model_name: 'x/y', pricing_input: 0 },
+      { model_name: 'x/y', pricing_input: 0, pricing_output: 0, colour: 'red' },
+    ]) {
+      assert.equal((await ctx.admin.call('PUT', '/api/models/pricing', body)).status, 400, JSON.stringify(body));
+    }
+    const user = await ctx.admin.createUser();
+    const key = await ctx.admin.createKey(user.id);
+    const res = await fetch(`${ctx.gw.url}/api/models/pricing`, {
+      method: 'PUT',
+      headers: { authorization: `Bearer ${key.key}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model_name: 'x/y', pricing_input: 0, pricing_output: 0 }),
+    });
+    assert.equal(res.status, 403);
+  });
+});
