@@ -265,3 +265,53 @@ describe('streams that do not finish', () => {
     assert.match(usage.description, /cancelled/);
   });
 });
+
+describe('organization monthly limits', () => {
+  test("an org's monthly cost limit holds across its members under 30 parallel requests", async () => {
+    const model = 'openai/gpt-4o';
+    const messages = [{ role: 'user', content: 'organizational spending' }];
+    const worst = worstCase(model, messages, 100);
+    const limit = 4 * worst;
+    const org = (await ctx.admin.call('POST', '/api/orgs', { name: `Cost ${Date.now()}`, limits: { monthly_cost: limit / 1e6 } })).body.data;
+    const members = [await ctx.admin.createUser({}, { credit: 50 }), await ctx.admin.createUser({}, { credit: 50 })];
+    const keys = [];
+    for (const m of members) keys.push((await ctx.admin.call('POST', `/api/orgs/${org.id}/keys`, { name: 'member', user_id: m.id })).body.data.key);
+    const results = await Promise.all(Array.from({ length: 30 }, (_, i) => chat(keys[i % 2], { model, messages, max_tokens: 100 })));
+    const refusals = [];
+    for (const r of results) if (r.status === 402) refusals.push((await r.json()).error);
+    else await r.arrayBuffer();
+    const ok = results.filter((r) => r.status === 200).length;
+    assert.ok(ok >= 1 && refusals.length > 0, `${ok} ran, ${refusals.length} refused`);
+    assert.equal(refusals[0].metadata.limit_source, 'org_limit');
+    assert.ok(refusals[0].metadata.resets_at);
+    let charged = 0;
+    let usageRows = 0;
+    for (let i = 0; i < 60 && usageRows < ok; i++) {
+      charged = 0;
+      usageRows = 0;
+      for (const m of members) {
+        const rows = (await ledgerOf(m.id)).filter((x) => x.type === 'usage');
+        usageRows += rows.length;
+        charged -= rows.reduce((n, x) => n + micros(x.amount), 0);
+      }
+      if (usageRows < ok) await sleep(100);
+    }
+    assert.equal(usageRows, ok);
+    assert.ok(charged <= limit, `members charged ${charged} ≤ org limit ${limit}`);
+  });
+
+  test("an org's monthly request limit answers 429 with retry-after", async () => {
+    const org = (await ctx.admin.call('POST', '/api/orgs', { name: `Req ${Date.now()}`, limits: { monthly_requests: 2 } })).body.data;
+    const user = await ctx.admin.createUser();
+    const key = (await ctx.admin.call('POST', `/api/orgs/${org.id}/keys`, { name: 'm', user_id: user.id })).body.data.key;
+    const body = { model: 'openai/gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }] };
+    assert.equal((await chat(key, body)).status, 200);
+    assert.equal((await chat(key, body)).status, 200);
+    const third = await chat(key, body);
+    assert.equal(third.status, 429);
+    assert.ok(Number(third.headers.get('retry-after')) > 0);
+    assert.match((await third.json()).error.message, /monthly request limit/);
+    await ctx.admin.call('PATCH', `/api/orgs/${org.id}`, { status: 'suspended' });
+    assert.equal((await chat(key, body)).status, 403, 'a suspended organization');
+  });
+});

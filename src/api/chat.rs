@@ -113,11 +113,15 @@ pub async fn create_chat_completion(mut req: Request, call: &Call) -> Result<Res
     };
     let body = match meter {
         Some(m) => {
-            let (charge, note) = match &usage {
-                Some(u) => (m.charge_for(u), ""),
-                None => (m.estimated_charge(body.len() as u64), "(estimated: no usage reported)"),
+            let (charge, tokens, note) = match &usage {
+                Some(u) => (m.charge_for(u), u.prompt_tokens + u.completion_tokens, ""),
+                None => (
+                    m.estimated_charge(body.len() as u64),
+                    m.estimated_tokens(body.len() as u64),
+                    "(estimated: no usage reported)",
+                ),
             };
-            m.settle_later(call, charge, note);
+            m.settle_later(call, charge, tokens, note);
             report_cost(body, Meter::charged_usd(charge))
         }
         None => body,
@@ -158,15 +162,19 @@ fn settle_stream_later(call: &Call, meter: Meter, outcome: oneshot::Receiver<Str
     let env = call.env.clone();
     call.ctx.wait_until(async move {
         let outcome = outcome.await.unwrap_or(StreamOutcome { usage: None, content_bytes: 0, cancelled: true });
-        let (charge, mut note) = match &outcome.usage {
-            Some(u) => (meter.charge_for(u), String::new()),
-            None => (meter.estimated_charge(outcome.content_bytes), "(estimated from content delivered)".to_string()),
+        let (charge, tokens, mut note) = match &outcome.usage {
+            Some(u) => (meter.charge_for(u), u.prompt_tokens + u.completion_tokens, String::new()),
+            None => (
+                meter.estimated_charge(outcome.content_bytes),
+                meter.estimated_tokens(outcome.content_bytes),
+                "(estimated from content delivered)".to_string(),
+            ),
         };
         if outcome.cancelled {
             note = format!("(cancelled) {note}");
         }
         let description = format!("{} {note}", meter.model).trim().to_string();
-        meter.settle(&env, charge, description).await;
+        meter.settle_with_tokens(&env, charge, tokens, description).await;
     });
 }
 

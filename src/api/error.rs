@@ -36,6 +36,9 @@ pub enum ApiError {
     MethodNotAllowed { method: String, path: String },
     #[error("{}", insufficient_message(*limit))]
     InsufficientCredits { limit: LimitSource, resets_at_ms: Option<i64> },
+    /// A monthly request or token limit of the key's organization.
+    #[error("{message}")]
+    LimitReached { message: String, retry_after_secs: u64 },
     #[error(transparent)]
     Provider(#[from] ProviderError),
     /// A bug or an outage of our own storage: details go to the log only.
@@ -69,6 +72,7 @@ impl ApiError {
             Self::NotFound(_) | Self::ModelNotFound(_) => 404,
             Self::Conflict(_) => 409,
             Self::InsufficientCredits { .. } => 402,
+            Self::LimitReached { .. } => 429,
             Self::MethodNotAllowed { .. } => 405,
             Self::Provider(p) => match p {
                 ProviderError::Rejected { status, .. } => *status,
@@ -93,6 +97,7 @@ impl ApiError {
             Self::ModelNotFound(_) => "model_not_found",
             Self::Conflict(_) => "conflict",
             Self::InsufficientCredits { .. } => "insufficient_credits",
+            Self::LimitReached { .. } => "rate_limit_error",
             Self::Provider(p) => match p {
                 ProviderError::Rejected { status: 404, .. } => "model_not_found",
                 ProviderError::Rejected { .. } => "invalid_request",
@@ -126,6 +131,7 @@ impl ApiError {
     pub fn retry_after_secs(&self) -> Option<u64> {
         match self {
             Self::Provider(ProviderError::RateLimited { retry_after_secs, .. }) => Some(retry_after_secs.unwrap_or(1)),
+            Self::LimitReached { retry_after_secs, .. } => Some(*retry_after_secs),
             _ => None,
         }
     }

@@ -12,6 +12,7 @@ use crate::cache::prices as price_cache;
 use crate::domain::chat::{ChatRequest, Usage};
 use crate::domain::ledger::{self, LimitSource, Reservation};
 use crate::domain::money::micros_to_usd;
+use crate::domain::orgs::{Limits, OrgLimitHit};
 use crate::domain::pricing::{self, Price, Tokens};
 use crate::domain::windows::Reset;
 use crate::env;
@@ -29,6 +30,8 @@ pub struct Meter {
     /// Upper bound on prompt tokens, and the prompt's JSON size (for estimates).
     pub prompt_bytes: u64,
     pub model: String,
+    /// The key's organization, whose monthly limits also hold this request.
+    pub org_id: Option<String>,
 }
 
 /// The model's price row, or 404 `model_not_found`.
@@ -81,9 +84,10 @@ impl Meter {
             reserved,
             prompt_bytes: prompt,
             model: chat.model.clone(),
+            org_id: None,
         };
-        match reservation {
-            Reservation::Full { amount } => Ok(meter(amount)),
+        let (mut m, output) = match reservation {
+            Reservation::Full { amount } => (meter(amount), output),
             Reservation::Partial { amount } => {
                 let affordable = pricing::affordable_output_tokens(&price, prompt, amount).min(output);
                 let m = meter(amount);
@@ -92,12 +96,20 @@ impl Meter {
                     return Err(insufficient(LimitSource::Balance, None));
                 }
                 chat.cap_output(affordable);
-                Ok(m)
+                (m, affordable)
             }
             Reservation::Refused { source } => {
-                Err(insufficient(source, resets_at_ms.filter(|_| source == LimitSource::KeyLimit)))
+                return Err(insufficient(source, resets_at_ms.filter(|_| source == LimitSource::KeyLimit)))
             }
+        };
+        if let Some(org_id) = &key.org_id {
+            if let Err(e) = reserve_in_org(call, org_id, &m, (prompt + output) as i64).await {
+                m.release(call);
+                return Err(e);
+            }
+            m.org_id = Some(org_id.clone());
         }
+        Ok(m)
     }
 
     /// The cost of a reported usage, and what is charged for it (never above the reservation).
@@ -115,36 +127,87 @@ impl Meter {
         ledger::charge(pricing::cost(&self.price, &tokens), self.reserved)
     }
 
+    /// Tokens of that estimate (for an organization's token count).
+    pub fn estimated_tokens(&self, content_bytes: u64) -> u64 {
+        ledger::estimate_tokens(self.prompt_bytes) + ledger::estimate_tokens(content_bytes)
+    }
+
     pub fn charged_usd(charge: i64) -> f64 {
         micros_to_usd(charge)
     }
 
     /// Settles after the response (`ctx.wait_until`).
-    pub fn settle_later(self, call: &Call, charge: i64, note: &str) {
+    pub fn settle_later(self, call: &Call, charge: i64, tokens: u64, note: &str) {
         let env = call.env.clone();
         let description = format!("{} {note}", self.model).trim().to_string();
-        call.ctx.wait_until(async move { self.settle(&env, charge, description).await });
+        call.ctx.wait_until(async move { self.settle_with_tokens(&env, charge, tokens, description).await });
     }
 
     /// Gives the whole reservation back (the request failed before any answer).
     pub fn release(self, call: &Call) {
-        self.settle_later(call, 0, "failed");
+        self.settle_later(call, 0, 0, "failed");
     }
 
-    pub async fn settle(self, env: &Env, charge: i64, description: String) {
+    /// Settles the account and, for an organization's key, the organization's month.
+    pub async fn settle_with_tokens(self, env: &Env, charge: i64, tokens: u64, description: String) {
         let message = AccountRequest::Settle {
             request_id: self.request_id.clone(),
             account_id: self.account_id.clone(),
             cost: charge,
             description,
         };
-        if let Err(e) = client::call(env, &self.account_id, &message).await {
-            // The reservation expires by itself; the charge is lost, never doubled.
-            worker::console_error!(
-                "{}",
-                serde_json::json!({"level": "error", "job": "settle", "request_id": self.request_id, "detail": e})
-            );
+        let mut calls = vec![(self.account_id.clone(), message)];
+        if let Some(org_id) = &self.org_id {
+            let org =
+                AccountRequest::OrgSettle { request_id: self.request_id.clone(), tokens: tokens as i64, cost: charge };
+            calls.push((org_object(org_id), org));
         }
+        for (object, message) in calls {
+            if let Err(e) = client::call(env, &object, &message).await {
+                // The reservation expires by itself; the charge is lost, never doubled.
+                worker::console_error!(
+                    "{}",
+                    serde_json::json!({"level": "error", "job": "settle", "request_id": self.request_id, "detail": e})
+                );
+            }
+        }
+    }
+}
+
+/// The Durable Object name of an organization's month counters.
+pub fn org_object(org_id: &str) -> String {
+    format!("org:{org_id}")
+}
+
+/// Holds the request against the organization's monthly limits (a second round trip, for org keys only).
+async fn reserve_in_org(call: &Call, org_id: &str, m: &Meter, tokens: i64) -> Result<(), ApiError> {
+    let db = env::db(&call.env).map_err(ApiError::internal)?;
+    let Some(org) = crate::cache::orgs::get(&db, org_id, call.now_ms()).await? else {
+        return Err(ApiError::unauthenticated("this key's organization has been deleted"));
+    };
+    if org.status != "active" {
+        return Err(ApiError::forbidden(format!("the organization {} is {}", org.name, org.status)));
+    }
+    let limits = Limits {
+        monthly_requests: org.monthly_requests,
+        monthly_tokens: org.monthly_tokens,
+        monthly_cost_micros: org.monthly_cost_micros,
+    };
+    let message = AccountRequest::OrgReserve { request_id: m.request_id.clone(), limits, tokens, cost: m.reserved };
+    match client::call(&call.env, &org_object(org_id), &message).await.map_err(ApiError::internal)? {
+        AccountResponse::OrgReserved => Ok(()),
+        AccountResponse::OrgRefused { hit: OrgLimitHit::Cost, resets_at_ms } => {
+            Err(insufficient(LimitSource::OrgLimit, Some(resets_at_ms)))
+        }
+        AccountResponse::OrgRefused { hit, resets_at_ms } => Err(ApiError::LimitReached {
+            message: format!(
+                "the organization's monthly {} limit is reached; it resets at {}",
+                if hit == OrgLimitHit::Requests { "request" } else { "token" },
+                crate::domain::time::to_iso(resets_at_ms)
+            ),
+            retry_after_secs: ((resets_at_ms - call.now_ms()).max(0) / 1000) as u64,
+        }),
+        other => Err(ApiError::internal(format!("unexpected answer to OrgReserve: {other:?}"))),
     }
 }
 

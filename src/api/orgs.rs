@@ -133,6 +133,7 @@ pub async fn update_org(mut req: Request, call: &Call, id: &str) -> Result<Respo
     }
     org.updated_at = to_iso(call.now_ms());
     store::orgs::update(&db, &org).await.map_err(name_conflict(&org.name))?;
+    crate::cache::orgs::forget(&org.id);
     respond::data(200, &org_view(&org))
 }
 
@@ -143,6 +144,7 @@ pub async fn delete_org(req: Request, call: &Call, id: &str) -> Result<Response,
     if !store::orgs::soft_delete(&db, id, &now).await? {
         return Err(ApiError::not_found(format!("organization {id} not found")));
     }
+    crate::cache::orgs::forget(id);
     let keys = store::keys::disable_for_org(&db, id, &now).await?;
     super::keys::publish(call, &keys).await?;
     respond::data(200, &json!({ "id": id, "deleted": true, "keys_disabled": keys.len() }))

@@ -15,6 +15,7 @@ use worker::{durable_object, DurableObject, Env, Headers, Request, Response, Res
 use super::protocol::{AccountRequest, AccountResponse, KeyUsage, LedgerEntry, MESSAGE_HEADER};
 use crate::domain::keys::KeyState;
 use crate::domain::ledger::{self, Headroom, Reservation};
+use crate::domain::orgs::{check_month, MonthUse};
 use crate::domain::time::to_iso;
 use crate::domain::windows::{self, Reset};
 
@@ -33,7 +34,9 @@ const SCHEMA: &str = "
     synced INTEGER NOT NULL DEFAULT 0);
   CREATE INDEX IF NOT EXISTS ledger_key ON ledger(key_id, created_ms);
   CREATE INDEX IF NOT EXISTS ledger_unsynced ON ledger(synced) WHERE synced = 0;
-  CREATE TABLE IF NOT EXISTS idempotency (key TEXT PRIMARY KEY, answer TEXT NOT NULL);";
+  CREATE TABLE IF NOT EXISTS idempotency (key TEXT PRIMARY KEY, answer TEXT NOT NULL);
+  CREATE TABLE IF NOT EXISTS org_month (month_start REAL PRIMARY KEY, requests REAL NOT NULL, tokens REAL NOT NULL, cost REAL NOT NULL);
+  CREATE TABLE IF NOT EXISTS org_reservations (id TEXT PRIMARY KEY, tokens REAL NOT NULL, cost REAL NOT NULL, created_ms REAL NOT NULL);";
 // key_state gained limit columns after v1 of this object: add them where missing.
 const KEY_STATE_LIMITS: &str =
     "ALTER TABLE key_state ADD COLUMN limit_micros REAL; ALTER TABLE key_state ADD COLUMN limit_reset TEXT;";
@@ -184,6 +187,19 @@ impl AccountDo {
             ],
         )?;
         Ok(())
+    }
+
+    /// This month's use, counting what is in flight.
+    fn org_month_use(sql: &SqlStorage, now: i64) -> Result<MonthUse> {
+        let month = int(Reset::Monthly.window_start(now));
+        let done = |col: &str| {
+            scalar(sql, &format!("SELECT {col} AS n FROM org_month WHERE month_start = ?"), vec![month.clone()])
+        };
+        Ok(MonthUse {
+            requests: done("requests")? + scalar(sql, "SELECT COUNT(*) AS n FROM org_reservations", vec![])?,
+            tokens: done("tokens")? + scalar(sql, "SELECT SUM(tokens) AS n FROM org_reservations", vec![])?,
+            cost: done("cost")? + scalar(sql, "SELECT SUM(cost) AS n FROM org_reservations", vec![])?,
+        })
     }
 
     fn remember_account(sql: &SqlStorage, account_id: &str) -> Result<()> {
@@ -379,6 +395,34 @@ impl AccountDo {
                     .to_array()?;
                 AccountResponse::Transactions { rows: rows.into_iter().map(Into::into).collect(), total }
             }
+            AccountRequest::OrgReserve { request_id, limits, tokens, cost } => {
+                sql.exec_raw("DELETE FROM org_reservations WHERE created_ms < ?", vec![int(now - RESERVATION_TTL_MS)])?;
+                let used = Self::org_month_use(&sql, now)?;
+                match check_month(&limits, used, tokens, cost) {
+                    Ok(()) => {
+                        sql.exec_raw(
+                            "INSERT OR REPLACE INTO org_reservations (id, tokens, cost, created_ms) VALUES (?, ?, ?, ?)",
+                            vec![text(&request_id), int(tokens), int(cost), int(now)],
+                        )?;
+                        AccountResponse::OrgReserved
+                    }
+                    Err(hit) => AccountResponse::OrgRefused { hit, resets_at_ms: Reset::Monthly.window_end(now) },
+                }
+            }
+            AccountRequest::OrgSettle { request_id, tokens, cost } => {
+                let held =
+                    scalar(&sql, "SELECT COUNT(*) AS n FROM org_reservations WHERE id = ?", vec![text(&request_id)])?;
+                if held > 0 {
+                    sql.exec_raw("DELETE FROM org_reservations WHERE id = ?", vec![text(&request_id)])?;
+                    sql.exec_raw(
+                        "INSERT INTO org_month (month_start, requests, tokens, cost) VALUES (?1, 1, ?2, ?3) \
+                         ON CONFLICT(month_start) DO UPDATE SET requests = requests + 1, tokens = tokens + ?2, cost = cost + ?3",
+                        vec![int(Reset::Monthly.window_start(now)), int(tokens), int(cost)],
+                    )?;
+                }
+                AccountResponse::Ok
+            }
+            AccountRequest::OrgUsage => AccountResponse::OrgUsage { used: Self::org_month_use(&sql, now)? },
             AccountRequest::Ping => {
                 sql.exec("INSERT INTO meta (k, v) VALUES ('pings', 1) ON CONFLICT(k) DO UPDATE SET v = v + 1", None)?;
                 AccountResponse::Pong { pings: scalar(&sql, "SELECT v AS n FROM meta WHERE k = 'pings'", vec![])? }

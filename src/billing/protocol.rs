@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::keys::{KeyRefusal, KeyState};
 use crate::domain::ledger::Reservation;
+use crate::domain::orgs::{Limits, MonthUse, OrgLimitHit};
 use crate::domain::windows::Reset;
 
 /// The header that carries a message (JSON) to the object and its answer back.
@@ -42,6 +43,13 @@ pub enum AccountRequest {
     Summary { key_id: Option<String> },
     /// Ledger rows, newest first.
     Transactions { page: u32, page_size: u32 },
+    /// An organization's object: may this request run under the monthly limits?
+    /// Holds `tokens` and `cost` in flight until `OrgSettle`.
+    OrgReserve { request_id: String, limits: Limits, tokens: i64, cost: i64 },
+    /// Counts the request's actual tokens and cost in the month.
+    OrgSettle { request_id: String, tokens: i64, cost: i64 },
+    /// The organization's use this month.
+    OrgUsage,
     /// Liveness probe for `/health?deep=1`.
     Ping,
 }
@@ -106,6 +114,14 @@ pub enum AccountResponse {
     Transactions {
         rows: Vec<LedgerEntry>,
         total: i64,
+    },
+    OrgReserved,
+    OrgRefused {
+        hit: OrgLimitHit,
+        resets_at_ms: i64,
+    },
+    OrgUsage {
+        used: MonthUse,
     },
     Error {
         message: String,

@@ -1,4 +1,5 @@
 //! Read caches in front of D1: an in-isolate map for hot entries and KV behind it.
 
 pub mod keys;
+pub mod orgs;
 pub mod prices;

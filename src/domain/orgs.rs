@@ -1,6 +1,6 @@
 //! Organizations: status and monthly limits from the wire.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::money::usd_to_micros;
 use super::InvalidRequest;
@@ -15,7 +15,7 @@ pub struct LimitsInput {
 }
 
 /// The same limits, validated, cost in micro-USD.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Limits {
     pub monthly_requests: Option<i64>,
     pub monthly_tokens: Option<i64>,
@@ -56,9 +56,51 @@ pub fn validate_status(s: &str) -> Result<String, InvalidRequest> {
     }
 }
 
+/// An organization's use this month, counting requests still in flight.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MonthUse {
+    pub requests: i64,
+    pub tokens: i64,
+    pub cost: i64,
+}
+
+/// Which monthly limit a request would break.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrgLimitHit {
+    Requests,
+    Tokens,
+    Cost,
+}
+
+/// May one more request of at most `tokens` tokens and `cost` micro-USD run?
+pub fn check_month(limits: &Limits, used: MonthUse, tokens: i64, cost: i64) -> Result<(), OrgLimitHit> {
+    let over = |limit: Option<i64>, used: i64, more: i64| limit.is_some_and(|l| used + more > l);
+    if over(limits.monthly_requests, used.requests, 1) {
+        Err(OrgLimitHit::Requests)
+    } else if over(limits.monthly_tokens, used.tokens, tokens) {
+        Err(OrgLimitHit::Tokens)
+    } else if over(limits.monthly_cost_micros, used.cost, cost) {
+        Err(OrgLimitHit::Cost)
+    } else {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn monthly_limits_count_what_is_in_flight() {
+        let limits = Limits { monthly_requests: Some(10), monthly_tokens: Some(1000), monthly_cost_micros: Some(500) };
+        let used = MonthUse { requests: 9, tokens: 900, cost: 400 };
+        assert_eq!(check_month(&limits, used, 100, 100), Ok(()));
+        assert_eq!(check_month(&limits, MonthUse { requests: 10, ..used }, 1, 1), Err(OrgLimitHit::Requests));
+        assert_eq!(check_month(&limits, used, 101, 1), Err(OrgLimitHit::Tokens));
+        assert_eq!(check_month(&limits, used, 1, 101), Err(OrgLimitHit::Cost));
+        assert_eq!(check_month(&Limits::default(), MonthUse { requests: i64::MAX / 2, ..used }, 1, 1), Ok(()));
+    }
 
     #[test]
     fn limits_validate_and_convert_cost() {
