@@ -43,6 +43,8 @@ describe('organizations', () => {
     const key = await ctx.admin.call('POST', `/api/orgs/${org.id}/keys`, { name: 'org key', user_id: member.id });
     assert.equal(key.status, 201);
     assert.equal(key.body.data.org_id, org.id);
+    assert.equal((await chat(key.body.data.key)).status, 403, 'the organization is suspended');
+    await ctx.admin.call('PATCH', `/api/orgs/${org.id}`, { status: 'active' });
     assert.equal((await chat(key.body.data.key)).status, 200);
     assert.equal((await ctx.admin.call('POST', `/api/orgs/${org.id}/keys`, { name: 'no user' })).status, 400);
 
