@@ -45,6 +45,8 @@ const KEY_STATE_LIMITS: &str =
 const RESERVATION_TTL_MS: i64 = 15 * 60 * 1000;
 /// Retry delay for copying the ledger to D1.
 const OUTBOX_RETRY_MS: i64 = 5_000;
+/// Ledger rows are copied to D1 in batches, this long after the first unsynced one.
+const OUTBOX_DELAY_MS: u64 = 500;
 
 #[durable_object]
 pub struct AccountDo {
@@ -423,6 +425,8 @@ impl AccountDo {
                 AccountResponse::Ok
             }
             AccountRequest::OrgUsage => AccountResponse::OrgUsage { used: Self::org_month_use(&sql, now)? },
+            // Answered in `fetch`, which can await the copy.
+            AccountRequest::Flush => AccountResponse::Ok,
             AccountRequest::Ping => {
                 sql.exec("INSERT INTO meta (k, v) VALUES ('pings', 1) ON CONFLICT(k) DO UPDATE SET v = v + 1", None)?;
                 AccountResponse::Pong { pings: scalar(&sql, "SELECT v AS n FROM meta WHERE k = 'pings'", vec![])? }
@@ -491,6 +495,12 @@ impl AccountDo {
     }
 }
 
+fn error_answer(message: &str) -> Result<Response> {
+    let headers = Headers::new();
+    headers.set(MESSAGE_HEADER, &serde_json::to_string(&AccountResponse::Error { message: message.to_string() })?)?;
+    Ok(Response::empty()?.with_headers(headers))
+}
+
 impl DurableObject for AccountDo {
     fn new(state: State, env: Env) -> Self {
         Self { state, env, ready: std::cell::Cell::new(false) }
@@ -500,17 +510,20 @@ impl DurableObject for AccountDo {
         let message = req.headers().get(MESSAGE_HEADER)?.unwrap_or_default();
         let parsed = serde_json::from_str::<AccountRequest>(&message);
         let moves_money = matches!(parsed, Ok(AccountRequest::Settle { .. } | AccountRequest::Credit { .. }));
+        let flush_now = matches!(parsed, Ok(AccountRequest::Flush));
         let answer = match parsed {
             Ok(message) => self.handle(message).unwrap_or_else(|e| AccountResponse::Error { message: e.to_string() }),
             Err(e) => AccountResponse::Error { message: format!("bad message: {e}") },
         };
-        if moves_money {
-            // The balance is already durable here; copying the row to D1 may fail and is retried by the alarm.
+        if flush_now {
             if let Err(e) = self.flush_outbox().await {
-                worker::console_error!(
-                    "{}",
-                    serde_json::json!({"level": "error", "job": "ledger_outbox", "detail": e.to_string()})
-                );
+                return error_answer(&e.to_string());
+            }
+        } else if moves_money {
+            // The balance and ledger row are durable already; the copy to D1 follows in a batch.
+            let storage = self.state.storage();
+            if storage.get_alarm().await?.is_none() {
+                storage.set_alarm(std::time::Duration::from_millis(OUTBOX_DELAY_MS)).await?;
             }
         }
         let body = serde_json::to_string(&answer)?;

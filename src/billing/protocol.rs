@@ -50,6 +50,8 @@ pub enum AccountRequest {
     OrgSettle { request_id: String, tokens: i64, cost: i64 },
     /// The organization's use this month.
     OrgUsage,
+    /// Copies the ledger's unsynced rows to D1 now (reconciliation asks first).
+    Flush,
     /// Liveness probe for `/health?deep=1`.
     Ping,
 }
