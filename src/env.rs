@@ -45,6 +45,8 @@ pub struct Config {
     pub models_cache_ttl_secs: u64,
     /// `PRICE_MARKUP_PERCENT`: added to synced upstream prices (default 0).
     pub price_markup_percent: f64,
+    /// `MAX_IN_FLIGHT_PER_KEY` / `MAX_IN_FLIGHT_PER_ACCOUNT`: concurrent requests allowed (unset = no cap).
+    pub in_flight: crate::domain::ledger::InFlightCaps,
     /// `LOG_LEVEL`: error | warn | info (default) | debug.
     pub log_level: crate::log::Level,
 }
@@ -74,6 +76,12 @@ impl Config {
                 .and_then(|v| v.trim().parse::<f64>().ok())
                 .filter(|p| p.is_finite() && (0.0..=1000.0).contains(p))
                 .unwrap_or(0.0),
+            in_flight: crate::domain::ledger::InFlightCaps {
+                per_key: text(env, "MAX_IN_FLIGHT_PER_KEY").and_then(|v| v.trim().parse().ok()).filter(|n| *n > 0),
+                per_account: text(env, "MAX_IN_FLIGHT_PER_ACCOUNT")
+                    .and_then(|v| v.trim().parse().ok())
+                    .filter(|n| *n > 0),
+            },
             log_level: crate::log::Level::parse(&text(env, "LOG_LEVEL").unwrap_or_default()),
         }
     }

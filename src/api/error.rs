@@ -36,7 +36,7 @@ pub enum ApiError {
     MethodNotAllowed { method: String, path: String },
     #[error("{}", insufficient_message(*limit))]
     InsufficientCredits { limit: LimitSource, resets_at_ms: Option<i64> },
-    /// A monthly request or token limit of the key's organization.
+    /// An organization's monthly request or token limit, or an in-flight cap.
     #[error("{message}")]
     LimitReached { message: String, retry_after_secs: u64 },
     #[error(transparent)]

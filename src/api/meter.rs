@@ -70,10 +70,17 @@ impl Meter {
             limit_reset: key.limit_reset.as_deref().and_then(Reset::parse),
             worst_case,
             min_to_run,
+            caps: call.config.in_flight,
         };
         let answer = client::call(&call.env, &key.user_id, &message).await.map_err(ApiError::internal)?;
         let (reservation, resets_at_ms) = match answer {
             AccountResponse::Refused { reason } => return Err(ApiError::unauthenticated(reason.message())),
+            AccountResponse::TooManyInFlight { scope } => {
+                return Err(ApiError::LimitReached {
+                    message: format!("too many requests of this {scope} are in flight; retry when one finishes"),
+                    retry_after_secs: 1,
+                })
+            }
             AccountResponse::Reserved { reservation, resets_at_ms } => (reservation, resets_at_ms),
             other => return Err(ApiError::internal(format!("unexpected answer to Reserve: {other:?}"))),
         };

@@ -54,6 +54,8 @@ pub struct AccountDo {
     env: Env,
     /// The schema exists (created on the first message after a start).
     ready: std::cell::Cell<bool>,
+    /// An outbox alarm is set (saves a storage read on every settlement).
+    alarm_set: std::cell::Cell<bool>,
 }
 
 #[derive(Deserialize)]
@@ -238,7 +240,16 @@ impl AccountDo {
                     Err(reason) => AccountResponse::Refused { reason },
                 },
             },
-            AccountRequest::Reserve { request_id, key_id, hash, limit_micros, limit_reset, worst_case, min_to_run } => {
+            AccountRequest::Reserve {
+                request_id,
+                key_id,
+                hash,
+                limit_micros,
+                limit_reset,
+                worst_case,
+                min_to_run,
+                caps,
+            } => {
                 let (limit, reset) = match Self::key_state(&sql, &key_id)? {
                     Some(state) => {
                         if let Err(reason) = state.check(&hash, now) {
@@ -249,6 +260,12 @@ impl AccountDo {
                     None => (limit_micros, limit_reset),
                 };
                 sql.exec_raw("DELETE FROM reservations WHERE created_ms < ?", vec![int(now - RESERVATION_TTL_MS)])?;
+                let key_in_flight =
+                    scalar(&sql, "SELECT COUNT(*) AS n FROM reservations WHERE key_id = ?", vec![text(&key_id)])?;
+                let account_in_flight = scalar(&sql, "SELECT COUNT(*) AS n FROM reservations", vec![])?;
+                if let Some(scope) = ledger::in_flight_exceeded(caps, key_in_flight as u32, account_in_flight as u32) {
+                    return Ok(AccountResponse::TooManyInFlight { scope: scope.to_string() });
+                }
                 let reserved = scalar(&sql, "SELECT SUM(amount) AS n FROM reservations", vec![])?;
                 let balance = Self::balance(&sql)? - reserved;
                 let key_headroom = match limit {
@@ -457,6 +474,7 @@ impl AccountDo {
                 }
                 let left = scalar(&sql, "SELECT COUNT(*) AS n FROM ledger WHERE synced = 0", vec![])?;
                 if left > 0 {
+                    self.alarm_set.set(true);
                     self.state.storage().set_alarm(std::time::Duration::from_millis(1)).await?;
                 }
             }
@@ -465,6 +483,7 @@ impl AccountDo {
                     "{}",
                     serde_json::json!({"level": "error", "job": "ledger_outbox", "detail": e.to_string()})
                 );
+                self.alarm_set.set(true);
                 self.state.storage().set_alarm(std::time::Duration::from_millis(OUTBOX_RETRY_MS as u64)).await?;
             }
         }
@@ -503,7 +522,7 @@ fn error_answer(message: &str) -> Result<Response> {
 
 impl DurableObject for AccountDo {
     fn new(state: State, env: Env) -> Self {
-        Self { state, env, ready: std::cell::Cell::new(false) }
+        Self { state, env, ready: std::cell::Cell::new(false), alarm_set: std::cell::Cell::new(false) }
     }
 
     async fn fetch(&self, req: Request) -> Result<Response> {
@@ -521,9 +540,8 @@ impl DurableObject for AccountDo {
             }
         } else if moves_money {
             // The balance and ledger row are durable already; the copy to D1 follows in a batch.
-            let storage = self.state.storage();
-            if storage.get_alarm().await?.is_none() {
-                storage.set_alarm(std::time::Duration::from_millis(OUTBOX_DELAY_MS)).await?;
+            if !self.alarm_set.replace(true) {
+                self.state.storage().set_alarm(std::time::Duration::from_millis(OUTBOX_DELAY_MS)).await?;
             }
         }
         let body = serde_json::to_string(&answer)?;
@@ -538,6 +556,7 @@ impl DurableObject for AccountDo {
     }
 
     async fn alarm(&self) -> Result<Response> {
+        self.alarm_set.set(false);
         self.flush_outbox().await?;
         Response::empty()
     }

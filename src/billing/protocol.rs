@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::domain::keys::{KeyRefusal, KeyState};
-use crate::domain::ledger::Reservation;
+use crate::domain::ledger::{InFlightCaps, Reservation};
 use crate::domain::orgs::{Limits, MonthUse, OrgLimitHit};
 use crate::domain::windows::Reset;
 
@@ -28,6 +28,8 @@ pub enum AccountRequest {
         limit_reset: Option<Reset>,
         worst_case: i64,
         min_to_run: i64,
+        #[serde(default)]
+        caps: InFlightCaps,
     },
     /// Turns a reservation into the actual cost (capped at the reservation).
     Settle { request_id: String, account_id: String, cost: i64, description: String },
@@ -116,6 +118,10 @@ pub enum AccountResponse {
     Transactions {
         rows: Vec<LedgerEntry>,
         total: i64,
+    },
+    /// Too many requests of this key or account are in flight.
+    TooManyInFlight {
+        scope: String,
     },
     OrgReserved,
     OrgRefused {

@@ -51,6 +51,24 @@ pub fn reserve(headroom: Headroom, worst_case: i64, min_to_run: i64) -> Reservat
     }
 }
 
+/// Concurrency caps: how many requests may be in flight at once (`None` = no cap).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InFlightCaps {
+    pub per_key: Option<u32>,
+    pub per_account: Option<u32>,
+}
+
+/// Which cap one more request would break, given the counts in flight now.
+pub fn in_flight_exceeded(caps: InFlightCaps, key_in_flight: u32, account_in_flight: u32) -> Option<&'static str> {
+    if caps.per_key.is_some_and(|cap| key_in_flight >= cap) {
+        Some("key")
+    } else if caps.per_account.is_some_and(|cap| account_in_flight >= cap) {
+        Some("account")
+    } else {
+        None
+    }
+}
+
 /// What a settled request is charged: its cost, but never more than its reservation, never negative.
 pub fn charge(cost: i64, reserved: i64) -> i64 {
     cost.clamp(0, reserved.max(0))
@@ -102,6 +120,15 @@ mod tests {
             reserve(Headroom { balance: -3, key: None }, 10, 1),
             Reservation::Refused { source: LimitSource::Balance }
         );
+    }
+
+    #[test]
+    fn in_flight_caps() {
+        let caps = InFlightCaps { per_key: Some(2), per_account: Some(3) };
+        assert_eq!(in_flight_exceeded(caps, 1, 1), None);
+        assert_eq!(in_flight_exceeded(caps, 2, 2), Some("key"));
+        assert_eq!(in_flight_exceeded(caps, 1, 3), Some("account"));
+        assert_eq!(in_flight_exceeded(InFlightCaps::default(), 1000, 1000), None);
     }
 
     #[test]
