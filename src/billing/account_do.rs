@@ -233,13 +233,6 @@ impl AccountDo {
                 )?;
                 AccountResponse::Ok
             }
-            AccountRequest::Authorize { key_id, hash } => match Self::key_state(&sql, &key_id)? {
-                None => AccountResponse::UnknownKey,
-                Some(state) => match state.check(&hash, now) {
-                    Ok(()) => AccountResponse::Ok,
-                    Err(reason) => AccountResponse::Refused { reason },
-                },
-            },
             AccountRequest::Reserve {
                 request_id,
                 key_id,

@@ -15,9 +15,7 @@ pub const MESSAGE_HEADER: &str = "x-tollgate-message";
 pub enum AccountRequest {
     /// Records a key's authoritative state (after every change to the key).
     PutKey { state: KeyState },
-    /// May this secret of this key be used now?
-    Authorize { key_id: String, hash: String },
-    /// Checks the key like `Authorize`, then reserves up to `worst_case` micro-USD.
+    /// Checks the presented secret against the key's state, then reserves up to `worst_case` micro-USD.
     /// `limit_*` are the gateway's view of the key's limit, used when the object
     /// has no state for the key.
     Reserve {
@@ -87,9 +85,6 @@ pub struct KeyUsage {
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum AccountResponse {
     Ok,
-    /// The DO has no state for the key: nothing changed since it was created,
-    /// so the gateway's own record decides.
-    UnknownKey,
     Refused {
         reason: KeyRefusal,
     },
@@ -142,9 +137,14 @@ mod tests {
 
     #[test]
     fn messages_round_trip_as_tagged_json() {
-        let req = AccountRequest::Authorize { key_id: "k1".into(), hash: "h".into() };
+        let req = AccountRequest::Settle {
+            request_id: "r1".into(),
+            account_id: "u1".into(),
+            cost: 5,
+            description: "m".into(),
+        };
         let json = serde_json::to_string(&req).expect("serialize");
-        assert_eq!(json, r#"{"op":"authorize","key_id":"k1","hash":"h"}"#);
+        assert_eq!(json, r#"{"op":"settle","request_id":"r1","account_id":"u1","cost":5,"description":"m"}"#);
         assert_eq!(serde_json::from_str::<AccountRequest>(&json).expect("parse"), req);
         let resp = AccountResponse::Refused { reason: KeyRefusal::Superseded };
         let json = serde_json::to_string(&resp).expect("serialize");
