@@ -6,7 +6,13 @@ use worker::Env;
 use super::error::ApiError;
 use super::respond::Call;
 use crate::billing::client;
-use crate::billing::protocol::{AccountRequest, AccountResponse};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::time::Duration;
+
+use worker::Delay;
+
+use crate::billing::protocol::{AccountRequest, AccountResponse, Settlement};
 use crate::cache::keys::KeyRecord;
 use crate::cache::prices as price_cache;
 use crate::domain::chat::{ChatRequest, Usage};
@@ -71,8 +77,18 @@ impl Meter {
             worst_case,
             min_to_run,
             caps: call.config.in_flight,
+            account_id: key.user_id.clone(),
+            settle_first: take_pending(&key.user_id),
         };
-        let answer = client::call(&call.env, &key.user_id, &message).await.map_err(ApiError::internal)?;
+        let answer = match client::call(&call.env, &key.user_id, &message).await {
+            Ok(answer) => answer,
+            Err(e) => {
+                if let AccountRequest::Reserve { settle_first, .. } = message {
+                    requeue(&key.user_id, settle_first);
+                }
+                return Err(ApiError::internal(e));
+            }
+        };
         let (reservation, resets_at_ms) = match answer {
             AccountResponse::Refused { reason } => return Err(ApiError::unauthenticated(reason.message())),
             AccountResponse::TooManyInFlight { scope } => {
@@ -156,29 +172,58 @@ impl Meter {
     }
 
     /// Settles the account and, for an organization's key, the organization's month.
+    /// The account's settlement waits in this isolate's queue: the account's
+    /// next reservation carries it (one round trip for both), or, if none comes
+    /// within `SETTLE_DELAY_MS`, it is sent on its own. Runs inside `ctx.wait_until`.
     pub async fn settle_with_tokens(self, env: &Env, charge: i64, tokens: u64, description: String) {
-        let message = AccountRequest::Settle {
-            request_id: self.request_id.clone(),
-            account_id: self.account_id.clone(),
-            cost: charge,
-            description,
-        };
-        let mut calls = vec![(self.account_id.clone(), message)];
+        requeue(&self.account_id, vec![Settlement { request_id: self.request_id.clone(), cost: charge, description }]);
         if let Some(org_id) = &self.org_id {
             let org =
                 AccountRequest::OrgSettle { request_id: self.request_id.clone(), tokens: tokens as i64, cost: charge };
-            calls.push((org_object(org_id), org));
-        }
-        for (object, message) in calls {
-            if let Err(e) = client::call(env, &object, &message).await {
-                // The reservation expires by itself; the charge is lost, never doubled.
-                worker::console_error!(
-                    "{}",
-                    serde_json::json!({"level": "error", "job": "settle", "request_id": self.request_id, "detail": e})
-                );
+            if let Err(e) = client::call(env, &org_object(org_id), &org).await {
+                log_settle_error(&self.request_id, &e);
             }
         }
+        Delay::from(Duration::from_millis(SETTLE_DELAY_MS)).await;
+        let settlements = take_pending(&self.account_id);
+        if settlements.is_empty() {
+            return; // a reservation took them
+        }
+        let message = AccountRequest::Settle { account_id: self.account_id.clone(), settlements };
+        if let Err(e) = client::call(env, &self.account_id, &message).await {
+            if let AccountRequest::Settle { settlements, .. } = message {
+                requeue(&self.account_id, settlements);
+            }
+            // Still queued: the next reservation or settlement in this isolate retries it;
+            // if the isolate ends first, the reservation expires, charging nothing (never twice).
+            log_settle_error(&self.request_id, &e);
+        }
     }
+}
+
+/// How long a settlement waits for the account's next reservation to carry it.
+const SETTLE_DELAY_MS: u64 = 50;
+
+thread_local! {
+    static PENDING: RefCell<HashMap<String, Vec<Settlement>>> = RefCell::new(HashMap::new());
+}
+
+fn requeue(account: &str, settlements: Vec<Settlement>) {
+    if settlements.is_empty() {
+        return;
+    }
+    PENDING.with(|p| p.borrow_mut().entry(account.to_string()).or_default().extend(settlements));
+}
+
+fn take_pending(account: &str) -> Vec<Settlement> {
+    PENDING.with(|p| p.borrow_mut().remove(account).unwrap_or_default())
+}
+
+fn log_settle_error(request_id: &str, detail: &str) {
+    worker::console_error!(
+        "{}",
+        serde_json::json!({"level": "error", "job": "settle", "request_id": request_id, "detail": detail})
+    );
 }
 
 /// The Durable Object name of an organization's month counters.

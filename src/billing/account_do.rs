@@ -12,7 +12,7 @@ use serde::Deserialize;
 use wasm_bindgen::JsValue;
 use worker::{durable_object, DurableObject, Env, Headers, Request, Response, Result, SqlStorage, State};
 
-use super::protocol::{AccountRequest, AccountResponse, KeyUsage, LedgerEntry, MESSAGE_HEADER};
+use super::protocol::{AccountRequest, AccountResponse, KeyUsage, LedgerEntry, Settlement, MESSAGE_HEADER};
 use crate::domain::keys::KeyState;
 use crate::domain::ledger::{self, Headroom, Reservation};
 use crate::domain::orgs::{check_month, MonthUse};
@@ -193,6 +193,48 @@ impl AccountDo {
         Ok(())
     }
 
+    /// Turns one reservation into its charge (capped at the reservation); returns the charge.
+    /// A repeat, or an expired reservation, charges nothing.
+    fn settle(&self, sql: &SqlStorage, account_id: &str, s: Settlement, now: i64) -> Result<i64> {
+        #[derive(Deserialize)]
+        struct Held {
+            key_id: String,
+            amount: f64,
+        }
+        let held: Vec<Held> = sql
+            .exec_raw("SELECT key_id, amount FROM reservations WHERE id = ?", vec![text(&s.request_id)])?
+            .to_array()?;
+        let Some(held) = held.into_iter().next() else { return Ok(0) };
+        sql.exec_raw("DELETE FROM reservations WHERE id = ?", vec![text(&s.request_id)])?;
+        let charged = ledger::charge(s.cost, held.amount as i64);
+        if charged == 0 {
+            return Ok(0);
+        }
+        Self::remember_account(sql, account_id)?;
+        let balance = Self::balance(sql)? - charged;
+        self.post(
+            sql,
+            &LedgerEntry {
+                id: format!("tx-{}", s.request_id),
+                kind: "usage".into(),
+                amount: -charged,
+                balance_after: balance,
+                reference_id: Some(s.request_id),
+                description: Some(s.description),
+                key_id: Some(held.key_id.clone()),
+                created_ms: now,
+            },
+        )?;
+        let reset = Self::key_state(sql, &held.key_id)?.and_then(|st| st.limit_reset);
+        let start = windows::window_start(reset, now);
+        sql.exec_raw(
+            "INSERT INTO key_spend (key_id, window_start, spent) VALUES (?1, ?2, ?3) \
+             ON CONFLICT(key_id) DO UPDATE SET spent = CASE WHEN window_start = ?2 THEN spent + ?3 ELSE ?3 END, window_start = ?2",
+            vec![text(&held.key_id), int(start), int(charged)],
+        )?;
+        Ok(charged)
+    }
+
     /// This month's use, counting what is in flight.
     fn org_month_use(sql: &SqlStorage, now: i64) -> Result<MonthUse> {
         let month = int(Reset::Monthly.window_start(now));
@@ -242,7 +284,12 @@ impl AccountDo {
                 worst_case,
                 min_to_run,
                 caps,
+                account_id,
+                settle_first,
             } => {
+                for settlement in settle_first {
+                    self.settle(&sql, &account_id, settlement, now)?;
+                }
                 let (limit, reset) = match Self::key_state(&sql, &key_id)? {
                     Some(state) => {
                         if let Err(reason) = state.check(&hash, now) {
@@ -288,46 +335,12 @@ impl AccountDo {
                 let resets_at_ms = limit.and(reset).map(|r| r.window_end(now));
                 AccountResponse::Reserved { reservation, resets_at_ms }
             }
-            AccountRequest::Settle { request_id, account_id, cost, description } => {
-                #[derive(Deserialize)]
-                struct Held {
-                    key_id: String,
-                    amount: f64,
+            AccountRequest::Settle { account_id, settlements } => {
+                let mut charged = 0;
+                for settlement in settlements {
+                    charged += self.settle(&sql, &account_id, settlement, now)?;
                 }
-                let held: Vec<Held> = sql
-                    .exec_raw("SELECT key_id, amount FROM reservations WHERE id = ?", vec![text(&request_id)])?
-                    .to_array()?;
-                let Some(held) = held.into_iter().next() else {
-                    // Settled already (a repeat) or expired: nothing to charge twice.
-                    return Ok(AccountResponse::Settled { charged: 0, balance: Self::balance(&sql)? });
-                };
-                sql.exec_raw("DELETE FROM reservations WHERE id = ?", vec![text(&request_id)])?;
-                let charged = ledger::charge(cost, held.amount as i64);
-                let balance = Self::balance(&sql)? - charged;
-                if charged > 0 {
-                    Self::remember_account(&sql, &account_id)?;
-                    self.post(
-                        &sql,
-                        &LedgerEntry {
-                            id: format!("tx-{request_id}"),
-                            kind: "usage".into(),
-                            amount: -charged,
-                            balance_after: balance,
-                            reference_id: Some(request_id),
-                            description: Some(description),
-                            key_id: Some(held.key_id.clone()),
-                            created_ms: now,
-                        },
-                    )?;
-                    let reset = Self::key_state(&sql, &held.key_id)?.and_then(|s| s.limit_reset);
-                    let start = windows::window_start(reset, now);
-                    sql.exec_raw(
-                        "INSERT INTO key_spend (key_id, window_start, spent) VALUES (?1, ?2, ?3) \
-                         ON CONFLICT(key_id) DO UPDATE SET spent = CASE WHEN window_start = ?2 THEN spent + ?3 ELSE ?3 END, window_start = ?2",
-                        vec![text(&held.key_id), int(start), int(charged)],
-                    )?;
-                }
-                AccountResponse::Settled { charged, balance }
+                AccountResponse::Settled { charged, balance: Self::balance(&sql)? }
             }
             AccountRequest::Credit { account_id, amount, kind, description, idempotency_key } => {
                 if let Some(key) = &idempotency_key {
@@ -521,7 +534,11 @@ impl DurableObject for AccountDo {
     async fn fetch(&self, req: Request) -> Result<Response> {
         let message = req.headers().get(MESSAGE_HEADER)?.unwrap_or_default();
         let parsed = serde_json::from_str::<AccountRequest>(&message);
-        let moves_money = matches!(parsed, Ok(AccountRequest::Settle { .. } | AccountRequest::Credit { .. }));
+        let moves_money = match &parsed {
+            Ok(AccountRequest::Settle { .. } | AccountRequest::Credit { .. }) => true,
+            Ok(AccountRequest::Reserve { settle_first, .. }) => !settle_first.is_empty(),
+            _ => false,
+        };
         let flush_now = matches!(parsed, Ok(AccountRequest::Flush));
         let answer = match parsed {
             Ok(message) => self.handle(message).unwrap_or_else(|e| AccountResponse::Error { message: e.to_string() }),

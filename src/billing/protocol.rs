@@ -28,9 +28,14 @@ pub enum AccountRequest {
         min_to_run: i64,
         #[serde(default)]
         caps: InFlightCaps,
+        /// The account (for its ledger rows) and settlements of earlier requests to apply first:
+        /// one round trip settles the last request and reserves the next.
+        account_id: String,
+        #[serde(default)]
+        settle_first: Vec<Settlement>,
     },
-    /// Turns a reservation into the actual cost (capped at the reservation).
-    Settle { request_id: String, account_id: String, cost: i64, description: String },
+    /// Turns reservations into their actual costs (each capped at its reservation).
+    Settle { account_id: String, settlements: Vec<Settlement> },
     /// Adds money (recharge, refund, adjustment — the last may be negative).
     Credit {
         account_id: String,
@@ -54,6 +59,14 @@ pub enum AccountRequest {
     Flush,
     /// Liveness probe for `/health?deep=1`.
     Ping,
+}
+
+/// The actual cost of one reserved request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settlement {
+    pub request_id: String,
+    pub cost: i64,
+    pub description: String,
 }
 
 /// One ledger row (amounts in micro-USD; times in ms).
@@ -138,13 +151,14 @@ mod tests {
     #[test]
     fn messages_round_trip_as_tagged_json() {
         let req = AccountRequest::Settle {
-            request_id: "r1".into(),
             account_id: "u1".into(),
-            cost: 5,
-            description: "m".into(),
+            settlements: vec![Settlement { request_id: "r1".into(), cost: 5, description: "m".into() }],
         };
         let json = serde_json::to_string(&req).expect("serialize");
-        assert_eq!(json, r#"{"op":"settle","request_id":"r1","account_id":"u1","cost":5,"description":"m"}"#);
+        assert_eq!(
+            json,
+            r#"{"op":"settle","account_id":"u1","settlements":[{"request_id":"r1","cost":5,"description":"m"}]}"#
+        );
         assert_eq!(serde_json::from_str::<AccountRequest>(&json).expect("parse"), req);
         let resp = AccountResponse::Refused { reason: KeyRefusal::Superseded };
         let json = serde_json::to_string(&resp).expect("serialize");
