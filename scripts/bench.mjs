@@ -5,7 +5,8 @@
 //   (b2) the same Worker after one call to a trivial Durable Object (Tollgate makes one per request),
 //   (c) Tollgate without per-request log lines, (d) with them,
 // then Tollgate's overhead over the floor and the wasm size.
-// Options: --requests N (default 400 per run), --skip-build
+// Options: --requests N (default 400 per run), --skip-build,
+//   --quick (c=1 and streaming only, without target (d): for iterating on the hot path)
 
 import { spawn, spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
@@ -21,6 +22,7 @@ const arg = (name, dflt) => {
 };
 const REQUESTS = Number(arg('requests', 400));
 const WARMUP = 50;
+const QUICK = process.argv.includes('--quick');
 
 if (!process.argv.includes('--skip-build')) {
   for (const [cmd, args] of [['scripts/setup', []], ['scripts/build', ['release']]]) {
@@ -85,9 +87,11 @@ async function measureAll(targets, rounds = 8) {
       const a = await load(t.url, t.key, 1, Math.ceil(REQUESTS / rounds));
       acc[i].c1.push(...a.times);
       acc[i].c1s += a.seconds;
-      const b = await load(t.url, t.key, 16, Math.ceil((REQUESTS * 2) / rounds));
-      acc[i].c16.push(...b.times);
-      acc[i].c16s += b.seconds;
+      if (!QUICK) {
+        const b = await load(t.url, t.key, 16, Math.ceil((REQUESTS * 2) / rounds));
+        acc[i].c16.push(...b.times);
+        acc[i].c16s += b.seconds;
+      }
       for (let k = 0; k < Math.ceil(REQUESTS / 4 / rounds); k++) acc[i].ttfc.push(await firstChunk(t.url, t.key));
     }
   }
@@ -121,8 +125,8 @@ async function startFloor(upstreamUrl) {
   throw new Error('floor worker did not start');
 }
 
-const f = (ms) => ms.toFixed(2).padStart(7);
-const row = (r) => `${r.name.padEnd(26)} ${f(r.c1.p50)} ${f(r.c1.p99)} ${r.c1.rps.toFixed(0).padStart(7)}   ${f(r.c16.p50)} ${f(r.c16.p99)} ${r.c16.rps.toFixed(0).padStart(7)}   ${f(r.ttfc.p50)} ${f(r.ttfc.p99)}`;
+const f = (ms) => (ms === undefined ? "-" : ms.toFixed(2)).padStart(7);
+const row = (r) => `${r.name.padEnd(26)} ${f(r.c1.p50)} ${f(r.c1.p99)} ${r.c1.rps.toFixed(0).padStart(7)}   ${f(r.c16.p50)} ${f(r.c16.p99)} ${(r.c16.rps ? r.c16.rps.toFixed(0) : "-").padStart(7)}   ${f(r.ttfc.p50)} ${f(r.ttfc.p99)}`;
 
 const fake = await startFakeUpstream({ apiKey: FAKE_UPSTREAM_KEY });
 const floor = await startFloor(fake.url);
@@ -136,7 +140,8 @@ const targets = [
 // does not pay. So Tollgate is measured without request lines (the gateway's
 // own overhead), then with them (what `npm start` feels like).
 const gateways = [];
-for (const [name, level] of [['(c) Tollgate', 'warn'], ['(d) Tollgate, request logs', 'info']]) {
+const levels = [['(c) Tollgate', 'warn'], ['(d) Tollgate, request logs', 'info']];
+for (const [name, level] of QUICK ? levels.slice(0, 1) : levels) {
   const gw = await startGateway({ upstream: false, vars: { AI_GATEWAY_BASE_URL: fake.url, AI_GATEWAY_API_KEY: FAKE_UPSTREAM_KEY, LOG_LEVEL: level } });
   gateways.push(gw);
   const admin = adminClient(gw.url, gw.adminToken);
@@ -162,6 +167,6 @@ console.log(`${''.padEnd(26)} ${'c=1 p50'.padStart(7)} ${'p99'.padStart(7)} ${'r
 for (const r of results) console.log(row(r));
 const over = (x) => `p50 c=1 ${(x.c1.p50 - b.c1.p50).toFixed(2)} ms, p50 c=16 ${(x.c16.p50 - b.c16.p50).toFixed(2)} ms, ttfc p50 ${(x.ttfc.p50 - b.ttfc.p50).toFixed(2)} ms`;
 console.log(`\nTollgate overhead over the floor: ${over(c)}`);
-console.log(`  with request log lines:         ${over(d)}`);
+if (d) console.log(`  with request log lines:         ${over(d)}`);
 console.log(`One DO round trip costs the JS floor itself: p50 c=1 ${(b2.c1.p50 - b.c1.p50).toFixed(2)} ms`);
 console.log(`wasm: ${(wasm.length / 1024).toFixed(0)} KB raw, ${(gzipSync(wasm, { level: 9 }).length / 1024).toFixed(0)} KB gzipped (${statSync(path.join(ROOT, 'build', wasmFile)).size} bytes)`);

@@ -34,6 +34,11 @@ pub enum Route {
     AddBalance,
     GetCredits,
     Reconcile,
+    OwnStats,
+    KeyStats(String),
+    OrgStats(String),
+    GlobalStats,
+    Generation,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,6 +89,11 @@ pub fn route(method: &str, path: &str) -> Match {
         ["api", "balance", "admin", "add"] => vec![("POST", Route::AddBalance)],
         ["api", "v1", "credits"] => vec![("GET", Route::GetCredits)],
         ["api", "admin", "reconcile"] => vec![("GET", Route::Reconcile)],
+        ["api", "stats"] => vec![("GET", Route::OwnStats)],
+        ["api", "stats", "global"] => vec![("GET", Route::GlobalStats)],
+        ["api", "stats", "keys", k] if !k.is_empty() => vec![("GET", Route::KeyStats(id(3)))],
+        ["api", "stats", "orgs", o] if !o.is_empty() => vec![("GET", Route::OrgStats(id(3)))],
+        ["api", "v1", "generation"] => vec![("GET", Route::Generation)],
         _ => return Match::NotFound,
     };
     let method = if method == "HEAD" { "GET" } else { method };
@@ -125,5 +135,9 @@ mod tests {
         assert_eq!(route("POST", "/api/models/pricing/sync"), Match::Found(Route::SyncPrices));
         assert_eq!(route("GET", "/api/models/pricing/a//b"), Match::NotFound);
         assert_eq!(route("POST", "/api/balance/admin/add"), Match::Found(Route::AddBalance));
+        assert_eq!(route("GET", "/api/stats/keys/k1"), Match::Found(Route::KeyStats("k1".into())));
+        assert_eq!(route("GET", "/api/stats/orgs/o1"), Match::Found(Route::OrgStats("o1".into())));
+        assert_eq!(route("GET", "/api/stats/global"), Match::Found(Route::GlobalStats));
+        assert_eq!(route("GET", "/api/v1/generation"), Match::Found(Route::Generation));
     }
 }

@@ -36,6 +36,11 @@ export const AUTHENTICATED_ROUTES = [
   ['AddBalance', 'POST', '/api/balance/admin/add', 'admin', { user_id: ID, amount: 1 }],
   ['GetCredits', 'GET', '/api/v1/credits', 'read'],
   ['Reconcile', 'GET', '/api/admin/reconcile', 'admin'],
+  ['OwnStats', 'GET', '/api/stats', 'read'],
+  ['KeyStats', 'GET', `/api/stats/keys/${ID}`, 'read'],
+  ['OrgStats', 'GET', `/api/stats/orgs/${ID}`, 'admin'],
+  ['GlobalStats', 'GET', '/api/stats/global', 'admin'],
+  ['Generation', 'GET', `/api/v1/generation?id=${ID}`, 'read'],
 ];
 
 /** Routes anyone may call (API.md's first row). */

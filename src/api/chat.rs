@@ -8,7 +8,7 @@ use worker::{ByteStream, Headers, Method, Request, Response};
 
 use super::auth::{authenticate_for_inference, Caller};
 use super::error::ApiError;
-use super::meter::{price_of, Meter};
+use super::meter::{price_of, Meter, Outcome};
 use super::respond::{read_body, Call};
 use crate::cache::keys as key_cache;
 use crate::domain::chat::{ChatRequest, Usage};
@@ -44,7 +44,7 @@ pub async fn create_chat_completion(mut req: Request, call: &Call) -> Result<Res
         Ok(upstream) => upstream,
         Err(e) => {
             if let Some(m) = meter {
-                m.release(call);
+                m.release(call, e.status());
             }
             return Err(e);
         }
@@ -52,7 +52,9 @@ pub async fn create_chat_completion(mut req: Request, call: &Call) -> Result<Res
     let headers = Headers::new();
     let _ = headers.set("x-tollgate-provider", "openrouter");
     let auth_source = auth.source.map_or("admin", |s| s.as_str());
-    let _ = headers.set("server-timing", &format!("auth;desc={auth_source};dur={auth_ms:.2}"));
+    let upstream_ms = call.elapsed_ms() - auth_ms;
+    let timing = format!("auth;desc={auth_source};dur={auth_ms:.2}, upstream;dur={upstream_ms:.2}");
+    let _ = headers.set("server-timing", &timing);
 
     let is_sse = upstream
         .response
@@ -65,10 +67,11 @@ pub async fn create_chat_completion(mut req: Request, call: &Call) -> Result<Res
         let body = match upstream.response.stream() {
             Ok(body) => body,
             Err(e) => {
+                let err = ApiError::from(ProviderError::Network(e.to_string()));
                 if let Some(m) = meter {
-                    m.release(call);
+                    m.release(call, err.status());
                 }
-                return Err(ProviderError::Network(e.to_string()).into());
+                return Err(err);
             }
         };
         let _ = headers.set("content-type", "text/event-stream; charset=utf-8");
@@ -105,23 +108,24 @@ pub async fn create_chat_completion(mut req: Request, call: &Call) -> Result<Res
     let (body, usage) = match answer {
         Ok(answer) => answer,
         Err(e) => {
+            let err = ApiError::from(e);
             if let Some(m) = meter {
-                m.release(call);
+                m.release(call, err.status());
             }
-            return Err(e.into());
+            return Err(err);
         }
     };
     let body = match meter {
         Some(m) => {
-            let (charge, tokens, note) = match &usage {
-                Some(u) => (m.charge_for(u), u.prompt_tokens + u.completion_tokens, ""),
-                None => (
-                    m.estimated_charge(body.len() as u64),
-                    m.estimated_tokens(body.len() as u64),
-                    "(estimated: no usage reported)",
-                ),
+            let outcome = Outcome {
+                usage: usage.clone(),
+                delivered_bytes: Some(body.len() as u64),
+                status: 200,
+                streamed: false,
+                cancelled: false,
             };
-            m.settle_later(call, charge, tokens, note);
+            let charge = m.charge(&outcome).amount;
+            m.settle_later(call, outcome);
             report_cost(body, Meter::charged_usd(charge))
         }
         None => body,
@@ -135,6 +139,7 @@ pub async fn create_chat_completion(mut req: Request, call: &Call) -> Result<Res
     );
     log::after_response(&call.ctx, call.config.log_level, Level::Info, line);
     let _ = headers.set("content-type", "application/json");
+    let _ = headers.set("server-timing", &format!("{timing}, total;dur={:.2}", call.elapsed_ms()));
     Ok(Response::from_bytes(body).map_err(ApiError::internal)?.with_headers(headers))
 }
 
@@ -155,26 +160,24 @@ struct StreamOutcome {
     content_bytes: u64,
     /// The client went away before the end.
     cancelled: bool,
+    /// The upstream broke or timed out mid-stream.
+    failed: bool,
 }
 
 /// Settles a stream once it ends — or once it is dropped because the client hung up.
 fn settle_stream_later(call: &Call, meter: Meter, outcome: oneshot::Receiver<StreamOutcome>) {
     let env = call.env.clone();
     call.ctx.wait_until(async move {
-        let outcome = outcome.await.unwrap_or(StreamOutcome { usage: None, content_bytes: 0, cancelled: true });
-        let (charge, tokens, mut note) = match &outcome.usage {
-            Some(u) => (meter.charge_for(u), u.prompt_tokens + u.completion_tokens, String::new()),
-            None => (
-                meter.estimated_charge(outcome.content_bytes),
-                meter.estimated_tokens(outcome.content_bytes),
-                "(estimated from content delivered)".to_string(),
-            ),
+        let ended =
+            outcome.await.unwrap_or(StreamOutcome { usage: None, content_bytes: 0, cancelled: true, failed: false });
+        let outcome = Outcome {
+            usage: ended.usage,
+            delivered_bytes: Some(ended.content_bytes),
+            status: if ended.failed { 502 } else { 200 },
+            streamed: true,
+            cancelled: ended.cancelled,
         };
-        if outcome.cancelled {
-            note = format!("(cancelled) {note}");
-        }
-        let description = format!("{} {note}", meter.model).trim().to_string();
-        meter.settle_with_tokens(&env, charge, tokens, description).await;
+        meter.settle(&env, outcome).await;
     });
 }
 
@@ -223,13 +226,14 @@ struct Relay {
 }
 
 impl Relay {
-    fn report(&mut self, cancelled: bool) {
+    fn report(&mut self, cancelled: bool, failed: bool) {
         if let Some(tx) = self.outcome.take() {
             let summary = self.sse.summary();
             let _ = tx.send(StreamOutcome {
                 usage: summary.usage.clone(),
                 content_bytes: summary.content_bytes,
                 cancelled,
+                failed,
             });
         }
     }
@@ -240,7 +244,7 @@ impl Drop for Relay {
     fn drop(&mut self) {
         if !self.ended {
             std::mem::take(&mut self.controller).abort();
-            self.report(true);
+            self.report(true, false);
         }
     }
 }
@@ -275,7 +279,7 @@ fn relay_stream(relay: Relay) -> impl futures_util::Stream<Item = worker::Result
                 Some(err) => s.sse.finish(Some(&ApiError::from(err.clone()).body(&s.request_id).to_string())),
                 None => s.sse.finish(None),
             };
-            s.report(false);
+            s.report(false, failure.is_some());
             stream_finished(&s.log, s.sse.summary(), failure.as_ref());
             return (!tail.is_empty()).then_some((Ok(tail), s));
         }

@@ -168,7 +168,7 @@ pub async fn list_keys(req: Request, call: &Call) -> Result<Response, ApiError> 
 }
 
 /// The key, if the caller may see it (404 otherwise, never 403).
-async fn visible_key(db: &D1Database, caller: &Caller, id: &str) -> Result<KeyRow, ApiError> {
+pub(super) async fn visible_key(db: &D1Database, caller: &Caller, id: &str) -> Result<KeyRow, ApiError> {
     let not_found = || ApiError::not_found(format!("key {id} not found"));
     let row = store::keys::get_live(db, id).await?.ok_or_else(not_found)?;
     match caller {

@@ -6,23 +6,20 @@ use worker::Env;
 use super::error::ApiError;
 use super::respond::Call;
 use crate::billing::client;
-use std::cell::RefCell;
-use std::collections::HashMap;
-use std::time::Duration;
-
-use worker::Delay;
-
 use crate::billing::protocol::{AccountRequest, AccountResponse, Settlement};
 use crate::cache::keys::KeyRecord;
 use crate::cache::prices as price_cache;
 use crate::domain::chat::{ChatRequest, Usage};
 use crate::domain::ledger::{self, LimitSource, Reservation};
-use crate::domain::money::micros_to_usd;
+use crate::domain::money::{micros_to_usd, usd_to_micros};
 use crate::domain::orgs::{Limits, OrgLimitHit};
 use crate::domain::pricing::{self, Price, Tokens};
+use crate::domain::usage::UsageRecord;
 use crate::domain::windows::Reset;
 use crate::env;
 use crate::store::prices::PriceRow;
+use std::cell::RefCell;
+use std::collections::HashMap;
 
 /// Output tokens assumed when neither the client nor the price table bounds them.
 const DEFAULT_MAX_OUTPUT: u64 = 16_384;
@@ -30,6 +27,7 @@ const DEFAULT_MAX_OUTPUT: u64 = 16_384;
 /// An open reservation. Settle it exactly once (a repeat charges nothing).
 pub struct Meter {
     pub account_id: String,
+    pub key_id: String,
     pub request_id: String,
     pub price: Price,
     pub reserved: i64,
@@ -38,6 +36,31 @@ pub struct Meter {
     pub model: String,
     /// The key's organization, whose monthly limits also hold this request.
     pub org_id: Option<String>,
+    pub started_ms: f64,
+}
+
+/// Who serves metered requests (one route so far).
+pub const PROVIDER: &str = "openrouter";
+
+/// How a metered request ended.
+pub struct Outcome {
+    /// The usage the upstream reported.
+    pub usage: Option<Usage>,
+    /// Content bytes delivered, for an estimate when no usage was reported;
+    /// `None`: the request failed before any answer (charged nothing).
+    pub delivered_bytes: Option<u64>,
+    /// The status the client got (a stream that broke counts as 502).
+    pub status: u16,
+    pub streamed: bool,
+    /// The client hung up before the end.
+    pub cancelled: bool,
+}
+
+/// What a request is charged, and for which tokens.
+pub struct Charged {
+    pub amount: i64,
+    pub tokens: Tokens,
+    pub estimated: bool,
 }
 
 /// The model's price row, or 404 `model_not_found`.
@@ -102,12 +125,14 @@ impl Meter {
         };
         let meter = |reserved| Self {
             account_id: key.user_id.clone(),
+            key_id: key.id.clone(),
             request_id: call.request_id.clone(),
             price,
             reserved,
             prompt_bytes: prompt,
             model: chat.model.clone(),
             org_id: None,
+            started_ms: call.started_ms,
         };
         let (mut m, output) = match reservation {
             Reservation::Full { amount } => (meter(amount), output),
@@ -115,7 +140,7 @@ impl Meter {
                 let affordable = pricing::affordable_output_tokens(&price, prompt, amount).min(output);
                 let m = meter(amount);
                 if affordable == 0 {
-                    m.release(call);
+                    m.release(call, 402);
                     return Err(insufficient(LimitSource::Balance, None));
                 }
                 chat.cap_output(affordable);
@@ -127,7 +152,7 @@ impl Meter {
         };
         if let Some(org_id) = &key.org_id {
             if let Err(e) = reserve_in_org(call, org_id, &m, (prompt + output) as i64).await {
-                m.release(call);
+                m.release(call, e.status());
                 return Err(e);
             }
             m.org_id = Some(org_id.clone());
@@ -135,24 +160,23 @@ impl Meter {
         Ok(m)
     }
 
-    /// The cost of a reported usage, and what is charged for it (never above the reservation).
-    pub fn charge_for(&self, usage: &Usage) -> i64 {
-        ledger::charge(pricing::cost(&self.price, &usage.tokens()), self.reserved)
-    }
-
-    /// The charge for a stream that ended without usage: estimated from what was delivered.
-    pub fn estimated_charge(&self, content_bytes: u64) -> i64 {
-        let tokens = Tokens {
-            prompt: ledger::estimate_tokens(self.prompt_bytes),
-            completion: ledger::estimate_tokens(content_bytes),
-            ..Tokens::default()
+    /// What this request is charged (never above the reservation), with its
+    /// tokens: the reported usage, else an estimate from the content delivered,
+    /// else nothing (the request failed before any answer).
+    pub fn charge(&self, outcome: &Outcome) -> Charged {
+        let (tokens, estimated) = match (&outcome.usage, outcome.delivered_bytes) {
+            (Some(usage), _) => (usage.tokens(), false),
+            (None, Some(bytes)) => (
+                Tokens {
+                    prompt: ledger::estimate_tokens(self.prompt_bytes),
+                    completion: ledger::estimate_tokens(bytes),
+                    ..Tokens::default()
+                },
+                true,
+            ),
+            (None, None) => return Charged { amount: 0, tokens: Tokens::default(), estimated: false },
         };
-        ledger::charge(pricing::cost(&self.price, &tokens), self.reserved)
-    }
-
-    /// Tokens of that estimate (for an organization's token count).
-    pub fn estimated_tokens(&self, content_bytes: u64) -> u64 {
-        ledger::estimate_tokens(self.prompt_bytes) + ledger::estimate_tokens(content_bytes)
+        Charged { amount: ledger::charge(pricing::cost(&self.price, &tokens), self.reserved), tokens, estimated }
     }
 
     pub fn charged_usd(charge: i64) -> f64 {
@@ -160,50 +184,98 @@ impl Meter {
     }
 
     /// Settles after the response (`ctx.wait_until`).
-    pub fn settle_later(self, call: &Call, charge: i64, tokens: u64, note: &str) {
+    pub fn settle_later(self, call: &Call, outcome: Outcome) {
         let env = call.env.clone();
-        let description = format!("{} {note}", self.model).trim().to_string();
-        call.ctx.wait_until(async move { self.settle_with_tokens(&env, charge, tokens, description).await });
+        call.ctx.wait_until(async move { self.settle(&env, outcome).await });
     }
 
-    /// Gives the whole reservation back (the request failed before any answer).
-    pub fn release(self, call: &Call) {
-        self.settle_later(call, 0, 0, "failed");
+    /// Gives the whole reservation back: the request failed before any answer.
+    pub fn release(self, call: &Call, status: u16) {
+        let outcome = Outcome { usage: None, delivered_bytes: None, status, streamed: false, cancelled: false };
+        self.settle_later(call, outcome);
     }
 
-    /// Settles the account and, for an organization's key, the organization's month.
-    /// The account's settlement waits in this isolate's queue: the account's
-    /// next reservation carries it (one round trip for both), or, if none comes
-    /// within `SETTLE_DELAY_MS`, it is sent on its own. Runs inside `ctx.wait_until`.
-    pub async fn settle_with_tokens(self, env: &Env, charge: i64, tokens: u64, description: String) {
-        requeue(&self.account_id, vec![Settlement { request_id: self.request_id.clone(), cost: charge, description }]);
+    /// The usage record of this request.
+    fn record(&self, outcome: &Outcome, charged: &Charged) -> UsageRecord {
+        let upstream_cost = outcome.usage.as_ref().and_then(|u| u.cost).and_then(|c| usd_to_micros("cost", c).ok());
+        UsageRecord {
+            id: self.request_id.clone(),
+            key_id: self.key_id.clone(),
+            user_id: self.account_id.clone(),
+            org_id: self.org_id.clone(),
+            model: self.model.clone(),
+            provider: PROVIDER.into(),
+            prompt_tokens: charged.tokens.prompt,
+            completion_tokens: charged.tokens.completion,
+            reasoning_tokens: charged.tokens.reasoning,
+            cached_tokens: charged.tokens.cache_read,
+            cost_micros: charged.amount,
+            upstream_cost_micros: upstream_cost,
+            latency_ms: (js_sys::Date::now() - self.started_ms).max(0.0) as u64,
+            status: outcome.status,
+            streamed: outcome.streamed,
+            cancelled: outcome.cancelled,
+            estimated: charged.estimated,
+            created_ms: self.started_ms as i64,
+        }
+    }
+
+    /// Settles the account and, for an organization's key, the organization's month,
+    /// inside `ctx.wait_until`; the usage record travels with the settlement. The
+    /// settlement goes at once, with any earlier ones of this isolate that failed to
+    /// go; should it fail too, it waits in the isolate's queue for the account's
+    /// next reservation or settlement to carry it.
+    pub async fn settle(self, env: &Env, outcome: Outcome) {
+        let charged = self.charge(&outcome);
+        let mut notes = Vec::new();
+        if outcome.cancelled {
+            notes.push("(cancelled)");
+        }
+        if outcome.delivered_bytes.is_none() && outcome.usage.is_none() {
+            notes.push("failed");
+        } else if charged.estimated {
+            notes.push("(estimated from content delivered)");
+        }
+        let description = std::iter::once(self.model.as_str()).chain(notes).collect::<Vec<_>>().join(" ");
+        requeue(
+            &self.account_id,
+            vec![Settlement {
+                request_id: self.request_id.clone(),
+                cost: charged.amount,
+                description,
+                key_id: Some(self.key_id.clone()),
+                reserved: self.reserved,
+                usage: Some(self.record(&outcome, &charged)),
+            }],
+        );
+        let settlements = take_pending(&self.account_id);
+        if !settlements.is_empty() {
+            let message = AccountRequest::Settle { account_id: self.account_id.clone(), settlements };
+            if let Err(e) = client::call(env, &self.account_id, &message).await {
+                if let AccountRequest::Settle { settlements, .. } = message {
+                    requeue(&self.account_id, settlements);
+                }
+                // Should the isolate end first, the object still holds the reservation
+                // until it expires: the request is then charged nothing, never twice.
+                log_settle_error(&self.request_id, &e);
+            }
+        }
+        let tokens = charged.tokens.prompt + charged.tokens.completion;
         if let Some(org_id) = &self.org_id {
-            let org =
-                AccountRequest::OrgSettle { request_id: self.request_id.clone(), tokens: tokens as i64, cost: charge };
+            let org = AccountRequest::OrgSettle {
+                request_id: self.request_id.clone(),
+                tokens: tokens as i64,
+                cost: charged.amount,
+            };
             if let Err(e) = client::call(env, &org_object(org_id), &org).await {
                 log_settle_error(&self.request_id, &e);
             }
         }
-        Delay::from(Duration::from_millis(SETTLE_DELAY_MS)).await;
-        let settlements = take_pending(&self.account_id);
-        if settlements.is_empty() {
-            return; // a reservation took them
-        }
-        let message = AccountRequest::Settle { account_id: self.account_id.clone(), settlements };
-        if let Err(e) = client::call(env, &self.account_id, &message).await {
-            if let AccountRequest::Settle { settlements, .. } = message {
-                requeue(&self.account_id, settlements);
-            }
-            // Still queued: the next reservation or settlement in this isolate retries it;
-            // if the isolate ends first, the reservation expires, charging nothing (never twice).
-            log_settle_error(&self.request_id, &e);
-        }
     }
 }
 
-/// How long a settlement waits for the account's next reservation to carry it.
-const SETTLE_DELAY_MS: u64 = 50;
-
+// Settlements that could not be sent yet, per account: the account's next
+// reservation or settlement from this isolate carries them.
 thread_local! {
     static PENDING: RefCell<HashMap<String, Vec<Settlement>>> = RefCell::new(HashMap::new());
 }

@@ -21,6 +21,8 @@ mod prices;
 #[cfg(target_arch = "wasm32")]
 mod respond;
 #[cfg(target_arch = "wasm32")]
+mod usage;
+#[cfg(target_arch = "wasm32")]
 mod users;
 
 #[cfg(target_arch = "wasm32")]
@@ -86,6 +88,11 @@ mod dispatch {
             Route::AddBalance => super::balance::add_balance(req, call).await,
             Route::GetCredits => super::balance::get_credits(req, call).await,
             Route::Reconcile => super::balance::reconcile(req, call).await,
+            Route::OwnStats => super::usage::get_own_stats(req, call).await,
+            Route::KeyStats(id) => super::usage::get_key_stats(req, call, &id).await,
+            Route::OrgStats(id) => super::usage::get_org_stats(req, call, &id).await,
+            Route::GlobalStats => super::usage::get_global_stats(req, call).await,
+            Route::Generation => super::usage::get_generation(req, call).await,
         }
     }
 }

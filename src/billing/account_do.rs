@@ -13,10 +13,13 @@ use wasm_bindgen::JsValue;
 use worker::{durable_object, DurableObject, Env, Headers, Request, Response, Result, SqlStorage, State};
 
 use super::protocol::{AccountRequest, AccountResponse, KeyUsage, LedgerEntry, Settlement, MESSAGE_HEADER};
+use std::cell::RefCell;
+
+use crate::domain::account::{Ask, Book, Decision, Held, RESERVATION_TTL_MS};
 use crate::domain::keys::KeyState;
-use crate::domain::ledger::{self, Headroom, Reservation};
 use crate::domain::orgs::{check_month, MonthUse};
 use crate::domain::time::to_iso;
+use crate::domain::usage::UsageRecord;
 use crate::domain::windows::{self, Reset};
 
 const SCHEMA: &str = "
@@ -35,16 +38,17 @@ const SCHEMA: &str = "
   CREATE INDEX IF NOT EXISTS ledger_key ON ledger(key_id, created_ms);
   CREATE INDEX IF NOT EXISTS ledger_unsynced ON ledger(synced) WHERE synced = 0;
   CREATE TABLE IF NOT EXISTS idempotency (key TEXT PRIMARY KEY, answer TEXT NOT NULL);
+  CREATE TABLE IF NOT EXISTS usage_outbox (id TEXT PRIMARY KEY, record TEXT NOT NULL);
   CREATE TABLE IF NOT EXISTS org_month (month_start REAL PRIMARY KEY, requests REAL NOT NULL, tokens REAL NOT NULL, cost REAL NOT NULL);
   CREATE TABLE IF NOT EXISTS org_reservations (id TEXT PRIMARY KEY, tokens REAL NOT NULL, cost REAL NOT NULL, created_ms REAL NOT NULL);";
 // key_state gained limit columns after v1 of this object: add them where missing.
 const KEY_STATE_LIMITS: &str =
     "ALTER TABLE key_state ADD COLUMN limit_micros REAL; ALTER TABLE key_state ADD COLUMN limit_reset TEXT;";
 
-/// A reservation older than this was abandoned (its Worker died): it is released, charging nothing.
-const RESERVATION_TTL_MS: i64 = 15 * 60 * 1000;
 /// Retry delay for copying the ledger to D1.
 const OUTBOX_RETRY_MS: i64 = 5_000;
+/// Rows copied to D1 per batch (of each kind).
+const OUTBOX_BATCH: u32 = 100;
 /// Ledger rows are copied to D1 in batches, this long after the first unsynced one.
 const OUTBOX_DELAY_MS: u64 = 500;
 
@@ -56,6 +60,8 @@ pub struct AccountDo {
     ready: std::cell::Cell<bool>,
     /// An outbox alarm is set (saves a storage read on every settlement).
     alarm_set: std::cell::Cell<bool>,
+    /// Balance, reservations, key states and spend, loaded once (written through on change).
+    book: RefCell<Option<Book>>,
 }
 
 #[derive(Deserialize)]
@@ -163,14 +169,47 @@ impl AccountDo {
         Ok(sql)
     }
 
-    fn key_state(sql: &SqlStorage, key_id: &str) -> Result<Option<KeyState>> {
-        let rows: Vec<KeyStateRow> =
-            sql.exec_raw("SELECT * FROM key_state WHERE key_id = ?", vec![text(key_id)])?.to_array()?;
-        Ok(rows.into_iter().next().map(KeyState::from))
+    /// The account's hot state, loaded from storage on first use after a start.
+    fn with_book<T>(&self, sql: &SqlStorage, f: impl FnOnce(&mut Book) -> T) -> Result<T> {
+        let mut slot = self.book.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(Self::load_book(sql)?);
+        }
+        Ok(f(slot.as_mut().expect("loaded just above")))
     }
 
-    fn balance(sql: &SqlStorage) -> Result<i64> {
-        scalar(sql, "SELECT balance AS n FROM account WHERE id = 1", vec![])
+    fn load_book(sql: &SqlStorage) -> Result<Book> {
+        #[derive(Deserialize)]
+        struct HeldRow {
+            id: String,
+            key_id: String,
+            amount: f64,
+            created_ms: f64,
+        }
+        #[derive(Deserialize)]
+        struct SpendRow {
+            key_id: String,
+            window_start: f64,
+            spent: f64,
+        }
+        let balance = scalar(sql, "SELECT balance AS n FROM account WHERE id = 1", vec![])?;
+        // Reservations live in memory; rows here are from before that (kept until they settle or expire).
+        let held: Vec<HeldRow> =
+            sql.exec("SELECT id, key_id, amount, created_ms FROM reservations", None)?.to_array()?;
+        sql.exec("DELETE FROM reservations", None)?;
+        let keys: Vec<KeyStateRow> = sql.exec("SELECT * FROM key_state", None)?.to_array()?;
+        let spend: Vec<SpendRow> = sql.exec("SELECT key_id, window_start, spent FROM key_spend", None)?.to_array()?;
+        Ok(Book::new(
+            balance,
+            held.into_iter()
+                .map(|h| (h.id, Held { key_id: h.key_id, amount: h.amount as i64, created_ms: h.created_ms as i64 })),
+            keys.into_iter().map(KeyState::from),
+            spend.into_iter().map(|r| (r.key_id, (r.window_start as i64, r.spent as i64))),
+        ))
+    }
+
+    fn balance(&self, sql: &SqlStorage) -> Result<i64> {
+        self.with_book(sql, |b| b.balance())
     }
 
     /// Appends a ledger row and moves the balance, in one step.
@@ -194,45 +233,55 @@ impl AccountDo {
     }
 
     /// Turns one reservation into its charge (capped at the reservation); returns the charge.
-    /// A repeat, or an expired reservation, charges nothing.
-    fn settle(&self, sql: &SqlStorage, account_id: &str, s: Settlement, now: i64) -> Result<i64> {
-        #[derive(Deserialize)]
-        struct Held {
-            key_id: String,
-            amount: f64,
+    /// A repeat charges nothing; a reservation this object no longer holds is
+    /// charged once, against the Worker's copy of it.
+    fn settle(&self, sql: &SqlStorage, account_id: &str, mut s: Settlement, now: i64) -> Result<i64> {
+        let usage = s.usage.take();
+        let charged = self.charge(sql, account_id, s, now)?;
+        if let Some(mut record) = usage {
+            // Waits in the outbox with the ledger row, for the next copy to D1.
+            record.cost_micros = charged;
+            sql.exec_raw(
+                "INSERT OR IGNORE INTO usage_outbox (id, record) VALUES (?, ?)",
+                vec![text(&record.id), text(&serde_json::to_string(&record)?)],
+            )?;
         }
-        let held: Vec<Held> = sql
-            .exec_raw("SELECT key_id, amount FROM reservations WHERE id = ?", vec![text(&s.request_id)])?
-            .to_array()?;
-        let Some(held) = held.into_iter().next() else { return Ok(0) };
-        sql.exec_raw("DELETE FROM reservations WHERE id = ?", vec![text(&s.request_id)])?;
-        let charged = ledger::charge(s.cost, held.amount as i64);
-        if charged == 0 {
+        Ok(charged)
+    }
+
+    fn charge(&self, sql: &SqlStorage, account_id: &str, s: Settlement, now: i64) -> Result<i64> {
+        let id = format!("tx-{}", s.request_id);
+        let held = self.with_book(sql, |b| b.holds(&s.request_id))?;
+        let fallback = match (&s.key_id, held) {
+            (Some(key_id), false) if s.cost > 0 => {
+                let charged = scalar(sql, "SELECT COUNT(*) AS n FROM ledger WHERE id = ?", vec![text(&id)])?;
+                (charged == 0).then(|| Held { key_id: key_id.clone(), amount: s.reserved, created_ms: now })
+            }
+            _ => None,
+        };
+        let Some(charge) = self.with_book(sql, |b| b.settle(&s.request_id, s.cost, fallback, now))? else {
             return Ok(0);
-        }
+        };
         Self::remember_account(sql, account_id)?;
-        let balance = Self::balance(sql)? - charged;
         self.post(
             sql,
             &LedgerEntry {
-                id: format!("tx-{}", s.request_id),
+                id,
                 kind: "usage".into(),
-                amount: -charged,
-                balance_after: balance,
+                amount: -charge.amount,
+                balance_after: charge.balance_after,
                 reference_id: Some(s.request_id),
                 description: Some(s.description),
-                key_id: Some(held.key_id.clone()),
+                key_id: Some(charge.key_id.clone()),
                 created_ms: now,
             },
         )?;
-        let reset = Self::key_state(sql, &held.key_id)?.and_then(|st| st.limit_reset);
-        let start = windows::window_start(reset, now);
         sql.exec_raw(
             "INSERT INTO key_spend (key_id, window_start, spent) VALUES (?1, ?2, ?3) \
-             ON CONFLICT(key_id) DO UPDATE SET spent = CASE WHEN window_start = ?2 THEN spent + ?3 ELSE ?3 END, window_start = ?2",
-            vec![text(&held.key_id), int(start), int(charged)],
+             ON CONFLICT(key_id) DO UPDATE SET window_start = ?2, spent = ?3",
+            vec![text(&charge.key_id), int(charge.window_start), int(charge.window_spent)],
         )?;
-        Ok(charged)
+        Ok(charge.amount)
     }
 
     /// This month's use, counting what is in flight.
@@ -273,6 +322,7 @@ impl AccountDo {
                         opt_text(s.limit_reset.map(|r| r.as_str())),
                     ],
                 )?;
+                self.with_book(&sql, |b| b.put_key(s))?;
                 AccountResponse::Ok
             }
             AccountRequest::Reserve {
@@ -290,57 +340,35 @@ impl AccountDo {
                 for settlement in settle_first {
                     self.settle(&sql, &account_id, settlement, now)?;
                 }
-                let (limit, reset) = match Self::key_state(&sql, &key_id)? {
-                    Some(state) => {
-                        if let Err(reason) = state.check(&hash, now) {
-                            return Ok(AccountResponse::Refused { reason });
-                        }
-                        (state.limit_micros, state.limit_reset)
-                    }
-                    None => (limit_micros, limit_reset),
+                let ask = Ask {
+                    request_id: &request_id,
+                    key_id: &key_id,
+                    hash: &hash,
+                    limit_micros,
+                    limit_reset,
+                    worst_case,
+                    min_to_run,
+                    caps,
                 };
-                sql.exec_raw("DELETE FROM reservations WHERE created_ms < ?", vec![int(now - RESERVATION_TTL_MS)])?;
-                let key_in_flight =
-                    scalar(&sql, "SELECT COUNT(*) AS n FROM reservations WHERE key_id = ?", vec![text(&key_id)])?;
-                let account_in_flight = scalar(&sql, "SELECT COUNT(*) AS n FROM reservations", vec![])?;
-                if let Some(scope) = ledger::in_flight_exceeded(caps, key_in_flight as u32, account_in_flight as u32) {
-                    return Ok(AccountResponse::TooManyInFlight { scope: scope.to_string() });
-                }
-                let reserved = scalar(&sql, "SELECT SUM(amount) AS n FROM reservations", vec![])?;
-                let balance = Self::balance(&sql)? - reserved;
-                let key_headroom = match limit {
-                    None => None,
-                    Some(limit) => {
-                        let start = windows::window_start(reset, now);
-                        let spent = scalar(
-                            &sql,
-                            "SELECT spent AS n FROM key_spend WHERE key_id = ? AND window_start = ?",
-                            vec![text(&key_id), int(start)],
-                        )?;
-                        let in_flight = scalar(
-                            &sql,
-                            "SELECT SUM(amount) AS n FROM reservations WHERE key_id = ?",
-                            vec![text(&key_id)],
-                        )?;
-                        Some(limit - spent - in_flight)
+                // Decided in memory: a reservation writes nothing, so the answer leaves at once.
+                let decision = self.with_book(&sql, |b| {
+                    b.expire(now);
+                    b.reserve(&ask, now).0
+                })?;
+                match decision {
+                    Decision::Refused(reason) => AccountResponse::Refused { reason },
+                    Decision::TooMany(scope) => AccountResponse::TooManyInFlight { scope: scope.to_string() },
+                    Decision::Decided { reservation, resets_at_ms } => {
+                        AccountResponse::Reserved { reservation, resets_at_ms }
                     }
-                };
-                let reservation = ledger::reserve(Headroom { balance, key: key_headroom }, worst_case, min_to_run);
-                if let Reservation::Full { amount } | Reservation::Partial { amount } = reservation {
-                    sql.exec_raw(
-                        "INSERT OR REPLACE INTO reservations (id, key_id, amount, created_ms) VALUES (?, ?, ?, ?)",
-                        vec![text(&request_id), text(&key_id), int(amount), int(now)],
-                    )?;
                 }
-                let resets_at_ms = limit.and(reset).map(|r| r.window_end(now));
-                AccountResponse::Reserved { reservation, resets_at_ms }
             }
             AccountRequest::Settle { account_id, settlements } => {
                 let mut charged = 0;
                 for settlement in settlements {
                     charged += self.settle(&sql, &account_id, settlement, now)?;
                 }
-                AccountResponse::Settled { charged, balance: Self::balance(&sql)? }
+                AccountResponse::Settled { charged, balance: self.balance(&sql)? }
             }
             AccountRequest::Credit { account_id, amount, kind, description, idempotency_key } => {
                 if let Some(key) = &idempotency_key {
@@ -355,7 +383,7 @@ impl AccountDo {
                     }
                 }
                 Self::remember_account(&sql, &account_id)?;
-                let balance = Self::balance(&sql)? + amount;
+                let balance = self.balance(&sql)? + amount;
                 let mut random = [0u8; 12];
                 getrandom::getrandom(&mut random).map_err(|e| worker::Error::RustError(e.to_string()))?;
                 let id = format!("tx-{}", hex::encode(random));
@@ -372,6 +400,7 @@ impl AccountDo {
                         created_ms: now,
                     },
                 )?;
+                self.with_book(&sql, |b| b.credit(amount))?;
                 let answer = AccountResponse::Credited { transaction_id: id, balance };
                 if let Some(key) = &idempotency_key {
                     sql.exec_raw(
@@ -382,8 +411,7 @@ impl AccountDo {
                 answer
             }
             AccountRequest::Summary { key_id } => {
-                let balance = Self::balance(&sql)?;
-                let reserved = scalar(&sql, "SELECT SUM(amount) AS n FROM reservations", vec![])?;
+                let (balance, reserved) = self.with_book(&sql, |b| (b.balance(), b.reserved()))?;
                 let total_credits = scalar(&sql, "SELECT SUM(amount) AS n FROM ledger WHERE type <> 'usage'", vec![])?;
                 let total_usage = -scalar(&sql, "SELECT SUM(amount) AS n FROM ledger WHERE type = 'usage'", vec![])?;
                 let key = match key_id {
@@ -396,7 +424,7 @@ impl AccountDo {
                                 vec![text(&key_id), int(start)],
                             )
                         };
-                        let reset = Self::key_state(&sql, &key_id)?.and_then(|s| s.limit_reset);
+                        let reset = self.with_book(&sql, |b| b.key(&key_id).and_then(|s| s.limit_reset))?;
                         Some(KeyUsage {
                             total: since(0)?,
                             daily: since(Reset::Daily.window_start(now))?,
@@ -457,28 +485,44 @@ impl AccountDo {
         })
     }
 
-    /// Copies unsynced ledger rows to D1; on failure, an alarm tries again.
+    /// Copies unsynced ledger rows and waiting usage records to D1 in one batch;
+    /// on failure, an alarm tries again.
     async fn flush_outbox(&self) -> Result<()> {
-        let sql = self.sql()?;
         #[derive(Deserialize)]
         struct Owner {
             account_id: Option<String>,
         }
+        #[derive(Deserialize)]
+        struct Waiting {
+            id: String,
+            record: String,
+        }
+        let sql = self.sql()?;
         let owner: Vec<Owner> = sql.exec("SELECT account_id FROM account WHERE id = 1", None)?.to_array()?;
-        let Some(account_id) = owner.into_iter().next().and_then(|o| o.account_id) else { return Ok(()) };
-        let rows: Vec<LedgerRow> =
-            sql.exec("SELECT * FROM ledger WHERE synced = 0 ORDER BY seq LIMIT 100", None)?.to_array()?;
-        if rows.is_empty() {
+        let account_id = owner.into_iter().next().and_then(|o| o.account_id).unwrap_or_default();
+        let rows: Vec<LedgerRow> = if account_id.is_empty() {
+            Vec::new()
+        } else {
+            sql.exec(&format!("SELECT * FROM ledger WHERE synced = 0 ORDER BY seq LIMIT {OUTBOX_BATCH}"), None)?
+                .to_array()?
+        };
+        let waiting: Vec<Waiting> =
+            sql.exec(&format!("SELECT id, record FROM usage_outbox LIMIT {OUTBOX_BATCH}"), None)?.to_array()?;
+        if rows.is_empty() && waiting.is_empty() {
             return Ok(());
         }
         let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
-        let copied = self.copy_to_d1(&account_id, rows).await;
-        match copied {
+        let records: Vec<UsageRecord> = waiting.iter().filter_map(|w| serde_json::from_str(&w.record).ok()).collect();
+        match self.copy_to_d1(&account_id, rows, &records).await {
             Ok(()) => {
                 for id in &ids {
                     sql.exec_raw("UPDATE ledger SET synced = 1 WHERE id = ?", vec![text(id)])?;
                 }
-                let left = scalar(&sql, "SELECT COUNT(*) AS n FROM ledger WHERE synced = 0", vec![])?;
+                for w in &waiting {
+                    sql.exec_raw("DELETE FROM usage_outbox WHERE id = ?", vec![text(&w.id)])?;
+                }
+                let left = scalar(&sql, "SELECT COUNT(*) AS n FROM ledger WHERE synced = 0", vec![])?
+                    + scalar(&sql, "SELECT COUNT(*) AS n FROM usage_outbox", vec![])?;
                 if left > 0 {
                     self.alarm_set.set(true);
                     self.state.storage().set_alarm(std::time::Duration::from_millis(1)).await?;
@@ -496,9 +540,9 @@ impl AccountDo {
         Ok(())
     }
 
-    async fn copy_to_d1(&self, account_id: &str, rows: Vec<LedgerRow>) -> Result<()> {
+    async fn copy_to_d1(&self, account_id: &str, rows: Vec<LedgerRow>, records: &[UsageRecord]) -> Result<()> {
         let db = crate::env::db(&self.env)?;
-        let mut statements = Vec::with_capacity(rows.len());
+        let mut statements = Vec::with_capacity(rows.len() + records.len());
         for r in rows {
             statements.push(db.prepare(
                 "INSERT OR IGNORE INTO balance_transactions (id, user_id, type, amount, balance_after, reference_id, description, key_id, created_at) \
@@ -515,6 +559,9 @@ impl AccountDo {
                 text(&to_iso(r.created_ms as i64)),
             ])?);
         }
+        for record in records {
+            statements.push(crate::store::usage::insert_statement(&db, record)?);
+        }
         db.batch(statements).await?;
         Ok(())
     }
@@ -528,7 +575,13 @@ fn error_answer(message: &str) -> Result<Response> {
 
 impl DurableObject for AccountDo {
     fn new(state: State, env: Env) -> Self {
-        Self { state, env, ready: std::cell::Cell::new(false), alarm_set: std::cell::Cell::new(false) }
+        Self {
+            state,
+            env,
+            ready: std::cell::Cell::new(false),
+            alarm_set: std::cell::Cell::new(false),
+            book: RefCell::new(None),
+        }
     }
 
     async fn fetch(&self, req: Request) -> Result<Response> {
@@ -541,7 +594,11 @@ impl DurableObject for AccountDo {
         };
         let flush_now = matches!(parsed, Ok(AccountRequest::Flush));
         let answer = match parsed {
-            Ok(message) => self.handle(message).unwrap_or_else(|e| AccountResponse::Error { message: e.to_string() }),
+            Ok(message) => self.handle(message).unwrap_or_else(|e| {
+                // Storage and memory may disagree now: reload the book from storage next time.
+                self.book.replace(None);
+                AccountResponse::Error { message: e.to_string() }
+            }),
             Err(e) => AccountResponse::Error { message: format!("bad message: {e}") },
         };
         if flush_now {

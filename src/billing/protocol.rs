@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::keys::{KeyRefusal, KeyState};
 use crate::domain::ledger::{InFlightCaps, Reservation};
 use crate::domain::orgs::{Limits, MonthUse, OrgLimitHit};
+use crate::domain::usage::UsageRecord;
 use crate::domain::windows::Reset;
 
 /// The header that carries a message (JSON) to the object and its answer back.
@@ -67,6 +68,15 @@ pub struct Settlement {
     pub request_id: String,
     pub cost: i64,
     pub description: String,
+    /// The reservation as the Worker remembers it: charged against when the
+    /// object no longer holds it (it restarted, or the reservation expired).
+    #[serde(default)]
+    pub key_id: Option<String>,
+    #[serde(default)]
+    pub reserved: i64,
+    /// The request's usage record; the object fills in the charge and copies it to D1.
+    #[serde(default)]
+    pub usage: Option<UsageRecord>,
 }
 
 /// One ledger row (amounts in micro-USD; times in ms).
@@ -152,12 +162,19 @@ mod tests {
     fn messages_round_trip_as_tagged_json() {
         let req = AccountRequest::Settle {
             account_id: "u1".into(),
-            settlements: vec![Settlement { request_id: "r1".into(), cost: 5, description: "m".into() }],
+            settlements: vec![Settlement {
+                request_id: "r1".into(),
+                cost: 5,
+                description: "m".into(),
+                key_id: Some("k1".into()),
+                reserved: 9,
+                usage: None,
+            }],
         };
         let json = serde_json::to_string(&req).expect("serialize");
         assert_eq!(
             json,
-            r#"{"op":"settle","account_id":"u1","settlements":[{"request_id":"r1","cost":5,"description":"m"}]}"#
+            r#"{"op":"settle","account_id":"u1","settlements":[{"request_id":"r1","cost":5,"description":"m","key_id":"k1","reserved":9,"usage":null}]}"#
         );
         assert_eq!(serde_json::from_str::<AccountRequest>(&json).expect("parse"), req);
         let resp = AccountResponse::Refused { reason: KeyRefusal::Superseded };

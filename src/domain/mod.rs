@@ -1,5 +1,6 @@
 //! Pure logic: no `worker`, no I/O, no clock, no randomness (callers pass them in).
 
+pub mod account;
 pub mod chat;
 pub mod ids;
 pub mod keys;
@@ -9,6 +10,7 @@ pub mod orgs;
 pub mod paging;
 pub mod pricing;
 pub mod time;
+pub mod usage;
 pub mod users;
 pub mod windows;
 

@@ -3,6 +3,7 @@
 pub mod keys;
 pub mod orgs;
 pub mod prices;
+pub mod usage;
 pub mod users;
 
 use wasm_bindgen::JsValue;

@@ -1,0 +1,98 @@
+//! Usage: `/api/stats` (own), `/api/stats/keys/{id}`, `/api/stats/orgs/{id}`,
+//! `/api/stats/global` (admin) and `/api/v1/generation?id=`. Records reach D1
+//! through the account objects' outboxes, within about a second of the answer.
+
+use serde_json::{json, Value};
+use worker::{D1Database, Request, Response};
+
+use super::auth::{authenticate, Caller};
+use super::error::ApiError;
+use super::keys::visible_key;
+use super::respond::{self, query, Call};
+use crate::domain::keys::Permission;
+use crate::domain::money::micros_to_usd;
+use crate::domain::usage::{day_range, GroupBy};
+use crate::env;
+use crate::store;
+use crate::store::usage::Scope;
+
+fn db(call: &Call) -> Result<D1Database, ApiError> {
+    env::db(&call.env).map_err(ApiError::internal)
+}
+
+/// The caller's own usage (an admin may name `user_id=`).
+pub async fn get_own_stats(req: Request, call: &Call) -> Result<Response, ApiError> {
+    let caller = authenticate(&req, call).await?.caller;
+    caller.require(Permission::Read)?;
+    let asked = query(&req).get("user_id").cloned().filter(|u| !u.is_empty());
+    let user_id = caller.target_user(asked)?;
+    stats(&req, call, Scope::User(user_id), false).await
+}
+
+/// One key's usage: admins any key, a key holder its own user's keys.
+pub async fn get_key_stats(req: Request, call: &Call, id: &str) -> Result<Response, ApiError> {
+    let caller = authenticate(&req, call).await?.caller;
+    caller.require(Permission::Read)?;
+    if !caller.is_admin() {
+        visible_key(&db(call)?, &caller, id).await?;
+    }
+    stats(&req, call, Scope::Key(id.to_string()), false).await
+}
+
+pub async fn get_org_stats(req: Request, call: &Call, id: &str) -> Result<Response, ApiError> {
+    authenticate(&req, call).await?.caller.require(Permission::Admin)?;
+    stats(&req, call, Scope::Org(id.to_string()), false).await
+}
+
+pub async fn get_global_stats(req: Request, call: &Call) -> Result<Response, ApiError> {
+    authenticate(&req, call).await?.caller.require(Permission::Admin)?;
+    stats(&req, call, Scope::All, true).await
+}
+
+async fn stats(req: &Request, call: &Call, scope: Scope, global: bool) -> Result<Response, ApiError> {
+    let q = query(req);
+    let arg = |name: &str| q.get(name).map(String::as_str);
+    let range = day_range(arg("start"), arg("end"), call.now_ms())?;
+    let group = GroupBy::parse(arg("group_by"), global)?;
+    let buckets = store::usage::stats(&db(call)?, &scope, &range, group).await?;
+    let data: Vec<Value> = buckets
+        .iter()
+        .map(|b| {
+            json!({
+                "bucket": b.bucket.clone().unwrap_or_default(), "requests": b.requests,
+                "prompt_tokens": b.prompt_tokens, "completion_tokens": b.completion_tokens,
+                "cost": micros_to_usd(b.cost_micros),
+            })
+        })
+        .collect();
+    respond::json(200, &json!({ "data": data, "start": range.start, "end": range.end, "group_by": group.as_str() }))
+}
+
+/// One of the caller's requests, by its generation id (`x-request-id`).
+pub async fn get_generation(req: Request, call: &Call) -> Result<Response, ApiError> {
+    let caller = authenticate(&req, call).await?.caller;
+    caller.require(Permission::Read)?;
+    let Some(id) = query(&req).get("id").cloned().filter(|id| !id.is_empty()) else {
+        return Err(crate::domain::InvalidRequest::param("`id` is required", "id").into());
+    };
+    let not_found = || ApiError::not_found(format!("generation {id} not found"));
+    let row = store::usage::find(&db(call)?, &id).await?.ok_or_else(not_found)?;
+    if let Caller::Key(k) = &caller {
+        if !caller.is_admin() && k.user_id != row.user_id {
+            return Err(not_found());
+        }
+    }
+    respond::data(
+        200,
+        &json!({
+            "id": row.id, "model": row.model, "provider": row.provider,
+            "tokens_prompt": row.prompt_tokens, "tokens_completion": row.completion_tokens,
+            "tokens_reasoning": row.reasoning_tokens, "tokens_cached": row.cached_tokens,
+            "total_cost": micros_to_usd(row.cost_micros),
+            "upstream_cost": row.upstream_cost_micros.map(micros_to_usd),
+            "streamed": row.streamed != 0, "cancelled": row.cancelled != 0, "estimated": row.estimated != 0,
+            "status": row.status, "latency_ms": row.latency_ms, "created_at": row.created_at,
+            "key_id": row.key_id, "user_id": row.user_id, "org_id": row.org_id,
+        }),
+    )
+}

@@ -1,0 +1,107 @@
+//! The `usage_records` table and the stats read from its daily roll-up
+//! (`usage_daily`, kept by a trigger: see migrations/0004).
+
+use serde::Deserialize;
+use wasm_bindgen::JsValue;
+use worker::{D1Database, D1PreparedStatement};
+
+use super::{int, opt_int, opt_text, text, StoreError};
+use crate::domain::time::to_iso;
+use crate::domain::usage::{DayRange, GroupBy, UsageRecord};
+
+const INSERT: &str = "INSERT OR IGNORE INTO usage_records (id, key_id, user_id, org_id, model, provider, \
+    prompt_tokens, completion_tokens, reasoning_tokens, cached_tokens, cost_micros, upstream_cost_micros, \
+    latency_ms, status, streamed, cancelled, estimated, created_at) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)";
+
+/// An insert of one record (a repeat of the same id changes nothing), for a batch.
+pub fn insert_statement(db: &D1Database, r: &UsageRecord) -> worker::Result<D1PreparedStatement> {
+    let flag = |b: bool| int(i64::from(b));
+    db.prepare(INSERT).bind(&[
+        text(&r.id),
+        text(&r.key_id),
+        text(&r.user_id),
+        opt_text(r.org_id.as_deref()),
+        text(&r.model),
+        text(&r.provider),
+        int(r.prompt_tokens as i64),
+        int(r.completion_tokens as i64),
+        int(r.reasoning_tokens as i64),
+        int(r.cached_tokens as i64),
+        int(r.cost_micros),
+        opt_int(r.upstream_cost_micros),
+        int(r.latency_ms as i64),
+        int(i64::from(r.status)),
+        flag(r.streamed),
+        flag(r.cancelled),
+        flag(r.estimated),
+        text(&to_iso(r.created_ms)),
+    ])
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct UsageRow {
+    pub id: String,
+    pub key_id: String,
+    pub user_id: String,
+    pub org_id: Option<String>,
+    pub model: String,
+    pub provider: String,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub reasoning_tokens: i64,
+    pub cached_tokens: i64,
+    pub cost_micros: i64,
+    pub upstream_cost_micros: Option<i64>,
+    pub latency_ms: i64,
+    pub status: i64,
+    pub streamed: i64,
+    pub cancelled: i64,
+    pub estimated: i64,
+    pub created_at: String,
+}
+
+pub async fn find(db: &D1Database, id: &str) -> Result<Option<UsageRow>, StoreError> {
+    Ok(db.prepare("SELECT * FROM usage_records WHERE id = ?1").bind(&[text(id)])?.first::<UsageRow>(None).await?)
+}
+
+/// Whose usage a stats query covers.
+#[derive(Debug, Clone)]
+pub enum Scope {
+    User(String),
+    Key(String),
+    Org(String),
+    All,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Bucket {
+    pub bucket: Option<String>,
+    pub requests: i64,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub cost_micros: i64,
+}
+
+/// Totals per bucket over the days of `range` (both ends included), ordered by bucket.
+pub async fn stats(
+    db: &D1Database,
+    scope: &Scope,
+    range: &DayRange,
+    group: GroupBy,
+) -> Result<Vec<Bucket>, StoreError> {
+    let (filter, mut args): (&str, Vec<JsValue>) = match scope {
+        Scope::User(id) => ("user_id = ?3 AND ", vec![text(id)]),
+        Scope::Key(id) => ("key_id = ?3 AND ", vec![text(id)]),
+        Scope::Org(id) => ("org_id = ?3 AND ", vec![text(id)]),
+        Scope::All => ("", vec![]),
+    };
+    args.splice(0..0, [text(&range.start), text(&range.end)]);
+    let column = group.column();
+    let query = format!(
+        "SELECT {column} AS bucket, SUM(requests) AS requests, SUM(prompt_tokens) AS prompt_tokens, \
+         SUM(completion_tokens) AS completion_tokens, SUM(cost_micros) AS cost_micros \
+         FROM usage_daily WHERE {filter}day BETWEEN ?1 AND ?2 GROUP BY {column} ORDER BY {column}"
+    );
+    Ok(db.prepare(&query).bind(&args)?.all().await?.results::<Bucket>()?)
+}
