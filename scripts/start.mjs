@@ -52,6 +52,8 @@ if (!vars.ADMIN_TOKEN) {
 }
 const demo = !vars.AI_GATEWAY_API_KEY;
 if (demo) delete vars.AI_GATEWAY_BASE_URL;
+// Demo mode provisions upstream keys against the fake too, unless a real provisioning key is set.
+if (demo && !vars.OPENROUTER_PROVISIONING_KEY) delete vars.OPENROUTER_API_BASE;
 
 const port = Number(process.env.PORT || 8787);
 const gw = await startGateway({

@@ -49,6 +49,10 @@ pub struct Config {
     pub in_flight: crate::domain::ledger::InFlightCaps,
     /// `LOG_LEVEL`: error | warn | info (default) | debug.
     pub log_level: crate::log::Level,
+    /// `OPENROUTER_API_BASE`: OpenRouter's key-management API, without a trailing slash.
+    pub key_api_base_url: String,
+    /// `OPENROUTER_PROVISIONING_KEY`: enables creating upstream keys per user.
+    pub provisioning_key: Option<Secret>,
 }
 
 fn text(env: &Env, name: &str) -> Option<String> {
@@ -83,6 +87,11 @@ impl Config {
                     .filter(|n| *n > 0),
             },
             log_level: crate::log::Level::parse(&text(env, "LOG_LEVEL").unwrap_or_default()),
+            key_api_base_url: text(env, "OPENROUTER_API_BASE")
+                .unwrap_or_else(|| DEFAULT_BASE_URL.into())
+                .trim_end_matches('/')
+                .to_string(),
+            provisioning_key: text(env, "OPENROUTER_PROVISIONING_KEY").map(Secret),
         }
     }
 

@@ -13,5 +13,7 @@ pub async fn run(cron: String, env: Env) {
     };
     report("refresh_models", crate::api::refresh_models_cache(&env).await.map(|n| json!({ "models": n })));
     report("sync_prices", crate::api::sync_prices(&env, false).await.map(|n| json!({ "models": n })));
+    // Reconciliation first flushes every account's outbox (ledger rows and usage records) to D1.
     report("reconcile", crate::api::run_reconciliation(&env).await);
+    report("mirror_upstream_keys", crate::api::mirror_upstream_keys(&env).await);
 }

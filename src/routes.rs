@@ -39,6 +39,10 @@ pub enum Route {
     OrgStats(String),
     GlobalStats,
     Generation,
+    Provision,
+    ListUpstreamKeys,
+    UpdateUpstreamKey(String),
+    DeleteUpstreamKey(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,6 +98,11 @@ pub fn route(method: &str, path: &str) -> Match {
         ["api", "stats", "keys", k] if !k.is_empty() => vec![("GET", Route::KeyStats(id(3)))],
         ["api", "stats", "orgs", o] if !o.is_empty() => vec![("GET", Route::OrgStats(id(3)))],
         ["api", "v1", "generation"] => vec![("GET", Route::Generation)],
+        ["api", "admin", "provision"] => vec![("POST", Route::Provision)],
+        ["api", "admin", "openrouter-keys"] => vec![("GET", Route::ListUpstreamKeys)],
+        ["api", "admin", "openrouter-keys", k] if !k.is_empty() => {
+            vec![("PATCH", Route::UpdateUpstreamKey(id(3))), ("DELETE", Route::DeleteUpstreamKey(id(3)))]
+        }
         _ => return Match::NotFound,
     };
     let method = if method == "HEAD" { "GET" } else { method };

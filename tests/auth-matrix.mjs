@@ -41,6 +41,10 @@ export const AUTHENTICATED_ROUTES = [
   ['OrgStats', 'GET', `/api/stats/orgs/${ID}`, 'admin'],
   ['GlobalStats', 'GET', '/api/stats/global', 'admin'],
   ['Generation', 'GET', `/api/v1/generation?id=${ID}`, 'read'],
+  ['Provision', 'POST', '/api/admin/provision', 'admin', { email: 'matrix@example.com', name: 'M' }],
+  ['ListUpstreamKeys', 'GET', '/api/admin/openrouter-keys', 'admin'],
+  ['UpdateUpstreamKey', 'PATCH', `/api/admin/openrouter-keys/${ID}`, 'admin', { disabled: true }],
+  ['DeleteUpstreamKey', 'DELETE', `/api/admin/openrouter-keys/${ID}`, 'admin'],
 ];
 
 /** Routes anyone may call (API.md's first row). */

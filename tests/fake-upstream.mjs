@@ -22,7 +22,15 @@
 // `chunk_delay_ms` (body field) spaces streamed chunks out.
 // Test helpers: GET /__requests lists the requests received (newest last),
 // DELETE /__requests forgets them.
+//
+// Key management (OpenRouter's /api/v1/keys, with the provisioning key only):
+//   GET /keys?offset=   POST /keys {name, limit?, limit_reset?}   GET|PATCH|DELETE /keys/<hash>
+// validated like OpenRouter (name required; limit a number >= 0 or null; limit_reset daily|weekly|monthly|null).
+// Test helpers: POST /__keys/fail {status, times?} makes the next key-management calls fail with
+// that status; POST /__keys/delay {ms} slows every key-management answer down;
+// POST /__keys/<hash>/usage {usage} sets a key's spend (USD).
 
+import { createHash, randomBytes } from 'node:crypto';
 import http from 'node:http';
 import { pathToFileURL } from 'node:url';
 
@@ -34,6 +42,9 @@ export const CATALOGUE = [
   { id: 'google/gemini-2.0-flash-001', name: 'Google: Gemini 2.0 Flash', context_length: 1048576, prompt: '0.0000001', completion: '0.0000004' },
   { id: 'meta-llama/llama-3.1-8b-instruct', name: 'Meta: Llama 3.1 8B Instruct', context_length: 131072, prompt: '0.00000002', completion: '0.00000005' },
 ];
+
+/** The only key the fake's key-management API accepts (tests and demo mode). */
+export const FAKE_PROVISIONING_KEY = 'sk-or-prov-test-provisioning-key';
 
 const ROLES = new Set(['system', 'developer', 'user', 'assistant', 'tool', 'function']);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -199,9 +210,80 @@ function models(res) {
   sendJson(res, 200, { data });
 }
 
-/** Starts the fake. `apiKey`: the only upstream key accepted (any bearer when unset). */
-export function startFakeUpstream({ port = 0, host = '127.0.0.1', apiKey } = {}) {
+const RESETS = new Set(['daily', 'weekly', 'monthly', null]);
+
+/** OpenRouter's key-management API, in memory. */
+function keyManagement() {
+  const keys = new Map();
+  const failures = [];
+  let delayMs = 0;
+  const view = (k) => ({ ...k.data, limit_remaining: k.data.limit === null ? null : Math.max(0, k.data.limit - k.data.usage) });
+  const checkFields = (body, creating) => {
+    if (!body || typeof body !== 'object') return 'Invalid JSON body';
+    if (creating && (typeof body.name !== 'string' || !body.name.trim())) return 'name is required';
+    if ('limit' in body && body.limit !== null && !(typeof body.limit === 'number' && body.limit >= 0)) return 'limit must be a non-negative number or null';
+    if ('limit_reset' in body && !RESETS.has(body.limit_reset)) return 'limit_reset must be daily, weekly, monthly or null';
+    if ('disabled' in body && typeof body.disabled !== 'boolean') return 'disabled must be a boolean';
+    return null;
+  };
+  return {
+    keys,
+    fail(status, times = 1) {
+      for (let i = 0; i < times; i++) failures.push(status);
+    },
+    delay(ms) {
+      delayMs = ms;
+    },
+    async handle(req, res, url, body) {
+      if (delayMs) await sleep(delayMs);
+      if (failures.length) {
+        const status = failures.shift();
+        return sendJson(res, status, errorBody(status, status >= 500 ? 'Internal Server Error' : 'Request failed'));
+      }
+      const hash = url.pathname.split('/keys/')[1];
+      if (!hash) {
+        if (req.method === 'GET') {
+          const offset = Number(url.searchParams.get('offset') ?? 0);
+          return sendJson(res, 200, { data: [...keys.values()].slice(offset, offset + 100).map(view) });
+        }
+        if (req.method === 'POST') {
+          const bad = checkFields(body, true);
+          if (bad) return sendJson(res, 400, errorBody(400, bad));
+          const text = `sk-or-v1-${randomBytes(32).toString('hex')}`;
+          const h = createHash('sha256').update(text).digest('hex');
+          const now = new Date().toISOString();
+          const data = { hash: h, name: body.name, label: `${text.slice(0, 11)}...${text.slice(-3)}`, disabled: false, limit: body.limit ?? null, limit_reset: body.limit_reset ?? null, usage: 0, created_at: now, updated_at: null };
+          keys.set(h, { data });
+          return sendJson(res, 201, { data: view({ data }), key: text });
+        }
+        return sendJson(res, 405, errorBody(405, 'Method not allowed'));
+      }
+      const key = keys.get(hash);
+      if (!key) return sendJson(res, 404, errorBody(404, 'API key not found'));
+      if (req.method === 'GET') return sendJson(res, 200, { data: view(key) });
+      if (req.method === 'DELETE') {
+        keys.delete(hash);
+        return sendJson(res, 200, { deleted: true });
+      }
+      if (req.method === 'PATCH') {
+        const bad = checkFields(body, false);
+        if (bad) return sendJson(res, 400, errorBody(400, bad));
+        for (const f of ['name', 'disabled', 'limit', 'limit_reset']) if (f in body) key.data[f] = body[f];
+        key.data.updated_at = new Date().toISOString();
+        return sendJson(res, 200, { data: view(key) });
+      }
+      return sendJson(res, 405, errorBody(405, 'Method not allowed'));
+    },
+  };
+}
+
+/**
+ * Starts the fake. `apiKey`: the only upstream key accepted for inference (any bearer when unset);
+ * `provisioningKey`: the only key accepted by the key-management API (which refuses inference keys).
+ */
+export function startFakeUpstream({ port = 0, host = '127.0.0.1', apiKey, provisioningKey = FAKE_PROVISIONING_KEY } = {}) {
   const requests = [];
+  const management = keyManagement();
   const server = http.createServer(async (req, res) => {
     const url = new URL(req.url, 'http://fake');
     const chunks = [];
@@ -217,12 +299,32 @@ export function startFakeUpstream({ port = 0, host = '127.0.0.1', apiKey } = {})
     } catch {
       body = undefined;
     }
+    if (url.pathname === '/__keys/fail') {
+      management.fail(body.status, body.times ?? 1);
+      return sendJson(res, 200, { ok: true });
+    }
+    if (url.pathname === '/__keys/delay') {
+      management.delay(body.ms ?? 0);
+      return sendJson(res, 200, { ok: true });
+    }
+    const usage = url.pathname.match(/^\/__keys\/([0-9a-f]+)\/usage$/);
+    if (usage) {
+      const key = management.keys.get(usage[1]);
+      if (!key) return sendJson(res, 404, errorBody(404, 'API key not found'));
+      key.data.usage = body.usage;
+      return sendJson(res, 200, { ok: true });
+    }
     requests.push({ method: req.method, path: url.pathname, headers: req.headers, body: body === undefined ? raw : body, at: Date.now() });
     if (requests.length > 500) requests.shift();
 
     const auth = req.headers.authorization ?? '';
     const bearer = auth.startsWith('Bearer ') ? auth.slice(7) : '';
-    if (!bearer || (apiKey && bearer !== apiKey)) return sendJson(res, 401, errorBody(401, 'No auth credentials found'));
+    if (/\/keys(\/|$)/.test(url.pathname)) {
+      if (bearer !== provisioningKey) return sendJson(res, 401, errorBody(401, 'Only provisioning keys can manage keys'));
+      if (body === undefined) return sendJson(res, 400, errorBody(400, 'Invalid JSON body'));
+      return management.handle(req, res, url, body);
+    }
+    if (!bearer || bearer === provisioningKey || (apiKey && bearer !== apiKey)) return sendJson(res, 401, errorBody(401, 'No auth credentials found'));
     if (req.method === 'GET' && url.pathname.endsWith('/models')) return models(res);
     if (req.method === 'POST' && url.pathname.endsWith('/chat/completions')) {
       if (body === undefined) return sendJson(res, 400, errorBody(400, 'Invalid JSON body'));
@@ -238,6 +340,7 @@ export function startFakeUpstream({ port = 0, host = '127.0.0.1', apiKey } = {})
         port: bound,
         url: `http://${host}:${bound}/api/v1`,
         requests,
+        keys: management.keys,
         close: () => new Promise((r) => { server.closeAllConnections?.(); server.close(() => r()); }),
       });
     });

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { startFakeUpstream } from './fake-upstream.mjs';
+import { FAKE_PROVISIONING_KEY, startFakeUpstream } from './fake-upstream.mjs';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const WRANGLER = path.join(ROOT, 'scripts', 'wrangler');
@@ -109,7 +109,9 @@ export async function startGateway({ vars = {}, upstream = true, persistTo, port
   const allVars = {
     ADMIN_TOKEN: adminToken,
     REQUEST_TIMEOUT: '60',
-    ...(fake ? { AI_GATEWAY_BASE_URL: fake.url, AI_GATEWAY_API_KEY: FAKE_UPSTREAM_KEY } : {}),
+    ...(fake
+      ? { AI_GATEWAY_BASE_URL: fake.url, AI_GATEWAY_API_KEY: FAKE_UPSTREAM_KEY, OPENROUTER_API_BASE: fake.url, OPENROUTER_PROVISIONING_KEY: FAKE_PROVISIONING_KEY }
+      : {}),
     ...vars,
   };
   // Variables go in an env file of our own (mode 600, never on a command line);

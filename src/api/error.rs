@@ -41,6 +41,9 @@ pub enum ApiError {
     LimitReached { message: String, retry_after_secs: u64 },
     #[error(transparent)]
     Provider(#[from] ProviderError),
+    /// A management call to an upstream API (OpenRouter's key management) failed; the operator sees why.
+    #[error("{0}")]
+    UpstreamFailed(String),
     /// A bug or an outage of our own storage: details go to the log only.
     #[error("internal error: {0}")]
     Internal(String),
@@ -83,6 +86,7 @@ impl ApiError {
                 | ProviderError::Network(_) => 502,
                 ProviderError::Timeout => 504,
             },
+            Self::UpstreamFailed(_) => 502,
             Self::Internal(_) => 500,
         }
     }
@@ -108,6 +112,7 @@ impl ApiError {
                 | ProviderError::Malformed(_)
                 | ProviderError::Network(_) => "upstream_error",
             },
+            Self::UpstreamFailed(_) => "upstream_error",
             Self::Internal(_) => "server_error",
         }
     }

@@ -398,7 +398,7 @@ fn key_state(row: &KeyRow) -> KeyState {
 }
 
 /// A key as the API shows it: never the text, never the hash.
-fn key_view(k: &KeyRow, now_ms: i64) -> Value {
+pub(super) fn key_view(k: &KeyRow, now_ms: i64) -> Value {
     let status = Status::of(k.disabled != 0, k.expires_at.as_deref().and_then(parse_iso), now_ms);
     json!({
         "id": k.id, "key_prefix": k.key_prefix, "name": k.name, "description": k.description,

@@ -19,6 +19,8 @@ mod orgs;
 #[cfg(target_arch = "wasm32")]
 mod prices;
 #[cfg(target_arch = "wasm32")]
+mod provision;
+#[cfg(target_arch = "wasm32")]
 mod respond;
 #[cfg(target_arch = "wasm32")]
 mod usage;
@@ -33,6 +35,8 @@ pub use dispatch::handle;
 pub use models::refresh_models_cache;
 #[cfg(target_arch = "wasm32")]
 pub use prices::sync as sync_prices;
+#[cfg(target_arch = "wasm32")]
+pub use provision::mirror_upstream_keys;
 
 #[cfg(target_arch = "wasm32")]
 mod dispatch {
@@ -93,6 +97,10 @@ mod dispatch {
             Route::OrgStats(id) => super::usage::get_org_stats(req, call, &id).await,
             Route::GlobalStats => super::usage::get_global_stats(req, call).await,
             Route::Generation => super::usage::get_generation(req, call).await,
+            Route::Provision => super::provision::provision(req, call).await,
+            Route::ListUpstreamKeys => super::provision::list_upstream_keys(req, call).await,
+            Route::UpdateUpstreamKey(id) => super::provision::update_upstream_key(req, call, &id).await,
+            Route::DeleteUpstreamKey(id) => super::provision::delete_upstream_key(req, call, &id).await,
         }
     }
 }

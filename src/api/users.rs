@@ -132,7 +132,7 @@ pub async fn delete_user(req: Request, call: &Call, id: &str) -> Result<Response
     respond::data(200, &json!({ "id": id, "deleted": true, "keys_disabled": keys.len() }))
 }
 
-fn user_view(u: &UserRow) -> Value {
+pub(super) fn user_view(u: &UserRow) -> Value {
     json!({
         "id": u.id, "email": u.email, "name": u.name, "email_verified": u.email_verified != 0,
         "image": u.image, "locale": u.locale, "utm_source": u.utm_source, "ip": u.ip,

@@ -9,6 +9,7 @@ pub mod money;
 pub mod orgs;
 pub mod paging;
 pub mod pricing;
+pub mod provisioning;
 pub mod time;
 pub mod usage;
 pub mod users;

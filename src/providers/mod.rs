@@ -1,6 +1,8 @@
 //! Upstream providers: wire translation (pure) and the one transport module
 //! that performs `fetch`.
 
+#[cfg(target_arch = "wasm32")]
+pub mod key_management;
 pub mod openai_compat;
 pub mod sse;
 #[cfg(target_arch = "wasm32")]

@@ -37,24 +37,26 @@ const FIND_BY_HASH: &str = "SELECT * FROM api_keys WHERE key_hash = ?1 \
                             UNION ALL SELECT * FROM api_keys WHERE previous_key_hash = ?1 AND previous_expires_at > ?2 LIMIT 1";
 
 pub async fn insert(db: &D1Database, k: &KeyRow) -> Result<(), StoreError> {
-    db.prepare(INSERT)
-        .bind(&[
-            text(&k.id),
-            text(&k.user_id),
-            opt_text(k.org_id.as_deref()),
-            text(&k.name),
-            opt_text(k.description.as_deref()),
-            text(&k.key_hash),
-            text(&k.key_prefix),
-            text(&k.permissions),
-            opt_text(k.expires_at.as_deref()),
-            opt_int(k.limit_micros),
-            opt_text(k.limit_reset.as_deref()),
-            text(&k.created_at),
-        ])?
-        .run()
-        .await?;
+    insert_statement(db, k)?.run().await?;
     Ok(())
+}
+
+/// The insert as a statement, for a batch with others (all or nothing).
+pub fn insert_statement(db: &D1Database, k: &KeyRow) -> worker::Result<worker::D1PreparedStatement> {
+    db.prepare(INSERT).bind(&[
+        text(&k.id),
+        text(&k.user_id),
+        opt_text(k.org_id.as_deref()),
+        text(&k.name),
+        opt_text(k.description.as_deref()),
+        text(&k.key_hash),
+        text(&k.key_prefix),
+        text(&k.permissions),
+        opt_text(k.expires_at.as_deref()),
+        opt_int(k.limit_micros),
+        opt_text(k.limit_reset.as_deref()),
+        text(&k.created_at),
+    ])
 }
 
 /// The key whose current (or still-valid previous) secret hashes to `hash`, live or not.

@@ -1,6 +1,7 @@
 //! D1, the system of record. SQL lives here as constants next to its `*Row` type.
 
 pub mod keys;
+pub mod openrouter_keys;
 pub mod orgs;
 pub mod prices;
 pub mod usage;

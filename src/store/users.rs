@@ -25,20 +25,22 @@ const INSERT: &str = "INSERT INTO users (id, email, name, image, locale, utm_sou
 const GET_LIVE: &str = "SELECT * FROM users WHERE id = ?1 AND deleted_at IS NULL";
 
 pub async fn insert(db: &D1Database, u: &UserRow) -> Result<(), StoreError> {
-    db.prepare(INSERT)
-        .bind(&[
-            text(&u.id),
-            text(&u.email),
-            text(&u.name),
-            opt_text(u.image.as_deref()),
-            text(&u.locale),
-            opt_text(u.utm_source.as_deref()),
-            opt_text(u.ip.as_deref()),
-            text(&u.created_at),
-        ])?
-        .run()
-        .await?;
+    insert_statement(db, u)?.run().await?;
     Ok(())
+}
+
+/// The insert as a statement, for a batch with others (all or nothing).
+pub fn insert_statement(db: &D1Database, u: &UserRow) -> worker::Result<worker::D1PreparedStatement> {
+    db.prepare(INSERT).bind(&[
+        text(&u.id),
+        text(&u.email),
+        text(&u.name),
+        opt_text(u.image.as_deref()),
+        text(&u.locale),
+        opt_text(u.utm_source.as_deref()),
+        opt_text(u.ip.as_deref()),
+        text(&u.created_at),
+    ])
 }
 
 pub async fn get_live(db: &D1Database, id: &str) -> Result<Option<UserRow>, StoreError> {
@@ -111,4 +113,14 @@ pub async fn update(db: &D1Database, u: &UserRow) -> Result<(), StoreError> {
 pub async fn soft_delete(db: &D1Database, id: &str, now_iso: &str) -> Result<bool, StoreError> {
     let result = db.prepare(SOFT_DELETE).bind(&[text(id), text(now_iso)])?.run().await?;
     Ok(result.meta()?.and_then(|m| m.changes).unwrap_or(0) > 0)
+}
+
+/// Whether a live user already has this email address.
+pub async fn email_taken(db: &D1Database, email: &str) -> Result<bool, StoreError> {
+    let row = db
+        .prepare("SELECT id FROM users WHERE email = ?1 AND deleted_at IS NULL")
+        .bind(&[text(email)])?
+        .first::<serde_json::Value>(None)
+        .await?;
+    Ok(row.is_some())
 }

@@ -1,0 +1,143 @@
+// Upstream-key provisioning against the fake OpenRouter key-management API:
+// POST /api/admin/provision, /api/admin/openrouter-keys, failures that leave
+// nothing half made, and the cron job that mirrors usage from OpenRouter.
+
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+
+import OpenAI from 'openai';
+
+import { gatewayForFile } from './fixture.mjs';
+
+const ctx = gatewayForFile();
+
+/** The fake's own view of the keys it holds. */
+const upstreamKeys = () => [...ctx.gw.fake.keys.values()].map((k) => k.data);
+const fakeControl = (path, body) =>
+  fetch(`${ctx.gw.fake.url.replace('/api/v1', '')}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+const provision = (body) => ctx.admin.call('POST', '/api/admin/provision', body);
+const usersNamed = async (email) => (await ctx.admin.call('GET', `/api/admin/users?search=${encodeURIComponent(email)}`)).body.data;
+
+describe('provisioning', () => {
+  test('makes a user, a working gateway key and an upstream key with the limit in cents, secrets shown once', async () => {
+    const res = await provision({ email: 'prov-a@example.com', name: 'Prov A', utm_source: 'ads', locale: 'zh' });
+    assert.equal(res.status, 201, JSON.stringify(res.body));
+    const { user, key, openrouter_key: up } = res.body.data;
+    assert.equal(user.email, 'prov-a@example.com');
+    assert.equal(user.locale, 'zh');
+    assert.equal(user.utm_source, 'ads');
+    assert.match(key.key, /^sk-tg-v1-[0-9a-f]{64}$/);
+    assert.match(up.key, /^sk-or-v1-[0-9a-f]{64}$/);
+    assert.equal(up.limit, 1000, 'default limit: 1000 cents');
+    assert.equal(up.limit_reset, 'monthly');
+    const made = upstreamKeys().find((k) => k.hash === up.upstream_hash);
+    assert.equal(made.limit, 10, 'OpenRouter got USD');
+    assert.equal(made.limit_reset, 'monthly');
+
+    const listed = await ctx.admin.call('GET', `/api/admin/openrouter-keys?user_id=${user.id}`);
+    assert.equal(listed.status, 200);
+    assert.equal(listed.body.data.length, 1);
+    assert.equal(listed.body.data[0].key_prefix, up.key.slice(0, 12));
+    assert.ok(!JSON.stringify(listed.body).includes(up.key), 'the upstream key text is never shown again');
+    assert.ok(!JSON.stringify(listed.body).includes(up.key.slice(12)), 'nor any of its secret part');
+
+    await ctx.admin.credit(user.id, 1);
+    const client = new OpenAI({ baseURL: `${ctx.gw.url}/v1`, apiKey: key.key, maxRetries: 0 });
+    const answer = await client.chat.completions.create({ model: 'openai/gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }] });
+    assert.equal(answer.choices[0].message.content, 'Echo: hi');
+  });
+
+  test('limit and reset are passed on; bad input is a clear 400 and makes nothing', async () => {
+    const res = await provision({ email: 'prov-b@example.com', name: 'Prov B', limit: 250, limit_reset: 'daily' });
+    assert.equal(res.status, 201, JSON.stringify(res.body));
+    const made = upstreamKeys().find((k) => k.hash === res.body.data.openrouter_key.upstream_hash);
+    assert.equal(made.limit, 2.5);
+    assert.equal(made.limit_reset, 'daily');
+
+    const before = upstreamKeys().length;
+    for (const [body, param] of [
+      [{ name: 'No Email' }, null],
+      [{ email: 'x@example.com', name: 'X', limit: -5 }, 'limit'],
+      [{ email: 'x@example.com', name: 'X', limit: 1.5 }, null],
+      [{ email: 'x@example.com', name: 'X', limit_reset: 'yearly' }, 'limit_reset'],
+      [{ email: 'x@example.com', name: 'X', colour: 'red' }, null],
+      [{ email: 'not-an-email', name: 'X' }, 'email'],
+    ]) {
+      const bad = await provision(body);
+      assert.equal(bad.status, 400, JSON.stringify(body));
+      assert.equal(bad.body.error.code, 'invalid_request');
+      if (param) assert.equal(bad.body.error.param, param);
+    }
+    const dup = await provision({ email: 'prov-b@example.com', name: 'Again' });
+    assert.equal(dup.status, 409);
+    assert.equal(upstreamKeys().length, before, 'no upstream key was made for refused requests');
+  });
+
+  test('OpenRouter failing to create the key is a 502 that says so, and no user is left behind', async () => {
+    const before = upstreamKeys().length;
+    await fakeControl('/__keys/fail', { status: 500 });
+    const res = await provision({ email: 'prov-c@example.com', name: 'Prov C' });
+    assert.equal(res.status, 502);
+    assert.equal(res.body.error.code, 'upstream_error');
+    assert.match(res.body.error.message, /OpenRouter could not create the upstream key/);
+    assert.deepEqual(await usersNamed('prov-c@example.com'), []);
+    assert.equal(upstreamKeys().length, before);
+    const retry = await provision({ email: 'prov-c@example.com', name: 'Prov C' });
+    assert.equal(retry.status, 201, 'a retry works once OpenRouter does');
+  });
+
+  test('when the records cannot be written after the upstream key was made, that key is deleted again', async () => {
+    // Both requests pass the email check while OpenRouter is slow; one loses the race in D1.
+    const before = upstreamKeys().length;
+    await fakeControl('/__keys/delay', { ms: 400 });
+    const results = await Promise.all([0, 1].map(() => provision({ email: 'prov-race@example.com', name: 'Race' })));
+    await fakeControl('/__keys/delay', { ms: 0 });
+    assert.deepEqual(results.map((r) => r.status).sort(), [201, 409]);
+    const winner = results.find((r) => r.status === 201).body.data;
+    assert.equal((await usersNamed('prov-race@example.com')).length, 1);
+    assert.equal(upstreamKeys().length, before + 1, 'the loser\u2019s upstream key was cleaned up');
+    assert.ok(upstreamKeys().some((k) => k.hash === winner.openrouter_key.upstream_hash));
+  });
+
+  test('PATCH and DELETE are mirrored to OpenRouter; an OpenRouter failure changes nothing', async () => {
+    const res = await provision({ email: 'prov-d@example.com', name: 'Prov D', limit: 100 });
+    const id = res.body.data.openrouter_key.id;
+    const hash = res.body.data.openrouter_key.upstream_hash;
+    const patched = await ctx.admin.call('PATCH', `/api/admin/openrouter-keys/${id}`, { limit: 2000, limit_reset: 'weekly' });
+    assert.equal(patched.status, 200, JSON.stringify(patched.body));
+    assert.equal(patched.body.data.limit, 2000);
+    assert.equal(patched.body.data.limit_reset, 'weekly');
+    assert.equal(ctx.gw.fake.keys.get(hash).data.limit, 20);
+
+    await fakeControl('/__keys/fail', { status: 503 });
+    const failed = await ctx.admin.call('PATCH', `/api/admin/openrouter-keys/${id}`, { disabled: true });
+    assert.equal(failed.status, 502);
+    const still = (await ctx.admin.call('GET', '/api/admin/openrouter-keys')).body.data.find((k) => k.id === id);
+    assert.equal(still.disabled, false, 'the record follows OpenRouter, never runs ahead of it');
+    assert.equal(ctx.gw.fake.keys.get(hash).data.disabled, false);
+
+    const disabled = await ctx.admin.call('PATCH', `/api/admin/openrouter-keys/${id}`, { disabled: true });
+    assert.equal(disabled.body.data.disabled, true);
+    assert.equal(ctx.gw.fake.keys.get(hash).data.disabled, true);
+    assert.equal((await ctx.admin.call('PATCH', `/api/admin/openrouter-keys/${id}`, {})).status, 400);
+    assert.equal((await ctx.admin.call('PATCH', `/api/admin/openrouter-keys/${id}`, { limit: -1 })).status, 400);
+
+    const deleted = await ctx.admin.call('DELETE', `/api/admin/openrouter-keys/${id}`);
+    assert.equal(deleted.status, 200);
+    assert.equal(ctx.gw.fake.keys.has(hash), false);
+    assert.equal((await ctx.admin.call('DELETE', `/api/admin/openrouter-keys/${id}`)).status, 404);
+  });
+
+  test('the cron job mirrors usage, limits and state from OpenRouter', async () => {
+    const res = await provision({ email: 'prov-e@example.com', name: 'Prov E', limit: 500 });
+    const { id, upstream_hash: hash } = res.body.data.openrouter_key;
+    await fakeControl(`/__keys/${hash}/usage`, { usage: 1.25 });
+    ctx.gw.fake.keys.get(hash).data.limit = 7.5; // changed on OpenRouter's side
+    const cron = await fetch(`${ctx.gw.url}/__scheduled?cron=${encodeURIComponent('*/15 * * * *')}`);
+    assert.equal(cron.status, 200);
+    const row = (await ctx.admin.call('GET', '/api/admin/openrouter-keys')).body.data.find((k) => k.id === id);
+    assert.equal(row.usage, 1.25);
+    assert.equal(row.limit, 750);
+    assert.ok(row.synced_at, 'the mirror time is recorded');
+  });
+});
