@@ -6,14 +6,16 @@
 
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { appendFileSync, existsSync, readFileSync } from 'node:fs';
+import { appendFileSync } from 'node:fs';
 import path from 'node:path';
 
 import { ROOT, startGateway } from '../tests/harness.mjs';
+import { readDevVars } from './dev-vars.mjs';
 
 const SETTINGS = [
   'AI_GATEWAY_BASE_URL', 'AI_GATEWAY_API_KEY', 'ADMIN_TOKEN', 'OPENROUTER_API_BASE', 'OPENROUTER_PROVISIONING_KEY',
-  'REQUEST_TIMEOUT', 'UPSTREAM_REFERER', 'UPSTREAM_TITLE', 'MODELS_CACHE_TTL',
+  'REQUEST_TIMEOUT', 'UPSTREAM_REFERER', 'UPSTREAM_TITLE', 'MODELS_CACHE_TTL', 'LOG_LEVEL', 'PRICE_MARKUP_PERCENT',
+  'MAX_IN_FLIGHT_PER_KEY', 'MAX_IN_FLIGHT_PER_ACCOUNT',
 ];
 const bold = (s) => `\x1b[1m${s}\x1b[0m`;
 const yellow = (s) => `\x1b[1;33m${s}\x1b[0m`;
@@ -24,16 +26,6 @@ function step(cmd, args) {
     console.error(`\n${cmd} ${args.join(' ')} failed (exit ${r.status}); see above.`);
     process.exit(r.status ?? 1);
   }
-}
-
-function readDevVars(file) {
-  if (!existsSync(file)) return {};
-  const vars = {};
-  for (const line of readFileSync(file, 'utf8').split('\n')) {
-    const m = line.match(/^\s*([A-Z0-9_]+)\s*=\s*(.*?)\s*$/);
-    if (m) vars[m[1]] = m[2].replace(/^(['"])(.*)\1$/, '$2');
-  }
-  return vars;
 }
 
 step(path.join(ROOT, 'scripts', 'setup'), []);

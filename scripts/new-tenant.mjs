@@ -1,0 +1,110 @@
+// `npm run new-tenant -- <name> [--dry-run] [--config wrangler.toml]`
+//
+// One Worker per tenant: writes the tenant's `[env.<name>]` section into wrangler.toml (worker
+// `tollgate-<name>` with its own D1 database, KV namespace, Durable Object namespace and cron), then
+// runs the wrangler commands that create those resources, set the secrets, apply the remote
+// migrations and deploy. `--dry-run` prints the section and the commands and changes nothing.
+// Environments do not inherit bindings in wrangler, so the section restates every one of them.
+
+import { spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const WRANGLER = path.join(ROOT, 'scripts', 'wrangler');
+const USAGE = 'usage: npm run new-tenant -- <name: lowercase letters, digits, hyphens> [--dry-run] [--config <wrangler.toml>]';
+const PLACEHOLDER_D1 = '<database_id from `wrangler d1 create`>';
+const PLACEHOLDER_KV = '<id from `wrangler kv namespace create`>';
+
+function fail(message) {
+  console.error(`new-tenant: ${message}\n${USAGE}`);
+  process.exit(2);
+}
+
+const argv = process.argv.slice(2);
+let dryRun = false;
+let config = path.join(ROOT, 'wrangler.toml');
+const names = [];
+for (let i = 0; i < argv.length; i++) {
+  if (argv[i] === '--dry-run') dryRun = true;
+  else if (argv[i] === '--config') config = path.resolve(argv[++i] ?? fail('--config needs a file'));
+  else if (argv[i] === '--help' || argv[i] === '-h') {
+    console.log(USAGE);
+    process.exit(0);
+  } else if (argv[i].startsWith('-')) fail(`unknown option ${argv[i]}`);
+  else names.push(argv[i]);
+}
+if (names.length !== 1) fail(names.length ? 'give one tenant name' : 'the tenant name is required');
+const tenant = names[0];
+if (!/^[a-z][a-z0-9-]{0,38}[a-z0-9]$/.test(tenant)) {
+  fail(`"${tenant}" is not a tenant name: 2-40 lowercase letters, digits or hyphens, starting with a letter`);
+}
+const worker = `tollgate-${tenant}`;
+const toml = readFileSync(config, 'utf8');
+if (new RegExp(`^\\[env\\.${tenant}\\]`, 'm').test(toml)) fail(`${path.basename(config)} already has [env.${tenant}]`);
+
+function section(d1Id, kvId) {
+  return `
+# Tenant ${tenant}: written by \`npm run new-tenant -- ${tenant}\`. Secrets are set with wrangler secret put.
+[env.${tenant}]
+name = "${worker}"
+workers_dev = true
+vars = { AI_GATEWAY_BASE_URL = "https://openrouter.ai/api/v1", OPENROUTER_API_BASE = "https://openrouter.ai/api/v1", REQUEST_TIMEOUT = "60", UPSTREAM_TITLE = "Tollgate" }
+d1_databases = [{ binding = "DB", database_name = "${worker}", database_id = "${d1Id}", migrations_dir = "migrations" }]
+kv_namespaces = [{ binding = "CACHE", id = "${kvId}" }]
+durable_objects.bindings = [{ name = "ACCOUNTS", class_name = "AccountDo" }]
+triggers = { crons = ["*/15 * * * *"] }
+`;
+}
+
+const adminToken = `tg-admin-${randomBytes(32).toString('hex')}`;
+const commands = [
+  ['d1', 'create', worker],
+  ['kv', 'namespace', 'create', worker],
+  ['secret', 'put', 'AI_GATEWAY_API_KEY', '-e', tenant],
+  ['secret', 'put', 'ADMIN_TOKEN', '-e', tenant],
+  ['secret', 'put', 'OPENROUTER_PROVISIONING_KEY', '-e', tenant],
+  ['d1', 'migrations', 'apply', 'DB', '--remote', '-e', tenant],
+  ['deploy', '-e', tenant],
+];
+const shown = (args) => `scripts/wrangler ${args.join(' ')}`;
+
+if (dryRun) {
+  console.log(`Dry run: nothing is written or run.\n\nWould append to ${path.relative(process.cwd(), config) || config}:`);
+  console.log(section(PLACEHOLDER_D1, PLACEHOLDER_KV));
+  console.log('Would then run (after `npm run build`):');
+  for (const c of commands) console.log(`  ${shown(c)}`);
+  console.log('\nADMIN_TOKEN would be generated and printed once; AI_GATEWAY_API_KEY and the optional');
+  console.log('OPENROUTER_PROVISIONING_KEY are asked for (leave the latter empty to skip provisioning).');
+  process.exit(0);
+}
+
+function wrangler(args, input) {
+  console.log(`\n$ ${shown(args)}`);
+  const r = spawnSync(WRANGLER, args, { cwd: ROOT, input, stdio: [input === undefined ? 'inherit' : 'pipe', 'pipe', 'inherit'], encoding: 'utf8' });
+  process.stdout.write(r.stdout ?? '');
+  if (r.status !== 0) {
+    console.error(`new-tenant: \`${shown(args)}\` failed (exit ${r.status}). Fix the cause and run the remaining commands by hand (docs/deploy.md).`);
+    process.exit(1);
+  }
+  return r.stdout ?? '';
+}
+
+const build = spawnSync(path.join(ROOT, 'scripts', 'build'), ['release'], { cwd: ROOT, stdio: 'inherit' });
+if (build.status !== 0) process.exit(build.status ?? 1);
+const d1Id = wrangler(commands[0]).match(/database_id\s*=\s*"([^"]+)"|"database_id":\s*"([^"]+)"/)?.slice(1).find(Boolean);
+const kvId = wrangler(commands[1]).match(/id\s*=\s*"([0-9a-f]{32})"|"id":\s*"([0-9a-f]{32})"/)?.slice(1).find(Boolean);
+if (!d1Id || !kvId) {
+  console.error('new-tenant: could not read the new database or namespace id from wrangler\'s output; add them to the section by hand.');
+}
+writeFileSync(config, toml.trimEnd() + '\n' + section(d1Id ?? PLACEHOLDER_D1, kvId ?? PLACEHOLDER_KV));
+console.log(`\nWrote [env.${tenant}] to ${config}.`);
+if (!d1Id || !kvId) process.exit(1);
+wrangler(commands[2]);
+wrangler(commands[3], adminToken);
+wrangler(commands[4]);
+wrangler(commands[5]);
+wrangler(commands[6]);
+console.log(`\n${worker} is deployed. Its ADMIN_TOKEN, shown this once:\n  ${adminToken}`);

@@ -1,0 +1,99 @@
+// `npm run provision-user -- --email=ann@example.com --name="Ann" [--limit=500] [--limit-reset=monthly]
+//   [--utm-source=ads] [--locale=zh] [--url=https://tollgate-acme.example.workers.dev] [--admin-token=…]`
+//
+// Asks a running gateway (local by default) to make a user, a gateway key and — when the gateway has
+// OPENROUTER_PROVISIONING_KEY — an upstream OpenRouter key with a spend limit (cents). Prints what was
+// made and the secrets, once. The admin token comes from --admin-token, else $ADMIN_TOKEN, else .dev.vars.
+
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import { readDevVars } from './dev-vars.mjs';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const OPTIONS = ['email', 'name', 'limit', 'limit-reset', 'utm-source', 'locale', 'url', 'admin-token'];
+const USAGE = `usage: npm run provision-user -- --email=<address> --name=<name> [--limit=<cents, default 1000>]
+       [--limit-reset=daily|weekly|monthly|none] [--utm-source=<text>] [--locale=<en, zh, …>]
+       [--url=<gateway URL, default http://127.0.0.1:$PORT or 8787>] [--admin-token=<token>]`;
+
+function fail(message, code = 2) {
+  console.error(`provision-user: ${message}`);
+  if (code === 2) console.error(USAGE);
+  process.exit(code);
+}
+
+/** --name=value or --name value; every option known, none repeated. */
+export function parseArgs(argv) {
+  const out = {};
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    if (arg === '--help' || arg === '-h') {
+      console.log(USAGE);
+      process.exit(0);
+    }
+    const m = arg.match(/^--([a-z-]+)(?:=(.*))?$/s);
+    if (!m) fail(`unexpected argument "${arg}"`);
+    const [, name, inline] = m;
+    if (!OPTIONS.includes(name)) fail(`unknown option --${name}`);
+    if (name in out) fail(`--${name} given twice`);
+    const value = inline ?? argv[++i];
+    if (value === undefined || value.startsWith('--')) fail(`--${name} needs a value`);
+    out[name] = value;
+  }
+  return out;
+}
+
+const args = parseArgs(process.argv.slice(2));
+if (!args.email) fail('--email is required');
+if (!/^[^\s@]+@[^\s@]+\.[^\s@]+$/.test(args.email)) fail(`--email "${args.email}" is not an e-mail address`);
+if (!args.name?.trim()) fail('--name is required');
+const body = { email: args.email, name: args.name.trim() };
+if (args.limit !== undefined) {
+  if (!/^\d+$/.test(args.limit)) fail(`--limit is in cents: a whole number like 500 ($5.00), not "${args.limit}"`);
+  body.limit = Number(args.limit);
+}
+if (args['limit-reset'] !== undefined) {
+  const reset = args['limit-reset'];
+  if (!['daily', 'weekly', 'monthly', 'none'].includes(reset)) fail(`--limit-reset must be daily, weekly, monthly or none, not "${reset}"`);
+  body.limit_reset = reset === 'none' ? null : reset;
+}
+if (args['utm-source'] !== undefined) body.utm_source = args['utm-source'];
+if (args.locale !== undefined) {
+  if (!/^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$/.test(args.locale)) fail(`--locale must look like en, zh or pt-BR, not "${args.locale}"`);
+  body.locale = args.locale;
+}
+const url = (args.url ?? `http://127.0.0.1:${process.env.PORT || 8787}`).replace(/\/+$/, '');
+try {
+  new URL(url);
+} catch {
+  fail(`--url "${url}" is not a URL`);
+}
+const token = args['admin-token'] || process.env.ADMIN_TOKEN || readDevVars(path.join(ROOT, '.dev.vars')).ADMIN_TOKEN;
+if (!token) fail('no admin token: pass --admin-token, set ADMIN_TOKEN, or run `npm start` once to generate one in .dev.vars');
+
+let res;
+try {
+  res = await fetch(`${url}/api/admin/provision`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+  });
+} catch (e) {
+  fail(`could not reach the gateway at ${url} (${e.cause?.code ?? e.message}); is it running? (npm start)`, 1);
+}
+const answer = await res.json().catch(() => null);
+if (res.status !== 201) fail(`the gateway refused (${res.status}): ${answer?.error?.message ?? 'no details'}`, 1);
+
+const { user, key, openrouter_key: upstream } = answer.data;
+console.log(`Provisioned ${user.name} <${user.email}> on ${url}`);
+console.log(`  user id        ${user.id} (locale ${user.locale}${user.utm_source ? `, utm_source ${user.utm_source}` : ''})`);
+console.log(`  gateway key    ${key.id}`);
+if (upstream) {
+  const limit = upstream.limit === null ? 'no limit' : `$${(upstream.limit / 100).toFixed(2)}${upstream.limit_reset ? ` per ${{ daily: 'day', weekly: 'week', monthly: 'month' }[upstream.limit_reset]}` : ''}`;
+  console.log(`  upstream key   ${upstream.id} (OpenRouter ${upstream.upstream_hash.slice(0, 12)}…, ${limit})`);
+} else {
+  console.log('  upstream key   none (the gateway has no OPENROUTER_PROVISIONING_KEY)');
+}
+console.log('\nSecrets — shown this once, store them now:');
+console.log(`  TOLLGATE_API_KEY=${key.key}`);
+if (upstream) console.log(`  OPENROUTER_API_KEY=${upstream.key}`);

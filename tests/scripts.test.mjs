@@ -1,0 +1,125 @@
+// The operator scripts, run as an operator runs them: `npm run provision-user`
+// against a running gateway, and `npm run new-tenant -- <name> --dry-run`.
+
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { describe, test } from 'node:test';
+
+import { gatewayForFile } from './fixture.mjs';
+import { ROOT, freePort } from './harness.mjs';
+
+const ctx = gatewayForFile();
+
+/** Runs `npm run <script> -- args` without blocking this process (the fake upstream lives here). */
+function npmRun(script, args) {
+  return new Promise((resolve, reject) => {
+    const child = spawn('npm', ['run', '--silent', script, '--', ...args], { cwd: ROOT });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.stderr.on('data', (d) => (err += d));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, out, err }));
+  });
+}
+
+describe('npm run provision-user', () => {
+  const common = () => [`--url=${ctx.gw.url}`, `--admin-token=${ctx.gw.adminToken}`];
+
+  test('provisions a user with an upstream key and prints the secrets once', async () => {
+    const r = await npmRun('provision-user', ['--email=script@example.com', '--name', 'Script User', '--limit=500', '--limit-reset=weekly', '--utm-source=cli', '--locale=zh', ...common()]);
+    assert.equal(r.code, 0, r.err);
+    assert.match(r.out, /Provisioned Script User <script@example.com>/);
+    assert.match(r.out, /\$5\.00 per week/);
+    const gatewayKey = r.out.match(/TOLLGATE_API_KEY=(sk-tg-v1-[0-9a-f]{64})/)?.[1];
+    const upstreamKey = r.out.match(/OPENROUTER_API_KEY=(sk-or-v1-[0-9a-f]{64})/)?.[1];
+    assert.ok(gatewayKey && upstreamKey, r.out);
+    assert.ok(!r.out.includes(ctx.gw.adminToken), 'the admin token is never printed');
+    const users = await ctx.admin.call('GET', '/api/admin/users?search=script@example.com');
+    assert.equal(users.body.data[0].locale, 'zh');
+    const hash = createHash('sha256').update(upstreamKey).digest('hex');
+    const upstream = [...ctx.gw.fake.keys.values()].find((k) => k.data.hash === hash);
+    assert.deepEqual([upstream.data.limit, upstream.data.limit_reset], [5, 'weekly']);
+    const me = await fetch(`${ctx.gw.url}/api/v1/key`, { headers: { authorization: `Bearer ${gatewayKey}` } });
+    assert.equal(me.status, 200, 'the printed gateway key works');
+  });
+
+  test('checks its arguments before calling anything, with clear messages', async () => {
+    for (const [args, message] of [
+      [['--name=X'], /--email is required/],
+      [['--email=nope', '--name=X'], /is not an e-mail address/],
+      [['--email=a@example.com'], /--name is required/],
+      [['--email=a@example.com', '--name=X', '--limit=5.5'], /--limit is in cents/],
+      [['--email=a@example.com', '--name=X', '--limit-reset=yearly'], /--limit-reset must be daily, weekly, monthly or none/],
+      [['--email=a@example.com', '--name=X', '--colour=red'], /unknown option --colour/],
+      [['--email=a@example.com', '--name=X', '--locale=English!'], /--locale must look like/],
+    ]) {
+      const r = await npmRun('provision-user', [...args, ...common()]);
+      assert.equal(r.code, 2, args.join(' '));
+      assert.match(r.err, message);
+      assert.match(r.err, /usage: npm run provision-user/);
+    }
+  });
+
+  test('reports the gateway refusing, and a gateway that is not there', async () => {
+    const dup = await npmRun('provision-user', ['--email=script@example.com', '--name=Again', ...common()]);
+    assert.equal(dup.code, 1);
+    assert.match(dup.err, /the gateway refused \(409\)/);
+    const wrongToken = await npmRun('provision-user', ['--email=t@example.com', '--name=T', `--url=${ctx.gw.url}`, '--admin-token=wrong']);
+    assert.equal(wrongToken.code, 1);
+    assert.match(wrongToken.err, /refused \(401\)/);
+    const away = await npmRun('provision-user', ['--email=t@example.com', '--name=T', `--url=http://127.0.0.1:${await freePort()}`, '--admin-token=x']);
+    assert.equal(away.code, 1);
+    assert.match(away.err, /could not reach the gateway/);
+  });
+});
+
+describe('npm run new-tenant -- --dry-run', () => {
+  test('prints a tenant section wrangler accepts and the commands, and changes nothing', async () => {
+    const config = path.join(ROOT, 'wrangler.toml');
+    const before = readFileSync(config, 'utf8');
+    const r = await npmRun('new-tenant', ['acme', '--dry-run']);
+    assert.equal(r.code, 0, r.err);
+    assert.equal(readFileSync(config, 'utf8'), before, 'a dry run writes nothing');
+    assert.match(r.out, /name = "tollgate-acme"/);
+    for (const cmd of ['d1 create tollgate-acme', 'kv namespace create tollgate-acme', 'secret put AI_GATEWAY_API_KEY -e acme',
+      'secret put ADMIN_TOKEN -e acme', 'd1 migrations apply DB --remote -e acme', 'deploy -e acme']) {
+      assert.ok(r.out.includes(`scripts/wrangler ${cmd}`), cmd);
+    }
+    // With the ids wrangler would hand out filled in, the section deploys (checked by wrangler itself).
+    const section = r.out.split('Would append to wrangler.toml:\n')[1].split('Would then run')[0]
+      .replace(/<database_id[^>]*>/, '11111111-2222-4333-8444-555555555555')
+      .replace(/<id from[^>]*>/, '0123456789abcdef0123456789abcdef');
+    const trial = path.join(ROOT, '.wrangler-new-tenant-test.toml');
+    writeFileSync(trial, before.trimEnd() + '\n' + section);
+    try {
+      const check = spawnSync(path.join(ROOT, 'scripts', 'wrangler'), ['deploy', '--dry-run', '-e', 'acme', '--config', trial, '--outdir', path.join(ROOT, '.wrangler', 'new-tenant-test')], { cwd: ROOT, encoding: 'utf8' });
+      assert.equal(check.status, 0, check.stdout + check.stderr);
+      assert.match(check.stdout, /env\.DB \(tollgate-acme\)/);
+      assert.match(check.stdout, /env\.ACCOUNTS \(AccountDo\)/);
+    } finally {
+      rmSync(trial, { force: true });
+    }
+  });
+
+  test('refuses bad names and tenants that already exist', async () => {
+    const bad = await npmRun('new-tenant', ['Acme_Corp', '--dry-run']);
+    assert.equal(bad.code, 2);
+    assert.match(bad.err, /is not a tenant name/);
+    const none = await npmRun('new-tenant', ['--dry-run']);
+    assert.equal(none.code, 2);
+    assert.match(none.err, /the tenant name is required/);
+    const existing = path.join(ROOT, '.wrangler-new-tenant-existing.toml');
+    writeFileSync(existing, readFileSync(path.join(ROOT, 'wrangler.toml'), 'utf8') + '\n[env.acme]\nname = "tollgate-acme"\n');
+    try {
+      const again = await npmRun('new-tenant', ['acme', '--dry-run', '--config', existing]);
+      assert.equal(again.code, 2);
+      assert.match(again.err, /already has \[env\.acme\]/);
+    } finally {
+      rmSync(existing, { force: true });
+    }
+  });
+});
