@@ -1,5 +1,5 @@
-//! The `usage_records` table and the stats read from its daily roll-up
-//! (`usage_daily`, kept by a trigger: see migrations/0004).
+//! The `usage_records` table and the stats read from its daily roll-ups
+//! (kept by a trigger: see migrations/0004).
 
 use serde::Deserialize;
 use wasm_bindgen::JsValue;
@@ -98,10 +98,16 @@ pub async fn stats(
     };
     args.splice(0..0, [text(&range.start), text(&range.end)]);
     let column = group.column();
+    let table = match (scope, group) {
+        (Scope::All, GroupBy::Day | GroupBy::Model | GroupBy::Provider) => "usage_daily_global",
+        (Scope::All, GroupBy::User) => "usage_daily_user",
+        (Scope::All, GroupBy::Key) => "usage_daily_key",
+        _ => "usage_daily",
+    };
     let query = format!(
         "SELECT {column} AS bucket, SUM(requests) AS requests, SUM(prompt_tokens) AS prompt_tokens, \
          SUM(completion_tokens) AS completion_tokens, SUM(cost_micros) AS cost_micros \
-         FROM usage_daily WHERE {filter}day BETWEEN ?1 AND ?2 GROUP BY {column} ORDER BY {column}"
+         FROM {table} WHERE {filter}day BETWEEN ?1 AND ?2 GROUP BY {column} ORDER BY {column}"
     );
     Ok(db.prepare(&query).bind(&args)?.all().await?.results::<Bucket>()?)
 }
