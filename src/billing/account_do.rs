@@ -49,6 +49,8 @@ const KEY_STATE_LIMITS: &str =
 const OUTBOX_RETRY_MS: i64 = 5_000;
 /// Rows copied to D1 per batch (of each kind).
 const OUTBOX_BATCH: u32 = 100;
+/// Batches one `Flush` copies at most (the alarm takes any rest).
+const MAX_FLUSH_BATCHES: u32 = 50;
 /// Ledger rows are copied to D1 in batches, this long after the first unsynced one.
 const OUTBOX_DELAY_MS: u64 = 500;
 
@@ -486,8 +488,8 @@ impl AccountDo {
     }
 
     /// Copies unsynced ledger rows and waiting usage records to D1 in one batch;
-    /// on failure, an alarm tries again.
-    async fn flush_outbox(&self) -> Result<()> {
+    /// on failure, an alarm tries again. Answers whether more rows are waiting.
+    async fn flush_outbox(&self) -> Result<bool> {
         #[derive(Deserialize)]
         struct Owner {
             account_id: Option<String>,
@@ -509,7 +511,7 @@ impl AccountDo {
         let waiting: Vec<Waiting> =
             sql.exec(&format!("SELECT id, record FROM usage_outbox LIMIT {OUTBOX_BATCH}"), None)?.to_array()?;
         if rows.is_empty() && waiting.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
         let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
         let records: Vec<UsageRecord> = waiting.iter().filter_map(|w| serde_json::from_str(&w.record).ok()).collect();
@@ -527,6 +529,7 @@ impl AccountDo {
                     self.alarm_set.set(true);
                     self.state.storage().set_alarm(std::time::Duration::from_millis(1)).await?;
                 }
+                Ok(left > 0)
             }
             Err(e) => {
                 worker::console_error!(
@@ -535,9 +538,9 @@ impl AccountDo {
                 );
                 self.alarm_set.set(true);
                 self.state.storage().set_alarm(std::time::Duration::from_millis(OUTBOX_RETRY_MS as u64)).await?;
+                Err(e)
             }
         }
-        Ok(())
     }
 
     async fn copy_to_d1(&self, account_id: &str, rows: Vec<LedgerRow>, records: &[UsageRecord]) -> Result<()> {
@@ -602,8 +605,13 @@ impl DurableObject for AccountDo {
             Err(e) => AccountResponse::Error { message: format!("bad message: {e}") },
         };
         if flush_now {
-            if let Err(e) = self.flush_outbox().await {
-                return error_answer(&e.to_string());
+            // Everything waiting, batch after batch (bounded), so a reconciliation compares complete ledgers.
+            for _ in 0..MAX_FLUSH_BATCHES {
+                match self.flush_outbox().await {
+                    Ok(true) => continue,
+                    Ok(false) => break,
+                    Err(e) => return error_answer(&e.to_string()),
+                }
             }
         } else if moves_money {
             // The balance and ledger row are durable already; the copy to D1 follows in a batch.
@@ -624,7 +632,8 @@ impl DurableObject for AccountDo {
 
     async fn alarm(&self) -> Result<Response> {
         self.alarm_set.set(false);
-        self.flush_outbox().await?;
+        // A failure has already set the retry alarm.
+        let _ = self.flush_outbox().await;
         Response::empty()
     }
 }
