@@ -121,10 +121,11 @@ export async function startGateway({ vars = {}, upstream = true, persistTo, port
 
   if (port) await assertPortFree(port);
   const gatewayPort = port ?? (await freePort());
+  const inspectorPort = await freePort();
   const args = [
     'dev', '--ip', '127.0.0.1', '--port', String(gatewayPort), '--persist-to', state,
     '--env-file', envFile, '--test-scheduled', '--show-interactive-dev-session=false', '--log-level', 'log',
-    '--inspector-port', String(await freePort()),
+    '--inspector-port', String(inspectorPort),
   ];
   let output = '';
   const child = spawn(WRANGLER, args, {
@@ -153,7 +154,7 @@ export async function startGateway({ vars = {}, upstream = true, persistTo, port
     await stop();
     throw e;
   }
-  return { url, adminToken, fake, state, child, logs: () => output, stop };
+  return { url, adminToken, fake, state, child, inspectorPort, logs: () => output, stop };
 }
 
 /** A small client for the admin API used by tests, bench and demo mode. */
