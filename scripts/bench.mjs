@@ -142,7 +142,7 @@ const targets = [
 const gateways = [];
 const levels = [['(c) Tollgate', 'warn'], ['(d) Tollgate, request logs', 'info']];
 for (const [name, level] of QUICK ? levels.slice(0, 1) : levels) {
-  const gw = await startGateway({ upstream: false, vars: { AI_GATEWAY_BASE_URL: fake.url, AI_GATEWAY_API_KEY: FAKE_UPSTREAM_KEY, LOG_LEVEL: level } });
+  const gw = await startGateway({ upstream: false, testScheduled: false, vars: { AI_GATEWAY_BASE_URL: fake.url, AI_GATEWAY_API_KEY: FAKE_UPSTREAM_KEY, LOG_LEVEL: level } });
   gateways.push(gw);
   const admin = adminClient(gw.url, gw.adminToken);
   const user = await admin.createUser({ name: 'Bench' }, { credit: 1000 });

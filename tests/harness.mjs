@@ -98,8 +98,10 @@ export function killGroup(child) {
  *   port         gateway port (default: a free one)
  *   inherit      print wrangler's output instead of collecting it
  *   syncPrices   pull the upstream's prices once it is up (default true)
+ *   testScheduled  serve wrangler's /__scheduled route (default true; its middleware wraps every request,
+ *                so the benchmark turns it off to match the JavaScript floor)
  */
-export async function startGateway({ vars = {}, upstream = true, persistTo, port, inherit = false, syncPrices = true } = {}) {
+export async function startGateway({ vars = {}, upstream = true, persistTo, port, inherit = false, syncPrices = true, testScheduled = true } = {}) {
   const fake = upstream ? await startFakeUpstream({ apiKey: FAKE_UPSTREAM_KEY }) : null;
   const fresh = !persistTo;
   const state = persistTo ?? mkdtempSync(path.join(tmpdir(), 'tollgate-state-'));
@@ -124,7 +126,7 @@ export async function startGateway({ vars = {}, upstream = true, persistTo, port
   const inspectorPort = await freePort();
   const args = [
     'dev', '--ip', '127.0.0.1', '--port', String(gatewayPort), '--persist-to', state,
-    '--env-file', envFile, '--test-scheduled', '--show-interactive-dev-session=false', '--log-level', 'log',
+    '--env-file', envFile, ...(testScheduled ? ['--test-scheduled'] : []), '--show-interactive-dev-session=false', '--log-level', 'log',
     '--inspector-port', String(inspectorPort),
   ];
   let output = '';
