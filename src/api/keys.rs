@@ -110,27 +110,12 @@ pub(super) async fn mint_key(
     }
     let minted = keys::mint(random_bytes());
     let now = to_iso(now_ms);
-    let row = KeyRow {
-        id: ids::uuid_v4(random_bytes()),
-        user_id,
-        org_id: body.org_id,
-        name,
-        description,
-        key_hash: minted.hash,
-        key_prefix: minted.display_prefix,
-        permissions: permissions.to_stored(),
-        expires_at,
-        limit_micros,
-        limit_reset,
-        disabled: 0,
-        previous_key_hash: None,
-        previous_expires_at: None,
-        rotated_at: None,
-        last_used_at: None,
-        created_at: now.clone(),
-        updated_at: now,
-        deleted_at: None,
-    };
+    let mut row = KeyRow::new(ids::uuid_v4(random_bytes()), user_id, name, &minted, permissions.to_stored(), &now);
+    row.org_id = body.org_id;
+    row.description = description;
+    row.expires_at = expires_at;
+    row.limit_micros = limit_micros;
+    row.limit_reset = limit_reset;
     store::keys::insert(&db, &row).await?;
     let mut view = key_view(&row, now_ms);
     view["key"] = Value::String(minted.text);

@@ -98,27 +98,14 @@ pub async fn provision(mut req: Request, call: &Call) -> Result<Response, ApiErr
         return Err(ApiError::Conflict(format!("a user with the email {} already exists", user.email)));
     }
     let minted = keys::mint(random_bytes());
-    let key = KeyRow {
-        id: ids::uuid_v4(random_bytes()),
-        user_id: user.id.clone(),
-        org_id: None,
-        name: format!("{} (provisioned)", user.name),
-        description: None,
-        key_hash: minted.hash,
-        key_prefix: minted.display_prefix,
-        permissions: Permissions::DEFAULT.to_stored(),
-        expires_at: None,
-        limit_micros: None,
-        limit_reset: None,
-        disabled: 0,
-        previous_key_hash: None,
-        previous_expires_at: None,
-        rotated_at: None,
-        last_used_at: None,
-        created_at: now.clone(),
-        updated_at: now.clone(),
-        deleted_at: None,
-    };
+    let key = KeyRow::new(
+        ids::uuid_v4(random_bytes()),
+        user.id.clone(),
+        format!("{} (provisioned)", user.name),
+        &minted,
+        Permissions::DEFAULT.to_stored(),
+        &now,
+    );
 
     // 1. The upstream key, when this tenant provisions them: nothing is written before it exists.
     let config = call.config.clone();

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use worker::D1Database;
 
 use super::{opt_int, opt_text, text, StoreError};
+use crate::domain::keys::NewKey;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct KeyRow {
@@ -26,6 +27,33 @@ pub struct KeyRow {
     pub created_at: String,
     pub updated_at: String,
     pub deleted_at: Option<String>,
+}
+
+impl KeyRow {
+    /// A new, enabled key with no expiry, limit or history; callers set the optional fields they have.
+    pub fn new(id: String, user_id: String, name: String, minted: &NewKey, permissions: String, now: &str) -> Self {
+        Self {
+            id,
+            user_id,
+            org_id: None,
+            name,
+            description: None,
+            key_hash: minted.hash.clone(),
+            key_prefix: minted.display_prefix.clone(),
+            permissions,
+            expires_at: None,
+            limit_micros: None,
+            limit_reset: None,
+            disabled: 0,
+            previous_key_hash: None,
+            previous_expires_at: None,
+            rotated_at: None,
+            last_used_at: None,
+            created_at: now.to_string(),
+            updated_at: now.to_string(),
+            deleted_at: None,
+        }
+    }
 }
 
 const INSERT: &str =
