@@ -1,0 +1,61 @@
+// A D1 outage while the account objects copy their outboxes: nothing is lost.
+// The outage is real: the local D1 table is renamed away under the running
+// gateway (wrangler d1 execute on the same state), then put back.
+
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+
+import { gatewayForFile } from './fixture.mjs';
+import { ROOT, run } from './harness.mjs';
+
+const ctx = gatewayForFile();
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+async function sql(command) {
+  const out = await run(`${ROOT}/scripts/wrangler`, ['d1', 'execute', 'DB', '--local', '--persist-to', ctx.gw.state, '--json', '--command', command], {
+    env: { ...process.env, CI: 'true' },
+  });
+  return JSON.parse(out.slice(out.indexOf('[')))[0].results;
+}
+
+describe('ledger and usage outbox', () => {
+  test('rows that D1 refused are copied once it is back; the ledger and balance still agree', async () => {
+    const user = await ctx.admin.createUser({ name: 'Outage' }, { credit: 3 });
+    const key = await ctx.admin.createKey(user.id, { name: 'outage' });
+    const before = await ctx.admin.call('GET', '/api/admin/reconcile');
+    assert.deepEqual(before.body.data.drift, [], 'the credit reached D1 first');
+
+    await sql('ALTER TABLE balance_transactions RENAME TO balance_transactions_away');
+    let restored = false;
+    try {
+      const ids = [];
+      for (let i = 0; i < 2; i++) {
+        const res = await fetch(`${ctx.gw.url}/v1/chat/completions`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${key.key}`, 'content-type': 'application/json' },
+          body: JSON.stringify({ model: 'openai/gpt-4o-mini', messages: [{ role: 'user', content: `during the outage ${i}` }] }),
+        });
+        assert.equal(res.status, 200, 'chat keeps working while D1 refuses writes');
+        ids.push(res.headers.get('x-request-id'));
+      }
+      await sleep(1500); // the object's copy has run and failed by now
+      const during = await ctx.admin.call('GET', '/api/admin/reconcile');
+      assert.equal(during.status, 500, 'reconciliation cannot pass while the copy fails');
+      const ledger = await ctx.admin.call('GET', `/api/balance/transactions?user_id=${user.id}`);
+      assert.equal(ledger.body.data.filter((r) => r.type === 'usage').length, 2, 'the object kept both charges');
+      assert.equal((await sql(`SELECT COUNT(*) AS n FROM usage_records WHERE user_id = '${user.id}'`))[0].n, 0, 'usage waited with the ledger');
+
+      await sql('ALTER TABLE balance_transactions_away RENAME TO balance_transactions');
+      restored = true;
+      const after = await ctx.admin.call('GET', '/api/admin/reconcile');
+      assert.equal(after.status, 200, JSON.stringify(after.body));
+      assert.deepEqual(after.body.data.drift, [], 'D1 caught up: ledger sum equals balance');
+      const rows = await sql(`SELECT reference_id FROM balance_transactions WHERE user_id = '${user.id}' AND type = 'usage'`);
+      assert.deepEqual(rows.map((r) => r.reference_id).sort(), [...ids].sort(), 'each charge copied exactly once');
+      const usage = await sql(`SELECT id FROM usage_records WHERE user_id = '${user.id}'`);
+      assert.deepEqual(usage.map((r) => r.id).sort(), [...ids].sort(), 'each usage record copied exactly once');
+    } finally {
+      if (!restored) await sql('ALTER TABLE balance_transactions_away RENAME TO balance_transactions').catch(() => {});
+    }
+  });
+});
