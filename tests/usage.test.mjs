@@ -108,7 +108,7 @@ describe('usage records and stats', () => {
     assert.deepEqual(asMicros(byProvider.data), expected(mine, (m) => m.provider));
   });
 
-  test('per key, per org and global (also by user and key) equal the sums', async () => {
+  test('per key, per org and global (by day, model, provider, user and key) equal the sums', async () => {
     const admin = ctx.gw.adminToken;
     const key = await stats(admin, `/api/stats/keys/${people.annOrg.key.id}?group_by=model`);
     assert.deepEqual(asMicros(key.data), expected(made.filter((m) => m.keyId === people.annOrg.key.id), (m) => m.model));
@@ -120,6 +120,12 @@ describe('usage records and stats', () => {
     assert.deepEqual(asMicros(byKey.data), expected(made, (m) => m.keyId));
     const byModel = await stats(admin, '/api/stats/global?group_by=model');
     assert.deepEqual(asMicros(byModel.data), expected(made, (m) => m.model));
+    const byDay = await stats(admin, '/api/stats/global');
+    assert.deepEqual(asMicros(byDay.data), expected(made, () => today()));
+    const byProvider = await stats(admin, '/api/stats/global?group_by=provider');
+    assert.deepEqual(asMicros(byProvider.data), expected(made, (m) => m.provider));
+    const orgByModel = await stats(admin, `/api/stats/orgs/${people.annOrg.org.id}?group_by=model`);
+    assert.deepEqual(asMicros(orgByModel.data), expected(made.filter((m) => m.org === people.annOrg.org.id), (m) => m.model));
     const yesterday = new Date(Date.now() - 86_400_000).toISOString().slice(0, 10);
     const empty = await stats(admin, `/api/stats/global?start=${yesterday}&end=${yesterday}`);
     assert.deepEqual(empty.data, [], 'a range without requests is empty');
