@@ -1,6 +1,7 @@
 //! Upstream providers: wire translation (pure) and the one transport module
 //! that performs `fetch`.
 
+pub mod anthropic;
 #[cfg(target_arch = "wasm32")]
 pub mod key_management;
 pub mod openai_compat;

@@ -1,0 +1,243 @@
+//! OpenAI chat request → Anthropic Messages request (`POST /v1/messages`).
+//!
+//! System and developer messages become the top-level `system`; tool results
+//! become `tool_result` blocks in a user turn; consecutive turns of one role are
+//! merged (Anthropic wants user and assistant to alternate); `max_tokens` is
+//! required there, so it defaults from the model's limit. OpenAI-only fields
+//! with no equivalent (`logprobs`, penalties, `n`, `seed`, …) are dropped.
+
+use serde_json::{json, Map, Value};
+
+use crate::domain::chat::ChatRequest;
+use crate::domain::InvalidRequest;
+
+/// Builds the Anthropic body for `chat`, addressed to `native_model`.
+pub fn messages_request(
+    chat: &ChatRequest,
+    native_model: &str,
+    default_max_tokens: u64,
+) -> Result<Value, InvalidRequest> {
+    let body = &chat.body;
+    let mut system = Vec::new();
+    let mut turns: Vec<(String, Vec<Value>)> = Vec::new();
+    for (i, message) in body.get("messages").and_then(Value::as_array).into_iter().flatten().enumerate() {
+        let role = message.get("role").and_then(Value::as_str).unwrap_or_default();
+        match role {
+            "system" | "developer" => system.push(text_of(message.get("content"))),
+            "user" => push_turn(&mut turns, "user", content_blocks(message.get("content"), i)?),
+            "assistant" => {
+                let mut blocks = content_blocks(message.get("content"), i)?;
+                blocks.extend(tool_uses(message.get("tool_calls"), i)?);
+                if !blocks.is_empty() {
+                    push_turn(&mut turns, "assistant", blocks);
+                }
+            }
+            "tool" | "function" => {
+                let id = message.get("tool_call_id").and_then(Value::as_str).unwrap_or_default();
+                let result =
+                    json!({"type": "tool_result", "tool_use_id": id, "content": text_of(message.get("content"))});
+                push_turn(&mut turns, "user", vec![result]);
+            }
+            other => {
+                return Err(InvalidRequest::param(format!("messages[{i}]: unknown role `{other}`"), "messages"));
+            }
+        }
+    }
+    let mut out = Map::new();
+    out.insert("model".into(), native_model.into());
+    if !system.is_empty() {
+        out.insert("system".into(), system.join("\n\n").into());
+    }
+    let messages: Vec<Value> =
+        turns.into_iter().map(|(role, content)| json!({"role": role, "content": content})).collect();
+    out.insert("messages".into(), messages.into());
+    out.insert("max_tokens".into(), chat.max_tokens.unwrap_or(default_max_tokens).into());
+    if let Some(tools) = body.get("tools").and_then(Value::as_array) {
+        out.insert("tools".into(), tools.iter().filter_map(tool).collect::<Vec<_>>().into());
+    }
+    if let Some(choice) = body.get("tool_choice").and_then(tool_choice) {
+        out.insert("tool_choice".into(), choice);
+    }
+    match body.get("stop") {
+        Some(Value::String(s)) => {
+            out.insert("stop_sequences".into(), json!([s]));
+        }
+        Some(Value::Array(list)) if !list.is_empty() => {
+            out.insert("stop_sequences".into(), list.clone().into());
+        }
+        _ => {}
+    }
+    for field in ["temperature", "top_p", "top_k"] {
+        if let Some(v) = body.get(field).filter(|v| v.is_number()) {
+            out.insert(field.into(), v.clone());
+        }
+    }
+    if let Some(user) = body.get("user").and_then(Value::as_str) {
+        out.insert("metadata".into(), json!({ "user_id": user }));
+    }
+    if chat.stream {
+        out.insert("stream".into(), true.into());
+    }
+    Ok(Value::Object(out))
+}
+
+/// Appends blocks to the last turn when it has the same role, else starts a turn.
+fn push_turn(turns: &mut Vec<(String, Vec<Value>)>, role: &str, blocks: Vec<Value>) {
+    match turns.last_mut() {
+        Some((last, content)) if last == role => content.extend(blocks),
+        _ => turns.push((role.to_string(), blocks)),
+    }
+}
+
+/// The text of a string or an array of parts (non-text parts ignored).
+fn text_of(content: Option<&Value>) -> String {
+    match content {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .filter(|p| p.get("type").and_then(Value::as_str) == Some("text"))
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => String::new(),
+    }
+}
+
+fn content_blocks(content: Option<&Value>, i: usize) -> Result<Vec<Value>, InvalidRequest> {
+    match content {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::String(s)) if s.is_empty() => Ok(Vec::new()),
+        Some(Value::String(s)) => Ok(vec![json!({"type": "text", "text": s})]),
+        Some(Value::Array(parts)) => parts.iter().map(|p| part(p, i)).collect(),
+        Some(_) => {
+            Err(InvalidRequest::param(format!("messages[{i}].content must be a string or an array"), "messages"))
+        }
+    }
+}
+
+fn part(p: &Value, i: usize) -> Result<Value, InvalidRequest> {
+    match p.get("type").and_then(Value::as_str) {
+        Some("text") => Ok(json!({"type": "text", "text": p.get("text").and_then(Value::as_str).unwrap_or_default()})),
+        Some("image_url") => {
+            let url =
+                p.get("image_url").and_then(|u| u.get("url").or(Some(u))).and_then(Value::as_str).unwrap_or_default();
+            Ok(json!({"type": "image", "source": image_source(url)}))
+        }
+        other => Err(InvalidRequest::param(
+            format!("messages[{i}]: content part type `{}` is not supported by this model", other.unwrap_or("?")),
+            "messages",
+        )),
+    }
+}
+
+/// `data:<type>;base64,<data>` becomes an inline image; anything else is fetched by URL.
+fn image_source(url: &str) -> Value {
+    if let Some((meta, data)) = url.strip_prefix("data:").and_then(|rest| rest.split_once(',')) {
+        if let Some(media_type) = meta.strip_suffix(";base64") {
+            return json!({"type": "base64", "media_type": media_type, "data": data});
+        }
+    }
+    json!({"type": "url", "url": url})
+}
+
+fn tool_uses(calls: Option<&Value>, i: usize) -> Result<Vec<Value>, InvalidRequest> {
+    let Some(calls) = calls.and_then(Value::as_array) else { return Ok(Vec::new()) };
+    calls
+        .iter()
+        .map(|call| {
+            let function = call.get("function").cloned().unwrap_or_default();
+            let arguments = function.get("arguments").and_then(Value::as_str).unwrap_or("{}");
+            let input: Value = serde_json::from_str(if arguments.trim().is_empty() { "{}" } else { arguments })
+                .map_err(|_| {
+                    InvalidRequest::param(format!("messages[{i}].tool_calls: arguments must be JSON"), "messages")
+                })?;
+            Ok(json!({
+                "type": "tool_use",
+                "id": call.get("id").and_then(Value::as_str).unwrap_or_default(),
+                "name": function.get("name").and_then(Value::as_str).unwrap_or_default(),
+                "input": input,
+            }))
+        })
+        .collect()
+}
+
+fn tool(t: &Value) -> Option<Value> {
+    let f = t.get("function")?;
+    let mut out = Map::new();
+    out.insert("name".into(), f.get("name")?.clone());
+    if let Some(d) = f.get("description") {
+        out.insert("description".into(), d.clone());
+    }
+    out.insert("input_schema".into(), f.get("parameters").cloned().unwrap_or_else(|| json!({"type": "object"})));
+    Some(Value::Object(out))
+}
+
+fn tool_choice(choice: &Value) -> Option<Value> {
+    match choice {
+        Value::String(s) => match s.as_str() {
+            "auto" => Some(json!({"type": "auto"})),
+            "none" => Some(json!({"type": "none"})),
+            "required" => Some(json!({"type": "any"})),
+            _ => None,
+        },
+        Value::Object(o) => {
+            let name = o.get("function")?.get("name")?.as_str()?;
+            Some(json!({"type": "tool", "name": name}))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chat(json: &str) -> ChatRequest {
+        ChatRequest::parse(json.as_bytes()).expect("a valid OpenAI request")
+    }
+
+    #[test]
+    fn translates_system_history_tools_images_and_options() {
+        let request = chat(include_str!("../../../tests/fixtures/anthropic/chat_with_tools.openai.json"));
+        let expected: Value =
+            serde_json::from_str(include_str!("../../../tests/fixtures/anthropic/chat_with_tools.anthropic.json"))
+                .expect("fixture");
+        let body = messages_request(&request, "claude-3-5-haiku-20241022", 8192).expect("translates");
+        assert_eq!(body, expected);
+    }
+
+    #[test]
+    fn max_tokens_defaults_from_the_model_and_roles_alternate() {
+        let request = chat(r#"{"model":"m","messages":[{"role":"user","content":"a"},{"role":"user","content":"b"}]}"#);
+        let body = messages_request(&request, "claude", 8192).expect("translates");
+        assert_eq!(body["max_tokens"], 8192);
+        assert_eq!(
+            body["messages"],
+            json!([{"role":"user","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]}])
+        );
+        assert!(body.get("system").is_none());
+        assert!(body.get("stream").is_none());
+    }
+
+    #[test]
+    fn tool_choice_forms() {
+        assert_eq!(tool_choice(&json!("auto")), Some(json!({"type":"auto"})));
+        assert_eq!(tool_choice(&json!("none")), Some(json!({"type":"none"})));
+        assert_eq!(
+            tool_choice(&json!({"type":"function","function":{"name":"f"}})),
+            Some(json!({"type":"tool","name":"f"}))
+        );
+        assert_eq!(tool_choice(&json!(3)), None);
+    }
+
+    #[test]
+    fn bad_tool_arguments_and_parts_are_400s() {
+        let request = chat(
+            r#"{"model":"m","messages":[{"role":"assistant","content":null,"tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"{oops"}}]}]}"#,
+        );
+        assert_eq!(messages_request(&request, "c", 10).unwrap_err().param.as_deref(), Some("messages"));
+        let request =
+            chat(r#"{"model":"m","messages":[{"role":"user","content":[{"type":"input_audio","input_audio":{}}]}]}"#);
+        assert!(messages_request(&request, "c", 10).unwrap_err().message.contains("input_audio"));
+    }
+}

@@ -1,0 +1,108 @@
+//! Anthropic Messages response → OpenAI `chat.completion`.
+//!
+//! Anthropic's `input_tokens` excludes cache reads and writes; OpenAI's
+//! `prompt_tokens` includes them, so they are added back, with cache reads in
+//! `prompt_tokens_details.cached_tokens` (and writes in `cache_write_tokens`,
+//! which the gateway prices separately).
+
+use serde_json::{json, Value};
+
+use crate::domain::chat::{PromptDetails, Usage};
+
+/// OpenAI's `finish_reason` for an Anthropic `stop_reason`.
+pub fn finish_reason(stop_reason: Option<&str>) -> &'static str {
+    match stop_reason {
+        Some("max_tokens") => "length",
+        Some("tool_use") => "tool_calls",
+        Some("refusal") => "content_filter",
+        _ => "stop", // end_turn, stop_sequence, pause_turn, and anything new
+    }
+}
+
+/// OpenAI usage from Anthropic's `usage` object.
+pub fn usage(u: &Value) -> Usage {
+    let n = |field: &str| u.get(field).and_then(Value::as_u64).unwrap_or(0);
+    let (cache_read, cache_write) = (n("cache_read_input_tokens"), n("cache_creation_input_tokens"));
+    let prompt = n("input_tokens") + cache_read + cache_write;
+    let completion = n("output_tokens");
+    Usage {
+        prompt_tokens: prompt,
+        completion_tokens: completion,
+        total_tokens: prompt + completion,
+        cost: None,
+        prompt_tokens_details: (cache_read + cache_write > 0)
+            .then_some(PromptDetails { cached_tokens: cache_read, cache_write_tokens: cache_write }),
+        completion_tokens_details: None,
+    }
+}
+
+/// The OpenAI answer for an Anthropic message; `model` is the id the client asked for.
+pub fn chat_completion(message: &Value, model: &str, created: i64) -> Value {
+    let mut text = String::new();
+    let mut tool_calls = Vec::new();
+    for block in message.get("content").and_then(Value::as_array).into_iter().flatten() {
+        match block.get("type").and_then(Value::as_str) {
+            Some("text") => text.push_str(block.get("text").and_then(Value::as_str).unwrap_or_default()),
+            Some("tool_use") => tool_calls.push(json!({
+                "id": block.get("id").cloned().unwrap_or_default(),
+                "type": "function",
+                "function": {
+                    "name": block.get("name").cloned().unwrap_or_default(),
+                    "arguments": block.get("input").map_or_else(|| "{}".to_string(), Value::to_string),
+                },
+            })),
+            _ => {} // thinking and other blocks have no OpenAI equivalent
+        }
+    }
+    let mut reply = json!({ "role": "assistant", "content": if text.is_empty() && !tool_calls.is_empty() { Value::Null } else { text.into() } });
+    if !tool_calls.is_empty() {
+        reply["tool_calls"] = tool_calls.into();
+    }
+    json!({
+        "id": message.get("id").cloned().unwrap_or_default(),
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [{
+            "index": 0,
+            "message": reply,
+            "finish_reason": finish_reason(message.get("stop_reason").and_then(Value::as_str)),
+        }],
+        "usage": usage(message.get("usage").unwrap_or(&Value::Null)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(text: &str) -> Value {
+        serde_json::from_str(text).expect("fixture")
+    }
+
+    #[test]
+    fn tool_use_message_becomes_an_openai_completion_with_cache_tokens_counted() {
+        let message = fixture(include_str!("../../../tests/fixtures/anthropic/message_tool_use.json"));
+        let expected = fixture(include_str!("../../../tests/fixtures/anthropic/message_tool_use.openai.json"));
+        assert_eq!(chat_completion(&message, "anthropic/claude-3-5-haiku-20241022", 1_764_460_800), expected);
+    }
+
+    #[test]
+    fn stop_reasons_map_to_finish_reasons() {
+        assert_eq!(finish_reason(Some("end_turn")), "stop");
+        assert_eq!(finish_reason(Some("stop_sequence")), "stop");
+        assert_eq!(finish_reason(Some("max_tokens")), "length");
+        assert_eq!(finish_reason(Some("tool_use")), "tool_calls");
+        assert_eq!(finish_reason(Some("refusal")), "content_filter");
+        assert_eq!(finish_reason(None), "stop");
+    }
+
+    #[test]
+    fn plain_usage_has_no_details() {
+        let u = usage(&json!({"input_tokens": 7, "output_tokens": 3}));
+        assert_eq!((u.prompt_tokens, u.completion_tokens, u.total_tokens), (7, 3, 10));
+        assert_eq!(u.prompt_tokens_details, None);
+        let priced = u.tokens();
+        assert_eq!((priced.cache_read, priced.cache_write), (0, 0));
+    }
+}
