@@ -1,0 +1,219 @@
+//! Anthropic's streamed events → OpenAI `chat.completion.chunk`s.
+//!
+//! Text deltas become `delta.content`; a `tool_use` block becomes a tool call
+//! whose first chunk carries its id and name and whose `input_json_delta`
+//! pieces stream as `function.arguments`. Events with no OpenAI equivalent
+//! (`ping`, `content_block_stop`, empty JSON pieces) produce nothing. The
+//! end (`message_stop`) produces the finish chunk and, as OpenRouter does, a
+//! last chunk with `choices: []` and the usage (cache tokens counted as in
+//! `response::usage`); the SSE writer then sends `data: [DONE]`.
+
+use serde_json::{json, Value};
+
+use super::response::{finish_reason, usage};
+use crate::domain::chat::Usage;
+
+/// What one Anthropic event turned into.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Translated {
+    /// OpenAI chunks to send (possibly none).
+    Chunks(Vec<Value>),
+    /// The provider reported an error mid-stream: `(type, message)`.
+    Error(String, String),
+}
+
+/// The state of one streamed answer.
+#[derive(Debug, Clone)]
+pub struct StreamTranslator {
+    id: String,
+    model: String,
+    created: i64,
+    /// Anthropic's `message_start` usage (input and cache tokens).
+    start_usage: Value,
+    output_tokens: u64,
+    stop_reason: Option<String>,
+    /// Anthropic content-block index → OpenAI tool-call index.
+    tool_calls: Vec<(u64, usize)>,
+    role_sent: bool,
+}
+
+impl StreamTranslator {
+    /// `model` is the id the client asked for; `created` the answer's Unix time.
+    pub fn new(model: &str, created: i64) -> Self {
+        Self {
+            id: String::new(),
+            model: model.to_string(),
+            created,
+            start_usage: Value::Null,
+            output_tokens: 0,
+            stop_reason: None,
+            tool_calls: Vec::new(),
+            role_sent: false,
+        }
+    }
+
+    fn chunk(&mut self, mut delta: Value, finish: Option<&str>) -> Value {
+        if !self.role_sent {
+            delta["role"] = "assistant".into();
+            self.role_sent = true;
+        }
+        json!({
+            "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+            "choices": [{ "index": 0, "delta": delta, "finish_reason": finish }],
+        })
+    }
+
+    /// The usage so far: input and cache tokens from the start, output from the last `message_delta`.
+    pub fn usage(&self) -> Usage {
+        let mut u = self.start_usage.clone();
+        if u.is_object() {
+            u["output_tokens"] = self.output_tokens.into();
+        }
+        usage(&u)
+    }
+
+    /// Translates one event (`data` parsed as JSON).
+    pub fn event(&mut self, data: &Value) -> Translated {
+        let kind = data.get("type").and_then(Value::as_str).unwrap_or_default();
+        let chunks = match kind {
+            "message_start" => {
+                let message = data.get("message").cloned().unwrap_or_default();
+                self.id = message.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
+                self.start_usage = message.get("usage").cloned().unwrap_or_else(|| json!({}));
+                self.output_tokens = self.start_usage.get("output_tokens").and_then(Value::as_u64).unwrap_or(0);
+                vec![]
+            }
+            "content_block_start" => {
+                let block = data.get("content_block").cloned().unwrap_or_default();
+                if block.get("type").and_then(Value::as_str) != Some("tool_use") {
+                    return Translated::Chunks(vec![]);
+                }
+                let index = self.tool_calls.len();
+                self.tool_calls.push((data.get("index").and_then(Value::as_u64).unwrap_or(0), index));
+                let call = json!({
+                    "index": index, "id": block.get("id").cloned().unwrap_or_default(), "type": "function",
+                    "function": { "name": block.get("name").cloned().unwrap_or_default(), "arguments": "" },
+                });
+                vec![self.chunk(json!({ "tool_calls": [call] }), None)]
+            }
+            "content_block_delta" => {
+                let delta = data.get("delta").cloned().unwrap_or_default();
+                match delta.get("type").and_then(Value::as_str) {
+                    Some("text_delta") => {
+                        let text = delta.get("text").and_then(Value::as_str).unwrap_or_default();
+                        vec![self.chunk(json!({ "content": text }), None)]
+                    }
+                    Some("input_json_delta") => {
+                        let piece = delta.get("partial_json").and_then(Value::as_str).unwrap_or_default();
+                        let block = data.get("index").and_then(Value::as_u64).unwrap_or(0);
+                        match self.tool_calls.iter().find(|(b, _)| *b == block) {
+                            Some(&(_, index)) if !piece.is_empty() => {
+                                let call = json!({ "index": index, "function": { "arguments": piece } });
+                                vec![self.chunk(json!({ "tool_calls": [call] }), None)]
+                            }
+                            _ => vec![],
+                        }
+                    }
+                    _ => vec![], // thinking and signature deltas have no OpenAI equivalent
+                }
+            }
+            "message_delta" => {
+                if let Some(reason) = data.get("delta").and_then(|d| d.get("stop_reason")).and_then(Value::as_str) {
+                    self.stop_reason = Some(reason.to_string());
+                }
+                if let Some(n) = data.get("usage").and_then(|u| u.get("output_tokens")).and_then(Value::as_u64) {
+                    self.output_tokens = n;
+                }
+                vec![]
+            }
+            "message_stop" => {
+                let finish = finish_reason(self.stop_reason.as_deref());
+                let last = self.chunk(json!({}), Some(finish));
+                let usage = json!({
+                    "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+                    "choices": [], "usage": self.usage(),
+                });
+                vec![last, usage]
+            }
+            "error" => {
+                let error = data.get("error").cloned().unwrap_or_default();
+                let text = |f: &str| error.get(f).and_then(Value::as_str).unwrap_or_default().to_string();
+                return Translated::Error(text("type"), text("message"));
+            }
+            _ => vec![], // ping, content_block_stop, and events added later
+        };
+        Translated::Chunks(chunks)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `data:` payloads of an SSE capture.
+    fn events(capture: &str) -> Vec<Value> {
+        capture
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .map(|d| serde_json::from_str(d).expect("event JSON"))
+            .collect()
+    }
+
+    fn run(capture: &str) -> Vec<Value> {
+        let mut t = StreamTranslator::new("anthropic/claude-3-5-haiku-20241022", 1_764_460_800);
+        let mut out = Vec::new();
+        for e in events(capture) {
+            match t.event(&e) {
+                Translated::Chunks(chunks) => out.extend(chunks),
+                Translated::Error(kind, message) => panic!("unexpected error {kind}: {message}"),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_streamed_tool_call_becomes_openai_chunks_ending_with_usage() {
+        let chunks = run(include_str!("../../../tests/fixtures/anthropic/stream_tool_use.sse"));
+        let deltas: Vec<&Value> = chunks.iter().filter_map(|c| c["choices"].get(0).map(|ch| &ch["delta"])).collect();
+        assert_eq!(
+            deltas[0],
+            &json!({"role": "assistant", "content": "Okay, let"}),
+            "the role rides on the first chunk"
+        );
+        assert_eq!(deltas[1], &json!({"content": "'s check."}));
+        assert_eq!(
+            deltas[2],
+            &json!({"tool_calls": [{"index": 0, "id": "toolu_01T1x1fJ34qAmk2tNTrN7Up6", "type": "function", "function": {"name": "get_weather", "arguments": ""}}]})
+        );
+        let arguments: String =
+            deltas[3..].iter().filter_map(|d| d["tool_calls"][0]["function"]["arguments"].as_str()).collect();
+        assert_eq!(arguments, r#"{"location": "Paris"}"#);
+        assert_eq!(chunks.len(), 7, "ping, empty JSON pieces and block stops produce nothing");
+        let finish = &chunks[5];
+        assert_eq!(finish["choices"][0]["finish_reason"], "tool_calls");
+        let last = &chunks[6];
+        assert_eq!(last["choices"], json!([]));
+        assert_eq!(last["usage"]["prompt_tokens"], 572, "cache reads are part of the prompt");
+        assert_eq!(last["usage"]["completion_tokens"], 89);
+        assert_eq!(last["usage"]["prompt_tokens_details"]["cached_tokens"], 100);
+        assert!(chunks
+            .iter()
+            .all(|c| c["id"] == "msg_014p7gG3wDgGV9EUtLvnow3U" && c["model"] == "anthropic/claude-3-5-haiku-20241022"));
+    }
+
+    #[test]
+    fn an_error_event_is_reported() {
+        let mut t = StreamTranslator::new("m", 0);
+        let e = json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}});
+        assert_eq!(t.event(&e), Translated::Error("overloaded_error".into(), "Overloaded".into()));
+    }
+
+    #[test]
+    fn a_cut_stream_still_knows_its_usage_so_far() {
+        let mut t = StreamTranslator::new("m", 0);
+        t.event(&json!({"type": "message_start", "message": {"id": "x", "usage": {"input_tokens": 10, "output_tokens": 1}}}));
+        t.event(&json!({"type": "message_delta", "delta": {}, "usage": {"output_tokens": 5}}));
+        let u = t.usage();
+        assert_eq!((u.prompt_tokens, u.completion_tokens), (10, 5));
+    }
+}
