@@ -2,6 +2,7 @@
 //! that performs `fetch`.
 
 pub mod anthropic;
+pub mod gemini;
 #[cfg(target_arch = "wasm32")]
 pub mod key_management;
 pub mod openai_compat;

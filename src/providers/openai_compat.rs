@@ -194,6 +194,36 @@ impl From<UpstreamModel> for ListedModel {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn anthropic_and_gemini_error_bodies_classify_like_openais() {
+        let body = |text: &str| text.as_bytes().to_vec();
+        let overloaded = include_str!("../../tests/fixtures/anthropic/error_overloaded.json");
+        assert_eq!(
+            classify_error(529, None, &body(overloaded)),
+            ProviderError::Unavailable { status: 529, message: "Overloaded".into() },
+            "Anthropic's 529 is a retryable 5xx"
+        );
+        let invalid = include_str!("../../tests/fixtures/anthropic/error_invalid.json");
+        assert_eq!(
+            classify_error(400, None, &body(invalid)),
+            ProviderError::Rejected { status: 400, message: "max_tokens: Field required".into() }
+        );
+        let unavailable = include_str!("../../tests/fixtures/gemini/error_unavailable.json");
+        assert!(matches!(
+            classify_error(503, None, &body(unavailable)),
+            ProviderError::Unavailable { status: 503, .. }
+        ));
+        let role = include_str!("../../tests/fixtures/gemini/error_invalid.json");
+        assert_eq!(
+            classify_error(400, None, &body(role)),
+            ProviderError::Rejected { status: 400, message: "Please use a valid role: user, model.".into() }
+        );
+        assert!(matches!(
+            classify_error(401, None, &body(invalid)),
+            ProviderError::CredentialsRejected { status: 401, .. }
+        ));
+    }
+
     use super::*;
 
     #[test]

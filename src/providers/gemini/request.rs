@@ -1,0 +1,248 @@
+//! OpenAI chat request → Gemini `generateContent` request.
+//!
+//! System and developer messages become `systemInstruction`; `assistant` is
+//! Gemini's `model` role; assistant tool calls become `functionCall` parts and
+//! tool results `functionResponse` parts (named after the call they answer,
+//! since Gemini has no call ids); consecutive turns of one role are merged.
+//! Sampling options go in `generationConfig`; OpenAI-only fields are dropped.
+
+use std::collections::HashMap;
+
+use serde_json::{json, Map, Value};
+
+use crate::domain::chat::ChatRequest;
+use crate::domain::InvalidRequest;
+
+pub fn generate_request(chat: &ChatRequest) -> Result<Value, InvalidRequest> {
+    let body = &chat.body;
+    let mut system = Vec::new();
+    let mut turns: Vec<(&'static str, Vec<Value>)> = Vec::new();
+    let mut call_names: HashMap<String, String> = HashMap::new();
+    for (i, message) in body.get("messages").and_then(Value::as_array).into_iter().flatten().enumerate() {
+        let role = message.get("role").and_then(Value::as_str).unwrap_or_default();
+        match role {
+            "system" | "developer" => system.push(text_of(message.get("content"))),
+            "user" => push_turn(&mut turns, "user", parts(message.get("content"), i)?),
+            "assistant" => {
+                let mut p = parts(message.get("content"), i)?;
+                for call in message.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
+                    let function = call.get("function").cloned().unwrap_or_default();
+                    let name = function.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
+                    let arguments = function.get("arguments").and_then(Value::as_str).unwrap_or("{}");
+                    let args: Value = serde_json::from_str(if arguments.trim().is_empty() { "{}" } else { arguments })
+                        .map_err(|_| {
+                            InvalidRequest::param(
+                                format!("messages[{i}].tool_calls: arguments must be JSON"),
+                                "messages",
+                            )
+                        })?;
+                    if let Some(id) = call.get("id").and_then(Value::as_str) {
+                        call_names.insert(id.to_string(), name.clone());
+                    }
+                    p.push(json!({"functionCall": {"name": name, "args": args}}));
+                }
+                if !p.is_empty() {
+                    push_turn(&mut turns, "model", p);
+                }
+            }
+            "tool" | "function" => {
+                let id = message.get("tool_call_id").and_then(Value::as_str).unwrap_or_default();
+                let name = call_names
+                    .get(id)
+                    .cloned()
+                    .or_else(|| message.get("name").and_then(Value::as_str).map(str::to_string))
+                    .unwrap_or_default();
+                let text = text_of(message.get("content"));
+                // Gemini wants an object: a JSON object result passes as is, anything else is wrapped.
+                let response = match serde_json::from_str::<Value>(&text) {
+                    Ok(v @ Value::Object(_)) => v,
+                    _ => json!({ "content": text }),
+                };
+                push_turn(&mut turns, "user", vec![json!({"functionResponse": {"name": name, "response": response}})]);
+            }
+            other => {
+                return Err(InvalidRequest::param(format!("messages[{i}]: unknown role `{other}`"), "messages"));
+            }
+        }
+    }
+    let mut out = Map::new();
+    if !system.is_empty() {
+        out.insert("systemInstruction".into(), json!({"parts": [{"text": system.join("\n\n")}]}));
+    }
+    let contents: Vec<Value> = turns.into_iter().map(|(role, parts)| json!({"role": role, "parts": parts})).collect();
+    out.insert("contents".into(), contents.into());
+    if let Some(tools) = body.get("tools").and_then(Value::as_array) {
+        let declarations: Vec<Value> = tools.iter().filter_map(declaration).collect();
+        if !declarations.is_empty() {
+            out.insert("tools".into(), json!([{ "functionDeclarations": declarations }]));
+        }
+    }
+    if let Some(config) = body.get("tool_choice").and_then(tool_config) {
+        out.insert("toolConfig".into(), config);
+    }
+    let mut generation = Map::new();
+    if let Some(max) = chat.max_tokens {
+        generation.insert("maxOutputTokens".into(), max.into());
+    }
+    for (from, to) in [("temperature", "temperature"), ("top_p", "topP"), ("top_k", "topK")] {
+        if let Some(v) = body.get(from).filter(|v| v.is_number()) {
+            generation.insert(to.into(), v.clone());
+        }
+    }
+    match body.get("stop") {
+        Some(Value::String(s)) => {
+            generation.insert("stopSequences".into(), json!([s]));
+        }
+        Some(Value::Array(list)) if !list.is_empty() => {
+            generation.insert("stopSequences".into(), list.clone().into());
+        }
+        _ => {}
+    }
+    if !generation.is_empty() {
+        out.insert("generationConfig".into(), Value::Object(generation));
+    }
+    Ok(Value::Object(out))
+}
+
+fn push_turn(turns: &mut Vec<(&'static str, Vec<Value>)>, role: &'static str, parts: Vec<Value>) {
+    match turns.last_mut() {
+        Some((last, content)) if *last == role => content.extend(parts),
+        _ => turns.push((role, parts)),
+    }
+}
+
+fn text_of(content: Option<&Value>) -> String {
+    match content {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .filter(|p| p.get("type").and_then(Value::as_str) == Some("text"))
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => String::new(),
+    }
+}
+
+fn parts(content: Option<&Value>, i: usize) -> Result<Vec<Value>, InvalidRequest> {
+    match content {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::String(s)) if s.is_empty() => Ok(Vec::new()),
+        Some(Value::String(s)) => Ok(vec![json!({"text": s})]),
+        Some(Value::Array(items)) => items.iter().map(|p| part(p, i)).collect(),
+        Some(_) => {
+            Err(InvalidRequest::param(format!("messages[{i}].content must be a string or an array"), "messages"))
+        }
+    }
+}
+
+fn part(p: &Value, i: usize) -> Result<Value, InvalidRequest> {
+    match p.get("type").and_then(Value::as_str) {
+        Some("text") => Ok(json!({"text": p.get("text").and_then(Value::as_str).unwrap_or_default()})),
+        Some("image_url") => {
+            let url =
+                p.get("image_url").and_then(|u| u.get("url").or(Some(u))).and_then(Value::as_str).unwrap_or_default();
+            if let Some((meta, data)) = url.strip_prefix("data:").and_then(|rest| rest.split_once(',')) {
+                if let Some(mime) = meta.strip_suffix(";base64") {
+                    return Ok(json!({"inlineData": {"mimeType": mime, "data": data}}));
+                }
+            }
+            Ok(json!({"fileData": {"mimeType": image_type(url), "fileUri": url}}))
+        }
+        other => Err(InvalidRequest::param(
+            format!("messages[{i}]: content part type `{}` is not supported by this model", other.unwrap_or("?")),
+            "messages",
+        )),
+    }
+}
+
+/// The image type a URL's extension names (JPEG when it names none).
+fn image_type(url: &str) -> &'static str {
+    let path = url.split(['?', '#']).next().unwrap_or_default().to_ascii_lowercase();
+    match path.rsplit('.').next() {
+        Some("png") => "image/png",
+        Some("webp") => "image/webp",
+        Some("gif") => "image/gif",
+        Some("heic") => "image/heic",
+        _ => "image/jpeg",
+    }
+}
+
+fn declaration(t: &Value) -> Option<Value> {
+    let f = t.get("function")?;
+    let mut out = Map::new();
+    out.insert("name".into(), f.get("name")?.clone());
+    for field in ["description", "parameters"] {
+        if let Some(v) = f.get(field) {
+            out.insert(field.into(), v.clone());
+        }
+    }
+    Some(Value::Object(out))
+}
+
+fn tool_config(choice: &Value) -> Option<Value> {
+    let mode = |m: &str| json!({"functionCallingConfig": {"mode": m}});
+    match choice {
+        Value::String(s) => match s.as_str() {
+            "auto" => Some(mode("AUTO")),
+            "none" => Some(mode("NONE")),
+            "required" => Some(mode("ANY")),
+            _ => None,
+        },
+        Value::Object(o) => {
+            let name = o.get("function")?.get("name")?.as_str()?;
+            Some(json!({"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": [name]}}))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chat(json: &str) -> ChatRequest {
+        ChatRequest::parse(json.as_bytes()).expect("a valid OpenAI request")
+    }
+
+    #[test]
+    fn translates_system_roles_tool_calls_results_images_and_options() {
+        let request = chat(include_str!("../../../tests/fixtures/gemini/chat_with_tools.openai.json"));
+        let expected: Value =
+            serde_json::from_str(include_str!("../../../tests/fixtures/gemini/chat_with_tools.gemini.json"))
+                .expect("fixture");
+        assert_eq!(generate_request(&request).expect("translates"), expected);
+    }
+
+    #[test]
+    fn assistant_is_model_and_a_forced_function_is_allowed_alone() {
+        let request = chat(
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"},{"role":"assistant","content":"hello"},{"role":"user","content":"again"}],
+                "tool_choice":{"type":"function","function":{"name":"f"}}}"#,
+        );
+        let body = generate_request(&request).expect("translates");
+        let roles: Vec<&str> =
+            body["contents"].as_array().expect("contents").iter().map(|c| c["role"].as_str().unwrap_or("")).collect();
+        assert_eq!(roles, ["user", "model", "user"]);
+        assert_eq!(
+            body["toolConfig"],
+            json!({"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["f"]}})
+        );
+        assert!(body.get("generationConfig").is_none());
+        assert!(body.get("systemInstruction").is_none());
+    }
+
+    #[test]
+    fn a_json_object_tool_result_passes_as_is() {
+        let request = chat(
+            r#"{"model":"m","messages":[{"role":"assistant","content":null,"tool_calls":[{"id":"c1","type":"function","function":{"name":"f","arguments":"{}"}}]},
+                {"role":"tool","tool_call_id":"c1","content":"{\"temp\":18}"}]}"#,
+        );
+        let body = generate_request(&request).expect("translates");
+        assert_eq!(
+            body["contents"][1]["parts"][0],
+            json!({"functionResponse": {"name": "f", "response": {"temp": 18}}})
+        );
+        assert_eq!(image_type("https://x.test/a.PNG?size=2"), "image/png");
+    }
+}

@@ -1,0 +1,115 @@
+//! Gemini's streamed answers (`:streamGenerateContent?alt=sse`, each event a
+//! partial `GenerateContentResponse`) → OpenAI chunks. Text parts stream as
+//! `delta.content`; a function call arrives whole and is sent as one tool-call
+//! delta; the chunk with `finishReason` gives the finish chunk. Gemini has no
+//! end event: `finish` is called when the upstream stream ends and gives the
+//! last chunk, `choices: []` with the usage (from the latest `usageMetadata`).
+
+use serde_json::{json, Value};
+
+use super::response::{content_of, finish_reason, usage};
+use crate::domain::chat::Usage;
+
+#[derive(Debug, Clone)]
+pub struct StreamTranslator {
+    id: String,
+    model: String,
+    created: i64,
+    usage: Value,
+    calls: usize,
+    role_sent: bool,
+}
+
+impl StreamTranslator {
+    pub fn new(model: &str, created: i64) -> Self {
+        Self { id: String::new(), model: model.to_string(), created, usage: Value::Null, calls: 0, role_sent: false }
+    }
+
+    fn chunk(&mut self, mut delta: Value, finish: Option<&str>) -> Value {
+        if !self.role_sent {
+            delta["role"] = "assistant".into();
+            self.role_sent = true;
+        }
+        json!({
+            "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+            "choices": [{ "index": 0, "delta": delta, "finish_reason": finish }],
+        })
+    }
+
+    pub fn usage(&self) -> Usage {
+        usage(&self.usage)
+    }
+
+    /// Translates one streamed response.
+    pub fn event(&mut self, data: &Value) -> Vec<Value> {
+        if let Some(id) = data.get("responseId").and_then(Value::as_str) {
+            self.id = id.to_string();
+        }
+        if let Some(meta) = data.get("usageMetadata") {
+            self.usage = meta.clone();
+        }
+        let Some(candidate) = data.get("candidates").and_then(|c| c.get(0)) else { return vec![] };
+        let (text, calls) = content_of(candidate, self.calls);
+        let mut out = Vec::new();
+        if !text.is_empty() {
+            out.push(self.chunk(json!({ "content": text }), None));
+        }
+        for (i, mut call) in calls.into_iter().enumerate() {
+            call["index"] = (self.calls + i).into();
+            out.push(self.chunk(json!({ "tool_calls": [call] }), None));
+        }
+        self.calls += out.iter().filter(|c| c["choices"][0]["delta"].get("tool_calls").is_some()).count();
+        if let Some(reason) = candidate.get("finishReason").and_then(Value::as_str) {
+            let finish = finish_reason(Some(reason), self.calls > 0);
+            out.push(self.chunk(json!({}), Some(finish)));
+        }
+        out
+    }
+
+    /// The last chunk, once the upstream stream has ended.
+    pub fn finish(&self) -> Value {
+        json!({
+            "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+            "choices": [], "usage": self.usage(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_streams_as_content_and_ends_with_finish_then_usage() {
+        let mut t = StreamTranslator::new("google/gemini-2.0-flash-001", 0);
+        let mut chunks = Vec::new();
+        for line in include_str!("../../../tests/fixtures/gemini/stream_text.sse").lines() {
+            if let Some(data) = line.strip_prefix("data: ") {
+                chunks.extend(t.event(&serde_json::from_str(data).expect("event JSON")));
+            }
+        }
+        chunks.push(t.finish());
+        let text: String = chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect();
+        assert_eq!(text, "Hello, world!");
+        assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+        assert_eq!(chunks[3]["choices"][0]["finish_reason"], "stop");
+        assert_eq!(chunks[4]["choices"], json!([]));
+        assert_eq!(
+            (chunks[4]["usage"]["prompt_tokens"].as_u64(), chunks[4]["usage"]["completion_tokens"].as_u64()),
+            (Some(12), Some(4))
+        );
+        assert!(chunks.iter().all(|c| c["id"] == "r-1"));
+    }
+
+    #[test]
+    fn a_function_call_is_one_tool_call_delta_and_finishes_as_tool_calls() {
+        let mut t = StreamTranslator::new("m", 0);
+        let out = t.event(&json!({"candidates": [{"content": {"role": "model", "parts": [{"functionCall": {"name": "f", "args": {"a": 1}}}]}, "finishReason": "STOP"}]}));
+        assert_eq!(
+            out[0]["choices"][0]["delta"]["tool_calls"][0]["function"],
+            json!({"name": "f", "arguments": "{\"a\":1}"})
+        );
+        assert_eq!(out[0]["choices"][0]["delta"]["tool_calls"][0]["index"], 0);
+        assert_eq!(out[1]["choices"][0]["finish_reason"], "tool_calls");
+    }
+}
