@@ -10,6 +10,7 @@ pub mod orgs;
 pub mod paging;
 pub mod pricing;
 pub mod provisioning;
+pub mod routing;
 pub mod time;
 pub mod usage;
 pub mod users;
