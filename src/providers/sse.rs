@@ -182,8 +182,48 @@ fn reprice(data: &[u8], cost: f64) -> Option<Vec<u8>> {
     Some(line)
 }
 
+/// Splits a server-sent event stream into the payloads of its `data:` lines,
+/// whatever the chunking (for providers whose events are translated, not relayed).
+#[derive(Debug, Default)]
+pub struct DataLines {
+    pending: Vec<u8>,
+}
+
+impl DataLines {
+    pub fn feed(&mut self, bytes: &[u8]) -> Vec<String> {
+        self.pending.extend_from_slice(bytes);
+        let mut out = Vec::new();
+        while let Some(end) = self.pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.pending.drain(..=end).collect();
+            let line = String::from_utf8_lossy(&line);
+            let line = line.trim_end_matches(['\n', '\r']);
+            if let Some(data) = line.strip_prefix("data:") {
+                out.push(data.trim_start().to_string());
+            }
+        }
+        out
+    }
+}
+
+/// One OpenAI SSE event.
+pub fn data_event(payload: &str) -> Vec<u8> {
+    format!("data: {payload}\n\n").into_bytes()
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn data_lines_survive_any_chunking_and_skip_other_fields() {
+        let stream = b"event: ping\r\ndata: {\"a\":1}\r\n\n: comment\ndata: two\n\n";
+        for size in 1..stream.len() {
+            let mut lines = DataLines::default();
+            let got: Vec<String> = stream.chunks(size).flat_map(|c| lines.feed(c)).collect();
+            assert_eq!(got, ["{\"a\":1}", "two"], "chunks of {size}");
+        }
+        assert_eq!(data_event("[DONE]"), b"data: [DONE]\n\n");
+    }
+
     use super::*;
 
     const STREAM: &str = ": OPENROUTER PROCESSING\n\n\

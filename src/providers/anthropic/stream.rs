@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 
 use super::response::{finish_reason, usage};
 use crate::domain::chat::Usage;
+use crate::providers::sse::{data_event, DataLines};
 
 /// What one Anthropic event turned into.
 #[derive(Debug, Clone, PartialEq)]
@@ -146,8 +147,83 @@ impl StreamTranslator {
     }
 }
 
+/// Anthropic's SSE bytes in, OpenAI SSE bytes out (ending `data: [DONE]`), so
+/// the OpenAI relay (`sse::SseRelay`) meters and forwards them unchanged.
+pub struct ToOpenAiSse {
+    lines: DataLines,
+    translator: StreamTranslator,
+    ended: bool,
+}
+
+impl ToOpenAiSse {
+    pub fn new(model: &str, created: i64) -> Self {
+        Self { lines: DataLines::default(), translator: StreamTranslator::new(model, created), ended: false }
+    }
+
+    pub fn feed(&mut self, bytes: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for payload in self.lines.feed(bytes) {
+            if self.ended {
+                break;
+            }
+            let Ok(event) = serde_json::from_str::<Value>(&payload) else { continue };
+            let stop = event.get("type").and_then(Value::as_str) == Some("message_stop");
+            match self.translator.event(&event) {
+                Translated::Chunks(chunks) => {
+                    for chunk in chunks {
+                        out.extend(data_event(&chunk.to_string()));
+                    }
+                }
+                Translated::Error(kind, message) => {
+                    let error = json!({"error": {"message": message, "type": "api_error", "code": "upstream_error", "metadata": {"provider_error_type": kind}}});
+                    out.extend(data_event(&error.to_string()));
+                    out.extend(data_event("[DONE]"));
+                    self.ended = true;
+                }
+            }
+            if stop {
+                out.extend(data_event("[DONE]"));
+                self.ended = true;
+            }
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use crate::providers::sse::SseRelay;
+
+    #[test]
+    fn the_adapter_feeds_the_openai_relay_which_sees_usage_done_and_content() {
+        let capture = include_str!("../../../tests/fixtures/anthropic/stream_tool_use.sse").as_bytes();
+        for size in [1, 7, 64, capture.len()] {
+            let mut adapter = ToOpenAiSse::new("anthropic/claude-3-5-haiku-20241022", 0);
+            let mut relay = SseRelay::new();
+            let mut client = Vec::new();
+            for piece in capture.chunks(size) {
+                client.extend(relay.feed(&adapter.feed(piece)));
+            }
+            let summary = relay.summary();
+            assert!(summary.done, "ends with [DONE]");
+            assert_eq!(summary.usage.as_ref().map(|u| (u.prompt_tokens, u.completion_tokens)), Some((572, 89)));
+            assert!(summary.content_bytes > 0);
+            let text = String::from_utf8(client).expect("utf-8");
+            assert!(text.ends_with("data: [DONE]\n\n"));
+            assert!(!text.contains("ping"), "Anthropic-only events never reach the client");
+        }
+    }
+
+    #[test]
+    fn a_mid_stream_error_becomes_an_error_event_then_done() {
+        let mut adapter = ToOpenAiSse::new("m", 0);
+        let out = adapter.feed(b"event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n");
+        let text = String::from_utf8(out).expect("utf-8");
+        assert!(text.starts_with("data: {\"error\":"));
+        assert!(text.contains("Overloaded"));
+        assert!(text.ends_with("data: [DONE]\n\n"));
+    }
+
     use super::*;
 
     /// The `data:` payloads of an SSE capture.

@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 
 use super::response::{content_of, finish_reason, usage};
 use crate::domain::chat::Usage;
+use crate::providers::sse::{data_event, DataLines};
 
 #[derive(Debug, Clone)]
 pub struct StreamTranslator {
@@ -75,8 +76,61 @@ impl StreamTranslator {
     }
 }
 
+/// Gemini's SSE bytes in, OpenAI SSE bytes out; `end` adds the usage chunk and
+/// `data: [DONE]` once the upstream stream has ended cleanly.
+pub struct ToOpenAiSse {
+    lines: DataLines,
+    translator: StreamTranslator,
+}
+
+impl ToOpenAiSse {
+    pub fn new(model: &str, created: i64) -> Self {
+        Self { lines: DataLines::default(), translator: StreamTranslator::new(model, created) }
+    }
+
+    pub fn feed(&mut self, bytes: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for payload in self.lines.feed(bytes) {
+            let Ok(event) = serde_json::from_str::<Value>(&payload) else { continue };
+            if let Some(error) = event.get("error") {
+                let message = error.get("message").and_then(Value::as_str).unwrap_or("upstream error");
+                let body = json!({"error": {"message": message, "type": "api_error", "code": "upstream_error"}});
+                out.extend(data_event(&body.to_string()));
+                continue;
+            }
+            for chunk in self.translator.event(&event) {
+                out.extend(data_event(&chunk.to_string()));
+            }
+        }
+        out
+    }
+
+    pub fn end(&self) -> Vec<u8> {
+        let mut out = data_event(&self.translator.finish().to_string());
+        out.extend(data_event("[DONE]"));
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use crate::providers::sse::SseRelay;
+
+    #[test]
+    fn the_adapter_feeds_the_openai_relay_which_sees_usage_and_done() {
+        let capture = include_str!("../../../tests/fixtures/gemini/stream_text.sse").as_bytes();
+        let mut adapter = ToOpenAiSse::new("google/gemini-2.0-flash-001", 0);
+        let mut relay = SseRelay::new();
+        for piece in capture.chunks(5) {
+            relay.feed(&adapter.feed(piece));
+        }
+        relay.feed(&adapter.end());
+        let summary = relay.summary();
+        assert!(summary.done);
+        assert_eq!(summary.usage.as_ref().map(|u| (u.prompt_tokens, u.completion_tokens)), Some((12, 4)));
+        assert_eq!(summary.content_bytes, "Hello, world!".len() as u64);
+    }
+
     use super::*;
 
     #[test]
