@@ -53,6 +53,9 @@ pub struct Config {
     pub key_api_base_url: String,
     /// `OPENROUTER_PROVISIONING_KEY`: enables creating upstream keys per user.
     pub provisioning_key: Option<Secret>,
+    /// `ANTHROPIC_API_KEY` / `ANTHROPIC_BASE_URL`: a direct route for `anthropic/…` models.
+    pub anthropic_api_key: Option<Secret>,
+    pub anthropic_base_url: String,
 }
 
 fn text(env: &Env, name: &str) -> Option<String> {
@@ -92,7 +95,21 @@ impl Config {
                 .trim_end_matches('/')
                 .to_string(),
             provisioning_key: text(env, "OPENROUTER_PROVISIONING_KEY").map(Secret),
+            anthropic_api_key: text(env, "ANTHROPIC_API_KEY").map(Secret),
+            anthropic_base_url: text(env, "ANTHROPIC_BASE_URL")
+                .unwrap_or_else(|| "https://api.anthropic.com".into())
+                .trim_end_matches('/')
+                .to_string(),
         }
+    }
+
+    /// The providers this tenant can reach directly (it holds their keys).
+    pub fn direct_providers(&self) -> Vec<crate::domain::routing::Provider> {
+        let mut direct = Vec::new();
+        if self.anthropic_api_key.is_some() {
+            direct.push(crate::domain::routing::Provider::Anthropic);
+        }
+        direct
     }
 
     pub fn get(env: &Env) -> Rc<Config> {

@@ -43,6 +43,9 @@ export const CATALOGUE = [
   { id: 'meta-llama/llama-3.1-8b-instruct', name: 'Meta: Llama 3.1 8B Instruct', context_length: 131072, prompt: '0.00000002', completion: '0.00000005' },
 ];
 
+/** The only key the fake Anthropic API accepts. */
+export const FAKE_ANTHROPIC_KEY = 'sk-ant-test-key';
+
 /** The only key the fake's key-management API accepts (tests and demo mode). */
 export const FAKE_PROVISIONING_KEY = 'sk-or-prov-test-provisioning-key';
 
@@ -212,6 +215,78 @@ function models(res) {
 
 const RESETS = new Set(['daily', 'weekly', 'monthly', null]);
 
+function anthropicError(res, status, type, message) {
+  return sendJson(res, status, { type: 'error', error: { type, message } });
+}
+
+function blockText(content) {
+  if (typeof content === 'string') return content;
+  if (!Array.isArray(content)) return '';
+  return content.map((b) => (b.type === 'text' ? b.text : b.type === 'tool_result' ? (typeof b.content === 'string' ? b.content : blockText(b.content)) : '')).join(' ');
+}
+
+/**
+ * Anthropic's Messages API (`POST /v1/messages`), validated like the real one: `x-api-key`,
+ * `anthropic-version`, `max_tokens` required, only user/assistant roles (a `system` role in
+ * `messages` is refused), starting with user and alternating. Answers "Echo: <last user text>",
+ * or a `get_weather` tool call when tools are offered and the last user turn is not a tool result.
+ * Usage: input = ceil(chars / 4) + 3 per message (+ the system text), output = one per word.
+ */
+async function anthropic(req, res, body) {
+  if (req.headers['x-api-key'] !== FAKE_ANTHROPIC_KEY) return anthropicError(res, 401, 'authentication_error', 'invalid x-api-key');
+  if (!req.headers['anthropic-version']) return anthropicError(res, 400, 'invalid_request_error', 'anthropic-version: header is required');
+  if (!body || typeof body !== 'object') return anthropicError(res, 400, 'invalid_request_error', 'Invalid JSON body');
+  if (typeof body.model !== 'string' || !priceOf(`anthropic/${body.model}`)) return anthropicError(res, 404, 'not_found_error', `model: ${body.model}`);
+  if (!Number.isInteger(body.max_tokens) || body.max_tokens < 1) return anthropicError(res, 400, 'invalid_request_error', 'max_tokens: Field required');
+  if (!Array.isArray(body.messages) || body.messages.length === 0) return anthropicError(res, 400, 'invalid_request_error', 'messages: Field required');
+  for (const [i, m] of body.messages.entries()) {
+    if (m.role !== 'user' && m.role !== 'assistant') {
+      return anthropicError(res, 400, 'invalid_request_error', `messages.${i}.role: Input should be 'user' or 'assistant'`);
+    }
+    if (i === 0 && m.role !== 'user') return anthropicError(res, 400, 'invalid_request_error', 'messages: first message must use the "user" role');
+    if (i > 0 && body.messages[i - 1].role === m.role) return anthropicError(res, 400, 'invalid_request_error', 'messages: roles must alternate between "user" and "assistant"');
+  }
+  if (body.system !== undefined && typeof body.system !== 'string' && !Array.isArray(body.system)) return anthropicError(res, 400, 'invalid_request_error', 'system: Input should be a valid string');
+  for (const f of ['frequency_penalty', 'presence_penalty', 'logprobs', 'n', 'response_format', 'stream_options']) {
+    if (f in body) return anthropicError(res, 400, 'invalid_request_error', `${f}: Extra inputs are not permitted`);
+  }
+  const last = body.messages.at(-1);
+  const chars = body.messages.reduce((n, m) => n + blockText(m.content).length, 0) + (typeof body.system === 'string' ? body.system.length : 0);
+  const input = Math.ceil(chars / 4) + 3 * body.messages.length;
+  const answeredTool = Array.isArray(last.content) && last.content.some((b) => b.type === 'tool_result');
+  const callTool = Array.isArray(body.tools) && body.tools.length > 0 && !answeredTool;
+  let words = ['Echo:', ...blockText(last.content).split(/\s+/).filter(Boolean)].slice(0, 64);
+  let stop = 'end_turn';
+  if (words.length > body.max_tokens) {
+    words = words.slice(0, body.max_tokens);
+    stop = 'max_tokens';
+  }
+  const id = `msg_fake_${Date.now().toString(36)}`;
+  const tool = callTool ? { type: 'tool_use', id: 'toolu_fake_1', name: body.tools[0].name, input: { location: 'Paris', unit: 'celsius' } } : null;
+  const output = callTool ? 12 : words.length;
+  if (callTool) stop = 'tool_use';
+  const usage = { input_tokens: input, output_tokens: output, cache_creation_input_tokens: 0, cache_read_input_tokens: 0 };
+  if (!body.stream) {
+    const content = tool ? [tool] : [{ type: 'text', text: words.join(' ') }];
+    return sendJson(res, 200, { id, type: 'message', role: 'assistant', model: body.model, content, stop_reason: stop, stop_sequence: null, usage });
+  }
+  res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
+  const send = (event, data) => res.write(`event: ${event}\ndata: ${JSON.stringify({ type: event, ...data })}\n\n`);
+  send('message_start', { message: { id, type: 'message', role: 'assistant', model: body.model, content: [], stop_reason: null, usage: { ...usage, output_tokens: 1 } } });
+  send('ping', {});
+  if (tool) {
+    send('content_block_start', { index: 0, content_block: { ...tool, input: {} } });
+    for (const piece of ['', '{"location":', ' "Paris", ', '"unit": "celsius"}']) send('content_block_delta', { index: 0, delta: { type: 'input_json_delta', partial_json: piece } });
+  } else {
+    send('content_block_start', { index: 0, content_block: { type: 'text', text: '' } });
+    for (const [i, w] of words.entries()) send('content_block_delta', { index: 0, delta: { type: 'text_delta', text: i === 0 ? w : ` ${w}` } });
+  }
+  send('content_block_stop', { index: 0 });
+  send('message_delta', { delta: { stop_reason: stop, stop_sequence: null }, usage: { output_tokens: output } });
+  send('message_stop', {});
+  res.end();
+}
+
 /** OpenRouter's key-management API, in memory. */
 function keyManagement() {
   const keys = new Map();
@@ -317,6 +392,7 @@ export function startFakeUpstream({ port = 0, host = '127.0.0.1', apiKey, provis
     requests.push({ method: req.method, path: url.pathname, headers: req.headers, body: body === undefined ? raw : body, at: Date.now() });
     if (requests.length > 500) requests.shift();
 
+    if (req.method === 'POST' && url.pathname === '/v1/messages') return anthropic(req, res, body);
     const auth = req.headers.authorization ?? '';
     const bearer = auth.startsWith('Bearer ') ? auth.slice(7) : '';
     if (/\/keys(\/|$)/.test(url.pathname)) {

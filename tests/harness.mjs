@@ -112,7 +112,12 @@ export async function startGateway({ vars = {}, upstream = true, persistTo, port
     ADMIN_TOKEN: adminToken,
     REQUEST_TIMEOUT: '60',
     ...(fake
-      ? { AI_GATEWAY_BASE_URL: fake.url, AI_GATEWAY_API_KEY: FAKE_UPSTREAM_KEY, OPENROUTER_API_BASE: fake.url, OPENROUTER_PROVISIONING_KEY: FAKE_PROVISIONING_KEY }
+      ? {
+          AI_GATEWAY_BASE_URL: fake.url, AI_GATEWAY_API_KEY: FAKE_UPSTREAM_KEY, OPENROUTER_API_BASE: fake.url,
+          OPENROUTER_PROVISIONING_KEY: FAKE_PROVISIONING_KEY,
+          // Direct routes stay off until a test sets a provider's key.
+          ANTHROPIC_BASE_URL: fake.url.replace('/api/v1', ''),
+        }
       : {}),
     ...vars,
   };

@@ -13,9 +13,12 @@ use super::respond::{read_body, Call};
 use crate::cache::keys as key_cache;
 use crate::domain::chat::{ChatRequest, Usage};
 use crate::domain::keys::Permission;
+use crate::domain::routing::{self, Provider, Route};
 use crate::domain::time::to_iso;
 use crate::domain::{ledger, pricing};
 use crate::log::{self, Level};
+use crate::providers::anthropic;
+use crate::providers::anthropic::stream::ToOpenAiSse;
 use crate::providers::openai_compat::{completion_usage, ProviderError};
 use crate::providers::sse::{SseRelay, StreamSummary};
 use crate::providers::transport::{self, within, Upstream};
@@ -30,9 +33,11 @@ pub async fn create_chat_completion(mut req: Request, call: &Call) -> Result<Res
     let bytes = read_body(&mut req, MAX_BODY_BYTES).await?;
     let mut chat = ChatRequest::parse(&bytes)?;
     let price = price_of(call, &chat.model).await?;
+    let route = routing::route(&chat.model, None, &call.config.direct_providers());
     let meter = match (&auth.caller, &auth.hash) {
         (Caller::Key(key), Some(hash)) => {
-            let meter = Meter::reserve(call, key, hash, &mut chat, &price).await?;
+            let mut meter = Meter::reserve(call, key, hash, &mut chat, &price).await?;
+            meter.provider = route.provider.as_str();
             touch_key(call, &key.id);
             Some(meter)
         }
@@ -40,7 +45,8 @@ pub async fn create_chat_completion(mut req: Request, call: &Call) -> Result<Res
     };
     let auth_ms = call.elapsed_ms();
 
-    let mut upstream = match forward(call, &chat).await {
+    let default_max_tokens = price.max_completion_tokens.map_or(ANTHROPIC_DEFAULT_MAX_TOKENS, |m| m as u64);
+    let mut upstream = match forward(call, &chat, &route, default_max_tokens).await {
         Ok(upstream) => upstream,
         Err(e) => {
             if let Some(m) = meter {
@@ -50,7 +56,8 @@ pub async fn create_chat_completion(mut req: Request, call: &Call) -> Result<Res
         }
     };
     let headers = Headers::new();
-    let _ = headers.set("x-tollgate-provider", "openrouter");
+    let _ = headers.set("x-tollgate-provider", route.provider.as_str());
+    let created = call.now_ms() / 1000;
     let auth_source = auth.source.map_or("admin", |s| s.as_str());
     let upstream_ms = call.elapsed_ms() - auth_ms;
     let timing = format!("auth;desc={auth_source};dur={auth_ms:.2}, upstream;dur={upstream_ms:.2}");
@@ -89,13 +96,15 @@ pub async fn create_chat_completion(mut req: Request, call: &Call) -> Result<Res
         if let Some(m) = meter {
             settle_stream_later(call, m, outcome_rx);
         }
+        let adapter = (route.provider == Provider::Anthropic).then(|| ToOpenAiSse::new(&chat.model, created));
         let relay = Relay {
             upstream: body,
+            adapter,
             sse,
             controller: upstream.controller,
             idle_timeout_ms: call.config.request_timeout_ms,
             request_id: call.request_id.clone(),
-            log: log_context(call, &auth.caller, &chat),
+            log: log_context(call, &auth.caller, &chat, route.provider),
             ended: false,
             outcome: Some(outcome_tx),
         };
@@ -104,6 +113,14 @@ pub async fn create_chat_completion(mut req: Request, call: &Call) -> Result<Res
 
     let answer = transport::read_all(&mut upstream, call.config.request_timeout_ms)
         .await
+        .and_then(|body| match route.provider {
+            Provider::Anthropic => {
+                let message: Value =
+                    serde_json::from_slice(&body).map_err(|e| ProviderError::Malformed(format!("not JSON: {e}")))?;
+                Ok(anthropic::response::chat_completion(&message, &chat.model, created).to_string().into_bytes())
+            }
+            _ => Ok(body),
+        })
         .and_then(|body| completion_usage(&body).map(|usage| (body, usage)));
     let (body, usage) = match answer {
         Ok(answer) => answer,
@@ -131,7 +148,7 @@ pub async fn create_chat_completion(mut req: Request, call: &Call) -> Result<Res
         None => body,
     };
     let line = request_line(
-        &log_context(call, &auth.caller, &chat),
+        &log_context(call, &auth.caller, &chat, route.provider),
         200,
         usage.as_ref().map(|u| (u.prompt_tokens, u.completion_tokens)),
         call.elapsed_ms(),
@@ -194,15 +211,32 @@ fn touch_key(call: &Call, key_id: &str) {
     });
 }
 
-async fn forward(call: &Call, chat: &ChatRequest) -> Result<Upstream, ApiError> {
+/// Output tokens asked of Anthropic (which requires a number) when neither the client nor the price table gives one.
+const ANTHROPIC_DEFAULT_MAX_TOKENS: u64 = 4_096;
+
+async fn forward(
+    call: &Call,
+    chat: &ChatRequest,
+    route: &Route,
+    default_max_tokens: u64,
+) -> Result<Upstream, ApiError> {
     let config = &call.config;
-    let Some(key) = &config.upstream_api_key else {
-        return Err(ProviderError::CredentialsRejected {
-            status: 401,
-            message: "AI_GATEWAY_API_KEY is not set".into(),
-        }
-        .into());
+    let missing = |name: &str| -> ApiError {
+        ProviderError::CredentialsRejected { status: 401, message: format!("{name} is not set") }.into()
     };
+    if route.provider == Provider::Anthropic {
+        let key = config.anthropic_api_key.as_ref().ok_or_else(|| missing("ANTHROPIC_API_KEY"))?;
+        let body = anthropic::request::messages_request(chat, &route.native_model, default_max_tokens)?;
+        let headers = [
+            ("x-api-key", key.expose()),
+            ("anthropic-version", ANTHROPIC_VERSION),
+            ("content-type", "application/json"),
+        ];
+        let url = format!("{}/v1/messages", config.anthropic_base_url);
+        let bytes = body.to_string().into_bytes();
+        return Ok(transport::send(Method::Post, &url, &headers, Some(bytes), config.request_timeout_ms).await?);
+    }
+    let key = config.upstream_api_key.as_ref().ok_or_else(|| missing("AI_GATEWAY_API_KEY"))?;
     let auth = format!("Bearer {}", key.expose());
     let mut headers: Vec<(&str, &str)> =
         vec![("authorization", &auth), ("content-type", "application/json"), ("x-title", &config.title)];
@@ -213,8 +247,13 @@ async fn forward(call: &Call, chat: &ChatRequest) -> Result<Upstream, ApiError> 
     Ok(transport::send(Method::Post, &url, &headers, Some(chat.upstream_body()), config.request_timeout_ms).await?)
 }
 
+/// The Messages API version this gateway speaks.
+const ANTHROPIC_VERSION: &str = "2023-06-01";
+
 struct Relay {
     upstream: ByteStream,
+    /// Translates a direct provider's events into OpenAI's before they are metered and relayed.
+    adapter: Option<ToOpenAiSse>,
     sse: SseRelay,
     controller: worker::AbortController,
     idle_timeout_ms: u64,
@@ -259,7 +298,13 @@ fn relay_stream(relay: Relay) -> impl futures_util::Stream<Item = worker::Result
         loop {
             let failure = match within(s.idle_timeout_ms, s.upstream.next()).await {
                 Some(Some(Ok(chunk))) => {
-                    let out = s.sse.feed(&chunk);
+                    let out = match &mut s.adapter {
+                        Some(adapter) => {
+                            let translated = adapter.feed(&chunk);
+                            s.sse.feed(&translated)
+                        }
+                        None => s.sse.feed(&chunk),
+                    };
                     if out.is_empty() {
                         continue;
                     }
@@ -292,11 +337,12 @@ struct LogContext {
     key_id: Option<String>,
     user_id: Option<String>,
     model: String,
+    provider: Provider,
     started_ms: f64,
     level: Level,
 }
 
-fn log_context(call: &Call, caller: &Caller, chat: &ChatRequest) -> LogContext {
+fn log_context(call: &Call, caller: &Caller, chat: &ChatRequest, provider: Provider) -> LogContext {
     let (key_id, user_id) = match caller {
         Caller::Operator => (None, None),
         Caller::Key(k) => (Some(k.id.clone()), Some(k.user_id.clone())),
@@ -306,6 +352,7 @@ fn log_context(call: &Call, caller: &Caller, chat: &ChatRequest) -> LogContext {
         key_id,
         user_id,
         model: chat.model.clone(),
+        provider,
         started_ms: call.started_ms,
         level: call.config.log_level,
     }
@@ -323,7 +370,7 @@ fn request_line(log: &LogContext, status: u16, tokens: Option<(u64, u64)>, laten
     let (prompt, completion) = tokens.unwrap_or((0, 0));
     json!({
         "request_id": log.request_id, "key_id": log.key_id, "user_id": log.user_id,
-        "model": log.model, "provider": "openrouter", "status": status, "streamed": streamed,
+        "model": log.model, "provider": log.provider.as_str(), "status": status, "streamed": streamed,
         "latency_ms": latency_ms.round(), "prompt_tokens": prompt, "completion_tokens": completion,
     })
 }

@@ -148,7 +148,7 @@ impl ApiError {
                 ProviderError::Rejected { message, .. } => format!("upstream rejected the request: {message}"),
                 ProviderError::RateLimited { .. } => "upstream rate limit reached; retry later".into(),
                 ProviderError::CredentialsRejected { status, .. } => format!(
-                    "the gateway's upstream credentials were refused (upstream status {status}); the operator must fix AI_GATEWAY_API_KEY (request {request_id})"
+                    "the gateway's upstream credentials were refused (upstream status {status}); the operator must fix the provider key (AI_GATEWAY_API_KEY, or the direct provider's) (request {request_id})"
                 ),
                 ProviderError::Unavailable { status, .. } => {
                     format!("upstream failed with status {status} (request {request_id})")

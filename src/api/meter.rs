@@ -37,10 +37,9 @@ pub struct Meter {
     /// The key's organization, whose monthly limits also hold this request.
     pub org_id: Option<String>,
     pub started_ms: f64,
+    /// Who serves the request (for its usage record).
+    pub provider: &'static str,
 }
-
-/// Who serves metered requests (one route so far).
-pub const PROVIDER: &str = "openrouter";
 
 /// How a metered request ended.
 pub struct Outcome {
@@ -133,6 +132,7 @@ impl Meter {
             model: chat.model.clone(),
             org_id: None,
             started_ms: call.started_ms,
+            provider: "openrouter",
         };
         let (mut m, output) = match reservation {
             Reservation::Full { amount } => (meter(amount), output),
@@ -204,7 +204,7 @@ impl Meter {
             user_id: self.account_id.clone(),
             org_id: self.org_id.clone(),
             model: self.model.clone(),
-            provider: PROVIDER.into(),
+            provider: self.provider.into(),
             prompt_tokens: charged.tokens.prompt,
             completion_tokens: charged.tokens.completion,
             reasoning_tokens: charged.tokens.reasoning,
