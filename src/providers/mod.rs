@@ -7,5 +7,6 @@ pub mod gemini;
 pub mod key_management;
 pub mod openai_compat;
 pub mod sse;
+pub mod translate;
 #[cfg(target_arch = "wasm32")]
 pub mod transport;

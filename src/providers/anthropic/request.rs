@@ -10,6 +10,7 @@ use serde_json::{json, Map, Value};
 
 use crate::domain::chat::ChatRequest;
 use crate::domain::InvalidRequest;
+use crate::providers::translate::{data_url, image_url, push_turn, stop_sequences, text_of, tool_calls};
 
 /// Builds the Anthropic body for `chat`, addressed to `native_model`.
 pub fn messages_request(
@@ -19,7 +20,7 @@ pub fn messages_request(
 ) -> Result<Value, InvalidRequest> {
     let body = &chat.body;
     let mut system = Vec::new();
-    let mut turns: Vec<(String, Vec<Value>)> = Vec::new();
+    let mut turns: Vec<(&str, Vec<Value>)> = Vec::new();
     for (i, message) in body.get("messages").and_then(Value::as_array).into_iter().flatten().enumerate() {
         let role = message.get("role").and_then(Value::as_str).unwrap_or_default();
         match role {
@@ -27,7 +28,11 @@ pub fn messages_request(
             "user" => push_turn(&mut turns, "user", content_blocks(message.get("content"), i)?),
             "assistant" => {
                 let mut blocks = content_blocks(message.get("content"), i)?;
-                blocks.extend(tool_uses(message.get("tool_calls"), i)?);
+                blocks.extend(
+                    tool_calls(message, i)?
+                        .into_iter()
+                        .map(|c| json!({"type": "tool_use", "id": c.id, "name": c.name, "input": c.arguments})),
+                );
                 if !blocks.is_empty() {
                     push_turn(&mut turns, "assistant", blocks);
                 }
@@ -58,14 +63,8 @@ pub fn messages_request(
     if let Some(choice) = body.get("tool_choice").and_then(tool_choice) {
         out.insert("tool_choice".into(), choice);
     }
-    match body.get("stop") {
-        Some(Value::String(s)) => {
-            out.insert("stop_sequences".into(), json!([s]));
-        }
-        Some(Value::Array(list)) if !list.is_empty() => {
-            out.insert("stop_sequences".into(), list.clone().into());
-        }
-        _ => {}
+    if let Some(stop) = stop_sequences(body) {
+        out.insert("stop_sequences".into(), stop);
     }
     for field in ["temperature", "top_p", "top_k"] {
         if let Some(v) = body.get(field).filter(|v| v.is_number()) {
@@ -79,28 +78,6 @@ pub fn messages_request(
         out.insert("stream".into(), true.into());
     }
     Ok(Value::Object(out))
-}
-
-/// Appends blocks to the last turn when it has the same role, else starts a turn.
-fn push_turn(turns: &mut Vec<(String, Vec<Value>)>, role: &str, blocks: Vec<Value>) {
-    match turns.last_mut() {
-        Some((last, content)) if last == role => content.extend(blocks),
-        _ => turns.push((role.to_string(), blocks)),
-    }
-}
-
-/// The text of a string or an array of parts (non-text parts ignored).
-fn text_of(content: Option<&Value>) -> String {
-    match content {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Array(parts)) => parts
-            .iter()
-            .filter(|p| p.get("type").and_then(Value::as_str) == Some("text"))
-            .filter_map(|p| p.get("text").and_then(Value::as_str))
-            .collect::<Vec<_>>()
-            .join("\n"),
-        _ => String::new(),
-    }
 }
 
 fn content_blocks(content: Option<&Value>, i: usize) -> Result<Vec<Value>, InvalidRequest> {
@@ -118,11 +95,7 @@ fn content_blocks(content: Option<&Value>, i: usize) -> Result<Vec<Value>, Inval
 fn part(p: &Value, i: usize) -> Result<Value, InvalidRequest> {
     match p.get("type").and_then(Value::as_str) {
         Some("text") => Ok(json!({"type": "text", "text": p.get("text").and_then(Value::as_str).unwrap_or_default()})),
-        Some("image_url") => {
-            let url =
-                p.get("image_url").and_then(|u| u.get("url").or(Some(u))).and_then(Value::as_str).unwrap_or_default();
-            Ok(json!({"type": "image", "source": image_source(url)}))
-        }
+        Some("image_url") => Ok(json!({"type": "image", "source": image_source(image_url(p))})),
         other => Err(InvalidRequest::param(
             format!("messages[{i}]: content part type `{}` is not supported by this model", other.unwrap_or("?")),
             "messages",
@@ -132,33 +105,10 @@ fn part(p: &Value, i: usize) -> Result<Value, InvalidRequest> {
 
 /// `data:<type>;base64,<data>` becomes an inline image; anything else is fetched by URL.
 fn image_source(url: &str) -> Value {
-    if let Some((meta, data)) = url.strip_prefix("data:").and_then(|rest| rest.split_once(',')) {
-        if let Some(media_type) = meta.strip_suffix(";base64") {
-            return json!({"type": "base64", "media_type": media_type, "data": data});
-        }
+    match data_url(url) {
+        Some((media_type, data)) => json!({"type": "base64", "media_type": media_type, "data": data}),
+        None => json!({"type": "url", "url": url}),
     }
-    json!({"type": "url", "url": url})
-}
-
-fn tool_uses(calls: Option<&Value>, i: usize) -> Result<Vec<Value>, InvalidRequest> {
-    let Some(calls) = calls.and_then(Value::as_array) else { return Ok(Vec::new()) };
-    calls
-        .iter()
-        .map(|call| {
-            let function = call.get("function").cloned().unwrap_or_default();
-            let arguments = function.get("arguments").and_then(Value::as_str).unwrap_or("{}");
-            let input: Value = serde_json::from_str(if arguments.trim().is_empty() { "{}" } else { arguments })
-                .map_err(|_| {
-                    InvalidRequest::param(format!("messages[{i}].tool_calls: arguments must be JSON"), "messages")
-                })?;
-            Ok(json!({
-                "type": "tool_use",
-                "id": call.get("id").and_then(Value::as_str).unwrap_or_default(),
-                "name": function.get("name").and_then(Value::as_str).unwrap_or_default(),
-                "input": input,
-            }))
-        })
-        .collect()
 }
 
 fn tool(t: &Value) -> Option<Value> {

@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 use super::response::{finish_reason, usage};
 use crate::domain::chat::Usage;
 use crate::providers::sse::{data_event, DataLines};
+use crate::providers::translate::Chunks;
 
 /// What one Anthropic event turned into.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,42 +27,29 @@ pub enum Translated {
 /// The state of one streamed answer.
 #[derive(Debug, Clone)]
 pub struct StreamTranslator {
-    id: String,
-    model: String,
-    created: i64,
+    chunks: Chunks,
     /// Anthropic's `message_start` usage (input and cache tokens).
     start_usage: Value,
     output_tokens: u64,
     stop_reason: Option<String>,
     /// Anthropic content-block index → OpenAI tool-call index.
     tool_calls: Vec<(u64, usize)>,
-    role_sent: bool,
 }
 
 impl StreamTranslator {
     /// `model` is the id the client asked for; `created` the answer's Unix time.
     pub fn new(model: &str, created: i64) -> Self {
         Self {
-            id: String::new(),
-            model: model.to_string(),
-            created,
+            chunks: Chunks::new(model, created),
             start_usage: Value::Null,
             output_tokens: 0,
             stop_reason: None,
             tool_calls: Vec::new(),
-            role_sent: false,
         }
     }
 
-    fn chunk(&mut self, mut delta: Value, finish: Option<&str>) -> Value {
-        if !self.role_sent {
-            delta["role"] = "assistant".into();
-            self.role_sent = true;
-        }
-        json!({
-            "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-            "choices": [{ "index": 0, "delta": delta, "finish_reason": finish }],
-        })
+    fn chunk(&mut self, delta: Value, finish: Option<&str>) -> Value {
+        self.chunks.delta(delta, finish)
     }
 
     /// The usage so far: input and cache tokens from the start, output from the last `message_delta`.
@@ -79,7 +67,7 @@ impl StreamTranslator {
         let chunks = match kind {
             "message_start" => {
                 let message = data.get("message").cloned().unwrap_or_default();
-                self.id = message.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
+                self.chunks.id = message.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
                 self.start_usage = message.get("usage").cloned().unwrap_or_else(|| json!({}));
                 self.output_tokens = self.start_usage.get("output_tokens").and_then(Value::as_u64).unwrap_or(0);
                 vec![]
@@ -130,11 +118,7 @@ impl StreamTranslator {
             "message_stop" => {
                 let finish = finish_reason(self.stop_reason.as_deref());
                 let last = self.chunk(json!({}), Some(finish));
-                let usage = json!({
-                    "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-                    "choices": [], "usage": self.usage(),
-                });
-                vec![last, usage]
+                vec![last, self.chunks.usage(&self.usage())]
             }
             "error" => {
                 let error = data.get("error").cloned().unwrap_or_default();

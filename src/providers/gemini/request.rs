@@ -12,6 +12,7 @@ use serde_json::{json, Map, Value};
 
 use crate::domain::chat::ChatRequest;
 use crate::domain::InvalidRequest;
+use crate::providers::translate::{data_url, image_url, push_turn, stop_sequences, text_of, tool_calls};
 
 pub fn generate_request(chat: &ChatRequest) -> Result<Value, InvalidRequest> {
     let body = &chat.body;
@@ -25,21 +26,9 @@ pub fn generate_request(chat: &ChatRequest) -> Result<Value, InvalidRequest> {
             "user" => push_turn(&mut turns, "user", parts(message.get("content"), i)?),
             "assistant" => {
                 let mut p = parts(message.get("content"), i)?;
-                for call in message.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
-                    let function = call.get("function").cloned().unwrap_or_default();
-                    let name = function.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
-                    let arguments = function.get("arguments").and_then(Value::as_str).unwrap_or("{}");
-                    let args: Value = serde_json::from_str(if arguments.trim().is_empty() { "{}" } else { arguments })
-                        .map_err(|_| {
-                            InvalidRequest::param(
-                                format!("messages[{i}].tool_calls: arguments must be JSON"),
-                                "messages",
-                            )
-                        })?;
-                    if let Some(id) = call.get("id").and_then(Value::as_str) {
-                        call_names.insert(id.to_string(), name.clone());
-                    }
-                    p.push(json!({"functionCall": {"name": name, "args": args}}));
+                for call in tool_calls(message, i)? {
+                    call_names.insert(call.id, call.name.clone());
+                    p.push(json!({"functionCall": {"name": call.name, "args": call.arguments}}));
                 }
                 if !p.is_empty() {
                     push_turn(&mut turns, "model", p);
@@ -89,39 +78,13 @@ pub fn generate_request(chat: &ChatRequest) -> Result<Value, InvalidRequest> {
             generation.insert(to.into(), v.clone());
         }
     }
-    match body.get("stop") {
-        Some(Value::String(s)) => {
-            generation.insert("stopSequences".into(), json!([s]));
-        }
-        Some(Value::Array(list)) if !list.is_empty() => {
-            generation.insert("stopSequences".into(), list.clone().into());
-        }
-        _ => {}
+    if let Some(stop) = stop_sequences(body) {
+        generation.insert("stopSequences".into(), stop);
     }
     if !generation.is_empty() {
         out.insert("generationConfig".into(), Value::Object(generation));
     }
     Ok(Value::Object(out))
-}
-
-fn push_turn(turns: &mut Vec<(&'static str, Vec<Value>)>, role: &'static str, parts: Vec<Value>) {
-    match turns.last_mut() {
-        Some((last, content)) if *last == role => content.extend(parts),
-        _ => turns.push((role, parts)),
-    }
-}
-
-fn text_of(content: Option<&Value>) -> String {
-    match content {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Array(parts)) => parts
-            .iter()
-            .filter(|p| p.get("type").and_then(Value::as_str) == Some("text"))
-            .filter_map(|p| p.get("text").and_then(Value::as_str))
-            .collect::<Vec<_>>()
-            .join("\n"),
-        _ => String::new(),
-    }
 }
 
 fn parts(content: Option<&Value>, i: usize) -> Result<Vec<Value>, InvalidRequest> {
@@ -140,14 +103,11 @@ fn part(p: &Value, i: usize) -> Result<Value, InvalidRequest> {
     match p.get("type").and_then(Value::as_str) {
         Some("text") => Ok(json!({"text": p.get("text").and_then(Value::as_str).unwrap_or_default()})),
         Some("image_url") => {
-            let url =
-                p.get("image_url").and_then(|u| u.get("url").or(Some(u))).and_then(Value::as_str).unwrap_or_default();
-            if let Some((meta, data)) = url.strip_prefix("data:").and_then(|rest| rest.split_once(',')) {
-                if let Some(mime) = meta.strip_suffix(";base64") {
-                    return Ok(json!({"inlineData": {"mimeType": mime, "data": data}}));
-                }
-            }
-            Ok(json!({"fileData": {"mimeType": image_type(url), "fileUri": url}}))
+            let url = image_url(p);
+            Ok(match data_url(url) {
+                Some((mime, data)) => json!({"inlineData": {"mimeType": mime, "data": data}}),
+                None => json!({"fileData": {"mimeType": image_type(url), "fileUri": url}}),
+            })
         }
         other => Err(InvalidRequest::param(
             format!("messages[{i}]: content part type `{}` is not supported by this model", other.unwrap_or("?")),

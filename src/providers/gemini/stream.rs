@@ -10,31 +10,22 @@ use serde_json::{json, Value};
 use super::response::{content_of, finish_reason, usage};
 use crate::domain::chat::Usage;
 use crate::providers::sse::{data_event, DataLines};
+use crate::providers::translate::Chunks;
 
 #[derive(Debug, Clone)]
 pub struct StreamTranslator {
-    id: String,
-    model: String,
-    created: i64,
+    chunks: Chunks,
     usage: Value,
     calls: usize,
-    role_sent: bool,
 }
 
 impl StreamTranslator {
     pub fn new(model: &str, created: i64) -> Self {
-        Self { id: String::new(), model: model.to_string(), created, usage: Value::Null, calls: 0, role_sent: false }
+        Self { chunks: Chunks::new(model, created), usage: Value::Null, calls: 0 }
     }
 
-    fn chunk(&mut self, mut delta: Value, finish: Option<&str>) -> Value {
-        if !self.role_sent {
-            delta["role"] = "assistant".into();
-            self.role_sent = true;
-        }
-        json!({
-            "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-            "choices": [{ "index": 0, "delta": delta, "finish_reason": finish }],
-        })
+    fn chunk(&mut self, delta: Value, finish: Option<&str>) -> Value {
+        self.chunks.delta(delta, finish)
     }
 
     pub fn usage(&self) -> Usage {
@@ -44,7 +35,7 @@ impl StreamTranslator {
     /// Translates one streamed response.
     pub fn event(&mut self, data: &Value) -> Vec<Value> {
         if let Some(id) = data.get("responseId").and_then(Value::as_str) {
-            self.id = id.to_string();
+            self.chunks.id = id.to_string();
         }
         if let Some(meta) = data.get("usageMetadata") {
             self.usage = meta.clone();
@@ -69,10 +60,7 @@ impl StreamTranslator {
 
     /// The last chunk, once the upstream stream has ended.
     pub fn finish(&self) -> Value {
-        json!({
-            "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-            "choices": [], "usage": self.usage(),
-        })
+        self.chunks.usage(&self.usage())
     }
 }
 

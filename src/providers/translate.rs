@@ -1,0 +1,137 @@
+//! What the translators to other providers (Anthropic, Gemini) share: reading
+//! the parts of an OpenAI request, and writing OpenAI stream chunks.
+
+use serde_json::{json, Map, Value};
+
+use crate::domain::InvalidRequest;
+
+/// The text of a string, or of the text parts of an array (other parts ignored).
+pub fn text_of(content: Option<&Value>) -> String {
+    match content {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .filter(|p| p.get("type").and_then(Value::as_str) == Some("text"))
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => String::new(),
+    }
+}
+
+/// Appends parts to the last turn when it has the same role, else starts a turn
+/// (both providers want user and assistant turns to alternate).
+pub fn push_turn<R: PartialEq>(turns: &mut Vec<(R, Vec<Value>)>, role: R, parts: Vec<Value>) {
+    match turns.last_mut() {
+        Some((last, content)) if *last == role => content.extend(parts),
+        _ => turns.push((role, parts)),
+    }
+}
+
+/// The URL of an `image_url` part (the object form or the bare string).
+pub fn image_url(part: &Value) -> &str {
+    part.get("image_url").and_then(|u| u.get("url").or(Some(u))).and_then(Value::as_str).unwrap_or_default()
+}
+
+/// `data:<type>;base64,<data>` as (type, data).
+pub fn data_url(url: &str) -> Option<(&str, &str)> {
+    let (meta, data) = url.strip_prefix("data:")?.split_once(',')?;
+    Some((meta.strip_suffix(";base64")?, data))
+}
+
+/// One assistant tool call: its id, function name and parsed arguments.
+pub struct ToolCall {
+    pub id: String,
+    pub name: String,
+    pub arguments: Value,
+}
+
+/// The tool calls of the assistant message at `messages[i]`; arguments must be JSON.
+pub fn tool_calls(message: &Value, i: usize) -> Result<Vec<ToolCall>, InvalidRequest> {
+    let Some(calls) = message.get("tool_calls").and_then(Value::as_array) else { return Ok(Vec::new()) };
+    calls
+        .iter()
+        .map(|call| {
+            let function = call.get("function").cloned().unwrap_or_default();
+            let raw = function.get("arguments").and_then(Value::as_str).unwrap_or("{}");
+            let arguments = serde_json::from_str(if raw.trim().is_empty() { "{}" } else { raw }).map_err(|_| {
+                InvalidRequest::param(format!("messages[{i}].tool_calls: arguments must be JSON"), "messages")
+            })?;
+            Ok(ToolCall {
+                id: call.get("id").and_then(Value::as_str).unwrap_or_default().to_string(),
+                name: function.get("name").and_then(Value::as_str).unwrap_or_default().to_string(),
+                arguments,
+            })
+        })
+        .collect()
+}
+
+/// `stop` (a string or a list) as a list, when there is one.
+pub fn stop_sequences(body: &Map<String, Value>) -> Option<Value> {
+    match body.get("stop") {
+        Some(Value::String(s)) => Some(json!([s])),
+        Some(Value::Array(list)) if !list.is_empty() => Some(list.clone().into()),
+        _ => None,
+    }
+}
+
+/// Writes the OpenAI chunks of one streamed answer; the first carries the role.
+#[derive(Debug, Clone)]
+pub struct Chunks {
+    pub id: String,
+    pub model: String,
+    pub created: i64,
+    role_sent: bool,
+}
+
+impl Chunks {
+    pub fn new(model: &str, created: i64) -> Self {
+        Self { id: String::new(), model: model.to_string(), created, role_sent: false }
+    }
+
+    pub fn delta(&mut self, mut delta: Value, finish: Option<&str>) -> Value {
+        if !self.role_sent {
+            delta["role"] = "assistant".into();
+            self.role_sent = true;
+        }
+        json!({
+            "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+            "choices": [{ "index": 0, "delta": delta, "finish_reason": finish }],
+        })
+    }
+
+    /// The last chunk: no choices, the usage.
+    pub fn usage(&self, usage: &crate::domain::chat::Usage) -> Value {
+        json!({
+            "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+            "choices": [], "usage": usage,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_request_parts() {
+        assert_eq!(
+            text_of(Some(&json!([{"type":"text","text":"a"},{"type":"image_url"},{"type":"text","text":"b"}]))),
+            "a\nb"
+        );
+        assert_eq!(data_url("data:image/png;base64,AAA"), Some(("image/png", "AAA")));
+        assert_eq!(data_url("https://x.test/a.png"), None);
+        assert_eq!(image_url(&json!({"type":"image_url","image_url":"https://x"})), "https://x");
+        let mut body = Map::new();
+        body.insert("stop".into(), json!("END"));
+        assert_eq!(stop_sequences(&body), Some(json!(["END"])));
+        let message = json!({"tool_calls":[{"id":"c","function":{"name":"f","arguments":""}}]});
+        let calls = tool_calls(&message, 0).expect("parses");
+        assert_eq!((calls[0].id.as_str(), calls[0].name.as_str(), &calls[0].arguments), ("c", "f", &json!({})));
+        let mut turns = Vec::new();
+        push_turn(&mut turns, "user", vec![json!(1)]);
+        push_turn(&mut turns, "user", vec![json!(2)]);
+        push_turn(&mut turns, "model", vec![json!(3)]);
+        assert_eq!(turns, vec![("user", vec![json!(1), json!(2)]), ("model", vec![json!(3)])]);
+    }
+}
