@@ -56,6 +56,9 @@ pub struct Config {
     /// `ANTHROPIC_API_KEY` / `ANTHROPIC_BASE_URL`: a direct route for `anthropic/…` models.
     pub anthropic_api_key: Option<Secret>,
     pub anthropic_base_url: String,
+    /// `GOOGLE_API_KEY` / `GOOGLE_BASE_URL`: a direct route for `google/…` models (Gemini API).
+    pub google_api_key: Option<Secret>,
+    pub google_base_url: String,
 }
 
 fn text(env: &Env, name: &str) -> Option<String> {
@@ -100,6 +103,11 @@ impl Config {
                 .unwrap_or_else(|| "https://api.anthropic.com".into())
                 .trim_end_matches('/')
                 .to_string(),
+            google_api_key: text(env, "GOOGLE_API_KEY").map(Secret),
+            google_base_url: text(env, "GOOGLE_BASE_URL")
+                .unwrap_or_else(|| "https://generativelanguage.googleapis.com".into())
+                .trim_end_matches('/')
+                .to_string(),
         }
     }
 
@@ -108,6 +116,9 @@ impl Config {
         let mut direct = Vec::new();
         if self.anthropic_api_key.is_some() {
             direct.push(crate::domain::routing::Provider::Anthropic);
+        }
+        if self.google_api_key.is_some() {
+            direct.push(crate::domain::routing::Provider::Google);
         }
         direct
     }

@@ -43,6 +43,9 @@ export const CATALOGUE = [
   { id: 'meta-llama/llama-3.1-8b-instruct', name: 'Meta: Llama 3.1 8B Instruct', context_length: 131072, prompt: '0.00000002', completion: '0.00000005' },
 ];
 
+/** The only key the fake Gemini API accepts. */
+export const FAKE_GOOGLE_KEY = 'fake-google-api-key';
+
 /** The only key the fake Anthropic API accepts. */
 export const FAKE_ANTHROPIC_KEY = 'sk-ant-test-key';
 
@@ -232,6 +235,61 @@ function blockText(content) {
  * or a `get_weather` tool call when tools are offered and the last user turn is not a tool result.
  * Usage: input = ceil(chars / 4) + 3 per message (+ the system text), output = one per word.
  */
+function geminiError(res, status, code, message) {
+  return sendJson(res, status, { error: { code: status, message, status: code } });
+}
+
+const partsText = (parts) => (Array.isArray(parts) ? parts.map((p) => p.text ?? (p.functionResponse ? String(p.functionResponse.response?.content ?? JSON.stringify(p.functionResponse.response)) : '')).join(' ') : '');
+
+/**
+ * Gemini's `models/{model}:generateContent` and `:streamGenerateContent?alt=sse`, validated like the
+ * real API: `x-goog-api-key`, non-empty `contents`, roles `user` and `model` only ("assistant" is
+ * refused), `parts` arrays. Answers "Echo: <last user text>", or a function call when tools are
+ * declared and the last turn is not a function response. Tokens: as the other fakes.
+ */
+async function gemini(req, res, url, body) {
+  const [, model, method] = url.pathname.match(/^\/v1beta\/models\/([^:]+):(\w+)$/) ?? [];
+  if (req.headers['x-goog-api-key'] !== FAKE_GOOGLE_KEY) return geminiError(res, 403, 'PERMISSION_DENIED', 'Method doesn\'t allow unregistered callers.');
+  if (!priceOf(`google/${model}`)) return geminiError(res, 404, 'NOT_FOUND', `models/${model} is not found`);
+  if (!['generateContent', 'streamGenerateContent'].includes(method)) return geminiError(res, 404, 'NOT_FOUND', `unknown method ${method}`);
+  if (!body || !Array.isArray(body.contents) || body.contents.length === 0) return geminiError(res, 400, 'INVALID_ARGUMENT', '* GenerateContentRequest.contents: contents is not specified');
+  for (const c of body.contents) {
+    if (c.role !== 'user' && c.role !== 'model') return geminiError(res, 400, 'INVALID_ARGUMENT', 'Please use a valid role: user, model.');
+    if (!Array.isArray(c.parts) || c.parts.length === 0) return geminiError(res, 400, 'INVALID_ARGUMENT', '* GenerateContentRequest.contents.parts: contents.parts must not be empty.');
+  }
+  for (const f of ['messages', 'max_tokens', 'model', 'stream']) {
+    if (f in body) return geminiError(res, 400, 'INVALID_ARGUMENT', `Invalid JSON payload received. Unknown name "${f}": Cannot find field.`);
+  }
+  const last = body.contents.at(-1);
+  const chars = body.contents.reduce((n, c) => n + partsText(c.parts).length, 0) + partsText(body.systemInstruction?.parts).length;
+  const prompt = Math.ceil(chars / 4) + 3 * body.contents.length;
+  const answered = last.parts.some((p) => p.functionResponse);
+  const declared = body.tools?.[0]?.functionDeclarations ?? [];
+  const call = declared.length > 0 && !answered ? { functionCall: { name: declared[0].name, args: { location: 'Paris', unit: 'celsius' } } } : null;
+  let words = ['Echo:', ...partsText(last.parts).split(/\s+/).filter(Boolean)].slice(0, 64);
+  let finish = 'STOP';
+  const max = body.generationConfig?.maxOutputTokens;
+  if (Number.isInteger(max) && words.length > max) {
+    words = words.slice(0, max);
+    finish = 'MAX_TOKENS';
+  }
+  const output = call ? 12 : words.length;
+  const usageMetadata = { promptTokenCount: prompt, candidatesTokenCount: output, totalTokenCount: prompt + output };
+  const responseId = `gem-${Date.now().toString(36)}`;
+  const answer = (parts, finishReason, usage) => ({
+    candidates: [{ content: { role: 'model', parts }, ...(finishReason ? { finishReason } : {}), index: 0 }],
+    usageMetadata: usage, modelVersion: model, responseId,
+  });
+  if (method === 'generateContent') return sendJson(res, 200, answer(call ? [call] : [{ text: words.join(' ') }], finish, usageMetadata));
+  if (url.searchParams.get('alt') !== 'sse') return geminiError(res, 400, 'INVALID_ARGUMENT', 'this fake streams only with alt=sse');
+  res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
+  const send = (data) => res.write(`data: ${JSON.stringify(data)}\r\n\r\n`);
+  const partial = { promptTokenCount: prompt, totalTokenCount: prompt };
+  if (call) send(answer([call], finish, usageMetadata));
+  else words.forEach((w, i) => send(answer([{ text: i === 0 ? w : ` ${w}` }], i === words.length - 1 ? finish : null, i === words.length - 1 ? usageMetadata : partial)));
+  res.end();
+}
+
 async function anthropic(req, res, body) {
   if (req.headers['x-api-key'] !== FAKE_ANTHROPIC_KEY) return anthropicError(res, 401, 'authentication_error', 'invalid x-api-key');
   if (!req.headers['anthropic-version']) return anthropicError(res, 400, 'invalid_request_error', 'anthropic-version: header is required');
@@ -393,6 +451,7 @@ export function startFakeUpstream({ port = 0, host = '127.0.0.1', apiKey, provis
     if (requests.length > 500) requests.shift();
 
     if (req.method === 'POST' && url.pathname === '/v1/messages') return anthropic(req, res, body);
+    if (req.method === 'POST' && url.pathname.startsWith('/v1beta/models/')) return gemini(req, res, url, body);
     const auth = req.headers.authorization ?? '';
     const bearer = auth.startsWith('Bearer ') ? auth.slice(7) : '';
     if (/\/keys(\/|$)/.test(url.pathname)) {

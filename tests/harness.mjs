@@ -117,6 +117,7 @@ export async function startGateway({ vars = {}, upstream = true, persistTo, port
           OPENROUTER_PROVISIONING_KEY: FAKE_PROVISIONING_KEY,
           // Direct routes stay off until a test sets a provider's key.
           ANTHROPIC_BASE_URL: fake.url.replace('/api/v1', ''),
+          GOOGLE_BASE_URL: fake.url.replace('/api/v1', ''),
         }
       : {}),
     ...vars,

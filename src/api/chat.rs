@@ -17,11 +17,10 @@ use crate::domain::routing::{self, Provider, Route};
 use crate::domain::time::to_iso;
 use crate::domain::{ledger, pricing};
 use crate::log::{self, Level};
-use crate::providers::anthropic;
-use crate::providers::anthropic::stream::ToOpenAiSse;
 use crate::providers::openai_compat::{completion_usage, ProviderError};
 use crate::providers::sse::{SseRelay, StreamSummary};
 use crate::providers::transport::{self, within, Upstream};
+use crate::providers::{anthropic, gemini};
 use crate::{env, store};
 
 /// Chat bodies may carry images as data URLs.
@@ -96,7 +95,11 @@ pub async fn create_chat_completion(mut req: Request, call: &Call) -> Result<Res
         if let Some(m) = meter {
             settle_stream_later(call, m, outcome_rx);
         }
-        let adapter = (route.provider == Provider::Anthropic).then(|| ToOpenAiSse::new(&chat.model, created));
+        let adapter = match route.provider {
+            Provider::Anthropic => Some(Adapter::Anthropic(anthropic::stream::ToOpenAiSse::new(&chat.model, created))),
+            Provider::Google => Some(Adapter::Gemini(gemini::stream::ToOpenAiSse::new(&chat.model, created))),
+            Provider::OpenRouter | Provider::OpenAi => None,
+        };
         let relay = Relay {
             upstream: body,
             adapter,
@@ -114,12 +117,17 @@ pub async fn create_chat_completion(mut req: Request, call: &Call) -> Result<Res
     let answer = transport::read_all(&mut upstream, call.config.request_timeout_ms)
         .await
         .and_then(|body| match route.provider {
-            Provider::Anthropic => {
-                let message: Value =
+            Provider::Anthropic | Provider::Google => {
+                let answer: Value =
                     serde_json::from_slice(&body).map_err(|e| ProviderError::Malformed(format!("not JSON: {e}")))?;
-                Ok(anthropic::response::chat_completion(&message, &chat.model, created).to_string().into_bytes())
+                let translated = if route.provider == Provider::Anthropic {
+                    anthropic::response::chat_completion(&answer, &chat.model, created)
+                } else {
+                    gemini::response::chat_completion(&answer, &chat.model, created)
+                };
+                Ok(translated.to_string().into_bytes())
             }
-            _ => Ok(body),
+            Provider::OpenRouter | Provider::OpenAi => Ok(body),
         })
         .and_then(|body| completion_usage(&body).map(|usage| (body, usage)));
     let (body, usage) = match answer {
@@ -236,6 +244,15 @@ async fn forward(
         let bytes = body.to_string().into_bytes();
         return Ok(transport::send(Method::Post, &url, &headers, Some(bytes), config.request_timeout_ms).await?);
     }
+    if route.provider == Provider::Google {
+        let key = config.google_api_key.as_ref().ok_or_else(|| missing("GOOGLE_API_KEY"))?;
+        let body = gemini::request::generate_request(chat)?;
+        let headers = [("x-goog-api-key", key.expose()), ("content-type", "application/json")];
+        let method = if chat.stream { "streamGenerateContent?alt=sse" } else { "generateContent" };
+        let url = format!("{}/v1beta/models/{}:{method}", config.google_base_url, route.native_model);
+        let bytes = body.to_string().into_bytes();
+        return Ok(transport::send(Method::Post, &url, &headers, Some(bytes), config.request_timeout_ms).await?);
+    }
     let key = config.upstream_api_key.as_ref().ok_or_else(|| missing("AI_GATEWAY_API_KEY"))?;
     let auth = format!("Bearer {}", key.expose());
     let mut headers: Vec<(&str, &str)> =
@@ -250,10 +267,33 @@ async fn forward(
 /// The Messages API version this gateway speaks.
 const ANTHROPIC_VERSION: &str = "2023-06-01";
 
+/// A direct provider's stream, turned into OpenAI's.
+enum Adapter {
+    Anthropic(anthropic::stream::ToOpenAiSse),
+    Gemini(gemini::stream::ToOpenAiSse),
+}
+
+impl Adapter {
+    fn feed(&mut self, bytes: &[u8]) -> Vec<u8> {
+        match self {
+            Self::Anthropic(a) => a.feed(bytes),
+            Self::Gemini(g) => g.feed(bytes),
+        }
+    }
+
+    /// What to send once the upstream stream has ended cleanly (Gemini has no end event).
+    fn end(&self) -> Vec<u8> {
+        match self {
+            Self::Anthropic(_) => Vec::new(),
+            Self::Gemini(g) => g.end(),
+        }
+    }
+}
+
 struct Relay {
     upstream: ByteStream,
     /// Translates a direct provider's events into OpenAI's before they are metered and relayed.
-    adapter: Option<ToOpenAiSse>,
+    adapter: Option<Adapter>,
     sse: SseRelay,
     controller: worker::AbortController,
     idle_timeout_ms: u64,
@@ -311,6 +351,14 @@ fn relay_stream(relay: Relay) -> impl futures_util::Stream<Item = worker::Result
                     return Some((Ok(out), s));
                 }
                 Some(None) => {
+                    if let Some(adapter) = &s.adapter {
+                        let tail = adapter.end();
+                        let out = s.sse.feed(&tail);
+                        if !out.is_empty() {
+                            s.adapter = None; // its end is sent; the next turn finishes the stream
+                            return Some((Ok(out), s));
+                        }
+                    }
                     (!s.sse.summary().done).then_some(ProviderError::Network("stream ended before [DONE]".into()))
                 }
                 Some(Some(Err(e))) => Some(ProviderError::Network(format!("stream broke: {e}"))),

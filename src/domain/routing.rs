@@ -1,11 +1,12 @@
-//! Which provider serves a model (issue 7; not yet consulted by the chat path).
+//! Which provider serves a model.
 //!
 //! Model ids are `provider/model`. A model pinned by an operator goes where
 //! the pin says, under its native id. Otherwise, when the tenant has a direct
 //! key for the model's provider prefix (`openai`, `anthropic`, `google`), the
 //! model goes there with the prefix removed; everything else goes to
 //! OpenRouter unchanged. A direct route falls back to OpenRouter (same model
-//! id) when its provider keeps failing, unless the pin turns that off.
+//! id) when its provider keeps failing, unless the pin turns that off (pins
+//! and fallbacks are not wired yet: the chat path passes no pin).
 
 use serde::{Deserialize, Serialize};
 

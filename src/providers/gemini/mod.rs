@@ -1,6 +1,6 @@
 //! Google's Gemini API behind the OpenAI interface: pure translation,
-//! host-tested over captured fixtures (`tests/fixtures/gemini/`). Not yet
-//! routed to (issue 7): until then every model goes to OpenRouter.
+//! host-tested over captured fixtures (`tests/fixtures/gemini/`); used by the
+//! chat path when the tenant sets `GOOGLE_API_KEY`.
 
 pub mod request;
 pub mod response;

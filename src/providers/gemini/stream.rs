@@ -17,11 +17,13 @@ pub struct StreamTranslator {
     chunks: Chunks,
     usage: Value,
     calls: usize,
+    /// A `finishReason` arrived: the answer is complete.
+    finished: bool,
 }
 
 impl StreamTranslator {
     pub fn new(model: &str, created: i64) -> Self {
-        Self { chunks: Chunks::new(model, created), usage: Value::Null, calls: 0 }
+        Self { chunks: Chunks::new(model, created), usage: Value::Null, calls: 0, finished: false }
     }
 
     fn chunk(&mut self, delta: Value, finish: Option<&str>) -> Value {
@@ -52,6 +54,7 @@ impl StreamTranslator {
         }
         self.calls += out.iter().filter(|c| c["choices"][0]["delta"].get("tool_calls").is_some()).count();
         if let Some(reason) = candidate.get("finishReason").and_then(Value::as_str) {
+            self.finished = true;
             let finish = finish_reason(Some(reason), self.calls > 0);
             out.push(self.chunk(json!({}), Some(finish)));
         }
@@ -65,7 +68,7 @@ impl StreamTranslator {
 }
 
 /// Gemini's SSE bytes in, OpenAI SSE bytes out; `end` adds the usage chunk and
-/// `data: [DONE]` once the upstream stream has ended cleanly.
+/// `data: [DONE]` once the upstream stream has ended after a finish reason.
 pub struct ToOpenAiSse {
     lines: DataLines,
     translator: StreamTranslator,
@@ -93,7 +96,11 @@ impl ToOpenAiSse {
         out
     }
 
+    /// Nothing when no `finishReason` arrived: the stream was cut, and the relay reports it.
     pub fn end(&self) -> Vec<u8> {
+        if !self.translator.finished {
+            return Vec::new();
+        }
         let mut out = data_event(&self.translator.finish().to_string());
         out.extend(data_event("[DONE]"));
         out
@@ -114,6 +121,9 @@ mod tests {
         }
         relay.feed(&adapter.end());
         let summary = relay.summary();
+        let mut cut = ToOpenAiSse::new("m", 0);
+        cut.feed(&capture[..capture.len() / 2]);
+        assert!(cut.end().is_empty(), "a stream cut before its finish reason gets no clean end");
         assert!(summary.done);
         assert_eq!(summary.usage.as_ref().map(|u| (u.prompt_tokens, u.completion_tokens)), Some((12, 4)));
         assert_eq!(summary.content_bytes, "Hello, world!".len() as u64);
