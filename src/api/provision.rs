@@ -10,12 +10,12 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use worker::{D1Database, Request, Response};
 
-use super::auth::authenticate;
 use super::error::ApiError;
 use super::keys::key_view;
 use super::respond::{self, present, query, random_bytes, read_json, Call};
-use super::users::user_view;
-use crate::domain::keys::{self, Permission, Permissions};
+use super::users::{operator, user_view};
+use crate::domain::keys::{self, Permissions};
+use crate::domain::money::{micros_to_usd, usd_to_micros};
 use crate::domain::provisioning::{
     cents_to_usd, usd_to_cents, validate_limit_cents, validate_limit_reset, DEFAULT_LIMIT_CENTS,
 };
@@ -30,11 +30,6 @@ use crate::store::keys::KeyRow;
 use crate::store::openrouter_keys::OpenRouterKeyRow;
 use crate::store::users::UserRow;
 use crate::store::StoreError;
-
-async fn operator(req: &Request, call: &Call) -> Result<D1Database, ApiError> {
-    authenticate(req, call).await?.caller.require(Permission::Admin)?;
-    env::db(&call.env).map_err(ApiError::internal)
-}
 
 /// The key-management API, when this tenant has a provisioning key.
 pub fn key_api(config: &env::Config) -> Option<KeyApi<'_>> {
@@ -176,7 +171,7 @@ fn upstream_view(r: &OpenRouterKeyRow) -> Value {
     json!({
         "id": r.id, "user_id": r.user_id, "name": r.name, "key_prefix": r.key_prefix,
         "upstream_hash": r.upstream_hash, "limit": r.limit_cents, "limit_reset": r.limit_reset,
-        "disabled": r.disabled != 0, "usage": crate::domain::money::micros_to_usd(r.usage_micros),
+        "disabled": r.disabled != 0, "usage": micros_to_usd(r.usage_micros),
         "synced_at": r.synced_at, "created_at": r.created_at, "updated_at": r.updated_at,
     })
 }
@@ -254,7 +249,7 @@ fn mirror(row: &mut OpenRouterKeyRow, key: &UpstreamKey, now: &str) {
     row.limit_cents = key.limit.map(usd_to_cents);
     row.limit_reset = key.limit_reset.clone();
     row.disabled = i64::from(key.disabled);
-    row.usage_micros = (key.usage * 1_000_000.0).round() as i64;
+    row.usage_micros = usd_to_micros("usage", key.usage).unwrap_or(0);
     row.synced_at = Some(now.to_string());
     row.updated_at = now.to_string();
 }

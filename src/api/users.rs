@@ -26,7 +26,8 @@ struct CreateUser {
     image: Option<String>,
 }
 
-async fn operator(req: &Request, call: &Call) -> Result<worker::D1Database, ApiError> {
+/// The operator (or an admin key) is calling: the database to work on.
+pub(super) async fn operator(req: &Request, call: &Call) -> Result<worker::D1Database, ApiError> {
     authenticate(req, call).await?.caller.require(Permission::Admin)?;
     env::db(&call.env).map_err(ApiError::internal)
 }

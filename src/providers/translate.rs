@@ -75,6 +75,36 @@ pub fn stop_sequences(body: &Map<String, Value>) -> Option<Value> {
     }
 }
 
+/// One tool call in OpenAI's answer form (`arguments` as JSON text).
+pub fn tool_call(id: Value, name: Value, arguments: Option<&Value>) -> Value {
+    json!({
+        "id": id, "type": "function",
+        "function": { "name": name, "arguments": arguments.map_or_else(|| "{}".to_string(), Value::to_string) },
+    })
+}
+
+/// A whole OpenAI answer from a provider's id, text, tool calls, finish reason and usage.
+pub fn chat_completion(
+    id: Value,
+    model: &str,
+    created: i64,
+    text: String,
+    tool_calls: Vec<Value>,
+    finish: &str,
+    usage: &crate::domain::chat::Usage,
+) -> Value {
+    let content = if text.is_empty() && !tool_calls.is_empty() { Value::Null } else { text.into() };
+    let mut reply = json!({ "role": "assistant", "content": content });
+    if !tool_calls.is_empty() {
+        reply["tool_calls"] = tool_calls.into();
+    }
+    json!({
+        "id": id, "object": "chat.completion", "created": created, "model": model,
+        "choices": [{ "index": 0, "message": reply, "finish_reason": finish }],
+        "usage": usage,
+    })
+}
+
 /// Writes the OpenAI chunks of one streamed answer; the first carries the role.
 #[derive(Debug, Clone)]
 pub struct Chunks {

@@ -5,9 +5,10 @@
 //! `prompt_tokens_details.cached_tokens` (and writes in `cache_write_tokens`,
 //! which the gateway prices separately).
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::domain::chat::{PromptDetails, Usage};
+use crate::providers::translate;
 
 /// OpenAI's `finish_reason` for an Anthropic `stop_reason`.
 pub fn finish_reason(stop_reason: Option<&str>) -> &'static str {
@@ -43,38 +44,31 @@ pub fn chat_completion(message: &Value, model: &str, created: i64) -> Value {
     for block in message.get("content").and_then(Value::as_array).into_iter().flatten() {
         match block.get("type").and_then(Value::as_str) {
             Some("text") => text.push_str(block.get("text").and_then(Value::as_str).unwrap_or_default()),
-            Some("tool_use") => tool_calls.push(json!({
-                "id": block.get("id").cloned().unwrap_or_default(),
-                "type": "function",
-                "function": {
-                    "name": block.get("name").cloned().unwrap_or_default(),
-                    "arguments": block.get("input").map_or_else(|| "{}".to_string(), Value::to_string),
-                },
-            })),
+            Some("tool_use") => tool_calls.push(translate::tool_call(
+                block.get("id").cloned().unwrap_or_default(),
+                block.get("name").cloned().unwrap_or_default(),
+                block.get("input"),
+            )),
             _ => {} // thinking and other blocks have no OpenAI equivalent
         }
     }
-    let mut reply = json!({ "role": "assistant", "content": if text.is_empty() && !tool_calls.is_empty() { Value::Null } else { text.into() } });
-    if !tool_calls.is_empty() {
-        reply["tool_calls"] = tool_calls.into();
-    }
-    json!({
-        "id": message.get("id").cloned().unwrap_or_default(),
-        "object": "chat.completion",
-        "created": created,
-        "model": model,
-        "choices": [{
-            "index": 0,
-            "message": reply,
-            "finish_reason": finish_reason(message.get("stop_reason").and_then(Value::as_str)),
-        }],
-        "usage": usage(message.get("usage").unwrap_or(&Value::Null)),
-    })
+    let finish = finish_reason(message.get("stop_reason").and_then(Value::as_str));
+    let usage = usage(message.get("usage").unwrap_or(&Value::Null));
+    translate::chat_completion(
+        message.get("id").cloned().unwrap_or_default(),
+        model,
+        created,
+        text,
+        tool_calls,
+        finish,
+        &usage,
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn fixture(text: &str) -> Value {
         serde_json::from_str(text).expect("fixture")

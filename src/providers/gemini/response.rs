@@ -5,9 +5,10 @@
 //! and reports as `reasoning_tokens`. Gemini calls have no ids: a call is
 //! named `call_<n>` by its position in the answer.
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::domain::chat::{CompletionDetails, PromptDetails, Usage};
+use crate::providers::translate;
 
 pub fn finish_reason(reason: Option<&str>, called_tools: bool) -> &'static str {
     match reason {
@@ -46,14 +47,12 @@ pub fn content_of(candidate: &Value, first_call: usize) -> (String, Vec<Value>) 
             text.push_str(t);
         }
         if let Some(call) = part.get("functionCall") {
-            calls.push(json!({
-                "id": format!("call_{}", first_call + calls.len()),
-                "type": "function",
-                "function": {
-                    "name": call.get("name").cloned().unwrap_or_default(),
-                    "arguments": call.get("args").map_or_else(|| "{}".to_string(), Value::to_string),
-                },
-            }));
+            let id = format!("call_{}", first_call + calls.len());
+            calls.push(translate::tool_call(
+                id.into(),
+                call.get("name").cloned().unwrap_or_default(),
+                call.get("args"),
+            ));
         }
     }
     (text, calls)
@@ -63,18 +62,16 @@ pub fn chat_completion(answer: &Value, model: &str, created: i64) -> Value {
     let candidate = answer.get("candidates").and_then(|c| c.get(0)).cloned().unwrap_or_default();
     let (text, calls) = content_of(&candidate, 0);
     let finish = finish_reason(candidate.get("finishReason").and_then(Value::as_str), !calls.is_empty());
-    let mut reply = json!({ "role": "assistant", "content": if text.is_empty() && !calls.is_empty() { Value::Null } else { text.into() } });
-    if !calls.is_empty() {
-        reply["tool_calls"] = calls.into();
-    }
-    json!({
-        "id": answer.get("responseId").cloned().unwrap_or_default(),
-        "object": "chat.completion",
-        "created": created,
-        "model": model,
-        "choices": [{ "index": 0, "message": reply, "finish_reason": finish }],
-        "usage": usage(answer.get("usageMetadata").unwrap_or(&Value::Null)),
-    })
+    let usage = usage(answer.get("usageMetadata").unwrap_or(&Value::Null));
+    translate::chat_completion(
+        answer.get("responseId").cloned().unwrap_or_default(),
+        model,
+        created,
+        text,
+        calls,
+        finish,
+        &usage,
+    )
 }
 
 #[cfg(test)]
