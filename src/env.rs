@@ -6,6 +6,9 @@ use std::rc::Rc;
 
 use worker::{D1Database, Env, KvStore, ObjectNamespace};
 
+use crate::domain::routing::Provider;
+use crate::providers::wire::Endpoint;
+
 pub const DB: &str = "DB";
 pub const CACHE: &str = "CACHE";
 pub const ACCOUNTS: &str = "ACCOUNTS";
@@ -59,10 +62,20 @@ pub struct Config {
     /// `GOOGLE_API_KEY` / `GOOGLE_BASE_URL`: a direct route for `google/…` models (Gemini API).
     pub google_api_key: Option<Secret>,
     pub google_base_url: String,
+    /// `OPENAI_API_KEY` / `OPENAI_BASE_URL`: a direct route for `openai/…` models.
+    pub openai_api_key: Option<Secret>,
+    pub openai_base_url: String,
+    /// `UPSTREAM_RETRIES`: further tries of a failed upstream call on the same route (default 2).
+    pub upstream_retries: u32,
 }
 
 fn text(env: &Env, name: &str) -> Option<String> {
     env.var(name).ok().map(|v| v.to_string()).filter(|v| !v.trim().is_empty())
+}
+
+/// A base URL without its trailing slash.
+fn base_url(env: &Env, name: &str, default: &str) -> String {
+    text(env, name).unwrap_or_else(|| default.into()).trim_end_matches('/').to_string()
 }
 
 fn number(env: &Env, name: &str, default: u64) -> u64 {
@@ -72,10 +85,7 @@ fn number(env: &Env, name: &str, default: u64) -> u64 {
 impl Config {
     fn from_env(env: &Env) -> Self {
         Self {
-            upstream_base_url: text(env, "AI_GATEWAY_BASE_URL")
-                .unwrap_or_else(|| DEFAULT_BASE_URL.into())
-                .trim_end_matches('/')
-                .to_string(),
+            upstream_base_url: base_url(env, "AI_GATEWAY_BASE_URL", DEFAULT_BASE_URL),
             upstream_api_key: text(env, "AI_GATEWAY_API_KEY").map(Secret),
             admin_token: text(env, "ADMIN_TOKEN").map(Secret),
             request_timeout_ms: number(env, "REQUEST_TIMEOUT", 60).clamp(1, 3600) * 1000,
@@ -93,39 +103,50 @@ impl Config {
                     .filter(|n| *n > 0),
             },
             log_level: crate::log::Level::parse(&text(env, "LOG_LEVEL").unwrap_or_default()),
-            key_api_base_url: text(env, "OPENROUTER_API_BASE")
-                .unwrap_or_else(|| DEFAULT_BASE_URL.into())
-                .trim_end_matches('/')
-                .to_string(),
+            key_api_base_url: base_url(env, "OPENROUTER_API_BASE", DEFAULT_BASE_URL),
             provisioning_key: text(env, "OPENROUTER_PROVISIONING_KEY").map(Secret),
             anthropic_api_key: text(env, "ANTHROPIC_API_KEY").map(Secret),
-            anthropic_base_url: text(env, "ANTHROPIC_BASE_URL")
-                .unwrap_or_else(|| "https://api.anthropic.com".into())
-                .trim_end_matches('/')
-                .to_string(),
+            anthropic_base_url: base_url(env, "ANTHROPIC_BASE_URL", "https://api.anthropic.com"),
             google_api_key: text(env, "GOOGLE_API_KEY").map(Secret),
-            google_base_url: text(env, "GOOGLE_BASE_URL")
-                .unwrap_or_else(|| "https://generativelanguage.googleapis.com".into())
-                .trim_end_matches('/')
-                .to_string(),
+            google_base_url: base_url(env, "GOOGLE_BASE_URL", "https://generativelanguage.googleapis.com"),
+            openai_api_key: text(env, "OPENAI_API_KEY").map(Secret),
+            openai_base_url: base_url(env, "OPENAI_BASE_URL", "https://api.openai.com/v1"),
+            upstream_retries: number(env, "UPSTREAM_RETRIES", 2).min(10) as u32,
         }
     }
 
     /// The providers this tenant can reach directly (it holds their keys).
-    pub fn direct_providers(&self) -> Vec<crate::domain::routing::Provider> {
-        let mut direct = Vec::new();
-        if self.anthropic_api_key.is_some() {
-            direct.push(crate::domain::routing::Provider::Anthropic);
-        }
-        if self.google_api_key.is_some() {
-            direct.push(crate::domain::routing::Provider::Google);
-        }
-        direct
+    pub fn direct_providers(&self) -> Vec<Provider> {
+        [Provider::OpenAi, Provider::Anthropic, Provider::Google]
+            .into_iter()
+            .filter(|p| self.endpoint(*p).is_some())
+            .collect()
+    }
+
+    /// Where a provider is reached and with which key; `None` when the tenant has no key for it.
+    pub fn endpoint(&self, provider: Provider) -> Option<Endpoint<'_>> {
+        let (key, base_url) = match provider {
+            Provider::OpenRouter => (&self.upstream_api_key, &self.upstream_base_url),
+            Provider::OpenAi => (&self.openai_api_key, &self.openai_base_url),
+            Provider::Anthropic => (&self.anthropic_api_key, &self.anthropic_base_url),
+            Provider::Google => (&self.google_api_key, &self.google_base_url),
+        };
+        key.as_ref().map(|key| Endpoint { base_url, key: key.expose() })
     }
 
     pub fn get(env: &Env) -> Rc<Config> {
         thread_local!(static CONFIG: OnceCell<Rc<Config>> = const { OnceCell::new() });
         CONFIG.with(|c| c.get_or_init(|| Rc::new(Config::from_env(env))).clone())
+    }
+}
+
+/// The secret that holds a provider's key.
+pub fn key_var(provider: Provider) -> &'static str {
+    match provider {
+        Provider::OpenRouter => "AI_GATEWAY_API_KEY",
+        Provider::OpenAi => "OPENAI_API_KEY",
+        Provider::Anthropic => "ANTHROPIC_API_KEY",
+        Provider::Google => "GOOGLE_API_KEY",
     }
 }
 

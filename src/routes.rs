@@ -43,6 +43,9 @@ pub enum Route {
     ListUpstreamKeys,
     UpdateUpstreamKey(String),
     DeleteUpstreamKey(String),
+    ListRoutes,
+    PutRoute(String),
+    DeleteRoute(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,6 +106,10 @@ pub fn route(method: &str, path: &str) -> Match {
         ["api", "admin", "openrouter-keys", k] if !k.is_empty() => {
             vec![("PATCH", Route::UpdateUpstreamKey(id(3))), ("DELETE", Route::DeleteUpstreamKey(id(3)))]
         }
+        ["api", "admin", "routes"] => vec![("GET", Route::ListRoutes)],
+        ["api", "admin", "routes", model @ ..] if model.iter().all(|p| !p.is_empty()) => {
+            vec![("PUT", Route::PutRoute(model.join("/"))), ("DELETE", Route::DeleteRoute(model.join("/")))]
+        }
         _ => return Match::NotFound,
     };
     let method = if method == "HEAD" { "GET" } else { method };
@@ -129,6 +136,18 @@ mod tests {
         assert_eq!(route("POST", "/api/keys"), Match::Found(Route::CreateKey));
         assert_eq!(route("PUT", "/api/keys/k1"), Match::WrongMethod);
         assert_eq!(route("GET", "/api/keys//rotate"), Match::NotFound);
+    }
+
+    #[test]
+    fn route_pins_take_model_ids_with_slashes() {
+        assert_eq!(route("GET", "/api/admin/routes"), Match::Found(Route::ListRoutes));
+        assert_eq!(
+            route("PUT", "/api/admin/routes/anthropic/claude-3.5-sonnet"),
+            Match::Found(Route::PutRoute("anthropic/claude-3.5-sonnet".into()))
+        );
+        assert_eq!(route("DELETE", "/api/admin/routes/x"), Match::Found(Route::DeleteRoute("x".into())));
+        assert_eq!(route("GET", "/api/admin/routes/x"), Match::WrongMethod);
+        assert_eq!(route("PUT", "/api/admin/routes/a//b"), Match::NotFound);
     }
 
     #[test]

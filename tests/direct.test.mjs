@@ -1,17 +1,20 @@
-// Direct provider routes through the official openai SDK: with ANTHROPIC_API_KEY
-// and GOOGLE_API_KEY set, `anthropic/…` and `google/…` models go to (the fakes
-// of) Anthropic's Messages API and Google's Gemini API, are translated both
-// ways, stream as OpenAI chunks, and are billed exactly like OpenRouter traffic.
+// Direct provider routes through the official openai SDK: with OPENAI_API_KEY,
+// ANTHROPIC_API_KEY and GOOGLE_API_KEY set, `openai/…`, `anthropic/…` and
+// `google/…` models go to (the fakes of) OpenAI's API, Anthropic's Messages API
+// and Google's Gemini API, are translated both ways, stream as OpenAI chunks,
+// and are billed exactly like OpenRouter traffic. Then: retries, fallbacks
+// (across models and to OpenRouter), route pins, and each provider's errors.
 
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 
 import OpenAI from 'openai';
 
-import { FAKE_ANTHROPIC_KEY, FAKE_GOOGLE_KEY } from './fake-upstream.mjs';
+import { FAKE_ANTHROPIC_KEY, FAKE_GOOGLE_KEY, FAKE_OPENAI_KEY } from './fake-upstream.mjs';
 import { gatewayForFile } from './fixture.mjs';
+import { FAKE_UPSTREAM_KEY } from './harness.mjs';
 
-const ctx = gatewayForFile({ vars: { ANTHROPIC_API_KEY: FAKE_ANTHROPIC_KEY, GOOGLE_API_KEY: FAKE_GOOGLE_KEY } });
+const ctx = gatewayForFile({ vars: { OPENAI_API_KEY: FAKE_OPENAI_KEY, ANTHROPIC_API_KEY: FAKE_ANTHROPIC_KEY, GOOGLE_API_KEY: FAKE_GOOGLE_KEY, LOG_LEVEL: 'debug' } });
 const micros = (usd) => Math.round(usd * 1e6);
 const weather = [{ type: 'function', function: { name: 'get_weather', description: 'Weather', parameters: { type: 'object', properties: { location: { type: 'string' } } } } }];
 const history = [
@@ -24,9 +27,26 @@ const history = [
 /** What differs per provider: the model, its price (µ$ per Mtok, from the fake catalogue) and what the fake must have received. */
 const PROVIDERS = [
   {
+    name: 'openai',
+    model: 'openai/gpt-4o-mini',
+    price: [150_000, 600_000],
+    path: '/openai/v1/chat/completions',
+    sent: () => ctx.gw.fake.requests.filter((r) => r.path === '/openai/v1/chat/completions').at(-1),
+    checkPlain(sent) {
+      assert.equal(sent.body.model, 'gpt-4o-mini', 'the provider prefix is removed');
+      assert.equal(sent.headers.authorization, `Bearer ${FAKE_OPENAI_KEY}`);
+      assert.equal(sent.headers['x-title'], undefined, "OpenRouter's attribution headers stay OpenRouter's");
+    },
+    checkHistory(body) {
+      assert.deepEqual(body.messages, history, 'OpenAI gets the conversation as the client wrote it');
+      assert.equal(body.tools[0].function.name, 'get_weather');
+    },
+  },
+  {
     name: 'anthropic',
     model: 'anthropic/claude-3-5-haiku-20241022',
     price: [800_000, 4_000_000],
+    path: '/v1/messages',
     sent: () => ctx.gw.fake.requests.filter((r) => r.path === '/v1/messages').at(-1),
     checkPlain(sent, price) {
       assert.equal(sent.body.model, 'claude-3-5-haiku-20241022', 'the provider prefix is removed');
@@ -44,6 +64,7 @@ const PROVIDERS = [
     name: 'google',
     model: 'google/gemini-2.0-flash-001',
     price: [100_000, 400_000],
+    path: '/v1beta/models/gemini-2.0-flash-001:generateContent',
     sent: () => ctx.gw.fake.requests.filter((r) => r.path.startsWith('/v1beta/models/')).at(-1),
     checkPlain(sent) {
       assert.equal(sent.path, '/v1beta/models/gemini-2.0-flash-001:generateContent', 'the provider prefix is removed');
@@ -83,7 +104,7 @@ for (const p of PROVIDERS) {
       assert.equal(data.usage.completion_tokens, 2);
       assert.equal(micros(data.usage.cost), costOf(4, 2));
       const sent = p.sent();
-      assert.equal(sent.headers.authorization, undefined, 'the OpenRouter key never goes to a direct provider');
+      assert.notEqual(sent.headers.authorization, `Bearer ${FAKE_UPSTREAM_KEY}`, 'the OpenRouter key never goes to a direct provider');
       p.checkPlain(sent, (await ctx.admin.call('GET', `/api/models/pricing/${p.model}`)).body.data);
     });
 
@@ -113,6 +134,7 @@ for (const p of PROVIDERS) {
       let finish = null;
       for await (const chunk of stream) {
         assert.equal(chunk.object, 'chat.completion.chunk');
+        assert.equal(chunk.model, p.model, 'every chunk names the model the client asked for');
         if (chunk.choices[0]?.delta?.content) text += chunk.choices[0].delta.content;
         if (chunk.choices[0]?.finish_reason) finish = chunk.choices[0].finish_reason;
         if (chunk.usage) usage = chunk.usage;
@@ -160,10 +182,215 @@ for (const p of PROVIDERS) {
   });
 }
 
+const fail = (provider, status, extra = {}) =>
+  fetch(`${ctx.gw.fake.url.replace('/api/v1', '')}/__fail`, { method: 'POST', body: JSON.stringify({ provider, status, ...extra }) });
+const calls = (path) => ctx.gw.fake.requests.filter((r) => r.path === path).length;
+const OPENROUTER = '/api/v1/chat/completions';
+const balance = async () => micros((await ctx.admin.call('GET', `/api/balance?user_id=${user.id}`)).body.balance);
+
+/** The usage record of a request, once it has been copied to D1. */
+async function generation(id) {
+  for (let i = 0; i < 50; i++) {
+    const g = await ctx.admin.call('GET', `/api/v1/generation?id=${id}`);
+    if (g.status === 200) return g.body.data;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`no usage record for ${id}`);
+}
+
 describe('routing', () => {
   test('models of providers without a direct key still go to OpenRouter', async () => {
     await setup();
-    const { response } = await client.chat.completions.create({ model: 'openai/gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }] }).withResponse();
+    const { response } = await client.chat.completions.create({ model: 'meta-llama/llama-3.1-8b-instruct', messages: [{ role: 'user', content: 'hi' }] }).withResponse();
     assert.equal(response.headers.get('x-tollgate-provider'), 'openrouter');
   });
+
+  test('/v1/models names the provider that serves each priced model', async () => {
+    const { data } = await fetch(`${ctx.gw.url}/v1/models`).then((r) => r.json());
+    const owner = (id) => data.find((m) => m.id === id)?.owned_by;
+    assert.equal(owner('openai/gpt-4o'), 'openai');
+    assert.equal(owner('anthropic/claude-3-5-haiku-20241022'), 'anthropic');
+    assert.equal(owner('google/gemini-2.0-flash-001'), 'google');
+    assert.equal(owner('meta-llama/llama-3.1-8b-instruct'), 'openrouter');
+  });
+
+  test('a pin sends a model to a provider under its native id, from the next request on', async () => {
+    await setup();
+    const model = 'anthropic/claude-3.5-sonnet';
+    const put = await ctx.admin.call('PUT', `/api/admin/routes/${model}`, { provider: 'anthropic', native_model: 'claude-3-5-haiku-20241022', fallback_to_openrouter: false });
+    assert.equal(put.status, 200, JSON.stringify(put.body));
+    assert.deepEqual(put.body.data, { model, provider: 'anthropic', native_model: 'claude-3-5-haiku-20241022', fallback_to_openrouter: false, pinned: true, updated_at: put.body.data.updated_at });
+    const { data, response } = await client.chat.completions.create({ model, messages: [{ role: 'user', content: 'pinned' }] }).withResponse();
+    assert.equal(response.headers.get('x-tollgate-provider'), 'anthropic');
+    assert.equal(data.model, model, 'the client still sees the id it asked for');
+    assert.equal(ctx.gw.fake.requests.filter((r) => r.path === '/v1/messages').at(-1).body.model, 'claude-3-5-haiku-20241022');
+    const listed = (await ctx.admin.call('GET', '/api/admin/routes')).body;
+    assert.deepEqual(listed.direct_providers, ['openai', 'anthropic', 'google']);
+    assert.equal(listed.data.find((r) => r.model === model).pinned, true);
+    assert.equal(listed.data.find((r) => r.model === 'openai/gpt-4o').provider, 'openai', 'unpinned models show the default route');
+
+    const del = await ctx.admin.call('DELETE', `/api/admin/routes/${model}`);
+    assert.deepEqual(del.body.data, { model, deleted: true });
+    assert.equal((await ctx.admin.call('DELETE', `/api/admin/routes/${model}`)).status, 404);
+    // Unpinned, the default rule asks Anthropic for `claude-3.5-sonnet`, which it does not know (404): OpenRouter serves.
+    const before = calls('/v1/messages');
+    const again = await client.chat.completions.create({ model, messages: [{ role: 'user', content: 'unpinned' }] }).withResponse();
+    assert.equal(again.response.headers.get('x-tollgate-provider'), 'openrouter');
+    assert.equal(calls('/v1/messages'), before + 1, 'a 404 is not retried, it falls back');
+  });
+
+  test('pins are checked: priced models, known providers with a key', async () => {
+    await setup();
+    const unpriced = await ctx.admin.call('PUT', '/api/admin/routes/acme/unknown', { provider: 'openai' });
+    assert.equal(unpriced.status, 404);
+    assert.match(unpriced.body.error.message, /no price configured for acme\/unknown/);
+    const azure = await ctx.admin.call('PUT', '/api/admin/routes/openai/gpt-4o', { provider: 'azure' });
+    assert.equal(azure.status, 400);
+    assert.equal(azure.body.error.param, 'provider');
+    const key = await ctx.admin.createKey(user.id, { name: 'not-admin' });
+    const denied = await fetch(`${ctx.gw.url}/api/admin/routes`, { headers: { authorization: `Bearer ${key.key}` } });
+    assert.equal(denied.status, 403);
+  });
 });
+
+describe('retries and fallbacks', () => {
+  test('a provider that fails once is retried: two upstream calls, one charge', async () => {
+    await setup();
+    const p = PROVIDERS.find((x) => x.name === 'anthropic');
+    await fail('anthropic', 529);
+    const before = { calls: calls('/v1/messages'), balance: await balance() };
+    const { data, response } = await client.chat.completions.create({ model: p.model, messages: [{ role: 'user', content: 'retry me' }] }).withResponse();
+    assert.equal(response.headers.get('x-tollgate-provider'), 'anthropic');
+    assert.equal(calls('/v1/messages'), before.calls + 2);
+    const record = await generation(response.headers.get('x-request-id'));
+    assert.equal(record.provider, 'anthropic');
+    assert.equal(before.balance - (await balance()), micros(data.usage.cost), 'charged once');
+    const line = ctx.gw.logs().split('\n').find((l) => l.includes(response.headers.get('x-request-id')) && l.includes('"attempts"'));
+    assert.match(line, /"attempts":2/);
+    assert.doesNotMatch(ctx.gw.logs(), new RegExp(`${FAKE_ANTHROPIC_KEY}|${FAKE_OPENAI_KEY}|retry me`), 'no secrets or message contents in the log');
+  });
+
+  test('a stream is retried before its first byte', async () => {
+    await setup();
+    await fail('google', 503);
+    const before = calls('/v1beta/models/gemini-2.0-flash-001:streamGenerateContent');
+    const stream = await client.chat.completions.create({ model: 'google/gemini-2.0-flash-001', stream: true, messages: [{ role: 'user', content: 'stream after retry' }] });
+    let text = '';
+    for await (const chunk of stream) text += chunk.choices[0]?.delta?.content ?? '';
+    assert.equal(text, 'Echo: stream after retry');
+    assert.equal(calls('/v1beta/models/gemini-2.0-flash-001:streamGenerateContent'), before + 2);
+  });
+
+  test('a direct route that keeps failing falls back to OpenRouter for the same model', async () => {
+    await setup();
+    await fail('openai', 503, { times: 3 }); // the first call and both retries
+    const before = { openai: calls('/openai/v1/chat/completions'), openrouter: calls(OPENROUTER), balance: await balance() };
+    const { data, response } = await client.chat.completions.create({ model: 'openai/gpt-4o-mini', messages: [{ role: 'user', content: 'fall back' }] }).withResponse();
+    assert.equal(response.headers.get('x-tollgate-provider'), 'openrouter');
+    assert.equal(data.model, 'openai/gpt-4o-mini');
+    assert.equal(calls('/openai/v1/chat/completions'), before.openai + 3);
+    assert.equal(calls(OPENROUTER), before.openrouter + 1);
+    assert.equal(ctx.gw.fake.requests.filter((r) => r.path === OPENROUTER).at(-1).body.model, 'openai/gpt-4o-mini');
+    const record = await generation(response.headers.get('x-request-id'));
+    assert.equal(record.provider, 'openrouter');
+    assert.equal(before.balance - (await balance()), micros(data.usage.cost), 'charged once');
+  });
+
+  test('the models list: the next model serves when the first fails everywhere, billed at its own price', async () => {
+    await setup();
+    await fail('google', 503, { times: 3 });
+    await fail('openrouter', 502, { times: 3 });
+    const before = await balance();
+    const { data, response } = await client.chat.completions
+      .create({ model: 'google/gemini-2.0-flash-001', models: ['google/gemini-2.0-flash-001', 'anthropic/claude-3-5-haiku-20241022'], messages: [{ role: 'user', content: 'next model' }] })
+      .withResponse();
+    assert.equal(response.headers.get('x-tollgate-provider'), 'anthropic');
+    assert.equal(data.model, 'anthropic/claude-3-5-haiku-20241022', 'the answer names the model that served');
+    assert.equal(ctx.gw.fake.requests.filter((r) => r.path === '/v1/messages').at(-1).body.models, undefined);
+    const record = await generation(response.headers.get('x-request-id'));
+    assert.equal(record.model, 'anthropic/claude-3-5-haiku-20241022');
+    assert.equal(record.provider, 'anthropic');
+    const cost = Math.ceil((data.usage.prompt_tokens * 800_000 + data.usage.completion_tokens * 4_000_000) / 1e6);
+    assert.equal(micros(data.usage.cost), cost, "Anthropic's price, not Gemini's");
+    assert.equal(before - (await balance()), cost);
+  });
+
+  test('a fallback model without a price is refused before any upstream call', async () => {
+    await setup();
+    const res = await fetch(`${ctx.gw.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${client.apiKey}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'openai/gpt-4o', models: ['acme/free-lunch'], messages: [{ role: 'user', content: 'hi' }] }),
+    });
+    assert.equal(res.status, 404);
+    assert.match((await res.json()).error.message, /no price configured for acme\/free-lunch/);
+  });
+});
+
+/** Per provider, how its failures reach the client (the route pinned with no fallback, so the error shows). */
+const ERRORS = [
+  { name: 'openai', model: 'openai/gpt-4o-mini', path: '/openai/v1/chat/completions', overloaded: 503 },
+  { name: 'anthropic', model: 'anthropic/claude-3-5-haiku-20241022', path: '/v1/messages', overloaded: 529 },
+  { name: 'google', model: 'google/gemini-2.0-flash-001', path: '/v1beta/models/gemini-2.0-flash-001:generateContent', overloaded: 503 },
+];
+
+for (const e of ERRORS) {
+  describe(`${e.name} errors in OpenAI's shape`, () => {
+    const ask = () =>
+      fetch(`${ctx.gw.url}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${client.apiKey}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ model: e.model, messages: [{ role: 'user', content: 'hi' }] }),
+      });
+
+    test('pinned without fallback', async () => {
+      await setup();
+      const put = await ctx.admin.call('PUT', `/api/admin/routes/${e.model}`, { provider: e.name, fallback_to_openrouter: false });
+      assert.equal(put.status, 200);
+    });
+
+    test('a 400 keeps the provider’s message and is neither retried nor charged', async () => {
+      const before = { calls: calls(e.path), balance: await balance() };
+      await fail(e.name, 400, { message: 'messages.0: this request is malformed' });
+      const res = await ask();
+      const body = await res.json();
+      assert.equal(res.status, 400);
+      assert.equal(body.error.type, 'invalid_request_error');
+      assert.match(body.error.message, /this request is malformed/);
+      assert.equal(calls(e.path), before.calls + 1);
+      assert.equal(await balance(), before.balance);
+    });
+
+    test('a 429 asking for a long wait is passed on with its retry-after', async () => {
+      const before = calls(e.path);
+      await fail(e.name, 429, { retry_after: 30 });
+      const res = await ask();
+      assert.equal(res.status, 429);
+      assert.equal(res.headers.get('retry-after'), '30');
+      assert.equal((await res.json()).error.type, 'rate_limit_error');
+      assert.equal(calls(e.path), before + 1, 'longer than the retry cap: not retried');
+    });
+
+    test('refused credentials are the operator’s problem: 502, never 401', async () => {
+      await fail(e.name, 401);
+      const res = await ask();
+      const body = await res.json();
+      assert.equal(res.status, 502);
+      assert.equal(body.error.code, 'upstream_error');
+      assert.match(body.error.message, /provider key/);
+    });
+
+    test(`an overloaded provider (${e.overloaded}) is retried, then reported as 502`, async () => {
+      const before = calls(e.path);
+      await fail(e.name, e.overloaded, { times: 3 });
+      const res = await ask();
+      assert.equal(res.status, 502);
+      assert.equal((await res.json()).error.type, 'api_error');
+      assert.equal(calls(e.path), before + 3, 'the first call and UPSTREAM_RETRIES=2 retries');
+    });
+
+    test('unpinned again', async () => {
+      assert.equal((await ctx.admin.call('DELETE', `/api/admin/routes/${e.model}`)).status, 200);
+    });
+  });
+}

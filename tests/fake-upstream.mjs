@@ -21,7 +21,15 @@
 //   "error_event"           stream: a mid-stream error event, then the end
 // `chunk_delay_ms` (body field) spaces streamed chunks out.
 // Test helpers: GET /__requests lists the requests received (newest last),
-// DELETE /__requests forgets them.
+// DELETE /__requests forgets them. POST /__fail {provider, status, times?, retry_after?}
+// makes the next `times` (default 1) chat calls to that provider (openrouter | openai |
+// anthropic | google) fail with that status, each in the provider's own error shape.
+//
+// OpenAI's own API is served under /openai/v1 (OPENAI_BASE_URL), validated like the real
+// one: Bearer FAKE_OPENAI_KEY, known models only, unknown request arguments refused,
+// `stream_options` only with `stream`, tool messages only after assistant tool calls.
+// Answers name the dated snapshot, carry no `usage.cost`, and a stream has a usage chunk
+// only when `stream_options.include_usage` is set.
 //
 // Key management (OpenRouter's /api/v1/keys, with the provisioning key only):
 //   GET /keys?offset=   POST /keys {name, limit?, limit_reset?}   GET|PATCH|DELETE /keys/<hash>
@@ -45,6 +53,9 @@ export const CATALOGUE = [
 
 /** The only key the fake Gemini API accepts. */
 export const FAKE_GOOGLE_KEY = 'fake-google-api-key';
+
+/** The only key the fake OpenAI API accepts. */
+export const FAKE_OPENAI_KEY = 'sk-proj-test-openai-key';
 
 /** The only key the fake Anthropic API accepts. */
 export const FAKE_ANTHROPIC_KEY = 'sk-ant-test-key';
@@ -218,6 +229,83 @@ function models(res) {
 
 const RESETS = new Set(['daily', 'weekly', 'monthly', null]);
 
+const OPENAI_ARGS = new Set(['messages', 'model', 'audio', 'frequency_penalty', 'function_call', 'functions', 'logit_bias', 'logprobs',
+  'max_completion_tokens', 'max_tokens', 'metadata', 'modalities', 'n', 'parallel_tool_calls', 'prediction', 'presence_penalty',
+  'prompt_cache_key', 'reasoning_effort', 'response_format', 'safety_identifier', 'seed', 'service_tier', 'stop', 'store', 'stream',
+  'stream_options', 'temperature', 'tool_choice', 'tools', 'top_logprobs', 'top_p', 'user', 'verbosity', 'web_search_options']);
+
+function openaiError(res, status, message, code = null, type = 'invalid_request_error', headers = {}) {
+  return sendJson(res, status, { error: { message, type, param: null, code } }, headers);
+}
+
+/** OpenAI's Chat Completions API (`POST /openai/v1/chat/completions`); see the header comment. */
+async function openai(req, res, body) {
+  const auth = req.headers.authorization ?? '';
+  if (auth !== `Bearer ${FAKE_OPENAI_KEY}`) return openaiError(res, 401, `Incorrect API key provided: ${auth.slice(7, 13)}****.`, 'invalid_api_key');
+  if (!body || typeof body !== 'object') return openaiError(res, 400, 'We could not parse the JSON body of your request.');
+  const unknown = Object.keys(body).find((k) => !OPENAI_ARGS.has(k));
+  if (unknown) return openaiError(res, 400, `Unrecognized request argument supplied: ${unknown}`);
+  if (!priceOf(`openai/${body.model}`)) return openaiError(res, 404, `The model \`${body.model}\` does not exist or you do not have access to it.`, 'model_not_found');
+  if (body.stream_options !== undefined && body.stream !== true) return openaiError(res, 400, "The 'stream_options' parameter is only allowed when 'stream' is enabled.");
+  if (!Array.isArray(body.messages) || body.messages.length === 0) return openaiError(res, 400, "Invalid 'messages': empty array. Expected an array with minimum length 1.");
+  for (const [i, m] of body.messages.entries()) {
+    if (!m || !ROLES.has(m.role)) return openaiError(res, 400, `Invalid value: '${m?.role}'. Supported values are: 'system', 'assistant', 'user', 'function', 'tool', and 'developer'.`);
+    if (m.role === 'tool' && !body.messages.slice(0, i).some((p) => p.role === 'assistant' && p.tool_calls?.some((c) => c.id === m.tool_call_id))) {
+      return openaiError(res, 400, "Invalid parameter: messages with role 'tool' must be a response to a preceeding message with 'tool_calls'.");
+    }
+  }
+  const last = body.messages.at(-1);
+  const echoed = last.role === 'tool' ? { ...body, messages: [...body.messages.slice(0, -1), { role: 'user', content: last.content }] } : body;
+  const { promptTokens, pieces, finish } = tokensFor(echoed);
+  const call = Array.isArray(body.tools) && body.tools.length > 0 && last.role !== 'tool' ? toolCallFor(body) : null;
+  const completionTokens = call ? 12 : pieces.length;
+  const usage = {
+    prompt_tokens: promptTokens, completion_tokens: completionTokens, total_tokens: promptTokens + completionTokens,
+    prompt_tokens_details: { cached_tokens: 0, audio_tokens: 0 },
+    completion_tokens_details: { reasoning_tokens: 0, audio_tokens: 0, accepted_prediction_tokens: 0, rejected_prediction_tokens: 0 },
+  };
+  const base = { id: `chatcmpl-${Date.now().toString(36)}`, created: Math.floor(Date.now() / 1000), model: `${body.model}-2024-07-18`, system_fingerprint: 'fp_fake' };
+  if (!body.stream) {
+    const message = call ? { role: 'assistant', content: null, tool_calls: [call], refusal: null, annotations: [] } : { role: 'assistant', content: pieces.join(''), refusal: null, annotations: [] };
+    return sendJson(res, 200, { ...base, object: 'chat.completion', choices: [{ index: 0, message, logprobs: null, finish_reason: call ? 'tool_calls' : finish }], usage, service_tier: 'default' });
+  }
+  const withUsage = body.stream_options?.include_usage === true;
+  res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8' });
+  const send = (choices, extra = {}) => res.write(`data: ${JSON.stringify({ ...base, object: 'chat.completion.chunk', choices, ...(withUsage ? { usage: null } : {}), ...extra })}\n\n`);
+  const delta = (d, finish_reason = null) => [{ index: 0, delta: d, logprobs: null, finish_reason }];
+  if (call) {
+    send(delta({ role: 'assistant', content: null, tool_calls: [{ index: 0, id: call.id, type: 'function', function: { name: call.function.name, arguments: '' } }], refusal: null }));
+    for (const part of ['{"location":', '"Paris",', '"unit":"celsius"}']) send(delta({ tool_calls: [{ index: 0, function: { arguments: part } }] }));
+    send(delta({}, 'tool_calls'));
+  } else {
+    send(delta({ role: 'assistant', content: '', refusal: null }));
+    for (const piece of pieces) send(delta({ content: piece }));
+    send(delta({}, finish));
+  }
+  if (withUsage) send([], { usage });
+  res.write('data: [DONE]\n\n');
+  res.end();
+}
+
+/** Fails a chat call the way `provider` fails, with `status` (and `retry-after` on 429s). */
+function failAs(provider, res, { status, retry_after: retryAfter, message }) {
+  const headers = retryAfter !== undefined ? { 'retry-after': String(retryAfter) } : {};
+  const text = message ?? (status === 429 ? 'Rate limit reached' : status === 401 ? 'invalid credentials' : status === 529 ? 'Overloaded' : 'Internal server error');
+  if (provider === 'anthropic') {
+    const types = { 400: 'invalid_request_error', 401: 'authentication_error', 429: 'rate_limit_error', 529: 'overloaded_error' };
+    return sendJson(res, status, { type: 'error', error: { type: types[status] ?? 'api_error', message: text } }, headers);
+  }
+  if (provider === 'google') {
+    const codes = { 400: 'INVALID_ARGUMENT', 401: 'UNAUTHENTICATED', 429: 'RESOURCE_EXHAUSTED', 503: 'UNAVAILABLE' };
+    return sendJson(res, status, { error: { code: status, message: text, status: codes[status] ?? 'INTERNAL' } }, headers);
+  }
+  if (provider === 'openai') {
+    const types = { 400: 'invalid_request_error', 401: 'invalid_request_error', 429: 'requests' };
+    return openaiError(res, status, text, null, types[status] ?? 'server_error', headers);
+  }
+  return sendJson(res, status, errorBody(status, text), headers);
+}
+
 function anthropicError(res, status, type, message) {
   return sendJson(res, status, { type: 'error', error: { type, message } });
 }
@@ -249,7 +337,11 @@ const partsText = (parts) => (Array.isArray(parts) ? parts.map((p) => p.text ?? 
  */
 async function gemini(req, res, url, body) {
   const [, model, method] = url.pathname.match(/^\/v1beta\/models\/([^:]+):(\w+)$/) ?? [];
-  if (req.headers['x-goog-api-key'] !== FAKE_GOOGLE_KEY) return geminiError(res, 403, 'PERMISSION_DENIED', 'Method doesn\'t allow unregistered callers.');
+  const key = req.headers['x-goog-api-key'];
+  if (!key) return geminiError(res, 403, 'PERMISSION_DENIED', 'Method doesn\'t allow unregistered callers.');
+  if (key !== FAKE_GOOGLE_KEY) {
+    return sendJson(res, 400, { error: { code: 400, message: 'API key not valid. Please pass a valid API key.', status: 'INVALID_ARGUMENT', details: [{ '@type': 'type.googleapis.com/google.rpc.ErrorInfo', reason: 'API_KEY_INVALID', domain: 'googleapis.com' }] } });
+  }
   if (!priceOf(`google/${model}`)) return geminiError(res, 404, 'NOT_FOUND', `models/${model} is not found`);
   if (!['generateContent', 'streamGenerateContent'].includes(method)) return geminiError(res, 404, 'NOT_FOUND', `unknown method ${method}`);
   if (!body || !Array.isArray(body.contents) || body.contents.length === 0) return geminiError(res, 400, 'INVALID_ARGUMENT', '* GenerateContentRequest.contents: contents is not specified');
@@ -294,7 +386,8 @@ async function anthropic(req, res, body) {
   if (req.headers['x-api-key'] !== FAKE_ANTHROPIC_KEY) return anthropicError(res, 401, 'authentication_error', 'invalid x-api-key');
   if (!req.headers['anthropic-version']) return anthropicError(res, 400, 'invalid_request_error', 'anthropic-version: header is required');
   if (!body || typeof body !== 'object') return anthropicError(res, 400, 'invalid_request_error', 'Invalid JSON body');
-  if (typeof body.model !== 'string' || !priceOf(`anthropic/${body.model}`)) return anthropicError(res, 404, 'not_found_error', `model: ${body.model}`);
+  // Anthropic's ids have no dots (`claude-3-5-sonnet-latest`); OpenRouter's `claude-3.5-sonnet` is not one of them.
+  if (typeof body.model !== 'string' || body.model.includes('.') || !priceOf(`anthropic/${body.model}`)) return anthropicError(res, 404, 'not_found_error', `model: ${body.model}`);
   if (!Number.isInteger(body.max_tokens) || body.max_tokens < 1) return anthropicError(res, 400, 'invalid_request_error', 'max_tokens: Field required');
   if (!Array.isArray(body.messages) || body.messages.length === 0) return anthropicError(res, 400, 'invalid_request_error', 'messages: Field required');
   for (const [i, m] of body.messages.entries()) {
@@ -417,6 +510,8 @@ function keyManagement() {
 export function startFakeUpstream({ port = 0, host = '127.0.0.1', apiKey, provisioningKey = FAKE_PROVISIONING_KEY } = {}) {
   const requests = [];
   const management = keyManagement();
+  const faults = new Map(); // provider → [{status, retry_after}], taken one per chat call
+  const fault = (provider) => faults.get(provider)?.shift();
   const server = http.createServer(async (req, res) => {
     const url = new URL(req.url, 'http://fake');
     const chunks = [];
@@ -431,6 +526,12 @@ export function startFakeUpstream({ port = 0, host = '127.0.0.1', apiKey, provis
       body = raw ? JSON.parse(raw) : null;
     } catch {
       body = undefined;
+    }
+    if (url.pathname === '/__fail') {
+      const queue = faults.get(body.provider) ?? [];
+      for (let i = 0; i < (body.times ?? 1); i++) queue.push({ status: body.status, retry_after: body.retry_after, message: body.message });
+      faults.set(body.provider, queue);
+      return sendJson(res, 200, { ok: true });
     }
     if (url.pathname === '/__keys/fail') {
       management.fail(body.status, body.times ?? 1);
@@ -450,8 +551,16 @@ export function startFakeUpstream({ port = 0, host = '127.0.0.1', apiKey, provis
     requests.push({ method: req.method, path: url.pathname, headers: req.headers, body: body === undefined ? raw : body, at: Date.now() });
     if (requests.length > 500) requests.shift();
 
-    if (req.method === 'POST' && url.pathname === '/v1/messages') return anthropic(req, res, body);
-    if (req.method === 'POST' && url.pathname.startsWith('/v1beta/models/')) return gemini(req, res, url, body);
+    const provider = req.method !== 'POST' ? null
+      : url.pathname === '/v1/messages' ? 'anthropic'
+      : url.pathname.startsWith('/v1beta/models/') ? 'google'
+      : url.pathname === '/openai/v1/chat/completions' ? 'openai'
+      : url.pathname.endsWith('/chat/completions') ? 'openrouter' : null;
+    const injected = provider && fault(provider);
+    if (injected) return failAs(provider, res, injected);
+    if (provider === 'anthropic') return anthropic(req, res, body);
+    if (provider === 'google') return gemini(req, res, url, body);
+    if (provider === 'openai') return openai(req, res, body);
     const auth = req.headers.authorization ?? '';
     const bearer = auth.startsWith('Bearer ') ? auth.slice(7) : '';
     if (/\/keys(\/|$)/.test(url.pathname)) {

@@ -118,6 +118,7 @@ export async function startGateway({ vars = {}, upstream = true, persistTo, port
           // Direct routes stay off until a test sets a provider's key.
           ANTHROPIC_BASE_URL: fake.url.replace('/api/v1', ''),
           GOOGLE_BASE_URL: fake.url.replace('/api/v1', ''),
+          OPENAI_BASE_URL: fake.url.replace('/api/v1', '/openai/v1'),
         }
       : {}),
     ...vars,

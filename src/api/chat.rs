@@ -4,23 +4,27 @@
 use futures_channel::oneshot;
 use futures_util::stream::{self, StreamExt};
 use serde_json::{json, Value};
-use worker::{ByteStream, Headers, Method, Request, Response};
+use worker::{ByteStream, Headers, Request, Response};
 
 use super::auth::{authenticate_for_inference, Caller};
 use super::error::ApiError;
-use super::meter::{price_of, Meter, Outcome};
+use super::meter::{price_table, Meter, Outcome};
 use super::respond::{read_body, Call};
+use super::upstream;
 use crate::cache::keys as key_cache;
+use crate::cache::prices::PriceTable;
 use crate::domain::chat::{ChatRequest, Usage};
 use crate::domain::keys::Permission;
-use crate::domain::routing::{self, Provider, Route};
+use crate::domain::ledger;
+use crate::domain::pricing::{self, Price};
+use crate::domain::routing::{self, Provider, Routing};
 use crate::domain::time::to_iso;
-use crate::domain::{ledger, pricing};
 use crate::log::{self, Level};
 use crate::providers::openai_compat::{completion_usage, ProviderError};
 use crate::providers::sse::{SseRelay, StreamSummary};
-use crate::providers::transport::{self, within, Upstream};
-use crate::providers::{anthropic, gemini};
+use crate::providers::transport::{self, within};
+use crate::providers::wire::{self, StreamAdapter};
+use crate::store::prices::PriceRow;
 use crate::{env, store};
 
 /// Chat bodies may carry images as data URLs.
@@ -31,12 +35,14 @@ pub async fn create_chat_completion(mut req: Request, call: &Call) -> Result<Res
     auth.caller.require(Permission::Write)?;
     let bytes = read_body(&mut req, MAX_BODY_BYTES).await?;
     let mut chat = ChatRequest::parse(&bytes)?;
-    let price = price_of(call, &chat.model).await?;
-    let route = routing::route(&chat.model, None, &call.config.direct_providers());
-    let meter = match (&auth.caller, &auth.hash) {
+    let prices = price_table(call).await?;
+    let row = costliest(&prices, &chat)?;
+    let direct = call.config.direct_providers();
+    let tenant = Routing { direct: &direct, openrouter: call.config.upstream_api_key.is_some() };
+    let plan = routing::plan(&chat.model, &chat.fallbacks, |m| prices.get(m).and_then(PriceRow::pin), &tenant);
+    let mut meter = match (&auth.caller, &auth.hash) {
         (Caller::Key(key), Some(hash)) => {
-            let mut meter = Meter::reserve(call, key, hash, &mut chat, &price).await?;
-            meter.provider = route.provider.as_str();
+            let meter = Meter::reserve(call, key, hash, &mut chat, &row).await?;
             touch_key(call, &key.id);
             Some(meter)
         }
@@ -44,18 +50,33 @@ pub async fn create_chat_completion(mut req: Request, call: &Call) -> Result<Res
     };
     let auth_ms = call.elapsed_ms();
 
-    let default_max_tokens = price.max_completion_tokens.map_or(ANTHROPIC_DEFAULT_MAX_TOKENS, |m| m as u64);
-    let mut upstream = match forward(call, &chat, &route, default_max_tokens).await {
-        Ok(upstream) => upstream,
-        Err(e) => {
+    let max_output = |model: &str| {
+        prices.get(model).and_then(|r| r.max_completion_tokens).map_or(ANTHROPIC_DEFAULT_MAX_TOKENS, |m| m as u64)
+    };
+    let served = match upstream::send(call, &chat, &plan, max_output).await {
+        Ok(served) => served,
+        Err(failed) => {
             if let Some(m) = meter {
-                m.release(call, e.status());
+                m.release(call, failed.error.status());
             }
-            return Err(e);
+            let log = log_context(call, &auth.caller, &chat.model, plan[0].route.provider, failed.tries, None);
+            let line = request_line(&log, failed.error.status(), None, call.elapsed_ms(), chat.stream);
+            log::after_response(&call.ctx, call.config.log_level, Level::Error, line);
+            return Err(failed.error);
         }
     };
+    let (attempt, tries, mut upstream) = (served.attempt, served.tries, served.upstream);
+    let provider = attempt.route.provider;
+    if let (Some(m), Some(served_row)) = (meter.as_mut(), prices.get(&attempt.model)) {
+        // Reserved at the costliest candidate's price; charged at the price of the model that served.
+        m.price = served_row.price();
+        m.model = attempt.model.clone();
+        m.provider = provider.as_str();
+    }
+    let log =
+        log_context(call, &auth.caller, &attempt.model, provider, tries, meter.as_ref().map(|m| (m.price, m.reserved)));
     let headers = Headers::new();
-    let _ = headers.set("x-tollgate-provider", route.provider.as_str());
+    let _ = headers.set("x-tollgate-provider", provider.as_str());
     let created = call.now_ms() / 1000;
     let auth_source = auth.source.map_or("admin", |s| s.as_str());
     let upstream_ms = call.elapsed_ms() - auth_ms;
@@ -95,11 +116,7 @@ pub async fn create_chat_completion(mut req: Request, call: &Call) -> Result<Res
         if let Some(m) = meter {
             settle_stream_later(call, m, outcome_rx);
         }
-        let adapter = match route.provider {
-            Provider::Anthropic => Some(Adapter::Anthropic(anthropic::stream::ToOpenAiSse::new(&chat.model, created))),
-            Provider::Google => Some(Adapter::Gemini(gemini::stream::ToOpenAiSse::new(&chat.model, created))),
-            Provider::OpenRouter | Provider::OpenAi => None,
-        };
+        let adapter = StreamAdapter::new(provider, &attempt.model, created);
         let relay = Relay {
             upstream: body,
             adapter,
@@ -107,7 +124,7 @@ pub async fn create_chat_completion(mut req: Request, call: &Call) -> Result<Res
             controller: upstream.controller,
             idle_timeout_ms: call.config.request_timeout_ms,
             request_id: call.request_id.clone(),
-            log: log_context(call, &auth.caller, &chat, route.provider),
+            log,
             ended: false,
             outcome: Some(outcome_tx),
         };
@@ -116,19 +133,7 @@ pub async fn create_chat_completion(mut req: Request, call: &Call) -> Result<Res
 
     let answer = transport::read_all(&mut upstream, call.config.request_timeout_ms)
         .await
-        .and_then(|body| match route.provider {
-            Provider::Anthropic | Provider::Google => {
-                let answer: Value =
-                    serde_json::from_slice(&body).map_err(|e| ProviderError::Malformed(format!("not JSON: {e}")))?;
-                let translated = if route.provider == Provider::Anthropic {
-                    anthropic::response::chat_completion(&answer, &chat.model, created)
-                } else {
-                    gemini::response::chat_completion(&answer, &chat.model, created)
-                };
-                Ok(translated.to_string().into_bytes())
-            }
-            Provider::OpenRouter | Provider::OpenAi => Ok(body),
-        })
+        .and_then(|body| wire::answer(provider, body, &attempt.model, created))
         .and_then(|body| completion_usage(&body).map(|usage| (body, usage)));
     let (body, usage) = match answer {
         Ok(answer) => answer,
@@ -137,6 +142,8 @@ pub async fn create_chat_completion(mut req: Request, call: &Call) -> Result<Res
             if let Some(m) = meter {
                 m.release(call, err.status());
             }
+            let line = request_line(&log, err.status(), None, call.elapsed_ms(), false);
+            log::after_response(&call.ctx, call.config.log_level, Level::Error, line);
             return Err(err);
         }
     };
@@ -155,13 +162,7 @@ pub async fn create_chat_completion(mut req: Request, call: &Call) -> Result<Res
         }
         None => body,
     };
-    let line = request_line(
-        &log_context(call, &auth.caller, &chat, route.provider),
-        200,
-        usage.as_ref().map(|u| (u.prompt_tokens, u.completion_tokens)),
-        call.elapsed_ms(),
-        false,
-    );
+    let line = request_line(&log, 200, usage.as_ref(), call.elapsed_ms(), false);
     log::after_response(&call.ctx, call.config.log_level, Level::Info, line);
     let _ = headers.set("content-type", "application/json");
     let _ = headers.set("server-timing", &format!("{timing}, total;dur={:.2}", call.elapsed_ms()));
@@ -222,78 +223,35 @@ fn touch_key(call: &Call, key_id: &str) {
 /// Output tokens asked of Anthropic (which requires a number) when neither the client nor the price table gives one.
 const ANTHROPIC_DEFAULT_MAX_TOKENS: u64 = 4_096;
 
-async fn forward(
-    call: &Call,
-    chat: &ChatRequest,
-    route: &Route,
-    default_max_tokens: u64,
-) -> Result<Upstream, ApiError> {
-    let config = &call.config;
-    let missing = |name: &str| -> ApiError {
-        ProviderError::CredentialsRejected { status: 401, message: format!("{name} is not set") }.into()
+/// The price row to reserve against: the model's, or — when the client lists
+/// fallback `models` — one at least as costly as each of theirs. Every model
+/// the request may use must have a price.
+fn costliest(prices: &PriceTable, chat: &ChatRequest) -> Result<PriceRow, ApiError> {
+    let priced = |model: &str| {
+        prices
+            .get(model)
+            .filter(|r| r.is_active != 0)
+            .ok_or_else(|| ApiError::ModelNotFound(format!("no price configured for {model}")))
     };
-    if route.provider == Provider::Anthropic {
-        let key = config.anthropic_api_key.as_ref().ok_or_else(|| missing("ANTHROPIC_API_KEY"))?;
-        let body = anthropic::request::messages_request(chat, &route.native_model, default_max_tokens)?;
-        let headers = [
-            ("x-api-key", key.expose()),
-            ("anthropic-version", ANTHROPIC_VERSION),
-            ("content-type", "application/json"),
-        ];
-        let url = format!("{}/v1/messages", config.anthropic_base_url);
-        let bytes = body.to_string().into_bytes();
-        return Ok(transport::send(Method::Post, &url, &headers, Some(bytes), config.request_timeout_ms).await?);
+    let mut row = priced(&chat.model)?.clone();
+    for model in &chat.fallbacks {
+        let other = priced(model)?;
+        let price = row.price().costlier(&other.price());
+        row.input_per_mtok = price.input;
+        row.output_per_mtok = price.output;
+        row.cache_read_per_mtok = price.cache_read;
+        row.cache_write_per_mtok = price.cache_write;
+        row.reasoning_per_mtok = price.reasoning;
+        row.max_completion_tokens = row.max_completion_tokens.max(other.max_completion_tokens);
+        row.context_length = row.context_length.max(other.context_length);
     }
-    if route.provider == Provider::Google {
-        let key = config.google_api_key.as_ref().ok_or_else(|| missing("GOOGLE_API_KEY"))?;
-        let body = gemini::request::generate_request(chat)?;
-        let headers = [("x-goog-api-key", key.expose()), ("content-type", "application/json")];
-        let method = if chat.stream { "streamGenerateContent?alt=sse" } else { "generateContent" };
-        let url = format!("{}/v1beta/models/{}:{method}", config.google_base_url, route.native_model);
-        let bytes = body.to_string().into_bytes();
-        return Ok(transport::send(Method::Post, &url, &headers, Some(bytes), config.request_timeout_ms).await?);
-    }
-    let key = config.upstream_api_key.as_ref().ok_or_else(|| missing("AI_GATEWAY_API_KEY"))?;
-    let auth = format!("Bearer {}", key.expose());
-    let mut headers: Vec<(&str, &str)> =
-        vec![("authorization", &auth), ("content-type", "application/json"), ("x-title", &config.title)];
-    if let Some(referer) = &config.referer {
-        headers.push(("http-referer", referer));
-    }
-    let url = format!("{}/chat/completions", config.upstream_base_url);
-    Ok(transport::send(Method::Post, &url, &headers, Some(chat.upstream_body()), config.request_timeout_ms).await?)
-}
-
-/// The Messages API version this gateway speaks.
-const ANTHROPIC_VERSION: &str = "2023-06-01";
-
-/// A direct provider's stream, turned into OpenAI's.
-enum Adapter {
-    Anthropic(anthropic::stream::ToOpenAiSse),
-    Gemini(gemini::stream::ToOpenAiSse),
-}
-
-impl Adapter {
-    fn feed(&mut self, bytes: &[u8]) -> Vec<u8> {
-        match self {
-            Self::Anthropic(a) => a.feed(bytes),
-            Self::Gemini(g) => g.feed(bytes),
-        }
-    }
-
-    /// What to send once the upstream stream has ended cleanly (Gemini has no end event).
-    fn end(&self) -> Vec<u8> {
-        match self {
-            Self::Anthropic(_) => Vec::new(),
-            Self::Gemini(g) => g.end(),
-        }
-    }
+    Ok(row)
 }
 
 struct Relay {
     upstream: ByteStream,
     /// Translates a direct provider's events into OpenAI's before they are metered and relayed.
-    adapter: Option<Adapter>,
+    adapter: Option<StreamAdapter>,
     sse: SseRelay,
     controller: worker::AbortController,
     idle_timeout_ms: u64,
@@ -386,11 +344,22 @@ struct LogContext {
     user_id: Option<String>,
     model: String,
     provider: Provider,
+    /// Upstream calls made (retries and fallbacks included).
+    tries: u32,
+    /// The serving model's price and the amount reserved, to state the cost.
+    pricing: Option<(Price, i64)>,
     started_ms: f64,
     level: Level,
 }
 
-fn log_context(call: &Call, caller: &Caller, chat: &ChatRequest, provider: Provider) -> LogContext {
+fn log_context(
+    call: &Call,
+    caller: &Caller,
+    model: &str,
+    provider: Provider,
+    tries: u32,
+    pricing: Option<(Price, i64)>,
+) -> LogContext {
     let (key_id, user_id) = match caller {
         Caller::Operator => (None, None),
         Caller::Key(k) => (Some(k.id.clone()), Some(k.user_id.clone())),
@@ -399,8 +368,10 @@ fn log_context(call: &Call, caller: &Caller, chat: &ChatRequest, provider: Provi
         request_id: call.request_id.clone(),
         key_id,
         user_id,
-        model: chat.model.clone(),
+        model: model.to_string(),
         provider,
+        tries,
+        pricing,
         started_ms: call.started_ms,
         level: call.config.log_level,
     }
@@ -408,17 +379,20 @@ fn log_context(call: &Call, caller: &Caller, chat: &ChatRequest, provider: Provi
 
 fn stream_finished(log: &LogContext, summary: &StreamSummary, failure: Option<&ProviderError>) {
     let status = if failure.is_some() { 502 } else { 200 };
-    let tokens = summary.usage.as_ref().map(|u| (u.prompt_tokens, u.completion_tokens));
-    let line = request_line(log, status, tokens, js_sys::Date::now() - log.started_ms, true);
-    log::write(log.level, Level::Info, line);
+    let line = request_line(log, status, summary.usage.as_ref(), js_sys::Date::now() - log.started_ms, true);
+    log::write(log.level, if failure.is_some() { Level::Error } else { Level::Info }, line);
 }
 
 /// One structured line per request; never message contents or secrets.
-fn request_line(log: &LogContext, status: u16, tokens: Option<(u64, u64)>, latency_ms: f64, streamed: bool) -> Value {
-    let (prompt, completion) = tokens.unwrap_or((0, 0));
+fn request_line(log: &LogContext, status: u16, usage: Option<&Usage>, latency_ms: f64, streamed: bool) -> Value {
+    let (prompt, completion) = usage.map_or((0, 0), |u| (u.prompt_tokens, u.completion_tokens));
+    let cost = usage
+        .zip(log.pricing)
+        .map(|(u, (price, reserved))| Meter::charged_usd(ledger::charge(pricing::cost(&price, &u.tokens()), reserved)));
     json!({
         "request_id": log.request_id, "key_id": log.key_id, "user_id": log.user_id,
         "model": log.model, "provider": log.provider.as_str(), "status": status, "streamed": streamed,
-        "latency_ms": latency_ms.round(), "prompt_tokens": prompt, "completion_tokens": completion,
+        "attempts": log.tries, "latency_ms": latency_ms.round(), "prompt_tokens": prompt,
+        "completion_tokens": completion, "cost": cost,
     })
 }

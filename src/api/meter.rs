@@ -62,16 +62,11 @@ pub struct Charged {
     pub estimated: bool,
 }
 
-/// The model's price row, or 404 `model_not_found`.
-pub async fn price_of(call: &Call, model: &str) -> Result<PriceRow, ApiError> {
+/// Every price row (and route pin), from the nearest cache.
+pub async fn price_table(call: &Call) -> Result<price_cache::PriceTable, ApiError> {
     let kv = env::cache(&call.env).map_err(ApiError::internal)?;
     let db = env::db(&call.env).map_err(ApiError::internal)?;
-    let table = price_cache::table(&kv, &db, call.now_ms()).await?;
-    table
-        .get(model)
-        .filter(|r| r.is_active != 0)
-        .cloned()
-        .ok_or_else(|| ApiError::ModelNotFound(format!("no price configured for {model}")))
+    Ok(price_cache::table(&kv, &db, call.now_ms()).await?)
 }
 
 impl Meter {

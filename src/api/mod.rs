@@ -17,11 +17,15 @@ mod models;
 #[cfg(target_arch = "wasm32")]
 mod orgs;
 #[cfg(target_arch = "wasm32")]
+mod pins;
+#[cfg(target_arch = "wasm32")]
 mod prices;
 #[cfg(target_arch = "wasm32")]
 mod provision;
 #[cfg(target_arch = "wasm32")]
 mod respond;
+#[cfg(target_arch = "wasm32")]
+mod upstream;
 #[cfg(target_arch = "wasm32")]
 mod usage;
 #[cfg(target_arch = "wasm32")]
@@ -101,6 +105,9 @@ mod dispatch {
             Route::ListUpstreamKeys => super::provision::list_upstream_keys(req, call).await,
             Route::UpdateUpstreamKey(id) => super::provision::update_upstream_key(req, call, &id).await,
             Route::DeleteUpstreamKey(id) => super::provision::delete_upstream_key(req, call, &id).await,
+            Route::ListRoutes => super::pins::list_routes(req, call).await,
+            Route::PutRoute(model) => super::pins::put_route(req, call, &model).await,
+            Route::DeleteRoute(model) => super::pins::delete_route(req, call, &model).await,
         }
     }
 }

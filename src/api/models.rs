@@ -2,18 +2,23 @@
 
 use std::cell::RefCell;
 
-use serde_json::json;
+use std::collections::HashSet;
+
+use serde_json::{json, Value};
 use worker::{Method, Request, Response};
 
 use super::error::ApiError;
 use super::respond::{self, Call};
 use crate::billing::client;
 use crate::billing::protocol::AccountRequest;
+use crate::cache::prices::PriceTable;
 use crate::domain::pricing::to_usd_per_token_string;
+use crate::domain::routing::{self, Provider};
 use crate::domain::time::to_iso;
 use crate::env;
 use crate::providers::openai_compat::{parse_model_list, ListedModel};
 use crate::providers::transport;
+use crate::store::prices::PriceRow;
 
 const MODELS_KV_KEY: &str = "models:upstream";
 const MEMORY_TTL_MS: i64 = 60_000;
@@ -62,23 +67,36 @@ pub async fn list_models(call: &Call) -> Result<Response, ApiError> {
     MODELS.with(|m| *m.borrow_mut() = Some((now + MEMORY_TTL_MS, body.clone())));
     let db = env::db(&call.env).map_err(ApiError::internal)?;
     let prices = crate::cache::prices::table(&kv, &db, now).await?;
-    json_text(with_local_prices(&body, &prices))
+    json_text(priced_models(&body, &prices, &call.config.direct_providers()))
 }
 
-/// Local prices win over the upstream's: this tenant's prices are what it charges.
-fn with_local_prices(body: &str, prices: &crate::cache::prices::PriceTable) -> String {
+/// Once the tenant has prices, the list is its priced, active models: local
+/// prices win over the upstream's (they are what it charges), `owned_by`
+/// names the provider that serves each model here, and priced models the
+/// upstream does not list (a direct provider's own) are listed too.
+fn priced_models(body: &str, prices: &PriceTable, direct: &[Provider]) -> String {
     if prices.is_empty() {
         return body.to_string();
     }
-    let Ok(mut list) = serde_json::from_str::<serde_json::Value>(body) else { return body.to_string() };
-    if let Some(models) = list.get_mut("data").and_then(|d| d.as_array_mut()) {
-        for m in models.iter_mut() {
-            let Some(row) = m.get("id").and_then(|id| id.as_str()).and_then(|id| prices.get(id)) else { continue };
-            m["pricing"] = json!({
-                "prompt": to_usd_per_token_string(row.input_per_mtok),
-                "completion": to_usd_per_token_string(row.output_per_mtok),
-            });
-        }
+    let Ok(mut list) = serde_json::from_str::<Value>(body) else { return body.to_string() };
+    let Some(models) = list.get_mut("data").and_then(|d| d.as_array_mut()) else { return body.to_string() };
+    let active = |id: &str| prices.get(id).filter(|r| r.is_active != 0);
+    models.retain(|m| m.get("id").and_then(Value::as_str).is_some_and(|id| active(id).is_some()));
+    let listed: HashSet<String> = models.iter().filter_map(|m| m["id"].as_str().map(str::to_string)).collect();
+    let mut unlisted: Vec<&PriceRow> =
+        prices.values().filter(|r| r.is_active != 0 && !listed.contains(&r.model_name)).collect();
+    unlisted.sort_by(|a, b| a.model_name.cmp(&b.model_name));
+    models.extend(unlisted.into_iter().map(|r| {
+        json!({ "id": r.model_name, "object": "model", "created": 0, "name": r.display_name,
+                "context_length": r.context_length })
+    }));
+    for m in models.iter_mut() {
+        let Some(row) = m["id"].as_str().and_then(active) else { continue };
+        m["pricing"] = json!({
+            "prompt": to_usd_per_token_string(row.input_per_mtok),
+            "completion": to_usd_per_token_string(row.output_per_mtok),
+        });
+        m["owned_by"] = routing::route(&row.model_name, row.pin().as_ref(), direct).provider.as_str().into();
     }
     list.to_string()
 }

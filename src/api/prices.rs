@@ -103,13 +103,22 @@ pub async fn put_price(mut req: Request, call: &Call) -> Result<Response, ApiErr
         edited_by_admin: 1,
         updated_at: to_iso(call.now_ms()),
         model_name: model,
+        ..PriceRow::default()
     };
     let db = env::db(&call.env).map_err(ApiError::internal)?;
     let existing = prices::get(&db, &row.model_name).await?;
-    let row = PriceRow {
-        upstream_input_per_mtok: existing.as_ref().and_then(|e| e.upstream_input_per_mtok),
-        upstream_output_per_mtok: existing.as_ref().and_then(|e| e.upstream_output_per_mtok),
-        ..row
+    let row = match existing {
+        // The upstream's own price and the operator's pin are not this call's to change.
+        Some(e) => PriceRow {
+            upstream_input_per_mtok: e.upstream_input_per_mtok,
+            upstream_output_per_mtok: e.upstream_output_per_mtok,
+            route_provider: e.route_provider,
+            route_native_model: e.route_native_model,
+            route_fallback: e.route_fallback,
+            route_updated_at: e.route_updated_at,
+            ..row
+        },
+        None => row,
     };
     prices::upsert(&db, &row).await?;
     price_cache::forget(&env::cache(&call.env).map_err(ApiError::internal)?).await;
@@ -181,6 +190,7 @@ pub async fn sync(env: &Env, overwrite: bool) -> Result<usize, ApiError> {
                 edited_by_admin: 0,
                 updated_at: now.clone(),
                 model_name: m.id,
+                ..PriceRow::default()
             })
         })
         .collect();

@@ -30,8 +30,13 @@ pub struct ChatRequest {
     pub model: String,
     pub stream: bool,
     pub max_tokens: Option<u64>,
+    /// OpenRouter's `models`: the models to try after `model`, in order (without `model` itself).
+    pub fallbacks: Vec<String>,
     pub body: Map<String, Value>,
 }
+
+/// At most this many ids in `models`.
+pub const MAX_FALLBACK_MODELS: usize = 8;
 
 impl ChatRequest {
     /// Parses and validates raw body bytes, OpenAI-style.
@@ -59,7 +64,8 @@ impl ChatRequest {
             Some(_) => return Err(InvalidRequest::param("`stream` must be a boolean", "stream")),
         };
         let max_tokens = positive_int(&body, "max_completion_tokens")?.or(positive_int(&body, "max_tokens")?);
-        Ok(Self { model, stream, max_tokens, body })
+        let fallbacks = fallback_models(body.get("models"), &model)?;
+        Ok(Self { model, stream, max_tokens, fallbacks, body })
     }
 
     /// An upper bound on the prompt's tokens: a token is at least one byte, so
@@ -93,6 +99,25 @@ impl ChatRequest {
         }
         serde_json::to_vec(&body).unwrap_or_default()
     }
+}
+
+fn fallback_models(models: Option<&Value>, model: &str) -> Result<Vec<String>, InvalidRequest> {
+    let invalid = || {
+        InvalidRequest::param(format!("`models` must be an array of at most {MAX_FALLBACK_MODELS} model ids"), "models")
+    };
+    let list = match models {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(list)) if list.len() <= MAX_FALLBACK_MODELS => list,
+        Some(_) => return Err(invalid()),
+    };
+    let mut fallbacks: Vec<String> = Vec::new();
+    for id in list {
+        let id = id.as_str().filter(|m| !m.trim().is_empty() && m.len() <= MAX_MODEL_LEN).ok_or_else(invalid)?;
+        if id != model && !fallbacks.iter().any(|f| f == id) {
+            fallbacks.push(id.to_string());
+        }
+    }
+    Ok(fallbacks)
 }
 
 fn positive_int(body: &Map<String, Value>, field: &str) -> Result<Option<u64>, InvalidRequest> {
@@ -156,6 +181,19 @@ mod tests {
 
     fn parse(json: &str) -> Result<ChatRequest, InvalidRequest> {
         ChatRequest::parse(json.as_bytes())
+    }
+
+    #[test]
+    fn the_models_list_gives_the_fallbacks_after_the_model() {
+        let req =
+            parse(r#"{"model":"a/x","models":["a/x","b/y","b/y","c/z"],"messages":[{"role":"user","content":"hi"}]}"#)
+                .expect("valid");
+        assert_eq!(req.fallbacks, ["b/y", "c/z"]);
+        assert_eq!(req.body["models"].as_array().map(Vec::len), Some(4), "the body keeps the client's list");
+        for bad in [r#""a/x""#, "[1]", r#"[""]"#, r#"["a","b","c","d","e","f","g","h","i"]"#] {
+            let json = format!(r#"{{"model":"a/x","models":{bad},"messages":[{{"role":"user","content":"hi"}}]}}"#);
+            assert_eq!(parse(&json).expect_err(bad).param.as_deref(), Some("models"), "{bad}");
+        }
     }
 
     #[test]

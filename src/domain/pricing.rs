@@ -24,6 +24,24 @@ pub struct Price {
     pub reasoning: Option<i64>,
 }
 
+impl Price {
+    /// A price at least as high as both, kind of token by kind of token: what
+    /// a request that may be served by either model must reserve.
+    pub fn costlier(&self, other: &Price) -> Price {
+        let either = |a: Option<i64>, a_base: i64, b: Option<i64>, b_base: i64| match (a, b) {
+            (None, None) => None,
+            _ => Some(a.unwrap_or(a_base).max(b.unwrap_or(b_base))),
+        };
+        Price {
+            input: self.input.max(other.input),
+            output: self.output.max(other.output),
+            cache_read: either(self.cache_read, self.input, other.cache_read, other.input),
+            cache_write: either(self.cache_write, self.input, other.cache_write, other.input),
+            reasoning: either(self.reasoning, self.output, other.reasoning, other.output),
+        }
+    }
+}
+
 /// Parses an exact decimal USD-per-token string into µ$/Mtok (rounding up past 12 decimals).
 pub fn parse_usd_per_token(field: &str, text: &str) -> Result<i64, InvalidRequest> {
     let bad =
@@ -134,6 +152,20 @@ pub fn affordable_output_tokens(price: &Price, prompt_tokens: u64, budget: i64) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_costlier_of_two_prices_covers_every_kind_of_token() {
+        let cheap = Price { input: 100, output: 400, cache_read: Some(25), cache_write: None, reasoning: None };
+        let dear = Price { input: 3_000, output: 15_000, cache_read: None, cache_write: None, reasoning: None };
+        let both = cheap.costlier(&dear);
+        assert_eq!(
+            both,
+            Price { input: 3_000, output: 15_000, cache_read: Some(3_000), cache_write: None, reasoning: None }
+        );
+        assert_eq!(dear.costlier(&cheap), both, "order does not matter");
+        let tokens = Tokens { prompt: 1_000, completion: 500, cache_read: 400, ..Tokens::default() };
+        assert!(cost(&both, &tokens) >= cost(&cheap, &tokens).max(cost(&dear, &tokens)));
+    }
 
     fn price(input: i64, output: i64) -> Price {
         Price { input, output, ..Price::default() }

@@ -5,8 +5,10 @@
 //! key for the model's provider prefix (`openai`, `anthropic`, `google`), the
 //! model goes there with the prefix removed; everything else goes to
 //! OpenRouter unchanged. A direct route falls back to OpenRouter (same model
-//! id) when its provider keeps failing, unless the pin turns that off (pins
-//! and fallbacks are not wired yet: the chat path passes no pin).
+//! id) when its provider keeps failing, unless the pin turns that off.
+//!
+//! `plan` lists every attempt a request may make, in order; `backoff_ms`
+//! spaces the retries of one attempt.
 
 use serde::{Deserialize, Serialize};
 
@@ -84,6 +86,67 @@ pub fn route(model: &str, pin: Option<&Pin>, direct: &[Provider]) -> Route {
     }
 }
 
+/// One place a request may be sent: the model (as the client names it) and its route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    pub model: String,
+    pub route: Route,
+    /// Pass the client's `models` list on (an OpenRouter route does its own fallback).
+    pub keep_fallbacks: bool,
+}
+
+/// What the routing rule needs to know about the tenant.
+pub struct Routing<'a> {
+    /// The providers this tenant holds a direct key for.
+    pub direct: &'a [Provider],
+    /// OpenRouter is configured (it can serve as the safety net).
+    pub openrouter: bool,
+}
+
+/// Every attempt a request may make, in order. An OpenRouter route is one
+/// attempt that carries the client's `models` list (OpenRouter falls back
+/// itself). A direct route is followed by OpenRouter for the same model (when
+/// the route allows it), then by each fallback model, routed the same way.
+pub fn plan(model: &str, fallbacks: &[String], pin_of: impl Fn(&str) -> Option<Pin>, tenant: &Routing) -> Vec<Attempt> {
+    let first = route(model, pin_of(model).as_ref(), tenant.direct);
+    if first.provider == Provider::OpenRouter {
+        return vec![Attempt { model: model.to_string(), route: first, keep_fallbacks: true }];
+    }
+    let mut attempts: Vec<Attempt> = Vec::new();
+    for m in std::iter::once(model).chain(fallbacks.iter().map(String::as_str)) {
+        let r = if m == model { first.clone() } else { route(m, pin_of(m).as_ref(), tenant.direct) };
+        let safety_net = (r.fallback_to_openrouter && tenant.openrouter).then(|| Route {
+            provider: Provider::OpenRouter,
+            native_model: m.to_string(),
+            fallback_to_openrouter: false,
+        });
+        for r in std::iter::once(r).chain(safety_net) {
+            if !attempts.iter().any(|a| a.route.provider == r.provider && a.route.native_model == r.native_model) {
+                attempts.push(Attempt { model: m.to_string(), route: r, keep_fallbacks: false });
+            }
+        }
+    }
+    attempts
+}
+
+/// The longest `Retry-After` a retry waits for; a provider that asks for more gets its 429 passed on.
+pub const MAX_RETRY_AFTER_MS: u64 = 5_000;
+const FIRST_BACKOFF_MS: u64 = 250;
+const MAX_BACKOFF_MS: u64 = 4_000;
+
+/// How long to wait before retry number `retry` (0-based), or `None` when the
+/// provider asked for a longer wait than `MAX_RETRY_AFTER_MS`. Exponential
+/// with "equal jitter" (`jitter` in [0, 1)): half the step, plus up to half again.
+pub fn backoff_ms(retry: u32, retry_after_secs: Option<u64>, jitter: f64) -> Option<u64> {
+    let step = FIRST_BACKOFF_MS.saturating_mul(1 << retry.min(16)).min(MAX_BACKOFF_MS);
+    let jittered = step / 2 + (step as f64 / 2.0 * jitter.clamp(0.0, 1.0)) as u64;
+    match retry_after_secs.map(|s| s.saturating_mul(1000)) {
+        Some(asked) if asked > MAX_RETRY_AFTER_MS => None,
+        Some(asked) => Some(asked.max(jittered)),
+        None => Some(jittered),
+    }
+}
+
 fn strip_prefix(model: &str) -> &str {
     model.split_once('/').map_or(model, |(_, rest)| rest)
 }
@@ -143,6 +206,67 @@ mod tests {
             (r.provider, r.native_model.as_str(), r.fallback_to_openrouter),
             (Provider::OpenRouter, "anthropic/claude-3.5-sonnet", false)
         );
+    }
+
+    fn providers(attempts: &[Attempt]) -> Vec<(String, Provider, String)> {
+        attempts.iter().map(|a| (a.model.clone(), a.route.provider, a.route.native_model.clone())).collect()
+    }
+
+    #[test]
+    fn an_openrouter_route_is_one_attempt_that_keeps_the_fallback_list() {
+        let tenant = Routing { direct: &[Provider::Anthropic], openrouter: true };
+        let plan = plan("meta-llama/llama-3.1-8b-instruct", &["openai/gpt-4o".into()], |_| None, &tenant);
+        assert_eq!(plan.len(), 1);
+        assert!(plan[0].keep_fallbacks);
+        assert_eq!(plan[0].route.provider, Provider::OpenRouter);
+    }
+
+    #[test]
+    fn a_direct_route_falls_back_to_openrouter_then_to_each_fallback_model() {
+        let tenant = Routing { direct: &[Provider::Anthropic, Provider::OpenAi], openrouter: true };
+        let fallbacks = ["openai/gpt-4o-mini".to_string(), "meta-llama/llama-3.1-8b-instruct".to_string()];
+        let plan = plan("anthropic/claude-3-5-haiku", &fallbacks, |_| None, &tenant);
+        let a = |m: &str, p, n: &str| (m.to_string(), p, n.to_string());
+        assert_eq!(
+            providers(&plan),
+            [
+                a("anthropic/claude-3-5-haiku", Provider::Anthropic, "claude-3-5-haiku"),
+                a("anthropic/claude-3-5-haiku", Provider::OpenRouter, "anthropic/claude-3-5-haiku"),
+                a("openai/gpt-4o-mini", Provider::OpenAi, "gpt-4o-mini"),
+                a("openai/gpt-4o-mini", Provider::OpenRouter, "openai/gpt-4o-mini"),
+                a("meta-llama/llama-3.1-8b-instruct", Provider::OpenRouter, "meta-llama/llama-3.1-8b-instruct"),
+            ]
+        );
+        assert!(plan.iter().all(|a| !a.keep_fallbacks), "the gateway walks the list itself");
+    }
+
+    #[test]
+    fn no_openrouter_safety_net_without_openrouter_or_when_the_pin_forbids_it() {
+        let alone = Routing { direct: &[Provider::Anthropic], openrouter: false };
+        assert_eq!(plan("anthropic/claude-3-5-haiku", &[], |_| None, &alone).len(), 1);
+        let pin = Pin {
+            model: "anthropic/claude-3.5-sonnet".into(),
+            provider: Provider::Anthropic,
+            native_model: Some("claude-3-5-sonnet-latest".into()),
+            fallback_to_openrouter: false,
+        };
+        let tenant = Routing { direct: &[Provider::Anthropic], openrouter: true };
+        let plan = plan("anthropic/claude-3.5-sonnet", &[], |m| (m == pin.model).then(|| pin.clone()), &tenant);
+        assert_eq!(
+            providers(&plan),
+            [("anthropic/claude-3.5-sonnet".into(), Provider::Anthropic, "claude-3-5-sonnet-latest".into())]
+        );
+    }
+
+    #[test]
+    fn backoff_grows_with_jitter_and_honours_a_short_retry_after() {
+        assert_eq!(backoff_ms(0, None, 0.0), Some(125));
+        assert_eq!(backoff_ms(0, None, 0.999), Some(249));
+        assert_eq!(backoff_ms(1, None, 0.0), Some(250));
+        assert_eq!(backoff_ms(30, None, 1.0), Some(4_000), "capped");
+        assert_eq!(backoff_ms(0, Some(2), 0.5), Some(2_000), "the provider's wait wins when longer");
+        assert_eq!(backoff_ms(0, Some(0), 0.5), Some(187));
+        assert_eq!(backoff_ms(0, Some(7), 0.5), None, "longer than the cap: no retry, the 429 goes back");
     }
 
     #[test]

@@ -36,7 +36,7 @@ impl KeyApi<'_> {
         let headers = [("authorization", auth.as_str()), ("content-type", "application/json")];
         let url = format!("{}/keys{path}", self.base_url);
         let bytes = body.map(|b| b.to_string().into_bytes());
-        let mut upstream = transport::send(method, &url, &headers, bytes, self.timeout_ms).await?;
+        let mut upstream = transport::send(method, &url, &headers, bytes.as_deref(), self.timeout_ms).await?;
         let body = transport::read_all(&mut upstream, self.timeout_ms).await?;
         if body.is_empty() {
             return Ok(Value::Null);

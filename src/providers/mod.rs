@@ -5,8 +5,10 @@ pub mod anthropic;
 pub mod gemini;
 #[cfg(target_arch = "wasm32")]
 pub mod key_management;
+pub mod openai;
 pub mod openai_compat;
 pub mod sse;
 pub mod translate;
 #[cfg(target_arch = "wasm32")]
 pub mod transport;
+pub mod wire;

@@ -27,6 +27,30 @@ pub enum ProviderError {
     Network(String),
 }
 
+impl ProviderError {
+    /// Worth another try on the same route: 429, 500, 502, 503, 529 (Anthropic's "overloaded") and connection errors.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::RateLimited { .. } | Self::Network(_) => true,
+            Self::Unavailable { status, .. } => matches!(status, 500 | 502 | 503 | 529),
+            Self::Rejected { .. } | Self::CredentialsRejected { .. } | Self::Malformed(_) | Self::Timeout => false,
+        }
+    }
+
+    /// Worth trying the next route or model: anything but a request the provider refused as the client's mistake.
+    pub fn moves_on(&self) -> bool {
+        !matches!(self, Self::Rejected { status, .. } if *status != 404)
+    }
+
+    /// The provider's `Retry-After`, in seconds.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            Self::RateLimited { retry_after_secs, .. } => *retry_after_secs,
+            _ => None,
+        }
+    }
+}
+
 /// The `error.message` of an OpenAI/OpenRouter error body, else a short excerpt.
 pub fn error_message(body: &[u8]) -> String {
     #[derive(Deserialize)]
@@ -61,6 +85,10 @@ pub fn classify_error(status: u16, retry_after: Option<&str>, body: &[u8]) -> Pr
             retry_after_secs: retry_after.and_then(|v| v.trim().parse::<f64>().ok()).map(|s| s.max(0.0).ceil() as u64),
         },
         408 | 504 | 524 => ProviderError::Timeout,
+        // Gemini answers a wrong key with 400 INVALID_ARGUMENT (reason API_KEY_INVALID).
+        400 if String::from_utf8_lossy(body).contains("API_KEY_INVALID") => {
+            ProviderError::CredentialsRejected { status, message }
+        }
         400..=499 => ProviderError::Rejected { status, message },
         _ => ProviderError::Unavailable { status, message },
     }
@@ -222,6 +250,38 @@ mod tests {
             classify_error(401, None, &body(invalid)),
             ProviderError::CredentialsRejected { status: 401, .. }
         ));
+        let bad_key = include_str!("../../tests/fixtures/gemini/error_api_key_invalid.json");
+        assert!(
+            matches!(classify_error(400, None, &body(bad_key)), ProviderError::CredentialsRejected { status: 400, .. }),
+            "Gemini's wrong key is the tenant's misconfiguration, not the client's"
+        );
+        let unknown = include_str!("../../tests/fixtures/openai/error_unknown_argument.json");
+        assert_eq!(
+            classify_error(400, None, &body(unknown)),
+            ProviderError::Rejected {
+                status: 400,
+                message: "Unrecognized request argument supplied: transforms".into()
+            }
+        );
+    }
+
+    #[test]
+    fn retries_and_fallbacks_follow_the_kind_of_failure() {
+        let unavailable = |status| ProviderError::Unavailable { status, message: String::new() };
+        for status in [500, 502, 503, 529] {
+            assert!(unavailable(status).is_retryable(), "{status}");
+        }
+        assert!(!unavailable(501).is_retryable());
+        assert!(unavailable(501).moves_on());
+        let limited = ProviderError::RateLimited { message: String::new(), retry_after_secs: Some(2) };
+        assert!(limited.is_retryable());
+        assert_eq!(limited.retry_after_secs(), Some(2));
+        assert!(ProviderError::Network("reset".into()).is_retryable());
+        let rejected = |status| ProviderError::Rejected { status, message: String::new() };
+        assert!(!rejected(400).is_retryable() && !rejected(400).moves_on(), "the client's mistake stays the client's");
+        assert!(rejected(404).moves_on(), "a model one provider lacks may exist elsewhere");
+        let creds = ProviderError::CredentialsRejected { status: 401, message: String::new() };
+        assert!(!creds.is_retryable() && creds.moves_on(), "a misconfigured direct key falls back to OpenRouter");
     }
 
     use super::*;

@@ -31,7 +31,7 @@ pub async fn send(
     method: Method,
     url: &str,
     headers: &[(&str, &str)],
-    body: Option<Vec<u8>>,
+    body: Option<&[u8]>,
     timeout_ms: u64,
 ) -> Result<Upstream, ProviderError> {
     let h = Headers::new();
@@ -41,7 +41,7 @@ pub async fn send(
     let mut init = RequestInit::new();
     init.with_method(method).with_headers(h);
     if let Some(body) = body {
-        init.with_body(Some(js_sys::Uint8Array::from(body.as_slice()).into()));
+        init.with_body(Some(js_sys::Uint8Array::from(body).into()));
     }
     let request = Request::new_with_init(url, &init).map_err(|e| ProviderError::Network(e.to_string()))?;
     let controller = AbortController::default();

@@ -5,8 +5,9 @@ use worker::D1Database;
 
 use super::{int, opt_int, opt_text, text, StoreError};
 use crate::domain::pricing::Price;
+use crate::domain::routing::{Pin, Provider};
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct PriceRow {
     pub model_name: String,
     pub display_name: Option<String>,
@@ -23,6 +24,15 @@ pub struct PriceRow {
     pub is_active: i64,
     pub edited_by_admin: i64,
     pub updated_at: String,
+    /// The operator's pin (`/api/admin/routes`); no provider: the default routing rule.
+    #[serde(default)]
+    pub route_provider: Option<String>,
+    #[serde(default)]
+    pub route_native_model: Option<String>,
+    #[serde(default)]
+    pub route_fallback: Option<i64>,
+    #[serde(default)]
+    pub route_updated_at: Option<String>,
 }
 
 impl PriceRow {
@@ -34,6 +44,16 @@ impl PriceRow {
             cache_write: self.cache_write_per_mtok,
             reasoning: self.reasoning_per_mtok,
         }
+    }
+
+    /// The operator's pin for this model, if any.
+    pub fn pin(&self) -> Option<Pin> {
+        Some(Pin {
+            model: self.model_name.clone(),
+            provider: Provider::parse(self.route_provider.as_deref()?)?,
+            native_model: self.route_native_model.clone(),
+            fallback_to_openrouter: self.route_fallback != Some(0),
+        })
     }
 }
 
@@ -96,4 +116,36 @@ pub async fn upsert_synced(db: &D1Database, rows: &[PriceRow], overwrite: bool) 
         db.batch(chunk.to_vec()).await?;
     }
     Ok(())
+}
+
+/// Pins a priced model to a route; false when the model has no price row.
+pub async fn set_route(db: &D1Database, pin: &Pin, now: &str) -> Result<bool, StoreError> {
+    let result = db
+        .prepare(
+            "UPDATE model_pricing SET route_provider = ?2, route_native_model = ?3, route_fallback = ?4, \
+             route_updated_at = ?5 WHERE model_name = ?1",
+        )
+        .bind(&[
+            text(&pin.model),
+            text(pin.provider.as_str()),
+            opt_text(pin.native_model.as_deref()),
+            int(i64::from(pin.fallback_to_openrouter)),
+            text(now),
+        ])?
+        .run()
+        .await?;
+    Ok(result.meta()?.and_then(|m| m.changes).unwrap_or(0) > 0)
+}
+
+/// Removes a model's pin; false when it had none.
+pub async fn clear_route(db: &D1Database, model: &str, now: &str) -> Result<bool, StoreError> {
+    let result = db
+        .prepare(
+            "UPDATE model_pricing SET route_provider = NULL, route_native_model = NULL, route_fallback = 1, \
+             route_updated_at = ?2 WHERE model_name = ?1 AND route_provider IS NOT NULL",
+        )
+        .bind(&[text(model), text(now)])?
+        .run()
+        .await?;
+    Ok(result.meta()?.and_then(|m| m.changes).unwrap_or(0) > 0)
 }

@@ -1,0 +1,101 @@
+//! Sends a chat request along its plan (`routing::plan`): each attempt is
+//! retried on its own route (`UPSTREAM_RETRIES`, jittered exponential
+//! backoff, a short `Retry-After` honoured), then the next attempt is tried —
+//! all inside `REQUEST_TIMEOUT`. This runs before anything reaches the client,
+//! so a retry never follows a sent byte; the caller holds one reservation
+//! across all of it and charges once.
+
+use std::time::Duration;
+
+use serde_json::json;
+use worker::{Delay, Method};
+
+use super::error::ApiError;
+use super::respond::Call;
+use crate::domain::chat::ChatRequest;
+use crate::domain::routing::{self, Attempt};
+use crate::env;
+use crate::log::{self, Level};
+use crate::providers::openai_compat::ProviderError;
+use crate::providers::transport::{self, Upstream};
+use crate::providers::wire::{self, Extras};
+
+/// The attempt that answered with a 2xx.
+pub struct Served<'p> {
+    pub upstream: Upstream,
+    pub attempt: &'p Attempt,
+    /// Upstream calls made, this one included.
+    pub tries: u32,
+}
+
+/// Every attempt failed: the error to give the client (the last one's).
+pub struct Failed {
+    pub error: ApiError,
+    pub tries: u32,
+}
+
+/// `max_output(model)`: the output bound a provider that requires one (Anthropic) is given.
+pub async fn send<'p>(
+    call: &Call,
+    chat: &ChatRequest,
+    plan: &'p [Attempt],
+    max_output: impl Fn(&str) -> u64,
+) -> Result<Served<'p>, Failed> {
+    let config = &call.config;
+    let deadline = call.started_ms + config.request_timeout_ms as f64;
+    let mut tries = 0;
+    let mut last = None;
+    for attempt in plan {
+        let provider = attempt.route.provider;
+        let Some(endpoint) = config.endpoint(provider) else {
+            let message = format!("{} is not set", env::key_var(provider));
+            last = Some(ProviderError::CredentialsRejected { status: 401, message });
+            continue;
+        };
+        let extras = Extras {
+            default_max_tokens: max_output(&attempt.model),
+            title: &config.title,
+            referer: config.referer.as_deref(),
+        };
+        let out = wire::outbound(attempt, chat, &endpoint, &extras).map_err(|e| Failed { error: e.into(), tries })?;
+        let headers: Vec<(&str, &str)> = out.headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        for retry in 0.. {
+            let remaining = deadline - js_sys::Date::now();
+            if remaining < 1.0 {
+                return Err(Failed { error: ProviderError::Timeout.into(), tries });
+            }
+            tries += 1;
+            let error = match transport::send(Method::Post, &out.url, &headers, Some(&out.body), remaining as u64).await
+            {
+                Ok(upstream) => return Ok(Served { upstream, attempt, tries }),
+                Err(e) => e,
+            };
+            note_failure(call, attempt, tries, &error);
+            let wait = (error.is_retryable() && retry < config.upstream_retries)
+                .then(|| routing::backoff_ms(retry, error.retry_after_secs(), js_sys::Math::random()))
+                .flatten()
+                .filter(|ms| js_sys::Date::now() + (*ms as f64) < deadline);
+            if let Some(ms) = wait {
+                Delay::from(Duration::from_millis(ms)).await;
+                continue;
+            }
+            if !error.moves_on() {
+                return Err(Failed { error: error.into(), tries });
+            }
+            last = Some(error);
+            break;
+        }
+    }
+    let error = last.map_or_else(|| ApiError::internal("no route to try"), ApiError::from);
+    Err(Failed { error, tries })
+}
+
+/// One debug line per failed upstream call (the request's own line says how it ended).
+fn note_failure(call: &Call, attempt: &Attempt, tries: u32, error: &ProviderError) {
+    let line = json!({
+        "event": "upstream_attempt_failed", "request_id": call.request_id, "model": attempt.model,
+        "provider": attempt.route.provider.as_str(), "try": tries,
+        "status": ApiError::from(error.clone()).status(), "retryable": error.is_retryable(),
+    });
+    log::after_response(&call.ctx, call.config.log_level, Level::Debug, line);
+}

@@ -1,0 +1,160 @@
+//! OpenAI's own API, spoken directly: the same wire as OpenRouter's
+//! (`openai_compat`), minus OpenRouter's extensions. OpenAI refuses fields it
+//! does not know ("Unrecognized request argument"), so OpenRouter-only fields
+//! are dropped, `reasoning.effort` becomes `reasoning_effort`, and streams ask
+//! for the usage chunk. Answers name the served snapshot
+//! (`gpt-4o-mini-2024-07-18`); the client gets back the id it asked for.
+
+use serde_json::{Map, Value};
+
+use super::sse::{data_event, DataLines};
+use crate::domain::chat::ChatRequest;
+
+/// OpenRouter's request fields that OpenAI's API does not accept.
+const OPENROUTER_ONLY: &[&str] = &[
+    "models",
+    "provider",
+    "transforms",
+    "route",
+    "reasoning",
+    "usage",
+    "plugins",
+    "top_k",
+    "top_a",
+    "min_p",
+    "repetition_penalty",
+    "session_id",
+    "debug",
+];
+
+/// The body for OpenAI's `/chat/completions`, under OpenAI's own model id.
+pub fn chat_request(chat: &ChatRequest, native_model: &str) -> Vec<u8> {
+    let mut body: Map<String, Value> = chat
+        .body
+        .iter()
+        .filter(|(k, _)| !OPENROUTER_ONLY.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    body.insert("model".into(), Value::from(native_model));
+    let effort = chat.body.get("reasoning").and_then(|r| r.get("effort")).and_then(Value::as_str);
+    if let (Some(effort), false) = (effort, body.contains_key("reasoning_effort")) {
+        body.insert("reasoning_effort".into(), Value::from(effort));
+    }
+    if chat.stream {
+        let options = body.entry("stream_options").or_insert_with(|| Value::Object(Map::new()));
+        if let Some(options) = options.as_object_mut() {
+            options.insert("include_usage".into(), Value::Bool(true));
+        }
+    }
+    serde_json::to_vec(&body).unwrap_or_default()
+}
+
+/// A whole answer with `model` set to the client's id (the body unchanged when it is not JSON).
+pub fn rename_model(body: Vec<u8>, model: &str) -> Vec<u8> {
+    let Ok(mut answer) = serde_json::from_slice::<Value>(&body) else { return body };
+    match answer.as_object_mut() {
+        Some(fields) if fields.contains_key("model") => {
+            fields.insert("model".into(), Value::from(model));
+            serde_json::to_vec(&answer).unwrap_or(body)
+        }
+        _ => body,
+    }
+}
+
+/// OpenAI's SSE in, the same events out with `model` renamed; comments and
+/// other fields are dropped, `[DONE]` passes.
+pub struct RenameModelSse {
+    lines: DataLines,
+    model: Value,
+}
+
+impl RenameModelSse {
+    pub fn new(model: &str) -> Self {
+        Self { lines: DataLines::default(), model: Value::from(model) }
+    }
+
+    pub fn feed(&mut self, bytes: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for payload in self.lines.feed(bytes) {
+            match serde_json::from_str::<Value>(&payload) {
+                Ok(Value::Object(mut event)) => {
+                    if event.contains_key("model") {
+                        event.insert("model".into(), self.model.clone());
+                    }
+                    out.extend(data_event(&Value::Object(event).to_string()));
+                }
+                _ => out.extend(data_event(&payload)),
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chat(json: &str) -> ChatRequest {
+        ChatRequest::parse(json.as_bytes()).expect("valid request")
+    }
+
+    fn body_of(bytes: &[u8]) -> Value {
+        serde_json::from_slice(bytes).expect("JSON")
+    }
+
+    #[test]
+    fn openrouter_fields_are_dropped_and_openai_fields_kept() {
+        let req = chat(
+            r#"{"model":"openai/gpt-4o-mini","messages":[{"role":"user","content":"hi"}],
+                "models":["openai/gpt-4o"],"provider":{"order":["OpenAI"]},"transforms":["middle-out"],
+                "usage":{"include":true},"top_k":3,"reasoning":{"effort":"low"},
+                "temperature":0.2,"seed":7,"user":"u-1","response_format":{"type":"json_object"}}"#,
+        );
+        let body = body_of(&chat_request(&req, "gpt-4o-mini"));
+        assert_eq!(body["model"], "gpt-4o-mini");
+        for gone in ["models", "provider", "transforms", "usage", "top_k", "reasoning"] {
+            assert!(body.get(gone).is_none(), "{gone} must not reach OpenAI");
+        }
+        assert_eq!(body["reasoning_effort"], "low");
+        assert_eq!(body["temperature"], 0.2);
+        assert_eq!(body["seed"], 7);
+        assert_eq!(body["user"], "u-1");
+        assert_eq!(body["response_format"]["type"], "json_object");
+        assert!(body.get("stream_options").is_none(), "only streams ask for the usage chunk");
+    }
+
+    #[test]
+    fn streams_always_ask_for_the_usage_chunk() {
+        let req = chat(r#"{"model":"openai/gpt-4o","stream":true,"messages":[{"role":"user","content":"hi"}]}"#);
+        assert_eq!(body_of(&chat_request(&req, "gpt-4o"))["stream_options"]["include_usage"], true);
+        let req = chat(
+            r#"{"model":"openai/gpt-4o","stream":true,"stream_options":{"include_usage":false},"messages":[{"role":"user","content":"hi"}]}"#,
+        );
+        assert_eq!(
+            body_of(&chat_request(&req, "gpt-4o"))["stream_options"]["include_usage"],
+            true,
+            "billing needs the usage chunk"
+        );
+    }
+
+    #[test]
+    fn answers_and_chunks_name_the_model_the_client_asked_for() {
+        let fixture = include_bytes!("../../tests/fixtures/openai/chat.json");
+        let renamed = body_of(&rename_model(fixture.to_vec(), "openai/gpt-4o-mini"));
+        assert_eq!(renamed["model"], "openai/gpt-4o-mini");
+        assert_eq!(renamed["choices"][0]["message"]["content"], "Hello! How can I help you today?");
+        assert_eq!(rename_model(b"<html>".to_vec(), "x"), b"<html>");
+
+        let stream = include_bytes!("../../tests/fixtures/openai/chat.sse");
+        for size in [1, 7, stream.len()] {
+            let mut sse = RenameModelSse::new("openai/gpt-4o-mini");
+            let out: Vec<u8> = stream.chunks(size).flat_map(|c| sse.feed(c)).collect();
+            let mut lines = DataLines::default();
+            let events = lines.feed(&out);
+            assert_eq!(events.last().map(String::as_str), Some("[DONE]"), "chunks of {size}");
+            let chunks: Vec<Value> = events[..events.len() - 1].iter().map(|e| body_of(e.as_bytes())).collect();
+            assert!(chunks.iter().all(|c| c["model"] == "openai/gpt-4o-mini"));
+            assert_eq!(chunks.last().expect("usage chunk")["usage"]["total_tokens"], 19);
+        }
+    }
+}

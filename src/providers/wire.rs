@@ -1,0 +1,253 @@
+//! The provider abstraction: for each provider, where a chat request goes,
+//! with which headers and body, and how its answer and stream come back in
+//! OpenAI's form. Pure: `api::upstream` sends what this builds.
+//!
+//! A closed enum (`Provider`) with one `match` per step, rather than a trait
+//! object: four providers, no dynamic registration, and no vtables in the wasm.
+
+use serde_json::{Map, Value};
+
+use super::openai_compat::ProviderError;
+use super::{anthropic, gemini, openai};
+use crate::domain::chat::ChatRequest;
+use crate::domain::routing::{Attempt, Provider};
+use crate::domain::InvalidRequest;
+
+/// The Messages API version this gateway speaks.
+pub const ANTHROPIC_VERSION: &str = "2023-06-01";
+
+/// A provider's address and the tenant's key for it.
+pub struct Endpoint<'a> {
+    pub base_url: &'a str,
+    pub key: &'a str,
+}
+
+/// What else a request needs that the client did not send.
+pub struct Extras<'a> {
+    /// Anthropic requires `max_tokens`: this, when the client gave none.
+    pub default_max_tokens: u64,
+    /// OpenRouter's app attribution headers.
+    pub title: &'a str,
+    pub referer: Option<&'a str>,
+}
+
+/// One HTTP request to a provider.
+#[derive(Debug)]
+pub struct Outbound {
+    pub url: String,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Vec<u8>,
+}
+
+/// The request for one attempt.
+pub fn outbound(
+    attempt: &Attempt,
+    chat: &ChatRequest,
+    endpoint: &Endpoint,
+    extras: &Extras,
+) -> Result<Outbound, InvalidRequest> {
+    let native = attempt.route.native_model.as_str();
+    let json = ("content-type", "application/json".to_string());
+    Ok(match attempt.route.provider {
+        Provider::OpenRouter => {
+            let mut headers = vec![
+                ("authorization", format!("Bearer {}", endpoint.key)),
+                json,
+                ("x-title", extras.title.to_string()),
+            ];
+            if let Some(referer) = extras.referer {
+                headers.push(("http-referer", referer.to_string()));
+            }
+            let body = if attempt.keep_fallbacks && native == chat.model {
+                chat.upstream_body()
+            } else {
+                openrouter_body(chat, native)
+            };
+            Outbound { url: format!("{}/chat/completions", endpoint.base_url), headers, body }
+        }
+        Provider::OpenAi => Outbound {
+            url: format!("{}/chat/completions", endpoint.base_url),
+            headers: vec![("authorization", format!("Bearer {}", endpoint.key)), json],
+            body: openai::chat_request(chat, native),
+        },
+        Provider::Anthropic => Outbound {
+            url: format!("{}/v1/messages", endpoint.base_url),
+            headers: vec![
+                ("x-api-key", endpoint.key.to_string()),
+                ("anthropic-version", ANTHROPIC_VERSION.to_string()),
+                json,
+            ],
+            body: anthropic::request::messages_request(chat, native, extras.default_max_tokens)?
+                .to_string()
+                .into_bytes(),
+        },
+        Provider::Google => {
+            let method = if chat.stream { "streamGenerateContent?alt=sse" } else { "generateContent" };
+            Outbound {
+                url: format!("{}/v1beta/models/{native}:{method}", endpoint.base_url),
+                headers: vec![("x-goog-api-key", endpoint.key.to_string()), json],
+                body: gemini::request::generate_request(chat)?.to_string().into_bytes(),
+            }
+        }
+    })
+}
+
+/// OpenRouter asked for one model by the gateway (a fallback it walks itself): no `models` list.
+fn openrouter_body(chat: &ChatRequest, model: &str) -> Vec<u8> {
+    let mut body: Map<String, Value> = chat.body.clone();
+    body.remove("models");
+    body.insert("model".into(), Value::from(model));
+    if chat.stream && !body.contains_key("stream_options") {
+        body.insert("stream_options".into(), serde_json::json!({ "include_usage": true }));
+    }
+    serde_json::to_vec(&body).unwrap_or_default()
+}
+
+/// A whole 2xx answer as an OpenAI `chat.completion` naming `model` (the id the client used).
+pub fn answer(provider: Provider, body: Vec<u8>, model: &str, created: i64) -> Result<Vec<u8>, ProviderError> {
+    let parse = |body: &[u8]| -> Result<Value, ProviderError> {
+        serde_json::from_slice(body).map_err(|e| ProviderError::Malformed(format!("not JSON: {e}")))
+    };
+    Ok(match provider {
+        Provider::OpenRouter => body,
+        Provider::OpenAi => openai::rename_model(body, model),
+        Provider::Anthropic => {
+            anthropic::response::chat_completion(&parse(&body)?, model, created).to_string().into_bytes()
+        }
+        Provider::Google => gemini::response::chat_completion(&parse(&body)?, model, created).to_string().into_bytes(),
+    })
+}
+
+/// Turns a provider's stream into OpenAI's before it is metered and relayed.
+pub enum StreamAdapter {
+    OpenAi(openai::RenameModelSse),
+    Anthropic(anthropic::stream::ToOpenAiSse),
+    Gemini(gemini::stream::ToOpenAiSse),
+}
+
+impl StreamAdapter {
+    /// None: OpenRouter's stream is relayed as it comes.
+    pub fn new(provider: Provider, model: &str, created: i64) -> Option<Self> {
+        match provider {
+            Provider::OpenRouter => None,
+            Provider::OpenAi => Some(Self::OpenAi(openai::RenameModelSse::new(model))),
+            Provider::Anthropic => Some(Self::Anthropic(anthropic::stream::ToOpenAiSse::new(model, created))),
+            Provider::Google => Some(Self::Gemini(gemini::stream::ToOpenAiSse::new(model, created))),
+        }
+    }
+
+    pub fn feed(&mut self, bytes: &[u8]) -> Vec<u8> {
+        match self {
+            Self::OpenAi(a) => a.feed(bytes),
+            Self::Anthropic(a) => a.feed(bytes),
+            Self::Gemini(g) => g.feed(bytes),
+        }
+    }
+
+    /// What to send once the upstream stream has ended cleanly (Gemini has no end event).
+    pub fn end(&self) -> Vec<u8> {
+        match self {
+            Self::OpenAi(_) | Self::Anthropic(_) => Vec::new(),
+            Self::Gemini(g) => g.end(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::routing::Route;
+
+    fn attempt(model: &str, provider: Provider, native: &str, keep_fallbacks: bool) -> Attempt {
+        Attempt {
+            model: model.into(),
+            route: Route { provider, native_model: native.into(), fallback_to_openrouter: false },
+            keep_fallbacks,
+        }
+    }
+
+    const EXTRAS: Extras = Extras { default_max_tokens: 1000, title: "Tollgate", referer: Some("https://app.example") };
+
+    fn header<'a>(out: &'a Outbound, name: &str) -> Option<&'a str> {
+        out.headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str())
+    }
+
+    fn chat(json: &str) -> ChatRequest {
+        ChatRequest::parse(json.as_bytes()).expect("valid")
+    }
+
+    #[test]
+    fn each_provider_gets_its_own_address_auth_and_body() {
+        let req = chat(
+            r#"{"model":"anthropic/claude-3-5-haiku","stream":true,"models":["openai/gpt-4o"],"messages":[{"role":"user","content":"hi"}]}"#,
+        );
+        let endpoint = Endpoint { base_url: "https://p.example", key: "k-1" };
+        let body = |out: &Outbound| serde_json::from_slice::<Value>(&out.body).expect("JSON");
+
+        let a = outbound(
+            &attempt("anthropic/claude-3-5-haiku", Provider::Anthropic, "claude-3-5-haiku", false),
+            &req,
+            &endpoint,
+            &EXTRAS,
+        )
+        .expect("ok");
+        assert_eq!(a.url, "https://p.example/v1/messages");
+        assert_eq!((header(&a, "x-api-key"), header(&a, "anthropic-version")), (Some("k-1"), Some("2023-06-01")));
+        assert_eq!(header(&a, "authorization"), None, "the key travels only in the provider's own header");
+        assert_eq!(
+            (body(&a)["model"].clone(), body(&a)["max_tokens"].clone()),
+            (Value::from("claude-3-5-haiku"), Value::from(1000))
+        );
+
+        let g = outbound(
+            &attempt("google/gemini-2.0-flash", Provider::Google, "gemini-2.0-flash", false),
+            &req,
+            &endpoint,
+            &EXTRAS,
+        )
+        .expect("ok");
+        assert_eq!(g.url, "https://p.example/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse");
+        assert_eq!(header(&g, "x-goog-api-key"), Some("k-1"));
+
+        let o = outbound(&attempt("openai/gpt-4o", Provider::OpenAi, "gpt-4o", false), &req, &endpoint, &EXTRAS)
+            .expect("ok");
+        assert_eq!(
+            (o.url.as_str(), header(&o, "authorization")),
+            ("https://p.example/chat/completions", Some("Bearer k-1"))
+        );
+        assert_eq!(header(&o, "x-title"), None, "attribution headers are OpenRouter's");
+        assert!(body(&o).get("models").is_none());
+
+        let r = outbound(
+            &attempt("anthropic/claude-3-5-haiku", Provider::OpenRouter, "anthropic/claude-3-5-haiku", true),
+            &req,
+            &endpoint,
+            &EXTRAS,
+        )
+        .expect("ok");
+        assert_eq!(
+            (header(&r, "x-title"), header(&r, "http-referer")),
+            (Some("Tollgate"), Some("https://app.example"))
+        );
+        assert_eq!(body(&r)["models"][0], "openai/gpt-4o", "OpenRouter walks the client's list itself");
+        assert_eq!(body(&r)["stream_options"]["include_usage"], true);
+
+        let fallback =
+            outbound(&attempt("openai/gpt-4o", Provider::OpenRouter, "openai/gpt-4o", false), &req, &endpoint, &EXTRAS)
+                .expect("ok");
+        assert_eq!(body(&fallback)["model"], "openai/gpt-4o");
+        assert!(body(&fallback).get("models").is_none(), "the gateway is walking the list: OpenRouter gets one model");
+    }
+
+    #[test]
+    fn answers_name_the_model_the_client_used() {
+        let openai = include_bytes!("../../tests/fixtures/openai/chat.json").to_vec();
+        let out = answer(Provider::OpenAi, openai, "openai/gpt-4o-mini", 1).expect("ok");
+        assert_eq!(serde_json::from_slice::<Value>(&out).expect("JSON")["model"], "openai/gpt-4o-mini");
+        let claude = include_bytes!("../../tests/fixtures/anthropic/message_tool_use.json").to_vec();
+        let out = answer(Provider::Anthropic, claude, "anthropic/claude-3-5-haiku", 1).expect("ok");
+        assert_eq!(serde_json::from_slice::<Value>(&out).expect("JSON")["object"], "chat.completion");
+        assert!(matches!(answer(Provider::Google, b"<html>".to_vec(), "m", 1), Err(ProviderError::Malformed(_))));
+        assert_eq!(answer(Provider::OpenRouter, b"as is".to_vec(), "m", 1).expect("ok"), b"as is");
+    }
+}
