@@ -45,6 +45,9 @@ export const AUTHENTICATED_ROUTES = [
   ['ListUpstreamKeys', 'GET', '/api/admin/openrouter-keys', 'admin'],
   ['UpdateUpstreamKey', 'PATCH', `/api/admin/openrouter-keys/${ID}`, 'admin', { disabled: true }],
   ['DeleteUpstreamKey', 'DELETE', `/api/admin/openrouter-keys/${ID}`, 'admin'],
+  ['ListRoutes', 'GET', '/api/admin/routes', 'admin'],
+  ['PutRoute', 'PUT', '/api/admin/routes/openai/gpt-4o', 'admin', { provider: 'openrouter' }],
+  ['DeleteRoute', 'DELETE', '/api/admin/routes/openai/gpt-4o', 'admin'],
 ];
 
 /** Routes anyone may call (API.md's first row). */

@@ -262,7 +262,7 @@ describe('models, health, cron', () => {
       assert.equal(body.object, 'list');
       const m = body.data.find((x) => x.id === MODEL);
       assert.equal(m.object, 'model');
-      assert.equal(m.owned_by, 'openai');
+      assert.equal(m.owned_by, 'openrouter', 'no direct key: OpenRouter serves it');
       assert.deepEqual(m.pricing, { prompt: '0.00000015', completion: '0.0000006' });
       assert.equal(m.context_length, 128000);
     }

@@ -70,33 +70,35 @@ pub async fn list_models(call: &Call) -> Result<Response, ApiError> {
     json_text(priced_models(&body, &prices, &call.config.direct_providers()))
 }
 
-/// Once the tenant has prices, the list is its priced, active models: local
-/// prices win over the upstream's (they are what it charges), `owned_by`
-/// names the provider that serves each model here, and priced models the
+/// `owned_by` names the provider that serves each model here. Once the
+/// tenant has prices, the list is its priced, active models: local prices win
+/// over the upstream's (they are what it charges), and priced models the
 /// upstream does not list (a direct provider's own) are listed too.
 fn priced_models(body: &str, prices: &PriceTable, direct: &[Provider]) -> String {
-    if prices.is_empty() {
-        return body.to_string();
-    }
     let Ok(mut list) = serde_json::from_str::<Value>(body) else { return body.to_string() };
     let Some(models) = list.get_mut("data").and_then(|d| d.as_array_mut()) else { return body.to_string() };
     let active = |id: &str| prices.get(id).filter(|r| r.is_active != 0);
-    models.retain(|m| m.get("id").and_then(Value::as_str).is_some_and(|id| active(id).is_some()));
-    let listed: HashSet<String> = models.iter().filter_map(|m| m["id"].as_str().map(str::to_string)).collect();
-    let mut unlisted: Vec<&PriceRow> =
-        prices.values().filter(|r| r.is_active != 0 && !listed.contains(&r.model_name)).collect();
-    unlisted.sort_by(|a, b| a.model_name.cmp(&b.model_name));
-    models.extend(unlisted.into_iter().map(|r| {
-        json!({ "id": r.model_name, "object": "model", "created": 0, "name": r.display_name,
-                "context_length": r.context_length })
-    }));
+    if !prices.is_empty() {
+        models.retain(|m| m.get("id").and_then(Value::as_str).is_some_and(|id| active(id).is_some()));
+        let listed: HashSet<String> = models.iter().filter_map(|m| m["id"].as_str().map(str::to_string)).collect();
+        let mut unlisted: Vec<&PriceRow> =
+            prices.values().filter(|r| r.is_active != 0 && !listed.contains(&r.model_name)).collect();
+        unlisted.sort_by(|a, b| a.model_name.cmp(&b.model_name));
+        models.extend(unlisted.into_iter().map(|r| {
+            json!({ "id": r.model_name, "object": "model", "created": 0, "name": r.display_name,
+                    "context_length": r.context_length })
+        }));
+    }
     for m in models.iter_mut() {
-        let Some(row) = m["id"].as_str().and_then(active) else { continue };
-        m["pricing"] = json!({
-            "prompt": to_usd_per_token_string(row.input_per_mtok),
-            "completion": to_usd_per_token_string(row.output_per_mtok),
-        });
-        m["owned_by"] = routing::route(&row.model_name, row.pin().as_ref(), direct).provider.as_str().into();
+        let Some(id) = m["id"].as_str().map(str::to_string) else { continue };
+        let row = active(&id);
+        if let Some(row) = row {
+            m["pricing"] = json!({
+                "prompt": to_usd_per_token_string(row.input_per_mtok),
+                "completion": to_usd_per_token_string(row.output_per_mtok),
+            });
+        }
+        m["owned_by"] = routing::route(&id, row.and_then(PriceRow::pin).as_ref(), direct).provider.as_str().into();
     }
     list.to_string()
 }
