@@ -26,6 +26,13 @@ export function perMillion(pricePerToken) {
   return Number.isFinite(n) ? usd6.format(Math.round(n * 1e6 * 1e6) / 1e6) : '—';
 }
 
+/** A price per token as a plain decimal (0.00000015, never 1.5e-7). */
+export function decimal(n) {
+  const x = Number(n);
+  if (!Number.isFinite(x)) return String(n ?? '—');
+  return x.toFixed(12).replace(/\.?0+$/, '') || '0';
+}
+
 export function dateTime(iso) {
   if (!iso) return '—';
   const d = new Date(iso);

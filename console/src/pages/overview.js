@@ -30,10 +30,10 @@ export function overviewPage(main) {
     },
   });
 
-  const one = (title, load, value) => widget(null, {
-    className: 'stats-widget',
+  const one = (title, load, value) => widget(title, {
+    className: 'stat-widget',
     load,
-    render: (data, body) => body.append(h('div', { class: 'stats' }, stat(title, value(data)))),
+    render: (data, body) => body.append(h('span', { class: 'stat-value' }, value(data))),
   });
   const activeKeys = one('Active keys', () => get('/api/keys?status=active&limit=1'), (r) => num(r.total));
   const users = one('Users', () => get('/api/admin/users?page_size=1'), (r) => num(r.total));

@@ -2,7 +2,7 @@
 // from the upstream with an overwrite switch.
 
 import { get, post, put } from '../api.js';
-import { num, perMillion } from '../format.js';
+import { decimal, num, perMillion } from '../format.js';
 import { badge, clear, field, form, h, table, widget } from '../ui.js';
 
 export function pricesPage(main) {
@@ -46,9 +46,9 @@ function priceTable(rows, onChange) {
   return table([
     { label: 'Model', cell: (p) => p.model_name },
     { label: 'Provider', cell: (p) => p.provider ?? '—' },
-    { label: 'Input', num: true, cell: (p) => p.pricing_input },
+    { label: 'Input', num: true, cell: (p) => decimal(p.pricing_input) },
     { label: 'Input per 1M', num: true, cell: (p) => perMillion(p.pricing_input) },
-    { label: 'Output', num: true, cell: (p) => p.pricing_output },
+    { label: 'Output', num: true, cell: (p) => decimal(p.pricing_output) },
     { label: 'Output per 1M', num: true, cell: (p) => perMillion(p.pricing_output) },
     { label: 'Context', num: true, cell: (p) => num(p.context_length) },
     { label: 'State', cell: (p) => [p.is_active ? badge('active') : badge('inactive', 'disabled'), p.edited_by_admin ? badge('edited', 'edited') : null] },
@@ -59,8 +59,8 @@ function priceTable(rows, onChange) {
 function editCell(p, onChange) {
   return h('details', { class: 'rotate' }, h('summary', { 'aria-label': `Edit ${p.model_name}` }, 'Edit'),
     form({ class: 'inline', 'aria-label': `Price of ${p.model_name}` }, [
-      field('Input (USD/token)', { type: 'text', name: 'pricing_input', value: String(p.pricing_input), required: true, inputmode: 'decimal', pattern: '[0-9]*\\.?[0-9]+([eE]-?[0-9]+)?' }),
-      field('Output (USD/token)', { type: 'text', name: 'pricing_output', value: String(p.pricing_output), required: true, inputmode: 'decimal', pattern: '[0-9]*\\.?[0-9]+([eE]-?[0-9]+)?' }),
+      field('Input (USD/token)', { type: 'text', name: 'pricing_input', value: decimal(p.pricing_input), required: true, inputmode: 'decimal', pattern: '[0-9]*\\.?[0-9]+([eE]-?[0-9]+)?' }),
+      field('Output (USD/token)', { type: 'text', name: 'pricing_output', value: decimal(p.pricing_output), required: true, inputmode: 'decimal', pattern: '[0-9]*\\.?[0-9]+([eE]-?[0-9]+)?' }),
       field('Active', { type: 'checkbox', name: 'is_active', checked: !!p.is_active }),
       h('button', { type: 'submit' }, 'Save price'),
     ], async (fd) => {
