@@ -27,6 +27,8 @@ await build({
   logLevel: 'warning',
 });
 copyFileSync(path.join(here, 'index.html'), path.join(out, 'index.html'));
+// Workers static assets read _headers from the root of the assets directory.
+copyFileSync(path.join(here, '_headers'), path.join(out, '..', '_headers'));
 
 let raw = 0;
 let gz = 0;

@@ -52,6 +52,10 @@ async function newPage(viewport = DESKTOP) {
   const page = await context.newPage();
   page.errors = [];
   page.on('pageerror', (e) => page.errors.push(e.message));
+  // The console runs under a strict Content-Security-Policy (console/_headers): any violation is a bug.
+  page.on('console', (m) => {
+    if (m.type() === 'error' && /Content Security Policy/i.test(m.text())) page.errors.push(m.text());
+  });
   return page;
 }
 

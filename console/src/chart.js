@@ -32,7 +32,7 @@ export function barChart({ labels, values, caption, days = false, format = usd, 
       days
         ? { space: 60 }
         : { space: 40, incrs: [1], values: (u, splits) => splits.map((i) => shorten(labels[i] ?? '')), rotate: 0 },
-      { size: 70, values: (u, splits) => splits.map((v) => format(v)) },
+      { size: axisWidth, values: (u, splits) => splits.map((v) => format(v)) },
     ],
     series: [
       days ? { label: 'Day', value: (u, v) => (v == null ? '—' : new Date(v * 1000).toISOString().slice(0, 10)) } : { label: 'Group', value: (u, v) => (v == null ? '—' : labels[v] ?? '') },
@@ -41,12 +41,19 @@ export function barChart({ labels, values, caption, days = false, format = usd, 
   };
   // Drawn once the figure is in the page, at the width it gets, and again when that changes.
   queueMicrotask(() => {
-    const u = new uPlot(opts, [xs, values], plot);
+    // Zero-spend days draw no bar (a zero-height bar would read as a dashed line).
+    const u = new uPlot(opts, [xs, values.map((v) => (v === 0 ? null : v))], plot);
     const fit = () => u.setSize({ width: Math.max(200, plot.clientWidth), height: HEIGHT });
     fit();
     new ResizeObserver(fit).observe(plot);
   });
   return fig;
+}
+
+/** Room for the longest y label, so "$0.000006" is never cut. */
+function axisWidth(u, labels) {
+  const longest = Math.max(4, ...(labels ?? []).map((l) => String(l).length));
+  return Math.ceil(longest * 7.5 + 20);
 }
 
 function shorten(s) {
