@@ -262,7 +262,7 @@ describe('web console', () => {
     assert.deepEqual(page.errors, []);
   });
 
-  test('the operator disables the key, which stops working at once', async () => {
+  test('the operator disables the key (it stops at once), rotates one with grace and deletes one after asking', async () => {
     const page = state.operator;
     // A second key for the same user, for the key holder's sign-in below.
     state.second = await ctx.admin.createKey(state.userId, { name: 'phone', permissions: ['read', 'write'] });
@@ -278,6 +278,34 @@ describe('web console', () => {
     });
     assert.equal(chat.status, 401);
     await shoot(page, 'keys');
+
+    // Rotation with grace: the new secret is shown once and the old one keeps working meanwhile.
+    await page.getByLabel('Rotate key other-key', { exact: true }).click();
+    await page.getByRole('form', { name: 'Rotation of other-key' }).getByLabel('Grace (seconds)').fill('600');
+    await page.getByRole('button', { name: 'Rotate now' }).click();
+    const rotated = page.getByRole('textbox', { name: 'New secret for “other-key”' });
+    await rotated.waitFor();
+    const newSecret = await rotated.inputValue();
+    assert.match(newSecret, KEY_TEXT);
+    assert.notEqual(newSecret, state.other.key.key);
+    await page.getByText(/The old secret works until/).waitFor();
+    for (const secret of [newSecret, state.other.key.key]) {
+      const me = await fetch(`${ctx.gw.url}/api/v1/key`, { headers: { authorization: `Bearer ${secret}` } });
+      assert.equal(me.status, 200, 'both secrets work during the grace period');
+    }
+
+    // Deleting asks first; cancelling keeps the key, confirming removes it.
+    const doomed = await ctx.admin.createKey(state.other.user.id, { name: 'doomed' });
+    await go(page, 'Overview');
+    await go(page, 'Keys');
+    await page.getByRole('button', { name: 'Delete key doomed' }).click();
+    await page.getByRole('dialog').getByRole('button', { name: 'Cancel' }).click();
+    assert.equal((await ctx.admin.call('GET', `/api/keys/${doomed.id}`)).status, 200);
+    await page.getByRole('button', { name: 'Delete key doomed' }).click();
+    await page.getByRole('dialog').getByRole('button', { name: 'Delete' }).click();
+    await page.getByRole('cell', { name: 'doomed', exact: true }).waitFor({ state: 'detached' });
+    assert.equal((await ctx.admin.call('GET', `/api/keys/${doomed.id}`)).status, 404);
+
     // Each main operator page draws without a script error.
     for (const name of ['Organizations', 'Prices', 'Upstream keys', 'Reconciliation']) {
       await go(page, name);

@@ -145,7 +145,7 @@ export function keyTable(rows, { admin, canWrite = true, onChange, secretArea })
 
 function rotateForm(k, onRotated) {
   const retryKey = idempotencyKey('console-rotate');
-  return form({ class: 'inline', 'aria-label': `Rotate key ${k.name}` }, [
+  return form({ class: 'inline', 'aria-label': `Rotation of ${k.name}` }, [
     field('Grace (seconds)', { type: 'number', name: 'grace_seconds', min: '0', max: '2592000', value: '0', step: '1' }, 'How long the old secret keeps working.'),
     h('button', { type: 'submit' }, 'Rotate now'),
   ], async (fd) => {
