@@ -63,6 +63,7 @@ if (priced.status !== 200) console.warn(yellow(`Could not sync prices from the u
 const url = gw.url;
 console.log(`
 ${bold('Tollgate is running')} at ${bold(url)}  (health: ${url}/health)
+Console: ${bold(`${url}/console/`)}  (sign in with the operator token or a key)
 `);
 if (demo) {
   console.log(yellow(`DEMO MODE: AI_GATEWAY_API_KEY is not set, so answers come from the bundled fake
