@@ -6,14 +6,16 @@
 //   (c) Tollgate without per-request log lines, (d) with them,
 // then Tollgate's overhead over the floor and the wasm size.
 // Options: --requests N (default 400 per run), --skip-build,
-//   --quick (c=1 and streaming only, without target (d): for iterating on the hot path)
+//   --quick (c=1 and streaming only, without target (d): for iterating on the hot path),
+//   --direct (instead: one gateway, the same chat through OpenRouter's route and through each direct
+//             provider's route — OpenAI, Anthropic, Google — against the fakes, c=1 and first chunk)
 
 import { spawn, spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { gzipSync } from 'node:zlib';
 
-import { startFakeUpstream } from '../tests/fake-upstream.mjs';
+import { FAKE_ANTHROPIC_KEY, FAKE_GOOGLE_KEY, FAKE_OPENAI_KEY, startFakeUpstream } from '../tests/fake-upstream.mjs';
 import { ROOT, FAKE_UPSTREAM_KEY, adminClient, freePort, killGroup, startGateway } from '../tests/harness.mjs';
 
 const arg = (name, dflt) => {
@@ -22,7 +24,8 @@ const arg = (name, dflt) => {
 };
 const REQUESTS = Number(arg('requests', 400));
 const WARMUP = 50;
-const QUICK = process.argv.includes('--quick');
+const QUICK = process.argv.includes('--quick') || process.argv.includes('--direct');
+const DIRECT = process.argv.includes('--direct');
 
 if (!process.argv.includes('--skip-build')) {
   for (const [cmd, args] of [['scripts/setup', []], ['scripts/build', ['release']]]) {
@@ -31,8 +34,9 @@ if (!process.argv.includes('--skip-build')) {
   }
 }
 
-const body = JSON.stringify({ model: 'openai/gpt-4o-mini', messages: [{ role: 'user', content: 'benchmark hello world' }] });
-const streamBody = JSON.stringify({ model: 'openai/gpt-4o-mini', stream: true, messages: [{ role: 'user', content: 'benchmark hello world' }] });
+const chatBody = (model, stream = false) => JSON.stringify({ model, stream, messages: [{ role: 'user', content: 'benchmark hello world' }] });
+const body = chatBody('openai/gpt-4o-mini');
+const streamBody = chatBody('openai/gpt-4o-mini', true);
 
 function pct(sorted, p) {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
@@ -47,7 +51,7 @@ async function once(url, key, payload) {
 }
 
 /** Times `total` requests at `concurrency`; returns the sorted latencies and the wall time. */
-async function load(url, key, concurrency, total) {
+async function load(url, key, concurrency, total, payload = body) {
   const times = [];
   let next = 0;
   const started = performance.now();
@@ -55,16 +59,16 @@ async function load(url, key, concurrency, total) {
     Array.from({ length: concurrency }, async () => {
       while (next < total) {
         next += 1;
-        times.push(await once(url, key, body));
+        times.push(await once(url, key, payload));
       }
     }),
   );
   return { times, seconds: (performance.now() - started) / 1000 };
 }
 
-async function firstChunk(url, key) {
+async function firstChunk(url, key, payload = streamBody) {
   const t = performance.now();
-  const res = await fetch(url, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: streamBody });
+  const res = await fetch(url, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: payload });
   const reader = res.body.getReader();
   let first = null;
   for (;;) {
@@ -81,10 +85,10 @@ async function firstChunk(url, key) {
  */
 async function measureAll(targets, rounds = 8) {
   const acc = targets.map((t) => ({ name: t.name, c1: [], c1s: 0, c16: [], c16s: 0, ttfc: [] }));
-  for (const t of targets) for (let i = 0; i < WARMUP; i++) await once(t.url, t.key, body);
+  for (const t of targets) for (let i = 0; i < WARMUP; i++) await once(t.url, t.key, t.body ?? body);
   for (let r = 0; r < rounds; r++) {
     for (const [i, t] of targets.entries()) {
-      const a = await load(t.url, t.key, 1, Math.ceil(REQUESTS / rounds));
+      const a = await load(t.url, t.key, 1, Math.ceil(REQUESTS / rounds), t.body ?? body);
       acc[i].c1.push(...a.times);
       acc[i].c1s += a.seconds;
       if (!QUICK) {
@@ -92,7 +96,7 @@ async function measureAll(targets, rounds = 8) {
         acc[i].c16.push(...b.times);
         acc[i].c16s += b.seconds;
       }
-      for (let k = 0; k < Math.ceil(REQUESTS / 4 / rounds); k++) acc[i].ttfc.push(await firstChunk(t.url, t.key));
+      for (let k = 0; k < Math.ceil(REQUESTS / 4 / rounds); k++) acc[i].ttfc.push(await firstChunk(t.url, t.key, t.streamBody ?? streamBody));
     }
   }
   return acc.map((a) => {
@@ -129,6 +133,7 @@ const f = (ms) => (ms === undefined ? "-" : ms.toFixed(2)).padStart(7);
 const row = (r) => `${r.name.padEnd(26)} ${f(r.c1.p50)} ${f(r.c1.p99)} ${r.c1.rps.toFixed(0).padStart(7)}   ${f(r.c16.p50)} ${f(r.c16.p99)} ${(r.c16.rps ? r.c16.rps.toFixed(0) : "-").padStart(7)}   ${f(r.ttfc.p50)} ${f(r.ttfc.p99)}`;
 
 const fake = await startFakeUpstream({ apiKey: FAKE_UPSTREAM_KEY });
+if (DIRECT) await directRoutes(fake);
 const floor = await startFloor(fake.url);
 const targets = [
   { name: '(a) fake upstream', url: `${fake.url}/chat/completions`, key: FAKE_UPSTREAM_KEY },
@@ -170,3 +175,41 @@ console.log(`\nTollgate overhead over the floor: ${over(c)}`);
 if (d) console.log(`  with request log lines:         ${over(d)}`);
 console.log(`One DO round trip costs the JS floor itself: p50 c=1 ${(b2.c1.p50 - b.c1.p50).toFixed(2)} ms`);
 console.log(`wasm: ${(wasm.length / 1024).toFixed(0)} KB raw, ${(gzipSync(wasm, { level: 9 }).length / 1024).toFixed(0)} KB gzipped (${statSync(path.join(ROOT, 'build', wasmFile)).size} bytes)`);
+
+/** `--direct`: what a direct route costs against OpenRouter's, on one gateway, interleaved. */
+async function directRoutes(fake) {
+  const root = fake.url.replace('/api/v1', '');
+  const gw = await startGateway({
+    upstream: false, testScheduled: false,
+    vars: {
+      AI_GATEWAY_BASE_URL: fake.url, AI_GATEWAY_API_KEY: FAKE_UPSTREAM_KEY, LOG_LEVEL: 'warn',
+      OPENAI_API_KEY: FAKE_OPENAI_KEY, OPENAI_BASE_URL: `${root}/openai/v1`,
+      ANTHROPIC_API_KEY: FAKE_ANTHROPIC_KEY, ANTHROPIC_BASE_URL: root, GOOGLE_API_KEY: FAKE_GOOGLE_KEY, GOOGLE_BASE_URL: root,
+    },
+  });
+  const admin = adminClient(gw.url, gw.adminToken);
+  const user = await admin.createUser({ name: 'Bench' }, { credit: 1000 });
+  const { key } = await admin.createKey(user.id, { name: 'bench' });
+  const url = `${gw.url}/v1/chat/completions`;
+  const target = (name, model) => ({ name, url, key, body: chatBody(model), streamBody: chatBody(model, true) });
+  const targets = [
+    target('OpenRouter route', 'meta-llama/llama-3.1-8b-instruct'),
+    target('OpenAI direct', 'openai/gpt-4o-mini'),
+    target('Anthropic direct', 'anthropic/claude-3-5-haiku-20241022'),
+    target('Google direct', 'google/gemini-2.0-flash-001'),
+  ];
+  let results;
+  try {
+    results = await measureAll(targets);
+  } finally {
+    await gw.stop();
+    await fake.close();
+  }
+  const [base] = results;
+  console.log(`\nDirect routes — ${REQUESTS} non-streamed requests each at c=1, and streaming time to first content chunk (ms)`);
+  for (const r of results) {
+    const vs = r === base ? '' : `   vs OpenRouter route: p50 ${(r.c1.p50 - base.c1.p50).toFixed(2)}, ttfc ${(r.ttfc.p50 - base.ttfc.p50).toFixed(2)}`;
+    console.log(`${r.name.padEnd(18)} c=1 p50 ${f(r.c1.p50)} p99 ${f(r.c1.p99)}   ttfc p50 ${f(r.ttfc.p50)} p99 ${f(r.ttfc.p99)}${vs}`);
+  }
+  process.exit(0);
+}

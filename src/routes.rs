@@ -43,6 +43,7 @@ pub enum Route {
     ListUpstreamKeys,
     UpdateUpstreamKey(String),
     DeleteUpstreamKey(String),
+    Overview,
     ListRoutes,
     PutRoute(String),
     DeleteRoute(String),
@@ -106,6 +107,7 @@ pub fn route(method: &str, path: &str) -> Match {
         ["api", "admin", "openrouter-keys", k] if !k.is_empty() => {
             vec![("PATCH", Route::UpdateUpstreamKey(id(3))), ("DELETE", Route::DeleteUpstreamKey(id(3)))]
         }
+        ["api", "admin", "overview"] => vec![("GET", Route::Overview)],
         ["api", "admin", "routes"] => vec![("GET", Route::ListRoutes)],
         ["api", "admin", "routes", model @ ..] if model.iter().all(|p| !p.is_empty()) => {
             vec![("PUT", Route::PutRoute(model.join("/"))), ("DELETE", Route::DeleteRoute(model.join("/")))]

@@ -45,6 +45,7 @@ export const AUTHENTICATED_ROUTES = [
   ['ListUpstreamKeys', 'GET', '/api/admin/openrouter-keys', 'admin'],
   ['UpdateUpstreamKey', 'PATCH', `/api/admin/openrouter-keys/${ID}`, 'admin', { disabled: true }],
   ['DeleteUpstreamKey', 'DELETE', `/api/admin/openrouter-keys/${ID}`, 'admin'],
+  ['Overview', 'GET', '/api/admin/overview', 'admin'],
   ['ListRoutes', 'GET', '/api/admin/routes', 'admin'],
   ['PutRoute', 'PUT', '/api/admin/routes/openai/gpt-4o', 'admin', { provider: 'openrouter' }],
   ['DeleteRoute', 'DELETE', '/api/admin/routes/openai/gpt-4o', 'admin'],

@@ -43,6 +43,9 @@ describe('organizations', () => {
     const key = await ctx.admin.call('POST', `/api/orgs/${org.id}/keys`, { name: 'org key', user_id: member.id });
     assert.equal(key.status, 201);
     assert.equal(key.body.data.org_id, org.id);
+    await ctx.admin.call('POST', '/api/keys', { name: 'not in the org', user_id: member.id });
+    const listed = await ctx.admin.call('GET', `/api/keys?org_id=${org.id}`);
+    assert.deepEqual([listed.body.total, listed.body.data.map((k) => k.id)], [1, [key.body.data.id]], 'the list filters by organization');
     assert.equal((await chat(key.body.data.key)).status, 403, 'the organization is suspended');
     await ctx.admin.call('PATCH', `/api/orgs/${org.id}`, { status: 'active' });
     assert.equal((await chat(key.body.data.key)).status, 200);

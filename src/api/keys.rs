@@ -141,6 +141,7 @@ pub async fn list_keys(req: Request, call: &Call) -> Result<Response, ApiError> 
     let now_iso = to_iso(now_ms);
     let filter = KeyFilter {
         user_id: own_user.or(q.get("user_id").map(String::as_str).filter(|s| !s.is_empty())),
+        org_id: q.get("org_id").map(String::as_str).filter(|s| !s.is_empty()),
         status,
         search: q.get("search").map(|s| s.trim()).filter(|s| !s.is_empty()),
         now_iso: &now_iso,

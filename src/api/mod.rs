@@ -105,6 +105,7 @@ mod dispatch {
             Route::ListUpstreamKeys => super::provision::list_upstream_keys(req, call).await,
             Route::UpdateUpstreamKey(id) => super::provision::update_upstream_key(req, call, &id).await,
             Route::DeleteUpstreamKey(id) => super::provision::delete_upstream_key(req, call, &id).await,
+            Route::Overview => super::usage::get_overview(req, call).await,
             Route::ListRoutes => super::pins::list_routes(req, call).await,
             Route::PutRoute(model) => super::pins::put_route(req, call, &model).await,
             Route::DeleteRoute(model) => super::pins::delete_route(req, call, &model).await,

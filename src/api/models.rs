@@ -47,10 +47,19 @@ pub async fn health(req: &Request, call: &Call) -> Result<Response, ApiError> {
 /// The upstream's model list in OpenAI's shape, cached in isolate memory and KV.
 pub async fn list_models(call: &Call) -> Result<Response, ApiError> {
     let now = call.now_ms();
-    if let Some(body) = MODELS.with(|m| m.borrow().as_ref().filter(|(until, _)| *until > now).map(|(_, b)| b.clone())) {
-        return json_text(body);
-    }
     let kv = env::cache(&call.env).map_err(ApiError::internal)?;
+    let remembered = MODELS.with(|m| m.borrow().as_ref().filter(|(until, _)| *until > now).map(|(_, b)| b.clone()));
+    let body = match remembered {
+        Some(body) => body,
+        None => upstream_list(call, &kv).await?,
+    };
+    let db = env::db(&call.env).map_err(ApiError::internal)?;
+    let prices = crate::cache::prices::table(&kv, &db, now).await?;
+    json_text(priced_models(&body, &prices, &call.config.direct_providers()))
+}
+
+/// The upstream's list from KV, else from the upstream (then kept in KV); remembered in isolate memory.
+async fn upstream_list(call: &Call, kv: &worker::KvStore) -> Result<String, ApiError> {
     let body = match kv.get(MODELS_KV_KEY).text().await.ok().flatten() {
         Some(body) => body,
         None => {
@@ -64,10 +73,8 @@ pub async fn list_models(call: &Call) -> Result<Response, ApiError> {
             body
         }
     };
-    MODELS.with(|m| *m.borrow_mut() = Some((now + MEMORY_TTL_MS, body.clone())));
-    let db = env::db(&call.env).map_err(ApiError::internal)?;
-    let prices = crate::cache::prices::table(&kv, &db, now).await?;
-    json_text(priced_models(&body, &prices, &call.config.direct_providers()))
+    MODELS.with(|m| *m.borrow_mut() = Some((call.now_ms() + MEMORY_TTL_MS, body.clone())));
+    Ok(body)
 }
 
 /// `owned_by` names the provider that serves each model here. Once the

@@ -11,6 +11,7 @@ use super::keys::visible_key;
 use super::respond::{self, query, Call};
 use crate::domain::keys::Permission;
 use crate::domain::money::micros_to_usd;
+use crate::domain::time::to_iso;
 use crate::domain::usage::{day_range, GroupBy};
 use crate::env;
 use crate::store;
@@ -66,6 +67,25 @@ async fn stats(req: &Request, call: &Call, scope: Scope, global: bool) -> Result
         })
         .collect();
     respond::json(200, &json!({ "data": data, "start": range.start, "end": range.end, "group_by": group.as_str() }))
+}
+
+/// `GET /api/admin/overview`: spend and requests today and this month (UTC),
+/// users, active keys and the sum of every balance, in one read.
+pub async fn get_overview(req: Request, call: &Call) -> Result<Response, ApiError> {
+    authenticate(&req, call).await?.caller.require(Permission::Admin)?;
+    let now = to_iso(call.now_ms());
+    let today = &now[..10];
+    let month_start = format!("{}-01", &now[..7]);
+    let o = store::usage::overview(&db(call)?, &now, today, &month_start).await?;
+    respond::data(
+        200,
+        &json!({
+            "spend_today": micros_to_usd(o.spend_today_micros), "requests_today": o.requests_today,
+            "spend_month": micros_to_usd(o.spend_month_micros), "requests_month": o.requests_month,
+            "active_keys": o.active_keys, "users": o.users, "total_balance": micros_to_usd(o.total_balance_micros),
+            "day": today, "month_start": month_start,
+        }),
+    )
 }
 
 /// One of the caller's requests, by its generation id (`x-request-id`).

@@ -113,6 +113,7 @@ const TOUCH: &str =
 /// Filters for listing keys.
 pub struct KeyFilter<'a> {
     pub user_id: Option<&'a str>,
+    pub org_id: Option<&'a str>,
     /// `active`, `disabled` or `expired`.
     pub status: Option<&'a str>,
     /// Matches the name or the display prefix.
@@ -133,6 +134,10 @@ pub async fn list(db: &D1Database, f: &KeyFilter<'_>) -> Result<(Vec<KeyRow>, i6
     if let Some(user_id) = f.user_id {
         args.push(text(user_id));
         clauses.push(format!("user_id = ?{}", args.len()));
+    }
+    if let Some(org_id) = f.org_id {
+        args.push(text(org_id));
+        clauses.push(format!("org_id = ?{}", args.len()));
     }
     match f.status {
         Some("active") => {

@@ -111,3 +111,35 @@ pub async fn stats(
     );
     Ok(db.prepare(&query).bind(&args)?.all().await?.results::<Bucket>()?)
 }
+
+/// The operator's overview: money and counts across the tenant.
+#[derive(Debug, Deserialize)]
+pub struct Overview {
+    /// The ledger's sum in D1 (every balance, as of the last ledger copy).
+    pub total_balance_micros: i64,
+    pub users: i64,
+    pub active_keys: i64,
+    pub spend_today_micros: i64,
+    pub requests_today: i64,
+    pub spend_month_micros: i64,
+    pub requests_month: i64,
+}
+
+const OVERVIEW: &str = "SELECT \
+    (SELECT COALESCE(SUM(amount), 0) FROM balance_transactions) AS total_balance_micros, \
+    (SELECT COUNT(*) FROM users WHERE deleted_at IS NULL) AS users, \
+    (SELECT COUNT(*) FROM api_keys WHERE deleted_at IS NULL AND disabled = 0 \
+        AND (expires_at IS NULL OR expires_at > ?1)) AS active_keys, \
+    (SELECT COALESCE(SUM(cost_micros), 0) FROM usage_daily_global WHERE day = ?2) AS spend_today_micros, \
+    (SELECT COALESCE(SUM(requests), 0) FROM usage_daily_global WHERE day = ?2) AS requests_today, \
+    (SELECT COALESCE(SUM(cost_micros), 0) FROM usage_daily_global WHERE day >= ?3 AND day <= ?2) AS spend_month_micros, \
+    (SELECT COALESCE(SUM(requests), 0) FROM usage_daily_global WHERE day >= ?3 AND day <= ?2) AS requests_month";
+
+/// `today` and `month_start` as `YYYY-MM-DD` (UTC).
+pub async fn overview(db: &D1Database, now_iso: &str, today: &str, month_start: &str) -> Result<Overview, StoreError> {
+    db.prepare(OVERVIEW)
+        .bind(&[text(now_iso), text(today), text(month_start)])?
+        .first::<Overview>(None)
+        .await?
+        .ok_or_else(|| StoreError::D1("overview returned no row".into()))
+}
