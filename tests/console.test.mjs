@@ -317,6 +317,23 @@ describe('web console', () => {
       await settled(page);
       assert.equal(await page.locator('.state.error').count(), 0, `${name} shows no error`);
     }
+    // Routes: a pin to a provider without a key is refused with the API's message; a pin shows and unpins.
+    await go(page, 'Routes');
+    await page.getByRole('heading', { name: 'Routes', level: 1 }).waitFor();
+    await page.getByLabel('Model', { exact: true }).fill('openai/gpt-4o');
+    await page.getByLabel('Provider', { exact: true }).selectOption('anthropic');
+    await page.getByRole('button', { name: 'Pin', exact: true }).click();
+    await page.getByText('this tenant has no key for anthropic: set ANTHROPIC_API_KEY first').waitFor();
+    await page.getByLabel('Provider', { exact: true }).selectOption('openrouter');
+    await page.getByLabel('Native id').fill('openai/gpt-4o-2024-08-06');
+    await page.getByRole('button', { name: 'Pin', exact: true }).click();
+    await page.getByText('openai/gpt-4o now goes to openrouter as openai/gpt-4o-2024-08-06.').waitFor();
+    const pinned = (await ctx.admin.call('GET', '/api/admin/routes')).body.data.find((r) => r.model === 'openai/gpt-4o');
+    assert.deepEqual([pinned.pinned, pinned.native_model], [true, 'openai/gpt-4o-2024-08-06']);
+    await page.getByRole('button', { name: 'Unpin openai/gpt-4o' }).click();
+    await page.getByRole('button', { name: 'Unpin openai/gpt-4o' }).waitFor({ state: 'detached' });
+    assert.equal((await ctx.admin.call('GET', '/api/admin/routes')).body.data.find((r) => r.model === 'openai/gpt-4o').pinned, false);
+
     await go(page, 'Users');
     await page.getByRole('cell', { name: 'ann@console.example', exact: true }).waitFor();
     await shoot(page, 'users');

@@ -14,6 +14,7 @@ import { orgsPage } from './pages/orgs.js';
 import { overviewPage } from './pages/overview.js';
 import { pricesPage } from './pages/prices.js';
 import { reconcilePage } from './pages/reconcile.js';
+import { routesPage } from './pages/routes.js';
 import { upstreamPage } from './pages/upstream.js';
 import { usagePage } from './pages/usage.js';
 import { userPage, usersPage } from './pages/users.js';
@@ -24,6 +25,7 @@ const OPERATOR_PAGES = [
   ['keys', 'Keys', keysPage],
   ['orgs', 'Organizations', orgsPage],
   ['prices', 'Prices', pricesPage],
+  ['routes', 'Routes', routesPage],
   ['upstream', 'Upstream keys', upstreamPage],
   ['usage', 'Usage', usagePage],
   ['reconcile', 'Reconciliation', reconcilePage],
