@@ -60,8 +60,10 @@ pub async fn create_chat_completion(mut req: Request, call: &Call) -> Result<Res
                 m.release(call, failed.error.status());
             }
             let log = log_context(call, &auth.caller, &chat.model, plan[0].route.provider, failed.tries, None);
-            let line = request_line(&log, failed.error.status(), None, call.elapsed_ms(), chat.stream);
-            log::after_response(&call.ctx, call.config.log_level, Level::Error, line);
+            let status = failed.error.status();
+            let line = request_line(&log, status, None, call.elapsed_ms(), chat.stream);
+            let level = if status >= 500 { Level::Error } else { Level::Info };
+            log::after_response(&call.ctx, call.config.log_level, level, line);
             return Err(failed.error);
         }
     };
