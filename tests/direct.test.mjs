@@ -298,25 +298,44 @@ describe('retries and fallbacks', () => {
 
   test('the models list: the next model serves when the first fails everywhere, billed at its own price', async () => {
     await setup();
-    await fail('google', 503, { times: 3 });
+    await fail('anthropic', 529, { times: 3 });
     await fail('openrouter', 502, { times: 3 });
     const before = await balance();
     const { data, response } = await client.chat.completions
-      .create({ model: 'google/gemini-2.0-flash-001', models: ['google/gemini-2.0-flash-001', 'anthropic/claude-3-5-haiku-20241022'], messages: [{ role: 'user', content: 'next model' }] })
+      .create({ model: 'anthropic/claude-3-5-haiku-20241022', models: ['google/gemini-2.0-flash-001'], messages: [{ role: 'user', content: 'next model' }] })
       .withResponse();
-    assert.equal(response.headers.get('x-tollgate-provider'), 'anthropic');
-    assert.equal(data.model, 'anthropic/claude-3-5-haiku-20241022', 'the answer names the model that served');
-    assert.equal(ctx.gw.fake.requests.filter((r) => r.path === '/v1/messages').at(-1).body.models, undefined);
+    assert.equal(response.headers.get('x-tollgate-provider'), 'google');
+    assert.equal(data.model, 'google/gemini-2.0-flash-001', 'the answer names the model that served');
+    assert.equal(ctx.gw.fake.requests.filter((r) => r.path.startsWith('/v1beta/')).at(-1).body.models, undefined);
     const record = await generation(response.headers.get('x-request-id'));
-    assert.equal(record.model, 'anthropic/claude-3-5-haiku-20241022');
-    assert.equal(record.provider, 'anthropic');
-    const cost = Math.ceil((data.usage.prompt_tokens * 800_000 + data.usage.completion_tokens * 4_000_000) / 1e6);
-    assert.equal(micros(data.usage.cost), cost, "Anthropic's price, not Gemini's");
+    assert.deepEqual([record.model, record.provider], ['google/gemini-2.0-flash-001', 'google']);
+    const cost = Math.ceil((data.usage.prompt_tokens * 100_000 + data.usage.completion_tokens * 400_000) / 1e6);
+    assert.equal(micros(data.usage.cost), cost, "Gemini's price, not the dearer Claude's the request reserved for");
     assert.equal(before - (await balance()), cost);
   });
 
+  for (const stream of [false, true]) {
+    test(`on an OpenRouter route the models list goes to OpenRouter, and the model it served sets the price${stream ? ' (streamed)' : ''}`, async () => {
+      await setup();
+      await fail('openrouter', 503); // the first model fails at OpenRouter, which serves the next
+      const before = await balance();
+      const request = { model: 'meta-llama/llama-3.1-8b-instruct', models: ['openai/gpt-4o'], messages: [{ role: 'user', content: 'served by the fallback' }] };
+      const { data, response } = await client.chat.completions.create({ ...request, stream }).withResponse();
+      let usage = data.usage;
+      if (stream) for await (const chunk of data) usage = chunk.usage ?? usage;
+      assert.equal(response.headers.get('x-tollgate-provider'), 'openrouter');
+      assert.deepEqual(ctx.gw.fake.requests.filter((r) => r.path === OPENROUTER).at(-1).body.models, ['openai/gpt-4o'], 'OpenRouter gets the list');
+      const cost = Math.ceil((usage.prompt_tokens * 2_500_000 + usage.completion_tokens * 10_000_000) / 1e6);
+      assert.equal(micros(usage.cost), cost, "GPT-4o's price, the model OpenRouter served");
+      const record = await generation(response.headers.get('x-request-id'));
+      assert.equal(record.model, 'openai/gpt-4o');
+      assert.equal(before - (await balance()), cost);
+    });
+  }
+
   test('a fallback model without a price is refused before any upstream call', async () => {
     await setup();
+    const before = calls('/openai/v1/chat/completions') + calls(OPENROUTER);
     const res = await fetch(`${ctx.gw.url}/v1/chat/completions`, {
       method: 'POST',
       headers: { authorization: `Bearer ${client.apiKey}`, 'content-type': 'application/json' },
@@ -324,6 +343,7 @@ describe('retries and fallbacks', () => {
     });
     assert.equal(res.status, 404);
     assert.match((await res.json()).error.message, /no price configured for acme\/free-lunch/);
+    assert.equal(calls('/openai/v1/chat/completions') + calls(OPENROUTER), before, 'no upstream call');
   });
 });
 

@@ -23,7 +23,9 @@
 // Test helpers: GET /__requests lists the requests received (newest last),
 // DELETE /__requests forgets them. POST /__fail {provider, status, times?, retry_after?}
 // makes the next `times` (default 1) chat calls to that provider (openrouter | openai |
-// anthropic | google) fail with that status, each in the provider's own error shape.
+// anthropic | google) fail with that status, each in the provider's own error shape. On
+// OpenRouter, a body with `models` walks that list as OpenRouter does: each failure hands over
+// to the next model, and the answer names the model that served.
 //
 // OpenAI's own API is served under /openai/v1 (OPENAI_BASE_URL), validated like the real
 // one: Bearer FAKE_OPENAI_KEY, known models only, unknown request arguments refused,
@@ -556,6 +558,18 @@ export function startFakeUpstream({ port = 0, host = '127.0.0.1', apiKey, provis
       : url.pathname.startsWith('/v1beta/models/') ? 'google'
       : url.pathname === '/openai/v1/chat/completions' ? 'openai'
       : url.pathname.endsWith('/chat/completions') ? 'openrouter' : null;
+    if (provider === 'openrouter' && Array.isArray(body?.models) && body.models.length > 0) {
+      // OpenRouter's fallbacks: each model that fails hands over to the next one in `models`.
+      const list = [...new Set([body.model, ...body.models])];
+      for (let i = 0; ; i++) {
+        const failed = fault(provider);
+        if (!failed) {
+          body = { ...body, model: list[i] };
+          break;
+        }
+        if (i === list.length - 1) return failAs(provider, res, failed);
+      }
+    }
     const injected = provider && fault(provider);
     if (injected) return failAs(provider, res, injected);
     if (provider === 'anthropic') return anthropic(req, res, body);

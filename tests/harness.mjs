@@ -129,41 +129,49 @@ export async function startGateway({ vars = {}, upstream = true, persistTo, port
   writeFileSync(envFile, Object.entries(allVars).map(([k, v]) => `${k}=${v}`).join('\n') + '\n', { mode: 0o600 });
 
   if (port) await assertPortFree(port);
-  const gatewayPort = port ?? (await freePort());
-  const inspectorPort = await freePort();
-  const args = [
-    'dev', '--ip', '127.0.0.1', '--port', String(gatewayPort), '--persist-to', state,
-    '--env-file', envFile, ...(testScheduled ? ['--test-scheduled'] : []), '--show-interactive-dev-session=false', '--log-level', 'log',
-    '--inspector-port', String(inspectorPort),
-  ];
-  let output = '';
-  const child = spawn(WRANGLER, args, {
-    cwd: ROOT,
-    detached: true,
-    env: { ...process.env, CI: 'true', WRANGLER_SEND_METRICS: 'false' },
-    stdio: ['ignore', inherit ? 'inherit' : 'pipe', inherit ? 'inherit' : 'pipe'],
-  });
-  if (!inherit) {
-    child.stdout.on('data', (d) => (output += d));
-    child.stderr.on('data', (d) => (output += d));
-  }
-  const url = `http://127.0.0.1:${gatewayPort}`;
-  const stop = async () => {
-    await killGroup(child);
-    if (fake) await fake.close();
-    if (fresh) rmSync(state, { recursive: true, force: true });
-  };
-  try {
-    await waitForHealth(url, child, () => output);
-    if (syncPrices) {
-      const res = await adminClient(url, adminToken).call('POST', '/api/models/pricing/sync', {});
-      if (res.status !== 200) throw new Error(`price sync failed: ${res.status} ${JSON.stringify(res.body)}`);
+  // Free ports are picked before wrangler binds them, so a parallel test file can take one in between;
+  // wrangler then exits with "Address already in use", and we start again on new ports.
+  for (let launch = 1; ; launch++) {
+    const gatewayPort = port ?? (await freePort());
+    const inspectorPort = await freePort();
+    const args = [
+      'dev', '--ip', '127.0.0.1', '--port', String(gatewayPort), '--persist-to', state,
+      '--env-file', envFile, ...(testScheduled ? ['--test-scheduled'] : []), '--show-interactive-dev-session=false', '--log-level', 'log',
+      '--inspector-port', String(inspectorPort),
+    ];
+    let output = '';
+    const child = spawn(WRANGLER, args, {
+      cwd: ROOT,
+      detached: true,
+      env: { ...process.env, CI: 'true', WRANGLER_SEND_METRICS: 'false' },
+      stdio: ['ignore', inherit ? 'inherit' : 'pipe', inherit ? 'inherit' : 'pipe'],
+    });
+    if (!inherit) {
+      child.stdout.on('data', (d) => (output += d));
+      child.stderr.on('data', (d) => (output += d));
     }
-  } catch (e) {
-    await stop();
-    throw e;
+    const url = `http://127.0.0.1:${gatewayPort}`;
+    const stop = async () => {
+      await killGroup(child);
+      if (fake) await fake.close();
+      if (fresh) rmSync(state, { recursive: true, force: true });
+    };
+    try {
+      await waitForHealth(url, child, () => output);
+      if (syncPrices) {
+        const res = await adminClient(url, adminToken).call('POST', '/api/models/pricing/sync', {});
+        if (res.status !== 200) throw new Error(`price sync failed: ${res.status} ${JSON.stringify(res.body)}`);
+      }
+    } catch (e) {
+      if (!port && launch < 3 && output.includes('Address already in use')) {
+        await killGroup(child);
+        continue;
+      }
+      await stop();
+      throw e;
+    }
+    return { url, adminToken, fake, state, child, inspectorPort, logs: () => output, stop };
   }
-  return { url, adminToken, fake, state, child, inspectorPort, logs: () => output, stop };
 }
 
 /** A small client for the admin API used by tests, bench and demo mode. */

@@ -1,6 +1,8 @@
 //! POST /v1/chat/completions: authenticate → validate → price → reserve →
 //! forward → relay → settle.
 
+use std::rc::Rc;
+
 use futures_channel::oneshot;
 use futures_util::stream::{self, StreamExt};
 use serde_json::{json, Value};
@@ -69,10 +71,11 @@ pub async fn create_chat_completion(mut req: Request, call: &Call) -> Result<Res
     };
     let (attempt, tries, mut upstream) = (served.attempt, served.tries, served.upstream);
     let provider = attempt.route.provider;
-    if let (Some(m), Some(served_row)) = (meter.as_mut(), prices.get(&attempt.model)) {
-        // Reserved at the costliest candidate's price; charged at the price of the model that served.
-        m.price = served_row.price();
-        m.model = attempt.model.clone();
+    // Reserved at the costliest candidate's price; charged at the price of the model that served. When
+    // OpenRouter walks the client's `models` list, the answer names which one that was.
+    let served = ServedPrices::new(&prices, attempt, &chat.fallbacks);
+    if let Some(m) = meter.as_mut() {
+        (m.model, m.price) = served.of(None);
         m.provider = provider.as_str();
     }
     let log =
@@ -106,17 +109,19 @@ pub async fn create_chat_completion(mut req: Request, call: &Call) -> Result<Res
         let _ = headers.set("content-type", "text/event-stream; charset=utf-8");
         let _ = headers.set("cache-control", "no-cache");
         let (outcome_tx, outcome_rx) = oneshot::channel::<StreamOutcome>();
+        let served = Rc::new(served);
         let sse = match &meter {
             Some(m) => {
-                let (price, reserved) = (m.price, m.reserved);
-                SseRelay::reporting_cost(Box::new(move |usage| {
+                let (served, reserved) = (served.clone(), m.reserved);
+                SseRelay::reporting_cost(Box::new(move |usage, model| {
+                    let price = served.of(model).1;
                     Meter::charged_usd(ledger::charge(pricing::cost(&price, &usage.tokens()), reserved))
                 }))
             }
             None => SseRelay::new(),
         };
         if let Some(m) = meter {
-            settle_stream_later(call, m, outcome_rx);
+            settle_stream_later(call, m, served, outcome_rx);
         }
         let adapter = StreamAdapter::new(provider, &attempt.model, created);
         let relay = Relay {
@@ -133,7 +138,8 @@ pub async fn create_chat_completion(mut req: Request, call: &Call) -> Result<Res
         return Response::from_stream(relay_stream(relay)).map(|r| r.with_headers(headers)).map_err(ApiError::internal);
     }
 
-    let answer = transport::read_all(&mut upstream, call.config.request_timeout_ms)
+    let left_ms = (call.started_ms + call.config.request_timeout_ms as f64 - js_sys::Date::now()).max(1.0) as u64;
+    let answer = transport::read_all(&mut upstream, left_ms)
         .await
         .and_then(|body| wire::answer(provider, body, &attempt.model, created))
         .and_then(|body| completion_usage(&body).map(|usage| (body, usage)));
@@ -150,7 +156,10 @@ pub async fn create_chat_completion(mut req: Request, call: &Call) -> Result<Res
         }
     };
     let body = match meter {
-        Some(m) => {
+        Some(mut m) => {
+            if served.has_choices() {
+                (m.model, m.price) = served.of(answer_model(&body).as_deref());
+            }
             let outcome = Outcome {
                 usage: usage.clone(),
                 delivered_bytes: Some(body.len() as u64),
@@ -190,14 +199,27 @@ struct StreamOutcome {
     cancelled: bool,
     /// The upstream broke or timed out mid-stream.
     failed: bool,
+    /// The model the chunks named.
+    model: Option<String>,
 }
 
 /// Settles a stream once it ends — or once it is dropped because the client hung up.
-fn settle_stream_later(call: &Call, meter: Meter, outcome: oneshot::Receiver<StreamOutcome>) {
+fn settle_stream_later(
+    call: &Call,
+    mut meter: Meter,
+    served: Rc<ServedPrices>,
+    outcome: oneshot::Receiver<StreamOutcome>,
+) {
     let env = call.env.clone();
     call.ctx.wait_until(async move {
-        let ended =
-            outcome.await.unwrap_or(StreamOutcome { usage: None, content_bytes: 0, cancelled: true, failed: false });
+        let ended = outcome.await.unwrap_or(StreamOutcome {
+            usage: None,
+            content_bytes: 0,
+            cancelled: true,
+            failed: false,
+            model: None,
+        });
+        (meter.model, meter.price) = served.of(ended.model.as_deref());
         let outcome = Outcome {
             usage: ended.usage,
             delivered_bytes: Some(ended.content_bytes),
@@ -222,6 +244,51 @@ fn touch_key(call: &Call, key_id: &str) {
     });
 }
 
+/// The price the served answer is charged at. Usually the serving attempt's model's; when the attempt
+/// handed the client's `models` list to OpenRouter, whichever of those models the answer names.
+struct ServedPrices {
+    /// The attempt's model first, then the client's fallbacks (only when OpenRouter chose among them).
+    choices: Vec<(String, Price)>,
+}
+
+impl ServedPrices {
+    fn new(prices: &PriceTable, attempt: &routing::Attempt, fallbacks: &[String]) -> Self {
+        let price = |m: &str| prices.get(m).map(PriceRow::price).unwrap_or_default();
+        let mut choices = vec![(attempt.model.clone(), price(&attempt.model))];
+        if attempt.keep_fallbacks {
+            choices.extend(fallbacks.iter().map(|m| (m.clone(), price(m))));
+        }
+        Self { choices }
+    }
+
+    /// OpenRouter may have served another model than the first.
+    fn has_choices(&self) -> bool {
+        self.choices.len() > 1
+    }
+
+    /// The model and price for an answer naming `model`. An answer that names none of the choices is
+    /// charged at the costliest (the reservation covers it; the client is never charged below cost).
+    fn of(&self, model: Option<&str>) -> (String, Price) {
+        let ids: Vec<&str> = self.choices.iter().map(|(m, _)| m.as_str()).collect();
+        match model.and_then(|m| routing::served_by(&ids, m)) {
+            Some(i) => self.choices[i].clone(),
+            None => {
+                let costliest = self.choices.iter().skip(1).fold(self.choices[0].1, |p, (_, q)| p.costlier(q));
+                (self.choices[0].0.clone(), costliest)
+            }
+        }
+    }
+}
+
+/// The `model` a whole answer names.
+fn answer_model(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        model: Option<String>,
+    }
+    serde_json::from_slice::<Probe>(body).ok()?.model
+}
+
 /// Output tokens asked of Anthropic (which requires a number) when neither the client nor the price table gives one.
 const ANTHROPIC_DEFAULT_MAX_TOKENS: u64 = 4_096;
 
@@ -244,8 +311,10 @@ fn costliest(prices: &PriceTable, chat: &ChatRequest) -> Result<PriceRow, ApiErr
         row.cache_read_per_mtok = price.cache_read;
         row.cache_write_per_mtok = price.cache_write;
         row.reasoning_per_mtok = price.reasoning;
-        row.max_completion_tokens = row.max_completion_tokens.max(other.max_completion_tokens);
-        row.context_length = row.context_length.max(other.context_length);
+        // No limit is the largest limit: the reservation must cover the least bounded candidate.
+        let larger = |a: Option<i64>, b: Option<i64>| a.zip(b).map(|(a, b)| a.max(b));
+        row.max_completion_tokens = larger(row.max_completion_tokens, other.max_completion_tokens);
+        row.context_length = larger(row.context_length, other.context_length);
     }
     Ok(row)
 }
@@ -273,6 +342,7 @@ impl Relay {
                 content_bytes: summary.content_bytes,
                 cancelled,
                 failed,
+                model: summary.model.clone(),
             });
         }
     }

@@ -57,7 +57,12 @@ pub async fn send<'p>(
             title: &config.title,
             referer: config.referer.as_deref(),
         };
-        let out = wire::outbound(attempt, chat, &endpoint, &extras).map_err(|e| Failed { error: e.into(), tries })?;
+        let out = match wire::outbound(attempt, chat, &endpoint, &extras) {
+            Ok(out) => out,
+            // The first route's refusal is the client's answer; a later one's would hide why the first failed.
+            Err(e) if last.is_none() => return Err(Failed { error: e.into(), tries }),
+            Err(_) => continue,
+        };
         let headers: Vec<(&str, &str)> = out.headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
         for retry in 0.. {
             let remaining = deadline - js_sys::Date::now();

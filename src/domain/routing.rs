@@ -109,7 +109,7 @@ pub struct Routing<'a> {
 /// the route allows it), then by each fallback model, routed the same way.
 pub fn plan(model: &str, fallbacks: &[String], pin_of: impl Fn(&str) -> Option<Pin>, tenant: &Routing) -> Vec<Attempt> {
     let first = route(model, pin_of(model).as_ref(), tenant.direct);
-    if first.provider == Provider::OpenRouter {
+    if first.provider == Provider::OpenRouter && tenant.openrouter {
         return vec![Attempt { model: model.to_string(), route: first, keep_fallbacks: true }];
     }
     let mut attempts: Vec<Attempt> = Vec::new();
@@ -127,6 +127,20 @@ pub fn plan(model: &str, fallbacks: &[String], pin_of: impl Fn(&str) -> Option<P
         }
     }
     attempts
+}
+
+/// Which of `candidates` an answer naming `served` came from: the same id, else the longest id
+/// the answer's extends (`openai/gpt-4o-mini-2024-07-18` → `openai/gpt-4o-mini`, not `openai/gpt-4o`).
+pub fn served_by(candidates: &[&str], served: &str) -> Option<usize> {
+    if let Some(i) = candidates.iter().position(|c| *c == served) {
+        return Some(i);
+    }
+    candidates
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| served.strip_prefix(**c).is_some_and(|rest| rest.starts_with(['-', ':', '@'])))
+        .max_by_key(|(_, c)| c.len())
+        .map(|(i, _)| i)
 }
 
 /// The longest `Retry-After` a retry waits for; a provider that asks for more gets its 429 passed on.
@@ -241,6 +255,23 @@ mod tests {
     }
 
     #[test]
+    fn without_openrouter_the_gateway_walks_the_fallbacks_itself() {
+        let tenant = Routing { direct: &[Provider::Google], openrouter: false };
+        let plan = plan("meta-llama/llama-3.1-8b-instruct", &["google/gemini-2.0-flash".into()], |_| None, &tenant);
+        assert_eq!(
+            providers(&plan),
+            [
+                (
+                    "meta-llama/llama-3.1-8b-instruct".into(),
+                    Provider::OpenRouter,
+                    "meta-llama/llama-3.1-8b-instruct".into()
+                ),
+                ("google/gemini-2.0-flash".into(), Provider::Google, "gemini-2.0-flash".into()),
+            ]
+        );
+    }
+
+    #[test]
     fn no_openrouter_safety_net_without_openrouter_or_when_the_pin_forbids_it() {
         let alone = Routing { direct: &[Provider::Anthropic], openrouter: false };
         assert_eq!(plan("anthropic/claude-3-5-haiku", &[], |_| None, &alone).len(), 1);
@@ -256,6 +287,17 @@ mod tests {
             providers(&plan),
             [("anthropic/claude-3.5-sonnet".into(), Provider::Anthropic, "claude-3-5-sonnet-latest".into())]
         );
+    }
+
+    #[test]
+    fn the_served_model_is_found_among_the_candidates() {
+        let candidates = ["openai/gpt-4o", "openai/gpt-4o-mini", "anthropic/claude-3.5-sonnet"];
+        assert_eq!(served_by(&candidates, "openai/gpt-4o-mini"), Some(1));
+        assert_eq!(served_by(&candidates, "openai/gpt-4o-mini-2024-07-18"), Some(1), "the longest match wins");
+        assert_eq!(served_by(&candidates, "openai/gpt-4o-2024-08-06"), Some(0));
+        assert_eq!(served_by(&candidates, "anthropic/claude-3.5-sonnet:beta"), Some(2));
+        assert_eq!(served_by(&candidates, "openai/gpt-4"), None);
+        assert_eq!(served_by(&candidates, "openai/gpt-4ox"), None, "not a dated or tagged variant");
     }
 
     #[test]

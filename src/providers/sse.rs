@@ -23,10 +23,12 @@ pub struct StreamSummary {
     pub events: u64,
     /// UTF-8 bytes of content and tool-call arguments delivered to the client.
     pub content_bytes: u64,
+    /// The `model` the chunks name (the model that served, when the upstream chose among fallbacks).
+    pub model: Option<String>,
 }
 
-/// Given the stream's usage, the cost (USD) to report in its place.
-pub type CostReporter = Box<dyn Fn(&Usage) -> f64>;
+/// Given the stream's usage and the model its chunks name, the cost (USD) to report in its place.
+pub type CostReporter = Box<dyn Fn(&Usage, Option<&str>) -> f64>;
 
 #[derive(Default)]
 pub struct SseRelay {
@@ -37,6 +39,8 @@ pub struct SseRelay {
 
 #[derive(Deserialize)]
 struct ChunkProbe {
+    #[serde(default)]
+    model: Option<String>,
     #[serde(default)]
     choices: Vec<ChoiceProbe>,
     #[serde(default)]
@@ -144,10 +148,13 @@ impl SseRelay {
         }
         let probe = serde_json::from_slice::<ChunkProbe>(data).ok()?;
         self.summary.events += 1;
+        if self.summary.model.is_none() {
+            self.summary.model = probe.model.filter(|m| !m.is_empty());
+        }
         let mut replacement = None;
         if let Some(usage) = &probe.usage {
             if let Some(report) = &self.report_cost {
-                replacement = reprice(data, report(usage));
+                replacement = reprice(data, report(usage, self.summary.model.as_deref()));
             }
             self.summary.usage = probe.usage.clone();
         }
@@ -285,7 +292,8 @@ mod tests {
     #[test]
     fn reports_the_gateways_cost_in_the_usage_chunk_whatever_the_chunking() {
         for size in [1, 5, 13, STREAM.len()] {
-            let mut relay = SseRelay::reporting_cost(Box::new(|u: &Usage| u.completion_tokens as f64 * 0.5));
+            let mut relay =
+                SseRelay::reporting_cost(Box::new(|u: &Usage, _: Option<&str>| u.completion_tokens as f64 * 0.5));
             let mut out = Vec::new();
             for piece in STREAM.as_bytes().chunks(size) {
                 out.extend(relay.feed(piece));

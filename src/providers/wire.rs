@@ -61,7 +61,7 @@ pub fn outbound(
             let body = if attempt.keep_fallbacks && native == chat.model {
                 chat.upstream_body()
             } else {
-                openrouter_body(chat, native)
+                openrouter_body(chat, native, attempt.keep_fallbacks)
             };
             Outbound { url: format!("{}/chat/completions", endpoint.base_url), headers, body }
         }
@@ -92,10 +92,13 @@ pub fn outbound(
     })
 }
 
-/// OpenRouter asked for one model by the gateway (a fallback it walks itself): no `models` list.
-fn openrouter_body(chat: &ChatRequest, model: &str) -> Vec<u8> {
+/// OpenRouter's body under another model id (a pin's, or a fallback's). When the gateway walks the
+/// fallbacks itself, OpenRouter gets no `models` list.
+fn openrouter_body(chat: &ChatRequest, model: &str, keep_fallbacks: bool) -> Vec<u8> {
     let mut body: Map<String, Value> = chat.body.clone();
-    body.remove("models");
+    if !keep_fallbacks {
+        body.remove("models");
+    }
     body.insert("model".into(), Value::from(model));
     if chat.stream && !body.contains_key("stream_options") {
         body.insert("stream_options".into(), serde_json::json!({ "include_usage": true }));
