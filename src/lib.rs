@@ -16,6 +16,8 @@ mod env;
 #[cfg(target_arch = "wasm32")]
 mod jobs;
 #[cfg(target_arch = "wasm32")]
+mod js;
+#[cfg(target_arch = "wasm32")]
 mod log;
 #[cfg(target_arch = "wasm32")]
 mod store;
@@ -25,16 +27,18 @@ pub use billing::account_do::AccountDo;
 
 #[cfg(target_arch = "wasm32")]
 mod entry {
-    use worker::{event, Context, Env, Request, Response, Result, ScheduleContext, ScheduledEvent};
+    use worker::worker_sys::web_sys;
+    use worker::{event, Context, Env, Response, Result, ScheduleContext, ScheduledEvent};
 
     #[event(start)]
     fn start() {
         console_error_panic_hook::set_once();
     }
 
+    /// Takes the runtime's request as is: see `api::incoming` for why not `worker::Request`.
     #[event(fetch)]
-    async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
-        Ok(crate::api::handle(req, env, ctx).await)
+    async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> Result<Response> {
+        Ok(crate::api::handle(crate::api::Incoming::new(req), env, ctx).await)
     }
 
     #[event(scheduled)]

@@ -57,6 +57,18 @@ pub enum Match {
     NotFound,
 }
 
+/// The path of a serialised absolute URL (`https://host/p/a?q#f` → `/p/a`), as the
+/// runtime hands it over: special schemes always serialise a path, beginning at the
+/// first `/` after the host.
+pub fn path_of(url: &str) -> &str {
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    let rest = &url[after_scheme..];
+    let Some(start) = rest.find('/') else { return "/" };
+    let path = &rest[start..];
+    let end = path.find(['?', '#']).unwrap_or(path.len());
+    &path[..end]
+}
+
 pub fn route(method: &str, path: &str) -> Match {
     let path = if path.len() > 1 { path.trim_end_matches('/') } else { path };
     let segments: Vec<&str> = path.split('/').skip(1).collect();
@@ -121,6 +133,15 @@ pub fn route(method: &str, path: &str) -> Match {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn path_of_drops_host_query_and_fragment() {
+        assert_eq!(path_of("https://gw.example.com/v1/chat/completions?x=1#f"), "/v1/chat/completions");
+        assert_eq!(path_of("http://127.0.0.1:8787/api/users/u_1"), "/api/users/u_1");
+        assert_eq!(path_of("http://127.0.0.1:8787/"), "/");
+        assert_eq!(path_of("http://127.0.0.1:8787"), "/");
+        assert_eq!(path_of("https://h/a%3Fb?c"), "/a%3Fb");
+    }
 
     #[test]
     fn openai_and_openrouter_paths_both_work() {

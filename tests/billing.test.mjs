@@ -85,6 +85,20 @@ describe('charging', () => {
     assert.equal(micros(usage.balance_after), 1_000_000 - expected);
   });
 
+  test('the balance read right after a chat already shows its charge, and so does /api/v1/key', async () => {
+    // Settlements wait briefly in the isolate to ride on the next reservation; a read delivers them first.
+    const user = await ctx.admin.createUser({}, { credit: 1 });
+    const key = await ctx.admin.createKey(user.id);
+    const client = new OpenAI({ apiKey: key.key, baseURL: `${ctx.gw.url}/v1`, maxRetries: 0 });
+    const messages = [{ role: 'user', content: 'what does this cost' }];
+    await client.chat.completions.create({ model: 'openai/gpt-4o', messages });
+    const expected = costOf('openai/gpt-4o', fakeTokens(messages));
+    assert.equal(await balanceOf(user.id), 1_000_000 - expected, 'no wait needed');
+    await client.chat.completions.create({ model: 'openai/gpt-4o', messages });
+    const own = await fetch(`${ctx.gw.url}/api/v1/key`, { headers: { authorization: `Bearer ${key.key}` } }).then((r) => r.json());
+    assert.equal(micros(own.data.usage), 2 * expected);
+  });
+
   test('a streamed chat is charged from its usage chunk, which reports the charge', async () => {
     const user = await ctx.admin.createUser({}, { credit: 1 });
     const key = await ctx.admin.createKey(user.id);

@@ -1,8 +1,7 @@
 //! Who is calling: the operator (ADMIN_TOKEN) or the holder of a gateway key.
 
-use worker::Request;
-
 use super::error::ApiError;
+use super::incoming::Incoming;
 use super::respond::Call;
 use crate::cache::keys::{self as key_cache, KeyRecord, Source};
 use crate::domain::keys::{self, Permission, Permissions};
@@ -58,7 +57,7 @@ impl Caller {
     }
 }
 
-fn bearer(req: &Request) -> Option<String> {
+fn bearer(req: &Incoming) -> Option<String> {
     let value = req.headers().get("authorization").ok().flatten()?;
     let (scheme, token) = value.trim().split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_string()).filter(|t| !t.is_empty())
@@ -66,18 +65,18 @@ fn bearer(req: &Request) -> Option<String> {
 
 /// For management routes: a key is read from D1 itself, so every change made
 /// to it is seen at once, in any isolate.
-pub async fn authenticate(req: &Request, call: &Call) -> Result<Authenticated, ApiError> {
+pub async fn authenticate(req: &Incoming, call: &Call) -> Result<Authenticated, ApiError> {
     authenticate_with(req, call, false).await
 }
 
 /// For inference, the hot path: a key comes from the caches (no D1 read).
 /// Its authoritative state is checked by the account's Durable Object as
 /// part of the reservation (`api::meter`), which every key change updates.
-pub async fn authenticate_for_inference(req: &Request, call: &Call) -> Result<Authenticated, ApiError> {
+pub async fn authenticate_for_inference(req: &Incoming, call: &Call) -> Result<Authenticated, ApiError> {
     authenticate_with(req, call, true).await
 }
 
-async fn authenticate_with(req: &Request, call: &Call, cached: bool) -> Result<Authenticated, ApiError> {
+async fn authenticate_with(req: &Incoming, call: &Call, cached: bool) -> Result<Authenticated, ApiError> {
     let Some(token) = bearer(req) else {
         return Err(ApiError::unauthenticated("missing credential: send `Authorization: Bearer <key>`"));
     };

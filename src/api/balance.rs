@@ -4,10 +4,11 @@
 
 use serde::Deserialize;
 use serde_json::{json, Value};
-use worker::{Request, Response};
+use worker::Response;
 
 use super::auth::authenticate;
 use super::error::ApiError;
+use super::incoming::Incoming;
 use super::respond::{self, query, read_json, Call};
 use crate::billing::client;
 use crate::billing::protocol::{AccountRequest, AccountResponse, LedgerEntry};
@@ -21,13 +22,16 @@ use crate::env;
 use crate::store;
 
 /// The user whose money is asked about: the key's own, or `?user_id=` for admins.
-async fn account_of(req: &Request, call: &Call) -> Result<String, ApiError> {
+async fn account_of(req: &Incoming, call: &Call) -> Result<String, ApiError> {
     let caller = authenticate(req, call).await?.caller;
     caller.require(Permission::Read)?;
     caller.target_user(query(req).get("user_id").cloned().filter(|u| !u.is_empty()))
 }
 
+/// Asks the account's object, after delivering this isolate's waiting settlements
+/// for it: a read right after a chat from here sees that chat's charge.
 pub(super) async fn ask(call: &Call, account: &str, message: &AccountRequest) -> Result<AccountResponse, ApiError> {
+    super::meter::deliver_pending(&call.env, account, &call.request_id).await;
     client::call(&call.env, account, message).await.map_err(ApiError::internal)
 }
 
@@ -35,7 +39,7 @@ async fn summary(call: &Call, account: &str, key_id: Option<String>) -> Result<A
     ask(call, account, &AccountRequest::Summary { key_id }).await
 }
 
-pub async fn get_balance(req: Request, call: &Call) -> Result<Response, ApiError> {
+pub async fn get_balance(req: Incoming, call: &Call) -> Result<Response, ApiError> {
     let user_id = account_of(&req, call).await?;
     let AccountResponse::Summary { balance, reserved, .. } = summary(call, &user_id, None).await? else {
         return Err(ApiError::internal("unexpected answer to Summary"));
@@ -46,7 +50,7 @@ pub async fn get_balance(req: Request, call: &Call) -> Result<Response, ApiError
     )
 }
 
-pub async fn get_credits(req: Request, call: &Call) -> Result<Response, ApiError> {
+pub async fn get_credits(req: Incoming, call: &Call) -> Result<Response, ApiError> {
     let user_id = account_of(&req, call).await?;
     let AccountResponse::Summary { total_credits, total_usage, .. } = summary(call, &user_id, None).await? else {
         return Err(ApiError::internal("unexpected answer to Summary"));
@@ -64,7 +68,7 @@ fn entry_view(e: &LedgerEntry) -> Value {
     })
 }
 
-pub async fn list_transactions(req: Request, call: &Call) -> Result<Response, ApiError> {
+pub async fn list_transactions(req: Incoming, call: &Call) -> Result<Response, ApiError> {
     let user_id = account_of(&req, call).await?;
     let q = query(&req);
     let page = Page::parse(q.get("page").map(String::as_str), q.get("page_size").map(String::as_str), "page_size")?;
@@ -90,7 +94,7 @@ struct AddBalance {
 }
 
 /// Credits (or, with `adjustment`, debits) an account. `Idempotency-Key` makes a repeat answer the first result.
-pub async fn add_balance(mut req: Request, call: &Call) -> Result<Response, ApiError> {
+pub async fn add_balance(mut req: Incoming, call: &Call) -> Result<Response, ApiError> {
     authenticate(&req, call).await?.caller.require(Permission::Admin)?;
     let idempotency_key = req.headers().get("idempotency-key").ok().flatten().filter(|k| !k.is_empty());
     if idempotency_key.as_ref().is_some_and(|k| k.len() > 200) {
@@ -132,7 +136,7 @@ pub async fn add_balance(mut req: Request, call: &Call) -> Result<Response, ApiE
 }
 
 /// Per account: the D1 ledger's sum against the object's balance.
-pub async fn reconcile(req: Request, call: &Call) -> Result<Response, ApiError> {
+pub async fn reconcile(req: Incoming, call: &Call) -> Result<Response, ApiError> {
     authenticate(&req, call).await?.caller.require(Permission::Admin)?;
     let report = run_reconciliation(&call.env).await?;
     respond::data(200, &report)

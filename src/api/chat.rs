@@ -6,10 +6,11 @@ use std::rc::Rc;
 use futures_channel::oneshot;
 use futures_util::stream::{self, StreamExt};
 use serde_json::{json, Value};
-use worker::{ByteStream, Headers, Request, Response};
+use worker::{ByteStream, Headers, Response};
 
 use super::auth::{authenticate_for_inference, Caller};
 use super::error::ApiError;
+use super::incoming::Incoming;
 use super::meter::{price_table, Meter, Outcome};
 use super::respond::{read_body, Call};
 use super::upstream;
@@ -32,7 +33,7 @@ use crate::{env, store};
 /// Chat bodies may carry images as data URLs.
 const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 
-pub async fn create_chat_completion(mut req: Request, call: &Call) -> Result<Response, ApiError> {
+pub async fn create_chat_completion(mut req: Incoming, call: &Call) -> Result<Response, ApiError> {
     let auth = authenticate_for_inference(&req, call).await?;
     auth.caller.require(Permission::Write)?;
     let bytes = read_body(&mut req, MAX_BODY_BYTES).await?;
@@ -88,18 +89,12 @@ pub async fn create_chat_completion(mut req: Request, call: &Call) -> Result<Res
     let timing = format!("auth;desc={auth_source};dur={auth_ms:.2}, upstream;dur={upstream_ms:.2}");
     let _ = headers.set("server-timing", &timing);
 
-    let is_sse = upstream
-        .response
-        .headers()
-        .get("content-type")
-        .ok()
-        .flatten()
-        .is_some_and(|ct| ct.starts_with("text/event-stream"));
+    let is_sse = upstream.header("content-type").is_some_and(|ct| ct.starts_with("text/event-stream"));
     if chat.stream && is_sse {
-        let body = match upstream.response.stream() {
+        let body = match upstream.stream() {
             Ok(body) => body,
             Err(e) => {
-                let err = ApiError::from(ProviderError::Network(e.to_string()));
+                let err = ApiError::from(e);
                 if let Some(m) = meter {
                     m.release(call, err.status());
                 }

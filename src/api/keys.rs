@@ -4,10 +4,11 @@
 
 use serde::Deserialize;
 use serde_json::{json, Value};
-use worker::{D1Database, Request, Response};
+use worker::{D1Database, Response};
 
 use super::auth::{authenticate, Caller};
 use super::error::ApiError;
+use super::incoming::Incoming;
 use super::respond::{self, present, query, random_bytes, read_json, Call};
 use crate::billing::client;
 use crate::billing::protocol::{AccountRequest, AccountResponse};
@@ -43,7 +44,7 @@ fn db(call: &Call) -> Result<D1Database, ApiError> {
     env::db(&call.env).map_err(ApiError::internal)
 }
 
-pub async fn create_key(mut req: Request, call: &Call) -> Result<Response, ApiError> {
+pub async fn create_key(mut req: Incoming, call: &Call) -> Result<Response, ApiError> {
     let caller = authenticate(&req, call).await?.caller;
     caller.require(Permission::Write)?;
     let body: CreateKey = read_json(&mut req).await?;
@@ -58,7 +59,7 @@ struct CreateToken {
 }
 
 /// POST /api/token: a key for the caller's own user.
-pub async fn create_token(mut req: Request, call: &Call) -> Result<Response, ApiError> {
+pub async fn create_token(mut req: Incoming, call: &Call) -> Result<Response, ApiError> {
     let caller = authenticate(&req, call).await?.caller;
     caller.require(Permission::Write)?;
     let body: CreateToken = read_json(&mut req).await?;
@@ -122,7 +123,7 @@ pub(super) async fn mint_key(
     respond::data(201, &view)
 }
 
-pub async fn list_keys(req: Request, call: &Call) -> Result<Response, ApiError> {
+pub async fn list_keys(req: Incoming, call: &Call) -> Result<Response, ApiError> {
     let caller = authenticate(&req, call).await?.caller;
     caller.require(Permission::Read)?;
     let q = query(&req);
@@ -163,7 +164,7 @@ pub(super) async fn visible_key(db: &D1Database, caller: &Caller, id: &str) -> R
     }
 }
 
-pub async fn get_key(req: Request, call: &Call, id: &str) -> Result<Response, ApiError> {
+pub async fn get_key(req: Incoming, call: &Call, id: &str) -> Result<Response, ApiError> {
     let caller = authenticate(&req, call).await?.caller;
     caller.require(Permission::Read)?;
     let row = visible_key(&db(call)?, &caller, id).await?;
@@ -186,7 +187,7 @@ struct UpdateKey {
     limit_reset: Option<Option<String>>,
 }
 
-pub async fn update_key(mut req: Request, call: &Call, id: &str) -> Result<Response, ApiError> {
+pub async fn update_key(mut req: Incoming, call: &Call, id: &str) -> Result<Response, ApiError> {
     let caller = authenticate(&req, call).await?.caller;
     caller.require(Permission::Write)?;
     let body: UpdateKey = read_json(&mut req).await?;
@@ -225,7 +226,7 @@ pub async fn update_key(mut req: Request, call: &Call, id: &str) -> Result<Respo
 }
 
 /// Soft delete: the key stops working at once; its history stays.
-pub async fn delete_key(req: Request, call: &Call, id: &str) -> Result<Response, ApiError> {
+pub async fn delete_key(req: Incoming, call: &Call, id: &str) -> Result<Response, ApiError> {
     let caller = authenticate(&req, call).await?.caller;
     caller.require(Permission::Write)?;
     let db = db(call)?;
@@ -246,7 +247,7 @@ struct RotateKey {
 /// A new secret for the same key. With an `Idempotency-Key`, the secret is
 /// derived (HMAC under ADMIN_TOKEN) from the key, that header and the secret
 /// rotated from, so a repeat returns the same secret and mints nothing.
-pub async fn rotate_key(mut req: Request, call: &Call, id: &str) -> Result<Response, ApiError> {
+pub async fn rotate_key(mut req: Incoming, call: &Call, id: &str) -> Result<Response, ApiError> {
     let caller = authenticate(&req, call).await?.caller;
     caller.require(Permission::Write)?;
     let idempotency_key = req.headers().get("idempotency-key").ok().flatten().filter(|k| !k.is_empty());
@@ -326,7 +327,7 @@ fn rotation_view(row: &KeyRow, secret: &str) -> Value {
 }
 
 /// GET /api/v1/key: the calling key, OpenRouter-style, with its spend from the account object.
-pub async fn current_key(req: Request, call: &Call) -> Result<Response, ApiError> {
+pub async fn current_key(req: Incoming, call: &Call) -> Result<Response, ApiError> {
     let caller = authenticate(&req, call).await?.caller;
     let Caller::Key(k) = &caller else {
         return Err(ApiError::bad_request("the operator token is not a key; call this with a key"));
@@ -335,7 +336,7 @@ pub async fn current_key(req: Request, call: &Call) -> Result<Response, ApiError
         .await?
         .ok_or_else(|| ApiError::unauthenticated("this key has been deleted"))?;
     let message = AccountRequest::Summary { key_id: Some(row.id.clone()) };
-    let usage = match client::call(&call.env, &row.user_id, &message).await.map_err(ApiError::internal)? {
+    let usage = match super::balance::ask(call, &row.user_id, &message).await? {
         AccountResponse::Summary { key: Some(usage), .. } => usage,
         other => return Err(ApiError::internal(format!("unexpected answer to Summary: {other:?}"))),
     };

@@ -21,6 +21,9 @@ use crate::store::prices::PriceRow;
 use std::cell::RefCell;
 use std::collections::HashMap;
 
+/// How long a settlement waits in the isolate for the account's next reservation to carry it.
+const SETTLE_WAIT_MS: u64 = 50;
+
 /// Output tokens assumed when neither the client nor the price table bounds them.
 const DEFAULT_MAX_OUTPUT: u64 = 16_384;
 
@@ -243,18 +246,10 @@ impl Meter {
                 usage: Some(self.record(&outcome, &charged)),
             }],
         );
-        let settlements = take_pending(&self.account_id);
-        if !settlements.is_empty() {
-            let message = AccountRequest::Settle { account_id: self.account_id.clone(), settlements };
-            if let Err(e) = client::call(env, &self.account_id, &message).await {
-                if let AccountRequest::Settle { settlements, .. } = message {
-                    requeue(&self.account_id, settlements);
-                }
-                // Should the isolate end first, the object still holds the reservation
-                // until it expires: the request is then charged nothing, never twice.
-                log_settle_error(&self.request_id, &e);
-            }
-        }
+        // The account's next reservation from this isolate usually comes sooner and
+        // carries the settlement (one object round trip for both); if none comes, it goes alone.
+        worker::Delay::from(std::time::Duration::from_millis(SETTLE_WAIT_MS)).await;
+        deliver_pending(env, &self.account_id, &self.request_id).await;
         let tokens = charged.tokens.prompt + charged.tokens.completion;
         if let Some(org_id) = &self.org_id {
             let org = AccountRequest::OrgSettle {
@@ -284,6 +279,24 @@ fn requeue(account: &str, settlements: Vec<Settlement>) {
 
 fn take_pending(account: &str) -> Vec<Settlement> {
     PENDING.with(|p| p.borrow_mut().remove(account).unwrap_or_default())
+}
+
+/// Sends this isolate's waiting settlements for `account`, if any, so that what
+/// follows (a balance read, say) sees them. `request_id` names the caller in logs.
+pub async fn deliver_pending(env: &Env, account: &str, request_id: &str) {
+    let settlements = take_pending(account);
+    if settlements.is_empty() {
+        return;
+    }
+    let message = AccountRequest::Settle { account_id: account.to_string(), settlements };
+    if let Err(e) = client::call(env, account, &message).await {
+        if let AccountRequest::Settle { settlements, .. } = message {
+            requeue(account, settlements);
+        }
+        // Should the isolate end first, the object still holds the reservation
+        // until it expires: the request is then charged nothing, never twice.
+        log_settle_error(request_id, &e);
+    }
 }
 
 fn log_settle_error(request_id: &str, detail: &str) {

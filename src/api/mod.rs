@@ -9,6 +9,8 @@ mod balance;
 #[cfg(target_arch = "wasm32")]
 mod chat;
 #[cfg(target_arch = "wasm32")]
+mod incoming;
+#[cfg(target_arch = "wasm32")]
 mod keys;
 #[cfg(target_arch = "wasm32")]
 mod meter;
@@ -36,6 +38,8 @@ pub use balance::run_reconciliation;
 #[cfg(target_arch = "wasm32")]
 pub use dispatch::handle;
 #[cfg(target_arch = "wasm32")]
+pub use incoming::Incoming;
+#[cfg(target_arch = "wasm32")]
 pub use models::refresh_models_cache;
 #[cfg(target_arch = "wasm32")]
 pub use prices::sync as sync_prices;
@@ -44,17 +48,18 @@ pub use provision::mirror_upstream_keys;
 
 #[cfg(target_arch = "wasm32")]
 mod dispatch {
-    use worker::{Context, Env, Request, Response};
+    use worker::{Context, Env, Response};
 
     use super::error::ApiError;
+    use super::incoming::Incoming;
     use super::respond::{self, Call};
     use crate::routes::{route, Match, Route};
 
     /// Every request enters here and leaves as a response: errors are OpenAI-shaped, never a bare 500.
-    pub async fn handle(req: Request, env: Env, ctx: Context) -> Response {
+    pub async fn handle(req: Incoming, env: Env, ctx: Context) -> Response {
         let call = Call::new(&req, env, ctx);
         let path = req.path();
-        let method = req.method().to_string();
+        let method = req.method();
         let result = match route(&method, &path) {
             Match::Found(r) => run(r, req, &call).await,
             Match::WrongMethod => Err(ApiError::MethodNotAllowed { method, path }),
@@ -63,7 +68,7 @@ mod dispatch {
         respond::finish(&call, result)
     }
 
-    async fn run(r: Route, req: Request, call: &Call) -> Result<Response, ApiError> {
+    async fn run(r: Route, req: Incoming, call: &Call) -> Result<Response, ApiError> {
         match r {
             Route::Health => super::models::health(&req, call).await,
             Route::ChatCompletions => super::chat::create_chat_completion(req, call).await,

@@ -5,9 +5,10 @@ use std::cell::RefCell;
 use std::collections::HashSet;
 
 use serde_json::{json, Value};
-use worker::{Method, Request, Response};
+use worker::{Method, Response};
 
 use super::error::ApiError;
+use super::incoming::Incoming;
 use super::respond::{self, Call};
 use crate::billing::client;
 use crate::billing::protocol::AccountRequest;
@@ -28,7 +29,7 @@ thread_local! {
 }
 
 /// `GET /health`: 200 when serving. `?deep=1` also proves D1, KV and the Durable Object namespace answer.
-pub async fn health(req: &Request, call: &Call) -> Result<Response, ApiError> {
+pub async fn health(req: &Incoming, call: &Call) -> Result<Response, ApiError> {
     let deep = req.url().is_ok_and(|u| u.query_pairs().any(|(k, v)| k == "deep" && v != "0"));
     if !deep {
         return respond::json(200, &json!({ "status": "ok", "time": to_iso(call.now_ms()) }));

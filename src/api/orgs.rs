@@ -2,10 +2,11 @@
 
 use serde::Deserialize;
 use serde_json::{json, Value};
-use worker::{D1Database, Request, Response};
+use worker::{D1Database, Response};
 
 use super::auth::authenticate;
 use super::error::ApiError;
+use super::incoming::Incoming;
 use super::keys::{mint_key, CreateKey};
 use super::respond::{self, present, query, random_bytes, read_json, Call};
 use crate::domain::ids;
@@ -20,7 +21,7 @@ use crate::env;
 use crate::store::orgs::OrgRow;
 use crate::store::{self, StoreError};
 
-async fn operator(req: &Request, call: &Call) -> Result<(super::auth::Caller, D1Database), ApiError> {
+async fn operator(req: &Incoming, call: &Call) -> Result<(super::auth::Caller, D1Database), ApiError> {
     let caller = authenticate(req, call).await?.caller;
     caller.require(Permission::Admin)?;
     Ok((caller, env::db(&call.env).map_err(ApiError::internal)?))
@@ -53,7 +54,7 @@ struct CreateOrg {
     limits: LimitsInput,
 }
 
-pub async fn create_org(mut req: Request, call: &Call) -> Result<Response, ApiError> {
+pub async fn create_org(mut req: Incoming, call: &Call) -> Result<Response, ApiError> {
     let (_, db) = operator(&req, call).await?;
     let body: CreateOrg = read_json(&mut req).await?;
     let limits = body.limits.validate()?;
@@ -76,7 +77,7 @@ pub async fn create_org(mut req: Request, call: &Call) -> Result<Response, ApiEr
     respond::data(201, &org_view(&org))
 }
 
-pub async fn list_orgs(req: Request, call: &Call) -> Result<Response, ApiError> {
+pub async fn list_orgs(req: Incoming, call: &Call) -> Result<Response, ApiError> {
     let (_, db) = operator(&req, call).await?;
     let q = query(&req);
     let page = Page::parse(q.get("page").map(String::as_str), q.get("page_size").map(String::as_str), "page_size")?;
@@ -91,7 +92,7 @@ async fn live_org(db: &D1Database, id: &str) -> Result<OrgRow, ApiError> {
     store::orgs::get_live(db, id).await?.ok_or_else(|| ApiError::not_found(format!("organization {id} not found")))
 }
 
-pub async fn get_org(req: Request, call: &Call, id: &str) -> Result<Response, ApiError> {
+pub async fn get_org(req: Incoming, call: &Call, id: &str) -> Result<Response, ApiError> {
     let (_, db) = operator(&req, call).await?;
     respond::data(200, &org_view(&live_org(&db, id).await?))
 }
@@ -109,7 +110,7 @@ struct UpdateOrg {
     limits: Option<LimitsInput>,
 }
 
-pub async fn update_org(mut req: Request, call: &Call, id: &str) -> Result<Response, ApiError> {
+pub async fn update_org(mut req: Incoming, call: &Call, id: &str) -> Result<Response, ApiError> {
     let (_, db) = operator(&req, call).await?;
     let body: UpdateOrg = read_json(&mut req).await?;
     let mut org = live_org(&db, id).await?;
@@ -138,7 +139,7 @@ pub async fn update_org(mut req: Request, call: &Call, id: &str) -> Result<Respo
 }
 
 /// Soft delete: the organization's keys are disabled at once.
-pub async fn delete_org(req: Request, call: &Call, id: &str) -> Result<Response, ApiError> {
+pub async fn delete_org(req: Incoming, call: &Call, id: &str) -> Result<Response, ApiError> {
     let (_, db) = operator(&req, call).await?;
     let now = to_iso(call.now_ms());
     if !store::orgs::soft_delete(&db, id, &now).await? {
@@ -151,7 +152,7 @@ pub async fn delete_org(req: Request, call: &Call, id: &str) -> Result<Response,
 }
 
 /// POST /api/orgs/{id}/keys: a key that belongs to the organization (`user_id` required).
-pub async fn create_org_key(mut req: Request, call: &Call, id: &str) -> Result<Response, ApiError> {
+pub async fn create_org_key(mut req: Incoming, call: &Call, id: &str) -> Result<Response, ApiError> {
     let (caller, db) = operator(&req, call).await?;
     let mut body: CreateKey = read_json(&mut req).await?;
     live_org(&db, id).await?;

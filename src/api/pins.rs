@@ -4,10 +4,11 @@
 
 use serde::Deserialize;
 use serde_json::{json, Value};
-use worker::{Request, Response};
+use worker::Response;
 
 use super::auth::authenticate;
 use super::error::ApiError;
+use super::incoming::Incoming;
 use super::respond::{self, read_json, Call};
 use crate::cache::prices as price_cache;
 use crate::domain::keys::Permission;
@@ -32,7 +33,7 @@ fn view(row: &PriceRow, direct: &[Provider]) -> Value {
     })
 }
 
-pub async fn list_routes(req: Request, call: &Call) -> Result<Response, ApiError> {
+pub async fn list_routes(req: Incoming, call: &Call) -> Result<Response, ApiError> {
     authenticate(&req, call).await?.caller.require(Permission::Admin)?;
     let db = env::db(&call.env).map_err(ApiError::internal)?;
     let direct = call.config.direct_providers();
@@ -49,7 +50,7 @@ struct PutRoute {
     fallback_to_openrouter: Option<bool>,
 }
 
-pub async fn put_route(mut req: Request, call: &Call, model: &str) -> Result<Response, ApiError> {
+pub async fn put_route(mut req: Incoming, call: &Call, model: &str) -> Result<Response, ApiError> {
     authenticate(&req, call).await?.caller.require(Permission::Admin)?;
     let body: PutRoute = read_json(&mut req).await?;
     let provider = Provider::parse(&body.provider).ok_or_else(|| {
@@ -81,7 +82,7 @@ pub async fn put_route(mut req: Request, call: &Call, model: &str) -> Result<Res
     respond::data(200, &view(&row, &call.config.direct_providers()))
 }
 
-pub async fn delete_route(req: Request, call: &Call, model: &str) -> Result<Response, ApiError> {
+pub async fn delete_route(req: Incoming, call: &Call, model: &str) -> Result<Response, ApiError> {
     authenticate(&req, call).await?.caller.require(Permission::Admin)?;
     let db = env::db(&call.env).map_err(ApiError::internal)?;
     if !prices::clear_route(&db, model, &to_iso(call.now_ms())).await? {

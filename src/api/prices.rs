@@ -2,10 +2,11 @@
 
 use serde::Deserialize;
 use serde_json::{json, Value};
-use worker::{Env, Request, Response};
+use worker::{Env, Response};
 
 use super::auth::authenticate;
 use super::error::ApiError;
+use super::incoming::Incoming;
 use super::respond::{self, query, read_json, Call};
 use crate::cache::prices as price_cache;
 use crate::domain::keys::Permission;
@@ -31,7 +32,7 @@ fn view(r: &PriceRow) -> Value {
     })
 }
 
-pub async fn list_prices(req: Request, call: &Call) -> Result<Response, ApiError> {
+pub async fn list_prices(req: Incoming, call: &Call) -> Result<Response, ApiError> {
     let db = env::db(&call.env).map_err(ApiError::internal)?;
     let provider = query(&req).get("provider").cloned().filter(|p| !p.is_empty());
     let rows = prices::all(&db).await?;
@@ -79,7 +80,7 @@ struct PutPrice {
     is_active: Option<bool>,
 }
 
-pub async fn put_price(mut req: Request, call: &Call) -> Result<Response, ApiError> {
+pub async fn put_price(mut req: Incoming, call: &Call) -> Result<Response, ApiError> {
     authenticate(&req, call).await?.caller.require(Permission::Admin)?;
     let body: PutPrice = read_json(&mut req).await?;
     let model = validate_text("model_name", &body.model_name, 256)?;
@@ -131,7 +132,7 @@ struct SyncBody {
     overwrite: Option<bool>,
 }
 
-pub async fn sync_prices(mut req: Request, call: &Call) -> Result<Response, ApiError> {
+pub async fn sync_prices(mut req: Incoming, call: &Call) -> Result<Response, ApiError> {
     authenticate(&req, call).await?.caller.require(Permission::Admin)?;
     let bytes = respond::read_body(&mut req, 4096).await?;
     let body: SyncBody = if bytes.iter().all(u8::is_ascii_whitespace) {

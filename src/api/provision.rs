@@ -8,9 +8,10 @@
 
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
-use worker::{D1Database, Request, Response};
+use worker::{D1Database, Response};
 
 use super::error::ApiError;
+use super::incoming::Incoming;
 use super::keys::key_view;
 use super::respond::{self, present, query, random_bytes, read_json, Call};
 use super::users::{operator, user_view};
@@ -69,7 +70,7 @@ fn monthly() -> Option<Option<String>> {
     Some(Some("monthly".into()))
 }
 
-pub async fn provision(mut req: Request, call: &Call) -> Result<Response, ApiError> {
+pub async fn provision(mut req: Incoming, call: &Call) -> Result<Response, ApiError> {
     let db = operator(&req, call).await?;
     let body: Provision = read_json(&mut req).await?;
     let now_ms = call.now_ms();
@@ -176,7 +177,7 @@ fn upstream_view(r: &OpenRouterKeyRow) -> Value {
     })
 }
 
-pub async fn list_upstream_keys(req: Request, call: &Call) -> Result<Response, ApiError> {
+pub async fn list_upstream_keys(req: Incoming, call: &Call) -> Result<Response, ApiError> {
     let db = operator(&req, call).await?;
     let user_id = query(&req).get("user_id").cloned().filter(|u| !u.is_empty());
     let rows = store::openrouter_keys::list(&db, user_id.as_deref()).await?;
@@ -206,7 +207,7 @@ async fn upstream_key(db: &D1Database, id: &str) -> Result<OpenRouterKeyRow, Api
 }
 
 /// Changes OpenRouter first; the record follows only once OpenRouter agreed.
-pub async fn update_upstream_key(mut req: Request, call: &Call, id: &str) -> Result<Response, ApiError> {
+pub async fn update_upstream_key(mut req: Incoming, call: &Call, id: &str) -> Result<Response, ApiError> {
     let db = operator(&req, call).await?;
     let body: UpdateUpstreamKey = read_json(&mut req).await?;
     let mut row = upstream_key(&db, id).await?;
@@ -235,7 +236,7 @@ pub async fn update_upstream_key(mut req: Request, call: &Call, id: &str) -> Res
     respond::data(200, &upstream_view(&row))
 }
 
-pub async fn delete_upstream_key(req: Request, call: &Call, id: &str) -> Result<Response, ApiError> {
+pub async fn delete_upstream_key(req: Incoming, call: &Call, id: &str) -> Result<Response, ApiError> {
     let db = operator(&req, call).await?;
     let row = upstream_key(&db, id).await?;
     let config = call.config.clone();

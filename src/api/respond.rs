@@ -4,9 +4,10 @@ use std::rc::Rc;
 
 use serde::Serialize;
 use serde_json::json;
-use worker::{Context, Env, Headers, Request, Response};
+use worker::{Context, Env, Headers, Response};
 
 use super::error::ApiError;
+use super::incoming::Incoming;
 use crate::env::Config;
 use crate::log::{self, Level};
 
@@ -20,7 +21,7 @@ pub struct Call {
 }
 
 impl Call {
-    pub fn new(req: &Request, env: Env, ctx: Context) -> Self {
+    pub fn new(req: &Incoming, env: Env, ctx: Context) -> Self {
         let request_id = req
             .headers()
             .get("cf-ray")
@@ -86,7 +87,7 @@ pub fn error_response(call: &Call, err: &ApiError) -> Response {
 }
 
 /// Reads a request body, refusing more than `limit` bytes with 413.
-pub async fn read_body(req: &mut Request, limit: usize) -> Result<Vec<u8>, ApiError> {
+pub async fn read_body(req: &mut Incoming, limit: usize) -> Result<Vec<u8>, ApiError> {
     let declared = req.headers().get("content-length").ok().flatten().and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
         return Err(ApiError::PayloadTooLarge { limit_bytes: limit });
@@ -100,13 +101,13 @@ pub async fn read_body(req: &mut Request, limit: usize) -> Result<Vec<u8>, ApiEr
 }
 
 /// Parses a JSON body into `T`; serde's message names the offending field.
-pub async fn read_json<T: serde::de::DeserializeOwned>(req: &mut Request) -> Result<T, ApiError> {
+pub async fn read_json<T: serde::de::DeserializeOwned>(req: &mut Incoming) -> Result<T, ApiError> {
     let bytes = read_body(req, 64 * 1024).await?;
     serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))
 }
 
 /// The query string as name → value (the last one wins).
-pub fn query(req: &Request) -> std::collections::HashMap<String, String> {
+pub fn query(req: &Incoming) -> std::collections::HashMap<String, String> {
     req.url().map(|u| u.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect()).unwrap_or_default()
 }
 

@@ -3,10 +3,11 @@
 //! through the account objects' outboxes, within about a second of the answer.
 
 use serde_json::{json, Value};
-use worker::{D1Database, Request, Response};
+use worker::{D1Database, Response};
 
 use super::auth::{authenticate, Caller};
 use super::error::ApiError;
+use super::incoming::Incoming;
 use super::keys::visible_key;
 use super::respond::{self, query, Call};
 use crate::domain::keys::Permission;
@@ -22,7 +23,7 @@ fn db(call: &Call) -> Result<D1Database, ApiError> {
 }
 
 /// The caller's own usage (an admin may name `user_id=`).
-pub async fn get_own_stats(req: Request, call: &Call) -> Result<Response, ApiError> {
+pub async fn get_own_stats(req: Incoming, call: &Call) -> Result<Response, ApiError> {
     let caller = authenticate(&req, call).await?.caller;
     caller.require(Permission::Read)?;
     let asked = query(&req).get("user_id").cloned().filter(|u| !u.is_empty());
@@ -31,7 +32,7 @@ pub async fn get_own_stats(req: Request, call: &Call) -> Result<Response, ApiErr
 }
 
 /// One key's usage: admins any key, a key holder its own user's keys.
-pub async fn get_key_stats(req: Request, call: &Call, id: &str) -> Result<Response, ApiError> {
+pub async fn get_key_stats(req: Incoming, call: &Call, id: &str) -> Result<Response, ApiError> {
     let caller = authenticate(&req, call).await?.caller;
     caller.require(Permission::Read)?;
     if !caller.is_admin() {
@@ -40,17 +41,17 @@ pub async fn get_key_stats(req: Request, call: &Call, id: &str) -> Result<Respon
     stats(&req, call, Scope::Key(id.to_string()), false).await
 }
 
-pub async fn get_org_stats(req: Request, call: &Call, id: &str) -> Result<Response, ApiError> {
+pub async fn get_org_stats(req: Incoming, call: &Call, id: &str) -> Result<Response, ApiError> {
     authenticate(&req, call).await?.caller.require(Permission::Admin)?;
     stats(&req, call, Scope::Org(id.to_string()), false).await
 }
 
-pub async fn get_global_stats(req: Request, call: &Call) -> Result<Response, ApiError> {
+pub async fn get_global_stats(req: Incoming, call: &Call) -> Result<Response, ApiError> {
     authenticate(&req, call).await?.caller.require(Permission::Admin)?;
     stats(&req, call, Scope::All, true).await
 }
 
-async fn stats(req: &Request, call: &Call, scope: Scope, global: bool) -> Result<Response, ApiError> {
+async fn stats(req: &Incoming, call: &Call, scope: Scope, global: bool) -> Result<Response, ApiError> {
     let q = query(req);
     let arg = |name: &str| q.get(name).map(String::as_str);
     let range = day_range(arg("start"), arg("end"), call.now_ms())?;
@@ -71,7 +72,7 @@ async fn stats(req: &Request, call: &Call, scope: Scope, global: bool) -> Result
 
 /// `GET /api/admin/overview`: spend and requests today and this month (UTC),
 /// users, active keys and the sum of every balance, in one read.
-pub async fn get_overview(req: Request, call: &Call) -> Result<Response, ApiError> {
+pub async fn get_overview(req: Incoming, call: &Call) -> Result<Response, ApiError> {
     authenticate(&req, call).await?.caller.require(Permission::Admin)?;
     let now = to_iso(call.now_ms());
     let today = &now[..10];
@@ -89,7 +90,7 @@ pub async fn get_overview(req: Request, call: &Call) -> Result<Response, ApiErro
 }
 
 /// One of the caller's requests, by its generation id (`x-request-id`).
-pub async fn get_generation(req: Request, call: &Call) -> Result<Response, ApiError> {
+pub async fn get_generation(req: Incoming, call: &Call) -> Result<Response, ApiError> {
     let caller = authenticate(&req, call).await?.caller;
     caller.require(Permission::Read)?;
     let Some(id) = query(&req).get("id").cloned().filter(|id| !id.is_empty()) else {

@@ -2,10 +2,11 @@
 
 use serde::Deserialize;
 use serde_json::{json, Value};
-use worker::{Request, Response};
+use worker::Response;
 
 use super::auth::authenticate;
 use super::error::ApiError;
+use super::incoming::Incoming;
 use super::respond::{self, present, query, random_bytes, read_json, Call};
 use crate::domain::ids;
 use crate::domain::keys::Permission;
@@ -27,7 +28,7 @@ struct CreateUser {
 }
 
 /// The operator (or an admin key) is calling: the database to work on.
-pub(super) async fn operator(req: &Request, call: &Call) -> Result<worker::D1Database, ApiError> {
+pub(super) async fn operator(req: &Incoming, call: &Call) -> Result<worker::D1Database, ApiError> {
     authenticate(req, call).await?.caller.require(Permission::Admin)?;
     env::db(&call.env).map_err(ApiError::internal)
 }
@@ -39,7 +40,7 @@ fn conflict_on_email(email: &str) -> impl FnOnce(StoreError) -> ApiError + '_ {
     }
 }
 
-pub async fn create_user(mut req: Request, call: &Call) -> Result<Response, ApiError> {
+pub async fn create_user(mut req: Incoming, call: &Call) -> Result<Response, ApiError> {
     let db = operator(&req, call).await?;
     let body: CreateUser = read_json(&mut req).await?;
     let now = to_iso(call.now_ms());
@@ -60,7 +61,7 @@ pub async fn create_user(mut req: Request, call: &Call) -> Result<Response, ApiE
     respond::data(201, &user_view(&user))
 }
 
-pub async fn list_users(req: Request, call: &Call) -> Result<Response, ApiError> {
+pub async fn list_users(req: Incoming, call: &Call) -> Result<Response, ApiError> {
     let db = operator(&req, call).await?;
     let q = query(&req);
     let page = Page::parse(q.get("page").map(String::as_str), q.get("page_size").map(String::as_str), "page_size")?;
@@ -76,7 +77,7 @@ async fn live_user(db: &worker::D1Database, id: &str) -> Result<UserRow, ApiErro
     store::users::get_live(db, id).await?.ok_or_else(|| ApiError::not_found(format!("user {id} not found")))
 }
 
-pub async fn get_user(req: Request, call: &Call, id: &str) -> Result<Response, ApiError> {
+pub async fn get_user(req: Incoming, call: &Call, id: &str) -> Result<Response, ApiError> {
     let db = operator(&req, call).await?;
     respond::data(200, &user_view(&live_user(&db, id).await?))
 }
@@ -94,7 +95,7 @@ struct UpdateUser {
     email_verified: Option<bool>,
 }
 
-pub async fn update_user(mut req: Request, call: &Call, id: &str) -> Result<Response, ApiError> {
+pub async fn update_user(mut req: Incoming, call: &Call, id: &str) -> Result<Response, ApiError> {
     let db = operator(&req, call).await?;
     let body: UpdateUser = read_json(&mut req).await?;
     let mut user = live_user(&db, id).await?;
@@ -122,7 +123,7 @@ pub async fn update_user(mut req: Request, call: &Call, id: &str) -> Result<Resp
 }
 
 /// Soft delete: the user's keys are disabled at once and leave the caches.
-pub async fn delete_user(req: Request, call: &Call, id: &str) -> Result<Response, ApiError> {
+pub async fn delete_user(req: Incoming, call: &Call, id: &str) -> Result<Response, ApiError> {
     let db = operator(&req, call).await?;
     let now = to_iso(call.now_ms());
     if !store::users::soft_delete(&db, id, &now).await? {

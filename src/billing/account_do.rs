@@ -214,9 +214,13 @@ impl AccountDo {
         self.with_book(sql, |b| b.balance())
     }
 
-    /// Appends a ledger row and moves the balance, in one step.
-    fn post(&self, sql: &SqlStorage, entry: &LedgerEntry) -> Result<()> {
-        sql.exec_raw("UPDATE account SET balance = ? WHERE id = 1", vec![int(entry.balance_after)])?;
+    /// Appends a ledger row and moves the balance, in one step. The first post also
+    /// records which account this object is (reconciliation lists accounts by it).
+    fn post(&self, sql: &SqlStorage, account_id: &str, entry: &LedgerEntry) -> Result<()> {
+        sql.exec_raw(
+            "UPDATE account SET balance = ?, account_id = COALESCE(account_id, ?) WHERE id = 1",
+            vec![int(entry.balance_after), text(account_id)],
+        )?;
         sql.exec_raw(
             "INSERT INTO ledger (id, type, amount, balance_after, reference_id, description, key_id, created_ms) \
              VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -264,9 +268,9 @@ impl AccountDo {
         let Some(charge) = self.with_book(sql, |b| b.settle(&s.request_id, s.cost, fallback, now))? else {
             return Ok(0);
         };
-        Self::remember_account(sql, account_id)?;
         self.post(
             sql,
+            account_id,
             &LedgerEntry {
                 id,
                 kind: "usage".into(),
@@ -297,11 +301,6 @@ impl AccountDo {
             tokens: done("tokens")? + scalar(sql, "SELECT SUM(tokens) AS n FROM org_reservations", vec![])?,
             cost: done("cost")? + scalar(sql, "SELECT SUM(cost) AS n FROM org_reservations", vec![])?,
         })
-    }
-
-    fn remember_account(sql: &SqlStorage, account_id: &str) -> Result<()> {
-        sql.exec_raw("UPDATE account SET account_id = ? WHERE id = 1 AND account_id IS NULL", vec![text(account_id)])?;
-        Ok(())
     }
 
     fn handle(&self, req: AccountRequest) -> Result<AccountResponse> {
@@ -384,13 +383,13 @@ impl AccountDo {
                         return Ok(serde_json::from_str(&saved.answer)?);
                     }
                 }
-                Self::remember_account(&sql, &account_id)?;
                 let balance = self.balance(&sql)? + amount;
                 let mut random = [0u8; 12];
                 getrandom::getrandom(&mut random).map_err(|e| worker::Error::RustError(e.to_string()))?;
                 let id = format!("tx-{}", hex::encode(random));
                 self.post(
                     &sql,
+                    &account_id,
                     &LedgerEntry {
                         id: id.clone(),
                         kind,

@@ -1,19 +1,41 @@
 //! The only provider module that performs `fetch`. Every call is bounded by
 //! a deadline and can be aborted.
+//!
+//! It talks to the runtime's `fetch`, `Request` and `Response` directly rather
+//! than through `worker::Fetch` and `worker::Response`: those copy headers and
+//! `cf` into new objects on the way in and read a whole body chunk by chunk,
+//! one JavaScript promise per chunk, where `arrayBuffer()` is one promise.
 
 use std::time::Duration;
 
 use futures_util::future::{select, Either};
 use futures_util::pin_mut;
-use worker::{AbortController, Delay, Fetch, Headers, Method, Request, RequestInit, Response};
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::JsFuture;
+use worker::worker_sys::web_sys;
+use worker::{AbortController, ByteStream, Delay, Headers, Method};
 
 use super::openai_compat::{classify_error, ProviderError};
 
 /// An upstream answer whose status was 2xx.
 pub struct Upstream {
-    pub response: Response,
+    response: web_sys::Response,
     /// Aborting it cancels the body too.
     pub controller: AbortController,
+}
+
+impl Upstream {
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.response.headers().get(name).ok().flatten()
+    }
+
+    /// The body as a stream of chunks, for relaying.
+    pub fn stream(&self) -> Result<ByteStream, ProviderError> {
+        self.response
+            .body()
+            .map(ByteStream::from)
+            .ok_or_else(|| ProviderError::Network("the answer had no body".into()))
+    }
 }
 
 /// Races a future against a timeout.
@@ -38,41 +60,46 @@ pub async fn send(
     for (name, value) in headers {
         h.set(name, value).map_err(|e| ProviderError::Network(format!("bad header {name}: {e}")))?;
     }
-    let mut init = RequestInit::new();
-    init.with_method(method).with_headers(h);
-    if let Some(body) = body {
-        init.with_body(Some(js_sys::Uint8Array::from(body).into()));
-    }
-    let request = Request::new_with_init(url, &init).map_err(|e| ProviderError::Network(e.to_string()))?;
     let controller = AbortController::default();
-    let signal = controller.signal();
-    let fetch = Fetch::Request(request);
-    let sent = within(timeout_ms, fetch.send_with_signal(&signal)).await;
-    let mut response = match sent {
+    let init = web_sys::RequestInit::new();
+    init.set_method(method.as_ref());
+    init.set_headers(&h.0);
+    init.set_signal(Some(&controller.signal()));
+    if let Some(body) = body {
+        init.set_body(&js_sys::Uint8Array::from(body));
+    }
+    let global: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();
+    let fetch = JsFuture::from(global.fetch_with_str_and_init(url, &init));
+    let response = match within(timeout_ms, fetch).await {
         None => {
             controller.abort();
             return Err(ProviderError::Timeout);
         }
-        Some(Err(e)) => return Err(ProviderError::Network(e.to_string())),
-        Some(Ok(r)) => r,
+        Some(Err(e)) => return Err(ProviderError::Network(crate::js::message(&e))),
+        Some(Ok(r)) => r.unchecked_into::<web_sys::Response>(),
     };
-    let status = response.status_code();
+    let status = response.status();
+    let mut upstream = Upstream { response, controller };
     if (200..300).contains(&status) {
-        return Ok(Upstream { response, controller });
+        return Ok(upstream);
     }
-    let retry_after = response.headers().get("retry-after").ok().flatten();
-    let body = within(timeout_ms, response.bytes()).await.and_then(Result::ok).unwrap_or_default();
+    let retry_after = upstream.header("retry-after");
+    let body = read_all(&mut upstream, timeout_ms).await.unwrap_or_default();
     Err(classify_error(status, retry_after.as_deref(), &body))
 }
 
-/// Reads a whole 2xx body within the deadline.
+/// Reads a whole body within the deadline.
 pub async fn read_all(upstream: &mut Upstream, timeout_ms: u64) -> Result<Vec<u8>, ProviderError> {
-    match within(timeout_ms, upstream.response.bytes()).await {
+    let promise = upstream
+        .response
+        .array_buffer()
+        .map_err(|e| ProviderError::Network(format!("reading body: {}", crate::js::message(&e))))?;
+    match within(timeout_ms, JsFuture::from(promise)).await {
         None => {
             std::mem::take(&mut upstream.controller).abort();
             Err(ProviderError::Timeout)
         }
-        Some(Err(e)) => Err(ProviderError::Network(format!("reading body: {e}"))),
-        Some(Ok(bytes)) => Ok(bytes),
+        Some(Err(e)) => Err(ProviderError::Network(format!("reading body: {}", crate::js::message(&e)))),
+        Some(Ok(buffer)) => Ok(js_sys::Uint8Array::new(&buffer).to_vec()),
     }
 }

@@ -1,0 +1,48 @@
+//! The client's request, read only as far as a handler asks.
+//!
+//! `worker::Request` copies the method, path, headers and the `cf` object when it
+//! is built. Reading `cf` makes the runtime materialise a JavaScript object from
+//! its JSON on every request, which was the largest single cost in a CPU profile
+//! of a chat (see docs/performance.md). No route reads `cf`, so handlers get this
+//! thin wrapper around the runtime's request instead.
+
+use worker::worker_sys::web_sys;
+use worker::{Headers, Url};
+
+pub struct Incoming {
+    raw: web_sys::Request,
+}
+
+impl Incoming {
+    pub fn new(raw: web_sys::Request) -> Self {
+        Self { raw }
+    }
+
+    pub fn method(&self) -> String {
+        self.raw.method()
+    }
+
+    /// The URL's path, without query or fragment.
+    pub fn path(&self) -> String {
+        let url = self.raw.url();
+        crate::routes::path_of(&url).to_string()
+    }
+
+    pub fn url(&self) -> Result<Url, String> {
+        let url = self.raw.url();
+        url.parse().map_err(|e| format!("{e}: {url}"))
+    }
+
+    pub fn headers(&self) -> Headers {
+        Headers(self.raw.headers())
+    }
+
+    /// The whole body, read once.
+    pub async fn bytes(&mut self) -> Result<Vec<u8>, String> {
+        let promise = self.raw.array_buffer().map_err(|_| "the request body was already read".to_string())?;
+        let buffer = wasm_bindgen_futures::JsFuture::from(promise)
+            .await
+            .map_err(|e| e.as_string().unwrap_or_else(|| "the request body could not be read".into()))?;
+        Ok(js_sys::Uint8Array::new(&buffer).to_vec())
+    }
+}
