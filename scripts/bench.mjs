@@ -3,6 +3,8 @@
 //   (a) the fake upstream directly,
 //   (b) a one-line JavaScript pass-through Worker under the same `wrangler dev` (the floor),
 //   (b2) the same Worker after one call to a trivial Durable Object (Tollgate makes one per request),
+//   (r), (r2) the same two in idiomatic workers-rs (scripts/bench-floor-rust: same worker version and
+//             release profile), so the toolchain's own cost is told apart from Tollgate's,
 //   (c) Tollgate without per-request log lines, (d) with them,
 // then Tollgate's overhead over the floor and the wasm size.
 // Options: --requests N (default 400 per run), --skip-build,
@@ -11,7 +13,7 @@
 //             provider's route — OpenAI, Anthropic, Google — against the fakes, c=1 and first chunk)
 
 import { spawn, spawnSync } from 'node:child_process';
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { gzipSync } from 'node:zlib';
 
@@ -27,11 +29,19 @@ const WARMUP = 50;
 const QUICK = process.argv.includes('--quick') || process.argv.includes('--direct');
 const DIRECT = process.argv.includes('--direct');
 
+const RUST_FLOOR = path.join(ROOT, 'scripts', 'bench-floor-rust');
 if (!process.argv.includes('--skip-build')) {
   for (const [cmd, args] of [['scripts/setup', []], ['scripts/build', ['release']]]) {
     const r = spawnSync(path.join(ROOT, cmd), args, { cwd: ROOT, stdio: 'inherit' });
     if (r.status !== 0) process.exit(r.status ?? 1);
   }
+}
+if (!DIRECT && (!process.argv.includes('--skip-build') || !existsSync(path.join(RUST_FLOOR, 'build', 'worker', 'shim.mjs')))) {
+  // Shares Tollgate's target directory, so only the floor's own crate compiles.
+  const r = spawnSync('bash', ['-c', `source "${ROOT}/scripts/env.sh" && worker-build --release`], {
+    cwd: RUST_FLOOR, stdio: 'inherit', env: { ...process.env, CARGO_TARGET_DIR: path.join(ROOT, 'target') },
+  });
+  if (r.status !== 0) process.exit(r.status ?? 1);
 }
 
 const chatBody = (model, stream = false) => JSON.stringify({ model, stream, messages: [{ role: 'user', content: 'benchmark hello world' }] });
@@ -110,12 +120,11 @@ async function measureAll(targets, rounds = 8) {
   });
 }
 
-async function startFloor(upstreamUrl) {
+async function startFloor(upstreamUrl, dir = path.join(ROOT, 'scripts', 'bench-floor')) {
   const port = await freePort();
-  const dir = path.join(ROOT, 'scripts', 'bench-floor');
   const child = spawn(path.join(ROOT, 'scripts', 'wrangler'), [
     'dev', '--config', path.join(dir, 'wrangler.toml'), '--ip', '127.0.0.1', '--port', String(port), '--var', `UPSTREAM:${upstreamUrl}`,
-    '--show-interactive-dev-session=false', '--inspector-port', String(await freePort()), '--persist-to', path.join(ROOT, '.wrangler', 'bench-floor'),
+    '--show-interactive-dev-session=false', '--inspector-port', String(await freePort()), '--persist-to', path.join(ROOT, '.wrangler', path.basename(dir)),
   ], { cwd: dir, detached: true, stdio: 'ignore', env: { ...process.env, CI: 'true' } });
   const url = `http://127.0.0.1:${port}`;
   for (let i = 0; i < 300; i++) {
@@ -135,10 +144,13 @@ const row = (r) => `${r.name.padEnd(26)} ${f(r.c1.p50)} ${f(r.c1.p99)} ${r.c1.rp
 const fake = await startFakeUpstream({ apiKey: FAKE_UPSTREAM_KEY });
 if (DIRECT) await directRoutes(fake);
 const floor = await startFloor(fake.url);
+const rustFloor = await startFloor(fake.url, RUST_FLOOR);
 const targets = [
   { name: '(a) fake upstream', url: `${fake.url}/chat/completions`, key: FAKE_UPSTREAM_KEY },
   { name: '(b) JS pass-through floor', url: `${floor.url}/v1/chat/completions`, key: FAKE_UPSTREAM_KEY },
   { name: '(b2) JS floor + 1 DO call', url: `${floor.url}/do/v1/chat/completions`, key: FAKE_UPSTREAM_KEY },
+  { name: '(r) workers-rs floor', url: `${rustFloor.url}/v1/chat/completions`, key: FAKE_UPSTREAM_KEY },
+  { name: '(r2) workers-rs + 1 DO call', url: `${rustFloor.url}/do/v1/chat/completions`, key: FAKE_UPSTREAM_KEY },
 ];
 // wrangler dev carries every console line from workerd to its own process and
 // prints it; that costs the local runtime 1-2 ms a line, which production
@@ -159,21 +171,28 @@ try {
   results = await measureAll(targets);
 } finally {
   await floor.stop();
+  await rustFloor.stop();
   for (const gw of gateways) await gw.stop();
   await fake.close();
 }
 
 const wasmFile = readdirSync(path.join(ROOT, 'build')).find((n) => n.endsWith('.wasm'));
 const wasm = readFileSync(path.join(ROOT, 'build', wasmFile));
-const [, b, b2, c, d] = results;
+const [, b, b2, r, r2, c, d] = results;
 
 console.log(`\nTollgate benchmark — ${REQUESTS} requests at c=1, ${REQUESTS * 2} at c=16, non-streamed chat; streaming time to first content chunk`);
 console.log(`${''.padEnd(26)} ${'c=1 p50'.padStart(7)} ${'p99'.padStart(7)} ${'req/s'.padStart(7)}   ${'c=16p50'.padStart(7)} ${'p99'.padStart(7)} ${'req/s'.padStart(7)}   ${'ttfc50'.padStart(7)} ${'p99'.padStart(7)}   (ms)`);
 for (const r of results) console.log(row(r));
-const over = (x) => `p50 c=1 ${(x.c1.p50 - b.c1.p50).toFixed(2)} ms, p50 c=16 ${(x.c16.p50 - b.c16.p50).toFixed(2)} ms, ttfc p50 ${(x.ttfc.p50 - b.ttfc.p50).toFixed(2)} ms`;
+const over = (x, base = b) => {
+  const c16 = QUICK ? '' : `, p50 c=16 ${(x.c16.p50 - base.c16.p50).toFixed(2)} ms`;
+  return `p50 c=1 ${(x.c1.p50 - base.c1.p50).toFixed(2)} ms${c16}, ttfc p50 ${(x.ttfc.p50 - base.ttfc.p50).toFixed(2)} ms`;
+};
 console.log(`\nTollgate overhead over the floor: ${over(c)}`);
 if (d) console.log(`  with request log lines:         ${over(d)}`);
 console.log(`One DO round trip costs the JS floor itself: p50 c=1 ${(b2.c1.p50 - b.c1.p50).toFixed(2)} ms`);
+console.log(`The workers-rs floor over the JS floor: ${over(r)}`);
+console.log(`  with one DO call, over the JS floor: ${over(r2)}`);
+console.log(`Tollgate over the workers-rs floor with one DO call: ${over(c, r2)}`);
 console.log(`wasm: ${(wasm.length / 1024).toFixed(0)} KB raw, ${(gzipSync(wasm, { level: 9 }).length / 1024).toFixed(0)} KB gzipped (${statSync(path.join(ROOT, 'build', wasmFile)).size} bytes)`);
 
 /** `--direct`: what a direct route costs against OpenRouter's, on one gateway, interleaved. */

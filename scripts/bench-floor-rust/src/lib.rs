@@ -1,8 +1,8 @@
 //! `/v1/…` forwards to the upstream as is; `/do/v1/…` first makes one call to a
 //! Durable Object that answers at once. Idiomatic workers-rs, nothing tuned.
 
-use worker::*;
 use worker::js_sys;
+use worker::*;
 
 #[durable_object]
 pub struct Counter {
@@ -30,6 +30,8 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
     let url = format!("{}{}", env.var("UPSTREAM")?, path.trim_start_matches("/v1"));
     let body = req.bytes().await?;
     let mut init = RequestInit::new();
-    init.with_method(req.method()).with_headers(req.headers().clone()).with_body(Some(js_sys::Uint8Array::from(body.as_slice()).into()));
+    init.with_method(req.method())
+        .with_headers(req.headers().clone())
+        .with_body(Some(js_sys::Uint8Array::from(body.as_slice()).into()));
     Fetch::Request(Request::new_with_init(&url, &init)?).send().await
 }
