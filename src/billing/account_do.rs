@@ -14,8 +14,9 @@ use worker::{durable_object, DurableObject, Env, Headers, Request, Response, Res
 
 use super::protocol::{AccountRequest, AccountResponse, KeyUsage, LedgerEntry, Settlement, MESSAGE_HEADER};
 use std::cell::RefCell;
+use std::rc::Rc;
 
-use crate::domain::account::{Ask, Book, Decision, Held, RESERVATION_TTL_MS};
+use crate::domain::account::{Ask, Book, Charge, Decision, Held, RESERVATION_TTL_MS};
 use crate::domain::keys::KeyState;
 use crate::domain::orgs::{check_month, MonthUse};
 use crate::domain::time::to_iso;
@@ -64,6 +65,9 @@ pub struct AccountDo {
     alarm_set: std::cell::Cell<bool>,
     /// Balance, reservations, key states and spend, loaded once (written through on change).
     book: RefCell<Option<Book>>,
+    /// Settlements a reservation carried, decided in the book but written only after its
+    /// answer has left (else the answer would wait for their storage commit).
+    deferred: Rc<Deferred>,
 }
 
 #[derive(Deserialize)]
@@ -214,48 +218,19 @@ impl AccountDo {
         self.with_book(sql, |b| b.balance())
     }
 
-    /// Appends a ledger row and moves the balance, in one step. The first post also
-    /// records which account this object is (reconciliation lists accounts by it).
-    fn post(&self, sql: &SqlStorage, account_id: &str, entry: &LedgerEntry) -> Result<()> {
-        sql.exec_raw(
-            "UPDATE account SET balance = ?, account_id = COALESCE(account_id, ?) WHERE id = 1",
-            vec![int(entry.balance_after), text(account_id)],
-        )?;
-        sql.exec_raw(
-            "INSERT INTO ledger (id, type, amount, balance_after, reference_id, description, key_id, created_ms) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            vec![
-                text(&entry.id),
-                text(&entry.kind),
-                int(entry.amount),
-                int(entry.balance_after),
-                opt_text(entry.reference_id.as_deref()),
-                opt_text(entry.description.as_deref()),
-                opt_text(entry.key_id.as_deref()),
-                int(entry.created_ms),
-            ],
-        )?;
-        Ok(())
-    }
-
-    /// Turns one reservation into its charge (capped at the reservation); returns the charge.
-    /// A repeat charges nothing; a reservation this object no longer holds is
-    /// charged once, against the Worker's copy of it.
-    fn settle(&self, sql: &SqlStorage, account_id: &str, mut s: Settlement, now: i64) -> Result<i64> {
-        let usage = s.usage.take();
-        let charged = self.charge(sql, account_id, s, now)?;
-        if let Some(mut record) = usage {
-            // Waits in the outbox with the ledger row, for the next copy to D1.
-            record.cost_micros = charged;
-            sql.exec_raw(
-                "INSERT OR IGNORE INTO usage_outbox (id, record) VALUES (?, ?)",
-                vec![text(&record.id), text(&serde_json::to_string(&record)?)],
-            )?;
-        }
+    /// Turns one reservation into its charge (capped at the reservation) and writes it; returns the charge.
+    fn settle(&self, sql: &SqlStorage, account_id: &str, s: Settlement, now: i64) -> Result<i64> {
+        let posting = self.settle_in_memory(sql, account_id, s, now)?;
+        let charged = posting.charged();
+        write_posting(sql, &posting)?;
         Ok(charged)
     }
 
-    fn charge(&self, sql: &SqlStorage, account_id: &str, s: Settlement, now: i64) -> Result<i64> {
+    /// Decides one settlement in the book; the rows to write come back.
+    /// A repeat charges nothing; a reservation this object no longer holds is
+    /// charged once, against the Worker's copy of it.
+    fn settle_in_memory(&self, sql: &SqlStorage, account_id: &str, mut s: Settlement, now: i64) -> Result<Posting> {
+        let usage = s.usage.take();
         let id = format!("tx-{}", s.request_id);
         let held = self.with_book(sql, |b| b.holds(&s.request_id))?;
         let fallback = match (&s.key_id, held) {
@@ -265,13 +240,8 @@ impl AccountDo {
             }
             _ => None,
         };
-        let Some(charge) = self.with_book(sql, |b| b.settle(&s.request_id, s.cost, fallback, now))? else {
-            return Ok(0);
-        };
-        self.post(
-            sql,
-            account_id,
-            &LedgerEntry {
+        let charge = self.with_book(sql, |b| b.settle(&s.request_id, s.cost, fallback, now))?.map(|charge| {
+            let entry = LedgerEntry {
                 id,
                 kind: "usage".into(),
                 amount: -charge.amount,
@@ -280,14 +250,26 @@ impl AccountDo {
                 description: Some(s.description),
                 key_id: Some(charge.key_id.clone()),
                 created_ms: now,
-            },
-        )?;
-        sql.exec_raw(
-            "INSERT INTO key_spend (key_id, window_start, spent) VALUES (?1, ?2, ?3) \
-             ON CONFLICT(key_id) DO UPDATE SET window_start = ?2, spent = ?3",
-            vec![text(&charge.key_id), int(charge.window_start), int(charge.window_spent)],
-        )?;
-        Ok(charge.amount)
+            };
+            (entry, charge)
+        });
+        let usage = usage.map(|mut record| {
+            record.cost_micros = charge.as_ref().map_or(0, |(_, c)| c.amount);
+            record
+        });
+        Ok(Posting { account_id: account_id.to_string(), charge, usage })
+    }
+
+    /// Writes the settlements decided while answering a reservation (see `fetch`).
+    /// Every message writes them first, so rows stay in the order the book made them.
+    fn write_deferred(&self) {
+        if let Ok(sql) = self.sql() {
+            self.deferred.write(&sql);
+        }
+        if self.deferred.failed.take() {
+            // Storage and memory disagree now: reload the book from storage.
+            self.book.replace(None);
+        }
     }
 
     /// This month's use, counting what is in flight.
@@ -339,7 +321,8 @@ impl AccountDo {
                 settle_first,
             } => {
                 for settlement in settle_first {
-                    self.settle(&sql, &account_id, settlement, now)?;
+                    let posting = self.settle_in_memory(&sql, &account_id, settlement, now)?;
+                    self.deferred.postings.borrow_mut().push(posting);
                 }
                 let ask = Ask {
                     request_id: &request_id,
@@ -387,7 +370,7 @@ impl AccountDo {
                 let mut random = [0u8; 12];
                 getrandom::getrandom(&mut random).map_err(|e| worker::Error::RustError(e.to_string()))?;
                 let id = format!("tx-{}", hex::encode(random));
-                self.post(
+                post(
                     &sql,
                     &account_id,
                     &LedgerEntry {
@@ -569,6 +552,84 @@ impl AccountDo {
     }
 }
 
+/// Appends a ledger row and moves the balance, in one step. The first post also
+/// records which account this object is (reconciliation lists accounts by it).
+fn post(sql: &SqlStorage, account_id: &str, entry: &LedgerEntry) -> Result<()> {
+    sql.exec_raw(
+        "UPDATE account SET balance = ?, account_id = COALESCE(account_id, ?) WHERE id = 1",
+        vec![int(entry.balance_after), text(account_id)],
+    )?;
+    sql.exec_raw(
+        "INSERT INTO ledger (id, type, amount, balance_after, reference_id, description, key_id, created_ms) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        vec![
+            text(&entry.id),
+            text(&entry.kind),
+            int(entry.amount),
+            int(entry.balance_after),
+            opt_text(entry.reference_id.as_deref()),
+            opt_text(entry.description.as_deref()),
+            opt_text(entry.key_id.as_deref()),
+            int(entry.created_ms),
+        ],
+    )?;
+    Ok(())
+}
+
+/// A settlement decided in the book: its ledger row and window spend (when it
+/// charged anything) and its usage record, still to be written.
+struct Posting {
+    account_id: String,
+    charge: Option<(LedgerEntry, Charge)>,
+    usage: Option<UsageRecord>,
+}
+
+impl Posting {
+    fn charged(&self) -> i64 {
+        self.charge.as_ref().map_or(0, |(_, c)| c.amount)
+    }
+}
+
+/// Settlements decided in the book whose rows are still to be written.
+#[derive(Default)]
+struct Deferred {
+    postings: RefCell<Vec<Posting>>,
+    /// A write failed: the book must be reloaded from storage.
+    failed: std::cell::Cell<bool>,
+}
+
+impl Deferred {
+    fn write(&self, sql: &SqlStorage) {
+        let postings = std::mem::take(&mut *self.postings.borrow_mut());
+        if let Err(e) = postings.iter().try_for_each(|p| write_posting(sql, p)) {
+            worker::console_error!(
+                "{}",
+                serde_json::json!({"level": "error", "job": "settle", "detail": e.to_string()})
+            );
+            self.failed.set(true);
+        }
+    }
+}
+
+fn write_posting(sql: &SqlStorage, p: &Posting) -> Result<()> {
+    if let Some((entry, charge)) = &p.charge {
+        post(sql, &p.account_id, entry)?;
+        sql.exec_raw(
+            "INSERT INTO key_spend (key_id, window_start, spent) VALUES (?1, ?2, ?3) \
+             ON CONFLICT(key_id) DO UPDATE SET window_start = ?2, spent = ?3",
+            vec![text(&charge.key_id), int(charge.window_start), int(charge.window_spent)],
+        )?;
+    }
+    if let Some(record) = &p.usage {
+        // Waits in the outbox with the ledger row, for the next copy to D1.
+        sql.exec_raw(
+            "INSERT OR IGNORE INTO usage_outbox (id, record) VALUES (?, ?)",
+            vec![text(&record.id), text(&serde_json::to_string(record)?)],
+        )?;
+    }
+    Ok(())
+}
+
 fn error_answer(message: &str) -> Result<Response> {
     let headers = Headers::new();
     headers.set(MESSAGE_HEADER, &serde_json::to_string(&AccountResponse::Error { message: message.to_string() })?)?;
@@ -583,10 +644,12 @@ impl DurableObject for AccountDo {
             ready: std::cell::Cell::new(false),
             alarm_set: std::cell::Cell::new(false),
             book: RefCell::new(None),
+            deferred: Rc::default(),
         }
     }
 
     async fn fetch(&self, req: Request) -> Result<Response> {
+        self.write_deferred();
         let message = req.headers().get(MESSAGE_HEADER)?.unwrap_or_default();
         let parsed = serde_json::from_str::<AccountRequest>(&message);
         let moves_money = match &parsed {
@@ -618,6 +681,16 @@ impl DurableObject for AccountDo {
                 self.state.storage().set_alarm(std::time::Duration::from_millis(OUTBOX_DELAY_MS)).await?;
             }
         }
+        if !self.deferred.postings.borrow().is_empty() {
+            // The answer leaves first; the carried settlements are written right after it, or
+            // by the next message if that comes sooner. Should the object die in between, those
+            // requests go uncharged (as when an isolate dies holding them), never charged twice.
+            let (deferred, storage) = (self.deferred.clone(), self.state.storage());
+            self.state.wait_until(async move {
+                worker::Delay::from(std::time::Duration::from_millis(0)).await;
+                deferred.write(&storage.sql());
+            });
+        }
         let body = serde_json::to_string(&answer)?;
         if body.len() > 4096 {
             let headers = Headers::new();
@@ -631,6 +704,7 @@ impl DurableObject for AccountDo {
 
     async fn alarm(&self) -> Result<Response> {
         self.alarm_set.set(false);
+        self.write_deferred();
         // A failure has already set the retry alarm.
         let _ = self.flush_outbox().await;
         Response::empty()
