@@ -18,8 +18,9 @@ impl Incoming {
         Self { raw }
     }
 
+    /// Upper-cased: the runtime normalises only the standard methods, not `patch`.
     pub fn method(&self) -> String {
-        self.raw.method()
+        self.raw.method().to_ascii_uppercase()
     }
 
     /// The URL's path, without query or fragment.

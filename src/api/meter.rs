@@ -104,7 +104,13 @@ impl Meter {
             Ok(answer) => answer,
             Err(e) => {
                 if let AccountRequest::Reserve { settle_first, .. } = message {
-                    requeue(&key.user_id, settle_first);
+                    if !settle_first.is_empty() {
+                        // Their own settle tasks may be done waiting: send them from here.
+                        requeue(&key.user_id, settle_first);
+                        let (env, account, request_id) =
+                            (call.env.clone(), key.user_id.clone(), call.request_id.clone());
+                        call.ctx.wait_until(async move { deliver_pending(&env, &account, &request_id).await });
+                    }
                 }
                 return Err(ApiError::internal(e));
             }

@@ -235,8 +235,9 @@ impl AccountDo {
         let held = self.with_book(sql, |b| b.holds(&s.request_id))?;
         let fallback = match (&s.key_id, held) {
             (Some(key_id), false) if s.cost > 0 => {
-                let charged = scalar(sql, "SELECT COUNT(*) AS n FROM ledger WHERE id = ?", vec![text(&id)])?;
-                (charged == 0).then(|| Held { key_id: key_id.clone(), amount: s.reserved, created_ms: now })
+                let charged = self.deferred.holds(&id)
+                    || scalar(sql, "SELECT COUNT(*) AS n FROM ledger WHERE id = ?", vec![text(&id)])? > 0;
+                (!charged).then(|| Held { key_id: key_id.clone(), amount: s.reserved, created_ms: now })
             }
             _ => None,
         };
@@ -552,13 +553,10 @@ impl AccountDo {
     }
 }
 
-/// Appends a ledger row and moves the balance, in one step. The first post also
+/// Appends a ledger row and moves the balance. The row goes first: should it be
+/// refused (a repeated id), the balance has not moved. The first post also
 /// records which account this object is (reconciliation lists accounts by it).
 fn post(sql: &SqlStorage, account_id: &str, entry: &LedgerEntry) -> Result<()> {
-    sql.exec_raw(
-        "UPDATE account SET balance = ?, account_id = COALESCE(account_id, ?) WHERE id = 1",
-        vec![int(entry.balance_after), text(account_id)],
-    )?;
     sql.exec_raw(
         "INSERT INTO ledger (id, type, amount, balance_after, reference_id, description, key_id, created_ms) \
          VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -572,6 +570,10 @@ fn post(sql: &SqlStorage, account_id: &str, entry: &LedgerEntry) -> Result<()> {
             opt_text(entry.key_id.as_deref()),
             int(entry.created_ms),
         ],
+    )?;
+    sql.exec_raw(
+        "UPDATE account SET balance = ?, account_id = COALESCE(account_id, ?) WHERE id = 1",
+        vec![int(entry.balance_after), text(account_id)],
     )?;
     Ok(())
 }
@@ -601,13 +603,21 @@ struct Deferred {
 impl Deferred {
     fn write(&self, sql: &SqlStorage) {
         let postings = std::mem::take(&mut *self.postings.borrow_mut());
-        if let Err(e) = postings.iter().try_for_each(|p| write_posting(sql, p)) {
-            worker::console_error!(
-                "{}",
-                serde_json::json!({"level": "error", "job": "settle", "detail": e.to_string()})
-            );
-            self.failed.set(true);
+        for p in &postings {
+            if let Err(e) = write_posting(sql, p) {
+                let reference = p.charge.as_ref().map(|(entry, _)| entry.id.as_str());
+                worker::console_error!(
+                    "{}",
+                    serde_json::json!({"level": "error", "job": "settle", "ledger_id": reference, "detail": e.to_string()})
+                );
+                self.failed.set(true);
+            }
         }
+    }
+
+    /// A ledger row with this id waits to be written.
+    fn holds(&self, ledger_id: &str) -> bool {
+        self.postings.borrow().iter().any(|p| p.charge.as_ref().is_some_and(|(entry, _)| entry.id == ledger_id))
     }
 }
 
@@ -676,7 +686,7 @@ impl DurableObject for AccountDo {
                 }
             }
         } else if moves_money {
-            // The balance and ledger row are durable already; the copy to D1 follows in a batch.
+            // The copy to D1 follows in a batch (carried settlements are written just after the answer).
             if !self.alarm_set.replace(true) {
                 self.state.storage().set_alarm(std::time::Duration::from_millis(OUTBOX_DELAY_MS)).await?;
             }
