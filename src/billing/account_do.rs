@@ -62,7 +62,7 @@ pub struct AccountDo {
     /// The schema exists (created on the first message after a start).
     ready: std::cell::Cell<bool>,
     /// An outbox alarm is set (saves a storage read on every settlement).
-    alarm_set: std::cell::Cell<bool>,
+    alarm_set: Rc<std::cell::Cell<bool>>,
     /// Balance, reservations, key states and spend, loaded once (written through on change).
     book: RefCell<Option<Book>>,
     /// Settlements a reservation carried, decided in the book but written only after its
@@ -652,7 +652,7 @@ impl DurableObject for AccountDo {
             state,
             env,
             ready: std::cell::Cell::new(false),
-            alarm_set: std::cell::Cell::new(false),
+            alarm_set: Rc::default(),
             book: RefCell::new(None),
             deferred: Rc::default(),
         }
@@ -685,20 +685,26 @@ impl DurableObject for AccountDo {
                     Err(e) => return error_answer(&e.to_string()),
                 }
             }
-        } else if moves_money {
-            // The copy to D1 follows in a batch (carried settlements are written just after the answer).
-            if !self.alarm_set.replace(true) {
-                self.state.storage().set_alarm(std::time::Duration::from_millis(OUTBOX_DELAY_MS)).await?;
-            }
         }
-        if !self.deferred.postings.borrow().is_empty() {
-            // The answer leaves first; the carried settlements are written right after it, or
-            // by the next message if that comes sooner. Should the object die in between, those
-            // requests go uncharged (as when an isolate dies holding them), never charged twice.
-            let (deferred, storage) = (self.deferred.clone(), self.state.storage());
+        let carried = !self.deferred.postings.borrow().is_empty();
+        if moves_money && !carried && !self.alarm_set.replace(true) {
+            // The copy to D1 follows in a batch.
+            self.state.storage().set_alarm(std::time::Duration::from_millis(OUTBOX_DELAY_MS)).await?;
+        }
+        if carried {
+            // The answer leaves first; the carried settlements are written right after it (with
+            // the outbox alarm, itself a storage write), or by the next message if that comes
+            // sooner. Should the object die in between, those requests go uncharged (as when an
+            // isolate dies holding them), never charged twice.
+            let (deferred, storage, alarm_set) = (self.deferred.clone(), self.state.storage(), self.alarm_set.clone());
             self.state.wait_until(async move {
                 worker::Delay::from(std::time::Duration::from_millis(0)).await;
                 deferred.write(&storage.sql());
+                if !alarm_set.replace(true)
+                    && storage.set_alarm(std::time::Duration::from_millis(OUTBOX_DELAY_MS)).await.is_err()
+                {
+                    alarm_set.set(false);
+                }
             });
         }
         let body = serde_json::to_string(&answer)?;
