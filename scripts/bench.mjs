@@ -120,6 +120,15 @@ async function measureAll(targets, rounds = 8) {
   });
 }
 
+/** A gateway with `vars`, and the key of a user with $1,000 to spend. */
+async function billedGateway(vars) {
+  const gw = await startGateway({ upstream: false, testScheduled: false, vars });
+  const admin = adminClient(gw.url, gw.adminToken);
+  const user = await admin.createUser({ name: 'Bench' }, { credit: 1000 });
+  const { key } = await admin.createKey(user.id, { name: 'bench' });
+  return { gw, key };
+}
+
 async function startFloor(upstreamUrl, dir = path.join(ROOT, 'scripts', 'bench-floor')) {
   const port = await freePort();
   const child = spawn(path.join(ROOT, 'scripts', 'wrangler'), [
@@ -159,12 +168,9 @@ const targets = [
 const gateways = [];
 const levels = [['(c) Tollgate', 'warn'], ['(d) Tollgate, request logs', 'info']];
 for (const [name, level] of QUICK ? levels.slice(0, 1) : levels) {
-  const gw = await startGateway({ upstream: false, testScheduled: false, vars: { AI_GATEWAY_BASE_URL: fake.url, AI_GATEWAY_API_KEY: FAKE_UPSTREAM_KEY, LOG_LEVEL: level } });
+  const { gw, key } = await billedGateway({ AI_GATEWAY_BASE_URL: fake.url, AI_GATEWAY_API_KEY: FAKE_UPSTREAM_KEY, LOG_LEVEL: level });
   gateways.push(gw);
-  const admin = adminClient(gw.url, gw.adminToken);
-  const user = await admin.createUser({ name: 'Bench' }, { credit: 1000 });
-  const key = await admin.createKey(user.id, { name: 'bench' });
-  targets.push({ name, url: `${gw.url}/v1/chat/completions`, key: key.key });
+  targets.push({ name, url: `${gw.url}/v1/chat/completions`, key });
 }
 let results;
 try {
@@ -178,7 +184,7 @@ try {
 
 const wasmFile = readdirSync(path.join(ROOT, 'build')).find((n) => n.endsWith('.wasm'));
 const wasm = readFileSync(path.join(ROOT, 'build', wasmFile));
-const [, b, b2, r, r2, c, d] = results;
+const [, b, b2, rs, rs2, c, d] = results;
 
 console.log(`\nTollgate benchmark — ${REQUESTS} requests at c=1, ${REQUESTS * 2} at c=16, non-streamed chat; streaming time to first content chunk`);
 console.log(`${''.padEnd(26)} ${'c=1 p50'.padStart(7)} ${'p99'.padStart(7)} ${'req/s'.padStart(7)}   ${'c=16p50'.padStart(7)} ${'p99'.padStart(7)} ${'req/s'.padStart(7)}   ${'ttfc50'.padStart(7)} ${'p99'.padStart(7)}   (ms)`);
@@ -190,25 +196,19 @@ const over = (x, base = b) => {
 console.log(`\nTollgate overhead over the floor: ${over(c)}`);
 if (d) console.log(`  with request log lines:         ${over(d)}`);
 console.log(`One DO round trip costs the JS floor itself: p50 c=1 ${(b2.c1.p50 - b.c1.p50).toFixed(2)} ms`);
-console.log(`The workers-rs floor over the JS floor: ${over(r)}`);
-console.log(`  with one DO call, over the JS floor: ${over(r2)}`);
-console.log(`Tollgate over the workers-rs floor with one DO call: ${over(c, r2)}`);
+console.log(`The workers-rs floor over the JS floor: ${over(rs)}`);
+console.log(`  with one DO call, over the JS floor: ${over(rs2)}`);
+console.log(`Tollgate over the workers-rs floor with one DO call: ${over(c, rs2)}`);
 console.log(`wasm: ${(wasm.length / 1024).toFixed(0)} KB raw, ${(gzipSync(wasm, { level: 9 }).length / 1024).toFixed(0)} KB gzipped (${statSync(path.join(ROOT, 'build', wasmFile)).size} bytes)`);
 
 /** `--direct`: what a direct route costs against OpenRouter's, on one gateway, interleaved. */
 async function directRoutes(fake) {
   const root = fake.url.replace('/api/v1', '');
-  const gw = await startGateway({
-    upstream: false, testScheduled: false,
-    vars: {
-      AI_GATEWAY_BASE_URL: fake.url, AI_GATEWAY_API_KEY: FAKE_UPSTREAM_KEY, LOG_LEVEL: 'warn',
-      OPENAI_API_KEY: FAKE_OPENAI_KEY, OPENAI_BASE_URL: `${root}/openai/v1`,
-      ANTHROPIC_API_KEY: FAKE_ANTHROPIC_KEY, ANTHROPIC_BASE_URL: root, GOOGLE_API_KEY: FAKE_GOOGLE_KEY, GOOGLE_BASE_URL: root,
-    },
+  const { gw, key } = await billedGateway({
+    AI_GATEWAY_BASE_URL: fake.url, AI_GATEWAY_API_KEY: FAKE_UPSTREAM_KEY, LOG_LEVEL: 'warn',
+    OPENAI_API_KEY: FAKE_OPENAI_KEY, OPENAI_BASE_URL: `${root}/openai/v1`,
+    ANTHROPIC_API_KEY: FAKE_ANTHROPIC_KEY, ANTHROPIC_BASE_URL: root, GOOGLE_API_KEY: FAKE_GOOGLE_KEY, GOOGLE_BASE_URL: root,
   });
-  const admin = adminClient(gw.url, gw.adminToken);
-  const user = await admin.createUser({ name: 'Bench' }, { credit: 1000 });
-  const { key } = await admin.createKey(user.id, { name: 'bench' });
   const url = `${gw.url}/v1/chat/completions`;
   const target = (name, model) => ({ name, url, key, body: chatBody(model), streamBody: chatBody(model, true) });
   const targets = [

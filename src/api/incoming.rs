@@ -41,9 +41,6 @@ impl Incoming {
     /// The whole body, read once.
     pub async fn bytes(&mut self) -> Result<Vec<u8>, String> {
         let promise = self.raw.array_buffer().map_err(|_| "the request body was already read".to_string())?;
-        let buffer = wasm_bindgen_futures::JsFuture::from(promise)
-            .await
-            .map_err(|e| e.as_string().unwrap_or_else(|| "the request body could not be read".into()))?;
-        Ok(js_sys::Uint8Array::new(&buffer).to_vec())
+        crate::js::bytes(promise).await.map_err(|e| crate::js::message(&e))
     }
 }

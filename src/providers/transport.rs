@@ -94,12 +94,12 @@ pub async fn read_all(upstream: &mut Upstream, timeout_ms: u64) -> Result<Vec<u8
         .response
         .array_buffer()
         .map_err(|e| ProviderError::Network(format!("reading body: {}", crate::js::message(&e))))?;
-    match within(timeout_ms, JsFuture::from(promise)).await {
+    match within(timeout_ms, crate::js::bytes(promise)).await {
         None => {
             std::mem::take(&mut upstream.controller).abort();
             Err(ProviderError::Timeout)
         }
         Some(Err(e)) => Err(ProviderError::Network(format!("reading body: {}", crate::js::message(&e)))),
-        Some(Ok(buffer)) => Ok(js_sys::Uint8Array::new(&buffer).to_vec()),
+        Some(Ok(bytes)) => Ok(bytes),
     }
 }
