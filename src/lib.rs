@@ -6,6 +6,8 @@
 pub mod domain;
 pub mod providers;
 pub mod routes;
+#[cfg(test)]
+mod never_panics;
 
 pub mod api;
 pub mod billing;

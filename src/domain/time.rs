@@ -87,17 +87,21 @@ pub fn parse_iso(text: &str) -> Option<Millis> {
             if digits == 0 {
                 return None;
             }
-            let frac = &text[i + 1..i + 1 + digits.min(3)];
-            ms += frac.parse::<i64>().ok()? * 10_i64.pow(3 - frac.len() as u32);
+            let len = digits.min(3);
+            ms += num(i + 1, len)? * 10_i64.pow(3 - len as u32);
             i += 1 + digits;
         }
     }
-    match &text[i..] {
-        "Z" | "z" => Some(ms),
-        zone if zone.len() == 6 && (zone.starts_with('+') || zone.starts_with('-')) && &zone[3..4] == ":" => {
+    // Bytes, not `str` slices: a multi-byte character must not land on a slice boundary.
+    match &b[i..] {
+        b"Z" | b"z" => Some(ms),
+        [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
             let (zh, zm) = (num(i + 1, 2)?, num(i + 4, 2)?);
+            if zh > 23 || zm > 59 {
+                return None;
+            }
             let offset = (zh * 60 + zm) * 60_000;
-            Some(if zone.starts_with('+') { ms - offset } else { ms + offset })
+            Some(if *sign == b'+' { ms - offset } else { ms + offset })
         }
         _ => None,
     }
@@ -140,5 +144,29 @@ mod tests {
             assert_eq!(parse_iso(bad), None, "{bad}");
         }
         assert!(parse_iso("2024-02-29").is_some());
+    }
+
+    #[test]
+    fn multi_byte_characters_are_refused_not_a_panic() {
+        for bad in ["2026-01-01T00:00+0é00", "2026-01-01T00:00é", "2026-01-01T00:00:0é", "2026-01-01T00:00:00.é", "é026-01-01"] {
+            assert_eq!(parse_iso(bad), None, "{bad}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics(text in "\\PC{0,40}") {
+            let _ = parse_iso(&text);
+        }
+
+        #[test]
+        fn never_panics_near_valid_forms(prefix in "20[0-9]{2}-[0-1][0-9]-[0-3][0-9]", rest in "[T:+\\-.0-9Zé ]{0,14}") {
+            let _ = parse_iso(&format!("{prefix}{rest}"));
+        }
+
+        #[test]
+        fn round_trips(ms in -62_000_000_000_000i64..250_000_000_000_000) {
+            proptest::prop_assert_eq!(parse_iso(&to_iso(ms)), Some(ms));
+        }
     }
 }

@@ -1,0 +1,76 @@
+//! "Never panics": every parser of outside input, fed arbitrary text or bytes,
+//! answers `Ok`/`Some` or `Err`/`None` (host property tests, `cargo test`).
+
+use proptest::prelude::*;
+
+use crate::domain::{chat, keys, money, paging, pricing, routing, time, usage, windows};
+use crate::providers::sse::{DataLines, SseRelay};
+
+/// Any text, with a bias towards the characters our parsers split on.
+fn text() -> impl Strategy<Value = String> {
+    prop_oneof![any::<String>(), "[0-9T:+\\-.Zé\"{}\\[\\], a-z_/]{0,48}"]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn timestamps(t in text(), now in 0i64..4_102_444_800_000) {
+        let _ = time::parse_iso(&t);
+        let _ = keys::validate_expiry(&t, now);
+        let _ = usage::day_range(Some(&t), Some(&t), now);
+        let _ = usage::day_range(Some(&t), None, now);
+    }
+
+    #[test]
+    fn money_and_prices(usd in any::<f64>(), t in text()) {
+        let _ = money::usd_to_micros("amount", usd);
+        let _ = keys::validate_limit(usd);
+        let _ = pricing::from_usd_per_token("prompt", usd);
+        let _ = pricing::parse_usd_per_token("prompt", &t);
+    }
+
+    #[test]
+    fn key_fields_and_query_values(t in text(), u in text()) {
+        let _ = keys::looks_like_key(&t);
+        let _ = keys::hash(&t);
+        let _ = keys::secrets_equal(&t, &u);
+        let _ = keys::validate_limit_reset(&t);
+        let _ = keys::parse_permissions(&[t.clone(), u.clone()]);
+        let _ = keys::Permission::parse(&t);
+        let _ = windows::Reset::parse(&t);
+        let _ = routing::Provider::parse(&t);
+        let _ = paging::Page::parse(Some(&t), Some(&u), "page_size");
+        let _ = usage::GroupBy::parse(Some(&t), true);
+    }
+
+    #[test]
+    fn chat_bodies(bytes in proptest::collection::vec(any::<u8>(), 0..256), t in text()) {
+        let _ = chat::ChatRequest::parse(&bytes);
+        if let Ok(req) = chat::ChatRequest::parse(t.as_bytes()) {
+            let _ = req.upstream_body();
+            let _ = req.prompt_token_bound();
+        }
+    }
+
+    #[test]
+    fn sse_streams(chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 0..8)) {
+        let (mut relay, mut lines) = (SseRelay::new(), DataLines::default());
+        for chunk in &chunks {
+            let _ = relay.feed(chunk);
+            let _ = lines.feed(chunk);
+        }
+        let _ = relay.finish(None);
+    }
+
+    #[test]
+    fn sse_streams_of_events(events in proptest::collection::vec(text(), 0..6), cut in 0usize..64) {
+        let stream: String = events.iter().map(|e| format!("data: {e}\n\n")).collect();
+        let bytes = stream.as_bytes();
+        let cut = cut.min(bytes.len());
+        let mut relay = SseRelay::new();
+        let _ = relay.feed(&bytes[..cut]);
+        let _ = relay.feed(&bytes[cut..]);
+        let _ = relay.finish(Some("{}"));
+    }
+}
