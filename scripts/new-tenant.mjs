@@ -54,7 +54,7 @@ workers_dev = true
 vars = { AI_GATEWAY_BASE_URL = "https://openrouter.ai/api/v1", OPENROUTER_API_BASE = "https://openrouter.ai/api/v1", REQUEST_TIMEOUT = "60", UPSTREAM_TITLE = "Tollgate" }
 d1_databases = [{ binding = "DB", database_name = "${worker}", database_id = "${d1Id}", migrations_dir = "migrations" }]
 kv_namespaces = [{ binding = "CACHE", id = "${kvId}" }]
-durable_objects.bindings = [{ name = "ACCOUNTS", class_name = "AccountDo" }]
+durable_objects.bindings = [{ name = "ACCOUNTS", class_name = "AccountDo" }, { name = "ORGS", class_name = "OrgDo" }]
 triggers = { crons = ["*/15 * * * *"] }
 `;
 }

@@ -12,6 +12,7 @@ use crate::providers::wire::Endpoint;
 pub const DB: &str = "DB";
 pub const CACHE: &str = "CACHE";
 pub const ACCOUNTS: &str = "ACCOUNTS";
+pub const ORGS: &str = "ORGS";
 
 const DEFAULT_BASE_URL: &str = "https://openrouter.ai/api/v1";
 
@@ -41,6 +42,9 @@ pub struct Config {
     pub admin_token: Option<Secret>,
     /// `REQUEST_TIMEOUT`, seconds (default 60).
     pub request_timeout_ms: u64,
+    /// `RESERVATION_GRACE`, seconds (default 60): how long a reservation outlives its request's
+    /// timeout (or its last heartbeat) before the account object closes it by its rule.
+    pub reservation_grace_ms: u64,
     /// `UPSTREAM_REFERER` / `UPSTREAM_TITLE`: OpenRouter's app attribution headers.
     pub referer: Option<String>,
     pub title: String,
@@ -89,6 +93,7 @@ impl Config {
             upstream_api_key: text(env, "AI_GATEWAY_API_KEY").map(Secret),
             admin_token: text(env, "ADMIN_TOKEN").map(Secret),
             request_timeout_ms: number(env, "REQUEST_TIMEOUT", 60).clamp(1, 3600) * 1000,
+            reservation_grace_ms: number(env, "RESERVATION_GRACE", 60).clamp(2, 3600) * 1000,
             referer: text(env, "UPSTREAM_REFERER"),
             title: text(env, "UPSTREAM_TITLE").unwrap_or_else(|| "Tollgate".into()),
             models_cache_ttl_secs: number(env, "MODELS_CACHE_TTL", 300).max(60),
@@ -113,6 +118,12 @@ impl Config {
             openai_base_url: base_url(env, "OPENAI_BASE_URL", "https://api.openai.com/v1"),
             upstream_retries: number(env, "UPSTREAM_RETRIES", 2).min(10) as u32,
         }
+    }
+
+    /// How long a reservation lives without a heartbeat or settlement: the request's
+    /// timeout plus the grace (a settlement is retried for about 30 s within it).
+    pub fn reservation_lease_ms(&self) -> i64 {
+        (self.request_timeout_ms + self.reservation_grace_ms) as i64
     }
 
     /// The providers this tenant can reach directly (it holds their keys).
@@ -160,4 +171,8 @@ pub fn cache(env: &Env) -> worker::Result<KvStore> {
 
 pub fn accounts(env: &Env) -> worker::Result<ObjectNamespace> {
     env.durable_object(ACCOUNTS)
+}
+
+pub fn orgs(env: &Env) -> worker::Result<ObjectNamespace> {
+    env.durable_object(ORGS)
 }

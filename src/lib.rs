@@ -26,6 +26,8 @@ mod store;
 
 #[cfg(target_arch = "wasm32")]
 pub use billing::account_do::AccountDo;
+#[cfg(target_arch = "wasm32")]
+pub use billing::org_do::OrgDo;
 
 #[cfg(target_arch = "wasm32")]
 mod entry {

@@ -54,3 +54,8 @@ pub fn after_response(ctx: &Context, threshold: Level, level: Level, fields: Val
     }
     ctx.wait_until(async move { write(threshold, level, fields) });
 }
+
+/// A background job's failure (no request to attach it to).
+pub fn job_error(job: &str, detail: &str) {
+    worker::console_error!("{}", serde_json::json!({"level": "error", "job": job, "detail": detail}));
+}

@@ -208,7 +208,8 @@ async function chat(req, res, body, opts) {
     }
     send(chunk({ content: '' }, finish));
   }
-  send({ ...base, choices: [], usage });
+  // Like OpenRouter: the usage chunk unless the client turned it off.
+  if (body.stream_options?.include_usage !== false) send({ ...base, choices: [], usage });
   res.write('data: [DONE]\n\n');
   res.end();
 }

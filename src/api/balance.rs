@@ -10,8 +10,8 @@ use super::auth::authenticate;
 use super::error::ApiError;
 use super::incoming::Incoming;
 use super::respond::{self, query, read_json, Call};
-use crate::billing::client;
-use crate::billing::protocol::{AccountRequest, AccountResponse, LedgerEntry};
+use crate::billing::client::{Account, Credited, Summary};
+use crate::billing::protocol::LedgerEntry;
 use crate::domain::keys::Permission;
 use crate::domain::money::{micros_to_usd, usd_to_micros};
 use crate::domain::paging::Page;
@@ -28,22 +28,14 @@ async fn account_of(req: &Incoming, call: &Call) -> Result<String, ApiError> {
     caller.target_user(query(req).get("user_id").cloned().filter(|u| !u.is_empty()))
 }
 
-/// Asks the account's object, after delivering this isolate's waiting settlements
-/// for it: a read right after a chat from here sees that chat's charge.
-pub(super) async fn ask(call: &Call, account: &str, message: &AccountRequest) -> Result<AccountResponse, ApiError> {
-    super::meter::deliver_pending(&call.env, account, &call.request_id).await;
-    client::call(&call.env, account, message).await.map_err(ApiError::internal)
-}
-
-async fn summary(call: &Call, account: &str, key_id: Option<String>) -> Result<AccountResponse, ApiError> {
-    ask(call, account, &AccountRequest::Summary { key_id }).await
+/// The account's balance and totals (a read right after a chat from this isolate sees its charge).
+pub(super) async fn summary(call: &Call, account: &str, key_id: Option<String>) -> Result<Summary, ApiError> {
+    Account::of(&call.env, account).summary(key_id).await.map_err(ApiError::internal)
 }
 
 pub async fn get_balance(req: Incoming, call: &Call) -> Result<Response, ApiError> {
     let user_id = account_of(&req, call).await?;
-    let AccountResponse::Summary { balance, reserved, .. } = summary(call, &user_id, None).await? else {
-        return Err(ApiError::internal("unexpected answer to Summary"));
-    };
+    let Summary { balance, reserved, .. } = summary(call, &user_id, None).await?;
     respond::json(
         200,
         &json!({ "user_id": user_id, "balance": micros_to_usd(balance), "reserved": micros_to_usd(reserved), "currency": "USD" }),
@@ -52,9 +44,7 @@ pub async fn get_balance(req: Incoming, call: &Call) -> Result<Response, ApiErro
 
 pub async fn get_credits(req: Incoming, call: &Call) -> Result<Response, ApiError> {
     let user_id = account_of(&req, call).await?;
-    let AccountResponse::Summary { total_credits, total_usage, .. } = summary(call, &user_id, None).await? else {
-        return Err(ApiError::internal("unexpected answer to Summary"));
-    };
+    let Summary { total_credits, total_usage, .. } = summary(call, &user_id, None).await?;
     respond::data(
         200,
         &json!({ "total_credits": micros_to_usd(total_credits), "total_usage": micros_to_usd(total_usage) }),
@@ -72,11 +62,8 @@ pub async fn list_transactions(req: Incoming, call: &Call) -> Result<Response, A
     let user_id = account_of(&req, call).await?;
     let q = query(&req);
     let page = Page::parse(q.get("page").map(String::as_str), q.get("page_size").map(String::as_str), "page_size")?;
-    let AccountResponse::Transactions { rows, total } =
-        ask(call, &user_id, &AccountRequest::Transactions { page: page.page, page_size: page.size }).await?
-    else {
-        return Err(ApiError::internal("unexpected answer to Transactions"));
-    };
+    let (rows, total) =
+        Account::of(&call.env, &user_id).transactions(page.page, page.size).await.map_err(ApiError::internal)?;
     respond::json(
         200,
         &json!({ "data": rows.iter().map(entry_view).collect::<Vec<_>>(), "page": page.page, "page_size": page.size, "total": total }),
@@ -122,15 +109,23 @@ pub async fn add_balance(mut req: Incoming, call: &Call) -> Result<Response, Api
     if store::users::get_live(&db, &body.user_id).await?.is_none() {
         return Err(ApiError::not_found(format!("user {} not found", body.user_id)));
     }
-    let message = AccountRequest::Credit {
-        account_id: body.user_id.clone(),
-        amount,
-        kind,
-        description,
-        idempotency_key: idempotency_key.map(|k| format!("credit:{k}")),
-    };
-    let AccountResponse::Credited { transaction_id, balance } = ask(call, &body.user_id, &message).await? else {
-        return Err(ApiError::internal("unexpected answer to Credit"));
+    let idempotency_key = idempotency_key.map(|k| format!("credit:{k}"));
+    let credited = Account::of(&call.env, &body.user_id)
+        .credit(amount, &kind, description, idempotency_key)
+        .await
+        .map_err(ApiError::internal)?;
+    let (transaction_id, balance) = match credited {
+        Credited::Done { transaction_id, balance } => (transaction_id, balance),
+        Credited::Overdrawn { available } => {
+            return Err(InvalidRequest::param(
+                format!(
+                    "the adjustment would take the balance below zero or below the money held for requests in flight; at most {} can be taken now",
+                    micros_to_usd(available)
+                ),
+                "amount",
+            )
+            .into())
+        }
     };
     respond::data(200, &json!({ "transaction_id": transaction_id, "balance": micros_to_usd(balance) }))
 }
@@ -142,14 +137,17 @@ pub async fn reconcile(req: Incoming, call: &Call) -> Result<Response, ApiError>
     respond::data(200, &report)
 }
 
-/// Shared with the cron job. Walks every user (a user whose rows never reached
-/// D1 is exactly the drift to find), has its object copy pending rows, then
-/// compares D1's sum with the object's balance.
+/// Accounts reconciled at once.
+const RECONCILE_FAN_OUT: usize = 8;
+
+/// Shared with the cron job. For every user (a user whose rows never reached D1
+/// is exactly the drift to find), in parallel: its object copies pending rows,
+/// then D1's ledger sum, the object's balance and the object's own ledger sum
+/// must agree, and the balance must not be negative. Also reported: what was
+/// not collected (cost above a reservation), reservations closed without their
+/// settlement, and per model what was charged against what the upstream reported.
 pub async fn run_reconciliation(env: &worker::Env) -> Result<Value, ApiError> {
-    #[derive(Deserialize)]
-    struct Sum {
-        total: Option<f64>,
-    }
+    use futures_util::stream::{self, StreamExt};
     #[derive(Deserialize)]
     struct Id {
         id: String,
@@ -162,28 +160,60 @@ pub async fn run_reconciliation(env: &worker::Env) -> Result<Value, ApiError> {
         .map_err(ApiError::internal)?
         .results()
         .map_err(ApiError::internal)?;
-    let mut drift = Vec::new();
-    for user in &users {
-        client::call(env, &user.id, &AccountRequest::Flush).await.map_err(ApiError::internal)?;
-        let answer =
-            client::call(env, &user.id, &AccountRequest::Summary { key_id: None }).await.map_err(ApiError::internal)?;
-        let AccountResponse::Summary { balance, .. } = answer else {
-            return Err(ApiError::internal("unexpected answer to Summary"));
-        };
-        let sum: Option<Sum> = db
-            .prepare("SELECT SUM(amount) AS total FROM balance_transactions WHERE user_id = ?1")
-            .bind(&[user.id.clone().into()])
-            .map_err(ApiError::internal)?
-            .first(None)
-            .await
-            .map_err(ApiError::internal)?;
-        let ledger_sum = sum.and_then(|s| s.total).map_or(0, |t| t as i64);
-        if ledger_sum != balance {
-            drift.push(json!({
-                "user_id": user.id, "ledger_sum": micros_to_usd(ledger_sum), "balance": micros_to_usd(balance),
-                "difference": micros_to_usd(balance - ledger_sum),
-            }));
+    let checks = stream::iter(users.iter().map(|u| reconcile_account(env, &db, &u.id)))
+        .buffered(RECONCILE_FAN_OUT)
+        .collect::<Vec<_>>()
+        .await;
+    let (mut drift, mut failed, mut uncollected, mut open) = (Vec::new(), Vec::new(), 0, 0);
+    for (user_id, check) in users.iter().map(|u| &u.id).zip(checks) {
+        match check {
+            Ok(c) => {
+                uncollected += c.uncollected;
+                open += c.open;
+                drift.extend(c.drift);
+            }
+            // One account that cannot answer does not stop the others.
+            Err(e) => failed.push(json!({ "user_id": user_id, "error": e.to_string() })),
         }
     }
-    Ok(json!({ "accounts_checked": users.len(), "drift": drift }))
+    let abandoned = store::usage::closed_without_settlement(&db).await?;
+    let margin = store::usage::margin_by_model(&db).await?;
+    Ok(json!({
+        "accounts_checked": users.len(), "drift": drift, "failed": failed,
+        "uncollected": micros_to_usd(uncollected), "open_reservations": open,
+        "closed_without_settlement": abandoned, "margin_by_model": margin,
+    }))
+}
+
+struct AccountCheck {
+    drift: Option<Value>,
+    uncollected: i64,
+    open: i64,
+}
+
+async fn reconcile_account(env: &worker::Env, db: &worker::D1Database, user_id: &str) -> Result<AccountCheck, ApiError> {
+    #[derive(Deserialize)]
+    struct Sum {
+        total: Option<f64>,
+    }
+    let account = Account::of(env, user_id);
+    account.flush().await.map_err(ApiError::internal)?;
+    let summary = account.summary(None).await.map_err(ApiError::internal)?;
+    let sum: Option<Sum> = db
+        .prepare("SELECT SUM(amount) AS total FROM balance_transactions WHERE user_id = ?1")
+        .bind(&[user_id.into()])
+        .map_err(ApiError::internal)?
+        .first(None)
+        .await
+        .map_err(ApiError::internal)?;
+    let d1_sum = sum.and_then(|s| s.total).map_or(0, |t| t as i64);
+    let agrees = d1_sum == summary.balance && summary.ledger_sum == summary.balance && summary.balance >= 0;
+    let drift = (!agrees).then(|| {
+        json!({
+            "user_id": user_id, "ledger_sum": micros_to_usd(d1_sum), "balance": micros_to_usd(summary.balance),
+            "object_ledger_sum": micros_to_usd(summary.ledger_sum),
+            "difference": micros_to_usd(summary.balance - d1_sum), "negative": summary.balance < 0,
+        })
+    });
+    Ok(AccountCheck { drift, uncollected: summary.uncollected, open: summary.open })
 }

@@ -10,8 +10,7 @@ use super::auth::{authenticate, Caller};
 use super::error::ApiError;
 use super::incoming::Incoming;
 use super::respond::{self, present, query, random_bytes, read_json, Call};
-use crate::billing::client;
-use crate::billing::protocol::{AccountRequest, AccountResponse};
+use crate::billing::client::Account;
 use crate::cache::keys as key_cache;
 use crate::domain::keys::{
     self, parse_permissions, validate_expiry, validate_limit, validate_limit_reset, KeyState, Permission, Permissions,
@@ -118,6 +117,11 @@ pub(super) async fn mint_key(
     row.limit_micros = limit_micros;
     row.limit_reset = limit_reset;
     store::keys::insert(&db, &row).await?;
+    // The account object learns the key (limit, window, expiry) before its secret is shown. Should that
+    // call fail, the object uses the gateway's copy of the same record, so the key is still answered.
+    if let Err(e) = Account::of(&call.env, &row.user_id).put_key(key_state(&row)).await {
+        crate::log::job_error("put_key", &e);
+    }
     let mut view = key_view(&row, now_ms);
     view["key"] = Value::String(minted.text);
     respond::data(201, &view)
@@ -335,11 +339,8 @@ pub async fn current_key(req: Incoming, call: &Call) -> Result<Response, ApiErro
     let row = store::keys::get_live(&db(call)?, &k.id)
         .await?
         .ok_or_else(|| ApiError::unauthenticated("this key has been deleted"))?;
-    let message = AccountRequest::Summary { key_id: Some(row.id.clone()) };
-    let usage = match super::balance::ask(call, &row.user_id, &message).await? {
-        AccountResponse::Summary { key: Some(usage), .. } => usage,
-        other => return Err(ApiError::internal(format!("unexpected answer to Summary: {other:?}"))),
-    };
+    let summary = super::balance::summary(call, &row.user_id, Some(row.id.clone())).await?;
+    let usage = summary.key.ok_or_else(|| ApiError::internal("the account object sent no key usage"))?;
     let limit = row.limit_micros.map(micros_to_usd);
     let remaining = row.limit_micros.map(|l| micros_to_usd((l - usage.in_window).max(0)));
     respond::data(
@@ -364,8 +365,7 @@ pub(super) async fn publish(call: &Call, rows: &[KeyRow]) -> Result<(), ApiError
         rows.iter().flat_map(|k| std::iter::once(k.key_hash.as_str()).chain(k.previous_key_hash.as_deref())).collect();
     key_cache::forget(&kv, &hashes).await;
     for row in rows {
-        let message = AccountRequest::PutKey { state: key_state(row) };
-        client::call(&call.env, &row.user_id, &message).await.map_err(ApiError::internal)?;
+        Account::of(&call.env, &row.user_id).put_key(key_state(row)).await.map_err(ApiError::internal)?;
     }
     Ok(())
 }

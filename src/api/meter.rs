@@ -1,12 +1,14 @@
 //! Metering one inference request: price it, reserve its worst case in the
-//! account's Durable Object, and settle it to the actual cost afterwards.
+//! account's object (and the organization's), keep the reservation alive while
+//! the request runs, and settle it to the actual cost afterwards. The charge is
+//! computed here and nowhere else (`Meter::charge`).
 
 use worker::Env;
 
 use super::error::ApiError;
 use super::respond::Call;
-use crate::billing::client;
-use crate::billing::protocol::{AccountRequest, AccountResponse, Settlement};
+use crate::billing::client::{self, Account, Org, Reserved};
+use crate::billing::protocol::{AccountRequest, Settlement};
 use crate::cache::keys::KeyRecord;
 use crate::cache::prices as price_cache;
 use crate::domain::chat::{ChatRequest, Usage};
@@ -18,11 +20,6 @@ use crate::domain::usage::UsageRecord;
 use crate::domain::windows::Reset;
 use crate::env;
 use crate::store::prices::PriceRow;
-use std::cell::RefCell;
-use std::collections::HashMap;
-
-/// How long a settlement waits in the isolate for the account's next reservation to carry it.
-const SETTLE_WAIT_MS: u64 = 50;
 
 /// Output tokens assumed when neither the client nor the price table bounds them.
 const DEFAULT_MAX_OUTPUT: u64 = 16_384;
@@ -34,7 +31,7 @@ pub struct Meter {
     pub request_id: String,
     pub price: Price,
     pub reserved: i64,
-    /// Upper bound on prompt tokens, and the prompt's JSON size (for estimates).
+    /// The prompt's JSON size (an upper bound on its tokens; estimates use a quarter).
     pub prompt_bytes: u64,
     pub model: String,
     /// The key's organization, whose monthly limits also hold this request.
@@ -42,6 +39,10 @@ pub struct Meter {
     pub started_ms: f64,
     /// Who serves the request (for its usage record).
     pub provider: &'static str,
+    /// How long the reservation lives without a heartbeat.
+    pub lease_ms: i64,
+    /// The id the upstream gave its answer (its generation id), once known.
+    pub upstream_id: Option<String>,
 }
 
 /// How a metered request ended.
@@ -58,11 +59,27 @@ pub struct Outcome {
     pub cancelled: bool,
 }
 
-/// What a request is charged, and for which tokens.
+impl Outcome {
+    /// The request failed before any answer.
+    pub fn failed(status: u16) -> Self {
+        Self { usage: None, delivered_bytes: None, status, streamed: false, cancelled: false }
+    }
+}
+
+/// What a request costs and is charged, and for which tokens.
 pub struct Charged {
+    /// Price × tokens, rounded up once (may exceed the reservation).
+    pub cost: i64,
+    /// What the account pays: the cost, never above the reservation.
     pub amount: i64,
     pub tokens: Tokens,
     pub estimated: bool,
+}
+
+impl Charged {
+    pub fn usd(&self) -> f64 {
+        micros_to_usd(self.amount)
+    }
 }
 
 /// Every price row (and route pin), from the nearest cache.
@@ -72,8 +89,29 @@ pub async fn price_table(call: &Call) -> Result<price_cache::PriceTable, ApiErro
     Ok(price_cache::table(&kv, &db, call.now_ms()).await?)
 }
 
+/// The charge rule, for every path (JSON and SSE, any provider, cut and cancelled
+/// streams): the reported usage at `price`, else an estimate from the content
+/// delivered, else nothing (the request failed before any answer); capped at `reserved`.
+pub fn charge(price: &Price, reserved: i64, prompt_bytes: u64, usage: Option<&Usage>, delivered: Option<u64>) -> Charged {
+    let (tokens, estimated) = match (usage, delivered) {
+        (Some(usage), _) => (usage.tokens(), false),
+        (None, Some(bytes)) => (estimate(prompt_bytes, bytes), true),
+        (None, None) => return Charged { cost: 0, amount: 0, tokens: Tokens::default(), estimated: false },
+    };
+    let cost = pricing::cost(price, &tokens);
+    Charged { cost, amount: ledger::charge(cost, reserved), tokens, estimated }
+}
+
+fn estimate(prompt_bytes: u64, content_bytes: u64) -> Tokens {
+    Tokens {
+        prompt: ledger::estimate_tokens(prompt_bytes),
+        completion: ledger::estimate_tokens(content_bytes),
+        ..Tokens::default()
+    }
+}
+
 impl Meter {
-    /// Checks the key and reserves the worst case; caps `max_tokens` when only part is affordable.
+    /// Checks the key and reserves the worst case; bounds the output sent upstream by what was reserved.
     pub async fn reserve(
         call: &Call,
         key: &KeyRecord,
@@ -84,10 +122,11 @@ impl Meter {
         let price = row.price();
         let prompt = chat.prompt_token_bound();
         let room = row.context_length.map(|c| (c as u64).saturating_sub(prompt)).filter(|r| *r > 0);
-        let output =
-            chat.max_tokens.or(row.max_completion_tokens.map(|m| m as u64)).or(room).unwrap_or(DEFAULT_MAX_OUTPUT);
+        let bounded = chat.max_tokens.or(row.max_completion_tokens.map(|m| m as u64)).or(room);
+        let output = bounded.unwrap_or(DEFAULT_MAX_OUTPUT);
         let worst_case = pricing::cost(&price, &Tokens { prompt, completion: output, ..Tokens::default() });
         let min_to_run = pricing::cost(&price, &Tokens { prompt, completion: 1, ..Tokens::default() });
+        let lease_ms = call.config.reservation_lease_ms();
         let message = AccountRequest::Reserve {
             request_id: call.request_id.clone(),
             key_id: key.id.clone(),
@@ -97,34 +136,18 @@ impl Meter {
             worst_case,
             min_to_run,
             caps: call.config.in_flight,
-            account_id: key.user_id.clone(),
-            settle_first: take_pending(&key.user_id),
+            lease_ms,
         };
-        let answer = match client::call(&call.env, &key.user_id, &message).await {
-            Ok(answer) => answer,
-            Err(e) => {
-                if let AccountRequest::Reserve { settle_first, .. } = message {
-                    if !settle_first.is_empty() {
-                        // Their own settle tasks may be done waiting: send them from here.
-                        requeue(&key.user_id, settle_first);
-                        let (env, account, request_id) =
-                            (call.env.clone(), key.user_id.clone(), call.request_id.clone());
-                        call.ctx.wait_until(async move { deliver_pending(&env, &account, &request_id).await });
-                    }
-                }
-                return Err(ApiError::internal(e));
-            }
-        };
+        let answer = Account::of(&call.env, &key.user_id).reserve(&message).await.map_err(ApiError::internal)?;
         let (reservation, resets_at_ms) = match answer {
-            AccountResponse::Refused { reason } => return Err(ApiError::unauthenticated(reason.message())),
-            AccountResponse::TooManyInFlight { scope } => {
+            Reserved::Refused(reason) => return Err(ApiError::unauthenticated(reason.message())),
+            Reserved::TooMany(scope) => {
                 return Err(ApiError::LimitReached {
                     message: format!("too many requests of this {scope} are in flight; retry when one finishes"),
                     retry_after_secs: 1,
                 })
             }
-            AccountResponse::Reserved { reservation, resets_at_ms } => (reservation, resets_at_ms),
-            other => return Err(ApiError::internal(format!("unexpected answer to Reserve: {other:?}"))),
+            Reserved::Decided { reservation, resets_at_ms } => (reservation, resets_at_ms),
         };
         let meter = |reserved| Self {
             account_id: key.user_id.clone(),
@@ -137,6 +160,8 @@ impl Meter {
             org_id: None,
             started_ms: call.started_ms,
             provider: "openrouter",
+            lease_ms,
+            upstream_id: None,
         };
         let (mut m, output) = match reservation {
             Reservation::Full { amount } => (meter(amount), output),
@@ -147,13 +172,17 @@ impl Meter {
                     m.release(call, 402);
                     return Err(insufficient(LimitSource::Balance, None));
                 }
-                chat.cap_output(affordable);
                 (m, affordable)
             }
             Reservation::Refused { source } => {
                 return Err(insufficient(source, resets_at_ms.filter(|_| source == LimitSource::KeyLimit)))
             }
         };
+        // Only what was reserved is asked for: the client's bound (the smaller, when it set
+        // both fields), the affordable part, or the default that the reservation assumed.
+        if chat.max_tokens.is_some() || bounded.is_none() || output < bounded.unwrap_or(u64::MAX) {
+            chat.cap_output(output);
+        }
         if let Some(org_id) = &key.org_id {
             if let Err(e) = reserve_in_org(call, org_id, &m, (prompt + output) as i64).await {
                 m.release(call, e.status());
@@ -164,27 +193,22 @@ impl Meter {
         Ok(m)
     }
 
-    /// What this request is charged (never above the reservation), with its
-    /// tokens: the reported usage, else an estimate from the content delivered,
-    /// else nothing (the request failed before any answer).
+    /// What this request costs and is charged (see `charge`).
     pub fn charge(&self, outcome: &Outcome) -> Charged {
-        let (tokens, estimated) = match (&outcome.usage, outcome.delivered_bytes) {
-            (Some(usage), _) => (usage.tokens(), false),
-            (None, Some(bytes)) => (
-                Tokens {
-                    prompt: ledger::estimate_tokens(self.prompt_bytes),
-                    completion: ledger::estimate_tokens(bytes),
-                    ..Tokens::default()
-                },
-                true,
-            ),
-            (None, None) => return Charged { amount: 0, tokens: Tokens::default(), estimated: false },
-        };
-        Charged { amount: ledger::charge(pricing::cost(&self.price, &tokens), self.reserved), tokens, estimated }
+        charge(&self.price, self.reserved, self.prompt_bytes, outcome.usage.as_ref(), outcome.delivered_bytes)
     }
 
-    pub fn charged_usd(charge: i64) -> f64 {
-        micros_to_usd(charge)
+    /// A handle the stream relay uses to keep the reservation alive.
+    pub fn heartbeat(&self, env: &Env) -> Heartbeat {
+        Heartbeat {
+            env: env.clone(),
+            account_id: self.account_id.clone(),
+            request_id: self.request_id.clone(),
+            price: self.price,
+            reserved: self.reserved,
+            prompt_bytes: self.prompt_bytes,
+            lease_ms: self.lease_ms,
+        }
     }
 
     /// Settles after the response (`ctx.wait_until`).
@@ -195,8 +219,7 @@ impl Meter {
 
     /// Gives the whole reservation back: the request failed before any answer.
     pub fn release(self, call: &Call, status: u16) {
-        let outcome = Outcome { usage: None, delivered_bytes: None, status, streamed: false, cancelled: false };
-        self.settle_later(call, outcome);
+        self.settle_later(call, Outcome::failed(status));
     }
 
     /// The usage record of this request.
@@ -204,6 +227,7 @@ impl Meter {
         let upstream_cost = outcome.usage.as_ref().and_then(|u| u.cost).and_then(|c| usd_to_micros("cost", c).ok());
         UsageRecord {
             id: self.request_id.clone(),
+            upstream_id: self.upstream_id.clone(),
             key_id: self.key_id.clone(),
             user_id: self.account_id.clone(),
             org_id: self.org_id.clone(),
@@ -224,11 +248,8 @@ impl Meter {
         }
     }
 
-    /// Settles the account and, for an organization's key, the organization's month,
-    /// inside `ctx.wait_until`; the usage record travels with the settlement. The
-    /// settlement goes at once, with any earlier ones of this isolate that failed to
-    /// go; should it fail too, it waits in the isolate's queue for the account's
-    /// next reservation or settlement to carry it.
+    /// Settles the account and, for an organization's key, the organization's month;
+    /// the usage record travels with the settlement. Both are retried until confirmed.
     pub async fn settle(self, env: &Env, outcome: Outcome) {
         let charged = self.charge(&outcome);
         let mut notes = Vec::new();
@@ -241,80 +262,56 @@ impl Meter {
             notes.push("(estimated from content delivered)");
         }
         let description = std::iter::once(self.model.as_str()).chain(notes).collect::<Vec<_>>().join(" ");
-        requeue(
-            &self.account_id,
-            vec![Settlement {
-                request_id: self.request_id.clone(),
-                cost: charged.amount,
-                description,
-                key_id: Some(self.key_id.clone()),
-                reserved: self.reserved,
-                usage: Some(self.record(&outcome, &charged)),
-            }],
-        );
-        // The account's next reservation from this isolate usually comes sooner and
-        // carries the settlement (one object round trip for both); if none comes, it goes alone.
-        worker::Delay::from(std::time::Duration::from_millis(SETTLE_WAIT_MS)).await;
-        deliver_pending(env, &self.account_id, &self.request_id).await;
-        let tokens = charged.tokens.prompt + charged.tokens.completion;
-        if let Some(org_id) = &self.org_id {
-            let org = AccountRequest::OrgSettle {
-                request_id: self.request_id.clone(),
-                tokens: tokens as i64,
-                cost: charged.amount,
-            };
-            if let Err(e) = client::call(env, &org_object(org_id), &org).await {
-                log_settle_error(&self.request_id, &e);
+        let settlement = Settlement {
+            request_id: self.request_id.clone(),
+            cost: charged.cost,
+            description,
+            usage: Some(self.record(&outcome, &charged)),
+        };
+        let org = self.org_id.as_deref().map(|org_id| {
+            let tokens = (charged.tokens.prompt + charged.tokens.completion) as i64;
+            async move { Org::of(env, org_id).settle(&self.request_id, tokens, charged.amount).await }
+        });
+        let account = client::settle(env, &self.account_id, settlement);
+        match org {
+            Some(org) => {
+                futures_util::future::join(account, org).await;
             }
+            None => account.await,
         }
     }
 }
 
-// Settlements that could not be sent yet, per account: the account's next
-// reservation or settlement from this isolate carries them.
-thread_local! {
-    static PENDING: RefCell<HashMap<String, Vec<Settlement>>> = RefCell::new(HashMap::new());
+/// Keeps a streaming request's reservation alive and tells the account object
+/// what the upstream has generated so far (what a close would charge).
+#[derive(Clone)]
+pub struct Heartbeat {
+    env: Env,
+    account_id: String,
+    request_id: String,
+    price: Price,
+    reserved: i64,
+    prompt_bytes: u64,
+    lease_ms: i64,
 }
 
-fn requeue(account: &str, settlements: Vec<Settlement>) {
-    if settlements.is_empty() {
-        return;
+impl Heartbeat {
+    /// Beats are this far apart at most while chunks arrive.
+    pub fn every_ms(&self) -> f64 {
+        (self.lease_ms as f64 / 4.0).max(500.0)
     }
-    PENDING.with(|p| p.borrow_mut().entry(account.to_string()).or_default().extend(settlements));
-}
 
-fn take_pending(account: &str) -> Vec<Settlement> {
-    PENDING.with(|p| p.borrow_mut().remove(account).unwrap_or_default())
-}
-
-/// Sends this isolate's waiting settlements for `account`, if any, so that what
-/// follows (a balance read, say) sees them. `request_id` names the caller in logs.
-pub async fn deliver_pending(env: &Env, account: &str, request_id: &str) {
-    let settlements = take_pending(account);
-    if settlements.is_empty() {
-        return;
+    /// Sends one beat (a failure only means the next one must do).
+    pub fn beat(&self, content_bytes: u64) {
+        let this = self.clone();
+        wasm_bindgen_futures::spawn_local(async move {
+            let evidence = charge(&this.price, this.reserved, this.prompt_bytes, None, Some(content_bytes)).amount;
+            let account = Account::of(&this.env, &this.account_id);
+            if let Err(e) = account.touch(&this.request_id, evidence, this.lease_ms).await {
+                crate::log::job_error("heartbeat", &e);
+            }
+        });
     }
-    let message = AccountRequest::Settle { account_id: account.to_string(), settlements };
-    if let Err(e) = client::call(env, account, &message).await {
-        if let AccountRequest::Settle { settlements, .. } = message {
-            requeue(account, settlements);
-        }
-        // Should the isolate end first, the object still holds the reservation
-        // until it expires: the request is then charged nothing, never twice.
-        log_settle_error(request_id, &e);
-    }
-}
-
-fn log_settle_error(request_id: &str, detail: &str) {
-    worker::console_error!(
-        "{}",
-        serde_json::json!({"level": "error", "job": "settle", "request_id": request_id, "detail": detail})
-    );
-}
-
-/// The Durable Object name of an organization's month counters.
-pub fn org_object(org_id: &str) -> String {
-    format!("org:{org_id}")
 }
 
 /// Holds the request against the organization's monthly limits (a second round trip, for org keys only).
@@ -331,13 +328,14 @@ async fn reserve_in_org(call: &Call, org_id: &str, m: &Meter, tokens: i64) -> Re
         monthly_tokens: org.monthly_tokens,
         monthly_cost_micros: org.monthly_cost_micros,
     };
-    let message = AccountRequest::OrgReserve { request_id: m.request_id.clone(), limits, tokens, cost: m.reserved };
-    match client::call(&call.env, &org_object(org_id), &message).await.map_err(ApiError::internal)? {
-        AccountResponse::OrgReserved => Ok(()),
-        AccountResponse::OrgRefused { hit: OrgLimitHit::Cost, resets_at_ms } => {
-            Err(insufficient(LimitSource::OrgLimit, Some(resets_at_ms)))
-        }
-        AccountResponse::OrgRefused { hit, resets_at_ms } => Err(ApiError::LimitReached {
+    let answer = Org::of(&call.env, org_id)
+        .reserve(&m.request_id, limits, tokens, m.reserved, m.lease_ms)
+        .await
+        .map_err(ApiError::internal)?;
+    match answer {
+        Ok(()) => Ok(()),
+        Err((OrgLimitHit::Cost, resets_at_ms)) => Err(insufficient(LimitSource::OrgLimit, Some(resets_at_ms))),
+        Err((hit, resets_at_ms)) => Err(ApiError::LimitReached {
             message: format!(
                 "the organization's monthly {} limit is reached; it resets at {}",
                 if hit == OrgLimitHit::Requests { "request" } else { "token" },
@@ -345,7 +343,6 @@ async fn reserve_in_org(call: &Call, org_id: &str, m: &Meter, tokens: i64) -> Re
             ),
             retry_after_secs: ((resets_at_ms - call.now_ms()).max(0) / 1000) as u64,
         }),
-        other => Err(ApiError::internal(format!("unexpected answer to OrgReserve: {other:?}"))),
     }
 }
 

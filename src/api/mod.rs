@@ -25,7 +25,13 @@ mod prices;
 #[cfg(target_arch = "wasm32")]
 mod provision;
 #[cfg(target_arch = "wasm32")]
+mod relay;
+#[cfg(target_arch = "wasm32")]
+mod request_log;
+#[cfg(target_arch = "wasm32")]
 mod respond;
+#[cfg(target_arch = "wasm32")]
+mod served;
 #[cfg(target_arch = "wasm32")]
 mod upstream;
 #[cfg(target_arch = "wasm32")]

@@ -10,8 +10,7 @@ use worker::{Method, Response};
 use super::error::ApiError;
 use super::incoming::Incoming;
 use super::respond::{self, Call};
-use crate::billing::client;
-use crate::billing::protocol::AccountRequest;
+use crate::billing::client::Account;
 use crate::cache::prices::PriceTable;
 use crate::domain::pricing::to_usd_per_token_string;
 use crate::domain::routing::{self, Provider};
@@ -38,10 +37,10 @@ pub async fn health(req: &Incoming, call: &Call) -> Result<Response, ApiError> {
     db.prepare("SELECT 1 AS one").first::<serde_json::Value>(None).await.map_err(ApiError::internal)?;
     let kv = env::cache(&call.env).map_err(ApiError::internal)?;
     kv.get("health").text().await.map_err(ApiError::internal)?;
-    let pong = client::call(&call.env, "health", &AccountRequest::Ping).await.map_err(ApiError::internal)?;
+    let pings = Account::of(&call.env, "health").ping().await.map_err(ApiError::internal)?;
     respond::json(
         200,
-        &json!({ "status": "ok", "time": to_iso(call.now_ms()), "d1": "ok", "kv": "ok", "durable_object": pong }),
+        &json!({ "status": "ok", "time": to_iso(call.now_ms()), "d1": "ok", "kv": "ok", "durable_object": { "pings": pings } }),
     )
 }
 

@@ -12,24 +12,23 @@ use crate::env::Config;
 use crate::log::{self, Level};
 
 /// What every handler gets besides the request.
+#[derive(Clone)]
 pub struct Call {
     pub env: Env,
-    pub ctx: Context,
+    pub ctx: Rc<Context>,
     pub config: Rc<Config>,
+    /// The gateway's own id for this request (random; never taken from a client header).
     pub request_id: String,
+    /// Cloudflare's `cf-ray`, logged beside the request id (a client can send any header).
+    pub cf_ray: Option<String>,
     pub started_ms: f64,
 }
 
 impl Call {
     pub fn new(req: &Incoming, env: Env, ctx: Context) -> Self {
-        let request_id = req
-            .headers()
-            .get("cf-ray")
-            .ok()
-            .flatten()
-            .map(|ray| format!("req-{ray}"))
-            .unwrap_or_else(|| format!("req-{}", hex::encode(random_bytes::<8>())));
-        Self { config: Config::get(&env), env, ctx, request_id, started_ms: js_sys::Date::now() }
+        let request_id = format!("req-{}", hex::encode(random_bytes::<12>()));
+        let cf_ray = req.headers().get("cf-ray").ok().flatten();
+        Self { config: Config::get(&env), env, ctx: Rc::new(ctx), request_id, cf_ray, started_ms: js_sys::Date::now() }
     }
 
     pub fn now_ms(&self) -> i64 {
@@ -70,7 +69,7 @@ pub fn finish(call: &Call, result: Result<Response, ApiError>) -> Response {
 
 pub fn error_response(call: &Call, err: &ApiError) -> Response {
     let level = if err.status() >= 500 { Level::Error } else { Level::Info };
-    let mut line = json!({"request_id": call.request_id, "status": err.status(), "code": err.code(), "latency_ms": call.elapsed_ms().round()});
+    let mut line = json!({"request_id": call.request_id, "cf_ray": call.cf_ray, "status": err.status(), "code": err.code(), "latency_ms": call.elapsed_ms().round()});
     if err.status() >= 500 {
         line["detail"] = err.to_string().into();
     }

@@ -106,7 +106,7 @@ pub async fn get_generation(req: Incoming, call: &Call) -> Result<Response, ApiE
     respond::data(
         200,
         &json!({
-            "id": row.id, "model": row.model, "provider": row.provider,
+            "id": row.id, "upstream_id": row.upstream_id, "model": row.model, "provider": row.provider,
             "tokens_prompt": row.prompt_tokens, "tokens_completion": row.completion_tokens,
             "tokens_reasoning": row.reasoning_tokens, "tokens_cached": row.cached_tokens,
             "total_cost": micros_to_usd(row.cost_micros),

@@ -1,39 +1,330 @@
-//! Typed calls from the Worker to an account's Durable Object.
+//! Typed calls from the Worker to the account and organization objects, and
+//! the settlement queue: a settlement is sent at once and retried with
+//! backoff until its object confirms (settling is idempotent by request id).
+//! Callers get typed answers; only this file knows the message enums' other arms.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 use worker::worker_sys::{self, web_sys};
-use worker::Env;
+use worker::{Env, ObjectNamespace};
 
-use super::protocol::{AccountRequest, AccountResponse, MESSAGE_HEADER};
+use super::message::{IN_BODY, MAX_HEADER_MESSAGE};
+use super::protocol::{
+    AccountRequest, AccountResponse, KeyUsage, LedgerEntry, OrgRequest, OrgResponse, Settlement, MESSAGE_HEADER,
+};
+use crate::domain::keys::{KeyRefusal, KeyState};
+use crate::domain::ledger::Reservation;
+use crate::domain::orgs::{Limits, MonthUse, OrgLimitHit};
 use crate::{env, js};
 
-/// Messages travel in a header both ways, with empty bodies: a body would cost a
-/// stream round trip across the object boundary (≈1 ms locally, see performance.md).
-/// The runtime's `Request` and `Response` are used as they are: `worker::Request`
-/// and `worker::Response` would copy their headers and `cf` into new objects.
-/// Sends one message to the account `account_id`'s object and reads the answer.
-pub async fn call(env: &Env, account_id: &str, message: &AccountRequest) -> Result<AccountResponse, String> {
-    let stub = env::accounts(env).and_then(|ns| ns.id_from_name(account_id)?.get_stub()).map_err(|e| e.to_string())?;
-    let stub: worker_sys::DurableObject = stub.into_rpc();
+/// Settlements per message at most (a backlog goes in several).
+const SETTLE_BATCH: usize = 20;
+/// Tries of one delivery: 0.25 s doubling to 8 s between them, about 30 s in all
+/// (well inside the reservation's grace, `RESERVATION_GRACE`).
+const SETTLE_TRIES: u32 = 7;
+
+/// Sends one message to the object `name` of `ns` and reads the answer. The runtime's own
+/// `Request` and `Response` are used: `worker`'s would copy headers and `cf` (see decisions.md).
+async fn send<Req: Serialize, Resp: DeserializeOwned>(
+    ns: worker::Result<ObjectNamespace>,
+    name: &str,
+    message: &Req,
+) -> Result<Resp, String> {
+    let stub: worker_sys::DurableObject =
+        ns.and_then(|ns| ns.id_from_name(name)?.get_stub()).map_err(|e| e.to_string())?.into_rpc();
+    let json = serde_json::to_string(message).map_err(|e| e.to_string())?;
     let headers = web_sys::Headers::new().map_err(|e| js::message(&e))?;
-    headers
-        .set(MESSAGE_HEADER, &serde_json::to_string(message).map_err(|e| e.to_string())?)
-        .map_err(|e| js::message(&e))?;
     let init = web_sys::RequestInit::new();
     init.set_method("POST");
+    if json.len() > MAX_HEADER_MESSAGE {
+        headers.set(MESSAGE_HEADER, IN_BODY).map_err(|e| js::message(&e))?;
+        init.set_body(&wasm_bindgen::JsValue::from_str(&json));
+    } else {
+        headers.set(MESSAGE_HEADER, &json).map_err(|e| js::message(&e))?;
+    }
     init.set_headers(&headers);
-    let req = web_sys::Request::new_with_str_and_init("https://account/", &init).map_err(|e| js::message(&e))?;
+    let req = web_sys::Request::new_with_str_and_init("https://object/", &init).map_err(|e| js::message(&e))?;
     let promise = stub.fetch_with_request(&req).map_err(|e| js::message(&e))?;
     let resp: web_sys::Response = JsFuture::from(promise).await.map_err(|e| js::message(&e))?.unchecked_into();
-    let mut answer = resp.headers().get(MESSAGE_HEADER).ok().flatten().ok_or("the account object sent no answer")?;
-    if answer == "body" {
-        // Large answers (ledger pages) come in the body.
+    let mut answer = resp.headers().get(MESSAGE_HEADER).ok().flatten().ok_or("the object sent no answer")?;
+    if answer == IN_BODY {
         let text = JsFuture::from(resp.text().map_err(|e| js::message(&e))?).await.map_err(|e| js::message(&e))?;
         answer = text.as_string().unwrap_or_default();
     }
-    match serde_json::from_str::<AccountResponse>(&answer).map_err(|e| e.to_string())? {
-        AccountResponse::Error { message } => Err(message),
-        answer => Ok(answer),
+    serde_json::from_str(&answer).map_err(|e| e.to_string())
+}
+
+fn unexpected(op: &str, answer: impl std::fmt::Debug) -> String {
+    format!("unexpected answer to {op}: {answer:?}")
+}
+
+/// What a reservation got.
+pub enum Reserved {
+    Refused(KeyRefusal),
+    /// Too many requests of this scope (`key` or `account`) are in flight.
+    TooMany(String),
+    Decided { reservation: Reservation, resets_at_ms: Option<i64> },
+}
+
+pub enum Credited {
+    Done { transaction_id: String, balance: i64 },
+    /// An adjustment down would take money held or not there.
+    Overdrawn { available: i64 },
+}
+
+/// An account's balance and totals (micro-USD).
+pub struct Summary {
+    pub balance: i64,
+    pub reserved: i64,
+    pub total_credits: i64,
+    pub total_usage: i64,
+    pub key: Option<KeyUsage>,
+    pub ledger_sum: i64,
+    pub uncollected: i64,
+    pub open: i64,
+}
+
+/// One paying account's object.
+pub struct Account<'a> {
+    env: &'a Env,
+    id: &'a str,
+}
+
+impl<'a> Account<'a> {
+    pub fn of(env: &'a Env, id: &'a str) -> Self {
+        Self { env, id }
     }
+
+    async fn call(&self, message: &AccountRequest) -> Result<AccountResponse, String> {
+        match send(env::accounts(self.env), self.id, message).await? {
+            AccountResponse::Error { message } => Err(message),
+            answer => Ok(answer),
+        }
+    }
+
+    pub async fn put_key(&self, state: KeyState) -> Result<(), String> {
+        match self.call(&AccountRequest::PutKey { state }).await? {
+            AccountResponse::Ok => Ok(()),
+            other => Err(unexpected("PutKey", other)),
+        }
+    }
+
+    /// `message` is an `AccountRequest::Reserve`.
+    pub async fn reserve(&self, message: &AccountRequest) -> Result<Reserved, String> {
+        match self.call(message).await? {
+            AccountResponse::Refused { reason } => Ok(Reserved::Refused(reason)),
+            AccountResponse::TooManyInFlight { scope } => Ok(Reserved::TooMany(scope)),
+            AccountResponse::Reserved { reservation, resets_at_ms } => Ok(Reserved::Decided { reservation, resets_at_ms }),
+            other => Err(unexpected("Reserve", other)),
+        }
+    }
+
+    /// A heartbeat of a request in flight; answers whether its reservation is still held.
+    pub async fn touch(&self, request_id: &str, evidence: i64, lease_ms: i64) -> Result<bool, String> {
+        let message = AccountRequest::Touch { request_id: request_id.into(), evidence, lease_ms };
+        match self.call(&message).await? {
+            AccountResponse::Touched { held } => Ok(held),
+            other => Err(unexpected("Touch", other)),
+        }
+    }
+
+    pub async fn credit(
+        &self,
+        amount: i64,
+        kind: &str,
+        description: Option<String>,
+        idempotency_key: Option<String>,
+    ) -> Result<Credited, String> {
+        let message = AccountRequest::Credit {
+            account_id: self.id.into(),
+            amount,
+            kind: kind.into(),
+            description,
+            idempotency_key,
+        };
+        match self.call(&message).await? {
+            AccountResponse::Credited { transaction_id, balance } => Ok(Credited::Done { transaction_id, balance }),
+            AccountResponse::Overdrawn { available } => Ok(Credited::Overdrawn { available }),
+            other => Err(unexpected("Credit", other)),
+        }
+    }
+
+    /// Balance and totals (with this isolate's waiting settlements delivered first).
+    pub async fn summary(&self, key_id: Option<String>) -> Result<Summary, String> {
+        deliver(self.env, self.id).await;
+        match self.call(&AccountRequest::Summary { key_id }).await? {
+            AccountResponse::Summary { balance, reserved, total_credits, total_usage, key, ledger_sum, uncollected, open } => {
+                Ok(Summary { balance, reserved, total_credits, total_usage, key, ledger_sum, uncollected, open })
+            }
+            other => Err(unexpected("Summary", other)),
+        }
+    }
+
+    pub async fn transactions(&self, page: u32, page_size: u32) -> Result<(Vec<LedgerEntry>, i64), String> {
+        deliver(self.env, self.id).await;
+        match self.call(&AccountRequest::Transactions { page, page_size }).await? {
+            AccountResponse::Transactions { rows, total } => Ok((rows, total)),
+            other => Err(unexpected("Transactions", other)),
+        }
+    }
+
+    /// Copies every waiting ledger row and usage record to D1 now.
+    pub async fn flush(&self) -> Result<(), String> {
+        match self.call(&AccountRequest::Flush).await? {
+            AccountResponse::Ok => Ok(()),
+            other => Err(unexpected("Flush", other)),
+        }
+    }
+
+    pub async fn ping(&self) -> Result<i64, String> {
+        match self.call(&AccountRequest::Ping).await? {
+            AccountResponse::Pong { pings } => Ok(pings),
+            other => Err(unexpected("Ping", other)),
+        }
+    }
+}
+
+/// One organization's object.
+pub struct Org<'a> {
+    env: &'a Env,
+    id: &'a str,
+}
+
+impl<'a> Org<'a> {
+    pub fn of(env: &'a Env, id: &'a str) -> Self {
+        Self { env, id }
+    }
+
+    async fn call(&self, message: &OrgRequest) -> Result<OrgResponse, String> {
+        match send(env::orgs(self.env), self.id, message).await? {
+            OrgResponse::Error { message } => Err(message),
+            answer => Ok(answer),
+        }
+    }
+
+    /// `Ok(Err((limit, resets at)))`: a monthly limit refuses the request.
+    pub async fn reserve(
+        &self,
+        request_id: &str,
+        limits: Limits,
+        tokens: i64,
+        cost: i64,
+        lease_ms: i64,
+    ) -> Result<Result<(), (OrgLimitHit, i64)>, String> {
+        let message = OrgRequest::Reserve { request_id: request_id.into(), limits, tokens, cost, lease_ms };
+        match self.call(&message).await? {
+            OrgResponse::Reserved => Ok(Ok(())),
+            OrgResponse::Refused { hit, resets_at_ms } => Ok(Err((hit, resets_at_ms))),
+            other => Err(unexpected("OrgReserve", other)),
+        }
+    }
+
+    /// Counts the request in the month, retried with backoff until the object confirms.
+    pub async fn settle(&self, request_id: &str, tokens: i64, cost: i64) {
+        let message = OrgRequest::Settle { request_id: request_id.into(), tokens, cost };
+        for attempt in 0..SETTLE_TRIES {
+            match self.call(&message).await {
+                Ok(_) => return,
+                Err(e) => {
+                    log_settle_error(request_id, attempt, &e);
+                    backoff(attempt).await;
+                }
+            }
+        }
+    }
+
+    pub async fn usage(&self) -> Result<MonthUse, String> {
+        match self.call(&OrgRequest::Usage).await? {
+            OrgResponse::Usage { used } => Ok(used),
+            other => Err(unexpected("OrgUsage", other)),
+        }
+    }
+}
+
+// Settlements not yet confirmed, per account.
+thread_local! {
+    static WAITING: RefCell<HashMap<String, Vec<Settlement>>> = RefCell::new(HashMap::new());
+}
+
+fn take_batch(account: &str) -> Vec<Settlement> {
+    WAITING.with(|w| {
+        let mut w = w.borrow_mut();
+        let Some(queue) = w.get_mut(account) else { return Vec::new() };
+        let batch: Vec<Settlement> = queue.drain(..queue.len().min(SETTLE_BATCH)).collect();
+        if queue.is_empty() {
+            w.remove(account);
+        }
+        batch
+    })
+}
+
+fn put_back(account: &str, batch: Vec<Settlement>) {
+    WAITING.with(|w| {
+        let mut w = w.borrow_mut();
+        let queue = w.entry(account.to_string()).or_default();
+        queue.splice(0..0, batch);
+    });
+}
+
+async fn backoff(attempt: u32) {
+    worker::Delay::from(Duration::from_millis(250 << attempt.min(5))).await;
+}
+
+/// Settles one request: sent at once (with any of this isolate's earlier ones
+/// still waiting for the account), retried with backoff until the object confirms.
+/// Should the isolate end first, the object still holds the reservation and
+/// closes it by its rule (see `domain::account`); nothing is charged twice.
+pub async fn settle(env: &Env, account: &str, settlement: Settlement) {
+    let request_id = settlement.request_id.clone();
+    WAITING.with(|w| w.borrow_mut().entry(account.to_string()).or_default().push(settlement));
+    for attempt in 0..SETTLE_TRIES {
+        match deliver_once(env, account).await {
+            Ok(()) => return,
+            Err(e) => {
+                log_settle_error(&request_id, attempt, &e);
+                backoff(attempt).await;
+            }
+        }
+    }
+}
+
+/// Delivers this isolate's waiting settlements for `account` (before a read, so it sees them).
+pub async fn deliver(env: &Env, account: &str) {
+    if let Err(e) = deliver_once(env, account).await {
+        log_settle_error("", 0, &e);
+    }
+}
+
+async fn deliver_once(env: &Env, account: &str) -> Result<(), String> {
+    loop {
+        let batch = take_batch(account);
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let message = AccountRequest::Settle { account_id: account.to_string(), settlements: batch };
+        let answer = send::<_, AccountResponse>(env::accounts(env), account, &message).await;
+        let failure = match answer {
+            Ok(AccountResponse::Settled { .. }) => continue,
+            Ok(AccountResponse::Error { message }) => message,
+            Ok(other) => unexpected("Settle", other),
+            Err(e) => e,
+        };
+        if let AccountRequest::Settle { settlements, .. } = message {
+            put_back(account, settlements);
+        }
+        return Err(failure);
+    }
+}
+
+fn log_settle_error(request_id: &str, attempt: u32, detail: &str) {
+    worker::console_error!(
+        "{}",
+        serde_json::json!({"level": "error", "job": "settle", "request_id": request_id, "attempt": attempt + 1, "detail": detail})
+    );
 }

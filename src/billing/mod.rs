@@ -1,8 +1,18 @@
-//! Money authority: one Durable Object per paying account. `protocol` is
-//! pure (host-tested); the DO shell and its client need the runtime.
+//! Money authority: one Durable Object per paying account (`account_do`) and
+//! one per organization (`org_do`). `protocol` is pure (host-tested); the
+//! rules are `domain::account`; the objects, their SQL (`store`), the copy to
+//! D1 (`outbox`) and the typed client (`client`) need the runtime.
 
 #[cfg(target_arch = "wasm32")]
 pub mod account_do;
 #[cfg(target_arch = "wasm32")]
 pub mod client;
+#[cfg(target_arch = "wasm32")]
+mod message;
+#[cfg(target_arch = "wasm32")]
+pub mod org_do;
+#[cfg(target_arch = "wasm32")]
+mod outbox;
 pub mod protocol;
+#[cfg(target_arch = "wasm32")]
+mod store;

@@ -18,7 +18,8 @@ pub enum AccountRequest {
     PutKey { state: KeyState },
     /// Checks the presented secret against the key's state, then reserves up to `worst_case` micro-USD.
     /// `limit_*` are the gateway's view of the key's limit, used when the object
-    /// has no state for the key.
+    /// has no state for the key. The reservation is stored before the answer
+    /// leaves and lives `lease_ms` without a heartbeat (`Touch`) or settlement.
     Reserve {
         request_id: String,
         key_id: String,
@@ -29,13 +30,13 @@ pub enum AccountRequest {
         min_to_run: i64,
         #[serde(default)]
         caps: InFlightCaps,
-        /// The account (for its ledger rows) and settlements of earlier requests to apply first:
-        /// one round trip settles the last request and reserves the next.
-        account_id: String,
-        #[serde(default)]
-        settle_first: Vec<Settlement>,
+        lease_ms: i64,
     },
+    /// A request still runs: its reservation lives on, and the upstream has generated
+    /// at least `evidence` micro-USD worth (what a close without settlement charges).
+    Touch { request_id: String, evidence: i64, lease_ms: i64 },
     /// Turns reservations into their actual costs (each capped at its reservation).
+    /// A settlement for a request no longer held charges nothing.
     Settle { account_id: String, settlements: Vec<Settlement> },
     /// Adds money (recharge, refund, adjustment — the last may be negative).
     Credit {
@@ -49,13 +50,6 @@ pub enum AccountRequest {
     Summary { key_id: Option<String> },
     /// Ledger rows, newest first.
     Transactions { page: u32, page_size: u32 },
-    /// An organization's object: may this request run under the monthly limits?
-    /// Holds `tokens` and `cost` in flight until `OrgSettle`.
-    OrgReserve { request_id: String, limits: Limits, tokens: i64, cost: i64 },
-    /// Counts the request's actual tokens and cost in the month.
-    OrgSettle { request_id: String, tokens: i64, cost: i64 },
-    /// The organization's use this month.
-    OrgUsage,
     /// Copies the ledger's unsynced rows to D1 now (reconciliation asks first).
     Flush,
     /// Liveness probe for `/health?deep=1`.
@@ -66,14 +60,9 @@ pub enum AccountRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Settlement {
     pub request_id: String,
+    /// Price × tokens, uncapped: the object charges it up to the reservation.
     pub cost: i64,
     pub description: String,
-    /// The reservation as the Worker remembers it: charged against when the
-    /// object no longer holds it (it restarted, or the reservation expired).
-    #[serde(default)]
-    pub key_id: Option<String>,
-    #[serde(default)]
-    pub reserved: i64,
     /// The request's usage record; the object fills in the charge and copies it to D1.
     #[serde(default)]
     pub usage: Option<UsageRecord>,
@@ -122,6 +111,13 @@ pub enum AccountResponse {
         charged: i64,
         balance: i64,
     },
+    Touched {
+        held: bool,
+    },
+    /// An adjustment down would take money held or not there.
+    Overdrawn {
+        available: i64,
+    },
     Credited {
         transaction_id: String,
         balance: i64,
@@ -132,6 +128,13 @@ pub enum AccountResponse {
         total_credits: i64,
         total_usage: i64,
         key: Option<KeyUsage>,
+        /// For reconciliation: the ledger's own sum, the cost it could not charge, open reservations.
+        #[serde(default)]
+        ledger_sum: i64,
+        #[serde(default)]
+        uncollected: i64,
+        #[serde(default)]
+        open: i64,
     },
     Transactions {
         rows: Vec<LedgerEntry>,
@@ -141,17 +144,33 @@ pub enum AccountResponse {
     TooManyInFlight {
         scope: String,
     },
-    OrgReserved,
-    OrgRefused {
-        hit: OrgLimitHit,
-        resets_at_ms: i64,
-    },
-    OrgUsage {
-        used: MonthUse,
-    },
     Error {
         message: String,
     },
+}
+
+/// Messages to an organization's object (class `OrgDo`, one per organization):
+/// its monthly counters and the requests it holds in flight.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum OrgRequest {
+    /// May this request run under the monthly limits? Holds `tokens` and `cost` until
+    /// `Settle`, or for `lease_ms`; a hold that expires counts as what it held.
+    Reserve { request_id: String, limits: Limits, tokens: i64, cost: i64, lease_ms: i64 },
+    /// Counts the request's actual tokens and cost in the month (once: a repeat changes nothing).
+    Settle { request_id: String, tokens: i64, cost: i64 },
+    /// The organization's use this month, counting what is held.
+    Usage,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum OrgResponse {
+    Ok,
+    Reserved,
+    Refused { hit: OrgLimitHit, resets_at_ms: i64 },
+    Usage { used: MonthUse },
+    Error { message: String },
 }
 
 #[cfg(test)]
@@ -166,15 +185,13 @@ mod tests {
                 request_id: "r1".into(),
                 cost: 5,
                 description: "m".into(),
-                key_id: Some("k1".into()),
-                reserved: 9,
                 usage: None,
             }],
         };
         let json = serde_json::to_string(&req).expect("serialize");
         assert_eq!(
             json,
-            r#"{"op":"settle","account_id":"u1","settlements":[{"request_id":"r1","cost":5,"description":"m","key_id":"k1","reserved":9,"usage":null}]}"#
+            r#"{"op":"settle","account_id":"u1","settlements":[{"request_id":"r1","cost":5,"description":"m","usage":null}]}"#
         );
         assert_eq!(serde_json::from_str::<AccountRequest>(&json).expect("parse"), req);
         let resp = AccountResponse::Refused { reason: KeyRefusal::Superseded };

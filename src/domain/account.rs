@@ -1,25 +1,44 @@
-//! One account's hot state, held in memory by its Durable Object: the
-//! balance, the reservations in flight, each key's state and each key's
-//! spend in its current limit window. The object loads it from its storage
-//! once, decides every reservation and settlement here without touching
-//! storage, and writes through only what changed (see `Change`).
+//! One account's money, as its Durable Object holds it: the balance, the
+//! reservations of requests in flight, each key's state and each key's spend.
+//! Pure: the object restores a `Book` from its storage (`Book::restore`),
+//! asks it every question, and writes what each answer says changed. The
+//! property test in `account_model_tests.rs` drives it with random
+//! interleavings and a "restart" after any step.
+//!
+//! Rules:
+//! - A reservation holds money until its request settles, or until it is
+//!   closed because it can no longer settle (`expire`). Nothing else forgets it.
+//! - A settlement charges the request's cost, capped at its reservation; the
+//!   rest of the cost is reported as uncollected. A request is charged once:
+//!   a settlement for a request no longer held charges nothing.
+//! - A reservation closed without its settlement is charged the evidence the
+//!   gateway last reported of what the upstream generated (`touch`), never more
+//!   than was reserved.
+//! - Key spend is kept per UTC day, so any window (daily, weekly, monthly,
+//!   lifetime) is counted the same way at reservation and at settlement, and a
+//!   change of the key's reset counts what was really spent in the new window.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use super::keys::{KeyRefusal, KeyState};
 use super::ledger::{self, Headroom, InFlightCaps, Reservation};
-use super::windows::{self, Reset};
+use super::windows::Reset;
 
-/// A reservation older than this was abandoned (its Worker died): it stops
-/// counting against the headroom. Its settlement, should it still come, is charged.
-pub const RESERVATION_TTL_MS: i64 = 15 * 60 * 1000;
+const DAY_MS: i64 = 86_400_000;
+/// Days of per-day key spend kept in memory (a monthly window is at most 31).
+pub const SPEND_DAYS: i64 = 32;
 
 /// Money held for one request in flight.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Held {
     pub key_id: String,
     pub amount: i64,
+    /// What a close without settlement charges: the cost of what the gateway last
+    /// reported the upstream had generated (0 until a report comes).
+    pub evidence: i64,
     pub created_ms: i64,
+    /// With no settlement and no heartbeat by then, the request can no longer settle.
+    pub expires_ms: i64,
 }
 
 /// A reservation request, as the Worker sends it.
@@ -34,6 +53,8 @@ pub struct Ask<'a> {
     pub worst_case: i64,
     pub min_to_run: i64,
     pub caps: InFlightCaps,
+    /// How long the reservation lives without a heartbeat or settlement.
+    pub lease_ms: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,14 +68,52 @@ pub enum Decision {
     },
 }
 
-/// A settled charge: what to append to the ledger and the key's new window spend.
+/// A reservation turned into its charge (by a settlement, or by a close).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Charge {
+pub struct Closed {
+    pub request_id: String,
     pub key_id: String,
+    pub reserved: i64,
+    /// What the ledger is charged (≤ `reserved`; may be 0).
     pub amount: i64,
+    /// Cost above the reservation, not charged.
+    pub uncollected: i64,
     pub balance_after: i64,
-    pub window_start: i64,
-    pub window_spent: i64,
+    /// Closed by `expire`, not by a settlement.
+    pub abandoned: bool,
+}
+
+/// An adjustment would take the balance below the money held (or below zero).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Overdraw {
+    pub available: i64,
+}
+
+/// One key's charges: in all, and per UTC day for the last `SPEND_DAYS` days.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct KeySpend {
+    total: i64,
+    days: BTreeMap<i64, i64>,
+}
+
+impl KeySpend {
+    fn record(&mut self, at_ms: i64, amount: i64) {
+        self.total += amount;
+        let day = at_ms.div_euclid(DAY_MS);
+        *self.days.entry(day).or_default() += amount;
+        let newest = *self.days.keys().next_back().unwrap_or(&day);
+        self.days.retain(|d, _| *d > newest - SPEND_DAYS);
+    }
+
+    fn in_window(&self, reset: Option<Reset>, now: i64) -> i64 {
+        match reset {
+            None => self.total,
+            Some(r) => {
+                let first = r.window_start(now).div_euclid(DAY_MS);
+                self.days.range(first..).map(|(_, v)| v).sum()
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -62,22 +121,28 @@ pub struct Book {
     balance: i64,
     in_flight: HashMap<String, Held>,
     keys: HashMap<String, KeyState>,
-    /// key id → (window start, spent in that window).
-    spend: HashMap<String, (i64, i64)>,
+    spend: HashMap<String, KeySpend>,
 }
 
 impl Book {
-    pub fn new(
+    /// The book as storage holds it: the balance, the open reservations, the
+    /// key states, and the usage charges per key as `(key_id, charged at, amount)`
+    /// (rows older than `SPEND_DAYS` may be summed into one, at any older time).
+    pub fn restore(
         balance: i64,
         in_flight: impl IntoIterator<Item = (String, Held)>,
         keys: impl IntoIterator<Item = KeyState>,
-        spend: impl IntoIterator<Item = (String, (i64, i64))>,
+        charges: impl IntoIterator<Item = (String, i64, i64)>,
     ) -> Self {
+        let mut spend: HashMap<String, KeySpend> = HashMap::new();
+        for (key_id, at_ms, amount) in charges {
+            spend.entry(key_id).or_default().record(at_ms, amount);
+        }
         Self {
             balance,
             in_flight: in_flight.into_iter().collect(),
             keys: keys.into_iter().map(|k| (k.key_id.clone(), k)).collect(),
-            spend: spend.into_iter().collect(),
+            spend,
         }
     }
 
@@ -90,6 +155,19 @@ impl Book {
         self.in_flight.values().map(|h| h.amount).sum()
     }
 
+    pub fn held(&self, request_id: &str) -> Option<&Held> {
+        self.in_flight.get(request_id)
+    }
+
+    pub fn in_flight(&self) -> impl Iterator<Item = (&String, &Held)> {
+        self.in_flight.iter()
+    }
+
+    /// When the first reservation expires (the object's alarm).
+    pub fn next_expiry(&self) -> Option<i64> {
+        self.in_flight.values().map(|h| h.expires_ms).min()
+    }
+
     pub fn key(&self, key_id: &str) -> Option<&KeyState> {
         self.keys.get(key_id)
     }
@@ -98,28 +176,30 @@ impl Book {
         self.keys.insert(state.key_id.clone(), state);
     }
 
-    /// Moves the balance by a credit (negative for an adjustment down); returns the new balance.
-    pub fn credit(&mut self, amount: i64) -> i64 {
-        self.balance += amount;
-        self.balance
+    /// The key's spend in its limit window (its own reset, else `fallback`).
+    pub fn spent(&self, key_id: &str, fallback: Option<Reset>, now: i64) -> i64 {
+        let reset = self.keys.get(key_id).map_or(fallback, |k| k.limit_reset);
+        self.spend.get(key_id).map_or(0, |s| s.in_window(reset, now))
     }
 
-    /// Forgets reservations older than the TTL; returns their ids.
-    pub fn expire(&mut self, now: i64) -> Vec<String> {
-        let old: Vec<String> = self
-            .in_flight
-            .iter()
-            .filter(|(_, h)| h.created_ms < now - RESERVATION_TTL_MS)
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in &old {
-            self.in_flight.remove(id);
+    /// The key's charges in a window of the given kind (`None`: all time).
+    pub fn spent_in(&self, key_id: &str, reset: Option<Reset>, now: i64) -> i64 {
+        self.spend.get(key_id).map_or(0, |s| s.in_window(reset, now))
+    }
+
+    /// Moves the balance by a credit (negative for an adjustment down) and returns
+    /// the new balance; an adjustment may not take away money held or not there.
+    pub fn credit(&mut self, amount: i64) -> Result<i64, Overdraw> {
+        let available = self.balance - self.reserved();
+        if amount < 0 && available + amount < 0 {
+            return Err(Overdraw { available: available.max(0) });
         }
-        old
+        self.balance += amount;
+        Ok(self.balance)
     }
 
     /// Checks the key and, when the limits allow, holds money for the request.
-    /// Returns the decision and, when money is held, the reservation to store.
+    /// Returns the decision and, when money is newly held, the reservation to store.
     pub fn reserve(&mut self, ask: &Ask, now: i64) -> (Decision, Option<Held>) {
         let (limit, reset) = match self.keys.get(ask.key_id) {
             Some(state) => {
@@ -130,61 +210,81 @@ impl Book {
             }
             None => (ask.limit_micros, ask.limit_reset),
         };
+        let resets_at_ms = limit.and(reset).map(|r| r.window_end(now));
+        if let Some(held) = self.in_flight.get(ask.request_id) {
+            // A repeated message: the same answer, nothing held twice.
+            let reservation = Reservation::Full { amount: held.amount };
+            return (Decision::Decided { reservation, resets_at_ms }, None);
+        }
         let key_in_flight = self.in_flight.values().filter(|h| h.key_id == ask.key_id);
         let (key_count, key_held) = key_in_flight.fold((0u32, 0i64), |(n, sum), h| (n + 1, sum + h.amount));
         if let Some(scope) = ledger::in_flight_exceeded(ask.caps, key_count, self.in_flight.len() as u32) {
             return (Decision::TooMany(scope), None);
         }
-        let key_headroom = limit.map(|limit| limit - self.spent_in_window(ask.key_id, reset, now) - key_held);
+        let key_headroom = limit.map(|limit| limit - self.spent_in(ask.key_id, reset, now) - key_held);
         let headroom = Headroom { balance: self.balance - self.reserved(), key: key_headroom };
         let reservation = ledger::reserve(headroom, ask.worst_case, ask.min_to_run);
         let held = match reservation {
             Reservation::Full { amount } | Reservation::Partial { amount } => {
-                let held = Held { key_id: ask.key_id.to_string(), amount, created_ms: now };
+                let held = Held {
+                    key_id: ask.key_id.to_string(),
+                    amount,
+                    evidence: 0,
+                    created_ms: now,
+                    expires_ms: now + ask.lease_ms,
+                };
                 self.in_flight.insert(ask.request_id.to_string(), held.clone());
                 Some(held)
             }
             Reservation::Refused { .. } => None,
         };
-        let resets_at_ms = limit.and(reset).map(|r| r.window_end(now));
         (Decision::Decided { reservation, resets_at_ms }, held)
     }
 
-    /// Whether a reservation is held for this request.
-    pub fn holds(&self, request_id: &str) -> bool {
-        self.in_flight.contains_key(request_id)
+    /// A heartbeat from the request: it still runs, and the upstream has generated
+    /// at least `evidence` worth so far. Returns the updated reservation, if held.
+    pub fn touch(&mut self, request_id: &str, evidence: i64, lease_ms: i64, now: i64) -> Option<&Held> {
+        let held = self.in_flight.get_mut(request_id)?;
+        held.evidence = held.evidence.max(evidence.clamp(0, held.amount));
+        held.expires_ms = held.expires_ms.max(now + lease_ms);
+        Some(held)
     }
 
-    /// Turns a request's reservation into its charge: `cost`, capped at what was
-    /// held. A request the object no longer holds (it expired, or the object
-    /// restarted and lost it) is charged against `fallback`, the reservation as the
-    /// Worker remembers it — the caller must first make sure it was not charged
-    /// already. Returns `None` when nothing is charged.
-    pub fn settle(&mut self, request_id: &str, cost: i64, fallback: Option<Held>, now: i64) -> Option<Charge> {
-        let held = self.in_flight.remove(request_id).or(fallback)?;
+    /// Turns a request's reservation into its charge: `cost`, capped at what was held.
+    /// `None`: this request is not held (settled or closed already): nothing is charged.
+    pub fn settle(&mut self, request_id: &str, cost: i64, now: i64) -> Option<Closed> {
+        let held = self.in_flight.remove(request_id)?;
+        Some(self.close(request_id, held, cost, false, now))
+    }
+
+    /// Closes every reservation whose request can no longer settle, charging its evidence.
+    pub fn expire(&mut self, now: i64) -> Vec<Closed> {
+        let mut due: Vec<String> =
+            self.in_flight.iter().filter(|(_, h)| h.expires_ms <= now).map(|(id, _)| id.clone()).collect();
+        due.sort();
+        due.into_iter()
+            .filter_map(|id| {
+                let held = self.in_flight.remove(&id)?;
+                let evidence = held.evidence;
+                Some(self.close(&id, held, evidence, true, now))
+            })
+            .collect()
+    }
+
+    fn close(&mut self, request_id: &str, held: Held, cost: i64, abandoned: bool, now: i64) -> Closed {
         let amount = ledger::charge(cost, held.amount);
-        if amount == 0 {
-            return None;
-        }
         self.balance -= amount;
-        let reset = self.keys.get(&held.key_id).and_then(|k| k.limit_reset);
-        let start = windows::window_start(reset, now);
-        let spent = self.spent_in_window(&held.key_id, reset, now) + amount;
-        self.spend.insert(held.key_id.clone(), (start, spent));
-        Some(Charge {
+        if amount > 0 {
+            self.spend.entry(held.key_id.clone()).or_default().record(now, amount);
+        }
+        Closed {
+            request_id: request_id.to_string(),
             key_id: held.key_id,
+            reserved: held.amount,
             amount,
+            uncollected: (cost - amount).max(0),
             balance_after: self.balance,
-            window_start: start,
-            window_spent: spent,
-        })
-    }
-
-    fn spent_in_window(&self, key_id: &str, reset: Option<Reset>, now: i64) -> i64 {
-        let start = windows::window_start(reset, now);
-        match self.spend.get(key_id) {
-            Some((s, spent)) if *s == start => *spent,
-            _ => 0,
+            abandoned,
         }
     }
 }
@@ -194,6 +294,7 @@ mod tests {
     use super::*;
 
     const NOW: i64 = 1_700_000_000_000;
+    const LEASE: i64 = 60_000;
 
     fn ask<'a>(request_id: &'a str, key_id: &'a str, worst_case: i64) -> Ask<'a> {
         Ask {
@@ -205,10 +306,11 @@ mod tests {
             worst_case,
             min_to_run: 1,
             caps: InFlightCaps::default(),
+            lease_ms: LEASE,
         }
     }
 
-    fn key(key_id: &str, limit: Option<i64>, reset: Option<Reset>) -> KeyState {
+    pub(crate) fn key(key_id: &str, limit: Option<i64>, reset: Option<Reset>) -> KeyState {
         KeyState {
             key_id: key_id.into(),
             hash: "h".into(),
@@ -228,7 +330,7 @@ mod tests {
 
     #[test]
     fn reservations_in_flight_hold_the_balance() {
-        let mut book = Book::new(100, [], [], []);
+        let mut book = Book::restore(100, [], [], []);
         assert_eq!(book.reserve(&ask("r1", "k", 60), NOW).0, full(60));
         assert_eq!(
             book.reserve(&ask("r2", "k", 60), NOW).0,
@@ -242,38 +344,52 @@ mod tests {
 
     #[test]
     fn settling_charges_the_cost_capped_at_the_reservation_once() {
-        let mut book = Book::new(100, [], [], []);
+        let mut book = Book::restore(100, [], [], []);
         book.reserve(&ask("r1", "k", 60), NOW);
-        let charge = book.settle("r1", 25, None, NOW).expect("charged");
-        assert_eq!((charge.amount, charge.balance_after), (25, 75));
-        assert_eq!(book.settle("r1", 25, None, NOW), None, "a repeat charges nothing");
+        let closed = book.settle("r1", 25, NOW).expect("held");
+        assert_eq!((closed.amount, closed.balance_after, closed.uncollected), (25, 75, 0));
+        assert_eq!(book.settle("r1", 25, NOW), None, "a repeat charges nothing");
         book.reserve(&ask("r2", "k", 10), NOW);
-        assert_eq!(book.settle("r2", 999, None, NOW).map(|c| c.amount), Some(10));
+        let closed = book.settle("r2", 999, NOW).expect("held");
+        assert_eq!((closed.amount, closed.uncollected), (10, 989));
         assert_eq!((book.balance(), book.reserved()), (65, 0));
+        assert_eq!(book.settle("never-reserved", 50, NOW), None);
     }
 
     #[test]
-    fn a_forgotten_reservation_is_charged_from_the_workers_copy() {
-        let mut book = Book::new(100, [], [], []);
-        let fallback = Held { key_id: "k".into(), amount: 30, created_ms: NOW };
-        assert_eq!(book.settle("lost", 50, Some(fallback), NOW).map(|c| c.amount), Some(30));
-        assert_eq!(book.balance(), 70);
+    fn sequential_spending_stops_at_a_key_limit_with_a_reset() {
+        // The bug of issue 14.1: the key's window is the same at reservation and settlement.
+        for reset in [Reset::Daily, Reset::Weekly, Reset::Monthly] {
+            let mut book = Book::restore(1_000_000, [], [], []);
+            let mut charged = 0;
+            for i in 0..10 {
+                let id = format!("r{i}");
+                let mut a = ask(&id, "k", 60);
+                (a.limit_micros, a.limit_reset, a.min_to_run) = (Some(150), Some(reset), 10);
+                if let (Decision::Decided { reservation: Reservation::Full { amount } | Reservation::Partial { amount }, .. }, _) =
+                    book.reserve(&a, NOW)
+                {
+                    charged += book.settle(&id, 55.min(amount), NOW).expect("held").amount;
+                }
+            }
+            assert!(charged <= 150, "{reset:?}: {charged}");
+            assert_eq!(book.spent("k", Some(reset), NOW), charged);
+        }
     }
 
     #[test]
     fn key_limits_count_spend_in_the_window_and_money_in_flight() {
-        let mut book = Book::new(1_000, [], [key("k", Some(100), Some(Reset::Daily))], []);
+        let mut book = Book::restore(1_000, [], [key("k", Some(100), Some(Reset::Daily))], []);
         book.reserve(&ask("r1", "k", 60), NOW);
-        book.settle("r1", 50, None, NOW);
+        book.settle("r1", 50, NOW);
         book.reserve(&ask("r2", "k", 30), NOW);
         let (decision, _) = book.reserve(&ask("r3", "k", 30), NOW);
         let Decision::Decided { reservation, resets_at_ms } = decision else { panic!("decided") };
         assert_eq!(reservation, Reservation::Partial { amount: 20 });
         assert_eq!(resets_at_ms, Some(Reset::Daily.window_end(NOW)));
-        // The next day the window starts again.
-        let tomorrow = NOW + 86_400_000;
-        book.settle("r2", 0, None, tomorrow);
-        book.settle("r3", 0, None, tomorrow);
+        let tomorrow = NOW + DAY_MS;
+        book.settle("r2", 0, tomorrow);
+        book.settle("r3", 0, tomorrow);
         assert_eq!(
             book.reserve(&ask("r4", "k", 100), tomorrow).0,
             Decision::Decided {
@@ -281,13 +397,16 @@ mod tests {
                 resets_at_ms: Some(Reset::Daily.window_end(tomorrow))
             }
         );
+        // A monthly window counts yesterday's spend too.
+        book.put_key(key("k", Some(100), Some(Reset::Monthly)));
+        assert_eq!(book.spent("k", None, tomorrow), 50);
     }
 
     #[test]
     fn key_state_and_caps_are_checked_first() {
         let mut disabled = key("k", None, None);
         disabled.disabled = true;
-        let mut book = Book::new(1_000, [], [disabled], []);
+        let mut book = Book::restore(1_000, [], [disabled], []);
         assert_eq!(book.reserve(&ask("r1", "k", 1), NOW).0, Decision::Refused(KeyRefusal::Disabled));
         let mut capped = ask("r2", "k2", 1);
         capped.caps = InFlightCaps { per_key: Some(1), per_account: None };
@@ -297,11 +416,27 @@ mod tests {
     }
 
     #[test]
-    fn abandoned_reservations_expire() {
-        let mut book = Book::new(100, [], [], []);
-        book.reserve(&ask("r1", "k", 100), NOW);
-        assert_eq!(book.expire(NOW + RESERVATION_TTL_MS), Vec::<String>::new());
-        assert_eq!(book.expire(NOW + RESERVATION_TTL_MS + 1), vec!["r1".to_string()]);
-        assert_eq!(book.reserve(&ask("r2", "k", 100), NOW).0, full(100));
+    fn a_reservation_lives_while_it_heartbeats_and_is_closed_at_its_evidence() {
+        let mut book = Book::restore(100, [], [], []);
+        book.reserve(&ask("r1", "k", 80), NOW);
+        assert!(book.expire(NOW + LEASE - 1).is_empty());
+        book.touch("r1", 30, LEASE, NOW + LEASE - 1);
+        book.touch("r1", 500, LEASE, NOW + LEASE - 1);
+        assert_eq!(book.held("r1").map(|h| h.evidence), Some(80), "evidence is capped at the reservation");
+        assert!(book.expire(NOW + LEASE).is_empty(), "the heartbeat extended it");
+        let closed = book.expire(NOW + 2 * LEASE);
+        assert_eq!(closed.len(), 1);
+        assert_eq!((closed[0].amount, closed[0].abandoned), (80, true));
+        assert_eq!(book.settle("r1", 10, NOW + 2 * LEASE), None, "a late settlement charges nothing more");
+        assert_eq!(book.balance(), 20);
+    }
+
+    #[test]
+    fn adjustments_cannot_take_money_held_or_not_there() {
+        let mut book = Book::restore(100, [], [], []);
+        book.reserve(&ask("r1", "k", 60), NOW);
+        assert_eq!(book.credit(-41), Err(Overdraw { available: 40 }));
+        assert_eq!(book.credit(-40), Ok(60));
+        assert_eq!(book.credit(5), Ok(65));
     }
 }

@@ -29,7 +29,11 @@ fn count_images(v: &Value) -> u64 {
 pub struct ChatRequest {
     pub model: String,
     pub stream: bool,
+    /// The output bound: the smaller of `max_tokens` and `max_completion_tokens` when both are set.
     pub max_tokens: Option<u64>,
+    /// The client set `stream_options.include_usage: false`: the usage chunk the
+    /// gateway asks for anyway (to bill from it) is not passed on.
+    pub hide_usage: bool,
     /// OpenRouter's `models`: the models to try after `model`, in order (without `model` itself).
     pub fallbacks: Vec<String>,
     pub body: Map<String, Value>,
@@ -63,9 +67,49 @@ impl ChatRequest {
             Some(Value::Bool(b)) => *b,
             Some(_) => return Err(InvalidRequest::param("`stream` must be a boolean", "stream")),
         };
-        let max_tokens = positive_int(&body, "max_completion_tokens")?.or(positive_int(&body, "max_tokens")?);
+        let max_tokens = match (positive_int(&body, "max_completion_tokens")?, positive_int(&body, "max_tokens")?) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let fallbacks = fallback_models(body.get("models"), &model)?;
-        Ok(Self { model, stream, max_tokens, fallbacks, body })
+        let hide_usage = body
+            .get("stream_options")
+            .and_then(|o| o.get("include_usage"))
+            .is_some_and(|v| v == &Value::Bool(false));
+        Ok(Self { model, stream, max_tokens, hide_usage, fallbacks, body })
+    }
+
+    /// Refuses what would cost more than the price table can price: OpenRouter's
+    /// `plugins` (web search, file parsing), `web_search_options`, and files by URL
+    /// (parsed upstream for a fee). The reservation must bound every cost.
+    pub fn refuse_unpriced_fees(&self) -> Result<(), InvalidRequest> {
+        let unpriced = |param: &str, what: &str| {
+            InvalidRequest::param(
+                format!("`{param}` ({what}) adds per-request fees the gateway cannot price or bound, so it is not accepted"),
+                param,
+            )
+        };
+        if self.body.get("plugins").is_some_and(|p| p.as_array().is_none_or(|list| !list.is_empty())) {
+            return Err(unpriced("plugins", "OpenRouter plugins such as web search or file parsing"));
+        }
+        if self.body.get("web_search_options").is_some_and(|v| !v.is_null()) {
+            return Err(unpriced("web_search_options", "web search"));
+        }
+        let messages = self.body.get("messages").and_then(Value::as_array).map_or(&[][..], Vec::as_slice);
+        for (i, message) in messages.iter().enumerate() {
+            let parts = message.get("content").and_then(Value::as_array).map_or(&[][..], Vec::as_slice);
+            for (j, part) in parts.iter().enumerate() {
+                let file = part.get("file").filter(|_| part.get("type").and_then(Value::as_str) == Some("file"));
+                let by_url = file
+                    .and_then(|f| f.get("file_data").or(f.get("url")))
+                    .and_then(Value::as_str)
+                    .is_some_and(|d| d.starts_with("http://") || d.starts_with("https://"));
+                if by_url {
+                    return Err(unpriced(&format!("messages[{i}].content[{j}].file"), "a file fetched and parsed by URL"));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// An upper bound on the prompt's tokens: a token is at least one byte, so
@@ -80,22 +124,29 @@ impl ChatRequest {
         size("messages") + size("tools") + size("functions") + PER_MESSAGE_TOKENS * messages + PER_IMAGE_TOKENS * images
     }
 
-    /// Sets the output cap sent upstream (both spellings the client may use).
+    /// Sets the output bound sent upstream: every spelling the client used (both, when it
+    /// set both), else `max_tokens`. Only what was reserved is ever asked for.
     pub fn cap_output(&mut self, max_tokens: u64) {
-        let field =
-            if self.body.contains_key("max_completion_tokens") { "max_completion_tokens" } else { "max_tokens" };
-        self.body.insert(field.into(), Value::from(max_tokens));
+        let fields: Vec<&str> =
+            ["max_completion_tokens", "max_tokens"].into_iter().filter(|f| self.body.contains_key(*f)).collect();
+        for field in if fields.is_empty() { vec!["max_tokens"] } else { fields } {
+            self.body.insert(field.into(), Value::from(max_tokens));
+        }
         self.max_tokens = Some(max_tokens);
     }
 
-    /// The body to send upstream: the client's, plus a request for the usage
-    /// chunk on streams (unless the client set `stream_options` itself).
+    /// The body to send upstream: the client's, asking for the usage chunk on every
+    /// stream (the charge is made from it; `hide_usage` keeps it from a client that said no).
     pub fn upstream_body(&self) -> Vec<u8> {
         let mut body = self.body.clone();
-        if self.stream && !body.contains_key("stream_options") {
-            let mut opts = Map::new();
-            opts.insert("include_usage".into(), Value::Bool(true));
-            body.insert("stream_options".into(), Value::Object(opts));
+        if self.stream {
+            let options = body.entry("stream_options").or_insert_with(|| Value::Object(Map::new()));
+            if !options.is_object() {
+                *options = Value::Object(Map::new());
+            }
+            if let Some(options) = options.as_object_mut() {
+                options.insert("include_usage".into(), Value::Bool(true));
+            }
         }
         serde_json::to_vec(&body).unwrap_or_default()
     }
@@ -209,14 +260,33 @@ mod tests {
     }
 
     #[test]
-    fn streams_ask_for_usage_unless_the_client_chose() {
+    fn streams_always_ask_for_usage_and_remember_a_client_that_said_no() {
         let req = parse(r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}"#).expect("valid");
         let sent: Value = serde_json::from_slice(&req.upstream_body()).expect("json");
         assert_eq!(sent["stream_options"]["include_usage"], true);
-        let req = parse(r#"{"model":"m","stream":true,"stream_options":{"include_usage":false},"messages":[{"role":"user","content":"hi"}]}"#)
+        assert!(!req.hide_usage);
+        let req = parse(r#"{"model":"m","stream":true,"stream_options":{"include_usage":false,"x":1},"messages":[{"role":"user","content":"hi"}]}"#)
             .expect("valid");
         let sent: Value = serde_json::from_slice(&req.upstream_body()).expect("json");
-        assert_eq!(sent["stream_options"]["include_usage"], false);
+        assert_eq!(sent["stream_options"]["include_usage"], true, "the charge needs the upstream's usage");
+        assert_eq!(sent["stream_options"]["x"], 1);
+        assert!(req.hide_usage);
+    }
+
+    #[test]
+    fn fees_the_price_table_cannot_bound_are_refused_naming_the_field() {
+        let refused = |json: &str| parse(json).expect("valid").refuse_unpriced_fees().err().and_then(|e| e.param);
+        let msg = r#""messages":[{"role":"user","content":"x"}]"#;
+        assert_eq!(refused(&format!(r#"{{"model":"m",{msg},"plugins":[{{"id":"web"}}]}}"#)).as_deref(), Some("plugins"));
+        assert_eq!(refused(&format!(r#"{{"model":"m",{msg},"plugins":[]}}"#)), None);
+        assert_eq!(
+            refused(&format!(r#"{{"model":"m",{msg},"web_search_options":{{}}}}"#)).as_deref(),
+            Some("web_search_options")
+        );
+        let file = r#"{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"x"},{"type":"file","file":{"filename":"a.pdf","file_data":"https://x/a.pdf"}}]}]}"#;
+        assert_eq!(refused(file).as_deref(), Some("messages[0].content[1].file"));
+        let inline = r#"{"model":"m","messages":[{"role":"user","content":[{"type":"file","file":{"filename":"a.pdf","file_data":"data:application/pdf;base64,AAAA"}}]}]}"#;
+        assert_eq!(refused(inline), None);
     }
 
     #[test]
@@ -243,12 +313,14 @@ mod tests {
     }
 
     #[test]
-    fn max_completion_tokens_wins_over_max_tokens() {
-        let req = parse(
+    fn both_output_fields_bound_by_the_smaller_and_both_are_capped() {
+        let mut req = parse(
             r#"{"model":"m","max_tokens":5,"max_completion_tokens":9,"messages":[{"role":"user","content":"x"}]}"#,
         )
         .expect("valid");
-        assert_eq!(req.max_tokens, Some(9));
+        assert_eq!(req.max_tokens, Some(5));
+        req.cap_output(5);
+        assert_eq!((req.body["max_tokens"].as_u64(), req.body["max_completion_tokens"].as_u64()), (Some(5), Some(5)));
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Pure logic: no `worker`, no I/O, no clock, no randomness (callers pass them in).
 
 pub mod account;
+#[cfg(test)]
+mod account_model_tests;
 pub mod chat;
 pub mod ids;
 pub mod keys;

@@ -16,6 +16,9 @@ pub const MAX_DAYS: i64 = 3_660;
 pub struct UsageRecord {
     /// The generation id: the request id the client saw in `x-request-id`.
     pub id: String,
+    /// The id the upstream gave its answer (the `id` the client's answer carried).
+    #[serde(default)]
+    pub upstream_id: Option<String>,
     pub key_id: String,
     pub user_id: String,
     pub org_id: Option<String>,

@@ -25,6 +25,8 @@ pub struct StreamSummary {
     pub content_bytes: u64,
     /// The `model` the chunks name (the model that served, when the upstream chose among fallbacks).
     pub model: Option<String>,
+    /// The `id` the chunks carry (the upstream's generation id on the OpenRouter route).
+    pub id: Option<String>,
 }
 
 /// Given the stream's usage and the model its chunks name, the cost (USD) to report in its place.
@@ -35,10 +37,14 @@ pub struct SseRelay {
     pending: Vec<u8>,
     summary: StreamSummary,
     report_cost: Option<CostReporter>,
+    /// The client said `include_usage: false`: usage is noted, not passed on.
+    hide_usage: bool,
 }
 
 #[derive(Deserialize)]
 struct ChunkProbe {
+    #[serde(default)]
+    id: Option<String>,
     #[serde(default)]
     model: Option<String>,
     #[serde(default)]
@@ -88,6 +94,12 @@ impl SseRelay {
     /// charges, keeping the upstream's figure as `upstream_cost`.
     pub fn reporting_cost(report: CostReporter) -> Self {
         Self { report_cost: Some(report), ..Self::default() }
+    }
+
+    /// Keeps usage from the client (it is still noted for billing).
+    pub fn hiding_usage(mut self, hide: bool) -> Self {
+        self.hide_usage = hide;
+        self
     }
 
     pub fn summary(&self) -> &StreamSummary {
@@ -151,9 +163,14 @@ impl SseRelay {
         if self.summary.model.is_none() {
             self.summary.model = probe.model.filter(|m| !m.is_empty());
         }
+        if self.summary.id.is_none() {
+            self.summary.id = probe.id.filter(|m| !m.is_empty());
+        }
         let mut replacement = None;
         if let Some(usage) = &probe.usage {
-            if let Some(report) = &self.report_cost {
+            if self.hide_usage {
+                replacement = Some(without_usage(data, probe.choices.is_empty()));
+            } else if let Some(report) = &self.report_cost {
                 replacement = reprice(data, report(usage, self.summary.model.as_deref()));
             }
             self.summary.usage = probe.usage.clone();
@@ -176,17 +193,42 @@ impl SseRelay {
     }
 }
 
-/// The event with `usage.cost` set to `cost` and the upstream's own as `usage.upstream_cost`.
-fn reprice(data: &[u8], cost: f64) -> Option<Vec<u8>> {
-    let mut event: Value = serde_json::from_slice(data).ok()?;
-    let usage = event.get_mut("usage")?.as_object_mut()?;
+/// Sets `usage.cost` to what the gateway charged (USD), keeping the upstream's own
+/// figure as `usage.upstream_cost`: for a whole answer and for a stream's usage chunk.
+/// Answers whether the value had a usage object.
+pub fn set_usage_cost(answer: &mut Value, cost: f64) -> bool {
+    let Some(usage) = answer.get_mut("usage").and_then(Value::as_object_mut) else { return false };
     if let Some(upstream) = usage.remove("cost") {
         usage.insert("upstream_cost".into(), upstream);
     }
     usage.insert("cost".into(), Value::from(cost));
+    true
+}
+
+/// The event with its usage re-priced (see `set_usage_cost`).
+fn reprice(data: &[u8], cost: f64) -> Option<Vec<u8>> {
+    let mut event: Value = serde_json::from_slice(data).ok()?;
+    if !set_usage_cost(&mut event, cost) {
+        return None;
+    }
     let mut line = b"data: ".to_vec();
     line.extend(serde_json::to_vec(&event).ok()?);
     Some(line)
+}
+
+/// The event without its usage: nothing at all when usage was all it carried
+/// (an empty line, which SSE ignores).
+fn without_usage(data: &[u8], usage_only: bool) -> Vec<u8> {
+    let Ok(mut event) = serde_json::from_slice::<Value>(data) else { return Vec::new() };
+    if usage_only {
+        return Vec::new();
+    }
+    if let Some(fields) = event.as_object_mut() {
+        fields.remove("usage");
+    }
+    let mut line = b"data: ".to_vec();
+    line.extend(serde_json::to_vec(&event).unwrap_or_default());
+    line
 }
 
 /// Splits a server-sent event stream into the payloads of its `data:` lines,
@@ -238,6 +280,16 @@ mod tests {
         data: {\"id\":\"gen-1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"lo\"},\"finish_reason\":\"stop\"}]}\n\n\
         data: {\"id\":\"gen-1\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":2,\"total_tokens\":11,\"cost\":0.00042}}\n\n\
         data: [DONE]\n\n";
+
+    #[test]
+    fn hides_usage_from_a_client_that_said_no_but_still_notes_it() {
+        let mut relay = SseRelay::new().hiding_usage(true);
+        let out = String::from_utf8(relay.feed(STREAM.as_bytes())).expect("utf8");
+        assert!(!out.contains("usage"), "{out}");
+        assert!(out.contains("[DONE]"));
+        assert_eq!(relay.summary().usage.as_ref().map(|u| u.completion_tokens), Some(2));
+        assert_eq!(relay.summary().id.as_deref(), Some("gen-1"));
+    }
 
     #[test]
     fn forwards_everything_and_finds_the_usage_chunk() {

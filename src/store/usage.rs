@@ -11,8 +11,8 @@ use crate::domain::usage::{DayRange, GroupBy, UsageRecord};
 
 const INSERT: &str = "INSERT OR IGNORE INTO usage_records (id, key_id, user_id, org_id, model, provider, \
     prompt_tokens, completion_tokens, reasoning_tokens, cached_tokens, cost_micros, upstream_cost_micros, \
-    latency_ms, status, streamed, cancelled, estimated, created_at) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)";
+    latency_ms, status, streamed, cancelled, estimated, created_at, upstream_id) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)";
 
 /// An insert of one record (a repeat of the same id changes nothing), for a batch.
 pub fn insert_statement(db: &D1Database, r: &UsageRecord) -> worker::Result<D1PreparedStatement> {
@@ -36,6 +36,7 @@ pub fn insert_statement(db: &D1Database, r: &UsageRecord) -> worker::Result<D1Pr
         flag(r.cancelled),
         flag(r.estimated),
         text(&to_iso(r.created_ms)),
+        opt_text(r.upstream_id.as_deref()),
     ])
 }
 
@@ -59,10 +60,52 @@ pub struct UsageRow {
     pub cancelled: i64,
     pub estimated: i64,
     pub created_at: String,
+    pub upstream_id: Option<String>,
 }
 
+/// A request by the gateway's id or by the id its answer carried.
 pub async fn find(db: &D1Database, id: &str) -> Result<Option<UsageRow>, StoreError> {
-    Ok(db.prepare("SELECT * FROM usage_records WHERE id = ?1").bind(&[text(id)])?.first::<UsageRow>(None).await?)
+    let query = "SELECT * FROM usage_records WHERE id = ?1 UNION ALL SELECT * FROM usage_records WHERE upstream_id = ?1 LIMIT 1";
+    Ok(db.prepare(query).bind(&[text(id)])?.first::<UsageRow>(None).await?)
+}
+
+/// Reservations the account objects closed without their settlement (their ledger copies say so).
+pub async fn closed_without_settlement(db: &D1Database) -> Result<i64, StoreError> {
+    #[derive(Deserialize)]
+    struct Count {
+        n: i64,
+    }
+    let query = "SELECT COUNT(*) AS n FROM balance_transactions WHERE type = 'usage' AND description LIKE 'closed without settlement%'";
+    Ok(db.prepare(query).first::<Count>(None).await?.map_or(0, |c| c.n))
+}
+
+/// Per model: requests, what the gateway charged and what the upstream reported it cost
+/// (where it reported), so an operator sees the margin and any charge below cost.
+pub async fn margin_by_model(db: &D1Database) -> Result<Vec<serde_json::Value>, StoreError> {
+    #[derive(Deserialize)]
+    struct Row {
+        model: String,
+        requests: i64,
+        charged: i64,
+        upstream_cost: i64,
+        below_cost: i64,
+    }
+    let query = "SELECT model, COUNT(*) AS requests, SUM(cost_micros) AS charged, \
+        COALESCE(SUM(upstream_cost_micros), 0) AS upstream_cost, \
+        SUM(CASE WHEN upstream_cost_micros > cost_micros THEN 1 ELSE 0 END) AS below_cost \
+        FROM usage_records WHERE key_id <> '' GROUP BY model ORDER BY model";
+    let rows: Vec<Row> = db.prepare(query).all().await?.results()?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            serde_json::json!({
+                "model": r.model, "requests": r.requests, "charged": crate::domain::money::micros_to_usd(r.charged),
+                "upstream_cost": crate::domain::money::micros_to_usd(r.upstream_cost),
+                "margin": crate::domain::money::micros_to_usd(r.charged - r.upstream_cost),
+                "requests_charged_below_upstream_cost": r.below_cost,
+            })
+        })
+        .collect())
 }
 
 /// Whose usage a stats query covers.

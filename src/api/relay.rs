@@ -1,0 +1,136 @@
+//! Pipes an upstream SSE stream to the client chunk by chunk, metering as it
+//! goes: it notes the usage chunk, keeps the reservation alive with heartbeats,
+//! and reports how the stream ended (at its end, or when the client hangs up).
+
+use futures_channel::oneshot;
+use futures_util::stream::{self, StreamExt};
+use worker::ByteStream;
+
+use super::error::ApiError;
+use super::meter::Heartbeat;
+use crate::domain::chat::Usage;
+use crate::providers::openai_compat::ProviderError;
+use crate::providers::sse::{SseRelay, StreamSummary};
+use crate::providers::transport::within;
+use crate::providers::wire::StreamAdapter;
+
+/// How a stream ended, for its settlement.
+pub struct StreamOutcome {
+    pub usage: Option<Usage>,
+    pub content_bytes: u64,
+    /// The client went away before the end.
+    pub cancelled: bool,
+    /// The upstream broke or timed out mid-stream.
+    pub failed: bool,
+    /// The model and id the chunks named.
+    pub model: Option<String>,
+    pub id: Option<String>,
+}
+
+impl StreamOutcome {
+    /// The relay was dropped before it could report (the response never started).
+    pub fn lost() -> Self {
+        Self { usage: None, content_bytes: 0, cancelled: true, failed: false, model: None, id: None }
+    }
+}
+
+pub struct Relay {
+    pub upstream: ByteStream,
+    /// Translates a direct provider's events into OpenAI's before they are metered and relayed.
+    pub adapter: Option<StreamAdapter>,
+    pub sse: SseRelay,
+    pub controller: worker::AbortController,
+    pub idle_timeout_ms: u64,
+    pub request_id: String,
+    pub heartbeat: Option<Heartbeat>,
+    pub last_beat_ms: f64,
+    pub ended: bool,
+    /// Told how the stream ended, exactly once (at the end, or on drop).
+    pub outcome: Option<oneshot::Sender<StreamOutcome>>,
+}
+
+impl Relay {
+    fn report(&mut self, cancelled: bool, failed: bool) {
+        if let Some(tx) = self.outcome.take() {
+            let summary: &StreamSummary = self.sse.summary();
+            let _ = tx.send(StreamOutcome {
+                usage: summary.usage.clone(),
+                content_bytes: summary.content_bytes,
+                cancelled,
+                failed,
+                model: summary.model.clone(),
+                id: summary.id.clone(),
+            });
+        }
+    }
+
+    /// Tells the account object the stream still runs, at most every `Heartbeat::every_ms`.
+    fn beat(&mut self) {
+        let Some(heartbeat) = &self.heartbeat else { return };
+        let now = js_sys::Date::now();
+        if now - self.last_beat_ms >= heartbeat.every_ms() {
+            self.last_beat_ms = now;
+            heartbeat.beat(self.sse.summary().content_bytes);
+        }
+    }
+}
+
+impl Drop for Relay {
+    /// The client hung up mid-stream: stop the upstream and bill what was delivered.
+    fn drop(&mut self) {
+        if !self.ended {
+            std::mem::take(&mut self.controller).abort();
+            self.report(true, false);
+        }
+    }
+}
+
+/// The client's stream. A failure after the first byte ends it with an error event and `[DONE]`.
+pub fn relay_stream(relay: Relay) -> impl futures_util::Stream<Item = worker::Result<Vec<u8>>> {
+    stream::unfold(relay, |mut s| async move {
+        if s.ended {
+            return None;
+        }
+        loop {
+            let failure = match within(s.idle_timeout_ms, s.upstream.next()).await {
+                Some(Some(Ok(chunk))) => {
+                    let out = match &mut s.adapter {
+                        Some(adapter) => {
+                            let translated = adapter.feed(&chunk);
+                            s.sse.feed(&translated)
+                        }
+                        None => s.sse.feed(&chunk),
+                    };
+                    s.beat();
+                    if out.is_empty() {
+                        continue;
+                    }
+                    return Some((Ok(out), s));
+                }
+                Some(None) => {
+                    if let Some(adapter) = &s.adapter {
+                        let tail = adapter.end();
+                        let out = s.sse.feed(&tail);
+                        if !out.is_empty() {
+                            s.adapter = None; // its end is sent; the next turn finishes the stream
+                            return Some((Ok(out), s));
+                        }
+                    }
+                    (!s.sse.summary().done).then_some(ProviderError::Network("stream ended before [DONE]".into()))
+                }
+                Some(Some(Err(e))) => Some(ProviderError::Network(format!("stream broke: {e}"))),
+                None => {
+                    std::mem::take(&mut s.controller).abort();
+                    Some(ProviderError::Timeout)
+                }
+            };
+            s.ended = true;
+            let tail = match &failure {
+                Some(err) => s.sse.finish(Some(&ApiError::from(err.clone()).body(&s.request_id).to_string())),
+                None => s.sse.finish(None),
+            };
+            s.report(false, failure.is_some());
+            return (!tail.is_empty()).then_some((Ok(tail), s));
+        }
+    })
+}

@@ -1,0 +1,80 @@
+//! Copies the account object's ledger rows and usage records to D1
+//! (`balance_transactions`, `usage_records`) in batches; on failure the
+//! object's alarm tries again.
+
+use serde::Deserialize;
+use wasm_bindgen::JsValue;
+use worker::{Env, Result, SqlStorage};
+
+use super::store::{self, scalar, text, LedgerRow};
+use crate::domain::time::to_iso;
+use crate::domain::usage::UsageRecord;
+
+/// Rows copied to D1 per batch (of each kind).
+const BATCH: u32 = 100;
+
+/// Whether anything waits to be copied.
+pub fn waiting(sql: &SqlStorage) -> Result<bool> {
+    Ok(scalar(sql, "SELECT COUNT(*) AS n FROM ledger WHERE synced = 0", vec![])?
+        + scalar(sql, "SELECT COUNT(*) AS n FROM usage_outbox", vec![])?
+        > 0)
+}
+
+/// Copies one batch of unsynced ledger rows and waiting usage records to D1.
+/// Answers whether more rows are waiting.
+pub async fn flush(sql: &SqlStorage, env: &Env) -> Result<bool> {
+    #[derive(Deserialize)]
+    struct Waiting {
+        id: String,
+        record: String,
+    }
+    let account_id = store::account_id(sql)?.unwrap_or_default();
+    let rows: Vec<LedgerRow> = if account_id.is_empty() {
+        Vec::new()
+    } else {
+        sql.exec(&format!("SELECT * FROM ledger WHERE synced = 0 ORDER BY seq LIMIT {BATCH}"), None)?.to_array()?
+    };
+    let waiting: Vec<Waiting> =
+        sql.exec(&format!("SELECT id, record FROM usage_outbox LIMIT {BATCH}"), None)?.to_array()?;
+    if rows.is_empty() && waiting.is_empty() {
+        return Ok(false);
+    }
+    let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
+    let records: Vec<UsageRecord> = waiting.iter().filter_map(|w| serde_json::from_str(&w.record).ok()).collect();
+    copy_to_d1(env, &account_id, rows, &records).await?;
+    for id in &ids {
+        sql.exec_raw("UPDATE ledger SET synced = 1 WHERE id = ?", vec![text(id)])?;
+    }
+    for w in &waiting {
+        sql.exec_raw("DELETE FROM usage_outbox WHERE id = ?", vec![text(&w.id)])?;
+    }
+    self::waiting(sql)
+}
+
+async fn copy_to_d1(env: &Env, account_id: &str, rows: Vec<LedgerRow>, records: &[UsageRecord]) -> Result<()> {
+    let db = crate::env::db(env)?;
+    let mut statements = Vec::with_capacity(rows.len() + records.len());
+    let opt = |s: Option<&str>| s.map_or(JsValue::NULL, JsValue::from_str);
+    for r in rows {
+        statements.push(db.prepare(
+            "INSERT OR IGNORE INTO balance_transactions (id, user_id, type, amount, balance_after, reference_id, description, key_id, created_at, upstream_id) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        ).bind(&[
+            text(&r.id),
+            text(account_id),
+            text(&r.r#type),
+            JsValue::from_f64(r.amount),
+            JsValue::from_f64(r.balance_after),
+            opt(r.reference_id.as_deref()),
+            opt(r.description.as_deref()),
+            opt(r.key_id.as_deref()),
+            text(&to_iso(r.created_ms as i64)),
+            opt(r.upstream_id.as_deref()),
+        ])?);
+    }
+    for record in records {
+        statements.push(crate::store::usage::insert_statement(&db, record)?);
+    }
+    db.batch(statements).await?;
+    Ok(())
+}

@@ -1,0 +1,316 @@
+//! The account object's SQL: its schema, the book as storage holds it, and
+//! the writes each of the book's answers needs. Every write of one message
+//! happens in that message's synchronous step, so the runtime commits them
+//! together and holds the answer until they are durable.
+
+use serde::Deserialize;
+use wasm_bindgen::JsValue;
+use worker::{Result, SqlStorage};
+
+use super::protocol::LedgerEntry;
+use crate::domain::account::{Book, Held, SPEND_DAYS};
+use crate::domain::keys::KeyState;
+use crate::domain::usage::UsageRecord;
+use crate::domain::windows::Reset;
+
+const SCHEMA: &str = "
+  CREATE TABLE IF NOT EXISTS key_state (
+    key_id TEXT PRIMARY KEY, hash TEXT NOT NULL, previous_hash TEXT, previous_until_ms REAL,
+    expires_at_ms REAL, disabled INTEGER NOT NULL, deleted INTEGER NOT NULL);
+  CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL);
+  CREATE TABLE IF NOT EXISTS account (id INTEGER PRIMARY KEY CHECK (id = 1), balance REAL NOT NULL, account_id TEXT);
+  INSERT OR IGNORE INTO account (id, balance) VALUES (1, 0);
+  CREATE TABLE IF NOT EXISTS reservations (id TEXT PRIMARY KEY, key_id TEXT NOT NULL, amount REAL NOT NULL, created_ms REAL NOT NULL);
+  CREATE TABLE IF NOT EXISTS ledger (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, type TEXT NOT NULL, amount REAL NOT NULL,
+    balance_after REAL NOT NULL, reference_id TEXT, description TEXT, key_id TEXT, created_ms REAL NOT NULL,
+    synced INTEGER NOT NULL DEFAULT 0);
+  CREATE INDEX IF NOT EXISTS ledger_key ON ledger(key_id, created_ms);
+  CREATE INDEX IF NOT EXISTS ledger_unsynced ON ledger(synced) WHERE synced = 0;
+  CREATE TABLE IF NOT EXISTS idempotency (key TEXT PRIMARY KEY, answer TEXT NOT NULL);
+  CREATE TABLE IF NOT EXISTS usage_outbox (id TEXT PRIMARY KEY, record TEXT NOT NULL);";
+
+/// Columns added after the first version of the object, added where missing.
+const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
+    ("key_state", "limit_micros", "REAL"),
+    ("key_state", "limit_reset", "TEXT"),
+    ("reservations", "evidence", "REAL NOT NULL DEFAULT 0"),
+    ("reservations", "expires_ms", "REAL NOT NULL DEFAULT 0"),
+    ("ledger", "uncollected", "REAL NOT NULL DEFAULT 0"),
+    ("ledger", "upstream_id", "TEXT"),
+];
+
+pub fn int(n: i64) -> JsValue {
+    JsValue::from_f64(n as f64)
+}
+
+pub fn text(s: &str) -> JsValue {
+    JsValue::from_str(s)
+}
+
+fn opt_int(v: Option<i64>) -> JsValue {
+    v.map_or(JsValue::NULL, int)
+}
+
+fn opt_text(s: Option<&str>) -> JsValue {
+    s.map_or(JsValue::NULL, JsValue::from_str)
+}
+
+#[derive(Deserialize)]
+struct Num {
+    n: Option<f64>,
+}
+
+/// A single number from a query (`SELECT … AS n`), 0 when NULL.
+pub fn scalar(sql: &SqlStorage, query: &str, args: Vec<JsValue>) -> Result<i64> {
+    let rows: Vec<Num> = sql.exec_raw(query, args)?.to_array()?;
+    Ok(rows.first().and_then(|r| r.n).unwrap_or(0.0) as i64)
+}
+
+/// Creates the schema (once per start of the object).
+pub fn migrate(sql: &SqlStorage) -> Result<()> {
+    sql.exec(SCHEMA, None)?;
+    for (table, column, kind) in ADDED_COLUMNS {
+        let present = scalar(
+            sql,
+            &format!("SELECT COUNT(*) AS n FROM pragma_table_info('{table}') WHERE name = '{column}'"),
+            vec![],
+        )?;
+        if present == 0 {
+            sql.exec(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind}"), None)?;
+        }
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+struct KeyStateRow {
+    key_id: String,
+    hash: String,
+    previous_hash: Option<String>,
+    previous_until_ms: Option<f64>,
+    expires_at_ms: Option<f64>,
+    disabled: i64,
+    deleted: i64,
+    limit_micros: Option<f64>,
+    limit_reset: Option<String>,
+}
+
+impl From<KeyStateRow> for KeyState {
+    fn from(r: KeyStateRow) -> Self {
+        Self {
+            key_id: r.key_id,
+            hash: r.hash,
+            previous_hash: r.previous_hash,
+            previous_until_ms: r.previous_until_ms.map(|v| v as i64),
+            expires_at_ms: r.expires_at_ms.map(|v| v as i64),
+            disabled: r.disabled != 0,
+            deleted: r.deleted != 0,
+            limit_micros: r.limit_micros.map(|v| v as i64),
+            limit_reset: r.limit_reset.as_deref().and_then(Reset::parse),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub struct LedgerRow {
+    pub id: String,
+    pub r#type: String,
+    pub amount: f64,
+    pub balance_after: f64,
+    pub reference_id: Option<String>,
+    pub description: Option<String>,
+    pub key_id: Option<String>,
+    pub created_ms: f64,
+    #[serde(default)]
+    pub upstream_id: Option<String>,
+}
+
+impl From<LedgerRow> for LedgerEntry {
+    fn from(r: LedgerRow) -> Self {
+        Self {
+            id: r.id,
+            kind: r.r#type,
+            amount: r.amount as i64,
+            balance_after: r.balance_after as i64,
+            reference_id: r.reference_id,
+            description: r.description,
+            key_id: r.key_id,
+            created_ms: r.created_ms as i64,
+        }
+    }
+}
+
+/// The book as storage holds it: balance, open reservations, key states, and
+/// each key's charges per day for the last `SPEND_DAYS` days (older ones summed).
+pub fn load_book(sql: &SqlStorage, now: i64) -> Result<Book> {
+    #[derive(Deserialize)]
+    struct HeldRow {
+        id: String,
+        key_id: String,
+        amount: f64,
+        evidence: f64,
+        created_ms: f64,
+        expires_ms: f64,
+    }
+    #[derive(Deserialize)]
+    struct ChargeRow {
+        key_id: String,
+        day: f64,
+        spent: f64,
+    }
+    let balance = scalar(sql, "SELECT balance AS n FROM account WHERE id = 1", vec![])?;
+    let held: Vec<HeldRow> = sql.exec("SELECT * FROM reservations", None)?.to_array()?;
+    let keys: Vec<KeyStateRow> = sql.exec("SELECT * FROM key_state", None)?.to_array()?;
+    const DAY: i64 = 86_400_000;
+    let horizon = (now.div_euclid(DAY) - SPEND_DAYS) * DAY;
+    let charges: Vec<ChargeRow> = sql
+        .exec_raw(
+            "SELECT key_id, CASE WHEN created_ms < ?1 THEN 0 ELSE CAST(created_ms / 86400000 AS INTEGER) END AS day, \
+             -SUM(amount) AS spent FROM ledger WHERE type = 'usage' AND key_id IS NOT NULL GROUP BY key_id, day",
+            vec![int(horizon)],
+        )?
+        .to_array()?;
+    Ok(Book::restore(
+        balance,
+        held.into_iter().map(|h| {
+            // Reservations stored before they had an expiry get one lease from now.
+            let expires_ms = if h.expires_ms > 0.0 { h.expires_ms as i64 } else { now + 15 * 60 * 1000 };
+            let held = Held {
+                key_id: h.key_id,
+                amount: h.amount as i64,
+                evidence: h.evidence as i64,
+                created_ms: h.created_ms as i64,
+                expires_ms,
+            };
+            (h.id, held)
+        }),
+        keys.into_iter().map(KeyState::from),
+        charges.into_iter().map(|c| (c.key_id, c.day as i64 * DAY, c.spent as i64)),
+    ))
+}
+
+pub fn put_key(sql: &SqlStorage, s: &KeyState) -> Result<()> {
+    sql.exec_raw(
+        "INSERT OR REPLACE INTO key_state (key_id, hash, previous_hash, previous_until_ms, expires_at_ms, \
+         disabled, deleted, limit_micros, limit_reset) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        vec![
+            text(&s.key_id),
+            text(&s.hash),
+            opt_text(s.previous_hash.as_deref()),
+            opt_int(s.previous_until_ms),
+            opt_int(s.expires_at_ms),
+            int(i64::from(s.disabled)),
+            int(i64::from(s.deleted)),
+            opt_int(s.limit_micros),
+            opt_text(s.limit_reset.map(|r| r.as_str())),
+        ],
+    )?;
+    Ok(())
+}
+
+/// Stores a reservation (new, or its heartbeat).
+pub fn hold(sql: &SqlStorage, request_id: &str, h: &Held) -> Result<()> {
+    sql.exec_raw(
+        "INSERT OR REPLACE INTO reservations (id, key_id, amount, created_ms, evidence, expires_ms) VALUES (?, ?, ?, ?, ?, ?)",
+        vec![text(request_id), text(&h.key_id), int(h.amount), int(h.created_ms), int(h.evidence), int(h.expires_ms)],
+    )?;
+    Ok(())
+}
+
+pub fn release(sql: &SqlStorage, request_id: &str) -> Result<()> {
+    sql.exec_raw("DELETE FROM reservations WHERE id = ?", vec![text(request_id)])?;
+    Ok(())
+}
+
+/// Appends a ledger row and moves the balance. The row goes first: should it be
+/// refused (a repeated id), the balance has not moved. The first post also
+/// records which account this object is (reconciliation lists accounts by it).
+/// `uncollected`: cost above the reservation, not charged; `upstream_id`: the upstream's id of the generation.
+pub fn post(
+    sql: &SqlStorage,
+    account_id: &str,
+    entry: &LedgerEntry,
+    uncollected: i64,
+    upstream_id: Option<&str>,
+) -> Result<()> {
+    sql.exec_raw(
+        "INSERT INTO ledger (id, type, amount, balance_after, reference_id, description, key_id, created_ms, uncollected, upstream_id) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        vec![
+            text(&entry.id),
+            text(&entry.kind),
+            int(entry.amount),
+            int(entry.balance_after),
+            opt_text(entry.reference_id.as_deref()),
+            opt_text(entry.description.as_deref()),
+            opt_text(entry.key_id.as_deref()),
+            int(entry.created_ms),
+            int(uncollected),
+            opt_text(upstream_id),
+        ],
+    )?;
+    sql.exec_raw(
+        "UPDATE account SET balance = ?, account_id = COALESCE(account_id, ?) WHERE id = 1",
+        vec![int(entry.balance_after), text(account_id)],
+    )?;
+    Ok(())
+}
+
+/// The usage record waits in the outbox with the ledger row, for the next copy to D1.
+pub fn queue_usage(sql: &SqlStorage, record: &UsageRecord) -> Result<()> {
+    sql.exec_raw(
+        "INSERT OR IGNORE INTO usage_outbox (id, record) VALUES (?, ?)",
+        vec![text(&record.id), text(&serde_json::to_string(record)?)],
+    )?;
+    Ok(())
+}
+
+pub fn account_id(sql: &SqlStorage) -> Result<Option<String>> {
+    #[derive(Deserialize)]
+    struct Owner {
+        account_id: Option<String>,
+    }
+    let owner: Vec<Owner> = sql.exec("SELECT account_id FROM account WHERE id = 1", None)?.to_array()?;
+    Ok(owner.into_iter().next().and_then(|o| o.account_id))
+}
+
+/// The ledger's own sums, for reconciliation: (sum of amounts, uncollected, rows).
+pub fn ledger_totals(sql: &SqlStorage) -> Result<(i64, i64, i64)> {
+    Ok((
+        scalar(sql, "SELECT SUM(amount) AS n FROM ledger", vec![])?,
+        scalar(sql, "SELECT SUM(uncollected) AS n FROM ledger", vec![])?,
+        scalar(sql, "SELECT COUNT(*) AS n FROM ledger", vec![])?,
+    ))
+}
+
+pub fn saved_answer(sql: &SqlStorage, key: &str) -> Result<Option<String>> {
+    #[derive(Deserialize)]
+    struct Saved {
+        answer: String,
+    }
+    let saved: Vec<Saved> = sql.exec_raw("SELECT answer FROM idempotency WHERE key = ?", vec![text(key)])?.to_array()?;
+    Ok(saved.into_iter().next().map(|s| s.answer))
+}
+
+pub fn save_answer(sql: &SqlStorage, key: &str, answer: &str) -> Result<()> {
+    sql.exec_raw("INSERT INTO idempotency (key, answer) VALUES (?, ?)", vec![text(key), text(answer)])?;
+    Ok(())
+}
+
+pub fn transactions(sql: &SqlStorage, page: u32, page_size: u32) -> Result<(Vec<LedgerEntry>, i64)> {
+    let total = scalar(sql, "SELECT COUNT(*) AS n FROM ledger", vec![])?;
+    let offset = i64::from(page.saturating_sub(1)) * i64::from(page_size);
+    let rows: Vec<LedgerRow> = sql
+        .exec_raw("SELECT * FROM ledger ORDER BY seq DESC LIMIT ? OFFSET ?", vec![int(i64::from(page_size)), int(offset)])?
+        .to_array()?;
+    Ok((rows.into_iter().map(Into::into).collect(), total))
+}
+
+/// (credits, usage) in all, from the ledger.
+pub fn totals(sql: &SqlStorage) -> Result<(i64, i64)> {
+    Ok((
+        scalar(sql, "SELECT SUM(amount) AS n FROM ledger WHERE type <> 'usage'", vec![])?,
+        -scalar(sql, "SELECT SUM(amount) AS n FROM ledger WHERE type = 'usage'", vec![])?,
+    ))
+}

@@ -1,0 +1,275 @@
+//! Property test of the account model: random interleavings of reserve,
+//! heartbeat, settle, expiry, credit, key edits, time passing and "restart"
+//! (the book rebuilt from what storage holds), with every invariant checked
+//! after every step. `Store` plays the object's storage and does exactly what
+//! the object shell writes for each answer.
+
+use std::collections::HashMap;
+
+use proptest::prelude::*;
+
+use super::account::{Ask, Book, Closed, Decision, Held};
+use super::keys::KeyState;
+use super::ledger::{InFlightCaps, Reservation};
+use super::windows::Reset;
+
+const START: i64 = 1_767_225_600_000; // 2026-01-01
+const LEASE: i64 = 120_000;
+const KEYS: [&str; 4] = ["k0", "k1", "k2", "k3"];
+
+#[derive(Debug, Clone)]
+enum Op {
+    /// A new request (`repeat`: the same message again for an earlier one, as a retried call would).
+    Reserve { req: u8, repeat: bool, key: usize, worst: i64, min: i64 },
+    Touch { req: u8, evidence: i64 },
+    Settle { req: u8, cost: i64 },
+    Credit { amount: i64 },
+    /// Keys 0 and 1 keep their limit and reset (only their status changes); 2 and 3 change freely.
+    EditKey { key: usize, limit: Option<i64>, reset: Option<Reset>, disabled: bool },
+    Advance { ms: i64 },
+    Restart,
+}
+
+fn reset() -> impl Strategy<Value = Option<Reset>> {
+    prop_oneof![Just(None), Just(Some(Reset::Daily)), Just(Some(Reset::Weekly)), Just(Some(Reset::Monthly))]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (0u8..24, proptest::bool::weighted(0.1), 0usize..4, 0i64..400, 0i64..60)
+            .prop_map(|(req, repeat, key, worst, min)| Op::Reserve { req, repeat, key, worst, min: min.min(worst) }),
+        2 => (0u8..24, 0i64..500).prop_map(|(req, evidence)| Op::Touch { req, evidence }),
+        6 => (0u8..24, 0i64..600).prop_map(|(req, cost)| Op::Settle { req, cost }),
+        2 => (-400i64..1_500).prop_map(|amount| Op::Credit { amount }),
+        1 => (0usize..4, proptest::option::of(0i64..800), reset(), any::<bool>())
+            .prop_map(|(key, limit, reset, disabled)| Op::EditKey { key, limit, reset, disabled }),
+        2 => prop_oneof![0i64..5_000, 0i64..LEASE * 2, 0i64..3 * 86_400_000].prop_map(|ms| Op::Advance { ms }),
+        1 => Just(Op::Restart),
+    ]
+}
+
+/// The gateway's view of each key's limit (used while the object holds no state for it).
+fn worker_view(key: usize) -> (Option<i64>, Option<Reset>) {
+    match key {
+        0 => (Some(300), Some(Reset::Daily)),
+        1 => (Some(500), Some(Reset::Monthly)),
+        2 => (Some(200), None),
+        _ => (None, None),
+    }
+}
+
+struct LedgerRow {
+    reference: String,
+    key_id: Option<String>,
+    amount: i64,
+    at: i64,
+}
+
+#[derive(Default)]
+struct Store {
+    balance: i64,
+    reservations: HashMap<String, Held>,
+    keys: HashMap<String, KeyState>,
+    ledger: Vec<LedgerRow>,
+}
+
+impl Store {
+    fn post_closed(&mut self, c: &Closed, now: i64) {
+        self.reservations.remove(&c.request_id);
+        if c.amount > 0 {
+            self.ledger.push(LedgerRow {
+                reference: c.request_id.clone(),
+                key_id: Some(c.key_id.clone()),
+                amount: -c.amount,
+                at: now,
+            });
+            self.balance = c.balance_after;
+        }
+    }
+
+    fn restore(&self) -> Book {
+        let charges = self.ledger.iter().filter_map(|r| Some((r.key_id.clone()?, r.at, -r.amount)));
+        Book::restore(
+            self.balance,
+            self.reservations.iter().map(|(id, h)| (id.clone(), h.clone())),
+            self.keys.values().cloned(),
+            charges,
+        )
+    }
+}
+
+fn key_state(key: usize, limit: Option<i64>, reset: Option<Reset>, disabled: bool) -> KeyState {
+    KeyState {
+        key_id: KEYS[key].into(),
+        hash: "h".into(),
+        previous_hash: None,
+        previous_until_ms: None,
+        expires_at_ms: None,
+        disabled,
+        deleted: false,
+        limit_micros: limit,
+        limit_reset: reset,
+    }
+}
+
+struct World {
+    book: Book,
+    store: Store,
+    now: i64,
+    /// Request ids settled by a settlement that found them held, with what was reserved.
+    settled: HashMap<String, i64>,
+    /// Every request id reserved so far (the gateway makes a new random one per request).
+    issued: Vec<String>,
+}
+
+impl World {
+    /// An earlier request's id (or one never reserved).
+    fn earlier(&self, req: u8) -> String {
+        match self.issued.len() {
+            0 => format!("unknown-{req}"),
+            n => self.issued[usize::from(req) % n].clone(),
+        }
+    }
+}
+
+impl World {
+    fn step(&mut self, op: &Op) -> Result<(), TestCaseError> {
+        // The object closes what is due before every message (and on its alarm).
+        for closed in self.book.expire(self.now) {
+            prop_assert!(closed.abandoned && closed.amount <= closed.reserved);
+            self.store.post_closed(&closed, self.now);
+        }
+        match *op {
+            Op::Reserve { req, repeat, key, worst, min } => {
+                let id = if repeat && !self.issued.is_empty() {
+                    let id = self.earlier(req);
+                    if self.book.held(&id).is_none() {
+                        return self.check(); // a settled request's id is never reserved again
+                    }
+                    id
+                } else {
+                    self.issued.push(format!("r{}", self.issued.len()));
+                    self.issued[self.issued.len() - 1].clone()
+                };
+                let (limit_micros, limit_reset) = worker_view(key);
+                let ask = Ask {
+                    request_id: &id,
+                    key_id: KEYS[key],
+                    hash: "h",
+                    limit_micros,
+                    limit_reset,
+                    worst_case: worst,
+                    min_to_run: min,
+                    caps: InFlightCaps { per_key: Some(6), per_account: Some(16) },
+                    lease_ms: LEASE,
+                };
+                let was_held = self.book.held(&id).is_some();
+                let (decision, held) = self.book.reserve(&ask, self.now);
+                if let Some(held) = held {
+                    prop_assert!(!was_held, "a request is held once");
+                    prop_assert!(held.amount <= worst.max(0));
+                    self.store.reservations.insert(id, held);
+                } else if let Decision::Decided { reservation: Reservation::Full { .. } | Reservation::Partial { .. }, .. } =
+                    decision
+                {
+                    prop_assert!(was_held, "money held is stored");
+                }
+            }
+            Op::Touch { req, evidence } => {
+                let id = self.earlier(req);
+                if let Some(held) = self.book.touch(&id, evidence, LEASE, self.now).cloned() {
+                    self.store.reservations.insert(id, held);
+                }
+            }
+            Op::Settle { req, cost } => {
+                let id = self.earlier(req);
+                let reserved = self.book.held(&id).map(|h| h.amount);
+                match self.book.settle(&id, cost, self.now) {
+                    Some(closed) => {
+                        prop_assert_eq!(Some(closed.reserved), reserved);
+                        prop_assert_eq!(closed.amount, cost.min(closed.reserved).max(0));
+                        prop_assert_eq!(closed.amount + closed.uncollected, cost.max(closed.amount));
+                        self.settled.insert(id, closed.reserved);
+                        self.store.post_closed(&closed, self.now);
+                    }
+                    None => prop_assert!(reserved.is_none()),
+                }
+            }
+            Op::Credit { amount } => {
+                if amount != 0 {
+                    if let Ok(balance) = self.book.credit(amount) {
+                        self.store.ledger.push(LedgerRow {
+                            reference: format!("credit-{}", self.store.ledger.len()),
+                            key_id: None,
+                            amount,
+                            at: self.now,
+                        });
+                        self.store.balance = balance;
+                    }
+                }
+            }
+            Op::EditKey { key, limit, reset, disabled } => {
+                let (limit, reset) = if key < 2 { worker_view(key) } else { (limit, reset) };
+                let state = key_state(key, limit, reset, disabled);
+                self.book.put_key(state.clone());
+                self.store.keys.insert(state.key_id.clone(), state);
+            }
+            Op::Advance { ms } => self.now += ms,
+            Op::Restart => {
+                let restored = self.store.restore();
+                prop_assert_eq!(&restored, &self.book, "storage holds the whole book");
+                self.book = restored;
+            }
+        }
+        self.check()
+    }
+
+    fn check(&self) -> Result<(), TestCaseError> {
+        let (book, store) = (&self.book, &self.store);
+        prop_assert!(book.balance() - book.reserved() >= 0, "reservations never exceed the balance");
+        prop_assert!(book.balance() >= 0);
+        let ledger_sum: i64 = store.ledger.iter().map(|r| r.amount).sum();
+        prop_assert_eq!(ledger_sum, book.balance(), "the ledger sums to the balance");
+        prop_assert_eq!(store.balance, book.balance(), "storage has the balance");
+        let mut charges: HashMap<&str, u32> = HashMap::new();
+        for row in store.ledger.iter().filter(|r| r.key_id.is_some()) {
+            *charges.entry(row.reference.as_str()).or_default() += 1;
+        }
+        prop_assert!(charges.values().all(|n| *n == 1), "no request is charged twice");
+        for (id, reserved) in &self.settled {
+            let charged: i64 = store.ledger.iter().filter(|r| &r.reference == id).map(|r| -r.amount).sum();
+            prop_assert!(charged <= *reserved, "{} charged {} of {}", id, charged, reserved);
+        }
+        // Keys 0 and 1 never change limit or reset: their window is never exceeded.
+        for key in 0..2 {
+            let (Some(limit), reset) = worker_view(key) else { continue };
+            let held: i64 = book.in_flight().filter(|(_, h)| h.key_id == KEYS[key]).map(|(_, h)| h.amount).sum();
+            let spent = book.spent(KEYS[key], reset, self.now);
+            prop_assert!(spent + held <= limit, "{}: spent {} + held {} > {}", KEYS[key], spent, held, limit);
+        }
+        Ok(())
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(3_000))]
+
+    #[test]
+    fn money_invariants_hold_after_every_step(ops in proptest::collection::vec(op(), 1..80)) {
+        let mut world = World {
+            book: Book::restore(0, [], [], []),
+            store: Store::default(),
+            now: START,
+            settled: HashMap::new(),
+            issued: Vec::new(),
+        };
+        for op in &ops {
+            world.step(op)?;
+        }
+        // Whatever was left in flight is closed in the end, and the books still balance.
+        world.now += 10 * LEASE;
+        world.step(&Op::Advance { ms: 0 })?;
+        prop_assert_eq!(world.book.reserved(), 0);
+        prop_assert!(world.store.reservations.is_empty());
+    }
+}
