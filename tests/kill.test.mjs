@@ -1,0 +1,156 @@
+// The kill test (issue 14): during a burst of 40 requests on three accounts
+// (half of them long streams), the whole runtime is killed (SIGKILL of the
+// `wrangler dev` process group) and started again on the same local state.
+// Then, for every account: balance ≥ 0; the object's ledger sums to its
+// balance and so does D1's copy; nothing is charged twice; every request whose
+// client had its complete answer at least a second before the kill is charged
+// exactly once, exactly; new requests cannot spend money still held for the
+// streams the kill cut; and once their reservations' leases run out, those are
+// closed by the documented rule: charged the evidence their last heartbeat
+// reported (the prompt and the content delivered, estimated), never more than
+// reserved, once, with a ledger row that says "closed without settlement".
+
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { test } from 'node:test';
+
+import { adminClient, startGateway } from './harness.mjs';
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const micros = (usd) => Math.round(usd * 1e6);
+const MODEL = 'openai/gpt-4o-mini';
+const PRICE = [150_000, 600_000];
+function fakeTokens(messages) {
+  const chars = messages.reduce((n, m) => n + m.content.length, 0);
+  return { prompt: Math.ceil(chars / 4) + 3 * messages.length, completion: 1 + messages.at(-1).content.split(/\s+/).filter(Boolean).length };
+}
+const costOf = ({ prompt, completion }) => Math.ceil((prompt * PRICE[0] + completion * PRICE[1]) / 1e6);
+function worstCase(messages, maxTokens) {
+  const bound = Buffer.byteLength(JSON.stringify(messages)) + 8 * messages.length;
+  return costOf({ prompt: bound, completion: maxTokens });
+}
+
+// Short leases so the test need not wait long: a reservation lives 4 + 15 s without news, and a
+// stream beats every 4.75 s while chunks arrive (streams last 10 s; the kill comes at 6 s, after a beat).
+const VARS = { REQUEST_TIMEOUT: '4', RESERVATION_GRACE: '15' };
+const STREAM_WORDS = Array.from({ length: 40 }, (_, i) => `word${i}`).join(' ');
+const STREAM_MAX_TOKENS = 2000;
+
+function send(url, key, body) {
+  return fetch(`${url}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ model: MODEL, ...body }),
+  });
+}
+
+/** Runs one request to its end; records its id, when its complete answer arrived, and what it received. */
+async function runRequest(url, account, stream) {
+  const messages = [{ role: 'user', content: stream ? STREAM_WORDS : `short request ${randomBytes(3).toString('hex')}` }];
+  const body = stream ? { messages, stream: true, chunk_delay_ms: 250, max_tokens: STREAM_MAX_TOKENS } : { messages };
+  const out = { account, stream, messages, id: null, completeAt: null, error: null };
+  try {
+    const res = await send(url, account.key, body);
+    out.id = res.headers.get('x-request-id');
+    out.status = res.status;
+    const text = await res.text();
+    if (res.status === 200 && (!stream || text.trimEnd().endsWith('data: [DONE]'))) out.completeAt = Date.now();
+  } catch (e) {
+    out.error = e;
+  }
+  return out;
+}
+
+test('a runtime killed mid-burst loses no money and charges nothing twice', { timeout: 180_000 }, async () => {
+  const state = mkdtempSync(path.join(tmpdir(), 'tollgate-kill-'));
+  const adminToken = `tg-admin-${randomBytes(24).toString('hex')}`;
+  let gw = await startGateway({ persistTo: state, vars: { ...VARS, ADMIN_TOKEN: adminToken } });
+  try {
+    let admin = adminClient(gw.url, adminToken);
+    const streamWorst = worstCase([{ role: 'user', content: STREAM_WORDS }], STREAM_MAX_TOKENS);
+    const accounts = [];
+    for (let i = 0; i < 3; i++) {
+      // The last account can afford exactly its two streams' worst cases and 50 µUSD more.
+      const credit = i === 2 ? (2 * streamWorst + 50) / 1e6 : 1;
+      const user = await admin.createUser({}, { credit });
+      const key = await admin.createKey(user.id);
+      accounts.push({ user, key: key.key, credit: micros(credit) });
+    }
+    // 40 requests, half of them streams, on the first two accounts; the tight account gets exactly two streams.
+    const plan = [];
+    for (let i = 0; i < 40; i++) plan.push({ account: accounts[(i >> 1) % 2], stream: i % 2 === 0 });
+    plan[0].account = accounts[2];
+    plan[2].account = accounts[2];
+    const started = Date.now();
+    const running = plan.map(({ account, stream }) => runRequest(gw.url, account, stream));
+
+    // Kill the whole runtime while the streams are mid-way (each has sent a heartbeat by now).
+    await sleep(6_000);
+    const killAt = Date.now();
+    await new Promise((resolve) => {
+      gw.child.once('close', resolve);
+      process.kill(-gw.child.pid, 'SIGKILL');
+    });
+    await gw.fake.close();
+    const results = await Promise.all(running);
+    const cut = results.filter((r) => r.stream && r.id && !r.completeAt);
+    assert.ok(cut.length >= 10, `the kill cut the streams (${cut.length} cut)`);
+    const finished = results.filter((r) => r.completeAt && r.completeAt <= killAt - 1000);
+    assert.ok(finished.length >= 15, `the short requests finished before the kill (${finished.length})`);
+
+    // Start again on the same state.
+    gw = await startGateway({ persistTo: state, vars: { ...VARS, ADMIN_TOKEN: adminToken }, syncPrices: false });
+    admin = adminClient(gw.url, adminToken);
+
+    // Money held for the cut streams is still held: the tight account cannot spend it.
+    const tight = accounts[2];
+    const held = (await admin.call('GET', `/api/balance?user_id=${tight.user.id}`)).body;
+    assert.ok(micros(held.reserved) >= 2 * streamWorst - 2, `the restored reservations hold the money (${held.reserved})`);
+    const big = [{ role: 'user', content: 'x'.repeat(2_000) }];
+    const refused = await send(gw.url, tight.key, { messages: big, max_tokens: 5 });
+    assert.equal(refused.status, 402, 'a new request cannot spend money held for the cut streams');
+    await refused.text();
+
+    // Let the leases run out; reconciliation (which also makes each object close what is due) must come clean.
+    let report;
+    for (let i = 0; i < 60; i++) {
+      report = (await admin.call('GET', '/api/admin/reconcile')).body.data;
+      if (report.open_reservations === 0) break;
+      await sleep(1_000);
+    }
+    assert.equal(report.open_reservations, 0, 'every cut stream was closed');
+    assert.deepEqual(report.drift, [], 'D1 ledger sum = object ledger sum = balance, none negative');
+    assert.deepEqual(report.failed, []);
+    assert.ok(report.closed_without_settlement >= 1, 'cut streams were closed by the rule');
+
+    for (const account of accounts) {
+      const ledger = (await admin.call('GET', `/api/balance/transactions?user_id=${account.user.id}&page_size=100`)).body.data;
+      const balance = micros((await admin.call('GET', `/api/balance?user_id=${account.user.id}`)).body.balance);
+      assert.ok(balance >= 0);
+      assert.equal(ledger.reduce((s, r) => s + micros(r.amount), 0), balance, 'the ledger sums to the balance');
+      const usage = ledger.filter((r) => r.type === 'usage');
+      const refs = usage.map((r) => r.reference_id);
+      assert.equal(new Set(refs).size, refs.length, 'nothing is charged twice');
+      for (const r of results.filter((x) => x.account === account)) {
+        const rows = usage.filter((x) => x.reference_id === r.id);
+        assert.ok(rows.length <= 1);
+        if (finished.includes(r)) {
+          assert.equal(rows.length, 1, `${r.id} (answered before the kill) is charged`);
+          assert.equal(-micros(rows[0].amount), costOf(fakeTokens(r.messages)), `${r.id} is charged exactly`);
+        }
+        if (cut.includes(r) && rows.length === 1) {
+          const charged = -micros(rows[0].amount);
+          assert.ok(charged > 0 && charged <= streamWorst, `${r.id}: ${charged} µUSD, within its reservation`);
+          assert.match(rows[0].description, /^closed without settlement/);
+        }
+      }
+    }
+    assert.ok(Date.now() - started < 170_000);
+  } finally {
+    await gw.stop();
+    rmSync(state, { recursive: true, force: true });
+  }
+});
