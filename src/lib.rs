@@ -4,10 +4,10 @@
 //! `docs/architecture.md` for the layers.
 
 pub mod domain;
-pub mod providers;
-pub mod routes;
 #[cfg(test)]
 mod never_panics;
+pub mod providers;
+pub mod routes;
 
 pub mod api;
 pub mod billing;

@@ -191,7 +191,11 @@ struct AccountCheck {
     open: i64,
 }
 
-async fn reconcile_account(env: &worker::Env, db: &worker::D1Database, user_id: &str) -> Result<AccountCheck, ApiError> {
+async fn reconcile_account(
+    env: &worker::Env,
+    db: &worker::D1Database,
+    user_id: &str,
+) -> Result<AccountCheck, ApiError> {
     #[derive(Deserialize)]
     struct Sum {
         total: Option<f64>,

@@ -92,7 +92,13 @@ pub async fn price_table(call: &Call) -> Result<price_cache::PriceTable, ApiErro
 /// The charge rule, for every path (JSON and SSE, any provider, cut and cancelled
 /// streams): the reported usage at `price`, else an estimate from the content
 /// delivered, else nothing (the request failed before any answer); capped at `reserved`.
-pub fn charge(price: &Price, reserved: i64, prompt_bytes: u64, usage: Option<&Usage>, delivered: Option<u64>) -> Charged {
+pub fn charge(
+    price: &Price,
+    reserved: i64,
+    prompt_bytes: u64,
+    usage: Option<&Usage>,
+    delivered: Option<u64>,
+) -> Charged {
     let (tokens, estimated) = match (usage, delivered) {
         (Some(usage), _) => (usage.tokens(), false),
         (None, Some(bytes)) => (estimate(prompt_bytes, bytes), true),

@@ -67,10 +67,27 @@ impl AccountDo {
                 AccountResponse::Ok
             }
             AccountRequest::Reserve {
-                request_id, key_id, hash, limit_micros, limit_reset, worst_case, min_to_run, caps, lease_ms,
+                request_id,
+                key_id,
+                hash,
+                limit_micros,
+                limit_reset,
+                worst_case,
+                min_to_run,
+                caps,
+                lease_ms,
             } => {
-                let ask =
-                    Ask { request_id: &request_id, key_id: &key_id, hash: &hash, limit_micros, limit_reset, worst_case, min_to_run, caps, lease_ms };
+                let ask = Ask {
+                    request_id: &request_id,
+                    key_id: &key_id,
+                    hash: &hash,
+                    limit_micros,
+                    limit_reset,
+                    worst_case,
+                    min_to_run,
+                    caps,
+                    lease_ms,
+                };
                 let (decision, held) = self.with_book(sql, |b| b.reserve(&ask, now))?;
                 if let Some(held) = held {
                     store::hold(sql, &request_id, &held)?;
@@ -78,7 +95,9 @@ impl AccountDo {
                 match decision {
                     Decision::Refused(reason) => AccountResponse::Refused { reason },
                     Decision::TooMany(scope) => AccountResponse::TooManyInFlight { scope: scope.to_string() },
-                    Decision::Decided { reservation, resets_at_ms } => AccountResponse::Reserved { reservation, resets_at_ms },
+                    Decision::Decided { reservation, resets_at_ms } => {
+                        AccountResponse::Reserved { reservation, resets_at_ms }
+                    }
                 }
             }
             AccountRequest::Touch { request_id, evidence, lease_ms } => {
@@ -100,7 +119,9 @@ impl AccountDo {
                 AccountResponse::Settled { charged, balance: self.with_book(sql, |b| b.balance())? }
             }
             AccountRequest::Credit { account_id, amount, kind, description, idempotency_key } => {
-                if let Some(saved) = idempotency_key.as_deref().map(|k| store::saved_answer(sql, k)).transpose()?.flatten() {
+                if let Some(saved) =
+                    idempotency_key.as_deref().map(|k| store::saved_answer(sql, k)).transpose()?.flatten()
+                {
                     return Ok(serde_json::from_str(&saved)?);
                 }
                 let balance = match self.with_book(sql, |b| b.credit(amount))? {
@@ -110,7 +131,16 @@ impl AccountDo {
                 let mut random = [0u8; 12];
                 getrandom::getrandom(&mut random).map_err(|e| worker::Error::RustError(e.to_string()))?;
                 let id = format!("tx-{}", hex::encode(random));
-                let entry = LedgerEntry { id: id.clone(), kind, amount, balance_after: balance, reference_id: idempotency_key.clone(), description, key_id: None, created_ms: now };
+                let entry = LedgerEntry {
+                    id: id.clone(),
+                    kind,
+                    amount,
+                    balance_after: balance,
+                    reference_id: idempotency_key.clone(),
+                    description,
+                    key_id: None,
+                    created_ms: now,
+                };
                 store::post(sql, &account_id, &entry, 0, None)?;
                 self.copy_waiting.set(true);
                 let answer = AccountResponse::Credited { transaction_id: id, balance };
@@ -146,7 +176,16 @@ impl AccountDo {
                 }
             });
             let open = b.in_flight().count() as i64;
-            AccountResponse::Summary { balance: b.balance(), reserved: b.reserved(), total_credits, total_usage, key, ledger_sum, uncollected, open }
+            AccountResponse::Summary {
+                balance: b.balance(),
+                reserved: b.reserved(),
+                total_credits,
+                total_usage,
+                key,
+                ledger_sum,
+                uncollected,
+                open,
+            }
         })
     }
 

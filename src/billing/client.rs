@@ -69,13 +69,21 @@ pub enum Reserved {
     Refused(KeyRefusal),
     /// Too many requests of this scope (`key` or `account`) are in flight.
     TooMany(String),
-    Decided { reservation: Reservation, resets_at_ms: Option<i64> },
+    Decided {
+        reservation: Reservation,
+        resets_at_ms: Option<i64>,
+    },
 }
 
 pub enum Credited {
-    Done { transaction_id: String, balance: i64 },
+    Done {
+        transaction_id: String,
+        balance: i64,
+    },
     /// An adjustment down would take money held or not there.
-    Overdrawn { available: i64 },
+    Overdrawn {
+        available: i64,
+    },
 }
 
 /// An account's balance and totals (micro-USD).
@@ -120,7 +128,9 @@ impl<'a> Account<'a> {
         match self.call(message).await? {
             AccountResponse::Refused { reason } => Ok(Reserved::Refused(reason)),
             AccountResponse::TooManyInFlight { scope } => Ok(Reserved::TooMany(scope)),
-            AccountResponse::Reserved { reservation, resets_at_ms } => Ok(Reserved::Decided { reservation, resets_at_ms }),
+            AccountResponse::Reserved { reservation, resets_at_ms } => {
+                Ok(Reserved::Decided { reservation, resets_at_ms })
+            }
             other => Err(unexpected("Reserve", other)),
         }
     }
@@ -159,9 +169,16 @@ impl<'a> Account<'a> {
     pub async fn summary(&self, key_id: Option<String>) -> Result<Summary, String> {
         deliver(self.env, self.id).await;
         match self.call(&AccountRequest::Summary { key_id }).await? {
-            AccountResponse::Summary { balance, reserved, total_credits, total_usage, key, ledger_sum, uncollected, open } => {
-                Ok(Summary { balance, reserved, total_credits, total_usage, key, ledger_sum, uncollected, open })
-            }
+            AccountResponse::Summary {
+                balance,
+                reserved,
+                total_credits,
+                total_usage,
+                key,
+                ledger_sum,
+                uncollected,
+                open,
+            } => Ok(Summary { balance, reserved, total_credits, total_usage, key, ledger_sum, uncollected, open }),
             other => Err(unexpected("Summary", other)),
         }
     }

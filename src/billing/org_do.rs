@@ -92,7 +92,9 @@ fn expire(sql: &SqlStorage, now: i64) -> Result<()> {
 /// This month's use, counting what is held.
 fn month_use(sql: &SqlStorage, now: i64) -> Result<MonthUse> {
     let month = int(Reset::Monthly.window_start(now));
-    let done = |col: &str| scalar(sql, &format!("SELECT {col} AS n FROM org_month WHERE month_start = ?"), vec![month.clone()]);
+    let done = |col: &str| {
+        scalar(sql, &format!("SELECT {col} AS n FROM org_month WHERE month_start = ?"), vec![month.clone()])
+    };
     Ok(MonthUse {
         requests: done("requests")? + scalar(sql, "SELECT COUNT(*) AS n FROM org_holds", vec![])?,
         tokens: done("tokens")? + scalar(sql, "SELECT SUM(tokens) AS n FROM org_holds", vec![])?,

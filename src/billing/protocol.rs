@@ -181,12 +181,7 @@ mod tests {
     fn messages_round_trip_as_tagged_json() {
         let req = AccountRequest::Settle {
             account_id: "u1".into(),
-            settlements: vec![Settlement {
-                request_id: "r1".into(),
-                cost: 5,
-                description: "m".into(),
-                usage: None,
-            }],
+            settlements: vec![Settlement { request_id: "r1".into(), cost: 5, description: "m".into(), usage: None }],
         };
         let json = serde_json::to_string(&req).expect("serialize");
         assert_eq!(

@@ -289,7 +289,8 @@ pub fn saved_answer(sql: &SqlStorage, key: &str) -> Result<Option<String>> {
     struct Saved {
         answer: String,
     }
-    let saved: Vec<Saved> = sql.exec_raw("SELECT answer FROM idempotency WHERE key = ?", vec![text(key)])?.to_array()?;
+    let saved: Vec<Saved> =
+        sql.exec_raw("SELECT answer FROM idempotency WHERE key = ?", vec![text(key)])?.to_array()?;
     Ok(saved.into_iter().next().map(|s| s.answer))
 }
 
@@ -302,7 +303,10 @@ pub fn transactions(sql: &SqlStorage, page: u32, page_size: u32) -> Result<(Vec<
     let total = scalar(sql, "SELECT COUNT(*) AS n FROM ledger", vec![])?;
     let offset = i64::from(page.saturating_sub(1)) * i64::from(page_size);
     let rows: Vec<LedgerRow> = sql
-        .exec_raw("SELECT * FROM ledger ORDER BY seq DESC LIMIT ? OFFSET ?", vec![int(i64::from(page_size)), int(offset)])?
+        .exec_raw(
+            "SELECT * FROM ledger ORDER BY seq DESC LIMIT ? OFFSET ?",
+            vec![int(i64::from(page_size)), int(offset)],
+        )?
         .to_array()?;
     Ok((rows.into_iter().map(Into::into).collect(), total))
 }

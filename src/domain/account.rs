@@ -366,8 +366,13 @@ mod tests {
                 let id = format!("r{i}");
                 let mut a = ask(&id, "k", 60);
                 (a.limit_micros, a.limit_reset, a.min_to_run) = (Some(150), Some(reset), 10);
-                if let (Decision::Decided { reservation: Reservation::Full { amount } | Reservation::Partial { amount }, .. }, _) =
-                    book.reserve(&a, NOW)
+                if let (
+                    Decision::Decided {
+                        reservation: Reservation::Full { amount } | Reservation::Partial { amount },
+                        ..
+                    },
+                    _,
+                ) = book.reserve(&a, NOW)
                 {
                     charged += book.settle(&id, 55.min(amount), NOW).expect("held").amount;
                 }

@@ -20,13 +20,34 @@ const KEYS: [&str; 4] = ["k0", "k1", "k2", "k3"];
 #[derive(Debug, Clone)]
 enum Op {
     /// A new request (`repeat`: the same message again for an earlier one, as a retried call would).
-    Reserve { req: u8, repeat: bool, key: usize, worst: i64, min: i64 },
-    Touch { req: u8, evidence: i64 },
-    Settle { req: u8, cost: i64 },
-    Credit { amount: i64 },
+    Reserve {
+        req: u8,
+        repeat: bool,
+        key: usize,
+        worst: i64,
+        min: i64,
+    },
+    Touch {
+        req: u8,
+        evidence: i64,
+    },
+    Settle {
+        req: u8,
+        cost: i64,
+    },
+    Credit {
+        amount: i64,
+    },
     /// Keys 0 and 1 keep their limit and reset (only their status changes); 2 and 3 change freely.
-    EditKey { key: usize, limit: Option<i64>, reset: Option<Reset>, disabled: bool },
-    Advance { ms: i64 },
+    EditKey {
+        key: usize,
+        limit: Option<i64>,
+        reset: Option<Reset>,
+        disabled: bool,
+    },
+    Advance {
+        ms: i64,
+    },
     Restart,
 }
 
@@ -169,8 +190,10 @@ impl World {
                     prop_assert!(!was_held, "a request is held once");
                     prop_assert!(held.amount <= worst.max(0));
                     self.store.reservations.insert(id, held);
-                } else if let Decision::Decided { reservation: Reservation::Full { .. } | Reservation::Partial { .. }, .. } =
-                    decision
+                } else if let Decision::Decided {
+                    reservation: Reservation::Full { .. } | Reservation::Partial { .. },
+                    ..
+                } = decision
                 {
                     prop_assert!(was_held, "money held is stored");
                 }
@@ -241,11 +264,11 @@ impl World {
             prop_assert!(charged <= *reserved, "{} charged {} of {}", id, charged, reserved);
         }
         // Keys 0 and 1 never change limit or reset: their window is never exceeded.
-        for key in 0..2 {
+        for (key, id) in KEYS.iter().enumerate().take(2) {
             let (Some(limit), reset) = worker_view(key) else { continue };
-            let held: i64 = book.in_flight().filter(|(_, h)| h.key_id == KEYS[key]).map(|(_, h)| h.amount).sum();
-            let spent = book.spent(KEYS[key], reset, self.now);
-            prop_assert!(spent + held <= limit, "{}: spent {} + held {} > {}", KEYS[key], spent, held, limit);
+            let held: i64 = book.in_flight().filter(|(_, h)| h.key_id == *id).map(|(_, h)| h.amount).sum();
+            let spent = book.spent(id, reset, self.now);
+            prop_assert!(spent + held <= limit, "{}: spent {} + held {} > {}", id, spent, held, limit);
         }
         Ok(())
     }

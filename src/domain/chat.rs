@@ -72,10 +72,8 @@ impl ChatRequest {
             (a, b) => a.or(b),
         };
         let fallbacks = fallback_models(body.get("models"), &model)?;
-        let hide_usage = body
-            .get("stream_options")
-            .and_then(|o| o.get("include_usage"))
-            .is_some_and(|v| v == &Value::Bool(false));
+        let hide_usage =
+            body.get("stream_options").and_then(|o| o.get("include_usage")).is_some_and(|v| v == &Value::Bool(false));
         Ok(Self { model, stream, max_tokens, hide_usage, fallbacks, body })
     }
 
@@ -85,7 +83,9 @@ impl ChatRequest {
     pub fn refuse_unpriced_fees(&self) -> Result<(), InvalidRequest> {
         let unpriced = |param: &str, what: &str| {
             InvalidRequest::param(
-                format!("`{param}` ({what}) adds per-request fees the gateway cannot price or bound, so it is not accepted"),
+                format!(
+                    "`{param}` ({what}) adds per-request fees the gateway cannot price or bound, so it is not accepted"
+                ),
                 param,
             )
         };
@@ -105,7 +105,10 @@ impl ChatRequest {
                     .and_then(Value::as_str)
                     .is_some_and(|d| d.starts_with("http://") || d.starts_with("https://"));
                 if by_url {
-                    return Err(unpriced(&format!("messages[{i}].content[{j}].file"), "a file fetched and parsed by URL"));
+                    return Err(unpriced(
+                        &format!("messages[{i}].content[{j}].file"),
+                        "a file fetched and parsed by URL",
+                    ));
                 }
             }
         }
@@ -277,7 +280,10 @@ mod tests {
     fn fees_the_price_table_cannot_bound_are_refused_naming_the_field() {
         let refused = |json: &str| parse(json).expect("valid").refuse_unpriced_fees().err().and_then(|e| e.param);
         let msg = r#""messages":[{"role":"user","content":"x"}]"#;
-        assert_eq!(refused(&format!(r#"{{"model":"m",{msg},"plugins":[{{"id":"web"}}]}}"#)).as_deref(), Some("plugins"));
+        assert_eq!(
+            refused(&format!(r#"{{"model":"m",{msg},"plugins":[{{"id":"web"}}]}}"#)).as_deref(),
+            Some("plugins")
+        );
         assert_eq!(refused(&format!(r#"{{"model":"m",{msg},"plugins":[]}}"#)), None);
         assert_eq!(
             refused(&format!(r#"{{"model":"m",{msg},"web_search_options":{{}}}}"#)).as_deref(),
