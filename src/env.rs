@@ -126,6 +126,12 @@ impl Config {
         (self.request_timeout_ms + self.reservation_grace_ms) as i64
     }
 
+    /// How often a stream tells its account object it still runs: well inside the grace, so a
+    /// reservation never runs out while its stream lives (even one paused by its reader).
+    pub fn heartbeat_every_ms(&self) -> u64 {
+        (self.reservation_lease_ms() as u64 / 4).min(self.reservation_grace_ms / 2).max(500)
+    }
+
     /// The providers this tenant can reach directly (it holds their keys).
     pub fn direct_providers(&self) -> Vec<Provider> {
         [Provider::OpenAi, Provider::Anthropic, Provider::Google]

@@ -208,6 +208,34 @@ describe('faults', () => {
     assert.equal(await balanceOf(user.id), 1_000_000 - costOf(fakeTokens(messages)));
   });
 
+  test('a credit described in any language is taken (messages to the account object are not header-bound)', async () => {
+    const user = await ctx.admin.createUser({}, { credit: 0 });
+    const res = await ctx.admin.call('POST', '/api/balance/admin/add', { user_id: user.id, amount: 2, description: 'Café ☕ 入金' });
+    assert.equal(res.status, 200, JSON.stringify(res.body));
+    const [row] = await ledgerOf(user.id);
+    assert.equal(row.description, 'Café ☕ 入金');
+    assert.equal(await balanceOf(user.id), 2_000_000);
+  });
+
+  test('an organization counts a request that failed before any answer as nothing', async () => {
+    const member = await ctx.admin.createUser({}, { credit: 1 });
+    const org = (await ctx.admin.call('POST', '/api/orgs', { name: `Counted ${member.id}`, limits: { monthly_requests: 2 } })).body.data;
+    const key = (await ctx.admin.call('POST', `/api/orgs/${org.id}/keys`, { name: 'org key', user_id: member.id })).body.data;
+    const messages = [{ role: 'user', content: 'hi' }];
+    const failed = await chat(key.key, { messages, fake_fault: '500' });
+    assert.equal(failed.status, 502);
+    await failed.text();
+    await sleep(300); // its release reaches the organization
+    for (let i = 0; i < 2; i++) {
+      const ok = await chat(key.key, { messages });
+      assert.equal(ok.status, 200, `request ${i + 1} of the month's 2`);
+      await ok.text();
+    }
+    const third = await chat(key.key, { messages });
+    assert.equal(third.status, 429);
+    assert.match((await third.json()).error.message, /monthly request limit/);
+  });
+
   test('an adjustment cannot take money that is not there', async () => {
     const user = await ctx.admin.createUser({}, { credit: 1 });
     const res = await ctx.admin.call('POST', '/api/balance/admin/add', { user_id: user.id, amount: -1.5, type: 'adjustment' });

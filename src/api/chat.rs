@@ -11,7 +11,7 @@ use worker::{Headers, Response};
 use super::auth::{authenticate_for_inference, Caller};
 use super::error::ApiError;
 use super::incoming::Incoming;
-use super::meter::{charge, price_table, Meter, Outcome};
+use super::meter::{charge, price_table, Heartbeat, Meter, Outcome};
 use super::relay::{relay_stream, Relay, StreamOutcome};
 use super::request_log::LogContext;
 use super::respond::{read_body, Call};
@@ -127,8 +127,7 @@ impl Job {
                 controller: upstream.controller,
                 idle_timeout_ms: call.config.request_timeout_ms,
                 request_id: call.request_id.clone(),
-                heartbeat: meter.as_ref().map(|m| m.heartbeat(&call.env)),
-                last_beat_ms: js_sys::Date::now(),
+                heartbeat: meter.as_ref().map(|m| Heartbeat::start(m, &call.env, call.config.heartbeat_every_ms())),
                 ended: false,
                 outcome: Some(ended_tx),
             };

@@ -3,6 +3,9 @@
 //! the request runs, and settle it to the actual cost afterwards. The charge is
 //! computed here and nowhere else (`Meter::charge`).
 
+use std::cell::Cell;
+use std::rc::Rc;
+
 use worker::Env;
 
 use super::error::ApiError;
@@ -11,7 +14,7 @@ use crate::billing::client::{self, Account, Org, Reserved};
 use crate::billing::protocol::{AccountRequest, Settlement};
 use crate::cache::keys::KeyRecord;
 use crate::cache::prices as price_cache;
-use crate::domain::chat::{ChatRequest, Usage};
+use crate::domain::chat::{ChatRequest, Usage, MAX_OUTPUT_TOKENS};
 use crate::domain::ledger::{self, LimitSource, Reservation};
 use crate::domain::money::{micros_to_usd, usd_to_micros};
 use crate::domain::orgs::{Limits, OrgLimitHit};
@@ -126,12 +129,14 @@ impl Meter {
         row: &PriceRow,
     ) -> Result<Self, ApiError> {
         let price = row.price();
+        let worst_rates = price.worst_rates();
         let prompt = chat.prompt_token_bound();
-        let room = row.context_length.map(|c| (c as u64).saturating_sub(prompt)).filter(|r| *r > 0);
-        let bounded = chat.max_tokens.or(row.max_completion_tokens.map(|m| m as u64)).or(room);
-        let output = bounded.unwrap_or(DEFAULT_MAX_OUTPUT);
-        let worst_case = pricing::cost(&price, &Tokens { prompt, completion: output, ..Tokens::default() });
-        let min_to_run = pricing::cost(&price, &Tokens { prompt, completion: 1, ..Tokens::default() });
+        // The output bound: the client's (the smaller field when it set both), else the model's own
+        // limits (it cannot write more than its output limit, nor more than its context), else a default.
+        let model_limit = row.max_completion_tokens.or(row.context_length).map(|m| m.max(1) as u64);
+        let output = chat.max_tokens.or(model_limit).unwrap_or(DEFAULT_MAX_OUTPUT).min(MAX_OUTPUT_TOKENS);
+        let worst_case = pricing::cost(&worst_rates, &Tokens { prompt, completion: output, ..Tokens::default() });
+        let min_to_run = pricing::cost(&worst_rates, &Tokens { prompt, completion: 1, ..Tokens::default() });
         let lease_ms = call.config.reservation_lease_ms();
         let message = AccountRequest::Reserve {
             request_id: call.request_id.clone(),
@@ -172,7 +177,7 @@ impl Meter {
         let (mut m, output) = match reservation {
             Reservation::Full { amount } => (meter(amount), output),
             Reservation::Partial { amount } => {
-                let affordable = pricing::affordable_output_tokens(&price, prompt, amount).min(output);
+                let affordable = pricing::affordable_output_tokens(&worst_rates, prompt, amount).min(output);
                 let m = meter(amount);
                 if affordable == 0 {
                     m.release(call, 402);
@@ -184,13 +189,14 @@ impl Meter {
                 return Err(insufficient(source, resets_at_ms.filter(|_| source == LimitSource::KeyLimit)))
             }
         };
-        // Only what was reserved is asked for: the client's bound (the smaller, when it set
-        // both fields), the affordable part, or the default that the reservation assumed.
-        if chat.max_tokens.is_some() || bounded.is_none() || output < bounded.unwrap_or(u64::MAX) {
+        // Only what was reserved is asked for. The model's own limits need not be sent; the client's
+        // bound (both fields), an affordable part or the default are.
+        if chat.max_tokens.is_some() || model_limit.is_none_or(|limit| output < limit) {
             chat.cap_output(output);
         }
         if let Some(org_id) = &key.org_id {
-            if let Err(e) = reserve_in_org(call, org_id, &m, (prompt + output) as i64).await {
+            let tokens = i64::try_from(prompt.saturating_add(output)).unwrap_or(i64::MAX);
+            if let Err(e) = reserve_in_org(call, org_id, &m, tokens).await {
                 m.release(call, e.status());
                 return Err(e);
             }
@@ -202,19 +208,6 @@ impl Meter {
     /// What this request costs and is charged (see `charge`).
     pub fn charge(&self, outcome: &Outcome) -> Charged {
         charge(&self.price, self.reserved, self.prompt_bytes, outcome.usage.as_ref(), outcome.delivered_bytes)
-    }
-
-    /// A handle the stream relay uses to keep the reservation alive.
-    pub fn heartbeat(&self, env: &Env) -> Heartbeat {
-        Heartbeat {
-            env: env.clone(),
-            account_id: self.account_id.clone(),
-            request_id: self.request_id.clone(),
-            price: self.price,
-            reserved: self.reserved,
-            prompt_bytes: self.prompt_bytes,
-            lease_ms: self.lease_ms,
-        }
     }
 
     /// Settles after the response (`ctx.wait_until`).
@@ -274,11 +267,16 @@ impl Meter {
             description,
             usage: Some(self.record(&outcome, &charged)),
         };
-        let org = self.org_id.as_deref().map(|org_id| {
-            let tokens = (charged.tokens.prompt + charged.tokens.completion) as i64;
-            async move { Org::of(env, org_id).settle(&self.request_id, tokens, charged.amount).await }
-        });
-        let account = client::settle(env, &self.account_id, settlement);
+        let failed = outcome.delivered_bytes.is_none() && outcome.usage.is_none();
+        let org =
+            self.org_id.as_deref().map(|org_id| {
+                let tokens =
+                    i64::try_from(charged.tokens.prompt.saturating_add(charged.tokens.completion)).unwrap_or(i64::MAX);
+                async move {
+                    Org::of(env, org_id).settle(&self.request_id, tokens, charged.amount, failed, self.lease_ms).await
+                }
+            });
+        let account = client::settle(env, &self.account_id, settlement, self.lease_ms);
         match org {
             Some(org) => {
                 futures_util::future::join(account, org).await;
@@ -288,35 +286,41 @@ impl Meter {
     }
 }
 
-/// Keeps a streaming request's reservation alive and tells the account object
-/// what the upstream has generated so far (what a close would charge).
-#[derive(Clone)]
+/// Keeps a streaming request's reservation alive: a beat every `every_ms`, on a timer (not only
+/// when chunks arrive, so a stream whose reader pauses keeps its reservation), each telling the
+/// account object what the upstream has generated so far (what a close would charge). Should the
+/// object answer that it no longer holds the reservation, the stream is told to end.
 pub struct Heartbeat {
-    env: Env,
-    account_id: String,
-    request_id: String,
-    price: Price,
-    reserved: i64,
-    prompt_bytes: u64,
-    lease_ms: i64,
+    /// Content bytes delivered so far (the relay keeps it current).
+    pub progress: Rc<Cell<u64>>,
+    /// The object no longer holds the reservation.
+    pub lost: Rc<Cell<bool>>,
+    /// The stream still runs (the relay clears it when it ends).
+    pub running: Rc<Cell<bool>>,
 }
 
 impl Heartbeat {
-    /// Beats are this far apart at most while chunks arrive.
-    pub fn every_ms(&self) -> f64 {
-        (self.lease_ms as f64 / 4.0).max(500.0)
-    }
-
-    /// Sends one beat (a failure only means the next one must do).
-    pub fn beat(&self, content_bytes: u64) {
-        let this = self.clone();
+    pub fn start(meter: &Meter, env: &Env, every_ms: u64) -> Self {
+        let this = Self { progress: Rc::default(), lost: Rc::default(), running: Rc::new(Cell::new(true)) };
+        let (progress, lost, running) = (this.progress.clone(), this.lost.clone(), this.running.clone());
+        let (env, account_id, request_id) = (env.clone(), meter.account_id.clone(), meter.request_id.clone());
+        let (price, reserved, prompt_bytes, lease_ms) =
+            (meter.price, meter.reserved, meter.prompt_bytes, meter.lease_ms);
         wasm_bindgen_futures::spawn_local(async move {
-            let evidence = charge(&this.price, this.reserved, this.prompt_bytes, None, Some(content_bytes)).amount;
-            let account = Account::of(&this.env, &this.account_id);
-            if let Err(e) = account.touch(&this.request_id, evidence, this.lease_ms).await {
-                crate::log::job_error("heartbeat", &e);
+            loop {
+                worker::Delay::from(std::time::Duration::from_millis(every_ms)).await;
+                if !running.get() {
+                    return;
+                }
+                let evidence = charge(&price, reserved, prompt_bytes, None, Some(progress.get())).amount;
+                match Account::of(&env, &account_id).touch(&request_id, evidence, lease_ms).await {
+                    Ok(true) => {}
+                    Ok(false) => return lost.set(true),
+                    Err(e) => crate::log::job_error("heartbeat", &e),
+                }
             }
         });
+        this
     }
 }
 

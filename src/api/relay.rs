@@ -43,7 +43,6 @@ pub struct Relay {
     pub idle_timeout_ms: u64,
     pub request_id: String,
     pub heartbeat: Option<Heartbeat>,
-    pub last_beat_ms: f64,
     pub ended: bool,
     /// Told how the stream ended, exactly once (at the end, or on drop).
     pub outcome: Option<oneshot::Sender<StreamOutcome>>,
@@ -64,20 +63,20 @@ impl Relay {
         }
     }
 
-    /// Tells the account object the stream still runs, at most every `Heartbeat::every_ms`.
-    fn beat(&mut self) {
-        let Some(heartbeat) = &self.heartbeat else { return };
-        let now = js_sys::Date::now();
-        if now - self.last_beat_ms >= heartbeat.every_ms() {
-            self.last_beat_ms = now;
-            heartbeat.beat(self.sse.summary().content_bytes);
-        }
+    /// Keeps the heartbeat's progress current; answers whether the reservation is still held.
+    fn progress(&mut self) -> bool {
+        let Some(heartbeat) = &self.heartbeat else { return true };
+        heartbeat.progress.set(self.sse.summary().content_bytes);
+        !heartbeat.lost.get()
     }
 }
 
 impl Drop for Relay {
     /// The client hung up mid-stream: stop the upstream and bill what was delivered.
     fn drop(&mut self) {
+        if let Some(heartbeat) = &self.heartbeat {
+            heartbeat.running.set(false);
+        }
         if !self.ended {
             std::mem::take(&mut self.controller).abort();
             self.report(true, false);
@@ -101,11 +100,15 @@ pub fn relay_stream(relay: Relay) -> impl futures_util::Stream<Item = worker::Re
                         }
                         None => s.sse.feed(&chunk),
                     };
-                    s.beat();
-                    if out.is_empty() {
+                    if !s.progress() {
+                        // The account object closed this request's reservation: it may not run on.
+                        std::mem::take(&mut s.controller).abort();
+                        Some(ProviderError::Network("the request's reservation was closed".into()))
+                    } else if out.is_empty() {
                         continue;
+                    } else {
+                        return Some((Ok(out), s));
                     }
-                    return Some((Ok(out), s));
                 }
                 Some(None) => {
                     if let Some(adapter) = &s.adapter {
@@ -125,6 +128,9 @@ pub fn relay_stream(relay: Relay) -> impl futures_util::Stream<Item = worker::Re
                 }
             };
             s.ended = true;
+            if let Some(heartbeat) = &s.heartbeat {
+                heartbeat.running.set(false);
+            }
             let tail = match &failure {
                 Some(err) => s.sse.finish(Some(&ApiError::from(err.clone()).body(&s.request_id).to_string())),
                 None => s.sse.finish(None),

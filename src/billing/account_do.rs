@@ -13,6 +13,7 @@ use super::protocol::{AccountRequest, AccountResponse, KeyUsage, LedgerEntry, Se
 use super::{message, outbox, store};
 use crate::domain::account::{Ask, Book, Closed, Decision};
 use crate::domain::money::micros_to_usd;
+use crate::domain::usage::UsageRecord;
 use crate::domain::windows::Reset;
 
 /// The copy to D1 follows a change by this much (rows go in batches).
@@ -32,6 +33,8 @@ pub struct AccountDo {
     alarm_at: Cell<Option<i64>>,
     /// Ledger rows or usage records wait for the copy to D1.
     copy_waiting: Cell<bool>,
+    /// The account's id is recorded in storage.
+    owned: Cell<bool>,
 }
 
 fn now_ms() -> i64 {
@@ -108,22 +111,32 @@ impl AccountDo {
                 AccountResponse::Touched { held: held.is_some() }
             }
             AccountRequest::Settle { account_id, settlements } => {
+                self.own(sql, &account_id)?;
                 let mut charged = 0;
                 for Settlement { request_id, cost, description, usage } in settlements {
-                    if let Some(closed) = self.with_book(sql, |b| b.settle(&request_id, cost, now))? {
-                        charged += closed.amount;
-                        self.copy_waiting.set(true);
-                        write_closed(sql, &account_id, &closed, description, usage, now)?;
+                    match self.with_book(sql, |b| b.settle(&request_id, cost, now))? {
+                        Some(closed) => {
+                            charged += closed.amount;
+                            write_closed(sql, &closed, description, usage, now)?;
+                        }
+                        // Closed without its settlement earlier: charged nothing more, but what it
+                        // really cost is recorded (as uncollected, and in its usage record).
+                        None => late_settlement(sql, &request_id, cost, usage)?,
                     }
+                    self.copy_waiting.set(true);
                 }
                 AccountResponse::Settled { charged, balance: self.with_book(sql, |b| b.balance())? }
             }
             AccountRequest::Credit { account_id, amount, kind, description, idempotency_key } => {
-                if let Some(saved) =
-                    idempotency_key.as_deref().map(|k| store::saved_answer(sql, k)).transpose()?.flatten()
-                {
-                    return Ok(serde_json::from_str(&saved)?);
+                if let Some(key) = idempotency_key.as_deref() {
+                    if let Some((transaction_id, balance)) = store::earlier_credit(sql, key)? {
+                        return Ok(AccountResponse::Credited { transaction_id, balance });
+                    }
+                    if let Some(saved) = store::saved_answer(sql, key)? {
+                        return Ok(serde_json::from_str(&saved)?);
+                    }
                 }
+                self.own(sql, &account_id)?;
                 let balance = match self.with_book(sql, |b| b.credit(amount))? {
                     Ok(balance) => balance,
                     Err(over) => return Ok(AccountResponse::Overdrawn { available: over.available }),
@@ -141,13 +154,10 @@ impl AccountDo {
                     key_id: None,
                     created_ms: now,
                 };
-                store::post(sql, &account_id, &entry, 0, None)?;
+                // One row: the credit and its idempotency key are written together or not at all.
+                store::post(sql, &entry, 0, None)?;
                 self.copy_waiting.set(true);
-                let answer = AccountResponse::Credited { transaction_id: id, balance };
-                if let Some(key) = &idempotency_key {
-                    store::save_answer(sql, key, &serde_json::to_string(&answer)?)?;
-                }
-                answer
+                AccountResponse::Credited { transaction_id: id, balance }
             }
             AccountRequest::Summary { key_id } => self.summary(sql, key_id.as_deref(), now)?,
             AccountRequest::Transactions { page, page_size } => {
@@ -195,14 +205,22 @@ impl AccountDo {
         if closed.is_empty() {
             return Ok(());
         }
-        let account_id = store::account_id(sql)?.unwrap_or_default();
         self.copy_waiting.set(true);
         for c in &closed {
             let description = format!(
                 "closed without settlement: charged the {} USD the gateway last reported of it",
                 micros_to_usd(c.amount)
             );
-            write_closed(sql, &account_id, c, description, None, now)?;
+            write_closed(sql, c, description, None, now)?;
+        }
+        Ok(())
+    }
+
+    /// Records which account this object is, once.
+    fn own(&self, sql: &SqlStorage, account_id: &str) -> Result<()> {
+        if !self.owned.get() {
+            store::own(sql, account_id)?;
+            self.owned.set(true);
         }
         Ok(())
     }
@@ -221,20 +239,26 @@ impl AccountDo {
     }
 }
 
-/// The writes of a reservation turned into its charge.
+/// The writes of a reservation turned into its charge, in an order that leaves storage right
+/// whichever fails: the usage record (ignored when repeated), the ledger row (the charge itself),
+/// then the reservation's removal (a leftover one is dropped when the book loads).
 fn write_closed(
     sql: &SqlStorage,
-    account_id: &str,
     c: &Closed,
     mut description: String,
-    usage: Option<crate::domain::usage::UsageRecord>,
+    usage: Option<UsageRecord>,
     now: i64,
 ) -> Result<()> {
-    store::release(sql, &c.request_id)?;
+    let upstream_id = usage.as_ref().and_then(|u| u.upstream_id.clone());
+    if let Some(mut record) = usage {
+        record.cost_micros = c.amount;
+        store::queue_usage(sql, &record)?;
+    }
     if c.uncollected > 0 {
         description.push_str(&format!(" (uncollected: {} USD above the reservation)", micros_to_usd(c.uncollected)));
     }
-    if c.amount > 0 || c.uncollected > 0 {
+    // A close always leaves a row (reconciliation counts them); a settlement that charged nothing does not.
+    if c.amount > 0 || c.uncollected > 0 || c.abandoned {
         let entry = LedgerEntry {
             id: format!("tx-{}", c.request_id),
             kind: "usage".into(),
@@ -245,13 +269,20 @@ fn write_closed(
             key_id: Some(c.key_id.clone()),
             created_ms: now,
         };
-        store::post(sql, account_id, &entry, c.uncollected, usage.as_ref().and_then(|u| u.upstream_id.as_deref()))?;
+        store::post(sql, &entry, c.uncollected, upstream_id.as_deref())?;
     }
+    store::release(sql, &c.request_id)
+}
+
+/// A settlement for a request the object no longer holds: a repeat (nothing to do), or a request
+/// closed without it, whose real cost above the close's charge is recorded as uncollected.
+fn late_settlement(sql: &SqlStorage, request_id: &str, cost: i64, usage: Option<UsageRecord>) -> Result<()> {
+    let Some((ledger_id, charged)) = store::closed_charge(sql, request_id)? else { return Ok(()) };
     if let Some(mut record) = usage {
-        record.cost_micros = c.amount;
+        record.cost_micros = charged;
         store::queue_usage(sql, &record)?;
     }
-    Ok(())
+    store::note_uncollected(sql, &ledger_id, (cost - charged).max(0))
 }
 
 impl DurableObject for AccountDo {
@@ -263,6 +294,7 @@ impl DurableObject for AccountDo {
             book: RefCell::new(None),
             alarm_at: Cell::new(None),
             copy_waiting: Cell::new(false),
+            owned: Cell::new(false),
         }
     }
 
@@ -293,7 +325,12 @@ impl DurableObject for AccountDo {
                 }
             }
         }
-        self.arm(&sql, Some(OUTBOX_DELAY_MS), now).await?;
+        // The message is committed whatever happens to the alarm: its failure must not
+        // turn a done change into an error the caller would retry (the next message re-arms).
+        if let Err(e) = self.arm(&sql, Some(OUTBOX_DELAY_MS), now).await {
+            self.alarm_at.set(None);
+            crate::log::job_error("account_alarm", &e.to_string());
+        }
         message::answer(&answer)
     }
 

@@ -1,10 +1,9 @@
-//! Typed calls from the Worker to the account and organization objects, and
-//! the settlement queue: a settlement is sent at once and retried with
-//! backoff until its object confirms (settling is idempotent by request id).
+//! Typed calls from the Worker to the account and organization objects.
+//! Settlements are sent at once and retried with backoff until the object
+//! confirms or the reservation's lease would be over (settling is idempotent
+//! by request id; past the lease the object closes the request by its rule).
 //! Callers get typed answers; only this file knows the message enums' other arms.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -23,11 +22,8 @@ use crate::domain::ledger::Reservation;
 use crate::domain::orgs::{Limits, MonthUse, OrgLimitHit};
 use crate::{env, js};
 
-/// Settlements per message at most (a backlog goes in several).
-const SETTLE_BATCH: usize = 20;
-/// Tries of one delivery: 0.25 s doubling to 8 s between them, about 30 s in all
-/// (well inside the reservation's grace, `RESERVATION_GRACE`).
-const SETTLE_TRIES: u32 = 7;
+/// The longest wait between two tries of a settlement.
+const MAX_BACKOFF_MS: u64 = 8_000;
 
 /// Sends one message to the object `name` of `ns` and reads the answer. The runtime's own
 /// `Request` and `Response` are used: `worker`'s would copy headers and `cf` (see decisions.md).
@@ -42,7 +38,8 @@ async fn send<Req: Serialize, Resp: DeserializeOwned>(
     let headers = web_sys::Headers::new().map_err(|e| js::message(&e))?;
     let init = web_sys::RequestInit::new();
     init.set_method("POST");
-    if json.len() > MAX_HEADER_MESSAGE {
+    // Header values must be short and Latin-1: anything else (a description with "é") goes in the body.
+    if json.len() > MAX_HEADER_MESSAGE || !json.is_ascii() {
         headers.set(MESSAGE_HEADER, IN_BODY).map_err(|e| js::message(&e))?;
         init.set_body(&wasm_bindgen::JsValue::from_str(&json));
     } else {
@@ -165,9 +162,8 @@ impl<'a> Account<'a> {
         }
     }
 
-    /// Balance and totals (with this isolate's waiting settlements delivered first).
+    /// Balance and totals.
     pub async fn summary(&self, key_id: Option<String>) -> Result<Summary, String> {
-        deliver(self.env, self.id).await;
         match self.call(&AccountRequest::Summary { key_id }).await? {
             AccountResponse::Summary {
                 balance,
@@ -184,7 +180,6 @@ impl<'a> Account<'a> {
     }
 
     pub async fn transactions(&self, page: u32, page_size: u32) -> Result<(Vec<LedgerEntry>, i64), String> {
-        deliver(self.env, self.id).await;
         match self.call(&AccountRequest::Transactions { page, page_size }).await? {
             AccountResponse::Transactions { rows, total } => Ok((rows, total)),
             other => Err(unexpected("Transactions", other)),
@@ -242,18 +237,17 @@ impl<'a> Org<'a> {
         }
     }
 
-    /// Counts the request in the month, retried with backoff until the object confirms.
-    pub async fn settle(&self, request_id: &str, tokens: i64, cost: i64) {
-        let message = OrgRequest::Settle { request_id: request_id.into(), tokens, cost };
-        for attempt in 0..SETTLE_TRIES {
-            match self.call(&message).await {
-                Ok(_) => return,
-                Err(e) => {
-                    log_settle_error(request_id, attempt, &e);
-                    backoff(attempt).await;
-                }
+    /// Counts the request in the month (`failed`: only releases its hold), retried with
+    /// backoff until the object confirms or `retry_for_ms` has passed.
+    pub async fn settle(&self, request_id: &str, tokens: i64, cost: i64, failed: bool, retry_for_ms: i64) {
+        let message = OrgRequest::Settle { request_id: request_id.into(), tokens, cost, failed };
+        retry(request_id, retry_for_ms, || async {
+            match self.call(&message).await? {
+                OrgResponse::Ok => Ok(()),
+                other => Err(unexpected("OrgSettle", other)),
             }
-        }
+        })
+        .await;
     }
 
     pub async fn usage(&self) -> Result<MonthUse, String> {
@@ -264,84 +258,40 @@ impl<'a> Org<'a> {
     }
 }
 
-// Settlements not yet confirmed, per account.
-thread_local! {
-    static WAITING: RefCell<HashMap<String, Vec<Settlement>>> = RefCell::new(HashMap::new());
-}
-
-fn take_batch(account: &str) -> Vec<Settlement> {
-    WAITING.with(|w| {
-        let mut w = w.borrow_mut();
-        let Some(queue) = w.get_mut(account) else { return Vec::new() };
-        let batch: Vec<Settlement> = queue.drain(..queue.len().min(SETTLE_BATCH)).collect();
-        if queue.is_empty() {
-            w.remove(account);
-        }
-        batch
-    })
-}
-
-fn put_back(account: &str, batch: Vec<Settlement>) {
-    WAITING.with(|w| {
-        let mut w = w.borrow_mut();
-        let queue = w.entry(account.to_string()).or_default();
-        queue.splice(0..0, batch);
-    });
-}
-
-async fn backoff(attempt: u32) {
-    worker::Delay::from(Duration::from_millis(250 << attempt.min(5))).await;
-}
-
-/// Settles one request: sent at once (with any of this isolate's earlier ones
-/// still waiting for the account), retried with backoff until the object confirms.
-/// Should the isolate end first, the object still holds the reservation and
-/// closes it by its rule (see `domain::account`); nothing is charged twice.
-pub async fn settle(env: &Env, account: &str, settlement: Settlement) {
+/// Settles one request, retried with backoff until the object confirms or `retry_for_ms` has
+/// passed (the reservation's lease: after it, the object closes the request by its rule).
+pub async fn settle(env: &Env, account: &str, settlement: Settlement, retry_for_ms: i64) {
     let request_id = settlement.request_id.clone();
-    WAITING.with(|w| w.borrow_mut().entry(account.to_string()).or_default().push(settlement));
-    for attempt in 0..SETTLE_TRIES {
-        match deliver_once(env, account).await {
-            Ok(()) => return,
-            Err(e) => {
-                log_settle_error(&request_id, attempt, &e);
-                backoff(attempt).await;
-            }
+    let message = AccountRequest::Settle { account_id: account.to_string(), settlements: vec![settlement] };
+    retry(&request_id, retry_for_ms, || async {
+        match send(env::accounts(env), account, &message).await? {
+            AccountResponse::Settled { .. } => Ok(()),
+            AccountResponse::Error { message } => Err(message),
+            other => Err(unexpected("Settle", other)),
         }
-    }
+    })
+    .await;
 }
 
-/// Delivers this isolate's waiting settlements for `account` (before a read, so it sees them).
-pub async fn deliver(env: &Env, account: &str) {
-    if let Err(e) = deliver_once(env, account).await {
-        log_settle_error("", 0, &e);
-    }
-}
-
-async fn deliver_once(env: &Env, account: &str) -> Result<(), String> {
-    loop {
-        let batch = take_batch(account);
-        if batch.is_empty() {
-            return Ok(());
+/// Runs `attempt` until it succeeds, waiting 0.25 s doubling to 8 s between tries, for at most `for_ms`.
+async fn retry<F, Fut>(request_id: &str, for_ms: i64, attempt: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let deadline = js_sys::Date::now() + for_ms as f64;
+    for n in 0u32.. {
+        let Err(detail) = attempt().await else { return };
+        let wait = (250u64 << n.min(5)).min(MAX_BACKOFF_MS);
+        let give_up = js_sys::Date::now() + wait as f64 > deadline;
+        worker::console_error!(
+            "{}",
+            serde_json::json!({"level": "error", "job": "settle", "request_id": request_id, "attempt": n + 1,
+                "gave_up": give_up, "detail": detail})
+        );
+        if give_up {
+            return;
         }
-        let message = AccountRequest::Settle { account_id: account.to_string(), settlements: batch };
-        let answer = send::<_, AccountResponse>(env::accounts(env), account, &message).await;
-        let failure = match answer {
-            Ok(AccountResponse::Settled { .. }) => continue,
-            Ok(AccountResponse::Error { message }) => message,
-            Ok(other) => unexpected("Settle", other),
-            Err(e) => e,
-        };
-        if let AccountRequest::Settle { settlements, .. } = message {
-            put_back(account, settlements);
-        }
-        return Err(failure);
+        worker::Delay::from(Duration::from_millis(wait)).await;
     }
-}
-
-fn log_settle_error(request_id: &str, attempt: u32, detail: &str) {
-    worker::console_error!(
-        "{}",
-        serde_json::json!({"level": "error", "job": "settle", "request_id": request_id, "attempt": attempt + 1, "detail": detail})
-    );
 }

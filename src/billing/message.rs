@@ -1,7 +1,8 @@
 //! How a message crosses the object boundary: JSON in the `x-tollgate-message`
 //! header both ways, with empty bodies (a body costs a stream round trip,
 //! ≈1 ms locally: see performance.md); a message too large for a header
-//! travels in the body, and the header says `body`.
+//! travels in the body, and the header says `body` (so does one that is not
+//! ASCII: header values are Latin-1).
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -25,7 +26,7 @@ pub async fn read<T: DeserializeOwned>(mut req: Request) -> std::result::Result<
 pub fn answer<T: Serialize>(answer: &T) -> Result<Response> {
     let body = serde_json::to_string(answer)?;
     let headers = Headers::new();
-    if body.len() > MAX_HEADER_MESSAGE {
+    if body.len() > MAX_HEADER_MESSAGE || !body.is_ascii() {
         headers.set(MESSAGE_HEADER, IN_BODY)?;
         return Ok(Response::ok(body)?.with_headers(headers));
     }

@@ -158,7 +158,14 @@ pub enum OrgRequest {
     /// `Settle`, or for `lease_ms`; a hold that expires counts as what it held.
     Reserve { request_id: String, limits: Limits, tokens: i64, cost: i64, lease_ms: i64 },
     /// Counts the request's actual tokens and cost in the month (once: a repeat changes nothing).
-    Settle { request_id: String, tokens: i64, cost: i64 },
+    /// `failed`: the request got no answer; its hold is released and nothing is counted.
+    Settle {
+        request_id: String,
+        tokens: i64,
+        cost: i64,
+        #[serde(default)]
+        failed: bool,
+    },
     /// The organization's use this month, counting what is held.
     Usage,
 }

@@ -1,7 +1,11 @@
 //! The account object's SQL: its schema, the book as storage holds it, and
-//! the writes each of the book's answers needs. Every write of one message
-//! happens in that message's synchronous step, so the runtime commits them
-//! together and holds the answer until they are durable.
+//! the writes each of the book's answers needs. The writes of one message
+//! happen in its synchronous step, so the runtime holds the answer until they
+//! are durable. A statement that fails undoes only itself, so the writes of
+//! one change are ordered to leave storage right after any of them fails:
+//! the ledger row is the change (the balance is the last row's
+//! `balance_after`; a credit's idempotency key is its `reference_id`), and a
+//! reservation row that outlives its ledger row is dropped when the book loads.
 
 use serde::Deserialize;
 use wasm_bindgen::JsValue;
@@ -159,7 +163,15 @@ pub fn load_book(sql: &SqlStorage, now: i64) -> Result<Book> {
         day: f64,
         spent: f64,
     }
-    let balance = scalar(sql, "SELECT balance AS n FROM account WHERE id = 1", vec![])?;
+    // The balance is the last ledger row's (an account with no row yet: the stored 0).
+    let has_rows = scalar(sql, "SELECT COUNT(*) AS n FROM (SELECT 1 FROM ledger LIMIT 1)", vec![])? > 0;
+    let balance = if has_rows {
+        scalar(sql, "SELECT balance_after AS n FROM ledger ORDER BY seq DESC LIMIT 1", vec![])?
+    } else {
+        scalar(sql, "SELECT balance AS n FROM account WHERE id = 1", vec![])?
+    };
+    // A reservation whose ledger row exists was settled; only its row's removal failed.
+    sql.exec("DELETE FROM reservations WHERE 'tx-' || id IN (SELECT id FROM ledger)", None)?;
     let held: Vec<HeldRow> = sql.exec("SELECT * FROM reservations", None)?.to_array()?;
     let keys: Vec<KeyStateRow> = sql.exec("SELECT * FROM key_state", None)?.to_array()?;
     const DAY: i64 = 86_400_000;
@@ -223,17 +235,10 @@ pub fn release(sql: &SqlStorage, request_id: &str) -> Result<()> {
     Ok(())
 }
 
-/// Appends a ledger row and moves the balance. The row goes first: should it be
-/// refused (a repeated id), the balance has not moved. The first post also
-/// records which account this object is (reconciliation lists accounts by it).
-/// `uncollected`: cost above the reservation, not charged; `upstream_id`: the upstream's id of the generation.
-pub fn post(
-    sql: &SqlStorage,
-    account_id: &str,
-    entry: &LedgerEntry,
-    uncollected: i64,
-    upstream_id: Option<&str>,
-) -> Result<()> {
+/// Appends a ledger row: one statement, so a change of balance is written whole or
+/// not at all. `uncollected`: cost above the reservation, not charged;
+/// `upstream_id`: the upstream's id of the generation.
+pub fn post(sql: &SqlStorage, entry: &LedgerEntry, uncollected: i64, upstream_id: Option<&str>) -> Result<()> {
     sql.exec_raw(
         "INSERT INTO ledger (id, type, amount, balance_after, reference_id, description, key_id, created_ms, uncollected, upstream_id) \
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -250,10 +255,50 @@ pub fn post(
             opt_text(upstream_id),
         ],
     )?;
-    sql.exec_raw(
-        "UPDATE account SET balance = ?, account_id = COALESCE(account_id, ?) WHERE id = 1",
-        vec![int(entry.balance_after), text(account_id)],
-    )?;
+    Ok(())
+}
+
+/// Records which account this object is (reconciliation and the outbox name it).
+pub fn own(sql: &SqlStorage, account_id: &str) -> Result<()> {
+    sql.exec_raw("UPDATE account SET account_id = ? WHERE id = 1 AND account_id IS NULL", vec![text(account_id)])?;
+    Ok(())
+}
+
+/// The answer of an earlier credit with this idempotency key: (transaction id, balance after).
+pub fn earlier_credit(sql: &SqlStorage, key: &str) -> Result<Option<(String, i64)>> {
+    #[derive(Deserialize)]
+    struct Row {
+        id: String,
+        balance_after: f64,
+    }
+    let rows: Vec<Row> = sql
+        .exec_raw(
+            "SELECT id, balance_after FROM ledger WHERE reference_id = ? AND type <> 'usage' LIMIT 1",
+            vec![text(key)],
+        )?
+        .to_array()?;
+    Ok(rows.into_iter().next().map(|r| (r.id, r.balance_after as i64)))
+}
+
+/// A request the object closed without its settlement: (its ledger id, what the close charged).
+pub fn closed_charge(sql: &SqlStorage, request_id: &str) -> Result<Option<(String, i64)>> {
+    #[derive(Deserialize)]
+    struct Row {
+        id: String,
+        amount: f64,
+    }
+    let rows: Vec<Row> = sql
+        .exec_raw(
+            "SELECT id, amount FROM ledger WHERE id = ? AND description LIKE 'closed without settlement%'",
+            vec![text(&format!("tx-{request_id}"))],
+        )?
+        .to_array()?;
+    Ok(rows.into_iter().next().map(|r| (r.id, -(r.amount as i64))))
+}
+
+/// Records on a closed request's row what its late settlement said it cost above the charge.
+pub fn note_uncollected(sql: &SqlStorage, ledger_id: &str, uncollected: i64) -> Result<()> {
+    sql.exec_raw("UPDATE ledger SET uncollected = ? WHERE id = ?", vec![int(uncollected), text(ledger_id)])?;
     Ok(())
 }
 
@@ -284,6 +329,7 @@ pub fn ledger_totals(sql: &SqlStorage) -> Result<(i64, i64, i64)> {
     ))
 }
 
+/// An answer saved by an earlier version of the object (credits now keep their key on the ledger row).
 pub fn saved_answer(sql: &SqlStorage, key: &str) -> Result<Option<String>> {
     #[derive(Deserialize)]
     struct Saved {
@@ -292,11 +338,6 @@ pub fn saved_answer(sql: &SqlStorage, key: &str) -> Result<Option<String>> {
     let saved: Vec<Saved> =
         sql.exec_raw("SELECT answer FROM idempotency WHERE key = ?", vec![text(key)])?.to_array()?;
     Ok(saved.into_iter().next().map(|s| s.answer))
-}
-
-pub fn save_answer(sql: &SqlStorage, key: &str, answer: &str) -> Result<()> {
-    sql.exec_raw("INSERT INTO idempotency (key, answer) VALUES (?, ?)", vec![text(key), text(answer)])?;
-    Ok(())
 }
 
 pub fn transactions(sql: &SqlStorage, page: u32, page_size: u32) -> Result<(Vec<LedgerEntry>, i64)> {

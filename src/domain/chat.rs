@@ -39,6 +39,9 @@ pub struct ChatRequest {
     pub body: Map<String, Value>,
 }
 
+/// The largest output bound accepted (far above any model's; keeps token arithmetic in range).
+pub const MAX_OUTPUT_TOKENS: u64 = 100_000_000;
+
 /// At most this many ids in `models`.
 pub const MAX_FALLBACK_MODELS: usize = 8;
 
@@ -178,6 +181,9 @@ fn positive_int(body: &Map<String, Value>, field: &str) -> Result<Option<u64>, I
     match body.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => match n.as_u64() {
+            Some(v) if v > MAX_OUTPUT_TOKENS => {
+                Err(InvalidRequest::param(format!("`{field}` must be at most {MAX_OUTPUT_TOKENS}"), field))
+            }
             Some(v) if v > 0 => Ok(Some(v)),
             _ => Err(InvalidRequest::param(format!("`{field}` must be a positive integer"), field)),
         },

@@ -42,6 +42,21 @@ impl Price {
     }
 }
 
+impl Price {
+    /// The highest rate a prompt token and an output token can cost (cache writes may cost
+    /// more than input, reasoning more than output): what a worst case is priced at.
+    pub fn worst_rates(&self) -> Price {
+        let input = self.input.max(self.cache_read.unwrap_or(0)).max(self.cache_write.unwrap_or(0));
+        Price {
+            input,
+            output: self.output.max(self.reasoning.unwrap_or(0)),
+            cache_read: None,
+            cache_write: None,
+            reasoning: None,
+        }
+    }
+}
+
 /// Parses an exact decimal USD-per-token string into µ$/Mtok (rounding up past 12 decimals).
 pub fn parse_usd_per_token(field: &str, text: &str) -> Result<i64, InvalidRequest> {
     let bad =
@@ -152,6 +167,22 @@ pub fn affordable_output_tokens(price: &Price, prompt_tokens: u64, budget: i64) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_worst_case_at_the_worst_rates_covers_any_mix_of_token_kinds() {
+        let price = Price { input: 3, output: 15, cache_read: Some(1), cache_write: Some(4), reasoning: Some(20) };
+        let worst = price.worst_rates();
+        assert_eq!((worst.input, worst.output), (4, 20));
+        let bound = cost(&worst, &Tokens { prompt: 1_000_000, completion: 1_000_000, ..Tokens::default() });
+        let mixed = Tokens {
+            prompt: 1_000_000,
+            completion: 1_000_000,
+            cache_write: 600_000,
+            reasoning: 900_000,
+            ..Tokens::default()
+        };
+        assert!(cost(&price, &mixed) <= bound);
+    }
 
     #[test]
     fn the_costlier_of_two_prices_covers_every_kind_of_token() {
