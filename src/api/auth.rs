@@ -129,3 +129,16 @@ async fn lookup(call: &Call, hash: &str, now: i64) -> Result<(Option<KeyRecord>,
     call.ctx.wait_until(async move { key_cache::store_kv(&kv, &hash, &kv_record).await });
     Ok((record, Source::D1))
 }
+
+/// Records `last_used_at` after the response, at most once a minute per key.
+pub fn note_key_use(call: &Call, key_id: &str) {
+    let now = call.now_ms();
+    if !key_cache::due_for_touch(key_id, now) {
+        return;
+    }
+    let Ok(db) = env::db(&call.env) else { return };
+    let (id, now_iso, unless_after) = (key_id.to_string(), to_iso(now), to_iso(now - key_cache::TOUCH_EVERY_MS));
+    call.ctx.wait_until(async move {
+        let _ = store::keys::touch(&db, &id, &now_iso, &unless_after).await;
+    });
+}

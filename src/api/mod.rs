@@ -27,6 +27,8 @@ mod provision;
 #[cfg(target_arch = "wasm32")]
 mod relay;
 #[cfg(target_arch = "wasm32")]
+mod reply;
+#[cfg(target_arch = "wasm32")]
 mod request_log;
 #[cfg(target_arch = "wasm32")]
 mod respond;

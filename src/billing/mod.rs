@@ -4,6 +4,8 @@
 //! D1 (`outbox`) and the typed client (`client`) need the runtime.
 
 #[cfg(target_arch = "wasm32")]
+mod account;
+#[cfg(target_arch = "wasm32")]
 pub mod account_do;
 #[cfg(target_arch = "wasm32")]
 pub mod client;

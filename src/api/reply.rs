@@ -1,0 +1,202 @@
+//! The answer to a metered request, once an upstream has answered: relayed as
+//! a stream or read whole, its charge written into `usage.cost`, then settled
+//! at the price of the model that served it, with the request's log line.
+
+use std::rc::Rc;
+
+use futures_channel::oneshot;
+use worker::{Headers, Response};
+
+use super::auth::Caller;
+use super::error::ApiError;
+use super::meter::{charge, Heartbeat, Meter, Outcome};
+use super::relay::{relay_stream, Relay, StreamOutcome};
+use super::request_log::LogContext;
+use super::respond::Call;
+use super::served::{answer_names, ServedPrices};
+use super::upstream::Served;
+use crate::cache::prices::PriceTable;
+use crate::domain::money::micros_to_usd;
+use crate::domain::routing::{Attempt, Provider};
+use crate::providers::openai_compat::completion_usage;
+use crate::providers::sse::{set_usage_cost, SseRelay};
+use crate::providers::transport::{self, Upstream};
+use crate::providers::wire::{self, StreamAdapter};
+
+/// Where the handler waits for the answer to give the client.
+pub type Answer = oneshot::Sender<Result<Response, ApiError>>;
+
+/// How the answer ended, for the settlement.
+pub struct Ended {
+    outcome: Outcome,
+    /// The model and the upstream's id the answer named.
+    model: Option<String>,
+    upstream_id: Option<String>,
+}
+
+pub struct Reply<'a> {
+    call: &'a Call,
+    meter: Option<Meter>,
+    prices: Rc<ServedPrices>,
+    log: LogContext,
+    headers: Headers,
+    timing: String,
+    attempt: &'a Attempt,
+    upstream: Upstream,
+    created: i64,
+}
+
+impl<'a> Reply<'a> {
+    pub fn new(
+        call: &'a Call,
+        caller: &Caller,
+        served: Served<'a>,
+        table: &PriceTable,
+        fallbacks: &[String],
+        mut meter: Option<Meter>,
+        timing: &str,
+    ) -> Self {
+        let attempt = served.attempt;
+        let provider = attempt.route.provider;
+        let prices = ServedPrices::new(table, attempt, fallbacks);
+        if let Some(m) = meter.as_mut() {
+            (m.model, m.price) = prices.of(None);
+            m.provider = provider.as_str();
+        }
+        let headers = Headers::new();
+        let _ = headers.set("x-tollgate-provider", provider.as_str());
+        Self {
+            call,
+            meter,
+            prices: Rc::new(prices),
+            log: LogContext::new(call, caller, &attempt.model, provider, served.tries),
+            headers,
+            timing: format!("{timing}, upstream;dur={:.2}", call.elapsed_ms()),
+            attempt,
+            upstream: served.upstream,
+            created: call.now_ms() / 1000,
+        }
+    }
+
+    fn provider(&self) -> Provider {
+        self.attempt.route.provider
+    }
+
+    pub fn is_stream(&self) -> bool {
+        self.upstream.header("content-type").is_some_and(|ct| ct.starts_with("text/event-stream"))
+    }
+
+    /// Relays the stream to the client chunk by chunk; returns when it has ended (or the client left).
+    pub async fn relay(&mut self, answer: Answer, hide_usage: bool) -> Option<Ended> {
+        let body = match self.upstream.stream() {
+            Ok(body) => body,
+            Err(e) => return self.failed(answer, e.into()),
+        };
+        let sse = match &self.meter {
+            Some(m) => {
+                let (prices, reserved, prompt) = (self.prices.clone(), m.reserved, m.prompt_bytes);
+                SseRelay::reporting_cost(Box::new(move |usage, model| {
+                    charge(&prices.of(model).1, reserved, prompt, Some(usage), None).usd()
+                }))
+            }
+            None => SseRelay::new(),
+        };
+        let config = &self.call.config;
+        let (ended_tx, ended) = oneshot::channel::<StreamOutcome>();
+        let relay = Relay {
+            upstream: body,
+            adapter: StreamAdapter::new(self.provider(), &self.attempt.model, self.created),
+            sse: sse.hiding_usage(hide_usage),
+            controller: std::mem::take(&mut self.upstream.controller),
+            idle_timeout_ms: config.request_timeout_ms,
+            request_id: self.call.request_id.clone(),
+            heartbeat: self.meter.as_ref().map(|m| Heartbeat::start(m, &self.call.env, config.heartbeat_every_ms())),
+            ended: false,
+            outcome: Some(ended_tx),
+        };
+        let _ = self.headers.set("content-type", "text/event-stream; charset=utf-8");
+        let _ = self.headers.set("cache-control", "no-cache");
+        let _ = self.headers.set("server-timing", &self.timing);
+        let response = Response::from_stream(relay_stream(relay)).map(|r| r.with_headers(self.headers.clone()));
+        let _ = answer.send(response.map_err(ApiError::internal));
+        let ended = ended.await.unwrap_or_else(|_| StreamOutcome::lost());
+        let outcome = Outcome {
+            status: if ended.failed { 502 } else { 200 },
+            usage: ended.usage,
+            delivered_bytes: Some(ended.content_bytes),
+            streamed: true,
+            cancelled: ended.cancelled,
+        };
+        Some(Ended { outcome, model: ended.model, upstream_id: ended.id })
+    }
+
+    /// Reads the whole answer (inside what is left of `REQUEST_TIMEOUT`) and gives it with its charge.
+    pub async fn read(&mut self, answer: Answer) -> Option<Ended> {
+        let call = self.call;
+        let left_ms = (call.started_ms + call.config.request_timeout_ms as f64 - js_sys::Date::now()).max(1.0) as u64;
+        let read = transport::read_all(&mut self.upstream, left_ms)
+            .await
+            .and_then(|body| wire::answer(self.provider(), body, &self.attempt.model, self.created))
+            .and_then(|body| completion_usage(&body).map(|usage| (body, usage)));
+        let (body, usage) = match read {
+            Ok(read) => read,
+            Err(e) => return self.failed(answer, e.into()),
+        };
+        let (upstream_id, model) = answer_names(&body);
+        let outcome =
+            Outcome { usage, delivered_bytes: Some(body.len() as u64), status: 200, streamed: false, cancelled: false };
+        let body = match &self.meter {
+            Some(m) => {
+                let price = self.prices.of(model.as_deref()).1;
+                with_cost(body, charge(&price, m.reserved, m.prompt_bytes, outcome.usage.as_ref(), None).usd())
+            }
+            None => body,
+        };
+        let _ = self.headers.set("content-type", "application/json");
+        let _ = self.headers.set("server-timing", &format!("{}, total;dur={:.2}", self.timing, call.elapsed_ms()));
+        let response = Response::from_bytes(body).map(|r| r.with_headers(self.headers.clone()));
+        let _ = answer.send(response.map_err(ApiError::internal));
+        Some(Ended { outcome, model, upstream_id })
+    }
+
+    /// The answer could not be given: the client gets the error; the settlement releases the reservation.
+    fn failed(&mut self, answer: Answer, error: ApiError) -> Option<Ended> {
+        let status = error.status();
+        let _ = answer.send(Err(error));
+        Some(Ended { outcome: Outcome::failed(status), model: None, upstream_id: None })
+    }
+
+    /// Charges the request at the price of the model that served it, and writes its log line.
+    pub async fn settle(self, ended: Option<Ended>) {
+        let Some(Ended { outcome, model, upstream_id }) = ended else { return };
+        let tokens = outcome.usage.as_ref().map_or((0, 0), |u| (u.prompt_tokens, u.completion_tokens));
+        let Some(mut m) = self.meter else {
+            return self.log.finished(outcome.status, tokens, None, outcome.streamed);
+        };
+        (m.model, m.price) = self.prices.of(model.as_deref());
+        m.upstream_id = upstream_id;
+        let charged = m.charge(&outcome);
+        let uncollected = micros_to_usd(charged.cost - charged.amount);
+        self.log.finished(outcome.status, tokens, Some((charged.usd(), uncollected)), outcome.streamed);
+        m.settle(&self.call.env, outcome).await;
+    }
+}
+
+/// No upstream answered: the client gets the error; the reservation goes back.
+pub async fn fail(call: &Call, meter: Option<Meter>, answer: Answer, error: ApiError, log: LogContext) {
+    let status = error.status();
+    log.finished(status, (0, 0), None, false);
+    let _ = answer.send(Err(error));
+    if let Some(m) = meter {
+        m.settle(&call.env, Outcome::failed(status)).await;
+    }
+}
+
+/// The answer with `usage.cost` set to what the gateway charged (the upstream's own kept as `upstream_cost`).
+fn with_cost(body: Vec<u8>, charged_usd: f64) -> Vec<u8> {
+    let Ok(mut answer) = serde_json::from_slice::<serde_json::Value>(&body) else { return body };
+    if !set_usage_cost(&mut answer, charged_usd) {
+        return body;
+    }
+    serde_json::to_vec(&answer).unwrap_or(body)
+}

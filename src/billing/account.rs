@@ -1,0 +1,236 @@
+//! What each message does to an account: decided in its `Book`, then written
+//! through `store` in the same synchronous step (see `account_do`).
+
+use std::cell::Cell;
+
+use worker::{Result, SqlStorage};
+
+use super::protocol::{AccountRequest, AccountResponse, KeyUsage, LedgerEntry, Settlement};
+use super::store;
+use crate::domain::account::{Ask, Book, Closed, Decision};
+use crate::domain::money::micros_to_usd;
+use crate::domain::usage::UsageRecord;
+use crate::domain::windows::Reset;
+
+/// One message's view of the account: its storage, its book, the time.
+pub struct Account<'a> {
+    pub sql: &'a SqlStorage,
+    pub book: &'a mut Book,
+    pub now: i64,
+    /// The account's id is recorded in storage.
+    pub owned: &'a Cell<bool>,
+    /// Ledger rows or usage records were written (for the copy to D1).
+    pub wrote: bool,
+}
+
+impl Account<'_> {
+    /// Answers one message; its writes are made before the answer leaves.
+    pub fn answer(&mut self, req: AccountRequest) -> Result<AccountResponse> {
+        let (sql, now) = (self.sql, self.now);
+        Ok(match req {
+            AccountRequest::PutKey { state } => {
+                store::put_key(sql, &state)?;
+                self.book.put_key(state);
+                AccountResponse::Ok
+            }
+            AccountRequest::Reserve {
+                request_id,
+                key_id,
+                hash,
+                limit_micros,
+                limit_reset,
+                worst_case,
+                min_to_run,
+                caps,
+                lease_ms,
+            } => {
+                let ask = Ask {
+                    request_id: &request_id,
+                    key_id: &key_id,
+                    hash: &hash,
+                    limit_micros,
+                    limit_reset,
+                    worst_case,
+                    min_to_run,
+                    caps,
+                    lease_ms,
+                };
+                let (decision, held) = self.book.reserve(&ask, now);
+                if let Some(held) = held {
+                    store::hold(sql, &request_id, &held)?;
+                }
+                match decision {
+                    Decision::Refused(reason) => AccountResponse::Refused { reason },
+                    Decision::TooMany(scope) => AccountResponse::TooManyInFlight { scope: scope.to_string() },
+                    Decision::Decided { reservation, resets_at_ms } => {
+                        AccountResponse::Reserved { reservation, resets_at_ms }
+                    }
+                }
+            }
+            AccountRequest::Touch { request_id, evidence, lease_ms } => {
+                let held = self.book.touch(&request_id, evidence, lease_ms, now).cloned();
+                if let Some(held) = &held {
+                    store::hold(sql, &request_id, held)?;
+                }
+                AccountResponse::Touched { held: held.is_some() }
+            }
+            AccountRequest::Settle { account_id, settlements } => {
+                self.own(&account_id)?;
+                let mut charged = 0;
+                for Settlement { request_id, cost, description, usage } in settlements {
+                    match self.book.settle(&request_id, cost, now) {
+                        Some(closed) => {
+                            charged += closed.amount;
+                            write_closed(sql, &closed, description, usage, now)?;
+                        }
+                        // Closed without its settlement earlier: charged nothing more, but what it
+                        // really cost is recorded (as uncollected, and in its usage record).
+                        None => late_settlement(sql, &request_id, cost, usage)?,
+                    }
+                    self.wrote = true;
+                }
+                AccountResponse::Settled { charged, balance: self.book.balance() }
+            }
+            AccountRequest::Credit { account_id, amount, kind, description, idempotency_key } => {
+                if let Some(key) = idempotency_key.as_deref() {
+                    if let Some((transaction_id, balance)) = store::earlier_credit(sql, key)? {
+                        return Ok(AccountResponse::Credited { transaction_id, balance });
+                    }
+                    if let Some(saved) = store::saved_answer(sql, key)? {
+                        return Ok(serde_json::from_str(&saved)?);
+                    }
+                }
+                self.own(&account_id)?;
+                let balance = match self.book.credit(amount) {
+                    Ok(balance) => balance,
+                    Err(over) => return Ok(AccountResponse::Overdrawn { available: over.available }),
+                };
+                let mut random = [0u8; 12];
+                getrandom::getrandom(&mut random).map_err(|e| worker::Error::RustError(e.to_string()))?;
+                let id = format!("tx-{}", hex::encode(random));
+                let entry = LedgerEntry {
+                    id: id.clone(),
+                    kind,
+                    amount,
+                    balance_after: balance,
+                    reference_id: idempotency_key.clone(),
+                    description,
+                    key_id: None,
+                    created_ms: now,
+                };
+                // One row: the credit and its idempotency key are written together or not at all.
+                store::post(sql, &entry, 0, None)?;
+                self.wrote = true;
+                AccountResponse::Credited { transaction_id: id, balance }
+            }
+            AccountRequest::Summary { key_id } => self.summary(key_id.as_deref())?,
+            AccountRequest::Transactions { page, page_size } => {
+                let (rows, total) = store::transactions(sql, page, page_size)?;
+                AccountResponse::Transactions { rows, total }
+            }
+            // Answered in `fetch`, which can await the copy.
+            AccountRequest::Flush => AccountResponse::Ok,
+            AccountRequest::Ping => AccountResponse::Pong { pings: 1 },
+        })
+    }
+
+    fn summary(&self, key_id: Option<&str>) -> Result<AccountResponse> {
+        let (sql, now, b) = (self.sql, self.now, &*self.book);
+        let (total_credits, total_usage) = store::totals(sql)?;
+        let (ledger_sum, uncollected, _) = store::ledger_totals(sql)?;
+        let key = key_id.map(|key_id| {
+            let reset = b.key(key_id).and_then(|k| k.limit_reset);
+            KeyUsage {
+                total: b.spent_in(key_id, None, now),
+                daily: b.spent_in(key_id, Some(Reset::Daily), now),
+                weekly: b.spent_in(key_id, Some(Reset::Weekly), now),
+                monthly: b.spent_in(key_id, Some(Reset::Monthly), now),
+                in_window: b.spent_in(key_id, reset, now),
+                window_resets_ms: reset.map(|r| r.window_end(now)),
+            }
+        });
+        Ok(AccountResponse::Summary {
+            balance: b.balance(),
+            reserved: b.reserved(),
+            total_credits,
+            total_usage,
+            key,
+            ledger_sum,
+            uncollected,
+            open: b.in_flight().count() as i64,
+        })
+    }
+
+    /// Closes the reservations whose requests can no longer settle.
+    pub fn expire(&mut self) -> Result<()> {
+        let (sql, now) = (self.sql, self.now);
+        let closed = self.book.expire(now);
+        if closed.is_empty() {
+            return Ok(());
+        }
+        self.wrote = true;
+        for c in &closed {
+            let description = format!(
+                "closed without settlement: charged the {} USD the gateway last reported of it",
+                micros_to_usd(c.amount)
+            );
+            write_closed(sql, c, description, None, now)?;
+        }
+        Ok(())
+    }
+
+    /// Records which account this object is, once.
+    fn own(&self, account_id: &str) -> Result<()> {
+        if !self.owned.get() {
+            store::own(self.sql, account_id)?;
+            self.owned.set(true);
+        }
+        Ok(())
+    }
+}
+
+/// The writes of a reservation turned into its charge, in an order that leaves storage right
+/// whichever fails: the usage record (ignored when repeated), the ledger row (the charge itself),
+/// then the reservation's removal (a leftover one is dropped when the book loads).
+fn write_closed(
+    sql: &SqlStorage,
+    c: &Closed,
+    mut description: String,
+    usage: Option<UsageRecord>,
+    now: i64,
+) -> Result<()> {
+    let upstream_id = usage.as_ref().and_then(|u| u.upstream_id.clone());
+    if let Some(mut record) = usage {
+        record.cost_micros = c.amount;
+        store::queue_usage(sql, &record)?;
+    }
+    if c.uncollected > 0 {
+        description.push_str(&format!(" (uncollected: {} USD above the reservation)", micros_to_usd(c.uncollected)));
+    }
+    // A close always leaves a row (reconciliation counts them); a settlement that charged nothing does not.
+    if c.amount > 0 || c.uncollected > 0 || c.abandoned {
+        let entry = LedgerEntry {
+            id: format!("tx-{}", c.request_id),
+            kind: "usage".into(),
+            amount: -c.amount,
+            balance_after: c.balance_after,
+            reference_id: Some(c.request_id.clone()),
+            description: Some(description),
+            key_id: Some(c.key_id.clone()),
+            created_ms: now,
+        };
+        store::post(sql, &entry, c.uncollected, upstream_id.as_deref())?;
+    }
+    store::release(sql, &c.request_id)
+}
+
+/// A settlement for a request the object no longer holds: a repeat (nothing to do), or a request
+/// closed without it, whose real cost above the close's charge is recorded as uncollected.
+fn late_settlement(sql: &SqlStorage, request_id: &str, cost: i64, usage: Option<UsageRecord>) -> Result<()> {
+    let Some((ledger_id, charged)) = store::closed_charge(sql, request_id)? else { return Ok(()) };
+    if let Some(mut record) = usage {
+        record.cost_micros = charged;
+        store::queue_usage(sql, &record)?;
+    }
+    store::note_uncollected(sql, &ledger_id, (cost - charged).max(0))
+}
