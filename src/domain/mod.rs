@@ -8,6 +8,8 @@ pub mod ids;
 pub mod keys;
 pub mod ledger;
 pub mod money;
+#[cfg(test)]
+mod org_model_tests;
 pub mod orgs;
 pub mod paging;
 pub mod pricing;

@@ -87,6 +87,148 @@ pub fn check_month(limits: &Limits, used: MonthUse, tokens: i64, cost: i64) -> R
     }
 }
 
+/// A request held against an organization's month until it settles.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrgHold {
+    /// The month it was reserved in (its use counts there, whenever it settles).
+    pub month: i64,
+    pub tokens: i64,
+    pub cost: i64,
+    pub expires_ms: i64,
+    /// Its lease ran out: it was counted as what it held (a late settlement corrects that).
+    pub counted: bool,
+}
+
+/// A change to one month's counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MonthChange {
+    pub month: i64,
+    pub requests: i64,
+    pub tokens: i64,
+    pub cost: i64,
+}
+
+/// How long a hold counted at its expiry is kept for a late settlement to correct it.
+pub const KEEP_COUNTED_MS: i64 = 24 * 3_600_000;
+
+/// An organization's month counts and the requests it holds, as its Durable Object keeps
+/// them. Pure: the object restores it from storage and writes what each answer changes.
+/// Rules: a request runs only if this month's counts plus what is held stay within every
+/// limit; a settlement counts once, in the month its request was reserved in; a hold whose
+/// settlement has not come when its lease ends counts as what it held, and a settlement
+/// that still comes corrects the count; a request that failed before any answer counts nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OrgBook {
+    months: std::collections::BTreeMap<i64, MonthUse>,
+    holds: std::collections::HashMap<String, OrgHold>,
+}
+
+fn month_of(now: i64) -> i64 {
+    super::windows::Reset::Monthly.window_start(now)
+}
+
+impl OrgBook {
+    pub fn restore(
+        months: impl IntoIterator<Item = (i64, MonthUse)>,
+        holds: impl IntoIterator<Item = (String, OrgHold)>,
+    ) -> Self {
+        Self { months: months.into_iter().collect(), holds: holds.into_iter().collect() }
+    }
+
+    /// A month's use: what was counted, plus what is held and not counted yet.
+    pub fn usage(&self, now: i64) -> MonthUse {
+        let month = month_of(now);
+        let mut used = self.months.get(&month).copied().unwrap_or_default();
+        for hold in self.holds.values().filter(|h| h.month == month && !h.counted) {
+            used.requests += 1;
+            used.tokens = used.tokens.saturating_add(hold.tokens);
+            used.cost = used.cost.saturating_add(hold.cost);
+        }
+        used
+    }
+
+    pub fn hold(&self, request_id: &str) -> Option<&OrgHold> {
+        self.holds.get(request_id)
+    }
+
+    /// Holds a request when the month's limits allow it; returns the hold to store.
+    pub fn reserve(
+        &mut self,
+        request_id: &str,
+        limits: &Limits,
+        tokens: i64,
+        cost: i64,
+        lease_ms: i64,
+        now: i64,
+    ) -> Result<Option<OrgHold>, OrgLimitHit> {
+        if self.holds.contains_key(request_id) {
+            return Ok(None); // a repeated message
+        }
+        check_month(limits, self.usage(now), tokens, cost)?;
+        let hold = OrgHold { month: month_of(now), tokens, cost, expires_ms: now + lease_ms, counted: false };
+        self.holds.insert(request_id.to_string(), hold.clone());
+        Ok(Some(hold))
+    }
+
+    /// Counts a settled request (once). `None`: not held (settled already, or never reserved).
+    pub fn settle(&mut self, request_id: &str, tokens: i64, cost: i64, failed: bool) -> Option<MonthChange> {
+        let hold = self.holds.remove(request_id)?;
+        let (requests, tokens, cost) = match (hold.counted, failed) {
+            (false, true) => (0, 0, 0),
+            (false, false) => (1, tokens, cost),
+            (true, true) => (-1, -hold.tokens, -hold.cost),
+            (true, false) => (0, tokens - hold.tokens, cost - hold.cost),
+        };
+        Some(self.count(MonthChange { month: hold.month, requests, tokens, cost }))
+    }
+
+    /// Counts the holds whose lease has ended as what they held, and forgets those counted a day ago.
+    /// Returns the ids of the holds counted now with their changes, and the ids forgotten.
+    pub fn expire(&mut self, now: i64) -> (Vec<(String, MonthChange)>, Vec<String>) {
+        let mut due: Vec<String> =
+            self.holds.iter().filter(|(_, h)| !h.counted && h.expires_ms <= now).map(|(id, _)| id.clone()).collect();
+        due.sort();
+        let mut counted = Vec::new();
+        for id in due {
+            let Some(hold) = self.holds.get_mut(&id) else { continue };
+            hold.counted = true;
+            let change = MonthChange { month: hold.month, requests: 1, tokens: hold.tokens, cost: hold.cost };
+            counted.push((id, self.count(change)));
+        }
+        let forgotten: Vec<String> = self
+            .holds
+            .iter()
+            .filter(|(_, h)| h.counted && h.expires_ms <= now - KEEP_COUNTED_MS)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &forgotten {
+            self.holds.remove(id);
+        }
+        (counted, forgotten)
+    }
+
+    fn count(&mut self, change: MonthChange) -> MonthChange {
+        let used = self.months.entry(change.month).or_default();
+        used.requests += change.requests;
+        used.tokens = used.tokens.saturating_add(change.tokens);
+        used.cost = used.cost.saturating_add(change.cost);
+        change
+    }
+
+    /// The counts of a month (what storage keeps per month).
+    pub fn month(&self, month: i64) -> MonthUse {
+        self.months.get(&month).copied().unwrap_or_default()
+    }
+
+    pub fn holds(&self) -> impl Iterator<Item = (&String, &OrgHold)> {
+        self.holds.iter()
+    }
+
+    pub fn months(&self) -> impl Iterator<Item = (&i64, &MonthUse)> {
+        self.months.iter()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,6 +242,25 @@ mod tests {
         assert_eq!(check_month(&limits, used, 101, 1), Err(OrgLimitHit::Tokens));
         assert_eq!(check_month(&limits, used, 1, 101), Err(OrgLimitHit::Cost));
         assert_eq!(check_month(&Limits::default(), MonthUse { requests: i64::MAX / 2, ..used }, 1, 1), Ok(()));
+    }
+
+    const NOW: i64 = 1_767_225_600_000;
+
+    #[test]
+    fn an_expired_hold_counts_what_it_held_until_its_settlement_corrects_it() {
+        let limits = Limits { monthly_requests: Some(10), monthly_tokens: Some(100), monthly_cost_micros: None };
+        let mut org = OrgBook::default();
+        org.reserve("r1", &limits, 60, 5, 1_000, NOW).expect("fits");
+        assert_eq!(org.reserve("r2", &limits, 60, 5, 1_000, NOW), Err(OrgLimitHit::Tokens));
+        let (counted, _) = org.expire(NOW + 1_000);
+        assert_eq!(counted.len(), 1);
+        assert_eq!(org.usage(NOW + 1_000), MonthUse { requests: 1, tokens: 60, cost: 5 });
+        org.settle("r1", 20, 2, false);
+        assert_eq!(org.usage(NOW + 2_000), MonthUse { requests: 1, tokens: 20, cost: 2 });
+        assert_eq!(org.settle("r1", 20, 2, false), None, "once");
+        org.reserve("r3", &limits, 10, 1, 1_000, NOW).expect("fits");
+        org.settle("r3", 0, 0, true);
+        assert_eq!(org.usage(NOW).requests, 1, "a failed request counts nothing");
     }
 
     #[test]
