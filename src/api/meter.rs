@@ -11,9 +11,10 @@ use worker::Env;
 use super::error::ApiError;
 use super::respond::Call;
 use crate::billing::client::{self, Account, Org, Reserved};
-use crate::billing::protocol::{AccountRequest, Settlement};
+use crate::billing::protocol::Settlement;
 use crate::cache::keys::KeyRecord;
 use crate::cache::prices as price_cache;
+use crate::domain::account::Ask;
 use crate::domain::chat::{ChatRequest, Usage, MAX_OUTPUT_TOKENS};
 use crate::domain::ledger::{self, LimitSource, Reservation};
 use crate::domain::money::{micros_to_usd, usd_to_micros};
@@ -138,7 +139,7 @@ impl Meter {
         let worst_case = pricing::cost(&worst_rates, &Tokens { prompt, completion: output, ..Tokens::default() });
         let min_to_run = pricing::cost(&worst_rates, &Tokens { prompt, completion: 1, ..Tokens::default() });
         let lease_ms = call.config.reservation_lease_ms();
-        let message = AccountRequest::Reserve {
+        let ask = Ask {
             request_id: call.request_id.clone(),
             key_id: key.id.clone(),
             hash: hash.to_string(),
@@ -149,7 +150,7 @@ impl Meter {
             caps: call.config.in_flight,
             lease_ms,
         };
-        let answer = Account::of(&call.env, &key.user_id).reserve(&message).await.map_err(ApiError::internal)?;
+        let answer = Account::of(&call.env, &key.user_id).reserve(ask).await.map_err(ApiError::internal)?;
         let (reservation, resets_at_ms) = match answer {
             Reserved::Refused(reason) => return Err(ApiError::unauthenticated(reason.message())),
             Reserved::TooMany(scope) => {

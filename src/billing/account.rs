@@ -7,7 +7,7 @@ use worker::{Result, SqlStorage};
 
 use super::protocol::{AccountRequest, AccountResponse, KeyUsage, LedgerEntry, Settlement};
 use super::store;
-use crate::domain::account::{Ask, Book, Closed, Decision};
+use crate::domain::account::{Book, Closed, Decision};
 use crate::domain::money::micros_to_usd;
 use crate::domain::usage::UsageRecord;
 use crate::domain::windows::Reset;
@@ -33,31 +33,10 @@ impl Account<'_> {
                 self.book.put_key(state);
                 AccountResponse::Ok
             }
-            AccountRequest::Reserve {
-                request_id,
-                key_id,
-                hash,
-                limit_micros,
-                limit_reset,
-                worst_case,
-                min_to_run,
-                caps,
-                lease_ms,
-            } => {
-                let ask = Ask {
-                    request_id: &request_id,
-                    key_id: &key_id,
-                    hash: &hash,
-                    limit_micros,
-                    limit_reset,
-                    worst_case,
-                    min_to_run,
-                    caps,
-                    lease_ms,
-                };
+            AccountRequest::Reserve { ask } => {
                 let (decision, held) = self.book.reserve(&ask, now);
                 if let Some(held) = held {
-                    store::hold(sql, &request_id, &held)?;
+                    store::hold(sql, &ask.request_id, &held)?;
                 }
                 match decision {
                     Decision::Refused(reason) => AccountResponse::Refused { reason },

@@ -17,6 +17,7 @@ use super::message::{IN_BODY, MAX_HEADER_MESSAGE};
 use super::protocol::{
     AccountRequest, AccountResponse, KeyUsage, LedgerEntry, OrgRequest, OrgResponse, Settlement, MESSAGE_HEADER,
 };
+use crate::domain::account::Ask;
 use crate::domain::keys::{KeyRefusal, KeyState};
 use crate::domain::ledger::Reservation;
 use crate::domain::orgs::{Limits, MonthUse, OrgLimitHit};
@@ -120,9 +121,8 @@ impl<'a> Account<'a> {
         }
     }
 
-    /// `message` is an `AccountRequest::Reserve`.
-    pub async fn reserve(&self, message: &AccountRequest) -> Result<Reserved, String> {
-        match self.call(message).await? {
+    pub async fn reserve(&self, ask: Ask) -> Result<Reserved, String> {
+        match self.call(&AccountRequest::Reserve { ask }).await? {
             AccountResponse::Refused { reason } => Ok(Reserved::Refused(reason)),
             AccountResponse::TooManyInFlight { scope } => Ok(Reserved::TooMany(scope)),
             AccountResponse::Reserved { reservation, resets_at_ms } => {

@@ -2,11 +2,11 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::domain::account::Ask;
 use crate::domain::keys::{KeyRefusal, KeyState};
-use crate::domain::ledger::{InFlightCaps, Reservation};
+use crate::domain::ledger::Reservation;
 use crate::domain::orgs::{Limits, MonthUse, OrgLimitHit};
 use crate::domain::usage::UsageRecord;
-use crate::domain::windows::Reset;
 
 /// The header that carries a message (JSON) to the object and its answer back.
 pub const MESSAGE_HEADER: &str = "x-tollgate-message";
@@ -21,16 +21,8 @@ pub enum AccountRequest {
     /// has no state for the key. The reservation is stored before the answer
     /// leaves and lives `lease_ms` without a heartbeat (`Touch`) or settlement.
     Reserve {
-        request_id: String,
-        key_id: String,
-        hash: String,
-        limit_micros: Option<i64>,
-        limit_reset: Option<Reset>,
-        worst_case: i64,
-        min_to_run: i64,
-        #[serde(default)]
-        caps: InFlightCaps,
-        lease_ms: i64,
+        #[serde(flatten)]
+        ask: Ask,
     },
     /// A request still runs: its reservation lives on, and the upstream has generated
     /// at least `evidence` micro-USD worth (what a close without settlement charges).
@@ -183,6 +175,24 @@ pub enum OrgResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reservation_is_its_ask_under_the_op_tag() {
+        let ask = Ask {
+            request_id: "r1".into(),
+            key_id: "k1".into(),
+            hash: "h".into(),
+            limit_micros: Some(150),
+            limit_reset: Some(crate::domain::windows::Reset::Daily),
+            worst_case: 90,
+            min_to_run: 3,
+            caps: crate::domain::ledger::InFlightCaps { per_key: Some(2), per_account: None },
+            lease_ms: 120_000,
+        };
+        let json = serde_json::to_string(&AccountRequest::Reserve { ask: ask.clone() }).expect("serialize");
+        assert!(json.starts_with(r#"{"op":"reserve","request_id":"r1""#), "{json}");
+        assert_eq!(serde_json::from_str::<AccountRequest>(&json).expect("parse"), AccountRequest::Reserve { ask });
+    }
 
     #[test]
     fn messages_round_trip_as_tagged_json() {

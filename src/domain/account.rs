@@ -41,17 +41,19 @@ pub struct Held {
     pub expires_ms: i64,
 }
 
-/// A reservation request, as the Worker sends it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Ask<'a> {
-    pub request_id: &'a str,
-    pub key_id: &'a str,
-    pub hash: &'a str,
+/// A reservation request, as the Worker sends it (the account object's `Reserve` message).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Ask {
+    pub request_id: String,
+    pub key_id: String,
+    /// The SHA-256 of the secret presented, checked against the key's state.
+    pub hash: String,
     /// The gateway's view of the key's limit, used when the object has no state for the key.
     pub limit_micros: Option<i64>,
     pub limit_reset: Option<Reset>,
     pub worst_case: i64,
     pub min_to_run: i64,
+    #[serde(default)]
     pub caps: InFlightCaps,
     /// How long the reservation lives without a heartbeat or settlement.
     pub lease_ms: i64,
@@ -201,9 +203,9 @@ impl Book {
     /// Checks the key and, when the limits allow, holds money for the request.
     /// Returns the decision and, when money is newly held, the reservation to store.
     pub fn reserve(&mut self, ask: &Ask, now: i64) -> (Decision, Option<Held>) {
-        let (limit, reset) = match self.keys.get(ask.key_id) {
+        let (limit, reset) = match self.keys.get(&ask.key_id) {
             Some(state) => {
-                if let Err(reason) = state.check(ask.hash, now) {
+                if let Err(reason) = state.check(&ask.hash, now) {
                     return (Decision::Refused(reason), None);
                 }
                 (state.limit_micros, state.limit_reset)
@@ -211,7 +213,7 @@ impl Book {
             None => (ask.limit_micros, ask.limit_reset),
         };
         let resets_at_ms = limit.and(reset).map(|r| r.window_end(now));
-        if let Some(held) = self.in_flight.get(ask.request_id) {
+        if let Some(held) = self.in_flight.get(&ask.request_id) {
             // A repeated message: the same answer, nothing held twice.
             let reservation = Reservation::Full { amount: held.amount };
             return (Decision::Decided { reservation, resets_at_ms }, None);
@@ -221,19 +223,19 @@ impl Book {
         if let Some(scope) = ledger::in_flight_exceeded(ask.caps, key_count, self.in_flight.len() as u32) {
             return (Decision::TooMany(scope), None);
         }
-        let key_headroom = limit.map(|limit| limit - self.spent_in(ask.key_id, reset, now) - key_held);
+        let key_headroom = limit.map(|limit| limit - self.spent_in(&ask.key_id, reset, now) - key_held);
         let headroom = Headroom { balance: self.balance - self.reserved(), key: key_headroom };
         let reservation = ledger::reserve(headroom, ask.worst_case, ask.min_to_run);
         let held = match reservation {
             Reservation::Full { amount } | Reservation::Partial { amount } => {
                 let held = Held {
-                    key_id: ask.key_id.to_string(),
+                    key_id: ask.key_id.clone(),
                     amount,
                     evidence: 0,
                     created_ms: now,
                     expires_ms: now + ask.lease_ms,
                 };
-                self.in_flight.insert(ask.request_id.to_string(), held.clone());
+                self.in_flight.insert(ask.request_id.clone(), held.clone());
                 Some(held)
             }
             Reservation::Refused { .. } => None,
@@ -296,11 +298,11 @@ mod tests {
     const NOW: i64 = 1_700_000_000_000;
     const LEASE: i64 = 60_000;
 
-    fn ask<'a>(request_id: &'a str, key_id: &'a str, worst_case: i64) -> Ask<'a> {
+    fn ask(request_id: &str, key_id: &str, worst_case: i64) -> Ask {
         Ask {
-            request_id,
-            key_id,
-            hash: "h",
+            request_id: request_id.into(),
+            key_id: key_id.into(),
+            hash: "h".into(),
             limit_micros: None,
             limit_reset: None,
             worst_case,
@@ -416,7 +418,7 @@ mod tests {
         let mut capped = ask("r2", "k2", 1);
         capped.caps = InFlightCaps { per_key: Some(1), per_account: None };
         book.reserve(&capped, NOW);
-        capped.request_id = "r3";
+        capped.request_id = "r3".into();
         assert_eq!(book.reserve(&capped, NOW).0, Decision::TooMany("key"));
     }
 

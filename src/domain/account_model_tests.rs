@@ -174,9 +174,9 @@ impl World {
                 };
                 let (limit_micros, limit_reset) = worker_view(key);
                 let ask = Ask {
-                    request_id: &id,
-                    key_id: KEYS[key],
-                    hash: "h",
+                    request_id: id.clone(),
+                    key_id: KEYS[key].into(),
+                    hash: "h".into(),
                     limit_micros,
                     limit_reset,
                     worst_case: worst,
