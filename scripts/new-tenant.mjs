@@ -1,20 +1,22 @@
-// `npm run new-tenant -- <name> [--dry-run] [--config wrangler.toml]`
+// `npm run new-tenant -- <name> [--dry-run] [--config wrangler.toml] [--workers-dev]`
 //
 // One Worker per tenant: writes the tenant's `[env.<name>]` section into wrangler.toml (worker
 // `tollgate-<name>` with its own D1 database, KV namespace, Durable Object namespace and cron), then
 // runs the wrangler commands that create those resources, set the secrets, apply the remote
 // migrations and deploy. `--dry-run` prints the section and the commands and changes nothing.
+// The generated ADMIN_TOKEN is written to `.tenants/<name>.admin-token` (mode 0600, gitignored) and
+// never printed; `workers_dev` (a second public hostname) stays off unless `--workers-dev` asks.
 // Environments do not inherit bindings in wrangler, so the section restates every one of them.
 
 import { spawnSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { createHash, randomBytes } from 'node:crypto';
+import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const WRANGLER = path.join(ROOT, 'scripts', 'wrangler');
-const USAGE = 'usage: npm run new-tenant -- <name: lowercase letters, digits, hyphens> [--dry-run] [--config <wrangler.toml>]';
+const USAGE = 'usage: npm run new-tenant -- <name: lowercase letters, digits, hyphens> [--dry-run] [--config <wrangler.toml>] [--workers-dev]';
 const PLACEHOLDER_D1 = '<database_id from `wrangler d1 create`>';
 const PLACEHOLDER_KV = '<id from `wrangler kv namespace create`>';
 
@@ -25,10 +27,12 @@ function fail(message) {
 
 const argv = process.argv.slice(2);
 let dryRun = false;
+let workersDev = false;
 let config = path.join(ROOT, 'wrangler.toml');
 const names = [];
 for (let i = 0; i < argv.length; i++) {
   if (argv[i] === '--dry-run') dryRun = true;
+  else if (argv[i] === '--workers-dev') workersDev = true;
   else if (argv[i] === '--config') config = path.resolve(argv[++i] ?? fail('--config needs a file'));
   else if (argv[i] === '--help' || argv[i] === '-h') {
     console.log(USAGE);
@@ -42,6 +46,8 @@ if (!/^[a-z][a-z0-9-]{0,38}[a-z0-9]$/.test(tenant)) {
   fail(`"${tenant}" is not a tenant name: 2-40 lowercase letters, digits or hyphens, starting with a letter`);
 }
 const worker = `tollgate-${tenant}`;
+// Failed authentications per client are counted by Cloudflare's Rate Limiting binding, in a namespace of the tenant's own.
+const rateLimitNamespace = 1000 + (parseInt(createHash('sha256').update(tenant).digest('hex').slice(0, 8), 16) % 9000);
 const toml = readFileSync(config, 'utf8');
 if (new RegExp(`^\\[env\\.${tenant}\\]`, 'm').test(toml)) fail(`${path.basename(config)} already has [env.${tenant}]`);
 
@@ -50,16 +56,18 @@ function section(d1Id, kvId) {
 # Tenant ${tenant}: written by \`npm run new-tenant -- ${tenant}\`. Secrets are set with wrangler secret put.
 [env.${tenant}]
 name = "${worker}"
-workers_dev = true
+workers_dev = ${workersDev}
 vars = { AI_GATEWAY_BASE_URL = "https://openrouter.ai/api/v1", OPENROUTER_API_BASE = "https://openrouter.ai/api/v1", REQUEST_TIMEOUT = "60", UPSTREAM_TITLE = "Tollgate" }
 d1_databases = [{ binding = "DB", database_name = "${worker}", database_id = "${d1Id}", migrations_dir = "migrations" }]
 kv_namespaces = [{ binding = "CACHE", id = "${kvId}" }]
 durable_objects.bindings = [{ name = "ACCOUNTS", class_name = "AccountDo" }, { name = "ORGS", class_name = "OrgDo" }]
+ratelimits = [{ name = "AUTH_FAILURES", namespace_id = "${rateLimitNamespace}", simple = { limit = 100, period = 60 } }]
 triggers = { crons = ["*/15 * * * *"] }
 `;
 }
 
 const adminToken = `tg-admin-${randomBytes(32).toString('hex')}`;
+const tokenFile = path.join(ROOT, '.tenants', `${tenant}.admin-token`);
 const commands = [
   ['d1', 'create', worker],
   ['kv', 'namespace', 'create', worker],
@@ -76,7 +84,8 @@ if (dryRun) {
   console.log(section(PLACEHOLDER_D1, PLACEHOLDER_KV));
   console.log('Would then run (after `npm run build`):');
   for (const c of commands) console.log(`  ${shown(c)}`);
-  console.log('\nADMIN_TOKEN would be generated and printed once; AI_GATEWAY_API_KEY and the optional');
+  console.log(`\nADMIN_TOKEN would be generated and stored in ${path.relative(process.cwd(), tokenFile) || tokenFile} (mode 0600), never printed;`);
+  console.log('AI_GATEWAY_API_KEY and the optional');
   console.log('OPENROUTER_PROVISIONING_KEY are asked for (leave the latter empty to skip provisioning).');
   process.exit(0);
 }
@@ -103,8 +112,11 @@ writeFileSync(config, toml.trimEnd() + '\n' + section(d1Id ?? PLACEHOLDER_D1, kv
 console.log(`\nWrote [env.${tenant}] to ${config}.`);
 if (!d1Id || !kvId) process.exit(1);
 wrangler(commands[2]);
+mkdirSync(path.dirname(tokenFile), { recursive: true, mode: 0o700 });
+writeFileSync(tokenFile, `${adminToken}\n`, { mode: 0o600 });
+chmodSync(tokenFile, 0o600);
 wrangler(commands[3], adminToken);
 wrangler(commands[4]);
 wrangler(commands[5]);
 wrangler(commands[6]);
-console.log(`\n${worker} is deployed. Its ADMIN_TOKEN, shown this once:\n  ${adminToken}`);
+console.log(`\n${worker} is deployed. Its ADMIN_TOKEN is in ${tokenFile} (readable by you only).`);

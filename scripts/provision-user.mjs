@@ -1,20 +1,23 @@
 // `npm run provision-user -- --email=ann@example.com --name="Ann" [--limit=500] [--limit-reset=monthly]
-//   [--utm-source=ads] [--locale=zh] [--url=https://tollgate-acme.example.workers.dev] [--admin-token=…]`
+//   [--utm-source=ads] [--locale=zh] [--url=https://tollgate-acme.example.workers.dev] [--admin-token-file=…]`
 //
 // Asks a running gateway (local by default) to make a user, a gateway key and — when the gateway has
 // OPENROUTER_PROVISIONING_KEY — an upstream OpenRouter key with a spend limit (cents). Prints what was
-// made and the secrets, once. The admin token comes from --admin-token, else $ADMIN_TOKEN, else .dev.vars.
+// made and the secrets, once. The admin token never travels on the command line (where `ps` shows it):
+// it comes from $ADMIN_TOKEN, else the file named by --admin-token-file, else .dev.vars.
 
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { readDevVars } from './dev-vars.mjs';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const OPTIONS = ['email', 'name', 'limit', 'limit-reset', 'utm-source', 'locale', 'url', 'admin-token'];
+const OPTIONS = ['email', 'name', 'limit', 'limit-reset', 'utm-source', 'locale', 'url', 'admin-token-file'];
 const USAGE = `usage: npm run provision-user -- --email=<address> --name=<name> [--limit=<cents, default 1000>]
        [--limit-reset=daily|weekly|monthly|none] [--utm-source=<text>] [--locale=<en, zh, …>]
-       [--url=<gateway URL, default http://127.0.0.1:$PORT or 8787>] [--admin-token=<token>]`;
+       [--url=<gateway URL, default http://127.0.0.1:$PORT or 8787>] [--admin-token-file=<file holding the token>]
+The admin token comes from $ADMIN_TOKEN, else --admin-token-file, else .dev.vars; never from an argument.`;
 
 function fail(message, code = 2) {
   console.error(`provision-user: ${message}`);
@@ -34,6 +37,7 @@ export function parseArgs(argv) {
     const m = arg.match(/^--([a-z-]+)(?:=(.*))?$/s);
     if (!m) fail(`unexpected argument "${arg}"`);
     const [, name, inline] = m;
+    if (name === 'admin-token') fail('--admin-token would show the token to every user of this machine (ps); set ADMIN_TOKEN or use --admin-token-file');
     if (!OPTIONS.includes(name)) fail(`unknown option --${name}`);
     if (name in out) fail(`--${name} given twice`);
     const value = inline ?? argv[++i];
@@ -68,8 +72,15 @@ try {
 } catch {
   fail(`--url "${url}" is not a URL`);
 }
-const token = args['admin-token'] || process.env.ADMIN_TOKEN || readDevVars(path.join(ROOT, '.dev.vars')).ADMIN_TOKEN;
-if (!token) fail('no admin token: pass --admin-token, set ADMIN_TOKEN, or run `npm start` once to generate one in .dev.vars');
+function tokenFromFile(file) {
+  try {
+    return readFileSync(file, 'utf8').trim();
+  } catch (e) {
+    return fail(`cannot read --admin-token-file ${file}: ${e.code ?? e.message}`);
+  }
+}
+const token = process.env.ADMIN_TOKEN || (args['admin-token-file'] ? tokenFromFile(args['admin-token-file']) : readDevVars(path.join(ROOT, '.dev.vars')).ADMIN_TOKEN);
+if (!token) fail('no admin token: set ADMIN_TOKEN, pass --admin-token-file, or run `npm start` once to generate one in .dev.vars');
 
 let res;
 try {

@@ -6,7 +6,7 @@
 
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { appendFileSync } from 'node:fs';
+import { appendFileSync, chmodSync, existsSync } from 'node:fs';
 import path from 'node:path';
 
 import { ROOT, startGateway } from '../tests/harness.mjs';
@@ -37,6 +37,8 @@ const vars = readDevVars(devVarsFile);
 for (const name of SETTINGS) if (process.env[name]) vars[name] = process.env[name];
 for (const name of SETTINGS) if (!vars[name]) delete vars[name];
 
+// .dev.vars holds secrets: only its owner may read it, however it was made.
+if (existsSync(devVarsFile)) chmodSync(devVarsFile, 0o600);
 let generated = false;
 if (!vars.ADMIN_TOKEN) {
   vars.ADMIN_TOKEN = `tg-admin-${randomBytes(24).toString('hex')}`;

@@ -71,6 +71,13 @@ pub struct Config {
     pub openai_base_url: String,
     /// `UPSTREAM_RETRIES`: further tries of a failed upstream call on the same route (default 2).
     pub upstream_retries: u32,
+    /// `SHOW_UPSTREAM_COST` (`true`/`1`): key holders see what the tenant pays upstream (answers'
+    /// `usage.upstream_cost`, the price list's `upstream_pricing_*`). Off by default: a reseller's
+    /// margin is the operator's business; admins always see it.
+    pub show_upstream_cost: bool,
+    /// `AUTH_FAILURE_LIMIT`: unknown keys one client may present a minute before it is refused
+    /// for a minute (default 100), counted in each isolate where there is no `AUTH_FAILURES` binding.
+    pub auth_failure_limit: u32,
 }
 
 fn text(env: &Env, name: &str) -> Option<String> {
@@ -117,6 +124,9 @@ impl Config {
             openai_api_key: text(env, "OPENAI_API_KEY").map(Secret),
             openai_base_url: base_url(env, "OPENAI_BASE_URL", "https://api.openai.com/v1"),
             upstream_retries: number(env, "UPSTREAM_RETRIES", 2).min(10) as u32,
+            auth_failure_limit: number(env, "AUTH_FAILURE_LIMIT", 100).clamp(1, 100_000) as u32,
+            show_upstream_cost: text(env, "SHOW_UPSTREAM_COST")
+                .is_some_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes")),
         }
     }
 
@@ -181,4 +191,9 @@ pub fn accounts(env: &Env) -> worker::Result<ObjectNamespace> {
 
 pub fn orgs(env: &Env) -> worker::Result<ObjectNamespace> {
     env.durable_object(ORGS)
+}
+
+/// The Rate Limiting binding for failed authentications, where the tenant has one.
+pub fn auth_failures(env: &Env) -> Option<worker::RateLimiter> {
+    env.rate_limiter("AUTH_FAILURES").ok()
 }

@@ -16,3 +16,26 @@ pub async fn bytes(promise: js_sys::Promise) -> Result<Vec<u8>, JsValue> {
     let buffer = JsFuture::from(promise).await?;
     Ok(js_sys::Uint8Array::new(&buffer).to_vec())
 }
+
+/// Reads a `ReadableStream` of bytes chunk by chunk; `Ok(None)` (and the stream cancelled) as soon
+/// as more than `limit` bytes have come.
+pub async fn read_up_to(stream: &JsValue, limit: usize) -> Result<Option<Vec<u8>>, JsValue> {
+    use js_sys::{Function, Reflect};
+    let call = |target: &JsValue, name: &str| -> Result<JsValue, JsValue> {
+        Reflect::get(target, &JsValue::from_str(name))?.dyn_into::<Function>()?.call0(target)
+    };
+    let reader = call(stream, "getReader")?;
+    let mut out = Vec::new();
+    loop {
+        let step = JsFuture::from(call(&reader, "read")?.dyn_into::<js_sys::Promise>()?).await?;
+        if Reflect::get(&step, &JsValue::from_str("done"))?.as_bool().unwrap_or(true) {
+            return Ok(Some(out));
+        }
+        let chunk = js_sys::Uint8Array::new(&Reflect::get(&step, &JsValue::from_str("value"))?);
+        if out.len() + chunk.length() as usize > limit {
+            let _ = call(&reader, "cancel");
+            return Ok(None);
+        }
+        out.extend(chunk.to_vec());
+    }
+}

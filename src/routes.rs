@@ -1,5 +1,26 @@
-//! The route table: (method, path) → `Route`. Pure, so it is tested on the host;
-//! `api::dispatch` maps each `Route` to its handler.
+//! The route table: (method, path) → `Route` and who may call it (`Access`).
+//! Pure, so it is tested on the host; `api::dispatch` authenticates the caller
+//! once, checks the route's access, then runs its handler. The auth-failure
+//! matrix (tests/auth-matrix.mjs) reads the accesses from this file.
+
+use crate::domain::keys::Permission;
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone, with no credential.
+    Public,
+    /// Any gateway key (the operator token is refused by the handler where it has no meaning).
+    AnyKey,
+    /// A key with this permission, or the operator (who has all).
+    Key(Permission),
+    /// Inference: a key with `write`, looked up through the caches; the account object checks
+    /// the key's authoritative state in the reservation.
+    Inference,
+}
+
+use Access::{AnyKey, Inference, Key, Public};
+use Permission::{Admin, Read, Write};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
@@ -46,12 +67,14 @@ pub enum Route {
     Overview,
     ListRoutes,
     PutRoute(String),
+    /// `PUT /api/admin/routes` with the model in the body.
+    PutRouteFromBody,
     DeleteRoute(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Match {
-    Found(Route),
+    Found(Route, Access),
     /// The path exists, but not for this method.
     WrongMethod,
     NotFound,
@@ -73,66 +96,107 @@ pub fn route(method: &str, path: &str) -> Match {
     let path = if path.len() > 1 { path.trim_end_matches('/') } else { path };
     let segments: Vec<&str> = path.split('/').skip(1).collect();
     let id = |i: usize| segments.get(i).map(|s| s.to_string()).unwrap_or_default();
-    let candidates: Vec<(&str, Route)> = match segments.as_slice() {
-        ["health"] => vec![("GET", Route::Health)],
-        ["v1", "chat", "completions"] | ["api", "v1", "chat", "completions"] => vec![("POST", Route::ChatCompletions)],
-        ["v1", "models"] | ["api", "v1", "models"] => vec![("GET", Route::ListModels)],
-        ["api", "v1", "key"] => vec![("GET", Route::CurrentKey)],
-        ["api", "admin", "users"] => vec![("GET", Route::ListUsers), ("POST", Route::CreateUser)],
+    let candidates: Vec<(&str, Route, Access)> = match segments.as_slice() {
+        ["health"] => vec![("GET", Route::Health, Public)],
+        ["v1", "chat", "completions"] | ["api", "v1", "chat", "completions"] => {
+            vec![("POST", Route::ChatCompletions, Inference)]
+        }
+        ["v1", "models"] | ["api", "v1", "models"] => vec![("GET", Route::ListModels, Public)],
+        ["api", "v1", "key"] => vec![("GET", Route::CurrentKey, AnyKey)],
+        ["api", "admin", "users"] => {
+            vec![("GET", Route::ListUsers, Key(Admin)), ("POST", Route::CreateUser, Key(Admin))]
+        }
         ["api", "admin", "users", u] if !u.is_empty() => {
             vec![
-                ("GET", Route::GetUser(id(3))),
-                ("PATCH", Route::UpdateUser(id(3))),
-                ("DELETE", Route::DeleteUser(id(3))),
+                ("GET", Route::GetUser(id(3)), Key(Admin)),
+                ("PATCH", Route::UpdateUser(id(3)), Key(Admin)),
+                ("DELETE", Route::DeleteUser(id(3)), Key(Admin)),
             ]
         }
-        ["api", "keys"] => vec![("GET", Route::ListKeys), ("POST", Route::CreateKey)],
-        ["api", "token"] => vec![("POST", Route::CreateToken)],
+        ["api", "keys"] => vec![("GET", Route::ListKeys, Key(Read)), ("POST", Route::CreateKey, Key(Write))],
+        ["api", "token"] => vec![("POST", Route::CreateToken, Key(Write))],
         ["api", "keys", k] if !k.is_empty() => {
-            vec![("GET", Route::GetKey(id(2))), ("PATCH", Route::UpdateKey(id(2))), ("DELETE", Route::DeleteKey(id(2)))]
+            vec![
+                ("GET", Route::GetKey(id(2)), Key(Read)),
+                ("PATCH", Route::UpdateKey(id(2)), Key(Write)),
+                ("DELETE", Route::DeleteKey(id(2)), Key(Write)),
+            ]
         }
-        ["api", "keys", k, "rotate"] if !k.is_empty() => vec![("POST", Route::RotateKey(id(2)))],
-        ["api", "orgs"] => vec![("GET", Route::ListOrgs), ("POST", Route::CreateOrg)],
+        ["api", "keys", k, "rotate"] if !k.is_empty() => vec![("POST", Route::RotateKey(id(2)), Key(Write))],
+        ["api", "orgs"] => vec![("GET", Route::ListOrgs, Key(Admin)), ("POST", Route::CreateOrg, Key(Admin))],
         ["api", "orgs", o] if !o.is_empty() => {
-            vec![("GET", Route::GetOrg(id(2))), ("PATCH", Route::UpdateOrg(id(2))), ("DELETE", Route::DeleteOrg(id(2)))]
+            vec![
+                ("GET", Route::GetOrg(id(2)), Key(Admin)),
+                ("PATCH", Route::UpdateOrg(id(2)), Key(Admin)),
+                ("DELETE", Route::DeleteOrg(id(2)), Key(Admin)),
+            ]
         }
-        ["api", "orgs", o, "keys"] if !o.is_empty() => vec![("POST", Route::CreateOrgKey(id(2)))],
-        ["api", "models", "pricing"] => vec![("GET", Route::ListPrices), ("PUT", Route::PutPrice)],
+        ["api", "orgs", o, "keys"] if !o.is_empty() => vec![("POST", Route::CreateOrgKey(id(2)), Key(Admin))],
+        ["api", "models", "pricing"] => vec![("GET", Route::ListPrices, Public), ("PUT", Route::PutPrice, Key(Admin))],
         ["api", "models", "pricing", "sync"] => {
-            vec![("POST", Route::SyncPrices), ("GET", Route::GetPrice("sync".into()))]
+            vec![("POST", Route::SyncPrices, Key(Admin)), ("GET", Route::GetPrice("sync".into()), Public)]
         }
         ["api", "models", "pricing", model @ ..] if model.iter().all(|p| !p.is_empty()) => {
-            vec![("GET", Route::GetPrice(model.join("/")))]
+            vec![("GET", Route::GetPrice(model.join("/")), Public)]
         }
-        ["api", "balance"] => vec![("GET", Route::GetBalance)],
-        ["api", "balance", "transactions"] => vec![("GET", Route::ListTransactions)],
-        ["api", "balance", "admin", "add"] => vec![("POST", Route::AddBalance)],
-        ["api", "v1", "credits"] => vec![("GET", Route::GetCredits)],
-        ["api", "admin", "reconcile"] => vec![("GET", Route::Reconcile)],
-        ["api", "stats"] => vec![("GET", Route::OwnStats)],
-        ["api", "stats", "global"] => vec![("GET", Route::GlobalStats)],
-        ["api", "stats", "keys", k] if !k.is_empty() => vec![("GET", Route::KeyStats(id(3)))],
-        ["api", "stats", "orgs", o] if !o.is_empty() => vec![("GET", Route::OrgStats(id(3)))],
-        ["api", "v1", "generation"] => vec![("GET", Route::Generation)],
-        ["api", "admin", "provision"] => vec![("POST", Route::Provision)],
-        ["api", "admin", "openrouter-keys"] => vec![("GET", Route::ListUpstreamKeys)],
+        ["api", "balance"] => vec![("GET", Route::GetBalance, Key(Read))],
+        ["api", "balance", "transactions"] => vec![("GET", Route::ListTransactions, Key(Read))],
+        ["api", "balance", "admin", "add"] => vec![("POST", Route::AddBalance, Key(Admin))],
+        ["api", "v1", "credits"] => vec![("GET", Route::GetCredits, Key(Read))],
+        ["api", "admin", "reconcile"] => vec![("GET", Route::Reconcile, Key(Admin))],
+        ["api", "stats"] => vec![("GET", Route::OwnStats, Key(Read))],
+        ["api", "stats", "global"] => vec![("GET", Route::GlobalStats, Key(Admin))],
+        ["api", "stats", "keys", k] if !k.is_empty() => vec![("GET", Route::KeyStats(id(3)), Key(Read))],
+        ["api", "stats", "orgs", o] if !o.is_empty() => vec![("GET", Route::OrgStats(id(3)), Key(Admin))],
+        ["api", "v1", "generation"] => vec![("GET", Route::Generation, Key(Read))],
+        ["api", "admin", "provision"] => vec![("POST", Route::Provision, Key(Admin))],
+        ["api", "admin", "openrouter-keys"] => vec![("GET", Route::ListUpstreamKeys, Key(Admin))],
         ["api", "admin", "openrouter-keys", k] if !k.is_empty() => {
-            vec![("PATCH", Route::UpdateUpstreamKey(id(3))), ("DELETE", Route::DeleteUpstreamKey(id(3)))]
+            vec![
+                ("PATCH", Route::UpdateUpstreamKey(id(3)), Key(Admin)),
+                ("DELETE", Route::DeleteUpstreamKey(id(3)), Key(Admin)),
+            ]
         }
-        ["api", "admin", "overview"] => vec![("GET", Route::Overview)],
-        ["api", "admin", "routes"] => vec![("GET", Route::ListRoutes)],
+        ["api", "admin", "overview"] => vec![("GET", Route::Overview, Key(Admin))],
+        ["api", "admin", "routes"] => {
+            vec![("GET", Route::ListRoutes, Key(Admin)), ("PUT", Route::PutRouteFromBody, Key(Admin))]
+        }
         ["api", "admin", "routes", model @ ..] if model.iter().all(|p| !p.is_empty()) => {
-            vec![("PUT", Route::PutRoute(model.join("/"))), ("DELETE", Route::DeleteRoute(model.join("/")))]
+            vec![
+                ("PUT", Route::PutRoute(model.join("/")), Key(Admin)),
+                ("DELETE", Route::DeleteRoute(model.join("/")), Key(Admin)),
+            ]
         }
         _ => return Match::NotFound,
     };
     let method = if method == "HEAD" { "GET" } else { method };
-    candidates.iter().find(|(m, _)| *m == method).map_or(Match::WrongMethod, |(_, r)| Match::Found(r.clone()))
+    candidates.into_iter().find(|(m, _, _)| *m == method).map_or(Match::WrongMethod, |(_, r, a)| Match::Found(r, a))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn route(method: &str, path: &str) -> Result<Route, Match> {
+        match super::route(method, path) {
+            Match::Found(r, _) => Ok(r),
+            other => Err(other),
+        }
+    }
+
+    #[test]
+    fn every_route_says_who_may_call_it() {
+        let access = |m: &str, p: &str| match super::route(m, p) {
+            Match::Found(_, a) => a,
+            other => panic!("{m} {p}: {other:?}"),
+        };
+        assert_eq!(access("GET", "/health"), Public);
+        assert_eq!(access("POST", "/v1/chat/completions"), Inference);
+        assert_eq!(access("GET", "/api/keys"), Key(Read));
+        assert_eq!(access("POST", "/api/keys/k/rotate"), Key(Write));
+        assert_eq!(access("GET", "/api/admin/users"), Key(Admin));
+        assert_eq!(access("GET", "/api/v1/key"), AnyKey);
+    }
 
     #[test]
     fn path_of_drops_host_query_and_fragment() {
@@ -145,50 +209,47 @@ mod tests {
 
     #[test]
     fn openai_and_openrouter_paths_both_work() {
-        assert_eq!(route("POST", "/v1/chat/completions"), Match::Found(Route::ChatCompletions));
-        assert_eq!(route("POST", "/api/v1/chat/completions/"), Match::Found(Route::ChatCompletions));
-        assert_eq!(route("GET", "/api/v1/models"), Match::Found(Route::ListModels));
-        assert_eq!(route("HEAD", "/health"), Match::Found(Route::Health));
+        assert_eq!(route("POST", "/v1/chat/completions"), Ok(Route::ChatCompletions));
+        assert_eq!(route("POST", "/api/v1/chat/completions/"), Ok(Route::ChatCompletions));
+        assert_eq!(route("GET", "/api/v1/models"), Ok(Route::ListModels));
+        assert_eq!(route("HEAD", "/health"), Ok(Route::Health));
     }
 
     #[test]
     fn wrong_method_and_unknown_paths() {
-        assert_eq!(route("GET", "/v1/chat/completions"), Match::WrongMethod);
-        assert_eq!(route("GET", "/v1/chat"), Match::NotFound);
-        assert_eq!(route("GET", "/"), Match::NotFound);
-        assert_eq!(route("POST", "/api/keys"), Match::Found(Route::CreateKey));
-        assert_eq!(route("PUT", "/api/keys/k1"), Match::WrongMethod);
-        assert_eq!(route("GET", "/api/keys//rotate"), Match::NotFound);
+        assert_eq!(route("GET", "/v1/chat/completions"), Err(Match::WrongMethod));
+        assert_eq!(route("GET", "/v1/chat"), Err(Match::NotFound));
+        assert_eq!(route("GET", "/"), Err(Match::NotFound));
+        assert_eq!(route("POST", "/api/keys"), Ok(Route::CreateKey));
+        assert_eq!(route("PUT", "/api/keys/k1"), Err(Match::WrongMethod));
+        assert_eq!(route("GET", "/api/keys//rotate"), Err(Match::NotFound));
     }
 
     #[test]
     fn route_pins_take_model_ids_with_slashes() {
-        assert_eq!(route("GET", "/api/admin/routes"), Match::Found(Route::ListRoutes));
+        assert_eq!(route("GET", "/api/admin/routes"), Ok(Route::ListRoutes));
         assert_eq!(
             route("PUT", "/api/admin/routes/anthropic/claude-3.5-sonnet"),
-            Match::Found(Route::PutRoute("anthropic/claude-3.5-sonnet".into()))
+            Ok(Route::PutRoute("anthropic/claude-3.5-sonnet".into()))
         );
-        assert_eq!(route("DELETE", "/api/admin/routes/x"), Match::Found(Route::DeleteRoute("x".into())));
-        assert_eq!(route("GET", "/api/admin/routes/x"), Match::WrongMethod);
-        assert_eq!(route("PUT", "/api/admin/routes/a//b"), Match::NotFound);
+        assert_eq!(route("DELETE", "/api/admin/routes/x"), Ok(Route::DeleteRoute("x".into())));
+        assert_eq!(route("GET", "/api/admin/routes/x"), Err(Match::WrongMethod));
+        assert_eq!(route("PUT", "/api/admin/routes/a//b"), Err(Match::NotFound));
     }
 
     #[test]
     fn resource_ids_are_captured() {
-        assert_eq!(route("GET", "/api/keys/k1"), Match::Found(Route::GetKey("k1".into())));
-        assert_eq!(route("POST", "/api/keys/k1/rotate"), Match::Found(Route::RotateKey("k1".into())));
-        assert_eq!(route("DELETE", "/api/admin/users/u1/"), Match::Found(Route::DeleteUser("u1".into())));
-        assert_eq!(route("GET", "/api/v1/key"), Match::Found(Route::CurrentKey));
-        assert_eq!(
-            route("GET", "/api/models/pricing/openai/gpt-4o"),
-            Match::Found(Route::GetPrice("openai/gpt-4o".into()))
-        );
-        assert_eq!(route("POST", "/api/models/pricing/sync"), Match::Found(Route::SyncPrices));
-        assert_eq!(route("GET", "/api/models/pricing/a//b"), Match::NotFound);
-        assert_eq!(route("POST", "/api/balance/admin/add"), Match::Found(Route::AddBalance));
-        assert_eq!(route("GET", "/api/stats/keys/k1"), Match::Found(Route::KeyStats("k1".into())));
-        assert_eq!(route("GET", "/api/stats/orgs/o1"), Match::Found(Route::OrgStats("o1".into())));
-        assert_eq!(route("GET", "/api/stats/global"), Match::Found(Route::GlobalStats));
-        assert_eq!(route("GET", "/api/v1/generation"), Match::Found(Route::Generation));
+        assert_eq!(route("GET", "/api/keys/k1"), Ok(Route::GetKey("k1".into())));
+        assert_eq!(route("POST", "/api/keys/k1/rotate"), Ok(Route::RotateKey("k1".into())));
+        assert_eq!(route("DELETE", "/api/admin/users/u1/"), Ok(Route::DeleteUser("u1".into())));
+        assert_eq!(route("GET", "/api/v1/key"), Ok(Route::CurrentKey));
+        assert_eq!(route("GET", "/api/models/pricing/openai/gpt-4o"), Ok(Route::GetPrice("openai/gpt-4o".into())));
+        assert_eq!(route("POST", "/api/models/pricing/sync"), Ok(Route::SyncPrices));
+        assert_eq!(route("GET", "/api/models/pricing/a//b"), Err(Match::NotFound));
+        assert_eq!(route("POST", "/api/balance/admin/add"), Ok(Route::AddBalance));
+        assert_eq!(route("GET", "/api/stats/keys/k1"), Ok(Route::KeyStats("k1".into())));
+        assert_eq!(route("GET", "/api/stats/orgs/o1"), Ok(Route::OrgStats("o1".into())));
+        assert_eq!(route("GET", "/api/stats/global"), Ok(Route::GlobalStats));
+        assert_eq!(route("GET", "/api/v1/generation"), Ok(Route::Generation));
     }
 }

@@ -48,6 +48,7 @@ export const AUTHENTICATED_ROUTES = [
   ['Overview', 'GET', '/api/admin/overview', 'admin'],
   ['ListRoutes', 'GET', '/api/admin/routes', 'admin'],
   ['PutRoute', 'PUT', '/api/admin/routes/openai/gpt-4o', 'admin', { provider: 'openrouter' }],
+  ['PutRouteFromBody', 'PUT', '/api/admin/routes', 'admin', { model: 'openai/gpt-4o', provider: 'openrouter' }],
   ['DeleteRoute', 'DELETE', '/api/admin/routes/openai/gpt-4o', 'admin'],
 ];
 
@@ -57,6 +58,19 @@ export const PUBLIC_ROUTES = ['Health', 'ListModels', 'ListPrices', 'GetPrice'];
 /** Every route variant the route table knows, read from src/routes.rs. */
 export function routeTableNames(source) {
   return [...new Set([...source.matchAll(/\("(?:GET|POST|PUT|PATCH|DELETE)", Route::(\w+)/g)].map((m) => m[1]))];
+}
+
+/**
+ * Who may call each route, as the route table says it (src/routes.rs): route name →
+ * 'public' | 'any' | 'read' | 'write' | 'admin' (inference needs `write`).
+ */
+export function routeTableAccess(source) {
+  const access = {};
+  const tuples = source.matchAll(/\("(?:GET|POST|PUT|PATCH|DELETE)", Route::(\w+)(?:\((?:[^()]|\([^()]*\))*\))?, (Public|AnyKey|Inference|Key\((\w+)\))\)/g);
+  for (const [, name, kind, permission] of tuples) {
+    access[name] = { Public: 'public', AnyKey: 'any', Inference: 'write' }[kind] ?? permission.toLowerCase();
+  }
+  return access;
 }
 
 /** A key whose permissions lack `needed` (null when every key has it). */

@@ -16,7 +16,9 @@ describe('prices', () => {
     // upstream 0.00000015 / 0.0000006 per token, +10 %
     assert.equal(mini.data.pricing_input, 0.000000165);
     assert.equal(mini.data.pricing_output, 0.00000066);
-    assert.equal(mini.data.upstream_pricing_input, 0.00000015);
+    assert.equal(mini.data.upstream_pricing_input, undefined, 'the public list does not show what the tenant pays');
+    const asAdmin = await ctx.admin.call('GET', '/api/models/pricing/openai/gpt-4o-mini');
+    assert.equal(asAdmin.body.data.upstream_pricing_input, 0.00000015, 'an admin sees it');
     assert.equal(mini.data.context_length, 128000);
     assert.equal(mini.data.is_active, true);
     const missing = await fetch(`${ctx.gw.url}/api/models/pricing/nope/none`);

@@ -270,8 +270,10 @@ describe('models, health, cron', () => {
     assert.ok(sdkList.data.some((m) => m.id === 'anthropic/claude-3.5-sonnet'));
   });
 
-  test('deep health proves D1, KV and the Durable Object answer', async () => {
-    const res = await fetch(`${gw.url}/health?deep=1`);
+  test('deep health proves D1, KV and the Durable Object answer, for admins only (it costs reads)', async () => {
+    assert.equal((await fetch(`${gw.url}/health`)).status, 200, 'plain health is public');
+    assert.equal((await fetch(`${gw.url}/health?deep=1`)).status, 401, 'an anonymous caller may not make the tenant pay for reads');
+    const res = await fetch(`${gw.url}/health?deep=1`, { headers: { authorization: `Bearer ${gw.adminToken}` } });
     assert.equal(res.status, 200);
     const body = await res.json();
     assert.equal(body.d1, 'ok');

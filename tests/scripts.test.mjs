@@ -14,9 +14,9 @@ import { ROOT, freePort } from './harness.mjs';
 const ctx = gatewayForFile();
 
 /** Runs `npm run <script> -- args` without blocking this process (the fake upstream lives here). */
-function npmRun(script, args) {
+function npmRun(script, args, env = {}) {
   return new Promise((resolve, reject) => {
-    const child = spawn('npm', ['run', '--silent', script, '--', ...args], { cwd: ROOT });
+    const child = spawn('npm', ['run', '--silent', script, '--', ...args], { cwd: ROOT, env: { ...process.env, ...env } });
     let out = '';
     let err = '';
     child.stdout.on('data', (d) => (out += d));
@@ -27,10 +27,12 @@ function npmRun(script, args) {
 }
 
 describe('npm run provision-user', () => {
-  const common = () => [`--url=${ctx.gw.url}`, `--admin-token=${ctx.gw.adminToken}`];
+  // The admin token travels in the environment, never as an argument (where `ps` would show it).
+  const common = () => [`--url=${ctx.gw.url}`];
+  const asAdmin = () => ({ ADMIN_TOKEN: ctx.gw.adminToken });
 
   test('provisions a user with an upstream key and prints the secrets once', async () => {
-    const r = await npmRun('provision-user', ['--email=script@example.com', '--name', 'Script User', '--limit=500', '--limit-reset=weekly', '--utm-source=cli', '--locale=zh', ...common()]);
+    const r = await npmRun('provision-user', ['--email=script@example.com', '--name', 'Script User', '--limit=500', '--limit-reset=weekly', '--utm-source=cli', '--locale=zh', ...common()], asAdmin());
     assert.equal(r.code, 0, r.err);
     assert.match(r.out, /Provisioned Script User <script@example.com>/);
     assert.match(r.out, /\$5\.00 per week/);
@@ -56,22 +58,35 @@ describe('npm run provision-user', () => {
       [['--email=a@example.com', '--name=X', '--limit-reset=yearly'], /--limit-reset must be daily, weekly, monthly or none/],
       [['--email=a@example.com', '--name=X', '--colour=red'], /unknown option --colour/],
       [['--email=a@example.com', '--name=X', '--locale=English!'], /--locale must look like/],
+      [['--email=a@example.com', '--name=X', '--admin-token=secret'], /would show the token .* set ADMIN_TOKEN or use --admin-token-file/],
     ]) {
-      const r = await npmRun('provision-user', [...args, ...common()]);
+      const r = await npmRun('provision-user', [...args, ...common()], asAdmin());
       assert.equal(r.code, 2, args.join(' '));
       assert.match(r.err, message);
       assert.match(r.err, /usage: npm run provision-user/);
     }
   });
 
+  test('takes the admin token from a file', async () => {
+    const file = path.join(ROOT, '.wrangler', `token-${process.pid}`);
+    writeFileSync(file, `${ctx.gw.adminToken}\n`, { mode: 0o600 });
+    try {
+      const r = await npmRun('provision-user', ['--email=file@example.com', '--name=File', ...common(), `--admin-token-file=${file}`], { ADMIN_TOKEN: '' });
+      assert.equal(r.code, 0, r.err);
+      assert.match(r.out, /Provisioned File <file@example.com>/);
+    } finally {
+      rmSync(file, { force: true });
+    }
+  });
+
   test('reports the gateway refusing, and a gateway that is not there', async () => {
-    const dup = await npmRun('provision-user', ['--email=script@example.com', '--name=Again', ...common()]);
+    const dup = await npmRun('provision-user', ['--email=script@example.com', '--name=Again', ...common()], asAdmin());
     assert.equal(dup.code, 1);
     assert.match(dup.err, /the gateway refused \(409\)/);
-    const wrongToken = await npmRun('provision-user', ['--email=t@example.com', '--name=T', `--url=${ctx.gw.url}`, '--admin-token=wrong']);
+    const wrongToken = await npmRun('provision-user', ['--email=t@example.com', '--name=T', `--url=${ctx.gw.url}`], { ADMIN_TOKEN: 'wrong' });
     assert.equal(wrongToken.code, 1);
     assert.match(wrongToken.err, /refused \(401\)/);
-    const away = await npmRun('provision-user', ['--email=t@example.com', '--name=T', `--url=http://127.0.0.1:${await freePort()}`, '--admin-token=x']);
+    const away = await npmRun('provision-user', ['--email=t@example.com', '--name=T', `--url=http://127.0.0.1:${await freePort()}`], { ADMIN_TOKEN: 'x' });
     assert.equal(away.code, 1);
     assert.match(away.err, /could not reach the gateway/);
   });
@@ -85,6 +100,11 @@ describe('npm run new-tenant -- --dry-run', () => {
     assert.equal(r.code, 0, r.err);
     assert.equal(readFileSync(config, 'utf8'), before, 'a dry run writes nothing');
     assert.match(r.out, /name = "tollgate-acme"/);
+    assert.match(r.out, /workers_dev = false/, 'no second public hostname unless asked');
+    assert.match(r.out, /stored in \.tenants\/acme\.admin-token \(mode 0600\), never printed/);
+    assert.doesNotMatch(r.out, /tg-admin-[0-9a-f]{16}/, 'no token is printed');
+    const asked = await npmRun('new-tenant', ['acme', '--dry-run', '--workers-dev']);
+    assert.match(asked.out, /workers_dev = true/);
     for (const cmd of ['d1 create tollgate-acme', 'kv namespace create tollgate-acme', 'secret put AI_GATEWAY_API_KEY -e acme',
       'secret put ADMIN_TOKEN -e acme', 'd1 migrations apply DB --remote -e acme', 'deploy -e acme']) {
       assert.ok(r.out.includes(`scripts/wrangler ${cmd}`), cmd);

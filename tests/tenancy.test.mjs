@@ -6,7 +6,7 @@ import { describe, test } from 'node:test';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 
-import { AUTHENTICATED_ROUTES, PUBLIC_ROUTES, assertAuthFailures, routeTableNames } from './auth-matrix.mjs';
+import { AUTHENTICATED_ROUTES, PUBLIC_ROUTES, assertAuthFailures, routeTableAccess, routeTableNames } from './auth-matrix.mjs';
 import { chatAs, gatewayForFile } from './fixture.mjs';
 import { ROOT, adminClient } from './harness.mjs';
 
@@ -24,6 +24,11 @@ describe('every route refuses bad credentials the same way', () => {
     const covered = new Set(AUTHENTICATED_ROUTES.map(([name]) => name));
     const missing = table.filter((name) => !PUBLIC_ROUTES.includes(name) && !covered.has(name));
     assert.deepEqual(missing, [], 'add these routes to tests/auth-matrix.mjs');
+    // The matrix checks what the route table says: the permission each route needs comes from it.
+    const access = routeTableAccess(readFileSync(path.join(ROOT, 'src', 'routes.rs'), 'utf8'));
+    assert.deepEqual(Object.keys(access).sort(), [...table].sort(), 'every route states its access');
+    for (const [name, , , needed] of AUTHENTICATED_ROUTES) assert.equal(needed, access[name], name);
+    assert.deepEqual(PUBLIC_ROUTES.sort(), Object.keys(access).filter((n) => access[n] === 'public').sort());
   });
 
   test('401 for missing, unknown, disabled, deleted, expired; 403 for a missing permission', async () => {

@@ -144,8 +144,10 @@ describe('usage records and stats', () => {
     res = await call(ann, '/api/stats?start=2026-02-30');
     assert.equal(res.status, 400);
     assert.equal((await res.json()).error.param, 'start');
-    const own = await stats(ann, `/api/stats/keys/${people.annOrg.key.id}`);
-    assert.equal(own.data[0].requests, 2, "a user's own org key is visible to it");
+    res = await call(ann, `/api/stats/keys/${people.annOrg.key.id}`);
+    assert.equal(res.status, 404, "a key outside any organization does not see its user's keys inside one");
+    const own = await stats(people.annOrg.key.key, `/api/stats/keys/${people.annOrg.key.id}`);
+    assert.equal(own.data[0].requests, 2, 'an org key sees its own stats');
   });
 
   test('each generation is one record with what the client was told, visible to its owner only', async () => {
@@ -163,7 +165,9 @@ describe('usage records and stats', () => {
       assert.equal(g.cancelled, false);
       if (m.status === 200) {
         assert.equal(g.streamed, m.streamed);
-        assert.ok(g.upstream_cost > 0, 'the upstream cost is kept for margin');
+        assert.equal(g.upstream_cost, null, "a key holder does not see what the tenant pays upstream");
+        const asAdmin = await ctx.admin.call('GET', `/api/v1/generation?id=${encodeURIComponent(m.id)}`);
+        assert.ok(asAdmin.body.data.upstream_cost > 0, 'the upstream cost is kept for margin, for the operator');
       }
     }
     const bobs = made.find((m) => m.keyId === people.bob.key.id);

@@ -3,6 +3,7 @@
 use super::error::ApiError;
 use super::incoming::Incoming;
 use super::respond::Call;
+use crate::cache::failures;
 use crate::cache::keys::{self as key_cache, KeyRecord, Source};
 use crate::domain::keys::{self, Permission, Permissions};
 use crate::domain::time::to_iso;
@@ -90,9 +91,15 @@ async fn authenticate_with(req: &Incoming, call: &Call, cached: bool) -> Result<
     }
     let hash = keys::hash(&token);
     let now = call.now_ms();
-    let (record, source) =
-        if cached { lookup(call, &hash, now).await? } else { (from_d1(call, &hash, now).await?, Source::D1) };
+    let client = client_of(req);
+    let (record, source) = if cached {
+        lookup(call, &client, &hash, now).await?
+    } else {
+        refuse_if_blocked(&client, now)?;
+        (from_d1(call, &hash, now).await?, Source::D1)
+    };
     let Some(record) = record else {
+        note_failure(call, &client, now).await;
         return Err(ApiError::unauthenticated("invalid credential"));
     };
     if record.deleted {
@@ -107,13 +114,44 @@ async fn authenticate_with(req: &Incoming, call: &Call, cached: bool) -> Result<
     Ok(Authenticated { caller: Caller::Key(record), source: Some(source), hash: Some(hash) })
 }
 
+/// A client that presented too many unknown keys gets no D1 lookup for a while (429).
+fn refuse_if_blocked(client: &str, now: i64) -> Result<(), ApiError> {
+    match failures::blocked_until(client, now) {
+        Some(until) => Err(ApiError::LimitReached {
+            message: "too many failed authentications from this client; try again later".into(),
+            retry_after_secs: ((until - now).max(1000) / 1000) as u64,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Who is calling, for counting failed authentications: the client's address as Cloudflare
+/// saw it (one bucket for every caller where there is none, as under `wrangler dev`).
+fn client_of(req: &Incoming) -> String {
+    req.headers().get("cf-connecting-ip").ok().flatten().unwrap_or_else(|| "unknown".into())
+}
+
+/// Counts an unknown key against its client: with the Rate Limiting binding where the tenant
+/// has one (`AUTH_FAILURES`), else in this isolate (`AUTH_FAILURE_LIMIT` a minute).
+async fn note_failure(call: &Call, client: &str, now: i64) {
+    match env::auth_failures(&call.env) {
+        Some(limiter) => {
+            if limiter.limit(client.to_string()).await.is_ok_and(|o| !o.success) {
+                failures::block(client, now);
+            }
+        }
+        None => failures::count(client, now, call.config.auth_failure_limit),
+    }
+}
+
 async fn from_d1(call: &Call, hash: &str, now: i64) -> Result<Option<KeyRecord>, ApiError> {
     let db = env::db(&call.env).map_err(ApiError::internal)?;
     let row = store::keys::find_by_hash(&db, hash, &to_iso(now)).await?;
     Ok(row.map(|r| KeyRecord::from_row(&r, hash)))
 }
 
-async fn lookup(call: &Call, hash: &str, now: i64) -> Result<(Option<KeyRecord>, Source), ApiError> {
+/// Memory, then KV, then — unless the client is refused for failed authentications — D1.
+async fn lookup(call: &Call, client: &str, hash: &str, now: i64) -> Result<(Option<KeyRecord>, Source), ApiError> {
     if let Some(hit) = key_cache::from_memory(hash, now) {
         return Ok((hit, Source::Memory));
     }
@@ -122,11 +160,13 @@ async fn lookup(call: &Call, hash: &str, now: i64) -> Result<(Option<KeyRecord>,
         key_cache::remember(hash, hit.clone(), now);
         return Ok((hit, Source::Kv));
     }
+    refuse_if_blocked(client, now)?;
     let record = from_d1(call, hash, now).await?;
     key_cache::remember(hash, record.clone(), now);
-    let kv_record = record.clone();
-    let hash = hash.to_string();
-    call.ctx.wait_until(async move { key_cache::store_kv(&kv, &hash, &kv_record).await });
+    if let Some(found) = record.clone() {
+        let hash = hash.to_string();
+        call.ctx.wait_until(async move { key_cache::store_kv(&kv, &hash, &found).await });
+    }
     Ok((record, Source::D1))
 }
 

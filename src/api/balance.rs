@@ -6,13 +6,12 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use worker::Response;
 
-use super::auth::authenticate;
+use super::auth::Caller;
 use super::error::ApiError;
 use super::incoming::Incoming;
 use super::respond::{self, query, read_json, Call};
 use crate::billing::client::{Account, Credited, Summary};
 use crate::billing::protocol::LedgerEntry;
-use crate::domain::keys::Permission;
 use crate::domain::money::{micros_to_usd, usd_to_micros};
 use crate::domain::paging::Page;
 use crate::domain::time::to_iso;
@@ -22,9 +21,7 @@ use crate::env;
 use crate::store;
 
 /// The user whose money is asked about: the key's own, or `?user_id=` for admins.
-async fn account_of(req: &Incoming, call: &Call) -> Result<String, ApiError> {
-    let caller = authenticate(req, call).await?.caller;
-    caller.require(Permission::Read)?;
+fn account_of(req: &Incoming, caller: &Caller) -> Result<String, ApiError> {
     caller.target_user(query(req).get("user_id").cloned().filter(|u| !u.is_empty()))
 }
 
@@ -33,8 +30,8 @@ pub(super) async fn summary(call: &Call, account: &str, key_id: Option<String>) 
     Account::of(&call.env, account).summary(key_id).await.map_err(ApiError::internal)
 }
 
-pub async fn get_balance(req: Incoming, call: &Call) -> Result<Response, ApiError> {
-    let user_id = account_of(&req, call).await?;
+pub async fn get_balance(req: Incoming, call: &Call, caller: &Caller) -> Result<Response, ApiError> {
+    let user_id = account_of(&req, caller)?;
     let Summary { balance, reserved, .. } = summary(call, &user_id, None).await?;
     respond::json(
         200,
@@ -42,8 +39,8 @@ pub async fn get_balance(req: Incoming, call: &Call) -> Result<Response, ApiErro
     )
 }
 
-pub async fn get_credits(req: Incoming, call: &Call) -> Result<Response, ApiError> {
-    let user_id = account_of(&req, call).await?;
+pub async fn get_credits(req: Incoming, call: &Call, caller: &Caller) -> Result<Response, ApiError> {
+    let user_id = account_of(&req, caller)?;
     let Summary { total_credits, total_usage, .. } = summary(call, &user_id, None).await?;
     respond::data(
         200,
@@ -58,8 +55,8 @@ fn entry_view(e: &LedgerEntry) -> Value {
     })
 }
 
-pub async fn list_transactions(req: Incoming, call: &Call) -> Result<Response, ApiError> {
-    let user_id = account_of(&req, call).await?;
+pub async fn list_transactions(req: Incoming, call: &Call, caller: &Caller) -> Result<Response, ApiError> {
+    let user_id = account_of(&req, caller)?;
     let q = query(&req);
     let page = Page::parse(q.get("page").map(String::as_str), q.get("page_size").map(String::as_str), "page_size")?;
     let (rows, total) =
@@ -82,7 +79,6 @@ struct AddBalance {
 
 /// Credits (or, with `adjustment`, debits) an account. `Idempotency-Key` makes a repeat answer the first result.
 pub async fn add_balance(mut req: Incoming, call: &Call) -> Result<Response, ApiError> {
-    authenticate(&req, call).await?.caller.require(Permission::Admin)?;
     let idempotency_key = req.headers().get("idempotency-key").ok().flatten().filter(|k| !k.is_empty());
     if idempotency_key.as_ref().is_some_and(|k| k.len() > 200) {
         return Err(ApiError::bad_request("`Idempotency-Key` must be at most 200 characters"));
@@ -131,8 +127,7 @@ pub async fn add_balance(mut req: Incoming, call: &Call) -> Result<Response, Api
 }
 
 /// Per account: the D1 ledger's sum against the object's balance.
-pub async fn reconcile(req: Incoming, call: &Call) -> Result<Response, ApiError> {
-    authenticate(&req, call).await?.caller.require(Permission::Admin)?;
+pub async fn reconcile(call: &Call) -> Result<Response, ApiError> {
     let report = run_reconciliation(&call.env).await?;
     respond::data(200, &report)
 }

@@ -6,7 +6,7 @@
 use futures_channel::oneshot;
 use worker::Response;
 
-use super::auth::{authenticate_for_inference, note_key_use, Caller};
+use super::auth::{note_key_use, Authenticated, Caller};
 use super::error::ApiError;
 use super::incoming::Incoming;
 use super::meter::{price_table, Meter};
@@ -17,7 +17,6 @@ use super::served::costliest;
 use super::upstream;
 use crate::cache::prices::PriceTable;
 use crate::domain::chat::ChatRequest;
-use crate::domain::keys::Permission;
 use crate::domain::routing::{self, Attempt, Routing};
 use crate::store::prices::PriceRow;
 
@@ -26,9 +25,7 @@ const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 /// Output tokens asked of Anthropic (which requires a number) when neither the client nor the price table gives one.
 const ANTHROPIC_DEFAULT_MAX_TOKENS: u64 = 4_096;
 
-pub async fn create_chat_completion(mut req: Incoming, call: &Call) -> Result<Response, ApiError> {
-    let auth = authenticate_for_inference(&req, call).await?;
-    auth.caller.require(Permission::Write)?;
+pub async fn create_chat_completion(mut req: Incoming, call: &Call, auth: Authenticated) -> Result<Response, ApiError> {
     let mut chat = ChatRequest::parse(&read_body(&mut req, MAX_BODY_BYTES).await?)?;
     chat.refuse_unpriced_fees()?;
     let prices = price_table(call).await?;

@@ -6,15 +6,15 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use worker::{D1Database, Response};
 
-use super::auth::{authenticate, Caller};
+use super::auth::Caller;
 use super::error::ApiError;
 use super::incoming::Incoming;
 use super::respond::{self, present, query, random_bytes, read_json, Call};
 use crate::billing::client::Account;
 use crate::cache::keys as key_cache;
 use crate::domain::keys::{
-    self, parse_permissions, validate_expiry, validate_limit, validate_limit_reset, KeyState, Permission, Permissions,
-    Status, MAX_GRACE_SECONDS,
+    self, parse_permissions, validate_expiry, validate_limit, validate_limit_reset, Climb, KeyState, KeyTerms,
+    Permissions, Status, MAX_GRACE_SECONDS,
 };
 use crate::domain::money::micros_to_usd;
 use crate::domain::paging::Page;
@@ -43,12 +43,10 @@ fn db(call: &Call) -> Result<D1Database, ApiError> {
     env::db(&call.env).map_err(ApiError::internal)
 }
 
-pub async fn create_key(mut req: Incoming, call: &Call) -> Result<Response, ApiError> {
-    let caller = authenticate(&req, call).await?.caller;
-    caller.require(Permission::Write)?;
+pub async fn create_key(mut req: Incoming, call: &Call, caller: &Caller) -> Result<Response, ApiError> {
     let body: CreateKey = read_json(&mut req).await?;
     let user_id = caller.target_user(body.user_id.clone())?;
-    mint_key(call, &caller, user_id, body).await
+    mint_key(call, caller, user_id, body).await
 }
 
 #[derive(Deserialize)]
@@ -58,25 +56,24 @@ struct CreateToken {
 }
 
 /// POST /api/token: a key for the caller's own user.
-pub async fn create_token(mut req: Incoming, call: &Call) -> Result<Response, ApiError> {
-    let caller = authenticate(&req, call).await?.caller;
-    caller.require(Permission::Write)?;
+pub async fn create_token(mut req: Incoming, call: &Call, caller: &Caller) -> Result<Response, ApiError> {
     let body: CreateToken = read_json(&mut req).await?;
     let Caller::Key(k) = &caller else {
         return Err(ApiError::bad_request("the operator has no user of its own: use POST /api/keys with `user_id`"));
     };
     let user_id = k.user_id.clone();
+    // A token carries its maker's limit, reset, expiry and organization: it can do no more than its maker.
     let fields = CreateKey {
         name: body.name,
         description: None,
         permissions: None,
-        expires_at: None,
-        limit: None,
-        limit_reset: None,
+        expires_at: k.valid_until_ms.map(to_iso),
+        limit: k.limit_micros.map(micros_to_usd),
+        limit_reset: k.limit_reset.clone(),
         user_id: None,
-        org_id: None,
+        org_id: k.org_id.clone(),
     };
-    mint_key(call, &caller, user_id, fields).await
+    mint_key(call, caller, user_id, fields).await
 }
 
 pub(super) async fn mint_key(
@@ -87,23 +84,22 @@ pub(super) async fn mint_key(
 ) -> Result<Response, ApiError> {
     let now_ms = call.now_ms();
     let permissions = body.permissions.as_deref().map_or(Ok(Permissions::DEFAULT), parse_permissions)?;
-    if permissions.admin && !caller.is_admin() {
-        return Err(ApiError::forbidden("only an admin may create a key with the `admin` permission"));
-    }
     let expires_at = body.expires_at.as_deref().map(|t| validate_expiry(t, now_ms)).transpose()?.map(to_iso);
     let limit_micros = body.limit.map(validate_limit).transpose()?;
     let limit_reset = body.limit_reset.as_deref().map(validate_limit_reset).transpose()?;
     let name = validate_text("name", &body.name, MAX_NAME_LEN)?;
     let description = validate_optional_text("description", body.description.as_deref(), 1000)?;
+    // A key made by a key of an organization belongs to that organization.
+    let org_id = match holder(caller) {
+        Some(h) => body.org_id.clone().or(h.org_id.clone()),
+        None => body.org_id.clone(),
+    };
 
     let db = db(call)?;
     if store::users::get_live(&db, &user_id).await?.is_none() {
         return Err(ApiError::not_found(format!("user {user_id} not found")));
     }
-    if let Some(org_id) = &body.org_id {
-        if !caller.is_admin() {
-            return Err(ApiError::forbidden("only an admin may create a key for an organization"));
-        }
+    if let Some(org_id) = &org_id {
         if store::orgs::get_live(&db, org_id).await?.is_none() {
             return Err(ApiError::not_found(format!("organization {org_id} not found")));
         }
@@ -111,11 +107,14 @@ pub(super) async fn mint_key(
     let minted = keys::mint(random_bytes());
     let now = to_iso(now_ms);
     let mut row = KeyRow::new(ids::uuid_v4(random_bytes()), user_id, name, &minted, permissions.to_stored(), &now);
-    row.org_id = body.org_id;
+    row.org_id = org_id;
     row.description = description;
     row.expires_at = expires_at;
     row.limit_micros = limit_micros;
     row.limit_reset = limit_reset;
+    if let Some(h) = holder(caller) {
+        keys::within_holder(&h, &terms_of(&row), None).map_err(forbidden)?;
+    }
     store::keys::insert(&db, &row).await?;
     // The account object learns the key (limit, window, expiry) before its secret is shown. Should that
     // call fail, the object uses the gateway's copy of the same record, so the key is still answered.
@@ -127,9 +126,7 @@ pub(super) async fn mint_key(
     respond::data(201, &view)
 }
 
-pub async fn list_keys(req: Incoming, call: &Call) -> Result<Response, ApiError> {
-    let caller = authenticate(&req, call).await?.caller;
-    caller.require(Permission::Read)?;
+pub async fn list_keys(req: Incoming, call: &Call, caller: &Caller) -> Result<Response, ApiError> {
     let q = query(&req);
     let page = Page::parse(q.get("page").map(String::as_str), q.get("limit").map(String::as_str), "limit")?;
     let status = q.get("status").map(String::as_str).filter(|s| !s.is_empty());
@@ -138,15 +135,18 @@ pub async fn list_keys(req: Incoming, call: &Call) -> Result<Response, ApiError>
             InvalidRequest::param(format!("`status` is `{s}`; expected active, disabled or expired"), "status")
         })?;
     }
-    let own_user = match &caller {
-        Caller::Key(k) if !caller.is_admin() => Some(k.user_id.as_str()),
+    // A key without `admin` lists its own user's keys in its own organization only.
+    let own = match caller {
+        Caller::Key(k) if !caller.is_admin() => Some(k),
         _ => None,
     };
     let now_ms = call.now_ms();
     let now_iso = to_iso(now_ms);
+    let asked_org = q.get("org_id").map(String::as_str).filter(|s| !s.is_empty());
     let filter = KeyFilter {
-        user_id: own_user.or(q.get("user_id").map(String::as_str).filter(|s| !s.is_empty())),
-        org_id: q.get("org_id").map(String::as_str).filter(|s| !s.is_empty()),
+        user_id: own.map(|k| k.user_id.as_str()).or(q.get("user_id").map(String::as_str).filter(|s| !s.is_empty())),
+        org_id: own.map_or(asked_org, |k| k.org_id.as_deref()),
+        no_org: own.is_some_and(|k| k.org_id.is_none()),
         status,
         search: q.get("search").map(|s| s.trim()).filter(|s| !s.is_empty()),
         now_iso: &now_iso,
@@ -158,20 +158,60 @@ pub async fn list_keys(req: Incoming, call: &Call) -> Result<Response, ApiError>
     respond::json(200, &json!({ "data": data, "page": page.page, "limit": page.size, "total": total }))
 }
 
-/// The key, if the caller may see it (404 otherwise, never 403).
+/// The key, if the caller may see it: an admin sees every key; a key without `admin` sees
+/// its own user's keys in its own organization (404 otherwise, never 403).
 pub(super) async fn visible_key(db: &D1Database, caller: &Caller, id: &str) -> Result<KeyRow, ApiError> {
     let not_found = || ApiError::not_found(format!("key {id} not found"));
     let row = store::keys::get_live(db, id).await?.ok_or_else(not_found)?;
     match caller {
-        Caller::Key(k) if !caller.is_admin() && k.user_id != row.user_id => Err(not_found()),
+        Caller::Key(k) if !caller.is_admin() && (k.user_id != row.user_id || k.org_id != row.org_id) => {
+            Err(not_found())
+        }
         _ => Ok(row),
     }
 }
 
-pub async fn get_key(req: Incoming, call: &Call, id: &str) -> Result<Response, ApiError> {
-    let caller = authenticate(&req, call).await?.caller;
-    caller.require(Permission::Read)?;
-    let row = visible_key(&db(call)?, &caller, id).await?;
+/// The terms of a caller without `admin` (its own key's), within which it manages keys; `None` for admins.
+fn holder(caller: &Caller) -> Option<KeyTerms> {
+    match caller {
+        Caller::Key(k) if !caller.is_admin() => Some(KeyTerms {
+            permissions: Permissions::from_stored(&k.permissions),
+            org_id: k.org_id.clone(),
+            limit_micros: k.limit_micros,
+            limit_reset: k.limit_reset.as_deref().and_then(Reset::parse),
+            expires_at_ms: k.valid_until_ms,
+        }),
+        _ => None,
+    }
+}
+
+fn terms_of(row: &KeyRow) -> KeyTerms {
+    KeyTerms {
+        permissions: Permissions::from_stored(&row.permissions),
+        org_id: row.org_id.clone(),
+        limit_micros: row.limit_micros,
+        limit_reset: row.limit_reset.as_deref().and_then(Reset::parse),
+        expires_at_ms: row.expires_at.as_deref().and_then(parse_iso),
+    }
+}
+
+/// A key the caller sees but may not manage, or terms it may not give: 403.
+fn forbidden(climb: Climb) -> ApiError {
+    ApiError::forbidden(climb.to_string())
+}
+
+/// The key, if the caller may manage it (change, rotate, delete): 404 when it may not see it,
+/// 403 when it sees it but the key is beyond its own permissions.
+async fn managed_key(db: &D1Database, caller: &Caller, id: &str) -> Result<KeyRow, ApiError> {
+    let row = visible_key(db, caller, id).await?;
+    if let Some(h) = holder(caller) {
+        keys::may_manage(&h, &terms_of(&row)).map_err(forbidden)?;
+    }
+    Ok(row)
+}
+
+pub async fn get_key(call: &Call, caller: &Caller, id: &str) -> Result<Response, ApiError> {
+    let row = visible_key(&db(call)?, caller, id).await?;
     respond::data(200, &key_view(&row, call.now_ms()))
 }
 
@@ -191,12 +231,11 @@ struct UpdateKey {
     limit_reset: Option<Option<String>>,
 }
 
-pub async fn update_key(mut req: Incoming, call: &Call, id: &str) -> Result<Response, ApiError> {
-    let caller = authenticate(&req, call).await?.caller;
-    caller.require(Permission::Write)?;
+pub async fn update_key(mut req: Incoming, call: &Call, caller: &Caller, id: &str) -> Result<Response, ApiError> {
     let body: UpdateKey = read_json(&mut req).await?;
     let db = db(call)?;
-    let mut row = visible_key(&db, &caller, id).await?;
+    let mut row = managed_key(&db, caller, id).await?;
+    let before = terms_of(&row);
     let now_ms = call.now_ms();
     if let Some(name) = body.name {
         row.name = validate_text("name", &name, MAX_NAME_LEN)?;
@@ -205,11 +244,7 @@ pub async fn update_key(mut req: Incoming, call: &Call, id: &str) -> Result<Resp
         row.description = validate_optional_text("description", description.as_deref(), 1000)?;
     }
     if let Some(list) = body.permissions {
-        let permissions = parse_permissions(&list)?;
-        if permissions.admin && !caller.is_admin() {
-            return Err(ApiError::forbidden("only an admin may grant the `admin` permission"));
-        }
-        row.permissions = permissions.to_stored();
+        row.permissions = parse_permissions(&list)?.to_stored();
     }
     if let Some(disabled) = body.disabled {
         row.disabled = i64::from(disabled);
@@ -223,21 +258,35 @@ pub async fn update_key(mut req: Incoming, call: &Call, id: &str) -> Result<Resp
     if let Some(reset) = body.limit_reset {
         row.limit_reset = reset.as_deref().map(validate_limit_reset).transpose()?;
     }
+    if let Some(h) = holder(caller) {
+        keys::within_holder(&h, &terms_of(&row), Some(&before)).map_err(forbidden)?;
+    }
     row.updated_at = to_iso(now_ms);
     store::keys::update(&db, &row).await?;
     publish(call, std::slice::from_ref(&row)).await?;
     respond::data(200, &key_view(&row, now_ms))
 }
 
-/// Soft delete: the key stops working at once; its history stays.
-pub async fn delete_key(req: Incoming, call: &Call, id: &str) -> Result<Response, ApiError> {
-    let caller = authenticate(&req, call).await?.caller;
-    caller.require(Permission::Write)?;
+/// Soft delete: the key stops working at once; its history stays. A repeat answers the same
+/// and tells the account object again (should an earlier attempt have failed on the way).
+pub async fn delete_key(call: &Call, caller: &Caller, id: &str) -> Result<Response, ApiError> {
     let db = db(call)?;
-    visible_key(&db, &caller, id).await?;
-    let row = store::keys::soft_delete(&db, id, &to_iso(call.now_ms()))
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("key {id} not found")))?;
+    let row = match managed_key(&db, caller, id).await {
+        Ok(_) => store::keys::soft_delete(&db, id, &to_iso(call.now_ms())).await?,
+        Err(e) if e.status() == 404 => {
+            let deleted = store::keys::get_deleted(&db, id).await?;
+            let visible = deleted.filter(|row| match caller {
+                Caller::Key(k) if !caller.is_admin() => k.user_id == row.user_id && k.org_id == row.org_id,
+                _ => true,
+            });
+            if visible.is_none() {
+                return Err(e);
+            }
+            visible
+        }
+        Err(e) => return Err(e),
+    };
+    let row = row.ok_or_else(|| ApiError::not_found(format!("key {id} not found")))?;
     publish(call, std::slice::from_ref(&row)).await?;
     respond::data(200, &json!({ "id": id, "deleted": true }))
 }
@@ -251,9 +300,7 @@ struct RotateKey {
 /// A new secret for the same key. With an `Idempotency-Key`, the secret is
 /// derived (HMAC under ADMIN_TOKEN) from the key, that header and the secret
 /// rotated from, so a repeat returns the same secret and mints nothing.
-pub async fn rotate_key(mut req: Incoming, call: &Call, id: &str) -> Result<Response, ApiError> {
-    let caller = authenticate(&req, call).await?.caller;
-    caller.require(Permission::Write)?;
+pub async fn rotate_key(mut req: Incoming, call: &Call, caller: &Caller, id: &str) -> Result<Response, ApiError> {
     let idempotency_key = req.headers().get("idempotency-key").ok().flatten().filter(|k| !k.is_empty());
     if idempotency_key.as_ref().is_some_and(|k| k.len() > 200) {
         return Err(ApiError::bad_request("`Idempotency-Key` must be at most 200 characters"));
@@ -273,15 +320,21 @@ pub async fn rotate_key(mut req: Incoming, call: &Call, id: &str) -> Result<Resp
         .into());
     }
     let db = db(call)?;
-    let row = visible_key(&db, &caller, id).await?;
+    let row = managed_key(&db, caller, id).await?;
 
+    // The secret is derived from who asks too: a replay returns a secret only to the caller that made it.
+    let asker = match caller {
+        Caller::Operator => "operator".to_string(),
+        Caller::Key(k) => format!("key:{}", k.id),
+    };
     let derive = |from_hash: &str| -> Result<Option<keys::NewKey>, ApiError> {
         let Some(idem) = &idempotency_key else { return Ok(None) };
         let secret =
             call.config.admin_token.as_ref().ok_or_else(|| {
                 ApiError::bad_request("`Idempotency-Key` on rotation needs ADMIN_TOKEN to be configured")
             })?;
-        Ok(Some(keys::mint(keys::rotation_secret(secret.expose(), &row.id, idem, from_hash))))
+        let scoped = format!("{asker}\n{idem}");
+        Ok(Some(keys::mint(keys::rotation_secret(secret.expose(), &row.id, &scoped, from_hash))))
     };
     // A repeat: the current secret is the one this request derived last time.
     if let Some(previous) = row.previous_key_hash.as_deref() {
@@ -331,9 +384,8 @@ fn rotation_view(row: &KeyRow, secret: &str) -> Value {
 }
 
 /// GET /api/v1/key: the calling key, OpenRouter-style, with its spend from the account object.
-pub async fn current_key(req: Incoming, call: &Call) -> Result<Response, ApiError> {
-    let caller = authenticate(&req, call).await?.caller;
-    let Caller::Key(k) = &caller else {
+pub async fn current_key(call: &Call, caller: &Caller) -> Result<Response, ApiError> {
+    let Caller::Key(k) = caller else {
         return Err(ApiError::bad_request("the operator token is not a key; call this with a key"));
     };
     let row = store::keys::get_live(&db(call)?, &k.id)
@@ -365,7 +417,16 @@ pub(super) async fn publish(call: &Call, rows: &[KeyRow]) -> Result<(), ApiError
         rows.iter().flat_map(|k| std::iter::once(k.key_hash.as_str()).chain(k.previous_key_hash.as_deref())).collect();
     key_cache::forget(&kv, &hashes).await;
     for row in rows {
-        Account::of(&call.env, &row.user_id).put_key(key_state(row)).await.map_err(ApiError::internal)?;
+        // Tried three times: a change D1 has made must reach the object (a repeated request re-sends it too).
+        let account = Account::of(&call.env, &row.user_id);
+        let mut tries = 0;
+        while let Err(e) = account.put_key(key_state(row)).await {
+            tries += 1;
+            if tries == 3 {
+                return Err(ApiError::internal(e));
+            }
+            worker::Delay::from(std::time::Duration::from_millis(100 * tries)).await;
+        }
     }
     Ok(())
 }
@@ -381,6 +442,7 @@ fn key_state(row: &KeyRow) -> KeyState {
         deleted: row.deleted_at.is_some(),
         limit_micros: row.limit_micros,
         limit_reset: row.limit_reset.as_deref().and_then(Reset::parse),
+        permissions: Some(row.permissions.clone()),
     }
 }
 

@@ -16,6 +16,7 @@ use crate::cache::keys::KeyRecord;
 use crate::cache::prices as price_cache;
 use crate::domain::account::Ask;
 use crate::domain::chat::{ChatRequest, Usage, MAX_OUTPUT_TOKENS};
+use crate::domain::keys::KeyRefusal;
 use crate::domain::ledger::{self, LimitSource, Reservation};
 use crate::domain::money::{micros_to_usd, usd_to_micros};
 use crate::domain::orgs::{Limits, OrgLimitHit};
@@ -152,6 +153,9 @@ impl Meter {
         };
         let answer = Account::of(&call.env, &key.user_id).reserve(ask).await.map_err(ApiError::internal)?;
         let (reservation, resets_at_ms) = match answer {
+            Reserved::Refused(KeyRefusal::NotPermitted) => {
+                return Err(ApiError::forbidden(KeyRefusal::NotPermitted.message()))
+            }
             Reserved::Refused(reason) => return Err(ApiError::unauthenticated(reason.message())),
             Reserved::TooMany(scope) => {
                 return Err(ApiError::LimitReached {

@@ -58,10 +58,12 @@ pub use provision::mirror_upstream_keys;
 mod dispatch {
     use worker::{Context, Env, Response};
 
+    use super::auth::{authenticate, authenticate_for_inference, Authenticated};
     use super::error::ApiError;
     use super::incoming::Incoming;
     use super::respond::{self, Call};
-    use crate::routes::{route, Match, Route};
+    use crate::domain::keys::Permission;
+    use crate::routes::{route, Access, Match, Route};
 
     /// Every request enters here and leaves as a response: errors are OpenAI-shaped, never a bare 500.
     pub async fn handle(req: Incoming, env: Env, ctx: Context) -> Response {
@@ -69,59 +71,84 @@ mod dispatch {
         let path = req.path();
         let method = req.method();
         let result = match route(&method, &path) {
-            Match::Found(r) => run(r, req, &call).await,
+            Match::Found(r, access) => run(r, access, req, &call).await,
             Match::WrongMethod => Err(ApiError::MethodNotAllowed { method, path }),
             Match::NotFound => Err(ApiError::not_found(format!("no route for {method} {path}"))),
         };
         respond::finish(&call, result)
     }
 
-    async fn run(r: Route, req: Incoming, call: &Call) -> Result<Response, ApiError> {
+    /// Authenticates the caller once, as the route's access says, and checks it.
+    async fn authorize(access: Access, req: &Incoming, call: &Call) -> Result<Option<Authenticated>, ApiError> {
+        let auth = match access {
+            Access::Public => return Ok(None),
+            Access::Inference => authenticate_for_inference(req, call).await?,
+            Access::AnyKey | Access::Key(_) => authenticate(req, call).await?,
+        };
+        match access {
+            Access::Inference => auth.caller.require(Permission::Write)?,
+            Access::Key(needed) => auth.caller.require(needed)?,
+            Access::Public | Access::AnyKey => {}
+        }
+        Ok(Some(auth))
+    }
+
+    async fn run(r: Route, access: Access, req: Incoming, call: &Call) -> Result<Response, ApiError> {
+        let Some(auth) = authorize(access, &req, call).await? else {
+            return match r {
+                Route::Health => super::models::health(&req, call).await,
+                Route::ListModels => super::models::list_models(call).await,
+                Route::ListPrices => super::prices::list_prices(req, call).await,
+                Route::GetPrice(model) => super::prices::get_price(&req, call, &model).await,
+                other => Err(ApiError::internal(format!("{other:?} is not a public route"))),
+            };
+        };
+        let caller = &auth.caller;
         match r {
-            Route::Health => super::models::health(&req, call).await,
-            Route::ChatCompletions => super::chat::create_chat_completion(req, call).await,
-            Route::ListModels => super::models::list_models(call).await,
-            Route::CurrentKey => super::keys::current_key(req, call).await,
+            Route::ChatCompletions => super::chat::create_chat_completion(req, call, auth).await,
+            Route::CurrentKey => super::keys::current_key(call, caller).await,
             Route::ListUsers => super::users::list_users(req, call).await,
             Route::CreateUser => super::users::create_user(req, call).await,
-            Route::GetUser(id) => super::users::get_user(req, call, &id).await,
+            Route::GetUser(id) => super::users::get_user(call, &id).await,
             Route::UpdateUser(id) => super::users::update_user(req, call, &id).await,
-            Route::DeleteUser(id) => super::users::delete_user(req, call, &id).await,
-            Route::ListKeys => super::keys::list_keys(req, call).await,
-            Route::CreateKey => super::keys::create_key(req, call).await,
-            Route::CreateToken => super::keys::create_token(req, call).await,
-            Route::GetKey(id) => super::keys::get_key(req, call, &id).await,
-            Route::UpdateKey(id) => super::keys::update_key(req, call, &id).await,
-            Route::DeleteKey(id) => super::keys::delete_key(req, call, &id).await,
-            Route::RotateKey(id) => super::keys::rotate_key(req, call, &id).await,
+            Route::DeleteUser(id) => super::users::delete_user(call, &id).await,
+            Route::ListKeys => super::keys::list_keys(req, call, caller).await,
+            Route::CreateKey => super::keys::create_key(req, call, caller).await,
+            Route::CreateToken => super::keys::create_token(req, call, caller).await,
+            Route::GetKey(id) => super::keys::get_key(call, caller, &id).await,
+            Route::UpdateKey(id) => super::keys::update_key(req, call, caller, &id).await,
+            Route::DeleteKey(id) => super::keys::delete_key(call, caller, &id).await,
+            Route::RotateKey(id) => super::keys::rotate_key(req, call, caller, &id).await,
             Route::ListOrgs => super::orgs::list_orgs(req, call).await,
             Route::CreateOrg => super::orgs::create_org(req, call).await,
-            Route::GetOrg(id) => super::orgs::get_org(req, call, &id).await,
+            Route::GetOrg(id) => super::orgs::get_org(call, &id).await,
             Route::UpdateOrg(id) => super::orgs::update_org(req, call, &id).await,
-            Route::DeleteOrg(id) => super::orgs::delete_org(req, call, &id).await,
-            Route::CreateOrgKey(id) => super::orgs::create_org_key(req, call, &id).await,
-            Route::ListPrices => super::prices::list_prices(req, call).await,
+            Route::DeleteOrg(id) => super::orgs::delete_org(call, &id).await,
+            Route::CreateOrgKey(id) => super::orgs::create_org_key(req, call, caller, &id).await,
             Route::PutPrice => super::prices::put_price(req, call).await,
             Route::SyncPrices => super::prices::sync_prices(req, call).await,
-            Route::GetPrice(model) => super::prices::get_price(call, &model).await,
-            Route::GetBalance => super::balance::get_balance(req, call).await,
-            Route::ListTransactions => super::balance::list_transactions(req, call).await,
+            Route::GetBalance => super::balance::get_balance(req, call, caller).await,
+            Route::ListTransactions => super::balance::list_transactions(req, call, caller).await,
             Route::AddBalance => super::balance::add_balance(req, call).await,
-            Route::GetCredits => super::balance::get_credits(req, call).await,
-            Route::Reconcile => super::balance::reconcile(req, call).await,
-            Route::OwnStats => super::usage::get_own_stats(req, call).await,
-            Route::KeyStats(id) => super::usage::get_key_stats(req, call, &id).await,
+            Route::GetCredits => super::balance::get_credits(req, call, caller).await,
+            Route::Reconcile => super::balance::reconcile(call).await,
+            Route::OwnStats => super::usage::get_own_stats(req, call, caller).await,
+            Route::KeyStats(id) => super::usage::get_key_stats(req, call, caller, &id).await,
             Route::OrgStats(id) => super::usage::get_org_stats(req, call, &id).await,
             Route::GlobalStats => super::usage::get_global_stats(req, call).await,
-            Route::Generation => super::usage::get_generation(req, call).await,
+            Route::Generation => super::usage::get_generation(req, call, caller).await,
             Route::Provision => super::provision::provision(req, call).await,
             Route::ListUpstreamKeys => super::provision::list_upstream_keys(req, call).await,
             Route::UpdateUpstreamKey(id) => super::provision::update_upstream_key(req, call, &id).await,
-            Route::DeleteUpstreamKey(id) => super::provision::delete_upstream_key(req, call, &id).await,
-            Route::Overview => super::usage::get_overview(req, call).await,
-            Route::ListRoutes => super::pins::list_routes(req, call).await,
-            Route::PutRoute(model) => super::pins::put_route(req, call, &model).await,
-            Route::DeleteRoute(model) => super::pins::delete_route(req, call, &model).await,
+            Route::DeleteUpstreamKey(id) => super::provision::delete_upstream_key(call, &id).await,
+            Route::Overview => super::usage::get_overview(call).await,
+            Route::ListRoutes => super::pins::list_routes(call).await,
+            Route::PutRoute(model) => super::pins::put_route(req, call, Some(model)).await,
+            Route::PutRouteFromBody => super::pins::put_route(req, call, None).await,
+            Route::DeleteRoute(model) => super::pins::delete_route(call, &model).await,
+            Route::Health | Route::ListModels | Route::ListPrices | Route::GetPrice(_) => {
+                Err(ApiError::internal(format!("{r:?} is public")))
+            }
         }
     }
 }

@@ -27,12 +27,14 @@ thread_local! {
     static MODELS: RefCell<Option<(i64, String)>> = const { RefCell::new(None) };
 }
 
-/// `GET /health`: 200 when serving. `?deep=1` also proves D1, KV and the Durable Object namespace answer.
+/// `GET /health`: 200 when serving, public and free (no I/O). `?deep=1` also proves D1, KV and
+/// the Durable Object namespace answer: that costs the tenant reads, so it is for admins only.
 pub async fn health(req: &Incoming, call: &Call) -> Result<Response, ApiError> {
     let deep = req.url().is_ok_and(|u| u.query_pairs().any(|(k, v)| k == "deep" && v != "0"));
     if !deep {
         return respond::json(200, &json!({ "status": "ok", "time": to_iso(call.now_ms()) }));
     }
+    super::auth::authenticate(req, call).await?.caller.require(crate::domain::keys::Permission::Admin)?;
     let db = env::db(&call.env).map_err(ApiError::internal)?;
     db.prepare("SELECT 1 AS one").first::<serde_json::Value>(None).await.map_err(ApiError::internal)?;
     let kv = env::cache(&call.env).map_err(ApiError::internal)?;

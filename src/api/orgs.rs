@@ -4,13 +4,12 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use worker::{D1Database, Response};
 
-use super::auth::authenticate;
+use super::auth::Caller;
 use super::error::ApiError;
 use super::incoming::Incoming;
 use super::keys::{mint_key, CreateKey};
 use super::respond::{self, present, query, random_bytes, read_json, Call};
 use crate::domain::ids;
-use crate::domain::keys::Permission;
 use crate::domain::money::micros_to_usd;
 use crate::domain::orgs::{validate_status, LimitsInput};
 use crate::domain::paging::Page;
@@ -21,10 +20,8 @@ use crate::env;
 use crate::store::orgs::OrgRow;
 use crate::store::{self, StoreError};
 
-async fn operator(req: &Incoming, call: &Call) -> Result<(super::auth::Caller, D1Database), ApiError> {
-    let caller = authenticate(req, call).await?.caller;
-    caller.require(Permission::Admin)?;
-    Ok((caller, env::db(&call.env).map_err(ApiError::internal)?))
+fn db(call: &Call) -> Result<D1Database, ApiError> {
+    env::db(&call.env).map_err(ApiError::internal)
 }
 
 fn name_conflict(name: &str) -> impl FnOnce(StoreError) -> ApiError + '_ {
@@ -55,7 +52,7 @@ struct CreateOrg {
 }
 
 pub async fn create_org(mut req: Incoming, call: &Call) -> Result<Response, ApiError> {
-    let (_, db) = operator(&req, call).await?;
+    let db = db(call)?;
     let body: CreateOrg = read_json(&mut req).await?;
     let limits = body.limits.validate()?;
     check_admin_user(&db, body.admin_user_id.as_deref()).await?;
@@ -78,7 +75,7 @@ pub async fn create_org(mut req: Incoming, call: &Call) -> Result<Response, ApiE
 }
 
 pub async fn list_orgs(req: Incoming, call: &Call) -> Result<Response, ApiError> {
-    let (_, db) = operator(&req, call).await?;
+    let db = db(call)?;
     let q = query(&req);
     let page = Page::parse(q.get("page").map(String::as_str), q.get("page_size").map(String::as_str), "page_size")?;
     let (rows, total) = store::orgs::list(&db, page.size, page.offset()).await?;
@@ -92,8 +89,8 @@ async fn live_org(db: &D1Database, id: &str) -> Result<OrgRow, ApiError> {
     store::orgs::get_live(db, id).await?.ok_or_else(|| ApiError::not_found(format!("organization {id} not found")))
 }
 
-pub async fn get_org(req: Incoming, call: &Call, id: &str) -> Result<Response, ApiError> {
-    let (_, db) = operator(&req, call).await?;
+pub async fn get_org(call: &Call, id: &str) -> Result<Response, ApiError> {
+    let db = db(call)?;
     respond::data(200, &org_view(&live_org(&db, id).await?))
 }
 
@@ -111,7 +108,7 @@ struct UpdateOrg {
 }
 
 pub async fn update_org(mut req: Incoming, call: &Call, id: &str) -> Result<Response, ApiError> {
-    let (_, db) = operator(&req, call).await?;
+    let db = db(call)?;
     let body: UpdateOrg = read_json(&mut req).await?;
     let mut org = live_org(&db, id).await?;
     if let Some(name) = body.name {
@@ -139,8 +136,8 @@ pub async fn update_org(mut req: Incoming, call: &Call, id: &str) -> Result<Resp
 }
 
 /// Soft delete: the organization's keys are disabled at once.
-pub async fn delete_org(req: Incoming, call: &Call, id: &str) -> Result<Response, ApiError> {
-    let (_, db) = operator(&req, call).await?;
+pub async fn delete_org(call: &Call, id: &str) -> Result<Response, ApiError> {
+    let db = db(call)?;
     let now = to_iso(call.now_ms());
     if !store::orgs::soft_delete(&db, id, &now).await? {
         return Err(ApiError::not_found(format!("organization {id} not found")));
@@ -152,8 +149,8 @@ pub async fn delete_org(req: Incoming, call: &Call, id: &str) -> Result<Response
 }
 
 /// POST /api/orgs/{id}/keys: a key that belongs to the organization (`user_id` required).
-pub async fn create_org_key(mut req: Incoming, call: &Call, id: &str) -> Result<Response, ApiError> {
-    let (caller, db) = operator(&req, call).await?;
+pub async fn create_org_key(mut req: Incoming, call: &Call, caller: &Caller, id: &str) -> Result<Response, ApiError> {
+    let db = db(call)?;
     let mut body: CreateKey = read_json(&mut req).await?;
     live_org(&db, id).await?;
     let user_id = body
@@ -161,7 +158,7 @@ pub async fn create_org_key(mut req: Incoming, call: &Call, id: &str) -> Result<
         .take()
         .ok_or_else(|| InvalidRequest::param("`user_id` is required for an organization's key", "user_id"))?;
     body.org_id = Some(id.to_string());
-    mint_key(call, &caller, user_id, body).await
+    mint_key(call, caller, user_id, body).await
 }
 
 fn org_view(o: &OrgRow) -> Value {

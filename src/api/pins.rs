@@ -1,4 +1,5 @@
-//! Route pins (admin): GET /api/admin/routes, PUT and DELETE /api/admin/routes/{model}.
+//! Route pins (admin): GET /api/admin/routes, PUT and DELETE /api/admin/routes/{model},
+//! and PUT /api/admin/routes with the model in the body.
 //! A pin rides on the model's price row, so it reaches the hot path through
 //! the price cache: the next request after a change follows it.
 
@@ -6,12 +7,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use worker::Response;
 
-use super::auth::authenticate;
 use super::error::ApiError;
 use super::incoming::Incoming;
 use super::respond::{self, read_json, Call};
 use crate::cache::prices as price_cache;
-use crate::domain::keys::Permission;
 use crate::domain::routing::{self, Pin, Provider};
 use crate::domain::time::to_iso;
 use crate::domain::users::validate_optional_text;
@@ -33,8 +32,7 @@ fn view(row: &PriceRow, direct: &[Provider]) -> Value {
     })
 }
 
-pub async fn list_routes(req: Incoming, call: &Call) -> Result<Response, ApiError> {
-    authenticate(&req, call).await?.caller.require(Permission::Admin)?;
+pub async fn list_routes(call: &Call) -> Result<Response, ApiError> {
     let db = env::db(&call.env).map_err(ApiError::internal)?;
     let direct = call.config.direct_providers();
     let data: Vec<Value> = prices::all(&db).await?.iter().map(|r| view(r, &direct)).collect();
@@ -45,14 +43,25 @@ pub async fn list_routes(req: Incoming, call: &Call) -> Result<Response, ApiErro
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PutRoute {
+    /// Only in the body form (`PUT /api/admin/routes`); the path form names the model in the path.
+    model: Option<String>,
     provider: String,
     native_model: Option<String>,
     fallback_to_openrouter: Option<bool>,
 }
 
-pub async fn put_route(mut req: Incoming, call: &Call, model: &str) -> Result<Response, ApiError> {
-    authenticate(&req, call).await?.caller.require(Permission::Admin)?;
+/// `in_path`: the model named by the path; `None` for the body form, whose body must name it.
+pub async fn put_route(mut req: Incoming, call: &Call, in_path: Option<String>) -> Result<Response, ApiError> {
     let body: PutRoute = read_json(&mut req).await?;
+    let model = match (in_path, &body.model) {
+        (Some(path), Some(named)) if &path != named => {
+            return Err(InvalidRequest::param("`model` differs from the model in the path", "model").into())
+        }
+        (Some(path), _) => path,
+        (None, Some(named)) => crate::domain::users::validate_text("model", named, 256)?,
+        (None, None) => return Err(InvalidRequest::param("`model` is required", "model").into()),
+    };
+    let model = model.as_str();
     let provider = Provider::parse(&body.provider).ok_or_else(|| {
         InvalidRequest::param("`provider` must be one of openrouter, openai, anthropic, google", "provider")
     })?;
@@ -82,8 +91,7 @@ pub async fn put_route(mut req: Incoming, call: &Call, model: &str) -> Result<Re
     respond::data(200, &view(&row, &call.config.direct_providers()))
 }
 
-pub async fn delete_route(req: Incoming, call: &Call, model: &str) -> Result<Response, ApiError> {
-    authenticate(&req, call).await?.caller.require(Permission::Admin)?;
+pub async fn delete_route(call: &Call, model: &str) -> Result<Response, ApiError> {
     let db = env::db(&call.env).map_err(ApiError::internal)?;
     if !prices::clear_route(&db, model, &to_iso(call.now_ms())).await? {
         return Err(ApiError::not_found(format!("{model} has no pinned route")));

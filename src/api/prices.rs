@@ -4,12 +4,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use worker::{Env, Response};
 
-use super::auth::authenticate;
 use super::error::ApiError;
 use super::incoming::Incoming;
 use super::respond::{self, query, read_json, Call};
 use crate::cache::prices as price_cache;
-use crate::domain::keys::Permission;
 use crate::domain::pricing::{from_usd_per_token, parse_usd_per_token, to_usd_per_token, with_markup};
 use crate::domain::time::to_iso;
 use crate::domain::users::{validate_optional_text, validate_text};
@@ -19,9 +17,9 @@ use crate::providers::openai_compat::parse_model_list;
 use crate::providers::transport;
 use crate::store::prices::{self, PriceRow};
 
-fn view(r: &PriceRow) -> Value {
+fn view(r: &PriceRow, show_upstream: bool) -> Value {
     let usd = |v: Option<i64>| v.map(to_usd_per_token);
-    json!({
+    let mut view = json!({
         "model_name": r.model_name, "display_name": r.display_name, "provider": r.provider,
         "pricing_input": to_usd_per_token(r.input_per_mtok), "pricing_output": to_usd_per_token(r.output_per_mtok),
         "pricing_cache_read": usd(r.cache_read_per_mtok), "pricing_cache_write": usd(r.cache_write_per_mtok),
@@ -29,24 +27,45 @@ fn view(r: &PriceRow) -> Value {
         "upstream_pricing_input": usd(r.upstream_input_per_mtok), "upstream_pricing_output": usd(r.upstream_output_per_mtok),
         "context_length": r.context_length, "max_completion_tokens": r.max_completion_tokens,
         "is_active": r.is_active != 0, "edited_by_admin": r.edited_by_admin != 0, "updated_at": r.updated_at,
-    })
+    });
+    if !show_upstream {
+        if let Some(fields) = view.as_object_mut() {
+            fields.remove("upstream_pricing_input");
+            fields.remove("upstream_pricing_output");
+        }
+    }
+    view
 }
 
+/// Whether this reader of the public price list sees what the tenant pays upstream: when the
+/// tenant says so (`SHOW_UPSTREAM_COST`), else only an admin who sends its credential.
+async fn sees_upstream(req: &Incoming, call: &Call) -> bool {
+    if call.config.show_upstream_cost {
+        return true;
+    }
+    if req.headers().get("authorization").ok().flatten().is_none() {
+        return false;
+    }
+    super::auth::authenticate(req, call).await.is_ok_and(|a| a.caller.is_admin())
+}
+
+/// Public: read from the price cache (isolate memory → KV → D1), so anonymous reads cost no D1 query.
 pub async fn list_prices(req: Incoming, call: &Call) -> Result<Response, ApiError> {
-    let db = env::db(&call.env).map_err(ApiError::internal)?;
     let provider = query(&req).get("provider").cloned().filter(|p| !p.is_empty());
-    let rows = prices::all(&db).await?;
-    let data: Vec<Value> =
-        rows.iter().filter(|r| provider.as_ref().is_none_or(|p| &r.provider == p)).map(view).collect();
+    let show = sees_upstream(&req, call).await;
+    let table = super::meter::price_table(call).await?;
+    let mut rows: Vec<&PriceRow> =
+        table.values().filter(|r| provider.as_ref().is_none_or(|p| &r.provider == p)).collect();
+    rows.sort_by(|a, b| a.model_name.cmp(&b.model_name));
+    let data: Vec<Value> = rows.into_iter().map(|r| view(r, show)).collect();
     respond::json(200, &json!({ "data": data }))
 }
 
-pub async fn get_price(call: &Call, model: &str) -> Result<Response, ApiError> {
-    let db = env::db(&call.env).map_err(ApiError::internal)?;
-    let row = prices::get(&db, model)
-        .await?
-        .ok_or_else(|| ApiError::ModelNotFound(format!("no price configured for {model}")))?;
-    respond::data(200, &view(&row))
+pub async fn get_price(req: &Incoming, call: &Call, model: &str) -> Result<Response, ApiError> {
+    let show = sees_upstream(req, call).await;
+    let table = super::meter::price_table(call).await?;
+    let row = table.get(model).ok_or_else(|| ApiError::ModelNotFound(format!("no price configured for {model}")))?;
+    respond::data(200, &view(row, show))
 }
 
 /// A price on the wire: a number or OpenRouter's string form.
@@ -81,7 +100,6 @@ struct PutPrice {
 }
 
 pub async fn put_price(mut req: Incoming, call: &Call) -> Result<Response, ApiError> {
-    authenticate(&req, call).await?.caller.require(Permission::Admin)?;
     let body: PutPrice = read_json(&mut req).await?;
     let model = validate_text("model_name", &body.model_name, 256)?;
     let opt = |field: &str, p: &Option<WirePrice>| p.as_ref().map(|p| wire_price(field, p)).transpose();
@@ -123,7 +141,7 @@ pub async fn put_price(mut req: Incoming, call: &Call) -> Result<Response, ApiEr
     };
     prices::upsert(&db, &row).await?;
     price_cache::forget(&env::cache(&call.env).map_err(ApiError::internal)?).await;
-    respond::data(200, &view(&row))
+    respond::data(200, &view(&row, true))
 }
 
 #[derive(Deserialize, Default)]
@@ -133,7 +151,6 @@ struct SyncBody {
 }
 
 pub async fn sync_prices(mut req: Incoming, call: &Call) -> Result<Response, ApiError> {
-    authenticate(&req, call).await?.caller.require(Permission::Admin)?;
     let bytes = respond::read_body(&mut req, 4096).await?;
     let body: SyncBody = if bytes.iter().all(u8::is_ascii_whitespace) {
         SyncBody::default()

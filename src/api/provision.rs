@@ -14,7 +14,7 @@ use super::error::ApiError;
 use super::incoming::Incoming;
 use super::keys::key_view;
 use super::respond::{self, present, query, random_bytes, read_json, Call};
-use super::users::{operator, user_view};
+use super::users::user_view;
 use crate::domain::keys::{self, Permissions};
 use crate::domain::money::{micros_to_usd, usd_to_micros};
 use crate::domain::provisioning::{
@@ -71,7 +71,7 @@ fn monthly() -> Option<Option<String>> {
 }
 
 pub async fn provision(mut req: Incoming, call: &Call) -> Result<Response, ApiError> {
-    let db = operator(&req, call).await?;
+    let db = super::users::db(call)?;
     let body: Provision = read_json(&mut req).await?;
     let now_ms = call.now_ms();
     let now = to_iso(now_ms);
@@ -178,7 +178,7 @@ fn upstream_view(r: &OpenRouterKeyRow) -> Value {
 }
 
 pub async fn list_upstream_keys(req: Incoming, call: &Call) -> Result<Response, ApiError> {
-    let db = operator(&req, call).await?;
+    let db = super::users::db(call)?;
     let user_id = query(&req).get("user_id").cloned().filter(|u| !u.is_empty());
     let rows = store::openrouter_keys::list(&db, user_id.as_deref()).await?;
     respond::data(200, &rows.iter().map(upstream_view).collect::<Vec<_>>())
@@ -208,7 +208,7 @@ async fn upstream_key(db: &D1Database, id: &str) -> Result<OpenRouterKeyRow, Api
 
 /// Changes OpenRouter first; the record follows only once OpenRouter agreed.
 pub async fn update_upstream_key(mut req: Incoming, call: &Call, id: &str) -> Result<Response, ApiError> {
-    let db = operator(&req, call).await?;
+    let db = super::users::db(call)?;
     let body: UpdateUpstreamKey = read_json(&mut req).await?;
     let mut row = upstream_key(&db, id).await?;
     let mut patch = Map::new();
@@ -236,8 +236,8 @@ pub async fn update_upstream_key(mut req: Incoming, call: &Call, id: &str) -> Re
     respond::data(200, &upstream_view(&row))
 }
 
-pub async fn delete_upstream_key(req: Incoming, call: &Call, id: &str) -> Result<Response, ApiError> {
-    let db = operator(&req, call).await?;
+pub async fn delete_upstream_key(call: &Call, id: &str) -> Result<Response, ApiError> {
+    let db = super::users::db(call)?;
     let row = upstream_key(&db, id).await?;
     let config = call.config.clone();
     need_key_api(&config)?.delete(&row.upstream_hash).await.map_err(upstream_failed("delete the upstream key"))?;

@@ -95,9 +95,10 @@ impl<'a> Reply<'a> {
         let sse = match &self.meter {
             Some(m) => {
                 let (prices, reserved, prompt) = (self.prices.clone(), m.reserved, m.prompt_bytes);
-                SseRelay::reporting_cost(Box::new(move |usage, model| {
+                let report = move |usage: &crate::domain::chat::Usage, model: Option<&str>| {
                     charge(&prices.of(model).1, reserved, prompt, Some(usage), None).usd()
-                }))
+                };
+                SseRelay::reporting_cost(Box::new(report), self.call.config.show_upstream_cost)
             }
             None => SseRelay::new(),
         };
@@ -148,7 +149,8 @@ impl<'a> Reply<'a> {
         let body = match &self.meter {
             Some(m) => {
                 let price = self.prices.of(model.as_deref()).1;
-                with_cost(body, charge(&price, m.reserved, m.prompt_bytes, outcome.usage.as_ref(), None).usd())
+                let cost = charge(&price, m.reserved, m.prompt_bytes, outcome.usage.as_ref(), None).usd();
+                with_cost(body, cost, call.config.show_upstream_cost)
             }
             None => body,
         };
@@ -193,9 +195,9 @@ pub async fn fail(call: &Call, meter: Option<Meter>, answer: Answer, error: ApiE
 }
 
 /// The answer with `usage.cost` set to what the gateway charged (the upstream's own kept as `upstream_cost`).
-fn with_cost(body: Vec<u8>, charged_usd: f64) -> Vec<u8> {
+fn with_cost(body: Vec<u8>, charged_usd: f64, show_upstream_cost: bool) -> Vec<u8> {
     let Ok(mut answer) = serde_json::from_slice::<serde_json::Value>(&body) else { return body };
-    if !set_usage_cost(&mut answer, charged_usd) {
+    if !set_usage_cost(&mut answer, charged_usd, show_upstream_cost) {
         return body;
     }
     serde_json::to_vec(&answer).unwrap_or(body)

@@ -86,17 +86,12 @@ pub fn error_response(call: &Call, err: &ApiError) -> Response {
 }
 
 /// Reads a request body, refusing more than `limit` bytes with 413.
+/// The request body, at most `limit` bytes: 413 as soon as it passes that, while it streams in.
 pub async fn read_body(req: &mut Incoming, limit: usize) -> Result<Vec<u8>, ApiError> {
-    let declared = req.headers().get("content-length").ok().flatten().and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(ApiError::PayloadTooLarge { limit_bytes: limit });
-    }
-    let bytes =
-        req.bytes().await.map_err(|e| ApiError::bad_request(format!("could not read the request body: {e}")))?;
-    if bytes.len() > limit {
-        return Err(ApiError::PayloadTooLarge { limit_bytes: limit });
-    }
-    Ok(bytes)
+    req.bytes_up_to(limit)
+        .await
+        .map_err(|e| ApiError::bad_request(format!("could not read the request body: {e}")))?
+        .ok_or(ApiError::PayloadTooLarge { limit_bytes: limit })
 }
 
 /// Parses a JSON body into `T`; serde's message names the offending field.

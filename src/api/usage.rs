@@ -5,12 +5,11 @@
 use serde_json::{json, Value};
 use worker::{D1Database, Response};
 
-use super::auth::{authenticate, Caller};
+use super::auth::Caller;
 use super::error::ApiError;
 use super::incoming::Incoming;
 use super::keys::visible_key;
 use super::respond::{self, query, Call};
-use crate::domain::keys::Permission;
 use crate::domain::money::micros_to_usd;
 use crate::domain::time::to_iso;
 use crate::domain::usage::{day_range, GroupBy};
@@ -23,31 +22,25 @@ fn db(call: &Call) -> Result<D1Database, ApiError> {
 }
 
 /// The caller's own usage (an admin may name `user_id=`).
-pub async fn get_own_stats(req: Incoming, call: &Call) -> Result<Response, ApiError> {
-    let caller = authenticate(&req, call).await?.caller;
-    caller.require(Permission::Read)?;
+pub async fn get_own_stats(req: Incoming, call: &Call, caller: &Caller) -> Result<Response, ApiError> {
     let asked = query(&req).get("user_id").cloned().filter(|u| !u.is_empty());
     let user_id = caller.target_user(asked)?;
     stats(&req, call, Scope::User(user_id), false).await
 }
 
 /// One key's usage: admins any key, a key holder its own user's keys.
-pub async fn get_key_stats(req: Incoming, call: &Call, id: &str) -> Result<Response, ApiError> {
-    let caller = authenticate(&req, call).await?.caller;
-    caller.require(Permission::Read)?;
+pub async fn get_key_stats(req: Incoming, call: &Call, caller: &Caller, id: &str) -> Result<Response, ApiError> {
     if !caller.is_admin() {
-        visible_key(&db(call)?, &caller, id).await?;
+        visible_key(&db(call)?, caller, id).await?;
     }
     stats(&req, call, Scope::Key(id.to_string()), false).await
 }
 
 pub async fn get_org_stats(req: Incoming, call: &Call, id: &str) -> Result<Response, ApiError> {
-    authenticate(&req, call).await?.caller.require(Permission::Admin)?;
     stats(&req, call, Scope::Org(id.to_string()), false).await
 }
 
 pub async fn get_global_stats(req: Incoming, call: &Call) -> Result<Response, ApiError> {
-    authenticate(&req, call).await?.caller.require(Permission::Admin)?;
     stats(&req, call, Scope::All, true).await
 }
 
@@ -72,8 +65,7 @@ async fn stats(req: &Incoming, call: &Call, scope: Scope, global: bool) -> Resul
 
 /// `GET /api/admin/overview`: spend and requests today and this month (UTC),
 /// users, active keys and the sum of every balance, in one read.
-pub async fn get_overview(req: Incoming, call: &Call) -> Result<Response, ApiError> {
-    authenticate(&req, call).await?.caller.require(Permission::Admin)?;
+pub async fn get_overview(call: &Call) -> Result<Response, ApiError> {
     let now = to_iso(call.now_ms());
     let today = &now[..10];
     let month_start = format!("{}-01", &now[..7]);
@@ -90,9 +82,7 @@ pub async fn get_overview(req: Incoming, call: &Call) -> Result<Response, ApiErr
 }
 
 /// One of the caller's requests, by its generation id (`x-request-id`).
-pub async fn get_generation(req: Incoming, call: &Call) -> Result<Response, ApiError> {
-    let caller = authenticate(&req, call).await?.caller;
-    caller.require(Permission::Read)?;
+pub async fn get_generation(req: Incoming, call: &Call, caller: &Caller) -> Result<Response, ApiError> {
     let Some(id) = query(&req).get("id").cloned().filter(|id| !id.is_empty()) else {
         return Err(crate::domain::InvalidRequest::param("`id` is required", "id").into());
     };
@@ -110,7 +100,7 @@ pub async fn get_generation(req: Incoming, call: &Call) -> Result<Response, ApiE
             "tokens_prompt": row.prompt_tokens, "tokens_completion": row.completion_tokens,
             "tokens_reasoning": row.reasoning_tokens, "tokens_cached": row.cached_tokens,
             "total_cost": micros_to_usd(row.cost_micros),
-            "upstream_cost": row.upstream_cost_micros.map(micros_to_usd),
+            "upstream_cost": row.upstream_cost_micros.filter(|_| caller.is_admin() || call.config.show_upstream_cost).map(micros_to_usd),
             "streamed": row.streamed != 0, "cancelled": row.cancelled != 0, "estimated": row.estimated != 0,
             "status": row.status, "latency_ms": row.latency_ms, "created_at": row.created_at,
             "key_id": row.key_id, "user_id": row.user_id, "org_id": row.org_id,

@@ -4,12 +4,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use worker::Response;
 
-use super::auth::authenticate;
 use super::error::ApiError;
 use super::incoming::Incoming;
 use super::respond::{self, present, query, random_bytes, read_json, Call};
 use crate::domain::ids;
-use crate::domain::keys::Permission;
 use crate::domain::paging::Page;
 use crate::domain::time::to_iso;
 use crate::domain::users::{validate_email, validate_locale, validate_optional_text, validate_text, MAX_NAME_LEN};
@@ -28,8 +26,7 @@ struct CreateUser {
 }
 
 /// The operator (or an admin key) is calling: the database to work on.
-pub(super) async fn operator(req: &Incoming, call: &Call) -> Result<worker::D1Database, ApiError> {
-    authenticate(req, call).await?.caller.require(Permission::Admin)?;
+pub(super) fn db(call: &Call) -> Result<worker::D1Database, ApiError> {
     env::db(&call.env).map_err(ApiError::internal)
 }
 
@@ -41,7 +38,7 @@ fn conflict_on_email(email: &str) -> impl FnOnce(StoreError) -> ApiError + '_ {
 }
 
 pub async fn create_user(mut req: Incoming, call: &Call) -> Result<Response, ApiError> {
-    let db = operator(&req, call).await?;
+    let db = db(call)?;
     let body: CreateUser = read_json(&mut req).await?;
     let now = to_iso(call.now_ms());
     let user = UserRow {
@@ -62,7 +59,7 @@ pub async fn create_user(mut req: Incoming, call: &Call) -> Result<Response, Api
 }
 
 pub async fn list_users(req: Incoming, call: &Call) -> Result<Response, ApiError> {
-    let db = operator(&req, call).await?;
+    let db = db(call)?;
     let q = query(&req);
     let page = Page::parse(q.get("page").map(String::as_str), q.get("page_size").map(String::as_str), "page_size")?;
     let search = q.get("search").map(|s| s.trim()).filter(|s| !s.is_empty());
@@ -77,8 +74,8 @@ async fn live_user(db: &worker::D1Database, id: &str) -> Result<UserRow, ApiErro
     store::users::get_live(db, id).await?.ok_or_else(|| ApiError::not_found(format!("user {id} not found")))
 }
 
-pub async fn get_user(req: Incoming, call: &Call, id: &str) -> Result<Response, ApiError> {
-    let db = operator(&req, call).await?;
+pub async fn get_user(call: &Call, id: &str) -> Result<Response, ApiError> {
+    let db = db(call)?;
     respond::data(200, &user_view(&live_user(&db, id).await?))
 }
 
@@ -96,7 +93,7 @@ struct UpdateUser {
 }
 
 pub async fn update_user(mut req: Incoming, call: &Call, id: &str) -> Result<Response, ApiError> {
-    let db = operator(&req, call).await?;
+    let db = db(call)?;
     let body: UpdateUser = read_json(&mut req).await?;
     let mut user = live_user(&db, id).await?;
     if let Some(email) = body.email {
@@ -123,8 +120,8 @@ pub async fn update_user(mut req: Incoming, call: &Call, id: &str) -> Result<Res
 }
 
 /// Soft delete: the user's keys are disabled at once and leave the caches.
-pub async fn delete_user(req: Incoming, call: &Call, id: &str) -> Result<Response, ApiError> {
-    let db = operator(&req, call).await?;
+pub async fn delete_user(call: &Call, id: &str) -> Result<Response, ApiError> {
+    let db = db(call)?;
     let now = to_iso(call.now_ms());
     if !store::users::soft_delete(&db, id, &now).await? {
         return Err(ApiError::not_found(format!("user {id} not found")));

@@ -38,6 +38,7 @@ const SCHEMA: &str = "
 const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("key_state", "limit_micros", "REAL"),
     ("key_state", "limit_reset", "TEXT"),
+    ("key_state", "permissions", "TEXT"),
     ("reservations", "evidence", "REAL NOT NULL DEFAULT 0"),
     ("reservations", "expires_ms", "REAL NOT NULL DEFAULT 0"),
     ("ledger", "uncollected", "REAL NOT NULL DEFAULT 0"),
@@ -98,6 +99,7 @@ struct KeyStateRow {
     deleted: i64,
     limit_micros: Option<f64>,
     limit_reset: Option<String>,
+    permissions: Option<String>,
 }
 
 impl From<KeyStateRow> for KeyState {
@@ -112,6 +114,7 @@ impl From<KeyStateRow> for KeyState {
             deleted: r.deleted != 0,
             limit_micros: r.limit_micros.map(|v| v as i64),
             limit_reset: r.limit_reset.as_deref().and_then(Reset::parse),
+            permissions: r.permissions,
         }
     }
 }
@@ -205,7 +208,7 @@ pub fn load_book(sql: &SqlStorage, now: i64) -> Result<Book> {
 pub fn put_key(sql: &SqlStorage, s: &KeyState) -> Result<()> {
     sql.exec_raw(
         "INSERT OR REPLACE INTO key_state (key_id, hash, previous_hash, previous_until_ms, expires_at_ms, \
-         disabled, deleted, limit_micros, limit_reset) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         disabled, deleted, limit_micros, limit_reset, permissions) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         vec![
             text(&s.key_id),
             text(&s.hash),
@@ -216,6 +219,7 @@ pub fn put_key(sql: &SqlStorage, s: &KeyState) -> Result<()> {
             int(i64::from(s.deleted)),
             opt_int(s.limit_micros),
             opt_text(s.limit_reset.map(|r| r.as_str())),
+            opt_text(s.permissions.as_deref()),
         ],
     )?;
     Ok(())

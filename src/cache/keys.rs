@@ -17,8 +17,6 @@ const MEMORY_TTL_MS: i64 = 10_000;
 const MEMORY_NEGATIVE_TTL_MS: i64 = 5_000;
 const MEMORY_MAX_ENTRIES: usize = 10_000;
 const KV_TTL_SECS: u64 = 300;
-/// KV's shortest allowed TTL.
-const KV_NEGATIVE_TTL_SECS: u64 = 60;
 
 /// What authentication needs to know about a key.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -80,7 +78,8 @@ impl Source {
     }
 }
 
-type Entry = (Option<KeyRecord>, i64);
+/// A record (or a known absence), valid until, last used (for least-recently-used eviction).
+type Entry = (Option<KeyRecord>, i64, i64);
 
 /// `last_used_at` is written at most this often per key.
 pub const TOUCH_EVERY_MS: i64 = 60_000;
@@ -110,20 +109,31 @@ fn kv_name(hash: &str) -> String {
 }
 
 pub fn from_memory(hash: &str, now_ms: i64) -> Option<Option<KeyRecord>> {
-    MEMORY.with(|m| m.borrow().get(hash).filter(|(_, until)| *until > now_ms).map(|(r, _)| r.clone()))
+    MEMORY.with(|m| {
+        let mut m = m.borrow_mut();
+        let entry = m.get_mut(hash).filter(|(_, until, _)| *until > now_ms)?;
+        entry.2 = now_ms;
+        Some(entry.0.clone())
+    })
 }
 
+/// Remembers a lookup's answer. When the cache is full, expired entries go first, then the
+/// least recently used tenth: a flood of unknown keys cannot push the real ones out all at once.
 pub fn remember(hash: &str, record: Option<KeyRecord>, now_ms: i64) {
     let ttl = if record.is_some() { MEMORY_TTL_MS } else { MEMORY_NEGATIVE_TTL_MS };
     MEMORY.with(|m| {
         let mut m = m.borrow_mut();
         if m.len() >= MEMORY_MAX_ENTRIES {
-            m.retain(|_, (_, until)| *until > now_ms);
-            if m.len() >= MEMORY_MAX_ENTRIES {
-                m.clear();
-            }
+            m.retain(|_, (_, until, _)| *until > now_ms);
         }
-        m.insert(hash.to_string(), (record, now_ms + ttl));
+        if m.len() >= MEMORY_MAX_ENTRIES {
+            let mut used: Vec<i64> = m.values().map(|(_, _, used)| *used).collect();
+            let cut = MEMORY_MAX_ENTRIES / 10;
+            used.select_nth_unstable(cut);
+            let oldest = used[cut];
+            m.retain(|_, (_, _, used)| *used > oldest);
+        }
+        m.insert(hash.to_string(), (record, now_ms + ttl, now_ms));
     });
 }
 
@@ -132,10 +142,11 @@ pub async fn from_kv(kv: &KvStore, hash: &str) -> Option<Option<KeyRecord>> {
     kv.get(&kv_name(hash)).json::<Option<KeyRecord>>().await.ok().flatten()
 }
 
-pub async fn store_kv(kv: &KvStore, hash: &str, record: &Option<KeyRecord>) {
-    let ttl = if record.is_some() { KV_TTL_SECS } else { KV_NEGATIVE_TTL_SECS };
-    if let Ok(put) = kv.put(&kv_name(hash), record) {
-        let _ = put.expiration_ttl(ttl).execute().await;
+/// Stores a found record in KV. Absences stay in isolate memory only: a KV write per
+/// unknown key would let anyone make the tenant pay for writes.
+pub async fn store_kv(kv: &KvStore, hash: &str, record: &KeyRecord) {
+    if let Ok(put) = kv.put(&kv_name(hash), Some(record)) {
+        let _ = put.expiration_ttl(KV_TTL_SECS).execute().await;
     }
 }
 

@@ -323,6 +323,7 @@ mod tests {
             deleted: false,
             limit_micros: limit,
             limit_reset: reset,
+            permissions: None,
         }
     }
 

@@ -130,6 +130,7 @@ fn key_state(key: usize, limit: Option<i64>, reset: Option<Reset>, disabled: boo
         deleted: false,
         limit_micros: limit,
         limit_reset: reset,
+        permissions: None,
     }
 }
 

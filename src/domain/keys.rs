@@ -91,6 +91,9 @@ pub struct KeyState {
     pub limit_micros: Option<i64>,
     #[serde(default)]
     pub limit_reset: Option<super::windows::Reset>,
+    /// The key's permissions (stored form); `None` in states sent before they carried them.
+    #[serde(default)]
+    pub permissions: Option<String>,
 }
 
 /// Why a presented secret is refused.
@@ -102,6 +105,8 @@ pub enum KeyRefusal {
     Expired,
     /// The secret was rotated out and its grace period is over.
     Superseded,
+    /// The key is valid but lacks the permission inference needs (`write`).
+    NotPermitted,
 }
 
 impl KeyRefusal {
@@ -111,6 +116,7 @@ impl KeyRefusal {
             Self::Disabled => "this key is disabled",
             Self::Expired => "this key has expired",
             Self::Superseded => "this key's secret was rotated; use the new secret",
+            Self::NotPermitted => "this key lacks the `write` permission",
         }
     }
 }
@@ -130,10 +136,12 @@ impl KeyState {
         let current = presented_hash == self.hash;
         let in_grace = self.previous_hash.as_deref() == Some(presented_hash)
             && self.previous_until_ms.is_some_and(|until| until > now_ms);
-        if current || in_grace {
-            Ok(())
-        } else {
-            Err(KeyRefusal::Superseded)
+        if !(current || in_grace) {
+            return Err(KeyRefusal::Superseded);
+        }
+        match &self.permissions {
+            Some(p) if !Permissions::from_stored(p).allows(Permission::Write) => Err(KeyRefusal::NotPermitted),
+            _ => Ok(()),
         }
     }
 }
@@ -234,6 +242,87 @@ impl Permissions {
     }
 }
 
+impl Permissions {
+    /// Every permission of `self` is also one of `other`'s (`admin` implies the rest).
+    pub fn within(self, other: Permissions) -> bool {
+        self.to_list().into_iter().all(|p| other.allows(p))
+    }
+}
+
+/// What a key may do and spend: what a holder without `admin` may give a key it manages
+/// only within its own (no climbing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyTerms {
+    pub permissions: Permissions,
+    pub org_id: Option<String>,
+    pub limit_micros: Option<i64>,
+    pub limit_reset: Option<super::windows::Reset>,
+    pub expires_at_ms: Option<i64>,
+}
+
+/// Why a holder without `admin` may not give a key these terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Climb {
+    #[error("a key may only manage keys whose permissions are within its own")]
+    Permissions,
+    #[error("a key may only manage keys of its own organization")]
+    Organization,
+    #[error(
+        "a key may not give a key a higher spend limit (or a shorter reset window) than its own, or than the key had"
+    )]
+    Limit,
+    #[error("a key may not give a key a later expiry than its own, or than the key had")]
+    Expiry,
+}
+
+/// How long a limit's window lasts, for comparing limits: a longer window with the same amount allows less.
+fn window_rank(reset: Option<super::windows::Reset>) -> u8 {
+    use super::windows::Reset;
+    match reset {
+        Some(Reset::Daily) => 1,
+        Some(Reset::Weekly) => 2,
+        Some(Reset::Monthly) => 3,
+        None => 4,
+    }
+}
+
+/// May a holder without `admin` (its own key's terms: `holder`) manage a key with terms `target`?
+/// It must be in the holder's organization and ask for no permission the holder lacks.
+pub fn may_manage(holder: &KeyTerms, target: &KeyTerms) -> Result<(), Climb> {
+    if target.org_id != holder.org_id {
+        return Err(Climb::Organization);
+    }
+    if !target.permissions.within(holder.permissions) {
+        return Err(Climb::Permissions);
+    }
+    Ok(())
+}
+
+/// May a holder without `admin` give a key the terms `after` (creating it, or changing it from
+/// `before`)? Besides `may_manage`, nothing may widen: the limit stays within the holder's own and
+/// the key's earlier one (never cleared, never larger, never on a shorter window), and so does the expiry.
+pub fn within_holder(holder: &KeyTerms, after: &KeyTerms, before: Option<&KeyTerms>) -> Result<(), Climb> {
+    may_manage(holder, after)?;
+    if let Some(before) = before {
+        may_manage(holder, before)?;
+    }
+    for bound in std::iter::once(holder).chain(before) {
+        if let Some(cap) = bound.limit_micros {
+            let ok = after.limit_micros.is_some_and(|l| l <= cap)
+                && window_rank(after.limit_reset) >= window_rank(bound.limit_reset);
+            if !ok {
+                return Err(Climb::Limit);
+            }
+        }
+        if let Some(end) = bound.expires_at_ms {
+            if after.expires_at_ms.is_none_or(|e| e > end) {
+                return Err(Climb::Expiry);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Longest grace period a rotation may give the old secret (30 days).
 pub const MAX_GRACE_SECONDS: u64 = 30 * 24 * 3600;
 
@@ -302,6 +391,7 @@ mod tests {
             deleted: false,
             limit_micros: None,
             limit_reset: None,
+            permissions: None,
         };
         assert_eq!(state.check("new", 50), Ok(()));
         assert_eq!(state.check("old", 99), Ok(()), "inside the grace");

@@ -31,7 +31,24 @@ pub fn validate_text(field: &str, value: &str, max: usize) -> Result<String, Inv
     if value.chars().count() > max {
         return Err(InvalidRequest::param(format!("`{field}` must be at most {max} characters"), field));
     }
+    if let Some(c) = value.chars().find(|c| is_hidden(*c)) {
+        return Err(InvalidRequest::param(
+            format!(
+                "`{field}` must not contain control or bidirectional formatting characters (found U+{:04X})",
+                u32::from(c)
+            ),
+            field,
+        ));
+    }
     Ok(value.to_string())
+}
+
+/// Characters that change how text displays without showing themselves: control characters
+/// (but tab and newline) and the bidirectional overrides, embeddings, isolates and marks,
+/// with which a name can pose as another in a list, a log or a terminal.
+fn is_hidden(c: char) -> bool {
+    (c.is_control() && c != '\n' && c != '\t')
+        || matches!(c, '\u{200E}' | '\u{200F}' | '\u{061C}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 /// An optional text of at most `max` characters; empty means absent.
@@ -56,6 +73,14 @@ pub fn validate_locale(locale: &str) -> Result<String, InvalidRequest> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_refuse_control_and_bidi_characters() {
+        for bad in ["evil\u{202E}gnp.exe", "a\u{0007}b", "x\u{2066}y", "\u{200F}admin", "nul\u{0}"] {
+            assert_eq!(validate_text("name", bad, 100).err().and_then(|e| e.param).as_deref(), Some("name"), "{bad:?}");
+        }
+        assert!(validate_text("description", "two\nlines\tand a tab, 中文, émoji 🙂", 100).is_ok());
+    }
 
     #[test]
     fn emails() {

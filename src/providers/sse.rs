@@ -39,6 +39,8 @@ pub struct SseRelay {
     report_cost: Option<CostReporter>,
     /// The client said `include_usage: false`: usage is noted, not passed on.
     hide_usage: bool,
+    /// The upstream's own cost is passed on as `usage.upstream_cost` (else dropped).
+    show_upstream_cost: bool,
 }
 
 #[derive(Deserialize)]
@@ -92,8 +94,9 @@ impl SseRelay {
 
     /// A relay that rewrites the usage chunk's `cost` to what the gateway
     /// charges, keeping the upstream's figure as `upstream_cost`.
-    pub fn reporting_cost(report: CostReporter) -> Self {
-        Self { report_cost: Some(report), ..Self::default() }
+    /// `show_upstream_cost`: keep the upstream's figure as `usage.upstream_cost` (see `set_usage_cost`).
+    pub fn reporting_cost(report: CostReporter, show_upstream_cost: bool) -> Self {
+        Self { report_cost: Some(report), show_upstream_cost, ..Self::default() }
     }
 
     /// Keeps usage from the client (it is still noted for billing).
@@ -171,7 +174,7 @@ impl SseRelay {
             if self.hide_usage {
                 replacement = Some(without_usage(data, probe.choices.is_empty()));
             } else if let Some(report) = &self.report_cost {
-                replacement = reprice(data, report(usage, self.summary.model.as_deref()));
+                replacement = reprice(data, report(usage, self.summary.model.as_deref()), self.show_upstream_cost);
             }
             self.summary.usage = probe.usage.clone();
         }
@@ -193,22 +196,26 @@ impl SseRelay {
     }
 }
 
-/// Sets `usage.cost` to what the gateway charged (USD), keeping the upstream's own
-/// figure as `usage.upstream_cost`: for a whole answer and for a stream's usage chunk.
-/// Answers whether the value had a usage object.
-pub fn set_usage_cost(answer: &mut Value, cost: f64) -> bool {
+/// Sets `usage.cost` to what the gateway charged (USD): for a whole answer and for a
+/// stream's usage chunk. The upstream's own figure (what the tenant pays) is kept as
+/// `usage.upstream_cost` only when `show_upstream_cost` (a tenant's margin is its own
+/// business). Answers whether the value had a usage object.
+pub fn set_usage_cost(answer: &mut Value, cost: f64, show_upstream_cost: bool) -> bool {
     let Some(usage) = answer.get_mut("usage").and_then(Value::as_object_mut) else { return false };
-    if let Some(upstream) = usage.remove("cost") {
-        usage.insert("upstream_cost".into(), upstream);
+    match usage.remove("cost") {
+        Some(upstream) if show_upstream_cost => {
+            usage.insert("upstream_cost".into(), upstream);
+        }
+        _ => {}
     }
     usage.insert("cost".into(), Value::from(cost));
     true
 }
 
 /// The event with its usage re-priced (see `set_usage_cost`).
-fn reprice(data: &[u8], cost: f64) -> Option<Vec<u8>> {
+fn reprice(data: &[u8], cost: f64, show_upstream_cost: bool) -> Option<Vec<u8>> {
     let mut event: Value = serde_json::from_slice(data).ok()?;
-    if !set_usage_cost(&mut event, cost) {
+    if !set_usage_cost(&mut event, cost, show_upstream_cost) {
         return None;
     }
     let mut line = b"data: ".to_vec();
@@ -344,8 +351,10 @@ mod tests {
     #[test]
     fn reports_the_gateways_cost_in_the_usage_chunk_whatever_the_chunking() {
         for size in [1, 5, 13, STREAM.len()] {
-            let mut relay =
-                SseRelay::reporting_cost(Box::new(|u: &Usage, _: Option<&str>| u.completion_tokens as f64 * 0.5));
+            let mut relay = SseRelay::reporting_cost(
+                Box::new(|u: &Usage, _: Option<&str>| u.completion_tokens as f64 * 0.5),
+                size != 1,
+            );
             let mut out = Vec::new();
             for piece in STREAM.as_bytes().chunks(size) {
                 out.extend(relay.feed(piece));
@@ -354,7 +363,11 @@ mod tests {
             let usage_line = text.lines().find(|l| l.contains("\"usage\"")).expect("usage line");
             let event: Value = serde_json::from_str(&usage_line[6..]).expect("json");
             assert_eq!(event["usage"]["cost"], 1.0, "chunk size {size}");
-            assert_eq!(event["usage"]["upstream_cost"], 0.00042);
+            if size == 1 {
+                assert!(event["usage"].get("upstream_cost").is_none(), "the tenant's cost is not shown");
+            } else {
+                assert_eq!(event["usage"]["upstream_cost"], 0.00042);
+            }
             assert_eq!(text.lines().filter(|l| l.starts_with("data: ")).count(), 4, "no event lost or split");
             assert!(text.ends_with("data: [DONE]\n\n"));
             assert_eq!(relay.summary().usage.as_ref().map(|u| u.completion_tokens), Some(2));

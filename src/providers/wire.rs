@@ -84,7 +84,7 @@ pub fn outbound(
         Provider::Google => {
             let method = if chat.stream { "streamGenerateContent?alt=sse" } else { "generateContent" };
             Outbound {
-                url: format!("{}/v1beta/models/{native}:{method}", endpoint.base_url),
+                url: format!("{}/v1beta/models/{}:{method}", endpoint.base_url, path_segment(native)),
                 headers: vec![("x-goog-api-key", endpoint.key.to_string()), json],
                 body: gemini::request::generate_request(chat)?.to_string().into_bytes(),
             }
@@ -156,6 +156,17 @@ impl StreamAdapter {
     }
 }
 
+/// A model id as one URL path segment: unreserved characters as they are, every other byte
+/// percent-encoded (so an id cannot add a path, a query or a fragment).
+fn path_segment(id: &str) -> String {
+    id.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,6 +221,7 @@ mod tests {
         )
         .expect("ok");
         assert_eq!(g.url, "https://p.example/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse");
+        assert_eq!(path_segment("../x?y#z/é"), "..%2Fx%3Fy%23z%2F%C3%A9");
         assert_eq!(header(&g, "x-goog-api-key"), Some("k-1"));
 
         let o = outbound(&attempt("openai/gpt-4o", Provider::OpenAi, "gpt-4o", false), &req, &endpoint, &EXTRAS)

@@ -114,6 +114,8 @@ const TOUCH: &str =
 pub struct KeyFilter<'a> {
     pub user_id: Option<&'a str>,
     pub org_id: Option<&'a str>,
+    /// Only keys outside any organization (a holder without one sees only those).
+    pub no_org: bool,
     /// `active`, `disabled` or `expired`.
     pub status: Option<&'a str>,
     /// Matches the name or the display prefix.
@@ -138,6 +140,9 @@ pub async fn list(db: &D1Database, f: &KeyFilter<'_>) -> Result<(Vec<KeyRow>, i6
     if let Some(org_id) = f.org_id {
         args.push(text(org_id));
         clauses.push(format!("org_id = ?{}", args.len()));
+    }
+    if f.no_org {
+        clauses.push("org_id IS NULL".into());
     }
     match f.status {
         Some("active") => {
@@ -181,6 +186,12 @@ pub async fn list(db: &D1Database, f: &KeyFilter<'_>) -> Result<(Vec<KeyRow>, i6
 
 pub async fn get_live(db: &D1Database, id: &str) -> Result<Option<KeyRow>, StoreError> {
     Ok(db.prepare(GET_LIVE).bind(&[text(id)])?.first::<KeyRow>(None).await?)
+}
+
+/// A key that was deleted (soft), for a repeated DELETE.
+pub async fn get_deleted(db: &D1Database, id: &str) -> Result<Option<KeyRow>, StoreError> {
+    let query = "SELECT * FROM api_keys WHERE id = ?1 AND deleted_at IS NOT NULL";
+    Ok(db.prepare(query).bind(&[text(id)])?.first::<KeyRow>(None).await?)
 }
 
 /// Writes the editable fields of `k` (and `updated_at`).

@@ -1,0 +1,226 @@
+// Trust boundaries (issue 15): no key climbs above its permissions or leaves its
+// organization; a removed permission is refused everywhere at once; a repeated
+// DELETE; anonymous callers cost (almost) nothing; bodies are counted as they
+// stream in; the contract's body form of PUT /api/admin/routes; names.
+
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import path from 'node:path';
+import { describe, test } from 'node:test';
+
+import { chatAs, gatewayForFile } from './fixture.mjs';
+import { ROOT, run } from './harness.mjs';
+
+const FAILURE_LIMIT = 20;
+const ctx = gatewayForFile({ vars: { AUTH_FAILURE_LIMIT: String(FAILURE_LIMIT) } });
+
+async function as(token, method, p, body) {
+  const res = await fetch(ctx.gw.url + p, {
+    method,
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await res.text();
+  return { status: res.status, body: text ? JSON.parse(text) : null };
+}
+
+const PERMS = { read: ['read'], 'read,write': ['read', 'write'], admin: ['admin'] };
+
+describe('no key climbs above its permissions or leaves its organization', () => {
+  test('the permission table: every key-management route × caller × target × relation', async () => {
+    const a = await ctx.admin.createUser({ name: 'A' });
+    const b = await ctx.admin.createUser({ name: 'B' });
+    const org = (await ctx.admin.call('POST', '/api/orgs', { name: `Org ${a.id}` })).body.data;
+    const other = (await ctx.admin.call('POST', '/api/orgs', { name: `Other ${a.id}` })).body.data;
+    const key = async (user, perms, orgId) => {
+      const res = orgId
+        ? await ctx.admin.call('POST', `/api/orgs/${orgId}/keys`, { name: 'k', user_id: user.id, permissions: PERMS[perms] })
+        : await ctx.admin.call('POST', '/api/keys', { name: 'k', user_id: user.id, permissions: PERMS[perms] });
+      assert.equal(res.status, 201, JSON.stringify(res.body));
+      return res.body.data;
+    };
+    // Where the target is, seen from a caller of user A (outside any org, or in `org`).
+    const relations = {
+      'same user': (callerOrg) => [a, callerOrg],
+      'other user': (callerOrg) => [b, callerOrg],
+      'same org': () => [a, org.id],
+      'other org': () => [a, other.id],
+    };
+    let checked = 0;
+    for (const callerPerms of Object.keys(PERMS)) {
+      for (const callerOrg of [null, org.id]) {
+        const caller = await key(a, callerPerms, callerOrg);
+        for (const targetPerms of Object.keys(PERMS)) {
+          for (const [relation, where] of Object.entries(relations)) {
+            const [owner, targetOrg] = where(callerOrg);
+            const target = await key(owner, targetPerms, targetOrg);
+            const admin = callerPerms === 'admin';
+            const visible = admin || (owner === a && targetOrg === callerOrg);
+            const canWrite = callerPerms !== 'read';
+            const within = admin || targetPerms !== 'admin';
+            // A route the caller's permissions do not open is 403 before anything is looked up;
+            // a key it must not see is 404; a key it sees but may not manage is 403.
+            const expect = (needsWrite, manages) =>
+              needsWrite && !canWrite ? 403 : !visible ? 404 : manages && !within ? 403 : 200;
+            const label = `${callerPerms}${callerOrg ? ' (org)' : ''} → ${targetPerms}, ${relation}`;
+            assert.equal((await as(caller.key, 'GET', `/api/keys/${target.id}`)).status, expect(false, false), `GET ${label}`);
+            assert.equal((await as(caller.key, 'PATCH', `/api/keys/${target.id}`, { name: 'renamed' })).status, expect(true, true), `PATCH ${label}`);
+            const rotated = await as(caller.key, 'POST', `/api/keys/${target.id}/rotate`, {});
+            assert.equal(rotated.status, expect(true, true), `rotate ${label}`);
+            assert.equal((await as(caller.key, 'DELETE', `/api/keys/${target.id}`)).status, expect(true, true), `DELETE ${label}`);
+            checked += 4;
+          }
+        }
+      }
+    }
+    assert.equal(checked, 3 * 2 * 3 * 4 * 4);
+  });
+
+  test('a read,write key cannot take over its user\'s admin key, by rotation or a replayed Idempotency-Key', async () => {
+    const u = await ctx.admin.createUser();
+    const adminKey = await ctx.admin.createKey(u.id, { permissions: ['admin'] });
+    const rw = await ctx.admin.createKey(u.id);
+    assert.equal((await as(rw.key, 'POST', `/api/keys/${adminKey.id}/rotate`, {})).status, 403);
+    // The operator rotates with an idempotency key; the same header replayed by the key gets no secret.
+    const first = await ctx.admin.call('POST', `/api/keys/${adminKey.id}/rotate`, {}, { 'idempotency-key': 'rotate-1' });
+    assert.equal(first.status, 200);
+    const replay = await fetch(`${ctx.gw.url}/api/keys/${adminKey.id}/rotate`, {
+      method: 'POST', headers: { authorization: `Bearer ${rw.key}`, 'idempotency-key': 'rotate-1' },
+    });
+    assert.equal(replay.status, 403);
+    assert.equal((await as(first.body.data.key, 'GET', '/api/admin/users')).status, 200, 'the operator still holds the admin secret');
+  });
+
+  test('a key may not widen what it creates or changes beyond its own limits, and its keys stay in its org', async () => {
+    const u = await ctx.admin.createUser();
+    const org = (await ctx.admin.call('POST', '/api/orgs', { name: `Walls ${u.id}` })).body.data;
+    const expires = new Date(Date.now() + 86_400_000).toISOString();
+    const orgKey = (await ctx.admin.call('POST', `/api/orgs/${org.id}/keys`, { name: 'org', user_id: u.id, limit: 1, limit_reset: 'monthly', expires_at: expires })).body.data;
+    const made = await as(orgKey.key, 'POST', '/api/token', { name: 'mine' });
+    assert.equal(made.status, 201, JSON.stringify(made.body));
+    assert.deepEqual([made.body.data.org_id, made.body.data.limit, made.body.data.limit_reset], [org.id, 1, 'monthly'], 'a token carries its maker\'s terms');
+    assert.ok(Date.parse(made.body.data.expires_at) <= Date.parse(expires));
+    const ok = await as(orgKey.key, 'POST', '/api/keys', { name: 'narrow', limit: 0.5, limit_reset: 'monthly', expires_at: expires });
+    assert.equal(ok.status, 201, JSON.stringify(ok.body));
+    assert.equal(ok.body.data.org_id, org.id, 'a key made by an org key belongs to the org');
+    assert.equal((await as(orgKey.key, 'POST', '/api/keys', { name: 'wide', limit: 2, limit_reset: 'monthly', expires_at: expires })).status, 403);
+    const out = await as(orgKey.key, 'POST', '/api/keys', { name: 'out', limit: 0.5, limit_reset: 'monthly', expires_at: expires, org_id: null });
+    assert.equal(out.status, 201);
+    assert.equal(out.body.data.org_id, org.id, 'org_id: null does not walk out of the org');
+    const elsewhere = (await ctx.admin.call('POST', '/api/orgs', { name: `Elsewhere ${u.id}` })).body.data;
+    assert.equal((await as(orgKey.key, 'POST', '/api/keys', { name: 'x', limit: 0.5, limit_reset: 'monthly', expires_at: expires, org_id: elsewhere.id })).status, 403);
+    // A holder cannot clear what the operator set on its own key.
+    assert.equal((await as(orgKey.key, 'PATCH', `/api/keys/${orgKey.id}`, { limit: null })).status, 403);
+    assert.equal((await as(orgKey.key, 'PATCH', `/api/keys/${orgKey.id}`, { expires_at: null })).status, 403);
+    assert.equal((await as(orgKey.key, 'PATCH', `/api/keys/${orgKey.id}`, { limit: 0.25 })).status, 200, 'narrowing is allowed');
+  });
+});
+
+describe('revocation reaches everything', () => {
+  test('a removed write permission is refused on the very next request, whatever a cache still holds', async () => {
+    const u = await ctx.admin.createUser();
+    const k = await ctx.admin.createKey(u.id);
+    assert.equal((await chatAs(ctx.gw.url, k.key)).status, 200, 'caches now hold the key with write');
+    assert.equal((await ctx.admin.call('PATCH', `/api/keys/${k.id}`, { permissions: ['read'] })).status, 200);
+    // Plant the record as it was, as another isolate's or colo's cache would still hold it.
+    const record = JSON.stringify({ id: k.id, user_id: u.id, org_id: null, permissions: 'read,write', valid_until_ms: null, disabled: false, deleted: false });
+    await run(path.join(ROOT, 'scripts', 'wrangler'), [
+      'kv', 'key', 'put', '--binding', 'CACHE', `key:${createHash('sha256').update(k.key).digest('hex')}`, record, '--local', '--persist-to', ctx.gw.state,
+    ]);
+    const res = await chatAs(ctx.gw.url, k.key);
+    assert.equal(res.status, 403);
+    assert.match((await res.json()).error.message, /write/);
+  });
+
+  test('a repeated DELETE answers the same', async () => {
+    const u = await ctx.admin.createUser();
+    const k = await ctx.admin.createKey(u.id);
+    const own = await ctx.admin.createKey(u.id);
+    for (let i = 0; i < 2; i++) {
+      const res = await ctx.admin.call('DELETE', `/api/keys/${k.id}`);
+      assert.equal(res.status, 200, `DELETE #${i + 1}`);
+      assert.deepEqual(res.body.data, { id: k.id, deleted: true });
+    }
+    assert.equal((await chatAs(ctx.gw.url, k.key)).status, 401);
+    assert.equal((await as(own.key, 'DELETE', `/api/keys/${own.id}`)).status, 200);
+    assert.equal((await as(own.key, 'DELETE', `/api/keys/${own.id}`)).status, 401, 'a deleted key cannot call at all');
+  });
+});
+
+describe('bodies and names', () => {
+  test('a 20 MB chunked body gets 413 long before it has all been sent', async () => {
+    const u = await ctx.admin.createUser();
+    const k = await ctx.admin.createKey(u.id);
+    const chunk = new Uint8Array(256 * 1024).fill(0x20);
+    let sent = 0;
+    const body = new ReadableStream({
+      async pull(controller) {
+        if (sent >= 20 * 1024 * 1024) return controller.close();
+        sent += chunk.length;
+        controller.enqueue(chunk);
+        await new Promise((r) => setTimeout(r, 5));
+      },
+    });
+    const res = await fetch(`${ctx.gw.url}/v1/chat/completions`, {
+      method: 'POST', body, duplex: 'half',
+      headers: { authorization: `Bearer ${k.key}`, 'content-type': 'application/json' },
+    }).catch((e) => e);
+    if (res instanceof Error) {
+      // The gateway may close the connection as it answers; what matters is how much it took.
+      assert.ok(sent < 20 * 1024 * 1024, `the upload was cut short (${sent} bytes sent): ${res.message}`);
+    } else {
+      assert.equal(res.status, 413);
+      assert.match((await res.json()).error.message, /larger than 8388608 bytes/);
+      assert.ok(sent < 20 * 1024 * 1024, `answered after ${sent} bytes`);
+    }
+  });
+
+  test('names refuse control and bidirectional characters', async () => {
+    const u = await ctx.admin.createUser();
+    for (const name of ['evil\u202Egnp.exe', 'bell\u0007', '\u2066x']) {
+      const res = await ctx.admin.call('POST', '/api/keys', { name, user_id: u.id });
+      assert.equal(res.status, 400, JSON.stringify(name));
+      assert.equal(res.body.error.param, 'name');
+    }
+    const user = await ctx.admin.call('POST', '/api/admin/users', { email: `bidi-${u.id}@example.com`, name: 'A\u202EB' });
+    assert.equal(user.status, 400);
+  });
+
+  test('PUT /api/admin/routes takes the model in the body too', async () => {
+    const res = await ctx.admin.call('PUT', '/api/admin/routes', { model: 'openai/gpt-4o', provider: 'openrouter' });
+    assert.equal(res.status, 200, JSON.stringify(res.body));
+    assert.equal(res.body.data.model, 'openai/gpt-4o');
+    assert.equal(res.body.data.pinned, true);
+    const missing = await ctx.admin.call('PUT', '/api/admin/routes', { provider: 'openrouter' });
+    assert.equal(missing.status, 400);
+    assert.equal(missing.body.error.param, 'model');
+    await ctx.admin.call('DELETE', '/api/admin/routes/openai/gpt-4o');
+  });
+});
+
+// Last: it leaves this client refused for failed authentications for a minute.
+describe('anonymous callers cost almost nothing', () => {
+  test('after a few unknown keys a client is refused without lookups, while a key in use goes on working', async () => {
+    const u = await ctx.admin.createUser();
+    const k = await ctx.admin.createKey(u.id);
+    assert.equal((await chatAs(ctx.gw.url, k.key)).status, 200);
+    const statuses = {};
+    for (let i = 0; i < 1000; i++) {
+      const random = `sk-tg-v1-${createHash('sha256').update(`random ${i} ${Date.now()}`).digest('hex')}`;
+      const res = await fetch(`${ctx.gw.url}/api/v1/key`, { headers: { authorization: `Bearer ${random}` } });
+      statuses[res.status] = (statuses[res.status] ?? 0) + 1;
+      if (res.status === 429) assert.ok(Number(res.headers.get('retry-after')) > 0);
+      await res.arrayBuffer();
+    }
+    assert.ok(statuses[401] <= FAILURE_LIMIT + 1, JSON.stringify(statuses));
+    assert.ok(statuses[429] >= 1000 - FAILURE_LIMIT - 1, `only the first ${FAILURE_LIMIT} were looked up: ${JSON.stringify(statuses)}`);
+    assert.equal((await chatAs(ctx.gw.url, k.key)).status, 200, 'a key this isolate knows is not refused');
+  });
+
+  test('the public price list and plain health answer without a key', async () => {
+    assert.equal((await fetch(`${ctx.gw.url}/health`)).status, 200);
+    const list = await fetch(`${ctx.gw.url}/api/models/pricing`).then((r) => r.json());
+    assert.ok(list.data.length > 0);
+    assert.ok(list.data.every((p) => !('upstream_pricing_input' in p)));
+  });
+});
