@@ -47,7 +47,7 @@ if (!/^[a-z][a-z0-9-]{0,38}[a-z0-9]$/.test(tenant)) {
 }
 const worker = `tollgate-${tenant}`;
 // Failed authentications per client are counted by Cloudflare's Rate Limiting binding, in a namespace of the tenant's own.
-const rateLimitNamespace = 1000 + (parseInt(createHash('sha256').update(tenant).digest('hex').slice(0, 8), 16) % 9000);
+const rateLimitNamespace = 1000 + (parseInt(createHash('sha256').update(tenant).digest('hex').slice(0, 8), 16) % 2_000_000_000);
 const toml = readFileSync(config, 'utf8');
 if (new RegExp(`^\\[env\\.${tenant}\\]`, 'm').test(toml)) fail(`${path.basename(config)} already has [env.${tenant}]`);
 

@@ -176,7 +176,10 @@ describe('keys', () => {
   test('POST /api/token makes a key for the caller and GET /api/v1/key describes the caller', async () => {
     const u = await ctx.admin.createUser();
     const k = await ctx.admin.createKey(u.id, { name: 'main', limit: 7.5, limit_reset: 'weekly' });
-    const made = await as(k.key).call('POST', '/api/token', { name: 'from token' });
+    const limited = await as(k.key).call('POST', '/api/token', { name: 'from token' });
+    assert.equal(limited.status, 403, 'a key with a spend limit makes no keys (their limits would add up)');
+    const free = await ctx.admin.createKey(u.id, { name: 'free' });
+    const made = await as(free.key).call('POST', '/api/token', { name: 'from token' });
     assert.equal(made.status, 201);
     assert.equal(made.body.data.user_id, u.id);
     assert.match(made.body.data.key, /^sk-tg-v1-/);

@@ -152,7 +152,8 @@ describe('usage records and stats', () => {
 
   test('each generation is one record with what the client was told, visible to its owner only', async () => {
     for (const m of made) {
-      const owner = m.keyId === people.bob.key.id ? people.bob : people.ann;
+      // A generation is seen by its user's keys in the same organization (the org key's by the org key).
+      const owner = m.keyId === people.bob.key.id ? people.bob : m.keyId === people.annOrg.key.id ? people.annOrg : people.ann;
       const res = await stats(owner.key.key, `/api/v1/generation?id=${encodeURIComponent(m.id)}`);
       const g = res.data;
       assert.equal(g.id, m.id);

@@ -21,6 +21,8 @@ pub struct Authenticated {
     pub source: Option<Source>,
     /// SHA-256 of the presented key (`None` for the operator).
     pub hash: Option<String>,
+    /// The secret presented was rotated out and is in its grace period.
+    pub rotated_out: bool,
 }
 
 impl Caller {
@@ -83,7 +85,7 @@ async fn authenticate_with(req: &Incoming, call: &Call, cached: bool) -> Result<
     };
     if let Some(admin) = &call.config.admin_token {
         if keys::secrets_equal(&token, admin.expose()) {
-            return Ok(Authenticated { caller: Caller::Operator, source: None, hash: None });
+            return Ok(Authenticated { caller: Caller::Operator, source: None, hash: None, rotated_out: false });
         }
     }
     if !keys::looks_like_key(&token) {
@@ -111,7 +113,8 @@ async fn authenticate_with(req: &Incoming, call: &Call, cached: bool) -> Result<
     if record.valid_until_ms.is_some_and(|until| until <= now) {
         return Err(ApiError::unauthenticated("this key has expired"));
     }
-    Ok(Authenticated { caller: Caller::Key(record), source: Some(source), hash: Some(hash) })
+    let rotated_out = record.presented_previous;
+    Ok(Authenticated { caller: Caller::Key(record), source: Some(source), hash: Some(hash), rotated_out })
 }
 
 /// A client that presented too many unknown keys gets no D1 lookup for a while (429).
@@ -127,8 +130,14 @@ fn refuse_if_blocked(client: &str, now: i64) -> Result<(), ApiError> {
 
 /// Who is calling, for counting failed authentications: the client's address as Cloudflare
 /// saw it (one bucket for every caller where there is none, as under `wrangler dev`).
+/// An IPv6 client counts by its /64 (one network hands out many addresses).
 fn client_of(req: &Incoming) -> String {
-    req.headers().get("cf-connecting-ip").ok().flatten().unwrap_or_else(|| "unknown".into())
+    let ip = req.headers().get("cf-connecting-ip").ok().flatten().unwrap_or_else(|| "unknown".into());
+    if ip.contains(':') {
+        ip.split(':').take(4).collect::<Vec<_>>().join(":") + "::/64"
+    } else {
+        ip
+    }
 }
 
 /// Counts an unknown key against its client: with the Rate Limiting binding where the tenant
@@ -155,12 +164,12 @@ async fn lookup(call: &Call, client: &str, hash: &str, now: i64) -> Result<(Opti
     if let Some(hit) = key_cache::from_memory(hash, now) {
         return Ok((hit, Source::Memory));
     }
+    refuse_if_blocked(client, now)?;
     let kv = env::cache(&call.env).map_err(ApiError::internal)?;
     if let Some(hit) = key_cache::from_kv(&kv, hash).await {
         key_cache::remember(hash, hit.clone(), now);
         return Ok((hit, Source::Kv));
     }
-    refuse_if_blocked(client, now)?;
     let record = from_d1(call, hash, now).await?;
     key_cache::remember(hash, record.clone(), now);
     if let Some(found) = record.clone() {

@@ -39,17 +39,12 @@ impl Incoming {
     }
 
     /// The whole body, read once, counted while it streams in: `Ok(None)` as soon as it passes
-    /// `limit` bytes (the rest is not read), so a chunked upload cannot fill the isolate's memory.
-    /// A body whose declared length fits is read in one piece (the runtime holds it to that length).
+    /// `limit` bytes (the rest is not read), so no upload can fill the isolate's memory. A declared
+    /// length over the limit is refused before anything is read.
     pub async fn bytes_up_to(&mut self, limit: usize) -> Result<Option<Vec<u8>>, String> {
         let declared = self.headers().get("content-length").ok().flatten().and_then(|v| v.trim().parse::<usize>().ok());
-        if let Some(length) = declared {
-            if length > limit {
-                return Ok(None);
-            }
-            let promise = self.raw.array_buffer().map_err(|_| "the request body was already read".to_string())?;
-            let bytes = crate::js::bytes(promise).await.map_err(|e| crate::js::message(&e))?;
-            return Ok((bytes.len() <= limit).then_some(bytes));
+        if declared.is_some_and(|length| length > limit) {
+            return Ok(None);
         }
         let Some(body) = self.raw.body() else { return Ok(Some(Vec::new())) };
         crate::js::read_up_to(&body, limit).await.map_err(|e| crate::js::message(&e))

@@ -62,14 +62,14 @@ pub async fn create_token(mut req: Incoming, call: &Call, caller: &Caller) -> Re
         return Err(ApiError::bad_request("the operator has no user of its own: use POST /api/keys with `user_id`"));
     };
     let user_id = k.user_id.clone();
-    // A token carries its maker's limit, reset, expiry and organization: it can do no more than its maker.
+    // A token carries its maker's expiry and organization: it can do no more than its maker.
     let fields = CreateKey {
         name: body.name,
         description: None,
         permissions: None,
         expires_at: k.valid_until_ms.map(to_iso),
-        limit: k.limit_micros.map(micros_to_usd),
-        limit_reset: k.limit_reset.clone(),
+        limit: None,
+        limit_reset: None,
         user_id: None,
         org_id: k.org_id.clone(),
     };
@@ -89,21 +89,18 @@ pub(super) async fn mint_key(
     let limit_reset = body.limit_reset.as_deref().map(validate_limit_reset).transpose()?;
     let name = validate_text("name", &body.name, MAX_NAME_LEN)?;
     let description = validate_optional_text("description", body.description.as_deref(), 1000)?;
-    // A key made by a key of an organization belongs to that organization.
+    // A key made by a key of an organization belongs to that organization. A key with a spend
+    // limit makes no keys: each would have a limit of its own, and together they would pass its own.
     let org_id = match holder(caller) {
+        Some(h) if h.limit_micros.is_some() => {
+            return Err(ApiError::forbidden(
+                "a key with a spend limit may not create keys (their limits would add up); ask an admin",
+            ))
+        }
         Some(h) => body.org_id.clone().or(h.org_id.clone()),
         None => body.org_id.clone(),
     };
 
-    let db = db(call)?;
-    if store::users::get_live(&db, &user_id).await?.is_none() {
-        return Err(ApiError::not_found(format!("user {user_id} not found")));
-    }
-    if let Some(org_id) = &org_id {
-        if store::orgs::get_live(&db, org_id).await?.is_none() {
-            return Err(ApiError::not_found(format!("organization {org_id} not found")));
-        }
-    }
     let minted = keys::mint(random_bytes());
     let now = to_iso(now_ms);
     let mut row = KeyRow::new(ids::uuid_v4(random_bytes()), user_id, name, &minted, permissions.to_stored(), &now);
@@ -112,8 +109,18 @@ pub(super) async fn mint_key(
     row.expires_at = expires_at;
     row.limit_micros = limit_micros;
     row.limit_reset = limit_reset;
+    // Checked before anything is looked up, so a refusal says nothing about other organizations.
     if let Some(h) = holder(caller) {
         keys::within_holder(&h, &terms_of(&row), None).map_err(forbidden)?;
+    }
+    let db = db(call)?;
+    if store::users::get_live(&db, &row.user_id).await?.is_none() {
+        return Err(ApiError::not_found(format!("user {} not found", row.user_id)));
+    }
+    if let Some(org_id) = &row.org_id {
+        if store::orgs::get_live(&db, org_id).await?.is_none() {
+            return Err(ApiError::not_found(format!("organization {org_id} not found")));
+        }
     }
     store::keys::insert(&db, &row).await?;
     // The account object learns the key (limit, window, expiry) before its secret is shown. Should that
@@ -247,6 +254,9 @@ pub async fn update_key(mut req: Incoming, call: &Call, caller: &Caller, id: &st
         row.permissions = parse_permissions(&list)?.to_stored();
     }
     if let Some(disabled) = body.disabled {
+        if !disabled && row.disabled != 0 && holder(caller).is_some() {
+            return Err(ApiError::forbidden("only an admin may enable a disabled key"));
+        }
         row.disabled = i64::from(disabled);
     }
     if let Some(expires_at) = body.expires_at {
@@ -321,6 +331,10 @@ pub async fn rotate_key(mut req: Incoming, call: &Call, caller: &Caller, id: &st
     }
     let db = db(call)?;
     let row = managed_key(&db, caller, id).await?;
+    // A rotation hands over the key's secret: only of a key within the caller's own terms.
+    if let Some(h) = holder(caller) {
+        keys::within_holder(&h, &terms_of(&row), None).map_err(forbidden)?;
+    }
 
     // The secret is derived from who asks too: a replay returns a secret only to the caller that made it.
     let asker = match caller {
@@ -431,7 +445,7 @@ pub(super) async fn publish(call: &Call, rows: &[KeyRow]) -> Result<(), ApiError
     Ok(())
 }
 
-fn key_state(row: &KeyRow) -> KeyState {
+pub(super) fn key_state(row: &KeyRow) -> KeyState {
     KeyState {
         key_id: row.id.clone(),
         hash: row.key_hash.clone(),

@@ -90,6 +90,11 @@ mod dispatch {
             Access::Key(needed) => auth.caller.require(needed)?,
             Access::Public | Access::AnyKey => {}
         }
+        // A secret rotated out keeps working for inference and reads during its grace, but changes
+        // nothing: whoever still holds it must not rotate the key back or mint keys with it.
+        if auth.rotated_out && matches!(access, Access::Key(Permission::Write | Permission::Admin)) {
+            return Err(ApiError::unauthenticated("this secret was rotated out: use the new secret to make changes"));
+        }
         Ok(Some(auth))
     }
 

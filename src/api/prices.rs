@@ -46,7 +46,8 @@ async fn sees_upstream(req: &Incoming, call: &Call) -> bool {
     if req.headers().get("authorization").ok().flatten().is_none() {
         return false;
     }
-    super::auth::authenticate(req, call).await.is_ok_and(|a| a.caller.is_admin())
+    // The cached lookup: an admin's key is found in memory or KV; a price read costs no D1 query.
+    super::auth::authenticate_for_inference(req, call).await.is_ok_and(|a| a.caller.is_admin())
 }
 
 /// Public: read from the price cache (isolate memory → KV → D1), so anonymous reads cost no D1 query.

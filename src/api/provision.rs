@@ -157,6 +157,11 @@ pub async fn provision(mut req: Incoming, call: &Call) -> Result<Response, ApiEr
         });
     }
 
+    if let Err(e) =
+        crate::billing::client::Account::of(&call.env, &key.user_id).put_key(super::keys::key_state(&key)).await
+    {
+        crate::log::job_error("put_key", &e);
+    }
     let mut key_json = key_view(&key, now_ms);
     key_json["key"] = Value::String(minted.text);
     let upstream_json = upstream.map(|(row, text)| {

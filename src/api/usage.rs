@@ -89,7 +89,7 @@ pub async fn get_generation(req: Incoming, call: &Call, caller: &Caller) -> Resu
     let not_found = || ApiError::not_found(format!("generation {id} not found"));
     let row = store::usage::find(&db(call)?, &id).await?.ok_or_else(not_found)?;
     if let Caller::Key(k) = &caller {
-        if !caller.is_admin() && k.user_id != row.user_id {
+        if !caller.is_admin() && (k.user_id != row.user_id || k.org_id != row.org_id) {
             return Err(not_found());
         }
     }

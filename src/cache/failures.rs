@@ -46,11 +46,21 @@ pub fn count(client: &str, now: i64, limit: u32) {
     });
 }
 
+/// Forgets finished windows first; should the map still be full, forgets the clients with the
+/// fewest failures that are not refused (a refusal is never dropped to make room).
 fn make_room(t: &mut HashMap<String, Tally>, now: i64) {
+    if t.len() < MAX_CLIENTS {
+        return;
+    }
+    t.retain(|_, (start, _, until)| now - *start < WINDOW_MS || *until > now);
     if t.len() >= MAX_CLIENTS {
-        t.retain(|_, (start, _, until)| now - *start < WINDOW_MS || *until > now);
-        if t.len() >= MAX_CLIENTS {
-            t.clear();
+        let mut counts: Vec<u32> = t.values().filter(|(_, _, until)| *until <= now).map(|(_, n, _)| *n).collect();
+        if counts.is_empty() {
+            return;
         }
+        let cut = counts.len() / 2;
+        counts.select_nth_unstable(cut);
+        let fewest = counts[cut];
+        t.retain(|_, (_, n, until)| *until > now || *n > fewest);
     }
 }

@@ -34,6 +34,9 @@ pub struct KeyRecord {
     pub limit_micros: Option<i64>,
     #[serde(default)]
     pub limit_reset: Option<String>,
+    /// The secret presented is the previous one of a rotated key (in its grace period).
+    #[serde(default)]
+    pub presented_previous: bool,
 }
 
 impl KeyRecord {
@@ -56,6 +59,7 @@ impl KeyRecord {
             deleted: row.deleted_at.is_some(),
             limit_micros: row.limit_micros,
             limit_reset: row.limit_reset.clone(),
+            presented_previous: row.key_hash != hash,
         }
     }
 }
