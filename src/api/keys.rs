@@ -382,7 +382,8 @@ pub async fn rotate_key(mut req: Incoming, call: &Call, caller: &Caller, id: &st
         key_hash: minted.hash.clone(),
         key_prefix: minted.display_prefix.clone(),
         previous_key_hash: Some(row.key_hash.clone()),
-        rotated_at: Some(now),
+        rotated_at: Some(now.clone()),
+        updated_at: now,
         previous_expires_at: Some(previous_expires_at),
         ..row
     };
@@ -457,6 +458,7 @@ pub(super) fn key_state(row: &KeyRow) -> KeyState {
         limit_micros: row.limit_micros,
         limit_reset: row.limit_reset.as_deref().and_then(Reset::parse),
         permissions: Some(row.permissions.clone()),
+        version: parse_iso(&row.updated_at),
     }
 }
 

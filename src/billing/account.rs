@@ -29,8 +29,9 @@ impl Account<'_> {
         let (sql, now) = (self.sql, self.now);
         Ok(match req {
             AccountRequest::PutKey { state } => {
-                store::put_key(sql, &state)?;
-                self.book.put_key(state);
+                if self.book.put_key(state.clone()) {
+                    store::put_key(sql, &state)?;
+                }
                 AccountResponse::Ok
             }
             AccountRequest::Reserve { ask } => {

@@ -39,6 +39,7 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("key_state", "limit_micros", "REAL"),
     ("key_state", "limit_reset", "TEXT"),
     ("key_state", "permissions", "TEXT"),
+    ("key_state", "version", "REAL"),
     ("reservations", "evidence", "REAL NOT NULL DEFAULT 0"),
     ("reservations", "expires_ms", "REAL NOT NULL DEFAULT 0"),
     ("ledger", "uncollected", "REAL NOT NULL DEFAULT 0"),
@@ -100,6 +101,7 @@ struct KeyStateRow {
     limit_micros: Option<f64>,
     limit_reset: Option<String>,
     permissions: Option<String>,
+    version: Option<f64>,
 }
 
 impl From<KeyStateRow> for KeyState {
@@ -115,6 +117,7 @@ impl From<KeyStateRow> for KeyState {
             limit_micros: r.limit_micros.map(|v| v as i64),
             limit_reset: r.limit_reset.as_deref().and_then(Reset::parse),
             permissions: r.permissions,
+            version: r.version.map(|v| v as i64),
         }
     }
 }
@@ -208,7 +211,7 @@ pub fn load_book(sql: &SqlStorage, now: i64) -> Result<Book> {
 pub fn put_key(sql: &SqlStorage, s: &KeyState) -> Result<()> {
     sql.exec_raw(
         "INSERT OR REPLACE INTO key_state (key_id, hash, previous_hash, previous_until_ms, expires_at_ms, \
-         disabled, deleted, limit_micros, limit_reset, permissions) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         disabled, deleted, limit_micros, limit_reset, permissions, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         vec![
             text(&s.key_id),
             text(&s.hash),
@@ -220,6 +223,7 @@ pub fn put_key(sql: &SqlStorage, s: &KeyState) -> Result<()> {
             opt_int(s.limit_micros),
             opt_text(s.limit_reset.map(|r| r.as_str())),
             opt_text(s.permissions.as_deref()),
+            opt_int(s.version),
         ],
     )?;
     Ok(())

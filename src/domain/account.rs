@@ -174,8 +174,14 @@ impl Book {
         self.keys.get(key_id)
     }
 
-    pub fn put_key(&mut self, state: KeyState) {
+    /// Takes a key's new state; `false` (and nothing changes) when the state held is newer.
+    pub fn put_key(&mut self, state: KeyState) -> bool {
+        let newer_held = self.keys.get(&state.key_id).and_then(|held| held.version).zip(state.version);
+        if newer_held.is_some_and(|(held, new)| held > new) {
+            return false;
+        }
         self.keys.insert(state.key_id.clone(), state);
+        true
     }
 
     /// The key's spend in its limit window (its own reset, else `fallback`).
@@ -324,6 +330,7 @@ mod tests {
             limit_micros: limit,
             limit_reset: reset,
             permissions: None,
+            version: None,
         }
     }
 
@@ -437,6 +444,16 @@ mod tests {
         assert_eq!((closed[0].amount, closed[0].abandoned), (80, true));
         assert_eq!(book.settle("r1", 10, NOW + 2 * LEASE), None, "a late settlement charges nothing more");
         assert_eq!(book.balance(), 20);
+    }
+
+    #[test]
+    fn an_older_key_state_does_not_replace_a_newer_one() {
+        let mut book = Book::restore(100, [], [], []);
+        let state = |disabled, version| KeyState { disabled, version: Some(version), ..key("k", None, None) };
+        assert!(book.put_key(state(true, 20)));
+        assert!(!book.put_key(state(false, 10)), "the enable that lost the race");
+        assert_eq!(book.reserve(&ask("r1", "k", 1), NOW).0, Decision::Refused(KeyRefusal::Disabled));
+        assert!(book.put_key(state(false, 30)));
     }
 
     #[test]

@@ -131,6 +131,7 @@ fn key_state(key: usize, limit: Option<i64>, reset: Option<Reset>, disabled: boo
         limit_micros: limit,
         limit_reset: reset,
         permissions: None,
+        version: None,
     }
 }
 

@@ -94,6 +94,10 @@ pub struct KeyState {
     /// The key's permissions (stored form); `None` in states sent before they carried them.
     #[serde(default)]
     pub permissions: Option<String>,
+    /// When D1 last changed the key (ms): a state older than the one held is ignored, so two
+    /// changes that reach the account object in the other order cannot bring back the older.
+    #[serde(default)]
+    pub version: Option<i64>,
 }
 
 /// Why a presented secret is refused.
@@ -392,6 +396,7 @@ mod tests {
             limit_micros: None,
             limit_reset: None,
             permissions: None,
+            version: None,
         };
         assert_eq!(state.check("new", 50), Ok(()));
         assert_eq!(state.check("old", 99), Ok(()), "inside the grace");
