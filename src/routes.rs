@@ -26,6 +26,7 @@ use Permission::{Admin, Read, Write};
 pub enum Route {
     Health,
     ChatCompletions,
+    Embeddings,
     ListModels,
     CurrentKey,
     ListUsers,
@@ -101,6 +102,7 @@ pub fn route(method: &str, path: &str) -> Match {
         ["v1", "chat", "completions"] | ["api", "v1", "chat", "completions"] => {
             vec![("POST", Route::ChatCompletions, Inference)]
         }
+        ["v1", "embeddings"] | ["api", "v1", "embeddings"] => vec![("POST", Route::Embeddings, Inference)],
         ["v1", "models"] | ["api", "v1", "models"] => vec![("GET", Route::ListModels, Public)],
         ["api", "v1", "key"] => vec![("GET", Route::CurrentKey, AnyKey)],
         ["api", "admin", "users"] => {

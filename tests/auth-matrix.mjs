@@ -10,6 +10,8 @@ const ID = '00000000-0000-4000-8000-000000000000';
 export const AUTHENTICATED_ROUTES = [
   ['ChatCompletions', 'POST', '/v1/chat/completions', 'write', { model: 'openai/gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }] }],
   ['ChatCompletions', 'POST', '/api/v1/chat/completions', 'write', { model: 'openai/gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }] }],
+  ['Embeddings', 'POST', '/v1/embeddings', 'write', { model: 'openai/text-embedding-3-small', input: 'hi' }],
+  ['Embeddings', 'POST', '/api/v1/embeddings', 'write', { model: 'openai/text-embedding-3-small', input: 'hi' }],
   ['CurrentKey', 'GET', '/api/v1/key', 'any'],
   ['ListUsers', 'GET', '/api/admin/users', 'admin'],
   ['CreateUser', 'POST', '/api/admin/users', 'admin', { email: 'matrix@example.com', name: 'M' }],

@@ -51,6 +51,7 @@ export const CATALOGUE = [
   { id: 'anthropic/claude-3-5-haiku-20241022', name: 'Anthropic: Claude 3.5 Haiku', context_length: 200000, prompt: '0.0000008', completion: '0.000004' },
   { id: 'google/gemini-2.0-flash-001', name: 'Google: Gemini 2.0 Flash', context_length: 1048576, prompt: '0.0000001', completion: '0.0000004' },
   { id: 'meta-llama/llama-3.1-8b-instruct', name: 'Meta: Llama 3.1 8B Instruct', context_length: 131072, prompt: '0.00000002', completion: '0.00000005' },
+  { id: 'openai/text-embedding-3-small', name: 'OpenAI: Text Embedding 3 Small', context_length: 8192, prompt: '0.00000002', completion: '0', embedding: 1536 },
 ];
 
 /** The only key the fake Gemini API accepts. */
@@ -98,6 +99,40 @@ export function tokensFor(body) {
     finish = 'length';
   }
   return { promptTokens, pieces, finish };
+}
+
+/**
+ * POST /embeddings, as OpenAI (`native`: its own model ids, no `usage.cost`) and OpenRouter answer it:
+ * `input` a string, strings, token ids or arrays of them; `encoding_format` float (default) or base64
+ * (little-endian float32); `dimensions` shortens the vectors. One token per 4 characters of text.
+ */
+function embeddings(res, body, { native }) {
+  const fail = (status, message, param = null) => sendJson(res, status, native
+    ? { error: { message, type: 'invalid_request_error', param, code: null } }
+    : errorBody(status, message));
+  if (!body || typeof body !== 'object') return fail(400, 'Invalid JSON body');
+  const id = native ? `openai/${body.model}` : body.model;
+  const model = CATALOGUE.find((c) => c.id === id && c.embedding);
+  if (!model) return fail(native ? 404 : 400, `${body.model} is not an embedding model`, 'model');
+  const items = typeof body.input === 'string' ? [body.input]
+    : Array.isArray(body.input) && body.input.every((t) => Number.isInteger(t)) ? [body.input] : body.input;
+  if (!Array.isArray(items) || items.length === 0 || items.length > 2048) return fail(400, "'input' is invalid", 'input');
+  const tokens = items.map((x) => (typeof x === 'string' && x.length ? Math.ceil(x.length / 4) : Array.isArray(x) && x.length && x.every(Number.isInteger) ? x.length : NaN));
+  if (tokens.some(Number.isNaN)) return fail(400, "'input' is invalid", 'input');
+  const format = body.encoding_format ?? 'float';
+  if (!['float', 'base64'].includes(format)) return fail(400, "'encoding_format' must be float or base64", 'encoding_format');
+  const size = body.dimensions ?? model.embedding;
+  if (!Number.isInteger(size) || size < 1 || size > model.embedding) return fail(400, "'dimensions' is invalid", 'dimensions');
+  const vector = (i) => Array.from({ length: size }, (_, j) => Math.sin(i + 1 + j / 7) / Math.sqrt(size));
+  const encode = (v) => (format === 'base64' ? Buffer.from(new Float32Array(v).buffer).toString('base64') : v);
+  const promptTokens = tokens.reduce((a, b) => a + b, 0);
+  const usage = native ? { prompt_tokens: promptTokens, total_tokens: promptTokens } : (({ completion_tokens, ...u }) => u)(usageFor(id, promptTokens, 0));
+  return sendJson(res, 200, {
+    object: 'list',
+    data: items.map((_, i) => ({ object: 'embedding', index: i, embedding: encode(vector(i)) })),
+    model: native ? body.model : id,
+    usage,
+  });
 }
 
 export function priceOf(model) {
@@ -576,6 +611,10 @@ export function startFakeUpstream({ port = 0, host = '127.0.0.1', apiKey, provis
     if (provider === 'anthropic') return anthropic(req, res, body);
     if (provider === 'google') return gemini(req, res, url, body);
     if (provider === 'openai') return openai(req, res, body);
+    if (req.method === 'POST' && url.pathname === '/openai/v1/embeddings') {
+      if ((req.headers.authorization ?? '') !== `Bearer ${FAKE_OPENAI_KEY}`) return openaiError(res, 401, 'Incorrect API key provided.', 'invalid_api_key');
+      return embeddings(res, body, { native: true });
+    }
     const auth = req.headers.authorization ?? '';
     const bearer = auth.startsWith('Bearer ') ? auth.slice(7) : '';
     if (/\/keys(\/|$)/.test(url.pathname)) {
@@ -589,6 +628,7 @@ export function startFakeUpstream({ port = 0, host = '127.0.0.1', apiKey, provis
       if (body === undefined) return sendJson(res, 400, errorBody(400, 'Invalid JSON body'));
       return chat(req, res, body, { apiKey });
     }
+    if (req.method === 'POST' && url.pathname.endsWith('/embeddings')) return embeddings(res, body, { native: false });
     sendJson(res, 404, errorBody(404, `Not found: ${req.method} ${url.pathname}`));
   });
   return new Promise((resolve, reject) => {

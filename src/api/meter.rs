@@ -50,6 +50,13 @@ pub struct Meter {
     pub upstream_id: Option<String>,
 }
 
+/// What a request may use at most: its prompt (an upper bound) and its output tokens.
+pub struct Demand<'a> {
+    pub model: &'a str,
+    pub prompt: u64,
+    pub output: u64,
+}
+
 /// How a metered request ended.
 pub struct Outcome {
     /// The usage the upstream reported.
@@ -123,6 +130,7 @@ fn estimate(prompt_bytes: u64, content_bytes: u64) -> Tokens {
 
 impl Meter {
     /// Checks the key and reserves the worst case; bounds the output sent upstream by what was reserved.
+    /// Reserves a chat request's worst case; bounds the output sent upstream by what was reserved.
     pub async fn reserve(
         call: &Call,
         key: &KeyRecord,
@@ -130,15 +138,36 @@ impl Meter {
         chat: &mut ChatRequest,
         row: &PriceRow,
     ) -> Result<Self, ApiError> {
-        let price = row.price();
-        let worst_rates = price.worst_rates();
-        let prompt = chat.prompt_token_bound();
         // The output bound: the client's (the smaller field when it set both), else the model's own
         // limits (it cannot write more than its output limit, nor more than its context), else a default.
         let model_limit = row.max_completion_tokens.or(row.context_length).map(|m| m.max(1) as u64);
         let output = chat.max_tokens.or(model_limit).unwrap_or(DEFAULT_MAX_OUTPUT).min(MAX_OUTPUT_TOKENS);
+        let demand = Demand { model: &chat.model, prompt: chat.prompt_token_bound(), output };
+        let (meter, output) = Self::reserve_tokens(call, key, hash, row, demand).await?;
+        // Only what was reserved is asked for. The model's own limits need not be sent; the client's
+        // bound (both fields), an affordable part or the default are.
+        if chat.max_tokens.is_some() || model_limit.is_none_or(|limit| output < limit) {
+            chat.cap_output(output);
+        }
+        Ok(meter)
+    }
+
+    /// Checks the key and reserves the worst case of `demand` in the account (and the key's
+    /// organization); returns the meter and the output tokens the reservation covers (less than
+    /// asked when only part was affordable).
+    pub async fn reserve_tokens(
+        call: &Call,
+        key: &KeyRecord,
+        hash: &str,
+        row: &PriceRow,
+        demand: Demand<'_>,
+    ) -> Result<(Self, u64), ApiError> {
+        let Demand { model, prompt, output } = demand;
+        let price = row.price();
+        let worst_rates = price.worst_rates();
         let worst_case = pricing::cost(&worst_rates, &Tokens { prompt, completion: output, ..Tokens::default() });
-        let min_to_run = pricing::cost(&worst_rates, &Tokens { prompt, completion: 1, ..Tokens::default() });
+        let min_to_run =
+            pricing::cost(&worst_rates, &Tokens { prompt, completion: output.min(1), ..Tokens::default() });
         let lease_ms = call.config.reservation_lease_ms();
         let ask = Ask {
             request_id: call.request_id.clone(),
@@ -172,7 +201,7 @@ impl Meter {
             price,
             reserved,
             prompt_bytes: prompt,
-            model: chat.model.clone(),
+            model: model.to_string(),
             org_id: None,
             started_ms: call.started_ms,
             provider: "openrouter",
@@ -181,7 +210,7 @@ impl Meter {
         };
         let (mut m, output) = match reservation {
             Reservation::Full { amount } => (meter(amount), output),
-            Reservation::Partial { amount } => {
+            Reservation::Partial { amount } if output > 0 => {
                 let affordable = pricing::affordable_output_tokens(&worst_rates, prompt, amount).min(output);
                 let m = meter(amount);
                 if affordable == 0 {
@@ -190,15 +219,15 @@ impl Meter {
                 }
                 (m, affordable)
             }
+            // Nothing to cap (no output tokens): part of the worst case is not enough.
+            Reservation::Partial { amount } => {
+                meter(amount).release(call, 402);
+                return Err(insufficient(LimitSource::Balance, None));
+            }
             Reservation::Refused { source } => {
                 return Err(insufficient(source, resets_at_ms.filter(|_| source == LimitSource::KeyLimit)))
             }
         };
-        // Only what was reserved is asked for. The model's own limits need not be sent; the client's
-        // bound (both fields), an affordable part or the default are.
-        if chat.max_tokens.is_some() || model_limit.is_none_or(|limit| output < limit) {
-            chat.cap_output(output);
-        }
         if let Some(org_id) = &key.org_id {
             let tokens = i64::try_from(prompt.saturating_add(output)).unwrap_or(i64::MAX);
             if let Err(e) = reserve_in_org(call, org_id, &m, tokens).await {
@@ -207,7 +236,7 @@ impl Meter {
             }
             m.org_id = Some(org_id.clone());
         }
-        Ok(m)
+        Ok((m, output))
     }
 
     /// What this request costs and is charged (see `charge`).

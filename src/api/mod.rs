@@ -9,6 +9,8 @@ mod balance;
 #[cfg(target_arch = "wasm32")]
 mod chat;
 #[cfg(target_arch = "wasm32")]
+mod embeddings;
+#[cfg(target_arch = "wasm32")]
 mod incoming;
 #[cfg(target_arch = "wasm32")]
 mod keys;
@@ -111,6 +113,7 @@ mod dispatch {
         let caller = &auth.caller;
         match r {
             Route::ChatCompletions => super::chat::create_chat_completion(req, call, auth).await,
+            Route::Embeddings => super::embeddings::create_embeddings(req, call, auth).await,
             Route::CurrentKey => super::keys::current_key(call, caller).await,
             Route::ListUsers => super::users::list_users(req, call).await,
             Route::CreateUser => super::users::create_user(req, call).await,

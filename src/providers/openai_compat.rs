@@ -96,10 +96,22 @@ pub fn classify_error(status: u16, retry_after: Option<&str>, body: &[u8]) -> Pr
 
 /// Picks the usage out of a non-streamed chat answer; refuses a body that is not a chat completion.
 pub fn completion_usage(body: &[u8]) -> Result<Option<Usage>, ProviderError> {
+    usage_of(body, "choices")
+}
+
+/// Picks the usage out of an embeddings answer; refuses a body without `data`.
+pub fn embeddings_usage(body: &[u8]) -> Result<Option<Usage>, ProviderError> {
+    usage_of(body, "data")
+}
+
+/// The usage of an answer that must carry the array `field`; an `error` object is classified.
+fn usage_of(body: &[u8], field: &str) -> Result<Option<Usage>, ProviderError> {
     #[derive(Deserialize)]
     struct Probe {
         #[serde(default)]
         choices: Option<Vec<Value>>,
+        #[serde(default)]
+        data: Option<Vec<Value>>,
         #[serde(default)]
         usage: Option<Usage>,
         #[serde(default)]
@@ -114,8 +126,9 @@ pub fn completion_usage(body: &[u8]) -> Result<Option<Usage>, ProviderError> {
             _ => ProviderError::Unavailable { status, message },
         });
     }
-    if probe.choices.is_none() {
-        return Err(ProviderError::Malformed("answer has no `choices`".into()));
+    let present = if field == "data" { probe.data.is_some() } else { probe.choices.is_some() };
+    if !present {
+        return Err(ProviderError::Malformed(format!("answer has no `{field}`")));
     }
     Ok(probe.usage)
 }

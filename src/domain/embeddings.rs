@@ -1,0 +1,116 @@
+//! The inbound embeddings request (OpenAI's `POST /v1/embeddings`): just enough
+//! structure to validate, route and bill it; every other field passes through.
+
+use serde_json::{Map, Value};
+
+use super::InvalidRequest;
+
+/// OpenAI's limit on inputs per request.
+pub const MAX_INPUTS: usize = 2048;
+
+#[derive(Debug, Clone)]
+pub struct EmbeddingsRequest {
+    pub model: String,
+    /// An upper bound on the input's tokens: a token is at least one byte of text,
+    /// and a token array is its own count.
+    pub token_bound: u64,
+    pub body: Map<String, Value>,
+}
+
+fn invalid(message: &str, param: &str) -> InvalidRequest {
+    InvalidRequest::param(message.to_string(), param)
+}
+
+/// Tokens at most in one input: a string's bytes, or a token array's length.
+fn bound_of(item: &Value) -> Option<u64> {
+    match item {
+        Value::String(s) if !s.is_empty() => Some(s.len() as u64),
+        Value::Array(tokens) if !tokens.is_empty() && tokens.iter().all(|t| t.as_u64().is_some()) => {
+            Some(tokens.len() as u64)
+        }
+        _ => None,
+    }
+}
+
+impl EmbeddingsRequest {
+    pub fn parse(bytes: &[u8]) -> Result<Self, InvalidRequest> {
+        let value: Value = serde_json::from_slice(bytes)
+            .map_err(|e| InvalidRequest::new(format!("request body is not valid JSON: {e}")))?;
+        let Value::Object(body) = value else {
+            return Err(InvalidRequest::new("request body must be a JSON object"));
+        };
+        let model = match body.get("model") {
+            Some(Value::String(m)) if !m.trim().is_empty() && m.len() <= 256 => m.clone(),
+            _ => return Err(invalid("`model` must be a model id", "model")),
+        };
+        let input_error = "`input` must be a non-empty string, an array of strings, an array of token ids, or an array of such arrays (at most 2048 inputs)";
+        let token_bound = match body.get("input") {
+            None => return Err(invalid("you must provide an `input` parameter", "input")),
+            Some(Value::Array(items)) if items.first().is_some_and(Value::is_number) => {
+                bound_of(&Value::Array(items.clone())).ok_or_else(|| invalid(input_error, "input"))?
+            }
+            Some(Value::Array(items)) if !items.is_empty() && items.len() <= MAX_INPUTS => {
+                items.iter().map(bound_of).sum::<Option<u64>>().ok_or_else(|| invalid(input_error, "input"))?
+            }
+            Some(single @ Value::String(_)) => bound_of(single).ok_or_else(|| invalid(input_error, "input"))?,
+            Some(_) => return Err(invalid(input_error, "input")),
+        };
+        match body.get("encoding_format") {
+            None | Some(Value::Null) => {}
+            Some(Value::String(f)) if f == "float" || f == "base64" => {}
+            Some(_) => return Err(invalid("`encoding_format` must be `float` or `base64`", "encoding_format")),
+        }
+        match body.get("dimensions") {
+            None | Some(Value::Null) => {}
+            Some(d) if d.as_u64().is_some_and(|d| (1..=100_000).contains(&d)) => {}
+            Some(_) => return Err(invalid("`dimensions` must be a positive integer", "dimensions")),
+        }
+        Ok(Self { model, token_bound, body })
+    }
+
+    /// The body to send upstream, under the provider's own model id.
+    pub fn upstream_body(&self, native_model: &str) -> Vec<u8> {
+        let mut body = self.body.clone();
+        body.insert("model".into(), Value::from(native_model));
+        serde_json::to_vec(&body).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> Result<EmbeddingsRequest, InvalidRequest> {
+        EmbeddingsRequest::parse(json.as_bytes())
+    }
+
+    #[test]
+    fn bounds_every_input_shape() {
+        assert_eq!(parse(r#"{"model":"m","input":"héllo"}"#).expect("string").token_bound, 6);
+        assert_eq!(parse(r#"{"model":"m","input":["ab","cde"]}"#).expect("strings").token_bound, 5);
+        assert_eq!(parse(r#"{"model":"m","input":[1,2,3]}"#).expect("tokens").token_bound, 3);
+        assert_eq!(
+            parse(r#"{"model":"m","input":[[1,2],[3]],"encoding_format":"base64","dimensions":256}"#)
+                .expect("arrays")
+                .token_bound,
+            3
+        );
+    }
+
+    #[test]
+    fn refuses_bad_input_naming_the_parameter() {
+        for (json, param) in [
+            (r#"{"input":"x"}"#, "model"),
+            (r#"{"model":"m"}"#, "input"),
+            (r#"{"model":"m","input":""}"#, "input"),
+            (r#"{"model":"m","input":[]}"#, "input"),
+            (r#"{"model":"m","input":[1,"a"]}"#, "input"),
+            (r#"{"model":"m","input":["a",""]}"#, "input"),
+            (r#"{"model":"m","input":{"a":1}}"#, "input"),
+            (r#"{"model":"m","input":"x","encoding_format":"hex"}"#, "encoding_format"),
+            (r#"{"model":"m","input":"x","dimensions":0}"#, "dimensions"),
+        ] {
+            assert_eq!(parse(json).err().and_then(|e| e.param).as_deref(), Some(param), "{json}");
+        }
+    }
+}

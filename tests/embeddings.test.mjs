@@ -1,0 +1,96 @@
+// POST /v1/embeddings with the official OpenAI SDK: a string, a list, token ids,
+// the SDK's default base64 encoding; served by OpenAI on the direct route and by
+// OpenRouter when pinned there; billed on the input tokens the upstream reported,
+// exactly once; refusals in OpenAI's shape.
+
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+
+import OpenAI from 'openai';
+
+import { FAKE_OPENAI_KEY } from './fake-upstream.mjs';
+import { gatewayForFile } from './fixture.mjs';
+
+const ctx = gatewayForFile({ vars: { OPENAI_API_KEY: FAKE_OPENAI_KEY } });
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const micros = (usd) => Math.round(usd * 1e6);
+const MODEL = 'openai/text-embedding-3-small';
+// The fake counts a token per 4 characters; the catalogue price is $0.02 per million input tokens.
+const tokensOf = (texts) => texts.reduce((n, t) => n + Math.ceil(t.length / 4), 0);
+const costOf = (tokens) => Math.ceil((tokens * 20_000) / 1e6);
+
+async function ledgerUntil(userId, count) {
+  for (let i = 0; i < 100; i++) {
+    const rows = (await ctx.admin.call('GET', `/api/balance/transactions?user_id=${userId}&page_size=100`)).body.data;
+    const usage = rows.filter((r) => r.type === 'usage');
+    if (usage.length >= count) return usage;
+    await sleep(100);
+  }
+  assert.fail(`the ledger never showed ${count} charges`);
+}
+
+async function clientFor(credit = 1) {
+  const user = await ctx.admin.createUser({}, { credit });
+  const key = await ctx.admin.createKey(user.id);
+  return { user, key, client: new OpenAI({ apiKey: key.key, baseURL: `${ctx.gw.url}/v1`, maxRetries: 0 }) };
+}
+
+describe('embeddings', () => {
+  test('a string, with the SDK\'s default base64 encoding, is charged exactly on its input tokens', async () => {
+    const { user, client } = await clientFor();
+    const text = 'the quick brown fox jumps over the lazy dog, repeatedly and at length, for billing';
+    const { data: res, response } = await client.embeddings.create({ model: MODEL, input: text }).withResponse();
+    assert.equal(response.headers.get('x-tollgate-provider'), 'openai');
+    assert.equal(res.model, MODEL, 'the answer names the client\'s model id');
+    assert.equal(res.data.length, 1);
+    assert.equal(res.data[0].embedding.length, 1536, 'the SDK decoded the base64 vector');
+    assert.ok(res.data[0].embedding.every((x) => typeof x === 'number' && Number.isFinite(x)));
+    const tokens = tokensOf([text]);
+    assert.equal(res.usage.prompt_tokens, tokens);
+    assert.equal(micros(res.usage.cost), costOf(tokens), 'usage.cost is the charge');
+    const [row] = await ledgerUntil(user.id, 1);
+    assert.equal(-micros(row.amount), costOf(tokens));
+    assert.equal(row.reference_id, response.headers.get('x-request-id'));
+  });
+
+  test('a list of strings and token ids, floats and shorter vectors pass through', async () => {
+    const { user, client } = await clientFor();
+    const texts = ['first input', 'a second, longer input to embed', 'third'];
+    const res = await client.embeddings.create({ model: MODEL, input: texts, encoding_format: 'float', dimensions: 8 });
+    assert.deepEqual(res.data.map((d) => d.index), [0, 1, 2]);
+    assert.ok(res.data.every((d) => d.embedding.length === 8));
+    const ids = await client.embeddings.create({ model: MODEL, input: [[1, 2, 3, 4, 5], [6, 7]], encoding_format: 'float' });
+    assert.equal(ids.usage.prompt_tokens, 7);
+    const usage = await ledgerUntil(user.id, 2);
+    const charged = -usage.reduce((s, r) => s + micros(r.amount), 0);
+    assert.equal(charged, costOf(tokensOf(texts)) + costOf(7));
+  });
+
+  test('pinned to OpenRouter, the same request is served there and charged the same way', async () => {
+    const pin = await ctx.admin.call('PUT', `/api/admin/routes/${MODEL}`, { provider: 'openrouter' });
+    assert.equal(pin.status, 200, JSON.stringify(pin.body));
+    try {
+      const { user, client } = await clientFor();
+      const { data: res, response } = await client.embeddings.create({ model: MODEL, input: 'via openrouter' }).withResponse();
+      assert.equal(response.headers.get('x-tollgate-provider'), 'openrouter');
+      assert.equal(res.usage.upstream_cost, undefined, 'what the tenant pays upstream stays hidden');
+      const [row] = await ledgerUntil(user.id, 1);
+      assert.equal(-micros(row.amount), costOf(tokensOf(['via openrouter'])));
+    } finally {
+      await ctx.admin.call('DELETE', `/api/admin/routes/${MODEL}`);
+    }
+  });
+
+  test('refusals are OpenAI-shaped: bad input, an unpriced model, an empty balance', async () => {
+    const { client } = await clientFor();
+    const bad = await client.embeddings.create({ model: MODEL, input: [] }).catch((e) => e);
+    assert.equal(bad.status, 400);
+    assert.equal(bad.error.param, 'input');
+    const unknown = await client.embeddings.create({ model: 'nope/none', input: 'x' }).catch((e) => e);
+    assert.equal(unknown.status, 404);
+    const { client: broke } = await clientFor(0);
+    const refused = await broke.embeddings.create({ model: MODEL, input: 'x' }).catch((e) => e);
+    assert.equal(refused.status, 402);
+    assert.equal(refused.error.code, 'insufficient_credits');
+  });
+});
