@@ -26,6 +26,7 @@ use Permission::{Admin, Read, Write};
 pub enum Route {
     Health,
     ChatCompletions,
+    Completions,
     Embeddings,
     ListModels,
     CurrentKey,
@@ -103,6 +104,7 @@ pub fn route(method: &str, path: &str) -> Match {
             vec![("POST", Route::ChatCompletions, Inference)]
         }
         ["v1", "embeddings"] | ["api", "v1", "embeddings"] => vec![("POST", Route::Embeddings, Inference)],
+        ["v1", "completions"] | ["api", "v1", "completions"] => vec![("POST", Route::Completions, Inference)],
         ["v1", "models"] | ["api", "v1", "models"] => vec![("GET", Route::ListModels, Public)],
         ["api", "v1", "key"] => vec![("GET", Route::CurrentKey, AnyKey)],
         ["api", "admin", "users"] => {

@@ -12,6 +12,8 @@ export const AUTHENTICATED_ROUTES = [
   ['ChatCompletions', 'POST', '/api/v1/chat/completions', 'write', { model: 'openai/gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }] }],
   ['Embeddings', 'POST', '/v1/embeddings', 'write', { model: 'openai/text-embedding-3-small', input: 'hi' }],
   ['Embeddings', 'POST', '/api/v1/embeddings', 'write', { model: 'openai/text-embedding-3-small', input: 'hi' }],
+  ['Completions', 'POST', '/v1/completions', 'write', { model: 'openai/gpt-4o-mini', prompt: 'hi' }],
+  ['Completions', 'POST', '/api/v1/completions', 'write', { model: 'openai/gpt-4o-mini', prompt: 'hi' }],
   ['CurrentKey', 'GET', '/api/v1/key', 'any'],
   ['ListUsers', 'GET', '/api/admin/users', 'admin'],
   ['CreateUser', 'POST', '/api/admin/users', 'admin', { email: 'matrix@example.com', name: 'M' }],

@@ -10,13 +10,14 @@ use super::auth::{note_key_use, Authenticated, Caller};
 use super::error::ApiError;
 use super::incoming::Incoming;
 use super::meter::{price_table, Meter};
-use super::reply::{fail, Answer, Reply};
+use super::reply::{fail, Answer, Dialect, Reply};
 use super::request_log::LogContext;
 use super::respond::{read_body, Call};
 use super::served::costliest;
 use super::upstream;
 use crate::cache::prices::PriceTable;
 use crate::domain::chat::ChatRequest;
+use crate::domain::completions;
 use crate::domain::routing::{self, Attempt, Routing};
 use crate::store::prices::PriceRow;
 
@@ -26,7 +27,24 @@ const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 const ANTHROPIC_DEFAULT_MAX_TOKENS: u64 = 4_096;
 
 pub async fn create_chat_completion(mut req: Incoming, call: &Call, auth: Authenticated) -> Result<Response, ApiError> {
-    let mut chat = ChatRequest::parse(&read_body(&mut req, MAX_BODY_BYTES).await?)?;
+    let chat = ChatRequest::parse(&read_body(&mut req, MAX_BODY_BYTES).await?)?;
+    serve(call, auth, chat, Dialect::Chat).await
+}
+
+/// POST /v1/completions: a legacy completion is a chat with the prompt as its one message,
+/// answered in completion shapes (`domain::completions`).
+pub async fn create_completion(mut req: Incoming, call: &Call, auth: Authenticated) -> Result<Response, ApiError> {
+    let chat = completions::to_chat(&read_body(&mut req, MAX_BODY_BYTES).await?)?;
+    serve(call, auth, chat, Dialect::Completions).await
+}
+
+/// Price → reserve → send → relay → settle, for a chat in the client's dialect.
+async fn serve(
+    call: &Call,
+    auth: Authenticated,
+    mut chat: ChatRequest,
+    dialect: Dialect,
+) -> Result<Response, ApiError> {
     chat.refuse_unpriced_fees()?;
     let prices = price_table(call).await?;
     let row = costliest(&prices, &chat)?;
@@ -42,7 +60,7 @@ pub async fn create_chat_completion(mut req: Incoming, call: &Call, auth: Authen
         _ => None, // the operator's own requests are not billed to anyone
     };
     let timing = format!("auth;desc={};dur={:.2}", auth.source.map_or("admin", |s| s.as_str()), call.elapsed_ms());
-    let job = Job { call: call.clone(), caller: auth.caller, chat, plan, prices, meter, timing };
+    let job = Job { call: call.clone(), caller: auth.caller, chat, plan, prices, meter, timing, dialect };
     let (answer, answered) = oneshot::channel();
     call.ctx.wait_until(job.run(answer));
     answered.await.unwrap_or_else(|_| Err(ApiError::internal("the request ended without an answer")))
@@ -57,11 +75,12 @@ struct Job {
     prices: PriceTable,
     meter: Option<Meter>,
     timing: String,
+    dialect: Dialect,
 }
 
 impl Job {
     async fn run(self, answer: Answer) {
-        let Job { call, caller, chat, plan, prices, meter, timing } = self;
+        let Job { call, caller, chat, plan, prices, meter, timing, dialect } = self;
         let max_output = |m: &str| {
             prices.get(m).and_then(|r| r.max_completion_tokens).map_or(ANTHROPIC_DEFAULT_MAX_TOKENS, |m| m as u64)
         };
@@ -72,7 +91,8 @@ impl Job {
                 return fail(&call, meter, answer, failed.error, log).await;
             }
         };
-        let mut reply = Reply::new(&call, &caller, served, &prices, &chat.fallbacks, meter, &timing);
+        let mut reply =
+            Reply::new(&call, &caller, served, &prices, &chat.fallbacks, meter, &timing).in_dialect(dialect);
         let ended = if chat.stream && reply.is_stream() {
             reply.relay(answer, chat.hide_usage).await
         } else {

@@ -114,6 +114,7 @@ mod dispatch {
         match r {
             Route::ChatCompletions => super::chat::create_chat_completion(req, call, auth).await,
             Route::Embeddings => super::embeddings::create_embeddings(req, call, auth).await,
+            Route::Completions => super::chat::create_completion(req, call, auth).await,
             Route::CurrentKey => super::keys::current_key(call, caller).await,
             Route::ListUsers => super::users::list_users(req, call).await,
             Route::CreateUser => super::users::create_user(req, call).await,

@@ -43,6 +43,8 @@ pub struct Relay {
     pub idle_timeout_ms: u64,
     pub request_id: String,
     pub heartbeat: Option<Heartbeat>,
+    /// The shape the client reads (chat chunks, or completion chunks).
+    pub dialect: super::reply::Dialect,
     pub ended: bool,
     /// Told how the stream ended, exactly once (at the end, or on drop).
     pub outcome: Option<oneshot::Sender<StreamOutcome>>,
@@ -107,6 +109,7 @@ pub fn relay_stream(relay: Relay) -> impl futures_util::Stream<Item = worker::Re
                     } else if out.is_empty() {
                         continue;
                     } else {
+                        let out = s.dialect.stream(out);
                         return Some((Ok(out), s));
                     }
                 }
@@ -116,6 +119,7 @@ pub fn relay_stream(relay: Relay) -> impl futures_util::Stream<Item = worker::Re
                         let out = s.sse.feed(&tail);
                         if !out.is_empty() {
                             s.adapter = None; // its end is sent; the next turn finishes the stream
+                            let out = s.dialect.stream(out);
                             return Some((Ok(out), s));
                         }
                     }

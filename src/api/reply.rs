@@ -23,6 +23,31 @@ use crate::providers::sse::{set_usage_cost, SseRelay};
 use crate::providers::transport::{self, Upstream};
 use crate::providers::wire::{self, StreamAdapter};
 
+/// The shape the client asked in: chat, or legacy completions (a chat answered as text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Chat,
+    Completions,
+}
+
+impl Dialect {
+    /// A whole answer in this dialect.
+    pub fn answer(self, body: Vec<u8>) -> Vec<u8> {
+        match self {
+            Self::Chat => body,
+            Self::Completions => crate::domain::completions::answer_from_chat(body),
+        }
+    }
+
+    /// Relayed stream lines in this dialect.
+    pub fn stream(self, bytes: Vec<u8>) -> Vec<u8> {
+        match self {
+            Self::Chat => bytes,
+            Self::Completions => crate::domain::completions::stream_from_chat(bytes),
+        }
+    }
+}
+
 /// Where the handler waits for the answer to give the client.
 pub type Answer = oneshot::Sender<Result<Response, ApiError>>;
 
@@ -44,6 +69,7 @@ pub struct Reply<'a> {
     attempt: &'a Attempt,
     upstream: Upstream,
     created: i64,
+    dialect: Dialect,
 }
 
 impl<'a> Reply<'a> {
@@ -75,7 +101,14 @@ impl<'a> Reply<'a> {
             attempt,
             upstream: served.upstream,
             created: call.now_ms() / 1000,
+            dialect: Dialect::Chat,
         }
+    }
+
+    /// Answers in `dialect` (chat unless said).
+    pub fn in_dialect(mut self, dialect: Dialect) -> Self {
+        self.dialect = dialect;
+        self
     }
 
     fn provider(&self) -> Provider {
@@ -112,6 +145,7 @@ impl<'a> Reply<'a> {
             idle_timeout_ms: config.request_timeout_ms,
             request_id: self.call.request_id.clone(),
             heartbeat: self.meter.as_ref().map(|m| Heartbeat::start(m, &self.call.env, config.heartbeat_every_ms())),
+            dialect: self.dialect,
             ended: false,
             outcome: Some(ended_tx),
         };
@@ -154,6 +188,7 @@ impl<'a> Reply<'a> {
             }
             None => body,
         };
+        let body = self.dialect.answer(body);
         let _ = self.headers.set("content-type", "application/json");
         let _ = self.headers.set("server-timing", &format!("{}, total;dur={:.2}", self.timing, call.elapsed_ms()));
         let response = Response::from_bytes(body).map(|r| r.with_headers(self.headers.clone()));

@@ -4,6 +4,7 @@ pub mod account;
 #[cfg(test)]
 mod account_model_tests;
 pub mod chat;
+pub mod completions;
 pub mod embeddings;
 pub mod ids;
 pub mod keys;

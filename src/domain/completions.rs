@@ -1,0 +1,170 @@
+//! Legacy completions (`POST /v1/completions`: `prompt` → `choices[].text`) as a
+//! dialect of chat: the request becomes a chat request with the prompt as the one
+//! user message, served, billed and routed like any chat; the answer and each
+//! stream chunk are turned back into completion shapes. Pure and host-tested.
+//!
+//! Lost in translation (refused with a 400 naming the field, never silently
+//! dropped): several prompts in one request, token-id prompts, `echo`, `suffix`,
+//! `best_of` and `logprobs`. A chat model's template wraps the prompt.
+
+use serde_json::{Map, Value};
+
+use super::chat::ChatRequest;
+use super::InvalidRequest;
+
+/// OpenAI's default output bound for legacy completions.
+pub const DEFAULT_MAX_TOKENS: u64 = 16;
+
+/// Fields a completion request shares with chat, passed on as they are.
+const SHARED: &[&str] = &[
+    "model",
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "n",
+    "stream",
+    "stream_options",
+    "stop",
+    "presence_penalty",
+    "frequency_penalty",
+    "logit_bias",
+    "user",
+    "seed",
+    "models",
+    "provider",
+    "transforms",
+];
+
+/// The chat request a completion request stands for.
+pub fn to_chat(bytes: &[u8]) -> Result<ChatRequest, InvalidRequest> {
+    let value: Value = serde_json::from_slice(bytes)
+        .map_err(|e| InvalidRequest::new(format!("request body is not valid JSON: {e}")))?;
+    let Value::Object(body) = value else {
+        return Err(InvalidRequest::new("request body must be a JSON object"));
+    };
+    for field in ["echo", "suffix", "best_of", "logprobs"] {
+        if body.get(field).is_some_and(|v| !v.is_null() && v != &Value::Bool(false)) {
+            return Err(InvalidRequest::param(
+                format!("`{field}` is not supported: completions are served through chat models"),
+                field,
+            ));
+        }
+    }
+    let prompt = match body.get("prompt") {
+        Some(Value::String(p)) => p.clone(),
+        Some(Value::Array(list)) if list.len() == 1 && list[0].is_string() => {
+            list[0].as_str().unwrap_or_default().into()
+        }
+        Some(_) => return Err(InvalidRequest::param("`prompt` must be one string (one prompt per request)", "prompt")),
+        None => return Err(InvalidRequest::param("you must provide a `prompt` parameter", "prompt")),
+    };
+    if prompt.is_empty() {
+        return Err(InvalidRequest::param("`prompt` must not be empty", "prompt"));
+    }
+    let mut chat: Map<String, Value> =
+        body.iter().filter(|(k, _)| SHARED.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
+    chat.insert("messages".into(), serde_json::json!([{ "role": "user", "content": prompt }]));
+    if !chat.contains_key("max_tokens") || chat["max_tokens"].is_null() {
+        chat.insert("max_tokens".into(), Value::from(DEFAULT_MAX_TOKENS));
+    }
+    ChatRequest::parse(&serde_json::to_vec(&chat).unwrap_or_default())
+}
+
+/// A chat completion answer as a text completion.
+pub fn answer_from_chat(body: Vec<u8>) -> Vec<u8> {
+    let Ok(Value::Object(mut answer)) = serde_json::from_slice::<Value>(&body) else { return body };
+    answer.insert("object".into(), Value::from("text_completion"));
+    if let Some(Value::Array(choices)) = answer.get_mut("choices") {
+        for choice in choices.iter_mut() {
+            let text = choice.pointer("/message/content").and_then(Value::as_str).unwrap_or_default().to_string();
+            if let Some(fields) = choice.as_object_mut() {
+                fields.remove("message");
+                fields.insert("text".into(), Value::from(text));
+                fields.entry("logprobs").or_insert(Value::Null);
+            }
+        }
+    }
+    serde_json::to_vec(&answer).unwrap_or(body)
+}
+
+/// Stream bytes (whole SSE lines) of chat chunks as text completion chunks; other lines unchanged.
+pub fn stream_from_chat(bytes: Vec<u8>) -> Vec<u8> {
+    let text = String::from_utf8_lossy(&bytes);
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        let (content, newline) = line.strip_suffix('\n').map_or((line, ""), |l| (l, "\n"));
+        match content.strip_prefix("data: ").filter(|d| d.starts_with('{')) {
+            Some(data) => {
+                out.push_str("data: ");
+                out.push_str(&chunk_from_chat(data));
+            }
+            None => out.push_str(content),
+        }
+        out.push_str(newline);
+    }
+    out.into_bytes()
+}
+
+fn chunk_from_chat(data: &str) -> String {
+    let Ok(Value::Object(mut chunk)) = serde_json::from_str::<Value>(data) else { return data.to_string() };
+    if chunk.contains_key("error") {
+        return data.to_string();
+    }
+    chunk.insert("object".into(), Value::from("text_completion"));
+    if let Some(Value::Array(choices)) = chunk.get_mut("choices") {
+        for choice in choices.iter_mut() {
+            let text = choice.pointer("/delta/content").and_then(Value::as_str).unwrap_or_default().to_string();
+            if let Some(fields) = choice.as_object_mut() {
+                fields.remove("delta");
+                fields.insert("text".into(), Value::from(text));
+                fields.entry("logprobs").or_insert(Value::Null);
+            }
+        }
+    }
+    serde_json::to_string(&chunk).unwrap_or_else(|_| data.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_prompt_becomes_one_user_message_with_the_legacy_default_bound() {
+        let chat = to_chat(br#"{"model":"m","prompt":"Say hi","temperature":0.2,"stream":true}"#).expect("valid");
+        assert_eq!(chat.body["messages"][0]["content"], "Say hi");
+        assert_eq!(chat.max_tokens, Some(DEFAULT_MAX_TOKENS));
+        assert!(chat.stream);
+        assert_eq!(chat.body["temperature"], 0.2);
+        assert!(chat.body.get("prompt").is_none());
+    }
+
+    #[test]
+    fn what_cannot_be_translated_is_refused_by_name() {
+        for (json, param) in [
+            (r#"{"model":"m"}"#, "prompt"),
+            (r#"{"model":"m","prompt":["a","b"]}"#, "prompt"),
+            (r#"{"model":"m","prompt":[1,2]}"#, "prompt"),
+            (r#"{"model":"m","prompt":"x","echo":true}"#, "echo"),
+            (r#"{"model":"m","prompt":"x","suffix":"y"}"#, "suffix"),
+            (r#"{"model":"m","prompt":"x","logprobs":2}"#, "logprobs"),
+        ] {
+            assert_eq!(to_chat(json.as_bytes()).err().and_then(|e| e.param).as_deref(), Some(param), "{json}");
+        }
+    }
+
+    #[test]
+    fn answers_and_chunks_come_back_as_text() {
+        let answer = br#"{"id":"gen-1","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"Hi!"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":2}}"#;
+        let out: Value = serde_json::from_slice(&answer_from_chat(answer.to_vec())).expect("json");
+        assert_eq!(out["object"], "text_completion");
+        assert_eq!(out["choices"][0]["text"], "Hi!");
+        assert!(out["choices"][0].get("message").is_none());
+        assert_eq!(out["usage"]["completion_tokens"], 2);
+        let stream =
+            b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"He\"}}]}\n\n: keep-alive\n\ndata: [DONE]\n\n";
+        let text = String::from_utf8(stream_from_chat(stream.to_vec())).expect("utf8");
+        assert!(text.starts_with("data: {"), "{text}");
+        assert!(text.contains("\"text\":\"He\"") && text.contains("text_completion"), "{text}");
+        assert!(text.contains(": keep-alive\n\n") && text.ends_with("data: [DONE]\n\n"));
+    }
+}
