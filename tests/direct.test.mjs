@@ -54,7 +54,7 @@ const PROVIDERS = [
       assert.equal(sent.headers['anthropic-version'], '2023-06-01');
     },
     checkHistory(body) {
-      assert.equal(body.system, 'Be brief.');
+      assert.deepEqual(body.system, [{ type: 'text', text: 'Be brief.' }]);
       assert.deepEqual(body.messages.map((m) => m.role), ['user', 'assistant', 'user']);
       assert.deepEqual(body.messages[1].content, [{ type: 'tool_use', id: 'call_1', name: 'get_weather', input: { location: 'Paris' } }]);
       assert.deepEqual(body.messages[2].content, [{ type: 'tool_result', tool_use_id: 'call_1', content: 'sunny and warm' }]);
@@ -78,6 +78,29 @@ const PROVIDERS = [
     },
   },
 ];
+
+describe('what each provider needs kept', () => {
+  test('Anthropic direct keeps cache_control on system blocks and content parts (prompt caching)', async () => {
+    await setup();
+    const system = [{ type: 'text', text: 'A long, stable instruction block.', cache_control: { type: 'ephemeral' } }, { type: 'text', text: 'Be brief.' }];
+    const user = [{ type: 'text', text: 'A long document to cache.', cache_control: { type: 'ephemeral' } }, { type: 'text', text: 'Summarise it.' }];
+    const res = await client.chat.completions.create({ model: 'anthropic/claude-3-5-haiku-20241022', messages: [{ role: 'system', content: system }, { role: 'user', content: user }] });
+    assert.ok(res.choices[0].message.content);
+    const sent = ctx.gw.fake.requests.filter((r) => r.path === '/v1/messages').at(-1).body;
+    assert.deepEqual(sent.system, system, 'system stays blocks, each with its breakpoint');
+    assert.deepEqual(sent.messages[0].content, user);
+  });
+
+  test('a strict function tool reaches a Google model as JSON Schema Gemini accepts', async () => {
+    await setup();
+    const strict = [{ type: 'function', function: { name: 'get_weather', strict: true, parameters: { type: 'object', properties: { location: { type: 'string' } }, required: ['location'], additionalProperties: false } } }];
+    const res = await client.chat.completions.create({ model: 'google/gemini-2.0-flash-001', tools: strict, messages: [{ role: 'user', content: 'Weather?' }] });
+    assert.equal(res.choices[0].message.tool_calls[0].function.name, 'get_weather');
+    const sent = ctx.gw.fake.requests.filter((r) => r.path.startsWith('/v1beta/models/')).at(-1).body;
+    assert.equal(sent.tools[0].functionDeclarations[0].parametersJsonSchema.additionalProperties, false);
+    assert.equal(sent.tools[0].functionDeclarations[0].parameters, undefined);
+  });
+});
 
 let client;
 let user;

@@ -395,6 +395,9 @@ async function gemini(req, res, url, body) {
   const prompt = Math.ceil(chars / 4) + 3 * body.contents.length;
   const answered = last.parts.some((p) => p.functionResponse);
   const declared = body.tools?.[0]?.functionDeclarations ?? [];
+  // Like Gemini: `parameters` takes only its OpenAPI subset; JSON Schema goes in `parametersJsonSchema`.
+  const openApiOnly = declared.find((d) => d.parameters && JSON.stringify(d.parameters).includes('"additionalProperties"'));
+  if (openApiOnly) return geminiError(res, 400, 'INVALID_ARGUMENT', `Invalid JSON payload received. Unknown name "additionalProperties" at 'tools[0].function_declarations[0].parameters': Cannot find field.`);
   const call = declared.length > 0 && !answered ? { functionCall: { name: declared[0].name, args: { location: 'Paris', unit: 'celsius' } } } : null;
   let words = ['Echo:', ...partsText(last.parts).split(/\s+/).filter(Boolean)].slice(0, 64);
   let finish = 'STOP';
@@ -440,7 +443,7 @@ async function anthropic(req, res, body) {
     if (f in body) return anthropicError(res, 400, 'invalid_request_error', `${f}: Extra inputs are not permitted`);
   }
   const last = body.messages.at(-1);
-  const chars = body.messages.reduce((n, m) => n + blockText(m.content).length, 0) + (typeof body.system === 'string' ? body.system.length : 0);
+  const chars = body.messages.reduce((n, m) => n + blockText(m.content).length, 0) + blockText(body.system ?? '').length;
   const input = Math.ceil(chars / 4) + 3 * body.messages.length;
   const answeredTool = Array.isArray(last.content) && last.content.some((b) => b.type === 'tool_result');
   const callTool = Array.isArray(body.tools) && body.tools.length > 0 && !answeredTool;

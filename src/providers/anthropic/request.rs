@@ -1,6 +1,8 @@
 //! OpenAI chat request → Anthropic Messages request (`POST /v1/messages`).
 //!
-//! System and developer messages become the top-level `system`; tool results
+//! System and developer messages become the top-level `system` (as blocks, each
+//! keeping its `cache_control`, so prompt caching works on this route); text parts
+//! keep their `cache_control` too; tool results
 //! become `tool_result` blocks in a user turn; consecutive turns of one role are
 //! merged (Anthropic wants user and assistant to alternate); `max_tokens` is
 //! required there, so it defaults from the model's limit. OpenAI-only fields
@@ -24,7 +26,7 @@ pub fn messages_request(
     for (i, message) in body.get("messages").and_then(Value::as_array).into_iter().flatten().enumerate() {
         let role = message.get("role").and_then(Value::as_str).unwrap_or_default();
         match role {
-            "system" | "developer" => system.push(text_of(message.get("content"))),
+            "system" | "developer" => system.extend(system_blocks(message.get("content"))),
             "user" => push_turn(&mut turns, "user", content_blocks(message.get("content"), i)?),
             "assistant" => {
                 let mut blocks = content_blocks(message.get("content"), i)?;
@@ -51,7 +53,7 @@ pub fn messages_request(
     let mut out = Map::new();
     out.insert("model".into(), native_model.into());
     if !system.is_empty() {
-        out.insert("system".into(), system.join("\n\n").into());
+        out.insert("system".into(), system.into());
     }
     let messages: Vec<Value> =
         turns.into_iter().map(|(role, content)| json!({"role": role, "content": content})).collect();
@@ -92,10 +94,40 @@ fn content_blocks(content: Option<&Value>, i: usize) -> Result<Vec<Value>, Inval
     }
 }
 
+/// A system message's content as Anthropic text blocks, each part keeping its `cache_control`.
+fn system_blocks(content: Option<&Value>) -> Vec<Value> {
+    match content {
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .filter(|p| p.get("type").and_then(Value::as_str) == Some("text"))
+            .map(|p| with_cache_control(json!({"type": "text", "text": p.get("text").and_then(Value::as_str).unwrap_or_default()}), p))
+            .collect(),
+        other => {
+            let text = text_of(other);
+            if text.is_empty() {
+                Vec::new()
+            } else {
+                vec![json!({"type": "text", "text": text})]
+            }
+        }
+    }
+}
+
+/// The block with the part's `cache_control` (a prompt-caching breakpoint), when it has one.
+fn with_cache_control(mut block: Value, part: &Value) -> Value {
+    if let (Some(cache), Some(fields)) = (part.get("cache_control"), block.as_object_mut()) {
+        fields.insert("cache_control".into(), cache.clone());
+    }
+    block
+}
+
 fn part(p: &Value, i: usize) -> Result<Value, InvalidRequest> {
     match p.get("type").and_then(Value::as_str) {
-        Some("text") => Ok(json!({"type": "text", "text": p.get("text").and_then(Value::as_str).unwrap_or_default()})),
-        Some("image_url") => Ok(json!({"type": "image", "source": image_source(image_url(p))})),
+        Some("text") => Ok(with_cache_control(
+            json!({"type": "text", "text": p.get("text").and_then(Value::as_str).unwrap_or_default()}),
+            p,
+        )),
+        Some("image_url") => Ok(with_cache_control(json!({"type": "image", "source": image_source(image_url(p))}), p)),
         other => Err(InvalidRequest::param(
             format!("messages[{i}]: content part type `{}` is not supported by this model", other.unwrap_or("?")),
             "messages",

@@ -128,14 +128,18 @@ fn image_type(url: &str) -> &'static str {
     }
 }
 
+/// A function tool as Gemini declares it. Its parameters go in `parametersJsonSchema`, which takes
+/// JSON Schema as OpenAI clients write it (`additionalProperties`, `$ref`, strict schemas); Gemini's
+/// `parameters` takes only its OpenAPI subset and refuses those.
 fn declaration(t: &Value) -> Option<Value> {
     let f = t.get("function")?;
     let mut out = Map::new();
     out.insert("name".into(), f.get("name")?.clone());
-    for field in ["description", "parameters"] {
-        if let Some(v) = f.get(field) {
-            out.insert(field.into(), v.clone());
-        }
+    if let Some(v) = f.get("description") {
+        out.insert("description".into(), v.clone());
+    }
+    if let Some(v) = f.get("parameters") {
+        out.insert("parametersJsonSchema".into(), v.clone());
     }
     Some(Value::Object(out))
 }
