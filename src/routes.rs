@@ -27,6 +27,9 @@ pub enum Route {
     Health,
     ChatCompletions,
     Completions,
+    /// Anthropic's Messages API and its token count.
+    Messages,
+    CountTokens,
     Embeddings,
     ListModels,
     CurrentKey,
@@ -74,6 +77,13 @@ pub enum Route {
     DeleteRoute(String),
 }
 
+impl Route {
+    /// Whose error shape the route answers in.
+    pub fn speaks_anthropic(&self) -> bool {
+        matches!(self, Self::Messages | Self::CountTokens)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Match {
     Found(Route, Access),
@@ -105,6 +115,10 @@ pub fn route(method: &str, path: &str) -> Match {
         }
         ["v1", "embeddings"] | ["api", "v1", "embeddings"] => vec![("POST", Route::Embeddings, Inference)],
         ["v1", "completions"] | ["api", "v1", "completions"] => vec![("POST", Route::Completions, Inference)],
+        ["v1", "messages"] | ["api", "v1", "messages"] => vec![("POST", Route::Messages, Inference)],
+        ["v1", "messages", "count_tokens"] | ["api", "v1", "messages", "count_tokens"] => {
+            vec![("POST", Route::CountTokens, Inference)]
+        }
         ["v1", "models"] | ["api", "v1", "models"] => vec![("GET", Route::ListModels, Public)],
         ["api", "v1", "key"] => vec![("GET", Route::CurrentKey, AnyKey)],
         ["api", "admin", "users"] => {

@@ -14,6 +14,8 @@ export const AUTHENTICATED_ROUTES = [
   ['Embeddings', 'POST', '/api/v1/embeddings', 'write', { model: 'openai/text-embedding-3-small', input: 'hi' }],
   ['Completions', 'POST', '/v1/completions', 'write', { model: 'openai/gpt-4o-mini', prompt: 'hi' }],
   ['Completions', 'POST', '/api/v1/completions', 'write', { model: 'openai/gpt-4o-mini', prompt: 'hi' }],
+  ['Messages', 'POST', '/v1/messages', 'write', { model: 'anthropic/claude-3.5-sonnet', max_tokens: 16, messages: [{ role: 'user', content: 'hi' }] }],
+  ['CountTokens', 'POST', '/v1/messages/count_tokens', 'write', { model: 'anthropic/claude-3.5-sonnet', messages: [{ role: 'user', content: 'hi' }] }],
   ['CurrentKey', 'GET', '/api/v1/key', 'any'],
   ['ListUsers', 'GET', '/api/admin/users', 'admin'],
   ['CreateUser', 'POST', '/api/admin/users', 'admin', { email: 'matrix@example.com', name: 'M' }],
@@ -108,7 +110,8 @@ export async function assertAuthFailures(baseUrl, keys) {
       const text = await res.text();
       assert.equal(res.status, status, `${method} ${path} with ${label}: ${text}`);
       const err = JSON.parse(text).error;
-      assert.equal(err.code, status === 401 ? 'authentication_error' : 'permission_error', `${method} ${path} with ${label}`);
+      // OpenAI's shape names it `code`; Anthropic's (the Messages API) `type`.
+      assert.equal(err.code ?? err.type, status === 401 ? 'authentication_error' : 'permission_error', `${method} ${path} with ${label}`);
     }
   }
 }

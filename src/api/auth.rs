@@ -60,10 +60,15 @@ impl Caller {
     }
 }
 
+/// The credential: `Authorization: Bearer …`, or Anthropic's `x-api-key` (what its SDKs and Claude Code send).
 fn bearer(req: &Incoming) -> Option<String> {
-    let value = req.headers().get("authorization").ok().flatten()?;
-    let (scheme, token) = value.trim().split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_string()).filter(|t| !t.is_empty())
+    let from_authorization = req.headers().get("authorization").ok().flatten().and_then(|value| {
+        let (scheme, token) = value.trim().split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_string()).filter(|t| !t.is_empty())
+    });
+    from_authorization.or_else(|| {
+        req.headers().get("x-api-key").ok().flatten().map(|k| k.trim().to_string()).filter(|k| !k.is_empty())
+    })
 }
 
 /// For management routes: a key is read from D1 itself, so every change made

@@ -19,6 +19,7 @@ use crate::cache::prices::PriceTable;
 use crate::domain::chat::ChatRequest;
 use crate::domain::completions;
 use crate::domain::routing::{self, Attempt, Routing};
+use crate::providers::anthropic;
 use crate::store::prices::PriceRow;
 
 /// Chat bodies may carry images as data URLs.
@@ -36,6 +37,27 @@ pub async fn create_chat_completion(mut req: Incoming, call: &Call, auth: Authen
 pub async fn create_completion(mut req: Incoming, call: &Call, auth: Authenticated) -> Result<Response, ApiError> {
     let chat = completions::to_chat(&read_body(&mut req, MAX_BODY_BYTES).await?)?;
     serve(call, auth, chat, Dialect::Completions).await
+}
+
+/// POST /v1/messages: Anthropic's Messages API (Claude Code, the Anthropic SDKs) served as a chat
+/// and answered as messages (`providers::anthropic::inbound`).
+pub async fn create_message(mut req: Incoming, call: &Call, auth: Authenticated) -> Result<Response, ApiError> {
+    let chat = anthropic::inbound::to_chat(&read_body(&mut req, MAX_BODY_BYTES).await?)?;
+    serve(call, auth, chat, Dialect::Messages).await
+}
+
+/// POST /v1/messages/count_tokens: an estimate (a token per four bytes of the request's messages
+/// and tools), never billed and never sent upstream.
+pub async fn count_message_tokens(mut req: Incoming, _call: &Call) -> Result<Response, ApiError> {
+    let bytes = read_body(&mut req, MAX_BODY_BYTES).await?;
+    // `max_tokens` is not part of a count request; the translation wants one.
+    let mut body: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request(format!("request body is not valid JSON: {e}")))?;
+    if let Some(fields) = body.as_object_mut() {
+        fields.entry("max_tokens").or_insert(serde_json::Value::from(1));
+    }
+    let chat = anthropic::inbound::to_chat(&serde_json::to_vec(&body).unwrap_or_default())?;
+    super::respond::json(200, &serde_json::json!({ "input_tokens": anthropic::inbound::estimate_input_tokens(&chat) }))
 }
 
 /// Price → reserve → send → relay → settle, for a chat in the client's dialect.

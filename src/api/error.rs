@@ -162,6 +162,22 @@ impl ApiError {
         }
     }
 
+    /// Anthropic's error body (`{"type":"error","error":{"type","message"}}`), for the Messages API.
+    pub fn anthropic_body(&self, request_id: &str) -> Value {
+        let kind = match self.status() {
+            400 | 405 | 409 => "invalid_request_error",
+            401 => "authentication_error",
+            402 => "billing_error",
+            403 => "permission_error",
+            404 => "not_found_error",
+            413 => "request_too_large",
+            429 => "rate_limit_error",
+            503 | 529 => "overloaded_error",
+            _ => "api_error",
+        };
+        json!({ "type": "error", "error": { "type": kind, "message": self.public_message(request_id) } })
+    }
+
     /// `{"error": {message, type, code, param?, metadata?}}`
     pub fn body(&self, request_id: &str) -> Value {
         let mut error = Map::new();

@@ -69,9 +69,12 @@ mod dispatch {
 
     /// Every request enters here and leaves as a response: errors are OpenAI-shaped, never a bare 500.
     pub async fn handle(req: Incoming, env: Env, ctx: Context) -> Response {
-        let call = Call::new(&req, env, ctx);
+        let mut call = Call::new(&req, env, ctx);
         let path = req.path();
         let method = req.method();
+        call.anthropic_errors = matches!(route(&method, &path), Match::Found(r, _) if r.speaks_anthropic())
+            || path.ends_with("/messages")
+            || path.ends_with("/messages/count_tokens");
         let result = match route(&method, &path) {
             Match::Found(r, access) => run(r, access, req, &call).await,
             Match::WrongMethod => Err(ApiError::MethodNotAllowed { method, path }),
@@ -115,6 +118,8 @@ mod dispatch {
             Route::ChatCompletions => super::chat::create_chat_completion(req, call, auth).await,
             Route::Embeddings => super::embeddings::create_embeddings(req, call, auth).await,
             Route::Completions => super::chat::create_completion(req, call, auth).await,
+            Route::Messages => super::chat::create_message(req, call, auth).await,
+            Route::CountTokens => super::chat::count_message_tokens(req, call).await,
             Route::CurrentKey => super::keys::current_key(call, caller).await,
             Route::ListUsers => super::users::list_users(req, call).await,
             Route::CreateUser => super::users::create_user(req, call).await,

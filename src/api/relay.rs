@@ -44,7 +44,7 @@ pub struct Relay {
     pub request_id: String,
     pub heartbeat: Option<Heartbeat>,
     /// The shape the client reads (chat chunks, or completion chunks).
-    pub dialect: super::reply::Dialect,
+    pub dialect: super::reply::StreamDialect,
     pub ended: bool,
     /// Told how the stream ended, exactly once (at the end, or on drop).
     pub outcome: Option<oneshot::Sender<StreamOutcome>>,
@@ -109,7 +109,7 @@ pub fn relay_stream(relay: Relay) -> impl futures_util::Stream<Item = worker::Re
                     } else if out.is_empty() {
                         continue;
                     } else {
-                        let out = s.dialect.stream(out);
+                        let out = s.dialect.feed(out);
                         return Some((Ok(out), s));
                     }
                 }
@@ -119,7 +119,7 @@ pub fn relay_stream(relay: Relay) -> impl futures_util::Stream<Item = worker::Re
                         let out = s.sse.feed(&tail);
                         if !out.is_empty() {
                             s.adapter = None; // its end is sent; the next turn finishes the stream
-                            let out = s.dialect.stream(out);
+                            let out = s.dialect.feed(out);
                             return Some((Ok(out), s));
                         }
                     }
@@ -140,6 +140,7 @@ pub fn relay_stream(relay: Relay) -> impl futures_util::Stream<Item = worker::Re
                 None => s.sse.finish(None),
             };
             s.report(false, failure.is_some());
+            let tail = s.dialect.feed(tail);
             return (!tail.is_empty()).then_some((Ok(tail), s));
         }
     })

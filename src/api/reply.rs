@@ -23,11 +23,13 @@ use crate::providers::sse::{set_usage_cost, SseRelay};
 use crate::providers::transport::{self, Upstream};
 use crate::providers::wire::{self, StreamAdapter};
 
-/// The shape the client asked in: chat, or legacy completions (a chat answered as text).
+/// The shape the client asked in: chat, legacy completions (a chat answered as text), or
+/// Anthropic's Messages (a chat answered as a message).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
     Chat,
     Completions,
+    Messages,
 }
 
 impl Dialect {
@@ -36,14 +38,34 @@ impl Dialect {
         match self {
             Self::Chat => body,
             Self::Completions => crate::domain::completions::answer_from_chat(body),
+            Self::Messages => crate::providers::anthropic::inbound::answer_from_chat(body),
         }
     }
 
+    /// What turns the relayed chat stream into this dialect's.
+    pub fn stream(self) -> StreamDialect {
+        match self {
+            Self::Chat => StreamDialect::Chat,
+            Self::Completions => StreamDialect::Completions,
+            Self::Messages => StreamDialect::Messages(Default::default()),
+        }
+    }
+}
+
+/// A stream's translation, with the state it needs (Anthropic's events number their blocks).
+pub enum StreamDialect {
+    Chat,
+    Completions,
+    Messages(crate::providers::anthropic::inbound::MessagesStream),
+}
+
+impl StreamDialect {
     /// Relayed stream lines in this dialect.
-    pub fn stream(self, bytes: Vec<u8>) -> Vec<u8> {
+    pub fn feed(&mut self, bytes: Vec<u8>) -> Vec<u8> {
         match self {
             Self::Chat => bytes,
             Self::Completions => crate::domain::completions::stream_from_chat(bytes),
+            Self::Messages(state) => state.feed(bytes),
         }
     }
 }
@@ -145,7 +167,7 @@ impl<'a> Reply<'a> {
             idle_timeout_ms: config.request_timeout_ms,
             request_id: self.call.request_id.clone(),
             heartbeat: self.meter.as_ref().map(|m| Heartbeat::start(m, &self.call.env, config.heartbeat_every_ms())),
-            dialect: self.dialect,
+            dialect: self.dialect.stream(),
             ended: false,
             outcome: Some(ended_tx),
         };

@@ -21,6 +21,8 @@ pub struct Call {
     pub request_id: String,
     /// Cloudflare's `cf-ray`, logged beside the request id (a client can send any header).
     pub cf_ray: Option<String>,
+    /// Errors in Anthropic's shape (the Messages API), else OpenAI's.
+    pub anthropic_errors: bool,
     pub started_ms: f64,
 }
 
@@ -28,7 +30,15 @@ impl Call {
     pub fn new(req: &Incoming, env: Env, ctx: Context) -> Self {
         let request_id = format!("req-{}", hex::encode(random_bytes::<12>()));
         let cf_ray = req.headers().get("cf-ray").ok().flatten();
-        Self { config: Config::get(&env), env, ctx: Rc::new(ctx), request_id, cf_ray, started_ms: js_sys::Date::now() }
+        Self {
+            config: Config::get(&env),
+            env,
+            ctx: Rc::new(ctx),
+            request_id,
+            cf_ray,
+            anthropic_errors: false,
+            started_ms: js_sys::Date::now(),
+        }
     }
 
     pub fn now_ms(&self) -> i64 {
@@ -79,7 +89,8 @@ pub fn error_response(call: &Call, err: &ApiError) -> Response {
     if let Some(secs) = err.retry_after_secs() {
         let _ = headers.set("retry-after", &secs.to_string());
     }
-    let body = err.body(&call.request_id).to_string();
+    let body = if call.anthropic_errors { err.anthropic_body(&call.request_id) } else { err.body(&call.request_id) };
+    let body = body.to_string();
     Response::ok(body)
         .map(|r| r.with_status(err.status()).with_headers(headers))
         .unwrap_or_else(|_| Response::empty().expect("an empty response can always be built").with_status(err.status()))

@@ -1,7 +1,9 @@
 //! Anthropic's Messages API behind the OpenAI interface: pure translation,
 //! host-tested over captured fixtures (`tests/fixtures/anthropic/`); used by
-//! the chat path when the tenant sets `ANTHROPIC_API_KEY`.
+//! the chat path when the tenant sets `ANTHROPIC_API_KEY`. `inbound` is the other
+//! direction: the Messages API spoken to the gateway (`POST /v1/messages`).
 
+pub mod inbound;
 pub mod request;
 pub mod response;
 pub mod stream;

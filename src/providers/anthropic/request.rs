@@ -100,7 +100,12 @@ fn system_blocks(content: Option<&Value>) -> Vec<Value> {
         Some(Value::Array(parts)) => parts
             .iter()
             .filter(|p| p.get("type").and_then(Value::as_str) == Some("text"))
-            .map(|p| with_cache_control(json!({"type": "text", "text": p.get("text").and_then(Value::as_str).unwrap_or_default()}), p))
+            .map(|p| {
+                with_cache_control(
+                    json!({"type": "text", "text": p.get("text").and_then(Value::as_str).unwrap_or_default()}),
+                    p,
+                )
+            })
             .collect(),
         other => {
             let text = text_of(other);

@@ -1,0 +1,123 @@
+// Anthropic's Messages API with the official `@anthropic-ai/sdk` (what Claude Code
+// and Anthropic clients send): `x-api-key`, system blocks with cache breakpoints,
+// the SDK's stream helper, a tool-use round trip, `count_tokens`, and errors in
+// Anthropic's shape; on a direct Anthropic model and on an OpenRouter model.
+// Every turn is charged exactly on the usage the upstream reported.
+
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+
+import Anthropic from '@anthropic-ai/sdk';
+
+import { FAKE_ANTHROPIC_KEY } from './fake-upstream.mjs';
+import { gatewayForFile } from './fixture.mjs';
+
+const ctx = gatewayForFile({ vars: { ANTHROPIC_API_KEY: FAKE_ANTHROPIC_KEY } });
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const micros = (usd) => Math.round(usd * 1e6);
+const DIRECT = 'anthropic/claude-3-5-haiku-20241022'; // served by (the fake of) Anthropic's API
+const VIA_OPENROUTER = 'openai/gpt-4o-mini'; // this gateway has no OpenAI key: OpenRouter serves it
+const PRICES = { [DIRECT]: [800_000, 4_000_000], [VIA_OPENROUTER]: [150_000, 600_000] };
+const costOf = (model, usage) =>
+  Math.ceil(((usage.input_tokens + usage.cache_read_input_tokens + usage.cache_creation_input_tokens) * PRICES[model][0] + usage.output_tokens * PRICES[model][1]) / 1e6);
+
+async function charges(userId, count) {
+  for (let i = 0; i < 100; i++) {
+    const rows = (await ctx.admin.call('GET', `/api/balance/transactions?user_id=${userId}&page_size=100`)).body.data;
+    const usage = rows.filter((r) => r.type === 'usage');
+    if (usage.length >= count) return usage;
+    await sleep(100);
+  }
+  assert.fail(`the ledger never showed ${count} charges`);
+}
+
+async function anthropicFor(credit = 1) {
+  const user = await ctx.admin.createUser({}, { credit });
+  const key = await ctx.admin.createKey(user.id);
+  return { user, key, client: new Anthropic({ apiKey: key.key, baseURL: ctx.gw.url, maxRetries: 0 }) };
+}
+
+for (const model of [DIRECT, VIA_OPENROUTER]) {
+  describe(`messages, ${model === DIRECT ? 'direct Anthropic' : 'OpenRouter'}`, () => {
+    test('a plain message, its usage and its exact charge', async () => {
+      const { user, client } = await anthropicFor();
+      const msg = await client.messages.create({ model, max_tokens: 64, messages: [{ role: 'user', content: 'hello there' }] });
+      assert.equal(msg.type, 'message');
+      assert.equal(msg.role, 'assistant');
+      assert.equal(msg.content[0].type, 'text');
+      assert.equal(msg.content[0].text, 'Echo: hello there');
+      assert.equal(msg.stop_reason, 'end_turn');
+      assert.ok(msg.usage.input_tokens > 0 && msg.usage.output_tokens > 0);
+      const [row] = await charges(user.id, 1);
+      assert.equal(-micros(row.amount), costOf(model, msg.usage));
+      assert.equal(micros(msg.usage.cost), costOf(model, msg.usage), 'usage.cost is the charge');
+    });
+
+    test('streamed with the SDK\'s stream helper', async () => {
+      const { user, client } = await anthropicFor();
+      const words = Array.from({ length: 12 }, (_, i) => `w${i}`).join(' ');
+      const stream = client.messages.stream({ model, max_tokens: 64, messages: [{ role: 'user', content: words }] });
+      let deltas = 0;
+      stream.on('text', () => (deltas += 1));
+      const final = await stream.finalMessage();
+      assert.ok(deltas > 3, `${deltas} text deltas`);
+      assert.equal(final.content[0].text, `Echo: ${words}`);
+      assert.ok(final.usage.output_tokens > 0);
+      const [row] = await charges(user.id, 1);
+      assert.equal(-micros(row.amount), costOf(model, final.usage));
+    });
+  });
+}
+
+describe('messages, what agents rely on', () => {
+  test('a Claude-Code-like turn: system blocks with cache breakpoints, tools, a tool round trip', async () => {
+    const { user, client } = await anthropicFor();
+    const system = [{ type: 'text', text: 'You are a coding agent.', cache_control: { type: 'ephemeral' } }];
+    const tools = [{ name: 'get_weather', description: 'Weather', input_schema: { type: 'object', properties: { location: { type: 'string' } }, required: ['location'] } }];
+    const first = await client.messages.create({ model: DIRECT, max_tokens: 256, system, tools, messages: [{ role: 'user', content: 'Weather in Paris?' }] });
+    assert.equal(first.stop_reason, 'tool_use');
+    const use = first.content.find((b) => b.type === 'tool_use');
+    assert.equal(use.name, 'get_weather');
+    assert.equal(use.input.location, 'Paris');
+    const sent = ctx.gw.fake.requests.filter((r) => r.path === '/v1/messages').at(-1).body;
+    assert.deepEqual(sent.system, system, 'the cache breakpoint reaches Anthropic');
+    const second = await client.messages.create({
+      model: DIRECT, max_tokens: 256, system, tools,
+      messages: [
+        { role: 'user', content: 'Weather in Paris?' },
+        { role: 'assistant', content: first.content },
+        { role: 'user', content: [{ type: 'tool_result', tool_use_id: use.id, content: 'sunny' }] },
+      ],
+    });
+    assert.equal(second.content[0].text, 'Echo: sunny');
+    const rows = await charges(user.id, 2);
+    const charged = -rows.reduce((s, r) => s + micros(r.amount), 0);
+    assert.equal(charged, costOf(DIRECT, first.usage) + costOf(DIRECT, second.usage), 'each turn charged exactly once');
+  });
+
+  test('count_tokens answers an estimate and charges nothing', async () => {
+    const { user, client } = await anthropicFor();
+    const count = await client.messages.countTokens({ model: DIRECT, messages: [{ role: 'user', content: 'how many tokens is this?' }] });
+    assert.ok(count.input_tokens > 0);
+    await sleep(300);
+    const rows = (await ctx.admin.call('GET', `/api/balance/transactions?user_id=${user.id}`)).body.data;
+    assert.equal(rows.filter((r) => r.type === 'usage').length, 0);
+  });
+
+  test('errors come in Anthropic\'s shape: a bad key, a bad request, an empty balance', async () => {
+    const bad = new Anthropic({ apiKey: `sk-tg-v1-${'0'.repeat(64)}`, baseURL: ctx.gw.url, maxRetries: 0 });
+    const unauthorized = await bad.messages.create({ model: DIRECT, max_tokens: 8, messages: [{ role: 'user', content: 'x' }] }).catch((e) => e);
+    assert.equal(unauthorized.status, 401);
+    assert.equal(unauthorized.error.type, 'error');
+    assert.equal(unauthorized.error.error.type, 'authentication_error');
+    const { client } = await anthropicFor();
+    const invalid = await client.messages.create({ model: DIRECT, messages: [{ role: 'user', content: 'x' }] }).catch((e) => e);
+    assert.equal(invalid.status, 400);
+    assert.equal(invalid.error.error.type, 'invalid_request_error');
+    assert.match(invalid.error.error.message, /max_tokens/);
+    const { client: broke } = await anthropicFor(0);
+    const refused = await broke.messages.create({ model: DIRECT, max_tokens: 8, messages: [{ role: 'user', content: 'x' }] }).catch((e) => e);
+    assert.equal(refused.status, 402);
+    assert.equal(refused.error.error.type, 'billing_error');
+  });
+});
