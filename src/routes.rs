@@ -30,6 +30,9 @@ pub enum Route {
     /// Anthropic's Messages API and its token count.
     Messages,
     CountTokens,
+    /// OpenAI's Responses API (stateless), and the parts of it a stateless gateway does not serve.
+    Responses,
+    ResponsesUnsupported,
     Embeddings,
     ListModels,
     CurrentKey,
@@ -116,6 +119,12 @@ pub fn route(method: &str, path: &str) -> Match {
         ["v1", "embeddings"] | ["api", "v1", "embeddings"] => vec![("POST", Route::Embeddings, Inference)],
         ["v1", "completions"] | ["api", "v1", "completions"] => vec![("POST", Route::Completions, Inference)],
         ["v1", "messages"] | ["api", "v1", "messages"] => vec![("POST", Route::Messages, Inference)],
+        ["v1", "responses"] | ["api", "v1", "responses"] => {
+            vec![("POST", Route::Responses, Inference), ("GET", Route::Responses, Inference)]
+        }
+        ["v1", "responses", _, ..] | ["api", "v1", "responses", _, ..] => {
+            vec![("POST", Route::ResponsesUnsupported, Inference), ("GET", Route::ResponsesUnsupported, Inference)]
+        }
         ["v1", "messages", "count_tokens"] | ["api", "v1", "messages", "count_tokens"] => {
             vec![("POST", Route::CountTokens, Inference)]
         }

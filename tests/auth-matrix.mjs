@@ -16,6 +16,8 @@ export const AUTHENTICATED_ROUTES = [
   ['Completions', 'POST', '/api/v1/completions', 'write', { model: 'openai/gpt-4o-mini', prompt: 'hi' }],
   ['Messages', 'POST', '/v1/messages', 'write', { model: 'anthropic/claude-3.5-sonnet', max_tokens: 16, messages: [{ role: 'user', content: 'hi' }] }],
   ['CountTokens', 'POST', '/v1/messages/count_tokens', 'write', { model: 'anthropic/claude-3.5-sonnet', messages: [{ role: 'user', content: 'hi' }] }],
+  ['Responses', 'POST', '/v1/responses', 'write', { model: 'openai/gpt-4o-mini', input: 'hi' }],
+  ['ResponsesUnsupported', 'GET', '/v1/responses/resp_1', 'write'],
   ['CurrentKey', 'GET', '/api/v1/key', 'any'],
   ['ListUsers', 'GET', '/api/admin/users', 'admin'],
   ['CreateUser', 'POST', '/api/admin/users', 'admin', { email: 'matrix@example.com', name: 'M' }],

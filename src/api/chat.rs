@@ -19,7 +19,7 @@ use crate::cache::prices::PriceTable;
 use crate::domain::chat::ChatRequest;
 use crate::domain::completions;
 use crate::domain::routing::{self, Attempt, Routing};
-use crate::providers::anthropic;
+use crate::providers::{anthropic, responses};
 use crate::store::prices::PriceRow;
 
 /// Chat bodies may carry images as data URLs.
@@ -58,6 +58,18 @@ pub async fn count_message_tokens(mut req: Incoming, _call: &Call) -> Result<Res
     }
     let chat = anthropic::inbound::to_chat(&serde_json::to_vec(&body).unwrap_or_default())?;
     super::respond::json(200, &serde_json::json!({ "input_tokens": anthropic::inbound::estimate_input_tokens(&chat) }))
+}
+
+/// POST /v1/responses: OpenAI's Responses API (Codex, `client.responses.create`), stateless,
+/// served as a chat and answered as a response (`providers::responses`).
+pub async fn create_response(mut req: Incoming, call: &Call, auth: Authenticated) -> Result<Response, ApiError> {
+    if req.headers().get("upgrade").ok().flatten().is_some_and(|u| u.eq_ignore_ascii_case("websocket")) {
+        return Err(ApiError::UpgradeRequired(
+            "this gateway serves the Responses API over HTTP only: send a POST".into(),
+        ));
+    }
+    let chat = responses::to_chat(&read_body(&mut req, MAX_BODY_BYTES).await?)?;
+    serve(call, auth, chat, Dialect::Responses).await
 }
 
 /// Price → reserve → send → relay → settle, for a chat in the client's dialect.

@@ -34,6 +34,9 @@ pub enum ApiError {
     Conflict(String),
     #[error("method {method} is not allowed on {path}")]
     MethodNotAllowed { method: String, path: String },
+    /// A protocol the route does not speak (a WebSocket upgrade on the Responses API): 426.
+    #[error("{0}")]
+    UpgradeRequired(String),
     #[error("{}", insufficient_message(*limit))]
     InsufficientCredits { limit: LimitSource, resets_at_ms: Option<i64> },
     /// An organization's monthly request or token limit, or an in-flight cap.
@@ -77,6 +80,7 @@ impl ApiError {
             Self::InsufficientCredits { .. } => 402,
             Self::LimitReached { .. } => 429,
             Self::MethodNotAllowed { .. } => 405,
+            Self::UpgradeRequired(_) => 426,
             Self::Provider(p) => match p {
                 ProviderError::Rejected { status, .. } => *status,
                 ProviderError::RateLimited { .. } => 429,
@@ -94,7 +98,10 @@ impl ApiError {
     /// Stable, low-cardinality code (API.md's table).
     pub fn code(&self) -> &'static str {
         match self {
-            Self::InvalidRequest(_) | Self::PayloadTooLarge { .. } | Self::MethodNotAllowed { .. } => "invalid_request",
+            Self::InvalidRequest(_)
+            | Self::PayloadTooLarge { .. }
+            | Self::MethodNotAllowed { .. }
+            | Self::UpgradeRequired(_) => "invalid_request",
             Self::Unauthenticated(_) => "authentication_error",
             Self::Forbidden(_) => "permission_error",
             Self::NotFound(_) => "not_found",

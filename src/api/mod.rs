@@ -119,6 +119,10 @@ mod dispatch {
             Route::Embeddings => super::embeddings::create_embeddings(req, call, auth).await,
             Route::Completions => super::chat::create_completion(req, call, auth).await,
             Route::Messages => super::chat::create_message(req, call, auth).await,
+            Route::Responses => super::chat::create_response(req, call, auth).await,
+            Route::ResponsesUnsupported => Err(ApiError::bad_request(
+                "this gateway is stateless: it keeps no responses, so it cannot retrieve, compact, cancel or delete one; send the whole conversation to POST /v1/responses",
+            )),
             Route::CountTokens => super::chat::count_message_tokens(req, call).await,
             Route::CurrentKey => super::keys::current_key(call, caller).await,
             Route::ListUsers => super::users::list_users(req, call).await,

@@ -30,6 +30,7 @@ pub enum Dialect {
     Chat,
     Completions,
     Messages,
+    Responses,
 }
 
 impl Dialect {
@@ -39,6 +40,7 @@ impl Dialect {
             Self::Chat => body,
             Self::Completions => crate::domain::completions::answer_from_chat(body),
             Self::Messages => crate::providers::anthropic::inbound::answer_from_chat(body),
+            Self::Responses => crate::providers::responses::answer_from_chat(body),
         }
     }
 
@@ -48,6 +50,7 @@ impl Dialect {
             Self::Chat => StreamDialect::Chat,
             Self::Completions => StreamDialect::Completions,
             Self::Messages => StreamDialect::Messages(Default::default()),
+            Self::Responses => StreamDialect::Responses(Default::default()),
         }
     }
 }
@@ -57,6 +60,7 @@ pub enum StreamDialect {
     Chat,
     Completions,
     Messages(crate::providers::anthropic::inbound::MessagesStream),
+    Responses(crate::providers::responses::ResponsesStream),
 }
 
 impl StreamDialect {
@@ -66,6 +70,7 @@ impl StreamDialect {
             Self::Chat => bytes,
             Self::Completions => crate::domain::completions::stream_from_chat(bytes),
             Self::Messages(state) => state.feed(bytes),
+            Self::Responses(state) => state.feed(bytes),
         }
     }
 }

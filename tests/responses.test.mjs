@@ -1,0 +1,101 @@
+// OpenAI's Responses API with the official `openai` SDK (what Codex and
+// `client.responses.create` speak), stateless: plain, instructions with items,
+// the SDK's stream helper, a function-call round trip with the history resent
+// (as Codex does), on an OpenRouter model and on a direct OpenAI model; every
+// turn charged exactly on the usage the upstream reported.
+
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+
+import OpenAI from 'openai';
+
+import { FAKE_OPENAI_KEY } from './fake-upstream.mjs';
+import { gatewayForFile } from './fixture.mjs';
+
+const ctx = gatewayForFile({ vars: { OPENAI_API_KEY: FAKE_OPENAI_KEY } });
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const micros = (usd) => Math.round(usd * 1e6);
+const DIRECT = 'openai/gpt-4o-mini'; // this gateway holds an OpenAI key: served by (the fake of) OpenAI
+const VIA_OPENROUTER = 'meta-llama/llama-3.1-8b-instruct';
+const PRICES = { [DIRECT]: [150_000, 600_000], [VIA_OPENROUTER]: [20_000, 50_000] };
+const costOf = (model, usage) => Math.ceil((usage.input_tokens * PRICES[model][0] + usage.output_tokens * PRICES[model][1]) / 1e6);
+
+async function charges(userId, count) {
+  for (let i = 0; i < 100; i++) {
+    const rows = (await ctx.admin.call('GET', `/api/balance/transactions?user_id=${userId}&page_size=100`)).body.data;
+    const usage = rows.filter((r) => r.type === 'usage');
+    if (usage.length >= count) return usage;
+    await sleep(100);
+  }
+  assert.fail(`the ledger never showed ${count} charges`);
+}
+
+async function clientFor(credit = 1) {
+  const user = await ctx.admin.createUser({}, { credit });
+  const key = await ctx.admin.createKey(user.id);
+  return { user, client: new OpenAI({ apiKey: key.key, baseURL: `${ctx.gw.url}/v1`, maxRetries: 0 }) };
+}
+
+for (const model of [VIA_OPENROUTER, DIRECT]) {
+  describe(`responses, ${model === DIRECT ? 'direct OpenAI' : 'OpenRouter'}`, () => {
+    test('plain, with usage and its exact charge', async () => {
+      const { user, client } = await clientFor();
+      const res = await client.responses.create({ model, input: 'hello there' });
+      assert.equal(res.object, 'response');
+      assert.equal(res.status, 'completed');
+      assert.equal(res.output_text, 'Echo: hello there');
+      assert.ok(res.usage.input_tokens > 0 && res.usage.output_tokens > 0);
+      assert.equal(micros(res.usage.cost), costOf(model, res.usage));
+      const [row] = await charges(user.id, 1);
+      assert.equal(-micros(row.amount), costOf(model, res.usage));
+    });
+
+    test('streamed with the SDK\'s stream helper', async () => {
+      const { user, client } = await clientFor();
+      const words = Array.from({ length: 10 }, (_, i) => `w${i}`).join(' ');
+      const stream = client.responses.stream({ model, instructions: 'Repeat.', input: [{ role: 'user', content: words }] });
+      let deltas = 0;
+      stream.on('response.output_text.delta', () => (deltas += 1));
+      const final = await stream.finalResponse();
+      assert.ok(deltas > 3, `${deltas} deltas`);
+      assert.equal(final.output_text, `Echo: ${words}`);
+      const [row] = await charges(user.id, 1);
+      assert.equal(-micros(row.amount), costOf(model, final.usage));
+    });
+  });
+}
+
+describe('responses, what Codex relies on', () => {
+  test('a function-call round trip with the whole history resent, each turn charged once', async () => {
+    const { user, client } = await clientFor();
+    const tools = [{ type: 'function', name: 'get_weather', description: 'Weather', parameters: { type: 'object', properties: { location: { type: 'string' } }, required: ['location'] }, strict: false }];
+    const input = [{ role: 'user', content: [{ type: 'input_text', text: 'Weather in Paris?' }] }];
+    const first = await client.responses.create({ model: DIRECT, instructions: 'You are an agent.', tools, input, store: false });
+    const call = first.output.find((o) => o.type === 'function_call');
+    assert.ok(call, JSON.stringify(first.output));
+    assert.equal(call.name, 'get_weather');
+    assert.equal(JSON.parse(call.arguments).location, 'Paris');
+    const sent = ctx.gw.fake.requests.filter((r) => r.path === '/openai/v1/chat/completions').at(-1).body;
+    assert.deepEqual(sent.messages[0], { role: 'system', content: 'You are an agent.' });
+    const second = await client.responses.create({
+      model: DIRECT, instructions: 'You are an agent.', tools, store: false,
+      input: [...input, ...first.output, { type: 'function_call_output', call_id: call.call_id, output: 'sunny' }],
+    });
+    assert.equal(second.output_text, 'Echo: sunny');
+    const rows = await charges(user.id, 2);
+    assert.equal(-rows.reduce((s, r) => s + micros(r.amount), 0), costOf(DIRECT, first.usage) + costOf(DIRECT, second.usage));
+  });
+
+  test('state is refused with a clear 400: store, previous_response_id, retrieving a response', async () => {
+    const { client } = await clientFor();
+    for (const [extra, param] of [[{ store: true }, 'store'], [{ previous_response_id: 'resp_1' }, 'previous_response_id']]) {
+      const err = await client.responses.create({ model: DIRECT, input: 'x', ...extra }).catch((e) => e);
+      assert.equal(err.status, 400);
+      assert.equal(err.error.param, param);
+      assert.match(err.error.message, /stateless/);
+    }
+    const retrieve = await client.responses.retrieve('resp_1').catch((e) => e);
+    assert.equal(retrieve.status, 400);
+    assert.match(retrieve.error.message, /stateless/);
+  });
+});
