@@ -95,6 +95,29 @@ describe('messages, what agents rely on', () => {
     assert.equal(charged, costOf(DIRECT, first.usage) + costOf(DIRECT, second.usage), 'each turn charged exactly once');
   });
 
+  test('the model list answers in Anthropic\'s shape to an Anthropic client', async () => {
+    const { client } = await anthropicFor();
+    const page = await client.models.list();
+    const ids = page.data.map((m) => m.id);
+    assert.ok(ids.includes(DIRECT), ids.join(', '));
+    assert.ok(page.data.every((m) => m.type === 'model' && m.display_name && m.created_at));
+  });
+
+  test('a streamed multi-turn agent session is charged exactly for every turn', async () => {
+    const { user, client } = await anthropicFor();
+    const system = [{ type: 'text', text: 'You are a coding agent.', cache_control: { type: 'ephemeral' } }];
+    const history = [];
+    const usages = [];
+    for (const turn of ['open the file', 'now edit it', 'and run the tests']) {
+      history.push({ role: 'user', content: turn });
+      const final = await client.messages.stream({ model: DIRECT, max_tokens: 128, system, messages: history }).finalMessage();
+      history.push({ role: 'assistant', content: final.content });
+      usages.push(final.usage);
+    }
+    const rows = await charges(user.id, 3);
+    assert.equal(-rows.reduce((s, r) => s + micros(r.amount), 0), usages.reduce((s, u) => s + costOf(DIRECT, u), 0));
+  });
+
   test('count_tokens answers an estimate and charges nothing', async () => {
     const { user, client } = await anthropicFor();
     const count = await client.messages.countTokens({ model: DIRECT, messages: [{ role: 'user', content: 'how many tokens is this?' }] });

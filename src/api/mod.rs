@@ -107,7 +107,7 @@ mod dispatch {
         let Some(auth) = authorize(access, &req, call).await? else {
             return match r {
                 Route::Health => super::models::health(&req, call).await,
-                Route::ListModels => super::models::list_models(call).await,
+                Route::ListModels => super::models::list_models(&req, call).await,
                 Route::ListPrices => super::prices::list_prices(req, call).await,
                 Route::GetPrice(model) => super::prices::get_price(&req, call, &model).await,
                 other => Err(ApiError::internal(format!("{other:?} is not a public route"))),

@@ -47,7 +47,35 @@ pub async fn health(req: &Incoming, call: &Call) -> Result<Response, ApiError> {
 }
 
 /// The upstream's model list in OpenAI's shape, cached in isolate memory and KV.
-pub async fn list_models(call: &Call) -> Result<Response, ApiError> {
+/// GET /v1/models: OpenAI's list; in Anthropic's shape when the request carries `anthropic-version`
+/// (what Anthropic clients' and agents' model pickers read).
+pub async fn list_models(req: &Incoming, call: &Call) -> Result<Response, ApiError> {
+    let list = openai_list(call).await?;
+    if req.headers().get("anthropic-version").ok().flatten().is_some() {
+        return json_text(anthropic_list(&list));
+    }
+    json_text(list)
+}
+
+/// The OpenAI-shaped list as Anthropic lists models: `{data:[{type:"model", id, display_name,
+/// created_at}], has_more, first_id, last_id}`.
+fn anthropic_list(list: &str) -> String {
+    let models: Vec<Value> = serde_json::from_str::<Value>(list)
+        .ok()
+        .and_then(|l| l.get("data").and_then(Value::as_array).cloned())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|m| {
+            let created = m.get("created").and_then(Value::as_i64).unwrap_or(0);
+            json!({ "type": "model", "id": m["id"], "display_name": m.get("name").cloned().unwrap_or(m["id"].clone()),
+                    "created_at": crate::domain::time::to_iso(created.saturating_mul(1000)) })
+        })
+        .collect();
+    let (first, last) = (models.first().map(|m| m["id"].clone()), models.last().map(|m| m["id"].clone()));
+    json!({ "data": models, "has_more": false, "first_id": first, "last_id": last }).to_string()
+}
+
+async fn openai_list(call: &Call) -> Result<String, ApiError> {
     let now = call.now_ms();
     let kv = env::cache(&call.env).map_err(ApiError::internal)?;
     let remembered = MODELS.with(|m| m.borrow().as_ref().filter(|(until, _)| *until > now).map(|(_, b)| b.clone()));
@@ -57,7 +85,7 @@ pub async fn list_models(call: &Call) -> Result<Response, ApiError> {
     };
     let db = env::db(&call.env).map_err(ApiError::internal)?;
     let prices = crate::cache::prices::table(&kv, &db, now).await?;
-    json_text(priced_models(&body, &prices, &call.config.direct_providers()))
+    Ok(priced_models(&body, &prices, &call.config.direct_providers()))
 }
 
 /// The upstream's list from KV, else from the upstream (then kept in KV); remembered in isolate memory.
