@@ -7,10 +7,9 @@ import { describe, test } from 'node:test';
 
 import OpenAI from 'openai';
 
-import { gatewayForFile } from './fixture.mjs';
+import { gatewayForFile, usageRows } from './fixture.mjs';
 
 const ctx = gatewayForFile();
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const micros = (usd) => Math.round(usd * 1e6);
 const MODEL = 'openai/gpt-4o-mini';
 const PRICE = [150_000, 600_000];
@@ -22,15 +21,6 @@ function fakeTokens(prompt, maxTokens) {
 }
 const costOf = ({ prompt, completion }) => Math.ceil((prompt * PRICE[0] + completion * PRICE[1]) / 1e6);
 
-async function charges(userId, count) {
-  for (let i = 0; i < 100; i++) {
-    const rows = (await ctx.admin.call('GET', `/api/balance/transactions?user_id=${userId}&page_size=100`)).body.data;
-    const usage = rows.filter((r) => r.type === 'usage');
-    if (usage.length >= count) return usage;
-    await sleep(100);
-  }
-  assert.fail(`the ledger never showed ${count} charges`);
-}
 
 describe('legacy completions', () => {
   test('a completion answers in text, with usage.cost the exact charge', async () => {
@@ -44,7 +34,7 @@ describe('legacy completions', () => {
     assert.equal(res.model, MODEL);
     const expected = costOf(fakeTokens(prompt, 40));
     assert.equal(micros(res.usage.cost), expected);
-    const [row] = await charges(user.id, 1);
+    const [row] = await usageRows(ctx.admin, user.id, 1);
     assert.equal(-micros(row.amount), expected);
   });
 
@@ -66,7 +56,7 @@ describe('legacy completions', () => {
     const tokens = fakeTokens(prompt, 16);
     assert.equal(usage.completion_tokens, 16, 'no max_tokens: the legacy default of 16');
     assert.equal(text.split(' ').length, 16);
-    const [row] = await charges(user.id, 1);
+    const [row] = await usageRows(ctx.admin, user.id, 1);
     assert.equal(-micros(row.amount), costOf(tokens));
     assert.equal(micros(usage.cost), costOf(tokens));
   });

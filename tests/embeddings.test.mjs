@@ -9,25 +9,15 @@ import { describe, test } from 'node:test';
 import OpenAI from 'openai';
 
 import { FAKE_OPENAI_KEY } from './fake-upstream.mjs';
-import { gatewayForFile } from './fixture.mjs';
+import { gatewayForFile, usageRows } from './fixture.mjs';
 
 const ctx = gatewayForFile({ vars: { OPENAI_API_KEY: FAKE_OPENAI_KEY } });
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const micros = (usd) => Math.round(usd * 1e6);
 const MODEL = 'openai/text-embedding-3-small';
 // The fake counts a token per 4 characters; the catalogue price is $0.02 per million input tokens.
 const tokensOf = (texts) => texts.reduce((n, t) => n + Math.ceil(t.length / 4), 0);
 const costOf = (tokens) => Math.ceil((tokens * 20_000) / 1e6);
 
-async function ledgerUntil(userId, count) {
-  for (let i = 0; i < 100; i++) {
-    const rows = (await ctx.admin.call('GET', `/api/balance/transactions?user_id=${userId}&page_size=100`)).body.data;
-    const usage = rows.filter((r) => r.type === 'usage');
-    if (usage.length >= count) return usage;
-    await sleep(100);
-  }
-  assert.fail(`the ledger never showed ${count} charges`);
-}
 
 async function clientFor(credit = 1) {
   const user = await ctx.admin.createUser({}, { credit });
@@ -48,7 +38,7 @@ describe('embeddings', () => {
     const tokens = tokensOf([text]);
     assert.equal(res.usage.prompt_tokens, tokens);
     assert.equal(micros(res.usage.cost), costOf(tokens), 'usage.cost is the charge');
-    const [row] = await ledgerUntil(user.id, 1);
+    const [row] = await usageRows(ctx.admin, user.id, 1);
     assert.equal(-micros(row.amount), costOf(tokens));
     assert.equal(row.reference_id, response.headers.get('x-request-id'));
   });
@@ -61,7 +51,7 @@ describe('embeddings', () => {
     assert.ok(res.data.every((d) => d.embedding.length === 8));
     const ids = await client.embeddings.create({ model: MODEL, input: [[1, 2, 3, 4, 5], [6, 7]], encoding_format: 'float' });
     assert.equal(ids.usage.prompt_tokens, 7);
-    const usage = await ledgerUntil(user.id, 2);
+    const usage = await usageRows(ctx.admin, user.id, 2);
     const charged = -usage.reduce((s, r) => s + micros(r.amount), 0);
     assert.equal(charged, costOf(tokensOf(texts)) + costOf(7));
   });
@@ -74,7 +64,7 @@ describe('embeddings', () => {
       const { data: res, response } = await client.embeddings.create({ model: MODEL, input: 'via openrouter' }).withResponse();
       assert.equal(response.headers.get('x-tollgate-provider'), 'openrouter');
       assert.equal(res.usage.upstream_cost, undefined, 'what the tenant pays upstream stays hidden');
-      const [row] = await ledgerUntil(user.id, 1);
+      const [row] = await usageRows(ctx.admin, user.id, 1);
       assert.equal(-micros(row.amount), costOf(tokensOf(['via openrouter'])));
     } finally {
       await ctx.admin.call('DELETE', `/api/admin/routes/${MODEL}`);

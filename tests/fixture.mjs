@@ -29,3 +29,14 @@ export function chatAs(url, token) {
     body: JSON.stringify({ model: 'openai/gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }] }),
   });
 }
+
+/** The user's usage rows in the ledger, once there are at least `count` (settlements land just after answers). */
+export async function usageRows(admin, userId, count) {
+  for (let i = 0; i < 100; i++) {
+    const rows = (await admin.call('GET', `/api/balance/transactions?user_id=${userId}&page_size=100`)).body.data;
+    const usage = rows.filter((r) => r.type === 'usage');
+    if (usage.length >= count) return usage;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`the ledger never showed ${count} charges`);
+}

@@ -10,7 +10,7 @@ import { describe, test } from 'node:test';
 import Anthropic from '@anthropic-ai/sdk';
 
 import { FAKE_ANTHROPIC_KEY } from './fake-upstream.mjs';
-import { gatewayForFile } from './fixture.mjs';
+import { gatewayForFile, usageRows } from './fixture.mjs';
 
 const ctx = gatewayForFile({ vars: { ANTHROPIC_API_KEY: FAKE_ANTHROPIC_KEY } });
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -21,15 +21,6 @@ const PRICES = { [DIRECT]: [800_000, 4_000_000], [VIA_OPENROUTER]: [150_000, 600
 const costOf = (model, usage) =>
   Math.ceil(((usage.input_tokens + usage.cache_read_input_tokens + usage.cache_creation_input_tokens) * PRICES[model][0] + usage.output_tokens * PRICES[model][1]) / 1e6);
 
-async function charges(userId, count) {
-  for (let i = 0; i < 100; i++) {
-    const rows = (await ctx.admin.call('GET', `/api/balance/transactions?user_id=${userId}&page_size=100`)).body.data;
-    const usage = rows.filter((r) => r.type === 'usage');
-    if (usage.length >= count) return usage;
-    await sleep(100);
-  }
-  assert.fail(`the ledger never showed ${count} charges`);
-}
 
 async function anthropicFor(credit = 1) {
   const user = await ctx.admin.createUser({}, { credit });
@@ -48,7 +39,7 @@ for (const model of [DIRECT, VIA_OPENROUTER]) {
       assert.equal(msg.content[0].text, 'Echo: hello there');
       assert.equal(msg.stop_reason, 'end_turn');
       assert.ok(msg.usage.input_tokens > 0 && msg.usage.output_tokens > 0);
-      const [row] = await charges(user.id, 1);
+      const [row] = await usageRows(ctx.admin, user.id, 1);
       assert.equal(-micros(row.amount), costOf(model, msg.usage));
       assert.equal(micros(msg.usage.cost), costOf(model, msg.usage), 'usage.cost is the charge');
     });
@@ -63,7 +54,7 @@ for (const model of [DIRECT, VIA_OPENROUTER]) {
       assert.ok(deltas > 3, `${deltas} text deltas`);
       assert.equal(final.content[0].text, `Echo: ${words}`);
       assert.ok(final.usage.output_tokens > 0);
-      const [row] = await charges(user.id, 1);
+      const [row] = await usageRows(ctx.admin, user.id, 1);
       assert.equal(-micros(row.amount), costOf(model, final.usage));
     });
   });
@@ -90,7 +81,7 @@ describe('messages, what agents rely on', () => {
       ],
     });
     assert.equal(second.content[0].text, 'Echo: sunny');
-    const rows = await charges(user.id, 2);
+    const rows = await usageRows(ctx.admin, user.id, 2);
     const charged = -rows.reduce((s, r) => s + micros(r.amount), 0);
     assert.equal(charged, costOf(DIRECT, first.usage) + costOf(DIRECT, second.usage), 'each turn charged exactly once');
   });
@@ -114,7 +105,7 @@ describe('messages, what agents rely on', () => {
       history.push({ role: 'assistant', content: final.content });
       usages.push(final.usage);
     }
-    const rows = await charges(user.id, 3);
+    const rows = await usageRows(ctx.admin, user.id, 3);
     assert.equal(-rows.reduce((s, r) => s + micros(r.amount), 0), usages.reduce((s, u) => s + costOf(DIRECT, u), 0));
   });
 

@@ -10,25 +10,15 @@ import { describe, test } from 'node:test';
 import OpenAI from 'openai';
 
 import { FAKE_OPENAI_KEY } from './fake-upstream.mjs';
-import { gatewayForFile } from './fixture.mjs';
+import { gatewayForFile, usageRows } from './fixture.mjs';
 
 const ctx = gatewayForFile({ vars: { OPENAI_API_KEY: FAKE_OPENAI_KEY } });
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const micros = (usd) => Math.round(usd * 1e6);
 const DIRECT = 'openai/gpt-4o-mini'; // this gateway holds an OpenAI key: served by (the fake of) OpenAI
 const VIA_OPENROUTER = 'meta-llama/llama-3.1-8b-instruct';
 const PRICES = { [DIRECT]: [150_000, 600_000], [VIA_OPENROUTER]: [20_000, 50_000] };
 const costOf = (model, usage) => Math.ceil((usage.input_tokens * PRICES[model][0] + usage.output_tokens * PRICES[model][1]) / 1e6);
 
-async function charges(userId, count) {
-  for (let i = 0; i < 100; i++) {
-    const rows = (await ctx.admin.call('GET', `/api/balance/transactions?user_id=${userId}&page_size=100`)).body.data;
-    const usage = rows.filter((r) => r.type === 'usage');
-    if (usage.length >= count) return usage;
-    await sleep(100);
-  }
-  assert.fail(`the ledger never showed ${count} charges`);
-}
 
 async function clientFor(credit = 1) {
   const user = await ctx.admin.createUser({}, { credit });
@@ -46,7 +36,7 @@ for (const model of [VIA_OPENROUTER, DIRECT]) {
       assert.equal(res.output_text, 'Echo: hello there');
       assert.ok(res.usage.input_tokens > 0 && res.usage.output_tokens > 0);
       assert.equal(micros(res.usage.cost), costOf(model, res.usage));
-      const [row] = await charges(user.id, 1);
+      const [row] = await usageRows(ctx.admin, user.id, 1);
       assert.equal(-micros(row.amount), costOf(model, res.usage));
     });
 
@@ -59,7 +49,7 @@ for (const model of [VIA_OPENROUTER, DIRECT]) {
       const final = await stream.finalResponse();
       assert.ok(deltas > 3, `${deltas} deltas`);
       assert.equal(final.output_text, `Echo: ${words}`);
-      const [row] = await charges(user.id, 1);
+      const [row] = await usageRows(ctx.admin, user.id, 1);
       assert.equal(-micros(row.amount), costOf(model, final.usage));
     });
   });
@@ -82,7 +72,7 @@ describe('responses, what Codex relies on', () => {
       input: [...input, ...first.output, { type: 'function_call_output', call_id: call.call_id, output: 'sunny' }],
     });
     assert.equal(second.output_text, 'Echo: sunny');
-    const rows = await charges(user.id, 2);
+    const rows = await usageRows(ctx.admin, user.id, 2);
     assert.equal(-rows.reduce((s, r) => s + micros(r.amount), 0), costOf(DIRECT, first.usage) + costOf(DIRECT, second.usage));
   });
 

@@ -14,6 +14,7 @@ use serde_json::{json, Map, Value};
 
 use crate::domain::chat::ChatRequest;
 use crate::domain::InvalidRequest;
+use crate::providers::sse::{ChatStep, ChatSteps};
 
 fn invalid(message: impl Into<String>, param: &str) -> InvalidRequest {
     InvalidRequest::param(message.into(), param)
@@ -251,8 +252,8 @@ pub fn answer_from_chat(body: Vec<u8>) -> Vec<u8> {
 struct Open {
     index: u64,
     id: String,
-    /// `None`: the message's text; `Some(chat tool index)`: a function call.
-    tool: Option<u64>,
+    /// A function call (else the message's text).
+    tool: bool,
     call_id: Value,
     name: Value,
     text: String,
@@ -264,6 +265,7 @@ struct Open {
 /// then `response.completed` (or `response.incomplete`) carrying the whole response and its usage.
 #[derive(Debug, Default)]
 pub struct ResponsesStream {
+    steps: ChatSteps,
     sequence: u64,
     id: String,
     model: Value,
@@ -285,62 +287,43 @@ impl ResponsesStream {
     }
 
     pub fn feed(&mut self, bytes: Vec<u8>) -> Vec<u8> {
-        let text = String::from_utf8_lossy(&bytes);
         let mut out = String::new();
-        for line in text.lines() {
-            let Some(data) = line.strip_prefix("data:").map(str::trim_start) else { continue };
-            if data == "[DONE]" {
-                self.finish(&mut out);
-                continue;
-            }
-            let Ok(chunk) = serde_json::from_str::<Value>(data) else { continue };
-            if let Some(error) = chunk.get("error") {
-                let message = error.get("message").cloned().unwrap_or(Value::from("upstream error"));
-                self.emit(
-                    &mut out,
-                    json!({"type": "error", "code": "upstream_error", "message": message, "param": null}),
-                );
-                continue;
-            }
-            self.start(&chunk, &mut out);
-            if let Some(usage) = chunk.get("usage").filter(|u| !u.is_null()) {
-                self.usage = Some(usage.clone());
-            }
-            let Some(choice) = chunk.pointer("/choices/0") else { continue };
-            if let Some(delta) = choice.pointer("/delta/content").and_then(Value::as_str).filter(|t| !t.is_empty()) {
-                if !matches!(&self.open, Some(o) if o.tool.is_none()) {
-                    self.open_item(None, Value::Null, Value::Null, &mut out);
-                }
-                if let Some(open) = self.open.as_mut() {
-                    open.text.push_str(delta);
-                }
-                let (id, index) = self.open.as_ref().map_or((String::new(), 0), |o| (o.id.clone(), o.index));
-                self.emit(&mut out, json!({"type": "response.output_text.delta", "item_id": id, "output_index": index, "content_index": 0, "delta": delta, "logprobs": []}));
-            }
-            for call in choice.pointer("/delta/tool_calls").and_then(Value::as_array).into_iter().flatten() {
-                let tool = call.get("index").and_then(Value::as_u64).unwrap_or(0);
-                if call.get("id").is_some() || !matches!(&self.open, Some(o) if o.tool == Some(tool)) {
-                    let (call_id, name) = (
-                        call.get("id").cloned().unwrap_or_default(),
-                        call.pointer("/function/name").cloned().unwrap_or_default(),
-                    );
-                    self.open_item(Some(tool), call_id, name, &mut out);
-                }
-                if let Some(args) =
-                    call.pointer("/function/arguments").and_then(Value::as_str).filter(|a| !a.is_empty())
-                {
-                    if let Some(open) = self.open.as_mut() {
-                        open.text.push_str(args);
+        for step in self.steps.feed(&bytes) {
+            match step {
+                ChatStep::Start(chunk) => self.start(&chunk, &mut out),
+                ChatStep::Text(delta) => {
+                    if !matches!(&self.open, Some(o) if !o.tool) {
+                        self.open_item(false, Value::Null, Value::Null, &mut out);
                     }
-                    let (id, index) = self.open.as_ref().map_or((String::new(), 0), |o| (o.id.clone(), o.index));
+                    let (id, index) = self.append(&delta);
+                    self.emit(&mut out, json!({"type": "response.output_text.delta", "item_id": id, "output_index": index, "content_index": 0, "delta": delta, "logprobs": []}));
+                }
+                ChatStep::ToolStart { id, name } => self.open_item(true, id, name, &mut out),
+                ChatStep::ToolArgs(args) => {
+                    let (id, index) = self.append(&args);
                     self.emit(&mut out, json!({"type": "response.function_call_arguments.delta", "item_id": id, "output_index": index, "delta": args}));
                 }
-            }
-            if choice.get("finish_reason").and_then(Value::as_str) == Some("length") {
-                self.incomplete = true;
+                ChatStep::Finish(reason) => self.incomplete = reason == "length",
+                ChatStep::Usage(usage) => self.usage = Some(usage),
+                ChatStep::Error(message) => self.emit(
+                    &mut out,
+                    json!({"type": "error", "code": "upstream_error", "message": message, "param": null}),
+                ),
+                ChatStep::Done => self.finish(&mut out),
             }
         }
         out.into_bytes()
+    }
+
+    /// Adds to the open item's text or arguments; answers its id and output index.
+    fn append(&mut self, more: &str) -> (String, u64) {
+        match self.open.as_mut() {
+            Some(open) => {
+                open.text.push_str(more);
+                (open.id.clone(), open.index)
+            }
+            None => (String::new(), 0),
+        }
     }
 
     fn start(&mut self, chunk: &Value, out: &mut String) {
@@ -356,19 +339,17 @@ impl ResponsesStream {
         self.emit(out, json!({"type": "response.in_progress", "response": r}));
     }
 
-    fn open_item(&mut self, tool: Option<u64>, call_id: Value, name: Value, out: &mut String) {
+    fn open_item(&mut self, tool: bool, call_id: Value, name: Value, out: &mut String) {
         self.close_item(out);
         let index = self.done.len() as u64;
-        let id = match tool {
-            None => format!("msg_{index}_{}", self.id),
-            Some(_) => format!("fc_{index}_{}", self.id),
-        };
-        let item = match tool {
-            None => json!({"type": "message", "id": id, "status": "in_progress", "role": "assistant", "content": []}),
-            Some(_) => call_item(&id, &call_id, &name, "", "in_progress"),
+        let id = if tool { format!("fc_{index}_{}", self.id) } else { format!("msg_{index}_{}", self.id) };
+        let item = if tool {
+            call_item(&id, &call_id, &name, "", "in_progress")
+        } else {
+            json!({"type": "message", "id": id, "status": "in_progress", "role": "assistant", "content": []})
         };
         self.emit(out, json!({"type": "response.output_item.added", "output_index": index, "item": item}));
-        if tool.is_none() {
+        if !tool {
             let part = json!({"type": "output_text", "text": "", "annotations": []});
             self.emit(out, json!({"type": "response.content_part.added", "item_id": id, "output_index": index, "content_index": 0, "part": part}));
         }
@@ -378,13 +359,13 @@ impl ResponsesStream {
     fn close_item(&mut self, out: &mut String) {
         let Some(open) = self.open.take() else { return };
         let item = match open.tool {
-            None => {
+            false => {
                 self.emit(out, json!({"type": "response.output_text.done", "item_id": open.id, "output_index": open.index, "content_index": 0, "text": open.text, "logprobs": []}));
                 let part = json!({"type": "output_text", "text": open.text, "annotations": []});
                 self.emit(out, json!({"type": "response.content_part.done", "item_id": open.id, "output_index": open.index, "content_index": 0, "part": part}));
                 message_item(&open.id, &open.text, "completed")
             }
-            Some(_) => {
+            true => {
                 self.emit(out, json!({"type": "response.function_call_arguments.done", "item_id": open.id, "output_index": open.index, "arguments": open.text}));
                 call_item(&open.id, &open.call_id, &open.name, &open.text, "completed")
             }

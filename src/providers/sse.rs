@@ -261,6 +261,87 @@ impl DataLines {
     }
 }
 
+/// What a relayed chat stream says, step by step, for the translators into other dialects
+/// (Anthropic's Messages, OpenAI's Responses).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChatStep {
+    /// The first chunk (its `id`, `model`, `created`).
+    Start(Value),
+    Text(String),
+    /// A new tool call: its id and function name.
+    ToolStart {
+        id: Value,
+        name: Value,
+    },
+    /// More of the current tool call's arguments.
+    ToolArgs(String),
+    /// A choice's `finish_reason`.
+    Finish(String),
+    Usage(Value),
+    /// An error event: its message.
+    Error(Value),
+    /// `data: [DONE]`.
+    Done,
+}
+
+/// Reads whole SSE lines of a chat stream as `ChatStep`s (comments and unreadable lines skipped).
+#[derive(Debug, Default)]
+pub struct ChatSteps {
+    started: bool,
+    /// The chat index of the tool call being written.
+    tool: Option<u64>,
+}
+
+impl ChatSteps {
+    pub fn feed(&mut self, bytes: &[u8]) -> Vec<ChatStep> {
+        let mut steps = Vec::new();
+        for data in String::from_utf8_lossy(bytes).lines().filter_map(|l| l.strip_prefix("data:").map(str::trim_start))
+        {
+            if data == "[DONE]" {
+                steps.push(ChatStep::Done);
+                continue;
+            }
+            let Ok(chunk) = serde_json::from_str::<Value>(data) else { continue };
+            if let Some(error) = chunk.get("error") {
+                steps.push(ChatStep::Error(error.get("message").cloned().unwrap_or(Value::from("upstream error"))));
+                continue;
+            }
+            if !self.started {
+                self.started = true;
+                steps.push(ChatStep::Start(chunk.clone()));
+            }
+            if let Some(usage) = chunk.get("usage").filter(|u| !u.is_null()) {
+                steps.push(ChatStep::Usage(usage.clone()));
+            }
+            let Some(choice) = chunk.pointer("/choices/0") else { continue };
+            if let Some(text) = choice.pointer("/delta/content").and_then(Value::as_str).filter(|t| !t.is_empty()) {
+                self.tool = None;
+                steps.push(ChatStep::Text(text.to_string()));
+            }
+            for call in choice.pointer("/delta/tool_calls").and_then(Value::as_array).into_iter().flatten() {
+                let index = call.get("index").and_then(Value::as_u64).unwrap_or(0);
+                if call.get("id").is_some() || self.tool != Some(index) {
+                    self.tool = Some(index);
+                    let (id, name) = (
+                        call.get("id").cloned().unwrap_or_default(),
+                        call.pointer("/function/name").cloned().unwrap_or_default(),
+                    );
+                    steps.push(ChatStep::ToolStart { id, name });
+                }
+                if let Some(args) =
+                    call.pointer("/function/arguments").and_then(Value::as_str).filter(|a| !a.is_empty())
+                {
+                    steps.push(ChatStep::ToolArgs(args.to_string()));
+                }
+            }
+            if let Some(finish) = choice.get("finish_reason").and_then(Value::as_str) {
+                steps.push(ChatStep::Finish(finish.to_string()));
+            }
+        }
+        steps
+    }
+}
+
 /// One OpenAI SSE event.
 pub fn data_event(payload: &str) -> Vec<u8> {
     format!("data: {payload}\n\n").into_bytes()

@@ -14,6 +14,7 @@ use serde_json::{json, Map, Value};
 
 use crate::domain::chat::ChatRequest;
 use crate::domain::InvalidRequest;
+use crate::providers::sse::{ChatStep, ChatSteps};
 
 fn invalid(message: impl Into<String>, param: &str) -> InvalidRequest {
     InvalidRequest::param(message.into(), param)
@@ -266,9 +267,10 @@ pub fn answer_from_chat(body: Vec<u8>) -> Vec<u8> {
 /// `message_delta` with the stop reason and usage, and `message_stop`.
 #[derive(Debug, Default)]
 pub struct MessagesStream {
+    steps: ChatSteps,
     started: bool,
-    /// The block being written: its index, and the chat tool-call index when it is a tool.
-    open: Option<(u64, Option<u64>)>,
+    /// The block being written: its index, and whether it is a tool's.
+    open: Option<(u64, bool)>,
     next_index: u64,
     stop_reason: Option<&'static str>,
     usage: Option<Value>,
@@ -281,54 +283,38 @@ fn event(name: &str, data: Value) -> String {
 
 impl MessagesStream {
     pub fn feed(&mut self, bytes: Vec<u8>) -> Vec<u8> {
-        let text = String::from_utf8_lossy(&bytes);
         let mut out = String::new();
-        for line in text.lines() {
-            let Some(data) = line.strip_prefix("data:").map(str::trim_start) else { continue };
-            if data == "[DONE]" {
-                self.finish(&mut out);
-                continue;
-            }
-            let Ok(chunk) = serde_json::from_str::<Value>(data) else { continue };
-            if let Some(error) = chunk.get("error") {
-                let message = error.get("message").cloned().unwrap_or(Value::from("upstream error"));
-                out.push_str(&event(
+        for step in self.steps.feed(&bytes) {
+            match step {
+                ChatStep::Start(chunk) => self.start(&chunk, &mut out),
+                ChatStep::Text(text) => {
+                    if !matches!(self.open, Some((_, false))) {
+                        self.open_block(json!({"type": "text", "text": ""}), false, &mut out);
+                    }
+                    let delta = json!({"type": "content_block_delta", "index": self.index(), "delta": {"type": "text_delta", "text": text}});
+                    out.push_str(&event("content_block_delta", delta));
+                }
+                ChatStep::ToolStart { id, name } => {
+                    self.open_block(json!({"type": "tool_use", "id": id, "name": name, "input": {}}), true, &mut out)
+                }
+                ChatStep::ToolArgs(args) => {
+                    let delta = json!({"type": "content_block_delta", "index": self.index(), "delta": {"type": "input_json_delta", "partial_json": args}});
+                    out.push_str(&event("content_block_delta", delta));
+                }
+                ChatStep::Finish(reason) => self.stop_reason = Some(stop_reason(Some(&reason))),
+                ChatStep::Usage(usage) => self.usage = Some(usage),
+                ChatStep::Error(message) => out.push_str(&event(
                     "error",
                     json!({"type": "error", "error": {"type": "api_error", "message": message}}),
-                ));
-                continue;
-            }
-            self.start(&chunk, &mut out);
-            if let Some(usage) = chunk.get("usage").filter(|u| !u.is_null()) {
-                self.usage = Some(usage.clone());
-            }
-            let Some(choice) = chunk.pointer("/choices/0") else { continue };
-            if let Some(text) = choice.pointer("/delta/content").and_then(Value::as_str).filter(|t| !t.is_empty()) {
-                if !matches!(self.open, Some((_, None))) {
-                    self.open_block(json!({"type": "text", "text": ""}), None, &mut out);
-                }
-                let index = self.open.map_or(0, |(i, _)| i);
-                out.push_str(&event("content_block_delta", json!({"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": text}})));
-            }
-            for call in choice.pointer("/delta/tool_calls").and_then(Value::as_array).into_iter().flatten() {
-                let tool = call.get("index").and_then(Value::as_u64).unwrap_or(0);
-                if call.get("id").is_some() || !matches!(self.open, Some((_, Some(t))) if t == tool) {
-                    let block = json!({"type": "tool_use", "id": call.get("id").cloned().unwrap_or_default(),
-                        "name": call.pointer("/function/name").cloned().unwrap_or_default(), "input": {}});
-                    self.open_block(block, Some(tool), &mut out);
-                }
-                if let Some(args) =
-                    call.pointer("/function/arguments").and_then(Value::as_str).filter(|a| !a.is_empty())
-                {
-                    let index = self.open.map_or(0, |(i, _)| i);
-                    out.push_str(&event("content_block_delta", json!({"type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": args}})));
-                }
-            }
-            if let Some(finish) = choice.get("finish_reason").and_then(Value::as_str) {
-                self.stop_reason = Some(stop_reason(Some(finish)));
+                )),
+                ChatStep::Done => self.finish(&mut out),
             }
         }
         out.into_bytes()
+    }
+
+    fn index(&self) -> u64 {
+        self.open.map_or(0, |(i, _)| i)
     }
 
     fn start(&mut self, chunk: &Value, out: &mut String) {
@@ -348,7 +334,7 @@ impl MessagesStream {
         }
     }
 
-    fn open_block(&mut self, block: Value, tool: Option<u64>, out: &mut String) {
+    fn open_block(&mut self, block: Value, tool: bool, out: &mut String) {
         self.close_block(out);
         let index = self.next_index;
         self.next_index += 1;
