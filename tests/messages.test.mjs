@@ -77,10 +77,14 @@ describe('messages, what agents rely on', () => {
       messages: [
         { role: 'user', content: 'Weather in Paris?' },
         { role: 'assistant', content: first.content },
-        { role: 'user', content: [{ type: 'tool_result', tool_use_id: use.id, content: 'sunny' }] },
+        { role: 'user', content: [{ type: 'tool_result', tool_use_id: use.id, content: 'sunny', cache_control: { type: 'ephemeral' } }] },
       ],
     });
     assert.equal(second.content[0].text, 'Echo: sunny');
+    const resent = ctx.gw.fake.requests.filter((r) => r.path === '/v1/messages').at(-1).body;
+    const result = resent.messages.at(-1).content[0];
+    assert.equal(result.type, 'tool_result');
+    assert.deepEqual(result.content, [{ type: 'text', text: 'sunny', cache_control: { type: 'ephemeral' } }], 'the moving cache breakpoint on a tool result reaches Anthropic');
     const rows = await usageRows(ctx.admin, user.id, 2);
     const charged = -rows.reduce((s, r) => s + micros(r.amount), 0);
     assert.equal(charged, costOf(DIRECT, first.usage) + costOf(DIRECT, second.usage), 'each turn charged exactly once');

@@ -54,6 +54,9 @@ fn route(call: &Call, model: &str, row: &PriceRow) -> Result<(Provider, String),
     let direct = call.config.direct_providers();
     let chosen = routing::route(model, row.pin().as_ref(), &direct);
     match chosen.provider {
+        Provider::OpenRouter if call.config.upstream_api_key.is_none() => Err(ApiError::bad_request(
+            "this gateway has no OpenRouter key (AI_GATEWAY_API_KEY) to send embeddings through",
+        )),
         Provider::OpenRouter | Provider::OpenAi => Ok((chosen.provider, chosen.native_model)),
         _ if call.config.upstream_api_key.is_some() => Ok((Provider::OpenRouter, model.to_string())),
         other => Err(ApiError::bad_request(format!(
@@ -131,7 +134,13 @@ async fn send(
         transport::send(Method::Post, &url, &headers, Some(&request.upstream_body(native)), timeout).await?;
     let left = (call.started_ms + timeout as f64 - js_sys::Date::now()).max(1.0) as u64;
     let body = transport::read_all(&mut upstream, left).await?;
-    let usage = embeddings_usage(&body)?;
+    // Embeddings have input tokens only; an upstream that reports just `total_tokens` means those.
+    let usage = embeddings_usage(&body)?.map(|mut u| {
+        if u.prompt_tokens == 0 {
+            u.prompt_tokens = u.total_tokens;
+        }
+        u
+    });
     Ok((body, usage))
 }
 

@@ -73,8 +73,8 @@ mod dispatch {
         let path = req.path();
         let method = req.method();
         call.anthropic_errors = matches!(route(&method, &path), Match::Found(r, _) if r.speaks_anthropic())
-            || path.ends_with("/messages")
-            || path.ends_with("/messages/count_tokens");
+            || path.starts_with("/v1/messages")
+            || path.starts_with("/api/v1/messages");
         let result = match route(&method, &path) {
             Match::Found(r, access) => run(r, access, req, &call).await,
             Match::WrongMethod => Err(ApiError::MethodNotAllowed { method, path }),

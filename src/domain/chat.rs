@@ -74,6 +74,13 @@ impl ChatRequest {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
+        // The reservation covers one choice: several would cost several times what is held.
+        if body.get("n").is_some_and(|n| !n.is_null() && n.as_u64() != Some(1)) {
+            return Err(InvalidRequest::param(
+                "`n` must be 1: the gateway reserves and bills one choice per request",
+                "n",
+            ));
+        }
         let fallbacks = fallback_models(body.get("models"), &model)?;
         let hide_usage =
             body.get("stream_options").and_then(|o| o.get("include_usage")).is_some_and(|v| v == &Value::Bool(false));
@@ -333,6 +340,18 @@ mod tests {
         assert_eq!(req.max_tokens, Some(5));
         req.cap_output(5);
         assert_eq!((req.body["max_tokens"].as_u64(), req.body["max_completion_tokens"].as_u64()), (Some(5), Some(5)));
+    }
+
+    #[test]
+    fn several_choices_are_refused_the_reservation_covers_one() {
+        assert_eq!(
+            parse(r#"{"model":"m","n":3,"messages":[{"role":"user","content":"x"}]}"#)
+                .err()
+                .and_then(|e| e.param)
+                .as_deref(),
+            Some("n")
+        );
+        assert!(parse(r#"{"model":"m","n":1,"messages":[{"role":"user","content":"x"}]}"#).is_ok());
     }
 
     #[test]

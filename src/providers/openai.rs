@@ -36,6 +36,18 @@ pub fn chat_request(chat: &ChatRequest, native_model: &str) -> Vec<u8> {
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     body.insert("model".into(), Value::from(native_model));
+    // OpenAI's reasoning models refuse `max_tokens`; every chat model takes `max_completion_tokens`.
+    if let Some(max) = body.remove("max_tokens") {
+        body.entry("max_completion_tokens").or_insert(max);
+    }
+    // Prompt-caching breakpoints are Anthropic's (OpenAI caches by itself): not sent to OpenAI.
+    if let Some(Value::Array(messages)) = body.get_mut("messages") {
+        for part in messages.iter_mut().filter_map(|m| m.get_mut("content")).filter_map(Value::as_array_mut).flatten() {
+            if let Some(fields) = part.as_object_mut() {
+                fields.remove("cache_control");
+            }
+        }
+    }
     let effort = chat.body.get("reasoning").and_then(|r| r.get("effort")).and_then(Value::as_str);
     if let (Some(effort), false) = (effort, body.contains_key("reasoning_effort")) {
         body.insert("reasoning_effort".into(), Value::from(effort));
@@ -100,6 +112,17 @@ mod tests {
 
     fn body_of(bytes: &[u8]) -> Value {
         serde_json::from_slice(bytes).expect("JSON")
+    }
+
+    #[test]
+    fn reasoning_models_get_max_completion_tokens_and_no_cache_breakpoints() {
+        let req = chat(
+            r#"{"model":"openai/o3","max_tokens":50,"messages":[{"role":"user","content":[{"type":"text","text":"hi","cache_control":{"type":"ephemeral"}}]}]}"#,
+        );
+        let body = body_of(&chat_request(&req, "o3"));
+        assert_eq!(body["max_completion_tokens"], 50);
+        assert!(body.get("max_tokens").is_none());
+        assert!(body["messages"][0]["content"][0].get("cache_control").is_none());
     }
 
     #[test]

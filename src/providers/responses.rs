@@ -305,10 +305,7 @@ impl ResponsesStream {
                 }
                 ChatStep::Finish(reason) => self.incomplete = reason == "length",
                 ChatStep::Usage(usage) => self.usage = Some(usage),
-                ChatStep::Error(message) => self.emit(
-                    &mut out,
-                    json!({"type": "error", "code": "upstream_error", "message": message, "param": null}),
-                ),
+                ChatStep::Error(message) => self.fail(message, &mut out),
                 ChatStep::Done => self.finish(&mut out),
             }
         }
@@ -374,6 +371,20 @@ impl ResponsesStream {
         self.done.push(item);
     }
 
+    /// The stream failed: an `error` event, then `response.failed` (never `completed`).
+    fn fail(&mut self, message: Value, out: &mut String) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        self.start(&json!({}), out);
+        self.emit(out, json!({"type": "error", "code": "upstream_error", "message": message, "param": null}));
+        let mut r =
+            response(&self.id, &self.model, &self.created, "failed", self.done.clone(), usage_of(self.usage.as_ref()));
+        r["error"] = json!({"code": "server_error", "message": message});
+        self.emit(out, json!({"type": "response.failed", "response": r}));
+    }
+
     fn finish(&mut self, out: &mut String) {
         if self.finished {
             return;
@@ -422,6 +433,15 @@ mod tests {
         ] {
             assert_eq!(to_chat(json.as_bytes()).err().and_then(|e| e.param).as_deref(), Some(param), "{json}");
         }
+    }
+
+    #[test]
+    fn a_failed_stream_ends_failed_never_completed() {
+        let stream = "data: {\"id\":\"gen-1\",\"choices\":[{\"delta\":{\"content\":\"Hi\"}}]}\n\ndata: {\"error\":{\"message\":\"cut\"}}\n\ndata: [DONE]\n\n";
+        let out = String::from_utf8(ResponsesStream::default().feed(stream.as_bytes().to_vec())).expect("utf8");
+        let names: Vec<&str> = out.lines().filter_map(|l| l.strip_prefix("event: ")).collect();
+        assert_eq!(names.last(), Some(&"response.failed"), "{out}");
+        assert!(!names.contains(&"response.completed"));
     }
 
     #[test]

@@ -288,8 +288,8 @@ pub enum ChatStep {
 #[derive(Debug, Default)]
 pub struct ChatSteps {
     started: bool,
-    /// The chat index of the tool call being written.
-    tool: Option<u64>,
+    /// The chat index and id of the tool call being written.
+    tool: Option<(u64, String)>,
 }
 
 impl ChatSteps {
@@ -320,8 +320,14 @@ impl ChatSteps {
             }
             for call in choice.pointer("/delta/tool_calls").and_then(Value::as_array).into_iter().flatten() {
                 let index = call.get("index").and_then(Value::as_u64).unwrap_or(0);
-                if call.get("id").is_some() || self.tool != Some(index) {
-                    self.tool = Some(index);
+                let id = call.get("id").and_then(Value::as_str).unwrap_or_default();
+                // A new call: another index, or another id (some upstreams repeat the id on every delta).
+                let new = match &self.tool {
+                    Some((i, current)) => *i != index || (!id.is_empty() && id != current),
+                    None => true,
+                };
+                if new {
+                    self.tool = Some((index, id.to_string()));
                     let (id, name) = (
                         call.get("id").cloned().unwrap_or_default(),
                         call.pointer("/function/name").cloned().unwrap_or_default(),

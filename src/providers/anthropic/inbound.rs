@@ -43,15 +43,32 @@ fn image_part(block: &Value, param: &str) -> Result<Value, InvalidRequest> {
     Ok(json!({"type": "image_url", "image_url": {"url": url}}))
 }
 
-/// The text of a tool result's content (a string, or text blocks).
-fn result_text(content: Option<&Value>) -> String {
-    match content {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Array(blocks)) => {
-            blocks.iter().filter_map(|b| b.get("text").and_then(Value::as_str)).collect::<Vec<_>>().join("\n")
-        }
-        _ => String::new(),
+/// A tool result's content as chat parts: its text and images, an error marked, and the block's
+/// `cache_control` (an agent's moving cache breakpoint usually sits on the last tool result) kept on
+/// its last part.
+fn tool_result_parts(block: &Value, param: &str) -> Result<Value, InvalidRequest> {
+    let mut parts = match block.get("content") {
+        Some(Value::String(s)) => vec![json!({"type": "text", "text": s})],
+        Some(Value::Array(blocks)) => blocks
+            .iter()
+            .filter_map(|b| match b.get("type").and_then(Value::as_str) {
+                Some("text") => Some(Ok(text_part(b))),
+                Some("image") => Some(image_part(b, param)),
+                _ => None,
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        _ => Vec::new(),
+    };
+    if block.get("is_error").and_then(Value::as_bool) == Some(true) {
+        parts.insert(0, json!({"type": "text", "text": "[error]"}));
     }
+    if parts.is_empty() {
+        parts.push(json!({"type": "text", "text": ""}));
+    }
+    if let (Some(cache), Some(last)) = (block.get("cache_control"), parts.last_mut().and_then(Value::as_object_mut)) {
+        last.insert("cache_control".into(), cache.clone());
+    }
+    Ok(Value::Array(parts))
 }
 
 /// The chat request an Anthropic Messages request stands for.
@@ -98,11 +115,8 @@ pub fn to_chat(bytes: &[u8]) -> Result<ChatRequest, InvalidRequest> {
                         Some("image") => parts.push(image_part(block, &param)?),
                         Some("tool_result") => {
                             let id = block.get("tool_use_id").and_then(Value::as_str).unwrap_or_default();
-                            let mut text = result_text(block.get("content"));
-                            if block.get("is_error").and_then(Value::as_bool) == Some(true) {
-                                text = format!("[error] {text}");
-                            }
-                            messages.push(json!({"role": "tool", "tool_call_id": id, "content": text}));
+                            let content = tool_result_parts(block, &param)?;
+                            messages.push(json!({"role": "tool", "tool_call_id": id, "content": content}));
                         }
                         Some(other) => {
                             return Err(invalid(
@@ -303,10 +317,14 @@ impl MessagesStream {
                 }
                 ChatStep::Finish(reason) => self.stop_reason = Some(stop_reason(Some(&reason))),
                 ChatStep::Usage(usage) => self.usage = Some(usage),
-                ChatStep::Error(message) => out.push_str(&event(
-                    "error",
-                    json!({"type": "error", "error": {"type": "api_error", "message": message}}),
-                )),
+                ChatStep::Error(message) => {
+                    // The stream failed: the error is its last word (no `message_stop` to pass for success).
+                    out.push_str(&event(
+                        "error",
+                        json!({"type": "error", "error": {"type": "api_error", "message": message}}),
+                    ));
+                    self.finished = true;
+                }
                 ChatStep::Done => self.finish(&mut out),
             }
         }
@@ -383,7 +401,10 @@ mod tests {
         assert_eq!(m[0]["content"][0]["cache_control"]["type"], "ephemeral");
         assert_eq!(m[1]["content"][0]["cache_control"]["type"], "ephemeral");
         assert_eq!(m[2]["tool_calls"][0]["function"]["arguments"], r#"{"path":"a.txt"}"#);
-        assert_eq!(m[3], json!({"role": "tool", "tool_call_id": "toolu_1", "content": "hello"}));
+        assert_eq!(
+            m[3],
+            json!({"role": "tool", "tool_call_id": "toolu_1", "content": [{"type": "text", "text": "hello"}]})
+        );
         assert_eq!(m[4]["content"][0]["text"], "and now?");
         assert_eq!(chat.body["tools"][0]["function"]["parameters"]["properties"]["path"]["type"], "string");
         assert!(chat.stream);
@@ -423,6 +444,18 @@ mod tests {
             m["usage"],
             json!({"input_tokens": 20, "output_tokens": 9, "cache_read_input_tokens": 100, "cache_creation_input_tokens": 0, "cost": 0.0005})
         );
+    }
+
+    #[test]
+    fn a_failed_stream_ends_with_its_error_and_a_tool_call_repeating_its_id_stays_one_block() {
+        let stream = "data: {\"id\":\"gen-1\",\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"c1\",\"function\":{\"name\":\"Read\",\"arguments\":\"{\\\"a\"}}]}}]}\n\n\
+            data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"c1\",\"function\":{\"arguments\":\"\\\":1}\"}}]}}]}\n\n\
+            data: {\"error\":{\"message\":\"cut\"}}\n\ndata: [DONE]\n\n";
+        let out = String::from_utf8(MessagesStream::default().feed(stream.as_bytes().to_vec())).expect("utf8");
+        let names: Vec<&str> = out.lines().filter_map(|l| l.strip_prefix("event: ")).collect();
+        assert_eq!(names.iter().filter(|n| **n == "content_block_start").count(), 1, "{out}");
+        assert_eq!(names.last(), Some(&"error"));
+        assert!(!names.contains(&"message_stop"));
     }
 
     #[test]

@@ -41,8 +41,12 @@ pub fn messages_request(
             }
             "tool" | "function" => {
                 let id = message.get("tool_call_id").and_then(Value::as_str).unwrap_or_default();
-                let result =
-                    json!({"type": "tool_result", "tool_use_id": id, "content": text_of(message.get("content"))});
+                // Parts (text, images, cache breakpoints) stay blocks; a plain text stays text.
+                let content = match message.get("content") {
+                    Some(Value::Array(_)) => Value::Array(content_blocks(message.get("content"), i)?),
+                    other => Value::from(text_of(other)),
+                };
+                let result = json!({"type": "tool_result", "tool_use_id": id, "content": content});
                 push_turn(&mut turns, "user", vec![result]);
             }
             other => {
