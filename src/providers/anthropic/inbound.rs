@@ -3,12 +3,13 @@
 //! request, served, routed and billed like any chat; the chat answer and its
 //! stream are turned back into Anthropic's shapes. Pure and host-tested.
 //!
-//! Kept: system as text or blocks, `cache_control` on system and content blocks,
-//! images (base64 and URL), tools and `tool_use` / `tool_result` round trips,
-//! `tool_choice`, `stop_sequences`, `thinking` (as OpenRouter's `reasoning`).
-//! Lost in translation: `thinking` blocks sent back in the history (dropped; a
-//! direct Anthropic route would need their signatures), server tools and
-//! document blocks (refused by name: the gateway cannot price them).
+//! Kept: system as text or blocks, `cache_control` on system, content and tool
+//! result blocks, images (base64 and URL), tools and `tool_use` / `tool_result`
+//! round trips, `tool_choice`, `stop_sequences`.
+//! Lost in translation: `thinking` (the request runs without extended thinking:
+//! Anthropic would want earlier turns' thinking blocks and signatures back, which
+//! the chat form cannot hold) and thinking blocks in the history (dropped);
+//! server tools and document blocks (refused by name: the gateway cannot price them).
 
 use serde_json::{json, Map, Value};
 
@@ -206,12 +207,8 @@ pub fn to_chat(bytes: &[u8]) -> Result<ChatRequest, InvalidRequest> {
     if let Some(user) = body.get("metadata").and_then(|m| m.get("user_id")) {
         chat.insert("user".into(), user.clone());
     }
-    if let Some(budget) = body.get("thinking").filter(|t| t.get("type").and_then(Value::as_str) == Some("enabled")) {
-        chat.insert(
-            "reasoning".into(),
-            json!({"max_tokens": budget.get("budget_tokens").cloned().unwrap_or_default()}),
-        );
-    }
+    // `thinking` is not carried yet: with it on, Anthropic wants earlier turns' thinking blocks (and their
+    // signatures) back on every tool-use turn, which the chat form cannot hold; the request runs without it.
     ChatRequest::parse(&serde_json::to_vec(&chat).unwrap_or_default())
 }
 
