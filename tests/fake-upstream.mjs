@@ -423,6 +423,19 @@ async function gemini(req, res, url, body) {
   res.end();
 }
 
+/** POST /v1/messages/count_tokens, as Anthropic counts: the same input tokens `/v1/messages` would bill. */
+function anthropicCount(req, res, body) {
+  if (req.headers['x-api-key'] !== FAKE_ANTHROPIC_KEY) return anthropicError(res, 401, 'authentication_error', 'invalid x-api-key');
+  if (!req.headers['anthropic-version']) return anthropicError(res, 400, 'invalid_request_error', 'anthropic-version: header is required');
+  if (!body || typeof body.model !== 'string' || !priceOf(`anthropic/${body.model}`)) return anthropicError(res, 404, 'not_found_error', `model: ${body?.model}`);
+  if (!Array.isArray(body.messages) || body.messages.length === 0) return anthropicError(res, 400, 'invalid_request_error', 'messages: Field required');
+  for (const f of ['max_tokens', 'stream', 'temperature']) {
+    if (f in body) return anthropicError(res, 400, 'invalid_request_error', `${f}: Extra inputs are not permitted`);
+  }
+  const chars = body.messages.reduce((n, m) => n + blockText(m.content).length, 0) + blockText(body.system ?? '').length;
+  return sendJson(res, 200, { input_tokens: Math.ceil(chars / 4) + 3 * body.messages.length });
+}
+
 async function anthropic(req, res, body) {
   if (req.headers['x-api-key'] !== FAKE_ANTHROPIC_KEY) return anthropicError(res, 401, 'authentication_error', 'invalid x-api-key');
   if (!req.headers['anthropic-version']) return anthropicError(res, 400, 'invalid_request_error', 'anthropic-version: header is required');
@@ -614,6 +627,7 @@ export function startFakeUpstream({ port = 0, host = '127.0.0.1', apiKey, provis
     if (provider === 'anthropic') return anthropic(req, res, body);
     if (provider === 'google') return gemini(req, res, url, body);
     if (provider === 'openai') return openai(req, res, body);
+    if (req.method === 'POST' && url.pathname === '/v1/messages/count_tokens') return anthropicCount(req, res, body);
     if (req.method === 'POST' && url.pathname === '/openai/v1/embeddings') {
       if ((req.headers.authorization ?? '') !== `Bearer ${FAKE_OPENAI_KEY}`) return openaiError(res, 401, 'Incorrect API key provided.', 'invalid_api_key');
       return embeddings(res, body, { native: true });

@@ -113,10 +113,17 @@ describe('messages, what agents rely on', () => {
     assert.equal(-rows.reduce((s, r) => s + micros(r.amount), 0), usages.reduce((s, u) => s + costOf(DIRECT, u), 0));
   });
 
-  test('count_tokens answers an estimate and charges nothing', async () => {
+  test('count_tokens is Anthropic\'s own count for a direct Anthropic model, an estimate elsewhere, and charges nothing', async () => {
     const { user, client } = await anthropicFor();
-    const count = await client.messages.countTokens({ model: DIRECT, messages: [{ role: 'user', content: 'how many tokens is this?' }] });
-    assert.ok(count.input_tokens > 0);
+    const messages = [{ role: 'user', content: 'how many tokens is this?' }];
+    const count = await client.messages.countTokens({ model: DIRECT, messages });
+    // The fake counts as it bills: ceil(24 characters / 4) + 3 per message.
+    assert.equal(count.input_tokens, 9);
+    const asked = ctx.gw.fake.requests.filter((r) => r.path === '/v1/messages/count_tokens').at(-1);
+    assert.equal(asked.body.model, 'claude-3-5-haiku-20241022');
+    assert.equal(asked.body.max_tokens, undefined);
+    const estimate = await client.messages.countTokens({ model: VIA_OPENROUTER, messages });
+    assert.ok(estimate.input_tokens > 0);
     await sleep(300);
     const rows = (await ctx.admin.call('GET', `/api/balance/transactions?user_id=${user.id}`)).body.data;
     assert.equal(rows.filter((r) => r.type === 'usage').length, 0);

@@ -46,9 +46,10 @@ pub async fn create_message(mut req: Incoming, call: &Call, auth: Authenticated)
     serve(call, auth, chat, Dialect::Messages).await
 }
 
-/// POST /v1/messages/count_tokens: an estimate (a token per four bytes of the request's messages
-/// and tools), never billed and never sent upstream.
-pub async fn count_message_tokens(mut req: Incoming, _call: &Call) -> Result<Response, ApiError> {
+/// POST /v1/messages/count_tokens, never billed: Anthropic's own count for a model served by the direct
+/// Anthropic route, else (or should Anthropic not answer) an estimate: a token per four bytes of the
+/// request's messages and tools.
+pub async fn count_message_tokens(mut req: Incoming, call: &Call) -> Result<Response, ApiError> {
     let bytes = read_body(&mut req, MAX_BODY_BYTES).await?;
     // `max_tokens` is not part of a count request; the translation wants one.
     let mut body: serde_json::Value = serde_json::from_slice(&bytes)
@@ -57,7 +58,37 @@ pub async fn count_message_tokens(mut req: Incoming, _call: &Call) -> Result<Res
         fields.entry("max_tokens").or_insert(serde_json::Value::from(1));
     }
     let chat = anthropic::inbound::to_chat(&serde_json::to_vec(&body).unwrap_or_default())?;
-    super::respond::json(200, &serde_json::json!({ "input_tokens": anthropic::inbound::estimate_input_tokens(&chat) }))
+    let counted = match anthropic_route(call, &chat.model).await? {
+        Some(native) => count_with_anthropic(call, &chat, &native).await,
+        None => None,
+    };
+    let input_tokens = counted.unwrap_or_else(|| anthropic::inbound::estimate_input_tokens(&chat));
+    super::respond::json(200, &serde_json::json!({ "input_tokens": input_tokens }))
+}
+
+/// The Anthropic model id, when `model` is served by the direct Anthropic route here.
+async fn anthropic_route(call: &Call, model: &str) -> Result<Option<String>, ApiError> {
+    let prices = price_table(call).await?;
+    let pin = prices.get(model).and_then(PriceRow::pin);
+    let route = routing::route(model, pin.as_ref(), &call.config.direct_providers());
+    Ok((route.provider == routing::Provider::Anthropic).then_some(route.native_model))
+}
+
+/// Anthropic's count of the request's input tokens (`None` when it cannot be had).
+async fn count_with_anthropic(call: &Call, chat: &ChatRequest, native: &str) -> Option<u64> {
+    let endpoint = call.config.endpoint(routing::Provider::Anthropic)?;
+    let mut body = anthropic::request::messages_request(chat, native, 1).ok()?;
+    if let Some(fields) = body.as_object_mut() {
+        fields.retain(|k, _| matches!(k.as_str(), "model" | "messages" | "system" | "tools" | "tool_choice"));
+    }
+    let url = format!("{}/v1/messages/count_tokens", endpoint.base_url);
+    let headers =
+        [("x-api-key", endpoint.key), ("anthropic-version", "2023-06-01"), ("content-type", "application/json")];
+    let bytes = body.to_string().into_bytes();
+    let mut answer =
+        crate::providers::transport::send(worker::Method::Post, &url, &headers, Some(&bytes), 10_000).await.ok()?;
+    let text = crate::providers::transport::read_all(&mut answer, 10_000).await.ok()?;
+    serde_json::from_slice::<serde_json::Value>(&text).ok()?.get("input_tokens")?.as_u64()
 }
 
 /// POST /v1/responses: OpenAI's Responses API (Codex, `client.responses.create`), stateless,
