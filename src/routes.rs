@@ -80,13 +80,6 @@ pub enum Route {
     DeleteRoute(String),
 }
 
-impl Route {
-    /// Whose error shape the route answers in.
-    pub fn speaks_anthropic(&self) -> bool {
-        matches!(self, Self::Messages | Self::CountTokens)
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Match {
     Found(Route, Access),

@@ -208,7 +208,7 @@ async fn reconcile_account(
     loop {
         attempt += 1;
         account.flush().await.map_err(ApiError::internal)?;
-        let summary = account.summary(None).await.map_err(ApiError::internal)?;
+        let summary = account.audit().await.map_err(ApiError::internal)?;
         let sum: Option<Sum> = db
             .prepare("SELECT SUM(amount) AS total FROM balance_transactions WHERE user_id = ?1")
             .bind(&[user_id.into()])

@@ -72,9 +72,8 @@ mod dispatch {
         let mut call = Call::new(&req, env, ctx);
         let path = req.path();
         let method = req.method();
-        call.anthropic_errors = matches!(route(&method, &path), Match::Found(r, _) if r.speaks_anthropic())
-            || path.starts_with("/v1/messages")
-            || path.starts_with("/api/v1/messages");
+        // Anthropic's Messages API (and anything under it) answers errors in Anthropic's shape.
+        call.anthropic_errors = path.starts_with("/v1/messages") || path.starts_with("/api/v1/messages");
         let result = match route(&method, &path) {
             Match::Found(r, access) => run(r, access, req, &call).await,
             Match::WrongMethod => Err(ApiError::MethodNotAllowed { method, path }),

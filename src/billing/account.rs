@@ -103,7 +103,7 @@ impl Account<'_> {
                 self.wrote = true;
                 AccountResponse::Credited { transaction_id: id, balance }
             }
-            AccountRequest::Summary { key_id } => self.summary(key_id.as_deref())?,
+            AccountRequest::Summary { key_id, audit } => self.summary(key_id.as_deref(), audit)?,
             AccountRequest::Transactions { page, page_size } => {
                 let (rows, total) = store::transactions(sql, page, page_size)?;
                 AccountResponse::Transactions { rows, total }
@@ -114,10 +114,10 @@ impl Account<'_> {
         })
     }
 
-    fn summary(&self, key_id: Option<&str>) -> Result<AccountResponse> {
+    fn summary(&self, key_id: Option<&str>, audit: bool) -> Result<AccountResponse> {
         let (sql, now, b) = (self.sql, self.now, &*self.book);
         let (total_credits, total_usage) = store::totals(sql)?;
-        let (ledger_sum, uncollected, _) = store::ledger_totals(sql)?;
+        let (ledger_sum, uncollected) = if audit { store::ledger_totals(sql)? } else { (0, 0) };
         let key = key_id.map(|key_id| {
             let reset = b.key(key_id).and_then(|k| k.limit_reset);
             KeyUsage {

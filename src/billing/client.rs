@@ -91,6 +91,7 @@ pub struct Summary {
     pub total_credits: i64,
     pub total_usage: i64,
     pub key: Option<KeyUsage>,
+    /// Only from `audit` (0 otherwise).
     pub ledger_sum: i64,
     pub uncollected: i64,
     pub open: i64,
@@ -164,7 +165,17 @@ impl<'a> Account<'a> {
 
     /// Balance and totals.
     pub async fn summary(&self, key_id: Option<String>) -> Result<Summary, String> {
-        match self.call(&AccountRequest::Summary { key_id }).await? {
+        self.summarise(key_id, false).await
+    }
+
+    /// Balance and totals with the ledger's own sums (`ledger_sum`, `uncollected`): a scan of the
+    /// whole ledger, for reconciliation.
+    pub async fn audit(&self) -> Result<Summary, String> {
+        self.summarise(None, true).await
+    }
+
+    async fn summarise(&self, key_id: Option<String>, audit: bool) -> Result<Summary, String> {
+        match self.call(&AccountRequest::Summary { key_id, audit }).await? {
             AccountResponse::Summary {
                 balance,
                 reserved,

@@ -39,7 +39,12 @@ pub enum AccountRequest {
         idempotency_key: Option<String>,
     },
     /// Balance and totals; with `key_id`, that key's spend per window.
-    Summary { key_id: Option<String> },
+    /// With `audit`, also the ledger's own sums (a scan of the whole ledger: reconciliation only).
+    Summary {
+        key_id: Option<String>,
+        #[serde(default)]
+        audit: bool,
+    },
     /// Ledger rows, newest first.
     Transactions { page: u32, page_size: u32 },
     /// Copies the ledger's unsynced rows to D1 now (reconciliation asks first).

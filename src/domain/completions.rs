@@ -73,17 +73,7 @@ pub fn to_chat(bytes: &[u8]) -> Result<ChatRequest, InvalidRequest> {
 /// A chat completion answer as a text completion.
 pub fn answer_from_chat(body: Vec<u8>) -> Vec<u8> {
     let Ok(Value::Object(mut answer)) = serde_json::from_slice::<Value>(&body) else { return body };
-    answer.insert("object".into(), Value::from("text_completion"));
-    if let Some(Value::Array(choices)) = answer.get_mut("choices") {
-        for choice in choices.iter_mut() {
-            let text = choice.pointer("/message/content").and_then(Value::as_str).unwrap_or_default().to_string();
-            if let Some(fields) = choice.as_object_mut() {
-                fields.remove("message");
-                fields.insert("text".into(), Value::from(text));
-                fields.entry("logprobs").or_insert(Value::Null);
-            }
-        }
-    }
+    as_text_completion(&mut answer, "message");
     serde_json::to_vec(&answer).unwrap_or(body)
 }
 
@@ -110,18 +100,19 @@ fn chunk_from_chat(data: &str) -> String {
     if chunk.contains_key("error") {
         return data.to_string();
     }
-    chunk.insert("object".into(), Value::from("text_completion"));
-    if let Some(Value::Array(choices)) = chunk.get_mut("choices") {
-        for choice in choices.iter_mut() {
-            let text = choice.pointer("/delta/content").and_then(Value::as_str).unwrap_or_default().to_string();
-            if let Some(fields) = choice.as_object_mut() {
-                fields.remove("delta");
-                fields.insert("text".into(), Value::from(text));
-                fields.entry("logprobs").or_insert(Value::Null);
-            }
-        }
-    }
+    as_text_completion(&mut chunk, "delta");
     serde_json::to_string(&chunk).unwrap_or_else(|_| data.to_string())
+}
+
+/// A chat answer or chunk as a text completion: each choice's `message` (or `delta`) content becomes `text`.
+fn as_text_completion(answer: &mut Map<String, Value>, carrier: &str) {
+    answer.insert("object".into(), Value::from("text_completion"));
+    for choice in answer.get_mut("choices").and_then(Value::as_array_mut).into_iter().flatten() {
+        let Some(fields) = choice.as_object_mut() else { continue };
+        let text = fields.remove(carrier).and_then(|c| c.get("content").and_then(Value::as_str).map(String::from));
+        fields.insert("text".into(), Value::from(text.unwrap_or_default()));
+        fields.entry("logprobs").or_insert(Value::Null);
+    }
 }
 
 #[cfg(test)]
