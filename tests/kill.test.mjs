@@ -9,6 +9,7 @@
 // closed by the documented rule: charged the evidence their last heartbeat
 // reported (the prompt and the content delivered, estimated), never more than
 // reserved, once, with a ledger row that says "closed without settlement".
+// A key's spend in its limit window survives the kill too.
 
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -79,6 +80,18 @@ test('a runtime killed mid-burst loses no money and charges nothing twice', { ti
       const key = await admin.createKey(user.id);
       accounts.push({ user, key: key.key, credit: micros(credit) });
     }
+    // A key whose monthly limit fits one small request: it spends it before the kill.
+    const limitedMessages = [{ role: 'user', content: 'spend before the kill' }];
+    const limit = worstCase(limitedMessages, 10);
+    const limitedUser = await admin.createUser({}, { credit: 1 });
+    const limited = (await admin.createKey(limitedUser.id, { limit: limit / 1e6, limit_reset: 'monthly' })).key;
+    const spendRes = await send(gw.url, limited, { messages: limitedMessages, max_tokens: 10 });
+    assert.equal(spendRes.status, 200);
+    await spendRes.text();
+    const spent = costOf(fakeTokens(limitedMessages));
+    const usageOf = async () => micros((await adminClient(gw.url, limited).call('GET', '/api/v1/key')).body.data.usage_monthly);
+    for (let i = 0; i < 50 && (await usageOf()) !== spent; i++) await sleep(100);
+    assert.equal(await usageOf(), spent, 'the small request is counted against the key');
     // 40 requests, half of them streams, on the first two accounts; the tight account gets exactly two streams.
     const plan = [];
     for (let i = 0; i < 40; i++) plan.push({ account: accounts[(i >> 1) % 2], stream: i % 2 === 0 });
@@ -113,6 +126,12 @@ test('a runtime killed mid-burst loses no money and charges nothing twice', { ti
     const refused = await send(gw.url, tight.key, { messages: big, max_tokens: 5 });
     assert.equal(refused.status, 402, 'a new request cannot spend money held for the cut streams');
     await refused.text();
+
+    // The limited key still remembers this month's spend: the same request no longer fits.
+    assert.equal(await usageOf(), spent, "the key's monthly spend survived the kill");
+    const overLimit = await send(gw.url, limited, { messages: limitedMessages, max_tokens: 10 });
+    assert.equal(overLimit.status, 402, 'the key limit holds across the kill');
+    assert.equal((await overLimit.json()).error.metadata.limit_source, 'key_limit');
 
     // Let the leases run out; reconciliation (which also makes each object close what is due) must come clean.
     let report;

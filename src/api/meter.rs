@@ -208,25 +208,21 @@ impl Meter {
             lease_ms,
             upstream_id: None,
         };
+        // Only a key limit has a reset to tell.
+        let refusal = |source| insufficient(source, resets_at_ms.filter(|_| source == LimitSource::KeyLimit));
         let (mut m, output) = match reservation {
             Reservation::Full { amount } => (meter(amount), output),
-            Reservation::Partial { amount } if output > 0 => {
+            Reservation::Partial { amount, source } => {
+                // Nothing to cap (no output tokens) or not one output token affordable: the limit that capped it refuses.
                 let affordable = pricing::affordable_output_tokens(&worst_rates, prompt, amount).min(output);
                 let m = meter(amount);
                 if affordable == 0 {
                     m.release(call, 402);
-                    return Err(insufficient(LimitSource::Balance, None));
+                    return Err(refusal(source));
                 }
                 (m, affordable)
             }
-            // Nothing to cap (no output tokens): part of the worst case is not enough.
-            Reservation::Partial { amount } => {
-                meter(amount).release(call, 402);
-                return Err(insufficient(LimitSource::Balance, None));
-            }
-            Reservation::Refused { source } => {
-                return Err(insufficient(source, resets_at_ms.filter(|_| source == LimitSource::KeyLimit)))
-            }
+            Reservation::Refused { source } => return Err(refusal(source)),
         };
         if let Some(org_id) = &key.org_id {
             let tokens = i64::try_from(prompt.saturating_add(output)).unwrap_or(i64::MAX);

@@ -233,7 +233,7 @@ impl Book {
         let headroom = Headroom { balance: self.balance - self.reserved(), key: key_headroom };
         let reservation = ledger::reserve(headroom, ask.worst_case, ask.min_to_run);
         let held = match reservation {
-            Reservation::Full { amount } | Reservation::Partial { amount } => {
+            Reservation::Full { amount } | Reservation::Partial { amount, .. } => {
                 let held = Held {
                     key_id: ask.key_id.clone(),
                     amount,
@@ -300,6 +300,7 @@ impl Book {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::ledger::LimitSource;
 
     const NOW: i64 = 1_700_000_000_000;
     const LEASE: i64 = 60_000;
@@ -344,7 +345,7 @@ mod tests {
         assert_eq!(book.reserve(&ask("r1", "k", 60), NOW).0, full(60));
         assert_eq!(
             book.reserve(&ask("r2", "k", 60), NOW).0,
-            Decision::Decided { reservation: Reservation::Partial { amount: 40 }, resets_at_ms: None }
+            Decision::Decided { reservation: Reservation::Partial { amount: 40, source: LimitSource::Balance }, resets_at_ms: None }
         );
         assert_eq!(book.reserved(), 100);
         let (decision, held) = book.reserve(&ask("r3", "k", 60), NOW);
@@ -378,7 +379,7 @@ mod tests {
                 (a.limit_micros, a.limit_reset, a.min_to_run) = (Some(150), Some(reset), 10);
                 if let (
                     Decision::Decided {
-                        reservation: Reservation::Full { amount } | Reservation::Partial { amount },
+                        reservation: Reservation::Full { amount } | Reservation::Partial { amount, .. },
                         ..
                     },
                     _,
@@ -400,7 +401,7 @@ mod tests {
         book.reserve(&ask("r2", "k", 30), NOW);
         let (decision, _) = book.reserve(&ask("r3", "k", 30), NOW);
         let Decision::Decided { reservation, resets_at_ms } = decision else { panic!("decided") };
-        assert_eq!(reservation, Reservation::Partial { amount: 20 });
+        assert_eq!(reservation, Reservation::Partial { amount: 20, source: LimitSource::KeyLimit });
         assert_eq!(resets_at_ms, Some(Reset::Daily.window_end(NOW)));
         let tomorrow = NOW + DAY_MS;
         book.settle("r2", 0, tomorrow);

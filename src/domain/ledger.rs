@@ -27,9 +27,10 @@ pub enum Reservation {
     Full {
         amount: i64,
     },
-    /// Only `amount` is covered: the request runs with its output capped to fit.
+    /// Only `amount` is covered: the request runs with its output capped to fit `source`.
     Partial {
         amount: i64,
+        source: LimitSource,
     },
     Refused {
         source: LimitSource,
@@ -45,7 +46,7 @@ pub fn reserve(headroom: Headroom, worst_case: i64, min_to_run: i64) -> Reservat
     if cap >= worst_case {
         Reservation::Full { amount: worst_case.max(0) }
     } else if cap >= min_to_run && cap > 0 {
-        Reservation::Partial { amount: cap }
+        Reservation::Partial { amount: cap, source }
     } else {
         Reservation::Refused { source }
     }
@@ -97,8 +98,8 @@ mod tests {
 
     #[test]
     fn clamps_to_what_the_tightest_limit_allows() {
-        assert_eq!(reserve(Headroom { balance: 50, key: None }, 100, 10), Reservation::Partial { amount: 50 });
-        assert_eq!(reserve(Headroom { balance: 500, key: Some(30) }, 100, 10), Reservation::Partial { amount: 30 });
+        assert_eq!(reserve(Headroom { balance: 50, key: None }, 100, 10), Reservation::Partial { amount: 50, source: LimitSource::Balance });
+        assert_eq!(reserve(Headroom { balance: 500, key: Some(30) }, 100, 10), Reservation::Partial { amount: 30, source: LimitSource::KeyLimit });
     }
 
     #[test]
