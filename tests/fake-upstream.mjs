@@ -19,7 +19,9 @@
 //   "non_json"              200 with an HTML body
 //   "tools"                 answers with a tool call (streamed as argument pieces)
 //   "error_event"           stream: a mid-stream error event, then the end
-// `chunk_delay_ms` (body field) spaces streamed chunks out.
+// `chunk_delay_ms` (body field) spaces streamed chunks out. A thinking budget (`reasoning.max_tokens`)
+// gets a thought first (`reasoning`, `reasoning_details`; signed for anthropic/* models), its words
+// counted as completion and reasoning tokens.
 // Test helpers: GET /__requests lists the requests received (newest last),
 // DELETE /__requests forgets them. POST /__fail {provider, status, times?, retry_after?}
 // makes the next `times` (default 1) chat calls to that provider (openrouter | openai |
@@ -62,6 +64,18 @@ export const FAKE_OPENAI_KEY = 'sk-proj-test-openai-key';
 
 /** The only key the fake Anthropic API accepts. */
 export const FAKE_ANTHROPIC_KEY = 'sk-ant-test-key';
+
+/** The `anthropic-beta` values the fake Anthropic API knows (others are refused, as Anthropic does). */
+const ANTHROPIC_BETAS = new Set([
+  'prompt-caching-2024-07-31', 'interleaved-thinking-2025-05-14', 'fine-grained-tool-streaming-2025-05-14',
+  'token-efficient-tools-2025-02-19', 'output-128k-2025-02-19', 'claude-code-20250219', 'context-1m-2025-08-07',
+  'context-management-2025-06-27',
+]);
+
+/** The fake Anthropic's signature of a thinking text: proof, on a later turn, that it came back unchanged. */
+export function thinkingSignature(text) {
+  return createHash('sha256').update(`fake-thinking:${text}`).digest('base64');
+}
 
 /** The only key the fake's key-management API accepts (tests and demo mode). */
 export const FAKE_PROVISIONING_KEY = 'sk-or-prov-test-provisioning-key';
@@ -191,14 +205,23 @@ async function chat(req, res, body, opts) {
   const { promptTokens, pieces, finish } = tokensFor(body);
   const tools = fault === 'tools';
   const call = tools ? toolCallFor(body) : null;
-  const completionTokens = tools ? 12 : pieces.length;
+  // A thinking budget (`reasoning.max_tokens`) gets thinking first, as `reasoning` and `reasoning_details`
+  // (signed for Anthropic's models, whose signatures must come back on later turns).
+  const thought = Number.isInteger(body.reasoning?.max_tokens) && body.reasoning.enabled !== false
+    ? `Thinking about: ${messageText([...body.messages].reverse().find((m) => m.role === 'user')?.content).slice(0, 40)}` : null;
+  const signature = thought && body.model.startsWith('anthropic/') ? thinkingSignature(thought) : undefined;
+  const detail = thought && { type: 'reasoning.text', text: thought, signature, format: signature ? 'anthropic-claude-v1' : 'unknown', index: 0 };
+  const reasoningTokens = thought ? thought.split(' ').length : 0;
+  const completionTokens = (tools ? 12 : pieces.length) + reasoningTokens;
   const usage = usageFor(body.model, promptTokens, completionTokens);
+  if (thought) usage.completion_tokens_details = { reasoning_tokens: reasoningTokens };
   const base = { id, provider: 'FakeProvider', model: body.model, object: 'chat.completion.chunk', created };
 
   if (!body.stream) {
     const message = tools
       ? { role: 'assistant', content: null, tool_calls: [call] }
       : { role: 'assistant', content: pieces.join(''), refusal: null };
+    if (thought) Object.assign(message, { reasoning: thought, reasoning_details: [detail] });
     const text = JSON.stringify({
       ...base,
       object: 'chat.completion',
@@ -219,6 +242,13 @@ async function chat(req, res, body, opts) {
   const chunk = (delta, finish_reason = null) => ({ ...base, choices: [{ index: 0, delta, finish_reason, native_finish_reason: finish_reason, logprobs: null }] });
   res.write(': OPENROUTER PROCESSING\n\n');
   const cutAfter = fault.startsWith('cut:') ? Number(fault.slice(4)) : Infinity;
+  if (thought) {
+    for (const [i, w] of thought.split(' ').entries()) {
+      const text = i === 0 ? w : ` ${w}`;
+      send(chunk({ ...(i === 0 ? { role: 'assistant' } : {}), content: '', reasoning: text, reasoning_details: [{ ...detail, text, signature: undefined }] }));
+    }
+    if (signature) send(chunk({ content: '', reasoning_details: [{ ...detail, text: '', signature }] }));
+  }
 
   if (tools) {
     send(chunk({ role: 'assistant', content: null, tool_calls: [{ index: 0, id: call.id, type: 'function', function: { name: call.function.name, arguments: '' } }] }));
@@ -357,7 +387,10 @@ function blockText(content) {
 /**
  * Anthropic's Messages API (`POST /v1/messages`), validated like the real one: `x-api-key`,
  * `anthropic-version`, `max_tokens` required, only user/assistant roles (a `system` role in
- * `messages` is refused), starting with user and alternating. Answers "Echo: <last user text>",
+ * `messages` is refused), starting with user and alternating, known `anthropic-beta` values only.
+ * Extended thinking (`thinking: {type: "enabled", budget_tokens >= 1024 < max_tokens}`) answers with a
+ * signed thinking block first; a thinking block sent back must carry its signature unchanged, and with
+ * thinking on, the assistant turn before a tool result must start with its thinking. Answers "Echo: <last user text>",
  * or a `get_weather` tool call when tools are offered and the last user turn is not a tool result.
  * Usage: input = ceil(chars / 4) + 3 per message (+ the system text), output = one per word.
  */
@@ -452,13 +485,35 @@ async function anthropic(req, res, body) {
     if (i > 0 && body.messages[i - 1].role === m.role) return anthropicError(res, 400, 'invalid_request_error', 'messages: roles must alternate between "user" and "assistant"');
   }
   if (body.system !== undefined && typeof body.system !== 'string' && !Array.isArray(body.system)) return anthropicError(res, 400, 'invalid_request_error', 'system: Input should be a valid string');
-  for (const f of ['frequency_penalty', 'presence_penalty', 'logprobs', 'n', 'response_format', 'stream_options']) {
+  for (const f of ['frequency_penalty', 'presence_penalty', 'logprobs', 'n', 'response_format', 'stream_options', 'reasoning']) {
     if (f in body) return anthropicError(res, 400, 'invalid_request_error', `${f}: Extra inputs are not permitted`);
   }
+  const betas = String(req.headers['anthropic-beta'] ?? '').split(',').map((b) => b.trim()).filter(Boolean);
+  const unknownBetas = betas.filter((b) => !ANTHROPIC_BETAS.has(b));
+  if (unknownBetas.length) return anthropicError(res, 400, 'invalid_request_error', `Unexpected value(s) \`${unknownBetas.join(', ')}\` for the \`anthropic-beta\` header.`);
   const last = body.messages.at(-1);
+  const answeredTool = Array.isArray(last.content) && last.content.some((b) => b.type === 'tool_result');
+  const thinking = body.thinking?.type === 'enabled' ? body.thinking : null;
+  if (body.thinking !== undefined && !thinking && body.thinking?.type !== 'disabled') return anthropicError(res, 400, 'invalid_request_error', "thinking: Input tag does not match any of the expected tags: 'enabled', 'disabled'");
+  if (thinking) {
+    if (!Number.isInteger(thinking.budget_tokens) || thinking.budget_tokens < 1024) return anthropicError(res, 400, 'invalid_request_error', 'thinking.enabled.budget_tokens: Input should be greater than or equal to 1024');
+    if (body.max_tokens <= thinking.budget_tokens) return anthropicError(res, 400, 'invalid_request_error', '`max_tokens` must be greater than `thinking.budget_tokens`.');
+    if (body.temperature !== undefined && body.temperature !== 1) return anthropicError(res, 400, 'invalid_request_error', '`temperature` may only be set to 1 when thinking is enabled.');
+  }
+  for (const [i, m] of body.messages.entries()) {
+    for (const [j, b] of (Array.isArray(m.content) ? m.content : []).entries()) {
+      if (b.type === 'thinking' && b.signature !== thinkingSignature(b.thinking)) return anthropicError(res, 400, 'invalid_request_error', `messages.${i}.content.${j}: Invalid \`signature\` in \`thinking\` block`);
+    }
+  }
+  if (thinking && answeredTool) {
+    const n = body.messages.length - 2;
+    const first = body.messages[n]?.content?.[0]?.type;
+    if (first !== 'thinking' && first !== 'redacted_thinking') {
+      return anthropicError(res, 400, 'invalid_request_error', `messages.${n}.content.0.type: Expected \`thinking\` or \`redacted_thinking\`, but found \`${first}\`. When \`thinking\` is enabled, a final \`assistant\` message must start with a thinking block (preceeding the lastmost set of \`tool_use\` and \`tool_result\` blocks).`);
+    }
+  }
   const chars = body.messages.reduce((n, m) => n + blockText(m.content).length, 0) + blockText(body.system ?? '').length;
   const input = Math.ceil(chars / 4) + 3 * body.messages.length;
-  const answeredTool = Array.isArray(last.content) && last.content.some((b) => b.type === 'tool_result');
   const callTool = Array.isArray(body.tools) && body.tools.length > 0 && !answeredTool;
   let words = ['Echo:', ...blockText(last.content).split(/\s+/).filter(Boolean)].slice(0, 64);
   let stop = 'end_turn';
@@ -467,26 +522,37 @@ async function anthropic(req, res, body) {
     stop = 'max_tokens';
   }
   const id = `msg_fake_${Date.now().toString(36)}`;
-  const tool = callTool ? { type: 'tool_use', id: 'toolu_fake_1', name: body.tools[0].name, input: { location: 'Paris', unit: 'celsius' } } : null;
-  const output = callTool ? 12 : words.length;
+  const tool = callTool ? { type: 'tool_use', id: `toolu_fake_${body.messages.length}`, name: body.tools[0].name, input: { location: 'Paris', unit: 'celsius' } } : null;
+  // With thinking on, the answer starts with a signed thinking block; its words are output tokens.
+  const thought = thinking ? `Thinking about: ${blockText(last.content).slice(0, 40)}` : null;
+  const output = (callTool ? 12 : words.length) + (thought ? thought.split(' ').length : 0);
   if (callTool) stop = 'tool_use';
   const usage = { input_tokens: input, output_tokens: output, cache_creation_input_tokens: 0, cache_read_input_tokens: 0 };
   if (!body.stream) {
     const content = tool ? [tool] : [{ type: 'text', text: words.join(' ') }];
+    if (thought) content.unshift({ type: 'thinking', thinking: thought, signature: thinkingSignature(thought) });
     return sendJson(res, 200, { id, type: 'message', role: 'assistant', model: body.model, content, stop_reason: stop, stop_sequence: null, usage });
   }
   res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
   const send = (event, data) => res.write(`event: ${event}\ndata: ${JSON.stringify({ type: event, ...data })}\n\n`);
   send('message_start', { message: { id, type: 'message', role: 'assistant', model: body.model, content: [], stop_reason: null, usage: { ...usage, output_tokens: 1 } } });
   send('ping', {});
-  if (tool) {
-    send('content_block_start', { index: 0, content_block: { ...tool, input: {} } });
-    for (const piece of ['', '{"location":', ' "Paris", ', '"unit": "celsius"}']) send('content_block_delta', { index: 0, delta: { type: 'input_json_delta', partial_json: piece } });
-  } else {
-    send('content_block_start', { index: 0, content_block: { type: 'text', text: '' } });
-    for (const [i, w] of words.entries()) send('content_block_delta', { index: 0, delta: { type: 'text_delta', text: i === 0 ? w : ` ${w}` } });
+  let index = 0;
+  if (thought) {
+    send('content_block_start', { index, content_block: { type: 'thinking', thinking: '', signature: '' } });
+    for (const [i, w] of thought.split(' ').entries()) send('content_block_delta', { index, delta: { type: 'thinking_delta', thinking: i === 0 ? w : ` ${w}` } });
+    send('content_block_delta', { index, delta: { type: 'signature_delta', signature: thinkingSignature(thought) } });
+    send('content_block_stop', { index });
+    index += 1;
   }
-  send('content_block_stop', { index: 0 });
+  if (tool) {
+    send('content_block_start', { index, content_block: { ...tool, input: {} } });
+    for (const piece of ['', '{"location":', ' "Paris", ', '"unit": "celsius"}']) send('content_block_delta', { index, delta: { type: 'input_json_delta', partial_json: piece } });
+  } else {
+    send('content_block_start', { index, content_block: { type: 'text', text: '' } });
+    for (const [i, w] of words.entries()) send('content_block_delta', { index, delta: { type: 'text_delta', text: i === 0 ? w : ` ${w}` } });
+  }
+  send('content_block_stop', { index });
   send('message_delta', { delta: { stop_reason: stop, stop_sequence: null }, usage: { output_tokens: output } });
   send('message_stop', {});
   res.end();

@@ -90,6 +90,49 @@ describe('messages, what agents rely on', () => {
     assert.equal(charged, costOf(DIRECT, first.usage) + costOf(DIRECT, second.usage), 'each turn charged exactly once');
   });
 
+  test('extended thinking on the direct Anthropic route: signed thinking kept across a tool round trip, the beta header passed on', async () => {
+    const { user, client } = await anthropicFor();
+    const tools = [{ name: 'get_weather', description: 'Weather', input_schema: { type: 'object', properties: { location: { type: 'string' } } } }];
+    const betas = ['interleaved-thinking-2025-05-14'];
+    const thinking = { type: 'enabled', budget_tokens: 2048 };
+    const ask = { role: 'user', content: 'Weather in Paris?' };
+    // Claude Code's way: the beta API (`/v1/messages?beta=true`), streamed.
+    const first = await client.beta.messages.stream({ model: DIRECT, max_tokens: 4096, thinking, tools, betas, messages: [ask] }).finalMessage();
+    assert.deepEqual(first.content.map((b) => b.type), ['thinking', 'tool_use']);
+    assert.ok(first.content[0].thinking.startsWith('Thinking about'));
+    assert.ok(first.content[0].signature.length > 20, 'the signature arrives whole');
+    const sent = ctx.gw.fake.requests.filter((r) => r.path === '/v1/messages').at(-1);
+    assert.equal(sent.headers['anthropic-beta'], betas[0]);
+    assert.deepEqual(sent.body.thinking, thinking);
+    const use = first.content[1];
+    const answer = { role: 'user', content: [{ type: 'tool_result', tool_use_id: use.id, content: 'sunny' }] };
+    // The fake refuses the turn unless the earlier thinking comes back first, signature intact.
+    const second = await client.beta.messages.create({ model: DIRECT, max_tokens: 4096, thinking, tools, betas, messages: [ask, { role: 'assistant', content: first.content }, answer] });
+    assert.deepEqual(second.content.map((b) => b.type), ['thinking', 'text']);
+    const rows = await usageRows(ctx.admin, user.id, 2);
+    assert.equal(-rows.reduce((s, r) => s + micros(r.amount), 0), costOf(DIRECT, first.usage) + costOf(DIRECT, second.usage), 'thinking tokens are output tokens, charged once');
+
+    const tampered = [{ ...first.content[0], thinking: 'something else' }, use];
+    const refused = await client.messages.create({ model: DIRECT, max_tokens: 4096, thinking, tools, messages: [ask, { role: 'assistant', content: tampered }, answer] }).catch((e) => e);
+    assert.equal(refused.status, 400);
+    assert.equal(refused.error.error.type, 'invalid_request_error');
+    assert.match(refused.error.error.message, /signature/);
+  });
+
+  test('extended thinking on the OpenRouter route travels as reasoning, and no Anthropic header goes there', async () => {
+    const { client } = await anthropicFor();
+    const thinking = { type: 'enabled', budget_tokens: 2048 };
+    const ask = { role: 'user', content: 'think it over' };
+    const first = await client.messages.create({ model: VIA_OPENROUTER, max_tokens: 4096, thinking, messages: [ask] }, { headers: { 'anthropic-beta': 'interleaved-thinking-2025-05-14' } });
+    assert.deepEqual(first.content.map((b) => b.type), ['thinking', 'text']);
+    const sent = ctx.gw.fake.requests.filter((r) => r.path.endsWith('/chat/completions')).at(-1);
+    assert.deepEqual(sent.body.reasoning, { max_tokens: 2048 });
+    assert.equal(sent.headers['anthropic-beta'], undefined);
+    await client.messages.stream({ model: VIA_OPENROUTER, max_tokens: 4096, thinking, messages: [ask, { role: 'assistant', content: first.content }, { role: 'user', content: 'go on' }] }).finalMessage();
+    const resent = ctx.gw.fake.requests.filter((r) => r.path.endsWith('/chat/completions')).at(-1);
+    assert.equal(resent.body.messages[1].reasoning_details[0].text, first.content[0].thinking, 'the thinking goes back to OpenRouter');
+  });
+
   test('the model list answers in Anthropic\'s shape to an Anthropic client', async () => {
     const { client } = await anthropicFor();
     const page = await client.models.list();

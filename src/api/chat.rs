@@ -19,6 +19,7 @@ use crate::cache::prices::PriceTable;
 use crate::domain::chat::ChatRequest;
 use crate::domain::completions;
 use crate::domain::routing::{self, Attempt, Routing};
+use crate::providers::wire::ANTHROPIC_VERSION;
 use crate::providers::{anthropic, responses};
 use crate::store::prices::PriceRow;
 
@@ -42,14 +43,27 @@ pub async fn create_completion(mut req: Incoming, call: &Call, auth: Authenticat
 /// POST /v1/messages: Anthropic's Messages API (Claude Code, the Anthropic SDKs) served as a chat
 /// and answered as messages (`providers::anthropic::inbound`).
 pub async fn create_message(mut req: Incoming, call: &Call, auth: Authenticated) -> Result<Response, ApiError> {
-    let chat = anthropic::inbound::to_chat(&read_body(&mut req, MAX_BODY_BYTES).await?)?;
+    let beta = anthropic_beta(&req)?;
+    let mut chat = anthropic::inbound::to_chat(&read_body(&mut req, MAX_BODY_BYTES).await?)?;
+    chat.anthropic_beta = beta;
     serve(call, auth, chat, Dialect::Messages).await
+}
+
+/// The client's `anthropic-beta` header (features it opts into), passed on to Anthropic only.
+fn anthropic_beta(req: &Incoming) -> Result<Option<String>, ApiError> {
+    let Some(beta) = req.headers().get("anthropic-beta").ok().flatten() else { return Ok(None) };
+    let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ',' | ' ');
+    if beta.len() > 1024 || !beta.chars().all(plain) {
+        return Err(ApiError::bad_request("anthropic-beta: a comma-separated list of feature names".to_string()));
+    }
+    Ok(Some(beta))
 }
 
 /// POST /v1/messages/count_tokens, never billed: Anthropic's own count for a model served by the direct
 /// Anthropic route, else (or should Anthropic not answer) an estimate: a token per four bytes of the
 /// request's messages and tools.
 pub async fn count_message_tokens(mut req: Incoming, call: &Call) -> Result<Response, ApiError> {
+    let beta = anthropic_beta(&req)?;
     let bytes = read_body(&mut req, MAX_BODY_BYTES).await?;
     // `max_tokens` is not part of a count request; the translation wants one.
     let mut body: serde_json::Value = serde_json::from_slice(&bytes)
@@ -57,7 +71,8 @@ pub async fn count_message_tokens(mut req: Incoming, call: &Call) -> Result<Resp
     if let Some(fields) = body.as_object_mut() {
         fields.entry("max_tokens").or_insert(serde_json::Value::from(1));
     }
-    let chat = anthropic::inbound::to_chat(&serde_json::to_vec(&body).unwrap_or_default())?;
+    let mut chat = anthropic::inbound::to_chat(&serde_json::to_vec(&body).unwrap_or_default())?;
+    chat.anthropic_beta = beta;
     let counted = match anthropic_route(call, &chat.model).await? {
         Some(native) => count_with_anthropic(call, &chat, &native).await,
         None => None,
@@ -82,8 +97,14 @@ async fn count_with_anthropic(call: &Call, chat: &ChatRequest, native: &str) -> 
         fields.retain(|k, _| matches!(k.as_str(), "model" | "messages" | "system" | "tools" | "tool_choice"));
     }
     let url = format!("{}/v1/messages/count_tokens", endpoint.base_url);
-    let headers =
-        [("x-api-key", endpoint.key), ("anthropic-version", "2023-06-01"), ("content-type", "application/json")];
+    let mut headers = vec![
+        ("x-api-key", endpoint.key),
+        ("anthropic-version", ANTHROPIC_VERSION),
+        ("content-type", "application/json"),
+    ];
+    if let Some(beta) = &chat.anthropic_beta {
+        headers.push(("anthropic-beta", beta));
+    }
     let bytes = body.to_string().into_bytes();
     let mut answer =
         crate::providers::transport::send(worker::Method::Post, &url, &headers, Some(&bytes), 10_000).await.ok()?;

@@ -36,6 +36,8 @@ pub struct ChatRequest {
     pub hide_usage: bool,
     /// OpenRouter's `models`: the models to try after `model`, in order (without `model` itself).
     pub fallbacks: Vec<String>,
+    /// Anthropic's `anthropic-beta` header as the client sent it: forwarded to Anthropic only.
+    pub anthropic_beta: Option<String>,
     pub body: Map<String, Value>,
 }
 
@@ -84,7 +86,7 @@ impl ChatRequest {
         let fallbacks = fallback_models(body.get("models"), &model)?;
         let hide_usage =
             body.get("stream_options").and_then(|o| o.get("include_usage")).is_some_and(|v| v == &Value::Bool(false));
-        Ok(Self { model, stream, max_tokens, hide_usage, fallbacks, body })
+        Ok(Self { model, stream, max_tokens, hide_usage, fallbacks, anthropic_beta: None, body })
     }
 
     /// Refuses what would cost more than the price table can price: OpenRouter's

@@ -7,6 +7,7 @@ pub mod gemini;
 pub mod key_management;
 pub mod openai;
 pub mod openai_compat;
+pub mod reasoning;
 pub mod responses;
 pub mod sse;
 pub mod translate;

@@ -40,8 +40,13 @@ pub fn chat_request(chat: &ChatRequest, native_model: &str) -> Vec<u8> {
     if let Some(max) = body.remove("max_tokens") {
         body.entry("max_completion_tokens").or_insert(max);
     }
-    // Prompt-caching breakpoints are Anthropic's (OpenAI caches by itself): not sent to OpenAI.
+    // Prompt-caching breakpoints are Anthropic's (OpenAI caches by itself), and so is thinking sent back
+    // (OpenRouter's `reasoning_details`): neither is sent to OpenAI.
     if let Some(Value::Array(messages)) = body.get_mut("messages") {
+        for message in messages.iter_mut().filter_map(Value::as_object_mut) {
+            message.remove("reasoning_details");
+            message.remove("reasoning");
+        }
         for part in messages.iter_mut().filter_map(|m| m.get_mut("content")).filter_map(Value::as_array_mut).flatten() {
             if let Some(fields) = part.as_object_mut() {
                 fields.remove("cache_control");
@@ -117,12 +122,14 @@ mod tests {
     #[test]
     fn reasoning_models_get_max_completion_tokens_and_no_cache_breakpoints() {
         let req = chat(
-            r#"{"model":"openai/o3","max_tokens":50,"messages":[{"role":"user","content":[{"type":"text","text":"hi","cache_control":{"type":"ephemeral"}}]}]}"#,
+            r#"{"model":"openai/o3","max_tokens":50,"messages":[{"role":"user","content":[{"type":"text","text":"hi","cache_control":{"type":"ephemeral"}}]},
+                {"role":"assistant","content":"ok","reasoning":"hm","reasoning_details":[{"type":"reasoning.text","text":"hm"}]}]}"#,
         );
         let body = body_of(&chat_request(&req, "o3"));
         assert_eq!(body["max_completion_tokens"], 50);
         assert!(body.get("max_tokens").is_none());
         assert!(body["messages"][0]["content"][0].get("cache_control").is_none());
+        assert_eq!(body["messages"][1], serde_json::json!({"role": "assistant", "content": "ok"}), "thinking stays home");
     }
 
     #[test]

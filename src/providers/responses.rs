@@ -8,7 +8,8 @@
 //! `max_output_tokens`, `reasoning`, `text.format`. Refused by name: `store: true`
 //! and `previous_response_id` (the gateway keeps no conversations: send the
 //! history, as Codex does), built-in tools (they add fees the gateway cannot price).
-//! Dropped: `reasoning` items sent back in the history.
+//! Dropped: `reasoning` items sent back in the history, and the model's thinking
+//! in answers (no reasoning items are given out, so none come back).
 
 use serde_json::{json, Map, Value};
 
@@ -307,6 +308,8 @@ impl ResponsesStream {
                 ChatStep::Usage(usage) => self.usage = Some(usage),
                 ChatStep::Error(message) => self.fail(message, &mut out),
                 ChatStep::Done => self.finish(&mut out),
+                // Thinking is not given back as reasoning items (see the module's notes).
+                ChatStep::Thinking(_) | ChatStep::Signature(_) | ChatStep::Redacted(_) => {}
             }
         }
         out.into_bytes()

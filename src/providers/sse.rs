@@ -268,6 +268,11 @@ pub enum ChatStep {
     /// The first chunk (its `id`, `model`, `created`).
     Start(Value),
     Text(String),
+    /// A piece of the model's thinking, its signature (which ends a thinking block), or a block of
+    /// redacted (encrypted) thinking.
+    Thinking(String),
+    Signature(String),
+    Redacted(String),
     /// A new tool call: its id and function name.
     ToolStart {
         id: Value,
@@ -314,6 +319,7 @@ impl ChatSteps {
                 steps.push(ChatStep::Usage(usage.clone()));
             }
             let Some(choice) = chunk.pointer("/choices/0") else { continue };
+            steps.extend(thinking_steps(choice.get("delta")));
             if let Some(text) = choice.pointer("/delta/content").and_then(Value::as_str).filter(|t| !t.is_empty()) {
                 self.tool = None;
                 steps.push(ChatStep::Text(text.to_string()));
@@ -346,6 +352,28 @@ impl ChatSteps {
         }
         steps
     }
+}
+
+/// A delta's thinking: from its `reasoning_details` when it has them (they carry signatures), else
+/// from its `reasoning` text.
+fn thinking_steps(delta: Option<&Value>) -> Vec<ChatStep> {
+    let Some(delta) = delta else { return Vec::new() };
+    let field = |d: &Value, f: &str| d.get(f).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string);
+    let Some(details) = delta.get("reasoning_details").and_then(Value::as_array) else {
+        return field(delta, "reasoning").map(ChatStep::Thinking).into_iter().collect();
+    };
+    let mut steps = Vec::new();
+    for detail in details {
+        match detail.get("type").and_then(Value::as_str) {
+            Some("reasoning.text") => {
+                steps.extend(field(detail, "text").map(ChatStep::Thinking));
+                steps.extend(field(detail, "signature").map(ChatStep::Signature));
+            }
+            Some("reasoning.encrypted") => steps.extend(field(detail, "data").map(ChatStep::Redacted)),
+            _ => {}
+        }
+    }
+    steps
 }
 
 /// One OpenAI SSE event.

@@ -70,17 +70,23 @@ pub fn outbound(
             headers: vec![("authorization", format!("Bearer {}", endpoint.key)), json],
             body: openai::chat_request(chat, native),
         },
-        Provider::Anthropic => Outbound {
-            url: format!("{}/v1/messages", endpoint.base_url),
-            headers: vec![
+        Provider::Anthropic => {
+            let mut headers = vec![
                 ("x-api-key", endpoint.key.to_string()),
                 ("anthropic-version", ANTHROPIC_VERSION.to_string()),
                 json,
-            ],
-            body: anthropic::request::messages_request(chat, native, extras.default_max_tokens)?
-                .to_string()
-                .into_bytes(),
-        },
+            ];
+            if let Some(beta) = &chat.anthropic_beta {
+                headers.push(("anthropic-beta", beta.clone()));
+            }
+            Outbound {
+                url: format!("{}/v1/messages", endpoint.base_url),
+                headers,
+                body: anthropic::request::messages_request(chat, native, extras.default_max_tokens)?
+                    .to_string()
+                    .into_bytes(),
+            }
+        }
         Provider::Google => {
             let method = if chat.stream { "streamGenerateContent?alt=sse" } else { "generateContent" };
             Outbound {
@@ -252,6 +258,21 @@ mod tests {
                 .expect("ok");
         assert_eq!(body(&fallback)["model"], "openai/gpt-4o");
         assert!(body(&fallback).get("models").is_none(), "the gateway is walking the list: OpenRouter gets one model");
+    }
+
+    #[test]
+    fn anthropic_beta_goes_to_anthropic_only() {
+        let mut req = chat(r#"{"model":"anthropic/claude-3-5-haiku","messages":[{"role":"user","content":"hi"}]}"#);
+        req.anthropic_beta = Some("interleaved-thinking-2025-05-14".into());
+        let endpoint = Endpoint { base_url: "https://p.example", key: "k" };
+        let to = |provider, native| outbound(&attempt("m", provider, native, false), &req, &endpoint, &EXTRAS);
+        let a = to(Provider::Anthropic, "claude-3-5-haiku").expect("ok");
+        assert_eq!(header(&a, "anthropic-beta"), Some("interleaved-thinking-2025-05-14"));
+        for (provider, native) in
+            [(Provider::OpenRouter, "anthropic/claude-3-5-haiku"), (Provider::OpenAi, "gpt-4o"), (Provider::Google, "g")]
+        {
+            assert_eq!(header(&to(provider, native).expect("ok"), "anthropic-beta"), None, "{provider:?}");
+        }
     }
 
     #[test]

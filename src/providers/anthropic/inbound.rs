@@ -5,16 +5,17 @@
 //!
 //! Kept: system as text or blocks, `cache_control` on system, content and tool
 //! result blocks, images (base64 and URL), tools and `tool_use` / `tool_result`
-//! round trips, `tool_choice`, `stop_sequences`.
-//! Lost in translation: `thinking` (the request runs without extended thinking:
-//! Anthropic would want earlier turns' thinking blocks and signatures back, which
-//! the chat form cannot hold) and thinking blocks in the history (dropped);
-//! server tools and document blocks (refused by name: the gateway cannot price them).
+//! round trips, `tool_choice`, `stop_sequences`, and extended thinking: `thinking`
+//! becomes the chat's `reasoning.max_tokens`, and thinking blocks (with their
+//! signatures) travel as `reasoning_details`, in the history and in answers
+//! (`providers::reasoning`).
+//! Refused by name: server tools and document blocks (the gateway cannot price them).
 
 use serde_json::{json, Map, Value};
 
 use crate::domain::chat::ChatRequest;
 use crate::domain::InvalidRequest;
+use crate::providers::reasoning;
 use crate::providers::sse::{ChatStep, ChatSteps};
 
 fn invalid(message: impl Into<String>, param: &str) -> InvalidRequest {
@@ -135,6 +136,7 @@ pub fn to_chat(bytes: &[u8]) -> Result<ChatRequest, InvalidRequest> {
             "assistant" => {
                 let mut text = Vec::new();
                 let mut calls = Vec::new();
+                let thinking = reasoning::details_from_blocks(&blocks);
                 for block in &blocks {
                     match block.get("type").and_then(Value::as_str) {
                         Some("text") => text.push(text_part(block)),
@@ -146,8 +148,7 @@ pub fn to_chat(bytes: &[u8]) -> Result<ChatRequest, InvalidRequest> {
                                 "arguments": block.get("input").map_or("{}".to_string(), Value::to_string),
                             }
                         })),
-                        // Earlier turns' reasoning: not carried (see the module's notes).
-                        Some("thinking" | "redacted_thinking") => {}
+                        Some("thinking" | "redacted_thinking") => {} // in `thinking`
                         Some(other) => {
                             return Err(invalid(
                                 format!("{param}: `{other}` blocks are not supported by this gateway"),
@@ -160,6 +161,9 @@ pub fn to_chat(bytes: &[u8]) -> Result<ChatRequest, InvalidRequest> {
                 let mut turn = json!({"role": "assistant", "content": if text.is_empty() { Value::Null } else { Value::Array(text) }});
                 if !calls.is_empty() {
                     turn["tool_calls"] = Value::Array(calls);
+                }
+                if !thinking.is_empty() {
+                    turn["reasoning_details"] = Value::Array(thinking);
                 }
                 messages.push(turn);
             }
@@ -207,8 +211,19 @@ pub fn to_chat(bytes: &[u8]) -> Result<ChatRequest, InvalidRequest> {
     if let Some(user) = body.get("metadata").and_then(|m| m.get("user_id")) {
         chat.insert("user".into(), user.clone());
     }
-    // `thinking` is not carried yet: with it on, Anthropic wants earlier turns' thinking blocks (and their
-    // signatures) back on every tool-use turn, which the chat form cannot hold; the request runs without it.
+    match body.get("thinking") {
+        None | Some(Value::Null) => {}
+        Some(t) => match t.get("type").and_then(Value::as_str) {
+            Some("disabled") => {}
+            Some("enabled") => {
+                let budget = t.get("budget_tokens").filter(|b| b.is_u64()).ok_or_else(|| {
+                    invalid("thinking.budget_tokens: a whole number of tokens is required", "thinking")
+                })?;
+                chat.insert("reasoning".into(), json!({ "max_tokens": budget }));
+            }
+            _ => return Err(invalid("thinking.type: Input should be 'enabled' or 'disabled'", "thinking")),
+        },
+    }
     ChatRequest::parse(&serde_json::to_vec(&chat).unwrap_or_default())
 }
 
@@ -241,11 +256,24 @@ fn message_id(chat_id: Option<&str>) -> String {
     format!("msg_{}", chat_id.unwrap_or("tollgate").trim_start_matches("chatcmpl-").trim_start_matches("gen-"))
 }
 
+/// An answer's thinking as Anthropic blocks: from its `reasoning_details`, else its `reasoning` text
+/// (another provider's thinking, unsigned).
+fn thinking_blocks(message: Option<&Value>) -> Vec<Value> {
+    let Some(message) = message else { return Vec::new() };
+    match message.get("reasoning_details").and_then(Value::as_array) {
+        Some(details) => reasoning::blocks_from_details(details, false),
+        None => match message.get("reasoning").and_then(Value::as_str).filter(|t| !t.is_empty()) {
+            Some(text) => vec![json!({"type": "thinking", "thinking": text, "signature": ""})],
+            None => Vec::new(),
+        },
+    }
+}
+
 /// A chat completion answer as an Anthropic message.
 pub fn answer_from_chat(body: Vec<u8>) -> Vec<u8> {
     let Ok(answer) = serde_json::from_slice::<Value>(&body) else { return body };
     let choice = answer.pointer("/choices/0");
-    let mut content = Vec::new();
+    let mut content = thinking_blocks(choice.and_then(|c| c.get("message")));
     if let Some(text) =
         choice.and_then(|c| c.pointer("/message/content")).and_then(Value::as_str).filter(|t| !t.is_empty())
     {
@@ -280,12 +308,22 @@ pub fn answer_from_chat(body: Vec<u8>) -> Vec<u8> {
 pub struct MessagesStream {
     steps: ChatSteps,
     started: bool,
-    /// The block being written: its index, and whether it is a tool's.
-    open: Option<(u64, bool)>,
+    /// The block being written: its index and kind.
+    open: Option<(u64, Block)>,
     next_index: u64,
     stop_reason: Option<&'static str>,
     usage: Option<Value>,
     finished: bool,
+}
+
+/// The kind of content block a stream is writing.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Block {
+    Text,
+    Tool,
+    /// Thinking, until its signature has come.
+    Thinking { signed: bool },
+    Redacted,
 }
 
 fn event(name: &str, data: Value) -> String {
@@ -299,18 +337,28 @@ impl MessagesStream {
             match step {
                 ChatStep::Start(chunk) => self.start(&chunk, &mut out),
                 ChatStep::Text(text) => {
-                    if !matches!(self.open, Some((_, false))) {
-                        self.open_block(json!({"type": "text", "text": ""}), false, &mut out);
+                    if !matches!(self.open, Some((_, Block::Text))) {
+                        self.open_block(json!({"type": "text", "text": ""}), Block::Text, &mut out);
                     }
-                    let delta = json!({"type": "content_block_delta", "index": self.index(), "delta": {"type": "text_delta", "text": text}});
-                    out.push_str(&event("content_block_delta", delta));
+                    self.delta(json!({"type": "text_delta", "text": text}), &mut out);
                 }
                 ChatStep::ToolStart { id, name } => {
-                    self.open_block(json!({"type": "tool_use", "id": id, "name": name, "input": {}}), true, &mut out)
+                    self.open_block(json!({"type": "tool_use", "id": id, "name": name, "input": {}}), Block::Tool, &mut out)
+                }
+                ChatStep::Thinking(text) => {
+                    self.open_thinking(&mut out);
+                    self.delta(json!({"type": "thinking_delta", "thinking": text}), &mut out);
+                }
+                ChatStep::Signature(signature) => {
+                    self.open_thinking(&mut out);
+                    self.delta(json!({"type": "signature_delta", "signature": signature}), &mut out);
+                    self.open = self.open.map(|(i, _)| (i, Block::Thinking { signed: true }));
+                }
+                ChatStep::Redacted(data) => {
+                    self.open_block(json!({"type": "redacted_thinking", "data": data}), Block::Redacted, &mut out)
                 }
                 ChatStep::ToolArgs(args) => {
-                    let delta = json!({"type": "content_block_delta", "index": self.index(), "delta": {"type": "input_json_delta", "partial_json": args}});
-                    out.push_str(&event("content_block_delta", delta));
+                    self.delta(json!({"type": "input_json_delta", "partial_json": args}), &mut out);
                 }
                 ChatStep::Finish(reason) => self.stop_reason = Some(stop_reason(Some(&reason))),
                 ChatStep::Usage(usage) => self.usage = Some(usage),
@@ -349,11 +397,24 @@ impl MessagesStream {
         }
     }
 
-    fn open_block(&mut self, block: Value, tool: bool, out: &mut String) {
+    fn delta(&self, delta: Value, out: &mut String) {
+        let delta = json!({"type": "content_block_delta", "index": self.index(), "delta": delta});
+        out.push_str(&event("content_block_delta", delta));
+    }
+
+    /// Keeps writing the open thinking block, or opens one (a signature ends a block).
+    fn open_thinking(&mut self, out: &mut String) {
+        if !matches!(self.open, Some((_, Block::Thinking { signed: false }))) {
+            let block = json!({"type": "thinking", "thinking": "", "signature": ""});
+            self.open_block(block, Block::Thinking { signed: false }, out);
+        }
+    }
+
+    fn open_block(&mut self, block: Value, kind: Block, out: &mut String) {
         self.close_block(out);
         let index = self.next_index;
         self.next_index += 1;
-        self.open = Some((index, tool));
+        self.open = Some((index, kind));
         out.push_str(&event(
             "content_block_start",
             json!({"type": "content_block_start", "index": index, "content_block": block}),
@@ -406,6 +467,63 @@ mod tests {
         assert_eq!(chat.body["tools"][0]["function"]["parameters"]["properties"]["path"]["type"], "string");
         assert!(chat.stream);
         assert_eq!(chat.max_tokens, Some(1024));
+    }
+
+    #[test]
+    fn thinking_and_earlier_thinking_blocks_are_carried() {
+        let body = br#"{"model":"m","max_tokens":4096,"thinking":{"type":"enabled","budget_tokens":2048},
+            "messages":[{"role":"user","content":"q"},
+              {"role":"assistant","content":[{"type":"thinking","thinking":"hm","signature":"s"},{"type":"redacted_thinking","data":"d"},{"type":"tool_use","id":"t","name":"f","input":{}}]},
+              {"role":"user","content":[{"type":"tool_result","tool_use_id":"t","content":"1"}]}]}"#;
+        let chat = to_chat(body).expect("valid");
+        assert_eq!(chat.body["reasoning"], json!({"max_tokens": 2048}));
+        let details = chat.body["messages"][1]["reasoning_details"].as_array().cloned().expect("details");
+        assert_eq!(
+            reasoning::blocks_from_details(&details, true),
+            vec![
+                json!({"type": "thinking", "thinking": "hm", "signature": "s"}),
+                json!({"type": "redacted_thinking", "data": "d"})
+            ]
+        );
+        let bad = br#"{"model":"m","max_tokens":5,"thinking":{"type":"sometimes"},"messages":[{"role":"user","content":"q"}]}"#;
+        assert_eq!(to_chat(bad).err().and_then(|e| e.param).as_deref(), Some("thinking"));
+    }
+
+    #[test]
+    fn thinking_in_an_answer_and_a_stream_comes_back_as_signed_blocks() {
+        let answer = br#"{"id":"gen-1","choices":[{"message":{"content":"Yes.","reasoning":"hm","reasoning_details":[{"type":"reasoning.text","text":"hm","signature":"s","index":0}]},"finish_reason":"stop"}]}"#;
+        let m: Value = serde_json::from_slice(&answer_from_chat(answer.to_vec())).expect("json");
+        assert_eq!(m["content"][0], json!({"type": "thinking", "thinking": "hm", "signature": "s"}));
+        assert_eq!(m["content"][1]["text"], "Yes.");
+
+        let stream = "data: {\"id\":\"gen-1\",\"choices\":[{\"delta\":{\"reasoning\":\"h\",\"reasoning_details\":[{\"type\":\"reasoning.text\",\"text\":\"h\",\"index\":0}]}}]}\n\n\
+            data: {\"choices\":[{\"delta\":{\"reasoning_details\":[{\"type\":\"reasoning.text\",\"signature\":\"s\",\"index\":0}]}}]}\n\n\
+            data: {\"choices\":[{\"delta\":{\"content\":\"Yes.\"},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n";
+        let out = String::from_utf8(MessagesStream::default().feed(stream.as_bytes().to_vec())).expect("utf8");
+        let data: Vec<Value> =
+            out.lines().filter_map(|l| l.strip_prefix("data: ")).map(|d| serde_json::from_str(d).expect("json")).collect();
+        let kinds: Vec<String> = data
+            .iter()
+            .map(|e| {
+                let delta = e.pointer("/delta/type").or(e.pointer("/content_block/type")).and_then(Value::as_str);
+                format!("{}{}", e["type"].as_str().unwrap_or_default(), delta.map(|d| format!(":{d}")).unwrap_or_default())
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "message_start",
+                "content_block_start:thinking",
+                "content_block_delta:thinking_delta",
+                "content_block_delta:signature_delta",
+                "content_block_stop",
+                "content_block_start:text",
+                "content_block_delta:text_delta",
+                "content_block_stop",
+                "message_delta",
+                "message_stop"
+            ]
+        );
     }
 
     #[test]

@@ -5,13 +5,17 @@
 //! keep their `cache_control` too; tool results
 //! become `tool_result` blocks in a user turn; consecutive turns of one role are
 //! merged (Anthropic wants user and assistant to alternate); `max_tokens` is
-//! required there, so it defaults from the model's limit. OpenAI-only fields
+//! required there, so it defaults from the model's limit. `reasoning.max_tokens`
+//! turns on extended thinking with that budget, and an assistant turn's
+//! `reasoning_details` go back as its thinking blocks (`providers::reasoning`).
+//! OpenAI-only fields
 //! with no equivalent (`logprobs`, penalties, `n`, `seed`, …) are dropped.
 
 use serde_json::{json, Map, Value};
 
 use crate::domain::chat::ChatRequest;
 use crate::domain::InvalidRequest;
+use crate::providers::reasoning;
 use crate::providers::translate::{data_url, image_url, push_turn, stop_sequences, text_of, tool_calls};
 
 /// Builds the Anthropic body for `chat`, addressed to `native_model`.
@@ -29,7 +33,10 @@ pub fn messages_request(
             "system" | "developer" => system.extend(system_blocks(message.get("content"))),
             "user" => push_turn(&mut turns, "user", content_blocks(message.get("content"), i)?),
             "assistant" => {
-                let mut blocks = content_blocks(message.get("content"), i)?;
+                // Earlier thinking goes back first, as Anthropic wants it on tool-use turns.
+                let details = message.get("reasoning_details").and_then(Value::as_array);
+                let mut blocks = details.map_or_else(Vec::new, |d| reasoning::blocks_from_details(d, true));
+                blocks.extend(content_blocks(message.get("content"), i)?);
                 blocks.extend(
                     tool_calls(message, i)?
                         .into_iter()
@@ -76,6 +83,9 @@ pub fn messages_request(
         if let Some(v) = body.get(field).filter(|v| v.is_number()) {
             out.insert(field.into(), v.clone());
         }
+    }
+    if let Some(thinking) = reasoning::anthropic_thinking(body.get("reasoning")) {
+        out.insert("thinking".into(), thinking);
     }
     if let Some(user) = body.get("user").and_then(Value::as_str) {
         out.insert("metadata".into(), json!({ "user_id": user }));
@@ -208,6 +218,20 @@ mod tests {
         );
         assert!(body.get("system").is_none());
         assert!(body.get("stream").is_none());
+    }
+
+    #[test]
+    fn a_thinking_budget_and_earlier_thinking_go_to_anthropic() {
+        let request = chat(
+            r#"{"model":"m","reasoning":{"max_tokens":2048},"max_tokens":4096,"messages":[{"role":"user","content":"q"},
+            {"role":"assistant","content":null,"reasoning_details":[{"type":"reasoning.text","text":"hm","signature":"s1","index":0}],
+             "tool_calls":[{"id":"t1","type":"function","function":{"name":"f","arguments":"{}"}}]},
+            {"role":"tool","tool_call_id":"t1","content":"42"}]}"#,
+        );
+        let body = messages_request(&request, "claude", 10).expect("translates");
+        assert_eq!(body["thinking"], json!({"type": "enabled", "budget_tokens": 2048}));
+        assert_eq!(body["messages"][1]["content"][0], json!({"type": "thinking", "thinking": "hm", "signature": "s1"}));
+        assert_eq!(body["messages"][1]["content"][1]["type"], "tool_use");
     }
 
     #[test]

@@ -8,7 +8,7 @@
 use serde_json::Value;
 
 use crate::domain::chat::{PromptDetails, Usage};
-use crate::providers::translate;
+use crate::providers::{reasoning, translate};
 
 /// OpenAI's `finish_reason` for an Anthropic `stop_reason`.
 pub fn finish_reason(stop_reason: Option<&str>) -> &'static str {
@@ -49,12 +49,12 @@ pub fn chat_completion(message: &Value, model: &str, created: i64) -> Value {
                 block.get("name").cloned().unwrap_or_default(),
                 block.get("input"),
             )),
-            _ => {} // thinking and other blocks have no OpenAI equivalent
+            _ => {} // thinking is read below; other blocks have no OpenAI equivalent
         }
     }
     let finish = finish_reason(message.get("stop_reason").and_then(Value::as_str));
     let usage = usage(message.get("usage").unwrap_or(&Value::Null));
-    translate::chat_completion(
+    let mut answer = translate::chat_completion(
         message.get("id").cloned().unwrap_or_default(),
         model,
         created,
@@ -62,7 +62,13 @@ pub fn chat_completion(message: &Value, model: &str, created: i64) -> Value {
         tool_calls,
         finish,
         &usage,
-    )
+    );
+    let details = reasoning::details_from_blocks(message.get("content").and_then(Value::as_array).into_iter().flatten());
+    if let (false, Some(reply)) = (details.is_empty(), answer.pointer_mut("/choices/0/message")) {
+        reply["reasoning"] = reasoning::text_of(&details).into();
+        reply["reasoning_details"] = details.into();
+    }
+    answer
 }
 
 #[cfg(test)]
@@ -79,6 +85,16 @@ mod tests {
         let message = fixture(include_str!("../../../tests/fixtures/anthropic/message_tool_use.json"));
         let expected = fixture(include_str!("../../../tests/fixtures/anthropic/message_tool_use.openai.json"));
         assert_eq!(chat_completion(&message, "anthropic/claude-3-5-haiku-20241022", 1_764_460_800), expected);
+    }
+
+    #[test]
+    fn thinking_becomes_reasoning_with_its_signature() {
+        let message = json!({"id": "msg_1", "stop_reason": "end_turn", "usage": {"input_tokens": 5, "output_tokens": 9},
+            "content": [{"type": "thinking", "thinking": "Hm.", "signature": "sig"}, {"type": "text", "text": "Yes."}]});
+        let answer = chat_completion(&message, "anthropic/claude", 0);
+        let reply = &answer["choices"][0]["message"];
+        assert_eq!((reply["content"].as_str(), reply["reasoning"].as_str()), (Some("Yes."), Some("Hm.")));
+        assert_eq!(reply["reasoning_details"][0]["signature"], "sig");
     }
 
     #[test]

@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 use super::response::{finish_reason, usage};
 use crate::domain::chat::Usage;
 use crate::providers::sse::{data_event, DataLines};
+use crate::providers::reasoning;
 use crate::providers::translate::Chunks;
 
 /// What one Anthropic event turned into.
@@ -34,6 +35,8 @@ pub struct StreamTranslator {
     stop_reason: Option<String>,
     /// Anthropic content-block index → OpenAI tool-call index.
     tool_calls: Vec<(u64, usize)>,
+    /// Thinking blocks so far (each one `reasoning_details` index).
+    thinking_blocks: usize,
 }
 
 impl StreamTranslator {
@@ -45,7 +48,17 @@ impl StreamTranslator {
             output_tokens: 0,
             stop_reason: None,
             tool_calls: Vec::new(),
+            thinking_blocks: 0,
         }
+    }
+
+    /// A chunk carrying one piece of thinking (`reasoning_details`, and its text as `reasoning`).
+    fn reasoning_chunk(&mut self, text: Option<&str>, detail: Value) -> Value {
+        let mut delta = json!({ "reasoning_details": [detail] });
+        if let Some(text) = text {
+            delta["reasoning"] = text.into();
+        }
+        self.chunk(delta, None)
     }
 
     fn chunk(&mut self, delta: Value, finish: Option<&str>) -> Value {
@@ -74,8 +87,19 @@ impl StreamTranslator {
             }
             "content_block_start" => {
                 let block = data.get("content_block").cloned().unwrap_or_default();
-                if block.get("type").and_then(Value::as_str) != Some("tool_use") {
-                    return Translated::Chunks(vec![]);
+                match block.get("type").and_then(Value::as_str) {
+                    Some("tool_use") => {}
+                    Some("thinking") => {
+                        self.thinking_blocks += 1;
+                        return Translated::Chunks(vec![]);
+                    }
+                    Some("redacted_thinking") => {
+                        self.thinking_blocks += 1;
+                        let data = block.get("data").and_then(Value::as_str).unwrap_or_default();
+                        let detail = reasoning::encrypted_detail(data, self.thinking_blocks - 1);
+                        return Translated::Chunks(vec![self.reasoning_chunk(None, detail)]);
+                    }
+                    _ => return Translated::Chunks(vec![]),
                 }
                 let index = self.tool_calls.len();
                 self.tool_calls.push((data.get("index").and_then(Value::as_u64).unwrap_or(0), index));
@@ -103,7 +127,18 @@ impl StreamTranslator {
                             _ => vec![],
                         }
                     }
-                    _ => vec![], // thinking and signature deltas have no OpenAI equivalent
+                    Some("thinking_delta") => {
+                        let text = delta.get("thinking").and_then(Value::as_str).unwrap_or_default();
+                        let detail = reasoning::text_detail(text, None, self.thinking_blocks.saturating_sub(1));
+                        vec![self.reasoning_chunk(Some(text), detail)]
+                    }
+                    Some("signature_delta") => {
+                        let signature = delta.get("signature").and_then(Value::as_str).unwrap_or_default();
+                        let detail =
+                            reasoning::text_detail("", Some(signature), self.thinking_blocks.saturating_sub(1));
+                        vec![self.reasoning_chunk(None, detail)]
+                    }
+                    _ => vec![], // deltas added later
                 }
             }
             "message_delta" => {
@@ -259,6 +294,35 @@ mod tests {
         assert!(chunks
             .iter()
             .all(|c| c["id"] == "msg_014p7gG3wDgGV9EUtLvnow3U" && c["model"] == "anthropic/claude-3-5-haiku-20241022"));
+    }
+
+    #[test]
+    fn streamed_thinking_becomes_reasoning_details_that_go_back_as_the_same_block() {
+        let mut t = StreamTranslator::new("m", 0);
+        let mut chunks = Vec::new();
+        for e in [
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": ""}}),
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "Let me "}}),
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "see."}}),
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": "sig"}}),
+            json!({"type": "content_block_start", "index": 1, "content_block": {"type": "redacted_thinking", "data": "xx"}}),
+        ] {
+            if let Translated::Chunks(c) = t.event(&e) {
+                chunks.extend(c);
+            }
+        }
+        let details: Vec<Value> = chunks
+            .iter()
+            .flat_map(|c| c["choices"][0]["delta"]["reasoning_details"].as_array().cloned().unwrap_or_default())
+            .collect();
+        assert_eq!(
+            reasoning::blocks_from_details(&details, true),
+            vec![
+                json!({"type": "thinking", "thinking": "Let me see.", "signature": "sig"}),
+                json!({"type": "redacted_thinking", "data": "xx"})
+            ]
+        );
+        assert_eq!(chunks[0]["choices"][0]["delta"]["reasoning"], "Let me ");
     }
 
     #[test]

@@ -1,0 +1,144 @@
+//! A model's thinking, carried across dialects. The chat form holds it as
+//! OpenRouter does: an assistant message's `reasoning` (the text) and
+//! `reasoning_details` (the pieces, each with what its provider needs back on
+//! the next turn). Anthropic holds it as `thinking` blocks with a `signature`
+//! and `redacted_thinking` blocks with opaque `data`; with extended thinking on,
+//! Anthropic wants them back, unchanged, on every tool-use turn.
+
+use serde_json::{json, Value};
+
+/// The `format` of details that came from (and can go back to) Anthropic.
+pub const ANTHROPIC_FORMAT: &str = "anthropic-claude-v1";
+
+/// A thinking text (and its signature, when known) as one detail.
+pub fn text_detail(text: &str, signature: Option<&str>, index: usize) -> Value {
+    let mut detail = json!({"type": "reasoning.text", "text": text, "format": ANTHROPIC_FORMAT, "index": index});
+    if let Some(signature) = signature {
+        detail["signature"] = signature.into();
+    }
+    detail
+}
+
+/// Redacted (encrypted) thinking as one detail.
+pub fn encrypted_detail(data: &str, index: usize) -> Value {
+    json!({"type": "reasoning.encrypted", "data": data, "format": ANTHROPIC_FORMAT, "index": index})
+}
+
+/// Anthropic content blocks' thinking as details (other blocks skipped).
+pub fn details_from_blocks<'a>(blocks: impl IntoIterator<Item = &'a Value>) -> Vec<Value> {
+    let str_of = |b: &Value, f: &str| b.get(f).and_then(Value::as_str).map(str::to_string);
+    let mut details = Vec::new();
+    for block in blocks {
+        let index = details.len();
+        match block.get("type").and_then(Value::as_str) {
+            Some("thinking") => details.push(text_detail(
+                &str_of(block, "thinking").unwrap_or_default(),
+                str_of(block, "signature").as_deref(),
+                index,
+            )),
+            Some("redacted_thinking") => {
+                details.push(encrypted_detail(&str_of(block, "data").unwrap_or_default(), index))
+            }
+            _ => {}
+        }
+    }
+    details
+}
+
+/// Details as Anthropic blocks, in order. Pieces of one `index` (a streamed answer's deltas, as a chat
+/// client may send them back) are joined. `signed_only`: drop thinking Anthropic would refuse (no
+/// signature: it came from another provider), as a request to Anthropic must.
+pub fn blocks_from_details(details: &[Value], signed_only: bool) -> Vec<Value> {
+    let mut blocks: Vec<(Option<u64>, Value)> = Vec::new();
+    for detail in details {
+        let index = detail.get("index").and_then(Value::as_u64);
+        let field = |f: &str| detail.get(f).and_then(Value::as_str).unwrap_or_default();
+        match detail.get("type").and_then(Value::as_str) {
+            Some("reasoning.text") => match blocks.last_mut() {
+                Some((i, block)) if index.is_some() && *i == index && block["type"] == "thinking" => {
+                    let text = format!("{}{}", block["thinking"].as_str().unwrap_or_default(), field("text"));
+                    block["thinking"] = text.into();
+                    if !field("signature").is_empty() {
+                        block["signature"] = field("signature").into();
+                    }
+                }
+                _ => blocks.push((
+                    index,
+                    json!({"type": "thinking", "thinking": field("text"), "signature": field("signature")}),
+                )),
+            },
+            Some("reasoning.encrypted") => {
+                blocks.push((index, json!({"type": "redacted_thinking", "data": field("data")})))
+            }
+            _ => {} // summaries and other providers' forms have no Anthropic block
+        }
+    }
+    blocks
+        .into_iter()
+        .map(|(_, block)| block)
+        .filter(|b| !signed_only || b["type"] != "thinking" || b["signature"].as_str().is_some_and(|s| !s.is_empty()))
+        .collect()
+}
+
+/// The readable text of details (the chat answer's `reasoning`).
+pub fn text_of(details: &[Value]) -> String {
+    details.iter().filter_map(|d| d.get("text").and_then(Value::as_str)).collect()
+}
+
+/// Anthropic's `thinking` for a chat request's `reasoning`: only an explicit budget
+/// (`reasoning.max_tokens`) turns it on. An `effort` alone does not, since with thinking on
+/// Anthropic refuses a tool-use turn whose earlier thinking is not sent back, and clients that
+/// only name an effort (Codex) do not send it back.
+pub fn anthropic_thinking(reasoning: Option<&Value>) -> Option<Value> {
+    let reasoning = reasoning?;
+    if reasoning.get("enabled") == Some(&Value::Bool(false)) {
+        return None;
+    }
+    let budget = reasoning.get("max_tokens").and_then(Value::as_u64)?;
+    Some(json!({"type": "enabled", "budget_tokens": budget}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thinking_blocks_survive_the_round_trip_through_details() {
+        let blocks = vec![
+            json!({"type": "thinking", "thinking": "Let me see.", "signature": "sig-1"}),
+            json!({"type": "text", "text": "ignored"}),
+            json!({"type": "redacted_thinking", "data": "opaque"}),
+        ];
+        let details = details_from_blocks(&blocks);
+        assert_eq!(details.len(), 2);
+        assert_eq!(text_of(&details), "Let me see.");
+        assert_eq!(blocks_from_details(&details, true), vec![blocks[0].clone(), blocks[2].clone()]);
+    }
+
+    #[test]
+    fn streamed_pieces_of_one_index_are_joined_and_unsigned_thinking_is_dropped_for_anthropic() {
+        let details = vec![
+            json!({"type": "reasoning.text", "text": "Let ", "index": 0}),
+            json!({"type": "reasoning.text", "text": "me see.", "index": 0}),
+            json!({"type": "reasoning.text", "signature": "sig", "index": 0}),
+            json!({"type": "reasoning.text", "text": "no signature", "index": 1}),
+            json!({"type": "reasoning.summary", "summary": "s", "index": 2}),
+        ];
+        assert_eq!(
+            blocks_from_details(&details, true),
+            vec![json!({"type": "thinking", "thinking": "Let me see.", "signature": "sig"})]
+        );
+        assert_eq!(blocks_from_details(&details, false).len(), 2);
+    }
+
+    #[test]
+    fn only_an_explicit_budget_turns_thinking_on() {
+        assert_eq!(
+            anthropic_thinking(Some(&json!({"max_tokens": 2048}))),
+            Some(json!({"type": "enabled", "budget_tokens": 2048}))
+        );
+        assert_eq!(anthropic_thinking(Some(&json!({"effort": "high"}))), None);
+        assert_eq!(anthropic_thinking(Some(&json!({"max_tokens": 2048, "enabled": false}))), None);
+        assert_eq!(anthropic_thinking(None), None);
+    }
+}
