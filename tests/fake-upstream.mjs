@@ -182,9 +182,24 @@ function validate(body) {
   return null;
 }
 
+/**
+ * The call a chat fake makes to the first declared tool: a free-text `input` to a tool whose only
+ * parameter is that (a custom tool's stand-in), else a weather lookup.
+ */
 function toolCallFor(body) {
-  const tool = Array.isArray(body.tools) && body.tools[0]?.function ? body.tools[0].function.name : 'get_weather';
-  return { id: 'call_fake_1', type: 'function', function: { name: tool, arguments: '{"location":"Paris","unit":"celsius"}' } };
+  const fn = Array.isArray(body.tools) && body.tools[0]?.function ? body.tools[0].function : { name: 'get_weather' };
+  const props = Object.keys(fn.parameters?.properties ?? {});
+  const args = props.length === 1 && props[0] === 'input'
+    ? JSON.stringify({ input: '*** Begin Patch\n*** Add File: hello.txt\n+hello\n*** End Patch' })
+    : '{"location":"Paris","unit":"celsius"}';
+  return { id: 'call_fake_1', type: 'function', function: { name: fn.name, arguments: args } };
+}
+
+/** A call's arguments in the three pieces a stream sends them in. */
+function argumentPieces(call) {
+  const args = call.function.arguments;
+  const third = Math.ceil(args.length / 3);
+  return [args.slice(0, third), args.slice(third, 2 * third), args.slice(2 * third)];
 }
 
 async function chat(req, res, body, opts) {
@@ -252,7 +267,7 @@ async function chat(req, res, body, opts) {
 
   if (tools) {
     send(chunk({ role: 'assistant', content: null, tool_calls: [{ index: 0, id: call.id, type: 'function', function: { name: call.function.name, arguments: '' } }] }));
-    for (const part of ['{"location":', '"Paris",', '"unit":"celsius"}']) {
+    for (const part of argumentPieces(call)) {
       if (delay) await sleep(delay);
       send(chunk({ tool_calls: [{ index: 0, function: { arguments: part } }] }));
     }
@@ -343,7 +358,7 @@ async function openai(req, res, body) {
   const delta = (d, finish_reason = null) => [{ index: 0, delta: d, logprobs: null, finish_reason }];
   if (call) {
     send(delta({ role: 'assistant', content: null, tool_calls: [{ index: 0, id: call.id, type: 'function', function: { name: call.function.name, arguments: '' } }], refusal: null }));
-    for (const part of ['{"location":', '"Paris",', '"unit":"celsius"}']) send(delta({ tool_calls: [{ index: 0, function: { arguments: part } }] }));
+    for (const part of argumentPieces(call)) send(delta({ tool_calls: [{ index: 0, function: { arguments: part } }] }));
     send(delta({}, 'tool_calls'));
   } else {
     send(delta({ role: 'assistant', content: '', refusal: null }));

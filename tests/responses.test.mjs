@@ -76,6 +76,32 @@ describe('responses, what Codex relies on', () => {
     assert.equal(-rows.reduce((s, r) => s + micros(r.amount), 0), costOf(DIRECT, first.usage) + costOf(DIRECT, second.usage));
   });
 
+  test('a custom (freeform) tool like Codex\'s apply_patch: streamed, answered as a custom_tool_call, its output sent back', async () => {
+    const { user, client } = await clientFor();
+    const tools = [{ type: 'custom', name: 'apply_patch', description: 'Edit files with a patch.', format: { type: 'grammar', syntax: 'lark', definition: 'start: begin_patch hunk+ end_patch' } }];
+    const input = [{ role: 'user', content: 'add hello.txt' }];
+    const stream = client.responses.stream({ model: DIRECT, instructions: 'You are Codex.', tools, input, store: false });
+    let inputDone = null;
+    stream.on('response.custom_tool_call_input.done', (e) => (inputDone = e.input));
+    const first = await stream.finalResponse();
+    const call = first.output.find((o) => o.type === 'custom_tool_call');
+    assert.ok(call, JSON.stringify(first.output));
+    assert.equal(call.name, 'apply_patch');
+    assert.match(call.input, /^\*\*\* Begin Patch\n/);
+    assert.equal(inputDone, call.input, 'the streamed input is the item\'s');
+    const sent = ctx.gw.fake.requests.filter((r) => r.path === '/openai/v1/chat/completions').at(-1).body;
+    assert.deepEqual(Object.keys(sent.tools[0].function.parameters.properties), ['input']);
+    const second = await client.responses.create({
+      model: DIRECT, instructions: 'You are Codex.', tools, store: false,
+      input: [...input, ...first.output, { type: 'custom_tool_call_output', call_id: call.call_id, output: 'Done!' }],
+    });
+    assert.equal(second.output_text, 'Echo: Done!');
+    const resent = ctx.gw.fake.requests.filter((r) => r.path === '/openai/v1/chat/completions').at(-1).body;
+    assert.equal(JSON.parse(resent.messages[2].tool_calls[0].function.arguments).input, call.input, 'the call goes back as it was made');
+    const rows = await usageRows(ctx.admin, user.id, 2);
+    assert.equal(-rows.reduce((s, r) => s + micros(r.amount), 0), costOf(DIRECT, first.usage) + costOf(DIRECT, second.usage));
+  });
+
   test('state is refused with a clear 400: store, previous_response_id, retrieving a response', async () => {
     const { client } = await clientFor();
     for (const [extra, param] of [[{ store: true }, 'store'], [{ previous_response_id: 'resp_1' }, 'previous_response_id']]) {

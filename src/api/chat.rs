@@ -120,8 +120,8 @@ pub async fn create_response(mut req: Incoming, call: &Call, auth: Authenticated
             "this gateway serves the Responses API over HTTP only: send a POST".into(),
         ));
     }
-    let chat = responses::to_chat(&read_body(&mut req, MAX_BODY_BYTES).await?)?;
-    serve(call, auth, chat, Dialect::Responses).await
+    let (chat, custom_tools) = responses::to_chat(&read_body(&mut req, MAX_BODY_BYTES).await?)?;
+    serve(call, auth, chat, Dialect::Responses(custom_tools)).await
 }
 
 /// Price → reserve → send → relay → settle, for a chat in the client's dialect.

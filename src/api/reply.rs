@@ -25,32 +25,34 @@ use crate::providers::wire::{self, StreamAdapter};
 
 /// The shape the client asked in: chat, legacy completions (a chat answered as text), or
 /// Anthropic's Messages (a chat answered as a message).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Dialect {
     Chat,
     Completions,
     Messages,
-    Responses,
+    Responses(crate::providers::responses::CustomTools),
 }
 
 impl Dialect {
     /// A whole answer in this dialect.
-    pub fn answer(self, body: Vec<u8>) -> Vec<u8> {
+    pub fn answer(&self, body: Vec<u8>) -> Vec<u8> {
         match self {
             Self::Chat => body,
             Self::Completions => crate::domain::completions::answer_from_chat(body),
             Self::Messages => crate::providers::anthropic::inbound::answer_from_chat(body),
-            Self::Responses => crate::providers::responses::answer_from_chat(body),
+            Self::Responses(custom) => crate::providers::responses::answer_from_chat(body, custom),
         }
     }
 
     /// What turns the relayed chat stream into this dialect's.
-    pub fn stream(self) -> StreamDialect {
+    pub fn stream(&self) -> StreamDialect {
         match self {
             Self::Chat => StreamDialect::Chat,
             Self::Completions => StreamDialect::Completions,
             Self::Messages => StreamDialect::Messages(Default::default()),
-            Self::Responses => StreamDialect::Responses(Default::default()),
+            Self::Responses(custom) => {
+                StreamDialect::Responses(crate::providers::responses::ResponsesStream::new(custom.clone()))
+            }
         }
     }
 }

@@ -5,7 +5,10 @@
 //!
 //! Carried: `input` as a string or items (messages, `function_call`,
 //! `function_call_output`), `instructions`, function tools and `tool_choice`,
-//! `max_output_tokens`, `reasoning`, `text.format`. Refused by name: `store: true`
+//! `max_output_tokens`, `reasoning`, `text.format`, and custom (freeform) tools such
+//! as Codex's `apply_patch`: each becomes a function taking one string, `input`, and
+//! its calls come back as `custom_tool_call` items (streamed input arrives in one
+//! delta, when the call is whole). Refused by name: `store: true`
 //! and `previous_response_id` (the gateway keeps no conversations: send the
 //! history, as Codex does), built-in tools (they add fees the gateway cannot price).
 //! Dropped: `reasoning` items sent back in the history, and the model's thinking
@@ -51,8 +54,45 @@ fn content_of(content: Option<&Value>, param: &str) -> Result<Value, InvalidRequ
     }
 }
 
-/// The chat request a Responses request stands for.
-pub fn to_chat(bytes: &[u8]) -> Result<ChatRequest, InvalidRequest> {
+/// The names of a request's custom (freeform) tools: their calls are answered as `custom_tool_call`s.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CustomTools(Vec<String>);
+
+impl CustomTools {
+    fn includes(&self, name: &Value) -> bool {
+        name.as_str().is_some_and(|n| self.0.iter().any(|c| c == n))
+    }
+}
+
+/// The one parameter a custom tool's stand-in function takes.
+fn custom_parameters() -> Value {
+    json!({"type": "object", "properties": {"input": {"type": "string", "description": "The tool's whole input, as free text."}},
+        "required": ["input"], "additionalProperties": false})
+}
+
+/// A custom tool's input from its stand-in function's arguments (the arguments as they are, should the
+/// model not have kept to the schema).
+fn custom_input(arguments: &str) -> String {
+    serde_json::from_str::<Value>(arguments)
+        .ok()
+        .and_then(|a| a.get("input").and_then(Value::as_str).map(str::to_string))
+        .unwrap_or_else(|| arguments.to_string())
+}
+
+/// A custom tool as a chat function tool: its grammar, if any, goes into the description.
+fn custom_tool(tool: &Value) -> Value {
+    let mut description = tool.get("description").and_then(Value::as_str).unwrap_or_default().to_string();
+    let format = tool.get("format");
+    if let Some(definition) = format.and_then(|f| f.get("definition")).and_then(Value::as_str) {
+        let syntax = format.and_then(|f| f.get("syntax")).and_then(Value::as_str).unwrap_or("lark");
+        description.push_str(&format!("\n\nThe input must follow this {syntax} grammar:\n{definition}"));
+    }
+    json!({"type": "function", "function": {"name": tool.get("name").cloned().unwrap_or_default(),
+        "description": description, "parameters": custom_parameters()}})
+}
+
+/// The chat request a Responses request stands for, and its custom tools.
+pub fn to_chat(bytes: &[u8]) -> Result<(ChatRequest, CustomTools), InvalidRequest> {
     let value: Value = serde_json::from_slice(bytes)
         .map_err(|e| InvalidRequest::new(format!("request body is not valid JSON: {e}")))?;
     let Value::Object(body) = value else { return Err(InvalidRequest::new("request body must be a JSON object")) };
@@ -69,6 +109,7 @@ pub fn to_chat(bytes: &[u8]) -> Result<ChatRequest, InvalidRequest> {
         ));
     }
     let mut messages = Vec::new();
+    let mut custom = CustomTools::default();
     if let Some(instructions) = body.get("instructions").and_then(Value::as_str).filter(|s| !s.is_empty()) {
         messages.push(json!({"role": "system", "content": instructions}));
     }
@@ -85,10 +126,15 @@ pub fn to_chat(bytes: &[u8]) -> Result<ChatRequest, InvalidRequest> {
                         };
                         messages.push(json!({"role": role, "content": content_of(item.get("content"), &param)?}));
                     }
-                    "function_call" => {
+                    kind @ ("function_call" | "custom_tool_call") => {
+                        let arguments = if kind == "custom_tool_call" {
+                            let input = item.get("input").and_then(Value::as_str).unwrap_or_default();
+                            Value::from(json!({ "input": input }).to_string())
+                        } else {
+                            item.get("arguments").cloned().unwrap_or(Value::from("{}"))
+                        };
                         let call = json!({"id": item.get("call_id").cloned().unwrap_or_default(), "type": "function",
-                            "function": {"name": item.get("name").cloned().unwrap_or_default(),
-                                         "arguments": item.get("arguments").cloned().unwrap_or(Value::from("{}"))}});
+                            "function": {"name": item.get("name").cloned().unwrap_or_default(), "arguments": arguments}});
                         // Calls in a row belong to one assistant turn.
                         match messages.last_mut() {
                             Some(last) if last["role"] == "assistant" && last.get("tool_calls").is_some() => {
@@ -99,7 +145,7 @@ pub fn to_chat(bytes: &[u8]) -> Result<ChatRequest, InvalidRequest> {
                             _ => messages.push(json!({"role": "assistant", "content": null, "tool_calls": [call]})),
                         }
                     }
-                    "function_call_output" => messages.push(json!({"role": "tool",
+                    "function_call_output" | "custom_tool_call_output" => messages.push(json!({"role": "tool",
                         "tool_call_id": item.get("call_id").cloned().unwrap_or_default(),
                         "content": match item.get("output") { Some(Value::String(s)) => s.clone(), Some(other) => other.to_string(), None => String::new() }})),
                     "reasoning" => {}
@@ -121,6 +167,11 @@ pub fn to_chat(bytes: &[u8]) -> Result<ChatRequest, InvalidRequest> {
     if let Some(tools) = body.get("tools").and_then(Value::as_array) {
         let mut out = Vec::new();
         for tool in tools {
+            if tool.get("type").and_then(Value::as_str) == Some("custom") {
+                custom.0.extend(tool.get("name").and_then(Value::as_str).map(str::to_string));
+                out.push(custom_tool(tool));
+                continue;
+            }
             if tool.get("type").and_then(Value::as_str) != Some("function") {
                 let kind = tool.get("type").and_then(Value::as_str).unwrap_or("?");
                 return Err(invalid(format!("built-in tools (`{kind}`) add fees the gateway cannot price"), "tools"));
@@ -137,7 +188,7 @@ pub fn to_chat(bytes: &[u8]) -> Result<ChatRequest, InvalidRequest> {
         chat.insert("tools".into(), Value::Array(out));
     }
     match body.get("tool_choice") {
-        Some(Value::Object(c)) if c.get("type").and_then(Value::as_str) == Some("function") => {
+        Some(Value::Object(c)) if matches!(c.get("type").and_then(Value::as_str), Some("function" | "custom")) => {
             chat.insert(
                 "tool_choice".into(),
                 json!({"type": "function", "function": {"name": c.get("name").cloned().unwrap_or_default()}}),
@@ -169,7 +220,7 @@ pub fn to_chat(bytes: &[u8]) -> Result<ChatRequest, InvalidRequest> {
             chat.insert(field.into(), v.clone());
         }
     }
-    ChatRequest::parse(&serde_json::to_vec(&chat).unwrap_or_default())
+    Ok((ChatRequest::parse(&serde_json::to_vec(&chat).unwrap_or_default())?, custom))
 }
 
 fn usage_of(usage: Option<&Value>) -> Value {
@@ -210,8 +261,12 @@ fn call_item(id: &str, call_id: &Value, name: &Value, arguments: &str, status: &
     json!({"type": "function_call", "id": id, "call_id": call_id, "name": name, "arguments": arguments, "status": status})
 }
 
+fn custom_call_item(id: &str, call_id: &Value, name: &Value, input: &str, status: &str) -> Value {
+    json!({"type": "custom_tool_call", "id": id, "call_id": call_id, "name": name, "input": input, "status": status})
+}
+
 /// A chat completion answer as a Responses `response`.
-pub fn answer_from_chat(body: Vec<u8>) -> Vec<u8> {
+pub fn answer_from_chat(body: Vec<u8>, custom: &CustomTools) -> Vec<u8> {
     let Ok(answer) = serde_json::from_slice::<Value>(&body) else { return body };
     let id = response_id(answer.get("id").and_then(Value::as_str));
     let choice = answer.pointer("/choices/0");
@@ -230,13 +285,11 @@ pub fn answer_from_chat(body: Vec<u8>) -> Vec<u8> {
     {
         let arguments = call.pointer("/function/arguments").and_then(Value::as_str).unwrap_or("{}");
         let name = call.pointer("/function/name").cloned().unwrap_or_default();
-        output.push(call_item(
-            &format!("fc_{i}_{id}"),
-            call.get("id").unwrap_or(&Value::Null),
-            &name,
-            arguments,
-            "completed",
-        ));
+        let (item_id, call_id) = (format!("fc_{i}_{id}"), call.get("id").unwrap_or(&Value::Null));
+        output.push(match custom.includes(&name) {
+            true => custom_call_item(&item_id, call_id, &name, &custom_input(arguments), "completed"),
+            false => call_item(&item_id, call_id, &name, arguments, "completed"),
+        });
     }
     let status = if choice.and_then(|c| c.get("finish_reason")).and_then(Value::as_str) == Some("length") {
         "incomplete"
@@ -248,15 +301,24 @@ pub fn answer_from_chat(body: Vec<u8>) -> Vec<u8> {
     serde_json::to_vec(&response(&id, &model, &created, status, output, usage_of(answer.get("usage")))).unwrap_or(body)
 }
 
+/// What kind of output item a stream is writing.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Kind {
+    Message,
+    Function,
+    /// A custom tool's call: its input is given whole when the call ends.
+    Custom,
+}
+
 /// An output item being written in a stream.
 #[derive(Debug)]
 struct Open {
     index: u64,
     id: String,
-    /// A function call (else the message's text).
-    tool: bool,
+    kind: Kind,
     call_id: Value,
     name: Value,
+    /// The message's text, or the call's arguments.
     text: String,
 }
 
@@ -266,6 +328,7 @@ struct Open {
 /// then `response.completed` (or `response.incomplete`) carrying the whole response and its usage.
 #[derive(Debug, Default)]
 pub struct ResponsesStream {
+    custom: CustomTools,
     steps: ChatSteps,
     sequence: u64,
     id: String,
@@ -280,6 +343,10 @@ pub struct ResponsesStream {
 }
 
 impl ResponsesStream {
+    pub fn new(custom: CustomTools) -> Self {
+        Self { custom, ..Self::default() }
+    }
+
     fn emit(&mut self, out: &mut String, mut data: Value) {
         data["sequence_number"] = Value::from(self.sequence);
         self.sequence += 1;
@@ -293,16 +360,21 @@ impl ResponsesStream {
             match step {
                 ChatStep::Start(chunk) => self.start(&chunk, &mut out),
                 ChatStep::Text(delta) => {
-                    if !matches!(&self.open, Some(o) if !o.tool) {
-                        self.open_item(false, Value::Null, Value::Null, &mut out);
+                    if !matches!(&self.open, Some(o) if o.kind == Kind::Message) {
+                        self.open_item(Kind::Message, Value::Null, Value::Null, &mut out);
                     }
                     let (id, index) = self.append(&delta);
                     self.emit(&mut out, json!({"type": "response.output_text.delta", "item_id": id, "output_index": index, "content_index": 0, "delta": delta, "logprobs": []}));
                 }
-                ChatStep::ToolStart { id, name } => self.open_item(true, id, name, &mut out),
+                ChatStep::ToolStart { id, name } => {
+                    let kind = if self.custom.includes(&name) { Kind::Custom } else { Kind::Function };
+                    self.open_item(kind, id, name, &mut out)
+                }
                 ChatStep::ToolArgs(args) => {
                     let (id, index) = self.append(&args);
-                    self.emit(&mut out, json!({"type": "response.function_call_arguments.delta", "item_id": id, "output_index": index, "delta": args}));
+                    if matches!(&self.open, Some(o) if o.kind == Kind::Function) {
+                        self.emit(&mut out, json!({"type": "response.function_call_arguments.delta", "item_id": id, "output_index": index, "delta": args}));
+                    }
                 }
                 ChatStep::Finish(reason) => self.incomplete = reason == "length",
                 ChatStep::Usage(usage) => self.usage = Some(usage),
@@ -339,35 +411,46 @@ impl ResponsesStream {
         self.emit(out, json!({"type": "response.in_progress", "response": r}));
     }
 
-    fn open_item(&mut self, tool: bool, call_id: Value, name: Value, out: &mut String) {
+    fn open_item(&mut self, kind: Kind, call_id: Value, name: Value, out: &mut String) {
         self.close_item(out);
         let index = self.done.len() as u64;
-        let id = if tool { format!("fc_{index}_{}", self.id) } else { format!("msg_{index}_{}", self.id) };
-        let item = if tool {
-            call_item(&id, &call_id, &name, "", "in_progress")
-        } else {
-            json!({"type": "message", "id": id, "status": "in_progress", "role": "assistant", "content": []})
+        let id = match kind {
+            Kind::Message => format!("msg_{index}_{}", self.id),
+            Kind::Function | Kind::Custom => format!("fc_{index}_{}", self.id),
+        };
+        let item = match kind {
+            Kind::Message => {
+                json!({"type": "message", "id": id, "status": "in_progress", "role": "assistant", "content": []})
+            }
+            Kind::Function => call_item(&id, &call_id, &name, "", "in_progress"),
+            Kind::Custom => custom_call_item(&id, &call_id, &name, "", "in_progress"),
         };
         self.emit(out, json!({"type": "response.output_item.added", "output_index": index, "item": item}));
-        if !tool {
+        if kind == Kind::Message {
             let part = json!({"type": "output_text", "text": "", "annotations": []});
             self.emit(out, json!({"type": "response.content_part.added", "item_id": id, "output_index": index, "content_index": 0, "part": part}));
         }
-        self.open = Some(Open { index, id, tool, call_id, name, text: String::new() });
+        self.open = Some(Open { index, id, kind, call_id, name, text: String::new() });
     }
 
     fn close_item(&mut self, out: &mut String) {
         let Some(open) = self.open.take() else { return };
-        let item = match open.tool {
-            false => {
+        let item = match open.kind {
+            Kind::Message => {
                 self.emit(out, json!({"type": "response.output_text.done", "item_id": open.id, "output_index": open.index, "content_index": 0, "text": open.text, "logprobs": []}));
                 let part = json!({"type": "output_text", "text": open.text, "annotations": []});
                 self.emit(out, json!({"type": "response.content_part.done", "item_id": open.id, "output_index": open.index, "content_index": 0, "part": part}));
                 message_item(&open.id, &open.text, "completed")
             }
-            true => {
+            Kind::Function => {
                 self.emit(out, json!({"type": "response.function_call_arguments.done", "item_id": open.id, "output_index": open.index, "arguments": open.text}));
                 call_item(&open.id, &open.call_id, &open.name, &open.text, "completed")
+            }
+            Kind::Custom => {
+                let input = custom_input(&open.text);
+                self.emit(out, json!({"type": "response.custom_tool_call_input.delta", "item_id": open.id, "output_index": open.index, "delta": input}));
+                self.emit(out, json!({"type": "response.custom_tool_call_input.done", "item_id": open.id, "output_index": open.index, "input": input}));
+                custom_call_item(&open.id, &open.call_id, &open.name, &input, "completed")
             }
         };
         self.emit(out, json!({"type": "response.output_item.done", "output_index": open.index, "item": item.clone()}));
@@ -416,7 +499,7 @@ mod tests {
               {"type":"function_call_output","call_id":"c1","output":"a.txt"},
               {"type":"function_call_output","call_id":"c2","output":"/"},
               {"type":"reasoning","summary":[]}]}"#;
-        let chat = to_chat(body).expect("valid");
+        let (chat, _) = to_chat(body).expect("valid");
         let m = &chat.body["messages"];
         assert_eq!(m[0], json!({"role": "system", "content": "You are Codex."}));
         assert_eq!(m[1]["content"][0]["text"], "list files");
@@ -424,6 +507,35 @@ mod tests {
         assert_eq!(m[3], json!({"role": "tool", "tool_call_id": "c1", "content": "a.txt"}));
         assert_eq!(chat.body["tools"][0]["function"]["strict"], true);
         assert_eq!(chat.max_tokens, Some(300));
+    }
+
+    #[test]
+    fn a_custom_tool_is_a_one_string_function_and_its_calls_come_back_custom() {
+        let body = br#"{"model":"m","tools":[{"type":"custom","name":"apply_patch","description":"Edit files.",
+              "format":{"type":"grammar","syntax":"lark","definition":"start: \"*** Begin Patch\""}}],
+            "input":[{"role":"user","content":"fix it"},
+              {"type":"custom_tool_call","call_id":"c1","name":"apply_patch","input":"*** Begin Patch"},
+              {"type":"custom_tool_call_output","call_id":"c1","output":"Done"}]}"#;
+        let (chat, custom) = to_chat(body).expect("valid");
+        let function = &chat.body["tools"][0]["function"];
+        assert_eq!(function["parameters"]["required"], json!(["input"]));
+        assert!(function["description"].as_str().is_some_and(|d| d.contains("lark grammar")));
+        let m = &chat.body["messages"];
+        assert_eq!(m[1]["tool_calls"][0]["function"]["arguments"], r#"{"input":"*** Begin Patch"}"#);
+        assert_eq!(m[2], json!({"role": "tool", "tool_call_id": "c1", "content": "Done"}));
+
+        let answer = br#"{"id":"gen-1","choices":[{"message":{"content":null,"tool_calls":[{"id":"c2","type":"function","function":{"name":"apply_patch","arguments":"{\"input\":\"*** Begin Patch\\n*** End Patch\"}"}}]},"finish_reason":"tool_calls"}]}"#;
+        let r: Value = serde_json::from_slice(&answer_from_chat(answer.to_vec(), &custom)).expect("json");
+        assert_eq!(r["output"][0]["type"], "custom_tool_call");
+        assert_eq!(r["output"][0]["input"], "*** Begin Patch\n*** End Patch");
+
+        let stream = "data: {\"id\":\"gen-1\",\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"c2\",\"function\":{\"name\":\"apply_patch\",\"arguments\":\"{\\\"input\\\":\"}}]}}]}\n\n\
+            data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"\\\"ok\\\"}\"}}]},\"finish_reason\":\"tool_calls\"}]}\n\ndata: [DONE]\n\n";
+        let out = String::from_utf8(ResponsesStream::new(custom).feed(stream.as_bytes().to_vec())).expect("utf8");
+        let names: Vec<&str> = out.lines().filter_map(|l| l.strip_prefix("event: ")).collect();
+        assert!(!names.contains(&"response.function_call_arguments.delta"), "{out}");
+        assert!(names.contains(&"response.custom_tool_call_input.done"), "{out}");
+        assert!(out.contains(r#""input":"ok""#), "{out}");
     }
 
     #[test]
