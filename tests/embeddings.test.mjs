@@ -71,6 +71,24 @@ describe('embeddings', () => {
     }
   });
 
+  test('a failing OpenAI is retried, one that keeps failing hands over to OpenRouter, and each request is charged once', async () => {
+    const { user, client } = await clientFor();
+    const text = 'retry me please';
+    const fail = (times) => fetch(`${ctx.gw.fake.url.replace('/api/v1', '')}/__fail`, { method: 'POST', body: JSON.stringify({ provider: 'openai', status: 503, times }) });
+    await fail(1);
+    const { data: first, response: r1 } = await client.embeddings.create({ model: MODEL, input: text }).withResponse();
+    assert.equal(r1.headers.get('x-tollgate-provider'), 'openai', 'the retry on OpenAI served it');
+    const calls = () => ctx.gw.fake.requests.filter((r) => r.path === '/openai/v1/embeddings').length;
+    const before = calls();
+    await fail(3); // the first call and UPSTREAM_RETRIES (2) retries
+    const { data: second, response: r2 } = await client.embeddings.create({ model: MODEL, input: text }).withResponse();
+    assert.equal(r2.headers.get('x-tollgate-provider'), 'openrouter', 'OpenRouter is the safety net');
+    assert.equal(calls() - before, 3, 'OpenAI was tried three times first');
+    const rows = await usageRows(ctx.admin, user.id, 2);
+    assert.deepEqual(rows.map((r) => -micros(r.amount)), [costOf(tokensOf([text])), costOf(tokensOf([text]))]);
+    assert.equal(micros(first.usage.cost) + micros(second.usage.cost), 2 * costOf(tokensOf([text])));
+  });
+
   test('refusals are OpenAI-shaped: bad input, an unpriced model, an empty balance', async () => {
     const { client } = await clientFor();
     const bad = await client.embeddings.create({ model: MODEL, input: [] }).catch((e) => e);

@@ -24,7 +24,7 @@
 // counted as completion and reasoning tokens.
 // Test helpers: GET /__requests lists the requests received (newest last),
 // DELETE /__requests forgets them. POST /__fail {provider, status, times?, retry_after?}
-// makes the next `times` (default 1) chat calls to that provider (openrouter | openai |
+// makes the next `times` (default 1) chat or embeddings calls to that provider (openrouter | openai |
 // anthropic | google) fail with that status, each in the provider's own error shape. On
 // OpenRouter, a body with `models` walks that list as OpenRouter does: each failure hands over
 // to the next model, and the answer names the model that served.
@@ -709,6 +709,11 @@ export function startFakeUpstream({ port = 0, host = '127.0.0.1', apiKey, provis
     if (provider === 'google') return gemini(req, res, url, body);
     if (provider === 'openai') return openai(req, res, body);
     if (req.method === 'POST' && url.pathname === '/v1/messages/count_tokens') return anthropicCount(req, res, body);
+    if (req.method === 'POST' && url.pathname.endsWith('/embeddings')) {
+      const by = url.pathname === '/openai/v1/embeddings' ? 'openai' : 'openrouter';
+      const failed = fault(by);
+      if (failed) return failAs(by, res, failed);
+    }
     if (req.method === 'POST' && url.pathname === '/openai/v1/embeddings') {
       if ((req.headers.authorization ?? '') !== `Bearer ${FAKE_OPENAI_KEY}`) return openaiError(res, 401, 'Incorrect API key provided.', 'invalid_api_key');
       return embeddings(res, body, { native: true });

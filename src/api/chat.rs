@@ -170,7 +170,7 @@ impl Job {
         let max_output = |m: &str| {
             prices.get(m).and_then(|r| r.max_completion_tokens).map_or(ANTHROPIC_DEFAULT_MAX_TOKENS, |m| m as u64)
         };
-        let served = match upstream::send(&call, &chat, &plan, max_output).await {
+        let served = match upstream::send_chat(&call, &chat, &plan, max_output).await {
             Ok(served) => served,
             Err(failed) => {
                 let log = LogContext::new(&call, &caller, &chat.model, plan[0].route.provider, failed.tries);

@@ -1,11 +1,12 @@
 //! POST /v1/embeddings: authenticate → validate → price → reserve (the input at
 //! the model's input price) → send → answer with `usage.cost` → settle. Served
-//! natively by OpenRouter and by OpenAI on the direct route; a model another
-//! direct provider would serve goes through OpenRouter. Like chat, once money is
+//! natively by OpenRouter and by OpenAI on the direct route, retried and handed
+//! over to OpenRouter as chat is (`upstream::send`); a model another direct
+//! provider would serve goes through OpenRouter. Like chat, once money is
 //! reserved the request runs to its settlement whether or not the client stays.
 
 use futures_channel::oneshot;
-use worker::{Headers, Method, Response};
+use worker::{Headers, Response};
 
 use super::auth::{note_key_use, Authenticated, Caller};
 use super::error::ApiError;
@@ -13,11 +14,13 @@ use super::incoming::Incoming;
 use super::meter::{charge, price_table, Demand, Meter, Outcome};
 use super::request_log::LogContext;
 use super::respond::{read_body, Call};
+use super::upstream;
 use crate::domain::embeddings::EmbeddingsRequest;
-use crate::domain::routing::{self, Provider};
+use crate::domain::routing::{self, Attempt, Provider, Routing};
 use crate::providers::openai_compat::{embeddings_usage, ProviderError};
 use crate::providers::sse::set_usage_cost;
 use crate::providers::transport;
+use crate::providers::wire::Outbound;
 use crate::store::prices::PriceRow;
 
 /// Up to 2,048 inputs of text.
@@ -31,57 +34,65 @@ pub async fn create_embeddings(mut req: Incoming, call: &Call, auth: Authenticat
         .filter(|r| r.is_active != 0)
         .ok_or_else(|| ApiError::ModelNotFound(format!("no price configured for {}", request.model)))?
         .clone();
-    let (provider, native) = route(call, &request.model, &row)?;
+    let plan = plan(call, &request.model, &row)?;
     let meter = match (&auth.caller, &auth.hash) {
         (Caller::Key(key), Some(hash)) => {
             let demand = Demand { model: &request.model, prompt: request.token_bound, output: 0 };
-            let (mut meter, _) = Meter::reserve_tokens(call, key, hash, &row, demand).await?;
-            meter.provider = provider.as_str();
+            let (meter, _) = Meter::reserve_tokens(call, key, hash, &row, demand).await?;
             note_key_use(call, &key.id);
             Some(meter)
         }
         _ => None,
     };
-    let log = LogContext::new(call, &auth.caller, &request.model, provider, 1);
     let (answer, answered) = oneshot::channel();
-    let job = Job { call: call.clone(), request, provider, native, meter, log };
+    let job = Job { call: call.clone(), caller: auth.caller, request, plan, meter };
     call.ctx.wait_until(job.run(answer));
     answered.await.unwrap_or_else(|_| Err(ApiError::internal("the request ended without an answer")))
 }
 
-/// Only OpenAI-compatible providers have the endpoint: OpenRouter, and OpenAI on a direct route.
-fn route(call: &Call, model: &str, row: &PriceRow) -> Result<(Provider, String), ApiError> {
-    let direct = call.config.direct_providers();
-    let chosen = routing::route(model, row.pin().as_ref(), &direct);
-    match chosen.provider {
-        Provider::OpenRouter if call.config.upstream_api_key.is_none() => Err(ApiError::bad_request(
-            "this gateway has no OpenRouter key (AI_GATEWAY_API_KEY) to send embeddings through",
-        )),
-        Provider::OpenRouter | Provider::OpenAi => Ok((chosen.provider, chosen.native_model)),
-        _ if call.config.upstream_api_key.is_some() => Ok((Provider::OpenRouter, model.to_string())),
-        other => Err(ApiError::bad_request(format!(
-            "embeddings are not served on the {} route, and this gateway has no OpenRouter key to send them through",
-            other.as_str()
-        ))),
+/// The routes to try: only OpenAI-compatible providers have the endpoint (OpenRouter, and OpenAI on a
+/// direct route, with OpenRouter behind it as for chat); a model another direct provider would serve
+/// goes through OpenRouter.
+fn plan(call: &Call, model: &str, row: &PriceRow) -> Result<Vec<Attempt>, ApiError> {
+    let direct: Vec<Provider> = call.config.direct_providers().into_iter().filter(|p| *p == Provider::OpenAi).collect();
+    let openrouter = call.config.upstream_api_key.is_some();
+    let plan = routing::plan(model, &[], |_| row.pin(), &Routing { direct: &direct, openrouter });
+    let plan: Vec<Attempt> = plan
+        .into_iter()
+        .filter(|a| matches!(a.route.provider, Provider::OpenRouter | Provider::OpenAi))
+        .filter(|a| a.route.provider != Provider::OpenRouter || openrouter)
+        .collect();
+    if plan.is_empty() {
+        return Err(ApiError::bad_request(
+            "embeddings are served by OpenRouter or OpenAI, and this gateway has no key for either route (AI_GATEWAY_API_KEY)",
+        ));
     }
+    Ok(plan)
 }
 
 struct Job {
     call: Call,
+    caller: Caller,
     request: EmbeddingsRequest,
-    provider: Provider,
-    native: String,
+    plan: Vec<Attempt>,
     meter: Option<Meter>,
-    log: LogContext,
 }
 
 impl Job {
     async fn run(self, answer: oneshot::Sender<Result<Response, ApiError>>) {
-        let Job { call, request, provider, native, meter, log } = self;
-        let result = send(&call, &request, provider, &native).await;
+        let Job { call, caller, request, plan, mut meter } = self;
+        let result = send(&call, &request, &plan).await;
+        let (provider, tries) = match &result {
+            Ok((_, _, served)) => (served.provider, served.tries),
+            Err((_, tries)) => (plan[0].route.provider, *tries),
+        };
+        let log = LogContext::new(&call, &caller, &request.model, provider, tries);
+        if let Some(m) = meter.as_mut() {
+            m.provider = provider.as_str();
+        }
         let (body, usage) = match result {
-            Ok(read) => read,
-            Err(error) => {
+            Ok((body, usage, _)) => (body, usage),
+            Err((error, _)) => {
                 let status = error.status();
                 log.finished(status, (0, 0), None, false);
                 let _ = answer.send(Err(error));
@@ -115,33 +126,49 @@ impl Job {
     }
 }
 
-/// One call to the provider's `/embeddings`, inside `REQUEST_TIMEOUT`.
+/// Who served, after how many upstream calls.
+struct ServedBy {
+    provider: Provider,
+    tries: u32,
+}
+
+/// The request along its plan (retries and the OpenRouter safety net as for chat), inside
+/// `REQUEST_TIMEOUT`; the answer, its usage, and who served it (or the error and the calls made).
 async fn send(
     call: &Call,
     request: &EmbeddingsRequest,
-    provider: Provider,
-    native: &str,
-) -> Result<(Vec<u8>, Option<crate::domain::chat::Usage>), ApiError> {
-    let endpoint = call
-        .config
-        .endpoint(provider)
-        .ok_or_else(|| ApiError::from(ProviderError::CredentialsRejected { status: 401, message: "no key".into() }))?;
-    let url = format!("{}/embeddings", endpoint.base_url);
-    let auth = format!("Bearer {}", endpoint.key);
-    let headers = [("authorization", auth.as_str()), ("content-type", "application/json")];
-    let timeout = call.config.request_timeout_ms;
-    let mut upstream =
-        transport::send(Method::Post, &url, &headers, Some(&request.upstream_body(native)), timeout).await?;
-    let left = (call.started_ms + timeout as f64 - js_sys::Date::now()).max(1.0) as u64;
-    let body = transport::read_all(&mut upstream, left).await?;
-    // Embeddings have input tokens only; an upstream that reports just `total_tokens` means those.
-    let usage = embeddings_usage(&body)?.map(|mut u| {
-        if u.prompt_tokens == 0 {
-            u.prompt_tokens = u.total_tokens;
-        }
-        u
-    });
-    Ok((body, usage))
+    plan: &[Attempt],
+) -> Result<(Vec<u8>, Option<crate::domain::chat::Usage>, ServedBy), (ApiError, u32)> {
+    let served = upstream::send(call, plan, |attempt, endpoint| {
+        Ok(Outbound {
+            url: format!("{}/embeddings", endpoint.base_url),
+            headers: vec![
+                ("authorization", format!("Bearer {}", endpoint.key)),
+                ("content-type", "application/json".to_string()),
+            ],
+            body: request.upstream_body(&attempt.route.native_model),
+        })
+    })
+    .await
+    .map_err(|failed| (failed.error, failed.tries))?;
+    let by = ServedBy { provider: served.attempt.route.provider, tries: served.tries };
+    let mut upstream = served.upstream;
+    let left = (call.started_ms + call.config.request_timeout_ms as f64 - js_sys::Date::now()).max(1.0) as u64;
+    let read = async {
+        let body = transport::read_all(&mut upstream, left).await?;
+        // Embeddings have input tokens only; an upstream that reports just `total_tokens` means those.
+        let usage = embeddings_usage(&body)?.map(|mut u| {
+            if u.prompt_tokens == 0 {
+                u.prompt_tokens = u.total_tokens;
+            }
+            u
+        });
+        Ok::<_, ProviderError>((body, usage))
+    };
+    match read.await {
+        Ok((body, usage)) => Ok((body, usage, by)),
+        Err(e) => Err((e.into(), by.tries)),
+    }
 }
 
 /// The answer under the client's model id, with `usage.cost` the charge (when billed).

@@ -1,4 +1,4 @@
-//! Sends a chat request along its plan (`routing::plan`): each attempt is
+//! Sends a request (a chat, or embeddings) along its plan (`routing::plan`): each attempt is
 //! retried on its own route (`UPSTREAM_RETRIES`, jittered exponential
 //! backoff, a short `Retry-After` honoured), then the next attempt is tried —
 //! all inside `REQUEST_TIMEOUT`. This runs before anything reaches the client,
@@ -14,11 +14,12 @@ use super::error::ApiError;
 use super::respond::Call;
 use crate::domain::chat::ChatRequest;
 use crate::domain::routing::{self, Attempt};
+use crate::domain::InvalidRequest;
 use crate::env;
 use crate::log::{self, Level};
 use crate::providers::openai_compat::ProviderError;
 use crate::providers::transport::{self, Upstream};
-use crate::providers::wire::{self, Extras};
+use crate::providers::wire::{self, Endpoint, Extras, Outbound};
 
 /// The attempt that answered with a 2xx.
 pub struct Served<'p> {
@@ -34,12 +35,11 @@ pub struct Failed {
     pub tries: u32,
 }
 
-/// `max_output(model)`: the output bound a provider that requires one (Anthropic) is given.
+/// Sends a request along `plan`; `build` makes each attempt's HTTP request for its provider's address and key.
 pub async fn send<'p>(
     call: &Call,
-    chat: &ChatRequest,
     plan: &'p [Attempt],
-    max_output: impl Fn(&str) -> u64,
+    build: impl Fn(&Attempt, &Endpoint) -> Result<Outbound, InvalidRequest>,
 ) -> Result<Served<'p>, Failed> {
     let config = &call.config;
     let deadline = call.started_ms + config.request_timeout_ms as f64;
@@ -52,12 +52,7 @@ pub async fn send<'p>(
             last = Some(ProviderError::CredentialsRejected { status: 401, message });
             continue;
         };
-        let extras = Extras {
-            default_max_tokens: max_output(&attempt.model),
-            title: &config.title,
-            referer: config.referer.as_deref(),
-        };
-        let out = match wire::outbound(attempt, chat, &endpoint, &extras) {
+        let out = match build(attempt, &endpoint) {
             Ok(out) => out,
             // The first route's refusal is the client's answer; a later one's would hide why the first failed.
             Err(e) if last.is_none() => return Err(Failed { error: e.into(), tries }),
@@ -93,6 +88,26 @@ pub async fn send<'p>(
     }
     let error = last.map_or_else(|| ApiError::internal("no route to try"), ApiError::from);
     Err(Failed { error, tries })
+}
+
+/// Sends a chat along `plan`; `max_output(model)` is the output bound given to a provider that requires
+/// one (Anthropic).
+pub async fn send_chat<'p>(
+    call: &Call,
+    chat: &ChatRequest,
+    plan: &'p [Attempt],
+    max_output: impl Fn(&str) -> u64,
+) -> Result<Served<'p>, Failed> {
+    let config = &call.config;
+    send(call, plan, |attempt, endpoint| {
+        let extras = Extras {
+            default_max_tokens: max_output(&attempt.model),
+            title: &config.title,
+            referer: config.referer.as_deref(),
+        };
+        wire::outbound(attempt, chat, endpoint, &extras)
+    })
+    .await
 }
 
 /// One debug line per failed upstream call (the request's own line says how it ended).

@@ -345,7 +345,10 @@ mod tests {
         assert_eq!(book.reserve(&ask("r1", "k", 60), NOW).0, full(60));
         assert_eq!(
             book.reserve(&ask("r2", "k", 60), NOW).0,
-            Decision::Decided { reservation: Reservation::Partial { amount: 40, source: LimitSource::Balance }, resets_at_ms: None }
+            Decision::Decided {
+                reservation: Reservation::Partial { amount: 40, source: LimitSource::Balance },
+                resets_at_ms: None
+            }
         );
         assert_eq!(book.reserved(), 100);
         let (decision, held) = book.reserve(&ask("r3", "k", 60), NOW);

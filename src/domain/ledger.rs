@@ -98,8 +98,14 @@ mod tests {
 
     #[test]
     fn clamps_to_what_the_tightest_limit_allows() {
-        assert_eq!(reserve(Headroom { balance: 50, key: None }, 100, 10), Reservation::Partial { amount: 50, source: LimitSource::Balance });
-        assert_eq!(reserve(Headroom { balance: 500, key: Some(30) }, 100, 10), Reservation::Partial { amount: 30, source: LimitSource::KeyLimit });
+        assert_eq!(
+            reserve(Headroom { balance: 50, key: None }, 100, 10),
+            Reservation::Partial { amount: 50, source: LimitSource::Balance }
+        );
+        assert_eq!(
+            reserve(Headroom { balance: 500, key: Some(30) }, 100, 10),
+            Reservation::Partial { amount: 30, source: LimitSource::KeyLimit }
+        );
     }
 
     #[test]

@@ -129,7 +129,11 @@ mod tests {
         assert_eq!(body["max_completion_tokens"], 50);
         assert!(body.get("max_tokens").is_none());
         assert!(body["messages"][0]["content"][0].get("cache_control").is_none());
-        assert_eq!(body["messages"][1], serde_json::json!({"role": "assistant", "content": "ok"}), "thinking stays home");
+        assert_eq!(
+            body["messages"][1],
+            serde_json::json!({"role": "assistant", "content": "ok"}),
+            "thinking stays home"
+        );
     }
 
     #[test]

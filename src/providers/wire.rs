@@ -268,9 +268,11 @@ mod tests {
         let to = |provider, native| outbound(&attempt("m", provider, native, false), &req, &endpoint, &EXTRAS);
         let a = to(Provider::Anthropic, "claude-3-5-haiku").expect("ok");
         assert_eq!(header(&a, "anthropic-beta"), Some("interleaved-thinking-2025-05-14"));
-        for (provider, native) in
-            [(Provider::OpenRouter, "anthropic/claude-3-5-haiku"), (Provider::OpenAi, "gpt-4o"), (Provider::Google, "g")]
-        {
+        for (provider, native) in [
+            (Provider::OpenRouter, "anthropic/claude-3-5-haiku"),
+            (Provider::OpenAi, "gpt-4o"),
+            (Provider::Google, "g"),
+        ] {
             assert_eq!(header(&to(provider, native).expect("ok"), "anthropic-beta"), None, "{provider:?}");
         }
     }

@@ -322,7 +322,9 @@ enum Block {
     Text,
     Tool,
     /// Thinking, until its signature has come.
-    Thinking { signed: bool },
+    Thinking {
+        signed: bool,
+    },
     Redacted,
 }
 
@@ -342,9 +344,11 @@ impl MessagesStream {
                     }
                     self.delta(json!({"type": "text_delta", "text": text}), &mut out);
                 }
-                ChatStep::ToolStart { id, name } => {
-                    self.open_block(json!({"type": "tool_use", "id": id, "name": name, "input": {}}), Block::Tool, &mut out)
-                }
+                ChatStep::ToolStart { id, name } => self.open_block(
+                    json!({"type": "tool_use", "id": id, "name": name, "input": {}}),
+                    Block::Tool,
+                    &mut out,
+                ),
                 ChatStep::Thinking(text) => {
                     self.open_thinking(&mut out);
                     self.delta(json!({"type": "thinking_delta", "thinking": text}), &mut out);
@@ -500,13 +504,20 @@ mod tests {
             data: {\"choices\":[{\"delta\":{\"reasoning_details\":[{\"type\":\"reasoning.text\",\"signature\":\"s\",\"index\":0}]}}]}\n\n\
             data: {\"choices\":[{\"delta\":{\"content\":\"Yes.\"},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n";
         let out = String::from_utf8(MessagesStream::default().feed(stream.as_bytes().to_vec())).expect("utf8");
-        let data: Vec<Value> =
-            out.lines().filter_map(|l| l.strip_prefix("data: ")).map(|d| serde_json::from_str(d).expect("json")).collect();
+        let data: Vec<Value> = out
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .map(|d| serde_json::from_str(d).expect("json"))
+            .collect();
         let kinds: Vec<String> = data
             .iter()
             .map(|e| {
                 let delta = e.pointer("/delta/type").or(e.pointer("/content_block/type")).and_then(Value::as_str);
-                format!("{}{}", e["type"].as_str().unwrap_or_default(), delta.map(|d| format!(":{d}")).unwrap_or_default())
+                format!(
+                    "{}{}",
+                    e["type"].as_str().unwrap_or_default(),
+                    delta.map(|d| format!(":{d}")).unwrap_or_default()
+                )
             })
             .collect();
         assert_eq!(

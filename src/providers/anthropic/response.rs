@@ -63,7 +63,8 @@ pub fn chat_completion(message: &Value, model: &str, created: i64) -> Value {
         finish,
         &usage,
     );
-    let details = reasoning::details_from_blocks(message.get("content").and_then(Value::as_array).into_iter().flatten());
+    let details =
+        reasoning::details_from_blocks(message.get("content").and_then(Value::as_array).into_iter().flatten());
     if let (false, Some(reply)) = (details.is_empty(), answer.pointer_mut("/choices/0/message")) {
         reply["reasoning"] = reasoning::text_of(&details).into();
         reply["reasoning_details"] = details.into();

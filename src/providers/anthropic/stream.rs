@@ -12,8 +12,8 @@ use serde_json::{json, Value};
 
 use super::response::{finish_reason, usage};
 use crate::domain::chat::Usage;
-use crate::providers::sse::{data_event, DataLines};
 use crate::providers::reasoning;
+use crate::providers::sse::{data_event, DataLines};
 use crate::providers::translate::Chunks;
 
 /// What one Anthropic event turned into.
