@@ -5,8 +5,11 @@
 //   (b2) the same Worker after one call to a trivial Durable Object (Tollgate makes one per request),
 //   (r), (r2) the same two in idiomatic workers-rs (scripts/bench-floor-rust: same worker version and
 //             release profile), so the toolchain's own cost is told apart from Tollgate's,
-//   (c) Tollgate without per-request log lines, (d) with them,
-// then Tollgate's overhead over the floor and the wasm size.
+//   (c) Tollgate without per-request log lines, spending from budget leases (the default),
+//   (c0) the same with leases off (`BUDGET_LEASES=off`: one reservation per request in the account's object),
+//   (d) Tollgate with request log lines,
+// then Tollgate's own overhead over the workers-rs floor (as differences and a throughput ratio) and the
+// wasm size.
 // Options: --requests N (default 400 per run), --skip-build,
 //   --quick (c=1 and streaming only, without target (d): for iterating on the hot path),
 //   --direct (instead: one gateway, the same chat through OpenRouter's route and through each direct
@@ -166,9 +169,13 @@ const targets = [
 // does not pay. So Tollgate is measured without request lines (the gateway's
 // own overhead), then with them (what `npm start` feels like).
 const gateways = [];
-const levels = [['(c) Tollgate', 'warn'], ['(d) Tollgate, request logs', 'info']];
-for (const [name, level] of QUICK ? levels.slice(0, 1) : levels) {
-  const { gw, key } = await billedGateway({ AI_GATEWAY_BASE_URL: fake.url, AI_GATEWAY_API_KEY: FAKE_UPSTREAM_KEY, LOG_LEVEL: level });
+const variants = [
+  ['(c) Tollgate, leases', { LOG_LEVEL: 'warn' }],
+  ['(c0) Tollgate, no leases', { LOG_LEVEL: 'warn', BUDGET_LEASES: 'off' }],
+  ['(d) Tollgate, request logs', { LOG_LEVEL: 'info' }],
+];
+for (const [name, vars] of QUICK ? variants.slice(0, 2) : variants) {
+  const { gw, key } = await billedGateway({ AI_GATEWAY_BASE_URL: fake.url, AI_GATEWAY_API_KEY: FAKE_UPSTREAM_KEY, ...vars });
   gateways.push(gw);
   targets.push({ name, url: `${gw.url}/v1/chat/completions`, key });
 }
@@ -184,7 +191,7 @@ try {
 
 const wasmFile = readdirSync(path.join(ROOT, 'build')).find((n) => n.endsWith('.wasm'));
 const wasm = readFileSync(path.join(ROOT, 'build', wasmFile));
-const [, b, b2, rs, rs2, c, d] = results;
+const [, b, b2, rs, rs2, c, c0, d] = results;
 
 console.log(`\nTollgate benchmark — ${REQUESTS} requests at c=1, ${REQUESTS * 2} at c=16, non-streamed chat; streaming time to first content chunk`);
 console.log(`${''.padEnd(26)} ${'c=1 p50'.padStart(7)} ${'p99'.padStart(7)} ${'req/s'.padStart(7)}   ${'c=16p50'.padStart(7)} ${'p99'.padStart(7)} ${'req/s'.padStart(7)}   ${'ttfc50'.padStart(7)} ${'p99'.padStart(7)}   (ms)`);
@@ -199,6 +206,10 @@ console.log(`One DO round trip costs the JS floor itself: p50 c=1 ${(b2.c1.p50 -
 console.log(`The workers-rs floor over the JS floor: ${over(rs)}`);
 console.log(`  with one DO call, over the JS floor: ${over(rs2)}`);
 console.log(`Tollgate over the workers-rs floor with one DO call: ${over(c, rs2)}`);
+const share = (x, base) => (QUICK ? '' : `, c=16 throughput ${((100 * x.c16.rps) / base.c16.rps).toFixed(0)} % of the floor's`);
+console.log(`\nOwn overhead over the workers-rs floor (r):`);
+console.log(`  with leases:    ${over(c, rs)}${share(c, rs)}`);
+console.log(`  without leases: ${over(c0, rs)}${share(c0, rs)}`);
 console.log(`wasm: ${(wasm.length / 1024).toFixed(0)} KB raw, ${(gzipSync(wasm, { level: 9 }).length / 1024).toFixed(0)} KB gzipped (${statSync(path.join(ROOT, 'build', wasmFile)).size} bytes)`);
 
 /** `--direct`: what a direct route costs against OpenRouter's, on one gateway, interleaved. */

@@ -78,6 +78,9 @@ pub struct Config {
     /// `AUTH_FAILURE_LIMIT`: unknown keys one client may present a minute before it is refused
     /// for a minute (default 100), counted in each isolate where there is no `AUTH_FAILURES` binding.
     pub auth_failure_limit: u32,
+    /// `BUDGET_LEASES` (`off` to disable): isolates spend from budget leases instead of reserving
+    /// each request in the account's object (`domain::lease`).
+    pub leases: bool,
 }
 
 fn text(env: &Env, name: &str) -> Option<String> {
@@ -125,6 +128,8 @@ impl Config {
             openai_base_url: base_url(env, "OPENAI_BASE_URL", "https://api.openai.com/v1"),
             upstream_retries: number(env, "UPSTREAM_RETRIES", 2).min(10) as u32,
             auth_failure_limit: number(env, "AUTH_FAILURE_LIMIT", 100).clamp(1, 100_000) as u32,
+            leases: !text(env, "BUDGET_LEASES")
+                .is_some_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "0" | "off" | "false" | "no")),
             show_upstream_cost: text(env, "SHOW_UPSTREAM_COST")
                 .is_some_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes")),
         }

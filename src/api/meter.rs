@@ -11,13 +11,14 @@ use worker::Env;
 use super::error::ApiError;
 use super::respond::Call;
 use crate::billing::client::{self, Account, Org, Reserved};
-use crate::billing::protocol::Settlement;
+use crate::billing::leases;
+use crate::billing::protocol::{OnLease, Settlement};
 use crate::cache::keys::KeyRecord;
 use crate::cache::prices as price_cache;
 use crate::domain::account::Ask;
 use crate::domain::chat::{ChatRequest, Usage, MAX_OUTPUT_TOKENS};
 use crate::domain::keys::KeyRefusal;
-use crate::domain::ledger::{self, LimitSource, Reservation};
+use crate::domain::ledger::{self, InFlightCaps, LimitSource, Reservation};
 use crate::domain::money::{micros_to_usd, usd_to_micros};
 use crate::domain::orgs::{Limits, OrgLimitHit};
 use crate::domain::pricing::{self, Price, Tokens};
@@ -25,6 +26,11 @@ use crate::domain::usage::UsageRecord;
 use crate::domain::windows::Reset;
 use crate::env;
 use crate::store::prices::PriceRow;
+
+/// How many milliseconds a request waits for the lease another request is asking for.
+const LEASE_WAIT_POLLS: u32 = 50;
+/// Lease lives one settlement waits through to give leases back as their use ends.
+const LEASE_RETURN_ROUNDS: u32 = 10;
 
 /// Output tokens assumed when neither the client nor the price table bounds them.
 const DEFAULT_MAX_OUTPUT: u64 = 16_384;
@@ -48,6 +54,8 @@ pub struct Meter {
     pub lease_ms: i64,
     /// The id the upstream gave its answer (its generation id), once known.
     pub upstream_id: Option<String>,
+    /// The budget lease the request was started on, instead of a reservation of its own.
+    pub lease: Option<OnLease>,
 }
 
 /// What a request may use at most: its prompt (an upper bound) and its output tokens.
@@ -169,6 +177,47 @@ impl Meter {
         let min_to_run =
             pricing::cost(&worst_rates, &Tokens { prompt, completion: output.min(1), ..Tokens::default() });
         let lease_ms = call.config.reservation_lease_ms();
+        // A lease only where nothing counts requests in flight or holds them in an organization:
+        // neither the account's caps nor the organization's object can see requests started on one.
+        let leasing = call.config.leases && key.org_id.is_none() && call.config.in_flight == InFlightCaps::default();
+        let meter = |reserved, lease| Self {
+            account_id: key.user_id.clone(),
+            key_id: key.id.clone(),
+            request_id: call.request_id.clone(),
+            price,
+            reserved,
+            prompt_bytes: prompt,
+            model: model.to_string(),
+            org_id: None,
+            started_ms: call.started_ms,
+            provider: "openrouter",
+            lease_ms,
+            upstream_id: None,
+            lease,
+        };
+        // Started on this isolate's lease if it covers the worst case. Else one request asks the object for
+        // a lease (with its own reservation) while the others wait for the answer and try again; those
+        // it cannot cover reserve on their own.
+        let mut asking = None;
+        if leasing {
+            let on_lease =
+                |now| leases::take(&key.id, hash, worst_case, now).map(|id| OnLease { lease_id: id, worst_case });
+            if let Some(on) = on_lease(call.now_ms()) {
+                return Ok((meter(worst_case, Some(on)), output));
+            }
+            asking = leases::start_asking(&key.id);
+            if asking.is_none() {
+                for _ in 0..LEASE_WAIT_POLLS {
+                    worker::Delay::from(std::time::Duration::from_millis(1)).await;
+                    if !leases::is_asking(&key.id) {
+                        break;
+                    }
+                }
+                if let Some(on) = on_lease(call.now_ms()) {
+                    return Ok((meter(worst_case, Some(on)), output));
+                }
+            }
+        }
         let ask = Ask {
             request_id: call.request_id.clone(),
             key_id: key.id.clone(),
@@ -179,6 +228,7 @@ impl Meter {
             min_to_run,
             caps: call.config.in_flight,
             lease_ms,
+            lease: asking.as_ref().map(|_| leases::ask(&key.id, worst_case)),
         };
         let answer = Account::of(&call.env, &key.user_id).reserve(ask).await.map_err(ApiError::internal)?;
         let (reservation, resets_at_ms) = match answer {
@@ -192,30 +242,22 @@ impl Meter {
                     retry_after_secs: 1,
                 })
             }
-            Reserved::Decided { reservation, resets_at_ms } => (reservation, resets_at_ms),
+            Reserved::Decided { reservation, resets_at_ms, lease } => {
+                if let Some(granted) = lease {
+                    leases::granted(&key.user_id, &key.id, &granted, hash);
+                }
+                (reservation, resets_at_ms)
+            }
         };
-        let meter = |reserved| Self {
-            account_id: key.user_id.clone(),
-            key_id: key.id.clone(),
-            request_id: call.request_id.clone(),
-            price,
-            reserved,
-            prompt_bytes: prompt,
-            model: model.to_string(),
-            org_id: None,
-            started_ms: call.started_ms,
-            provider: "openrouter",
-            lease_ms,
-            upstream_id: None,
-        };
-        // Only a key limit has a reset to tell.
+        drop(asking); // the requests waiting for this lease try it now
+                      // Only a key limit has a reset to tell.
         let refusal = |source| insufficient(source, resets_at_ms.filter(|_| source == LimitSource::KeyLimit));
         let (mut m, output) = match reservation {
-            Reservation::Full { amount } => (meter(amount), output),
+            Reservation::Full { amount } => (meter(amount, None), output),
             Reservation::Partial { amount, source } => {
                 // Nothing to cap (no output tokens) or not one output token affordable: the limit that capped it refuses.
                 let affordable = pricing::affordable_output_tokens(&worst_rates, prompt, amount).min(output);
-                let m = meter(amount);
+                let m = meter(amount, None);
                 if affordable == 0 {
                     m.release(call, 402);
                     return Err(refusal(source));
@@ -296,6 +338,7 @@ impl Meter {
             cost: charged.cost,
             description,
             usage: Some(self.record(&outcome, &charged)),
+            on_lease: self.lease.clone(),
         };
         let failed = outcome.delivered_bytes.is_none() && outcome.usage.is_none();
         let org =
@@ -306,13 +349,62 @@ impl Meter {
                     Org::of(env, org_id).settle(&self.request_id, tokens, charged.amount, failed, self.lease_ms).await
                 }
             });
-        let account = client::settle(env, &self.account_id, settlement, self.lease_ms);
+        let account = async {
+            let returns = lease_returns(env, &self.account_id).await;
+            let held = client::settle(env, &self.account_id, vec![settlement], returns, self.lease_ms).await;
+            if let Some(on) = &self.lease {
+                let held_now = held.as_ref().map(|h| h.iter().find(|(id, _)| *id == on.lease_id).map_or(0, |l| l.1));
+                leases::settled(&self.key_id, &on.lease_id, on.worst_case, held_now);
+            }
+            return_leases_when_used(env).await;
+        };
         match org {
             Some(org) => {
                 futures_util::future::join(account, org).await;
             }
             None => account.await,
         }
+    }
+}
+
+/// The leases of `account_id` to give back with its settlement now; those of other accounts are given
+/// back to their objects first.
+async fn lease_returns(env: &Env, account_id: &str) -> Vec<String> {
+    let (ours, others): (Vec<_>, Vec<_>) =
+        leases::take_drained(js_sys::Date::now() as i64).into_iter().partition(|(account, _)| account == account_id);
+    give_back(env, others).await;
+    ours.into_iter().map(|(_, lease_id)| lease_id).collect()
+}
+
+/// Gives this isolate's leases back once nothing may start on them and nothing is in flight on them:
+/// those drained now at once, those still in use when their use ends. For that, one settlement at a time
+/// stays (in its own `wait_until`) for up to `LEASE_RETURN_ROUNDS` lease lives.
+async fn return_leases_when_used(env: &Env) {
+    give_back(env, leases::take_drained(js_sys::Date::now() as i64)).await;
+    if !leases::schedule_return() {
+        return;
+    }
+    for _ in 0..LEASE_RETURN_ROUNDS {
+        let now = js_sys::Date::now() as i64;
+        let Some(end) = leases::next_use_end_after(now) else { break };
+        let wait = (end - now).clamp(0, crate::domain::lease::MAX_USE_MS) as u64 + 1;
+        worker::Delay::from(std::time::Duration::from_millis(wait)).await;
+        give_back(env, leases::take_drained(js_sys::Date::now() as i64)).await;
+    }
+    leases::return_done();
+}
+
+/// Gives leases back to their accounts' objects, one message per account.
+async fn give_back(env: &Env, drained: Vec<(String, String)>) {
+    let mut by_account: Vec<(String, Vec<String>)> = Vec::new();
+    for (account, lease_id) in drained {
+        match by_account.iter_mut().find(|(a, _)| *a == account) {
+            Some((_, ids)) => ids.push(lease_id),
+            None => by_account.push((account, vec![lease_id])),
+        }
+    }
+    for (account, ids) in by_account {
+        client::settle(env, &account, Vec::new(), ids, 10_000).await;
     }
 }
 
@@ -334,6 +426,7 @@ impl Heartbeat {
         let this = Self { progress: Rc::default(), lost: Rc::default(), running: Rc::new(Cell::new(true)) };
         let (progress, lost, running) = (this.progress.clone(), this.lost.clone(), this.running.clone());
         let (env, account_id, request_id) = (env.clone(), meter.account_id.clone(), meter.request_id.clone());
+        let on_lease = meter.lease.clone();
         let (price, reserved, prompt_bytes, lease_ms) =
             (meter.price, meter.reserved, meter.prompt_bytes, meter.lease_ms);
         wasm_bindgen_futures::spawn_local(async move {
@@ -343,7 +436,7 @@ impl Heartbeat {
                     return;
                 }
                 let evidence = charge(&price, reserved, prompt_bytes, None, Some(progress.get())).amount;
-                match Account::of(&env, &account_id).touch(&request_id, evidence, lease_ms).await {
+                match Account::of(&env, &account_id).touch(&request_id, evidence, lease_ms, on_lease.clone()).await {
                     Ok(true) => {}
                     Ok(false) => return lost.set(true),
                     Err(e) => crate::log::job_error("heartbeat", &e),

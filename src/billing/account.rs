@@ -5,7 +5,7 @@ use std::cell::Cell;
 
 use worker::{Result, SqlStorage};
 
-use super::protocol::{AccountRequest, AccountResponse, KeyUsage, LedgerEntry, Settlement};
+use super::protocol::{AccountRequest, AccountResponse, KeyUsage, LedgerEntry, OnLease, Settlement};
 use super::store;
 use crate::domain::account::{Book, Closed, Decision};
 use crate::domain::money::micros_to_usd;
@@ -29,8 +29,11 @@ impl Account<'_> {
         let (sql, now) = (self.sql, self.now);
         Ok(match req {
             AccountRequest::PutKey { state } => {
-                if self.book.put_key(state.clone()) {
+                if let Some(revoked) = self.book.put_key(state.clone(), now) {
                     store::put_key(sql, &state)?;
+                    for lease_id in revoked {
+                        store::end_lease_use(sql, &lease_id, now)?;
+                    }
                 }
                 AccountResponse::Ok
             }
@@ -42,23 +45,52 @@ impl Account<'_> {
                 match decision {
                     Decision::Refused(reason) => AccountResponse::Refused { reason },
                     Decision::TooMany(scope) => AccountResponse::TooManyInFlight { scope: scope.to_string() },
-                    Decision::Decided { reservation, resets_at_ms } => {
-                        AccountResponse::Reserved { reservation, resets_at_ms }
+                    Decision::Decided { reservation, resets_at_ms, lease } => {
+                        if let Some(granted) = &lease {
+                            if let Some(l) = self.book.lease(&granted.lease_id) {
+                                store::grant_lease(sql, &granted.lease_id, l)?;
+                            }
+                        }
+                        AccountResponse::Reserved { reservation, resets_at_ms, lease }
                     }
                 }
             }
-            AccountRequest::Touch { request_id, evidence, lease_ms } => {
-                let held = self.book.touch(&request_id, evidence, lease_ms, now).cloned();
+            AccountRequest::Touch { request_id, evidence, lease_ms, on_lease } => {
+                let moved = on_lease.is_some() && self.book.held(&request_id).is_none();
+                let held = match &on_lease {
+                    Some(OnLease { lease_id, worst_case }) => {
+                        self.book.touch_leased(lease_id, &request_id, *worst_case, evidence, lease_ms, now).cloned()
+                    }
+                    None => self.book.touch(&request_id, evidence, lease_ms, now).cloned(),
+                };
                 if let Some(held) = &held {
+                    if let (true, Some(on)) = (moved, &on_lease) {
+                        store::lease_charge(sql, &on.lease_id, &request_id, held.amount)?;
+                    }
                     store::hold(sql, &request_id, held)?;
                 }
                 AccountResponse::Touched { held: held.is_some() }
             }
-            AccountRequest::Settle { account_id, settlements } => {
+            AccountRequest::Settle { account_id, settlements, return_leases } => {
                 self.own(&account_id)?;
                 let mut charged = 0;
-                for Settlement { request_id, cost, description, usage } in settlements {
-                    match self.book.settle(&request_id, cost, now) {
+                let mut leases: Vec<String> = Vec::new();
+                for Settlement { request_id, cost, description, usage, on_lease } in settlements {
+                    let closed = match &on_lease {
+                        Some(OnLease { lease_id, worst_case }) => {
+                            let from_lease = self.book.held(&request_id).is_none();
+                            let closed = self.book.settle_leased(lease_id, &request_id, *worst_case, cost, now);
+                            if let (true, Some(c)) = (from_lease, &closed) {
+                                store::lease_charge(sql, lease_id, &request_id, c.amount)?;
+                            }
+                            if !leases.contains(lease_id) {
+                                leases.push(lease_id.clone());
+                            }
+                            closed
+                        }
+                        None => self.book.settle(&request_id, cost, now),
+                    };
+                    match closed {
                         Some(closed) => {
                             charged += closed.amount;
                             write_closed(sql, &closed, description, usage, now)?;
@@ -69,7 +101,19 @@ impl Account<'_> {
                     }
                     self.wrote = true;
                 }
-                AccountResponse::Settled { charged, balance: self.book.balance() }
+                for lease_id in return_leases {
+                    if self.book.release_lease(&lease_id) {
+                        store::end_lease(sql, &lease_id)?;
+                    }
+                }
+                let leases = leases
+                    .into_iter()
+                    .map(|id| {
+                        let held = self.book.lease(&id).map_or(0, |l| l.amount);
+                        (id, held)
+                    })
+                    .collect();
+                AccountResponse::Settled { charged, balance: self.book.balance(), leases }
             }
             AccountRequest::Credit { account_id, amount, kind, description, idempotency_key } => {
                 if let Some(key) = idempotency_key.as_deref() {
@@ -141,9 +185,13 @@ impl Account<'_> {
         })
     }
 
-    /// Closes the reservations whose requests can no longer settle.
+    /// Closes the reservations whose requests can no longer settle, and the leases whose requests
+    /// have all settled or can no longer.
     pub fn expire(&mut self) -> Result<()> {
         let (sql, now) = (self.sql, self.now);
+        for lease_id in self.book.expire_leases(now) {
+            store::end_lease(sql, &lease_id)?;
+        }
         let closed = self.book.expire(now);
         if closed.is_empty() {
             return Ok(());

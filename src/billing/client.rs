@@ -15,10 +15,12 @@ use worker::{Env, ObjectNamespace};
 
 use super::message::{IN_BODY, MAX_HEADER_MESSAGE};
 use super::protocol::{
-    AccountRequest, AccountResponse, KeyUsage, LedgerEntry, OrgRequest, OrgResponse, Settlement, MESSAGE_HEADER,
+    AccountRequest, AccountResponse, KeyUsage, LedgerEntry, OnLease, OrgRequest, OrgResponse, Settlement,
+    MESSAGE_HEADER,
 };
 use crate::domain::account::Ask;
 use crate::domain::keys::{KeyRefusal, KeyState};
+use crate::domain::lease::Granted;
 use crate::domain::ledger::Reservation;
 use crate::domain::orgs::{Limits, MonthUse, OrgLimitHit};
 use crate::{env, js};
@@ -70,6 +72,7 @@ pub enum Reserved {
     Decided {
         reservation: Reservation,
         resets_at_ms: Option<i64>,
+        lease: Option<Granted>,
     },
 }
 
@@ -126,16 +129,23 @@ impl<'a> Account<'a> {
         match self.call(&AccountRequest::Reserve { ask }).await? {
             AccountResponse::Refused { reason } => Ok(Reserved::Refused(reason)),
             AccountResponse::TooManyInFlight { scope } => Ok(Reserved::TooMany(scope)),
-            AccountResponse::Reserved { reservation, resets_at_ms } => {
-                Ok(Reserved::Decided { reservation, resets_at_ms })
+            AccountResponse::Reserved { reservation, resets_at_ms, lease } => {
+                Ok(Reserved::Decided { reservation, resets_at_ms, lease })
             }
             other => Err(unexpected("Reserve", other)),
         }
     }
 
-    /// A heartbeat of a request in flight; answers whether its reservation is still held.
-    pub async fn touch(&self, request_id: &str, evidence: i64, lease_ms: i64) -> Result<bool, String> {
-        let message = AccountRequest::Touch { request_id: request_id.into(), evidence, lease_ms };
+    /// A heartbeat of a request in flight (started on a lease: `on_lease`); answers whether its
+    /// reservation is still held.
+    pub async fn touch(
+        &self,
+        request_id: &str,
+        evidence: i64,
+        lease_ms: i64,
+        on_lease: Option<OnLease>,
+    ) -> Result<bool, String> {
+        let message = AccountRequest::Touch { request_id: request_id.into(), evidence, lease_ms, on_lease };
         match self.call(&message).await? {
             AccountResponse::Touched { held } => Ok(held),
             other => Err(unexpected("Touch", other)),
@@ -269,19 +279,31 @@ impl<'a> Org<'a> {
     }
 }
 
-/// Settles one request, retried with backoff until the object confirms or `retry_for_ms` has
-/// passed (the reservation's lease: after it, the object closes the request by its rule).
-pub async fn settle(env: &Env, account: &str, settlement: Settlement, retry_for_ms: i64) {
-    let request_id = settlement.request_id.clone();
-    let message = AccountRequest::Settle { account_id: account.to_string(), settlements: vec![settlement] };
-    retry(&request_id, retry_for_ms, || async {
+/// Settles requests (and gives back drained leases), retried with backoff until the object confirms
+/// or `retry_for_ms` has passed (the reservation's lease: after it, the object closes the request by its
+/// rule). The answer: what each lease charged still holds (`None`: not confirmed).
+pub async fn settle(
+    env: &Env,
+    account: &str,
+    settlements: Vec<Settlement>,
+    return_leases: Vec<String>,
+    retry_for_ms: i64,
+) -> Option<Vec<(String, i64)>> {
+    let what = settlements.first().map_or("lease return", |s| s.request_id.as_str()).to_string();
+    let message = AccountRequest::Settle { account_id: account.to_string(), settlements, return_leases };
+    let held = std::cell::RefCell::new(None);
+    retry(&what, retry_for_ms, || async {
         match send(env::accounts(env), account, &message).await? {
-            AccountResponse::Settled { .. } => Ok(()),
+            AccountResponse::Settled { leases, .. } => {
+                held.replace(Some(leases));
+                Ok(())
+            }
             AccountResponse::Error { message } => Err(message),
             other => Err(unexpected("Settle", other)),
         }
     })
     .await;
+    held.into_inner()
 }
 
 /// Runs `attempt` until it succeeds, waiting 0.25 s doubling to 8 s between tries, for at most `for_ms`.

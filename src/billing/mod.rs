@@ -1,7 +1,8 @@
 //! Money authority: one Durable Object per paying account (`account_do`) and
 //! one per organization (`org_do`). `protocol` is pure (host-tested); the
 //! rules are `domain::account`; the objects, their SQL (`store`), the copy to
-//! D1 (`outbox`) and the typed client (`client`) need the runtime.
+//! D1 (`outbox`), the typed client (`client`) and this isolate's budget leases
+//! (`leases`) need the runtime.
 
 #[cfg(target_arch = "wasm32")]
 mod account;
@@ -9,6 +10,8 @@ mod account;
 pub mod account_do;
 #[cfg(target_arch = "wasm32")]
 pub mod client;
+#[cfg(target_arch = "wasm32")]
+pub mod leases;
 #[cfg(target_arch = "wasm32")]
 mod message;
 #[cfg(target_arch = "wasm32")]

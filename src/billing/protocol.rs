@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::account::Ask;
 use crate::domain::keys::{KeyRefusal, KeyState};
+use crate::domain::lease::Granted;
 use crate::domain::ledger::Reservation;
 use crate::domain::orgs::{Limits, MonthUse, OrgLimitHit};
 use crate::domain::usage::UsageRecord;
@@ -26,10 +27,23 @@ pub enum AccountRequest {
     },
     /// A request still runs: its reservation lives on, and the upstream has generated
     /// at least `evidence` micro-USD worth (what a close without settlement charges).
-    Touch { request_id: String, evidence: i64, lease_ms: i64 },
+    /// A request started on a lease (`on_lease`) gets a reservation of its own out of the lease.
+    Touch {
+        request_id: String,
+        evidence: i64,
+        lease_ms: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        on_lease: Option<OnLease>,
+    },
     /// Turns reservations into their actual costs (each capped at its reservation).
-    /// A settlement for a request no longer held charges nothing.
-    Settle { account_id: String, settlements: Vec<Settlement> },
+    /// A settlement for a request no longer held charges nothing. `return_leases`: leases
+    /// the isolate gives back (what they still hold is the account's again).
+    Settle {
+        account_id: String,
+        settlements: Vec<Settlement>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        return_leases: Vec<String>,
+    },
     /// Adds money (recharge, refund, adjustment — the last may be negative).
     Credit {
         account_id: String,
@@ -63,6 +77,16 @@ pub struct Settlement {
     /// The request's usage record; the object fills in the charge and copies it to D1.
     #[serde(default)]
     pub usage: Option<UsageRecord>,
+    /// The lease the request was started on (it has no reservation of its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_lease: Option<OnLease>,
+}
+
+/// A request started on a budget lease: which, and the most it may cost.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OnLease {
+    pub lease_id: String,
+    pub worst_case: i64,
 }
 
 /// One ledger row (amounts in micro-USD; times in ms).
@@ -103,10 +127,15 @@ pub enum AccountResponse {
     Reserved {
         reservation: Reservation,
         resets_at_ms: Option<i64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lease: Option<Granted>,
     },
     Settled {
         charged: i64,
         balance: i64,
+        /// What each lease the settlements were charged from still holds (0: it has ended).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        leases: Vec<(String, i64)>,
     },
     Touched {
         held: bool,
@@ -193,6 +222,7 @@ mod tests {
             min_to_run: 3,
             caps: crate::domain::ledger::InFlightCaps { per_key: Some(2), per_account: None },
             lease_ms: 120_000,
+            lease: None,
         };
         let json = serde_json::to_string(&AccountRequest::Reserve { ask: ask.clone() }).expect("serialize");
         assert!(json.starts_with(r#"{"op":"reserve","request_id":"r1""#), "{json}");
@@ -203,7 +233,14 @@ mod tests {
     fn messages_round_trip_as_tagged_json() {
         let req = AccountRequest::Settle {
             account_id: "u1".into(),
-            settlements: vec![Settlement { request_id: "r1".into(), cost: 5, description: "m".into(), usage: None }],
+            settlements: vec![Settlement {
+                request_id: "r1".into(),
+                cost: 5,
+                description: "m".into(),
+                usage: None,
+                on_lease: None,
+            }],
+            return_leases: Vec::new(),
         };
         let json = serde_json::to_string(&req).expect("serialize");
         assert_eq!(

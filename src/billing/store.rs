@@ -14,6 +14,7 @@ use worker::{Result, SqlStorage};
 use super::protocol::LedgerEntry;
 use crate::domain::account::{Book, Held, SPEND_DAYS};
 use crate::domain::keys::KeyState;
+use crate::domain::lease::Lease;
 use crate::domain::usage::UsageRecord;
 use crate::domain::windows::Reset;
 
@@ -32,7 +33,11 @@ const SCHEMA: &str = "
   CREATE INDEX IF NOT EXISTS ledger_key ON ledger(key_id, created_ms);
   CREATE INDEX IF NOT EXISTS ledger_unsynced ON ledger(synced) WHERE synced = 0;
   CREATE TABLE IF NOT EXISTS idempotency (key TEXT PRIMARY KEY, answer TEXT NOT NULL);
-  CREATE TABLE IF NOT EXISTS usage_outbox (id TEXT PRIMARY KEY, record TEXT NOT NULL);";
+  CREATE TABLE IF NOT EXISTS usage_outbox (id TEXT PRIMARY KEY, record TEXT NOT NULL);
+  CREATE TABLE IF NOT EXISTS leases (
+    id TEXT PRIMARY KEY, key_id TEXT NOT NULL, granted REAL NOT NULL, use_until_ms REAL NOT NULL, expires_ms REAL NOT NULL);
+  CREATE TABLE IF NOT EXISTS lease_charges (request_id TEXT PRIMARY KEY, lease_id TEXT NOT NULL, amount REAL NOT NULL);
+  CREATE INDEX IF NOT EXISTS lease_charges_lease ON lease_charges(lease_id);";
 
 /// Columns added after the first version of the object, added where missing.
 const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
@@ -189,6 +194,7 @@ pub fn load_book(sql: &SqlStorage, now: i64) -> Result<Book> {
             vec![int(horizon)],
         )?
         .to_array()?;
+    let leases = load_leases(sql)?;
     Ok(Book::restore(
         balance,
         held.into_iter().map(|h| {
@@ -205,7 +211,77 @@ pub fn load_book(sql: &SqlStorage, now: i64) -> Result<Book> {
         }),
         keys.into_iter().map(KeyState::from),
         charges.into_iter().map(|c| (c.key_id, c.day as i64 * DAY, c.spent as i64)),
-    ))
+    )
+    .with_leases(leases))
+}
+
+/// The leases held: each one's grant less what was charged from it or moved out of it.
+fn load_leases(sql: &SqlStorage) -> Result<Vec<(String, Lease)>> {
+    #[derive(Deserialize)]
+    struct LeaseRow {
+        id: String,
+        key_id: String,
+        granted: f64,
+        use_until_ms: f64,
+        expires_ms: f64,
+    }
+    #[derive(Deserialize)]
+    struct ChargeRow {
+        request_id: String,
+        lease_id: String,
+        amount: f64,
+    }
+    let rows: Vec<LeaseRow> = sql.exec("SELECT * FROM leases", None)?.to_array()?;
+    let charges: Vec<ChargeRow> = sql.exec("SELECT * FROM lease_charges", None)?.to_array()?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let mut lease = Lease {
+                key_id: r.key_id,
+                amount: r.granted as i64,
+                use_until_ms: r.use_until_ms as i64,
+                expires_ms: r.expires_ms as i64,
+                charged: Default::default(),
+            };
+            for c in charges.iter().filter(|c| c.lease_id == r.id) {
+                lease.amount -= c.amount as i64;
+                lease.charged.insert(c.request_id.clone());
+            }
+            (r.id, lease)
+        })
+        .collect())
+}
+
+/// Stores a lease as granted (a repeat changes nothing).
+pub fn grant_lease(sql: &SqlStorage, lease_id: &str, l: &Lease) -> Result<()> {
+    sql.exec_raw(
+        "INSERT OR IGNORE INTO leases (id, key_id, granted, use_until_ms, expires_ms) VALUES (?, ?, ?, ?, ?)",
+        vec![text(lease_id), text(&l.key_id), int(l.amount), int(l.use_until_ms), int(l.expires_ms)],
+    )?;
+    Ok(())
+}
+
+/// No new request starts on the lease after `use_until_ms`.
+pub fn end_lease_use(sql: &SqlStorage, lease_id: &str, use_until_ms: i64) -> Result<()> {
+    sql.exec_raw("UPDATE leases SET use_until_ms = ? WHERE id = ?", vec![int(use_until_ms), text(lease_id)])?;
+    Ok(())
+}
+
+/// Records a request charged from a lease (or moved out of it into a reservation). Written before the
+/// charge's ledger row: should that fail, the lease holds less and the request is not charged twice.
+pub fn lease_charge(sql: &SqlStorage, lease_id: &str, request_id: &str, amount: i64) -> Result<()> {
+    sql.exec_raw(
+        "INSERT OR IGNORE INTO lease_charges (request_id, lease_id, amount) VALUES (?, ?, ?)",
+        vec![text(request_id), text(lease_id), int(amount)],
+    )?;
+    Ok(())
+}
+
+/// Forgets a lease that has ended.
+pub fn end_lease(sql: &SqlStorage, lease_id: &str) -> Result<()> {
+    sql.exec_raw("DELETE FROM lease_charges WHERE lease_id = ?", vec![text(lease_id)])?;
+    sql.exec_raw("DELETE FROM leases WHERE id = ?", vec![text(lease_id)])?;
+    Ok(())
 }
 
 pub fn put_key(sql: &SqlStorage, s: &KeyState) -> Result<()> {

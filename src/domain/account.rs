@@ -17,10 +17,13 @@
 //! - Key spend is kept per UTC day, so any window (daily, weekly, monthly,
 //!   lifetime) is counted the same way at reservation and at settlement, and a
 //!   change of the key's reset counts what was really spent in the new window.
+//! - Budget leases (`domain::lease`) are held like reservations: the balance
+//!   and the key's limit count them until they are charged or end.
 
 use std::collections::{BTreeMap, HashMap};
 
 use super::keys::{KeyRefusal, KeyState};
+use super::lease::{self, Granted, Lease, LeaseAsk};
 use super::ledger::{self, Headroom, InFlightCaps, Reservation};
 use super::windows::Reset;
 
@@ -57,6 +60,9 @@ pub struct Ask {
     pub caps: InFlightCaps,
     /// How long the reservation lives without a heartbeat or settlement.
     pub lease_ms: i64,
+    /// A budget lease for the key, asked for along with the reservation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<LeaseAsk>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +73,8 @@ pub enum Decision {
     Decided {
         reservation: Reservation,
         resets_at_ms: Option<i64>,
+        /// The lease granted with it, when one was asked for and the limits leave room.
+        lease: Option<Granted>,
     },
 }
 
@@ -124,6 +132,7 @@ pub struct Book {
     in_flight: HashMap<String, Held>,
     keys: HashMap<String, KeyState>,
     spend: HashMap<String, KeySpend>,
+    leases: HashMap<String, Lease>,
 }
 
 impl Book {
@@ -145,16 +154,38 @@ impl Book {
             in_flight: in_flight.into_iter().collect(),
             keys: keys.into_iter().map(|k| (k.key_id.clone(), k)).collect(),
             spend,
+            leases: HashMap::new(),
         }
+    }
+
+    /// The book with the leases storage holds.
+    pub fn with_leases(mut self, leases: impl IntoIterator<Item = (String, Lease)>) -> Self {
+        self.leases = leases.into_iter().collect();
+        self
+    }
+
+    pub fn lease(&self, lease_id: &str) -> Option<&Lease> {
+        self.leases.get(lease_id)
+    }
+
+    pub fn leases(&self) -> impl Iterator<Item = (&String, &Lease)> {
+        self.leases.iter()
     }
 
     pub fn balance(&self) -> i64 {
         self.balance
     }
 
-    /// Money held by requests in flight.
+    /// Money held by requests in flight and by leases.
     pub fn reserved(&self) -> i64 {
-        self.in_flight.values().map(|h| h.amount).sum()
+        self.in_flight.values().map(|h| h.amount).sum::<i64>() + self.leases.values().map(|l| l.amount).sum::<i64>()
+    }
+
+    /// Money held for one key (its requests in flight and its leases).
+    pub fn held_for_key(&self, key_id: &str) -> i64 {
+        let requests = self.in_flight.values().filter(|h| h.key_id == key_id).map(|h| h.amount);
+        let leases = self.leases.values().filter(|l| l.key_id == key_id).map(|l| l.amount);
+        requests.sum::<i64>() + leases.sum::<i64>()
     }
 
     pub fn held(&self, request_id: &str) -> Option<&Held> {
@@ -165,23 +196,33 @@ impl Book {
         self.in_flight.iter()
     }
 
-    /// When the first reservation expires (the object's alarm).
+    /// When the first reservation or lease expires (the object's alarm).
     pub fn next_expiry(&self) -> Option<i64> {
-        self.in_flight.values().map(|h| h.expires_ms).min()
+        let leases = self.leases.values().map(|l| l.expires_ms);
+        self.in_flight.values().map(|h| h.expires_ms).chain(leases).min()
     }
 
     pub fn key(&self, key_id: &str) -> Option<&KeyState> {
         self.keys.get(key_id)
     }
 
-    /// Takes a key's new state; `false` (and nothing changes) when the state held is newer.
-    pub fn put_key(&mut self, state: KeyState) -> bool {
+    /// Takes a key's new state; `None` (and nothing changes) when the state held is newer.
+    /// No new request starts on the key's leases after this (the next one asks the object):
+    /// returns the ids of the leases so ended for new requests (to store).
+    pub fn put_key(&mut self, state: KeyState, now: i64) -> Option<Vec<String>> {
         let newer_held = self.keys.get(&state.key_id).and_then(|held| held.version).zip(state.version);
         if newer_held.is_some_and(|(held, new)| held > new) {
-            return false;
+            return None;
+        }
+        let mut revoked = Vec::new();
+        for (id, lease) in self.leases.iter_mut().filter(|(_, l)| l.key_id == state.key_id) {
+            if lease.use_until_ms > now {
+                lease.use_until_ms = now;
+                revoked.push(id.clone());
+            }
         }
         self.keys.insert(state.key_id.clone(), state);
-        true
+        Some(revoked)
     }
 
     /// The key's spend in its limit window (its own reset, else `fallback`).
@@ -222,14 +263,14 @@ impl Book {
         if let Some(held) = self.in_flight.get(&ask.request_id) {
             // A repeated message: the same answer, nothing held twice.
             let reservation = Reservation::Full { amount: held.amount };
-            return (Decision::Decided { reservation, resets_at_ms }, None);
+            let lease = ask.lease.as_ref().and_then(|l| self.granted(&l.lease_id));
+            return (Decision::Decided { reservation, resets_at_ms, lease }, None);
         }
-        let key_in_flight = self.in_flight.values().filter(|h| h.key_id == ask.key_id);
-        let (key_count, key_held) = key_in_flight.fold((0u32, 0i64), |(n, sum), h| (n + 1, sum + h.amount));
+        let key_count = self.in_flight.values().filter(|h| h.key_id == ask.key_id).count() as u32;
         if let Some(scope) = ledger::in_flight_exceeded(ask.caps, key_count, self.in_flight.len() as u32) {
             return (Decision::TooMany(scope), None);
         }
-        let key_headroom = limit.map(|limit| limit - self.spent_in(&ask.key_id, reset, now) - key_held);
+        let key_headroom = self.key_headroom(&ask.key_id, limit, reset, now);
         let headroom = Headroom { balance: self.balance - self.reserved(), key: key_headroom };
         let reservation = ledger::reserve(headroom, ask.worst_case, ask.min_to_run);
         let held = match reservation {
@@ -246,7 +287,120 @@ impl Book {
             }
             Reservation::Refused { .. } => None,
         };
-        (Decision::Decided { reservation, resets_at_ms }, held)
+        // Leases only where nothing counts requests in flight: the object cannot count those started on one.
+        let lease = match (&reservation, &ask.lease) {
+            (Reservation::Full { .. }, Some(asked)) if ask.caps == InFlightCaps::default() => {
+                self.grant(asked, &ask.key_id, (limit, reset), ask.worst_case, ask.lease_ms, now)
+            }
+            _ => None,
+        };
+        (Decision::Decided { reservation, resets_at_ms, lease }, held)
+    }
+
+    /// What the key's limit leaves (its window's spend and everything held for it counted).
+    fn key_headroom(&self, key_id: &str, limit: Option<i64>, reset: Option<Reset>, now: i64) -> Option<i64> {
+        limit.map(|limit| limit - self.spent_in(key_id, reset, now) - self.held_for_key(key_id))
+    }
+
+    fn granted(&self, lease_id: &str) -> Option<Granted> {
+        let l = self.leases.get(lease_id)?;
+        Some(Granted { lease_id: lease_id.to_string(), amount: l.amount, use_until_ms: l.use_until_ms })
+    }
+
+    /// Grants a lease for the key out of what every limit leaves (`domain::lease::amount_to_grant`), in
+    /// use for at most `lease::MAX_USE_MS` (and not past the key's expiry), held until its requests
+    /// can have settled (`lease_ms` later).
+    fn grant(
+        &mut self,
+        asked: &LeaseAsk,
+        key_id: &str,
+        (limit, reset): (Option<i64>, Option<Reset>),
+        worst_case: i64,
+        lease_ms: i64,
+        now: i64,
+    ) -> Option<Granted> {
+        let balance_left = self.balance - self.reserved();
+        let available = self.key_headroom(key_id, limit, reset, now).map_or(balance_left, |k| k.min(balance_left));
+        let amount = lease::amount_to_grant(asked.amount, available, worst_case);
+        if amount <= 0 || self.leases.contains_key(&asked.lease_id) {
+            return None;
+        }
+        let key_expiry = self.keys.get(key_id).and_then(|k| k.expires_at_ms).unwrap_or(i64::MAX);
+        let use_until_ms = (now + asked.use_ms.clamp(0, lease::MAX_USE_MS)).min(key_expiry);
+        let lease = Lease {
+            key_id: key_id.to_string(),
+            amount,
+            use_until_ms,
+            expires_ms: use_until_ms + lease_ms,
+            charged: Default::default(),
+        };
+        self.leases.insert(asked.lease_id.clone(), lease);
+        self.granted(&asked.lease_id)
+    }
+
+    /// Charges a request started on a lease: its cost, capped at its worst case and at what the lease
+    /// holds, once. A request whose worst case was moved into a reservation of its own settles that.
+    /// `None`: charged already, or the lease has ended (nothing is charged).
+    pub fn settle_leased(
+        &mut self,
+        lease_id: &str,
+        request_id: &str,
+        worst_case: i64,
+        cost: i64,
+        now: i64,
+    ) -> Option<Closed> {
+        if self.in_flight.contains_key(request_id) {
+            return self.settle(request_id, cost, now);
+        }
+        let lease = self.leases.get_mut(lease_id)?;
+        if !lease.charged.insert(request_id.to_string()) {
+            return None;
+        }
+        let cap = worst_case.clamp(0, lease.amount);
+        let amount = ledger::charge(cost, cap);
+        lease.amount -= amount;
+        let held = Held { key_id: lease.key_id.clone(), amount: cap, evidence: 0, created_ms: now, expires_ms: now };
+        Some(self.close(request_id, held, cost, false, now))
+    }
+
+    /// A heartbeat of a request started on a lease: the first moves its worst case out of the lease
+    /// into a reservation of its own (which then lives and closes as any); then as `touch`.
+    pub fn touch_leased(
+        &mut self,
+        lease_id: &str,
+        request_id: &str,
+        worst_case: i64,
+        evidence: i64,
+        lease_ms: i64,
+        now: i64,
+    ) -> Option<&Held> {
+        if !self.in_flight.contains_key(request_id) {
+            let lease = self.leases.get_mut(lease_id)?;
+            if !lease.charged.insert(request_id.to_string()) {
+                return None;
+            }
+            let amount = worst_case.clamp(0, lease.amount);
+            lease.amount -= amount;
+            let held = Held { key_id: lease.key_id.clone(), amount, evidence: 0, created_ms: now, expires_ms: now };
+            self.in_flight.insert(request_id.to_string(), held);
+        }
+        self.touch(request_id, evidence, lease_ms, now)
+    }
+
+    /// Ends a lease its isolate gives back: what it still holds is the account's again.
+    pub fn release_lease(&mut self, lease_id: &str) -> bool {
+        self.leases.remove(lease_id).is_some()
+    }
+
+    /// Ends the leases whose requests have all settled or can no longer; returns their ids.
+    pub fn expire_leases(&mut self, now: i64) -> Vec<String> {
+        let mut due: Vec<String> =
+            self.leases.iter().filter(|(_, l)| l.expires_ms <= now).map(|(id, _)| id.clone()).collect();
+        due.sort();
+        for id in &due {
+            self.leases.remove(id);
+        }
+        due
     }
 
     /// A heartbeat from the request: it still runs, and the upstream has generated
@@ -316,6 +470,7 @@ mod tests {
             min_to_run: 1,
             caps: InFlightCaps::default(),
             lease_ms: LEASE,
+            lease: None,
         }
     }
 
@@ -336,7 +491,7 @@ mod tests {
     }
 
     fn full(amount: i64) -> Decision {
-        Decision::Decided { reservation: Reservation::Full { amount }, resets_at_ms: None }
+        Decision::Decided { reservation: Reservation::Full { amount }, resets_at_ms: None, lease: None }
     }
 
     #[test]
@@ -347,7 +502,8 @@ mod tests {
             book.reserve(&ask("r2", "k", 60), NOW).0,
             Decision::Decided {
                 reservation: Reservation::Partial { amount: 40, source: LimitSource::Balance },
-                resets_at_ms: None
+                resets_at_ms: None,
+                lease: None
             }
         );
         assert_eq!(book.reserved(), 100);
@@ -403,7 +559,7 @@ mod tests {
         book.settle("r1", 50, NOW);
         book.reserve(&ask("r2", "k", 30), NOW);
         let (decision, _) = book.reserve(&ask("r3", "k", 30), NOW);
-        let Decision::Decided { reservation, resets_at_ms } = decision else { panic!("decided") };
+        let Decision::Decided { reservation, resets_at_ms, .. } = decision else { panic!("decided") };
         assert_eq!(reservation, Reservation::Partial { amount: 20, source: LimitSource::KeyLimit });
         assert_eq!(resets_at_ms, Some(Reset::Daily.window_end(NOW)));
         let tomorrow = NOW + DAY_MS;
@@ -413,11 +569,12 @@ mod tests {
             book.reserve(&ask("r4", "k", 100), tomorrow).0,
             Decision::Decided {
                 reservation: Reservation::Full { amount: 100 },
-                resets_at_ms: Some(Reset::Daily.window_end(tomorrow))
+                resets_at_ms: Some(Reset::Daily.window_end(tomorrow)),
+                lease: None
             }
         );
         // A monthly window counts yesterday's spend too.
-        book.put_key(key("k", Some(100), Some(Reset::Monthly)));
+        book.put_key(key("k", Some(100), Some(Reset::Monthly)), tomorrow);
         assert_eq!(book.spent("k", None, tomorrow), 50);
     }
 
@@ -454,10 +611,10 @@ mod tests {
     fn an_older_key_state_does_not_replace_a_newer_one() {
         let mut book = Book::restore(100, [], [], []);
         let state = |disabled, version| KeyState { disabled, version: Some(version), ..key("k", None, None) };
-        assert!(book.put_key(state(true, 20)));
-        assert!(!book.put_key(state(false, 10)), "the enable that lost the race");
+        assert!(book.put_key(state(true, 20), NOW).is_some());
+        assert!(book.put_key(state(false, 10), NOW).is_none(), "the enable that lost the race");
         assert_eq!(book.reserve(&ask("r1", "k", 1), NOW).0, Decision::Refused(KeyRefusal::Disabled));
-        assert!(book.put_key(state(false, 30)));
+        assert!(book.put_key(state(false, 30), NOW).is_some());
     }
 
     #[test]

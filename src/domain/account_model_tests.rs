@@ -1,8 +1,10 @@
 //! Property test of the account model: random interleavings of reserve,
-//! heartbeat, settle, expiry, credit, key edits, time passing and "restart"
-//! (the book rebuilt from what storage holds), with every invariant checked
-//! after every step. `Store` plays the object's storage and does exactly what
-//! the object shell writes for each answer.
+//! heartbeat, settle, expiry, credit, key edits, time passing, "restart"
+//! (the book rebuilt from what storage holds) and budget leases (granted with
+//! a reservation, requests started on them by the isolate, their settlements
+//! and heartbeats, leases returned, and isolates that die holding them), with
+//! every invariant checked after every step. `Store` plays the object's
+//! storage and does exactly what the object shell writes for each answer.
 
 use std::collections::HashMap;
 
@@ -10,6 +12,7 @@ use proptest::prelude::*;
 
 use super::account::{Ask, Book, Closed, Decision, Held};
 use super::keys::KeyState;
+use super::lease::{self, Lease, LeaseAsk, LocalLease};
 use super::ledger::{InFlightCaps, Reservation};
 use super::windows::Reset;
 
@@ -19,14 +22,36 @@ const KEYS: [&str; 4] = ["k0", "k1", "k2", "k3"];
 
 #[derive(Debug, Clone)]
 enum Op {
-    /// A new request (`repeat`: the same message again for an earlier one, as a retried call would).
+    /// A new request (`repeat`: the same message again for an earlier one, as a retried call would;
+    /// `lease`: asking for a lease of that many micro-USD along with it).
     Reserve {
         req: u8,
         repeat: bool,
         key: usize,
         worst: i64,
         min: i64,
+        lease: Option<i64>,
     },
+    /// The isolate starts a request on one of its leases, without asking the object.
+    StartLeased {
+        lease: u8,
+        worst: i64,
+    },
+    /// A request started on a lease settles (`confirmed`: the isolate hears the answer).
+    SettleLeased {
+        req: u8,
+        cost: i64,
+        confirmed: bool,
+    },
+    /// A stream started on a lease beats.
+    TouchLeased {
+        req: u8,
+        evidence: i64,
+    },
+    /// The isolate gives back its drained leases.
+    ReturnLeases,
+    /// The isolate dies: its leases and the requests it started on them are forgotten.
+    IsolateDies,
     Touch {
         req: u8,
         evidence: i64,
@@ -57,8 +82,13 @@ fn reset() -> impl Strategy<Value = Option<Reset>> {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        6 => (0u8..24, proptest::bool::weighted(0.1), 0usize..4, 0i64..400, 0i64..60)
-            .prop_map(|(req, repeat, key, worst, min)| Op::Reserve { req, repeat, key, worst, min: min.min(worst) }),
+        6 => (0u8..24, proptest::bool::weighted(0.1), 0usize..4, 0i64..400, 0i64..60, proptest::option::weighted(0.6, 0i64..2_000))
+            .prop_map(|(req, repeat, key, worst, min, lease)| Op::Reserve { req, repeat, key, worst, min: min.min(worst), lease }),
+        8 => (0u8..8, 0i64..300).prop_map(|(lease, worst)| Op::StartLeased { lease, worst }),
+        4 => (0u8..24, 0i64..400, proptest::bool::weighted(0.9)).prop_map(|(req, cost, confirmed)| Op::SettleLeased { req, cost, confirmed }),
+        1 => (0u8..24, 0i64..400).prop_map(|(req, evidence)| Op::TouchLeased { req, evidence }),
+        1 => Just(Op::ReturnLeases),
+        1 => Just(Op::IsolateDies),
         2 => (0u8..24, 0i64..500).prop_map(|(req, evidence)| Op::Touch { req, evidence }),
         6 => (0u8..24, 0i64..600).prop_map(|(req, cost)| Op::Settle { req, cost }),
         2 => (-400i64..1_500).prop_map(|amount| Op::Credit { amount }),
@@ -92,6 +122,10 @@ struct Store {
     reservations: HashMap<String, Held>,
     keys: HashMap<String, KeyState>,
     ledger: Vec<LedgerRow>,
+    /// Leases as granted (their holding is the grant less their charges), and what was
+    /// charged from each or moved out of it, per request.
+    leases: HashMap<String, Lease>,
+    lease_charges: Vec<(String, String, i64)>,
 }
 
 impl Store {
@@ -116,6 +150,27 @@ impl Store {
             self.keys.values().cloned(),
             charges,
         )
+        .with_leases(self.leases.iter().map(|(id, granted)| {
+            let mut lease = granted.clone();
+            for (request_id, _, amount) in self.lease_charges.iter().filter(|(_, l, _)| l == id) {
+                lease.amount -= amount;
+                lease.charged.insert(request_id.clone());
+            }
+            (id.clone(), lease)
+        }))
+    }
+
+    fn grant_lease(&mut self, lease_id: &str, lease: &Lease) {
+        self.leases.entry(lease_id.to_string()).or_insert_with(|| lease.clone());
+    }
+
+    fn lease_charge(&mut self, lease_id: &str, request_id: &str, amount: i64) {
+        self.lease_charges.push((request_id.to_string(), lease_id.to_string(), amount));
+    }
+
+    fn end_lease(&mut self, lease_id: &str) {
+        self.leases.remove(lease_id);
+        self.lease_charges.retain(|(_, l, _)| l != lease_id);
     }
 }
 
@@ -143,6 +198,12 @@ struct World {
     settled: HashMap<String, i64>,
     /// Every request id reserved so far (the gateway makes a new random one per request).
     issued: Vec<String>,
+    /// The isolate's leases, and the requests it started on them and has not settled:
+    /// (request id, lease id, worst case, moved into a reservation of its own).
+    local: Vec<(LocalLease, usize)>,
+    local_requests: Vec<(String, String, i64, bool)>,
+    /// Requests started on leases and settled: what each could cost at most.
+    settled_leased: HashMap<String, i64>,
 }
 
 impl World {
@@ -162,8 +223,11 @@ impl World {
             prop_assert!(closed.abandoned && closed.amount <= closed.reserved);
             self.store.post_closed(&closed, self.now);
         }
+        for id in self.book.expire_leases(self.now) {
+            self.store.end_lease(&id);
+        }
         match *op {
-            Op::Reserve { req, repeat, key, worst, min } => {
+            Op::Reserve { req, repeat, key, worst, min, lease } => {
                 let id = if repeat && !self.issued.is_empty() {
                     let id = self.earlier(req);
                     if self.book.held(&id).is_none() {
@@ -183,11 +247,30 @@ impl World {
                     limit_reset,
                     worst_case: worst,
                     min_to_run: min,
-                    caps: InFlightCaps { per_key: Some(6), per_account: Some(16) },
+                    // Leases are asked for only without in-flight caps (the gateway's rule).
+                    caps: if lease.is_some() {
+                        InFlightCaps::default()
+                    } else {
+                        InFlightCaps { per_key: Some(6), per_account: Some(16) }
+                    },
                     lease_ms: LEASE,
+                    lease: lease.map(|amount| LeaseAsk {
+                        lease_id: format!("lease-{id}"),
+                        amount,
+                        use_ms: lease::MAX_USE_MS,
+                    }),
                 };
                 let was_held = self.book.held(&id).is_some();
                 let (decision, held) = self.book.reserve(&ask, self.now);
+                if let Decision::Decided { lease: Some(granted), .. } = &decision {
+                    prop_assert!(granted.amount > 0 && granted.use_until_ms <= self.now + lease::MAX_USE_MS);
+                    if let Some(lease) = self.book.lease(&granted.lease_id) {
+                        self.store.grant_lease(&granted.lease_id, lease);
+                    }
+                    if !self.local.iter().any(|(l, _)| l.lease_id == granted.lease_id) {
+                        self.local.push((LocalLease::new(granted, "h"), key));
+                    }
+                }
                 if let Some(held) = held {
                     prop_assert!(!was_held, "a request is held once");
                     prop_assert!(held.amount <= worst.max(0));
@@ -220,6 +303,68 @@ impl World {
                     None => prop_assert!(reserved.is_none()),
                 }
             }
+            Op::StartLeased { lease, worst } => {
+                if self.local.is_empty() {
+                    return self.check();
+                }
+                let n = usize::from(lease) % self.local.len();
+                let (local, _) = &mut self.local[n];
+                if local.take("h", worst, self.now) {
+                    let id = format!("r{}", self.issued.len());
+                    self.issued.push(id.clone());
+                    self.local_requests.push((id, local.lease_id.clone(), worst, false));
+                }
+            }
+            Op::SettleLeased { req, cost, confirmed } => {
+                if self.local_requests.is_empty() {
+                    return self.check();
+                }
+                let (id, lease_id, worst, _) = self.local_requests.remove(usize::from(req) % self.local_requests.len());
+                let from_lease = self.book.held(&id).is_none();
+                if let Some(closed) = self.book.settle_leased(&lease_id, &id, worst, cost, self.now) {
+                    prop_assert!(closed.amount <= worst, "a leased request is charged at most its worst case");
+                    prop_assert_eq!(closed.amount, cost.min(worst).max(0), "the lease covered it");
+                    self.settled_leased.insert(id.clone(), worst);
+                    if from_lease {
+                        self.store.lease_charge(&lease_id, &id, closed.amount);
+                    }
+                    self.store.post_closed(&closed, self.now);
+                }
+                let held_now = self.book.lease(&lease_id).map(|l| l.amount);
+                if let Some((local, _)) = self.local.iter_mut().find(|(l, _)| l.lease_id == lease_id) {
+                    local.settled(worst, if confirmed { held_now } else { None });
+                }
+            }
+            Op::TouchLeased { req, evidence } => {
+                if self.local_requests.is_empty() {
+                    return self.check();
+                }
+                let n = usize::from(req) % self.local_requests.len();
+                let (id, lease_id, worst, _) = self.local_requests[n].clone();
+                let moved = self.book.held(&id).is_none();
+                if let Some(held) = self.book.touch_leased(&lease_id, &id, worst, evidence, LEASE, self.now).cloned() {
+                    prop_assert!(held.amount <= worst);
+                    self.local_requests[n].3 = true;
+                    if moved {
+                        self.store.lease_charge(&lease_id, &id, held.amount);
+                    }
+                    self.store.reservations.insert(id, held);
+                }
+            }
+            Op::ReturnLeases => {
+                let now = self.now;
+                let (drained, kept): (Vec<_>, Vec<_>) = self.local.drain(..).partition(|(l, _)| l.drained(now));
+                self.local = kept;
+                for (local, _) in drained {
+                    if self.book.release_lease(&local.lease_id) {
+                        self.store.end_lease(&local.lease_id);
+                    }
+                }
+            }
+            Op::IsolateDies => {
+                self.local.clear();
+                self.local_requests.clear();
+            }
             Op::Credit { amount } => {
                 if amount != 0 {
                     if let Ok(balance) = self.book.credit(amount) {
@@ -236,7 +381,19 @@ impl World {
             Op::EditKey { key, limit, reset, disabled } => {
                 let (limit, reset) = if key < 2 { worker_view(key) } else { (limit, reset) };
                 let state = key_state(key, limit, reset, disabled);
-                self.book.put_key(state.clone());
+                if let Some(revoked) = self.book.put_key(state.clone(), self.now) {
+                    for id in revoked {
+                        prop_assert!(self.book.lease(&id).is_some_and(|l| l.use_until_ms <= self.now));
+                        if let Some(stored) = self.store.leases.get_mut(&id) {
+                            stored.use_until_ms = self.now;
+                        }
+                    }
+                    // The isolate hears of it when it next asks the object (here: at once, as a
+                    // lease's use ends by `MAX_USE_MS` anyway).
+                    for (local, _) in self.local.iter_mut().filter(|(_, k)| *k == key) {
+                        local.use_until_ms = local.use_until_ms.min(self.now);
+                    }
+                }
                 self.store.keys.insert(state.key_id.clone(), state);
             }
             Op::Advance { ms } => self.now += ms,
@@ -261,14 +418,26 @@ impl World {
             *charges.entry(row.reference.as_str()).or_default() += 1;
         }
         prop_assert!(charges.values().all(|n| *n == 1), "no request is charged twice");
-        for (id, reserved) in &self.settled {
+        for (id, reserved) in self.settled.iter().chain(&self.settled_leased) {
             let charged: i64 = store.ledger.iter().filter(|r| &r.reference == id).map(|r| -r.amount).sum();
             prop_assert!(charged <= *reserved, "{} charged {} of {}", id, charged, reserved);
+        }
+        // What the isolate may still start on a lease is money the object holds for it.
+        for (local, _) in &self.local {
+            let in_flight: i64 = self
+                .local_requests
+                .iter()
+                .filter(|(_, lease, _, moved)| *lease == local.lease_id && !moved)
+                .map(|(_, _, worst, _)| worst)
+                .sum();
+            if let Some(lease) = book.lease(&local.lease_id) {
+                prop_assert!(local.spendable() + in_flight <= lease.amount, "{} overcommitted", local.lease_id);
+            }
         }
         // Keys 0 and 1 never change limit or reset: their window is never exceeded.
         for (key, id) in KEYS.iter().enumerate().take(2) {
             let (Some(limit), reset) = worker_view(key) else { continue };
-            let held: i64 = book.in_flight().filter(|(_, h)| h.key_id == *id).map(|(_, h)| h.amount).sum();
+            let held = book.held_for_key(id);
             let spent = book.spent(id, reset, self.now);
             prop_assert!(spent + held <= limit, "{}: spent {} + held {} > {}", id, spent, held, limit);
         }
@@ -287,6 +456,9 @@ proptest! {
             now: START,
             settled: HashMap::new(),
             issued: Vec::new(),
+            local: Vec::new(),
+            local_requests: Vec::new(),
+            settled_leased: HashMap::new(),
         };
         for op in &ops {
             world.step(op)?;
@@ -296,5 +468,6 @@ proptest! {
         world.step(&Op::Advance { ms: 0 })?;
         prop_assert_eq!(world.book.reserved(), 0);
         prop_assert!(world.store.reservations.is_empty());
+        prop_assert!(world.store.leases.is_empty());
     }
 }

@@ -8,6 +8,7 @@ pub mod completions;
 pub mod embeddings;
 pub mod ids;
 pub mod keys;
+pub mod lease;
 pub mod ledger;
 pub mod money;
 #[cfg(test)]

@@ -1,0 +1,138 @@
+//! This isolate's budget leases (`domain::lease`), one current lease per key
+//! plus those still draining (requests started on them not yet settled).
+//! An isolate runs one request at a time between awaits, so a `RefCell` in a
+//! thread-local is the whole concurrency story: taking from a lease is one
+//! synchronous step.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, HashSet};
+
+use crate::domain::lease::{self, Granted, LeaseAsk, LocalLease};
+
+#[derive(Default)]
+struct KeyLeases {
+    /// The account (object) the leases are held by.
+    account_id: String,
+    current: Option<LocalLease>,
+    draining: Vec<LocalLease>,
+    /// Requests started on the last lease that ended its use (sizes the next one).
+    started_on_last: u32,
+}
+
+thread_local! {
+    static LEASES: RefCell<HashMap<String, KeyLeases>> = RefCell::new(HashMap::new());
+    /// Keys with a lease being asked for.
+    static ASKING: RefCell<HashSet<String>> = RefCell::new(HashSet::new());
+    /// A settlement is waiting to give back the leases whose use ends (see `api::meter`).
+    static RETURN_SCHEDULED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Marks that a return is scheduled; `false` when one already was.
+pub fn schedule_return() -> bool {
+    !RETURN_SCHEDULED.replace(true)
+}
+
+pub fn return_done() {
+    RETURN_SCHEDULED.set(false);
+}
+
+/// Starts a request of `key_id` on its current lease when that covers `worst_case`: the lease's id.
+pub fn take(key_id: &str, hash: &str, worst_case: i64, now: i64) -> Option<String> {
+    LEASES.with_borrow_mut(|all| {
+        let lease = all.get_mut(key_id)?.current.as_mut()?;
+        lease.take(hash, worst_case, now).then(|| lease.lease_id.clone())
+    })
+}
+
+/// What to ask the object for along with a reservation of `worst_case` for `key_id`.
+pub fn ask(key_id: &str, worst_case: i64) -> LeaseAsk {
+    let started = LEASES.with_borrow(|all| {
+        all.get(key_id)
+            .map_or(0, |k| k.current.as_ref().map_or(k.started_on_last, |l| l.started.max(k.started_on_last)))
+    });
+    let mut id = [0u8; 12];
+    // Without randomness there is no lease id that cannot collide: ask for none (amount 0).
+    let ok = getrandom::getrandom(&mut id).is_ok();
+    LeaseAsk {
+        lease_id: format!("lease-{}", hex::encode(id)),
+        amount: if ok { lease::amount_to_ask(worst_case, started) } else { 0 },
+        use_ms: lease::MAX_USE_MS,
+    }
+}
+
+/// A lease the account's object granted becomes the key's current one; the one before drains.
+pub fn granted(account_id: &str, key_id: &str, granted: &Granted, hash: &str) {
+    LEASES.with_borrow_mut(|all| {
+        let leases = all.entry(key_id.to_string()).or_default();
+        leases.account_id = account_id.to_string();
+        if let Some(old) = leases.current.replace(LocalLease::new(granted, hash)) {
+            leases.started_on_last = old.started;
+            leases.draining.push(old);
+        }
+    });
+}
+
+/// A request started on `lease_id` has settled; `held_now`: what the object says the lease still holds
+/// (`None`: the settlement was not confirmed).
+pub fn settled(key_id: &str, lease_id: &str, worst_case: i64, held_now: Option<i64>) {
+    LEASES.with_borrow_mut(|all| {
+        let Some(leases) = all.get_mut(key_id) else { return };
+        let lease = leases.current.iter_mut().chain(leases.draining.iter_mut()).find(|l| l.lease_id == lease_id);
+        if let Some(lease) = lease {
+            lease.settled(worst_case, held_now);
+        }
+    });
+}
+
+/// Takes out the leases no request may start on any more and none is in flight on, to give back to
+/// their objects: `(account id, lease id)`.
+pub fn take_drained(now: i64) -> Vec<(String, String)> {
+    LEASES.with_borrow_mut(|all| {
+        let mut ids = Vec::new();
+        for leases in all.values_mut() {
+            if let Some(done) = leases.current.take_if(|l| l.drained(now)) {
+                leases.started_on_last = done.started;
+                ids.push((leases.account_id.clone(), done.lease_id));
+            }
+            let account_id = &leases.account_id;
+            leases.draining.retain(|l| {
+                let drained = l.drained(now);
+                if drained {
+                    ids.push((account_id.clone(), l.lease_id.clone()));
+                }
+                !drained
+            });
+        }
+        all.retain(|_, l| l.current.is_some() || !l.draining.is_empty() || l.started_on_last > 0);
+        ids
+    })
+}
+
+/// When the first lease still in use here (after `now`) stops being usable.
+pub fn next_use_end_after(now: i64) -> Option<i64> {
+    LEASES.with_borrow(|all| {
+        let leases = all.values().flat_map(|k| k.current.iter().chain(k.draining.iter()));
+        leases.map(|l| l.use_until_ms).filter(|end| *end > now).min()
+    })
+}
+
+/// One lease asked for per key at a time: `Some` makes the caller the one that asks (until it drops the
+/// guard, after the answer); `None`: another request is asking (see `is_asking`). Waiting requests poll
+/// on their own timers: a wake-up sent from another request would run their I/O in its context, which
+/// the runtime refuses.
+pub fn start_asking(key_id: &str) -> Option<AskGuard> {
+    ASKING.with_borrow_mut(|asking| asking.insert(key_id.to_string()).then(|| AskGuard(key_id.to_string())))
+}
+
+pub fn is_asking(key_id: &str) -> bool {
+    ASKING.with_borrow(|asking| asking.contains(key_id))
+}
+
+/// Held by the request asking for a key's lease.
+pub struct AskGuard(String);
+
+impl Drop for AskGuard {
+    fn drop(&mut self) {
+        ASKING.with_borrow_mut(|asking| asking.remove(&self.0));
+    }
+}
