@@ -145,7 +145,13 @@ async fn serve(
         }
         _ => None, // the operator's own requests are not billed to anyone
     };
-    let timing = format!("auth;desc={};dur={:.2}", auth.source.map_or("admin", |s| s.as_str()), call.elapsed_ms());
+    let held_by = match &meter {
+        Some(m) if m.lease.is_some() => "lease",
+        Some(_) => "account",
+        None => "none",
+    };
+    let source = auth.source.map_or("admin", |s| s.as_str());
+    let timing = format!("auth;desc={source};dur={:.2}, reserve;desc={held_by}", call.elapsed_ms());
     let job = Job { call: call.clone(), caller: auth.caller, chat, plan, prices, meter, timing, dialect };
     let (answer, answered) = oneshot::channel();
     call.ctx.wait_until(job.run(answer));

@@ -29,8 +29,6 @@ use crate::store::prices::PriceRow;
 
 /// How many milliseconds a request waits for the lease another request is asking for.
 const LEASE_WAIT_POLLS: u32 = 50;
-/// Lease lives one settlement waits through to give leases back as their use ends.
-const LEASE_RETURN_ROUNDS: u32 = 10;
 
 /// Output tokens assumed when neither the client nor the price table bounds them.
 const DEFAULT_MAX_OUTPUT: u64 = 16_384;
@@ -377,21 +375,17 @@ async fn lease_returns(env: &Env, account_id: &str) -> Vec<String> {
 }
 
 /// Gives this isolate's leases back once nothing may start on them and nothing is in flight on them:
-/// those drained now at once, those still in use when their use ends. For that, one settlement at a time
-/// stays (in its own `wait_until`) for up to `LEASE_RETURN_ROUNDS` lease lives.
+/// those drained now at once; those idle but still in use when their use ends, this settlement staying
+/// (in its own `wait_until`, at most a lease's use) for them unless another already does. A lease a
+/// request starts on meanwhile is given back by that request's settlement.
 async fn return_leases_when_used(env: &Env) {
     give_back(env, leases::take_drained(js_sys::Date::now() as i64)).await;
-    if !leases::schedule_return() {
-        return;
-    }
-    for _ in 0..LEASE_RETURN_ROUNDS {
-        let now = js_sys::Date::now() as i64;
-        let Some(end) = leases::next_use_end_after(now) else { break };
+    let now = js_sys::Date::now() as i64;
+    if let Some(end) = leases::claim_idle(now) {
         let wait = (end - now).clamp(0, crate::domain::lease::MAX_USE_MS) as u64 + 1;
         worker::Delay::from(std::time::Duration::from_millis(wait)).await;
         give_back(env, leases::take_drained(js_sys::Date::now() as i64)).await;
     }
-    leases::return_done();
 }
 
 /// Gives leases back to their accounts' objects, one message per account.

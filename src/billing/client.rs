@@ -118,7 +118,10 @@ impl<'a> Account<'a> {
         }
     }
 
+    /// Records a key's new state. This isolate stops starting the key's requests on its leases at once;
+    /// other isolates within a lease's use (`domain::lease::MAX_USE_MS`).
     pub async fn put_key(&self, state: KeyState) -> Result<(), String> {
+        super::leases::end_use(&state.key_id, js_sys::Date::now() as i64);
         match self.call(&AccountRequest::PutKey { state }).await? {
             AccountResponse::Ok => Ok(()),
             other => Err(unexpected("PutKey", other)),

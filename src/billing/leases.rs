@@ -4,7 +4,7 @@
 //! thread-local is the whole concurrency story: taking from a lease is one
 //! synchronous step.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 
 use crate::domain::lease::{self, Granted, LeaseAsk, LocalLease};
@@ -23,17 +23,6 @@ thread_local! {
     static LEASES: RefCell<HashMap<String, KeyLeases>> = RefCell::new(HashMap::new());
     /// Keys with a lease being asked for.
     static ASKING: RefCell<HashSet<String>> = RefCell::new(HashSet::new());
-    /// A settlement is waiting to give back the leases whose use ends (see `api::meter`).
-    static RETURN_SCHEDULED: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Marks that a return is scheduled; `false` when one already was.
-pub fn schedule_return() -> bool {
-    !RETURN_SCHEDULED.replace(true)
-}
-
-pub fn return_done() {
-    RETURN_SCHEDULED.set(false);
 }
 
 /// Starts a request of `key_id` on its current lease when that covers `worst_case`: the lease's id.
@@ -68,6 +57,19 @@ pub fn granted(account_id: &str, key_id: &str, granted: &Granted, hash: &str) {
         if let Some(old) = leases.current.replace(LocalLease::new(granted, hash)) {
             leases.started_on_last = old.started;
             leases.draining.push(old);
+        }
+    });
+}
+
+/// No new request of `key_id` starts on this isolate's leases (its state changed here: the next request
+/// asks the object, which knows the change).
+pub fn end_use(key_id: &str, now: i64) {
+    LEASES.with_borrow_mut(|all| {
+        if let Some(leases) = all.get_mut(key_id) {
+            if let Some(mut lease) = leases.current.take() {
+                lease.use_until_ms = lease.use_until_ms.min(now);
+                leases.draining.push(lease);
+            }
         }
     });
 }
@@ -108,11 +110,15 @@ pub fn take_drained(now: i64) -> Vec<(String, String)> {
     })
 }
 
-/// When the first lease still in use here (after `now`) stops being usable.
-pub fn next_use_end_after(now: i64) -> Option<i64> {
-    LEASES.with_borrow(|all| {
-        let leases = all.values().flat_map(|k| k.current.iter().chain(k.draining.iter()));
-        leases.map(|l| l.use_until_ms).filter(|end| *end > now).min()
+/// Claims the leases in use with nothing in flight on them that no one has yet claimed to give back when
+/// their use ends: when the last of them ends (the claimer waits for it, then gives back what is drained).
+pub fn claim_idle(now: i64) -> Option<i64> {
+    LEASES.with_borrow_mut(|all| {
+        let leases = all.values_mut().flat_map(|k| k.current.iter_mut().chain(k.draining.iter_mut()));
+        leases.filter(|l| l.idle_in_use(now) && !l.return_claimed).map(|l| {
+            l.return_claimed = true;
+            l.use_until_ms
+        }).max()
     })
 }
 

@@ -99,6 +99,8 @@ pub struct LocalLease {
     requests: u32,
     /// Requests started on it in all (sizes the next lease).
     pub started: u32,
+    /// A settlement waits for its use to end, to give it back.
+    pub return_claimed: bool,
 }
 
 impl LocalLease {
@@ -111,6 +113,7 @@ impl LocalLease {
             in_flight: 0,
             requests: 0,
             started: 0,
+            return_claimed: false,
         }
     }
 
@@ -143,6 +146,12 @@ impl LocalLease {
     /// No request may start on it any more and none is in flight: it can be returned.
     pub fn drained(&self, now: i64) -> bool {
         now >= self.use_until_ms && self.requests == 0
+    }
+
+    /// Still in use, with nothing in flight on it: unless a request starts on it, it can be given back
+    /// when its use ends.
+    pub fn idle_in_use(&self, now: i64) -> bool {
+        now < self.use_until_ms && self.requests == 0
     }
 
     /// What a new request could still start with.
