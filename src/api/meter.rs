@@ -11,8 +11,8 @@ use worker::Env;
 use super::error::ApiError;
 use super::respond::Call;
 use crate::billing::client::{self, Account, Org, Reserved};
-use crate::billing::leases;
 use crate::billing::protocol::{OnLease, Settlement};
+use crate::billing::{batch, leases};
 use crate::cache::keys::KeyRecord;
 use crate::cache::prices as price_cache;
 use crate::domain::account::Ask;
@@ -348,12 +348,12 @@ impl Meter {
                 }
             });
         let account = async {
-            let returns = lease_returns(env, &self.account_id).await;
-            let held = client::settle(env, &self.account_id, vec![settlement], returns, self.lease_ms).await;
-            if let Some(on) = &self.lease {
-                let held_now = held.as_ref().map(|h| h.iter().find(|(id, _)| *id == on.lease_id).map_or(0, |l| l.1));
-                leases::settled(&self.key_id, &on.lease_id, on.worst_case, held_now);
-            }
+            // The account's drained leases go back with the settlement (and whatever else waits to be sent).
+            let returns = || {
+                let now = js_sys::Date::now() as i64;
+                leases::take_drained(now, Some(&self.account_id)).into_iter().map(|(_, id)| id).collect()
+            };
+            batch::settle(env, &self.account_id, &self.key_id, settlement, self.lease_ms, returns).await;
             return_leases_when_used(env).await;
         };
         match org {
@@ -365,26 +365,17 @@ impl Meter {
     }
 }
 
-/// The leases of `account_id` to give back with its settlement now; those of other accounts are given
-/// back to their objects first.
-async fn lease_returns(env: &Env, account_id: &str) -> Vec<String> {
-    let (ours, others): (Vec<_>, Vec<_>) =
-        leases::take_drained(js_sys::Date::now() as i64).into_iter().partition(|(account, _)| account == account_id);
-    give_back(env, others).await;
-    ours.into_iter().map(|(_, lease_id)| lease_id).collect()
-}
-
 /// Gives this isolate's leases back once nothing may start on them and nothing is in flight on them:
 /// those drained now at once; those idle but still in use when their use ends, this settlement staying
 /// (in its own `wait_until`, at most a lease's use) for them unless another already does. A lease a
 /// request starts on meanwhile is given back by that request's settlement.
 async fn return_leases_when_used(env: &Env) {
-    give_back(env, leases::take_drained(js_sys::Date::now() as i64)).await;
+    give_back(env, leases::take_drained(js_sys::Date::now() as i64, None)).await;
     let now = js_sys::Date::now() as i64;
     if let Some(end) = leases::claim_idle(now) {
         let wait = (end - now).clamp(0, crate::domain::lease::MAX_USE_MS) as u64 + 1;
         worker::Delay::from(std::time::Duration::from_millis(wait)).await;
-        give_back(env, leases::take_drained(js_sys::Date::now() as i64)).await;
+        give_back(env, leases::take_drained(js_sys::Date::now() as i64, None)).await;
     }
 }
 

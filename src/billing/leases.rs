@@ -87,11 +87,11 @@ pub fn settled(key_id: &str, lease_id: &str, worst_case: i64, held_now: Option<i
 }
 
 /// Takes out the leases no request may start on any more and none is in flight on, to give back to
-/// their objects: `(account id, lease id)`.
-pub fn take_drained(now: i64) -> Vec<(String, String)> {
+/// their objects: `(account id, lease id)`; only `account`'s when given.
+pub fn take_drained(now: i64, account: Option<&str>) -> Vec<(String, String)> {
     LEASES.with_borrow_mut(|all| {
         let mut ids = Vec::new();
-        for leases in all.values_mut() {
+        for leases in all.values_mut().filter(|l| account.is_none_or(|a| l.account_id == a)) {
             if let Some(done) = leases.current.take_if(|l| l.drained(now)) {
                 leases.started_on_last = done.started;
                 ids.push((leases.account_id.clone(), done.lease_id));
@@ -115,10 +115,13 @@ pub fn take_drained(now: i64) -> Vec<(String, String)> {
 pub fn claim_idle(now: i64) -> Option<i64> {
     LEASES.with_borrow_mut(|all| {
         let leases = all.values_mut().flat_map(|k| k.current.iter_mut().chain(k.draining.iter_mut()));
-        leases.filter(|l| l.idle_in_use(now) && !l.return_claimed).map(|l| {
-            l.return_claimed = true;
-            l.use_until_ms
-        }).max()
+        leases
+            .filter(|l| l.idle_in_use(now) && !l.return_claimed)
+            .map(|l| {
+                l.return_claimed = true;
+                l.use_until_ms
+            })
+            .max()
     })
 }
 

@@ -9,6 +9,8 @@ mod account;
 #[cfg(target_arch = "wasm32")]
 pub mod account_do;
 #[cfg(target_arch = "wasm32")]
+pub mod batch;
+#[cfg(target_arch = "wasm32")]
 pub mod client;
 #[cfg(target_arch = "wasm32")]
 pub mod leases;
