@@ -216,6 +216,7 @@ impl Meter {
                 }
             }
         }
+        let lease_ask = asking.as_ref().map(|_| leases::ask(&key.id, worst_case, super::respond::random_bytes()));
         let ask = Ask {
             request_id: call.request_id.clone(),
             key_id: key.id.clone(),
@@ -226,7 +227,7 @@ impl Meter {
             min_to_run,
             caps: call.config.in_flight,
             lease_ms,
-            lease: asking.as_ref().map(|_| leases::ask(&key.id, worst_case)),
+            lease: lease_ask.as_ref().map(|(ask, _)| ask.clone()),
         };
         let answer = Account::of(&call.env, &key.user_id).reserve(ask).await.map_err(ApiError::internal)?;
         let (reservation, resets_at_ms) = match answer {
@@ -241,8 +242,10 @@ impl Meter {
                 })
             }
             Reserved::Decided { reservation, resets_at_ms, lease } => {
-                if let Some(granted) = lease {
-                    leases::granted(&key.user_id, &key.id, &granted, hash);
+                if let (Some(granted), Some((_, changes))) = (lease, &lease_ask) {
+                    leases::granted(&key.user_id, &key.id, &granted, hash, *changes, call.now_ms());
+                    // Given back when its use ends should no request start on it (this one is not on it).
+                    call.ctx.wait_until(return_leases_when_used(call.env.clone()));
                 }
                 (reservation, resets_at_ms)
             }
@@ -354,7 +357,7 @@ impl Meter {
                 leases::take_drained(now, Some(&self.account_id)).into_iter().map(|(_, id)| id).collect()
             };
             batch::settle(env, &self.account_id, &self.key_id, settlement, self.lease_ms, returns).await;
-            return_leases_when_used(env).await;
+            return_leases_when_used(env.clone()).await;
         };
         match org {
             Some(org) => {
@@ -369,7 +372,8 @@ impl Meter {
 /// those drained now at once; those idle but still in use when their use ends, this settlement staying
 /// (in its own `wait_until`, at most a lease's use) for them unless another already does. A lease a
 /// request starts on meanwhile is given back by that request's settlement.
-async fn return_leases_when_used(env: &Env) {
+async fn return_leases_when_used(env: Env) {
+    let env = &env;
     give_back(env, leases::take_drained(js_sys::Date::now() as i64, None)).await;
     let now = js_sys::Date::now() as i64;
     if let Some(end) = leases::claim_idle(now) {

@@ -64,10 +64,12 @@ impl Account<'_> {
                     None => self.book.touch(&request_id, evidence, lease_ms, now).cloned(),
                 };
                 if let Some(held) = &held {
+                    // The reservation first: should the lease's record then fail, the lease holds too much
+                    // until it ends, and the request is settled from its reservation.
+                    store::hold(sql, &request_id, held)?;
                     if let (true, Some(on)) = (moved, &on_lease) {
                         store::lease_charge(sql, &on.lease_id, &request_id, held.amount)?;
                     }
-                    store::hold(sql, &request_id, held)?;
                 }
                 AccountResponse::Touched { held: held.is_some() }
             }

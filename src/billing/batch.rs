@@ -22,7 +22,10 @@ use super::protocol::Settlement;
 const MAX_BATCH: usize = 64;
 /// How often a waiting settlement looks whether its turn has come.
 const POLL_MS: u64 = 2;
-/// A send in flight this long is taken to have died with its task; a waiting settlement takes over.
+/// How long one message is retried before its settlements go back in line (below the runtime's 30 s
+/// for a task after its answer, so a sender's task does not die holding others' settlements).
+const SEND_RETRY_MS: i64 = 20_000;
+/// A send in flight this long is taken to have died with its task.
 const STALE_SEND_MS: f64 = 30_000.0;
 
 struct Pending {
@@ -43,8 +46,8 @@ thread_local! {
     static LINES: RefCell<HashMap<String, Line>> = RefCell::new(HashMap::new());
 }
 
-/// Settles one request of `account` (a request of `key_id`), with whatever else waits, retried until the
-/// object confirms or `retry_for_ms` has passed; `returns` gives the leases to give back with it.
+/// Settles one request of `account` (a request of `key_id`), with whatever else waits, until the object
+/// confirms or `retry_for_ms` has passed; `returns` gives the leases to give back with it.
 pub async fn settle(
     env: &Env,
     account: &str,
@@ -54,6 +57,13 @@ pub async fn settle(
     returns: impl Fn() -> Vec<String>,
 ) {
     let id = settlement.request_id.clone();
+    let on_lease = settlement.on_lease.clone();
+    // Given up on: this isolate's lease no longer counts the request as in flight (the worst is assumed).
+    let give_up = || {
+        if let Some(on) = &on_lease {
+            leases::settled(key_id, &on.lease_id, on.worst_case, None);
+        }
+    };
     let deadline = js_sys::Date::now() + retry_for_ms as f64;
     with_line(account, |line| line.waiting.push(Pending { settlement, key_id: key_id.to_string() }));
     loop {
@@ -62,46 +72,61 @@ pub async fn settle(
             if line.finished.remove(&id) {
                 return Turn::Done;
             }
-            if line.sending_since.is_some_and(|since| now - since < STALE_SEND_MS) {
-                return Turn::Wait;
+            let queued = line.waiting.iter().position(|p| p.settlement.request_id == id);
+            let busy = line.sending_since.is_some_and(|since| now - since < STALE_SEND_MS);
+            match (queued, busy) {
+                (Some(i), _) if now >= deadline => {
+                    line.waiting.remove(i);
+                    Turn::GaveUp
+                }
+                (_, true) => Turn::Wait,
+                // On its way in a message whose task died: the object settles it by its rule.
+                (None, false) => Turn::GaveUp,
+                (Some(_), false) => {
+                    line.sending_since = Some(now);
+                    let take = line.waiting.len().min(MAX_BATCH);
+                    Turn::Send(line.waiting.drain(..take).collect())
+                }
             }
-            if !line.waiting.iter().any(|p| p.settlement.request_id == id) {
-                return Turn::Done; // sent by a task that died on the way: settled by the object's rule
-            }
-            line.sending_since = Some(now);
-            let take = line.waiting.len().min(MAX_BATCH);
-            Turn::Send(line.waiting.drain(..take).collect())
         });
         let batch = match turn {
             Turn::Done => return,
+            Turn::GaveUp => return give_up(),
             Turn::Wait if now < deadline => {
                 worker::Delay::from(Duration::from_millis(POLL_MS)).await;
                 continue;
             }
-            Turn::Wait => return,
+            Turn::Wait => return give_up(),
             Turn::Send(batch) => batch,
         };
-        let mine = batch.iter().any(|p| p.settlement.request_id == id);
         let settlements: Vec<Settlement> = batch.iter().map(|p| p.settlement.clone()).collect();
-        let held = client::settle(env, account, settlements, returns(), retry_for_ms).await;
+        let tries_for = retry_for_ms.min(SEND_RETRY_MS);
+        let held = client::settle(env, account, settlements, returns(), tries_for).await;
+        let Some(held) = held else {
+            // Not confirmed: back in line, for the next sender (or each request's own task) to try again.
+            with_line(account, |line| {
+                line.sending_since = None;
+                line.waiting.splice(0..0, batch);
+            });
+            worker::Delay::from(Duration::from_millis(POLL_MS)).await;
+            continue;
+        };
         with_line(account, |line| {
             line.sending_since = None;
             for p in &batch {
                 if let Some(on) = &p.settlement.on_lease {
-                    let held_now = held.as_ref().map(|h| h.iter().find(|(l, _)| *l == on.lease_id).map_or(0, |l| l.1));
-                    leases::settled(&p.key_id, &on.lease_id, on.worst_case, held_now);
+                    let held_now = held.iter().find(|(l, _)| *l == on.lease_id).map_or(0, |l| l.1);
+                    leases::settled(&p.key_id, &on.lease_id, on.worst_case, Some(held_now));
                 }
                 if p.settlement.request_id != id {
                     line.finished.insert(p.settlement.request_id.clone());
                 }
             }
         });
-        if mine {
+        if batch.iter().any(|p| p.settlement.request_id == id) {
             LINES.with_borrow_mut(|lines| {
-                if lines
-                    .get(account)
-                    .is_some_and(|l| l.sending_since.is_none() && l.waiting.is_empty() && l.finished.is_empty())
-                {
+                let idle = |l: &Line| l.sending_since.is_none() && l.waiting.is_empty() && l.finished.is_empty();
+                if lines.get(account).is_some_and(idle) {
                     lines.remove(account);
                 }
             });
@@ -112,6 +137,7 @@ pub async fn settle(
 
 enum Turn {
     Done,
+    GaveUp,
     Wait,
     Send(Vec<Pending>),
 }

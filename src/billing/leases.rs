@@ -17,6 +17,8 @@ struct KeyLeases {
     draining: Vec<LocalLease>,
     /// Requests started on the last lease that ended its use (sizes the next one).
     started_on_last: u32,
+    /// Changes of the key made here (`end_use`): a lease asked for before one is not used.
+    changes: u64,
 }
 
 thread_local! {
@@ -33,28 +35,35 @@ pub fn take(key_id: &str, hash: &str, worst_case: i64, now: i64) -> Option<Strin
     })
 }
 
-/// What to ask the object for along with a reservation of `worst_case` for `key_id`.
-pub fn ask(key_id: &str, worst_case: i64) -> LeaseAsk {
-    let started = LEASES.with_borrow(|all| {
-        all.get(key_id)
-            .map_or(0, |k| k.current.as_ref().map_or(k.started_on_last, |l| l.started.max(k.started_on_last)))
-    });
-    let mut id = [0u8; 12];
-    // Without randomness there is no lease id that cannot collide: ask for none (amount 0).
-    let ok = getrandom::getrandom(&mut id).is_ok();
-    LeaseAsk {
-        lease_id: format!("lease-{}", hex::encode(id)),
-        amount: if ok { lease::amount_to_ask(worst_case, started) } else { 0 },
-        use_ms: lease::MAX_USE_MS,
-    }
+/// What to ask the object for along with a reservation of `worst_case` for `key_id` (`random`: the lease
+/// id's bytes), and the key's count of changes made here (for `granted`).
+pub fn ask(key_id: &str, worst_case: i64, random: [u8; 12]) -> (LeaseAsk, u64) {
+    LEASES.with_borrow(|all| {
+        let key = all.get(key_id);
+        let started =
+            key.map_or(0, |k| k.current.as_ref().map_or(k.started_on_last, |l| l.started.max(k.started_on_last)));
+        let ask = LeaseAsk {
+            lease_id: format!("lease-{}", hex::encode(random)),
+            amount: lease::amount_to_ask(worst_case, started),
+            use_ms: lease::MAX_USE_MS,
+        };
+        (ask, key.map_or(0, |k| k.changes))
+    })
 }
 
-/// A lease the account's object granted becomes the key's current one; the one before drains.
-pub fn granted(account_id: &str, key_id: &str, granted: &Granted, hash: &str) {
+/// A lease the account's object granted becomes the key's current one; the one before drains. A lease
+/// asked for before the key changed here (`changes_then` behind) is not used: it goes straight to drain.
+pub fn granted(account_id: &str, key_id: &str, granted: &Granted, hash: &str, changes_then: u64, now: i64) {
     LEASES.with_borrow_mut(|all| {
         let leases = all.entry(key_id.to_string()).or_default();
         leases.account_id = account_id.to_string();
-        if let Some(old) = leases.current.replace(LocalLease::new(granted, hash)) {
+        let mut lease = LocalLease::new(granted, hash);
+        if leases.changes != changes_then {
+            lease.use_until_ms = lease.use_until_ms.min(now);
+            leases.draining.push(lease);
+            return;
+        }
+        if let Some(old) = leases.current.replace(lease) {
             leases.started_on_last = old.started;
             leases.draining.push(old);
         }
@@ -65,11 +74,11 @@ pub fn granted(account_id: &str, key_id: &str, granted: &Granted, hash: &str) {
 /// asks the object, which knows the change).
 pub fn end_use(key_id: &str, now: i64) {
     LEASES.with_borrow_mut(|all| {
-        if let Some(leases) = all.get_mut(key_id) {
-            if let Some(mut lease) = leases.current.take() {
-                lease.use_until_ms = lease.use_until_ms.min(now);
-                leases.draining.push(lease);
-            }
+        let leases = all.entry(key_id.to_string()).or_default();
+        leases.changes += 1;
+        if let Some(mut lease) = leases.current.take() {
+            lease.use_until_ms = lease.use_until_ms.min(now);
+            leases.draining.push(lease);
         }
     });
 }
@@ -105,7 +114,7 @@ pub fn take_drained(now: i64, account: Option<&str>) -> Vec<(String, String)> {
                 !drained
             });
         }
-        all.retain(|_, l| l.current.is_some() || !l.draining.is_empty() || l.started_on_last > 0);
+        all.retain(|_, l| l.current.is_some() || !l.draining.is_empty() || l.started_on_last > 0 || l.changes > 0);
         ids
     })
 }
@@ -143,5 +152,40 @@ pub struct AskGuard(String);
 impl Drop for AskGuard {
     fn drop(&mut self) {
         ASKING.with_borrow_mut(|asking| asking.remove(&self.0));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grant(id: &str, amount: i64) -> Granted {
+        Granted { lease_id: id.into(), amount, use_until_ms: 1_000 }
+    }
+
+    #[test]
+    fn a_lease_asked_for_before_the_key_changed_here_is_not_used() {
+        let (_, before) = ask("k-change", 10, [1; 12]);
+        end_use("k-change", 0);
+        granted("a", "k-change", &grant("l-old", 100), "h", before, 0);
+        assert_eq!(take("k-change", "h", 10, 0), None, "asked before the change: not used");
+        let (_, now) = ask("k-change", 10, [2; 12]);
+        granted("a", "k-change", &grant("l-new", 100), "h", now, 0);
+        assert_eq!(take("k-change", "h", 10, 0).as_deref(), Some("l-new"));
+        end_use("k-change", 5);
+        assert_eq!(take("k-change", "h", 10, 5), None, "a change here ends the lease's use at once");
+    }
+
+    #[test]
+    fn drained_leases_are_taken_out_per_account_and_idle_ones_claimed_once() {
+        let (_, changes) = ask("k-drain", 10, [3; 12]);
+        granted("acct-1", "k-drain", &grant("l-1", 100), "h", changes, 0);
+        assert_eq!(claim_idle(0), Some(1_000), "idle while in use: one settlement waits for its end");
+        assert_eq!(claim_idle(0), None, "claimed once");
+        assert_eq!(take("k-drain", "h", 10, 0).as_deref(), Some("l-1"));
+        assert!(take_drained(1_000, Some("acct-1")).is_empty(), "a request is still in flight on it");
+        settled("k-drain", "l-1", 10, Some(95));
+        assert!(take_drained(1_000, Some("other")).is_empty());
+        assert_eq!(take_drained(1_000, Some("acct-1")), vec![("acct-1".to_string(), "l-1".to_string())]);
     }
 }

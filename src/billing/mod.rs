@@ -1,8 +1,8 @@
 //! Money authority: one Durable Object per paying account (`account_do`) and
 //! one per organization (`org_do`). `protocol` is pure (host-tested); the
 //! rules are `domain::account`; the objects, their SQL (`store`), the copy to
-//! D1 (`outbox`), the typed client (`client`) and this isolate's budget leases
-//! (`leases`) need the runtime.
+//! D1 (`outbox`), the typed client (`client`) and the settlement line (`batch`)
+//! need the runtime; this isolate's budget leases (`leases`) are host-tested.
 
 #[cfg(target_arch = "wasm32")]
 mod account;
@@ -12,7 +12,6 @@ pub mod account_do;
 pub mod batch;
 #[cfg(target_arch = "wasm32")]
 pub mod client;
-#[cfg(target_arch = "wasm32")]
 pub mod leases;
 #[cfg(target_arch = "wasm32")]
 mod message;

@@ -231,6 +231,7 @@ fn load_leases(sql: &SqlStorage) -> Result<Vec<(String, Lease)>> {
         lease_id: String,
         amount: f64,
     }
+    sql.exec("DELETE FROM lease_charges WHERE lease_id NOT IN (SELECT id FROM leases)", None)?;
     let rows: Vec<LeaseRow> = sql.exec("SELECT * FROM leases", None)?.to_array()?;
     let charges: Vec<ChargeRow> = sql.exec("SELECT * FROM lease_charges", None)?.to_array()?;
     Ok(rows
@@ -279,8 +280,9 @@ pub fn lease_charge(sql: &SqlStorage, lease_id: &str, request_id: &str, amount: 
 
 /// Forgets a lease that has ended.
 pub fn end_lease(sql: &SqlStorage, lease_id: &str) -> Result<()> {
-    sql.exec_raw("DELETE FROM lease_charges WHERE lease_id = ?", vec![text(lease_id)])?;
+    // The lease first: charge rows left by a failed second statement are of no lease (dropped on load).
     sql.exec_raw("DELETE FROM leases WHERE id = ?", vec![text(lease_id)])?;
+    sql.exec_raw("DELETE FROM lease_charges WHERE lease_id = ?", vec![text(lease_id)])?;
     Ok(())
 }
 

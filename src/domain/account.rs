@@ -290,7 +290,7 @@ impl Book {
         // Leases only where nothing counts requests in flight: the object cannot count those started on one.
         let lease = match (&reservation, &ask.lease) {
             (Reservation::Full { .. }, Some(asked)) if ask.caps == InFlightCaps::default() => {
-                self.grant(asked, &ask.key_id, (limit, reset), ask.worst_case, ask.lease_ms, now)
+                self.grant(asked, (&ask.key_id, &ask.hash), (limit, reset), ask.worst_case, ask.lease_ms, now)
             }
             _ => None,
         };
@@ -313,7 +313,7 @@ impl Book {
     fn grant(
         &mut self,
         asked: &LeaseAsk,
-        key_id: &str,
+        (key_id, hash): (&str, &str),
         (limit, reset): (Option<i64>, Option<Reset>),
         worst_case: i64,
         lease_ms: i64,
@@ -325,7 +325,10 @@ impl Book {
         if amount <= 0 || self.leases.contains_key(&asked.lease_id) {
             return None;
         }
-        let key_expiry = self.keys.get(key_id).and_then(|k| k.expires_at_ms).unwrap_or(i64::MAX);
+        // Not past the key's expiry, nor past the grace of a rotated-out secret it was asked with.
+        let key = self.keys.get(key_id);
+        let grace = key.filter(|k| k.previous_hash.as_deref() == Some(hash)).and_then(|k| k.previous_until_ms);
+        let key_expiry = key.and_then(|k| k.expires_at_ms).into_iter().chain(grace).min().unwrap_or(i64::MAX);
         let use_until_ms = (now + asked.use_ms.clamp(0, lease::MAX_USE_MS)).min(key_expiry);
         let lease = Lease {
             key_id: key_id.to_string(),
@@ -615,6 +618,25 @@ mod tests {
         assert!(book.put_key(state(false, 10), NOW).is_none(), "the enable that lost the race");
         assert_eq!(book.reserve(&ask("r1", "k", 1), NOW).0, Decision::Refused(KeyRefusal::Disabled));
         assert!(book.put_key(state(false, 30), NOW).is_some());
+    }
+
+    #[test]
+    fn a_lease_is_granted_out_of_what_is_left_and_not_past_a_rotated_secret_grace() {
+        let rotated =
+            KeyState { previous_hash: Some("old".into()), previous_until_ms: Some(NOW + 100), ..key("k", None, None) };
+        let mut book = Book::restore(1_000, [], [rotated], []);
+        let mut a = ask("r1", "k", 100);
+        a.hash = "old".into();
+        a.lease = Some(LeaseAsk { lease_id: "l1".into(), amount: 2_000, use_ms: 1_000 });
+        let Decision::Decided { lease: Some(granted), .. } = book.reserve(&a, NOW).0 else { panic!("a lease") };
+        assert_eq!(granted.amount, 400, "half of the 900 left, in whole worst cases");
+        assert_eq!(granted.use_until_ms, NOW + 100, "not past the old secret's grace");
+        assert_eq!(book.reserved(), 500);
+        let closed = book.settle_leased("l1", "r2", 100, 70, NOW).expect("charged");
+        assert_eq!((closed.amount, book.lease("l1").map(|l| l.amount)), (70, Some(330)));
+        assert_eq!(book.settle_leased("l1", "r2", 100, 70, NOW), None, "once");
+        assert!(book.release_lease("l1"));
+        assert_eq!(book.reserved(), 100);
     }
 
     #[test]
