@@ -10,7 +10,7 @@ use worker::Env;
 
 use super::error::ApiError;
 use super::respond::Call;
-use crate::billing::client::{self, Account, Org, Reserved};
+use crate::billing::client::{Account, Org, Reserved};
 use crate::billing::protocol::{OnLease, Settlement};
 use crate::billing::{batch, leases};
 use crate::cache::keys::KeyRecord;
@@ -193,27 +193,12 @@ impl Meter {
             upstream_id: None,
             lease,
         };
-        // Started on this isolate's lease if it covers the worst case. Else one request asks the object for
-        // a lease (with its own reservation) while the others wait for the answer and try again; those
-        // it cannot cover reserve on their own.
         let mut asking = None;
         if leasing {
-            let on_lease =
-                |now| leases::take(&key.id, hash, worst_case, now).map(|id| OnLease { lease_id: id, worst_case });
-            if let Some(on) = on_lease(call.now_ms()) {
-                return Ok((meter(worst_case, Some(on)), output));
-            }
-            asking = leases::start_asking(&key.id);
-            if asking.is_none() {
-                for _ in 0..LEASE_WAIT_POLLS {
-                    worker::Delay::from(std::time::Duration::from_millis(1)).await;
-                    if !leases::is_asking(&key.id) {
-                        break;
-                    }
-                }
-                if let Some(on) = on_lease(call.now_ms()) {
-                    return Ok((meter(worst_case, Some(on)), output));
-                }
+            match start_on_lease(&key.id, hash, worst_case, call).await {
+                LeaseStart::On(on) => return Ok((meter(worst_case, Some(on)), output)),
+                LeaseStart::Ask(guard) => asking = Some(guard),
+                LeaseStart::Alone => {}
             }
         }
         let lease_ask = asking.as_ref().map(|_| leases::ask(&key.id, worst_case, super::respond::random_bytes()));
@@ -245,13 +230,14 @@ impl Meter {
                 if let (Some(granted), Some((_, changes))) = (lease, &lease_ask) {
                     leases::granted(&key.user_id, &key.id, &granted, hash, *changes, call.now_ms());
                     // Given back when its use ends should no request start on it (this one is not on it).
-                    call.ctx.wait_until(return_leases_when_used(call.env.clone()));
+                    call.ctx.wait_until(batch::return_leases(call.env.clone()));
                 }
                 (reservation, resets_at_ms)
             }
         };
-        drop(asking); // the requests waiting for this lease try it now
-                      // Only a key limit has a reset to tell.
+        // The requests waiting for this lease try it now.
+        drop(asking);
+        // Only a key limit has a reset to tell.
         let refusal = |source| insufficient(source, resets_at_ms.filter(|_| source == LimitSource::KeyLimit));
         let (mut m, output) = match reservation {
             Reservation::Full { amount } => (meter(amount, None), output),
@@ -357,7 +343,7 @@ impl Meter {
                 leases::take_drained(now, Some(&self.account_id)).into_iter().map(|(_, id)| id).collect()
             };
             batch::settle(env, &self.account_id, &self.key_id, settlement, self.lease_ms, returns).await;
-            return_leases_when_used(env.clone()).await;
+            batch::return_leases(env.clone()).await;
         };
         match org {
             Some(org) => {
@@ -368,33 +354,35 @@ impl Meter {
     }
 }
 
-/// Gives this isolate's leases back once nothing may start on them and nothing is in flight on them:
-/// those drained now at once; those idle but still in use when their use ends, this settlement staying
-/// (in its own `wait_until`, at most a lease's use) for them unless another already does. A lease a
-/// request starts on meanwhile is given back by that request's settlement.
-async fn return_leases_when_used(env: Env) {
-    let env = &env;
-    give_back(env, leases::take_drained(js_sys::Date::now() as i64, None)).await;
-    let now = js_sys::Date::now() as i64;
-    if let Some(end) = leases::claim_idle(now) {
-        let wait = (end - now).clamp(0, crate::domain::lease::MAX_USE_MS) as u64 + 1;
-        worker::Delay::from(std::time::Duration::from_millis(wait)).await;
-        give_back(env, leases::take_drained(js_sys::Date::now() as i64, None)).await;
-    }
+/// How a request of a key with budget leases starts.
+enum LeaseStart {
+    /// On this isolate's lease: no round trip.
+    On(OnLease),
+    /// It asks the object for a lease along with its reservation (others wait while it holds the guard).
+    Ask(leases::AskGuard),
+    /// It reserves on its own.
+    Alone,
 }
 
-/// Gives leases back to their accounts' objects, one message per account.
-async fn give_back(env: &Env, drained: Vec<(String, String)>) {
-    let mut by_account: Vec<(String, Vec<String>)> = Vec::new();
-    for (account, lease_id) in drained {
-        match by_account.iter_mut().find(|(a, _)| *a == account) {
-            Some((_, ids)) => ids.push(lease_id),
-            None => by_account.push((account, vec![lease_id])),
+/// Starts the request on this isolate's lease for the key when that covers its worst case. Else one
+/// request asks the object for a lease (with its own reservation) while the others wait for the answer
+/// (polling their own timers, at most `LEASE_WAIT_POLLS` ms) and try again; those it cannot cover
+/// reserve on their own.
+async fn start_on_lease(key_id: &str, hash: &str, worst_case: i64, call: &Call) -> LeaseStart {
+    let on_lease = |now| leases::take(key_id, hash, worst_case, now).map(|id| OnLease { lease_id: id, worst_case });
+    if let Some(on) = on_lease(call.now_ms()) {
+        return LeaseStart::On(on);
+    }
+    if let Some(guard) = leases::start_asking(key_id) {
+        return LeaseStart::Ask(guard);
+    }
+    for _ in 0..LEASE_WAIT_POLLS {
+        worker::Delay::from(std::time::Duration::from_millis(1)).await;
+        if !leases::is_asking(key_id) {
+            break;
         }
     }
-    for (account, ids) in by_account {
-        client::settle(env, &account, Vec::new(), ids, 10_000).await;
-    }
+    on_lease(call.now_ms()).map_or(LeaseStart::Alone, LeaseStart::On)
 }
 
 /// Keeps a streaming request's reservation alive: a beat every `every_ms`, on a timer (not only

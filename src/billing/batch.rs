@@ -1,4 +1,5 @@
-//! One account's settlements sent together. While a message to the account's
+//! One account's settlements sent together, and this isolate's budget leases
+//! given back. While a message to the account's
 //! object is on its way, the settlements that come meanwhile wait here, and
 //! the first of them to find the way free sends them all in the next message
 //! (with the leases to give back). Each request's task stays until its own
@@ -144,4 +145,33 @@ enum Turn {
 
 fn with_line<T>(account: &str, f: impl FnOnce(&mut Line) -> T) -> T {
     LINES.with_borrow_mut(|lines| f(lines.entry(account.to_string()).or_default()))
+}
+
+/// Gives this isolate's leases back once nothing may start on them and nothing is in flight on them:
+/// those drained now at once; those idle but still in use when their use ends, the calling task staying
+/// (in its own `wait_until`, at most a lease's use) for them unless another already does. A lease a
+/// request starts on meanwhile is given back by that request's settlement.
+pub async fn return_leases(env: Env) {
+    let env = &env;
+    give_back(env, leases::take_drained(js_sys::Date::now() as i64, None)).await;
+    let now = js_sys::Date::now() as i64;
+    if let Some(end) = leases::claim_idle(now) {
+        let wait = (end - now).clamp(0, crate::domain::lease::MAX_USE_MS) as u64 + 1;
+        worker::Delay::from(Duration::from_millis(wait)).await;
+        give_back(env, leases::take_drained(js_sys::Date::now() as i64, None)).await;
+    }
+}
+
+/// Gives leases back to their accounts' objects, one message per account.
+async fn give_back(env: &Env, drained: Vec<(String, String)>) {
+    let mut by_account: Vec<(String, Vec<String>)> = Vec::new();
+    for (account, lease_id) in drained {
+        match by_account.iter_mut().find(|(a, _)| *a == account) {
+            Some((_, ids)) => ids.push(lease_id),
+            None => by_account.push((account, vec![lease_id])),
+        }
+    }
+    for (account, ids) in by_account {
+        client::settle(env, &account, Vec::new(), ids, 10_000).await;
+    }
 }
