@@ -9,7 +9,11 @@
 // closed by the documented rule: charged the evidence their last heartbeat
 // reported (the prompt and the content delivered, estimated), never more than
 // reserved, once, with a ledger row that says "closed without settlement".
-// A key's spend in its limit window survives the kill too.
+// A key's spend in its limit window survives the kill too. Most requests run on
+// budget leases (issue 17), streams among them: a stream started on a lease
+// gets a reservation of its own with its first heartbeat, so the kill's rule
+// applies to it the same way, and the dead isolate's lease only holds its
+// unused part until it expires.
 
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -57,6 +61,7 @@ async function runRequest(url, account, stream) {
     const res = await send(url, account.key, body);
     out.id = res.headers.get('x-request-id');
     out.status = res.status;
+    out.leased = /reserve;desc=lease/.test(res.headers.get('server-timing') ?? '');
     const text = await res.text();
     if (res.status === 200 && (!stream || text.trimEnd().endsWith('data: [DONE]'))) out.completeAt = Date.now();
   } catch (e) {
@@ -113,6 +118,8 @@ test('a runtime killed mid-burst loses no money and charges nothing twice', { ti
     assert.ok(cut.length >= 10, `the kill cut the streams (${cut.length} cut)`);
     const finished = results.filter((r) => r.completeAt && r.completeAt <= killAt - 1000);
     assert.ok(finished.length >= 15, `the short requests finished before the kill (${finished.length})`);
+    const leased = results.filter((r) => r.leased);
+    assert.ok(leased.some((r) => r.stream) && leased.some((r) => !r.stream), `requests of both kinds ran on budget leases (${leased.length})`);
 
     // Start again on the same state.
     gw = await startGateway({ persistTo: state, vars: { ...VARS, ADMIN_TOKEN: adminToken }, syncPrices: false });
@@ -171,7 +178,7 @@ test('a runtime killed mid-burst loses no money and charges nothing twice', { ti
       }
     }
     assert.equal(closedCharges.length, cut.length, "every cut stream was closed, once");
-    console.log(`[kill] ${finished.length} answered before the kill, ${cut.length} cut; closed at ${closedCharges.join(', ')} µUSD`);
+    console.log(`[kill] ${finished.length} answered before the kill, ${cut.length} cut, ${leased.length} on leases; closed at ${closedCharges.join(', ')} µUSD`);
     assert.ok(Date.now() - started < 170_000);
   } finally {
     await gw.stop();
