@@ -78,9 +78,11 @@ impl Account<'_> {
                 let mut charged = 0;
                 let mut leases: Vec<String> = Vec::new();
                 for Settlement { request_id, cost, description, usage, on_lease } in settlements {
+                    // A request charged straight from a lease has no reservation row to remove.
+                    let reserved = self.book.held(&request_id).is_some();
                     let closed = match &on_lease {
                         Some(OnLease { lease_id, worst_case }) => {
-                            let from_lease = self.book.held(&request_id).is_none();
+                            let from_lease = !reserved;
                             let closed = self.book.settle_leased(lease_id, &request_id, *worst_case, cost, now);
                             if let (true, Some(c)) = (from_lease, &closed) {
                                 store::lease_charge(sql, lease_id, &request_id, c.amount)?;
@@ -95,7 +97,7 @@ impl Account<'_> {
                     match closed {
                         Some(closed) => {
                             charged += closed.amount;
-                            write_closed(sql, &closed, description, usage, now)?;
+                            write_closed(sql, &closed, description, usage, now, reserved)?;
                         }
                         // Closed without its settlement earlier: charged nothing more, but what it
                         // really cost is recorded (as uncollected, and in its usage record).
@@ -204,7 +206,7 @@ impl Account<'_> {
                 "closed without settlement: charged the {} USD the gateway last reported of it",
                 micros_to_usd(c.amount)
             );
-            write_closed(sql, c, description, None, now)?;
+            write_closed(sql, c, description, None, now, true)?;
         }
         Ok(())
     }
@@ -228,6 +230,7 @@ fn write_closed(
     mut description: String,
     usage: Option<UsageRecord>,
     now: i64,
+    reserved: bool,
 ) -> Result<()> {
     let upstream_id = usage.as_ref().and_then(|u| u.upstream_id.clone());
     if let Some(mut record) = usage {
@@ -251,7 +254,10 @@ fn write_closed(
         };
         store::post(sql, &entry, c.uncollected, upstream_id.as_deref())?;
     }
-    store::release(sql, &c.request_id)
+    if reserved {
+        store::release(sql, &c.request_id)?;
+    }
+    Ok(())
 }
 
 /// A settlement for a request the object no longer holds: a repeat (nothing to do), or a request
