@@ -6,6 +6,7 @@
 use futures_channel::oneshot;
 use worker::Response;
 
+use super::allowed;
 use super::auth::{note_key_use, Authenticated, Caller};
 use super::error::ApiError;
 use super::incoming::Incoming;
@@ -62,7 +63,7 @@ fn anthropic_beta(req: &Incoming) -> Result<Option<String>, ApiError> {
 /// POST /v1/messages/count_tokens, never billed: Anthropic's own count for a model served by the direct
 /// Anthropic route, else (or should Anthropic not answer) an estimate: a token per four bytes of the
 /// request's messages and tools.
-pub async fn count_message_tokens(mut req: Incoming, call: &Call) -> Result<Response, ApiError> {
+pub async fn count_message_tokens(mut req: Incoming, call: &Call, caller: &Caller) -> Result<Response, ApiError> {
     let beta = anthropic_beta(&req)?;
     let bytes = read_body(&mut req, MAX_BODY_BYTES).await?;
     // `max_tokens` is not part of a count request; the translation wants one.
@@ -73,6 +74,7 @@ pub async fn count_message_tokens(mut req: Incoming, call: &Call) -> Result<Resp
     }
     let mut chat = anthropic::inbound::to_chat(&serde_json::to_vec(&body).unwrap_or_default())?;
     chat.anthropic_beta = beta;
+    allowed::check_models(call, caller, [chat.model.as_str()]).await?;
     let counted = match anthropic_route(call, &chat.model).await? {
         Some(native) => count_with_anthropic(call, &chat, &native).await,
         None => None,
@@ -137,6 +139,8 @@ async fn serve(
     let direct = call.config.direct_providers();
     let tenant = Routing { direct: &direct, openrouter: call.config.upstream_api_key.is_some() };
     let plan = routing::plan(&chat.model, &chat.fallbacks, |m| prices.get(m).and_then(PriceRow::pin), &tenant);
+    let named = std::iter::once(chat.model.as_str()).chain(chat.fallbacks.iter().map(String::as_str));
+    let plan = allowed::check_plan(call, &auth.caller, named, plan).await?;
     let meter = match (&auth.caller, &auth.hash) {
         (Caller::Key(key), Some(hash)) => {
             let meter = Meter::reserve(call, key, hash, &mut chat, &row).await?;

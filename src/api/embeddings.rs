@@ -35,6 +35,7 @@ pub async fn create_embeddings(mut req: Incoming, call: &Call, auth: Authenticat
         .ok_or_else(|| ApiError::ModelNotFound(format!("no price configured for {}", request.model)))?
         .clone();
     let plan = plan(call, &request.model, &row)?;
+    let plan = super::allowed::check_plan(call, &auth.caller, [request.model.as_str()], plan).await?;
     let meter = match (&auth.caller, &auth.hash) {
         (Caller::Key(key), Some(hash)) => {
             let demand = Demand { model: &request.model, prompt: request.token_bound, output: 0 };

@@ -26,6 +26,9 @@ pub enum ApiError {
     Unauthenticated(String),
     #[error("{0}")]
     Forbidden(String),
+    /// The key's (or its organization's) allowlist does not name the model or a provider serving it: 403.
+    #[error("{0}")]
+    ModelNotAllowed(String),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -74,7 +77,7 @@ impl ApiError {
             Self::InvalidRequest(_) => 400,
             Self::PayloadTooLarge { .. } => 413,
             Self::Unauthenticated(_) => 401,
-            Self::Forbidden(_) => 403,
+            Self::Forbidden(_) | Self::ModelNotAllowed(_) => 403,
             Self::NotFound(_) | Self::ModelNotFound(_) => 404,
             Self::Conflict(_) => 409,
             Self::InsufficientCredits { .. } => 402,
@@ -104,6 +107,7 @@ impl ApiError {
             | Self::UpgradeRequired(_) => "invalid_request",
             Self::Unauthenticated(_) => "authentication_error",
             Self::Forbidden(_) => "permission_error",
+            Self::ModelNotAllowed(_) => "model_not_allowed",
             Self::NotFound(_) => "not_found",
             Self::ModelNotFound(_) => "model_not_found",
             Self::Conflict(_) => "conflict",

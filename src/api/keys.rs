@@ -12,6 +12,7 @@ use super::incoming::Incoming;
 use super::respond::{self, present, query, random_bytes, read_json, Call};
 use crate::billing::client::Account;
 use crate::cache::keys as key_cache;
+use crate::domain::allow;
 use crate::domain::keys::{
     self, parse_permissions, validate_expiry, validate_limit, validate_limit_reset, Climb, KeyState, KeyTerms,
     Permissions, Status, MAX_GRACE_SECONDS,
@@ -37,6 +38,8 @@ pub(super) struct CreateKey {
     limit_reset: Option<String>,
     pub(super) user_id: Option<String>,
     pub(super) org_id: Option<String>,
+    allowed_models: Option<Value>,
+    allowed_providers: Option<Value>,
 }
 
 fn db(call: &Call) -> Result<D1Database, ApiError> {
@@ -72,6 +75,9 @@ pub async fn create_token(mut req: Incoming, call: &Call, caller: &Caller) -> Re
         limit_reset: None,
         user_id: None,
         org_id: k.org_id.clone(),
+        // Absent: the maker's own lists (an admin's key's: any).
+        allowed_models: None,
+        allowed_providers: None,
     };
     mint_key(call, caller, user_id, fields).await
 }
@@ -109,6 +115,11 @@ pub(super) async fn mint_key(
     row.expires_at = expires_at;
     row.limit_micros = limit_micros;
     row.limit_reset = limit_reset;
+    // Lists the body leaves out are the maker's own (an admin's: any).
+    let inherited = holder(caller).map(|h| h.allowed).unwrap_or_default();
+    let allowed =
+        allow::apply(&inherited, body.allowed_models.as_ref().map(Some), body.allowed_providers.as_ref().map(Some))?;
+    row.set_allowlist(&allowed);
     // Checked before anything is looked up, so a refusal says nothing about other organizations.
     if let Some(h) = holder(caller) {
         keys::within_holder(&h, &terms_of(&row), None).map_err(forbidden)?;
@@ -187,6 +198,7 @@ fn holder(caller: &Caller) -> Option<KeyTerms> {
             limit_micros: k.limit_micros,
             limit_reset: k.limit_reset.as_deref().and_then(Reset::parse),
             expires_at_ms: k.valid_until_ms,
+            allowed: k.allowed.clone(),
         }),
         _ => None,
     }
@@ -199,6 +211,7 @@ fn terms_of(row: &KeyRow) -> KeyTerms {
         limit_micros: row.limit_micros,
         limit_reset: row.limit_reset.as_deref().and_then(Reset::parse),
         expires_at_ms: row.expires_at.as_deref().and_then(parse_iso),
+        allowed: row.allowlist(),
     }
 }
 
@@ -236,6 +249,10 @@ struct UpdateKey {
     limit: Option<Option<f64>>,
     #[serde(default, deserialize_with = "present")]
     limit_reset: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    allowed_models: Option<Option<Value>>,
+    #[serde(default, deserialize_with = "present")]
+    allowed_providers: Option<Option<Value>>,
 }
 
 pub async fn update_key(mut req: Incoming, call: &Call, caller: &Caller, id: &str) -> Result<Response, ApiError> {
@@ -268,6 +285,12 @@ pub async fn update_key(mut req: Incoming, call: &Call, caller: &Caller, id: &st
     if let Some(reset) = body.limit_reset {
         row.limit_reset = reset.as_deref().map(validate_limit_reset).transpose()?;
     }
+    let allowed = allow::apply(
+        &row.allowlist(),
+        body.allowed_models.as_ref().map(Option::as_ref),
+        body.allowed_providers.as_ref().map(Option::as_ref),
+    )?;
+    row.set_allowlist(&allowed);
     if let Some(h) = holder(caller) {
         keys::within_holder(&h, &terms_of(&row), Some(&before)).map_err(forbidden)?;
     }
@@ -464,12 +487,14 @@ pub(super) fn key_state(row: &KeyRow) -> KeyState {
 
 /// A key as the API shows it: never the text, never the hash.
 pub(super) fn key_view(k: &KeyRow, now_ms: i64) -> Value {
+    let allowed = k.allowlist();
     let status = Status::of(k.disabled != 0, k.expires_at.as_deref().and_then(parse_iso), now_ms);
     json!({
         "id": k.id, "key_prefix": k.key_prefix, "name": k.name, "description": k.description,
         "user_id": k.user_id, "org_id": k.org_id,
         "permissions": Permissions::from_stored(&k.permissions).to_list(),
         "expires_at": k.expires_at, "limit": k.limit_micros.map(micros_to_usd), "limit_reset": k.limit_reset,
+        "allowed_models": allowed.models, "allowed_providers": allowed.providers,
         "disabled": k.disabled != 0, "status": status.as_str(), "rotated_at": k.rotated_at,
         "last_used_at": k.last_used_at, "created_at": k.created_at, "updated_at": k.updated_at,
     })

@@ -3,6 +3,8 @@
 pub mod error;
 
 #[cfg(target_arch = "wasm32")]
+mod allowed;
+#[cfg(target_arch = "wasm32")]
 mod auth;
 #[cfg(target_arch = "wasm32")]
 mod balance;
@@ -122,7 +124,7 @@ mod dispatch {
             Route::ResponsesUnsupported => Err(ApiError::bad_request(
                 "this gateway is stateless: it keeps no responses, so it cannot retrieve, compact, cancel or delete one; send the whole conversation to POST /v1/responses",
             )),
-            Route::CountTokens => super::chat::count_message_tokens(req, call).await,
+            Route::CountTokens => super::chat::count_message_tokens(req, call, caller).await,
             Route::CurrentKey => super::keys::current_key(call, caller).await,
             Route::ListUsers => super::users::list_users(req, call).await,
             Route::CreateUser => super::users::create_user(req, call).await,

@@ -9,6 +9,7 @@ use super::error::ApiError;
 use super::incoming::Incoming;
 use super::keys::{mint_key, CreateKey};
 use super::respond::{self, present, query, random_bytes, read_json, Call};
+use crate::domain::allow::{self, Allowlist};
 use crate::domain::ids;
 use crate::domain::money::micros_to_usd;
 use crate::domain::orgs::{validate_status, LimitsInput};
@@ -49,15 +50,19 @@ struct CreateOrg {
     status: Option<String>,
     #[serde(default)]
     limits: LimitsInput,
+    allowed_models: Option<Value>,
+    allowed_providers: Option<Value>,
 }
 
 pub async fn create_org(mut req: Incoming, call: &Call) -> Result<Response, ApiError> {
     let db = db(call)?;
     let body: CreateOrg = read_json(&mut req).await?;
     let limits = body.limits.validate()?;
+    let allowed =
+        allow::apply(&Allowlist::default(), Some(body.allowed_models.as_ref()), Some(body.allowed_providers.as_ref()))?;
     check_admin_user(&db, body.admin_user_id.as_deref()).await?;
     let now = to_iso(call.now_ms());
-    let org = OrgRow {
+    let mut org = OrgRow {
         id: ids::uuid_v4(random_bytes()),
         name: validate_text("name", &body.name, MAX_NAME_LEN)?,
         description: validate_optional_text("description", body.description.as_deref(), 1000)?,
@@ -69,7 +74,10 @@ pub async fn create_org(mut req: Incoming, call: &Call) -> Result<Response, ApiE
         created_at: now.clone(),
         updated_at: now,
         deleted_at: None,
+        allowed_models: None,
+        allowed_providers: None,
     };
+    org.set_allowlist(&allowed);
     store::orgs::insert(&db, &org).await.map_err(name_conflict(&org.name))?;
     respond::data(201, &org_view(&org))
 }
@@ -105,6 +113,10 @@ struct UpdateOrg {
     status: Option<String>,
     /// Replaces all three limits (absent ones become unlimited).
     limits: Option<LimitsInput>,
+    #[serde(default, deserialize_with = "present")]
+    allowed_models: Option<Option<Value>>,
+    #[serde(default, deserialize_with = "present")]
+    allowed_providers: Option<Option<Value>>,
 }
 
 pub async fn update_org(mut req: Incoming, call: &Call, id: &str) -> Result<Response, ApiError> {
@@ -129,6 +141,12 @@ pub async fn update_org(mut req: Incoming, call: &Call, id: &str) -> Result<Resp
         (org.monthly_requests, org.monthly_tokens, org.monthly_cost_micros) =
             (l.monthly_requests, l.monthly_tokens, l.monthly_cost_micros);
     }
+    let allowed = allow::apply(
+        &org.allowlist(),
+        body.allowed_models.as_ref().map(Option::as_ref),
+        body.allowed_providers.as_ref().map(Option::as_ref),
+    )?;
+    org.set_allowlist(&allowed);
     org.updated_at = to_iso(call.now_ms());
     store::orgs::update(&db, &org).await.map_err(name_conflict(&org.name))?;
     crate::cache::orgs::forget(&org.id);
@@ -162,12 +180,14 @@ pub async fn create_org_key(mut req: Incoming, call: &Call, caller: &Caller, id:
 }
 
 fn org_view(o: &OrgRow) -> Value {
+    let allowed = o.allowlist();
     json!({
         "id": o.id, "name": o.name, "description": o.description, "admin_user_id": o.admin_user_id, "status": o.status,
         "limits": {
             "monthly_requests": o.monthly_requests, "monthly_tokens": o.monthly_tokens,
             "monthly_cost": o.monthly_cost_micros.map(micros_to_usd),
         },
+        "allowed_models": allowed.models, "allowed_providers": allowed.providers,
         "created_at": o.created_at, "updated_at": o.updated_at,
     })
 }

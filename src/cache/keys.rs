@@ -37,6 +37,9 @@ pub struct KeyRecord {
     /// The secret presented is the previous one of a rotated key (in its grace period).
     #[serde(default)]
     pub presented_previous: bool,
+    /// The models and providers the key may use (`domain::allow`; empty: any).
+    #[serde(default)]
+    pub allowed: crate::domain::allow::Allowlist,
 }
 
 impl KeyRecord {
@@ -60,6 +63,7 @@ impl KeyRecord {
             limit_micros: row.limit_micros,
             limit_reset: row.limit_reset.clone(),
             presented_previous: row.key_hash != hash,
+            allowed: row.allowlist(),
         }
     }
 }

@@ -262,6 +262,8 @@ pub struct KeyTerms {
     pub limit_micros: Option<i64>,
     pub limit_reset: Option<super::windows::Reset>,
     pub expires_at_ms: Option<i64>,
+    /// The models and providers it may use.
+    pub allowed: super::allow::Allowlist,
 }
 
 /// Why a holder without `admin` may not give a key these terms.
@@ -277,6 +279,8 @@ pub enum Climb {
     Limit,
     #[error("a key may not give a key a later expiry than its own, or than the key had")]
     Expiry,
+    #[error("a key may only manage keys whose allowed models and providers are within its own, and not widen a key's")]
+    Models,
 }
 
 /// How long a limit's window lasts, for comparing limits: a longer window with the same amount allows less.
@@ -299,6 +303,9 @@ pub fn may_manage(holder: &KeyTerms, target: &KeyTerms) -> Result<(), Climb> {
     if !target.permissions.within(holder.permissions) {
         return Err(Climb::Permissions);
     }
+    if !target.allowed.within(&holder.allowed) {
+        return Err(Climb::Models);
+    }
     Ok(())
 }
 
@@ -309,6 +316,9 @@ pub fn within_holder(holder: &KeyTerms, after: &KeyTerms, before: Option<&KeyTer
     may_manage(holder, after)?;
     if let Some(before) = before {
         may_manage(holder, before)?;
+        if !after.allowed.within(&before.allowed) {
+            return Err(Climb::Models);
+        }
     }
     for bound in std::iter::once(holder).chain(before) {
         if let Some(cap) = bound.limit_micros {

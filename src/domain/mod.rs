@@ -3,6 +3,7 @@
 pub mod account;
 #[cfg(test)]
 mod account_model_tests;
+pub mod allow;
 pub mod chat;
 pub mod completions;
 pub mod embeddings;

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use worker::D1Database;
 
 use super::{opt_int, opt_text, text, StoreError};
+use crate::domain::allow::{self, Allowlist};
 use crate::domain::keys::NewKey;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -27,6 +28,11 @@ pub struct KeyRow {
     pub created_at: String,
     pub updated_at: String,
     pub deleted_at: Option<String>,
+    /// JSON lists (`domain::allow`); `None`: any.
+    #[serde(default)]
+    pub allowed_models: Option<String>,
+    #[serde(default)]
+    pub allowed_providers: Option<String>,
 }
 
 impl KeyRow {
@@ -52,14 +58,29 @@ impl KeyRow {
             created_at: now.to_string(),
             updated_at: now.to_string(),
             deleted_at: None,
+            allowed_models: None,
+            allowed_providers: None,
         }
+    }
+
+    /// The key's own allowlist.
+    pub fn allowlist(&self) -> Allowlist {
+        Allowlist {
+            models: allow::from_column(self.allowed_models.as_deref()),
+            providers: allow::from_column(self.allowed_providers.as_deref()),
+        }
+    }
+
+    pub fn set_allowlist(&mut self, list: &Allowlist) {
+        self.allowed_models = allow::to_column(&list.models);
+        self.allowed_providers = allow::to_column(&list.providers);
     }
 }
 
 const INSERT: &str =
     "INSERT INTO api_keys (id, user_id, org_id, name, description, key_hash, key_prefix, permissions, \
-                      expires_at, limit_micros, limit_reset, created_at, updated_at) \
-                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12)";
+                      expires_at, limit_micros, limit_reset, created_at, updated_at, allowed_models, allowed_providers) \
+                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13, ?14)";
 /// The current secret, or the previous one while its grace period lasts.
 const FIND_BY_HASH: &str = "SELECT * FROM api_keys WHERE key_hash = ?1 \
                             UNION ALL SELECT * FROM api_keys WHERE previous_key_hash = ?1 AND previous_expires_at > ?2 LIMIT 1";
@@ -84,6 +105,8 @@ pub fn insert_statement(db: &D1Database, k: &KeyRow) -> worker::Result<worker::D
         opt_int(k.limit_micros),
         opt_text(k.limit_reset.as_deref()),
         text(&k.created_at),
+        opt_text(k.allowed_models.as_deref()),
+        opt_text(k.allowed_providers.as_deref()),
     ])
 }
 
@@ -95,7 +118,8 @@ pub async fn find_by_hash(db: &D1Database, hash: &str, now_iso: &str) -> Result<
 const GET_LIVE: &str = "SELECT * FROM api_keys WHERE id = ?1 AND deleted_at IS NULL";
 const UPDATE: &str =
     "UPDATE api_keys SET name = ?2, description = ?3, permissions = ?4, disabled = ?5, expires_at = ?6, \
-                      limit_micros = ?7, limit_reset = ?8, updated_at = ?9 WHERE id = ?1 AND deleted_at IS NULL";
+                      limit_micros = ?7, limit_reset = ?8, updated_at = ?9, allowed_models = ?10, allowed_providers = ?11 \
+                      WHERE id = ?1 AND deleted_at IS NULL";
 const SOFT_DELETE: &str =
     "UPDATE api_keys SET deleted_at = ?2, updated_at = ?2 WHERE id = ?1 AND deleted_at IS NULL RETURNING *";
 /// Only succeeds while the key still has the secret the caller rotated from.
@@ -207,6 +231,8 @@ pub async fn update(db: &D1Database, k: &KeyRow) -> Result<(), StoreError> {
             opt_int(k.limit_micros),
             opt_text(k.limit_reset.as_deref()),
             text(&k.updated_at),
+            opt_text(k.allowed_models.as_deref()),
+            opt_text(k.allowed_providers.as_deref()),
         ])?
         .run()
         .await?;

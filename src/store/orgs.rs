@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use worker::D1Database;
 
 use super::{int, opt_int, opt_text, text, StoreError};
+use crate::domain::allow::{self, Allowlist};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct OrgRow {
@@ -18,14 +19,33 @@ pub struct OrgRow {
     pub created_at: String,
     pub updated_at: String,
     pub deleted_at: Option<String>,
+    /// JSON lists (`domain::allow`); `None`: any. They bind every key of the organization.
+    #[serde(default)]
+    pub allowed_models: Option<String>,
+    #[serde(default)]
+    pub allowed_providers: Option<String>,
+}
+
+impl OrgRow {
+    pub fn allowlist(&self) -> Allowlist {
+        Allowlist {
+            models: allow::from_column(self.allowed_models.as_deref()),
+            providers: allow::from_column(self.allowed_providers.as_deref()),
+        }
+    }
+
+    pub fn set_allowlist(&mut self, list: &Allowlist) {
+        self.allowed_models = allow::to_column(&list.models);
+        self.allowed_providers = allow::to_column(&list.providers);
+    }
 }
 
 const INSERT: &str = "INSERT INTO organizations (id, name, description, admin_user_id, status, monthly_requests, \
-                      monthly_tokens, monthly_cost_micros, created_at, updated_at) \
-                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)";
+                      monthly_tokens, monthly_cost_micros, created_at, updated_at, allowed_models, allowed_providers) \
+                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10, ?11)";
 const UPDATE: &str = "UPDATE organizations SET name = ?2, description = ?3, admin_user_id = ?4, status = ?5, \
-                      monthly_requests = ?6, monthly_tokens = ?7, monthly_cost_micros = ?8, updated_at = ?9 \
-                      WHERE id = ?1 AND deleted_at IS NULL";
+                      monthly_requests = ?6, monthly_tokens = ?7, monthly_cost_micros = ?8, updated_at = ?9, \
+                      allowed_models = ?10, allowed_providers = ?11 WHERE id = ?1 AND deleted_at IS NULL";
 const GET_LIVE: &str = "SELECT * FROM organizations WHERE id = ?1 AND deleted_at IS NULL";
 const SOFT_DELETE: &str =
     "UPDATE organizations SET deleted_at = ?2, updated_at = ?2 WHERE id = ?1 AND deleted_at IS NULL";
@@ -44,6 +64,8 @@ fn bind_fields(o: &OrgRow) -> Vec<wasm_bindgen::JsValue> {
         opt_int(o.monthly_tokens),
         opt_int(o.monthly_cost_micros),
         text(&o.updated_at),
+        opt_text(o.allowed_models.as_deref()),
+        opt_text(o.allowed_providers.as_deref()),
     ]
 }
 
