@@ -88,6 +88,41 @@ describe('organizations', () => {
   });
 });
 
+describe('the request log line', () => {
+  test('names the organization and the end user (safety_identifier, else user, else X-Tollgate-End-User), never contents', async () => {
+    const user = await ctx.admin.createUser({}, { credit: 1 });
+    const org = (await ctx.admin.call('POST', '/api/orgs', { name: `Logged ${user.id}` })).body.data;
+    const key = (await ctx.admin.call('POST', `/api/orgs/${org.id}/keys`, { name: 'o', user_id: user.id })).body.data;
+    const send = (body, headers = {}) => fetch(`${ctx.gw.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key.key}`, 'content-type': 'application/json', ...headers },
+      body: JSON.stringify({ model: 'openai/gpt-4o-mini', messages: [{ role: 'user', content: 'secret words here' }], ...body }),
+    });
+    const cases = [
+      [{ safety_identifier: 'eu-safety', user: 'eu-user' }, { 'x-tollgate-end-user': 'eu-header' }, 'eu-safety'],
+      [{ user: 'eu-user' }, { 'x-tollgate-end-user': 'eu-header' }, 'eu-user'],
+      [{}, { 'x-tollgate-end-user': 'eu-header' }, 'eu-header'],
+    ];
+    for (const [body, headers, expected] of cases) {
+      const res = await send(body, headers);
+      assert.equal(res.status, 200);
+      await res.arrayBuffer();
+      const id = res.headers.get('x-request-id');
+      let line;
+      for (let i = 0; i < 50 && !line; i++) {
+        line = ctx.gw.logs().split('\n').find((l) => l.includes(id) && l.includes('"latency_ms"'));
+        if (!line) await new Promise((r) => setTimeout(r, 100));
+      }
+      assert.ok(line, `a line for ${id}`);
+      const fields = JSON.parse(line.slice(line.indexOf('{')));
+      assert.equal(fields.org_id, org.id);
+      assert.equal(fields.end_user, expected);
+      assert.equal(fields.key_id, key.id);
+      assert.ok(!line.includes('secret words'), 'no message contents');
+    }
+  });
+});
+
 describe('keys in use', () => {
   test('last_used_at is recorded after a request', async () => {
     const u = await ctx.admin.createUser();

@@ -14,6 +14,8 @@ pub struct LogContext {
     pub cf_ray: Option<String>,
     pub key_id: Option<String>,
     pub user_id: Option<String>,
+    pub org_id: Option<String>,
+    pub end_user: Option<String>,
     pub model: String,
     pub provider: Provider,
     /// Upstream calls made (retries and fallbacks included).
@@ -24,15 +26,17 @@ pub struct LogContext {
 
 impl LogContext {
     pub fn new(call: &Call, caller: &Caller, model: &str, provider: Provider, tries: u32) -> Self {
-        let (key_id, user_id) = match caller {
-            Caller::Operator => (None, None),
-            Caller::Key(k) => (Some(k.id.clone()), Some(k.user_id.clone())),
+        let (key_id, user_id, org_id) = match caller {
+            Caller::Operator => (None, None, None),
+            Caller::Key(k) => (Some(k.id.clone()), Some(k.user_id.clone()), k.org_id.clone()),
         };
         Self {
             request_id: call.request_id.clone(),
             cf_ray: call.cf_ray.clone(),
             key_id,
             user_id,
+            org_id,
+            end_user: call.end_user.clone(),
             model: model.to_string(),
             provider,
             tries,
@@ -47,6 +51,7 @@ impl LogContext {
         let (charged, uncollected) = cost.unzip();
         let line: Value = json!({
             "request_id": self.request_id, "cf_ray": self.cf_ray, "key_id": self.key_id, "user_id": self.user_id,
+            "org_id": self.org_id, "end_user": self.end_user,
             "model": self.model, "provider": self.provider.as_str(), "status": status, "streamed": streamed,
             "attempts": self.tries, "latency_ms": (js_sys::Date::now() - self.started_ms).round(),
             "prompt_tokens": tokens.0, "completion_tokens": tokens.1, "cost": charged,

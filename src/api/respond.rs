@@ -24,12 +24,17 @@ pub struct Call {
     /// Errors in Anthropic's shape (the Messages API), else OpenAI's.
     pub anthropic_errors: bool,
     pub started_ms: f64,
+    /// Who the calling application serves (`X-Tollgate-End-User`; a chat's `safety_identifier` or
+    /// `user` takes its place), for the request's log line.
+    pub end_user: Option<String>,
 }
 
 impl Call {
     pub fn new(req: &Incoming, env: Env, ctx: Context) -> Self {
         let request_id = format!("req-{}", hex::encode(random_bytes::<12>()));
         let cf_ray = req.headers().get("cf-ray").ok().flatten();
+        let end_user =
+            crate::domain::chat::end_user_id(req.headers().get("x-tollgate-end-user").ok().flatten().as_deref());
         Self {
             config: Config::get(&env),
             env,
@@ -38,6 +43,7 @@ impl Call {
             cf_ray,
             anthropic_errors: false,
             started_ms: js_sys::Date::now(),
+            end_user,
         }
     }
 

@@ -41,6 +41,13 @@ pub struct ChatRequest {
     pub body: Map<String, Value>,
 }
 
+/// An end user's id as the gateway keeps it: trimmed, at most 256 bytes, no control characters;
+/// anything else is no id.
+pub fn end_user_id(raw: Option<&str>) -> Option<String> {
+    let id = raw?.trim();
+    (!id.is_empty() && id.len() <= 256 && !id.chars().any(char::is_control)).then(|| id.to_string())
+}
+
 /// The largest output bound accepted (far above any model's; keeps token arithmetic in range).
 pub const MAX_OUTPUT_TOKENS: u64 = 100_000_000;
 
@@ -87,6 +94,13 @@ impl ChatRequest {
         let hide_usage =
             body.get("stream_options").and_then(|o| o.get("include_usage")).is_some_and(|v| v == &Value::Bool(false));
         Ok(Self { model, stream, max_tokens, hide_usage, fallbacks, anthropic_beta: None, body })
+    }
+
+    /// Who the calling application serves: `safety_identifier`, else `user`, else `header`
+    /// (`X-Tollgate-End-User`).
+    pub fn end_user(&self, header: Option<&str>) -> Option<String> {
+        let field = |f: &str| end_user_id(self.body.get(f).and_then(Value::as_str));
+        field("safety_identifier").or_else(|| field("user")).or_else(|| end_user_id(header))
     }
 
     /// Refuses what would cost more than the price table can price: OpenRouter's
@@ -250,6 +264,21 @@ mod tests {
 
     fn parse(json: &str) -> Result<ChatRequest, InvalidRequest> {
         ChatRequest::parse(json.as_bytes())
+    }
+
+    #[test]
+    fn the_end_user_is_the_safety_identifier_else_the_user_else_the_header() {
+        let both = parse(
+            r#"{"model":"m","safety_identifier":"s-1","user":"u-1","messages":[{"role":"user","content":"hi"}]}"#,
+        )
+        .expect("valid");
+        assert_eq!(both.end_user(Some("h-1")).as_deref(), Some("s-1"));
+        let user = parse(r#"{"model":"m","user":" u-1 ","messages":[{"role":"user","content":"hi"}]}"#).expect("valid");
+        assert_eq!(user.end_user(Some("h-1")).as_deref(), Some("u-1"));
+        let none =
+            parse(r#"{"model":"m","user":"\u0007","messages":[{"role":"user","content":"hi"}]}"#).expect("valid");
+        assert_eq!(none.end_user(Some("h-1")).as_deref(), Some("h-1"), "an unusable id gives way");
+        assert_eq!(end_user_id(Some(&"x".repeat(300))), None);
     }
 
     #[test]

@@ -215,7 +215,7 @@ pub fn to_chat(bytes: &[u8]) -> Result<(ChatRequest, CustomTools), InvalidReques
             _ => {}
         }
     }
-    for field in ["temperature", "top_p", "stream", "user", "parallel_tool_calls", "reasoning"] {
+    for field in ["temperature", "top_p", "stream", "user", "safety_identifier", "parallel_tool_calls", "reasoning"] {
         if let Some(v) = body.get(field).filter(|v| !v.is_null()) {
             chat.insert(field.into(), v.clone());
         }
