@@ -99,6 +99,11 @@ impl Account<'_> {
                             charged += closed.amount;
                             write_closed(sql, &closed, description, usage, now, reserved)?;
                         }
+                        // Started on a lease that has ended (expired: its isolate went quiet): nothing holds
+                        // money for it any more, so it is not charged, and its cost is recorded as uncollected.
+                        None if on_lease.is_some() && !store::has_ledger_row(sql, &request_id)? => {
+                            lease_ended(sql, &request_id, cost, usage, self.book.balance(), now)?
+                        }
                         // Closed without its settlement earlier: charged nothing more, but what it
                         // really cost is recorded (as uncollected, and in its usage record).
                         None => late_settlement(sql, &request_id, cost, usage)?,
@@ -258,6 +263,34 @@ fn write_closed(
         store::release(sql, &c.request_id)?;
     }
     Ok(())
+}
+
+/// A settlement for a request started on a lease that ended before it came: a row that charges nothing and
+/// says what it cost (uncollected), found by reconciliation like any close without settlement.
+fn lease_ended(
+    sql: &SqlStorage,
+    request_id: &str,
+    cost: i64,
+    usage: Option<UsageRecord>,
+    balance: i64,
+    now: i64,
+) -> Result<()> {
+    let key_id = usage.as_ref().map(|u| u.key_id.clone());
+    if let Some(mut record) = usage {
+        record.cost_micros = 0;
+        store::queue_usage(sql, &record)?;
+    }
+    let entry = LedgerEntry {
+        id: format!("tx-{request_id}"),
+        kind: "usage".into(),
+        amount: 0,
+        balance_after: balance,
+        reference_id: Some(request_id.to_string()),
+        description: Some("closed without settlement: its budget lease had ended when it settled".into()),
+        key_id,
+        created_ms: now,
+    };
+    store::post(sql, &entry, cost.max(0), None)
 }
 
 /// A settlement for a request the object no longer holds: a repeat (nothing to do), or a request

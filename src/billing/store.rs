@@ -366,6 +366,12 @@ pub fn earlier_credit(sql: &SqlStorage, key: &str) -> Result<Option<(String, i64
     Ok(rows.into_iter().next().map(|r| (r.id, r.balance_after as i64)))
 }
 
+/// The request has a ledger row (charged, or closed).
+pub fn has_ledger_row(sql: &SqlStorage, request_id: &str) -> Result<bool> {
+    let n = scalar(sql, "SELECT COUNT(*) AS n FROM ledger WHERE id = ?", vec![text(&format!("tx-{request_id}"))])?;
+    Ok(n > 0)
+}
+
 /// A request the object closed without its settlement: (its ledger id, what the close charged).
 pub fn closed_charge(sql: &SqlStorage, request_id: &str) -> Result<Option<(String, i64)>> {
     #[derive(Deserialize)]
