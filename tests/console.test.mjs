@@ -189,6 +189,7 @@ describe('web console', () => {
     await createForm.getByLabel('Name', { exact: true }).fill('laptop');
     await createForm.getByLabel('Spend limit (USD)').fill('2');
     await createForm.getByLabel('Limit resets').selectOption('daily');
+    await createForm.getByLabel('Allowed models').fill('openai/*, meta-llama/llama-3.1-8b-instruct');
     await page.getByRole('button', { name: 'Create key' }).click();
     const secret = page.getByRole('textbox', { name: 'New key “laptop”' });
     await secret.waitFor();
@@ -212,6 +213,7 @@ describe('web console', () => {
     const keys = await ctx.admin.call('GET', `/api/keys?user_id=${userId}`);
     assert.equal(keys.body.total, 1);
     assert.deepEqual([keys.body.data[0].limit, keys.body.data[0].limit_reset], [2, 'daily']);
+    assert.deepEqual(keys.body.data[0].allowed_models, ['openai/*', 'meta-llama/llama-3.1-8b-instruct'], 'the allowlist as typed');
     state.keyId = keys.body.data[0].id;
     assert.deepEqual(page.errors, []);
   });

@@ -64,6 +64,18 @@ export function keysPage(main, params) {
   main.append(h('h1', {}, 'Keys'), secretArea, create, filterForm, list.el);
 }
 
+/** The routes a key may be served by (`allowed_providers`). */
+const PROVIDERS = ['openrouter', 'openai', 'anthropic', 'google'];
+
+/** A key's spend limit and, when it has them, its allowlists (a line under it). */
+function limitsCell(k) {
+  const spend = k.limit === null ? 'none' : `${usd(k.limit)}${k.limit_reset ? ` / ${k.limit_reset}` : ''}`;
+  if (!k.allowed_models?.length && !k.allowed_providers?.length) return spend;
+  const models = k.allowed_models?.length ? k.allowed_models.join(', ') : 'any model';
+  const allowed = k.allowed_providers?.length ? `${models} via ${k.allowed_providers.join(', ')}` : models;
+  return h('div', {}, spend, h('div', { class: 'hint allowed' }, `only ${allowed}`));
+}
+
 /** The create form. Operators pick the user and organization; key holders create for themselves. */
 export function createKeyForm({ admin, userId = '', orgsReady, open = false, onCreated }) {
   const perm = (p, checked) => field(p, { type: 'checkbox', name: 'permissions', value: p, checked });
@@ -80,6 +92,11 @@ export function createKeyForm({ admin, userId = '', orgsReady, open = false, onC
       field('Expires (UTC)', { type: 'datetime-local', name: 'expires_at' }, 'Empty: never.'),
       field('Spend limit (USD)', { type: 'number', name: 'limit', min: '0', step: '0.01', inputmode: 'decimal' }, 'Empty: no limit.'),
       field('Limit resets', select({ name: 'limit_reset', value: '' }, [['', 'Never'], ['daily', 'Daily'], ['weekly', 'Weekly'], ['monthly', 'Monthly']]))),
+    h('div', { class: 'row wrap' },
+      field('Allowed models', { type: 'text', name: 'allowed_models', autocomplete: 'off', placeholder: 'openai/*, anthropic/claude-3.5-sonnet' },
+        'Model ids or vendor/*, separated by commas. Empty: any model.'),
+      h('fieldset', {}, h('legend', {}, 'Allowed providers (none ticked: any)'),
+        h('div', { class: 'row wrap' }, ...PROVIDERS.map((p) => field(p, { type: 'checkbox', name: 'allowed_providers', value: p }))))),
     h('button', { type: 'submit' }, 'Create key'),
   ], async (fd, el) => {
     const body = { name: fd.get('name').trim(), permissions: fd.getAll('permissions') };
@@ -87,6 +104,9 @@ export function createKeyForm({ admin, userId = '', orgsReady, open = false, onC
     if (fd.get('expires_at')) body.expires_at = `${fd.get('expires_at').slice(0, 16)}:00Z`;
     if (fd.get('limit') !== '' && fd.get('limit') !== null) body.limit = Number(fd.get('limit'));
     if (fd.get('limit_reset')) body.limit_reset = fd.get('limit_reset');
+    const models = (fd.get('allowed_models') ?? '').split(',').map((m) => m.trim()).filter(Boolean);
+    if (models.length) body.allowed_models = models;
+    if (fd.getAll('allowed_providers').length) body.allowed_providers = fd.getAll('allowed_providers');
     let key;
     if (admin) {
       body.user_id = fd.get('user_id').trim();
@@ -133,7 +153,7 @@ export function keyTable(rows, { admin, canWrite = true, onChange, secretArea })
     admin ? { label: 'Org', cell: (k) => k.org_id ?? '—' } : null,
     { label: 'Permissions', cell: (k) => k.permissions.join(', ') },
     { label: 'Status', cell: (k) => badge(k.status) },
-    { label: 'Limit', num: true, cell: (k) => (k.limit === null ? 'none' : `${usd(k.limit)}${k.limit_reset ? ` / ${k.limit_reset}` : ''}`) },
+    { label: 'Limits', num: true, cell: (k) => limitsCell(k) },
     { label: 'Expires', cell: (k) => dateTime(k.expires_at) },
     { label: 'Last used', cell: (k) => dateTime(k.last_used_at) },
     { label: 'Actions', cell: actions },
