@@ -319,6 +319,15 @@ describe('web console', () => {
       await settled(page);
       assert.equal(await page.locator('.state.error').count(), 0, `${name} shows no error`);
     }
+    // An organization created with an allowlist shows it, and the API has it as typed.
+    await go(page, 'Organizations');
+    const orgForm = page.locator('form', { has: page.getByRole('heading', { name: 'Create an organization' }) });
+    await orgForm.getByLabel('Name', { exact: true }).fill('Console Org');
+    await orgForm.getByLabel('Allowed models').fill('openai/*, anthropic/claude-3.5-sonnet');
+    await orgForm.getByRole('button', { name: 'Create organization' }).click();
+    await page.getByText('Models: only openai/*, anthropic/claude-3.5-sonnet').waitFor();
+    const orgs = (await ctx.admin.call('GET', '/api/orgs?page_size=100')).body.data;
+    assert.deepEqual(orgs.find((o) => o.name === 'Console Org').allowed_models, ['openai/*', 'anthropic/claude-3.5-sonnet']);
     // Routes: a pin to a provider without a key is refused with the API's message; a pin shows and unpins.
     await go(page, 'Routes');
     await page.getByRole('heading', { name: 'Routes', level: 1 }).waitFor();

@@ -22,9 +22,10 @@ export function orgsPage(main) {
       field('Name', { type: 'text', name: 'name', required: true }),
       field('Description', { type: 'text', name: 'description' })),
     limitFields({}),
+    allowedField({}),
     h('button', { type: 'submit' }, 'Create organization'),
   ], async (fd, el) => {
-    const body = { name: fd.get('name').trim(), limits: limitsFrom(fd) };
+    const body = { name: fd.get('name').trim(), limits: limitsFrom(fd), allowed_models: modelsFrom(fd) };
     if (fd.get('description')) body.description = fd.get('description').trim();
     await post('/api/orgs', body);
     el.reset();
@@ -40,6 +41,17 @@ function limitFields(limits) {
     field('Monthly requests', { type: 'number', name: 'monthly_requests', min: '1', step: '1', value: limits.monthly_requests ?? '' }, 'Empty: no limit.'),
     field('Monthly tokens', { type: 'number', name: 'monthly_tokens', min: '1', step: '1', value: limits.monthly_tokens ?? '' }),
     field('Monthly spend (USD)', { type: 'number', name: 'monthly_cost', min: '0', step: '0.01', value: limits.monthly_cost ?? '' }));
+}
+
+/** The models every key of the organization may use (`allowed_models`). */
+function allowedField(org) {
+  return h('div', { class: 'row wrap' },
+    field('Allowed models', { type: 'text', name: 'allowed_models', autocomplete: 'off', value: (org.allowed_models ?? []).join(', '), placeholder: 'openai/*, anthropic/claude-3.5-sonnet' },
+      'Model ids or vendor/*, separated by commas: they bind every key of the organization. Empty: any model.'));
+}
+
+function modelsFrom(fd) {
+  return (fd.get('allowed_models') ?? '').split(',').map((m) => m.trim()).filter(Boolean);
 }
 
 function limitsFrom(fd) {
@@ -61,17 +73,19 @@ function orgCard(org, onChange) {
         : meter(label, value, max, `${fmt(value)} of ${fmt(max)}`));
       body.append(
         h('p', {}, `Status: ${org.status}`, org.description ? ` · ${org.description}` : ''),
+        ...(org.allowed_models?.length ? [h('p', { class: 'hint' }, `Models: only ${org.allowed_models.join(', ')}`)] : []),
         bar('Requests', used.requests, l.monthly_requests, num),
         bar('Tokens', used.tokens, l.monthly_tokens, num),
         bar('Spend', used.cost, l.monthly_cost, usd),
         h('details', { class: 'disclosure' }, h('summary', {}, `Change ${org.name}`),
           form({ class: 'inline', 'aria-label': `Limits of ${org.name}` }, [
             limitFields(l),
+            allowedField(org),
             h('div', { class: 'row' },
               field('Suspended', { type: 'checkbox', name: 'suspended', checked: org.status === 'suspended' })),
             h('button', { type: 'submit' }, 'Save'),
           ], async (fd) => {
-            await patch(`/api/orgs/${enc}`, { limits: limitsFrom(fd), status: fd.get('suspended') ? 'suspended' : 'active' });
+            await patch(`/api/orgs/${enc}`, { limits: limitsFrom(fd), allowed_models: modelsFrom(fd), status: fd.get('suspended') ? 'suspended' : 'active' });
             onChange();
           })));
     },
