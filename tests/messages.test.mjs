@@ -172,6 +172,17 @@ describe('messages, what agents rely on', () => {
     assert.equal(rows.filter((r) => r.type === 'usage').length, 0);
   });
 
+  test('count_tokens does not ask Anthropic for a key that may not use it', async () => {
+    const user = await ctx.admin.createUser({}, { credit: 1 });
+    const key = (await ctx.admin.call('POST', '/api/keys', { name: 'or-only', user_id: user.id, allowed_providers: ['openrouter'] })).body.data;
+    const client = new Anthropic({ apiKey: key.key, baseURL: ctx.gw.url, maxRetries: 0 });
+    const asked = () => ctx.gw.fake.requests.filter((r) => r.path === '/v1/messages/count_tokens').length;
+    const before = asked();
+    const count = await client.messages.countTokens({ model: DIRECT, messages: [{ role: 'user', content: 'count me' }] });
+    assert.ok(count.input_tokens > 0, 'the estimate');
+    assert.equal(asked(), before, 'Anthropic was not asked');
+  });
+
   test('errors come in Anthropic\'s shape: a bad key, a bad request, an empty balance', async () => {
     const bad = new Anthropic({ apiKey: `sk-tg-v1-${'0'.repeat(64)}`, baseURL: ctx.gw.url, maxRetries: 0 });
     const unauthorized = await bad.messages.create({ model: DIRECT, max_tokens: 8, messages: [{ role: 'user', content: 'x' }] }).catch((e) => e);

@@ -74,8 +74,10 @@ pub async fn count_message_tokens(mut req: Incoming, call: &Call, caller: &Calle
     }
     let mut chat = anthropic::inbound::to_chat(&serde_json::to_vec(&body).unwrap_or_default())?;
     chat.anthropic_beta = beta;
-    allowed::check_models(call, caller, [chat.model.as_str()]).await?;
-    let counted = match anthropic_route(call, &chat.model).await? {
+    let lists = allowed::check_models(call, caller, [chat.model.as_str()]).await?;
+    // Anthropic is asked only when the caller may use it; else (and should it not answer) the estimate.
+    let may_ask = lists.iter().all(|l| l.allows_provider(routing::Provider::Anthropic.as_str()));
+    let counted = match anthropic_route(call, &chat.model).await?.filter(|_| may_ask) {
         Some(native) => count_with_anthropic(call, &chat, &native).await,
         None => None,
     };

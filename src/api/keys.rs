@@ -75,9 +75,9 @@ pub async fn create_token(mut req: Incoming, call: &Call, caller: &Caller) -> Re
         limit_reset: None,
         user_id: None,
         org_id: k.org_id.clone(),
-        // Absent: the maker's own lists (an admin's key's: any).
-        allowed_models: None,
-        allowed_providers: None,
+        // The maker's own lists (`mint_key` would give an admin's key's token open ones).
+        allowed_models: (!k.allowed.models.is_empty()).then(|| Value::from(k.allowed.models.clone())),
+        allowed_providers: (!k.allowed.providers.is_empty()).then(|| Value::from(k.allowed.providers.clone())),
     };
     mint_key(call, caller, user_id, fields).await
 }

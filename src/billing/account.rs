@@ -101,7 +101,10 @@ impl Account<'_> {
                         }
                         // Started on a lease that has ended (expired: its isolate went quiet): nothing holds
                         // money for it any more, so it is not charged, and its cost is recorded as uncollected.
-                        None if on_lease.is_some() && !store::has_ledger_row(sql, &request_id)? => {
+                        None if cost > 0
+                            && on_lease.as_ref().is_some_and(|on| self.book.lease(&on.lease_id).is_none())
+                            && !store::has_ledger_row(sql, &request_id)? =>
+                        {
                             lease_ended(sql, &request_id, cost, usage, self.book.balance(), now)?
                         }
                         // Closed without its settlement earlier: charged nothing more, but what it

@@ -121,6 +121,14 @@ impl ChatRequest {
         if self.body.get("web_search_options").is_some_and(|v| !v.is_null()) {
             return Err(unpriced("web_search_options", "web search"));
         }
+        // A preset may choose models and settings the gateway never sees: it could neither price them
+        // nor hold them to an allowlist.
+        if self.body.get("preset").is_some_and(|v| !v.is_null()) {
+            return Err(InvalidRequest::param(
+                "`preset` (an OpenRouter preset) chooses models the gateway cannot see, price or allow, so it is not accepted: send the model and settings themselves",
+                "preset",
+            ));
+        }
         let messages = self.body.get("messages").and_then(Value::as_array).map_or(&[][..], Vec::as_slice);
         for (i, message) in messages.iter().enumerate() {
             let parts = message.get("content").and_then(Value::as_array).map_or(&[][..], Vec::as_slice);
@@ -337,6 +345,7 @@ mod tests {
         assert_eq!(refused(file).as_deref(), Some("messages[0].content[1].file"));
         let inline = r#"{"model":"m","messages":[{"role":"user","content":[{"type":"file","file":{"filename":"a.pdf","file_data":"data:application/pdf;base64,AAAA"}}]}]}"#;
         assert_eq!(refused(inline), None);
+        assert_eq!(refused(&format!(r#"{{"model":"m",{msg},"preset":"cheap"}}"#)).as_deref(), Some("preset"));
     }
 
     #[test]

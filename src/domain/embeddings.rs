@@ -43,6 +43,12 @@ impl EmbeddingsRequest {
             Some(Value::String(m)) if !m.trim().is_empty() && m.len() <= 256 => m.clone(),
             _ => return Err(invalid("`model` must be a model id", "model")),
         };
+        // Vectors of different models do not mix, and a preset chooses a model the gateway cannot see.
+        for field in ["models", "preset"] {
+            if body.get(field).is_some_and(|v| !v.is_null()) {
+                return Err(invalid(&format!("`{field}` is not accepted for embeddings: name one model"), field));
+            }
+        }
         let input_error = "`input` must be a non-empty string, an array of strings, an array of token ids, or an array of such arrays (at most 2048 inputs)";
         let token_bound = match body.get("input") {
             None => return Err(invalid("you must provide an `input` parameter", "input")),
@@ -82,6 +88,14 @@ mod tests {
 
     fn parse(json: &str) -> Result<EmbeddingsRequest, InvalidRequest> {
         EmbeddingsRequest::parse(json.as_bytes())
+    }
+
+    #[test]
+    fn a_fallback_list_or_a_preset_is_refused() {
+        for field in ["models", "preset"] {
+            let json = format!(r#"{{"model":"m","input":"x","{field}":["a/b"]}}"#);
+            assert_eq!(parse(&json).err().and_then(|e| e.param).as_deref(), Some(field));
+        }
     }
 
     #[test]

@@ -94,7 +94,7 @@ export function createKeyForm({ admin, userId = '', orgsReady, open = false, onC
       field('Limit resets', select({ name: 'limit_reset', value: '' }, [['', 'Never'], ['daily', 'Daily'], ['weekly', 'Weekly'], ['monthly', 'Monthly']]))),
     h('div', { class: 'row wrap' },
       field('Allowed models', { type: 'text', name: 'allowed_models', autocomplete: 'off', placeholder: 'openai/*, anthropic/claude-3.5-sonnet' },
-        'Model ids or vendor/*, separated by commas. Empty: any model.'),
+        admin ? 'Model ids or vendor/*, separated by commas. Empty: any model.' : 'Model ids or vendor/*, separated by commas. Empty: the same as your own key.'),
       h('fieldset', {}, h('legend', {}, 'Allowed providers (none ticked: any)'),
         h('div', { class: 'row wrap' }, ...PROVIDERS.map((p) => field(p, { type: 'checkbox', name: 'allowed_providers', value: p }))))),
     h('button', { type: 'submit' }, 'Create key'),
