@@ -93,11 +93,12 @@ pub async fn settle(
         let batch = match turn {
             Turn::Done => return,
             Turn::GaveUp => return give_up(),
-            Turn::Wait if now < deadline => {
+            // On its way (in a message bounded by `SEND_RETRY_MS`, or taken for dead after `STALE_SEND_MS`):
+            // its sender accounts for it, so it is waited for even past the deadline.
+            Turn::Wait => {
                 worker::Delay::from(Duration::from_millis(POLL_MS)).await;
                 continue;
             }
-            Turn::Wait => return give_up(),
             Turn::Send(batch) => batch,
         };
         let settlements: Vec<Settlement> = batch.iter().map(|p| p.settlement.clone()).collect();
