@@ -12,6 +12,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { gzipSync } from 'node:zlib';
 
+import { AxeBuilder } from '@axe-core/playwright';
 import OpenAI from 'openai';
 import { chromium } from 'playwright-core';
 
@@ -393,7 +394,33 @@ describe('web console', () => {
     await page.getByRole('button', { name: 'Show' }).click();
     await page.getByRole('heading', { name: /Your usage by day/ }).waitFor();
     await shoot(page, 'key-holder');
+    state.holderViolations = await accessibilityViolations(page, 'My account');
     assert.deepEqual(page.errors, []);
     await page.context().close();
   });
+
+  test('every page passes an automated accessibility check (axe: WCAG 2 A and AA)', async () => {
+    const page = await newPage();
+    await signIn(page, ctx.gw.adminToken);
+    await page.getByRole('heading', { name: 'Overview', level: 1 }).waitFor();
+    const found = [...(state.holderViolations ?? [])];
+    for (const name of ['Overview', 'Users', 'Keys', 'Organizations', 'Prices', 'Routes', 'Upstream keys', 'Usage', 'Reconciliation']) {
+      await go(page, name);
+      await page.getByRole('heading', { name, level: 1 }).waitFor();
+      if (name !== 'Overview') {
+        assert.equal(await page.evaluate(() => document.activeElement?.id), 'main', `${name}: focus moves to the new page`);
+      }
+      await settled(page);
+      found.push(...(await accessibilityViolations(page, name)));
+    }
+    assert.deepEqual(found, [], found.join('\n'));
+    await page.context().close();
+  });
 });
+
+/** What axe finds on the page as it is now (disclosures opened, so their forms are checked too). */
+async function accessibilityViolations(page, name) {
+  await page.evaluate(() => document.querySelectorAll('details').forEach((d) => { d.open = true; }));
+  const { violations } = await new AxeBuilder({ page }).withTags(['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']).analyze();
+  return violations.map((v) => `${name}: ${v.id} (${v.impact}) ×${v.nodes.length}: ${v.nodes.slice(0, 3).map((n) => n.target.join(' ')).join(' | ')}`);
+}

@@ -132,5 +132,13 @@ function signIn() {
   input.focus();
 }
 
-window.addEventListener('hashchange', render);
+// A new page moves focus to its content, so a screen reader announces it and the keyboard starts there;
+// a change of the same page's filters or paging leaves focus where it was.
+let shownPage = parseHash().page;
+window.addEventListener('hashchange', () => {
+  render();
+  const page = parseHash().page;
+  if (page !== shownPage) main.focus();
+  shownPage = page;
+});
 render();
