@@ -103,9 +103,11 @@ pub async fn settle(
         };
         let settlements: Vec<Settlement> = batch.iter().map(|p| p.settlement.clone()).collect();
         let tries_for = retry_for_ms.min(SEND_RETRY_MS);
-        let held = client::settle(env, account, settlements, returns(), tries_for).await;
+        let returning = returns();
+        let held = client::settle(env, account, settlements, returning.clone(), tries_for).await;
         let Some(held) = held else {
             // Not confirmed: back in line, for the next sender (or each request's own task) to try again.
+            leases::not_returned(account, returning);
             with_line(account, |line| {
                 line.sending_since = None;
                 line.waiting.splice(0..0, batch);
@@ -173,6 +175,8 @@ async fn give_back(env: &Env, drained: Vec<(String, String)>) {
         }
     }
     for (account, ids) in by_account {
-        client::settle(env, &account, Vec::new(), ids, 10_000).await;
+        if client::settle(env, &account, Vec::new(), ids.clone(), 10_000).await.is_none() {
+            leases::not_returned(&account, ids);
+        }
     }
 }

@@ -25,6 +25,8 @@ thread_local! {
     static LEASES: RefCell<HashMap<String, KeyLeases>> = RefCell::new(HashMap::new());
     /// Keys with a lease being asked for.
     static ASKING: RefCell<HashSet<String>> = RefCell::new(HashSet::new());
+    /// Leases taken out to be given back whose message was not confirmed: `(account id, lease id)`.
+    static UNRETURNED: RefCell<Vec<(String, String)>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Starts a request of `key_id` on its current lease when that covers `worst_case`: the lease's id.
@@ -115,8 +117,23 @@ pub fn take_drained(now: i64, account: Option<&str>) -> Vec<(String, String)> {
             });
         }
         all.retain(|_, l| l.current.is_some() || !l.draining.is_empty() || l.started_on_last > 0 || l.changes > 0);
+        UNRETURNED.with_borrow_mut(|unreturned| {
+            unreturned.retain(|(a, id)| {
+                let take = account.is_none_or(|wanted| a == wanted);
+                if take {
+                    ids.push((a.clone(), id.clone()));
+                }
+                !take
+            });
+        });
         ids
     })
+}
+
+/// Leases whose giving back was not confirmed: they go with the next message that gives leases back.
+pub fn not_returned(account: &str, lease_ids: Vec<String>) {
+    UNRETURNED
+        .with_borrow_mut(|unreturned| unreturned.extend(lease_ids.into_iter().map(|id| (account.to_string(), id))));
 }
 
 /// Claims the leases in use with nothing in flight on them that no one has yet claimed to give back when
@@ -187,5 +204,7 @@ mod tests {
         settled("k-drain", "l-1", 10, Some(95));
         assert!(take_drained(1_000, Some("other")).is_empty());
         assert_eq!(take_drained(1_000, Some("acct-1")), vec![("acct-1".to_string(), "l-1".to_string())]);
+        not_returned("acct-1", vec!["l-1".into()]);
+        assert_eq!(take_drained(1_000, None), vec![("acct-1".to_string(), "l-1".to_string())], "tried again later");
     }
 }
