@@ -120,6 +120,21 @@ describe('the request log line', () => {
       assert.equal(fields.key_id, key.id);
       assert.ok(!line.includes('secret words'), 'no message contents');
     }
+    // Embeddings name their end user by `user`.
+    const res = await fetch(`${ctx.gw.url}/v1/embeddings`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key.key}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'openai/text-embedding-3-small', input: 'embed me', user: 'eu-embed' }),
+    });
+    assert.equal(res.status, 200);
+    await res.arrayBuffer();
+    const id = res.headers.get('x-request-id');
+    let line;
+    for (let i = 0; i < 50 && !line; i++) {
+      line = ctx.gw.logs().split('\n').find((l) => l.includes(id) && l.includes('"latency_ms"'));
+      if (!line) await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.equal(JSON.parse(line.slice(line.indexOf('{'))).end_user, 'eu-embed');
   });
 });
 

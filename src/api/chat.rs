@@ -158,9 +158,9 @@ async fn serve(
     };
     let source = auth.source.map_or("admin", |s| s.as_str());
     let timing = format!("auth;desc={source};dur={:.2}, reserve;desc={held_by}", call.elapsed_ms());
-    let mut call = call.clone();
-    call.end_user = chat.end_user(call.end_user.as_deref());
-    let job = Job { call: call.clone(), caller: auth.caller, chat, plan, prices, meter, timing, dialect };
+    let mut job_call = call.clone();
+    job_call.end_user = chat.end_user(call.end_user.as_deref());
+    let job = Job { call: job_call, caller: auth.caller, chat, plan, prices, meter, timing, dialect };
     let (answer, answered) = oneshot::channel();
     call.ctx.wait_until(job.run(answer));
     answered.await.unwrap_or_else(|_| Err(ApiError::internal("the request ended without an answer")))

@@ -46,7 +46,10 @@ pub async fn create_embeddings(mut req: Incoming, call: &Call, auth: Authenticat
         _ => None,
     };
     let (answer, answered) = oneshot::channel();
-    let job = Job { call: call.clone(), caller: auth.caller, request, plan, meter };
+    let mut job_call = call.clone();
+    let user = request.body.get("user").and_then(serde_json::Value::as_str);
+    job_call.end_user = crate::domain::chat::end_user_id(user).or_else(|| call.end_user.clone());
+    let job = Job { call: job_call, caller: auth.caller, request, plan, meter };
     call.ctx.wait_until(job.run(answer));
     answered.await.unwrap_or_else(|_| Err(ApiError::internal("the request ended without an answer")))
 }

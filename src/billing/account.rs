@@ -105,7 +105,18 @@ impl Account<'_> {
                             && on_lease.as_ref().is_some_and(|on| self.book.lease(&on.lease_id).is_none())
                             && !store::has_ledger_row(sql, &request_id)? =>
                         {
-                            lease_ended(sql, &request_id, cost, usage, self.book.balance(), now)?
+                            // A close that charges nothing and says what the request cost (uncollected).
+                            let closed = Closed {
+                                request_id: request_id.clone(),
+                                key_id: usage.as_ref().map(|u| u.key_id.clone()).unwrap_or_default(),
+                                reserved: 0,
+                                amount: 0,
+                                uncollected: cost,
+                                balance_after: self.book.balance(),
+                                abandoned: true,
+                            };
+                            let why = "closed without settlement: its budget lease had ended when it settled";
+                            write_closed(sql, &closed, why.into(), usage, now, false)?
                         }
                         // Closed without its settlement earlier: charged nothing more, but what it
                         // really cost is recorded (as uncollected, and in its usage record).
@@ -266,34 +277,6 @@ fn write_closed(
         store::release(sql, &c.request_id)?;
     }
     Ok(())
-}
-
-/// A settlement for a request started on a lease that ended before it came: a row that charges nothing and
-/// says what it cost (uncollected), found by reconciliation like any close without settlement.
-fn lease_ended(
-    sql: &SqlStorage,
-    request_id: &str,
-    cost: i64,
-    usage: Option<UsageRecord>,
-    balance: i64,
-    now: i64,
-) -> Result<()> {
-    let key_id = usage.as_ref().map(|u| u.key_id.clone());
-    if let Some(mut record) = usage {
-        record.cost_micros = 0;
-        store::queue_usage(sql, &record)?;
-    }
-    let entry = LedgerEntry {
-        id: format!("tx-{request_id}"),
-        kind: "usage".into(),
-        amount: 0,
-        balance_after: balance,
-        reference_id: Some(request_id.to_string()),
-        description: Some("closed without settlement: its budget lease had ended when it settled".into()),
-        key_id,
-        created_ms: now,
-    };
-    store::post(sql, &entry, cost.max(0), None)
 }
 
 /// A settlement for a request the object no longer holds: a repeat (nothing to do), or a request

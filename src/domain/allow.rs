@@ -51,6 +51,15 @@ impl Allowlist {
         models && providers
     }
 
+    /// The lists as stored (JSON text; `None`: any).
+    pub fn from_columns(models: Option<&str>, providers: Option<&str>) -> Self {
+        Self { models: from_column(models), providers: from_column(providers) }
+    }
+
+    pub fn to_columns(&self) -> (Option<String>, Option<String>) {
+        (to_column(&self.models), to_column(&self.providers))
+    }
+
     /// Both lists must allow it: a key's own, and its organization's.
     pub fn allows(&self, model: &str, provider: &str) -> bool {
         self.allows_model(model) && self.allows_provider(provider)
@@ -135,7 +144,7 @@ pub fn apply(
 }
 
 /// A stored list (JSON text, `NULL` for none) as entries. An unreadable list allows nothing.
-pub fn from_column(text: Option<&str>) -> Vec<String> {
+fn from_column(text: Option<&str>) -> Vec<String> {
     match text {
         None => Vec::new(),
         Some(t) => serde_json::from_str(t).unwrap_or_else(|_| vec![UNREADABLE.to_string()]),
@@ -146,7 +155,7 @@ pub fn from_column(text: Option<&str>) -> Vec<String> {
 const UNREADABLE: &str = "(unreadable allowlist)";
 
 /// Entries as a stored list (`None` when empty: any).
-pub fn to_column(list: &[String]) -> Option<String> {
+fn to_column(list: &[String]) -> Option<String> {
     (!list.is_empty()).then(|| serde_json::to_string(list).unwrap_or_default())
 }
 

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use worker::D1Database;
 
 use super::{int, opt_int, opt_text, text, StoreError};
-use crate::domain::allow::{self, Allowlist};
+use crate::domain::allow::Allowlist;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct OrgRow {
@@ -28,15 +28,11 @@ pub struct OrgRow {
 
 impl OrgRow {
     pub fn allowlist(&self) -> Allowlist {
-        Allowlist {
-            models: allow::from_column(self.allowed_models.as_deref()),
-            providers: allow::from_column(self.allowed_providers.as_deref()),
-        }
+        Allowlist::from_columns(self.allowed_models.as_deref(), self.allowed_providers.as_deref())
     }
 
     pub fn set_allowlist(&mut self, list: &Allowlist) {
-        self.allowed_models = allow::to_column(&list.models);
-        self.allowed_providers = allow::to_column(&list.providers);
+        (self.allowed_models, self.allowed_providers) = list.to_columns();
     }
 }
 
