@@ -88,6 +88,16 @@ describe('organizations', () => {
   });
 });
 
+/** The request's log line (written after its answer) and its fields. */
+async function requestLine(id) {
+  for (let i = 0; i < 50; i++) {
+    const line = ctx.gw.logs().split('\n').find((l) => l.includes(id) && l.includes('"latency_ms"'));
+    if (line) return { line, fields: JSON.parse(line.slice(line.indexOf('{'))) };
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`no log line for ${id}`);
+}
+
 describe('the request log line', () => {
   test('names the organization and the end user (safety_identifier, else user, else X-Tollgate-End-User), never contents', async () => {
     const user = await ctx.admin.createUser({}, { credit: 1 });
@@ -108,13 +118,7 @@ describe('the request log line', () => {
       assert.equal(res.status, 200);
       await res.arrayBuffer();
       const id = res.headers.get('x-request-id');
-      let line;
-      for (let i = 0; i < 50 && !line; i++) {
-        line = ctx.gw.logs().split('\n').find((l) => l.includes(id) && l.includes('"latency_ms"'));
-        if (!line) await new Promise((r) => setTimeout(r, 100));
-      }
-      assert.ok(line, `a line for ${id}`);
-      const fields = JSON.parse(line.slice(line.indexOf('{')));
+      const { line, fields } = await requestLine(id);
       assert.equal(fields.org_id, org.id);
       assert.equal(fields.end_user, expected);
       assert.equal(fields.key_id, key.id);
@@ -129,12 +133,7 @@ describe('the request log line', () => {
     assert.equal(res.status, 200);
     await res.arrayBuffer();
     const id = res.headers.get('x-request-id');
-    let line;
-    for (let i = 0; i < 50 && !line; i++) {
-      line = ctx.gw.logs().split('\n').find((l) => l.includes(id) && l.includes('"latency_ms"'));
-      if (!line) await new Promise((r) => setTimeout(r, 100));
-    }
-    assert.equal(JSON.parse(line.slice(line.indexOf('{'))).end_user, 'eu-embed');
+    assert.equal((await requestLine(id)).fields.end_user, 'eu-embed');
   });
 });
 
