@@ -81,6 +81,8 @@ pub struct Config {
     /// `BUDGET_LEASES` (`off` to disable): isolates spend from budget leases instead of reserving
     /// each request in the account's object (`domain::lease`).
     pub leases: bool,
+    /// `DEFAULT_RPM_LIMIT` / `DEFAULT_TPM_LIMIT`: requests and tokens per minute for keys that set none.
+    pub rate_default: crate::domain::rates::RateLimits,
 }
 
 fn text(env: &Env, name: &str) -> Option<String> {
@@ -130,6 +132,10 @@ impl Config {
             auth_failure_limit: number(env, "AUTH_FAILURE_LIMIT", 100).clamp(1, 100_000) as u32,
             leases: !text(env, "BUDGET_LEASES")
                 .is_some_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "0" | "off" | "false" | "no")),
+            rate_default: crate::domain::rates::RateLimits {
+                rpm: text(env, "DEFAULT_RPM_LIMIT").and_then(|v| v.trim().parse().ok()).filter(|n| *n > 0),
+                tpm: text(env, "DEFAULT_TPM_LIMIT").and_then(|v| v.trim().parse().ok()).filter(|n| *n > 0),
+            },
             show_upstream_cost: text(env, "SHOW_UPSTREAM_COST")
                 .is_some_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes")),
         }

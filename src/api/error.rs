@@ -42,9 +42,10 @@ pub enum ApiError {
     UpgradeRequired(String),
     #[error("{}", insufficient_message(*limit))]
     InsufficientCredits { limit: LimitSource, resets_at_ms: Option<i64> },
-    /// An organization's monthly request or token limit, or an in-flight cap.
+    /// A key's requests or tokens per minute, an organization's monthly request or token limit, an
+    /// in-flight cap, or failed authentications; `limit_source` is the `metadata.limit_source`.
     #[error("{message}")]
-    LimitReached { message: String, retry_after_secs: u64 },
+    LimitReached { message: String, retry_after_secs: u64, limit_source: &'static str },
     #[error(transparent)]
     Provider(#[from] ProviderError),
     /// A management call to an upstream API (OpenRouter's key management) failed; the operator sees why.
@@ -209,6 +210,9 @@ impl ApiError {
         }
         if let Some(secs) = self.retry_after_secs() {
             metadata.insert("retry_after_seconds".into(), secs.into());
+        }
+        if let Self::LimitReached { limit_source, .. } = self {
+            metadata.insert("limit_source".into(), (*limit_source).into());
         }
         if let Self::InsufficientCredits { limit, resets_at_ms } = self {
             metadata.insert("limit_source".into(), serde_json::to_value(limit).unwrap_or_default());

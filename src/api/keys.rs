@@ -19,6 +19,7 @@ use crate::domain::keys::{
 };
 use crate::domain::money::micros_to_usd;
 use crate::domain::paging::Page;
+use crate::domain::rates;
 use crate::domain::time::{parse_iso, to_iso};
 use crate::domain::users::{validate_optional_text, validate_text, MAX_NAME_LEN};
 use crate::domain::windows::Reset;
@@ -40,6 +41,8 @@ pub(super) struct CreateKey {
     pub(super) org_id: Option<String>,
     allowed_models: Option<Value>,
     allowed_providers: Option<Value>,
+    rpm_limit: Option<i64>,
+    tpm_limit: Option<i64>,
 }
 
 fn db(call: &Call) -> Result<D1Database, ApiError> {
@@ -78,6 +81,8 @@ pub async fn create_token(mut req: Incoming, call: &Call, caller: &Caller) -> Re
         // The maker's own lists (`mint_key` would give an admin's key's token open ones).
         allowed_models: (!k.allowed.models.is_empty()).then(|| Value::from(k.allowed.models.clone())),
         allowed_providers: (!k.allowed.providers.is_empty()).then(|| Value::from(k.allowed.providers.clone())),
+        rpm_limit: k.rates.rpm,
+        tpm_limit: k.rates.tpm,
     };
     mint_key(call, caller, user_id, fields).await
 }
@@ -95,12 +100,12 @@ pub(super) async fn mint_key(
     let limit_reset = body.limit_reset.as_deref().map(validate_limit_reset).transpose()?;
     let name = validate_text("name", &body.name, MAX_NAME_LEN)?;
     let description = validate_optional_text("description", body.description.as_deref(), 1000)?;
-    // A key made by a key of an organization belongs to that organization. A key with a spend
-    // limit makes no keys: each would have a limit of its own, and together they would pass its own.
+    // A key made by a key of an organization belongs to that organization. A key with a spend or
+    // rate limit makes no keys: each would have limits of its own, and together they would pass its own.
     let org_id = match holder(caller) {
-        Some(h) if h.limit_micros.is_some() => {
+        Some(h) if h.limit_micros.is_some() || !h.rates.is_none() => {
             return Err(ApiError::forbidden(
-                "a key with a spend limit may not create keys (their limits would add up); ask an admin",
+                "a key with a spend or rate limit may not create keys (their limits would add up); ask an admin",
             ))
         }
         Some(h) => body.org_id.clone().or(h.org_id.clone()),
@@ -115,6 +120,8 @@ pub(super) async fn mint_key(
     row.expires_at = expires_at;
     row.limit_micros = limit_micros;
     row.limit_reset = limit_reset;
+    row.rpm_limit = rates::validate("rpm_limit", body.rpm_limit)?;
+    row.tpm_limit = rates::validate("tpm_limit", body.tpm_limit)?;
     // Lists the body leaves out are the maker's own (an admin's: any).
     let inherited = holder(caller).map(|h| h.allowed).unwrap_or_default();
     let allowed =
@@ -199,6 +206,7 @@ fn holder(caller: &Caller) -> Option<KeyTerms> {
             limit_reset: k.limit_reset.as_deref().and_then(Reset::parse),
             expires_at_ms: k.valid_until_ms,
             allowed: k.allowed.clone(),
+            rates: k.rates,
         }),
         _ => None,
     }
@@ -212,6 +220,7 @@ fn terms_of(row: &KeyRow) -> KeyTerms {
         limit_reset: row.limit_reset.as_deref().and_then(Reset::parse),
         expires_at_ms: row.expires_at.as_deref().and_then(parse_iso),
         allowed: row.allowlist(),
+        rates: row.rates(),
     }
 }
 
@@ -253,6 +262,10 @@ struct UpdateKey {
     allowed_models: Option<Option<Value>>,
     #[serde(default, deserialize_with = "present")]
     allowed_providers: Option<Option<Value>>,
+    #[serde(default, deserialize_with = "present")]
+    rpm_limit: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "present")]
+    tpm_limit: Option<Option<i64>>,
 }
 
 pub async fn update_key(mut req: Incoming, call: &Call, caller: &Caller, id: &str) -> Result<Response, ApiError> {
@@ -291,6 +304,12 @@ pub async fn update_key(mut req: Incoming, call: &Call, caller: &Caller, id: &st
         body.allowed_providers.as_ref().map(Option::as_ref),
     )?;
     row.set_allowlist(&allowed);
+    if let Some(rpm) = body.rpm_limit {
+        row.rpm_limit = rates::validate("rpm_limit", rpm)?;
+    }
+    if let Some(tpm) = body.tpm_limit {
+        row.tpm_limit = rates::validate("tpm_limit", tpm)?;
+    }
     if let Some(h) = holder(caller) {
         keys::within_holder(&h, &terms_of(&row), Some(&before)).map_err(forbidden)?;
     }
@@ -433,6 +452,8 @@ pub async fn current_key(call: &Call, caller: &Caller) -> Result<Response, ApiEr
     let usage = summary.key.ok_or_else(|| ApiError::internal("the account object sent no key usage"))?;
     let limit = row.limit_micros.map(micros_to_usd);
     let remaining = row.limit_micros.map(|l| micros_to_usd((l - usage.in_window).max(0)));
+    // The limits that apply: the key's own, else the tenant's default.
+    let rates = row.rates().or(call.config.rate_default);
     respond::data(
         200,
         &json!({
@@ -441,7 +462,7 @@ pub async fn current_key(call: &Call, caller: &Caller) -> Result<Response, ApiEr
             "usage_weekly": micros_to_usd(usage.weekly), "usage_monthly": micros_to_usd(usage.monthly),
             "limit_resets_at": usage.window_resets_ms.map(to_iso),
             "expires_at": row.expires_at, "permissions": Permissions::from_stored(&row.permissions).to_list(),
-            "is_free_tier": false,
+            "is_free_tier": false, "rpm_limit": rates.rpm, "tpm_limit": rates.tpm,
         }),
     )
 }
@@ -482,6 +503,7 @@ pub(super) fn key_state(row: &KeyRow) -> KeyState {
         limit_reset: row.limit_reset.as_deref().and_then(Reset::parse),
         permissions: Some(row.permissions.clone()),
         version: parse_iso(&row.updated_at),
+        rates: row.rates(),
     }
 }
 
@@ -495,6 +517,7 @@ pub(super) fn key_view(k: &KeyRow, now_ms: i64) -> Value {
         "permissions": Permissions::from_stored(&k.permissions).to_list(),
         "expires_at": k.expires_at, "limit": k.limit_micros.map(micros_to_usd), "limit_reset": k.limit_reset,
         "allowed_models": allowed.models, "allowed_providers": allowed.providers,
+        "rpm_limit": k.rpm_limit, "tpm_limit": k.tpm_limit,
         "disabled": k.disabled != 0, "status": status.as_str(), "rotated_at": k.rotated_at,
         "last_used_at": k.last_used_at, "created_at": k.created_at, "updated_at": k.updated_at,
     })

@@ -22,6 +22,7 @@ use crate::domain::ledger::{self, InFlightCaps, LimitSource, Reservation};
 use crate::domain::money::{micros_to_usd, usd_to_micros};
 use crate::domain::orgs::{Limits, OrgLimitHit};
 use crate::domain::pricing::{self, Price, Tokens};
+use crate::domain::rates::{RateHit, RateRefusal};
 use crate::domain::usage::UsageRecord;
 use crate::domain::windows::Reset;
 use crate::env;
@@ -177,7 +178,12 @@ impl Meter {
         let lease_ms = call.config.reservation_lease_ms();
         // A lease only where nothing counts requests in flight or holds them in an organization:
         // neither the account's caps nor the organization's object can see requests started on one.
-        let leasing = call.config.leases && key.org_id.is_none() && call.config.in_flight == InFlightCaps::default();
+        // Nor where the object counts each request per minute.
+        let rates = key.rates.or(call.config.rate_default);
+        let leasing = call.config.leases
+            && key.org_id.is_none()
+            && call.config.in_flight == InFlightCaps::default()
+            && rates.is_none();
         let meter = |reserved, lease| Self {
             account_id: key.user_id.clone(),
             key_id: key.id.clone(),
@@ -213,6 +219,9 @@ impl Meter {
             caps: call.config.in_flight,
             lease_ms,
             lease: lease_ask.as_ref().map(|(ask, _)| ask.clone()),
+            tokens: i64::try_from(prompt.saturating_add(output)).unwrap_or(i64::MAX),
+            rates: key.rates,
+            rate_default: call.config.rate_default,
         };
         let answer = Account::of(&call.env, &key.user_id).reserve(ask).await.map_err(ApiError::internal)?;
         let (reservation, resets_at_ms) = match answer {
@@ -224,9 +233,15 @@ impl Meter {
                 return Err(ApiError::LimitReached {
                     message: format!("too many requests of this {scope} are in flight; retry when one finishes"),
                     retry_after_secs: 1,
+                    limit_source: "in_flight",
                 })
             }
-            Reserved::Decided { reservation, resets_at_ms, lease } => {
+            Reserved::RateLimited(refusal) => {
+                call.rate.set(Some(refusal.status));
+                return Err(rate_limited(&refusal));
+            }
+            Reserved::Decided { reservation, resets_at_ms, lease, rate } => {
+                call.rate.set(rate);
                 if let (Some(granted), Some((_, changes))) = (lease, &lease_ask) {
                     leases::granted(&key.user_id, &key.id, &granted, hash, *changes, call.now_ms());
                     // Given back when its use ends should no request start on it (this one is not on it).
@@ -452,8 +467,23 @@ async fn reserve_in_org(call: &Call, org_id: &str, m: &Meter, tokens: i64) -> Re
                 crate::domain::time::to_iso(resets_at_ms)
             ),
             retry_after_secs: ((resets_at_ms - call.now_ms()).max(0) / 1000) as u64,
+            limit_source: if hit == OrgLimitHit::Requests { "org_requests" } else { "org_tokens" },
         }),
     }
+}
+
+/// A key's per-minute limit refused the request: 429, with when to retry (whole seconds, rounded up).
+fn rate_limited(refusal: &RateRefusal) -> ApiError {
+    let (message, source) = match refusal.hit {
+        RateHit::Requests => ("this key's requests per minute limit is reached", "key_rpm"),
+        RateHit::Tokens => ("this key's tokens per minute limit is reached", "key_tpm"),
+        RateHit::TooLarge => (
+            "this request may use more tokens than this key's tokens per minute limit allows; lower max_tokens or shorten the prompt",
+            "key_tpm",
+        ),
+    };
+    let secs = (refusal.retry_after_ms.max(1) + 999) / 1000;
+    ApiError::LimitReached { message: message.into(), retry_after_secs: secs as u64, limit_source: source }
 }
 
 fn insufficient(source: LimitSource, resets_at_ms: Option<i64>) -> ApiError {

@@ -1,5 +1,6 @@
 //! Per-request context and response helpers.
 
+use std::cell::Cell;
 use std::rc::Rc;
 
 use serde::Serialize;
@@ -8,6 +9,7 @@ use worker::{Context, Env, Headers, Response};
 
 use super::error::ApiError;
 use super::incoming::Incoming;
+use crate::domain::rates::{self, RateStatus};
 use crate::env::Config;
 use crate::log::{self, Level};
 
@@ -27,6 +29,8 @@ pub struct Call {
     /// Who the calling application serves (`X-Tollgate-End-User`; a chat's `safety_identifier` or
     /// `user` takes its place), for the request's log line.
     pub end_user: Option<String>,
+    /// Where the key's per-minute limits stand, once its reservation says (sent as `x-ratelimit-*`).
+    pub rate: Rc<Cell<Option<RateStatus>>>,
 }
 
 impl Call {
@@ -44,6 +48,7 @@ impl Call {
             anthropic_errors: false,
             started_ms: js_sys::Date::now(),
             end_user,
+            rate: Rc::default(),
         }
     }
 
@@ -79,8 +84,22 @@ pub fn finish(call: &Call, result: Result<Response, ApiError>) -> Response {
         Ok(resp) => resp,
         Err(err) => error_response(call, &err),
     };
-    let _ = resp.headers_mut().set("x-request-id", &call.request_id);
+    let headers = resp.headers_mut();
+    let _ = headers.set("x-request-id", &call.request_id);
+    if let Some(status) = call.rate.get() {
+        rate_headers(headers, status);
+    }
     resp
+}
+
+/// OpenAI's `x-ratelimit-{limit,remaining,reset}-{requests,tokens}`.
+fn rate_headers(headers: &mut Headers, status: RateStatus) {
+    for (kind, standing) in [("requests", status.requests), ("tokens", status.tokens)] {
+        let Some(s) = standing else { continue };
+        let _ = headers.set(&format!("x-ratelimit-limit-{kind}"), &s.limit.to_string());
+        let _ = headers.set(&format!("x-ratelimit-remaining-{kind}"), &s.remaining.to_string());
+        let _ = headers.set(&format!("x-ratelimit-reset-{kind}"), &rates::duration(s.reset_ms));
+    }
 }
 
 pub fn error_response(call: &Call, err: &ApiError) -> Response {

@@ -41,17 +41,21 @@ impl Account<'_> {
                 let (decision, held) = self.book.reserve(&ask, now);
                 if let Some(held) = held {
                     store::hold(sql, &ask.request_id, &held)?;
+                    if let Some(admitted) = self.book.admitted(&ask.key_id, &ask.request_id) {
+                        store::admit(sql, &ask.key_id, admitted)?;
+                    }
                 }
                 match decision {
                     Decision::Refused(reason) => AccountResponse::Refused { reason },
                     Decision::TooMany(scope) => AccountResponse::TooManyInFlight { scope: scope.to_string() },
-                    Decision::Decided { reservation, resets_at_ms, lease } => {
+                    Decision::RateLimited(refusal) => AccountResponse::RateLimited { refusal },
+                    Decision::Decided { reservation, resets_at_ms, lease, rate } => {
                         if let Some(granted) = &lease {
                             if let Some(l) = self.book.lease(&granted.lease_id) {
                                 store::grant_lease(sql, &granted.lease_id, l)?;
                             }
                         }
-                        AccountResponse::Reserved { reservation, resets_at_ms, lease }
+                        AccountResponse::Reserved { reservation, resets_at_ms, lease, rate }
                     }
                 }
             }
@@ -97,6 +101,13 @@ impl Account<'_> {
                     match closed {
                         Some(closed) => {
                             charged += closed.amount;
+                            // Its key's per-minute window counts the tokens it used from now on.
+                            let used = usage.as_ref().map(|u| u.prompt_tokens.saturating_add(u.completion_tokens));
+                            if let Some(tokens) = used.and_then(|t| i64::try_from(t).ok()) {
+                                if self.book.count_tokens(&closed.key_id, &request_id, tokens) {
+                                    store::count_tokens(sql, &request_id, tokens)?;
+                                }
+                            }
                             write_closed(sql, &closed, description, usage, now, reserved)?;
                         }
                         // Started on a lease that has ended (expired: its isolate went quiet): nothing holds

@@ -23,6 +23,7 @@ use crate::domain::keys::{KeyRefusal, KeyState};
 use crate::domain::lease::Granted;
 use crate::domain::ledger::Reservation;
 use crate::domain::orgs::{Limits, MonthUse, OrgLimitHit};
+use crate::domain::rates::{RateRefusal, RateStatus};
 use crate::{env, js};
 
 /// The longest wait between two tries of a settlement.
@@ -69,10 +70,13 @@ pub enum Reserved {
     Refused(KeyRefusal),
     /// Too many requests of this scope (`key` or `account`) are in flight.
     TooMany(String),
+    /// A per-minute limit of the key.
+    RateLimited(RateRefusal),
     Decided {
         reservation: Reservation,
         resets_at_ms: Option<i64>,
         lease: Option<Granted>,
+        rate: Option<RateStatus>,
     },
 }
 
@@ -132,8 +136,9 @@ impl<'a> Account<'a> {
         match self.call(&AccountRequest::Reserve { ask }).await? {
             AccountResponse::Refused { reason } => Ok(Reserved::Refused(reason)),
             AccountResponse::TooManyInFlight { scope } => Ok(Reserved::TooMany(scope)),
-            AccountResponse::Reserved { reservation, resets_at_ms, lease } => {
-                Ok(Reserved::Decided { reservation, resets_at_ms, lease })
+            AccountResponse::RateLimited { refusal } => Ok(Reserved::RateLimited(refusal)),
+            AccountResponse::Reserved { reservation, resets_at_ms, lease, rate } => {
+                Ok(Reserved::Decided { reservation, resets_at_ms, lease, rate })
             }
             other => Err(unexpected("Reserve", other)),
         }

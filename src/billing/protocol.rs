@@ -7,6 +7,7 @@ use crate::domain::keys::{KeyRefusal, KeyState};
 use crate::domain::lease::Granted;
 use crate::domain::ledger::Reservation;
 use crate::domain::orgs::{Limits, MonthUse, OrgLimitHit};
+use crate::domain::rates::{RateRefusal, RateStatus};
 use crate::domain::usage::UsageRecord;
 
 /// The header that carries a message (JSON) to the object and its answer back.
@@ -129,6 +130,12 @@ pub enum AccountResponse {
         resets_at_ms: Option<i64>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         lease: Option<Granted>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rate: Option<RateStatus>,
+    },
+    /// A per-minute limit of the key refused the request.
+    RateLimited {
+        refusal: RateRefusal,
     },
     Settled {
         charged: i64,
@@ -223,6 +230,9 @@ mod tests {
             caps: crate::domain::ledger::InFlightCaps { per_key: Some(2), per_account: None },
             lease_ms: 120_000,
             lease: None,
+            tokens: 500,
+            rates: crate::domain::rates::RateLimits { rpm: Some(10), tpm: None },
+            rate_default: Default::default(),
         };
         let json = serde_json::to_string(&AccountRequest::Reserve { ask: ask.clone() }).expect("serialize");
         assert!(json.starts_with(r#"{"op":"reserve","request_id":"r1""#), "{json}");

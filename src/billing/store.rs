@@ -15,6 +15,7 @@ use super::protocol::LedgerEntry;
 use crate::domain::account::{Book, Held, SPEND_DAYS};
 use crate::domain::keys::KeyState;
 use crate::domain::lease::Lease;
+use crate::domain::rates::{self, Admitted, RateLimits, Rates};
 use crate::domain::usage::UsageRecord;
 use crate::domain::windows::Reset;
 
@@ -37,7 +38,9 @@ const SCHEMA: &str = "
   CREATE TABLE IF NOT EXISTS leases (
     id TEXT PRIMARY KEY, key_id TEXT NOT NULL, granted REAL NOT NULL, use_until_ms REAL NOT NULL, expires_ms REAL NOT NULL);
   CREATE TABLE IF NOT EXISTS lease_charges (request_id TEXT PRIMARY KEY, lease_id TEXT NOT NULL, amount REAL NOT NULL);
-  CREATE INDEX IF NOT EXISTS lease_charges_lease ON lease_charges(lease_id);";
+  CREATE INDEX IF NOT EXISTS lease_charges_lease ON lease_charges(lease_id);
+  CREATE TABLE IF NOT EXISTS rate_log (request_id TEXT PRIMARY KEY, key_id TEXT NOT NULL, at_ms REAL NOT NULL, tokens REAL NOT NULL);
+  CREATE INDEX IF NOT EXISTS rate_log_key ON rate_log(key_id, at_ms);";
 
 /// Columns added after the first version of the object, added where missing.
 const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
@@ -45,6 +48,8 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("key_state", "limit_reset", "TEXT"),
     ("key_state", "permissions", "TEXT"),
     ("key_state", "version", "REAL"),
+    ("key_state", "rpm_limit", "REAL"),
+    ("key_state", "tpm_limit", "REAL"),
     ("reservations", "evidence", "REAL NOT NULL DEFAULT 0"),
     ("reservations", "expires_ms", "REAL NOT NULL DEFAULT 0"),
     ("ledger", "uncollected", "REAL NOT NULL DEFAULT 0"),
@@ -107,6 +112,8 @@ struct KeyStateRow {
     limit_reset: Option<String>,
     permissions: Option<String>,
     version: Option<f64>,
+    rpm_limit: Option<f64>,
+    tpm_limit: Option<f64>,
 }
 
 impl From<KeyStateRow> for KeyState {
@@ -123,6 +130,7 @@ impl From<KeyStateRow> for KeyState {
             limit_reset: r.limit_reset.as_deref().and_then(Reset::parse),
             permissions: r.permissions,
             version: r.version.map(|v| v as i64),
+            rates: RateLimits { rpm: r.rpm_limit.map(|v| v as i64), tpm: r.tpm_limit.map(|v| v as i64) },
         }
     }
 }
@@ -195,6 +203,7 @@ pub fn load_book(sql: &SqlStorage, now: i64) -> Result<Book> {
         )?
         .to_array()?;
     let leases = load_leases(sql)?;
+    let rates = load_rates(sql, now)?;
     Ok(Book::restore(
         balance,
         held.into_iter().map(|h| {
@@ -212,7 +221,44 @@ pub fn load_book(sql: &SqlStorage, now: i64) -> Result<Book> {
         keys.into_iter().map(KeyState::from),
         charges.into_iter().map(|c| (c.key_id, c.day as i64 * DAY, c.spent as i64)),
     )
-    .with_leases(leases))
+    .with_leases(leases)
+    .with_rates(rates))
+}
+
+/// The requests counted in per-minute windows that are still in them.
+fn load_rates(sql: &SqlStorage, now: i64) -> Result<Rates> {
+    #[derive(Deserialize)]
+    struct RateRow {
+        request_id: String,
+        key_id: String,
+        at_ms: f64,
+        tokens: f64,
+    }
+    let rows: Vec<RateRow> = sql
+        .exec_raw("SELECT * FROM rate_log WHERE at_ms > ?", vec![int(now - rates::WINDOW_MS)])?
+        .to_array()?;
+    Ok(Rates::restore(rows.into_iter().map(|r| {
+        (r.key_id, Admitted { request_id: r.request_id, at_ms: r.at_ms as i64, tokens: r.tokens as i64 })
+    })))
+}
+
+/// Counts a request in its key's per-minute window, and forgets the key's requests out of it.
+pub fn admit(sql: &SqlStorage, key_id: &str, a: &Admitted) -> Result<()> {
+    sql.exec_raw(
+        "DELETE FROM rate_log WHERE key_id = ? AND at_ms <= ?",
+        vec![text(key_id), int(a.at_ms - rates::WINDOW_MS)],
+    )?;
+    sql.exec_raw(
+        "INSERT OR REPLACE INTO rate_log (request_id, key_id, at_ms, tokens) VALUES (?, ?, ?, ?)",
+        vec![text(&a.request_id), text(key_id), int(a.at_ms), int(a.tokens)],
+    )?;
+    Ok(())
+}
+
+/// A settled request counts the tokens it used.
+pub fn count_tokens(sql: &SqlStorage, request_id: &str, tokens: i64) -> Result<()> {
+    sql.exec_raw("UPDATE rate_log SET tokens = ? WHERE request_id = ?", vec![int(tokens), text(request_id)])?;
+    Ok(())
 }
 
 /// The leases held: each one's grant less what was charged from it or moved out of it.
@@ -289,7 +335,8 @@ pub fn end_lease(sql: &SqlStorage, lease_id: &str) -> Result<()> {
 pub fn put_key(sql: &SqlStorage, s: &KeyState) -> Result<()> {
     sql.exec_raw(
         "INSERT OR REPLACE INTO key_state (key_id, hash, previous_hash, previous_until_ms, expires_at_ms, \
-         disabled, deleted, limit_micros, limit_reset, permissions, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         disabled, deleted, limit_micros, limit_reset, permissions, version, rpm_limit, tpm_limit) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         vec![
             text(&s.key_id),
             text(&s.hash),
@@ -302,6 +349,8 @@ pub fn put_key(sql: &SqlStorage, s: &KeyState) -> Result<()> {
             opt_text(s.limit_reset.map(|r| r.as_str())),
             opt_text(s.permissions.as_deref()),
             opt_int(s.version),
+            opt_int(s.rates.rpm),
+            opt_int(s.rates.tpm),
         ],
     )?;
     Ok(())

@@ -40,6 +40,9 @@ pub struct KeyRecord {
     /// The models and providers the key may use (`domain::allow`; empty: any).
     #[serde(default)]
     pub allowed: crate::domain::allow::Allowlist,
+    /// Its own requests and tokens per minute (the tenant's default applies where it sets none).
+    #[serde(default)]
+    pub rates: crate::domain::rates::RateLimits,
 }
 
 impl KeyRecord {
@@ -64,6 +67,7 @@ impl KeyRecord {
             limit_reset: row.limit_reset.clone(),
             presented_previous: row.key_hash != hash,
             allowed: row.allowlist(),
+            rates: row.rates(),
         }
     }
 }

@@ -25,6 +25,7 @@ use std::collections::{BTreeMap, HashMap};
 use super::keys::{KeyRefusal, KeyState};
 use super::lease::{self, Granted, Lease, LeaseAsk};
 use super::ledger::{self, Headroom, InFlightCaps, Reservation};
+use super::rates::{Admitted, RateLimits, RateRefusal, RateStatus, Rates};
 use super::windows::Reset;
 
 const DAY_MS: i64 = 86_400_000;
@@ -63,6 +64,15 @@ pub struct Ask {
     /// A budget lease for the key, asked for along with the reservation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease: Option<LeaseAsk>,
+    /// The most tokens the request may use (its prompt's bound plus its output bound).
+    #[serde(default)]
+    pub tokens: i64,
+    /// The gateway's view of the key's per-minute limits, used when the object has no state for the key.
+    #[serde(default)]
+    pub rates: RateLimits,
+    /// The tenant's per-minute limits for keys that set none.
+    #[serde(default)]
+    pub rate_default: RateLimits,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,11 +80,15 @@ pub enum Decision {
     Refused(KeyRefusal),
     /// Too many requests of this scope (`key` or `account`) are in flight.
     TooMany(&'static str),
+    /// A per-minute limit of the key.
+    RateLimited(RateRefusal),
     Decided {
         reservation: Reservation,
         resets_at_ms: Option<i64>,
         /// The lease granted with it, when one was asked for and the limits leave room.
         lease: Option<Granted>,
+        /// Where the key's per-minute limits stand, when it has any.
+        rate: Option<RateStatus>,
     },
 }
 
@@ -133,6 +147,7 @@ pub struct Book {
     keys: HashMap<String, KeyState>,
     spend: HashMap<String, KeySpend>,
     leases: HashMap<String, Lease>,
+    rates: Rates,
 }
 
 impl Book {
@@ -155,7 +170,24 @@ impl Book {
             keys: keys.into_iter().map(|k| (k.key_id.clone(), k)).collect(),
             spend,
             leases: HashMap::new(),
+            rates: Rates::default(),
         }
+    }
+
+    /// The book with the requests storage counts in per-minute windows.
+    pub fn with_rates(mut self, rates: Rates) -> Self {
+        self.rates = rates;
+        self
+    }
+
+    /// A request counted in its key's per-minute window (to store once admitted).
+    pub fn admitted(&self, key_id: &str, request_id: &str) -> Option<&Admitted> {
+        self.rates.admitted(key_id, request_id)
+    }
+
+    /// A settled request counts the tokens it used in its key's window; `false`: it is not counted there.
+    pub fn count_tokens(&mut self, key_id: &str, request_id: &str, tokens: i64) -> bool {
+        self.rates.settle(key_id, request_id, tokens)
     }
 
     /// The book with the leases storage holds.
@@ -250,25 +282,30 @@ impl Book {
     /// Checks the key and, when the limits allow, holds money for the request.
     /// Returns the decision and, when money is newly held, the reservation to store.
     pub fn reserve(&mut self, ask: &Ask, now: i64) -> (Decision, Option<Held>) {
-        let (limit, reset) = match self.keys.get(&ask.key_id) {
+        let (limit, reset, rates) = match self.keys.get(&ask.key_id) {
             Some(state) => {
                 if let Err(reason) = state.check(&ask.hash, now) {
                     return (Decision::Refused(reason), None);
                 }
-                (state.limit_micros, state.limit_reset)
+                (state.limit_micros, state.limit_reset, state.rates)
             }
-            None => (ask.limit_micros, ask.limit_reset),
+            None => (ask.limit_micros, ask.limit_reset, ask.rates),
         };
+        let rates = rates.or(ask.rate_default);
+        let rate_status = |book: &Self| (!rates.is_none()).then(|| book.rates.status(&ask.key_id, rates, now));
         let resets_at_ms = limit.and(reset).map(|r| r.window_end(now));
         if let Some(held) = self.in_flight.get(&ask.request_id) {
-            // A repeated message: the same answer, nothing held twice.
+            // A repeated message: the same answer, nothing held or counted twice.
             let reservation = Reservation::Full { amount: held.amount };
             let lease = ask.lease.as_ref().and_then(|l| self.granted(&l.lease_id));
-            return (Decision::Decided { reservation, resets_at_ms, lease }, None);
+            return (Decision::Decided { reservation, resets_at_ms, lease, rate: rate_status(self) }, None);
         }
         let key_count = self.in_flight.values().filter(|h| h.key_id == ask.key_id).count() as u32;
         if let Some(scope) = ledger::in_flight_exceeded(ask.caps, key_count, self.in_flight.len() as u32) {
             return (Decision::TooMany(scope), None);
+        }
+        if let Err(refusal) = self.rates.check(&ask.key_id, rates, ask.tokens, now) {
+            return (Decision::RateLimited(refusal), None);
         }
         let key_headroom = self.key_headroom(&ask.key_id, limit, reset, now);
         let headroom = Headroom { balance: self.balance - self.reserved(), key: key_headroom };
@@ -283,18 +320,21 @@ impl Book {
                     expires_ms: now + ask.lease_ms,
                 };
                 self.in_flight.insert(ask.request_id.clone(), held.clone());
+                if !rates.is_none() {
+                    self.rates.admit(&ask.key_id, &ask.request_id, ask.tokens, now);
+                }
                 Some(held)
             }
             Reservation::Refused { .. } => None,
         };
-        // Leases only where nothing counts requests in flight: the object cannot count those started on one.
+        // Leases only where nothing counts requests: the object cannot count those started on one.
         let lease = match (&reservation, &ask.lease) {
-            (Reservation::Full { .. }, Some(asked)) if ask.caps == InFlightCaps::default() => {
+            (Reservation::Full { .. }, Some(asked)) if ask.caps == InFlightCaps::default() && rates.is_none() => {
                 self.grant(asked, (&ask.key_id, &ask.hash), (limit, reset), ask.worst_case, ask.lease_ms, now)
             }
             _ => None,
         };
-        (Decision::Decided { reservation, resets_at_ms, lease }, held)
+        (Decision::Decided { reservation, resets_at_ms, lease, rate: rate_status(self) }, held)
     }
 
     /// What the key's limit leaves (its window's spend and everything held for it counted).
@@ -474,6 +514,9 @@ mod tests {
             caps: InFlightCaps::default(),
             lease_ms: LEASE,
             lease: None,
+            tokens: 0,
+            rates: RateLimits::default(),
+            rate_default: RateLimits::default(),
         }
     }
 
@@ -490,11 +533,12 @@ mod tests {
             limit_reset: reset,
             permissions: None,
             version: None,
+            rates: Default::default(),
         }
     }
 
     fn full(amount: i64) -> Decision {
-        Decision::Decided { reservation: Reservation::Full { amount }, resets_at_ms: None, lease: None }
+        Decision::Decided { reservation: Reservation::Full { amount }, resets_at_ms: None, lease: None, rate: None }
     }
 
     #[test]
@@ -506,7 +550,8 @@ mod tests {
             Decision::Decided {
                 reservation: Reservation::Partial { amount: 40, source: LimitSource::Balance },
                 resets_at_ms: None,
-                lease: None
+                lease: None,
+                rate: None
             }
         );
         assert_eq!(book.reserved(), 100);
@@ -573,7 +618,8 @@ mod tests {
             Decision::Decided {
                 reservation: Reservation::Full { amount: 100 },
                 resets_at_ms: Some(Reset::Daily.window_end(tomorrow)),
-                lease: None
+                lease: None,
+                rate: None
             }
         );
         // A monthly window counts yesterday's spend too.

@@ -14,6 +14,7 @@ use super::account::{Ask, Book, Closed, Decision, Held};
 use super::keys::KeyState;
 use super::lease::{self, Lease, LeaseAsk, LocalLease};
 use super::ledger::{InFlightCaps, Reservation};
+use super::rates::{self, Admitted, RateLimits, Rates};
 use super::windows::Reset;
 
 const START: i64 = 1_767_225_600_000; // 2026-01-01
@@ -99,6 +100,15 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// Key 3 has the tenant's per-minute limits (its state never sets its own).
+fn rate_default(key: usize) -> RateLimits {
+    if key == 3 {
+        RateLimits { rpm: Some(4), tpm: Some(1_000) }
+    } else {
+        RateLimits::default()
+    }
+}
+
 /// The gateway's view of each key's limit (used while the object holds no state for it).
 fn worker_view(key: usize) -> (Option<i64>, Option<Reset>) {
     match key {
@@ -126,6 +136,8 @@ struct Store {
     /// charged from each or moved out of it, per request.
     leases: HashMap<String, Lease>,
     lease_charges: Vec<(String, String, i64)>,
+    /// Requests counted in per-minute windows: request id → (key id, admitted).
+    rate_log: HashMap<String, (String, Admitted)>,
 }
 
 impl Store {
@@ -158,6 +170,14 @@ impl Store {
             }
             (id.clone(), lease)
         }))
+        .with_rates(Rates::restore(self.rate_log.values().cloned()))
+    }
+
+    /// What the object writes for a request admitted under per-minute limits: its row, and the
+    /// key's rows out of the window gone.
+    fn admit(&mut self, key_id: &str, a: &Admitted) {
+        self.rate_log.retain(|_, (k, old)| k != key_id || old.at_ms > a.at_ms - rates::WINDOW_MS);
+        self.rate_log.insert(a.request_id.clone(), (key_id.to_string(), a.clone()));
     }
 
     fn grant_lease(&mut self, lease_id: &str, lease: &Lease) {
@@ -187,6 +207,7 @@ fn key_state(key: usize, limit: Option<i64>, reset: Option<Reset>, disabled: boo
         limit_reset: reset,
         permissions: None,
         version: None,
+        rates: Default::default(),
     }
 }
 
@@ -259,6 +280,9 @@ impl World {
                         amount,
                         use_ms: lease::MAX_USE_MS,
                     }),
+                    tokens: worst,
+                    rates: RateLimits::default(),
+                    rate_default: rate_default(key),
                 };
                 let was_held = self.book.held(&id).is_some();
                 let (decision, held) = self.book.reserve(&ask, self.now);
@@ -271,9 +295,15 @@ impl World {
                         self.local.push((LocalLease::new(granted, "h"), key));
                     }
                 }
+                if let (Decision::Decided { lease: Some(_), .. }, false) = (&decision, was_held) {
+                    prop_assert!(rate_default(key).is_none(), "no lease for a key whose requests are counted");
+                }
                 if let Some(held) = held {
                     prop_assert!(!was_held, "a request is held once");
                     prop_assert!(held.amount <= worst.max(0));
+                    if let Some(a) = self.book.admitted(KEYS[key], &id).cloned() {
+                        self.store.admit(KEYS[key], &a);
+                    }
                     self.store.reservations.insert(id, held);
                 } else if let Decision::Decided {
                     reservation: Reservation::Full { .. } | Reservation::Partial { .. },
@@ -297,6 +327,14 @@ impl World {
                         prop_assert_eq!(Some(closed.reserved), reserved);
                         prop_assert_eq!(closed.amount, cost.min(closed.reserved).max(0));
                         prop_assert_eq!(closed.amount + closed.uncollected, cost.max(closed.amount));
+                        // It used at most the tokens it was admitted with (here: its cost, so capped).
+                        let admitted = self.book.admitted(&closed.key_id, &id).map(|a| a.tokens);
+                        if let Some(tokens) = admitted.map(|t| t.min(cost)) {
+                            prop_assert!(self.book.count_tokens(&closed.key_id, &id, tokens));
+                            if let Some((_, a)) = self.store.rate_log.get_mut(&id) {
+                                a.tokens = tokens;
+                            }
+                        }
                         self.settled.insert(id, closed.reserved);
                         self.store.post_closed(&closed, self.now);
                     }
@@ -434,6 +472,17 @@ impl World {
                 prop_assert!(local.spendable() + in_flight <= lease.amount, "{} overcommitted", local.lease_id);
             }
         }
+        // Key 3's per-minute limits hold in every window that ends now.
+        let limits = rate_default(3);
+        let live: Vec<&Admitted> = store
+            .rate_log
+            .values()
+            .filter(|(k, a)| k == KEYS[3] && a.at_ms > self.now - rates::WINDOW_MS)
+            .map(|(_, a)| a)
+            .collect();
+        prop_assert!(live.len() as i64 <= limits.rpm.unwrap_or(i64::MAX), "{} requests in a minute", live.len());
+        let tokens: i64 = live.iter().map(|a| a.tokens).sum();
+        prop_assert!(tokens <= limits.tpm.unwrap_or(i64::MAX), "{} tokens in a minute", tokens);
         // Keys 0 and 1 never change limit or reset: their window is never exceeded.
         for (key, id) in KEYS.iter().enumerate().take(2) {
             let (Some(limit), reset) = worker_view(key) else { continue };

@@ -98,6 +98,9 @@ pub struct KeyState {
     /// changes that reach the account object in the other order cannot bring back the older.
     #[serde(default)]
     pub version: Option<i64>,
+    /// Requests and tokens per minute (`None`: the tenant's default, if any).
+    #[serde(default)]
+    pub rates: super::rates::RateLimits,
 }
 
 /// Why a presented secret is refused.
@@ -264,6 +267,8 @@ pub struct KeyTerms {
     pub expires_at_ms: Option<i64>,
     /// The models and providers it may use.
     pub allowed: super::allow::Allowlist,
+    /// Its requests and tokens per minute.
+    pub rates: super::rates::RateLimits,
 }
 
 /// Why a holder without `admin` may not give a key these terms.
@@ -281,6 +286,8 @@ pub enum Climb {
     Expiry,
     #[error("a key may only manage keys whose allowed models and providers are within its own, and not widen a key's")]
     Models,
+    #[error("a key may not give a key a higher requests or tokens per minute limit than its own, or than the key had")]
+    Rate,
 }
 
 /// How long a limit's window lasts, for comparing limits: a longer window with the same amount allows less.
@@ -332,6 +339,10 @@ pub fn within_holder(holder: &KeyTerms, after: &KeyTerms, before: Option<&KeyTer
             if after.expires_at_ms.is_none_or(|e| e > end) {
                 return Err(Climb::Expiry);
             }
+        }
+        let within = |cap: Option<i64>, value: Option<i64>| cap.is_none_or(|c| value.is_some_and(|v| v <= c));
+        if !within(bound.rates.rpm, after.rates.rpm) || !within(bound.rates.tpm, after.rates.tpm) {
+            return Err(Climb::Rate);
         }
     }
     Ok(())
@@ -407,6 +418,7 @@ mod tests {
             limit_reset: None,
             permissions: None,
             version: None,
+            rates: Default::default(),
         };
         assert_eq!(state.check("new", 50), Ok(()));
         assert_eq!(state.check("old", 99), Ok(()), "inside the grace");

@@ -18,6 +18,7 @@ pub mod orgs;
 pub mod paging;
 pub mod pricing;
 pub mod provisioning;
+pub mod rates;
 pub mod routing;
 pub mod time;
 pub mod usage;

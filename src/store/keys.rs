@@ -6,6 +6,7 @@ use worker::D1Database;
 use super::{opt_int, opt_text, text, StoreError};
 use crate::domain::allow::Allowlist;
 use crate::domain::keys::NewKey;
+use crate::domain::rates::RateLimits;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct KeyRow {
@@ -33,6 +34,11 @@ pub struct KeyRow {
     pub allowed_models: Option<String>,
     #[serde(default)]
     pub allowed_providers: Option<String>,
+    /// Requests and tokens per minute; `None`: the tenant's default, if any.
+    #[serde(default)]
+    pub rpm_limit: Option<i64>,
+    #[serde(default)]
+    pub tpm_limit: Option<i64>,
 }
 
 impl KeyRow {
@@ -60,6 +66,8 @@ impl KeyRow {
             deleted_at: None,
             allowed_models: None,
             allowed_providers: None,
+            rpm_limit: None,
+            tpm_limit: None,
         }
     }
 
@@ -71,12 +79,17 @@ impl KeyRow {
     pub fn set_allowlist(&mut self, list: &Allowlist) {
         (self.allowed_models, self.allowed_providers) = list.to_columns();
     }
+
+    /// The key's own per-minute limits.
+    pub fn rates(&self) -> RateLimits {
+        RateLimits { rpm: self.rpm_limit, tpm: self.tpm_limit }
+    }
 }
 
 const INSERT: &str =
     "INSERT INTO api_keys (id, user_id, org_id, name, description, key_hash, key_prefix, permissions, \
-                      expires_at, limit_micros, limit_reset, created_at, updated_at, allowed_models, allowed_providers) \
-                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13, ?14)";
+                      expires_at, limit_micros, limit_reset, created_at, updated_at, allowed_models, allowed_providers, \
+                      rpm_limit, tpm_limit) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13, ?14, ?15, ?16)";
 /// The current secret, or the previous one while its grace period lasts.
 const FIND_BY_HASH: &str = "SELECT * FROM api_keys WHERE key_hash = ?1 \
                             UNION ALL SELECT * FROM api_keys WHERE previous_key_hash = ?1 AND previous_expires_at > ?2 LIMIT 1";
@@ -103,6 +116,8 @@ pub fn insert_statement(db: &D1Database, k: &KeyRow) -> worker::Result<worker::D
         text(&k.created_at),
         opt_text(k.allowed_models.as_deref()),
         opt_text(k.allowed_providers.as_deref()),
+        opt_int(k.rpm_limit),
+        opt_int(k.tpm_limit),
     ])
 }
 
@@ -114,8 +129,8 @@ pub async fn find_by_hash(db: &D1Database, hash: &str, now_iso: &str) -> Result<
 const GET_LIVE: &str = "SELECT * FROM api_keys WHERE id = ?1 AND deleted_at IS NULL";
 const UPDATE: &str =
     "UPDATE api_keys SET name = ?2, description = ?3, permissions = ?4, disabled = ?5, expires_at = ?6, \
-                      limit_micros = ?7, limit_reset = ?8, updated_at = ?9, allowed_models = ?10, allowed_providers = ?11 \
-                      WHERE id = ?1 AND deleted_at IS NULL";
+                      limit_micros = ?7, limit_reset = ?8, updated_at = ?9, allowed_models = ?10, allowed_providers = ?11, \
+                      rpm_limit = ?12, tpm_limit = ?13 WHERE id = ?1 AND deleted_at IS NULL";
 const SOFT_DELETE: &str =
     "UPDATE api_keys SET deleted_at = ?2, updated_at = ?2 WHERE id = ?1 AND deleted_at IS NULL RETURNING *";
 /// Only succeeds while the key still has the secret the caller rotated from.
@@ -229,6 +244,8 @@ pub async fn update(db: &D1Database, k: &KeyRow) -> Result<(), StoreError> {
             text(&k.updated_at),
             opt_text(k.allowed_models.as_deref()),
             opt_text(k.allowed_providers.as_deref()),
+            opt_int(k.rpm_limit),
+            opt_int(k.tpm_limit),
         ])?
         .run()
         .await?;
