@@ -234,12 +234,12 @@ fn load_rates(sql: &SqlStorage, now: i64) -> Result<Rates> {
         at_ms: f64,
         tokens: f64,
     }
-    let rows: Vec<RateRow> = sql
-        .exec_raw("SELECT * FROM rate_log WHERE at_ms > ?", vec![int(now - rates::WINDOW_MS)])?
-        .to_array()?;
-    Ok(Rates::restore(rows.into_iter().map(|r| {
-        (r.key_id, Admitted { request_id: r.request_id, at_ms: r.at_ms as i64, tokens: r.tokens as i64 })
-    })))
+    let rows: Vec<RateRow> =
+        sql.exec_raw("SELECT * FROM rate_log WHERE at_ms > ?", vec![int(now - rates::WINDOW_MS)])?.to_array()?;
+    Ok(Rates::restore(
+        rows.into_iter()
+            .map(|r| (r.key_id, Admitted { request_id: r.request_id, at_ms: r.at_ms as i64, tokens: r.tokens as i64 })),
+    ))
 }
 
 /// Counts a request in its key's per-minute window, and forgets the key's requests out of it.

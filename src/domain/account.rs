@@ -20,7 +20,7 @@
 //! - Budget leases (`domain::lease`) are held like reservations: the balance
 //!   and the key's limit count them until they are charged or end.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use super::keys::{KeyRefusal, KeyState};
 use super::lease::{self, Granted, Lease, LeaseAsk};
@@ -28,9 +28,8 @@ use super::ledger::{self, Headroom, InFlightCaps, Reservation};
 use super::rates::{Admitted, RateLimits, RateRefusal, RateStatus, Rates};
 use super::windows::Reset;
 
-const DAY_MS: i64 = 86_400_000;
-/// Days of per-day key spend kept in memory (a monthly window is at most 31).
-pub const SPEND_DAYS: i64 = 32;
+use super::spend::Spend;
+pub use super::spend::SPEND_DAYS;
 
 /// Money held for one request in flight.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,39 +112,12 @@ pub struct Overdraw {
     pub available: i64,
 }
 
-/// One key's charges: in all, and per UTC day for the last `SPEND_DAYS` days.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-struct KeySpend {
-    total: i64,
-    days: BTreeMap<i64, i64>,
-}
-
-impl KeySpend {
-    fn record(&mut self, at_ms: i64, amount: i64) {
-        self.total += amount;
-        let day = at_ms.div_euclid(DAY_MS);
-        *self.days.entry(day).or_default() += amount;
-        let newest = *self.days.keys().next_back().unwrap_or(&day);
-        self.days.retain(|d, _| *d > newest - SPEND_DAYS);
-    }
-
-    fn in_window(&self, reset: Option<Reset>, now: i64) -> i64 {
-        match reset {
-            None => self.total,
-            Some(r) => {
-                let first = r.window_start(now).div_euclid(DAY_MS);
-                self.days.range(first..).map(|(_, v)| v).sum()
-            }
-        }
-    }
-}
-
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Book {
     balance: i64,
     in_flight: HashMap<String, Held>,
     keys: HashMap<String, KeyState>,
-    spend: HashMap<String, KeySpend>,
+    spend: HashMap<String, Spend>,
     leases: HashMap<String, Lease>,
     rates: Rates,
 }
@@ -160,7 +132,7 @@ impl Book {
         keys: impl IntoIterator<Item = KeyState>,
         charges: impl IntoIterator<Item = (String, i64, i64)>,
     ) -> Self {
-        let mut spend: HashMap<String, KeySpend> = HashMap::new();
+        let mut spend: HashMap<String, Spend> = HashMap::new();
         for (key_id, at_ms, amount) in charges {
             spend.entry(key_id).or_default().record(at_ms, amount);
         }
@@ -610,7 +582,7 @@ mod tests {
         let Decision::Decided { reservation, resets_at_ms, .. } = decision else { panic!("decided") };
         assert_eq!(reservation, Reservation::Partial { amount: 20, source: LimitSource::KeyLimit });
         assert_eq!(resets_at_ms, Some(Reset::Daily.window_end(NOW)));
-        let tomorrow = NOW + DAY_MS;
+        let tomorrow = NOW + 86_400_000;
         book.settle("r2", 0, tomorrow);
         book.settle("r3", 0, tomorrow);
         assert_eq!(

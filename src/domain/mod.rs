@@ -20,6 +20,7 @@ pub mod pricing;
 pub mod provisioning;
 pub mod rates;
 pub mod routing;
+pub mod spend;
 pub mod time;
 pub mod usage;
 pub mod users;

@@ -173,8 +173,7 @@ impl Rates {
     /// A request settled having used `tokens`: it counts those from now on. `false`: not counted
     /// (not admitted under a limit, or out of the window already).
     pub fn settle(&mut self, key_id: &str, request_id: &str, tokens: i64) -> bool {
-        let Some(a) = self.keys.get_mut(key_id).and_then(|l| l.iter_mut().find(|a| a.request_id == request_id))
-        else {
+        let Some(a) = self.keys.get_mut(key_id).and_then(|l| l.iter_mut().find(|a| a.request_id == request_id)) else {
             return false;
         };
         a.tokens = tokens.max(0);
@@ -253,10 +252,10 @@ mod tests {
 
     #[test]
     fn restored_out_of_order_counts_the_same() {
-        let rows = [("k".to_string(), Admitted { request_id: "b".into(), at_ms: NOW + 1, tokens: 5 }), (
-            "k".to_string(),
-            Admitted { request_id: "a".into(), at_ms: NOW, tokens: 7 },
-        )];
+        let rows = [
+            ("k".to_string(), Admitted { request_id: "b".into(), at_ms: NOW + 1, tokens: 5 }),
+            ("k".to_string(), Admitted { request_id: "a".into(), at_ms: NOW, tokens: 7 }),
+        ];
         let rates = Rates::restore(rows);
         let refused = rates.check("k", limits(Some(2), None), 0, NOW + 2).expect_err("two in the window");
         assert_eq!(refused.retry_after_ms, WINDOW_MS - 2);
