@@ -48,6 +48,10 @@ pub enum Route {
     UpdateKey(String),
     DeleteKey(String),
     RotateKey(String),
+    /// A key's end users; one end user's own budget (key id, end user as the path has it).
+    ListEndUsers(String),
+    PutEndUserBudget(String, String),
+    ClearEndUserBudget(String, String),
     ListOrgs,
     CreateOrg,
     GetOrg(String),
@@ -143,6 +147,11 @@ pub fn route(method: &str, path: &str) -> Match {
             ]
         }
         ["api", "keys", k, "rotate"] if !k.is_empty() => vec![("POST", Route::RotateKey(id(2)), Key(Write))],
+        ["api", "keys", k, "end-users"] if !k.is_empty() => vec![("GET", Route::ListEndUsers(id(2)), Key(Read))],
+        ["api", "keys", k, "end-users", e] if !k.is_empty() && !e.is_empty() => vec![
+            ("PUT", Route::PutEndUserBudget(id(2), id(4)), Key(Write)),
+            ("DELETE", Route::ClearEndUserBudget(id(2), id(4)), Key(Write)),
+        ],
         ["api", "orgs"] => vec![("GET", Route::ListOrgs, Key(Admin)), ("POST", Route::CreateOrg, Key(Admin))],
         ["api", "orgs", o] if !o.is_empty() => {
             vec![
@@ -261,6 +270,12 @@ mod tests {
     fn resource_ids_are_captured() {
         assert_eq!(route("GET", "/api/keys/k1"), Ok(Route::GetKey("k1".into())));
         assert_eq!(route("POST", "/api/keys/k1/rotate"), Ok(Route::RotateKey("k1".into())));
+        assert_eq!(route("GET", "/api/keys/k1/end-users"), Ok(Route::ListEndUsers("k1".into())));
+        assert_eq!(
+            route("PUT", "/api/keys/k1/end-users/alice%40example.com"),
+            Ok(Route::PutEndUserBudget("k1".into(), "alice%40example.com".into()))
+        );
+        assert_eq!(route("GET", "/api/keys/k1/end-users/alice"), Err(Match::WrongMethod));
         assert_eq!(route("DELETE", "/api/admin/users/u1/"), Ok(Route::DeleteUser("u1".into())));
         assert_eq!(route("GET", "/api/v1/key"), Ok(Route::CurrentKey));
         assert_eq!(route("GET", "/api/models/pricing/openai/gpt-4o"), Ok(Route::GetPrice("openai/gpt-4o".into())));

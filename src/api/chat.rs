@@ -143,6 +143,10 @@ async fn serve(
     let plan = routing::plan(&chat.model, &chat.fallbacks, |m| prices.get(m).and_then(PriceRow::pin), &tenant);
     let named = std::iter::once(chat.model.as_str()).chain(chat.fallbacks.iter().map(String::as_str));
     let plan = allowed::check_plan(call, &auth.caller, named, plan).await?;
+    // Whom the request is made for: its budget binds the reservation, and the log line names it.
+    let mut job_call = call.clone();
+    job_call.end_user = chat.end_user(call.end_user.as_deref());
+    let call = &job_call;
     let meter = match (&auth.caller, &auth.hash) {
         (Caller::Key(key), Some(hash)) => {
             let meter = Meter::reserve(call, key, hash, &mut chat, &row).await?;
@@ -158,9 +162,7 @@ async fn serve(
     };
     let source = auth.source.map_or("admin", |s| s.as_str());
     let timing = format!("auth;desc={source};dur={:.2}, reserve;desc={held_by}", call.elapsed_ms());
-    let mut job_call = call.clone();
-    job_call.end_user = chat.end_user(call.end_user.as_deref());
-    let job = Job { call: job_call, caller: auth.caller, chat, plan, prices, meter, timing, dialect };
+    let job = Job { call: job_call.clone(), caller: auth.caller, chat, plan, prices, meter, timing, dialect };
     let (answer, answered) = oneshot::channel();
     call.ctx.wait_until(job.run(answer));
     answered.await.unwrap_or_else(|_| Err(ApiError::internal("the request ended without an answer")))

@@ -36,6 +36,10 @@ pub async fn create_embeddings(mut req: Incoming, call: &Call, auth: Authenticat
         .clone();
     let plan = plan(call, &request.model, &row)?;
     let plan = super::allowed::check_plan(call, &auth.caller, [request.model.as_str()], plan).await?;
+    let mut job_call = call.clone();
+    let user = request.body.get("user").and_then(serde_json::Value::as_str);
+    job_call.end_user = crate::domain::chat::end_user_id(user).or_else(|| call.end_user.clone());
+    let call = &job_call;
     let meter = match (&auth.caller, &auth.hash) {
         (Caller::Key(key), Some(hash)) => {
             let demand = Demand { model: &request.model, prompt: request.token_bound, output: 0 };
@@ -46,10 +50,7 @@ pub async fn create_embeddings(mut req: Incoming, call: &Call, auth: Authenticat
         _ => None,
     };
     let (answer, answered) = oneshot::channel();
-    let mut job_call = call.clone();
-    let user = request.body.get("user").and_then(serde_json::Value::as_str);
-    job_call.end_user = crate::domain::chat::end_user_id(user).or_else(|| call.end_user.clone());
-    let job = Job { call: job_call, caller: auth.caller, request, plan, meter };
+    let job = Job { call: job_call.clone(), caller: auth.caller, request, plan, meter };
     call.ctx.wait_until(job.run(answer));
     answered.await.unwrap_or_else(|_| Err(ApiError::internal("the request ended without an answer")))
 }

@@ -12,6 +12,7 @@ fn insufficient_message(source: LimitSource) -> &'static str {
         LimitSource::Balance => "insufficient balance for this request; add credits or lower max_tokens",
         LimitSource::KeyLimit => "this key's spend limit is reached for the current window",
         LimitSource::OrgLimit => "the organization's monthly cost limit is reached",
+        LimitSource::EndUserLimit => "this end user's budget on this key is reached for the current window",
     }
 }
 use crate::providers::openai_compat::ProviderError;

@@ -13,6 +13,7 @@ use super::respond::{self, present, query, random_bytes, read_json, Call};
 use crate::billing::client::Account;
 use crate::cache::keys as key_cache;
 use crate::domain::allow;
+use crate::domain::end_users::BudgetInput;
 use crate::domain::keys::{
     self, parse_permissions, validate_expiry, validate_limit, validate_limit_reset, Climb, KeyState, KeyTerms,
     Permissions, Status, MAX_GRACE_SECONDS,
@@ -43,6 +44,7 @@ pub(super) struct CreateKey {
     allowed_providers: Option<Value>,
     rpm_limit: Option<i64>,
     tpm_limit: Option<i64>,
+    end_user_budget: Option<BudgetInput>,
 }
 
 fn db(call: &Call) -> Result<D1Database, ApiError> {
@@ -83,6 +85,7 @@ pub async fn create_token(mut req: Incoming, call: &Call, caller: &Caller) -> Re
         allowed_providers: (!k.allowed.providers.is_empty()).then(|| Value::from(k.allowed.providers.clone())),
         rpm_limit: k.rates.rpm,
         tpm_limit: k.rates.tpm,
+        end_user_budget: None,
     };
     mint_key(call, caller, user_id, fields).await
 }
@@ -122,6 +125,7 @@ pub(super) async fn mint_key(
     row.limit_reset = limit_reset;
     row.rpm_limit = rates::validate("rpm_limit", body.rpm_limit)?;
     row.tpm_limit = rates::validate("tpm_limit", body.tpm_limit)?;
+    row.set_end_user_budget(body.end_user_budget.map(|b| b.validate("end_user_budget")).transpose()?);
     // Lists the body leaves out are the maker's own (an admin's: any).
     let inherited = holder(caller).map(|h| h.allowed).unwrap_or_default();
     let allowed =
@@ -231,7 +235,7 @@ fn forbidden(climb: Climb) -> ApiError {
 
 /// The key, if the caller may manage it (change, rotate, delete): 404 when it may not see it,
 /// 403 when it sees it but the key is beyond its own permissions.
-async fn managed_key(db: &D1Database, caller: &Caller, id: &str) -> Result<KeyRow, ApiError> {
+pub(super) async fn managed_key(db: &D1Database, caller: &Caller, id: &str) -> Result<KeyRow, ApiError> {
     let row = visible_key(db, caller, id).await?;
     if let Some(h) = holder(caller) {
         keys::may_manage(&h, &terms_of(&row)).map_err(forbidden)?;
@@ -266,6 +270,8 @@ struct UpdateKey {
     rpm_limit: Option<Option<i64>>,
     #[serde(default, deserialize_with = "present")]
     tpm_limit: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "present")]
+    end_user_budget: Option<Option<BudgetInput>>,
 }
 
 pub async fn update_key(mut req: Incoming, call: &Call, caller: &Caller, id: &str) -> Result<Response, ApiError> {
@@ -309,6 +315,9 @@ pub async fn update_key(mut req: Incoming, call: &Call, caller: &Caller, id: &st
     }
     if let Some(tpm) = body.tpm_limit {
         row.tpm_limit = rates::validate("tpm_limit", tpm)?;
+    }
+    if let Some(budget) = body.end_user_budget {
+        row.set_end_user_budget(budget.map(|b| b.validate("end_user_budget")).transpose()?);
     }
     if let Some(h) = holder(caller) {
         keys::within_holder(&h, &terms_of(&row), Some(&before)).map_err(forbidden)?;
@@ -504,6 +513,7 @@ pub(super) fn key_state(row: &KeyRow) -> KeyState {
         permissions: Some(row.permissions.clone()),
         version: parse_iso(&row.updated_at),
         rates: row.rates(),
+        end_user_budget: row.end_user_budget(),
     }
 }
 
@@ -517,7 +527,7 @@ pub(super) fn key_view(k: &KeyRow, now_ms: i64) -> Value {
         "permissions": Permissions::from_stored(&k.permissions).to_list(),
         "expires_at": k.expires_at, "limit": k.limit_micros.map(micros_to_usd), "limit_reset": k.limit_reset,
         "allowed_models": allowed.models, "allowed_providers": allowed.providers,
-        "rpm_limit": k.rpm_limit, "tpm_limit": k.tpm_limit,
+        "rpm_limit": k.rpm_limit, "tpm_limit": k.tpm_limit, "end_user_budget": k.end_user_budget().map(|b| b.view()),
         "disabled": k.disabled != 0, "status": status.as_str(), "rotated_at": k.rotated_at,
         "last_used_at": k.last_used_at, "created_at": k.created_at, "updated_at": k.updated_at,
     })

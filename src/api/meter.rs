@@ -55,6 +55,8 @@ pub struct Meter {
     pub upstream_id: Option<String>,
     /// The budget lease the request was started on, instead of a reservation of its own.
     pub lease: Option<OnLease>,
+    /// Whom the request was made for.
+    pub end_user: Option<String>,
 }
 
 /// What a request may use at most: its prompt (an upper bound) and its output tokens.
@@ -183,7 +185,8 @@ impl Meter {
         let leasing = call.config.leases
             && key.org_id.is_none()
             && call.config.in_flight == InFlightCaps::default()
-            && rates.is_none();
+            && rates.is_none()
+            && key.end_user_budget.is_none();
         let meter = |reserved, lease| Self {
             account_id: key.user_id.clone(),
             key_id: key.id.clone(),
@@ -198,10 +201,11 @@ impl Meter {
             lease_ms,
             upstream_id: None,
             lease,
+            end_user: call.end_user.clone(),
         };
         let mut asking = None;
         if leasing {
-            match start_on_lease(&key.id, hash, worst_case, call).await {
+            match start_on_lease(&key.id, hash, worst_case, call.end_user.as_deref(), call).await {
                 LeaseStart::On(on) => return Ok((meter(worst_case, Some(on)), output)),
                 LeaseStart::Ask(guard) => asking = Some(guard),
                 LeaseStart::Alone => {}
@@ -222,6 +226,8 @@ impl Meter {
             tokens: i64::try_from(prompt.saturating_add(output)).unwrap_or(i64::MAX),
             rates: key.rates,
             rate_default: call.config.rate_default,
+            end_user: call.end_user.clone(),
+            end_user_budget: key.end_user_budget,
         };
         let answer = Account::of(&call.env, &key.user_id).reserve(ask).await.map_err(ApiError::internal)?;
         let (reservation, resets_at_ms) = match answer {
@@ -252,8 +258,11 @@ impl Meter {
         };
         // The requests waiting for this lease try it now.
         drop(asking);
-        // Only a key limit has a reset to tell.
-        let refusal = |source| insufficient(source, resets_at_ms.filter(|_| source == LimitSource::KeyLimit));
+        // Only a key limit and an end user's budget have a reset to tell.
+        let refusal = |source| {
+            let windowed = matches!(source, LimitSource::KeyLimit | LimitSource::EndUserLimit);
+            insufficient(source, resets_at_ms.filter(|_| windowed))
+        };
         let (mut m, output) = match reservation {
             Reservation::Full { amount } => (meter(amount, None), output),
             Reservation::Partial { amount, source } => {
@@ -318,6 +327,7 @@ impl Meter {
             cancelled: outcome.cancelled,
             estimated: charged.estimated,
             created_ms: self.started_ms as i64,
+            end_user: self.end_user.clone(),
         }
     }
 
@@ -383,8 +393,11 @@ enum LeaseStart {
 /// request asks the object for a lease (with its own reservation) while the others wait for the answer
 /// (polling their own timers, at most `LEASE_WAIT_POLLS` ms) and try again; those it cannot cover
 /// reserve on their own.
-async fn start_on_lease(key_id: &str, hash: &str, worst_case: i64, call: &Call) -> LeaseStart {
-    let on_lease = |now| leases::take(key_id, hash, worst_case, now).map(|id| OnLease { lease_id: id, worst_case });
+async fn start_on_lease(key_id: &str, hash: &str, worst_case: i64, end_user: Option<&str>, call: &Call) -> LeaseStart {
+    let on_lease = |now| {
+        let end_user = end_user.map(String::from);
+        leases::take(key_id, hash, worst_case, now).map(|lease_id| OnLease { lease_id, worst_case, end_user })
+    };
     if let Some(on) = on_lease(call.now_ms()) {
         return LeaseStart::On(on);
     }

@@ -13,6 +13,8 @@ mod chat;
 #[cfg(target_arch = "wasm32")]
 mod embeddings;
 #[cfg(target_arch = "wasm32")]
+mod end_users;
+#[cfg(target_arch = "wasm32")]
 mod incoming;
 #[cfg(target_arch = "wasm32")]
 mod keys;
@@ -138,6 +140,9 @@ mod dispatch {
             Route::UpdateKey(id) => super::keys::update_key(req, call, caller, &id).await,
             Route::DeleteKey(id) => super::keys::delete_key(call, caller, &id).await,
             Route::RotateKey(id) => super::keys::rotate_key(req, call, caller, &id).await,
+            Route::ListEndUsers(id) => super::end_users::list(call, caller, &id).await,
+            Route::PutEndUserBudget(id, end_user) => super::end_users::put(req, call, caller, &id, &end_user).await,
+            Route::ClearEndUserBudget(id, end_user) => super::end_users::clear(call, caller, &id, &end_user).await,
             Route::ListOrgs => super::orgs::list_orgs(req, call).await,
             Route::CreateOrg => super::orgs::create_org(req, call).await,
             Route::GetOrg(id) => super::orgs::get_org(call, &id).await,

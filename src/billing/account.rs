@@ -5,7 +5,7 @@ use std::cell::Cell;
 
 use worker::{Result, SqlStorage};
 
-use super::protocol::{AccountRequest, AccountResponse, KeyUsage, LedgerEntry, OnLease, Settlement};
+use super::protocol::{AccountRequest, AccountResponse, EndUserRow, KeyUsage, LedgerEntry, OnLease, Settlement};
 use super::store;
 use crate::domain::account::{Book, Closed, Decision};
 use crate::domain::money::micros_to_usd;
@@ -41,6 +41,9 @@ impl Account<'_> {
                 let (decision, held) = self.book.reserve(&ask, now);
                 if let Some(held) = held {
                     store::hold(sql, &ask.request_id, &held)?;
+                    if let Some(end_user) = &held.end_user {
+                        store::see_end_user(sql, &ask.key_id, end_user, now)?;
+                    }
                     if let Some(admitted) = self.book.admitted(&ask.key_id, &ask.request_id) {
                         store::admit(sql, &ask.key_id, admitted)?;
                     }
@@ -62,8 +65,9 @@ impl Account<'_> {
             AccountRequest::Touch { request_id, evidence, lease_ms, on_lease } => {
                 let moved = on_lease.is_some() && self.book.held(&request_id).is_none();
                 let held = match &on_lease {
-                    Some(OnLease { lease_id, worst_case }) => {
-                        self.book.touch_leased(lease_id, &request_id, *worst_case, evidence, lease_ms, now).cloned()
+                    Some(OnLease { lease_id, worst_case, end_user }) => {
+                        let request = (request_id.as_str(), end_user.as_deref());
+                        self.book.touch_leased(lease_id, request, *worst_case, evidence, lease_ms, now).cloned()
                     }
                     None => self.book.touch(&request_id, evidence, lease_ms, now).cloned(),
                 };
@@ -85,9 +89,10 @@ impl Account<'_> {
                     // A request charged straight from a lease has no reservation row to remove.
                     let reserved = self.book.held(&request_id).is_some();
                     let closed = match &on_lease {
-                        Some(OnLease { lease_id, worst_case }) => {
+                        Some(OnLease { lease_id, worst_case, end_user }) => {
                             let from_lease = !reserved;
-                            let closed = self.book.settle_leased(lease_id, &request_id, *worst_case, cost, now);
+                            let request = (request_id.as_str(), end_user.as_deref());
+                            let closed = self.book.settle_leased(lease_id, request, *worst_case, cost, now);
                             if let (true, Some(c)) = (from_lease, &closed) {
                                 store::lease_charge(sql, lease_id, &request_id, c.amount)?;
                             }
@@ -120,6 +125,7 @@ impl Account<'_> {
                             let closed = Closed {
                                 request_id: request_id.clone(),
                                 key_id: usage.as_ref().map(|u| u.key_id.clone()).unwrap_or_default(),
+                                end_user: on_lease.as_ref().and_then(|on| on.end_user.clone()),
                                 reserved: 0,
                                 amount: 0,
                                 uncollected: cost,
@@ -177,11 +183,42 @@ impl Account<'_> {
                     created_ms: now,
                 };
                 // One row: the credit and its idempotency key are written together or not at all.
-                store::post(sql, &entry, 0, None)?;
+                store::post(sql, &entry, 0, None, None)?;
                 self.wrote = true;
                 AccountResponse::Credited { transaction_id: id, balance }
             }
             AccountRequest::Summary { key_id, audit } => self.summary(key_id.as_deref(), audit)?,
+            AccountRequest::PutEndUserBudget { key_id, end_user, own } => {
+                let own = own.into_option();
+                for lease_id in self.book.set_end_user_budget(&key_id, &end_user, own, now) {
+                    store::end_lease_use(sql, &lease_id, now)?;
+                }
+                store::put_end_user_budget(sql, &key_id, &end_user, own, now)?;
+                AccountResponse::Ok
+            }
+            AccountRequest::EndUsers { key_id, default } => {
+                let b = &*self.book;
+                let default = b.key(&key_id).map_or(default, |k| k.end_user_budget);
+                let mut users: Vec<EndUserRow> = b
+                    .end_users_of(&key_id)
+                    .map(|(name, u)| {
+                        let budget = u.budget(default);
+                        let reset = budget.and_then(|b| b.reset);
+                        EndUserRow {
+                            end_user: name.clone(),
+                            first_ms: u.first_ms,
+                            budget,
+                            own: u.own_budget.is_some(),
+                            spent: u.spend.in_window(reset, now),
+                            total: u.spend.in_window(None, now),
+                            held: b.held_for_end_user(&key_id, name),
+                            resets_ms: reset.map(|r| r.window_end(now)),
+                        }
+                    })
+                    .collect();
+                users.sort_by(|a, b| b.spent.cmp(&a.spent).then_with(|| a.end_user.cmp(&b.end_user)));
+                AccountResponse::EndUsers { users }
+            }
             AccountRequest::Transactions { page, page_size } => {
                 let (rows, total) = store::transactions(sql, page, page_size)?;
                 AccountResponse::Transactions { rows, total }
@@ -282,7 +319,10 @@ fn write_closed(
             key_id: Some(c.key_id.clone()),
             created_ms: now,
         };
-        store::post(sql, &entry, c.uncollected, upstream_id.as_deref())?;
+        store::post(sql, &entry, c.uncollected, upstream_id.as_deref(), c.end_user.as_deref())?;
+    }
+    if let Some(end_user) = &c.end_user {
+        store::see_end_user(sql, &c.key_id, end_user, now)?;
     }
     if reserved {
         store::release(sql, &c.request_id)?;

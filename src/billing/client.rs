@@ -15,10 +15,11 @@ use worker::{Env, ObjectNamespace};
 
 use super::message::{IN_BODY, MAX_HEADER_MESSAGE};
 use super::protocol::{
-    AccountRequest, AccountResponse, KeyUsage, LedgerEntry, OnLease, OrgRequest, OrgResponse, Settlement,
+    AccountRequest, AccountResponse, EndUserRow, KeyUsage, LedgerEntry, OnLease, OrgRequest, OrgResponse, Settlement,
     MESSAGE_HEADER,
 };
 use crate::domain::account::Ask;
+use crate::domain::end_users::{Budget, OwnBudget};
 use crate::domain::keys::{KeyRefusal, KeyState};
 use crate::domain::lease::Granted;
 use crate::domain::ledger::Reservation;
@@ -182,6 +183,25 @@ impl<'a> Account<'a> {
     }
 
     /// Balance and totals.
+    /// Gives an end user of a key a budget of its own, none, or back the key's default. The key's
+    /// leases end at once here and within a lease's use elsewhere, as for `put_key`.
+    pub async fn put_end_user_budget(&self, key_id: &str, end_user: &str, own: OwnBudget) -> Result<(), String> {
+        super::leases::end_use(key_id, js_sys::Date::now() as i64);
+        let message = AccountRequest::PutEndUserBudget { key_id: key_id.into(), end_user: end_user.into(), own };
+        match self.call(&message).await? {
+            AccountResponse::Ok => Ok(()),
+            other => Err(unexpected("PutEndUserBudget", other)),
+        }
+    }
+
+    /// A key's end users with their spend, most spent first.
+    pub async fn end_users(&self, key_id: &str, default: Option<Budget>) -> Result<Vec<EndUserRow>, String> {
+        match self.call(&AccountRequest::EndUsers { key_id: key_id.into(), default }).await? {
+            AccountResponse::EndUsers { users } => Ok(users),
+            other => Err(unexpected("EndUsers", other)),
+        }
+    }
+
     pub async fn summary(&self, key_id: Option<String>) -> Result<Summary, String> {
         self.summarise(key_id, false).await
     }

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::domain::account::Ask;
+use crate::domain::end_users::{Budget, OwnBudget};
 use crate::domain::keys::{KeyRefusal, KeyState};
 use crate::domain::lease::Granted;
 use crate::domain::ledger::Reservation;
@@ -62,6 +63,11 @@ pub enum AccountRequest {
     },
     /// Ledger rows, newest first.
     Transactions { page: u32, page_size: u32 },
+    /// Gives an end user of a key a budget of its own, none, or back the key's default.
+    PutEndUserBudget { key_id: String, end_user: String, own: OwnBudget },
+    /// A key's end users with their spend; `default` is D1's view of the key's budget per end user,
+    /// used when the object has no state for the key.
+    EndUsers { key_id: String, default: Option<Budget> },
     /// Copies the ledger's unsynced rows to D1 now (reconciliation asks first).
     Flush,
     /// Liveness probe for `/health?deep=1`.
@@ -88,6 +94,24 @@ pub struct Settlement {
 pub struct OnLease {
     pub lease_id: String,
     pub worst_case: i64,
+    /// The end user the request was made for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_user: Option<String>,
+}
+
+/// One end user of a key as the object reports it (micro-USD, ms).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndUserRow {
+    pub end_user: String,
+    pub first_ms: i64,
+    /// The budget that binds it, and whether it is its own (not the key's default).
+    pub budget: Option<Budget>,
+    pub own: bool,
+    /// Spend in the budget's window (all time without a budget), all time, and money held now.
+    pub spent: i64,
+    pub total: i64,
+    pub held: i64,
+    pub resets_ms: Option<i64>,
 }
 
 /// One ledger row (amounts in micro-USD; times in ms).
@@ -177,6 +201,9 @@ pub enum AccountResponse {
     TooManyInFlight {
         scope: String,
     },
+    EndUsers {
+        users: Vec<EndUserRow>,
+    },
     Error {
         message: String,
     },
@@ -233,6 +260,8 @@ mod tests {
             tokens: 500,
             rates: crate::domain::rates::RateLimits { rpm: Some(10), tpm: None },
             rate_default: Default::default(),
+            end_user: Some("alice".into()),
+            end_user_budget: None,
         };
         let json = serde_json::to_string(&AccountRequest::Reserve { ask: ask.clone() }).expect("serialize");
         assert!(json.starts_with(r#"{"op":"reserve","request_id":"r1""#), "{json}");

@@ -13,6 +13,7 @@ use worker::{Result, SqlStorage};
 
 use super::protocol::LedgerEntry;
 use crate::domain::account::{Book, Held, SPEND_DAYS};
+use crate::domain::end_users::Budget;
 use crate::domain::keys::KeyState;
 use crate::domain::lease::Lease;
 use crate::domain::rates::{self, Admitted, RateLimits, Rates};
@@ -40,7 +41,10 @@ const SCHEMA: &str = "
   CREATE TABLE IF NOT EXISTS lease_charges (request_id TEXT PRIMARY KEY, lease_id TEXT NOT NULL, amount REAL NOT NULL);
   CREATE INDEX IF NOT EXISTS lease_charges_lease ON lease_charges(lease_id);
   CREATE TABLE IF NOT EXISTS rate_log (request_id TEXT PRIMARY KEY, key_id TEXT NOT NULL, at_ms REAL NOT NULL, tokens REAL NOT NULL);
-  CREATE INDEX IF NOT EXISTS rate_log_key ON rate_log(key_id, at_ms);";
+  CREATE INDEX IF NOT EXISTS rate_log_key ON rate_log(key_id, at_ms);
+  CREATE TABLE IF NOT EXISTS end_users (
+    key_id TEXT NOT NULL, end_user TEXT NOT NULL, first_ms REAL NOT NULL,
+    own INTEGER NOT NULL DEFAULT 0, own_limit REAL, own_reset TEXT, PRIMARY KEY (key_id, end_user));";
 
 /// Columns added after the first version of the object, added where missing.
 const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
@@ -50,6 +54,10 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("key_state", "version", "REAL"),
     ("key_state", "rpm_limit", "REAL"),
     ("key_state", "tpm_limit", "REAL"),
+    ("key_state", "end_user_limit", "REAL"),
+    ("key_state", "end_user_reset", "TEXT"),
+    ("reservations", "end_user", "TEXT"),
+    ("ledger", "end_user", "TEXT"),
     ("reservations", "evidence", "REAL NOT NULL DEFAULT 0"),
     ("reservations", "expires_ms", "REAL NOT NULL DEFAULT 0"),
     ("ledger", "uncollected", "REAL NOT NULL DEFAULT 0"),
@@ -114,6 +122,13 @@ struct KeyStateRow {
     version: Option<f64>,
     rpm_limit: Option<f64>,
     tpm_limit: Option<f64>,
+    end_user_limit: Option<f64>,
+    end_user_reset: Option<String>,
+}
+
+/// A budget as two columns (no limit: none).
+fn budget(limit: Option<f64>, reset: Option<&str>) -> Option<Budget> {
+    Some(Budget { limit_micros: limit? as i64, reset: reset.and_then(Reset::parse) })
 }
 
 impl From<KeyStateRow> for KeyState {
@@ -131,6 +146,7 @@ impl From<KeyStateRow> for KeyState {
             permissions: r.permissions,
             version: r.version.map(|v| v as i64),
             rates: RateLimits { rpm: r.rpm_limit.map(|v| v as i64), tpm: r.tpm_limit.map(|v| v as i64) },
+            end_user_budget: budget(r.end_user_limit, r.end_user_reset.as_deref()),
         }
     }
 }
@@ -164,13 +180,15 @@ impl From<LedgerRow> for LedgerEntry {
     }
 }
 
-/// The book as storage holds it: balance, open reservations, key states, and
-/// each key's charges per day for the last `SPEND_DAYS` days (older ones summed).
+/// The book as storage holds it: balance, open reservations, key states, each
+/// key's charges per day for the last `SPEND_DAYS` days (older ones summed),
+/// leases, per-minute windows and end users.
 pub fn load_book(sql: &SqlStorage, now: i64) -> Result<Book> {
     #[derive(Deserialize)]
     struct HeldRow {
         id: String,
         key_id: String,
+        end_user: Option<String>,
         amount: f64,
         evidence: f64,
         created_ms: f64,
@@ -204,13 +222,14 @@ pub fn load_book(sql: &SqlStorage, now: i64) -> Result<Book> {
         .to_array()?;
     let leases = load_leases(sql)?;
     let rates = load_rates(sql, now)?;
-    Ok(Book::restore(
+    let book = Book::restore(
         balance,
         held.into_iter().map(|h| {
             // Reservations stored before they had an expiry get one lease from now.
             let expires_ms = if h.expires_ms > 0.0 { h.expires_ms as i64 } else { now + 15 * 60 * 1000 };
             let held = Held {
                 key_id: h.key_id,
+                end_user: h.end_user,
                 amount: h.amount as i64,
                 evidence: h.evidence as i64,
                 created_ms: h.created_ms as i64,
@@ -222,7 +241,76 @@ pub fn load_book(sql: &SqlStorage, now: i64) -> Result<Book> {
         charges.into_iter().map(|c| (c.key_id, c.day as i64 * DAY, c.spent as i64)),
     )
     .with_leases(leases)
-    .with_rates(rates))
+    .with_rates(rates);
+    load_end_users(sql, book, now)
+}
+
+/// The end users seen, and their charges per day (older ones summed, as for keys).
+fn load_end_users(sql: &SqlStorage, book: Book, now: i64) -> Result<Book> {
+    #[derive(Deserialize)]
+    struct UserRow {
+        key_id: String,
+        end_user: String,
+        first_ms: f64,
+        own: i64,
+        own_limit: Option<f64>,
+        own_reset: Option<String>,
+    }
+    #[derive(Deserialize)]
+    struct ChargeRow {
+        key_id: String,
+        end_user: String,
+        day: f64,
+        spent: f64,
+    }
+    const DAY: i64 = 86_400_000;
+    let horizon = (now.div_euclid(DAY) - SPEND_DAYS) * DAY;
+    let users: Vec<UserRow> = sql.exec("SELECT * FROM end_users", None)?.to_array()?;
+    let charges: Vec<ChargeRow> = sql
+        .exec_raw(
+            "SELECT key_id, end_user, CASE WHEN created_ms < ?1 THEN 0 ELSE CAST(created_ms / 86400000 AS INTEGER) END              AS day, -SUM(amount) AS spent FROM ledger WHERE type = 'usage' AND key_id IS NOT NULL              AND end_user IS NOT NULL GROUP BY key_id, end_user, day",
+            vec![int(horizon)],
+        )?
+        .to_array()?;
+    Ok(book.with_end_users(
+        users.into_iter().map(|u| {
+            let own = (u.own != 0).then(|| budget(u.own_limit, u.own_reset.as_deref()));
+            (u.key_id, u.end_user, u.first_ms as i64, own)
+        }),
+        charges.into_iter().map(|c| (c.key_id, c.end_user, c.day as i64 * DAY, c.spent as i64)),
+    ))
+}
+
+/// Records an end user seen (a repeat changes nothing).
+pub fn see_end_user(sql: &SqlStorage, key_id: &str, end_user: &str, now: i64) -> Result<()> {
+    sql.exec_raw(
+        "INSERT OR IGNORE INTO end_users (key_id, end_user, first_ms) VALUES (?, ?, ?)",
+        vec![text(key_id), text(end_user), int(now)],
+    )?;
+    Ok(())
+}
+
+/// An end user's own budget (`Some(None)`: none at all), or back to the key's default (`None`).
+pub fn put_end_user_budget(
+    sql: &SqlStorage,
+    key_id: &str,
+    end_user: &str,
+    own: Option<Option<Budget>>,
+    now: i64,
+) -> Result<()> {
+    see_end_user(sql, key_id, end_user, now)?;
+    let budget = own.flatten();
+    sql.exec_raw(
+        "UPDATE end_users SET own = ?, own_limit = ?, own_reset = ? WHERE key_id = ? AND end_user = ?",
+        vec![
+            int(i64::from(own.is_some())),
+            opt_int(budget.map(|b| b.limit_micros)),
+            opt_text(budget.and_then(|b| b.reset).map(Reset::as_str)),
+            text(key_id),
+            text(end_user),
+        ],
+    )?;
+    Ok(())
 }
 
 /// The requests counted in per-minute windows that are still in them.
@@ -335,8 +423,8 @@ pub fn end_lease(sql: &SqlStorage, lease_id: &str) -> Result<()> {
 pub fn put_key(sql: &SqlStorage, s: &KeyState) -> Result<()> {
     sql.exec_raw(
         "INSERT OR REPLACE INTO key_state (key_id, hash, previous_hash, previous_until_ms, expires_at_ms, \
-         disabled, deleted, limit_micros, limit_reset, permissions, version, rpm_limit, tpm_limit) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         disabled, deleted, limit_micros, limit_reset, permissions, version, rpm_limit, tpm_limit, \
+         end_user_limit, end_user_reset) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         vec![
             text(&s.key_id),
             text(&s.hash),
@@ -351,6 +439,8 @@ pub fn put_key(sql: &SqlStorage, s: &KeyState) -> Result<()> {
             opt_int(s.version),
             opt_int(s.rates.rpm),
             opt_int(s.rates.tpm),
+            opt_int(s.end_user_budget.map(|b| b.limit_micros)),
+            opt_text(s.end_user_budget.and_then(|b| b.reset).map(Reset::as_str)),
         ],
     )?;
     Ok(())
@@ -359,8 +449,17 @@ pub fn put_key(sql: &SqlStorage, s: &KeyState) -> Result<()> {
 /// Stores a reservation (new, or its heartbeat).
 pub fn hold(sql: &SqlStorage, request_id: &str, h: &Held) -> Result<()> {
     sql.exec_raw(
-        "INSERT OR REPLACE INTO reservations (id, key_id, amount, created_ms, evidence, expires_ms) VALUES (?, ?, ?, ?, ?, ?)",
-        vec![text(request_id), text(&h.key_id), int(h.amount), int(h.created_ms), int(h.evidence), int(h.expires_ms)],
+        "INSERT OR REPLACE INTO reservations (id, key_id, amount, created_ms, evidence, expires_ms, end_user) \
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
+        vec![
+            text(request_id),
+            text(&h.key_id),
+            int(h.amount),
+            int(h.created_ms),
+            int(h.evidence),
+            int(h.expires_ms),
+            opt_text(h.end_user.as_deref()),
+        ],
     )?;
     Ok(())
 }
@@ -372,11 +471,17 @@ pub fn release(sql: &SqlStorage, request_id: &str) -> Result<()> {
 
 /// Appends a ledger row: one statement, so a change of balance is written whole or
 /// not at all. `uncollected`: cost above the reservation, not charged;
-/// `upstream_id`: the upstream's id of the generation.
-pub fn post(sql: &SqlStorage, entry: &LedgerEntry, uncollected: i64, upstream_id: Option<&str>) -> Result<()> {
+/// `upstream_id`: the upstream's id of the generation; `end_user`: whom the request was made for.
+pub fn post(
+    sql: &SqlStorage,
+    entry: &LedgerEntry,
+    uncollected: i64,
+    upstream_id: Option<&str>,
+    end_user: Option<&str>,
+) -> Result<()> {
     sql.exec_raw(
-        "INSERT INTO ledger (id, type, amount, balance_after, reference_id, description, key_id, created_ms, uncollected, upstream_id) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO ledger (id, type, amount, balance_after, reference_id, description, key_id, created_ms, \
+         uncollected, upstream_id, end_user) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         vec![
             text(&entry.id),
             text(&entry.kind),
@@ -388,6 +493,7 @@ pub fn post(sql: &SqlStorage, entry: &LedgerEntry, uncollected: i64, upstream_id
             int(entry.created_ms),
             int(uncollected),
             opt_text(upstream_id),
+            opt_text(end_user),
         ],
     )?;
     Ok(())

@@ -43,6 +43,9 @@ pub struct KeyRecord {
     /// Its own requests and tokens per minute (the tenant's default applies where it sets none).
     #[serde(default)]
     pub rates: crate::domain::rates::RateLimits,
+    /// Each end user's budget, as D1 had it.
+    #[serde(default)]
+    pub end_user_budget: Option<crate::domain::end_users::Budget>,
 }
 
 impl KeyRecord {
@@ -68,6 +71,7 @@ impl KeyRecord {
             presented_previous: row.key_hash != hash,
             allowed: row.allowlist(),
             rates: row.rates(),
+            end_user_budget: row.end_user_budget(),
         }
     }
 }

@@ -22,9 +22,10 @@
 
 use std::collections::HashMap;
 
+use super::end_users::{Budget, EndUser, EndUsers};
 use super::keys::{KeyRefusal, KeyState};
 use super::lease::{self, Granted, Lease, LeaseAsk};
-use super::ledger::{self, Headroom, InFlightCaps, Reservation};
+use super::ledger::{self, Headroom, InFlightCaps, LimitSource, Reservation};
 use super::rates::{Admitted, RateLimits, RateRefusal, RateStatus, Rates};
 use super::windows::Reset;
 
@@ -35,6 +36,8 @@ pub use super::spend::SPEND_DAYS;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Held {
     pub key_id: String,
+    /// The end user the request was made for, if it named one.
+    pub end_user: Option<String>,
     pub amount: i64,
     /// What a close without settlement charges: the cost of what the gateway last
     /// reported the upstream had generated (0 until a report comes).
@@ -72,6 +75,12 @@ pub struct Ask {
     /// The tenant's per-minute limits for keys that set none.
     #[serde(default)]
     pub rate_default: RateLimits,
+    /// The end user the request is made for (`domain::end_users`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_user: Option<String>,
+    /// The gateway's view of the key's budget per end user, used when the object has no state for the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_user_budget: Option<Budget>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,6 +105,7 @@ pub enum Decision {
 pub struct Closed {
     pub request_id: String,
     pub key_id: String,
+    pub end_user: Option<String>,
     pub reserved: i64,
     /// What the ledger is charged (≤ `reserved`; may be 0).
     pub amount: i64,
@@ -120,6 +130,7 @@ pub struct Book {
     spend: HashMap<String, Spend>,
     leases: HashMap<String, Lease>,
     rates: Rates,
+    end_users: EndUsers,
 }
 
 impl Book {
@@ -143,7 +154,64 @@ impl Book {
             spend,
             leases: HashMap::new(),
             rates: Rates::default(),
+            end_users: EndUsers::default(),
         }
+    }
+
+    /// The book with the end users storage holds: `(key_id, end_user, first seen, own budget)`, and
+    /// their charges as `(key_id, end_user, charged at, amount)` (older rows summed, as for keys).
+    pub fn with_end_users(
+        mut self,
+        users: impl IntoIterator<Item = (String, String, i64, Option<Option<Budget>>)>,
+        charges: impl IntoIterator<Item = (String, String, i64, i64)>,
+    ) -> Self {
+        for (key_id, end_user, first_ms, own) in users {
+            self.end_users.restore(&key_id, &end_user, first_ms, own);
+        }
+        for (key_id, end_user, at_ms, amount) in charges {
+            self.end_users.record(&key_id, &end_user, at_ms, amount);
+        }
+        self
+    }
+
+    pub fn end_user(&self, key_id: &str, end_user: &str) -> Option<&EndUser> {
+        self.end_users.get(key_id, end_user)
+    }
+
+    pub fn end_users_of(&self, key_id: &str) -> impl Iterator<Item = (&String, &EndUser)> {
+        self.end_users.of_key(key_id)
+    }
+
+    /// Money held for one end user of a key (its requests in flight).
+    pub fn held_for_end_user(&self, key_id: &str, end_user: &str) -> i64 {
+        let of = |h: &&Held| h.key_id == key_id && h.end_user.as_deref() == Some(end_user);
+        self.in_flight.values().filter(of).map(|h| h.amount).sum()
+    }
+
+    /// Gives an end user a budget of its own (`Some(None)`: none), or back the key's default (`None`).
+    /// The key's leases end for new requests (their requests are not counted per end user): returns
+    /// their ids (to store), as `put_key` does.
+    pub fn set_end_user_budget(
+        &mut self,
+        key_id: &str,
+        end_user: &str,
+        own: Option<Option<Budget>>,
+        now: i64,
+    ) -> Vec<String> {
+        self.end_users.set_budget(key_id, end_user, own, now);
+        self.end_lease_use(key_id, now)
+    }
+
+    fn end_lease_use(&mut self, key_id: &str, now: i64) -> Vec<String> {
+        let mut revoked = Vec::new();
+        for (id, lease) in self.leases.iter_mut().filter(|(_, l)| l.key_id == key_id) {
+            if lease.use_until_ms > now {
+                lease.use_until_ms = now;
+                revoked.push(id.clone());
+            }
+        }
+        revoked.sort();
+        revoked
     }
 
     /// The book with the requests storage counts in per-minute windows.
@@ -218,13 +286,7 @@ impl Book {
         if newer_held.is_some_and(|(held, new)| held > new) {
             return None;
         }
-        let mut revoked = Vec::new();
-        for (id, lease) in self.leases.iter_mut().filter(|(_, l)| l.key_id == state.key_id) {
-            if lease.use_until_ms > now {
-                lease.use_until_ms = now;
-                revoked.push(id.clone());
-            }
-        }
+        let revoked = self.end_lease_use(&state.key_id, now);
         self.keys.insert(state.key_id.clone(), state);
         Some(revoked)
     }
@@ -254,18 +316,18 @@ impl Book {
     /// Checks the key and, when the limits allow, holds money for the request.
     /// Returns the decision and, when money is newly held, the reservation to store.
     pub fn reserve(&mut self, ask: &Ask, now: i64) -> (Decision, Option<Held>) {
-        let (limit, reset, rates) = match self.keys.get(&ask.key_id) {
+        let (limit, reset, rates, end_user_default) = match self.keys.get(&ask.key_id) {
             Some(state) => {
                 if let Err(reason) = state.check(&ask.hash, now) {
                     return (Decision::Refused(reason), None);
                 }
-                (state.limit_micros, state.limit_reset, state.rates)
+                (state.limit_micros, state.limit_reset, state.rates, state.end_user_budget)
             }
-            None => (ask.limit_micros, ask.limit_reset, ask.rates),
+            None => (ask.limit_micros, ask.limit_reset, ask.rates, ask.end_user_budget),
         };
         let rates = rates.or(ask.rate_default);
         let rate_status = |book: &Self| (!rates.is_none()).then(|| book.rates.status(&ask.key_id, rates, now));
-        let resets_at_ms = limit.and(reset).map(|r| r.window_end(now));
+        let mut resets_at_ms = limit.and(reset).map(|r| r.window_end(now));
         if let Some(held) = self.in_flight.get(&ask.request_id) {
             // A repeated message: the same answer, nothing held or counted twice.
             let reservation = Reservation::Full { amount: held.amount };
@@ -280,12 +342,28 @@ impl Book {
             return (Decision::RateLimited(refusal), None);
         }
         let key_headroom = self.key_headroom(&ask.key_id, limit, reset, now);
-        let headroom = Headroom { balance: self.balance - self.reserved(), key: key_headroom };
+        let end_user = ask.end_user.as_deref().map(|e| (e, self.end_user_budget(&ask.key_id, e, end_user_default)));
+        let end_user_headroom = end_user.and_then(|(e, budget)| {
+            let b = budget?;
+            let spent = self.end_users.get(&ask.key_id, e).map_or(0, |u| u.spend.in_window(b.reset, now));
+            Some(b.limit_micros - spent - self.held_for_end_user(&ask.key_id, e))
+        });
+        let headroom =
+            Headroom { balance: self.balance - self.reserved(), key: key_headroom, end_user: end_user_headroom };
         let reservation = ledger::reserve(headroom, ask.worst_case, ask.min_to_run);
+        if let Reservation::Partial { source: LimitSource::EndUserLimit, .. }
+        | Reservation::Refused { source: LimitSource::EndUserLimit } = reservation
+        {
+            resets_at_ms = end_user.and_then(|(_, b)| b?.reset).map(|r| r.window_end(now));
+        }
         let held = match reservation {
             Reservation::Full { amount } | Reservation::Partial { amount, .. } => {
+                if let Some(e) = &ask.end_user {
+                    self.end_users.see(&ask.key_id, e, now);
+                }
                 let held = Held {
                     key_id: ask.key_id.clone(),
+                    end_user: ask.end_user.clone(),
                     amount,
                     evidence: 0,
                     created_ms: now,
@@ -299,14 +377,21 @@ impl Book {
             }
             Reservation::Refused { .. } => None,
         };
-        // Leases only where nothing counts requests: the object cannot count those started on one.
+        // Leases only where nothing counts requests: the object cannot count those started on one (per
+        // minute, per end user).
+        let counted = !rates.is_none() || end_user_default.is_some() || self.end_users.any_own_budget(&ask.key_id);
         let lease = match (&reservation, &ask.lease) {
-            (Reservation::Full { .. }, Some(asked)) if ask.caps == InFlightCaps::default() && rates.is_none() => {
+            (Reservation::Full { .. }, Some(asked)) if ask.caps == InFlightCaps::default() && !counted => {
                 self.grant(asked, (&ask.key_id, &ask.hash), (limit, reset), ask.worst_case, ask.lease_ms, now)
             }
             _ => None,
         };
         (Decision::Decided { reservation, resets_at_ms, lease, rate: rate_status(self) }, held)
+    }
+
+    /// The budget that binds an end user of a key: its own, else the key's default.
+    fn end_user_budget(&self, key_id: &str, end_user: &str, default: Option<Budget>) -> Option<Budget> {
+        self.end_users.get(key_id, end_user).map_or(default, |u| u.budget(default))
     }
 
     /// What the key's limit leaves (its window's spend and everything held for it counted).
@@ -356,10 +441,11 @@ impl Book {
     /// Charges a request started on a lease: its cost, capped at its worst case and at what the lease
     /// holds, once. A request whose worst case was moved into a reservation of its own settles that.
     /// `None`: charged already, or the lease has ended (nothing is charged).
+    /// `end_user`: whom it was made for (its charge counts in the end user's spend).
     pub fn settle_leased(
         &mut self,
         lease_id: &str,
-        request_id: &str,
+        (request_id, end_user): (&str, Option<&str>),
         worst_case: i64,
         cost: i64,
         now: i64,
@@ -374,7 +460,14 @@ impl Book {
         let cap = worst_case.clamp(0, lease.amount);
         let amount = ledger::charge(cost, cap);
         lease.amount -= amount;
-        let held = Held { key_id: lease.key_id.clone(), amount: cap, evidence: 0, created_ms: now, expires_ms: now };
+        let held = Held {
+            key_id: lease.key_id.clone(),
+            end_user: end_user.map(String::from),
+            amount: cap,
+            evidence: 0,
+            created_ms: now,
+            expires_ms: now,
+        };
         Some(self.close(request_id, held, cost, false, now))
     }
 
@@ -383,7 +476,7 @@ impl Book {
     pub fn touch_leased(
         &mut self,
         lease_id: &str,
-        request_id: &str,
+        (request_id, end_user): (&str, Option<&str>),
         worst_case: i64,
         evidence: i64,
         lease_ms: i64,
@@ -396,7 +489,14 @@ impl Book {
             }
             let amount = worst_case.clamp(0, lease.amount);
             lease.amount -= amount;
-            let held = Held { key_id: lease.key_id.clone(), amount, evidence: 0, created_ms: now, expires_ms: now };
+            let held = Held {
+                key_id: lease.key_id.clone(),
+                end_user: end_user.map(String::from),
+                amount,
+                evidence: 0,
+                created_ms: now,
+                expires_ms: now,
+            };
             self.in_flight.insert(request_id.to_string(), held);
         }
         self.touch(request_id, evidence, lease_ms, now)
@@ -453,10 +553,14 @@ impl Book {
         self.balance -= amount;
         if amount > 0 {
             self.spend.entry(held.key_id.clone()).or_default().record(now, amount);
+            if let Some(end_user) = &held.end_user {
+                self.end_users.record(&held.key_id, end_user, now, amount);
+            }
         }
         Closed {
             request_id: request_id.to_string(),
             key_id: held.key_id,
+            end_user: held.end_user,
             reserved: held.amount,
             amount,
             uncollected: (cost - amount).max(0),
@@ -469,7 +573,6 @@ impl Book {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::ledger::LimitSource;
 
     const NOW: i64 = 1_700_000_000_000;
     const LEASE: i64 = 60_000;
@@ -489,6 +592,8 @@ mod tests {
             tokens: 0,
             rates: RateLimits::default(),
             rate_default: RateLimits::default(),
+            end_user: None,
+            end_user_budget: None,
         }
     }
 
@@ -506,6 +611,7 @@ mod tests {
             permissions: None,
             version: None,
             rates: Default::default(),
+            end_user_budget: None,
         }
     }
 
@@ -650,9 +756,9 @@ mod tests {
         assert_eq!(granted.amount, 400, "half of the 900 left, in whole worst cases");
         assert_eq!(granted.use_until_ms, NOW + 100, "not past the old secret's grace");
         assert_eq!(book.reserved(), 500);
-        let closed = book.settle_leased("l1", "r2", 100, 70, NOW).expect("charged");
+        let closed = book.settle_leased("l1", ("r2", None), 100, 70, NOW).expect("charged");
         assert_eq!((closed.amount, book.lease("l1").map(|l| l.amount)), (70, Some(330)));
-        assert_eq!(book.settle_leased("l1", "r2", 100, 70, NOW), None, "once");
+        assert_eq!(book.settle_leased("l1", ("r2", None), 100, 70, NOW), None, "once");
         assert!(book.release_lease("l1"));
         assert_eq!(book.reserved(), 100);
     }

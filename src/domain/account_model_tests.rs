@@ -3,7 +3,7 @@
 //! (the book rebuilt from what storage holds) and budget leases (granted with
 //! a reservation, requests started on them by the isolate, their settlements
 //! and heartbeats, leases returned, and isolates that die holding them), with
-//! every invariant checked after every step. `Store` plays the object's
+//! per-minute limits and end users' budgets, with every invariant checked after every step. `Store` plays the object's
 //! storage and does exactly what the object shell writes for each answer.
 
 use std::collections::HashMap;
@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use proptest::prelude::*;
 
 use super::account::{Ask, Book, Closed, Decision, Held};
+use super::end_users::{Budget, OwnBudget};
 use super::keys::KeyState;
 use super::lease::{self, Lease, LeaseAsk, LocalLease};
 use super::ledger::{InFlightCaps, Reservation};
@@ -20,6 +21,8 @@ use super::windows::Reset;
 const START: i64 = 1_767_225_600_000; // 2026-01-01
 const LEASE: i64 = 120_000;
 const KEYS: [&str; 4] = ["k0", "k1", "k2", "k3"];
+/// Whom a request is made for.
+const END_USERS: [Option<&str>; 4] = [None, Some("alice"), Some("bob"), Some("carol")];
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -32,6 +35,12 @@ enum Op {
         worst: i64,
         min: i64,
         lease: Option<i64>,
+        end_user: usize,
+    },
+    /// An end user of key 2 gets a budget of its own (`Some(None)`: none), or back the key's default.
+    SetEndUserBudget {
+        end_user: usize,
+        own: Option<Option<i64>>,
     },
     /// The isolate starts a request on one of its leases, without asking the object.
     StartLeased {
@@ -83,8 +92,10 @@ fn reset() -> impl Strategy<Value = Option<Reset>> {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        6 => (0u8..24, proptest::bool::weighted(0.1), 0usize..4, 0i64..400, 0i64..60, proptest::option::weighted(0.6, 0i64..2_000))
-            .prop_map(|(req, repeat, key, worst, min, lease)| Op::Reserve { req, repeat, key, worst, min: min.min(worst), lease }),
+        6 => (0u8..24, proptest::bool::weighted(0.1), 0usize..4, 0i64..400, 0i64..60, proptest::option::weighted(0.6, 0i64..2_000), 0usize..4)
+            .prop_map(|(req, repeat, key, worst, min, lease, end_user)| Op::Reserve { req, repeat, key, worst, min: min.min(worst), lease, end_user }),
+        1 => (1usize..4, proptest::option::of(proptest::option::of(0i64..300)))
+            .prop_map(|(end_user, own)| Op::SetEndUserBudget { end_user, own }),
         8 => (0u8..8, 0i64..300).prop_map(|(lease, worst)| Op::StartLeased { lease, worst }),
         4 => (0u8..24, 0i64..400, proptest::bool::weighted(0.9)).prop_map(|(req, cost, confirmed)| Op::SettleLeased { req, cost, confirmed }),
         1 => (0u8..24, 0i64..400).prop_map(|(req, evidence)| Op::TouchLeased { req, evidence }),
@@ -109,6 +120,11 @@ fn rate_default(key: usize) -> RateLimits {
     }
 }
 
+/// Key 1 gives each end user 120 a day (its state says the same).
+fn end_user_budget(key: usize) -> Option<Budget> {
+    (key == 1).then_some(Budget { limit_micros: 120, reset: Some(Reset::Daily) })
+}
+
 /// The gateway's view of each key's limit (used while the object holds no state for it).
 fn worker_view(key: usize) -> (Option<i64>, Option<Reset>) {
     match key {
@@ -122,6 +138,7 @@ fn worker_view(key: usize) -> (Option<i64>, Option<Reset>) {
 struct LedgerRow {
     reference: String,
     key_id: Option<String>,
+    end_user: Option<String>,
     amount: i64,
     at: i64,
 }
@@ -138,15 +155,26 @@ struct Store {
     lease_charges: Vec<(String, String, i64)>,
     /// Requests counted in per-minute windows: request id → (key id, admitted).
     rate_log: HashMap<String, (String, Admitted)>,
+    /// End users seen: (key id, end user) → (first seen, own budget).
+    end_users: HashMap<(String, String), (i64, OwnBudget)>,
 }
 
 impl Store {
+    /// What the object writes for an end user seen (a repeat changes nothing).
+    fn see(&mut self, key_id: &str, end_user: Option<&str>, now: i64) {
+        if let Some(e) = end_user {
+            self.end_users.entry((key_id.to_string(), e.to_string())).or_insert((now, OwnBudget::KeyDefault));
+        }
+    }
+
     fn post_closed(&mut self, c: &Closed, now: i64) {
         self.reservations.remove(&c.request_id);
+        self.see(&c.key_id, c.end_user.as_deref(), now);
         if c.amount > 0 {
             self.ledger.push(LedgerRow {
                 reference: c.request_id.clone(),
                 key_id: Some(c.key_id.clone()),
+                end_user: c.end_user.clone(),
                 amount: -c.amount,
                 at: now,
             });
@@ -171,6 +199,10 @@ impl Store {
             (id.clone(), lease)
         }))
         .with_rates(Rates::restore(self.rate_log.values().cloned()))
+        .with_end_users(
+            self.end_users.iter().map(|((k, e), (first, own))| (k.clone(), e.clone(), *first, own.into_option())),
+            self.ledger.iter().filter_map(|r| Some((r.key_id.clone()?, r.end_user.clone()?, r.at, -r.amount))),
+        )
     }
 
     /// What the object writes for a request admitted under per-minute limits: its row, and the
@@ -208,6 +240,7 @@ fn key_state(key: usize, limit: Option<i64>, reset: Option<Reset>, disabled: boo
         permissions: None,
         version: None,
         rates: Default::default(),
+        end_user_budget: end_user_budget(key),
     }
 }
 
@@ -222,7 +255,7 @@ struct World {
     /// The isolate's leases, and the requests it started on them and has not settled:
     /// (request id, lease id, worst case, moved into a reservation of its own).
     local: Vec<(LocalLease, usize)>,
-    local_requests: Vec<(String, String, i64, bool)>,
+    local_requests: Vec<(String, String, i64, bool, Option<&'static str>)>,
     /// Requests started on leases and settled: what each could cost at most.
     settled_leased: HashMap<String, i64>,
 }
@@ -248,7 +281,7 @@ impl World {
             self.store.end_lease(&id);
         }
         match *op {
-            Op::Reserve { req, repeat, key, worst, min, lease } => {
+            Op::Reserve { req, repeat, key, worst, min, lease, end_user } => {
                 let id = if repeat && !self.issued.is_empty() {
                     let id = self.earlier(req);
                     if self.book.held(&id).is_none() {
@@ -283,6 +316,8 @@ impl World {
                     tokens: worst,
                     rates: RateLimits::default(),
                     rate_default: rate_default(key),
+                    end_user: END_USERS[end_user].map(String::from),
+                    end_user_budget: end_user_budget(key),
                 };
                 let was_held = self.book.held(&id).is_some();
                 let (decision, held) = self.book.reserve(&ask, self.now);
@@ -304,6 +339,7 @@ impl World {
                     if let Some(a) = self.book.admitted(KEYS[key], &id).cloned() {
                         self.store.admit(KEYS[key], &a);
                     }
+                    self.store.see(KEYS[key], END_USERS[end_user], self.now);
                     self.store.reservations.insert(id, held);
                 } else if let Decision::Decided {
                     reservation: Reservation::Full { .. } | Reservation::Partial { .. },
@@ -350,16 +386,18 @@ impl World {
                 if local.take("h", worst, self.now) {
                     let id = format!("r{}", self.issued.len());
                     self.issued.push(id.clone());
-                    self.local_requests.push((id, local.lease_id.clone(), worst, false));
+                    let end_user = END_USERS[usize::from(lease) % END_USERS.len()];
+                    self.local_requests.push((id, local.lease_id.clone(), worst, false, end_user));
                 }
             }
             Op::SettleLeased { req, cost, confirmed } => {
                 if self.local_requests.is_empty() {
                     return self.check();
                 }
-                let (id, lease_id, worst, _) = self.local_requests.remove(usize::from(req) % self.local_requests.len());
+                let (id, lease_id, worst, _, end_user) =
+                    self.local_requests.remove(usize::from(req) % self.local_requests.len());
                 let from_lease = self.book.held(&id).is_none();
-                if let Some(closed) = self.book.settle_leased(&lease_id, &id, worst, cost, self.now) {
+                if let Some(closed) = self.book.settle_leased(&lease_id, (&id, end_user), worst, cost, self.now) {
                     prop_assert!(closed.amount <= worst, "a leased request is charged at most its worst case");
                     prop_assert_eq!(closed.amount, cost.min(worst).max(0), "the lease covered it");
                     self.settled_leased.insert(id.clone(), worst);
@@ -378,9 +416,10 @@ impl World {
                     return self.check();
                 }
                 let n = usize::from(req) % self.local_requests.len();
-                let (id, lease_id, worst, _) = self.local_requests[n].clone();
+                let (id, lease_id, worst, _, end_user) = self.local_requests[n].clone();
                 let moved = self.book.held(&id).is_none();
-                if let Some(held) = self.book.touch_leased(&lease_id, &id, worst, evidence, LEASE, self.now).cloned() {
+                let touched = self.book.touch_leased(&lease_id, (&id, end_user), worst, evidence, LEASE, self.now);
+                if let Some(held) = touched.cloned() {
                     prop_assert!(held.amount <= worst);
                     self.local_requests[n].3 = true;
                     if moved {
@@ -409,6 +448,7 @@ impl World {
                         self.store.ledger.push(LedgerRow {
                             reference: format!("credit-{}", self.store.ledger.len()),
                             key_id: None,
+                            end_user: None,
                             amount,
                             at: self.now,
                         });
@@ -433,6 +473,22 @@ impl World {
                     }
                 }
                 self.store.keys.insert(state.key_id.clone(), state);
+            }
+            Op::SetEndUserBudget { end_user, own } => {
+                let (key_id, end_user) = (KEYS[2], END_USERS[end_user].expect("a named end user"));
+                let own = own.map(|o| o.map(|limit_micros| Budget { limit_micros, reset: Some(Reset::Weekly) }));
+                for id in self.book.set_end_user_budget(key_id, end_user, own, self.now) {
+                    if let Some(stored) = self.store.leases.get_mut(&id) {
+                        stored.use_until_ms = self.now;
+                    }
+                    for (local, _) in self.local.iter_mut().filter(|(l, _)| l.lease_id == id) {
+                        local.use_until_ms = local.use_until_ms.min(self.now);
+                    }
+                }
+                let first = self.book.end_user(key_id, end_user).map_or(self.now, |u| u.first_ms);
+                self.store
+                    .end_users
+                    .insert((key_id.to_string(), end_user.to_string()), (first, OwnBudget::from_option(own)));
             }
             Op::Advance { ms } => self.now += ms,
             Op::Restart => {
@@ -465,11 +521,19 @@ impl World {
             let in_flight: i64 = self
                 .local_requests
                 .iter()
-                .filter(|(_, lease, _, moved)| *lease == local.lease_id && !moved)
-                .map(|(_, _, worst, _)| worst)
+                .filter(|(_, lease, _, moved, _)| *lease == local.lease_id && !moved)
+                .map(|(_, _, worst, _, _)| worst)
                 .sum();
             if let Some(lease) = book.lease(&local.lease_id) {
                 prop_assert!(local.spendable() + in_flight <= lease.amount, "{} overcommitted", local.lease_id);
+            }
+        }
+        // Key 1's end users stay within its budget for each of them.
+        if let Some(budget) = end_user_budget(1) {
+            for end_user in END_USERS.iter().flatten() {
+                let spent = book.end_user(KEYS[1], end_user).map_or(0, |u| u.spend.in_window(budget.reset, self.now));
+                let held = book.held_for_end_user(KEYS[1], end_user);
+                prop_assert!(spent + held <= budget.limit_micros, "{}: {} + {} held", end_user, spent, held);
             }
         }
         // Key 3's per-minute limits hold in every window that ends now.

@@ -101,6 +101,9 @@ pub struct KeyState {
     /// Requests and tokens per minute (`None`: the tenant's default, if any).
     #[serde(default)]
     pub rates: super::rates::RateLimits,
+    /// What each of its end users may spend, unless one has a budget of its own.
+    #[serde(default)]
+    pub end_user_budget: Option<super::end_users::Budget>,
 }
 
 /// Why a presented secret is refused.
@@ -419,6 +422,7 @@ mod tests {
             permissions: None,
             version: None,
             rates: Default::default(),
+            end_user_budget: None,
         };
         assert_eq!(state.check("new", 50), Ok(()));
         assert_eq!(state.check("old", 99), Ok(()), "inside the grace");

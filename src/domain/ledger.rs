@@ -11,6 +11,7 @@ pub enum LimitSource {
     Balance,
     KeyLimit,
     OrgLimit,
+    EndUserLimit,
 }
 
 /// What can be spent now under each limit (micro-USD); `None` = no such limit.
@@ -18,6 +19,8 @@ pub enum LimitSource {
 pub struct Headroom {
     pub balance: i64,
     pub key: Option<i64>,
+    /// What the end user's budget leaves.
+    pub end_user: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,10 +42,18 @@ pub enum Reservation {
 
 /// `worst_case`: the most the request can cost; `min_to_run`: the prompt plus one output token.
 pub fn reserve(headroom: Headroom, worst_case: i64, min_to_run: i64) -> Reservation {
-    let (cap, source) = match headroom.key {
-        Some(key) if key < headroom.balance => (key, LimitSource::KeyLimit),
-        _ => (headroom.balance, LimitSource::Balance),
-    };
+    // The tightest limit binds (the balance on a tie).
+    let limits = [(headroom.key, LimitSource::KeyLimit), (headroom.end_user, LimitSource::EndUserLimit)];
+    let (cap, source) = limits.into_iter().filter_map(|(cap, source)| Some((cap?, source))).fold(
+        (headroom.balance, LimitSource::Balance),
+        |tightest, (cap, source)| {
+            if cap < tightest.0 {
+                (cap, source)
+            } else {
+                tightest
+            }
+        },
+    );
     if cap >= worst_case {
         Reservation::Full { amount: worst_case.max(0) }
     } else if cap >= min_to_run && cap > 0 {
@@ -92,39 +103,53 @@ mod tests {
 
     #[test]
     fn reserves_the_worst_case_when_covered() {
-        assert_eq!(reserve(Headroom { balance: 100, key: None }, 100, 10), Reservation::Full { amount: 100 });
-        assert_eq!(reserve(Headroom { balance: 500, key: Some(100) }, 100, 10), Reservation::Full { amount: 100 });
+        assert_eq!(
+            reserve(Headroom { balance: 100, key: None, end_user: None }, 100, 10),
+            Reservation::Full { amount: 100 }
+        );
+        assert_eq!(
+            reserve(Headroom { balance: 500, key: Some(100), end_user: None }, 100, 10),
+            Reservation::Full { amount: 100 }
+        );
     }
 
     #[test]
     fn clamps_to_what_the_tightest_limit_allows() {
         assert_eq!(
-            reserve(Headroom { balance: 50, key: None }, 100, 10),
+            reserve(Headroom { balance: 50, key: None, end_user: None }, 100, 10),
             Reservation::Partial { amount: 50, source: LimitSource::Balance }
         );
         assert_eq!(
-            reserve(Headroom { balance: 500, key: Some(30) }, 100, 10),
+            reserve(Headroom { balance: 500, key: Some(30), end_user: None }, 100, 10),
             Reservation::Partial { amount: 30, source: LimitSource::KeyLimit }
+        );
+        assert_eq!(
+            reserve(Headroom { balance: 500, key: Some(30), end_user: Some(20) }, 100, 10),
+            Reservation::Partial { amount: 20, source: LimitSource::EndUserLimit }
+        );
+        assert_eq!(
+            reserve(Headroom { balance: 500, key: Some(30), end_user: Some(5) }, 100, 10),
+            Reservation::Refused { source: LimitSource::EndUserLimit }
         );
     }
 
     #[test]
     fn refuses_naming_the_limit_that_tripped() {
         assert_eq!(
-            reserve(Headroom { balance: 5, key: None }, 100, 10),
+            reserve(Headroom { balance: 5, key: None, end_user: None }, 100, 10),
             Reservation::Refused { source: LimitSource::Balance }
         );
         assert_eq!(
-            reserve(Headroom { balance: 500, key: Some(5) }, 100, 10),
+            reserve(Headroom { balance: 500, key: Some(5), end_user: None }, 100, 10),
             Reservation::Refused { source: LimitSource::KeyLimit }
         );
         assert_eq!(
-            reserve(Headroom { balance: 0, key: None }, 0, 0),
+            reserve(Headroom { balance: 0, key: None, end_user: None }, 0, 0),
             Reservation::Full { amount: 0 },
             "free models run"
         );
         assert_eq!(
-            reserve(Headroom { balance: -3, key: None }, 10, 1),
+            reserve(Headroom { balance: -3, key: None, end_user: None }, 10, 1),
             Reservation::Refused { source: LimitSource::Balance }
         );
     }

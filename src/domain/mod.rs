@@ -7,6 +7,7 @@ pub mod allow;
 pub mod chat;
 pub mod completions;
 pub mod embeddings;
+pub mod end_users;
 pub mod ids;
 pub mod keys;
 pub mod lease;

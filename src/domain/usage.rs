@@ -37,6 +37,9 @@ pub struct UsageRecord {
     pub cancelled: bool,
     pub estimated: bool,
     pub created_ms: Millis,
+    /// Whom the request was made for (`domain::end_users`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_user: Option<String>,
 }
 
 /// How stats are bucketed.
@@ -47,18 +50,21 @@ pub enum GroupBy {
     Provider,
     User,
     Key,
+    EndUser,
 }
 
 impl GroupBy {
     /// `user` and `key` groupings reveal other users' activity: only the global (admin) view takes them.
     pub fn parse(text: Option<&str>, global: bool) -> Result<Self, InvalidRequest> {
-        let allowed = if global { "day, model, provider, user or key" } else { "day, model or provider" };
+        let allowed =
+            if global { "day, model, provider, user, key or end_user" } else { "day, model, provider or end_user" };
         match text.unwrap_or("day") {
             "day" | "" => Ok(Self::Day),
             "model" => Ok(Self::Model),
             "provider" => Ok(Self::Provider),
             "user" if global => Ok(Self::User),
             "key" if global => Ok(Self::Key),
+            "end_user" => Ok(Self::EndUser),
             other => Err(InvalidRequest::param(format!("`group_by` must be {allowed}, not `{other}`"), "group_by")),
         }
     }
@@ -70,6 +76,7 @@ impl GroupBy {
             Self::Provider => "provider",
             Self::User => "user",
             Self::Key => "key",
+            Self::EndUser => "end_user",
         }
     }
 
@@ -81,6 +88,7 @@ impl GroupBy {
             Self::Provider => "provider",
             Self::User => "user_id",
             Self::Key => "key_id",
+            Self::EndUser => "end_user",
         }
     }
 }

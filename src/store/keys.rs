@@ -5,8 +5,10 @@ use worker::D1Database;
 
 use super::{opt_int, opt_text, text, StoreError};
 use crate::domain::allow::Allowlist;
+use crate::domain::end_users::Budget;
 use crate::domain::keys::NewKey;
 use crate::domain::rates::RateLimits;
+use crate::domain::windows::Reset;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct KeyRow {
@@ -39,6 +41,11 @@ pub struct KeyRow {
     pub rpm_limit: Option<i64>,
     #[serde(default)]
     pub tpm_limit: Option<i64>,
+    /// Each end user's budget (micro-USD per window); `None`: none.
+    #[serde(default)]
+    pub end_user_limit_micros: Option<i64>,
+    #[serde(default)]
+    pub end_user_limit_reset: Option<String>,
 }
 
 impl KeyRow {
@@ -68,6 +75,8 @@ impl KeyRow {
             allowed_providers: None,
             rpm_limit: None,
             tpm_limit: None,
+            end_user_limit_micros: None,
+            end_user_limit_reset: None,
         }
     }
 
@@ -80,6 +89,17 @@ impl KeyRow {
         (self.allowed_models, self.allowed_providers) = list.to_columns();
     }
 
+    /// What each of the key's end users may spend (unless one has a budget of its own).
+    pub fn end_user_budget(&self) -> Option<Budget> {
+        let reset = self.end_user_limit_reset.as_deref().and_then(Reset::parse);
+        self.end_user_limit_micros.map(|limit_micros| Budget { limit_micros, reset })
+    }
+
+    pub fn set_end_user_budget(&mut self, budget: Option<Budget>) {
+        self.end_user_limit_micros = budget.map(|b| b.limit_micros);
+        self.end_user_limit_reset = budget.and_then(|b| b.reset).map(|r| r.as_str().to_string());
+    }
+
     /// The key's own per-minute limits.
     pub fn rates(&self) -> RateLimits {
         RateLimits { rpm: self.rpm_limit, tpm: self.tpm_limit }
@@ -89,7 +109,8 @@ impl KeyRow {
 const INSERT: &str =
     "INSERT INTO api_keys (id, user_id, org_id, name, description, key_hash, key_prefix, permissions, \
                       expires_at, limit_micros, limit_reset, created_at, updated_at, allowed_models, allowed_providers, \
-                      rpm_limit, tpm_limit) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13, ?14, ?15, ?16)";
+                      rpm_limit, tpm_limit, end_user_limit_micros, end_user_limit_reset) \
+                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13, ?14, ?15, ?16, ?17, ?18)";
 /// The current secret, or the previous one while its grace period lasts.
 const FIND_BY_HASH: &str = "SELECT * FROM api_keys WHERE key_hash = ?1 \
                             UNION ALL SELECT * FROM api_keys WHERE previous_key_hash = ?1 AND previous_expires_at > ?2 LIMIT 1";
@@ -118,6 +139,8 @@ pub fn insert_statement(db: &D1Database, k: &KeyRow) -> worker::Result<worker::D
         opt_text(k.allowed_providers.as_deref()),
         opt_int(k.rpm_limit),
         opt_int(k.tpm_limit),
+        opt_int(k.end_user_limit_micros),
+        opt_text(k.end_user_limit_reset.as_deref()),
     ])
 }
 
@@ -130,7 +153,8 @@ const GET_LIVE: &str = "SELECT * FROM api_keys WHERE id = ?1 AND deleted_at IS N
 const UPDATE: &str =
     "UPDATE api_keys SET name = ?2, description = ?3, permissions = ?4, disabled = ?5, expires_at = ?6, \
                       limit_micros = ?7, limit_reset = ?8, updated_at = ?9, allowed_models = ?10, allowed_providers = ?11, \
-                      rpm_limit = ?12, tpm_limit = ?13 WHERE id = ?1 AND deleted_at IS NULL";
+                      rpm_limit = ?12, tpm_limit = ?13, end_user_limit_micros = ?14, end_user_limit_reset = ?15 \
+                      WHERE id = ?1 AND deleted_at IS NULL";
 const SOFT_DELETE: &str =
     "UPDATE api_keys SET deleted_at = ?2, updated_at = ?2 WHERE id = ?1 AND deleted_at IS NULL RETURNING *";
 /// Only succeeds while the key still has the secret the caller rotated from.
@@ -246,6 +270,8 @@ pub async fn update(db: &D1Database, k: &KeyRow) -> Result<(), StoreError> {
             opt_text(k.allowed_providers.as_deref()),
             opt_int(k.rpm_limit),
             opt_int(k.tpm_limit),
+            opt_int(k.end_user_limit_micros),
+            opt_text(k.end_user_limit_reset.as_deref()),
         ])?
         .run()
         .await?;

@@ -11,8 +11,8 @@ use crate::domain::usage::{DayRange, GroupBy, UsageRecord};
 
 const INSERT: &str = "INSERT OR IGNORE INTO usage_records (id, key_id, user_id, org_id, model, provider, \
     prompt_tokens, completion_tokens, reasoning_tokens, cached_tokens, cost_micros, upstream_cost_micros, \
-    latency_ms, status, streamed, cancelled, estimated, created_at, upstream_id) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)";
+    latency_ms, status, streamed, cancelled, estimated, created_at, upstream_id, end_user) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)";
 
 /// An insert of one record (a repeat of the same id changes nothing), for a batch.
 pub fn insert_statement(db: &D1Database, r: &UsageRecord) -> worker::Result<D1PreparedStatement> {
@@ -37,6 +37,7 @@ pub fn insert_statement(db: &D1Database, r: &UsageRecord) -> worker::Result<D1Pr
         flag(r.estimated),
         text(&to_iso(r.created_ms)),
         opt_text(r.upstream_id.as_deref()),
+        opt_text(r.end_user.as_deref()),
     ])
 }
 
@@ -142,6 +143,7 @@ pub async fn stats(
     args.splice(0..0, [text(&range.start), text(&range.end)]);
     let column = group.column();
     let table = match (scope, group) {
+        (_, GroupBy::EndUser) => "usage_daily_end_user",
         (Scope::All, GroupBy::Day | GroupBy::Model | GroupBy::Provider) => "usage_daily_global",
         (Scope::All, GroupBy::User) => "usage_daily_user",
         (Scope::All, GroupBy::Key) => "usage_daily_key",
