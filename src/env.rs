@@ -13,6 +13,7 @@ pub const DB: &str = "DB";
 pub const CACHE: &str = "CACHE";
 pub const ACCOUNTS: &str = "ACCOUNTS";
 pub const ORGS: &str = "ORGS";
+pub const ALERTS: &str = "ALERTS";
 
 const DEFAULT_BASE_URL: &str = "https://openrouter.ai/api/v1";
 
@@ -83,6 +84,36 @@ pub struct Config {
     pub leases: bool,
     /// `DEFAULT_RPM_LIMIT` / `DEFAULT_TPM_LIMIT`: requests and tokens per minute for keys that set none.
     pub rate_default: crate::domain::rates::RateLimits,
+    /// Alerts (`domain::alerts`): on only with both `ALERT_WEBHOOK_URL` and `ALERT_WEBHOOK_SECRET`.
+    pub alerts: Option<Alerts>,
+}
+
+/// Where and how alerts go.
+#[derive(Debug)]
+pub struct Alerts {
+    pub webhook_url: String,
+    pub secret: Secret,
+    /// `ALERT_THRESHOLDS` (percent, default `50,80,100`) and `ALERT_BALANCE_BELOW` (USD).
+    pub rules: crate::domain::alerts::AlertRules,
+    /// `ALERT_RETRY_SECONDS`: the first retry's delay, doubling after (default 10).
+    pub retry_base_secs: u32,
+}
+
+impl Alerts {
+    fn from_env(env: &Env) -> Option<Self> {
+        use crate::domain::alerts::AlertRules;
+        let percents = text(env, "ALERT_THRESHOLDS")
+            .map_or_else(|| AlertRules::default().percents, |t| AlertRules::parse_percents(&t));
+        let balance_below = text(env, "ALERT_BALANCE_BELOW")
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .and_then(|usd| crate::domain::money::usd_to_micros("ALERT_BALANCE_BELOW", usd).ok());
+        Some(Self {
+            webhook_url: text(env, "ALERT_WEBHOOK_URL")?,
+            secret: Secret(text(env, "ALERT_WEBHOOK_SECRET")?),
+            rules: AlertRules { percents, balance_below },
+            retry_base_secs: number(env, "ALERT_RETRY_SECONDS", 10).clamp(1, 3_600) as u32,
+        })
+    }
 }
 
 fn text(env: &Env, name: &str) -> Option<String> {
@@ -136,6 +167,7 @@ impl Config {
                 rpm: text(env, "DEFAULT_RPM_LIMIT").and_then(|v| v.trim().parse().ok()).filter(|n| *n > 0),
                 tpm: text(env, "DEFAULT_TPM_LIMIT").and_then(|v| v.trim().parse().ok()).filter(|n| *n > 0),
             },
+            alerts: Alerts::from_env(env),
             show_upstream_cost: text(env, "SHOW_UPSTREAM_COST")
                 .is_some_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes")),
         }
@@ -194,6 +226,11 @@ pub fn db(env: &Env) -> worker::Result<D1Database> {
 
 pub fn cache(env: &Env) -> worker::Result<KvStore> {
     env.kv(CACHE)
+}
+
+/// The queue alerts travel through to the webhook (`webhooks`).
+pub fn alerts_queue(env: &Env) -> worker::Result<worker::Queue> {
+    env.queue(ALERTS)
 }
 
 pub fn accounts(env: &Env) -> worker::Result<ObjectNamespace> {

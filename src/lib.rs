@@ -23,6 +23,8 @@ mod js;
 mod log;
 #[cfg(target_arch = "wasm32")]
 mod store;
+#[cfg(target_arch = "wasm32")]
+mod webhooks;
 
 #[cfg(target_arch = "wasm32")]
 pub use billing::account_do::AccountDo;
@@ -32,7 +34,7 @@ pub use billing::org_do::OrgDo;
 #[cfg(target_arch = "wasm32")]
 mod entry {
     use worker::worker_sys::web_sys;
-    use worker::{event, Context, Env, Response, Result, ScheduleContext, ScheduledEvent};
+    use worker::{event, Context, Env, MessageBatch, Response, Result, ScheduleContext, ScheduledEvent};
 
     #[event(start)]
     fn start() {
@@ -43,6 +45,12 @@ mod entry {
     #[event(fetch)]
     async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> Result<Response> {
         Ok(crate::api::handle(crate::api::Incoming::new(req), env, ctx).await)
+    }
+
+    /// The `ALERTS` queue: alerts on their way to the tenant's webhook.
+    #[event(queue)]
+    async fn queue(batch: MessageBatch<crate::billing::outbox::AlertMessage>, env: Env, _ctx: Context) -> Result<()> {
+        crate::webhooks::consume(batch, env).await
     }
 
     #[event(scheduled)]

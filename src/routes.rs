@@ -77,6 +77,7 @@ pub enum Route {
     UpdateUpstreamKey(String),
     DeleteUpstreamKey(String),
     Overview,
+    ListAlerts,
     ListRoutes,
     PutRoute(String),
     /// `PUT /api/admin/routes` with the model in the body.
@@ -187,6 +188,7 @@ pub fn route(method: &str, path: &str) -> Match {
             ]
         }
         ["api", "admin", "overview"] => vec![("GET", Route::Overview, Key(Admin))],
+        ["api", "admin", "alerts"] => vec![("GET", Route::ListAlerts, Key(Admin))],
         ["api", "admin", "routes"] => {
             vec![("GET", Route::ListRoutes, Key(Admin)), ("PUT", Route::PutRouteFromBody, Key(Admin))]
         }

@@ -166,6 +166,7 @@ mod dispatch {
             Route::UpdateUpstreamKey(id) => super::provision::update_upstream_key(req, call, &id).await,
             Route::DeleteUpstreamKey(id) => super::provision::delete_upstream_key(call, &id).await,
             Route::Overview => super::usage::get_overview(call).await,
+            Route::ListAlerts => super::usage::list_alerts(req, call).await,
             Route::ListRoutes => super::pins::list_routes(call).await,
             Route::PutRoute(model) => super::pins::put_route(req, call, Some(model)).await,
             Route::PutRouteFromBody => super::pins::put_route(req, call, None).await,

@@ -81,6 +81,33 @@ pub async fn get_overview(call: &Call) -> Result<Response, ApiError> {
     )
 }
 
+/// `GET /api/admin/alerts?page=&page_size=`: the alerts found, newest first, with how their delivery went.
+pub async fn list_alerts(req: Incoming, call: &Call) -> Result<Response, ApiError> {
+    let q = query(&req);
+    let page = crate::domain::paging::Page::parse(
+        q.get("page").map(String::as_str),
+        q.get("page_size").map(String::as_str),
+        "page_size",
+    )?;
+    let (rows, total) = store::usage::alerts(&db(call)?, page).await?;
+    let data: Vec<serde_json::Value> = rows
+        .into_iter()
+        .map(|r| {
+            let body = serde_json::from_str::<serde_json::Value>(&r.body).unwrap_or_default();
+            json!({
+                "id": r.id, "type": r.r#type, "status": r.status, "attempts": r.attempts,
+                "last_status": r.last_status, "last_error": r.last_error, "created_at": r.created_at,
+                "updated_at": r.updated_at, "delivered_at": r.delivered_at, "alert": body,
+            })
+        })
+        .collect();
+    respond::json(
+        200,
+        &json!({ "data": data, "page": page.page, "page_size": page.size, "total": total,
+                 "webhook_configured": call.config.alerts.is_some() }),
+    )
+}
+
 /// One of the caller's requests, by its generation id (`x-request-id`).
 pub async fn get_generation(req: Incoming, call: &Call, caller: &Caller) -> Result<Response, ApiError> {
     let Some(id) = query(&req).get("id").cloned().filter(|id| !id.is_empty()) else {

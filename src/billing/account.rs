@@ -8,6 +8,7 @@ use worker::{Result, SqlStorage};
 use super::protocol::{AccountRequest, AccountResponse, EndUserRow, KeyUsage, LedgerEntry, OnLease, Settlement};
 use super::store;
 use crate::domain::account::{Book, Closed, Decision};
+use crate::domain::alerts::AlertRules;
 use crate::domain::money::micros_to_usd;
 use crate::domain::usage::UsageRecord;
 use crate::domain::windows::Reset;
@@ -17,6 +18,8 @@ pub struct Account<'a> {
     pub sql: &'a SqlStorage,
     pub book: &'a mut Book,
     pub now: i64,
+    /// What to alert on, when the tenant has alerts.
+    pub alerts: Option<&'a AlertRules>,
     /// The account's id is recorded in storage.
     pub owned: &'a Cell<bool>,
     /// Ledger rows or usage records were written (for the copy to D1).
@@ -106,6 +109,7 @@ impl Account<'_> {
                     match closed {
                         Some(closed) => {
                             charged += closed.amount;
+                            self.raise_alerts(&closed)?;
                             // Its key's per-minute window counts the tokens it used from now on.
                             let used = usage.as_ref().map(|u| u.prompt_tokens.saturating_add(u.completion_tokens));
                             if let Some(tokens) = used.and_then(|t| i64::try_from(t).ok()) {
@@ -229,6 +233,17 @@ impl Account<'_> {
         })
     }
 
+    /// Keeps the alerts a charge crossed for delivery, in the charge's own step.
+    fn raise_alerts(&mut self, closed: &Closed) -> Result<()> {
+        let Some(rules) = self.alerts else { return Ok(()) };
+        let account_id = store::account_id(self.sql)?.unwrap_or_default();
+        for alert in self.book.alerts(&account_id, closed, rules, self.now) {
+            store::queue_alert(self.sql, &alert, self.now)?;
+            self.wrote = true;
+        }
+        Ok(())
+    }
+
     fn summary(&self, key_id: Option<&str>, audit: bool) -> Result<AccountResponse> {
         let (sql, now, b) = (self.sql, self.now, &*self.book);
         let (total_credits, total_usage) = store::totals(sql)?;
@@ -269,6 +284,7 @@ impl Account<'_> {
         }
         self.wrote = true;
         for c in &closed {
+            self.raise_alerts(c)?;
             let description = format!(
                 "closed without settlement: charged the {} USD the gateway last reported of it",
                 micros_to_usd(c.amount)

@@ -58,7 +58,9 @@ impl AccountDo {
             Some(book) => book,
             None => slot.insert(store::load_book(sql, now)?),
         };
-        let mut account = Account { sql, book, now, owned: &self.owned, wrote: false };
+        let config = crate::env::Config::get(&self.env);
+        let alerts = config.alerts.as_ref().map(|a| &a.rules);
+        let mut account = Account { sql, book, now, alerts, owned: &self.owned, wrote: false };
         let answer = account.expire().and_then(|()| match message {
             Some(message) => account.answer(message),
             None => Ok(AccountResponse::Ok),

@@ -18,7 +18,7 @@ mod message;
 #[cfg(target_arch = "wasm32")]
 pub mod org_do;
 #[cfg(target_arch = "wasm32")]
-mod outbox;
+pub mod outbox;
 pub mod protocol;
 #[cfg(target_arch = "wasm32")]
 mod store;

@@ -1,6 +1,6 @@
 //! Copies the account object's ledger rows and usage records to D1
-//! (`balance_transactions`, `usage_records`) in batches; on failure the
-//! object's alarm tries again.
+//! (`balance_transactions`, `usage_records`) in batches, and hands its alerts
+//! to the `ALERTS` queue; on failure the object's alarm tries again.
 
 use serde::Deserialize;
 use wasm_bindgen::JsValue;
@@ -17,12 +17,48 @@ const BATCH: u32 = 100;
 pub fn waiting(sql: &SqlStorage) -> Result<bool> {
     Ok(scalar(sql, "SELECT COUNT(*) AS n FROM ledger WHERE synced = 0", vec![])?
         + scalar(sql, "SELECT COUNT(*) AS n FROM usage_outbox", vec![])?
+        + scalar(sql, "SELECT COUNT(*) AS n FROM alert_outbox WHERE sent = 0", vec![])?
         > 0)
 }
 
-/// Copies one batch of unsynced ledger rows and waiting usage records to D1.
-/// Answers whether more rows are waiting.
+/// Hands the alerts waiting to the queue (one message each; the consumer delivers them), and forgets
+/// sent ones after 40 days (their ids stay unique for longer than any window they name).
+async fn send_alerts(sql: &SqlStorage, env: &Env) -> Result<()> {
+    #[derive(Deserialize)]
+    struct Waiting {
+        id: String,
+        body: String,
+    }
+    let waiting: Vec<Waiting> =
+        sql.exec(&format!("SELECT id, body FROM alert_outbox WHERE sent = 0 LIMIT {BATCH}"), None)?.to_array()?;
+    if waiting.is_empty() {
+        return Ok(());
+    }
+    let queue = crate::env::alerts_queue(env)?;
+    let messages: Vec<AlertMessage> =
+        waiting.iter().map(|w| AlertMessage { id: w.id.clone(), body: w.body.clone() }).collect();
+    queue.send_batch(messages).await?;
+    for w in &waiting {
+        sql.exec_raw("UPDATE alert_outbox SET sent = 1 WHERE id = ?", vec![text(&w.id)])?;
+    }
+    let horizon = js_sys::Date::now() - 40.0 * 86_400_000.0;
+    sql.exec_raw("DELETE FROM alert_outbox WHERE sent = 1 AND created_ms < ?", vec![JsValue::from_f64(horizon)])?;
+    Ok(())
+}
+
+/// One alert on its way to the webhook (the queue's message).
+#[derive(Debug, Clone, serde::Serialize, Deserialize)]
+pub struct AlertMessage {
+    pub id: String,
+    /// The webhook's body, exactly as signed and sent.
+    pub body: String,
+}
+
+/// Sends waiting alerts, and copies one batch of unsynced ledger rows and waiting usage records to D1.
+/// Answers whether more rows are waiting; an error when either failed (the rest was done).
 pub async fn flush(sql: &SqlStorage, env: &Env) -> Result<bool> {
+    // Alerts first and apart: a queue that fails must not hold up the copy to D1 (nor reconciliation).
+    let alerts = send_alerts(sql, env).await;
     #[derive(Deserialize)]
     struct Waiting {
         id: String,
@@ -37,7 +73,7 @@ pub async fn flush(sql: &SqlStorage, env: &Env) -> Result<bool> {
     let waiting: Vec<Waiting> =
         sql.exec(&format!("SELECT id, record FROM usage_outbox LIMIT {BATCH}"), None)?.to_array()?;
     if rows.is_empty() && waiting.is_empty() {
-        return Ok(false);
+        return alerts.map(|()| false);
     }
     let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
     let records: Vec<UsageRecord> = waiting.iter().filter_map(|w| serde_json::from_str(&w.record).ok()).collect();
@@ -48,6 +84,7 @@ pub async fn flush(sql: &SqlStorage, env: &Env) -> Result<bool> {
     for w in &waiting {
         sql.exec_raw("DELETE FROM usage_outbox WHERE id = ?", vec![text(&w.id)])?;
     }
+    alerts?;
     self::waiting(sql)
 }
 

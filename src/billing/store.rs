@@ -13,6 +13,7 @@ use worker::{Result, SqlStorage};
 
 use super::protocol::LedgerEntry;
 use crate::domain::account::{Book, Held, SPEND_DAYS};
+use crate::domain::alerts::Alert;
 use crate::domain::end_users::Budget;
 use crate::domain::keys::KeyState;
 use crate::domain::lease::Lease;
@@ -44,7 +45,9 @@ const SCHEMA: &str = "
   CREATE INDEX IF NOT EXISTS rate_log_key ON rate_log(key_id, at_ms);
   CREATE TABLE IF NOT EXISTS end_users (
     key_id TEXT NOT NULL, end_user TEXT NOT NULL, first_ms REAL NOT NULL,
-    own INTEGER NOT NULL DEFAULT 0, own_limit REAL, own_reset TEXT, PRIMARY KEY (key_id, end_user));";
+    own INTEGER NOT NULL DEFAULT 0, own_limit REAL, own_reset TEXT, PRIMARY KEY (key_id, end_user));
+  CREATE TABLE IF NOT EXISTS alert_outbox (id TEXT PRIMARY KEY, body TEXT NOT NULL, sent INTEGER NOT NULL DEFAULT 0, created_ms REAL NOT NULL);
+  CREATE INDEX IF NOT EXISTS alert_outbox_unsent ON alert_outbox(sent) WHERE sent = 0;";
 
 /// Columns added after the first version of the object, added where missing.
 const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
@@ -279,6 +282,15 @@ fn load_end_users(sql: &SqlStorage, book: Book, now: i64) -> Result<Book> {
         }),
         charges.into_iter().map(|c| (c.key_id, c.end_user, c.day as i64 * DAY, c.spent as i64)),
     ))
+}
+
+/// Keeps an alert for its delivery; the same crossing (the same id) is kept once, ever.
+pub fn queue_alert(sql: &SqlStorage, alert: &Alert, now: i64) -> Result<()> {
+    sql.exec_raw(
+        "INSERT OR IGNORE INTO alert_outbox (id, body, created_ms) VALUES (?, ?, ?)",
+        vec![text(&alert.id()), text(&alert.payload().to_string()), int(now)],
+    )?;
+    Ok(())
 }
 
 /// Records an end user seen (a repeat changes nothing).

@@ -22,12 +22,13 @@
 
 use std::collections::HashMap;
 
+use super::alerts::{self, Alert, AlertRules, Subject};
 use super::end_users::{Budget, EndUser, EndUsers};
 use super::keys::{KeyRefusal, KeyState};
 use super::lease::{self, Granted, Lease, LeaseAsk};
 use super::ledger::{self, Headroom, InFlightCaps, LimitSource, Reservation};
 use super::rates::{Admitted, RateLimits, RateRefusal, RateStatus, Rates};
-use super::windows::Reset;
+use super::windows::{window_start, Reset};
 
 use super::spend::Spend;
 pub use super::spend::SPEND_DAYS;
@@ -180,6 +181,55 @@ impl Book {
 
     pub fn end_users_of(&self, key_id: &str) -> impl Iterator<Item = (&String, &EndUser)> {
         self.end_users.of_key(key_id)
+    }
+
+    /// The alerts a charge just made crosses (`closed`, from a settlement or a close).
+    pub fn alerts(&self, account_id: &str, closed: &Closed, rules: &AlertRules, now: i64) -> Vec<Alert> {
+        let amount = closed.amount;
+        if amount <= 0 {
+            return Vec::new();
+        }
+        let alert = |subject, value| Alert { subject, account_id: account_id.to_string(), value, at_ms: now };
+        let mut alerts = Vec::new();
+        let key = self.keys.get(&closed.key_id);
+        if let Some((limit, reset)) = key.and_then(|k| Some((k.limit_micros?, k.limit_reset))) {
+            let after = self.spent_in(&closed.key_id, reset, now);
+            for percent in alerts::percents_crossed(after - amount, after, limit, &rules.percents) {
+                let subject = Subject::KeyLimit {
+                    key_id: closed.key_id.clone(),
+                    percent,
+                    limit,
+                    window_start_ms: window_start(reset, now),
+                    resets_at_ms: reset.map(|r| r.window_end(now)),
+                };
+                alerts.push(alert(subject, after));
+            }
+        }
+        if let Some(end_user) = &closed.end_user {
+            let default = key.and_then(|k| k.end_user_budget);
+            let user = self.end_users.get(&closed.key_id, end_user);
+            if let (Some(user), Some(budget)) = (user, user.and_then(|u| u.budget(default))) {
+                let after = user.spend.in_window(budget.reset, now);
+                for percent in alerts::percents_crossed(after - amount, after, budget.limit_micros, &rules.percents) {
+                    let subject = Subject::EndUserBudget {
+                        key_id: closed.key_id.clone(),
+                        end_user: end_user.clone(),
+                        percent,
+                        limit: budget.limit_micros,
+                        window_start_ms: window_start(budget.reset, now),
+                        resets_at_ms: budget.reset.map(|r| r.window_end(now)),
+                    };
+                    alerts.push(alert(subject, after));
+                }
+            }
+        }
+        if let Some(threshold) = rules.balance_below {
+            if closed.balance_after + amount >= threshold && closed.balance_after < threshold {
+                let subject = Subject::BalanceBelow { threshold, request_id: closed.request_id.clone() };
+                alerts.push(alert(subject, closed.balance_after));
+            }
+        }
+        alerts
     }
 
     /// Money held for one end user of a key (its requests in flight).

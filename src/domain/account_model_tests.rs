@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use proptest::prelude::*;
 
 use super::account::{Ask, Book, Closed, Decision, Held};
+use super::alerts::{AlertRules, Subject};
 use super::end_users::{Budget, OwnBudget};
 use super::keys::KeyState;
 use super::lease::{self, Lease, LeaseAsk, LocalLease};
@@ -258,9 +259,26 @@ struct World {
     local_requests: Vec<(String, String, i64, bool, Option<&'static str>)>,
     /// Requests started on leases and settled: what each could cost at most.
     settled_leased: HashMap<String, i64>,
+    /// The ids of the alerts found so far.
+    alert_ids: std::collections::HashSet<String>,
 }
 
 impl World {
+    /// The alerts a charge crossed: for keys whose limit never changes (0 and 1), a crossing is never
+    /// found twice; a balance crossing is one from at or above the threshold to below it.
+    fn alerted(&mut self, closed: &Closed) -> Result<(), TestCaseError> {
+        let rules = AlertRules { percents: vec![50, 80, 100], balance_below: Some(500) };
+        for alert in self.book.alerts("acct", closed, &rules, self.now) {
+            let fixed =
+                matches!(&alert.subject, Subject::KeyLimit { key_id, .. } if key_id == KEYS[0] || key_id == KEYS[1]);
+            if let Subject::BalanceBelow { .. } = alert.subject {
+                prop_assert!(closed.balance_after < 500 && closed.balance_after + closed.amount >= 500);
+            }
+            prop_assert!(self.alert_ids.insert(alert.id()) || !fixed, "{} found twice", alert.id());
+        }
+        Ok(())
+    }
+
     /// An earlier request's id (or one never reserved).
     fn earlier(&self, req: u8) -> String {
         match self.issued.len() {
@@ -275,6 +293,7 @@ impl World {
         // The object closes what is due before every message (and on its alarm).
         for closed in self.book.expire(self.now) {
             prop_assert!(closed.abandoned && closed.amount <= closed.reserved);
+            self.alerted(&closed)?;
             self.store.post_closed(&closed, self.now);
         }
         for id in self.book.expire_leases(self.now) {
@@ -372,6 +391,7 @@ impl World {
                             }
                         }
                         self.settled.insert(id, closed.reserved);
+                        self.alerted(&closed)?;
                         self.store.post_closed(&closed, self.now);
                     }
                     None => prop_assert!(reserved.is_none()),
@@ -404,6 +424,7 @@ impl World {
                     if from_lease {
                         self.store.lease_charge(&lease_id, &id, closed.amount);
                     }
+                    self.alerted(&closed)?;
                     self.store.post_closed(&closed, self.now);
                 }
                 let held_now = self.book.lease(&lease_id).map(|l| l.amount);
@@ -572,6 +593,7 @@ proptest! {
             local: Vec::new(),
             local_requests: Vec::new(),
             settled_leased: HashMap::new(),
+            alert_ids: Default::default(),
         };
         for op in &ops {
             world.step(op)?;

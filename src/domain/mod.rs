@@ -3,6 +3,7 @@
 pub mod account;
 #[cfg(test)]
 mod account_model_tests;
+pub mod alerts;
 pub mod allow;
 pub mod chat;
 pub mod completions;

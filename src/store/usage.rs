@@ -157,6 +157,37 @@ pub async fn stats(
     Ok(db.prepare(&query).bind(&args)?.all().await?.results::<Bucket>()?)
 }
 
+/// One alert and its delivery (`alert_deliveries`).
+#[derive(Debug, Deserialize)]
+pub struct AlertRow {
+    pub id: String,
+    pub r#type: String,
+    pub body: String,
+    pub status: String,
+    pub attempts: i64,
+    pub last_status: Option<i64>,
+    pub last_error: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    pub delivered_at: Option<String>,
+}
+
+/// Alerts, newest first, and how many there are.
+pub async fn alerts(db: &D1Database, page: crate::domain::paging::Page) -> Result<(Vec<AlertRow>, i64), StoreError> {
+    #[derive(Deserialize)]
+    struct Count {
+        n: i64,
+    }
+    let rows = db
+        .prepare("SELECT * FROM alert_deliveries ORDER BY created_at DESC, id LIMIT ?1 OFFSET ?2")
+        .bind(&[int(i64::from(page.size)), int(page.offset())])?
+        .all()
+        .await?
+        .results::<AlertRow>()?;
+    let total = db.prepare("SELECT COUNT(*) AS n FROM alert_deliveries").first::<Count>(None).await?.map_or(0, |c| c.n);
+    Ok((rows, total))
+}
+
 /// The operator's overview: money and counts across the tenant.
 #[derive(Debug, Deserialize)]
 pub struct Overview {

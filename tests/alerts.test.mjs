@@ -1,0 +1,152 @@
+// Alerts (issue 18.4): spend crossing a share of a key's limit, or the balance
+// falling below an amount, sends one signed webhook per crossing to the
+// tenant's ALERT_WEBHOOK_URL through a Cloudflare Queue (local under wrangler
+// dev), retried with a doubling delay until the receiver answers 2xx. The
+// receiver here is a tiny HTTP server on a real socket that fails its first
+// two deliveries.
+
+import assert from 'node:assert/strict';
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import http from 'node:http';
+import { after, describe, test } from 'node:test';
+
+import { gatewayForFile } from './fixture.mjs';
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const micros = (usd) => Math.round(usd * 1e6);
+const SECRET = `whsec_${randomBytes(16).toString('hex')}`;
+
+// The receiver: records every delivery; answers 500 to the first two.
+const deliveries = [];
+let failuresLeft = 2;
+const receiver = http.createServer((req, res) => {
+  const chunks = [];
+  req.on('data', (c) => chunks.push(c));
+  req.on('end', () => {
+    const body = Buffer.concat(chunks).toString('utf8');
+    const failed = failuresLeft > 0;
+    if (failed) failuresLeft--;
+    deliveries.push({ headers: req.headers, body, failed, at: Date.now() });
+    res.writeHead(failed ? 500 : 204).end();
+  });
+});
+await new Promise((r) => receiver.listen(0, '127.0.0.1', r));
+after(() => receiver.close());
+
+const ctx = gatewayForFile({
+  vars: {
+    ALERT_WEBHOOK_URL: `http://127.0.0.1:${receiver.address().port}/hooks/tollgate`,
+    ALERT_WEBHOOK_SECRET: SECRET,
+    ALERT_RETRY_SECONDS: '1',
+    ALERT_BALANCE_BELOW: '4.99999',
+  },
+});
+
+/** The documented recipe: HMAC-SHA256 of "{x-tollgate-timestamp}.{raw body}" with the secret, hex, after "v1=". */
+function verify(headers, body) {
+  const expected = `v1=${createHmac('sha256', SECRET).update(`${headers['x-tollgate-timestamp']}.${body}`).digest('hex')}`;
+  const given = String(headers['x-tollgate-signature']);
+  return given.length === expected.length && timingSafeEqual(Buffer.from(given), Buffer.from(expected));
+}
+
+function chat(token) {
+  return fetch(`${ctx.gw.url}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ model: 'openai/gpt-4o-mini', max_tokens: 8, messages: [{ role: 'user', content: 'a few words to pay for' }] }),
+  });
+}
+
+/** The successful deliveries, once `predicate` holds of them (within 30 s). */
+async function delivered(predicate) {
+  for (let i = 0; i < 150; i++) {
+    const ok = deliveries.filter((d) => !d.failed).map((d) => ({ ...d, json: JSON.parse(d.body) }));
+    if (predicate(ok)) return ok;
+    await sleep(200);
+  }
+  throw new Error(`deliveries never matched: ${JSON.stringify(deliveries.map((d) => [d.failed, d.body]))}`);
+}
+
+describe('alerts', () => {
+  test('crossing 80 % of a key limit sends exactly one signed delivery, retried through failures until it lands', async () => {
+    const user = await ctx.admin.createUser({}, { credit: 5 });
+    // One request costs a few micro-USD: a limit of twenty of them is crossed at 50 % and 80 % on the way.
+    const probe = await chat((await ctx.admin.createKey(user.id)).key);
+    const cost = micros((await probe.json()).usage.cost);
+    const limit = 20 * cost;
+    const key = await ctx.admin.createKey(user.id, { limit: limit / 1e6, limit_reset: 'daily' });
+    let spent = 0;
+    for (let i = 0; i < 40; i++) {
+      const res = await chat(key.key);
+      const body = await res.json();
+      if (res.status !== 200) break;
+      spent += micros(body.usage.cost);
+      await sleep(150); // its settlement lands: the next request's worst case is not held beside it
+    }
+    assert.ok(spent >= 0.8 * limit, `spent ${spent} of ${limit}`);
+
+    const ok = await delivered((d) => d.some((x) => x.json.key_id === key.id && x.json.threshold_percent === 80));
+    const eighty = ok.filter((x) => x.json.key_id === key.id && x.json.threshold_percent === 80);
+    assert.equal(eighty.length, 1, 'one delivery for the crossing');
+    const [alert] = eighty;
+    assert.equal(alert.json.type, 'key_limit.threshold');
+    assert.equal(alert.json.account_id, user.id);
+    assert.equal(micros(alert.json.limit), limit);
+    assert.ok(micros(alert.json.usage) >= 0.8 * limit);
+    assert.match(alert.json.resets_at, /T00:00:00\.000Z$/);
+    assert.ok(verify(alert.headers, alert.body), 'the signature verifies with the documented recipe');
+    assert.ok(!verify({ ...alert.headers, 'x-tollgate-timestamp': '1' }, alert.body), 'and binds the timestamp');
+    assert.equal(alert.headers['x-tollgate-alert-id'], alert.json.id);
+    assert.ok(Math.abs(Number(alert.headers['x-tollgate-timestamp']) - Date.now() / 1000) < 120);
+
+    // The receiver failed twice: those deliveries were retried until each landed, never sent twice after.
+    const failed = deliveries.filter((d) => d.failed);
+    assert.equal(failed.length, 2);
+    for (const f of failed) {
+      const id = f.headers['x-tollgate-alert-id'];
+      const landed = deliveries.filter((d) => !d.failed && d.headers['x-tollgate-alert-id'] === id);
+      for (let i = 0; i < 100 && landed.length === 0; i++) {
+        await sleep(200);
+        landed.push(...deliveries.filter((d) => !d.failed && d.headers['x-tollgate-alert-id'] === id));
+      }
+      assert.equal(landed.length, 1, `${id} landed once after its failure`);
+      assert.ok(landed[0].at - f.at >= 900, 'after a delay');
+    }
+    await sleep(3_000);
+    const ids = deliveries.filter((d) => !d.failed).map((d) => d.headers['x-tollgate-alert-id']);
+    assert.equal(new Set(ids).size, ids.length, 'no crossing is delivered twice');
+
+    const list = await ctx.admin.call('GET', '/api/admin/alerts');
+    assert.equal(list.status, 200);
+    assert.equal(list.body.webhook_configured, true);
+    const row = list.body.data.find((r) => r.id === alert.json.id);
+    assert.equal(row.status, 'delivered');
+    assert.equal(row.type, 'key_limit.threshold');
+    const retried = list.body.data.filter((r) => r.attempts > 1);
+    assert.ok(retried.length >= 1 && retried.every((r) => r.status === 'delivered'), 'retried alerts show their attempts');
+  });
+
+  test('the balance falling below the threshold is told once', async () => {
+    const user = await ctx.admin.createUser({}, { credit: 5 });
+    const key = await ctx.admin.createKey(user.id);
+    for (let i = 0; i < 5; i++) {
+      const res = await chat(key.key);
+      assert.equal(res.status, 200);
+      await res.arrayBuffer();
+    }
+    const ok = await delivered((d) => d.some((x) => x.json.type === 'balance.below' && x.json.account_id === user.id));
+    const mine = ok.filter((x) => x.json.type === 'balance.below' && x.json.account_id === user.id);
+    assert.equal(mine.length, 1, 'only the charge that crossed it');
+    assert.equal(mine[0].json.threshold, 4.99999);
+    assert.ok(mine[0].json.balance < 4.99999);
+    assert.ok(verify(mine[0].headers, mine[0].body));
+  });
+
+  test('alerts need the admin token to read', async () => {
+    const user = await ctx.admin.createUser();
+    const key = await ctx.admin.createKey(user.id);
+    const res = await fetch(`${ctx.gw.url}/api/admin/alerts`, { headers: { authorization: `Bearer ${key.key}` } });
+    assert.equal(res.status, 403);
+    await res.arrayBuffer();
+  });
+});
