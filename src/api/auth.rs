@@ -170,7 +170,9 @@ async fn lookup(call: &Call, client: &str, hash: &str, now: i64) -> Result<(Opti
     if let Some(hit) = key_cache::from_memory(hash, now) {
         return Ok((hit, Source::Memory));
     }
-    refuse_if_blocked(client, now)?;
+    if !key_cache::known_recently(hash, now) {
+        refuse_if_blocked(client, now)?;
+    }
     let kv = env::cache(&call.env).map_err(ApiError::internal)?;
     if let Some(hit) = key_cache::from_kv(&kv, hash).await {
         key_cache::remember(hash, hit.clone(), now);

@@ -100,9 +100,20 @@ type Entry = (Option<KeyRecord>, i64, i64);
 /// `last_used_at` is written at most this often per key.
 pub const TOUCH_EVERY_MS: i64 = 60_000;
 
+/// How long a hash this isolate found to be a key is let past a block on its client (see `known_recently`).
+const KNOWN_FOR_MS: i64 = 300_000;
+
 thread_local! {
     static MEMORY: RefCell<HashMap<String, Entry>> = RefCell::new(HashMap::new());
     static TOUCHED: RefCell<HashMap<String, i64>> = RefCell::new(HashMap::new());
+    static KNOWN: RefCell<HashMap<String, i64>> = RefCell::new(HashMap::new());
+}
+
+/// Was this hash found to be a key in this isolate in the last `KNOWN_FOR_MS`? A client refused for
+/// presenting unknown keys (one address shared by an attacker and real users) still gets lookups for
+/// keys known to be real, after their 10 s in memory has passed.
+pub fn known_recently(hash: &str, now_ms: i64) -> bool {
+    KNOWN.with(|k| k.borrow().get(hash).is_some_and(|at| now_ms - at < KNOWN_FOR_MS))
 }
 
 /// True (and remembered) when this isolate has not recorded a use of the key in the last minute.
@@ -148,6 +159,17 @@ pub fn remember(hash: &str, record: Option<KeyRecord>, now_ms: i64) {
             used.select_nth_unstable(cut);
             let oldest = used[cut];
             m.retain(|_, (_, _, used)| *used > oldest);
+        }
+        if record.is_some() {
+            KNOWN.with(|k| {
+                let mut k = k.borrow_mut();
+                if k.len() >= MEMORY_MAX_ENTRIES {
+                    k.retain(|_, at| now_ms - *at < KNOWN_FOR_MS);
+                }
+                if k.len() < MEMORY_MAX_ENTRIES {
+                    k.insert(hash.to_string(), now_ms);
+                }
+            });
         }
         m.insert(hash.to_string(), (record, now_ms + ttl, now_ms));
     });
