@@ -6,6 +6,8 @@
 pub mod domain;
 #[cfg(test)]
 mod never_panics;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod openapi;
 pub mod providers;
 pub mod routes;
 

@@ -83,7 +83,67 @@ pub enum Route {
     /// `PUT /api/admin/routes` with the model in the body.
     PutRouteFromBody,
     DeleteRoute(String),
+    /// The OpenAPI document (served from the built assets; the Worker answers only when it was not built).
+    OpenApi,
 }
+
+/// How many kinds of `Route` there are (the OpenAPI test checks `PATHS` reaches every one).
+pub const ROUTE_KINDS: usize = 56;
+
+/// Every path the table serves, as templates (`{name}`: one segment; `{model}` may hold slashes).
+/// The OpenAPI document walks these through `route`, so it lists exactly what the table serves.
+pub const PATHS: &[&str] = &[
+    "/health",
+    "/openapi.json",
+    "/v1/chat/completions",
+    "/api/v1/chat/completions",
+    "/v1/completions",
+    "/api/v1/completions",
+    "/v1/messages",
+    "/api/v1/messages",
+    "/v1/messages/count_tokens",
+    "/api/v1/messages/count_tokens",
+    "/v1/responses",
+    "/api/v1/responses",
+    "/v1/responses/{response_id}",
+    "/api/v1/responses/{response_id}",
+    "/v1/embeddings",
+    "/api/v1/embeddings",
+    "/v1/models",
+    "/api/v1/models",
+    "/api/v1/key",
+    "/api/v1/credits",
+    "/api/v1/generation",
+    "/api/admin/users",
+    "/api/admin/users/{user_id}",
+    "/api/keys",
+    "/api/token",
+    "/api/keys/{key_id}",
+    "/api/keys/{key_id}/rotate",
+    "/api/keys/{key_id}/end-users",
+    "/api/keys/{key_id}/end-users/{end_user}",
+    "/api/orgs",
+    "/api/orgs/{org_id}",
+    "/api/orgs/{org_id}/keys",
+    "/api/models/pricing",
+    "/api/models/pricing/sync",
+    "/api/models/pricing/{model}",
+    "/api/balance",
+    "/api/balance/transactions",
+    "/api/balance/admin/add",
+    "/api/admin/reconcile",
+    "/api/stats",
+    "/api/stats/global",
+    "/api/stats/keys/{key_id}",
+    "/api/stats/orgs/{org_id}",
+    "/api/admin/provision",
+    "/api/admin/openrouter-keys",
+    "/api/admin/openrouter-keys/{upstream_key_id}",
+    "/api/admin/overview",
+    "/api/admin/alerts",
+    "/api/admin/routes",
+    "/api/admin/routes/{model}",
+];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Match {
@@ -111,6 +171,7 @@ pub fn route(method: &str, path: &str) -> Match {
     let id = |i: usize| segments.get(i).map(|s| s.to_string()).unwrap_or_default();
     let candidates: Vec<(&str, Route, Access)> = match segments.as_slice() {
         ["health"] => vec![("GET", Route::Health, Public)],
+        ["openapi.json"] => vec![("GET", Route::OpenApi, Public)],
         ["v1", "chat", "completions"] | ["api", "v1", "chat", "completions"] => {
             vec![("POST", Route::ChatCompletions, Inference)]
         }

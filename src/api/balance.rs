@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 use worker::Response;
 
 use super::auth::Caller;
+use super::bodies::AddBalance;
 use super::error::ApiError;
 use super::incoming::Incoming;
 use super::respond::{self, query, read_json, Call};
@@ -65,16 +66,6 @@ pub async fn list_transactions(req: Incoming, call: &Call, caller: &Caller) -> R
         200,
         &json!({ "data": rows.iter().map(entry_view).collect::<Vec<_>>(), "page": page.page, "page_size": page.size, "total": total }),
     )
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AddBalance {
-    user_id: String,
-    amount: f64,
-    description: Option<String>,
-    #[serde(rename = "type")]
-    kind: Option<String>,
 }
 
 /// Credits (or, with `adjustment`, debits) an account. `Idempotency-Key` makes a repeat answer the first result.

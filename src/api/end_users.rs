@@ -1,11 +1,11 @@
 //! A key's end users (`domain::end_users`): their spend and budgets, from the
 //! account's object; one end user's own budget, set or cleared.
 
-use serde::Deserialize;
 use serde_json::{json, Value};
 use worker::Response;
 
 use super::auth::Caller;
+use super::bodies::OwnBudgetBody;
 use super::error::ApiError;
 use super::incoming::Incoming;
 use super::keys::{managed_key, visible_key};
@@ -45,15 +45,6 @@ pub async fn list(call: &Call, caller: &Caller, key_id: &str) -> Result<Response
         200,
         &json!({ "data": data, "key_id": key.id, "default_budget": key.end_user_budget().map(|b| b.view()) }),
     )
-}
-
-/// `{"limit": USD, "limit_reset": …}`, or `{"limit": null}` for no budget at all.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct OwnBudgetBody {
-    limit: Option<f64>,
-    #[serde(default)]
-    limit_reset: Option<String>,
 }
 
 /// PUT /api/keys/{id}/end-users/{end_user}: the end user's own budget, in place of the key's default.

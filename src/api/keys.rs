@@ -2,18 +2,17 @@
 //! A caller without `admin` only ever sees its own user's keys; another
 //! user's key answers 404, as if it did not exist.
 
-use serde::Deserialize;
 use serde_json::{json, Value};
 use worker::{D1Database, Response};
 
 use super::auth::Caller;
+use super::bodies::{CreateKey, CreateToken, RotateKey, UpdateKey};
 use super::error::ApiError;
 use super::incoming::Incoming;
-use super::respond::{self, present, query, random_bytes, read_json, Call};
+use super::respond::{self, query, random_bytes, read_json, Call};
 use crate::billing::client::Account;
 use crate::cache::keys as key_cache;
 use crate::domain::allow;
-use crate::domain::end_users::BudgetInput;
 use crate::domain::keys::{
     self, parse_permissions, validate_expiry, validate_limit, validate_limit_reset, Climb, KeyState, KeyTerms,
     Permissions, Status, MAX_GRACE_SECONDS,
@@ -29,24 +28,6 @@ use crate::env;
 use crate::store;
 use crate::store::keys::{KeyFilter, KeyRow, Rotation};
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct CreateKey {
-    name: String,
-    description: Option<String>,
-    permissions: Option<Vec<String>>,
-    expires_at: Option<String>,
-    limit: Option<f64>,
-    limit_reset: Option<String>,
-    pub(super) user_id: Option<String>,
-    pub(super) org_id: Option<String>,
-    allowed_models: Option<Value>,
-    allowed_providers: Option<Value>,
-    rpm_limit: Option<i64>,
-    tpm_limit: Option<i64>,
-    end_user_budget: Option<BudgetInput>,
-}
-
 fn db(call: &Call) -> Result<D1Database, ApiError> {
     env::db(&call.env).map_err(ApiError::internal)
 }
@@ -55,12 +36,6 @@ pub async fn create_key(mut req: Incoming, call: &Call, caller: &Caller) -> Resu
     let body: CreateKey = read_json(&mut req).await?;
     let user_id = caller.target_user(body.user_id.clone())?;
     mint_key(call, caller, user_id, body).await
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CreateToken {
-    name: String,
 }
 
 /// POST /api/token: a key for the caller's own user.
@@ -248,32 +223,6 @@ pub async fn get_key(call: &Call, caller: &Caller, id: &str) -> Result<Response,
     respond::data(200, &key_view(&row, call.now_ms()))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct UpdateKey {
-    name: Option<String>,
-    #[serde(default, deserialize_with = "present")]
-    description: Option<Option<String>>,
-    permissions: Option<Vec<String>>,
-    disabled: Option<bool>,
-    #[serde(default, deserialize_with = "present")]
-    expires_at: Option<Option<String>>,
-    #[serde(default, deserialize_with = "present")]
-    limit: Option<Option<f64>>,
-    #[serde(default, deserialize_with = "present")]
-    limit_reset: Option<Option<String>>,
-    #[serde(default, deserialize_with = "present")]
-    allowed_models: Option<Option<Value>>,
-    #[serde(default, deserialize_with = "present")]
-    allowed_providers: Option<Option<Value>>,
-    #[serde(default, deserialize_with = "present")]
-    rpm_limit: Option<Option<i64>>,
-    #[serde(default, deserialize_with = "present")]
-    tpm_limit: Option<Option<i64>>,
-    #[serde(default, deserialize_with = "present")]
-    end_user_budget: Option<Option<BudgetInput>>,
-}
-
 pub async fn update_key(mut req: Incoming, call: &Call, caller: &Caller, id: &str) -> Result<Response, ApiError> {
     let body: UpdateKey = read_json(&mut req).await?;
     let db = db(call)?;
@@ -350,12 +299,6 @@ pub async fn delete_key(call: &Call, caller: &Caller, id: &str) -> Result<Respon
     let row = row.ok_or_else(|| ApiError::not_found(format!("key {id} not found")))?;
     publish(call, std::slice::from_ref(&row)).await?;
     respond::data(200, &json!({ "id": id, "deleted": true }))
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RotateKey {
-    grace_seconds: Option<u64>,
 }
 
 /// A new secret for the same key. With an `Idempotency-Key`, the secret is

@@ -1,5 +1,6 @@
 //! HTTP layer: the dispatch from `routes::Route` to thin handlers.
 
+pub mod bodies;
 pub mod error;
 
 #[cfg(target_arch = "wasm32")]
@@ -113,6 +114,10 @@ mod dispatch {
                 Route::ListModels => super::models::list_models(&req, call).await,
                 Route::ListPrices => super::prices::list_prices(req, call).await,
                 Route::GetPrice(model) => super::prices::get_price(&req, call, &model).await,
+                // The built assets answer `/openapi.json` before the Worker; it reaches here only unbuilt.
+                Route::OpenApi => Err(ApiError::not_found(
+                    "the OpenAPI document was not built: scripts/build writes build/assets/openapi.json",
+                )),
                 other => Err(ApiError::internal(format!("{other:?} is not a public route"))),
             };
         };
@@ -171,7 +176,7 @@ mod dispatch {
             Route::PutRoute(model) => super::pins::put_route(req, call, Some(model)).await,
             Route::PutRouteFromBody => super::pins::put_route(req, call, None).await,
             Route::DeleteRoute(model) => super::pins::delete_route(call, &model).await,
-            Route::Health | Route::ListModels | Route::ListPrices | Route::GetPrice(_) => {
+            Route::Health | Route::ListModels | Route::ListPrices | Route::GetPrice(_) | Route::OpenApi => {
                 Err(ApiError::internal(format!("{r:?} is public")))
             }
         }

@@ -1,18 +1,19 @@
 //! Organizations (admin): /api/orgs[/{id}[/keys]].
 
-use serde::Deserialize;
 use serde_json::{json, Value};
 use worker::{D1Database, Response};
 
 use super::auth::Caller;
+use super::bodies::CreateKey;
+use super::bodies::{CreateOrg, UpdateOrg};
 use super::error::ApiError;
 use super::incoming::Incoming;
-use super::keys::{mint_key, CreateKey};
-use super::respond::{self, present, query, random_bytes, read_json, Call};
+use super::keys::mint_key;
+use super::respond::{self, query, random_bytes, read_json, Call};
 use crate::domain::allow::{self, Allowlist};
 use crate::domain::ids;
 use crate::domain::money::micros_to_usd;
-use crate::domain::orgs::{validate_status, LimitsInput};
+use crate::domain::orgs::validate_status;
 use crate::domain::paging::Page;
 use crate::domain::time::to_iso;
 use crate::domain::users::{validate_optional_text, validate_text, MAX_NAME_LEN};
@@ -39,19 +40,6 @@ async fn check_admin_user(db: &D1Database, user_id: Option<&str>) -> Result<(), 
         }
     }
     Ok(())
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CreateOrg {
-    name: String,
-    description: Option<String>,
-    admin_user_id: Option<String>,
-    status: Option<String>,
-    #[serde(default)]
-    limits: LimitsInput,
-    allowed_models: Option<Value>,
-    allowed_providers: Option<Value>,
 }
 
 pub async fn create_org(mut req: Incoming, call: &Call) -> Result<Response, ApiError> {
@@ -100,23 +88,6 @@ async fn live_org(db: &D1Database, id: &str) -> Result<OrgRow, ApiError> {
 pub async fn get_org(call: &Call, id: &str) -> Result<Response, ApiError> {
     let db = db(call)?;
     respond::data(200, &org_view(&live_org(&db, id).await?))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct UpdateOrg {
-    name: Option<String>,
-    #[serde(default, deserialize_with = "present")]
-    description: Option<Option<String>>,
-    #[serde(default, deserialize_with = "present")]
-    admin_user_id: Option<Option<String>>,
-    status: Option<String>,
-    /// Replaces all three limits (absent ones become unlimited).
-    limits: Option<LimitsInput>,
-    #[serde(default, deserialize_with = "present")]
-    allowed_models: Option<Option<Value>>,
-    #[serde(default, deserialize_with = "present")]
-    allowed_providers: Option<Option<Value>>,
 }
 
 pub async fn update_org(mut req: Incoming, call: &Call, id: &str) -> Result<Response, ApiError> {

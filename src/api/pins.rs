@@ -3,10 +3,10 @@
 //! A pin rides on the model's price row, so it reaches the hot path through
 //! the price cache: the next request after a change follows it.
 
-use serde::Deserialize;
 use serde_json::{json, Value};
 use worker::Response;
 
+use super::bodies::PutRoute;
 use super::error::ApiError;
 use super::incoming::Incoming;
 use super::respond::{self, read_json, Call};
@@ -38,16 +38,6 @@ pub async fn list_routes(call: &Call) -> Result<Response, ApiError> {
     let data: Vec<Value> = prices::all(&db).await?.iter().map(|r| view(r, &direct)).collect();
     let direct: Vec<&str> = direct.iter().map(|p| p.as_str()).collect();
     respond::json(200, &json!({ "data": data, "direct_providers": direct }))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PutRoute {
-    /// Only in the body form (`PUT /api/admin/routes`); the path form names the model in the path.
-    model: Option<String>,
-    provider: String,
-    native_model: Option<String>,
-    fallback_to_openrouter: Option<bool>,
 }
 
 /// `in_path`: the model named by the path; `None` for the body form, whose body must name it.

@@ -1,9 +1,9 @@
 //! Prices: GET /api/models/pricing[/{model}], PUT (admin), POST /sync (admin, and cron).
 
-use serde::Deserialize;
 use serde_json::{json, Value};
 use worker::{Env, Response};
 
+use super::bodies::{PutPrice, SyncBody, WirePrice};
 use super::error::ApiError;
 use super::incoming::Incoming;
 use super::respond::{self, query, read_json, Call};
@@ -69,35 +69,11 @@ pub async fn get_price(req: &Incoming, call: &Call, model: &str) -> Result<Respo
     respond::data(200, &view(row, show))
 }
 
-/// A price on the wire: a number or OpenRouter's string form.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum WirePrice {
-    Number(f64),
-    Text(String),
-}
-
 fn wire_price(field: &str, p: &WirePrice) -> Result<i64, InvalidRequest> {
     match p {
         WirePrice::Number(n) => from_usd_per_token(field, *n),
         WirePrice::Text(t) => parse_usd_per_token(field, t),
     }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PutPrice {
-    model_name: String,
-    pricing_input: WirePrice,
-    pricing_output: WirePrice,
-    pricing_cache_read: Option<WirePrice>,
-    pricing_cache_write: Option<WirePrice>,
-    pricing_reasoning: Option<WirePrice>,
-    display_name: Option<String>,
-    provider: Option<String>,
-    context_length: Option<u32>,
-    max_completion_tokens: Option<u32>,
-    is_active: Option<bool>,
 }
 
 pub async fn put_price(mut req: Incoming, call: &Call) -> Result<Response, ApiError> {
@@ -143,12 +119,6 @@ pub async fn put_price(mut req: Incoming, call: &Call) -> Result<Response, ApiEr
     prices::upsert(&db, &row).await?;
     price_cache::forget(&env::cache(&call.env).map_err(ApiError::internal)?).await;
     respond::data(200, &view(&row, true))
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct SyncBody {
-    overwrite: Option<bool>,
 }
 
 pub async fn sync_prices(mut req: Incoming, call: &Call) -> Result<Response, ApiError> {

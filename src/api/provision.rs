@@ -6,14 +6,14 @@
 //! nothing half made (a key made upstream whose records cannot be written is
 //! deleted again).
 
-use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use worker::{D1Database, Response};
 
+use super::bodies::{Provision, UpdateUpstreamKey};
 use super::error::ApiError;
 use super::incoming::Incoming;
 use super::keys::key_view;
-use super::respond::{self, present, query, random_bytes, read_json, Call};
+use super::respond::{self, query, random_bytes, read_json, Call};
 use super::users::user_view;
 use crate::domain::keys::{self, Permissions};
 use crate::domain::money::{micros_to_usd, usd_to_micros};
@@ -52,22 +52,6 @@ fn upstream_failed(what: &str) -> impl FnOnce(crate::providers::openai_compat::P
         };
         ApiError::UpstreamFailed(format!("OpenRouter could not {what} ({detail})"))
     }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Provision {
-    email: String,
-    name: String,
-    limit: Option<i64>,
-    #[serde(default = "monthly", deserialize_with = "present")]
-    limit_reset: Option<Option<String>>,
-    utm_source: Option<String>,
-    locale: Option<String>,
-}
-
-fn monthly() -> Option<Option<String>> {
-    Some(Some("monthly".into()))
 }
 
 pub async fn provision(mut req: Incoming, call: &Call) -> Result<Response, ApiError> {
@@ -187,16 +171,6 @@ pub async fn list_upstream_keys(req: Incoming, call: &Call) -> Result<Response, 
     let user_id = query(&req).get("user_id").cloned().filter(|u| !u.is_empty());
     let rows = store::openrouter_keys::list(&db, user_id.as_deref()).await?;
     respond::data(200, &rows.iter().map(upstream_view).collect::<Vec<_>>())
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct UpdateUpstreamKey {
-    #[serde(default, deserialize_with = "present")]
-    limit: Option<Option<i64>>,
-    #[serde(default, deserialize_with = "present")]
-    limit_reset: Option<Option<String>>,
-    disabled: Option<bool>,
 }
 
 fn need_key_api(config: &env::Config) -> Result<KeyApi<'_>, ApiError> {

@@ -140,12 +140,3 @@ pub async fn read_json<T: serde::de::DeserializeOwned>(req: &mut Incoming) -> Re
 pub fn query(req: &Incoming) -> std::collections::HashMap<String, String> {
     req.url().map(|u| u.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect()).unwrap_or_default()
 }
-
-/// For PATCH bodies: tells "absent" (`None`) from "null" (`Some(None)`).
-pub fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: serde::Deserialize<'de>,
-{
-    <Option<T> as serde::Deserialize>::deserialize(d).map(Some)
-}

@@ -1,12 +1,12 @@
 //! Users (operator): /api/admin/users[/{id}].
 
-use serde::Deserialize;
 use serde_json::{json, Value};
 use worker::Response;
 
+use super::bodies::{CreateUser, UpdateUser};
 use super::error::ApiError;
 use super::incoming::Incoming;
-use super::respond::{self, present, query, random_bytes, read_json, Call};
+use super::respond::{self, query, random_bytes, read_json, Call};
 use crate::domain::ids;
 use crate::domain::paging::Page;
 use crate::domain::time::to_iso;
@@ -14,16 +14,6 @@ use crate::domain::users::{validate_email, validate_locale, validate_optional_te
 use crate::env;
 use crate::store::users::UserRow;
 use crate::store::{self, StoreError};
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CreateUser {
-    email: String,
-    name: String,
-    locale: Option<String>,
-    utm_source: Option<String>,
-    image: Option<String>,
-}
 
 /// The operator (or an admin key) is calling: the database to work on.
 pub(super) fn db(call: &Call) -> Result<worker::D1Database, ApiError> {
@@ -77,19 +67,6 @@ async fn live_user(db: &worker::D1Database, id: &str) -> Result<UserRow, ApiErro
 pub async fn get_user(call: &Call, id: &str) -> Result<Response, ApiError> {
     let db = db(call)?;
     respond::data(200, &user_view(&live_user(&db, id).await?))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct UpdateUser {
-    email: Option<String>,
-    name: Option<String>,
-    locale: Option<String>,
-    #[serde(default, deserialize_with = "present")]
-    utm_source: Option<Option<String>>,
-    #[serde(default, deserialize_with = "present")]
-    image: Option<Option<String>>,
-    email_verified: Option<bool>,
 }
 
 pub async fn update_user(mut req: Incoming, call: &Call, id: &str) -> Result<Response, ApiError> {

@@ -26,6 +26,7 @@ pub struct Budget {
 
 /// A budget as the API speaks it: `{limit: USD, limit_reset: daily|weekly|monthly|null}`.
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct BudgetInput {
     pub limit: f64,

@@ -7,6 +7,7 @@ use super::InvalidRequest;
 
 /// Monthly limits as the API speaks them (`monthly_cost` in USD); absent or null = unlimited.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct LimitsInput {
     pub monthly_requests: Option<i64>,
