@@ -20,6 +20,8 @@ mod incoming;
 #[cfg(target_arch = "wasm32")]
 mod keys;
 #[cfg(target_arch = "wasm32")]
+mod log_line;
+#[cfg(target_arch = "wasm32")]
 mod meter;
 #[cfg(target_arch = "wasm32")]
 mod models;
@@ -35,8 +37,6 @@ mod provision;
 mod relay;
 #[cfg(target_arch = "wasm32")]
 mod reply;
-#[cfg(target_arch = "wasm32")]
-mod request_log;
 #[cfg(target_arch = "wasm32")]
 mod respond;
 #[cfg(target_arch = "wasm32")]

@@ -9,9 +9,9 @@ use worker::{Headers, Response};
 
 use super::auth::Caller;
 use super::error::ApiError;
+use super::log_line::LogContext;
 use super::meter::{charge, Heartbeat, Meter, Outcome};
 use super::relay::{relay_stream, Relay, StreamOutcome};
-use super::request_log::LogContext;
 use super::respond::Call;
 use super::served::{answer_names, ServedPrices};
 use super::upstream::Served;
