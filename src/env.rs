@@ -14,6 +14,7 @@ pub const CACHE: &str = "CACHE";
 pub const ACCOUNTS: &str = "ACCOUNTS";
 pub const ORGS: &str = "ORGS";
 pub const ALERTS: &str = "ALERTS";
+pub const REQUEST_LOGS: &str = "REQUEST_LOGS";
 
 const DEFAULT_BASE_URL: &str = "https://openrouter.ai/api/v1";
 
@@ -226,6 +227,11 @@ pub fn db(env: &Env) -> worker::Result<D1Database> {
 
 pub fn cache(env: &Env) -> worker::Result<KvStore> {
     env.kv(CACHE)
+}
+
+/// The bucket of the request log's bodies (`api::request_log`).
+pub fn request_logs(env: &Env) -> worker::Result<worker::Bucket> {
+    env.bucket(REQUEST_LOGS)
 }
 
 /// The queue alerts travel through to the webhook (`webhooks`).

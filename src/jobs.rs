@@ -16,4 +16,5 @@ pub async fn run(cron: String, env: Env) {
     // Reconciliation first flushes every account's outbox (ledger rows and usage records) to D1.
     report("reconcile", crate::api::run_reconciliation(&env).await);
     report("mirror_upstream_keys", crate::api::mirror_upstream_keys(&env).await);
+    report("expire_request_logs", crate::api::expire_request_logs(&env).await);
 }

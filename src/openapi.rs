@@ -65,6 +65,8 @@ fn describe(route: &Route) -> (&'static str, Option<Value>) {
         Route::ListEndUsers(_) => ("A key's end users, their spend and budgets", None),
         Route::PutEndUserBudget(..) => ("An end user's own budget", Some(schema_of::<bodies::OwnBudgetBody>())),
         Route::ClearEndUserBudget(..) => ("An end user back to the key's default budget", None),
+        Route::ListRequestLog(_) => ("A key's logged requests (when it keeps a request log)", None),
+        Route::GetRequestLog(..) => ("One logged request with its bodies", None),
         Route::ListOrgs => ("Organizations", None),
         Route::CreateOrg => ("Create an organization", Some(schema_of::<bodies::CreateOrg>())),
         Route::GetOrg(_) => ("One organization", None),

@@ -52,6 +52,9 @@ pub enum Route {
     ListEndUsers(String),
     PutEndUserBudget(String, String),
     ClearEndUserBudget(String, String),
+    /// A key's request log, and one logged request (key id, request id).
+    ListRequestLog(String),
+    GetRequestLog(String, String),
     ListOrgs,
     CreateOrg,
     GetOrg(String),
@@ -88,7 +91,7 @@ pub enum Route {
 }
 
 /// How many kinds of `Route` there are (the OpenAPI test checks `PATHS` reaches every one).
-pub const ROUTE_KINDS: usize = 56;
+pub const ROUTE_KINDS: usize = 58;
 
 /// Every path the table serves, as templates (`{name}`: one segment; `{model}` may hold slashes).
 /// The OpenAPI document walks these through `route`, so it lists exactly what the table serves.
@@ -122,6 +125,8 @@ pub const PATHS: &[&str] = &[
     "/api/keys/{key_id}/rotate",
     "/api/keys/{key_id}/end-users",
     "/api/keys/{key_id}/end-users/{end_user}",
+    "/api/keys/{key_id}/requests",
+    "/api/keys/{key_id}/requests/{request_id}",
     "/api/orgs",
     "/api/orgs/{org_id}",
     "/api/orgs/{org_id}/keys",
@@ -210,6 +215,10 @@ pub fn route(method: &str, path: &str) -> Match {
         }
         ["api", "keys", k, "rotate"] if !k.is_empty() => vec![("POST", Route::RotateKey(id(2)), Key(Write))],
         ["api", "keys", k, "end-users"] if !k.is_empty() => vec![("GET", Route::ListEndUsers(id(2)), Key(Read))],
+        ["api", "keys", k, "requests"] if !k.is_empty() => vec![("GET", Route::ListRequestLog(id(2)), Key(Read))],
+        ["api", "keys", k, "requests", r] if !k.is_empty() && !r.is_empty() => {
+            vec![("GET", Route::GetRequestLog(id(2), id(4)), Key(Read))]
+        }
         ["api", "keys", k, "end-users", e] if !k.is_empty() && !e.is_empty() => vec![
             ("PUT", Route::PutEndUserBudget(id(2), id(4)), Key(Write)),
             ("DELETE", Route::ClearEndUserBudget(id(2), id(4)), Key(Write)),

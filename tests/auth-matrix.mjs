@@ -34,6 +34,8 @@ export const AUTHENTICATED_ROUTES = [
   ['ListEndUsers', 'GET', `/api/keys/${ID}/end-users`, 'read'],
   ['PutEndUserBudget', 'PUT', `/api/keys/${ID}/end-users/alice`, 'write', { limit: 1 }],
   ['ClearEndUserBudget', 'DELETE', `/api/keys/${ID}/end-users/alice`, 'write'],
+  ['ListRequestLog', 'GET', `/api/keys/${ID}/requests`, 'read'],
+  ['GetRequestLog', 'GET', `/api/keys/${ID}/requests/req-1`, 'read'],
   ['ListOrgs', 'GET', '/api/orgs', 'admin'],
   ['CreateOrg', 'POST', '/api/orgs', 'admin', { name: 'matrix org' }],
   ['GetOrg', 'GET', `/api/orgs/${ID}`, 'admin'],
@@ -65,7 +67,7 @@ export const AUTHENTICATED_ROUTES = [
 ];
 
 /** Routes anyone may call (API.md's first row). */
-export const PUBLIC_ROUTES = ['Health', 'ListModels', 'ListPrices', 'GetPrice'];
+export const PUBLIC_ROUTES = ['Health', 'ListModels', 'ListPrices', 'GetPrice', 'OpenApi'];
 
 /** Every route variant the route table knows, read from src/routes.rs. */
 export function routeTableNames(source) {

@@ -49,6 +49,8 @@ pub struct CreateKey {
     pub rpm_limit: Option<i64>,
     pub tpm_limit: Option<i64>,
     pub end_user_budget: Option<BudgetInput>,
+    /// Days the key keeps its requests' and answers' bodies (off when absent).
+    pub request_log_days: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -83,6 +85,8 @@ pub struct UpdateKey {
     pub tpm_limit: Option<Option<i64>>,
     #[serde(default, deserialize_with = "present")]
     pub end_user_budget: Option<Option<BudgetInput>>,
+    #[serde(default, deserialize_with = "present")]
+    pub request_log_days: Option<Option<i64>>,
 }
 
 #[derive(Deserialize, Default)]

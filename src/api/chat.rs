@@ -30,14 +30,21 @@ const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 const ANTHROPIC_DEFAULT_MAX_TOKENS: u64 = 4_096;
 
 pub async fn create_chat_completion(mut req: Incoming, call: &Call, auth: Authenticated) -> Result<Response, ApiError> {
-    let chat = ChatRequest::parse(&read_body(&mut req, MAX_BODY_BYTES).await?)?;
+    let chat = ChatRequest::parse(&body(&mut req, call, &auth).await?)?;
     serve(call, auth, chat, Dialect::Chat).await
+}
+
+/// The request's body (kept for the key's request log when it has one).
+async fn body(req: &mut Incoming, call: &Call, auth: &Authenticated) -> Result<Vec<u8>, ApiError> {
+    let bytes = read_body(req, MAX_BODY_BYTES).await?;
+    super::request_log::keep_request(call, &auth.caller, &bytes);
+    Ok(bytes)
 }
 
 /// POST /v1/completions: a legacy completion is a chat with the prompt as its one message,
 /// answered in completion shapes (`domain::completions`).
 pub async fn create_completion(mut req: Incoming, call: &Call, auth: Authenticated) -> Result<Response, ApiError> {
-    let chat = completions::to_chat(&read_body(&mut req, MAX_BODY_BYTES).await?)?;
+    let chat = completions::to_chat(&body(&mut req, call, &auth).await?)?;
     serve(call, auth, chat, Dialect::Completions).await
 }
 
@@ -45,7 +52,7 @@ pub async fn create_completion(mut req: Incoming, call: &Call, auth: Authenticat
 /// and answered as messages (`providers::anthropic::inbound`).
 pub async fn create_message(mut req: Incoming, call: &Call, auth: Authenticated) -> Result<Response, ApiError> {
     let beta = anthropic_beta(&req)?;
-    let mut chat = anthropic::inbound::to_chat(&read_body(&mut req, MAX_BODY_BYTES).await?)?;
+    let mut chat = anthropic::inbound::to_chat(&body(&mut req, call, &auth).await?)?;
     chat.anthropic_beta = beta;
     serve(call, auth, chat, Dialect::Messages).await
 }
@@ -124,7 +131,7 @@ pub async fn create_response(mut req: Incoming, call: &Call, auth: Authenticated
             "this gateway serves the Responses API over HTTP only: send a POST".into(),
         ));
     }
-    let (chat, custom_tools) = responses::to_chat(&read_body(&mut req, MAX_BODY_BYTES).await?)?;
+    let (chat, custom_tools) = responses::to_chat(&body(&mut req, call, &auth).await?)?;
     serve(call, auth, chat, Dialect::Responses(custom_tools)).await
 }
 
@@ -190,7 +197,9 @@ impl Job {
             Ok(served) => served,
             Err(failed) => {
                 let log = LogContext::new(&call, &caller, &chat.model, plan[0].route.provider, failed.tries);
-                return fail(&call, meter, answer, failed.error, log).await;
+                let status = failed.error.status();
+                fail(&call, meter, answer, failed.error, log).await;
+                return super::request_log::write(&call, &caller, &chat.model, status, false).await;
             }
         };
         let mut reply =
@@ -200,6 +209,8 @@ impl Job {
         } else {
             reply.read(answer).await
         };
-        reply.settle(ended).await;
+        if let Some((status, streamed)) = reply.settle(ended).await {
+            super::request_log::write(&call, &caller, &chat.model, status, streamed).await;
+        }
     }
 }

@@ -20,6 +20,7 @@ use crate::domain::keys::{
 use crate::domain::money::micros_to_usd;
 use crate::domain::paging::Page;
 use crate::domain::rates;
+use crate::domain::request_log;
 use crate::domain::time::{parse_iso, to_iso};
 use crate::domain::users::{validate_optional_text, validate_text, MAX_NAME_LEN};
 use crate::domain::windows::Reset;
@@ -61,6 +62,7 @@ pub async fn create_token(mut req: Incoming, call: &Call, caller: &Caller) -> Re
         rpm_limit: k.rates.rpm,
         tpm_limit: k.rates.tpm,
         end_user_budget: None,
+        request_log_days: None,
     };
     mint_key(call, caller, user_id, fields).await
 }
@@ -101,6 +103,7 @@ pub(super) async fn mint_key(
     row.rpm_limit = rates::validate("rpm_limit", body.rpm_limit)?;
     row.tpm_limit = rates::validate("tpm_limit", body.tpm_limit)?;
     row.set_end_user_budget(body.end_user_budget.map(|b| b.validate("end_user_budget")).transpose()?);
+    row.request_log_days = request_log::validate_days(body.request_log_days)?;
     // Lists the body leaves out are the maker's own (an admin's: any).
     let inherited = holder(caller).map(|h| h.allowed).unwrap_or_default();
     let allowed =
@@ -267,6 +270,9 @@ pub async fn update_key(mut req: Incoming, call: &Call, caller: &Caller, id: &st
     }
     if let Some(budget) = body.end_user_budget {
         row.set_end_user_budget(budget.map(|b| b.validate("end_user_budget")).transpose()?);
+    }
+    if let Some(days) = body.request_log_days {
+        row.request_log_days = request_log::validate_days(days)?;
     }
     if let Some(h) = holder(caller) {
         keys::within_holder(&h, &terms_of(&row), Some(&before)).map_err(forbidden)?;
@@ -471,6 +477,7 @@ pub(super) fn key_view(k: &KeyRow, now_ms: i64) -> Value {
         "expires_at": k.expires_at, "limit": k.limit_micros.map(micros_to_usd), "limit_reset": k.limit_reset,
         "allowed_models": allowed.models, "allowed_providers": allowed.providers,
         "rpm_limit": k.rpm_limit, "tpm_limit": k.tpm_limit, "end_user_budget": k.end_user_budget().map(|b| b.view()),
+        "request_log_days": k.request_log_days,
         "disabled": k.disabled != 0, "status": status.as_str(), "rotated_at": k.rotated_at,
         "last_used_at": k.last_used_at, "created_at": k.created_at, "updated_at": k.updated_at,
     })

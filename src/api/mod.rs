@@ -38,6 +38,8 @@ mod relay;
 #[cfg(target_arch = "wasm32")]
 mod reply;
 #[cfg(target_arch = "wasm32")]
+mod request_log;
+#[cfg(target_arch = "wasm32")]
 mod respond;
 #[cfg(target_arch = "wasm32")]
 mod served;
@@ -60,6 +62,10 @@ pub use models::refresh_models_cache;
 pub use prices::sync as sync_prices;
 #[cfg(target_arch = "wasm32")]
 pub use provision::mirror_upstream_keys;
+#[cfg(target_arch = "wasm32")]
+pub async fn expire_request_logs(env: &worker::Env) -> Result<serde_json::Value, error::ApiError> {
+    request_log::expire(env, js_sys::Date::now() as i64).await
+}
 
 #[cfg(target_arch = "wasm32")]
 mod dispatch {
@@ -148,6 +154,8 @@ mod dispatch {
             Route::ListEndUsers(id) => super::end_users::list(call, caller, &id).await,
             Route::PutEndUserBudget(id, end_user) => super::end_users::put(req, call, caller, &id, &end_user).await,
             Route::ClearEndUserBudget(id, end_user) => super::end_users::clear(call, caller, &id, &end_user).await,
+            Route::ListRequestLog(id) => super::request_log::list(req, call, caller, &id).await,
+            Route::GetRequestLog(id, request_id) => super::request_log::get(call, caller, &id, &request_id).await,
             Route::ListOrgs => super::orgs::list_orgs(req, call).await,
             Route::CreateOrg => super::orgs::create_org(req, call).await,
             Route::GetOrg(id) => super::orgs::get_org(call, &id).await,

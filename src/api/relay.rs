@@ -48,9 +48,18 @@ pub struct Relay {
     pub ended: bool,
     /// Told how the stream ended, exactly once (at the end, or on drop).
     pub outcome: Option<oneshot::Sender<StreamOutcome>>,
+    /// The key's request log, when it keeps one: what the client got is kept there too.
+    pub log: super::request_log::Keeper,
 }
 
 impl Relay {
+    /// Puts events in the client's shape, and keeps them for the request log.
+    fn emit(&mut self, events: Vec<u8>) -> Vec<u8> {
+        let out = self.dialect.feed(events);
+        super::request_log::keep_response(&self.log, &out);
+        out
+    }
+
     fn report(&mut self, cancelled: bool, failed: bool) {
         if let Some(tx) = self.outcome.take() {
             let summary: &StreamSummary = self.sse.summary();
@@ -109,7 +118,7 @@ pub fn relay_stream(relay: Relay) -> impl futures_util::Stream<Item = worker::Re
                     } else if out.is_empty() {
                         continue;
                     } else {
-                        let out = s.dialect.feed(out);
+                        let out = s.emit(out);
                         return Some((Ok(out), s));
                     }
                 }
@@ -119,7 +128,7 @@ pub fn relay_stream(relay: Relay) -> impl futures_util::Stream<Item = worker::Re
                         let out = s.sse.feed(&tail);
                         if !out.is_empty() {
                             s.adapter = None; // its end is sent; the next turn finishes the stream
-                            let out = s.dialect.feed(out);
+                            let out = s.emit(out);
                             return Some((Ok(out), s));
                         }
                     }
@@ -140,7 +149,7 @@ pub fn relay_stream(relay: Relay) -> impl futures_util::Stream<Item = worker::Re
                 None => s.sse.finish(None),
             };
             s.report(false, failure.is_some());
-            let tail = s.dialect.feed(tail);
+            let tail = s.emit(tail);
             return (!tail.is_empty()).then_some((Ok(tail), s));
         }
     })

@@ -177,6 +177,7 @@ impl<'a> Reply<'a> {
             dialect: self.dialect.stream(),
             ended: false,
             outcome: Some(ended_tx),
+            log: self.call.request_log.clone(),
         };
         let _ = self.headers.set("content-type", "text/event-stream; charset=utf-8");
         let _ = self.headers.set("cache-control", "no-cache");
@@ -218,6 +219,7 @@ impl<'a> Reply<'a> {
             None => body,
         };
         let body = self.dialect.answer(body);
+        super::request_log::keep_response(&call.request_log, &body);
         let _ = self.headers.set("content-type", "application/json");
         let _ = self.headers.set("server-timing", &format!("{}, total;dur={:.2}", self.timing, call.elapsed_ms()));
         let response = Response::from_bytes(body).map(|r| r.with_headers(self.headers.clone()));
@@ -228,16 +230,23 @@ impl<'a> Reply<'a> {
     /// The answer could not be given: the client gets the error; the settlement releases the reservation.
     fn failed(&mut self, answer: Answer, error: ApiError) -> Option<Ended> {
         let status = error.status();
+        super::request_log::keep_response(
+            &self.call.request_log,
+            error.body(&self.call.request_id).to_string().as_bytes(),
+        );
         let _ = answer.send(Err(error));
         Some(Ended { outcome: Outcome::failed(status), model: None, upstream_id: None })
     }
 
-    /// Charges the request at the price of the model that served it, and writes its log line.
-    pub async fn settle(self, ended: Option<Ended>) {
-        let Some(Ended { outcome, model, upstream_id }) = ended else { return };
+    /// Charges the request at the price of the model that served it, and writes its log line; answers
+    /// the status the client got and whether it was streamed.
+    pub async fn settle(self, ended: Option<Ended>) -> Option<(u16, bool)> {
+        let Ended { outcome, model, upstream_id } = ended?;
         let tokens = outcome.usage.as_ref().map_or((0, 0), |u| (u.prompt_tokens, u.completion_tokens));
+        let answered = (outcome.status, outcome.streamed);
         let Some(mut m) = self.meter else {
-            return self.log.finished(outcome.status, tokens, None, outcome.streamed);
+            self.log.finished(outcome.status, tokens, None, outcome.streamed);
+            return Some(answered);
         };
         (m.model, m.price) = self.prices.of(model.as_deref());
         m.upstream_id = upstream_id;
@@ -245,12 +254,14 @@ impl<'a> Reply<'a> {
         let uncollected = micros_to_usd(charged.cost - charged.amount);
         self.log.finished(outcome.status, tokens, Some((charged.usd(), uncollected)), outcome.streamed);
         m.settle(&self.call.env, outcome).await;
+        Some(answered)
     }
 }
 
 /// No upstream answered: the client gets the error; the reservation goes back.
 pub async fn fail(call: &Call, meter: Option<Meter>, answer: Answer, error: ApiError, log: LogContext) {
     let status = error.status();
+    super::request_log::keep_response(&call.request_log, error.body(&call.request_id).to_string().as_bytes());
     log.finished(status, (0, 0), None, false);
     let _ = answer.send(Err(error));
     if let Some(m) = meter {

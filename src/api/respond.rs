@@ -31,6 +31,8 @@ pub struct Call {
     pub end_user: Option<String>,
     /// Where the key's per-minute limits stand, once its reservation says (sent as `x-ratelimit-*`).
     pub rate: Rc<Cell<Option<RateStatus>>>,
+    /// The request's bodies, when its key keeps a request log.
+    pub request_log: super::request_log::Keeper,
 }
 
 impl Call {
@@ -49,6 +51,7 @@ impl Call {
             started_ms: js_sys::Date::now(),
             end_user,
             rate: Rc::default(),
+            request_log: Rc::default(),
         }
     }
 

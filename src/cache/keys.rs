@@ -46,6 +46,9 @@ pub struct KeyRecord {
     /// Each end user's budget, as D1 had it.
     #[serde(default)]
     pub end_user_budget: Option<crate::domain::end_users::Budget>,
+    /// Days the key keeps its request log; `None`: off.
+    #[serde(default)]
+    pub request_log_days: Option<i64>,
 }
 
 impl KeyRecord {
@@ -72,6 +75,7 @@ impl KeyRecord {
             allowed: row.allowlist(),
             rates: row.rates(),
             end_user_budget: row.end_user_budget(),
+            request_log_days: row.request_log_days,
         }
     }
 }

@@ -21,6 +21,7 @@ pub mod paging;
 pub mod pricing;
 pub mod provisioning;
 pub mod rates;
+pub mod request_log;
 pub mod routing;
 pub mod spend;
 pub mod time;

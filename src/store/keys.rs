@@ -46,6 +46,9 @@ pub struct KeyRow {
     pub end_user_limit_micros: Option<i64>,
     #[serde(default)]
     pub end_user_limit_reset: Option<String>,
+    /// Days the key keeps its request log; `None`: off.
+    #[serde(default)]
+    pub request_log_days: Option<i64>,
 }
 
 impl KeyRow {
@@ -77,6 +80,7 @@ impl KeyRow {
             tpm_limit: None,
             end_user_limit_micros: None,
             end_user_limit_reset: None,
+            request_log_days: None,
         }
     }
 
@@ -109,8 +113,8 @@ impl KeyRow {
 const INSERT: &str =
     "INSERT INTO api_keys (id, user_id, org_id, name, description, key_hash, key_prefix, permissions, \
                       expires_at, limit_micros, limit_reset, created_at, updated_at, allowed_models, allowed_providers, \
-                      rpm_limit, tpm_limit, end_user_limit_micros, end_user_limit_reset) \
-                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13, ?14, ?15, ?16, ?17, ?18)";
+                      rpm_limit, tpm_limit, end_user_limit_micros, end_user_limit_reset, request_log_days) \
+                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)";
 /// The current secret, or the previous one while its grace period lasts.
 const FIND_BY_HASH: &str = "SELECT * FROM api_keys WHERE key_hash = ?1 \
                             UNION ALL SELECT * FROM api_keys WHERE previous_key_hash = ?1 AND previous_expires_at > ?2 LIMIT 1";
@@ -141,6 +145,7 @@ pub fn insert_statement(db: &D1Database, k: &KeyRow) -> worker::Result<worker::D
         opt_int(k.tpm_limit),
         opt_int(k.end_user_limit_micros),
         opt_text(k.end_user_limit_reset.as_deref()),
+        opt_int(k.request_log_days),
     ])
 }
 
@@ -153,8 +158,8 @@ const GET_LIVE: &str = "SELECT * FROM api_keys WHERE id = ?1 AND deleted_at IS N
 const UPDATE: &str =
     "UPDATE api_keys SET name = ?2, description = ?3, permissions = ?4, disabled = ?5, expires_at = ?6, \
                       limit_micros = ?7, limit_reset = ?8, updated_at = ?9, allowed_models = ?10, allowed_providers = ?11, \
-                      rpm_limit = ?12, tpm_limit = ?13, end_user_limit_micros = ?14, end_user_limit_reset = ?15 \
-                      WHERE id = ?1 AND deleted_at IS NULL";
+                      rpm_limit = ?12, tpm_limit = ?13, end_user_limit_micros = ?14, end_user_limit_reset = ?15, \
+                      request_log_days = ?16 WHERE id = ?1 AND deleted_at IS NULL";
 const SOFT_DELETE: &str =
     "UPDATE api_keys SET deleted_at = ?2, updated_at = ?2 WHERE id = ?1 AND deleted_at IS NULL RETURNING *";
 /// Only succeeds while the key still has the secret the caller rotated from.
@@ -272,6 +277,7 @@ pub async fn update(db: &D1Database, k: &KeyRow) -> Result<(), StoreError> {
             opt_int(k.tpm_limit),
             opt_int(k.end_user_limit_micros),
             opt_text(k.end_user_limit_reset.as_deref()),
+            opt_int(k.request_log_days),
         ])?
         .run()
         .await?;

@@ -4,6 +4,7 @@ pub mod keys;
 pub mod openrouter_keys;
 pub mod orgs;
 pub mod prices;
+pub mod request_logs;
 pub mod usage;
 pub mod users;
 
