@@ -399,18 +399,77 @@ describe('web console', () => {
     await page.context().close();
   });
 
+  test('an operator reads a key\'s end users and request log, gives one end user a budget, and sees the alerts', async () => {
+    const user = await ctx.admin.createUser({ name: 'App Owner', email: 'app@console.example' });
+    const key = await ctx.admin.createKey(user.id, { name: 'app-key', request_log_days: 3, end_user_budget: { limit: 1, limit_reset: 'monthly' }, rpm_limit: 100 });
+    const client = new OpenAI({ baseURL: `${ctx.gw.url}/v1`, apiKey: key.key, maxRetries: 0 });
+    await client.chat.completions.create({ model: 'openai/gpt-4o-mini', user: 'carol@app.example', messages: [{ role: 'user', content: 'the word is marigold' }] });
+    for (let i = 0; i < 50 && (await ctx.admin.call('GET', `/api/keys/${key.id}/requests`)).body.total < 1; i++) await sleep(100);
+
+    const page = await newPage();
+    state.activityPage = page;
+    await signIn(page, ctx.gw.adminToken);
+    await go(page, 'Keys');
+    await page.getByRole('cell', { name: 'app-key', exact: true }).waitFor();
+    const row = page.getByRole('row').filter({ hasText: 'app-key' });
+    await row.getByText('100 requests a minute').waitFor();
+    await row.getByText('$1.00 / monthly per end user').waitFor();
+    await row.getByText('requests kept 3 days').waitFor();
+
+    await page.getByRole('link', { name: 'End users of key app-key' }).click();
+    await page.getByRole('heading', { name: 'End users', level: 1 }).waitFor();
+    await page.getByRole('cell', { name: 'carol@app.example' }).waitFor();
+    await shoot(page, 'end-users');
+    await page.getByText('Give an end user a budget of its own').click();
+    await page.getByLabel('End user', { exact: true }).fill('dave@app.example');
+    await page.getByLabel('Budget (USD)').fill('0.25');
+    await page.getByRole('button', { name: 'Set budget' }).click();
+    await page.getByRole('status').filter({ hasText: 'dave@app.example has a budget of its own now.' }).waitFor();
+    const listed = (await ctx.admin.call('GET', `/api/keys/${key.id}/end-users`)).body.data.find((u) => u.end_user === 'dave@app.example');
+    assert.deepEqual([listed.limit, listed.own_budget], [0.25, true]);
+    await page.getByRole('button', { name: "Give dave@app.example the key's default budget" }).click();
+    await page.getByRole('cell', { name: 'dave@app.example', exact: true }).waitFor();
+    for (let i = 0; i < 50 && (await ctx.admin.call('GET', `/api/keys/${key.id}/end-users`)).body.data.find((u) => u.end_user === 'dave@app.example').own_budget; i++) await sleep(100);
+
+    await go(page, 'Keys');
+    await page.getByRole('link', { name: 'Requests of key app-key' }).click();
+    await page.getByRole('heading', { name: 'Request log', level: 1 }).waitFor();
+    await page.getByRole('button', { name: /^View request / }).first().click();
+    await page.locator('pre.body').first().filter({ hasText: 'marigold' }).waitFor();
+    await shoot(page, 'requests');
+
+    await go(page, 'Alerts');
+    await page.getByRole('heading', { name: 'Alerts', level: 1 }).waitFor();
+    await page.getByText('No webhook is set').waitFor();
+    await shoot(page, 'alerts');
+    assert.deepEqual(page.errors, []);
+    await page.context().close();
+  });
+
   test('every page passes an automated accessibility check (axe: WCAG 2 A and AA)', async () => {
     const page = await newPage();
     await signIn(page, ctx.gw.adminToken);
     await page.getByRole('heading', { name: 'Overview', level: 1 }).waitFor();
     const found = [...(state.holderViolations ?? [])];
-    for (const name of ['Overview', 'Users', 'Keys', 'Organizations', 'Prices', 'Routes', 'Upstream keys', 'Usage', 'Reconciliation']) {
+    for (const name of ['Overview', 'Users', 'Keys', 'Organizations', 'Prices', 'Routes', 'Upstream keys', 'Usage', 'Alerts', 'Reconciliation']) {
       await go(page, name);
       await page.getByRole('heading', { name, level: 1 }).waitFor();
       if (name !== 'Overview') {
         assert.equal(await page.evaluate(() => document.activeElement?.id), 'main', `${name}: focus moves to the new page`);
       }
       await settled(page);
+      found.push(...(await accessibilityViolations(page, name)));
+    }
+    // A key's pages, reached from its row: the first key listed, with a logged request opened.
+    const { data: [anyKey] } = (await ctx.admin.call('GET', '/api/keys?search=app-key')).body;
+    for (const [hash, name] of [['end-users', 'End users'], ['requests', 'Request log']]) {
+      await page.goto(`${ctx.gw.url}/console/#/${hash}?key=${encodeURIComponent(anyKey.id)}`);
+      await page.getByRole('heading', { name, level: 1 }).waitFor();
+      await settled(page);
+      if (hash === 'requests') {
+        await page.getByRole('button', { name: /^View request / }).first().click();
+        await page.locator('pre.body').first().waitFor();
+      }
       found.push(...(await accessibilityViolations(page, name)));
     }
     assert.deepEqual(found, [], found.join('\n'));

@@ -8,6 +8,7 @@ import * as session from './session.js';
 import { parseHash } from './router.js';
 import { clear, errorText, field, h } from './ui.js';
 
+import { alertsPage, endUsersPage, requestLogPage } from './pages/activity.js';
 import { keysPage } from './pages/keys.js';
 import { mePage } from './pages/me.js';
 import { orgsPage } from './pages/orgs.js';
@@ -28,9 +29,17 @@ const OPERATOR_PAGES = [
   ['routes', 'Routes', routesPage],
   ['upstream', 'Upstream keys', upstreamPage],
   ['usage', 'Usage', usagePage],
+  ['alerts', 'Alerts', alertsPage],
   ['reconcile', 'Reconciliation', reconcilePage],
+  // Reached from a key's row, not the navigation.
+  ['end-users', 'End users', endUsersPage, { hidden: true }],
+  ['requests', 'Request log', requestLogPage, { hidden: true }],
 ];
-const KEY_PAGES = [['me', 'My account', mePage]];
+const KEY_PAGES = [
+  ['me', 'My account', mePage],
+  ['end-users', 'End users', endUsersPage, { hidden: true }],
+  ['requests', 'Request log', requestLogPage, { hidden: true }],
+];
 
 const main = document.getElementById('main');
 const nav = document.getElementById('nav');
@@ -56,7 +65,7 @@ function render() {
 function drawNav(pages, active, s) {
   nav.hidden = false;
   menu.hidden = false;
-  clear(nav, h('ul', {}, pages.map(([name, label]) =>
+  clear(nav, h('ul', {}, pages.filter(([, , , opts]) => !opts?.hidden).map(([name, label]) =>
     h('li', {}, h('a', { href: `#/${name}`, 'aria-current': name === active ? 'page' : undefined, onclick: closeMenu }, label)))));
   clear(who,
     h('span', { class: 'who-label' }, s.role === 'operator' ? 'Operator' : `Key ${s.label ?? ''}`),

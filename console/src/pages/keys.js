@@ -4,7 +4,7 @@
 
 import { del, get, idempotencyKey, patch, post, qs } from '../api.js';
 import { dateTime, usd } from '../format.js';
-import { navigate } from '../router.js';
+import { link, navigate } from '../router.js';
 import { actionButton, badge, clear, confirmAction, field, form, h, pager, secretPanel, select, table, widget } from '../ui.js';
 
 const PAGE_SIZE = 20;
@@ -67,13 +67,20 @@ export function keysPage(main, params) {
 /** The routes a key may be served by (`allowed_providers`). */
 const PROVIDERS = ['openrouter', 'openai', 'anthropic', 'google'];
 
-/** A key's spend limit and, when it has them, its allowlists (a line under it). */
+/** A key's spend limit and, when it has them, its allowlists, rates, end-user budget and request log (lines under it). */
 function limitsCell(k) {
   const spend = k.limit === null ? 'none' : `${usd(k.limit)}${k.limit_reset ? ` / ${k.limit_reset}` : ''}`;
-  if (!k.allowed_models?.length && !k.allowed_providers?.length) return spend;
-  const models = k.allowed_models?.length ? k.allowed_models.join(', ') : 'any model';
-  const allowed = k.allowed_providers?.length ? `${models} via ${k.allowed_providers.join(', ')}` : models;
-  return h('div', {}, spend, h('div', { class: 'hint allowed' }, `only ${allowed}`));
+  const lines = [];
+  if (k.allowed_models?.length || k.allowed_providers?.length) {
+    const models = k.allowed_models?.length ? k.allowed_models.join(', ') : 'any model';
+    lines.push(['allowed', `only ${k.allowed_providers?.length ? `${models} via ${k.allowed_providers.join(', ')}` : models}`]);
+  }
+  const rates = [k.rpm_limit ? `${k.rpm_limit} requests` : null, k.tpm_limit ? `${k.tpm_limit} tokens` : null].filter(Boolean);
+  if (rates.length) lines.push(['rates', `${rates.join(', ')} a minute`]);
+  if (k.end_user_budget) lines.push(['end-users', `${usd(k.end_user_budget.limit)}${k.end_user_budget.limit_reset ? ` / ${k.end_user_budget.limit_reset}` : ''} per end user`]);
+  if (k.request_log_days) lines.push(['logged', `requests kept ${k.request_log_days} days`]);
+  if (!lines.length) return spend;
+  return h('div', {}, spend, lines.map(([cls, text]) => h('div', { class: `hint ${cls}` }, text)));
 }
 
 /** The create form. Operators pick the user and organization; key holders create for themselves. */
@@ -97,6 +104,12 @@ export function createKeyForm({ admin, userId = '', orgsReady, open = false, onC
         admin ? 'Model ids or vendor/*, separated by commas. Empty: any model.' : 'Model ids or vendor/*, separated by commas. Empty: the same as your own key.'),
       h('fieldset', {}, h('legend', {}, 'Allowed providers (none ticked: any)'),
         h('div', { class: 'row wrap' }, ...PROVIDERS.map((p) => field(p, { type: 'checkbox', name: 'allowed_providers', value: p }))))),
+    h('div', { class: 'row wrap' },
+      field('Requests per minute', { type: 'number', name: 'rpm_limit', min: '1', step: '1', inputmode: 'numeric' }, 'Empty: the tenant\'s default.'),
+      field('Tokens per minute', { type: 'number', name: 'tpm_limit', min: '1', step: '1', inputmode: 'numeric' }, 'Empty: the tenant\'s default.'),
+      field('Budget per end user (USD)', { type: 'number', name: 'end_user_limit', min: '0', step: '0.01', inputmode: 'decimal' }, 'Empty: none.'),
+      field('End-user budget resets', select({ name: 'end_user_reset', value: '' }, [['', 'Never'], ['daily', 'Daily'], ['weekly', 'Weekly'], ['monthly', 'Monthly']])),
+      field('Keep request log (days)', { type: 'number', name: 'request_log_days', min: '1', max: '90', step: '1', inputmode: 'numeric' }, 'Empty: off. Keeps request and answer bodies.')),
     h('button', { type: 'submit' }, 'Create key'),
   ], async (fd, el) => {
     const body = { name: fd.get('name').trim(), permissions: fd.getAll('permissions') };
@@ -107,6 +120,10 @@ export function createKeyForm({ admin, userId = '', orgsReady, open = false, onC
     const models = (fd.get('allowed_models') ?? '').split(',').map((m) => m.trim()).filter(Boolean);
     if (models.length) body.allowed_models = models;
     if (fd.getAll('allowed_providers').length) body.allowed_providers = fd.getAll('allowed_providers');
+    for (const name of ['rpm_limit', 'tpm_limit', 'request_log_days']) {
+      if (fd.get(name)) body[name] = Number(fd.get(name));
+    }
+    if (fd.get('end_user_limit')) body.end_user_budget = { limit: Number(fd.get('end_user_limit')), limit_reset: fd.get('end_user_reset') || null };
     let key;
     if (admin) {
       body.user_id = fd.get('user_id').trim();
@@ -124,8 +141,11 @@ export function createKeyForm({ admin, userId = '', orgsReady, open = false, onC
 
 /** Keys as a table with their actions. */
 export function keyTable(rows, { admin, canWrite = true, onChange, secretArea }) {
+  const activity = (k) => h('div', { class: 'actions' },
+    h('a', { href: link('end-users', { key: k.id }), 'aria-label': `End users of key ${k.name}` }, 'End users'),
+    h('a', { href: link('requests', { key: k.id }), 'aria-label': `Requests of key ${k.name}` }, 'Requests'));
   const actions = (k) => {
-    if (!canWrite) return '—';
+    if (!canWrite) return activity(k);
     const enc = encodeURIComponent(k.id);
     const toggle = actionButton(k.disabled ? 'Enable' : 'Disable', async () => {
       await patch(`/api/keys/${enc}`, { disabled: !k.disabled });
@@ -144,7 +164,7 @@ export function keyTable(rows, { admin, canWrite = true, onChange, secretArea })
       await del(`/api/keys/${enc}`);
       onChange();
     }, { class: 'danger', 'aria-label': `Delete key ${k.name}` });
-    return h('div', { class: 'actions' }, toggle, rotate, remove);
+    return h('div', { class: 'actions' }, toggle, rotate, remove, activity(k));
   };
   return table([
     { label: 'Prefix', cell: (k) => h('code', {}, k.key_prefix) },
