@@ -142,6 +142,30 @@ describe('alerts', () => {
     assert.ok(verify(mine[0].headers, mine[0].body));
   });
 
+  test('an organization nearing its monthly cost limit is told once per share', async () => {
+    const user = await ctx.admin.createUser({}, { credit: 5 });
+    const probe = await chat((await ctx.admin.createKey(user.id)).key);
+    const cost = micros((await probe.json()).usage.cost);
+    const limit = 20 * cost;
+    const org = (await ctx.admin.call('POST', '/api/orgs', { name: `alerted-${randomBytes(3).toString('hex')}`, limits: { monthly_cost: limit / 1e6 } })).body.data;
+    const key = (await ctx.admin.call('POST', `/api/orgs/${org.id}/keys`, { name: 'org key', user_id: user.id })).body.data;
+    for (let i = 0; i < 40; i++) {
+      const res = await chat(key.key);
+      await res.arrayBuffer();
+      if (res.status !== 200) break;
+      await sleep(150);
+    }
+    const ok = await delivered((d) => d.some((x) => x.json.org_id === org.id && x.json.threshold_percent === 80));
+    const mine = ok.filter((x) => x.json.org_id === org.id);
+    const eighty = mine.filter((x) => x.json.threshold_percent === 80);
+    assert.equal(eighty.length, 1);
+    assert.equal(eighty[0].json.type, 'org_limit.threshold');
+    assert.equal(eighty[0].json.limit_kind, 'cost');
+    assert.equal(micros(eighty[0].json.limit), limit);
+    assert.ok(verify(eighty[0].headers, eighty[0].body));
+    assert.equal(new Set(mine.map((x) => x.json.id)).size, mine.length, 'each share once');
+  });
+
   test('alerts need the admin token to read', async () => {
     const user = await ctx.admin.createUser();
     const key = await ctx.admin.createKey(user.id);

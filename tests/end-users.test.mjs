@@ -53,9 +53,11 @@ describe('end-user budgets', () => {
     const key = await ctx.admin.createKey(user.id, { end_user_budget: { limit: budget / 1e6, limit_reset: 'daily' } });
     assert.deepEqual(key.end_user_budget, { limit: budget / 1e6, limit_reset: 'daily' });
     const who = `user-${randomBytes(4).toString('hex')}`;
+    // Slow streams: none settles (and frees what it does not use) while the others arrive.
     const answers = await Promise.all(Array.from({ length: 40 }, async () => {
-      const res = await chat(ctx.gw.url, key.key, { user: who });
-      return { res, body: await res.json() };
+      const res = await chat(ctx.gw.url, key.key, { user: who, stream: true, chunk_delay_ms: 150 });
+      const text = await res.text();
+      return { res, body: res.status === 200 ? null : JSON.parse(text) };
     }));
     const ok = answers.filter((a) => a.res.status === 200);
     const refused = answers.filter((a) => a.res.status === 402);

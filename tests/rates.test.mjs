@@ -116,9 +116,13 @@ describe('tokens per minute', () => {
 
     const tpm = 3 * worst + Math.floor(worst / 2);
     const key = await ctx.admin.createKey(user.id, { tpm_limit: tpm });
+    // Slow streams: none settles (and frees the tokens it did not use) while the others arrive.
     const answers = await Promise.all(Array.from({ length: 20 }, async () => {
-      const res = await chat(ctx.gw.url, key.key);
-      return { res, body: await res.json() };
+      const res = await chat(ctx.gw.url, key.key, { stream: true, chunk_delay_ms: 150 });
+      const text = await res.text();
+      if (res.status !== 200) return { res, body: JSON.parse(text) };
+      const usage = text.split('\n').filter((l) => l.startsWith('data: {')).map((l) => JSON.parse(l.slice(6))).find((e) => e.usage)?.usage;
+      return { res, body: { usage } };
     }));
     const ok = answers.filter((a) => a.res.status === 200);
     assert.equal(ok.length, 3, 'three worst cases fit, a fourth does not');

@@ -278,7 +278,8 @@ impl<'a> Org<'a> {
         cost: i64,
         lease_ms: i64,
     ) -> Result<Result<(), (OrgLimitHit, i64)>, String> {
-        let message = OrgRequest::Reserve { request_id: request_id.into(), limits, tokens, cost, lease_ms };
+        let org_id = Some(self.id.to_string());
+        let message = OrgRequest::Reserve { request_id: request_id.into(), limits, tokens, cost, lease_ms, org_id };
         match self.call(&message).await? {
             OrgResponse::Reserved => Ok(Ok(())),
             OrgResponse::Refused { hit, resets_at_ms } => Ok(Err((hit, resets_at_ms))),

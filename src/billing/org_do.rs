@@ -14,19 +14,34 @@ use worker::{durable_object, DurableObject, Env, Request, Response, Result, SqlS
 use super::message;
 use super::protocol::{OrgRequest, OrgResponse};
 use super::store::{int, scalar, text};
-use crate::domain::orgs::{MonthUse, OrgBook, OrgHold};
+use crate::domain::alerts::{org_alerts, AlertRules};
+use crate::domain::orgs::{Limits, MonthChange, MonthUse, OrgBook, OrgHold};
 use crate::domain::windows::Reset;
 
 const SCHEMA: &str = "
   CREATE TABLE IF NOT EXISTS org_month (month_start REAL PRIMARY KEY, requests REAL NOT NULL, tokens REAL NOT NULL, cost REAL NOT NULL);
   CREATE TABLE IF NOT EXISTS org_holds (id TEXT PRIMARY KEY, tokens REAL NOT NULL, cost REAL NOT NULL, expires_ms REAL NOT NULL,
-    counted INTEGER NOT NULL DEFAULT 0, month REAL NOT NULL DEFAULT 0);";
+    counted INTEGER NOT NULL DEFAULT 0, month REAL NOT NULL DEFAULT 0);
+  CREATE TABLE IF NOT EXISTS org_limits (id INTEGER PRIMARY KEY CHECK (id = 1), org_id TEXT NOT NULL, limits TEXT NOT NULL);
+  CREATE TABLE IF NOT EXISTS alert_outbox (id TEXT PRIMARY KEY, body TEXT NOT NULL, sent INTEGER NOT NULL DEFAULT 0, created_ms REAL NOT NULL);";
+
+/// Retry delay when alerts could not be handed to the queue.
+const ALERT_RETRY_MS: u64 = 5_000;
+
+/// The organization's id and its limits as the last reservation stated them (what its alerts compare with).
+#[derive(Debug, Clone, serde::Serialize, Deserialize)]
+struct Known {
+    org_id: String,
+    limits: Limits,
+}
 
 #[durable_object]
 pub struct OrgDo {
     state: State,
+    env: Env,
     ready: Cell<bool>,
     book: RefCell<Option<OrgBook>>,
+    known: RefCell<Option<Known>>,
 }
 
 fn load(sql: &SqlStorage) -> Result<OrgBook> {
@@ -74,17 +89,39 @@ fn write_month(sql: &SqlStorage, book: &OrgBook, month: i64) -> Result<()> {
     Ok(())
 }
 
-fn answer(sql: &SqlStorage, book: &mut OrgBook, req: OrgRequest, now: i64) -> Result<OrgResponse> {
+/// Keeps the alerts a month's change crossed for delivery, in the change's own step.
+fn raise_alerts(sql: &SqlStorage, book: &OrgBook, change: &MonthChange, alerts: Alerting, now: i64) -> Result<()> {
+    let (Some(rules), Some(known)) = alerts else { return Ok(()) };
+    let after = book.month(change.month);
+    let before = MonthUse {
+        requests: after.requests - change.requests,
+        tokens: after.tokens - change.tokens,
+        cost: after.cost - change.cost,
+    };
+    for alert in org_alerts(&known.org_id, (before, after), &known.limits, rules, change.month, now) {
+        sql.exec_raw(
+            "INSERT OR IGNORE INTO alert_outbox (id, body, created_ms) VALUES (?, ?, ?)",
+            vec![text(&alert.id()), text(&alert.payload().to_string()), int(now)],
+        )?;
+    }
+    Ok(())
+}
+
+/// What alerts need: the tenant's rules (when it has alerts) and what the organization is.
+type Alerting<'a> = (Option<&'a AlertRules>, Option<&'a Known>);
+
+fn answer(sql: &SqlStorage, book: &mut OrgBook, req: OrgRequest, now: i64, alerts: Alerting) -> Result<OrgResponse> {
     let (counted, forgotten) = book.expire(now);
     for (id, change) in &counted {
         write_month(sql, book, change.month)?;
         sql.exec_raw("UPDATE org_holds SET counted = 1 WHERE id = ?", vec![text(id)])?;
+        raise_alerts(sql, book, change, alerts, now)?;
     }
     for id in &forgotten {
         sql.exec_raw("DELETE FROM org_holds WHERE id = ?", vec![text(id)])?;
     }
     Ok(match req {
-        OrgRequest::Reserve { request_id, limits, tokens, cost, lease_ms } => {
+        OrgRequest::Reserve { request_id, limits, tokens, cost, lease_ms, .. } => {
             match book.reserve(&request_id, &limits, tokens, cost, lease_ms, now) {
                 Ok(hold) => {
                     if let Some(h) = hold {
@@ -102,6 +139,7 @@ fn answer(sql: &SqlStorage, book: &mut OrgBook, req: OrgRequest, now: i64) -> Re
             if let Some(change) = book.settle(&request_id, tokens, cost, failed) {
                 write_month(sql, book, change.month)?;
                 sql.exec_raw("DELETE FROM org_holds WHERE id = ?", vec![text(&request_id)])?;
+                raise_alerts(sql, book, &change, alerts, now)?;
             }
             OrgResponse::Ok
         }
@@ -126,18 +164,62 @@ impl OrgDo {
 
     fn run(&self, req: OrgRequest, now: i64) -> Result<OrgResponse> {
         let sql = self.sql()?;
+        if let OrgRequest::Reserve { org_id: Some(org_id), limits, .. } = &req {
+            self.learn(&sql, org_id, *limits)?;
+        }
         let mut slot = self.book.borrow_mut();
         let book = match slot.as_mut() {
             Some(book) => book,
             None => slot.insert(load(&sql)?),
         };
-        answer(&sql, book, req, now)
+        let config = crate::env::Config::get(&self.env);
+        let known = self.known.borrow();
+        answer(&sql, book, req, now, (config.alerts.as_ref().map(|a| &a.rules), known.as_ref()))
+    }
+
+    /// Remembers what the organization is and its limits, when they are news (stored for a restart).
+    fn learn(&self, sql: &SqlStorage, org_id: &str, limits: Limits) -> Result<()> {
+        if self.known.borrow().is_none() {
+            #[derive(Deserialize)]
+            struct Row {
+                org_id: String,
+                limits: String,
+            }
+            let rows: Vec<Row> = sql.exec("SELECT org_id, limits FROM org_limits WHERE id = 1", None)?.to_array()?;
+            let stored = rows
+                .into_iter()
+                .next()
+                .and_then(|r| Some(Known { org_id: r.org_id, limits: serde_json::from_str(&r.limits).ok()? }));
+            *self.known.borrow_mut() = stored;
+        }
+        let unchanged = self.known.borrow().as_ref().is_some_and(|k| k.org_id == org_id && k.limits == limits);
+        if !unchanged {
+            let known = Known { org_id: org_id.to_string(), limits };
+            sql.exec_raw(
+                "INSERT OR REPLACE INTO org_limits (id, org_id, limits) VALUES (1, ?, ?)",
+                vec![text(org_id), text(&serde_json::to_string(&limits)?)],
+            )?;
+            *self.known.borrow_mut() = Some(known);
+        }
+        Ok(())
+    }
+
+    /// Hands waiting alerts to the queue; on failure the alarm tries again.
+    async fn send_alerts(&self) {
+        let Ok(sql) = self.sql() else { return };
+        if scalar(&sql, "SELECT COUNT(*) AS n FROM alert_outbox WHERE sent = 0", vec![]).unwrap_or(0) == 0 {
+            return;
+        }
+        if let Err(e) = super::outbox::send_alerts(&sql, &self.env).await {
+            crate::log::job_error("org_alert_outbox", &e.to_string());
+            let _ = self.state.storage().set_alarm(std::time::Duration::from_millis(ALERT_RETRY_MS)).await;
+        }
     }
 }
 
 impl DurableObject for OrgDo {
-    fn new(state: State, _env: Env) -> Self {
-        Self { state, ready: Cell::new(false), book: RefCell::new(None) }
+    fn new(state: State, env: Env) -> Self {
+        Self { state, env, ready: Cell::new(false), book: RefCell::new(None), known: RefCell::new(None) }
     }
 
     async fn fetch(&self, req: Request) -> Result<Response> {
@@ -150,6 +232,12 @@ impl DurableObject for OrgDo {
             }),
             Err(e) => OrgResponse::Error { message: format!("bad message: {e}") },
         };
+        self.send_alerts().await;
         message::answer(&answer)
+    }
+
+    async fn alarm(&self) -> Result<Response> {
+        self.send_alerts().await;
+        Response::empty()
     }
 }

@@ -23,7 +23,7 @@ pub fn waiting(sql: &SqlStorage) -> Result<bool> {
 
 /// Hands the alerts waiting to the queue (one message each; the consumer delivers them), and forgets
 /// sent ones after 40 days (their ids stay unique for longer than any window they name).
-async fn send_alerts(sql: &SqlStorage, env: &Env) -> Result<()> {
+pub async fn send_alerts(sql: &SqlStorage, env: &Env) -> Result<()> {
     #[derive(Deserialize)]
     struct Waiting {
         id: String,

@@ -216,7 +216,16 @@ pub enum AccountResponse {
 pub enum OrgRequest {
     /// May this request run under the monthly limits? Holds `tokens` and `cost` until
     /// `Settle`, or for `lease_ms`; a hold that expires counts as what it held.
-    Reserve { request_id: String, limits: Limits, tokens: i64, cost: i64, lease_ms: i64 },
+    /// `org_id` names the organization (for its alerts: an object cannot read its own name).
+    Reserve {
+        request_id: String,
+        limits: Limits,
+        tokens: i64,
+        cost: i64,
+        lease_ms: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        org_id: Option<String>,
+    },
     /// Counts the request's actual tokens and cost in the month (once: a repeat changes nothing).
     /// `failed`: the request got no answer; its hold is released and nothing is counted.
     Settle {

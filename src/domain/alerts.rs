@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 use super::money::micros_to_usd;
+use super::orgs::{Limits, MonthUse};
 use super::time::to_iso;
 
 /// What to alert on (the tenant's `ALERT_THRESHOLDS` and `ALERT_BALANCE_BELOW`).
@@ -64,6 +65,52 @@ pub enum Subject {
     },
     /// The balance fell below `threshold` with the charge of `request_id`.
     BalanceBelow { threshold: i64, request_id: String },
+    /// An organization's use this month reached a share of one of its monthly limits.
+    OrgLimit { org_id: String, limit_kind: OrgLimitKind, percent: u32, limit: i64, month_start_ms: i64 },
+}
+
+/// Which monthly limit of an organization.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrgLimitKind {
+    Cost,
+    Requests,
+    Tokens,
+}
+
+impl OrgLimitKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Cost => "cost",
+            Self::Requests => "requests",
+            Self::Tokens => "tokens",
+        }
+    }
+}
+
+/// The shares of an organization's monthly limits that its use going from `before` to `after` crossed.
+pub fn org_alerts(
+    org_id: &str,
+    (before, after): (MonthUse, MonthUse),
+    limits: &Limits,
+    rules: &AlertRules,
+    month_start_ms: i64,
+    now: i64,
+) -> Vec<Alert> {
+    let kinds = [
+        (OrgLimitKind::Cost, limits.monthly_cost_micros, before.cost, after.cost),
+        (OrgLimitKind::Requests, limits.monthly_requests, before.requests, after.requests),
+        (OrgLimitKind::Tokens, limits.monthly_tokens, before.tokens, after.tokens),
+    ];
+    let mut alerts = Vec::new();
+    for (limit_kind, limit, before, after) in kinds {
+        let Some(limit) = limit else { continue };
+        for percent in percents_crossed(before, after, limit, &rules.percents) {
+            let subject = Subject::OrgLimit { org_id: org_id.to_string(), limit_kind, percent, limit, month_start_ms };
+            alerts.push(Alert { subject, account_id: String::new(), value: after, at_ms: now });
+        }
+    }
+    alerts
 }
 
 /// One crossing, as the object records it.
@@ -91,14 +138,18 @@ impl Alert {
             Subject::BalanceBelow { threshold, request_id } => {
                 format!("alert-balance-{}-{threshold}-{request_id}", self.account_id)
             }
+            Subject::OrgLimit { org_id, limit_kind, percent, month_start_ms, .. } => {
+                format!("alert-org-{org_id}-{}-{month_start_ms}-{percent}", limit_kind.as_str())
+            }
         }
     }
 
     /// The webhook's body.
     pub fn payload(&self) -> serde_json::Value {
-        let mut body = serde_json::json!({
-            "id": self.id(), "created_at": to_iso(self.at_ms), "account_id": self.account_id,
-        });
+        let mut body = serde_json::json!({ "id": self.id(), "created_at": to_iso(self.at_ms) });
+        if !self.account_id.is_empty() {
+            body["account_id"] = self.account_id.clone().into();
+        }
         let fields = match &self.subject {
             Subject::KeyLimit { key_id, percent, limit, resets_at_ms, .. } => serde_json::json!({
                 "type": "key_limit.threshold", "key_id": key_id, "threshold_percent": percent,
@@ -113,6 +164,21 @@ impl Alert {
                 "type": "balance.below", "threshold": micros_to_usd(*threshold),
                 "balance": micros_to_usd(self.value), "request_id": request_id,
             }),
+            Subject::OrgLimit { org_id, limit_kind, percent, limit, month_start_ms } => {
+                let money = |v: i64| {
+                    if *limit_kind == OrgLimitKind::Cost {
+                        micros_to_usd(v).into()
+                    } else {
+                        serde_json::Value::from(v)
+                    }
+                };
+                serde_json::json!({
+                    "type": "org_limit.threshold", "org_id": org_id, "limit_kind": limit_kind.as_str(),
+                    "threshold_percent": percent, "usage": money(self.value), "limit": money(*limit),
+                    "month_start": to_iso(*month_start_ms),
+                    "resets_at": to_iso(super::windows::Reset::Monthly.window_end(*month_start_ms)),
+                })
+            }
         };
         if let (Some(body), serde_json::Value::Object(fields)) = (body.as_object_mut(), fields) {
             body.extend(fields);
@@ -185,5 +251,19 @@ mod tests {
         assert_eq!(backoff_secs(2, 1), 2);
         assert_eq!(backoff_secs(2, 3), 8);
         assert_eq!(backoff_secs(2, 40), 3_600);
+    }
+
+    #[test]
+    fn an_organization_is_told_of_each_monthly_limit_it_nears() {
+        let limits = Limits { monthly_requests: Some(10), monthly_tokens: None, monthly_cost_micros: Some(1_000) };
+        let rules = AlertRules::default();
+        let before = MonthUse { requests: 7, tokens: 50, cost: 400 };
+        let after = MonthUse { requests: 8, tokens: 90, cost: 850 };
+        let alerts = org_alerts("o1", (before, after), &limits, &rules, 0, 5);
+        let found: Vec<String> = alerts.iter().map(Alert::id).collect();
+        assert_eq!(found, ["alert-org-o1-cost-0-50", "alert-org-o1-cost-0-80", "alert-org-o1-requests-0-80"]);
+        assert_eq!(alerts[0].payload()["usage"], 0.00085);
+        assert_eq!(alerts[2].payload()["usage"], 8);
+        assert!(alerts[0].payload().get("account_id").is_none());
     }
 }
