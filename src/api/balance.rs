@@ -201,7 +201,7 @@ async fn reconcile_account(
         account.flush().await.map_err(ApiError::internal)?;
         let summary = account.audit().await.map_err(ApiError::internal)?;
         let sum: Option<Sum> = db
-            .prepare("SELECT SUM(amount) AS total FROM balance_transactions WHERE user_id = ?1")
+            .prepare("SELECT amount + archived AS total FROM ledger_totals WHERE user_id = ?1")
             .bind(&[user_id.into()])
             .map_err(ApiError::internal)?
             .first(None)

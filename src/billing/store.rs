@@ -94,6 +94,28 @@ pub fn scalar(sql: &SqlStorage, query: &str, args: Vec<JsValue>) -> Result<i64> 
     Ok(rows.first().and_then(|r| r.n).unwrap_or(0.0) as i64)
 }
 
+/// The ledger's running sums, kept by triggers in the very statement that writes a row, so reading them
+/// costs the same however long the ledger is. Created after the columns they read; the first start
+/// with them sums the rows already there.
+const LEDGER_SUMS: &str = "
+  CREATE TABLE IF NOT EXISTS ledger_sums (id INTEGER PRIMARY KEY CHECK (id = 1), amount REAL NOT NULL,
+    uncollected REAL NOT NULL, credits REAL NOT NULL, usage REAL NOT NULL);
+  INSERT OR IGNORE INTO ledger_sums (id, amount, uncollected, credits, usage)
+    SELECT 1, COALESCE(SUM(amount), 0), COALESCE(SUM(uncollected), 0),
+      COALESCE(SUM(CASE WHEN type <> 'usage' THEN amount END), 0), COALESCE(SUM(CASE WHEN type = 'usage' THEN amount END), 0)
+    FROM ledger;
+  CREATE TRIGGER IF NOT EXISTS ledger_sums_insert AFTER INSERT ON ledger BEGIN
+    UPDATE ledger_sums SET amount = amount + NEW.amount, uncollected = uncollected + NEW.uncollected,
+      credits = credits + CASE WHEN NEW.type <> 'usage' THEN NEW.amount ELSE 0 END,
+      usage = usage + CASE WHEN NEW.type = 'usage' THEN NEW.amount ELSE 0 END WHERE id = 1;
+  END;
+  CREATE TRIGGER IF NOT EXISTS ledger_sums_update AFTER UPDATE OF amount, uncollected ON ledger BEGIN
+    UPDATE ledger_sums SET amount = amount + NEW.amount - OLD.amount,
+      uncollected = uncollected + NEW.uncollected - OLD.uncollected,
+      credits = credits + CASE WHEN NEW.type <> 'usage' THEN NEW.amount - OLD.amount ELSE 0 END,
+      usage = usage + CASE WHEN NEW.type = 'usage' THEN NEW.amount - OLD.amount ELSE 0 END WHERE id = 1;
+  END;";
+
 /// Creates the schema (once per start of the object).
 pub fn migrate(sql: &SqlStorage) -> Result<()> {
     sql.exec(SCHEMA, None)?;
@@ -107,6 +129,7 @@ pub fn migrate(sql: &SqlStorage) -> Result<()> {
             sql.exec(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind}"), None)?;
         }
     }
+    sql.exec(LEDGER_SUMS, None)?;
     Ok(())
 }
 
@@ -582,8 +605,8 @@ pub fn account_id(sql: &SqlStorage) -> Result<Option<String>> {
 /// The ledger's own sums, for reconciliation: (sum of amounts, uncollected).
 pub fn ledger_totals(sql: &SqlStorage) -> Result<(i64, i64)> {
     Ok((
-        scalar(sql, "SELECT SUM(amount) AS n FROM ledger", vec![])?,
-        scalar(sql, "SELECT SUM(uncollected) AS n FROM ledger", vec![])?,
+        scalar(sql, "SELECT amount AS n FROM ledger_sums WHERE id = 1", vec![])?,
+        scalar(sql, "SELECT uncollected AS n FROM ledger_sums WHERE id = 1", vec![])?,
     ))
 }
 
@@ -613,7 +636,7 @@ pub fn transactions(sql: &SqlStorage, page: u32, page_size: u32) -> Result<(Vec<
 /// (credits, usage) in all, from the ledger.
 pub fn totals(sql: &SqlStorage) -> Result<(i64, i64)> {
     Ok((
-        scalar(sql, "SELECT SUM(amount) AS n FROM ledger WHERE type <> 'usage'", vec![])?,
-        -scalar(sql, "SELECT SUM(amount) AS n FROM ledger WHERE type = 'usage'", vec![])?,
+        scalar(sql, "SELECT credits AS n FROM ledger_sums WHERE id = 1", vec![])?,
+        -scalar(sql, "SELECT usage AS n FROM ledger_sums WHERE id = 1", vec![])?,
     ))
 }

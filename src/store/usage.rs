@@ -76,7 +76,7 @@ pub async fn closed_without_settlement(db: &D1Database) -> Result<i64, StoreErro
     struct Count {
         n: i64,
     }
-    let query = "SELECT COUNT(*) AS n FROM balance_transactions WHERE type = 'usage' AND description LIKE 'closed without settlement%'";
+    let query = "SELECT COALESCE(SUM(closed_without_settlement), 0) AS n FROM ledger_totals";
     Ok(db.prepare(query).first::<Count>(None).await?.map_or(0, |c| c.n))
 }
 
@@ -91,10 +91,7 @@ pub async fn margin_by_model(db: &D1Database) -> Result<Vec<serde_json::Value>, 
         upstream_cost: i64,
         below_cost: i64,
     }
-    let query = "SELECT model, COUNT(*) AS requests, SUM(cost_micros) AS charged, \
-        COALESCE(SUM(upstream_cost_micros), 0) AS upstream_cost, \
-        SUM(CASE WHEN upstream_cost_micros > cost_micros THEN 1 ELSE 0 END) AS below_cost \
-        FROM usage_records WHERE key_id <> '' GROUP BY model ORDER BY model";
+    let query = "SELECT model, requests, charged, upstream_cost, below_cost FROM usage_totals_model ORDER BY model";
     let rows: Vec<Row> = db.prepare(query).all().await?.results()?;
     Ok(rows
         .into_iter()
@@ -202,7 +199,7 @@ pub struct Overview {
 }
 
 const OVERVIEW: &str = "SELECT \
-    (SELECT COALESCE(SUM(amount), 0) FROM balance_transactions) AS total_balance_micros, \
+    (SELECT COALESCE(SUM(amount + archived), 0) FROM ledger_totals) AS total_balance_micros, \
     (SELECT COUNT(*) FROM users WHERE deleted_at IS NULL) AS users, \
     (SELECT COUNT(*) FROM api_keys WHERE deleted_at IS NULL AND disabled = 0 \
         AND (expires_at IS NULL OR expires_at > ?1)) AS active_keys, \
