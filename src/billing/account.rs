@@ -278,18 +278,14 @@ impl Account<'_> {
         for lease_id in self.book.expire_leases(now) {
             store::end_lease(sql, &lease_id)?;
         }
-        let closed = self.book.expire(now);
-        if closed.is_empty() {
-            return Ok(());
-        }
-        self.wrote = true;
-        for c in &closed {
-            self.raise_alerts(c)?;
+        while let Some(c) = self.book.expire_next(now) {
+            self.wrote = true;
+            self.raise_alerts(&c)?;
             let description = format!(
                 "closed without settlement: charged the {} USD the gateway last reported of it",
                 micros_to_usd(c.amount)
             );
-            write_closed(sql, c, description, None, now, true)?;
+            write_closed(sql, &c, description, None, now, true)?;
         }
         Ok(())
     }

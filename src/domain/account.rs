@@ -183,7 +183,8 @@ impl Book {
         self.end_users.of_key(key_id)
     }
 
-    /// The alerts a charge just made crosses (`closed`, from a settlement or a close).
+    /// The alerts a charge just made crosses (`closed`, from a settlement or a close), read before the
+    /// next charge.
     pub fn alerts(&self, account_id: &str, closed: &Closed, rules: &AlertRules, now: i64) -> Vec<Alert> {
         let amount = closed.amount;
         if amount <= 0 {
@@ -586,16 +587,16 @@ impl Book {
 
     /// Closes every reservation whose request can no longer settle, charging its evidence.
     pub fn expire(&mut self, now: i64) -> Vec<Closed> {
-        let mut due: Vec<String> =
-            self.in_flight.iter().filter(|(_, h)| h.expires_ms <= now).map(|(id, _)| id.clone()).collect();
-        due.sort();
-        due.into_iter()
-            .filter_map(|id| {
-                let held = self.in_flight.remove(&id)?;
-                let evidence = held.evidence;
-                Some(self.close(&id, held, evidence, true, now))
-            })
-            .collect()
+        std::iter::from_fn(|| self.expire_next(now)).collect()
+    }
+
+    /// Closes the first (by request id) reservation whose request can no longer settle. One at a time, so
+    /// what each close crossed (`alerts`) is read before the next one charges.
+    pub fn expire_next(&mut self, now: i64) -> Option<Closed> {
+        let id = self.in_flight.iter().filter(|(_, h)| h.expires_ms <= now).map(|(id, _)| id).min()?.clone();
+        let held = self.in_flight.remove(&id)?;
+        let evidence = held.evidence;
+        Some(self.close(&id, held, evidence, true, now))
     }
 
     fn close(&mut self, request_id: &str, held: Held, cost: i64, abandoned: bool, now: i64) -> Closed {

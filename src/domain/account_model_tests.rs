@@ -291,7 +291,7 @@ impl World {
 impl World {
     fn step(&mut self, op: &Op) -> Result<(), TestCaseError> {
         // The object closes what is due before every message (and on its alarm).
-        for closed in self.book.expire(self.now) {
+        while let Some(closed) = self.book.expire_next(self.now) {
             prop_assert!(closed.abandoned && closed.amount <= closed.reserved);
             self.alerted(&closed)?;
             self.store.post_closed(&closed, self.now);
