@@ -63,7 +63,7 @@ kv_namespaces = [{ binding = "CACHE", id = "${kvId}" }]
 durable_objects.bindings = [{ name = "ACCOUNTS", class_name = "AccountDo" }, { name = "ORGS", class_name = "OrgDo" }]
 ratelimits = [{ name = "AUTH_FAILURES", namespace_id = "${rateLimitNamespace}", simple = { limit = 100, period = 60 } }]
 r2_buckets = [{ binding = "REQUEST_LOGS", bucket_name = "${worker}-request-logs" }]
-queues = { producers = [{ binding = "ALERTS", queue = "${worker}-alerts" }], consumers = [{ queue = "${worker}-alerts", max_batch_size = 10, max_batch_timeout = 1, max_retries = 100 }] }
+queues = { producers = [{ binding = "ALERTS", queue = "${worker}-alerts" }, { binding = "JOBS", queue = "${worker}-jobs" }], consumers = [{ queue = "${worker}-alerts", max_batch_size = 10, max_batch_timeout = 1, max_retries = 100 }, { queue = "${worker}-jobs", max_batch_size = 50, max_batch_timeout = 1, max_retries = 5 }] }
 triggers = { crons = ["*/15 * * * *"] }
 `;
 }
@@ -74,6 +74,7 @@ const commands = [
   ['d1', 'create', worker],
   ['kv', 'namespace', 'create', worker],
   ['queues', 'create', `${worker}-alerts`],
+  ['queues', 'create', `${worker}-jobs`],
   ['r2', 'bucket', 'create', `${worker}-request-logs`],
   ['secret', 'put', 'AI_GATEWAY_API_KEY', '-e', tenant],
   ['secret', 'put', 'ADMIN_TOKEN', '-e', tenant],
@@ -118,11 +119,12 @@ if (!d1Id || !kvId) process.exit(1);
 wrangler(commands[2]);
 wrangler(commands[3]);
 wrangler(commands[4]);
+wrangler(commands[5]);
 mkdirSync(path.dirname(tokenFile), { recursive: true, mode: 0o700 });
 writeFileSync(tokenFile, `${adminToken}\n`, { mode: 0o600 });
 chmodSync(tokenFile, 0o600);
-wrangler(commands[5], adminToken);
-wrangler(commands[6]);
+wrangler(commands[6], adminToken);
 wrangler(commands[7]);
 wrangler(commands[8]);
+wrangler(commands[9]);
 console.log(`\n${worker} is deployed. Its ADMIN_TOKEN is in ${tokenFile} (readable by you only).`);

@@ -15,6 +15,7 @@ pub const ACCOUNTS: &str = "ACCOUNTS";
 pub const ORGS: &str = "ORGS";
 pub const ALERTS: &str = "ALERTS";
 pub const REQUEST_LOGS: &str = "REQUEST_LOGS";
+pub const JOBS: &str = "JOBS";
 
 const DEFAULT_BASE_URL: &str = "https://openrouter.ai/api/v1";
 
@@ -232,6 +233,11 @@ pub fn cache(env: &Env) -> worker::Result<KvStore> {
 /// The bucket of the request log's bodies (`api::request_log`).
 pub fn request_logs(env: &Env) -> worker::Result<worker::Bucket> {
     env.bucket(REQUEST_LOGS)
+}
+
+/// The queue per-account work is fanned out through (`fan_out`).
+pub fn jobs_queue(env: &Env) -> worker::Result<worker::Queue> {
+    env.queue(JOBS)
 }
 
 /// The queue alerts travel through to the webhook (`webhooks`).

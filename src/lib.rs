@@ -18,6 +18,8 @@ mod cache;
 #[cfg(target_arch = "wasm32")]
 mod env;
 #[cfg(target_arch = "wasm32")]
+mod fan_out;
+#[cfg(target_arch = "wasm32")]
 mod jobs;
 #[cfg(target_arch = "wasm32")]
 mod js;
@@ -49,10 +51,15 @@ mod entry {
         Ok(crate::api::handle(crate::api::Incoming::new(req), env, ctx).await)
     }
 
-    /// The `ALERTS` queue: alerts on their way to the tenant's webhook.
+    /// The queues this Worker consumes: alerts on their way to the tenant's webhook (`…alerts`), and
+    /// work fanned out per account (`…jobs`).
     #[event(queue)]
-    async fn queue(batch: MessageBatch<crate::billing::outbox::AlertMessage>, env: Env, _ctx: Context) -> Result<()> {
-        crate::webhooks::consume(batch, env).await
+    async fn queue(batch: MessageBatch<serde_json::Value>, env: Env, _ctx: Context) -> Result<()> {
+        if batch.queue().ends_with("alerts") {
+            crate::webhooks::consume(batch, env).await
+        } else {
+            crate::fan_out::consume(batch, env).await
+        }
     }
 
     #[event(scheduled)]

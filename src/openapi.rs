@@ -84,6 +84,8 @@ fn describe(route: &Route) -> (&'static str, Option<Value>) {
         }
         Route::GetCredits => ("OpenRouter-style credits", None),
         Route::Reconcile => ("Every account's ledger against its balance", None),
+        Route::StartReconcileRun => ("Reconcile every account through the queue, an account a message", None),
+        Route::GetReconcileRun(_) => ("A reconciliation run's progress and findings (`latest` for the newest)", None),
         Route::OwnStats => ("The caller's usage", None),
         Route::KeyStats(_) => ("A key's usage", None),
         Route::OrgStats(_) => ("An organization's usage", None),

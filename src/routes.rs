@@ -70,6 +70,9 @@ pub enum Route {
     AddBalance,
     GetCredits,
     Reconcile,
+    /// Reconciliation through the queue (`fan_out`): start a run; a run's report (`latest` or an id).
+    StartReconcileRun,
+    GetReconcileRun(String),
     OwnStats,
     KeyStats(String),
     OrgStats(String),
@@ -91,7 +94,7 @@ pub enum Route {
 }
 
 /// How many kinds of `Route` there are (the OpenAPI test checks `PATHS` reaches every one).
-pub const ROUTE_KINDS: usize = 58;
+pub const ROUTE_KINDS: usize = 60;
 
 /// Every path the table serves, as templates (`{name}`: one segment; `{model}` may hold slashes).
 /// The OpenAPI document walks these through `route`, so it lists exactly what the table serves.
@@ -137,6 +140,8 @@ pub const PATHS: &[&str] = &[
     "/api/balance/transactions",
     "/api/balance/admin/add",
     "/api/admin/reconcile",
+    "/api/admin/reconcile/runs",
+    "/api/admin/reconcile/runs/{run_id}",
     "/api/stats",
     "/api/stats/global",
     "/api/stats/keys/{key_id}",
@@ -244,6 +249,10 @@ pub fn route(method: &str, path: &str) -> Match {
         ["api", "balance", "admin", "add"] => vec![("POST", Route::AddBalance, Key(Admin))],
         ["api", "v1", "credits"] => vec![("GET", Route::GetCredits, Key(Read))],
         ["api", "admin", "reconcile"] => vec![("GET", Route::Reconcile, Key(Admin))],
+        ["api", "admin", "reconcile", "runs"] => vec![("POST", Route::StartReconcileRun, Key(Admin))],
+        ["api", "admin", "reconcile", "runs", r] if !r.is_empty() => {
+            vec![("GET", Route::GetReconcileRun(id(4)), Key(Admin))]
+        }
         ["api", "stats"] => vec![("GET", Route::OwnStats, Key(Read))],
         ["api", "stats", "global"] => vec![("GET", Route::GlobalStats, Key(Admin))],
         ["api", "stats", "keys", k] if !k.is_empty() => vec![("GET", Route::KeyStats(id(3)), Key(Read))],

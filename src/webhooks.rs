@@ -17,7 +17,7 @@ use crate::store::{int, opt_int, opt_text, text};
 const MAX_ATTEMPTS: i64 = 12;
 const TIMEOUT_MS: u64 = 10_000;
 
-pub async fn consume(batch: MessageBatch<AlertMessage>, env: Env) -> worker::Result<()> {
+pub async fn consume(batch: MessageBatch<serde_json::Value>, env: Env) -> worker::Result<()> {
     let config = crate::env::Config::get(&env);
     let Some(alerts) = config.alerts.as_ref() else {
         // Alerts were turned off after these were queued: nothing to deliver them to.
@@ -26,7 +26,12 @@ pub async fn consume(batch: MessageBatch<AlertMessage>, env: Env) -> worker::Res
     };
     let db = crate::env::db(&env)?;
     for message in batch.messages()? {
-        if let Err(e) = deliver(&db, alerts, &message).await {
+        let Ok(alert) = serde_json::from_value::<AlertMessage>(message.body().clone()) else {
+            crate::log::job_error("alert_delivery", "an unreadable message was dropped");
+            message.ack();
+            continue;
+        };
+        if let Err(e) = deliver(&db, alerts, &message, &alert).await {
             crate::log::job_error("alert_delivery", &e.to_string());
             message.retry_with_options(
                 &QueueRetryOptionsBuilder::new().with_delay_seconds(alerts.retry_base_secs).build(),
@@ -39,14 +44,15 @@ pub async fn consume(batch: MessageBatch<AlertMessage>, env: Env) -> worker::Res
 async fn deliver(
     db: &worker::D1Database,
     alerts: &crate::env::Alerts,
-    message: &Message<AlertMessage>,
+    message: &Message<serde_json::Value>,
+    alert: &AlertMessage,
 ) -> worker::Result<()> {
     #[derive(Deserialize)]
     struct Row {
         status: String,
         attempts: i64,
     }
-    let AlertMessage { id, body } = message.body();
+    let AlertMessage { id, body } = alert;
     let row = db
         .prepare("SELECT status, attempts FROM alert_deliveries WHERE id = ?1")
         .bind(&[text(id)])?

@@ -49,6 +49,8 @@ export const AUTHENTICATED_ROUTES = [
   ['AddBalance', 'POST', '/api/balance/admin/add', 'admin', { user_id: ID, amount: 1 }],
   ['GetCredits', 'GET', '/api/v1/credits', 'read'],
   ['Reconcile', 'GET', '/api/admin/reconcile', 'admin'],
+  ['StartReconcileRun', 'POST', '/api/admin/reconcile/runs', 'admin'],
+  ['GetReconcileRun', 'GET', '/api/admin/reconcile/runs/latest', 'admin'],
   ['OwnStats', 'GET', '/api/stats', 'read'],
   ['KeyStats', 'GET', `/api/stats/keys/${ID}`, 'read'],
   ['OrgStats', 'GET', `/api/stats/orgs/${ID}`, 'admin'],

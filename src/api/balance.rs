@@ -125,6 +125,21 @@ pub async fn reconcile(call: &Call) -> Result<Response, ApiError> {
 
 /// Accounts reconciled at once.
 const RECONCILE_FAN_OUT: usize = 8;
+/// Accounts one invocation reconciles itself; past them a run goes through the queue (`fan_out`).
+const RECONCILE_INLINE_MAX: i64 = 1_000;
+
+/// POST /api/admin/reconcile/runs: starts a reconciliation run through the queue, an account a message.
+pub async fn start_reconcile_run(call: &Call) -> Result<Response, ApiError> {
+    let run_id = crate::fan_out::start_run(&call.env, call.now_ms()).await?;
+    respond::data(202, &json!({ "run_id": run_id }))
+}
+
+/// GET /api/admin/reconcile/runs/{id}: a run's progress and findings (`latest`: the newest run).
+pub async fn get_reconcile_run(call: &Call, id: &str) -> Result<Response, ApiError> {
+    let run_id = (id != "latest").then_some(id);
+    let report = crate::fan_out::report(&call.env, run_id).await?;
+    respond::data(200, &report.ok_or_else(|| ApiError::not_found(format!("reconciliation run {id} not found")))?)
+}
 
 /// Shared with the cron job. For every user (a user whose rows never reached D1
 /// is exactly the drift to find), in parallel: its object copies pending rows,
@@ -139,6 +154,16 @@ pub async fn run_reconciliation(env: &worker::Env) -> Result<Value, ApiError> {
         id: String,
     }
     let db = env::db(env).map_err(ApiError::internal)?;
+    // A tenant past what one invocation can walk is reconciled through the queue, an account a message.
+    #[derive(Deserialize)]
+    struct Count {
+        n: i64,
+    }
+    let count = db.prepare("SELECT COUNT(*) AS n FROM users").first::<Count>(None).await.map_err(ApiError::internal)?;
+    if count.map_or(0, |c| c.n) > RECONCILE_INLINE_MAX {
+        let run_id = crate::fan_out::start_run(env, js_sys::Date::now() as i64).await?;
+        return Ok(json!({ "fanned_out": true, "run_id": run_id }));
+    }
     let users: Vec<Id> = db
         .prepare("SELECT id FROM users ORDER BY created_at")
         .all()
@@ -146,7 +171,7 @@ pub async fn run_reconciliation(env: &worker::Env) -> Result<Value, ApiError> {
         .map_err(ApiError::internal)?
         .results()
         .map_err(ApiError::internal)?;
-    let checks = stream::iter(users.iter().map(|u| reconcile_account(env, &db, &u.id)))
+    let checks = stream::iter(users.iter().map(|u| check_account(env, &db, &u.id)))
         .buffered(RECONCILE_FAN_OUT)
         .collect::<Vec<_>>()
         .await;
@@ -185,11 +210,16 @@ struct AccountCheck {
 /// the reads are not drift. Drift that stays through every try is reported.
 const RECONCILE_TRIES: u32 = 3;
 
-async fn reconcile_account(
+/// One account checked (for a fanned-out run): its drift, if it disagrees.
+pub async fn reconcile_account(
     env: &worker::Env,
     db: &worker::D1Database,
     user_id: &str,
-) -> Result<AccountCheck, ApiError> {
+) -> Result<Option<Value>, ApiError> {
+    Ok(check_account(env, db, user_id).await?.drift)
+}
+
+async fn check_account(env: &worker::Env, db: &worker::D1Database, user_id: &str) -> Result<AccountCheck, ApiError> {
     #[derive(Deserialize)]
     struct Sum {
         total: Option<f64>,

@@ -51,7 +51,7 @@ mod usage;
 mod users;
 
 #[cfg(target_arch = "wasm32")]
-pub use balance::run_reconciliation;
+pub use balance::{reconcile_account, run_reconciliation};
 #[cfg(target_arch = "wasm32")]
 pub use dispatch::handle;
 #[cfg(target_arch = "wasm32")]
@@ -62,6 +62,8 @@ pub use models::refresh_models_cache;
 pub use prices::sync as sync_prices;
 #[cfg(target_arch = "wasm32")]
 pub use provision::mirror_upstream_keys;
+#[cfg(target_arch = "wasm32")]
+pub use respond::random_bytes;
 #[cfg(target_arch = "wasm32")]
 pub async fn expire_request_logs(env: &worker::Env) -> Result<serde_json::Value, error::ApiError> {
     request_log::expire(env, js_sys::Date::now() as i64).await
@@ -169,6 +171,8 @@ mod dispatch {
             Route::AddBalance => super::balance::add_balance(req, call).await,
             Route::GetCredits => super::balance::get_credits(req, call, caller).await,
             Route::Reconcile => super::balance::reconcile(call).await,
+            Route::StartReconcileRun => super::balance::start_reconcile_run(call).await,
+            Route::GetReconcileRun(id) => super::balance::get_reconcile_run(call, &id).await,
             Route::OwnStats => super::usage::get_own_stats(req, call, caller).await,
             Route::KeyStats(id) => super::usage::get_key_stats(req, call, caller, &id).await,
             Route::OrgStats(id) => super::usage::get_org_stats(req, call, &id).await,

@@ -1,0 +1,186 @@
+//! Work fanned out through the `JOBS` queue, so a tenant of any number of
+//! accounts fits the limits of one invocation: a reconciliation run walks
+//! the users a page at a time (each page one message, which hands over the
+//! next) and checks every account in a message of its own, recording each
+//! result in D1 (`reconcile_runs`, `reconcile_results`).
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use worker::{Env, MessageBatch, MessageExt};
+
+use crate::api::error::ApiError;
+use crate::domain::time::to_iso;
+use crate::store::{int, opt_text, text};
+
+/// Users handed over per page message.
+const PAGE: i64 = 100;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "job", rename_all = "snake_case")]
+pub enum Job {
+    /// Hands over the users after `after` (by id), and the next page.
+    ReconcilePage { run_id: String, after: Option<String> },
+    /// Checks one account.
+    ReconcileAccount { run_id: String, user_id: String },
+}
+
+fn d1(e: impl std::fmt::Display) -> ApiError {
+    ApiError::internal(e.to_string())
+}
+
+/// Starts a reconciliation run: records it and hands its first page to the queue.
+pub async fn start_run(env: &Env, now_ms: i64) -> Result<String, ApiError> {
+    let run_id = format!("rec-{now_ms}-{}", hex::encode(crate::api::random_bytes::<4>()));
+    let db = crate::env::db(env).map_err(d1)?;
+    db.prepare("INSERT INTO reconcile_runs (id, started_at) VALUES (?1, ?2)")
+        .bind(&[text(&run_id), text(&to_iso(now_ms))])
+        .map_err(d1)?
+        .run()
+        .await
+        .map_err(d1)?;
+    crate::env::jobs_queue(env)
+        .map_err(d1)?
+        .send(Job::ReconcilePage { run_id: run_id.clone(), after: None })
+        .await
+        .map_err(d1)?;
+    Ok(run_id)
+}
+
+/// The queue's consumer: each message on its own; one that fails is retried by the queue.
+pub async fn consume(batch: MessageBatch<Value>, env: Env) -> worker::Result<()> {
+    for message in batch.messages()? {
+        let done = match serde_json::from_value::<Job>(message.body().clone()) {
+            Ok(job) => run(&env, job).await,
+            Err(e) => {
+                crate::log::job_error("jobs_queue", &format!("unreadable job: {e}"));
+                Ok(())
+            }
+        };
+        match done {
+            Ok(()) => message.ack(),
+            Err(e) => {
+                crate::log::job_error("jobs_queue", &e.to_string());
+                message.retry();
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn run(env: &Env, job: Job) -> Result<(), ApiError> {
+    let db = crate::env::db(env).map_err(d1)?;
+    match job {
+        Job::ReconcilePage { run_id, after } => {
+            #[derive(Deserialize)]
+            struct Id {
+                id: String,
+            }
+            let users: Vec<Id> = db
+                .prepare("SELECT id FROM users WHERE id > ?1 ORDER BY id LIMIT ?2")
+                .bind(&[text(after.as_deref().unwrap_or("")), int(PAGE)])
+                .map_err(d1)?
+                .all()
+                .await
+                .map_err(d1)?
+                .results()
+                .map_err(d1)?;
+            let queue = crate::env::jobs_queue(env).map_err(d1)?;
+            let mut jobs: Vec<Job> =
+                users.iter().map(|u| Job::ReconcileAccount { run_id: run_id.clone(), user_id: u.id.clone() }).collect();
+            let last = users.last().map(|u| u.id.clone());
+            let full = users.len() as i64 == PAGE;
+            if full {
+                jobs.push(Job::ReconcilePage { run_id: run_id.clone(), after: last });
+            }
+            // A queue takes at most 100 messages a batch.
+            while !jobs.is_empty() {
+                let rest = jobs.split_off(jobs.len().min(100));
+                queue.send_batch(std::mem::replace(&mut jobs, rest)).await.map_err(d1)?;
+            }
+            // A retried page counts again: `enumerated` is a progress figure, the results are keyed by user.
+            db.prepare("UPDATE reconcile_runs SET enumerated = enumerated + ?2, walked = ?3 WHERE id = ?1")
+                .bind(&[text(&run_id), int(users.len() as i64), int(i64::from(!full))])
+                .map_err(d1)?
+                .run()
+                .await
+                .map_err(d1)?;
+            Ok(())
+        }
+        Job::ReconcileAccount { run_id, user_id } => {
+            let check = crate::api::reconcile_account(env, &db, &user_id).await;
+            let (agrees, drift, error) = match &check {
+                Ok(c) => (c.is_none(), c.as_ref().map(Value::to_string), None),
+                Err(e) => (false, None, Some(e.to_string())),
+            };
+            db.prepare(
+                "INSERT OR REPLACE INTO reconcile_results (run_id, user_id, agrees, drift, error, checked_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .bind(&[
+                text(&run_id),
+                text(&user_id),
+                int(i64::from(agrees)),
+                opt_text(drift.as_deref()),
+                opt_text(error.as_deref()),
+                text(&to_iso(js_sys::Date::now() as i64)),
+            ])
+            .map_err(d1)?
+            .run()
+            .await
+            .map_err(d1)?;
+            Ok(())
+        }
+    }
+}
+
+/// A run's report: how far it is, and the accounts that disagree or could not be checked.
+pub async fn report(env: &Env, run_id: Option<&str>) -> Result<Option<Value>, ApiError> {
+    #[derive(Deserialize)]
+    struct Run {
+        id: String,
+        started_at: String,
+        enumerated: i64,
+        walked: i64,
+    }
+    #[derive(Deserialize)]
+    struct Counts {
+        checked: i64,
+    }
+    #[derive(Deserialize)]
+    struct Bad {
+        user_id: String,
+        drift: Option<String>,
+        error: Option<String>,
+    }
+    let db = crate::env::db(env).map_err(d1)?;
+    let run = match run_id {
+        Some(id) => db.prepare("SELECT * FROM reconcile_runs WHERE id = ?1").bind(&[text(id)]).map_err(d1)?,
+        None => db.prepare("SELECT * FROM reconcile_runs ORDER BY started_at DESC, id DESC LIMIT 1"),
+    };
+    let Some(run) = run.first::<Run>(None).await.map_err(d1)? else { return Ok(None) };
+    let counts = db
+        .prepare("SELECT COUNT(*) AS checked FROM reconcile_results WHERE run_id = ?1")
+        .bind(&[text(&run.id)])
+        .map_err(d1)?
+        .first::<Counts>(None)
+        .await
+        .map_err(d1)?
+        .map_or(0, |c| c.checked);
+    let bad: Vec<Bad> = db
+        .prepare("SELECT user_id, drift, error FROM reconcile_results WHERE run_id = ?1 AND agrees = 0 ORDER BY user_id LIMIT 1000")
+        .bind(&[text(&run.id)])
+        .map_err(d1)?
+        .all()
+        .await
+        .map_err(d1)?
+        .results()
+        .map_err(d1)?;
+    let drift: Vec<Value> = bad.iter().filter_map(|b| serde_json::from_str(b.drift.as_deref()?).ok()).collect();
+    let failed: Vec<Value> =
+        bad.iter().filter_map(|b| Some(json!({ "user_id": b.user_id, "error": b.error.as_deref()? }))).collect();
+    let done = run.walked != 0 && counts >= run.enumerated;
+    Ok(Some(json!({
+        "run_id": run.id, "started_at": run.started_at, "accounts_enumerated": run.enumerated,
+        "accounts_checked": counts, "done": done, "drift": drift, "failed": failed,
+    })))
+}
