@@ -604,7 +604,11 @@ impl Book {
         self.balance -= amount;
         if amount > 0 {
             self.spend.entry(held.key_id.clone()).or_default().record(now, amount);
-            if let Some(end_user) = &held.end_user {
+        }
+        // Its end user is known from now on, charged or not (as storage records it).
+        if let Some(end_user) = &held.end_user {
+            self.end_users.see(&held.key_id, end_user, now);
+            if amount > 0 {
                 self.end_users.record(&held.key_id, end_user, now, amount);
             }
         }
