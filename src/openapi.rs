@@ -111,6 +111,7 @@ fn shared_responses() -> Map<String, Value> {
     let described = [
         ("200", "Success"),
         ("201", "Created"),
+        ("202", "Accepted: the work goes on in the background"),
         ("400", "Bad request: the error names the parameter"),
         ("401", "Missing or refused credential"),
         ("402", "Balance, key, organization or end-user limit"),
@@ -139,10 +140,13 @@ fn shared_responses() -> Map<String, Value> {
 }
 
 /// The statuses an operation may answer, by who may call it.
-fn responses(access: Access, method: &str, has_body: bool) -> Value {
+fn responses(access: Access, method: &str, has_body: bool, accepted: bool) -> Value {
     let mut codes: Vec<(&str, &str)> = vec![("200", "Success"), ("400", "Bad request: the error names the parameter")];
     if method == "POST" {
         codes.push(("201", "Created"));
+    }
+    if accepted {
+        codes.push(("202", "Accepted"));
     }
     if has_body {
         codes.push(("413", "Body too large"));
@@ -202,7 +206,7 @@ pub fn document() -> Value {
         let mut op = json!({
             "summary": summary,
             "operationId": format!("{}_{}", method.to_lowercase(), template.trim_matches('/').replace(['/', '{', '}', '-', '.'], "_")),
-            "responses": responses(access, method, body.is_some()),
+            "responses": responses(access, method, body.is_some(), matches!(route, Route::StartReconcileRun)),
         });
         if !params.is_empty() {
             op["parameters"] = Value::Array(params);
