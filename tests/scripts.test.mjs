@@ -143,3 +143,42 @@ describe('npm run new-tenant -- --dry-run', () => {
     }
   });
 });
+
+describe('npm run fleet', () => {
+  test('runs one command across every tenant of wrangler.toml, in order, and --dry-run runs nothing', async () => {
+    const fleet = path.join(ROOT, '.wrangler-fleet-test.toml');
+    writeFileSync(fleet, `${readFileSync(path.join(ROOT, 'wrangler.toml'), 'utf8')}
+[env.acme]
+name = "tollgate-acme"
+
+[env.globex]
+name = "tollgate-globex"
+
+[env.initech]
+name = "tollgate-initech"
+`);
+    try {
+      const list = await npmRun('fleet', ['list', '--config', fleet]);
+      assert.equal(list.code, 0, list.err);
+      assert.deepEqual(list.out.trim().split('\n'), ['acme\ttollgate-acme', 'globex\ttollgate-globex', 'initech\ttollgate-initech']);
+      const migrate = await npmRun('fleet', ['migrate', '--dry-run', '--config', fleet]);
+      assert.equal(migrate.code, 0, migrate.err);
+      const lines = migrate.out.split('\n').filter((l) => l.includes('scripts/wrangler'));
+      assert.deepEqual(lines.map((l) => l.match(/\] (\w+):/)[1]), ['acme', 'globex', 'initech'], 'every tenant, in the file\'s order');
+      assert.ok(lines.every((l) => l.includes('d1 migrations apply DB --remote -e')));
+      const canary = await npmRun('fleet', ['deploy', '--canary', '1', '--dry-run', '--config', fleet]);
+      assert.equal(canary.out.split('\n').filter((l) => l.includes('scripts/wrangler deploy')).length, 1, 'one tenant first');
+      assert.match(canary.out, /Check them, then run npm run fleet -- deploy for the rest/);
+      const some = await npmRun('fleet', ['versions', '--only', 'globex', '--dry-run', '--config', fleet]);
+      assert.match(some.out, /globex: scripts\/wrangler deployments list -e globex/);
+      assert.doesNotMatch(some.out, /acme/);
+      const bad = await npmRun('fleet', ['deploy', '--only', 'nobody', '--config', fleet]);
+      assert.equal(bad.code, 2);
+      assert.match(bad.err, /no such tenant/);
+      const none = await npmRun('fleet', []);
+      assert.equal(none.code, 2);
+    } finally {
+      rmSync(fleet, { force: true });
+    }
+  });
+});
