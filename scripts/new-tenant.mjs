@@ -62,7 +62,7 @@ d1_databases = [{ binding = "DB", database_name = "${worker}", database_id = "${
 kv_namespaces = [{ binding = "CACHE", id = "${kvId}" }]
 durable_objects.bindings = [{ name = "ACCOUNTS", class_name = "AccountDo" }, { name = "ORGS", class_name = "OrgDo" }]
 ratelimits = [{ name = "AUTH_FAILURES", namespace_id = "${rateLimitNamespace}", simple = { limit = 100, period = 60 } }]
-r2_buckets = [{ binding = "REQUEST_LOGS", bucket_name = "${worker}-request-logs" }]
+r2_buckets = [{ binding = "REQUEST_LOGS", bucket_name = "${worker}-request-logs" }, { binding = "ARCHIVES", bucket_name = "${worker}-archives" }]
 queues = { producers = [{ binding = "ALERTS", queue = "${worker}-alerts" }, { binding = "JOBS", queue = "${worker}-jobs" }], consumers = [{ queue = "${worker}-alerts", max_batch_size = 10, max_batch_timeout = 1, max_retries = 100 }, { queue = "${worker}-jobs", max_batch_size = 50, max_batch_timeout = 1, max_retries = 5 }] }
 triggers = { crons = ["*/15 * * * *"] }
 `;
@@ -76,6 +76,7 @@ const commands = [
   ['queues', 'create', `${worker}-alerts`],
   ['queues', 'create', `${worker}-jobs`],
   ['r2', 'bucket', 'create', `${worker}-request-logs`],
+  ['r2', 'bucket', 'create', `${worker}-archives`],
   ['secret', 'put', 'AI_GATEWAY_API_KEY', '-e', tenant],
   ['secret', 'put', 'ADMIN_TOKEN', '-e', tenant],
   ['secret', 'put', 'OPENROUTER_PROVISIONING_KEY', '-e', tenant],
@@ -120,11 +121,12 @@ wrangler(commands[2]);
 wrangler(commands[3]);
 wrangler(commands[4]);
 wrangler(commands[5]);
+wrangler(commands[6]);
 mkdirSync(path.dirname(tokenFile), { recursive: true, mode: 0o700 });
 writeFileSync(tokenFile, `${adminToken}\n`, { mode: 0o600 });
 chmodSync(tokenFile, 0o600);
-wrangler(commands[6], adminToken);
-wrangler(commands[7]);
+wrangler(commands[7], adminToken);
 wrangler(commands[8]);
 wrangler(commands[9]);
+wrangler(commands[10]);
 console.log(`\n${worker} is deployed. Its ADMIN_TOKEN is in ${tokenFile} (readable by you only).`);

@@ -16,6 +16,7 @@ pub const ORGS: &str = "ORGS";
 pub const ALERTS: &str = "ALERTS";
 pub const REQUEST_LOGS: &str = "REQUEST_LOGS";
 pub const JOBS: &str = "JOBS";
+pub const ARCHIVES: &str = "ARCHIVES";
 
 const DEFAULT_BASE_URL: &str = "https://openrouter.ai/api/v1";
 
@@ -88,6 +89,8 @@ pub struct Config {
     pub rate_default: crate::domain::rates::RateLimits,
     /// Alerts (`domain::alerts`): on only with both `ALERT_WEBHOOK_URL` and `ALERT_WEBHOOK_SECRET`.
     pub alerts: Option<Alerts>,
+    /// `USAGE_RETENTION_DAYS` (default 90): usage records and ledger copies older than this leave D1 for R2.
+    pub usage_retention_days: i64,
 }
 
 /// Where and how alerts go.
@@ -170,6 +173,7 @@ impl Config {
                 tpm: text(env, "DEFAULT_TPM_LIMIT").and_then(|v| v.trim().parse().ok()).filter(|n| *n > 0),
             },
             alerts: Alerts::from_env(env),
+            usage_retention_days: number(env, "USAGE_RETENTION_DAYS", 90).min(36_500) as i64,
             show_upstream_cost: text(env, "SHOW_UPSTREAM_COST")
                 .is_some_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes")),
         }
@@ -233,6 +237,11 @@ pub fn cache(env: &Env) -> worker::Result<KvStore> {
 /// The bucket of the request log's bodies (`api::request_log`).
 pub fn request_logs(env: &Env) -> worker::Result<worker::Bucket> {
     env.bucket(REQUEST_LOGS)
+}
+
+/// The bucket retention moves history into (`retention`).
+pub fn archives(env: &Env) -> worker::Result<worker::Bucket> {
+    env.bucket(ARCHIVES)
 }
 
 /// The queue per-account work is fanned out through (`fan_out`).

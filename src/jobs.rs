@@ -17,4 +17,6 @@ pub async fn run(cron: String, env: Env) {
     report("reconcile", crate::api::run_reconciliation(&env).await);
     report("mirror_upstream_keys", crate::api::mirror_upstream_keys(&env).await);
     report("expire_request_logs", crate::api::expire_request_logs(&env).await);
+    let days = crate::env::Config::get(&env).usage_retention_days;
+    report("retention", crate::retention::run(&env, js_sys::Date::now() as i64, days).await);
 }

@@ -73,6 +73,11 @@ pub enum Route {
     /// Reconciliation through the queue (`fan_out`): start a run; a run's report (`latest` or an id).
     StartReconcileRun,
     GetReconcileRun(String),
+    /// Retention (`retention`): a pass now; the archives; one archive's rows; an archive put back.
+    RunRetention,
+    ListArchives,
+    GetArchive(String),
+    RestoreArchive(String),
     OwnStats,
     KeyStats(String),
     OrgStats(String),
@@ -94,7 +99,7 @@ pub enum Route {
 }
 
 /// How many kinds of `Route` there are (the OpenAPI test checks `PATHS` reaches every one).
-pub const ROUTE_KINDS: usize = 60;
+pub const ROUTE_KINDS: usize = 64;
 
 /// Every path the table serves, as templates (`{name}`: one segment; `{model}` may hold slashes).
 /// The OpenAPI document walks these through `route`, so it lists exactly what the table serves.
@@ -142,6 +147,10 @@ pub const PATHS: &[&str] = &[
     "/api/admin/reconcile",
     "/api/admin/reconcile/runs",
     "/api/admin/reconcile/runs/{run_id}",
+    "/api/admin/retention/run",
+    "/api/admin/archives",
+    "/api/admin/archives/{archive_id}",
+    "/api/admin/archives/{archive_id}/restore",
     "/api/stats",
     "/api/stats/global",
     "/api/stats/keys/{key_id}",
@@ -249,6 +258,12 @@ pub fn route(method: &str, path: &str) -> Match {
         ["api", "balance", "admin", "add"] => vec![("POST", Route::AddBalance, Key(Admin))],
         ["api", "v1", "credits"] => vec![("GET", Route::GetCredits, Key(Read))],
         ["api", "admin", "reconcile"] => vec![("GET", Route::Reconcile, Key(Admin))],
+        ["api", "admin", "retention", "run"] => vec![("POST", Route::RunRetention, Key(Admin))],
+        ["api", "admin", "archives"] => vec![("GET", Route::ListArchives, Key(Admin))],
+        ["api", "admin", "archives", a] if !a.is_empty() => vec![("GET", Route::GetArchive(id(3)), Key(Admin))],
+        ["api", "admin", "archives", a, "restore"] if !a.is_empty() => {
+            vec![("POST", Route::RestoreArchive(id(3)), Key(Admin))]
+        }
         ["api", "admin", "reconcile", "runs"] => vec![("POST", Route::StartReconcileRun, Key(Admin))],
         ["api", "admin", "reconcile", "runs", r] if !r.is_empty() => {
             vec![("GET", Route::GetReconcileRun(id(4)), Key(Admin))]

@@ -6,6 +6,8 @@ pub mod error;
 #[cfg(target_arch = "wasm32")]
 mod allowed;
 #[cfg(target_arch = "wasm32")]
+mod archives;
+#[cfg(target_arch = "wasm32")]
 mod auth;
 #[cfg(target_arch = "wasm32")]
 mod balance;
@@ -172,6 +174,10 @@ mod dispatch {
             Route::GetCredits => super::balance::get_credits(req, call, caller).await,
             Route::Reconcile => super::balance::reconcile(call).await,
             Route::StartReconcileRun => super::balance::start_reconcile_run(call).await,
+            Route::RunRetention => super::archives::run_retention(call).await,
+            Route::ListArchives => super::archives::list(req, call).await,
+            Route::GetArchive(id) => super::archives::get(call, &id).await,
+            Route::RestoreArchive(id) => super::archives::restore(call, &id).await,
             Route::GetReconcileRun(id) => super::balance::get_reconcile_run(call, &id).await,
             Route::OwnStats => super::usage::get_own_stats(req, call, caller).await,
             Route::KeyStats(id) => super::usage::get_key_stats(req, call, caller, &id).await,

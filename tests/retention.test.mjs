@@ -1,0 +1,78 @@
+// Retention (issue 19.2): usage records and ledger copies past USAGE_RETENTION_DAYS leave D1 for R2
+// (the local R2 under wrangler dev is the real one). They are read back from R2 and compared row by
+// row; the roll-ups and running totals give the same stats and reconciliation as before; a re-import
+// puts them back without counting them twice. Here the retention is 0 days: everything before now.
+
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+
+import { gatewayForFile } from './fixture.mjs';
+import { ROOT, run } from './harness.mjs';
+
+const ctx = gatewayForFile({ vars: { USAGE_RETENTION_DAYS: '0' } });
+
+async function sql(command) {
+  const out = await run(`${ROOT}/scripts/wrangler`, ['d1', 'execute', 'DB', '--local', '--persist-to', ctx.gw.state, '--json', '--command', command], {
+    env: { ...process.env, CI: 'true' },
+  });
+  return JSON.parse(out.slice(out.indexOf('[')))[0].results;
+}
+
+const byId = (rows) => [...rows].sort((a, b) => a.id.localeCompare(b.id));
+const withoutRestored = (rows) => rows.map(({ restored, ...r }) => r);
+
+test('history past retention moves to R2 whole, the totals stay, and a re-import restores it', async () => {
+  const user = await ctx.admin.createUser({}, { credit: 3 });
+  const key = await ctx.admin.createKey(user.id);
+  for (let i = 0; i < 4; i++) {
+    const res = await fetch(`${ctx.gw.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key.key}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'openai/gpt-4o-mini', user: 'eve', messages: [{ role: 'user', content: `kept then archived ${i}` }] }),
+    });
+    assert.equal(res.status, 200);
+    await res.arrayBuffer();
+  }
+  // Every copy in D1 (reconciliation flushes each account first), and what must not change after.
+  const before = await ctx.admin.call('GET', '/api/admin/reconcile');
+  assert.deepEqual(before.body.data.drift, []);
+  const ledger = byId(await sql(`SELECT * FROM balance_transactions WHERE user_id = '${user.id}'`));
+  const usage = byId(await sql(`SELECT * FROM usage_records WHERE user_id = '${user.id}'`));
+  assert.equal(ledger.length, 5, 'a credit and four charges');
+  assert.equal(usage.length, 4);
+  const stats = async () => (await ctx.admin.call('GET', `/api/stats/keys/${key.id}?group_by=model`)).body.data;
+  const statsBefore = await stats();
+  const endUsersBefore = (await ctx.admin.call('GET', `/api/stats/keys/${key.id}?group_by=end_user`)).body.data;
+  const overviewBefore = (await ctx.admin.call('GET', '/api/admin/overview')).body.data.total_balance;
+
+  await new Promise((r) => setTimeout(r, 1_100)); // the rows are older than "now" by then
+  const pass = await ctx.admin.call('POST', '/api/admin/retention/run');
+  assert.equal(pass.status, 200, JSON.stringify(pass.body));
+  assert.ok(pass.body.data.archives >= 1);
+
+  assert.equal((await sql(`SELECT COUNT(*) AS n FROM balance_transactions WHERE user_id = '${user.id}'`))[0].n, 0, 'gone from D1');
+  assert.equal((await sql(`SELECT COUNT(*) AS n FROM usage_records WHERE user_id = '${user.id}'`))[0].n, 0);
+  const archives = (await ctx.admin.call('GET', `/api/admin/archives?user_id=${user.id}`)).body.data;
+  assert.equal(archives.length, 1, 'one object for the account-day');
+  const text = await (await fetch(`${ctx.gw.url}/api/admin/archives/${archives[0].id}`, { headers: { authorization: `Bearer ${ctx.gw.adminToken}` } })).text();
+  const lines = text.trim().split('\n').map((l) => JSON.parse(l));
+  assert.deepEqual(byId(lines.filter((l) => l.table === 'balance_transactions').map((l) => l.row)), ledger, 'the ledger copy, row by row');
+  assert.deepEqual(withoutRestored(byId(lines.filter((l) => l.table === 'usage_records').map((l) => l.row))), withoutRestored(usage), 'the usage records, row by row');
+
+  assert.deepEqual(await stats(), statsBefore, 'the roll-ups still give the same totals');
+  assert.deepEqual((await ctx.admin.call('GET', `/api/stats/keys/${key.id}?group_by=end_user`)).body.data, endUsersBefore);
+  assert.equal((await ctx.admin.call('GET', '/api/admin/overview')).body.data.total_balance, overviewBefore);
+  const after = (await ctx.admin.call('GET', '/api/admin/reconcile')).body.data;
+  assert.deepEqual(after.drift, [], 'what left is still counted: the balance agrees');
+  assert.deepEqual(after.failed, []);
+
+  const restored = await ctx.admin.call('POST', `/api/admin/archives/${archives[0].id}/restore`);
+  assert.equal(restored.status, 200, JSON.stringify(restored.body));
+  assert.equal(restored.body.data.rows, 9);
+  assert.deepEqual(byId(await sql(`SELECT * FROM balance_transactions WHERE user_id = '${user.id}'`)), ledger, 'the ledger copy is back');
+  assert.deepEqual(withoutRestored(byId(await sql(`SELECT * FROM usage_records WHERE user_id = '${user.id}'`))), withoutRestored(usage), 'the usage records are back');
+  assert.deepEqual(await stats(), statsBefore, 'restored rows are not counted twice');
+  assert.deepEqual((await ctx.admin.call('GET', '/api/admin/reconcile')).body.data.drift, []);
+  const again = await ctx.admin.call('POST', `/api/admin/archives/${archives[0].id}/restore`);
+  assert.equal(again.status, 409, 'once');
+});
