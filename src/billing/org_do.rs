@@ -42,6 +42,8 @@ pub struct OrgDo {
     ready: Cell<bool>,
     book: RefCell<Option<OrgBook>>,
     known: RefCell<Option<Known>>,
+    /// Alerts wait in the outbox (true at start: a restart looks once).
+    alerts_waiting: Cell<bool>,
 }
 
 fn load(sql: &SqlStorage) -> Result<OrgBook> {
@@ -91,7 +93,7 @@ fn write_month(sql: &SqlStorage, book: &OrgBook, month: i64) -> Result<()> {
 
 /// Keeps the alerts a month's change crossed for delivery, in the change's own step.
 fn raise_alerts(sql: &SqlStorage, book: &OrgBook, change: &MonthChange, alerts: Alerting, now: i64) -> Result<()> {
-    let (Some(rules), Some(known)) = alerts else { return Ok(()) };
+    let (Some(rules), Some(known), waiting) = alerts else { return Ok(()) };
     let after = book.month(change.month);
     let before = MonthUse {
         requests: after.requests - change.requests,
@@ -103,12 +105,14 @@ fn raise_alerts(sql: &SqlStorage, book: &OrgBook, change: &MonthChange, alerts: 
             "INSERT OR IGNORE INTO alert_outbox (id, body, created_ms) VALUES (?, ?, ?)",
             vec![text(&alert.id()), text(&alert.payload().to_string()), int(now)],
         )?;
+        waiting.set(true);
     }
     Ok(())
 }
 
-/// What alerts need: the tenant's rules (when it has alerts) and what the organization is.
-type Alerting<'a> = (Option<&'a AlertRules>, Option<&'a Known>);
+/// What alerts need: the tenant's rules (when it has alerts), what the organization is, and the flag
+/// that says alerts wait to be sent.
+type Alerting<'a> = (Option<&'a AlertRules>, Option<&'a Known>, &'a Cell<bool>);
 
 fn answer(sql: &SqlStorage, book: &mut OrgBook, req: OrgRequest, now: i64, alerts: Alerting) -> Result<OrgResponse> {
     let (counted, forgotten) = book.expire(now);
@@ -174,7 +178,7 @@ impl OrgDo {
         };
         let config = crate::env::Config::get(&self.env);
         let known = self.known.borrow();
-        answer(&sql, book, req, now, (config.alerts.as_ref().map(|a| &a.rules), known.as_ref()))
+        answer(&sql, book, req, now, (config.alerts.as_ref().map(|a| &a.rules), known.as_ref(), &self.alerts_waiting))
     }
 
     /// Remembers what the organization is and its limits, when they are news (stored for a restart).
@@ -204,22 +208,32 @@ impl OrgDo {
         Ok(())
     }
 
-    /// Hands waiting alerts to the queue; on failure the alarm tries again.
+    /// Hands waiting alerts to the queue (no storage read when none wait); on failure the alarm tries again.
     async fn send_alerts(&self) {
-        let Ok(sql) = self.sql() else { return };
-        if scalar(&sql, "SELECT COUNT(*) AS n FROM alert_outbox WHERE sent = 0", vec![]).unwrap_or(0) == 0 {
+        if !self.alerts_waiting.get() {
             return;
         }
-        if let Err(e) = super::outbox::send_alerts(&sql, &self.env).await {
-            crate::log::job_error("org_alert_outbox", &e.to_string());
-            let _ = self.state.storage().set_alarm(std::time::Duration::from_millis(ALERT_RETRY_MS)).await;
+        let Ok(sql) = self.sql() else { return };
+        match super::outbox::send_alerts(&sql, &self.env).await {
+            Ok(more) => self.alerts_waiting.set(more),
+            Err(e) => {
+                crate::log::job_error("org_alert_outbox", &e.to_string());
+                let _ = self.state.storage().set_alarm(std::time::Duration::from_millis(ALERT_RETRY_MS)).await;
+            }
         }
     }
 }
 
 impl DurableObject for OrgDo {
     fn new(state: State, env: Env) -> Self {
-        Self { state, env, ready: Cell::new(false), book: RefCell::new(None), known: RefCell::new(None) }
+        Self {
+            state,
+            env,
+            ready: Cell::new(false),
+            book: RefCell::new(None),
+            known: RefCell::new(None),
+            alerts_waiting: Cell::new(true),
+        }
     }
 
     async fn fetch(&self, req: Request) -> Result<Response> {

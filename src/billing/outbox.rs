@@ -23,7 +23,8 @@ pub fn waiting(sql: &SqlStorage) -> Result<bool> {
 
 /// Hands the alerts waiting to the queue (one message each; the consumer delivers them), and forgets
 /// sent ones after 40 days (their ids stay unique for longer than any window they name).
-pub async fn send_alerts(sql: &SqlStorage, env: &Env) -> Result<()> {
+/// Answers whether more wait (a batch at a time).
+pub async fn send_alerts(sql: &SqlStorage, env: &Env) -> Result<bool> {
     #[derive(Deserialize)]
     struct Waiting {
         id: String,
@@ -32,18 +33,18 @@ pub async fn send_alerts(sql: &SqlStorage, env: &Env) -> Result<()> {
     let waiting: Vec<Waiting> =
         sql.exec(&format!("SELECT id, body FROM alert_outbox WHERE sent = 0 LIMIT {BATCH}"), None)?.to_array()?;
     if waiting.is_empty() {
-        return Ok(());
+        return Ok(false);
     }
-    let queue = crate::env::alerts_queue(env)?;
-    let messages: Vec<AlertMessage> =
-        waiting.iter().map(|w| AlertMessage { id: w.id.clone(), body: w.body.clone() }).collect();
-    queue.send_batch(messages).await?;
-    for w in &waiting {
-        sql.exec_raw("UPDATE alert_outbox SET sent = 1 WHERE id = ?", vec![text(&w.id)])?;
+    let more = waiting.len() as u32 == BATCH;
+    let ids: Vec<String> = waiting.iter().map(|w| w.id.clone()).collect();
+    let messages: Vec<AlertMessage> = waiting.into_iter().map(|w| AlertMessage { id: w.id, body: w.body }).collect();
+    crate::env::alerts_queue(env)?.send_batch(messages).await?;
+    for id in &ids {
+        sql.exec_raw("UPDATE alert_outbox SET sent = 1 WHERE id = ?", vec![text(id)])?;
     }
     let horizon = js_sys::Date::now() - 40.0 * 86_400_000.0;
     sql.exec_raw("DELETE FROM alert_outbox WHERE sent = 1 AND created_ms < ?", vec![JsValue::from_f64(horizon)])?;
-    Ok(())
+    Ok(more)
 }
 
 /// One alert on its way to the webhook (the queue's message).
@@ -73,7 +74,7 @@ pub async fn flush(sql: &SqlStorage, env: &Env) -> Result<bool> {
     let waiting: Vec<Waiting> =
         sql.exec(&format!("SELECT id, record FROM usage_outbox LIMIT {BATCH}"), None)?.to_array()?;
     if rows.is_empty() && waiting.is_empty() {
-        return alerts.map(|()| false);
+        return alerts;
     }
     let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
     let records: Vec<UsageRecord> = waiting.iter().filter_map(|w| serde_json::from_str(&w.record).ok()).collect();

@@ -585,13 +585,8 @@ impl Book {
         Some(self.close(request_id, held, cost, false, now))
     }
 
-    /// Closes every reservation whose request can no longer settle, charging its evidence.
-    pub fn expire(&mut self, now: i64) -> Vec<Closed> {
-        std::iter::from_fn(|| self.expire_next(now)).collect()
-    }
-
-    /// Closes the first (by request id) reservation whose request can no longer settle. One at a time, so
-    /// what each close crossed (`alerts`) is read before the next one charges.
+    /// Closes the first (by request id) reservation whose request can no longer settle, charging its
+    /// evidence. One at a time, so what each close crossed (`alerts`) is read before the next one charges.
     pub fn expire_next(&mut self, now: i64) -> Option<Closed> {
         let id = self.in_flight.iter().filter(|(_, h)| h.expires_ms <= now).map(|(id, _)| id).min()?.clone();
         let held = self.in_flight.remove(&id)?;
@@ -777,12 +772,13 @@ mod tests {
     fn a_reservation_lives_while_it_heartbeats_and_is_closed_at_its_evidence() {
         let mut book = Book::restore(100, [], [], []);
         book.reserve(&ask("r1", "k", 80), NOW);
-        assert!(book.expire(NOW + LEASE - 1).is_empty());
+        let expire = |book: &mut Book, now| std::iter::from_fn(|| book.expire_next(now)).collect::<Vec<_>>();
+        assert!(expire(&mut book, NOW + LEASE - 1).is_empty());
         book.touch("r1", 30, LEASE, NOW + LEASE - 1);
         book.touch("r1", 500, LEASE, NOW + LEASE - 1);
         assert_eq!(book.held("r1").map(|h| h.evidence), Some(80), "evidence is capped at the reservation");
-        assert!(book.expire(NOW + LEASE).is_empty(), "the heartbeat extended it");
-        let closed = book.expire(NOW + 2 * LEASE);
+        assert!(expire(&mut book, NOW + LEASE).is_empty(), "the heartbeat extended it");
+        let closed = expire(&mut book, NOW + 2 * LEASE);
         assert_eq!(closed.len(), 1);
         assert_eq!((closed[0].amount, closed[0].abandoned), (80, true));
         assert_eq!(book.settle("r1", 10, NOW + 2 * LEASE), None, "a late settlement charges nothing more");
