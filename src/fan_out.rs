@@ -1,12 +1,15 @@
 //! Work fanned out through the `JOBS` queue, so a tenant of any number of
-//! accounts fits the limits of one invocation: a reconciliation run walks
-//! the users a page at a time (each page one message, which hands over the
-//! next) and checks every account in a message of its own, recording each
-//! result in D1 (`reconcile_runs`, `reconcile_results`).
+//! accounts fits the limits of one invocation. A run walks the users a page at
+//! a time (each page one message, which hands over the next) and gives every
+//! account a message of its own:
+//! - reconciliation checks the account and records the result in D1
+//!   (`reconcile_runs`, `reconcile_results`);
+//! - retention archives the account's days before the cutoff, a step at a time
+//!   (a step that leaves days hands the account on to a message of its own).
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use worker::{Env, MessageBatch, MessageExt};
+use worker::{D1Database, Env, MessageBatch, MessageExt, Queue};
 
 use crate::api::error::ApiError;
 use crate::domain::time::to_iso;
@@ -22,6 +25,10 @@ pub enum Job {
     ReconcilePage { run_id: String, after: Option<String> },
     /// Checks one account.
     ReconcileAccount { run_id: String, user_id: String },
+    /// Hands over the users after `after` (by id) to a retention pass, and the next page.
+    RetentionPage { cutoff: String, after: Option<String> },
+    /// Archives one account's days before the cutoff, a step at a time.
+    RetentionAccount { cutoff: String, user_id: String },
 }
 
 fn d1(e: impl std::fmt::Display) -> ApiError {
@@ -46,24 +53,37 @@ pub async fn start_run(env: &Env, now_ms: i64) -> Result<String, ApiError> {
     Ok(run_id)
 }
 
-/// The queue's consumer: each message on its own; one that fails is retried by the queue.
+/// Starts a fanned-out retention pass: its first page to the queue.
+pub async fn start_retention(env: &Env, cutoff: &str) -> Result<(), ApiError> {
+    let job = Job::RetentionPage { cutoff: cutoff.to_string(), after: None };
+    crate::env::jobs_queue(env).map_err(d1)?.send(job).await.map_err(d1)
+}
+
+/// Messages of one batch worked on at once (each account's object answers on its own).
+const AT_ONCE: usize = 10;
+
+/// The queue's consumer: each message on its own, several at once; one that fails is retried by the queue.
 pub async fn consume(batch: MessageBatch<Value>, env: Env) -> worker::Result<()> {
-    for message in batch.messages()? {
-        let done = match serde_json::from_value::<Job>(message.body().clone()) {
-            Ok(job) => run(&env, job).await,
-            Err(e) => {
-                crate::log::job_error("jobs_queue", &format!("unreadable job: {e}"));
-                Ok(())
+    use futures_util::stream::{self, StreamExt};
+    let env = &env;
+    stream::iter(batch.messages()?)
+        .for_each_concurrent(AT_ONCE, |message| async move {
+            let done = match serde_json::from_value::<Job>(message.body().clone()) {
+                Ok(job) => run(env, job).await,
+                Err(e) => {
+                    crate::log::job_error("jobs_queue", &format!("unreadable job: {e}"));
+                    Ok(())
+                }
+            };
+            match done {
+                Ok(()) => message.ack(),
+                Err(e) => {
+                    crate::log::job_error("jobs_queue", &e.to_string());
+                    message.retry();
+                }
             }
-        };
-        match done {
-            Ok(()) => message.ack(),
-            Err(e) => {
-                crate::log::job_error("jobs_queue", &e.to_string());
-                message.retry();
-            }
-        }
-    }
+        })
+        .await;
     Ok(())
 }
 
@@ -71,32 +91,14 @@ async fn run(env: &Env, job: Job) -> Result<(), ApiError> {
     let db = crate::env::db(env).map_err(d1)?;
     match job {
         Job::ReconcilePage { run_id, after } => {
-            #[derive(Deserialize)]
-            struct Id {
-                id: String,
-            }
-            let users: Vec<Id> = db
-                .prepare("SELECT id FROM users WHERE id > ?1 ORDER BY id LIMIT ?2")
-                .bind(&[text(after.as_deref().unwrap_or("")), int(PAGE)])
-                .map_err(d1)?
-                .all()
-                .await
-                .map_err(d1)?
-                .results()
-                .map_err(d1)?;
             let queue = crate::env::jobs_queue(env).map_err(d1)?;
+            let (users, full) = users_page(&db, after.as_deref()).await?;
             let mut jobs: Vec<Job> =
-                users.iter().map(|u| Job::ReconcileAccount { run_id: run_id.clone(), user_id: u.id.clone() }).collect();
-            let last = users.last().map(|u| u.id.clone());
-            let full = users.len() as i64 == PAGE;
+                users.iter().map(|u| Job::ReconcileAccount { run_id: run_id.clone(), user_id: u.clone() }).collect();
             if full {
-                jobs.push(Job::ReconcilePage { run_id: run_id.clone(), after: last });
+                jobs.push(Job::ReconcilePage { run_id: run_id.clone(), after: users.last().cloned() });
             }
-            // A queue takes at most 100 messages a batch.
-            while !jobs.is_empty() {
-                let rest = jobs.split_off(jobs.len().min(100));
-                queue.send_batch(std::mem::replace(&mut jobs, rest)).await.map_err(d1)?;
-            }
+            send_all(&queue, jobs).await?;
             // A retried page counts again: `enumerated` is a progress figure, the results are keyed by user.
             db.prepare("UPDATE reconcile_runs SET enumerated = enumerated + ?2, walked = ?3 WHERE id = ?1")
                 .bind(&[text(&run_id), int(users.len() as i64), int(i64::from(!full))])
@@ -104,6 +106,39 @@ async fn run(env: &Env, job: Job) -> Result<(), ApiError> {
                 .run()
                 .await
                 .map_err(d1)?;
+            Ok(())
+        }
+        Job::RetentionPage { cutoff, after } => {
+            let queue = crate::env::jobs_queue(env).map_err(d1)?;
+            let (mut users, full) = users_page(&db, after.as_deref()).await?;
+            let next = users.last().cloned();
+            // The operator's own requests are kept under the empty user id: the first page hands it over too.
+            if after.is_none() {
+                users.insert(0, String::new());
+            }
+            let mut jobs: Vec<Job> =
+                users.into_iter().map(|user_id| Job::RetentionAccount { cutoff: cutoff.clone(), user_id }).collect();
+            if full {
+                jobs.push(Job::RetentionPage { cutoff, after: next });
+            }
+            send_all(&queue, jobs).await
+        }
+        Job::RetentionAccount { cutoff, user_id } => {
+            let bucket = crate::env::archives(env).map_err(d1)?;
+            let now_ms = js_sys::Date::now() as i64;
+            let (_, more) = crate::retention::archive_account(
+                &db,
+                &bucket,
+                &user_id,
+                &cutoff,
+                now_ms,
+                crate::retention::DAYS_PER_STEP,
+            )
+            .await?;
+            if more {
+                let queue = crate::env::jobs_queue(env).map_err(d1)?;
+                queue.send(Job::RetentionAccount { cutoff, user_id }).await.map_err(d1)?;
+            }
             Ok(())
         }
         Job::ReconcileAccount { run_id, user_id } => {
@@ -131,6 +166,34 @@ async fn run(env: &Env, job: Job) -> Result<(), ApiError> {
             Ok(())
         }
     }
+}
+
+/// The ids of up to `PAGE` users after `after`, and whether the page is full (more may follow).
+async fn users_page(db: &D1Database, after: Option<&str>) -> Result<(Vec<String>, bool), ApiError> {
+    #[derive(Deserialize)]
+    struct Id {
+        id: String,
+    }
+    let users: Vec<Id> = db
+        .prepare("SELECT id FROM users WHERE id > ?1 ORDER BY id LIMIT ?2")
+        .bind(&[text(after.unwrap_or("")), int(PAGE)])
+        .map_err(d1)?
+        .all()
+        .await
+        .map_err(d1)?
+        .results()
+        .map_err(d1)?;
+    let full = users.len() as i64 == PAGE;
+    Ok((users.into_iter().map(|u| u.id).collect(), full))
+}
+
+/// Sends jobs in batches (a queue takes at most 100 messages a batch).
+async fn send_all(queue: &Queue, mut jobs: Vec<Job>) -> Result<(), ApiError> {
+    while !jobs.is_empty() {
+        let rest = jobs.split_off(jobs.len().min(100));
+        queue.send_batch(std::mem::replace(&mut jobs, rest)).await.map_err(d1)?;
+    }
+    Ok(())
 }
 
 /// A run's report: how far it is, and the accounts that disagree or could not be checked.

@@ -39,3 +39,22 @@ pub async fn read_up_to(stream: &JsValue, limit: usize) -> Result<Option<Vec<u8>
         out.extend(chunk.to_vec());
     }
 }
+
+/// Bytes through the runtime's own gzip codec (`CompressionStream` / `DecompressionStream`): no codec in the wasm.
+pub async fn gzip(input: &[u8], compress: bool) -> Result<Vec<u8>, JsValue> {
+    use js_sys::{Array, Function, Reflect};
+    let global = js_sys::global();
+    let class =
+        |name: &str| -> Result<Function, JsValue> { Reflect::get(&global, &JsValue::from_str(name))?.dyn_into() };
+    let method = |target: &JsValue, name: &str| -> Result<Function, JsValue> {
+        Reflect::get(target, &JsValue::from_str(name))?.dyn_into()
+    };
+    let codec = class(if compress { "CompressionStream" } else { "DecompressionStream" })?;
+    let codec = Reflect::construct(&codec, &Array::of1(&JsValue::from_str("gzip")))?;
+    let response = class("Response")?;
+    let source = Reflect::construct(&response, &Array::of1(&js_sys::Uint8Array::from(input)))?;
+    let body = Reflect::get(&source, &JsValue::from_str("body"))?;
+    let piped = method(&body, "pipeThrough")?.call1(&body, &codec)?;
+    let result = Reflect::construct(&response, &Array::of1(&piped))?;
+    bytes(method(&result, "arrayBuffer")?.call0(&result)?.dyn_into()?).await
+}

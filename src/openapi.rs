@@ -83,7 +83,7 @@ fn describe(route: &Route) -> (&'static str, Option<Value>) {
             ("Credit or adjust an account (honours Idempotency-Key)", Some(schema_of::<bodies::AddBalance>()))
         }
         Route::GetCredits => ("OpenRouter-style credits", None),
-        Route::Reconcile => ("Every account's ledger against its balance", None),
+        Route::Reconcile => ("Every account's ledger against its balance (`?user_id=`: one account)", None),
         Route::StartReconcileRun => ("Reconcile every account through the queue, an account a message", None),
         Route::RunRetention => ("A retention pass now: history past USAGE_RETENTION_DAYS moves to R2", None),
         Route::ListArchives => ("The archives retention wrote", None),

@@ -1,26 +1,35 @@
 //! Retention: usage records and ledger copies older than `USAGE_RETENTION_DAYS`
-//! leave D1 for R2 (`ARCHIVES`), one NDJSON object per account per day and
-//! pass, listed in D1 `archives`; the daily roll-ups and running totals stay,
-//! so stats and reconciliation read the same before and after. An archive can
-//! be re-imported: its rows come back (usage marked `restored`, which the
-//! roll-ups skip). The R2 object is written before anything leaves D1, and the
-//! rows leave in one batch with the manifest row and the move of their sum to
-//! `ledger_totals.archived`.
+//! leave D1 for R2 (`ARCHIVES`), one gzipped NDJSON object per account per day
+//! and pass, listed in D1 `archives`; the daily roll-ups and running totals
+//! stay, so stats and reconciliation read the same before and after. An archive
+//! can be re-imported: its rows come back (usage marked `restored`, which the
+//! roll-ups skip).
+//!
+//! A pass works account by account: itself for a tenant of up to `INLINE_MAX`
+//! users, through the `JOBS` queue past that (`fan_out`: an account a message).
+//! The R2 object is written before anything leaves D1, and the rows leave in one
+//! batch with the manifest row and the move of their sum to
+//! `ledger_totals.archived`, and only if the rows are still exactly those
+//! written: two passes that meet on an account-day move it once.
 
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use wasm_bindgen::JsValue;
-use worker::{D1Database, Env};
+use worker::{Bucket, D1Database, Env};
 
 use crate::api::error::ApiError;
-use crate::domain::time::to_iso;
+use crate::domain::time::{parse_iso, to_iso};
 use crate::store::{int, text};
 
 const DAY_MS: i64 = 86_400_000;
-/// Account-days archived per pass (the cron job runs every 15 minutes).
-const GROUPS_PER_PASS: i64 = 50;
+/// Account-days one step archives: an inline pass, or one account's message (which hands on the rest).
+pub const DAYS_PER_STEP: usize = 50;
+/// Users a pass walks itself; past them it goes through the queue, an account a message.
+const INLINE_MAX: i64 = 1_000;
 /// The tables an archive holds, and how their rows are told apart.
 const TABLES: [&str; 2] = ["balance_transactions", "usage_records"];
+/// An account-day's rows older than the cutoff (?1 user, ?2 the day, ?3 the next day or the cutoff).
+const FILTER: &str = "user_id = ?1 AND created_at >= ?2 AND created_at < ?3";
 
 fn d1(e: impl std::fmt::Display) -> ApiError {
     ApiError::internal(e.to_string())
@@ -30,76 +39,170 @@ async fn rows(db: &D1Database, query: &str, args: &[JsValue]) -> Result<Vec<Map<
     db.prepare(query).bind(args).map_err(d1)?.all().await.map_err(d1)?.results::<Map<String, Value>>().map_err(d1)
 }
 
-/// One pass: archives up to `GROUPS_PER_PASS` account-days older than the cutoff.
+/// What a step moved.
+#[derive(Debug, Default)]
+pub struct Moved {
+    pub archives: usize,
+    pub ledger_rows: usize,
+    pub usage_rows: usize,
+}
+
+impl Moved {
+    fn add(&mut self, other: Moved) {
+        self.archives += other.archives;
+        self.ledger_rows += other.ledger_rows;
+        self.usage_rows += other.usage_rows;
+    }
+}
+
+/// One pass (the cron job, and POST /api/admin/retention/run).
 pub async fn run(env: &Env, now_ms: i64, days: i64) -> Result<Value, ApiError> {
     #[derive(Deserialize)]
-    struct Group {
-        user_id: String,
-        day: String,
+    struct Count {
+        n: i64,
+    }
+    #[derive(Deserialize)]
+    struct Id {
+        id: String,
     }
     let db = crate::env::db(env).map_err(d1)?;
-    let bucket = crate::env::archives(env).map_err(d1)?;
     let cutoff = to_iso(now_ms - days * DAY_MS);
-    let groups: Vec<Group> = db
+    let users = db.prepare("SELECT COUNT(*) AS n FROM users").first::<Count>(None).await.map_err(d1)?;
+    if users.map_or(0, |c| c.n) > INLINE_MAX {
+        crate::fan_out::start_retention(env, &cutoff).await?;
+        return Ok(
+            json!({ "fanned_out": true, "archives": 0, "ledger_rows": 0, "usage_rows": 0, "cutoff": cutoff, "days": days }),
+        );
+    }
+    let bucket = crate::env::archives(env).map_err(d1)?;
+    // The operator's own requests are kept under the empty user id.
+    let accounts: Vec<Id> = db
+        .prepare("SELECT '' AS id UNION SELECT id FROM users ORDER BY id")
+        .all()
+        .await
+        .map_err(d1)?
+        .results()
+        .map_err(d1)?;
+    let mut moved = Moved::default();
+    for account in &accounts {
+        let left = DAYS_PER_STEP - moved.archives;
+        if left == 0 {
+            break;
+        }
+        moved.add(archive_account(&db, &bucket, &account.id, &cutoff, now_ms, left).await?.0);
+    }
+    Ok(json!({
+        "fanned_out": false, "archives": moved.archives, "ledger_rows": moved.ledger_rows, "usage_rows": moved.usage_rows,
+        "cutoff": cutoff, "days": days,
+    }))
+}
+
+/// One account's step: up to `limit` of its days before the cutoff archived; and whether days are left.
+pub async fn archive_account(
+    db: &D1Database,
+    bucket: &Bucket,
+    user_id: &str,
+    cutoff: &str,
+    now_ms: i64,
+    limit: usize,
+) -> Result<(Moved, bool), ApiError> {
+    #[derive(Deserialize)]
+    struct Day {
+        day: String,
+    }
+    let days: Vec<Day> = db
         .prepare(
-            "SELECT user_id, substr(created_at, 1, 10) AS day FROM balance_transactions WHERE created_at < ?1 \
-             UNION SELECT user_id, substr(created_at, 1, 10) AS day FROM usage_records WHERE created_at < ?1 \
-             ORDER BY day, user_id LIMIT ?2",
+            "SELECT substr(created_at, 1, 10) AS day FROM balance_transactions WHERE user_id = ?1 AND created_at < ?2 \
+             UNION SELECT substr(created_at, 1, 10) AS day FROM usage_records WHERE user_id = ?1 AND created_at < ?2 \
+             ORDER BY day LIMIT ?3",
         )
-        .bind(&[text(&cutoff), int(GROUPS_PER_PASS)])
+        .bind(&[text(user_id), text(cutoff), int(limit as i64 + 1)])
         .map_err(d1)?
         .all()
         .await
         .map_err(d1)?
         .results()
         .map_err(d1)?;
-    let (mut ledger_rows, mut usage_rows) = (0, 0);
-    for g in &groups {
-        let args = [text(&g.user_id), text(&g.day), text(&cutoff)];
-        let filter = "user_id = ?1 AND substr(created_at, 1, 10) = ?2 AND created_at < ?3";
-        let ledger =
-            rows(&db, &format!("SELECT * FROM balance_transactions WHERE {filter} ORDER BY id"), &args).await?;
-        let usage = rows(&db, &format!("SELECT * FROM usage_records WHERE {filter} ORDER BY id"), &args).await?;
-        let sum: i64 = ledger.iter().filter_map(|r| r.get("amount").and_then(Value::as_f64)).map(|a| a as i64).sum();
-        let mut body = String::new();
-        for (table, list) in [(TABLES[0], &ledger), (TABLES[1], &usage)] {
-            for row in list.iter() {
-                body.push_str(&json!({ "table": table, "row": row }).to_string());
-                body.push('\n');
-            }
-        }
-        let id = format!("arc-{now_ms}-{}", hex::encode(crate::api::random_bytes::<6>()));
-        let owner = if g.user_id.is_empty() { "_operator" } else { g.user_id.as_str() };
-        let r2_key = format!("archive/{owner}/{}/{id}.ndjson", g.day);
-        bucket.put(&r2_key, body.into_bytes()).execute().await.map_err(d1)?;
-        let statements = vec![
-            db.prepare(
-                "INSERT INTO archives (id, r2_key, user_id, day, ledger_rows, usage_rows, ledger_sum, created_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )
-            .bind(&[
-                text(&id),
-                text(&r2_key),
-                text(&g.user_id),
-                text(&g.day),
-                int(ledger.len() as i64),
-                int(usage.len() as i64),
-                int(sum),
-                text(&to_iso(now_ms)),
-            ]),
-            // What leaves is still the user's money: `amount + archived` stays the balance.
-            db.prepare("UPDATE ledger_totals SET archived = archived + ?2 WHERE user_id = ?1")
-                .bind(&[text(&g.user_id), int(sum)]),
-            db.prepare(format!("DELETE FROM balance_transactions WHERE {filter}")).bind(&args),
-            db.prepare(format!("DELETE FROM usage_records WHERE {filter}")).bind(&args),
-        ];
-        db.batch(statements.into_iter().collect::<worker::Result<Vec<_>>>().map_err(d1)?).await.map_err(d1)?;
-        ledger_rows += ledger.len();
-        usage_rows += usage.len();
+    let mut moved = Moved::default();
+    for day in days.iter().take(limit) {
+        moved.add(archive_day(db, bucket, user_id, &day.day, cutoff, now_ms).await?);
     }
-    Ok(
-        json!({ "archives": groups.len(), "ledger_rows": ledger_rows, "usage_rows": usage_rows, "cutoff": cutoff, "days": days }),
-    )
+    Ok((moved, days.len() > limit))
+}
+
+/// One account-day: written to R2, then moved out of D1 in one batch if its rows are still those written.
+async fn archive_day(
+    db: &D1Database,
+    bucket: &Bucket,
+    user_id: &str,
+    day: &str,
+    cutoff: &str,
+    now_ms: i64,
+) -> Result<Moved, ApiError> {
+    let next_day = parse_iso(day).map(|ms| to_iso(ms + DAY_MS)[..10].to_string()).ok_or_else(|| d1("a bad day"))?;
+    let end = if cutoff < next_day.as_str() { cutoff } else { next_day.as_str() };
+    let args = [text(user_id), text(day), text(end)];
+    let ledger = rows(db, &format!("SELECT * FROM balance_transactions WHERE {FILTER} ORDER BY id"), &args).await?;
+    let usage = rows(db, &format!("SELECT * FROM usage_records WHERE {FILTER} ORDER BY id"), &args).await?;
+    if ledger.is_empty() && usage.is_empty() {
+        return Ok(Moved::default());
+    }
+    let sum: i64 = ledger.iter().filter_map(|r| r.get("amount").and_then(Value::as_f64)).map(|a| a as i64).sum();
+    let mut body = String::new();
+    for (table, list) in [(TABLES[0], &ledger), (TABLES[1], &usage)] {
+        for row in list.iter() {
+            body.push_str(&json!({ "table": table, "row": row }).to_string());
+            body.push('\n');
+        }
+    }
+    let packed = crate::js::gzip(body.as_bytes(), true).await.map_err(|e| d1(crate::js::message(&e)))?;
+    let id = format!("arc-{now_ms}-{}", hex::encode(crate::api::random_bytes::<6>()));
+    let owner = if user_id.is_empty() { "_operator" } else { user_id };
+    let r2_key = format!("archive/{owner}/{day}/{id}.ndjson.gz");
+    let metadata = worker::HttpMetadata {
+        content_type: Some("application/x-ndjson".into()),
+        content_encoding: Some("gzip".into()),
+        ..Default::default()
+    };
+    bucket.put(&r2_key, packed).http_metadata(metadata).execute().await.map_err(d1)?;
+    let (ledger_rows, usage_rows) = (ledger.len(), usage.len());
+    // The manifest row goes in only if D1 still holds exactly the rows written; the rest follows it.
+    let listed = "EXISTS (SELECT 1 FROM archives WHERE id = ?4)";
+    let with_id = [text(user_id), text(day), text(end), text(&id)];
+    let statements = vec![
+        db.prepare(format!(
+            "INSERT INTO archives (id, r2_key, user_id, day, ledger_rows, usage_rows, ledger_sum, created_at) \
+             SELECT ?4, ?5, ?1, ?2, ?6, ?7, ?8, ?9 \
+             WHERE (SELECT COUNT(*) FROM balance_transactions WHERE {FILTER}) = ?6 \
+               AND (SELECT COUNT(*) FROM usage_records WHERE {FILTER}) = ?7 \
+               AND (SELECT COALESCE(SUM(amount), 0) FROM balance_transactions WHERE {FILTER}) = ?8"
+        ))
+        .bind(&[
+            text(user_id),
+            text(day),
+            text(end),
+            text(&id),
+            text(&r2_key),
+            int(ledger_rows as i64),
+            int(usage_rows as i64),
+            int(sum),
+            text(&to_iso(now_ms)),
+        ]),
+        // What leaves is still the user's money: `amount + archived` stays the balance.
+        db.prepare("UPDATE ledger_totals SET archived = archived + ?2 WHERE user_id = ?1 AND EXISTS (SELECT 1 FROM archives WHERE id = ?3)")
+            .bind(&[text(user_id), int(sum), text(&id)]),
+        db.prepare(format!("DELETE FROM balance_transactions WHERE {FILTER} AND {listed}")).bind(&with_id),
+        db.prepare(format!("DELETE FROM usage_records WHERE {FILTER} AND {listed}")).bind(&with_id),
+    ];
+    let results =
+        db.batch(statements.into_iter().collect::<worker::Result<Vec<_>>>().map_err(d1)?).await.map_err(d1)?;
+    let listed_now = results.first().and_then(|r| r.meta().ok().flatten()).and_then(|m| m.changes).unwrap_or(0) == 1;
+    if !listed_now {
+        // Another pass moved these rows first (or they changed since they were read): this copy is not needed.
+        bucket.delete(&r2_key).await.map_err(d1)?;
+        return Ok(Moved::default());
+    }
+    Ok(Moved { archives: 1, ledger_rows, usage_rows })
 }
 
 /// A column name from an archive, checked before it is written into SQL.
@@ -113,7 +216,15 @@ pub async fn read(env: &Env, r2_key: &str) -> Result<String, ApiError> {
     let bucket = crate::env::archives(env).map_err(d1)?;
     let object = bucket.get(r2_key).execute().await.map_err(d1)?;
     let object = object.ok_or_else(|| ApiError::not_found(format!("archive object {r2_key} is missing")))?;
-    object.body().ok_or_else(|| ApiError::not_found("the archive object is empty"))?.text().await.map_err(d1)
+    let bytes = object.body().ok_or_else(|| ApiError::not_found("the archive object is empty"))?.bytes().await;
+    let bytes = bytes.map_err(d1)?;
+    // Archives before gzip were plain NDJSON.
+    let bytes = if r2_key.ends_with(".gz") {
+        crate::js::gzip(&bytes, false).await.map_err(|e| d1(crate::js::message(&e)))?
+    } else {
+        bytes
+    };
+    String::from_utf8(bytes).map_err(d1)
 }
 
 /// Puts an archive's rows back in D1 (a row already there is left as it is) and its sum back from `archived`.

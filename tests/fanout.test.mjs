@@ -68,3 +68,55 @@ test('2,000 accounts are reconciled through the queue in one run, and planted dr
   const latest = (await ctx.admin.call('GET', '/api/admin/reconcile/runs/latest')).body.data;
   assert.equal(latest.run_id, runId);
 });
+
+test('past 1,000 users a retention pass goes through the queue, an account a message, and two passes at once move each account-day once', { timeout: 300_000 }, async () => {
+  // Old history planted in D1 for three of the 2,000 accounts (default retention: 90 days): two days
+  // each, a ledger row and a usage record on each, and a row of today that stays.
+  const day = (daysAgo) => new Date(Date.now() - daysAgo * 86_400_000).toISOString().slice(0, 10);
+  const users = ['fan-00007', 'fan-01234', 'fan-01999'];
+  const rows = [];
+  for (const [u, user] of users.entries()) {
+    for (const [d, daysAgo] of [200, 150].entries()) {
+      const at = `${day(daysAgo)}T0${u + 1}:00:00.000Z`;
+      rows.push({ user, id: `old-${user}-${d}`, amount: 1_000 * (u + 1) + d, at });
+    }
+  }
+  for (const r of rows) {
+    await sql(`INSERT INTO balance_transactions (id, user_id, type, amount, balance_after, created_at) VALUES ('tx-${r.id}', '${r.user}', 'recharge', ${r.amount}, ${r.amount}, '${r.at}')`);
+    await sql(`INSERT INTO usage_records (id, key_id, user_id, model, provider, status, cost_micros, created_at) VALUES ('${r.id}', 'k-${r.user}', '${r.user}', 'openai/gpt-4o-mini', 'openai', 200, 7, '${r.at}')`);
+  }
+  const now = new Date().toISOString();
+  for (const user of users) {
+    await sql(`INSERT INTO balance_transactions (id, user_id, type, amount, balance_after, created_at) VALUES ('tx-new-${user}', '${user}', 'recharge', 5, 5, '${now}')`);
+  }
+  const list = users.map((u) => `'${u}'`).join(', ');
+
+  // Two passes at once: both fan out, and meet on the same accounts.
+  const passes = await Promise.all([0, 1].map(() => ctx.admin.call('POST', '/api/admin/retention/run')));
+  for (const p of passes) {
+    assert.equal(p.status, 200, JSON.stringify(p.body));
+    assert.equal(p.body.data.fanned_out, true);
+  }
+  let archives = [];
+  for (let i = 0; i < 240 && archives.length < rows.length; i++) {
+    await sleep(500);
+    archives = await sql(`SELECT * FROM archives WHERE user_id IN (${list})`);
+  }
+  await sleep(3_000); // both passes' messages have run by now
+  archives = await sql(`SELECT * FROM archives WHERE user_id IN (${list}) ORDER BY user_id, day`);
+  assert.equal(archives.length, rows.length, 'an archive per account-day, however many passes met on it');
+  assert.equal((await sql(`SELECT COUNT(*) AS n FROM balance_transactions WHERE user_id IN (${list})`))[0].n, users.length, "only today's rows stay");
+  assert.equal((await sql(`SELECT COUNT(*) AS n FROM usage_records WHERE user_id IN (${list})`))[0].n, 0);
+  for (const [u, user] of users.entries()) {
+    const [t] = await sql(`SELECT amount, archived FROM ledger_totals WHERE user_id = '${user}'`);
+    assert.deepEqual(t, { amount: 5, archived: 2_000 * (u + 1) + 1 }, `${user}: what left is counted once`);
+  }
+  // An archive (gzipped in R2) reads back row for row.
+  const first = archives[0];
+  const res = await fetch(`${ctx.gw.url}/api/admin/archives/${first.id}`, { headers: { authorization: `Bearer ${ctx.gw.adminToken}` } });
+  assert.equal(res.status, 200);
+  const lines = (await res.text()).trim().split('\n').map((l) => JSON.parse(l));
+  const planted = rows.find((r) => r.user === first.user_id && r.at.startsWith(first.day));
+  assert.deepEqual(lines.map((l) => [l.table, l.row.id]), [['balance_transactions', `tx-${planted.id}`], ['usage_records', planted.id]]);
+  assert.equal(lines[0].row.amount, planted.amount);
+});

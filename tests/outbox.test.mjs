@@ -73,6 +73,15 @@ describe('ledger and usage outbox', () => {
       assert.equal(drift.difference, 0.5);
       assert.equal(drift.balance, 2.5);
       assert.equal(drift.object_ledger_sum, 2.5, "the object's own ledger still agrees with its balance");
+      const one = await ctx.admin.call('GET', `/api/admin/reconcile?user_id=${user.id}`);
+      assert.equal(one.status, 200, JSON.stringify(one.body));
+      assert.equal(one.body.data.accounts_checked, 1);
+      assert.deepEqual(one.body.data.drift, [drift], 'one account checked alone finds the same drift');
+      const other = await ctx.admin.createUser({ name: 'Fine' }, { credit: 1 });
+      assert.deepEqual((await ctx.admin.call('GET', `/api/admin/reconcile?user_id=${other.id}`)).body.data.drift, []);
+      const unknown = await ctx.admin.call('GET', '/api/admin/reconcile?user_id=u-nobody');
+      assert.equal(unknown.status, 404);
+      assert.equal(unknown.body.error.code, 'not_found', JSON.stringify(unknown.body));
     } finally {
       const cols = Object.keys(row);
       const values = cols.map((c) => (row[c] === null ? 'NULL' : typeof row[c] === 'number' ? row[c] : `'${row[c]}'`));

@@ -172,7 +172,7 @@ mod dispatch {
             Route::ListTransactions => super::balance::list_transactions(req, call, caller).await,
             Route::AddBalance => super::balance::add_balance(req, call).await,
             Route::GetCredits => super::balance::get_credits(req, call, caller).await,
-            Route::Reconcile => super::balance::reconcile(call).await,
+            Route::Reconcile => super::balance::reconcile(req, call).await,
             Route::StartReconcileRun => super::balance::start_reconcile_run(call).await,
             Route::RunRetention => super::archives::run_retention(call).await,
             Route::ListArchives => super::archives::list(req, call).await,
