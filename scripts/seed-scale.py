@@ -69,7 +69,7 @@ def records_for(rng, user, key, start_ms, end_ms, n, prefix, base=0):
     # One recharge before the first record, of what the records cost: the account ends where it began.
     balance = base + sum_cost
     ledger.append((f"tx-seed-{prefix}", user, "recharge", sum_cost, balance, f"seed-{prefix}", "seeded credit", None,
-                   iso(start_ms), None))
+                   iso(times[0] - 1), None))
     for row, cost in zip(usage, costs):
         balance -= cost
         ledger.append((f"tx-{row[0]}", user, "usage", -cost, balance, row[0], f"{row[4]}: chat", key, row[17], None))

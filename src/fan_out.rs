@@ -5,7 +5,8 @@
 //! - reconciliation checks the account and records the result in D1
 //!   (`reconcile_runs`, `reconcile_results`);
 //! - retention archives the account's days before the cutoff, a step at a time
-//!   (a step that leaves days hands the account on to a message of its own).
+//!   (a step that leaves days hands the account on to a message of its own);
+//! - the upstream-key mirror reads OpenRouter's key list a page a message.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -17,6 +18,8 @@ use crate::store::{int, opt_text, text};
 
 /// Users handed over per page message.
 const PAGE: i64 = 100;
+/// Users a retention page looks at (an index probe each); only those with old rows get a message.
+const RETENTION_PAGE: i64 = 1_000;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "job", rename_all = "snake_case")]
@@ -29,6 +32,8 @@ pub enum Job {
     RetentionPage { cutoff: String, after: Option<String> },
     /// Archives one account's days before the cutoff, a step at a time.
     RetentionAccount { cutoff: String, user_id: String },
+    /// Mirrors one page of OpenRouter's key list from `offset`, and hands on the next.
+    MirrorPage { offset: usize },
 }
 
 fn d1(e: impl std::fmt::Display) -> ApiError {
@@ -53,9 +58,8 @@ pub async fn start_run(env: &Env, now_ms: i64) -> Result<String, ApiError> {
     Ok(run_id)
 }
 
-/// Starts a fanned-out retention pass: its first page to the queue.
-pub async fn start_retention(env: &Env, cutoff: &str) -> Result<(), ApiError> {
-    let job = Job::RetentionPage { cutoff: cutoff.to_string(), after: None };
+/// Hands one job to the queue (the first page of a retention pass, a page of the upstream-key mirror).
+pub async fn enqueue(env: &Env, job: Job) -> Result<(), ApiError> {
     crate::env::jobs_queue(env).map_err(d1)?.send(job).await.map_err(d1)
 }
 
@@ -110,18 +114,26 @@ async fn run(env: &Env, job: Job) -> Result<(), ApiError> {
         }
         Job::RetentionPage { cutoff, after } => {
             let queue = crate::env::jobs_queue(env).map_err(d1)?;
-            let (mut users, full) = users_page(&db, after.as_deref()).await?;
-            let next = users.last().cloned();
+            // Only accounts with rows before the cutoff get a message.
+            let (mut users, next) =
+                crate::retention::accounts_with_history(&db, after.as_deref(), &cutoff, RETENTION_PAGE).await?;
             // The operator's own requests are kept under the empty user id: the first page hands it over too.
             if after.is_none() {
                 users.insert(0, String::new());
             }
             let mut jobs: Vec<Job> =
                 users.into_iter().map(|user_id| Job::RetentionAccount { cutoff: cutoff.clone(), user_id }).collect();
-            if full {
+            if next.is_some() {
                 jobs.push(Job::RetentionPage { cutoff, after: next });
             }
             send_all(&queue, jobs).await
+        }
+        Job::MirrorPage { offset } => {
+            let (_, more) = crate::api::mirror_page(env, offset).await?;
+            if more {
+                enqueue(env, Job::MirrorPage { offset: offset + crate::providers::key_management::PAGE }).await?;
+            }
+            Ok(())
         }
         Job::RetentionAccount { cutoff, user_id } => {
             let bucket = crate::env::archives(env).map_err(d1)?;

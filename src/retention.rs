@@ -61,40 +61,62 @@ pub async fn run(env: &Env, now_ms: i64, days: i64) -> Result<Value, ApiError> {
     struct Count {
         n: i64,
     }
-    #[derive(Deserialize)]
-    struct Id {
-        id: String,
-    }
     let db = crate::env::db(env).map_err(d1)?;
     let cutoff = to_iso(now_ms - days * DAY_MS);
     let users = db.prepare("SELECT COUNT(*) AS n FROM users").first::<Count>(None).await.map_err(d1)?;
     if users.map_or(0, |c| c.n) > INLINE_MAX {
-        crate::fan_out::start_retention(env, &cutoff).await?;
+        crate::fan_out::enqueue(env, crate::fan_out::Job::RetentionPage { cutoff: cutoff.clone(), after: None })
+            .await?;
         return Ok(
             json!({ "fanned_out": true, "archives": 0, "ledger_rows": 0, "usage_rows": 0, "cutoff": cutoff, "days": days }),
         );
     }
     let bucket = crate::env::archives(env).map_err(d1)?;
     // The operator's own requests are kept under the empty user id.
-    let accounts: Vec<Id> = db
-        .prepare("SELECT '' AS id UNION SELECT id FROM users ORDER BY id")
-        .all()
-        .await
-        .map_err(d1)?
-        .results()
-        .map_err(d1)?;
+    let (mut accounts, _) = accounts_with_history(&db, None, &cutoff, INLINE_MAX).await?;
+    accounts.insert(0, String::new());
     let mut moved = Moved::default();
     for account in &accounts {
         let left = DAYS_PER_STEP - moved.archives;
         if left == 0 {
             break;
         }
-        moved.add(archive_account(&db, &bucket, &account.id, &cutoff, now_ms, left).await?.0);
+        moved.add(archive_account(&db, &bucket, account, &cutoff, now_ms, left).await?.0);
     }
     Ok(json!({
         "fanned_out": false, "archives": moved.archives, "ledger_rows": moved.ledger_rows, "usage_rows": moved.usage_rows,
         "cutoff": cutoff, "days": days,
     }))
+}
+
+/// Of the next `window` users after `after` (by id), those with rows before the cutoff (an index probe
+/// each), and the last id of the window when it was full (more may follow).
+pub async fn accounts_with_history(
+    db: &D1Database,
+    after: Option<&str>,
+    cutoff: &str,
+    window: i64,
+) -> Result<(Vec<String>, Option<String>), ApiError> {
+    #[derive(Deserialize)]
+    struct User {
+        id: String,
+        old: i64,
+    }
+    let users: Vec<User> = db
+        .prepare(
+            "SELECT id, (EXISTS (SELECT 1 FROM usage_records WHERE user_id = users.id AND created_at < ?2) \
+               OR EXISTS (SELECT 1 FROM balance_transactions WHERE user_id = users.id AND created_at < ?2)) AS old \
+             FROM users WHERE id > ?1 ORDER BY id LIMIT ?3",
+        )
+        .bind(&[text(after.unwrap_or("")), text(cutoff), int(window)])
+        .map_err(d1)?
+        .all()
+        .await
+        .map_err(d1)?
+        .results()
+        .map_err(d1)?;
+    let next = (users.len() as i64 == window).then(|| users.last().map(|u| u.id.clone())).flatten();
+    Ok((users.into_iter().filter(|u| u.old != 0).map(|u| u.id).collect(), next))
 }
 
 /// One account's step: up to `limit` of its days before the cutoff archived; and whether days are left.

@@ -3,11 +3,13 @@
 // nothing half made, and the cron job that mirrors usage from OpenRouter.
 
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { describe, test } from 'node:test';
 
 import OpenAI from 'openai';
 
 import { gatewayForFile } from './fixture.mjs';
+import { ROOT, run } from './harness.mjs';
 
 const ctx = gatewayForFile();
 
@@ -16,6 +18,12 @@ const upstreamKeys = () => [...ctx.gw.fake.keys.values()].map((k) => k.data);
 const fakeControl = (path, body) =>
   fetch(`${ctx.gw.fake.url.replace('/api/v1', '')}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
 const provision = (body) => ctx.admin.call('POST', '/api/admin/provision', body);
+const sql = async (command) => {
+  const out = await run(`${ROOT}/scripts/wrangler`, ['d1', 'execute', 'DB', '--local', '--persist-to', ctx.gw.state, '--json', '--command', command], {
+    env: { ...process.env, CI: 'true' },
+  });
+  return JSON.parse(out.slice(out.indexOf('[')))[0].results;
+};
 const usersNamed = async (email) => (await ctx.admin.call('GET', `/api/admin/users?search=${encodeURIComponent(email)}`)).body.data;
 
 describe('provisioning', () => {
@@ -139,5 +147,36 @@ describe('provisioning', () => {
     assert.equal(row.usage, 1.25);
     assert.equal(row.limit, 750);
     assert.ok(row.synced_at, 'the mirror time is recorded');
+  });
+
+  test('past a page of OpenRouter keys the mirror goes on through the queue, a page a message', async () => {
+    // 230 upstream keys (three pages of OpenRouter's list), planted on both sides: in the fake and in D1.
+    const user = await ctx.admin.createUser({ name: 'Many keys' }, { credit: 0 });
+    const now = new Date().toISOString();
+    const hashes = Array.from({ length: 230 }, (_, i) => createHash('sha256').update(`many-${i}`).digest('hex'));
+    hashes.forEach((hash, i) => ctx.gw.fake.keys.set(hash, {
+      data: { hash, name: `many ${i}`, label: 'sk-or-v1-ab...xyz', disabled: i % 7 === 0, limit: i + 1, limit_reset: null, usage: i / 100, created_at: now, updated_at: null },
+    }));
+    for (let start = 0; start < hashes.length; start += 50) {
+      const values = hashes.slice(start, start + 50).map((h, j) =>
+        `('ork-many-${start + j}', '${user.id}', '${h}', '${'0'.repeat(64)}', 'sk-or-v1-ab', 'many ${start + j}', NULL, NULL, 0, 0, '${now}', '${now}')`);
+      await sql(`INSERT INTO openrouter_keys (id, user_id, upstream_hash, key_hash, key_prefix, name, limit_cents, limit_reset, disabled, usage_micros, created_at, updated_at) VALUES ${values.join(', ')}`);
+    }
+    const cron = await fetch(`${ctx.gw.url}/__scheduled?cron=${encodeURIComponent('*/15 * * * *')}`);
+    assert.equal(cron.status, 200);
+    let rows = [];
+    for (let i = 0; i < 120; i++) {
+      rows = (await ctx.admin.call('GET', `/api/admin/openrouter-keys?user_id=${user.id}`)).body.data;
+      if (rows.every((r) => r.synced_at)) break;
+      await new Promise((r) => setTimeout(r, 500));
+    }
+    assert.equal(rows.length, hashes.length);
+    for (const row of rows) {
+      const i = Number(row.name.split(' ')[1]);
+      assert.ok(row.synced_at, `key ${i} mirrored`);
+      assert.equal(row.usage, i / 100, `key ${i}: usage`);
+      assert.equal(row.limit, (i + 1) * 100, `key ${i}: limit in cents`);
+      assert.equal(row.disabled, i % 7 === 0, `key ${i}: state`);
+    }
   });
 });

@@ -63,7 +63,7 @@ pub use models::refresh_models_cache;
 #[cfg(target_arch = "wasm32")]
 pub use prices::sync as sync_prices;
 #[cfg(target_arch = "wasm32")]
-pub use provision::mirror_upstream_keys;
+pub use provision::{mirror_page, mirror_upstream_keys};
 #[cfg(target_arch = "wasm32")]
 pub use respond::random_bytes;
 #[cfg(target_arch = "wasm32")]

@@ -25,7 +25,7 @@ use crate::domain::users::{validate_email, validate_locale, validate_optional_te
 use crate::domain::{ids, InvalidRequest};
 use crate::env;
 use crate::log::{self, Level};
-use crate::providers::key_management::{KeyApi, UpstreamKey};
+use crate::providers::key_management::{KeyApi, UpstreamKey, PAGE};
 use crate::store;
 use crate::store::keys::KeyRow;
 use crate::store::openrouter_keys::OpenRouterKeyRow;
@@ -234,20 +234,39 @@ fn mirror(row: &mut OpenRouterKeyRow, key: &UpstreamKey, now: &str) {
     row.updated_at = now.to_string();
 }
 
-/// The cron job: mirrors every upstream key's usage, limit and state from OpenRouter.
+/// The cron job: mirrors every upstream key's usage, limit and state from OpenRouter, a page of its
+/// key list at a time: the first page here, each further one in a `JOBS` message of its own (`fan_out`),
+/// which hands on the next, so any number of keys fits the limits of one invocation.
 pub async fn mirror_upstream_keys(env: &worker::Env) -> Result<Value, ApiError> {
+    if key_api(&env::Config::get(env)).is_none() {
+        return Ok(json!({ "skipped": "no provisioning key" }));
+    }
+    let (mirrored, more) = mirror_page(env, 0).await?;
+    if more {
+        crate::fan_out::enqueue(env, crate::fan_out::Job::MirrorPage { offset: PAGE }).await?;
+    }
+    Ok(json!({ "keys": mirrored, "fanned_out": more }))
+}
+
+/// One page of OpenRouter's key list from `offset`, mirrored into the records it matches (one D1 batch):
+/// how many, and whether another page may follow.
+pub async fn mirror_page(env: &worker::Env, offset: usize) -> Result<(usize, bool), ApiError> {
     let config = env::Config::get(env);
-    let Some(api) = key_api(&config) else { return Ok(json!({ "skipped": "no provisioning key" })) };
+    let Some(api) = key_api(&config) else { return Ok((0, false)) };
     let db = env::db(env).map_err(ApiError::internal)?;
-    let upstream = api.list().await.map_err(upstream_failed("list the upstream keys"))?;
+    let upstream = api.page(offset).await.map_err(upstream_failed("list the upstream keys"))?;
+    let hashes: Vec<&str> = upstream.iter().map(|k| k.hash.as_str()).collect();
     let now = to_iso(js_sys::Date::now() as i64);
-    let mut mirrored = 0;
-    for mut row in store::openrouter_keys::list(&db, None).await? {
+    let mut updates = Vec::new();
+    for mut row in store::openrouter_keys::with_hashes(&db, &hashes).await? {
         if let Some(key) = upstream.iter().find(|k| k.hash == row.upstream_hash) {
             mirror(&mut row, key, &now);
-            store::openrouter_keys::update(&db, &row).await?;
-            mirrored += 1;
+            updates.push(store::openrouter_keys::update_statement(&db, &row).map_err(ApiError::internal)?);
         }
     }
-    Ok(json!({ "keys": mirrored }))
+    let mirrored = updates.len();
+    if !updates.is_empty() {
+        db.batch(updates).await.map_err(ApiError::internal)?;
+    }
+    Ok((mirrored, upstream.len() == PAGE))
 }

@@ -30,6 +30,9 @@ pub struct KeyApi<'a> {
     pub timeout_ms: u64,
 }
 
+/// Keys per page of OpenRouter's key list.
+pub const PAGE: usize = 100;
+
 impl KeyApi<'_> {
     async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value, ProviderError> {
         let auth = format!("Bearer {}", self.provisioning_key);
@@ -75,18 +78,9 @@ impl KeyApi<'_> {
         }
     }
 
-    /// Every key, page by page (OpenRouter answers at most 100 at a time).
-    pub async fn list(&self) -> Result<Vec<UpstreamKey>, ProviderError> {
-        let mut all = Vec::new();
-        loop {
-            let answer = self.call(Method::Get, &format!("?offset={}", all.len()), None).await?;
-            let page = Vec::<UpstreamKey>::deserialize(&answer["data"])
-                .map_err(|e| ProviderError::Malformed(format!("keys: {e}")))?;
-            let n = page.len();
-            all.extend(page);
-            if n < 100 {
-                return Ok(all);
-            }
-        }
+    /// One page of the key list from `offset` (`PAGE` keys at most).
+    pub async fn page(&self, offset: usize) -> Result<Vec<UpstreamKey>, ProviderError> {
+        let answer = self.call(Method::Get, &format!("?offset={offset}"), None).await?;
+        Vec::<UpstreamKey>::deserialize(&answer["data"]).map_err(|e| ProviderError::Malformed(format!("keys: {e}")))
     }
 }

@@ -57,8 +57,21 @@ pub async fn list(db: &D1Database, user_id: Option<&str>) -> Result<Vec<OpenRout
     Ok(stmt.all().await?.results()?)
 }
 
+/// The records of these upstream keys (by OpenRouter's hash).
+pub async fn with_hashes(db: &D1Database, hashes: &[&str]) -> Result<Vec<OpenRouterKeyRow>, StoreError> {
+    let list = serde_json::to_string(hashes).unwrap_or_default();
+    let query = "SELECT * FROM openrouter_keys WHERE upstream_hash IN (SELECT value FROM json_each(?1))";
+    Ok(db.prepare(query).bind(&[text(&list)])?.all().await?.results()?)
+}
+
 /// Writes the limit, reset and disabled state (as OpenRouter now has them).
 pub async fn update(db: &D1Database, r: &OpenRouterKeyRow) -> Result<(), StoreError> {
+    update_statement(db, r)?.run().await?;
+    Ok(())
+}
+
+/// The update as a statement, for a batch.
+pub fn update_statement(db: &D1Database, r: &OpenRouterKeyRow) -> worker::Result<worker::D1PreparedStatement> {
     db.prepare(
         "UPDATE openrouter_keys SET limit_cents = ?2, limit_reset = ?3, disabled = ?4, usage_micros = ?5, \
          synced_at = ?6, updated_at = ?7 WHERE id = ?1",
@@ -71,10 +84,7 @@ pub async fn update(db: &D1Database, r: &OpenRouterKeyRow) -> Result<(), StoreEr
         int(r.usage_micros),
         opt_text(r.synced_at.as_deref()),
         text(&r.updated_at),
-    ])?
-    .run()
-    .await?;
-    Ok(())
+    ])
 }
 
 pub async fn delete(db: &D1Database, id: &str) -> Result<(), StoreError> {
