@@ -31,6 +31,13 @@ proptest! {
     }
 
     #[test]
+    fn urls(t in text()) {
+        let _ = crate::routes::path_of(&t);
+        let _ = crate::routes::query_of(&t);
+        let _ = crate::routes::query_of(&format!("https://h/p?{t}"));
+    }
+
+    #[test]
     fn key_fields_and_query_values(t in text(), u in text()) {
         let _ = keys::looks_like_key(&t);
         let _ = keys::hash(&t);

@@ -184,6 +184,45 @@ pub fn path_of(url: &str) -> &str {
     &path[..end]
 }
 
+/// The query of a serialised URL as name → value, read as `application/x-www-form-urlencoded` (`+` is
+/// a space, `%XX` a byte, text that is not UTF-8 replaced); the last of a repeated name wins.
+pub fn query_of(url: &str) -> std::collections::HashMap<String, String> {
+    let url = &url[..url.find('#').unwrap_or(url.len())];
+    let Some(start) = url.find('?') else { return Default::default() };
+    url[start + 1..]
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (form_decode(name), form_decode(value))
+        })
+        .collect()
+}
+
+fn form_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let hex = |b: u8| char::from(b).to_digit(16);
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match (bytes[i], bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
+            (b'%', Some(high), Some(low)) => {
+                out.push((high * 16 + low) as u8);
+                i += 3;
+            }
+            (b'+', ..) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (b, ..) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 pub fn route(method: &str, path: &str) -> Match {
     let path = if path.len() > 1 { path.trim_end_matches('/') } else { path };
     let segments: Vec<&str> = path.split('/').skip(1).collect();
@@ -330,6 +369,22 @@ mod tests {
         assert_eq!(path_of("http://127.0.0.1:8787/"), "/");
         assert_eq!(path_of("http://127.0.0.1:8787"), "/");
         assert_eq!(path_of("https://h/a%3Fb?c"), "/a%3Fb");
+    }
+
+    #[test]
+    fn query_strings_read_as_forms() {
+        let q = query_of("https://h/p?user_id=u%201&group_by=model&a=1&a=2&flag&plus=a+b&bad=%zz%4&e=%C3%A9#frag?x=y");
+        assert_eq!(q.get("user_id").map(String::as_str), Some("u 1"));
+        assert_eq!(q.get("group_by").map(String::as_str), Some("model"));
+        assert_eq!(q.get("a").map(String::as_str), Some("2"), "the last one wins");
+        assert_eq!(q.get("flag").map(String::as_str), Some(""));
+        assert_eq!(q.get("plus").map(String::as_str), Some("a b"));
+        assert_eq!(q.get("bad").map(String::as_str), Some("%zz%4"), "a broken escape stays as written");
+        assert_eq!(q.get("e").map(String::as_str), Some("é"));
+        assert!(!q.contains_key("x"), "the fragment is not the query");
+        assert!(query_of("https://h/p").is_empty());
+        assert!(query_of("https://h/p#a?b=c").is_empty());
+        assert_eq!(query_of("https://h/p?%FF=1").get("\u{FFFD}").map(String::as_str), Some("1"));
     }
 
     #[test]

@@ -133,3 +133,31 @@ describe('POST /api/keys', () => {
     assert.match((await res.json()).error.message, /expired/);
   });
 });
+
+describe('GET /api/admin/overview', () => {
+  test('counts users, usable keys and every balance from running totals that follow each change', async () => {
+    const overview = async () => {
+      await ctx.admin.call('GET', '/api/admin/reconcile'); // every ledger copy in D1 first
+      return (await ctx.admin.call('GET', '/api/admin/overview')).body.data;
+    };
+    const before = await overview();
+    const a = await ctx.admin.createUser({ name: 'Counted A' }, { credit: 2 });
+    const b = await ctx.admin.createUser({ name: 'Counted B' }, { credit: 0.5 });
+    await ctx.admin.createKey(a.id);
+    const off = await ctx.admin.createKey(a.id);
+    await ctx.admin.createKey(b.id, { expires_at: new Date(Date.now() + 1_500).toISOString() });
+    await ctx.admin.call('PATCH', `/api/keys/${off.id}`, { disabled: true });
+    const made = await overview();
+    assert.equal(made.users, before.users + 2);
+    assert.equal(made.active_keys, before.active_keys + 2, 'the disabled key is not counted');
+    assert.equal(Math.round((made.total_balance - before.total_balance) * 1e6), 2_500_000);
+
+    await new Promise((r) => setTimeout(r, 1_600));
+    assert.equal((await overview()).active_keys, before.active_keys + 1, 'an expired key stops counting by itself');
+    await ctx.admin.call('PATCH', `/api/keys/${off.id}`, { disabled: false });
+    assert.equal((await ctx.admin.call('DELETE', `/api/admin/users/${b.id}`)).status, 200);
+    const after = await overview();
+    assert.equal(after.users, before.users + 1, 'the deleted user');
+    assert.equal(after.active_keys, before.active_keys + 2, 'the enabled key again');
+  });
+});

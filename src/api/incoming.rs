@@ -7,7 +7,7 @@
 //! thin wrapper around the runtime's request instead.
 
 use worker::worker_sys::web_sys;
-use worker::{Headers, Url};
+use worker::Headers;
 
 pub struct Incoming {
     raw: web_sys::Request,
@@ -29,9 +29,9 @@ impl Incoming {
         crate::routes::path_of(&url).to_string()
     }
 
-    pub fn url(&self) -> Result<Url, String> {
-        let url = self.raw.url();
-        url.parse().map_err(|e| format!("{e}: {url}"))
+    /// The URL as the runtime serialised it.
+    pub fn url(&self) -> String {
+        self.raw.url()
     }
 
     pub fn headers(&self) -> Headers {

@@ -30,7 +30,7 @@ thread_local! {
 /// `GET /health`: 200 when serving, public and free (no I/O). `?deep=1` also proves D1, KV and
 /// the Durable Object namespace answer: that costs the tenant reads, so it is for admins only.
 pub async fn health(req: &Incoming, call: &Call) -> Result<Response, ApiError> {
-    let deep = req.url().is_ok_and(|u| u.query_pairs().any(|(k, v)| k == "deep" && v != "0"));
+    let deep = super::respond::query(req).get("deep").is_some_and(|v| v != "0");
     if !deep {
         return respond::json(200, &json!({ "status": "ok", "time": to_iso(call.now_ms()) }));
     }

@@ -141,5 +141,5 @@ pub async fn read_json<T: serde::de::DeserializeOwned>(req: &mut Incoming) -> Re
 
 /// The query string as name → value (the last one wins).
 pub fn query(req: &Incoming) -> std::collections::HashMap<String, String> {
-    req.url().map(|u| u.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect()).unwrap_or_default()
+    crate::routes::query_of(&req.url())
 }

@@ -199,10 +199,10 @@ pub struct Overview {
 }
 
 const OVERVIEW: &str = "SELECT \
-    (SELECT COALESCE(SUM(amount + archived), 0) FROM ledger_totals) AS total_balance_micros, \
-    (SELECT COUNT(*) FROM users WHERE deleted_at IS NULL) AS users, \
-    (SELECT COUNT(*) FROM api_keys WHERE deleted_at IS NULL AND disabled = 0 \
-        AND (expires_at IS NULL OR expires_at > ?1)) AS active_keys, \
+    (SELECT balance FROM tenant_totals WHERE id = 1) AS total_balance_micros, \
+    (SELECT users FROM tenant_totals WHERE id = 1) AS users, \
+    (SELECT usable_keys FROM tenant_totals WHERE id = 1) - (SELECT COUNT(*) FROM api_keys \
+        WHERE expires_at IS NOT NULL AND expires_at <= ?1 AND deleted_at IS NULL AND disabled = 0) AS active_keys, \
     (SELECT COALESCE(SUM(cost_micros), 0) FROM usage_daily_global WHERE day = ?2) AS spend_today_micros, \
     (SELECT COALESCE(SUM(requests), 0) FROM usage_daily_global WHERE day = ?2) AS requests_today, \
     (SELECT COALESCE(SUM(cost_micros), 0) FROM usage_daily_global WHERE day >= ?3 AND day <= ?2) AS spend_month_micros, \
