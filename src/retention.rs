@@ -189,7 +189,7 @@ async fn archive_day(
     bucket.put(&r2_key, packed).http_metadata(metadata).execute().await.map_err(d1)?;
     let (ledger_rows, usage_rows) = (ledger.len(), usage.len());
     // The manifest row goes in only if D1 still holds exactly the rows written; the rest follows it.
-    let listed = "EXISTS (SELECT 1 FROM archives WHERE id = ?4)";
+    let if_listed = "EXISTS (SELECT 1 FROM archives WHERE id = ?4)";
     let with_id = [text(user_id), text(day), text(end), text(&id)];
     let statements = vec![
         db.prepare(format!(
@@ -213,13 +213,23 @@ async fn archive_day(
         // What leaves is still the user's money: `amount + archived` stays the balance.
         db.prepare("UPDATE ledger_totals SET archived = archived + ?2 WHERE user_id = ?1 AND EXISTS (SELECT 1 FROM archives WHERE id = ?3)")
             .bind(&[text(user_id), int(sum), text(&id)]),
-        db.prepare(format!("DELETE FROM balance_transactions WHERE {FILTER} AND {listed}")).bind(&with_id),
-        db.prepare(format!("DELETE FROM usage_records WHERE {FILTER} AND {listed}")).bind(&with_id),
+        db.prepare(format!("DELETE FROM balance_transactions WHERE {FILTER} AND {if_listed}")).bind(&with_id),
+        db.prepare(format!("DELETE FROM usage_records WHERE {FILTER} AND {if_listed}")).bind(&with_id),
     ];
-    let results =
-        db.batch(statements.into_iter().collect::<worker::Result<Vec<_>>>().map_err(d1)?).await.map_err(d1)?;
-    let listed_now = results.first().and_then(|r| r.meta().ok().flatten()).and_then(|m| m.changes).unwrap_or(0) == 1;
-    if !listed_now {
+    db.batch(statements.into_iter().collect::<worker::Result<Vec<_>>>().map_err(d1)?).await.map_err(d1)?;
+    #[derive(Deserialize)]
+    struct Listed {
+        n: i64,
+    }
+    let listed = db
+        .prepare("SELECT COUNT(*) AS n FROM archives WHERE id = ?1")
+        .bind(&[text(&id)])
+        .map_err(d1)?
+        .first::<Listed>(None)
+        .await
+        .map_err(d1)?
+        .is_some_and(|l| l.n == 1);
+    if !listed {
         // Another pass moved these rows first (or they changed since they were read): this copy is not needed.
         bucket.delete(&r2_key).await.map_err(d1)?;
         return Ok(Moved::default());
