@@ -173,7 +173,8 @@ impl Config {
                 tpm: text(env, "DEFAULT_TPM_LIMIT").and_then(|v| v.trim().parse().ok()).filter(|n| *n > 0),
             },
             alerts: Alerts::from_env(env),
-            usage_retention_days: number(env, "USAGE_RETENTION_DAYS", 90).min(36_500) as i64,
+            // At least a day: a ledger row re-copied by its object after it was archived would count twice.
+            usage_retention_days: number(env, "USAGE_RETENTION_DAYS", 90).clamp(1, 36_500) as i64,
             show_upstream_cost: text(env, "SHOW_UPSTREAM_COST")
                 .is_some_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes")),
         }

@@ -65,14 +65,53 @@ pub async fn enqueue(env: &Env, job: Job) -> Result<(), ApiError> {
 
 /// Messages of one batch worked on at once (each account's object answers on its own).
 const AT_ONCE: usize = 10;
+/// D1 queries one invocation may spend (the platform allows 1,000), with room for retries inside jobs.
+const QUERY_BUDGET: usize = 600;
+
+impl Job {
+    /// The most D1 queries the job makes.
+    fn queries(&self) -> usize {
+        match self {
+            Job::ReconcilePage { .. } | Job::RetentionPage { .. } | Job::MirrorPage { .. } => 3,
+            // Up to three tries of one read, and the result.
+            Job::ReconcileAccount { .. } => 4,
+            // The days, then per day two reads, the batch of four and the read-back.
+            Job::RetentionAccount { .. } => 1 + 7 * crate::retention::DAYS_PER_MESSAGE,
+        }
+    }
+}
 
 /// The queue's consumer: each message on its own, several at once; one that fails is retried by the queue.
+/// Messages past the invocation's query budget are sent again as new messages (not retried, which would
+/// count against their retries) for another invocation.
 pub async fn consume(batch: MessageBatch<Value>, env: Env) -> worker::Result<()> {
     use futures_util::stream::{self, StreamExt};
     let env = &env;
-    stream::iter(batch.messages()?)
-        .for_each_concurrent(AT_ONCE, |message| async move {
-            let done = match serde_json::from_value::<Job>(message.body().clone()) {
+    let mut spent = 0;
+    let (mut now, mut later) = (Vec::new(), Vec::new());
+    for message in batch.messages()? {
+        let job = serde_json::from_value::<Job>(message.body().clone());
+        let cost = job.as_ref().map_or(0, Job::queries);
+        if spent + cost > QUERY_BUDGET && !now.is_empty() {
+            later.push((message, job));
+        } else {
+            spent += cost;
+            now.push((message, job));
+        }
+    }
+    if !later.is_empty() {
+        let jobs: Vec<Job> = later.iter().filter_map(|(_, job)| job.as_ref().ok().cloned()).collect();
+        match crate::env::jobs_queue(env).map_err(d1) {
+            Ok(queue) => match send_all(&queue, jobs).await {
+                Ok(()) => later.iter().for_each(|(message, _)| message.ack()),
+                Err(_) => later.iter().for_each(|(message, _)| message.retry()),
+            },
+            Err(_) => later.iter().for_each(|(message, _)| message.retry()),
+        }
+    }
+    stream::iter(now)
+        .for_each_concurrent(AT_ONCE, |(message, job)| async move {
+            let done = match job {
                 Ok(job) => run(env, job).await,
                 Err(e) => {
                     crate::log::job_error("jobs_queue", &format!("unreadable job: {e}"));
@@ -144,7 +183,7 @@ async fn run(env: &Env, job: Job) -> Result<(), ApiError> {
                 &user_id,
                 &cutoff,
                 now_ms,
-                crate::retention::DAYS_PER_STEP,
+                crate::retention::DAYS_PER_MESSAGE,
             )
             .await?;
             if more {

@@ -22,8 +22,11 @@ use crate::domain::time::{parse_iso, to_iso};
 use crate::store::{int, text};
 
 const DAY_MS: i64 = 86_400_000;
-/// Account-days one step archives: an inline pass, or one account's message (which hands on the rest).
-pub const DAYS_PER_STEP: usize = 50;
+/// Account-days an inline pass archives.
+const DAYS_PER_PASS: usize = 50;
+/// Account-days one account's message archives before handing on the rest (about seven D1 queries
+/// each, so a batch of such messages stays within an invocation's query limit: see `fan_out`).
+pub const DAYS_PER_MESSAGE: usize = 10;
 /// Users a pass walks itself; past them it goes through the queue, an account a message.
 const INLINE_MAX: i64 = 1_000;
 /// The tables an archive holds, and how their rows are told apart.
@@ -62,7 +65,8 @@ pub async fn run(env: &Env, now_ms: i64, days: i64) -> Result<Value, ApiError> {
         n: i64,
     }
     let db = crate::env::db(env).map_err(d1)?;
-    let cutoff = to_iso(now_ms - days * DAY_MS);
+    // Whole days only: a cutoff that moved with the clock would archive a slice of the same day every pass.
+    let cutoff = to_iso((now_ms - days * DAY_MS).div_euclid(DAY_MS) * DAY_MS);
     let users = db.prepare("SELECT COUNT(*) AS n FROM users").first::<Count>(None).await.map_err(d1)?;
     if users.map_or(0, |c| c.n) > INLINE_MAX {
         crate::fan_out::enqueue(env, crate::fan_out::Job::RetentionPage { cutoff: cutoff.clone(), after: None })
@@ -77,11 +81,15 @@ pub async fn run(env: &Env, now_ms: i64, days: i64) -> Result<Value, ApiError> {
     accounts.insert(0, String::new());
     let mut moved = Moved::default();
     for account in &accounts {
-        let left = DAYS_PER_STEP - moved.archives;
+        let left = DAYS_PER_PASS - moved.archives;
         if left == 0 {
             break;
         }
-        moved.add(archive_account(&db, &bucket, account, &cutoff, now_ms, left).await?.0);
+        // One account that cannot be archived now does not hold up the others.
+        match archive_account(&db, &bucket, account, &cutoff, now_ms, left).await {
+            Ok((step, _)) => moved.add(step),
+            Err(e) => crate::log::job_error("retention", &format!("account {account}: {e}")),
+        }
     }
     Ok(json!({
         "fanned_out": false, "archives": moved.archives, "ledger_rows": moved.ledger_rows, "usage_rows": moved.usage_rows,
@@ -149,7 +157,10 @@ pub async fn archive_account(
     for day in days.iter().take(limit) {
         moved.add(archive_day(db, bucket, user_id, &day.day, cutoff, now_ms).await?);
     }
-    Ok((moved, days.len() > limit))
+    // Days left over are handed on only when this step made progress (a step that moved nothing would
+    // only meet the same rows again).
+    let more = moved.archives > 0 && days.len() > limit;
+    Ok((moved, more))
 }
 
 /// One account-day: written to R2, then moved out of D1 in one batch if its rows are still those written.
@@ -161,7 +172,10 @@ async fn archive_day(
     cutoff: &str,
     now_ms: i64,
 ) -> Result<Moved, ApiError> {
-    let next_day = parse_iso(day).map(|ms| to_iso(ms + DAY_MS)[..10].to_string()).ok_or_else(|| d1("a bad day"))?;
+    let Some(next_day) = parse_iso(day).map(|ms| to_iso(ms + DAY_MS)[..10].to_string()) else {
+        crate::log::job_error("retention", &format!("account {user_id}: rows dated `{day}` are not a day; left in D1"));
+        return Ok(Moved::default());
+    };
     let end = if cutoff < next_day.as_str() { cutoff } else { next_day.as_str() };
     let args = [text(user_id), text(day), text(end)];
     let ledger = rows(db, &format!("SELECT * FROM balance_transactions WHERE {FILTER} ORDER BY id"), &args).await?;
@@ -188,33 +202,43 @@ async fn archive_day(
     };
     bucket.put(&r2_key, packed).http_metadata(metadata).execute().await.map_err(d1)?;
     let (ledger_rows, usage_rows) = (ledger.len(), usage.len());
-    // The manifest row goes in only if D1 still holds exactly the rows written; the rest follows it.
-    let if_listed = "EXISTS (SELECT 1 FROM archives WHERE id = ?4)";
-    let with_id = [text(user_id), text(day), text(end), text(&id)];
+    let ids = |rows: &[Map<String, Value>]| {
+        Value::from(rows.iter().filter_map(|r| r.get("id").cloned()).collect::<Vec<_>>()).to_string()
+    };
+    let (ledger_ids, usage_ids) = (ids(&ledger), ids(&usage));
+    // The manifest row goes in only if D1 still holds every row written, with the same sum (another pass
+    // may have moved them first); the rest follows it, and touches those rows only (rows that came since
+    // wait for the next pass).
+    let listed = "EXISTS (SELECT 1 FROM archives WHERE id = ?1)";
+    let written = "id IN (SELECT value FROM json_each(?2))";
     let statements = vec![
-        db.prepare(format!(
+        db.prepare(
             "INSERT INTO archives (id, r2_key, user_id, day, ledger_rows, usage_rows, ledger_sum, created_at) \
-             SELECT ?4, ?5, ?1, ?2, ?6, ?7, ?8, ?9 \
-             WHERE (SELECT COUNT(*) FROM balance_transactions WHERE {FILTER}) = ?6 \
-               AND (SELECT COUNT(*) FROM usage_records WHERE {FILTER}) = ?7 \
-               AND (SELECT COALESCE(SUM(amount), 0) FROM balance_transactions WHERE {FILTER}) = ?8"
-        ))
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8 \
+             WHERE (SELECT COUNT(*) FROM balance_transactions WHERE id IN (SELECT value FROM json_each(?9))) = ?5 \
+               AND (SELECT COUNT(*) FROM usage_records WHERE id IN (SELECT value FROM json_each(?10))) = ?6 \
+               AND (SELECT COALESCE(SUM(amount), 0) FROM balance_transactions \
+                    WHERE id IN (SELECT value FROM json_each(?9))) = ?7",
+        )
         .bind(&[
-            text(user_id),
-            text(day),
-            text(end),
             text(&id),
             text(&r2_key),
+            text(user_id),
+            text(day),
             int(ledger_rows as i64),
             int(usage_rows as i64),
             int(sum),
             text(&to_iso(now_ms)),
+            text(&ledger_ids),
+            text(&usage_ids),
         ]),
         // What leaves is still the user's money: `amount + archived` stays the balance.
-        db.prepare("UPDATE ledger_totals SET archived = archived + ?2 WHERE user_id = ?1 AND EXISTS (SELECT 1 FROM archives WHERE id = ?3)")
-            .bind(&[text(user_id), int(sum), text(&id)]),
-        db.prepare(format!("DELETE FROM balance_transactions WHERE {FILTER} AND {if_listed}")).bind(&with_id),
-        db.prepare(format!("DELETE FROM usage_records WHERE {FILTER} AND {if_listed}")).bind(&with_id),
+        db.prepare(format!("UPDATE ledger_totals SET archived = archived + ?3 WHERE user_id = ?2 AND {listed}"))
+            .bind(&[text(&id), text(user_id), int(sum)]),
+        db.prepare(format!("DELETE FROM balance_transactions WHERE {written} AND {listed}"))
+            .bind(&[text(&id), text(&ledger_ids)]),
+        db.prepare(format!("DELETE FROM usage_records WHERE {written} AND {listed}"))
+            .bind(&[text(&id), text(&usage_ids)]),
     ];
     db.batch(statements.into_iter().collect::<worker::Result<Vec<_>>>().map_err(d1)?).await.map_err(d1)?;
     #[derive(Deserialize)]
@@ -259,7 +283,9 @@ pub async fn read(env: &Env, r2_key: &str) -> Result<String, ApiError> {
     String::from_utf8(bytes).map_err(d1)
 }
 
-/// Puts an archive's rows back in D1 (a row already there is left as it is) and its sum back from `archived`.
+/// Puts an archive's rows back in D1 and its sum back from `archived`, in one batch that fails whole
+/// if any of its rows is in D1 already (so two restores at once, or a restore of rows that came back
+/// another way, cannot take the sum from `archived` twice).
 pub async fn restore(env: &Env, db: &D1Database, archive_id: &str, now_ms: i64) -> Result<Value, ApiError> {
     #[derive(Deserialize)]
     struct Archive {
@@ -304,7 +330,7 @@ pub async fn restore(env: &Env, db: &D1Database, archive_id: &str, now_ms: i64) 
                 other => JsValue::from_str(&other.to_string()),
             })
             .collect();
-        let sql = format!("INSERT OR IGNORE INTO {table} ({}) VALUES ({})", names.join(", "), marks.join(", "));
+        let sql = format!("INSERT INTO {table} ({}) VALUES ({})", names.join(", "), marks.join(", "));
         statements.push(db.prepare(&sql).bind(&values).map_err(d1)?);
         restored += 1;
     }
@@ -319,6 +345,14 @@ pub async fn restore(env: &Env, db: &D1Database, archive_id: &str, now_ms: i64) 
             .bind(&[text(archive_id), text(&to_iso(now_ms))])
             .map_err(d1)?,
     );
-    db.batch(statements).await.map_err(d1)?;
+    if let Err(e) = db.batch(statements).await {
+        let message = e.to_string();
+        if message.contains("UNIQUE") || message.contains("constraint") {
+            return Err(ApiError::Conflict(format!(
+                "archive {archive_id} was not restored: some of its rows are in D1 already (restored at the same time?)"
+            )));
+        }
+        return Err(d1(message));
+    }
     Ok(json!({ "id": archive_id, "rows": restored }))
 }
