@@ -15,11 +15,20 @@ const ctx = gatewayForFile();
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const ACCOUNTS = 2_000;
 
+/** SQL on the gateway's local D1 from outside; the queue's consumer writes to it meanwhile, so a
+ *  statement that finds the file locked (SQLITE_BUSY: wrangler does not wait) is tried again. */
 async function sql(command) {
-  const out = await run(`${ROOT}/scripts/wrangler`, ['d1', 'execute', 'DB', '--local', '--persist-to', ctx.gw.state, '--json', '--command', command], {
-    env: { ...process.env, CI: 'true' },
-  });
-  return JSON.parse(out.slice(out.indexOf('[')))[0].results;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const out = await run(`${ROOT}/scripts/wrangler`, ['d1', 'execute', 'DB', '--local', '--persist-to', ctx.gw.state, '--json', '--command', command], {
+        env: { ...process.env, CI: 'true' },
+      });
+      return JSON.parse(out.slice(out.indexOf('[')))[0].results;
+    } catch (e) {
+      if (attempt >= 10 || !String(e.message).includes('SQLITE_BUSY')) throw e;
+      await sleep(300);
+    }
+  }
 }
 
 test('2,000 accounts are reconciled through the queue in one run, and planted drift is found where it was planted', { timeout: 600_000 }, async () => {
