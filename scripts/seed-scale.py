@@ -55,7 +55,7 @@ def records_for(rng, user, key, start_ms, end_ms, n, prefix, base=0):
     (starting from a balance of `base`, and ending there)."""
     times = sorted(rng.randrange(start_ms, end_ms) for _ in range(n))
     usage, ledger = [], []
-    spent = sum_cost = 0
+    sum_cost = 0
     costs = []
     for j, at in enumerate(times):
         model, provider, input_price, output_price = MODELS[rng.randrange(len(MODELS))]
