@@ -14,8 +14,10 @@ use worker::{D1Database, Env, MessageBatch, MessageExt, Queue};
 
 use crate::api::error::ApiError;
 use crate::domain::time::to_iso;
-use crate::store::{int, opt_text, text};
+use crate::store::{self, int, opt_text, text};
 
+/// Users a job walks itself (reconciliation, a retention pass); past them it goes through the queue.
+pub const INLINE_MAX: i64 = 1_000;
 /// Users handed over per page message.
 const PAGE: i64 = 100;
 /// Users a retention page looks at (an index probe each); only those with old rows get a message.
@@ -56,6 +58,11 @@ pub async fn start_run(env: &Env, now_ms: i64) -> Result<String, ApiError> {
         .await
         .map_err(d1)?;
     Ok(run_id)
+}
+
+/// Whether the tenant has more users than one invocation walks itself.
+pub async fn past_inline(db: &D1Database) -> Result<bool, ApiError> {
+    Ok(store::count(db, "SELECT COUNT(*) AS n FROM users", &[]).await? > INLINE_MAX)
 }
 
 /// Hands one job to the queue (the first page of a retention pass, a page of the upstream-key mirror).
@@ -225,15 +232,8 @@ async fn users_page(db: &D1Database, after: Option<&str>) -> Result<(Vec<String>
     struct Id {
         id: String,
     }
-    let users: Vec<Id> = db
-        .prepare("SELECT id FROM users WHERE id > ?1 ORDER BY id LIMIT ?2")
-        .bind(&[text(after.unwrap_or("")), int(PAGE)])
-        .map_err(d1)?
-        .all()
-        .await
-        .map_err(d1)?
-        .results()
-        .map_err(d1)?;
+    let query = "SELECT id FROM users WHERE id > ?1 ORDER BY id LIMIT ?2";
+    let users: Vec<Id> = store::all(db, query, &[text(after.unwrap_or("")), int(PAGE)]).await?;
     let full = users.len() as i64 == PAGE;
     Ok((users.into_iter().map(|u| u.id).collect(), full))
 }
@@ -257,10 +257,6 @@ pub async fn report(env: &Env, run_id: Option<&str>) -> Result<Option<Value>, Ap
         walked: i64,
     }
     #[derive(Deserialize)]
-    struct Counts {
-        checked: i64,
-    }
-    #[derive(Deserialize)]
     struct Bad {
         user_id: String,
         drift: Option<String>,
@@ -272,23 +268,10 @@ pub async fn report(env: &Env, run_id: Option<&str>) -> Result<Option<Value>, Ap
         None => db.prepare("SELECT * FROM reconcile_runs ORDER BY started_at DESC, id DESC LIMIT 1"),
     };
     let Some(run) = run.first::<Run>(None).await.map_err(d1)? else { return Ok(None) };
-    let counts = db
-        .prepare("SELECT COUNT(*) AS checked FROM reconcile_results WHERE run_id = ?1")
-        .bind(&[text(&run.id)])
-        .map_err(d1)?
-        .first::<Counts>(None)
-        .await
-        .map_err(d1)?
-        .map_or(0, |c| c.checked);
-    let bad: Vec<Bad> = db
-        .prepare("SELECT user_id, drift, error FROM reconcile_results WHERE run_id = ?1 AND agrees = 0 ORDER BY user_id LIMIT 1000")
-        .bind(&[text(&run.id)])
-        .map_err(d1)?
-        .all()
-        .await
-        .map_err(d1)?
-        .results()
-        .map_err(d1)?;
+    let counts =
+        store::count(&db, "SELECT COUNT(*) AS n FROM reconcile_results WHERE run_id = ?1", &[text(&run.id)]).await?;
+    let query = "SELECT user_id, drift, error FROM reconcile_results WHERE run_id = ?1 AND agrees = 0 ORDER BY user_id LIMIT 1000";
+    let bad: Vec<Bad> = store::all(&db, query, &[text(&run.id)]).await?;
     let drift: Vec<Value> = bad.iter().filter_map(|b| serde_json::from_str(b.drift.as_deref()?).ok()).collect();
     let failed: Vec<Value> =
         bad.iter().filter_map(|b| Some(json!({ "user_id": b.user_id, "error": b.error.as_deref()? }))).collect();

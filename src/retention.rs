@@ -5,7 +5,7 @@
 //! can be re-imported: its rows come back (usage marked `restored`, which the
 //! roll-ups skip).
 //!
-//! A pass works account by account: itself for a tenant of up to `INLINE_MAX`
+//! A pass works account by account: itself for a tenant of up to `fan_out::INLINE_MAX`
 //! users, through the `JOBS` queue past that (`fan_out`: an account a message).
 //! The R2 object is written before anything leaves D1, and the rows leave in one
 //! batch with the manifest row and the move of their sum to
@@ -19,7 +19,7 @@ use worker::{Bucket, D1Database, Env};
 
 use crate::api::error::ApiError;
 use crate::domain::time::{parse_iso, to_iso};
-use crate::store::{int, text};
+use crate::store::{self, int, text};
 
 const DAY_MS: i64 = 86_400_000;
 /// Account-days an inline pass archives.
@@ -27,8 +27,6 @@ const DAYS_PER_PASS: usize = 50;
 /// Account-days one account's message archives before handing on the rest (about seven D1 queries
 /// each, so a batch of such messages stays within an invocation's query limit: see `fan_out`).
 pub const DAYS_PER_MESSAGE: usize = 10;
-/// Users a pass walks itself; past them it goes through the queue, an account a message.
-const INLINE_MAX: i64 = 1_000;
 /// The tables an archive holds, and how their rows are told apart.
 const TABLES: [&str; 2] = ["balance_transactions", "usage_records"];
 /// An account-day's rows older than the cutoff (?1 user, ?2 the day, ?3 the next day or the cutoff).
@@ -36,10 +34,6 @@ const FILTER: &str = "user_id = ?1 AND created_at >= ?2 AND created_at < ?3";
 
 fn d1(e: impl std::fmt::Display) -> ApiError {
     ApiError::internal(e.to_string())
-}
-
-async fn rows(db: &D1Database, query: &str, args: &[JsValue]) -> Result<Vec<Map<String, Value>>, ApiError> {
-    db.prepare(query).bind(args).map_err(d1)?.all().await.map_err(d1)?.results::<Map<String, Value>>().map_err(d1)
 }
 
 /// What a step moved.
@@ -60,15 +54,10 @@ impl Moved {
 
 /// One pass (the cron job, and POST /api/admin/retention/run).
 pub async fn run(env: &Env, now_ms: i64, days: i64) -> Result<Value, ApiError> {
-    #[derive(Deserialize)]
-    struct Count {
-        n: i64,
-    }
     let db = crate::env::db(env).map_err(d1)?;
     // Whole days only: a cutoff that moved with the clock would archive a slice of the same day every pass.
     let cutoff = to_iso((now_ms - days * DAY_MS).div_euclid(DAY_MS) * DAY_MS);
-    let users = db.prepare("SELECT COUNT(*) AS n FROM users").first::<Count>(None).await.map_err(d1)?;
-    if users.map_or(0, |c| c.n) > INLINE_MAX {
+    if crate::fan_out::past_inline(&db).await? {
         crate::fan_out::enqueue(env, crate::fan_out::Job::RetentionPage { cutoff: cutoff.clone(), after: None })
             .await?;
         return Ok(
@@ -77,7 +66,7 @@ pub async fn run(env: &Env, now_ms: i64, days: i64) -> Result<Value, ApiError> {
     }
     let bucket = crate::env::archives(env).map_err(d1)?;
     // The operator's own requests are kept under the empty user id.
-    let (mut accounts, _) = accounts_with_history(&db, None, &cutoff, INLINE_MAX).await?;
+    let (mut accounts, _) = accounts_with_history(&db, None, &cutoff, crate::fan_out::INLINE_MAX).await?;
     accounts.insert(0, String::new());
     let mut moved = Moved::default();
     for account in &accounts {
@@ -110,19 +99,10 @@ pub async fn accounts_with_history(
         id: String,
         old: i64,
     }
-    let users: Vec<User> = db
-        .prepare(
-            "SELECT id, (EXISTS (SELECT 1 FROM usage_records WHERE user_id = users.id AND created_at < ?2) \
-               OR EXISTS (SELECT 1 FROM balance_transactions WHERE user_id = users.id AND created_at < ?2)) AS old \
-             FROM users WHERE id > ?1 ORDER BY id LIMIT ?3",
-        )
-        .bind(&[text(after.unwrap_or("")), text(cutoff), int(window)])
-        .map_err(d1)?
-        .all()
-        .await
-        .map_err(d1)?
-        .results()
-        .map_err(d1)?;
+    let query = "SELECT id, (EXISTS (SELECT 1 FROM usage_records WHERE user_id = users.id AND created_at < ?2) \
+          OR EXISTS (SELECT 1 FROM balance_transactions WHERE user_id = users.id AND created_at < ?2)) AS old \
+        FROM users WHERE id > ?1 ORDER BY id LIMIT ?3";
+    let users: Vec<User> = store::all(db, query, &[text(after.unwrap_or("")), text(cutoff), int(window)]).await?;
     let next = (users.len() as i64 == window).then(|| users.last().map(|u| u.id.clone())).flatten();
     Ok((users.into_iter().filter(|u| u.old != 0).map(|u| u.id).collect(), next))
 }
@@ -140,19 +120,11 @@ pub async fn archive_account(
     struct Day {
         day: String,
     }
-    let days: Vec<Day> = db
-        .prepare(
-            "SELECT substr(created_at, 1, 10) AS day FROM balance_transactions WHERE user_id = ?1 AND created_at < ?2 \
-             UNION SELECT substr(created_at, 1, 10) AS day FROM usage_records WHERE user_id = ?1 AND created_at < ?2 \
-             ORDER BY day LIMIT ?3",
-        )
-        .bind(&[text(user_id), text(cutoff), int(limit as i64 + 1)])
-        .map_err(d1)?
-        .all()
-        .await
-        .map_err(d1)?
-        .results()
-        .map_err(d1)?;
+    let query =
+        "SELECT substr(created_at, 1, 10) AS day FROM balance_transactions WHERE user_id = ?1 AND created_at < ?2 \
+        UNION SELECT substr(created_at, 1, 10) AS day FROM usage_records WHERE user_id = ?1 AND created_at < ?2 \
+        ORDER BY day LIMIT ?3";
+    let days: Vec<Day> = store::all(db, query, &[text(user_id), text(cutoff), int(limit as i64 + 1)]).await?;
     let mut moved = Moved::default();
     for day in days.iter().take(limit) {
         moved.add(archive_day(db, bucket, user_id, &day.day, cutoff, now_ms).await?);
@@ -178,8 +150,11 @@ async fn archive_day(
     };
     let end = if cutoff < next_day.as_str() { cutoff } else { next_day.as_str() };
     let args = [text(user_id), text(day), text(end)];
-    let ledger = rows(db, &format!("SELECT * FROM balance_transactions WHERE {FILTER} ORDER BY id"), &args).await?;
-    let usage = rows(db, &format!("SELECT * FROM usage_records WHERE {FILTER} ORDER BY id"), &args).await?;
+    type Row = Map<String, Value>;
+    let ledger: Vec<Row> =
+        store::all(db, &format!("SELECT * FROM balance_transactions WHERE {FILTER} ORDER BY id"), &args).await?;
+    let usage: Vec<Row> =
+        store::all(db, &format!("SELECT * FROM usage_records WHERE {FILTER} ORDER BY id"), &args).await?;
     if ledger.is_empty() && usage.is_empty() {
         return Ok(Moved::default());
     }
@@ -241,19 +216,7 @@ async fn archive_day(
             .bind(&[text(&id), text(&usage_ids)]),
     ];
     db.batch(statements.into_iter().collect::<worker::Result<Vec<_>>>().map_err(d1)?).await.map_err(d1)?;
-    #[derive(Deserialize)]
-    struct Listed {
-        n: i64,
-    }
-    let listed = db
-        .prepare("SELECT COUNT(*) AS n FROM archives WHERE id = ?1")
-        .bind(&[text(&id)])
-        .map_err(d1)?
-        .first::<Listed>(None)
-        .await
-        .map_err(d1)?
-        .is_some_and(|l| l.n == 1);
-    if !listed {
+    if store::count(db, "SELECT COUNT(*) AS n FROM archives WHERE id = ?1", &[text(&id)]).await? == 0 {
         // Another pass moved these rows first (or they changed since they were read): this copy is not needed.
         bucket.delete(&r2_key).await.map_err(d1)?;
         return Ok(Moved::default());

@@ -128,20 +128,9 @@ pub async fn reconcile(req: Incoming, call: &Call) -> Result<Response, ApiError>
 
 /// One account's check, in the shape of the full report.
 async fn reconcile_one(env: &worker::Env, user_id: &str) -> Result<Value, ApiError> {
-    #[derive(Deserialize)]
-    struct Known {
-        n: i64,
-    }
     let db = env::db(env).map_err(ApiError::internal)?;
     // Deleted users keep their money, so they are looked up too; an unknown id makes no object.
-    let known = db
-        .prepare("SELECT COUNT(*) AS n FROM users WHERE id = ?1")
-        .bind(&[user_id.into()])
-        .map_err(ApiError::internal)?
-        .first::<Known>(None)
-        .await
-        .map_err(ApiError::internal)?;
-    if known.map_or(0, |k| k.n) == 0 {
+    if store::count(&db, "SELECT COUNT(*) AS n FROM users WHERE id = ?1", &[user_id.into()]).await? == 0 {
         return Err(ApiError::not_found(format!("user {user_id} not found")));
     }
     let check = check_account(env, &db, user_id).await?;
@@ -153,8 +142,6 @@ async fn reconcile_one(env: &worker::Env, user_id: &str) -> Result<Value, ApiErr
 
 /// Accounts reconciled at once.
 const RECONCILE_FAN_OUT: usize = 8;
-/// Accounts one invocation reconciles itself; past them a run goes through the queue (`fan_out`).
-const RECONCILE_INLINE_MAX: i64 = 1_000;
 
 /// POST /api/admin/reconcile/runs: starts a reconciliation run through the queue, an account a message.
 pub async fn start_reconcile_run(call: &Call) -> Result<Response, ApiError> {
@@ -183,12 +170,7 @@ pub async fn run_reconciliation(env: &worker::Env) -> Result<Value, ApiError> {
     }
     let db = env::db(env).map_err(ApiError::internal)?;
     // A tenant past what one invocation can walk is reconciled through the queue, an account a message.
-    #[derive(Deserialize)]
-    struct Count {
-        n: i64,
-    }
-    let count = db.prepare("SELECT COUNT(*) AS n FROM users").first::<Count>(None).await.map_err(ApiError::internal)?;
-    if count.map_or(0, |c| c.n) > RECONCILE_INLINE_MAX {
+    if crate::fan_out::past_inline(&db).await? {
         let run_id = crate::fan_out::start_run(env, js_sys::Date::now() as i64).await?;
         return Ok(json!({ "fanned_out": true, "run_id": run_id }));
     }

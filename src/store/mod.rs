@@ -8,7 +8,10 @@ pub mod request_logs;
 pub mod usage;
 pub mod users;
 
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use wasm_bindgen::JsValue;
+use worker::D1Database;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -38,6 +41,20 @@ impl From<StoreError> for crate::api::error::ApiError {
             StoreError::D1(detail) => Self::internal(detail),
         }
     }
+}
+
+/// Every row a query answers, typed.
+pub async fn all<T: DeserializeOwned>(db: &D1Database, query: &str, args: &[JsValue]) -> Result<Vec<T>, StoreError> {
+    Ok(db.prepare(query).bind(args)?.all().await?.results()?)
+}
+
+/// The number a query answers as `n` (`SELECT COUNT(*) AS n …`); 0 when it answers no row.
+pub async fn count(db: &D1Database, query: &str, args: &[JsValue]) -> Result<i64, StoreError> {
+    #[derive(Deserialize)]
+    struct N {
+        n: Option<i64>,
+    }
+    Ok(db.prepare(query).bind(args)?.first::<N>(None).await?.and_then(|r| r.n).unwrap_or(0))
 }
 
 /// D1 has no BigInt: integers travel as JS numbers (always inside ±2^53).
