@@ -91,6 +91,10 @@ pub struct Config {
     pub alerts: Option<Alerts>,
     /// `USAGE_RETENTION_DAYS` (default 90): usage records and ledger copies older than this leave D1 for R2.
     pub usage_retention_days: i64,
+    /// `FAULT_PANIC_MODEL`, for tests only: a chat for this model panics once its money is held, so tests
+    /// can show that a panicked isolate recovers and loses no money (tests/panic.test.mjs). Never set it
+    /// in a deployment.
+    pub fault_panic_model: Option<String>,
 }
 
 /// Where and how alerts go.
@@ -177,6 +181,7 @@ impl Config {
             usage_retention_days: number(env, "USAGE_RETENTION_DAYS", 90).clamp(1, 36_500) as i64,
             show_upstream_cost: text(env, "SHOW_UPSTREAM_COST")
                 .is_some_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes")),
+            fault_panic_model: text(env, "FAULT_PANIC_MODEL"),
         }
     }
 

@@ -162,6 +162,9 @@ async fn serve(
         }
         _ => None, // the operator's own requests are not billed to anyone
     };
+    if call.config.fault_panic_model.as_deref() == Some(chat.model.as_str()) {
+        panic!("FAULT_PANIC_MODEL: a chat for {} panics with its money held", chat.model);
+    }
     let held_by = match &meter {
         Some(m) if m.lease.is_some() => "lease",
         Some(_) => "account",
