@@ -9,19 +9,26 @@
 //   (c0) the same with leases off (`BUDGET_LEASES=off`: one reservation per request in the account's object),
 //   (d) Tollgate with request log lines,
 // then Tollgate's own overhead over the workers-rs floor (as differences and a throughput ratio) and the
-// wasm size.
+// wasm size. It measures everything twice: under `wrangler dev` (what `npm start` runs), then with each
+// Worker served by Miniflare's API directly (scripts/bench-miniflare.mjs: no dev proxy Worker in a second
+// workerd, no wrangler process), so the local harness's own cost is not mistaken for Tollgate's.
 // Options: --requests N (default 400 per run), --skip-build,
-//   --quick (c=1 and streaming only, without target (d): for iterating on the hot path),
+//   --quick (c=1 and streaming only, without target (d), under `wrangler dev` only: for iterating on the hot path),
+//   --harness wrangler|miniflare (only that one),
 //   --direct (instead: one gateway, the same chat through OpenRouter's route and through each direct
 //             provider's route — OpenAI, Anthropic, Google — against the fakes, c=1 and first chunk)
 
+import { randomBytes } from 'node:crypto';
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { gzipSync } from 'node:zlib';
 
+import { serveMiniflare } from './bench-miniflare.mjs';
+
 import { FAKE_ANTHROPIC_KEY, FAKE_GOOGLE_KEY, FAKE_OPENAI_KEY, startFakeUpstream } from '../tests/fake-upstream.mjs';
-import { ROOT, FAKE_UPSTREAM_KEY, adminClient, freePort, killGroup, startGateway } from '../tests/harness.mjs';
+import { ROOT, FAKE_UPSTREAM_KEY, adminClient, applyMigrations, freePort, killGroup, startGateway } from '../tests/harness.mjs';
 
 const arg = (name, dflt) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -31,6 +38,7 @@ const REQUESTS = Number(arg('requests', 400));
 const WARMUP = 50;
 const QUICK = process.argv.includes('--quick') || process.argv.includes('--direct');
 const DIRECT = process.argv.includes('--direct');
+const HARNESSES = arg('harness') ? [arg('harness')] : QUICK ? ['wrangler'] : ['wrangler', 'miniflare'];
 
 const RUST_FLOOR = path.join(ROOT, 'scripts', 'bench-floor-rust');
 if (!process.argv.includes('--skip-build')) {
@@ -123,20 +131,44 @@ async function measureAll(targets, rounds = 8) {
   });
 }
 
-/** A gateway with `vars`, and the key of a user with $1,000 to spend. */
-async function billedGateway(vars) {
-  const gw = await startGateway({ upstream: false, testScheduled: false, vars });
+/** A gateway with `vars` under `harness`, and the key of a user with $1,000 to spend. */
+async function billedGateway(vars, harness = 'wrangler') {
+  const gw = harness === 'miniflare' ? await miniflareGateway(vars) : await startGateway({ upstream: false, testScheduled: false, vars });
   const admin = adminClient(gw.url, gw.adminToken);
   const user = await admin.createUser({ name: 'Bench' }, { credit: 1000 });
   const { key } = await admin.createKey(user.id, { name: 'bench' });
   return { gw, key };
 }
 
-async function startFloor(upstreamUrl, dir = path.join(ROOT, 'scripts', 'bench-floor')) {
+/** Tollgate served by Miniflare directly, on fresh migrated state, its prices synced as the test harness does. */
+async function miniflareGateway(vars) {
+  const state = mkdtempSync(path.join(tmpdir(), 'tollgate-bench-'));
+  await applyMigrations(state);
+  const adminToken = `tg-admin-${randomBytes(24).toString('hex')}`;
+  const served = await serveMiniflare(path.join(ROOT, 'wrangler.toml'), {
+    vars: { ADMIN_TOKEN: adminToken, REQUEST_TIMEOUT: '60', ...vars }, state, port: await freePort(),
+  });
+  const stop = async () => {
+    await served.stop();
+    rmSync(state, { recursive: true, force: true });
+  };
+  const res = await adminClient(served.url, adminToken).call('POST', '/api/models/pricing/sync', {});
+  if (res.status !== 200) {
+    await stop();
+    throw new Error(`price sync failed: ${res.status} ${JSON.stringify(res.body)}`);
+  }
+  return { url: served.url, adminToken, stop };
+}
+
+async function startFloor(upstreamUrl, dir = path.join(ROOT, 'scripts', 'bench-floor'), harness = 'wrangler') {
+  const persistTo = path.join(ROOT, '.wrangler', path.basename(dir));
+  if (harness === 'miniflare') {
+    return serveMiniflare(path.join(dir, 'wrangler.toml'), { vars: { UPSTREAM: upstreamUrl }, state: persistTo, port: await freePort() });
+  }
   const port = await freePort();
   const child = spawn(path.join(ROOT, 'scripts', 'wrangler'), [
     'dev', '--config', path.join(dir, 'wrangler.toml'), '--ip', '127.0.0.1', '--port', String(port), '--var', `UPSTREAM:${upstreamUrl}`,
-    '--show-interactive-dev-session=false', '--inspector-port', String(await freePort()), '--persist-to', path.join(ROOT, '.wrangler', path.basename(dir)),
+    '--show-interactive-dev-session=false', '--inspector-port', String(await freePort()), '--persist-to', persistTo,
   ], { cwd: dir, detached: true, stdio: 'ignore', env: { ...process.env, CI: 'true' } });
   const url = `http://127.0.0.1:${port}`;
   for (let i = 0; i < 300; i++) {
@@ -155,62 +187,74 @@ const row = (r) => `${r.name.padEnd(26)} ${f(r.c1.p50)} ${f(r.c1.p99)} ${r.c1.rp
 
 const fake = await startFakeUpstream({ apiKey: FAKE_UPSTREAM_KEY });
 if (DIRECT) await directRoutes(fake);
-const floor = await startFloor(fake.url);
-const rustFloor = await startFloor(fake.url, RUST_FLOOR);
-const targets = [
-  { name: '(a) fake upstream', url: `${fake.url}/chat/completions`, key: FAKE_UPSTREAM_KEY },
-  { name: '(b) JS pass-through floor', url: `${floor.url}/v1/chat/completions`, key: FAKE_UPSTREAM_KEY },
-  { name: '(b2) JS floor + 1 DO call', url: `${floor.url}/do/v1/chat/completions`, key: FAKE_UPSTREAM_KEY },
-  { name: '(r) workers-rs floor', url: `${rustFloor.url}/v1/chat/completions`, key: FAKE_UPSTREAM_KEY },
-  { name: '(r2) workers-rs + 1 DO call', url: `${rustFloor.url}/do/v1/chat/completions`, key: FAKE_UPSTREAM_KEY },
-];
-// wrangler dev carries every console line from workerd to its own process and
-// prints it; that costs the local runtime 1-2 ms a line, which production
-// does not pay. So Tollgate is measured without request lines (the gateway's
-// own overhead), then with them (what `npm start` feels like).
-const gateways = [];
-const variants = [
-  ['(c) Tollgate, leases', { LOG_LEVEL: 'warn' }],
-  ['(c0) Tollgate, no leases', { LOG_LEVEL: 'warn', BUDGET_LEASES: 'off' }],
-  ['(d) Tollgate, request logs', { LOG_LEVEL: 'info' }],
-];
-for (const [name, vars] of QUICK ? variants.slice(0, 2) : variants) {
-  const { gw, key } = await billedGateway({ AI_GATEWAY_BASE_URL: fake.url, AI_GATEWAY_API_KEY: FAKE_UPSTREAM_KEY, ...vars });
-  gateways.push(gw);
-  targets.push({ name, url: `${gw.url}/v1/chat/completions`, key });
-}
-let results;
+const runs = [];
 try {
-  results = await measureAll(targets);
+  for (const harness of HARNESSES) runs.push({ harness, results: await measureHarness(harness) });
 } finally {
-  await floor.stop();
-  await rustFloor.stop();
-  for (const gw of gateways) await gw.stop();
   await fake.close();
 }
 
 const wasmFile = readdirSync(path.join(ROOT, 'build')).find((n) => n.endsWith('.wasm'));
 const wasm = readFileSync(path.join(ROOT, 'build', wasmFile));
-const [, b, b2, rs, rs2, c, c0, d] = results;
+for (const { harness, results } of runs) report(harness, results);
+console.log(`\nwasm: ${(wasm.length / 1024).toFixed(0)} KB raw, ${(gzipSync(wasm, { level: 9 }).length / 1024).toFixed(0)} KB gzipped (${statSync(path.join(ROOT, 'build', wasmFile)).size} bytes)`);
 
-console.log(`\nTollgate benchmark — ${REQUESTS} requests at c=1, ${REQUESTS * 2} at c=16, non-streamed chat; streaming time to first content chunk`);
-console.log(`${''.padEnd(26)} ${'c=1 p50'.padStart(7)} ${'p99'.padStart(7)} ${'req/s'.padStart(7)}   ${'c=16p50'.padStart(7)} ${'p99'.padStart(7)} ${'req/s'.padStart(7)}   ${'ttfc50'.padStart(7)} ${'p99'.padStart(7)}   (ms)`);
-for (const r of results) console.log(row(r));
-const over = (x, base = b) => {
-  const c16 = QUICK ? '' : `, p50 c=16 ${(x.c16.p50 - base.c16.p50).toFixed(2)} ms`;
-  return `p50 c=1 ${(x.c1.p50 - base.c1.p50).toFixed(2)} ms${c16}, ttfc p50 ${(x.ttfc.p50 - base.ttfc.p50).toFixed(2)} ms`;
-};
-console.log(`\nTollgate overhead over the floor: ${over(c)}`);
-if (d) console.log(`  with request log lines:         ${over(d)}`);
-console.log(`One DO round trip costs the JS floor itself: p50 c=1 ${(b2.c1.p50 - b.c1.p50).toFixed(2)} ms`);
-console.log(`The workers-rs floor over the JS floor: ${over(rs)}`);
-console.log(`  with one DO call, over the JS floor: ${over(rs2)}`);
-console.log(`Tollgate over the workers-rs floor with one DO call: ${over(c, rs2)}`);
-const share = (x, base) => (QUICK ? '' : `, c=16 throughput ${((100 * x.c16.rps) / base.c16.rps).toFixed(0)} % of the floor's`);
-console.log(`\nOwn overhead over the workers-rs floor (r):`);
-console.log(`  with leases:    ${over(c, rs)}${share(c, rs)}`);
-console.log(`  without leases: ${over(c0, rs)}${share(c0, rs)}`);
-console.log(`wasm: ${(wasm.length / 1024).toFixed(0)} KB raw, ${(gzipSync(wasm, { level: 9 }).length / 1024).toFixed(0)} KB gzipped (${statSync(path.join(ROOT, 'build', wasmFile)).size} bytes)`);
+/** Starts every target under `harness` (`wrangler`: `wrangler dev`; `miniflare`: Miniflare's API) and measures them. */
+async function measureHarness(harness) {
+  const floor = await startFloor(fake.url, undefined, harness);
+  const rustFloor = await startFloor(fake.url, RUST_FLOOR, harness);
+  const targets = [
+    { name: '(a) fake upstream', url: `${fake.url}/chat/completions`, key: FAKE_UPSTREAM_KEY },
+    { name: '(b) JS pass-through floor', url: `${floor.url}/v1/chat/completions`, key: FAKE_UPSTREAM_KEY },
+    { name: '(b2) JS floor + 1 DO call', url: `${floor.url}/do/v1/chat/completions`, key: FAKE_UPSTREAM_KEY },
+    { name: '(r) workers-rs floor', url: `${rustFloor.url}/v1/chat/completions`, key: FAKE_UPSTREAM_KEY },
+    { name: '(r2) workers-rs + 1 DO call', url: `${rustFloor.url}/do/v1/chat/completions`, key: FAKE_UPSTREAM_KEY },
+  ];
+  // wrangler dev carries every console line from workerd to its own process and
+  // prints it; that costs the local runtime 1-2 ms a line, which production
+  // does not pay. So Tollgate is measured without request lines (the gateway's
+  // own overhead), then with them (what `npm start` feels like).
+  const gateways = [];
+  const variants = [
+    ['(c) Tollgate, leases', { LOG_LEVEL: 'warn' }],
+    ['(c0) Tollgate, no leases', { LOG_LEVEL: 'warn', BUDGET_LEASES: 'off' }],
+    ['(d) Tollgate, request logs', { LOG_LEVEL: 'info' }],
+  ];
+  try {
+    for (const [name, vars] of QUICK ? variants.slice(0, 2) : variants) {
+      const { gw, key } = await billedGateway({ AI_GATEWAY_BASE_URL: fake.url, AI_GATEWAY_API_KEY: FAKE_UPSTREAM_KEY, ...vars }, harness);
+      gateways.push(gw);
+      targets.push({ name, url: `${gw.url}/v1/chat/completions`, key });
+    }
+    return await measureAll(targets);
+  } finally {
+    await floor.stop();
+    await rustFloor.stop();
+    for (const gw of gateways) await gw.stop();
+  }
+}
+
+function report(harness, results) {
+  const [, b, b2, rs, rs2, c, c0, d] = results;
+  const how = harness === 'miniflare' ? 'each Worker served by Miniflare directly' : 'under wrangler dev';
+  console.log(`\nTollgate benchmark, ${how} — ${REQUESTS} requests at c=1, ${REQUESTS * 2} at c=16, non-streamed chat; streaming time to first content chunk`);
+  console.log(`${''.padEnd(26)} ${'c=1 p50'.padStart(7)} ${'p99'.padStart(7)} ${'req/s'.padStart(7)}   ${'c=16p50'.padStart(7)} ${'p99'.padStart(7)} ${'req/s'.padStart(7)}   ${'ttfc50'.padStart(7)} ${'p99'.padStart(7)}   (ms)`);
+  for (const r of results) console.log(row(r));
+  const over = (x, base = b) => {
+    const c16 = QUICK ? '' : `, p50 c=16 ${(x.c16.p50 - base.c16.p50).toFixed(2)} ms`;
+    return `p50 c=1 ${(x.c1.p50 - base.c1.p50).toFixed(2)} ms${c16}, ttfc p50 ${(x.ttfc.p50 - base.ttfc.p50).toFixed(2)} ms`;
+  };
+  console.log(`\nTollgate overhead over the floor: ${over(c)}`);
+  if (d) console.log(`  with request log lines:         ${over(d)}`);
+  console.log(`One DO round trip costs the JS floor itself: p50 c=1 ${(b2.c1.p50 - b.c1.p50).toFixed(2)} ms`);
+  console.log(`The workers-rs floor over the JS floor: ${over(rs)}`);
+  console.log(`  with one DO call, over the JS floor: ${over(rs2)}`);
+  console.log(`Tollgate over the workers-rs floor with one DO call: ${over(c, rs2)}`);
+  const share = (x, base) => (QUICK ? '' : `, c=16 throughput ${((100 * x.c16.rps) / base.c16.rps).toFixed(0)} % of the floor's`);
+  console.log(`\nOwn overhead over the workers-rs floor (r), ${how}:`);
+  console.log(`  with leases:    ${over(c, rs)}${share(c, rs)}`);
+  console.log(`  without leases: ${over(c0, rs)}${share(c0, rs)}`);
+}
 
 /** `--direct`: what a direct route costs against OpenRouter's, on one gateway, interleaved. */
 async function directRoutes(fake) {
