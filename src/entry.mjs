@@ -2,13 +2,11 @@
 //
 // worker-build exports the default entrypoint and each Durable Object class wrapped in a panic-recovery
 // `Proxy`: every request constructs a Proxy around a new instance, and every method call allocates two more
-// and goes through an extra async function. This module exports the same classes unwrapped and keeps the
+// and goes through an extra async function. This module exports the same code unwrapped and keeps the
 // same recovery at one check per call: a trap (a Rust panic, with panic = "abort") marks the instance
 // crashed, and the next call re-instantiates the wasm module before it runs (worker-build's own construct
 // trap does that, so the bookkeeping stays worker-build's), and each object builds its Rust side anew.
 // See docs/decisions.md ("The Worker's own entry module") and tests/panic.test.mjs.
-import { WorkerEntrypoint } from 'cloudflare:workers';
-
 import Gateway, { AccountDo as AccountDoProxy, OrgDo as OrgDoProxy } from './index.js';
 
 /** worker-build's shared state: `criticalError` (a trap happened) and `instanceId` (bumped by each re-instantiation). */
@@ -49,22 +47,24 @@ globalThis.queueMicrotask = (task) => void resolved.then(task);
 
 const { fetch, queue, scheduled } = Gateway.prototype;
 
-export default class extends WorkerEntrypoint {
-  fetch(request) {
-    recover(this.env);
-    return guarded(() => fetch.call(this, request));
-  }
+// The object form of a default export: workerd constructs nothing per request. The generated methods read
+// `this.env` and `this.ctx`, so each call gets them in a plain object.
+export default {
+  fetch(request, env, ctx) {
+    recover(env);
+    return guarded(() => fetch.call({ env, ctx }, request));
+  },
 
-  queue(batch) {
-    recover(this.env);
-    return guarded(() => queue.call(this, batch));
-  }
+  queue(batch, env, ctx) {
+    recover(env);
+    return guarded(() => queue.call({ env, ctx }, batch));
+  },
 
-  scheduled(event) {
-    recover(this.env);
-    return guarded(() => scheduled.call(this, event));
-  }
-}
+  scheduled(event, env, ctx) {
+    recover(env);
+    return guarded(() => scheduled.call({ env, ctx }, event));
+  },
+};
 
 /** A Durable Object class without the proxy: its Rust side is built anew after the module was re-instantiated. */
 function durableObject(Proxied) {

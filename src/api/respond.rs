@@ -64,12 +64,36 @@ impl Call {
     }
 }
 
-/// Bytes from the platform's CSPRNG.
+/// Random bytes drawn from the platform's CSPRNG at a time: one call into JavaScript (three crossings of the
+/// wasm boundary) then serves many request ids instead of one.
+const RANDOM_POOL: usize = 256;
+
+thread_local! {
+    /// Unused CSPRNG bytes and how many are used; bytes handed out are zeroed in the pool.
+    static RANDOM: std::cell::RefCell<([u8; RANDOM_POOL], usize)> =
+        const { std::cell::RefCell::new(([0; RANDOM_POOL], RANDOM_POOL)) };
+}
+
+/// Bytes from the platform's CSPRNG (each byte handed out once).
 pub fn random_bytes<const N: usize>() -> [u8; N] {
-    let mut buf = [0u8; N];
     // crypto.getRandomValues cannot fail for buffers this small.
-    getrandom::getrandom(&mut buf).expect("crypto.getRandomValues is available in workerd");
-    buf
+    let fill = |buf: &mut [u8]| getrandom::getrandom(buf).expect("crypto.getRandomValues is available in workerd");
+    let mut out = [0u8; N];
+    if N > RANDOM_POOL {
+        fill(&mut out);
+        return out;
+    }
+    RANDOM.with_borrow_mut(|(pool, used)| {
+        if RANDOM_POOL - *used < N {
+            fill(pool);
+            *used = 0;
+        }
+        let taken = &mut pool[*used..*used + N];
+        out.copy_from_slice(taken);
+        taken.fill(0);
+        *used += N;
+    });
+    out
 }
 
 pub fn json<T: Serialize>(status: u16, body: &T) -> Result<Response, ApiError> {
