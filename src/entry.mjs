@@ -1,19 +1,28 @@
 // The Worker's entry module (wrangler.toml `main`; `scripts/build` copies it next to worker-build's output).
 //
 // worker-build exports the default entrypoint and each Durable Object class wrapped in a panic-recovery
-// `Proxy`: every request constructs a Proxy around a new instance, and every method call allocates two more
-// and goes through an extra async function. This module exports the same code unwrapped and keeps the
-// same recovery at one check per call: a trap (a Rust panic, with panic = "abort") marks the instance
-// crashed, and the next call re-instantiates the wasm module before it runs (worker-build's own construct
-// trap does that, so the bookkeeping stays worker-build's), and each object builds its Rust side anew.
+// `Proxy`: every request constructs the entrypoint and a Proxy around it, and every method read allocates
+// another Proxy. This module exports the same handlers without it: the default export as a plain object
+// (workerd constructs nothing per request) and each object class as a small wrapper. Recovery after a trap
+// (a Rust panic, with panic = "abort") stays at one check per call, and stays the runtime's:
+// - worker's panic hook sets `criticalError`, and wasm-bindgen's abort handler asks for a new instance,
+//   which its glue makes before the next call into the module;
+// - before each call, `recover` re-instantiates through worker-build's construct trap when `criticalError`
+//   is set (what the Proxy did);
+// - each instantiation runs worker's start function, which bumps `instanceId`, so an object whose Rust
+//   side came from an earlier instance builds it anew before it is called.
+// A new handler in lib.rs (a Rust `#[event]` or an object method) must be added here too.
 // See docs/decisions.md ("The Worker's own entry module") and tests/panic.test.mjs.
 import Gateway, { AccountDo as AccountDoProxy, OrgDo as OrgDoProxy } from './index.js';
 
-/** worker-build's shared state: `criticalError` (a trap happened) and `instanceId` (bumped by each re-instantiation). */
+/** worker's shared state: `criticalError` (a panic happened) and `instanceId` (bumped by each instantiation). */
 const module = globalThis.__worker_init_state;
 
+/** A trap, or wasm-bindgen's report of one (`Error('Critical error', { cause })`). */
 function markIfTrap(error) {
-  if (error instanceof WebAssembly.RuntimeError) module.criticalError = true;
+  if (error instanceof WebAssembly.RuntimeError || error?.cause instanceof WebAssembly.RuntimeError) {
+    module.criticalError = true;
+  }
 }
 
 function rethrow(error) {
@@ -21,9 +30,20 @@ function rethrow(error) {
   throw error;
 }
 
-/** Re-instantiates the wasm module if a trap poisoned it, through worker-build's construct trap. */
-function recover(env) {
-  if (module.criticalError) Reflect.construct(Gateway, [{}, env]);
+/**
+ * Re-instantiates the wasm module if a panic poisoned it, through worker-build's construct trap (which
+ * re-instantiates first, then constructs). Should the construction itself throw, the trap marks the module
+ * crashed again; it was re-instantiated all the same, so the mark is cleared rather than re-instantiating
+ * on every call after.
+ */
+function recover(ctx, env) {
+  if (!module.criticalError) return;
+  try {
+    Reflect.construct(Gateway, [ctx, env]);
+  } catch (error) {
+    module.criticalError = false;
+    console.error('re-instantiated the module; constructing the entrypoint failed', error);
+  }
 }
 
 /** Runs a call into the wasm; a trap, thrown now or rejected later, marks the module crashed. */
@@ -39,34 +59,37 @@ function guarded(call) {
 // "error"; with the promise-based wake-ups below, such a trap surfaces as an unhandled rejection.
 addEventListener('unhandledrejection', (event) => markIfTrap(event.reason));
 
-// wasm-bindgen wakes Rust futures through the global `queueMicrotask`. workerd's wraps each callback for
-// its error reporting, which cost about 0.1–0.2 ms a request here (docs/performance.md); a reaction on a
-// resolved promise is V8's own microtask. Nothing else in this isolate calls it.
+// wasm-bindgen wakes Rust futures through the global `queueMicrotask` (its fallback, when there is none, is
+// this same promise reaction). workerd's wraps every callback for its error reporting, which cost about
+// 0.1–0.2 ms a request here (docs/performance.md); a reaction on a resolved promise is V8's own microtask,
+// in the same queue and order. Nothing in this bundle calls it otherwise.
 const resolved = Promise.resolve();
-globalThis.queueMicrotask = (task) => void resolved.then(task);
+globalThis.queueMicrotask = (task) => {
+  if (typeof task !== 'function') throw new TypeError('queueMicrotask: the argument must be a function');
+  void resolved.then(task);
+};
 
-const { fetch, queue, scheduled } = Gateway.prototype;
+const { fetch, queue, scheduled, start } = Gateway.prototype;
 
-// The object form of a default export: workerd constructs nothing per request. The generated methods read
-// `this.env` and `this.ctx`, so each call gets them in a plain object.
+// The generated methods read `this.env` and `this.ctx`, so each call gets them in a plain object.
 export default {
   fetch(request, env, ctx) {
-    recover(env);
+    recover(ctx, env);
     return guarded(() => fetch.call({ env, ctx }, request));
   },
 
   queue(batch, env, ctx) {
-    recover(env);
+    recover(ctx, env);
     return guarded(() => queue.call({ env, ctx }, batch));
   },
 
   scheduled(event, env, ctx) {
-    recover(env);
+    recover(ctx, env);
     return guarded(() => scheduled.call({ env, ctx }, event));
   },
 };
 
-/** A Durable Object class without the proxy: its Rust side is built anew after the module was re-instantiated. */
+/** An object class without the proxy: its Rust side is built anew after the module was re-instantiated. */
 function durableObject(Proxied) {
   const Unwrapped = Proxied.prototype.constructor;
   return class {
@@ -75,8 +98,14 @@ function durableObject(Proxied) {
       this.instanceId = -1;
     }
 
+    /**
+     * The Rust side, from the module's current instance. `start` (worker's start event: it only sets the
+     * panic hook once) is a call into the module, so a new instance the glue owes after a trap is made
+     * before the ids are compared, never between the glue's stale-object check and the call.
+     */
     current() {
-      recover(this.args[1]);
+      recover({}, this.args[1]);
+      start();
       if (this.instanceId !== module.instanceId) {
         this.inner = Reflect.construct(Unwrapped, this.args);
         this.instanceId = module.instanceId;

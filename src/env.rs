@@ -92,8 +92,8 @@ pub struct Config {
     /// `USAGE_RETENTION_DAYS` (default 90): usage records and ledger copies older than this leave D1 for R2.
     pub usage_retention_days: i64,
     /// `FAULT_PANIC_MODEL`, for tests only: a chat for this model panics once its money is held, so tests
-    /// can show that a panicked isolate recovers and loses no money (tests/panic.test.mjs). Never set it
-    /// in a deployment.
+    /// can show that a panicked isolate recovers and loses no money (tests/panic.test.mjs). Ignored unless
+    /// `AI_GATEWAY_BASE_URL` is on this machine (`http://127.0.0.1…`, `http://localhost…`).
     pub fault_panic_model: Option<String>,
 }
 
@@ -134,14 +134,24 @@ fn base_url(env: &Env, name: &str, default: &str) -> String {
     text(env, name).unwrap_or_else(|| default.into()).trim_end_matches('/').to_string()
 }
 
+/// A plain-HTTP URL on the loopback interface.
+fn on_this_machine(url: &str) -> bool {
+    ["http://127.0.0.1:", "http://127.0.0.1/", "http://localhost:", "http://localhost/", "http://[::1]:"]
+        .iter()
+        .any(|prefix| url.starts_with(prefix))
+}
+
 fn number(env: &Env, name: &str, default: u64) -> u64 {
     text(env, name).and_then(|v| v.trim().parse().ok()).unwrap_or(default)
 }
 
 impl Config {
     fn from_env(env: &Env) -> Self {
+        let upstream_base_url = base_url(env, "AI_GATEWAY_BASE_URL", DEFAULT_BASE_URL);
+        // Honoured only against an upstream on this machine (a test's fake), so a deployment cannot panic.
+        let fault_panic_model = text(env, "FAULT_PANIC_MODEL").filter(|_| on_this_machine(&upstream_base_url));
         Self {
-            upstream_base_url: base_url(env, "AI_GATEWAY_BASE_URL", DEFAULT_BASE_URL),
+            upstream_base_url,
             upstream_api_key: text(env, "AI_GATEWAY_API_KEY").map(Secret),
             admin_token: text(env, "ADMIN_TOKEN").map(Secret),
             request_timeout_ms: number(env, "REQUEST_TIMEOUT", 60).clamp(1, 3600) * 1000,
@@ -181,7 +191,7 @@ impl Config {
             usage_retention_days: number(env, "USAGE_RETENTION_DAYS", 90).clamp(1, 36_500) as i64,
             show_upstream_cost: text(env, "SHOW_UPSTREAM_COST")
                 .is_some_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes")),
-            fault_panic_model: text(env, "FAULT_PANIC_MODEL"),
+            fault_panic_model,
         }
     }
 

@@ -1,10 +1,11 @@
 // A panic in the Worker (issue 17): the entry module of our own (src/entry.mjs) replaced worker-build's
 // panic-recovery Proxy, so this proves the recovery it kept. With panic = "abort" a Rust panic traps and
-// poisons the wasm instance; the next call must re-instantiate the module before it runs, and the
-// account objects in the same isolate must build their Rust side anew. `FAULT_PANIC_MODEL` makes a chat
+// poisons the wasm instance; the next call must re-instantiate the module before it runs (the log says
+// so), and the account objects in the same isolate must build their Rust side anew (no call may reach a
+// stale object or the terminated instance). `FAULT_PANIC_MODEL` makes a chat
 // for one model panic after its money is held (on a budget lease, or in the account's object with leases
-// off). Then: the panicked request gets an error, never an answer; every request after it, one after
-// another and many at once, is answered and charged exactly; and once the panicked request's hold
+// off). Then: the panicked request gets an error, never an answer; every request after it, many at once
+// and then one after another, is answered and charged exactly; and once the panicked request's hold
 // expires, the account's ledger sums to its balance with nothing charged for the request that panicked
 // beyond what was held, and reconciliation finds no drift.
 
@@ -44,18 +45,23 @@ for (const leases of ['on', 'off']) {
         await panicked.text();
       }
 
-      // One after another, then many at once: the module was re-instantiated and serves.
+      // Many at once, straight after the panic, then one after another: the module was re-instantiated and
+      // serves, and the account object in the same isolate rebuilt its Rust side (no stale object used).
       const answered = [];
-      for (let i = 0; i < 5; i++) {
-        const res = await chat(gw.url, key, undefined, `after the panic ${i}`);
-        assert.equal(res.status, 200, await res.clone().text());
-        answered.push((await res.json()).id);
-      }
       const burst = await Promise.all(Array.from({ length: 12 }, (_, i) => chat(gw.url, key, undefined, `burst ${i}`)));
       for (const res of burst) {
         assert.equal(res.status, 200, await res.clone().text());
         answered.push((await res.json()).id);
       }
+      for (let i = 0; i < 5; i++) {
+        const res = await chat(gw.url, key, undefined, `after the panic ${i}`);
+        assert.equal(res.status, 200, await res.clone().text());
+        answered.push((await res.json()).id);
+      }
+      const logs = gw.logs();
+      assert.match(logs, /Rust panic: panicked at/, 'the panic happened');
+      assert.match(logs, /Reinitializing Wasm application/, 'the entry re-instantiated the module');
+      assert.doesNotMatch(logs, /Invalid stale object|Module terminated/, 'nothing ran on the poisoned instance');
 
       // Every answered request is charged once; the panicked one never reached the upstream, so its hold
       // (a reservation closed by rule, or the lease's unused part) comes back when it expires.
