@@ -2,7 +2,7 @@
 // wrangler.toml, without `wrangler dev` (no dev proxy Worker in a second workerd, no wrangler
 // process carrying every request's logs). The client talks to workerd's own socket.
 
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 
 import { Miniflare, convertV4MiniflareOptions } from 'miniflare';
@@ -28,7 +28,39 @@ export async function serveMiniflare(config, { vars = {}, state, port, inspector
     resourcePersistencePath: path.join(state, 'v3'),
   }));
   const url = (await mf.ready).toString().replace(/\/$/, '');
-  return { url, stop: () => mf.dispose() };
+  const pid = claimWorkerd();
+  return { url, stop: () => mf.dispose(), cpuMs: () => (pid ? cpuMsOf(pid) : undefined) };
+}
+
+const claimed = new Set();
+
+/** The workerd process Miniflare just started for us (a child of this process not claimed before), on Linux. */
+function claimWorkerd() {
+  if (!existsSync('/proc/self/stat')) return undefined;
+  for (const pid of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
+    const stat = statOf(pid);
+    if (stat && stat.comm === 'workerd' && stat.ppid === process.pid && !claimed.has(pid)) {
+      claimed.add(pid);
+      return pid;
+    }
+  }
+  return undefined;
+}
+
+/** User and system CPU time a process has used, in ms (the kernel counts in ticks of 10 ms). */
+function cpuMsOf(pid) {
+  const stat = statOf(pid);
+  return stat ? ((stat.utime + stat.stime) * 1000) / 100 : undefined;
+}
+
+function statOf(pid) {
+  try {
+    const text = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
+    return { comm: text.slice(text.indexOf('(') + 1, text.lastIndexOf(')')), ppid: Number(fields[1]), utime: Number(fields[11]), stime: Number(fields[12]) };
+  } catch {
+    return undefined;
+  }
 }
 
 /**

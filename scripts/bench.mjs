@@ -105,7 +105,7 @@ async function firstChunk(url, key, payload = streamBody) {
  * (other processes, thermal, GC) lands on all targets alike.
  */
 async function measureAll(targets, rounds = 8) {
-  const acc = targets.map((t) => ({ name: t.name, c1: [], c1s: 0, c16: [], c16s: 0, ttfc: [] }));
+  const acc = targets.map((t) => ({ name: t.name, c1: [], c1s: 0, c16: [], c16s: 0, ttfc: [], cpu: 0, cpuReqs: 0 }));
   for (const t of targets) for (let i = 0; i < WARMUP; i++) await once(t.url, t.key, t.body ?? body);
   for (let r = 0; r < rounds; r++) {
     for (const [i, t] of targets.entries()) {
@@ -113,9 +113,16 @@ async function measureAll(targets, rounds = 8) {
       acc[i].c1.push(...a.times);
       acc[i].c1s += a.seconds;
       if (!QUICK) {
+        const cpuBefore = t.cpuMs?.();
         const b = await load(t.url, t.key, 16, Math.ceil((REQUESTS * 2) / rounds));
         acc[i].c16.push(...b.times);
         acc[i].c16s += b.seconds;
+        if (cpuBefore !== undefined) {
+          // The work a request leaves behind (settlements, the copy to D1 half a second later) counts too.
+          await new Promise((r) => setTimeout(r, 700));
+          acc[i].cpu += t.cpuMs() - cpuBefore;
+          acc[i].cpuReqs += b.times.length;
+        }
       }
       for (let k = 0; k < Math.ceil(REQUESTS / 4 / rounds); k++) acc[i].ttfc.push(await firstChunk(t.url, t.key, t.streamBody ?? streamBody));
     }
@@ -127,6 +134,7 @@ async function measureAll(targets, rounds = 8) {
       c1: { p50: pct(a.c1, 50), p99: pct(a.c1, 99), rps: a.c1.length / a.c1s },
       c16: { p50: pct(a.c16, 50), p99: pct(a.c16, 99), rps: a.c16.length / a.c16s },
       ttfc: { p50: pct(a.ttfc, 50), p99: pct(a.ttfc, 99) },
+      cpu: a.cpuReqs ? a.cpu / a.cpuReqs : undefined,
     };
   });
 }
@@ -157,7 +165,7 @@ async function miniflareGateway(vars) {
     await stop();
     throw new Error(`price sync failed: ${res.status} ${JSON.stringify(res.body)}`);
   }
-  return { url: served.url, adminToken, stop };
+  return { url: served.url, adminToken, stop, cpuMs: served.cpuMs };
 }
 
 async function startFloor(upstreamUrl, dir = path.join(ROOT, 'scripts', 'bench-floor'), harness = 'wrangler') {
@@ -183,7 +191,7 @@ async function startFloor(upstreamUrl, dir = path.join(ROOT, 'scripts', 'bench-f
 }
 
 const f = (ms) => (ms === undefined ? "-" : ms.toFixed(2)).padStart(7);
-const row = (r) => `${r.name.padEnd(26)} ${f(r.c1.p50)} ${f(r.c1.p99)} ${r.c1.rps.toFixed(0).padStart(7)}   ${f(r.c16.p50)} ${f(r.c16.p99)} ${(r.c16.rps ? r.c16.rps.toFixed(0) : "-").padStart(7)}   ${f(r.ttfc.p50)} ${f(r.ttfc.p99)}`;
+const row = (r) => `${r.name.padEnd(26)} ${f(r.c1.p50)} ${f(r.c1.p99)} ${r.c1.rps.toFixed(0).padStart(7)}   ${f(r.c16.p50)} ${f(r.c16.p99)} ${(r.c16.rps ? r.c16.rps.toFixed(0) : "-").padStart(7)}   ${f(r.ttfc.p50)} ${f(r.ttfc.p99)}   ${f(r.cpu)}`;
 
 const fake = await startFakeUpstream({ apiKey: FAKE_UPSTREAM_KEY });
 if (DIRECT) await directRoutes(fake);
@@ -205,10 +213,10 @@ async function measureHarness(harness) {
   const rustFloor = await startFloor(fake.url, RUST_FLOOR, harness);
   const targets = [
     { name: '(a) fake upstream', url: `${fake.url}/chat/completions`, key: FAKE_UPSTREAM_KEY },
-    { name: '(b) JS pass-through floor', url: `${floor.url}/v1/chat/completions`, key: FAKE_UPSTREAM_KEY },
-    { name: '(b2) JS floor + 1 DO call', url: `${floor.url}/do/v1/chat/completions`, key: FAKE_UPSTREAM_KEY },
-    { name: '(r) workers-rs floor', url: `${rustFloor.url}/v1/chat/completions`, key: FAKE_UPSTREAM_KEY },
-    { name: '(r2) workers-rs + 1 DO call', url: `${rustFloor.url}/do/v1/chat/completions`, key: FAKE_UPSTREAM_KEY },
+    { name: '(b) JS pass-through floor', url: `${floor.url}/v1/chat/completions`, key: FAKE_UPSTREAM_KEY, cpuMs: floor.cpuMs },
+    { name: '(b2) JS floor + 1 DO call', url: `${floor.url}/do/v1/chat/completions`, key: FAKE_UPSTREAM_KEY, cpuMs: floor.cpuMs },
+    { name: '(r) workers-rs floor', url: `${rustFloor.url}/v1/chat/completions`, key: FAKE_UPSTREAM_KEY, cpuMs: rustFloor.cpuMs },
+    { name: '(r2) workers-rs + 1 DO call', url: `${rustFloor.url}/do/v1/chat/completions`, key: FAKE_UPSTREAM_KEY, cpuMs: rustFloor.cpuMs },
   ];
   // wrangler dev carries every console line from workerd to its own process and
   // prints it; that costs the local runtime 1-2 ms a line, which production
@@ -224,7 +232,7 @@ async function measureHarness(harness) {
     for (const [name, vars] of QUICK ? variants.slice(0, 2) : variants) {
       const { gw, key } = await billedGateway({ AI_GATEWAY_BASE_URL: fake.url, AI_GATEWAY_API_KEY: FAKE_UPSTREAM_KEY, ...vars }, harness);
       gateways.push(gw);
-      targets.push({ name, url: `${gw.url}/v1/chat/completions`, key });
+      targets.push({ name, url: `${gw.url}/v1/chat/completions`, key, cpuMs: gw.cpuMs });
     }
     return await measureAll(targets);
   } finally {
@@ -238,7 +246,7 @@ function report(harness, results) {
   const [, b, b2, rs, rs2, c, c0, d] = results;
   const how = harness === 'miniflare' ? 'each Worker served by Miniflare directly' : 'under wrangler dev';
   console.log(`\nTollgate benchmark, ${how} — ${REQUESTS} requests at c=1, ${REQUESTS * 2} at c=16, non-streamed chat; streaming time to first content chunk`);
-  console.log(`${''.padEnd(26)} ${'c=1 p50'.padStart(7)} ${'p99'.padStart(7)} ${'req/s'.padStart(7)}   ${'c=16p50'.padStart(7)} ${'p99'.padStart(7)} ${'req/s'.padStart(7)}   ${'ttfc50'.padStart(7)} ${'p99'.padStart(7)}   (ms)`);
+  console.log(`${''.padEnd(26)} ${'c=1 p50'.padStart(7)} ${'p99'.padStart(7)} ${'req/s'.padStart(7)}   ${'c=16p50'.padStart(7)} ${'p99'.padStart(7)} ${'req/s'.padStart(7)}   ${'ttfc50'.padStart(7)} ${'p99'.padStart(7)}   ${'cpu/req'.padStart(7)}  (ms)`);
   for (const r of results) console.log(row(r));
   const over = (x, base = b) => {
     const c16 = QUICK ? '' : `, p50 c=16 ${(x.c16.p50 - base.c16.p50).toFixed(2)} ms`;
@@ -254,6 +262,11 @@ function report(harness, results) {
   console.log(`\nOwn overhead over the workers-rs floor (r), ${how}:`);
   console.log(`  with leases:    ${over(c, rs)}${share(c, rs)}`);
   console.log(`  without leases: ${over(c0, rs)}${share(c0, rs)}`);
+  if (c.cpu !== undefined) {
+    const cpu = (x) => `${x.cpu.toFixed(2)} ms (${(x.cpu - rs.cpu >= 0 ? '+' : '')}${(x.cpu - rs.cpu).toFixed(2)} over r)`;
+    console.log(`workerd CPU per request at c=16 (cpu/req: the runtime process's user + system time, background work included):`);
+    console.log(`  workers-rs floor ${rs.cpu.toFixed(2)} ms; Tollgate with leases ${cpu(c)}, without ${cpu(c0)}`);
+  }
 }
 
 /** `--direct`: what a direct route costs against OpenRouter's, on one gateway, interleaved. */
