@@ -43,10 +43,18 @@ impl Incoming {
     /// length over the limit is refused before anything is read.
     pub async fn bytes_up_to(&mut self, limit: usize) -> Result<Option<Vec<u8>>, String> {
         let declared = self.headers().get("content-length").ok().flatten().and_then(|v| v.trim().parse::<usize>().ok());
-        if declared.is_some_and(|length| length > limit) {
-            return Ok(None);
+        match declared {
+            Some(length) if length > limit => Ok(None),
+            // The runtime delivers no more than the declared length: the body is read whole, in one promise
+            // (chunk by chunk costs a few crossings of the wasm boundary per chunk).
+            Some(_) => {
+                let promise = self.raw.array_buffer().map_err(|e| crate::js::message(&e))?;
+                crate::js::bytes(promise).await.map(Some).map_err(|e| crate::js::message(&e))
+            }
+            None => {
+                let Some(body) = self.raw.body() else { return Ok(Some(Vec::new())) };
+                crate::js::read_up_to(&body, limit).await.map_err(|e| crate::js::message(&e))
+            }
         }
-        let Some(body) = self.raw.body() else { return Ok(Some(Vec::new())) };
-        crate::js::read_up_to(&body, limit).await.map_err(|e| crate::js::message(&e))
     }
 }
