@@ -38,20 +38,24 @@ impl Incoming {
         Headers(self.raw.headers())
     }
 
-    /// The whole body, read once, counted while it streams in: `Ok(None)` as soon as it passes
-    /// `limit` bytes (the rest is not read), so no upload can fill the isolate's memory. A declared
-    /// length over the limit is refused before anything is read.
+    /// The whole body, read once: `Ok(None)` when it is over `limit` bytes, so no upload can fill the
+    /// isolate's memory. A declared length over the limit is refused before anything is read; a body of
+    /// declared length is read in one promise; any other is counted while it streams in, and refused (the
+    /// rest not read) as soon as it passes the limit.
     pub async fn bytes_up_to(&mut self, limit: usize) -> Result<Option<Vec<u8>>, String> {
-        let declared = self.headers().get("content-length").ok().flatten().and_then(|v| v.trim().parse::<usize>().ok());
+        let headers = self.headers();
+        let declared = headers.get("content-length").ok().flatten().and_then(|v| v.trim().parse::<usize>().ok());
+        // A length that a transfer coding overrides (RFC 9112 §6.3) bounds nothing: that body streams in, counted.
+        let chunked = headers.get("transfer-encoding").ok().flatten().is_some();
         match declared {
             Some(length) if length > limit => Ok(None),
             // The runtime delivers no more than the declared length: the body is read whole, in one promise
             // (chunk by chunk costs a few crossings of the wasm boundary per chunk).
-            Some(_) => {
+            Some(_) if !chunked => {
                 let promise = self.raw.array_buffer().map_err(|e| crate::js::message(&e))?;
                 crate::js::bytes(promise).await.map(Some).map_err(|e| crate::js::message(&e))
             }
-            None => {
+            _ => {
                 let Some(body) = self.raw.body() else { return Ok(Some(Vec::new())) };
                 crate::js::read_up_to(&body, limit).await.map_err(|e| crate::js::message(&e))
             }
