@@ -99,9 +99,9 @@ function durableObject(Proxied) {
     }
 
     /**
-     * The Rust side, from the module's current instance. `start` (worker's start event: it only sets the
-     * panic hook once) is a call into the module, so a new instance the glue owes after a trap is made
-     * before the ids are compared, never between the glue's stale-object check and the call.
+     * The Rust side, from the module's current instance. `start` (our start event, which does nothing) is
+     * a call into the module, so a new instance the glue owes after a trap is made before the ids are
+     * compared, never between the glue's stale-object check and the call.
      */
     current() {
       recover({}, this.args[1]);
