@@ -61,7 +61,7 @@ pub async fn list(db: &D1Database, user_id: Option<&str>) -> Result<Vec<OpenRout
 pub async fn with_hashes(db: &D1Database, hashes: &[&str]) -> Result<Vec<OpenRouterKeyRow>, StoreError> {
     let list = serde_json::to_string(hashes).unwrap_or_default();
     let query = "SELECT * FROM openrouter_keys WHERE upstream_hash IN (SELECT value FROM json_each(?1))";
-    Ok(db.prepare(query).bind(&[text(&list)])?.all().await?.results()?)
+    super::all(db, query, &[text(&list)]).await
 }
 
 /// Writes the limit, reset and disabled state (as OpenRouter now has them).
