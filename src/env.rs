@@ -95,6 +95,17 @@ pub struct Config {
     /// can show that a panicked isolate recovers and loses no money (tests/panic.test.mjs). Ignored unless
     /// `AI_GATEWAY_BASE_URL` is on this machine (`http://127.0.0.1…`, `http://localhost…`).
     pub fault_panic_model: Option<String>,
+    /// `FAULT_FAIL_SETTLE` or `FAULT_PANIC_SETTLE`, for tests only, guarded as `FAULT_PANIC_MODEL`.
+    pub settle_fault: Option<SettleFault>,
+}
+
+/// A fault for tests: the account object, settling a request for `model`, fails a storage statement
+/// (or panics) between the settlement's writes (after a lease's charge, before the ledger row), once
+/// per isolate, so tests can show a message's writes are made whole or not at all.
+#[derive(Debug)]
+pub struct SettleFault {
+    pub model: String,
+    pub panic: bool,
 }
 
 /// Where and how alerts go.
@@ -149,7 +160,11 @@ impl Config {
     fn from_env(env: &Env) -> Self {
         let upstream_base_url = base_url(env, "AI_GATEWAY_BASE_URL", DEFAULT_BASE_URL);
         // Honoured only against an upstream on this machine (a test's fake), so a deployment cannot panic.
-        let fault_panic_model = text(env, "FAULT_PANIC_MODEL").filter(|_| on_this_machine(&upstream_base_url));
+        let fault = |name: &str| text(env, name).filter(|_| on_this_machine(&upstream_base_url));
+        let fault_panic_model = fault("FAULT_PANIC_MODEL");
+        let settle_fault = fault("FAULT_PANIC_SETTLE")
+            .map(|model| SettleFault { model, panic: true })
+            .or_else(|| fault("FAULT_FAIL_SETTLE").map(|model| SettleFault { model, panic: false }));
         Self {
             upstream_base_url,
             upstream_api_key: text(env, "AI_GATEWAY_API_KEY").map(Secret),
@@ -192,6 +207,7 @@ impl Config {
             show_upstream_cost: text(env, "SHOW_UPSTREAM_COST")
                 .is_some_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes")),
             fault_panic_model,
+            settle_fault,
         }
     }
 

@@ -1,5 +1,6 @@
 //! Small helpers at the JavaScript boundary.
 
+use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 
@@ -9,6 +10,50 @@ pub fn message(e: &JsValue) -> String {
         .map(|e| String::from(e.message()))
         .or_else(|| e.as_string())
         .unwrap_or_else(|| format!("{e:?}"))
+}
+
+#[wasm_bindgen]
+extern "C" {
+    /// A Durable Object's `ctx.storage`, for its `transactionSync` (which `worker` does not expose).
+    type ObjectStorage;
+    #[wasm_bindgen(method, catch, js_name = transactionSync)]
+    fn transaction_sync(this: &ObjectStorage, body: &mut dyn FnMut() -> Result<(), JsValue>) -> Result<JsValue, JsValue>;
+}
+
+/// Runs `body` as one transaction of the object's storage: when it fails, or traps, none of its writes
+/// stay (storage rolls them back; without it, the statements before a failure would be kept).
+pub fn atomically<T>(state: &worker::State, body: impl FnOnce() -> worker::Result<T>) -> worker::Result<T> {
+    let storage: ObjectStorage = state.as_raw().storage()?.unchecked_into();
+    let (mut body, mut out) = (Some(body), None);
+    let result = storage.transaction_sync(&mut || {
+        body.take().map_or(Ok(()), |body| match body() {
+            Ok(value) => {
+                out = Some(Ok(value));
+                Ok(())
+            }
+            Err(e) => {
+                let rollback = JsValue::from_str(&e.to_string());
+                out = Some(Err(e));
+                Err(rollback)
+            }
+        })
+    });
+    match (result, out) {
+        (Ok(_), Some(Ok(value))) => Ok(value),
+        (Err(_), Some(Err(e))) => Err(e),
+        // A trap inside: the instance is poisoned, so the call must not go on (the entry re-instantiates).
+        (Err(e), _) if e.is_instance_of::<js_sys::WebAssembly::RuntimeError>() => wasm_bindgen::throw_val(e),
+        (Err(e), _) => Err(e.into()),
+        (Ok(_), _) => Err(worker::Error::RustError("the storage transaction did not run its body".into())),
+    }
+}
+
+/// True the first time it is asked about `flag` in this isolate (the flag lives on the global object,
+/// so a re-instantiated module still sees it). For test-only faults that must strike once.
+pub fn first_time(flag: &str) -> bool {
+    let (global, key) = (js_sys::global(), JsValue::from_str(&format!("__tollgate_{flag}")));
+    let seen = js_sys::Reflect::has(&global, &key).unwrap_or(true);
+    !seen && js_sys::Reflect::set(&global, &key, &JsValue::TRUE).unwrap_or(false)
 }
 
 /// The bytes of a promised `ArrayBuffer` (what `arrayBuffer()` on a body gives): one promise for the whole body.

@@ -8,6 +8,15 @@
 // and then one after another, is answered and charged exactly; and once the panicked request's hold
 // expires, the account's ledger sums to its balance with nothing charged for the request that panicked
 // beyond what was held, and reconciliation finds no drift.
+//
+// A fault inside an account object, between a settlement's writes (after a lease's charge is written,
+// before the ledger row), once, while settling a request for one model: a storage statement that fails
+// (`FAULT_FAIL_SETTLE`), or a panic (`FAULT_PANIC_SETTLE`). Each message's writes are one transaction, so
+// none of the interrupted ones may stay. After a failed statement the settlement is sent again and must
+// charge the request exactly once. A panic poisons the whole isolate, and here the Worker's requests
+// share it with the object: the task holding that settlement dies with the instance, so its request is
+// closed by rule when its hold ends, as after any lost isolate (never more than it cost). Every other
+// request is charged exactly what it cost, the ledger sums to the balance, and reconciliation agrees.
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
@@ -16,6 +25,7 @@ import { usageRows } from './fixture.mjs';
 import { adminClient, startGateway } from './harness.mjs';
 
 const PANIC_MODEL = 'openai/gpt-4o';
+const FAULTED_MODEL = 'openai/gpt-4o-mini';
 const micros = (usd) => Math.round(usd * 1e6);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -75,6 +85,90 @@ for (const leases of ['on', 'off']) {
       assert.equal(micros(balance.balance), micros(5) - charged, 'nothing but the answered requests was charged');
       const report = (await admin.call('GET', `/api/admin/reconcile?user_id=${user.id}`)).body.data;
       assert.deepEqual(report.drift, [], 'no drift between the object, D1 and the balance');
+    } finally {
+      await gw.stop();
+    }
+  });
+}
+
+/**
+ * Spends through one key around a settle fault for `FAULTED_MODEL`: a chat for another model first (its
+ * lease, with leases on, is sized at its larger worst case), then the faulted chat (started on that lease),
+ * 12 at once, and 5 in turn.
+ */
+async function spendAroundFault(gw, leases) {
+  const admin = adminClient(gw.url, gw.adminToken);
+  const user = await admin.createUser({ name: 'Settle faults' }, { credit: 5 });
+  const { key } = await admin.createKey(user.id, { name: 'settle-faults' });
+  // The answer leaves before its settlement, so every request is answered.
+  const cost = new Map();
+  const answer = async (res) => {
+    assert.equal(res.status, 200, await res.clone().text());
+    const id = res.headers.get('x-request-id');
+    cost.set(id, micros((await res.json()).usage.cost));
+    return id;
+  };
+  await answer(await chat(gw.url, key, PANIC_MODEL));
+  const first = await chat(gw.url, key, FAULTED_MODEL);
+  const heldBy = leases === 'on' ? 'lease' : 'account';
+  assert.match(first.headers.get('server-timing') ?? '', new RegExp(`reserve;desc=${heldBy}`), 'where its money is held');
+  const faulted = await answer(first);
+  const burst = await Promise.all(Array.from({ length: 12 }, (_, i) => chat(gw.url, key, FAULTED_MODEL, `burst ${i}`)));
+  for (const res of burst) await answer(res);
+  for (let i = 0; i < 5; i++) await answer(await chat(gw.url, key, FAULTED_MODEL, `after the fault ${i}`));
+  return { admin, user, cost, faulted };
+}
+
+/** The ledger sums to the balance, the balance fell by what was charged, and reconciliation agrees. */
+async function assertBooksAgree(admin, user, charged) {
+  const balance = (await admin.call('GET', `/api/balance?user_id=${user.id}`)).body;
+  const ledger = (await admin.call('GET', `/api/balance/transactions?user_id=${user.id}&page_size=100`)).body.data;
+  assert.equal(ledger.reduce((s, r) => s + micros(r.amount), 0), micros(balance.balance), 'the ledger sums to the balance');
+  assert.equal(micros(balance.balance), micros(5) - charged, 'the balance fell by exactly what was charged');
+  const report = (await admin.call('GET', `/api/admin/reconcile?user_id=${user.id}`)).body.data;
+  assert.deepEqual(report.drift, [], 'no drift between the object, D1 and the balance');
+}
+
+for (const leases of ['on', 'off']) {
+  test(`a storage failure between a settlement's writes (leases ${leases}) leaves none of them; the retry charges once`, { timeout: 120_000 }, async () => {
+    const gw = await startGateway({ vars: { FAULT_FAIL_SETTLE: FAULTED_MODEL, BUDGET_LEASES: leases } });
+    try {
+      const { admin, user, cost } = await spendAroundFault(gw, leases);
+      const usage = await usageRows(admin, user.id, cost.size);
+      assert.match(gw.logs(), /FAULT_FAIL_SETTLE: settling/, 'the statement failed');
+      assert.equal(usage.length, cost.size, 'one charge per request');
+      for (const row of usage) {
+        assert.equal(-micros(row.amount), cost.get(row.reference_id), `charged what it cost: ${row.reference_id}`);
+      }
+      await assertBooksAgree(admin, user, [...cost.values()].reduce((a, b) => a + b, 0));
+    } finally {
+      await gw.stop();
+    }
+  });
+
+  test(`a panic in the account object between a settlement's writes (leases ${leases}) leaves none of them`, { timeout: 120_000 }, async () => {
+    const gw = await startGateway({
+      vars: { FAULT_PANIC_SETTLE: FAULTED_MODEL, BUDGET_LEASES: leases, REQUEST_TIMEOUT: '2', RESERVATION_GRACE: '3' },
+    });
+    try {
+      const { admin, user, cost, faulted } = await spendAroundFault(gw, leases);
+      const others = new Map([...cost].filter(([id]) => id !== faulted));
+      let usage = await usageRows(admin, user.id, others.size);
+      const logs = gw.logs();
+      assert.match(logs, /FAULT_PANIC_SETTLE: settling/, 'the object panicked');
+      assert.match(logs, /Reinitializing Wasm application/, 'the module was re-instantiated');
+      await sleep(8_000); // the faulted request's hold (a reservation, or its lease) ends
+      usage = await usageRows(admin, user.id, others.size);
+      for (const row of usage.filter((r) => r.reference_id !== faulted)) {
+        assert.equal(-micros(row.amount), others.get(row.reference_id), `charged what it cost: ${row.reference_id}`);
+      }
+      assert.equal(usage.filter((r) => r.reference_id !== faulted).length, others.size, 'every other request charged once');
+      const rows = usage.filter((r) => r.reference_id === faulted);
+      assert.ok(rows.length <= 1, 'the faulted request is charged at most once');
+      const faultedCharge = rows.length ? -micros(rows[0].amount) : 0;
+      assert.ok([0, cost.get(faulted)].includes(faultedCharge), `closed by rule or settled: ${faultedCharge}`);
+      const charged = [...others.values()].reduce((a, b) => a + b, 0) + faultedCharge;
+      await assertBooksAgree(admin, user, charged);
     } finally {
       await gw.stop();
     }

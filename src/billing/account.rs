@@ -12,6 +12,7 @@ use crate::domain::alerts::AlertRules;
 use crate::domain::money::micros_to_usd;
 use crate::domain::usage::UsageRecord;
 use crate::domain::windows::Reset;
+use crate::env::SettleFault;
 
 /// One message's view of the account: its storage, its book, the time.
 pub struct Account<'a> {
@@ -24,6 +25,8 @@ pub struct Account<'a> {
     pub owned: &'a Cell<bool>,
     /// Ledger rows or usage records were written (for the copy to D1).
     pub wrote: bool,
+    /// Tests only: a fault between a settlement's writes.
+    pub settle_fault: Option<&'a SettleFault>,
 }
 
 impl Account<'_> {
@@ -117,6 +120,7 @@ impl Account<'_> {
                                     store::count_tokens(sql, &request_id, tokens)?;
                                 }
                             }
+                            strike(self.settle_fault, sql, usage.as_ref(), &request_id)?;
                             write_closed(sql, &closed, description, usage, now, reserved)?;
                         }
                         // Started on a lease that has ended (expired: its isolate went quiet): nothing holds
@@ -339,6 +343,20 @@ fn write_closed(
     if reserved {
         store::release(sql, &c.request_id)?;
     }
+    Ok(())
+}
+
+/// Tests only: the settle fault, when it is set for this request's model and has not struck in this isolate.
+fn strike(fault: Option<&SettleFault>, sql: &SqlStorage, usage: Option<&UsageRecord>, request_id: &str) -> Result<()> {
+    let Some(fault) = fault.filter(|f| usage.is_some_and(|u| u.model == f.model)) else { return Ok(()) };
+    if !crate::js::first_time("settle_fault") {
+        return Ok(());
+    }
+    if fault.panic {
+        panic!("FAULT_PANIC_SETTLE: settling {request_id} panics between its writes");
+    }
+    crate::log::job_error("settle_fault", &format!("FAULT_FAIL_SETTLE: settling {request_id} fails between its writes"));
+    sql.exec("SELECT * FROM settle_fault_injected", None)?;
     Ok(())
 }
 

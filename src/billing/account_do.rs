@@ -4,7 +4,9 @@
 //! the SQL is `store`, the copy to D1 is `outbox`.
 //! Each message is decided in the book and its writes are made in the same
 //! synchronous step, so the runtime holds the answer until they are durable:
-//! a reservation exists in storage before its request is forwarded.
+//! a reservation exists in storage before its request is forwarded. The writes
+//! of one message are one storage transaction (`transactionSync`): should a
+//! statement fail or the module trap among them, none stays.
 
 use std::cell::{Cell, RefCell};
 
@@ -51,24 +53,34 @@ impl AccountDo {
         Ok(sql)
     }
 
-    /// Runs one message (or, with `None`, only the closing of what is due) against the account.
+    /// Runs one message (or, with `None`, only the closing of what is due) against the account, its
+    /// writes one storage transaction (a failure leaves none of them; the caller reloads the book).
     fn run(&self, sql: &SqlStorage, message: Option<AccountRequest>, now: i64) -> Result<AccountResponse> {
-        let mut slot = self.book.borrow_mut();
-        let book = match slot.as_mut() {
-            Some(book) => book,
-            None => slot.insert(store::load_book(sql, now)?),
-        };
-        let config = crate::env::Config::get(&self.env);
-        let alerts = config.alerts.as_ref().map(|a| &a.rules);
-        let mut account = Account { sql, book, now, alerts, owned: &self.owned, wrote: false };
-        let answer = account.expire().and_then(|()| match message {
-            Some(message) => account.answer(message),
-            None => Ok(AccountResponse::Ok),
-        });
-        if account.wrote {
-            self.copy_waiting.set(true);
-        }
-        answer
+        crate::js::atomically(&self.state, || {
+            let mut slot = self.book.borrow_mut();
+            let book = match slot.as_mut() {
+                Some(book) => book,
+                None => slot.insert(store::load_book(sql, now)?),
+            };
+            let config = crate::env::Config::get(&self.env);
+            let alerts = config.alerts.as_ref().map(|a| &a.rules);
+            let settle_fault = config.settle_fault.as_ref();
+            let mut account = Account { sql, book, now, alerts, owned: &self.owned, wrote: false, settle_fault };
+            let answer = account.expire().and_then(|()| match message {
+                Some(message) => account.answer(message),
+                None => Ok(AccountResponse::Ok),
+            });
+            if account.wrote {
+                self.copy_waiting.set(true);
+            }
+            answer
+        })
+    }
+
+    /// After a failed message, whose writes storage undid: what memory holds is read again from storage.
+    fn forget(&self) {
+        self.book.replace(None);
+        self.owned.set(false);
     }
 
     /// Sets the alarm for the first thing due: a reservation's expiry or the copy to D1.
@@ -108,8 +120,7 @@ impl DurableObject for AccountDo {
             Err(e) => Ok(AccountResponse::Error { message: format!("bad message: {e}") }),
         };
         let answer = answer.unwrap_or_else(|e| {
-            // Storage refused a write: reload the book from what storage holds.
-            self.book.replace(None);
+            self.forget();
             AccountResponse::Error { message: e.to_string() }
         });
         if flush_now {
@@ -138,7 +149,7 @@ impl DurableObject for AccountDo {
         self.alarm_at.set(None);
         let (sql, now) = (self.sql()?, now_ms());
         if let Err(e) = self.run(&sql, None, now) {
-            self.book.replace(None);
+            self.forget();
             return Err(e);
         }
         let retry = match outbox::flush(&sql, &self.env).await {

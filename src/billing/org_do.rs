@@ -166,19 +166,23 @@ impl OrgDo {
         Ok(sql)
     }
 
+    /// Runs one message, its writes one storage transaction (a failure leaves none of them).
     fn run(&self, req: OrgRequest, now: i64) -> Result<OrgResponse> {
         let sql = self.sql()?;
-        if let OrgRequest::Reserve { org_id: Some(org_id), limits, .. } = &req {
-            self.learn(&sql, org_id, *limits)?;
-        }
-        let mut slot = self.book.borrow_mut();
-        let book = match slot.as_mut() {
-            Some(book) => book,
-            None => slot.insert(load(&sql)?),
-        };
-        let config = crate::env::Config::get(&self.env);
-        let known = self.known.borrow();
-        answer(&sql, book, req, now, (config.alerts.as_ref().map(|a| &a.rules), known.as_ref(), &self.alerts_waiting))
+        crate::js::atomically(&self.state, || {
+            if let OrgRequest::Reserve { org_id: Some(org_id), limits, .. } = &req {
+                self.learn(&sql, org_id, *limits)?;
+            }
+            let mut slot = self.book.borrow_mut();
+            let book = match slot.as_mut() {
+                Some(book) => book,
+                None => slot.insert(load(&sql)?),
+            };
+            let config = crate::env::Config::get(&self.env);
+            let known = self.known.borrow();
+            let alerting = (config.alerts.as_ref().map(|a| &a.rules), known.as_ref(), &self.alerts_waiting);
+            answer(&sql, book, req, now, alerting)
+        })
     }
 
     /// Remembers what the organization is and its limits, when they are news (stored for a restart).
@@ -240,8 +244,9 @@ impl DurableObject for OrgDo {
         let now = js_sys::Date::now() as i64;
         let answer = match message::read::<OrgRequest>(req).await {
             Ok(m) => self.run(m, now).unwrap_or_else(|e| {
-                // Storage refused a write: reload the book from what storage holds.
+                // Storage refused a write (and undid the message's others): reload from what storage holds.
                 self.book.replace(None);
+                self.known.replace(None);
                 OrgResponse::Error { message: e.to_string() }
             }),
             Err(e) => OrgResponse::Error { message: format!("bad message: {e}") },

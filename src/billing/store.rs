@@ -1,11 +1,11 @@
 //! The account object's SQL: its schema, the book as storage holds it, and
 //! the writes each of the book's answers needs. The writes of one message
 //! happen in its synchronous step, so the runtime holds the answer until they
-//! are durable. A statement that fails undoes only itself, so the writes of
-//! one change are ordered to leave storage right after any of them fails:
-//! the ledger row is the change (the balance is the last row's
-//! `balance_after`; a credit's idempotency key is its `reference_id`), and a
-//! reservation row that outlives its ledger row is dropped when the book loads.
+//! are durable, and are one transaction (`account_do`): a statement that
+//! fails, or a trap, undoes all of them. The ledger row is the change (the
+//! balance is the last row's `balance_after`; a credit's idempotency key is its
+//! `reference_id`); a reservation row that outlives its ledger row (stored
+//! before messages were transactions) is dropped when the book loads.
 
 use serde::Deserialize;
 use wasm_bindgen::JsValue;
