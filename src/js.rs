@@ -17,7 +17,10 @@ extern "C" {
     /// A Durable Object's `ctx.storage`, for its `transactionSync` (which `worker` does not expose).
     type ObjectStorage;
     #[wasm_bindgen(method, catch, js_name = transactionSync)]
-    fn transaction_sync(this: &ObjectStorage, body: &mut dyn FnMut() -> Result<(), JsValue>) -> Result<JsValue, JsValue>;
+    fn transaction_sync(
+        this: &ObjectStorage,
+        body: &mut dyn FnMut() -> Result<(), JsValue>,
+    ) -> Result<JsValue, JsValue>;
 }
 
 /// Runs `body` as one transaction of the object's storage: when it fails, or traps, none of its writes

@@ -355,7 +355,10 @@ fn strike(fault: Option<&SettleFault>, sql: &SqlStorage, usage: Option<&UsageRec
     if fault.panic {
         panic!("FAULT_PANIC_SETTLE: settling {request_id} panics between its writes");
     }
-    crate::log::job_error("settle_fault", &format!("FAULT_FAIL_SETTLE: settling {request_id} fails between its writes"));
+    crate::log::job_error(
+        "settle_fault",
+        &format!("FAULT_FAIL_SETTLE: settling {request_id} fails between its writes"),
+    );
     sql.exec("SELECT * FROM settle_fault_injected", None)?;
     Ok(())
 }
