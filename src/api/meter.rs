@@ -396,7 +396,11 @@ enum LeaseStart {
 async fn start_on_lease(key_id: &str, hash: &str, worst_case: i64, end_user: Option<&str>, call: &Call) -> LeaseStart {
     let on_lease = |now| {
         let end_user = end_user.map(String::from);
-        leases::take(key_id, hash, worst_case, now).map(|lease_id| OnLease { lease_id, worst_case, end_user })
+        leases::take(key_id, &call.request_id, hash, worst_case, now).map(|lease_id| OnLease {
+            lease_id,
+            worst_case,
+            end_user,
+        })
     };
     if let Some(on) = on_lease(call.now_ms()) {
         return LeaseStart::On(on);

@@ -62,7 +62,7 @@ pub async fn settle(
     // Given up on: this isolate's lease no longer counts the request as in flight (the worst is assumed).
     let give_up = || {
         if let Some(on) = &on_lease {
-            leases::settled(key_id, &on.lease_id, on.worst_case, None);
+            leases::settled(key_id, &on.lease_id, &id, None);
         }
     };
     let deadline = js_sys::Date::now() + retry_for_ms as f64;
@@ -120,7 +120,7 @@ pub async fn settle(
             for p in &batch {
                 if let Some(on) = &p.settlement.on_lease {
                     let held_now = held.iter().find(|(l, _)| *l == on.lease_id).map_or(0, |l| l.1);
-                    leases::settled(&p.key_id, &on.lease_id, on.worst_case, Some(held_now));
+                    leases::settled(&p.key_id, &on.lease_id, &p.settlement.request_id, Some(held_now));
                 }
                 if p.settlement.request_id != id {
                     line.finished.insert(p.settlement.request_id.clone());

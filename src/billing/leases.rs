@@ -29,11 +29,11 @@ thread_local! {
     static UNRETURNED: RefCell<Vec<(String, String)>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Starts a request of `key_id` on its current lease when that covers `worst_case`: the lease's id.
-pub fn take(key_id: &str, hash: &str, worst_case: i64, now: i64) -> Option<String> {
+/// Starts request `request_id` of `key_id` on its current lease when that covers `worst_case`: the lease's id.
+pub fn take(key_id: &str, request_id: &str, hash: &str, worst_case: i64, now: i64) -> Option<String> {
     LEASES.with_borrow_mut(|all| {
         let lease = all.get_mut(key_id)?.current.as_mut()?;
-        lease.take(hash, worst_case, now).then(|| lease.lease_id.clone())
+        lease.take(request_id, hash, worst_case, now).then(|| lease.lease_id.clone())
     })
 }
 
@@ -85,14 +85,14 @@ pub fn end_use(key_id: &str, now: i64) {
     });
 }
 
-/// A request started on `lease_id` has settled; `held_now`: what the object says the lease still holds
-/// (`None`: the settlement was not confirmed).
-pub fn settled(key_id: &str, lease_id: &str, worst_case: i64, held_now: Option<i64>) {
+/// Request `request_id`, started on `lease_id`, has settled; `held_now`: what the object says the lease
+/// still holds (`None`: the settlement was not confirmed). Told twice, it counts once.
+pub fn settled(key_id: &str, lease_id: &str, request_id: &str, held_now: Option<i64>) {
     LEASES.with_borrow_mut(|all| {
         let Some(leases) = all.get_mut(key_id) else { return };
         let lease = leases.current.iter_mut().chain(leases.draining.iter_mut()).find(|l| l.lease_id == lease_id);
         if let Some(lease) = lease {
-            lease.settled(worst_case, held_now);
+            lease.settled(request_id, held_now);
         }
     });
 }
@@ -185,12 +185,12 @@ mod tests {
         let (_, before) = ask("k-change", 10, [1; 12]);
         end_use("k-change", 0);
         granted("a", "k-change", &grant("l-old", 100), "h", before, 0);
-        assert_eq!(take("k-change", "h", 10, 0), None, "asked before the change: not used");
+        assert_eq!(take("k-change", "r1", "h", 10, 0), None, "asked before the change: not used");
         let (_, now) = ask("k-change", 10, [2; 12]);
         granted("a", "k-change", &grant("l-new", 100), "h", now, 0);
-        assert_eq!(take("k-change", "h", 10, 0).as_deref(), Some("l-new"));
+        assert_eq!(take("k-change", "r1", "h", 10, 0).as_deref(), Some("l-new"));
         end_use("k-change", 5);
-        assert_eq!(take("k-change", "h", 10, 5), None, "a change here ends the lease's use at once");
+        assert_eq!(take("k-change", "r2", "h", 10, 5), None, "a change here ends the lease's use at once");
     }
 
     #[test]
@@ -199,9 +199,9 @@ mod tests {
         granted("acct-1", "k-drain", &grant("l-1", 100), "h", changes, 0);
         assert_eq!(claim_idle(0), Some(1_000), "idle while in use: one settlement waits for its end");
         assert_eq!(claim_idle(0), None, "claimed once");
-        assert_eq!(take("k-drain", "h", 10, 0).as_deref(), Some("l-1"));
+        assert_eq!(take("k-drain", "r1", "h", 10, 0).as_deref(), Some("l-1"));
         assert!(take_drained(1_000, Some("acct-1")).is_empty(), "a request is still in flight on it");
-        settled("k-drain", "l-1", 10, Some(95));
+        settled("k-drain", "l-1", "r1", Some(95));
         assert!(take_drained(1_000, Some("other")).is_empty());
         assert_eq!(take_drained(1_000, Some("acct-1")), vec![("acct-1".to_string(), "l-1".to_string())]);
         not_returned("acct-1", vec!["l-1".into()]);

@@ -48,11 +48,13 @@ enum Op {
         lease: u8,
         worst: i64,
     },
-    /// A request started on a lease settles (`confirmed`: the isolate hears the answer).
+    /// A request started on a lease settles (`confirmed`: the isolate hears the answer; `again`: the
+    /// isolate hears of it a second time, as when a waiting request gave up on a slow sender).
     SettleLeased {
         req: u8,
         cost: i64,
         confirmed: bool,
+        again: bool,
     },
     /// A stream started on a lease beats.
     TouchLeased {
@@ -98,7 +100,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (1usize..4, proptest::option::of(proptest::option::of(0i64..300)))
             .prop_map(|(end_user, own)| Op::SetEndUserBudget { end_user, own }),
         8 => (0u8..8, 0i64..300).prop_map(|(lease, worst)| Op::StartLeased { lease, worst }),
-        4 => (0u8..24, 0i64..400, proptest::bool::weighted(0.9)).prop_map(|(req, cost, confirmed)| Op::SettleLeased { req, cost, confirmed }),
+        4 => (0u8..24, 0i64..400, proptest::bool::weighted(0.9), proptest::bool::weighted(0.2))
+            .prop_map(|(req, cost, confirmed, again)| Op::SettleLeased { req, cost, confirmed, again }),
         1 => (0u8..24, 0i64..400).prop_map(|(req, evidence)| Op::TouchLeased { req, evidence }),
         1 => Just(Op::ReturnLeases),
         1 => Just(Op::IsolateDies),
@@ -405,14 +408,14 @@ impl World {
                 }
                 let n = usize::from(lease) % self.local.len();
                 let (local, _) = &mut self.local[n];
-                if local.take("h", worst, self.now) {
-                    let id = format!("r{}", self.issued.len());
+                let id = format!("r{}", self.issued.len());
+                if local.take(&id, "h", worst, self.now) {
                     self.issued.push(id.clone());
                     let end_user = END_USERS[usize::from(lease) % END_USERS.len()];
                     self.local_requests.push((id, local.lease_id.clone(), worst, false, end_user));
                 }
             }
-            Op::SettleLeased { req, cost, confirmed } => {
+            Op::SettleLeased { req, cost, confirmed, again } => {
                 if self.local_requests.is_empty() {
                     return self.check();
                 }
@@ -431,7 +434,11 @@ impl World {
                 }
                 let held_now = self.book.lease(&lease_id).map(|l| l.amount);
                 if let Some((local, _)) = self.local.iter_mut().find(|(l, _)| l.lease_id == lease_id) {
-                    local.settled(worst, if confirmed { held_now } else { None });
+                    local.settled(&id, if confirmed { held_now } else { None });
+                    if again {
+                        // Given up on, then confirmed by its sender after all: heard twice, counted once.
+                        local.settled(&id, held_now);
+                    }
                 }
             }
             Op::TouchLeased { req, evidence } => {

@@ -22,7 +22,7 @@
 //!   settled or can no longer settle. An isolate that dies holding a lease
 //!   loses nothing but its unused part being held until then.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
@@ -94,9 +94,9 @@ pub struct LocalLease {
     pub use_until_ms: i64,
     /// What the object holds for it, as last heard (it only falls).
     held: i64,
-    /// The worst cases of the requests started on it and not yet settled.
-    in_flight: i64,
-    requests: u32,
+    /// The requests started on it and not yet settled, with their worst cases (by request id, so a
+    /// settlement heard twice, given up on and then confirmed, counts once).
+    in_flight: HashMap<String, i64>,
     /// Requests started on it in all (sizes the next lease).
     pub started: u32,
     /// A settlement waits for its use to end, to give it back.
@@ -110,8 +110,7 @@ impl LocalLease {
             hash: hash.to_string(),
             use_until_ms: granted.use_until_ms,
             held: granted.amount,
-            in_flight: 0,
-            requests: 0,
+            in_flight: HashMap::new(),
             started: 0,
             return_claimed: false,
         }
@@ -119,44 +118,44 @@ impl LocalLease {
 
     /// Starts a request on the lease when it may: still in use, the same secret, and its worst case
     /// covered by what the lease holds less what requests in flight on it may still cost.
-    pub fn take(&mut self, hash: &str, worst_case: i64, now: i64) -> bool {
+    pub fn take(&mut self, request_id: &str, hash: &str, worst_case: i64, now: i64) -> bool {
         if now >= self.use_until_ms || hash != self.hash || worst_case < 0 {
             return false;
         }
-        if self.held - self.in_flight < worst_case {
+        if self.spendable() < worst_case || self.in_flight.contains_key(request_id) {
             return false;
         }
-        self.in_flight += worst_case;
-        self.requests += 1;
+        self.in_flight.insert(request_id.to_string(), worst_case);
         self.started += 1;
         true
     }
 
     /// A request started on it has settled; `held_now` is what the object said the lease holds
     /// after it (`None`: unknown, as when the settlement was not confirmed: the worst is assumed).
-    pub fn settled(&mut self, worst_case: i64, held_now: Option<i64>) {
-        self.in_flight = (self.in_flight - worst_case).max(0);
-        self.requests = self.requests.saturating_sub(1);
-        self.held = match held_now {
-            Some(held) => self.held.min(held),
-            None => self.held - worst_case,
+    /// Heard again for the same request, only a lower `held_now` counts.
+    pub fn settled(&mut self, request_id: &str, held_now: Option<i64>) {
+        let worst_case = self.in_flight.remove(request_id);
+        self.held = match (held_now, worst_case) {
+            (Some(held), _) => self.held.min(held),
+            (None, Some(worst_case)) => self.held - worst_case,
+            (None, None) => self.held,
         };
     }
 
     /// No request may start on it any more and none is in flight: it can be returned.
     pub fn drained(&self, now: i64) -> bool {
-        now >= self.use_until_ms && self.requests == 0
+        now >= self.use_until_ms && self.in_flight.is_empty()
     }
 
     /// Still in use, with nothing in flight on it: unless a request starts on it, it can be given back
     /// when its use ends.
     pub fn idle_in_use(&self, now: i64) -> bool {
-        now < self.use_until_ms && self.requests == 0
+        now < self.use_until_ms && self.in_flight.is_empty()
     }
 
     /// What a new request could still start with.
     pub fn spendable(&self) -> i64 {
-        self.held - self.in_flight
+        self.held - self.in_flight.values().sum::<i64>()
     }
 }
 
@@ -171,17 +170,30 @@ mod tests {
     #[test]
     fn requests_start_on_a_lease_while_it_covers_their_worst_case() {
         let mut lease = LocalLease::new(&granted(100), "h");
-        assert!(lease.take("h", 60, 0));
-        assert!(!lease.take("h", 50, 0), "60 of 100 may still be spent by the first");
-        assert!(lease.take("h", 40, 0));
-        lease.settled(60, Some(70)); // charged 30
+        assert!(lease.take("r1", "h", 60, 0));
+        assert!(!lease.take("r2", "h", 50, 0), "60 of 100 may still be spent by the first");
+        assert!(lease.take("r2", "h", 40, 0));
+        lease.settled("r1", Some(70)); // charged 30
         assert_eq!(lease.spendable(), 30);
-        assert!(!lease.take("other", 1, 0), "another secret asks the object");
-        assert!(!lease.take("h", 1, 1_000), "not after its use");
-        lease.settled(40, None);
+        assert!(!lease.take("r3", "other", 1, 0), "another secret asks the object");
+        assert!(!lease.take("r3", "h", 1, 1_000), "not after its use");
+        lease.settled("r2", None);
         assert_eq!(lease.spendable(), 30, "an unconfirmed settlement is assumed to have cost its worst case");
         assert!(lease.drained(1_000));
         assert!(!lease.drained(999));
+    }
+
+    #[test]
+    fn a_settlement_heard_twice_counts_once() {
+        let mut lease = LocalLease::new(&granted(100), "h");
+        assert!(lease.take("r1", "h", 30, 0));
+        assert!(lease.take("r2", "h", 30, 0));
+        lease.settled("r1", None); // given up on: its worst case is assumed spent
+        lease.settled("r1", Some(80)); // its sender's confirmation comes after all
+        assert_eq!(lease.spendable(), 40, "r2 is still in flight with its worst case");
+        assert!(!lease.drained(1_000), "r2 is still in flight");
+        lease.settled("r2", Some(80));
+        assert!(lease.drained(1_000));
     }
 
     #[test]
