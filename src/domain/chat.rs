@@ -7,6 +7,8 @@ use super::InvalidRequest;
 
 const ROLES: &[&str] = &["system", "developer", "user", "assistant", "tool", "function"];
 const MAX_MODEL_LEN: usize = 256;
+/// The fields of a chat request the upstream reads, and bills, as input.
+const PROMPT_FIELDS: [&str; 5] = ["messages", "tools", "functions", "response_format", "prediction"];
 /// Chat-template tokens allowed per message on top of its text.
 const PER_MESSAGE_TOKENS: u64 = 8;
 /// Tokens allowed per image part (a high-detail image costs up to a few thousand).
@@ -150,15 +152,17 @@ impl ChatRequest {
     }
 
     /// An upper bound on the prompt's tokens: a token is at least one byte, so
-    /// the UTF-8 size of the messages (and tools) as JSON bounds their text;
-    /// each message gets a small allowance for the chat template and each
-    /// image a fixed allowance.
+    /// the UTF-8 size as JSON of every field the upstream reads as input (the
+    /// messages, tools, a structured output's schema, a predicted output) bounds
+    /// their text; each message gets a small allowance for the chat template and
+    /// each image a fixed allowance.
     pub fn prompt_token_bound(&self) -> u64 {
         let size =
             |field: &str| self.body.get(field).map_or(0, |v| serde_json::to_vec(v).map_or(0, |b| b.len() as u64));
         let messages = self.body.get("messages").and_then(Value::as_array).map_or(0, |m| m.len() as u64);
         let images = self.body.get("messages").map_or(0, count_images);
-        size("messages") + size("tools") + size("functions") + PER_MESSAGE_TOKENS * messages + PER_IMAGE_TOKENS * images
+        let text: u64 = PROMPT_FIELDS.iter().map(|f| size(f)).sum();
+        text + PER_MESSAGE_TOKENS * messages + PER_IMAGE_TOKENS * images
     }
 
     /// Sets the output bound sent upstream: every spelling the client used (both, when it
@@ -287,6 +291,24 @@ mod tests {
             parse(r#"{"model":"m","user":"\u0007","messages":[{"role":"user","content":"hi"}]}"#).expect("valid");
         assert_eq!(none.end_user(Some("h-1")).as_deref(), Some("h-1"), "an unusable id gives way");
         assert_eq!(end_user_id(Some(&"x".repeat(300))), None);
+    }
+
+    #[test]
+    fn prompt_bound_counts_a_schema_and_a_prediction() {
+        let plain = parse(r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#).expect("valid");
+        let schema = format!(
+            r#"{{"type":"json_schema","json_schema":{{"name":"s","schema":{{"description":"{}"}}}}}}"#,
+            "x".repeat(5_000)
+        );
+        let prediction = format!(r#"{{"type":"content","content":"{}"}}"#, "y".repeat(3_000));
+        let json = format!(
+            r#"{{"model":"m","messages":[{{"role":"user","content":"hi"}}],"response_format":{schema},"prediction":{prediction}}}"#
+        );
+        let big = parse(&json).expect("valid");
+        assert_eq!(
+            big.prompt_token_bound(),
+            plain.prompt_token_bound() + schema.len() as u64 + prediction.len() as u64
+        );
     }
 
     #[test]
