@@ -76,7 +76,7 @@ pub enum OrgLimitHit {
 
 /// May one more request of at most `tokens` tokens and `cost` micro-USD run?
 pub fn check_month(limits: &Limits, used: MonthUse, tokens: i64, cost: i64) -> Result<(), OrgLimitHit> {
-    let over = |limit: Option<i64>, used: i64, more: i64| limit.is_some_and(|l| used + more > l);
+    let over = |limit: Option<i64>, used: i64, more: i64| limit.is_some_and(|l| used.saturating_add(more) > l);
     if over(limits.monthly_requests, used.requests, 1) {
         Err(OrgLimitHit::Requests)
     } else if over(limits.monthly_tokens, used.tokens, tokens) {
@@ -233,6 +233,13 @@ impl OrgBook {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_month_counted_to_the_top_still_refuses() {
+        let limits = Limits { monthly_requests: None, monthly_tokens: Some(1_000), monthly_cost_micros: None };
+        let used = MonthUse { requests: 1, tokens: i64::MAX, cost: 0 };
+        assert_eq!(check_month(&limits, used, 1, 0), Err(OrgLimitHit::Tokens), "no wrap past the top");
+    }
 
     #[test]
     fn monthly_limits_count_what_is_in_flight() {

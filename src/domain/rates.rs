@@ -144,12 +144,12 @@ impl Rates {
             if tokens > tpm {
                 return Err(refuse(RateHit::TooLarge, WINDOW_MS));
             }
-            let mut used: i64 = live.iter().map(|a| a.tokens).sum();
-            if used + tokens > tpm {
+            let mut used: i64 = live.iter().fold(0i64, |sum, a| sum.saturating_add(a.tokens));
+            if used.saturating_add(tokens) > tpm {
                 let mut retry = WINDOW_MS;
                 for a in live {
-                    used -= a.tokens;
-                    if used + tokens <= tpm {
+                    used = used.saturating_sub(a.tokens);
+                    if used.saturating_add(tokens) <= tpm {
                         retry = a.at_ms + WINDOW_MS - now;
                         break;
                     }
