@@ -40,6 +40,7 @@ proptest! {
     #[test]
     fn key_fields_and_query_values(t in text(), u in text()) {
         let _ = keys::looks_like_key(&t);
+        let _ = keys::failure_bucket(&t);
         let _ = keys::hash(&t);
         let _ = keys::secrets_equal(&t, &u);
         let _ = keys::validate_limit_reset(&t);

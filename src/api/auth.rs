@@ -135,15 +135,11 @@ fn refuse_if_blocked(client: &str, now: i64) -> Result<(), ApiError> {
 }
 
 /// Who is calling, for counting failed authentications: the client's address as Cloudflare
-/// saw it (one bucket for every caller where there is none, as under `wrangler dev`).
-/// An IPv6 client counts by its /64 (one network hands out many addresses).
+/// saw it (one bucket for every caller where there is none, as under `wrangler dev`), an IPv6
+/// client by its /64 (`keys::failure_bucket`).
 fn client_of(req: &Incoming) -> String {
     let ip = req.headers().get("cf-connecting-ip").ok().flatten().unwrap_or_else(|| "unknown".into());
-    if ip.contains(':') {
-        ip.split(':').take(4).collect::<Vec<_>>().join(":") + "::/64"
-    } else {
-        ip
-    }
+    crate::domain::keys::failure_bucket(&ip)
 }
 
 /// Counts an unknown key against its client: with the Rate Limiting binding where the tenant

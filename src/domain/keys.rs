@@ -169,6 +169,21 @@ pub fn looks_like_key(text: &str) -> bool {
 }
 
 /// Constant-time equality of two secrets of any length: compares their digests.
+/// The bucket failed authentications of a client count in: its IPv4 address, or its IPv6 /64 (one
+/// network hands out many addresses), whichever way the address is written; anything else as given.
+pub fn failure_bucket(ip: &str) -> String {
+    match ip.trim().parse::<std::net::Ipv6Addr>() {
+        Ok(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+        Err(_) => ip.trim().to_string(),
+    }
+}
+
 pub fn secrets_equal(a: &str, b: &str) -> bool {
     use subtle::ConstantTimeEq;
     let (da, db) = (Sha256::digest(a.as_bytes()), Sha256::digest(b.as_bytes()));
@@ -407,6 +422,20 @@ pub fn parse_permissions(list: &[String]) -> Result<Permissions, super::InvalidR
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn failures_count_per_ipv6_network_however_it_is_written() {
+        use super::failure_bucket;
+        let bucket = "2001:db8:0:0::/64";
+        for ip in ["2001:db8::a:b:c:d", "2001:db8:0:0:1::", "2001:0db8:0000:0000:ffff:ffff:ffff:ffff", "2001:db8::"] {
+            assert_eq!(failure_bucket(ip), bucket, "{ip}");
+        }
+        assert_eq!(failure_bucket("2001:db8:1::5"), "2001:db8:1:0::/64", "another network, its own bucket");
+        assert_ne!(failure_bucket("2001:db8:1::5"), failure_bucket("2001:db8:0:1::5"));
+        assert_eq!(failure_bucket("203.0.113.9"), "203.0.113.9");
+        assert_eq!(failure_bucket("::ffff:203.0.113.9"), "203.0.113.9", "an IPv4 address written as IPv6");
+        assert_eq!(failure_bucket("unknown"), "unknown");
+    }
+
     #[test]
     fn key_state_decides_like_the_rules_say() {
         let state = KeyState {
