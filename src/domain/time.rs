@@ -48,8 +48,17 @@ pub fn to_iso(ms: Millis) -> String {
     format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{milli:03}Z")
 }
 
-/// Parses `YYYY-MM-DD`, or `YYYY-MM-DDTHH:MM[:SS[.fff]]` followed by `Z` or `±HH:MM`.
+/// 9999-12-31T23:59:59.999Z: the last instant `to_iso` writes in four digits of year.
+const LAST_MS: Millis = 253_402_300_799_999;
+
+/// Parses `YYYY-MM-DD`, or `YYYY-MM-DDTHH:MM[:SS[.fff]]` followed by `Z` or `±HH:MM`: an instant of
+/// the years 0000 to 9999 in UTC (an offset may not carry it outside: what is stored reads back).
 pub fn parse_iso(text: &str) -> Option<Millis> {
+    let first_ms = days_from_civil(0, 1, 1) * MS_PER_DAY;
+    parse_any_year(text).filter(|ms| (first_ms..=LAST_MS).contains(ms))
+}
+
+fn parse_any_year(text: &str) -> Option<Millis> {
     let b = text.as_bytes();
     let num = |from: usize, len: usize| -> Option<i64> {
         let part = text.get(from..from + len)?;
@@ -118,6 +127,27 @@ mod tests {
         }
         assert_eq!(to_iso(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(to_iso(951_782_400_000), "2000-02-29T00:00:00.000Z");
+    }
+
+    proptest::proptest! {
+        /// Whatever is accepted, with any offset, is written back as the same instant.
+        #[test]
+        fn what_parses_reads_back(y in 0i64..=9999, mo in 1u32..=12, d in 1u32..=28, h in 0i64..24, mi in 0i64..60,
+                                  sign in proptest::bool::ANY, zh in 0i64..24, zm in 0i64..60) {
+            let text = format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}{}{zh:02}:{zm:02}", if sign { '+' } else { '-' });
+            if let Some(ms) = parse_iso(&text) {
+                proptest::prop_assert_eq!(parse_iso(&to_iso(ms)), Some(ms), "{}", text);
+            }
+        }
+    }
+
+    #[test]
+    fn an_offset_cannot_carry_an_instant_past_year_9999() {
+        assert_eq!(parse_iso("9999-12-31T23:59:59.999Z"), Some(LAST_MS));
+        assert_eq!(to_iso(LAST_MS), "9999-12-31T23:59:59.999Z");
+        assert_eq!(parse_iso("9999-12-31T23:59-23:59"), None, "10000-01-01 in UTC");
+        assert_eq!(parse_iso("0000-01-01T00:00+00:01"), None, "before year 0 in UTC");
+        assert!(parse_iso("0000-01-01T00:00Z").is_some());
     }
 
     #[test]
