@@ -185,6 +185,10 @@ describe('keys', () => {
     assert.match(made.body.data.key, /^sk-tg-v1-/);
     assert.equal((await chat(made.body.data.key)).status, 200);
     assert.equal((await ctx.admin.call('POST', '/api/token', { name: 'x' })).status, 400, 'the operator has no user');
+    const writer = await ctx.admin.createKey(u.id, { name: 'writer', permissions: ['write'] });
+    const fromWriter = await as(writer.key).call('POST', '/api/token', { name: 'from a write-only key' });
+    assert.equal(fromWriter.status, 201, JSON.stringify(fromWriter.body));
+    assert.deepEqual(fromWriter.body.data.permissions, ['write'], 'a token has no more than its maker');
 
     const me = await as(k.key).call('GET', '/api/v1/key');
     assert.equal(me.status, 200);

@@ -47,10 +47,11 @@ pub async fn create_token(mut req: Incoming, call: &Call, caller: &Caller) -> Re
     };
     let user_id = k.user_id.clone();
     // A token carries its maker's expiry and organization: it can do no more than its maker.
+    let permissions = Permissions::from_stored(&k.permissions).for_token().to_list();
     let fields = CreateKey {
         name: body.name,
         description: None,
-        permissions: None,
+        permissions: Some(permissions.iter().map(|p| p.as_str().to_string()).collect()),
         expires_at: k.valid_until_ms.map(to_iso),
         limit: None,
         limit_reset: None,

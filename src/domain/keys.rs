@@ -268,6 +268,12 @@ impl Permissions {
 }
 
 impl Permissions {
+    /// What a token a key makes for its own user may do: the default permissions, as far as its
+    /// maker has them (a write-only key makes write-only tokens; an admin key, default ones).
+    pub fn for_token(self) -> Self {
+        Self { read: self.allows(Permission::Read), write: self.allows(Permission::Write), admin: false }
+    }
+
     /// Every permission of `self` is also one of `other`'s (`admin` implies the rest).
     pub fn within(self, other: Permissions) -> bool {
         self.to_list().into_iter().all(|p| other.allows(p))
@@ -422,6 +428,16 @@ pub fn parse_permissions(list: &[String]) -> Result<Permissions, super::InvalidR
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_token_has_the_default_permissions_its_maker_has() {
+        use super::Permissions;
+        let all = Permissions { read: true, write: true, admin: true };
+        assert_eq!(all.for_token(), Permissions::DEFAULT);
+        let write = Permissions { read: false, write: true, admin: false };
+        assert_eq!(write.for_token(), write);
+        assert!(write.for_token().within(write));
+    }
+
     #[test]
     fn failures_count_per_ipv6_network_however_it_is_written() {
         use super::failure_bucket;
