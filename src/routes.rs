@@ -194,12 +194,13 @@ pub fn query_of(url: &str) -> std::collections::HashMap<String, String> {
         .filter(|pair| !pair.is_empty())
         .map(|pair| {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            (form_decode(name), form_decode(value))
+            (decode(name, true), decode(value, true))
         })
         .collect()
 }
 
-fn form_decode(text: &str) -> String {
+/// `%XX` as a byte (and, in a form, `+` as a space); text that is not UTF-8 replaced.
+fn decode(text: &str, form: bool) -> String {
     let bytes = text.as_bytes();
     let hex = |b: u8| char::from(b).to_digit(16);
     let mut out = Vec::with_capacity(bytes.len());
@@ -210,7 +211,7 @@ fn form_decode(text: &str) -> String {
                 out.push((high * 16 + low) as u8);
                 i += 3;
             }
-            (b'+', ..) => {
+            (b'+', ..) if form => {
                 out.push(b' ');
                 i += 1;
             }
@@ -221,6 +222,12 @@ fn form_decode(text: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A model id from the path segments after a route's prefix, each percent-decoded (`openai%2Fgpt-4o`
+/// and `openai/gpt-4o` name the same model).
+fn model_of(segments: &[&str]) -> String {
+    segments.iter().map(|s| decode(s, false)).collect::<Vec<_>>().join("/")
 }
 
 pub fn route(method: &str, path: &str) -> Match {
@@ -290,7 +297,7 @@ pub fn route(method: &str, path: &str) -> Match {
             vec![("POST", Route::SyncPrices, Key(Admin)), ("GET", Route::GetPrice("sync".into()), Public)]
         }
         ["api", "models", "pricing", model @ ..] if model.iter().all(|p| !p.is_empty()) => {
-            vec![("GET", Route::GetPrice(model.join("/")), Public)]
+            vec![("GET", Route::GetPrice(model_of(model)), Public)]
         }
         ["api", "balance"] => vec![("GET", Route::GetBalance, Key(Read))],
         ["api", "balance", "transactions"] => vec![("GET", Route::ListTransactions, Key(Read))],
@@ -327,8 +334,8 @@ pub fn route(method: &str, path: &str) -> Match {
         }
         ["api", "admin", "routes", model @ ..] if model.iter().all(|p| !p.is_empty()) => {
             vec![
-                ("PUT", Route::PutRoute(model.join("/")), Key(Admin)),
-                ("DELETE", Route::DeleteRoute(model.join("/")), Key(Admin)),
+                ("PUT", Route::PutRoute(model_of(model)), Key(Admin)),
+                ("DELETE", Route::DeleteRoute(model_of(model)), Key(Admin)),
             ]
         }
         _ => return Match::NotFound,
@@ -413,6 +420,15 @@ mod tests {
             Ok(Route::PutRoute("anthropic/claude-3.5-sonnet".into()))
         );
         assert_eq!(route("DELETE", "/api/admin/routes/x"), Ok(Route::DeleteRoute("x".into())));
+        assert_eq!(
+            route("DELETE", "/api/admin/routes/openai%2Fgpt-4o"),
+            Ok(Route::DeleteRoute("openai/gpt-4o".into())),
+            "a model id percent-encoded in the path"
+        );
+        assert_eq!(
+            route("GET", "/api/models/pricing/vendor/mod%C3%A8le+1"),
+            Ok(Route::GetPrice("vendor/modèle+1".into()))
+        );
         assert_eq!(route("GET", "/api/admin/routes/x"), Err(Match::WrongMethod));
         assert_eq!(route("PUT", "/api/admin/routes/a//b"), Err(Match::NotFound));
     }
