@@ -212,7 +212,7 @@ fn fallback_models(models: Option<&Value>, model: &str) -> Result<Vec<String>, I
     Ok(fallbacks)
 }
 
-fn positive_int(body: &Map<String, Value>, field: &str) -> Result<Option<u64>, InvalidRequest> {
+pub(crate) fn positive_int(body: &Map<String, Value>, field: &str) -> Result<Option<u64>, InvalidRequest> {
     match body.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => match n.as_u64() {

@@ -161,8 +161,9 @@ pub fn to_chat(bytes: &[u8]) -> Result<(ChatRequest, CustomTools), InvalidReques
         body.get("model").cloned().ok_or_else(|| invalid("you must provide a `model` parameter", "model"))?,
     );
     chat.insert("messages".into(), Value::Array(messages));
-    if let Some(max) = body.get("max_output_tokens").filter(|v| !v.is_null()) {
-        chat.insert("max_tokens".into(), max.clone());
+    // Checked here, so a bad value is named as the client wrote it.
+    if let Some(max) = crate::domain::chat::positive_int(&body, "max_output_tokens")? {
+        chat.insert("max_tokens".into(), Value::from(max));
     }
     if let Some(tools) = body.get("tools").and_then(Value::as_array) {
         let mut out = Vec::new();
@@ -507,6 +508,15 @@ mod tests {
         assert_eq!(m[3], json!({"role": "tool", "tool_call_id": "c1", "content": "a.txt"}));
         assert_eq!(chat.body["tools"][0]["function"]["strict"], true);
         assert_eq!(chat.max_tokens, Some(300));
+    }
+
+    #[test]
+    fn a_bad_output_bound_is_named_as_the_client_wrote_it() {
+        for bad in ["0", "-1", "\"5\"", "1.5"] {
+            let body = format!(r#"{{"model":"m","input":"hi","max_output_tokens":{bad}}}"#);
+            let err = to_chat(body.as_bytes()).expect_err(bad);
+            assert_eq!(err.param.as_deref(), Some("max_output_tokens"), "{bad}");
+        }
     }
 
     #[test]
