@@ -254,7 +254,7 @@ describe('streams that do not finish', () => {
     assert.match(usage.description, /estimated/);
   });
 
-  test('a client that hangs up mid-stream is charged for what was delivered', async () => {
+  test('a client that hangs up mid-stream is charged for what the upstream generated before it stopped', async () => {
     const user = await ctx.admin.createUser({}, { credit: 1 });
     const key = await ctx.admin.createKey(user.id);
     const words = Array.from({ length: 30 }, (_, i) => `word${i}`).join(' ');
@@ -276,6 +276,38 @@ describe('streams that do not finish', () => {
     const full = costOf('openai/gpt-4o', fakeTokens(messages));
     assert.ok(charged > 0, 'not zero');
     assert.ok(charged < full, `less than the full answer (${charged} < ${full})`);
+    assert.match(usage.description, /cancelled/);
+  });
+
+  test('a client that hangs up on hidden reasoning is charged the reasoning too, from the generation record', async () => {
+    const user = await ctx.admin.createUser({}, { credit: 1 });
+    const key = await ctx.admin.createKey(user.id);
+    const words = Array.from({ length: 30 }, (_, i) => `word${i}`).join(' ');
+    const messages = [{ role: 'user', content: words }];
+    // The fake thinks first (`Thinking about: <the first 40 characters>`), one token a word, and with
+    // `exclude` sends none of it: the client sees only the answer's words.
+    const thought = `Thinking about: ${words.slice(0, 40)}`.split(' ').length;
+    const abort = new AbortController();
+    const res = await fetch(`${ctx.gw.url}/v1/chat/completions`, {
+      method: 'POST',
+      signal: abort.signal,
+      headers: { authorization: `Bearer ${key.key}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'openai/gpt-4o', messages, stream: true, chunk_delay_ms: 150, reasoning: { max_tokens: 500, exclude: true } }),
+    });
+    const reader = res.body.getReader();
+    let seen = '';
+    while (!seen.includes('word1')) seen += new TextDecoder().decode((await reader.read()).value);
+    assert.doesNotMatch(seen, /Thinking about/, 'the reasoning is hidden');
+    abort.abort();
+    const rows = await settled(user.id, (r) => r.some((x) => x.type === 'usage'), 'the usage row');
+    const usage = rows.find((x) => x.type === 'usage');
+    const charged = -micros(usage.amount);
+    const { prompt } = fakeTokens(messages);
+    const seenOnly = costOf('openai/gpt-4o', { prompt, completion: 3 });
+    const atLeast = costOf('openai/gpt-4o', { prompt, completion: thought + 2 });
+    assert.ok(charged >= atLeast, `the hidden reasoning is charged: ${charged} >= ${atLeast} (the text seen alone: ${seenOnly})`);
+    assert.ok(charged < costOf('openai/gpt-4o', { prompt, completion: thought + 31 }), 'not the whole answer');
+    assert.doesNotMatch(usage.description, /estimated/);
     assert.match(usage.description, /cancelled/);
   });
 });

@@ -21,7 +21,10 @@
 //   "error_event"           stream: a mid-stream error event, then the end
 // `chunk_delay_ms` (body field) spaces streamed chunks out. A thinking budget (`reasoning.max_tokens`)
 // gets a thought first (`reasoning`, `reasoning_details`; signed for anthropic/* models), its words
-// counted as completion and reasoning tokens.
+// counted as completion and reasoning tokens; with `reasoning.exclude` the thought is counted and
+// billed but not sent. A stream stops generating when its client goes away, like OpenRouter.
+// GET /generation?id= answers a generation's record (tokens, cost, `cancelled`) as OpenRouter does:
+// 404 until a moment (300 ms) after the generation ended.
 // Test helpers: GET /__requests lists the requests received (newest last),
 // DELETE /__requests forgets them. POST /__fail {provider, status, times?, retry_after?}
 // makes the next `times` (default 1) chat or embeddings calls to that provider (openrouter | openai |
@@ -202,6 +205,25 @@ function argumentPieces(call) {
   return [args.slice(0, third), args.slice(third, 2 * third), args.slice(2 * third)];
 }
 
+/** Generations by id, for GET /generation: what each used, counted as it is generated. */
+const generations = new Map();
+const RECORD_LAG_MS = 300;
+
+function generation(res, id) {
+  const g = id ? generations.get(id) : undefined;
+  if (!g || g.endedAt === null || Date.now() - g.endedAt < RECORD_LAG_MS) return sendJson(res, 404, errorBody(404, 'Generation not found'));
+  const { cost } = usageFor(g.model, g.prompt, g.completion);
+  sendJson(res, 200, {
+    data: {
+      id: g.id, model: g.model, streamed: g.streamed, cancelled: g.cancelled, provider_name: 'FakeProvider',
+      created_at: new Date(g.startedAt).toISOString(), finish_reason: g.cancelled ? null : 'stop',
+      tokens_prompt: g.prompt, tokens_completion: g.completion,
+      native_tokens_prompt: g.prompt, native_tokens_completion: g.completion, native_tokens_reasoning: g.reasoning,
+      native_tokens_cached: 0, total_cost: cost, usage: cost,
+    },
+  });
+}
+
 async function chat(req, res, body, opts) {
   const invalid = validate(body);
   if (invalid) return sendJson(res, invalid[0], invalid[1]);
@@ -231,12 +253,22 @@ async function chat(req, res, body, opts) {
   const usage = usageFor(body.model, promptTokens, completionTokens);
   if (thought) usage.completion_tokens_details = { reasoning_tokens: reasoningTokens };
   const base = { id, provider: 'FakeProvider', model: body.model, object: 'chat.completion.chunk', created };
+  // The thought is generated first; then each piece as it goes out.
+  const record = { id, model: body.model, streamed: body.stream === true, cancelled: false, prompt: promptTokens,
+    reasoning: reasoningTokens, completion: reasoningTokens, startedAt: Date.now(), endedAt: null };
+  generations.set(id, record);
+  if (generations.size > 2000) generations.delete(generations.keys().next().value);
+  const ended = () => {
+    record.completion = completionTokens;
+    record.endedAt = Date.now();
+  };
 
   if (!body.stream) {
     const message = tools
       ? { role: 'assistant', content: null, tool_calls: [call] }
       : { role: 'assistant', content: pieces.join(''), refusal: null };
-    if (thought) Object.assign(message, { reasoning: thought, reasoning_details: [detail] });
+    if (thought && body.reasoning?.exclude !== true) Object.assign(message, { reasoning: thought, reasoning_details: [detail] });
+    ended();
     const text = JSON.stringify({
       ...base,
       object: 'chat.completion',
@@ -252,12 +284,17 @@ async function chat(req, res, body, opts) {
   }
 
   res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
+  // A client that goes away stops the generation: what was generated until then is what it used.
+  res.on('close', () => {
+    if (record.endedAt === null) Object.assign(record, { cancelled: true, endedAt: Date.now() });
+  });
+  const gone = () => record.cancelled;
   const delay = Number.isInteger(body.chunk_delay_ms) ? body.chunk_delay_ms : 0;
   const send = (obj) => res.write(`data: ${JSON.stringify(obj)}\n\n`);
   const chunk = (delta, finish_reason = null) => ({ ...base, choices: [{ index: 0, delta, finish_reason, native_finish_reason: finish_reason, logprobs: null }] });
   res.write(': OPENROUTER PROCESSING\n\n');
   const cutAfter = fault.startsWith('cut:') ? Number(fault.slice(4)) : Infinity;
-  if (thought) {
+  if (thought && body.reasoning?.exclude !== true) {
     for (const [i, w] of thought.split(' ').entries()) {
       const text = i === 0 ? w : ` ${w}`;
       send(chunk({ ...(i === 0 ? { role: 'assistant' } : {}), content: '', reasoning: text, reasoning_details: [{ ...detail, text, signature: undefined }] }));
@@ -280,15 +317,19 @@ async function chat(req, res, body, opts) {
       }
       if (fault === 'error_event' && i === 2) {
         send({ ...base, error: { code: 502, message: 'Provider disconnected' }, choices: [{ index: 0, delta: { content: '' }, finish_reason: 'error' }] });
+        record.endedAt = Date.now();
         return res.end();
       }
       if (delay && i > 0) await sleep(delay);
+      if (gone()) return;
       if (i > 0 && i % 3 === 0) res.write(': OPENROUTER PROCESSING\n\n');
       send(chunk(i === 0 ? { role: 'assistant', content: piece } : { content: piece }));
+      record.completion += 1;
     }
     send(chunk({ content: '' }, finish));
   }
   // Like OpenRouter: the usage chunk unless the client turned it off.
+  ended();
   if (body.stream_options?.include_usage !== false) send({ ...base, choices: [], usage });
   res.write('data: [DONE]\n\n');
   res.end();
@@ -727,6 +768,7 @@ export function startFakeUpstream({ port = 0, host = '127.0.0.1', apiKey, provis
     }
     if (!bearer || bearer === provisioningKey || (apiKey && bearer !== apiKey)) return sendJson(res, 401, errorBody(401, 'No auth credentials found'));
     if (req.method === 'GET' && url.pathname.endsWith('/models')) return models(res);
+    if (req.method === 'GET' && url.pathname.endsWith('/generation')) return generation(res, url.searchParams.get('id'));
     if (req.method === 'POST' && url.pathname.endsWith('/chat/completions')) {
       if (body === undefined) return sendJson(res, 400, errorBody(400, 'Invalid JSON body'));
       return chat(req, res, body, { apiKey });

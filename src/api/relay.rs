@@ -83,7 +83,8 @@ impl Relay {
 }
 
 impl Drop for Relay {
-    /// The client hung up mid-stream: stop the upstream and bill what was delivered.
+    /// The client hung up mid-stream: stop the upstream; the settlement asks OpenRouter what the
+    /// generation used, or bills what was delivered.
     fn drop(&mut self) {
         if let Some(heartbeat) = &self.heartbeat {
             heartbeat.running.set(false);

@@ -241,7 +241,10 @@ impl<'a> Reply<'a> {
     /// Charges the request at the price of the model that served it, and writes its log line; answers
     /// the status the client got and whether it was streamed.
     pub async fn settle(self, ended: Option<Ended>) -> Option<(u16, bool)> {
-        let Ended { outcome, model, upstream_id } = ended?;
+        let Ended { mut outcome, model, upstream_id } = ended?;
+        if outcome.cancelled && outcome.usage.is_none() && self.meter.is_some() {
+            outcome.usage = self.generation_usage(upstream_id.as_deref()).await;
+        }
         let tokens = outcome.usage.as_ref().map_or((0, 0), |u| (u.prompt_tokens, u.completion_tokens));
         let answered = (outcome.status, outcome.streamed);
         let Some(mut m) = self.meter else {
@@ -257,6 +260,20 @@ impl<'a> Reply<'a> {
         Some(answered)
     }
 }
+
+impl Reply<'_> {
+    /// A stream the client hung up on never got its usage chunk: OpenRouter's record of the generation
+    /// says what it really used (hidden reasoning included), so that is charged, not the estimate from
+    /// the text delivered. Other providers keep no such record.
+    async fn generation_usage(&self, upstream_id: Option<&str>) -> Option<crate::domain::chat::Usage> {
+        let id = upstream_id.filter(|_| self.provider() == Provider::OpenRouter)?;
+        let endpoint = self.call.config.endpoint(Provider::OpenRouter)?;
+        crate::providers::generation::usage(endpoint.base_url, endpoint.key, id, GENERATION_WAIT_MS).await
+    }
+}
+
+/// How long a settlement waits for OpenRouter's record of a generation the client hung up on.
+const GENERATION_WAIT_MS: u64 = 8_000;
 
 /// No upstream answered: the client gets the error; the reservation goes back.
 pub async fn fail(call: &Call, meter: Option<Meter>, answer: Answer, error: ApiError, log: LogContext) {

@@ -3,6 +3,7 @@
 
 pub mod anthropic;
 pub mod gemini;
+pub mod generation;
 #[cfg(target_arch = "wasm32")]
 pub mod key_management;
 pub mod openai;
