@@ -272,7 +272,8 @@ pub async fn report(env: &Env, run_id: Option<&str>) -> Result<Option<Value>, Ap
         store::count(&db, "SELECT COUNT(*) AS n FROM reconcile_results WHERE run_id = ?1", &[text(&run.id)]).await?;
     let query = "SELECT user_id, drift, error FROM reconcile_results WHERE run_id = ?1 AND agrees = 0 ORDER BY user_id LIMIT 1000";
     let bad: Vec<Bad> = store::all(&db, query, &[text(&run.id)]).await?;
-    let drift: Vec<Value> = bad.iter().filter_map(|b| serde_json::from_str(b.drift.as_deref()?).ok()).collect();
+    let drift: Vec<Value> =
+        bad.iter().filter_map(|b| serde_json::from_slice(b.drift.as_deref()?.as_bytes()).ok()).collect();
     let failed: Vec<Value> =
         bad.iter().filter_map(|b| Some(json!({ "user_id": b.user_id, "error": b.error.as_deref()? }))).collect();
     let done = run.walked != 0 && counts >= run.enumerated;

@@ -272,7 +272,7 @@ pub async fn restore(env: &Env, db: &D1Database, archive_id: &str, now_ms: i64) 
     let mut statements = Vec::new();
     let mut restored = 0;
     for line in body.lines().filter(|l| !l.trim().is_empty()) {
-        let entry: Value = serde_json::from_str(line).map_err(d1)?;
+        let entry: Value = serde_json::from_slice(line.as_bytes()).map_err(d1)?;
         let table = entry["table"]
             .as_str()
             .filter(|t| TABLES.contains(t))

@@ -95,7 +95,7 @@ async fn deliver(
             (if attempts >= MAX_ATTEMPTS { "failed" } else { "pending" }, code, Some(e.to_string()))
         }
     };
-    let kind = serde_json::from_str::<serde_json::Value>(body)
+    let kind = serde_json::from_slice::<serde_json::Value>(body.as_bytes())
         .ok()
         .and_then(|v| v["type"].as_str().map(String::from))
         .unwrap_or_default();

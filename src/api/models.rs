@@ -60,7 +60,7 @@ pub async fn list_models(req: &Incoming, call: &Call) -> Result<Response, ApiErr
 /// The OpenAI-shaped list as Anthropic lists models: `{data:[{type:"model", id, display_name,
 /// created_at}], has_more, first_id, last_id}`.
 fn anthropic_list(list: &str) -> String {
-    let models: Vec<Value> = serde_json::from_str::<Value>(list)
+    let models: Vec<Value> = serde_json::from_slice::<Value>(list.as_bytes())
         .ok()
         .and_then(|l| l.get("data").and_then(Value::as_array).cloned())
         .unwrap_or_default()
@@ -112,7 +112,7 @@ async fn upstream_list(call: &Call, kv: &worker::KvStore) -> Result<String, ApiE
 /// over the upstream's (they are what it charges), and priced models the
 /// upstream does not list (a direct provider's own) are listed too.
 fn priced_models(body: &str, prices: &PriceTable, direct: &[Provider]) -> String {
-    let Ok(mut list) = serde_json::from_str::<Value>(body) else { return body.to_string() };
+    let Ok(mut list) = serde_json::from_slice::<Value>(body.as_bytes()) else { return body.to_string() };
     let Some(models) = list.get_mut("data").and_then(|d| d.as_array_mut()) else { return body.to_string() };
     let active = |id: &str| prices.get(id).filter(|r| r.is_active != 0);
     if !prices.is_empty() {
@@ -164,7 +164,7 @@ pub async fn fetch_models(config: &env::Config) -> Result<String, ApiError> {
 pub async fn refresh_models_cache(env: &worker::Env) -> Result<usize, ApiError> {
     let config = env::Config::get(env);
     let body = fetch_models(&config).await?;
-    let count = serde_json::from_str::<serde_json::Value>(&body)
+    let count = serde_json::from_slice::<serde_json::Value>(body.as_bytes())
         .ok()
         .and_then(|v| v["data"].as_array().map(Vec::len))
         .unwrap_or(0);

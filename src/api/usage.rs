@@ -93,7 +93,7 @@ pub async fn list_alerts(req: Incoming, call: &Call) -> Result<Response, ApiErro
     let data: Vec<serde_json::Value> = rows
         .into_iter()
         .map(|r| {
-            let body = serde_json::from_str::<serde_json::Value>(&r.body).unwrap_or_default();
+            let body = serde_json::from_slice::<serde_json::Value>(r.body.as_bytes()).unwrap_or_default();
             json!({
                 "id": r.id, "type": r.r#type, "status": r.status, "attempts": r.attempts,
                 "last_status": r.last_status, "last_error": r.last_error, "created_at": r.created_at,

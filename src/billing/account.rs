@@ -169,7 +169,7 @@ impl Account<'_> {
                         return Ok(AccountResponse::Credited { transaction_id, balance });
                     }
                     if let Some(saved) = store::saved_answer(sql, key)? {
-                        return Ok(serde_json::from_str(&saved)?);
+                        return Ok(serde_json::from_slice(saved.as_bytes())?);
                     }
                 }
                 self.own(&account_id)?;

@@ -59,7 +59,7 @@ async fn send<Req: Serialize, Resp: DeserializeOwned>(
         let text = JsFuture::from(resp.text().map_err(|e| js::message(&e))?).await.map_err(|e| js::message(&e))?;
         answer = text.as_string().unwrap_or_default();
     }
-    serde_json::from_str(&answer).map_err(|e| e.to_string())
+    serde_json::from_slice(answer.as_bytes()).map_err(|e| e.to_string())
 }
 
 fn unexpected(op: &str, answer: impl std::fmt::Debug) -> String {

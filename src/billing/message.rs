@@ -19,7 +19,7 @@ pub const IN_BODY: &str = "body";
 pub async fn read<T: DeserializeOwned>(mut req: Request) -> std::result::Result<T, String> {
     let header = req.headers().get(MESSAGE_HEADER).map_err(|e| e.to_string())?.unwrap_or_default();
     let text = if header == IN_BODY { req.text().await.map_err(|e| e.to_string())? } else { header };
-    serde_json::from_str(&text).map_err(|e| e.to_string())
+    serde_json::from_slice(text.as_bytes()).map_err(|e| e.to_string())
 }
 
 /// The object's side: sends an answer.

@@ -194,10 +194,9 @@ impl OrgDo {
                 limits: String,
             }
             let rows: Vec<Row> = sql.exec("SELECT org_id, limits FROM org_limits WHERE id = 1", None)?.to_array()?;
-            let stored = rows
-                .into_iter()
-                .next()
-                .and_then(|r| Some(Known { org_id: r.org_id, limits: serde_json::from_str(&r.limits).ok()? }));
+            let stored = rows.into_iter().next().and_then(|r| {
+                Some(Known { org_id: r.org_id, limits: serde_json::from_slice(r.limits.as_bytes()).ok()? })
+            });
             *self.known.borrow_mut() = stored;
         }
         let unchanged = self.known.borrow().as_ref().is_some_and(|k| k.org_id == org_id && k.limits == limits);

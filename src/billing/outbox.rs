@@ -77,7 +77,8 @@ pub async fn flush(sql: &SqlStorage, env: &Env) -> Result<bool> {
         return alerts;
     }
     let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
-    let records: Vec<UsageRecord> = waiting.iter().filter_map(|w| serde_json::from_str(&w.record).ok()).collect();
+    let records: Vec<UsageRecord> =
+        waiting.iter().filter_map(|w| serde_json::from_slice(w.record.as_bytes()).ok()).collect();
     copy_to_d1(env, &account_id, rows, &records).await?;
     for id in &ids {
         sql.exec_raw("UPDATE ledger SET synced = 1 WHERE id = ?", vec![text(id)])?;

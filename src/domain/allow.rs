@@ -147,7 +147,7 @@ pub fn apply(
 fn from_column(text: Option<&str>) -> Vec<String> {
     match text {
         None => Vec::new(),
-        Some(t) => serde_json::from_str(t).unwrap_or_else(|_| vec![UNREADABLE.to_string()]),
+        Some(t) => serde_json::from_slice(t.as_bytes()).unwrap_or_else(|_| vec![UNREADABLE.to_string()]),
     }
 }
 

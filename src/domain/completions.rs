@@ -96,7 +96,9 @@ pub fn stream_from_chat(bytes: Vec<u8>) -> Vec<u8> {
 }
 
 fn chunk_from_chat(data: &str) -> String {
-    let Ok(Value::Object(mut chunk)) = serde_json::from_str::<Value>(data) else { return data.to_string() };
+    let Ok(Value::Object(mut chunk)) = serde_json::from_slice::<Value>(data.as_bytes()) else {
+        return data.to_string();
+    };
     if chunk.contains_key("error") {
         return data.to_string();
     }

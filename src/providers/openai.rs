@@ -93,7 +93,7 @@ impl RenameModelSse {
     pub fn feed(&mut self, bytes: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
         for payload in self.lines.feed(bytes) {
-            match serde_json::from_str::<Value>(&payload) {
+            match serde_json::from_slice::<Value>(payload.as_bytes()) {
                 Ok(Value::Object(mut event)) => {
                     if event.contains_key("model") {
                         event.insert("model".into(), self.model.clone());

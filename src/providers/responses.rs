@@ -73,7 +73,7 @@ fn custom_parameters() -> Value {
 /// A custom tool's input from its stand-in function's arguments (the arguments as they are, should the
 /// model not have kept to the schema).
 fn custom_input(arguments: &str) -> String {
-    serde_json::from_str::<Value>(arguments)
+    serde_json::from_slice::<Value>(arguments.as_bytes())
         .ok()
         .and_then(|a| a.get("input").and_then(Value::as_str).map(str::to_string))
         .unwrap_or_else(|| arguments.to_string())

@@ -306,7 +306,7 @@ impl ChatSteps {
                 steps.push(ChatStep::Done);
                 continue;
             }
-            let Ok(chunk) = serde_json::from_str::<Value>(data) else { continue };
+            let Ok(chunk) = serde_json::from_slice::<Value>(data.as_bytes()) else { continue };
             if let Some(error) = chunk.get("error") {
                 steps.push(ChatStep::Error(error.get("message").cloned().unwrap_or(Value::from("upstream error"))));
                 continue;

@@ -54,9 +54,10 @@ pub fn tool_calls(message: &Value, i: usize) -> Result<Vec<ToolCall>, InvalidReq
         .map(|call| {
             let function = call.get("function").cloned().unwrap_or_default();
             let raw = function.get("arguments").and_then(Value::as_str).unwrap_or("{}");
-            let arguments = serde_json::from_str(if raw.trim().is_empty() { "{}" } else { raw }).map_err(|_| {
-                InvalidRequest::param(format!("messages[{i}].tool_calls: arguments must be JSON"), "messages")
-            })?;
+            let arguments = serde_json::from_slice((if raw.trim().is_empty() { "{}" } else { raw }).as_bytes())
+                .map_err(|_| {
+                    InvalidRequest::param(format!("messages[{i}].tool_calls: arguments must be JSON"), "messages")
+                })?;
             Ok(ToolCall {
                 id: call.get("id").and_then(Value::as_str).unwrap_or_default().to_string(),
                 name: function.get("name").and_then(Value::as_str).unwrap_or_default().to_string(),

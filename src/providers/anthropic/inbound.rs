@@ -285,7 +285,7 @@ pub fn answer_from_chat(body: Vec<u8>) -> Vec<u8> {
             "type": "tool_use",
             "id": call.get("id").cloned().unwrap_or_default(),
             "name": call.pointer("/function/name").cloned().unwrap_or_default(),
-            "input": serde_json::from_str::<Value>(arguments).unwrap_or(json!({})),
+            "input": serde_json::from_slice::<Value>(arguments.as_bytes()).unwrap_or(json!({})),
         }));
     }
     let message = json!({

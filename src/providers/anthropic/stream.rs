@@ -185,7 +185,7 @@ impl ToOpenAiSse {
             if self.ended {
                 break;
             }
-            let Ok(event) = serde_json::from_str::<Value>(&payload) else { continue };
+            let Ok(event) = serde_json::from_slice::<Value>(payload.as_bytes()) else { continue };
             let stop = event.get("type").and_then(Value::as_str) == Some("message_stop");
             match self.translator.event(&event) {
                 Translated::Chunks(chunks) => {

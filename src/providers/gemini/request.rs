@@ -43,7 +43,7 @@ pub fn generate_request(chat: &ChatRequest) -> Result<Value, InvalidRequest> {
                     .unwrap_or_default();
                 let text = text_of(message.get("content"));
                 // Gemini wants an object: a JSON object result passes as is, anything else is wrapped.
-                let response = match serde_json::from_str::<Value>(&text) {
+                let response = match serde_json::from_slice::<Value>(text.as_bytes()) {
                     Ok(v @ Value::Object(_)) => v,
                     _ => json!({ "content": text }),
                 };

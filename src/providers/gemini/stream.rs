@@ -82,7 +82,7 @@ impl ToOpenAiSse {
     pub fn feed(&mut self, bytes: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
         for payload in self.lines.feed(bytes) {
-            let Ok(event) = serde_json::from_str::<Value>(&payload) else { continue };
+            let Ok(event) = serde_json::from_slice::<Value>(payload.as_bytes()) else { continue };
             if let Some(error) = event.get("error") {
                 let message = error.get("message").and_then(Value::as_str).unwrap_or("upstream error");
                 let body = json!({"error": {"message": message, "type": "api_error", "code": "upstream_error"}});
