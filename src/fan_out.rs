@@ -10,10 +10,11 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use worker::{D1Database, Env, MessageBatch, MessageExt, Queue};
+use worker::{D1Database, Env, MessageBatch, MessageExt};
 
 use crate::api::error::ApiError;
 use crate::domain::time::to_iso;
+use crate::queues;
 use crate::store::{self, int, opt_text, text};
 
 /// Users a job walks itself (reconciliation, a retention pass); past them it goes through the queue.
@@ -52,11 +53,8 @@ pub async fn start_run(env: &Env, now_ms: i64) -> Result<String, ApiError> {
         .run()
         .await
         .map_err(d1)?;
-    crate::env::jobs_queue(env)
-        .map_err(d1)?
-        .send(Job::ReconcilePage { run_id: run_id.clone(), after: None })
-        .await
-        .map_err(d1)?;
+    let queue = crate::env::jobs_queue(env).map_err(d1)?;
+    queues::send(&queue, &Job::ReconcilePage { run_id: run_id.clone(), after: None }).await.map_err(d1)?;
     Ok(run_id)
 }
 
@@ -67,7 +65,7 @@ pub async fn past_inline(db: &D1Database) -> Result<bool, ApiError> {
 
 /// Hands one job to the queue (the first page of a retention pass, a page of the upstream-key mirror).
 pub async fn enqueue(env: &Env, job: Job) -> Result<(), ApiError> {
-    crate::env::jobs_queue(env).map_err(d1)?.send(job).await.map_err(d1)
+    queues::send(&crate::env::jobs_queue(env).map_err(d1)?, &job).await.map_err(d1)
 }
 
 /// Messages of one batch worked on at once (each account's object answers on its own).
@@ -96,8 +94,8 @@ pub async fn consume(batch: MessageBatch<Value>, env: Env) -> worker::Result<()>
     let env = &env;
     let mut spent = 0;
     let (mut now, mut later) = (Vec::new(), Vec::new());
-    for message in batch.messages()? {
-        let job = serde_json::from_value::<Job>(message.body().clone());
+    for message in batch.raw_iter() {
+        let job = queues::read::<Job>(&message);
         let cost = job.as_ref().map_or(0, Job::queries);
         if spent + cost > QUERY_BUDGET && !now.is_empty() {
             later.push((message, job));
@@ -109,7 +107,7 @@ pub async fn consume(batch: MessageBatch<Value>, env: Env) -> worker::Result<()>
     if !later.is_empty() {
         let jobs: Vec<Job> = later.iter().filter_map(|(_, job)| job.as_ref().ok().cloned()).collect();
         match crate::env::jobs_queue(env).map_err(d1) {
-            Ok(queue) => match send_all(&queue, jobs).await {
+            Ok(queue) => match queues::send_all(&queue, &jobs).await {
                 Ok(()) => later.iter().for_each(|(message, _)| message.ack()),
                 Err(_) => later.iter().for_each(|(message, _)| message.retry()),
             },
@@ -148,7 +146,7 @@ async fn run(env: &Env, job: Job) -> Result<(), ApiError> {
             if full {
                 jobs.push(Job::ReconcilePage { run_id: run_id.clone(), after: users.last().cloned() });
             }
-            send_all(&queue, jobs).await?;
+            queues::send_all(&queue, &jobs).await.map_err(d1)?;
             // A retried page counts again: `enumerated` is a progress figure, the results are keyed by user.
             db.prepare("UPDATE reconcile_runs SET enumerated = enumerated + ?2, walked = ?3 WHERE id = ?1")
                 .bind(&[text(&run_id), int(users.len() as i64), int(i64::from(!full))])
@@ -172,7 +170,7 @@ async fn run(env: &Env, job: Job) -> Result<(), ApiError> {
             if next.is_some() {
                 jobs.push(Job::RetentionPage { cutoff, after: next });
             }
-            send_all(&queue, jobs).await
+            queues::send_all(&queue, &jobs).await.map_err(d1)
         }
         Job::MirrorPage { offset } => {
             let (_, more) = crate::api::mirror_page(env, offset).await?;
@@ -195,7 +193,7 @@ async fn run(env: &Env, job: Job) -> Result<(), ApiError> {
             .await?;
             if more {
                 let queue = crate::env::jobs_queue(env).map_err(d1)?;
-                queue.send(Job::RetentionAccount { cutoff, user_id }).await.map_err(d1)?;
+                queues::send(&queue, &Job::RetentionAccount { cutoff, user_id }).await.map_err(d1)?;
             }
             Ok(())
         }
@@ -236,15 +234,6 @@ async fn users_page(db: &D1Database, after: Option<&str>) -> Result<(Vec<String>
     let users: Vec<Id> = store::all(db, query, &[text(after.unwrap_or("")), int(PAGE)]).await?;
     let full = users.len() as i64 == PAGE;
     Ok((users.into_iter().map(|u| u.id).collect(), full))
-}
-
-/// Sends jobs in batches (a queue takes at most 100 messages a batch).
-async fn send_all(queue: &Queue, mut jobs: Vec<Job>) -> Result<(), ApiError> {
-    while !jobs.is_empty() {
-        let rest = jobs.split_off(jobs.len().min(100));
-        queue.send_batch(std::mem::replace(&mut jobs, rest)).await.map_err(d1)?;
-    }
-    Ok(())
 }
 
 /// A run's report: how far it is, and the accounts that disagree or could not be checked.

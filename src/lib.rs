@@ -26,6 +26,8 @@ mod js;
 #[cfg(target_arch = "wasm32")]
 mod log;
 #[cfg(target_arch = "wasm32")]
+mod queues;
+#[cfg(target_arch = "wasm32")]
 mod retention;
 #[cfg(target_arch = "wasm32")]
 mod store;

@@ -5,7 +5,7 @@
 //! One already delivered is never posted again.
 
 use serde::Deserialize;
-use worker::{Env, Message, MessageBatch, MessageExt, Method, QueueRetryOptionsBuilder};
+use worker::{Env, MessageBatch, MessageExt, Method, QueueRetryOptionsBuilder, RawMessage};
 
 use crate::billing::outbox::AlertMessage;
 use crate::domain::alerts::{backoff_secs, signature};
@@ -25,8 +25,8 @@ pub async fn consume(batch: MessageBatch<serde_json::Value>, env: Env) -> worker
         return Ok(());
     };
     let db = crate::env::db(&env)?;
-    for message in batch.messages()? {
-        let Ok(alert) = serde_json::from_value::<AlertMessage>(message.body().clone()) else {
+    for message in batch.raw_iter() {
+        let Ok(alert) = crate::queues::read::<AlertMessage>(&message) else {
             crate::log::job_error("alert_delivery", "an unreadable message was dropped");
             message.ack();
             continue;
@@ -44,7 +44,7 @@ pub async fn consume(batch: MessageBatch<serde_json::Value>, env: Env) -> worker
 async fn deliver(
     db: &worker::D1Database,
     alerts: &crate::env::Alerts,
-    message: &Message<serde_json::Value>,
+    message: &RawMessage,
     alert: &AlertMessage,
 ) -> worker::Result<()> {
     #[derive(Deserialize)]

@@ -38,7 +38,7 @@ pub async fn send_alerts(sql: &SqlStorage, env: &Env) -> Result<bool> {
     let more = waiting.len() as u32 == BATCH;
     let ids: Vec<String> = waiting.iter().map(|w| w.id.clone()).collect();
     let messages: Vec<AlertMessage> = waiting.into_iter().map(|w| AlertMessage { id: w.id, body: w.body }).collect();
-    crate::env::alerts_queue(env)?.send_batch(messages).await?;
+    crate::queues::send_all(&crate::env::alerts_queue(env)?, &messages).await?;
     for id in &ids {
         sql.exec_raw("UPDATE alert_outbox SET sent = 1 WHERE id = ?", vec![text(id)])?;
     }
