@@ -267,8 +267,11 @@ impl Reply<'_> {
     /// the text delivered. Other providers keep no such record.
     async fn generation_usage(&self, upstream_id: Option<&str>) -> Option<crate::domain::chat::Usage> {
         let id = upstream_id.filter(|_| self.provider() == Provider::OpenRouter)?;
-        let endpoint = self.call.config.endpoint(Provider::OpenRouter)?;
-        crate::providers::generation::usage(endpoint.base_url, endpoint.key, id, GENERATION_WAIT_MS).await
+        let config = &self.call.config;
+        let endpoint = config.endpoint(Provider::OpenRouter)?;
+        // Well inside the reservation's life, which no heartbeat extends once the stream has ended.
+        let wait_ms = GENERATION_WAIT_MS.min(config.reservation_lease_ms().max(0) as u64 / 2);
+        crate::providers::generation::usage(endpoint.base_url, endpoint.key, id, wait_ms).await
     }
 }
 
