@@ -243,7 +243,8 @@ impl<'a> Reply<'a> {
     pub async fn settle(self, ended: Option<Ended>) -> Option<(u16, bool)> {
         let Ended { mut outcome, model, upstream_id } = ended?;
         if outcome.cancelled && outcome.usage.is_none() && self.meter.is_some() {
-            outcome.usage = self.generation_usage(upstream_id.as_deref()).await;
+            let delivered = outcome.delivered_bytes.unwrap_or(0);
+            outcome.usage = self.generation_usage(upstream_id.as_deref(), delivered).await;
         }
         let tokens = outcome.usage.as_ref().map_or((0, 0), |u| (u.prompt_tokens, u.completion_tokens));
         let answered = (outcome.status, outcome.streamed);
@@ -265,18 +266,27 @@ impl Reply<'_> {
     /// A stream the client hung up on never got its usage chunk: OpenRouter's record of the generation
     /// says what it really used (hidden reasoning included), so that is charged, not the estimate from
     /// the text delivered. Other providers keep no such record.
-    async fn generation_usage(&self, upstream_id: Option<&str>) -> Option<crate::domain::chat::Usage> {
+    async fn generation_usage(
+        &self,
+        upstream_id: Option<&str>,
+        delivered_bytes: u64,
+    ) -> Option<crate::domain::chat::Usage> {
         let id = upstream_id.filter(|_| self.provider() == Provider::OpenRouter)?;
         let config = &self.call.config;
         let endpoint = config.endpoint(Provider::OpenRouter)?;
-        // Well inside the reservation's life, which no heartbeat extends once the stream has ended.
-        let wait_ms = GENERATION_WAIT_MS.min(config.reservation_lease_ms().max(0) as u64 / 2);
-        crate::providers::generation::usage(endpoint.base_url, endpoint.key, id, wait_ms).await
+        // Well inside what is left of the reservation's life (no heartbeat extends it once the stream has
+        // ended, and the last one may be a beat old), and of the task's after the answer.
+        let left_ms = (config.reservation_lease_ms() as u64).saturating_sub(config.heartbeat_every_ms());
+        let wait_ms = GENERATION_WAIT_MS.min(left_ms / 2);
+        let usage = crate::providers::generation::usage(endpoint.base_url, endpoint.key, id, wait_ms).await?;
+        // A record with no output for a stream that delivered some is not believed (the estimate is charged).
+        (usage.completion_tokens > 0 || delivered_bytes == 0).then_some(usage)
     }
 }
 
-/// How long a settlement waits for OpenRouter's record of a generation the client hung up on.
-const GENERATION_WAIT_MS: u64 = 8_000;
+/// How long a settlement waits for OpenRouter's record of a generation the client hung up on (with the
+/// settlement's own 20 s of retries, inside the 30 s the runtime gives a task after its answer).
+const GENERATION_WAIT_MS: u64 = 6_000;
 
 /// No upstream answered: the client gets the error; the reservation goes back.
 pub async fn fail(call: &Call, meter: Option<Meter>, answer: Answer, error: ApiError, log: LogContext) {

@@ -49,20 +49,22 @@ pub async fn usage(base_url: &str, key: &str, id: &str, within_ms: u64) -> Optio
     let deadline = js_sys::Date::now() + within_ms as f64;
     let url = format!("{base_url}/generation?id={}", String::from(js_sys::encode_uri_component(id)));
     let auth = format!("Bearer {key}");
+    let left = || (deadline - js_sys::Date::now()).max(0.0) as u64;
     let mut wait_ms = 250;
     loop {
-        let left = (deadline - js_sys::Date::now()).max(0.0) as u64;
-        if left == 0 {
+        if left() == 0 {
             return None;
         }
-        let asked = transport::send(worker::Method::Get, &url, &[("authorization", auth.as_str())], None, left).await;
-        if let Ok(mut answer) = asked {
-            let body = transport::read_all(&mut answer, left).await.unwrap_or_default();
-            if let Some(usage) = usage_of(&body) {
-                return Some(usage);
-            }
+        // One try, its answer read whole, inside what is left (the deadline bounds the whole wait).
+        let ask = async {
+            let headers = [("authorization", auth.as_str())];
+            let mut answer = transport::send(worker::Method::Get, &url, &headers, None, left()).await.ok()?;
+            usage_of(&transport::read_all(&mut answer, left()).await.ok()?)
+        };
+        if let Some(Some(usage)) = transport::within(left(), ask).await {
+            return Some(usage);
         }
-        let pause = wait_ms.min((deadline - js_sys::Date::now()).max(0.0) as u64);
+        let pause = wait_ms.min(left());
         worker::Delay::from(std::time::Duration::from_millis(pause)).await;
         wait_ms = (wait_ms * 2).min(2_000);
     }
