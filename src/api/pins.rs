@@ -47,7 +47,7 @@ pub async fn put_route(mut req: Incoming, call: &Call, in_path: Option<String>) 
         (Some(path), Some(named)) if &path != named => {
             return Err(InvalidRequest::param("`model` differs from the model in the path", "model").into())
         }
-        (Some(path), _) => path,
+        (Some(path), _) => crate::domain::users::validate_text("model", &path, 256)?,
         (None, Some(named)) => crate::domain::users::validate_text("model", named, 256)?,
         (None, None) => return Err(InvalidRequest::param("`model` is required", "model").into()),
     };

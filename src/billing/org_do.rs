@@ -2,9 +2,8 @@
 //! organization, named by its id. A thin shell around `domain::orgs::OrgBook`
 //! (the month counts and the requests held against the monthly limits): each
 //! message is decided in the book and its writes are made in the same step,
-//! so a hold exists in storage before its answer leaves. Writes are ordered
-//! so that a failed statement can only over-count, which never lets a request
-//! past a limit: a month's new counts first, then the hold's change.
+//! so a hold exists in storage before its answer leaves. A message's writes are
+//! one storage transaction: a statement that fails, or a trap, undoes them all.
 
 use std::cell::{Cell, RefCell};
 

@@ -168,7 +168,6 @@ pub fn looks_like_key(text: &str) -> bool {
     })
 }
 
-/// Constant-time equality of two secrets of any length: compares their digests.
 /// The bucket failed authentications of a client count in: its IPv4 address, or its IPv6 /64 (one
 /// network hands out many addresses), whichever way the address is written; anything else as given.
 pub fn failure_bucket(ip: &str) -> String {
@@ -184,6 +183,7 @@ pub fn failure_bucket(ip: &str) -> String {
     }
 }
 
+/// Constant-time equality of two secrets of any length: compares their digests.
 pub fn secrets_equal(a: &str, b: &str) -> bool {
     use subtle::ConstantTimeEq;
     let (da, db) = (Sha256::digest(a.as_bytes()), Sha256::digest(b.as_bytes()));
