@@ -260,9 +260,7 @@ impl<'a> Reply<'a> {
         m.settle(&self.call.env, outcome).await;
         Some(answered)
     }
-}
 
-impl Reply<'_> {
     /// A stream the client hung up on never got its usage chunk: OpenRouter's record of the generation
     /// says what it really used (hidden reasoning included), so that is charged, not the estimate from
     /// the text delivered. Other providers keep no such record.
