@@ -279,36 +279,76 @@ describe('streams that do not finish', () => {
     assert.match(usage.description, /cancelled/);
   });
 
-  test('a client that hangs up on hidden reasoning is charged the reasoning too, from the generation record', async () => {
-    const user = await ctx.admin.createUser({}, { credit: 1 });
-    const key = await ctx.admin.createKey(user.id);
-    const words = Array.from({ length: 30 }, (_, i) => `word${i}`).join(' ');
-    const messages = [{ role: 'user', content: words }];
-    // The fake thinks first (`Thinking about: <the first 40 characters>`), one token a word, and with
-    // `exclude` sends none of it: the client sees only the answer's words.
-    const thought = `Thinking about: ${words.slice(0, 40)}`.split(' ').length;
+  // The fake thinks first (`Thinking about: <the first 40 characters>`), one token a word, and with
+  // `exclude` sends none of it: the client sees only the answer's words.
+  const words = Array.from({ length: 30 }, (_, i) => `word${i}`).join(' ');
+  const hidden = { messages: [{ role: 'user', content: words }], thought: `Thinking about: ${words.slice(0, 40)}`.split(' ').length };
+  const { prompt: hiddenPrompt } = fakeTokens(hidden.messages);
+  /** Streams a hidden-reasoning answer and hangs up once two of its words have come; answers the request id. */
+  async function hangUpOnHiddenReasoning(key, extra = {}) {
     const abort = new AbortController();
     const res = await fetch(`${ctx.gw.url}/v1/chat/completions`, {
       method: 'POST',
       signal: abort.signal,
-      headers: { authorization: `Bearer ${key.key}`, 'content-type': 'application/json' },
-      body: JSON.stringify({ model: 'openai/gpt-4o', messages, stream: true, chunk_delay_ms: 150, reasoning: { max_tokens: 500, exclude: true } }),
+      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+      body: JSON.stringify({
+        model: 'openai/gpt-4o', messages: hidden.messages, stream: true, chunk_delay_ms: 150,
+        reasoning: { max_tokens: 500, exclude: true }, ...extra,
+      }),
     });
     const reader = res.body.getReader();
     let seen = '';
-    while (!seen.includes('word1')) seen += new TextDecoder().decode((await reader.read()).value);
+    while (!seen.includes('word1')) {
+      const { done, value } = await reader.read();
+      assert.ok(!done, `the stream ended before its second word (${res.status}): ${seen}`);
+      seen += new TextDecoder().decode(value);
+    }
     assert.doesNotMatch(seen, /Thinking about/, 'the reasoning is hidden');
     abort.abort();
-    const rows = await settled(user.id, (r) => r.some((x) => x.type === 'usage'), 'the usage row');
-    const usage = rows.find((x) => x.type === 'usage');
-    const charged = -micros(usage.amount);
-    const { prompt } = fakeTokens(messages);
-    const seenOnly = costOf('openai/gpt-4o', { prompt, completion: 3 });
-    const atLeast = costOf('openai/gpt-4o', { prompt, completion: thought + 2 });
-    assert.ok(charged >= atLeast, `the hidden reasoning is charged: ${charged} >= ${atLeast} (the text seen alone: ${seenOnly})`);
-    assert.ok(charged < costOf('openai/gpt-4o', { prompt, completion: thought + 31 }), 'not the whole answer');
-    assert.doesNotMatch(usage.description, /estimated/);
-    assert.match(usage.description, /cancelled/);
+    return res.headers.get('x-request-id');
+  }
+
+  /** Waits (longer than `settled`: a settlement may wait out the generation record) for `n` usage rows. */
+  async function usageOf(userId, n) {
+    for (let i = 0; i < 150; i++) {
+      const rows = (await ledgerOf(userId)).filter((x) => x.type === 'usage');
+      if (rows.length >= n) return rows;
+      await sleep(100);
+    }
+    assert.fail(`never ${n} usage rows`);
+  }
+
+  test('clients that hang up on hidden reasoning are charged the reasoning too, from the generation record: in turn and at once', async () => {
+    const user = await ctx.admin.createUser({}, { credit: 10 }); // six worst cases held at once
+    const key = await ctx.admin.createKey(user.id);
+    const ids = [await hangUpOnHiddenReasoning(key.key), await hangUpOnHiddenReasoning(key.key)];
+    ids.push(...(await Promise.all(Array.from({ length: 6 }, () => hangUpOnHiddenReasoning(key.key)))));
+    const rows = await usageOf(user.id, ids.length);
+    assert.deepEqual(rows.map((r) => r.reference_id).sort(), [...ids].sort(), 'each request charged once');
+    const seenOnly = costOf('openai/gpt-4o', { prompt: hiddenPrompt, completion: 3 });
+    const atLeast = costOf('openai/gpt-4o', { prompt: hiddenPrompt, completion: hidden.thought + 2 });
+    const whole = costOf('openai/gpt-4o', { prompt: hiddenPrompt, completion: hidden.thought + 31 });
+    for (const usage of rows) {
+      const charged = -micros(usage.amount);
+      assert.ok(charged >= atLeast, `the hidden reasoning is charged: ${charged} >= ${atLeast} (the text seen alone: ${seenOnly})`);
+      assert.ok(charged < whole, 'not the whole answer');
+      assert.doesNotMatch(usage.description, /estimated/);
+      assert.match(usage.description, /cancelled/);
+    }
+    const ledger = await ledgerOf(user.id);
+    assert.equal(ledger.reduce((sum, r) => sum + micros(r.amount), 0), await balanceOf(user.id), 'the ledger sums to the balance');
+  });
+
+  test('without a generation record (OpenRouter never has it), a hang-up is charged the estimate after the wait', async () => {
+    const user = await ctx.admin.createUser({}, { credit: 1 });
+    const key = await ctx.admin.createKey(user.id);
+    const started = Date.now();
+    const id = await hangUpOnHiddenReasoning(key.key, { fake_fault: 'no_record' });
+    const [usage] = await usageOf(user.id, 1);
+    assert.equal(usage.reference_id, id);
+    assert.ok(Date.now() - started >= 5_000, 'the settlement waited for the record first');
+    assert.ok(-micros(usage.amount) > 0, 'what was delivered is charged');
+    assert.match(usage.description, /estimated/, 'from the delivered text');
   });
 });
 

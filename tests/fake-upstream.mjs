@@ -19,6 +19,7 @@
 //   "non_json"              200 with an HTML body
 //   "tools"                 answers with a tool call (streamed as argument pieces)
 //   "error_event"           stream: a mid-stream error event, then the end
+//   "no_record"             keeps no generation record (GET /generation answers 404 for it)
 // `chunk_delay_ms` (body field) spaces streamed chunks out. A thinking budget (`reasoning.max_tokens`)
 // gets a thought first (`reasoning`, `reasoning_details`; signed for anthropic/* models), its words
 // counted as completion and reasoning tokens; with `reasoning.exclude` the thought is counted and
@@ -256,7 +257,7 @@ async function chat(req, res, body, opts) {
   // The thought is generated first; then each piece as it goes out.
   const record = { id, model: body.model, streamed: body.stream === true, cancelled: false, prompt: promptTokens,
     reasoning: reasoningTokens, completion: reasoningTokens, startedAt: Date.now(), endedAt: null };
-  generations.set(id, record);
+  if (fault !== 'no_record') generations.set(id, record);
   if (generations.size > 2000) generations.delete(generations.keys().next().value);
   const ended = () => {
     record.completion = completionTokens;
