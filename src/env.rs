@@ -91,12 +91,22 @@ pub struct Config {
     pub alerts: Option<Alerts>,
     /// `USAGE_RETENTION_DAYS` (default 90): usage records and ledger copies older than this leave D1 for R2.
     pub usage_retention_days: i64,
-    /// `FAULT_PANIC_MODEL`, for tests only: a chat for this model panics once its money is held, so tests
-    /// can show that a panicked isolate recovers and loses no money (tests/panic.test.mjs). Ignored unless
-    /// `AI_GATEWAY_BASE_URL` is on this machine (`http://127.0.0.1…`, `http://localhost…`).
-    pub fault_panic_model: Option<String>,
-    /// `FAULT_FAIL_SETTLE` or `FAULT_PANIC_SETTLE`, for tests only, guarded as `FAULT_PANIC_MODEL`.
-    pub settle_fault: Option<SettleFault>,
+    /// Faults for tests only (`Faults`).
+    pub faults: Faults,
+}
+
+/// Faults for tests. Ignored unless `AI_GATEWAY_BASE_URL` is on this machine (`http://127.0.0.1…`,
+/// `http://localhost…`), so a deployment cannot be made to fail.
+#[derive(Debug, Default)]
+pub struct Faults {
+    /// `FAULT_PANIC_MODEL`: a chat for this model panics once its money is held, so tests can show that a
+    /// panicked isolate recovers and loses no money (tests/panic.test.mjs).
+    pub panic_model: Option<String>,
+    /// `FAULT_FAIL_SETTLE` or `FAULT_PANIC_SETTLE`.
+    pub settle: Option<SettleFault>,
+    /// `FAULT_FAIL_PUT_KEY`: the account object fails this many messages changing a key it holds, in an
+    /// isolate, as if they were lost (tests/key_changes.test.mjs).
+    pub failed_key_changes: u32,
 }
 
 /// A fault for tests: the account object, settling a request for `model`, fails a storage statement
@@ -161,10 +171,13 @@ impl Config {
         let upstream_base_url = base_url(env, "AI_GATEWAY_BASE_URL", DEFAULT_BASE_URL);
         // Honoured only against an upstream on this machine (a test's fake), so a deployment cannot panic.
         let fault = |name: &str| text(env, name).filter(|_| on_this_machine(&upstream_base_url));
-        let fault_panic_model = fault("FAULT_PANIC_MODEL");
-        let settle_fault = fault("FAULT_PANIC_SETTLE")
-            .map(|model| SettleFault { model, panic: true })
-            .or_else(|| fault("FAULT_FAIL_SETTLE").map(|model| SettleFault { model, panic: false }));
+        let faults = Faults {
+            panic_model: fault("FAULT_PANIC_MODEL"),
+            settle: fault("FAULT_PANIC_SETTLE")
+                .map(|model| SettleFault { model, panic: true })
+                .or_else(|| fault("FAULT_FAIL_SETTLE").map(|model| SettleFault { model, panic: false })),
+            failed_key_changes: fault("FAULT_FAIL_PUT_KEY").and_then(|n| n.trim().parse().ok()).unwrap_or(0),
+        };
         Self {
             upstream_base_url,
             upstream_api_key: text(env, "AI_GATEWAY_API_KEY").map(Secret),
@@ -206,8 +219,7 @@ impl Config {
             usage_retention_days: number(env, "USAGE_RETENTION_DAYS", 90).clamp(1, 36_500) as i64,
             show_upstream_cost: text(env, "SHOW_UPSTREAM_COST")
                 .is_some_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes")),
-            fault_panic_model,
-            settle_fault,
+            faults,
         }
     }
 

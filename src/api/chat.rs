@@ -162,7 +162,7 @@ async fn serve(
         }
         _ => None, // the operator's own requests are not billed to anyone
     };
-    if call.config.fault_panic_model.as_deref() == Some(chat.model.as_str()) {
+    if call.config.faults.panic_model.as_deref() == Some(chat.model.as_str()) {
         panic!("FAULT_PANIC_MODEL: a chat for {} panics with its money held", chat.model);
     }
     let held_by = match &meter {

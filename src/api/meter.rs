@@ -212,7 +212,7 @@ impl Meter {
             }
         }
         let lease_ask = asking.as_ref().map(|_| leases::ask(&key.id, worst_case, super::respond::random_bytes()));
-        let ask = Ask {
+        let ask = || Ask {
             request_id: call.request_id.clone(),
             key_id: key.id.clone(),
             hash: hash.to_string(),
@@ -228,8 +228,14 @@ impl Meter {
             rate_default: call.config.rate_default,
             end_user: call.end_user.clone(),
             end_user_budget: key.end_user_budget,
+            key_version: key.version,
         };
-        let answer = Account::of(&call.env, &key.user_id).reserve(ask).await.map_err(ApiError::internal)?;
+        let account = Account::of(&call.env, &key.user_id);
+        let mut answer = account.reserve(ask()).await.map_err(ApiError::internal)?;
+        if let Reserved::KeyOutOfDate = answer {
+            send_key_state(call, &account, &key.id).await?;
+            answer = account.reserve(ask()).await.map_err(ApiError::internal)?;
+        }
         let (reservation, resets_at_ms) = match answer {
             Reserved::Refused(KeyRefusal::NotPermitted) => {
                 return Err(ApiError::forbidden(KeyRefusal::NotPermitted.message()))
@@ -245,6 +251,9 @@ impl Meter {
             Reserved::RateLimited(refusal) => {
                 call.rate.set(Some(refusal.status));
                 return Err(rate_limited(&refusal));
+            }
+            Reserved::KeyOutOfDate => {
+                return Err(ApiError::internal("the account object did not take the key's latest state"))
             }
             Reserved::Decided { reservation, resets_at_ms, lease, rate } => {
                 call.rate.set(rate);
@@ -393,6 +402,18 @@ enum LeaseStart {
 /// request asks the object for a lease (with its own reservation) while the others wait for the answer
 /// (polling their own timers, at most `LEASE_WAIT_POLLS` ms) and try again; those it cannot cover
 /// reserve on their own.
+/// The account object missed a change to the key (its message was lost, `keys::publish`): it is sent
+/// the key's state as D1 has it, deleted or not, before it decides anything on the key.
+async fn send_key_state(call: &Call, account: &Account<'_>, key_id: &str) -> Result<(), ApiError> {
+    let db = env::db(&call.env).map_err(ApiError::internal)?;
+    let row = match crate::store::keys::get_live(&db, key_id).await? {
+        Some(row) => Some(row),
+        None => crate::store::keys::get_deleted(&db, key_id).await?,
+    };
+    let row = row.ok_or_else(|| ApiError::unauthenticated(KeyRefusal::Deleted.message()))?;
+    account.put_key(super::keys::key_state(&row)).await.map_err(ApiError::internal)
+}
+
 async fn start_on_lease(key_id: &str, hash: &str, worst_case: i64, end_user: Option<&str>, call: &Call) -> LeaseStart {
     let on_lease = |now| {
         let end_user = end_user.map(String::from);

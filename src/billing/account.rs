@@ -12,7 +12,7 @@ use crate::domain::alerts::AlertRules;
 use crate::domain::money::micros_to_usd;
 use crate::domain::usage::UsageRecord;
 use crate::domain::windows::Reset;
-use crate::env::SettleFault;
+use crate::env::{Faults, SettleFault};
 
 /// One message's view of the account: its storage, its book, the time.
 pub struct Account<'a> {
@@ -25,8 +25,8 @@ pub struct Account<'a> {
     pub owned: &'a Cell<bool>,
     /// Ledger rows or usage records were written (for the copy to D1).
     pub wrote: bool,
-    /// Tests only: a fault between a settlement's writes.
-    pub settle_fault: Option<&'a SettleFault>,
+    /// Tests only: faults to inject (`env::Faults`).
+    pub faults: &'a Faults,
 }
 
 impl Account<'_> {
@@ -35,6 +35,9 @@ impl Account<'_> {
         let (sql, now) = (self.sql, self.now);
         Ok(match req {
             AccountRequest::PutKey { state } => {
+                if self.book.key(&state.key_id).is_some() {
+                    lose_key_change(self.faults.failed_key_changes, &state.key_id)?;
+                }
                 if let Some(revoked) = self.book.put_key(state.clone(), now) {
                     store::put_key(sql, &state)?;
                     for lease_id in revoked {
@@ -58,6 +61,7 @@ impl Account<'_> {
                     Decision::Refused(reason) => AccountResponse::Refused { reason },
                     Decision::TooMany(scope) => AccountResponse::TooManyInFlight { scope: scope.to_string() },
                     Decision::RateLimited(refusal) => AccountResponse::RateLimited { refusal },
+                    Decision::KeyOutOfDate => AccountResponse::KeyOutOfDate,
                     Decision::Decided { reservation, resets_at_ms, lease, rate } => {
                         if let Some(granted) = &lease {
                             if let Some(l) = self.book.lease(&granted.lease_id) {
@@ -120,7 +124,7 @@ impl Account<'_> {
                                     store::count_tokens(sql, &request_id, tokens)?;
                                 }
                             }
-                            strike(self.settle_fault, sql, usage.as_ref(), &request_id)?;
+                            strike(self.faults.settle.as_ref(), sql, usage.as_ref(), &request_id)?;
                             write_closed(sql, &closed, description, usage, now, reserved)?;
                         }
                         // Started on a lease that has ended (expired: its isolate went quiet): nothing holds
@@ -360,6 +364,16 @@ fn strike(fault: Option<&SettleFault>, sql: &SqlStorage, usage: Option<&UsageRec
         &format!("FAULT_FAIL_SETTLE: settling {request_id} fails between its writes"),
     );
     sql.exec("SELECT * FROM settle_fault_injected", None)?;
+    Ok(())
+}
+
+/// Tests only: the first `failures` changes to keys the object holds fail, in this isolate.
+fn lose_key_change(failures: u32, key_id: &str) -> Result<()> {
+    if (0..failures).any(|n| crate::js::first_time(&format!("key_change_fault_{n}"))) {
+        let message = format!("FAULT_FAIL_PUT_KEY: the change to key {key_id} is lost");
+        crate::log::job_error("put_key_fault", &message);
+        return Err(worker::Error::RustError(message));
+    }
     Ok(())
 }
 

@@ -73,6 +73,8 @@ pub enum Reserved {
     TooMany(String),
     /// A per-minute limit of the key.
     RateLimited(RateRefusal),
+    /// The object missed a change to the key: it wants the key's state (`put_key`) first.
+    KeyOutOfDate,
     Decided {
         reservation: Reservation,
         resets_at_ms: Option<i64>,
@@ -138,6 +140,7 @@ impl<'a> Account<'a> {
             AccountResponse::Refused { reason } => Ok(Reserved::Refused(reason)),
             AccountResponse::TooManyInFlight { scope } => Ok(Reserved::TooMany(scope)),
             AccountResponse::RateLimited { refusal } => Ok(Reserved::RateLimited(refusal)),
+            AccountResponse::KeyOutOfDate => Ok(Reserved::KeyOutOfDate),
             AccountResponse::Reserved { reservation, resets_at_ms, lease, rate } => {
                 Ok(Reserved::Decided { reservation, resets_at_ms, lease, rate })
             }

@@ -161,6 +161,8 @@ pub enum AccountResponse {
     RateLimited {
         refusal: RateRefusal,
     },
+    /// The key's state held is older than the reservation's view of it: send the key's state, ask again.
+    KeyOutOfDate,
     Settled {
         charged: i64,
         balance: i64,
@@ -271,6 +273,7 @@ mod tests {
             rate_default: Default::default(),
             end_user: Some("alice".into()),
             end_user_budget: None,
+            key_version: Some(7),
         };
         let json = serde_json::to_string(&AccountRequest::Reserve { ask: ask.clone() }).expect("serialize");
         assert!(json.starts_with(r#"{"op":"reserve","request_id":"r1""#), "{json}");

@@ -49,6 +49,9 @@ pub struct KeyRecord {
     /// Days the key keeps its request log; `None`: off.
     #[serde(default)]
     pub request_log_days: Option<i64>,
+    /// When D1 last changed the key (`KeyState::version`), sent with its reservations.
+    #[serde(default)]
+    pub version: Option<i64>,
 }
 
 impl KeyRecord {
@@ -76,6 +79,7 @@ impl KeyRecord {
             rates: row.rates(),
             end_user_budget: row.end_user_budget(),
             request_log_days: row.request_log_days,
+            version: row.version(),
         }
     }
 }

@@ -82,6 +82,10 @@ pub struct Ask {
     /// The gateway's view of the key's budget per end user, used when the object has no state for the key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_user_budget: Option<Budget>,
+    /// The version (`KeyState::version`) of the gateway's view of the key. A state held that is older
+    /// missed a change (its message was lost): nothing is decided on it (`Decision::KeyOutOfDate`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_version: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,6 +95,9 @@ pub enum Decision {
     TooMany(&'static str),
     /// A per-minute limit of the key.
     RateLimited(RateRefusal),
+    /// The key's state held here is older than the gateway's view (`Ask::key_version`): the gateway
+    /// sends the key's state (`put_key`) and asks again. Nothing is held.
+    KeyOutOfDate,
     Decided {
         reservation: Reservation,
         resets_at_ms: Option<i64>,
@@ -115,6 +122,16 @@ pub struct Closed {
     pub balance_after: i64,
     /// Closed by `expire`, not by a settlement.
     pub abandoned: bool,
+}
+
+/// A key state of version `held` is older than the view of version `seen`. A state without a version
+/// (sent before states carried one) is older than any view with one.
+fn is_older(held: Option<i64>, seen: Option<i64>) -> bool {
+    match (held, seen) {
+        (_, None) => false,
+        (None, Some(_)) => true,
+        (Some(held), Some(seen)) => held < seen,
+    }
 }
 
 /// An adjustment would take the balance below the money held (or below zero).
@@ -367,7 +384,11 @@ impl Book {
     /// Checks the key and, when the limits allow, holds money for the request.
     /// Returns the decision and, when money is newly held, the reservation to store.
     pub fn reserve(&mut self, ask: &Ask, now: i64) -> (Decision, Option<Held>) {
-        let (limit, reset, rates, end_user_default) = match self.keys.get(&ask.key_id) {
+        let held_state = self.keys.get(&ask.key_id);
+        if held_state.is_some_and(|state| is_older(state.version, ask.key_version)) {
+            return (Decision::KeyOutOfDate, None);
+        }
+        let (limit, reset, rates, end_user_default) = match held_state {
             Some(state) => {
                 if let Err(reason) = state.check(&ask.hash, now) {
                     return (Decision::Refused(reason), None);
@@ -644,6 +665,7 @@ mod tests {
             rate_default: RateLimits::default(),
             end_user: None,
             end_user_budget: None,
+            key_version: None,
         }
     }
 
@@ -793,6 +815,32 @@ mod tests {
         assert!(book.put_key(state(false, 10), NOW).is_none(), "the enable that lost the race");
         assert_eq!(book.reserve(&ask("r1", "k", 1), NOW).0, Decision::Refused(KeyRefusal::Disabled));
         assert!(book.put_key(state(false, 30), NOW).is_some());
+    }
+
+    #[test]
+    fn nothing_is_decided_on_a_key_state_older_than_the_gateway_view() {
+        let limited = |limit, version| KeyState { version, ..key("k", Some(limit), None) };
+        let mut book = Book::restore(1_000, [], [limited(500, Some(10))], []);
+        let seen = |version| Ask { key_version: version, ..ask("r1", "k", 100) };
+        // The change to version 20 (say, the limit lowered) never reached the object.
+        assert_eq!(book.reserve(&seen(Some(20)), NOW), (Decision::KeyOutOfDate, None));
+        assert_eq!(book.reserved(), 0, "nothing held");
+        for version in [Some(10), Some(5), None] {
+            assert!(matches!(book.reserve(&seen(version), NOW).0, Decision::Decided { .. }), "{version:?}");
+            book.settle("r1", 0, NOW);
+        }
+        // Once the gateway sends the state it saw, that state decides.
+        assert!(book.put_key(limited(50, Some(20)), NOW).is_some());
+        let Decision::Decided { reservation, .. } =
+            book.reserve(&Ask { request_id: "r2".into(), ..seen(Some(20)) }, NOW).0
+        else {
+            panic!("decided on the new state")
+        };
+        assert_eq!(reservation, Reservation::Partial { amount: 50, source: LimitSource::KeyLimit });
+        // A state without a version (sent before states carried one) is older than any view with one.
+        let mut unversioned = Book::restore(1_000, [], [limited(500, None)], []);
+        assert_eq!(unversioned.reserve(&seen(Some(1)), NOW).0, Decision::KeyOutOfDate);
+        assert!(matches!(unversioned.reserve(&seen(None), NOW).0, Decision::Decided { .. }));
     }
 
     #[test]

@@ -340,6 +340,7 @@ impl World {
                     rate_default: rate_default(key),
                     end_user: END_USERS[end_user].map(String::from),
                     end_user_budget: end_user_budget(key),
+                    key_version: None,
                 };
                 let was_held = self.book.held(&id).is_some();
                 let (decision, held) = self.book.reserve(&ask, self.now);

@@ -105,6 +105,11 @@ impl KeyRow {
     }
 
     /// The key's own per-minute limits.
+    /// The key state's version (`KeyState::version`): when D1 last changed the key (ms).
+    pub fn version(&self) -> Option<i64> {
+        crate::domain::time::parse_iso(&self.updated_at)
+    }
+
     pub fn rates(&self) -> RateLimits {
         RateLimits { rpm: self.rpm_limit, tpm: self.tpm_limit }
     }

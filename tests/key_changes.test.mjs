@@ -1,0 +1,83 @@
+// A key change the account object never heard of. Every change to a key is made in D1, then sent to the
+// key's account object (`PutKey`), which decides reservations on the state it holds. Should every try of
+// that message fail (`FAULT_FAIL_PUT_KEY=3`: the object fails the next three changes to a key it holds),
+// the object still holds the old state. Each reservation carries the version of the gateway's view of the
+// key; an object holding an older state decides nothing on it, and the gateway sends it the state D1 has
+// first. So a lowered limit binds from the very next request, one after another and many at once, with
+// budget leases on and off, and nothing is spent past it; the ledger sums to the balance.
+
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+
+import { adminClient, startGateway } from './harness.mjs';
+
+const micros = (usd) => Math.round(usd * 1e6);
+
+function chat(url, key, content = 'a change nobody heard of') {
+  return fetch(`${url}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ model: 'openai/gpt-4o', max_tokens: 40, messages: [{ role: 'user', content }] }),
+  });
+}
+
+async function ledger(admin, userId) {
+  const balance = (await admin.call('GET', `/api/balance?user_id=${userId}`)).body;
+  const rows = (await admin.call('GET', `/api/balance/transactions?user_id=${userId}&page=1&page_size=100`)).body.data;
+  const spent = -rows.filter((r) => r.type === 'usage').reduce((n, r) => n + micros(r.amount), 0);
+  return { balance: micros(balance.balance), reserved: micros(balance.reserved), rows, spent };
+}
+
+for (const leases of ['on', 'off']) {
+  test(`a key change lost on its way to the account object binds all the same (leases ${leases})`, { timeout: 120_000 }, async () => {
+    const gw = await startGateway({ vars: { FAULT_FAIL_PUT_KEY: '3', BUDGET_LEASES: leases } });
+    try {
+      const admin = adminClient(gw.url, gw.adminToken);
+      const user = await admin.createUser({ name: 'Lost change' }, { credit: 1 });
+      const key = await admin.createKey(user.id, { name: 'lost', limit: 0.5 });
+      for (let i = 0; i < 2; i++) {
+        const res = await chat(gw.url, key.key, `before ${i}`);
+        assert.equal(res.status, 200, await res.clone().text());
+        await res.arrayBuffer();
+      }
+      const before = await ledger(admin, user.id);
+      assert.ok(before.spent > 0);
+
+      // The limit goes down to what was spent; every try to tell the object fails.
+      const lowered = await admin.call('PATCH', `/api/keys/${key.id}`, { limit: before.spent / 1e6 });
+      assert.equal(lowered.status, 200, 'the change is made: it is in D1, and the object learns it later');
+      assert.equal((gw.logs().match(/"job":"put_key_fault"/g) ?? []).length, 3, 'three tries, all lost');
+      assert.match(gw.logs(), /"detail":"FAULT_FAIL_PUT_KEY[^"]*","job":"put_key"/, 'the gateway logs that it gave up');
+
+      const refused = await chat(gw.url, key.key, 'after, alone');
+      assert.equal(refused.status, 402, 'decided on the lowered limit, not the state the object held');
+      assert.equal((await refused.json()).error.metadata.limit_source, 'key_limit');
+      const burst = await Promise.all(Array.from({ length: 6 }, (_, i) => chat(gw.url, key.key, `after, at once ${i}`)));
+      for (const res of burst) {
+        assert.equal(res.status, 402, 'none of them past the limit');
+        await res.arrayBuffer();
+      }
+      const after = await ledger(admin, user.id);
+      assert.equal(after.spent, before.spent, 'nothing spent past the lowered limit');
+
+      // Raised again (the fault has struck its three times): the key spends up to the new limit.
+      assert.equal((await admin.call('PATCH', `/api/keys/${key.id}`, { limit: 0.5 })).status, 200);
+      const served = await Promise.all(Array.from({ length: 4 }, (_, i) => chat(gw.url, key.key, `raised ${i}`)));
+      for (const res of served) {
+        assert.equal(res.status, 200, await res.clone().text());
+        await res.arrayBuffer();
+      }
+      let settled = await ledger(admin, user.id);
+      for (let i = 0; i < 50 && (settled.reserved !== 0 || settled.rows.filter((r) => r.type === 'usage').length < 6); i++) {
+        await new Promise((r) => setTimeout(r, 200));
+        settled = await ledger(admin, user.id);
+      }
+      assert.equal(settled.rows.filter((r) => r.type === 'usage').length, 6, 'each answered request charged once');
+      assert.ok(settled.spent <= micros(0.5), `spent ${settled.spent} within the key's limit`);
+      assert.equal(settled.balance, micros(1) - settled.spent);
+      assert.equal(settled.rows.reduce((n, r) => n + micros(r.amount), 0), settled.balance, 'the ledger sums to the balance');
+    } finally {
+      await gw.stop();
+    }
+  });
+}
