@@ -1,5 +1,6 @@
 //! Property test of the account model: random interleavings of reserve,
-//! heartbeat, settle, expiry, credit, key edits, time passing, "restart"
+//! heartbeat, settle, expiry, credit, key edits (some of them lost on their way to the object, as when
+//! every try of `PutKey` fails), time passing, "restart"
 //! (the book rebuilt from what storage holds) and budget leases (granted with
 //! a reservation, requests started on them by the isolate, their settlements
 //! and heartbeats, leases returned, and isolates that die holding them), with
@@ -77,11 +78,13 @@ enum Op {
         amount: i64,
     },
     /// Keys 0 and 1 keep their limit and reset (only their status changes); 2 and 3 change freely.
+    /// `lost`: D1 has the change, the object never heard of it.
     EditKey {
         key: usize,
         limit: Option<i64>,
         reset: Option<Reset>,
         disabled: bool,
+        lost: bool,
     },
     Advance {
         ms: i64,
@@ -108,8 +111,8 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0u8..24, 0i64..500).prop_map(|(req, evidence)| Op::Touch { req, evidence }),
         6 => (0u8..24, 0i64..600).prop_map(|(req, cost)| Op::Settle { req, cost }),
         2 => (-400i64..1_500).prop_map(|amount| Op::Credit { amount }),
-        1 => (0usize..4, proptest::option::of(0i64..800), reset(), any::<bool>())
-            .prop_map(|(key, limit, reset, disabled)| Op::EditKey { key, limit, reset, disabled }),
+        1 => (0usize..4, proptest::option::of(0i64..800), reset(), any::<bool>(), proptest::bool::weighted(0.3))
+            .prop_map(|(key, limit, reset, disabled, lost)| Op::EditKey { key, limit, reset, disabled, lost }),
         2 => prop_oneof![0i64..5_000, 0i64..LEASE * 2, 0i64..3 * 86_400_000].prop_map(|ms| Op::Advance { ms }),
         1 => Just(Op::Restart),
     ]
@@ -264,6 +267,8 @@ struct World {
     settled_leased: HashMap<String, i64>,
     /// The ids of the alerts found so far.
     alert_ids: std::collections::HashSet<String>,
+    /// Each edited key as D1 has it, versioned (the gateway's view, sent with its reservations).
+    d1: HashMap<usize, KeyState>,
 }
 
 impl World {
@@ -280,6 +285,33 @@ impl World {
             prop_assert!(self.alert_ids.insert(alert.id()) || !fixed, "{} found twice", alert.id());
         }
         Ok(())
+    }
+
+    /// The gateway's view of a key's limit: D1's, once the key was edited.
+    fn view(&self, key: usize) -> (Option<i64>, Option<Reset>) {
+        self.d1.get(&key).map_or(worker_view(key), |s| (s.limit_micros, s.limit_reset))
+    }
+
+    /// The object takes a key's state, and writes what it must; the isolate that sent it starts no more
+    /// of the key's requests on its leases (here: at once, as a lease's use ends by `MAX_USE_MS` anyway).
+    fn put_key(&mut self, key: usize, state: KeyState) -> Result<(), TestCaseError> {
+        if let Some(revoked) = self.book.put_key(state.clone(), self.now) {
+            for id in revoked {
+                prop_assert!(self.book.lease(&id).is_some_and(|l| l.use_until_ms <= self.now));
+                if let Some(stored) = self.store.leases.get_mut(&id) {
+                    stored.use_until_ms = self.now;
+                }
+            }
+            self.store.keys.insert(state.key_id.clone(), state);
+        }
+        self.end_local_use(key);
+        Ok(())
+    }
+
+    fn end_local_use(&mut self, key: usize) {
+        for (local, _) in self.local.iter_mut().filter(|(_, k)| *k == key) {
+            local.use_until_ms = local.use_until_ms.min(self.now);
+        }
     }
 
     /// An earlier request's id (or one never reserved).
@@ -314,7 +346,7 @@ impl World {
                     self.issued.push(format!("r{}", self.issued.len()));
                     self.issued[self.issued.len() - 1].clone()
                 };
-                let (limit_micros, limit_reset) = worker_view(key);
+                let (limit_micros, limit_reset) = self.view(key);
                 let ask = Ask {
                     request_id: id.clone(),
                     key_id: KEYS[key].into(),
@@ -340,10 +372,18 @@ impl World {
                     rate_default: rate_default(key),
                     end_user: END_USERS[end_user].map(String::from),
                     end_user_budget: end_user_budget(key),
-                    key_version: None,
+                    key_version: self.d1.get(&key).and_then(|s| s.version),
                 };
                 let was_held = self.book.held(&id).is_some();
-                let (decision, held) = self.book.reserve(&ask, self.now);
+                let (mut decision, mut held) = self.book.reserve(&ask, self.now);
+                if decision == Decision::KeyOutOfDate {
+                    // The object missed a change: it holds nothing, the gateway sends D1's state and asks again.
+                    prop_assert!(held.is_none());
+                    let state = self.d1.get(&key).cloned().expect("a version comes from an edit");
+                    self.put_key(key, state)?;
+                    (decision, held) = self.book.reserve(&ask, self.now);
+                    prop_assert!(decision != Decision::KeyOutOfDate, "decided once the object has the state");
+                }
                 if let Decision::Decided { lease: Some(granted), .. } = &decision {
                     // A repeated message answers the lease as it stands now (spent, perhaps); a new grant holds money.
                     prop_assert!(was_held || granted.amount > 0);
@@ -361,6 +401,19 @@ impl World {
                 if let Some(held) = held {
                     prop_assert!(!was_held, "a request is held once");
                     prop_assert!(held.amount <= worst.max(0));
+                    // Money newly held is within the key's limit as D1 has it, edits lost or not.
+                    if let (Some(limit), reset) = self.view(key) {
+                        let (spent, held) =
+                            (self.book.spent_in(KEYS[key], reset, self.now), self.book.held_for_key(KEYS[key]));
+                        prop_assert!(
+                            spent + held <= limit,
+                            "{}: spent {} + held {} > {}",
+                            KEYS[key],
+                            spent,
+                            held,
+                            limit
+                        );
+                    }
                     if let Some(a) = self.book.admitted(KEYS[key], &id).cloned() {
                         self.store.admit(KEYS[key], &a);
                     }
@@ -487,23 +540,16 @@ impl World {
                     }
                 }
             }
-            Op::EditKey { key, limit, reset, disabled } => {
+            Op::EditKey { key, limit, reset, disabled, lost } => {
                 let (limit, reset) = if key < 2 { worker_view(key) } else { (limit, reset) };
-                let state = key_state(key, limit, reset, disabled);
-                if let Some(revoked) = self.book.put_key(state.clone(), self.now) {
-                    for id in revoked {
-                        prop_assert!(self.book.lease(&id).is_some_and(|l| l.use_until_ms <= self.now));
-                        if let Some(stored) = self.store.leases.get_mut(&id) {
-                            stored.use_until_ms = self.now;
-                        }
-                    }
-                    // The isolate hears of it when it next asks the object (here: at once, as a
-                    // lease's use ends by `MAX_USE_MS` anyway).
-                    for (local, _) in self.local.iter_mut().filter(|(_, k)| *k == key) {
-                        local.use_until_ms = local.use_until_ms.min(self.now);
-                    }
+                let version = self.d1.values().filter_map(|s| s.version).max().unwrap_or(0) + 1;
+                let state = KeyState { version: Some(version), ..key_state(key, limit, reset, disabled) };
+                self.d1.insert(key, state.clone());
+                if lost {
+                    self.end_local_use(key); // the sender's isolate ends its own leases' use all the same
+                } else {
+                    self.put_key(key, state)?;
                 }
-                self.store.keys.insert(state.key_id.clone(), state);
             }
             Op::SetEndUserBudget { end_user, own } => {
                 let (key_id, end_user) = (KEYS[2], END_USERS[end_user].expect("a named end user"));
@@ -604,6 +650,7 @@ proptest! {
             local_requests: Vec::new(),
             settled_leased: HashMap::new(),
             alert_ids: Default::default(),
+            d1: HashMap::new(),
         };
         for op in &ops {
             world.step(op)?;
