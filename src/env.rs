@@ -104,6 +104,8 @@ pub struct Faults {
     pub panic_model: Option<String>,
     /// `FAULT_FAIL_SETTLE` or `FAULT_PANIC_SETTLE`.
     pub settle: Option<SettleFault>,
+    /// `FAULT_POISON_SETTLE`: every settlement of a request for this model fails between its writes.
+    pub poison_settle: Option<String>,
     /// `FAULT_FAIL_PUT_KEY`: the account object fails this many messages changing a key it holds, in an
     /// isolate, as if they were lost (tests/key_changes.test.mjs).
     pub failed_key_changes: u32,
@@ -176,6 +178,7 @@ impl Config {
             settle: fault("FAULT_PANIC_SETTLE")
                 .map(|model| SettleFault { model, panic: true })
                 .or_else(|| fault("FAULT_FAIL_SETTLE").map(|model| SettleFault { model, panic: false })),
+            poison_settle: fault("FAULT_POISON_SETTLE"),
             failed_key_changes: fault("FAULT_FAIL_PUT_KEY").and_then(|n| n.trim().parse().ok()).unwrap_or(0),
         };
         Self {

@@ -17,6 +17,11 @@
 // share it with the object: the task holding that settlement dies with the instance, so its request is
 // closed by rule when its hold ends, as after any lost isolate (never more than it cost). Every other
 // request is charged exactly what it cost, the ledger sums to the balance, and reconciliation agrees.
+//
+// A settlement that fails every time (`FAULT_POISON_SETTLE`), sent in the same messages as others: each
+// settlement is a transaction of its own inside the message's, so it fails alone. Its batch-mates are
+// charged exactly what they cost; it is sent again with a backoff, then given up on, and its request is
+// closed by rule (never charged more than it cost).
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
@@ -168,6 +173,55 @@ for (const leases of ['on', 'off']) {
       const faultedCharge = rows.length ? -micros(rows[0].amount) : 0;
       assert.ok([0, cost.get(faulted)].includes(faultedCharge), `closed by rule or settled: ${faultedCharge}`);
       const charged = [...others.values()].reduce((a, b) => a + b, 0) + faultedCharge;
+      await assertBooksAgree(admin, user, charged);
+    } finally {
+      await gw.stop();
+    }
+  });
+}
+
+for (const leases of ['on', 'off']) {
+  test(`a settlement that always fails (leases ${leases}) fails alone: the others sent with it are charged exactly`, { timeout: 120_000 }, async () => {
+    const gw = await startGateway({
+      vars: { FAULT_POISON_SETTLE: PANIC_MODEL, BUDGET_LEASES: leases, REQUEST_TIMEOUT: '2', RESERVATION_GRACE: '3' },
+    });
+    try {
+      const admin = adminClient(gw.url, gw.adminToken);
+      const user = await admin.createUser({ name: 'Poisoned settlement' }, { credit: 5 });
+      const { key } = await admin.createKey(user.id, { name: 'poison' });
+      const cost = new Map();
+      const poisoned = new Set();
+      const answer = async (res, model) => {
+        assert.equal(res.status, 200, await res.clone().text());
+        const id = res.headers.get('x-request-id');
+        cost.set(id, micros((await res.json()).usage.cost));
+        if (model === PANIC_MODEL) poisoned.add(id);
+      };
+      await answer(await chat(gw.url, key, FAULTED_MODEL), FAULTED_MODEL);
+      // Many at once, a third of them poisoned: their settlements wait in line and go together.
+      const models = Array.from({ length: 12 }, (_, i) => (i % 3 === 0 ? PANIC_MODEL : FAULTED_MODEL));
+      const burst = await Promise.all(models.map((model, i) => chat(gw.url, key, model, `burst ${i}`)));
+      for (const [i, res] of burst.entries()) await answer(res, models[i]);
+      for (let i = 0; i < 5; i++) await answer(await chat(gw.url, key, FAULTED_MODEL, `one after another ${i}`), FAULTED_MODEL);
+      const others = new Map([...cost].filter(([id]) => !poisoned.has(id)));
+
+      let usage = await usageRows(admin, user.id, others.size);
+      assert.match(gw.logs(), /FAULT_POISON_SETTLE: settling/, 'the poisoned settlements failed');
+      await sleep(8_000); // the poisoned requests are given up on, and their holds end
+      usage = await usageRows(admin, user.id, others.size);
+      for (const [id, c] of others) {
+        const rows = usage.filter((r) => r.reference_id === id);
+        assert.equal(rows.length, 1, `charged once: ${id}`);
+        assert.equal(-micros(rows[0].amount), c, `charged what it cost: ${id}`);
+      }
+      let charged = [...others.values()].reduce((a, b) => a + b, 0);
+      for (const id of poisoned) {
+        const rows = usage.filter((r) => r.reference_id === id);
+        assert.ok(rows.length <= 1, `closed at most once: ${id}`);
+        const closed = rows.length ? -micros(rows[0].amount) : 0;
+        assert.ok(closed <= cost.get(id), `closed by rule, never above its cost: ${closed}`);
+        charged += closed;
+      }
       await assertBooksAgree(admin, user, charged);
     } finally {
       await gw.stop();

@@ -12,10 +12,12 @@ use crate::domain::alerts::AlertRules;
 use crate::domain::money::micros_to_usd;
 use crate::domain::usage::UsageRecord;
 use crate::domain::windows::Reset;
-use crate::env::{Faults, SettleFault};
+use crate::env::Faults;
 
 /// One message's view of the account: its storage, its book, the time.
 pub struct Account<'a> {
+    /// The object's state, for transactions inside the message's (`js::atomically`).
+    pub state: &'a worker::State,
     pub sql: &'a SqlStorage,
     pub book: &'a mut Book,
     pub now: i64,
@@ -93,63 +95,26 @@ impl Account<'_> {
             }
             AccountRequest::Settle { account_id, settlements, return_leases } => {
                 self.own(&account_id)?;
-                let mut charged = 0;
+                let (mut charged, mut failed) = (0, Vec::new());
                 let mut leases: Vec<String> = Vec::new();
-                for Settlement { request_id, cost, description, usage, on_lease } in settlements {
-                    // A request charged straight from a lease has no reservation row to remove.
-                    let reserved = self.book.held(&request_id).is_some();
-                    let closed = match &on_lease {
-                        Some(OnLease { lease_id, worst_case, end_user }) => {
-                            let from_lease = !reserved;
-                            let request = (request_id.as_str(), end_user.as_deref());
-                            let closed = self.book.settle_leased(lease_id, request, *worst_case, cost, now);
-                            if let (true, Some(c)) = (from_lease, &closed) {
-                                store::lease_charge(sql, lease_id, &request_id, c.amount)?;
-                            }
-                            if !leases.contains(lease_id) {
-                                leases.push(lease_id.clone());
-                            }
-                            closed
+                for settlement in settlements {
+                    if let Some(OnLease { lease_id, .. }) = &settlement.on_lease {
+                        if !leases.contains(lease_id) {
+                            leases.push(lease_id.clone());
                         }
-                        None => self.book.settle(&request_id, cost, now),
-                    };
-                    match closed {
-                        Some(closed) => {
-                            charged += closed.amount;
-                            self.raise_alerts(&closed)?;
-                            // Its key's per-minute window counts the tokens it used from now on.
-                            let used = usage.as_ref().map(|u| u.prompt_tokens.saturating_add(u.completion_tokens));
-                            if let Some(tokens) = used.and_then(|t| i64::try_from(t).ok()) {
-                                if self.book.count_tokens(&closed.key_id, &request_id, tokens) {
-                                    store::count_tokens(sql, &request_id, tokens)?;
-                                }
-                            }
-                            strike(self.faults.settle.as_ref(), sql, usage.as_ref(), &request_id)?;
-                            write_closed(sql, &closed, description, usage, now, reserved)?;
+                    }
+                    // Each settlement in a transaction of its own, inside the message's: one that fails
+                    // leaves none of its writes, and the others stand (the sender sends it again).
+                    let request_id = settlement.request_id.clone();
+                    let state = self.state;
+                    match crate::js::atomically(state, || self.settle_one(settlement)) {
+                        Ok(amount) => charged += amount,
+                        Err(e) => {
+                            crate::log::job_error("settle_one", &format!("{request_id}: {e}"));
+                            // Memory saw its changes, storage did not: memory is read again from storage.
+                            *self.book = store::load_book(sql, now)?;
+                            failed.push(request_id);
                         }
-                        // Started on a lease that has ended (expired: its isolate went quiet): nothing holds
-                        // money for it any more, so it is not charged, and its cost is recorded as uncollected.
-                        None if cost > 0
-                            && on_lease.as_ref().is_some_and(|on| self.book.lease(&on.lease_id).is_none())
-                            && !store::has_ledger_row(sql, &request_id)? =>
-                        {
-                            // A close that charges nothing and says what the request cost (uncollected).
-                            let closed = Closed {
-                                request_id: request_id.clone(),
-                                key_id: usage.as_ref().map(|u| u.key_id.clone()).unwrap_or_default(),
-                                end_user: on_lease.as_ref().and_then(|on| on.end_user.clone()),
-                                reserved: 0,
-                                amount: 0,
-                                uncollected: cost,
-                                balance_after: self.book.balance(),
-                                abandoned: true,
-                            };
-                            let why = "closed without settlement: its budget lease had ended when it settled";
-                            write_closed(sql, &closed, why.into(), usage, now, false)?
-                        }
-                        // Closed without its settlement earlier: charged nothing more, but what it
-                        // really cost is recorded (as uncollected, and in its usage record).
-                        None => late_settlement(sql, &request_id, cost, usage)?,
                     }
                     self.wrote = true;
                 }
@@ -165,7 +130,7 @@ impl Account<'_> {
                         (id, held)
                     })
                     .collect();
-                AccountResponse::Settled { charged, balance: self.book.balance(), leases }
+                AccountResponse::Settled { charged, balance: self.book.balance(), leases, failed }
             }
             AccountRequest::Credit { account_id, amount, kind, description, idempotency_key } => {
                 if let Some(key) = idempotency_key.as_deref() {
@@ -242,6 +207,66 @@ impl Account<'_> {
     }
 
     /// Keeps the alerts a charge crossed for delivery, in the charge's own step.
+    /// Charges one settled request (its writes: the ledger row, its usage record, the lease's charge);
+    /// returns what was charged.
+    fn settle_one(&mut self, settlement: Settlement) -> Result<i64> {
+        let (sql, now) = (self.sql, self.now);
+        let Settlement { request_id, cost, description, usage, on_lease } = settlement;
+        // A request charged straight from a lease has no reservation row to remove.
+        let reserved = self.book.held(&request_id).is_some();
+        let closed = match &on_lease {
+            Some(OnLease { lease_id, worst_case, end_user }) => {
+                let from_lease = !reserved;
+                let request = (request_id.as_str(), end_user.as_deref());
+                let closed = self.book.settle_leased(lease_id, request, *worst_case, cost, now);
+                if let (true, Some(c)) = (from_lease, &closed) {
+                    store::lease_charge(sql, lease_id, &request_id, c.amount)?;
+                }
+                closed
+            }
+            None => self.book.settle(&request_id, cost, now),
+        };
+        match closed {
+            Some(closed) => {
+                self.raise_alerts(&closed)?;
+                // Its key's per-minute window counts the tokens it used from now on.
+                let used = usage.as_ref().map(|u| u.prompt_tokens.saturating_add(u.completion_tokens));
+                if let Some(tokens) = used.and_then(|t| i64::try_from(t).ok()) {
+                    if self.book.count_tokens(&closed.key_id, &request_id, tokens) {
+                        store::count_tokens(sql, &request_id, tokens)?;
+                    }
+                }
+                strike(self.faults, sql, usage.as_ref(), &request_id)?;
+                write_closed(sql, &closed, description, usage, now, reserved)?;
+                Ok(closed.amount)
+            }
+            // Started on a lease that has ended (expired: its isolate went quiet): nothing holds
+            // money for it any more, so it is not charged, and its cost is recorded as uncollected.
+            None if cost > 0
+                && on_lease.as_ref().is_some_and(|on| self.book.lease(&on.lease_id).is_none())
+                && !store::has_ledger_row(sql, &request_id)? =>
+            {
+                // A close that charges nothing and says what the request cost (uncollected).
+                let closed = Closed {
+                    request_id: request_id.clone(),
+                    key_id: usage.as_ref().map(|u| u.key_id.clone()).unwrap_or_default(),
+                    end_user: on_lease.as_ref().and_then(|on| on.end_user.clone()),
+                    reserved: 0,
+                    amount: 0,
+                    uncollected: cost,
+                    balance_after: self.book.balance(),
+                    abandoned: true,
+                };
+                let why = "closed without settlement: its budget lease had ended when it settled";
+                write_closed(sql, &closed, why.into(), usage, now, false)?;
+                Ok(0)
+            }
+            // Closed without its settlement earlier: charged nothing more, but what it
+            // really cost is recorded (as uncollected, and in its usage record).
+            None => late_settlement(sql, &request_id, cost, usage).map(|()| 0),
+        }
+    }
+
     fn raise_alerts(&mut self, closed: &Closed) -> Result<()> {
         let Some(rules) = self.alerts else { return Ok(()) };
         let account_id = store::account_id(self.sql)?.unwrap_or_default();
@@ -350,21 +375,25 @@ fn write_closed(
     Ok(())
 }
 
-/// Tests only: the settle fault, when it is set for this request's model and has not struck in this isolate.
-fn strike(fault: Option<&SettleFault>, sql: &SqlStorage, usage: Option<&UsageRecord>, request_id: &str) -> Result<()> {
-    let Some(fault) = fault.filter(|f| usage.is_some_and(|u| u.model == f.model)) else { return Ok(()) };
+/// Tests only: the settle faults for this request's model, between its writes: `FAULT_FAIL_SETTLE` or
+/// `FAULT_PANIC_SETTLE` once per isolate, `FAULT_POISON_SETTLE` every time.
+fn strike(faults: &Faults, sql: &SqlStorage, usage: Option<&UsageRecord>, request_id: &str) -> Result<()> {
+    let Some(model) = usage.map(|u| u.model.as_str()) else { return Ok(()) };
+    let fail = |why: &str| {
+        crate::log::job_error("settle_fault", &format!("{why}: settling {request_id} fails between its writes"));
+        sql.exec("SELECT * FROM settle_fault_injected", None).map(|_| ())
+    };
+    if faults.poison_settle.as_deref() == Some(model) {
+        return fail("FAULT_POISON_SETTLE");
+    }
+    let Some(fault) = faults.settle.as_ref().filter(|f| f.model == model) else { return Ok(()) };
     if !crate::js::first_time("settle_fault") {
         return Ok(());
     }
     if fault.panic {
         panic!("FAULT_PANIC_SETTLE: settling {request_id} panics between its writes");
     }
-    crate::log::job_error(
-        "settle_fault",
-        &format!("FAULT_FAIL_SETTLE: settling {request_id} fails between its writes"),
-    );
-    sql.exec("SELECT * FROM settle_fault_injected", None)?;
-    Ok(())
+    fail("FAULT_FAIL_SETTLE")
 }
 
 /// Tests only: the first `failures` changes to keys the object holds fail, in this isolate.

@@ -65,7 +65,8 @@ impl AccountDo {
             let config = crate::env::Config::get(&self.env);
             let alerts = config.alerts.as_ref().map(|a| &a.rules);
             let faults = &config.faults;
-            let mut account = Account { sql, book, now, alerts, owned: &self.owned, wrote: false, faults };
+            let mut account =
+                Account { state: &self.state, sql, book, now, alerts, owned: &self.owned, wrote: false, faults };
             let answer = account.expire().and_then(|()| match message {
                 Some(message) => account.answer(message),
                 None => Ok(AccountResponse::Ok),

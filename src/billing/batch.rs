@@ -7,7 +7,9 @@
 //! settlement depends on another request's task living on: a waiting task
 //! polls its own timer (a wake-up from another request's task would run its
 //! I/O in that request's context, which the runtime refuses). Settling is
-//! idempotent by request id, so a settlement sent twice charges once.
+//! idempotent by request id, so a settlement sent twice charges once. A
+//! settlement the object answers as failed (its writes undone, its batch-mates
+//! charged) goes back to its own task, which sends it again after a backoff.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
@@ -41,6 +43,8 @@ struct Line {
     waiting: Vec<Pending>,
     /// Settlements another task sent (answered or given up on): their own tasks may end.
     finished: HashSet<String>,
+    /// Settlements the object answered as failed, back to their own tasks.
+    failed: HashMap<String, Pending>,
 }
 
 thread_local! {
@@ -67,11 +71,15 @@ pub async fn settle(
     };
     let deadline = js_sys::Date::now() + retry_for_ms as f64;
     with_line(account, |line| line.waiting.push(Pending { settlement, key_id: key_id.to_string() }));
+    let mut failures = 0u32;
     loop {
         let now = js_sys::Date::now();
         let turn = with_line(account, |line| {
             if line.finished.remove(&id) {
                 return Turn::Done;
+            }
+            if let Some(pending) = line.failed.remove(&id) {
+                return Turn::Failed(Box::new(pending));
             }
             let queued = line.waiting.iter().position(|p| p.settlement.request_id == id);
             let busy = line.sending_since.is_some_and(|since| now - since < STALE_SEND_MS);
@@ -93,6 +101,17 @@ pub async fn settle(
         let batch = match turn {
             Turn::Done => return,
             Turn::GaveUp => return give_up(),
+            // Failed in the object: sent again after 0.25 s doubling to 8 s, as an unanswered message is.
+            Turn::Failed(pending) => {
+                let wait = (250u64 << failures.min(5)).min(8_000);
+                failures += 1;
+                if js_sys::Date::now() + wait as f64 > deadline {
+                    return give_up();
+                }
+                worker::Delay::from(Duration::from_millis(wait)).await;
+                with_line(account, |line| line.waiting.push(*pending));
+                continue;
+            }
             // On its way (in a message bounded by `SEND_RETRY_MS`, or taken for dead after `STALE_SEND_MS`):
             // its sender accounts for it, so it is waited for even past the deadline.
             Turn::Wait => {
@@ -102,10 +121,11 @@ pub async fn settle(
             Turn::Send(batch) => batch,
         };
         let settlements: Vec<Settlement> = batch.iter().map(|p| p.settlement.clone()).collect();
+        let sent_mine = batch.iter().any(|p| p.settlement.request_id == id);
         let tries_for = retry_for_ms.min(SEND_RETRY_MS);
         let returning = returns();
-        let held = client::settle(env, account, settlements, returning.clone(), tries_for).await;
-        let Some(held) = held else {
+        let settled = client::settle(env, account, settlements, returning.clone(), tries_for).await;
+        let Some(settled) = settled else {
             // Not confirmed: back in line, for the next sender (or each request's own task) to try again.
             leases::not_returned(account, returning);
             with_line(account, |line| {
@@ -115,21 +135,32 @@ pub async fn settle(
             worker::Delay::from(Duration::from_millis(POLL_MS)).await;
             continue;
         };
+        let mine_failed = settled.failed.contains(&id);
         with_line(account, |line| {
             line.sending_since = None;
-            for p in &batch {
-                if let Some(on) = &p.settlement.on_lease {
-                    let held_now = held.iter().find(|(l, _)| *l == on.lease_id).map_or(0, |l| l.1);
-                    leases::settled(&p.key_id, &on.lease_id, &p.settlement.request_id, Some(held_now));
+            for p in batch {
+                let request_id = p.settlement.request_id.clone();
+                if settled.failed.contains(&request_id) {
+                    line.failed.insert(request_id, p);
+                    continue;
                 }
-                if p.settlement.request_id != id {
-                    line.finished.insert(p.settlement.request_id.clone());
+                if let Some(on) = &p.settlement.on_lease {
+                    let held_now = settled.leases.iter().find(|(l, _)| *l == on.lease_id).map_or(0, |l| l.1);
+                    leases::settled(&p.key_id, &on.lease_id, &request_id, Some(held_now));
+                }
+                if request_id != id {
+                    line.finished.insert(request_id);
                 }
             }
         });
-        if batch.iter().any(|p| p.settlement.request_id == id) {
+        if mine_failed {
+            continue;
+        }
+        if sent_mine {
             LINES.with_borrow_mut(|lines| {
-                let idle = |l: &Line| l.sending_since.is_none() && l.waiting.is_empty() && l.finished.is_empty();
+                let idle = |l: &Line| {
+                    l.sending_since.is_none() && l.waiting.is_empty() && l.finished.is_empty() && l.failed.is_empty()
+                };
                 if lines.get(account).is_some_and(idle) {
                     lines.remove(account);
                 }
@@ -142,6 +173,7 @@ pub async fn settle(
 enum Turn {
     Done,
     GaveUp,
+    Failed(Box<Pending>),
     Wait,
     Send(Vec<Pending>),
 }

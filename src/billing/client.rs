@@ -311,23 +311,30 @@ impl<'a> Org<'a> {
     }
 }
 
+/// What the object answered to settlements: what each lease charged still holds, and the settlements
+/// that failed (none of their writes stayed: they are to be sent again).
+pub struct Settled {
+    pub leases: Vec<(String, i64)>,
+    pub failed: Vec<String>,
+}
+
 /// Settles requests (and gives back drained leases), retried with backoff until the object confirms
 /// or `retry_for_ms` has passed (the reservation's lease: after it, the object closes the request by its
-/// rule). The answer: what each lease charged still holds (`None`: not confirmed).
+/// rule). `None`: not confirmed.
 pub async fn settle(
     env: &Env,
     account: &str,
     settlements: Vec<Settlement>,
     return_leases: Vec<String>,
     retry_for_ms: i64,
-) -> Option<Vec<(String, i64)>> {
+) -> Option<Settled> {
     let what = settlements.first().map_or("lease return", |s| s.request_id.as_str()).to_string();
     let message = AccountRequest::Settle { account_id: account.to_string(), settlements, return_leases };
-    let held = std::cell::RefCell::new(None);
+    let settled = std::cell::RefCell::new(None);
     retry(&what, retry_for_ms, || async {
         match send(env::accounts(env), account, &message).await? {
-            AccountResponse::Settled { leases, .. } => {
-                held.replace(Some(leases));
+            AccountResponse::Settled { leases, failed, .. } => {
+                settled.replace(Some(Settled { leases, failed }));
                 Ok(())
             }
             AccountResponse::Error { message } => Err(message),
@@ -335,7 +342,7 @@ pub async fn settle(
         }
     })
     .await;
-    held.into_inner()
+    settled.into_inner()
 }
 
 /// Runs `attempt` until it succeeds, waiting 0.25 s doubling to 8 s between tries, for at most `for_ms`.

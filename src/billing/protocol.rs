@@ -169,6 +169,9 @@ pub enum AccountResponse {
         /// What each lease the settlements were charged from still holds (0: it has ended).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         leases: Vec<(String, i64)>,
+        /// Settlements that failed (none of their writes stayed): to send again.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        failed: Vec<String>,
     },
     Touched {
         held: bool,
