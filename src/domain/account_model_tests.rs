@@ -1,5 +1,6 @@
 //! Property test of the account model: random interleavings of reserve,
-//! heartbeat, settle, expiry, credit, key edits (some of them lost on their way to the object, as when
+//! heartbeat, settle (some settlements failing: the book read again from storage), expiry, credit, key
+//! edits (some of them lost on their way to the object, as when
 //! every try of `PutKey` fails), time passing, "restart"
 //! (the book rebuilt from what storage holds) and budget leases (granted with
 //! a reservation, requests started on them by the isolate, their settlements
@@ -74,6 +75,13 @@ enum Op {
         req: u8,
         cost: i64,
     },
+    /// A settlement (of a request on a lease, `leased`) whose writes fail: memory saw it, storage did not,
+    /// and the object reads its book again from storage; the isolate sends it again later.
+    SettleFails {
+        req: u8,
+        cost: i64,
+        leased: bool,
+    },
     Credit {
         amount: i64,
     },
@@ -110,6 +118,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::IsolateDies),
         2 => (0u8..24, 0i64..500).prop_map(|(req, evidence)| Op::Touch { req, evidence }),
         6 => (0u8..24, 0i64..600).prop_map(|(req, cost)| Op::Settle { req, cost }),
+        1 => (0u8..24, 0i64..600, any::<bool>()).prop_map(|(req, cost, leased)| Op::SettleFails { req, cost, leased }),
         2 => (-400i64..1_500).prop_map(|amount| Op::Credit { amount }),
         1 => (0usize..4, proptest::option::of(0i64..800), reset(), any::<bool>(), proptest::bool::weighted(0.3))
             .prop_map(|(key, limit, reset, disabled, lost)| Op::EditKey { key, limit, reset, disabled, lost }),
@@ -455,6 +464,16 @@ impl World {
                     }
                     None => prop_assert!(reserved.is_none()),
                 }
+            }
+            Op::SettleFails { req, cost, leased } => {
+                if leased && !self.local_requests.is_empty() {
+                    let n = usize::from(req) % self.local_requests.len();
+                    let (id, lease_id, worst, _, end_user) = self.local_requests[n].clone();
+                    let _ = self.book.settle_leased(&lease_id, (&id, end_user), worst, cost, self.now);
+                } else {
+                    let _ = self.book.settle(&self.earlier(req), cost, self.now);
+                }
+                self.book = self.store.restore();
             }
             Op::StartLeased { lease, worst } => {
                 if self.local.is_empty() {
