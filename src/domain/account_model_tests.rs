@@ -1,12 +1,10 @@
-//! Property test of the account model: random interleavings of reserve,
-//! heartbeat, settle (some settlements failing: the book read again from storage), expiry, credit, key
-//! edits (some of them lost on their way to the object, as when
-//! every try of `PutKey` fails), time passing, "restart"
-//! (the book rebuilt from what storage holds) and budget leases (granted with
-//! a reservation, requests started on them by the isolate, their settlements
-//! and heartbeats, leases returned, and isolates that die holding them), with
-//! per-minute limits and end users' budgets, with every invariant checked after every step. `Store` plays the object's
-//! storage and does exactly what the object shell writes for each answer.
+//! Property test of the account model: random interleavings of reserve, heartbeat, settle (some
+//! settlements failing: the book read again from storage), expiry, credit, key edits (some lost on their
+//! way to the object, as when every try of `PutKey` fails), time passing, "restart" (the book rebuilt
+//! from what storage holds) and budget leases (granted with a reservation, requests started on them by
+//! the isolate, their settlements and heartbeats, leases returned, and isolates that die holding them),
+//! with per-minute limits and end users' budgets, with every invariant checked after every step. `Store`
+//! plays the object's storage and does exactly what the object shell writes for each answer.
 
 use std::collections::HashMap;
 
