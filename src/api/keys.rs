@@ -435,16 +435,16 @@ pub(super) async fn publish(call: &Call, rows: &[KeyRow]) -> Result<(), ApiError
         rows.iter().flat_map(|k| std::iter::once(k.key_hash.as_str()).chain(k.previous_key_hash.as_deref())).collect();
     key_cache::forget(&kv, &hashes).await;
     for row in rows {
-        // Tried three times. Should every try fail, the change is made all the same: it is in D1, and
-        // the object learns it at the key's next reservation, which carries the key's version (an object
-        // holding an older state asks for it: `meter::send_key_state`).
+        // Tried three times; should every try fail, the caller gets an error and repeats the change (a
+        // repeated request sends the state again). The change is in D1 meanwhile: a reservation whose view
+        // of the key has it carries its version, and the object, holding an older state, is sent D1's
+        // (`meter::send_key_state`). Views cached elsewhere may not have it yet: hence the error.
         let account = Account::of(&call.env, &row.user_id);
         let mut tries = 0;
         while let Err(e) = account.put_key(key_state(row)).await {
             tries += 1;
             if tries == 3 {
-                crate::log::job_error("put_key", &e);
-                break;
+                return Err(ApiError::internal(format!("the key's account object did not take the change: {e}")));
             }
             worker::Delay::from(std::time::Duration::from_millis(100 * tries)).await;
         }

@@ -398,10 +398,6 @@ enum LeaseStart {
     Alone,
 }
 
-/// Starts the request on this isolate's lease for the key when that covers its worst case. Else one
-/// request asks the object for a lease (with its own reservation) while the others wait for the answer
-/// (polling their own timers, at most `LEASE_WAIT_POLLS` ms) and try again; those it cannot cover
-/// reserve on their own.
 /// The account object missed a change to the key (its message was lost, `keys::publish`): it is sent
 /// the key's state as D1 has it, deleted or not, before it decides anything on the key.
 async fn send_key_state(call: &Call, account: &Account<'_>, key_id: &str) -> Result<(), ApiError> {
@@ -414,6 +410,10 @@ async fn send_key_state(call: &Call, account: &Account<'_>, key_id: &str) -> Res
     account.put_key(super::keys::key_state(&row)).await.map_err(ApiError::internal)
 }
 
+/// Starts the request on this isolate's lease for the key when that covers its worst case. Else one
+/// request asks the object for a lease (with its own reservation) while the others wait for the answer
+/// (polling their own timers, at most `LEASE_WAIT_POLLS` ms) and try again; those it cannot cover
+/// reserve on their own.
 async fn start_on_lease(key_id: &str, hash: &str, worst_case: i64, end_user: Option<&str>, call: &Call) -> LeaseStart {
     let on_lease = |now| {
         let end_user = end_user.map(String::from);

@@ -97,6 +97,9 @@ impl Account<'_> {
                 self.own(&account_id)?;
                 let (mut charged, mut failed) = (0, Vec::new());
                 let mut leases: Vec<String> = Vec::new();
+                // After a failure, memory is kept aside before each settlement: reading the book again
+                // from storage sums the whole ledger, which once a message is enough.
+                let mut keep_aside = false;
                 for settlement in settlements {
                     if let Some(OnLease { lease_id, .. }) = &settlement.on_lease {
                         if !leases.contains(lease_id) {
@@ -106,13 +109,17 @@ impl Account<'_> {
                     // Each settlement in a transaction of its own, inside the message's: one that fails
                     // leaves none of its writes, and the others stand (the sender sends it again).
                     let request_id = settlement.request_id.clone();
-                    let state = self.state;
+                    let (state, before) = (self.state, keep_aside.then(|| self.book.clone()));
                     match crate::js::atomically(state, || self.settle_one(settlement)) {
                         Ok(amount) => charged += amount,
                         Err(e) => {
                             crate::log::job_error("settle_one", &format!("{request_id}: {e}"));
-                            // Memory saw its changes, storage did not: memory is read again from storage.
-                            *self.book = store::load_book(sql, now)?;
+                            // Memory saw its changes, storage did not: memory goes back to what storage holds.
+                            *self.book = match before {
+                                Some(book) => book,
+                                None => store::load_book(sql, now)?,
+                            };
+                            keep_aside = true;
                             failed.push(request_id);
                         }
                     }
@@ -206,7 +213,6 @@ impl Account<'_> {
         })
     }
 
-    /// Keeps the alerts a charge crossed for delivery, in the charge's own step.
     /// Charges one settled request (its writes: the ledger row, its usage record, the lease's charge);
     /// returns what was charged.
     fn settle_one(&mut self, settlement: Settlement) -> Result<i64> {
@@ -267,6 +273,7 @@ impl Account<'_> {
         }
     }
 
+    /// Keeps the alerts a charge crossed for delivery, in the charge's own step.
     fn raise_alerts(&mut self, closed: &Closed) -> Result<()> {
         let Some(rules) = self.alerts else { return Ok(()) };
         let account_id = store::account_id(self.sql)?.unwrap_or_default();

@@ -43,8 +43,9 @@ struct Line {
     waiting: Vec<Pending>,
     /// Settlements another task sent (answered or given up on): their own tasks may end.
     finished: HashSet<String>,
-    /// Settlements the object answered as failed, back to their own tasks.
-    failed: HashMap<String, Pending>,
+    /// Settlements the object answered as failed, back to their own tasks (with when: one whose task
+    /// has ended is dropped after `STALE_SEND_MS`).
+    failed: HashMap<String, (f64, Pending)>,
 }
 
 thread_local! {
@@ -78,9 +79,10 @@ pub async fn settle(
             if line.finished.remove(&id) {
                 return Turn::Done;
             }
-            if let Some(pending) = line.failed.remove(&id) {
+            if let Some((_, pending)) = line.failed.remove(&id) {
                 return Turn::Failed(Box::new(pending));
             }
+            line.failed.retain(|_, (at, _)| now - *at < STALE_SEND_MS);
             let queued = line.waiting.iter().position(|p| p.settlement.request_id == id);
             let busy = line.sending_since.is_some_and(|since| now - since < STALE_SEND_MS);
             match (queued, busy) {
@@ -141,7 +143,7 @@ pub async fn settle(
             for p in batch {
                 let request_id = p.settlement.request_id.clone();
                 if settled.failed.contains(&request_id) {
-                    line.failed.insert(request_id, p);
+                    line.failed.insert(request_id, (js_sys::Date::now(), p));
                     continue;
                 }
                 if let Some(on) = &p.settlement.on_lease {

@@ -104,12 +104,12 @@ impl KeyRow {
         self.end_user_limit_reset = budget.and_then(|b| b.reset).map(|r| r.as_str().to_string());
     }
 
-    /// The key's own per-minute limits.
     /// The key state's version (`KeyState::version`): when D1 last changed the key (ms).
     pub fn version(&self) -> Option<i64> {
         crate::domain::time::parse_iso(&self.updated_at)
     }
 
+    /// The key's own per-minute limits.
     pub fn rates(&self) -> RateLimits {
         RateLimits { rpm: self.rpm_limit, tpm: self.tpm_limit }
     }
