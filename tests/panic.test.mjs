@@ -205,10 +205,10 @@ for (const leases of ['on', 'off']) {
       for (let i = 0; i < 5; i++) await answer(await chat(gw.url, key, FAULTED_MODEL, `one after another ${i}`), FAULTED_MODEL);
       const others = new Map([...cost].filter(([id]) => !poisoned.has(id)));
 
-      let usage = await usageRows(admin, user.id, others.size);
-      assert.match(gw.logs(), /FAULT_POISON_SETTLE: settling/, 'the poisoned settlements failed');
+      await usageRows(admin, user.id, others.size);
       await sleep(8_000); // the poisoned requests are given up on, and their holds end
-      usage = await usageRows(admin, user.id, others.size);
+      assert.match(gw.logs(), /FAULT_POISON_SETTLE: settling/, 'the poisoned settlements failed');
+      const usage = await usageRows(admin, user.id, others.size);
       for (const [id, c] of others) {
         const rows = usage.filter((r) => r.reference_id === id);
         assert.equal(rows.length, 1, `charged once: ${id}`);
