@@ -170,7 +170,14 @@ export async function startGateway({ vars = {}, upstream = true, persistTo, port
       await stop();
       throw e;
     }
-    return { url, adminToken, fake, state, child, inspectorPort, logs: () => output, stop };
+    // The runtime's log lines reach us through wrangler's output, a little after the requests that wrote them.
+    const logsOnce = async (pattern, timeoutMs = 15_000) => {
+      for (const end = Date.now() + timeoutMs; !pattern.test(output) && Date.now() < end; ) {
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      return output;
+    };
+    return { url, adminToken, fake, state, child, inspectorPort, logs: () => output, logsOnce, stop };
   }
 }
 

@@ -73,7 +73,7 @@ for (const leases of ['on', 'off']) {
         assert.equal(res.status, 200, await res.clone().text());
         answered.push((await res.json()).id);
       }
-      const logs = gw.logs();
+      const logs = await gw.logsOnce(/Reinitializing Wasm application/);
       assert.match(logs, /Rust panic: panicked at/, 'the panic happened');
       assert.match(logs, /Reinitializing Wasm application/, 'the entry re-instantiated the module');
       assert.doesNotMatch(logs, /Invalid stale object|Module terminated/, 'nothing ran on the poisoned instance');
@@ -140,7 +140,7 @@ for (const leases of ['on', 'off']) {
     try {
       const { admin, user, cost } = await spendAroundFault(gw, leases);
       const usage = await usageRows(admin, user.id, cost.size);
-      assert.match(gw.logs(), /FAULT_FAIL_SETTLE: settling/, 'the statement failed');
+      assert.match(await gw.logsOnce(/FAULT_FAIL_SETTLE: settling/), /FAULT_FAIL_SETTLE: settling/, 'the statement failed');
       assert.equal(usage.length, cost.size, 'one charge per request');
       for (const row of usage) {
         assert.equal(-micros(row.amount), cost.get(row.reference_id), `charged what it cost: ${row.reference_id}`);
@@ -159,7 +159,7 @@ for (const leases of ['on', 'off']) {
       const { admin, user, cost, faulted } = await spendAroundFault(gw, leases);
       const others = new Map([...cost].filter(([id]) => id !== faulted));
       let usage = await usageRows(admin, user.id, others.size);
-      const logs = gw.logs();
+      const logs = await gw.logsOnce(/Reinitializing Wasm application/);
       assert.match(logs, /FAULT_PANIC_SETTLE: settling/, 'the object panicked');
       assert.match(logs, /Reinitializing Wasm application/, 'the module was re-instantiated');
       await sleep(8_000); // the faulted request's hold (a reservation, or its lease) ends
@@ -207,7 +207,7 @@ for (const leases of ['on', 'off']) {
 
       await usageRows(admin, user.id, others.size);
       await sleep(8_000); // the poisoned requests are given up on, and their holds end
-      assert.match(gw.logs(), /FAULT_POISON_SETTLE: settling/, 'the poisoned settlements failed');
+      assert.match(await gw.logsOnce(/FAULT_POISON_SETTLE: settling/), /FAULT_POISON_SETTLE: settling/, 'the poisoned settlements failed');
       const usage = await usageRows(admin, user.id, others.size);
       for (const [id, c] of others) {
         const rows = usage.filter((r) => r.reference_id === id);
