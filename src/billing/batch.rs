@@ -105,7 +105,7 @@ pub async fn settle(
             Turn::GaveUp => return give_up(),
             // Failed in the object: sent again after 0.25 s doubling to 8 s, as an unanswered message is.
             Turn::Failed(pending) => {
-                let wait = (250u64 << failures.min(5)).min(8_000);
+                let wait = client::backoff_ms(failures);
                 failures += 1;
                 if js_sys::Date::now() + wait as f64 > deadline {
                     return give_up();

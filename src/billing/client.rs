@@ -30,6 +30,12 @@ use crate::{env, js};
 /// The longest wait between two tries of a settlement.
 const MAX_BACKOFF_MS: u64 = 8_000;
 
+/// The wait before the next try of a message to an object, after `failures` failed ones: 0.25 s doubling
+/// to 8 s.
+pub fn backoff_ms(failures: u32) -> u64 {
+    (250u64 << failures.min(5)).min(MAX_BACKOFF_MS)
+}
+
 /// Sends one message to the object `name` of `ns` and reads the answer. The runtime's own
 /// `Request` and `Response` are used: `worker`'s would copy headers and `cf` (see decisions.md).
 async fn send<Req: Serialize, Resp: DeserializeOwned>(
@@ -354,7 +360,7 @@ where
     let deadline = js_sys::Date::now() + for_ms as f64;
     for n in 0u32.. {
         let Err(detail) = attempt().await else { return };
-        let wait = (250u64 << n.min(5)).min(MAX_BACKOFF_MS);
+        let wait = backoff_ms(n);
         let give_up = js_sys::Date::now() + wait as f64 > deadline;
         worker::console_error!(
             "{}",
