@@ -25,7 +25,7 @@ const PAGE: i64 = 100;
 const RETENTION_PAGE: i64 = 1_000;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "job", rename_all = "snake_case")]
+#[serde(remote = "Self", rename_all = "snake_case")]
 pub enum Job {
     /// Hands over the users after `after` (by id), and the next page.
     ReconcilePage { run_id: String, after: Option<String> },
@@ -38,6 +38,7 @@ pub enum Job {
     /// Mirrors one page of OpenRouter's key list from `offset`, and hands on the next.
     MirrorPage { offset: usize },
 }
+crate::tag_first!(Job, "job");
 
 fn d1(e: impl std::fmt::Display) -> ApiError {
     ApiError::internal(e.to_string())

@@ -84,3 +84,35 @@ proptest! {
         let _ = relay.finish(Some("{}"));
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Object messages are read tag first (`domain::tagged`): any text, and a valid message with a field
+    /// replaced, moved or cut, is a message or an error.
+    #[test]
+    fn object_messages(t in text(), cut in 0usize..200, field in "[a-z_]{1,12}", value in text()) {
+        use crate::billing::protocol::{AccountRequest, AccountResponse, OrgRequest, OrgResponse};
+        let valid = [
+            r#"{"op":"settle","account_id":"u","settlements":[{"request_id":"r","cost":5,"description":"m","usage":null}]}"#,
+            r#"{"result":"reserved","reservation":{"decision":"partial","amount":3,"source":"key_limit"},"resets_at_ms":null}"#,
+            r#"{"op":"put_end_user_budget","key_id":"k","end_user":"e","own":{"kind":"own","budget":{"limit_micros":1,"reset":"daily"}}}"#,
+        ];
+        let read = |bytes: &[u8]| {
+            let _ = serde_json::from_slice::<AccountRequest>(bytes);
+            let _ = serde_json::from_slice::<AccountResponse>(bytes);
+            let _ = serde_json::from_slice::<OrgRequest>(bytes);
+            let _ = serde_json::from_slice::<OrgResponse>(bytes);
+        };
+        prop_assert!(serde_json::from_str::<AccountRequest>(valid[0]).is_ok());
+        prop_assert!(serde_json::from_str::<AccountResponse>(valid[1]).is_ok());
+        prop_assert!(serde_json::from_str::<AccountRequest>(valid[2]).is_ok());
+        read(t.as_bytes());
+        for message in valid {
+            read(&message.as_bytes()[..cut.min(message.len())]);
+            let json = serde_json::to_string(&value).unwrap_or_default();
+            read(message.replacen("{", &format!("{{\"{field}\":{json},"), 1).as_bytes());
+            read(message.replacen("\"op\"", &format!("\"{field}\""), 1).replacen("\"result\"", &format!("\"{field}\""), 1).as_bytes());
+        }
+    }
+}

@@ -139,13 +139,37 @@ pub struct PutRoute {
     pub fallback_to_openrouter: Option<bool>,
 }
 
-/// A price on the wire: a number or OpenRouter's string form.
-#[derive(Deserialize)]
-#[cfg_attr(not(target_arch = "wasm32"), derive(utoipa::ToSchema))]
-#[serde(untagged)]
+/// A price on the wire: a number or OpenRouter's string form. (Read by hand: serde's untagged enums
+/// buffer the value first, and that buffer's code is otherwise not in the wasm.)
+#[cfg_attr(not(target_arch = "wasm32"), derive(utoipa::ToSchema), serde(untagged))]
 pub enum WirePrice {
     Number(f64),
     Text(String),
+}
+
+impl<'de> Deserialize<'de> for WirePrice {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Price;
+        impl serde::de::Visitor<'_> for Price {
+            type Value = WirePrice;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a number or a string")
+            }
+            fn visit_f64<E>(self, n: f64) -> Result<WirePrice, E> {
+                Ok(WirePrice::Number(n))
+            }
+            fn visit_i64<E>(self, n: i64) -> Result<WirePrice, E> {
+                Ok(WirePrice::Number(n as f64))
+            }
+            fn visit_u64<E>(self, n: u64) -> Result<WirePrice, E> {
+                Ok(WirePrice::Number(n as f64))
+            }
+            fn visit_str<E>(self, text: &str) -> Result<WirePrice, E> {
+                Ok(WirePrice::Text(text.to_string()))
+            }
+        }
+        d.deserialize_any(Price)
+    }
 }
 
 #[derive(Deserialize)]

@@ -48,7 +48,7 @@ impl Account<'_> {
                 }
                 AccountResponse::Ok
             }
-            AccountRequest::Reserve { ask } => {
+            AccountRequest::Reserve(ask) => {
                 let (decision, held) = self.book.reserve(&ask, now);
                 if let Some(held) = held {
                     store::hold(sql, &ask.request_id, &held)?;

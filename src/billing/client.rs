@@ -142,7 +142,7 @@ impl<'a> Account<'a> {
     }
 
     pub async fn reserve(&self, ask: Ask) -> Result<Reserved, String> {
-        match self.call(&AccountRequest::Reserve { ask }).await? {
+        match self.call(&AccountRequest::Reserve(ask)).await? {
             AccountResponse::Refused { reason } => Ok(Reserved::Refused(reason)),
             AccountResponse::TooManyInFlight { scope } => Ok(Reserved::TooMany(scope)),
             AccountResponse::RateLimited { refusal } => Ok(Reserved::RateLimited(refusal)),

@@ -15,7 +15,7 @@ use crate::domain::usage::UsageRecord;
 pub const MESSAGE_HEADER: &str = "x-tollgate-message";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
+#[serde(remote = "Self", rename_all = "snake_case")]
 pub enum AccountRequest {
     /// Records a key's authoritative state (after every change to the key).
     PutKey { state: KeyState },
@@ -23,10 +23,7 @@ pub enum AccountRequest {
     /// `limit_*` are the gateway's view of the key's limit, used when the object
     /// has no state for the key. The reservation is stored before the answer
     /// leaves and lives `lease_ms` without a heartbeat (`Touch`) or settlement.
-    Reserve {
-        #[serde(flatten)]
-        ask: Ask,
-    },
+    Reserve(Ask),
     /// A request still runs: its reservation lives on, and the upstream has generated
     /// at least `evidence` micro-USD worth (what a close without settlement charges).
     /// A request started on a lease (`on_lease`) gets a reservation of its own out of the lease.
@@ -73,6 +70,7 @@ pub enum AccountRequest {
     /// Liveness probe for `/health?deep=1`.
     Ping,
 }
+crate::tag_first!(AccountRequest, "op");
 
 /// The actual cost of one reserved request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -140,7 +138,7 @@ pub struct KeyUsage {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "result", rename_all = "snake_case")]
+#[serde(remote = "Self", rename_all = "snake_case")]
 pub enum AccountResponse {
     Ok,
     Refused {
@@ -213,11 +211,12 @@ pub enum AccountResponse {
         message: String,
     },
 }
+crate::tag_first!(AccountResponse, "result");
 
 /// Messages to an organization's object (class `OrgDo`, one per organization):
 /// its monthly counters and the requests it holds in flight.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
+#[serde(remote = "Self", rename_all = "snake_case")]
 pub enum OrgRequest {
     /// May this request run under the monthly limits? Holds `tokens` and `cost` until
     /// `Settle`, or for `lease_ms`; a hold that expires counts as what it held.
@@ -243,9 +242,10 @@ pub enum OrgRequest {
     /// The organization's use this month, counting what is held.
     Usage,
 }
+crate::tag_first!(OrgRequest, "op");
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "result", rename_all = "snake_case")]
+#[serde(remote = "Self", rename_all = "snake_case")]
 pub enum OrgResponse {
     Ok,
     Reserved,
@@ -253,6 +253,7 @@ pub enum OrgResponse {
     Usage { used: MonthUse },
     Error { message: String },
 }
+crate::tag_first!(OrgResponse, "result");
 
 #[cfg(test)]
 mod tests {
@@ -278,9 +279,9 @@ mod tests {
             end_user_budget: None,
             key_version: Some(7),
         };
-        let json = serde_json::to_string(&AccountRequest::Reserve { ask: ask.clone() }).expect("serialize");
+        let json = serde_json::to_string(&AccountRequest::Reserve(ask.clone())).expect("serialize");
         assert!(json.starts_with(r#"{"op":"reserve","request_id":"r1""#), "{json}");
-        assert_eq!(serde_json::from_str::<AccountRequest>(&json).expect("parse"), AccountRequest::Reserve { ask });
+        assert_eq!(serde_json::from_str::<AccountRequest>(&json).expect("parse"), AccountRequest::Reserve(ask));
     }
 
     #[test]

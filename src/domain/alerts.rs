@@ -50,7 +50,7 @@ pub fn percents_crossed(before: i64, after: i64, limit: i64, percents: &[u32]) -
 
 /// What an alert is about.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(remote = "Self", rename_all = "snake_case")]
 pub enum Subject {
     /// A key's spend reached a share of its limit in the window starting `window_start_ms`.
     KeyLimit { key_id: String, percent: u32, limit: i64, window_start_ms: i64, resets_at_ms: Option<i64> },
@@ -68,6 +68,7 @@ pub enum Subject {
     /// An organization's use this month reached a share of one of its monthly limits.
     OrgLimit { org_id: String, limit_kind: OrgLimitKind, percent: u32, limit: i64, month_start_ms: i64 },
 }
+crate::tag_first!(Subject, "type");
 
 /// Which monthly limit of an organization.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -64,7 +64,7 @@ impl Budget {
 
 /// An end user's own budget, as messages carry it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(remote = "Self", rename_all = "snake_case")]
 pub enum OwnBudget {
     /// The key's default binds it.
     KeyDefault,
@@ -74,6 +74,7 @@ pub enum OwnBudget {
         budget: Budget,
     },
 }
+crate::tag_first!(OwnBudget, "kind");
 
 impl OwnBudget {
     pub fn from_option(own: Option<Option<Budget>>) -> Self {

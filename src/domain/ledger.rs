@@ -24,7 +24,7 @@ pub struct Headroom {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "decision", rename_all = "snake_case")]
+#[serde(remote = "Self", rename_all = "snake_case")]
 pub enum Reservation {
     /// The worst case is covered.
     Full {
@@ -39,6 +39,7 @@ pub enum Reservation {
         source: LimitSource,
     },
 }
+crate::tag_first!(Reservation, "decision");
 
 /// `worst_case`: the most the request can cost; `min_to_run`: the prompt plus one output token.
 pub fn reserve(headroom: Headroom, worst_case: i64, min_to_run: i64) -> Reservation {

@@ -24,6 +24,7 @@ pub mod rates;
 pub mod request_log;
 pub mod routing;
 pub mod spend;
+pub mod tagged;
 pub mod time;
 pub mod usage;
 pub mod users;
