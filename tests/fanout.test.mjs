@@ -9,36 +9,19 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
 import { gatewayForFile } from './fixture.mjs';
-import { ROOT, run } from './harness.mjs';
 
 const ctx = gatewayForFile();
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const ACCOUNTS = 2_000;
 
-/** SQL on the gateway's local D1 from outside; the queue's consumer writes to it meanwhile, so a
- *  statement that finds the file locked (SQLITE_BUSY: wrangler does not wait) is tried again. */
-async function sql(command) {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      const out = await run(`${ROOT}/scripts/wrangler`, ['d1', 'execute', 'DB', '--local', '--persist-to', ctx.gw.state, '--json', '--command', command], {
-        env: { ...process.env, CI: 'true' },
-      });
-      return JSON.parse(out.slice(out.indexOf('[')))[0].results;
-    } catch (e) {
-      if (attempt >= 10 || !String(e.message).includes('SQLITE_BUSY')) throw e;
-      await sleep(300);
-    }
-  }
-}
-
 test('2,000 accounts are reconciled through the queue in one run, and planted drift is found where it was planted', { timeout: 600_000 }, async () => {
   // Users straight into D1 (the API would take minutes for 2,000; reconciliation reads only their ids).
-  const existing = (await sql('SELECT COUNT(*) AS n FROM users'))[0].n;
+  const existing = (await ctx.gw.sql('SELECT COUNT(*) AS n FROM users'))[0].n;
   const now = new Date().toISOString();
   for (let start = 0; start < ACCOUNTS; start += 400) {
     const values = Array.from({ length: 400 }, (_, i) =>
       `('fan-${String(start + i).padStart(5, '0')}', 'fan${start + i}@example.com', 'Fan ${start + i}', '${now}', '${now}')`).join(', ');
-    await sql(`INSERT INTO users (id, email, name, created_at, updated_at) VALUES ${values}`);
+    await ctx.gw.sql(`INSERT INTO users (id, email, name, created_at, updated_at) VALUES ${values}`);
   }
   // Three accounts with money; then one loses a row from its D1 copy, another gains one that never happened.
   const lost = await ctx.admin.createUser({ name: 'Lost row' }, { credit: 2 });
@@ -50,8 +33,8 @@ test('2,000 accounts are reconciled through the queue in one run, and planted dr
   assert.equal(inlineRes.status, 200, JSON.stringify(inlineRes.body));
   const inline = inlineRes.body.data;
   assert.equal(inline.fanned_out, true);
-  await sql(`DELETE FROM balance_transactions WHERE user_id = '${lost.id}' AND amount = 500000`);
-  await sql(`INSERT INTO balance_transactions (id, user_id, type, amount, balance_after, created_at) VALUES ('tx-planted', '${extra.id}', 'adjustment', 250000, 1250000, '${now}')`);
+  await ctx.gw.sql(`DELETE FROM balance_transactions WHERE user_id = '${lost.id}' AND amount = 500000`);
+  await ctx.gw.sql(`INSERT INTO balance_transactions (id, user_id, type, amount, balance_after, created_at) VALUES ('tx-planted', '${extra.id}', 'adjustment', 250000, 1250000, '${now}')`);
 
   const started = Date.now();
   const start = await ctx.admin.call('POST', '/api/admin/reconcile/runs');
@@ -91,12 +74,12 @@ test('past 1,000 users a retention pass goes through the queue, an account a mes
     }
   }
   for (const r of rows) {
-    await sql(`INSERT INTO balance_transactions (id, user_id, type, amount, balance_after, created_at) VALUES ('tx-${r.id}', '${r.user}', 'recharge', ${r.amount}, ${r.amount}, '${r.at}')`);
-    await sql(`INSERT INTO usage_records (id, key_id, user_id, model, provider, status, cost_micros, created_at) VALUES ('${r.id}', 'k-${r.user}', '${r.user}', 'openai/gpt-4o-mini', 'openai', 200, 7, '${r.at}')`);
+    await ctx.gw.sql(`INSERT INTO balance_transactions (id, user_id, type, amount, balance_after, created_at) VALUES ('tx-${r.id}', '${r.user}', 'recharge', ${r.amount}, ${r.amount}, '${r.at}')`);
+    await ctx.gw.sql(`INSERT INTO usage_records (id, key_id, user_id, model, provider, status, cost_micros, created_at) VALUES ('${r.id}', 'k-${r.user}', '${r.user}', 'openai/gpt-4o-mini', 'openai', 200, 7, '${r.at}')`);
   }
   const now = new Date().toISOString();
   for (const user of users) {
-    await sql(`INSERT INTO balance_transactions (id, user_id, type, amount, balance_after, created_at) VALUES ('tx-new-${user}', '${user}', 'recharge', 5, 5, '${now}')`);
+    await ctx.gw.sql(`INSERT INTO balance_transactions (id, user_id, type, amount, balance_after, created_at) VALUES ('tx-new-${user}', '${user}', 'recharge', 5, 5, '${now}')`);
   }
   const list = users.map((u) => `'${u}'`).join(', ');
 
@@ -109,15 +92,15 @@ test('past 1,000 users a retention pass goes through the queue, an account a mes
   let archives = [];
   for (let i = 0; i < 240 && archives.length < rows.length; i++) {
     await sleep(500);
-    archives = await sql(`SELECT * FROM archives WHERE user_id IN (${list})`);
+    archives = await ctx.gw.sql(`SELECT * FROM archives WHERE user_id IN (${list})`);
   }
   await sleep(3_000); // both passes' messages have run by now
-  archives = await sql(`SELECT * FROM archives WHERE user_id IN (${list}) ORDER BY user_id, day`);
+  archives = await ctx.gw.sql(`SELECT * FROM archives WHERE user_id IN (${list}) ORDER BY user_id, day`);
   assert.equal(archives.length, rows.length, 'an archive per account-day, however many passes met on it');
-  assert.equal((await sql(`SELECT COUNT(*) AS n FROM balance_transactions WHERE user_id IN (${list})`))[0].n, users.length, "only today's rows stay");
-  assert.equal((await sql(`SELECT COUNT(*) AS n FROM usage_records WHERE user_id IN (${list})`))[0].n, 0);
+  assert.equal((await ctx.gw.sql(`SELECT COUNT(*) AS n FROM balance_transactions WHERE user_id IN (${list})`))[0].n, users.length, "only today's rows stay");
+  assert.equal((await ctx.gw.sql(`SELECT COUNT(*) AS n FROM usage_records WHERE user_id IN (${list})`))[0].n, 0);
   for (const [u, user] of users.entries()) {
-    const [t] = await sql(`SELECT amount, archived FROM ledger_totals WHERE user_id = '${user}'`);
+    const [t] = await ctx.gw.sql(`SELECT amount, archived FROM ledger_totals WHERE user_id = '${user}'`);
     assert.deepEqual(t, { amount: 5, archived: 2_000 * (u + 1) + 1 }, `${user}: what left is counted once`);
   }
   // An archive (gzipped in R2) reads back row for row.

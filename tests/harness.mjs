@@ -177,7 +177,22 @@ export async function startGateway({ vars = {}, upstream = true, persistTo, port
       }
       return output;
     };
-    return { url, adminToken, fake, state, child, inspectorPort, logs: () => output, logsOnce, stop };
+    // SQL on the gateway's local D1 from outside (its rows). The gateway may be writing meanwhile: a
+    // statement that finds the file locked (SQLITE_BUSY: wrangler does not wait) is tried again.
+    const sql = async (command) => {
+      for (let attempt = 1; ; attempt++) {
+        try {
+          const out = await run(`${ROOT}/scripts/wrangler`, ['d1', 'execute', 'DB', '--local', '--persist-to', state, '--json', '--command', command], {
+            env: { ...process.env, CI: 'true' },
+          });
+          return JSON.parse(out.slice(out.indexOf('[')))[0].results;
+        } catch (e) {
+          if (attempt >= 10 || !String(e.message).includes('SQLITE_BUSY')) throw e;
+          await new Promise((r) => setTimeout(r, 300));
+        }
+      }
+    };
+    return { url, adminToken, fake, state, child, inspectorPort, logs: () => output, logsOnce, sql, stop };
   }
 }
 

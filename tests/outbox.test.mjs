@@ -6,17 +6,10 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 
 import { gatewayForFile } from './fixture.mjs';
-import { ROOT, run } from './harness.mjs';
 
 const ctx = gatewayForFile();
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-async function sql(command) {
-  const out = await run(`${ROOT}/scripts/wrangler`, ['d1', 'execute', 'DB', '--local', '--persist-to', ctx.gw.state, '--json', '--command', command], {
-    env: { ...process.env, CI: 'true' },
-  });
-  return JSON.parse(out.slice(out.indexOf('[')))[0].results;
-}
 
 describe('ledger and usage outbox', () => {
   test('rows that D1 refused are copied once it is back; the ledger and balance still agree', async () => {
@@ -25,7 +18,7 @@ describe('ledger and usage outbox', () => {
     const before = await ctx.admin.call('GET', '/api/admin/reconcile');
     assert.deepEqual(before.body.data.drift, [], 'the credit reached D1 first');
 
-    await sql('ALTER TABLE balance_transactions RENAME TO balance_transactions_away');
+    await ctx.gw.sql('ALTER TABLE balance_transactions RENAME TO balance_transactions_away');
     let restored = false;
     try {
       const ids = [];
@@ -44,19 +37,19 @@ describe('ledger and usage outbox', () => {
       assert.ok(during.body.data.failed.some((f) => f.user_id === user.id), 'the account whose copy fails is reported');
       const ledger = await ctx.admin.call('GET', `/api/balance/transactions?user_id=${user.id}`);
       assert.equal(ledger.body.data.filter((r) => r.type === 'usage').length, 2, 'the object kept both charges');
-      assert.equal((await sql(`SELECT COUNT(*) AS n FROM usage_records WHERE user_id = '${user.id}'`))[0].n, 0, 'usage waited with the ledger');
+      assert.equal((await ctx.gw.sql(`SELECT COUNT(*) AS n FROM usage_records WHERE user_id = '${user.id}'`))[0].n, 0, 'usage waited with the ledger');
 
-      await sql('ALTER TABLE balance_transactions_away RENAME TO balance_transactions');
+      await ctx.gw.sql('ALTER TABLE balance_transactions_away RENAME TO balance_transactions');
       restored = true;
       const after = await ctx.admin.call('GET', '/api/admin/reconcile');
       assert.equal(after.status, 200, JSON.stringify(after.body));
       assert.deepEqual(after.body.data.drift, [], 'D1 caught up: ledger sum equals balance');
-      const rows = await sql(`SELECT reference_id FROM balance_transactions WHERE user_id = '${user.id}' AND type = 'usage'`);
+      const rows = await ctx.gw.sql(`SELECT reference_id FROM balance_transactions WHERE user_id = '${user.id}' AND type = 'usage'`);
       assert.deepEqual(rows.map((r) => r.reference_id).sort(), [...ids].sort(), 'each charge copied exactly once');
-      const usage = await sql(`SELECT id FROM usage_records WHERE user_id = '${user.id}'`);
+      const usage = await ctx.gw.sql(`SELECT id FROM usage_records WHERE user_id = '${user.id}'`);
       assert.deepEqual(usage.map((r) => r.id).sort(), [...ids].sort(), 'each usage record copied exactly once');
     } finally {
-      if (!restored) await sql('ALTER TABLE balance_transactions_away RENAME TO balance_transactions').catch(() => {});
+      if (!restored) await ctx.gw.sql('ALTER TABLE balance_transactions_away RENAME TO balance_transactions').catch(() => {});
     }
   });
 
@@ -64,8 +57,8 @@ describe('ledger and usage outbox', () => {
     const user = await ctx.admin.createUser({ name: 'Drift' }, { credit: 2 });
     await ctx.admin.credit(user.id, 0.5);
     assert.deepEqual((await ctx.admin.call('GET', '/api/admin/reconcile')).body.data.drift, []);
-    const [row] = await sql(`SELECT * FROM balance_transactions WHERE user_id = '${user.id}' AND amount = 500000`);
-    await sql(`DELETE FROM balance_transactions WHERE id = '${row.id}'`);
+    const [row] = await ctx.gw.sql(`SELECT * FROM balance_transactions WHERE user_id = '${user.id}' AND amount = 500000`);
+    await ctx.gw.sql(`DELETE FROM balance_transactions WHERE id = '${row.id}'`);
     try {
       const report = (await ctx.admin.call('GET', '/api/admin/reconcile')).body.data;
       const drift = report.drift.find((d) => d.user_id === user.id);
@@ -85,7 +78,7 @@ describe('ledger and usage outbox', () => {
     } finally {
       const cols = Object.keys(row);
       const values = cols.map((c) => (row[c] === null ? 'NULL' : typeof row[c] === 'number' ? row[c] : `'${row[c]}'`));
-      await sql(`INSERT INTO balance_transactions (${cols.join(', ')}) VALUES (${values.join(', ')})`);
+      await ctx.gw.sql(`INSERT INTO balance_transactions (${cols.join(', ')}) VALUES (${values.join(', ')})`);
     }
     assert.deepEqual((await ctx.admin.call('GET', '/api/admin/reconcile')).body.data.drift, []);
   });

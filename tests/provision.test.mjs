@@ -9,7 +9,6 @@ import { describe, test } from 'node:test';
 import OpenAI from 'openai';
 
 import { gatewayForFile } from './fixture.mjs';
-import { ROOT, run } from './harness.mjs';
 
 const ctx = gatewayForFile();
 
@@ -18,12 +17,6 @@ const upstreamKeys = () => [...ctx.gw.fake.keys.values()].map((k) => k.data);
 const fakeControl = (path, body) =>
   fetch(`${ctx.gw.fake.url.replace('/api/v1', '')}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
 const provision = (body) => ctx.admin.call('POST', '/api/admin/provision', body);
-const sql = async (command) => {
-  const out = await run(`${ROOT}/scripts/wrangler`, ['d1', 'execute', 'DB', '--local', '--persist-to', ctx.gw.state, '--json', '--command', command], {
-    env: { ...process.env, CI: 'true' },
-  });
-  return JSON.parse(out.slice(out.indexOf('[')))[0].results;
-};
 const usersNamed = async (email) => (await ctx.admin.call('GET', `/api/admin/users?search=${encodeURIComponent(email)}`)).body.data;
 
 describe('provisioning', () => {
@@ -160,7 +153,7 @@ describe('provisioning', () => {
     for (let start = 0; start < hashes.length; start += 50) {
       const values = hashes.slice(start, start + 50).map((h, j) =>
         `('ork-many-${start + j}', '${user.id}', '${h}', '${'0'.repeat(64)}', 'sk-or-v1-ab', 'many ${start + j}', NULL, NULL, 0, 0, '${now}', '${now}')`);
-      await sql(`INSERT INTO openrouter_keys (id, user_id, upstream_hash, key_hash, key_prefix, name, limit_cents, limit_reset, disabled, usage_micros, created_at, updated_at) VALUES ${values.join(', ')}`);
+      await ctx.gw.sql(`INSERT INTO openrouter_keys (id, user_id, upstream_hash, key_hash, key_prefix, name, limit_cents, limit_reset, disabled, usage_micros, created_at, updated_at) VALUES ${values.join(', ')}`);
     }
     const cron = await fetch(`${ctx.gw.url}/__scheduled?cron=${encodeURIComponent('*/15 * * * *')}`);
     assert.equal(cron.status, 200);

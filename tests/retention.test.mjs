@@ -8,16 +8,9 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
 import { gatewayForFile } from './fixture.mjs';
-import { ROOT, run } from './harness.mjs';
 
 const ctx = gatewayForFile({ vars: { USAGE_RETENTION_DAYS: '1' } });
 
-async function sql(command) {
-  const out = await run(`${ROOT}/scripts/wrangler`, ['d1', 'execute', 'DB', '--local', '--persist-to', ctx.gw.state, '--json', '--command', command], {
-    env: { ...process.env, CI: 'true' },
-  });
-  return JSON.parse(out.slice(out.indexOf('[')))[0].results;
-}
 
 const byId = (rows) => [...rows].sort((a, b) => a.id.localeCompare(b.id));
 const withoutRestored = (rows) => rows.map(({ restored, ...r }) => r);
@@ -38,10 +31,10 @@ test('history past retention moves to R2 whole, the totals stay, and a re-import
   const before = await ctx.admin.call('GET', '/api/admin/reconcile');
   assert.deepEqual(before.body.data.drift, []);
   for (const table of ['balance_transactions', 'usage_records']) {
-    await sql(`UPDATE ${table} SET created_at = strftime('%Y-%m-%dT%H:%M:%fZ', created_at, '-3 days') WHERE user_id = '${user.id}'`);
+    await ctx.gw.sql(`UPDATE ${table} SET created_at = strftime('%Y-%m-%dT%H:%M:%fZ', created_at, '-3 days') WHERE user_id = '${user.id}'`);
   }
-  const ledger = byId(await sql(`SELECT * FROM balance_transactions WHERE user_id = '${user.id}'`));
-  const usage = byId(await sql(`SELECT * FROM usage_records WHERE user_id = '${user.id}'`));
+  const ledger = byId(await ctx.gw.sql(`SELECT * FROM balance_transactions WHERE user_id = '${user.id}'`));
+  const usage = byId(await ctx.gw.sql(`SELECT * FROM usage_records WHERE user_id = '${user.id}'`));
   assert.equal(ledger.length, 5, 'a credit and four charges');
   assert.equal(usage.length, 4);
   const stats = async () => (await ctx.admin.call('GET', `/api/stats/keys/${key.id}?group_by=model`)).body.data;
@@ -53,8 +46,8 @@ test('history past retention moves to R2 whole, the totals stay, and a re-import
   assert.equal(pass.status, 200, JSON.stringify(pass.body));
   assert.ok(pass.body.data.archives >= 1);
 
-  assert.equal((await sql(`SELECT COUNT(*) AS n FROM balance_transactions WHERE user_id = '${user.id}'`))[0].n, 0, 'gone from D1');
-  assert.equal((await sql(`SELECT COUNT(*) AS n FROM usage_records WHERE user_id = '${user.id}'`))[0].n, 0);
+  assert.equal((await ctx.gw.sql(`SELECT COUNT(*) AS n FROM balance_transactions WHERE user_id = '${user.id}'`))[0].n, 0, 'gone from D1');
+  assert.equal((await ctx.gw.sql(`SELECT COUNT(*) AS n FROM usage_records WHERE user_id = '${user.id}'`))[0].n, 0);
   const archives = (await ctx.admin.call('GET', `/api/admin/archives?user_id=${user.id}`)).body.data;
   assert.equal(archives.length, 1, 'one object for the account-day');
   const text = await (await fetch(`${ctx.gw.url}/api/admin/archives/${archives[0].id}`, { headers: { authorization: `Bearer ${ctx.gw.adminToken}` } })).text();
@@ -74,8 +67,8 @@ test('history past retention moves to R2 whole, the totals stay, and a re-import
   assert.deepEqual(both.map((r) => r.status).sort(), [200, 409], JSON.stringify(both.map((r) => r.body)));
   const restored = both.find((r) => r.status === 200);
   assert.equal(restored.body.data.rows, 9);
-  assert.deepEqual(byId(await sql(`SELECT * FROM balance_transactions WHERE user_id = '${user.id}'`)), ledger, 'the ledger copy is back');
-  assert.deepEqual(withoutRestored(byId(await sql(`SELECT * FROM usage_records WHERE user_id = '${user.id}'`))), withoutRestored(usage), 'the usage records are back');
+  assert.deepEqual(byId(await ctx.gw.sql(`SELECT * FROM balance_transactions WHERE user_id = '${user.id}'`)), ledger, 'the ledger copy is back');
+  assert.deepEqual(withoutRestored(byId(await ctx.gw.sql(`SELECT * FROM usage_records WHERE user_id = '${user.id}'`))), withoutRestored(usage), 'the usage records are back');
   assert.deepEqual(await stats(), statsBefore, 'restored rows are not counted twice');
   assert.deepEqual((await ctx.admin.call('GET', '/api/admin/reconcile')).body.data.drift, [], 'the sum left `archived` once');
   const again = await ctx.admin.call('POST', `/api/admin/archives/${archives[0].id}/restore`);
