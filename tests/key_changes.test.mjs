@@ -28,6 +28,17 @@ async function ledger(admin, userId) {
   return { balance: micros(balance.balance), reserved: micros(balance.reserved), rows, spent };
 }
 
+/** The ledger once `charged` requests are charged and nothing is held (settlements trail the answers). */
+async function settledLedger(admin, userId, charged) {
+  let settled = await ledger(admin, userId);
+  for (let i = 0; i < 50 && (settled.reserved !== 0 || settled.rows.filter((r) => r.type === 'usage').length < charged); i++) {
+    await new Promise((r) => setTimeout(r, 200));
+    settled = await ledger(admin, userId);
+  }
+  assert.equal(settled.rows.filter((r) => r.type === 'usage').length, charged, 'each answered request charged once');
+  return settled;
+}
+
 for (const leases of ['on', 'off']) {
   test(`a key change lost on its way to the account object binds all the same (leases ${leases})`, { timeout: 120_000 }, async () => {
     const gw = await startGateway({ vars: { FAULT_FAIL_PUT_KEY: '3', BUDGET_LEASES: leases } });
@@ -70,12 +81,7 @@ for (const leases of ['on', 'off']) {
         assert.equal(res.status, 200, await res.clone().text());
         await res.arrayBuffer();
       }
-      let settled = await ledger(admin, user.id);
-      for (let i = 0; i < 50 && (settled.reserved !== 0 || settled.rows.filter((r) => r.type === 'usage').length < 6); i++) {
-        await new Promise((r) => setTimeout(r, 200));
-        settled = await ledger(admin, user.id);
-      }
-      assert.equal(settled.rows.filter((r) => r.type === 'usage').length, 6, 'each answered request charged once');
+      const settled = await settledLedger(admin, user.id, 6);
       assert.ok(settled.spent <= micros(0.5), `spent ${settled.spent} within the key's limit`);
       assert.equal(settled.balance, micros(1) - settled.spent);
       assert.equal(settled.rows.reduce((n, r) => n + micros(r.amount), 0), settled.balance, 'the ledger sums to the balance');
@@ -84,3 +90,47 @@ for (const leases of ['on', 'off']) {
     }
   });
 }
+
+// Versions are stamped by the clock of the isolate that makes the change. Should one isolate's clock run
+// ahead, its change carries a version from the future; the next change, made by an isolate whose clock is
+// right, must still be newer, or the account object (which keeps the newest state it is sent) would keep
+// deciding on the old terms. Here the change from the future is written straight into D1 (its `PutKey`
+// lost, as above) and reaches the object the way such a change does: the next reservation finds the
+// object behind D1 and sends it D1's state. Then the limit is lowered to what was spent.
+test('a change after one stamped by a clock running ahead binds all the same', { timeout: 120_000 }, async () => {
+  const gw = await startGateway({ vars: { FAULT_FAIL_PUT_KEY: '3' } });
+  try {
+    const admin = adminClient(gw.url, gw.adminToken);
+    const user = await admin.createUser({ name: 'Clock ahead' }, { credit: 1 });
+    const key = await admin.createKey(user.id, { name: 'ahead', limit: 0.5 });
+    const first = await chat(gw.url, key.key, 'before');
+    assert.equal(first.status, 200, await first.clone().text());
+    await first.arrayBuffer();
+
+    const renamed = await admin.call('PATCH', `/api/keys/${key.id}`, { name: 'renamed by a clock an hour ahead' });
+    assert.equal(renamed.status, 500, 'the object did not confirm the change');
+    const ahead = new Date(Date.now() + 3_600_000).toISOString();
+    await gw.sql(`UPDATE api_keys SET updated_at = '${ahead}' WHERE id = '${key.id}'`);
+    const healed = await chat(gw.url, key.key, 'the object learns the change from the future');
+    assert.equal(healed.status, 200, await healed.clone().text());
+    await healed.arrayBuffer();
+    const before = await settledLedger(admin, user.id, 2);
+
+    const lowered = await admin.call('PATCH', `/api/keys/${key.id}`, { limit: before.spent / 1e6 });
+    assert.equal(lowered.status, 200, JSON.stringify(lowered.body));
+    assert.ok(lowered.body.data.updated_at > ahead, `the new version ${lowered.body.data.updated_at} is after ${ahead}`);
+    const refused = await chat(gw.url, key.key, 'after the lowered limit');
+    assert.equal(refused.status, 402, 'decided on the lowered limit, not the state stamped ahead');
+    assert.equal((await refused.json()).error.metadata.limit_source, 'key_limit');
+    const burst = await Promise.all(Array.from({ length: 4 }, (_, i) => chat(gw.url, key.key, `at once ${i}`)));
+    for (const res of burst) {
+      assert.equal(res.status, 402, 'none of them past the limit');
+      await res.arrayBuffer();
+    }
+    const after = await settledLedger(admin, user.id, 2);
+    assert.equal(after.spent, before.spent, 'nothing spent past the lowered limit');
+    assert.equal(after.rows.reduce((n, r) => n + micros(r.amount), 0), after.balance, 'the ledger sums to the balance');
+  } finally {
+    await gw.stop();
+  }
+});

@@ -279,7 +279,9 @@ pub async fn update_key(mut req: Incoming, call: &Call, caller: &Caller, id: &st
         keys::within_holder(&h, &terms_of(&row), Some(&before)).map_err(forbidden)?;
     }
     row.updated_at = to_iso(now_ms);
-    store::keys::update(&db, &row).await?;
+    row.updated_at = store::keys::update(&db, &row)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("key {} not found", row.id)))?;
     publish(call, std::slice::from_ref(&row)).await?;
     respond::data(200, &key_view(&row, now_ms))
 }
@@ -364,7 +366,7 @@ pub async fn rotate_key(mut req: Incoming, call: &Call, caller: &Caller, id: &st
     let now_ms = call.now_ms();
     let now = to_iso(now_ms);
     let previous_expires_at = to_iso(now_ms + (grace as i64) * 1000);
-    let rotated = store::keys::rotate(
+    let stamped = store::keys::rotate(
         &db,
         &Rotation {
             id: &row.id,
@@ -376,15 +378,15 @@ pub async fn rotate_key(mut req: Incoming, call: &Call, caller: &Caller, id: &st
         },
     )
     .await?;
-    if !rotated {
+    let Some(stamped) = stamped else {
         return Err(ApiError::Conflict("the key changed while rotating; try again".into()));
-    }
+    };
     let rotated_row = KeyRow {
         key_hash: minted.hash.clone(),
         key_prefix: minted.display_prefix.clone(),
         previous_key_hash: Some(row.key_hash.clone()),
-        rotated_at: Some(now.clone()),
-        updated_at: now,
+        rotated_at: Some(now),
+        updated_at: stamped,
         previous_expires_at: Some(previous_expires_at),
         ..row
     };

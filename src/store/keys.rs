@@ -160,21 +160,50 @@ pub async fn find_by_hash(db: &D1Database, hash: &str, now_iso: &str) -> Result<
 }
 
 const GET_LIVE: &str = "SELECT * FROM api_keys WHERE id = ?1 AND deleted_at IS NULL";
-const UPDATE: &str =
+/// `updated_at` (the key's version, `KeyRow::version`) after a change stamped at `$now`, the editing
+/// isolate's clock: that time, unless it is not after the version stored (another isolate, its clock
+/// ahead, changed the key last); then a millisecond past the stored one. So a key's versions only grow,
+/// whichever isolates stamp them, and its account object, which keeps the newest state it is sent,
+/// never mistakes a change for an older one.
+macro_rules! stamp {
+    ($now:literal) => {
+        concat!(
+            "updated_at = CASE WHEN julianday(updated_at) IS NULL OR julianday(",
+            $now,
+            ") > julianday(updated_at) THEN ",
+            $now,
+            " ELSE strftime('%Y-%m-%dT%H:%M:%fZ', updated_at, '+0.001 seconds') END"
+        )
+    };
+}
+
+const UPDATE: &str = concat!(
     "UPDATE api_keys SET name = ?2, description = ?3, permissions = ?4, disabled = ?5, expires_at = ?6, \
-                      limit_micros = ?7, limit_reset = ?8, updated_at = ?9, allowed_models = ?10, allowed_providers = ?11, \
-                      rpm_limit = ?12, tpm_limit = ?13, end_user_limit_micros = ?14, end_user_limit_reset = ?15, \
-                      request_log_days = ?16 WHERE id = ?1 AND deleted_at IS NULL";
+     limit_micros = ?7, limit_reset = ?8, allowed_models = ?10, allowed_providers = ?11, \
+     rpm_limit = ?12, tpm_limit = ?13, end_user_limit_micros = ?14, end_user_limit_reset = ?15, \
+     request_log_days = ?16, ",
+    stamp!("?9"),
+    " WHERE id = ?1 AND deleted_at IS NULL RETURNING updated_at"
+);
 const SOFT_DELETE: &str =
-    "UPDATE api_keys SET deleted_at = ?2, updated_at = ?2 WHERE id = ?1 AND deleted_at IS NULL RETURNING *";
+    concat!("UPDATE api_keys SET deleted_at = ?2, ", stamp!("?2"), " WHERE id = ?1 AND deleted_at IS NULL RETURNING *");
 /// Only succeeds while the key still has the secret the caller rotated from.
-const ROTATE: &str =
+const ROTATE: &str = concat!(
     "UPDATE api_keys SET key_hash = ?3, key_prefix = ?4, previous_key_hash = ?2, previous_expires_at = ?5, \
-                      rotated_at = ?6, updated_at = ?6 WHERE id = ?1 AND key_hash = ?2 AND deleted_at IS NULL";
-const DISABLE_FOR_USER: &str =
-    "UPDATE api_keys SET disabled = 1, updated_at = ?2 WHERE user_id = ?1 AND deleted_at IS NULL RETURNING *";
-const DISABLE_FOR_ORG: &str =
-    "UPDATE api_keys SET disabled = 1, updated_at = ?2 WHERE org_id = ?1 AND deleted_at IS NULL RETURNING *";
+     rotated_at = ?6, ",
+    stamp!("?6"),
+    " WHERE id = ?1 AND key_hash = ?2 AND deleted_at IS NULL RETURNING updated_at"
+);
+const DISABLE_FOR_USER: &str = concat!(
+    "UPDATE api_keys SET disabled = 1, ",
+    stamp!("?2"),
+    " WHERE user_id = ?1 AND deleted_at IS NULL RETURNING *"
+);
+const DISABLE_FOR_ORG: &str = concat!(
+    "UPDATE api_keys SET disabled = 1, ",
+    stamp!("?2"),
+    " WHERE org_id = ?1 AND deleted_at IS NULL RETURNING *"
+);
 /// At most one write a minute per key, whoever asks.
 const TOUCH: &str =
     "UPDATE api_keys SET last_used_at = ?2 WHERE id = ?1 AND (last_used_at IS NULL OR last_used_at < ?3)";
@@ -263,9 +292,11 @@ pub async fn get_deleted(db: &D1Database, id: &str) -> Result<Option<KeyRow>, St
     Ok(db.prepare(query).bind(&[text(id)])?.first::<KeyRow>(None).await?)
 }
 
-/// Writes the editable fields of `k` (and `updated_at`).
-pub async fn update(db: &D1Database, k: &KeyRow) -> Result<(), StoreError> {
-    db.prepare(UPDATE)
+/// Writes the editable fields of `k`, stamped at `k.updated_at`; answers the version stored (see
+/// `stamp!`), `None` when the key is no longer live.
+pub async fn update(db: &D1Database, k: &KeyRow) -> Result<Option<String>, StoreError> {
+    let stamped = db
+        .prepare(UPDATE)
         .bind(&[
             text(&k.id),
             text(&k.name),
@@ -284,9 +315,15 @@ pub async fn update(db: &D1Database, k: &KeyRow) -> Result<(), StoreError> {
             opt_text(k.end_user_limit_reset.as_deref()),
             opt_int(k.request_log_days),
         ])?
-        .run()
+        .first::<Stamped>(None)
         .await?;
-    Ok(())
+    Ok(stamped.map(|s| s.updated_at))
+}
+
+/// The version a change stored.
+#[derive(Deserialize)]
+struct Stamped {
+    updated_at: String,
 }
 
 /// Soft delete; returns the row as it was deleted, or `None` when there was no live key.
@@ -294,7 +331,7 @@ pub async fn soft_delete(db: &D1Database, id: &str, now_iso: &str) -> Result<Opt
     Ok(db.prepare(SOFT_DELETE).bind(&[text(id), text(now_iso)])?.first::<KeyRow>(None).await?)
 }
 
-/// A rotation from `from_hash` to a new secret. `false` when the key changed meanwhile.
+/// A rotation from `from_hash` to a new secret.
 pub struct Rotation<'a> {
     pub id: &'a str,
     pub from_hash: &'a str,
@@ -304,8 +341,9 @@ pub struct Rotation<'a> {
     pub now_iso: &'a str,
 }
 
-pub async fn rotate(db: &D1Database, r: &Rotation<'_>) -> Result<bool, StoreError> {
-    let result = db
+/// Rotates the key; answers the version stored (see `stamp!`), `None` when the key changed meanwhile.
+pub async fn rotate(db: &D1Database, r: &Rotation<'_>) -> Result<Option<String>, StoreError> {
+    let stamped = db
         .prepare(ROTATE)
         .bind(&[
             text(r.id),
@@ -315,9 +353,9 @@ pub async fn rotate(db: &D1Database, r: &Rotation<'_>) -> Result<bool, StoreErro
             text(r.previous_expires_at),
             text(r.now_iso),
         ])?
-        .run()
+        .first::<Stamped>(None)
         .await?;
-    Ok(result.meta()?.and_then(|m| m.changes).unwrap_or(0) > 0)
+    Ok(stamped.map(|s| s.updated_at))
 }
 
 /// Disables every live key of a user; returns them (their hashes must leave the caches).
