@@ -346,12 +346,13 @@ impl Book {
         self.keys.get(key_id)
     }
 
-    /// Takes a key's new state; `None` (and nothing changes) when the state held is newer.
+    /// Takes a key's new state; `None` (and nothing changes) when the state held is as new or newer
+    /// (D1 gives each change of a key a greater version: the same version is the same state, sent again).
     /// No new request starts on the key's leases after this (the next one asks the object):
     /// returns the ids of the leases so ended for new requests (to store).
     pub fn put_key(&mut self, state: KeyState, now: i64) -> Option<Vec<String>> {
-        let newer_held = self.keys.get(&state.key_id).and_then(|held| held.version).zip(state.version);
-        if newer_held.is_some_and(|(held, new)| held > new) {
+        let held_version = self.keys.get(&state.key_id).and_then(|held| held.version).zip(state.version);
+        if held_version.is_some_and(|(held, new)| held >= new) {
             return None;
         }
         let revoked = self.end_lease_use(&state.key_id, now);
@@ -813,6 +814,10 @@ mod tests {
         let state = |disabled, version| KeyState { disabled, version: Some(version), ..key("k", None, None) };
         assert!(book.put_key(state(true, 20), NOW).is_some());
         assert!(book.put_key(state(false, 10), NOW).is_none(), "the enable that lost the race");
+        assert!(
+            book.put_key(state(true, 20), NOW).is_none(),
+            "the same state again (another isolate's heal) changes nothing"
+        );
         assert_eq!(book.reserve(&ask("r1", "k", 1), NOW).0, Decision::Refused(KeyRefusal::Disabled));
         assert!(book.put_key(state(false, 30), NOW).is_some());
     }
