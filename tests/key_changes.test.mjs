@@ -134,3 +134,33 @@ test('a change after one stamped by a clock running ahead binds all the same', {
     await gw.stop();
   }
 });
+
+// A rotation whose message to the account object was lost answers 500, for the caller to repeat it. The
+// repeat (the same Idempotency-Key) derives the same secret and mints nothing; it must also tell the object
+// again, else the object keeps the old secret's state while the caller is told all went well.
+test('a rotation repeated with its Idempotency-Key tells the account object again', { timeout: 120_000 }, async () => {
+  const gw = await startGateway({ vars: { FAULT_FAIL_PUT_KEY: '6' } });
+  try {
+    const admin = adminClient(gw.url, gw.adminToken);
+    const user = await admin.createUser({ name: 'Rotation repeated' }, { credit: 1 });
+    const key = await admin.createKey(user.id, { name: 'rotated' });
+    const rotate = () => admin.call('POST', `/api/keys/${key.id}/rotate`, { grace_seconds: 0 }, { 'idempotency-key': 'rotate-once' });
+    assert.equal((await rotate()).status, 500, 'the object did not confirm the rotation');
+    const repeated = await rotate();
+    assert.equal(repeated.status, 500, 'the repeat told the object again, and that failed too');
+    const logs = await gw.logsOnce(/("job":"put_key_fault"[\s\S]*){6}/);
+    assert.equal((logs.match(/"job":"put_key_fault"/g) ?? []).length, 6, 'three tries by the rotation, three by its repeat');
+    const confirmed = await rotate();
+    assert.equal(confirmed.status, 200, JSON.stringify(confirmed.body));
+    assert.equal((await rotate()).body.data.key, confirmed.body.data.key, 'one secret, however often repeated');
+
+    const fresh = await chat(gw.url, confirmed.body.data.key, 'with the new secret');
+    assert.equal(fresh.status, 200, await fresh.clone().text());
+    await fresh.arrayBuffer();
+    const stale = await chat(gw.url, key.key, 'with the old secret');
+    assert.equal(stale.status, 401, 'the old secret ended with no grace');
+    await stale.arrayBuffer();
+  } finally {
+    await gw.stop();
+  }
+});

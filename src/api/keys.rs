@@ -353,9 +353,11 @@ pub async fn rotate_key(mut req: Incoming, call: &Call, caller: &Caller, id: &st
         let scoped = format!("{asker}\n{idem}");
         Ok(Some(keys::mint(keys::rotation_secret(secret.expose(), &row.id, &scoped, from_hash))))
     };
-    // A repeat: the current secret is the one this request derived last time.
+    // A repeat: the current secret is the one this request derived last time. The account object is
+    // told again (should the first attempt's message have failed on the way: see `publish`).
     if let Some(previous) = row.previous_key_hash.as_deref() {
         if let Some(again) = derive(previous)?.filter(|k| k.hash == row.key_hash) {
+            publish(call, std::slice::from_ref(&row)).await?;
             return respond::data(200, &rotation_view(&row, &again.text));
         }
     }

@@ -346,14 +346,16 @@ impl Book {
         self.keys.get(key_id)
     }
 
-    /// Takes a key's new state; `None` (and nothing changes) when the state held is as new or newer
-    /// (D1 gives each change of a key a greater version: the same version is the same state, sent again).
+    /// Takes a key's new state; `None` (and nothing changes) when the state held is newer, or is this
+    /// very state sent again (several isolates healing the object at once).
     /// No new request starts on the key's leases after this (the next one asks the object):
     /// returns the ids of the leases so ended for new requests (to store).
     pub fn put_key(&mut self, state: KeyState, now: i64) -> Option<Vec<String>> {
-        let held_version = self.keys.get(&state.key_id).and_then(|held| held.version).zip(state.version);
-        if held_version.is_some_and(|(held, new)| held >= new) {
-            return None;
+        if let Some(held) = self.keys.get(&state.key_id) {
+            let newer = held.version.zip(state.version).is_some_and(|(held, new)| held > new);
+            if newer || held == &state {
+                return None;
+            }
         }
         let revoked = self.end_lease_use(&state.key_id, now);
         self.keys.insert(state.key_id.clone(), state);
@@ -818,6 +820,9 @@ mod tests {
             book.put_key(state(true, 20), NOW).is_none(),
             "the same state again (another isolate's heal) changes nothing"
         );
+        // Two changes stamped in one millisecond (before D1 stamped versions apart): the second is taken.
+        assert!(book.put_key(KeyState { disabled: false, limit_micros: Some(5), ..state(true, 20) }, NOW).is_some());
+        assert!(book.put_key(state(true, 30), NOW).is_some());
         assert_eq!(book.reserve(&ask("r1", "k", 1), NOW).0, Decision::Refused(KeyRefusal::Disabled));
         assert!(book.put_key(state(false, 30), NOW).is_some());
     }

@@ -13,6 +13,9 @@
 //! `tag_first!(Type, "tag")`, which implements `Serialize` and `Deserialize` around them. A struct
 //! variant's fields, and a newtype variant's struct's fields (what `#[serde(flatten)]` would give),
 //! follow the tag in the same object; a unit variant is the tag alone.
+//!
+//! Such a value must not travel through a `serde_json::Value` (or anything else that reorders an
+//! object's fields): `Value`'s maps are sorted by key, so the tag may no longer come first.
 
 use std::fmt;
 
@@ -362,6 +365,54 @@ mod tests {
         None,
     }
     tag_first!(Inner, "decision");
+
+    /// What serde's own internally tagged derive writes and reads (the form before `tag_first!`).
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(tag = "op", rename_all = "snake_case")]
+    enum Serde {
+        Ping,
+        Settle {
+            account_id: String,
+            #[serde(default, skip_serializing_if = "Vec::is_empty")]
+            leases: Vec<String>,
+            nested: Option<SerdeInner>,
+        },
+        Reserve {
+            #[serde(flatten)]
+            ask: Ask,
+        },
+    }
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(tag = "decision", rename_all = "snake_case")]
+    enum SerdeInner {
+        Full { amount: i64 },
+        None,
+    }
+
+    #[test]
+    fn the_json_is_what_serdes_internally_tagged_derive_writes_and_reads() {
+        let ask = Ask { request_id: "r".into(), worst_case: 9 };
+        let pairs = [
+            (Message::Ping, Serde::Ping),
+            (
+                Message::Settle { account_id: "u".into(), leases: vec![], nested: Some(Inner::Full { amount: 5 }) },
+                Serde::Settle { account_id: "u".into(), leases: vec![], nested: Some(SerdeInner::Full { amount: 5 }) },
+            ),
+            (
+                Message::Settle { account_id: "u".into(), leases: vec!["l".into()], nested: Some(Inner::None) },
+                Serde::Settle { account_id: "u".into(), leases: vec!["l".into()], nested: Some(SerdeInner::None) },
+            ),
+            (Message::Reserve(ask.clone()), Serde::Reserve { ask }),
+        ];
+        for (ours, serdes) in pairs {
+            let (written, expected) =
+                (serde_json::to_string(&ours).expect("ours"), serde_json::to_string(&serdes).expect("serde's"));
+            assert_eq!(written, expected);
+            assert_eq!(serde_json::from_str::<Serde>(&written).expect("serde reads ours"), serdes);
+            assert_eq!(serde_json::from_str::<Message>(&expected).expect("ours reads serde's"), ours);
+        }
+    }
 
     fn round_trip(message: Message, json: &str) {
         assert_eq!(serde_json::to_string(&message).expect("write"), json);
