@@ -92,6 +92,10 @@ enum Op {
         disabled: bool,
         lost: bool,
     },
+    /// Another isolate sends the object D1's state of the key (a heal of its own, a repeated change).
+    ResendKey {
+        key: usize,
+    },
     Advance {
         ms: i64,
     },
@@ -120,6 +124,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (-400i64..1_500).prop_map(|amount| Op::Credit { amount }),
         1 => (0usize..4, proptest::option::of(0i64..800), reset(), any::<bool>(), proptest::bool::weighted(0.3))
             .prop_map(|(key, limit, reset, disabled, lost)| Op::EditKey { key, limit, reset, disabled, lost }),
+        1 => (0usize..4).prop_map(|key| Op::ResendKey { key }),
         2 => prop_oneof![0i64..5_000, 0i64..LEASE * 2, 0i64..3 * 86_400_000].prop_map(|ms| Op::Advance { ms }),
         1 => Just(Op::Restart),
     ]
@@ -554,6 +559,29 @@ impl World {
                             at: self.now,
                         });
                         self.store.balance = balance;
+                    }
+                }
+            }
+            Op::ResendKey { key } => {
+                let Some(state) = self.d1.get(&key).cloned() else { return Ok(()) };
+                let held = self.book.key(&state.key_id).cloned();
+                let leases: Vec<_> = self.book.leases().map(|(id, l)| (id.clone(), l.clone())).collect();
+                match self.book.put_key(state.clone(), self.now) {
+                    None => {
+                        // The same state again, or an older one: nothing changes, no lease ends.
+                        prop_assert!(held.as_ref() == Some(&state) || held.is_some_and(|h| h.version > state.version));
+                        let after: Vec<_> = self.book.leases().map(|(id, l)| (id.clone(), l.clone())).collect();
+                        prop_assert_eq!(after, leases);
+                    }
+                    Some(revoked) => {
+                        // The object had missed the change: taken as the edit's own message would have been.
+                        prop_assert!(held.as_ref() != Some(&state));
+                        for id in revoked {
+                            if let Some(stored) = self.store.leases.get_mut(&id) {
+                                stored.use_until_ms = self.now;
+                            }
+                        }
+                        self.store.keys.insert(state.key_id.clone(), state);
                     }
                 }
             }
