@@ -21,6 +21,13 @@ function chat(url, key, content = 'a change nobody heard of') {
   });
 }
 
+/** Asserts an answer's status (its body shown when it differs) and reads the body; answers it parsed. */
+async function answered(res, status, why) {
+  const text = await res.text();
+  assert.equal(res.status, status, `${why ?? 'status'}: ${text.slice(0, 200)}`);
+  return text ? JSON.parse(text) : null;
+}
+
 async function ledger(admin, userId) {
   const balance = (await admin.call('GET', `/api/balance?user_id=${userId}`)).body;
   const rows = (await admin.call('GET', `/api/balance/transactions?user_id=${userId}&page=1&page_size=100`)).body.data;
@@ -47,9 +54,7 @@ for (const leases of ['on', 'off']) {
       const user = await admin.createUser({ name: 'Lost change' }, { credit: 1 });
       const key = await admin.createKey(user.id, { name: 'lost', limit: 0.5 });
       for (let i = 0; i < 2; i++) {
-        const res = await chat(gw.url, key.key, `before ${i}`);
-        assert.equal(res.status, 200, await res.clone().text());
-        await res.arrayBuffer();
+        await answered(await chat(gw.url, key.key, `before ${i}`), 200);
       }
       const before = await ledger(admin, user.id);
       assert.ok(before.spent > 0);
@@ -63,13 +68,11 @@ for (const leases of ['on', 'off']) {
       const saved = await admin.call('GET', `/api/keys/${key.id}`);
       assert.equal(micros(saved.body.data.limit), before.spent, 'the change is in D1');
 
-      const refused = await chat(gw.url, key.key, 'after, alone');
-      assert.equal(refused.status, 402, 'decided on the lowered limit, not the state the object held');
-      assert.equal((await refused.json()).error.metadata.limit_source, 'key_limit');
+      const refused = await answered(await chat(gw.url, key.key, 'after, alone'), 402, 'decided on the lowered limit, not the state the object held');
+      assert.equal(refused.error.metadata.limit_source, 'key_limit');
       const burst = await Promise.all(Array.from({ length: 6 }, (_, i) => chat(gw.url, key.key, `after, at once ${i}`)));
       for (const res of burst) {
-        assert.equal(res.status, 402, 'none of them past the limit');
-        await res.arrayBuffer();
+        await answered(res, 402, 'none of them past the limit');
       }
       const after = await ledger(admin, user.id);
       assert.equal(after.spent, before.spent, 'nothing spent past the lowered limit');
@@ -78,8 +81,7 @@ for (const leases of ['on', 'off']) {
       assert.equal((await admin.call('PATCH', `/api/keys/${key.id}`, { limit: 0.5 })).status, 200);
       const served = await Promise.all(Array.from({ length: 4 }, (_, i) => chat(gw.url, key.key, `raised ${i}`)));
       for (const res of served) {
-        assert.equal(res.status, 200, await res.clone().text());
-        await res.arrayBuffer();
+        await answered(res, 200);
       }
       const settled = await settledLedger(admin, user.id, 6);
       assert.ok(settled.spent <= micros(0.5), `spent ${settled.spent} within the key's limit`);
@@ -103,29 +105,23 @@ test('a change after one stamped by a clock running ahead binds all the same', {
     const admin = adminClient(gw.url, gw.adminToken);
     const user = await admin.createUser({ name: 'Clock ahead' }, { credit: 1 });
     const key = await admin.createKey(user.id, { name: 'ahead', limit: 0.5 });
-    const first = await chat(gw.url, key.key, 'before');
-    assert.equal(first.status, 200, await first.clone().text());
-    await first.arrayBuffer();
+    await answered(await chat(gw.url, key.key, 'before'), 200);
 
     const renamed = await admin.call('PATCH', `/api/keys/${key.id}`, { name: 'renamed by a clock an hour ahead' });
     assert.equal(renamed.status, 500, 'the object did not confirm the change');
     const ahead = new Date(Date.now() + 3_600_000).toISOString();
     await gw.sql(`UPDATE api_keys SET updated_at = '${ahead}' WHERE id = '${key.id}'`);
-    const healed = await chat(gw.url, key.key, 'the object learns the change from the future');
-    assert.equal(healed.status, 200, await healed.clone().text());
-    await healed.arrayBuffer();
+    await answered(await chat(gw.url, key.key, 'the object learns the change from the future'), 200);
     const before = await settledLedger(admin, user.id, 2);
 
     const lowered = await admin.call('PATCH', `/api/keys/${key.id}`, { limit: before.spent / 1e6 });
     assert.equal(lowered.status, 200, JSON.stringify(lowered.body));
     assert.ok(lowered.body.data.updated_at > ahead, `the new version ${lowered.body.data.updated_at} is after ${ahead}`);
-    const refused = await chat(gw.url, key.key, 'after the lowered limit');
-    assert.equal(refused.status, 402, 'decided on the lowered limit, not the state stamped ahead');
-    assert.equal((await refused.json()).error.metadata.limit_source, 'key_limit');
+    const refused = await answered(await chat(gw.url, key.key, 'after the lowered limit'), 402, 'decided on the lowered limit, not the state stamped ahead');
+    assert.equal(refused.error.metadata.limit_source, 'key_limit');
     const burst = await Promise.all(Array.from({ length: 4 }, (_, i) => chat(gw.url, key.key, `at once ${i}`)));
     for (const res of burst) {
-      assert.equal(res.status, 402, 'none of them past the limit');
-      await res.arrayBuffer();
+      await answered(res, 402, 'none of them past the limit');
     }
     const after = await settledLedger(admin, user.id, 2);
     assert.equal(after.spent, before.spent, 'nothing spent past the lowered limit');
@@ -154,12 +150,8 @@ test('a rotation repeated with its Idempotency-Key tells the account object agai
     assert.equal(confirmed.status, 200, JSON.stringify(confirmed.body));
     assert.equal((await rotate()).body.data.key, confirmed.body.data.key, 'one secret, however often repeated');
 
-    const fresh = await chat(gw.url, confirmed.body.data.key, 'with the new secret');
-    assert.equal(fresh.status, 200, await fresh.clone().text());
-    await fresh.arrayBuffer();
-    const stale = await chat(gw.url, key.key, 'with the old secret');
-    assert.equal(stale.status, 401, 'the old secret ended with no grace');
-    await stale.arrayBuffer();
+    await answered(await chat(gw.url, confirmed.body.data.key, 'with the new secret'), 200);
+    await answered(await chat(gw.url, key.key, 'with the old secret'), 401, 'the old secret ended with no grace');
   } finally {
     await gw.stop();
   }
