@@ -181,15 +181,21 @@ impl ChatRequest {
     pub fn upstream_body(&self) -> Vec<u8> {
         let mut body = self.body.clone();
         if self.stream {
-            let options = body.entry("stream_options").or_insert_with(|| Value::Object(Map::new()));
-            if !options.is_object() {
-                *options = Value::Object(Map::new());
-            }
-            if let Some(options) = options.as_object_mut() {
-                options.insert("include_usage".into(), Value::Bool(true));
-            }
+            ask_for_usage(&mut body);
         }
         serde_json::to_vec(&body).unwrap_or_default()
+    }
+}
+
+/// Sets `stream_options.include_usage: true` in a stream's upstream body, whatever the client sent
+/// there (`false`, `null`, not an object): the charge is made from the usage chunk.
+pub fn ask_for_usage(body: &mut Map<String, Value>) {
+    let options = body.entry("stream_options").or_insert_with(|| Value::Object(Map::new()));
+    if !options.is_object() {
+        *options = Value::Object(Map::new());
+    }
+    if let Some(options) = options.as_object_mut() {
+        options.insert("include_usage".into(), Value::Bool(true));
     }
 }
 

@@ -58,10 +58,7 @@ pub fn chat_request(chat: &ChatRequest, native_model: &str) -> Vec<u8> {
         body.insert("reasoning_effort".into(), Value::from(effort));
     }
     if chat.stream {
-        let options = body.entry("stream_options").or_insert_with(|| Value::Object(Map::new()));
-        if let Some(options) = options.as_object_mut() {
-            options.insert("include_usage".into(), Value::Bool(true));
-        }
+        crate::domain::chat::ask_for_usage(&mut body);
     }
     serde_json::to_vec(&body).unwrap_or_default()
 }

@@ -106,8 +106,8 @@ fn openrouter_body(chat: &ChatRequest, model: &str, keep_fallbacks: bool) -> Vec
         body.remove("models");
     }
     body.insert("model".into(), Value::from(model));
-    if chat.stream && !body.contains_key("stream_options") {
-        body.insert("stream_options".into(), serde_json::json!({ "include_usage": true }));
+    if chat.stream {
+        crate::domain::chat::ask_for_usage(&mut body);
     }
     serde_json::to_vec(&body).unwrap_or_default()
 }
@@ -258,6 +258,26 @@ mod tests {
                 .expect("ok");
         assert_eq!(body(&fallback)["model"], "openai/gpt-4o");
         assert!(body(&fallback).get("models").is_none(), "the gateway is walking the list: OpenRouter gets one model");
+    }
+
+    #[test]
+    fn every_streamed_attempt_asks_for_the_usage_chunk_whatever_the_client_said() {
+        let endpoint = Endpoint { base_url: "https://p.example", key: "k-1" };
+        for options in [r#""stream_options":null,"#, r#""stream_options":{"include_usage":false},"#, r#""stream_options":7,"#] {
+            let req = chat(&format!(
+                r#"{{"model":"openai/gpt-4o","stream":true,{options}"messages":[{{"role":"user","content":"hi"}}]}}"#
+            ));
+            for (provider, native, keep_fallbacks) in [
+                (Provider::OpenRouter, "openai/gpt-4o", false),
+                (Provider::OpenRouter, "openai/gpt-4o", true),
+                (Provider::OpenAi, "gpt-4o", false),
+            ] {
+                let out = outbound(&attempt("openai/gpt-4o", provider, native, keep_fallbacks), &req, &endpoint, &EXTRAS)
+                    .expect("ok");
+                let sent: Value = serde_json::from_slice(&out.body).expect("JSON");
+                assert_eq!(sent["stream_options"]["include_usage"], true, "{provider:?} with {options}");
+            }
+        }
     }
 
     #[test]
