@@ -13,6 +13,8 @@ const PROMPT_FIELDS: [&str; 5] = ["messages", "tools", "functions", "response_fo
 const PER_MESSAGE_TOKENS: u64 = 8;
 /// Tokens allowed per image part (a high-detail image costs up to a few thousand).
 const PER_IMAGE_TOKENS: u64 = 4_000;
+/// Content parts carrying a video (OpenRouter's `video_url`, and the spellings of other APIs).
+const VIDEO_PARTS: [&str; 3] = ["video_url", "input_video", "video"];
 
 fn count_images(v: &Value) -> u64 {
     match v {
@@ -106,8 +108,9 @@ impl ChatRequest {
     }
 
     /// Refuses what would cost more than the price table can price: OpenRouter's
-    /// `plugins` (web search, file parsing), `web_search_options`, and files by URL
-    /// (parsed upstream for a fee). The reservation must bound every cost.
+    /// `plugins` (web search, file parsing), `web_search_options`, files by URL
+    /// (parsed upstream for a fee), and videos (billed per second of video, which
+    /// neither their URL nor their bytes bound). The reservation must bound every cost.
     pub fn refuse_unpriced_fees(&self) -> Result<(), InvalidRequest> {
         let unpriced = |param: &str, what: &str| {
             InvalidRequest::param(
@@ -135,6 +138,12 @@ impl ChatRequest {
         for (i, message) in messages.iter().enumerate() {
             let parts = message.get("content").and_then(Value::as_array).map_or(&[][..], Vec::as_slice);
             for (j, part) in parts.iter().enumerate() {
+                if part.get("type").and_then(Value::as_str).is_some_and(|t| VIDEO_PARTS.contains(&t)) {
+                    return Err(InvalidRequest::param(
+                        "a video costs prompt tokens per second of video, which the gateway cannot bound before the call, so it is not accepted",
+                        format!("messages[{i}].content[{j}]"),
+                    ));
+                }
                 let file = part.get("file").filter(|_| part.get("type").and_then(Value::as_str) == Some("file"));
                 let by_url = file
                     .and_then(|f| f.get("file_data").or(f.get("url")))
@@ -374,6 +383,14 @@ mod tests {
         let inline = r#"{"model":"m","messages":[{"role":"user","content":[{"type":"file","file":{"filename":"a.pdf","file_data":"data:application/pdf;base64,AAAA"}}]}]}"#;
         assert_eq!(refused(inline), None);
         assert_eq!(refused(&format!(r#"{{"model":"m",{msg},"preset":"cheap"}}"#)).as_deref(), Some("preset"));
+        for video in [
+            r#"{"type":"video_url","video_url":{"url":"https://www.youtube.com/watch?v=x"}}"#,
+            r#"{"type":"video_url","video_url":{"url":"data:video/mp4;base64,AAAA"}}"#,
+            r#"{"type":"input_video","video_url":"https://x/v.mp4"}"#,
+        ] {
+            let json = format!(r#"{{"model":"m","messages":[{{"role":"user","content":[{{"type":"text","text":"x"}},{video}]}}]}}"#);
+            assert_eq!(refused(&json).as_deref(), Some("messages[0].content[1]"), "{video}");
+        }
     }
 
     #[test]
