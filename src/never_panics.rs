@@ -116,3 +116,68 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// The other dialects' request bodies, and chat answers and streams translated back into them.
+    #[test]
+    fn dialects(bytes in proptest::collection::vec(any::<u8>(), 0..256), t in text(), cut in 0usize..400) {
+        use crate::providers::{anthropic, gemini, responses};
+        use crate::domain::{completions, embeddings};
+        for body in [&bytes[..], t.as_bytes()] {
+            let _ = anthropic::inbound::to_chat(body);
+            let _ = responses::to_chat(body);
+            let _ = completions::to_chat(body);
+            let _ = embeddings::EmbeddingsRequest::parse(body);
+            let _ = anthropic::inbound::answer_from_chat(body.to_vec());
+            let _ = responses::answer_from_chat(body.to_vec(), &responses::CustomTools::default());
+            let _ = completions::answer_from_chat(body.to_vec());
+            let _ = completions::stream_from_chat(body.to_vec());
+        }
+        // A chat stream cut anywhere, and the providers' streams fed arbitrary events.
+        let stream = format!(
+            "data: {{\"id\":\"c\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"hi\"}}}}]}}\n\ndata: {t}\n\ndata: [DONE]\n\n"
+        );
+        let (head, tail) = stream.as_bytes().split_at(cut.min(stream.len()));
+        let mut messages = anthropic::inbound::MessagesStream::default();
+        let mut answers = responses::ResponsesStream::new(responses::CustomTools::default());
+        let mut from_anthropic = anthropic::stream::ToOpenAiSse::new("m", 0);
+        let mut from_gemini = gemini::stream::ToOpenAiSse::new("m", 0);
+        for part in [head, tail, &bytes[..]] {
+            let _ = messages.feed(part.to_vec());
+            let _ = answers.feed(part.to_vec());
+            let _ = from_anthropic.feed(part);
+            let _ = from_gemini.feed(part);
+        }
+    }
+
+    /// Token counts from an upstream, anywhere in u64's range, add up without overflow (a release build
+    /// would wrap them: a request charged for almost nothing).
+    #[test]
+    fn upstream_token_counts(a in any::<u64>(), b in any::<u64>(), c in any::<u64>(), d in any::<u64>()) {
+        use crate::providers::{anthropic, gemini, responses};
+        let from_anthropic = anthropic::response::usage(&serde_json::json!({
+            "input_tokens": a, "cache_read_input_tokens": b, "cache_creation_input_tokens": c, "output_tokens": d
+        }));
+        prop_assert!(from_anthropic.prompt_tokens >= a.max(b).max(c));
+        let from_gemini = gemini::response::usage(&serde_json::json!({
+            "promptTokenCount": a, "candidatesTokenCount": b, "thoughtsTokenCount": c, "cachedContentTokenCount": d
+        }));
+        prop_assert!(from_gemini.completion_tokens >= b.max(c));
+        let answer = serde_json::json!({
+            "id": "c", "object": "chat.completion", "model": "m",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": a, "completion_tokens": b, "total_tokens": c,
+                      "prompt_tokens_details": {"cached_tokens": c, "cache_write_tokens": d},
+                      "completion_tokens_details": {"reasoning_tokens": d}},
+        })
+        .to_string()
+        .into_bytes();
+        let _ = anthropic::inbound::answer_from_chat(answer.clone());
+        let _ = responses::answer_from_chat(answer.clone(), &responses::CustomTools::default());
+        let _ = crate::domain::completions::answer_from_chat(answer.clone());
+        let _ = crate::providers::openai_compat::completion_usage(&answer);
+        let _ = crate::providers::generation::usage_of(&answer);
+    }
+}

@@ -388,7 +388,9 @@ mod tests {
             r#"{"type":"video_url","video_url":{"url":"data:video/mp4;base64,AAAA"}}"#,
             r#"{"type":"input_video","video_url":"https://x/v.mp4"}"#,
         ] {
-            let json = format!(r#"{{"model":"m","messages":[{{"role":"user","content":[{{"type":"text","text":"x"}},{video}]}}]}}"#);
+            let json = format!(
+                r#"{{"model":"m","messages":[{{"role":"user","content":[{{"type":"text","text":"x"}},{video}]}}]}}"#
+            );
             assert_eq!(refused(&json).as_deref(), Some("messages[0].content[1]"), "{video}");
         }
     }

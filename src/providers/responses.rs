@@ -231,7 +231,7 @@ fn usage_of(usage: Option<&Value>) -> Value {
         "input_tokens_details": {"cached_tokens": n("/prompt_tokens_details/cached_tokens")},
         "output_tokens": n("/completion_tokens"),
         "output_tokens_details": {"reasoning_tokens": n("/completion_tokens_details/reasoning_tokens")},
-        "total_tokens": n("/prompt_tokens") + n("/completion_tokens"),
+        "total_tokens": n("/prompt_tokens").saturating_add(n("/completion_tokens")),
     });
     if let Some(cost) = usage.and_then(|u| u.get("cost")) {
         out["cost"] = cost.clone();

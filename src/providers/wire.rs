@@ -263,7 +263,9 @@ mod tests {
     #[test]
     fn every_streamed_attempt_asks_for_the_usage_chunk_whatever_the_client_said() {
         let endpoint = Endpoint { base_url: "https://p.example", key: "k-1" };
-        for options in [r#""stream_options":null,"#, r#""stream_options":{"include_usage":false},"#, r#""stream_options":7,"#] {
+        for options in
+            [r#""stream_options":null,"#, r#""stream_options":{"include_usage":false},"#, r#""stream_options":7,"#]
+        {
             let req = chat(&format!(
                 r#"{{"model":"openai/gpt-4o","stream":true,{options}"messages":[{{"role":"user","content":"hi"}}]}}"#
             ));
@@ -272,8 +274,9 @@ mod tests {
                 (Provider::OpenRouter, "openai/gpt-4o", true),
                 (Provider::OpenAi, "gpt-4o", false),
             ] {
-                let out = outbound(&attempt("openai/gpt-4o", provider, native, keep_fallbacks), &req, &endpoint, &EXTRAS)
-                    .expect("ok");
+                let out =
+                    outbound(&attempt("openai/gpt-4o", provider, native, keep_fallbacks), &req, &endpoint, &EXTRAS)
+                        .expect("ok");
                 let sent: Value = serde_json::from_slice(&out.body).expect("JSON");
                 assert_eq!(sent["stream_options"]["include_usage"], true, "{provider:?} with {options}");
             }

@@ -241,7 +241,7 @@ fn usage_of(usage: Option<&Value>) -> Value {
     let n = |path: &str| usage.and_then(|u| u.pointer(path)).and_then(Value::as_u64).unwrap_or(0);
     let (read, write) = (n("/prompt_tokens_details/cached_tokens"), n("/prompt_tokens_details/cache_write_tokens"));
     let mut out = json!({
-        "input_tokens": n("/prompt_tokens").saturating_sub(read + write),
+        "input_tokens": n("/prompt_tokens").saturating_sub(read.saturating_add(write)),
         "output_tokens": n("/completion_tokens"),
         "cache_read_input_tokens": read,
         "cache_creation_input_tokens": write,

@@ -24,14 +24,14 @@ pub fn finish_reason(stop_reason: Option<&str>) -> &'static str {
 pub fn usage(u: &Value) -> Usage {
     let n = |field: &str| u.get(field).and_then(Value::as_u64).unwrap_or(0);
     let (cache_read, cache_write) = (n("cache_read_input_tokens"), n("cache_creation_input_tokens"));
-    let prompt = n("input_tokens") + cache_read + cache_write;
+    let prompt = n("input_tokens").saturating_add(cache_read).saturating_add(cache_write);
     let completion = n("output_tokens");
     Usage {
         prompt_tokens: prompt,
         completion_tokens: completion,
-        total_tokens: prompt + completion,
+        total_tokens: prompt.saturating_add(completion),
         cost: None,
-        prompt_tokens_details: (cache_read + cache_write > 0)
+        prompt_tokens_details: (cache_read > 0 || cache_write > 0)
             .then_some(PromptDetails { cached_tokens: cache_read, cache_write_tokens: cache_write }),
         completion_tokens_details: None,
     }

@@ -24,11 +24,11 @@ pub fn finish_reason(reason: Option<&str>, called_tools: bool) -> &'static str {
 pub fn usage(meta: &Value) -> Usage {
     let n = |field: &str| meta.get(field).and_then(Value::as_u64).unwrap_or(0);
     let (prompt, thoughts, cached) = (n("promptTokenCount"), n("thoughtsTokenCount"), n("cachedContentTokenCount"));
-    let completion = n("candidatesTokenCount") + thoughts;
+    let completion = n("candidatesTokenCount").saturating_add(thoughts);
     Usage {
         prompt_tokens: prompt,
         completion_tokens: completion,
-        total_tokens: prompt + completion,
+        total_tokens: prompt.saturating_add(completion),
         cost: None,
         prompt_tokens_details: (cached > 0).then_some(PromptDetails { cached_tokens: cached, cache_write_tokens: 0 }),
         completion_tokens_details: (thoughts > 0).then_some(CompletionDetails { reasoning_tokens: thoughts }),
