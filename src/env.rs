@@ -109,6 +109,9 @@ pub struct Faults {
     /// `FAULT_FAIL_PUT_KEY`: the account object fails this many messages changing a key it holds, in an
     /// isolate, as if they were lost (tests/key_changes.test.mjs).
     pub failed_key_changes: u32,
+    /// `FAULT_SLOW_KEY_CHANGE_MS`: a key holder's change to a key waits this long between its read of the key
+    /// and its write, so a test can change the key in between (tests/key_changes.test.mjs).
+    pub slow_key_change_ms: u64,
 }
 
 /// A fault for tests: the account object, settling a request for `model`, fails a storage statement
@@ -180,6 +183,7 @@ impl Config {
                 .or_else(|| fault("FAULT_FAIL_SETTLE").map(|model| SettleFault { model, panic: false })),
             poison_settle: fault("FAULT_POISON_SETTLE"),
             failed_key_changes: fault("FAULT_FAIL_PUT_KEY").and_then(|n| n.trim().parse().ok()).unwrap_or(0),
+            slow_key_change_ms: fault("FAULT_SLOW_KEY_CHANGE_MS").and_then(|n| n.trim().parse().ok()).unwrap_or(0),
         };
         Self {
             upstream_base_url,

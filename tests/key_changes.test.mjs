@@ -156,3 +156,29 @@ test('a rotation repeated with its Idempotency-Key tells the account object agai
     await gw.stop();
   }
 });
+
+test("a key holder's change made over an admin's revocation does not undo it", { timeout: 120_000 }, async () => {
+  // The holder's change waits 1.5 s between its read of the key and its write (a test fault); the admin
+  // disables the key in that time. The holder's write must not put back the state it read.
+  const gw = await startGateway({ vars: { FAULT_SLOW_KEY_CHANGE_MS: '1500' } });
+  try {
+    const admin = adminClient(gw.url, gw.adminToken);
+    const user = await admin.createUser({ name: 'Racing changes' }, { credit: 1 });
+    const key = await admin.createKey(user.id, { name: 'holder', permissions: ['read', 'write'] });
+    await answered(await chat(gw.url, key.key, 'before'), 200);
+    const holder = adminClient(gw.url, key.key);
+    const renaming = holder.call('PATCH', `/api/keys/${key.id}`, { name: 'renamed by its holder' });
+    await new Promise((r) => setTimeout(r, 300));
+    const disabled = await admin.call('PATCH', `/api/keys/${key.id}`, { disabled: true });
+    assert.equal(disabled.status, 200, JSON.stringify(disabled.body));
+    const renamed = await renaming;
+    assert.equal(renamed.status, 200, JSON.stringify(renamed.body));
+    assert.equal(renamed.body.data.name, 'renamed by its holder');
+    assert.equal(renamed.body.data.disabled, true, 'the holder changed the key as the admin left it');
+    const shown = (await admin.call('GET', `/api/keys/${key.id}`)).body.data;
+    assert.deepEqual([shown.name, shown.disabled], ['renamed by its holder', true]);
+    await answered(await chat(gw.url, key.key, 'after'), 401, 'the revoked key stays revoked');
+  } finally {
+    await gw.stop();
+  }
+});

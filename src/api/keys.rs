@@ -227,12 +227,35 @@ pub async fn get_key(call: &Call, caller: &Caller, id: &str) -> Result<Response,
     respond::data(200, &key_view(&row, call.now_ms()))
 }
 
+/// Reads of a key a change is tried on before it answers 409: each write goes through only if the key is
+/// still as that read found it.
+const UPDATE_TRIES: usize = 3;
+
+/// Changes a key: read, changed, written only if the key is still as it was read (else read again), so a
+/// change made meanwhile (a revocation, a lowered limit) is never written over with what was read.
 pub async fn update_key(mut req: Incoming, call: &Call, caller: &Caller, id: &str) -> Result<Response, ApiError> {
     let body: UpdateKey = read_json(&mut req).await?;
     let db = db(call)?;
-    let mut row = managed_key(&db, caller, id).await?;
+    for _ in 0..UPDATE_TRIES {
+        let read = managed_key(&db, caller, id).await?;
+        let read_version = read.updated_at.clone();
+        let now_ms = call.now_ms();
+        let mut row = changed(read, body.clone(), caller, now_ms)?;
+        let slow_ms = call.config.faults.slow_key_change_ms;
+        if slow_ms > 0 && holder(caller).is_some() {
+            worker::Delay::from(std::time::Duration::from_millis(slow_ms)).await;
+        }
+        let Some(version) = store::keys::update(&db, &row, &read_version).await? else { continue };
+        row.updated_at = version;
+        publish(call, std::slice::from_ref(&row)).await?;
+        return respond::data(200, &key_view(&row, now_ms));
+    }
+    Err(ApiError::Conflict(format!("key {id} kept changing while this change was made: send it again")))
+}
+
+/// The key `row` with `body`'s changes, if `caller` may make them.
+fn changed(mut row: KeyRow, body: UpdateKey, caller: &Caller, now_ms: i64) -> Result<KeyRow, ApiError> {
     let before = terms_of(&row);
-    let now_ms = call.now_ms();
     if let Some(name) = body.name {
         row.name = validate_text("name", &name, MAX_NAME_LEN)?;
     }
@@ -279,11 +302,7 @@ pub async fn update_key(mut req: Incoming, call: &Call, caller: &Caller, id: &st
         keys::within_holder(&h, &terms_of(&row), Some(&before)).map_err(forbidden)?;
     }
     row.updated_at = to_iso(now_ms);
-    row.updated_at = store::keys::update(&db, &row)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("key {} not found", row.id)))?;
-    publish(call, std::slice::from_ref(&row)).await?;
-    respond::data(200, &key_view(&row, now_ms))
+    Ok(row)
 }
 
 /// Soft delete: the key stops working at once; its history stays. A repeat answers the same

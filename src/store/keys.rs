@@ -183,7 +183,7 @@ const UPDATE: &str = concat!(
      rpm_limit = ?12, tpm_limit = ?13, end_user_limit_micros = ?14, end_user_limit_reset = ?15, \
      request_log_days = ?16, ",
     stamp!("?9"),
-    " WHERE id = ?1 AND deleted_at IS NULL RETURNING updated_at"
+    " WHERE id = ?1 AND deleted_at IS NULL AND updated_at IS ?17 RETURNING updated_at"
 );
 const SOFT_DELETE: &str =
     concat!("UPDATE api_keys SET deleted_at = ?2, ", stamp!("?2"), " WHERE id = ?1 AND deleted_at IS NULL RETURNING *");
@@ -293,8 +293,9 @@ pub async fn get_deleted(db: &D1Database, id: &str) -> Result<Option<KeyRow>, St
 }
 
 /// Writes the editable fields of `k`, stamped at `k.updated_at`; answers the version stored (see
-/// `stamp!`), `None` when the key is no longer live.
-pub async fn update(db: &D1Database, k: &KeyRow) -> Result<Option<String>, StoreError> {
+/// `stamp!`), `None` when the key is no longer live or no longer at version `read` (changed since it was
+/// read: the caller reads it again).
+pub async fn update(db: &D1Database, k: &KeyRow, read: &str) -> Result<Option<String>, StoreError> {
     let stamped = db
         .prepare(UPDATE)
         .bind(&[
@@ -314,6 +315,7 @@ pub async fn update(db: &D1Database, k: &KeyRow) -> Result<Option<String>, Store
             opt_int(k.end_user_limit_micros),
             opt_text(k.end_user_limit_reset.as_deref()),
             opt_int(k.request_log_days),
+            text(read),
         ])?
         .first::<Stamped>(None)
         .await?;
