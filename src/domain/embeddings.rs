@@ -52,8 +52,8 @@ impl EmbeddingsRequest {
         let input_error = "`input` must be a non-empty string, an array of strings, an array of token ids, or an array of such arrays (at most 2048 inputs)";
         let token_bound = match body.get("input") {
             None => return Err(invalid("you must provide an `input` parameter", "input")),
-            Some(Value::Array(items)) if items.first().is_some_and(Value::is_number) => {
-                bound_of(&Value::Array(items.clone())).ok_or_else(|| invalid(input_error, "input"))?
+            Some(tokens @ Value::Array(items)) if items.first().is_some_and(Value::is_number) => {
+                bound_of(tokens).ok_or_else(|| invalid(input_error, "input"))?
             }
             Some(Value::Array(items)) if !items.is_empty() && items.len() <= MAX_INPUTS => {
                 items.iter().map(bound_of).sum::<Option<u64>>().ok_or_else(|| invalid(input_error, "input"))?

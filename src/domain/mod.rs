@@ -10,6 +10,7 @@ pub mod completions;
 pub mod embeddings;
 pub mod end_users;
 pub mod ids;
+pub mod json_width;
 pub mod keys;
 pub mod lease;
 pub mod ledger;
