@@ -220,6 +220,23 @@ describe('credits and the ledger', () => {
     assert.equal(missing.status, 404);
   });
 
+  test('no credit takes the balance past what the ledger keeps exactly', async () => {
+    // 2^53 - 1 micro-USD: a balance past it would be rounded where it is stored, and the ledger would no
+    // longer sum to it.
+    const user = await ctx.admin.createUser({}, { credit: 0 });
+    const first = await ctx.admin.call('POST', '/api/balance/admin/add', { user_id: user.id, amount: 9_007_199_254 });
+    assert.equal(first.status, 200, JSON.stringify(first.body));
+    const past = await ctx.admin.call('POST', '/api/balance/admin/add', { user_id: user.id, amount: 1 });
+    assert.equal(past.status, 400, JSON.stringify(past.body));
+    assert.equal(past.body.error.param, 'amount');
+    assert.match(past.body.error.message, /past 9007199254\.740991 USD.*at most 0\.740991 can be added/);
+    assert.equal((await ctx.admin.call('POST', '/api/balance/admin/add', { user_id: user.id, amount: 0.5 })).status, 200);
+    assert.equal((await ctx.admin.call('GET', `/api/balance?user_id=${user.id}`)).body.balance, 9_007_199_254.5);
+    const audit = await ctx.admin.call('GET', `/api/admin/reconcile?user_id=${user.id}`);
+    assert.equal(audit.status, 200, JSON.stringify(audit.body));
+    assert.deepEqual(audit.body.data.drift, [], 'the ledger sums to the balance');
+  });
+
   test('a key holder sees its own balance and ledger only', async () => {
     const a = await ctx.admin.createUser({}, { credit: 2 });
     const b = await ctx.admin.createUser({}, { credit: 3 });

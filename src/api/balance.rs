@@ -13,7 +13,7 @@ use super::incoming::Incoming;
 use super::respond::{self, query, read_json, Call};
 use crate::billing::client::{Account, Credited, Summary};
 use crate::billing::protocol::LedgerEntry;
-use crate::domain::money::{micros_to_usd, usd_to_micros};
+use crate::domain::money::{micros_to_decimal, micros_to_usd, usd_to_micros};
 use crate::domain::paging::Page;
 use crate::domain::time::to_iso;
 use crate::domain::users::validate_optional_text;
@@ -108,6 +108,17 @@ pub async fn add_balance(mut req: Incoming, call: &Call) -> Result<Response, Api
                 format!(
                     "the adjustment would take the balance below zero or below the money held for requests in flight; at most {} can be taken now",
                     micros_to_usd(available)
+                ),
+                "amount",
+            )
+            .into())
+        }
+        Credited::OverCeiling { room } => {
+            return Err(InvalidRequest::param(
+                format!(
+                    "the credit would take the balance past {} USD, the most the ledger keeps exactly; at most {} can be added now",
+                    micros_to_decimal(crate::domain::money::MAX_SAFE),
+                    micros_to_decimal(room)
                 ),
                 "amount",
             )

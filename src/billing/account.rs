@@ -7,7 +7,7 @@ use worker::{Result, SqlStorage};
 
 use super::protocol::{AccountRequest, AccountResponse, EndUserRow, KeyUsage, LedgerEntry, OnLease, Settlement};
 use super::store;
-use crate::domain::account::{Book, Closed, Decision};
+use crate::domain::account::{Book, Closed, CreditRefused, Decision};
 use crate::domain::alerts::AlertRules;
 use crate::domain::money::micros_to_usd;
 use crate::domain::usage::UsageRecord;
@@ -151,7 +151,8 @@ impl Account<'_> {
                 self.own(&account_id)?;
                 let balance = match self.book.credit(amount) {
                     Ok(balance) => balance,
-                    Err(over) => return Ok(AccountResponse::Overdrawn { available: over.available }),
+                    Err(CreditRefused::Overdraw { available }) => return Ok(AccountResponse::Overdrawn { available }),
+                    Err(CreditRefused::Ceiling { room }) => return Ok(AccountResponse::OverCeiling { room }),
                 };
                 let mut random = [0u8; 12];
                 getrandom::getrandom(&mut random).map_err(|e| worker::Error::RustError(e.to_string()))?;

@@ -98,6 +98,10 @@ pub enum Credited {
     Overdrawn {
         available: i64,
     },
+    /// The balance would pass `money::MAX_SAFE`: at most `room` can be added.
+    OverCeiling {
+        room: i64,
+    },
 }
 
 /// An account's balance and totals (micro-USD).
@@ -187,6 +191,7 @@ impl<'a> Account<'a> {
         match self.call(&message).await? {
             AccountResponse::Credited { transaction_id, balance } => Ok(Credited::Done { transaction_id, balance }),
             AccountResponse::Overdrawn { available } => Ok(Credited::Overdrawn { available }),
+            AccountResponse::OverCeiling { room } => Ok(Credited::OverCeiling { room }),
             other => Err(unexpected("Credit", other)),
         }
     }

@@ -178,6 +178,10 @@ pub enum AccountResponse {
     Overdrawn {
         available: i64,
     },
+    /// A credit would take the balance past what storage keeps exactly (`money::MAX_SAFE`).
+    OverCeiling {
+        room: i64,
+    },
     Credited {
         transaction_id: String,
         balance: i64,

@@ -134,10 +134,15 @@ fn is_older(held: Option<i64>, seen: Option<i64>) -> bool {
     }
 }
 
-/// An adjustment would take the balance below the money held (or below zero).
+/// A credit the book refuses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Overdraw {
-    pub available: i64,
+pub enum CreditRefused {
+    /// An adjustment would take the balance below the money held (or below zero): at most `available`
+    /// can be taken.
+    Overdraw { available: i64 },
+    /// The balance would pass `money::MAX_SAFE` (what storage, JavaScript numbers, keeps exactly): at most
+    /// `room` can be added.
+    Ceiling { room: i64 },
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -374,11 +379,16 @@ impl Book {
     }
 
     /// Moves the balance by a credit (negative for an adjustment down) and returns
-    /// the new balance; an adjustment may not take away money held or not there.
-    pub fn credit(&mut self, amount: i64) -> Result<i64, Overdraw> {
+    /// the new balance; an adjustment may not take away money held or not there, and a credit may not
+    /// take the balance past `money::MAX_SAFE`.
+    pub fn credit(&mut self, amount: i64) -> Result<i64, CreditRefused> {
         let available = self.balance - self.reserved();
-        if amount < 0 && available + amount < 0 {
-            return Err(Overdraw { available: available.max(0) });
+        if amount < 0 && available.saturating_add(amount) < 0 {
+            return Err(CreditRefused::Overdraw { available: available.max(0) });
+        }
+        let room = (super::money::MAX_SAFE - self.balance).max(0);
+        if amount > room {
+            return Err(CreditRefused::Ceiling { room });
         }
         self.balance += amount;
         Ok(self.balance)
@@ -876,7 +886,7 @@ mod tests {
     fn adjustments_cannot_take_money_held_or_not_there() {
         let mut book = Book::restore(100, [], [], []);
         book.reserve(&ask("r1", "k", 60), NOW);
-        assert_eq!(book.credit(-41), Err(Overdraw { available: 40 }));
+        assert_eq!(book.credit(-41), Err(CreditRefused::Overdraw { available: 40 }));
         assert_eq!(book.credit(-40), Ok(60));
         assert_eq!(book.credit(5), Ok(65));
     }

@@ -16,6 +16,7 @@ use super::end_users::{Budget, OwnBudget};
 use super::keys::KeyState;
 use super::lease::{self, Lease, LeaseAsk, LocalLease};
 use super::ledger::{InFlightCaps, Reservation};
+use super::money::MAX_SAFE;
 use super::rates::{self, Admitted, RateLimits, Rates};
 use super::windows::Reset;
 
@@ -121,7 +122,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0u8..24, 0i64..500).prop_map(|(req, evidence)| Op::Touch { req, evidence }),
         6 => (0u8..24, 0i64..600).prop_map(|(req, cost)| Op::Settle { req, cost }),
         1 => (0u8..24, 0i64..600, any::<bool>()).prop_map(|(req, cost, leased)| Op::SettleFails { req, cost, leased }),
-        2 => (-400i64..1_500).prop_map(|amount| Op::Credit { amount }),
+        2 => prop_oneof![9 => -400i64..1_500, 1 => (MAX_SAFE - 3_000)..=MAX_SAFE].prop_map(|amount| Op::Credit { amount }),
         1 => (0usize..4, proptest::option::of(0i64..800), reset(), any::<bool>(), proptest::bool::weighted(0.3))
             .prop_map(|(key, limit, reset, disabled, lost)| Op::EditKey { key, limit, reset, disabled, lost }),
         1 => (0usize..4).prop_map(|key| Op::ResendKey { key }),
@@ -550,7 +551,13 @@ impl World {
             }
             Op::Credit { amount } => {
                 if amount != 0 {
-                    if let Ok(balance) = self.book.credit(amount) {
+                    let before = self.book.balance();
+                    let credited = self.book.credit(amount);
+                    if amount > 0 {
+                        // Refused exactly when it would take the balance past what storage keeps exactly.
+                        prop_assert_eq!(credited.is_err(), before + amount > MAX_SAFE);
+                    }
+                    if let Ok(balance) = credited {
                         self.store.ledger.push(LedgerRow {
                             reference: format!("credit-{}", self.store.ledger.len()),
                             key_id: None,
@@ -625,7 +632,7 @@ impl World {
     fn check(&self) -> Result<(), TestCaseError> {
         let (book, store) = (&self.book, &self.store);
         prop_assert!(book.balance() - book.reserved() >= 0, "reservations never exceed the balance");
-        prop_assert!(book.balance() >= 0);
+        prop_assert!((0..=MAX_SAFE).contains(&book.balance()), "storage keeps the balance exactly");
         let ledger_sum: i64 = store.ledger.iter().map(|r| r.amount).sum();
         prop_assert_eq!(ledger_sum, book.balance(), "the ledger sums to the balance");
         prop_assert_eq!(store.balance, book.balance(), "storage has the balance");

@@ -27,9 +27,29 @@ pub fn micros_to_usd(micros: i64) -> f64 {
     micros as f64 / MICROS_PER_USD as f64
 }
 
+/// Micro-USD as USD in decimal, exactly (an f64 of USD is not, past about 2^53 / 10^6 dollars).
+pub fn micros_to_decimal(micros: i64) -> String {
+    let sign = if micros < 0 { "-" } else { "" };
+    let m = micros.unsigned_abs();
+    let (units, fraction) = (m / MICROS_PER_USD as u64, m % MICROS_PER_USD as u64);
+    let fraction = format!("{fraction:06}");
+    match fraction.trim_end_matches('0') {
+        "" => format!("{sign}{units}"),
+        digits => format!("{sign}{units}.{digits}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn micros_in_decimal_are_exact() {
+        assert_eq!(micros_to_decimal(MAX_SAFE), "9007199254.740991");
+        assert_eq!(micros_to_decimal(-1_500_000), "-1.5");
+        assert_eq!(micros_to_decimal(7), "0.000007");
+        assert_eq!(micros_to_decimal(i64::MIN), "-9223372036854.775808");
+    }
 
     #[test]
     fn converts_both_ways_exactly_at_six_decimals() {
