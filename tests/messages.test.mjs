@@ -119,6 +119,24 @@ describe('messages, what agents rely on', () => {
     assert.match(refused.error.error.message, /signature/);
   });
 
+  test('what Anthropic bills at rates the price table does not hold is refused before anything is held', async () => {
+    const { user, client } = await anthropicFor();
+    const ask = { role: 'user', content: [{ type: 'text', text: 'a long document', cache_control: { type: 'ephemeral', ttl: '1h' } }] };
+    const before = ctx.gw.fake.requests.length;
+    // An hour-long cache write costs twice the input price; the 1M-context beta bills long prompts at long-context rates.
+    const hour = await client.messages.create({ model: DIRECT, max_tokens: 50, messages: [ask] }).catch((e) => e);
+    assert.equal(hour.status, 400);
+    assert.equal(hour.error.type, 'error');
+    assert.match(hour.error.error.message, /ttl/);
+    const million = await client.beta.messages.create({ model: DIRECT, max_tokens: 50, betas: ['context-1m-2025-08-07'], messages: [{ role: 'user', content: 'hi' }] }).catch((e) => e);
+    assert.equal(million.status, 400);
+    assert.match(million.error.error.message, /context-1m-2025-08-07/);
+    assert.equal(ctx.gw.fake.requests.length, before, 'nothing reached the upstream');
+    const fine = await client.messages.create({ model: DIRECT, max_tokens: 50, messages: [{ ...ask, content: [{ ...ask.content[0], cache_control: { type: 'ephemeral', ttl: '5m' } }] }] });
+    assert.equal(fine.type, 'message');
+    assert.equal((await usageRows(ctx.admin, user.id, 1)).length, 1);
+  });
+
   test('extended thinking on the OpenRouter route travels as reasoning, and no Anthropic header goes there', async () => {
     const { client } = await anthropicFor();
     const thinking = { type: 'enabled', budget_tokens: 2048 };

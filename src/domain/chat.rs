@@ -13,6 +13,19 @@ const PROMPT_FIELDS: [&str; 5] = ["messages", "tools", "functions", "response_fo
 const PER_MESSAGE_TOKENS: u64 = 8;
 /// Tokens allowed per image part (a high-detail image costs up to a few thousand).
 const PER_IMAGE_TOKENS: u64 = 4_000;
+/// Whether any `cache_control` in `v` asks for a cache life other than the default five minutes: Anthropic
+/// bills a one-hour cache write at twice the input price, above the price table's cache-write price.
+fn long_cache_life(v: &Value) -> bool {
+    match v {
+        Value::Object(o) => {
+            let ttl = o.get("cache_control").and_then(|c| c.get("ttl"));
+            ttl.is_some_and(|t| !t.is_null() && t.as_str() != Some("5m")) || o.values().any(long_cache_life)
+        }
+        Value::Array(a) => a.iter().any(long_cache_life),
+        _ => false,
+    }
+}
+
 /// Content parts carrying a video (OpenRouter's `video_url`, and the spellings of other APIs).
 const VIDEO_PARTS: [&str; 3] = ["video_url", "input_video", "video"];
 
@@ -133,6 +146,14 @@ impl ChatRequest {
                 "`preset` (an OpenRouter preset) chooses models the gateway cannot see, price or allow, so it is not accepted: send the model and settings themselves",
                 "preset",
             ));
+        }
+        for field in ["messages", "tools"] {
+            if self.body.get(field).is_some_and(long_cache_life) {
+                return Err(InvalidRequest::param(
+                    "a `cache_control` with a `ttl` other than \"5m\" writes the cache at a price the price table does not hold (an hour's cache costs twice the input price), so it is not accepted",
+                    field,
+                ));
+            }
         }
         let messages = self.body.get("messages").and_then(Value::as_array).map_or(&[][..], Vec::as_slice);
         for (i, message) in messages.iter().enumerate() {
@@ -383,6 +404,16 @@ mod tests {
         let inline = r#"{"model":"m","messages":[{"role":"user","content":[{"type":"file","file":{"filename":"a.pdf","file_data":"data:application/pdf;base64,AAAA"}}]}]}"#;
         assert_eq!(refused(inline), None);
         assert_eq!(refused(&format!(r#"{{"model":"m",{msg},"preset":"cheap"}}"#)).as_deref(), Some("preset"));
+        let cached = |ttl: &str| {
+            format!(
+                r#"{{"model":"m","messages":[{{"role":"user","content":[{{"type":"text","text":"x","cache_control":{{"type":"ephemeral"{ttl}}}}}]}}]}}"#
+            )
+        };
+        assert_eq!(refused(&cached(r#","ttl":"1h""#)).as_deref(), Some("messages"));
+        assert_eq!(refused(&cached(r#","ttl":"5m""#)), None);
+        assert_eq!(refused(&cached("")), None);
+        let tool = r#"{"model":"m","messages":[{"role":"user","content":"x"}],"tools":[{"type":"function","function":{"name":"f"},"cache_control":{"type":"ephemeral","ttl":"1h"}}]}"#;
+        assert_eq!(refused(tool).as_deref(), Some("tools"));
         for video in [
             r#"{"type":"video_url","video_url":{"url":"https://www.youtube.com/watch?v=x"}}"#,
             r#"{"type":"video_url","video_url":{"url":"data:video/mp4;base64,AAAA"}}"#,
