@@ -151,7 +151,11 @@ impl Meter {
         // limits (it cannot write more than its output limit, nor more than its context), else a default.
         let model_limit = row.max_completion_tokens.or(row.context_length).map(|m| m.max(1) as u64);
         let output = chat.max_tokens.or(model_limit).unwrap_or(DEFAULT_MAX_OUTPUT).min(MAX_OUTPUT_TOKENS);
-        let demand = Demand { model: &chat.model, prompt: chat.prompt_token_bound(), output };
+        // No model reads more than its context: a bound past it (a file's allowance) is cut to it. The
+        // context is the price table's, as trusted as its prices.
+        let context = row.context_length.and_then(|c| u64::try_from(c).ok()).filter(|c| *c > 0);
+        let prompt = chat.prompt_token_bound().min(context.unwrap_or(u64::MAX));
+        let demand = Demand { model: &chat.model, prompt, output };
         let (meter, output) = Self::reserve_tokens(call, key, hash, row, demand).await?;
         // Only what was reserved is asked for. The model's own limits need not be sent; the client's
         // bound (both fields), an affordable part or the default are.

@@ -13,6 +13,11 @@ const PROMPT_FIELDS: [&str; 5] = ["messages", "tools", "functions", "response_fo
 const PER_MESSAGE_TOKENS: u64 = 8;
 /// Tokens allowed per image part (a high-detail image costs up to a few thousand).
 const PER_IMAGE_TOKENS: u64 = 4_000;
+/// Tokens allowed per file part. A document (a PDF) is billed per page, its text and the page as an
+/// image: Anthropic about 1,500 to 3,000 tokens a page, up to 100 pages; Gemini 258 a page, up to 1,000.
+/// Neither the file's bytes (a page can take a few dozen, or nothing in a compressed object stream) nor
+/// anything short of reading the document bounds its pages, so a file is held at the most it can cost.
+const PER_FILE_TOKENS: u64 = 300_000;
 /// Whether any `cache_control` in `v` asks for a cache life other than the default five minutes: Anthropic
 /// bills a one-hour cache write at twice the input price, above the price table's cache-write price.
 fn long_cache_life(v: &Value) -> bool {
@@ -29,13 +34,14 @@ fn long_cache_life(v: &Value) -> bool {
 /// Content parts carrying a video (OpenRouter's `video_url`, and the spellings of other APIs).
 const VIDEO_PARTS: [&str; 3] = ["video_url", "input_video", "video"];
 
-fn count_images(v: &Value) -> u64 {
+/// The parts in `v` whose `type` is one of `types`.
+fn count_parts(v: &Value, types: &[&str]) -> u64 {
     match v {
         Value::Object(o) => {
-            u64::from(o.get("type").and_then(Value::as_str).is_some_and(|t| t == "image_url" || t == "input_image"))
-                + o.values().map(count_images).sum::<u64>()
+            u64::from(o.get("type").and_then(Value::as_str).is_some_and(|t| types.contains(&t)))
+                + o.values().map(|v| count_parts(v, types)).sum::<u64>()
         }
-        Value::Array(a) => a.iter().map(count_images).sum(),
+        Value::Array(a) => a.iter().map(|v| count_parts(v, types)).sum(),
         _ => 0,
     }
 }
@@ -184,15 +190,16 @@ impl ChatRequest {
     /// An upper bound on the prompt's tokens: a token is at least one byte, so
     /// the UTF-8 size as JSON of every field the upstream reads as input (the
     /// messages, tools, a structured output's schema, a predicted output) bounds
-    /// their text; each message gets a small allowance for the chat template and
-    /// each image a fixed allowance.
+    /// their text; each message gets a small allowance for the chat template, each
+    /// image and each file (a document billed per page) a fixed allowance.
     pub fn prompt_token_bound(&self) -> u64 {
         let size =
             |field: &str| self.body.get(field).map_or(0, |v| serde_json::to_vec(v).map_or(0, |b| b.len() as u64));
         let messages = self.body.get("messages").and_then(Value::as_array).map_or(0, |m| m.len() as u64);
-        let images = self.body.get("messages").map_or(0, count_images);
+        let parts = |types: &[&str]| self.body.get("messages").map_or(0, |m| count_parts(m, types));
+        let (images, files) = (parts(&["image_url", "input_image"]), parts(&["file"]));
         let text: u64 = PROMPT_FIELDS.iter().map(|f| size(f)).sum();
-        text + PER_MESSAGE_TOKENS * messages + PER_IMAGE_TOKENS * images
+        text + PER_MESSAGE_TOKENS * messages + PER_IMAGE_TOKENS * images + PER_FILE_TOKENS * files
     }
 
     /// Sets the output bound sent upstream: every spelling the client used (both, when it
@@ -435,6 +442,16 @@ mod tests {
         // "héllo" is 6 UTF-8 bytes: never fewer bound tokens than bytes of text
         let req = parse(r#"{"model":"m","messages":[{"role":"user","content":"héllo"}]}"#).expect("valid");
         assert!(req.prompt_token_bound() >= 6 + PER_MESSAGE_TOKENS);
+    }
+
+    #[test]
+    fn a_file_is_held_at_the_most_its_pages_can_cost() {
+        // A hundred pages fit in a few kilobytes; each is billed as text and an image.
+        let pdf = r#"{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"sum up"},{"type":"file","file":{"filename":"a.pdf","file_data":"data:application/pdf;base64,JVBERi0xLjQK"}}]}]}"#;
+        let req = parse(pdf).expect("valid");
+        let json_len = serde_json::to_vec(&req.body["messages"]).expect("json").len() as u64;
+        assert_eq!(req.prompt_token_bound(), json_len + PER_MESSAGE_TOKENS + PER_FILE_TOKENS);
+        assert!(PER_FILE_TOKENS >= 100 * 3_000, "Anthropic's 100 pages at its dearest");
     }
 
     #[test]
