@@ -18,6 +18,7 @@ const PER_IMAGE_TOKENS: u64 = 4_000;
 /// Neither the file's bytes (a page can take a few dozen, or nothing in a compressed object stream) nor
 /// anything short of reading the document bounds its pages, so a file is held at the most it can cost.
 const PER_FILE_TOKENS: u64 = 300_000;
+const _: () = assert!(PER_FILE_TOKENS >= 100 * 3_000, "Anthropic's 100 pages at its dearest");
 /// Whether any `cache_control` in `v` asks for a cache life other than the default five minutes: Anthropic
 /// bills a one-hour cache write at twice the input price, above the price table's cache-write price.
 fn long_cache_life(v: &Value) -> bool {
@@ -451,7 +452,6 @@ mod tests {
         let req = parse(pdf).expect("valid");
         let json_len = serde_json::to_vec(&req.body["messages"]).expect("json").len() as u64;
         assert_eq!(req.prompt_token_bound(), json_len + PER_MESSAGE_TOKENS + PER_FILE_TOKENS);
-        assert!(PER_FILE_TOKENS >= 100 * 3_000, "Anthropic's 100 pages at its dearest");
     }
 
     #[test]
