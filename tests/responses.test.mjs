@@ -114,4 +114,14 @@ describe('responses, what Codex relies on', () => {
     assert.equal(retrieve.status, 400);
     assert.match(retrieve.error.message, /stateless/);
   });
+
+  test('a GET that is not a WebSocket upgrade is a wrong method, not a bad body', async () => {
+    const user = await ctx.admin.createUser({}, { credit: 1 });
+    const key = await ctx.admin.createKey(user.id);
+    const res = await fetch(`${ctx.gw.url}/v1/responses`, { headers: { authorization: `Bearer ${key.key}` } });
+    assert.equal(res.status, 405);
+    const { error } = await res.json();
+    assert.equal(error.type, 'invalid_request_error');
+    assert.match(error.message, /GET/);
+  });
 });

@@ -139,6 +139,10 @@ pub async fn create_response(mut req: Incoming, call: &Call, auth: Authenticated
             "this gateway serves the Responses API over HTTP only: send a POST".into(),
         ));
     }
+    // GET is routed here for the WebSocket upgrade alone.
+    if req.method() != "POST" {
+        return Err(ApiError::MethodNotAllowed { method: req.method(), path: req.path() });
+    }
     let (chat, custom_tools) = responses::to_chat(&body(&mut req, call, &auth).await?)?;
     serve(call, auth, chat, Dialect::Responses(custom_tools)).await
 }
