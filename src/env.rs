@@ -112,6 +112,9 @@ pub struct Faults {
     /// `FAULT_SLOW_KEY_CHANGE_MS`: a key holder's change to a key waits this long between its read of the key
     /// and its write, so a test can change the key in between (tests/key_changes.test.mjs).
     pub slow_key_change_ms: u64,
+    /// `FAULT_LOSE_ORG_ANSWER`: the first answer of an organization's object to a reservation, in an isolate,
+    /// is taken as lost on its way back (its hold made), as a failed call (tests/orgs.test.mjs).
+    pub lose_org_answer: bool,
 }
 
 /// A fault for tests: the account object, settling a request for `model`, fails a storage statement
@@ -184,6 +187,7 @@ impl Config {
             poison_settle: fault("FAULT_POISON_SETTLE"),
             failed_key_changes: fault("FAULT_FAIL_PUT_KEY").and_then(|n| n.trim().parse().ok()).unwrap_or(0),
             slow_key_change_ms: fault("FAULT_SLOW_KEY_CHANGE_MS").and_then(|n| n.trim().parse().ok()).unwrap_or(0),
+            lose_org_answer: fault("FAULT_LOSE_ORG_ANSWER").is_some(),
         };
         Self {
             upstream_base_url,

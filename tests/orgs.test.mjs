@@ -6,7 +6,7 @@ import path from 'node:path';
 import { describe, test } from 'node:test';
 
 import { chatAs, gatewayForFile } from './fixture.mjs';
-import { ROOT, adminClient, run } from './harness.mjs';
+import { ROOT, adminClient, run, startGateway } from './harness.mjs';
 
 const ctx = gatewayForFile();
 
@@ -174,5 +174,29 @@ describe('keys in use', () => {
     assert.equal(res.headers.get('server-timing'), null, 'refused before any answer');
     assert.equal(res.status, 401);
     assert.match((await res.json()).error.message, /disabled/);
+  });
+});
+
+describe('an organization whose answer is lost', () => {
+  test('a hold made but its answer lost is given back, not counted against the month', { timeout: 120_000 }, async () => {
+    // The first reservation's answer from the organization's object is taken as lost (a test fault) after the
+    // object held the request; the request fails with 500. Its hold ends after the reservation's life (4 s
+    // here): counted as a request then, it would take one of the month's two.
+    const gw = await startGateway({ vars: { FAULT_LOSE_ORG_ANSWER: '1', REQUEST_TIMEOUT: '2', RESERVATION_GRACE: '2' } });
+    try {
+      const admin = adminClient(gw.url, gw.adminToken);
+      const owner = await admin.createUser({}, { credit: 1 });
+      const org = (await admin.call('POST', '/api/orgs', { name: `Lost ${Date.now()}`, admin_user_id: owner.id, limits: { monthly_requests: 2 } })).body.data;
+      const key = (await admin.call('POST', '/api/keys', { name: 'k', user_id: owner.id, org_id: org.id })).body.data;
+      assert.equal((await chatAs(gw.url, key.key)).status, 500, 'the answer was lost');
+      await new Promise((r) => setTimeout(r, 5_000));
+      for (let i = 0; i < 2; i++) {
+        const res = await chatAs(gw.url, key.key);
+        assert.equal(res.status, 200, `request ${i + 1} of the month's 2: ${await res.text()}`);
+      }
+      assert.equal((await chatAs(gw.url, key.key)).status, 429, 'and the month is then full');
+    } finally {
+      await gw.stop();
+    }
   });
 });

@@ -292,11 +292,19 @@ impl Meter {
         };
         if let Some(org_id) = &key.org_id {
             let tokens = i64::try_from(prompt.saturating_add(output)).unwrap_or(i64::MAX);
-            if let Err(e) = reserve_in_org(call, org_id, &m, tokens).await {
+            let held_in_org = reserve_in_org(call, org_id, &m, tokens).await;
+            // Told at release too when the outcome is unknown (an answer lost on its way back may leave a
+            // hold the organization would count at its expiry): a failed settlement uncounts it.
+            if match &held_in_org {
+                Ok(()) => true,
+                Err(e) => e.status() >= 500,
+            } {
+                m.org_id = Some(org_id.clone());
+            }
+            if let Err(e) = held_in_org {
                 m.release(call, e.status());
                 return Err(e);
             }
-            m.org_id = Some(org_id.clone());
         }
         Ok((m, output))
     }
@@ -499,6 +507,9 @@ async fn reserve_in_org(call: &Call, org_id: &str, m: &Meter, tokens: i64) -> Re
         .reserve(&m.request_id, limits, tokens, m.reserved, m.lease_ms)
         .await
         .map_err(ApiError::internal)?;
+    if call.config.faults.lose_org_answer && crate::js::first_time("lose_org_answer") {
+        return Err(ApiError::internal("the organization's answer was lost on its way back (a test fault)"));
+    }
     match answer {
         Ok(()) => Ok(()),
         Err((OrgLimitHit::Cost, resets_at_ms)) => Err(insufficient(LimitSource::OrgLimit, Some(resets_at_ms))),
