@@ -55,8 +55,8 @@ proptest! {
     #[test]
     fn chat_bodies(bytes in proptest::collection::vec(any::<u8>(), 0..256), t in text()) {
         let _ = chat::ChatRequest::parse(&bytes);
-        let _ = crate::domain::json_width::check(&bytes);
-        let _ = crate::domain::json_width::check(t.as_bytes());
+        let _ = crate::domain::parsed_size::check(&bytes);
+        let _ = crate::domain::parsed_size::check(t.as_bytes());
         let _ = crate::providers::generation::usage_of(&bytes);
         let _ = crate::providers::generation::usage_of(t.as_bytes());
         if let Ok(req) = chat::ChatRequest::parse(t.as_bytes()) {

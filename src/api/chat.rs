@@ -37,7 +37,7 @@ pub async fn create_chat_completion(mut req: Incoming, call: &Call, auth: Authen
 /// The request's body (kept for the key's request log when it has one).
 async fn body(req: &mut Incoming, call: &Call, auth: &Authenticated) -> Result<Vec<u8>, ApiError> {
     let bytes = read_body(req, MAX_BODY_BYTES).await?;
-    crate::domain::json_width::check(&bytes)?;
+    crate::domain::parsed_size::check(&bytes)?;
     super::request_log::keep_request(call, &auth.caller, &bytes);
     Ok(bytes)
 }
@@ -80,7 +80,7 @@ fn anthropic_beta(req: &Incoming) -> Result<Option<String>, ApiError> {
 pub async fn count_message_tokens(mut req: Incoming, call: &Call, caller: &Caller) -> Result<Response, ApiError> {
     let beta = anthropic_beta(&req)?;
     let bytes = read_body(&mut req, MAX_BODY_BYTES).await?;
-    crate::domain::json_width::check(&bytes)?;
+    crate::domain::parsed_size::check(&bytes)?;
     // `max_tokens` is not part of a count request; the translation wants one.
     let mut body: serde_json::Value = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::bad_request(format!("request body is not valid JSON: {e}")))?;

@@ -28,7 +28,7 @@ const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 
 pub async fn create_embeddings(mut req: Incoming, call: &Call, auth: Authenticated) -> Result<Response, ApiError> {
     let bytes = read_body(&mut req, MAX_BODY_BYTES).await?;
-    crate::domain::json_width::check(&bytes)?;
+    crate::domain::parsed_size::check(&bytes)?;
     let request = EmbeddingsRequest::parse(&bytes)?;
     let prices = price_table(call).await?;
     let row = prices

@@ -240,7 +240,7 @@ pub async fn update_key(mut req: Incoming, call: &Call, caller: &Caller, id: &st
         let read = managed_key(&db, caller, id).await?;
         let read_version = read.updated_at.clone();
         let now_ms = call.now_ms();
-        let mut row = changed(read, body.clone(), caller, now_ms)?;
+        let mut row = apply_update(read, body.clone(), caller, now_ms)?;
         let slow_ms = call.config.faults.slow_key_change_ms;
         if slow_ms > 0 && holder(caller).is_some() {
             worker::Delay::from(std::time::Duration::from_millis(slow_ms)).await;
@@ -250,11 +250,12 @@ pub async fn update_key(mut req: Incoming, call: &Call, caller: &Caller, id: &st
         publish(call, std::slice::from_ref(&row)).await?;
         return respond::data(200, &key_view(&row, now_ms));
     }
+    managed_key(&db, caller, id).await?; // 404 should the key have been deleted meanwhile
     Err(ApiError::Conflict(format!("key {id} kept changing while this change was made: send it again")))
 }
 
 /// The key `row` with `body`'s changes, if `caller` may make them.
-fn changed(mut row: KeyRow, body: UpdateKey, caller: &Caller, now_ms: i64) -> Result<KeyRow, ApiError> {
+fn apply_update(mut row: KeyRow, body: UpdateKey, caller: &Caller, now_ms: i64) -> Result<KeyRow, ApiError> {
     let before = terms_of(&row);
     if let Some(name) = body.name {
         row.name = validate_text("name", &name, MAX_NAME_LEN)?;

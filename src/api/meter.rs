@@ -149,12 +149,11 @@ impl Meter {
     ) -> Result<Self, ApiError> {
         // The output bound: the client's (the smaller field when it set both), else the model's own
         // limits (it cannot write more than its output limit, nor more than its context), else a default.
-        let model_limit = row.max_completion_tokens.or(row.context_length).map(|m| m.max(1) as u64);
+        let known = |n: Option<i64>| n.and_then(|n| u64::try_from(n).ok()).filter(|n| *n > 0);
+        let model_limit = known(row.max_completion_tokens).or(known(row.context_length));
         let output = chat.max_tokens.or(model_limit).unwrap_or(DEFAULT_MAX_OUTPUT).min(MAX_OUTPUT_TOKENS);
-        // No model reads more than its context: a bound past it (a file's allowance) is cut to it. The
-        // context is the price table's, as trusted as its prices.
-        let context = row.context_length.and_then(|c| u64::try_from(c).ok()).filter(|c| *c > 0);
-        let prompt = chat.prompt_token_bound().min(context.unwrap_or(u64::MAX));
+        // The context length is the price table's, as trusted as its prices.
+        let prompt = chat.prompt_token_bound_within(row.context_length);
         let demand = Demand { model: &chat.model, prompt, output };
         let (meter, output) = Self::reserve_tokens(call, key, hash, row, demand).await?;
         // Only what was reserved is asked for. The model's own limits need not be sent; the client's

@@ -152,7 +152,7 @@ impl Account<'_> {
                 let balance = match self.book.credit(amount) {
                     Ok(balance) => balance,
                     Err(CreditRefused::Overdraw { available }) => return Ok(AccountResponse::Overdrawn { available }),
-                    Err(CreditRefused::Ceiling { room }) => return Ok(AccountResponse::OverCeiling { room }),
+                    Err(CreditRefused::OverCeiling { room }) => return Ok(AccountResponse::OverCeiling { room }),
                 };
                 let mut random = [0u8; 12];
                 getrandom::getrandom(&mut random).map_err(|e| worker::Error::RustError(e.to_string()))?;

@@ -142,7 +142,7 @@ pub enum CreditRefused {
     Overdraw { available: i64 },
     /// The balance would pass `money::MAX_SAFE` (what storage, JavaScript numbers, keeps exactly): at most
     /// `room` can be added.
-    Ceiling { room: i64 },
+    OverCeiling { room: i64 },
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -388,7 +388,7 @@ impl Book {
         }
         let room = (super::money::MAX_SAFE - self.balance).max(0);
         if amount > room {
-            return Err(CreditRefused::Ceiling { room });
+            return Err(CreditRefused::OverCeiling { room });
         }
         self.balance += amount;
         Ok(self.balance)

@@ -19,21 +19,25 @@ const PER_IMAGE_TOKENS: u64 = 4_000;
 /// anything short of reading the document bounds its pages, so a file is held at the most it can cost.
 const PER_FILE_TOKENS: u64 = 300_000;
 const _: () = assert!(PER_FILE_TOKENS >= 100 * 3_000, "Anthropic's 100 pages at its dearest");
+/// Content parts carrying a video (OpenRouter's `video_url`, and the spellings of other APIs).
+const VIDEO_PARTS: [&str; 3] = ["video_url", "input_video", "video"];
+/// Content parts carrying an image.
+const IMAGE_PARTS: [&str; 2] = ["image_url", "input_image"];
+
 /// Whether any `cache_control` in `v` asks for a cache life other than the default five minutes: Anthropic
 /// bills a one-hour cache write at twice the input price, above the price table's cache-write price.
 fn long_cache_life(v: &Value) -> bool {
     match v {
-        Value::Object(o) => {
-            let ttl = o.get("cache_control").and_then(|c| c.get("ttl"));
-            ttl.is_some_and(|t| !t.is_null() && t.as_str() != Some("5m")) || o.values().any(long_cache_life)
-        }
+        Value::Object(o) => o.get("cache_control").is_some_and(long_ttl) || o.values().any(long_cache_life),
         Value::Array(a) => a.iter().any(long_cache_life),
         _ => false,
     }
 }
 
-/// Content parts carrying a video (OpenRouter's `video_url`, and the spellings of other APIs).
-const VIDEO_PARTS: [&str; 3] = ["video_url", "input_video", "video"];
+/// A `cache_control` whose `ttl` is set to something other than five minutes.
+fn long_ttl(cache_control: &Value) -> bool {
+    cache_control.get("ttl").is_some_and(|t| !t.is_null() && t.as_str() != Some("5m"))
+}
 
 /// The parts in `v` whose `type` is one of `types`.
 fn count_parts(v: &Value, types: &[&str]) -> u64 {
@@ -154,8 +158,9 @@ impl ChatRequest {
                 "preset",
             ));
         }
-        for field in ["messages", "tools"] {
-            if self.body.get(field).is_some_and(long_cache_life) {
+        // Anywhere in the body: all of it goes upstream.
+        for (field, value) in &self.body {
+            if long_cache_life(value) || (field == "cache_control" && long_ttl(value)) {
                 return Err(InvalidRequest::param(
                     "a `cache_control` with a `ttl` other than \"5m\" writes the cache at a price the price table does not hold (an hour's cache costs twice the input price), so it is not accepted",
                     field,
@@ -172,7 +177,19 @@ impl ChatRequest {
                         format!("messages[{i}].content[{j}]"),
                     ));
                 }
-                let file = part.get("file").filter(|_| part.get("type").and_then(Value::as_str) == Some("file"));
+                // An image part carries any data URL on to a provider that reads it by its type (Gemini takes
+                // `data:video/mp4` as a video): only an image is held as one.
+                let kind = part.get("type").and_then(Value::as_str);
+                let image = part.get("image_url").and_then(|u| u.as_str().or_else(|| u.get("url")?.as_str()));
+                if kind.is_some_and(|t| IMAGE_PARTS.contains(&t))
+                    && image.is_some_and(|url| url.starts_with("data:") && !url.starts_with("data:image/"))
+                {
+                    return Err(InvalidRequest::param(
+                        "an image part's data URL must hold an image (`data:image/…`): another type (a video, a document) is billed in ways the gateway cannot bound before the call",
+                        format!("messages[{i}].content[{j}]"),
+                    ));
+                }
+                let file = part.get("file").filter(|_| kind == Some("file"));
                 let by_url = file
                     .and_then(|f| f.get("file_data").or(f.get("url")))
                     .and_then(Value::as_str)
@@ -188,6 +205,13 @@ impl ChatRequest {
         Ok(())
     }
 
+    /// `prompt_token_bound`, cut to the model's context length when it has one (no model reads more than
+    /// its context; a file's allowance can pass it). A length of 0 or less says nothing.
+    pub fn prompt_token_bound_within(&self, context_length: Option<i64>) -> u64 {
+        let context = context_length.and_then(|c| u64::try_from(c).ok()).filter(|c| *c > 0);
+        self.prompt_token_bound().min(context.unwrap_or(u64::MAX))
+    }
+
     /// An upper bound on the prompt's tokens: a token is at least one byte, so
     /// the UTF-8 size as JSON of every field the upstream reads as input (the
     /// messages, tools, a structured output's schema, a predicted output) bounds
@@ -198,7 +222,7 @@ impl ChatRequest {
             |field: &str| self.body.get(field).map_or(0, |v| serde_json::to_vec(v).map_or(0, |b| b.len() as u64));
         let messages = self.body.get("messages").and_then(Value::as_array).map_or(0, |m| m.len() as u64);
         let parts = |types: &[&str]| self.body.get("messages").map_or(0, |m| count_parts(m, types));
-        let (images, files) = (parts(&["image_url", "input_image"]), parts(&["file"]));
+        let (images, files) = (parts(&IMAGE_PARTS), parts(&["file"]));
         let text: u64 = PROMPT_FIELDS.iter().map(|f| size(f)).sum();
         text + PER_MESSAGE_TOKENS * messages + PER_IMAGE_TOKENS * images + PER_FILE_TOKENS * files
     }
@@ -422,6 +446,19 @@ mod tests {
         assert_eq!(refused(&cached("")), None);
         let tool = r#"{"model":"m","messages":[{"role":"user","content":"x"}],"tools":[{"type":"function","function":{"name":"f"},"cache_control":{"type":"ephemeral","ttl":"1h"}}]}"#;
         assert_eq!(refused(tool).as_deref(), Some("tools"));
+        let top = format!(r#"{{"model":"m",{msg},"cache_control":{{"type":"ephemeral","ttl":"1h"}}}}"#);
+        assert_eq!(refused(&top).as_deref(), Some("cache_control"));
+        let image = |url: &str| {
+            format!(
+                r#"{{"model":"m","messages":[{{"role":"user","content":[{{"type":"image_url","image_url":{{"url":"{url}"}}}}]}}]}}"#
+            )
+        };
+        assert_eq!(refused(&image("data:video/mp4;base64,AAAA")).as_deref(), Some("messages[0].content[0]"));
+        assert_eq!(refused(&image("data:application/pdf;base64,AAAA")).as_deref(), Some("messages[0].content[0]"));
+        assert_eq!(refused(&image("data:image/png;base64,AAAA")), None);
+        assert_eq!(refused(&image("https://x/y.png")), None);
+        let input_image = r#"{"model":"m","messages":[{"role":"user","content":[{"type":"input_image","image_url":"data:video/webm;base64,AA"}]}]}"#;
+        assert_eq!(refused(input_image).as_deref(), Some("messages[0].content[0]"));
         for video in [
             r#"{"type":"video_url","video_url":{"url":"https://www.youtube.com/watch?v=x"}}"#,
             r#"{"type":"video_url","video_url":{"url":"data:video/mp4;base64,AAAA"}}"#,
@@ -452,6 +489,12 @@ mod tests {
         let req = parse(pdf).expect("valid");
         let json_len = serde_json::to_vec(&req.body["messages"]).expect("json").len() as u64;
         assert_eq!(req.prompt_token_bound(), json_len + PER_MESSAGE_TOKENS + PER_FILE_TOKENS);
+        assert_eq!(req.prompt_token_bound_within(Some(200_000)), 200_000, "no model reads past its context");
+        for unknown in [None, Some(0), Some(-1)] {
+            assert_eq!(req.prompt_token_bound_within(unknown), req.prompt_token_bound(), "{unknown:?}");
+        }
+        let small = parse(r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#).expect("valid");
+        assert_eq!(small.prompt_token_bound_within(Some(200_000)), small.prompt_token_bound());
     }
 
     #[test]

@@ -29,10 +29,15 @@ pub fn micros_to_usd(micros: i64) -> f64 {
 
 /// Micro-USD as USD in decimal, exactly (an f64 of USD is not, past about 2^53 / 10^6 dollars).
 pub fn micros_to_decimal(micros: i64) -> String {
-    let sign = if micros < 0 { "-" } else { "" };
-    let m = micros.unsigned_abs();
-    let (units, fraction) = (m / MICROS_PER_USD as u64, m % MICROS_PER_USD as u64);
-    let fraction = format!("{fraction:06}");
+    decimal(micros, 6)
+}
+
+/// `value` / 10^`places` in decimal, exactly, without trailing zeros.
+pub fn decimal(value: i64, places: usize) -> String {
+    let sign = if value < 0 { "-" } else { "" };
+    let scale = 10u64.pow(places as u32);
+    let (units, fraction) = (value.unsigned_abs() / scale, value.unsigned_abs() % scale);
+    let fraction = format!("{fraction:0places$}");
     match fraction.trim_end_matches('0') {
         "" => format!("{sign}{units}"),
         digits => format!("{sign}{units}.{digits}"),

@@ -94,13 +94,7 @@ pub fn from_usd_per_token(field: &str, usd: f64) -> Result<i64, InvalidRequest> 
 
 /// µ$/Mtok back to OpenRouter's string form (`"0.00000015"`).
 pub fn to_usd_per_token_string(price: i64) -> String {
-    let whole = price / SCALE as i64;
-    let frac = price % SCALE as i64;
-    if frac == 0 {
-        return whole.to_string();
-    }
-    let digits = format!("{frac:012}");
-    format!("{whole}.{}", digits.trim_end_matches('0'))
+    super::money::decimal(price, 12)
 }
 
 /// USD per token as a JSON number.
