@@ -294,10 +294,11 @@ impl Meter {
             let held_in_org = reserve_in_org(call, org_id, &m, tokens).await;
             // Told at release too when the outcome is unknown (an answer lost on its way back may leave a
             // hold the organization would count at its expiry): a failed settlement uncounts it.
-            if match &held_in_org {
+            let held_or_unknown = match &held_in_org {
                 Ok(()) => true,
                 Err(e) => e.status() >= 500,
-            } {
+            };
+            if held_or_unknown {
                 m.org_id = Some(org_id.clone());
             }
             if let Err(e) = held_in_org {

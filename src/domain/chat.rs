@@ -132,9 +132,10 @@ impl ChatRequest {
     }
 
     /// Refuses what would cost more than the price table can price: OpenRouter's
-    /// `plugins` (web search, file parsing), `web_search_options`, files by URL
-    /// (parsed upstream for a fee), and videos (billed per second of video, which
-    /// neither their URL nor their bytes bound). The reservation must bound every cost.
+    /// `plugins` (web search, file parsing), `web_search_options`, a preset, files by
+    /// URL (parsed upstream for a fee), videos (billed per second of video, which
+    /// neither their URL nor their bytes bound, also as an image part's data URL), and
+    /// a cache life other than five minutes. The reservation must bound every cost.
     pub fn refuse_unpriced_fees(&self) -> Result<(), InvalidRequest> {
         let unpriced = |param: &str, what: &str| {
             InvalidRequest::param(
