@@ -185,3 +185,49 @@ test('a runtime killed mid-burst loses no money and charges nothing twice', { ti
     rmSync(state, { recursive: true, force: true });
   }
 });
+
+test('a long non-streamed request whose task dies after its first heartbeat is charged its prompt, not nothing', { timeout: 120_000 }, async () => {
+  // A client that hangs up on a non-streamed request has the runtime end the request's task 30 s later,
+  // before its settlement; here the whole runtime dies instead, 4.5 s into an answer that takes 8 s. The
+  // request's heartbeats (every 2 s here) told its account object what it has cost at least: the prompt.
+  const state = mkdtempSync(path.join(tmpdir(), 'tollgate-kill-read-'));
+  const adminToken = `tg-admin-${randomBytes(24).toString('hex')}`;
+  const vars = { REQUEST_TIMEOUT: '10', RESERVATION_GRACE: '4', ADMIN_TOKEN: adminToken };
+  let gw = await startGateway({ persistTo: state, vars });
+  try {
+    let admin = adminClient(gw.url, adminToken);
+    const user = await admin.createUser({}, { credit: 1 });
+    const key = (await admin.createKey(user.id)).key;
+    // Two quick requests first, so the account's requests run on a budget lease (as most do).
+    for (let i = 0; i < 2; i++) await (await send(gw.url, key, { messages: [{ role: 'user', content: `warm ${i}` }] })).text();
+    const messages = [{ role: 'user', content: 'a long think about a long prompt '.repeat(40) }];
+    const slow = send(gw.url, key, { messages, max_tokens: 100, fake_fault: 'slow:8000' }).catch((e) => e);
+    await sleep(4_500);
+    await new Promise((resolve) => {
+      gw.child.once('close', resolve);
+      process.kill(-gw.child.pid, 'SIGKILL');
+    });
+    await gw.fake.close();
+    await slow;
+    gw = await startGateway({ persistTo: state, vars, syncPrices: false });
+    admin = adminClient(gw.url, adminToken);
+    // Its reservation lives 14 s past its last beat; then the object closes it by the rule.
+    let closed;
+    for (let i = 0; i < 60 && !closed; i++) {
+      await sleep(1_000);
+      const ledger = (await admin.call('GET', `/api/balance/transactions?user_id=${user.id}&page_size=100`)).body.data;
+      closed = ledger.find((r) => r.type === 'usage' && /^closed without settlement/.test(r.description));
+    }
+    assert.ok(closed, 'the request was closed by the rule');
+    const charged = -micros(closed.amount);
+    const prompt = Math.ceil((Buffer.byteLength(JSON.stringify(messages)) / 4) * PRICE[0] / 1e6);
+    assert.ok(charged > 0, `charged ${charged} µUSD for a prompt the upstream read`);
+    assert.ok(charged <= worstCase(messages, 100), `${charged} µUSD is within its reservation`);
+    assert.ok(charged >= prompt / 2, `${charged} µUSD is about the prompt's ${prompt}`);
+    const report = (await admin.call('GET', `/api/admin/reconcile?user_id=${user.id}`)).body.data;
+    assert.deepEqual(report.drift, [], 'the ledger sums to the balance');
+  } finally {
+    await gw.stop();
+    rmSync(state, { recursive: true, force: true });
+  }
+});

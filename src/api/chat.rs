@@ -11,7 +11,7 @@ use super::auth::{note_key_use, Authenticated, Caller};
 use super::error::ApiError;
 use super::incoming::Incoming;
 use super::log_line::LogContext;
-use super::meter::{price_table, Meter};
+use super::meter::{price_table, Heartbeat, Meter};
 use super::reply::{fail, Answer, Dialect, Reply};
 use super::respond::{read_body, Call};
 use super::served::costliest;
@@ -26,6 +26,9 @@ use crate::store::prices::PriceRow;
 
 /// Chat bodies may carry images as data URLs.
 const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+/// When the first heartbeat of a request waiting for its upstream comes, at the latest: well inside the
+/// 30 s the runtime gives a request's task after its client hung up.
+const FIRST_WAIT_BEAT_MS: u64 = 10_000;
 /// Output tokens asked of Anthropic (which requires a number) when neither the client nor the price table gives one.
 const ANTHROPIC_DEFAULT_MAX_TOKENS: u64 = 4_096;
 
@@ -208,6 +211,12 @@ impl Job {
         let max_output = |m: &str| {
             prices.get(m).and_then(|r| r.max_completion_tokens).map_or(ANTHROPIC_DEFAULT_MAX_TOKENS, |m| m as u64)
         };
+        // Waiting for the upstream beats too (a stream's relay beats on its own once it has started): a client
+        // that hangs up has the runtime end this task 30 s later, before its settlement, and the close then
+        // charges what the last beat reported (the prompt, estimated) instead of nothing.
+        let every_ms = call.config.heartbeat_every_ms();
+        let waiting =
+            meter.as_ref().map(|m| Heartbeat::start(m, &call.env, every_ms.min(FIRST_WAIT_BEAT_MS), every_ms));
         let served = match upstream::send_chat(&call, &chat, &plan, max_output).await {
             Ok(served) => served,
             Err(failed) => {
@@ -220,9 +229,12 @@ impl Job {
         let mut reply =
             Reply::new(&call, &caller, served, &prices, &chat.fallbacks, meter, &timing).in_dialect(dialect);
         let ended = if chat.stream && reply.is_stream() {
+            drop(waiting);
             reply.relay(answer, chat.hide_usage).await
         } else {
-            reply.read(answer).await
+            let ended = reply.read(answer).await;
+            drop(waiting);
+            ended
         };
         if let Some((status, streamed)) = reply.settle(ended).await {
             super::request_log::write(&call, &caller, &chat.model, status, streamed).await;

@@ -6,6 +6,8 @@
 use std::cell::Cell;
 use std::rc::Rc;
 
+use futures_channel::oneshot;
+use futures_util::future::{select, Either};
 use worker::Env;
 
 use super::error::ApiError;
@@ -461,19 +463,29 @@ pub struct Heartbeat {
     pub lost: Rc<Cell<bool>>,
     /// The stream still runs (the relay clears it when it ends).
     pub running: Rc<Cell<bool>>,
+    /// Dropped with the heartbeat: the beats stop, their timer cleared.
+    _stop: oneshot::Sender<()>,
 }
 
 impl Heartbeat {
-    pub fn start(meter: &Meter, env: &Env, every_ms: u64) -> Self {
-        let this = Self { progress: Rc::default(), lost: Rc::default(), running: Rc::new(Cell::new(true)) };
+    /// Beats after `first_ms`, then every `every_ms`, while the heartbeat lives and `running` is set.
+    pub fn start(meter: &Meter, env: &Env, first_ms: u64, every_ms: u64) -> Self {
+        let (stop, mut stopped) = oneshot::channel::<()>();
+        let this =
+            Self { progress: Rc::default(), lost: Rc::default(), running: Rc::new(Cell::new(true)), _stop: stop };
         let (progress, lost, running) = (this.progress.clone(), this.lost.clone(), this.running.clone());
         let (env, account_id, request_id) = (env.clone(), meter.account_id.clone(), meter.request_id.clone());
         let on_lease = meter.lease.clone();
         let (price, reserved, prompt_bytes, lease_ms) =
             (meter.price, meter.reserved, meter.prompt_bytes, meter.lease_ms);
         wasm_bindgen_futures::spawn_local(async move {
+            let mut wait_ms = first_ms;
             loop {
-                worker::Delay::from(std::time::Duration::from_millis(every_ms)).await;
+                let beat = worker::Delay::from(std::time::Duration::from_millis(wait_ms));
+                if let Either::Right(_) = select(beat, &mut stopped).await {
+                    return;
+                }
+                wait_ms = every_ms;
                 if !running.get() {
                     return;
                 }

@@ -173,7 +173,10 @@ impl<'a> Reply<'a> {
             controller: std::mem::take(&mut self.upstream.controller),
             idle_timeout_ms: config.request_timeout_ms,
             request_id: self.call.request_id.clone(),
-            heartbeat: self.meter.as_ref().map(|m| Heartbeat::start(m, &self.call.env, config.heartbeat_every_ms())),
+            heartbeat: self.meter.as_ref().map(|m| {
+                let every_ms = config.heartbeat_every_ms();
+                Heartbeat::start(m, &self.call.env, every_ms, every_ms)
+            }),
             dialect: self.dialect.stream(),
             ended: false,
             outcome: Some(ended_tx),
