@@ -29,6 +29,9 @@ const DAYS_PER_PASS: usize = 50;
 pub const DAYS_PER_MESSAGE: usize = 10;
 /// The tables an archive holds, and how their rows are told apart.
 const TABLES: [&str; 2] = ["balance_transactions", "usage_records"];
+/// How a usage row closed by the rule (not by a settlement) begins its description, as the running total
+/// `ledger_totals.closed_without_settlement` counts them (migrations/0013).
+const CLOSED_BY_RULE: &str = "closed without settlement";
 /// An account-day's rows older than the cutoff (?1 user, ?2 the day, ?3 the next day or the cutoff).
 const FILTER: &str = "user_id = ?1 AND created_at >= ?2 AND created_at < ?3";
 
@@ -270,7 +273,7 @@ pub async fn restore(env: &Env, db: &D1Database, archive_id: &str, now_ms: i64) 
     }
     let body = read(env, &archive.r2_key).await?;
     let mut statements = Vec::new();
-    let mut restored = 0;
+    let (mut restored, mut closed) = (0, 0);
     for line in body.lines().filter(|l| !l.trim().is_empty()) {
         let entry: Value = serde_json::from_slice(line.as_bytes()).map_err(d1)?;
         let table = entry["table"]
@@ -281,6 +284,13 @@ pub async fn restore(env: &Env, db: &D1Database, archive_id: &str, now_ms: i64) 
         let mut row = row.clone();
         if table == "usage_records" {
             row.insert("restored".into(), Value::from(1));
+        }
+        let closed_by_rule = |r: &Map<String, Value>| {
+            r.get("type").and_then(Value::as_str) == Some("usage")
+                && r.get("description").and_then(Value::as_str).is_some_and(|d| d.starts_with(CLOSED_BY_RULE))
+        };
+        if table == "balance_transactions" && closed_by_rule(&row) {
+            closed += 1;
         }
         let names = row.keys().map(|k| column(k)).collect::<Result<Vec<_>, _>>()?;
         let marks: Vec<String> = (1..=names.len()).map(|i| format!("?{i}")).collect();
@@ -297,11 +307,15 @@ pub async fn restore(env: &Env, db: &D1Database, archive_id: &str, now_ms: i64) 
         statements.push(db.prepare(&sql).bind(&values).map_err(d1)?);
         restored += 1;
     }
-    // The rows' amounts come back through the insert trigger; the same sum leaves `archived`.
+    // The rows' amounts come back through the insert trigger; the same sum leaves `archived`. The trigger
+    // counts their closes by rule again, which the count never lost: taken back.
     statements.push(
-        db.prepare("UPDATE ledger_totals SET archived = archived - ?2 WHERE user_id = ?1")
-            .bind(&[text(&archive.user_id), int(archive.ledger_sum)])
-            .map_err(d1)?,
+        db.prepare(
+            "UPDATE ledger_totals SET archived = archived - ?2, \
+             closed_without_settlement = closed_without_settlement - ?3 WHERE user_id = ?1",
+        )
+        .bind(&[text(&archive.user_id), int(archive.ledger_sum), int(closed)])
+        .map_err(d1)?,
     );
     statements.push(
         db.prepare("UPDATE archives SET restored_at = ?2 WHERE id = ?1")

@@ -33,6 +33,11 @@ test('history past retention moves to R2 whole, the totals stay, and a re-import
   for (const table of ['balance_transactions', 'usage_records']) {
     await ctx.gw.sql(`UPDATE ${table} SET created_at = strftime('%Y-%m-%dT%H:%M:%fZ', created_at, '-3 days') WHERE user_id = '${user.id}'`);
   }
+  // One charge as the rule closes a request (its description, and the running count its insert would have made).
+  await ctx.gw.sql(`UPDATE balance_transactions SET description = 'closed without settlement: test' WHERE id = (SELECT id FROM balance_transactions WHERE user_id = '${user.id}' AND type = 'usage' LIMIT 1)`);
+  await ctx.gw.sql(`UPDATE ledger_totals SET closed_without_settlement = closed_without_settlement + 1 WHERE user_id = '${user.id}'`);
+  const closedCount = async () => (await ctx.gw.sql(`SELECT closed_without_settlement AS n FROM ledger_totals WHERE user_id = '${user.id}'`))[0].n;
+  assert.equal(await closedCount(), 1);
   const ledger = byId(await ctx.gw.sql(`SELECT * FROM balance_transactions WHERE user_id = '${user.id}'`));
   const usage = byId(await ctx.gw.sql(`SELECT * FROM usage_records WHERE user_id = '${user.id}'`));
   assert.equal(ledger.length, 5, 'a credit and four charges');
@@ -70,6 +75,7 @@ test('history past retention moves to R2 whole, the totals stay, and a re-import
   assert.deepEqual(byId(await ctx.gw.sql(`SELECT * FROM balance_transactions WHERE user_id = '${user.id}'`)), ledger, 'the ledger copy is back');
   assert.deepEqual(withoutRestored(byId(await ctx.gw.sql(`SELECT * FROM usage_records WHERE user_id = '${user.id}'`))), withoutRestored(usage), 'the usage records are back');
   assert.deepEqual(await stats(), statsBefore, 'restored rows are not counted twice');
+  assert.equal(await closedCount(), 1, 'nor their closes by the rule');
   assert.deepEqual((await ctx.admin.call('GET', '/api/admin/reconcile')).body.data.drift, [], 'the sum left `archived` once');
   const again = await ctx.admin.call('POST', `/api/admin/archives/${archives[0].id}/restore`);
   assert.equal(again.status, 409, 'once');
