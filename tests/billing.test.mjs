@@ -256,7 +256,7 @@ describe('credits and the ledger', () => {
 });
 
 describe('streams that do not finish', () => {
-  test('a cut stream is charged for what was delivered, estimated, and no more than its reservation', async () => {
+  test('a cut stream is charged what OpenRouter says it generated, and no more than its reservation', async () => {
     const user = await ctx.admin.createUser({}, { credit: 1 });
     const key = await ctx.admin.createKey(user.id);
     const messages = [{ role: 'user', content: 'alpha beta gamma delta epsilon zeta eta theta' }];
@@ -268,7 +268,8 @@ describe('streams that do not finish', () => {
     const charged = -micros(usage.amount);
     assert.ok(charged > 0, 'tokens were delivered, so not zero');
     assert.ok(charged <= worstCase('openai/gpt-4o', messages, 50), 'never above the reservation');
-    assert.match(usage.description, /estimated/);
+    // The record, not the estimate from the text delivered (without a record, the estimate: below).
+    assert.doesNotMatch(usage.description, /estimated/);
   });
 
   test('a client that hangs up mid-stream is charged for what the upstream generated before it stopped', async () => {
@@ -354,6 +355,27 @@ describe('streams that do not finish', () => {
     }
     const ledger = await ledgerOf(user.id);
     assert.equal(ledger.reduce((sum, r) => sum + micros(r.amount), 0), await balanceOf(user.id), 'the ledger sums to the balance');
+  });
+
+  test('a stream the upstream breaks off is charged from the generation record too, hidden reasoning included', async () => {
+    const user = await ctx.admin.createUser({}, { credit: 1 });
+    const key = await ctx.admin.createKey(user.id);
+    const res = await fetch(`${ctx.gw.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key.key}`, 'content-type': 'application/json' },
+      body: JSON.stringify({
+        model: 'openai/gpt-4o', messages: hidden.messages, stream: true, fake_fault: 'cut:3',
+        reasoning: { max_tokens: 500, exclude: true },
+      }),
+    });
+    const text = await res.text();
+    assert.match(text, /"error"/, 'the stream ended with an error event');
+    const [usage] = await usageOf(user.id, 1);
+    assert.equal(usage.reference_id, res.headers.get('x-request-id'));
+    const charged = -micros(usage.amount);
+    const atLeast = costOf('openai/gpt-4o', { prompt: hiddenPrompt, completion: hidden.thought });
+    assert.ok(charged >= atLeast, `the hidden reasoning is charged: ${charged} >= ${atLeast}`);
+    assert.doesNotMatch(usage.description, /estimated/);
   });
 
   test('without a generation record (OpenRouter never has it), a hang-up is charged the estimate after the wait', async () => {

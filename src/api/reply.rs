@@ -245,7 +245,9 @@ impl<'a> Reply<'a> {
     /// the status the client got and whether it was streamed.
     pub async fn settle(self, ended: Option<Ended>) -> Option<(u16, bool)> {
         let Ended { mut outcome, model, upstream_id } = ended?;
-        if outcome.cancelled && outcome.usage.is_none() && self.meter.is_some() {
+        // A stream that ended without its usage chunk, whether its client hung up or the upstream broke off.
+        let cut_short = outcome.cancelled || (outcome.streamed && outcome.status >= 500);
+        if cut_short && outcome.usage.is_none() && self.meter.is_some() {
             let delivered = outcome.delivered_bytes.unwrap_or(0);
             outcome.usage = self.generation_usage(upstream_id.as_deref(), delivered).await;
         }
@@ -264,9 +266,9 @@ impl<'a> Reply<'a> {
         Some(answered)
     }
 
-    /// A stream the client hung up on never got its usage chunk: OpenRouter's record of the generation
-    /// says what it really used (hidden reasoning included), so that is charged, not the estimate from
-    /// the text delivered. Other providers keep no such record.
+    /// A stream the client hung up on (or the upstream broke off) never got its usage chunk: OpenRouter's
+    /// record of the generation says what it really used (hidden reasoning included), so that is charged,
+    /// not the estimate from the text delivered. Other providers keep no such record.
     async fn generation_usage(
         &self,
         upstream_id: Option<&str>,
