@@ -18,6 +18,7 @@ use wasm_bindgen::JsValue;
 use worker::{Bucket, D1Database, Env};
 
 use crate::api::error::ApiError;
+use crate::domain::ledger::CLOSED_WITHOUT_SETTLEMENT;
 use crate::domain::time::{parse_iso, to_iso};
 use crate::store::{self, int, text};
 
@@ -29,9 +30,6 @@ const DAYS_PER_PASS: usize = 50;
 pub const DAYS_PER_MESSAGE: usize = 10;
 /// The tables an archive holds, and how their rows are told apart.
 const TABLES: [&str; 2] = ["balance_transactions", "usage_records"];
-/// How a usage row closed by the rule (not by a settlement) begins its description, as the running total
-/// `ledger_totals.closed_without_settlement` counts them (migrations/0013).
-const CLOSED_BY_RULE: &str = "closed without settlement";
 /// An account-day's rows older than the cutoff (?1 user, ?2 the day, ?3 the next day or the cutoff).
 const FILTER: &str = "user_id = ?1 AND created_at >= ?2 AND created_at < ?3";
 
@@ -285,10 +283,6 @@ pub async fn restore(env: &Env, db: &D1Database, archive_id: &str, now_ms: i64) 
         if table == "usage_records" {
             row.insert("restored".into(), Value::from(1));
         }
-        let closed_by_rule = |r: &Map<String, Value>| {
-            r.get("type").and_then(Value::as_str) == Some("usage")
-                && r.get("description").and_then(Value::as_str).is_some_and(|d| d.starts_with(CLOSED_BY_RULE))
-        };
         if table == "balance_transactions" && closed_by_rule(&row) {
             closed += 1;
         }
@@ -332,4 +326,11 @@ pub async fn restore(env: &Env, db: &D1Database, archive_id: &str, now_ms: i64) 
         return Err(d1(message));
     }
     Ok(json!({ "id": archive_id, "rows": restored }))
+}
+
+/// A ledger row the rule closed (not a settlement), as `ledger_totals.closed_without_settlement` counts
+/// them (migrations/0013).
+fn closed_by_rule(row: &Map<String, Value>) -> bool {
+    row.get("type").and_then(Value::as_str) == Some("usage")
+        && row.get("description").and_then(Value::as_str).is_some_and(|d| d.starts_with(CLOSED_WITHOUT_SETTLEMENT))
 }

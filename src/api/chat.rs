@@ -208,9 +208,8 @@ struct Job {
 impl Job {
     async fn run(self, answer: Answer) {
         let Job { call, caller, chat, plan, prices, meter, timing, dialect } = self;
-        let max_output = |m: &str| {
-            prices.get(m).and_then(|r| r.max_completion_tokens).map_or(ANTHROPIC_DEFAULT_MAX_TOKENS, |m| m as u64)
-        };
+        let max_output =
+            |m: &str| prices.get(m).and_then(PriceRow::output_limit).unwrap_or(ANTHROPIC_DEFAULT_MAX_TOKENS);
         // Waiting for the upstream beats too (a stream's relay beats on its own once it has started): a client
         // that hangs up has the runtime end this task 30 s later, before its settlement, and the close then
         // charges what the last beat reported (the prompt, estimated) instead of nothing.

@@ -151,11 +151,10 @@ impl Meter {
     ) -> Result<Self, ApiError> {
         // The output bound: the client's (the smaller field when it set both), else the model's own
         // limits (it cannot write more than its output limit, nor more than its context), else a default.
-        let known = |n: Option<i64>| n.and_then(|n| u64::try_from(n).ok()).filter(|n| *n > 0);
-        let model_limit = known(row.max_completion_tokens).or(known(row.context_length));
+        let model_limit = row.output_limit().or(row.context_limit());
         let output = chat.max_tokens.or(model_limit).unwrap_or(DEFAULT_MAX_OUTPUT).min(MAX_OUTPUT_TOKENS);
         // The context length is the price table's, as trusted as its prices.
-        let prompt = chat.prompt_token_bound_within(row.context_length);
+        let prompt = chat.prompt_token_bound_within(row.context_limit());
         let demand = Demand { model: &chat.model, prompt, output };
         let (meter, output) = Self::reserve_tokens(call, key, hash, row, demand).await?;
         // Only what was reserved is asked for. The model's own limits need not be sent; the client's

@@ -68,12 +68,10 @@ pub fn costliest(prices: &PriceTable, chat: &ChatRequest) -> Result<PriceRow, Ap
         row.cache_read_per_mtok = price.cache_read;
         row.cache_write_per_mtok = price.cache_write;
         row.reasoning_per_mtok = price.reasoning;
-        // No limit (or none that means anything: 0 or less) is the largest limit: the reservation must
-        // cover the least bounded candidate.
-        let known = |n: Option<i64>| n.filter(|n| *n > 0);
-        let larger = |a: Option<i64>, b: Option<i64>| known(a).zip(known(b)).map(|(a, b)| a.max(b));
-        row.max_completion_tokens = larger(row.max_completion_tokens, other.max_completion_tokens);
-        row.context_length = larger(row.context_length, other.context_length);
+        // No limit is the largest limit: the reservation must cover the least bounded candidate.
+        let larger = |a: Option<u64>, b: Option<u64>| a.zip(b).map(|(a, b)| a.max(b) as i64);
+        row.max_completion_tokens = larger(row.output_limit(), other.output_limit());
+        row.context_length = larger(row.context_limit(), other.context_limit());
     }
     Ok(row)
 }

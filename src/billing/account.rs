@@ -9,6 +9,7 @@ use super::protocol::{AccountRequest, AccountResponse, EndUserRow, KeyUsage, Led
 use super::store;
 use crate::domain::account::{Book, Closed, CreditRefused, Decision};
 use crate::domain::alerts::AlertRules;
+use crate::domain::ledger::CLOSED_WITHOUT_SETTLEMENT;
 use crate::domain::money::micros_to_usd;
 use crate::domain::usage::UsageRecord;
 use crate::domain::windows::Reset;
@@ -264,8 +265,8 @@ impl Account<'_> {
                     balance_after: self.book.balance(),
                     abandoned: true,
                 };
-                let why = "closed without settlement: its budget lease had ended when it settled";
-                write_closed(sql, &closed, why.into(), usage, now, false)?;
+                let why = format!("{CLOSED_WITHOUT_SETTLEMENT}: its budget lease had ended when it settled");
+                write_closed(sql, &closed, why, usage, now, false)?;
                 Ok(0)
             }
             // Closed without its settlement earlier: charged nothing more, but what it
@@ -323,7 +324,7 @@ impl Account<'_> {
             self.wrote = true;
             self.raise_alerts(&c)?;
             let description = format!(
-                "closed without settlement: charged the {} USD the gateway last reported of it",
+                "{CLOSED_WITHOUT_SETTLEMENT}: charged the {} USD the gateway last reported of it",
                 micros_to_usd(c.amount)
             );
             write_closed(sql, &c, description, None, now, true)?;

@@ -207,10 +207,9 @@ impl ChatRequest {
     }
 
     /// `prompt_token_bound`, cut to the model's context length when it has one (no model reads more than
-    /// its context; a file's allowance can pass it). A length of 0 or less says nothing.
-    pub fn prompt_token_bound_within(&self, context_length: Option<i64>) -> u64 {
-        let context = context_length.and_then(|c| u64::try_from(c).ok()).filter(|c| *c > 0);
-        self.prompt_token_bound().min(context.unwrap_or(u64::MAX))
+    /// its context; a file's allowance can pass it).
+    pub fn prompt_token_bound_within(&self, context_length: Option<u64>) -> u64 {
+        self.prompt_token_bound().min(context_length.unwrap_or(u64::MAX))
     }
 
     /// An upper bound on the prompt's tokens: a token is at least one byte, so
@@ -491,9 +490,7 @@ mod tests {
         let json_len = serde_json::to_vec(&req.body["messages"]).expect("json").len() as u64;
         assert_eq!(req.prompt_token_bound(), json_len + PER_MESSAGE_TOKENS + PER_FILE_TOKENS);
         assert_eq!(req.prompt_token_bound_within(Some(200_000)), 200_000, "no model reads past its context");
-        for unknown in [None, Some(0), Some(-1)] {
-            assert_eq!(req.prompt_token_bound_within(unknown), req.prompt_token_bound(), "{unknown:?}");
-        }
+        assert_eq!(req.prompt_token_bound_within(None), req.prompt_token_bound());
         let small = parse(r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#).expect("valid");
         assert_eq!(small.prompt_token_bound_within(Some(200_000)), small.prompt_token_bound());
     }

@@ -4,6 +4,11 @@
 
 use serde::{Deserialize, Serialize};
 
+/// How the description of a charge closed by the rule (not by its settlement) begins: the account object
+/// writes it, and readers recognise such rows by it (retention's restore here; in SQL, `LIKE` on the same
+/// words: D1's running count, migrations/0013, and the object's store).
+pub const CLOSED_WITHOUT_SETTLEMENT: &str = "closed without settlement";
+
 /// Which limit refused a request (API.md's `metadata.limit_source`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

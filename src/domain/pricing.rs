@@ -142,6 +142,11 @@ pub fn cost(price: &Price, t: &Tokens) -> i64 {
     i64::try_from((total + 999_999) / 1_000_000).unwrap_or(i64::MAX)
 }
 
+/// A model's token limit as the price table stores it, when it says anything: 0 or less is no limit.
+pub fn known_limit(stored: Option<i64>) -> Option<u64> {
+    stored.and_then(|n| u64::try_from(n).ok()).filter(|n| *n > 0)
+}
+
 /// How many output tokens `budget` micro-USD buys after the prompt's cost.
 pub fn affordable_output_tokens(price: &Price, prompt_tokens: u64, budget: i64) -> u64 {
     let prompt_cost = cost(price, &Tokens { prompt: prompt_tokens, ..Tokens::default() });
@@ -270,5 +275,12 @@ mod tests {
         assert_eq!(with_markup(3, 10.0), 4);
         assert_eq!(with_markup(100, 0.0), 100);
         assert_eq!(with_markup(100, 2.5), 103);
+    }
+
+    #[test]
+    fn a_stored_limit_of_zero_or_less_is_no_limit() {
+        for (stored, limit) in [(None, None), (Some(0), None), (Some(-5), None), (Some(200_000), Some(200_000))] {
+            assert_eq!(known_limit(stored), limit, "{stored:?}");
+        }
     }
 }

@@ -46,6 +46,16 @@ impl PriceRow {
         }
     }
 
+    /// The model's context length, when the table knows one (0 or less says nothing).
+    pub fn context_limit(&self) -> Option<u64> {
+        crate::domain::pricing::known_limit(self.context_length)
+    }
+
+    /// The model's output limit, when the table knows one (0 or less says nothing).
+    pub fn output_limit(&self) -> Option<u64> {
+        crate::domain::pricing::known_limit(self.max_completion_tokens)
+    }
+
     /// The operator's pin for this model, if any.
     pub fn pin(&self) -> Option<Pin> {
         Some(Pin {
