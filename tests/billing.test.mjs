@@ -232,6 +232,9 @@ describe('credits and the ledger', () => {
     assert.match(past.body.error.message, /past 9007199254\.740991 USD.*at most 0\.740991 can be added/);
     assert.equal((await ctx.admin.call('POST', '/api/balance/admin/add', { user_id: user.id, amount: 0.5 })).status, 200);
     assert.equal((await ctx.admin.call('GET', `/api/balance?user_id=${user.id}`)).body.balance, 9_007_199_254.5);
+    // 0.240991 left: of two credits of 0.2 at once, one fits.
+    const both = await Promise.all([0, 1].map(() => ctx.admin.call('POST', '/api/balance/admin/add', { user_id: user.id, amount: 0.2 })));
+    assert.deepEqual(both.map((r) => r.status).sort(), [200, 400], JSON.stringify(both.map((r) => r.body)));
     const audit = await ctx.admin.call('GET', `/api/admin/reconcile?user_id=${user.id}`);
     assert.equal(audit.status, 200, JSON.stringify(audit.body));
     assert.deepEqual(audit.body.data.drift, [], 'the ledger sums to the balance');

@@ -197,6 +197,16 @@ export async function startGateway({ vars = {}, upstream = true, persistTo, port
 }
 
 /** A small client for the admin API used by tests, bench and demo mode. */
+/** Runs `run(gw, admin)` against a gateway of its own (started with `options`), stopped after. */
+export async function withGateway(options, run) {
+  const gw = await startGateway(options);
+  try {
+    return await run(gw, adminClient(gw.url, gw.adminToken));
+  } finally {
+    await gw.stop();
+  }
+}
+
 export function adminClient(url, token) {
   const call = async (method, p, body, headers = {}) => {
     const res = await fetch(url + p, {

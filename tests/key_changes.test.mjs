@@ -9,7 +9,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
-import { adminClient, startGateway } from './harness.mjs';
+import { adminClient, withGateway } from './harness.mjs';
 
 const micros = (usd) => Math.round(usd * 1e6);
 
@@ -48,9 +48,7 @@ async function settledLedger(admin, userId, charged) {
 
 for (const leases of ['on', 'off']) {
   test(`a key change lost on its way to the account object binds all the same (leases ${leases})`, { timeout: 120_000 }, async () => {
-    const gw = await startGateway({ vars: { FAULT_FAIL_PUT_KEY: '3', BUDGET_LEASES: leases } });
-    try {
-      const admin = adminClient(gw.url, gw.adminToken);
+    await withGateway({ vars: { FAULT_FAIL_PUT_KEY: '3', BUDGET_LEASES: leases } }, async (gw, admin) => {
       const user = await admin.createUser({ name: 'Lost change' }, { credit: 1 });
       const key = await admin.createKey(user.id, { name: 'lost', limit: 0.5 });
       for (let i = 0; i < 2; i++) {
@@ -87,9 +85,7 @@ for (const leases of ['on', 'off']) {
       assert.ok(settled.spent <= micros(0.5), `spent ${settled.spent} within the key's limit`);
       assert.equal(settled.balance, micros(1) - settled.spent);
       assert.equal(settled.rows.reduce((n, r) => n + micros(r.amount), 0), settled.balance, 'the ledger sums to the balance');
-    } finally {
-      await gw.stop();
-    }
+    });
   });
 }
 
@@ -100,9 +96,7 @@ for (const leases of ['on', 'off']) {
 // lost, as above) and reaches the object the way such a change does: the next reservation finds the
 // object behind D1 and sends it D1's state. Then the limit is lowered to what was spent.
 test('a change after one stamped by a clock running ahead binds all the same', { timeout: 120_000 }, async () => {
-  const gw = await startGateway({ vars: { FAULT_FAIL_PUT_KEY: '3' } });
-  try {
-    const admin = adminClient(gw.url, gw.adminToken);
+  await withGateway({ vars: { FAULT_FAIL_PUT_KEY: '3' } }, async (gw, admin) => {
     const user = await admin.createUser({ name: 'Clock ahead' }, { credit: 1 });
     const key = await admin.createKey(user.id, { name: 'ahead', limit: 0.5 });
     await answered(await chat(gw.url, key.key, 'before'), 200);
@@ -126,18 +120,14 @@ test('a change after one stamped by a clock running ahead binds all the same', {
     const after = await settledLedger(admin, user.id, 2);
     assert.equal(after.spent, before.spent, 'nothing spent past the lowered limit');
     assert.equal(after.rows.reduce((n, r) => n + micros(r.amount), 0), after.balance, 'the ledger sums to the balance');
-  } finally {
-    await gw.stop();
-  }
+  });
 });
 
 // A rotation whose message to the account object was lost answers 500, for the caller to repeat it. The
 // repeat (the same Idempotency-Key) derives the same secret and mints nothing; it must also tell the object
 // again, else the object keeps the old secret's state while the caller is told all went well.
 test('a rotation repeated with its Idempotency-Key tells the account object again', { timeout: 120_000 }, async () => {
-  const gw = await startGateway({ vars: { FAULT_FAIL_PUT_KEY: '6' } });
-  try {
-    const admin = adminClient(gw.url, gw.adminToken);
+  await withGateway({ vars: { FAULT_FAIL_PUT_KEY: '6' } }, async (gw, admin) => {
     const user = await admin.createUser({ name: 'Rotation repeated' }, { credit: 1 });
     const key = await admin.createKey(user.id, { name: 'rotated' });
     const rotate = () => admin.call('POST', `/api/keys/${key.id}/rotate`, { grace_seconds: 0 }, { 'idempotency-key': 'rotate-once' });
@@ -152,17 +142,13 @@ test('a rotation repeated with its Idempotency-Key tells the account object agai
 
     await answered(await chat(gw.url, confirmed.body.data.key, 'with the new secret'), 200);
     await answered(await chat(gw.url, key.key, 'with the old secret'), 401, 'the old secret ended with no grace');
-  } finally {
-    await gw.stop();
-  }
+  });
 });
 
 test("a key holder's change made over an admin's revocation does not undo it", { timeout: 120_000 }, async () => {
   // The holder's change waits 1.5 s between its read of the key and its write (a test fault); the admin
   // disables the key in that time. The holder's write must not put back the state it read.
-  const gw = await startGateway({ vars: { FAULT_SLOW_KEY_CHANGE_MS: '1500' } });
-  try {
-    const admin = adminClient(gw.url, gw.adminToken);
+  await withGateway({ vars: { FAULT_SLOW_KEY_CHANGE_MS: '1500' } }, async (gw, admin) => {
     const user = await admin.createUser({ name: 'Racing changes' }, { credit: 1 });
     const key = await admin.createKey(user.id, { name: 'holder', permissions: ['read', 'write'] });
     await answered(await chat(gw.url, key.key, 'before'), 200);
@@ -178,7 +164,5 @@ test("a key holder's change made over an admin's revocation does not undo it", {
     const shown = (await admin.call('GET', `/api/keys/${key.id}`)).body.data;
     assert.deepEqual([shown.name, shown.disabled], ['renamed by its holder', true]);
     await answered(await chat(gw.url, key.key, 'after'), 401, 'the revoked key stays revoked');
-  } finally {
-    await gw.stop();
-  }
+  });
 });

@@ -6,7 +6,7 @@ import path from 'node:path';
 import { describe, test } from 'node:test';
 
 import { chatAs, gatewayForFile } from './fixture.mjs';
-import { ROOT, adminClient, run, startGateway } from './harness.mjs';
+import { ROOT, adminClient, run, withGateway } from './harness.mjs';
 
 const ctx = gatewayForFile();
 
@@ -182,9 +182,7 @@ describe('an organization whose answer is lost', () => {
     // The first reservation's answer from the organization's object is taken as lost (a test fault) after the
     // object held the request; the request fails with 500. Its hold ends after the reservation's life (4 s
     // here): counted as a request then, it would take one of the month's two.
-    const gw = await startGateway({ vars: { FAULT_LOSE_ORG_ANSWER: '1', REQUEST_TIMEOUT: '2', RESERVATION_GRACE: '2' } });
-    try {
-      const admin = adminClient(gw.url, gw.adminToken);
+    await withGateway({ vars: { FAULT_LOSE_ORG_ANSWER: '1', REQUEST_TIMEOUT: '2', RESERVATION_GRACE: '2' } }, async (gw, admin) => {
       const owner = await admin.createUser({}, { credit: 1 });
       const org = (await admin.call('POST', '/api/orgs', { name: `Lost ${Date.now()}`, admin_user_id: owner.id, limits: { monthly_requests: 2 } })).body.data;
       const key = (await admin.call('POST', '/api/keys', { name: 'k', user_id: owner.id, org_id: org.id })).body.data;
@@ -195,8 +193,6 @@ describe('an organization whose answer is lost', () => {
         assert.equal(res.status, 200, `request ${i + 1} of the month's 2: ${await res.text()}`);
       }
       assert.equal((await chatAs(gw.url, key.key)).status, 429, 'and the month is then full');
-    } finally {
-      await gw.stop();
-    }
+    });
   });
 });
