@@ -115,6 +115,12 @@ pub struct Faults {
     /// `FAULT_LOSE_ORG_ANSWER`: the first answer of an organization's object to a reservation, in an isolate,
     /// is taken as lost on its way back (its hold made), as a failed call (tests/orgs.test.mjs).
     pub lose_org_answer: bool,
+    /// `FAULT_REPEAT_JOBS`: every job a fanned-out job hands on is sent twice, as a queue that delivers
+    /// at least once may deliver it (tests/jobs.test.mjs).
+    pub repeat_jobs: bool,
+    /// `FAULT_ARCHIVE_PART_ROWS`: an archive holds at most this many rows of each table (instead of
+    /// `retention::PART_ROWS`), so a test's day takes several (tests/retention.test.mjs).
+    pub archive_part_rows: Option<usize>,
 }
 
 /// A fault for tests: the account object, settling a request for `model`, fails a storage statement
@@ -188,6 +194,8 @@ impl Config {
             failed_key_changes: fault("FAULT_FAIL_PUT_KEY").and_then(|n| n.trim().parse().ok()).unwrap_or(0),
             slow_key_change_ms: fault("FAULT_SLOW_KEY_CHANGE_MS").and_then(|n| n.trim().parse().ok()).unwrap_or(0),
             lose_org_answer: fault("FAULT_LOSE_ORG_ANSWER").is_some(),
+            repeat_jobs: fault("FAULT_REPEAT_JOBS").is_some(),
+            archive_part_rows: fault("FAULT_ARCHIVE_PART_ROWS").and_then(|n| n.trim().parse().ok()).filter(|n| *n > 0),
         };
         Self {
             upstream_base_url,

@@ -27,8 +27,14 @@ const RETENTION_PAGE: i64 = 1_000;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(remote = "Self", rename_all = "snake_case")]
 pub enum Job {
-    /// Hands over the users after `after` (by id), and the next page.
-    ReconcilePage { run_id: String, after: Option<String> },
+    /// Hands over the users after `after` (by id), and the next page; `enumerated`: how many users the
+    /// pages before it handed over (absent in a message of an earlier version).
+    ReconcilePage {
+        run_id: String,
+        after: Option<String>,
+        #[serde(default)]
+        enumerated: Option<i64>,
+    },
     /// Checks one account.
     ReconcileAccount { run_id: String, user_id: String },
     /// Hands over the users after `after` (by id) to a retention pass, and the next page.
@@ -55,7 +61,9 @@ pub async fn start_run(env: &Env, now_ms: i64) -> Result<String, ApiError> {
         .await
         .map_err(d1)?;
     let queue = crate::env::jobs_queue(env).map_err(d1)?;
-    queues::send(&queue, &Job::ReconcilePage { run_id: run_id.clone(), after: None }).await.map_err(d1)?;
+    queues::send(&queue, &Job::ReconcilePage { run_id: run_id.clone(), after: None, enumerated: Some(0) })
+        .await
+        .map_err(d1)?;
     Ok(run_id)
 }
 
@@ -82,7 +90,7 @@ impl Job {
             // Up to three tries of one read, and the result.
             Job::ReconcileAccount { .. } => 4,
             // The days, then per day two reads, the batch of four and the read-back.
-            Job::RetentionAccount { .. } => 1 + 7 * crate::retention::DAYS_PER_MESSAGE,
+            Job::RetentionAccount { .. } => 1 + 7 * crate::retention::ARCHIVES_PER_MESSAGE,
         }
     }
 }
@@ -139,22 +147,35 @@ pub async fn consume(batch: MessageBatch<Value>, env: Env) -> worker::Result<()>
 async fn run(env: &Env, job: Job) -> Result<(), ApiError> {
     let db = crate::env::db(env).map_err(d1)?;
     match job {
-        Job::ReconcilePage { run_id, after } => {
+        Job::ReconcilePage { run_id, after, enumerated } => {
             let queue = crate::env::jobs_queue(env).map_err(d1)?;
             let (users, full) = users_page(&db, after.as_deref()).await?;
+            let so_far = enumerated.map(|before| before + users.len() as i64);
             let mut jobs: Vec<Job> =
                 users.iter().map(|u| Job::ReconcileAccount { run_id: run_id.clone(), user_id: u.clone() }).collect();
             if full {
-                jobs.push(Job::ReconcilePage { run_id: run_id.clone(), after: users.last().cloned() });
+                jobs.push(Job::ReconcilePage {
+                    run_id: run_id.clone(),
+                    after: users.last().cloned(),
+                    enumerated: so_far,
+                });
             }
-            queues::send_all(&queue, &jobs).await.map_err(d1)?;
-            // A retried page counts again: `enumerated` is a progress figure, the results are keyed by user.
-            db.prepare("UPDATE reconcile_runs SET enumerated = enumerated + ?2, walked = ?3 WHERE id = ?1")
-                .bind(&[text(&run_id), int(users.len() as i64), int(i64::from(!full))])
-                .map_err(d1)?
-                .run()
-                .await
-                .map_err(d1)?;
+            hand_on(env, &queue, &jobs).await?;
+            // A page delivered twice (the queue delivers at least once) counts once: the count is the users
+            // of this page and the pages before it, and a later page's count is never taken back.
+            let update = match so_far {
+                Some(n) => db
+                    .prepare(
+                        "UPDATE reconcile_runs SET enumerated = MAX(enumerated, ?2), walked = MAX(walked, ?3) \
+                         WHERE id = ?1",
+                    )
+                    .bind(&[text(&run_id), int(n), int(i64::from(!full))]),
+                // A page from an earlier version counts as it did (its run may stay not done).
+                None => db
+                    .prepare("UPDATE reconcile_runs SET enumerated = enumerated + ?2, walked = MAX(walked, ?3) WHERE id = ?1")
+                    .bind(&[text(&run_id), int(users.len() as i64), int(i64::from(!full))]),
+            };
+            update.map_err(d1)?.run().await.map_err(d1)?;
             Ok(())
         }
         Job::RetentionPage { cutoff, after } => {
@@ -171,7 +192,7 @@ async fn run(env: &Env, job: Job) -> Result<(), ApiError> {
             if next.is_some() {
                 jobs.push(Job::RetentionPage { cutoff, after: next });
             }
-            queues::send_all(&queue, &jobs).await.map_err(d1)
+            hand_on(env, &queue, &jobs).await
         }
         Job::MirrorPage { offset } => {
             let (_, more) = crate::api::mirror_page(env, offset).await?;
@@ -184,17 +205,18 @@ async fn run(env: &Env, job: Job) -> Result<(), ApiError> {
             let bucket = crate::env::archives(env).map_err(d1)?;
             let now_ms = js_sys::Date::now() as i64;
             let (_, more) = crate::retention::archive_account(
+                env,
                 &db,
                 &bucket,
                 &user_id,
                 &cutoff,
                 now_ms,
-                crate::retention::DAYS_PER_MESSAGE,
+                crate::retention::ARCHIVES_PER_MESSAGE,
             )
             .await?;
             if more {
                 let queue = crate::env::jobs_queue(env).map_err(d1)?;
-                queues::send(&queue, &Job::RetentionAccount { cutoff, user_id }).await.map_err(d1)?;
+                hand_on(env, &queue, &[Job::RetentionAccount { cutoff, user_id }]).await?;
             }
             Ok(())
         }
@@ -223,6 +245,16 @@ async fn run(env: &Env, job: Job) -> Result<(), ApiError> {
             Ok(())
         }
     }
+}
+
+/// Sends the jobs a job hands on (each twice under the test fault `FAULT_REPEAT_JOBS`, as a queue that
+/// delivers at least once may).
+async fn hand_on(env: &Env, queue: &worker::Queue, jobs: &[Job]) -> Result<(), ApiError> {
+    queues::send_all(queue, jobs).await.map_err(d1)?;
+    if crate::env::Config::get(env).faults.repeat_jobs {
+        queues::send_all(queue, jobs).await.map_err(d1)?;
+    }
+    Ok(())
 }
 
 /// The ids of up to `PAGE` users after `after`, and whether the page is full (more may follow).

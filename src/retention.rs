@@ -1,6 +1,7 @@
 //! Retention: usage records and ledger copies older than `USAGE_RETENTION_DAYS`
 //! leave D1 for R2 (`ARCHIVES`), one gzipped NDJSON object per account per day
-//! and pass, listed in D1 `archives`; the daily roll-ups and running totals
+//! and pass (of at most `PART_ROWS` rows of each table: a busier day takes
+//! several, in id order), listed in D1 `archives`; the daily roll-ups and running totals
 //! stay, so stats and reconciliation read the same before and after. An archive
 //! can be re-imported: its rows come back (usage marked `restored`, which the
 //! roll-ups skip).
@@ -23,11 +24,14 @@ use crate::domain::time::{parse_iso, to_iso};
 use crate::store::{self, int, text};
 
 const DAY_MS: i64 = 86_400_000;
-/// Account-days an inline pass archives.
-const DAYS_PER_PASS: usize = 50;
-/// Account-days one account's message archives before handing on the rest (about seven D1 queries
-/// each, so a batch of such messages stays within an invocation's query limit: see `fan_out`).
-pub const DAYS_PER_MESSAGE: usize = 10;
+/// Rows of each table one archive holds at most: the ids that leave D1 are bound as one JSON text (D1
+/// takes at most 2 MB a value), and a restore inserts them in one batch, a statement a row.
+const PART_ROWS: usize = 400;
+/// Archives an inline pass writes.
+const ARCHIVES_PER_PASS: usize = 50;
+/// Archives one account's message writes before handing on the rest (about seven D1 queries each, so a
+/// batch of such messages stays within an invocation's query limit: see `fan_out`).
+pub const ARCHIVES_PER_MESSAGE: usize = 10;
 /// The tables an archive holds, and how their rows are told apart.
 const TABLES: [&str; 2] = ["balance_transactions", "usage_records"];
 /// An account-day's rows older than the cutoff (?1 user, ?2 the day, ?3 the next day or the cutoff).
@@ -71,12 +75,12 @@ pub async fn run(env: &Env, now_ms: i64, days: i64) -> Result<Value, ApiError> {
     accounts.insert(0, String::new());
     let mut moved = Moved::default();
     for account in &accounts {
-        let left = DAYS_PER_PASS - moved.archives;
+        let left = ARCHIVES_PER_PASS - moved.archives;
         if left == 0 {
             break;
         }
         // One account that cannot be archived now does not hold up the others.
-        match archive_account(&db, &bucket, account, &cutoff, now_ms, left).await {
+        match archive_account(env, &db, &bucket, account, &cutoff, now_ms, left).await {
             Ok((step, _)) => moved.add(step),
             Err(e) => crate::log::job_error("retention", &format!("account {account}: {e}")),
         }
@@ -108,8 +112,9 @@ pub async fn accounts_with_history(
     Ok((users.into_iter().filter(|u| u.old != 0).map(|u| u.id).collect(), next))
 }
 
-/// One account's step: up to `limit` of its days before the cutoff archived; and whether days are left.
+/// One account's step: up to `limit` archives of its days before the cutoff; and whether rows are left.
 pub async fn archive_account(
+    env: &Env,
     db: &D1Database,
     bucket: &Bucket,
     user_id: &str,
@@ -126,39 +131,57 @@ pub async fn archive_account(
         UNION SELECT substr(created_at, 1, 10) AS day FROM usage_records WHERE user_id = ?1 AND created_at < ?2 \
         ORDER BY day LIMIT ?3";
     let days: Vec<Day> = store::all(db, query, &[text(user_id), text(cutoff), int(limit as i64 + 1)]).await?;
+    let part_rows = crate::env::Config::get(env).faults.archive_part_rows.unwrap_or(PART_ROWS);
     let mut moved = Moved::default();
-    for day in days.iter().take(limit) {
-        moved.add(archive_day(db, bucket, user_id, &day.day, cutoff, now_ms).await?);
+    let mut left = false;
+    'days: for day in &days {
+        // A day's parts, until one is not full (the day is done) or moves nothing (another pass has it).
+        loop {
+            if moved.archives == limit {
+                left = true;
+                break 'days;
+            }
+            let (step, full) = archive_part(db, bucket, user_id, &day.day, cutoff, now_ms, part_rows).await?;
+            let progressed = step.archives > 0;
+            moved.add(step);
+            if !(full && progressed) {
+                break;
+            }
+        }
     }
-    // Days left over are handed on only when this step made progress (a step that moved nothing would
+    // Rows left over are handed on only when this step made progress (a step that moved nothing would
     // only meet the same rows again).
-    let more = moved.archives > 0 && days.len() > limit;
+    let more = moved.archives > 0 && left;
     Ok((moved, more))
 }
 
-/// One account-day: written to R2, then moved out of D1 in one batch if its rows are still those written.
-async fn archive_day(
+/// One archive of an account-day: its first `part_rows` rows of each table (by id), written to R2, then
+/// moved out of D1 in one batch if they are still those written; and whether a table had more.
+async fn archive_part(
     db: &D1Database,
     bucket: &Bucket,
     user_id: &str,
     day: &str,
     cutoff: &str,
     now_ms: i64,
-) -> Result<Moved, ApiError> {
+    part_rows: usize,
+) -> Result<(Moved, bool), ApiError> {
     let Some(next_day) = parse_iso(day).map(|ms| to_iso(ms + DAY_MS)[..10].to_string()) else {
         crate::log::job_error("retention", &format!("account {user_id}: rows dated `{day}` are not a day; left in D1"));
-        return Ok(Moved::default());
+        return Ok((Moved::default(), false));
     };
     let end = if cutoff < next_day.as_str() { cutoff } else { next_day.as_str() };
-    let args = [text(user_id), text(day), text(end)];
+    let args = [text(user_id), text(day), text(end), int(part_rows as i64)];
     type Row = Map<String, Value>;
     let ledger: Vec<Row> =
-        store::all(db, &format!("SELECT * FROM balance_transactions WHERE {FILTER} ORDER BY id"), &args).await?;
+        store::all(db, &format!("SELECT * FROM balance_transactions WHERE {FILTER} ORDER BY id LIMIT ?4"), &args)
+            .await?;
     let usage: Vec<Row> =
-        store::all(db, &format!("SELECT * FROM usage_records WHERE {FILTER} ORDER BY id"), &args).await?;
+        store::all(db, &format!("SELECT * FROM usage_records WHERE {FILTER} ORDER BY id LIMIT ?4"), &args).await?;
     if ledger.is_empty() && usage.is_empty() {
-        return Ok(Moved::default());
+        return Ok((Moved::default(), false));
     }
+    let full = ledger.len() == part_rows || usage.len() == part_rows;
     let sum: i64 = ledger.iter().filter_map(|r| r.get("amount").and_then(Value::as_f64)).map(|a| a as i64).sum();
     let mut body = String::new();
     for (table, list) in [(TABLES[0], &ledger), (TABLES[1], &usage)] {
@@ -220,9 +243,9 @@ async fn archive_day(
     if store::count(db, "SELECT COUNT(*) AS n FROM archives WHERE id = ?1", &[text(&id)]).await? == 0 {
         // Another pass moved these rows first (or they changed since they were read): this copy is not needed.
         bucket.delete(&r2_key).await.map_err(d1)?;
-        return Ok(Moved::default());
+        return Ok((Moved::default(), full));
     }
-    Ok(Moved { archives: 1, ledger_rows, usage_rows })
+    Ok((Moved { archives: 1, ledger_rows, usage_rows }, full))
 }
 
 /// A column name from an archive, checked before it is written into SQL.

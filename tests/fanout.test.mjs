@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
 import { gatewayForFile } from './fixture.mjs';
+import { withGateway } from './harness.mjs';
 
 const ctx = gatewayForFile();
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -111,4 +112,28 @@ test('past 1,000 users a retention pass goes through the queue, an account a mes
   const planted = rows.find((r) => r.user === first.user_id && r.at.startsWith(first.day));
   assert.deepEqual(lines.map((l) => [l.table, l.row.id]), [['balance_transactions', `tx-${planted.id}`], ['usage_records', planted.id]]);
   assert.equal(lines[0].row.amount, planted.amount);
+});
+
+test('a reconciliation run whose pages the queue delivers twice counts each account once and is done', { timeout: 300_000 }, async () => {
+  // FAULT_REPEAT_JOBS: every page and account message is sent twice, as an at-least-once queue may deliver it.
+  await withGateway({ vars: { FAULT_REPEAT_JOBS: '1' } }, async (gw, admin) => {
+    const now = new Date().toISOString();
+    const values = Array.from({ length: 250 }, (_, i) =>
+      `('twice-${String(i).padStart(4, '0')}', 'twice${i}@example.com', 'Twice ${i}', '${now}', '${now}')`).join(', ');
+    await gw.sql(`INSERT INTO users (id, email, name, created_at, updated_at) VALUES ${values}`);
+    const total = (await gw.sql('SELECT COUNT(*) AS n FROM users'))[0].n;
+    assert.ok(total > 200, 'three pages, the last delivered four times');
+    const start = await admin.call('POST', '/api/admin/reconcile/runs');
+    assert.equal(start.status, 202);
+    let report;
+    for (let i = 0; i < 240; i++) {
+      report = (await admin.call('GET', `/api/admin/reconcile/runs/${start.body.data.run_id}`)).body.data;
+      if (report.done) break;
+      await sleep(500);
+    }
+    assert.equal(report.done, true, JSON.stringify(report));
+    assert.equal(report.accounts_enumerated, total, 'each account counted once, however often its page came');
+    assert.equal(report.accounts_checked, total);
+    assert.deepEqual(report.drift, []);
+  });
 });

@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
 import { gatewayForFile } from './fixture.mjs';
+import { withGateway } from './harness.mjs';
 
 const ctx = gatewayForFile({ vars: { USAGE_RETENTION_DAYS: '1' } });
 
@@ -79,4 +80,58 @@ test('history past retention moves to R2 whole, the totals stay, and a re-import
   assert.deepEqual((await ctx.admin.call('GET', '/api/admin/reconcile')).body.data.drift, [], 'the sum left `archived` once');
   const again = await ctx.admin.call('POST', `/api/admin/archives/${archives[0].id}/restore`);
   assert.equal(again.status, 409, 'once');
+});
+
+test('a day of more rows than an archive holds leaves in parts, each whole, and each restores', async () => {
+  // FAULT_ARCHIVE_PART_ROWS: an archive holds at most 2 rows of each table (400 in a deployment), so a
+  // day of 5 ledger rows and 4 usage records takes three archives.
+  await withGateway({ vars: { USAGE_RETENTION_DAYS: '1', FAULT_ARCHIVE_PART_ROWS: '2' } }, async (gw, admin) => {
+    const user = await admin.createUser({}, { credit: 3 });
+    const key = await admin.createKey(user.id);
+    for (let i = 0; i < 4; i++) {
+      const res = await fetch(`${gw.url}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${key.key}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'openai/gpt-4o-mini', messages: [{ role: 'user', content: `a busy day ${i}` }] }),
+      });
+      assert.equal(res.status, 200);
+      await res.arrayBuffer();
+    }
+    assert.deepEqual((await admin.call('GET', '/api/admin/reconcile')).body.data.drift, []);
+    for (const table of ['balance_transactions', 'usage_records']) {
+      await gw.sql(`UPDATE ${table} SET created_at = strftime('%Y-%m-%dT%H:%M:%fZ', created_at, '-3 days') WHERE user_id = '${user.id}'`);
+    }
+    const ledger = byId(await gw.sql(`SELECT * FROM balance_transactions WHERE user_id = '${user.id}'`));
+    const usage = byId(await gw.sql(`SELECT * FROM usage_records WHERE user_id = '${user.id}'`));
+    assert.deepEqual([ledger.length, usage.length], [5, 4]);
+
+    const pass = await admin.call('POST', '/api/admin/retention/run');
+    assert.equal(pass.status, 200, JSON.stringify(pass.body));
+    assert.equal(pass.body.data.archives, 3, JSON.stringify(pass.body.data));
+    assert.equal((await gw.sql(`SELECT COUNT(*) AS n FROM balance_transactions WHERE user_id = '${user.id}'`))[0].n, 0, 'the whole day left D1');
+    assert.equal((await gw.sql(`SELECT COUNT(*) AS n FROM usage_records WHERE user_id = '${user.id}'`))[0].n, 0);
+    const archives = (await admin.call('GET', `/api/admin/archives?user_id=${user.id}`)).body.data;
+    assert.equal(archives.length, 3);
+    assert.equal(new Set(archives.map((a) => a.day)).size, 1, 'all of one day');
+    const rows = { balance_transactions: [], usage_records: [] };
+    for (const a of archives) {
+      const res = await fetch(`${gw.url}/api/admin/archives/${a.id}`, { headers: { authorization: `Bearer ${gw.adminToken}` } });
+      const lines = (await res.text()).trim().split('\n').map((l) => JSON.parse(l));
+      for (const table of Object.keys(rows)) {
+        const part = lines.filter((l) => l.table === table);
+        assert.ok(part.length <= 2, `at most two ${table} rows an archive`);
+        rows[table].push(...part.map((l) => l.row));
+      }
+    }
+    assert.deepEqual(byId(rows.balance_transactions), ledger, 'each ledger row in one archive, none lost');
+    assert.deepEqual(withoutRestored(byId(rows.usage_records)), withoutRestored(usage));
+    const after = (await admin.call('GET', '/api/admin/reconcile')).body.data;
+    assert.deepEqual(after.drift, [], 'the three sums left for `archived`, each once');
+
+    for (const a of archives) {
+      assert.equal((await admin.call('POST', `/api/admin/archives/${a.id}/restore`)).status, 200);
+    }
+    assert.deepEqual(byId(await gw.sql(`SELECT * FROM balance_transactions WHERE user_id = '${user.id}'`)), ledger, 'every part back');
+    assert.deepEqual((await admin.call('GET', '/api/admin/reconcile')).body.data.drift, []);
+  });
 });
