@@ -121,6 +121,9 @@ pub struct Faults {
     /// `FAULT_ARCHIVE_PART_ROWS`: an archive holds at most this many rows of each table (instead of
     /// `retention::PART_ROWS`), so a test's day takes several (tests/retention.test.mjs).
     pub archive_part_rows: Option<usize>,
+    /// `FAULT_FAIL_ALERT_QUEUE`: the objects' hand-over of alerts to the `ALERTS` queue fails
+    /// (tests/alerts.test.mjs).
+    pub fail_alert_queue: bool,
 }
 
 /// A fault for tests: the account object, settling a request for `model`, fails a storage statement
@@ -195,6 +198,7 @@ impl Config {
             slow_key_change_ms: fault("FAULT_SLOW_KEY_CHANGE_MS").and_then(|n| n.trim().parse().ok()).unwrap_or(0),
             lose_org_answer: fault("FAULT_LOSE_ORG_ANSWER").is_some(),
             repeat_jobs: fault("FAULT_REPEAT_JOBS").is_some(),
+            fail_alert_queue: fault("FAULT_FAIL_ALERT_QUEUE").is_some(),
             archive_part_rows: fault("FAULT_ARCHIVE_PART_ROWS").and_then(|n| n.trim().parse().ok()).filter(|n| *n > 0),
         };
         Self {

@@ -11,6 +11,7 @@ import http from 'node:http';
 import { after, describe, test } from 'node:test';
 
 import { gatewayForFile } from './fixture.mjs';
+import { withGateway } from './harness.mjs';
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const micros = (usd) => Math.round(usd * 1e6);
@@ -33,14 +34,13 @@ const receiver = http.createServer((req, res) => {
 await new Promise((r) => receiver.listen(0, '127.0.0.1', r));
 after(() => receiver.close());
 
-const ctx = gatewayForFile({
-  vars: {
-    ALERT_WEBHOOK_URL: `http://127.0.0.1:${receiver.address().port}/hooks/tollgate`,
-    ALERT_WEBHOOK_SECRET: SECRET,
-    ALERT_RETRY_SECONDS: '1',
-    ALERT_BALANCE_BELOW: '4.99999',
-  },
-});
+const VARS = {
+  ALERT_WEBHOOK_URL: `http://127.0.0.1:${receiver.address().port}/hooks/tollgate`,
+  ALERT_WEBHOOK_SECRET: SECRET,
+  ALERT_RETRY_SECONDS: '1',
+  ALERT_BALANCE_BELOW: '4.99999',
+};
+const ctx = gatewayForFile({ vars: VARS });
 
 /** The documented recipe: HMAC-SHA256 of "{x-tollgate-timestamp}.{raw body}" with the secret, hex, after "v1=". */
 function verify(headers, body) {
@@ -164,6 +164,30 @@ describe('alerts', () => {
     assert.equal(micros(eighty[0].json.limit), limit);
     assert.ok(verify(eighty[0].headers, eighty[0].body));
     assert.equal(new Set(mine.map((x) => x.json.id)).size, mine.length, 'each share once');
+  });
+
+  test('a failing alerts queue holds up neither the copy to D1 nor reconciliation', async () => {
+    // Any charge from 5 USD crosses a threshold of 5.
+    const vars = { ...VARS, ALERT_BALANCE_BELOW: '5', FAULT_FAIL_ALERT_QUEUE: '1' };
+    await withGateway({ vars }, async (gw, admin) => {
+      const user = await admin.createUser({}, { credit: 5 });
+      const key = await admin.createKey(user.id);
+      const res = await fetch(`${gw.url}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${key.key}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'openai/gpt-4o-mini', max_tokens: 8, messages: [{ role: 'user', content: 'below the threshold' }] }),
+      });
+      assert.equal(res.status, 200);
+      const cost = micros((await res.json()).usage.cost);
+      // The charge crossed ALERT_BALANCE_BELOW: its alert waits for a queue that will not take it.
+      const check = await admin.call('GET', '/api/admin/reconcile');
+      assert.equal(check.status, 200, JSON.stringify(check.body));
+      assert.deepEqual(check.body.data.failed, [], 'the account was checked');
+      assert.deepEqual(check.body.data.drift, []);
+      const [charge] = await gw.sql(`SELECT amount FROM balance_transactions WHERE user_id = '${user.id}' AND type = 'usage'`);
+      assert.equal(charge.amount, -cost, 'the charge is in D1');
+      assert.ok(gw.logs().includes('FAULT_FAIL_ALERT_QUEUE'), 'the failing queue is logged');
+    });
   });
 
   test('alerts need the admin token to read', async () => {

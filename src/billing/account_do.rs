@@ -32,7 +32,7 @@ pub struct AccountDo {
     book: RefCell<Option<Book>>,
     /// When the alarm is set for (saves a storage read per message).
     alarm_at: Cell<Option<i64>>,
-    /// Ledger rows or usage records wait for the copy to D1.
+    /// Ledger rows or usage records wait for the copy to D1, or alerts for the queue.
     copy_waiting: Cell<bool>,
     /// The account's id is recorded in storage.
     owned: Cell<bool>,
@@ -125,12 +125,18 @@ impl DurableObject for AccountDo {
             AccountResponse::Error { message: e.to_string() }
         });
         if flush_now {
-            // Everything waiting, batch after batch (bounded), so a reconciliation compares complete ledgers.
+            // Alerts once (a failing queue leaves them to the alarm, and is no reason to fail the flush);
+            // then every row waiting, batch after batch (bounded), so a reconciliation compares complete
+            // ledgers.
+            let alerts_left = outbox::send_alerts(&sql, &self.env).await.unwrap_or_else(|e| {
+                crate::log::job_error("alert_outbox", &e.to_string());
+                true
+            });
             for _ in 0..MAX_FLUSH_BATCHES {
-                match outbox::flush(&sql, &self.env).await {
+                match outbox::copy(&sql, &self.env).await {
                     Ok(true) => continue,
                     Ok(false) => {
-                        self.copy_waiting.set(false);
+                        self.copy_waiting.set(alerts_left);
                         break;
                     }
                     Err(e) => return message::answer(&AccountResponse::Error { message: e.to_string() }),
@@ -153,15 +159,19 @@ impl DurableObject for AccountDo {
             self.forget();
             return Err(e);
         }
-        let retry = match outbox::flush(&sql, &self.env).await {
-            Ok(more) => {
-                self.copy_waiting.set(more);
-                more.then_some(1)
-            }
-            Err(e) => {
-                crate::log::job_error("ledger_outbox", &e.to_string());
-                Some(OUTBOX_RETRY_MS)
-            }
+        // Alerts and rows each on their own: either failing waits `OUTBOX_RETRY_MS`, more of either goes on
+        // at once.
+        let alerts = outbox::send_alerts(&sql, &self.env).await.map_err(|e| {
+            crate::log::job_error("alert_outbox", &e.to_string());
+        });
+        let rows = outbox::copy(&sql, &self.env).await.map_err(|e| {
+            crate::log::job_error("ledger_outbox", &e.to_string());
+        });
+        self.copy_waiting.set(rows != Ok(false) || alerts != Ok(false));
+        let retry = match (rows, alerts) {
+            (Ok(true), _) | (_, Ok(true)) => Some(1),
+            (Err(()), _) | (_, Err(())) => Some(OUTBOX_RETRY_MS),
+            (Ok(false), Ok(false)) => None,
         };
         self.arm(retry, now).await?;
         Response::empty()

@@ -1,6 +1,8 @@
 //! Copies the account object's ledger rows and usage records to D1
 //! (`balance_transactions`, `usage_records`) in batches, and hands its alerts
-//! to the `ALERTS` queue; on failure the object's alarm tries again.
+//! to the `ALERTS` queue, each on its own (a failing queue does not hold up the
+//! copy, nor a reconciliation waiting for it); on failure the object's alarm
+//! tries again.
 
 use serde::Deserialize;
 use wasm_bindgen::JsValue;
@@ -35,6 +37,9 @@ pub async fn send_alerts(sql: &SqlStorage, env: &Env) -> Result<bool> {
     if waiting.is_empty() {
         return Ok(false);
     }
+    if crate::env::Config::get(env).faults.fail_alert_queue {
+        return Err(worker::Error::RustError("the alerts queue refused the batch (FAULT_FAIL_ALERT_QUEUE)".into()));
+    }
     let more = waiting.len() as u32 == BATCH;
     let ids: Vec<String> = waiting.iter().map(|w| w.id.clone()).collect();
     let messages: Vec<AlertMessage> = waiting.into_iter().map(|w| AlertMessage { id: w.id, body: w.body }).collect();
@@ -55,11 +60,9 @@ pub struct AlertMessage {
     pub body: String,
 }
 
-/// Sends waiting alerts, and copies one batch of unsynced ledger rows and waiting usage records to D1.
-/// Answers whether more rows are waiting; an error when either failed (the rest was done).
-pub async fn flush(sql: &SqlStorage, env: &Env) -> Result<bool> {
-    // Alerts first and apart: a queue that fails must not hold up the copy to D1 (nor reconciliation).
-    let alerts = send_alerts(sql, env).await;
+/// Copies one batch of unsynced ledger rows and waiting usage records to D1. Answers whether more rows
+/// are waiting.
+pub async fn copy(sql: &SqlStorage, env: &Env) -> Result<bool> {
     #[derive(Deserialize)]
     struct Waiting {
         id: String,
@@ -74,7 +77,7 @@ pub async fn flush(sql: &SqlStorage, env: &Env) -> Result<bool> {
     let waiting: Vec<Waiting> =
         sql.exec(&format!("SELECT id, record FROM usage_outbox LIMIT {BATCH}"), None)?.to_array()?;
     if rows.is_empty() && waiting.is_empty() {
-        return alerts;
+        return Ok(false);
     }
     let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
     let records: Vec<UsageRecord> =
@@ -86,8 +89,9 @@ pub async fn flush(sql: &SqlStorage, env: &Env) -> Result<bool> {
     for w in &waiting {
         sql.exec_raw("DELETE FROM usage_outbox WHERE id = ?", vec![text(&w.id)])?;
     }
-    alerts?;
-    self::waiting(sql)
+    Ok(scalar(sql, "SELECT COUNT(*) AS n FROM ledger WHERE synced = 0", vec![])?
+        + scalar(sql, "SELECT COUNT(*) AS n FROM usage_outbox", vec![])?
+        > 0)
 }
 
 async fn copy_to_d1(env: &Env, account_id: &str, rows: Vec<LedgerRow>, records: &[UsageRecord]) -> Result<()> {
