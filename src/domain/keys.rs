@@ -4,6 +4,7 @@
 //! bytes). Only its SHA-256 (hex) is stored. Changing the prefix would revoke
 //! every key in existence: never do it.
 
+use super::windows::Reset;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -90,7 +91,7 @@ pub struct KeyState {
     #[serde(default)]
     pub limit_micros: Option<i64>,
     #[serde(default)]
-    pub limit_reset: Option<super::windows::Reset>,
+    pub limit_reset: Option<Reset>,
     /// The key's permissions (stored form); `None` in states sent before they carried them.
     #[serde(default)]
     pub permissions: Option<String>,
@@ -287,7 +288,7 @@ pub struct KeyTerms {
     pub permissions: Permissions,
     pub org_id: Option<String>,
     pub limit_micros: Option<i64>,
-    pub limit_reset: Option<super::windows::Reset>,
+    pub limit_reset: Option<Reset>,
     pub expires_at_ms: Option<i64>,
     /// The models and providers it may use.
     pub allowed: super::allow::Allowlist,
@@ -303,7 +304,7 @@ pub enum Climb {
     #[error("a key may only manage keys of its own organization")]
     Organization,
     #[error(
-        "a key may not give a key a higher spend limit (or a shorter reset window) than its own, or than the key had"
+        "a key may not give a key a higher spend limit (or a reset window not containing the earlier one's) than its own, or than the key had"
     )]
     Limit,
     #[error("a key may not give a key a later expiry than its own, or than the key had")]
@@ -314,14 +315,15 @@ pub enum Climb {
     Rate,
 }
 
-/// How long a limit's window lasts, for comparing limits: a longer window with the same amount allows less.
-fn window_rank(reset: Option<super::windows::Reset>) -> u8 {
-    use super::windows::Reset;
-    match reset {
-        Some(Reset::Daily) => 1,
-        Some(Reset::Weekly) => 2,
-        Some(Reset::Monthly) => 3,
-        None => 4,
+/// Whether every window of `inner` lies inside one window of `outer` (`None`: no reset, one window for
+/// ever), so the same amount on `outer` allows no more in any `inner` window. Days lie inside weeks and
+/// months; a week can straddle the first of a month, so a monthly limit does not bound a week.
+fn window_within(inner: Option<Reset>, outer: Option<Reset>) -> bool {
+    match (inner, outer) {
+        (_, None) => true,
+        (Some(Reset::Daily), Some(_)) => true,
+        (Some(i), Some(o)) => i == o,
+        (None, Some(_)) => false,
     }
 }
 
@@ -342,7 +344,8 @@ pub fn may_manage(holder: &KeyTerms, target: &KeyTerms) -> Result<(), Climb> {
 
 /// May a holder without `admin` give a key the terms `after` (creating it, or changing it from
 /// `before`)? Besides `may_manage`, nothing may widen: the limit stays within the holder's own and
-/// the key's earlier one (never cleared, never larger, never on a shorter window), and so does the expiry.
+/// the key's earlier one (never cleared, never larger, never on a window that does not contain the earlier
+/// one's: `window_within`), and so does the expiry.
 pub fn within_holder(holder: &KeyTerms, after: &KeyTerms, before: Option<&KeyTerms>) -> Result<(), Climb> {
     may_manage(holder, after)?;
     if let Some(before) = before {
@@ -353,8 +356,8 @@ pub fn within_holder(holder: &KeyTerms, after: &KeyTerms, before: Option<&KeyTer
     }
     for bound in std::iter::once(holder).chain(before) {
         if let Some(cap) = bound.limit_micros {
-            let ok = after.limit_micros.is_some_and(|l| l <= cap)
-                && window_rank(after.limit_reset) >= window_rank(bound.limit_reset);
+            let ok =
+                after.limit_micros.is_some_and(|l| l <= cap) && window_within(bound.limit_reset, after.limit_reset);
             if !ok {
                 return Err(Climb::Limit);
             }
@@ -428,6 +431,33 @@ pub fn parse_permissions(list: &[String]) -> Result<Permissions, super::InvalidR
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_holder_moves_a_limit_only_to_a_window_that_contains_its_windows() {
+        use super::{within_holder, Climb, KeyTerms, Permissions, Reset};
+        let terms = |reset: Option<Reset>| KeyTerms {
+            permissions: Permissions::DEFAULT,
+            org_id: None,
+            limit_micros: Some(10_000_000),
+            limit_reset: reset,
+            expires_at_ms: None,
+            allowed: Default::default(),
+            rates: Default::default(),
+        };
+        let (day, week, month) = (Some(Reset::Daily), Some(Reset::Weekly), Some(Reset::Monthly));
+        let moves =
+            |from: Option<Reset>, to: Option<Reset>| within_holder(&terms(from), &terms(to), Some(&terms(from)));
+        for (from, to) in
+            [(day, day), (day, week), (day, month), (day, None), (week, None), (month, None), (week, week)]
+        {
+            assert_eq!(moves(from, to), Ok(()), "{from:?} -> {to:?}");
+        }
+        // A week straddling the first of a month: $10 spent in its first days, and a monthly $10 starting
+        // on the first would allow $10 more in the same week.
+        for (from, to) in [(week, month), (month, week), (week, day), (month, day), (None, day), (None, month)] {
+            assert_eq!(moves(from, to), Err(Climb::Limit), "{from:?} -> {to:?}");
+        }
+    }
+
     #[test]
     fn a_token_has_the_default_permissions_its_maker_has() {
         use super::Permissions;
