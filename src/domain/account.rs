@@ -261,6 +261,15 @@ impl Book {
         self.in_flight.values().filter(of).map(|h| h.amount).sum()
     }
 
+    /// What may be in flight for one end user of a key: its reservations, and all that the key's leases
+    /// hold. A lease does not know its requests' end users, and the key's leases may have been granted
+    /// before a budget applied to them (a budget ends their use, but requests started on them may still
+    /// run): until they end, all of their money counts against each end user's budget.
+    fn may_hold_for_end_user(&self, key_id: &str, end_user: &str) -> i64 {
+        let leased = self.leases.values().filter(|l| l.key_id == key_id).map(|l| l.amount);
+        self.held_for_end_user(key_id, end_user) + leased.sum::<i64>()
+    }
+
     /// Gives an end user a budget of its own (`Some(None)`: none), or back the key's default (`None`).
     /// The key's leases end for new requests (their requests are not counted per end user): returns
     /// their ids (to store), as `put_key` does.
@@ -431,7 +440,7 @@ impl Book {
         let end_user_headroom = end_user.and_then(|(e, budget)| {
             let b = budget?;
             let spent = self.end_users.get(&ask.key_id, e).map_or(0, |u| u.spend.in_window(b.reset, now));
-            Some(b.limit_micros - spent - self.held_for_end_user(&ask.key_id, e))
+            Some(b.limit_micros - spent - self.may_hold_for_end_user(&ask.key_id, e))
         });
         let headroom =
             Headroom { balance: self.balance - self.reserved(), key: key_headroom, end_user: end_user_headroom };
@@ -880,6 +889,33 @@ mod tests {
         assert_eq!(book.settle_leased("l1", ("r2", None), 100, 70, NOW), None, "once");
         assert!(book.release_lease("l1"));
         assert_eq!(book.reserved(), 100);
+    }
+
+    #[test]
+    fn a_budget_set_while_leased_requests_run_counts_their_lease() {
+        use crate::domain::end_users::Budget;
+        let mut book = Book::restore(10_000, [], [key("k", None, None)], []);
+        let mut first = ask("r0", "k", 100);
+        first.lease = Some(LeaseAsk { lease_id: "l1".into(), amount: 400, use_ms: 1_000 });
+        let Decision::Decided { lease: Some(granted), .. } = book.reserve(&first, NOW).0 else { panic!("a lease") };
+        assert_eq!(granted.amount, 400);
+        // r1 and r2 start on the lease for alice (in the isolate, unseen); then alice gets 150 a day.
+        book.set_end_user_budget("k", "alice", Some(Some(Budget { limit_micros: 150, reset: Some(Reset::Daily) })), NOW);
+        let mut r3 = ask("r3", "k", 100);
+        r3.end_user = Some("alice".into());
+        let (decision, _) = book.reserve(&r3, NOW + 1);
+        assert!(
+            matches!(decision, Decision::Decided { reservation: Reservation::Refused { source: LimitSource::EndUserLimit }, .. }),
+            "the lease's 400 may be alice's: nothing is left of her 150 until it ends ({decision:?})"
+        );
+        for r in ["r1", "r2"] {
+            book.settle_leased("l1", (r, Some("alice")), 100, 100, NOW + 2).expect("charged");
+        }
+        assert!(book.release_lease("l1"));
+        let spent = |book: &Book| book.end_user("k", "alice").map_or(0, |u| u.spend.in_window(Some(Reset::Daily), NOW + 3));
+        assert_eq!(spent(&book), 200, "what started before the budget");
+        let (decision, _) = book.reserve(&r3, NOW + 3);
+        assert!(matches!(decision, Decision::Decided { reservation: Reservation::Refused { .. }, .. }), "{decision:?}");
     }
 
     #[test]
