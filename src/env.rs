@@ -124,6 +124,9 @@ pub struct Faults {
     /// `FAULT_FAIL_ALERT_QUEUE`: the objects' hand-over of alerts to the `ALERTS` queue fails
     /// (tests/alerts.test.mjs).
     pub fail_alert_queue: bool,
+    /// `FAULT_SLOW_RECONCILE_MS`: reconciliation (in the account object) reads D1 this long after its copy,
+    /// as over a slow link to D1, so a busy account charges in between (tests/outbox.test.mjs).
+    pub slow_reconcile_ms: u64,
 }
 
 /// A fault for tests: the account object, settling a request for `model`, fails a storage statement
@@ -199,6 +202,7 @@ impl Config {
             lose_org_answer: fault("FAULT_LOSE_ORG_ANSWER").is_some(),
             repeat_jobs: fault("FAULT_REPEAT_JOBS").is_some(),
             fail_alert_queue: fault("FAULT_FAIL_ALERT_QUEUE").is_some(),
+            slow_reconcile_ms: fault("FAULT_SLOW_RECONCILE_MS").and_then(|n| n.trim().parse().ok()).unwrap_or(0),
             archive_part_rows: fault("FAULT_ARCHIVE_PART_ROWS").and_then(|n| n.trim().parse().ok()).filter(|n| *n > 0),
         };
         Self {

@@ -87,8 +87,8 @@ impl Job {
     fn queries(&self) -> usize {
         match self {
             Job::ReconcilePage { .. } | Job::RetentionPage { .. } | Job::MirrorPage { .. } => 3,
-            // Up to three tries of one read, and the result.
-            Job::ReconcileAccount { .. } => 4,
+            // The account's object reads D1 itself; the result (and the call to the object).
+            Job::ReconcileAccount { .. } => 2,
             // The days, then per day two reads, the batch of four and the read-back.
             Job::RetentionAccount { .. } => 1 + 7 * crate::retention::ARCHIVES_PER_MESSAGE,
         }
@@ -221,7 +221,7 @@ async fn run(env: &Env, job: Job) -> Result<(), ApiError> {
             Ok(())
         }
         Job::ReconcileAccount { run_id, user_id } => {
-            let check = crate::api::reconcile_account(env, &db, &user_id).await;
+            let check = crate::api::reconcile_account(env, &user_id).await;
             let (agrees, drift, error) = match &check {
                 Ok(c) => (c.is_none(), c.as_ref().map(Value::to_string), None),
                 Err(e) => (false, None, Some(e.to_string())),

@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 
 import { gatewayForFile } from './fixture.mjs';
+import { withGateway } from './harness.mjs';
 
 const ctx = gatewayForFile();
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -81,5 +82,48 @@ describe('ledger and usage outbox', () => {
       await ctx.gw.sql(`INSERT INTO balance_transactions (${cols.join(', ')}) VALUES (${values.join(', ')})`);
     }
     assert.deepEqual((await ctx.admin.call('GET', '/api/admin/reconcile')).body.data.drift, []);
+  });
+
+  test('an account charging while it is checked shows no drift, and a lost row still shows', async () => {
+    // FAULT_SLOW_RECONCILE_MS: D1 is read 300 ms after the object answers, as over a slow link, so charges
+    // land in between on every check.
+    await withGateway({ vars: { FAULT_SLOW_RECONCILE_MS: '300' } }, async (gw, admin) => {
+      const user = await admin.createUser({ name: 'Busy' }, { credit: 5 });
+      await admin.credit(user.id, 0.5);
+      const key = await admin.createKey(user.id, { name: 'busy' });
+      let running = true;
+      let served = 0;
+      const client = async (n) => {
+        for (let i = 0; running; i++) {
+          const res = await fetch(`${gw.url}/v1/chat/completions`, {
+            method: 'POST',
+            headers: { authorization: `Bearer ${key.key}`, 'content-type': 'application/json' },
+            body: JSON.stringify({ model: 'openai/gpt-4o-mini', max_tokens: 8, messages: [{ role: 'user', content: `busy ${n} ${i}` }] }),
+          });
+          assert.equal(res.status, 200);
+          await res.arrayBuffer();
+          served++;
+        }
+      };
+      const load = Promise.all([0, 1, 2, 3].map(client));
+      try {
+        await sleep(500);
+        for (let i = 0; i < 4; i++) {
+          const one = await admin.call('GET', `/api/admin/reconcile?user_id=${user.id}`);
+          assert.equal(one.status, 200, JSON.stringify(one.body));
+          assert.deepEqual(one.body.data.drift, [], `check ${i}, ${served} requests in: charges landing meanwhile are no drift`);
+          assert.deepEqual(one.body.data.failed, []);
+        }
+        // A row lost from D1 under the same load is still found.
+        await gw.sql(`DELETE FROM balance_transactions WHERE user_id = '${user.id}' AND amount = 500000`);
+        const report = (await admin.call('GET', `/api/admin/reconcile?user_id=${user.id}`)).body.data;
+        assert.equal(report.drift.length, 1, JSON.stringify(report));
+        assert.equal(report.drift[0].object_ledger_sum, report.drift[0].balance);
+      } finally {
+        running = false;
+        await load;
+      }
+      assert.ok(served > 50, `${served} requests served while checked`);
+    });
   });
 });

@@ -144,7 +144,7 @@ async fn reconcile_one(env: &worker::Env, user_id: &str) -> Result<Value, ApiErr
     if store::count(&db, "SELECT COUNT(*) AS n FROM users WHERE id = ?1", &[user_id.into()]).await? == 0 {
         return Err(ApiError::not_found(format!("user {user_id} not found")));
     }
-    let check = check_account(env, &db, user_id).await?;
+    let check = check_account(env, user_id).await?;
     Ok(json!({
         "accounts_checked": 1, "drift": check.drift.into_iter().collect::<Vec<_>>(), "failed": [],
         "uncollected": micros_to_usd(check.uncollected), "open_reservations": check.open,
@@ -169,8 +169,9 @@ pub async fn get_reconcile_run(call: &Call, id: &str) -> Result<Response, ApiErr
 
 /// Shared with the cron job. For every user (a user whose rows never reached D1
 /// is exactly the drift to find), in parallel: its object copies pending rows,
-/// then D1's ledger sum, the object's balance and the object's own ledger sum
-/// must agree, and the balance must not be negative. Also reported: what was
+/// then D1's ledger sum must equal the sum of the rows the object has copied
+/// (read while no copy runs), the object's own ledger sum its balance, and the
+/// balance must not be negative. Also reported: what was
 /// not collected (cost above a reservation), reservations closed without their
 /// settlement, and per model what was charged against what the upstream reported.
 pub async fn run_reconciliation(env: &worker::Env) -> Result<Value, ApiError> {
@@ -192,7 +193,7 @@ pub async fn run_reconciliation(env: &worker::Env) -> Result<Value, ApiError> {
         .map_err(ApiError::internal)?
         .results()
         .map_err(ApiError::internal)?;
-    let checks = stream::iter(users.iter().map(|u| check_account(env, &db, &u.id)))
+    let checks = stream::iter(users.iter().map(|u| check_account(env, &u.id)))
         .buffered(RECONCILE_FAN_OUT)
         .collect::<Vec<_>>()
         .await;
@@ -227,50 +228,22 @@ struct AccountCheck {
     open: i64,
 }
 
-/// Tries a disagreeing account again: under traffic, rows settled between the copy to D1 and
-/// the reads are not drift. Drift that stays through every try is reported.
-const RECONCILE_TRIES: u32 = 3;
-
 /// One account checked (for a fanned-out run): its drift, if it disagrees.
-pub async fn reconcile_account(
-    env: &worker::Env,
-    db: &worker::D1Database,
-    user_id: &str,
-) -> Result<Option<Value>, ApiError> {
-    Ok(check_account(env, db, user_id).await?.drift)
+pub async fn reconcile_account(env: &worker::Env, user_id: &str) -> Result<Option<Value>, ApiError> {
+    Ok(check_account(env, user_id).await?.drift)
 }
 
-async fn check_account(env: &worker::Env, db: &worker::D1Database, user_id: &str) -> Result<AccountCheck, ApiError> {
-    #[derive(Deserialize)]
-    struct Sum {
-        total: Option<f64>,
-    }
-    let account = Account::of(env, user_id);
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        account.flush().await.map_err(ApiError::internal)?;
-        let summary = account.audit().await.map_err(ApiError::internal)?;
-        let sum: Option<Sum> = db
-            .prepare("SELECT amount + archived AS total FROM ledger_totals WHERE user_id = ?1")
-            .bind(&[user_id.into()])
-            .map_err(ApiError::internal)?
-            .first(None)
-            .await
-            .map_err(ApiError::internal)?;
-        let d1_sum = sum.and_then(|s| s.total).map_or(0, |t| t as i64);
-        let agrees = d1_sum == summary.balance && summary.ledger_sum == summary.balance && summary.balance >= 0;
-        if !agrees && attempt < RECONCILE_TRIES {
-            worker::Delay::from(std::time::Duration::from_millis(200)).await;
-            continue;
-        }
-        let drift = (!agrees).then(|| {
-            json!({
-                "user_id": user_id, "ledger_sum": micros_to_usd(d1_sum), "balance": micros_to_usd(summary.balance),
-                "object_ledger_sum": micros_to_usd(summary.ledger_sum),
-                "difference": micros_to_usd(summary.balance - d1_sum), "negative": summary.balance < 0,
-            })
-        });
-        return Ok(AccountCheck { drift, uncollected: summary.uncollected, open: summary.open });
-    }
+async fn check_account(env: &worker::Env, user_id: &str) -> Result<AccountCheck, ApiError> {
+    // The object copies what waits, then compares D1's copy with the rows it has copied while no copy
+    // runs: exact however busy the account (rows charged meanwhile are not copied yet, and are not drift).
+    let r = Account::of(env, user_id).reconcile().await.map_err(ApiError::internal)?;
+    let agrees = r.d1_sum == r.copied_sum && r.ledger_sum == r.balance && r.balance >= 0;
+    let drift = (!agrees).then(|| {
+        json!({
+            "user_id": user_id, "ledger_sum": micros_to_usd(r.d1_sum), "balance": micros_to_usd(r.balance),
+            "object_ledger_sum": micros_to_usd(r.ledger_sum),
+            "difference": micros_to_usd(r.copied_sum - r.d1_sum), "negative": r.balance < 0,
+        })
+    });
+    Ok(AccountCheck { drift, uncollected: r.uncollected, open: r.open })
 }

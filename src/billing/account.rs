@@ -211,6 +211,10 @@ impl Account<'_> {
             }
             // Answered in `fetch`, which can await the copy.
             AccountRequest::Flush => AccountResponse::Ok,
+            AccountRequest::Reconcile { account_id } => {
+                self.own(&account_id)?;
+                AccountResponse::Ok
+            }
             AccountRequest::Ping => AccountResponse::Pong { pings: 1 },
         })
     }

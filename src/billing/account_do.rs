@@ -23,6 +23,8 @@ const OUTBOX_DELAY_MS: i64 = 500;
 const OUTBOX_RETRY_MS: i64 = 5_000;
 /// Batches one `Flush` copies at most (the alarm takes any rest).
 const MAX_FLUSH_BATCHES: u32 = 50;
+/// How long a copy waits for another one to end before giving up (the alarm tries again).
+const COPY_WAIT_MS: f64 = 10_000.0;
 
 #[durable_object]
 pub struct AccountDo {
@@ -36,6 +38,17 @@ pub struct AccountDo {
     copy_waiting: Cell<bool>,
     /// The account's id is recorded in storage.
     owned: Cell<bool>,
+    /// A copy to D1 runs (one at a time: see `copy_turn`).
+    copying: Cell<bool>,
+}
+
+/// The turn to copy to D1, given back when dropped.
+struct CopyTurn<'a>(&'a Cell<bool>);
+
+impl Drop for CopyTurn<'_> {
+    fn drop(&mut self) {
+        self.0.set(false);
+    }
 }
 
 fn now_ms() -> i64 {
@@ -78,6 +91,55 @@ impl AccountDo {
         })
     }
 
+    /// Waits for the turn to copy to D1. Copies run one at a time, so while a reconciliation holds the turn,
+    /// D1 holds exactly the ledger rows marked copied (a copy marks its rows in the same step its D1 batch
+    /// is confirmed): rows charged meanwhile wait, and the comparison is exact however busy the account.
+    async fn copy_turn(&self) -> Result<CopyTurn<'_>> {
+        let since = js_sys::Date::now();
+        while self.copying.get() {
+            if js_sys::Date::now() - since > COPY_WAIT_MS {
+                return Err(worker::Error::RustError("another copy to D1 is still running".into()));
+            }
+            worker::Delay::from(std::time::Duration::from_millis(5)).await;
+        }
+        self.copying.set(true);
+        Ok(CopyTurn(&self.copying))
+    }
+
+    /// Reads D1's sum of the account's ledger, then (in one step, nothing between) the object's own
+    /// sums, while holding the copy turn.
+    async fn reconciled(&self, sql: &SqlStorage, account_id: &str, now: i64) -> Result<AccountResponse> {
+        #[derive(serde::Deserialize)]
+        struct Sum {
+            total: Option<f64>,
+        }
+        let slow_ms = crate::env::Config::get(&self.env).faults.slow_reconcile_ms;
+        if slow_ms > 0 {
+            worker::Delay::from(std::time::Duration::from_millis(slow_ms)).await;
+        }
+        let sum: Option<Sum> = crate::env::db(&self.env)?
+            .prepare("SELECT amount + archived AS total FROM ledger_totals WHERE user_id = ?1")
+            .bind(&[account_id.into()])?
+            .first(None)
+            .await?;
+        let d1_sum = sum.and_then(|s| s.total).map_or(0, |t| t as i64);
+        let (ledger_sum, uncollected) = store::ledger_totals(sql)?;
+        let uncopied = store::scalar(sql, "SELECT COALESCE(SUM(amount), 0) AS n FROM ledger WHERE synced = 0", vec![])?;
+        let mut slot = self.book.borrow_mut();
+        let book = match slot.as_mut() {
+            Some(book) => book,
+            None => slot.insert(store::load_book(sql, now)?),
+        };
+        Ok(AccountResponse::Reconciled {
+            balance: book.balance(),
+            ledger_sum,
+            uncollected,
+            copied_sum: ledger_sum - uncopied,
+            d1_sum,
+            open: book.in_flight().count() as i64,
+        })
+    }
+
     /// After a failed message, whose writes storage undid: what memory holds is read again from storage.
     fn forget(&self) {
         self.book.replace(None);
@@ -108,6 +170,7 @@ impl DurableObject for AccountDo {
             alarm_at: Cell::new(None),
             copy_waiting: Cell::new(false),
             owned: Cell::new(false),
+            copying: Cell::new(false),
         }
     }
 
@@ -115,19 +178,27 @@ impl DurableObject for AccountDo {
         let now = now_ms();
         let sql = self.sql()?;
         let parsed = message::read::<AccountRequest>(req).await;
-        let flush_now = matches!(parsed, Ok(AccountRequest::Flush));
+        let reconcile = match &parsed {
+            Ok(AccountRequest::Reconcile { account_id }) => Some(account_id.clone()),
+            _ => None,
+        };
+        let flush_now = matches!(parsed, Ok(AccountRequest::Flush)) || reconcile.is_some();
         let answer = match parsed {
             Ok(message) => self.run(&sql, Some(message), now),
             Err(e) => Ok(AccountResponse::Error { message: format!("bad message: {e}") }),
         };
-        let answer = answer.unwrap_or_else(|e| {
+        let mut answer = answer.unwrap_or_else(|e| {
             self.forget();
             AccountResponse::Error { message: e.to_string() }
         });
-        if flush_now {
+        if flush_now && !matches!(answer, AccountResponse::Error { .. }) {
             // Alerts once (a failing queue leaves them to the alarm, and is no reason to fail the flush);
             // then every row waiting, batch after batch (bounded), so a reconciliation compares complete
             // ledgers.
+            let turn = match self.copy_turn().await {
+                Ok(turn) => turn,
+                Err(e) => return message::answer(&AccountResponse::Error { message: e.to_string() }),
+            };
             let alerts_left = outbox::send_alerts(&sql, &self.env).await.unwrap_or_else(|e| {
                 crate::log::job_error("alert_outbox", &e.to_string());
                 true
@@ -142,6 +213,13 @@ impl DurableObject for AccountDo {
                     Err(e) => return message::answer(&AccountResponse::Error { message: e.to_string() }),
                 }
             }
+            if let Some(account_id) = &reconcile {
+                answer = self
+                    .reconciled(&sql, account_id, now)
+                    .await
+                    .unwrap_or_else(|e| AccountResponse::Error { message: e.to_string() });
+            }
+            drop(turn);
         }
         // The message is committed whatever happens to the alarm: its failure must not
         // turn a done change into an error the caller would retry (the next message re-arms).
@@ -159,6 +237,10 @@ impl DurableObject for AccountDo {
             self.forget();
             return Err(e);
         }
+        let Ok(_turn) = self.copy_turn().await else {
+            self.arm(Some(OUTBOX_RETRY_MS), now).await?;
+            return Response::empty();
+        };
         // Alerts and rows each on their own: either failing waits `OUTBOX_RETRY_MS`, more of either goes on
         // at once.
         let alerts = outbox::send_alerts(&sql, &self.env).await.map_err(|e| {

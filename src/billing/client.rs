@@ -111,9 +111,15 @@ pub struct Summary {
     pub total_credits: i64,
     pub total_usage: i64,
     pub key: Option<KeyUsage>,
-    /// Only from `audit` (0 otherwise).
+}
+
+/// An account's object against D1's copy of its ledger (`AccountResponse::Reconciled`).
+pub struct Reconciled {
+    pub balance: i64,
     pub ledger_sum: i64,
     pub uncollected: i64,
+    pub copied_sum: i64,
+    pub d1_sum: i64,
     pub open: i64,
 }
 
@@ -217,28 +223,21 @@ impl<'a> Account<'a> {
     }
 
     pub async fn summary(&self, key_id: Option<String>) -> Result<Summary, String> {
-        self.summarise(key_id, false).await
-    }
-
-    /// Balance and totals with the ledger's own sums (`ledger_sum`, `uncollected`): a scan of the
-    /// whole ledger, for reconciliation.
-    pub async fn audit(&self) -> Result<Summary, String> {
-        self.summarise(None, true).await
-    }
-
-    async fn summarise(&self, key_id: Option<String>, audit: bool) -> Result<Summary, String> {
-        match self.call(&AccountRequest::Summary { key_id, audit }).await? {
-            AccountResponse::Summary {
-                balance,
-                reserved,
-                total_credits,
-                total_usage,
-                key,
-                ledger_sum,
-                uncollected,
-                open,
-            } => Ok(Summary { balance, reserved, total_credits, total_usage, key, ledger_sum, uncollected, open }),
+        match self.call(&AccountRequest::Summary { key_id, audit: false }).await? {
+            AccountResponse::Summary { balance, reserved, total_credits, total_usage, key, .. } => {
+                Ok(Summary { balance, reserved, total_credits, total_usage, key })
+            }
             other => Err(unexpected("Summary", other)),
+        }
+    }
+
+    /// Copies what waits to D1 and compares the object's ledger with D1's copy, at one point of the copy.
+    pub async fn reconcile(&self) -> Result<Reconciled, String> {
+        match self.call(&AccountRequest::Reconcile { account_id: self.id.to_string() }).await? {
+            AccountResponse::Reconciled { balance, ledger_sum, uncollected, copied_sum, d1_sum, open } => {
+                Ok(Reconciled { balance, ledger_sum, uncollected, copied_sum, d1_sum, open })
+            }
+            other => Err(unexpected("Reconcile", other)),
         }
     }
 
@@ -246,14 +245,6 @@ impl<'a> Account<'a> {
         match self.call(&AccountRequest::Transactions { page, page_size }).await? {
             AccountResponse::Transactions { rows, total } => Ok((rows, total)),
             other => Err(unexpected("Transactions", other)),
-        }
-    }
-
-    /// Copies every waiting ledger row and usage record to D1 now.
-    pub async fn flush(&self) -> Result<(), String> {
-        match self.call(&AccountRequest::Flush).await? {
-            AccountResponse::Ok => Ok(()),
-            other => Err(unexpected("Flush", other)),
         }
     }
 

@@ -65,8 +65,11 @@ pub enum AccountRequest {
     /// A key's end users with their spend; `default` is D1's view of the key's budget per end user,
     /// used when the object has no state for the key.
     EndUsers { key_id: String, default: Option<Budget> },
-    /// Copies the ledger's unsynced rows to D1 now (reconciliation asks first).
+    /// Copies the ledger's unsynced rows to D1 now (reconciliation by an earlier version asked first).
     Flush,
+    /// Copies what waits to D1, then reads D1's sum of the account's ledger while no other copy runs, and
+    /// answers `Reconciled` (reconciliation). The object learns `account_id` if it did not know it.
+    Reconcile { account_id: String },
     /// Liveness probe for `/health?deep=1`.
     Ping,
 }
@@ -198,6 +201,19 @@ pub enum AccountResponse {
         #[serde(default)]
         uncollected: i64,
         #[serde(default)]
+        open: i64,
+    },
+    /// The object's balance and ledger against D1's copy, read at one point of the copy.
+    Reconciled {
+        balance: i64,
+        /// The ledger's own sum, and the cost it could not charge.
+        ledger_sum: i64,
+        uncollected: i64,
+        /// The sum of the ledger rows copied to D1, and D1's sum of the account's rows (`amount +
+        /// archived` of `ledger_totals`), read while no copy ran: they are equal unless D1's copy drifted.
+        copied_sum: i64,
+        d1_sum: i64,
+        /// Reservations open.
         open: i64,
     },
     Transactions {

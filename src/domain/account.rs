@@ -900,19 +900,28 @@ mod tests {
         let Decision::Decided { lease: Some(granted), .. } = book.reserve(&first, NOW).0 else { panic!("a lease") };
         assert_eq!(granted.amount, 400);
         // r1 and r2 start on the lease for alice (in the isolate, unseen); then alice gets 150 a day.
-        book.set_end_user_budget("k", "alice", Some(Some(Budget { limit_micros: 150, reset: Some(Reset::Daily) })), NOW);
+        book.set_end_user_budget(
+            "k",
+            "alice",
+            Some(Some(Budget { limit_micros: 150, reset: Some(Reset::Daily) })),
+            NOW,
+        );
         let mut r3 = ask("r3", "k", 100);
         r3.end_user = Some("alice".into());
         let (decision, _) = book.reserve(&r3, NOW + 1);
         assert!(
-            matches!(decision, Decision::Decided { reservation: Reservation::Refused { source: LimitSource::EndUserLimit }, .. }),
+            matches!(
+                decision,
+                Decision::Decided { reservation: Reservation::Refused { source: LimitSource::EndUserLimit }, .. }
+            ),
             "the lease's 400 may be alice's: nothing is left of her 150 until it ends ({decision:?})"
         );
         for r in ["r1", "r2"] {
             book.settle_leased("l1", (r, Some("alice")), 100, 100, NOW + 2).expect("charged");
         }
         assert!(book.release_lease("l1"));
-        let spent = |book: &Book| book.end_user("k", "alice").map_or(0, |u| u.spend.in_window(Some(Reset::Daily), NOW + 3));
+        let spent =
+            |book: &Book| book.end_user("k", "alice").map_or(0, |u| u.spend.in_window(Some(Reset::Daily), NOW + 3));
         assert_eq!(spent(&book), 200, "what started before the budget");
         let (decision, _) = book.reserve(&r3, NOW + 3);
         assert!(matches!(decision, Decision::Decided { reservation: Reservation::Refused { .. }, .. }), "{decision:?}");
