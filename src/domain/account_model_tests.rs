@@ -282,6 +282,9 @@ struct World {
     alert_ids: std::collections::HashSet<String>,
     /// Each edited key as D1 has it, versioned (the gateway's view, sent with its reservations).
     d1: HashMap<usize, KeyState>,
+    /// Key 2's end users with a budget of their own: (its limit, when it was set, the end user's spend in
+    /// its week then, and what requests already running for it then could still cost).
+    budgets: HashMap<&'static str, (i64, i64, i64, i64)>,
 }
 
 impl World {
@@ -614,6 +617,27 @@ impl World {
                         local.use_until_ms = local.use_until_ms.min(self.now);
                     }
                 }
+                match own {
+                    Some(Some(budget)) => {
+                        let spent = self.week_spend(end_user);
+                        // Running for it: its reservations, and what it started on key 2's leases.
+                        let leased: i64 = self
+                            .local_requests
+                            .iter()
+                            .filter(|(_, lease, _, moved, user)| {
+                                *user == Some(end_user)
+                                    && !moved
+                                    && self.book.lease(lease).is_some_and(|l| l.key_id == key_id)
+                            })
+                            .map(|(_, _, worst, _, _)| worst)
+                            .sum();
+                        let running = self.book.held_for_end_user(key_id, end_user) + leased;
+                        self.budgets.insert(end_user, (budget.limit_micros, self.now, spent, running));
+                    }
+                    _ => {
+                        self.budgets.remove(end_user);
+                    }
+                }
                 let first = self.book.end_user(key_id, end_user).map_or(self.now, |u| u.first_ms);
                 self.store
                     .end_users
@@ -627,6 +651,11 @@ impl World {
             }
         }
         self.check()
+    }
+
+    /// What an end user of key 2 has spent in this week.
+    fn week_spend(&self, end_user: &str) -> i64 {
+        self.book.end_user(KEYS[2], end_user).map_or(0, |u| u.spend.in_window(Some(Reset::Weekly), self.now))
     }
 
     fn check(&self) -> Result<(), TestCaseError> {
@@ -664,6 +693,14 @@ impl World {
                 let held = book.held_for_end_user(KEYS[1], end_user);
                 prop_assert!(spent + held <= budget.limit_micros, "{}: {} + {} held", end_user, spent, held);
             }
+        }
+        // Key 2's end users with a budget of their own: what starts after it stays within it; only what was
+        // already running for them (on its reservations, or on the key's leases) may pass it.
+        for (end_user, (limit, set_ms, spent_then, running)) in &self.budgets {
+            let same_week = Reset::Weekly.window_end(*set_ms) == Reset::Weekly.window_end(self.now);
+            let bound = (*limit).max(if same_week { spent_then } else { &0 } + running);
+            let (spent, held) = (self.week_spend(end_user), book.held_for_end_user(KEYS[2], end_user));
+            prop_assert!(spent + held <= bound, "{}: {} + {} held > {}", end_user, spent, held, bound);
         }
         // Key 3's per-minute limits hold in every window that ends now.
         let limits = rate_default(3);
@@ -703,6 +740,7 @@ proptest! {
             settled_leased: HashMap::new(),
             alert_ids: Default::default(),
             d1: HashMap::new(),
+            budgets: HashMap::new(),
         };
         for op in &ops {
             world.step(op)?;
