@@ -116,7 +116,7 @@ pub struct Faults {
     /// is taken as lost on its way back (its hold made), as a failed call (tests/orgs.test.mjs).
     pub lose_org_answer: bool,
     /// `FAULT_REPEAT_JOBS`: every job a fanned-out job hands on is sent twice, as a queue that delivers
-    /// at least once may deliver it (tests/jobs.test.mjs).
+    /// at least once may deliver it (tests/fanout.test.mjs).
     pub repeat_jobs: bool,
     /// `FAULT_ARCHIVE_PART_ROWS`: an archive holds at most this many rows of each table (instead of
     /// `retention::PART_ROWS`), so a test's day takes several (tests/retention.test.mjs).

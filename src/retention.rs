@@ -151,7 +151,7 @@ pub async fn archive_account(
     }
     // Rows left over are handed on only when this step made progress (a step that moved nothing would
     // only meet the same rows again).
-    let more = moved.archives > 0 && left;
+    let more = moved.archives > 0 && (left || days.len() > limit);
     Ok((moved, more))
 }
 

@@ -106,6 +106,27 @@ impl AccountDo {
         Ok(CopyTurn(&self.copying))
     }
 
+    /// Copies everything waiting to D1 (alerts first, apart: a failing queue leaves them to the alarm, and is
+    /// no reason to fail the flush; nor does a slow one hold the turn to copy), batch after batch (bounded),
+    /// so a reconciliation compares complete ledgers; for a reconciliation, then compares (its answer).
+    async fn flush(&self, sql: &SqlStorage, reconcile: Option<&str>, now: i64) -> Result<Option<AccountResponse>> {
+        let alerts_left = outbox::send_alerts(sql, &self.env).await.unwrap_or_else(|e| {
+            crate::log::job_error("alert_outbox", &e.to_string());
+            true
+        });
+        let _turn = self.copy_turn().await?;
+        for _ in 0..MAX_FLUSH_BATCHES {
+            if !outbox::copy(sql, &self.env).await? {
+                self.copy_waiting.set(alerts_left);
+                break;
+            }
+        }
+        match reconcile {
+            Some(account_id) => Ok(Some(self.reconciled(sql, account_id, now).await?)),
+            None => Ok(None),
+        }
+    }
+
     /// Reads D1's sum of the account's ledger, then (in one step, nothing between) the object's own
     /// sums, while holding the copy turn.
     async fn reconciled(&self, sql: &SqlStorage, account_id: &str, now: i64) -> Result<AccountResponse> {
@@ -192,38 +213,15 @@ impl DurableObject for AccountDo {
             AccountResponse::Error { message: e.to_string() }
         });
         if flush_now && !matches!(answer, AccountResponse::Error { .. }) {
-            // Alerts once (a failing queue leaves them to the alarm, and is no reason to fail the flush);
-            // then every row waiting, batch after batch (bounded), so a reconciliation compares complete
-            // ledgers.
-            let turn = match self.copy_turn().await {
-                Ok(turn) => turn,
-                Err(e) => return message::answer(&AccountResponse::Error { message: e.to_string() }),
-            };
-            let alerts_left = outbox::send_alerts(&sql, &self.env).await.unwrap_or_else(|e| {
-                crate::log::job_error("alert_outbox", &e.to_string());
-                true
-            });
-            for _ in 0..MAX_FLUSH_BATCHES {
-                match outbox::copy(&sql, &self.env).await {
-                    Ok(true) => continue,
-                    Ok(false) => {
-                        self.copy_waiting.set(alerts_left);
-                        break;
-                    }
-                    Err(e) => return message::answer(&AccountResponse::Error { message: e.to_string() }),
-                }
+            match self.flush(&sql, reconcile.as_deref(), now).await {
+                Ok(Some(reconciled)) => answer = reconciled,
+                Ok(None) => {}
+                Err(e) => answer = AccountResponse::Error { message: e.to_string() },
             }
-            if let Some(account_id) = &reconcile {
-                answer = self
-                    .reconciled(&sql, account_id, now)
-                    .await
-                    .unwrap_or_else(|e| AccountResponse::Error { message: e.to_string() });
-            }
-            drop(turn);
         }
         // The message is committed whatever happens to the alarm: its failure must not
         // turn a done change into an error the caller would retry (the next message re-arms).
-        if let Err(e) = self.arm(Some(OUTBOX_DELAY_MS), now).await {
+        if let Err(e) = self.arm(Some(OUTBOX_DELAY_MS), now_ms()).await {
             self.alarm_at.set(None);
             crate::log::job_error("account_alarm", &e.to_string());
         }
@@ -237,25 +235,23 @@ impl DurableObject for AccountDo {
             self.forget();
             return Err(e);
         }
-        let Ok(_turn) = self.copy_turn().await else {
-            self.arm(Some(OUTBOX_RETRY_MS), now).await?;
-            return Response::empty();
-        };
-        // Alerts and rows each on their own: either failing waits `OUTBOX_RETRY_MS`, more of either goes on
-        // at once.
+        // Alerts and rows each on their own (alerts outside the turn to copy, which a slow queue would
+        // hold): either failing waits `OUTBOX_RETRY_MS`, more of either goes on at once.
         let alerts = outbox::send_alerts(&sql, &self.env).await.map_err(|e| {
             crate::log::job_error("alert_outbox", &e.to_string());
         });
-        let rows = outbox::copy(&sql, &self.env).await.map_err(|e| {
-            crate::log::job_error("ledger_outbox", &e.to_string());
-        });
+        let rows = match self.copy_turn().await {
+            Ok(_turn) => outbox::copy(&sql, &self.env).await,
+            Err(e) => Err(e),
+        };
+        let rows = rows.map_err(|e| crate::log::job_error("ledger_outbox", &e.to_string()));
         self.copy_waiting.set(rows != Ok(false) || alerts != Ok(false));
         let retry = match (rows, alerts) {
             (Ok(true), _) | (_, Ok(true)) => Some(1),
             (Err(()), _) | (_, Err(())) => Some(OUTBOX_RETRY_MS),
             (Ok(false), Ok(false)) => None,
         };
-        self.arm(retry, now).await?;
+        self.arm(retry, now_ms()).await?;
         Response::empty()
     }
 }

@@ -348,9 +348,9 @@ pub fn put_end_user_budget(
     Ok(())
 }
 
-/// The requests counted in per-minute windows that are still in them. Those out of them are forgotten
-/// here too: `admit` forgets only its own key's, so a key that went quiet would keep its last minute's
-/// rows for as long as the object lives.
+/// The requests counted in per-minute windows that are still in them. Every key's rows out of them are
+/// forgotten here, when the object loads: `admit` forgets only its own key's, so a key that went quiet
+/// would otherwise keep its last minute's rows for good.
 fn load_rates(sql: &SqlStorage, now: i64) -> Result<Rates> {
     sql.exec_raw("DELETE FROM rate_log WHERE at_ms <= ?", vec![int(now - rates::WINDOW_MS)])?;
     #[derive(Deserialize)]
