@@ -57,6 +57,8 @@ export const CATALOGUE = [
   { id: 'anthropic/claude-3-5-haiku-20241022', name: 'Anthropic: Claude 3.5 Haiku', context_length: 200000, prompt: '0.0000008', completion: '0.000004' },
   { id: 'google/gemini-2.0-flash-001', name: 'Google: Gemini 2.0 Flash', context_length: 1048576, prompt: '0.0000001', completion: '0.0000004' },
   { id: 'meta-llama/llama-3.1-8b-instruct', name: 'Meta: Llama 3.1 8B Instruct', context_length: 131072, prompt: '0.00000002', completion: '0.00000005' },
+  // A fee per request on top of the tokens (the table cannot hold it: synced inactive).
+  { id: 'perplexity/sonar', name: 'Perplexity: Sonar', context_length: 127072, prompt: '0.000001', completion: '0.000001', request: '0.005' },
   { id: 'openai/text-embedding-3-small', name: 'OpenAI: Text Embedding 3 Small', context_length: 8192, prompt: '0.00000002', completion: '0', embedding: 1536 },
 ];
 
@@ -345,7 +347,7 @@ function models(res) {
     description: `${m.name} (fake)`,
     context_length: m.context_length,
     architecture: { modality: 'text->text', input_modalities: ['text'], output_modalities: ['text'], tokenizer: 'Other' },
-    pricing: { prompt: m.prompt, completion: m.completion, request: '0', image: '0', web_search: '0', internal_reasoning: '0' },
+    pricing: { prompt: m.prompt, completion: m.completion, request: m.request ?? '0', image: '0', web_search: '0', internal_reasoning: '0' },
     top_provider: { context_length: m.context_length, max_completion_tokens: 16384, is_moderated: false },
     supported_parameters: ['max_tokens', 'temperature', 'tools', 'tool_choice', 'stop'],
   }));

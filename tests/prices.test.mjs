@@ -21,11 +21,23 @@ describe('prices', () => {
     assert.equal(asAdmin.body.data.upstream_pricing_input, 0.00000015, 'an admin sees it');
     assert.equal(mini.data.context_length, 128000);
     assert.equal(mini.data.is_active, true);
+    // A model with a fee per request (which the table cannot hold) comes in inactive, and is not served.
+    const sonar = await ctx.admin.call('GET', '/api/models/pricing/perplexity/sonar');
+    assert.equal(sonar.body.data.is_active, false, JSON.stringify(sonar.body));
+    const user = await ctx.admin.createUser();
+    const key = await ctx.admin.createKey(user.id);
+    const refused = await fetch(`${ctx.gw.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key.key}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'perplexity/sonar', messages: [{ role: 'user', content: 'search me' }] }),
+    });
+    assert.equal(refused.status, 404);
     const missing = await fetch(`${ctx.gw.url}/api/models/pricing/nope/none`);
     assert.equal(missing.status, 404);
     assert.equal((await missing.json()).error.code, 'model_not_found');
     const models = await fetch(`${ctx.gw.url}/v1/models`).then((r) => r.json());
     assert.deepEqual(models.data.find((m) => m.id === 'openai/gpt-4o-mini').pricing, { prompt: '0.000000165', completion: '0.00000066' }, 'local prices win in /v1/models');
+    assert.ok(!models.data.some((m) => m.id === 'perplexity/sonar'), 'an inactive model is not listed');
   });
 
   test('an operator edit survives a sync unless overwrite is asked for', async () => {

@@ -175,7 +175,7 @@ pub async fn sync(env: &Env, overwrite: bool) -> Result<usize, ApiError> {
                 upstream_output_per_mtok: Some(output),
                 context_length: m.context_length.map(|c| c as i64),
                 max_completion_tokens: m.max_completion_tokens.map(|c| c as i64),
-                is_active: 1,
+                is_active: i64::from(!p.has_request_fee()),
                 edited_by_admin: 0,
                 updated_at: now.clone(),
                 model_name: m.id,

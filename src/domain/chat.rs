@@ -23,6 +23,10 @@ const _: () = assert!(PER_FILE_TOKENS >= 100 * 3_000, "Anthropic's 100 pages at 
 const VIDEO_PARTS: [&str; 3] = ["video_url", "input_video", "video"];
 /// Content parts carrying an image.
 const IMAGE_PARTS: [&str; 2] = ["image_url", "input_image"];
+/// Content parts that carry audio (priced per audio token, apart from text).
+const AUDIO_PARTS: [&str; 2] = ["input_audio", "audio"];
+/// OpenAI service tiers billed at the price table's (standard) rates.
+const STANDARD_TIERS: [&str; 2] = ["auto", "default"];
 
 /// Whether any `cache_control` in `v` asks for a cache life other than the default five minutes: Anthropic
 /// bills a one-hour cache write at twice the input price, above the price table's cache-write price.
@@ -40,6 +44,15 @@ fn long_ttl(cache_control: &Value) -> bool {
 }
 
 /// The parts in `v` whose `type` is one of `types`.
+/// Audio in or out: audio tokens are priced apart from text (for OpenAI's audio models, 16 times the text
+/// input price), at rates the price table does not hold.
+fn unpriced_audio(param: &str) -> InvalidRequest {
+    InvalidRequest::param(
+        "audio input or output is billed per audio token at a price the price table does not hold, so it is not accepted",
+        param,
+    )
+}
+
 fn count_parts(v: &Value, types: &[&str]) -> u64 {
     match v {
         Value::Object(o) => {
@@ -159,6 +172,20 @@ impl ChatRequest {
                 "preset",
             ));
         }
+        // OpenAI bills `priority` at about twice the standard price and `flex` at half: the table holds one.
+        if let Some(tier) = self.body.get("service_tier").filter(|v| !v.is_null()) {
+            if !tier.as_str().is_some_and(|t| STANDARD_TIERS.contains(&t)) {
+                return Err(InvalidRequest::param(
+                    "`service_tier` other than \"auto\" or \"default\" is billed at a price the price table does not hold (priority processing costs about twice the standard price), so it is not accepted",
+                    "service_tier",
+                ));
+            }
+        }
+        let audio_out =
+            self.body.get("modalities").and_then(Value::as_array).is_some_and(|m| m.iter().any(|x| x == "audio"));
+        if audio_out || self.body.get("audio").is_some_and(|v| !v.is_null()) {
+            return Err(unpriced_audio(if audio_out { "modalities" } else { "audio" }));
+        }
         // Anywhere in the body: all of it goes upstream.
         for (field, value) in &self.body {
             if long_cache_life(value) || (field == "cache_control" && long_ttl(value)) {
@@ -172,6 +199,9 @@ impl ChatRequest {
         for (i, message) in messages.iter().enumerate() {
             let parts = message.get("content").and_then(Value::as_array).map_or(&[][..], Vec::as_slice);
             for (j, part) in parts.iter().enumerate() {
+                if part.get("type").and_then(Value::as_str).is_some_and(|t| AUDIO_PARTS.contains(&t)) {
+                    return Err(unpriced_audio(&format!("messages[{i}].content[{j}]")));
+                }
                 if part.get("type").and_then(Value::as_str).is_some_and(|t| VIDEO_PARTS.contains(&t)) {
                     return Err(InvalidRequest::param(
                         "a video costs prompt tokens per second of video, which the gateway cannot bound before the call, so it is not accepted",
@@ -457,6 +487,24 @@ mod tests {
         assert_eq!(refused(&image("data:application/pdf;base64,AAAA")).as_deref(), Some("messages[0].content[0]"));
         assert_eq!(refused(&image("data:image/png;base64,AAAA")), None);
         assert_eq!(refused(&image("https://x/y.png")), None);
+        for tier in ["priority", "flex", "scale"] {
+            let json = format!(r#"{{"model":"m",{msg},"service_tier":"{tier}"}}"#);
+            assert_eq!(refused(&json).as_deref(), Some("service_tier"), "{tier}");
+        }
+        for tier in [r#""auto""#, r#""default""#, "null"] {
+            assert_eq!(refused(&format!(r#"{{"model":"m",{msg},"service_tier":{tier}}}"#)), None, "{tier}");
+        }
+        assert_eq!(
+            refused(&format!(r#"{{"model":"m",{msg},"modalities":["text","audio"]}}"#)).as_deref(),
+            Some("modalities")
+        );
+        assert_eq!(refused(&format!(r#"{{"model":"m",{msg},"modalities":["text"]}}"#)), None);
+        assert_eq!(
+            refused(&format!(r#"{{"model":"m",{msg},"audio":{{"voice":"alloy","format":"wav"}}}}"#)).as_deref(),
+            Some("audio")
+        );
+        let heard = r#"{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"x"},{"type":"input_audio","input_audio":{"data":"AAAA","format":"wav"}}]}]}"#;
+        assert_eq!(refused(heard).as_deref(), Some("messages[0].content[1]"));
         let input_image = r#"{"model":"m","messages":[{"role":"user","content":[{"type":"input_image","image_url":"data:video/webm;base64,AA"}]}]}"#;
         assert_eq!(refused(input_image).as_deref(), Some("messages[0].content[0]"));
         for video in [

@@ -158,7 +158,7 @@ pub struct TopProvider {
     pub max_completion_tokens: Option<u64>,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 pub struct UpstreamPricing {
     #[serde(default)]
     pub prompt: Option<String>,
@@ -170,6 +170,17 @@ pub struct UpstreamPricing {
     pub input_cache_write: Option<String>,
     #[serde(default, skip_serializing)]
     pub internal_reasoning: Option<String>,
+    /// A fee per request, in USD (a search model's, for one).
+    #[serde(default, skip_serializing)]
+    pub request: Option<String>,
+}
+
+impl UpstreamPricing {
+    /// Whether the model costs a fee per request on top of its tokens, which the price table does not
+    /// hold: such a model is synced inactive (an operator may price it by hand, and enable it).
+    pub fn has_request_fee(&self) -> bool {
+        self.request.as_deref().and_then(|v| v.trim().parse::<f64>().ok()).is_some_and(|fee| fee > 0.0)
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -212,13 +223,7 @@ pub struct ListedPricing {
 impl From<UpstreamModel> for ListedModel {
     fn from(m: UpstreamModel) -> Self {
         let owned_by = m.id.split_once('/').map_or("openrouter", |(p, _)| p).to_string();
-        let pricing = m.pricing.unwrap_or(UpstreamPricing {
-            prompt: None,
-            completion: None,
-            input_cache_read: None,
-            input_cache_write: None,
-            internal_reasoning: None,
-        });
+        let pricing = m.pricing.unwrap_or_default();
         Self {
             owned_by,
             object: "model".into(),
@@ -235,6 +240,20 @@ impl From<UpstreamModel> for ListedModel {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_fee_per_request_is_told_apart_from_a_free_request() {
+        let pricing = |request: Option<&str>| super::UpstreamPricing {
+            prompt: Some("0.000001".into()),
+            completion: Some("0.000001".into()),
+            request: request.map(Into::into),
+            ..Default::default()
+        };
+        assert!(pricing(Some("0.005")).has_request_fee());
+        for free in [None, Some("0"), Some("0.0"), Some(""), Some("n/a"), Some("-1")] {
+            assert!(!pricing(free).has_request_fee(), "{free:?}");
+        }
+    }
+
     #[test]
     fn anthropic_and_gemini_error_bodies_classify_like_openais() {
         let body = |text: &str| text.as_bytes().to_vec();
