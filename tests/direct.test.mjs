@@ -221,6 +221,27 @@ async function generation(id) {
   throw new Error(`no usage record for ${id}`);
 }
 
+test('an Anthropic stream broken off after its start is charged the prompt and cache it reported, and the output delivered', async () => {
+  await setup();
+  const key = await ctx.admin.createKey(user.id, { name: 'cut anthropic' });
+  // The fake Anthropic API closes the stream after two text deltas; its message_start said 5,000 tokens were
+  // written to the cache.
+  const content = 'please stop early [cut:2] [cache_write:5000]';
+  const res = await fetch(`${ctx.gw.url}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${key.key}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ model: 'anthropic/claude-3-5-haiku-20241022', stream: true, messages: [{ role: 'user', content }] }),
+  });
+  assert.equal(res.status, 200);
+  assert.match(await res.text(), /"error"/, 'the stream ended with an error event');
+  const record = await generation(res.headers.get('x-request-id'));
+  const input = Math.ceil(content.length / 4) + 3; // the fake's count
+  assert.equal(record.tokens_prompt, input + 5_000, 'the prompt and cache write Anthropic reported, not an estimate');
+  assert.ok(record.tokens_completion >= 1);
+  const atLeast = Math.ceil((input + 5_000) * 800_000 / 1e6);
+  assert.ok(micros(record.total_cost) >= atLeast, `${micros(record.total_cost)} >= ${atLeast}`);
+});
+
 describe('routing', () => {
   test('models of providers without a direct key still go to OpenRouter', async () => {
     await setup();

@@ -20,6 +20,9 @@
 //   "tools"                 answers with a tool call (streamed as argument pieces)
 //   "error_event"           stream: a mid-stream error event, then the end
 //   "no_record"             keeps no generation record (GET /generation answers 404 for it)
+// The direct Anthropic API (whose bodies the gateway builds) takes "[cut:<n>]" in the last message's text:
+// the stream closes after n text deltas, after `message_start` told the prompt's usage (with
+// "[cache_write:<n>]", n of its tokens are written to the cache).
 // `chunk_delay_ms` (body field) spaces streamed chunks out. A thinking budget (`reasoning.max_tokens`)
 // gets a thought first (`reasoning`, `reasoning_details`; signed for anthropic/* models), its words
 // counted as completion and reasoning tokens; with `reasoning.exclude` the thought is counted and
@@ -586,7 +589,10 @@ async function anthropic(req, res, body) {
   const thought = thinking ? `Thinking about: ${blockText(last.content).slice(0, 40)}` : null;
   const output = (callTool ? 12 : words.length) + (thought ? thought.split(' ').length : 0);
   if (callTool) stop = 'tool_use';
-  const usage = { input_tokens: input, output_tokens: output, cache_creation_input_tokens: 0, cache_read_input_tokens: 0 };
+  const lastText = blockText(last.content);
+  const cutAfter = Number(/\[cut:(\d+)\]/.exec(lastText)?.[1] ?? Infinity);
+  const cacheWrite = Number(/\[cache_write:(\d+)\]/.exec(lastText)?.[1] ?? 0);
+  const usage = { input_tokens: input, output_tokens: output, cache_creation_input_tokens: cacheWrite, cache_read_input_tokens: 0 };
   if (!body.stream) {
     const content = tool ? [tool] : [{ type: 'text', text: words.join(' ') }];
     if (thought) content.unshift({ type: 'thinking', thinking: thought, signature: thinkingSignature(thought) });
@@ -609,7 +615,12 @@ async function anthropic(req, res, body) {
     for (const piece of ['', '{"location":', ' "Paris", ', '"unit": "celsius"}']) send('content_block_delta', { index, delta: { type: 'input_json_delta', partial_json: piece } });
   } else {
     send('content_block_start', { index, content_block: { type: 'text', text: '' } });
-    for (const [i, w] of words.entries()) send('content_block_delta', { index, delta: { type: 'text_delta', text: i === 0 ? w : ` ${w}` } });
+    for (const [i, w] of words.entries()) {
+      if (i >= cutAfter) return res.destroy();
+      // Apart, so the deltas before the cut reach the client before the socket closes.
+      if (Number.isFinite(cutAfter)) await new Promise((r) => setTimeout(r, 50));
+      send('content_block_delta', { index, delta: { type: 'text_delta', text: i === 0 ? w : ` ${w}` } });
+    }
   }
   send('content_block_stop', { index });
   send('message_delta', { delta: { stop_reason: stop, stop_sequence: null }, usage: { output_tokens: output } });

@@ -109,7 +109,14 @@ impl Job {
                 return;
             }
         };
-        let outcome = Outcome { usage, delivered_bytes: Some(0), status: 200, streamed: false, cancelled: false };
+        let outcome = Outcome {
+            usage,
+            delivered_bytes: Some(0),
+            status: 200,
+            streamed: false,
+            cancelled: false,
+            usage_so_far: None,
+        };
         let tokens = outcome.usage.as_ref().map_or((0, 0), |u| (u.prompt_tokens, 0));
         let body = match &meter {
             Some(m) => {

@@ -80,12 +80,14 @@ pub struct Outcome {
     pub streamed: bool,
     /// The client hung up before the end.
     pub cancelled: bool,
+    /// Without `usage`: what a direct provider reported before its stream was cut (the prompt exact).
+    pub usage_so_far: Option<Usage>,
 }
 
 impl Outcome {
     /// The request failed before any answer.
     pub fn failed(status: u16) -> Self {
-        Self { usage: None, delivered_bytes: None, status, streamed: false, cancelled: false }
+        Self { usage: None, delivered_bytes: None, status, streamed: false, cancelled: false, usage_so_far: None }
     }
 }
 
@@ -312,6 +314,12 @@ impl Meter {
 
     /// What this request costs and is charged (see `charge`).
     pub fn charge(&self, outcome: &Outcome) -> Charged {
+        // A stream cut short after its provider told the prompt's usage: that, and the output estimated.
+        if let (None, Some(so_far), Some(bytes)) = (&outcome.usage, &outcome.usage_so_far, outcome.delivered_bytes) {
+            let usage = so_far.cut_short(ledger::estimate_tokens(bytes));
+            let charged = charge(&self.price, self.reserved, self.prompt_bytes, Some(&usage), None);
+            return Charged { estimated: true, ..charged };
+        }
         charge(&self.price, self.reserved, self.prompt_bytes, outcome.usage.as_ref(), outcome.delivered_bytes)
     }
 

@@ -17,6 +17,8 @@ use crate::providers::wire::StreamAdapter;
 /// How a stream ended, for its settlement.
 pub struct StreamOutcome {
     pub usage: Option<Usage>,
+    /// Without `usage`: what a direct provider had reported before the stream ended.
+    pub usage_so_far: Option<Usage>,
     pub content_bytes: u64,
     /// The client went away before the end.
     pub cancelled: bool,
@@ -30,7 +32,15 @@ pub struct StreamOutcome {
 impl StreamOutcome {
     /// The relay was dropped before it could report (the response never started).
     pub fn lost() -> Self {
-        Self { usage: None, content_bytes: 0, cancelled: true, failed: false, model: None, id: None }
+        Self {
+            usage: None,
+            usage_so_far: None,
+            content_bytes: 0,
+            cancelled: true,
+            failed: false,
+            model: None,
+            id: None,
+        }
     }
 }
 
@@ -63,8 +73,10 @@ impl Relay {
     fn report(&mut self, cancelled: bool, failed: bool) {
         if let Some(tx) = self.outcome.take() {
             let summary: &StreamSummary = self.sse.summary();
+            let usage_so_far = summary.usage.is_none().then(|| self.adapter.as_ref()?.usage_so_far()).flatten();
             let _ = tx.send(StreamOutcome {
                 usage: summary.usage.clone(),
+                usage_so_far,
                 content_bytes: summary.content_bytes,
                 cancelled,
                 failed,

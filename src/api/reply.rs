@@ -194,6 +194,7 @@ impl<'a> Reply<'a> {
             delivered_bytes: Some(ended.content_bytes),
             streamed: true,
             cancelled: ended.cancelled,
+            usage_so_far: ended.usage_so_far,
         };
         Some(Ended { outcome, model: ended.model, upstream_id: ended.id })
     }
@@ -211,8 +212,14 @@ impl<'a> Reply<'a> {
             Err(e) => return self.failed(answer, e.into()),
         };
         let (upstream_id, model) = answer_names(&body);
-        let outcome =
-            Outcome { usage, delivered_bytes: Some(body.len() as u64), status: 200, streamed: false, cancelled: false };
+        let outcome = Outcome {
+            usage,
+            delivered_bytes: Some(body.len() as u64),
+            status: 200,
+            streamed: false,
+            cancelled: false,
+            usage_so_far: None,
+        };
         let body = match &self.meter {
             Some(m) => {
                 let price = self.prices.of(model.as_deref()).1;

@@ -449,6 +449,23 @@ mod tests {
     }
 
     #[test]
+    fn a_cut_stream_keeps_its_reported_prompt_and_the_larger_output() {
+        let reported = Usage {
+            prompt_tokens: 120_010,
+            completion_tokens: 1,
+            total_tokens: 120_011,
+            cost: Some(0.5),
+            prompt_tokens_details: Some(PromptDetails { cached_tokens: 0, cache_write_tokens: 120_000 }),
+            completion_tokens_details: None,
+        };
+        let cut = reported.cut_short(500);
+        assert_eq!((cut.prompt_tokens, cut.completion_tokens, cut.total_tokens), (120_010, 500, 120_510));
+        assert_eq!(cut.tokens().cache_write, 120_000, "the cache write stays priced as one");
+        assert_eq!(cut.cost, None, "a cost reported for part of the answer is not the answer's");
+        assert_eq!(reported.cut_short(0).completion_tokens, 1, "the output reported so far, when more");
+    }
+
+    #[test]
     fn fees_the_price_table_cannot_bound_are_refused_naming_the_field() {
         let refused = |json: &str| parse(json).expect("valid").refuse_unpriced_fees().err().and_then(|e| e.param);
         let msg = r#""messages":[{"role":"user","content":"x"}]"#;
@@ -648,6 +665,19 @@ impl Usage {
             cache_read: prompt.cached_tokens,
             cache_write: prompt.cache_write_tokens,
             reasoning: self.completion_tokens_details.as_ref().map_or(0, |c| c.reasoning_tokens),
+        }
+    }
+
+    /// What a stream cut short used, from the usage its upstream had reported before the cut (the
+    /// prompt's and the cache's tokens exact; the output so far) and `completion` estimated from the
+    /// content delivered: the larger output of the two.
+    pub fn cut_short(&self, completion: u64) -> Usage {
+        let completion_tokens = self.completion_tokens.max(completion);
+        Usage {
+            completion_tokens,
+            total_tokens: self.prompt_tokens.saturating_add(completion_tokens),
+            cost: None,
+            ..self.clone()
         }
     }
 }

@@ -153,6 +153,15 @@ impl StreamAdapter {
         }
     }
 
+    /// The usage a direct provider reported before its stream ended (for a stream cut short).
+    pub fn usage_so_far(&self) -> Option<crate::domain::chat::Usage> {
+        match self {
+            Self::OpenAi(_) => None,
+            Self::Anthropic(a) => a.usage_so_far(),
+            Self::Gemini(g) => g.usage_so_far(),
+        }
+    }
+
     /// What to send once the upstream stream has ended cleanly (Gemini has no end event).
     pub fn end(&self) -> Vec<u8> {
         match self {

@@ -179,6 +179,12 @@ impl ToOpenAiSse {
         Self { lines: DataLines::default(), translator: StreamTranslator::new(model, created), ended: false }
     }
 
+    /// The usage Anthropic has reported so far (from `message_start` on: the prompt's and the cache's
+    /// tokens, and the output so far), for a stream cut before its end.
+    pub fn usage_so_far(&self) -> Option<Usage> {
+        self.translator.start_usage.is_object().then(|| self.translator.usage())
+    }
+
     pub fn feed(&mut self, bytes: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
         for payload in self.lines.feed(bytes) {
@@ -339,5 +345,18 @@ mod tests {
         t.event(&json!({"type": "message_delta", "delta": {}, "usage": {"output_tokens": 5}}));
         let u = t.usage();
         assert_eq!((u.prompt_tokens, u.completion_tokens), (10, 5));
+    }
+
+    #[test]
+    fn a_stream_cut_after_its_start_tells_the_prompt_and_cache_it_used() {
+        let mut adapter = super::ToOpenAiSse::new("m", 0);
+        assert_eq!(adapter.usage_so_far(), None, "nothing heard yet");
+        let start = json!({"type": "message_start", "message": {"id": "x", "usage": {"input_tokens": 10, "cache_creation_input_tokens": 120_000, "output_tokens": 1}}});
+        let delta = json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hel"}});
+        adapter.feed(
+            format!("event: message_start\ndata: {start}\n\nevent: content_block_delta\ndata: {delta}\n\n").as_bytes(),
+        );
+        let u = adapter.usage_so_far().expect("the start's usage");
+        assert_eq!((u.prompt_tokens, u.tokens().cache_write, u.completion_tokens), (120_010, 120_000, 1));
     }
 }

@@ -96,6 +96,11 @@ impl ToOpenAiSse {
         out
     }
 
+    /// The usage Gemini has reported so far (its latest `usageMetadata`), for a stream cut before its end.
+    pub fn usage_so_far(&self) -> Option<Usage> {
+        self.translator.usage.is_object().then(|| self.translator.usage())
+    }
+
     /// Nothing when no `finishReason` arrived: the stream was cut, and the relay reports it.
     pub fn end(&self) -> Vec<u8> {
         if !self.translator.finished {
@@ -122,8 +127,11 @@ mod tests {
         relay.feed(&adapter.end());
         let summary = relay.summary();
         let mut cut = ToOpenAiSse::new("m", 0);
+        assert_eq!(cut.usage_so_far(), None);
         cut.feed(&capture[..capture.len() / 2]);
         assert!(cut.end().is_empty(), "a stream cut before its finish reason gets no clean end");
+        let so_far = cut.usage_so_far().expect("the usage metadata of the chunks before the cut");
+        assert_eq!(so_far.prompt_tokens, 12);
         assert!(summary.done);
         assert_eq!(summary.usage.as_ref().map(|u| (u.prompt_tokens, u.completion_tokens)), Some((12, 4)));
         assert_eq!(summary.content_bytes, "Hello, world!".len() as u64);
