@@ -1,5 +1,24 @@
-// Reads the developer's .dev.vars (KEY=value lines; quotes optional).
-import { existsSync, readFileSync } from 'node:fs';
+// Reads and writes the developer's .dev.vars (KEY=value lines; quotes optional; mode 0600).
+import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
+
+/** The shortest operator token the gateway accepts (domain::keys::MIN_OPERATOR_TOKEN_LEN). */
+export const MIN_OPERATOR_TOKEN_LEN = 32;
+
+/** Whether the gateway would refuse `token` as its operator token (too short, or the example's placeholder). */
+export function weakOperatorToken(token) {
+  const t = (token ?? '').trim();
+  return t.length < MIN_OPERATOR_TOKEN_LEN || t === 'replace-with-a-long-random-token';
+}
+
+/** Sets `name` in the file: its earlier lines go, the new one ends the file (on a line of its own). */
+export function setDevVar(file, name, value) {
+  const lines = existsSync(file) ? readFileSync(file, 'utf8').split('\n') : [];
+  const kept = lines.filter((line) => !new RegExp(`^\\s*${name}\\s*=`).test(line));
+  while (kept.length && kept[kept.length - 1] === '') kept.pop();
+  kept.push(`${name}=${value}`, '');
+  writeFileSync(file, kept.join('\n'), { mode: 0o600 });
+  chmodSync(file, 0o600);
+}
 
 export function readDevVars(file) {
   if (!existsSync(file)) return {};

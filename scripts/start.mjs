@@ -6,11 +6,11 @@
 
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { appendFileSync, chmodSync, existsSync } from 'node:fs';
+import { chmodSync, existsSync } from 'node:fs';
 import path from 'node:path';
 
 import { ROOT, startGateway } from '../tests/harness.mjs';
-import { readDevVars } from './dev-vars.mjs';
+import { readDevVars, setDevVar, weakOperatorToken } from './dev-vars.mjs';
 
 const SETTINGS = [
   'AI_GATEWAY_BASE_URL', 'AI_GATEWAY_API_KEY', 'ADMIN_TOKEN', 'OPENROUTER_API_BASE', 'OPENROUTER_PROVISIONING_KEY',
@@ -40,9 +40,14 @@ for (const name of SETTINGS) if (!vars[name]) delete vars[name];
 // .dev.vars holds secrets: only its owner may read it, however it was made.
 if (existsSync(devVarsFile)) chmodSync(devVarsFile, 0o600);
 let generated = false;
-if (!vars.ADMIN_TOKEN) {
+// None yet, or one the gateway would refuse (too short, the example's placeholder): a new one, in .dev.vars.
+if (weakOperatorToken(vars.ADMIN_TOKEN)) {
+  if (process.env.ADMIN_TOKEN) {
+    console.error(`ADMIN_TOKEN from the environment is too short (under 32 characters) or a placeholder; unset it or use a long random one.`);
+    process.exit(1);
+  }
   vars.ADMIN_TOKEN = `tg-admin-${randomBytes(24).toString('hex')}`;
-  appendFileSync(devVarsFile, `ADMIN_TOKEN=${vars.ADMIN_TOKEN}\n`, { mode: 0o600 });
+  setDevVar(devVarsFile, 'ADMIN_TOKEN', vars.ADMIN_TOKEN);
   generated = true;
 }
 const demo = !vars.AI_GATEWAY_API_KEY;
@@ -72,7 +77,7 @@ if (demo) {
 OpenRouter at ${gw.fake.url}. Set AI_GATEWAY_API_KEY (env or .dev.vars) for real models.
 `));
 }
-if (generated) console.log(`Generated an operator token and stored it in .dev.vars:\n  ${bold(vars.ADMIN_TOKEN)}\n`);
+if (generated) console.log(`Generated an operator token and stored it in ${bold('.dev.vars')} (ADMIN_TOKEN; mode 0600). It is not printed.\n`);
 console.log(`Create a user, credit it, then make a key for it:
 
   export ADMIN_TOKEN=$(grep ^ADMIN_TOKEN= .dev.vars | cut -d= -f2-)   # or your own

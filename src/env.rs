@@ -182,6 +182,22 @@ fn on_this_machine(url: &str) -> bool {
         .any(|prefix| url.starts_with(prefix))
 }
 
+/// `ADMIN_TOKEN`, when it is usable (`domain::keys::usable_operator_token`); a weak one is logged and off.
+fn operator_token(env: &Env) -> Option<Secret> {
+    let token = text(env, "ADMIN_TOKEN")?;
+    if !crate::domain::keys::usable_operator_token(&token) {
+        crate::log::job_error(
+            "config",
+            &format!(
+                "ADMIN_TOKEN is shorter than {} characters or the example's placeholder: the operator token is off",
+                crate::domain::keys::MIN_OPERATOR_TOKEN_LEN
+            ),
+        );
+        return None;
+    }
+    Some(Secret(token))
+}
+
 fn number(env: &Env, name: &str, default: u64) -> u64 {
     text(env, name).and_then(|v| v.trim().parse().ok()).unwrap_or(default)
 }
@@ -208,7 +224,7 @@ impl Config {
         Self {
             upstream_base_url,
             upstream_api_key: text(env, "AI_GATEWAY_API_KEY").map(Secret),
-            admin_token: text(env, "ADMIN_TOKEN").map(Secret),
+            admin_token: operator_token(env),
             request_timeout_ms: number(env, "REQUEST_TIMEOUT", 60).clamp(1, 3600) * 1000,
             reservation_grace_ms: number(env, "RESERVATION_GRACE", 60).clamp(2, 3600) * 1000,
             referer: text(env, "UPSTREAM_REFERER"),

@@ -4,12 +4,14 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { describe, test } from 'node:test';
 
 import { gatewayForFile } from './fixture.mjs';
-import { ROOT, freePort } from './harness.mjs';
+import { ROOT, freePort, withGateway } from './harness.mjs';
+import { readDevVars, setDevVar, weakOperatorToken } from '../scripts/dev-vars.mjs';
 
 const ctx = gatewayForFile();
 
@@ -181,4 +183,30 @@ name = "tollgate-initech"
       rmSync(fleet, { force: true });
     }
   });
+});
+
+test('npm start replaces a weak operator token in .dev.vars on a line of its own, and the gateway refuses one', async () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'devvars-'));
+  try {
+    const file = path.join(dir, '.dev.vars');
+    // The example's placeholder, and a last line without its newline.
+    writeFileSync(file, 'ADMIN_TOKEN=replace-with-a-long-random-token\nAI_GATEWAY_API_KEY=sk-or-v1-x', { mode: 0o644 });
+    assert.ok(weakOperatorToken(readDevVars(file).ADMIN_TOKEN));
+    assert.ok(weakOperatorToken('x'.repeat(31)) && !weakOperatorToken('x'.repeat(32)));
+    setDevVar(file, 'ADMIN_TOKEN', 'tg-admin-0123456789abcdef0123456789abcdef');
+    assert.deepEqual(readDevVars(file), { AI_GATEWAY_API_KEY: 'sk-or-v1-x', ADMIN_TOKEN: 'tg-admin-0123456789abcdef0123456789abcdef' });
+    assert.equal(statSync(file).mode & 0o777, 0o600);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  // The gateway itself turns a weak token off: the example's placeholder opens nothing.
+  for (const weak of ['replace-with-a-long-random-token', 'short-operator-token']) {
+    await withGateway({ vars: { ADMIN_TOKEN: weak }, syncPrices: false }, async (gw) => {
+      const res = await fetch(`${gw.url}/api/admin/users`, { headers: { authorization: `Bearer ${weak}` } });
+      assert.equal(res.status, 401, weak);
+      const said = /ADMIN_TOKEN is shorter than 32 characters or the example's placeholder/;
+      for (let i = 0; i < 50 && !said.test(gw.logs()); i++) await new Promise((r) => setTimeout(r, 100));
+      assert.match(gw.logs(), said, 'the operator is told why');
+    });
+  }
 });

@@ -43,7 +43,6 @@ fn long_ttl(cache_control: &Value) -> bool {
     cache_control.get("ttl").is_some_and(|t| !t.is_null() && t.as_str() != Some("5m"))
 }
 
-/// The parts in `v` whose `type` is one of `types`.
 /// Audio in or out: audio tokens are priced apart from text (for OpenAI's audio models, 16 times the text
 /// input price), at rates the price table does not hold.
 fn unpriced_audio(param: &str) -> InvalidRequest {
@@ -53,6 +52,7 @@ fn unpriced_audio(param: &str) -> InvalidRequest {
     )
 }
 
+/// The parts in `v` whose `type` is one of `types`.
 fn count_parts(v: &Value, types: &[&str]) -> u64 {
     match v {
         Value::Object(o) => {

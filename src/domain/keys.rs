@@ -169,6 +169,19 @@ pub fn looks_like_key(text: &str) -> bool {
     })
 }
 
+/// The placeholder `.dev.vars.example` once carried for the operator token.
+const EXAMPLE_OPERATOR_TOKEN: &str = "replace-with-a-long-random-token";
+/// The shortest operator token accepted: it is compared as it is, with no limit on guesses, so its
+/// length is what keeps it from being guessed (`npm start` and `new-tenant` generate 57 characters).
+pub const MIN_OPERATOR_TOKEN_LEN: usize = 32;
+
+/// Whether `ADMIN_TOKEN` may be used: long enough, and not the example's placeholder. Else the tenant
+/// has no operator token (keys with `admin` still work).
+pub fn usable_operator_token(token: &str) -> bool {
+    let token = token.trim();
+    token.len() >= MIN_OPERATOR_TOKEN_LEN && token != EXAMPLE_OPERATOR_TOKEN
+}
+
 /// The bucket failed authentications of a client count in: its IPv4 address, or its IPv6 /64 (one
 /// network hands out many addresses), whichever way the address is written; anything else as given.
 pub fn failure_bucket(ip: &str) -> String {
@@ -561,6 +574,18 @@ mod tests {
     #[test]
     fn hash_is_sha256_hex() {
         assert_eq!(hash("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    }
+
+    #[test]
+    fn an_operator_token_must_be_long_and_not_the_example() {
+        use super::usable_operator_token;
+        assert!(usable_operator_token(&format!("tg-admin-{}", "0a".repeat(24))));
+        assert!(usable_operator_token(&"x".repeat(32)));
+        for weak in
+            ["", "secret", &"x".repeat(31), "replace-with-a-long-random-token", " replace-with-a-long-random-token "]
+        {
+            assert!(!usable_operator_token(weak), "{weak:?}");
+        }
     }
 
     #[test]
