@@ -29,6 +29,12 @@ function step(cmd, args) {
   }
 }
 
+// An operator token from the environment that the gateway would refuse: said before the long steps.
+if (process.env.ADMIN_TOKEN && weakOperatorToken(process.env.ADMIN_TOKEN)) {
+  console.error(`ADMIN_TOKEN from the environment is too short (under 32 characters) or a placeholder; unset it or use a long random one.`);
+  process.exit(1);
+}
+
 step(path.join(ROOT, 'scripts', 'setup'), []);
 step(path.join(ROOT, 'scripts', 'build'), ['release']);
 
@@ -39,16 +45,12 @@ for (const name of SETTINGS) if (!vars[name]) delete vars[name];
 
 // .dev.vars holds secrets: only its owner may read it, however it was made.
 if (existsSync(devVarsFile)) chmodSync(devVarsFile, 0o600);
-let generated = false;
+let generated = null;
 // None yet, or one the gateway would refuse (too short, the example's placeholder): a new one, in .dev.vars.
 if (weakOperatorToken(vars.ADMIN_TOKEN)) {
-  if (process.env.ADMIN_TOKEN) {
-    console.error(`ADMIN_TOKEN from the environment is too short (under 32 characters) or a placeholder; unset it or use a long random one.`);
-    process.exit(1);
-  }
+  generated = vars.ADMIN_TOKEN ? 'Replaced the ADMIN_TOKEN in .dev.vars, which the gateway would refuse (under 32 characters, or a placeholder), with a generated one' : 'Generated an operator token and stored it in .dev.vars';
   vars.ADMIN_TOKEN = `tg-admin-${randomBytes(24).toString('hex')}`;
   setDevVar(devVarsFile, 'ADMIN_TOKEN', vars.ADMIN_TOKEN);
-  generated = true;
 }
 const demo = !vars.AI_GATEWAY_API_KEY;
 if (demo) delete vars.AI_GATEWAY_BASE_URL;
@@ -77,7 +79,7 @@ if (demo) {
 OpenRouter at ${gw.fake.url}. Set AI_GATEWAY_API_KEY (env or .dev.vars) for real models.
 `));
 }
-if (generated) console.log(`Generated an operator token and stored it in ${bold('.dev.vars')} (ADMIN_TOKEN; mode 0600). It is not printed.\n`);
+if (generated) console.log(`${generated} (ADMIN_TOKEN; mode 0600). It is not printed.\n`);
 console.log(`Create a user, credit it, then make a key for it:
 
   export ADMIN_TOKEN=$(grep ^ADMIN_TOKEN= .dev.vars | cut -d= -f2-)   # or your own

@@ -44,6 +44,9 @@ pub struct Config {
     pub upstream_api_key: Option<Secret>,
     /// `ADMIN_TOKEN`: operator access; none means no operator access at all.
     pub admin_token: Option<Secret>,
+    /// An `ADMIN_TOKEN` refused as too weak (`domain::keys::usable_operator_token`): a caller presenting it
+    /// is told why it opens nothing.
+    pub weak_admin_token: Option<Secret>,
     /// `REQUEST_TIMEOUT`, seconds (default 60).
     pub request_timeout_ms: u64,
     /// `RESERVATION_GRACE`, seconds (default 60): how long a reservation outlives its request's
@@ -182,20 +185,18 @@ fn on_this_machine(url: &str) -> bool {
         .any(|prefix| url.starts_with(prefix))
 }
 
-/// `ADMIN_TOKEN`, when it is usable (`domain::keys::usable_operator_token`); a weak one is logged and off.
-fn operator_token(env: &Env) -> Option<Secret> {
-    let token = text(env, "ADMIN_TOKEN")?;
-    if !crate::domain::keys::usable_operator_token(&token) {
-        crate::log::job_error(
-            "config",
-            &format!(
-                "ADMIN_TOKEN is shorter than {} characters or the example's placeholder: the operator token is off",
-                crate::domain::keys::MIN_OPERATOR_TOKEN_LEN
-            ),
-        );
-        return None;
+/// Why a weak `ADMIN_TOKEN` opens nothing (logged, and told to a caller presenting it).
+pub const WEAK_OPERATOR_TOKEN: &str =
+    "ADMIN_TOKEN is shorter than 32 characters or the example's placeholder: the operator token is off (set a long random one)";
+
+/// `ADMIN_TOKEN`, when it is usable (`domain::keys::usable_operator_token`); a weak one is off (`Err`, with it).
+fn operator_token(env: &Env) -> Result<Secret, Option<Secret>> {
+    let token = text(env, "ADMIN_TOKEN").ok_or(None)?.trim().to_string();
+    if crate::domain::keys::usable_operator_token(&token) {
+        Ok(Secret(token))
+    } else {
+        Err(Some(Secret(token)))
     }
-    Some(Secret(token))
 }
 
 fn number(env: &Env, name: &str, default: u64) -> u64 {
@@ -205,6 +206,13 @@ fn number(env: &Env, name: &str, default: u64) -> u64 {
 impl Config {
     fn from_env(env: &Env) -> Self {
         let upstream_base_url = base_url(env, "AI_GATEWAY_BASE_URL", DEFAULT_BASE_URL);
+        let (admin_token, weak_admin_token) = match operator_token(env) {
+            Ok(token) => (Some(token), None),
+            Err(weak) => (None, weak),
+        };
+        if weak_admin_token.is_some() {
+            crate::log::job_error("config", WEAK_OPERATOR_TOKEN);
+        }
         // Honoured only against an upstream on this machine (a test's fake), so a deployment cannot panic.
         let fault = |name: &str| text(env, name).filter(|_| on_this_machine(&upstream_base_url));
         let faults = Faults {
@@ -224,7 +232,8 @@ impl Config {
         Self {
             upstream_base_url,
             upstream_api_key: text(env, "AI_GATEWAY_API_KEY").map(Secret),
-            admin_token: operator_token(env),
+            admin_token,
+            weak_admin_token,
             request_timeout_ms: number(env, "REQUEST_TIMEOUT", 60).clamp(1, 3600) * 1000,
             reservation_grace_ms: number(env, "RESERVATION_GRACE", 60).clamp(2, 3600) * 1000,
             referer: text(env, "UPSTREAM_REFERER"),

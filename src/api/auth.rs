@@ -94,6 +94,9 @@ async fn authenticate_with(req: &Incoming, call: &Call, cached: bool) -> Result<
         }
     }
     if !keys::looks_like_key(&token) {
+        if call.config.weak_admin_token.as_ref().is_some_and(|weak| keys::secrets_equal(&token, weak.expose())) {
+            return Err(ApiError::unauthenticated(env::WEAK_OPERATOR_TOKEN));
+        }
         return Err(ApiError::unauthenticated("invalid credential"));
     }
     let hash = keys::hash(&token);

@@ -268,6 +268,8 @@ impl<'a> Reply<'a> {
         m.upstream_id = upstream_id;
         let charged = m.charge(&outcome);
         let uncollected = micros_to_usd(charged.cost - charged.amount);
+        // The tokens charged (a cut stream's reported prompt and estimated output, when no usage came).
+        let tokens = (charged.tokens.prompt, charged.tokens.completion);
         self.log.finished(outcome.status, tokens, Some((charged.usd(), uncollected)), outcome.streamed);
         m.settle(&self.call.env, outcome).await;
         Some(answered)

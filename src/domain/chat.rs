@@ -24,7 +24,7 @@ const VIDEO_PARTS: [&str; 3] = ["video_url", "input_video", "video"];
 /// Content parts carrying an image.
 const IMAGE_PARTS: [&str; 2] = ["image_url", "input_image"];
 /// Content parts that carry audio (priced per audio token, apart from text).
-const AUDIO_PARTS: [&str; 2] = ["input_audio", "audio"];
+const AUDIO_PARTS: [&str; 3] = ["input_audio", "audio", "audio_url"];
 /// OpenAI service tiers billed at the price table's (standard) rates.
 const STANDARD_TIERS: [&str; 2] = ["auto", "default"];
 
@@ -47,7 +47,7 @@ fn long_ttl(cache_control: &Value) -> bool {
 /// input price), at rates the price table does not hold.
 fn unpriced_audio(param: &str) -> InvalidRequest {
     InvalidRequest::param(
-        "audio input or output is billed per audio token at a price the price table does not hold, so it is not accepted",
+        "audio in or out (or a video in a file) is billed per audio token or second at a price the price table does not hold, so it is not accepted",
         param,
     )
 }
@@ -221,10 +221,12 @@ impl ChatRequest {
                     ));
                 }
                 let file = part.get("file").filter(|_| kind == Some("file"));
-                let by_url = file
-                    .and_then(|f| f.get("file_data").or(f.get("url")))
-                    .and_then(Value::as_str)
-                    .is_some_and(|d| d.starts_with("http://") || d.starts_with("https://"));
+                let data = file.and_then(|f| f.get("file_data").or(f.get("url"))).and_then(Value::as_str);
+                // A file is held as a document; audio or video in one is billed as such.
+                if data.is_some_and(|d| d.starts_with("data:audio/") || d.starts_with("data:video/")) {
+                    return Err(unpriced_audio(&format!("messages[{i}].content[{j}].file")));
+                }
+                let by_url = data.is_some_and(|d| d.starts_with("http://") || d.starts_with("https://"));
                 if by_url {
                     return Err(unpriced(
                         &format!("messages[{i}].content[{j}].file"),
@@ -522,6 +524,8 @@ mod tests {
         );
         let heard = r#"{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"x"},{"type":"input_audio","input_audio":{"data":"AAAA","format":"wav"}}]}]}"#;
         assert_eq!(refused(heard).as_deref(), Some("messages[0].content[1]"));
+        let filed = r#"{"model":"m","messages":[{"role":"user","content":[{"type":"file","file":{"filename":"a.mp3","file_data":"data:audio/mpeg;base64,AAAA"}}]}]}"#;
+        assert_eq!(refused(filed).as_deref(), Some("messages[0].content[0].file"));
         let input_image = r#"{"model":"m","messages":[{"role":"user","content":[{"type":"input_image","image_url":"data:video/webm;base64,AA"}]}]}"#;
         assert_eq!(refused(input_image).as_deref(), Some("messages[0].content[0]"));
         for video in [

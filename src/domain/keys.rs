@@ -172,7 +172,7 @@ pub fn looks_like_key(text: &str) -> bool {
 /// The placeholder `.dev.vars.example` once carried for the operator token.
 const EXAMPLE_OPERATOR_TOKEN: &str = "replace-with-a-long-random-token";
 /// The shortest operator token accepted: it is compared as it is, with no limit on guesses, so its
-/// length is what keeps it from being guessed (`npm start` and `new-tenant` generate 57 characters).
+/// length is what keeps it from being guessed (`npm start` and `new-tenant` generate longer ones).
 pub const MIN_OPERATOR_TOKEN_LEN: usize = 32;
 
 /// Whether `ADMIN_TOKEN` may be used: long enough, and not the example's placeholder. Else the tenant

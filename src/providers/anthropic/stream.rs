@@ -182,7 +182,8 @@ impl ToOpenAiSse {
     /// The usage Anthropic has reported so far (from `message_start` on: the prompt's and the cache's
     /// tokens, and the output so far), for a stream cut before its end.
     pub fn usage_so_far(&self) -> Option<Usage> {
-        self.translator.start_usage.is_object().then(|| self.translator.usage())
+        // Only once it names the prompt's tokens: a start without them tells nothing to charge.
+        Some(self.translator.usage()).filter(|u| self.translator.start_usage.is_object() && u.prompt_tokens > 0)
     }
 
     pub fn feed(&mut self, bytes: &[u8]) -> Vec<u8> {

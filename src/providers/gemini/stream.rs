@@ -98,7 +98,7 @@ impl ToOpenAiSse {
 
     /// The usage Gemini has reported so far (its latest `usageMetadata`), for a stream cut before its end.
     pub fn usage_so_far(&self) -> Option<Usage> {
-        self.translator.usage.is_object().then(|| self.translator.usage())
+        Some(self.translator.usage()).filter(|u| self.translator.usage.is_object() && u.prompt_tokens > 0)
     }
 
     /// Nothing when no `finishReason` arrived: the stream was cut, and the relay reports it.
