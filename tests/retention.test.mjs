@@ -105,9 +105,10 @@ test('a day of more rows than an archive holds leaves in parts, each whole, and 
     const usage = byId(await gw.sql(`SELECT * FROM usage_records WHERE user_id = '${user.id}'`));
     assert.deepEqual([ledger.length, usage.length], [5, 4]);
 
-    const pass = await admin.call('POST', '/api/admin/retention/run');
-    assert.equal(pass.status, 200, JSON.stringify(pass.body));
-    assert.equal(pass.body.data.archives, 3, JSON.stringify(pass.body.data));
+    // Two passes at once meet on the same parts: each part leaves once, whichever pass moves it.
+    const passes = await Promise.all([0, 1].map(() => admin.call('POST', '/api/admin/retention/run')));
+    for (const pass of passes) assert.equal(pass.status, 200, JSON.stringify(pass.body));
+    assert.equal(passes.reduce((n, p) => n + p.body.data.archives, 0), 3, JSON.stringify(passes.map((p) => p.body.data)));
     assert.equal((await gw.sql(`SELECT COUNT(*) AS n FROM balance_transactions WHERE user_id = '${user.id}'`))[0].n, 0, 'the whole day left D1');
     assert.equal((await gw.sql(`SELECT COUNT(*) AS n FROM usage_records WHERE user_id = '${user.id}'`))[0].n, 0);
     const archives = (await admin.call('GET', `/api/admin/archives?user_id=${user.id}`)).body.data;
