@@ -17,9 +17,13 @@ const BATCH: u32 = 100;
 
 /// Whether anything waits to be copied.
 pub fn waiting(sql: &SqlStorage) -> Result<bool> {
+    Ok(rows_waiting(sql)? || scalar(sql, "SELECT COUNT(*) AS n FROM alert_outbox WHERE sent = 0", vec![])? > 0)
+}
+
+/// Whether ledger rows or usage records wait for the copy to D1.
+fn rows_waiting(sql: &SqlStorage) -> Result<bool> {
     Ok(scalar(sql, "SELECT COUNT(*) AS n FROM ledger WHERE synced = 0", vec![])?
         + scalar(sql, "SELECT COUNT(*) AS n FROM usage_outbox", vec![])?
-        + scalar(sql, "SELECT COUNT(*) AS n FROM alert_outbox WHERE sent = 0", vec![])?
         > 0)
 }
 
@@ -89,9 +93,7 @@ pub async fn copy(sql: &SqlStorage, env: &Env) -> Result<bool> {
     for w in &waiting {
         sql.exec_raw("DELETE FROM usage_outbox WHERE id = ?", vec![text(&w.id)])?;
     }
-    Ok(scalar(sql, "SELECT COUNT(*) AS n FROM ledger WHERE synced = 0", vec![])?
-        + scalar(sql, "SELECT COUNT(*) AS n FROM usage_outbox", vec![])?
-        > 0)
+    rows_waiting(sql)
 }
 
 async fn copy_to_d1(env: &Env, account_id: &str, rows: Vec<LedgerRow>, records: &[UsageRecord]) -> Result<()> {

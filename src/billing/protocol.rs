@@ -52,7 +52,8 @@ pub enum AccountRequest {
         idempotency_key: Option<String>,
     },
     /// Balance and totals; with `key_id`, that key's spend per window.
-    /// With `audit`, also the ledger's own sums (a scan of the whole ledger: reconciliation only).
+    /// With `audit`, also the ledger's own sums (what an earlier version's reconciliation asked for; this
+    /// one sends `Reconcile`).
     Summary {
         key_id: Option<String>,
         #[serde(default)]

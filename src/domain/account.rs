@@ -266,8 +266,12 @@ impl Book {
     /// before a budget applied to them (a budget ends their use, but requests started on them may still
     /// run): until they end, all of their money counts against each end user's budget.
     fn may_hold_for_end_user(&self, key_id: &str, end_user: &str) -> i64 {
-        let leased = self.leases.values().filter(|l| l.key_id == key_id).map(|l| l.amount);
-        self.held_for_end_user(key_id, end_user) + leased.sum::<i64>()
+        self.held_for_end_user(key_id, end_user) + self.leased_for_key(key_id)
+    }
+
+    /// What the key's leases still hold.
+    fn leased_for_key(&self, key_id: &str) -> i64 {
+        self.leases.values().filter(|l| l.key_id == key_id).map(|l| l.amount).sum()
     }
 
     /// Gives an end user a budget of its own (`Some(None)`: none), or back the key's default (`None`).
@@ -338,8 +342,7 @@ impl Book {
     /// Money held for one key (its requests in flight and its leases).
     pub fn held_for_key(&self, key_id: &str) -> i64 {
         let requests = self.in_flight.values().filter(|h| h.key_id == key_id).map(|h| h.amount);
-        let leases = self.leases.values().filter(|l| l.key_id == key_id).map(|l| l.amount);
-        requests.sum::<i64>() + leases.sum::<i64>()
+        requests.sum::<i64>() + self.leased_for_key(key_id)
     }
 
     pub fn held(&self, request_id: &str) -> Option<&Held> {
