@@ -201,7 +201,7 @@ pub async fn run_reconciliation(env: &worker::Env) -> Result<Value, ApiError> {
     for (user_id, check) in users.iter().map(|u| &u.id).zip(checks) {
         match check {
             Ok(c) => {
-                uncollected += c.uncollected;
+                uncollected = c.uncollected.saturating_add(uncollected);
                 open += c.open;
                 drift.extend(c.drift);
             }

@@ -8,7 +8,7 @@ use super::error::ApiError;
 use super::incoming::Incoming;
 use super::respond::{self, query, read_json, Call};
 use crate::cache::prices as price_cache;
-use crate::domain::pricing::{from_usd_per_token, parse_usd_per_token, to_usd_per_token, with_markup};
+use crate::domain::pricing::{catalogue_limit, from_usd_per_token, parse_usd_per_token, to_usd_per_token, with_markup};
 use crate::domain::time::to_iso;
 use crate::domain::users::{validate_optional_text, validate_text};
 use crate::domain::InvalidRequest;
@@ -173,8 +173,8 @@ pub async fn sync(env: &Env, overwrite: bool) -> Result<usize, ApiError> {
                     .map(|v| with_markup(v, config.price_markup_percent)),
                 upstream_input_per_mtok: Some(input),
                 upstream_output_per_mtok: Some(output),
-                context_length: m.context_length.map(|c| c as i64),
-                max_completion_tokens: m.max_completion_tokens.map(|c| c as i64),
+                context_length: m.context_length.and_then(catalogue_limit),
+                max_completion_tokens: m.max_completion_tokens.and_then(catalogue_limit),
                 is_active: i64::from(!p.has_request_fee()),
                 edited_by_admin: 0,
                 updated_at: now.clone(),

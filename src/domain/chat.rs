@@ -468,6 +468,22 @@ mod tests {
     }
 
     #[test]
+    fn usage_counts_are_read_leniently_and_bounded() {
+        let usage = |json: &str| serde_json::from_str::<Usage>(json).map(|u| u.tokens());
+        let read = usage(
+            r#"{"prompt_tokens":10.2,"completion_tokens":7,"total_tokens":null,"cost":null,
+                "prompt_tokens_details":{"cached_tokens":null,"audio_tokens":0},
+                "completion_tokens_details":{"reasoning_tokens":-3}}"#,
+        )
+        .expect("one odd field does not lose the usage");
+        assert_eq!((read.prompt, read.completion, read.cache_read, read.reasoning), (11, 7, 0, 0));
+        let huge = usage(r#"{"prompt_tokens":1e300,"completion_tokens":18446744073709551615}"#).expect("read");
+        let max = crate::domain::money::MAX_SAFE as u64;
+        assert_eq!((huge.prompt, huge.completion), (max, max), "at most what every store keeps");
+        assert!(usage(r#"{"prompt_tokens":"12"}"#).is_err(), "not a number is not a count");
+    }
+
+    #[test]
     fn fees_the_price_table_cannot_bound_are_refused_naming_the_field() {
         let refused = |json: &str| parse(json).expect("valid").refuse_unpriced_fees().err().and_then(|e| e.param);
         let msg = r#""messages":[{"role":"user","content":"x"}]"#;
@@ -628,16 +644,17 @@ mod tests {
 }
 
 /// Token usage as OpenAI and OpenRouter report it. `cost` is the upstream's
-/// own figure in USD when it sends one.
+/// own figure in USD when it sends one. Counts are read leniently (`count`): one odd field must not
+/// lose the whole usage, which is what the request is charged by.
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize, serde::Serialize)]
 pub struct Usage {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "count")]
     pub prompt_tokens: u64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "count")]
     pub completion_tokens: u64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "count")]
     pub total_tokens: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "cost", skip_serializing_if = "Option::is_none")]
     pub cost: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt_tokens_details: Option<PromptDetails>,
@@ -647,16 +664,30 @@ pub struct Usage {
 
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize, serde::Serialize)]
 pub struct PromptDetails {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "count")]
     pub cached_tokens: u64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "count")]
     pub cache_write_tokens: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize, serde::Serialize)]
 pub struct CompletionDetails {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "count")]
     pub reasoning_tokens: u64,
+}
+
+/// A token count as an upstream reports it: `null` is none, a fraction counts whole (rounded up), a
+/// negative count is none, and a count is at most `MAX_SAFE` (so every sum of a few stays exact where
+/// it is stored, and every store reads it back). Anything but a number or `null` is refused.
+fn count<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let n = <Option<f64> as serde::Deserialize>::deserialize(d)?.unwrap_or(0.0);
+    Ok(if n > 0.0 { n.ceil().min(super::money::MAX_SAFE as f64) as u64 } else { 0 })
+}
+
+/// The upstream's own cost: a figure that is not a finite number is none (it is only shown, never charged).
+fn cost<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    let cost = <Option<f64> as serde::Deserialize>::deserialize(d)?;
+    Ok(cost.filter(|c| c.is_finite()))
 }
 
 impl Usage {

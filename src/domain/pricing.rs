@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::money::MAX_SAFE;
 use super::InvalidRequest;
 
 /// µ$/Mtok per USD/token: 10^6 (µ$ per $) × 10^6 (tokens per Mtok).
@@ -139,7 +140,14 @@ pub fn cost(price: &Price, t: &Tokens) -> i64 {
         (reasoning, price.reasoning.unwrap_or(price.output)),
     ];
     let total: i128 = parts.iter().map(|(n, p)| i128::from(*n) * i128::from(*p)).sum();
-    i64::try_from((total + 999_999) / 1_000_000).unwrap_or(i64::MAX)
+    // At most what a JavaScript number, D1 and every sum of a few such rows hold exactly.
+    i64::try_from((total + 999_999) / 1_000_000).map_or(MAX_SAFE, |c| c.min(MAX_SAFE))
+}
+
+/// A token limit from OpenRouter's catalogue as the price table keeps it: at most what a limit set by
+/// hand may be (`u32`); a larger one is no limit known (stored, it would not read back exactly).
+pub fn catalogue_limit(tokens: u64) -> Option<i64> {
+    u32::try_from(tokens).ok().map(i64::from)
 }
 
 /// A model's token limit as the price table stores it, when it says anything: 0 or less is no limit.
@@ -224,6 +232,13 @@ mod tests {
     }
 
     #[test]
+    fn a_catalogue_limit_beyond_what_is_kept_is_no_limit() {
+        assert_eq!(catalogue_limit(200_000), Some(200_000));
+        assert_eq!(catalogue_limit(u64::from(u32::MAX)), Some(i64::from(u32::MAX)));
+        assert_eq!(catalogue_limit(10_000_000_000_000_000), None, "it would not read back from D1 exactly");
+    }
+
+    #[test]
     fn cost_rounds_up_once_per_request() {
         let p = price(150_000, 600_000); // gpt-4o-mini
                                          // 8 × 0.15 + 4 × 0.6 = 3.6 µ$ → 4
@@ -232,6 +247,8 @@ mod tests {
         // exactly whole: 1M prompt tokens at 0.15 $/M = 150_000 µ$
         assert_eq!(cost(&p, &Tokens { prompt: 1_000_000, ..Tokens::default() }), 150_000);
         assert_eq!(cost(&price(1, 0), &Tokens { prompt: 1, ..Tokens::default() }), 1, "any fraction rounds up");
+        let absurd = Tokens { prompt: u64::MAX, completion: u64::MAX, ..Tokens::default() };
+        assert_eq!(cost(&price(MAX_PRICE, MAX_PRICE), &absurd), MAX_SAFE, "at most what every store holds");
     }
 
     #[test]

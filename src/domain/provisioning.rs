@@ -34,7 +34,8 @@ pub fn cents_to_usd(cents: i64) -> f64 {
 
 /// OpenRouter's USD limit back in whole cents.
 pub fn usd_to_cents(usd: f64) -> i64 {
-    (usd * 100.0).round() as i64
+    // Within what D1 gives back as a JavaScript number, whatever OpenRouter says.
+    ((usd * 100.0).round() as i64).clamp(0, super::money::MAX_SAFE)
 }
 
 #[cfg(test)]
@@ -50,6 +51,8 @@ mod tests {
         assert_eq!(cents_to_usd(1_050), 10.5);
         assert_eq!(usd_to_cents(10.5), 1_050);
         assert_eq!(usd_to_cents(0.07), 7);
+        assert_eq!(usd_to_cents(1e300), super::super::money::MAX_SAFE);
+        assert_eq!(usd_to_cents(-5.0), 0);
     }
 
     #[test]

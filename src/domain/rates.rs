@@ -48,6 +48,11 @@ pub struct Admitted {
     pub tokens: i64,
 }
 
+/// The tokens `admitted` requests hold (a settled count may be as large as a reservation's bound).
+fn tokens_in(admitted: &[Admitted]) -> i64 {
+    admitted.iter().fold(0, |sum, a| sum.saturating_add(a.tokens))
+}
+
 /// Where one limit stands, as OpenAI's `x-ratelimit-{limit,remaining,reset}-*` headers say it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Standing {
@@ -113,7 +118,7 @@ impl Rates {
     pub fn status(&self, key_id: &str, limits: RateLimits, now: i64) -> RateStatus {
         let live = self.live(key_id, now);
         let reset_ms = live.last().map_or(0, |a| a.at_ms + WINDOW_MS - now);
-        let used_tokens: i64 = live.iter().map(|a| a.tokens).sum();
+        let used_tokens = tokens_in(live);
         let standing = |limit: i64, used: i64| Standing { limit, remaining: (limit - used).max(0), reset_ms };
         RateStatus {
             requests: limits.rpm.map(|l| standing(l, live.len() as i64)),
@@ -144,7 +149,7 @@ impl Rates {
             if tokens > tpm {
                 return Err(refuse(RateHit::TooLarge, WINDOW_MS));
             }
-            let mut used: i64 = live.iter().fold(0i64, |sum, a| sum.saturating_add(a.tokens));
+            let mut used = tokens_in(live);
             if used.saturating_add(tokens) > tpm {
                 let mut retry = WINDOW_MS;
                 for a in live {

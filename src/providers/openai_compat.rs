@@ -120,7 +120,13 @@ fn usage_of(body: &[u8], field: &str) -> Result<Option<Usage>, ProviderError> {
     let probe: Probe = serde_json::from_slice(body).map_err(|e| ProviderError::Malformed(format!("not JSON: {e}")))?;
     if let Some(err) = probe.error {
         let message = err.get("message").and_then(Value::as_str).unwrap_or("upstream error").to_string();
-        let status = err.get("code").and_then(Value::as_u64).unwrap_or(502) as u16;
+        // An error code that is no HTTP status (a provider's own number) is an upstream failure.
+        let status = err
+            .get("code")
+            .and_then(Value::as_u64)
+            .and_then(|c| u16::try_from(c).ok())
+            .filter(|c| (400..=599).contains(c))
+            .unwrap_or(502);
         return Err(match status {
             400..=499 => classify_error(status, None, body),
             _ => ProviderError::Unavailable { status, message },
@@ -345,6 +351,11 @@ mod tests {
         assert!(matches!(completion_usage(b"{}"), Err(ProviderError::Malformed(_))));
         let err = br#"{"error":{"code":502,"message":"provider returned error"}}"#;
         assert!(matches!(completion_usage(err), Err(ProviderError::Unavailable { status: 502, .. })));
+        let odd_code = br#"{"error":{"code":65936,"message":"provider's own code"}}"#;
+        assert!(matches!(completion_usage(odd_code), Err(ProviderError::Unavailable { status: 502, .. })), "not 400");
+        let null_detail = br#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":1,"prompt_tokens_details":{"cached_tokens":null}}}"#;
+        let usage = completion_usage(null_detail).expect("an odd usage field does not make the answer unreadable");
+        assert_eq!(usage.map(|u| u.tokens().prompt), Some(3));
     }
 
     #[test]

@@ -56,8 +56,10 @@ pub fn blocks_from_details(details: &[Value], signed_only: bool) -> Vec<Value> {
         match detail.get("type").and_then(Value::as_str) {
             Some("reasoning.text") => match blocks.last_mut() {
                 Some((i, block)) if index.is_some() && *i == index && block["type"] == "thinking" => {
-                    let text = format!("{}{}", block["thinking"].as_str().unwrap_or_default(), field("text"));
-                    block["thinking"] = text.into();
+                    // Appended in place: pieces copied whole each time would be quadratic in a long thought.
+                    if let Some(Value::String(thinking)) = block.get_mut("thinking") {
+                        thinking.push_str(field("text"));
+                    }
                     if !field("signature").is_empty() {
                         block["signature"] = field("signature").into();
                     }
