@@ -26,9 +26,6 @@ use crate::store::prices::PriceRow;
 
 /// Chat bodies may carry images as data URLs.
 const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
-/// When the first heartbeat of a request waiting for its upstream comes, at the latest: well inside the
-/// 30 s the runtime gives a request's task after its client hung up.
-const FIRST_WAIT_BEAT_MS: u64 = 10_000;
 /// Output tokens asked of Anthropic (which requires a number) when neither the client nor the price table gives one.
 const ANTHROPIC_DEFAULT_MAX_TOKENS: u64 = 4_096;
 
@@ -210,18 +207,13 @@ impl Job {
         let Job { call, caller, chat, plan, prices, meter, timing, dialect } = self;
         let max_output =
             |m: &str| prices.get(m).and_then(PriceRow::output_limit).unwrap_or(ANTHROPIC_DEFAULT_MAX_TOKENS);
-        // Waiting for the upstream beats too (a stream's relay beats on its own once it has started): a client
-        // that hangs up has the runtime end this task 30 s later, before its settlement, and the close then
-        // charges what the last beat reported (the prompt, estimated) instead of nothing.
-        let every_ms = call.config.heartbeat_every_ms();
-        let waiting =
-            meter.as_ref().map(|m| Heartbeat::start(m, &call.env, every_ms.min(FIRST_WAIT_BEAT_MS), every_ms));
+        let waiting = meter.as_ref().map(|m| Heartbeat::waiting(m, &call));
         let served = match upstream::send_chat(&call, &chat, &plan, max_output).await {
             Ok(served) => served,
             Err(failed) => {
                 let log = LogContext::new(&call, &caller, &chat.model, plan[0].route.provider, failed.tries);
                 let status = failed.error.status();
-                fail(&call, meter, answer, failed.error, log).await;
+                fail(&call, meter, answer, failed, log).await;
                 return super::request_log::write(&call, &caller, &chat.model, status, false).await;
             }
         };

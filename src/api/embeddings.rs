@@ -12,9 +12,10 @@ use super::auth::{note_key_use, Authenticated, Caller};
 use super::error::ApiError;
 use super::incoming::Incoming;
 use super::log_line::LogContext;
-use super::meter::{charge, price_table, Demand, Meter, Outcome};
+use super::meter::{charge, price_table, Demand, Heartbeat, Meter, Outcome};
+use super::reply::fail;
 use super::respond::{read_body, Call};
-use super::upstream;
+use super::upstream::{self, Failed};
 use crate::domain::embeddings::EmbeddingsRequest;
 use crate::domain::routing::{self, Attempt, Provider, Routing};
 use crate::providers::openai_compat::{embeddings_usage, ProviderError};
@@ -88,10 +89,12 @@ struct Job {
 impl Job {
     async fn run(self, answer: oneshot::Sender<Result<Response, ApiError>>) {
         let Job { call, caller, request, plan, mut meter } = self;
+        let waiting = meter.as_ref().map(|m| Heartbeat::waiting(m, &call));
         let result = send(&call, &request, &plan).await;
+        drop(waiting);
         let (provider, tries) = match &result {
             Ok((_, _, served)) => (served.provider, served.tries),
-            Err((_, tries)) => (plan[0].route.provider, *tries),
+            Err(failed) => (plan[0].route.provider, failed.tries),
         };
         let log = LogContext::new(&call, &caller, &request.model, provider, tries);
         if let Some(m) = meter.as_mut() {
@@ -99,15 +102,7 @@ impl Job {
         }
         let (body, usage) = match result {
             Ok((body, usage, _)) => (body, usage),
-            Err((error, _)) => {
-                let status = error.status();
-                log.finished(status, (0, 0), None, false);
-                let _ = answer.send(Err(error));
-                if let Some(m) = meter {
-                    m.settle(&call.env, Outcome::failed(status)).await;
-                }
-                return;
-            }
+            Err(failed) => return fail(&call, meter, answer, failed, log).await,
         };
         let outcome = Outcome {
             usage,
@@ -152,7 +147,7 @@ async fn send(
     call: &Call,
     request: &EmbeddingsRequest,
     plan: &[Attempt],
-) -> Result<(Vec<u8>, Option<crate::domain::chat::Usage>, ServedBy), (ApiError, u32)> {
+) -> Result<(Vec<u8>, Option<crate::domain::chat::Usage>, ServedBy), Failed> {
     let served = upstream::send(call, plan, |attempt, endpoint| {
         Ok(Outbound {
             url: format!("{}/embeddings", endpoint.base_url),
@@ -163,8 +158,7 @@ async fn send(
             body: request.upstream_body(&attempt.route.native_model),
         })
     })
-    .await
-    .map_err(|failed| (failed.error, failed.tries))?;
+    .await?;
     let by = ServedBy { provider: served.attempt.route.provider, tries: served.tries };
     let mut upstream = served.upstream;
     let left = (call.started_ms + call.config.request_timeout_ms as f64 - js_sys::Date::now()).max(1.0) as u64;
@@ -181,7 +175,8 @@ async fn send(
     };
     match read.await {
         Ok((body, usage)) => Ok((body, usage, by)),
-        Err(e) => Err((e.into(), by.tries)),
+        // An answer that did not come in time: the upstream had accepted the request.
+        Err(e) => Err(Failed { unanswered: e == ProviderError::Timeout, error: e.into(), tries: by.tries }),
     }
 }
 

@@ -89,6 +89,13 @@ impl Outcome {
     pub fn failed(status: u16) -> Self {
         Self { usage: None, delivered_bytes: None, status, streamed: false, cancelled: false, usage_so_far: None }
     }
+
+    /// The upstream had the request but did not answer in time: it may have generated, and billed, an
+    /// answer that never came. Charged the prompt, estimated, as a reservation closed while its request
+    /// waited is (its output is unknown).
+    pub fn unanswered(status: u16) -> Self {
+        Self { delivered_bytes: Some(0), ..Self::failed(status) }
+    }
 }
 
 /// What a request costs and is charged, and for which tokens.
@@ -159,9 +166,12 @@ impl Meter {
         let prompt = chat.prompt_token_bound_within(row.context_limit());
         let demand = Demand { model: &chat.model, prompt, output };
         let (meter, output) = Self::reserve_tokens(call, key, hash, row, demand).await?;
-        // Only what was reserved is asked for. The model's own limits need not be sent; the client's
-        // bound (both fields), an affordable part or the default are.
-        if chat.max_tokens.is_some() || model_limit.is_none_or(|limit| output < limit) {
+        // Only what was reserved is asked for, the model's output limit too: it is the catalogue's top
+        // provider's, and OpenRouter may route to another that allows more. Only a bound that is the
+        // context length itself goes unsent (the context bounds the output; sent, it would leave the
+        // prompt no room).
+        let context_bound = chat.max_tokens.is_none() && row.output_limit().is_none() && Some(output) == model_limit;
+        if !context_bound {
             chat.cap_output(output);
         }
         Ok(meter)
@@ -371,6 +381,8 @@ impl Meter {
         }
         if outcome.delivered_bytes.is_none() && outcome.usage.is_none() {
             notes.push("failed");
+        } else if outcome.status == 504 && outcome.usage.is_none() {
+            notes.push("(no answer in time: prompt estimated)");
         } else if charged.estimated {
             notes.push("(estimated from content delivered)");
         }
@@ -474,7 +486,19 @@ pub struct Heartbeat {
     _stop: oneshot::Sender<()>,
 }
 
+/// When the first heartbeat of a request waiting for its upstream comes, at the latest: well inside the
+/// 30 s the runtime gives a request's task after its client hung up.
+const FIRST_WAIT_BEAT_MS: u64 = 10_000;
+
 impl Heartbeat {
+    /// Beats for a request waiting for its upstream (a stream's relay beats on its own once it has
+    /// started): a client that hangs up has the runtime end the task 30 s later, before its settlement,
+    /// and the close then charges what the last beat reported (the prompt, estimated) instead of nothing.
+    pub fn waiting(meter: &Meter, call: &Call) -> Self {
+        let every_ms = call.config.heartbeat_every_ms();
+        Self::start(meter, &call.env, every_ms.min(FIRST_WAIT_BEAT_MS), every_ms)
+    }
+
     /// Beats after `first_ms`, then every `every_ms`, while the heartbeat lives and `running` is set.
     pub fn start(meter: &Meter, env: &Env, first_ms: u64, every_ms: u64) -> Self {
         let (stop, mut stopped) = oneshot::channel::<()>();

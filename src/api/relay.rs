@@ -161,7 +161,9 @@ pub fn relay_stream(relay: Relay) -> impl futures_util::Stream<Item = worker::Re
                 Some(err) => s.sse.finish(Some(&ApiError::from(err.clone()).body(&s.request_id).to_string())),
                 None => s.sse.finish(None),
             };
-            s.report(false, failure.is_some());
+            // An upstream error event followed by `[DONE]` ended the stream as a failure all the same.
+            let failed = failure.is_some() || s.sse.summary().upstream_error.is_some();
+            s.report(false, failed);
             let tail = s.emit(tail);
             return (!tail.is_empty()).then_some((Ok(tail), s));
         }

@@ -14,11 +14,11 @@ use super::meter::{charge, Heartbeat, Meter, Outcome};
 use super::relay::{relay_stream, Relay, StreamOutcome};
 use super::respond::Call;
 use super::served::{answer_names, ServedPrices};
-use super::upstream::Served;
+use super::upstream::{Failed, Served};
 use crate::cache::prices::PriceTable;
 use crate::domain::money::micros_to_usd;
 use crate::domain::routing::{Attempt, Provider};
-use crate::providers::openai_compat::completion_usage;
+use crate::providers::openai_compat::{completion_usage, ProviderError};
 use crate::providers::sse::{set_usage_cost, SseRelay};
 use crate::providers::transport::{self, Upstream};
 use crate::providers::wire::{self, StreamAdapter};
@@ -152,7 +152,7 @@ impl<'a> Reply<'a> {
     pub async fn relay(&mut self, answer: Answer, hide_usage: bool) -> Option<Ended> {
         let body = match self.upstream.stream() {
             Ok(body) => body,
-            Err(e) => return self.failed(answer, e.into()),
+            Err(e) => return self.failed(answer, e),
         };
         let sse = match &self.meter {
             Some(m) => {
@@ -209,7 +209,7 @@ impl<'a> Reply<'a> {
             .and_then(|body| completion_usage(&body).map(|usage| (body, usage)));
         let (body, usage) = match read {
             Ok(read) => read,
-            Err(e) => return self.failed(answer, e.into()),
+            Err(e) => return self.failed(answer, e),
         };
         let (upstream_id, model) = answer_names(&body);
         let outcome = Outcome {
@@ -237,23 +237,28 @@ impl<'a> Reply<'a> {
         Some(Ended { outcome, model, upstream_id })
     }
 
-    /// The answer could not be given: the client gets the error; the settlement releases the reservation.
-    fn failed(&mut self, answer: Answer, error: ApiError) -> Option<Ended> {
+    /// The answer could not be given: the client gets the error; the settlement releases the reservation,
+    /// or, when the answer did not come in time, charges the prompt (the upstream had accepted it).
+    fn failed(&mut self, answer: Answer, error: ProviderError) -> Option<Ended> {
+        let unanswered = error == ProviderError::Timeout;
+        let error = ApiError::from(error);
         let status = error.status();
         super::request_log::keep_response(
             &self.call.request_log,
             error.body(&self.call.request_id).to_string().as_bytes(),
         );
         let _ = answer.send(Err(error));
-        Some(Ended { outcome: Outcome::failed(status), model: None, upstream_id: None })
+        let outcome = if unanswered { Outcome::unanswered(status) } else { Outcome::failed(status) };
+        Some(Ended { outcome, model: None, upstream_id: None })
     }
 
     /// Charges the request at the price of the model that served it, and writes its log line; answers
     /// the status the client got and whether it was streamed.
     pub async fn settle(self, ended: Option<Ended>) -> Option<(u16, bool)> {
         let Ended { mut outcome, model, upstream_id } = ended?;
-        // A stream that ended without its usage chunk, whether its client hung up or the upstream broke off.
-        let cut_short = outcome.cancelled || (outcome.streamed && outcome.status >= 500);
+        // A stream that ended without its usage chunk, whether its client hung up, the upstream broke off,
+        // or it ended with an error event (even one followed by `[DONE]`).
+        let cut_short = outcome.cancelled || outcome.streamed;
         if cut_short && outcome.usage.is_none() && self.meter.is_some() {
             let delivered = outcome.delivered_bytes.unwrap_or(0);
             outcome.usage = self.generation_usage(upstream_id.as_deref(), delivered).await;
@@ -300,14 +305,20 @@ impl<'a> Reply<'a> {
 /// settlement's own 20 s of retries, inside the 30 s the runtime gives a task after its answer).
 const GENERATION_WAIT_MS: u64 = 6_000;
 
-/// No upstream answered: the client gets the error; the reservation goes back.
-pub async fn fail(call: &Call, meter: Option<Meter>, answer: Answer, error: ApiError, log: LogContext) {
-    let status = error.status();
+/// No upstream answered: the client gets the error; the reservation goes back (or, when the last
+/// upstream had the request and did not answer in time, the prompt is charged: `Outcome::unanswered`).
+pub async fn fail(call: &Call, meter: Option<Meter>, answer: Answer, failed: Failed, log: LogContext) {
+    let outcome = failed.outcome();
+    let status = outcome.status;
+    let error = failed.error;
     super::request_log::keep_response(&call.request_log, error.body(&call.request_id).to_string().as_bytes());
-    log.finished(status, (0, 0), None, false);
+    match meter.as_ref().filter(|_| failed.unanswered).map(|m| m.charge(&outcome)) {
+        Some(c) => log.finished(status, (c.tokens.prompt, 0), Some((c.usd(), micros_to_usd(c.cost - c.amount))), false),
+        None => log.finished(status, (0, 0), None, false),
+    }
     let _ = answer.send(Err(error));
     if let Some(m) = meter {
-        m.settle(&call.env, Outcome::failed(status)).await;
+        m.settle(&call.env, outcome).await;
     }
 }
 

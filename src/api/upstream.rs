@@ -11,6 +11,7 @@ use serde_json::json;
 use worker::{Delay, Method};
 
 use super::error::ApiError;
+use super::meter::Outcome;
 use super::respond::Call;
 use crate::domain::chat::ChatRequest;
 use crate::domain::routing::{self, Attempt};
@@ -33,6 +34,21 @@ pub struct Served<'p> {
 pub struct Failed {
     pub error: ApiError,
     pub tries: u32,
+    /// The last request sent timed out (the gateway's deadline, or the upstream's 408/504/524): the
+    /// upstream had it and may have generated, and billed, an answer that never came.
+    pub unanswered: bool,
+}
+
+impl Failed {
+    /// How the request ended, for its settlement.
+    pub fn outcome(&self) -> Outcome {
+        let status = self.error.status();
+        if self.unanswered {
+            Outcome::unanswered(status)
+        } else {
+            Outcome::failed(status)
+        }
+    }
 }
 
 /// Sends a request along `plan`; `build` makes each attempt's HTTP request for its provider's address and key.
@@ -45,6 +61,7 @@ pub async fn send<'p>(
     let deadline = call.started_ms + config.request_timeout_ms as f64;
     let mut tries = 0;
     let mut last = None;
+    let mut unanswered = false;
     for attempt in plan {
         let provider = attempt.route.provider;
         let Some(endpoint) = config.endpoint(provider) else {
@@ -55,14 +72,14 @@ pub async fn send<'p>(
         let out = match build(attempt, &endpoint) {
             Ok(out) => out,
             // The first route's refusal is the client's answer; a later one's would hide why the first failed.
-            Err(e) if last.is_none() => return Err(Failed { error: e.into(), tries }),
+            Err(e) if last.is_none() => return Err(Failed { error: e.into(), tries, unanswered }),
             Err(_) => continue,
         };
         let headers: Vec<(&str, &str)> = out.headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
         for retry in 0.. {
             let remaining = deadline - js_sys::Date::now();
             if remaining < 1.0 {
-                return Err(Failed { error: ProviderError::Timeout.into(), tries });
+                return Err(Failed { error: ProviderError::Timeout.into(), tries, unanswered });
             }
             tries += 1;
             let error = match transport::send(Method::Post, &out.url, &headers, Some(&out.body), remaining as u64).await
@@ -71,6 +88,7 @@ pub async fn send<'p>(
                 Err(e) => e,
             };
             note_failure(call, attempt, tries, &error);
+            unanswered = error == ProviderError::Timeout;
             let wait = (error.is_retryable() && retry < config.upstream_retries)
                 .then(|| routing::backoff_ms(retry, error.retry_after_secs(), js_sys::Math::random()))
                 .flatten()
@@ -80,14 +98,14 @@ pub async fn send<'p>(
                 continue;
             }
             if !error.moves_on() {
-                return Err(Failed { error: error.into(), tries });
+                return Err(Failed { error: error.into(), tries, unanswered });
             }
             last = Some(error);
             break;
         }
     }
     let error = last.map_or_else(|| ApiError::internal("no route to try"), ApiError::from);
-    Err(Failed { error, tries })
+    Err(Failed { error, tries, unanswered })
 }
 
 /// Sends a chat along `plan`; `max_output(model)` is the output bound given to a provider that requires
