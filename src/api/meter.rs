@@ -395,29 +395,21 @@ impl Meter {
             on_lease: self.lease.clone(),
         };
         let failed = outcome.delivered_bytes.is_none() && outcome.usage.is_none();
-        let org =
-            self.org_id.as_deref().map(|org_id| {
-                let tokens =
-                    i64::try_from(charged.tokens.prompt.saturating_add(charged.tokens.completion)).unwrap_or(i64::MAX);
-                async move {
-                    Org::of(env, org_id).settle(&self.request_id, tokens, charged.amount, failed, self.lease_ms).await
-                }
-            });
-        let account = async {
-            // The account's drained leases go back with the settlement (and whatever else waits to be sent).
-            let returns = || {
-                let now = js_sys::Date::now() as i64;
-                leases::take_drained(now, Some(&self.account_id)).into_iter().map(|(_, id)| id).collect()
-            };
-            batch::settle(env, &self.account_id, &self.key_id, settlement, self.lease_ms, returns).await;
-            batch::return_leases(env.clone()).await;
+        // The account's drained leases go back with the settlement (and whatever else waits to be sent).
+        let returns = || {
+            let now = js_sys::Date::now() as i64;
+            leases::take_drained(now, Some(&self.account_id)).into_iter().map(|(_, id)| id).collect()
         };
-        match org {
-            Some(org) => {
-                futures_util::future::join(account, org).await;
-            }
-            None => account.await,
+        let confirmed = batch::settle(env, &self.account_id, &self.key_id, settlement, self.lease_ms, returns).await;
+        // The organization counts what the account charged, so it is told once the account has confirmed
+        // the charge. A settlement given up on is closed by the account at its evidence, which may be more
+        // than this charge; the organization's hold, not told, then counts all it held at its expiry.
+        if let (Some(org_id), true) = (self.org_id.as_deref(), confirmed) {
+            let tokens =
+                i64::try_from(charged.tokens.prompt.saturating_add(charged.tokens.completion)).unwrap_or(i64::MAX);
+            Org::of(env, org_id).settle(&self.request_id, tokens, charged.amount, failed, self.lease_ms).await;
         }
+        batch::return_leases(env.clone()).await;
     }
 }
 

@@ -196,9 +196,10 @@ impl DurableObject for AccountDo {
     }
 
     async fn fetch(&self, req: Request) -> Result<Response> {
-        let now = now_ms();
         let sql = self.sql()?;
         let parsed = message::read::<AccountRequest>(req).await;
+        // The time of the step that decides, read after the body (other messages may run while it is read).
+        let now = now_ms();
         let reconcile = match &parsed {
             Ok(AccountRequest::Reconcile { account_id }) => Some(account_id.clone()),
             _ => None,

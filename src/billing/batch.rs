@@ -53,7 +53,8 @@ thread_local! {
 }
 
 /// Settles one request of `account` (a request of `key_id`), with whatever else waits, until the object
-/// confirms or `retry_for_ms` has passed; `returns` gives the leases to give back with it.
+/// confirms or `retry_for_ms` has passed; `returns` gives the leases to give back with it. Answers
+/// whether the object confirmed it (else the object settles it by its rule, at its expiry).
 pub async fn settle(
     env: &Env,
     account: &str,
@@ -61,7 +62,7 @@ pub async fn settle(
     settlement: Settlement,
     retry_for_ms: i64,
     returns: impl Fn() -> Vec<String>,
-) {
+) -> bool {
     let id = settlement.request_id.clone();
     let on_lease = settlement.on_lease.clone();
     // Given up on: this isolate's lease no longer counts the request as in flight (the worst is assumed).
@@ -69,6 +70,7 @@ pub async fn settle(
         if let Some(on) = &on_lease {
             leases::settled(key_id, &on.lease_id, &id, None);
         }
+        false
     };
     let deadline = js_sys::Date::now() + retry_for_ms as f64;
     with_line(account, |line| line.waiting.push(Pending { settlement, key_id: key_id.to_string() }));
@@ -101,7 +103,7 @@ pub async fn settle(
             }
         });
         let batch = match turn {
-            Turn::Done => return,
+            Turn::Done => return true,
             Turn::GaveUp => return give_up(),
             // Failed in the object: sent again after 0.25 s doubling to 8 s, as an unanswered message is.
             Turn::Failed(pending) => {
@@ -167,7 +169,7 @@ pub async fn settle(
                     lines.remove(account);
                 }
             });
-            return;
+            return true;
         }
     }
 }

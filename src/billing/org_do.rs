@@ -239,8 +239,10 @@ impl DurableObject for OrgDo {
     }
 
     async fn fetch(&self, req: Request) -> Result<Response> {
+        let message = message::read::<OrgRequest>(req).await;
+        // The time of the step that decides, read after the body (other messages may run while it is read).
         let now = js_sys::Date::now() as i64;
-        let answer = match message::read::<OrgRequest>(req).await {
+        let answer = match message {
             Ok(m) => self.run(m, now).unwrap_or_else(|e| {
                 // Storage refused a write (and undid the message's others): reload from what storage holds.
                 self.book.replace(None);
