@@ -275,6 +275,20 @@ describe('streams that do not finish', () => {
     assert.doesNotMatch(usage.description, /estimated/);
   });
 
+  test('a stream that ends with an error event and then [DONE] is charged what OpenRouter says it generated', async () => {
+    const user = await ctx.admin.createUser({}, { credit: 1 });
+    const key = await ctx.admin.createKey(user.id);
+    const messages = [{ role: 'user', content: 'alpha beta gamma delta epsilon zeta eta theta' }];
+    const res = await chat(key.key, { model: 'openai/gpt-4o', messages, stream: true, fake_fault: 'error_event_done' });
+    const text = await res.text();
+    assert.ok(text.includes('Provider disconnected') && text.trimEnd().endsWith('data: [DONE]'));
+    const rows = await settled(user.id, (r) => r.some((x) => x.type === 'usage'), 'the usage row');
+    const usage = rows.find((x) => x.type === 'usage');
+    assert.ok(-micros(usage.amount) > 0);
+    // No usage chunk came: the record (hidden reasoning included), not the estimate from the text delivered.
+    assert.doesNotMatch(usage.description, /estimated/);
+  });
+
   test('a client that hangs up mid-stream is charged for what the upstream generated before it stopped', async () => {
     const user = await ctx.admin.createUser({}, { credit: 1 });
     const key = await ctx.admin.createKey(user.id);

@@ -19,6 +19,7 @@
 //   "non_json"              200 with an HTML body
 //   "tools"                 answers with a tool call (streamed as argument pieces)
 //   "error_event"           stream: a mid-stream error event, then the end
+//   "error_event_done"      stream: a mid-stream error event, then `[DONE]` (no usage chunk)
 //   "no_record"             keeps no generation record (GET /generation answers 404 for it)
 // The direct Anthropic API (whose bodies the gateway builds) takes "[cut:<n>]" in the last message's text:
 // the stream closes after n text deltas, after `message_start` told the prompt's usage (with
@@ -321,9 +322,10 @@ async function chat(req, res, body, opts) {
         res.write('data: {"id":"' + id + '","choi'); // half an event, then the socket dies
         return setTimeout(() => res.socket.destroy(), 20);
       }
-      if (fault === 'error_event' && i === 2) {
+      if ((fault === 'error_event' || fault === 'error_event_done') && i === 2) {
         send({ ...base, error: { code: 502, message: 'Provider disconnected' }, choices: [{ index: 0, delta: { content: '' }, finish_reason: 'error' }] });
         record.endedAt = Date.now();
+        if (fault === 'error_event_done') res.write('data: [DONE]\n\n');
         return res.end();
       }
       if (delay && i > 0) await sleep(delay);
