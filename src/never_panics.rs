@@ -154,6 +154,42 @@ proptest! {
         }
     }
 
+    /// What else comes from outside: OpenRouter's catalogue and its key limits, a direct OpenAI stream,
+    /// upstream error answers, alert settings, budgets and limits as the API takes them, retention days,
+    /// and the reasoning pieces a client sends back.
+    #[test]
+    fn other_outside_input(
+        bytes in proptest::collection::vec(any::<u8>(), 0..256),
+        t in text(),
+        status in any::<u16>(),
+        usd in any::<f64>(),
+        n in any::<i64>(),
+        tokens in any::<u64>(),
+    ) {
+        use crate::providers::{openai, openai_compat, reasoning};
+        for body in [&bytes[..], t.as_bytes()] {
+            let _ = openai_compat::parse_model_list(body);
+            let _ = openai_compat::classify_error(status, Some(&t), body);
+            let _ = openai_compat::embeddings_usage(body);
+            let mut sse = openai::RenameModelSse::new("m");
+            let _ = sse.feed(body);
+            let _ = serde_json::from_slice::<crate::domain::end_users::BudgetInput>(body).map(|b| b.validate("budget"));
+            let _ = serde_json::from_slice::<crate::domain::orgs::LimitsInput>(body).map(|l| l.validate());
+            if let Ok(serde_json::Value::Array(details)) = serde_json::from_slice(body) {
+                let _ = reasoning::blocks_from_details(&details, true);
+                let _ = reasoning::blocks_from_details(&details, false);
+            }
+        }
+        let _ = crate::domain::alerts::AlertRules::parse_percents(&t);
+        let _ = crate::domain::request_log::validate_days(Some(n));
+        let _ = crate::domain::provisioning::usd_to_cents(usd);
+        let _ = pricing::catalogue_limit(tokens);
+        let budget = crate::domain::end_users::BudgetInput { limit: usd, limit_reset: Some(t.clone()) };
+        let _ = budget.validate("budget");
+        let limits = crate::domain::orgs::LimitsInput { monthly_requests: Some(n), monthly_tokens: Some(n), monthly_cost: Some(usd) };
+        let _ = limits.validate();
+    }
+
     /// Token counts from an upstream, anywhere in u64's range, add up without overflow (a release build
     /// would wrap them: a request charged for almost nothing).
     #[test]

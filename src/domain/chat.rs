@@ -691,15 +691,17 @@ fn cost<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error>
 }
 
 impl Usage {
-    /// The token split prices apply to.
+    /// The token split prices apply to, each count at most `MAX_SAFE` (as `count` reads them; the direct
+    /// providers' usage is built, not read, and may sum past it).
     pub fn tokens(&self) -> super::pricing::Tokens {
         let prompt = self.prompt_tokens_details.clone().unwrap_or_default();
+        let max = super::money::MAX_SAFE as u64;
         super::pricing::Tokens {
-            prompt: self.prompt_tokens,
-            completion: self.completion_tokens,
-            cache_read: prompt.cached_tokens,
-            cache_write: prompt.cache_write_tokens,
-            reasoning: self.completion_tokens_details.as_ref().map_or(0, |c| c.reasoning_tokens),
+            prompt: self.prompt_tokens.min(max),
+            completion: self.completion_tokens.min(max),
+            cache_read: prompt.cached_tokens.min(max),
+            cache_write: prompt.cache_write_tokens.min(max),
+            reasoning: self.completion_tokens_details.as_ref().map_or(0, |c| c.reasoning_tokens.min(max)),
         }
     }
 
