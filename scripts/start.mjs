@@ -82,10 +82,12 @@ OpenRouter at ${gw.fake.url}. Set AI_GATEWAY_API_KEY (env or .dev.vars) for real
 if (generated) console.log(`${generated} (ADMIN_TOKEN; mode 0600). It is not printed.\n`);
 console.log(`Create a user, credit it, then make a key for it:
 
-  export ADMIN_TOKEN=$(grep ^ADMIN_TOKEN= .dev.vars | cut -d= -f2-)   # or your own
-  curl -s ${url}/api/admin/users -H "Authorization: Bearer $ADMIN_TOKEN" -H 'content-type: application/json' -d '{"email":"ann@example.com","name":"Ann"}'
-  curl -s ${url}/api/balance/admin/add -H "Authorization: Bearer $ADMIN_TOKEN" -H 'content-type: application/json' -d '{"user_id":"<id from the answer above>","amount":10}'
-  curl -s ${url}/api/keys -H "Authorization: Bearer $ADMIN_TOKEN" -H 'content-type: application/json' -d '{"name":"laptop","user_id":"<id from the answer above>"}'
+  # the operator's header in a file only you can read (no secret on a command line)
+  (umask 077; mkdir -p ~/.tollgate; printf 'Authorization: Bearer %s\\n' "$(grep ^ADMIN_TOKEN= .dev.vars | cut -d= -f2-)" > ~/.tollgate/admin.header)
+  ADMIN=~/.tollgate/admin.header
+  curl -s ${url}/api/admin/users -H @$ADMIN -H 'content-type: application/json' -d '{"email":"ann@example.com","name":"Ann"}'
+  curl -s ${url}/api/balance/admin/add -H @$ADMIN -H 'content-type: application/json' -d '{"user_id":"<id from the answer above>","amount":10}'
+  curl -s ${url}/api/keys -H @$ADMIN -H 'content-type: application/json' -d '{"name":"laptop","user_id":"<id from the answer above>"}'
 
 Then point any OpenAI SDK at ${url}/v1 with the key. Ctrl-C stops everything.
 `);

@@ -287,6 +287,15 @@ describe('streams that do not finish', () => {
     assert.ok(-micros(usage.amount) > 0);
     // No usage chunk came: the record (hidden reasoning included), not the estimate from the text delivered.
     assert.doesNotMatch(usage.description, /estimated/);
+    // And it is recorded as the failure it was, though `[DONE]` followed the error.
+    const id = res.headers.get('x-request-id');
+    let record;
+    for (let i = 0; i < 50 && !record; i++) {
+      const gen = await fetch(`${ctx.gw.url}/api/v1/generation?id=${id}`, { headers: { authorization: `Bearer ${key.key}` } });
+      if (gen.status === 200) record = (await gen.json()).data;
+      else await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.equal(record?.status, 502, JSON.stringify(record));
   });
 
   test('a client that hangs up mid-stream is charged for what the upstream generated before it stopped', async () => {
@@ -452,6 +461,7 @@ describe('organization monthly limits', () => {
     const third = await chat(key, body);
     assert.equal(third.status, 429);
     assert.ok(Number(third.headers.get('retry-after')) > 0);
+    assert.equal(third.headers.get('x-should-retry'), 'false', 'a month is not waited out by retries');
     assert.match((await third.json()).error.message, /monthly request limit/);
     await ctx.admin.call('PATCH', `/api/orgs/${org.id}`, { status: 'suspended' });
     assert.equal((await chat(key, body)).status, 403, 'a suspended organization');

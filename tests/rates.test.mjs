@@ -57,6 +57,7 @@ describe('requests per minute', () => {
       const wait = int(res, 'retry-after');
       // Room comes when the first admitted request leaves the window, 60 s after it was admitted.
       assert.ok(wait >= 1 && wait <= 60 && Date.now() + wait * 1000 >= started + 59_000, `retry-after ${wait}`);
+      assert.equal(header(res, 'x-should-retry'), null, 'waiting helps: the SDKs may retry');
       assert.equal(body.error.code, 'rate_limit_error');
       assert.equal(body.error.metadata.limit_source, 'key_rpm');
       assert.equal(int(res, 'x-ratelimit-remaining-requests'), 0);
@@ -116,6 +117,12 @@ describe('tokens per minute', () => {
 
     const tpm = 3 * worst + Math.floor(worst / 2);
     const key = await ctx.admin.createKey(user.id, { tpm_limit: tpm });
+    // A request larger than the whole limit would be refused however long it waited: the SDKs are told
+    // not to retry it (they obey `x-should-retry`).
+    const tooLarge = await chat(ctx.gw.url, key.key, { max_tokens: tpm + 1 });
+    assert.equal(tooLarge.status, 429);
+    assert.equal(header(tooLarge, 'x-should-retry'), 'false');
+    assert.match((await tooLarge.json()).error.message, /more tokens than this key's tokens per minute limit/);
     // Slow streams: none settles (and frees the tokens it did not use) while the others arrive.
     const answers = await Promise.all(Array.from({ length: 20 }, async () => {
       const res = await chat(ctx.gw.url, key.key, { stream: true, chunk_delay_ms: 150 });

@@ -132,6 +132,7 @@ fn refuse_if_blocked(client: &str, now: i64) -> Result<(), ApiError> {
             message: "too many failed authentications from this client; try again later".into(),
             retry_after_secs: ((until - now).max(1000) / 1000) as u64,
             limit_source: "auth_failures",
+            lasting: false,
         }),
         None => Ok(()),
     }

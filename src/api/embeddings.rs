@@ -111,6 +111,7 @@ impl Job {
             streamed: false,
             cancelled: false,
             usage_so_far: None,
+            unanswered: false,
         };
         let tokens = outcome.usage.as_ref().map_or((0, 0), |u| (u.prompt_tokens, 0));
         let body = match &meter {
@@ -175,8 +176,8 @@ async fn send(
     };
     match read.await {
         Ok((body, usage)) => Ok((body, usage, by)),
-        // An answer that did not come in time: the upstream had accepted the request.
-        Err(e) => Err(Failed { unanswered: e == ProviderError::Timeout, error: e.into(), tries: by.tries }),
+        // An answer that did not come by the deadline: the upstream had accepted the request.
+        Err(e) => Err(Failed { unanswered: e == ProviderError::Deadline, error: e.into(), tries: by.tries }),
     }
 }
 

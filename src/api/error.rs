@@ -45,8 +45,11 @@ pub enum ApiError {
     InsufficientCredits { limit: LimitSource, resets_at_ms: Option<i64> },
     /// A key's requests or tokens per minute, an organization's monthly request or token limit, an
     /// in-flight cap, or failed authentications; `limit_source` is the `metadata.limit_source`.
+    /// `lasting`: a client's retries cannot wait it out (an organization's month, a request larger than
+    /// its key's tokens per minute), so the answer says `x-should-retry: false`, which the OpenAI and
+    /// Anthropic SDKs (and the agents built on them) obey instead of retrying 429s for minutes.
     #[error("{message}")]
-    LimitReached { message: String, retry_after_secs: u64, limit_source: &'static str },
+    LimitReached { message: String, retry_after_secs: u64, limit_source: &'static str, lasting: bool },
     #[error(transparent)]
     Provider(#[from] ProviderError),
     /// A management call to an upstream API (OpenRouter's key management) failed; the operator sees why.
@@ -93,7 +96,7 @@ impl ApiError {
                 | ProviderError::Unavailable { .. }
                 | ProviderError::Malformed(_)
                 | ProviderError::Network(_) => 502,
-                ProviderError::Timeout => 504,
+                ProviderError::Timeout | ProviderError::Deadline => 504,
             },
             Self::UpstreamFailed(_) => 502,
             Self::Internal(_) => 500,
@@ -119,7 +122,7 @@ impl ApiError {
                 ProviderError::Rejected { status: 404, .. } => "model_not_found",
                 ProviderError::Rejected { .. } => "invalid_request",
                 ProviderError::RateLimited { .. } => "rate_limit_error",
-                ProviderError::Timeout => "timeout_error",
+                ProviderError::Timeout | ProviderError::Deadline => "timeout_error",
                 ProviderError::CredentialsRejected { .. }
                 | ProviderError::Unavailable { .. }
                 | ProviderError::Malformed(_)
@@ -154,6 +157,11 @@ impl ApiError {
         }
     }
 
+    /// Whether retrying may help (see `LimitReached::lasting`).
+    pub fn retry_may_help(&self) -> bool {
+        !matches!(self, Self::LimitReached { lasting: true, .. })
+    }
+
     /// What the client reads. 5xx messages are generic: details stay in the log.
     pub fn public_message(&self, request_id: &str) -> String {
         match self {
@@ -168,7 +176,9 @@ impl ApiError {
                 }
                 ProviderError::Malformed(_) => format!("upstream sent an answer that could not be read (request {request_id})"),
                 ProviderError::Network(_) => format!("could not reach upstream (request {request_id})"),
-                ProviderError::Timeout => format!("upstream did not answer in time (request {request_id})"),
+                ProviderError::Timeout | ProviderError::Deadline => {
+                    format!("upstream did not answer in time (request {request_id})")
+                }
             },
             Self::Internal(_) => format!("internal error (request {request_id})"),
             other => other.to_string(),

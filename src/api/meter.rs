@@ -82,19 +82,29 @@ pub struct Outcome {
     pub cancelled: bool,
     /// Without `usage`: what a direct provider reported before its stream was cut (the prompt exact).
     pub usage_so_far: Option<Usage>,
+    /// No answer came by the deadline, though the upstream had the request (`Outcome::unanswered`).
+    pub unanswered: bool,
 }
 
 impl Outcome {
     /// The request failed before any answer.
     pub fn failed(status: u16) -> Self {
-        Self { usage: None, delivered_bytes: None, status, streamed: false, cancelled: false, usage_so_far: None }
+        Self {
+            usage: None,
+            delivered_bytes: None,
+            status,
+            streamed: false,
+            cancelled: false,
+            usage_so_far: None,
+            unanswered: false,
+        }
     }
 
     /// The upstream had the request but did not answer in time: it may have generated, and billed, an
     /// answer that never came. Charged the prompt, estimated, as a reservation closed while its request
     /// waited is (its output is unknown).
     pub fn unanswered(status: u16) -> Self {
-        Self { delivered_bytes: Some(0), ..Self::failed(status) }
+        Self { delivered_bytes: Some(0), unanswered: true, ..Self::failed(status) }
     }
 }
 
@@ -166,12 +176,11 @@ impl Meter {
         let prompt = chat.prompt_token_bound_within(row.context_limit());
         let demand = Demand { model: &chat.model, prompt, output };
         let (meter, output) = Self::reserve_tokens(call, key, hash, row, demand).await?;
-        // Only what was reserved is asked for, the model's output limit too: it is the catalogue's top
-        // provider's, and OpenRouter may route to another that allows more. Only a bound that is the
-        // context length itself goes unsent (the context bounds the output; sent, it would leave the
-        // prompt no room).
-        let context_bound = chat.max_tokens.is_none() && row.output_limit().is_none() && Some(output) == model_limit;
-        if !context_bound {
+        // Only what was reserved is asked for. The model's own limits are not sent: with a long prompt
+        // the output limit may not fit the context beside it (the upstream would refuse the request),
+        // and a fallback model has limits of its own. Should a provider write past them (OpenRouter's
+        // output limit is its top provider's), the reservation is charged and the rest is uncollected.
+        if chat.max_tokens.is_some() || model_limit.is_none_or(|limit| output < limit) {
             chat.cap_output(output);
         }
         Ok(meter)
@@ -262,6 +271,7 @@ impl Meter {
                     message: format!("too many requests of this {scope} are in flight; retry when one finishes"),
                     retry_after_secs: 1,
                     limit_source: "in_flight",
+                    lasting: false,
                 })
             }
             Reserved::RateLimited(refusal) => {
@@ -371,8 +381,8 @@ impl Meter {
         }
     }
 
-    /// Settles the account and, for an organization's key, the organization's month;
-    /// the usage record travels with the settlement. Both are retried until confirmed.
+    /// Settles the account (retried until confirmed or given up on) and, once the account confirmed,
+    /// for an organization's key, the organization's month; the usage record travels with the settlement.
     pub async fn settle(self, env: &Env, outcome: Outcome) {
         let charged = self.charge(&outcome);
         let mut notes = Vec::new();
@@ -381,7 +391,7 @@ impl Meter {
         }
         if outcome.delivered_bytes.is_none() && outcome.usage.is_none() {
             notes.push("failed");
-        } else if outcome.status == 504 && outcome.usage.is_none() {
+        } else if outcome.unanswered {
             notes.push("(no answer in time: prompt estimated)");
         } else if charged.estimated {
             notes.push("(estimated from content delivered)");
@@ -556,6 +566,7 @@ async fn reserve_in_org(call: &Call, org_id: &str, m: &Meter, tokens: i64) -> Re
             ),
             retry_after_secs: ((resets_at_ms - call.now_ms()).max(0) / 1000) as u64,
             limit_source: if hit == OrgLimitHit::Requests { "org_requests" } else { "org_tokens" },
+            lasting: true,
         }),
     }
 }
@@ -571,7 +582,8 @@ fn rate_limited(refusal: &RateRefusal) -> ApiError {
         ),
     };
     let secs = (refusal.retry_after_ms.max(1) + 999) / 1000;
-    ApiError::LimitReached { message: message.into(), retry_after_secs: secs as u64, limit_source: source }
+    let lasting = refusal.hit == RateHit::TooLarge; // it would be refused however long it waits
+    ApiError::LimitReached { message: message.into(), retry_after_secs: secs as u64, limit_source: source, lasting }
 }
 
 fn insufficient(source: LimitSource, resets_at_ms: Option<i64>) -> ApiError {

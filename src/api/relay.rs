@@ -150,7 +150,7 @@ pub fn relay_stream(relay: Relay) -> impl futures_util::Stream<Item = worker::Re
                 Some(Some(Err(e))) => Some(ProviderError::Network(format!("stream broke: {e}"))),
                 None => {
                     std::mem::take(&mut s.controller).abort();
-                    Some(ProviderError::Timeout)
+                    Some(ProviderError::Deadline)
                 }
             };
             s.ended = true;

@@ -195,6 +195,7 @@ impl<'a> Reply<'a> {
             streamed: true,
             cancelled: ended.cancelled,
             usage_so_far: ended.usage_so_far,
+            unanswered: false,
         };
         Some(Ended { outcome, model: ended.model, upstream_id: ended.id })
     }
@@ -219,6 +220,7 @@ impl<'a> Reply<'a> {
             streamed: false,
             cancelled: false,
             usage_so_far: None,
+            unanswered: false,
         };
         let body = match &self.meter {
             Some(m) => {
@@ -240,7 +242,7 @@ impl<'a> Reply<'a> {
     /// The answer could not be given: the client gets the error; the settlement releases the reservation,
     /// or, when the answer did not come in time, charges the prompt (the upstream had accepted it).
     fn failed(&mut self, answer: Answer, error: ProviderError) -> Option<Ended> {
-        let unanswered = error == ProviderError::Timeout;
+        let unanswered = error == ProviderError::Deadline;
         let error = ApiError::from(error);
         let status = error.status();
         super::request_log::keep_response(

@@ -141,6 +141,9 @@ pub fn error_response(call: &Call, err: &ApiError) -> Response {
     if let Some(secs) = err.retry_after_secs() {
         let _ = headers.set("retry-after", &secs.to_string());
     }
+    if !err.retry_may_help() {
+        let _ = headers.set("x-should-retry", "false");
+    }
     let body = if call.anthropic_errors { err.anthropic_body(&call.request_id) } else { err.body(&call.request_id) };
     let body = body.to_string();
     Response::ok(body)

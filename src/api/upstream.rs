@@ -22,6 +22,10 @@ use crate::providers::openai_compat::ProviderError;
 use crate::providers::transport::{self, Upstream};
 use crate::providers::wire::{self, Endpoint, Extras, Outbound};
 
+/// How long a request must have been at the upstream when the deadline passed to count as held there
+/// (`Failed::unanswered`).
+const HELD_MS: f64 = 1_000.0;
+
 /// The attempt that answered with a 2xx.
 pub struct Served<'p> {
     pub upstream: Upstream,
@@ -34,8 +38,9 @@ pub struct Served<'p> {
 pub struct Failed {
     pub error: ApiError,
     pub tries: u32,
-    /// The last request sent timed out (the gateway's deadline, or the upstream's 408/504/524): the
-    /// upstream had it and may have generated, and billed, an answer that never came.
+    /// The gateway's deadline passed while the upstream had the last request sent: it may have
+    /// generated, and billed, an answer that never came. (An upstream's own 408/504/524 is a failure
+    /// it does not bill.)
     pub unanswered: bool,
 }
 
@@ -79,7 +84,7 @@ pub async fn send<'p>(
         for retry in 0.. {
             let remaining = deadline - js_sys::Date::now();
             if remaining < 1.0 {
-                return Err(Failed { error: ProviderError::Timeout.into(), tries, unanswered });
+                return Err(Failed { error: ProviderError::Deadline.into(), tries, unanswered });
             }
             tries += 1;
             let error = match transport::send(Method::Post, &out.url, &headers, Some(&out.body), remaining as u64).await
@@ -88,7 +93,9 @@ pub async fn send<'p>(
                 Err(e) => e,
             };
             note_failure(call, attempt, tries, &error);
-            unanswered = error == ProviderError::Timeout;
+            // The gateway's deadline passed with the request at the upstream for a while (not one sent in
+            // the deadline's last moments, which may never have arrived): it may be generating still.
+            unanswered = error == ProviderError::Deadline && remaining >= HELD_MS;
             let wait = (error.is_retryable() && retry < config.upstream_retries)
                 .then(|| routing::backoff_ms(retry, error.retry_after_secs(), js_sys::Math::random()))
                 .flatten()

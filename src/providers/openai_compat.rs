@@ -21,8 +21,12 @@ pub enum ProviderError {
     Unavailable { status: u16, message: String },
     #[error("upstream answer could not be read: {0}")]
     Malformed(String),
+    /// The upstream said it timed out (408, 504, 524).
     #[error("upstream did not answer in time")]
     Timeout,
+    /// The gateway's own deadline (`REQUEST_TIMEOUT`) passed while it waited for the upstream.
+    #[error("upstream did not answer within the gateway's deadline")]
+    Deadline,
     #[error("could not reach upstream: {0}")]
     Network(String),
 }
@@ -33,7 +37,11 @@ impl ProviderError {
         match self {
             Self::RateLimited { .. } | Self::Network(_) => true,
             Self::Unavailable { status, .. } => matches!(status, 500 | 502 | 503 | 529),
-            Self::Rejected { .. } | Self::CredentialsRejected { .. } | Self::Malformed(_) | Self::Timeout => false,
+            Self::Rejected { .. }
+            | Self::CredentialsRejected { .. }
+            | Self::Malformed(_)
+            | Self::Timeout
+            | Self::Deadline => false,
         }
     }
 

@@ -73,7 +73,7 @@ pub async fn send(
     let response = match within(timeout_ms, fetch).await {
         None => {
             controller.abort();
-            return Err(ProviderError::Timeout);
+            return Err(ProviderError::Deadline);
         }
         Some(Err(e)) => return Err(ProviderError::Network(crate::js::message(&e))),
         Some(Ok(r)) => r.unchecked_into::<web_sys::Response>(),
@@ -97,7 +97,7 @@ pub async fn read_all(upstream: &mut Upstream, timeout_ms: u64) -> Result<Vec<u8
     match within(timeout_ms, crate::js::bytes(promise)).await {
         None => {
             std::mem::take(&mut upstream.controller).abort();
-            Err(ProviderError::Timeout)
+            Err(ProviderError::Deadline)
         }
         Some(Err(e)) => Err(ProviderError::Network(format!("reading body: {}", crate::js::message(&e)))),
         Some(Ok(bytes)) => Ok(bytes),
