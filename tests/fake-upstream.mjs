@@ -24,8 +24,8 @@
 // The direct Anthropic API (whose bodies the gateway builds) takes "[cut:<n>]" in the last message's text:
 // the stream closes after n text deltas, after `message_start` told the prompt's usage (with
 // "[cache_write:<n>]", n of its tokens are written to the cache).
-// `chunk_delay_ms` (body field) spaces streamed chunks out. A thinking budget (`reasoning.max_tokens`)
-// gets a thought first (`reasoning`, `reasoning_details`; signed for anthropic/* models), its words
+// `chunk_delay_ms` (body field) spaces streamed chunks out. A thinking budget (`reasoning.max_tokens`),
+// or reasoning enabled without one (OpenRouter's adaptive thinking on Claude 4.6 and later), gets a thought first (`reasoning`, `reasoning_details`; signed for anthropic/* models), its words
 // counted as completion and reasoning tokens; with `reasoning.exclude` the thought is counted and
 // billed but not sent. A stream stops generating when its client goes away, like OpenRouter.
 // GET /generation?id= answers a generation's record (tokens, cost, `cancelled`) as OpenRouter does:
@@ -189,6 +189,9 @@ function validate(body) {
       return [400, errorBody(400, `${f} must be a positive integer`)];
     }
   }
+  if (body.verbosity !== undefined && !['low', 'medium', 'high', 'max', 'xhigh'].includes(body.verbosity)) {
+    return [400, errorBody(400, 'verbosity must be one of low, medium, high, max, xhigh')];
+  }
   return null;
 }
 
@@ -251,7 +254,8 @@ async function chat(req, res, body, opts) {
   const call = tools ? toolCallFor(body) : null;
   // A thinking budget (`reasoning.max_tokens`) gets thinking first, as `reasoning` and `reasoning_details`
   // (signed for Anthropic's models, whose signatures must come back on later turns).
-  const thought = Number.isInteger(body.reasoning?.max_tokens) && body.reasoning.enabled !== false
+  const thinks = Number.isInteger(body.reasoning?.max_tokens) || body.reasoning?.enabled === true;
+  const thought = thinks && body.reasoning.enabled !== false
     ? `Thinking about: ${messageText([...body.messages].reverse().find((m) => m.role === 'user')?.content).slice(0, 40)}` : null;
   const signature = thought && body.model.startsWith('anthropic/') ? thinkingSignature(thought) : undefined;
   const detail = thought && { type: 'reasoning.text', text: thought, signature, format: signature ? 'anthropic-claude-v1' : 'unknown', index: 0 };

@@ -151,6 +151,31 @@ describe('messages, what agents rely on', () => {
     assert.equal(resent.body.messages[1].reasoning_details[0].text, first.content[0].thinking, 'the thinking goes back to OpenRouter');
   });
 
+  test('adaptive thinking and an effort, as Claude Code asks Claude 4.6 and later, travel to OpenRouter as reasoning and verbosity', async () => {
+    const { user, client } = await anthropicFor();
+    const ask = { model: VIA_OPENROUTER, max_tokens: 4096, thinking: { type: 'adaptive' }, output_config: { effort: 'high' }, messages: [{ role: 'user', content: 'think it over' }] };
+    const answer = await client.messages.create(ask);
+    assert.deepEqual(answer.content.map((b) => b.type), ['thinking', 'text']);
+    const sent = ctx.gw.fake.requests.filter((r) => r.path.endsWith('/chat/completions')).at(-1);
+    assert.deepEqual(sent.body.reasoning, { enabled: true }, "OpenRouter's adaptive thinking");
+    assert.equal(sent.body.verbosity, 'high', "OpenRouter's output_config.effort");
+    assert.equal(sent.body.max_tokens, 4096, 'thinking stays within what was reserved');
+    const [row] = await usageRows(ctx.admin, user.id, 1);
+    assert.equal(-micros(row.amount), costOf(VIA_OPENROUTER, { ...answer.usage, cache_read_input_tokens: 0, cache_creation_input_tokens: 0 }), 'the thinking is charged as output');
+  });
+
+  test('a bearer token of the client\'s own beside the x-api-key it was given: the gateway key is the one used', async () => {
+    const { user, key } = await anthropicFor();
+    const res = await fetch(`${ctx.gw.url}/v1/messages`, {
+      method: 'POST',
+      headers: { 'x-api-key': key.key, authorization: 'Bearer sk-ant-oat01-the-clients-own-sign-in', 'anthropic-version': '2023-06-01', 'content-type': 'application/json' },
+      body: JSON.stringify({ model: VIA_OPENROUTER, max_tokens: 64, messages: [{ role: 'user', content: 'hi' }] }),
+    });
+    assert.equal(res.status, 200, await res.clone().text());
+    await res.json();
+    assert.equal((await usageRows(ctx.admin, user.id, 1)).length, 1, 'charged to the key');
+  });
+
   test('the model list answers in Anthropic\'s shape to an Anthropic client', async () => {
     const { client } = await anthropicFor();
     const page = await client.models.list();

@@ -61,14 +61,21 @@ impl Caller {
 }
 
 /// The credential: `Authorization: Bearer …`, or Anthropic's `x-api-key` (what its SDKs and Claude Code send).
+/// When both come, the one that is a gateway key: a client may carry a credential of its own in the other
+/// (Claude Code, signed in, sends its own token as the bearer beside the `x-api-key` it was given).
 fn bearer(req: &Incoming) -> Option<String> {
     let from_authorization = req.headers().get("authorization").ok().flatten().and_then(|value| {
         let (scheme, token) = value.trim().split_once(' ')?;
         scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_string()).filter(|t| !t.is_empty())
     });
-    from_authorization.or_else(|| {
-        req.headers().get("x-api-key").ok().flatten().map(|k| k.trim().to_string()).filter(|k| !k.is_empty())
-    })
+    let from_api_key =
+        req.headers().get("x-api-key").ok().flatten().map(|k| k.trim().to_string()).filter(|k| !k.is_empty());
+    match (from_authorization, from_api_key) {
+        (Some(bearer), Some(api_key)) if !keys::looks_like_key(&bearer) && keys::looks_like_key(&api_key) => {
+            Some(api_key)
+        }
+        (bearer, api_key) => bearer.or(api_key),
+    }
 }
 
 /// For management routes: a key is read from D1 itself, so every change made

@@ -196,6 +196,8 @@ impl ApiError {
             413 => "request_too_large",
             429 => "rate_limit_error",
             503 | 529 => "overloaded_error",
+            504 => "timeout_error",
+            400..=499 => "invalid_request_error",
             _ => "api_error",
         };
         json!({ "type": "error", "error": { "type": kind, "message": self.public_message(request_id) } })

@@ -67,7 +67,7 @@ fn anthropic_list(list: &str) -> String {
         .into_iter()
         .map(|m| {
             let created = m.get("created").and_then(Value::as_i64).unwrap_or(0);
-            json!({ "type": "model", "id": m["id"], "display_name": m.get("name").cloned().unwrap_or(m["id"].clone()),
+            json!({ "type": "model", "id": m["id"], "display_name": m.get("name").filter(|n| n.is_string()).unwrap_or(&m["id"]),
                     "created_at": crate::domain::time::to_iso(created.saturating_mul(1000)) })
         })
         .collect();

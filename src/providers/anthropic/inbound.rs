@@ -221,8 +221,22 @@ pub fn to_chat(bytes: &[u8]) -> Result<ChatRequest, InvalidRequest> {
                 })?;
                 chat.insert("reasoning".into(), json!({ "max_tokens": budget }));
             }
-            _ => return Err(invalid("thinking.type: Input should be 'enabled' or 'disabled'", "thinking")),
+            // Claude 4.6 and later decide how much to think (Claude Code asks so of them): OpenRouter gives
+            // reasoning enabled without a budget as adaptive thinking.
+            Some("adaptive") => {
+                chat.insert("reasoning".into(), json!({ "enabled": true }));
+            }
+            _ => return Err(invalid("thinking.type: Input should be 'enabled', 'adaptive' or 'disabled'", "thinking")),
         },
+    }
+    // How much the model may spend (Claude 4.5 and later): OpenRouter passes `verbosity` on as
+    // `output_config.effort`. Thinking within it stays bounded by `max_tokens`, as the reservation is.
+    match body.get("output_config").and_then(|c| c.get("effort")) {
+        None | Some(Value::Null) => {}
+        Some(Value::String(effort)) => {
+            chat.insert("verbosity".into(), effort.as_str().into());
+        }
+        Some(_) => return Err(invalid("output_config.effort: Input should be a valid string", "output_config")),
     }
     ChatRequest::parse(&serde_json::to_vec(&chat).unwrap_or_default())
 }
@@ -491,6 +505,20 @@ mod tests {
         );
         let bad = br#"{"model":"m","max_tokens":5,"thinking":{"type":"sometimes"},"messages":[{"role":"user","content":"q"}]}"#;
         assert_eq!(to_chat(bad).err().and_then(|e| e.param).as_deref(), Some("thinking"));
+    }
+
+    #[test]
+    fn adaptive_thinking_and_effort_as_claude_code_asks_for_them() {
+        let body =
+            br#"{"model":"m","max_tokens":32000,"thinking":{"type":"adaptive"},"output_config":{"effort":"high"},
+            "messages":[{"role":"user","content":"q"}]}"#;
+        let chat = to_chat(body).expect("Claude 4.6 and later are asked so");
+        assert_eq!(chat.body["reasoning"], json!({"enabled": true}), "OpenRouter's adaptive thinking");
+        assert_eq!(chat.body["verbosity"], "high", "OpenRouter's output_config.effort");
+        assert_eq!(chat.max_tokens, Some(32_000), "thinking stays within max_tokens, as reserved");
+        let bad =
+            br#"{"model":"m","max_tokens":5,"output_config":{"effort":3},"messages":[{"role":"user","content":"q"}]}"#;
+        assert_eq!(to_chat(bad).err().and_then(|e| e.param).as_deref(), Some("output_config"));
     }
 
     #[test]
