@@ -21,6 +21,7 @@
 //   "error_event"           stream: a mid-stream error event, then the end
 //   "error_event_done"      stream: a mid-stream error event, then `[DONE]` (no usage chunk)
 //   "no_record"             keeps no generation record (GET /generation answers 404 for it)
+// A stream whose last user message holds "[think:<ms>]" sends OpenRouter's keep-alive comment, then waits.
 // The direct Anthropic API (whose bodies the gateway builds) takes "[cut:<n>]" in the last message's text:
 // the stream closes after n text deltas, after `message_start` told the prompt's usage (with
 // "[cache_write:<n>]", n of its tokens are written to the cache).
@@ -295,6 +296,13 @@ async function chat(req, res, body, opts) {
   }
 
   res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
+  // "[think:<ms>]" in the last user message: the model works that long first, and OpenRouter keeps the
+  // stream alive meanwhile with a comment (whatever dialect the client speaks, its text comes through).
+  const thinkMs = Number(/\[think:(\d+)\]/.exec(messageText([...body.messages].reverse().find((m) => m.role === 'user')?.content))?.[1] ?? 0);
+  if (thinkMs) {
+    res.write(': OPENROUTER PROCESSING\n\n');
+    await sleep(thinkMs);
+  }
   // A client that goes away stops the generation: what was generated until then is what it used.
   res.on('close', () => {
     if (record.endedAt === null) Object.assign(record, { cancelled: true, endedAt: Date.now() });
@@ -332,9 +340,10 @@ async function chat(req, res, body, opts) {
         if (fault === 'error_event_done') res.write('data: [DONE]\n\n');
         return res.end();
       }
+      // OpenRouter's keep-alive comment comes while the model works, before what it then sends.
+      if (i > 0 && i % 3 === 0 && !gone()) res.write(': OPENROUTER PROCESSING\n\n');
       if (delay && i > 0) await sleep(delay);
       if (gone()) return;
-      if (i > 0 && i % 3 === 0) res.write(': OPENROUTER PROCESSING\n\n');
       send(chunk(i === 0 ? { role: 'assistant', content: piece } : { content: piece }));
       record.completion += 1;
     }

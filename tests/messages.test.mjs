@@ -176,6 +176,23 @@ describe('messages, what agents rely on', () => {
     assert.equal((await usageRows(ctx.admin, user.id, 1)).length, 1, 'charged to the key');
   });
 
+  test('while the model works before its first word, the stream stays alive (the upstream\'s keep-alive comes through)', async () => {
+    const { key, client } = await anthropicFor();
+    const ask = { model: VIA_OPENROUTER, max_tokens: 64, stream: true, messages: [{ role: 'user', content: '[think:400] hello' }] };
+    const res = await fetch(`${ctx.gw.url}/v1/messages`, {
+      method: 'POST',
+      headers: { 'x-api-key': key.key, 'anthropic-version': '2023-06-01', 'content-type': 'application/json' },
+      body: JSON.stringify(ask),
+    });
+    const reader = res.body.getReader();
+    const first = new TextDecoder().decode((await reader.read()).value);
+    assert.match(first, /^: keep-alive\n\n/, 'a comment, which every SSE reader skips, before the model has said anything');
+    while (!(await reader.read()).done) { /* drain */ }
+    const { stream: _, ...plain } = ask;
+    const message = await client.messages.stream(plain).finalMessage();
+    assert.equal(message.content[0].text, 'Echo: [think:400] hello', 'the SDK reads past it');
+  });
+
   test('the model list answers in Anthropic\'s shape to an Anthropic client', async () => {
     const { client } = await anthropicFor();
     const page = await client.models.list();

@@ -68,12 +68,19 @@ pub enum StreamDialect {
 impl StreamDialect {
     /// Relayed stream lines in this dialect.
     pub fn feed(&mut self, bytes: Vec<u8>) -> Vec<u8> {
-        match self {
+        // The translators read data lines only. An upstream's keep-alive comment (OpenRouter's, while a
+        // model thinks) still reaches the client as one, or a long silence would let its read time out.
+        let comment = !matches!(self, Self::Chat) && (bytes.first() == Some(&b':') || bytes.windows(2).any(|w| w == b"\n:"));
+        let mut out = match self {
             Self::Chat => bytes,
             Self::Completions => crate::domain::completions::stream_from_chat(bytes),
             Self::Messages(state) => state.feed(bytes),
             Self::Responses(state) => state.feed(bytes),
+        };
+        if comment && out.is_empty() {
+            out.extend_from_slice(b": keep-alive\n\n");
         }
+        out
     }
 }
 
