@@ -45,9 +45,9 @@ pub enum ApiError {
     InsufficientCredits { limit: LimitSource, resets_at_ms: Option<i64> },
     /// A key's requests or tokens per minute, an organization's monthly request or token limit, an
     /// in-flight cap, or failed authentications; `limit_source` is the `metadata.limit_source`.
-    /// `lasting`: a client's retries cannot wait it out (an organization's month, a request larger than
-    /// its key's tokens per minute), so the answer says `x-should-retry: false`, which the OpenAI and
-    /// Anthropic SDKs (and the agents built on them) obey instead of retrying 429s for minutes.
+    /// `lasting`: a client's retries cannot wait it out (a request larger than its key's tokens per
+    /// minute), so the answer says `x-should-retry: false`, which the OpenAI and Anthropic SDKs (and the
+    /// agents built on them) obey instead of retrying 429s for minutes.
     #[error("{message}")]
     LimitReached { message: String, retry_after_secs: u64, limit_source: &'static str, lasting: bool },
     #[error(transparent)]

@@ -566,7 +566,8 @@ async fn reserve_in_org(call: &Call, org_id: &str, m: &Meter, tokens: i64) -> Re
             ),
             retry_after_secs: ((resets_at_ms - call.now_ms()).max(0) / 1000) as u64,
             limit_source: if hit == OrgLimitHit::Requests { "org_requests" } else { "org_tokens" },
-            lasting: true,
+            // The organization counts its requests in flight at their worst: one settling may make room.
+            lasting: false,
         }),
     }
 }

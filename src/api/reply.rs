@@ -70,7 +70,8 @@ impl StreamDialect {
     pub fn feed(&mut self, bytes: Vec<u8>) -> Vec<u8> {
         // The translators read data lines only. An upstream's keep-alive comment (OpenRouter's, while a
         // model thinks) still reaches the client as one, or a long silence would let its read time out.
-        let comment = !matches!(self, Self::Chat) && (bytes.first() == Some(&b':') || bytes.windows(2).any(|w| w == b"\n:"));
+        let comment =
+            !matches!(self, Self::Chat) && (bytes.first() == Some(&b':') || bytes.windows(2).any(|w| w == b"\n:"));
         let mut out = match self {
             Self::Chat => bytes,
             Self::Completions => crate::domain::completions::stream_from_chat(bytes),

@@ -170,6 +170,8 @@ pub fn to_chat(bytes: &[u8]) -> Result<ChatRequest, InvalidRequest> {
             _ => return Err(invalid(format!("{param}.role: Input should be 'user' or 'assistant'"), &param)),
         }
     }
+    // Only Claude has an effort: another model's `verbosity` is something else, or refused (OpenAI's).
+    let claude = model.as_str().is_some_and(|m| m.starts_with("anthropic/"));
     let mut chat = Map::new();
     chat.insert("model".into(), model);
     chat.insert("messages".into(), Value::Array(messages));
@@ -234,7 +236,9 @@ pub fn to_chat(bytes: &[u8]) -> Result<ChatRequest, InvalidRequest> {
     match body.get("output_config").and_then(|c| c.get("effort")) {
         None | Some(Value::Null) => {}
         Some(Value::String(effort)) => {
-            chat.insert("verbosity".into(), effort.as_str().into());
+            if claude {
+                chat.insert("verbosity".into(), effort.as_str().into());
+            }
         }
         Some(_) => return Err(invalid("output_config.effort: Input should be a valid string", "output_config")),
     }
@@ -510,12 +514,14 @@ mod tests {
     #[test]
     fn adaptive_thinking_and_effort_as_claude_code_asks_for_them() {
         let body =
-            br#"{"model":"m","max_tokens":32000,"thinking":{"type":"adaptive"},"output_config":{"effort":"high"},
+            br#"{"model":"anthropic/claude-opus-4.6","max_tokens":32000,"thinking":{"type":"adaptive"},"output_config":{"effort":"high"},
             "messages":[{"role":"user","content":"q"}]}"#;
         let chat = to_chat(body).expect("Claude 4.6 and later are asked so");
         assert_eq!(chat.body["reasoning"], json!({"enabled": true}), "OpenRouter's adaptive thinking");
         assert_eq!(chat.body["verbosity"], "high", "OpenRouter's output_config.effort");
         assert_eq!(chat.max_tokens, Some(32_000), "thinking stays within max_tokens, as reserved");
+        let other = br#"{"model":"openai/gpt-4o","max_tokens":5,"output_config":{"effort":"max"},"messages":[{"role":"user","content":"q"}]}"#;
+        assert!(to_chat(other).expect("valid").body.get("verbosity").is_none(), "OpenAI's verbosity is another thing");
         let bad =
             br#"{"model":"m","max_tokens":5,"output_config":{"effort":3},"messages":[{"role":"user","content":"q"}]}"#;
         assert_eq!(to_chat(bad).err().and_then(|e| e.param).as_deref(), Some("output_config"));
