@@ -60,6 +60,8 @@ export const CATALOGUE = [
   { id: 'openai/gpt-4o', name: 'OpenAI: GPT-4o', context_length: 128000, prompt: '0.0000025', completion: '0.00001' },
   { id: 'anthropic/claude-3.5-sonnet', name: 'Anthropic: Claude 3.5 Sonnet', context_length: 200000, prompt: '0.000003', completion: '0.000015' },
   { id: 'anthropic/claude-3-5-haiku-20241022', name: 'Anthropic: Claude 3.5 Haiku', context_length: 200000, prompt: '0.0000008', completion: '0.000004' },
+  // Thinks adaptively and takes an effort (Claude 4.6 and later), on Anthropic's API too.
+  { id: 'anthropic/claude-sonnet-4-6', name: 'Anthropic: Claude Sonnet 4.6', context_length: 200000, prompt: '0.000003', completion: '0.000015' },
   { id: 'google/gemini-2.0-flash-001', name: 'Google: Gemini 2.0 Flash', context_length: 1048576, prompt: '0.0000001', completion: '0.0000004' },
   { id: 'meta-llama/llama-3.1-8b-instruct', name: 'Meta: Llama 3.1 8B Instruct', context_length: 131072, prompt: '0.00000002', completion: '0.00000005' },
   // A fee per request on top of the tokens (the table cannot hold it: synced inactive).
@@ -570,12 +572,20 @@ async function anthropic(req, res, body) {
   if (unknownBetas.length) return anthropicError(res, 400, 'invalid_request_error', `Unexpected value(s) \`${unknownBetas.join(', ')}\` for the \`anthropic-beta\` header.`);
   const last = body.messages.at(-1);
   const answeredTool = Array.isArray(last.content) && last.content.some((b) => b.type === 'tool_result');
-  const thinking = body.thinking?.type === 'enabled' ? body.thinking : null;
-  if (body.thinking !== undefined && !thinking && body.thinking?.type !== 'disabled') return anthropicError(res, 400, 'invalid_request_error', "thinking: Input tag does not match any of the expected tags: 'enabled', 'disabled'");
-  if (thinking) {
+  // Adaptive thinking and an effort are Claude 4.6 and later's (the effort Opus 4.5's too); older models refuse them.
+  const adaptiveModel = /^claude-(opus|sonnet|haiku)-(4-[6-9]|[5-9])/.test(body.model);
+  const adaptive = body.thinking?.type === 'adaptive';
+  if (adaptive && !adaptiveModel) return anthropicError(res, 400, 'invalid_request_error', `thinking.type: adaptive thinking is not supported on ${body.model}`);
+  const thinking = body.thinking?.type === 'enabled' || adaptive ? body.thinking : null;
+  if (body.thinking !== undefined && !thinking && body.thinking?.type !== 'disabled') return anthropicError(res, 400, 'invalid_request_error', "thinking: Input tag does not match any of the expected tags: 'adaptive', 'disabled', 'enabled'");
+  if (thinking && !adaptive) {
     if (!Number.isInteger(thinking.budget_tokens) || thinking.budget_tokens < 1024) return anthropicError(res, 400, 'invalid_request_error', 'thinking.enabled.budget_tokens: Input should be greater than or equal to 1024');
     if (body.max_tokens <= thinking.budget_tokens) return anthropicError(res, 400, 'invalid_request_error', '`max_tokens` must be greater than `thinking.budget_tokens`.');
-    if (body.temperature !== undefined && body.temperature !== 1) return anthropicError(res, 400, 'invalid_request_error', '`temperature` may only be set to 1 when thinking is enabled.');
+  }
+  if (thinking && body.temperature !== undefined && body.temperature !== 1) return anthropicError(res, 400, 'invalid_request_error', '`temperature` may only be set to 1 when thinking is enabled.');
+  if (body.output_config !== undefined) {
+    if (!adaptiveModel) return anthropicError(res, 400, 'invalid_request_error', `output_config.effort: not supported on ${body.model}`);
+    if (!['low', 'medium', 'high', 'max'].includes(body.output_config?.effort)) return anthropicError(res, 400, 'invalid_request_error', "output_config.effort: Input should be 'low', 'medium', 'high' or 'max'");
   }
   for (const [i, m] of body.messages.entries()) {
     for (const [j, b] of (Array.isArray(m.content) ? m.content : []).entries()) {

@@ -151,6 +151,29 @@ describe('messages, what agents rely on', () => {
     assert.equal(resent.body.messages[1].reasoning_details[0].text, first.content[0].thinking, 'the thinking goes back to OpenRouter');
   });
 
+  test('adaptive thinking and an effort reach a direct Anthropic route as Anthropic takes them; an older model refuses them there', async () => {
+    const { user, client } = await anthropicFor();
+    const model = 'anthropic/claude-sonnet-4-6'; // a Claude 4.6, served by (the fake of) Anthropic's API
+    const ask = { role: 'user', content: 'Weather in Paris?' };
+    const tools = [{ name: 'get_weather', description: 'Weather', input_schema: { type: 'object', properties: { location: { type: 'string' } } } }];
+    const first = await client.messages.stream({ model, max_tokens: 8192, thinking: { type: 'adaptive' }, output_config: { effort: 'medium' }, tools, messages: [ask] }).finalMessage();
+    assert.deepEqual(first.content.map((b) => b.type), ['thinking', 'tool_use']);
+    const sent = ctx.gw.fake.requests.filter((r) => r.path === '/v1/messages').at(-1);
+    assert.equal(sent.body.model, 'claude-sonnet-4-6');
+    assert.deepEqual(sent.body.thinking, { type: 'adaptive' });
+    assert.deepEqual(sent.body.output_config, { effort: 'medium' });
+    // The thinking goes back with the tool's result, as Anthropic requires with thinking on.
+    const result = { role: 'user', content: [{ type: 'tool_result', tool_use_id: first.content[1].id, content: 'sunny' }] };
+    const second = await client.messages.create({ model, max_tokens: 8192, thinking: { type: 'adaptive' }, tools, messages: [ask, { role: 'assistant', content: first.content }, result] });
+    assert.deepEqual(second.content.map((b) => b.type), ['thinking', 'text']);
+    const rows = await usageRows(ctx.admin, user.id, 2);
+    const cost = (u) => Math.ceil((u.input_tokens * 3_000_000 + u.output_tokens * 15_000_000) / 1e6);
+    assert.equal(-rows.reduce((s, r) => s + micros(r.amount), 0), cost(first.usage) + cost(second.usage), 'thinking tokens are output tokens, charged once');
+    const older = await client.messages.create({ model: DIRECT, max_tokens: 1024, thinking: { type: 'adaptive' }, messages: [ask] }).catch((e) => e);
+    assert.equal(older.status, 400, 'Anthropic says why, in its own shape');
+    assert.match(older.error.error.message, /adaptive/);
+  });
+
   test('adaptive thinking and an effort, as Claude Code asks Claude 4.6 and later, travel to OpenRouter as reasoning and verbosity', async () => {
     const { user, client } = await anthropicFor();
     // A Claude model Anthropic's API does not know by this id: OpenRouter serves it (the direct route's 404 moves on).

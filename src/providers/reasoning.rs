@@ -87,17 +87,19 @@ pub fn text_of(details: &[Value]) -> String {
     details.iter().filter_map(|d| d.get("text").and_then(Value::as_str)).collect()
 }
 
-/// Anthropic's `thinking` for a chat request's `reasoning`: only an explicit budget
-/// (`reasoning.max_tokens`) turns it on. An `effort` alone does not, since with thinking on
-/// Anthropic refuses a tool-use turn whose earlier thinking is not sent back, and clients that
-/// only name an effort (Codex) do not send it back.
+/// Anthropic's `thinking` for a chat request's `reasoning`: an explicit budget (`reasoning.max_tokens`)
+/// turns it on with that budget; `enabled: true` without one asks for adaptive thinking (Claude 4.6 and
+/// later decide how much to think), as OpenRouter reads it. An `effort` alone does not, since with
+/// thinking on Anthropic refuses a tool-use turn whose earlier thinking is not sent back, and clients
+/// that only name an effort (Codex) do not send it back.
 pub fn anthropic_thinking(reasoning: Option<&Value>) -> Option<Value> {
     let reasoning = reasoning?;
-    if reasoning.get("enabled") == Some(&Value::Bool(false)) {
-        return None;
+    match (reasoning.get("enabled"), reasoning.get("max_tokens").and_then(Value::as_u64)) {
+        (Some(Value::Bool(false)), _) => None,
+        (_, Some(budget)) => Some(json!({"type": "enabled", "budget_tokens": budget})),
+        (Some(Value::Bool(true)), None) => Some(json!({"type": "adaptive"})),
+        _ => None,
     }
-    let budget = reasoning.get("max_tokens").and_then(Value::as_u64)?;
-    Some(json!({"type": "enabled", "budget_tokens": budget}))
 }
 
 #[cfg(test)]
@@ -134,12 +136,13 @@ mod tests {
     }
 
     #[test]
-    fn only_an_explicit_budget_turns_thinking_on() {
+    fn a_budget_or_an_explicit_enabled_turns_thinking_on() {
         assert_eq!(
             anthropic_thinking(Some(&json!({"max_tokens": 2048}))),
             Some(json!({"type": "enabled", "budget_tokens": 2048}))
         );
         assert_eq!(anthropic_thinking(Some(&json!({"effort": "high"}))), None);
+        assert_eq!(anthropic_thinking(Some(&json!({"enabled": true}))), Some(json!({"type": "adaptive"})));
         assert_eq!(anthropic_thinking(Some(&json!({"max_tokens": 2048, "enabled": false}))), None);
         assert_eq!(anthropic_thinking(None), None);
     }

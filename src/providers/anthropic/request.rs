@@ -87,6 +87,10 @@ pub fn messages_request(
     if let Some(thinking) = reasoning::anthropic_thinking(body.get("reasoning")) {
         out.insert("thinking".into(), thinking);
     }
+    // OpenRouter's `verbosity` is Anthropic's effort (what a Messages client's `output_config.effort` became).
+    if let Some(effort) = body.get("verbosity").filter(|v| v.is_string()) {
+        out.insert("output_config".into(), json!({ "effort": effort }));
+    }
     if let Some(user) = body.get("user").and_then(Value::as_str) {
         out.insert("metadata".into(), json!({ "user_id": user }));
     }
