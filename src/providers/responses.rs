@@ -379,7 +379,7 @@ impl ResponsesStream {
                 }
                 ChatStep::Finish(reason) => self.incomplete = reason == "length",
                 ChatStep::Usage(usage) => self.usage = Some(usage),
-                ChatStep::Error(message) => self.fail(message, &mut out),
+                ChatStep::Error { message, .. } => self.fail(message, &mut out),
                 ChatStep::Done => self.finish(&mut out),
                 // Thinking is not given back as reasoning items (see the module's notes).
                 ChatStep::Thinking(_) | ChatStep::Signature(_) | ChatStep::Redacted(_) => {}

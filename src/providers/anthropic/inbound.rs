@@ -16,7 +16,7 @@ use serde_json::{json, Map, Value};
 use crate::domain::chat::ChatRequest;
 use crate::domain::InvalidRequest;
 use crate::providers::reasoning;
-use crate::providers::sse::{ChatStep, ChatSteps};
+use crate::providers::sse::{ChatStep, ChatSteps, ErrorKind};
 
 fn invalid(message: impl Into<String>, param: &str) -> InvalidRequest {
     InvalidRequest::param(message.into(), param)
@@ -384,11 +384,18 @@ impl MessagesStream {
                 }
                 ChatStep::Finish(reason) => self.stop_reason = Some(stop_reason(Some(&reason))),
                 ChatStep::Usage(usage) => self.usage = Some(usage),
-                ChatStep::Error(message) => {
-                    // The stream failed: the error is its last word (no `message_stop` to pass for success).
+                ChatStep::Error { message, kind } => {
+                    // The stream failed: the error is its last word (no `message_stop` to pass for success),
+                    // of the type Claude Code decides by whether to try again.
+                    let kind = match kind {
+                        ErrorKind::RateLimited => "rate_limit_error",
+                        ErrorKind::Overloaded => "overloaded_error",
+                        ErrorKind::TimedOut => "timeout_error",
+                        ErrorKind::Other => "api_error",
+                    };
                     out.push_str(&event(
                         "error",
-                        json!({"type": "error", "error": {"type": "api_error", "message": message}}),
+                        json!({"type": "error", "error": {"type": kind, "message": message}}),
                     ));
                     self.finished = true;
                 }
@@ -616,6 +623,10 @@ mod tests {
         assert_eq!(names.iter().filter(|n| **n == "content_block_start").count(), 1, "{out}");
         assert_eq!(names.last(), Some(&"error"));
         assert!(!names.contains(&"message_stop"));
+        assert!(out.contains(r#""type":"api_error""#), "{out}");
+        let overloaded = "data: {\"error\":{\"code\":529,\"message\":\"busy\"}}\n\n";
+        let out = String::from_utf8(MessagesStream::default().feed(overloaded.as_bytes().to_vec())).expect("utf8");
+        assert!(out.contains(r#""type":"overloaded_error""#), "the type Claude Code retries by: {out}");
     }
 
     #[test]
