@@ -187,19 +187,7 @@ impl ApiError {
 
     /// Anthropic's error body (`{"type":"error","error":{"type","message"}}`), for the Messages API.
     pub fn anthropic_body(&self, request_id: &str) -> Value {
-        let kind = match self.status() {
-            400 | 405 | 409 => "invalid_request_error",
-            401 => "authentication_error",
-            402 => "billing_error",
-            403 => "permission_error",
-            404 => "not_found_error",
-            413 => "request_too_large",
-            429 => "rate_limit_error",
-            503 | 529 => "overloaded_error",
-            504 => "timeout_error",
-            400..=499 => "invalid_request_error",
-            _ => "api_error",
-        };
+        let kind = crate::providers::anthropic::inbound::error_type(self.status());
         json!({ "type": "error", "error": { "type": kind, "message": self.public_message(request_id) } })
     }
 

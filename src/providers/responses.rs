@@ -18,7 +18,7 @@ use serde_json::{json, Map, Value};
 
 use crate::domain::chat::ChatRequest;
 use crate::domain::InvalidRequest;
-use crate::providers::sse::{ChatStep, ChatSteps};
+use crate::providers::sse::{error_message, ChatStep, ChatSteps};
 
 fn invalid(message: impl Into<String>, param: &str) -> InvalidRequest {
     InvalidRequest::param(message.into(), param)
@@ -379,7 +379,7 @@ impl ResponsesStream {
                 }
                 ChatStep::Finish(reason) => self.incomplete = reason == "length",
                 ChatStep::Usage(usage) => self.usage = Some(usage),
-                ChatStep::Error { message, .. } => self.fail(message, &mut out),
+                ChatStep::Error(error) => self.fail(error_message(&error), &mut out),
                 ChatStep::Done => self.finish(&mut out),
                 // Thinking is not given back as reasoning items (see the module's notes).
                 ChatStep::Thinking(_) | ChatStep::Signature(_) | ChatStep::Redacted(_) => {}

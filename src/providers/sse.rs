@@ -283,43 +283,15 @@ pub enum ChatStep {
     /// A choice's `finish_reason`.
     Finish(String),
     Usage(Value),
-    /// An error event: its message, and what kind of failure it was (`ErrorKind`).
-    Error {
-        message: Value,
-        kind: ErrorKind,
-    },
+    /// An error event: its `error` object.
+    Error(Value),
     /// `data: [DONE]`.
     Done,
 }
 
-/// What a stream's error event says went wrong, for a dialect that tells kinds apart (Anthropic's).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
-    RateLimited,
-    Overloaded,
-    TimedOut,
-    Other,
-}
-
-impl ErrorKind {
-    /// From an error event: the provider's own type (Anthropic's, kept by its adapter), else the code
-    /// (a status, or this gateway's own `timeout_error`).
-    pub fn of(error: &Value) -> Self {
-        let provider_type = error.get("metadata").and_then(|m| m.get("provider_error_type")).and_then(Value::as_str);
-        match (provider_type, error.get("code")) {
-            (Some("rate_limit_error"), _) => Self::RateLimited,
-            (Some("overloaded_error"), _) => Self::Overloaded,
-            (Some("timeout_error"), _) => Self::TimedOut,
-            (Some(_), _) => Self::Other,
-            (None, Some(code)) => match (code.as_u64(), code.as_str()) {
-                (Some(429), _) | (_, Some("rate_limit_error")) => Self::RateLimited,
-                (Some(503 | 529), _) => Self::Overloaded,
-                (Some(408 | 504 | 524), _) | (_, Some("timeout_error")) => Self::TimedOut,
-                _ => Self::Other,
-            },
-            (None, None) => Self::Other,
-        }
-    }
+/// The message of a stream's error event.
+pub fn error_message(error: &Value) -> Value {
+    error.get("message").cloned().unwrap_or(Value::from("upstream error"))
 }
 
 /// Reads whole SSE lines of a chat stream as `ChatStep`s (comments and unreadable lines skipped).
@@ -341,8 +313,7 @@ impl ChatSteps {
             }
             let Ok(chunk) = serde_json::from_slice::<Value>(data.as_bytes()) else { continue };
             if let Some(error) = chunk.get("error") {
-                let message = error.get("message").cloned().unwrap_or(Value::from("upstream error"));
-                steps.push(ChatStep::Error { message, kind: ErrorKind::of(error) });
+                steps.push(ChatStep::Error(error.clone()));
                 continue;
             }
             if !self.started {
@@ -430,7 +401,6 @@ mod tests {
     }
 
     use super::*;
-    use serde_json::json;
 
     const STREAM: &str = ": OPENROUTER PROCESSING\n\n\
         data: {\"id\":\"gen-1\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"Hel\"}}]}\n\n\
@@ -529,18 +499,5 @@ mod tests {
         let mut relay = SseRelay::new();
         relay.feed(b"data: {\"error\":{\"code\":502,\"message\":\"provider down\"}}\n\n");
         assert_eq!(relay.summary().upstream_error.as_ref().map(|e| e["code"].clone()), Some(502.into()));
-    }
-
-    #[test]
-    fn an_error_event_says_what_kind_of_failure_it_was() {
-        let kind = |e: Value| ErrorKind::of(&e);
-        assert_eq!(kind(json!({"code": 429, "message": "slow down"})), ErrorKind::RateLimited);
-        assert_eq!(kind(json!({"code": 529})), ErrorKind::Overloaded);
-        assert_eq!(kind(json!({"code": "timeout_error"})), ErrorKind::TimedOut, "this gateway's own deadline");
-        let anthropic = json!({"code": "upstream_error", "metadata": {"provider_error_type": "overloaded_error"}});
-        assert_eq!(kind(anthropic), ErrorKind::Overloaded, "the provider's own type first");
-        assert_eq!(kind(json!({"code": 502})), ErrorKind::Other);
-        let steps = ChatSteps::default().feed(b"data: {\"error\":{\"code\":529,\"message\":\"busy\"}}\n\n");
-        assert_eq!(steps, vec![ChatStep::Error { message: json!("busy"), kind: ErrorKind::Overloaded }]);
     }
 }

@@ -16,7 +16,7 @@ use serde_json::{json, Map, Value};
 use crate::domain::chat::ChatRequest;
 use crate::domain::InvalidRequest;
 use crate::providers::reasoning;
-use crate::providers::sse::{ChatStep, ChatSteps, ErrorKind};
+use crate::providers::sse::{error_message, ChatStep, ChatSteps};
 
 fn invalid(message: impl Into<String>, param: &str) -> InvalidRequest {
     InvalidRequest::param(message.into(), param)
@@ -245,6 +245,39 @@ pub fn to_chat(bytes: &[u8]) -> Result<ChatRequest, InvalidRequest> {
     ChatRequest::parse(&serde_json::to_vec(&chat).unwrap_or_default())
 }
 
+/// Anthropic's error type for a status, as the Messages API answers it.
+pub fn error_type(status: u16) -> &'static str {
+    match status {
+        400 | 405 | 409 => "invalid_request_error",
+        401 => "authentication_error",
+        402 => "billing_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        503 | 529 => "overloaded_error",
+        504 => "timeout_error",
+        400..=499 => "invalid_request_error",
+        _ => "api_error",
+    }
+}
+
+/// Anthropic's error type for a chat stream's error event: the one a direct Anthropic stream said (its
+/// adapter keeps it), else the one of the event's status code (this gateway's own error events name
+/// their code, not a status).
+fn stream_error_type(error: &Value) -> Value {
+    if let Some(kind) = error.get("metadata").and_then(|m| m.get("provider_error_type")).filter(|t| t.is_string()) {
+        return kind.clone();
+    }
+    let status = match error.get("code") {
+        Some(Value::Number(n)) => n.as_u64().and_then(|s| u16::try_from(s).ok()).unwrap_or(500),
+        Some(Value::String(code)) if code == "timeout_error" => 504,
+        Some(Value::String(code)) if code == "rate_limit_error" => 429,
+        _ => 500,
+    };
+    error_type(status).into()
+}
+
 fn stop_reason(finish: Option<&str>) -> &'static str {
     match finish {
         Some("length") => "max_tokens",
@@ -384,19 +417,11 @@ impl MessagesStream {
                 }
                 ChatStep::Finish(reason) => self.stop_reason = Some(stop_reason(Some(&reason))),
                 ChatStep::Usage(usage) => self.usage = Some(usage),
-                ChatStep::Error { message, kind } => {
+                ChatStep::Error(error) => {
                     // The stream failed: the error is its last word (no `message_stop` to pass for success),
                     // of the type Claude Code decides by whether to try again.
-                    let kind = match kind {
-                        ErrorKind::RateLimited => "rate_limit_error",
-                        ErrorKind::Overloaded => "overloaded_error",
-                        ErrorKind::TimedOut => "timeout_error",
-                        ErrorKind::Other => "api_error",
-                    };
-                    out.push_str(&event(
-                        "error",
-                        json!({"type": "error", "error": {"type": kind, "message": message}}),
-                    ));
+                    let error = json!({"type": stream_error_type(&error), "message": error_message(&error)});
+                    out.push_str(&event("error", json!({"type": "error", "error": error})));
                     self.finished = true;
                 }
                 ChatStep::Done => self.finish(&mut out),
@@ -627,6 +652,12 @@ mod tests {
         let overloaded = "data: {\"error\":{\"code\":529,\"message\":\"busy\"}}\n\n";
         let out = String::from_utf8(MessagesStream::default().feed(overloaded.as_bytes().to_vec())).expect("utf8");
         assert!(out.contains(r#""type":"overloaded_error""#), "the type Claude Code retries by: {out}");
+        let kind = |e: Value| stream_error_type(&e);
+        assert_eq!(kind(json!({"code": 429, "message": "slow down"})), "rate_limit_error");
+        assert_eq!(kind(json!({"code": "timeout_error"})), "timeout_error", "this gateway's own deadline");
+        let direct = json!({"code": "upstream_error", "metadata": {"provider_error_type": "overloaded_error"}});
+        assert_eq!(kind(direct), "overloaded_error", "a direct Anthropic stream's own type first");
+        assert_eq!(kind(json!({"code": 502})), "api_error");
     }
 
     #[test]
