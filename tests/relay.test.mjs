@@ -214,25 +214,31 @@ describe('errors are OpenAI-shaped', () => {
     await expectError(await rawChat({ model: MODEL, messages: hello, fake_fault: 'non_json' }), 502, 'upstream_error');
   });
 
-  test('an upstream slower than REQUEST_TIMEOUT is 504, and the prompt it had is charged', async () => {
+  test('an upstream slower than REQUEST_TIMEOUT is 504, and the prompt it had is charged, once per request', async () => {
     // The upstream had the request and goes on generating (OpenRouter bills a non-streamed answer in
     // full): not charging it would serve it free. Its output is unknown; its prompt is charged, estimated.
+    // One request, then three at once.
     const payer = await admin.createUser({ name: 'Timed out' }, { credit: 1 });
     const payerKey = await admin.createKey(payer.id, { name: 'slow' });
+    const slow = () => rawChat({ model: MODEL, messages: hello, fake_fault: 'slow:4000' }, { token: payerKey.key });
     const started = Date.now();
-    await expectError(await rawChat({ model: MODEL, messages: hello, fake_fault: 'slow:4000' }, { token: payerKey.key }), 504, 'timeout_error');
+    await expectError(await slow(), 504, 'timeout_error');
     assert.ok(Date.now() - started < 3800, 'answered at the timeout, not when upstream finished');
-    let usage;
-    for (let i = 0; i < 50 && !usage; i++) {
+    for (const res of await Promise.all([slow(), slow(), slow()])) await expectError(res, 504, 'timeout_error');
+    let usage = [];
+    for (let i = 0; i < 50 && usage.length < 4; i++) {
       const rows = (await admin.call('GET', `/api/balance/transactions?user_id=${payer.id}`)).body.data;
-      usage = rows.find((r) => r.type === 'usage');
-      if (!usage) await new Promise((r) => setTimeout(r, 100));
+      usage = rows.filter((r) => r.type === 'usage');
+      if (usage.length < 4) await new Promise((r) => setTimeout(r, 100));
     }
-    assert.ok(usage, 'a charge for the request the upstream had');
-    assert.ok(usage.amount < 0, JSON.stringify(usage));
-    assert.match(usage.description, /no answer in time: prompt estimated/);
+    assert.equal(usage.length, 4, 'a charge for each request the upstream had');
+    assert.equal(new Set(usage.map((r) => r.reference_id)).size, 4, 'each charged once');
+    for (const row of usage) {
+      assert.ok(row.amount < 0 && row.amount === usage[0].amount, JSON.stringify(row));
+      assert.match(row.description, /no answer in time: prompt estimated/);
+    }
     const balance = (await admin.call('GET', `/api/balance?user_id=${payer.id}`)).body.balance;
-    assert.equal(Math.round(balance * 1e6), 1_000_000 + Math.round(usage.amount * 1e6), 'the ledger and the balance agree');
+    assert.equal(Math.round(balance * 1e6), 1_000_000 + 4 * Math.round(usage[0].amount * 1e6), 'the ledger and the balance agree');
   });
 
   test('a stream cut mid-way ends with an error event, then [DONE]', async () => {
