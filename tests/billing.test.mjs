@@ -77,6 +77,8 @@ describe('charging', () => {
     const expected = costOf('openai/gpt-4o', fakeTokens(messages));
     assert.equal(micros(res.usage.cost), expected, 'usage.cost is what the gateway charges');
     assert.equal(res.usage.upstream_cost, undefined, 'what the tenant pays upstream is not shown to a key holder');
+    assert.equal(res.usage.cost_details, undefined, "nor OpenRouter's breakdown of it");
+    assert.equal(res.usage.is_byok, undefined);
     const rows = await settled(user.id, (r) => r.some((x) => x.type === 'usage'), 'the usage row');
     const usage = rows.find((x) => x.type === 'usage');
     assert.equal(micros(usage.amount), -expected);

@@ -169,12 +169,20 @@ export function priceOf(model) {
 
 function usageFor(model, promptTokens, completionTokens) {
   const price = priceOf(model);
+  const round = (usd) => Number(usd.toFixed(12));
   const cost = price ? promptTokens * price.prompt + completionTokens * price.completion : 0;
   return {
     prompt_tokens: promptTokens,
     completion_tokens: completionTokens,
     total_tokens: promptTokens + completionTokens,
-    cost: Number(cost.toFixed(12)),
+    cost: round(cost),
+    // OpenRouter's breakdown of what the account pays (the upstream's own cost is null without BYOK).
+    is_byok: false,
+    cost_details: {
+      upstream_inference_cost: null,
+      upstream_inference_prompt_cost: round(price ? promptTokens * price.prompt : 0),
+      upstream_inference_completions_cost: round(price ? completionTokens * price.completion : 0),
+    },
   };
 }
 

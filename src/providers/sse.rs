@@ -197,16 +197,20 @@ impl SseRelay {
 }
 
 /// Sets `usage.cost` to what the gateway charged (USD): for a whole answer and for a
-/// stream's usage chunk. The upstream's own figure (what the tenant pays) is kept as
-/// `usage.upstream_cost` only when `show_upstream_cost` (a tenant's margin is its own
-/// business). Answers whether the value had a usage object.
+/// stream's usage chunk. The upstream's own figures (what the tenant pays: OpenRouter's
+/// `cost`, its `cost_details` and `is_byok`) are kept, the cost as `usage.upstream_cost`, only
+/// when `show_upstream_cost` (a tenant's margin is its own business). Answers whether the
+/// value had a usage object.
 pub fn set_usage_cost(answer: &mut Value, cost: f64, show_upstream_cost: bool) -> bool {
     let Some(usage) = answer.get_mut("usage").and_then(Value::as_object_mut) else { return false };
-    match usage.remove("cost") {
-        Some(upstream) if show_upstream_cost => {
+    let upstream = usage.remove("cost");
+    if show_upstream_cost {
+        if let Some(upstream) = upstream {
             usage.insert("upstream_cost".into(), upstream);
         }
-        _ => {}
+    } else {
+        usage.remove("cost_details");
+        usage.remove("is_byok");
     }
     usage.insert("cost".into(), Value::from(cost));
     true
@@ -405,7 +409,7 @@ mod tests {
     const STREAM: &str = ": OPENROUTER PROCESSING\n\n\
         data: {\"id\":\"gen-1\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"Hel\"}}]}\n\n\
         data: {\"id\":\"gen-1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"lo\"},\"finish_reason\":\"stop\"}]}\n\n\
-        data: {\"id\":\"gen-1\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":2,\"total_tokens\":11,\"cost\":0.00042}}\n\n\
+        data: {\"id\":\"gen-1\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":2,\"total_tokens\":11,\"cost\":0.00042,\"is_byok\":false,\"cost_details\":{\"upstream_inference_cost\":null}}}\n\n\
         data: [DONE]\n\n";
 
     #[test]
@@ -484,9 +488,12 @@ mod tests {
             let event: Value = serde_json::from_str(&usage_line[6..]).expect("json");
             assert_eq!(event["usage"]["cost"], 1.0, "chunk size {size}");
             if size == 1 {
-                assert!(event["usage"].get("upstream_cost").is_none(), "the tenant's cost is not shown");
+                for hidden in ["upstream_cost", "cost_details", "is_byok"] {
+                    assert!(event["usage"].get(hidden).is_none(), "the tenant's cost is not shown: {hidden}");
+                }
             } else {
                 assert_eq!(event["usage"]["upstream_cost"], 0.00042);
+                assert!(event["usage"]["cost_details"].is_object());
             }
             assert_eq!(text.lines().filter(|l| l.starts_with("data: ")).count(), 4, "no event lost or split");
             assert!(text.ends_with("data: [DONE]\n\n"));
