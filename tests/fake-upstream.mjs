@@ -25,8 +25,9 @@
 // The direct Anthropic API (whose bodies the gateway builds) takes "[cut:<n>]" in the last message's text:
 // the stream closes after n text deltas, after `message_start` told the prompt's usage (with
 // "[cache_write:<n>]", n of its tokens are written to the cache).
-// `chunk_delay_ms` (body field) spaces streamed chunks out. A thinking budget (`reasoning.max_tokens`),
-// or reasoning enabled without one (OpenRouter's adaptive thinking on Claude 4.6 and later), gets a thought first (`reasoning`, `reasoning_details`; signed for anthropic/* models), its words
+// `chunk_delay_ms` (body field) spaces streamed chunks out. A thinking budget (`reasoning.max_tokens`), an
+// effort (`reasoning.effort`, what a Responses client asks), or reasoning enabled without either
+// (OpenRouter's adaptive thinking on Claude 4.6 and later), gets a thought first (`reasoning`, `reasoning_details`; signed for anthropic/* models), its words
 // counted as completion and reasoning tokens; with `reasoning.exclude` the thought is counted and
 // billed but not sent. A stream stops generating when its client goes away, like OpenRouter.
 // GET /generation?id= answers a generation's record (tokens, cost, `cancelled`) as OpenRouter does:
@@ -265,7 +266,8 @@ async function chat(req, res, body, opts) {
   const call = tools ? toolCallFor(body) : null;
   // A thinking budget (`reasoning.max_tokens`) gets thinking first, as `reasoning` and `reasoning_details`
   // (signed for Anthropic's models, whose signatures must come back on later turns).
-  const thinks = Number.isInteger(body.reasoning?.max_tokens) || body.reasoning?.enabled === true;
+  const effort = typeof body.reasoning?.effort === 'string' && body.reasoning.effort !== 'none';
+  const thinks = Number.isInteger(body.reasoning?.max_tokens) || body.reasoning?.enabled === true || effort;
   const thought = thinks && body.reasoning.enabled !== false
     ? `Thinking about: ${messageText([...body.messages].reverse().find((m) => m.role === 'user')?.content).slice(0, 40)}` : null;
   const signature = thought && body.model.startsWith('anthropic/') ? thinkingSignature(thought) : undefined;
@@ -408,6 +410,9 @@ async function openai(req, res, body) {
     if (m.role === 'tool' && !body.messages.slice(0, i).some((p) => p.role === 'assistant' && p.tool_calls?.some((c) => c.id === m.tool_call_id))) {
       return openaiError(res, 400, "Invalid parameter: messages with role 'tool' must be a response to a preceeding message with 'tool_calls'.");
     }
+    // A tool message's content parts are text only.
+    const part = m.role === 'tool' && Array.isArray(m.content) ? m.content.findIndex((p) => p?.type !== 'text') : -1;
+    if (part >= 0) return openaiError(res, 400, `Invalid value: '${m.content[part]?.type}'. Supported values are: 'text'.`, 'invalid_value');
   }
   const last = body.messages.at(-1);
   const echoed = last.role === 'tool' ? { ...body, messages: [...body.messages.slice(0, -1), { role: 'user', content: last.content }] } : body;

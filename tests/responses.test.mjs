@@ -102,6 +102,79 @@ describe('responses, what Codex relies on', () => {
     assert.equal(-rows.reduce((s, r) => s + micros(r.amount), 0), costOf(DIRECT, first.usage) + costOf(DIRECT, second.usage));
   });
 
+  test('a turn as Codex sends it: its default web search not offered, its cache key and verbosity carried', async () => {
+    const { user, client } = await clientFor();
+    const tools = [
+      { type: 'function', name: 'shell', description: 'Run a command', parameters: { type: 'object', properties: { command: { type: 'string' } } }, strict: false },
+      { type: 'web_search', external_web_access: false }, // Codex's cached web search, on by default
+    ];
+    const ask = { model: DIRECT, instructions: 'You are Codex.', tools, tool_choice: 'auto', parallel_tool_calls: false, store: false,
+      prompt_cache_key: 'conv-7', text: { verbosity: 'low' }, input: [{ role: 'user', content: 'list the files' }] };
+    const final = await client.responses.stream(ask).finalResponse();
+    const call = final.output.find((o) => o.type === 'function_call');
+    assert.equal(call?.name, 'shell', JSON.stringify(final.output));
+    const sent = ctx.gw.fake.requests.filter((r) => r.path === '/openai/v1/chat/completions').at(-1).body;
+    assert.deepEqual(sent.tools.map((t) => t.function.name), ['shell'], 'only the tools the gateway can serve are offered');
+    assert.equal(sent.prompt_cache_key, 'conv-7');
+    assert.equal(sent.verbosity, 'low');
+    const [row] = await usageRows(ctx.admin, user.id, 1);
+    assert.equal(-micros(row.amount), costOf(DIRECT, final.usage));
+
+    const forced = await client.responses.create({ ...ask, tool_choice: { type: 'web_search' } }).catch((e) => e);
+    assert.equal(forced.status, 400);
+    assert.equal(forced.error.param, 'tool_choice');
+  });
+
+  test('a tool output in parts: its text to the tool result, its image after the results (OpenAI takes text only there)', async () => {
+    const { user, client } = await clientFor();
+    const tools = [{ type: 'function', name: 'view_image', parameters: { type: 'object', properties: { path: { type: 'string' } } }, strict: false }];
+    const input = [{ role: 'user', content: 'what is in chart.png?' }];
+    const first = await client.responses.create({ model: DIRECT, tools, input, store: false });
+    const call = first.output.find((o) => o.type === 'function_call');
+    assert.ok(call, JSON.stringify(first.output));
+    const image = 'data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==';
+    const output = [{ type: 'input_text', text: 'chart.png' }, { type: 'input_image', image_url: image }];
+    const second = await client.responses.create({
+      model: DIRECT, tools, store: false, input: [...input, ...first.output, { type: 'function_call_output', call_id: call.call_id, output }],
+    });
+    assert.equal(second.status, 'completed');
+    const sent = ctx.gw.fake.requests.filter((r) => r.path === '/openai/v1/chat/completions').at(-1).body;
+    const [tool, after] = sent.messages.slice(-2);
+    assert.equal(tool.role, 'tool');
+    assert.equal(tool.content[0].text, 'chart.png');
+    assert.ok(tool.content.every((p) => p.type === 'text'), JSON.stringify(tool));
+    assert.deepEqual(after, { role: 'user', content: [{ type: 'image_url', image_url: { url: image } }] });
+    const rows = await usageRows(ctx.admin, user.id, 2);
+    assert.equal(-rows.reduce((s, r) => s + micros(r.amount), 0), costOf(DIRECT, first.usage) + costOf(DIRECT, second.usage));
+
+    const file = await client.responses.create({
+      model: DIRECT, tools, store: false,
+      input: [...input, ...first.output, { type: 'function_call_output', call_id: call.call_id, output: [{ type: 'input_file', file_id: 'file-1' }] }],
+    }).catch((e) => e);
+    assert.equal(file.status, 400);
+    assert.match(file.error.param, /output/);
+  });
+
+  test('while the model thinks, the stream carries keep-alive comments (its thinking is not a Responses event here)', async () => {
+    const { user } = await clientFor();
+    const key = await ctx.admin.createKey(user.id);
+    const res = await fetch(`${ctx.gw.url}/v1/responses`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key.key}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: VIA_OPENROUTER, input: 'ponder this', reasoning: { effort: 'low' }, stream: true, store: false }),
+    });
+    assert.equal(res.status, 200);
+    const text = await res.text();
+    const alive = text.indexOf(': keep-alive\n\n');
+    assert.ok(alive >= 0 && alive < text.indexOf('response.output_text.delta'), text.slice(0, 600));
+    assert.ok(!text.includes('Thinking about'), 'no thinking text leaks into the output');
+    const completed = JSON.parse(text.split('\n').filter((l) => l.startsWith('data: ')).map((l) => l.slice(6)).at(-1));
+    assert.equal(completed.type, 'response.completed');
+    assert.ok(completed.response.usage.output_tokens_details.reasoning_tokens > 0, 'the thinking was counted');
+    const [row] = await usageRows(ctx.admin, user.id, 1);
+    assert.equal(-micros(row.amount), costOf(VIA_OPENROUTER, completed.response.usage));
+  });
+
   test('state is refused with a clear 400: store, previous_response_id, retrieving a response', async () => {
     const { client } = await clientFor();
     for (const [extra, param] of [[{ store: true }, 'store'], [{ previous_response_id: 'resp_1' }, 'previous_response_id']]) {

@@ -68,17 +68,17 @@ pub enum StreamDialect {
 impl StreamDialect {
     /// Relayed stream lines in this dialect.
     pub fn feed(&mut self, bytes: Vec<u8>) -> Vec<u8> {
-        // The translators read data lines only. An upstream's keep-alive comment (OpenRouter's, while a
-        // model thinks) still reaches the client as one, or a long silence would let its read time out.
-        let comment =
-            !matches!(self, Self::Chat) && (bytes.first() == Some(&b':') || bytes.windows(2).any(|w| w == b"\n:"));
+        // The translators turn some lines into nothing: an upstream's keep-alive comment (OpenRouter's,
+        // while a model thinks), thinking the dialect does not carry (the Responses API's). The client
+        // still gets a comment for them, or a long silence would let its read time out.
+        let silent_if_empty = !bytes.is_empty();
         let mut out = match self {
             Self::Chat => bytes,
             Self::Completions => crate::domain::completions::stream_from_chat(bytes),
             Self::Messages(state) => state.feed(bytes),
             Self::Responses(state) => state.feed(bytes),
         };
-        if comment && out.is_empty() {
+        if silent_if_empty && out.is_empty() {
             out.extend_from_slice(b": keep-alive\n\n");
         }
         out

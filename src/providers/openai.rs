@@ -5,7 +5,7 @@
 //! for the usage chunk. Answers name the served snapshot
 //! (`gpt-4o-mini-2024-07-18`); the client gets back the id it asked for.
 
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 
 use super::sse::{data_event, DataLines};
 use crate::domain::chat::ChatRequest;
@@ -52,6 +52,7 @@ pub fn chat_request(chat: &ChatRequest, native_model: &str) -> Vec<u8> {
                 fields.remove("cache_control");
             }
         }
+        lift_tool_images(messages);
     }
     let effort = chat.body.get("reasoning").and_then(|r| r.get("effort")).and_then(Value::as_str);
     if let (Some(effort), false) = (effort, body.contains_key("reasoning_effort")) {
@@ -61,6 +62,40 @@ pub fn chat_request(chat: &ChatRequest, native_model: &str) -> Vec<u8> {
         crate::domain::chat::ask_for_usage(&mut body);
     }
     serde_json::to_vec(&body).unwrap_or_default()
+}
+
+/// OpenAI's tool messages take text only: the images of a turn's tool results (a Responses
+/// `function_call_output` or a Messages `tool_result` may hold some) go in a user message right
+/// after those results, each result saying so where its images were.
+fn lift_tool_images(messages: &mut Vec<Value>) {
+    let is_image = |p: &Value| p.get("type").and_then(Value::as_str) == Some("image_url");
+    let is_tool = |m: &Value| m.get("role").and_then(Value::as_str) == Some("tool");
+    let tool_images =
+        |m: &Value| is_tool(m) && m.get("content").and_then(Value::as_array).is_some_and(|p| p.iter().any(is_image));
+    if !messages.iter().any(tool_images) {
+        return;
+    }
+    let mut out = Vec::with_capacity(messages.len() + 1);
+    let mut images = Vec::new();
+    for mut message in std::mem::take(messages) {
+        let tool = is_tool(&message);
+        if !tool && !images.is_empty() {
+            out.push(json!({"role": "user", "content": std::mem::take(&mut images)}));
+        }
+        if let Some(parts) = message.get_mut("content").and_then(Value::as_array_mut).filter(|_| tool) {
+            let (lifted, text): (Vec<Value>, Vec<Value>) = std::mem::take(parts).into_iter().partition(is_image);
+            *parts = text;
+            if !lifted.is_empty() {
+                parts.push(json!({"type": "text", "text": "[the images this tool returned are in the next message]"}));
+                images.extend(lifted);
+            }
+        }
+        out.push(message);
+    }
+    if !images.is_empty() {
+        out.push(json!({"role": "user", "content": images}));
+    }
+    *messages = out;
 }
 
 /// A whole answer with `model` set to the client's id (the body unchanged when it is not JSON).
@@ -152,6 +187,33 @@ mod tests {
         assert_eq!(body["user"], "u-1");
         assert_eq!(body["response_format"]["type"], "json_object");
         assert!(body.get("stream_options").is_none(), "only streams ask for the usage chunk");
+    }
+
+    #[test]
+    fn a_tool_results_images_follow_it_in_a_user_message() {
+        let req = chat(
+            r#"{"model":"openai/gpt-4o","messages":[{"role":"user","content":"look"},
+                {"role":"assistant","content":null,"tool_calls":[{"id":"a","type":"function","function":{"name":"see","arguments":"{}"}},
+                    {"id":"b","type":"function","function":{"name":"see","arguments":"{}"}}]},
+                {"role":"tool","tool_call_id":"a","content":[{"type":"text","text":"one"},{"type":"image_url","image_url":{"url":"data:image/png;base64,AA=="}}]},
+                {"role":"tool","tool_call_id":"b","content":"two"},
+                {"role":"user","content":"and?"}]}"#,
+        );
+        let body = body_of(&chat_request(&req, "gpt-4o"));
+        let roles: Vec<&str> =
+            body["messages"].as_array().expect("messages").iter().filter_map(|m| m["role"].as_str()).collect();
+        assert_eq!(
+            roles,
+            ["user", "assistant", "tool", "tool", "user", "user"],
+            "after the turn's results, before what came next"
+        );
+        let first = &body["messages"][2]["content"];
+        assert!(first.as_array().expect("parts").iter().all(|p| p["type"] == "text"), "{first}");
+        assert_eq!(body["messages"][3]["content"], "two");
+        assert_eq!(body["messages"][4]["content"][0]["image_url"]["url"], "data:image/png;base64,AA==");
+
+        let plain = chat(r#"{"model":"openai/gpt-4o","messages":[{"role":"user","content":"hi"}]}"#);
+        assert_eq!(body_of(&chat_request(&plain, "gpt-4o"))["messages"].as_array().map(Vec::len), Some(1));
     }
 
     #[test]

@@ -4,15 +4,18 @@
 //! into Responses shapes. Pure and host-tested.
 //!
 //! Carried: `input` as a string or items (messages, `function_call`,
-//! `function_call_output`), `instructions`, function tools and `tool_choice`,
-//! `max_output_tokens`, `reasoning`, `text.format`, and custom (freeform) tools such
-//! as Codex's `apply_patch`: each becomes a function taking one string, `input`, and
-//! its calls come back as `custom_tool_call` items (streamed input arrives in one
-//! delta, when the call is whole). Refused by name: `store: true`
-//! and `previous_response_id` (the gateway keeps no conversations: send the
-//! history, as Codex does), built-in tools (they add fees the gateway cannot price).
-//! Dropped: `reasoning` items sent back in the history, and the model's thinking
-//! in answers (no reasoning items are given out, so none come back).
+//! `function_call_output` with a string or parts as its output), `instructions`,
+//! function tools and `tool_choice`, `max_output_tokens`, `reasoning`, `text.format`,
+//! `text.verbosity`, `prompt_cache_key`, and custom (freeform) tools such as Codex's
+//! `apply_patch`: each becomes a function taking one string, `input`, and its calls
+//! come back as `custom_tool_call` items (streamed input arrives in one delta, when
+//! the call is whole). Refused by name: `store: true` and `previous_response_id` (the
+//! gateway keeps no conversations: send the history, as Codex does), and a
+//! `tool_choice` forcing a built-in tool. Dropped: built-in tools (`web_search`, which
+//! Codex offers on every turn, and the like: the gateway runs none, so the model is
+//! not offered them and no fee is incurred), `reasoning` items sent back in the
+//! history, and the model's thinking in answers (no reasoning items are given out,
+//! so none come back).
 
 use serde_json::{json, Map, Value};
 
@@ -122,7 +125,12 @@ pub fn to_chat(bytes: &[u8]) -> Result<(ChatRequest, CustomTools), InvalidReques
                     "message" => {
                         let role = match item.get("role").and_then(Value::as_str) {
                             Some(r @ ("user" | "assistant" | "system" | "developer")) => r,
-                            _ => return Err(invalid(format!("`{param}.role` must be user, assistant, system or developer"), &param)),
+                            _ => {
+                                return Err(invalid(
+                                    format!("`{param}.role` must be user, assistant, system or developer"),
+                                    &param,
+                                ))
+                            }
                         };
                         messages.push(json!({"role": role, "content": content_of(item.get("content"), &param)?}));
                     }
@@ -145,11 +153,19 @@ pub fn to_chat(bytes: &[u8]) -> Result<(ChatRequest, CustomTools), InvalidReques
                             _ => messages.push(json!({"role": "assistant", "content": null, "tool_calls": [call]})),
                         }
                     }
-                    "function_call_output" | "custom_tool_call_output" => messages.push(json!({"role": "tool",
-                        "tool_call_id": item.get("call_id").cloned().unwrap_or_default(),
-                        "content": match item.get("output") { Some(Value::String(s)) => s.clone(), Some(other) => other.to_string(), None => String::new() }})),
+                    // An output is a string, or parts (text and images, as a message's content).
+                    "function_call_output" | "custom_tool_call_output" => {
+                        let content = match item.get("output") {
+                            None | Some(Value::Null) => Value::from(""),
+                            output => content_of(output, &format!("{param}.output"))?,
+                        };
+                        messages.push(json!({"role": "tool",
+                            "tool_call_id": item.get("call_id").cloned().unwrap_or_default(), "content": content}));
+                    }
                     "reasoning" => {}
-                    other => return Err(invalid(format!("`{param}`: items of type `{other}` are not supported"), &param)),
+                    other => {
+                        return Err(invalid(format!("`{param}`: items of type `{other}` are not supported"), &param))
+                    }
                 }
             }
         }
@@ -165,17 +181,19 @@ pub fn to_chat(bytes: &[u8]) -> Result<(ChatRequest, CustomTools), InvalidReques
     if let Some(max) = crate::domain::chat::positive_int(&body, "max_output_tokens")? {
         chat.insert("max_tokens".into(), Value::from(max));
     }
+    let mut offered = false;
     if let Some(tools) = body.get("tools").and_then(Value::as_array) {
         let mut out = Vec::new();
         for tool in tools {
-            if tool.get("type").and_then(Value::as_str) == Some("custom") {
-                custom.0.extend(tool.get("name").and_then(Value::as_str).map(str::to_string));
-                out.push(custom_tool(tool));
-                continue;
-            }
-            if tool.get("type").and_then(Value::as_str) != Some("function") {
-                let kind = tool.get("type").and_then(Value::as_str).unwrap_or("?");
-                return Err(invalid(format!("built-in tools (`{kind}`) add fees the gateway cannot price"), "tools"));
+            match tool.get("type").and_then(Value::as_str) {
+                Some("custom") => {
+                    custom.0.extend(tool.get("name").and_then(Value::as_str).map(str::to_string));
+                    out.push(custom_tool(tool));
+                    continue;
+                }
+                Some("function") => {}
+                // A built-in tool (web search and the like) is not offered: the gateway runs none.
+                _ => continue,
             }
             let mut function = json!({"name": tool.get("name").cloned().unwrap_or_default(),
                 "parameters": tool.get("parameters").cloned().unwrap_or(json!({"type": "object"}))});
@@ -186,7 +204,11 @@ pub fn to_chat(bytes: &[u8]) -> Result<(ChatRequest, CustomTools), InvalidReques
             }
             out.push(json!({"type": "function", "function": function}));
         }
-        chat.insert("tools".into(), Value::Array(out));
+        // With only built-in tools asked, none is offered (an empty list, or a choice among none, is refused).
+        offered = !out.is_empty();
+        if offered {
+            chat.insert("tools".into(), Value::Array(out));
+        }
     }
     match body.get("tool_choice") {
         Some(Value::Object(c)) if matches!(c.get("type").and_then(Value::as_str), Some("function" | "custom")) => {
@@ -195,7 +217,14 @@ pub fn to_chat(bytes: &[u8]) -> Result<(ChatRequest, CustomTools), InvalidReques
                 json!({"type": "function", "function": {"name": c.get("name").cloned().unwrap_or_default()}}),
             );
         }
-        Some(choice @ Value::String(_)) => {
+        Some(Value::Object(c)) if c.get("type").and_then(Value::as_str) != Some("allowed_tools") => {
+            let kind = c.get("type").and_then(Value::as_str).unwrap_or("?");
+            return Err(invalid(
+                format!("`tool_choice` forces a built-in tool (`{kind}`), which this gateway does not run"),
+                "tool_choice",
+            ));
+        }
+        Some(choice @ Value::String(_)) if offered => {
             chat.insert("tool_choice".into(), choice.clone());
         }
         _ => {}
@@ -216,7 +245,22 @@ pub fn to_chat(bytes: &[u8]) -> Result<(ChatRequest, CustomTools), InvalidReques
             _ => {}
         }
     }
-    for field in ["temperature", "top_p", "stream", "user", "safety_identifier", "parallel_tool_calls", "reasoning"] {
+    if let Some(verbosity) = body.get("text").and_then(|t| t.get("verbosity")).filter(|v| !v.is_null()) {
+        chat.insert("verbosity".into(), verbosity.clone());
+    }
+    for field in [
+        "temperature",
+        "top_p",
+        "stream",
+        "user",
+        "safety_identifier",
+        "parallel_tool_calls",
+        "reasoning",
+        "prompt_cache_key",
+    ] {
+        if field == "parallel_tool_calls" && !offered {
+            continue; // refused without tools
+        }
         if let Some(v) = body.get(field).filter(|v| !v.is_null()) {
             chat.insert(field.into(), v.clone());
         }
@@ -549,15 +593,55 @@ mod tests {
     }
 
     #[test]
-    fn refuses_state_and_builtin_tools_by_name() {
+    fn refuses_state_and_forced_builtin_tools_by_name() {
         for (json, param) in [
             (r#"{"model":"m","input":"x","store":true}"#, "store"),
             (r#"{"model":"m","input":"x","previous_response_id":"resp_1"}"#, "previous_response_id"),
-            (r#"{"model":"m","input":"x","tools":[{"type":"web_search"}]}"#, "tools"),
+            (r#"{"model":"m","input":"x","tool_choice":{"type":"web_search"}}"#, "tool_choice"),
+            (
+                r#"{"model":"m","input":[{"type":"function_call_output","call_id":"c","output":[{"type":"input_file","file_id":"f"}]}]}"#,
+                "input[0].output",
+            ),
             (r#"{"model":"m"}"#, "input"),
         ] {
             assert_eq!(to_chat(json.as_bytes()).err().and_then(|e| e.param).as_deref(), Some(param), "{json}");
         }
+    }
+
+    #[test]
+    fn builtin_tools_are_not_offered_and_codex_fields_are_carried() {
+        // What Codex sends on a turn: a function tool beside the cached web search it offers by default.
+        let codex = r#"{"model":"m","input":"x","parallel_tool_calls":true,"prompt_cache_key":"conv-1",
+            "text":{"verbosity":"low"},"tool_choice":"auto",
+            "tools":[{"type":"function","name":"shell","parameters":{"type":"object"}},{"type":"web_search","external_web_access":false}]}"#;
+        let (chat, _) = to_chat(codex.as_bytes()).expect("valid");
+        let tools = chat.body["tools"].as_array().expect("tools");
+        assert_eq!(tools.len(), 1, "{tools:?}");
+        assert_eq!(tools[0]["function"]["name"], "shell");
+        assert_eq!((&chat.body["tool_choice"], &chat.body["parallel_tool_calls"]), (&json!("auto"), &json!(true)));
+        assert_eq!((&chat.body["verbosity"], &chat.body["prompt_cache_key"]), (&json!("low"), &json!("conv-1")));
+
+        // Only built-in tools: none offered, and nothing that needs tools is sent.
+        let only = r#"{"model":"m","input":"x","tool_choice":"auto","parallel_tool_calls":false,"tools":[{"type":"web_search"}]}"#;
+        let (chat, _) = to_chat(only.as_bytes()).expect("valid");
+        for field in ["tools", "tool_choice", "parallel_tool_calls"] {
+            assert!(chat.body.get(field).is_none(), "{field}: {:?}", chat.body);
+        }
+    }
+
+    #[test]
+    fn a_tool_output_in_parts_keeps_its_text_and_images() {
+        let body = r#"{"model":"m","input":[
+            {"type":"function_call","call_id":"c1","name":"view_image","arguments":"{}"},
+            {"type":"function_call_output","call_id":"c1","output":[{"type":"input_text","text":"the chart"},
+                {"type":"input_image","image_url":"data:image/png;base64,iVBORw0KGgo="}]}]}"#;
+        let (chat, _) = to_chat(body.as_bytes()).expect("valid");
+        let tool = &chat.body["messages"][1];
+        assert_eq!(tool["role"], "tool");
+        assert_eq!(tool["content"][0], json!({"type": "text", "text": "the chart"}));
+        assert_eq!(tool["content"][1]["image_url"]["url"], "data:image/png;base64,iVBORw0KGgo=");
+        let plain = r#"{"model":"m","input":[{"type":"function_call_output","call_id":"c1","output":"ok"}]}"#;
+        assert_eq!(to_chat(plain.as_bytes()).expect("valid").0.body["messages"][0]["content"], "ok");
     }
 
     #[test]
