@@ -166,3 +166,27 @@ test("a key holder's change made over an admin's revocation does not undo it", {
     await answered(await chat(gw.url, key.key, 'after'), 401, 'the revoked key stays revoked');
   });
 });
+
+test("a key holder's rotation made over an admin's lowered limit keeps the limit", { timeout: 120_000 }, async () => {
+  // The rotation waits 1.5 s between its read of the key and its write (a test fault); the admin lowers the
+  // key's limit in that time. The rotation must not tell the account object the terms it read.
+  await withGateway({ vars: { FAULT_SLOW_KEY_CHANGE_MS: '1500' } }, async (gw, admin) => {
+    const user = await admin.createUser({ name: 'Racing rotation' }, { credit: 1 });
+    const key = await admin.createKey(user.id, { name: 'rotating', permissions: ['read', 'write'] });
+    await answered(await chat(gw.url, key.key, 'before'), 200);
+    const spent = (await settledLedger(admin, user.id, 1)).spent;
+    const rotating = adminClient(gw.url, key.key).call('POST', `/api/keys/${key.id}/rotate`, {});
+    await new Promise((r) => setTimeout(r, 300));
+    const lowered = await admin.call('PATCH', `/api/keys/${key.id}`, { limit: spent / 1e6 });
+    assert.equal(lowered.status, 200, JSON.stringify(lowered.body));
+    const rotated = await rotating;
+    assert.equal(rotated.status, 200, JSON.stringify(rotated.body));
+    const shown = (await admin.call('GET', `/api/keys/${key.id}`)).body.data;
+    assert.equal(micros(shown.limit), spent, 'the limit as the admin left it');
+    assert.equal(shown.key_prefix, rotated.body.data.key_prefix, 'and the new secret');
+    const refused = await answered(await chat(gw.url, rotated.body.data.key, 'after'), 402, 'the lowered limit binds the new secret');
+    assert.equal(refused.error.metadata.limit_source, 'key_limit');
+    const after = await ledger(admin, user.id);
+    assert.equal(after.spent, spent, 'nothing spent past the lowered limit');
+  });
+});

@@ -353,12 +353,6 @@ pub async fn rotate_key(mut req: Incoming, call: &Call, caller: &Caller, id: &st
         .into());
     }
     let db = db(call)?;
-    let row = managed_key(&db, caller, id).await?;
-    // A rotation hands over the key's secret: only of a key within the caller's own terms.
-    if let Some(h) = holder(caller) {
-        keys::within_holder(&h, &terms_of(&row), None).map_err(forbidden)?;
-    }
-
     // The secret is derived from who asks too: a replay returns a secret only to the caller that made it.
     let asker = match caller {
         Caller::Operator => "operator".to_string(),
@@ -371,49 +365,60 @@ pub async fn rotate_key(mut req: Incoming, call: &Call, caller: &Caller, id: &st
                 ApiError::bad_request("`Idempotency-Key` on rotation needs ADMIN_TOKEN to be configured")
             })?;
         let scoped = format!("{asker}\n{idem}");
-        Ok(Some(keys::mint(keys::rotation_secret(secret.expose(), &row.id, &scoped, from_hash))))
+        Ok(Some(keys::mint(keys::rotation_secret(secret.expose(), id, &scoped, from_hash))))
     };
-    // A repeat: the current secret is the one this request derived last time. The account object is
-    // told again (should the first attempt's message have failed on the way: see `publish`).
-    if let Some(previous) = row.previous_key_hash.as_deref() {
-        if let Some(again) = derive(previous)?.filter(|k| k.hash == row.key_hash) {
-            publish(call, std::slice::from_ref(&row)).await?;
-            return respond::data(200, &rotation_view(&row, &again.text));
+    // As a change (`update_key`): written only if the key is still as it was read, else read again, so a
+    // change made meanwhile (a lowered limit, new permissions) is neither undone in the account object
+    // nor handed over with the secret unchecked.
+    for _ in 0..UPDATE_TRIES {
+        let row = managed_key(&db, caller, id).await?;
+        // A rotation hands over the key's secret: only of a key within the caller's own terms.
+        if let Some(h) = holder(caller) {
+            keys::within_holder(&h, &terms_of(&row), None).map_err(forbidden)?;
         }
-    }
-    let minted = match derive(&row.key_hash)? {
-        Some(k) => k,
-        None => keys::mint(random_bytes()),
-    };
-    let now_ms = call.now_ms();
-    let now = to_iso(now_ms);
-    let previous_expires_at = to_iso(now_ms + (grace as i64) * 1000);
-    let stamped = store::keys::rotate(
-        &db,
-        &Rotation {
+        // A repeat: the current secret is the one this request derived last time. The account object is
+        // told again (should the first attempt's message have failed on the way: see `publish`).
+        if let Some(previous) = row.previous_key_hash.as_deref() {
+            if let Some(again) = derive(previous)?.filter(|k| k.hash == row.key_hash) {
+                publish(call, std::slice::from_ref(&row)).await?;
+                return respond::data(200, &rotation_view(&row, &again.text));
+            }
+        }
+        let minted = match derive(&row.key_hash)? {
+            Some(k) => k,
+            None => keys::mint(random_bytes()),
+        };
+        let slow_ms = call.config.faults.slow_key_change_ms;
+        if slow_ms > 0 && holder(caller).is_some() {
+            worker::Delay::from(std::time::Duration::from_millis(slow_ms)).await;
+        }
+        let now_ms = call.now_ms();
+        let now = to_iso(now_ms);
+        let previous_expires_at = to_iso(now_ms + (grace as i64) * 1000);
+        let rotation = Rotation {
             id: &row.id,
             from_hash: &row.key_hash,
+            read_version: &row.updated_at,
             new_hash: &minted.hash,
             new_prefix: &minted.display_prefix,
             previous_expires_at: &previous_expires_at,
             now_iso: &now,
-        },
-    )
-    .await?;
-    let Some(stamped) = stamped else {
-        return Err(ApiError::Conflict("the key changed while rotating; try again".into()));
-    };
-    let rotated_row = KeyRow {
-        key_hash: minted.hash.clone(),
-        key_prefix: minted.display_prefix.clone(),
-        previous_key_hash: Some(row.key_hash.clone()),
-        rotated_at: Some(now),
-        updated_at: stamped,
-        previous_expires_at: Some(previous_expires_at),
-        ..row
-    };
-    publish(call, std::slice::from_ref(&rotated_row)).await?;
-    respond::data(200, &rotation_view(&rotated_row, &minted.text))
+        };
+        let Some(stamped) = store::keys::rotate(&db, &rotation).await? else { continue };
+        let rotated_row = KeyRow {
+            key_hash: minted.hash.clone(),
+            key_prefix: minted.display_prefix.clone(),
+            previous_key_hash: Some(row.key_hash.clone()),
+            rotated_at: Some(now),
+            updated_at: stamped,
+            previous_expires_at: Some(previous_expires_at),
+            ..row
+        };
+        publish(call, std::slice::from_ref(&rotated_row)).await?;
+        return respond::data(200, &rotation_view(&rotated_row, &minted.text));
+    }
+    managed_key(&db, caller, id).await?; // 404 should the key have been deleted meanwhile
+    Err(ApiError::Conflict(format!("key {id} kept changing while it was rotated: send the rotation again")))
 }
 
 fn rotation_view(row: &KeyRow, secret: &str) -> Value {

@@ -187,12 +187,12 @@ const UPDATE: &str = concat!(
 );
 const SOFT_DELETE: &str =
     concat!("UPDATE api_keys SET deleted_at = ?2, ", stamp!("?2"), " WHERE id = ?1 AND deleted_at IS NULL RETURNING *");
-/// Only succeeds while the key still has the secret the caller rotated from.
+/// Only succeeds while the key is as the caller read it (so it still has the secret rotated from).
 const ROTATE: &str = concat!(
     "UPDATE api_keys SET key_hash = ?3, key_prefix = ?4, previous_key_hash = ?2, previous_expires_at = ?5, \
      rotated_at = ?6, ",
     stamp!("?6"),
-    " WHERE id = ?1 AND key_hash = ?2 AND deleted_at IS NULL RETURNING updated_at"
+    " WHERE id = ?1 AND key_hash = ?2 AND deleted_at IS NULL AND updated_at IS ?7 RETURNING updated_at"
 );
 const DISABLE_FOR_USER: &str = concat!(
     "UPDATE api_keys SET disabled = 1, ",
@@ -337,6 +337,8 @@ pub async fn soft_delete(db: &D1Database, id: &str, now_iso: &str) -> Result<Opt
 pub struct Rotation<'a> {
     pub id: &'a str,
     pub from_hash: &'a str,
+    /// The version the caller read the key at (`updated_at`).
+    pub read_version: &'a str,
     pub new_hash: &'a str,
     pub new_prefix: &'a str,
     pub previous_expires_at: &'a str,
@@ -354,6 +356,7 @@ pub async fn rotate(db: &D1Database, r: &Rotation<'_>) -> Result<Option<String>,
             text(r.new_prefix),
             text(r.previous_expires_at),
             text(r.now_iso),
+            text(r.read_version),
         ])?
         .first::<Stamped>(None)
         .await?;
