@@ -12,7 +12,7 @@
 //! charged) goes back to its own task, which sends it again after a backoff.
 
 use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use worker::Env;
@@ -41,8 +41,9 @@ struct Line {
     /// When the message on its way was sent.
     sending_since: Option<f64>,
     waiting: Vec<Pending>,
-    /// Settlements another task sent (answered or given up on): their own tasks may end.
-    finished: HashSet<String>,
+    /// Settlements another task sent (answered or given up on): their own tasks may end (with when: one
+    /// whose task has ended, having given up on it, is dropped after `STALE_SEND_MS`).
+    finished: HashMap<String, f64>,
     /// Settlements the object answered as failed, back to their own tasks (with when: one whose task
     /// has ended is dropped after `STALE_SEND_MS`).
     failed: HashMap<String, (f64, Pending)>,
@@ -78,9 +79,10 @@ pub async fn settle(
     loop {
         let now = js_sys::Date::now();
         let turn = with_line(account, |line| {
-            if line.finished.remove(&id) {
+            if line.finished.remove(&id).is_some() {
                 return Turn::Done;
             }
+            line.finished.retain(|_, at| now - *at < STALE_SEND_MS);
             if let Some((_, pending)) = line.failed.remove(&id) {
                 return Turn::Failed(Box::new(pending));
             }
@@ -153,7 +155,7 @@ pub async fn settle(
                     leases::settled(&p.key_id, &on.lease_id, &request_id, Some(held_now));
                 }
                 if request_id != id {
-                    line.finished.insert(request_id);
+                    line.finished.insert(request_id, js_sys::Date::now());
                 }
             }
         });
