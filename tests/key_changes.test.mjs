@@ -190,3 +190,22 @@ test("a key holder's rotation made over an admin's lowered limit keeps the limit
     assert.equal(after.spent, spent, 'nothing spent past the lowered limit');
   });
 });
+
+test('two rotations of a key at once: one gives out the new secret, the other gets 409, and both secrets work', { timeout: 120_000 }, async () => {
+  // Each rotation waits 1.5 s between its read and its write (a test fault); the second starts while the
+  // first waits. It must not rotate over the first: the secret the first gave out must work, and the one
+  // rotated from keep its grace.
+  await withGateway({ vars: { FAULT_SLOW_KEY_CHANGE_MS: '1500' } }, async (gw, admin) => {
+    const user = await admin.createUser({ name: 'Two rotations' }, { credit: 1 });
+    const key = await admin.createKey(user.id, { name: 'twice', permissions: ['read', 'write'] });
+    const holder = adminClient(gw.url, key.key);
+    const rotate = () => holder.call('POST', `/api/keys/${key.id}/rotate`, { grace_seconds: 60 });
+    const first = rotate();
+    await new Promise((r) => setTimeout(r, 300));
+    const answers = await Promise.all([first, rotate()]);
+    assert.deepEqual(answers.map((a) => a.status).sort(), [200, 409], JSON.stringify(answers.map((a) => a.body)));
+    const won = answers.find((a) => a.status === 200).body.data;
+    await answered(await chat(gw.url, won.key, 'with the secret given out'), 200);
+    await answered(await chat(gw.url, key.key, 'with the secret rotated from, in its grace'), 200);
+  });
+});

@@ -369,7 +369,9 @@ pub async fn rotate_key(mut req: Incoming, call: &Call, caller: &Caller, id: &st
     };
     // As a change (`update_key`): written only if the key is still as it was read, else read again, so a
     // change made meanwhile (a lowered limit, new permissions) is neither undone in the account object
-    // nor handed over with the secret unchecked.
+    // nor handed over with the secret unchecked. A rotation made meanwhile is not rotated over: the
+    // secret it gave out must work (and the one rotated from keep its grace).
+    let mut first_read: Option<String> = None;
     for _ in 0..UPDATE_TRIES {
         let row = managed_key(&db, caller, id).await?;
         // A rotation hands over the key's secret: only of a key within the caller's own terms.
@@ -383,6 +385,9 @@ pub async fn rotate_key(mut req: Incoming, call: &Call, caller: &Caller, id: &st
                 publish(call, std::slice::from_ref(&row)).await?;
                 return respond::data(200, &rotation_view(&row, &again.text));
             }
+        }
+        if first_read.get_or_insert_with(|| row.key_hash.clone()) != &row.key_hash {
+            return Err(ApiError::Conflict("the key was rotated meanwhile; try again".into()));
         }
         let minted = match derive(&row.key_hash)? {
             Some(k) => k,
