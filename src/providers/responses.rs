@@ -157,7 +157,10 @@ pub fn to_chat(bytes: &[u8]) -> Result<(ChatRequest, CustomTools), InvalidReques
                     "function_call_output" | "custom_tool_call_output" => {
                         let content = match item.get("output") {
                             None | Some(Value::Null) => Value::from(""),
-                            output => content_of(output, &format!("{param}.output"))?,
+                            output @ Some(Value::String(_) | Value::Array(_)) => {
+                                content_of(output, &format!("{param}.output"))?
+                            }
+                            Some(other) => Value::from(other.to_string()),
                         };
                         messages.push(json!({"role": "tool",
                             "tool_call_id": item.get("call_id").cloned().unwrap_or_default(), "content": content}));
@@ -182,6 +185,7 @@ pub fn to_chat(bytes: &[u8]) -> Result<(ChatRequest, CustomTools), InvalidReques
         chat.insert("max_tokens".into(), Value::from(max));
     }
     let mut offered = false;
+    let asked = body.get("tools").and_then(Value::as_array).is_some_and(|t| !t.is_empty());
     if let Some(tools) = body.get("tools").and_then(Value::as_array) {
         let mut out = Vec::new();
         for tool in tools {
@@ -227,6 +231,13 @@ pub fn to_chat(bytes: &[u8]) -> Result<(ChatRequest, CustomTools), InvalidReques
         Some(choice @ Value::String(_)) if offered => {
             chat.insert("tool_choice".into(), choice.clone());
         }
+        // A call required among built-in tools alone: one of them forced.
+        Some(Value::String(choice)) if choice == "required" && asked => {
+            return Err(invalid(
+                "`tool_choice` requires a call, and the only tools are built-in ones, which this gateway does not run",
+                "tool_choice",
+            ));
+        }
         _ => {}
     }
     if let Some(format) = body.get("text").and_then(|t| t.get("format")) {
@@ -245,7 +256,10 @@ pub fn to_chat(bytes: &[u8]) -> Result<(ChatRequest, CustomTools), InvalidReques
             _ => {}
         }
     }
-    if let Some(verbosity) = body.get("text").and_then(|t| t.get("verbosity")).filter(|v| !v.is_null()) {
+    // OpenAI's verbosity (how long the answer). A Claude model's `verbosity` is its effort (how much it
+    // may spend, `providers::anthropic`), another thing: not carried there.
+    let claude = body.get("model").and_then(Value::as_str).is_some_and(|m| m.starts_with("anthropic/"));
+    if let Some(verbosity) = body.get("text").and_then(|t| t.get("verbosity")).filter(|v| !v.is_null() && !claude) {
         chat.insert("verbosity".into(), verbosity.clone());
     }
     for field in [
@@ -598,6 +612,7 @@ mod tests {
             (r#"{"model":"m","input":"x","store":true}"#, "store"),
             (r#"{"model":"m","input":"x","previous_response_id":"resp_1"}"#, "previous_response_id"),
             (r#"{"model":"m","input":"x","tool_choice":{"type":"web_search"}}"#, "tool_choice"),
+            (r#"{"model":"m","input":"x","tools":[{"type":"web_search"}],"tool_choice":"required"}"#, "tool_choice"),
             (
                 r#"{"model":"m","input":[{"type":"function_call_output","call_id":"c","output":[{"type":"input_file","file_id":"f"}]}]}"#,
                 "input[0].output",
@@ -621,6 +636,10 @@ mod tests {
         assert_eq!((&chat.body["tool_choice"], &chat.body["parallel_tool_calls"]), (&json!("auto"), &json!(true)));
         assert_eq!((&chat.body["verbosity"], &chat.body["prompt_cache_key"]), (&json!("low"), &json!("conv-1")));
 
+        // Claude's `verbosity` is its effort: OpenAI's is not carried to it.
+        let claude = r#"{"model":"anthropic/claude-sonnet-4.5","input":"x","text":{"verbosity":"low"}}"#;
+        assert!(to_chat(claude.as_bytes()).expect("valid").0.body.get("verbosity").is_none());
+
         // Only built-in tools: none offered, and nothing that needs tools is sent.
         let only = r#"{"model":"m","input":"x","tool_choice":"auto","parallel_tool_calls":false,"tools":[{"type":"web_search"}]}"#;
         let (chat, _) = to_chat(only.as_bytes()).expect("valid");
@@ -642,6 +661,8 @@ mod tests {
         assert_eq!(tool["content"][1]["image_url"]["url"], "data:image/png;base64,iVBORw0KGgo=");
         let plain = r#"{"model":"m","input":[{"type":"function_call_output","call_id":"c1","output":"ok"}]}"#;
         assert_eq!(to_chat(plain.as_bytes()).expect("valid").0.body["messages"][0]["content"], "ok");
+        let object = r#"{"model":"m","input":[{"type":"function_call_output","call_id":"c1","output":{"ok":true}}]}"#;
+        assert_eq!(to_chat(object.as_bytes()).expect("valid").0.body["messages"][0]["content"], r#"{"ok":true}"#);
     }
 
     #[test]
