@@ -241,10 +241,7 @@ pub async fn update_key(mut req: Incoming, call: &Call, caller: &Caller, id: &st
         let read_version = read.updated_at.clone();
         let now_ms = call.now_ms();
         let mut row = apply_update(read, body.clone(), caller, now_ms)?;
-        let slow_ms = call.config.faults.slow_key_change_ms;
-        if slow_ms > 0 && holder(caller).is_some() {
-            worker::Delay::from(std::time::Duration::from_millis(slow_ms)).await;
-        }
+        slow_key_change(call, caller).await;
         let Some(version) = store::keys::update(&db, &row, &read_version).await? else { continue };
         row.updated_at = version;
         publish(call, std::slice::from_ref(&row)).await?;
@@ -252,6 +249,14 @@ pub async fn update_key(mut req: Incoming, call: &Call, caller: &Caller, id: &st
     }
     managed_key(&db, caller, id).await?; // 404 should the key have been deleted meanwhile
     Err(ApiError::Conflict(format!("key {id} kept changing while this change was made: send it again")))
+}
+
+/// `FAULT_SLOW_KEY_CHANGE_MS` (tests only): a key holder's change waits between its read and its write.
+async fn slow_key_change(call: &Call, caller: &Caller) {
+    let slow_ms = call.config.faults.slow_key_change_ms;
+    if slow_ms > 0 && holder(caller).is_some() {
+        worker::Delay::from(std::time::Duration::from_millis(slow_ms)).await;
+    }
 }
 
 /// The key `row` with `body`'s changes, if `caller` may make them.
@@ -393,10 +398,7 @@ pub async fn rotate_key(mut req: Incoming, call: &Call, caller: &Caller, id: &st
             Some(k) => k,
             None => keys::mint(random_bytes()),
         };
-        let slow_ms = call.config.faults.slow_key_change_ms;
-        if slow_ms > 0 && holder(caller).is_some() {
-            worker::Delay::from(std::time::Duration::from_millis(slow_ms)).await;
-        }
+        slow_key_change(call, caller).await;
         let now_ms = call.now_ms();
         let now = to_iso(now_ms);
         let previous_expires_at = to_iso(now_ms + (grace as i64) * 1000);

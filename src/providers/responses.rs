@@ -256,10 +256,10 @@ pub fn to_chat(bytes: &[u8]) -> Result<(ChatRequest, CustomTools), InvalidReques
             _ => {}
         }
     }
-    // OpenAI's verbosity (how long the answer). A Claude model's `verbosity` is its effort (how much it
-    // may spend, `providers::anthropic`), another thing: not carried there.
-    let claude = body.get("model").and_then(Value::as_str).is_some_and(|m| m.starts_with("anthropic/"));
-    if let Some(verbosity) = body.get("text").and_then(|t| t.get("verbosity")).filter(|v| !v.is_null() && !claude) {
+    // OpenAI's verbosity (how long the answer), not carried to a model whose `verbosity` is an effort.
+    let effort =
+        body.get("model").and_then(Value::as_str).is_some_and(crate::providers::anthropic::verbosity_is_effort);
+    if let Some(verbosity) = body.get("text").and_then(|t| t.get("verbosity")).filter(|v| !v.is_null() && !effort) {
         chat.insert("verbosity".into(), verbosity.clone());
     }
     for field in [

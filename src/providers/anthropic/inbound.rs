@@ -171,7 +171,7 @@ pub fn to_chat(bytes: &[u8]) -> Result<ChatRequest, InvalidRequest> {
         }
     }
     // Only Claude has an effort: another model's `verbosity` is something else, or refused (OpenAI's).
-    let claude = model.as_str().is_some_and(|m| m.starts_with("anthropic/"));
+    let claude = model.as_str().is_some_and(super::verbosity_is_effort);
     let mut chat = Map::new();
     chat.insert("model".into(), model);
     chat.insert("messages".into(), Value::Array(messages));

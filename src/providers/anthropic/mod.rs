@@ -7,3 +7,10 @@ pub mod inbound;
 pub mod request;
 pub mod response;
 pub mod stream;
+
+/// Whether `model`'s `verbosity` (OpenRouter's parameter) is Anthropic's effort, how much the model may
+/// spend (Claude's), rather than OpenAI's, how long the answer is: a client's setting of the one is not
+/// carried as the other.
+pub fn verbosity_is_effort(model: &str) -> bool {
+    model.starts_with("anthropic/")
+}
