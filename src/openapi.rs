@@ -167,6 +167,9 @@ fn responses(access: Access, method: &str, has_body: bool, accepted: bool) -> Va
             ("504", "Upstream timed out"),
         ]);
     }
+    if access == Access::Unmetered {
+        codes.extend([("502", "Upstream failed"), ("504", "Upstream timed out")]);
+    }
     if matches!(access, Access::Key(_)) {
         codes.push(("502", "An upstream management API failed"));
     }
@@ -221,7 +224,7 @@ pub fn document() -> Value {
         match access {
             Access::Public => op["security"] = json!([]),
             Access::Key(p) => op["x-permission"] = json!(format!("{p:?}").to_lowercase()),
-            Access::Inference | Access::AnyKey => {}
+            Access::Inference | Access::Unmetered | Access::AnyKey => {}
         }
         let entry = paths.entry(template.to_string()).or_insert_with(|| json!({}));
         entry[method.to_lowercase()] = op;

@@ -17,9 +17,13 @@ pub enum Access {
     /// Inference: a key with `write`, looked up through the caches; the account object checks
     /// the key's authoritative state in the reservation.
     Inference,
+    /// A key with `write` for a call no account object sees (counting tokens): read from D1 on each
+    /// call, as for management, since nothing else would see a revocation; a secret rotated out serves
+    /// it in its grace, as it serves inference.
+    Unmetered,
 }
 
-use Access::{AnyKey, Inference, Key, Public};
+use Access::{AnyKey, Inference, Key, Public, Unmetered};
 use Permission::{Admin, Read, Write};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -250,7 +254,7 @@ pub fn route(method: &str, path: &str) -> Match {
             vec![("POST", Route::ResponsesUnsupported, Inference), ("GET", Route::ResponsesUnsupported, Inference)]
         }
         ["v1", "messages", "count_tokens"] | ["api", "v1", "messages", "count_tokens"] => {
-            vec![("POST", Route::CountTokens, Inference)]
+            vec![("POST", Route::CountTokens, Unmetered)]
         }
         ["v1", "models"] | ["api", "v1", "models"] => vec![("GET", Route::ListModels, Public)],
         ["api", "v1", "key"] => vec![("GET", Route::CurrentKey, AnyKey)],
@@ -363,6 +367,7 @@ mod tests {
         };
         assert_eq!(access("GET", "/health"), Public);
         assert_eq!(access("POST", "/v1/chat/completions"), Inference);
+        assert_eq!(access("POST", "/v1/messages/count_tokens"), Unmetered, "no account object sees a count");
         assert_eq!(access("GET", "/api/keys"), Key(Read));
         assert_eq!(access("POST", "/api/keys/k/rotate"), Key(Write));
         assert_eq!(access("GET", "/api/admin/users"), Key(Admin));

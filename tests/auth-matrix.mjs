@@ -82,13 +82,13 @@ export function routeTableNames(source) {
 
 /**
  * Who may call each route, as the route table says it (src/routes.rs): route name →
- * 'public' | 'any' | 'read' | 'write' | 'admin' (inference needs `write`).
+ * 'public' | 'any' | 'read' | 'write' | 'admin' (inference and token counts need `write`).
  */
 export function routeTableAccess(source) {
   const access = {};
-  const tuples = source.matchAll(/\("(?:GET|POST|PUT|PATCH|DELETE)", Route::(\w+)(?:\((?:[^()]|\([^()]*\))*\))?, (Public|AnyKey|Inference|Key\((\w+)\))\)/g);
+  const tuples = source.matchAll(/\("(?:GET|POST|PUT|PATCH|DELETE)", Route::(\w+)(?:\((?:[^()]|\([^()]*\))*\))?, (Public|AnyKey|Inference|Unmetered|Key\((\w+)\))\)/g);
   for (const [, name, kind, permission] of tuples) {
-    access[name] = { Public: 'public', AnyKey: 'any', Inference: 'write' }[kind] ?? permission.toLowerCase();
+    access[name] = { Public: 'public', AnyKey: 'any', Inference: 'write', Unmetered: 'write' }[kind] ?? permission.toLowerCase();
   }
   return access;
 }

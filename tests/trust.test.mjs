@@ -133,6 +133,8 @@ describe('no key climbs above its permissions or leaves its organization', () =>
     assert.equal((await as(k.key, 'PATCH', `/api/keys/${k.id}`, { name: 'mine now' })).status, 401);
     assert.equal((await as(k.key, 'POST', '/api/token', { name: 'spare' })).status, 401);
     assert.equal((await as(k.key, 'GET', '/api/v1/key')).status, 200, 'reading its own status is fine');
+    const count = { model: 'openai/gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }] };
+    assert.equal((await as(k.key, 'POST', '/v1/messages/count_tokens', count)).status, 200, 'nor counting tokens');
     assert.equal((await as(rotated.body.data.key, 'PATCH', `/api/keys/${k.id}`, { name: 'renamed' })).status, 200);
     await ctx.admin.call('PATCH', `/api/keys/${sibling.id}`, { disabled: true });
     assert.equal((await as(rotated.body.data.key, 'PATCH', `/api/keys/${sibling.id}`, { disabled: false })).status, 403);
@@ -154,6 +156,22 @@ describe('revocation reaches everything', () => {
     const res = await chatAs(ctx.gw.url, k.key);
     assert.equal(res.status, 403);
     assert.match((await res.json()).error.message, /write/);
+  });
+
+  test('a disabled key counts no tokens, whatever a cache still holds', async () => {
+    const u = await ctx.admin.createUser();
+    const k = await ctx.admin.createKey(u.id);
+    const count = { model: 'openai/gpt-4o-mini', messages: [{ role: 'user', content: 'hello there' }] };
+    assert.equal((await as(k.key, 'POST', '/v1/messages/count_tokens', count)).status, 200);
+    assert.equal((await ctx.admin.call('PATCH', `/api/keys/${k.id}`, { disabled: true })).status, 200);
+    // No account object sees a count: the key's record in a cache elsewhere must not serve it.
+    const record = JSON.stringify({ id: k.id, user_id: u.id, org_id: null, permissions: 'read,write', valid_until_ms: null, disabled: false, deleted: false });
+    await run(path.join(ROOT, 'scripts', 'wrangler'), [
+      'kv', 'key', 'put', '--binding', 'CACHE', `key:${createHash('sha256').update(k.key).digest('hex')}`, record, '--local', '--persist-to', ctx.gw.state,
+    ]);
+    const res = await as(k.key, 'POST', '/v1/messages/count_tokens', count);
+    assert.equal(res.status, 401);
+    assert.match(res.body.error.message, /disabled/);
   });
 
   test('a repeated DELETE answers the same', async () => {

@@ -102,10 +102,10 @@ mod dispatch {
         let auth = match access {
             Access::Public => return Ok(None),
             Access::Inference => authenticate_for_inference(req, call).await?,
-            Access::AnyKey | Access::Key(_) => authenticate(req, call).await?,
+            Access::AnyKey | Access::Key(_) | Access::Unmetered => authenticate(req, call).await?,
         };
         match access {
-            Access::Inference => auth.caller.require(Permission::Write)?,
+            Access::Inference | Access::Unmetered => auth.caller.require(Permission::Write)?,
             Access::Key(needed) => auth.caller.require(needed)?,
             Access::Public | Access::AnyKey => {}
         }
