@@ -183,7 +183,7 @@ async fn serve(
         None => "none",
     };
     let source = auth.source.map_or("admin", |s| s.as_str());
-    let timing = format!("auth;desc={source};dur={:.2}, reserve;desc={held_by}", call.elapsed_ms());
+    let timing = format!("auth;desc={source};dur={}, reserve;desc={held_by}", call.elapsed_ms());
     let job = Job { call: job_call.clone(), caller: auth.caller, chat, plan, prices, meter, timing, dialect };
     let (answer, answered) = oneshot::channel();
     call.ctx.wait_until(job.run(answer));

@@ -53,7 +53,7 @@ impl LogContext {
             "request_id": self.request_id, "cf_ray": self.cf_ray, "key_id": self.key_id, "user_id": self.user_id,
             "org_id": self.org_id, "end_user": self.end_user,
             "model": self.model, "provider": self.provider.as_str(), "status": status, "streamed": streamed,
-            "attempts": self.tries, "latency_ms": (js_sys::Date::now() - self.started_ms).round(),
+            "attempts": self.tries, "latency_ms": (js_sys::Date::now() - self.started_ms) as i64,
             "prompt_tokens": tokens.0, "completion_tokens": tokens.1, "cost": charged,
             "uncollected": uncollected.filter(|u| *u > 0.0),
         });

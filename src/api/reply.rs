@@ -134,7 +134,7 @@ impl<'a> Reply<'a> {
             prices: Rc::new(prices),
             log: LogContext::new(call, caller, &attempt.model, provider, served.tries),
             headers,
-            timing: format!("{timing}, upstream;dur={:.2}", call.elapsed_ms()),
+            timing: format!("{timing}, upstream;dur={}", call.elapsed_ms()),
             attempt,
             upstream: served.upstream,
             created: call.now_ms() / 1000,
@@ -241,7 +241,7 @@ impl<'a> Reply<'a> {
         let body = self.dialect.answer(body);
         super::request_log::keep_response(&call.request_log, &body);
         let _ = self.headers.set("content-type", "application/json");
-        let _ = self.headers.set("server-timing", &format!("{}, total;dur={:.2}", self.timing, call.elapsed_ms()));
+        let _ = self.headers.set("server-timing", &format!("{}, total;dur={}", self.timing, call.elapsed_ms()));
         let response = Response::from_bytes(body).map(|r| r.with_headers(self.headers.clone()));
         let _ = answer.send(response.map_err(ApiError::internal));
         Some(Ended { outcome, model, upstream_id })
