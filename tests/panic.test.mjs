@@ -12,14 +12,14 @@
 // A fault inside an account object, between a settlement's writes (after a lease's charge is written,
 // before the ledger row), once, while settling a request for one model: a storage statement that fails
 // (`FAULT_FAIL_SETTLE`), or a panic (`FAULT_PANIC_SETTLE`). Each message's writes are one transaction, so
-// none of the interrupted ones may stay. After a failed statement the settlement is sent again and must
-// charge the request exactly once. A panic poisons the whole isolate, and here the Worker's requests
+// none of the interrupted ones may stay. After a failed statement the message's settlements are settled
+// again one by one, and the request must be charged exactly once. A panic poisons the whole isolate, and here the Worker's requests
 // share it with the object: the task holding that settlement dies with the instance, so its request is
 // closed by rule when its hold ends, as after any lost isolate (never more than it cost). Every other
 // request is charged exactly what it cost, the ledger sums to the balance, and reconciliation agrees.
 //
-// A settlement that fails every time (`FAULT_POISON_SETTLE`), sent in the same messages as others: each
-// settlement is a transaction of its own inside the message's, so it fails alone. Its batch-mates are
+// A settlement that fails every time (`FAULT_POISON_SETTLE`), sent in the same messages as others: after
+// the message's settlements fail together, each is settled in a transaction of its own, so it fails alone. Its batch-mates are
 // charged exactly what they cost; it is sent again with a backoff, then given up on, and its request is
 // closed by rule (never charged more than it cost).
 
