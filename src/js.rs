@@ -59,6 +59,11 @@ pub fn first_time(flag: &str) -> bool {
     !seen && js_sys::Reflect::set(&global, &key, &JsValue::TRUE).unwrap_or(false)
 }
 
+/// True the first `times` times it is asked about `flag` in this isolate (as `first_time`).
+pub fn first_times(flag: &str, times: u32) -> bool {
+    (0..times).any(|n| first_time(&format!("{flag}_{n}")))
+}
+
 /// The bytes of a promised `ArrayBuffer` (what `arrayBuffer()` on a body gives): one promise for the whole body.
 pub async fn bytes(promise: js_sys::Promise) -> Result<Vec<u8>, JsValue> {
     let buffer = JsFuture::from(promise).await?;

@@ -167,9 +167,6 @@ fn responses(access: Access, method: &str, has_body: bool, accepted: bool) -> Va
             ("504", "Upstream timed out"),
         ]);
     }
-    if access == Access::Unmetered {
-        codes.extend([("502", "Upstream failed"), ("504", "Upstream timed out")]);
-    }
     if matches!(access, Access::Key(_)) {
         codes.push(("502", "An upstream management API failed"));
     }

@@ -12,8 +12,9 @@
 // A fault inside an account object, between a settlement's writes (after a lease's charge is written,
 // before the ledger row), once, while settling a request for one model: a storage statement that fails
 // (`FAULT_FAIL_SETTLE`), or a panic (`FAULT_PANIC_SETTLE`). Each message's writes are one transaction, so
-// none of the interrupted ones may stay. After a failed statement the message's settlements are settled
-// again one by one, and the request must be charged exactly once. A panic poisons the whole isolate, and here the Worker's requests
+// none of the interrupted ones may stay. The failing statement strikes twice: with the settlement's
+// batch-mates, then in its own transaction, so the object names it failed, its sender sends it again, and
+// the request must be charged exactly once. A panic poisons the whole isolate, and here the Worker's requests
 // share it with the object: the task holding that settlement dies with the instance, so its request is
 // closed by rule when its hold ends, as after any lost isolate (never more than it cost). Every other
 // request is charged exactly what it cost, the ledger sums to the balance, and reconciliation agrees.
@@ -141,6 +142,8 @@ for (const leases of ['on', 'off']) {
       const { admin, user, cost } = await spendAroundFault(gw, leases);
       const usage = await usageRows(admin, user.id, cost.size);
       assert.match(await gw.logsOnce(/FAULT_FAIL_SETTLE: settling/), /FAULT_FAIL_SETTLE: settling/, 'the statement failed');
+      // It failed in a transaction of its own too, so the object named it failed and it came back in a resend.
+      assert.match(await gw.logsOnce(/"job":"settle_one"/), /"job":"settle_one"/, 'named failed, then sent again');
       assert.equal(usage.length, cost.size, 'one charge per request');
       for (const row of usage) {
         assert.equal(-micros(row.amount), cost.get(row.reference_id), `charged what it cost: ${row.reference_id}`);

@@ -102,8 +102,9 @@ impl Account<'_> {
                         leases.push(on.lease_id.clone());
                     }
                 }
-                let (charged, failed) = self.settle_all(&settlements)?;
-                self.wrote = true;
+                let (charged, failed) =
+                    if settlements.is_empty() { (0, Vec::new()) } else { self.settle_all(&settlements)? };
+                self.wrote |= !settlements.is_empty();
                 for lease_id in return_leases {
                     if self.book.release_lease(&lease_id) {
                         store::end_lease(sql, &lease_id)?;
@@ -207,28 +208,27 @@ impl Account<'_> {
         let together = crate::js::atomically(state, || {
             settlements.iter().try_fold(0, |charged, settlement| Ok(charged + self.settle_one(settlement)?))
         });
-        if let Ok(charged) = together {
-            return Ok((charged, Vec::new()));
-        }
+        let e = match together {
+            Ok(charged) => return Ok((charged, Vec::new())),
+            Err(e) => e,
+        };
+        // Memory saw their changes, storage did not: memory goes back to what storage holds (reading it
+        // sums the whole ledger, so once a message: from here on memory is kept aside instead).
         *self.book = store::load_book(self.sql, self.now)?;
+        if let [alone] = settlements {
+            crate::log::job_error("settle_one", &format!("{}: {e}", alone.request_id));
+            return Ok((0, vec![alone.request_id.clone()]));
+        }
+        crate::log::job_error("settle_all", &format!("settled one by one after: {e}"));
         let (mut charged, mut failed) = (0, Vec::new());
-        // After a failure, memory is kept aside before each settlement: reading the book again
-        // from storage sums the whole ledger, which twice a message is enough.
-        let mut keep_aside = false;
         for settlement in settlements {
-            let before = keep_aside.then(|| self.book.clone());
+            let before = self.book.clone();
             match crate::js::atomically(state, || self.settle_one(settlement)) {
                 Ok(amount) => charged += amount,
                 Err(e) => {
-                    let request_id = &settlement.request_id;
-                    crate::log::job_error("settle_one", &format!("{request_id}: {e}"));
-                    // Memory saw its changes, storage did not: memory goes back to what storage holds.
-                    *self.book = match before {
-                        Some(book) => book,
-                        None => store::load_book(self.sql, self.now)?,
-                    };
-                    keep_aside = true;
-                    failed.push(request_id.clone());
+                    crate::log::job_error("settle_one", &format!("{}: {e}", settlement.request_id));
+                    *self.book = before;
+                    failed.push(settlement.request_id.clone());
                 }
             }
         }
@@ -417,7 +417,9 @@ fn strike(faults: &Faults, sql: &SqlStorage, usage: Option<&UsageRecord>, reques
         return fail("FAULT_POISON_SETTLE");
     }
     let Some(fault) = faults.settle.as_ref().filter(|f| f.model == model) else { return Ok(()) };
-    if !crate::js::first_time("settle_fault") {
+    // A failing statement strikes twice, so the settlement fails both with its message's others and in a
+    // transaction of its own: it is named failed and sent again. A panic strikes once.
+    if !crate::js::first_times("settle_fault", if fault.panic { 1 } else { 2 }) {
         return Ok(());
     }
     if fault.panic {
@@ -428,7 +430,7 @@ fn strike(faults: &Faults, sql: &SqlStorage, usage: Option<&UsageRecord>, reques
 
 /// Tests only: the first `failures` changes to keys the object holds fail, in this isolate.
 fn lose_key_change(failures: u32, key_id: &str) -> Result<()> {
-    if (0..failures).any(|n| crate::js::first_time(&format!("key_change_fault_{n}"))) {
+    if crate::js::first_times("key_change_fault", failures) {
         let message = format!("FAULT_FAIL_PUT_KEY: the change to key {key_id} is lost");
         crate::log::job_error("put_key_fault", &message);
         return Err(worker::Error::RustError(message));
