@@ -23,8 +23,11 @@ use super::protocol::Settlement;
 
 /// Settlements in one message at most.
 const MAX_BATCH: usize = 64;
-/// How often a waiting settlement looks whether its turn has come.
+/// How soon a waiting settlement first looks again whether its turn has come; each further look waits
+/// twice as long, up to `MAX_POLL_MS` (a message to a distant object takes tens of milliseconds, and each
+/// look costs a timer and a wake-up).
 const POLL_MS: u64 = 2;
+const MAX_POLL_MS: u64 = 32;
 /// How long one message is retried before its settlements go back in line (below the runtime's 30 s
 /// for a task after its answer, so a sender's task does not die holding others' settlements).
 const SEND_RETRY_MS: i64 = 20_000;
@@ -76,6 +79,7 @@ pub async fn settle(
     let deadline = js_sys::Date::now() + retry_for_ms as f64;
     with_line(account, |line| line.waiting.push(Pending { settlement, key_id: key_id.to_string() }));
     let mut failures = 0u32;
+    let mut poll_ms = POLL_MS;
     loop {
         let now = js_sys::Date::now();
         let turn = with_line(account, |line| {
@@ -121,7 +125,8 @@ pub async fn settle(
             // On its way (in a message bounded by `SEND_RETRY_MS`, or taken for dead after `STALE_SEND_MS`):
             // its sender accounts for it, so it is waited for even past the deadline.
             Turn::Wait => {
-                worker::Delay::from(Duration::from_millis(POLL_MS)).await;
+                worker::Delay::from(Duration::from_millis(poll_ms)).await;
+                poll_ms = (poll_ms * 2).min(MAX_POLL_MS);
                 continue;
             }
             Turn::Send(batch) => batch,
