@@ -17,6 +17,10 @@
 //   --harness wrangler|miniflare (only that one),
 //   --direct (instead: one gateway, the same chat through OpenRouter's route and through each direct
 //             provider's route — OpenAI, Anthropic, Google — against the fakes, c=1 and first chunk)
+//   --against DIR (instead: an A/B of two builds: this checkout's Tollgate and the one built in DIR, another
+//             checkout (say a `git worktree` of the commit before), both with leases, served by Miniflare,
+//             measured in the same interleaved rounds; differences of a tenth of a millisecond need
+//             --requests 2400 or more, and a few runs)
 
 import { randomBytes } from 'node:crypto';
 import { spawn, spawnSync } from 'node:child_process';
@@ -28,7 +32,7 @@ import { gzipSync } from 'node:zlib';
 import { serveMiniflare } from './bench-miniflare.mjs';
 
 import { FAKE_ANTHROPIC_KEY, FAKE_GOOGLE_KEY, FAKE_OPENAI_KEY, startFakeUpstream } from '../tests/fake-upstream.mjs';
-import { ROOT, FAKE_UPSTREAM_KEY, adminClient, applyMigrations, freePort, killGroup, startGateway } from '../tests/harness.mjs';
+import { ROOT, FAKE_UPSTREAM_KEY, adminClient, applyMigrations, freePort, killGroup, run, startGateway } from '../tests/harness.mjs';
 
 const arg = (name, dflt) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -38,6 +42,7 @@ const REQUESTS = Number(arg('requests', 400));
 const WARMUP = 50;
 const QUICK = process.argv.includes('--quick') || process.argv.includes('--direct');
 const DIRECT = process.argv.includes('--direct');
+const AGAINST = arg('against');
 const HARNESSES = arg('harness') ? [arg('harness')] : QUICK ? ['wrangler'] : ['wrangler', 'miniflare'];
 
 const RUST_FLOOR = path.join(ROOT, 'scripts', 'bench-floor-rust');
@@ -47,7 +52,7 @@ if (!process.argv.includes('--skip-build')) {
     if (r.status !== 0) process.exit(r.status ?? 1);
   }
 }
-if (!DIRECT && (!process.argv.includes('--skip-build') || !existsSync(path.join(RUST_FLOOR, 'build', 'worker', 'shim.mjs')))) {
+if (!DIRECT && !AGAINST && (!process.argv.includes('--skip-build') || !existsSync(path.join(RUST_FLOOR, 'build', 'worker', 'shim.mjs')))) {
   // Shares Tollgate's target directory, so only the floor's own crate compiles.
   const r = spawnSync('bash', ['-c', `source "${ROOT}/scripts/env.sh" && worker-build --release`], {
     cwd: RUST_FLOOR, stdio: 'inherit', env: { ...process.env, CARGO_TARGET_DIR: path.join(ROOT, 'target') },
@@ -139,21 +144,25 @@ async function measureAll(targets, rounds = 8) {
   });
 }
 
-/** A gateway with `vars` under `harness`, and the key of a user with $1,000 to spend. */
-async function billedGateway(vars, harness = 'wrangler') {
-  const gw = harness === 'miniflare' ? await miniflareGateway(vars) : await startGateway({ upstream: false, testScheduled: false, vars });
+/** A gateway with `vars` under `harness` (Miniflare's: the checkout in `root`), and the key of a user with $1,000 to spend. */
+async function billedGateway(vars, harness = 'wrangler', root = ROOT) {
+  const gw = harness === 'miniflare' ? await miniflareGateway(vars, root) : await startGateway({ upstream: false, testScheduled: false, vars });
   const admin = adminClient(gw.url, gw.adminToken);
   const user = await admin.createUser({ name: 'Bench' }, { credit: 1000 });
   const { key } = await admin.createKey(user.id, { name: 'bench' });
   return { gw, key };
 }
 
-/** Tollgate served by Miniflare directly, on fresh migrated state, its prices synced as the test harness does. */
-async function miniflareGateway(vars) {
+/**
+ * Tollgate served by Miniflare directly, on fresh state migrated by the checkout's own migrations, its prices
+ * synced as the test harness does.
+ */
+async function miniflareGateway(vars, root = ROOT) {
   const state = mkdtempSync(path.join(tmpdir(), 'tollgate-bench-'));
-  await applyMigrations(state);
+  if (root === ROOT) await applyMigrations(state);
+  else await run(path.join(ROOT, 'scripts', 'wrangler'), ['d1', 'migrations', 'apply', 'DB', '--local', '--persist-to', state], { cwd: root, env: { ...process.env, CI: 'true' } });
   const adminToken = `tg-admin-${randomBytes(24).toString('hex')}`;
-  const served = await serveMiniflare(path.join(ROOT, 'wrangler.toml'), {
+  const served = await serveMiniflare(path.join(root, 'wrangler.toml'), {
     vars: { ADMIN_TOKEN: adminToken, REQUEST_TIMEOUT: '60', ...vars }, state, port: await freePort(),
   });
   const stop = async () => {
@@ -191,10 +200,12 @@ async function startFloor(upstreamUrl, dir = path.join(ROOT, 'scripts', 'bench-f
 }
 
 const f = (ms) => (ms === undefined ? "-" : ms.toFixed(2)).padStart(7);
+const HEADER = `${''.padEnd(26)} ${'c=1 p50'.padStart(7)} ${'p99'.padStart(7)} ${'req/s'.padStart(7)}   ${'c=16p50'.padStart(7)} ${'p99'.padStart(7)} ${'req/s'.padStart(7)}   ${'ttfc50'.padStart(7)} ${'p99'.padStart(7)}   ${'cpu/req'.padStart(7)}  (ms)`;
 const row = (r) => `${r.name.padEnd(26)} ${f(r.c1.p50)} ${f(r.c1.p99)} ${r.c1.rps.toFixed(0).padStart(7)}   ${f(r.c16.p50)} ${f(r.c16.p99)} ${(r.c16.rps ? r.c16.rps.toFixed(0) : "-").padStart(7)}   ${f(r.ttfc.p50)} ${f(r.ttfc.p99)}   ${f(r.cpu)}`;
 
 const fake = await startFakeUpstream({ apiKey: FAKE_UPSTREAM_KEY });
 if (DIRECT) await directRoutes(fake);
+if (AGAINST) await againstBuild(fake, path.resolve(AGAINST));
 const runs = [];
 try {
   for (const harness of HARNESSES) runs.push({ harness, results: await measureHarness(harness) });
@@ -246,7 +257,7 @@ function report(harness, results) {
   const [, b, b2, rs, rs2, c, c0, d] = results;
   const how = harness === 'miniflare' ? 'each Worker served by Miniflare directly' : 'under wrangler dev';
   console.log(`\nTollgate benchmark, ${how} — ${REQUESTS} requests at c=1, ${REQUESTS * 2} at c=16, non-streamed chat; streaming time to first content chunk`);
-  console.log(`${''.padEnd(26)} ${'c=1 p50'.padStart(7)} ${'p99'.padStart(7)} ${'req/s'.padStart(7)}   ${'c=16p50'.padStart(7)} ${'p99'.padStart(7)} ${'req/s'.padStart(7)}   ${'ttfc50'.padStart(7)} ${'p99'.padStart(7)}   ${'cpu/req'.padStart(7)}  (ms)`);
+  console.log(HEADER);
   for (const r of results) console.log(row(r));
   const over = (x, base = b) => {
     const c16 = QUICK ? '' : `, p50 c=16 ${(x.c16.p50 - base.c16.p50).toFixed(2)} ms`;
@@ -267,6 +278,33 @@ function report(harness, results) {
     console.log(`workerd CPU per request at c=16 (cpu/req: the runtime process's user + system time, background work included):`);
     console.log(`  workers-rs floor ${rs.cpu.toFixed(2)} ms; Tollgate with leases ${cpu(c)}, without ${cpu(c0)}`);
   }
+}
+
+/** `--against DIR`: this checkout's build against the one in `dir`, both with leases, served by Miniflare, interleaved. */
+async function againstBuild(fake, dir) {
+  if (!existsSync(path.join(dir, 'build', 'index_bg.wasm'))) throw new Error(`${dir}: no build (run scripts/build release there)`);
+  const vars = { AI_GATEWAY_BASE_URL: fake.url, AI_GATEWAY_API_KEY: FAKE_UPSTREAM_KEY, LOG_LEVEL: 'warn' };
+  const gateways = [];
+  let results;
+  try {
+    for (const root of [ROOT, dir]) gateways.push(await billedGateway(vars, 'miniflare', root));
+    const names = ['this checkout', path.basename(dir)];
+    results = await measureAll(gateways.map(({ gw, key }, i) => ({ name: names[i], url: `${gw.url}/v1/chat/completions`, key, cpuMs: gw.cpuMs })));
+  } finally {
+    for (const { gw } of gateways) await gw.stop();
+    await fake.close();
+  }
+  const [mine, theirs] = results;
+  console.log(`
+A/B, leases on, each served by Miniflare — ${REQUESTS} requests at c=1, ${REQUESTS * 2} at c=16, first chunks; rounds interleaved`);
+  console.log(HEADER);
+  for (const r of results) console.log(row(r));
+  const diff = (a, b) => `${a - b >= 0 ? '+' : ''}${(a - b).toFixed(2)} ms`;
+  console.log(`
+this checkout against ${dir}: c=1 p50 ${diff(mine.c1.p50, theirs.c1.p50)}, ` +
+    `c=16 throughput ${((100 * mine.c16.rps) / theirs.c16.rps).toFixed(0)} %, first chunk p50 ${diff(mine.ttfc.p50, theirs.ttfc.p50)}` +
+    (mine.cpu === undefined ? '' : `, CPU a request ${diff(mine.cpu, theirs.cpu)} (${mine.cpu.toFixed(2)} against ${theirs.cpu.toFixed(2)})`));
+  process.exit(0);
 }
 
 /** `--direct`: what a direct route costs against OpenRouter's, on one gateway, interleaved. */
