@@ -125,6 +125,22 @@ describe('responses, what Codex relies on', () => {
     assert.equal(forced.error.param, 'tool_choice');
   });
 
+  test('an allowed_tools choice offers the model only the tools it allows, its mode the choice', async () => {
+    const { user, client } = await clientFor();
+    const fn = (name) => ({ type: 'function', name, parameters: { type: 'object', properties: {} }, strict: false });
+    const final = await client.responses.create({
+      model: DIRECT, tools: [fn('shell'), fn('read_file'), fn('delete_everything')],
+      tool_choice: { type: 'allowed_tools', mode: 'required', tools: [{ type: 'function', name: 'read_file' }] },
+      input: [{ role: 'user', content: 'show me the readme' }],
+    });
+    const sent = ctx.gw.fake.requests.filter((r) => r.path === '/openai/v1/chat/completions').at(-1).body;
+    assert.deepEqual(sent.tools.map((t) => t.function.name), ['read_file']);
+    assert.equal(sent.tool_choice, 'required');
+    assert.equal(final.output.find((o) => o.type === 'function_call')?.name, 'read_file', JSON.stringify(final.output));
+    const [row] = await usageRows(ctx.admin, user.id, 1);
+    assert.equal(-micros(row.amount), costOf(DIRECT, final.usage));
+  });
+
   test('a tool output in parts: its text to the tool result, its image after the results (OpenAI takes text only there)', async () => {
     const { user, client } = await clientFor();
     const tools = [{ type: 'function', name: 'view_image', parameters: { type: 'object', properties: { path: { type: 'string' } } }, strict: false }];

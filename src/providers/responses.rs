@@ -5,7 +5,8 @@
 //!
 //! Carried: `input` as a string or items (messages, `function_call`,
 //! `function_call_output` with a string or parts as its output), `instructions`,
-//! function tools and `tool_choice`, `max_output_tokens`, `reasoning`, `text.format`,
+//! function tools and `tool_choice` (an `allowed_tools` choice offers only the tools it allows),
+//! `max_output_tokens`, `reasoning`, `text.format`,
 //! `text.verbosity`, `prompt_cache_key`, and custom (freeform) tools such as Codex's
 //! `apply_patch`: each becomes a function taking one string, `input`, and its calls
 //! come back as `custom_tool_call` items (streamed input arrives in one delta, when
@@ -25,6 +26,27 @@ use crate::providers::sse::{error_message, ChatStep, ChatSteps};
 
 fn invalid(message: impl Into<String>, param: &str) -> InvalidRequest {
     InvalidRequest::param(message.into(), param)
+}
+
+/// A `tool_choice` of type `allowed_tools`: its mode (`auto` or `required`) and the names of the function
+/// and custom tools it allows (built-in ones are not offered anyway).
+fn allowed_tools(choice: Option<&Value>) -> Result<Option<(&str, Vec<&str>)>, InvalidRequest> {
+    let Some(choice) = choice.filter(|c| c.get("type").and_then(Value::as_str) == Some("allowed_tools")) else {
+        return Ok(None);
+    };
+    let mode = match choice.get("mode").and_then(Value::as_str) {
+        Some(mode @ ("auto" | "required")) => mode,
+        _ => return Err(invalid("`tool_choice.mode` must be `auto` or `required`", "tool_choice.mode")),
+    };
+    let Some(tools) = choice.get("tools").and_then(Value::as_array) else {
+        return Err(invalid("`tool_choice.tools` must be a list of tools", "tool_choice.tools"));
+    };
+    let names = tools
+        .iter()
+        .filter(|t| matches!(t.get("type").and_then(Value::as_str), Some("function" | "custom")))
+        .filter_map(|t| t.get("name").and_then(Value::as_str))
+        .collect();
+    Ok(Some((mode, names)))
 }
 
 /// A message item's content as chat content parts (or a plain string).
@@ -186,9 +208,15 @@ pub fn to_chat(bytes: &[u8]) -> Result<(ChatRequest, CustomTools), InvalidReques
     }
     let mut offered = false;
     let asked = body.get("tools").and_then(Value::as_array).is_some_and(|t| !t.is_empty());
+    // `allowed_tools`: the model may call only these; the others are not offered.
+    let allowed = allowed_tools(body.get("tool_choice"))?;
     if let Some(tools) = body.get("tools").and_then(Value::as_array) {
         let mut out = Vec::new();
         for tool in tools {
+            let name = tool.get("name").and_then(Value::as_str).unwrap_or_default();
+            if allowed.as_ref().is_some_and(|(_, names)| !names.contains(&name)) {
+                continue;
+            }
             match tool.get("type").and_then(Value::as_str) {
                 Some("custom") => {
                     custom.0.extend(tool.get("name").and_then(Value::as_str).map(str::to_string));
@@ -221,7 +249,21 @@ pub fn to_chat(bytes: &[u8]) -> Result<(ChatRequest, CustomTools), InvalidReques
                 json!({"type": "function", "function": {"name": c.get("name").cloned().unwrap_or_default()}}),
             );
         }
-        Some(Value::Object(c)) if c.get("type").and_then(Value::as_str) != Some("allowed_tools") => {
+        Some(Value::Object(c)) if c.get("type").and_then(Value::as_str) == Some("allowed_tools") => {
+            match allowed.map(|(mode, _)| mode) {
+                Some(mode) if offered => {
+                    chat.insert("tool_choice".into(), Value::from(mode));
+                }
+                Some("required") => {
+                    return Err(invalid(
+                        "`tool_choice` requires a call, and none of the tools it allows is a function or custom tool in `tools`",
+                        "tool_choice",
+                    ));
+                }
+                _ => {}
+            }
+        }
+        Some(Value::Object(c)) => {
             let kind = c.get("type").and_then(Value::as_str).unwrap_or("?");
             return Err(invalid(
                 format!("`tool_choice` forces a built-in tool (`{kind}`), which this gateway does not run"),
@@ -618,9 +660,44 @@ mod tests {
                 "input[0].output",
             ),
             (r#"{"model":"m"}"#, "input"),
+            (
+                r#"{"model":"m","input":"x","tool_choice":{"type":"allowed_tools","mode":"any","tools":[]}}"#,
+                "tool_choice.mode",
+            ),
+            (
+                r#"{"model":"m","input":"x","tools":[{"type":"web_search"}],"tool_choice":{"type":"allowed_tools","mode":"required","tools":[{"type":"web_search"}]}}"#,
+                "tool_choice",
+            ),
         ] {
             assert_eq!(to_chat(json.as_bytes()).err().and_then(|e| e.param).as_deref(), Some(param), "{json}");
         }
+    }
+
+    #[test]
+    fn allowed_tools_offer_only_those() {
+        let tools = r#"[{"type":"function","name":"a","parameters":{"type":"object"}},
+            {"type":"function","name":"b","parameters":{"type":"object"}},{"type":"custom","name":"apply_patch"},
+            {"type":"web_search"}]"#;
+        let body = |mode: &str, allowed: &str| {
+            format!(
+                r#"{{"model":"m","input":"x","tools":{tools},"tool_choice":{{"type":"allowed_tools","mode":"{mode}","tools":{allowed}}}}}"#
+            )
+        };
+        let allowed =
+            r#"[{"type":"function","name":"b"},{"type":"custom","name":"apply_patch"},{"type":"web_search"}]"#;
+        let (chat, custom) = to_chat(body("required", allowed).as_bytes()).expect("valid");
+        let offered: Vec<&Value> =
+            chat.body["tools"].as_array().expect("tools").iter().map(|t| &t["function"]["name"]).collect();
+        assert_eq!(offered, [&json!("b"), &json!("apply_patch")]);
+        assert_eq!(chat.body["tool_choice"], "required");
+        assert_eq!(custom.0, ["apply_patch"]);
+        // None of them offered: nothing about tools is sent.
+        let (chat, _) = to_chat(body("auto", r#"[{"type":"function","name":"c"}]"#).as_bytes()).expect("valid");
+        assert!(
+            ["tools", "tool_choice", "parallel_tool_calls"].into_iter().all(|f| chat.body.get(f).is_none()),
+            "{:?}",
+            chat.body
+        );
     }
 
     #[test]
