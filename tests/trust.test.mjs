@@ -320,6 +320,9 @@ describe('anonymous callers cost almost nothing', () => {
     assert.ok(statuses[401] <= FAILURE_LIMIT + 1, JSON.stringify(statuses));
     assert.ok(statuses[429] >= 1000 - FAILURE_LIMIT - 1, `only the first ${FAILURE_LIMIT} were looked up: ${JSON.stringify(statuses)}`);
     assert.equal((await chatAs(ctx.gw.url, k.key)).status, 200, 'a key this isolate knows is not refused');
+    const count = { model: 'openai/gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }] };
+    assert.equal((await as(k.key, 'POST', '/v1/messages/count_tokens', count)).status, 200, 'nor read from D1 for it');
+    assert.equal((await as(k.key, 'GET', '/api/v1/key')).status, 200);
   });
 
   test('the public price list and plain health answer without a key', async () => {

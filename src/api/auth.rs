@@ -112,7 +112,7 @@ async fn authenticate_with(req: &Incoming, call: &Call, cached: bool) -> Result<
     let (record, source) = if cached {
         lookup(call, &client, &hash, now).await?
     } else {
-        refuse_if_blocked(&client, now)?;
+        refuse_guess_if_blocked(&client, &hash, now)?;
         (from_d1(call, &hash, now).await?, Source::D1)
     };
     let Some(record) = record else {
@@ -132,8 +132,12 @@ async fn authenticate_with(req: &Incoming, call: &Call, cached: bool) -> Result<
     Ok(Authenticated { caller: Caller::Key(record), source: Some(source), hash: Some(hash), rotated_out })
 }
 
-/// A client that presented too many unknown keys gets no D1 lookup for a while (429).
-fn refuse_if_blocked(client: &str, now: i64) -> Result<(), ApiError> {
+/// A client that presented too many unknown keys gets no lookup for a while (429), but for a key this
+/// isolate found lately (no guess: the client has it).
+fn refuse_guess_if_blocked(client: &str, hash: &str, now: i64) -> Result<(), ApiError> {
+    if key_cache::known_recently(hash, now) {
+        return Ok(());
+    }
     match failures::blocked_until(client, now) {
         Some(until) => Err(ApiError::LimitReached {
             message: "too many failed authentications from this client; try again later".into(),
@@ -177,9 +181,7 @@ async fn lookup(call: &Call, client: &str, hash: &str, now: i64) -> Result<(Opti
     if let Some(hit) = key_cache::from_memory(hash, now) {
         return Ok((hit, Source::Memory));
     }
-    if !key_cache::known_recently(hash, now) {
-        refuse_if_blocked(client, now)?;
-    }
+    refuse_guess_if_blocked(client, hash, now)?;
     let kv = env::cache(&call.env).map_err(ApiError::internal)?;
     if let Some(hit) = key_cache::from_kv(&kv, hash).await {
         key_cache::remember(hash, hit.clone(), now);
