@@ -43,6 +43,10 @@ const WARMUP = 50;
 const QUICK = process.argv.includes('--quick') || process.argv.includes('--direct');
 const DIRECT = process.argv.includes('--direct');
 const AGAINST = arg('against');
+if (process.argv.includes('--against') && (!AGAINST || AGAINST.startsWith('--') || QUICK)) {
+  console.error('--against takes a directory (another checkout, built), and measures c=16 too: not with --quick or --direct');
+  process.exit(2);
+}
 const HARNESSES = arg('harness') ? [arg('harness')] : QUICK ? ['wrangler'] : ['wrangler', 'miniflare'];
 
 const RUST_FLOOR = path.join(ROOT, 'scripts', 'bench-floor-rust');

@@ -12,9 +12,9 @@
 // A fault inside an account object, between a settlement's writes (after a lease's charge is written,
 // before the ledger row), once, while settling a request for one model: a storage statement that fails
 // (`FAULT_FAIL_SETTLE`), or a panic (`FAULT_PANIC_SETTLE`). Each message's writes are one transaction, so
-// none of the interrupted ones may stay. The failing statement strikes twice: with the settlement's
-// batch-mates, then in its own transaction, so the object names it failed, its sender sends it again, and
-// the request must be charged exactly once. A panic poisons the whole isolate, and here the Worker's requests
+// none of the interrupted ones may stay. The failing statement strikes in the first two settlements of the
+// model to run (a message's settlements together, or one alone), so the object names one failed, its
+// sender sends it again, and every request must be charged exactly once. A panic poisons the whole isolate, and here the Worker's requests
 // share it with the object: the task holding that settlement dies with the instance, so its request is
 // closed by rule when its hold ends, as after any lost isolate (never more than it cost). Every other
 // request is charged exactly what it cost, the ledger sums to the balance, and reconciliation agrees.

@@ -208,38 +208,42 @@ pub fn to_chat(bytes: &[u8]) -> Result<(ChatRequest, CustomTools), InvalidReques
     }
     let mut offered = false;
     let asked = body.get("tools").and_then(Value::as_array).is_some_and(|t| !t.is_empty());
-    // `allowed_tools`: the model may call only these; the others are not offered.
     let allowed = allowed_tools(body.get("tool_choice"))?;
+    // An `allowed_tools` choice allowing none of the tools given: all are offered, with a choice of none
+    // (a history of calls to them needs them defined, for some upstreams).
+    let mut none_allowed = false;
     if let Some(tools) = body.get("tools").and_then(Value::as_array) {
-        let mut out = Vec::new();
+        // (name, custom, as a chat tool)
+        let mut out: Vec<(&str, bool, Value)> = Vec::new();
         for tool in tools {
             let name = tool.get("name").and_then(Value::as_str).unwrap_or_default();
-            if allowed.as_ref().is_some_and(|(_, names)| !names.contains(&name)) {
-                continue;
-            }
             match tool.get("type").and_then(Value::as_str) {
-                Some("custom") => {
-                    custom.0.extend(tool.get("name").and_then(Value::as_str).map(str::to_string));
-                    out.push(custom_tool(tool));
-                    continue;
+                Some("custom") => out.push((name, true, custom_tool(tool))),
+                Some("function") => {
+                    let mut function = json!({"name": name,
+                        "parameters": tool.get("parameters").cloned().unwrap_or(json!({"type": "object"}))});
+                    for field in ["description", "strict"] {
+                        if let Some(v) = tool.get(field).filter(|v| !v.is_null()) {
+                            function[field] = v.clone();
+                        }
+                    }
+                    out.push((name, false, json!({"type": "function", "function": function})));
                 }
-                Some("function") => {}
                 // A built-in tool (web search and the like) is not offered: the gateway runs none.
-                _ => continue,
+                _ => {}
             }
-            let mut function = json!({"name": tool.get("name").cloned().unwrap_or_default(),
-                "parameters": tool.get("parameters").cloned().unwrap_or(json!({"type": "object"}))});
-            for field in ["description", "strict"] {
-                if let Some(v) = tool.get(field).filter(|v| !v.is_null()) {
-                    function[field] = v.clone();
-                }
-            }
-            out.push(json!({"type": "function", "function": function}));
         }
+        // `allowed_tools`: the model may call only these; the others are not offered.
+        if let Some((_, names)) = &allowed {
+            let (kept, left): (Vec<_>, Vec<_>) = out.into_iter().partition(|(name, ..)| names.contains(name));
+            none_allowed = kept.is_empty() && !left.is_empty();
+            out = if none_allowed { left } else { kept };
+        }
+        custom.0.extend(out.iter().filter(|(_, custom, _)| *custom).map(|(name, ..)| name.to_string()));
         // With only built-in tools asked, none is offered (an empty list, or a choice among none, is refused).
         offered = !out.is_empty();
         if offered {
-            chat.insert("tools".into(), Value::Array(out));
+            chat.insert("tools".into(), out.into_iter().map(|(.., tool)| tool).collect());
         }
     }
     match body.get("tool_choice") {
@@ -251,14 +255,17 @@ pub fn to_chat(bytes: &[u8]) -> Result<(ChatRequest, CustomTools), InvalidReques
         }
         Some(Value::Object(c)) if c.get("type").and_then(Value::as_str) == Some("allowed_tools") => {
             match allowed.map(|(mode, _)| mode) {
-                Some(mode) if offered => {
-                    chat.insert("tool_choice".into(), Value::from(mode));
-                }
-                Some("required") => {
+                Some("required") if !offered || none_allowed => {
                     return Err(invalid(
                         "`tool_choice` requires a call, and none of the tools it allows is a function or custom tool in `tools`",
                         "tool_choice",
                     ));
+                }
+                Some(_) if none_allowed => {
+                    chat.insert("tool_choice".into(), Value::from("none"));
+                }
+                Some(mode) if offered => {
+                    chat.insert("tool_choice".into(), Value::from(mode));
                 }
                 _ => {}
             }
@@ -691,13 +698,12 @@ mod tests {
         assert_eq!(offered, [&json!("b"), &json!("apply_patch")]);
         assert_eq!(chat.body["tool_choice"], "required");
         assert_eq!(custom.0, ["apply_patch"]);
-        // None of them offered: nothing about tools is sent.
+        // None of them allowed: all offered, none to be called (a history of calls to them stays valid).
         let (chat, _) = to_chat(body("auto", r#"[{"type":"function","name":"c"}]"#).as_bytes()).expect("valid");
-        assert!(
-            ["tools", "tool_choice", "parallel_tool_calls"].into_iter().all(|f| chat.body.get(f).is_none()),
-            "{:?}",
-            chat.body
-        );
+        assert_eq!(chat.body["tools"].as_array().map(Vec::len), Some(3));
+        assert_eq!(chat.body["tool_choice"], "none");
+        let required = to_chat(body("required", r#"[{"type":"function","name":"c"}]"#).as_bytes());
+        assert_eq!(required.err().and_then(|e| e.param).as_deref(), Some("tool_choice"));
     }
 
     #[test]
