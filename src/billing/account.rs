@@ -417,8 +417,8 @@ fn strike(faults: &Faults, sql: &SqlStorage, usage: Option<&UsageRecord>, reques
         return fail("FAULT_POISON_SETTLE");
     }
     let Some(fault) = faults.settle.as_ref().filter(|f| f.model == model) else { return Ok(()) };
-    // A failing statement strikes twice, so the settlement fails both with its message's others and in a
-    // transaction of its own: it is named failed and sent again. A panic strikes once.
+    // A failing statement strikes the first two settlements of the model to run (together with others or
+    // alone), so one of them is named failed and sent again; a panic strikes once.
     if !crate::js::first_times("settle_fault", if fault.panic { 1 } else { 2 }) {
         return Ok(());
     }
