@@ -204,6 +204,17 @@ describe('responses, what Codex relies on', () => {
     assert.match(retrieve.error.message, /stateless/);
   });
 
+  test('a rule checked once the request is translated names the field as the client wrote it', async () => {
+    const { client } = await clientFor();
+    const video = { role: 'user', content: [{ type: 'input_image', image_url: 'data:video/mp4;base64,AAAA' }] };
+    const err = await client.responses.create({ model: DIRECT, input: [video] }).catch((e) => e);
+    assert.equal(err.status, 400);
+    assert.equal(err.error.param, 'input', err.error.message);
+    const empty = await client.responses.create({ model: DIRECT, input: [] }).catch((e) => e);
+    assert.equal(empty.status, 400);
+    assert.equal(empty.error.param, 'input', empty.error.message);
+  });
+
   test('a GET that is not a WebSocket upgrade is a wrong method, not a bad body', async () => {
     const user = await ctx.admin.createUser({}, { credit: 1 });
     const key = await ctx.admin.createKey(user.id);

@@ -143,8 +143,19 @@ pub async fn create_response(mut req: Incoming, call: &Call, auth: Authenticated
     if req.method() != "POST" {
         return Err(ApiError::MethodNotAllowed { method: req.method(), path: req.path() });
     }
-    let (chat, custom_tools) = responses::to_chat(&body(&mut req, call, &auth).await?)?;
-    serve(call, auth, chat, Dialect::Responses(custom_tools)).await
+    let body = body(&mut req, call, &auth).await?;
+    let served = match responses::to_chat(&body) {
+        Ok((chat, custom_tools)) => serve(call, auth, chat, Dialect::Responses(custom_tools)).await,
+        Err(invalid) => Err(invalid.into()),
+    };
+    // A rule of the chat request the translation did not check names a chat field: named as written here.
+    served.map_err(|e| match e {
+        ApiError::InvalidRequest(mut invalid) => {
+            invalid.param = invalid.param.map(|p| responses::param_as_written(&p));
+            ApiError::InvalidRequest(invalid)
+        }
+        other => other,
+    })
 }
 
 /// Price → reserve → send → relay → settle, for a chat in the client's dialect.

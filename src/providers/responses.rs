@@ -49,6 +49,23 @@ fn allowed_tools(choice: Option<&Value>) -> Result<Option<(&str, Vec<&str>)>, In
     Ok(Some((mode, names)))
 }
 
+/// A chat field an error names after translation, as the Responses API names it: a message's index is
+/// not its item's (instructions and tool calls move), so anything in `messages` is `input`.
+pub fn param_as_written(param: &str) -> String {
+    let field = |name: &str| param.strip_prefix(name).filter(|rest| rest.is_empty() || rest.starts_with(['[', '.']));
+    if field("messages").is_some() {
+        return "input".into();
+    }
+    for (chat, responses) in
+        [("max_tokens", "max_output_tokens"), ("response_format", "text.format"), ("verbosity", "text.verbosity")]
+    {
+        if let Some(rest) = field(chat) {
+            return format!("{responses}{rest}");
+        }
+    }
+    param.to_string()
+}
+
 /// A message item's content as chat content parts (or a plain string).
 fn content_of(content: Option<&Value>, param: &str) -> Result<Value, InvalidRequest> {
     match content {
@@ -677,6 +694,21 @@ mod tests {
             ),
         ] {
             assert_eq!(to_chat(json.as_bytes()).err().and_then(|e| e.param).as_deref(), Some(param), "{json}");
+        }
+    }
+
+    #[test]
+    fn chat_fields_in_errors_are_named_as_the_client_wrote_them() {
+        for (chat, responses) in [
+            ("messages[3].content[0]", "input"),
+            ("messages", "input"),
+            ("max_tokens", "max_output_tokens"),
+            ("response_format.json_schema", "text.format.json_schema"),
+            ("verbosity", "text.verbosity"),
+            ("max_tokens_extra", "max_tokens_extra"),
+            ("tools[1]", "tools[1]"),
+        ] {
+            assert_eq!(param_as_written(chat), responses);
         }
     }
 
