@@ -17,7 +17,8 @@ const today = () => new Date().toISOString().slice(0, 10);
 const made = [];
 
 async function chatWith(client, who, { model, stream = false, content, fault }) {
-  const body = { model, messages: [{ role: 'user', content }], ...(fault ? { fake_fault: fault } : {}) };
+  // Each client names itself as the end user (`user`), so the end_user grouping has buckets.
+  const body = { model, messages: [{ role: 'user', content }], user: `eu-${who.keyId}`, ...(fault ? { fake_fault: fault } : {}) };
   if (fault) {
     try {
       await client.chat.completions.create(body);
@@ -97,7 +98,17 @@ describe('usage records and stats', () => {
   });
 
   test('a key holder sees its own usage, grouped by day, model and provider; totals match what it was told', async () => {
-    const mine = made.filter((m) => m.user === people.ann.user.id);
+    // Ann's key outside any organization sees her keys outside any; her organization's key, that organization's.
+    const mine = made.filter((m) => m.user === people.ann.user.id && m.org === null);
+    const inOrg = made.filter((m) => m.user === people.ann.user.id && m.org === people.annOrg.org.id);
+    assert.ok(mine.length > 0 && inOrg.length > 0);
+    for (const group of ['day', 'model', 'end_user']) {
+      const seen = await stats(people.annOrg.key.key, `/api/stats?group_by=${group}`);
+      const bucket = { day: () => today(), model: (m) => m.model, end_user: (m) => `eu-${m.keyId}` }[group];
+      assert.deepEqual(asMicros(seen.data), expected(inOrg, bucket), `group_by=${group}`);
+    }
+    const byEndUser = await stats(people.ann.key.key, '/api/stats?group_by=end_user');
+    assert.deepEqual(asMicros(byEndUser.data), expected(mine, (m) => `eu-${m.keyId}`));
     const day = await stats(people.ann.key.key, '/api/stats');
     assert.equal(day.group_by, 'day');
     assert.equal(day.end, today());

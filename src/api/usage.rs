@@ -21,11 +21,16 @@ fn db(call: &Call) -> Result<D1Database, ApiError> {
     env::db(&call.env).map_err(ApiError::internal)
 }
 
-/// The caller's own usage (an admin may name `user_id=`).
+/// The caller's own usage (an admin may name `user_id=`). A key without `admin` sees its user's keys
+/// in its own organization only, as it sees their keys (docs/security.md).
 pub async fn get_own_stats(req: Incoming, call: &Call, caller: &Caller) -> Result<Response, ApiError> {
     let asked = query(&req).get("user_id").cloned().filter(|u| !u.is_empty());
     let user_id = caller.target_user(asked)?;
-    stats(&req, call, Scope::User(user_id), false).await
+    let scope = match caller {
+        Caller::Key(k) if !caller.is_admin() => Scope::UserInOrg(user_id, k.org_id.clone()),
+        _ => Scope::User(user_id),
+    };
+    stats(&req, call, scope, false).await
 }
 
 /// One key's usage: admins any key, a key holder its own user's keys.

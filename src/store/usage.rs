@@ -110,6 +110,8 @@ pub async fn margin_by_model(db: &D1Database) -> Result<Vec<serde_json::Value>, 
 #[derive(Debug, Clone)]
 pub enum Scope {
     User(String),
+    /// A user's keys in one organization (`None`: those outside any), what a key without `admin` sees.
+    UserInOrg(String, Option<String>),
     Key(String),
     Org(String),
     All,
@@ -133,6 +135,7 @@ pub async fn stats(
 ) -> Result<Vec<Bucket>, StoreError> {
     let (filter, mut args): (&str, Vec<JsValue>) = match scope {
         Scope::User(id) => ("user_id = ?3 AND ", vec![text(id)]),
+        Scope::UserInOrg(id, org) => ("user_id = ?3 AND org_id IS ?4 AND ", vec![text(id), opt_text(org.as_deref())]),
         Scope::Key(id) => ("key_id = ?3 AND ", vec![text(id)]),
         Scope::Org(id) => ("org_id = ?3 AND ", vec![text(id)]),
         Scope::All => ("", vec![]),
