@@ -28,9 +28,9 @@ fn invalid(message: impl Into<String>, param: &str) -> InvalidRequest {
     InvalidRequest::param(message.into(), param)
 }
 
-/// A `tool_choice` of type `allowed_tools`: its mode (`auto` or `required`) and the names of the function
-/// and custom tools it allows (built-in ones are not offered anyway).
-fn allowed_tools(choice: Option<&Value>) -> Result<Option<(&str, Vec<&str>)>, InvalidRequest> {
+/// A `tool_choice` of type `allowed_tools`: its mode (`auto` or `required`) and the function and custom
+/// tools it allows, as (custom, name) (built-in ones are not offered anyway).
+fn allowed_tools(choice: Option<&Value>) -> Result<Option<(&str, Vec<(bool, &str)>)>, InvalidRequest> {
     let Some(choice) = choice.filter(|c| c.get("type").and_then(Value::as_str) == Some("allowed_tools")) else {
         return Ok(None);
     };
@@ -41,12 +41,18 @@ fn allowed_tools(choice: Option<&Value>) -> Result<Option<(&str, Vec<&str>)>, In
     let Some(tools) = choice.get("tools").and_then(Value::as_array) else {
         return Err(invalid("`tool_choice.tools` must be a list of tools", "tool_choice.tools"));
     };
-    let names = tools
+    let allowed = tools
         .iter()
-        .filter(|t| matches!(t.get("type").and_then(Value::as_str), Some("function" | "custom")))
-        .filter_map(|t| t.get("name").and_then(Value::as_str))
+        .filter_map(|t| {
+            let custom = match t.get("type").and_then(Value::as_str) {
+                Some("function") => false,
+                Some("custom") => true,
+                _ => return None,
+            };
+            Some((custom, t.get("name").and_then(Value::as_str)?))
+        })
         .collect();
-    Ok(Some((mode, names)))
+    Ok(Some((mode, allowed)))
 }
 
 /// A chat field an error names after translation, as the Responses API names it: a message's index is
@@ -251,8 +257,9 @@ pub fn to_chat(bytes: &[u8]) -> Result<(ChatRequest, CustomTools), InvalidReques
             }
         }
         // `allowed_tools`: the model may call only these; the others are not offered.
-        if let Some((_, names)) = &allowed {
-            let (kept, left): (Vec<_>, Vec<_>) = out.into_iter().partition(|(name, ..)| names.contains(name));
+        if let Some((_, tools)) = &allowed {
+            let (kept, left): (Vec<_>, Vec<_>) =
+                out.into_iter().partition(|(name, custom, _)| tools.contains(&(*custom, *name)));
             none_allowed = kept.is_empty() && !left.is_empty();
             out = if none_allowed { left } else { kept };
         }
@@ -736,6 +743,14 @@ mod tests {
         assert_eq!(chat.body["tool_choice"], "none");
         let required = to_chat(body("required", r#"[{"type":"function","name":"c"}]"#).as_bytes());
         assert_eq!(required.err().and_then(|e| e.param).as_deref(), Some("tool_choice"));
+        // A tool is allowed by its kind and name: a function entry does not let through a custom tool.
+        let (chat, _) = to_chat(
+            body("auto", r#"[{"type":"function","name":"apply_patch"},{"type":"function","name":"a"}]"#).as_bytes(),
+        )
+        .expect("valid");
+        let offered: Vec<&Value> =
+            chat.body["tools"].as_array().expect("tools").iter().map(|t| &t["function"]["name"]).collect();
+        assert_eq!(offered, [&json!("a")]);
     }
 
     #[test]
