@@ -28,9 +28,12 @@ fn invalid(message: impl Into<String>, param: &str) -> InvalidRequest {
     InvalidRequest::param(message.into(), param)
 }
 
+/// An `allowed_tools` choice's mode and the tools it allows, as (custom, name).
+type Allowed<'a> = (&'a str, Vec<(bool, &'a str)>);
+
 /// A `tool_choice` of type `allowed_tools`: its mode (`auto` or `required`) and the function and custom
-/// tools it allows, as (custom, name) (built-in ones are not offered anyway).
-fn allowed_tools(choice: Option<&Value>) -> Result<Option<(&str, Vec<(bool, &str)>)>, InvalidRequest> {
+/// tools it allows (built-in ones are not offered anyway).
+fn allowed_tools(choice: Option<&Value>) -> Result<Option<Allowed<'_>>, InvalidRequest> {
     let Some(choice) = choice.filter(|c| c.get("type").and_then(Value::as_str) == Some("allowed_tools")) else {
         return Ok(None);
     };
