@@ -19,6 +19,9 @@
 // closed by rule when its hold ends, as after any lost isolate (never more than it cost). Every other
 // request is charged exactly what it cost, the ledger sums to the balance, and reconciliation agrees.
 //
+// A settlement message lost on its way (`FAULT_LOSE_SETTLE`: the object holds it, then drops it unread):
+// the sender gives the try up after its limit and sends the settlements again, so each is charged once.
+//
 // A settlement that fails every time (`FAULT_POISON_SETTLE`), sent in the same messages as others: after
 // the message's settlements fail together, each is settled in a transaction of its own, so it fails alone. Its batch-mates are
 // charged exactly what they cost; it is sent again with a backoff, then given up on, and its request is
@@ -177,6 +180,29 @@ for (const leases of ['on', 'off']) {
       assert.ok([0, cost.get(faulted)].includes(faultedCharge), `closed by rule or settled: ${faultedCharge}`);
       const charged = [...others.values()].reduce((a, b) => a + b, 0) + faultedCharge;
       await assertBooksAgree(admin, user, charged);
+    } finally {
+      await gw.stop();
+    }
+  });
+}
+
+for (const leases of ['on', 'off']) {
+  test(`a settlement message lost on its way (leases ${leases}) is sent again after its try's limit; each request charged once`, { timeout: 120_000 }, async () => {
+    // The object holds the first message settling FAULTED_MODEL for 40 s, then drops it unread: a sender
+    // waiting on it until then would leave its settlements (and those waiting in line behind it) to be closed
+    // by rule; a try is given up after 5 s instead, and the next one charges them.
+    const gw = await startGateway({ vars: { FAULT_LOSE_SETTLE: FAULTED_MODEL, BUDGET_LEASES: leases } });
+    try {
+      const { admin, user, cost } = await spendAroundFault(gw, leases);
+      const usage = await usageRows(admin, user.id, cost.size);
+      assert.match(await gw.logsOnce(/FAULT_LOSE_SETTLE/), /FAULT_LOSE_SETTLE/, 'a settlement message was lost');
+      const gaveUp = /^(?=.*"job":"settle")(?=.*"gave_up":false)(?=.*(timed? ?out|abort)).*$/im;
+      assert.match(await gw.logsOnce(gaveUp), gaveUp, 'its try was given up at its limit, and sent again');
+      assert.equal(usage.length, cost.size, 'one charge per request');
+      for (const row of usage) {
+        assert.equal(-micros(row.amount), cost.get(row.reference_id), `charged what it cost: ${row.reference_id}`);
+      }
+      await assertBooksAgree(admin, user, [...cost.values()].reduce((a, b) => a + b, 0));
     } finally {
       await gw.stop();
     }

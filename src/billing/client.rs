@@ -27,6 +27,10 @@ use crate::domain::orgs::{Limits, MonthUse, OrgLimitHit};
 use crate::domain::rates::{RateRefusal, RateStatus};
 use crate::{env, js};
 
+/// How long one try of a settlement waits for the object's answer before it is given up and sent again
+/// (a message lost on its way would otherwise hold its settlements, and those waiting in line behind it,
+/// until they could only be closed by rule). A settlement takes milliseconds; sent twice, it charges once.
+pub const SETTLE_TRY_MS: u32 = 5_000;
 /// The longest wait between two tries of a settlement.
 const MAX_BACKOFF_MS: u64 = 8_000;
 
@@ -36,12 +40,14 @@ pub fn backoff_ms(failures: u32) -> u64 {
     (250u64 << failures.min(5)).min(MAX_BACKOFF_MS)
 }
 
-/// Sends one message to the object `name` of `ns` and reads the answer. The runtime's own
-/// `Request` and `Response` are used: `worker`'s would copy headers and `cf` (see decisions.md).
+/// Sends one message to the object `name` of `ns` and reads the answer, given up after `try_ms` if set.
+/// The runtime's own `Request` and `Response` are used: `worker`'s would copy headers and `cf` (see
+/// decisions.md).
 async fn send<Req: Serialize, Resp: DeserializeOwned>(
     ns: worker::Result<ObjectNamespace>,
     name: &str,
     message: &Req,
+    try_ms: Option<u32>,
 ) -> Result<Resp, String> {
     let stub: worker_sys::DurableObject =
         ns.and_then(|ns| ns.id_from_name(name)?.get_stub()).map_err(|e| e.to_string())?.into_rpc();
@@ -57,6 +63,9 @@ async fn send<Req: Serialize, Resp: DeserializeOwned>(
         headers.set(MESSAGE_HEADER, &json).map_err(|e| js::message(&e))?;
     }
     init.set_headers(&headers);
+    if let Some(ms) = try_ms {
+        init.set_signal(Some(&web_sys::AbortSignal::timeout_with_u32(ms)));
+    }
     let req = web_sys::Request::new_with_str_and_init("https://object/", &init).map_err(|e| js::message(&e))?;
     let promise = stub.fetch_with_request(&req).map_err(|e| js::message(&e))?;
     let resp: web_sys::Response = JsFuture::from(promise).await.map_err(|e| js::message(&e))?.unchecked_into();
@@ -135,7 +144,7 @@ impl<'a> Account<'a> {
     }
 
     async fn call(&self, message: &AccountRequest) -> Result<AccountResponse, String> {
-        match send(env::accounts(self.env), self.id, message).await? {
+        match send(env::accounts(self.env), self.id, message, None).await? {
             AccountResponse::Error { message } => Err(message),
             answer => Ok(answer),
         }
@@ -202,7 +211,6 @@ impl<'a> Account<'a> {
         }
     }
 
-    /// Balance and totals.
     /// Gives an end user of a key a budget of its own, none, or back the key's default. The key's
     /// leases end at once here and within a lease's use elsewhere, as for `put_key`.
     pub async fn put_end_user_budget(&self, key_id: &str, end_user: &str, own: OwnBudget) -> Result<(), String> {
@@ -222,6 +230,7 @@ impl<'a> Account<'a> {
         }
     }
 
+    /// Balance and totals.
     pub async fn summary(&self, key_id: Option<String>) -> Result<Summary, String> {
         match self.call(&AccountRequest::Summary { key_id, audit: false }).await? {
             AccountResponse::Summary { balance, reserved, total_credits, total_usage, key, .. } => {
@@ -267,8 +276,8 @@ impl<'a> Org<'a> {
         Self { env, id }
     }
 
-    async fn call(&self, message: &OrgRequest) -> Result<OrgResponse, String> {
-        match send(env::orgs(self.env), self.id, message).await? {
+    async fn call(&self, message: &OrgRequest, try_ms: Option<u32>) -> Result<OrgResponse, String> {
+        match send(env::orgs(self.env), self.id, message, try_ms).await? {
             OrgResponse::Error { message } => Err(message),
             answer => Ok(answer),
         }
@@ -285,7 +294,7 @@ impl<'a> Org<'a> {
     ) -> Result<Result<(), (OrgLimitHit, i64)>, String> {
         let org_id = Some(self.id.to_string());
         let message = OrgRequest::Reserve { request_id: request_id.into(), limits, tokens, cost, lease_ms, org_id };
-        match self.call(&message).await? {
+        match self.call(&message, None).await? {
             OrgResponse::Reserved => Ok(Ok(())),
             OrgResponse::Refused { hit, resets_at_ms } => Ok(Err((hit, resets_at_ms))),
             other => Err(unexpected("OrgReserve", other)),
@@ -297,7 +306,7 @@ impl<'a> Org<'a> {
     pub async fn settle(&self, request_id: &str, tokens: i64, cost: i64, failed: bool, retry_for_ms: i64) {
         let message = OrgRequest::Settle { request_id: request_id.into(), tokens, cost, failed };
         retry(request_id, retry_for_ms, || async {
-            match self.call(&message).await? {
+            match self.call(&message, Some(SETTLE_TRY_MS)).await? {
                 OrgResponse::Ok => Ok(()),
                 other => Err(unexpected("OrgSettle", other)),
             }
@@ -306,7 +315,7 @@ impl<'a> Org<'a> {
     }
 
     pub async fn usage(&self) -> Result<MonthUse, String> {
-        match self.call(&OrgRequest::Usage).await? {
+        match self.call(&OrgRequest::Usage, None).await? {
             OrgResponse::Usage { used } => Ok(used),
             other => Err(unexpected("OrgUsage", other)),
         }
@@ -334,7 +343,7 @@ pub async fn settle(
     let message = AccountRequest::Settle { account_id: account.to_string(), settlements, return_leases };
     let settled = std::cell::RefCell::new(None);
     retry(&what, retry_for_ms, || async {
-        match send(env::accounts(env), account, &message).await? {
+        match send(env::accounts(env), account, &message, Some(SETTLE_TRY_MS)).await? {
             AccountResponse::Settled { leases, failed, .. } => {
                 settled.replace(Some(Settled { leases, failed }));
                 Ok(())
