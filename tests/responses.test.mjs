@@ -206,13 +206,18 @@ describe('responses, what Codex relies on', () => {
 
   test('a rule checked once the request is translated names the field as the client wrote it', async () => {
     const { client } = await clientFor();
-    const video = { role: 'user', content: [{ type: 'input_image', image_url: 'data:video/mp4;base64,AAAA' }] };
-    const err = await client.responses.create({ model: DIRECT, input: [video] }).catch((e) => e);
+    // The video is the second part of the third item (the instructions and a reasoning item come before:
+    // as a chat, it is the second message's).
+    const video = { role: 'user', content: [{ type: 'input_text', text: 'see' }, { type: 'input_image', image_url: 'data:video/mp4;base64,AAAA' }] };
+    const input = [{ role: 'user', content: 'hi' }, { type: 'reasoning', summary: [] }, video];
+    const err = await client.responses.create({ model: DIRECT, instructions: 'be brief', input }).catch((e) => e);
     assert.equal(err.status, 400);
-    assert.equal(err.error.param, 'input', err.error.message);
+    assert.equal(err.error.param, 'input[2].content[1]', err.error.message);
+    assert.doesNotMatch(err.error.message, /messages/);
     const empty = await client.responses.create({ model: DIRECT, input: [] }).catch((e) => e);
     assert.equal(empty.status, 400);
     assert.equal(empty.error.param, 'input', empty.error.message);
+    assert.doesNotMatch(empty.error.message, /messages/);
   });
 
   test('a GET that is not a WebSocket upgrade is a wrong method, not a bad body', async () => {

@@ -144,16 +144,10 @@ pub async fn create_response(mut req: Incoming, call: &Call, auth: Authenticated
         return Err(ApiError::MethodNotAllowed { method: req.method(), path: req.path() });
     }
     let body = body(&mut req, call, &auth).await?;
-    let served = match responses::to_chat(&body) {
-        Ok((chat, custom_tools)) => serve(call, auth, chat, Dialect::Responses(custom_tools)).await,
-        Err(invalid) => Err(invalid.into()),
-    };
-    // A rule of the chat request the translation did not check names a chat field: named as written here.
-    served.map_err(|e| match e {
-        ApiError::InvalidRequest(mut invalid) => {
-            invalid.param = invalid.param.map(|p| responses::param_as_written(&p));
-            ApiError::InvalidRequest(invalid)
-        }
+    let (chat, custom_tools, origins) = responses::to_chat(&body)?;
+    // A rule of the chat request checked later names a chat field: named here as the client wrote it.
+    serve(call, auth, chat, Dialect::Responses(custom_tools)).await.map_err(|e| match e {
+        ApiError::InvalidRequest(invalid) => ApiError::InvalidRequest(responses::as_written(invalid, &origins)),
         other => other,
     })
 }

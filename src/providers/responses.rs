@@ -58,13 +58,62 @@ fn allowed_tools(choice: Option<&Value>) -> Result<Option<Allowed<'_>>, InvalidR
     Ok(Some((mode, allowed)))
 }
 
-/// A chat field an error names after translation, as the Responses API names it: a message's index is
-/// not its item's (instructions and tool calls move), so anything in `messages` is `input`.
-pub fn param_as_written(param: &str) -> String {
-    let field = |name: &str| param.strip_prefix(name).filter(|rest| rest.is_empty() || rest.starts_with(['[', '.']));
-    if field("messages").is_some() {
-        return "input".into();
+/// Where each chat message of a translated request came from in the Responses request (a message's index
+/// is not its item's: instructions come first, a turn's calls are one message, reasoning items none).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Origins(Vec<Origin>);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    Instructions,
+    /// `input` as one string.
+    Input,
+    /// A message item: its content parts are the message's, one for one.
+    Message(usize),
+    /// The first of a turn's call items.
+    Call(usize),
+    /// A tool output item: its `output` parts are the message's content, one for one.
+    Output(usize),
+}
+
+impl Origins {
+    /// `messages[m]…` as the Responses field it came from (`None`: not a message's field).
+    fn field(&self, param: &str) -> Option<String> {
+        let rest = param.strip_prefix("messages")?;
+        let Some(index) = rest.strip_prefix('[') else { return rest.is_empty().then(|| "input".into()) };
+        let (m, rest) = index.split_once(']')?;
+        let origin = m.parse::<usize>().ok().and_then(|m| self.0.get(m).copied());
+        Some(match origin {
+            Some(Origin::Instructions) => "instructions".into(),
+            Some(Origin::Message(i)) => format!("input[{i}]{rest}"),
+            Some(Origin::Output(i)) => match rest.strip_prefix(".content") {
+                Some(part) => format!("input[{i}].output{part}"),
+                None => format!("input[{i}]"),
+            },
+            Some(Origin::Call(i)) => format!("input[{i}]"),
+            Some(Origin::Input) | None => "input".into(),
+        })
     }
+}
+
+/// An error found once the request was translated, named as the client wrote the request: a chat field
+/// in `param`, and in the message where it is quoted.
+pub fn as_written(mut invalid: InvalidRequest, origins: &Origins) -> InvalidRequest {
+    if let Some(param) = invalid.param.take() {
+        let written = origins.field(&param).unwrap_or_else(|| param_as_written(&param));
+        // Quoted as a field (a bare `messages` only in backticks: the word is also plain English).
+        let quoted = |field: &str| if param == "messages" { format!("`{field}`") } else { field.to_string() };
+        if written != param {
+            invalid.message = invalid.message.replace(&quoted(&param), &quoted(&written));
+        }
+        invalid.param = Some(written);
+    }
+    invalid
+}
+
+/// A chat field (not a message's) an error names after translation, as the Responses API names it.
+fn param_as_written(param: &str) -> String {
+    let field = |name: &str| param.strip_prefix(name).filter(|rest| rest.is_empty() || rest.starts_with(['[', '.']));
     for (chat, responses) in
         [("max_tokens", "max_output_tokens"), ("response_format", "text.format"), ("verbosity", "text.verbosity")]
     {
@@ -143,7 +192,7 @@ fn custom_tool(tool: &Value) -> Value {
 }
 
 /// The chat request a Responses request stands for, and its custom tools.
-pub fn to_chat(bytes: &[u8]) -> Result<(ChatRequest, CustomTools), InvalidRequest> {
+pub fn to_chat(bytes: &[u8]) -> Result<(ChatRequest, CustomTools, Origins), InvalidRequest> {
     let value: Value = serde_json::from_slice(bytes)
         .map_err(|e| InvalidRequest::new(format!("request body is not valid JSON: {e}")))?;
     let Value::Object(body) = value else { return Err(InvalidRequest::new("request body must be a JSON object")) };
@@ -160,12 +209,17 @@ pub fn to_chat(bytes: &[u8]) -> Result<(ChatRequest, CustomTools), InvalidReques
         ));
     }
     let mut messages = Vec::new();
+    let mut origins = Origins::default();
     let mut custom = CustomTools::default();
     if let Some(instructions) = body.get("instructions").and_then(Value::as_str).filter(|s| !s.is_empty()) {
         messages.push(json!({"role": "system", "content": instructions}));
+        origins.0.push(Origin::Instructions);
     }
     match body.get("input") {
-        Some(Value::String(s)) => messages.push(json!({"role": "user", "content": s})),
+        Some(Value::String(s)) => {
+            messages.push(json!({"role": "user", "content": s}));
+            origins.0.push(Origin::Input);
+        }
         Some(Value::Array(items)) => {
             for (i, item) in items.iter().enumerate() {
                 let param = format!("input[{i}]");
@@ -181,6 +235,7 @@ pub fn to_chat(bytes: &[u8]) -> Result<(ChatRequest, CustomTools), InvalidReques
                             }
                         };
                         messages.push(json!({"role": role, "content": content_of(item.get("content"), &param)?}));
+                        origins.0.push(Origin::Message(i));
                     }
                     kind @ ("function_call" | "custom_tool_call") => {
                         let arguments = if kind == "custom_tool_call" {
@@ -198,7 +253,10 @@ pub fn to_chat(bytes: &[u8]) -> Result<(ChatRequest, CustomTools), InvalidReques
                                     calls.push(call);
                                 }
                             }
-                            _ => messages.push(json!({"role": "assistant", "content": null, "tool_calls": [call]})),
+                            _ => {
+                                messages.push(json!({"role": "assistant", "content": null, "tool_calls": [call]}));
+                                origins.0.push(Origin::Call(i));
+                            }
                         }
                     }
                     // An output is a string, or parts (text and images, as a message's content).
@@ -212,6 +270,7 @@ pub fn to_chat(bytes: &[u8]) -> Result<(ChatRequest, CustomTools), InvalidReques
                         };
                         messages.push(json!({"role": "tool",
                             "tool_call_id": item.get("call_id").cloned().unwrap_or_default(), "content": content}));
+                        origins.0.push(Origin::Output(i));
                     }
                     "reasoning" => {}
                     other => {
@@ -355,7 +414,9 @@ pub fn to_chat(bytes: &[u8]) -> Result<(ChatRequest, CustomTools), InvalidReques
             chat.insert(field.into(), v.clone());
         }
     }
-    Ok((ChatRequest::parse(&serde_json::to_vec(&chat).unwrap_or_default())?, custom))
+    let chat =
+        ChatRequest::parse(&serde_json::to_vec(&chat).unwrap_or_default()).map_err(|e| as_written(e, &origins))?;
+    Ok((chat, custom, origins))
 }
 
 fn usage_of(usage: Option<&Value>) -> Value {
@@ -634,7 +695,7 @@ mod tests {
               {"type":"function_call_output","call_id":"c1","output":"a.txt"},
               {"type":"function_call_output","call_id":"c2","output":"/"},
               {"type":"reasoning","summary":[]}]}"#;
-        let (chat, _) = to_chat(body).expect("valid");
+        let (chat, ..) = to_chat(body).expect("valid");
         let m = &chat.body["messages"];
         assert_eq!(m[0], json!({"role": "system", "content": "You are Codex."}));
         assert_eq!(m[1]["content"][0]["text"], "list files");
@@ -660,7 +721,7 @@ mod tests {
             "input":[{"role":"user","content":"fix it"},
               {"type":"custom_tool_call","call_id":"c1","name":"apply_patch","input":"*** Begin Patch"},
               {"type":"custom_tool_call_output","call_id":"c1","output":"Done"}]}"#;
-        let (chat, custom) = to_chat(body).expect("valid");
+        let (chat, custom, _) = to_chat(body).expect("valid");
         let function = &chat.body["tools"][0]["function"];
         assert_eq!(function["parameters"]["required"], json!(["input"]));
         assert!(function["description"].as_str().is_some_and(|d| d.contains("lark grammar")));
@@ -709,8 +770,23 @@ mod tests {
 
     #[test]
     fn chat_fields_in_errors_are_named_as_the_client_wrote_them() {
+        // Chat messages: the instructions, input[0], the calls from input[2] (a reasoning item between),
+        // input[4]'s output, input[5].
+        let body = r#"{"model":"m","instructions":"be brief","input":[
+            {"role":"user","content":[{"type":"input_text","text":"look"},{"type":"input_image","image_url":"https://i/x.png"}]},
+            {"type":"reasoning","summary":[]},
+            {"type":"function_call","call_id":"a","name":"f","arguments":"{}"},
+            {"type":"function_call","call_id":"b","name":"f","arguments":"{}"},
+            {"type":"function_call_output","call_id":"a","output":[{"type":"input_text","text":"done"}]},
+            {"role":"user","content":"and?"}]}"#;
+        let (.., origins) = to_chat(body.as_bytes()).expect("valid");
         for (chat, responses) in [
-            ("messages[3].content[0]", "input"),
+            ("messages[1].content[1]", "input[0].content[1]"),
+            ("messages[0]", "instructions"),
+            ("messages[2].tool_calls[1].function.arguments", "input[2]"),
+            ("messages[3].content[0]", "input[4].output[0]"),
+            ("messages[4].content", "input[5].content"),
+            ("messages[9]", "input"),
             ("messages", "input"),
             ("max_tokens", "max_output_tokens"),
             ("response_format.json_schema", "text.format.json_schema"),
@@ -718,8 +794,17 @@ mod tests {
             ("max_tokens_extra", "max_tokens_extra"),
             ("tools[1]", "tools[1]"),
         ] {
-            assert_eq!(param_as_written(chat), responses);
+            let invalid = InvalidRequest::param(format!("`{chat}` is not allowed here"), chat);
+            let written = as_written(invalid, &origins);
+            assert_eq!(written.param.as_deref(), Some(responses));
+            assert_eq!(written.message, format!("`{responses}` is not allowed here"));
         }
+        // A bare `messages` is replaced where quoted only.
+        let empty = InvalidRequest::param("`messages` must contain at least one message", "messages");
+        assert_eq!(as_written(empty, &origins).message, "`input` must contain at least one message");
+        // `input` as one string is one message.
+        let (.., origins) = to_chat(br#"{"model":"m","input":"hi"}"#).expect("valid");
+        assert_eq!(origins.field("messages[0].content").as_deref(), Some("input"));
     }
 
     #[test]
@@ -734,20 +819,20 @@ mod tests {
         };
         let allowed =
             r#"[{"type":"function","name":"b"},{"type":"custom","name":"apply_patch"},{"type":"web_search"}]"#;
-        let (chat, custom) = to_chat(body("required", allowed).as_bytes()).expect("valid");
+        let (chat, custom, _) = to_chat(body("required", allowed).as_bytes()).expect("valid");
         let offered: Vec<&Value> =
             chat.body["tools"].as_array().expect("tools").iter().map(|t| &t["function"]["name"]).collect();
         assert_eq!(offered, [&json!("b"), &json!("apply_patch")]);
         assert_eq!(chat.body["tool_choice"], "required");
         assert_eq!(custom.0, ["apply_patch"]);
         // None of them allowed: all offered, none to be called (a history of calls to them stays valid).
-        let (chat, _) = to_chat(body("auto", r#"[{"type":"function","name":"c"}]"#).as_bytes()).expect("valid");
+        let (chat, ..) = to_chat(body("auto", r#"[{"type":"function","name":"c"}]"#).as_bytes()).expect("valid");
         assert_eq!(chat.body["tools"].as_array().map(Vec::len), Some(3));
         assert_eq!(chat.body["tool_choice"], "none");
         let required = to_chat(body("required", r#"[{"type":"function","name":"c"}]"#).as_bytes());
         assert_eq!(required.err().and_then(|e| e.param).as_deref(), Some("tool_choice"));
         // A tool is allowed by its kind and name: a function entry does not let through a custom tool.
-        let (chat, _) = to_chat(
+        let (chat, ..) = to_chat(
             body("auto", r#"[{"type":"function","name":"apply_patch"},{"type":"function","name":"a"}]"#).as_bytes(),
         )
         .expect("valid");
@@ -762,7 +847,7 @@ mod tests {
         let codex = r#"{"model":"m","input":"x","parallel_tool_calls":true,"prompt_cache_key":"conv-1",
             "text":{"verbosity":"low"},"tool_choice":"auto",
             "tools":[{"type":"function","name":"shell","parameters":{"type":"object"}},{"type":"web_search","external_web_access":false}]}"#;
-        let (chat, _) = to_chat(codex.as_bytes()).expect("valid");
+        let (chat, ..) = to_chat(codex.as_bytes()).expect("valid");
         let tools = chat.body["tools"].as_array().expect("tools");
         assert_eq!(tools.len(), 1, "{tools:?}");
         assert_eq!(tools[0]["function"]["name"], "shell");
@@ -775,7 +860,7 @@ mod tests {
 
         // Only built-in tools: none offered, and nothing that needs tools is sent.
         let only = r#"{"model":"m","input":"x","tool_choice":"auto","parallel_tool_calls":false,"tools":[{"type":"web_search"}]}"#;
-        let (chat, _) = to_chat(only.as_bytes()).expect("valid");
+        let (chat, ..) = to_chat(only.as_bytes()).expect("valid");
         for field in ["tools", "tool_choice", "parallel_tool_calls"] {
             assert!(chat.body.get(field).is_none(), "{field}: {:?}", chat.body);
         }
@@ -787,7 +872,7 @@ mod tests {
             {"type":"function_call","call_id":"c1","name":"view_image","arguments":"{}"},
             {"type":"function_call_output","call_id":"c1","output":[{"type":"input_text","text":"the chart"},
                 {"type":"input_image","image_url":"data:image/png;base64,iVBORw0KGgo="}]}]}"#;
-        let (chat, _) = to_chat(body.as_bytes()).expect("valid");
+        let (chat, ..) = to_chat(body.as_bytes()).expect("valid");
         let tool = &chat.body["messages"][1];
         assert_eq!(tool["role"], "tool");
         assert_eq!(tool["content"][0], json!({"type": "text", "text": "the chart"}));
