@@ -28,19 +28,25 @@ const AUDIO_PARTS: [&str; 3] = ["input_audio", "audio", "audio_url"];
 /// OpenAI service tiers billed at the price table's (standard) rates.
 const STANDARD_TIERS: [&str; 2] = ["auto", "default"];
 
-/// Whether any `cache_control` in `v` asks for a cache life other than the default five minutes: Anthropic
-/// bills a one-hour cache write at twice the input price, above the price table's cache-write price.
-fn long_cache_life(v: &Value) -> bool {
-    match v {
-        Value::Object(o) => o.get("cache_control").is_some_and(long_ttl) || o.values().any(long_cache_life),
-        Value::Array(a) => a.iter().any(long_cache_life),
-        _ => false,
+/// Every `cache_control` in `v` asking for a cache life other than the default five minutes (an hour) is
+/// served as five minutes, its `ttl` dropped: Anthropic bills a one-hour cache write at twice the input
+/// price, above the price table's cache-write price, and OpenRouter does not report which writes were
+/// which. The answer is the same; only the cache lives shorter (docs/decisions.md).
+fn shorten_cache_lives(o: &mut Map<String, Value>) {
+    if let Some(Value::Object(cache_control)) = o.get_mut("cache_control") {
+        if cache_control.get("ttl").is_some_and(|t| t.as_str() != Some("5m")) {
+            cache_control.remove("ttl");
+        }
     }
+    o.values_mut().for_each(shorten_cache_lives_in);
 }
 
-/// A `cache_control` whose `ttl` is set to something other than five minutes.
-fn long_ttl(cache_control: &Value) -> bool {
-    cache_control.get("ttl").is_some_and(|t| !t.is_null() && t.as_str() != Some("5m"))
+fn shorten_cache_lives_in(v: &mut Value) {
+    match v {
+        Value::Object(o) => shorten_cache_lives(o),
+        Value::Array(a) => a.iter_mut().for_each(shorten_cache_lives_in),
+        _ => {}
+    }
 }
 
 /// Audio in or out: audio tokens are priced apart from text (for OpenAI's audio models, 16 times the text
@@ -100,9 +106,10 @@ impl ChatRequest {
     pub fn parse(bytes: &[u8]) -> Result<Self, InvalidRequest> {
         let value: Value = serde_json::from_slice(bytes)
             .map_err(|e| InvalidRequest::new(format!("request body is not valid JSON: {e}")))?;
-        let Value::Object(body) = value else {
+        let Value::Object(mut body) = value else {
             return Err(InvalidRequest::new("request body must be a JSON object"));
         };
+        shorten_cache_lives(&mut body);
         let model = match body.get("model") {
             Some(Value::String(m)) if !m.trim().is_empty() && m.len() <= MAX_MODEL_LEN => m.clone(),
             Some(Value::String(_)) => {
@@ -147,8 +154,8 @@ impl ChatRequest {
     /// Refuses what would cost more than the price table can price: OpenRouter's
     /// `plugins` (web search, file parsing), `web_search_options`, a preset, files by
     /// URL (parsed upstream for a fee), videos (billed per second of video, which
-    /// neither their URL nor their bytes bound, also as an image part's data URL), and
-    /// a cache life other than five minutes. The reservation must bound every cost.
+    /// neither their URL nor their bytes bound, also as an image part's data URL). The
+    /// reservation must bound every cost.
     pub fn refuse_unpriced_fees(&self) -> Result<(), InvalidRequest> {
         let unpriced = |param: &str, what: &str| {
             InvalidRequest::param(
@@ -185,15 +192,6 @@ impl ChatRequest {
             self.body.get("modalities").and_then(Value::as_array).is_some_and(|m| m.iter().any(|x| x == "audio"));
         if audio_out || self.body.get("audio").is_some_and(|v| !v.is_null()) {
             return Err(unpriced_audio(if audio_out { "modalities" } else { "audio" }));
-        }
-        // Anywhere in the body: all of it goes upstream.
-        for (field, value) in &self.body {
-            if long_cache_life(value) || (field == "cache_control" && long_ttl(value)) {
-                return Err(InvalidRequest::param(
-                    "a `cache_control` with a `ttl` other than \"5m\" writes the cache at a price the price table does not hold (an hour's cache costs twice the input price), so it is not accepted",
-                    field,
-                ));
-            }
         }
         let messages = self.body.get("messages").and_then(Value::as_array).map_or(&[][..], Vec::as_slice);
         for (i, message) in messages.iter().enumerate() {
@@ -506,13 +504,27 @@ mod tests {
                 r#"{{"model":"m","messages":[{{"role":"user","content":[{{"type":"text","text":"x","cache_control":{{"type":"ephemeral"{ttl}}}}}]}}]}}"#
             )
         };
-        assert_eq!(refused(&cached(r#","ttl":"1h""#)).as_deref(), Some("messages"));
-        assert_eq!(refused(&cached(r#","ttl":"5m""#)), None);
-        assert_eq!(refused(&cached("")), None);
+        // An hour's cache life is served as five minutes, wherever it is asked for; five minutes stays.
+        let life = |body: &str, at: &[&str]| {
+            let chat = ChatRequest::parse(body.as_bytes()).expect("valid");
+            assert_eq!(refused(body), None);
+            let mut v = &Value::Object(chat.body.clone());
+            for step in at {
+                v = match step.parse::<usize>() {
+                    Ok(i) => &v[i],
+                    Err(_) => &v[*step],
+                };
+            }
+            v["cache_control"].clone()
+        };
+        let part = ["messages", "0", "content", "0"];
+        assert_eq!(life(&cached(r#","ttl":"1h""#), &part), serde_json::json!({"type": "ephemeral"}));
+        assert_eq!(life(&cached(r#","ttl":"5m""#), &part), serde_json::json!({"type": "ephemeral", "ttl": "5m"}));
+        assert_eq!(life(&cached(""), &part), serde_json::json!({"type": "ephemeral"}));
         let tool = r#"{"model":"m","messages":[{"role":"user","content":"x"}],"tools":[{"type":"function","function":{"name":"f"},"cache_control":{"type":"ephemeral","ttl":"1h"}}]}"#;
-        assert_eq!(refused(tool).as_deref(), Some("tools"));
+        assert_eq!(life(tool, &["tools", "0"]), serde_json::json!({"type": "ephemeral"}));
         let top = format!(r#"{{"model":"m",{msg},"cache_control":{{"type":"ephemeral","ttl":"1h"}}}}"#);
-        assert_eq!(refused(&top).as_deref(), Some("cache_control"));
+        assert_eq!(life(&top, &[]), serde_json::json!({"type": "ephemeral"}));
         let image = |url: &str| {
             format!(
                 r#"{{"model":"m","messages":[{{"role":"user","content":[{{"type":"image_url","image_url":{{"url":"{url}"}}}}]}}]}}"#
