@@ -9,12 +9,13 @@ import { describe, test } from 'node:test';
 
 import OpenAI from 'openai';
 
-import { FAKE_OPENAI_KEY } from './fake-upstream.mjs';
+import { FAKE_ANTHROPIC_KEY, FAKE_OPENAI_KEY } from './fake-upstream.mjs';
 import { gatewayForFile, usageRows } from './fixture.mjs';
 
-const ctx = gatewayForFile({ vars: { OPENAI_API_KEY: FAKE_OPENAI_KEY } });
+const ctx = gatewayForFile({ vars: { OPENAI_API_KEY: FAKE_OPENAI_KEY, ANTHROPIC_API_KEY: FAKE_ANTHROPIC_KEY } });
 const micros = (usd) => Math.round(usd * 1e6);
 const DIRECT = 'openai/gpt-4o-mini'; // this gateway holds an OpenAI key: served by (the fake of) OpenAI
+const ANTHROPIC = 'anthropic/claude-3-5-haiku-20241022'; // served by (the fake of) Anthropic's API
 const VIA_OPENROUTER = 'meta-llama/llama-3.1-8b-instruct';
 const PRICES = { [DIRECT]: [150_000, 600_000], [VIA_OPENROUTER]: [20_000, 50_000] };
 const costOf = (model, usage) => Math.ceil((usage.input_tokens * PRICES[model][0] + usage.output_tokens * PRICES[model][1]) / 1e6);
@@ -213,7 +214,19 @@ describe('responses, what Codex relies on', () => {
     const err = await client.responses.create({ model: DIRECT, instructions: 'be brief', input }).catch((e) => e);
     assert.equal(err.status, 400);
     assert.equal(err.error.param, 'input[2].content[1]', err.error.message);
-    assert.doesNotMatch(err.error.message, /messages/);
+    // A call whose arguments are not JSON, found translating for Anthropic: named by its item, in the message too.
+    const calls = [
+      { type: 'function_call', call_id: 'a', name: 'f', arguments: '{}' },
+      { type: 'reasoning', summary: [] },
+      { type: 'function_call', call_id: 'b', name: 'f', arguments: '{oops' },
+      { type: 'function_call_output', call_id: 'a', output: 'x' },
+      { type: 'function_call_output', call_id: 'b', output: 'y' },
+    ];
+    const tools = [{ type: 'function', name: 'f', parameters: { type: 'object' } }];
+    const bad = await client.responses.create({ model: ANTHROPIC, input: [{ role: 'user', content: 'go' }, ...calls], tools }).catch((e) => e);
+    assert.equal(bad.status, 400);
+    assert.equal(bad.error.param, 'input[3].arguments', bad.error.message);
+    assert.equal(bad.error.message, '`input[3].arguments` must be JSON');
     const empty = await client.responses.create({ model: DIRECT, input: [] }).catch((e) => e);
     assert.equal(empty.status, 400);
     assert.equal(empty.error.param, 'input', empty.error.message);

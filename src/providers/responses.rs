@@ -61,7 +61,11 @@ fn allowed_tools(choice: Option<&Value>) -> Result<Option<Allowed<'_>>, InvalidR
 /// Where each chat message of a translated request came from in the Responses request (a message's index
 /// is not its item's: instructions come first, a turn's calls are one message, reasoning items none).
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Origins(Vec<Origin>);
+pub struct Origins {
+    messages: Vec<Origin>,
+    /// The items of every call, in order (a turn's calls are `Calls(start)` onwards).
+    calls: Vec<usize>,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Origin {
@@ -70,8 +74,8 @@ enum Origin {
     Input,
     /// A message item: its content parts are the message's, one for one.
     Message(usize),
-    /// The first of a turn's call items.
-    Call(usize),
+    /// A turn's calls, from this one in `Origins::calls`.
+    Calls(usize),
     /// A tool output item: its `output` parts are the message's content, one for one.
     Output(usize),
 }
@@ -82,7 +86,7 @@ impl Origins {
         let rest = param.strip_prefix("messages")?;
         let Some(index) = rest.strip_prefix('[') else { return rest.is_empty().then(|| "input".into()) };
         let (m, rest) = index.split_once(']')?;
-        let origin = m.parse::<usize>().ok().and_then(|m| self.0.get(m).copied());
+        let origin = m.parse::<usize>().ok().and_then(|m| self.messages.get(m).copied());
         Some(match origin {
             Some(Origin::Instructions) => "instructions".into(),
             Some(Origin::Message(i)) => format!("input[{i}]{rest}"),
@@ -90,21 +94,50 @@ impl Origins {
                 Some(part) => format!("input[{i}].output{part}"),
                 None => format!("input[{i}]"),
             },
-            Some(Origin::Call(i)) => format!("input[{i}]"),
+            Some(Origin::Calls(start)) => {
+                // `.tool_calls[k].function.arguments` is the k-th call item's `arguments`.
+                let call = rest.strip_prefix(".tool_calls[").and_then(|r| r.split_once(']'));
+                let item = call.and_then(|(k, _)| k.parse::<usize>().ok()).and_then(|k| self.calls.get(start + k));
+                match (item, call) {
+                    (Some(item), Some((_, after))) => {
+                        format!("input[{item}]{}", after.strip_prefix(".function").unwrap_or(after))
+                    }
+                    _ => format!("input[{}]", self.calls.get(start).copied().unwrap_or_default()),
+                }
+            }
             Some(Origin::Input) | None => "input".into(),
         })
+    }
+
+    /// `text` with every `messages[m]…` in it named as the Responses field it came from.
+    fn rewrite(&self, text: &str) -> String {
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text;
+        while let Some(at) = rest.find("messages[") {
+            out.push_str(&rest[..at]);
+            let tail = &rest[at..];
+            let path_chars = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '[' | ']');
+            let end = tail.find(|c: char| !path_chars(c)).unwrap_or(tail.len());
+            let path = &tail[..end];
+            out.push_str(&self.field(path).unwrap_or_else(|| path.to_string()));
+            rest = &tail[end..];
+        }
+        out.push_str(rest);
+        out
     }
 }
 
 /// An error found once the request was translated, named as the client wrote the request: a chat field
-/// in `param`, and in the message where it is quoted.
+/// in `param`, and in the message where it names it.
 pub fn as_written(mut invalid: InvalidRequest, origins: &Origins) -> InvalidRequest {
+    invalid.message = origins.rewrite(&invalid.message);
     if let Some(param) = invalid.param.take() {
         let written = origins.field(&param).unwrap_or_else(|| param_as_written(&param));
-        // Quoted as a field (a bare `messages` only in backticks: the word is also plain English).
-        let quoted = |field: &str| if param == "messages" { format!("`{field}`") } else { field.to_string() };
-        if written != param {
-            invalid.message = invalid.message.replace(&quoted(&param), &quoted(&written));
+        // A bare `messages` only where quoted (the word is also plain English); another chat field as it is.
+        if param == "messages" {
+            invalid.message = invalid.message.replace("`messages`", &format!("`{written}`"));
+        } else if !param.starts_with("messages") && written != param {
+            invalid.message = invalid.message.replace(&param, &written);
         }
         invalid.param = Some(written);
     }
@@ -213,12 +246,12 @@ pub fn to_chat(bytes: &[u8]) -> Result<(ChatRequest, CustomTools, Origins), Inva
     let mut custom = CustomTools::default();
     if let Some(instructions) = body.get("instructions").and_then(Value::as_str).filter(|s| !s.is_empty()) {
         messages.push(json!({"role": "system", "content": instructions}));
-        origins.0.push(Origin::Instructions);
+        origins.messages.push(Origin::Instructions);
     }
     match body.get("input") {
         Some(Value::String(s)) => {
             messages.push(json!({"role": "user", "content": s}));
-            origins.0.push(Origin::Input);
+            origins.messages.push(Origin::Input);
         }
         Some(Value::Array(items)) => {
             for (i, item) in items.iter().enumerate() {
@@ -235,7 +268,7 @@ pub fn to_chat(bytes: &[u8]) -> Result<(ChatRequest, CustomTools, Origins), Inva
                             }
                         };
                         messages.push(json!({"role": role, "content": content_of(item.get("content"), &param)?}));
-                        origins.0.push(Origin::Message(i));
+                        origins.messages.push(Origin::Message(i));
                     }
                     kind @ ("function_call" | "custom_tool_call") => {
                         let arguments = if kind == "custom_tool_call" {
@@ -247,6 +280,7 @@ pub fn to_chat(bytes: &[u8]) -> Result<(ChatRequest, CustomTools, Origins), Inva
                         let call = json!({"id": item.get("call_id").cloned().unwrap_or_default(), "type": "function",
                             "function": {"name": item.get("name").cloned().unwrap_or_default(), "arguments": arguments}});
                         // Calls in a row belong to one assistant turn.
+                        origins.calls.push(i);
                         match messages.last_mut() {
                             Some(last) if last["role"] == "assistant" && last.get("tool_calls").is_some() => {
                                 if let Some(calls) = last["tool_calls"].as_array_mut() {
@@ -255,7 +289,7 @@ pub fn to_chat(bytes: &[u8]) -> Result<(ChatRequest, CustomTools, Origins), Inva
                             }
                             _ => {
                                 messages.push(json!({"role": "assistant", "content": null, "tool_calls": [call]}));
-                                origins.0.push(Origin::Call(i));
+                                origins.messages.push(Origin::Calls(origins.calls.len() - 1));
                             }
                         }
                     }
@@ -270,7 +304,7 @@ pub fn to_chat(bytes: &[u8]) -> Result<(ChatRequest, CustomTools, Origins), Inva
                         };
                         messages.push(json!({"role": "tool",
                             "tool_call_id": item.get("call_id").cloned().unwrap_or_default(), "content": content}));
-                        origins.0.push(Origin::Output(i));
+                        origins.messages.push(Origin::Output(i));
                     }
                     "reasoning" => {}
                     other => {
@@ -783,7 +817,10 @@ mod tests {
         for (chat, responses) in [
             ("messages[1].content[1]", "input[0].content[1]"),
             ("messages[0]", "instructions"),
-            ("messages[2].tool_calls[1].function.arguments", "input[2]"),
+            ("messages[2].tool_calls[1].function.arguments", "input[3].arguments"),
+            ("messages[2].tool_calls[0]", "input[2]"),
+            ("messages[2].tool_calls[7]", "input[2]"),
+            ("messages[2]", "input[2]"),
             ("messages[3].content[0]", "input[4].output[0]"),
             ("messages[4].content", "input[5].content"),
             ("messages[9]", "input"),
@@ -798,6 +835,14 @@ mod tests {
             let written = as_written(invalid, &origins);
             assert_eq!(written.param.as_deref(), Some(responses));
             assert_eq!(written.message, format!("`{responses}` is not allowed here"));
+        }
+        // Every field the message names, whatever the param; a tool output's content is its `output`.
+        let quoted = InvalidRequest::param("messages[3].content[0] and `messages[1].content` differ.", "messages[3]");
+        let written = as_written(quoted, &origins);
+        assert_eq!(written.message, "input[4].output[0] and `input[0].content` differ.");
+        assert_eq!(written.param.as_deref(), Some("input[4]"));
+        for odd in ["messages[", "messages[x]", "messages[99999999999999999999999]", "messages]", "messages[]]"] {
+            as_written(InvalidRequest::param(odd, odd), &origins);
         }
         // A bare `messages` is replaced where quoted only.
         let empty = InvalidRequest::param("`messages` must contain at least one message", "messages");

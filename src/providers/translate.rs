@@ -51,12 +51,14 @@ pub fn tool_calls(message: &Value, i: usize) -> Result<Vec<ToolCall>, InvalidReq
     let Some(calls) = message.get("tool_calls").and_then(Value::as_array) else { return Ok(Vec::new()) };
     calls
         .iter()
-        .map(|call| {
+        .enumerate()
+        .map(|(j, call)| {
             let function = call.get("function").cloned().unwrap_or_default();
             let raw = function.get("arguments").and_then(Value::as_str).unwrap_or("{}");
             let arguments = serde_json::from_slice((if raw.trim().is_empty() { "{}" } else { raw }).as_bytes())
                 .map_err(|_| {
-                    InvalidRequest::param(format!("messages[{i}].tool_calls: arguments must be JSON"), "messages")
+                    let param = format!("messages[{i}].tool_calls[{j}].function.arguments");
+                    InvalidRequest::param(format!("`{param}` must be JSON"), param)
                 })?;
             Ok(ToolCall {
                 id: call.get("id").and_then(Value::as_str).unwrap_or_default().to_string(),

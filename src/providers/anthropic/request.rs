@@ -57,7 +57,11 @@ pub fn messages_request(
                 push_turn(&mut turns, "user", vec![result]);
             }
             other => {
-                return Err(InvalidRequest::param(format!("messages[{i}]: unknown role `{other}`"), "messages"));
+                let param = format!("messages[{i}].role");
+                return Err(InvalidRequest::param(
+                    format!("`{param}` is `{other}`, a role this model does not take"),
+                    param,
+                ));
             }
         }
     }
@@ -105,9 +109,10 @@ fn content_blocks(content: Option<&Value>, i: usize) -> Result<Vec<Value>, Inval
         None | Some(Value::Null) => Ok(Vec::new()),
         Some(Value::String(s)) if s.is_empty() => Ok(Vec::new()),
         Some(Value::String(s)) => Ok(vec![json!({"type": "text", "text": s})]),
-        Some(Value::Array(parts)) => parts.iter().map(|p| part(p, i)).collect(),
+        Some(Value::Array(parts)) => parts.iter().enumerate().map(|(j, p)| part(p, i, j)).collect(),
         Some(_) => {
-            Err(InvalidRequest::param(format!("messages[{i}].content must be a string or an array"), "messages"))
+            let param = format!("messages[{i}].content");
+            Err(InvalidRequest::param(format!("`{param}` must be a string or an array"), param))
         }
     }
 }
@@ -144,17 +149,21 @@ fn with_cache_control(mut block: Value, part: &Value) -> Value {
     block
 }
 
-fn part(p: &Value, i: usize) -> Result<Value, InvalidRequest> {
+fn part(p: &Value, i: usize, j: usize) -> Result<Value, InvalidRequest> {
     match p.get("type").and_then(Value::as_str) {
         Some("text") => Ok(with_cache_control(
             json!({"type": "text", "text": p.get("text").and_then(Value::as_str).unwrap_or_default()}),
             p,
         )),
         Some("image_url") => Ok(with_cache_control(json!({"type": "image", "source": image_source(image_url(p))}), p)),
-        other => Err(InvalidRequest::param(
-            format!("messages[{i}]: content part type `{}` is not supported by this model", other.unwrap_or("?")),
-            "messages",
-        )),
+        other => {
+            let param = format!("messages[{i}].content[{j}]");
+            let kind = other.unwrap_or("?");
+            Err(InvalidRequest::param(
+                format!("`{param}`: content part type `{kind}` is not supported by this model"),
+                param,
+            ))
+        }
     }
 }
 
@@ -254,7 +263,9 @@ mod tests {
         let request = chat(
             r#"{"model":"m","messages":[{"role":"assistant","content":null,"tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"{oops"}}]}]}"#,
         );
-        assert_eq!(messages_request(&request, "c", 10).unwrap_err().param.as_deref(), Some("messages"));
+        let err = messages_request(&request, "c", 10).unwrap_err();
+        assert_eq!(err.param.as_deref(), Some("messages[0].tool_calls[0].function.arguments"));
+        assert_eq!(err.message, "`messages[0].tool_calls[0].function.arguments` must be JSON");
         let request =
             chat(r#"{"model":"m","messages":[{"role":"user","content":[{"type":"input_audio","input_audio":{}}]}]}"#);
         assert!(messages_request(&request, "c", 10).unwrap_err().message.contains("input_audio"));

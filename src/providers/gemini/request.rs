@@ -50,7 +50,11 @@ pub fn generate_request(chat: &ChatRequest) -> Result<Value, InvalidRequest> {
                 push_turn(&mut turns, "user", vec![json!({"functionResponse": {"name": name, "response": response}})]);
             }
             other => {
-                return Err(InvalidRequest::param(format!("messages[{i}]: unknown role `{other}`"), "messages"));
+                let param = format!("messages[{i}].role");
+                return Err(InvalidRequest::param(
+                    format!("`{param}` is `{other}`, a role this model does not take"),
+                    param,
+                ));
             }
         }
     }
@@ -92,14 +96,15 @@ fn parts(content: Option<&Value>, i: usize) -> Result<Vec<Value>, InvalidRequest
         None | Some(Value::Null) => Ok(Vec::new()),
         Some(Value::String(s)) if s.is_empty() => Ok(Vec::new()),
         Some(Value::String(s)) => Ok(vec![json!({"text": s})]),
-        Some(Value::Array(items)) => items.iter().map(|p| part(p, i)).collect(),
+        Some(Value::Array(items)) => items.iter().enumerate().map(|(j, p)| part(p, i, j)).collect(),
         Some(_) => {
-            Err(InvalidRequest::param(format!("messages[{i}].content must be a string or an array"), "messages"))
+            let param = format!("messages[{i}].content");
+            Err(InvalidRequest::param(format!("`{param}` must be a string or an array"), param))
         }
     }
 }
 
-fn part(p: &Value, i: usize) -> Result<Value, InvalidRequest> {
+fn part(p: &Value, i: usize, j: usize) -> Result<Value, InvalidRequest> {
     match p.get("type").and_then(Value::as_str) {
         Some("text") => Ok(json!({"text": p.get("text").and_then(Value::as_str).unwrap_or_default()})),
         Some("image_url") => {
@@ -109,10 +114,14 @@ fn part(p: &Value, i: usize) -> Result<Value, InvalidRequest> {
                 None => json!({"fileData": {"mimeType": image_type(url), "fileUri": url}}),
             })
         }
-        other => Err(InvalidRequest::param(
-            format!("messages[{i}]: content part type `{}` is not supported by this model", other.unwrap_or("?")),
-            "messages",
-        )),
+        other => {
+            let param = format!("messages[{i}].content[{j}]");
+            let kind = other.unwrap_or("?");
+            Err(InvalidRequest::param(
+                format!("`{param}`: content part type `{kind}` is not supported by this model"),
+                param,
+            ))
+        }
     }
 }
 
