@@ -109,10 +109,9 @@ pub struct Faults {
     pub settle: Option<SettleFault>,
     /// `FAULT_POISON_SETTLE`: every settlement of a request for this model fails between its writes.
     pub poison_settle: Option<String>,
-    /// `FAULT_LOSE_SETTLE`: the first message to an account object (in an isolate) settling a request for
-    /// this model is held `LOST_MESSAGE_HOLD_MS` and dropped unread, as a message lost on its way
-    /// (tests/panic.test.mjs).
-    pub lose_settle: Option<String>,
+    /// `FAULT_DELAY_SETTLE`: the first message to an account object (in an isolate) settling a request for
+    /// this model is held 20 s before it runs, as a message slow on its way (tests/panic.test.mjs).
+    pub delay_settle: Option<String>,
     /// `FAULT_FAIL_PUT_KEY`: the account object fails this many messages changing a key it holds, in an
     /// isolate, as if they were lost (tests/key_changes.test.mjs).
     pub failed_key_changes: u32,
@@ -225,7 +224,7 @@ impl Config {
                 .map(|model| SettleFault { model, panic: true })
                 .or_else(|| fault("FAULT_FAIL_SETTLE").map(|model| SettleFault { model, panic: false })),
             poison_settle: fault("FAULT_POISON_SETTLE"),
-            lose_settle: fault("FAULT_LOSE_SETTLE"),
+            delay_settle: fault("FAULT_DELAY_SETTLE"),
             failed_key_changes: fault("FAULT_FAIL_PUT_KEY").and_then(|n| n.trim().parse().ok()).unwrap_or(0),
             slow_key_change_ms: fault("FAULT_SLOW_KEY_CHANGE_MS").and_then(|n| n.trim().parse().ok()).unwrap_or(0),
             lose_org_answer: fault("FAULT_LOSE_ORG_ANSWER").is_some(),

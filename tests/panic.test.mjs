@@ -19,8 +19,9 @@
 // closed by rule when its hold ends, as after any lost isolate (never more than it cost). Every other
 // request is charged exactly what it cost, the ledger sums to the balance, and reconciliation agrees.
 //
-// A settlement message lost on its way (`FAULT_LOSE_SETTLE`: the object holds it, then drops it unread):
-// the sender gives the try up after its limit and sends the settlements again, so each is charged once.
+// A settlement message slow on its way (`FAULT_DELAY_SETTLE`: the object holds it 20 s, then runs it): the
+// sender gives the try up after its limit (5 s) and sends the settlements again, so each is charged in time,
+// and the late message, when it runs, charges nothing more.
 //
 // A settlement that fails every time (`FAULT_POISON_SETTLE`), sent in the same messages as others: after
 // the message's settlements fail together, each is settled in a transaction of its own, so it fails alone. Its batch-mates are
@@ -187,17 +188,21 @@ for (const leases of ['on', 'off']) {
 }
 
 for (const leases of ['on', 'off']) {
-  test(`a settlement message lost on its way (leases ${leases}) is sent again after its try's limit; each request charged once`, { timeout: 120_000 }, async () => {
-    // The object holds the first message settling FAULTED_MODEL for 40 s, then drops it unread: a sender
-    // waiting on it until then would leave its settlements (and those waiting in line behind it) to be closed
-    // by rule; a try is given up after 5 s instead, and the next one charges them.
-    const gw = await startGateway({ vars: { FAULT_LOSE_SETTLE: FAULTED_MODEL, BUDGET_LEASES: leases } });
+  test(`a settlement message slow on its way (leases ${leases}) is sent again after its try's limit; each request charged once`, { timeout: 120_000 }, async () => {
+    // The object holds the first message settling FAULTED_MODEL for 20 s: a sender waiting on it would hold
+    // its settlements (and those waiting in line behind it) past the test's wait; a try is given up after
+    // 5 s instead, and the next one charges them. Then the held message runs, and must charge nothing more.
+    const gw = await startGateway({ vars: { FAULT_DELAY_SETTLE: FAULTED_MODEL, BUDGET_LEASES: leases } });
     try {
       const { admin, user, cost } = await spendAroundFault(gw, leases);
-      const usage = await usageRows(admin, user.id, cost.size);
-      assert.match(await gw.logsOnce(/FAULT_LOSE_SETTLE/), /FAULT_LOSE_SETTLE/, 'a settlement message was lost');
+      let usage = await usageRows(admin, user.id, cost.size);
+      assert.match(await gw.logsOnce(/FAULT_DELAY_SETTLE: a settlement message is held/), /held/, 'a settlement message was held');
       const gaveUp = /^(?=.*"job":"settle")(?=.*"gave_up":false)(?=.*(timed? ?out|abort)).*$/im;
       assert.match(await gw.logsOnce(gaveUp), gaveUp, 'its try was given up at its limit, and sent again');
+      const late = /FAULT_DELAY_SETTLE: the held message runs now/;
+      assert.match(await gw.logsOnce(late, 30_000), late, 'the held message ran late');
+      await sleep(500);
+      usage = await usageRows(admin, user.id, cost.size);
       assert.equal(usage.length, cost.size, 'one charge per request');
       for (const row of usage) {
         assert.equal(-micros(row.amount), cost.get(row.reference_id), `charged what it cost: ${row.reference_id}`);

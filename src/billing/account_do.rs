@@ -21,8 +21,8 @@ use crate::domain::account::Book;
 const OUTBOX_DELAY_MS: i64 = 500;
 /// Retry delay when the copy to D1 failed.
 const OUTBOX_RETRY_MS: i64 = 5_000;
-/// How long `FAULT_LOSE_SETTLE` holds the message it drops (past a sender's try: `client::SETTLE_TRY_MS`).
-const LOST_MESSAGE_HOLD_MS: u64 = 40_000;
+/// How long `FAULT_DELAY_SETTLE` holds the message it delays (past a sender's try: `client::SETTLE_TRY_MS`).
+const DELAYED_MESSAGE_MS: u64 = 20_000;
 /// Batches one `Flush` copies at most (the alarm takes any rest).
 const MAX_FLUSH_BATCHES: u32 = 50;
 /// How long a copy waits for another one to end before giving up (the alarm tries again).
@@ -163,19 +163,20 @@ impl AccountDo {
         })
     }
 
-    /// Tests only (`FAULT_LOSE_SETTLE`): the first settlement message for the model, in this isolate, is
-    /// held and then dropped unread, as one lost on its way. Answers whether it was.
-    async fn lose_if_faulted(&self, message: &AccountRequest) -> bool {
+    /// Tests only (`FAULT_DELAY_SETTLE`): the first settlement message for the model, in this isolate, is
+    /// held `DELAYED_MESSAGE_MS` before it runs, as one slow on its way (its sender has given the try up
+    /// and sent it again by then).
+    async fn delay_if_faulted(&self, message: &AccountRequest) {
         let config = crate::env::Config::get(&self.env);
-        let Some(model) = config.faults.lose_settle.as_deref() else { return false };
-        let AccountRequest::Settle { settlements, .. } = message else { return false };
+        let Some(model) = config.faults.delay_settle.as_deref() else { return };
+        let AccountRequest::Settle { settlements, .. } = message else { return };
         let ours = settlements.iter().any(|s| s.usage.as_ref().is_some_and(|u| u.model == model));
-        if !ours || !crate::js::first_times("lose_settle", 1) {
-            return false;
+        if !ours || !crate::js::first_times("delay_settle", 1) {
+            return;
         }
-        crate::log::job_error("settle_fault", "FAULT_LOSE_SETTLE: a settlement message is held, then dropped unread");
-        worker::Delay::from(std::time::Duration::from_millis(LOST_MESSAGE_HOLD_MS)).await;
-        true
+        crate::log::job_error("settle_fault", "FAULT_DELAY_SETTLE: a settlement message is held");
+        worker::Delay::from(std::time::Duration::from_millis(DELAYED_MESSAGE_MS)).await;
+        crate::log::job_error("settle_fault", "FAULT_DELAY_SETTLE: the held message runs now");
     }
 
     /// After a failed message, whose writes storage undid: what memory holds is read again from storage.
@@ -216,9 +217,7 @@ impl DurableObject for AccountDo {
         let sql = self.sql()?;
         let parsed = message::read::<AccountRequest>(req).await;
         if let Ok(message) = &parsed {
-            if self.lose_if_faulted(message).await {
-                return message::answer(&AccountResponse::Error { message: "FAULT_LOSE_SETTLE: lost".into() });
-            }
+            self.delay_if_faulted(message).await;
         }
         // The time of the step that decides, read after the body (other messages may run while it is read).
         let now = now_ms();

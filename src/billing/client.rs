@@ -304,9 +304,9 @@ impl<'a> Org<'a> {
     /// Counts the request in the month (`failed`: only releases its hold), retried with
     /// backoff until the object confirms or `retry_for_ms` has passed.
     pub async fn settle(&self, request_id: &str, tokens: i64, cost: i64, failed: bool, retry_for_ms: i64) {
-        let message = OrgRequest::Settle { request_id: request_id.into(), tokens, cost, failed };
-        retry(request_id, retry_for_ms, || async {
-            match self.call(&message, Some(SETTLE_TRY_MS)).await? {
+        let message = &OrgRequest::Settle { request_id: request_id.into(), tokens, cost, failed };
+        retry(request_id, retry_for_ms, |try_ms| async move {
+            match self.call(message, Some(try_ms)).await? {
                 OrgResponse::Ok => Ok(()),
                 other => Err(unexpected("OrgSettle", other)),
             }
@@ -340,10 +340,10 @@ pub async fn settle(
     retry_for_ms: i64,
 ) -> Option<Settled> {
     let what = settlements.first().map_or("lease return", |s| s.request_id.as_str()).to_string();
-    let message = AccountRequest::Settle { account_id: account.to_string(), settlements, return_leases };
-    let settled = std::cell::RefCell::new(None);
-    retry(&what, retry_for_ms, || async {
-        match send(env::accounts(env), account, &message, Some(SETTLE_TRY_MS)).await? {
+    let message = &AccountRequest::Settle { account_id: account.to_string(), settlements, return_leases };
+    let settled = &std::cell::RefCell::new(None);
+    retry(&what, retry_for_ms, |try_ms| async move {
+        match send(env::accounts(env), account, message, Some(try_ms)).await? {
             AccountResponse::Settled { leases, failed, .. } => {
                 settled.replace(Some(Settled { leases, failed }));
                 Ok(())
@@ -353,18 +353,20 @@ pub async fn settle(
         }
     })
     .await;
-    settled.into_inner()
+    settled.take()
 }
 
-/// Runs `attempt` until it succeeds, waiting 0.25 s doubling to 8 s between tries, for at most `for_ms`.
+/// Runs `attempt` until it succeeds, waiting 0.25 s doubling to 8 s between tries, for at most `for_ms`:
+/// each try is given at most `SETTLE_TRY_MS`, and never past the end.
 async fn retry<F, Fut>(request_id: &str, for_ms: i64, attempt: F)
 where
-    F: Fn() -> Fut,
+    F: Fn(u32) -> Fut,
     Fut: std::future::Future<Output = Result<(), String>>,
 {
     let deadline = js_sys::Date::now() + for_ms as f64;
     for n in 0u32.. {
-        let Err(detail) = attempt().await else { return };
+        let left = (deadline - js_sys::Date::now()).max(1.0);
+        let Err(detail) = attempt((SETTLE_TRY_MS as f64).min(left) as u32).await else { return };
         let wait = backoff_ms(n);
         let give_up = js_sys::Date::now() + wait as f64 > deadline;
         worker::console_error!(
