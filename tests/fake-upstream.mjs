@@ -64,6 +64,11 @@ export const CATALOGUE = [
   // Thinks adaptively and takes an effort (Claude 4.6 and later), on Anthropic's API too.
   { id: 'anthropic/claude-sonnet-4-6', name: 'Anthropic: Claude Sonnet 4.6', context_length: 200000, prompt: '0.000003', completion: '0.000015' },
   { id: 'google/gemini-2.0-flash-001', name: 'Google: Gemini 2.0 Flash', context_length: 1048576, prompt: '0.0000001', completion: '0.0000004' },
+  // A long-context tier, as OpenRouter lists one: from 200K prompt tokens the whole request at these rates.
+  {
+    id: 'google/gemini-2.5-pro', name: 'Google: Gemini 2.5 Pro', context_length: 1048576, prompt: '0.00000125', completion: '0.00001',
+    overrides: [{ min_prompt_tokens: 200000, prompt: '0.0000025', completion: '0.000015' }],
+  },
   { id: 'meta-llama/llama-3.1-8b-instruct', name: 'Meta: Llama 3.1 8B Instruct', context_length: 131072, prompt: '0.00000002', completion: '0.00000005' },
   // A fee per request on top of the tokens (the table cannot hold it: synced inactive).
   { id: 'perplexity/sonar', name: 'Perplexity: Sonar', context_length: 127072, prompt: '0.000001', completion: '0.000001', request: '0.005' },
@@ -163,13 +168,16 @@ function embeddings(res, body, { native }) {
   });
 }
 
-export function priceOf(model) {
+/** The model's rates (USD per token), for a prompt of `promptTokens` when given (a long-context tier applies from its size). */
+export function priceOf(model, promptTokens = 0) {
   const m = CATALOGUE.find((c) => c.id === model);
-  return m ? { prompt: Number(m.prompt), completion: Number(m.completion) } : null;
+  if (!m) return null;
+  const tier = (m.overrides ?? []).filter((o) => promptTokens >= o.min_prompt_tokens).at(-1) ?? {};
+  return { prompt: Number(tier.prompt ?? m.prompt), completion: Number(tier.completion ?? m.completion) };
 }
 
 function usageFor(model, promptTokens, completionTokens) {
-  const price = priceOf(model);
+  const price = priceOf(model, promptTokens);
   const round = (usd) => Number(usd.toFixed(12));
   const cost = price ? promptTokens * price.prompt + completionTokens * price.completion : 0;
   return {
@@ -377,7 +385,10 @@ function models(res) {
     description: `${m.name} (fake)`,
     context_length: m.context_length,
     architecture: { modality: 'text->text', input_modalities: ['text'], output_modalities: ['text'], tokenizer: 'Other' },
-    pricing: { prompt: m.prompt, completion: m.completion, request: m.request ?? '0', image: '0', web_search: '0', internal_reasoning: '0' },
+    pricing: {
+      prompt: m.prompt, completion: m.completion, request: m.request ?? '0', image: '0', web_search: '0', internal_reasoning: '0',
+      ...(m.overrides ? { overrides: m.overrides } : {}),
+    },
     top_provider: { context_length: m.context_length, max_completion_tokens: 16384, is_moderated: false },
     supported_parameters: ['max_tokens', 'temperature', 'tools', 'tool_choice', 'stop'],
   }));

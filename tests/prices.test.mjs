@@ -74,6 +74,45 @@ describe('prices', () => {
     assert.equal((await chat('meta-llama/llama-3.1-8b-instruct')).status, 404);
   });
 
+  test('a long-context tier is synced, marked up, and charged to the whole request from its prompt size on', async () => {
+    const pro = (await ctx.admin.call('GET', '/api/models/pricing/google/gemini-2.5-pro')).body.data;
+    // The upstream lists $1.25/$10 per Mtok, and $2.50/$15 from 200K prompt tokens; +10 %.
+    assert.equal(pro.pricing_input, 0.000001375);
+    assert.deepEqual(pro.long_context, {
+      from_prompt_tokens: 200000, pricing_input: 0.00000275, pricing_output: 0.0000165,
+      pricing_cache_read: null, pricing_cache_write: null, pricing_reasoning: null,
+    });
+    const user = await ctx.admin.createUser({}, { credit: 5 });
+    const key = await ctx.admin.createKey(user.id);
+    const chat = async (content) => {
+      const res = await fetch(`${ctx.gw.url}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${key.key}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'google/gemini-2.5-pro', messages: [{ role: 'user', content }] }),
+      });
+      assert.equal(res.status, 200);
+      return (await res.json()).usage;
+    };
+    // µ$ at the table's rates (µ$ per Mtok), rounded up once.
+    const at = (usage, input, output) => Math.ceil((usage.prompt_tokens * input + usage.completion_tokens * output) / 1e6);
+    const short = await chat('a short question');
+    assert.equal(Math.round(short.cost * 1e6), at(short, 1_375_000, 11_000_000), 'below the tier: the base rates');
+    const long = await chat('x'.repeat(4 * 200_000)); // 200,000 tokens and more to the upstream
+    assert.ok(long.prompt_tokens >= 200_000);
+    assert.equal(Math.round(long.cost * 1e6), at(long, 2_750_000, 16_500_000), 'from the tier on: all of it at its rates');
+    // An operator sets (or clears) a tier by hand; a bad one is 400.
+    const tier = { from_prompt_tokens: 1000, pricing_input: '0.00001', pricing_output: '0.00002' };
+    const put = await ctx.admin.call('PUT', '/api/models/pricing', { model_name: 'x/tiered', pricing_input: 0.000001, pricing_output: 0.000002, long_context: tier });
+    assert.equal(put.status, 200, JSON.stringify(put.body));
+    assert.equal(put.body.data.long_context.from_prompt_tokens, 1000);
+    assert.equal(put.body.data.long_context.pricing_output, 0.00002);
+    const bad = await ctx.admin.call('PUT', '/api/models/pricing', { model_name: 'x/tiered', pricing_input: 0, pricing_output: 0, long_context: { ...tier, pricing_input: -1 } });
+    assert.equal(bad.status, 400);
+    assert.equal(bad.body.error.param, 'long_context.pricing_input');
+    const cleared = await ctx.admin.call('PUT', '/api/models/pricing', { model_name: 'x/tiered', pricing_input: 0.000001, pricing_output: 0.000002 });
+    assert.equal(cleared.body.data.long_context, null);
+  });
+
   test('bad prices are 400; only admins edit', async () => {
     for (const body of [
       { model_name: 'x/y', pricing_input: -1, pricing_output: 0 },

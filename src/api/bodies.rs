@@ -187,6 +187,20 @@ pub struct PutPrice {
     pub context_length: Option<u32>,
     pub max_completion_tokens: Option<u32>,
     pub is_active: Option<bool>,
+    /// A long-context tier: from this prompt size on, the whole request at these rates (none when absent).
+    pub long_context: Option<PutLongContext>,
+}
+
+#[derive(Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct PutLongContext {
+    pub from_prompt_tokens: u32,
+    pub pricing_input: WirePrice,
+    pub pricing_output: WirePrice,
+    pub pricing_cache_read: Option<WirePrice>,
+    pub pricing_cache_write: Option<WirePrice>,
+    pub pricing_reasoning: Option<WirePrice>,
 }
 
 #[derive(Deserialize, Default)]

@@ -8,7 +8,10 @@ use super::error::ApiError;
 use super::incoming::Incoming;
 use super::respond::{self, query, read_json, Call};
 use crate::cache::prices as price_cache;
-use crate::domain::pricing::{catalogue_limit, from_usd_per_token, parse_usd_per_token, to_usd_per_token, with_markup};
+use crate::domain::pricing::{
+    catalogue_limit, from_usd_per_token, long_context, parse_usd_per_token, to_usd_per_token, with_markup, LongContext,
+    Price,
+};
 use crate::domain::time::to_iso;
 use crate::domain::users::{validate_optional_text, validate_text};
 use crate::domain::InvalidRequest;
@@ -27,6 +30,12 @@ fn view(r: &PriceRow, show_upstream: bool) -> Value {
         "upstream_pricing_input": usd(r.upstream_input_per_mtok), "upstream_pricing_output": usd(r.upstream_output_per_mtok),
         "context_length": r.context_length, "max_completion_tokens": r.max_completion_tokens,
         "is_active": r.is_active != 0, "edited_by_admin": r.edited_by_admin != 0, "updated_at": r.updated_at,
+        "long_context": r.price().long_context.map(|l| json!({
+            "from_prompt_tokens": l.from_prompt_tokens,
+            "pricing_input": to_usd_per_token(l.input), "pricing_output": to_usd_per_token(l.output),
+            "pricing_cache_read": usd(l.cache_read), "pricing_cache_write": usd(l.cache_write),
+            "pricing_reasoning": usd(l.reasoning),
+        })),
     });
     if !show_upstream {
         if let Some(fields) = view.as_object_mut() {
@@ -101,6 +110,18 @@ pub async fn put_price(mut req: Incoming, call: &Call) -> Result<Response, ApiEr
         model_name: model,
         ..PriceRow::default()
     };
+    let long_context = match &body.long_context {
+        None => None,
+        Some(l) => Some(LongContext {
+            from_prompt_tokens: u64::from(l.from_prompt_tokens),
+            input: wire_price("long_context.pricing_input", &l.pricing_input)?,
+            output: wire_price("long_context.pricing_output", &l.pricing_output)?,
+            cache_read: opt("long_context.pricing_cache_read", &l.pricing_cache_read)?,
+            cache_write: opt("long_context.pricing_cache_write", &l.pricing_cache_write)?,
+            reasoning: opt("long_context.pricing_reasoning", &l.pricing_reasoning)?,
+        }),
+    };
+    let row = row.with_long_context(long_context);
     let db = env::db(&call.env).map_err(ApiError::internal)?;
     let existing = prices::get(&db, &row.model_name).await?;
     let row = match existing {
@@ -144,35 +165,40 @@ pub async fn sync(env: &Env, overwrite: bool) -> Result<usize, ApiError> {
     let mut upstream = transport::send(worker::Method::Get, &url, &headers, None, config.request_timeout_ms).await?;
     let bytes = transport::read_all(&mut upstream, config.request_timeout_ms).await?;
     let now = to_iso(js_sys::Date::now() as i64);
+    let markup = config.price_markup_percent;
     let rows: Vec<PriceRow> = parse_model_list(&bytes)?
         .into_iter()
         .filter_map(|m| {
             let p = m.pricing.as_ref()?;
-            let input = parse_usd_per_token("prompt", p.prompt.as_deref()?).ok()?;
-            let output = parse_usd_per_token("completion", p.completion.as_deref()?).ok()?;
-            Some(PriceRow {
+            // The upstream's own rates, then the table's: marked up, with the long-context tier.
+            let rate = |v: &Option<String>| v.as_deref().and_then(|v| parse_usd_per_token("rate", v).ok());
+            let upstream = Price {
+                input: parse_usd_per_token("prompt", p.prompt.as_deref()?).ok()?,
+                output: parse_usd_per_token("completion", p.completion.as_deref()?).ok()?,
+                cache_read: rate(&p.input_cache_read),
+                cache_write: rate(&p.input_cache_write),
+                reasoning: rate(&p.internal_reasoning).filter(|v| *v > 0),
+                long_context: None,
+            };
+            let up = |v: i64| with_markup(v, markup);
+            let tier = long_context(&upstream, &p.prompt_size_overrides()).map(|t| LongContext {
+                input: up(t.input),
+                output: up(t.output),
+                cache_read: t.cache_read.map(up),
+                cache_write: t.cache_write.map(up),
+                reasoning: t.reasoning.map(up),
+                ..t
+            });
+            let row = PriceRow {
                 provider: m.id.split_once('/').map_or("openrouter", |(p, _)| p).to_string(),
                 display_name: m.name.clone(),
-                input_per_mtok: with_markup(input, config.price_markup_percent),
-                output_per_mtok: with_markup(output, config.price_markup_percent),
-                cache_read_per_mtok: p
-                    .input_cache_read
-                    .as_deref()
-                    .and_then(|v| parse_usd_per_token("c", v).ok())
-                    .map(|v| with_markup(v, config.price_markup_percent)),
-                cache_write_per_mtok: p
-                    .input_cache_write
-                    .as_deref()
-                    .and_then(|v| parse_usd_per_token("c", v).ok())
-                    .map(|v| with_markup(v, config.price_markup_percent)),
-                reasoning_per_mtok: p
-                    .internal_reasoning
-                    .as_deref()
-                    .and_then(|v| parse_usd_per_token("r", v).ok())
-                    .filter(|v| *v > 0)
-                    .map(|v| with_markup(v, config.price_markup_percent)),
-                upstream_input_per_mtok: Some(input),
-                upstream_output_per_mtok: Some(output),
+                input_per_mtok: up(upstream.input),
+                output_per_mtok: up(upstream.output),
+                cache_read_per_mtok: upstream.cache_read.map(up),
+                cache_write_per_mtok: upstream.cache_write.map(up),
+                reasoning_per_mtok: upstream.reasoning.map(up),
+                upstream_input_per_mtok: Some(upstream.input),
+                upstream_output_per_mtok: Some(upstream.output),
                 context_length: m.context_length.and_then(catalogue_limit),
                 max_completion_tokens: m.max_completion_tokens.and_then(catalogue_limit),
                 is_active: i64::from(!p.has_request_fee()),
@@ -180,7 +206,8 @@ pub async fn sync(env: &Env, overwrite: bool) -> Result<usize, ApiError> {
                 updated_at: now.clone(),
                 model_name: m.id,
                 ..PriceRow::default()
-            })
+            };
+            Some(row.with_long_context(tier))
         })
         .collect();
     let db = env::db(env).map_err(ApiError::internal)?;

@@ -23,38 +23,133 @@ pub struct Price {
     pub cache_write: Option<i64>,
     /// Reasoning tokens; `None` = billed as output.
     pub reasoning: Option<i64>,
+    /// Rates for a long prompt (a long-context tier), if the model has them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub long_context: Option<LongContext>,
+}
+
+/// A long-context tier: a request whose prompt has at least `from_prompt_tokens` tokens is billed, all of
+/// it, at these rates (Gemini 2.5 Pro above 200K tokens, GPT-5.x above 272K, as OpenRouter lists them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LongContext {
+    pub from_prompt_tokens: u64,
+    pub input: i64,
+    pub output: i64,
+    pub cache_read: Option<i64>,
+    pub cache_write: Option<i64>,
+    pub reasoning: Option<i64>,
+}
+
+impl Price {
+    /// The rates a request with `prompt_tokens` prompt tokens is billed at.
+    pub fn at_prompt(&self, prompt_tokens: u64) -> Price {
+        match self.long_context {
+            Some(l) if prompt_tokens >= l.from_prompt_tokens => Price {
+                input: l.input,
+                output: l.output,
+                cache_read: l.cache_read,
+                cache_write: l.cache_write,
+                reasoning: l.reasoning,
+                long_context: None,
+            },
+            _ => Price { long_context: None, ..*self },
+        }
+    }
+
+    /// The long-context tier as a price of its own (`None`: the model has none).
+    fn long(&self) -> Option<Price> {
+        self.long_context.map(|l| self.at_prompt(l.from_prompt_tokens))
+    }
+}
+
+/// One of OpenRouter's pricing overrides for a prompt size (µ$/Mtok; a rate it does not name is the base's).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PromptSizeOverride {
+    pub min_prompt_tokens: u64,
+    pub input: Option<i64>,
+    pub output: Option<i64>,
+    pub cache_read: Option<i64>,
+    pub cache_write: Option<i64>,
+    pub reasoning: Option<i64>,
+}
+
+/// The long-context tier of `base` from OpenRouter's prompt-size overrides. The table holds one tier: with
+/// several, it starts at the lowest size and takes each rate at its highest among them (never below what
+/// the upstream bills; above it between two sizes). A tier costing nothing more than the base is none.
+pub fn long_context(base: &Price, overrides: &[PromptSizeOverride]) -> Option<LongContext> {
+    let from_prompt_tokens = overrides.iter().map(|o| o.min_prompt_tokens).min()?;
+    let highest = |base: i64, pick: fn(&PromptSizeOverride) -> Option<i64>| {
+        overrides.iter().map(|o| pick(o).unwrap_or(base)).fold(base, i64::max)
+    };
+    let optional = |base: Option<i64>, fallback: i64, pick: fn(&PromptSizeOverride) -> Option<i64>| {
+        let named = overrides.iter().filter_map(pick).max();
+        named.map(|n| n.max(base.unwrap_or(fallback))).or(base)
+    };
+    let input = highest(base.input, |o| o.input);
+    let output = highest(base.output, |o| o.output);
+    let tier = LongContext {
+        from_prompt_tokens,
+        input,
+        output,
+        cache_read: optional(base.cache_read, base.input, |o| o.cache_read),
+        cache_write: optional(base.cache_write, base.input, |o| o.cache_write),
+        reasoning: optional(base.reasoning, base.output, |o| o.reasoning),
+    };
+    let same = tier.input == base.input
+        && tier.output == base.output
+        && tier.cache_read == base.cache_read
+        && tier.cache_write == base.cache_write
+        && tier.reasoning == base.reasoning;
+    (!same).then_some(tier)
 }
 
 impl Price {
     /// A price at least as high as both, kind of token by kind of token: what
     /// a request that may be served by either model must reserve.
+    /// (Long-context tiers are folded in: the result has none, and covers them at any prompt size.)
     pub fn costlier(&self, other: &Price) -> Price {
         let either = |a: Option<i64>, a_base: i64, b: Option<i64>, b_base: i64| match (a, b) {
             (None, None) => None,
             _ => Some(a.unwrap_or(a_base).max(b.unwrap_or(b_base))),
         };
-        Price {
-            input: self.input.max(other.input),
-            output: self.output.max(other.output),
-            cache_read: either(self.cache_read, self.input, other.cache_read, other.input),
-            cache_write: either(self.cache_write, self.input, other.cache_write, other.input),
-            reasoning: either(self.reasoning, self.output, other.reasoning, other.output),
-        }
+        let flat = |a: &Price, b: &Price| Price {
+            input: a.input.max(b.input),
+            output: a.output.max(b.output),
+            cache_read: either(a.cache_read, a.input, b.cache_read, b.input),
+            cache_write: either(a.cache_write, a.input, b.cache_write, b.input),
+            reasoning: either(a.reasoning, a.output, b.reasoning, b.output),
+            long_context: None,
+        };
+        [self.long(), other.long()]
+            .into_iter()
+            .flatten()
+            .fold(flat(&self.at_prompt(0), &other.at_prompt(0)), |p, l| flat(&p, &l))
     }
 }
 
 impl Price {
     /// The highest rate a prompt token and an output token can cost (cache writes may cost
     /// more than input, reasoning more than output): what a worst case is priced at.
+    /// A long-context tier keeps its own worst rates, so a prompt that cannot reach it is not held at them.
     pub fn worst_rates(&self) -> Price {
-        let input = self.input.max(self.cache_read.unwrap_or(0)).max(self.cache_write.unwrap_or(0));
-        Price {
-            input,
-            output: self.output.max(self.reasoning.unwrap_or(0)),
-            cache_read: None,
-            cache_write: None,
-            reasoning: None,
-        }
+        let worst =
+            |input: i64, output: i64, cache_read: Option<i64>, cache_write: Option<i64>, reasoning: Option<i64>| {
+                (input.max(cache_read.unwrap_or(0)).max(cache_write.unwrap_or(0)), output.max(reasoning.unwrap_or(0)))
+            };
+        let (input, output) = worst(self.input, self.output, self.cache_read, self.cache_write, self.reasoning);
+        let long_context = self.long_context.map(|l| {
+            let (long_input, long_output) = worst(l.input, l.output, l.cache_read, l.cache_write, l.reasoning);
+            // Never below the base's worst: the tier is the dearer one.
+            LongContext {
+                from_prompt_tokens: l.from_prompt_tokens,
+                input: long_input.max(input),
+                output: long_output.max(output),
+                cache_read: None,
+                cache_write: None,
+                reasoning: None,
+            }
+        });
+        Price { input, output, cache_read: None, cache_write: None, reasoning: None, long_context }
     }
 }
 
@@ -127,6 +222,7 @@ pub struct Tokens {
 
 /// The cost in micro-USD, rounded up to the next micro-USD.
 pub fn cost(price: &Price, t: &Tokens) -> i64 {
+    let price = &price.at_prompt(t.prompt);
     let cache_read = t.cache_read.min(t.prompt);
     let cache_write = t.cache_write.min(t.prompt - cache_read);
     let plain_prompt = t.prompt - cache_read - cache_write;
@@ -157,6 +253,7 @@ pub fn known_limit(stored: Option<i64>) -> Option<u64> {
 
 /// How many output tokens `budget` micro-USD buys after the prompt's cost.
 pub fn affordable_output_tokens(price: &Price, prompt_tokens: u64, budget: i64) -> u64 {
+    let price = &price.at_prompt(prompt_tokens);
     let prompt_cost = cost(price, &Tokens { prompt: prompt_tokens, ..Tokens::default() });
     let left = budget - prompt_cost;
     if left <= 0 {
@@ -177,7 +274,14 @@ mod tests {
 
     #[test]
     fn a_worst_case_at_the_worst_rates_covers_any_mix_of_token_kinds() {
-        let price = Price { input: 3, output: 15, cache_read: Some(1), cache_write: Some(4), reasoning: Some(20) };
+        let price = Price {
+            input: 3,
+            output: 15,
+            cache_read: Some(1),
+            cache_write: Some(4),
+            reasoning: Some(20),
+            long_context: None,
+        };
         let worst = price.worst_rates();
         assert_eq!((worst.input, worst.output), (4, 20));
         let bound = cost(&worst, &Tokens { prompt: 1_000_000, completion: 1_000_000, ..Tokens::default() });
@@ -193,12 +297,33 @@ mod tests {
 
     #[test]
     fn the_costlier_of_two_prices_covers_every_kind_of_token() {
-        let cheap = Price { input: 100, output: 400, cache_read: Some(25), cache_write: None, reasoning: None };
-        let dear = Price { input: 3_000, output: 15_000, cache_read: None, cache_write: None, reasoning: None };
+        let cheap = Price {
+            input: 100,
+            output: 400,
+            cache_read: Some(25),
+            cache_write: None,
+            reasoning: None,
+            long_context: None,
+        };
+        let dear = Price {
+            input: 3_000,
+            output: 15_000,
+            cache_read: None,
+            cache_write: None,
+            reasoning: None,
+            long_context: None,
+        };
         let both = cheap.costlier(&dear);
         assert_eq!(
             both,
-            Price { input: 3_000, output: 15_000, cache_read: Some(3_000), cache_write: None, reasoning: None }
+            Price {
+                input: 3_000,
+                output: 15_000,
+                cache_read: Some(3_000),
+                cache_write: None,
+                reasoning: None,
+                long_context: None
+            }
         );
         assert_eq!(dear.costlier(&cheap), both, "order does not matter");
         let tokens = Tokens { prompt: 1_000, completion: 500, cache_read: 400, ..Tokens::default() };
@@ -252,6 +377,56 @@ mod tests {
     }
 
     #[test]
+    fn a_long_prompt_bills_the_whole_request_at_the_long_context_rates() {
+        // Gemini 2.5 Pro as OpenRouter lists it: $1.25/$10 per Mtok, $2.50/$15 from 200K prompt tokens.
+        let base = Price { input: 1_250_000, output: 10_000_000, cache_read: Some(310_000), ..Price::default() };
+        let tier = PromptSizeOverride {
+            min_prompt_tokens: 200_000,
+            input: Some(2_500_000),
+            output: Some(15_000_000),
+            cache_read: Some(625_000),
+            ..PromptSizeOverride::default()
+        };
+        let price = Price { long_context: long_context(&base, &[tier]), ..base };
+        let at = |prompt: u64| cost(&price, &Tokens { prompt, completion: 1_000, ..Tokens::default() });
+        assert_eq!(at(199_999), (199_999 * 1_250_000 + 1_000 * 10_000_000 + 999_999) / 1_000_000);
+        assert_eq!(at(200_000), (200_000 * 2_500_000 + 1_000 * 15_000_000) / 1_000_000);
+        // The worst case of a prompt that cannot reach the tier is held at the base's rates; one that can, at the tier's.
+        let worst = price.worst_rates();
+        let held = |prompt: u64| cost(&worst, &Tokens { prompt, completion: 1_000, ..Tokens::default() });
+        assert_eq!(held(1_000), (1_000 * 1_250_000 + 1_000 * 10_000_000) / 1_000_000);
+        assert_eq!(held(300_000), (300_000 * 2_500_000 + 1_000 * 15_000_000) / 1_000_000);
+        assert!(held(300_000) >= at(300_000) && held(1_000) >= at(1_000));
+        assert_eq!(
+            affordable_output_tokens(&price, 200_000, 500_000 + 16),
+            1,
+            "after the prompt at the tier's rate, one output token at its rate"
+        );
+        // The costlier of it and another price covers the tier at any prompt size.
+        let both = price.costlier(&Price { input: 1, output: 1, ..Price::default() });
+        assert_eq!((both.input, both.output, both.long_context), (2_500_000, 15_000_000, None));
+        // Several sizes: the lowest, each rate at its highest; rates not named are the base's.
+        let two = [
+            PromptSizeOverride { min_prompt_tokens: 272_000, input: Some(5), ..PromptSizeOverride::default() },
+            PromptSizeOverride { min_prompt_tokens: 128_000, output: Some(40), ..PromptSizeOverride::default() },
+        ];
+        let small = Price { input: 2, output: 20, ..Price::default() };
+        assert_eq!(
+            long_context(&small, &two),
+            Some(LongContext { from_prompt_tokens: 128_000, input: 5, output: 40, ..LongContext::default() })
+        );
+        // Nothing dearer: no tier.
+        assert_eq!(
+            long_context(
+                &small,
+                &[PromptSizeOverride { min_prompt_tokens: 9, input: Some(2), ..PromptSizeOverride::default() }]
+            ),
+            None
+        );
+        assert_eq!(long_context(&small, &[]), None);
+    }
+
+    #[test]
     fn cache_and_reasoning_tokens_use_their_own_prices() {
         let p = Price {
             input: 3_000_000,
@@ -259,6 +434,7 @@ mod tests {
             cache_read: Some(300_000),
             cache_write: Some(3_750_000),
             reasoning: None,
+            long_context: None,
         };
         let t = Tokens { prompt: 1000, completion: 100, cache_read: 600, cache_write: 200, reasoning: 50 };
         // 200×3 + 600×0.3 + 200×3.75 + 100×15 = 600 + 180 + 750 + 1500 = 3030 µ$

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::domain::chat::Usage;
+use crate::domain::pricing::{parse_usd_per_token, PromptSizeOverride};
 
 /// Why an upstream call did not give a usable answer.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -187,9 +188,35 @@ pub struct UpstreamPricing {
     /// A fee per request, in USD (a search model's, for one).
     #[serde(default, skip_serializing)]
     pub request: Option<String>,
+    /// Conditional prices (`[{min_prompt_tokens, prompt, completion, …}]`, or a time window): read by
+    /// `prompt_size_overrides`; kept unread here, so a drifted entry costs nothing but itself.
+    #[serde(default, skip_serializing)]
+    pub overrides: Option<Value>,
 }
 
 impl UpstreamPricing {
+    /// The overrides that apply from a prompt size on (and on no other condition, such as a time of
+    /// day), their rates in µ$/Mtok. A rate that does not read is the base's.
+    pub fn prompt_size_overrides(&self) -> Vec<PromptSizeOverride> {
+        let entries = self.overrides.as_ref().and_then(Value::as_array).map_or(&[][..], Vec::as_slice);
+        entries
+            .iter()
+            .filter_map(Value::as_object)
+            .filter(|o| !o.keys().any(|k| k.starts_with("utc_")))
+            .filter_map(|o| {
+                let rate = |key: &str| o.get(key)?.as_str().and_then(|v| parse_usd_per_token(key, v).ok());
+                Some(PromptSizeOverride {
+                    min_prompt_tokens: o.get("min_prompt_tokens")?.as_u64()?,
+                    input: rate("prompt"),
+                    output: rate("completion"),
+                    cache_read: rate("input_cache_read"),
+                    cache_write: rate("input_cache_write"),
+                    reasoning: rate("internal_reasoning").filter(|r| *r > 0),
+                })
+            })
+            .collect()
+    }
+
     /// Whether the model costs a fee per request on top of its tokens, which the price table does not
     /// hold: such a model is synced inactive (an operator may price it by hand, and enable it).
     pub fn has_request_fee(&self) -> bool {
@@ -263,6 +290,24 @@ mod tests {
             ..Default::default()
         };
         assert!(pricing(Some("0.005")).has_request_fee());
+        // Prompt-size overrides are read; one on a time window, or without a size, is not.
+        let listed: UpstreamPricing = serde_json::from_str(
+            r#"{"prompt":"0.00000125","completion":"0.00001","overrides":[
+                {"min_prompt_tokens":200000,"prompt":"0.0000025","completion":"0.000015","input_cache_read":"bad"},
+                {"utc_start":"16:30","utc_end":"00:30","prompt":"0.0000005"},{"prompt":"1"},3]}"#,
+        )
+        .expect("reads");
+        assert_eq!(
+            listed.prompt_size_overrides(),
+            [PromptSizeOverride {
+                min_prompt_tokens: 200_000,
+                input: Some(2_500_000),
+                output: Some(15_000_000),
+                ..PromptSizeOverride::default()
+            }]
+        );
+        let drifted: UpstreamPricing = serde_json::from_str(r#"{"prompt":"0.1","overrides":{"x":1}}"#).expect("reads");
+        assert!(drifted.prompt_size_overrides().is_empty());
         for free in [None, Some("0"), Some("0.0"), Some(""), Some("n/a"), Some("-1")] {
             assert!(!pricing(free).has_request_fee(), "{free:?}");
         }

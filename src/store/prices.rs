@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use worker::D1Database;
 
 use super::{int, opt_int, opt_text, text, StoreError};
-use crate::domain::pricing::Price;
+use crate::domain::pricing::{LongContext, Price};
 use crate::domain::routing::{Pin, Provider};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -33,6 +33,19 @@ pub struct PriceRow {
     pub route_fallback: Option<i64>,
     #[serde(default)]
     pub route_updated_at: Option<String>,
+    /// The long-context tier (`domain::pricing::LongContext`): from this many prompt tokens, these rates.
+    #[serde(default)]
+    pub long_from_prompt_tokens: Option<i64>,
+    #[serde(default)]
+    pub long_input_per_mtok: Option<i64>,
+    #[serde(default)]
+    pub long_output_per_mtok: Option<i64>,
+    #[serde(default)]
+    pub long_cache_read_per_mtok: Option<i64>,
+    #[serde(default)]
+    pub long_cache_write_per_mtok: Option<i64>,
+    #[serde(default)]
+    pub long_reasoning_per_mtok: Option<i64>,
 }
 
 impl PriceRow {
@@ -43,6 +56,31 @@ impl PriceRow {
             cache_read: self.cache_read_per_mtok,
             cache_write: self.cache_write_per_mtok,
             reasoning: self.reasoning_per_mtok,
+            long_context: self.long_context(),
+        }
+    }
+
+    fn long_context(&self) -> Option<LongContext> {
+        Some(LongContext {
+            from_prompt_tokens: u64::try_from(self.long_from_prompt_tokens?).ok()?,
+            input: self.long_input_per_mtok?,
+            output: self.long_output_per_mtok?,
+            cache_read: self.long_cache_read_per_mtok,
+            cache_write: self.long_cache_write_per_mtok,
+            reasoning: self.long_reasoning_per_mtok,
+        })
+    }
+
+    /// Sets the long-context tier's columns.
+    pub fn with_long_context(self, tier: Option<LongContext>) -> Self {
+        PriceRow {
+            long_from_prompt_tokens: tier.map(|t| i64::try_from(t.from_prompt_tokens).unwrap_or(i64::MAX)),
+            long_input_per_mtok: tier.map(|t| t.input),
+            long_output_per_mtok: tier.map(|t| t.output),
+            long_cache_read_per_mtok: tier.and_then(|t| t.cache_read),
+            long_cache_write_per_mtok: tier.and_then(|t| t.cache_write),
+            long_reasoning_per_mtok: tier.and_then(|t| t.reasoning),
+            ..self
         }
     }
 
@@ -69,12 +107,15 @@ impl PriceRow {
 
 const UPSERT: &str = "INSERT INTO model_pricing (model_name, display_name, provider, input_per_mtok, output_per_mtok, \
     cache_read_per_mtok, cache_write_per_mtok, reasoning_per_mtok, upstream_input_per_mtok, upstream_output_per_mtok, \
-    context_length, max_completion_tokens, is_active, edited_by_admin, updated_at) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
+    context_length, max_completion_tokens, is_active, edited_by_admin, updated_at, long_from_prompt_tokens, \
+    long_input_per_mtok, long_output_per_mtok, long_cache_read_per_mtok, long_cache_write_per_mtok, long_reasoning_per_mtok) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21) \
     ON CONFLICT(model_name) DO UPDATE SET display_name = ?2, provider = ?3, input_per_mtok = ?4, output_per_mtok = ?5, \
     cache_read_per_mtok = ?6, cache_write_per_mtok = ?7, reasoning_per_mtok = ?8, upstream_input_per_mtok = ?9, \
     upstream_output_per_mtok = ?10, context_length = ?11, max_completion_tokens = ?12, is_active = ?13, \
-    edited_by_admin = ?14, updated_at = ?15";
+    edited_by_admin = ?14, updated_at = ?15, long_from_prompt_tokens = ?16, long_input_per_mtok = ?17, \
+    long_output_per_mtok = ?18, long_cache_read_per_mtok = ?19, long_cache_write_per_mtok = ?20, \
+    long_reasoning_per_mtok = ?21";
 /// The same, but leaves rows an operator edited alone.
 const UPSERT_UNLESS_EDITED: &str = " WHERE model_pricing.edited_by_admin = 0";
 
@@ -95,6 +136,12 @@ fn bind(row: &PriceRow) -> Vec<wasm_bindgen::JsValue> {
         int(row.is_active),
         int(row.edited_by_admin),
         text(&row.updated_at),
+        opt_int(row.long_from_prompt_tokens),
+        opt_int(row.long_input_per_mtok),
+        opt_int(row.long_output_per_mtok),
+        opt_int(row.long_cache_read_per_mtok),
+        opt_int(row.long_cache_write_per_mtok),
+        opt_int(row.long_reasoning_per_mtok),
     ]
 }
 
