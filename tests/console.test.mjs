@@ -446,6 +446,35 @@ describe('web console', () => {
     await page.context().close();
   });
 
+  test('an operator edits a price: input and output change, what the form does not show stays', async () => {
+    const page = await newPage();
+    await signIn(page, ctx.gw.adminToken);
+    const model = 'google/gemini-2.5-pro';
+    const tier = { from_prompt_tokens: 200000, pricing_input: '0.0000025', pricing_output: '0.000015' };
+    const set = await ctx.admin.call('PUT', '/api/models/pricing', {
+      model_name: model, pricing_input: '0.00000125', pricing_output: '0.00001', pricing_cache_read: '0.00000031',
+      context_length: 1048576, display_name: 'Gemini 2.5 Pro', long_context: tier,
+    });
+    assert.equal(set.status, 200, JSON.stringify(set.body));
+    await go(page, 'Prices');
+    await settled(page);
+    await page.getByLabel(`Edit ${model}`, { exact: true }).click();
+    const form = page.getByRole('form', { name: `Price of ${model}` });
+    await form.getByLabel('Input (USD/token)').fill('0.000002');
+    const saved = page.waitForResponse((r) => r.url().endsWith('/api/models/pricing') && r.request().method() === 'PUT');
+    await form.getByRole('button', { name: 'Save price' }).click();
+    assert.equal((await saved).status(), 200);
+    const after = (await ctx.admin.call('GET', `/api/models/pricing/${model}`)).body.data;
+    assert.equal(after.pricing_input, 0.000002);
+    assert.equal(after.pricing_output, 0.00001);
+    assert.equal(after.pricing_cache_read, 0.00000031);
+    assert.equal(after.context_length, 1048576);
+    assert.equal(after.display_name, 'Gemini 2.5 Pro');
+    assert.deepEqual(after.long_context, set.body.data.long_context, 'the long-context tier stays');
+    assert.deepEqual(page.errors, []);
+    await page.context().close();
+  });
+
   test('every page passes an automated accessibility check (axe: WCAG 2 A and AA)', async () => {
     const page = await newPage();
     await signIn(page, ctx.gw.adminToken);

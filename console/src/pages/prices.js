@@ -64,7 +64,12 @@ function editCell(p, onChange) {
       field('Active', { type: 'checkbox', name: 'is_active', checked: !!p.is_active }),
       h('button', { type: 'submit' }, 'Save price'),
     ], async (fd) => {
+      // A PUT replaces the row: what this form does not show is sent back as it was (cache and reasoning
+      // rates, limits, the long-context tier), so saving input and output does not clear it.
+      const kept = ['display_name', 'provider', 'pricing_cache_read', 'pricing_cache_write', 'pricing_reasoning',
+        'context_length', 'max_completion_tokens', 'long_context'];
       await put('/api/models/pricing', {
+        ...Object.fromEntries(kept.map((k) => [k, p[k] ?? null])),
         model_name: p.model_name, pricing_input: fd.get('pricing_input').trim(), pricing_output: fd.get('pricing_output').trim(),
         is_active: fd.get('is_active') === 'on',
       });
