@@ -172,7 +172,9 @@ function embeddings(res, body, { native }) {
 export function priceOf(model, promptTokens = 0) {
   const m = CATALOGUE.find((c) => c.id === model);
   if (!m) return null;
-  const tier = (m.overrides ?? []).filter((o) => promptTokens >= o.min_prompt_tokens).at(-1) ?? {};
+  // The highest size reached (OpenRouter: later entries win per rate; these are listed by size).
+  const reached = (m.overrides ?? []).filter((o) => promptTokens >= o.min_prompt_tokens);
+  const tier = reached.sort((a, b) => a.min_prompt_tokens - b.min_prompt_tokens).at(-1) ?? {};
   return { prompt: Number(tier.prompt ?? m.prompt), completion: Number(tier.completion ?? m.completion) };
 }
 

@@ -100,6 +100,16 @@ describe('prices', () => {
     const long = await chat('x'.repeat(4 * 200_000)); // 200,000 tokens and more to the upstream
     assert.ok(long.prompt_tokens >= 200_000);
     assert.equal(Math.round(long.cost * 1e6), at(long, 2_750_000, 16_500_000), 'from the tier on: all of it at its rates');
+    // The worst case of a prompt that can reach the tier is held at the tier's rates: $1.50 covers this
+    // prompt's bound (about 800K tokens, a byte each) at the base rate ($1.10) but not at the tier's ($2.20).
+    const poor = await ctx.admin.createUser({}, { credit: 1.5 });
+    const poorKey = await ctx.admin.createKey(poor.id);
+    const refused = await fetch(`${ctx.gw.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${poorKey.key}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'google/gemini-2.5-pro', messages: [{ role: 'user', content: 'x'.repeat(4 * 200_000) }] }),
+    });
+    assert.equal(refused.status, 402, await refused.text());
     // An operator sets (or clears) a tier by hand; a bad one is 400.
     const tier = { from_prompt_tokens: 1000, pricing_input: '0.00001', pricing_output: '0.00002' };
     const put = await ctx.admin.call('PUT', '/api/models/pricing', { model_name: 'x/tiered', pricing_input: 0.000001, pricing_output: 0.000002, long_context: tier });

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::domain::chat::Usage;
-use crate::domain::pricing::{parse_usd_per_token, PromptSizeOverride};
+use crate::domain::pricing::{from_usd_per_token, parse_usd_per_token, PromptSizeOverride};
 
 /// Why an upstream call did not give a usable answer.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -204,9 +204,15 @@ impl UpstreamPricing {
             .filter_map(Value::as_object)
             .filter(|o| !o.keys().any(|k| k.starts_with("utc_")))
             .filter_map(|o| {
-                let rate = |key: &str| o.get(key)?.as_str().and_then(|v| parse_usd_per_token(key, v).ok());
+                let rate = |key: &str| match o.get(key)? {
+                    Value::String(v) => parse_usd_per_token(key, v).ok(),
+                    Value::Number(n) => n.as_f64().and_then(|v| from_usd_per_token(key, v).ok()),
+                    _ => None,
+                };
+                // A size past what a limit is kept as (`catalogue_limit`) is never reached.
+                let min_prompt_tokens = o.get("min_prompt_tokens")?.as_u64().filter(|n| u32::try_from(*n).is_ok())?;
                 Some(PromptSizeOverride {
-                    min_prompt_tokens: o.get("min_prompt_tokens")?.as_u64()?,
+                    min_prompt_tokens,
                     input: rate("prompt"),
                     output: rate("completion"),
                     cache_read: rate("input_cache_read"),
@@ -294,17 +300,25 @@ mod tests {
         let listed: UpstreamPricing = serde_json::from_str(
             r#"{"prompt":"0.00000125","completion":"0.00001","overrides":[
                 {"min_prompt_tokens":200000,"prompt":"0.0000025","completion":"0.000015","input_cache_read":"bad"},
-                {"utc_start":"16:30","utc_end":"00:30","prompt":"0.0000005"},{"prompt":"1"},3]}"#,
+                {"utc_start":"16:30","utc_end":"00:30","prompt":"0.0000005"},{"prompt":"1"},3,
+                {"min_prompt_tokens":99999999999,"prompt":"1"},{"min_prompt_tokens":300000,"prompt":0.000005}]}"#,
         )
         .expect("reads");
         assert_eq!(
             listed.prompt_size_overrides(),
-            [PromptSizeOverride {
-                min_prompt_tokens: 200_000,
-                input: Some(2_500_000),
-                output: Some(15_000_000),
-                ..PromptSizeOverride::default()
-            }]
+            [
+                PromptSizeOverride {
+                    min_prompt_tokens: 200_000,
+                    input: Some(2_500_000),
+                    output: Some(15_000_000),
+                    ..PromptSizeOverride::default()
+                },
+                PromptSizeOverride {
+                    min_prompt_tokens: 300_000,
+                    input: Some(5_000_000),
+                    ..PromptSizeOverride::default()
+                }
+            ]
         );
         let drifted: UpstreamPricing = serde_json::from_str(r#"{"prompt":"0.1","overrides":{"x":1}}"#).expect("reads");
         assert!(drifted.prompt_size_overrides().is_empty());
