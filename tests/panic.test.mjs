@@ -129,6 +129,15 @@ async function spendAroundFault(gw, leases) {
   return { admin, user, cost, faulted };
 }
 
+/** Each request is charged once, exactly what it cost, and the books agree. */
+async function assertChargedOnce(admin, user, usage, cost) {
+  assert.equal(usage.length, cost.size, 'one charge per request');
+  for (const row of usage) {
+    assert.equal(-micros(row.amount), cost.get(row.reference_id), `charged what it cost: ${row.reference_id}`);
+  }
+  await assertBooksAgree(admin, user, [...cost.values()].reduce((a, b) => a + b, 0));
+}
+
 /** The ledger sums to the balance, the balance fell by what was charged, and reconciliation agrees. */
 async function assertBooksAgree(admin, user, charged) {
   const balance = (await admin.call('GET', `/api/balance?user_id=${user.id}`)).body;
@@ -148,11 +157,7 @@ for (const leases of ['on', 'off']) {
       assert.match(await gw.logsOnce(/FAULT_FAIL_SETTLE: settling/), /FAULT_FAIL_SETTLE: settling/, 'the statement failed');
       // It failed in a transaction of its own too, so the object named it failed and it came back in a resend.
       assert.match(await gw.logsOnce(/"job":"settle_one"/), /"job":"settle_one"/, 'named failed, then sent again');
-      assert.equal(usage.length, cost.size, 'one charge per request');
-      for (const row of usage) {
-        assert.equal(-micros(row.amount), cost.get(row.reference_id), `charged what it cost: ${row.reference_id}`);
-      }
-      await assertBooksAgree(admin, user, [...cost.values()].reduce((a, b) => a + b, 0));
+      await assertChargedOnce(admin, user, usage, cost);
     } finally {
       await gw.stop();
     }
@@ -203,11 +208,7 @@ for (const leases of ['on', 'off']) {
       assert.match(await gw.logsOnce(late, 30_000), late, 'the held message ran late');
       await sleep(500);
       usage = await usageRows(admin, user.id, cost.size);
-      assert.equal(usage.length, cost.size, 'one charge per request');
-      for (const row of usage) {
-        assert.equal(-micros(row.amount), cost.get(row.reference_id), `charged what it cost: ${row.reference_id}`);
-      }
-      await assertBooksAgree(admin, user, [...cost.values()].reduce((a, b) => a + b, 0));
+      await assertChargedOnce(admin, user, usage, cost);
     } finally {
       await gw.stop();
     }

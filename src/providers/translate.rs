@@ -46,6 +46,26 @@ pub struct ToolCall {
     pub arguments: Value,
 }
 
+/// A chat message a provider's request cannot carry, found while building it: named by its field
+/// (`messages[i].role`, `messages[i].content`, `messages[i].content[j]`), in the message too.
+pub enum Unfit<'a> {
+    Role(&'a str),
+    Content,
+    Part(usize, Option<&'a str>),
+}
+
+pub fn unfit(i: usize, what: Unfit) -> InvalidRequest {
+    let (param, why) = match what {
+        Unfit::Role(role) => (format!("messages[{i}].role"), format!("is `{role}`, a role this model does not take")),
+        Unfit::Content => (format!("messages[{i}].content"), "must be a string or an array".to_string()),
+        Unfit::Part(j, kind) => (
+            format!("messages[{i}].content[{j}]"),
+            format!("is a content part of type `{}`, which this model does not take", kind.unwrap_or("?")),
+        ),
+    };
+    InvalidRequest::param(format!("`{param}` {why}"), param)
+}
+
 /// The tool calls of the assistant message at `messages[i]`; arguments must be JSON.
 pub fn tool_calls(message: &Value, i: usize) -> Result<Vec<ToolCall>, InvalidRequest> {
     let Some(calls) = message.get("tool_calls").and_then(Value::as_array) else { return Ok(Vec::new()) };

@@ -16,7 +16,7 @@ use serde_json::{json, Map, Value};
 use crate::domain::chat::ChatRequest;
 use crate::domain::InvalidRequest;
 use crate::providers::reasoning;
-use crate::providers::translate::{data_url, image_url, push_turn, stop_sequences, text_of, tool_calls};
+use crate::providers::translate::{data_url, image_url, push_turn, stop_sequences, text_of, tool_calls, unfit, Unfit};
 
 /// Builds the Anthropic body for `chat`, addressed to `native_model`.
 pub fn messages_request(
@@ -56,13 +56,7 @@ pub fn messages_request(
                 let result = json!({"type": "tool_result", "tool_use_id": id, "content": content});
                 push_turn(&mut turns, "user", vec![result]);
             }
-            other => {
-                let param = format!("messages[{i}].role");
-                return Err(InvalidRequest::param(
-                    format!("`{param}` is `{other}`, a role this model does not take"),
-                    param,
-                ));
-            }
+            other => return Err(unfit(i, Unfit::Role(other))),
         }
     }
     let mut out = Map::new();
@@ -110,10 +104,7 @@ fn content_blocks(content: Option<&Value>, i: usize) -> Result<Vec<Value>, Inval
         Some(Value::String(s)) if s.is_empty() => Ok(Vec::new()),
         Some(Value::String(s)) => Ok(vec![json!({"type": "text", "text": s})]),
         Some(Value::Array(parts)) => parts.iter().enumerate().map(|(j, p)| part(p, i, j)).collect(),
-        Some(_) => {
-            let param = format!("messages[{i}].content");
-            Err(InvalidRequest::param(format!("`{param}` must be a string or an array"), param))
-        }
+        Some(_) => Err(unfit(i, Unfit::Content)),
     }
 }
 
@@ -156,14 +147,7 @@ fn part(p: &Value, i: usize, j: usize) -> Result<Value, InvalidRequest> {
             p,
         )),
         Some("image_url") => Ok(with_cache_control(json!({"type": "image", "source": image_source(image_url(p))}), p)),
-        other => {
-            let param = format!("messages[{i}].content[{j}]");
-            let kind = other.unwrap_or("?");
-            Err(InvalidRequest::param(
-                format!("`{param}`: content part type `{kind}` is not supported by this model"),
-                param,
-            ))
-        }
+        other => Err(unfit(i, Unfit::Part(j, other))),
     }
 }
 

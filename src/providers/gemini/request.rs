@@ -12,7 +12,7 @@ use serde_json::{json, Map, Value};
 
 use crate::domain::chat::ChatRequest;
 use crate::domain::InvalidRequest;
-use crate::providers::translate::{data_url, image_url, push_turn, stop_sequences, text_of, tool_calls};
+use crate::providers::translate::{data_url, image_url, push_turn, stop_sequences, text_of, tool_calls, unfit, Unfit};
 
 pub fn generate_request(chat: &ChatRequest) -> Result<Value, InvalidRequest> {
     let body = &chat.body;
@@ -49,13 +49,7 @@ pub fn generate_request(chat: &ChatRequest) -> Result<Value, InvalidRequest> {
                 };
                 push_turn(&mut turns, "user", vec![json!({"functionResponse": {"name": name, "response": response}})]);
             }
-            other => {
-                let param = format!("messages[{i}].role");
-                return Err(InvalidRequest::param(
-                    format!("`{param}` is `{other}`, a role this model does not take"),
-                    param,
-                ));
-            }
+            other => return Err(unfit(i, Unfit::Role(other))),
         }
     }
     let mut out = Map::new();
@@ -97,10 +91,7 @@ fn parts(content: Option<&Value>, i: usize) -> Result<Vec<Value>, InvalidRequest
         Some(Value::String(s)) if s.is_empty() => Ok(Vec::new()),
         Some(Value::String(s)) => Ok(vec![json!({"text": s})]),
         Some(Value::Array(items)) => items.iter().enumerate().map(|(j, p)| part(p, i, j)).collect(),
-        Some(_) => {
-            let param = format!("messages[{i}].content");
-            Err(InvalidRequest::param(format!("`{param}` must be a string or an array"), param))
-        }
+        Some(_) => Err(unfit(i, Unfit::Content)),
     }
 }
 
@@ -114,14 +105,7 @@ fn part(p: &Value, i: usize, j: usize) -> Result<Value, InvalidRequest> {
                 None => json!({"fileData": {"mimeType": image_type(url), "fileUri": url}}),
             })
         }
-        other => {
-            let param = format!("messages[{i}].content[{j}]");
-            let kind = other.unwrap_or("?");
-            Err(InvalidRequest::param(
-                format!("`{param}`: content part type `{kind}` is not supported by this model"),
-                param,
-            ))
-        }
+        other => Err(unfit(i, Unfit::Part(j, other))),
     }
 }
 
