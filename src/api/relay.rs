@@ -45,11 +45,11 @@ impl StreamOutcome {
 }
 
 pub struct Relay {
-    pub upstream: ByteStream,
+    /// The upstream's body; dropping it cancels it (the upstream stops generating).
+    pub upstream: Option<ByteStream>,
     /// Translates a direct provider's events into OpenAI's before they are metered and relayed.
     pub adapter: Option<StreamAdapter>,
     pub sse: SseRelay,
-    pub controller: worker::AbortController,
     pub idle_timeout_ms: u64,
     pub request_id: String,
     pub heartbeat: Option<Heartbeat>,
@@ -102,7 +102,7 @@ impl Drop for Relay {
             heartbeat.running.set(false);
         }
         if !self.ended {
-            std::mem::take(&mut self.controller).abort();
+            self.upstream = None;
             self.report(true, false);
         }
     }
@@ -115,7 +115,8 @@ pub fn relay_stream(relay: Relay) -> impl futures_util::Stream<Item = worker::Re
             return None;
         }
         loop {
-            let failure = match within(s.idle_timeout_ms, s.upstream.next()).await {
+            let upstream = s.upstream.as_mut()?;
+            let failure = match within(s.idle_timeout_ms, upstream.next()).await {
                 Some(Some(Ok(chunk))) => {
                     let out = match &mut s.adapter {
                         Some(adapter) => {
@@ -126,7 +127,7 @@ pub fn relay_stream(relay: Relay) -> impl futures_util::Stream<Item = worker::Re
                     };
                     if !s.progress() {
                         // The account object closed this request's reservation: it may not run on.
-                        std::mem::take(&mut s.controller).abort();
+                        s.upstream = None;
                         Some(ProviderError::Network("the request's reservation was closed".into()))
                     } else if out.is_empty() {
                         continue;
@@ -149,7 +150,7 @@ pub fn relay_stream(relay: Relay) -> impl futures_util::Stream<Item = worker::Re
                 }
                 Some(Some(Err(e))) => Some(ProviderError::Network(format!("stream broke: {e}"))),
                 None => {
-                    std::mem::take(&mut s.controller).abort();
+                    s.upstream = None;
                     Some(ProviderError::Deadline)
                 }
             };

@@ -175,10 +175,9 @@ impl<'a> Reply<'a> {
         let config = &self.call.config;
         let (ended_tx, ended) = oneshot::channel::<StreamOutcome>();
         let relay = Relay {
-            upstream: body,
+            upstream: Some(body),
             adapter: StreamAdapter::new(self.provider(), &self.attempt.model, self.created),
             sse: sse.hiding_usage(hide_usage),
-            controller: std::mem::take(&mut self.upstream.controller),
             idle_timeout_ms: config.request_timeout_ms,
             request_id: self.call.request_id.clone(),
             heartbeat: self.meter.as_ref().map(|m| {
