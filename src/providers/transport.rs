@@ -86,13 +86,15 @@ pub async fn send(
     Err(classify_error(status, retry_after.as_deref(), &body))
 }
 
-/// An answer that came too late: its body is cancelled unread when it comes, so the upstream stops
-/// generating (what an abort signal would do, at a cost on every fetch).
+/// An answer that came too late: its body is cancelled unread should it come while the request's task
+/// still runs (what an abort signal did at once, at a cost on every fetch); when the task ends first, the
+/// runtime cancels the fetch, and this small task is left waiting on a promise that never settles.
 fn cancel_when_answered(promise: &js_sys::Promise) {
     let answer = JsFuture::from(promise.clone());
     wasm_bindgen_futures::spawn_local(async move {
         if let Some(body) = answer.await.ok().and_then(|r| r.dyn_into::<web_sys::Response>().ok()?.body()) {
-            let _ = body.cancel();
+            // Awaited, so a stream that already failed is no unhandled rejection.
+            let _ = JsFuture::from(body.cancel()).await;
         }
     });
 }
