@@ -180,6 +180,25 @@ proptest! {
                 let _ = reasoning::blocks_from_details(&details, false);
             }
         }
+        // Prompt-size overrides as OpenRouter may list them (odd ones too): whatever tier they make, a
+        // request's charge at any size stays within its worst case.
+        let rate = n.rem_euclid(1_000_000_000_001);
+        let odd = serde_json::from_slice::<serde_json::Value>(&bytes).unwrap_or_default();
+        let listed = serde_json::json!({"prompt": "0.000001", "completion": "0.000002", "overrides": [
+            {"min_prompt_tokens": tokens, "prompt": t, "completion": usd},
+            {"min_prompt_tokens": tokens % 1_000_000, "prompt": rate as f64 / 1e12, "input_cache_read": t},
+            odd,
+        ]});
+        if let Ok(p) = serde_json::from_value::<openai_compat::UpstreamPricing>(listed) {
+            let base = pricing::Price { input: rate / 3, output: rate / 2, cache_read: Some(rate / 7), ..pricing::Price::default() };
+            let price = pricing::Price { long_context: pricing::long_context(&base, &p.prompt_size_overrides()), ..base };
+            for prompt in [tokens, tokens % 1_000_000, 0] {
+                let used = pricing::Tokens { prompt, completion: prompt / 3, cache_read: prompt / 2, ..pricing::Tokens::default() };
+                let worst = pricing::Tokens { prompt, completion: prompt / 3, ..pricing::Tokens::default() };
+                prop_assert!(pricing::cost(&price, &used) <= pricing::cost(&price.worst_rates(), &worst));
+                let _ = pricing::affordable_output_tokens(&price, prompt, n);
+            }
+        }
         let _ = crate::domain::alerts::AlertRules::parse_percents(&t);
         let _ = crate::domain::request_log::validate_days(Some(n));
         let _ = crate::domain::provisioning::usd_to_cents(usd);
