@@ -82,7 +82,7 @@ describe('prices', () => {
       from_prompt_tokens: 200000, pricing_input: 0.00000275, pricing_output: 0.0000165,
       pricing_cache_read: null, pricing_cache_write: null, pricing_reasoning: null,
     });
-    const user = await ctx.admin.createUser({}, { credit: 5 });
+    const user = await ctx.admin.createUser({}, { credit: 10 });
     const key = await ctx.admin.createKey(user.id);
     const chat = async (content) => {
       const res = await fetch(`${ctx.gw.url}/v1/chat/completions`, {
@@ -100,6 +100,17 @@ describe('prices', () => {
     const long = await chat('x'.repeat(4 * 200_000)); // 200,000 tokens and more to the upstream
     assert.ok(long.prompt_tokens >= 200_000);
     assert.equal(Math.round(long.cost * 1e6), at(long, 2_750_000, 16_500_000), 'from the tier on: all of it at its rates');
+    // Three at once, one of them short: each at its own rates, and the balance falls by exactly their sum.
+    const before = (await ctx.admin.call('GET', `/api/balance?user_id=${user.id}`)).body.balance;
+    const burst = await Promise.all(['x'.repeat(4 * 200_000), 'y'.repeat(4 * 210_000), 'short again'].map(chat));
+    const charged = burst.map((u) => Math.round(u.cost * 1e6));
+    assert.deepEqual(charged, [at(burst[0], 2_750_000, 16_500_000), at(burst[1], 2_750_000, 16_500_000), at(burst[2], 1_375_000, 11_000_000)]);
+    let after = before;
+    for (let i = 0; i < 50 && Math.round((before - after) * 1e6) < charged.reduce((a, b) => a + b, 0); i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      after = (await ctx.admin.call('GET', `/api/balance?user_id=${user.id}`)).body.balance;
+    }
+    assert.equal(Math.round((before - after) * 1e6), charged.reduce((a, b) => a + b, 0), 'the balance fell by exactly what was charged');
     // The worst case of a prompt that can reach the tier is held at the tier's rates: $1.50 covers this
     // prompt's bound (about 800K tokens, a byte each) at the base rate ($1.10) but not at the tier's ($2.20).
     const poor = await ctx.admin.createUser({}, { credit: 1.5 });

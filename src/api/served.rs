@@ -69,7 +69,7 @@ pub fn costliest(prices: &PriceTable, chat: &ChatRequest) -> Result<PriceRow, Ap
         row.cache_write_per_mtok = price.cache_write;
         row.reasoning_per_mtok = price.reasoning;
         // The merged rates cover every tier already (`costlier` folds them in): none is left to apply.
-        row = row.with_long_context(price.long_context);
+        row = row.with_long_context(None);
         // No limit is the largest limit: the reservation must cover the least bounded candidate.
         let larger = |a: Option<u64>, b: Option<u64>| a.zip(b).map(|(a, b)| a.max(b) as i64);
         row.max_completion_tokens = larger(row.output_limit(), other.output_limit());
