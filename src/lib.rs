@@ -32,6 +32,8 @@ mod retention;
 #[cfg(target_arch = "wasm32")]
 mod store;
 #[cfg(target_arch = "wasm32")]
+mod timer;
+#[cfg(target_arch = "wasm32")]
 mod webhooks;
 
 #[cfg(target_arch = "wasm32")]

@@ -14,6 +14,7 @@
 //   "429"                   429 with `retry-after: 7`
 //   "401"                   401, as for a bad upstream key
 //   "slow:<ms>"             waits before answering
+//   "slow_body:<ms>"        non-stream: the headers and half the body at once, the rest <ms> later
 //   "cut:<n>"               stream: the socket closes after n content chunks
 //                           non-stream: the socket closes mid-body
 //   "non_json"              200 with an HTML body
@@ -309,6 +310,13 @@ async function chat(req, res, body, opts) {
       choices: [{ index: 0, logprobs: null, finish_reason: tools ? 'tool_calls' : finish, native_finish_reason: tools ? 'tool_calls' : finish, message }],
       usage,
     });
+    if (fault.startsWith('slow_body:')) {
+      res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+      const half = Buffer.from(text).subarray(0, Buffer.byteLength(text) >> 1);
+      res.write(half);
+      await sleep(Number(fault.slice(10)) || 0);
+      return res.destroyed ? undefined : res.end(Buffer.from(text).subarray(half.length));
+    }
     if (fault.startsWith('cut:')) {
       res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
       res.write(text.slice(0, Math.floor(text.length / 2)));

@@ -241,6 +241,47 @@ describe('errors are OpenAI-shaped', () => {
     assert.equal(Math.round(balance * 1e6), 1_000_000 + 4 * Math.round(usage[0].amount * 1e6), 'the ledger and the balance agree');
   });
 
+  test('an answer whose body stops coming is 504 at REQUEST_TIMEOUT, counted from the start', async () => {
+    // The headers come at once and half the body; the rest would come after the deadline.
+    const payer = await admin.createUser({ name: 'Slow body' }, { credit: 1 });
+    const payerKey = await admin.createKey(payer.id, { name: 'slow body' });
+    const started = Date.now();
+    await expectError(await rawChat({ model: MODEL, messages: hello, fake_fault: 'slow_body:4000' }, { token: payerKey.key }), 504, 'timeout_error');
+    const took = Date.now() - started;
+    assert.ok(took >= 1900 && took < 3800, `answered at the deadline, not when the body ended (${took} ms)`);
+    let usage = [];
+    for (let i = 0; i < 50 && usage.length < 1; i++) {
+      const rows = (await admin.call('GET', `/api/balance/transactions?user_id=${payer.id}`)).body.data;
+      usage = rows.filter((r) => r.type === 'usage');
+      if (usage.length < 1) await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.equal(usage.length, 1, 'charged once: the upstream had it');
+    assert.match(usage[0].description, /no answer in time: prompt estimated/);
+  });
+
+  test('a stream longer than REQUEST_TIMEOUT runs on while chunks keep coming; one that stalls for it ends with a timeout event', async () => {
+    // REQUEST_TIMEOUT (2 s) bounds each wait for a chunk, not the stream: 16 chunks 150 ms apart take 2.4 s.
+    const words = Array.from({ length: 16 }, (_, i) => `w${i}`).join(' ');
+    const started = Date.now();
+    const steady = await rawChat({ model: MODEL, stream: true, messages: [{ role: 'user', content: words }], chunk_delay_ms: 150 });
+    const text = await steady.text();
+    assert.ok(Date.now() - started > 2000, 'the stream outlived the timeout');
+    const events = text.split('\n\n').filter((e) => e.startsWith('data: '));
+    assert.equal(events.at(-1), 'data: [DONE]');
+    assert.ok(!text.includes('timeout_error'), text.slice(-300));
+    const content = events.slice(0, -1).map((e) => JSON.parse(e.slice(6))).map((c) => c.choices?.[0]?.delta?.content ?? '').join('');
+    assert.equal(content, `Echo: ${words}`);
+    // A wait of 2.5 s for the second chunk passes the limit: an error event, then [DONE], at about 2 s.
+    const stalled = Date.now();
+    const res = await rawChat({ model: MODEL, stream: true, messages: [{ role: 'user', content: 'one two three' }], chunk_delay_ms: 2500 });
+    const cut = await res.text();
+    const took = Date.now() - stalled;
+    assert.ok(took >= 1900 && took < 2450, `ended at the limit (${took} ms)`);
+    const tail = cut.split('\n\n').filter((e) => e.startsWith('data: '));
+    assert.equal(tail.at(-1), 'data: [DONE]');
+    assert.equal(JSON.parse(tail.at(-2).slice(6)).error.code, 'timeout_error');
+  });
+
   test('a stream cut mid-way ends with an error event, then [DONE]', async () => {
     const res = await rawChat({ model: MODEL, stream: true, messages: [{ role: 'user', content: 'one two three four five six' }], fake_fault: 'cut:3' });
     assert.equal(res.status, 200);

@@ -127,7 +127,7 @@ async fn count_with_anthropic(call: &Call, chat: &ChatRequest, native: &str) -> 
     let bytes = body.to_string().into_bytes();
     let mut answer =
         crate::providers::transport::send(worker::Method::Post, &url, &headers, Some(&bytes), 10_000).await.ok()?;
-    let text = crate::providers::transport::read_all(&mut answer, 10_000).await.ok()?;
+    let text = crate::providers::transport::read_all(&mut answer).await.ok()?;
     serde_json::from_slice::<serde_json::Value>(&text).ok()?.get("input_tokens")?.as_u64()
 }
 

@@ -162,9 +162,8 @@ async fn send(
     .await?;
     let by = ServedBy { provider: served.attempt.route.provider, tries: served.tries };
     let mut upstream = served.upstream;
-    let left = (call.started_ms + call.config.request_timeout_ms as f64 - js_sys::Date::now()).max(1.0) as u64;
     let read = async {
-        let body = transport::read_all(&mut upstream, left).await?;
+        let body = transport::read_all(&mut upstream).await?;
         // Embeddings have input tokens only; an upstream that reports just `total_tokens` means those.
         let usage = embeddings_usage(&body)?.map(|mut u| {
             if u.prompt_tokens == 0 {

@@ -155,7 +155,7 @@ pub async fn fetch_models(config: &env::Config) -> Result<String, ApiError> {
         headers.push(("authorization", auth));
     }
     let mut upstream = transport::send(Method::Get, &url, &headers, None, config.request_timeout_ms).await?;
-    let bytes = transport::read_all(&mut upstream, config.request_timeout_ms).await?;
+    let bytes = transport::read_all(&mut upstream).await?;
     let data: Vec<ListedModel> = parse_model_list(&bytes)?.into_iter().map(Into::into).collect();
     Ok(json!({ "object": "list", "data": data }).to_string())
 }

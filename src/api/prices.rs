@@ -163,7 +163,7 @@ pub async fn sync(env: &Env, overwrite: bool) -> Result<usize, ApiError> {
         headers.push(("authorization", auth));
     }
     let mut upstream = transport::send(worker::Method::Get, &url, &headers, None, config.request_timeout_ms).await?;
-    let bytes = transport::read_all(&mut upstream, config.request_timeout_ms).await?;
+    let bytes = transport::read_all(&mut upstream).await?;
     let now = to_iso(js_sys::Date::now() as i64);
     let markup = config.price_markup_percent;
     let rows: Vec<PriceRow> = parse_model_list(&bytes)?

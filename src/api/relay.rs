@@ -11,8 +11,8 @@ use super::meter::Heartbeat;
 use crate::domain::chat::Usage;
 use crate::providers::openai_compat::ProviderError;
 use crate::providers::sse::{SseRelay, StreamSummary};
-use crate::providers::transport::within;
 use crate::providers::wire::StreamAdapter;
+use crate::timer::IdleLimit;
 
 /// How a stream ended, for its settlement.
 pub struct StreamOutcome {
@@ -50,7 +50,8 @@ pub struct Relay {
     /// Translates a direct provider's events into OpenAI's before they are metered and relayed.
     pub adapter: Option<StreamAdapter>,
     pub sse: SseRelay,
-    pub idle_timeout_ms: u64,
+    /// The longest wait for the upstream's next chunk.
+    pub idle: IdleLimit,
     pub request_id: String,
     pub heartbeat: Option<Heartbeat>,
     /// The shape the client reads (chat chunks, or completion chunks).
@@ -116,7 +117,7 @@ pub fn relay_stream(relay: Relay) -> impl futures_util::Stream<Item = worker::Re
         }
         loop {
             let upstream = s.upstream.as_mut()?;
-            let failure = match within(s.idle_timeout_ms, upstream.next()).await {
+            let failure = match s.idle.next(upstream.next()).await {
                 Some(Some(Ok(chunk))) => {
                     let out = match &mut s.adapter {
                         Some(adapter) => {

@@ -22,6 +22,7 @@ use crate::providers::openai_compat::{completion_usage, ProviderError};
 use crate::providers::sse::{set_usage_cost, SseRelay};
 use crate::providers::transport::{self, Upstream};
 use crate::providers::wire::{self, StreamAdapter};
+use crate::timer::IdleLimit;
 
 /// The shape the client asked in: chat, legacy completions (a chat answered as text), or
 /// Anthropic's Messages (a chat answered as a message).
@@ -178,7 +179,7 @@ impl<'a> Reply<'a> {
             upstream: Some(body),
             adapter: StreamAdapter::new(self.provider(), &self.attempt.model, self.created),
             sse: sse.hiding_usage(hide_usage),
-            idle_timeout_ms: config.request_timeout_ms,
+            idle: IdleLimit::new(config.request_timeout_ms),
             request_id: self.call.request_id.clone(),
             heartbeat: self.meter.as_ref().map(|m| {
                 let every_ms = config.heartbeat_every_ms();
@@ -210,8 +211,7 @@ impl<'a> Reply<'a> {
     /// Reads the whole answer (inside what is left of `REQUEST_TIMEOUT`) and gives it with its charge.
     pub async fn read(&mut self, answer: Answer) -> Option<Ended> {
         let call = self.call;
-        let left_ms = (call.started_ms + call.config.request_timeout_ms as f64 - js_sys::Date::now()).max(1.0) as u64;
-        let read = transport::read_all(&mut self.upstream, left_ms)
+        let read = transport::read_all(&mut self.upstream)
             .await
             .and_then(|body| wire::answer(self.provider(), body, &self.attempt.model, self.created))
             .and_then(|body| completion_usage(&body).map(|usage| (body, usage)));

@@ -59,7 +59,7 @@ pub async fn usage(base_url: &str, key: &str, id: &str, within_ms: u64) -> Optio
         let ask = async {
             let headers = [("authorization", auth.as_str())];
             let mut answer = transport::send(worker::Method::Get, &url, &headers, None, left()).await.ok()?;
-            usage_of(&transport::read_all(&mut answer, left()).await.ok()?)
+            usage_of(&transport::read_all(&mut answer).await.ok()?)
         };
         if let Some(Some(usage)) = transport::within(left(), ask).await {
             return Some(usage);

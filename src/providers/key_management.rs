@@ -40,7 +40,7 @@ impl KeyApi<'_> {
         let url = format!("{}/keys{path}", self.base_url);
         let bytes = body.map(|b| b.to_string().into_bytes());
         let mut upstream = transport::send(method, &url, &headers, bytes.as_deref(), self.timeout_ms).await?;
-        let body = transport::read_all(&mut upstream, self.timeout_ms).await?;
+        let body = transport::read_all(&mut upstream).await?;
         if body.is_empty() {
             return Ok(Value::Null);
         }

@@ -3,25 +3,27 @@
 //! of CPU a request): an answer past its deadline is cancelled unread when it
 //! comes, and a relayed body is cancelled by dropping its reader.
 //!
+//! One timer bounds a call: armed when it is sent, raced again while its body
+//! is read (`crate::timer`).
+//!
 //! It talks to the runtime's `fetch`, `Request` and `Response` directly rather
 //! than through `worker::Fetch` and `worker::Response`: those copy headers and
 //! `cf` into new objects on the way in and read a whole body chunk by chunk,
 //! one JavaScript promise per chunk, where `arrayBuffer()` is one promise.
 
-use std::time::Duration;
-
-use futures_util::future::{select, Either};
-use futures_util::pin_mut;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 use worker::worker_sys::web_sys;
-use worker::{ByteStream, Delay, Headers, Method};
+use worker::{ByteStream, Headers, Method};
 
 use super::openai_compat::{classify_error, ProviderError};
+use crate::timer::Timer;
 
 /// An upstream answer whose status was 2xx.
 pub struct Upstream {
     response: web_sys::Response,
+    /// The call's deadline, still running: reading the body races it (a relayed body has its own limit).
+    deadline: Option<Timer>,
 }
 
 impl Upstream {
@@ -29,8 +31,9 @@ impl Upstream {
         self.response.headers().get(name).ok().flatten()
     }
 
-    /// The body as a stream of chunks, for relaying.
-    pub fn stream(&self) -> Result<ByteStream, ProviderError> {
+    /// The body as a stream of chunks, for relaying (its reader bounds each wait; the deadline is cleared).
+    pub fn stream(&mut self) -> Result<ByteStream, ProviderError> {
+        self.deadline = None;
         self.response
             .body()
             .map(ByteStream::from)
@@ -40,15 +43,11 @@ impl Upstream {
 
 /// Races a future against a timeout.
 pub async fn within<T>(ms: u64, fut: impl std::future::Future<Output = T>) -> Option<T> {
-    let delay = Delay::from(Duration::from_millis(ms));
-    pin_mut!(fut);
-    match select(fut, delay).await {
-        Either::Left((value, _)) => Some(value),
-        Either::Right(_) => None,
-    }
+    Timer::after(ms).race(fut).await
 }
 
-/// Sends a request; a non-2xx answer is read and classified into a `ProviderError`.
+/// Sends a request, its body to be read within `timeout_ms` of now too; a non-2xx answer is read and
+/// classified into a `ProviderError`.
 pub async fn send(
     method: Method,
     url: &str,
@@ -68,7 +67,8 @@ pub async fn send(
     }
     let global: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();
     let promise = global.fetch_with_str_and_init(url, &init);
-    let response = match within(timeout_ms, JsFuture::from(promise.clone())).await {
+    let mut deadline = Timer::after(timeout_ms);
+    let response = match deadline.race(JsFuture::from(promise.clone())).await {
         None => {
             cancel_when_answered(&promise);
             return Err(ProviderError::Deadline);
@@ -77,12 +77,12 @@ pub async fn send(
         Some(Ok(r)) => r.unchecked_into::<web_sys::Response>(),
     };
     let status = response.status();
-    let mut upstream = Upstream { response };
+    let mut upstream = Upstream { response, deadline: Some(deadline) };
     if (200..300).contains(&status) {
         return Ok(upstream);
     }
     let retry_after = upstream.header("retry-after");
-    let body = read_all(&mut upstream, timeout_ms).await.unwrap_or_default();
+    let body = read_all(&mut upstream).await.unwrap_or_default();
     Err(classify_error(status, retry_after.as_deref(), &body))
 }
 
@@ -99,14 +99,19 @@ fn cancel_when_answered(promise: &js_sys::Promise) {
     });
 }
 
-/// Reads a whole body within the deadline.
-pub async fn read_all(upstream: &mut Upstream, timeout_ms: u64) -> Result<Vec<u8>, ProviderError> {
+/// Reads a whole body within the call's deadline.
+pub async fn read_all(upstream: &mut Upstream) -> Result<Vec<u8>, ProviderError> {
     let promise = upstream
         .response
         .array_buffer()
         .map_err(|e| ProviderError::Network(format!("reading body: {}", crate::js::message(&e))))?;
+    let read = crate::js::bytes(promise);
     // Past the deadline the body (locked to its reading) is left to end; its answer is billed whole anyway.
-    match within(timeout_ms, crate::js::bytes(promise)).await {
+    let read = match &mut upstream.deadline {
+        Some(deadline) => deadline.race(read).await,
+        None => Some(read.await),
+    };
+    match read {
         None => Err(ProviderError::Deadline),
         Some(Err(e)) => Err(ProviderError::Network(format!("reading body: {}", crate::js::message(&e)))),
         Some(Ok(bytes)) => Ok(bytes),
