@@ -161,6 +161,20 @@ describe('errors are OpenAI-shaped', () => {
     assert.equal(m.param, 'model');
   });
 
+  test('a tool the upstream runs itself (billed per use) is 400 naming it, and never sent', async () => {
+    // OpenRouter runs its server tools (web search, web fetch…) as often as the model likes, each use
+    // billed on top of the tokens: no reservation could bound that.
+    const marker = `server-tool-${Date.now()}`;
+    await assert.rejects(
+      client.chat.completions.create({
+        model: MODEL, messages: hello, marker, tool_choice: 'required',
+        tools: [{ type: 'function', function: { name: 'lookup', parameters: { type: 'object' } } }, { type: 'openrouter:web_search' }],
+      }),
+      (err) => err.status === 400 && err.param === 'tools[1]' && /per-use fees/.test(err.message),
+    );
+    assert.equal(await lastUpstreamChat(marker), undefined, 'nothing reached the upstream');
+  });
+
   test('the SDK surfaces a 400 as BadRequestError', async () => {
     await assert.rejects(client.chat.completions.create({ model: MODEL, messages: [] }), (err) => {
       assert.equal(err.status, 400);

@@ -27,6 +27,10 @@ const IMAGE_PARTS: [&str; 2] = ["image_url", "input_image"];
 const AUDIO_PARTS: [&str; 3] = ["input_audio", "audio", "audio_url"];
 /// OpenAI service tiers billed at the price table's (standard) rates.
 const STANDARD_TIERS: [&str; 2] = ["auto", "default"];
+/// Tools the client runs (the upstream only asks for a call): every other kind runs upstream, billed per use.
+const CLIENT_TOOLS: [&str; 2] = ["function", "custom"];
+/// `tool_choice` objects that name the client's own tools.
+const CLIENT_TOOL_CHOICES: [&str; 3] = ["function", "custom", "allowed_tools"];
 
 /// Every `cache_control` in `v` asking for a cache life other than the default five minutes (an hour) is
 /// served as five minutes, its `ttl` dropped: Anthropic bills a one-hour cache write at twice the input
@@ -187,6 +191,28 @@ impl ChatRequest {
                     "service_tier",
                 ));
             }
+        }
+        // OpenRouter's server tools (`openrouter:web_search`, `openrouter:web_fetch`, image generation…) run
+        // upstream, as often as the model likes, each use billed on top of the tokens.
+        let tools = self.body.get("tools").and_then(Value::as_array).map_or(&[][..], Vec::as_slice);
+        for (i, tool) in tools.iter().enumerate() {
+            if !tool.get("type").and_then(Value::as_str).is_some_and(|t| CLIENT_TOOLS.contains(&t)) {
+                return Err(InvalidRequest::param(
+                    format!(
+                        "`tools[{i}]` is not a `function` or `custom` tool: a tool the upstream runs itself (such as OpenRouter's web search) adds per-use fees the gateway cannot price or bound, so it is not accepted"
+                    ),
+                    format!("tools[{i}]"),
+                ));
+            }
+        }
+        let choice = self.body.get("tool_choice").filter(|c| c.is_object());
+        if choice
+            .is_some_and(|c| !c.get("type").and_then(Value::as_str).is_some_and(|t| CLIENT_TOOL_CHOICES.contains(&t)))
+        {
+            return Err(InvalidRequest::param(
+                "`tool_choice` may name a `function` or `custom` tool (or `allowed_tools`): a tool the upstream runs itself adds per-use fees the gateway cannot price or bound, so it is not accepted",
+                "tool_choice",
+            ));
         }
         let audio_out =
             self.body.get("modalities").and_then(Value::as_array).is_some_and(|m| m.iter().any(|x| x == "audio"));
@@ -479,6 +505,12 @@ mod tests {
         let max = crate::domain::money::MAX_SAFE as u64;
         assert_eq!((huge.prompt, huge.completion), (max, max), "at most what every store keeps");
         assert!(usage(r#"{"prompt_tokens":"12"}"#).is_err(), "not a number is not a count");
+        // The upstream's cost is only shown: an odd one is read as it can be, never losing the usage.
+        let shown = |json: &str| serde_json::from_str::<Usage>(json).expect("usage kept").cost;
+        assert_eq!(shown(r#"{"prompt_tokens":3,"cost":"0.0012"}"#), Some(0.0012));
+        assert_eq!(shown(r#"{"prompt_tokens":3,"cost":{"total":1}}"#), None);
+        assert_eq!(shown(r#"{"prompt_tokens":3,"cost":"NaN"}"#), None);
+        assert_eq!(shown(r#"{"prompt_tokens":3,"cost":null}"#), None);
     }
 
     #[test]
@@ -499,6 +531,25 @@ mod tests {
         let inline = r#"{"model":"m","messages":[{"role":"user","content":[{"type":"file","file":{"filename":"a.pdf","file_data":"data:application/pdf;base64,AAAA"}}]}]}"#;
         assert_eq!(refused(inline), None);
         assert_eq!(refused(&format!(r#"{{"model":"m",{msg},"preset":"cheap"}}"#)).as_deref(), Some("preset"));
+        // The client's own tools pass; a server tool (billed per use upstream) is refused, named.
+        let own = r#"[{"type":"function","function":{"name":"f"}},{"type":"custom","custom":{"name":"apply_patch"}}]"#;
+        assert_eq!(refused(&format!(r#"{{"model":"m",{msg},"tools":{own},"tool_choice":"required"}}"#)), None);
+        let server = r#"{"type":"openrouter:web_search"}"#;
+        assert_eq!(
+            refused(&format!(
+                r#"{{"model":"m",{msg},"tools":[{{"type":"function","function":{{"name":"f"}}}},{server}]}}"#
+            ))
+            .as_deref(),
+            Some("tools[1]")
+        );
+        assert_eq!(
+            refused(&format!(r#"{{"model":"m",{msg},"tools":[{{"function":{{}}}}]}}"#)).as_deref(),
+            Some("tools[0]")
+        );
+        let pick = |choice: &str| refused(&format!(r#"{{"model":"m",{msg},"tools":{own},"tool_choice":{choice}}}"#));
+        assert_eq!(pick(r#"{"type":"function","function":{"name":"f"}}"#), None);
+        assert_eq!(pick(r#"{"type":"allowed_tools","allowed_tools":{"mode":"auto","tools":[]}}"#), None);
+        assert_eq!(pick(r#"{"type":"web_search_preview"}"#).as_deref(), Some("tool_choice"));
         let cached = |ttl: &str| {
             format!(
                 r#"{{"model":"m","messages":[{{"role":"user","content":[{{"type":"text","text":"x","cache_control":{{"type":"ephemeral"{ttl}}}}}]}}]}}"#
@@ -696,9 +747,14 @@ fn count<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     Ok(if n > 0.0 { n.ceil().min(super::money::MAX_SAFE as f64) as u64 } else { 0 })
 }
 
-/// The upstream's own cost: a figure that is not a finite number is none (it is only shown, never charged).
+/// The upstream's own cost: a number, or a number written as a string; anything else is none, and never
+/// makes the usage unreadable (it is only shown, never charged).
 fn cost<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
-    let cost = <Option<f64> as serde::Deserialize>::deserialize(d)?;
+    let cost = match <Value as serde::Deserialize>::deserialize(d)? {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse::<f64>().ok(),
+        _ => None,
+    };
     Ok(cost.filter(|c| c.is_finite()))
 }
 
