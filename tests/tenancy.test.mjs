@@ -66,6 +66,20 @@ describe('users', () => {
     const ids = [...page1.body.data, ...page2.body.data].map((u) => u.id).sort();
     assert.deepEqual(ids, made.map((u) => u.id).sort());
 
+    // A long search, wildcards and case taken literally: found, never a failed query.
+    const long = `${tag}_100%_sure\\${'x'.repeat(60)}@Example.COM`;
+    const odd = await ctx.admin.createUser({ email: long.toLowerCase(), name: 'Odd' });
+    const found = await ctx.admin.call('GET', `/api/admin/users?search=${encodeURIComponent(long)}`);
+    assert.equal(found.status, 200, JSON.stringify(found.body));
+    assert.deepEqual(found.body.data.map((u) => u.id), [odd.id]);
+    const search = async (text) => (await ctx.admin.call('GET', `/api/admin/users?search=${encodeURIComponent(text)}`)).body.total;
+    assert.equal(await search(`${tag}_0`), 0, '`_` is no wildcard');
+    assert.equal(await search(`${tag}%`), 0, '`%` is no wildcard');
+    assert.equal(await search(`${tag}_100%`), 1);
+    const keys = await ctx.admin.call('GET', `/api/keys?search=${encodeURIComponent('_'.repeat(40))}`);
+    assert.equal(keys.status, 200, JSON.stringify(keys.body));
+    assert.equal(keys.body.total, 0);
+
     const got = await ctx.admin.call('GET', `/api/admin/users/${made[0].id}`);
     assert.equal(got.body.data.email, `${tag}-0@example.com`);
 

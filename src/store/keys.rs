@@ -255,9 +255,9 @@ pub async fn list(db: &D1Database, f: &KeyFilter<'_>) -> Result<(Vec<KeyRow>, i6
         _ => {}
     }
     if let Some(search) = f.search {
-        args.push(super::contains_pattern(search));
+        args.push(text(search));
         let n = args.len();
-        clauses.push(format!("(name LIKE ?{n} ESCAPE '\\' OR key_prefix LIKE ?{n} ESCAPE '\\')"));
+        clauses.push(format!("({} OR {})", super::contains("name", n), super::contains("key_prefix", n)));
     }
     let filter = clauses.join(" AND ");
     let total = db

@@ -74,8 +74,8 @@ pub fn opt_int(v: Option<i64>) -> JsValue {
     v.map_or(JsValue::NULL, int)
 }
 
-/// A `LIKE … ESCAPE '\'` pattern matching `needle` anywhere, with `%`, `_` and `\` taken literally.
-pub fn contains_pattern(needle: &str) -> JsValue {
-    let escaped = needle.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
-    JsValue::from_str(&format!("%{escaped}%"))
+/// A condition that `column` holds the text bound at `?n` anywhere, ASCII case ignored, every character
+/// taken literally. Not `LIKE`: its pattern has a length limit (a longer search would fail the query).
+pub fn contains(column: &str, n: usize) -> String {
+    format!("instr(lower({column}), lower(?{n})) > 0")
 }

@@ -66,10 +66,10 @@ pub async fn list(
 ) -> Result<(Vec<UserRow>, i64), StoreError> {
     let (filter, mut args) = match search {
         Some(s) => (
-            "deleted_at IS NULL AND (email LIKE ?1 ESCAPE '\\' OR name LIKE ?1 ESCAPE '\\')",
-            vec![super::contains_pattern(s)],
+            format!("deleted_at IS NULL AND ({} OR {})", super::contains("email", 1), super::contains("name", 1)),
+            vec![super::text(s)],
         ),
-        None => ("deleted_at IS NULL", vec![]),
+        None => ("deleted_at IS NULL".to_string(), vec![]),
     };
     let total = db
         .prepare(format!("SELECT COUNT(*) AS n FROM users WHERE {filter}"))
