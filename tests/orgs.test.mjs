@@ -47,8 +47,19 @@ describe('organizations', () => {
     const listed = await ctx.admin.call('GET', `/api/keys?org_id=${org.id}`);
     assert.deepEqual([listed.body.total, listed.body.data.map((k) => k.id)], [1, [key.body.data.id]], 'the list filters by organization');
     assert.equal((await chat(key.body.data.key)).status, 403, 'the organization is suspended');
+    // Everywhere else too: its keys neither read, nor mint keys, nor count tokens on the tenant's key.
+    const orgKey = adminClient(ctx.gw.url, key.body.data.key);
+    for (const [method, p, body] of [['GET', '/api/keys'], ['POST', '/api/keys', { name: 'more' }], ['GET', '/api/balance']]) {
+      const res = await orgKey.call(method, p, body);
+      assert.equal(res.status, 403, `${method} ${p}: ${JSON.stringify(res.body)}`);
+      assert.match(res.body.error.message, /is suspended/);
+    }
+    const counted = await orgKey.call('POST', '/v1/messages/count_tokens', { model: 'anthropic/claude-sonnet-4-6', messages: [{ role: 'user', content: 'hi' }] });
+    assert.equal(counted.status, 403);
+    assert.equal(counted.body.type, 'error', "in Anthropic's shape");
     await ctx.admin.call('PATCH', `/api/orgs/${org.id}`, { status: 'active' });
     assert.equal((await chat(key.body.data.key)).status, 200);
+    assert.equal((await orgKey.call('GET', '/api/keys')).status, 200, 'active again: it reads');
     assert.equal((await ctx.admin.call('POST', `/api/orgs/${org.id}/keys`, { name: 'no user' })).status, 400);
 
     const del = await ctx.admin.call('DELETE', `/api/orgs/${org.id}`);

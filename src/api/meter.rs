@@ -536,13 +536,7 @@ impl Heartbeat {
 
 /// Holds the request against the organization's monthly limits (a second round trip, for org keys only).
 async fn reserve_in_org(call: &Call, org_id: &str, m: &Meter, tokens: i64) -> Result<(), ApiError> {
-    let db = env::db(&call.env).map_err(ApiError::internal)?;
-    let Some(org) = crate::cache::orgs::get(&db, org_id, call.now_ms()).await? else {
-        return Err(ApiError::unauthenticated("this key's organization has been deleted"));
-    };
-    if org.status != "active" {
-        return Err(ApiError::forbidden(format!("the organization {} is {}", org.name, org.status)));
-    }
+    let org = super::orgs::active(call, org_id).await?;
     let limits = Limits {
         monthly_requests: org.monthly_requests,
         monthly_tokens: org.monthly_tokens,

@@ -75,7 +75,7 @@ pub async fn expire_request_logs(env: &worker::Env) -> Result<serde_json::Value,
 mod dispatch {
     use worker::{Context, Env, Response};
 
-    use super::auth::{authenticate, authenticate_for_inference, Authenticated};
+    use super::auth::{authenticate, authenticate_for_inference, Authenticated, Caller};
     use super::error::ApiError;
     use super::incoming::Incoming;
     use super::respond::{self, Call};
@@ -113,6 +113,13 @@ mod dispatch {
         // nothing: whoever still holds it must not rotate the key back or mint keys with it.
         if auth.rotated_out && matches!(access, Access::Key(Permission::Write | Permission::Admin)) {
             return Err(ApiError::unauthenticated("this secret was rotated out: use the new secret to make changes"));
+        }
+        // A suspended organization's keys are refused everywhere; inference learns it in its reservation
+        // (`meter::reserve_in_org`), so it is not looked up twice there.
+        if let (Caller::Key(key), false) = (&auth.caller, access == Access::Inference) {
+            if let Some(org_id) = &key.org_id {
+                super::orgs::active(call, org_id).await?;
+            }
         }
         Ok(Some(auth))
     }

@@ -81,6 +81,19 @@ pub async fn list_orgs(req: Incoming, call: &Call) -> Result<Response, ApiError>
     )
 }
 
+/// A key's organization, while it may be used (memory, 30 s: security.md): a deleted one is 401, one not
+/// `active` 403, on every route its keys call.
+pub async fn active(call: &Call, org_id: &str) -> Result<OrgRow, ApiError> {
+    let db = db(call)?;
+    let Some(org) = crate::cache::orgs::get(&db, org_id, call.now_ms()).await? else {
+        return Err(ApiError::unauthenticated("this key's organization has been deleted"));
+    };
+    if org.status != "active" {
+        return Err(ApiError::forbidden(format!("the organization {} is {}", org.name, org.status)));
+    }
+    Ok(org)
+}
+
 async fn live_org(db: &D1Database, id: &str) -> Result<OrgRow, ApiError> {
     store::orgs::get_live(db, id).await?.ok_or_else(|| ApiError::not_found(format!("organization {id} not found")))
 }
