@@ -249,7 +249,7 @@ describe('errors are OpenAI-shaped', () => {
     assert.equal(new Set(usage.map((r) => r.reference_id)).size, 4, 'each charged once');
     for (const row of usage) {
       assert.ok(row.amount < 0 && row.amount === usage[0].amount, JSON.stringify(row));
-      assert.match(row.description, /no answer in time: prompt estimated/);
+      assert.match(row.description, /no whole answer in time: prompt estimated/);
     }
     const balance = (await admin.call('GET', `/api/balance?user_id=${payer.id}`)).body.balance;
     assert.equal(Math.round(balance * 1e6), 1_000_000 + 4 * Math.round(usage[0].amount * 1e6), 'the ledger and the balance agree');
@@ -270,7 +270,24 @@ describe('errors are OpenAI-shaped', () => {
       if (usage.length < 1) await new Promise((r) => setTimeout(r, 100));
     }
     assert.equal(usage.length, 1, 'charged once: the upstream had it');
-    assert.match(usage[0].description, /no answer in time: prompt estimated/);
+    assert.match(usage[0].description, /no whole answer in time: prompt estimated/);
+  });
+
+  test('an answer whose body breaks off is 502, and charged its prompt: the upstream generated it', async () => {
+    const payer = await admin.createUser({ name: 'Broken body' }, { credit: 1 });
+    const payerKey = await admin.createKey(payer.id, { name: 'broken body' });
+    await expectError(await rawChat({ model: MODEL, messages: hello, fake_fault: 'cut:1' }, { token: payerKey.key }), 502, 'upstream_error');
+    let usage = [];
+    for (let i = 0; i < 50 && usage.length < 1; i++) {
+      const rows = (await admin.call('GET', `/api/balance/transactions?user_id=${payer.id}`)).body.data;
+      usage = rows.filter((r) => r.type === 'usage');
+      if (usage.length < 1) await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.equal(usage.length, 1, 'charged once, not served free');
+    assert.ok(usage[0].amount < 0);
+    assert.match(usage[0].description, /prompt estimated/);
+    const balance = (await admin.call('GET', `/api/balance?user_id=${payer.id}`)).body.balance;
+    assert.equal(Math.round(balance * 1e6), 1_000_000 + Math.round(usage[0].amount * 1e6), 'the ledger and the balance agree');
   });
 
   test('a stream longer than REQUEST_TIMEOUT runs on while chunks keep coming; one that stalls for it ends with a timeout event', async () => {

@@ -176,7 +176,7 @@ async fn send(
     match read.await {
         Ok((body, usage)) => Ok((body, usage, by)),
         // An answer that did not come by the deadline: the upstream had accepted the request.
-        Err(e) => Err(Failed { unanswered: e == ProviderError::Deadline, error: e.into(), tries: by.tries }),
+        Err(e) => Err(Failed { unanswered: e.broke_after_answer(), error: e.into(), tries: by.tries }),
     }
 }
 

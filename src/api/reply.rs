@@ -161,7 +161,7 @@ impl<'a> Reply<'a> {
     pub async fn relay(&mut self, answer: Answer, hide_usage: bool) -> Option<Ended> {
         let body = match self.upstream.stream() {
             Ok(body) => body,
-            Err(e) => return self.failed(answer, e),
+            Err(e) => return self.failed(answer, e, false),
         };
         let sse = match &self.meter {
             Some(m) => {
@@ -217,7 +217,10 @@ impl<'a> Reply<'a> {
             .and_then(|body| completion_usage(&body).map(|usage| (body, usage)));
         let (body, usage) = match read {
             Ok(read) => read,
-            Err(e) => return self.failed(answer, e),
+            Err(e) => {
+                let generated = e.broke_after_answer();
+                return self.failed(answer, e, generated);
+            }
         };
         let (upstream_id, model) = answer_names(&body);
         let outcome = Outcome {
@@ -247,9 +250,10 @@ impl<'a> Reply<'a> {
     }
 
     /// The answer could not be given: the client gets the error; the settlement releases the reservation,
-    /// or, when the answer did not come in time, charges the prompt (the upstream had accepted it).
-    fn failed(&mut self, answer: Answer, error: ProviderError) -> Option<Ended> {
-        let unanswered = error == ProviderError::Deadline;
+    /// or, when the upstream had generated it (`generated`: its body broke off or did not come in time),
+    /// charges the prompt.
+    fn failed(&mut self, answer: Answer, error: ProviderError, generated: bool) -> Option<Ended> {
+        let unanswered = generated;
         let error = ApiError::from(error);
         let status = error.status();
         super::request_log::keep_response(

@@ -11,6 +11,9 @@ const MAX_MODEL_LEN: usize = 256;
 const PROMPT_FIELDS: [&str; 5] = ["messages", "tools", "functions", "response_format", "prediction"];
 /// Chat-template tokens allowed per message on top of its text.
 const PER_MESSAGE_TOKENS: u64 = 8;
+/// Tokens allowed for a request with tools, on top of their JSON: the system prompt a provider adds to
+/// explain tool use (Anthropic bills 313 to 346 tokens for it on Claude 4, up to 530 on older models).
+const TOOL_USE_TOKENS: u64 = 800;
 /// Tokens allowed per image part (a high-detail image costs up to a few thousand).
 const PER_IMAGE_TOKENS: u64 = 4_000;
 /// Tokens allowed per file part. A document (a PDF) is billed per page, its text and the page as an
@@ -280,7 +283,9 @@ impl ChatRequest {
         let parts = |types: &[&str]| self.body.get("messages").map_or(0, |m| count_parts(m, types));
         let (images, files) = (parts(&IMAGE_PARTS), parts(&["file"]));
         let text: u64 = PROMPT_FIELDS.iter().map(|f| size(f)).sum();
-        text + PER_MESSAGE_TOKENS * messages + PER_IMAGE_TOKENS * images + PER_FILE_TOKENS * files
+        let listed = |field: &str| self.body.get(field).and_then(Value::as_array).is_some_and(|l| !l.is_empty());
+        let tool_use = if listed("tools") || listed("functions") { TOOL_USE_TOKENS } else { 0 };
+        text + tool_use + PER_MESSAGE_TOKENS * messages + PER_IMAGE_TOKENS * images + PER_FILE_TOKENS * files
     }
 
     /// Sets the output bound sent upstream: every spelling the client used (both, when it
@@ -433,6 +438,14 @@ mod tests {
             big.prompt_token_bound(),
             plain.prompt_token_bound() + schema.len() as u64 + prediction.len() as u64
         );
+        // Tools: their JSON, and the tool-use system prompt a provider adds (once, however many tools).
+        let tools = r#"[{"type":"function","function":{"name":"f"}},{"type":"function","function":{"name":"g"}}]"#;
+        let with_tools =
+            parse(&format!(r#"{{"model":"m","messages":[{{"role":"user","content":"hi"}}],"tools":{tools}}}"#))
+                .expect("valid");
+        assert_eq!(with_tools.prompt_token_bound(), plain.prompt_token_bound() + tools.len() as u64 + TOOL_USE_TOKENS);
+        let none = parse(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"tools":[]}"#).expect("valid");
+        assert_eq!(none.prompt_token_bound(), plain.prompt_token_bound() + 2, "an empty list is its two bytes");
     }
 
     #[test]
