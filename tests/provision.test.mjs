@@ -129,6 +129,25 @@ describe('provisioning', () => {
     assert.equal((await ctx.admin.call('DELETE', `/api/admin/openrouter-keys/${id}`)).status, 404);
   });
 
+  test("deleting a user disables its upstream keys at OpenRouter first; should OpenRouter refuse, nothing is deleted", async () => {
+    // The key was handed to the user: left live, it would go on spending the tenant's OpenRouter credits.
+    const res = await provision({ email: 'prov-gone@example.com', name: 'Prov Gone' });
+    const { user, openrouter_key: up } = res.body.data;
+    await fakeControl('/__keys/fail', { status: 503 });
+    const refused = await ctx.admin.call('DELETE', `/api/admin/users/${user.id}`);
+    assert.equal(refused.status, 502, JSON.stringify(refused.body));
+    assert.equal((await ctx.admin.call('GET', `/api/admin/users/${user.id}`)).status, 200, 'the user is still there');
+    assert.equal(ctx.gw.fake.keys.get(up.upstream_hash).data.disabled, false);
+
+    const deleted = await ctx.admin.call('DELETE', `/api/admin/users/${user.id}`);
+    assert.equal(deleted.status, 200, JSON.stringify(deleted.body));
+    assert.equal(deleted.body.data.upstream_keys_disabled, 1);
+    assert.equal(ctx.gw.fake.keys.get(up.upstream_hash).data.disabled, true, 'OpenRouter stops the key');
+    const record = (await ctx.admin.call('GET', `/api/admin/openrouter-keys?user_id=${user.id}`)).body.data[0];
+    assert.equal(record.disabled, true);
+    assert.equal((await ctx.admin.call('GET', `/api/admin/users/${user.id}`)).status, 404);
+  });
+
   test('the cron job mirrors usage, limits and state from OpenRouter', async () => {
     const res = await provision({ email: 'prov-e@example.com', name: 'Prov E', limit: 500 });
     const { id, upstream_hash: hash } = res.body.data.openrouter_key;

@@ -224,6 +224,28 @@ pub async fn delete_upstream_key(call: &Call, id: &str) -> Result<Response, ApiE
     respond::data(200, &json!({ "id": id, "deleted": true }))
 }
 
+/// Disables at OpenRouter every upstream key made for `user_id` that is not disabled yet (a deleted
+/// user's key would go on spending the tenant's credits there), each record following OpenRouter's answer.
+/// Fails (502) on the first key OpenRouter does not disable, so the caller can stop and be repeated.
+pub async fn disable_upstream_keys_of(call: &Call, db: &D1Database, user_id: &str) -> Result<usize, ApiError> {
+    let live: Vec<OpenRouterKeyRow> =
+        store::openrouter_keys::list(db, Some(user_id)).await?.into_iter().filter(|k| k.disabled == 0).collect();
+    if live.is_empty() {
+        return Ok(0);
+    }
+    let config = call.config.clone();
+    let api = need_key_api(&config)?;
+    for mut row in live.iter().cloned() {
+        let answer = api
+            .update(&row.upstream_hash, json!({ "disabled": true }))
+            .await
+            .map_err(upstream_failed("disable the user's upstream key"))?;
+        mirror(&mut row, &answer, &to_iso(call.now_ms()));
+        store::openrouter_keys::update(db, &row).await?;
+    }
+    Ok(live.len())
+}
+
 /// Copies what OpenRouter says of a key into its record.
 fn mirror(row: &mut OpenRouterKeyRow, key: &UpstreamKey, now: &str) {
     row.limit_cents = key.limit.map(usd_to_cents);

@@ -96,16 +96,23 @@ pub async fn update_user(mut req: Incoming, call: &Call, id: &str) -> Result<Res
     respond::data(200, &user_view(&user))
 }
 
-/// Soft delete: the user's keys are disabled at once and leave the caches.
+/// Soft delete: the user's keys are disabled at once and leave the caches; the upstream keys provisioned
+/// for it are disabled at OpenRouter first (should OpenRouter refuse, nothing is deleted: 502, repeat it).
 pub async fn delete_user(call: &Call, id: &str) -> Result<Response, ApiError> {
     let db = db(call)?;
+    if store::users::get_live(&db, id).await?.is_none() {
+        return Err(ApiError::not_found(format!("user {id} not found")));
+    }
+    let upstream_disabled = super::provision::disable_upstream_keys_of(call, &db, id).await?;
     let now = to_iso(call.now_ms());
     if !store::users::soft_delete(&db, id, &now).await? {
         return Err(ApiError::not_found(format!("user {id} not found")));
     }
     let keys = store::keys::disable_for_user(&db, id, &now).await?;
     super::keys::publish(call, &keys).await?;
-    respond::data(200, &json!({ "id": id, "deleted": true, "keys_disabled": keys.len() }))
+    let answer =
+        json!({ "id": id, "deleted": true, "keys_disabled": keys.len(), "upstream_keys_disabled": upstream_disabled });
+    respond::data(200, &answer)
 }
 
 pub(super) fn user_view(u: &UserRow) -> Value {
