@@ -112,6 +112,20 @@ describe('users', () => {
     const again = await ctx.admin.call('POST', '/api/admin/users', { email: u.email, name: 'Back' });
     assert.equal(again.status, 201, 'a deleted user\'s e-mail can be reused');
   });
+
+  test('keys made while their user is deleted are refused or disabled: none is left working', async () => {
+    const u = await ctx.admin.createUser({}, { credit: 1 });
+    const k = await ctx.admin.createKey(u.id, { permissions: ['read', 'write'] });
+    const minting = Array.from({ length: 12 }, (_, i) => as(k.key).call('POST', '/api/keys', { name: `late ${i}` }));
+    const [del, ...made] = await Promise.all([ctx.admin.call('DELETE', `/api/admin/users/${u.id}`), ...minting]);
+    assert.equal(del.status, 200);
+    for (const res of made) assert.ok([201, 401, 404].includes(res.status), JSON.stringify(res.body));
+    for (const res of made.filter((r) => r.status === 201)) {
+      assert.equal((await chat(res.body.data.key)).status, 401, 'a key written before the delete was disabled with the others');
+    }
+    const left = await ctx.admin.call('GET', `/api/keys?user_id=${u.id}&status=active`);
+    assert.equal(left.body.total, 0, JSON.stringify(left.body.data));
+  });
 });
 
 describe('keys', () => {

@@ -123,7 +123,10 @@ pub(super) async fn mint_key(
             return Err(ApiError::not_found(format!("organization {org_id} not found")));
         }
     }
-    store::keys::insert(&db, &row).await?;
+    if !store::keys::insert(&db, &row).await? {
+        // Deleted since the checks above.
+        return Err(ApiError::not_found(format!("user {} or its organization not found", row.user_id)));
+    }
     // The account object learns the key (limit, window, expiry) before its secret is shown. Should that
     // call fail, the object uses the gateway's copy of the same record, so the key is still answered.
     if let Err(e) = Account::of(&call.env, &row.user_id).put_key(key_state(&row)).await {

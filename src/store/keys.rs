@@ -119,17 +119,23 @@ const INSERT: &str =
     "INSERT INTO api_keys (id, user_id, org_id, name, description, key_hash, key_prefix, permissions, \
                       expires_at, limit_micros, limit_reset, created_at, updated_at, allowed_models, allowed_providers, \
                       rpm_limit, tpm_limit, end_user_limit_micros, end_user_limit_reset, request_log_days) \
-                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)";
+                      SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19 \
+                      WHERE EXISTS (SELECT 1 FROM users WHERE id = ?2 AND deleted_at IS NULL) \
+                      AND (?3 IS NULL OR EXISTS (SELECT 1 FROM organizations WHERE id = ?3 AND deleted_at IS NULL))";
 /// The current secret, or the previous one while its grace period lasts.
 const FIND_BY_HASH: &str = "SELECT * FROM api_keys WHERE key_hash = ?1 \
                             UNION ALL SELECT * FROM api_keys WHERE previous_key_hash = ?1 AND previous_expires_at > ?2 LIMIT 1";
 
-pub async fn insert(db: &D1Database, k: &KeyRow) -> Result<(), StoreError> {
-    insert_statement(db, k)?.run().await?;
-    Ok(())
+/// `false` when its user or organization is not live (any more): the check and the write are one
+/// statement, so a key made while its user is deleted is either written before (and disabled with the
+/// others) or not at all.
+pub async fn insert(db: &D1Database, k: &KeyRow) -> Result<bool, StoreError> {
+    let result = insert_statement(db, k)?.run().await?;
+    Ok(result.meta()?.and_then(|m| m.changes).unwrap_or(0) > 0)
 }
 
-/// The insert as a statement, for a batch with others (all or nothing).
+/// The insert as a statement, for a batch with others (all or nothing); it writes nothing unless the
+/// key's user and organization are live.
 pub fn insert_statement(db: &D1Database, k: &KeyRow) -> worker::Result<worker::D1PreparedStatement> {
     db.prepare(INSERT).bind(&[
         text(&k.id),
