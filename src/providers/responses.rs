@@ -10,8 +10,9 @@
 //! `text.verbosity`, `prompt_cache_key`, and custom (freeform) tools such as Codex's
 //! `apply_patch`: each becomes a function taking one string, `input`, and its calls
 //! come back as `custom_tool_call` items (streamed input arrives in one delta, when
-//! the call is whole). Refused by name: `store: true` and `previous_response_id` (the
-//! gateway keeps no conversations: send the history, as Codex does), and a
+//! the call is whole), `service_tier` (held to the chat rules: a tier the price table does not hold is
+//! refused). Refused by name: `store: true`, `previous_response_id` and `conversation` (the
+//! gateway keeps no conversations: send the history, as Codex does), a stored `prompt`, and a
 //! `tool_choice` forcing a built-in tool. Dropped: built-in tools (`web_search`, which
 //! Codex offers on every turn, and the like: the gateway runs none, so the model is
 //! not offered them and no fee is incurred), `reasoning` items sent back in the
@@ -241,6 +242,18 @@ pub fn to_chat(bytes: &[u8]) -> Result<(ChatRequest, CustomTools, Origins), Inva
             "previous_response_id",
         ));
     }
+    if body.get("conversation").is_some_and(|v| !v.is_null()) {
+        return Err(invalid(
+            "this gateway is stateless: `conversation` is not supported (send the whole conversation in `input`)",
+            "conversation",
+        ));
+    }
+    if body.get("prompt").is_some_and(|v| !v.is_null()) {
+        return Err(invalid(
+            "a stored prompt (`prompt`) lives at OpenAI, which this gateway does not read: send its text in `instructions` and `input`",
+            "prompt",
+        ));
+    }
     let mut messages = Vec::new();
     let mut origins = Origins::default();
     let mut custom = CustomTools::default();
@@ -440,6 +453,7 @@ pub fn to_chat(bytes: &[u8]) -> Result<(ChatRequest, CustomTools, Origins), Inva
         "parallel_tool_calls",
         "reasoning",
         "prompt_cache_key",
+        "service_tier",
     ] {
         if field == "parallel_tool_calls" && !offered {
             continue; // refused without tools
@@ -782,6 +796,8 @@ mod tests {
         for (json, param) in [
             (r#"{"model":"m","input":"x","store":true}"#, "store"),
             (r#"{"model":"m","input":"x","previous_response_id":"resp_1"}"#, "previous_response_id"),
+            (r#"{"model":"m","input":"x","conversation":"conv_1"}"#, "conversation"),
+            (r#"{"model":"m","input":"x","prompt":{"id":"pmpt_1"}}"#, "prompt"),
             (r#"{"model":"m","input":"x","tool_choice":{"type":"web_search"}}"#, "tool_choice"),
             (r#"{"model":"m","input":"x","tools":[{"type":"web_search"}],"tool_choice":"required"}"#, "tool_choice"),
             (
@@ -800,6 +816,16 @@ mod tests {
         ] {
             assert_eq!(to_chat(json.as_bytes()).err().and_then(|e| e.param).as_deref(), Some(param), "{json}");
         }
+    }
+
+    #[test]
+    fn the_service_tier_is_carried_and_held_to_the_chat_rules() {
+        let tier = |t: &str| to_chat(format!(r#"{{"model":"m","input":"x","service_tier":"{t}"}}"#).as_bytes());
+        let (chat, ..) = tier("priority").expect("valid");
+        assert_eq!(chat.refuse_unpriced_fees().expect_err("a dearer tier").param.as_deref(), Some("service_tier"));
+        let (chat, ..) = tier("auto").expect("valid");
+        assert!(chat.refuse_unpriced_fees().is_ok());
+        assert_eq!(chat.body.get("service_tier"), Some(&json!("auto")));
     }
 
     #[test]
