@@ -499,7 +499,7 @@ function blockText(content) {
 
 /**
  * Anthropic's Messages API (`POST /v1/messages`), validated like the real one: `x-api-key`,
- * `anthropic-version`, `max_tokens` required, only user/assistant roles (a `system` role in
+ * `anthropic-version`, `max_tokens` required, `tool_choice` by its tag, only user/assistant roles (a `system` role in
  * `messages` is refused), starting with user and alternating, known `anthropic-beta` values only.
  * Extended thinking (`thinking: {type: "enabled", budget_tokens >= 1024 < max_tokens}`) answers with a
  * signed thinking block first; a thinking block sent back must carry its signature unchanged, and with
@@ -598,8 +598,16 @@ async function anthropic(req, res, body) {
     if (i > 0 && body.messages[i - 1].role === m.role) return anthropicError(res, 400, 'invalid_request_error', 'messages: roles must alternate between "user" and "assistant"');
   }
   if (body.system !== undefined && typeof body.system !== 'string' && !Array.isArray(body.system)) return anthropicError(res, 400, 'invalid_request_error', 'system: Input should be a valid string');
-  for (const f of ['frequency_penalty', 'presence_penalty', 'logprobs', 'n', 'response_format', 'stream_options', 'reasoning']) {
+  for (const f of ['frequency_penalty', 'presence_penalty', 'logprobs', 'n', 'response_format', 'stream_options', 'reasoning', 'parallel_tool_calls']) {
     if (f in body) return anthropicError(res, 400, 'invalid_request_error', `${f}: Extra inputs are not permitted`);
+  }
+  // tool_choice: auto | any | tool (with its name) take `disable_parallel_tool_use`; none takes nothing more.
+  if (body.tool_choice !== undefined) {
+    const choice = body.tool_choice;
+    const allowed = { auto: ['disable_parallel_tool_use'], any: ['disable_parallel_tool_use'], tool: ['name', 'disable_parallel_tool_use'], none: [] }[choice?.type];
+    if (!allowed) return anthropicError(res, 400, 'invalid_request_error', "tool_choice: Input tag does not match any of the expected tags: 'auto', 'any', 'tool', 'none'");
+    const extra = Object.keys(choice).find((k) => k !== 'type' && !allowed.includes(k));
+    if (extra) return anthropicError(res, 400, 'invalid_request_error', `tool_choice.${choice.type}.${extra}: Extra inputs are not permitted`);
   }
   const betas = String(req.headers['anthropic-beta'] ?? '').split(',').map((b) => b.trim()).filter(Boolean);
   const unknownBetas = betas.filter((b) => !ANTHROPIC_BETAS.has(b));

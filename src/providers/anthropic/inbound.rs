@@ -201,6 +201,9 @@ pub fn to_chat(bytes: &[u8]) -> Result<ChatRequest, InvalidRequest> {
             _ => return Err(invalid("tool_choice: type must be auto, any, tool or none", "tool_choice")),
         };
         chat.insert("tool_choice".into(), mapped);
+        if choice.get("disable_parallel_tool_use") == Some(&Value::Bool(true)) && chat.contains_key("tools") {
+            chat.insert("parallel_tool_calls".into(), Value::Bool(false));
+        }
     }
     if let Some(stop) = body.get("stop_sequences") {
         chat.insert("stop".into(), stop.clone());
@@ -521,6 +524,11 @@ mod tests {
         assert_eq!(chat.body["tools"][0]["function"]["parameters"]["properties"]["path"]["type"], "string");
         assert!(chat.stream);
         assert_eq!(chat.max_tokens, Some(1024));
+        // One tool call at a time, as OpenAI says it.
+        let one = br#"{"model":"m","max_tokens":8,"messages":[{"role":"user","content":"x"}],
+            "tools":[{"name":"Read","input_schema":{"type":"object"}}],"tool_choice":{"type":"auto","disable_parallel_tool_use":true}}"#;
+        let chat = to_chat(one).expect("valid");
+        assert_eq!((&chat.body["tool_choice"], &chat.body["parallel_tool_calls"]), (&json!("auto"), &json!(false)));
     }
 
     #[test]

@@ -71,7 +71,15 @@ pub fn messages_request(
     if let Some(tools) = body.get("tools").and_then(Value::as_array) {
         out.insert("tools".into(), tools.iter().filter_map(tool).collect::<Vec<_>>().into());
     }
-    if let Some(choice) = body.get("tool_choice").and_then(tool_choice) {
+    let mut choice = body.get("tool_choice").and_then(tool_choice);
+    // One call at a time: Anthropic says it on the choice.
+    if body.get("parallel_tool_calls") == Some(&Value::Bool(false)) && out.contains_key("tools") {
+        let choice = choice.get_or_insert_with(|| json!({"type": "auto"}));
+        if choice["type"] != "none" {
+            choice["disable_parallel_tool_use"] = Value::Bool(true);
+        }
+    }
+    if let Some(choice) = choice {
         out.insert("tool_choice".into(), choice);
     }
     if let Some(stop) = stop_sequences(body) {
@@ -240,6 +248,22 @@ mod tests {
             Some(json!({"type":"tool","name":"f"}))
         );
         assert_eq!(tool_choice(&json!(3)), None);
+        // `parallel_tool_calls: false` is Anthropic's `disable_parallel_tool_use`, on whatever choice there is.
+        let tools = r#""tools":[{"type":"function","function":{"name":"f"}}]"#;
+        let sent = |extra: &str| {
+            let body = format!(r#"{{"model":"m","messages":[{{"role":"user","content":"x"}}],{tools}{extra}}}"#);
+            messages_request(&chat(&body), "c", 10).expect("valid").get("tool_choice").cloned()
+        };
+        assert_eq!(
+            sent(r#","parallel_tool_calls":false"#),
+            Some(json!({"type":"auto","disable_parallel_tool_use":true}))
+        );
+        assert_eq!(
+            sent(r#","parallel_tool_calls":false,"tool_choice":"required""#),
+            Some(json!({"type":"any","disable_parallel_tool_use":true}))
+        );
+        assert_eq!(sent(r#","parallel_tool_calls":false,"tool_choice":"none""#), Some(json!({"type":"none"})));
+        assert_eq!(sent(r#","parallel_tool_calls":true"#), None);
     }
 
     #[test]
