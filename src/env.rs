@@ -188,7 +188,7 @@ fn on_this_machine(url: &str) -> bool {
         .any(|prefix| url.starts_with(prefix))
 }
 
-/// Why a weak `ADMIN_TOKEN` opens nothing (logged, and told to a caller presenting it).
+/// Why a weak `ADMIN_TOKEN` opens nothing (logged; a caller presenting it is told only `invalid credential`).
 pub const WEAK_OPERATOR_TOKEN: &str =
     "ADMIN_TOKEN is shorter than 32 characters or the example's placeholder: the operator token is off (set a long random one)";
 

@@ -101,8 +101,9 @@ async fn authenticate_with(req: &Incoming, call: &Call, cached: bool) -> Result<
         }
     }
     if !keys::looks_like_key(&token) {
+        // A weak ADMIN_TOKEN is off; the caller is not told it guessed it (the log line says why it is off).
         if call.config.weak_admin_token.as_ref().is_some_and(|weak| keys::secrets_equal(&token, weak.expose())) {
-            return Err(ApiError::unauthenticated(env::WEAK_OPERATOR_TOKEN));
+            crate::log::job_error("config", env::WEAK_OPERATOR_TOKEN);
         }
         return Err(ApiError::unauthenticated("invalid credential"));
     }
