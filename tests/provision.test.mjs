@@ -146,6 +146,19 @@ describe('provisioning', () => {
     const record = (await ctx.admin.call('GET', `/api/admin/openrouter-keys?user_id=${user.id}`)).body.data[0];
     assert.equal(record.disabled, true);
     assert.equal((await ctx.admin.call('GET', `/api/admin/users/${user.id}`)).status, 404);
+
+    // Each key is disabled whatever its record says (enabled again at OpenRouter since), and one
+    // OpenRouter no longer has is forgotten: neither blocks the delete.
+    const two = (await provision({ email: 'prov-gone-2@example.com', name: 'Prov Gone 2' })).body.data;
+    const three = (await provision({ email: 'prov-gone-3@example.com', name: 'Prov Gone 3' })).body.data;
+    await ctx.admin.call('PATCH', `/api/admin/openrouter-keys/${two.openrouter_key.id}`, { disabled: true });
+    ctx.gw.fake.keys.get(two.openrouter_key.upstream_hash).data.disabled = false; // enabled at OpenRouter
+    assert.equal((await ctx.admin.call('DELETE', `/api/admin/users/${two.user.id}`)).status, 200);
+    assert.equal(ctx.gw.fake.keys.get(two.openrouter_key.upstream_hash).data.disabled, true);
+    ctx.gw.fake.keys.delete(three.openrouter_key.upstream_hash); // deleted at OpenRouter
+    const gone = await ctx.admin.call('DELETE', `/api/admin/users/${three.user.id}`);
+    assert.equal(gone.status, 200, JSON.stringify(gone.body));
+    assert.equal((await ctx.admin.call('GET', `/api/admin/openrouter-keys?user_id=${three.user.id}`)).body.data.length, 0);
   });
 
   test('the cron job mirrors usage, limits and state from OpenRouter', async () => {

@@ -26,6 +26,7 @@ use crate::domain::{ids, InvalidRequest};
 use crate::env;
 use crate::log::{self, Level};
 use crate::providers::key_management::{KeyApi, UpstreamKey, PAGE};
+use crate::providers::openai_compat::ProviderError;
 use crate::store;
 use crate::store::keys::KeyRow;
 use crate::store::openrouter_keys::OpenRouterKeyRow;
@@ -224,26 +225,44 @@ pub async fn delete_upstream_key(call: &Call, id: &str) -> Result<Response, ApiE
     respond::data(200, &json!({ "id": id, "deleted": true }))
 }
 
-/// Disables at OpenRouter every upstream key made for `user_id` that is not disabled yet (a deleted
-/// user's key would go on spending the tenant's credits there), each record following OpenRouter's answer.
-/// Fails (502) on the first key OpenRouter does not disable, so the caller can stop and be repeated.
-pub async fn disable_upstream_keys_of(call: &Call, db: &D1Database, user_id: &str) -> Result<usize, ApiError> {
-    let live: Vec<OpenRouterKeyRow> =
-        store::openrouter_keys::list(db, Some(user_id)).await?.into_iter().filter(|k| k.disabled == 0).collect();
-    if live.is_empty() {
-        return Ok(0);
-    }
+/// What deleting a user did to the upstream keys made for it.
+pub struct UpstreamKeysStopped {
+    pub disabled: usize,
+    /// Left as they are: no `OPENROUTER_PROVISIONING_KEY` to stop them with (logged).
+    pub left_live: usize,
+}
+
+/// Disables at OpenRouter every upstream key made for `user_id` (a deleted user's key would go on spending
+/// the tenant's credits there): each one, whatever its record says (the record only mirrors OpenRouter,
+/// where it may have been enabled since), its record following OpenRouter's answer; one OpenRouter no
+/// longer has is forgotten. Fails (502) on the first key OpenRouter does not disable, so the caller can
+/// stop and be repeated. Without a provisioning key nothing can stop them: they are left, and logged.
+pub async fn disable_upstream_keys_of(
+    call: &Call,
+    db: &D1Database,
+    user_id: &str,
+) -> Result<UpstreamKeysStopped, ApiError> {
+    let rows = store::openrouter_keys::list(db, Some(user_id)).await?;
     let config = call.config.clone();
-    let api = need_key_api(&config)?;
-    for mut row in live.iter().cloned() {
-        let answer = api
-            .update(&row.upstream_hash, json!({ "disabled": true }))
-            .await
-            .map_err(upstream_failed("disable the user's upstream key"))?;
-        mirror(&mut row, &answer, &to_iso(call.now_ms()));
-        store::openrouter_keys::update(db, &row).await?;
+    let Some(api) = key_api(&config).filter(|_| !rows.is_empty()) else {
+        if !rows.is_empty() {
+            let line = json!({ "event": "upstream_keys_left_live", "user_id": user_id, "keys": rows.len(),
+                "why": "OPENROUTER_PROVISIONING_KEY is not set: disable them at OpenRouter" });
+            log::after_response(&call.ctx, call.config.log_level, Level::Warn, line);
+        }
+        return Ok(UpstreamKeysStopped { disabled: 0, left_live: rows.len() });
+    };
+    for mut row in rows.iter().cloned() {
+        match api.update(&row.upstream_hash, json!({ "disabled": true })).await {
+            Ok(answer) => {
+                mirror(&mut row, &answer, &to_iso(call.now_ms()));
+                store::openrouter_keys::update(db, &row).await?;
+            }
+            Err(ProviderError::Rejected { status: 404, .. }) => store::openrouter_keys::delete(db, &row.id).await?,
+            Err(e) => return Err(upstream_failed("disable the user's upstream key")(e)),
+        }
     }
-    Ok(live.len())
+    Ok(UpstreamKeysStopped { disabled: rows.len(), left_live: 0 })
 }
 
 /// Copies what OpenRouter says of a key into its record.

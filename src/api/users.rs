@@ -97,21 +97,22 @@ pub async fn update_user(mut req: Incoming, call: &Call, id: &str) -> Result<Res
 }
 
 /// Soft delete: the user's keys are disabled at once and leave the caches; the upstream keys provisioned
-/// for it are disabled at OpenRouter first (should OpenRouter refuse, nothing is deleted: 502, repeat it).
+/// for it are disabled at OpenRouter first (should OpenRouter fail, nothing is deleted: 502, repeat it;
+/// without a provisioning key they cannot be, and are counted as left live).
 pub async fn delete_user(call: &Call, id: &str) -> Result<Response, ApiError> {
     let db = db(call)?;
     if store::users::get_live(&db, id).await?.is_none() {
         return Err(ApiError::not_found(format!("user {id} not found")));
     }
-    let upstream_disabled = super::provision::disable_upstream_keys_of(call, &db, id).await?;
+    let upstream = super::provision::disable_upstream_keys_of(call, &db, id).await?;
     let now = to_iso(call.now_ms());
     if !store::users::soft_delete(&db, id, &now).await? {
         return Err(ApiError::not_found(format!("user {id} not found")));
     }
     let keys = store::keys::disable_for_user(&db, id, &now).await?;
     super::keys::publish(call, &keys).await?;
-    let answer =
-        json!({ "id": id, "deleted": true, "keys_disabled": keys.len(), "upstream_keys_disabled": upstream_disabled });
+    let answer = json!({ "id": id, "deleted": true, "keys_disabled": keys.len(),
+        "upstream_keys_disabled": upstream.disabled, "upstream_keys_left_live": upstream.left_live });
     respond::data(200, &answer)
 }
 
