@@ -60,11 +60,20 @@ describe('organizations', () => {
     await ctx.admin.call('PATCH', `/api/orgs/${org.id}`, { status: 'active' });
     assert.equal((await chat(key.body.data.key)).status, 200);
     assert.equal((await orgKey.call('GET', '/api/keys')).status, 200, 'active again: it reads');
+    // An admin key of the organization may not suspend or delete it: it would lock itself out.
+    const orgAdmin = await ctx.admin.call('POST', `/api/orgs/${org.id}/keys`, { name: 'org admin', user_id: member.id, permissions: ['read', 'write', 'admin'] });
+    assert.equal(orgAdmin.status, 201, JSON.stringify(orgAdmin.body));
+    const asOrgAdmin = adminClient(ctx.gw.url, orgAdmin.body.data.key);
+    const suspend = await asOrgAdmin.call('PATCH', `/api/orgs/${org.id}`, { status: 'suspended' });
+    assert.deepEqual([suspend.status, suspend.body.error?.param], [400, 'status'], JSON.stringify(suspend.body));
+    assert.equal((await asOrgAdmin.call('DELETE', `/api/orgs/${org.id}`)).status, 400);
+    assert.equal((await asOrgAdmin.call('PATCH', `/api/orgs/${org.id}`, { description: 'still its own' })).status, 200);
+    assert.equal((await ctx.admin.call('GET', `/api/orgs/${org.id}`)).body.data.status, 'active');
     assert.equal((await ctx.admin.call('POST', `/api/orgs/${org.id}/keys`, { name: 'no user' })).status, 400);
 
     const del = await ctx.admin.call('DELETE', `/api/orgs/${org.id}`);
     assert.equal(del.status, 200);
-    assert.equal(del.body.data.keys_disabled, 1);
+    assert.equal(del.body.data.keys_disabled, 2, "the member key and the admin key");
     assert.equal((await chat(key.body.data.key)).status, 401, "the org's keys stop at once");
     assert.equal((await ctx.admin.call('GET', `/api/orgs/${org.id}`)).status, 404);
     assert.equal((await ctx.admin.call('POST', `/api/orgs/${org.id}/keys`, { name: 'late', user_id: member.id })).status, 404);

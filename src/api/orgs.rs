@@ -103,9 +103,23 @@ pub async fn get_org(call: &Call, id: &str) -> Result<Response, ApiError> {
     respond::data(200, &org_view(&live_org(&db, id).await?))
 }
 
-pub async fn update_org(mut req: Incoming, call: &Call, id: &str) -> Result<Response, ApiError> {
+/// A key of the organization may not suspend or delete it: its keys are refused once it is not active, so
+/// the caller would lock itself (and, were every admin key there, the tenant) out.
+fn refuse_own(caller: &Caller, id: &str, what: &str) -> Result<(), InvalidRequest> {
+    match caller {
+        Caller::Key(key) if key.org_id.as_deref() == Some(id) => Err(InvalidRequest::new(format!(
+            "a key of this organization cannot {what} it (its keys would be refused from then on): use the operator token or an admin key outside it"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+pub async fn update_org(mut req: Incoming, call: &Call, caller: &Caller, id: &str) -> Result<Response, ApiError> {
     let db = db(call)?;
     let body: UpdateOrg = read_json(&mut req).await?;
+    if body.status.as_deref().is_some_and(|s| s != "active") {
+        refuse_own(caller, id, "suspend").map_err(|e| InvalidRequest { param: Some("status".into()), ..e })?;
+    }
     let mut org = live_org(&db, id).await?;
     if let Some(name) = body.name {
         org.name = validate_text("name", &name, MAX_NAME_LEN)?;
@@ -138,7 +152,8 @@ pub async fn update_org(mut req: Incoming, call: &Call, id: &str) -> Result<Resp
 }
 
 /// Soft delete: the organization's keys are disabled at once.
-pub async fn delete_org(call: &Call, id: &str) -> Result<Response, ApiError> {
+pub async fn delete_org(call: &Call, caller: &Caller, id: &str) -> Result<Response, ApiError> {
+    refuse_own(caller, id, "delete")?;
     let db = db(call)?;
     let now = to_iso(call.now_ms());
     if !store::orgs::soft_delete(&db, id, &now).await? {
