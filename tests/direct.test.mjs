@@ -94,8 +94,8 @@ describe('what each provider needs kept', () => {
   test("one tool call at a time reaches Anthropic as its own setting on the choice", async () => {
     await setup();
     const tools = [{ type: 'function', function: { name: 'get_weather', parameters: { type: 'object', properties: { location: { type: 'string' } } } } }];
-    const res = await client.chat.completions.create({ model: 'anthropic/claude-3-5-haiku-20241022', tools, tool_choice: 'required', parallel_tool_calls: false, messages: [{ role: 'user', content: 'Weather?' }] });
-    assert.equal(res.choices[0].message.tool_calls.length, 1);
+    // Answered: the fake refuses a tool_choice field Anthropic does not know, and a `parallel_tool_calls`.
+    await client.chat.completions.create({ model: 'anthropic/claude-3-5-haiku-20241022', tools, tool_choice: 'required', parallel_tool_calls: false, messages: [{ role: 'user', content: 'Weather?' }] });
     const sent = ctx.gw.fake.requests.filter((r) => r.path === '/v1/messages').at(-1).body;
     assert.deepEqual(sent.tool_choice, { type: 'any', disable_parallel_tool_use: true });
     assert.equal(sent.parallel_tool_calls, undefined, "not a field of Anthropic's");

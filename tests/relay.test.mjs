@@ -249,7 +249,7 @@ describe('errors are OpenAI-shaped', () => {
     assert.equal(new Set(usage.map((r) => r.reference_id)).size, 4, 'each charged once');
     for (const row of usage) {
       assert.ok(row.amount < 0 && row.amount === usage[0].amount, JSON.stringify(row));
-      assert.match(row.description, /no whole answer in time: prompt estimated/);
+      assert.match(row.description, /answer not received whole: prompt estimated/);
     }
     const balance = (await admin.call('GET', `/api/balance?user_id=${payer.id}`)).body.balance;
     assert.equal(Math.round(balance * 1e6), 1_000_000 + 4 * Math.round(usage[0].amount * 1e6), 'the ledger and the balance agree');
@@ -270,7 +270,7 @@ describe('errors are OpenAI-shaped', () => {
       if (usage.length < 1) await new Promise((r) => setTimeout(r, 100));
     }
     assert.equal(usage.length, 1, 'charged once: the upstream had it');
-    assert.match(usage[0].description, /no whole answer in time: prompt estimated/);
+    assert.match(usage[0].description, /answer not received whole: prompt estimated/);
   });
 
   test('an answer whose body breaks off is 502, and charged its prompt: the upstream generated it', async () => {

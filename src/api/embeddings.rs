@@ -175,7 +175,7 @@ async fn send(
     };
     match read.await {
         Ok((body, usage)) => Ok((body, usage, by)),
-        // An answer that did not come by the deadline: the upstream had accepted the request.
+        // An answer whose body broke off or did not come by the deadline: the upstream had generated it.
         Err(e) => Err(Failed { unanswered: e.broke_after_answer(), error: e.into(), tries: by.tries }),
     }
 }

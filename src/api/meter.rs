@@ -392,7 +392,7 @@ impl Meter {
         if outcome.delivered_bytes.is_none() && outcome.usage.is_none() {
             notes.push("failed");
         } else if outcome.unanswered {
-            notes.push("(no whole answer in time: prompt estimated)");
+            notes.push("(answer not received whole: prompt estimated)");
         } else if charged.estimated {
             notes.push("(estimated from content delivered)");
         }

@@ -201,7 +201,8 @@ pub fn to_chat(bytes: &[u8]) -> Result<ChatRequest, InvalidRequest> {
             _ => return Err(invalid("tool_choice: type must be auto, any, tool or none", "tool_choice")),
         };
         chat.insert("tool_choice".into(), mapped);
-        if choice.get("disable_parallel_tool_use") == Some(&Value::Bool(true)) && chat.contains_key("tools") {
+        let offered = chat.get("tools").and_then(Value::as_array).is_some_and(|t| !t.is_empty());
+        if choice.get("disable_parallel_tool_use") == Some(&Value::Bool(true)) && offered {
             chat.insert("parallel_tool_calls".into(), Value::Bool(false));
         }
     }

@@ -73,7 +73,8 @@ pub fn messages_request(
     }
     let mut choice = body.get("tool_choice").and_then(tool_choice);
     // One call at a time: Anthropic says it on the choice.
-    if body.get("parallel_tool_calls") == Some(&Value::Bool(false)) && out.contains_key("tools") {
+    let offered = out.get("tools").and_then(Value::as_array).is_some_and(|t| !t.is_empty());
+    if body.get("parallel_tool_calls") == Some(&Value::Bool(false)) && offered {
         let choice = choice.get_or_insert_with(|| json!({"type": "auto"}));
         if choice["type"] != "none" {
             choice["disable_parallel_tool_use"] = Value::Bool(true);
@@ -264,6 +265,9 @@ mod tests {
         );
         assert_eq!(sent(r#","parallel_tool_calls":false,"tool_choice":"none""#), Some(json!({"type":"none"})));
         assert_eq!(sent(r#","parallel_tool_calls":true"#), None);
+        // No tool left to offer (a custom tool is not Anthropic's): no choice is made up.
+        let body = r#"{"model":"m","messages":[{"role":"user","content":"x"}],"tools":[{"type":"custom","custom":{"name":"p"}}],"parallel_tool_calls":false}"#;
+        assert_eq!(messages_request(&chat(body), "c", 10).expect("valid").get("tool_choice"), None);
     }
 
     #[test]
