@@ -48,6 +48,17 @@ async function expectError(res, status, code) {
   return body.error;
 }
 
+/** The user's usage rows once there are `n` (settlements land after the answer), or those there are after 5 s. */
+async function usageRows(userId, n) {
+  let usage = [];
+  for (let i = 0; i < 50 && usage.length < n; i++) {
+    if (i > 0) await new Promise((r) => setTimeout(r, 100));
+    const rows = (await admin.call('GET', `/api/balance/transactions?user_id=${userId}`)).body.data;
+    usage = rows.filter((r) => r.type === 'usage');
+  }
+  return usage;
+}
+
 async function lastUpstreamChat(marker) {
   const res = await fetch(gw.fake.url.replace('/api/v1', '') + '/__requests');
   const { data } = await res.json();
@@ -239,12 +250,7 @@ describe('errors are OpenAI-shaped', () => {
     await expectError(await slow(), 504, 'timeout_error');
     assert.ok(Date.now() - started < 3800, 'answered at the timeout, not when upstream finished');
     for (const res of await Promise.all([slow(), slow(), slow()])) await expectError(res, 504, 'timeout_error');
-    let usage = [];
-    for (let i = 0; i < 50 && usage.length < 4; i++) {
-      const rows = (await admin.call('GET', `/api/balance/transactions?user_id=${payer.id}`)).body.data;
-      usage = rows.filter((r) => r.type === 'usage');
-      if (usage.length < 4) await new Promise((r) => setTimeout(r, 100));
-    }
+    const usage = await usageRows(payer.id, 4);
     assert.equal(usage.length, 4, 'a charge for each request the upstream had');
     assert.equal(new Set(usage.map((r) => r.reference_id)).size, 4, 'each charged once');
     for (const row of usage) {
@@ -263,12 +269,7 @@ describe('errors are OpenAI-shaped', () => {
     await expectError(await rawChat({ model: MODEL, messages: hello, fake_fault: 'slow_body:4000' }, { token: payerKey.key }), 504, 'timeout_error');
     const took = Date.now() - started;
     assert.ok(took >= 1900 && took < 3800, `answered at the deadline, not when the body ended (${took} ms)`);
-    let usage = [];
-    for (let i = 0; i < 50 && usage.length < 1; i++) {
-      const rows = (await admin.call('GET', `/api/balance/transactions?user_id=${payer.id}`)).body.data;
-      usage = rows.filter((r) => r.type === 'usage');
-      if (usage.length < 1) await new Promise((r) => setTimeout(r, 100));
-    }
+    const usage = await usageRows(payer.id, 1);
     assert.equal(usage.length, 1, 'charged once: the upstream had it');
     assert.match(usage[0].description, /answer not received whole: prompt estimated/);
   });
@@ -277,12 +278,7 @@ describe('errors are OpenAI-shaped', () => {
     const payer = await admin.createUser({ name: 'Broken body' }, { credit: 1 });
     const payerKey = await admin.createKey(payer.id, { name: 'broken body' });
     await expectError(await rawChat({ model: MODEL, messages: hello, fake_fault: 'cut:1' }, { token: payerKey.key }), 502, 'upstream_error');
-    let usage = [];
-    for (let i = 0; i < 50 && usage.length < 1; i++) {
-      const rows = (await admin.call('GET', `/api/balance/transactions?user_id=${payer.id}`)).body.data;
-      usage = rows.filter((r) => r.type === 'usage');
-      if (usage.length < 1) await new Promise((r) => setTimeout(r, 100));
-    }
+    const usage = await usageRows(payer.id, 1);
     assert.equal(usage.length, 1, 'charged once, not served free');
     assert.ok(usage[0].amount < 0);
     assert.match(usage[0].description, /prompt estimated/);

@@ -236,17 +236,15 @@ pub fn to_chat(bytes: &[u8]) -> Result<(ChatRequest, CustomTools, Origins), Inva
             "store",
         ));
     }
-    if body.get("previous_response_id").is_some_and(|v| !v.is_null()) {
-        return Err(invalid(
-            "this gateway is stateless: `previous_response_id` is not supported (send the whole conversation in `input`)",
-            "previous_response_id",
-        ));
-    }
-    if body.get("conversation").is_some_and(|v| !v.is_null()) {
-        return Err(invalid(
-            "this gateway is stateless: `conversation` is not supported (send the whole conversation in `input`)",
-            "conversation",
-        ));
+    for field in ["previous_response_id", "conversation"] {
+        if body.get(field).is_some_and(|v| !v.is_null()) {
+            return Err(invalid(
+                format!(
+                    "this gateway is stateless: `{field}` is not supported (send the whole conversation in `input`)"
+                ),
+                field,
+            ));
+        }
     }
     if body.get("prompt").is_some_and(|v| !v.is_null()) {
         return Err(invalid(
