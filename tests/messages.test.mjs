@@ -285,6 +285,19 @@ describe('messages, what agents rely on', () => {
     assert.equal(invalid.status, 400);
     assert.equal(invalid.error.error.type, 'invalid_request_error');
     assert.match(invalid.error.error.message, /max_tokens/);
+    // A rule checked after translation names the block as the client wrote it, as Anthropic's own errors
+    // lead with it: the system prompt and the tool result are chat messages of their own, not its numbering.
+    const pdf = { type: 'image', source: { type: 'base64', media_type: 'application/pdf', data: 'AAAA' } };
+    const named = await client.messages.create({
+      model: DIRECT, max_tokens: 8, system: 'Be brief.', tools: [{ name: 'f', input_schema: { type: 'object' } }],
+      messages: [
+        { role: 'user', content: 'hi' },
+        { role: 'assistant', content: [{ type: 'tool_use', id: 'toolu_1', name: 'f', input: {} }] },
+        { role: 'user', content: [{ type: 'tool_result', tool_use_id: 'toolu_1', content: 'done' }, { type: 'text', text: 'look' }, pdf] },
+      ],
+    }).catch((e) => e);
+    assert.equal(named.status, 400);
+    assert.match(named.error.error.message, /^messages\.2\.content\.2: an image part/);
     const { client: broke } = await anthropicFor(0);
     const refused = await broke.messages.create({ model: DIRECT, max_tokens: 8, messages: [{ role: 'user', content: 'x' }] }).catch((e) => e);
     assert.equal(refused.status, 402);

@@ -53,9 +53,15 @@ pub async fn create_completion(mut req: Incoming, call: &Call, auth: Authenticat
 /// and answered as messages (`providers::anthropic::inbound`).
 pub async fn create_message(mut req: Incoming, call: &Call, auth: Authenticated) -> Result<Response, ApiError> {
     let beta = anthropic_beta(&req)?;
-    let mut chat = anthropic::inbound::to_chat(&body(&mut req, call, &auth).await?)?;
+    let (mut chat, origins) = anthropic::inbound::to_chat_traced(&body(&mut req, call, &auth).await?)?;
     chat.anthropic_beta = beta;
-    serve(call, auth, chat, Dialect::Messages).await
+    // A rule of the chat request checked later names a chat field: named here as the client wrote it.
+    serve(call, auth, chat, Dialect::Messages).await.map_err(|e| match e {
+        ApiError::InvalidRequest(invalid) => {
+            ApiError::InvalidRequest(anthropic::inbound::as_written(invalid, &origins))
+        }
+        other => other,
+    })
 }
 
 /// The client's `anthropic-beta` header (features it opts into), passed on to Anthropic only.

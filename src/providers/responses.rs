@@ -112,19 +112,7 @@ impl Origins {
 
     /// `text` with every `messages[m]…` in it named as the Responses field it came from.
     fn rewrite(&self, text: &str) -> String {
-        let mut out = String::with_capacity(text.len());
-        let mut rest = text;
-        while let Some(at) = rest.find("messages[") {
-            out.push_str(&rest[..at]);
-            let tail = &rest[at..];
-            let path_chars = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '[' | ']');
-            let end = tail.find(|c: char| !path_chars(c)).unwrap_or(tail.len());
-            let path = &tail[..end];
-            out.push_str(&self.field(path).unwrap_or_else(|| path.to_string()));
-            rest = &tail[end..];
-        }
-        out.push_str(rest);
-        out
+        crate::providers::translate::rename_message_fields(text, |path| self.field(path))
     }
 }
 

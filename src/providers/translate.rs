@@ -1,9 +1,40 @@
 //! What the translators to other providers (Anthropic, Gemini) share: reading
-//! the parts of an OpenAI request, and writing OpenAI stream chunks.
+//! the parts of an OpenAI request, and writing OpenAI stream chunks; and what
+//! the translators from other APIs (Responses, Messages) share: naming a chat
+//! field in an error as the client wrote it.
 
 use serde_json::{json, Map, Value};
 
 use crate::domain::InvalidRequest;
+
+/// `text` with every chat message field in it (`messages[m]…`) named by `field` (as it stays when `None`).
+pub fn rename_message_fields(text: &str, field: impl Fn(&str) -> Option<String>) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("messages[") {
+        out.push_str(&rest[..at]);
+        let tail = &rest[at..];
+        let path_chars = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '[' | ']');
+        let end = tail.find(|c: char| !path_chars(c)).unwrap_or(tail.len());
+        let path = &tail[..end];
+        out.push_str(&field(path).unwrap_or_else(|| path.to_string()));
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// `messages[m]` and what follows it in a chat field's path: `(m, rest)`.
+pub fn message_index(param: &str) -> Option<(usize, &str)> {
+    let (m, rest) = param.strip_prefix("messages[")?.split_once(']')?;
+    Some((m.parse().ok()?, rest))
+}
+
+/// `[k]` and what follows it at the start of `rest`, after `prefix` (`.content`, `.tool_calls`).
+pub fn indexed<'a>(rest: &'a str, prefix: &str) -> Option<(usize, &'a str)> {
+    let (k, after) = rest.strip_prefix(prefix)?.strip_prefix('[')?.split_once(']')?;
+    Some((k.parse().ok()?, after))
+}
 
 /// The text of a string, or of the text parts of an array (other parts ignored).
 pub fn text_of(content: Option<&Value>) -> String {

@@ -17,6 +17,7 @@ use crate::domain::chat::ChatRequest;
 use crate::domain::InvalidRequest;
 use crate::providers::reasoning;
 use crate::providers::sse::{error_message, ChatStep, ChatSteps};
+use crate::providers::translate::{indexed, message_index, rename_message_fields};
 
 fn invalid(message: impl Into<String>, param: &str) -> InvalidRequest {
     InvalidRequest::param(message.into(), param)
@@ -75,6 +76,64 @@ fn tool_result_parts(block: &Value, param: &str) -> Result<Value, InvalidRequest
 
 /// The chat request an Anthropic Messages request stands for.
 pub fn to_chat(bytes: &[u8]) -> Result<ChatRequest, InvalidRequest> {
+    to_chat_traced(bytes).map(|(chat, _)| chat)
+}
+
+/// Where each chat message of a translated Messages request came from (a system prompt becomes the first
+/// message, a turn's tool results messages of their own, and its other blocks one message), so an error
+/// found after translation names the block as the client wrote it, in Anthropic's spelling
+/// (`messages.2.content.1`).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Origins(Vec<Origin>);
+
+#[derive(Debug, PartialEq, Eq)]
+enum Origin {
+    /// The system prompt: chat part `j` is its block `blocks[j]`.
+    System { blocks: Vec<usize> },
+    /// A user turn's text and image blocks: chat part `j` is block `blocks[j]`.
+    User { index: usize, blocks: Vec<usize> },
+    /// A `tool_result` block.
+    ToolResult { index: usize, block: usize },
+    /// An assistant turn: text part `j` is block `texts[j]`, tool call `k` block `calls[k]`.
+    Assistant { index: usize, texts: Vec<usize>, calls: Vec<usize> },
+}
+
+impl Origins {
+    /// A chat message's field (`messages[m]…`) as the Messages field it came from (`None`: not one).
+    fn field(&self, param: &str) -> Option<String> {
+        let (m, rest) = message_index(param)?;
+        let part = |blocks: &[usize]| indexed(rest, ".content").and_then(|(j, _)| blocks.get(j).copied());
+        Some(match self.0.get(m)? {
+            Origin::System { blocks } => part(blocks).map_or_else(|| "system".into(), |b| format!("system.{b}")),
+            Origin::User { index, blocks } => match part(blocks) {
+                Some(b) => format!("messages.{index}.content.{b}"),
+                None => format!("messages.{index}"),
+            },
+            Origin::ToolResult { index, block } => format!("messages.{index}.content.{block}"),
+            Origin::Assistant { index, texts, calls } => {
+                let call = indexed(rest, ".tool_calls").and_then(|(k, _)| calls.get(k).copied());
+                match call.or_else(|| part(texts)) {
+                    Some(b) => format!("messages.{index}.content.{b}"),
+                    None => format!("messages.{index}"),
+                }
+            }
+        })
+    }
+}
+
+/// An error found once the request was translated, named as the client wrote the request; Anthropic's
+/// errors have no `param`, so the field leads the message, as Anthropic's own do (`messages.0.content.1: …`).
+pub fn as_written(mut invalid: InvalidRequest, origins: &Origins) -> InvalidRequest {
+    invalid.message = rename_message_fields(&invalid.message, |path| origins.field(path));
+    invalid.param = invalid.param.map(|param| origins.field(&param).unwrap_or(param));
+    if let Some(param) = invalid.param.as_deref().filter(|p| !invalid.message.contains(p)) {
+        invalid.message = format!("{param}: {}", invalid.message);
+    }
+    invalid
+}
+
+/// `to_chat`, with where each chat message came from.
+pub fn to_chat_traced(bytes: &[u8]) -> Result<(ChatRequest, Origins), InvalidRequest> {
     let value: Value = serde_json::from_slice(bytes)
         .map_err(|e| InvalidRequest::new(format!("request body is not valid JSON: {e}")))?;
     let Value::Object(body) = value else { return Err(InvalidRequest::new("request body must be a JSON object")) };
@@ -82,17 +141,20 @@ pub fn to_chat(bytes: &[u8]) -> Result<ChatRequest, InvalidRequest> {
     let max_tokens =
         body.get("max_tokens").cloned().ok_or_else(|| invalid("max_tokens: Field required", "max_tokens"))?;
     let mut messages = Vec::new();
+    let mut origins = Origins::default();
     match body.get("system") {
         None | Some(Value::Null) => {}
         Some(Value::String(s)) if s.is_empty() => {}
-        Some(Value::String(s)) => messages.push(json!({"role": "system", "content": s})),
+        Some(Value::String(s)) => {
+            messages.push(json!({"role": "system", "content": s}));
+            origins.0.push(Origin::System { blocks: Vec::new() });
+        }
         Some(Value::Array(blocks)) => {
-            let parts: Vec<Value> = blocks
-                .iter()
-                .filter(|b| b.get("type").and_then(Value::as_str) == Some("text"))
-                .map(text_part)
-                .collect();
+            let texts: Vec<usize> =
+                (0..blocks.len()).filter(|&b| blocks[b].get("type").and_then(Value::as_str) == Some("text")).collect();
+            let parts: Vec<Value> = texts.iter().map(|&b| text_part(&blocks[b])).collect();
             messages.push(json!({"role": "system", "content": parts}));
+            origins.0.push(Origin::System { blocks: texts });
         }
         Some(_) => return Err(invalid("system: Input should be a valid string or a list of text blocks", "system")),
     }
@@ -110,15 +172,22 @@ pub fn to_chat(bytes: &[u8]) -> Result<ChatRequest, InvalidRequest> {
         };
         match role {
             "user" => {
-                let mut parts = Vec::new();
-                for block in &blocks {
+                let (mut parts, mut from) = (Vec::new(), Vec::new());
+                for (b, block) in blocks.iter().enumerate() {
                     match block.get("type").and_then(Value::as_str) {
-                        Some("text") => parts.push(text_part(block)),
-                        Some("image") => parts.push(image_part(block, &param)?),
+                        Some("text") => {
+                            parts.push(text_part(block));
+                            from.push(b);
+                        }
+                        Some("image") => {
+                            parts.push(image_part(block, &param)?);
+                            from.push(b);
+                        }
                         Some("tool_result") => {
                             let id = block.get("tool_use_id").and_then(Value::as_str).unwrap_or_default();
                             let content = tool_result_parts(block, &param)?;
                             messages.push(json!({"role": "tool", "tool_call_id": id, "content": content}));
+                            origins.0.push(Origin::ToolResult { index: i, block: b });
                         }
                         Some(other) => {
                             return Err(invalid(
@@ -131,23 +200,31 @@ pub fn to_chat(bytes: &[u8]) -> Result<ChatRequest, InvalidRequest> {
                 }
                 if !parts.is_empty() {
                     messages.push(json!({"role": "user", "content": parts}));
+                    origins.0.push(Origin::User { index: i, blocks: from });
                 }
             }
             "assistant" => {
                 let mut text = Vec::new();
                 let mut calls = Vec::new();
+                let (mut texts_from, mut calls_from) = (Vec::new(), Vec::new());
                 let thinking = reasoning::details_from_blocks(&blocks);
-                for block in &blocks {
+                for (b, block) in blocks.iter().enumerate() {
                     match block.get("type").and_then(Value::as_str) {
-                        Some("text") => text.push(text_part(block)),
-                        Some("tool_use") => calls.push(json!({
-                            "id": block.get("id").cloned().unwrap_or_default(),
-                            "type": "function",
-                            "function": {
-                                "name": block.get("name").cloned().unwrap_or_default(),
-                                "arguments": block.get("input").map_or("{}".to_string(), Value::to_string),
-                            }
-                        })),
+                        Some("text") => {
+                            text.push(text_part(block));
+                            texts_from.push(b);
+                        }
+                        Some("tool_use") => {
+                            calls.push(json!({
+                                "id": block.get("id").cloned().unwrap_or_default(),
+                                "type": "function",
+                                "function": {
+                                    "name": block.get("name").cloned().unwrap_or_default(),
+                                    "arguments": block.get("input").map_or("{}".to_string(), Value::to_string),
+                                }
+                            }));
+                            calls_from.push(b);
+                        }
                         Some("thinking" | "redacted_thinking") => {} // in `thinking`
                         Some(other) => {
                             return Err(invalid(
@@ -166,6 +243,7 @@ pub fn to_chat(bytes: &[u8]) -> Result<ChatRequest, InvalidRequest> {
                     turn["reasoning_details"] = Value::Array(thinking);
                 }
                 messages.push(turn);
+                origins.0.push(Origin::Assistant { index: i, texts: texts_from, calls: calls_from });
             }
             _ => return Err(invalid(format!("{param}.role: Input should be 'user' or 'assistant'"), &param)),
         }
@@ -246,7 +324,9 @@ pub fn to_chat(bytes: &[u8]) -> Result<ChatRequest, InvalidRequest> {
         }
         Some(_) => return Err(invalid("output_config.effort: Input should be a valid string", "output_config")),
     }
-    ChatRequest::parse(&serde_json::to_vec(&chat).unwrap_or_default())
+    let chat =
+        ChatRequest::parse(&serde_json::to_vec(&chat).unwrap_or_default()).map_err(|e| as_written(e, &origins))?;
+    Ok((chat, origins))
 }
 
 /// Anthropic's error type for a status, as the Messages API answers it.
@@ -502,6 +582,41 @@ pub fn estimate_input_tokens(chat: &ChatRequest) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_found_after_translation_name_the_block_as_the_client_wrote_it() {
+        // System first (chat message 0); a user turn with a tool result (its own chat message) before text.
+        let body = br#"{"model":"m","max_tokens":8,"system":[{"type":"text","text":"be brief"}],"messages":[
+            {"role":"user","content":"hi"},
+            {"role":"assistant","content":[{"type":"thinking","thinking":"t","signature":"s"},{"type":"text","text":"ok"},{"type":"tool_use","id":"u","name":"f","input":{}}]},
+            {"role":"user","content":[{"type":"tool_result","tool_use_id":"u","content":"done"},{"type":"text","text":"and"},
+              {"type":"image","source":{"type":"base64","media_type":"application/pdf","data":"AAAA"}}]}]}"#;
+        let (chat, origins) = to_chat_traced(body).expect("valid");
+        let refused = chat.refuse_unpriced_fees().expect_err("a PDF as an image");
+        assert_eq!(refused.param.as_deref(), Some("messages[4].content[1]"), "the chat's numbering");
+        let written = as_written(refused, &origins);
+        assert_eq!(written.param.as_deref(), Some("messages.2.content.2"));
+        assert!(written.message.starts_with("messages.2.content.2: an image part"), "{}", written.message);
+        // Where the message quotes a chat field, it is renamed too.
+        let quoted =
+            as_written(InvalidRequest::param("`messages[2].content[0]` is odd", "messages[2].content[0]"), &origins);
+        assert_eq!(quoted.message, "`messages.1.content.1` is odd");
+        for (chat, messages) in [
+            ("messages[0].content[0]", "system.0"),
+            ("messages[1].content", "messages.0"),
+            ("messages[2].tool_calls[0].function.arguments", "messages.1.content.2"),
+            ("messages[2].content[0]", "messages.1.content.1"),
+            ("messages[3].content[0]", "messages.2.content.0"),
+            ("messages[9]", "messages[9]"),
+            ("model", "model"),
+        ] {
+            assert_eq!(
+                as_written(InvalidRequest::param("x", chat), &origins).param.as_deref(),
+                Some(messages),
+                "{chat}"
+            );
+        }
+    }
 
     #[test]
     fn a_claude_code_style_request_becomes_chat_keeping_cache_breakpoints_and_tools() {
