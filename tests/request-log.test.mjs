@@ -101,4 +101,23 @@ describe('request log', () => {
     assert.equal(bad.status, 400);
     assert.equal(bad.body.error.param, 'request_log_days');
   });
+
+  test('the cron job deletes every body whose days are over, however many are due', async () => {
+    const user = await ctx.admin.createUser();
+    const key = await ctx.admin.createKey(user.id, { request_log_days: 1 });
+    const client = new OpenAI({ apiKey: key.key, baseURL: `${ctx.gw.url}/v1`, maxRetries: 0 });
+    await client.chat.completions.create({ model: MODEL, messages: [{ role: 'user', content: 'forget me later' }] });
+    const [kept] = (await logged(key.id, 1)).data;
+    // Its day over, and 1,200 more due beside it (a busy key's backlog: more than two batches).
+    await ctx.gw.sql(`UPDATE request_logs SET expires_at = '2000-01-01T00:00:00Z' WHERE id = '${kept.id}'`);
+    await ctx.gw.sql(`WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1200)
+      INSERT INTO request_logs (id, key_id, user_id, model, status, streamed, request_bytes, response_bytes, created_at, expires_at)
+      SELECT 'backlog-' || i, '${key.id}', '${user.id}', '${MODEL}', 200, 0, 1, 1, '2000-01-01T00:00:00Z', '2000-01-02T00:00:00Z' FROM n`);
+    const cron = await fetch(`${ctx.gw.url}/__scheduled?cron=${encodeURIComponent('*/15 * * * *')}`);
+    assert.equal(cron.status, 200);
+    const [{ due }] = await ctx.gw.sql(`SELECT COUNT(*) AS due FROM request_logs WHERE expires_at <= '2001-01-01'`);
+    assert.equal(due, 0, 'one run deletes the whole backlog');
+    const gone = await ctx.admin.call('GET', `/api/keys/${key.id}/requests/${kept.id}`);
+    assert.equal(gone.status, 404);
+  });
 });

@@ -87,7 +87,10 @@ pub async fn exists(db: &D1Database, key_id: &str, id: &str, now: &str) -> Resul
         .is_some())
 }
 
-/// Up to 500 logged requests whose days are over: (request id, key id).
+/// How many logged requests `expired` gives at most.
+pub const EXPIRE_BATCH: usize = 500;
+
+/// Up to `EXPIRE_BATCH` logged requests whose days are over: (request id, key id).
 pub async fn expired(db: &D1Database, now: &str) -> Result<Vec<(String, String)>, StoreError> {
     #[derive(Deserialize)]
     struct Due {
@@ -95,7 +98,9 @@ pub async fn expired(db: &D1Database, now: &str) -> Result<Vec<(String, String)>
         key_id: String,
     }
     let rows = db
-        .prepare("SELECT id, key_id FROM request_logs WHERE expires_at <= ?1 ORDER BY expires_at LIMIT 500")
+        .prepare(format!(
+            "SELECT id, key_id FROM request_logs WHERE expires_at <= ?1 ORDER BY expires_at LIMIT {EXPIRE_BATCH}"
+        ))
         .bind(&[text(now)])?
         .all()
         .await?
