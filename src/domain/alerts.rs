@@ -125,22 +125,23 @@ pub struct Alert {
 }
 
 impl Alert {
-    /// Names the crossing: the same crossing always has the same id.
+    /// Names the crossing: the same crossing always has the same id. The limit is part of it: a limit
+    /// changed within its window is crossed anew (with the old one's id, the crossing was taken as sent).
     pub fn id(&self) -> String {
         match &self.subject {
-            Subject::KeyLimit { key_id, percent, window_start_ms, .. } => {
-                format!("alert-key-{key_id}-{window_start_ms}-{percent}")
+            Subject::KeyLimit { key_id, percent, window_start_ms, limit, .. } => {
+                format!("alert-key-{key_id}-{window_start_ms}-{limit}-{percent}")
             }
-            Subject::EndUserBudget { key_id, end_user, percent, window_start_ms, .. } => {
+            Subject::EndUserBudget { key_id, end_user, percent, window_start_ms, limit, .. } => {
                 // The end user is free text: its digest keeps the id short and plain.
                 let digest = &super::keys::hash(end_user)[..16];
-                format!("alert-enduser-{key_id}-{digest}-{window_start_ms}-{percent}")
+                format!("alert-enduser-{key_id}-{digest}-{window_start_ms}-{limit}-{percent}")
             }
             Subject::BalanceBelow { threshold, request_id } => {
                 format!("alert-balance-{}-{threshold}-{request_id}", self.account_id)
             }
-            Subject::OrgLimit { org_id, limit_kind, percent, month_start_ms, .. } => {
-                format!("alert-org-{org_id}-{}-{month_start_ms}-{percent}", limit_kind.as_str())
+            Subject::OrgLimit { org_id, limit_kind, percent, month_start_ms, limit } => {
+                format!("alert-org-{org_id}-{}-{month_start_ms}-{limit}-{percent}", limit_kind.as_str())
             }
         }
     }
@@ -234,20 +235,16 @@ mod tests {
 
     #[test]
     fn the_same_crossing_has_the_same_id() {
-        let alert = |percent| Alert {
-            subject: Subject::KeyLimit {
-                key_id: "k1".into(),
-                percent,
-                limit: 100,
-                window_start_ms: 5,
-                resets_at_ms: None,
-            },
+        let crossing = |percent, limit| Alert {
+            subject: Subject::KeyLimit { key_id: "k1".into(), percent, limit, window_start_ms: 5, resets_at_ms: None },
             account_id: "u1".into(),
             value: 80,
             at_ms: 9,
         };
+        let alert = |percent| crossing(percent, 100);
         assert_eq!(alert(80).id(), alert(80).id());
         assert_ne!(alert(80).id(), alert(100).id());
+        assert_ne!(alert(80).id(), crossing(80, 200).id(), "a limit raised in its window is crossed anew");
         assert_eq!(alert(80).payload()["type"], "key_limit.threshold");
         assert_eq!(backoff_secs(2, 1), 2);
         assert_eq!(backoff_secs(2, 3), 8);
@@ -262,7 +259,10 @@ mod tests {
         let after = MonthUse { requests: 8, tokens: 90, cost: 850 };
         let alerts = org_alerts("o1", (before, after), &limits, &rules, 0, 5);
         let found: Vec<String> = alerts.iter().map(Alert::id).collect();
-        assert_eq!(found, ["alert-org-o1-cost-0-50", "alert-org-o1-cost-0-80", "alert-org-o1-requests-0-80"]);
+        assert_eq!(
+            found,
+            ["alert-org-o1-cost-0-1000-50", "alert-org-o1-cost-0-1000-80", "alert-org-o1-requests-0-10-80"]
+        );
         assert_eq!(alerts[0].payload()["usage"], 0.00085);
         assert_eq!(alerts[2].payload()["usage"], 8);
         assert!(alerts[0].payload().get("account_id").is_none());
