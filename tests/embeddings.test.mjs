@@ -56,6 +56,17 @@ describe('embeddings', () => {
     assert.equal(charged, costOf(tokensOf(texts)) + costOf(7));
   });
 
+  test("OpenRouter's own fields do not reach OpenAI on the direct route (it refuses arguments it does not know)", async () => {
+    const { client } = await clientFor();
+    const { data: res, response } = await client.embeddings
+      .create({ model: MODEL, input: 'route me', encoding_format: 'float', provider: { order: ['openai'] }, transforms: [] })
+      .withResponse();
+    assert.equal(response.headers.get('x-tollgate-provider'), 'openai');
+    assert.equal(res.data.length, 1);
+    const sent = ctx.gw.fake.requests.filter((r) => r.path === '/openai/v1/embeddings').at(-1).body;
+    assert.deepEqual(Object.keys(sent).sort(), ['encoding_format', 'input', 'model']);
+  });
+
   test('pinned to OpenRouter, the same request is served there and charged the same way', async () => {
     const pin = await ctx.admin.call('PUT', `/api/admin/routes/${MODEL}`, { provider: 'openrouter' });
     assert.equal(pin.status, 200, JSON.stringify(pin.body));

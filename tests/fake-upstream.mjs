@@ -138,13 +138,17 @@ export function tokensFor(body) {
 /**
  * POST /embeddings, as OpenAI (`native`: its own model ids, no `usage.cost`) and OpenRouter answer it:
  * `input` a string, strings, token ids or arrays of them; `encoding_format` float (default) or base64
- * (little-endian float32); `dimensions` shortens the vectors. One token per 4 characters of text.
+ * (little-endian float32); `dimensions` shortens the vectors. One token per 4 characters of text. OpenAI
+ * refuses arguments it does not know.
  */
 function embeddings(res, body, { native }) {
   const fail = (status, message, param = null) => sendJson(res, status, native
     ? { error: { message, type: 'invalid_request_error', param, code: null } }
     : errorBody(status, message));
   if (!body || typeof body !== 'object') return fail(400, 'Invalid JSON body');
+  // OpenAI's own API refuses arguments it does not know (OpenRouter takes its own, such as `provider`).
+  const unknown = native && Object.keys(body).find((k) => !['model', 'input', 'encoding_format', 'dimensions', 'user'].includes(k));
+  if (unknown) return fail(400, `Unrecognized request argument supplied: ${unknown}`, unknown);
   const id = native ? `openai/${body.model}` : body.model;
   const model = CATALOGUE.find((c) => c.id === id && c.embedding);
   if (!model) return fail(native ? 404 : 400, `${body.model} is not an embedding model`, 'model');

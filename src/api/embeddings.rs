@@ -156,7 +156,13 @@ async fn send(
                 ("authorization", format!("Bearer {}", endpoint.key)),
                 ("content-type", "application/json".to_string()),
             ],
-            body: request.upstream_body(&attempt.route.native_model),
+            body: request.upstream_body(
+                &attempt.route.native_model,
+                match attempt.route.provider {
+                    Provider::OpenAi => crate::providers::openai::OPENROUTER_ONLY,
+                    _ => &[],
+                },
+            ),
         })
     })
     .await?;

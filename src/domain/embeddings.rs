@@ -21,15 +21,19 @@ fn invalid(message: &str, param: &str) -> InvalidRequest {
     InvalidRequest::param(message.to_string(), param)
 }
 
-/// Tokens at most in one input: a string's bytes, or a token array's length.
+/// Tokens a model may add to each input of its own (BERT's CLS and SEP, an end-of-sequence token).
+const PER_INPUT_TOKENS: u64 = 8;
+
+/// Tokens at most in one input: a string's bytes, or a token array's length, and what the model adds.
 fn bound_of(item: &Value) -> Option<u64> {
-    match item {
-        Value::String(s) if !s.is_empty() => Some(s.len() as u64),
+    let own = match item {
+        Value::String(s) if !s.is_empty() => s.len() as u64,
         Value::Array(tokens) if !tokens.is_empty() && tokens.iter().all(|t| t.as_u64().is_some()) => {
-            Some(tokens.len() as u64)
+            tokens.len() as u64
         }
-        _ => None,
-    }
+        _ => return None,
+    };
+    Some(own + PER_INPUT_TOKENS)
 }
 
 impl EmbeddingsRequest {
@@ -74,9 +78,12 @@ impl EmbeddingsRequest {
         Ok(Self { model, token_bound, body })
     }
 
-    /// The body to send upstream, under the provider's own model id.
-    pub fn upstream_body(&self, native_model: &str) -> Vec<u8> {
+    /// The body to send upstream, under the provider's own model id, `without` the fields it does not take.
+    pub fn upstream_body(&self, native_model: &str, without: &[&str]) -> Vec<u8> {
         let mut body = self.body.clone();
+        for field in without {
+            body.remove(*field);
+        }
         body.insert("model".into(), Value::from(native_model));
         serde_json::to_vec(&body).unwrap_or_default()
     }
@@ -100,15 +107,22 @@ mod tests {
 
     #[test]
     fn bounds_every_input_shape() {
-        assert_eq!(parse(r#"{"model":"m","input":"héllo"}"#).expect("string").token_bound, 6);
-        assert_eq!(parse(r#"{"model":"m","input":["ab","cde"]}"#).expect("strings").token_bound, 5);
-        assert_eq!(parse(r#"{"model":"m","input":[1,2,3]}"#).expect("tokens").token_bound, 3);
+        // Each input: its bytes (or token ids), and the tokens a model adds to every input.
+        let own = PER_INPUT_TOKENS;
+        assert_eq!(parse(r#"{"model":"m","input":"héllo"}"#).expect("string").token_bound, 6 + own);
+        assert_eq!(parse(r#"{"model":"m","input":["ab","cde"]}"#).expect("strings").token_bound, 5 + 2 * own);
+        assert_eq!(parse(r#"{"model":"m","input":[1,2,3]}"#).expect("tokens").token_bound, 3 + own);
         assert_eq!(
             parse(r#"{"model":"m","input":[[1,2],[3]],"encoding_format":"base64","dimensions":256}"#)
                 .expect("arrays")
                 .token_bound,
-            3
+            3 + 2 * own
         );
+        // A direct OpenAI route does not get OpenRouter's fields.
+        let request =
+            parse(r#"{"model":"openai/m","input":"x","provider":{"order":["a"]},"dimensions":8}"#).expect("valid");
+        let sent: Value = serde_json::from_slice(&request.upstream_body("m", &["provider"])).expect("json");
+        assert_eq!(sent, serde_json::json!({"model": "m", "input": "x", "dimensions": 8}));
     }
 
     #[test]

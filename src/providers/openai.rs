@@ -11,7 +11,7 @@ use super::sse::{data_event, DataLines};
 use crate::domain::chat::ChatRequest;
 
 /// OpenRouter's request fields that OpenAI's API does not accept.
-const OPENROUTER_ONLY: &[&str] = &[
+pub const OPENROUTER_ONLY: &[&str] = &[
     "models",
     "provider",
     "transforms",
