@@ -95,11 +95,11 @@ pub struct ChatRequest {
     pub body: Map<String, Value>,
 }
 
-/// An end user's id as the gateway keeps it: trimmed, at most 256 bytes, no control characters;
+/// An end user's id as the gateway keeps it: trimmed, at most 256 characters, no control characters;
 /// anything else is no id.
 pub fn end_user_id(raw: Option<&str>) -> Option<String> {
     let id = raw?.trim();
-    (!id.is_empty() && id.len() <= 256 && !id.chars().any(char::is_control)).then(|| id.to_string())
+    (!id.is_empty() && id.chars().count() <= 256 && !id.chars().any(char::is_control)).then(|| id.to_string())
 }
 
 /// The largest output bound accepted (far above any model's; keeps token arithmetic in range).
@@ -420,6 +420,12 @@ mod tests {
             parse(r#"{"model":"m","user":"\u0007","messages":[{"role":"user","content":"hi"}]}"#).expect("valid");
         assert_eq!(none.end_user(Some("h-1")).as_deref(), Some("h-1"), "an unusable id gives way");
         assert_eq!(end_user_id(Some(&"x".repeat(300))), None);
+        assert_eq!(
+            end_user_id(Some(&"用".repeat(256))).map(|id| id.chars().count()),
+            Some(256),
+            "characters, not bytes"
+        );
+        assert_eq!(end_user_id(Some(&"用".repeat(257))), None);
     }
 
     #[test]

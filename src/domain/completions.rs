@@ -43,7 +43,9 @@ pub fn to_chat(bytes: &[u8]) -> Result<ChatRequest, InvalidRequest> {
         return Err(InvalidRequest::new("request body must be a JSON object"));
     };
     for field in ["echo", "suffix", "best_of", "logprobs"] {
-        if body.get(field).is_some_and(|v| !v.is_null() && v != &Value::Bool(false)) {
+        // Each field's "off" value passes: `false`, or one candidate (`best_of: 1`, OpenAI's default).
+        let off = |v: &Value| v.is_null() || v == &Value::Bool(false) || (field == "best_of" && v.as_u64() == Some(1));
+        if body.get(field).is_some_and(|v| !off(v)) {
             return Err(InvalidRequest::param(
                 format!("`{field}` is not supported: completions are served through chat models"),
                 field,
@@ -140,9 +142,12 @@ mod tests {
             (r#"{"model":"m","prompt":"x","echo":true}"#, "echo"),
             (r#"{"model":"m","prompt":"x","suffix":"y"}"#, "suffix"),
             (r#"{"model":"m","prompt":"x","logprobs":2}"#, "logprobs"),
+            (r#"{"model":"m","prompt":"x","best_of":2}"#, "best_of"),
         ] {
             assert_eq!(to_chat(json.as_bytes()).err().and_then(|e| e.param).as_deref(), Some(param), "{json}");
         }
+        // Their "off" values are what SDKs send by default.
+        assert!(to_chat(br#"{"model":"m","prompt":"x","best_of":1,"echo":false,"logprobs":null}"#).is_ok());
     }
 
     #[test]
