@@ -101,6 +101,19 @@ describe('what each provider needs kept', () => {
     assert.equal(sent.parallel_tool_calls, undefined, "not a field of Anthropic's");
   });
 
+  test('a JSON Schema response format reaches a Google model as its JSON mode, and the answer parses', async () => {
+    await setup();
+    const schema = { type: 'object', properties: { reply: { type: 'string' } }, required: ['reply'], additionalProperties: false };
+    const res = await client.chat.completions.create({
+      model: 'google/gemini-2.0-flash-001', messages: [{ role: 'user', content: 'Say hi' }],
+      response_format: { type: 'json_schema', json_schema: { name: 'answer', strict: true, schema } },
+    });
+    assert.match(JSON.parse(res.choices[0].message.content).reply, /Say hi/);
+    const sent = ctx.gw.fake.requests.filter((r) => r.path.startsWith('/v1beta/models/')).at(-1).body;
+    assert.deepEqual(sent.generationConfig.responseJsonSchema, schema);
+    assert.equal(sent.generationConfig.responseMimeType, 'application/json');
+  });
+
   test('a strict function tool reaches a Google model as JSON Schema Gemini accepts', async () => {
     await setup();
     const strict = [{ type: 'function', function: { name: 'get_weather', strict: true, parameters: { type: 'object', properties: { location: { type: 'string' } }, required: ['location'], additionalProperties: false } } }];

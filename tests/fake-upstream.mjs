@@ -521,7 +521,8 @@ const partsText = (parts) => (Array.isArray(parts) ? parts.map((p) => p.text ?? 
  * Gemini's `models/{model}:generateContent` and `:streamGenerateContent?alt=sse`, validated like the
  * real API: `x-goog-api-key`, non-empty `contents`, roles `user` and `model` only ("assistant" is
  * refused), `parts` arrays. Answers "Echo: <last user text>", or a function call when tools are
- * declared and the last turn is not a function response. Tokens: as the other fakes.
+ * declared and the last turn is not a function response; in JSON mode (`responseMimeType`), that text as
+ * JSON, under the schema's first property. Tokens: as the other fakes.
  */
 async function gemini(req, res, url, body) {
   const [, model, method] = url.pathname.match(/^\/v1beta\/models\/([^:]+):(\w+)$/) ?? [];
@@ -549,7 +550,21 @@ async function gemini(req, res, url, body) {
   const openApiOnly = declared.find((d) => d.parameters && JSON.stringify(d.parameters).includes('"additionalProperties"'));
   if (openApiOnly) return geminiError(res, 400, 'INVALID_ARGUMENT', `Invalid JSON payload received. Unknown name "additionalProperties" at 'tools[0].function_declarations[0].parameters': Cannot find field.`);
   const call = declared.length > 0 && !answered ? { functionCall: { name: declared[0].name, args: { location: 'Paris', unit: 'celsius' } } } : null;
+  // JSON mode: the answer is JSON, shaped by `responseJsonSchema` (JSON Schema) when given; `responseSchema`
+  // takes only Gemini's OpenAPI subset.
+  const config = body.generationConfig ?? {};
+  if (config.responseSchema && JSON.stringify(config.responseSchema).includes('"additionalProperties"')) {
+    return geminiError(res, 400, 'INVALID_ARGUMENT', `Invalid JSON payload received. Unknown name "additionalProperties" at 'generation_config.response_schema': Cannot find field.`);
+  }
+  if ((config.responseJsonSchema || config.responseSchema) && config.responseMimeType !== 'application/json') {
+    return geminiError(res, 400, 'INVALID_ARGUMENT', 'responseMimeType must be application/json when a response schema is set');
+  }
+  const json = config.responseMimeType === 'application/json';
   let words = ['Echo:', ...partsText(last.parts).split(/\s+/).filter(Boolean)].slice(0, 64);
+  if (json && !call) {
+    const key = Object.keys((config.responseJsonSchema ?? config.responseSchema)?.properties ?? {})[0] ?? 'echo';
+    words = [JSON.stringify({ [key]: words.join(' ') })];
+  }
   let finish = 'STOP';
   const max = body.generationConfig?.maxOutputTokens;
   if (Number.isInteger(max) && words.length > max) {

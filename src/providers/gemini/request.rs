@@ -4,7 +4,8 @@
 //! Gemini's `model` role; assistant tool calls become `functionCall` parts and
 //! tool results `functionResponse` parts (named after the call they answer,
 //! since Gemini has no call ids); consecutive turns of one role are merged.
-//! Sampling options go in `generationConfig`; OpenAI-only fields are dropped.
+//! Sampling options go in `generationConfig`, and so does `response_format` (JSON mode, a JSON Schema);
+//! OpenAI-only fields are dropped.
 
 use std::collections::HashMap;
 
@@ -78,6 +79,20 @@ pub fn generate_request(chat: &ChatRequest) -> Result<Value, InvalidRequest> {
     }
     if let Some(stop) = stop_sequences(body) {
         generation.insert("stopSequences".into(), stop);
+    }
+    // JSON mode, and a JSON Schema for the answer (Gemini takes JSON Schema as `responseJsonSchema`).
+    let format = body.get("response_format");
+    match format.and_then(|f| f.get("type")).and_then(Value::as_str) {
+        Some("json_object") => {
+            generation.insert("responseMimeType".into(), "application/json".into());
+        }
+        Some("json_schema") => {
+            generation.insert("responseMimeType".into(), "application/json".into());
+            if let Some(schema) = format.and_then(|f| f.get("json_schema")).and_then(|s| s.get("schema")) {
+                generation.insert("responseJsonSchema".into(), schema.clone());
+            }
+        }
+        _ => {}
     }
     if !generation.is_empty() {
         out.insert("generationConfig".into(), Value::Object(generation));
@@ -169,6 +184,26 @@ mod tests {
             serde_json::from_str(include_str!("../../../tests/fixtures/gemini/chat_with_tools.gemini.json"))
                 .expect("fixture");
         assert_eq!(generate_request(&request).expect("translates"), expected);
+    }
+
+    #[test]
+    fn a_response_format_is_gemini_json_mode_with_its_schema() {
+        let config = |format: &str| {
+            let request = chat(&format!(
+                r#"{{"model":"m","messages":[{{"role":"user","content":"hi"}}],"response_format":{format}}}"#
+            ));
+            generate_request(&request).expect("translates").get("generationConfig").cloned()
+        };
+        let schema = json!({"type": "object", "properties": {"a": {"type": "string"}}, "additionalProperties": false});
+        assert_eq!(
+            config(
+                &json!({"type": "json_schema", "json_schema": {"name": "s", "strict": true, "schema": schema}})
+                    .to_string()
+            ),
+            Some(json!({"responseMimeType": "application/json", "responseJsonSchema": schema}))
+        );
+        assert_eq!(config(r#"{"type":"json_object"}"#), Some(json!({"responseMimeType": "application/json"})));
+        assert_eq!(config(r#"{"type":"text"}"#), None);
     }
 
     #[test]
