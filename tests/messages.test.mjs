@@ -230,6 +230,9 @@ describe('messages, what agents rely on', () => {
     const ids = page.data.map((m) => m.id);
     assert.ok(ids.includes(DIRECT), ids.join(', '));
     assert.ok(page.data.every((m) => m.type === 'model' && m.display_name && m.created_at));
+    // The upstream's display name, as Anthropic shows one (not the id again).
+    const listed = Object.fromEntries(page.data.map((m) => [m.id, m.display_name]));
+    assert.equal(listed['anthropic/claude-3.5-sonnet'], 'Anthropic: Claude 3.5 Sonnet');
   });
 
   test('a streamed multi-turn agent session is charged exactly for every turn', async () => {

@@ -259,6 +259,9 @@ pub fn parse_model_list(body: &[u8]) -> Result<Vec<UpstreamModel>, ProviderError
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ListedModel {
     pub id: String,
+    /// The upstream's display name (OpenRouter's list has one; Anthropic's shape shows it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     pub object: String,
     pub created: i64,
     pub owned_by: String,
@@ -287,6 +290,7 @@ impl From<UpstreamModel> for ListedModel {
                 completion: pricing.completion.unwrap_or_else(|| "0".into()),
             },
             id: m.id,
+            name: m.name,
         }
     }
 }
@@ -439,6 +443,7 @@ mod tests {
         assert_eq!(models[0].pricing, ListedPricing { prompt: "0.000003".into(), completion: "0.000015".into() });
         let json = serde_json::to_value(&models[0]).expect("json");
         assert_eq!(json["object"], "model");
+        assert_eq!(json["name"], "Claude", "the display name an Anthropic client is shown");
         assert!(parse_model_list(b"nope").is_err());
     }
 }
