@@ -12,7 +12,7 @@ pub const MAX_INPUTS: usize = 2048;
 pub struct EmbeddingsRequest {
     pub model: String,
     /// An upper bound on the input's tokens: a token is at least one byte of text,
-    /// and a token array is its own count.
+    /// a token array is its own count, and each input gets `PER_INPUT_TOKENS` more.
     pub token_bound: u64,
     pub body: Map<String, Value>,
 }
