@@ -24,6 +24,7 @@ use serde_json::{json, Map, Value};
 use crate::domain::chat::ChatRequest;
 use crate::domain::InvalidRequest;
 use crate::providers::sse::{error_message, ChatStep, ChatSteps};
+use crate::providers::translate::{indexed, message_index, rename_message_fields};
 
 fn invalid(message: impl Into<String>, param: &str) -> InvalidRequest {
     InvalidRequest::param(message.into(), param)
@@ -84,26 +85,22 @@ enum Origin {
 impl Origins {
     /// `messages[m]…` as the Responses field it came from (`None`: not a message's field).
     fn field(&self, param: &str) -> Option<String> {
-        let rest = param.strip_prefix("messages")?;
-        let Some(index) = rest.strip_prefix('[') else { return rest.is_empty().then(|| "input".into()) };
-        let (m, rest) = index.split_once(']')?;
-        let origin = m.parse::<usize>().ok().and_then(|m| self.messages.get(m).copied());
-        Some(match origin {
+        if param == "messages" {
+            return Some("input".into());
+        }
+        let (m, rest) = message_index(param)?;
+        Some(match self.messages.get(m).copied() {
             Some(Origin::Instructions) => "instructions".into(),
             Some(Origin::Message(i)) => format!("input[{i}]{rest}"),
             Some(Origin::Output(i)) => match rest.strip_prefix(".content") {
                 Some(part) => format!("input[{i}].output{part}"),
                 None => format!("input[{i}]"),
             },
+            // `.tool_calls[k].function.arguments` is the k-th call item's `arguments`.
             Some(Origin::Calls(start)) => {
-                // `.tool_calls[k].function.arguments` is the k-th call item's `arguments`.
-                let call = rest.strip_prefix(".tool_calls[").and_then(|r| r.split_once(']'));
-                let item = call.and_then(|(k, _)| k.parse::<usize>().ok()).and_then(|k| self.calls.get(start + k));
-                match (item, call) {
-                    (Some(item), Some((_, after))) => {
-                        format!("input[{item}]{}", after.strip_prefix(".function").unwrap_or(after))
-                    }
-                    _ => format!("input[{}]", self.calls.get(start).copied().unwrap_or_default()),
+                match indexed(rest, ".tool_calls").and_then(|(k, after)| Some((self.calls.get(start + k)?, after))) {
+                    Some((item, after)) => format!("input[{item}]{}", after.strip_prefix(".function").unwrap_or(after)),
+                    None => format!("input[{}]", self.calls.get(start).copied().unwrap_or_default()),
                 }
             }
             Some(Origin::Input) | None => "input".into(),
@@ -112,7 +109,7 @@ impl Origins {
 
     /// `text` with every `messages[m]…` in it named as the Responses field it came from.
     fn rewrite(&self, text: &str) -> String {
-        crate::providers::translate::rename_message_fields(text, |path| self.field(path))
+        rename_message_fields(text, |path| self.field(path))
     }
 }
 

@@ -82,17 +82,11 @@ pub fn generate_request(chat: &ChatRequest) -> Result<Value, InvalidRequest> {
     }
     // JSON mode, and a JSON Schema for the answer (Gemini takes JSON Schema as `responseJsonSchema`).
     let format = body.get("response_format");
-    match format.and_then(|f| f.get("type")).and_then(Value::as_str) {
-        Some("json_object") => {
-            generation.insert("responseMimeType".into(), "application/json".into());
+    if matches!(format.and_then(|f| f.get("type")).and_then(Value::as_str), Some("json_object" | "json_schema")) {
+        generation.insert("responseMimeType".into(), "application/json".into());
+        if let Some(schema) = format.and_then(|f| f.get("json_schema")?.get("schema")) {
+            generation.insert("responseJsonSchema".into(), schema.clone());
         }
-        Some("json_schema") => {
-            generation.insert("responseMimeType".into(), "application/json".into());
-            if let Some(schema) = format.and_then(|f| f.get("json_schema")).and_then(|s| s.get("schema")) {
-                generation.insert("responseJsonSchema".into(), schema.clone());
-            }
-        }
-        _ => {}
     }
     if !generation.is_empty() {
         out.insert("generationConfig".into(), Value::Object(generation));
