@@ -187,3 +187,40 @@ test('the window survives a restart of the runtime on the same state', async () 
     rmSync(state, { recursive: true, force: true });
   }
 });
+
+test("a key that sets no per-minute limits is held to the tenant's default, and may not lift itself past it", async () => {
+  const gw = await startGateway({ vars: { DEFAULT_RPM_LIMIT: '3' } });
+  try {
+    const admin = adminClient(gw.url, gw.adminToken);
+    const user = await admin.createUser();
+    const key = await admin.createKey(user.id, { permissions: ['read', 'write'] });
+    const asKey = (method, p, body) => fetch(`${gw.url}${p}`, {
+      method,
+      headers: { authorization: `Bearer ${key.key}`, 'content-type': 'application/json' },
+      body: body && JSON.stringify(body),
+    });
+    const own = await (await asKey('GET', '/api/v1/key')).json();
+    assert.equal(own.data.rpm_limit, 3, 'the limit that applies');
+    // Lifting itself, or minting a key above the default, would undo the tenant's limit.
+    for (const [method, p, body] of [
+      ['PATCH', `/api/keys/${key.id}`, { rpm_limit: 1_000_000 }],
+      ['POST', '/api/keys', { name: 'wider', user_id: user.id, rpm_limit: 1_000_000 }],
+    ]) {
+      const res = await asKey(method, p, body);
+      assert.equal(res.status, 403, `${method} ${p}`);
+      assert.match((await res.json()).error.message, /requests or tokens per minute/);
+    }
+    const lower = await asKey('PATCH', `/api/keys/${key.id}`, { rpm_limit: 2 });
+    assert.equal(lower.status, 200, 'lowering is its own business');
+    await lower.arrayBuffer();
+    const statuses = [];
+    for (let i = 0; i < 3; i++) {
+      const res = await chat(gw.url, key.key);
+      statuses.push(res.status);
+      await res.arrayBuffer();
+    }
+    assert.deepEqual(statuses, [200, 200, 429]);
+  } finally {
+    await gw.stop();
+  }
+});

@@ -19,7 +19,7 @@ use crate::domain::keys::{
 };
 use crate::domain::money::micros_to_usd;
 use crate::domain::paging::Page;
-use crate::domain::rates;
+use crate::domain::rates::{self, RateLimits};
 use crate::domain::request_log;
 use crate::domain::time::{parse_iso, to_iso};
 use crate::domain::users::{validate_optional_text, validate_text, MAX_NAME_LEN};
@@ -112,7 +112,7 @@ pub(super) async fn mint_key(
     row.set_allowlist(&allowed);
     // Checked before anything is looked up, so a refusal says nothing about other organizations.
     if let Some(h) = holder(caller) {
-        keys::within_holder(&h, &terms_of(&row), None).map_err(forbidden)?;
+        keys::within_holder(&h, &terms_of(&row), None, call.config.rate_default).map_err(forbidden)?;
     }
     let db = db(call)?;
     if store::users::get_live(&db, &row.user_id).await?.is_none() {
@@ -243,7 +243,7 @@ pub async fn update_key(mut req: Incoming, call: &Call, caller: &Caller, id: &st
         let read = managed_key(&db, caller, id).await?;
         let read_version = read.updated_at.clone();
         let now_ms = call.now_ms();
-        let mut row = apply_update(read, body.clone(), caller, now_ms)?;
+        let mut row = apply_update(read, body.clone(), caller, now_ms, call.config.rate_default)?;
         slow_key_change(call, caller).await;
         let Some(version) = store::keys::update(&db, &row, &read_version).await? else { continue };
         row.updated_at = version;
@@ -263,7 +263,13 @@ async fn slow_key_change(call: &Call, caller: &Caller) {
 }
 
 /// The key `row` with `body`'s changes, if `caller` may make them.
-fn apply_update(mut row: KeyRow, body: UpdateKey, caller: &Caller, now_ms: i64) -> Result<KeyRow, ApiError> {
+fn apply_update(
+    mut row: KeyRow,
+    body: UpdateKey,
+    caller: &Caller,
+    now_ms: i64,
+    rate_default: RateLimits,
+) -> Result<KeyRow, ApiError> {
     let before = terms_of(&row);
     if let Some(name) = body.name {
         row.name = validate_text("name", &name, MAX_NAME_LEN)?;
@@ -308,7 +314,7 @@ fn apply_update(mut row: KeyRow, body: UpdateKey, caller: &Caller, now_ms: i64) 
         row.request_log_days = request_log::validate_days(days)?;
     }
     if let Some(h) = holder(caller) {
-        keys::within_holder(&h, &terms_of(&row), Some(&before)).map_err(forbidden)?;
+        keys::within_holder(&h, &terms_of(&row), Some(&before), rate_default).map_err(forbidden)?;
     }
     row.updated_at = to_iso(now_ms);
     Ok(row)
@@ -384,7 +390,7 @@ pub async fn rotate_key(mut req: Incoming, call: &Call, caller: &Caller, id: &st
         let row = managed_key(&db, caller, id).await?;
         // A rotation hands over the key's secret: only of a key within the caller's own terms.
         if let Some(h) = holder(caller) {
-            keys::within_holder(&h, &terms_of(&row), None).map_err(forbidden)?;
+            keys::within_holder(&h, &terms_of(&row), None, call.config.rate_default).map_err(forbidden)?;
         }
         // A repeat: the current secret is the one this request derived last time. The account object is
         // told again (should the first attempt's message have failed on the way: see `publish`).

@@ -358,8 +358,14 @@ pub fn may_manage(holder: &KeyTerms, target: &KeyTerms) -> Result<(), Climb> {
 /// May a holder without `admin` give a key the terms `after` (creating it, or changing it from
 /// `before`)? Besides `may_manage`, nothing may widen: the limit stays within the holder's own and
 /// the key's earlier one (never cleared, never larger, never on a window that does not contain the earlier
-/// one's: `window_within`), and so does the expiry.
-pub fn within_holder(holder: &KeyTerms, after: &KeyTerms, before: Option<&KeyTerms>) -> Result<(), Climb> {
+/// one's: `window_within`), and so does the expiry. Per-minute limits are compared as they apply: a key
+/// that sets none has the tenant's `rate_default`, so it is held to that too.
+pub fn within_holder(
+    holder: &KeyTerms,
+    after: &KeyTerms,
+    before: Option<&KeyTerms>,
+    rate_default: super::rates::RateLimits,
+) -> Result<(), Climb> {
     may_manage(holder, after)?;
     if let Some(before) = before {
         may_manage(holder, before)?;
@@ -381,7 +387,8 @@ pub fn within_holder(holder: &KeyTerms, after: &KeyTerms, before: Option<&KeyTer
             }
         }
         let within = |cap: Option<i64>, value: Option<i64>| cap.is_none_or(|c| value.is_some_and(|v| v <= c));
-        if !within(bound.rates.rpm, after.rates.rpm) || !within(bound.rates.tpm, after.rates.tpm) {
+        let (cap, rates) = (bound.rates.or(rate_default), after.rates.or(rate_default));
+        if !within(cap.rpm, rates.rpm) || !within(cap.tpm, rates.tpm) {
             return Err(Climb::Rate);
         }
     }
@@ -457,8 +464,9 @@ mod tests {
             rates: Default::default(),
         };
         let (day, week, month) = (Some(Reset::Daily), Some(Reset::Weekly), Some(Reset::Monthly));
-        let moves =
-            |from: Option<Reset>, to: Option<Reset>| within_holder(&terms(from), &terms(to), Some(&terms(from)));
+        let moves = |from: Option<Reset>, to: Option<Reset>| {
+            within_holder(&terms(from), &terms(to), Some(&terms(from)), Default::default())
+        };
         for (from, to) in
             [(day, day), (day, week), (day, month), (day, None), (week, None), (month, None), (week, week)]
         {
@@ -469,6 +477,33 @@ mod tests {
         for (from, to) in [(week, month), (month, week), (week, day), (month, day), (None, day), (None, month)] {
             assert_eq!(moves(from, to), Err(Climb::Limit), "{from:?} -> {to:?}");
         }
+    }
+
+    #[test]
+    fn a_holder_without_rate_limits_of_its_own_is_held_to_the_tenant_default() {
+        use super::super::rates::RateLimits;
+        use super::{within_holder, Climb, KeyTerms, Permissions};
+        let terms = |rpm: Option<i64>| KeyTerms {
+            permissions: Permissions::DEFAULT,
+            org_id: None,
+            limit_micros: None,
+            limit_reset: None,
+            expires_at_ms: None,
+            allowed: Default::default(),
+            rates: RateLimits { rpm, tpm: None },
+        };
+        let default = RateLimits { rpm: Some(60), tpm: None };
+        // A key with no limits of its own raising itself (or a key it makes) past the default.
+        assert_eq!(within_holder(&terms(None), &terms(Some(1_000_000)), Some(&terms(None)), default), Err(Climb::Rate));
+        assert_eq!(within_holder(&terms(None), &terms(Some(1_000_000)), None, default), Err(Climb::Rate));
+        // Within it, or left to it, or lowered: allowed.
+        assert_eq!(within_holder(&terms(None), &terms(Some(60)), Some(&terms(None)), default), Ok(()));
+        assert_eq!(within_holder(&terms(None), &terms(None), None, default), Ok(()));
+        assert_eq!(within_holder(&terms(Some(100)), &terms(Some(30)), Some(&terms(None)), default), Ok(()));
+        // A key whose own limit is above the default keeps it (an admin gave it); its keys may have it too.
+        assert_eq!(within_holder(&terms(Some(100)), &terms(Some(100)), None, default), Ok(()));
+        // With no default, a key without limits bounds nothing.
+        assert_eq!(within_holder(&terms(None), &terms(None), None, RateLimits::default()), Ok(()));
     }
 
     #[test]
