@@ -1,5 +1,5 @@
 // End users' budgets (issue 18.3): an application names whom each request is
-// for (`safety_identifier`, else `user`, else `X-Tollgate-End-User`), and its
+// for (`X-Tollgate-End-User`, else `safety_identifier`, else `user`), and its
 // key gives every end user a budget, or one end user a budget of its own. The
 // account's object makes an end user's record with its first request, so 40
 // simultaneous first requests of a new end user are held to its budget; the
@@ -81,7 +81,7 @@ describe('end-user budgets', () => {
     assert.equal(listed.data.length, 1, 'the refused requests made no other end user');
   });
 
-  test('one request after another: each end user named by safety_identifier, user or the header has its own budget', async () => {
+  test('one request after another: each end user named by the header, safety_identifier or user has its own budget', async () => {
     const user = await ctx.admin.createUser();
     const budget = 3 * WORST + Math.floor(WORST / 3);
     const key = await ctx.admin.createKey(user.id, { end_user_budget: { limit: budget / 1e6 } });
@@ -103,7 +103,7 @@ describe('end-user budgets', () => {
     const body = { model: MODEL, max_tokens: MAX_TOKENS, messages: MESSAGES };
     const bySafety = await spend(() => client.chat.completions.create({ ...body, safety_identifier: 'alice', user: 'ignored' }));
     const byUser = await spend(() => client.chat.completions.create({ ...body, user: 'bob' }));
-    const byHeader = await spend(() => client.chat.completions.create(body, { headers: { 'x-tollgate-end-user': 'carol' } }));
+    const byHeader = await spend(() => client.chat.completions.create({ ...body, user: 'not-carol' }, { headers: { 'x-tollgate-end-user': 'carol' } }));
     // Actual costs are far below the worst case, so more requests fit than three; never more than the budget.
     for (const ran of [bySafety, byUser, byHeader]) assert.ok(ran >= 3, `ran ${ran}`);
     await sleep(500);
@@ -138,8 +138,15 @@ describe('end-user budgets', () => {
     res = await chat(ctx.gw.url, key.key, { user: 'dave' });
     assert.equal(res.status, 402, 'back to the key default');
     await res.arrayBuffer();
-    const bad = await ctx.admin.call('PUT', `/api/keys/${key.id}/end-users/dave`, { limit: -1 });
-    assert.equal(bad.status, 400);
+    // A body that leaves the limit out lifts no budget: it is refused, naming what is missing.
+    for (const [body, param] of [[{ limit: -1 }, 'budget'], [{}, 'limit'], [{ limit_reset: 'daily' }, 'limit'], [{ limit: null, limit_reset: 'daily' }, 'limit_reset']]) {
+      const bad = await ctx.admin.call('PUT', `/api/keys/${key.id}/end-users/dave`, body);
+      assert.equal(bad.status, 400, JSON.stringify(body));
+      assert.match(bad.body.error.param ?? '', new RegExp(param), JSON.stringify(bad.body));
+    }
+    res = await chat(ctx.gw.url, key.key, { user: 'dave' });
+    assert.equal(res.status, 402, 'still the key default');
+    await res.arrayBuffer();
 
     // The usage copies reach D1 after the answers; stats group them per end user.
     let buckets = [];

@@ -119,7 +119,7 @@ async function requestLine(id) {
 }
 
 describe('the request log line', () => {
-  test('names the organization and the end user (safety_identifier, else user, else X-Tollgate-End-User), never contents', async () => {
+  test('names the organization and the end user (X-Tollgate-End-User, else safety_identifier, else user), never contents', async () => {
     const user = await ctx.admin.createUser({}, { credit: 1 });
     const org = (await ctx.admin.call('POST', '/api/orgs', { name: `Logged ${user.id}` })).body.data;
     const key = (await ctx.admin.call('POST', `/api/orgs/${org.id}/keys`, { name: 'o', user_id: user.id })).body.data;
@@ -129,8 +129,9 @@ describe('the request log line', () => {
       body: JSON.stringify({ model: 'openai/gpt-4o-mini', messages: [{ role: 'user', content: 'secret words here' }], ...body }),
     });
     const cases = [
-      [{ safety_identifier: 'eu-safety', user: 'eu-user' }, { 'x-tollgate-end-user': 'eu-header' }, 'eu-safety'],
-      [{ user: 'eu-user' }, { 'x-tollgate-end-user': 'eu-header' }, 'eu-user'],
+      [{ safety_identifier: 'eu-safety', user: 'eu-user' }, { 'x-tollgate-end-user': 'eu-header' }, 'eu-header'],
+      [{ safety_identifier: 'eu-safety', user: 'eu-user' }, {}, 'eu-safety'],
+      [{ user: 'eu-user' }, {}, 'eu-user'],
       [{}, { 'x-tollgate-end-user': 'eu-header' }, 'eu-header'],
     ];
     for (const [body, headers, expected] of cases) {

@@ -264,7 +264,9 @@ pub struct UpdateUser {
 #[cfg_attr(not(target_arch = "wasm32"), derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct OwnBudgetBody {
-    pub limit: Option<f64>,
+    /// Required: absent is refused rather than read as "no budget".
+    #[serde(default, deserialize_with = "present")]
+    pub limit: Option<Option<f64>>,
     #[serde(default)]
     pub limit_reset: Option<String>,
 }

@@ -41,7 +41,7 @@ pub async fn create_embeddings(mut req: Incoming, call: &Call, auth: Authenticat
     let plan = super::allowed::check_plan(call, &auth.caller, [request.model.as_str()], plan).await?;
     let mut job_call = call.clone();
     let user = request.body.get("user").and_then(serde_json::Value::as_str);
-    job_call.end_user = crate::domain::chat::end_user_id(user).or_else(|| call.end_user.clone());
+    job_call.end_user = call.end_user.clone().or_else(|| crate::domain::chat::end_user_id(user));
     let call = &job_call;
     let meter = match (&auth.caller, &auth.hash) {
         (Caller::Key(key), Some(hash)) => {

@@ -15,6 +15,7 @@ use crate::domain::chat::end_user_id;
 use crate::domain::end_users::{BudgetInput, OwnBudget};
 use crate::domain::money::micros_to_usd;
 use crate::domain::time::to_iso;
+use crate::domain::InvalidRequest;
 use crate::env;
 
 /// GET /api/keys/{id}/end-users: most spent first.
@@ -56,10 +57,23 @@ pub async fn put(
     raw: &str,
 ) -> Result<Response, ApiError> {
     let body: OwnBudgetBody = read_json(&mut req).await?;
-    let own = match body.limit {
-        None => OwnBudget::Unlimited,
-        Some(limit) => {
-            OwnBudget::Own { budget: BudgetInput { limit, limit_reset: body.limit_reset }.validate("budget")? }
+    let own = match (body.limit, body.limit_reset) {
+        (Some(Some(limit)), limit_reset) => {
+            OwnBudget::Own { budget: BudgetInput { limit, limit_reset }.validate("budget")? }
+        }
+        (Some(None), None) => OwnBudget::Unlimited,
+        // A body that leaves the limit out (or resets none) would otherwise lift the end user's budget unasked.
+        (None, _) => {
+            return Err(
+                InvalidRequest::param("`limit` is required: an amount in USD, or null for no budget", "limit").into()
+            )
+        }
+        (Some(None), Some(_)) => {
+            return Err(InvalidRequest::param(
+                "`limit_reset` needs a `limit`: with `limit: null` there is no budget",
+                "limit_reset",
+            )
+            .into())
         }
     };
     set(call, caller, key_id, raw, own).await

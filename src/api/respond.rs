@@ -26,8 +26,8 @@ pub struct Call {
     /// Errors in Anthropic's shape (the Messages API), else OpenAI's.
     pub anthropic_errors: bool,
     pub started_ms: f64,
-    /// Who the calling application serves (`X-Tollgate-End-User`; a chat's `safety_identifier` or
-    /// `user` takes its place), for the request's log line.
+    /// Who the calling application serves (`X-Tollgate-End-User`, else a chat's `safety_identifier` or
+    /// `user`), for the request's log line.
     pub end_user: Option<String>,
     /// Where the key's per-minute limits stand, once its reservation says (sent as `x-ratelimit-*`).
     pub rate: Rc<Cell<Option<RateStatus>>>,

@@ -151,11 +151,11 @@ impl ChatRequest {
         Ok(Self { model, stream, max_tokens, hide_usage, fallbacks, anthropic_beta: None, body })
     }
 
-    /// Who the calling application serves: `safety_identifier`, else `user`, else `header`
-    /// (`X-Tollgate-End-User`).
+    /// Who the calling application serves: `header` (`X-Tollgate-End-User`, set by the application
+    /// itself), else `safety_identifier`, else `user` (fields a client passed through may have set).
     pub fn end_user(&self, header: Option<&str>) -> Option<String> {
         let field = |f: &str| end_user_id(self.body.get(f).and_then(Value::as_str));
-        field("safety_identifier").or_else(|| field("user")).or_else(|| end_user_id(header))
+        end_user_id(header).or_else(|| field("safety_identifier")).or_else(|| field("user"))
     }
 
     /// Refuses what would cost more than the price table can price: OpenRouter's
@@ -408,17 +408,16 @@ mod tests {
     }
 
     #[test]
-    fn the_end_user_is_the_safety_identifier_else_the_user_else_the_header() {
+    fn the_end_user_is_the_header_else_the_safety_identifier_else_the_user() {
         let both = parse(
             r#"{"model":"m","safety_identifier":"s-1","user":"u-1","messages":[{"role":"user","content":"hi"}]}"#,
         )
         .expect("valid");
-        assert_eq!(both.end_user(Some("h-1")).as_deref(), Some("s-1"));
+        assert_eq!(both.end_user(Some("h-1")).as_deref(), Some("h-1"), "the application's header wins");
+        assert_eq!(both.end_user(None).as_deref(), Some("s-1"));
         let user = parse(r#"{"model":"m","user":" u-1 ","messages":[{"role":"user","content":"hi"}]}"#).expect("valid");
-        assert_eq!(user.end_user(Some("h-1")).as_deref(), Some("u-1"));
-        let none =
-            parse(r#"{"model":"m","user":"\u0007","messages":[{"role":"user","content":"hi"}]}"#).expect("valid");
-        assert_eq!(none.end_user(Some("h-1")).as_deref(), Some("h-1"), "an unusable id gives way");
+        assert_eq!(user.end_user(None).as_deref(), Some("u-1"));
+        assert_eq!(user.end_user(Some("\u{7}")).as_deref(), Some("u-1"), "an unusable id gives way");
         assert_eq!(end_user_id(Some(&"x".repeat(300))), None);
         assert_eq!(
             end_user_id(Some(&"用".repeat(256))).map(|id| id.chars().count()),

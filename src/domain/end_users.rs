@@ -1,5 +1,5 @@
 //! End users: the people an application serves through one key, named by the
-//! request (`safety_identifier`, else `user`, else `X-Tollgate-End-User`). A
+//! request (`X-Tollgate-End-User`, else `safety_identifier`, else `user`). A
 //! key may give each of them a budget (an amount per window), and single end
 //! users a budget of their own. The account's object counts each end user's
 //! spend per day, as it does a key's, so a budget is held like a key limit:
