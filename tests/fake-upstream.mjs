@@ -20,6 +20,7 @@
 //   "non_json"              200 with an HTML body
 //   "tools"                 answers with a tool call (streamed as argument pieces)
 //   "error_event"           stream: a mid-stream error event, then the end
+//                           non-stream: 200 with an error body (OpenRouter's way once the model has started)
 //   "error_event_done"      stream: a mid-stream error event, then `[DONE]` (no usage chunk)
 //   "no_record"             keeps no generation record (GET /generation answers 404 for it)
 // A stream whose last user message holds "[think:<ms>]" sends OpenRouter's keep-alive comment, then waits.
@@ -308,6 +309,7 @@ async function chat(req, res, body, opts) {
       : { role: 'assistant', content: pieces.join(''), refusal: null };
     if (thought && body.reasoning?.exclude !== true) Object.assign(message, { reasoning: thought, reasoning_details: [detail] });
     ended();
+    if (fault === 'error_event') return sendJson(res, 200, JSON.stringify({ id, error: { code: 502, message: 'Provider returned error' } }));
     const text = JSON.stringify({
       ...base,
       object: 'chat.completion',

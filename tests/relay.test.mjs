@@ -274,23 +274,25 @@ describe('errors are OpenAI-shaped', () => {
     assert.match(usage[0].description, /answer not received whole: prompt estimated/);
   });
 
-  test('an answer whose body breaks off is 502, and charged its prompt: the upstream generated it', async () => {
-    const payer = await admin.createUser({ name: 'Broken body' }, { credit: 1 });
-    const payerKey = await admin.createKey(payer.id, { name: 'broken body' });
-    // One request, then three at once.
-    const cut = () => rawChat({ model: MODEL, messages: hello, fake_fault: 'cut:1' }, { token: payerKey.key });
-    await expectError(await cut(), 502, 'upstream_error');
-    for (const res of await Promise.all([cut(), cut(), cut()])) await expectError(res, 502, 'upstream_error');
-    const usage = await usageRows(payer.id, 4);
-    assert.equal(usage.length, 4, 'each charged, none served free');
-    assert.equal(new Set(usage.map((r) => r.reference_id)).size, 4, 'each charged once');
-    for (const row of usage) {
-      assert.ok(row.amount < 0 && row.amount === usage[0].amount, JSON.stringify(row));
-      assert.match(row.description, /prompt estimated/);
-    }
-    const balance = (await admin.call('GET', `/api/balance?user_id=${payer.id}`)).body.balance;
-    assert.equal(Math.round(balance * 1e6), 1_000_000 + 4 * Math.round(usage[0].amount * 1e6), 'the ledger and the balance agree');
-  });
+  for (const [fault, what] of [['cut:1', 'whose body breaks off'], ['error_event', 'that is an error under 200 (the model had started)']]) {
+    test(`an answer ${what} is 502, and charged its prompt: the upstream had it`, async () => {
+      const payer = await admin.createUser({ name: `Broken ${fault}` }, { credit: 1 });
+      const payerKey = await admin.createKey(payer.id, { name: 'broken body' });
+      // One request, then three at once.
+      const broken = () => rawChat({ model: MODEL, messages: hello, fake_fault: fault }, { token: payerKey.key });
+      await expectError(await broken(), 502, 'upstream_error');
+      for (const res of await Promise.all([broken(), broken(), broken()])) await expectError(res, 502, 'upstream_error');
+      const usage = await usageRows(payer.id, 4);
+      assert.equal(usage.length, 4, 'each charged, none served free');
+      assert.equal(new Set(usage.map((r) => r.reference_id)).size, 4, 'each charged once');
+      for (const row of usage) {
+        assert.ok(row.amount < 0 && row.amount === usage[0].amount, JSON.stringify(row));
+        assert.match(row.description, /prompt estimated/);
+      }
+      const balance = (await admin.call('GET', `/api/balance?user_id=${payer.id}`)).body.balance;
+      assert.equal(Math.round(balance * 1e6), 1_000_000 + 4 * Math.round(usage[0].amount * 1e6), 'the ledger and the balance agree');
+    });
+  }
 
   test('a stream longer than REQUEST_TIMEOUT runs on while chunks keep coming; one that stalls for it ends with a timeout event', async () => {
     // REQUEST_TIMEOUT (2 s) bounds each wait for a chunk, not the stream: 16 chunks 150 ms apart take 2.4 s.

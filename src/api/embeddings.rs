@@ -181,8 +181,9 @@ async fn send(
     };
     match read.await {
         Ok((body, usage)) => Ok((body, usage, by)),
-        // An answer whose body broke off or did not come by the deadline: the upstream had generated it.
-        Err(e) => Err(Failed { unanswered: e.broke_after_answer(), error: e.into(), tries: by.tries }),
+        // An answer whose body broke off, did not come by the deadline, or is an error under a 2xx status:
+        // the upstream had the input, and bills it.
+        Err(e) => Err(Failed { unanswered: true, error: e.into(), tries: by.tries }),
     }
 }
 

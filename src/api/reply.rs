@@ -215,12 +215,11 @@ impl<'a> Reply<'a> {
             .await
             .and_then(|body| wire::answer(self.provider(), body, &self.attempt.model, self.created))
             .and_then(|body| completion_usage(&body).map(|usage| (body, usage)));
+        // Whatever fails after a 2xx status (the body broke off, did not come in time, or is an error: OpenRouter
+        // answers 200 with the error in the body once the model has started) failed a request the upstream had.
         let (body, usage) = match read {
             Ok(read) => read,
-            Err(e) => {
-                let generated = e.broke_after_answer();
-                return self.failed(answer, e, generated);
-            }
+            Err(e) => return self.failed(answer, e, true),
         };
         let (upstream_id, model) = answer_names(&body);
         let outcome = Outcome {
@@ -250,8 +249,7 @@ impl<'a> Reply<'a> {
     }
 
     /// The answer could not be given: the client gets the error; the settlement releases the reservation,
-    /// or, when the upstream had generated it (`generated`: its body broke off or did not come in time),
-    /// charges the prompt.
+    /// or, when the upstream had generated it (`generated`: it answered 2xx), charges the prompt.
     fn failed(&mut self, answer: Answer, error: ProviderError, generated: bool) -> Option<Ended> {
         let unanswered = generated;
         let error = ApiError::from(error);

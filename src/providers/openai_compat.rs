@@ -33,12 +33,6 @@ pub enum ProviderError {
 }
 
 impl ProviderError {
-    /// Reading a 2xx answer's body failed as a body fails: it broke off, or did not come in time. The
-    /// upstream had generated the answer, and bills it.
-    pub fn broke_after_answer(&self) -> bool {
-        matches!(self, Self::Network(_) | Self::Deadline)
-    }
-
     /// Worth another try on the same route: 429, 500, 502, 503, 529 (Anthropic's "overloaded") and connection errors.
     pub fn is_retryable(&self) -> bool {
         match self {
