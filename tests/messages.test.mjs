@@ -155,6 +155,27 @@ describe('messages, what agents rely on', () => {
     assert.equal(resent.body.messages[1].reasoning_details[0].text, first.content[0].thinking, 'the thinking goes back to OpenRouter');
   });
 
+  test('a thinking budget above what the key may still spend comes down with the output, or thinking is off (direct Anthropic)', async () => {
+    const user = await ctx.admin.createUser({}, { credit: 1 });
+    const thinking = { type: 'enabled', budget_tokens: 7000 };
+    const ask = { model: DIRECT, max_tokens: 8000, thinking, messages: [{ role: 'user', content: 'think it over' }] };
+    // $0.02 leaves room for about 5,000 output tokens at $4/M; $0.004 for under 1,024.
+    for (const [limit, thinks] of [[0.02, true], [0.004, false]]) {
+      const key = await ctx.admin.createKey(user.id, { limit });
+      const client = new Anthropic({ apiKey: key.key, baseURL: ctx.gw.url, maxRetries: 0 });
+      const answer = await client.messages.create(ask);
+      const sent = ctx.gw.fake.requests.filter((r) => r.path === '/v1/messages').at(-1).body;
+      assert.ok(sent.max_tokens < 8000, `capped to what is left: ${sent.max_tokens}`);
+      if (thinks) {
+        assert.equal(sent.thinking.budget_tokens, sent.max_tokens - 1, 'the budget under the cap');
+        assert.deepEqual(answer.content.map((b) => b.type), ['thinking', 'text']);
+      } else {
+        assert.equal(sent.thinking, undefined, 'too little left to think in');
+        assert.deepEqual(answer.content.map((b) => b.type), ['text']);
+      }
+    }
+  });
+
   test('adaptive thinking and an effort reach a direct Anthropic route as Anthropic takes them; an older model refuses them there', async () => {
     const { user, client } = await anthropicFor();
     const model = 'anthropic/claude-sonnet-4-6'; // a Claude 4.6, served by (the fake of) Anthropic's API

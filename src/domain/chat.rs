@@ -14,6 +14,8 @@ const PER_MESSAGE_TOKENS: u64 = 8;
 /// Tokens allowed for a request with tools, on top of their JSON: the system prompt a provider adds to
 /// explain tool use (Anthropic bills 313 to 346 tokens for it on Claude 4, up to 530 on older models).
 const TOOL_USE_TOKENS: u64 = 800;
+/// The smallest thinking budget Anthropic takes (`thinking.budget_tokens`).
+const MIN_THINKING_BUDGET: u64 = 1_024;
 /// Tokens allowed per image part (a high-detail image costs up to a few thousand).
 const PER_IMAGE_TOKENS: u64 = 4_000;
 /// Tokens allowed per file part. A document (a PDF) is billed per page, its text and the page as an
@@ -290,13 +292,30 @@ impl ChatRequest {
 
     /// Sets the output bound sent upstream: every spelling the client used (both, when it
     /// set both), else `max_tokens`. Only what was reserved is ever asked for.
+    ///
+    /// A thinking budget (`reasoning.max_tokens`) the lower bound would no longer hold is lowered
+    /// with it, or thinking turned off when less than `MIN_THINKING_BUDGET` is left: Anthropic
+    /// refuses a budget not under `max_tokens`, and one under 1,024 tokens. A budget the client
+    /// itself set at or above its own `max_tokens` (Anthropic's interleaved thinking allows it)
+    /// is its own.
     pub fn cap_output(&mut self, max_tokens: u64) {
+        let lowered = self.max_tokens.is_none_or(|asked| max_tokens < asked);
         let fields: Vec<&str> =
             ["max_completion_tokens", "max_tokens"].into_iter().filter(|f| self.body.contains_key(*f)).collect();
         for field in if fields.is_empty() { vec!["max_tokens"] } else { fields } {
             self.body.insert(field.into(), Value::from(max_tokens));
         }
         self.max_tokens = Some(max_tokens);
+        let Some(reasoning) = self.body.get_mut("reasoning").and_then(Value::as_object_mut) else { return };
+        let budget = reasoning.get("max_tokens").and_then(Value::as_u64);
+        if lowered && budget.is_some_and(|b| b >= max_tokens) {
+            if max_tokens > MIN_THINKING_BUDGET {
+                reasoning.insert("max_tokens".into(), Value::from(max_tokens - 1));
+            } else {
+                reasoning.remove("max_tokens");
+                reasoning.insert("enabled".into(), Value::Bool(false));
+            }
+        }
     }
 
     /// The body to send upstream: the client's, asking for the usage chunk on every
@@ -671,6 +690,31 @@ mod tests {
         let mut req = parse(r#"{"model":"m","messages":[{"role":"user","content":"x"}]}"#).expect("valid");
         req.cap_output(7);
         assert_eq!((req.body["max_tokens"].as_u64(), req.max_tokens), (Some(7), Some(7)));
+    }
+
+    #[test]
+    fn a_thinking_budget_stays_under_a_lowered_output_bound_or_thinking_is_turned_off() {
+        let thinking = |max_tokens: u64, budget: u64| {
+            parse(&format!(
+                r#"{{"model":"m","max_tokens":{max_tokens},"reasoning":{{"max_tokens":{budget}}},"messages":[{{"role":"user","content":"x"}}]}}"#
+            ))
+            .expect("valid")
+        };
+        // Only part of 32,000 affordable: the budget comes down under the new bound.
+        let mut req = thinking(32_000, 31_999);
+        req.cap_output(5_000);
+        assert_eq!(req.body["reasoning"]["max_tokens"], 4_999);
+        // Too little left to think in (Anthropic takes no budget under 1,024): thinking is off.
+        let mut req = thinking(32_000, 31_999);
+        req.cap_output(1_024);
+        assert_eq!(req.body["reasoning"], serde_json::json!({"enabled": false}));
+        // A budget that still fits, and one the client set above its own bound, are left alone.
+        let mut req = thinking(32_000, 2_000);
+        req.cap_output(5_000);
+        assert_eq!(req.body["reasoning"]["max_tokens"], 2_000);
+        let mut req = thinking(4_000, 8_000);
+        req.cap_output(4_000);
+        assert_eq!(req.body["reasoning"]["max_tokens"], 8_000);
     }
 
     #[test]
