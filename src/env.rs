@@ -112,6 +112,9 @@ pub struct Faults {
     /// `FAULT_DELAY_SETTLE`: the first message to an account object (in an isolate) settling a request for
     /// this model is held 20 s before it runs, as a message slow on its way (tests/panic.test.mjs).
     pub delay_settle: Option<String>,
+    /// `FAULT_DELAY_BEAT`: the first heartbeat message to an account object (in an isolate) is held 20 s
+    /// before it runs (tests/panic.test.mjs).
+    pub delay_beat: bool,
     /// `FAULT_FAIL_PUT_KEY`: the account object fails this many messages changing a key it holds, in an
     /// isolate, as if they were lost (tests/key_changes.test.mjs).
     pub failed_key_changes: u32,
@@ -225,6 +228,7 @@ impl Config {
                 .or_else(|| fault("FAULT_FAIL_SETTLE").map(|model| SettleFault { model, panic: false })),
             poison_settle: fault("FAULT_POISON_SETTLE"),
             delay_settle: fault("FAULT_DELAY_SETTLE"),
+            delay_beat: fault("FAULT_DELAY_BEAT").is_some(),
             failed_key_changes: fault("FAULT_FAIL_PUT_KEY").and_then(|n| n.trim().parse().ok()).unwrap_or(0),
             slow_key_change_ms: fault("FAULT_SLOW_KEY_CHANGE_MS").and_then(|n| n.trim().parse().ok()).unwrap_or(0),
             lose_org_answer: fault("FAULT_LOSE_ORG_ANSWER").is_some(),

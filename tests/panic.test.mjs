@@ -21,7 +21,8 @@
 //
 // A settlement message slow on its way (`FAULT_DELAY_SETTLE`: the object holds it 20 s, then runs it): the
 // sender gives the try up after its limit (5 s) and sends the settlements again, so each is charged in time,
-// and the late message, when it runs, charges nothing more.
+// and the late message, when it runs, charges nothing more. A heartbeat slow on its way (`FAULT_DELAY_BEAT`)
+// is given up by the next beat's time, so the beats after it keep a long stream's reservation.
 //
 // A settlement that fails every time (`FAULT_POISON_SETTLE`), sent in the same messages as others: after
 // the message's settlements fail together, each is settled in a transaction of its own, so it fails alone. Its batch-mates are
@@ -204,7 +205,7 @@ for (const leases of ['on', 'off']) {
       assert.match(await gw.logsOnce(/FAULT_DELAY_SETTLE: a settlement message is held/), /held/, 'a settlement message was held');
       const gaveUp = /^(?=.*"job":"settle")(?=.*"gave_up":false)(?=.*(timed? ?out|abort)).*$/im;
       assert.match(await gw.logsOnce(gaveUp), gaveUp, 'its try was given up at its limit, and sent again');
-      const late = /FAULT_DELAY_SETTLE: the held message runs now/;
+      const late = /FAULT_DELAY_SETTLE: a settlement message, held, runs now/;
       assert.match(await gw.logsOnce(late, 30_000), late, 'the held message ran late');
       await sleep(500);
       usage = await usageRows(admin, user.id, cost.size);
@@ -214,6 +215,35 @@ for (const leases of ['on', 'off']) {
     }
   });
 }
+
+test('a heartbeat slow on its way is given up by the next one\'s time: a stream outliving its first reservation is charged exactly', { timeout: 120_000 }, async () => {
+  // Reservations live 5 s here (REQUEST_TIMEOUT 2 + RESERVATION_GRACE 3), beaten every 1.25 s; the object
+  // holds the first beat 20 s; the stream takes about 8 s. Awaited for ever, that beat stopped the ones
+  // after it: the request stayed on its lease, which ended under it, and it was charged nothing.
+  const gw = await startGateway({ vars: { FAULT_DELAY_BEAT: '1', REQUEST_TIMEOUT: '2', RESERVATION_GRACE: '3' } });
+  try {
+    const admin = adminClient(gw.url, gw.adminToken);
+    const user = await admin.createUser({ name: 'Held beat' }, { credit: 5 });
+    const { key } = await admin.createKey(user.id, { name: 'beat' });
+    const words = Array.from({ length: 40 }, (_, i) => `w${i}`).join(' ');
+    const res = await fetch(`${gw.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: FAULTED_MODEL, stream: true, chunk_delay_ms: 200, messages: [{ role: 'user', content: words }] }),
+    });
+    assert.equal(res.status, 200);
+    const chunks = (await res.text()).split('\n').filter((l) => l.startsWith('data: {')).map((l) => JSON.parse(l.slice(6)));
+    const usage = chunks.find((c) => c.usage)?.usage;
+    assert.ok(usage?.cost > 0, 'the stream ended with its usage');
+    assert.match(await gw.logsOnce(/FAULT_DELAY_BEAT: a heartbeat is held/), /held/, 'a beat was held');
+    const [row] = await usageRows(admin, user.id, 1);
+    assert.equal(-micros(row.amount), micros(usage.cost), 'charged what it cost');
+    assert.doesNotMatch(row.description ?? '', /closed without settlement/);
+    await assertBooksAgree(admin, user, micros(usage.cost));
+  } finally {
+    await gw.stop();
+  }
+});
 
 for (const leases of ['on', 'off']) {
   test(`a settlement that always fails (leases ${leases}) fails alone: the others sent with it are charged exactly`, { timeout: 120_000 }, async () => {

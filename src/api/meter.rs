@@ -12,7 +12,7 @@ use worker::Env;
 
 use super::error::ApiError;
 use super::respond::Call;
-use crate::billing::client::{Account, Org, Reserved};
+use crate::billing::client::{Account, Org, Reserved, SETTLE_TRY_MS};
 use crate::billing::protocol::{OnLease, Settlement};
 use crate::billing::{batch, leases};
 use crate::cache::keys::KeyRecord;
@@ -523,7 +523,11 @@ impl Heartbeat {
                     return;
                 }
                 let evidence = charge(&price, reserved, prompt_bytes, None, Some(progress.get())).amount;
-                match Account::of(&env, &account_id).touch(&request_id, evidence, lease_ms, on_lease.clone()).await {
+                // Each beat is given up by the next one's time (at most a settlement's try), so one lost on
+                // its way does not stop the beats after it.
+                let try_ms = u32::try_from(every_ms).unwrap_or(u32::MAX).min(SETTLE_TRY_MS);
+                let account = Account::of(&env, &account_id);
+                match account.touch(&request_id, evidence, lease_ms, on_lease.clone(), try_ms).await {
                     Ok(true) => {}
                     Ok(false) => return lost.set(true),
                     Err(e) => crate::log::job_error("heartbeat", &e),

@@ -163,20 +163,24 @@ impl AccountDo {
         })
     }
 
-    /// Tests only (`FAULT_DELAY_SETTLE`): the first settlement message for the model, in this isolate, is
-    /// held `DELAYED_MESSAGE_MS` before it runs, as one slow on its way (its sender has given the try up
-    /// and sent it again by then).
+    /// Tests only: the first settlement message for the model of `FAULT_DELAY_SETTLE`, or the first
+    /// heartbeat with `FAULT_DELAY_BEAT`, in this isolate, is held `DELAYED_MESSAGE_MS` before it runs,
+    /// as one slow on its way (its sender has given the try up and sent it again by then).
     async fn delay_if_faulted(&self, message: &AccountRequest) {
-        let config = crate::env::Config::get(&self.env);
-        let Some(model) = config.faults.delay_settle.as_deref() else { return };
-        let AccountRequest::Settle { settlements, .. } = message else { return };
-        let ours = settlements.iter().any(|s| s.usage.as_ref().is_some_and(|u| u.model == model));
-        if !ours || !crate::js::first_times("delay_settle", 1) {
-            return;
-        }
-        crate::log::job_error("settle_fault", "FAULT_DELAY_SETTLE: a settlement message is held");
+        let faults = &crate::env::Config::get(&self.env).faults;
+        let fault = match message {
+            AccountRequest::Settle { settlements, .. } => faults
+                .delay_settle
+                .as_deref()
+                .filter(|model| settlements.iter().any(|s| s.usage.as_ref().is_some_and(|u| u.model == *model)))
+                .map(|_| "FAULT_DELAY_SETTLE: a settlement message"),
+            AccountRequest::Touch { .. } if faults.delay_beat => Some("FAULT_DELAY_BEAT: a heartbeat"),
+            _ => None,
+        };
+        let Some(what) = fault.filter(|what| crate::js::first_times(what, 1)) else { return };
+        crate::log::job_error("settle_fault", &format!("{what} is held"));
         worker::Delay::from(std::time::Duration::from_millis(DELAYED_MESSAGE_MS)).await;
-        crate::log::job_error("settle_fault", "FAULT_DELAY_SETTLE: the held message runs now");
+        crate::log::job_error("settle_fault", &format!("{what}, held, runs now"));
     }
 
     /// After a failed message, whose writes storage undid: what memory holds is read again from storage.

@@ -149,7 +149,12 @@ impl<'a> Account<'a> {
     }
 
     async fn call(&self, message: &AccountRequest) -> Result<AccountResponse, String> {
-        match send(env::accounts(self.env), self.id, message, None).await? {
+        self.call_within(message, None).await
+    }
+
+    /// `call`, the answer given up after `try_ms` if set.
+    async fn call_within(&self, message: &AccountRequest, try_ms: Option<u32>) -> Result<AccountResponse, String> {
+        match send(env::accounts(self.env), self.id, message, try_ms).await? {
             AccountResponse::Error { message } => Err(message),
             answer => Ok(answer),
         }
@@ -179,16 +184,19 @@ impl<'a> Account<'a> {
     }
 
     /// A heartbeat of a request in flight (started on a lease: `on_lease`); answers whether its
-    /// reservation is still held.
+    /// reservation is still held. A beat whose answer does not come within `try_ms` is given up, so the
+    /// next beat goes on time: a beat awaited for ever stopped the beats after it, and the object closed
+    /// the reservation under a stream that went on.
     pub async fn touch(
         &self,
         request_id: &str,
         evidence: i64,
         lease_ms: i64,
         on_lease: Option<OnLease>,
+        try_ms: u32,
     ) -> Result<bool, String> {
         let message = AccountRequest::Touch { request_id: request_id.into(), evidence, lease_ms, on_lease };
-        match self.call(&message).await? {
+        match self.call_within(&message, Some(try_ms)).await? {
             AccountResponse::Touched { held } => Ok(held),
             other => Err(unexpected("Touch", other)),
         }
