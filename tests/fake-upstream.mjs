@@ -23,7 +23,8 @@
 //                           non-stream: 200 with an error body (OpenRouter's way once the model has started)
 //   "error_event_done"      stream: a mid-stream error event, then `[DONE]` (no usage chunk)
 //   "no_record"             keeps no generation record (GET /generation answers 404 for it)
-// A stream whose last user message holds "[think:<ms>]" sends OpenRouter's keep-alive comment, then waits.
+// A stream whose last user message holds "[think:<ms>]" sends OpenRouter's keep-alive comment, then waits;
+// "[silent:<ms>]" waits with nothing sent (as a direct provider's reasoning model).
 // The direct Anthropic API (whose bodies the gateway builds) takes "[cut:<n>]" in the last message's text:
 // the stream closes after n text deltas, after `message_start` told the prompt's usage (with
 // "[cache_write:<n>]", n of its tokens are written to the cache).
@@ -339,6 +340,13 @@ async function chat(req, res, body, opts) {
     res.write(': OPENROUTER PROCESSING\n\n');
     await sleep(thinkMs);
   }
+  // "[silent:<ms>]": the model works that long first and nothing comes meanwhile, as from OpenAI's or
+  // Google's own API while a model reasons.
+  const silentMs = Number(/\[silent:(\d+)\]/.exec(messageText([...body.messages].reverse().find((m) => m.role === 'user')?.content))?.[1] ?? 0);
+  if (silentMs) {
+    res.flushHeaders(); // the headers come at once, as from those APIs
+    await sleep(silentMs);
+  }
   // A client that goes away stops the generation: what was generated until then is what it used.
   res.on('close', () => {
     if (record.endedAt === null) Object.assign(record, { cancelled: true, endedAt: Date.now() });
@@ -347,7 +355,7 @@ async function chat(req, res, body, opts) {
   const delay = Number.isInteger(body.chunk_delay_ms) ? body.chunk_delay_ms : 0;
   const send = (obj) => res.write(`data: ${JSON.stringify(obj)}\n\n`);
   const chunk = (delta, finish_reason = null) => ({ ...base, choices: [{ index: 0, delta, finish_reason, native_finish_reason: finish_reason, logprobs: null }] });
-  res.write(': OPENROUTER PROCESSING\n\n');
+  if (!silentMs) res.write(': OPENROUTER PROCESSING\n\n');
   const cutAfter = fault.startsWith('cut:') ? Number(fault.slice(4)) : Infinity;
   if (thought && body.reasoning?.exclude !== true) {
     for (const [i, w] of thought.split(' ').entries()) {

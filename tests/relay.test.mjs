@@ -317,6 +317,20 @@ describe('errors are OpenAI-shaped', () => {
     assert.equal(JSON.parse(tail.at(-2).slice(6)).error.code, 'timeout_error');
   });
 
+  test('a model that works in silence past REQUEST_TIMEOUT before its first word: the client is kept alive, and gets the answer', async () => {
+    // As OpenAI's and Google's own APIs do while a model reasons: nothing at all for 4.5 s, twice the limit.
+    const started = Date.now();
+    const res = await rawChat({ model: MODEL, stream: true, messages: [{ role: 'user', content: '[silent:4500] hello' }] });
+    const text = await res.text();
+    assert.ok(Date.now() - started >= 4500, 'it waited for the first word');
+    assert.equal((text.match(/^: keep-alive$/gm) ?? []).length, 2, 'a comment each time the limit passed');
+    assert.ok(!text.includes('timeout_error'), text.slice(-300));
+    const events = text.split('\n\n').filter((e) => e.startsWith('data: '));
+    assert.equal(events.at(-1), 'data: [DONE]');
+    const content = events.slice(0, -1).map((e) => JSON.parse(e.slice(6))).map((c) => c.choices?.[0]?.delta?.content ?? '').join('');
+    assert.equal(content, 'Echo: [silent:4500] hello');
+  });
+
   test('a stream cut mid-way ends with an error event, then [DONE]', async () => {
     const res = await rawChat({ model: MODEL, stream: true, messages: [{ role: 'user', content: 'one two three four five six' }], fake_fault: 'cut:3' });
     assert.equal(res.status, 200);

@@ -52,6 +52,10 @@ pub struct Relay {
     pub sse: SseRelay,
     /// The longest wait for the upstream's next chunk.
     pub idle: IdleLimit,
+    /// Until then, while no content has come (a model reasoning before its first word: OpenAI's and
+    /// Google's own APIs send nothing meanwhile), a wait past `idle` sends the client a keep-alive comment
+    /// and waits on, instead of ending the stream.
+    pub first_content_by_ms: f64,
     pub request_id: String,
     pub heartbeat: Option<Heartbeat>,
     /// The shape the client reads (chat chunks, or completion chunks).
@@ -150,6 +154,10 @@ pub fn relay_stream(relay: Relay) -> impl futures_util::Stream<Item = worker::Re
                     (!s.sse.summary().done).then_some(ProviderError::Network("stream ended before [DONE]".into()))
                 }
                 Some(Some(Err(e))) => Some(ProviderError::Network(format!("stream broke: {e}"))),
+                None if s.sse.summary().content_bytes == 0 && js_sys::Date::now() < s.first_content_by_ms => {
+                    let out = s.emit(b": keep-alive\n\n".to_vec());
+                    return Some((Ok(out), s));
+                }
                 None => {
                     s.upstream = None;
                     Some(ProviderError::Deadline)

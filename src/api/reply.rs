@@ -180,6 +180,7 @@ impl<'a> Reply<'a> {
             adapter: StreamAdapter::new(self.provider(), &self.attempt.model, self.created),
             sse: sse.hiding_usage(hide_usage),
             idle: IdleLimit::new(config.request_timeout_ms),
+            first_content_by_ms: js_sys::Date::now() + FIRST_CONTENT_WAIT_MS,
             request_id: self.call.request_id.clone(),
             heartbeat: self.meter.as_ref().map(|m| {
                 let every_ms = config.heartbeat_every_ms();
@@ -311,6 +312,10 @@ impl<'a> Reply<'a> {
         (usage.completion_tokens > 0 || delivered_bytes == 0).then_some(usage)
     }
 }
+
+/// How long a stream may wait for its first content (a model reasoning first), the client kept alive
+/// meanwhile: as long as OpenAI's and Anthropic's SDKs wait for an answer by default.
+const FIRST_CONTENT_WAIT_MS: f64 = 600_000.0;
 
 /// How long a settlement waits for OpenRouter's record of a generation the client hung up on (with the
 /// settlement's own 20 s of retries, inside the 30 s the runtime gives a task after its answer).
