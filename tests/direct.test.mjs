@@ -114,6 +114,33 @@ describe('what each provider needs kept', () => {
     assert.equal(sent.generationConfig.responseMimeType, 'application/json');
   });
 
+  test('a Gemini 3 tool loop: each call\'s thought signature goes back with it, or Google\'s stand-in when the client dropped it', async () => {
+    await setup();
+    const model = 'google/gemini-3-pro-preview'; // refuses a history whose calls lost their signatures, as Gemini 3 does
+    const tools = [{ type: 'function', function: { name: 'get_weather', parameters: { type: 'object', properties: { location: { type: 'string' } } } } }];
+    const ask = { role: 'user', content: 'Weather in Paris?' };
+    const first = (await client.chat.completions.create({ model, tools, messages: [ask] })).choices[0].message;
+    const signature = first.tool_calls[0].extra_content?.google?.thought_signature;
+    assert.ok(signature, JSON.stringify(first));
+    const sentCall = () => ctx.gw.fake.requests.filter((r) => r.path.startsWith('/v1beta/models/')).at(-1).body.contents[1].parts[0];
+    const result = { role: 'tool', tool_call_id: first.tool_calls[0].id, content: 'sunny' };
+    // A client that sends the message back as it came (the SDKs' own objects keep the field).
+    const kept = await client.chat.completions.create({ model, tools, messages: [ask, first, result] });
+    assert.match(kept.choices[0].message.content, /sunny/);
+    assert.equal(sentCall().thoughtSignature, signature);
+    // One that keeps only the call's id, name and arguments, as most agents do.
+    const bare = { role: 'assistant', content: null, tool_calls: first.tool_calls.map(({ id, type, function: f }) => ({ id, type, function: f })) };
+    const rebuilt = await client.chat.completions.create({ model, tools, messages: [ask, bare, result] });
+    assert.match(rebuilt.choices[0].message.content, /sunny/);
+    assert.equal(sentCall().thoughtSignature, 'skip_thought_signature_validator');
+    // Streamed, the signature comes with the call, whose id is the answer's own (never another turn's).
+    const stream = await client.chat.completions.create({ model, tools, stream: true, messages: [ask] });
+    const calls = [];
+    for await (const chunk of stream) calls.push(...(chunk.choices[0]?.delta?.tool_calls ?? []));
+    assert.ok(calls[0].extra_content?.google?.thought_signature);
+    assert.notEqual(calls[0].id, first.tool_calls[0].id);
+  });
+
   test('a strict function tool reaches a Google model as JSON Schema Gemini accepts', async () => {
     await setup();
     const strict = [{ type: 'function', function: { name: 'get_weather', strict: true, parameters: { type: 'object', properties: { location: { type: 'string' } }, required: ['location'], additionalProperties: false } } }];

@@ -67,6 +67,8 @@ export const CATALOGUE = [
   // Thinks adaptively and takes an effort (Claude 4.6 and later), on Anthropic's API too.
   { id: 'anthropic/claude-sonnet-4-6', name: 'Anthropic: Claude Sonnet 4.6', context_length: 200000, prompt: '0.000003', completion: '0.000015' },
   { id: 'google/gemini-2.0-flash-001', name: 'Google: Gemini 2.0 Flash', context_length: 1048576, prompt: '0.0000001', completion: '0.0000004' },
+  // Signs its function calls, and refuses a history whose calls lost their signatures (Gemini 3 and later).
+  { id: 'google/gemini-3-pro-preview', name: 'Google: Gemini 3 Pro Preview', context_length: 1048576, prompt: '0.000002', completion: '0.000012' },
   // A long-context tier, as OpenRouter lists one: from 200K prompt tokens the whole request at these rates.
   {
     id: 'google/gemini-2.5-pro', name: 'Google: Gemini 2.5 Pro', context_length: 1048576, prompt: '0.00000125', completion: '0.00001',
@@ -77,6 +79,9 @@ export const CATALOGUE = [
   { id: 'perplexity/sonar', name: 'Perplexity: Sonar', context_length: 127072, prompt: '0.000001', completion: '0.000001', request: '0.005' },
   { id: 'openai/text-embedding-3-small', name: 'OpenAI: Text Embedding 3 Small', context_length: 8192, prompt: '0.00000002', completion: '0', embedding: 1536 },
 ];
+
+/** How the fake Gemini's thought signatures begin (the real ones are opaque). */
+const GEMINI_SIGNATURE = 'ZmFrZS1nZW1pbmk';
 
 /** The only key the fake Gemini API accepts. */
 export const FAKE_GOOGLE_KEY = 'fake-google-api-key';
@@ -532,7 +537,9 @@ const partsText = (parts) => (Array.isArray(parts) ? parts.map((p) => p.text ?? 
  * real API: `x-goog-api-key`, non-empty `contents`, roles `user` and `model` only ("assistant" is
  * refused), `parts` arrays. Answers "Echo: <last user text>", or a function call when tools are
  * declared and the last turn is not a function response; in JSON mode (`responseMimeType`), that text as
- * JSON, under the schema's first property. Tokens: as the other fakes.
+ * JSON, under the schema's first property. Tokens: as the other fakes. Gemini 3 models sign each answer's
+ * first function call (`thoughtSignature`) and, as Gemini 3 does, refuse a model turn whose first call
+ * comes back without a signature (one of theirs, or Google's stand-in `skip_thought_signature_validator`).
  */
 async function gemini(req, res, url, body) {
   const [, model, method] = url.pathname.match(/^\/v1beta\/models\/([^:]+):(\w+)$/) ?? [];
@@ -551,6 +558,18 @@ async function gemini(req, res, url, body) {
   for (const f of ['messages', 'max_tokens', 'model', 'stream']) {
     if (f in body) return geminiError(res, 400, 'INVALID_ARGUMENT', `Invalid JSON payload received. Unknown name "${f}": Cannot find field.`);
   }
+  const signs = /^gemini-([3-9]|\d\d)/.test(model);
+  for (const [i, c] of body.contents.entries()) {
+    const first = c.role === 'model' ? c.parts.findIndex((p) => p.functionCall) : -1;
+    if (!signs || first < 0) continue;
+    const signature = c.parts[first].thoughtSignature;
+    if (signature === undefined) {
+      return geminiError(res, 400, 'INVALID_ARGUMENT', `Function call is missing a thought_signature in functionCall parts. This is required for tools to work correctly, and missing thought_signature may lead to degraded model performance. Additional data, function call \`default_api:${c.parts[first].functionCall.name}\` , position ${i + 1}. Please refer to https://ai.google.dev/gemini-api/docs/thought-signatures for more details.`);
+    }
+    if (signature !== 'skip_thought_signature_validator' && !signature.startsWith(GEMINI_SIGNATURE)) {
+      return geminiError(res, 400, 'INVALID_ARGUMENT', 'Corrupted thought signature.');
+    }
+  }
   const last = body.contents.at(-1);
   const chars = body.contents.reduce((n, c) => n + partsText(c.parts).length, 0) + partsText(body.systemInstruction?.parts).length;
   const prompt = Math.ceil(chars / 4) + 3 * body.contents.length;
@@ -560,6 +579,7 @@ async function gemini(req, res, url, body) {
   const openApiOnly = declared.find((d) => d.parameters && JSON.stringify(d.parameters).includes('"additionalProperties"'));
   if (openApiOnly) return geminiError(res, 400, 'INVALID_ARGUMENT', `Invalid JSON payload received. Unknown name "additionalProperties" at 'tools[0].function_declarations[0].parameters': Cannot find field.`);
   const call = declared.length > 0 && !answered ? { functionCall: { name: declared[0].name, args: { location: 'Paris', unit: 'celsius' } } } : null;
+  if (call && signs) call.thoughtSignature = `${GEMINI_SIGNATURE}${randomBytes(12).toString('base64')}`;
   // JSON mode: the answer is JSON, shaped by `responseJsonSchema` (JSON Schema) when given; `responseSchema`
   // takes only Gemini's OpenAPI subset.
   const config = body.generationConfig ?? {};

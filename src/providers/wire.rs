@@ -92,7 +92,7 @@ pub fn outbound(
             Outbound {
                 url: format!("{}/v1beta/models/{}:{method}", endpoint.base_url, path_segment(native)),
                 headers: vec![("x-goog-api-key", endpoint.key.to_string()), json],
-                body: gemini::request::generate_request(chat)?.to_string().into_bytes(),
+                body: gemini::request::generate_request(chat, native)?.to_string().into_bytes(),
             }
         }
     })

@@ -6,6 +6,13 @@
 //! since Gemini has no call ids); consecutive turns of one role are merged.
 //! Sampling options go in `generationConfig`, and so does `response_format` (JSON mode, a JSON Schema);
 //! OpenAI-only fields are dropped.
+//!
+//! Thought signatures: Gemini 3 refuses a model turn whose first function call lacks the signature its
+//! answer carried. The answer gives it as the tool call's `extra_content.google.thought_signature`
+//! (Google's own OpenAI-compatible spelling), which goes back as the part's `thoughtSignature`; clients
+//! that keep only the call's id, name and arguments (most agents, and every client of the Messages and
+//! Responses APIs, whose shapes have no room for it) get Google's documented stand-in, which skips the
+//! check.
 
 use std::collections::HashMap;
 
@@ -15,7 +22,18 @@ use crate::domain::chat::ChatRequest;
 use crate::domain::InvalidRequest;
 use crate::providers::translate::{data_url, image_url, push_turn, stop_sequences, text_of, tool_calls, unfit, Unfit};
 
-pub fn generate_request(chat: &ChatRequest) -> Result<Value, InvalidRequest> {
+/// What Gemini takes in place of a thought signature the history lost.
+const NO_SIGNATURE: &str = "skip_thought_signature_validator";
+
+/// Whether `native` (a Gemini model id) requires thought signatures on function calls: Gemini 3 and later.
+fn requires_signatures(native: &str) -> bool {
+    let version = native.strip_prefix("gemini-").unwrap_or_default();
+    let major: String = version.chars().take_while(char::is_ascii_digit).collect();
+    major.parse::<u32>().is_ok_and(|m| m >= 3)
+}
+
+pub fn generate_request(chat: &ChatRequest, native: &str) -> Result<Value, InvalidRequest> {
+    let signatures = requires_signatures(native);
     let body = &chat.body;
     let mut system = Vec::new();
     let mut turns: Vec<(&'static str, Vec<Value>)> = Vec::new();
@@ -27,9 +45,19 @@ pub fn generate_request(chat: &ChatRequest) -> Result<Value, InvalidRequest> {
             "user" => push_turn(&mut turns, "user", parts(message.get("content"), i)?),
             "assistant" => {
                 let mut p = parts(message.get("content"), i)?;
-                for call in tool_calls(message, i)? {
+                let raw = message.get("tool_calls").and_then(Value::as_array);
+                for (j, call) in tool_calls(message, i)?.into_iter().enumerate() {
                     call_names.insert(call.id, call.name.clone());
-                    p.push(json!({"functionCall": {"name": call.name, "args": call.arguments}}));
+                    let mut part = json!({"functionCall": {"name": call.name, "args": call.arguments}});
+                    let kept = raw
+                        .and_then(|calls| calls.get(j))
+                        .and_then(|c| c.pointer("/extra_content/google/thought_signature"))
+                        .and_then(Value::as_str);
+                    // The first call of a step carries the step's signature (parallel calls share it).
+                    if let Some(signature) = kept.or((signatures && j == 0).then_some(NO_SIGNATURE)) {
+                        part["thoughtSignature"] = signature.into();
+                    }
+                    p.push(part);
                 }
                 if !p.is_empty() {
                     push_turn(&mut turns, "model", p);
@@ -177,7 +205,36 @@ mod tests {
         let expected: Value =
             serde_json::from_str(include_str!("../../../tests/fixtures/gemini/chat_with_tools.gemini.json"))
                 .expect("fixture");
-        assert_eq!(generate_request(&request).expect("translates"), expected);
+        assert_eq!(generate_request(&request, "gemini-2.0-flash-001").expect("translates"), expected);
+    }
+
+    #[test]
+    fn a_gemini_3_function_call_goes_back_with_its_thought_signature_or_the_stand_in() {
+        let request = chat(
+            r#"{"model":"m","messages":[{"role":"user","content":"weather?"},
+                {"role":"assistant","content":null,"tool_calls":[
+                    {"id":"a","type":"function","function":{"name":"f","arguments":"{}"},"extra_content":{"google":{"thought_signature":"c2ln"}}},
+                    {"id":"b","type":"function","function":{"name":"g","arguments":"{}"}}]},
+                {"role":"tool","tool_call_id":"a","content":"sunny"},{"role":"tool","tool_call_id":"b","content":"warm"},
+                {"role":"assistant","content":null,"tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"{}"}}]},
+                {"role":"tool","tool_call_id":"c","content":"still sunny"}]}"#,
+        );
+        let signatures = |native: &str| -> Vec<Value> {
+            let body = generate_request(&request, native).expect("translates");
+            let contents = body["contents"].as_array().cloned().unwrap_or_default();
+            contents
+                .iter()
+                .filter(|c| c["role"] == "model")
+                .flat_map(|c| c["parts"].as_array().cloned().unwrap_or_default())
+                .map(|p| p.get("thoughtSignature").cloned().unwrap_or(Value::Null))
+                .collect()
+        };
+        // Kept where the client sent it back; the stand-in on a step's first call where it did not.
+        assert_eq!(signatures("gemini-3-pro-preview"), [json!("c2ln"), Value::Null, json!(NO_SIGNATURE)]);
+        assert_eq!(signatures("gemini-3.1-flash"), [json!("c2ln"), Value::Null, json!(NO_SIGNATURE)]);
+        // Before Gemini 3 a signature is optional: none is made up.
+        assert_eq!(signatures("gemini-2.5-pro"), [json!("c2ln"), Value::Null, Value::Null]);
+        assert!(!requires_signatures("gemini-exp-1206") && requires_signatures("gemini-10-ultra"));
     }
 
     #[test]
@@ -186,7 +243,7 @@ mod tests {
             let request = chat(&format!(
                 r#"{{"model":"m","messages":[{{"role":"user","content":"hi"}}],"response_format":{format}}}"#
             ));
-            generate_request(&request).expect("translates").get("generationConfig").cloned()
+            generate_request(&request, "gemini-2.0-flash-001").expect("translates").get("generationConfig").cloned()
         };
         let schema = json!({"type": "object", "properties": {"a": {"type": "string"}}, "additionalProperties": false});
         assert_eq!(
@@ -206,7 +263,7 @@ mod tests {
             r#"{"model":"m","messages":[{"role":"user","content":"hi"},{"role":"assistant","content":"hello"},{"role":"user","content":"again"}],
                 "tool_choice":{"type":"function","function":{"name":"f"}}}"#,
         );
-        let body = generate_request(&request).expect("translates");
+        let body = generate_request(&request, "gemini-2.0-flash-001").expect("translates");
         let roles: Vec<&str> =
             body["contents"].as_array().expect("contents").iter().map(|c| c["role"].as_str().unwrap_or("")).collect();
         assert_eq!(roles, ["user", "model", "user"]);
@@ -224,7 +281,7 @@ mod tests {
             r#"{"model":"m","messages":[{"role":"assistant","content":null,"tool_calls":[{"id":"c1","type":"function","function":{"name":"f","arguments":"{}"}}]},
                 {"role":"tool","tool_call_id":"c1","content":"{\"temp\":18}"}]}"#,
         );
-        let body = generate_request(&request).expect("translates");
+        let body = generate_request(&request, "gemini-2.0-flash-001").expect("translates");
         assert_eq!(
             body["contents"][1]["parts"][0],
             json!({"functionResponse": {"name": "f", "response": {"temp": 18}}})

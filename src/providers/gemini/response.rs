@@ -3,9 +3,12 @@
 //! cached tokens (`cachedContentTokenCount`), and thinking tokens
 //! (`thoughtsTokenCount`) are output that OpenAI counts in `completion_tokens`
 //! and reports as `reasoning_tokens`. Gemini calls have no ids: a call is
-//! named `call_<n>` by its position in the answer.
+//! named `call_<answer id>_<n>` by its position in the answer (ids unique across
+//! turns, as a conversation moved to Claude needs). A call's thought signature
+//! (Gemini 3) travels as `extra_content.google.thought_signature`, as Google's own
+//! OpenAI-compatible API spells it, to come back on the next turn (`request`).
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::domain::chat::{CompletionDetails, PromptDetails, Usage};
 use crate::providers::translate;
@@ -35,8 +38,9 @@ pub fn usage(meta: &Value) -> Usage {
     }
 }
 
-/// Text and function calls of a candidate's parts; `first_call` numbers the calls.
-pub fn content_of(candidate: &Value, first_call: usize) -> (String, Vec<Value>) {
+/// Text and function calls of a candidate's parts; `first_call` numbers the calls of the answer `answer_id`.
+pub fn content_of(candidate: &Value, first_call: usize, answer_id: &str) -> (String, Vec<Value>) {
+    let answer: String = answer_id.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').take(40).collect();
     let mut text = String::new();
     let mut calls = Vec::new();
     for part in candidate.get("content").and_then(|c| c.get("parts")).and_then(Value::as_array).into_iter().flatten() {
@@ -47,12 +51,14 @@ pub fn content_of(candidate: &Value, first_call: usize) -> (String, Vec<Value>) 
             text.push_str(t);
         }
         if let Some(call) = part.get("functionCall") {
-            let id = format!("call_{}", first_call + calls.len());
-            calls.push(translate::tool_call(
-                id.into(),
-                call.get("name").cloned().unwrap_or_default(),
-                call.get("args"),
-            ));
+            let n = first_call + calls.len();
+            let id = if answer.is_empty() { format!("call_{n}") } else { format!("call_{answer}_{n}") };
+            let mut tool_call =
+                translate::tool_call(id.into(), call.get("name").cloned().unwrap_or_default(), call.get("args"));
+            if let Some(signature) = part.get("thoughtSignature").and_then(Value::as_str) {
+                tool_call["extra_content"] = json!({"google": {"thought_signature": signature}});
+            }
+            calls.push(tool_call);
         }
     }
     (text, calls)
@@ -60,7 +66,8 @@ pub fn content_of(candidate: &Value, first_call: usize) -> (String, Vec<Value>) 
 
 pub fn chat_completion(answer: &Value, model: &str, created: i64) -> Value {
     let candidate = answer.get("candidates").and_then(|c| c.get(0)).cloned().unwrap_or_default();
-    let (text, calls) = content_of(&candidate, 0);
+    let answer_id = answer.get("responseId").and_then(Value::as_str).unwrap_or_default();
+    let (text, calls) = content_of(&candidate, 0, answer_id);
     let finish = finish_reason(candidate.get("finishReason").and_then(Value::as_str), !calls.is_empty());
     let usage = usage(answer.get("usageMetadata").unwrap_or(&Value::Null));
     translate::chat_completion(
@@ -87,6 +94,17 @@ mod tests {
         let answer = fixture(include_str!("../../../tests/fixtures/gemini/generate_function_call.json"));
         let expected = fixture(include_str!("../../../tests/fixtures/gemini/generate_function_call.openai.json"));
         assert_eq!(chat_completion(&answer, "google/gemini-2.0-flash-001", 1_764_460_800), expected);
+    }
+
+    #[test]
+    fn a_thought_signature_rides_on_its_tool_call_and_ids_name_the_answer() {
+        let candidate = json!({"content": {"role": "model", "parts": [
+            {"functionCall": {"name": "f", "args": {}}, "thoughtSignature": "c2ln"},
+            {"functionCall": {"name": "g", "args": {}}}]}});
+        let (_, calls) = content_of(&candidate, 0, "r/1 x");
+        assert_eq!(calls[0]["extra_content"], json!({"google": {"thought_signature": "c2ln"}}));
+        assert!(calls[1].get("extra_content").is_none());
+        assert_eq!([&calls[0]["id"], &calls[1]["id"]], [&json!("call_r1x_0"), &json!("call_r1x_1")]);
     }
 
     #[test]

@@ -43,7 +43,7 @@ impl StreamTranslator {
             self.usage = meta.clone();
         }
         let Some(candidate) = data.get("candidates").and_then(|c| c.get(0)) else { return vec![] };
-        let (text, calls) = content_of(candidate, self.calls);
+        let (text, calls) = content_of(candidate, self.calls, &self.chunks.id);
         let mut out = Vec::new();
         if !text.is_empty() {
             out.push(self.chunk(json!({ "content": text }), None));
