@@ -471,6 +471,11 @@ impl MessagesStream {
     pub fn feed(&mut self, bytes: Vec<u8>) -> Vec<u8> {
         let mut out = String::new();
         for step in self.steps.feed(&bytes) {
+            // After its error (or `message_stop`) a stream says nothing more: the relay's own error event
+            // after an upstream's would be a second one.
+            if self.finished {
+                continue;
+            }
             match step {
                 ChatStep::Start(chunk) => self.start(&chunk, &mut out),
                 ChatStep::Text(text) => {
@@ -773,6 +778,10 @@ mod tests {
         assert_eq!(names.last(), Some(&"error"));
         assert!(!names.contains(&"message_stop"));
         assert!(out.contains(r#""type":"api_error""#), "{out}");
+        // An upstream's error event, then the relay's own (the stream ended without `[DONE]`): one error.
+        let twice = "data: {\"error\":{\"message\":\"cut\"}}\n\ndata: {\"error\":{\"code\":\"upstream_error\"}}\n\ndata: [DONE]\n\n";
+        let out = String::from_utf8(MessagesStream::default().feed(twice.as_bytes().to_vec())).expect("utf8");
+        assert_eq!(out.matches("event: error").count(), 1, "{out}");
         let overloaded = "data: {\"error\":{\"code\":529,\"message\":\"busy\"}}\n\n";
         let out = String::from_utf8(MessagesStream::default().feed(overloaded.as_bytes().to_vec())).expect("utf8");
         assert!(out.contains(r#""type":"overloaded_error""#), "the type Claude Code retries by: {out}");
