@@ -255,7 +255,7 @@ pub fn known_limit(stored: Option<i64>) -> Option<u64> {
 pub fn affordable_output_tokens(price: &Price, prompt_tokens: u64, budget: i64) -> u64 {
     let price = &price.at_prompt(prompt_tokens);
     let prompt_cost = cost(price, &Tokens { prompt: prompt_tokens, ..Tokens::default() });
-    let left = budget - prompt_cost;
+    let left = budget.saturating_sub(prompt_cost);
     if left <= 0 {
         return 0;
     }
