@@ -80,7 +80,10 @@ impl StreamDialect {
             Self::Responses(state) => state.feed(bytes),
         };
         if silent_if_empty && out.is_empty() {
-            out.extend_from_slice(b": keep-alive\n\n");
+            out = match self {
+                Self::Responses(state) => state.keep_alive(js_sys::Date::now() as u64),
+                _ => b": keep-alive\n\n".to_vec(),
+            };
         }
         out
     }

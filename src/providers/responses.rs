@@ -302,7 +302,13 @@ pub fn to_chat(bytes: &[u8]) -> Result<(ChatRequest, CustomTools, Origins), Inva
                             "tool_call_id": item.get("call_id").cloned().unwrap_or_default(), "content": content}));
                         origins.messages.push(Origin::Output(i));
                     }
-                    "reasoning" => {}
+                    // Reasoning, and the calls of OpenAI's own tools (a session recorded against OpenAI): what
+                    // they did is in the messages after them; this gateway does not run those tools.
+                    "reasoning"
+                    | "web_search_call"
+                    | "file_search_call"
+                    | "image_generation_call"
+                    | "code_interpreter_call" => {}
                     other => {
                         return Err(invalid(format!("`{param}`: items of type `{other}` are not supported"), &param))
                     }
@@ -469,11 +475,29 @@ fn response_id(chat_id: Option<&str>) -> String {
     format!("resp_{}", chat_id.unwrap_or("tollgate").trim_start_matches("chatcmpl-").trim_start_matches("gen-"))
 }
 
-fn response(id: &str, model: &Value, created: &Value, status: &str, output: Vec<Value>, usage: Value) -> Value {
+/// Why an answer is incomplete, as the Responses API says it, from the chat's finish reason.
+fn incomplete_reason(finish: Option<&str>) -> Option<&'static str> {
+    match finish {
+        Some("length") => Some("max_output_tokens"),
+        Some("content_filter") => Some("content_filter"),
+        _ => None,
+    }
+}
+
+/// A response, `status` (or "incomplete", with why: `incomplete`).
+fn response(
+    id: &str,
+    model: &Value,
+    created: &Value,
+    status: &str,
+    incomplete: Option<&str>,
+    output: Vec<Value>,
+    usage: Value,
+) -> Value {
     json!({
-        "id": id, "object": "response", "created_at": created, "status": status, "model": model,
-        "output": output, "usage": usage, "error": null,
-        "incomplete_details": if status == "incomplete" { json!({"reason": "max_output_tokens"}) } else { Value::Null },
+        "id": id, "object": "response", "created_at": created, "status": incomplete.map_or(status, |_| "incomplete"),
+        "model": model, "output": output, "usage": usage, "error": null,
+        "incomplete_details": incomplete.map_or(Value::Null, |reason| json!({"reason": reason})),
         "instructions": null, "parallel_tool_calls": true, "tool_choice": "auto", "tools": [],
         "metadata": {}, "store": false, "text": {"format": {"type": "text"}},
     })
@@ -503,6 +527,12 @@ pub fn answer_from_chat(body: Vec<u8>, custom: &CustomTools) -> Vec<u8> {
     {
         output.push(message_item(&format!("msg_{id}"), text, "completed"));
     }
+    if let Some(refusal) =
+        choice.and_then(|c| c.pointer("/message/refusal")).and_then(Value::as_str).filter(|t| !t.is_empty())
+    {
+        output.push(json!({"type": "message", "id": format!("msg_r_{id}"), "status": "completed", "role": "assistant",
+            "content": [{"type": "refusal", "refusal": refusal}]}));
+    }
     for (i, call) in choice
         .and_then(|c| c.pointer("/message/tool_calls"))
         .and_then(Value::as_array)
@@ -518,20 +548,23 @@ pub fn answer_from_chat(body: Vec<u8>, custom: &CustomTools) -> Vec<u8> {
             false => call_item(&item_id, call_id, &name, arguments, "completed"),
         });
     }
-    let status = if choice.and_then(|c| c.get("finish_reason")).and_then(Value::as_str) == Some("length") {
-        "incomplete"
-    } else {
-        "completed"
-    };
+    let incomplete = incomplete_reason(choice.and_then(|c| c.get("finish_reason")).and_then(Value::as_str));
+    // A cut answer's last item is the one cut short.
+    if let (Some(_), Some(last)) = (incomplete, output.last_mut()) {
+        last["status"] = Value::from("incomplete");
+    }
     let created = answer.get("created").cloned().unwrap_or(Value::from(0));
     let model = answer.get("model").cloned().unwrap_or_default();
-    serde_json::to_vec(&response(&id, &model, &created, status, output, usage_of(answer.get("usage")))).unwrap_or(body)
+    let usage = usage_of(answer.get("usage"));
+    serde_json::to_vec(&response(&id, &model, &created, "completed", incomplete, output, usage)).unwrap_or(body)
 }
 
 /// What kind of output item a stream is writing.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Kind {
     Message,
+    /// A message whose part is a refusal (the model declined a structured output).
+    Refusal,
     Function,
     /// A custom tool's call: its input is given whole when the call ends.
     Custom,
@@ -565,9 +598,15 @@ pub struct ResponsesStream {
     open: Option<Open>,
     done: Vec<Value>,
     usage: Option<Value>,
-    incomplete: bool,
+    /// Why the answer stopped short (`incomplete_details.reason`), if it did.
+    incomplete: Option<&'static str>,
     finished: bool,
+    /// When the last `response.in_progress` for a silence went out (ms; 0: none yet).
+    progress_ms: u64,
 }
+
+/// How often a silence (a model thinking, its thought not carried) is told as `response.in_progress`.
+const PROGRESS_EVERY_MS: u64 = 5_000;
 
 impl ResponsesStream {
     pub fn new(custom: CustomTools) -> Self {
@@ -593,6 +632,13 @@ impl ResponsesStream {
                     let (id, index) = self.append(&delta);
                     self.emit(&mut out, json!({"type": "response.output_text.delta", "item_id": id, "output_index": index, "content_index": 0, "delta": delta, "logprobs": []}));
                 }
+                ChatStep::Refusal(delta) => {
+                    if !matches!(&self.open, Some(o) if o.kind == Kind::Refusal) {
+                        self.open_item(Kind::Refusal, Value::Null, Value::Null, &mut out);
+                    }
+                    let (id, index) = self.append(&delta);
+                    self.emit(&mut out, json!({"type": "response.refusal.delta", "item_id": id, "output_index": index, "content_index": 0, "delta": delta}));
+                }
                 ChatStep::ToolStart { id, name } => {
                     let kind = if self.custom.includes(&name) { Kind::Custom } else { Kind::Function };
                     self.open_item(kind, id, name, &mut out)
@@ -603,12 +649,31 @@ impl ResponsesStream {
                         self.emit(&mut out, json!({"type": "response.function_call_arguments.delta", "item_id": id, "output_index": index, "delta": args}));
                     }
                 }
-                ChatStep::Finish(reason) => self.incomplete = reason == "length",
+                ChatStep::Finish(reason) => self.incomplete = incomplete_reason(Some(&reason)),
                 ChatStep::Usage(usage) => self.usage = Some(usage),
-                ChatStep::Error(error) => self.fail(error_message(&error), &mut out),
+                ChatStep::Error(error) => self.fail(&error, &mut out),
                 ChatStep::Done => self.finish(&mut out),
                 // Thinking is not given back as reasoning items (see the module's notes).
                 ChatStep::Thinking(_) | ChatStep::Signature(_) | ChatStep::Redacted(_) => {}
+            }
+        }
+        out.into_bytes()
+    }
+
+    /// What the client gets for upstream bytes that made no event (a keep-alive comment, thinking this
+    /// dialect does not carry): a comment, and at most every `PROGRESS_EVERY_MS` a `response.in_progress`
+    /// once the response has started. Codex's idle limit (5 minutes) counts events, not comments, so a
+    /// long thought would otherwise end its stream and make it ask again.
+    pub fn keep_alive(&mut self, now_ms: u64) -> Vec<u8> {
+        let mut out = String::from(": keep-alive\n\n");
+        if self.started && !self.finished {
+            if self.progress_ms == 0 {
+                self.progress_ms = now_ms;
+            } else if now_ms.saturating_sub(self.progress_ms) >= PROGRESS_EVERY_MS {
+                self.progress_ms = now_ms;
+                let r =
+                    response(&self.id, &self.model, &self.created, "in_progress", None, self.done.clone(), Value::Null);
+                self.emit(&mut out, json!({"type": "response.in_progress", "response": r}));
             }
         }
         out.into_bytes()
@@ -633,51 +698,62 @@ impl ResponsesStream {
         self.id = response_id(chunk.get("id").and_then(Value::as_str));
         self.model = chunk.get("model").cloned().unwrap_or_default();
         self.created = chunk.get("created").cloned().unwrap_or(Value::from(0));
-        let r = response(&self.id, &self.model, &self.created, "in_progress", Vec::new(), Value::Null);
+        let r = response(&self.id, &self.model, &self.created, "in_progress", None, Vec::new(), Value::Null);
         self.emit(out, json!({"type": "response.created", "response": r.clone()}));
         self.emit(out, json!({"type": "response.in_progress", "response": r}));
     }
 
     fn open_item(&mut self, kind: Kind, call_id: Value, name: Value, out: &mut String) {
-        self.close_item(out);
+        self.close_item(out, "completed");
         let index = self.done.len() as u64;
         let id = match kind {
-            Kind::Message => format!("msg_{index}_{}", self.id),
+            Kind::Message | Kind::Refusal => format!("msg_{index}_{}", self.id),
             Kind::Function | Kind::Custom => format!("fc_{index}_{}", self.id),
         };
         let item = match kind {
-            Kind::Message => {
+            Kind::Message | Kind::Refusal => {
                 json!({"type": "message", "id": id, "status": "in_progress", "role": "assistant", "content": []})
             }
             Kind::Function => call_item(&id, &call_id, &name, "", "in_progress"),
             Kind::Custom => custom_call_item(&id, &call_id, &name, "", "in_progress"),
         };
         self.emit(out, json!({"type": "response.output_item.added", "output_index": index, "item": item}));
-        if kind == Kind::Message {
-            let part = json!({"type": "output_text", "text": "", "annotations": []});
+        let part = match kind {
+            Kind::Message => Some(json!({"type": "output_text", "text": "", "annotations": []})),
+            Kind::Refusal => Some(json!({"type": "refusal", "refusal": ""})),
+            Kind::Function | Kind::Custom => None,
+        };
+        if let Some(part) = part {
             self.emit(out, json!({"type": "response.content_part.added", "item_id": id, "output_index": index, "content_index": 0, "part": part}));
         }
         self.open = Some(Open { index, id, kind, call_id, name, text: String::new() });
     }
 
-    fn close_item(&mut self, out: &mut String) {
+    /// Closes the open item with `status` ("incomplete" for one an answer cut short).
+    fn close_item(&mut self, out: &mut String, status: &str) {
         let Some(open) = self.open.take() else { return };
         let item = match open.kind {
             Kind::Message => {
                 self.emit(out, json!({"type": "response.output_text.done", "item_id": open.id, "output_index": open.index, "content_index": 0, "text": open.text, "logprobs": []}));
                 let part = json!({"type": "output_text", "text": open.text, "annotations": []});
                 self.emit(out, json!({"type": "response.content_part.done", "item_id": open.id, "output_index": open.index, "content_index": 0, "part": part}));
-                message_item(&open.id, &open.text, "completed")
+                message_item(&open.id, &open.text, status)
+            }
+            Kind::Refusal => {
+                self.emit(out, json!({"type": "response.refusal.done", "item_id": open.id, "output_index": open.index, "content_index": 0, "refusal": open.text}));
+                let part = json!({"type": "refusal", "refusal": open.text});
+                self.emit(out, json!({"type": "response.content_part.done", "item_id": open.id, "output_index": open.index, "content_index": 0, "part": part.clone()}));
+                json!({"type": "message", "id": open.id, "status": status, "role": "assistant", "content": [part]})
             }
             Kind::Function => {
-                self.emit(out, json!({"type": "response.function_call_arguments.done", "item_id": open.id, "output_index": open.index, "arguments": open.text}));
-                call_item(&open.id, &open.call_id, &open.name, &open.text, "completed")
+                self.emit(out, json!({"type": "response.function_call_arguments.done", "item_id": open.id, "output_index": open.index, "name": open.name, "arguments": open.text}));
+                call_item(&open.id, &open.call_id, &open.name, &open.text, status)
             }
             Kind::Custom => {
                 let input = custom_input(&open.text);
                 self.emit(out, json!({"type": "response.custom_tool_call_input.delta", "item_id": open.id, "output_index": open.index, "delta": input}));
                 self.emit(out, json!({"type": "response.custom_tool_call_input.done", "item_id": open.id, "output_index": open.index, "input": input}));
-                custom_call_item(&open.id, &open.call_id, &open.name, &input, "completed")
+                custom_call_item(&open.id, &open.call_id, &open.name, &input, status)
             }
         };
         self.emit(out, json!({"type": "response.output_item.done", "output_index": open.index, "item": item.clone()}));
@@ -685,16 +761,20 @@ impl ResponsesStream {
     }
 
     /// The stream failed: an `error` event, then `response.failed` (never `completed`).
-    fn fail(&mut self, message: Value, out: &mut String) {
+    fn fail(&mut self, error: &Value, out: &mut String) {
         if self.finished {
             return;
         }
         self.finished = true;
         self.start(&json!({}), out);
+        // Codex decides by the code whether (and when) to ask again.
+        let code =
+            if error.get("code").and_then(Value::as_u64) == Some(429) { "rate_limit_exceeded" } else { "server_error" };
+        let message = error_message(error);
         self.emit(out, json!({"type": "error", "code": "upstream_error", "message": message, "param": null}));
-        let mut r =
-            response(&self.id, &self.model, &self.created, "failed", self.done.clone(), usage_of(self.usage.as_ref()));
-        r["error"] = json!({"code": "server_error", "message": message});
+        let usage = usage_of(self.usage.as_ref());
+        let mut r = response(&self.id, &self.model, &self.created, "failed", None, self.done.clone(), usage);
+        r["error"] = json!({"code": code, "message": message});
         self.emit(out, json!({"type": "response.failed", "response": r}));
     }
 
@@ -704,10 +784,10 @@ impl ResponsesStream {
         }
         self.finished = true;
         self.start(&json!({}), out);
-        self.close_item(out);
-        let status = if self.incomplete { "incomplete" } else { "completed" };
-        let r =
-            response(&self.id, &self.model, &self.created, status, self.done.clone(), usage_of(self.usage.as_ref()));
+        self.close_item(out, if self.incomplete.is_some() { "incomplete" } else { "completed" });
+        let usage = usage_of(self.usage.as_ref());
+        let r = response(&self.id, &self.model, &self.created, "completed", self.incomplete, self.done.clone(), usage);
+        let status = if self.incomplete.is_some() { "incomplete" } else { "completed" };
         self.emit(out, json!({"type": format!("response.{status}"), "response": r}));
     }
 }
@@ -935,6 +1015,60 @@ mod tests {
         assert_eq!(to_chat(plain.as_bytes()).expect("valid").0.body["messages"][0]["content"], "ok");
         let object = r#"{"model":"m","input":[{"type":"function_call_output","call_id":"c1","output":{"ok":true}}]}"#;
         assert_eq!(to_chat(object.as_bytes()).expect("valid").0.body["messages"][0]["content"], r#"{"ok":true}"#);
+    }
+
+    #[test]
+    fn a_silence_is_told_as_progress_and_a_cut_answer_says_why() {
+        let mut s = ResponsesStream::default();
+        assert_eq!(s.keep_alive(1_000), b": keep-alive\n\n", "nothing has started: a comment only");
+        s.feed(b"data: {\"id\":\"gen-1\",\"choices\":[{\"delta\":{\"role\":\"assistant\"}}]}\n\n".to_vec());
+        let told = |s: &mut ResponsesStream, at: u64| String::from_utf8(s.keep_alive(at)).expect("utf8");
+        assert!(!told(&mut s, 2_000).contains("event:"), "the first silence starts the clock");
+        assert!(!told(&mut s, 6_000).contains("event:"));
+        assert!(told(&mut s, 7_000).contains("event: response.in_progress"), "5 s on: an event Codex counts");
+        assert!(!told(&mut s, 8_000).contains("event:"));
+        let cut = "data: {\"choices\":[{\"delta\":{\"content\":\"Hi\"},\"finish_reason\":\"content_filter\"}]}\n\ndata: [DONE]\n\n";
+        let out = String::from_utf8(s.feed(cut.as_bytes().to_vec())).expect("utf8");
+        let last: Value =
+            serde_json::from_str(out.lines().filter_map(|l| l.strip_prefix("data: ")).next_back().unwrap_or("null"))
+                .expect("json");
+        assert_eq!(last["type"], "response.incomplete");
+        assert_eq!(last["response"]["incomplete_details"]["reason"], "content_filter");
+        assert_eq!(last["response"]["output"][0]["status"], "incomplete", "the item cut short");
+        // A rate-limited upstream fails the stream with the code Codex waits on.
+        let mut s = ResponsesStream::default();
+        let out = String::from_utf8(s.feed(b"data: {\"error\":{\"code\":429,\"message\":\"slow\"}}\n\n".to_vec()))
+            .expect("utf8");
+        assert!(out.contains(r#""code":"rate_limit_exceeded""#), "{out}");
+        // `"error": null` in a chunk is no error.
+        let mut s = ResponsesStream::default();
+        let out = String::from_utf8(s.feed(b"data: {\"id\":\"g\",\"error\":null,\"choices\":[{\"delta\":{\"content\":\"ok\"}}]}\n\ndata: [DONE]\n\n".to_vec())).expect("utf8");
+        assert!(out.contains("response.completed") && !out.contains("response.failed"), "{out}");
+    }
+
+    #[test]
+    fn a_refusal_is_a_refusal_part_whole_or_streamed() {
+        let answer = br#"{"id":"c","model":"m","created":1,"choices":[{"message":{"role":"assistant","content":null,"refusal":"I can't help with that."},"finish_reason":"stop"}]}"#;
+        let whole: Value =
+            serde_json::from_slice(&answer_from_chat(answer.to_vec(), &CustomTools::default())).expect("json");
+        assert_eq!(whole["output"][0]["content"], json!([{"type": "refusal", "refusal": "I can't help with that."}]));
+        let stream =
+            "data: {\"id\":\"g\",\"choices\":[{\"delta\":{\"role\":\"assistant\",\"refusal\":\"I can't\"}}]}\n\n\
+            data: {\"choices\":[{\"delta\":{\"refusal\":\" help.\"},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n";
+        let out = String::from_utf8(ResponsesStream::default().feed(stream.as_bytes().to_vec())).expect("utf8");
+        let names: Vec<&str> = out.lines().filter_map(|l| l.strip_prefix("event: ")).collect();
+        assert_eq!(names.iter().filter(|n| **n == "response.refusal.delta").count(), 2, "{out}");
+        assert!(names.contains(&"response.refusal.done"));
+        assert!(out.contains(r#""part":{"refusal":"I can't help.","type":"refusal"}"#), "{out}");
+    }
+
+    #[test]
+    fn calls_of_openai_built_in_tools_in_the_history_are_dropped() {
+        let body = r#"{"model":"m","input":[{"type":"message","role":"user","content":"find it"},
+            {"type":"web_search_call","id":"ws_1","status":"completed","action":{"type":"search","query":"q"}},
+            {"type":"message","role":"assistant","content":[{"type":"output_text","text":"found"}]}]}"#;
+        let chat = to_chat(body.as_bytes()).expect("valid").0;
+        assert_eq!(chat.body["messages"].as_array().map(Vec::len), Some(2));
     }
 
     #[test]

@@ -70,6 +70,8 @@ struct DeltaProbe {
     #[serde(default)]
     reasoning: Option<String>,
     #[serde(default)]
+    refusal: Option<String>,
+    #[serde(default)]
     tool_calls: Option<Vec<ToolCallProbe>>,
 }
 
@@ -182,7 +184,11 @@ impl SseRelay {
             self.summary.upstream_error = probe.error;
         }
         for delta in probe.choices.into_iter().filter_map(|c| c.delta) {
-            let text = [delta.content, delta.reasoning].into_iter().flatten().map(|s| s.len() as u64).sum::<u64>();
+            let text = [delta.content, delta.reasoning, delta.refusal]
+                .into_iter()
+                .flatten()
+                .map(|s| s.len() as u64)
+                .sum::<u64>();
             let tools = delta
                 .tool_calls
                 .unwrap_or_default()
@@ -272,6 +278,8 @@ pub enum ChatStep {
     /// The first chunk (its `id`, `model`, `created`).
     Start(Value),
     Text(String),
+    /// A piece of a refusal (structured outputs: the model declined, and says why instead of answering).
+    Refusal(String),
     /// A piece of the model's thinking, its signature (which ends a thinking block), or a block of
     /// redacted (encrypted) thinking.
     Thinking(String),
@@ -316,7 +324,7 @@ impl ChatSteps {
                 continue;
             }
             let Ok(chunk) = serde_json::from_slice::<Value>(data.as_bytes()) else { continue };
-            if let Some(error) = chunk.get("error") {
+            if let Some(error) = chunk.get("error").filter(|e| !e.is_null()) {
                 steps.push(ChatStep::Error(error.clone()));
                 continue;
             }
@@ -332,6 +340,10 @@ impl ChatSteps {
             if let Some(text) = choice.pointer("/delta/content").and_then(Value::as_str).filter(|t| !t.is_empty()) {
                 self.tool = None;
                 steps.push(ChatStep::Text(text.to_string()));
+            }
+            if let Some(text) = choice.pointer("/delta/refusal").and_then(Value::as_str).filter(|t| !t.is_empty()) {
+                self.tool = None;
+                steps.push(ChatStep::Refusal(text.to_string()));
             }
             for call in choice.pointer("/delta/tool_calls").and_then(Value::as_array).into_iter().flatten() {
                 let index = call.get("index").and_then(Value::as_u64).unwrap_or(0);

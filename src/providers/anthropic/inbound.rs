@@ -409,10 +409,11 @@ pub fn answer_from_chat(body: Vec<u8>) -> Vec<u8> {
     let Ok(answer) = serde_json::from_slice::<Value>(&body) else { return body };
     let choice = answer.pointer("/choices/0");
     let mut content = thinking_blocks(choice.and_then(|c| c.get("message")));
-    if let Some(text) =
-        choice.and_then(|c| c.pointer("/message/content")).and_then(Value::as_str).filter(|t| !t.is_empty())
-    {
-        content.push(json!({"type": "text", "text": text}));
+    // A refusal (structured outputs) is the answer's text: Anthropic's shape has no refusal part.
+    for field in ["/message/content", "/message/refusal"] {
+        if let Some(text) = choice.and_then(|c| c.pointer(field)).and_then(Value::as_str).filter(|t| !t.is_empty()) {
+            content.push(json!({"type": "text", "text": text}));
+        }
     }
     for call in choice.and_then(|c| c.pointer("/message/tool_calls")).and_then(Value::as_array).into_iter().flatten() {
         let arguments = call.pointer("/function/arguments").and_then(Value::as_str).unwrap_or("{}");
@@ -478,7 +479,8 @@ impl MessagesStream {
             }
             match step {
                 ChatStep::Start(chunk) => self.start(&chunk, &mut out),
-                ChatStep::Text(text) => {
+                // Anthropic's shape has no refusal part: the refusal is the answer's text.
+                ChatStep::Text(text) | ChatStep::Refusal(text) => {
                     if !matches!(self.open, Some((_, Block::Text))) {
                         self.open_block(json!({"type": "text", "text": ""}), Block::Text, &mut out);
                     }
