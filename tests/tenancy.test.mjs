@@ -107,6 +107,11 @@ describe('users', () => {
     assert.equal(del.status, 200);
     assert.equal(del.body.data.keys_disabled, 1);
     assert.equal((await chat(k.key)).status, 401);
+    // Its keys went with it: none can be switched back on (it would spend the deleted user's balance).
+    const revive = await ctx.admin.call('PATCH', `/api/keys/${k.id}`, { disabled: false });
+    assert.equal(revive.status, 404, JSON.stringify(revive.body));
+    assert.equal((await ctx.admin.call('POST', `/api/keys/${k.id}/rotate`, {})).status, 404);
+    assert.equal((await chat(k.key)).status, 401, 'still refused');
     assert.equal((await ctx.admin.call('GET', `/api/admin/users/${u.id}`)).status, 404);
     assert.equal((await ctx.admin.call('DELETE', `/api/admin/users/${u.id}`)).status, 404);
     const again = await ctx.admin.call('POST', '/api/admin/users', { email: u.email, name: 'Back' });

@@ -173,7 +173,8 @@ pub async fn list_keys(req: Incoming, call: &Call, caller: &Caller) -> Result<Re
 /// its own user's keys in its own organization (404 otherwise, never 403).
 pub(super) async fn visible_key(db: &D1Database, caller: &Caller, id: &str) -> Result<KeyRow, ApiError> {
     let not_found = || ApiError::not_found(format!("key {id} not found"));
-    let row = store::keys::get_live(db, id).await?.ok_or_else(not_found)?;
+    // A deleted user's (or organization's) keys are gone with it, though their rows stay.
+    let row = store::keys::get_manageable(db, id).await?.ok_or_else(not_found)?;
     match caller {
         Caller::Key(k) if !caller.is_admin() && (k.user_id != row.user_id || k.org_id != row.org_id) => {
             Err(not_found())

@@ -165,7 +165,17 @@ pub async fn find_by_hash(db: &D1Database, hash: &str, now_iso: &str) -> Result<
     Ok(db.prepare(FIND_BY_HASH).bind(&[text(hash), text(now_iso)])?.first::<KeyRow>(None).await?)
 }
 
+/// The key's user, and its organization if it has one, are live: a deleted user's (or organization's)
+/// keys, disabled with it, cannot be changed back into use.
+macro_rules! owner_live {
+    () => {
+        " AND EXISTS (SELECT 1 FROM users u WHERE u.id = api_keys.user_id AND u.deleted_at IS NULL) \
+          AND (api_keys.org_id IS NULL OR EXISTS (SELECT 1 FROM organizations o \
+               WHERE o.id = api_keys.org_id AND o.deleted_at IS NULL))"
+    };
+}
 const GET_LIVE: &str = "SELECT * FROM api_keys WHERE id = ?1 AND deleted_at IS NULL";
+const GET_MANAGEABLE: &str = concat!("SELECT * FROM api_keys WHERE id = ?1 AND deleted_at IS NULL", owner_live!());
 /// `updated_at` (the key's version, `KeyRow::version`) after a change stamped at `$now`, the editing
 /// isolate's clock: that time, unless it is not after the version stored (another isolate, its clock
 /// ahead, changed the key last); then a millisecond past the stored one. So a key's versions only grow,
@@ -189,7 +199,9 @@ const UPDATE: &str = concat!(
      rpm_limit = ?12, tpm_limit = ?13, end_user_limit_micros = ?14, end_user_limit_reset = ?15, \
      request_log_days = ?16, ",
     stamp!("?9"),
-    " WHERE id = ?1 AND deleted_at IS NULL AND updated_at IS ?17 RETURNING updated_at"
+    " WHERE id = ?1 AND deleted_at IS NULL AND updated_at IS ?17",
+    owner_live!(),
+    " RETURNING updated_at"
 );
 const SOFT_DELETE: &str =
     concat!("UPDATE api_keys SET deleted_at = ?2, ", stamp!("?2"), " WHERE id = ?1 AND deleted_at IS NULL RETURNING *");
@@ -198,7 +210,9 @@ const ROTATE: &str = concat!(
     "UPDATE api_keys SET key_hash = ?3, key_prefix = ?4, previous_key_hash = ?2, previous_expires_at = ?5, \
      rotated_at = ?6, ",
     stamp!("?6"),
-    " WHERE id = ?1 AND key_hash = ?2 AND deleted_at IS NULL AND updated_at IS ?7 RETURNING updated_at"
+    " WHERE id = ?1 AND key_hash = ?2 AND deleted_at IS NULL AND updated_at IS ?7",
+    owner_live!(),
+    " RETURNING updated_at"
 );
 const DISABLE_FOR_USER: &str = concat!(
     "UPDATE api_keys SET disabled = 1, ",
@@ -290,6 +304,11 @@ pub async fn list(db: &D1Database, f: &KeyFilter<'_>) -> Result<(Vec<KeyRow>, i6
 
 pub async fn get_live(db: &D1Database, id: &str) -> Result<Option<KeyRow>, StoreError> {
     Ok(db.prepare(GET_LIVE).bind(&[text(id)])?.first::<KeyRow>(None).await?)
+}
+
+/// A live key whose user (and organization) are live too: one that may be seen and changed.
+pub async fn get_manageable(db: &D1Database, id: &str) -> Result<Option<KeyRow>, StoreError> {
+    Ok(db.prepare(GET_MANAGEABLE).bind(&[text(id)])?.first::<KeyRow>(None).await?)
 }
 
 /// A key that was deleted (soft), for a repeated DELETE.
