@@ -49,7 +49,7 @@
 // only when `stream_options.include_usage` is set.
 //
 // Key management (OpenRouter's /api/v1/keys, with the provisioning key only):
-//   GET /keys?offset=   POST /keys {name, limit?, limit_reset?}   GET|PATCH|DELETE /keys/<hash>
+//   GET /keys?offset=&include_disabled=   POST /keys {name, limit?, limit_reset?}   GET|PATCH|DELETE /keys/<hash>
 // validated like OpenRouter (name required; limit a number >= 0 or null; limit_reset daily|weekly|monthly|null).
 // Test helpers: POST /__keys/fail {status, times?} makes the next key-management calls fail with
 // that status; POST /__keys/delay {ms} slows every key-management answer down;
@@ -775,8 +775,10 @@ function keyManagement() {
       const hash = url.pathname.split('/keys/')[1];
       if (!hash) {
         if (req.method === 'GET') {
+          // Like OpenRouter: disabled keys only when asked for.
           const offset = Number(url.searchParams.get('offset') ?? 0);
-          return sendJson(res, 200, { data: [...keys.values()].slice(offset, offset + 100).map(view) });
+          const listed = [...keys.values()].filter((k) => url.searchParams.get('include_disabled') === 'true' || !k.data.disabled);
+          return sendJson(res, 200, { data: listed.slice(offset, offset + 100).map(view) });
         }
         if (req.method === 'POST') {
           const bad = checkFields(body, true);

@@ -166,11 +166,13 @@ describe('provisioning', () => {
     const { id, upstream_hash: hash } = res.body.data.openrouter_key;
     await fakeControl(`/__keys/${hash}/usage`, { usage: 1.25 });
     ctx.gw.fake.keys.get(hash).data.limit = 7.5; // changed on OpenRouter's side
+    ctx.gw.fake.keys.get(hash).data.disabled = true; // OpenRouter lists it only when asked for disabled keys too
     const cron = await fetch(`${ctx.gw.url}/__scheduled?cron=${encodeURIComponent('*/15 * * * *')}`);
     assert.equal(cron.status, 200);
     const row = (await ctx.admin.call('GET', '/api/admin/openrouter-keys')).body.data.find((k) => k.id === id);
     assert.equal(row.usage, 1.25);
     assert.equal(row.limit, 750);
+    assert.equal(row.disabled, true, 'disabled on its side');
     assert.ok(row.synced_at, 'the mirror time is recorded');
   });
 

@@ -78,9 +78,10 @@ impl KeyApi<'_> {
         }
     }
 
-    /// One page of the key list from `offset` (`PAGE` keys at most).
+    /// One page of the key list from `offset` (`PAGE` keys at most), disabled keys included (OpenRouter
+    /// leaves them out unless asked, so a key disabled on its side would have been mirrored as live).
     pub async fn page(&self, offset: usize) -> Result<Vec<UpstreamKey>, ProviderError> {
-        let answer = self.call(Method::Get, &format!("?offset={offset}"), None).await?;
+        let answer = self.call(Method::Get, &format!("?include_disabled=true&offset={offset}"), None).await?;
         Vec::<UpstreamKey>::deserialize(&answer["data"]).map_err(|e| ProviderError::Malformed(format!("keys: {e}")))
     }
 }
