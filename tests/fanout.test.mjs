@@ -37,6 +37,11 @@ test('2,000 accounts are reconciled through the queue in one run, and planted dr
   await ctx.gw.sql(`DELETE FROM balance_transactions WHERE user_id = '${lost.id}' AND amount = 500000`);
   await ctx.gw.sql(`INSERT INTO balance_transactions (id, user_id, type, amount, balance_after, created_at) VALUES ('tx-planted', '${extra.id}', 'adjustment', 250000, 1250000, '${now}')`);
 
+  // A run of two days ago, with its results: a new run forgets it (runs are kept a day).
+  const old = new Date(Date.now() - 2 * 86400_000).toISOString();
+  await ctx.gw.sql(`INSERT INTO reconcile_runs (id, started_at, enumerated, walked) VALUES ('rec-old', '${old}', 1, 1)`);
+  await ctx.gw.sql(`INSERT INTO reconcile_results (run_id, user_id, agrees, checked_at) VALUES ('rec-old', '${fine.id}', 1, '${old}')`);
+
   const started = Date.now();
   const start = await ctx.admin.call('POST', '/api/admin/reconcile/runs');
   assert.equal(start.status, 202);
@@ -60,6 +65,8 @@ test('2,000 accounts are reconciled through the queue in one run, and planted dr
   assert.ok(!drifted[fine.id]);
   const latest = (await ctx.admin.call('GET', '/api/admin/reconcile/runs/latest')).body.data;
   assert.equal(latest.run_id, runId);
+  assert.equal((await ctx.gw.sql("SELECT COUNT(*) AS n FROM reconcile_results WHERE run_id = 'rec-old'"))[0].n, 0, 'the old run\'s results are gone');
+  assert.equal((await ctx.admin.call('GET', '/api/admin/reconcile/runs/rec-old')).status, 404, 'and the run');
 });
 
 test('past 1,000 users a retention pass goes through the queue, an account a message, and two passes at once move each account-day once', { timeout: 300_000 }, async () => {
