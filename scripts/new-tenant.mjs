@@ -1,11 +1,13 @@
-// `npm run new-tenant -- <name> [--dry-run] [--config wrangler.toml] [--workers-dev]`
+// `npm run new-tenant -- <name> [--dry-run] [--config wrangler.toml] [--route <hostname>] [--workers-dev]`
 //
 // One Worker per tenant: writes the tenant's `[env.<name>]` section into wrangler.toml (worker
 // `tollgate-<name>` with its own D1 database, KV namespace, Durable Object namespace and cron), then
 // runs the wrangler commands that create those resources, set the secrets, apply the remote
 // migrations and deploy. `--dry-run` prints the section and the commands and changes nothing.
 // The generated ADMIN_TOKEN is written to `.tenants/<name>.admin-token` (mode 0600, gitignored) and
-// never printed; `workers_dev` (a second public hostname) stays off unless `--workers-dev` asks.
+// never printed; `workers_dev` (a second public hostname) stays off unless `--workers-dev` asks, and
+// `--route` gives the Worker its own hostname (a custom domain). With neither the Worker answers no
+// HTTP request until a route is added, and the script says so.
 // Environments do not inherit bindings in wrangler, so the section restates every one of them.
 
 import { spawnSync } from 'node:child_process';
@@ -16,7 +18,7 @@ import { fileURLToPath } from 'node:url';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const WRANGLER = path.join(ROOT, 'scripts', 'wrangler');
-const USAGE = 'usage: npm run new-tenant -- <name: lowercase letters, digits, hyphens> [--dry-run] [--config <wrangler.toml>] [--workers-dev]';
+const USAGE = 'usage: npm run new-tenant -- <name: lowercase letters, digits, hyphens> [--dry-run] [--config <wrangler.toml>] [--route <hostname>] [--workers-dev]';
 const PLACEHOLDER_D1 = '<database_id from `wrangler d1 create`>';
 const PLACEHOLDER_KV = '<id from `wrangler kv namespace create`>';
 
@@ -28,12 +30,14 @@ function fail(message) {
 const argv = process.argv.slice(2);
 let dryRun = false;
 let workersDev = false;
+let route = null;
 let config = path.join(ROOT, 'wrangler.toml');
 const names = [];
 for (let i = 0; i < argv.length; i++) {
   if (argv[i] === '--dry-run') dryRun = true;
   else if (argv[i] === '--workers-dev') workersDev = true;
   else if (argv[i] === '--config') config = path.resolve(argv[++i] ?? fail('--config needs a file'));
+  else if (argv[i] === '--route') route = argv[++i] ?? fail('--route needs a hostname');
   else if (argv[i] === '--help' || argv[i] === '-h') {
     console.log(USAGE);
     process.exit(0);
@@ -45,7 +49,13 @@ const tenant = names[0];
 if (!/^[a-z][a-z0-9-]{0,38}[a-z0-9]$/.test(tenant)) {
   fail(`"${tenant}" is not a tenant name: 2-40 lowercase letters, digits or hyphens, starting with a letter`);
 }
+if (route !== null && !/^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$/i.test(route)) {
+  fail(`--route takes a hostname (gw.example.com), not "${route}"`);
+}
 const worker = `tollgate-${tenant}`;
+// Where the tenant is reached; without a route or workers_dev, nowhere yet.
+const reached = route ? `https://${route}` : workersDev ? `https://${worker}.<your-subdomain>.workers.dev` : null;
+const unreachable = `${worker} has no route yet, so it answers no HTTP request: add one (\`--route gw.example.com\`, or \`routes\` in [env.${tenant}]), or pass --workers-dev.`;
 // Failed authentications per client are counted by Cloudflare's Rate Limiting binding, in a namespace of the tenant's own.
 const rateLimitNamespace = 1000 + (parseInt(createHash('sha256').update(tenant).digest('hex').slice(0, 8), 16) % 2_000_000_000);
 const toml = readFileSync(config, 'utf8');
@@ -56,7 +66,7 @@ function section(d1Id, kvId) {
 # Tenant ${tenant}: written by \`npm run new-tenant -- ${tenant}\`. Secrets are set with wrangler secret put.
 [env.${tenant}]
 name = "${worker}"
-workers_dev = ${workersDev}
+workers_dev = ${workersDev}${route ? `\nroutes = [{ pattern = "${route}", custom_domain = true }]` : ''}
 vars = { AI_GATEWAY_BASE_URL = "https://openrouter.ai/api/v1", OPENROUTER_API_BASE = "https://openrouter.ai/api/v1", REQUEST_TIMEOUT = "60", UPSTREAM_TITLE = "Tollgate" }
 d1_databases = [{ binding = "DB", database_name = "${worker}", database_id = "${d1Id}", migrations_dir = "migrations" }]
 kv_namespaces = [{ binding = "CACHE", id = "${kvId}" }]
@@ -93,6 +103,7 @@ if (dryRun) {
   console.log(`\nADMIN_TOKEN would be generated and stored in ${path.relative(process.cwd(), tokenFile) || tokenFile} (mode 0600), never printed;`);
   console.log('AI_GATEWAY_API_KEY and the optional');
   console.log('OPENROUTER_PROVISIONING_KEY are asked for (leave the latter empty to skip provisioning).');
+  if (!reached) console.log(`\nNote: ${unreachable}`);
   process.exit(0);
 }
 
@@ -130,3 +141,4 @@ wrangler(commands[8]);
 wrangler(commands[9]);
 wrangler(commands[10]);
 console.log(`\n${worker} is deployed. Its ADMIN_TOKEN is in ${tokenFile} (readable by you only).`);
+console.log(reached ? `It answers at ${reached}.` : `Note: ${unreachable}`);

@@ -67,11 +67,15 @@ if (args.locale !== undefined) {
   body.locale = args.locale;
 }
 const url = (args.url ?? `http://127.0.0.1:${process.env.PORT || 8787}`).replace(/\/+$/, '');
+let parsed;
 try {
-  new URL(url);
+  parsed = new URL(url);
 } catch {
   fail(`--url "${url}" is not a URL`);
 }
+// The operator token goes only over TLS, but to this machine.
+const local = ['127.0.0.1', 'localhost', '[::1]'].includes(parsed.hostname);
+if (parsed.protocol !== 'https:' && !local) fail(`--url must be https:// for a gateway not on this machine (the operator token would cross in clear)`);
 function tokenFromFile(file) {
   try {
     return readFileSync(file, 'utf8').trim();
@@ -79,8 +83,10 @@ function tokenFromFile(file) {
     return fail(`cannot read --admin-token-file ${file}: ${e.code ?? e.message}`);
   }
 }
-const token = process.env.ADMIN_TOKEN || (args['admin-token-file'] ? tokenFromFile(args['admin-token-file']) : readDevVars(path.join(ROOT, '.dev.vars')).ADMIN_TOKEN);
-if (!token) fail('no admin token: set ADMIN_TOKEN, pass --admin-token-file, or run `npm start` once to generate one in .dev.vars');
+// The file named on the command line first; the local gateway's own token (.dev.vars) only for a local gateway.
+const token = (args['admin-token-file'] ? tokenFromFile(args['admin-token-file']) : process.env.ADMIN_TOKEN)
+  || (local ? readDevVars(path.join(ROOT, '.dev.vars')).ADMIN_TOKEN : undefined);
+if (!token) fail(`no admin token: pass --admin-token-file, set ADMIN_TOKEN${local ? ', or run `npm start` once to generate one in .dev.vars' : ' (the local .dev.vars token is used only for a local gateway)'}`);
 
 let res;
 try {

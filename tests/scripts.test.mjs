@@ -73,7 +73,8 @@ describe('npm run provision-user', () => {
     const file = path.join(ROOT, '.wrangler', `token-${process.pid}`);
     writeFileSync(file, `${ctx.gw.adminToken}\n`, { mode: 0o600 });
     try {
-      const r = await npmRun('provision-user', ['--email=file@example.com', '--name=File', ...common(), `--admin-token-file=${file}`], { ADMIN_TOKEN: '' });
+      // The file named wins over an ADMIN_TOKEN left in the environment (another tenant's, say).
+      const r = await npmRun('provision-user', ['--email=file@example.com', '--name=File', ...common(), `--admin-token-file=${file}`], { ADMIN_TOKEN: 'another-tenants-token' });
       assert.equal(r.code, 0, r.err);
       assert.match(r.out, /Provisioned File <file@example.com>/);
     } finally {
@@ -91,6 +92,10 @@ describe('npm run provision-user', () => {
     const away = await npmRun('provision-user', ['--email=t@example.com', '--name=T', `--url=http://127.0.0.1:${await freePort()}`], { ADMIN_TOKEN: 'x' });
     assert.equal(away.code, 1);
     assert.match(away.err, /could not reach the gateway/);
+    // The operator token crosses no network in clear.
+    const clear = await npmRun('provision-user', ['--email=t@example.com', '--name=T', '--url=http://gw.acme.example'], { ADMIN_TOKEN: 'x' });
+    assert.equal(clear.code, 2);
+    assert.match(clear.err, /must be https/);
   });
 });
 
@@ -105,14 +110,20 @@ describe('npm run new-tenant -- --dry-run', () => {
     assert.match(r.out, /workers_dev = false/, 'no second public hostname unless asked');
     assert.match(r.out, /stored in \.tenants\/acme\.admin-token \(mode 0600\), never printed/);
     assert.doesNotMatch(r.out, /tg-admin-[0-9a-f]{16}/, 'no token is printed');
+    assert.match(r.out, /tollgate-acme has no route yet/, 'a tenant reached nowhere is said to be');
     const asked = await npmRun('new-tenant', ['acme', '--dry-run', '--workers-dev']);
     assert.match(asked.out, /workers_dev = true/);
+    assert.doesNotMatch(asked.out, /no route yet/);
+    const routed = await npmRun('new-tenant', ['acme', '--dry-run', '--route', 'gw.acme.example']);
+    assert.match(routed.out, /routes = \[\{ pattern = "gw\.acme\.example", custom_domain = true \}\]/);
+    const badRoute = await npmRun('new-tenant', ['acme', '--dry-run', '--route', 'https://gw.acme.example/*']);
+    assert.equal(badRoute.code, 2);
     for (const cmd of ['d1 create tollgate-acme', 'kv namespace create tollgate-acme', 'secret put AI_GATEWAY_API_KEY -e acme',
       'secret put ADMIN_TOKEN -e acme', 'd1 migrations apply DB --remote -e acme', 'deploy -e acme']) {
       assert.ok(r.out.includes(`scripts/wrangler ${cmd}`), cmd);
     }
     // With the ids wrangler would hand out filled in, the section deploys (checked by wrangler itself).
-    const section = r.out.split('Would append to wrangler.toml:\n')[1].split('Would then run')[0]
+    const section = routed.out.split('Would append to wrangler.toml:\n')[1].split('Would then run')[0]
       .replace(/<database_id[^>]*>/, '11111111-2222-4333-8444-555555555555')
       .replace(/<id from[^>]*>/, '0123456789abcdef0123456789abcdef');
     const trial = path.join(ROOT, '.wrangler-new-tenant-test.toml');
