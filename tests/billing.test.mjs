@@ -198,6 +198,13 @@ describe('credits and the ledger', () => {
     const again = await ctx.admin.credit(user.id, 5, { idempotencyKey: idem, description: 'welcome' });
     assert.equal(again.transaction_id, first.transaction_id);
     assert.equal(await balanceOf(user.id), 5_000_000);
+    // The key reused for another credit (an edited retry) is refused: neither silently the first, nor a second.
+    for (const [amount, type] of [[7, 'recharge'], [5, 'refund']]) {
+      const other = await ctx.admin.call('POST', '/api/balance/admin/add', { user_id: user.id, amount, type }, { 'idempotency-key': idem });
+      assert.equal(other.status, 409, JSON.stringify(other.body));
+      assert.match(other.body.error.message, /another amount or type/);
+    }
+    assert.equal(await balanceOf(user.id), 5_000_000);
     await ctx.admin.credit(user.id, -1.25, { type: 'adjustment' });
     assert.equal(await balanceOf(user.id), 3_750_000);
     const rows = await ledgerOf(user.id);

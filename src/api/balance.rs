@@ -113,6 +113,12 @@ pub async fn add_balance(mut req: Incoming, call: &Call) -> Result<Response, Api
             )
             .into())
         }
+        Credited::KeyReused => {
+            return Err(ApiError::Conflict(
+                "this Idempotency-Key was used for a credit of another amount or type: nothing was done (use a new key for a new credit)"
+                    .into(),
+            ))
+        }
         Credited::OverCeiling { room } => {
             return Err(InvalidRequest::param(
                 format!(

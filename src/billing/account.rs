@@ -121,8 +121,12 @@ impl Account<'_> {
             }
             AccountRequest::Credit { account_id, amount, kind, description, idempotency_key } => {
                 if let Some(key) = idempotency_key.as_deref() {
-                    if let Some((transaction_id, balance)) = store::earlier_credit(sql, key)? {
-                        return Ok(AccountResponse::Credited { transaction_id, balance });
+                    if let Some(earlier) = store::earlier_credit(sql, key)? {
+                        // A repeat is the same credit; the key reused for another would be a credit not made.
+                        if earlier.amount != amount || earlier.kind != kind {
+                            return Ok(AccountResponse::CreditKeyReused);
+                        }
+                        return Ok(AccountResponse::Credited { transaction_id: earlier.id, balance: earlier.balance });
                     }
                     if let Some(saved) = store::saved_answer(sql, key)? {
                         return Ok(serde_json::from_slice(saved.as_bytes())?);

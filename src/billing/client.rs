@@ -116,6 +116,8 @@ pub enum Credited {
     OverCeiling {
         room: i64,
     },
+    /// The idempotency key was used for another credit (another amount or type).
+    KeyReused,
 }
 
 /// An account's balance and totals (micro-USD).
@@ -220,6 +222,7 @@ impl<'a> Account<'a> {
             AccountResponse::Credited { transaction_id, balance } => Ok(Credited::Done { transaction_id, balance }),
             AccountResponse::Overdrawn { available } => Ok(Credited::Overdrawn { available }),
             AccountResponse::OverCeiling { room } => Ok(Credited::OverCeiling { room }),
+            AccountResponse::CreditKeyReused => Ok(Credited::KeyReused),
             other => Err(unexpected("Credit", other)),
         }
     }

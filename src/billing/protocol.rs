@@ -190,6 +190,8 @@ pub enum AccountResponse {
         transaction_id: String,
         balance: i64,
     },
+    /// The idempotency key was used for a credit of another amount or type: nothing was done.
+    CreditKeyReused,
     Summary {
         balance: i64,
         reserved: i64,

@@ -543,20 +543,37 @@ pub fn own(sql: &SqlStorage, account_id: &str) -> Result<()> {
     Ok(())
 }
 
-/// The answer of an earlier credit with this idempotency key: (transaction id, balance after).
-pub fn earlier_credit(sql: &SqlStorage, key: &str) -> Result<Option<(String, i64)>> {
+/// An earlier credit made with an idempotency key.
+pub struct EarlierCredit {
+    pub id: String,
+    /// The balance after it.
+    pub balance: i64,
+    pub amount: i64,
+    pub kind: String,
+}
+
+/// The earlier credit made with this idempotency key, if any.
+pub fn earlier_credit(sql: &SqlStorage, key: &str) -> Result<Option<EarlierCredit>> {
     #[derive(Deserialize)]
     struct Row {
         id: String,
         balance_after: f64,
+        amount: f64,
+        #[serde(rename = "type")]
+        kind: String,
     }
     let rows: Vec<Row> = sql
         .exec_raw(
-            "SELECT id, balance_after FROM ledger WHERE reference_id = ? AND type <> 'usage' LIMIT 1",
+            "SELECT id, balance_after, amount, type FROM ledger WHERE reference_id = ? AND type <> 'usage' LIMIT 1",
             vec![text(key)],
         )?
         .to_array()?;
-    Ok(rows.into_iter().next().map(|r| (r.id, r.balance_after as i64)))
+    Ok(rows.into_iter().next().map(|r| EarlierCredit {
+        id: r.id,
+        balance: r.balance_after as i64,
+        amount: r.amount as i64,
+        kind: r.kind,
+    }))
 }
 
 /// The request has a ledger row (charged, or closed).

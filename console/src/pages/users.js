@@ -82,8 +82,10 @@ export function userPage(main, id) {
   });
 
   // One Idempotency-Key per intended credit: a double click or a retry after a lost answer
-  // changes nothing; a new key is drawn once the credit went through.
+  // changes nothing; a new key is drawn once the credit went through, or when the form is edited
+  // (the gateway refuses a key reused for another amount or type).
   let creditKey = idempotencyKey('console-credit');
+  let creditSent = null;
   const credit = form({ class: 'card', 'aria-labelledby': 'credit-title' }, [
     h('h2', { id: 'credit-title' }, 'Credit or adjust'),
     h('div', { class: 'row wrap' },
@@ -94,8 +96,11 @@ export function userPage(main, id) {
   ], async (fd, el) => {
     const body = { user_id: id, amount: Number(fd.get('amount')), type: fd.get('type') };
     if (fd.get('description')) body.description = fd.get('description').trim();
+    if (creditSent !== null && creditSent !== JSON.stringify(body)) creditKey = idempotencyKey('console-credit');
+    creditSent = JSON.stringify(body);
     const { data } = await post('/api/balance/admin/add', body, { headers: { 'idempotency-key': creditKey } });
     creditKey = idempotencyKey('console-credit');
+    creditSent = null;
     el.reset();
     balance.reload();
     ledger.reload();
