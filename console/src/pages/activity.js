@@ -113,6 +113,10 @@ export function alertsPage(main, params) {
   const subject = (a) => {
     const x = a.alert ?? {};
     if (x.type === 'balance.below') return `balance ${usd(x.balance)} fell below ${usd(x.threshold)}`;
+    if (x.type === 'org_limit.threshold') {
+      const amount = (v) => (x.limit_kind === 'cost' ? usd(v) : `${num(v)} ${x.limit_kind}`);
+      return `organization ${String(x.org_id).slice(0, 8)}: ${x.threshold_percent} % of its monthly ${amount(x.limit)} (used ${amount(x.usage)})`;
+    }
     const who = x.end_user ? `end user ${x.end_user} of key ${String(x.key_id).slice(0, 8)}` : `key ${String(x.key_id).slice(0, 8)}`;
     return `${who}: ${x.threshold_percent} % of ${usd(x.limit)} (spent ${usd(x.usage)})`;
   };
