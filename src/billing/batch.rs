@@ -31,8 +31,10 @@ const MAX_POLL_MS: u64 = 32;
 /// How long one message is retried before its settlements go back in line (below the runtime's 30 s
 /// for a task after its answer, so a sender's task does not die holding others' settlements).
 const SEND_RETRY_MS: i64 = 20_000;
-/// A send in flight this long is taken to have died with its task.
-const STALE_SEND_MS: f64 = 30_000.0;
+/// A send in flight this long is taken to have died with its task (a live sender gives its batch back
+/// after `SEND_RETRY_MS`): its settlements' own tasks, those still alive, send theirs again. It is well
+/// inside the 30 s those tasks have, since a sender may have started late in its own.
+const STALE_SEND_MS: f64 = 25_000.0;
 
 struct Pending {
     settlement: Settlement,
@@ -77,6 +79,8 @@ pub async fn settle(
         false
     };
     let deadline = js_sys::Date::now() + retry_for_ms as f64;
+    // Kept to send again should the message carrying it die with its sender's task.
+    let mine = settlement.clone();
     with_line(account, |line| line.waiting.push(Pending { settlement, key_id: key_id.to_string() }));
     let mut failures = 0u32;
     let mut poll_ms = POLL_MS;
@@ -99,7 +103,12 @@ pub async fn settle(
                     Turn::GaveUp
                 }
                 (_, true) => Turn::Wait,
-                // On its way in a message whose task died: the object settles it by its rule.
+                // On its way in a message whose task died: in line again (settling twice charges once).
+                (None, false) if now < deadline => {
+                    line.waiting.push(Pending { settlement: mine.clone(), key_id: key_id.to_string() });
+                    Turn::Wait
+                }
+                // Past its time: the object settles it by its rule.
                 (None, false) => Turn::GaveUp,
                 (Some(_), false) => {
                     line.sending_since = Some(now);
