@@ -201,14 +201,16 @@ test("a key that sets no per-minute limits is held to the tenant's default, and 
     });
     const own = await (await asKey('GET', '/api/v1/key')).json();
     assert.equal(own.data.rpm_limit, 3, 'the limit that applies');
-    // Lifting itself, or minting a key above the default, would undo the tenant's limit.
-    for (const [method, p, body] of [
-      ['PATCH', `/api/keys/${key.id}`, { rpm_limit: 1_000_000 }],
-      ['POST', '/api/keys', { name: 'wider', user_id: user.id, rpm_limit: 1_000_000 }],
+    // Lifting itself, or making keys (each would have the default, together more), would undo the tenant's limit.
+    for (const [method, p, body, why] of [
+      ['PATCH', `/api/keys/${key.id}`, { rpm_limit: 1_000_000 }, /requests or tokens per minute/],
+      ['POST', '/api/keys', { name: 'wider', user_id: user.id, rpm_limit: 1_000_000 }, /rate limit may not create keys/],
+      ['POST', '/api/keys', { name: 'another', user_id: user.id }, /rate limit may not create keys/],
+      ['POST', '/api/token', { name: 'mine' }, /rate limit may not create keys/],
     ]) {
       const res = await asKey(method, p, body);
       assert.equal(res.status, 403, `${method} ${p}`);
-      assert.match((await res.json()).error.message, /requests or tokens per minute/);
+      assert.match((await res.json()).error.message, why);
     }
     const lower = await asKey('PATCH', `/api/keys/${key.id}`, { rpm_limit: 2 });
     assert.equal(lower.status, 200, 'lowering is its own business');

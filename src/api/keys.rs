@@ -82,9 +82,10 @@ pub(super) async fn mint_key(
     let name = validate_text("name", &body.name, MAX_NAME_LEN)?;
     let description = validate_optional_text("description", body.description.as_deref(), 1000)?;
     // A key made by a key of an organization belongs to that organization. A key with a spend or
-    // rate limit makes no keys: each would have limits of its own, and together they would pass its own.
+    // rate limit (its own, or the tenant's default it is held to) makes no keys: each would have limits
+    // of its own, and together they would pass its own.
     let org_id = match holder(caller) {
-        Some(h) if h.limit_micros.is_some() || !h.rates.is_none() => {
+        Some(h) if h.limit_micros.is_some() || !h.rates.or(call.config.rate_default).is_none() => {
             return Err(ApiError::forbidden(
                 "a key with a spend or rate limit may not create keys (their limits would add up); ask an admin",
             ))

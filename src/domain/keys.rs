@@ -500,8 +500,8 @@ mod tests {
         assert_eq!(within_holder(&terms(None), &terms(Some(60)), Some(&terms(None)), default), Ok(()));
         assert_eq!(within_holder(&terms(None), &terms(None), None, default), Ok(()));
         assert_eq!(within_holder(&terms(Some(100)), &terms(Some(30)), Some(&terms(None)), default), Ok(()));
-        // A key whose own limit is above the default keeps it (an admin gave it); its keys may have it too.
-        assert_eq!(within_holder(&terms(Some(100)), &terms(Some(100)), None, default), Ok(()));
+        // A key whose own limit is above the default (an admin gave it) may keep it when changing itself.
+        assert_eq!(within_holder(&terms(Some(100)), &terms(Some(100)), Some(&terms(Some(100))), default), Ok(()));
         // With no default, a key without limits bounds nothing.
         assert_eq!(within_holder(&terms(None), &terms(None), None, RateLimits::default()), Ok(()));
     }
