@@ -112,6 +112,8 @@ describe('users', () => {
     assert.equal(revive.status, 404, JSON.stringify(revive.body));
     assert.equal((await ctx.admin.call('POST', `/api/keys/${k.id}/rotate`, {})).status, 404);
     assert.equal((await chat(k.key)).status, 401, 'still refused');
+    const listed = await ctx.admin.call('GET', `/api/keys?user_id=${u.id}`);
+    assert.deepEqual(listed.body.data, [], 'nor listed');
     assert.equal((await ctx.admin.call('GET', `/api/admin/users/${u.id}`)).status, 404);
     assert.equal((await ctx.admin.call('DELETE', `/api/admin/users/${u.id}`)).status, 404);
     const again = await ctx.admin.call('POST', '/api/admin/users', { email: u.email, name: 'Back' });

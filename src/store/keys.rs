@@ -166,16 +166,16 @@ pub async fn find_by_hash(db: &D1Database, hash: &str, now_iso: &str) -> Result<
 }
 
 /// The key's user, and its organization if it has one, are live: a deleted user's (or organization's)
-/// keys, disabled with it, cannot be changed back into use.
+/// keys, disabled with it, are neither listed nor changed back into use.
 macro_rules! owner_live {
     () => {
-        " AND EXISTS (SELECT 1 FROM users u WHERE u.id = api_keys.user_id AND u.deleted_at IS NULL) \
+        "EXISTS (SELECT 1 FROM users u WHERE u.id = api_keys.user_id AND u.deleted_at IS NULL) \
           AND (api_keys.org_id IS NULL OR EXISTS (SELECT 1 FROM organizations o \
                WHERE o.id = api_keys.org_id AND o.deleted_at IS NULL))"
     };
 }
 const GET_LIVE: &str = "SELECT * FROM api_keys WHERE id = ?1 AND deleted_at IS NULL";
-const GET_MANAGEABLE: &str = concat!("SELECT * FROM api_keys WHERE id = ?1 AND deleted_at IS NULL", owner_live!());
+const GET_MANAGEABLE: &str = concat!("SELECT * FROM api_keys WHERE id = ?1 AND deleted_at IS NULL AND ", owner_live!());
 /// `updated_at` (the key's version, `KeyRow::version`) after a change stamped at `$now`, the editing
 /// isolate's clock: that time, unless it is not after the version stored (another isolate, its clock
 /// ahead, changed the key last); then a millisecond past the stored one. So a key's versions only grow,
@@ -199,7 +199,7 @@ const UPDATE: &str = concat!(
      rpm_limit = ?12, tpm_limit = ?13, end_user_limit_micros = ?14, end_user_limit_reset = ?15, \
      request_log_days = ?16, ",
     stamp!("?9"),
-    " WHERE id = ?1 AND deleted_at IS NULL AND updated_at IS ?17",
+    " WHERE id = ?1 AND deleted_at IS NULL AND updated_at IS ?17 AND ",
     owner_live!(),
     " RETURNING updated_at"
 );
@@ -210,7 +210,7 @@ const ROTATE: &str = concat!(
     "UPDATE api_keys SET key_hash = ?3, key_prefix = ?4, previous_key_hash = ?2, previous_expires_at = ?5, \
      rotated_at = ?6, ",
     stamp!("?6"),
-    " WHERE id = ?1 AND key_hash = ?2 AND deleted_at IS NULL AND updated_at IS ?7",
+    " WHERE id = ?1 AND key_hash = ?2 AND deleted_at IS NULL AND updated_at IS ?7 AND ",
     owner_live!(),
     " RETURNING updated_at"
 );
@@ -249,7 +249,8 @@ struct Count {
 }
 
 pub async fn list(db: &D1Database, f: &KeyFilter<'_>) -> Result<(Vec<KeyRow>, i64), StoreError> {
-    let mut clauses = vec!["deleted_at IS NULL".to_string()];
+    // A deleted user's (or organization's) keys went with it.
+    let mut clauses = vec!["deleted_at IS NULL".to_string(), owner_live!().to_string()];
     let mut args = Vec::new();
     if let Some(user_id) = f.user_id {
         args.push(text(user_id));
