@@ -294,10 +294,11 @@ impl ChatRequest {
     /// set both), else `max_tokens`. Only what was reserved is ever asked for.
     ///
     /// A thinking budget (`reasoning.max_tokens`) the lower bound would no longer hold is lowered
-    /// with it, or thinking turned off when less than `MIN_THINKING_BUDGET` is left: Anthropic
-    /// refuses a budget not under `max_tokens`, and one under 1,024 tokens. A budget the client
-    /// itself set at or above its own `max_tokens` (Anthropic's interleaved thinking allows it)
-    /// is its own.
+    /// with it: Anthropic refuses a budget not under `max_tokens`. A Claude model's thinking is turned
+    /// off when less than `MIN_THINKING_BUDGET` is left (Anthropic refuses a budget under 1,024
+    /// tokens); another model's is not (OpenRouter refuses turning off a model that must reason). A
+    /// budget the client itself set at or above its own `max_tokens` (Anthropic's interleaved
+    /// thinking allows it) is its own.
     pub fn cap_output(&mut self, max_tokens: u64) {
         let lowered = self.max_tokens.is_none_or(|asked| max_tokens < asked);
         let fields: Vec<&str> =
@@ -309,8 +310,9 @@ impl ChatRequest {
         let Some(reasoning) = self.body.get_mut("reasoning").and_then(Value::as_object_mut) else { return };
         let budget = reasoning.get("max_tokens").and_then(Value::as_u64);
         if lowered && budget.is_some_and(|b| b >= max_tokens) {
-            if max_tokens > MIN_THINKING_BUDGET {
-                reasoning.insert("max_tokens".into(), Value::from(max_tokens - 1));
+            let claude = self.model.starts_with("anthropic/") || self.model.contains("claude");
+            if max_tokens > MIN_THINKING_BUDGET || !claude {
+                reasoning.insert("max_tokens".into(), Value::from(max_tokens.saturating_sub(1).max(1)));
             } else {
                 reasoning.remove("max_tokens");
                 reasoning.insert("enabled".into(), Value::Bool(false));
@@ -696,7 +698,7 @@ mod tests {
     fn a_thinking_budget_stays_under_a_lowered_output_bound_or_thinking_is_turned_off() {
         let thinking = |max_tokens: u64, budget: u64| {
             parse(&format!(
-                r#"{{"model":"m","max_tokens":{max_tokens},"reasoning":{{"max_tokens":{budget}}},"messages":[{{"role":"user","content":"x"}}]}}"#
+                r#"{{"model":"anthropic/claude-sonnet-4","max_tokens":{max_tokens},"reasoning":{{"max_tokens":{budget}}},"messages":[{{"role":"user","content":"x"}}]}}"#
             ))
             .expect("valid")
         };
@@ -708,6 +710,13 @@ mod tests {
         let mut req = thinking(32_000, 31_999);
         req.cap_output(1_024);
         assert_eq!(req.body["reasoning"], serde_json::json!({"enabled": false}));
+        // Another provider's model is not made to stop reasoning (some must): its budget comes down.
+        let mut req = parse(
+            r#"{"model":"openai/gpt-5","max_tokens":32000,"reasoning":{"max_tokens":31999},"messages":[{"role":"user","content":"x"}]}"#,
+        )
+        .expect("valid");
+        req.cap_output(500);
+        assert_eq!(req.body["reasoning"], serde_json::json!({"max_tokens": 499}));
         // A budget that still fits, and one the client set above its own bound, are left alone.
         let mut req = thinking(32_000, 2_000);
         req.cap_output(5_000);
