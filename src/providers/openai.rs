@@ -40,12 +40,18 @@ pub fn chat_request(chat: &ChatRequest, native_model: &str) -> Vec<u8> {
     if let Some(max) = body.remove("max_tokens") {
         body.entry("max_completion_tokens").or_insert(max);
     }
-    // Prompt-caching breakpoints are Anthropic's (OpenAI caches by itself), and so is thinking sent back
-    // (OpenRouter's `reasoning_details`): neither is sent to OpenAI.
+    // Prompt-caching breakpoints are Anthropic's (OpenAI caches by itself), thinking sent back is
+    // OpenRouter's (`reasoning_details`), and a tool call's `extra_content` is Google's (a Gemini 3
+    // thought signature): none is sent to OpenAI, which refuses fields it does not know.
     if let Some(Value::Array(messages)) = body.get_mut("messages") {
         for message in messages.iter_mut().filter_map(Value::as_object_mut) {
             message.remove("reasoning_details");
             message.remove("reasoning");
+            for call in message.get_mut("tool_calls").and_then(Value::as_array_mut).into_iter().flatten() {
+                if let Some(call) = call.as_object_mut() {
+                    call.remove("extra_content");
+                }
+            }
         }
         for part in messages.iter_mut().filter_map(|m| m.get_mut("content")).filter_map(Value::as_array_mut).flatten() {
             if let Some(fields) = part.as_object_mut() {
@@ -166,6 +172,13 @@ mod tests {
             serde_json::json!({"role": "assistant", "content": "ok"}),
             "thinking stays home"
         );
+        let gemini_call = chat(
+            r#"{"model":"openai/o3","messages":[{"role":"user","content":"hi"},{"role":"assistant","content":null,"tool_calls":[
+                {"id":"c","type":"function","function":{"name":"f","arguments":"{}"},"extra_content":{"google":{"thought_signature":"s"}}}]},
+                {"role":"tool","tool_call_id":"c","content":"ok"}]}"#,
+        );
+        let body = body_of(&chat_request(&gemini_call, "o3"));
+        assert!(body["messages"][1]["tool_calls"][0].get("extra_content").is_none(), "Google's field stays home");
     }
 
     #[test]
