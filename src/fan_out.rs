@@ -53,28 +53,50 @@ fn d1(e: impl std::fmt::Display) -> ApiError {
 /// How long a reconciliation run and its results are kept: a run writes a row per account, and the cron
 /// starts one every 15 minutes (50,000 accounts would add 4.8M rows a day, kept for ever).
 const RUNS_KEPT_MS: i64 = 24 * 3600 * 1000;
+/// Old runs forgotten at each start, oldest first, each in a statement of its own (a run's results are a
+/// row per account): four a start, against the one each start adds, so a backlog goes too.
+const RUNS_FORGOTTEN_A_START: usize = 4;
 
-/// Starts a reconciliation run: forgets runs older than `RUNS_KEPT_MS`, records the new one and hands its
-/// first page to the queue.
+/// Starts a reconciliation run: records it, hands its first page to the queue, then forgets runs older
+/// than `RUNS_KEPT_MS` (a few at a time; should that fail, the run goes on and the next start tries again).
 pub async fn start_run(env: &Env, now_ms: i64) -> Result<String, ApiError> {
     let run_id = format!("rec-{now_ms}-{}", hex::encode(crate::api::random_bytes::<4>()));
     let db = crate::env::db(env).map_err(d1)?;
-    let cutoff = text(&to_iso(now_ms - RUNS_KEPT_MS));
-    let old = "DELETE FROM reconcile_results WHERE run_id IN (SELECT id FROM reconcile_runs WHERE started_at < ?1)";
-    db.batch(vec![
-        db.prepare(old).bind(std::slice::from_ref(&cutoff)).map_err(d1)?,
-        db.prepare("DELETE FROM reconcile_runs WHERE started_at < ?1").bind(&[cutoff]).map_err(d1)?,
-        db.prepare("INSERT INTO reconcile_runs (id, started_at) VALUES (?1, ?2)")
-            .bind(&[text(&run_id), text(&to_iso(now_ms))])
-            .map_err(d1)?,
-    ])
-    .await
-    .map_err(d1)?;
+    db.prepare("INSERT INTO reconcile_runs (id, started_at) VALUES (?1, ?2)")
+        .bind(&[text(&run_id), text(&to_iso(now_ms))])
+        .map_err(d1)?
+        .run()
+        .await
+        .map_err(d1)?;
     let queue = crate::env::jobs_queue(env).map_err(d1)?;
     queues::send(&queue, &Job::ReconcilePage { run_id: run_id.clone(), after: None, enumerated: Some(0) })
         .await
         .map_err(d1)?;
+    if let Err(e) = forget_old_runs(&db, now_ms - RUNS_KEPT_MS).await {
+        crate::log::job_error("forget_reconcile_runs", &e.to_string());
+    }
     Ok(run_id)
+}
+
+/// Forgets the oldest runs started before `cutoff_ms`, at most `RUNS_FORGOTTEN_A_START`: each run's
+/// results, then the run.
+async fn forget_old_runs(db: &D1Database, cutoff_ms: i64) -> Result<(), ApiError> {
+    #[derive(Deserialize)]
+    struct Id {
+        id: String,
+    }
+    let query = "SELECT id FROM reconcile_runs WHERE started_at < ?1 ORDER BY started_at LIMIT ?2";
+    let limit = int(RUNS_FORGOTTEN_A_START as i64);
+    let old: Vec<Id> = store::all(db, query, &[text(&to_iso(cutoff_ms)), limit]).await?;
+    for run in old {
+        db.batch(vec![
+            db.prepare("DELETE FROM reconcile_results WHERE run_id = ?1").bind(&[text(&run.id)]).map_err(d1)?,
+            db.prepare("DELETE FROM reconcile_runs WHERE id = ?1").bind(&[text(&run.id)]).map_err(d1)?,
+        ])
+        .await
+        .map_err(d1)?;
+    }
+    Ok(())
 }
 
 /// Whether the tenant has more users than one invocation walks itself.
