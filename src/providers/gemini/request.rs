@@ -25,11 +25,12 @@ use crate::providers::translate::{data_url, image_url, push_turn, stop_sequences
 /// What Gemini takes in place of a thought signature the history lost.
 const NO_SIGNATURE: &str = "skip_thought_signature_validator";
 
-/// Whether `native` (a Gemini model id) requires thought signatures on function calls: Gemini 3 and later.
+/// Whether `native` (a Gemini model id) may require thought signatures on function calls: any but a
+/// model known to come before Gemini 3 (an alias such as `gemini-flash-latest` names no version).
 fn requires_signatures(native: &str) -> bool {
-    let version = native.strip_prefix("gemini-").unwrap_or_default();
+    let version = native.strip_prefix("gemini-").unwrap_or(native);
     let major: String = version.chars().take_while(char::is_ascii_digit).collect();
-    major.parse::<u32>().is_ok_and(|m| m >= 3)
+    major.parse::<u32>().map_or(true, |m| m >= 3)
 }
 
 pub fn generate_request(chat: &ChatRequest, native: &str) -> Result<Value, InvalidRequest> {
@@ -234,7 +235,8 @@ mod tests {
         assert_eq!(signatures("gemini-3.1-flash"), [json!("c2ln"), Value::Null, json!(NO_SIGNATURE)]);
         // Before Gemini 3 a signature is optional: none is made up.
         assert_eq!(signatures("gemini-2.5-pro"), [json!("c2ln"), Value::Null, Value::Null]);
-        assert!(!requires_signatures("gemini-exp-1206") && requires_signatures("gemini-10-ultra"));
+        assert!(requires_signatures("gemini-flash-latest") && requires_signatures("gemini-10-ultra"));
+        assert!(!requires_signatures("gemini-1.5-pro") && !requires_signatures("gemini-2.0-flash-001"));
     }
 
     #[test]
