@@ -274,8 +274,12 @@ describe('errors are OpenAI-shaped', () => {
     assert.match(usage[0].description, /answer not received whole: prompt estimated/);
   });
 
-  for (const [fault, what] of [['cut:1', 'whose body breaks off'], ['error_event', 'that is an error under 200 (the model had started)']]) {
-    test(`an answer ${what} is 502, and charged its prompt: the upstream had it`, async () => {
+  // An error body names its generation: what the upstream's record says was used is charged, not an estimate.
+  for (const [fault, what, note] of [
+    ['cut:1', 'whose body breaks off', /prompt estimated/],
+    ['error_event', 'that is an error under 200 (the model had started)', /charged from the upstream's record/],
+  ]) {
+    test(`an answer ${what} is 502, and charged what the upstream had: ${note.source}`, async () => {
       const payer = await admin.createUser({ name: `Broken ${fault}` }, { credit: 1 });
       const payerKey = await admin.createKey(payer.id, { name: 'broken body' });
       // One request, then three at once.
@@ -287,7 +291,7 @@ describe('errors are OpenAI-shaped', () => {
       assert.equal(new Set(usage.map((r) => r.reference_id)).size, 4, 'each charged once');
       for (const row of usage) {
         assert.ok(row.amount < 0 && row.amount === usage[0].amount, JSON.stringify(row));
-        assert.match(row.description, /prompt estimated/);
+        assert.match(row.description, note);
       }
       const balance = (await admin.call('GET', `/api/balance?user_id=${payer.id}`)).body.balance;
       assert.equal(Math.round(balance * 1e6), 1_000_000 + 4 * Math.round(usage[0].amount * 1e6), 'the ledger and the balance agree');

@@ -391,6 +391,8 @@ impl Meter {
         }
         if outcome.delivered_bytes.is_none() && outcome.usage.is_none() {
             notes.push("failed");
+        } else if outcome.unanswered && outcome.usage.is_some() {
+            notes.push("(answer not received whole: charged from the upstream's record)");
         } else if outcome.unanswered {
             notes.push("(answer not received whole: prompt estimated)");
         } else if charged.estimated {

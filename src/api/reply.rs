@@ -164,7 +164,7 @@ impl<'a> Reply<'a> {
     pub async fn relay(&mut self, answer: Answer, hide_usage: bool) -> Option<Ended> {
         let body = match self.upstream.stream() {
             Ok(body) => body,
-            Err(e) => return self.failed(answer, e, false),
+            Err(e) => return self.failed(answer, e, false, None),
         };
         let sse = match &self.meter {
             Some(m) => {
@@ -215,15 +215,19 @@ impl<'a> Reply<'a> {
     /// Reads the whole answer (inside what is left of `REQUEST_TIMEOUT`) and gives it with its charge.
     pub async fn read(&mut self, answer: Answer) -> Option<Ended> {
         let call = self.call;
-        let read = transport::read_all(&mut self.upstream)
-            .await
-            .and_then(|body| wire::answer(self.provider(), body, &self.attempt.model, self.created))
-            .and_then(|body| completion_usage(&body).map(|usage| (body, usage)));
         // Whatever fails after a 2xx status (the body broke off, did not come in time, or is an error: OpenRouter
         // answers 200 with the error in the body once the model has started) failed a request the upstream had.
-        let (body, usage) = match read {
-            Ok(read) => read,
-            Err(e) => return self.failed(answer, e, true),
+        let read = transport::read_all(&mut self.upstream)
+            .await
+            .and_then(|body| wire::answer(self.provider(), body, &self.attempt.model, self.created));
+        let body = match read {
+            Ok(body) => body,
+            Err(e) => return self.failed(answer, e, true, None),
+        };
+        let usage = match completion_usage(&body) {
+            Ok(usage) => usage,
+            // An error body names its generation: its record says what the upstream used before failing.
+            Err(e) => return self.failed(answer, e, true, answer_names(&body).0),
         };
         let (upstream_id, model) = answer_names(&body);
         let outcome = Outcome {
@@ -253,8 +257,15 @@ impl<'a> Reply<'a> {
     }
 
     /// The answer could not be given: the client gets the error; the settlement releases the reservation,
-    /// or, when the upstream had generated it (`generated`: it answered 2xx), charges the prompt.
-    fn failed(&mut self, answer: Answer, error: ProviderError, generated: bool) -> Option<Ended> {
+    /// or, when the upstream had generated it (`generated`: it answered 2xx), charges what its record of
+    /// `upstream_id` says it used, else the prompt, estimated.
+    fn failed(
+        &mut self,
+        answer: Answer,
+        error: ProviderError,
+        generated: bool,
+        upstream_id: Option<String>,
+    ) -> Option<Ended> {
         let unanswered = generated;
         let error = ApiError::from(error);
         let status = error.status();
@@ -264,7 +275,7 @@ impl<'a> Reply<'a> {
         );
         let _ = answer.send(Err(error));
         let outcome = if unanswered { Outcome::unanswered(status) } else { Outcome::failed(status) };
-        Some(Ended { outcome, model: None, upstream_id: None })
+        Some(Ended { outcome, model: None, upstream_id })
     }
 
     /// Charges the request at the price of the model that served it, and writes its log line; answers
@@ -272,8 +283,8 @@ impl<'a> Reply<'a> {
     pub async fn settle(self, ended: Option<Ended>) -> Option<(u16, bool)> {
         let Ended { mut outcome, model, upstream_id } = ended?;
         // A stream that ended without its usage chunk, whether its client hung up, the upstream broke off,
-        // or it ended with an error event (even one followed by `[DONE]`).
-        let cut_short = outcome.cancelled || outcome.streamed;
+        // or it ended with an error event (even one followed by `[DONE]`); an answer that failed under 2xx.
+        let cut_short = outcome.cancelled || outcome.streamed || outcome.unanswered;
         if cut_short && outcome.usage.is_none() && self.meter.is_some() {
             let delivered = outcome.delivered_bytes.unwrap_or(0);
             outcome.usage = self.generation_usage(upstream_id.as_deref(), delivered).await;
