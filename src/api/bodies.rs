@@ -266,6 +266,7 @@ pub struct UpdateUser {
 pub struct OwnBudgetBody {
     /// Required: absent is refused rather than read as "no budget".
     #[serde(default, deserialize_with = "present")]
+    #[cfg_attr(not(target_arch = "wasm32"), schema(required = true, value_type = Option<f64>))]
     pub limit: Option<Option<f64>>,
     #[serde(default)]
     pub limit_reset: Option<String>,
