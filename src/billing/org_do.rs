@@ -45,7 +45,8 @@ pub struct OrgDo {
     alerts_waiting: Cell<bool>,
 }
 
-fn load(sql: &SqlStorage) -> Result<OrgBook> {
+/// The book as storage holds it; `lease_ms` is a reservation's life (what a hold's expiry is after its start).
+fn load(sql: &SqlStorage, lease_ms: i64) -> Result<OrgBook> {
     #[derive(Deserialize)]
     struct Month {
         month_start: f64,
@@ -72,12 +73,27 @@ fn load(sql: &SqlStorage) -> Result<OrgBook> {
         holds.into_iter().map(|h| {
             let expires_ms = h.expires_ms as i64;
             // Holds stored before they named their month count in the month their lease began.
-            let month = if h.month > 0.0 { h.month as i64 } else { Reset::Monthly.window_start(expires_ms) };
+            let began = expires_ms.saturating_sub(lease_ms);
+            let month = if h.month > 0.0 { h.month as i64 } else { Reset::Monthly.window_start(began) };
             let hold =
                 OrgHold { month, tokens: h.tokens as i64, cost: h.cost as i64, expires_ms, counted: h.counted != 0 };
             (h.id, hold)
         }),
     ))
+}
+
+/// What the organization is, as its last reservation stated it (stored by `OrgDo::learn`).
+fn stored_known(sql: &SqlStorage) -> Result<Option<Known>> {
+    #[derive(Deserialize)]
+    struct Row {
+        org_id: String,
+        limits: String,
+    }
+    let rows: Vec<Row> = sql.exec("SELECT org_id, limits FROM org_limits WHERE id = 1", None)?.to_array()?;
+    Ok(rows
+        .into_iter()
+        .next()
+        .and_then(|r| Some(Known { org_id: r.org_id, limits: serde_json::from_slice(r.limits.as_bytes()).ok()? })))
 }
 
 /// Writes a month's counts as the book has them.
@@ -155,10 +171,12 @@ impl OrgDo {
         let sql = self.state.storage().sql();
         if !self.ready.get() {
             sql.exec(SCHEMA, None)?;
-            let has_month =
-                scalar(&sql, "SELECT COUNT(*) AS n FROM pragma_table_info('org_holds') WHERE name = 'month'", vec![])?;
-            if has_month == 0 {
-                sql.exec("ALTER TABLE org_holds ADD COLUMN month REAL NOT NULL DEFAULT 0", None)?;
+            // Columns added since an object's table was made (each with a default its old rows read as).
+            for (column, definition) in [("counted", "INTEGER NOT NULL DEFAULT 0"), ("month", "REAL NOT NULL DEFAULT 0")] {
+                let query = "SELECT COUNT(*) AS n FROM pragma_table_info('org_holds') WHERE name = ?";
+                if scalar(&sql, query, vec![text(column)])? == 0 {
+                    sql.exec(&format!("ALTER TABLE org_holds ADD COLUMN {column} {definition}"), None)?;
+                }
             }
             self.ready.set(true);
         }
@@ -169,15 +187,20 @@ impl OrgDo {
     fn run(&self, req: OrgRequest, now: i64) -> Result<OrgResponse> {
         let sql = self.sql()?;
         crate::js::atomically(&self.state, || {
+            // What the organization is, for its alerts: from storage after a restart (a settlement may be the
+            // first message to come, and cross a limit), and news from a reservation.
+            if self.known.borrow().is_none() {
+                *self.known.borrow_mut() = stored_known(&sql)?;
+            }
             if let OrgRequest::Reserve { org_id: Some(org_id), limits, .. } = &req {
                 self.learn(&sql, org_id, *limits)?;
             }
+            let config = crate::env::Config::get(&self.env);
             let mut slot = self.book.borrow_mut();
             let book = match slot.as_mut() {
                 Some(book) => book,
-                None => slot.insert(load(&sql)?),
+                None => slot.insert(load(&sql, config.reservation_lease_ms())?),
             };
-            let config = crate::env::Config::get(&self.env);
             let known = self.known.borrow();
             let alerting = (config.alerts.as_ref().map(|a| &a.rules), known.as_ref(), &self.alerts_waiting);
             answer(&sql, book, req, now, alerting)
@@ -186,18 +209,6 @@ impl OrgDo {
 
     /// Remembers what the organization is and its limits, when they are news (stored for a restart).
     fn learn(&self, sql: &SqlStorage, org_id: &str, limits: Limits) -> Result<()> {
-        if self.known.borrow().is_none() {
-            #[derive(Deserialize)]
-            struct Row {
-                org_id: String,
-                limits: String,
-            }
-            let rows: Vec<Row> = sql.exec("SELECT org_id, limits FROM org_limits WHERE id = 1", None)?.to_array()?;
-            let stored = rows.into_iter().next().and_then(|r| {
-                Some(Known { org_id: r.org_id, limits: serde_json::from_slice(r.limits.as_bytes()).ok()? })
-            });
-            *self.known.borrow_mut() = stored;
-        }
         let unchanged = self.known.borrow().as_ref().is_some_and(|k| k.org_id == org_id && k.limits == limits);
         if !unchanged {
             let known = Known { org_id: org_id.to_string(), limits };
