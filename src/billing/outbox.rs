@@ -82,8 +82,16 @@ pub async fn copy(sql: &SqlStorage, env: &Env) -> Result<bool> {
         return Ok(false);
     }
     let copied_rows = id_list(rows.iter().map(|r| r.id.as_str()))?;
-    let records: Vec<UsageRecord> =
-        waiting.iter().filter_map(|w| serde_json::from_slice(w.record.as_bytes()).ok()).collect();
+    // A record this version cannot read (written by another) is dropped with the others, said in the log:
+    // the charge is the ledger row's; only the usage statistics lose it. Kept, it would stall the outbox.
+    let records: Vec<UsageRecord> = waiting
+        .iter()
+        .filter_map(|w| {
+            serde_json::from_slice(w.record.as_bytes())
+                .map_err(|e| crate::log::job_error("usage_outbox", &format!("record {} unreadable, dropped: {e}", w.id)))
+                .ok()
+        })
+        .collect();
     copy_to_d1(env, &account_id, rows, &records).await?;
     // One statement for each kind, whatever the batch's size (a statement per row cost a request two).
     sql.exec_raw(
