@@ -118,8 +118,9 @@ pub struct Faults {
     /// `FAULT_FAIL_PUT_KEY`: the account object fails this many messages changing a key it holds, in an
     /// isolate, as if they were lost (tests/key_changes.test.mjs).
     pub failed_key_changes: u32,
-    /// `FAULT_SLOW_KEY_CHANGE_MS`: a key holder's change or rotation of a key waits this long between its read
-    /// of the key and its write, so a test can change the key in between (tests/key_changes.test.mjs).
+    /// `FAULT_SLOW_KEY_CHANGE_MS`: a key holder's change or rotation of a key, or a key's change of an
+    /// organization, waits this long between its read and its write, so a test can change the row in between
+    /// (tests/key_changes.test.mjs, tests/orgs.test.mjs).
     pub slow_key_change_ms: u64,
     /// `FAULT_LOSE_ORG_ANSWER`: the first answer of an organization's object to a reservation, in an isolate,
     /// is taken as lost on its way back (its hold made), as a failed call (tests/orgs.test.mjs).

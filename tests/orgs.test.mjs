@@ -217,3 +217,22 @@ describe('an organization whose answer is lost', () => {
     });
   });
 });
+
+describe('changes to an organization at once', () => {
+  test("a key's change of its organization made over an admin's suspension does not undo it", { timeout: 120_000 }, async () => {
+    // The key's change waits 1.5 s between its read of the organization and its write (a test fault); the
+    // operator suspends the organization in that time. The key's write must not put back the state it read.
+    await withGateway({ vars: { FAULT_SLOW_KEY_CHANGE_MS: '1500' } }, async (gw, admin) => {
+      const owner = await admin.createUser({}, { credit: 1 });
+      const org = (await admin.call('POST', '/api/orgs', { name: `Racing ${Date.now()}`, admin_user_id: owner.id })).body.data;
+      const key = (await admin.call('POST', '/api/keys', { name: 'org admin', user_id: owner.id, org_id: org.id, permissions: ['read', 'write', 'admin'] })).body.data;
+      const limiting = adminClient(gw.url, key.key).call('PATCH', `/api/orgs/${org.id}`, { limits: { monthly_requests: 100 } });
+      await new Promise((r) => setTimeout(r, 300));
+      const suspended = await admin.call('PATCH', `/api/orgs/${org.id}`, { status: 'suspended' });
+      assert.equal(suspended.status, 200, JSON.stringify(suspended.body));
+      await limiting; // the key is refused once its organization is suspended, or its change went through
+      const shown = (await admin.call('GET', `/api/orgs/${org.id}`)).body.data;
+      assert.equal(shown.status, 'suspended', 'the suspension stands');
+    });
+  });
+});

@@ -120,21 +120,54 @@ pub async fn update_org(mut req: Incoming, call: &Call, caller: &Caller, id: &st
     if body.status.as_deref().is_some_and(|s| s != "active") {
         refuse_own(caller, id, "suspend").map_err(|e| InvalidRequest { param: Some("status".into()), ..e })?;
     }
-    let mut org = live_org(&db, id).await?;
-    if let Some(name) = body.name {
-        org.name = validate_text("name", &name, MAX_NAME_LEN)?;
+    if let Some(admin_user_id) = &body.admin_user_id {
+        check_admin_user(&db, admin_user_id.as_deref()).await?;
     }
-    if let Some(description) = body.description {
+    // Written only if the organization is still as it was read (else read again), so a change made
+    // meanwhile (a suspension, new limits) is never written over with what was read.
+    for _ in 0..UPDATE_TRIES {
+        let read = live_org(&db, id).await?;
+        let version = read.updated_at.clone();
+        let mut org = changed(read, &body)?;
+        slow_change(call, caller).await;
+        org.updated_at = to_iso(call.now_ms());
+        let Some(stamped) = store::orgs::update(&db, &org, &version).await.map_err(name_conflict(&org.name))? else {
+            continue;
+        };
+        org.updated_at = stamped;
+        crate::cache::orgs::forget(&org.id);
+        return respond::data(200, &org_view(&org));
+    }
+    live_org(&db, id).await?; // 404 should it have been deleted meanwhile
+    Err(ApiError::Conflict(format!("organization {id} kept changing while this change was made: send it again")))
+}
+
+/// `FAULT_SLOW_KEY_CHANGE_MS` (tests only): a key's change of an organization waits between its read and its write.
+async fn slow_change(call: &Call, caller: &Caller) {
+    let slow_ms = call.config.faults.slow_key_change_ms;
+    if slow_ms > 0 && matches!(caller, Caller::Key(_)) {
+        worker::Delay::from(std::time::Duration::from_millis(slow_ms)).await;
+    }
+}
+
+/// Reads of an organization a change is tried on before it answers 409.
+const UPDATE_TRIES: usize = 3;
+
+/// The organization `org` with `body`'s changes.
+fn changed(mut org: OrgRow, body: &UpdateOrg) -> Result<OrgRow, ApiError> {
+    if let Some(name) = &body.name {
+        org.name = validate_text("name", name, MAX_NAME_LEN)?;
+    }
+    if let Some(description) = &body.description {
         org.description = validate_optional_text("description", description.as_deref(), 1000)?;
     }
-    if let Some(admin_user_id) = body.admin_user_id {
-        check_admin_user(&db, admin_user_id.as_deref()).await?;
-        org.admin_user_id = admin_user_id;
+    if let Some(admin_user_id) = &body.admin_user_id {
+        org.admin_user_id = admin_user_id.clone();
     }
-    if let Some(status) = body.status {
-        org.status = validate_status(&status)?;
+    if let Some(status) = &body.status {
+        org.status = validate_status(status)?;
     }
-    if let Some(limits) = body.limits {
+    if let Some(limits) = &body.limits {
         let l = limits.validate()?;
         (org.monthly_requests, org.monthly_tokens, org.monthly_cost_micros) =
             (l.monthly_requests, l.monthly_tokens, l.monthly_cost_micros);
@@ -145,10 +178,7 @@ pub async fn update_org(mut req: Incoming, call: &Call, caller: &Caller, id: &st
         body.allowed_providers.as_ref().map(Option::as_ref),
     )?;
     org.set_allowlist(&allowed);
-    org.updated_at = to_iso(call.now_ms());
-    store::orgs::update(&db, &org).await.map_err(name_conflict(&org.name))?;
-    crate::cache::orgs::forget(&org.id);
-    respond::data(200, &org_view(&org))
+    Ok(org)
 }
 
 /// Soft delete: the organization's keys are disabled at once.

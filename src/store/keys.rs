@@ -176,23 +176,6 @@ macro_rules! owner_live {
 }
 const GET_LIVE: &str = "SELECT * FROM api_keys WHERE id = ?1 AND deleted_at IS NULL";
 const GET_MANAGEABLE: &str = concat!("SELECT * FROM api_keys WHERE id = ?1 AND deleted_at IS NULL AND ", owner_live!());
-/// `updated_at` (the key's version, `KeyRow::version`) after a change stamped at `$now`, the editing
-/// isolate's clock: that time, unless it is not after the version stored (another isolate, its clock
-/// ahead, changed the key last); then a millisecond past the stored one. So a key's versions only grow,
-/// whichever isolates stamp them, and its account object, which keeps the newest state it is sent,
-/// never mistakes a change for an older one.
-macro_rules! stamp {
-    ($now:literal) => {
-        concat!(
-            "updated_at = CASE WHEN julianday(updated_at) IS NULL OR julianday(",
-            $now,
-            ") > julianday(updated_at) THEN ",
-            $now,
-            " ELSE strftime('%Y-%m-%dT%H:%M:%fZ', updated_at, '+0.001 seconds') END"
-        )
-    };
-}
-
 const UPDATE: &str = concat!(
     "UPDATE api_keys SET name = ?2, description = ?3, permissions = ?4, disabled = ?5, expires_at = ?6, \
      limit_micros = ?7, limit_reset = ?8, allowed_models = ?10, allowed_providers = ?11, \

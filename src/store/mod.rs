@@ -1,5 +1,22 @@
 //! D1, the system of record. SQL lives here as constants next to its `*Row` type.
 
+/// `updated_at` (a row's version: a key's `KeyRow::version`, an organization's) after a change stamped
+/// at `$now`, the editing isolate's clock: that time, unless it is not after the version stored (another isolate, its clock
+/// ahead, changed the row last); then a millisecond past the stored one. So a row's versions only grow,
+/// whichever isolates stamp them, and its account object, which keeps the newest state it is sent,
+/// never mistakes a change for an older one.
+macro_rules! stamp {
+    ($now:literal) => {
+        concat!(
+            "updated_at = CASE WHEN julianday(updated_at) IS NULL OR julianday(",
+            $now,
+            ") > julianday(updated_at) THEN ",
+            $now,
+            " ELSE strftime('%Y-%m-%dT%H:%M:%fZ', updated_at, '+0.001 seconds') END"
+        )
+    };
+}
+
 pub mod keys;
 pub mod openrouter_keys;
 pub mod orgs;

@@ -39,9 +39,14 @@ impl OrgRow {
 const INSERT: &str = "INSERT INTO organizations (id, name, description, admin_user_id, status, monthly_requests, \
                       monthly_tokens, monthly_cost_micros, created_at, updated_at, allowed_models, allowed_providers) \
                       VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10, ?11)";
-const UPDATE: &str = "UPDATE organizations SET name = ?2, description = ?3, admin_user_id = ?4, status = ?5, \
-                      monthly_requests = ?6, monthly_tokens = ?7, monthly_cost_micros = ?8, updated_at = ?9, \
-                      allowed_models = ?10, allowed_providers = ?11 WHERE id = ?1 AND deleted_at IS NULL";
+/// Only while the organization is as it was read (`updated_at` ?12): a change made meanwhile is not written over.
+const UPDATE: &str = concat!(
+    "UPDATE organizations SET name = ?2, description = ?3, admin_user_id = ?4, status = ?5, \
+     monthly_requests = ?6, monthly_tokens = ?7, monthly_cost_micros = ?8, \
+     allowed_models = ?10, allowed_providers = ?11, ",
+    stamp!("?9"),
+    " WHERE id = ?1 AND deleted_at IS NULL AND updated_at IS ?12 RETURNING updated_at"
+);
 const GET_LIVE: &str = "SELECT * FROM organizations WHERE id = ?1 AND deleted_at IS NULL";
 const SOFT_DELETE: &str =
     "UPDATE organizations SET deleted_at = ?2, updated_at = ?2 WHERE id = ?1 AND deleted_at IS NULL";
@@ -70,9 +75,16 @@ pub async fn insert(db: &D1Database, o: &OrgRow) -> Result<(), StoreError> {
     Ok(())
 }
 
-pub async fn update(db: &D1Database, o: &OrgRow) -> Result<(), StoreError> {
-    db.prepare(UPDATE).bind(&bind_fields(o))?.run().await?;
-    Ok(())
+/// Writes `o` if the organization is still at version `read`; answers the new version, `None` when it changed
+/// meanwhile (or is gone).
+pub async fn update(db: &D1Database, o: &OrgRow, read: &str) -> Result<Option<String>, StoreError> {
+    #[derive(Deserialize)]
+    struct Stamped {
+        updated_at: String,
+    }
+    let mut fields = bind_fields(o);
+    fields.push(text(read));
+    Ok(db.prepare(UPDATE).bind(&fields)?.first::<Stamped>(None).await?.map(|s| s.updated_at))
 }
 
 pub async fn get_live(db: &D1Database, id: &str) -> Result<Option<OrgRow>, StoreError> {
