@@ -326,5 +326,12 @@ describe('messages, what agents rely on', () => {
     const refused = await broke.messages.create({ model: DIRECT, max_tokens: 8, messages: [{ role: 'user', content: 'x' }] }).catch((e) => e);
     assert.equal(refused.status, 402);
     assert.equal(refused.error.error.type, 'billing_error');
+    // An upstream overloaded past the gateway's tries is 529 overloaded_error, as Claude Code's own
+    // overload handling expects (not a 502 api_error).
+    // (The first try and UPSTREAM_RETRIES' two more.)
+    await fetch(`${ctx.gw.fake.url.replace('/api/v1', '')}/__fail`, { method: 'POST', body: JSON.stringify({ provider: 'openrouter', status: 503, times: 3 }) });
+    const overloaded = await client.messages.create({ model: VIA_OPENROUTER, max_tokens: 8, messages: [{ role: 'user', content: 'x' }] }).catch((e) => e);
+    assert.equal(overloaded.status, 529, JSON.stringify(overloaded.error));
+    assert.equal(overloaded.error.error.type, 'overloaded_error');
   });
 });

@@ -186,8 +186,17 @@ impl ApiError {
     }
 
     /// Anthropic's error body (`{"type":"error","error":{"type","message"}}`), for the Messages API.
+    /// The status in Anthropic's dialect: an upstream overloaded or unavailable (529, 503) is 529, as Anthropic
+    /// says it and as Claude Code's overload handling (retry, fall back to another model) keys on; else `status`.
+    pub fn anthropic_status(&self) -> u16 {
+        match self {
+            Self::Provider(ProviderError::Unavailable { status: 503 | 529, .. }) => 529,
+            _ => self.status(),
+        }
+    }
+
     pub fn anthropic_body(&self, request_id: &str) -> Value {
-        let kind = crate::providers::anthropic::inbound::error_type(self.status());
+        let kind = crate::providers::anthropic::inbound::error_type(self.anthropic_status());
         json!({ "type": "error", "error": { "type": kind, "message": self.public_message(request_id) } })
     }
 

@@ -146,11 +146,14 @@ pub fn error_response(call: &Call, err: &ApiError) -> Response {
     if !err.retry_may_help() {
         let _ = headers.set("x-should-retry", "false");
     }
-    let body = if call.anthropic_errors { err.anthropic_body(&call.request_id) } else { err.body(&call.request_id) };
+    let (body, status) = match call.anthropic_errors {
+        true => (err.anthropic_body(&call.request_id), err.anthropic_status()),
+        false => (err.body(&call.request_id), err.status()),
+    };
     let body = body.to_string();
     Response::ok(body)
-        .map(|r| r.with_status(err.status()).with_headers(headers))
-        .unwrap_or_else(|_| Response::empty().expect("an empty response can always be built").with_status(err.status()))
+        .map(|r| r.with_status(status).with_headers(headers))
+        .unwrap_or_else(|_| Response::empty().expect("an empty response can always be built").with_status(status))
 }
 
 /// Reads a request body, refusing more than `limit` bytes with 413.

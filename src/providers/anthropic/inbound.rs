@@ -57,7 +57,11 @@ fn tool_result_parts(block: &Value, param: &str) -> Result<Value, InvalidRequest
             .filter_map(|b| match b.get("type").and_then(Value::as_str) {
                 Some("text") => Some(Ok(text_part(b))),
                 Some("image") => Some(image_part(b, param)),
-                _ => None,
+                // A document or search result the model would be handed as nothing: refused, not dropped.
+                Some(other) => {
+                    Some(Err(invalid(format!("{param}: a tool result's `{other}` blocks are not supported"), param)))
+                }
+                None => None,
             })
             .collect::<Result<Vec<_>, _>>()?,
         _ => Vec::new(),
@@ -140,6 +144,16 @@ pub fn to_chat_traced(bytes: &[u8]) -> Result<(ChatRequest, Origins), InvalidReq
     let model = body.get("model").cloned().ok_or_else(|| invalid("model: Field required", "model"))?;
     let max_tokens =
         body.get("max_tokens").cloned().ok_or_else(|| invalid("max_tokens: Field required", "max_tokens"))?;
+    // Tools that run at Anthropic (remote MCP servers, a code-execution container): dropped, the model would
+    // answer without them; and what they cost besides tokens the gateway cannot price.
+    for field in ["mcp_servers", "container"] {
+        if body.get(field).is_some_and(|v| !v.is_null()) {
+            return Err(invalid(
+                format!("{field}: tools run by Anthropic are not available through this gateway"),
+                field,
+            ));
+        }
+    }
     let mut messages = Vec::new();
     let mut origins = Origins::default();
     match body.get("system") {
@@ -185,7 +199,7 @@ pub fn to_chat_traced(bytes: &[u8]) -> Result<(ChatRequest, Origins), InvalidReq
                         }
                         Some("tool_result") => {
                             let id = block.get("tool_use_id").and_then(Value::as_str).unwrap_or_default();
-                            let content = tool_result_parts(block, &param)?;
+                            let content = tool_result_parts(block, &format!("{param}.content.{b}"))?;
                             messages.push(json!({"role": "tool", "tool_call_id": id, "content": content}));
                             origins.0.push(Origin::ToolResult { index: i, block: b });
                         }
@@ -589,6 +603,26 @@ pub fn estimate_input_tokens(chat: &ChatRequest) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_would_be_lost_is_refused_by_name() {
+        let refused = |body: &str| to_chat(body.as_bytes()).expect_err("refused").param;
+        let document = r#"{"model":"m","max_tokens":8,"messages":[{"role":"user","content":"hi"},
+            {"role":"assistant","content":[{"type":"tool_use","id":"u","name":"f","input":{}}]},
+            {"role":"user","content":[{"type":"tool_result","tool_use_id":"u","content":[
+              {"type":"document","source":{"type":"base64","media_type":"application/pdf","data":"AAAA"}}]}]}]}"#;
+        assert_eq!(refused(document).as_deref(), Some("messages.2.content.0"), "a PDF handed over as nothing");
+        for field in ["mcp_servers", "container"] {
+            let body = format!(
+                r#"{{"model":"m","max_tokens":8,"{field}":[{{"type":"url"}}],"messages":[{{"role":"user","content":"hi"}}]}}"#
+            );
+            assert_eq!(refused(&body).as_deref(), Some(field));
+        }
+        assert_eq!(
+            crate::providers::anthropic::response::finish_reason(Some("model_context_window_exceeded")),
+            "length"
+        );
+    }
 
     #[test]
     fn errors_found_after_translation_name_the_block_as_the_client_wrote_it() {

@@ -13,7 +13,8 @@ use crate::providers::{reasoning, translate};
 /// OpenAI's `finish_reason` for an Anthropic `stop_reason`.
 pub fn finish_reason(stop_reason: Option<&str>) -> &'static str {
     match stop_reason {
-        Some("max_tokens") => "length",
+        // The answer stopped at the model's context window: cut short, as by `max_tokens`.
+        Some("max_tokens" | "model_context_window_exceeded") => "length",
         Some("tool_use") => "tool_calls",
         Some("refusal") => "content_filter",
         _ => "stop", // end_turn, stop_sequence, pause_turn, and anything new
