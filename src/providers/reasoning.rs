@@ -69,7 +69,9 @@ pub fn blocks_from_details(details: &[Value], signed_only: bool) -> Vec<Value> {
                     json!({"type": "thinking", "thinking": field("text"), "signature": field("signature")}),
                 )),
             },
-            Some("reasoning.encrypted") => {
+            // Another provider's encrypted reasoning (OpenAI's, Google's) is no redacted thinking of Anthropic's:
+            // sent back to Anthropic it would be refused, and read back it would be taken for Anthropic's.
+            Some("reasoning.encrypted") if matches!(field("format"), "" | ANTHROPIC_FORMAT) => {
                 blocks.push((index, json!({"type": "redacted_thinking", "data": field("data")})))
             }
             _ => {} // summaries and other providers' forms have no Anthropic block
@@ -117,6 +119,10 @@ mod tests {
         assert_eq!(details.len(), 2);
         assert_eq!(text_of(&details), "Let me see.");
         assert_eq!(blocks_from_details(&details, true), vec![blocks[0].clone(), blocks[2].clone()]);
+        // OpenAI's encrypted reasoning (through OpenRouter) is not Anthropic's redacted thinking.
+        let foreign =
+            [json!({"type": "reasoning.encrypted", "data": "gAAA", "format": "openai-responses-v1", "index": 0})];
+        assert!(blocks_from_details(&foreign, false).is_empty());
     }
 
     #[test]

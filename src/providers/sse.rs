@@ -390,7 +390,15 @@ fn thinking_steps(delta: Option<&Value>) -> Vec<ChatStep> {
                 steps.extend(field(detail, "text").map(ChatStep::Thinking));
                 steps.extend(field(detail, "signature").map(ChatStep::Signature));
             }
-            Some("reasoning.encrypted") => steps.extend(field(detail, "data").map(ChatStep::Redacted)),
+            // Only Anthropic's is redacted thinking (another provider's encrypted reasoning has no such block).
+            Some("reasoning.encrypted")
+                if matches!(
+                    detail.get("format").and_then(Value::as_str),
+                    None | Some(super::reasoning::ANTHROPIC_FORMAT)
+                ) =>
+            {
+                steps.extend(field(detail, "data").map(ChatStep::Redacted))
+            }
             _ => {}
         }
     }
