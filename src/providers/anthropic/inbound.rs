@@ -46,6 +46,9 @@ fn image_part(block: &Value, param: &str) -> Result<Value, InvalidRequest> {
     Ok(json!({"type": "image_url", "image_url": {"url": url}}))
 }
 
+/// How a tool result marked `is_error` says so in the chat form (its first part), which has no such mark.
+pub const TOOL_ERROR: &str = "[error]";
+
 /// A tool result's content as chat parts: its text and images, an error marked, and the block's
 /// `cache_control` (an agent's moving cache breakpoint usually sits on the last tool result) kept on
 /// its last part.
@@ -67,7 +70,7 @@ fn tool_result_parts(block: &Value, param: &str) -> Result<Value, InvalidRequest
         _ => Vec::new(),
     };
     if block.get("is_error").and_then(Value::as_bool) == Some(true) {
-        parts.insert(0, json!({"type": "text", "text": "[error]"}));
+        parts.insert(0, json!({"type": "text", "text": TOOL_ERROR}));
     }
     if parts.is_empty() {
         parts.push(json!({"type": "text", "text": ""}));

@@ -48,12 +48,20 @@ pub fn messages_request(
             }
             "tool" | "function" => {
                 let id = message.get("tool_call_id").and_then(Value::as_str).unwrap_or_default();
-                // Parts (text, images, cache breakpoints) stay blocks; a plain text stays text.
-                let content = match message.get("content") {
+                // Parts (text, images, cache breakpoints) stay blocks; a plain text stays text. A result the
+                // Messages API marked `is_error` (its first part says "[error]") is marked so again.
+                let mut content = match message.get("content") {
                     Some(Value::Array(_)) => Value::Array(content_blocks(message.get("content"), i)?),
                     other => Value::from(text_of(other)),
                 };
-                let result = json!({"type": "tool_result", "tool_use_id": id, "content": content});
+                let failed = content.pointer("/0/text").and_then(Value::as_str) == Some(super::inbound::TOOL_ERROR);
+                if let (true, Some(parts)) = (failed, content.as_array_mut()) {
+                    parts.remove(0);
+                }
+                let mut result = json!({"type": "tool_result", "tool_use_id": id, "content": content});
+                if failed {
+                    result["is_error"] = Value::Bool(true);
+                }
                 push_turn(&mut turns, "user", vec![result]);
             }
             other => return Err(unfit(i, Unfit::Role(other))),
@@ -211,6 +219,18 @@ mod tests {
                 .expect("fixture");
         let body = messages_request(&request, "claude-3-5-haiku-20241022", 8192).expect("translates");
         assert_eq!(body, expected);
+    }
+
+    #[test]
+    fn a_failed_tool_result_reaches_anthropic_marked_as_failed() {
+        let body = br#"{"model":"m","max_tokens":8,"messages":[{"role":"user","content":"run it"},
+            {"role":"assistant","content":[{"type":"tool_use","id":"u","name":"f","input":{}}]},
+            {"role":"user","content":[{"type":"tool_result","tool_use_id":"u","is_error":true,"content":[{"type":"text","text":"exit 1"}]}]}]}"#;
+        let request = crate::providers::anthropic::inbound::to_chat(body).expect("valid");
+        let sent = messages_request(&request, "claude", 8192).expect("translates");
+        let result = &sent["messages"][2]["content"][0];
+        assert_eq!(result["is_error"], true);
+        assert_eq!(result["content"], serde_json::json!([{"type": "text", "text": "exit 1"}]));
     }
 
     #[test]
