@@ -674,7 +674,13 @@ async function anthropic(req, res, body) {
     if (body.max_tokens <= thinking.budget_tokens) return anthropicError(res, 400, 'invalid_request_error', '`max_tokens` must be greater than `thinking.budget_tokens`.');
   }
   if (thinking && body.temperature !== undefined && body.temperature !== 1) return anthropicError(res, 400, 'invalid_request_error', '`temperature` may only be set to 1 when thinking is enabled.');
-  if (body.output_config !== undefined) {
+  // Structured outputs (`output_config.format`) and an effort: Claude 4.5 and later (the fake: 4.6 and later).
+  const format = body.output_config?.format;
+  if (format !== undefined) {
+    if (!adaptiveModel) return anthropicError(res, 400, 'invalid_request_error', `output_config.format: structured outputs are not supported on ${body.model}`);
+    if (format?.type !== 'json_schema' || typeof format.schema !== 'object') return anthropicError(res, 400, 'invalid_request_error', "output_config.format: Input tag does not match the expected tag: 'json_schema'");
+  }
+  if (body.output_config?.effort !== undefined) {
     if (!adaptiveModel) return anthropicError(res, 400, 'invalid_request_error', `output_config.effort: not supported on ${body.model}`);
     if (!['low', 'medium', 'high', 'max'].includes(body.output_config?.effort)) return anthropicError(res, 400, 'invalid_request_error', "output_config.effort: Input should be 'low', 'medium', 'high' or 'max'");
   }
@@ -694,6 +700,8 @@ async function anthropic(req, res, body) {
   const input = Math.ceil(chars / 4) + 3 * body.messages.length;
   const callTool = Array.isArray(body.tools) && body.tools.length > 0 && !answeredTool;
   let words = ['Echo:', ...blockText(last.content).split(/\s+/).filter(Boolean)].slice(0, 64);
+  // A structured output: that text as JSON, under the schema's first property.
+  if (format) words = [JSON.stringify({ [Object.keys(format.schema.properties ?? {})[0] ?? 'echo']: words.join(' ') })];
   let stop = 'end_turn';
   if (words.length > body.max_tokens) {
     words = words.slice(0, body.max_tokens);

@@ -176,6 +176,21 @@ describe('messages, what agents rely on', () => {
     }
   });
 
+  test('a structured output (output_config.format) is carried on every route, and an older Claude refuses it', async () => {
+    const { client } = await anthropicFor();
+    const schema = { type: 'object', properties: { reply: { type: 'string' } }, required: ['reply'], additionalProperties: false };
+    const ask = (model) => ({ model, max_tokens: 64, output_config: { format: { type: 'json_schema', schema } }, messages: [{ role: 'user', content: 'Say hi' }] });
+    const direct = await client.messages.create(ask('anthropic/claude-sonnet-4-6'));
+    assert.match(JSON.parse(direct.content[0].text).reply, /Say hi/);
+    assert.deepEqual(ctx.gw.fake.requests.filter((r) => r.path === '/v1/messages').at(-1).body.output_config, { format: { type: 'json_schema', schema } });
+    await client.messages.create(ask(VIA_OPENROUTER));
+    const sent = ctx.gw.fake.requests.filter((r) => r.path.endsWith('/chat/completions')).at(-1).body;
+    assert.deepEqual(sent.response_format, { type: 'json_schema', json_schema: { name: 'output', schema, strict: true } });
+    const older = await client.messages.create(ask(DIRECT)).catch((e) => e);
+    assert.equal(older.status, 400, "Anthropic's own answer, not prose where JSON was asked");
+    assert.match(older.error.error.message, /output_config\.format/);
+  });
+
   test('adaptive thinking and an effort reach a direct Anthropic route as Anthropic takes them; an older model refuses them there', async () => {
     const { user, client } = await anthropicFor();
     const model = 'anthropic/claude-sonnet-4-6'; // a Claude 4.6, served by (the fake of) Anthropic's API

@@ -330,6 +330,25 @@ pub fn to_chat_traced(bytes: &[u8]) -> Result<(ChatRequest, Origins), InvalidReq
             _ => return Err(invalid("thinking.type: Input should be 'enabled', 'adaptive' or 'disabled'", "thinking")),
         },
     }
+    // A structured output (what the SDK's `messages.parse` asks): the chat's JSON Schema response format, which
+    // every route carries (a direct Anthropic one as `output_config.format` again).
+    match body.get("output_config").and_then(|c| c.get("format")) {
+        None | Some(Value::Null) => {}
+        Some(format) => match (format.get("type").and_then(Value::as_str), format.get("schema")) {
+            (Some("json_schema"), Some(schema)) if schema.is_object() => {
+                chat.insert(
+                    "response_format".into(),
+                    json!({"type": "json_schema", "json_schema": {"name": "output", "schema": schema, "strict": true}}),
+                );
+            }
+            _ => {
+                return Err(invalid(
+                    "output_config.format: a `json_schema` format with an object `schema` is expected",
+                    "output_config",
+                ))
+            }
+        },
+    }
     // How much the model may spend (Claude 4.5 and later): OpenRouter passes `verbosity` on as
     // `output_config.effort`. Thinking within it stays bounded by `max_tokens`, as the reservation is.
     match body.get("output_config").and_then(|c| c.get("effort")) {

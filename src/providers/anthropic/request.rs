@@ -102,9 +102,22 @@ pub fn messages_request(
     if let Some(thinking) = reasoning::anthropic_thinking(body.get("reasoning")) {
         out.insert("thinking".into(), thinking);
     }
-    // OpenRouter's `verbosity` is Anthropic's effort (what a Messages client's `output_config.effort` became).
+    // OpenRouter's `verbosity` is Anthropic's effort (what a Messages client's `output_config.effort` became),
+    // and a JSON Schema response format is Anthropic's structured output (`output_config.format`): a model
+    // too old for it answers Anthropic's 400, where it used to be dropped and the answer was prose.
+    let mut config = Map::new();
     if let Some(effort) = body.get("verbosity").filter(|v| v.is_string()) {
-        out.insert("output_config".into(), json!({ "effort": effort }));
+        config.insert("effort".into(), effort.clone());
+    }
+    let format = body.get("response_format");
+    if let Some(schema) = format
+        .and_then(|f| f.pointer("/json_schema/schema"))
+        .filter(|_| format.and_then(|f| f.get("type")).and_then(Value::as_str) == Some("json_schema"))
+    {
+        config.insert("format".into(), json!({"type": "json_schema", "schema": schema}));
+    }
+    if !config.is_empty() {
+        out.insert("output_config".into(), Value::Object(config));
     }
     if let Some(user) = body.get("user").and_then(Value::as_str) {
         out.insert("metadata".into(), json!({ "user_id": user }));
