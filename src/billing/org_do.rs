@@ -172,7 +172,9 @@ impl OrgDo {
         if !self.ready.get() {
             sql.exec(SCHEMA, None)?;
             // Columns added since an object's table was made (each with a default its old rows read as).
-            for (column, definition) in [("counted", "INTEGER NOT NULL DEFAULT 0"), ("month", "REAL NOT NULL DEFAULT 0")] {
+            for (column, definition) in
+                [("counted", "INTEGER NOT NULL DEFAULT 0"), ("month", "REAL NOT NULL DEFAULT 0")]
+            {
                 let query = "SELECT COUNT(*) AS n FROM pragma_table_info('org_holds') WHERE name = ?";
                 if scalar(&sql, query, vec![text(column)])? == 0 {
                     sql.exec(&format!("ALTER TABLE org_holds ADD COLUMN {column} {definition}"), None)?;

@@ -88,7 +88,9 @@ pub async fn copy(sql: &SqlStorage, env: &Env) -> Result<bool> {
         .iter()
         .filter_map(|w| {
             serde_json::from_slice(w.record.as_bytes())
-                .map_err(|e| crate::log::job_error("usage_outbox", &format!("record {} unreadable, dropped: {e}", w.id)))
+                .map_err(|e| {
+                    crate::log::job_error("usage_outbox", &format!("record {} unreadable, dropped: {e}", w.id))
+                })
                 .ok()
         })
         .collect();
