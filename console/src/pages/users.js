@@ -82,10 +82,9 @@ export function userPage(main, id) {
   });
 
   // One Idempotency-Key per intended credit: a double click or a retry after a lost answer
-  // changes nothing; a new key is drawn once the credit went through, or when the form is edited
-  // (the gateway refuses a key reused for another amount or type).
+  // changes nothing; a new key is drawn once the credit went through. Sent again with another amount
+  // or type (edited after a lost answer), the gateway answers 409: the first went through.
   let creditKey = idempotencyKey('console-credit');
-  let creditSent = null;
   const credit = form({ class: 'card', 'aria-labelledby': 'credit-title' }, [
     h('h2', { id: 'credit-title' }, 'Credit or adjust'),
     h('div', { class: 'row wrap' },
@@ -96,11 +95,17 @@ export function userPage(main, id) {
   ], async (fd, el) => {
     const body = { user_id: id, amount: Number(fd.get('amount')), type: fd.get('type') };
     if (fd.get('description')) body.description = fd.get('description').trim();
-    if (creditSent !== null && creditSent !== JSON.stringify(body)) creditKey = idempotencyKey('console-credit');
-    creditSent = JSON.stringify(body);
-    const { data } = await post('/api/balance/admin/add', body, { headers: { 'idempotency-key': creditKey } });
+    let data;
+    try {
+      ({ data } = await post('/api/balance/admin/add', body, { headers: { 'idempotency-key': creditKey } }));
+    } catch (e) {
+      if (e.status !== 409) throw e;
+      creditKey = idempotencyKey('console-credit');
+      balance.reload();
+      ledger.reload();
+      throw new Error('The credit sent before (its answer was lost) went through with another amount or type: check the ledger; applying this one now would be a second credit.');
+    }
     creditKey = idempotencyKey('console-credit');
-    creditSent = null;
     el.reset();
     balance.reload();
     ledger.reload();
