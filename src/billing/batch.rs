@@ -88,10 +88,13 @@ pub async fn settle(
         let now = js_sys::Date::now();
         let turn = with_line(account, |line| {
             if line.finished.remove(&id).is_some() {
+                // A copy put in line again (its sender was taken for dead, and was only slow) is not sent.
+                line.waiting.retain(|p| p.settlement.request_id != id);
                 return Turn::Done;
             }
             line.finished.retain(|_, at| now - *at < STALE_SEND_MS);
             if let Some((_, pending)) = line.failed.remove(&id) {
+                line.waiting.retain(|p| p.settlement.request_id != id);
                 return Turn::Failed(Box::new(pending));
             }
             line.failed.retain(|_, (at, _)| now - *at < STALE_SEND_MS);
