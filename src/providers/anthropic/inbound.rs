@@ -332,13 +332,16 @@ pub fn to_chat_traced(bytes: &[u8]) -> Result<(ChatRequest, Origins), InvalidReq
     }
     // A structured output (what the SDK's `messages.parse` asks): the chat's JSON Schema response format, which
     // every route carries (a direct Anthropic one as `output_config.format` again).
-    match body.get("output_config").and_then(|c| c.get("format")) {
+    // (`output_format` at the top: the same, as the structured-outputs beta and older SDKs send it.)
+    let format = body.get("output_config").and_then(|c| c.get("format")).or_else(|| body.get("output_format"));
+    match format {
         None | Some(Value::Null) => {}
         Some(format) => match (format.get("type").and_then(Value::as_str), format.get("schema")) {
             (Some("json_schema"), Some(schema)) if schema.is_object() => {
                 chat.insert(
                     "response_format".into(),
-                    json!({"type": "json_schema", "json_schema": {"name": "output", "schema": schema, "strict": true}}),
+                    // Not `strict`: OpenAI's strict mode refuses schemas Anthropic takes (optional properties).
+                    json!({"type": "json_schema", "json_schema": {"name": "output", "schema": schema}}),
                 );
             }
             _ => {

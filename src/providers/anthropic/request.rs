@@ -55,12 +55,17 @@ pub fn messages_request(
                     other => Value::from(text_of(other)),
                 };
                 let failed = content.pointer("/0/text").and_then(Value::as_str) == Some(super::inbound::TOOL_ERROR);
+                let mut breakpoint = None;
                 if let (true, Some(parts)) = (failed, content.as_array_mut()) {
-                    parts.remove(0);
+                    // The marker goes; a cache breakpoint it carried (the result had nothing else) stays.
+                    breakpoint = parts.remove(0).get("cache_control").cloned();
                 }
                 let mut result = json!({"type": "tool_result", "tool_use_id": id, "content": content});
                 if failed {
                     result["is_error"] = Value::Bool(true);
+                }
+                if let Some(cache) = breakpoint {
+                    result["cache_control"] = cache;
                 }
                 push_turn(&mut turns, "user", vec![result]);
             }
@@ -244,6 +249,17 @@ mod tests {
         let result = &sent["messages"][2]["content"][0];
         assert_eq!(result["is_error"], true);
         assert_eq!(result["content"], serde_json::json!([{"type": "text", "text": "exit 1"}]));
+        // An empty failed result carrying the agent's cache breakpoint keeps it.
+        let body = br#"{"model":"m","max_tokens":8,"messages":[{"role":"user","content":"run it"},
+            {"role":"assistant","content":[{"type":"tool_use","id":"u","name":"f","input":{}}]},
+            {"role":"user","content":[{"type":"tool_result","tool_use_id":"u","is_error":true,"cache_control":{"type":"ephemeral"}}]}]}"#;
+        let request = crate::providers::anthropic::inbound::to_chat(body).expect("valid");
+        let sent = messages_request(&request, "claude", 8192).expect("translates");
+        let result = &sent["messages"][2]["content"][0];
+        assert_eq!(
+            (result["is_error"].clone(), result["cache_control"].clone()),
+            (json!(true), json!({"type": "ephemeral"}))
+        );
     }
 
     #[test]
