@@ -132,9 +132,14 @@ fn rate_headers(headers: &mut Headers, status: RateStatus) {
 }
 
 pub fn error_response(call: &Call, err: &ApiError) -> Response {
-    let level = if err.status() >= 500 { Level::Error } else { Level::Info };
-    let mut line = json!({"request_id": call.request_id, "cf_ray": call.cf_ray, "status": err.status(), "code": err.code(), "latency_ms": call.elapsed_ms()});
-    if err.status() >= 500 {
+    // The status in the endpoint's own dialect (Anthropic's says an overloaded upstream as 529), logged as sent.
+    let (body, status) = match call.anthropic_errors {
+        true => (err.anthropic_body(&call.request_id), err.anthropic_status()),
+        false => (err.body(&call.request_id), err.status()),
+    };
+    let level = if status >= 500 { Level::Error } else { Level::Info };
+    let mut line = json!({"request_id": call.request_id, "cf_ray": call.cf_ray, "status": status, "code": err.code(), "latency_ms": call.elapsed_ms()});
+    if status >= 500 {
         line["detail"] = err.to_string().into();
     }
     log::after_response(&call.ctx, call.config.log_level, level, line);
@@ -146,10 +151,6 @@ pub fn error_response(call: &Call, err: &ApiError) -> Response {
     if !err.retry_may_help() {
         let _ = headers.set("x-should-retry", "false");
     }
-    let (body, status) = match call.anthropic_errors {
-        true => (err.anthropic_body(&call.request_id), err.anthropic_status()),
-        false => (err.body(&call.request_id), err.status()),
-    };
     let body = body.to_string();
     Response::ok(body)
         .map(|r| r.with_status(status).with_headers(headers))
