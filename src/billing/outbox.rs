@@ -84,16 +84,14 @@ pub async fn copy(sql: &SqlStorage, env: &Env) -> Result<bool> {
     let copied_rows = id_list(rows.iter().map(|r| r.id.as_str()))?;
     // A record this version cannot read (written by another) is dropped with the others, said in the log:
     // the charge is the ledger row's; only the usage statistics lose it. Kept, it would stall the outbox.
-    let records: Vec<UsageRecord> = waiting
-        .iter()
-        .filter_map(|w| {
-            serde_json::from_slice(w.record.as_bytes())
-                .map_err(|e| {
-                    crate::log::job_error("usage_outbox", &format!("record {} unreadable, dropped: {e}", w.id))
-                })
-                .ok()
-        })
-        .collect();
+    let mut records: Vec<UsageRecord> = Vec::with_capacity(waiting.len());
+    let mut unreadable = Vec::new();
+    for w in &waiting {
+        match serde_json::from_slice(w.record.as_bytes()) {
+            Ok(record) => records.push(record),
+            Err(e) => unreadable.push(format!("record {} unreadable, dropped: {e}", w.id)),
+        }
+    }
     copy_to_d1(env, &account_id, rows, &records).await?;
     // One statement for each kind, whatever the batch's size (a statement per row cost a request two).
     sql.exec_raw(
@@ -102,6 +100,9 @@ pub async fn copy(sql: &SqlStorage, env: &Env) -> Result<bool> {
     )?;
     let copied_records = id_list(waiting.iter().map(|w| w.id.as_str()))?;
     sql.exec_raw("DELETE FROM usage_outbox WHERE id IN (SELECT value FROM json_each(?))", vec![text(&copied_records)])?;
+    for line in unreadable {
+        crate::log::job_error("usage_outbox", &line);
+    }
     rows_waiting(sql)
 }
 
