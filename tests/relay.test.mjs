@@ -161,6 +161,17 @@ describe('what the upstream sees', () => {
     const seen = await lastUpstreamChat(marker);
     assert.deepEqual(seen.body.stream_options, { include_usage: true });
   });
+
+  test("an inline PDF for a model that cannot read it asks for OpenRouter's free parser, not its paid OCR", async () => {
+    const pdf = { type: 'file', file: { filename: 'a.pdf', file_data: 'data:application/pdf;base64,JVBERi0xLjQK' } };
+    const ask = (model, marker) => client.chat.completions.create({ model, marker, messages: [{ role: 'user', content: [{ type: 'text', text: 'read it' }, pdf] }] });
+    const parsed = `p-${Date.now()}`;
+    await ask('meta-llama/llama-3.1-8b-instruct', parsed);
+    assert.deepEqual((await lastUpstreamChat(parsed)).body.plugins, [{ id: 'file-parser', pdf: { engine: 'cloudflare-ai' } }]);
+    const native = `n-${Date.now()}`;
+    await ask(MODEL, native);
+    assert.equal((await lastUpstreamChat(native)).body.plugins, undefined, 'a model that reads PDFs gets it as it is');
+  });
 });
 
 describe('errors are OpenAI-shaped', () => {

@@ -166,6 +166,7 @@ async fn serve(
     dialect: Dialect,
 ) -> Result<Response, ApiError> {
     chat.refuse_unpriced_fees()?;
+    chat.parse_files_free();
     let prices = price_table(call).await?;
     let row = costliest(&prices, &chat)?;
     let direct = call.config.direct_providers();

@@ -18,6 +18,9 @@ const TOOL_USE_TOKENS: u64 = 800;
 const MIN_THINKING_BUDGET: u64 = 1_024;
 /// Tokens allowed per image part (a high-detail image costs up to a few thousand).
 const PER_IMAGE_TOKENS: u64 = 4_000;
+/// Tokens allowed per image part for GPT-4o mini, which bills an image at 2,833 tokens plus 5,667 a
+/// 512-pixel tile, up to eight tiles (a 768 × 2048 image after OpenAI's scaling): 48,169.
+const PER_IMAGE_TOKENS_4O_MINI: u64 = 48_200;
 /// Tokens allowed per file part. A document (a PDF) is billed per page, its text and the page as an
 /// image: Anthropic about 1,500 to 3,000 tokens a page, up to 100 pages; Gemini 258 a page, up to 1,000.
 /// Neither the file's bytes (a page can take a few dozen, or nothing in a compressed object stream) nor
@@ -160,6 +163,23 @@ impl ChatRequest {
         end_user_id(header).or_else(|| field("safety_identifier")).or_else(|| field("user"))
     }
 
+    /// Inline files (PDFs) for a model that cannot read them are parsed by OpenRouter, by default with a
+    /// paid OCR engine whose fee is not in the tokens: such a request asks for OpenRouter's free engine. The
+    /// models of providers that read PDFs themselves (Anthropic, Google, OpenAI) get them as they are
+    /// (billed as input tokens, which the prompt's bound covers). Other routes drop `plugins`.
+    pub fn parse_files_free(&mut self) {
+        let native = |m: &str| ["anthropic/", "google/", "openai/"].iter().any(|p| m.starts_with(p));
+        let files = self.body.get("messages").map_or(0, |m| count_parts(m, &["file"]));
+        let all_native = native(&self.model) && self.fallbacks.iter().all(|m| native(m));
+        let chosen = self.body.get("plugins").and_then(Value::as_array).is_some_and(|p| !p.is_empty());
+        if files > 0 && !all_native && !chosen {
+            self.body.insert(
+                "plugins".into(),
+                serde_json::json!([{"id": "file-parser", "pdf": {"engine": "cloudflare-ai"}}]),
+            );
+        }
+    }
+
     /// Refuses what would cost more than the price table can price: OpenRouter's
     /// `plugins` (web search, file parsing), `web_search_options`, a preset, files by
     /// URL (parsed upstream for a fee), videos (billed per second of video, which
@@ -217,6 +237,14 @@ impl ChatRequest {
             return Err(InvalidRequest::param(
                 "`tool_choice` may name a `function` or `custom` tool (or `allowed_tools`): a tool the upstream runs itself adds per-use fees the gateway cannot price or bound, so it is not accepted",
                 "tool_choice",
+            ));
+        }
+        // Generated images are billed at their own output rate (about twelve times text's on Gemini), which the
+        // table's one output price does not hold.
+        if self.body.get("modalities").and_then(Value::as_array).is_some_and(|m| m.iter().any(|x| x == "image")) {
+            return Err(InvalidRequest::param(
+                "`modalities` asks for images, billed at an output rate the price table does not hold, so it is not accepted",
+                "modalities",
             ));
         }
         let audio_out =
@@ -287,7 +315,12 @@ impl ChatRequest {
         let text: u64 = PROMPT_FIELDS.iter().map(|f| size(f)).sum();
         let listed = |field: &str| self.body.get(field).and_then(Value::as_array).is_some_and(|l| !l.is_empty());
         let tool_use = if listed("tools") || listed("functions") { TOOL_USE_TOKENS } else { 0 };
-        text + tool_use + PER_MESSAGE_TOKENS * messages + PER_IMAGE_TOKENS * images + PER_FILE_TOKENS * files
+        // The dearest any model the request may use bills an image (a fallback too).
+        let per_image = match std::iter::once(&self.model).chain(&self.fallbacks).any(|m| m.contains("gpt-4o-mini")) {
+            true => PER_IMAGE_TOKENS_4O_MINI,
+            false => PER_IMAGE_TOKENS,
+        };
+        text + tool_use + PER_MESSAGE_TOKENS * messages + per_image * images + PER_FILE_TOKENS * files
     }
 
     /// Sets the output bound sent upstream: every spelling the client used (both, when it
@@ -632,6 +665,10 @@ mod tests {
             assert_eq!(refused(&format!(r#"{{"model":"m",{msg},"service_tier":{tier}}}"#)), None, "{tier}");
         }
         assert_eq!(
+            refused(&format!(r#"{{"model":"m",{msg},"modalities":["text","image"]}}"#)).as_deref(),
+            Some("modalities")
+        );
+        assert_eq!(
             refused(&format!(r#"{{"model":"m",{msg},"modalities":["text","audio"]}}"#)).as_deref(),
             Some("modalities")
         );
@@ -659,11 +696,34 @@ mod tests {
     }
 
     #[test]
+    fn an_inline_pdf_for_a_model_that_cannot_read_it_asks_for_the_free_parser() {
+        let file = r#"{"type":"file","file":{"filename":"a.pdf","file_data":"data:application/pdf;base64,AAAA"}}"#;
+        let with = |model: &str| {
+            let mut req = parse(&format!(r#"{{"model":"{model}","messages":[{{"role":"user","content":[{file}]}}]}}"#))
+                .expect("valid");
+            req.parse_files_free();
+            req.body.get("plugins").cloned()
+        };
+        assert_eq!(
+            with("meta-llama/llama-3.1-8b-instruct"),
+            Some(serde_json::json!([{"id": "file-parser", "pdf": {"engine": "cloudflare-ai"}}]))
+        );
+        assert_eq!(with("anthropic/claude-sonnet-4"), None, "read natively");
+    }
+
+    #[test]
     fn prompt_bound_covers_text_messages_and_images() {
         let req = parse(r#"{"model":"m","messages":[{"role":"system","content":"be brief"},{"role":"user","content":[{"type":"text","text":"hi"},{"type":"image_url","image_url":{"url":"https://x/y.png"}}]}]}"#)
             .expect("valid");
         let json_len = serde_json::to_vec(&req.body["messages"]).expect("json").len() as u64;
         assert_eq!(req.prompt_token_bound(), json_len + 2 * PER_MESSAGE_TOKENS + PER_IMAGE_TOKENS);
+        // GPT-4o mini bills an image at up to twelve times that, and so is held, as a fallback too.
+        let mini = r#"{"model":"m","models":["openai/gpt-4o-mini"],"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"https://x/y.png"}}]}]}"#;
+        let mini = parse(mini).expect("valid");
+        assert_eq!(
+            mini.prompt_token_bound() - mini.body["messages"].to_string().len() as u64,
+            PER_MESSAGE_TOKENS + PER_IMAGE_TOKENS_4O_MINI
+        );
         // "héllo" is 6 UTF-8 bytes: never fewer bound tokens than bytes of text
         let req = parse(r#"{"model":"m","messages":[{"role":"user","content":"héllo"}]}"#).expect("valid");
         assert!(req.prompt_token_bound() >= 6 + PER_MESSAGE_TOKENS);
