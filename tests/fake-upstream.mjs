@@ -405,8 +405,11 @@ async function chat(req, res, body, opts) {
   res.end();
 }
 
-function models(res) {
-  const data = CATALOGUE.map((m) => ({
+function models(res, url) {
+  // Like OpenRouter: text models only, unless `output_modalities` asks for embeddings too (or all).
+  const asked = (url.searchParams.get('output_modalities') ?? 'text').split(',');
+  const listed = CATALOGUE.filter((m) => asked.includes('all') || asked.includes(m.embedding ? 'embeddings' : 'text'));
+  const data = listed.map((m) => ({
     id: m.id,
     canonical_slug: m.id,
     name: m.name,
@@ -907,7 +910,7 @@ export function startFakeUpstream({ port = 0, host = '127.0.0.1', apiKey, provis
       return management.handle(req, res, url, body);
     }
     if (!bearer || bearer === provisioningKey || (apiKey && bearer !== apiKey)) return sendJson(res, 401, errorBody(401, 'No auth credentials found'));
-    if (req.method === 'GET' && url.pathname.endsWith('/models')) return models(res);
+    if (req.method === 'GET' && url.pathname.endsWith('/models')) return models(res, url);
     if (req.method === 'GET' && url.pathname.endsWith('/generation')) return generation(res, url.searchParams.get('id'));
     if (req.method === 'POST' && url.pathname.endsWith('/chat/completions')) {
       if (body === undefined) return sendJson(res, 400, errorBody(400, 'Invalid JSON body'));

@@ -146,9 +146,15 @@ fn json_text(body: String) -> Result<Response, ApiError> {
     Ok(Response::ok(body).map_err(ApiError::internal)?.with_headers(headers))
 }
 
+/// The upstream's model list, embedding models included: OpenRouter lists text models only unless asked, so
+/// embedding models were never priced (nor listed) and `/v1/embeddings` answered 404 for them.
+pub fn models_url(base_url: &str) -> String {
+    format!("{base_url}/models?output_modalities=text,embeddings")
+}
+
 /// Pulls `/models` upstream and renders the list body (shared with the cron refresh).
 pub async fn fetch_models(config: &env::Config) -> Result<String, ApiError> {
-    let url = format!("{}/models", config.upstream_base_url);
+    let url = models_url(&config.upstream_base_url);
     let auth = config.upstream_api_key.as_ref().map(|k| format!("Bearer {}", k.expose()));
     let mut headers = vec![("accept", "application/json")];
     if let Some(auth) = &auth {

@@ -156,7 +156,7 @@ pub async fn sync_prices(mut req: Incoming, call: &Call) -> Result<Response, Api
 /// Pulls the upstream `/models`, applies `PRICE_MARKUP_PERCENT`, upserts. Returns how many models it read.
 pub async fn sync(env: &Env, overwrite: bool) -> Result<usize, ApiError> {
     let config = Config::get(env);
-    let url = format!("{}/models", config.upstream_base_url);
+    let url = super::models::models_url(&config.upstream_base_url);
     let auth = config.upstream_api_key.as_ref().map(|k| format!("Bearer {}", k.expose()));
     let mut headers = vec![("accept", "application/json")];
     if let Some(auth) = &auth {
