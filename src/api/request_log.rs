@@ -63,21 +63,23 @@ pub async fn write(call: &Call, caller: &Caller, model: &str, status: u16, strea
         response: kept.response.text(),
         response_truncated: kept.response.truncated,
     };
+    // The index row first: expiry finds bodies through it, so a body written without one (the row's write
+    // failing after the put) would outlive its days for ever. A row whose body is missing reads as not found;
+    // one whose put failed is taken back.
     let result: worker::Result<()> = async {
-        let bucket = env::request_logs(&call.env)?;
-        bucket.put(object_name(&key.id, &entry.id), serde_json::to_vec(&entry)?).execute().await?;
         let db = env::db(&call.env)?;
         let expires = to_iso(now + kept.days * 86_400_000);
-        store::request_logs::insert(
-            &db,
-            &entry,
-            &key.user_id,
-            &expires,
-            kept.request.bytes.len(),
-            kept.response.bytes.len(),
-        )
-        .await
-        .map_err(|e| worker::Error::RustError(e.to_string()))
+        let (request_bytes, response_bytes) = (kept.request.bytes.len(), kept.response.bytes.len());
+        store::request_logs::insert(&db, &entry, &key.user_id, &expires, request_bytes, response_bytes)
+            .await
+            .map_err(|e| worker::Error::RustError(e.to_string()))?;
+        let bucket = env::request_logs(&call.env)?;
+        let put = bucket.put(object_name(&key.id, &entry.id), serde_json::to_vec(&entry)?).execute().await;
+        if let Err(e) = put {
+            let _ = store::request_logs::delete(&db, &[entry.id.as_str()]).await;
+            return Err(e);
+        }
+        Ok(())
     }
     .await;
     if let Err(e) = result {
