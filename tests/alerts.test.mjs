@@ -17,14 +17,24 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const micros = (usd) => Math.round(usd * 1e6);
 const SECRET = `whsec_${randomBytes(16).toString('hex')}`;
 
-// The receiver: records every delivery; answers 500 to the first two.
+// The receiver: records every delivery; answers 500 to the first two; redirects a POST while told to
+// (the redirected request, a GET without the body, answered 204 and recorded as failed).
 const deliveries = [];
 let failuresLeft = 2;
+let redirectsLeft = 0;
 const receiver = http.createServer((req, res) => {
   const chunks = [];
   req.on('data', (c) => chunks.push(c));
   req.on('end', () => {
     const body = Buffer.concat(chunks).toString('utf8');
+    if (req.method === 'POST' && redirectsLeft > 0) {
+      redirectsLeft--;
+      return res.writeHead(302, { location: '/hooks/moved' }).end();
+    }
+    if (req.method !== 'POST') {
+      deliveries.push({ headers: req.headers, body, failed: true, at: Date.now(), redirected: true });
+      return res.writeHead(204).end();
+    }
     const failed = failuresLeft > 0;
     if (failed) failuresLeft--;
     deliveries.push({ headers: req.headers, body, failed, at: Date.now() });
@@ -126,7 +136,8 @@ describe('alerts', () => {
     assert.ok(retried.length >= 1 && retried.every((r) => r.status === 'delivered'), 'retried alerts show their attempts');
   });
 
-  test('the balance falling below the threshold is told once', async () => {
+  test('the balance falling below the threshold is told once (a redirect is no delivery: it is sent again)', async () => {
+    redirectsLeft = 1; // a redirect turns the POST into a GET without the alert: it must not count as delivered
     const user = await ctx.admin.createUser({}, { credit: 5 });
     const key = await ctx.admin.createKey(user.id);
     for (let i = 0; i < 5; i++) {
@@ -140,6 +151,7 @@ describe('alerts', () => {
     assert.equal(mine[0].json.threshold, 4.99999);
     assert.ok(mine[0].json.balance < 4.99999);
     assert.ok(verify(mine[0].headers, mine[0].body));
+    assert.ok(deliveries.some((d) => d.redirected), 'the redirected try reached the receiver as a GET');
   });
 
   test('an organization nearing its monthly cost limit is told once per share', async () => {

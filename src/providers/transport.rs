@@ -27,6 +27,11 @@ pub struct Upstream {
 }
 
 impl Upstream {
+    /// The answer came from where a redirect led (a POST followed there arrives as a GET, without its body).
+    pub fn redirected(&self) -> bool {
+        self.response.redirected()
+    }
+
     pub fn header(&self, name: &str) -> Option<String> {
         self.response.headers().get(name).ok().flatten()
     }
