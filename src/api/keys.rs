@@ -246,7 +246,7 @@ pub async fn update_key(mut req: Incoming, call: &Call, caller: &Caller, id: &st
         let read_version = read.updated_at.clone();
         let now_ms = call.now_ms();
         let mut row = apply_update(read, body.clone(), caller, now_ms, call.config.rate_default)?;
-        slow_key_change(call, caller).await;
+        slow_change(call, holder(caller).is_some()).await;
         let Some(version) = store::keys::update(&db, &row, &read_version).await? else { continue };
         row.updated_at = version;
         publish(call, std::slice::from_ref(&row)).await?;
@@ -256,10 +256,11 @@ pub async fn update_key(mut req: Incoming, call: &Call, caller: &Caller, id: &st
     Err(ApiError::Conflict(format!("key {id} kept changing while this change was made: send it again")))
 }
 
-/// `FAULT_SLOW_KEY_CHANGE_MS` (tests only): a key holder's change waits between its read and its write.
-async fn slow_key_change(call: &Call, caller: &Caller) {
+/// `FAULT_SLOW_KEY_CHANGE_MS` (tests only): a change by a key (of a key it holds, or of its organization)
+/// waits between its read and its write, so a test can change the row in between.
+pub(super) async fn slow_change(call: &Call, by_a_key: bool) {
     let slow_ms = call.config.faults.slow_key_change_ms;
-    if slow_ms > 0 && holder(caller).is_some() {
+    if slow_ms > 0 && by_a_key {
         worker::Delay::from(std::time::Duration::from_millis(slow_ms)).await;
     }
 }
@@ -409,7 +410,7 @@ pub async fn rotate_key(mut req: Incoming, call: &Call, caller: &Caller, id: &st
             Some(k) => k,
             None => keys::mint(random_bytes()),
         };
-        slow_key_change(call, caller).await;
+        slow_change(call, holder(caller).is_some()).await;
         let now_ms = call.now_ms();
         let now = to_iso(now_ms);
         let previous_expires_at = to_iso(now_ms + (grace as i64) * 1000);

@@ -129,7 +129,7 @@ pub async fn update_org(mut req: Incoming, call: &Call, caller: &Caller, id: &st
         let read = live_org(&db, id).await?;
         let version = read.updated_at.clone();
         let mut org = changed(read, &body)?;
-        slow_change(call, caller).await;
+        super::keys::slow_change(call, matches!(caller, Caller::Key(_))).await;
         org.updated_at = to_iso(call.now_ms());
         let Some(stamped) = store::orgs::update(&db, &org, &version).await.map_err(name_conflict(&org.name))? else {
             continue;
@@ -140,14 +140,6 @@ pub async fn update_org(mut req: Incoming, call: &Call, caller: &Caller, id: &st
     }
     live_org(&db, id).await?; // 404 should it have been deleted meanwhile
     Err(ApiError::Conflict(format!("organization {id} kept changing while this change was made: send it again")))
-}
-
-/// `FAULT_SLOW_KEY_CHANGE_MS` (tests only): a key's change of an organization waits between its read and its write.
-async fn slow_change(call: &Call, caller: &Caller) {
-    let slow_ms = call.config.faults.slow_key_change_ms;
-    if slow_ms > 0 && matches!(caller, Caller::Key(_)) {
-        worker::Delay::from(std::time::Duration::from_millis(slow_ms)).await;
-    }
 }
 
 /// Reads of an organization a change is tried on before it answers 409.
