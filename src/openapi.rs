@@ -49,6 +49,7 @@ fn describe(route: &Route) -> (&'static str, Option<Value>) {
         Route::ResponsesUnsupported => ("Stored responses: not kept by a stateless gateway", None),
         Route::Embeddings => ("OpenAI embeddings", Some(inference_body(&["model", "input"]))),
         Route::ListModels => ("The models this tenant prices", None),
+        Route::GetModel(_) => ("One model of the list (404 model_not_found when not listed)", None),
         Route::CurrentKey => ("The calling key, its limits and spend", None),
         Route::ListUsers => ("Users", None),
         Route::CreateUser => ("Create a user", Some(schema_of::<bodies::CreateUser>())),

@@ -39,6 +39,8 @@ pub enum Route {
     ResponsesUnsupported,
     Embeddings,
     ListModels,
+    /// One model of the list (`{model}` may hold slashes), as the SDKs' `models.retrieve` asks.
+    GetModel(String),
     CurrentKey,
     ListUsers,
     CreateUser,
@@ -103,7 +105,7 @@ pub enum Route {
 }
 
 /// How many kinds of `Route` there are (the OpenAPI test checks `PATHS` reaches every one).
-pub const ROUTE_KINDS: usize = 64;
+pub const ROUTE_KINDS: usize = 65;
 
 /// Every path the table serves, as templates (`{name}`: one segment; `{model}` may hold slashes).
 /// The OpenAPI document walks these through `route`, so it lists exactly what the table serves.
@@ -126,6 +128,8 @@ pub const PATHS: &[&str] = &[
     "/api/v1/embeddings",
     "/v1/models",
     "/api/v1/models",
+    "/v1/models/{model}",
+    "/api/v1/models/{model}",
     "/api/v1/key",
     "/api/v1/credits",
     "/api/v1/generation",
@@ -257,6 +261,9 @@ pub fn route(method: &str, path: &str) -> Match {
             vec![("POST", Route::CountTokens, Unmetered)]
         }
         ["v1", "models"] | ["api", "v1", "models"] => vec![("GET", Route::ListModels, Public)],
+        ["v1", "models", model @ ..] | ["api", "v1", "models", model @ ..] if model.iter().all(|p| !p.is_empty()) => {
+            vec![("GET", Route::GetModel(model_of(model)), Public)]
+        }
         ["api", "v1", "key"] => vec![("GET", Route::CurrentKey, AnyKey)],
         ["api", "admin", "users"] => {
             vec![("GET", Route::ListUsers, Key(Admin)), ("POST", Route::CreateUser, Key(Admin))]
@@ -404,6 +411,9 @@ mod tests {
         assert_eq!(route("POST", "/v1/chat/completions"), Ok(Route::ChatCompletions));
         assert_eq!(route("POST", "/api/v1/chat/completions/"), Ok(Route::ChatCompletions));
         assert_eq!(route("GET", "/api/v1/models"), Ok(Route::ListModels));
+        assert_eq!(route("GET", "/v1/models/openai/gpt-4o"), Ok(Route::GetModel("openai/gpt-4o".into())));
+        assert_eq!(route("GET", "/api/v1/models/openai%2Fgpt-4o/"), Ok(Route::GetModel("openai/gpt-4o".into())));
+        assert_eq!(route("GET", "/v1/models/a//b"), Err(Match::NotFound));
         assert_eq!(route("HEAD", "/health"), Ok(Route::Health));
     }
 

@@ -73,7 +73,7 @@ export const AUTHENTICATED_ROUTES = [
 ];
 
 /** Routes anyone may call (API.md's first row). */
-export const PUBLIC_ROUTES = ['Health', 'ListModels', 'ListPrices', 'GetPrice', 'OpenApi'];
+export const PUBLIC_ROUTES = ['Health', 'ListModels', 'GetModel', 'ListPrices', 'GetPrice', 'OpenApi'];
 
 /** Every route variant the route table knows, read from src/routes.rs. */
 export function routeTableNames(source) {

@@ -274,6 +274,15 @@ describe('messages, what agents rely on', () => {
     assert.equal(listed['anthropic/claude-3.5-sonnet'], 'Anthropic: Claude 3.5 Sonnet');
   });
 
+  test("the SDK's models.retrieve reads one model in Anthropic's shape; an unknown one is Anthropic's 404", async () => {
+    const { client } = await anthropicFor();
+    const one = await client.models.retrieve('anthropic/claude-3.5-sonnet');
+    assert.equal(one.type, 'model');
+    assert.equal(one.id, 'anthropic/claude-3.5-sonnet');
+    assert.equal(one.display_name, 'Anthropic: Claude 3.5 Sonnet');
+    await assert.rejects(client.models.retrieve('nobody/no-such-model'), (e) => e.status === 404 && e.error?.error?.type === 'not_found_error');
+  });
+
   test('a streamed multi-turn agent session is charged exactly for every turn', async () => {
     const { user, client } = await anthropicFor();
     const system = [{ type: 'text', text: 'You are a coding agent.', cache_control: { type: 'ephemeral' } }];

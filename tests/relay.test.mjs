@@ -396,6 +396,17 @@ describe('models, health, cron', () => {
     assert.ok(sdkList.data.some((m) => m.id === 'anthropic/claude-3.5-sonnet'));
   });
 
+  test("the OpenAI SDK's models.retrieve reads one model, and an unknown one is 404 model_not_found", async () => {
+    const one = await client.models.retrieve(MODEL);
+    assert.equal(one.id, MODEL);
+    assert.equal(one.object, 'model');
+    assert.equal(one.owned_by, 'openrouter');
+    assert.deepEqual(one.pricing, { prompt: '0.00000015', completion: '0.0000006' });
+    const encoded = await fetch(`${gw.url}/api/v1/models/${encodeURIComponent(MODEL)}`);
+    assert.equal((await encoded.json()).id, MODEL, 'the id may come percent-encoded, slash and all');
+    await assert.rejects(client.models.retrieve('nobody/no-such-model'), (e) => e.status === 404 && e.code === 'model_not_found');
+  });
+
   test('deep health proves D1, KV and the Durable Object answer, for admins only (it costs reads)', async () => {
     assert.equal((await fetch(`${gw.url}/health`)).status, 200, 'plain health is public');
     assert.equal((await fetch(`${gw.url}/health?deep=1`)).status, 401, 'an anonymous caller may not make the tenant pay for reads');

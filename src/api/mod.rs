@@ -88,7 +88,11 @@ mod dispatch {
         let path = req.path();
         let method = req.method();
         // Anthropic's Messages API (and anything under it) answers errors in Anthropic's shape.
-        call.anthropic_errors = path.starts_with("/v1/messages") || path.starts_with("/api/v1/messages");
+        // So does the model list asked in Anthropic's dialect (`anthropic-version`).
+        call.anthropic_errors = path.starts_with("/v1/messages")
+            || path.starts_with("/api/v1/messages")
+            || (super::models::in_anthropic_dialect(&req)
+                && (path.starts_with("/v1/models") || path.starts_with("/api/v1/models")));
         let result = match route(&method, &path) {
             Match::Found(r, access) => run(r, access, req, &call).await,
             Match::WrongMethod => Err(ApiError::MethodNotAllowed { method, path }),
@@ -129,6 +133,7 @@ mod dispatch {
             return match r {
                 Route::Health => super::models::health(&req, call).await,
                 Route::ListModels => super::models::list_models(&req, call).await,
+                Route::GetModel(model) => super::models::get_model(&req, call, &model).await,
                 Route::ListPrices => super::prices::list_prices(req, call).await,
                 Route::GetPrice(model) => super::prices::get_price(&req, call, &model).await,
                 // The built assets answer `/openapi.json` before the Worker; it reaches here only unbuilt.
@@ -201,7 +206,7 @@ mod dispatch {
             Route::PutRoute(model) => super::pins::put_route(req, call, Some(model)).await,
             Route::PutRouteFromBody => super::pins::put_route(req, call, None).await,
             Route::DeleteRoute(model) => super::pins::delete_route(call, &model).await,
-            Route::Health | Route::ListModels | Route::ListPrices | Route::GetPrice(_) | Route::OpenApi => {
+            Route::Health | Route::ListModels | Route::GetModel(_) | Route::ListPrices | Route::GetPrice(_) | Route::OpenApi => {
                 Err(ApiError::internal(format!("{r:?} is public")))
             }
         }

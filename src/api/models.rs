@@ -51,10 +51,36 @@ pub async fn health(req: &Incoming, call: &Call) -> Result<Response, ApiError> {
 /// (what Anthropic clients' and agents' model pickers read).
 pub async fn list_models(req: &Incoming, call: &Call) -> Result<Response, ApiError> {
     let list = openai_list(call).await?;
-    if req.headers().get("anthropic-version").ok().flatten().is_some() {
+    if in_anthropic_dialect(req) {
         return json_text(anthropic_list(&list));
     }
     json_text(list)
+}
+
+/// Whether the caller speaks Anthropic's dialect (its SDKs send `anthropic-version` on every call).
+pub fn in_anthropic_dialect(req: &Incoming) -> bool {
+    req.headers().get("anthropic-version").ok().flatten().is_some()
+}
+
+/// GET /v1/models/{model}: one entry of the list, in the caller's dialect; 404 `model_not_found` (in that
+/// dialect's error shape) when the list does not have it.
+pub async fn get_model(req: &Incoming, call: &Call, model: &str) -> Result<Response, ApiError> {
+    let list = openai_list(call).await?;
+    let list = if in_anthropic_dialect(req) { anthropic_list(&list) } else { list };
+    match one_model(&list, model) {
+        Some(entry) => json_text(entry),
+        None => Err(ApiError::ModelNotFound(format!("the model '{model}' does not exist here"))),
+    }
+}
+
+/// The entry of a list (either dialect's: both put `data:[{id,…}]`) whose `id` is `model`, as JSON text.
+fn one_model(list: &str, model: &str) -> Option<String> {
+    let list: Value = serde_json::from_str(list).ok()?;
+    list.get("data")?
+        .as_array()?
+        .iter()
+        .find(|m| m.get("id").and_then(Value::as_str) == Some(model))
+        .map(Value::to_string)
 }
 
 /// The OpenAI-shaped list as Anthropic lists models: `{data:[{type:"model", id, display_name,
