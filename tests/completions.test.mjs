@@ -65,10 +65,24 @@ describe('legacy completions', () => {
     const user = await ctx.admin.createUser({}, { credit: 1 });
     const key = await ctx.admin.createKey(user.id);
     const client = new OpenAI({ apiKey: key.key, baseURL: `${ctx.gw.url}/v1`, maxRetries: 0 });
-    for (const [extra, param] of [[{ echo: true }, 'echo'], [{ suffix: 'x' }, 'suffix'], [{ prompt: ['a', 'b'] }, 'prompt']]) {
+    for (const [extra, param] of [[{ echo: true }, 'echo'], [{ suffix: 'x' }, 'suffix'], [{ prompt: ['a', 'b'] }, 'prompt'], [{ tools: [] }, 'tools']]) {
       const err = await client.completions.create({ model: MODEL, prompt: 'x', ...extra }).catch((e) => e);
       assert.equal(err.status, 400);
       assert.equal(err.error.param, param);
     }
+  });
+
+  test("the rest of the request reaches the upstream as on chat (OpenRouter's own fields, the client's bound)", async () => {
+    const user = await ctx.admin.createUser({}, { credit: 1 });
+    const key = await ctx.admin.createKey(user.id);
+    const client = new OpenAI({ apiKey: key.key, baseURL: `${ctx.gw.url}/v1`, maxRetries: 0 });
+    const prompt = Array.from({ length: 30 }, (_, i) => `w${i}`).join(' ');
+    const res = await client.completions.create({ model: MODEL, prompt, top_k: 3, reasoning: { effort: 'low' }, max_completion_tokens: 24 });
+    assert.ok(res.usage.completion_tokens > 16, 'max_completion_tokens bounds the answer, not the legacy 16');
+    const sent = ctx.gw.fake.requests.filter((r) => r.path.endsWith('/chat/completions')).at(-1).body;
+    assert.equal(sent.max_completion_tokens, 24);
+    assert.ok(sent.max_tokens === undefined || sent.max_tokens === 24, JSON.stringify(sent));
+    assert.equal(sent.top_k, 3);
+    assert.deepEqual(sent.reasoning, { effort: 'low' });
   });
 });

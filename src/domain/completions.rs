@@ -5,7 +5,8 @@
 //!
 //! Lost in translation (refused with a 400 naming the field, never silently
 //! dropped): several prompts in one request, token-id prompts, `echo`, `suffix`,
-//! `best_of` and `logprobs`. A chat model's template wraps the prompt.
+//! `best_of`, `logprobs` and tools (a tool call is no text). Every other field
+//! passes on as on chat. A chat model's template wraps the prompt.
 
 use serde_json::{Map, Value};
 
@@ -15,25 +16,13 @@ use super::InvalidRequest;
 /// OpenAI's default output bound for legacy completions.
 pub const DEFAULT_MAX_TOKENS: u64 = 16;
 
-/// Fields a completion request shares with chat, passed on as they are.
-const SHARED: &[&str] = &[
-    "model",
-    "max_tokens",
-    "temperature",
-    "top_p",
-    "n",
-    "stream",
-    "stream_options",
-    "stop",
-    "presence_penalty",
-    "frequency_penalty",
-    "logit_bias",
-    "user",
-    "seed",
-    "models",
-    "provider",
-    "transforms",
-];
+/// Fields of a completion request that are not chat's: the prompt (which becomes the one message) and those
+/// refused unless off. Every other field passes on to the chat as it is (OpenRouter's `reasoning`, `top_k`,
+/// `provider`, …), as on chat completions.
+const NOT_CHAT: &[&str] = &["prompt", "echo", "suffix", "best_of", "logprobs", "messages"];
+
+/// Chat fields whose answer a text completion cannot carry (a tool call is no text): refused by name.
+const NO_TEXT: &[&str] = &["tools", "functions", "tool_choice", "function_call"];
 
 /// The chat request a completion request stands for.
 pub fn to_chat(bytes: &[u8]) -> Result<ChatRequest, InvalidRequest> {
@@ -52,6 +41,12 @@ pub fn to_chat(bytes: &[u8]) -> Result<ChatRequest, InvalidRequest> {
             ));
         }
     }
+    if let Some(field) = NO_TEXT.iter().find(|f| body.get(**f).is_some_and(|v| !v.is_null())) {
+        return Err(InvalidRequest::param(
+            format!("`{field}` is not supported on completions (a tool call is no text): use /v1/chat/completions"),
+            *field,
+        ));
+    }
     let prompt = match body.get("prompt") {
         Some(Value::String(p)) => p.clone(),
         Some(Value::Array(list)) if list.len() == 1 && list[0].is_string() => {
@@ -63,10 +58,10 @@ pub fn to_chat(bytes: &[u8]) -> Result<ChatRequest, InvalidRequest> {
     if prompt.is_empty() {
         return Err(InvalidRequest::param("`prompt` must not be empty", "prompt"));
     }
-    let mut chat: Map<String, Value> =
-        body.iter().filter(|(k, _)| SHARED.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
+    let mut chat: Map<String, Value> = body.into_iter().filter(|(k, _)| !NOT_CHAT.contains(&k.as_str())).collect();
     chat.insert("messages".into(), serde_json::json!([{ "role": "user", "content": prompt }]));
-    if !chat.contains_key("max_tokens") || chat["max_tokens"].is_null() {
+    let bound = |field: &str| chat.get(field).is_some_and(|v| !v.is_null());
+    if !bound("max_tokens") && !bound("max_completion_tokens") {
         chat.insert("max_tokens".into(), Value::from(DEFAULT_MAX_TOKENS));
     }
     ChatRequest::parse(&serde_json::to_vec(&chat).unwrap_or_default())
@@ -134,6 +129,19 @@ mod tests {
     }
 
     #[test]
+    fn other_fields_pass_on_as_on_chat() {
+        let chat = to_chat(
+            br#"{"model":"m","prompt":"x","reasoning":{"effort":"low"},"top_k":4,"max_completion_tokens":90,"messages":[{"role":"system","content":"no"}]}"#,
+        )
+        .expect("valid");
+        assert_eq!(chat.body["reasoning"]["effort"], "low");
+        assert_eq!(chat.body["top_k"], 4);
+        assert_eq!(chat.max_tokens, Some(90), "a bound the client set is no default's business");
+        assert_eq!(chat.body["messages"].as_array().map(Vec::len), Some(1), "the prompt is the one message");
+        assert_eq!(chat.body["messages"][0]["content"], "x");
+    }
+
+    #[test]
     fn what_cannot_be_translated_is_refused_by_name() {
         for (json, param) in [
             (r#"{"model":"m"}"#, "prompt"),
@@ -143,6 +151,7 @@ mod tests {
             (r#"{"model":"m","prompt":"x","suffix":"y"}"#, "suffix"),
             (r#"{"model":"m","prompt":"x","logprobs":2}"#, "logprobs"),
             (r#"{"model":"m","prompt":"x","best_of":2}"#, "best_of"),
+            (r#"{"model":"m","prompt":"x","tools":[]}"#, "tools"),
         ] {
             assert_eq!(to_chat(json.as_bytes()).err().and_then(|e| e.param).as_deref(), Some(param), "{json}");
         }
