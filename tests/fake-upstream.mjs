@@ -23,6 +23,7 @@
 //                           non-stream: 200 with an error body (OpenRouter's way once the model has started)
 //   "error_event_done"      stream: a mid-stream error event, then `[DONE]` (no usage chunk)
 //   "no_record"             keeps no generation record (GET /generation answers 404 for it)
+//   "empty_usage"           non-stream: `usage: {}`; stream: the usage chunk, then another with `usage: {}`
 // A stream whose last user message holds "[think:<ms>]" sends OpenRouter's keep-alive comment, then waits;
 // "[silent:<ms>]" waits with nothing sent (as a direct provider's reasoning model).
 // The direct Anthropic API (whose bodies the gateway builds) takes "[cut:<n>]" in the last message's text:
@@ -320,7 +321,7 @@ async function chat(req, res, body, opts) {
       ...base,
       object: 'chat.completion',
       choices: [{ index: 0, logprobs: null, finish_reason: tools ? 'tool_calls' : finish, native_finish_reason: tools ? 'tool_calls' : finish, message }],
-      usage,
+      usage: fault === 'empty_usage' ? {} : usage,
     });
     if (fault.startsWith('slow_body:')) {
       res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
@@ -401,6 +402,7 @@ async function chat(req, res, body, opts) {
   // Like OpenRouter: the usage chunk unless the client turned it off.
   ended();
   if (body.stream_options?.include_usage !== false) send({ ...base, choices: [], usage });
+  if (fault === 'empty_usage') send({ ...base, choices: [], usage: {} });
   res.write('data: [DONE]\n\n');
   res.end();
 }

@@ -309,6 +309,22 @@ describe('errors are OpenAI-shaped', () => {
     });
   }
 
+  test('a usage that counts nothing is no report: the answer is charged as estimated, a stream keeps its real usage', async () => {
+    const payer = await admin.createUser({ name: 'Empty usage' }, { credit: 1 });
+    const payerKey = await admin.createKey(payer.id, { name: 'empty usage' });
+    const ask = (extra) => rawChat({ model: MODEL, messages: hello, ...extra }, { token: payerKey.key });
+    assert.equal((await ask({ fake_fault: 'empty_usage' })).status, 200);
+    const [estimated] = await usageRows(payer.id, 1);
+    assert.ok(estimated.amount < 0, `charged, not free: ${JSON.stringify(estimated)}`);
+    assert.match(estimated.description, /estimated/);
+    // A stream: the real usage chunk, then an empty one; charged as a plain stream of the same words is.
+    await (await ask({ stream: true })).text();
+    await (await ask({ stream: true, fake_fault: 'empty_usage' })).text();
+    const [last, plain] = await usageRows(payer.id, 3);
+    assert.ok(last.amount < 0 && last.amount === plain.amount, `${JSON.stringify(last)} against ${JSON.stringify(plain)}`);
+    assert.doesNotMatch(last.description, /estimated/);
+  });
+
   test('a stream longer than REQUEST_TIMEOUT runs on while chunks keep coming; one that stalls for it ends with a timeout event', async () => {
     // REQUEST_TIMEOUT (2 s) bounds each wait for a chunk, not the stream: 16 chunks 150 ms apart take 2.4 s.
     const words = Array.from({ length: 16 }, (_, i) => `w${i}`).join(' ');

@@ -564,6 +564,36 @@ mod tests {
     }
 
     #[test]
+    fn a_part_larger_than_its_whole_was_counted_beside_it() {
+        let tokens = |json: &str| serde_json::from_str::<Usage>(json).expect("usage").tokens();
+        // xAI: reasoning beside the completion (total = prompt + completion + reasoning).
+        let xai = tokens(
+            r#"{"prompt_tokens":10120,"completion_tokens":1499,"total_tokens":14428,"completion_tokens_details":{"reasoning_tokens":2809}}"#,
+        );
+        assert_eq!((xai.completion, xai.reasoning), (4308, 2809), "every output token priced");
+        // Cache tokens beside the prompt (Anthropic's own counting).
+        let beside = tokens(
+            r#"{"prompt_tokens":10,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":50,"cache_write_tokens":20}}"#,
+        );
+        assert_eq!((beside.prompt, beside.cache_read, beside.cache_write), (80, 50, 20));
+        // Parts within their whole (OpenAI's and OpenRouter's counting) are as reported.
+        let within = tokens(
+            r#"{"prompt_tokens":100,"completion_tokens":40,"prompt_tokens_details":{"cached_tokens":60},"completion_tokens_details":{"reasoning_tokens":30}}"#,
+        );
+        assert_eq!((within.prompt, within.completion, within.cache_read, within.reasoning), (100, 40, 60, 30));
+    }
+
+    #[test]
+    fn a_usage_counting_no_prompt_is_no_report() {
+        let counts = |json: &str| serde_json::from_str::<Usage>(json).expect("usage").counts();
+        assert!(!counts("{}"));
+        assert!(!counts(r#"{"prompt_tokens":0,"completion_tokens":0}"#));
+        assert!(!counts(r#"{"prompt_tokens":-1,"completion_tokens":-1}"#));
+        assert!(!counts(r#"{"completion_tokens":40}"#), "a report without its prompt is no report either");
+        assert!(counts(r#"{"prompt_tokens":9,"completion_tokens":0}"#));
+    }
+
+    #[test]
     fn usage_counts_are_read_leniently_and_bounded() {
         let usage = |json: &str| serde_json::from_str::<Usage>(json).map(|u| u.tokens());
         let read = usage(
@@ -890,18 +920,30 @@ fn cost<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error>
 }
 
 impl Usage {
+    /// Whether this is a report at all: every request has a prompt, so a usage that counts none (`{}`, zeros,
+    /// negative counts, which `count` reads as none) says nothing, and the request is charged as one whose
+    /// usage never came (the upstream's record, else an estimate), not at zero.
+    pub fn counts(&self) -> bool {
+        self.prompt_tokens > 0
+    }
+
     /// The token split prices apply to, each count at most `MAX_SAFE` (as `count` reads them; the direct
-    /// providers' usage is built, not read, and may sum past it).
+    /// providers' usage is built, not read, and may sum past it). A part larger than the whole it belongs in
+    /// was counted beside it, not in it (reasoning beside the completion, as xAI reports it; cache tokens
+    /// beside the prompt, as Anthropic's own API does), so it is added to it rather than cut to it.
     pub fn tokens(&self) -> super::pricing::Tokens {
-        let prompt = self.prompt_tokens_details.clone().unwrap_or_default();
+        let details = self.prompt_tokens_details.clone().unwrap_or_default();
         let max = super::money::MAX_SAFE as u64;
-        super::pricing::Tokens {
-            prompt: self.prompt_tokens.min(max),
-            completion: self.completion_tokens.min(max),
-            cache_read: prompt.cached_tokens.min(max),
-            cache_write: prompt.cache_write_tokens.min(max),
-            reasoning: self.completion_tokens_details.as_ref().map_or(0, |c| c.reasoning_tokens.min(max)),
+        let (cache_read, cache_write) = (details.cached_tokens.min(max), details.cache_write_tokens.min(max));
+        let reasoning = self.completion_tokens_details.as_ref().map_or(0, |c| c.reasoning_tokens.min(max));
+        let (mut prompt, mut completion) = (self.prompt_tokens.min(max), self.completion_tokens.min(max));
+        if cache_read.saturating_add(cache_write) > prompt {
+            prompt = prompt.saturating_add(cache_read).saturating_add(cache_write).min(max);
         }
+        if reasoning > completion {
+            completion = completion.saturating_add(reasoning).min(max);
+        }
+        super::pricing::Tokens { prompt, completion, cache_read, cache_write, reasoning }
     }
 
     /// What a stream cut short used, from the usage its upstream had reported before the cut (the

@@ -29,6 +29,9 @@ struct Stats {
 pub fn usage_of(body: &[u8]) -> Option<Usage> {
     let stats = serde_json::from_slice::<Record>(body).ok()?.data;
     let (prompt, completion) = (stats.native_tokens_prompt?, stats.native_tokens_completion?);
+    if prompt == 0 {
+        return None;
+    }
     let reasoning = stats.native_tokens_reasoning.unwrap_or(0).min(completion);
     let cached = stats.native_tokens_cached.unwrap_or(0).min(prompt);
     Some(Usage {

@@ -145,7 +145,7 @@ fn usage_of(body: &[u8], field: &str) -> Result<Option<Usage>, ProviderError> {
     if !present {
         return Err(ProviderError::Malformed(format!("answer has no `{field}`")));
     }
-    Ok(probe.usage)
+    Ok(probe.usage.filter(Usage::counts))
 }
 
 /// One model as OpenRouter's `/models` lists it (the fields we use).
@@ -427,6 +427,8 @@ mod tests {
         let null_detail = br#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":1,"prompt_tokens_details":{"cached_tokens":null}}}"#;
         let usage = completion_usage(null_detail).expect("an odd usage field does not make the answer unreadable");
         assert_eq!(usage.map(|u| u.tokens().prompt), Some(3));
+        let empty = br#"{"choices":[{"message":{"content":"hi"}}],"usage":{}}"#;
+        assert_eq!(completion_usage(empty).expect("readable"), None, "no report: charged as an answer without usage");
     }
 
     #[test]

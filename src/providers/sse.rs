@@ -178,7 +178,10 @@ impl SseRelay {
             } else if let Some(report) = &self.report_cost {
                 replacement = reprice(data, report(usage, self.summary.model.as_deref()), self.show_upstream_cost);
             }
-            self.summary.usage = probe.usage.clone();
+            // The last report wins; a usage that counts nothing (`{}`, zeros) is no report.
+            if usage.counts() {
+                self.summary.usage = probe.usage.clone();
+            }
         }
         if probe.error.is_some() {
             self.summary.upstream_error = probe.error;
@@ -454,6 +457,19 @@ mod tests {
         assert_eq!(s.content_bytes, 5);
         let usage = s.usage.as_ref().expect("usage chunk");
         assert_eq!((usage.prompt_tokens, usage.completion_tokens, usage.cost), (9, 2, Some(0.00042)));
+    }
+
+    #[test]
+    fn a_later_usage_that_counts_nothing_does_not_undo_the_report() {
+        let mut relay = SseRelay::new();
+        relay.feed(STREAM.as_bytes());
+        relay.feed(b"data: {\"choices\":[],\"usage\":{}}\n\n");
+        relay.feed(b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":-1,\"completion_tokens\":-1}}\n\n");
+        let usage = relay.summary().usage.as_ref().expect("usage kept");
+        assert_eq!((usage.prompt_tokens, usage.completion_tokens), (9, 2));
+        let mut empty = SseRelay::new();
+        empty.feed(b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}],\"usage\":{}}\n\n");
+        assert!(empty.summary().usage.is_none(), "no report: charged as a stream whose usage never came");
     }
 
     #[test]

@@ -145,8 +145,19 @@ impl StreamTranslator {
                 if let Some(reason) = data.get("delta").and_then(|d| d.get("stop_reason")).and_then(Value::as_str) {
                     self.stop_reason = Some(reason.to_string());
                 }
-                if let Some(n) = data.get("usage").and_then(|u| u.get("output_tokens")).and_then(Value::as_u64) {
-                    self.output_tokens = n;
+                if let Some(usage) = data.get("usage") {
+                    if let Some(n) = usage.get("output_tokens").and_then(Value::as_u64) {
+                        self.output_tokens = n;
+                    }
+                    // Its input and cache counts are cumulative too (they can grow within one message): the
+                    // larger of the start's and the delta's.
+                    for field in ["input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"] {
+                        let Some(n) = usage.get(field).and_then(Value::as_u64) else { continue };
+                        let at_start = self.start_usage.get(field).and_then(Value::as_u64).unwrap_or(0);
+                        if n > at_start && self.start_usage.is_object() {
+                            self.start_usage[field] = n.into();
+                        }
+                    }
                 }
                 vec![]
             }
@@ -346,6 +357,21 @@ mod tests {
         t.event(&json!({"type": "message_delta", "delta": {}, "usage": {"output_tokens": 5}}));
         let u = t.usage();
         assert_eq!((u.prompt_tokens, u.completion_tokens), (10, 5));
+    }
+
+    #[test]
+    fn the_delta_s_cumulative_input_counts_win_when_larger() {
+        let mut t = StreamTranslator::new("m", 0);
+        t.event(&json!({"type": "message_start", "message": {"id": "x", "usage": {"input_tokens": 472, "output_tokens": 1}}}));
+        t.event(&json!({"type": "message_delta", "delta": {}, "usage": {"input_tokens": 900, "cache_read_input_tokens": 100, "output_tokens": 5}}));
+        let u = t.usage();
+        assert_eq!(
+            (u.prompt_tokens, u.completion_tokens),
+            (1000, 5),
+            "the prompt as the delta counted it, cache included"
+        );
+        t.event(&json!({"type": "message_delta", "delta": {}, "usage": {"input_tokens": 3, "output_tokens": 6}}));
+        assert_eq!(t.usage().prompt_tokens, 1000, "never less than counted before");
     }
 
     #[test]
