@@ -332,6 +332,34 @@ describe('streams that do not finish', () => {
     assert.match(usage.description, /cancelled/);
   });
 
+  test("a client that hangs up is charged at least what OpenRouter's record says it billed (the record counts no cache writes)", async () => {
+    const user = await ctx.admin.createUser({}, { credit: 1 });
+    const key = await ctx.admin.createKey(user.id);
+    // A long prompt, most of it written to the cache: OpenRouter bills each write at 1.25 times the prompt price.
+    const filler = Array.from({ length: 2000 }, (_, i) => `word${i}`).join(' ');
+    const messages = [{ role: 'user', content: filler }];
+    const { prompt } = fakeTokens(messages);
+    const writes = prompt - 10;
+    messages[0].content = `[cache_write:${writes}] ${filler}`;
+    const abort = new AbortController();
+    const res = await fetch(`${ctx.gw.url}/v1/chat/completions`, {
+      method: 'POST',
+      signal: abort.signal,
+      headers: { authorization: `Bearer ${key.key}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'openai/gpt-4o', messages, stream: true, chunk_delay_ms: 150 }),
+    });
+    const reader = res.body.getReader();
+    let seen = '';
+    while (!seen.includes('word1')) seen += new TextDecoder().decode((await reader.read()).value);
+    abort.abort();
+    const rows = await settled(user.id, (r) => r.some((x) => x.type === 'usage'), 'the usage row');
+    const charged = -micros(rows.find((x) => x.type === 'usage').amount);
+    const promptTokens = fakeTokens(messages).prompt;
+    const premium = Math.floor((writes * PRICES['openai/gpt-4o'][0] * 0.25) / 1e6);
+    const writesAsInput = costOf('openai/gpt-4o', { prompt: promptTokens, completion: 0 });
+    assert.ok(charged >= writesAsInput + premium, `charged ${charged}, the record's bill is at least ${writesAsInput + premium}`);
+  });
+
   // The fake thinks first (`Thinking about: <the first 40 characters>`), one token a word, and with
   // `exclude` sends none of it: the client sees only the answer's words.
   const words = Array.from({ length: 30 }, (_, i) => `word${i}`).join(' ');

@@ -264,7 +264,8 @@ function generation(res, id) {
       created_at: new Date(g.startedAt).toISOString(), finish_reason: g.cancelled ? null : 'stop',
       tokens_prompt: g.prompt, tokens_completion: g.completion,
       native_tokens_prompt: g.prompt, native_tokens_completion: g.completion, native_tokens_reasoning: g.reasoning,
-      native_tokens_cached: 0, total_cost: cost, usage: cost,
+      native_tokens_cached: 0, total_cost: Number((cost + (g.writePremium ?? 0)).toFixed(12)), usage: cost,
+      cache_discount: g.writePremium ? -g.writePremium : null,
     },
   });
 }
@@ -299,10 +300,19 @@ async function chat(req, res, body, opts) {
   const completionTokens = (tools ? 12 : pieces.length) + reasoningTokens;
   const usage = usageFor(body.model, promptTokens, completionTokens);
   if (thought) usage.completion_tokens_details = { reasoning_tokens: reasoningTokens };
+  // "[cache_write:<n>]": n prompt tokens written to the cache, billed at 1.25 times the prompt price (as
+  // Anthropic's models bill a write); the record counts no writes, only their premium (a negative discount).
+  const lastUser = messageText([...body.messages].reverse().find((m) => m.role === 'user')?.content);
+  const cacheWrite = Math.min(promptTokens, Number(/\[cache_write:(\d+)\]/.exec(lastUser)?.[1] ?? 0));
+  const writePremium = Number((cacheWrite * priceOf(body.model, promptTokens).prompt * 0.25).toFixed(12));
+  if (cacheWrite) {
+    usage.prompt_tokens_details = { cached_tokens: 0, cache_write_tokens: cacheWrite };
+    usage.cost = Number((usage.cost + writePremium).toFixed(12));
+  }
   const base = { id, provider: 'FakeProvider', model: body.model, object: 'chat.completion.chunk', created };
   // The thought is generated first; then each piece as it goes out.
   const record = { id, model: body.model, streamed: body.stream === true, cancelled: false, prompt: promptTokens,
-    reasoning: reasoningTokens, completion: reasoningTokens, startedAt: Date.now(), endedAt: null };
+    reasoning: reasoningTokens, completion: reasoningTokens, writePremium, startedAt: Date.now(), endedAt: null };
   if (fault !== 'no_record') generations.set(id, record);
   if (generations.size > 2000) generations.delete(generations.keys().next().value);
   const ended = () => {

@@ -112,6 +112,7 @@ impl Job {
             cancelled: false,
             usage_so_far: None,
             unanswered: false,
+            from_record: false,
         };
         let tokens = outcome.usage.as_ref().map_or((0, 0), |u| (u.prompt_tokens, 0));
         let body = match &meter {

@@ -84,6 +84,10 @@ pub struct Outcome {
     pub usage_so_far: Option<Usage>,
     /// No answer came by the deadline, though the upstream had the request (`Outcome::unanswered`).
     pub unanswered: bool,
+    /// `usage` is OpenRouter's record of the generation, not a report in the answer: the record counts no
+    /// cache writes (its tokens would price them as plain input), so what it says OpenRouter billed
+    /// (`usage.cost`) is the least charged.
+    pub from_record: bool,
 }
 
 impl Outcome {
@@ -97,6 +101,7 @@ impl Outcome {
             cancelled: false,
             usage_so_far: None,
             unanswered: false,
+            from_record: false,
         }
     }
 
@@ -340,7 +345,15 @@ impl Meter {
             let charged = charge(&self.price, self.reserved, self.prompt_bytes, Some(&usage), None);
             return Charged { estimated: true, ..charged };
         }
-        charge(&self.price, self.reserved, self.prompt_bytes, outcome.usage.as_ref(), outcome.delivered_bytes)
+        let charged =
+            charge(&self.price, self.reserved, self.prompt_bytes, outcome.usage.as_ref(), outcome.delivered_bytes);
+        let billed = outcome.usage.as_ref().and_then(|u| u.cost).filter(|_| outcome.from_record);
+        match billed.and_then(|usd| usd_to_micros("cost", usd).ok()) {
+            Some(floor) if floor > charged.cost => {
+                Charged { cost: floor, amount: ledger::charge(floor, self.reserved), ..charged }
+            }
+            _ => charged,
+        }
     }
 
     /// Settles after the response (`ctx.wait_until`).

@@ -208,6 +208,7 @@ impl<'a> Reply<'a> {
             cancelled: ended.cancelled,
             usage_so_far: ended.usage_so_far,
             unanswered: false,
+            from_record: false,
         };
         Some(Ended { outcome, model: ended.model, upstream_id: ended.id })
     }
@@ -238,11 +239,13 @@ impl<'a> Reply<'a> {
             cancelled: false,
             usage_so_far: None,
             unanswered: false,
+            from_record: false,
         };
         let body = match &self.meter {
             Some(m) => {
                 let price = self.prices.of(model.as_deref()).1;
-                let cost = charge(&price, m.reserved, m.prompt_bytes, outcome.usage.as_ref(), None).usd();
+                let cost =
+                    charge(&price, m.reserved, m.prompt_bytes, outcome.usage.as_ref(), outcome.delivered_bytes).usd();
                 with_cost(body, cost, call.config.show_upstream_cost)
             }
             None => body,
@@ -288,6 +291,7 @@ impl<'a> Reply<'a> {
         if cut_short && outcome.usage.is_none() && self.meter.is_some() {
             let delivered = outcome.delivered_bytes.unwrap_or(0);
             outcome.usage = self.generation_usage(upstream_id.as_deref(), delivered).await;
+            outcome.from_record = outcome.usage.is_some();
         }
         let tokens = outcome.usage.as_ref().map_or((0, 0), |u| (u.prompt_tokens, u.completion_tokens));
         let answered = (outcome.status, outcome.streamed);
