@@ -125,6 +125,9 @@ pub struct Faults {
     /// `FAULT_LOSE_ORG_ANSWER`: the first answer of an organization's object to a reservation, in an isolate,
     /// is taken as lost on its way back (its hold made), as a failed call (tests/orgs.test.mjs).
     pub lose_org_answer: bool,
+    /// `FAULT_STALE_ORG_CACHE`: a change of an organization leaves this isolate's cached row as it was, as
+    /// another isolate's is left (tests/orgs.test.mjs).
+    pub stale_org_cache: bool,
     /// `FAULT_REPEAT_JOBS`: every job a fanned-out job hands on is sent twice, as a queue that delivers
     /// at least once may deliver it (tests/fanout.test.mjs).
     pub repeat_jobs: bool,
@@ -233,6 +236,7 @@ impl Config {
             failed_key_changes: fault("FAULT_FAIL_PUT_KEY").and_then(|n| n.trim().parse().ok()).unwrap_or(0),
             slow_key_change_ms: fault("FAULT_SLOW_KEY_CHANGE_MS").and_then(|n| n.trim().parse().ok()).unwrap_or(0),
             lose_org_answer: fault("FAULT_LOSE_ORG_ANSWER").is_some(),
+            stale_org_cache: fault("FAULT_STALE_ORG_CACHE").is_some(),
             repeat_jobs: fault("FAULT_REPEAT_JOBS").is_some(),
             fail_alert_queue: fault("FAULT_FAIL_ALERT_QUEUE").is_some(),
             slow_reconcile_ms: fault("FAULT_SLOW_RECONCILE_MS").and_then(|n| n.trim().parse().ok()).unwrap_or(0),

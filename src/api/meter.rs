@@ -12,7 +12,7 @@ use worker::Env;
 
 use super::error::ApiError;
 use super::respond::Call;
-use crate::billing::client::{Account, Org, Reserved, SETTLE_TRY_MS};
+use crate::billing::client::{Account, Org, OrgRefusal, Reserved, SETTLE_TRY_MS};
 use crate::billing::protocol::{OnLease, Settlement};
 use crate::billing::{batch, leases};
 use crate::cache::keys::KeyRecord;
@@ -22,7 +22,7 @@ use crate::domain::chat::{ChatRequest, Usage, MAX_OUTPUT_TOKENS};
 use crate::domain::keys::KeyRefusal;
 use crate::domain::ledger::{self, InFlightCaps, LimitSource, Reservation};
 use crate::domain::money::{micros_to_usd, usd_to_micros};
-use crate::domain::orgs::{Limits, OrgLimitHit};
+use crate::domain::orgs::OrgLimitHit;
 use crate::domain::pricing::{self, Price, Tokens};
 use crate::domain::rates::{RateHit, RateRefusal};
 use crate::domain::usage::UsageRecord;
@@ -556,13 +556,8 @@ impl Heartbeat {
 /// Holds the request against the organization's monthly limits (a second round trip, for org keys only).
 async fn reserve_in_org(call: &Call, org_id: &str, m: &Meter, tokens: i64) -> Result<(), ApiError> {
     let org = super::orgs::active(call, org_id).await?;
-    let limits = Limits {
-        monthly_requests: org.monthly_requests,
-        monthly_tokens: org.monthly_tokens,
-        monthly_cost_micros: org.monthly_cost_micros,
-    };
     let answer = Org::of(&call.env, org_id)
-        .reserve(&m.request_id, limits, tokens, m.reserved, m.lease_ms)
+        .reserve(&m.request_id, org.state(), tokens, m.reserved, m.lease_ms)
         .await
         .map_err(ApiError::internal)?;
     if call.config.faults.lose_org_answer && crate::js::first_time("lose_org_answer") {
@@ -570,8 +565,15 @@ async fn reserve_in_org(call: &Call, org_id: &str, m: &Meter, tokens: i64) -> Re
     }
     match answer {
         Ok(()) => Ok(()),
-        Err((OrgLimitHit::Cost, resets_at_ms)) => Err(insufficient(LimitSource::OrgLimit, Some(resets_at_ms))),
-        Err((hit, resets_at_ms)) => Err(ApiError::LimitReached {
+        // Changed since this isolate read it: read again from then on.
+        Err(OrgRefusal::Suspended) => {
+            crate::cache::orgs::forget(org_id);
+            Err(ApiError::forbidden(format!("the organization {} is no longer active", org.name)))
+        }
+        Err(OrgRefusal::Limit(OrgLimitHit::Cost, resets_at_ms)) => {
+            Err(insufficient(LimitSource::OrgLimit, Some(resets_at_ms)))
+        }
+        Err(OrgRefusal::Limit(hit, resets_at_ms)) => Err(ApiError::LimitReached {
             message: format!(
                 "the organization's monthly {} limit is reached; it resets at {}",
                 if hit == OrgLimitHit::Requests { "request" } else { "token" },

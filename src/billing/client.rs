@@ -23,7 +23,7 @@ use crate::domain::end_users::{Budget, OwnBudget};
 use crate::domain::keys::{KeyRefusal, KeyState};
 use crate::domain::lease::Granted;
 use crate::domain::ledger::Reservation;
-use crate::domain::orgs::{Limits, MonthUse, OrgLimitHit};
+use crate::domain::orgs::{MonthUse, OrgLimitHit, OrgState};
 use crate::domain::rates::{RateRefusal, RateStatus};
 use crate::{env, js};
 
@@ -287,6 +287,14 @@ pub struct Org<'a> {
     id: &'a str,
 }
 
+/// Why an organization's object refused a request.
+pub enum OrgRefusal {
+    /// A monthly limit, and when its month ends.
+    Limit(OrgLimitHit, i64),
+    /// The organization is no longer active.
+    Suspended,
+}
+
 impl<'a> Org<'a> {
     pub fn of(env: &'a Env, id: &'a str) -> Self {
         Self { env, id }
@@ -299,21 +307,33 @@ impl<'a> Org<'a> {
         }
     }
 
-    /// `Ok(Err((limit, resets at)))`: a monthly limit refuses the request.
+    /// Holds the request under the monthly limits of `state` (the organization as this isolate read it), or
+    /// of the newer state the object knows. `Ok(Err(_))`: refused.
     pub async fn reserve(
         &self,
         request_id: &str,
-        limits: Limits,
+        state: OrgState,
         tokens: i64,
         cost: i64,
         lease_ms: i64,
-    ) -> Result<Result<(), (OrgLimitHit, i64)>, String> {
+    ) -> Result<Result<(), OrgRefusal>, String> {
         let org_id = Some(self.id.to_string());
-        let message = OrgRequest::Reserve { request_id: request_id.into(), limits, tokens, cost, lease_ms, org_id };
+        let (limits, version) = (state.limits(), state.version);
+        let message =
+            OrgRequest::Reserve { request_id: request_id.into(), limits, tokens, cost, lease_ms, org_id, version };
         match self.call(&message, None).await? {
             OrgResponse::Reserved => Ok(Ok(())),
-            OrgResponse::Refused { hit, resets_at_ms } => Ok(Err((hit, resets_at_ms))),
+            OrgResponse::Refused { hit, resets_at_ms } => Ok(Err(OrgRefusal::Limit(hit, resets_at_ms))),
+            OrgResponse::Suspended => Ok(Err(OrgRefusal::Suspended)),
             other => Err(unexpected("OrgReserve", other)),
+        }
+    }
+
+    /// Tells the object the organization changed.
+    pub async fn put(&self, state: OrgState) -> Result<(), String> {
+        match self.call(&OrgRequest::Put { org_id: self.id.to_string(), state }, Some(SETTLE_TRY_MS)).await? {
+            OrgResponse::Ok => Ok(()),
+            other => Err(unexpected("OrgPut", other)),
         }
     }
 

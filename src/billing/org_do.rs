@@ -14,7 +14,7 @@ use super::message;
 use super::protocol::{OrgRequest, OrgResponse};
 use super::store::{int, scalar, text};
 use crate::domain::alerts::{org_alerts, AlertRules};
-use crate::domain::orgs::{Limits, MonthChange, MonthUse, OrgBook, OrgHold};
+use crate::domain::orgs::{MonthChange, MonthUse, OrgBook, OrgHold, OrgState};
 use crate::domain::windows::Reset;
 
 const SCHEMA: &str = "
@@ -27,11 +27,12 @@ const SCHEMA: &str = "
 /// Retry delay when alerts could not be handed to the queue.
 const ALERT_RETRY_MS: u64 = 5_000;
 
-/// The organization's id and its limits as the last reservation stated them (what its alerts compare with).
-#[derive(Debug, Clone, serde::Serialize, Deserialize)]
+/// The organization's id and the newest state it was told (by a change or a reservation): what reservations
+/// are decided on when it is newer than theirs, and what its alerts compare with.
+#[derive(Debug, Clone)]
 struct Known {
     org_id: String,
-    limits: Limits,
+    state: OrgState,
 }
 
 #[durable_object]
@@ -90,10 +91,11 @@ fn stored_known(sql: &SqlStorage) -> Result<Option<Known>> {
         limits: String,
     }
     let rows: Vec<Row> = sql.exec("SELECT org_id, limits FROM org_limits WHERE id = 1", None)?.to_array()?;
+    // The column holds the `OrgState` (limits alone, read as version 0 and active, before versions).
     Ok(rows
         .into_iter()
         .next()
-        .and_then(|r| Some(Known { org_id: r.org_id, limits: serde_json::from_slice(r.limits.as_bytes()).ok()? })))
+        .and_then(|r| Some(Known { org_id: r.org_id, state: serde_json::from_slice(r.limits.as_bytes()).ok()? })))
 }
 
 /// Writes a month's counts as the book has them.
@@ -115,7 +117,7 @@ fn raise_alerts(sql: &SqlStorage, book: &OrgBook, change: &MonthChange, alerts: 
         tokens: after.tokens - change.tokens,
         cost: after.cost - change.cost,
     };
-    for alert in org_alerts(&known.org_id, (before, after), &known.limits, rules, change.month, now) {
+    for alert in org_alerts(&known.org_id, (before, after), &known.state.limits(), rules, change.month, now) {
         sql.exec_raw(
             "INSERT OR IGNORE INTO alert_outbox (id, body, created_ms) VALUES (?, ?, ?)",
             vec![text(&alert.id()), text(&alert.payload().to_string()), int(now)],
@@ -163,6 +165,7 @@ fn answer(sql: &SqlStorage, book: &mut OrgBook, req: OrgRequest, now: i64, alert
             OrgResponse::Ok
         }
         OrgRequest::Usage => OrgResponse::Usage { used: book.usage(now) },
+        OrgRequest::Put { .. } => OrgResponse::Ok,
     })
 }
 
@@ -186,7 +189,7 @@ impl OrgDo {
     }
 
     /// Runs one message, its writes one storage transaction (a failure leaves none of them).
-    fn run(&self, req: OrgRequest, now: i64) -> Result<OrgResponse> {
+    fn run(&self, mut req: OrgRequest, now: i64) -> Result<OrgResponse> {
         let sql = self.sql()?;
         crate::js::atomically(&self.state, || {
             // What the organization is, for its alerts: from storage after a restart (a settlement may be the
@@ -194,8 +197,31 @@ impl OrgDo {
             if self.known.borrow().is_none() {
                 *self.known.borrow_mut() = stored_known(&sql)?;
             }
-            if let OrgRequest::Reserve { org_id: Some(org_id), limits, .. } = &req {
-                self.learn(&sql, org_id, *limits)?;
+            // A change, or a reservation's view of the organization: the newer state is kept, and a
+            // reservation is decided on it.
+            let stated = match &mut req {
+                OrgRequest::Reserve { org_id: Some(org_id), limits, version, .. } => {
+                    let stated = OrgState {
+                        version: *version,
+                        active: true,
+                        monthly_requests: limits.monthly_requests,
+                        monthly_tokens: limits.monthly_tokens,
+                        monthly_cost_micros: limits.monthly_cost_micros,
+                    };
+                    Some((org_id.clone(), stated))
+                }
+                OrgRequest::Put { org_id, state } => Some((org_id.clone(), *state)),
+                _ => None,
+            };
+            if let Some((org_id, stated)) = stated {
+                let known = self.known.borrow().as_ref().map(|k| k.state);
+                self.learn(&sql, &org_id, OrgState::newer(known.as_ref(), stated))?;
+            }
+            if let (OrgRequest::Reserve { limits, .. }, Some(known)) = (&mut req, self.known.borrow().as_ref()) {
+                if !known.state.active {
+                    return Ok(OrgResponse::Suspended);
+                }
+                *limits = known.state.limits();
             }
             let config = crate::env::Config::get(&self.env);
             let mut slot = self.book.borrow_mut();
@@ -209,16 +235,15 @@ impl OrgDo {
         })
     }
 
-    /// Remembers what the organization is and its limits, when they are news (stored for a restart).
-    fn learn(&self, sql: &SqlStorage, org_id: &str, limits: Limits) -> Result<()> {
-        let unchanged = self.known.borrow().as_ref().is_some_and(|k| k.org_id == org_id && k.limits == limits);
+    /// Remembers what the organization is and its state, when they are news (stored for a restart).
+    fn learn(&self, sql: &SqlStorage, org_id: &str, state: OrgState) -> Result<()> {
+        let unchanged = self.known.borrow().as_ref().is_some_and(|k| k.org_id == org_id && k.state == state);
         if !unchanged {
-            let known = Known { org_id: org_id.to_string(), limits };
             sql.exec_raw(
                 "INSERT OR REPLACE INTO org_limits (id, org_id, limits) VALUES (1, ?, ?)",
-                vec![text(org_id), text(&serde_json::to_string(&limits)?)],
+                vec![text(org_id), text(&serde_json::to_string(&state)?)],
             )?;
-            *self.known.borrow_mut() = Some(known);
+            *self.known.borrow_mut() = Some(Known { org_id: org_id.to_string(), state });
         }
         Ok(())
     }

@@ -7,7 +7,7 @@ use crate::domain::end_users::{Budget, OwnBudget};
 use crate::domain::keys::{KeyRefusal, KeyState};
 use crate::domain::lease::Granted;
 use crate::domain::ledger::Reservation;
-use crate::domain::orgs::{Limits, MonthUse, OrgLimitHit};
+use crate::domain::orgs::{Limits, MonthUse, OrgLimitHit, OrgState};
 use crate::domain::rates::{RateRefusal, RateStatus};
 use crate::domain::usage::UsageRecord;
 
@@ -252,7 +252,14 @@ pub enum OrgRequest {
         lease_ms: i64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         org_id: Option<String>,
+        /// The version of the organization's row `limits` were read from (`OrgState::version`): an object that
+        /// knows a newer state decides on that (refusing the request when it is no longer active).
+        #[serde(default)]
+        version: i64,
     },
+    /// The organization changed (its status or limits): the object decides on this state from now on,
+    /// unless it knows a newer one.
+    Put { org_id: String, state: OrgState },
     /// Counts the request's actual tokens and cost in the month (once: a repeat changes nothing).
     /// `failed`: the request got no answer; its hold is released and nothing is counted.
     Settle {
@@ -272,9 +279,18 @@ crate::tag_first!(OrgRequest, "op");
 pub enum OrgResponse {
     Ok,
     Reserved,
-    Refused { hit: OrgLimitHit, resets_at_ms: i64 },
-    Usage { used: MonthUse },
-    Error { message: String },
+    Refused {
+        hit: OrgLimitHit,
+        resets_at_ms: i64,
+    },
+    /// The organization is not active, as the object knows it (a change newer than the isolate's view).
+    Suspended,
+    Usage {
+        used: MonthUse,
+    },
+    Error {
+        message: String,
+    },
 }
 crate::tag_first!(OrgResponse, "result");
 

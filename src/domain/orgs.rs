@@ -57,6 +57,45 @@ pub fn validate_status(s: &str) -> Result<String, InvalidRequest> {
     }
 }
 
+/// What an organization is, as of a version (D1's `updated_at` in ms: a later change has a larger one). Its
+/// object keeps the newest it was told (by a change, or by a reservation from an isolate that read it), so a
+/// suspension or a lowered limit binds at once, however old the row an isolate's cache still holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrgState {
+    #[serde(default)]
+    pub version: i64,
+    #[serde(default = "active")]
+    pub active: bool,
+    #[serde(default)]
+    pub monthly_requests: Option<i64>,
+    #[serde(default)]
+    pub monthly_tokens: Option<i64>,
+    #[serde(default)]
+    pub monthly_cost_micros: Option<i64>,
+}
+
+fn active() -> bool {
+    true
+}
+
+impl OrgState {
+    pub fn limits(&self) -> Limits {
+        Limits {
+            monthly_requests: self.monthly_requests,
+            monthly_tokens: self.monthly_tokens,
+            monthly_cost_micros: self.monthly_cost_micros,
+        }
+    }
+
+    /// The newer of what the object knows and what a message states (a tie is the same change: the message's).
+    pub fn newer(known: Option<&OrgState>, stated: OrgState) -> OrgState {
+        match known {
+            Some(k) if k.version > stated.version => *k,
+            _ => stated,
+        }
+    }
+}
+
 /// An organization's use this month, counting requests still in flight.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MonthUse {
@@ -233,6 +272,29 @@ impl OrgBook {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_newer_state_wins_and_an_old_stored_one_reads_as_active() {
+        let state = |version, active, cost| OrgState {
+            version,
+            active,
+            monthly_requests: None,
+            monthly_tokens: None,
+            monthly_cost_micros: cost,
+        };
+        let suspended = state(20, false, Some(5));
+        assert_eq!(OrgState::newer(Some(&suspended), state(10, true, None)), suspended, "a stale isolate's view loses");
+        assert_eq!(
+            OrgState::newer(Some(&suspended), state(30, true, None)),
+            state(30, true, None),
+            "a later change wins"
+        );
+        assert_eq!(OrgState::newer(None, state(1, true, None)), state(1, true, None));
+        let old: OrgState =
+            serde_json::from_str(r#"{"monthly_requests":3,"monthly_tokens":null,"monthly_cost_micros":null}"#)
+                .expect("limits stored before versions");
+        assert_eq!((old.version, old.active, old.limits().monthly_requests), (0, true, Some(3)));
+    }
 
     #[test]
     fn a_month_counted_to_the_top_still_refuses() {

@@ -27,6 +27,17 @@ pub struct OrgRow {
 }
 
 impl OrgRow {
+    /// What its object decides reservations on (`OrgState`), as of this row's version.
+    pub fn state(&self) -> crate::domain::orgs::OrgState {
+        crate::domain::orgs::OrgState {
+            version: crate::domain::time::parse_iso(&self.updated_at).unwrap_or(0),
+            active: self.status == "active" && self.deleted_at.is_none(),
+            monthly_requests: self.monthly_requests,
+            monthly_tokens: self.monthly_tokens,
+            monthly_cost_micros: self.monthly_cost_micros,
+        }
+    }
+
     pub fn allowlist(&self) -> Allowlist {
         Allowlist::from_columns(self.allowed_models.as_deref(), self.allowed_providers.as_deref())
     }
