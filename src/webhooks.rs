@@ -82,14 +82,7 @@ async fn deliver(
         TIMEOUT_MS,
     )
     .await;
-    // A redirect turns the POST into a GET without its body: the alert did not arrive, whatever answered.
-    let sent = sent.and_then(|answer| match answer.redirected() {
-        true => Err(ProviderError::Rejected {
-            status: 302,
-            message: "the webhook URL redirected: the alert's POST would arrive as a GET without its body".into(),
-        }),
-        false => Ok(answer),
-    });
+    // A redirect is not followed (`transport::send`): a 3xx is no delivery, and the alert is sent again.
     let (status, last_status, error) = match &sent {
         Ok(_) => ("delivered", Some(200), None),
         Err(e) => {

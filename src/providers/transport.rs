@@ -27,11 +27,6 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// The answer came from where a redirect led (a POST followed there arrives as a GET, without its body).
-    pub fn redirected(&self) -> bool {
-        self.response.redirected()
-    }
-
     pub fn header(&self, name: &str) -> Option<String> {
         self.response.headers().get(name).ok().flatten()
     }
@@ -67,6 +62,9 @@ pub async fn send(
     let init = web_sys::RequestInit::new();
     init.set_method(method.as_ref());
     init.set_headers(&h.0);
+    // A redirect is not followed: it would carry a provider's key header (`x-api-key`, `x-goog-api-key`; the
+    // fetch standard drops only `authorization`) or a signed alert to another origin. It is an error (3xx).
+    init.set_redirect(web_sys::RequestRedirect::Manual);
     if let Some(body) = body {
         init.set_body(&js_sys::Uint8Array::from(body));
     }
