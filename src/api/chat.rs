@@ -72,7 +72,7 @@ fn anthropic_beta(req: &Incoming) -> Result<Option<String>, ApiError> {
         return Err(ApiError::bad_request("anthropic-beta: a comma-separated list of feature names".to_string()));
     }
     // A feature that changes what tokens cost, at rates the price table does not hold.
-    if let Some(priced) = beta.split(',').map(str::trim).find(|f| f.starts_with("context-1m")) {
+    if let Some(priced) = beta.split(',').map(str::trim).find(|f| f.to_ascii_lowercase().starts_with("context-1m")) {
         return Err(ApiError::bad_request(format!(
             "anthropic-beta: `{priced}` bills prompts over 200K tokens at long-context rates the price table does not hold, so it is not accepted"
         )));

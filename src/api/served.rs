@@ -46,7 +46,7 @@ pub fn answer_names(body: &[u8]) -> (Option<String>, Option<String>) {
         id: Option<String>,
         model: Option<String>,
     }
-    serde_json::from_slice::<Probe>(body).map_or((None, None), |p| (p.id, p.model))
+    serde_json::from_slice::<Probe>(body).map_or((None, None), |p| (crate::providers::sse::upstream_id(p.id), p.model))
 }
 
 /// The price row to reserve against: the model's, or — when the client lists

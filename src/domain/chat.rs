@@ -27,6 +27,12 @@ const PER_IMAGE_TOKENS_4O_MINI: u64 = 48_200;
 /// anything short of reading the document bounds its pages, so a file is held at the most it can cost.
 const PER_FILE_TOKENS: u64 = 300_000;
 const _: () = assert!(PER_FILE_TOKENS >= 100 * 3_000, "Anthropic's 100 pages at its dearest");
+/// Whether `text` begins with `prefix` as a URL's scheme and a MIME type are read: after leading white
+/// space, in any case (`DATA:Video/mp4`, ` HTTPS://` are what they say to a provider).
+fn starts(text: &str, prefix: &str) -> bool {
+    text.trim_start().get(..prefix.len()).is_some_and(|p| p.eq_ignore_ascii_case(prefix))
+}
+
 /// Content parts carrying a video (OpenRouter's `video_url`, and the spellings of other APIs).
 const VIDEO_PARTS: [&str; 3] = ["video_url", "input_video", "video"];
 /// Content parts carrying an image.
@@ -208,6 +214,13 @@ impl ChatRequest {
                 "preset",
             ));
         }
+        // OpenRouter reads `prompt` as input too (its completions field), but the gateway counts `messages` only.
+        if self.body.get("prompt").is_some_and(|v| !v.is_null()) {
+            return Err(InvalidRequest::param(
+                "`prompt` is not a chat field: send it as a message (or use /v1/completions)",
+                "prompt",
+            ));
+        }
         // OpenAI bills `priority` at about twice the standard price and `flex` at half: the table holds one.
         if let Some(tier) = self.body.get("service_tier").filter(|v| !v.is_null()) {
             if !tier.as_str().is_some_and(|t| STANDARD_TIERS.contains(&t)) {
@@ -270,7 +283,7 @@ impl ChatRequest {
                 let kind = part.get("type").and_then(Value::as_str);
                 let image = part.get("image_url").and_then(|u| u.as_str().or_else(|| u.get("url")?.as_str()));
                 if kind.is_some_and(|t| IMAGE_PARTS.contains(&t))
-                    && image.is_some_and(|url| url.starts_with("data:") && !url.starts_with("data:image/"))
+                    && image.is_some_and(|url| starts(url, "data:") && !starts(url, "data:image/"))
                 {
                     return Err(InvalidRequest::param(
                         "an image part's data URL must hold an image (`data:image/…`): another type (a video, a document) is billed in ways the gateway cannot bound before the call",
@@ -278,13 +291,12 @@ impl ChatRequest {
                     ));
                 }
                 let file = part.get("file").filter(|_| kind == Some("file"));
-                let data = file.and_then(|f| f.get("file_data").or(f.get("url"))).and_then(Value::as_str);
+                let data = || ["file_data", "url"].into_iter().filter_map(|f| file?.get(f)?.as_str());
                 // A file is held as a document; audio or video in one is billed as such.
-                if data.is_some_and(|d| d.starts_with("data:audio/") || d.starts_with("data:video/")) {
+                if data().any(|d| starts(d, "data:audio/") || starts(d, "data:video/")) {
                     return Err(unpriced_audio(&format!("messages[{i}].content[{j}].file")));
                 }
-                let by_url = data.is_some_and(|d| d.starts_with("http://") || d.starts_with("https://"));
-                if by_url {
+                if data().any(|d| starts(d, "http://") || starts(d, "https://")) {
                     return Err(unpriced(
                         &format!("messages[{i}].content[{j}].file"),
                         "a file fetched and parsed by URL",
@@ -633,6 +645,18 @@ mod tests {
         let inline = r#"{"model":"m","messages":[{"role":"user","content":[{"type":"file","file":{"filename":"a.pdf","file_data":"data:application/pdf;base64,AAAA"}}]}]}"#;
         assert_eq!(refused(inline), None);
         assert_eq!(refused(&format!(r#"{{"model":"m",{msg},"preset":"cheap"}}"#)).as_deref(), Some("preset"));
+        assert_eq!(refused(&format!(r#"{{"model":"m",{msg},"prompt":"more input"}}"#)).as_deref(), Some("prompt"));
+        // A scheme or a MIME type in another case, or after white space, is what it says.
+        let part = |p: &str| format!(r#"{{"model":"m","messages":[{{"role":"user","content":[{p}]}}]}}"#);
+        let odd = [
+            r#"{"type":"image_url","image_url":{"url":"DATA:video/mp4;base64,AAAA"}}"#,
+            r#"{"type":"file","file":{"file_data":"Data:Audio/wav;base64,AAAA"}}"#,
+            r#"{"type":"file","file":{"file_data":" HTTPS://x/doc.pdf"}}"#,
+            r#"{"type":"file","file":{"file_data":"data:application/pdf;base64,AAAA","url":"https://x/doc.pdf"}}"#,
+        ];
+        for p in odd {
+            assert!(refused(&part(p)).is_some(), "{p}");
+        }
         // The client's own tools pass; a server tool (billed per use upstream) is refused, named.
         let own = r#"[{"type":"function","function":{"name":"f"}},{"type":"custom","custom":{"name":"apply_patch"}}]"#;
         assert_eq!(refused(&format!(r#"{{"model":"m",{msg},"tools":{own},"tool_choice":"required"}}"#)), None);

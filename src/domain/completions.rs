@@ -80,7 +80,8 @@ pub fn stream_from_chat(bytes: Vec<u8>) -> Vec<u8> {
     let mut out = String::with_capacity(text.len());
     for line in text.split_inclusive('\n') {
         let (content, newline) = line.strip_suffix('\n').map_or((line, ""), |l| (l, "\n"));
-        match content.strip_prefix("data: ").filter(|d| d.starts_with('{')) {
+        // `data:` then optional white space, as the SSE format reads it (OpenRouter relays some lines unspaced).
+        match content.strip_prefix("data:").map(str::trim_start).filter(|d| d.starts_with('{')) {
             Some(data) => {
                 out.push_str("data: ");
                 out.push_str(&chunk_from_chat(data));
@@ -173,5 +174,7 @@ mod tests {
         assert!(text.starts_with("data: {"), "{text}");
         assert!(text.contains("\"text\":\"He\"") && text.contains("text_completion"), "{text}");
         assert!(text.contains(": keep-alive\n\n") && text.ends_with("data: [DONE]\n\n"));
+        let unspaced = stream_from_chat(b"data:{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\"}}]}\n".to_vec());
+        assert!(String::from_utf8(unspaced).expect("utf8").contains("text_completion"), "`data:` without its space");
     }
 }

@@ -43,6 +43,12 @@ pub struct SseRelay {
     show_upstream_cost: bool,
 }
 
+/// An upstream's id for its answer as it is kept (the ledger, D1, the generation lookup): at most 256
+/// printable ASCII characters; anything else is no id (a hostile one could stall every write it rides in).
+pub fn upstream_id(id: Option<String>) -> Option<String> {
+    id.filter(|id| !id.is_empty() && id.len() <= 256 && id.bytes().all(|b| b.is_ascii_graphic()))
+}
+
 #[derive(Deserialize)]
 struct ChunkProbe {
     #[serde(default)]
@@ -159,7 +165,7 @@ impl SseRelay {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let data = line.strip_prefix(b"data:")?;
         let data = data.strip_prefix(b" ").unwrap_or(data);
-        if data == b"[DONE]" {
+        if data.trim_ascii() == b"[DONE]" {
             self.summary.done = true;
             return None;
         }
@@ -169,7 +175,7 @@ impl SseRelay {
             self.summary.model = probe.model.filter(|m| !m.is_empty());
         }
         if self.summary.id.is_none() {
-            self.summary.id = probe.id.filter(|m| !m.is_empty());
+            self.summary.id = upstream_id(probe.id);
         }
         let mut replacement = None;
         if let Some(usage) = &probe.usage {
@@ -457,6 +463,14 @@ mod tests {
         assert_eq!(s.content_bytes, 5);
         let usage = s.usage.as_ref().expect("usage chunk");
         assert_eq!((usage.prompt_tokens, usage.completion_tokens, usage.cost), (9, 2, Some(0.00042)));
+    }
+
+    #[test]
+    fn an_upstream_id_is_kept_only_when_short_and_printable() {
+        assert_eq!(upstream_id(Some("gen-1".into())).as_deref(), Some("gen-1"));
+        assert_eq!(upstream_id(Some("x".repeat(257))), None);
+        assert_eq!(upstream_id(Some("a b".into())), None);
+        assert_eq!(upstream_id(Some(String::new())), None);
     }
 
     #[test]

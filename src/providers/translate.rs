@@ -97,6 +97,32 @@ pub fn unfit(i: usize, what: Unfit) -> InvalidRequest {
     InvalidRequest::param(format!("`{param}` {why}"), param)
 }
 
+/// Refuses a request whose JSON inside strings (tool calls' arguments, tool results, which the direct routes
+/// parse) would take more than `parsed_size::MAX_BYTES` parsed, all together: the body's own check skips
+/// strings, and a string of small objects parses to many times its bytes.
+pub fn check_nested_json(body: &Map<String, Value>) -> Result<(), InvalidRequest> {
+    let messages = body.get("messages").and_then(Value::as_array).map_or(&[][..], Vec::as_slice);
+    let mut parsed = 0usize;
+    for message in messages {
+        let calls = message.get("tool_calls").and_then(Value::as_array).map_or(&[][..], Vec::as_slice);
+        let arguments = calls.iter().filter_map(|c| c.get("function")?.get("arguments")?.as_str());
+        let results = match message.get("role").and_then(Value::as_str) {
+            Some("tool" | "function") => Some(text_of(message.get("content"))),
+            _ => None,
+        };
+        for text in arguments.map(str::to_string).chain(results) {
+            parsed = parsed.saturating_add(crate::domain::parsed_size::estimate(text.as_bytes()));
+        }
+    }
+    if parsed > crate::domain::parsed_size::MAX_BYTES {
+        return Err(InvalidRequest::param(
+            "the tool calls' arguments and tool results hold too many JSON values or objects to translate",
+            "messages",
+        ));
+    }
+    Ok(())
+}
+
 /// The tool calls of the assistant message at `messages[i]`; arguments must be JSON.
 pub fn tool_calls(message: &Value, i: usize) -> Result<Vec<ToolCall>, InvalidRequest> {
     let Some(calls) = message.get("tool_calls").and_then(Value::as_array) else { return Ok(Vec::new()) };
@@ -196,6 +222,19 @@ impl Chunks {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_inside_strings_is_bounded_all_together() {
+        let many = format!("[{}]", vec![r#"{"a":0}"#; 300_000].join(","));
+        let body = json!({ "messages": [
+            { "role": "assistant", "tool_calls": [{ "function": { "name": "f", "arguments": many } }] },
+            { "role": "tool", "content": "{}" },
+        ]});
+        let body = body.as_object().expect("object");
+        assert_eq!(check_nested_json(body).err().and_then(|e| e.param).as_deref(), Some("messages"));
+        let small = json!({ "messages": [{ "role": "tool", "content": "{\"ok\":true}" }] });
+        assert!(check_nested_json(small.as_object().expect("object")).is_ok());
+    }
 
     #[test]
     fn reads_request_parts() {

@@ -16,7 +16,9 @@ use serde_json::{json, Map, Value};
 use crate::domain::chat::ChatRequest;
 use crate::domain::InvalidRequest;
 use crate::providers::reasoning;
-use crate::providers::translate::{data_url, image_url, push_turn, stop_sequences, text_of, tool_calls, unfit, Unfit};
+use crate::providers::translate::{
+    check_nested_json, data_url, image_url, push_turn, stop_sequences, text_of, tool_calls, unfit, Unfit,
+};
 
 /// Builds the Anthropic body for `chat`, addressed to `native_model`.
 pub fn messages_request(
@@ -25,6 +27,7 @@ pub fn messages_request(
     default_max_tokens: u64,
 ) -> Result<Value, InvalidRequest> {
     let body = &chat.body;
+    check_nested_json(body)?;
     let mut system = Vec::new();
     let mut turns: Vec<(&str, Vec<Value>)> = Vec::new();
     for (i, message) in body.get("messages").and_then(Value::as_array).into_iter().flatten().enumerate() {
