@@ -342,8 +342,20 @@ impl Account<'_> {
     /// have all settled or can no longer.
     pub fn expire(&mut self) -> Result<()> {
         let (sql, now) = (self.sql, self.now);
-        for lease_id in self.book.expire_leases(now) {
+        for (lease_id, lease) in self.book.expire_leases(now) {
             store::end_lease(sql, &lease_id)?;
+            // Its isolate never gave it back: it died, or could not reach this object. A request it had started
+            // whose settlement never came is not charged (architecture.md, "Budget leases"): told, so an
+            // operator can see it happen.
+            crate::log::job_error(
+                "lease_not_returned",
+                &format!(
+                    "lease {lease_id} of key {} ended without being given back ({} requests charged on it, {} µ$ unused); requests started on it and never settled were not charged",
+                    lease.key_id,
+                    lease.charged.len(),
+                    lease.amount
+                ),
+            );
         }
         while let Some(c) = self.book.expire_next(now) {
             self.wrote = true;

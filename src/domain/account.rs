@@ -604,15 +604,13 @@ impl Book {
         self.leases.remove(lease_id).is_some()
     }
 
-    /// Ends the leases whose requests have all settled or can no longer; returns their ids.
-    pub fn expire_leases(&mut self, now: i64) -> Vec<String> {
+    /// Ends the leases whose requests have all settled or can no longer (their isolates never gave them
+    /// back); returns them, as they ended.
+    pub fn expire_leases(&mut self, now: i64) -> Vec<(String, Lease)> {
         let mut due: Vec<String> =
             self.leases.iter().filter(|(_, l)| l.expires_ms <= now).map(|(id, _)| id.clone()).collect();
         due.sort();
-        for id in &due {
-            self.leases.remove(id);
-        }
-        due
+        due.into_iter().filter_map(|id| self.leases.remove(&id).map(|lease| (id, lease))).collect()
     }
 
     /// A heartbeat from the request: it still runs, and the upstream has generated

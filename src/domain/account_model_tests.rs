@@ -363,7 +363,7 @@ impl World {
             self.alerted(&closed)?;
             self.store.post_closed(&closed, self.now);
         }
-        for id in self.book.expire_leases(self.now) {
+        for (id, _) in self.book.expire_leases(self.now) {
             self.store.end_lease(&id);
         }
         match *op {
