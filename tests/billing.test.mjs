@@ -307,22 +307,27 @@ describe('streams that do not finish', () => {
     assert.equal(record?.status, 502, JSON.stringify(record));
   });
 
-  test('a client that hangs up mid-stream is charged for what the upstream generated before it stopped', async () => {
-    const user = await ctx.admin.createUser({}, { credit: 1 });
-    const key = await ctx.admin.createKey(user.id);
-    const words = Array.from({ length: 30 }, (_, i) => `word${i}`).join(' ');
-    const messages = [{ role: 'user', content: words }];
+  /** Streams `messages` to gpt-4o a word every 150 ms, and hangs up once two of its words have come. */
+  async function hangUpAfterTwoWords(key, messages) {
     const abort = new AbortController();
     const res = await fetch(`${ctx.gw.url}/v1/chat/completions`, {
       method: 'POST',
       signal: abort.signal,
-      headers: { authorization: `Bearer ${key.key}`, 'content-type': 'application/json' },
+      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
       body: JSON.stringify({ model: 'openai/gpt-4o', messages, stream: true, chunk_delay_ms: 150 }),
     });
     const reader = res.body.getReader();
     let seen = '';
     while (!seen.includes('word1')) seen += new TextDecoder().decode((await reader.read()).value);
     abort.abort();
+  }
+
+  test('a client that hangs up mid-stream is charged for what the upstream generated before it stopped', async () => {
+    const user = await ctx.admin.createUser({}, { credit: 1 });
+    const key = await ctx.admin.createKey(user.id);
+    const words = Array.from({ length: 30 }, (_, i) => `word${i}`).join(' ');
+    const messages = [{ role: 'user', content: words }];
+    await hangUpAfterTwoWords(key.key, messages);
     const rows = await settled(user.id, (r) => r.some((x) => x.type === 'usage'), 'the usage row');
     const usage = rows.find((x) => x.type === 'usage');
     const charged = -micros(usage.amount);
@@ -341,17 +346,7 @@ describe('streams that do not finish', () => {
     const { prompt } = fakeTokens(messages);
     const writes = prompt - 10;
     messages[0].content = `[cache_write:${writes}] ${filler}`;
-    const abort = new AbortController();
-    const res = await fetch(`${ctx.gw.url}/v1/chat/completions`, {
-      method: 'POST',
-      signal: abort.signal,
-      headers: { authorization: `Bearer ${key.key}`, 'content-type': 'application/json' },
-      body: JSON.stringify({ model: 'openai/gpt-4o', messages, stream: true, chunk_delay_ms: 150 }),
-    });
-    const reader = res.body.getReader();
-    let seen = '';
-    while (!seen.includes('word1')) seen += new TextDecoder().decode((await reader.read()).value);
-    abort.abort();
+    await hangUpAfterTwoWords(key.key, messages);
     const rows = await settled(user.id, (r) => r.some((x) => x.type === 'usage'), 'the usage row');
     const charged = -micros(rows.find((x) => x.type === 'usage').amount);
     const promptTokens = fakeTokens(messages).prompt;
