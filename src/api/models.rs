@@ -65,22 +65,12 @@ pub fn in_anthropic_dialect(req: &Incoming) -> bool {
 /// GET /v1/models/{model}: one entry of the list, in the caller's dialect; 404 `model_not_found` (in that
 /// dialect's error shape) when the list does not have it.
 pub async fn get_model(req: &Incoming, call: &Call, model: &str) -> Result<Response, ApiError> {
-    let list = openai_list(call).await?;
-    let list = if in_anthropic_dialect(req) { anthropic_list(&list) } else { list };
-    match one_model(&list, model) {
-        Some(entry) => json_text(entry),
-        None => Err(ApiError::ModelNotFound(format!("the model '{model}' does not exist here"))),
-    }
-}
-
-/// The entry of a list (either dialect's: both put `data:[{id,…}]`) whose `id` is `model`, as JSON text.
-fn one_model(list: &str, model: &str) -> Option<String> {
-    let list: Value = serde_json::from_str(list).ok()?;
-    list.get("data")?
-        .as_array()?
-        .iter()
-        .find(|m| m.get("id").and_then(Value::as_str) == Some(model))
-        .map(Value::to_string)
+    let list: Value = serde_json::from_str(&openai_list(call).await?).map_err(ApiError::internal)?;
+    let entries = list.get("data").and_then(Value::as_array).map_or(&[][..], Vec::as_slice);
+    let Some(entry) = entries.iter().find(|m| m.get("id").and_then(Value::as_str) == Some(model)) else {
+        return Err(ApiError::ModelNotFound(format!("the model '{model}' does not exist here")));
+    };
+    json_text(if in_anthropic_dialect(req) { anthropic_entry(entry) } else { entry.clone() }.to_string())
 }
 
 /// The OpenAI-shaped list as Anthropic lists models: `{data:[{type:"model", id, display_name,
@@ -90,15 +80,18 @@ fn anthropic_list(list: &str) -> String {
         .ok()
         .and_then(|l| l.get("data").and_then(Value::as_array).cloned())
         .unwrap_or_default()
-        .into_iter()
-        .map(|m| {
-            let created = m.get("created").and_then(Value::as_i64).unwrap_or(0);
-            json!({ "type": "model", "id": m["id"], "display_name": m.get("name").filter(|n| n.is_string()).unwrap_or(&m["id"]),
-                    "created_at": crate::domain::time::to_iso(created.saturating_mul(1000)) })
-        })
+        .iter()
+        .map(anthropic_entry)
         .collect();
     let (first, last) = (models.first().map(|m| m["id"].clone()), models.last().map(|m| m["id"].clone()));
     json!({ "data": models, "has_more": false, "first_id": first, "last_id": last }).to_string()
+}
+
+/// One entry of the OpenAI-shaped list as Anthropic lists a model.
+fn anthropic_entry(m: &Value) -> Value {
+    let created = m.get("created").and_then(Value::as_i64).unwrap_or(0);
+    json!({ "type": "model", "id": m["id"], "display_name": m.get("name").filter(|n| n.is_string()).unwrap_or(&m["id"]),
+            "created_at": crate::domain::time::to_iso(created.saturating_mul(1000)) })
 }
 
 async fn openai_list(call: &Call) -> Result<String, ApiError> {
