@@ -23,6 +23,7 @@
 //                           non-stream: 200 with an error body (OpenRouter's way once the model has started)
 //   "error_event_done"      stream: a mid-stream error event, then `[DONE]` (no usage chunk)
 //   "no_record"             keeps no generation record (GET /generation answers 404 for it)
+//   "redirect"              307 to /__redirected/chat/completions (a chat endpoint too, were it followed)
 //   "empty_usage"           non-stream: `usage: {}`; stream: the usage chunk, then another with `usage: {}`
 // A stream whose last user message holds "[think:<ms>]" sends OpenRouter's keep-alive comment, then waits;
 // "[silent:<ms>]" waits with nothing sent (as a direct provider's reasoning model).
@@ -278,6 +279,8 @@ async function chat(req, res, body, opts) {
   if (['500', '502', '503'].includes(fault)) return sendJson(res, Number(fault), errorBody(Number(fault), 'Provider returned error'));
   if (fault === '429') return sendJson(res, 429, errorBody(429, 'Rate limit exceeded: free-models-per-min'), { 'retry-after': '7' });
   if (fault === '401') return sendJson(res, 401, errorBody(401, 'No auth credentials found'));
+  // A redirect to the same API under another path: a gateway that followed it would be answered there.
+  if (fault === 'redirect') return res.writeHead(307, { location: '/__redirected/chat/completions' }).end();
   if (fault === 'non_json') {
     res.writeHead(200, { 'content-type': 'text/html' });
     return res.end('<html><body>Bad gateway</body></html>');

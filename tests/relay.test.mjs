@@ -309,6 +309,12 @@ describe('errors are OpenAI-shaped', () => {
     });
   }
 
+  test('an upstream redirect is not followed: the request fails as the upstream\'s error, nothing sent elsewhere', async () => {
+    const res = await rawChat({ model: MODEL, messages: hello, fake_fault: 'redirect' });
+    await expectError(res, 502, 'upstream_error');
+    assert.ok(!gw.fake.requests.some((r) => r.path.startsWith('/__redirected')), 'the key went to no other place');
+  });
+
   test('a usage that counts nothing is no report: the answer is charged as estimated, a stream keeps its real usage', async () => {
     const payer = await admin.createUser({ name: 'Empty usage' }, { credit: 1 });
     const payerKey = await admin.createKey(payer.id, { name: 'empty usage' });
@@ -317,10 +323,14 @@ describe('errors are OpenAI-shaped', () => {
     const [estimated] = await usageRows(payer.id, 1);
     assert.ok(estimated.amount < 0, `charged, not free: ${JSON.stringify(estimated)}`);
     assert.match(estimated.description, /estimated/);
+    // Three at once: each charged its estimate, none free.
+    await Promise.all([1, 2, 3].map(async () => (await ask({ fake_fault: 'empty_usage' })).text()));
+    const four = (await usageRows(payer.id, 4)).slice(0, 4);
+    assert.ok(four.every((r) => r.amount === estimated.amount), JSON.stringify(four));
     // A stream: the real usage chunk, then an empty one; charged as a plain stream of the same words is.
     await (await ask({ stream: true })).text();
     await (await ask({ stream: true, fake_fault: 'empty_usage' })).text();
-    const [last, plain] = await usageRows(payer.id, 3);
+    const [last, plain] = await usageRows(payer.id, 6);
     assert.ok(last.amount < 0 && last.amount === plain.amount, `${JSON.stringify(last)} against ${JSON.stringify(plain)}`);
     assert.doesNotMatch(last.description, /estimated/);
   });
