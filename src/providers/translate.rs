@@ -105,13 +105,11 @@ pub fn check_nested_json(body: &Map<String, Value>) -> Result<(), InvalidRequest
     let mut parsed = 0usize;
     for message in messages {
         let calls = message.get("tool_calls").and_then(Value::as_array).map_or(&[][..], Vec::as_slice);
+        let estimate = |text: &str| crate::domain::parsed_size::estimate(text.as_bytes());
         let arguments = calls.iter().filter_map(|c| c.get("function")?.get("arguments")?.as_str());
-        let results = match message.get("role").and_then(Value::as_str) {
-            Some("tool" | "function") => Some(text_of(message.get("content"))),
-            _ => None,
-        };
-        for text in arguments.map(str::to_string).chain(results) {
-            parsed = parsed.saturating_add(crate::domain::parsed_size::estimate(text.as_bytes()));
+        parsed = arguments.map(estimate).fold(parsed, usize::saturating_add);
+        if let Some("tool" | "function") = message.get("role").and_then(Value::as_str) {
+            parsed = parsed.saturating_add(estimate(&text_of(message.get("content"))));
         }
     }
     if parsed > crate::domain::parsed_size::MAX_BYTES {
