@@ -488,14 +488,25 @@ pub(super) async fn publish(call: &Call, rows: &[KeyRow]) -> Result<(), ApiError
         // of the key has it carries its version, and the object, holding an older state, is sent D1's
         // (`meter::send_key_state`). Views cached elsewhere may not have it yet: hence the error.
         let account = Account::of(&call.env, &row.user_id);
-        let mut tries = 0;
-        while let Err(e) = account.put_key(key_state(row)).await {
-            tries += 1;
-            if tries == 3 {
-                return Err(ApiError::internal(format!("the key's account object did not take the change: {e}")));
-            }
-            worker::Delay::from(std::time::Duration::from_millis(100 * tries)).await;
+        tell_three_times("the key's account object", || account.put_key(key_state(row))).await?;
+    }
+    Ok(())
+}
+
+/// Sends a change to the object that decides on it: tried three times, 100 ms then 200 ms apart; should every
+/// try fail, the caller gets a 500 and repeats the change (D1 has it meanwhile).
+pub(super) async fn tell_three_times<F, Fut>(object: &str, send: F) -> Result<(), ApiError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let mut tries = 0;
+    while let Err(e) = send().await {
+        tries += 1;
+        if tries == 3 {
+            return Err(ApiError::internal(format!("{object} did not take the change: {e}")));
         }
+        worker::Delay::from(std::time::Duration::from_millis(100 * tries)).await;
     }
     Ok(())
 }

@@ -157,15 +157,7 @@ fn forget(call: &Call, id: &str) {
 /// repeats the change (the row is changed meanwhile: this isolate's reservations carry its newer version).
 async fn publish(call: &Call, org: &OrgRow) -> Result<(), ApiError> {
     let object = Org::of(&call.env, &org.id);
-    let mut tries = 0;
-    while let Err(e) = object.put(org.state()).await {
-        tries += 1;
-        if tries == 3 {
-            return Err(ApiError::internal(format!("the organization's object did not take the change: {e}")));
-        }
-        worker::Delay::from(std::time::Duration::from_millis(100 * tries)).await;
-    }
-    Ok(())
+    super::keys::tell_three_times("the organization's object", || object.put(org.state())).await
 }
 
 /// Reads of an organization a change is tried on before it answers 409.
