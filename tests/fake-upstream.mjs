@@ -434,6 +434,8 @@ function models(res, url) {
     architecture: { modality: 'text->text', input_modalities: ['text'], output_modalities: ['text'], tokenizer: 'Other' },
     pricing: {
       prompt: m.prompt, completion: m.completion, request: m.request ?? '0', image: '0', web_search: '0', internal_reasoning: '0',
+      // "0" where a model has no such rate, as OpenRouter lists them.
+      input_cache_read: '0', input_cache_write: '0',
       ...(m.overrides ? { overrides: m.overrides } : {}),
     },
     top_provider: { context_length: m.context_length, max_completion_tokens: 16384, is_moderated: false },

@@ -16,6 +16,8 @@ describe('prices', () => {
     // upstream 0.00000015 / 0.0000006 per token, +10 %
     assert.equal(mini.data.pricing_input, 0.000000165);
     assert.equal(mini.data.pricing_output, 0.00000066);
+    // A cache rate listed as "0" is none (cached tokens are priced as input), not free.
+    assert.deepEqual([mini.data.pricing_cache_read, mini.data.pricing_cache_write], [null, null]);
     assert.equal(mini.data.upstream_pricing_input, undefined, 'the public list does not show what the tenant pays');
     const asAdmin = await ctx.admin.call('GET', '/api/models/pricing/openai/gpt-4o-mini');
     assert.equal(asAdmin.body.data.upstream_pricing_input, 0.00000015, 'an admin sees it');

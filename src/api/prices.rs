@@ -175,8 +175,10 @@ pub async fn sync(env: &Env, overwrite: bool) -> Result<usize, ApiError> {
             let upstream = Price {
                 input: parse_usd_per_token("prompt", p.prompt.as_deref()?).ok()?,
                 output: parse_usd_per_token("completion", p.completion.as_deref()?).ok()?,
-                cache_read: rate(&p.input_cache_read),
-                cache_write: rate(&p.input_cache_write),
+                // A rate of "0" is none (the catalogue writes "0" where a model has no such rate): those tokens
+                // are priced as their plain kind, never as free.
+                cache_read: rate(&p.input_cache_read).filter(|v| *v > 0),
+                cache_write: rate(&p.input_cache_write).filter(|v| *v > 0),
                 reasoning: rate(&p.internal_reasoning).filter(|v| *v > 0),
                 long_context: None,
             };

@@ -215,8 +215,8 @@ impl UpstreamPricing {
                     min_prompt_tokens,
                     input: rate("prompt"),
                     output: rate("completion"),
-                    cache_read: rate("input_cache_read"),
-                    cache_write: rate("input_cache_write"),
+                    cache_read: rate("input_cache_read").filter(|r| *r > 0),
+                    cache_write: rate("input_cache_write").filter(|r| *r > 0),
                     reasoning: rate("internal_reasoning").filter(|r| *r > 0),
                 })
             })
