@@ -261,6 +261,8 @@ impl Meter {
             key_version: key.version,
         };
         let account = Account::of(&call.env, &key.user_id);
+        // Before the ask leaves (the clock stands still between I/O): a lease's second counts from here.
+        let asked_at = js_sys::Date::now() as i64;
         let mut answer = account.reserve(ask()).await.map_err(ApiError::internal)?;
         if let Reserved::KeyOutOfDate = answer {
             send_key_state(call, &account, &key.id).await?;
@@ -289,7 +291,7 @@ impl Meter {
             Reserved::Decided { reservation, resets_at_ms, lease, rate } => {
                 call.rate.set(rate);
                 if let (Some(granted), Some((_, changes))) = (lease, &lease_ask) {
-                    leases::granted(&key.user_id, &key.id, &granted, hash, *changes, call.now_ms());
+                    leases::granted(&key.user_id, &key.id, &granted, hash, (*changes, asked_at), call.now_ms());
                     // Given back when its use ends should no request start on it (this one is not on it).
                     call.ctx.wait_until(batch::return_leases(call.env.clone()));
                 }

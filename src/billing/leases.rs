@@ -55,11 +55,19 @@ pub fn ask(key_id: &str, worst_case: i64, random: [u8; 12]) -> (LeaseAsk, u64) {
 
 /// A lease the account's object granted becomes the key's current one; the one before drains. A lease
 /// asked for before the key changed here (`changes_then` behind) is not used: it goes straight to drain.
-pub fn granted(account_id: &str, key_id: &str, granted: &Granted, hash: &str, changes_then: u64, now: i64) {
+/// `asked_at`: when it was asked for, by this isolate's clock (its use ends a second after, at the latest).
+pub fn granted(
+    account_id: &str,
+    key_id: &str,
+    granted: &Granted,
+    hash: &str,
+    (changes_then, asked_at): (u64, i64),
+    now: i64,
+) {
     LEASES.with_borrow_mut(|all| {
         let leases = all.entry(key_id.to_string()).or_default();
         leases.account_id = account_id.to_string();
-        let mut lease = LocalLease::new(granted, hash);
+        let mut lease = LocalLease::new(granted, hash, asked_at);
         if leases.changes != changes_then {
             lease.use_until_ms = lease.use_until_ms.min(now);
             leases.draining.push(lease);
@@ -184,10 +192,10 @@ mod tests {
     fn a_lease_asked_for_before_the_key_changed_here_is_not_used() {
         let (_, before) = ask("k-change", 10, [1; 12]);
         end_use("k-change", 0);
-        granted("a", "k-change", &grant("l-old", 100), "h", before, 0);
+        granted("a", "k-change", &grant("l-old", 100), "h", (before, 0), 0);
         assert_eq!(take("k-change", "r1", "h", 10, 0), None, "asked before the change: not used");
         let (_, now) = ask("k-change", 10, [2; 12]);
-        granted("a", "k-change", &grant("l-new", 100), "h", now, 0);
+        granted("a", "k-change", &grant("l-new", 100), "h", (now, 0), 0);
         assert_eq!(take("k-change", "r1", "h", 10, 0).as_deref(), Some("l-new"));
         end_use("k-change", 5);
         assert_eq!(take("k-change", "r2", "h", 10, 5), None, "a change here ends the lease's use at once");
@@ -196,7 +204,7 @@ mod tests {
     #[test]
     fn drained_leases_are_taken_out_per_account_and_idle_ones_claimed_once() {
         let (_, changes) = ask("k-drain", 10, [3; 12]);
-        granted("acct-1", "k-drain", &grant("l-1", 100), "h", changes, 0);
+        granted("acct-1", "k-drain", &grant("l-1", 100), "h", (changes, 0), 0);
         assert_eq!(claim_idle(0), Some(1_000), "idle while in use: one settlement waits for its end");
         assert_eq!(claim_idle(0), None, "claimed once");
         assert_eq!(take("k-drain", "r1", "h", 10, 0).as_deref(), Some("l-1"));

@@ -424,7 +424,7 @@ impl World {
                         self.store.grant_lease(&granted.lease_id, lease);
                     }
                     if !self.local.iter().any(|(l, _)| l.lease_id == granted.lease_id) {
-                        self.local.push((LocalLease::new(granted, "h"), key));
+                        self.local.push((LocalLease::new(granted, "h", self.now), key));
                     }
                 }
                 if let (Decision::Decided { lease: Some(_), .. }, false) = (&decision, was_held) {

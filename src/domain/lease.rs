@@ -104,11 +104,14 @@ pub struct LocalLease {
 }
 
 impl LocalLease {
-    pub fn new(granted: &Granted, hash: &str) -> Self {
+    /// `asked_at_ms`: when this isolate asked for it, by its own clock. Requests start on it until the object's
+    /// stamp or `MAX_USE_MS` after the ask, whichever comes first: the ask came before the grant, so a clock
+    /// running behind the object's does not stretch the lease's use past its second.
+    pub fn new(granted: &Granted, hash: &str, asked_at_ms: i64) -> Self {
         Self {
             lease_id: granted.lease_id.clone(),
             hash: hash.to_string(),
-            use_until_ms: granted.use_until_ms,
+            use_until_ms: granted.use_until_ms.min(asked_at_ms.saturating_add(MAX_USE_MS)),
             held: granted.amount,
             in_flight: HashMap::new(),
             started: 0,
@@ -169,7 +172,7 @@ mod tests {
 
     #[test]
     fn requests_start_on_a_lease_while_it_covers_their_worst_case() {
-        let mut lease = LocalLease::new(&granted(100), "h");
+        let mut lease = LocalLease::new(&granted(100), "h", 0);
         assert!(lease.take("r1", "h", 60, 0));
         assert!(!lease.take("r2", "h", 50, 0), "60 of 100 may still be spent by the first");
         assert!(lease.take("r2", "h", 40, 0));
@@ -184,8 +187,20 @@ mod tests {
     }
 
     #[test]
+    fn a_clock_behind_the_object_s_does_not_stretch_the_lease_s_use() {
+        // The isolate asked at 0 by its clock; the object, 5 s ahead, stamped its use until 6,000.
+        let stamped = Granted { lease_id: "l1".into(), amount: 100, use_until_ms: 6_000 };
+        let mut lease = LocalLease::new(&stamped, "h", 0);
+        assert_eq!(lease.use_until_ms, MAX_USE_MS, "a second from the ask, by the isolate's own clock");
+        assert!(!lease.take("r1", "h", 1, MAX_USE_MS));
+        assert!(lease.drained(MAX_USE_MS), "given back when its second ends here");
+        // A clock ahead of the object's: the object's stamp comes first.
+        assert_eq!(LocalLease::new(&granted(100), "h", 5_000).use_until_ms, 1_000);
+    }
+
+    #[test]
     fn a_settlement_heard_twice_counts_once() {
-        let mut lease = LocalLease::new(&granted(100), "h");
+        let mut lease = LocalLease::new(&granted(100), "h", 0);
         assert!(lease.take("r1", "h", 30, 0));
         assert!(lease.take("r2", "h", 30, 0));
         lease.settled("r1", None); // given up on: its worst case is assumed spent
