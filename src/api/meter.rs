@@ -569,7 +569,7 @@ async fn reserve_in_org(call: &Call, org_id: &str, m: &Meter, tokens: i64) -> Re
         Ok(()) => Ok(()),
         // Changed since this isolate read it: read again from then on.
         Err(OrgRefusal::Suspended) => {
-            crate::cache::orgs::forget(org_id);
+            super::orgs::forget(call, org_id);
             Err(ApiError::forbidden(format!("the organization {} is no longer active", org.name)))
         }
         Err(OrgRefusal::Limit(OrgLimitHit::Cost, resets_at_ms)) => {

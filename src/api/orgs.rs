@@ -146,7 +146,7 @@ pub async fn update_org(mut req: Incoming, call: &Call, caller: &Caller, id: &st
 
 /// This isolate reads the organization again (other isolates within their cache's 30 s). `FAULT_STALE_ORG_CACHE`
 /// keeps this isolate's copy, as another isolate's would be kept (tests/orgs.test.mjs).
-fn forget(call: &Call, id: &str) {
+pub(super) fn forget(call: &Call, id: &str) {
     if !call.config.faults.stale_org_cache {
         crate::cache::orgs::forget(id);
     }
