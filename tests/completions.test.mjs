@@ -65,7 +65,7 @@ describe('legacy completions', () => {
     const user = await ctx.admin.createUser({}, { credit: 1 });
     const key = await ctx.admin.createKey(user.id);
     const client = new OpenAI({ apiKey: key.key, baseURL: `${ctx.gw.url}/v1`, maxRetries: 0 });
-    for (const [extra, param] of [[{ echo: true }, 'echo'], [{ suffix: 'x' }, 'suffix'], [{ prompt: ['a', 'b'] }, 'prompt'], [{ tools: [] }, 'tools']]) {
+    for (const [extra, param] of [[{ echo: true }, 'echo'], [{ suffix: 'x' }, 'suffix'], [{ prompt: ['a', 'b'] }, 'prompt'], [{ tools: [{ type: 'function', function: { name: 'f' } }] }, 'tools'], [{ messages: [{ role: 'user', content: 'y' }] }, 'messages']]) {
       const err = await client.completions.create({ model: MODEL, prompt: 'x', ...extra }).catch((e) => e);
       assert.equal(err.status, 400);
       assert.equal(err.error.param, param);

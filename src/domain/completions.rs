@@ -19,10 +19,11 @@ pub const DEFAULT_MAX_TOKENS: u64 = 16;
 /// Fields of a completion request that are not chat's: the prompt (which becomes the one message) and those
 /// refused unless off. Every other field passes on to the chat as it is (OpenRouter's `reasoning`, `top_k`,
 /// `provider`, …), as on chat completions.
-const NOT_CHAT: &[&str] = &["prompt", "echo", "suffix", "best_of", "logprobs", "messages"];
+const NOT_CHAT: &[&str] = &["prompt", "echo", "suffix", "best_of", "logprobs"];
 
-/// Chat fields whose answer a text completion cannot carry (a tool call is no text): refused by name.
-const NO_TEXT: &[&str] = &["tools", "functions", "tool_choice", "function_call"];
+/// Chat fields a completion cannot carry: `messages` (the prompt is the one message), and tools (a tool call
+/// is no text). Refused by name unless off (`null`, an empty list, `"none"`).
+const NO_TEXT: &[&str] = &["messages", "tools", "functions", "tool_choice", "function_call"];
 
 /// The chat request a completion request stands for.
 pub fn to_chat(bytes: &[u8]) -> Result<ChatRequest, InvalidRequest> {
@@ -41,9 +42,10 @@ pub fn to_chat(bytes: &[u8]) -> Result<ChatRequest, InvalidRequest> {
             ));
         }
     }
-    if let Some(field) = NO_TEXT.iter().find(|f| body.get(**f).is_some_and(|v| !v.is_null())) {
+    let off = |v: &Value| v.is_null() || v.as_array().is_some_and(Vec::is_empty) || v.as_str() == Some("none");
+    if let Some(field) = NO_TEXT.iter().find(|f| body.get(**f).is_some_and(|v| !off(v))) {
         return Err(InvalidRequest::param(
-            format!("`{field}` is not supported on completions (a tool call is no text): use /v1/chat/completions"),
+            format!("`{field}` is not supported on completions: use /v1/chat/completions"),
             *field,
         ));
     }
@@ -131,10 +133,9 @@ mod tests {
 
     #[test]
     fn other_fields_pass_on_as_on_chat() {
-        let chat = to_chat(
-            br#"{"model":"m","prompt":"x","reasoning":{"effort":"low"},"top_k":4,"max_completion_tokens":90,"messages":[{"role":"system","content":"no"}]}"#,
-        )
-        .expect("valid");
+        let chat =
+            to_chat(br#"{"model":"m","prompt":"x","reasoning":{"effort":"low"},"top_k":4,"max_completion_tokens":90}"#)
+                .expect("valid");
         assert_eq!(chat.body["reasoning"]["effort"], "low");
         assert_eq!(chat.body["top_k"], 4);
         assert_eq!(chat.max_tokens, Some(90), "a bound the client set is no default's business");
@@ -152,12 +153,16 @@ mod tests {
             (r#"{"model":"m","prompt":"x","suffix":"y"}"#, "suffix"),
             (r#"{"model":"m","prompt":"x","logprobs":2}"#, "logprobs"),
             (r#"{"model":"m","prompt":"x","best_of":2}"#, "best_of"),
-            (r#"{"model":"m","prompt":"x","tools":[]}"#, "tools"),
+            (r#"{"model":"m","prompt":"x","tools":[{"type":"function"}]}"#, "tools"),
+            (r#"{"model":"m","prompt":"x","messages":[{"role":"user","content":"y"}]}"#, "messages"),
         ] {
             assert_eq!(to_chat(json.as_bytes()).err().and_then(|e| e.param).as_deref(), Some(param), "{json}");
         }
         // Their "off" values are what SDKs send by default.
-        assert!(to_chat(br#"{"model":"m","prompt":"x","best_of":1,"echo":false,"logprobs":null}"#).is_ok());
+        assert!(to_chat(
+            br#"{"model":"m","prompt":"x","best_of":1,"echo":false,"logprobs":null,"tools":[],"tool_choice":"none"}"#
+        )
+        .is_ok());
     }
 
     #[test]
