@@ -97,10 +97,11 @@ pub fn unfit(i: usize, what: Unfit) -> InvalidRequest {
     InvalidRequest::param(format!("`{param}` {why}"), param)
 }
 
-/// Refuses a request whose JSON inside strings (tool calls' arguments, tool results, which the direct routes
-/// parse) would take more than `parsed_size::MAX_BYTES` parsed, all together: the body's own check skips
-/// strings, and a string of small objects parses to many times its bytes.
-pub fn check_nested_json(body: &Map<String, Value>) -> Result<(), InvalidRequest> {
+/// Refuses a request whose JSON inside strings (tool calls' arguments, which the direct routes parse; tool
+/// results too when `results`, as the Gemini route parses them) would take more than `parsed_size::MAX_BYTES`
+/// parsed, all together: the body's own check skips strings, and a string of small objects parses to many
+/// times its bytes.
+pub fn check_nested_json(body: &Map<String, Value>, results: bool) -> Result<(), InvalidRequest> {
     let messages = body.get("messages").and_then(Value::as_array).map_or(&[][..], Vec::as_slice);
     let mut parsed = 0usize;
     for message in messages {
@@ -108,7 +109,8 @@ pub fn check_nested_json(body: &Map<String, Value>) -> Result<(), InvalidRequest
         let estimate = |text: &str| crate::domain::parsed_size::estimate(text.as_bytes());
         let arguments = calls.iter().filter_map(|c| c.get("function")?.get("arguments")?.as_str());
         parsed = arguments.map(estimate).fold(parsed, usize::saturating_add);
-        if let Some("tool" | "function") = message.get("role").and_then(Value::as_str) {
+        let role = message.get("role").and_then(Value::as_str);
+        if results && matches!(role, Some("tool" | "function")) {
             parsed = parsed.saturating_add(estimate(&text_of(message.get("content"))));
         }
     }
@@ -223,15 +225,18 @@ mod tests {
 
     #[test]
     fn json_inside_strings_is_bounded_all_together() {
-        let many = format!("[{}]", vec![r#"{"a":0}"#; 300_000].join(","));
-        let body = json!({ "messages": [
-            { "role": "assistant", "tool_calls": [{ "function": { "name": "f", "arguments": many } }] },
-            { "role": "tool", "content": "{}" },
-        ]});
+        // Each string alone is within the bound; together they are past it.
+        let some = format!("[{}]", vec![r#"{"a":0}"#; 25_000].join(","));
+        assert!(crate::domain::parsed_size::estimate(some.as_bytes()) < crate::domain::parsed_size::MAX_BYTES);
+        let call = |args: &str| json!({ "role": "assistant", "tool_calls": [{ "function": { "name": "f", "arguments": args } }] });
+        let result = json!({ "role": "tool", "content": some });
+        let body = json!({ "messages": [call(&some), result.clone(), call(&some)] });
         let body = body.as_object().expect("object");
-        assert_eq!(check_nested_json(body).err().and_then(|e| e.param).as_deref(), Some("messages"));
-        let small = json!({ "messages": [{ "role": "tool", "content": "{\"ok\":true}" }] });
-        assert!(check_nested_json(small.as_object().expect("object")).is_ok());
+        assert_eq!(check_nested_json(body, false).err().and_then(|e| e.param).as_deref(), Some("messages"));
+        // Tool results count only where they are parsed (Gemini): two calls and a result for it, one call alone not.
+        let one = json!({ "messages": [call(&some), result.clone(), result] });
+        assert!(check_nested_json(one.as_object().expect("object"), false).is_ok());
+        assert!(check_nested_json(one.as_object().expect("object"), true).is_err());
     }
 
     #[test]

@@ -27,7 +27,7 @@ pub fn messages_request(
     default_max_tokens: u64,
 ) -> Result<Value, InvalidRequest> {
     let body = &chat.body;
-    check_nested_json(body)?;
+    check_nested_json(body, false)?;
     let mut system = Vec::new();
     let mut turns: Vec<(&str, Vec<Value>)> = Vec::new();
     for (i, message) in body.get("messages").and_then(Value::as_array).into_iter().flatten().enumerate() {

@@ -36,7 +36,7 @@ fn requires_signatures(native: &str) -> bool {
 pub fn generate_request(chat: &ChatRequest, native: &str) -> Result<Value, InvalidRequest> {
     let signatures = requires_signatures(native);
     let body = &chat.body;
-    crate::providers::translate::check_nested_json(body)?;
+    crate::providers::translate::check_nested_json(body, true)?;
     let mut system = Vec::new();
     let mut turns: Vec<(&'static str, Vec<Value>)> = Vec::new();
     let mut call_names: HashMap<String, String> = HashMap::new();
