@@ -84,6 +84,11 @@ pub async fn send(
     if (200..300).contains(&status) {
         return Ok(upstream);
     }
+    if (300..400).contains(&status) {
+        let to = upstream.header("location").unwrap_or_default();
+        let message = format!("redirected to {to:?}: no redirect is followed; set the URL to where it leads");
+        return Err(ProviderError::Unavailable { status, message });
+    }
     let retry_after = upstream.header("retry-after");
     let body = read_all(&mut upstream).await.unwrap_or_default();
     Err(classify_error(status, retry_after.as_deref(), &body))
