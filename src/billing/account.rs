@@ -344,13 +344,13 @@ impl Account<'_> {
         let (sql, now) = (self.sql, self.now);
         for (lease_id, lease) in self.book.expire_leases(now) {
             store::end_lease(sql, &lease_id)?;
-            // Its isolate never gave it back: it died, or could not reach this object. A request it had started
-            // whose settlement never came is not charged (architecture.md, "Budget leases"): told, so an
-            // operator can see it happen.
+            // Its isolate never gave it back: it died, could not reach this object, or only its giving back was
+            // lost. A request it had started whose settlement never came is not charged (architecture.md,
+            // "Budget leases"): told, so an operator can see that it may have happened.
             crate::log::job_error(
                 "lease_not_returned",
                 &format!(
-                    "lease {lease_id} of key {} ended without being given back ({} requests charged on it, {} µ$ unused); requests started on it and never settled were not charged",
+                    "lease {lease_id} of key {} ended without being given back ({} requests charged on it, {} µ$ unused); a request started on it whose settlement never came was not charged, if there was one",
                     lease.key_id,
                     lease.charged.len(),
                     lease.amount
