@@ -315,23 +315,25 @@ describe('errors are OpenAI-shaped', () => {
     assert.ok(!gw.fake.requests.some((r) => r.path.startsWith('/__redirected')), 'the key went to no other place');
   });
 
-  test('a usage that counts nothing is no report: the answer is charged as estimated, a stream keeps its real usage', async () => {
+  test("a usage that counts nothing is no report: the answer is charged from OpenRouter's record, a stream keeps its real usage", async () => {
     const payer = await admin.createUser({ name: 'Empty usage' }, { credit: 1 });
     const payerKey = await admin.createKey(payer.id, { name: 'empty usage' });
     const ask = (extra) => rawChat({ model: MODEL, messages: hello, ...extra }, { token: payerKey.key });
+    assert.equal((await ask({})).status, 200);
+    const [plain] = await usageRows(payer.id, 1);
     assert.equal((await ask({ fake_fault: 'empty_usage' })).status, 200);
-    const [estimated] = await usageRows(payer.id, 1);
-    assert.ok(estimated.amount < 0, `charged, not free: ${JSON.stringify(estimated)}`);
-    assert.match(estimated.description, /estimated/);
-    // Three at once: each charged its estimate, none free.
+    const [recorded] = await usageRows(payer.id, 2);
+    assert.ok(recorded.amount < 0 && recorded.amount === plain.amount, `charged what it used: ${JSON.stringify(recorded)}`);
+    // Three at once: each charged what it used, none free.
     await Promise.all([1, 2, 3].map(async () => (await ask({ fake_fault: 'empty_usage' })).text()));
-    const four = (await usageRows(payer.id, 4)).slice(0, 4);
-    assert.ok(four.every((r) => r.amount === estimated.amount), JSON.stringify(four));
-    // A stream: the real usage chunk, then an empty one; charged as a plain stream of the same words is.
+    const five = (await usageRows(payer.id, 5)).slice(0, 5);
+    assert.ok(five.every((r) => r.amount === plain.amount), JSON.stringify(five));
+    // A stream: the real usage chunk, then an empty one, not shown; charged as a plain stream of the same words is.
     await (await ask({ stream: true })).text();
-    await (await ask({ stream: true, fake_fault: 'empty_usage' })).text();
-    const [last, plain] = await usageRows(payer.id, 6);
-    assert.ok(last.amount < 0 && last.amount === plain.amount, `${JSON.stringify(last)} against ${JSON.stringify(plain)}`);
+    const shown = await (await ask({ stream: true, fake_fault: 'empty_usage' })).text();
+    assert.ok(!shown.includes('"usage":{}'), 'the empty report is not shown as one');
+    const [last, plainStream] = await usageRows(payer.id, 7);
+    assert.ok(last.amount < 0 && last.amount === plainStream.amount, `${JSON.stringify(last)} against ${JSON.stringify(plainStream)}`);
     assert.doesNotMatch(last.description, /estimated/);
   });
 

@@ -285,10 +285,10 @@ impl<'a> Reply<'a> {
     /// the status the client got and whether it was streamed.
     pub async fn settle(self, ended: Option<Ended>) -> Option<(u16, bool)> {
         let Ended { mut outcome, model, upstream_id } = ended?;
-        // A stream that ended without its usage chunk, whether its client hung up, the upstream broke off,
-        // or it ended with an error event (even one followed by `[DONE]`); an answer that failed under 2xx.
-        let cut_short = outcome.cancelled || outcome.streamed || outcome.unanswered;
-        if cut_short && outcome.usage.is_none() && self.meter.is_some() {
+        // No usage report: a stream that ended without its usage chunk (its client hung up, the upstream broke
+        // off, or it ended with an error event, even one followed by `[DONE]`), an answer that failed under
+        // 2xx, or one whose usage said nothing. OpenRouter's record says what it used.
+        if outcome.usage.is_none() && self.meter.is_some() {
             let delivered = outcome.delivered_bytes.unwrap_or(0);
             outcome.usage = self.generation_usage(upstream_id.as_deref(), delivered).await;
             outcome.from_record = outcome.usage.is_some();

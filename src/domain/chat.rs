@@ -583,6 +583,11 @@ mod tests {
             r#"{"prompt_tokens":10120,"completion_tokens":1499,"total_tokens":14428,"completion_tokens_details":{"reasoning_tokens":2809}}"#,
         );
         assert_eq!((xai.completion, xai.reasoning), (4308, 2809), "every output token priced");
+        // Reasoning beside the completion but no larger: `total_tokens` tells (no jump at the completion's size).
+        let smaller = tokens(
+            r#"{"prompt_tokens":100,"completion_tokens":1000,"total_tokens":2000,"completion_tokens_details":{"reasoning_tokens":900}}"#,
+        );
+        assert_eq!(smaller.completion, 1900);
         // Cache tokens beside the prompt (Anthropic's own counting).
         let beside = tokens(
             r#"{"prompt_tokens":10,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":50,"cache_write_tokens":20}}"#,
@@ -619,7 +624,7 @@ mod tests {
         let max = crate::domain::money::MAX_SAFE as u64;
         assert_eq!((huge.prompt, huge.completion), (max, max), "at most what every store keeps");
         assert!(usage(r#"{"prompt_tokens":"12"}"#).is_err(), "not a number is not a count");
-        // The upstream's cost is only shown: an odd one is read as it can be, never losing the usage.
+        // The upstream's cost: an odd one is read as it can be, never losing the usage.
         let shown = |json: &str| serde_json::from_str::<Usage>(json).expect("usage kept").cost;
         assert_eq!(shown(r#"{"prompt_tokens":3,"cost":"0.0012"}"#), Some(0.0012));
         assert_eq!(shown(r#"{"prompt_tokens":3,"cost":{"total":1}}"#), None);
@@ -933,7 +938,7 @@ fn count<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
 }
 
 /// The upstream's own cost: a number, or a number written as a string; anything else is none, and never
-/// makes the usage unreadable (it is only shown, never charged).
+/// makes the usage unreadable (it is shown, and is the least a charge from OpenRouter's record pays).
 fn cost<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
     let cost = match <Value as serde::Deserialize>::deserialize(d)? {
         Value::Number(n) => n.as_f64(),
@@ -952,19 +957,27 @@ impl Usage {
     }
 
     /// The token split prices apply to, each count at most `MAX_SAFE` (as `count` reads them; the direct
-    /// providers' usage is built, not read, and may sum past it). A part larger than the whole it belongs in
-    /// was counted beside it, not in it (reasoning beside the completion, as xAI reports it; cache tokens
-    /// beside the prompt, as Anthropic's own API does), so it is added to it rather than cut to it.
+    /// providers' usage is built, not read, and may sum past it). A part counted beside its whole, not in it
+    /// (reasoning beside the completion, as xAI reports it; cache tokens beside the prompt, as Anthropic's own
+    /// API does), is added to it rather than cut to it: it is beside when it is larger than its whole, or when
+    /// `total_tokens` counts it on top of the prompt and the completion.
     pub fn tokens(&self) -> super::pricing::Tokens {
         let details = self.prompt_tokens_details.clone().unwrap_or_default();
         let max = super::money::MAX_SAFE as u64;
         let (cache_read, cache_write) = (details.cached_tokens.min(max), details.cache_write_tokens.min(max));
+        let cache = cache_read.saturating_add(cache_write);
         let reasoning = self.completion_tokens_details.as_ref().map_or(0, |c| c.reasoning_tokens.min(max));
         let (mut prompt, mut completion) = (self.prompt_tokens.min(max), self.completion_tokens.min(max));
-        if cache_read.saturating_add(cache_write) > prompt {
-            prompt = prompt.saturating_add(cache_read).saturating_add(cache_write).min(max);
+        let beyond = self.total_tokens.saturating_sub(prompt.saturating_add(completion));
+        let (reasoning_beside, cache_beside) = match beyond {
+            0 => (false, false),
+            n if n == reasoning.saturating_add(cache) => (true, true),
+            n => (n == reasoning, n == cache),
+        };
+        if cache_beside || cache > prompt {
+            prompt = prompt.saturating_add(cache).min(max);
         }
-        if reasoning > completion {
+        if reasoning_beside || reasoning > completion {
             completion = completion.saturating_add(reasoning).min(max);
         }
         super::pricing::Tokens { prompt, completion, cache_read, cache_write, reasoning }

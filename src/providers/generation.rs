@@ -29,9 +29,6 @@ struct Stats {
 pub fn usage_of(body: &[u8]) -> Option<Usage> {
     let stats = serde_json::from_slice::<Record>(body).ok()?.data;
     let (prompt, completion) = (stats.native_tokens_prompt?, stats.native_tokens_completion?);
-    if prompt == 0 {
-        return None;
-    }
     let reasoning = stats.native_tokens_reasoning.unwrap_or(0).min(completion);
     let cached = stats.native_tokens_cached.unwrap_or(0).min(prompt);
     Some(Usage {
@@ -42,6 +39,7 @@ pub fn usage_of(body: &[u8]) -> Option<Usage> {
         prompt_tokens_details: (cached > 0).then_some(PromptDetails { cached_tokens: cached, cache_write_tokens: 0 }),
         completion_tokens_details: (reasoning > 0).then_some(CompletionDetails { reasoning_tokens: reasoning }),
     })
+    .filter(Usage::counts)
 }
 
 /// Asks OpenRouter (at `base_url`, with the key the request went with) for generation `id`'s usage,

@@ -179,12 +179,13 @@ impl SseRelay {
         }
         let mut replacement = None;
         if let Some(usage) = &probe.usage {
-            if self.hide_usage {
+            // The last report wins; a usage that counts nothing (`{}`, zeros) is no report, and is not shown
+            // to the client as one (its cost would read 0 after the real one).
+            if self.hide_usage || !usage.counts() {
                 replacement = Some(without_usage(data, probe.choices.is_empty()));
             } else if let Some(report) = &self.report_cost {
                 replacement = reprice(data, report(usage, self.summary.model.as_deref()), self.show_upstream_cost);
             }
-            // The last report wins; a usage that counts nothing (`{}`, zeros) is no report.
             if usage.counts() {
                 self.summary.usage = probe.usage.clone();
             }
@@ -477,7 +478,8 @@ mod tests {
     fn a_later_usage_that_counts_nothing_does_not_undo_the_report() {
         let mut relay = SseRelay::new();
         relay.feed(STREAM.as_bytes());
-        relay.feed(b"data: {\"choices\":[],\"usage\":{}}\n\n");
+        let shown = relay.feed(b"data: {\"choices\":[],\"usage\":{}}\n\n");
+        assert!(!String::from_utf8_lossy(&shown).contains("usage"), "not shown to the client as a report");
         relay.feed(b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":-1,\"completion_tokens\":-1}}\n\n");
         let usage = relay.summary().usage.as_ref().expect("usage kept");
         assert_eq!((usage.prompt_tokens, usage.completion_tokens), (9, 2));
