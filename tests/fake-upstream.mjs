@@ -23,6 +23,7 @@
 //                           non-stream: 200 with an error body (OpenRouter's way once the model has started)
 //   "error_event_done"      stream: a mid-stream error event, then `[DONE]` (no usage chunk)
 //   "no_record"             keeps no generation record (GET /generation answers 404 for it)
+//   "endless_line"          stream: one word, then a line that never ends (9 MiB, the socket left open)
 //   "redirect"              307 to /__redirected/chat/completions (a chat endpoint too, were it followed)
 //   "empty_usage"           non-stream: `usage: {}`; stream: the usage chunk, then another with `usage: {}`
 // A stream whose last user message holds "[think:<ms>]" sends OpenRouter's keep-alive comment, then waits;
@@ -391,6 +392,13 @@ async function chat(req, res, body, opts) {
       send(chunk({ tool_calls: [{ index: 0, function: { arguments: part } }] }));
     }
     send(chunk({}, 'tool_calls'));
+  } else if (fault === 'endless_line') {
+    // One word, then a line that never ends (9 MiB and counting), the socket held open.
+    send(chunk({ role: 'assistant', content: pieces[0] }));
+    res.write('data: {"choices":[{"delta":{"content":"');
+    const block = 'x'.repeat(64 * 1024);
+    for (let i = 0; i < 144 && !gone(); i++) await new Promise((r) => res.write(block, r));
+    return undefined;
   } else {
     for (const [i, piece] of pieces.entries()) {
       if (i >= cutAfter) {

@@ -337,6 +337,17 @@ describe('errors are OpenAI-shaped', () => {
     assert.doesNotMatch(last.description, /estimated/);
   });
 
+  test('a stream line that never ends is cut at its bound (not held in memory until the timeout), and charged', async () => {
+    const payer = await admin.createUser({ name: 'Endless line' }, { credit: 1 });
+    const payerKey = await admin.createKey(payer.id, { name: 'endless line' });
+    const res = await rawChat({ model: MODEL, stream: true, messages: hello, fake_fault: 'endless_line' }, { token: payerKey.key });
+    const text = await res.text();
+    assert.match(text, /could not be read/, text.slice(-300));
+    assert.ok(text.trimEnd().endsWith('data: [DONE]'));
+    const [row] = await usageRows(payer.id, 1);
+    assert.ok(row.amount < 0, `charged: ${JSON.stringify(row)}`);
+  });
+
   test('a stream longer than REQUEST_TIMEOUT runs on while chunks keep coming; one that stalls for it ends with a timeout event', async () => {
     // REQUEST_TIMEOUT (2 s) bounds each wait for a chunk, not the stream: 16 chunks 150 ms apart take 2.4 s.
     const words = Array.from({ length: 16 }, (_, i) => `w${i}`).join(' ');

@@ -10,7 +10,7 @@ use super::error::ApiError;
 use super::meter::Heartbeat;
 use crate::domain::chat::Usage;
 use crate::providers::openai_compat::ProviderError;
-use crate::providers::sse::{SseRelay, StreamSummary};
+use crate::providers::sse::{OpenLine, SseRelay, StreamSummary, MAX_LINE_BYTES};
 use crate::providers::wire::StreamAdapter;
 use crate::timer::IdleLimit;
 
@@ -50,6 +50,8 @@ pub struct Relay {
     /// Translates a direct provider's events into OpenAI's before they are metered and relayed.
     pub adapter: Option<StreamAdapter>,
     pub sse: SseRelay,
+    /// The upstream's line so far: one that never ends fails the stream (`sse::MAX_LINE_BYTES`).
+    pub line: OpenLine,
     /// The longest wait for the upstream's next chunk.
     pub idle: IdleLimit,
     /// Until then, while no content has come (a model reasoning before its first word: OpenAI's and
@@ -122,6 +124,10 @@ pub fn relay_stream(relay: Relay) -> impl futures_util::Stream<Item = worker::Re
         loop {
             let upstream = s.upstream.as_mut()?;
             let failure = match s.idle.next(upstream.next()).await {
+                Some(Some(Ok(chunk))) if !s.line.fits(&chunk) => {
+                    s.upstream = None;
+                    Some(ProviderError::Malformed(format!("a stream line passed {} bytes", MAX_LINE_BYTES)))
+                }
                 Some(Some(Ok(chunk))) => {
                     let out = match &mut s.adapter {
                         Some(adapter) => {

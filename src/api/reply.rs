@@ -182,6 +182,7 @@ impl<'a> Reply<'a> {
             upstream: Some(body),
             adapter: StreamAdapter::new(self.provider(), &self.attempt.model, self.created),
             sse: sse.hiding_usage(hide_usage),
+            line: Default::default(),
             idle: IdleLimit::new(config.request_timeout_ms),
             first_content_by_ms: js_sys::Date::now() + FIRST_CONTENT_WAIT_MS,
             request_id: self.call.request_id.clone(),

@@ -258,6 +258,25 @@ fn without_usage(data: &[u8], usage_only: bool) -> Vec<u8> {
     line
 }
 
+/// The longest line of an upstream's event stream: a line is held whole until it ends (to be relayed or
+/// translated), so a stream whose line never ends would grow without bound in the isolate's memory.
+pub const MAX_LINE_BYTES: usize = 8 * 1024 * 1024;
+
+/// How long the line an upstream's stream is in the middle of has grown (bytes since its last newline).
+#[derive(Debug, Default)]
+pub struct OpenLine(usize);
+
+impl OpenLine {
+    /// Takes the next chunk of the stream; `false` once a line has passed `MAX_LINE_BYTES`.
+    pub fn fits(&mut self, chunk: &[u8]) -> bool {
+        self.0 = match chunk.iter().rposition(|&b| b == b'\n') {
+            Some(last) => chunk.len() - last - 1,
+            None => self.0.saturating_add(chunk.len()),
+        };
+        self.0 <= MAX_LINE_BYTES
+    }
+}
+
 /// Splits a server-sent event stream into the payloads of its `data:` lines,
 /// whatever the chunking (for providers whose events are translated, not relayed).
 #[derive(Debug, Default)]
@@ -464,6 +483,16 @@ mod tests {
         assert_eq!(s.content_bytes, 5);
         let usage = s.usage.as_ref().expect("usage chunk");
         assert_eq!((usage.prompt_tokens, usage.completion_tokens, usage.cost), (9, 2, Some(0.00042)));
+    }
+
+    #[test]
+    fn a_line_that_never_ends_is_bounded() {
+        let mut line = OpenLine::default();
+        let piece = vec![b'x'; MAX_LINE_BYTES / 2];
+        assert!(line.fits(&piece) && line.fits(&piece), "at the bound");
+        assert!(!line.fits(b"x"), "past it");
+        let mut line = OpenLine::default();
+        assert!(line.fits(&piece) && line.fits(b"\ndata: {}") && line.fits(&piece), "a newline starts the count again");
     }
 
     #[test]
