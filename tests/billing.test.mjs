@@ -7,7 +7,11 @@ import { describe, test } from 'node:test';
 import OpenAI from 'openai';
 
 import { gatewayForFile } from './fixture.mjs';
-import { adminClient } from './harness.mjs';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+
+import { adminClient, startGateway } from './harness.mjs';
 
 const ctx = gatewayForFile();
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -212,6 +216,35 @@ describe('credits and the ledger', () => {
     assert.equal(rows[1].description, 'welcome');
     const credits = await adminClient(ctx.gw.url, (await ctx.admin.createKey(user.id)).key).call('GET', '/api/v1/credits');
     assert.deepEqual(credits.body.data, { total_credits: 3.75, total_usage: 0 });
+  });
+
+  test('one Idempotency-Key credits once when sent ten times at once, and once more after the runtime is killed', { timeout: 120_000 }, async () => {
+    const state = mkdtempSync(path.join(tmpdir(), 'tollgate-credits-'));
+    let gw = await startGateway({ persistTo: state });
+    const adminToken = gw.adminToken;
+    try {
+      let admin = adminClient(gw.url, adminToken);
+      const user = await admin.createUser({}, { credit: 0 });
+      const idem = `burst-${user.id}`;
+      const sent = await Promise.all(Array.from({ length: 10 }, () => admin.credit(user.id, 2, { idempotencyKey: idem })));
+      assert.equal(new Set(sent.map((c) => c.transaction_id)).size, 1, 'one credit, answered ten times');
+      const balance = async () => micros((await admin.call('GET', `/api/balance?user_id=${user.id}`)).body.balance);
+      assert.equal(await balance(), 2_000_000);
+      // The whole runtime killed, started again on the same state: the same key still names the one credit.
+      await new Promise((resolve) => {
+        gw.child.once('close', resolve);
+        process.kill(-gw.child.pid, 'SIGKILL');
+      });
+      await gw.fake.close();
+      gw = await startGateway({ persistTo: state, vars: { ADMIN_TOKEN: adminToken }, syncPrices: false });
+      admin = adminClient(gw.url, adminToken);
+      const again = await admin.credit(user.id, 2, { idempotencyKey: idem });
+      assert.equal(again.transaction_id, sent[0].transaction_id);
+      assert.equal(await balance(), 2_000_000, 'credited once');
+    } finally {
+      await gw.stop();
+      rmSync(state, { recursive: true, force: true });
+    }
   });
 
   test('bad credits are 400; unknown users 404', async () => {
