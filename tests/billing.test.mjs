@@ -6,7 +6,7 @@ import { describe, test } from 'node:test';
 
 import OpenAI from 'openai';
 
-import { gatewayForFile } from './fixture.mjs';
+import { gatewayForFile, hangUpOnStream } from './fixture.mjs';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -341,19 +341,8 @@ describe('streams that do not finish', () => {
   });
 
   /** Streams `messages` to gpt-4o a word every 150 ms, and hangs up once two of its words have come. */
-  async function hangUpAfterTwoWords(key, messages) {
-    const abort = new AbortController();
-    const res = await fetch(`${ctx.gw.url}/v1/chat/completions`, {
-      method: 'POST',
-      signal: abort.signal,
-      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
-      body: JSON.stringify({ model: 'openai/gpt-4o', messages, stream: true, chunk_delay_ms: 150 }),
-    });
-    const reader = res.body.getReader();
-    let seen = '';
-    while (!seen.includes('word1')) seen += new TextDecoder().decode((await reader.read()).value);
-    abort.abort();
-  }
+  const hangUpAfterTwoWords = (key, messages) => hangUpOnStream(ctx.gw.url, '/v1/chat/completions', { authorization: `Bearer ${key}` },
+    { model: 'openai/gpt-4o', messages, stream: true, chunk_delay_ms: 150 }, 'word1');
 
   test('a client that hangs up mid-stream is charged for what the upstream generated before it stopped', async () => {
     const user = await ctx.admin.createUser({}, { credit: 1 });

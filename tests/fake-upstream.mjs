@@ -30,7 +30,8 @@
 // "[silent:<ms>]" waits with nothing sent (as a direct provider's reasoning model).
 // The direct Anthropic API (whose bodies the gateway builds) takes "[cut:<n>]" in the last message's text:
 // the stream closes after n text deltas, after `message_start` told the prompt's usage (with
-// "[cache_write:<n>]", n of its tokens are written to the cache).
+// "[cache_write:<n>]", n of its tokens are written to the cache). "[slow:<ms>]" spaces its text deltas (and, on
+// the OpenRouter fake, its chunks, as `chunk_delay_ms` does).
 // `chunk_delay_ms` (body field) spaces streamed chunks out. A thinking budget (`reasoning.max_tokens`), an
 // effort (`reasoning.effort`, what a Responses client asks), or reasoning enabled without either
 // (OpenRouter's adaptive thinking on Claude 4.6 and later), gets a thought first (`reasoning`, `reasoning_details`; signed for anthropic/* models), its words
@@ -372,7 +373,8 @@ async function chat(req, res, body, opts) {
     if (record.endedAt === null) Object.assign(record, { cancelled: true, endedAt: Date.now() });
   });
   const gone = () => record.cancelled;
-  const delay = Number.isInteger(body.chunk_delay_ms) ? body.chunk_delay_ms : 0;
+  // `chunk_delay_ms`, or "[slow:<ms>]" in the last user message (for dialects that carry no such field).
+  const delay = Number.isInteger(body.chunk_delay_ms) ? body.chunk_delay_ms : Number(/\[slow:(\d+)\]/.exec(lastUser)?.[1] ?? 0);
   const send = (obj) => res.write(`data: ${JSON.stringify(obj)}\n\n`);
   const chunk = (delta, finish_reason = null) => ({ ...base, choices: [{ index: 0, delta, finish_reason, native_finish_reason: finish_reason, logprobs: null }] });
   if (!silentMs) res.write(': OPENROUTER PROCESSING\n\n');
@@ -507,7 +509,11 @@ async function openai(req, res, body) {
     send(delta({}, 'tool_calls'));
   } else {
     send(delta({ role: 'assistant', content: '', refusal: null }));
-    for (const piece of pieces) send(delta({ content: piece }));
+    const slowMs = Number(/\[slow:(\d+)\]/.exec(messageText(last.content))?.[1] ?? 0);
+    for (const piece of pieces) {
+      if (slowMs) await sleep(slowMs);
+      send(delta({ content: piece }));
+    }
     send(delta({}, finish));
   }
   if (withUsage) send([], { usage });
@@ -744,6 +750,7 @@ async function anthropic(req, res, body) {
   const lastText = blockText(last.content);
   const cutAfter = Number(/\[cut:(\d+)\]/.exec(lastText)?.[1] ?? Infinity);
   const cacheWrite = Number(/\[cache_write:(\d+)\]/.exec(lastText)?.[1] ?? 0);
+  const slowMs = Number(/\[slow:(\d+)\]/.exec(lastText)?.[1] ?? 0);
   const usage = { input_tokens: input, output_tokens: output, cache_creation_input_tokens: cacheWrite, cache_read_input_tokens: 0 };
   if (!body.stream) {
     const content = tool ? [tool] : [{ type: 'text', text: words.join(' ') }];
@@ -771,6 +778,7 @@ async function anthropic(req, res, body) {
       if (i >= cutAfter) return res.destroy();
       // Apart, so the deltas before the cut reach the client before the socket closes.
       if (Number.isFinite(cutAfter)) await new Promise((r) => setTimeout(r, 50));
+      if (slowMs) await sleep(slowMs);
       send('content_block_delta', { index, delta: { type: 'text_delta', text: i === 0 ? w : ` ${w}` } });
     }
   }

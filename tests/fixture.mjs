@@ -40,3 +40,26 @@ export async function usageRows(admin, userId, count) {
   }
   throw new Error(`the ledger never showed ${count} charges`);
 }
+
+/**
+ * Streams a request (`body` as JSON to `path`, with `headers`) and hangs up once `until` has come in what was
+ * read; answers the request id. Fails should the stream end before it.
+ */
+export async function hangUpOnStream(url, path, headers, body, until) {
+  const abort = new AbortController();
+  const res = await fetch(`${url}${path}`, {
+    method: 'POST',
+    signal: abort.signal,
+    headers: { 'content-type': 'application/json', ...headers },
+    body: JSON.stringify(body),
+  });
+  const reader = res.body.getReader();
+  let seen = '';
+  while (!seen.includes(until)) {
+    const { done, value } = await reader.read();
+    if (done) throw new Error(`the stream ended (${res.status}) before ${until}: ${seen}`);
+    seen += new TextDecoder().decode(value);
+  }
+  abort.abort();
+  return res.headers.get('x-request-id');
+}
