@@ -1,6 +1,7 @@
 // Shared set-up for the integration test files (kept out of harness.mjs, which
 // npm start and the bench also load).
 
+import assert from 'node:assert/strict';
 import { after, before } from 'node:test';
 
 import { adminClient, startGateway } from './harness.mjs';
@@ -62,4 +63,20 @@ export async function hangUpOnStream(url, path, headers, body, until) {
   }
   abort.abort();
   return res.headers.get('x-request-id');
+}
+
+/**
+ * Hangs up twice in turn, then four times at once (`hangUp` answers a request id), and checks that each of
+ * the six was charged once, more than nothing and less than `whole` micro-USD (the whole answer's cost).
+ * `before`: usage rows the user had already.
+ */
+export async function hangUpsChargedOnce(admin, userId, hangUp, whole, before = 0) {
+  const ids = [await hangUp(), await hangUp()];
+  ids.push(...(await Promise.all([hangUp(), hangUp(), hangUp(), hangUp()])));
+  const rows = (await usageRows(admin, userId, ids.length + before)).filter((r) => ids.includes(r.reference_id));
+  assert.deepEqual(rows.map((r) => r.reference_id).sort(), [...ids].sort(), 'each charged, once');
+  for (const row of rows) {
+    const charged = -Math.round(row.amount * 1e6);
+    assert.ok(charged > 0 && charged < whole, `${charged} against the whole answer's ${whole}`);
+  }
 }
