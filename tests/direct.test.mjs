@@ -11,7 +11,7 @@ import { describe, test } from 'node:test';
 import OpenAI from 'openai';
 
 import { FAKE_ANTHROPIC_KEY, FAKE_GOOGLE_KEY, FAKE_OPENAI_KEY } from './fake-upstream.mjs';
-import { gatewayForFile } from './fixture.mjs';
+import { gatewayForFile, hangUpOnStream, hangUpsChargedOnce } from './fixture.mjs';
 import { FAKE_UPSTREAM_KEY } from './harness.mjs';
 
 const ctx = gatewayForFile({ vars: { OPENAI_API_KEY: FAKE_OPENAI_KEY, ANTHROPIC_API_KEY: FAKE_ANTHROPIC_KEY, GOOGLE_API_KEY: FAKE_GOOGLE_KEY, LOG_LEVEL: 'debug' } });
@@ -233,6 +233,16 @@ for (const p of PROVIDERS) {
       assert.equal(name, 'get_weather');
       assert.deepEqual(JSON.parse(args), { location: 'Paris', unit: 'celsius' });
       assert.equal(finish, 'tool_calls');
+    });
+
+    test('a client that hangs up mid-stream is charged once, less than the whole answer: in turn and four at once', async () => {
+      const own = await ctx.admin.createUser({ name: `Hang-ups ${p.name}` }, { credit: 5 });
+      const key = await ctx.admin.createKey(own.id);
+      const content = `[slow:150] ${Array.from({ length: 30 }, (_, i) => `w${i}`).join(' ')}`;
+      const ask = { model: p.model, messages: [{ role: 'user', content }] };
+      const whole = await new OpenAI({ baseURL: `${ctx.gw.url}/v1`, apiKey: key.key, maxRetries: 0 }).chat.completions.create(ask);
+      const hangUp = () => hangUpOnStream(ctx.gw.url, '/v1/chat/completions', { authorization: `Bearer ${key.key}` }, { ...ask, stream: true }, 'w1');
+      await hangUpsChargedOnce(ctx.admin, own.id, hangUp, micros(whole.usage.cost), 1);
     });
 
     test('direct requests are billed like OpenRouter ones and recorded as served by the provider', async () => {

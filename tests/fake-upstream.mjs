@@ -648,7 +648,13 @@ async function gemini(req, res, url, body) {
   const send = (data) => res.write(`data: ${JSON.stringify(data)}\r\n\r\n`);
   const partial = { promptTokenCount: prompt, totalTokenCount: prompt };
   if (call) send(answer([call], finish, usageMetadata));
-  else words.forEach((w, i) => send(answer([{ text: i === 0 ? w : ` ${w}` }], i === words.length - 1 ? finish : null, i === words.length - 1 ? usageMetadata : partial)));
+  else {
+    const slowMs = Number(/\[slow:(\d+)\]/.exec(words.join(' '))?.[1] ?? 0);
+    for (const [i, w] of words.entries()) {
+      if (slowMs && i > 0) await sleep(slowMs);
+      send(answer([{ text: i === 0 ? w : ` ${w}` }], i === words.length - 1 ? finish : null, i === words.length - 1 ? usageMetadata : partial));
+    }
+  }
   res.end();
 }
 
