@@ -46,8 +46,10 @@ pub struct Meter {
     /// The prompt's JSON size (an upper bound on its tokens; estimates use a quarter).
     pub prompt_bytes: u64,
     pub model: String,
-    /// The key's organization, whose monthly limits also hold this request.
+    /// The key's organization (its usage record names it, refused or not).
     pub org_id: Option<String>,
+    /// The organization's object holds this request (or may: its answer was lost), so it is told the outcome.
+    pub org_holds: bool,
     pub started_ms: f64,
     /// Who serves the request (for its usage record).
     pub provider: &'static str,
@@ -225,7 +227,8 @@ impl Meter {
             reserved,
             prompt_bytes: prompt,
             model: model.to_string(),
-            org_id: None,
+            org_id: key.org_id.clone(),
+            org_holds: false,
             started_ms: call.started_ms,
             provider: "openrouter",
             lease_ms,
@@ -328,9 +331,7 @@ impl Meter {
                 Ok(()) => true,
                 Err(e) => e.status() >= 500,
             };
-            if held_or_unknown {
-                m.org_id = Some(org_id.clone());
-            }
+            m.org_holds = held_or_unknown;
             if let Err(e) = held_in_org {
                 m.release(call, e.status());
                 return Err(e);
@@ -431,7 +432,7 @@ impl Meter {
         // The organization counts what the account charged, so it is told once the account has confirmed
         // the charge. A settlement given up on is closed by the account at its evidence, which may be more
         // than this charge; the organization's hold, not told, then counts all it held at its expiry.
-        if let (Some(org_id), true) = (self.org_id.as_deref(), confirmed) {
+        if let (Some(org_id), true, true) = (self.org_id.as_deref(), self.org_holds, confirmed) {
             let tokens =
                 i64::try_from(charged.tokens.prompt.saturating_add(charged.tokens.completion)).unwrap_or(i64::MAX);
             Org::of(env, org_id).settle(&self.request_id, tokens, charged.amount, failed, self.lease_ms).await;
