@@ -505,6 +505,68 @@ describe('organization monthly limits', () => {
     assert.ok(charged <= limit, `members charged ${charged} ≤ org limit ${limit}`);
   });
 
+  test("an org's monthly token limit holds across its members: 20 at once, then one after another", async () => {
+    const messages = [{ role: 'user', content: 'tokens for the organization' }];
+    const maxTokens = 50;
+    // What a request holds: its prompt's bound (the JSON's bytes and 8 a message) and its output bound.
+    const held = Buffer.byteLength(JSON.stringify(messages)) + 8 * messages.length + maxTokens;
+    const limit = Math.floor(3.5 * held);
+    const org = (await ctx.admin.call('POST', '/api/orgs', { name: `Tokens ${Date.now()}`, limits: { monthly_tokens: limit } })).body.data;
+    const members = [await ctx.admin.createUser({}, { credit: 5 }), await ctx.admin.createUser({}, { credit: 5 })];
+    const keys = [];
+    for (const m of members) keys.push((await ctx.admin.call('POST', `/api/orgs/${org.id}/keys`, { name: 'member', user_id: m.id })).body.data.key);
+    const body = { model: 'openai/gpt-4o-mini', messages, max_tokens: maxTokens, stream: true, chunk_delay_ms: 100 };
+    // At once, every request holds its whole bound: exactly three fit.
+    const results = await Promise.all(Array.from({ length: 20 }, (_, i) => chat(keys[i % 2], body)));
+    let made = results.length;
+    let tokens = 0;
+    let served = 0;
+    for (const r of results) {
+      if (r.status !== 200) {
+        assert.equal((await r.json()).error.metadata.limit_source, 'org_tokens');
+        continue;
+      }
+      served += 1;
+      const usage = (await r.text()).split('\n').filter((l) => l.includes('"usage":{')).map((l) => JSON.parse(l.slice(6)).usage).at(-1);
+      tokens += usage.prompt_tokens + usage.completion_tokens;
+    }
+    assert.equal(served, 3, 'three bounds fit in three and a half');
+    const settled = async (n) => {
+      for (let i = 0; i < 100; i++) {
+        const rows = [];
+        for (const m of members) rows.push(...(await ledgerOf(m.id)).filter((x) => x.type === 'usage'));
+        if (rows.length >= n) return;
+        await sleep(100);
+      }
+      assert.fail(`never ${n} charges`);
+    };
+    await settled(served);
+    // Settled, the month counts what they used (less than held): one after another, more fit, until it is full.
+    for (let i = 0; i < 20; i++) {
+      const res = await chat(keys[i % 2], { ...body, stream: false, chunk_delay_ms: 0 });
+      made += 1;
+      if (res.status !== 200) {
+        assert.equal(res.status, 429);
+        assert.equal((await res.json()).error.metadata.limit_source, 'org_tokens');
+        break;
+      }
+      const { usage } = await res.json();
+      tokens += usage.prompt_tokens + usage.completion_tokens;
+      served += 1;
+      await settled(served);
+    }
+    assert.ok(served > 3, `${served} served in all`);
+    assert.ok(tokens <= limit, `the month's ${tokens} tokens stay within its ${limit}`);
+    // The organization's stats count every request of its keys, those it refused included (recorded without
+    // it, a key's refused first request of the day took the day's row out of the organization's stats).
+    let counted = 0;
+    for (let i = 0; i < 100 && counted < made; i++) {
+      if (i) await sleep(100);
+      counted = (await ctx.admin.call('GET', `/api/stats/orgs/${org.id}`)).body.data.reduce((n, d) => n + d.requests, 0);
+    }
+    assert.equal(counted, made);
+  });
+
   test("an org's monthly request limit answers 429 with retry-after", async () => {
     const org = (await ctx.admin.call('POST', '/api/orgs', { name: `Req ${Date.now()}`, limits: { monthly_requests: 2 } })).body.data;
     const user = await ctx.admin.createUser();
