@@ -128,6 +128,9 @@ pub struct Faults {
     /// `FAULT_STALE_ORG_CACHE`: a change of an organization leaves this isolate's cached row as it was, as
     /// another isolate's is left (tests/orgs.test.mjs).
     pub stale_org_cache: bool,
+    /// `FAULT_STALE_KEY_ISOLATE`: a key change leaves this isolate's cached record of the key and the use of
+    /// its leases as they were, as another isolate's are left (tests/leases.test.mjs).
+    pub stale_key_isolate: bool,
     /// `FAULT_REPEAT_JOBS`: every job a fanned-out job hands on is sent twice, as a queue that delivers
     /// at least once may deliver it (tests/fanout.test.mjs).
     pub repeat_jobs: bool,
@@ -237,6 +240,7 @@ impl Config {
             slow_key_change_ms: fault("FAULT_SLOW_KEY_CHANGE_MS").and_then(|n| n.trim().parse().ok()).unwrap_or(0),
             lose_org_answer: fault("FAULT_LOSE_ORG_ANSWER").is_some(),
             stale_org_cache: fault("FAULT_STALE_ORG_CACHE").is_some(),
+            stale_key_isolate: fault("FAULT_STALE_KEY_ISOLATE").is_some(),
             repeat_jobs: fault("FAULT_REPEAT_JOBS").is_some(),
             fail_alert_queue: fault("FAULT_FAIL_ALERT_QUEUE").is_some(),
             slow_reconcile_ms: fault("FAULT_SLOW_RECONCILE_MS").and_then(|n| n.trim().parse().ok()).unwrap_or(0),

@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 
 import { gatewayForFile } from './fixture.mjs';
+import { withGateway } from './harness.mjs';
 
 const ctx = gatewayForFile();
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -128,5 +129,53 @@ describe('budget leases', () => {
     const res = await chat(key.key);
     assert.equal(res.status, 200, 'the credit is there for the very next request');
     await res.arrayBuffer();
+  });
+});
+
+describe('a key changed while another isolate holds its lease', () => {
+  test('the isolate still holding a lease of a disabled key serves on it for at most its second, then is refused', { timeout: 120_000 }, async () => {
+    // The change leaves this isolate's view of the key and its lease as they were (a test fault), as every
+    // other isolate's are left: only the lease's second bounds them.
+    await withGateway({ vars: { FAULT_STALE_KEY_ISOLATE: '1' } }, async (gw, admin) => {
+      const user = await admin.createUser({}, { credit: 1 });
+      const key = await admin.createKey(user.id);
+      const ask = () => fetch(`${gw.url}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${key.key}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ model: MODEL, max_tokens: 40, messages: [{ role: 'user', content: 'a few words' }] }),
+      });
+      let leased = false;
+      for (let i = 0; i < 5 && !leased; i++) {
+        const res = await ask();
+        leased = /reserve;desc=lease/.test(res.headers.get('server-timing'));
+        await res.arrayBuffer();
+      }
+      assert.ok(leased, 'a request ran on a lease');
+      assert.equal((await admin.call('PATCH', `/api/keys/${key.id}`, { disabled: true })).status, 200);
+      const changedAt = Date.now();
+      const after = [];
+      while (Date.now() - changedAt < 2_500) {
+        const started = Date.now();
+        const res = await ask();
+        after.push({ started: started - changedAt, status: res.status, timing: res.headers.get('server-timing') ?? '' });
+        await res.arrayBuffer();
+      }
+      const served = after.filter((r) => r.status === 200);
+      assert.ok(served.length > 0, 'the stale isolate served on its lease a while');
+      assert.ok(served.every((r) => /reserve;desc=lease/.test(r.timing) && r.started < 1_000), JSON.stringify(served.at(-1)));
+      const late = after.filter((r) => r.started > 1_300);
+      assert.ok(late.length > 0 && late.every((r) => r.status === 401), JSON.stringify(late.find((r) => r.status !== 401)));
+      // What it served is charged; the ledger equals the balance once the lease is given back or ends.
+      let a;
+      for (let i = 0; i < 60; i++) {
+        const balance = (await admin.call('GET', `/api/balance?user_id=${user.id}`)).body;
+        const rows = (await admin.call('GET', `/api/balance/transactions?user_id=${user.id}&page_size=100`)).body.data;
+        a = { balance: micros(balance.balance), reserved: micros(balance.reserved), rows };
+        if (a.reserved === 0 && a.rows.filter((r) => r.type === 'usage').length >= served.length) break;
+        await sleep(100);
+      }
+      assert.equal(a.rows.reduce((n, r) => n + micros(r.amount), 0), a.balance, 'the ledger equals the balance');
+      assert.ok(a.balance >= 0);
+    });
   });
 });

@@ -481,7 +481,12 @@ pub(super) async fn publish(call: &Call, rows: &[KeyRow]) -> Result<(), ApiError
     let kv = env::cache(&call.env).map_err(ApiError::internal)?;
     let hashes: Vec<&str> =
         rows.iter().flat_map(|k| std::iter::once(k.key_hash.as_str()).chain(k.previous_key_hash.as_deref())).collect();
-    key_cache::forget(&kv, &hashes).await;
+    // `FAULT_STALE_KEY_ISOLATE`: this isolate keeps its view, as every other isolate does until its own expires.
+    if call.config.faults.stale_key_isolate {
+        key_cache::forget_in_kv(&kv, &hashes).await;
+    } else {
+        key_cache::forget(&kv, &hashes).await;
+    }
     for row in rows {
         // Tried three times; should every try fail, the caller gets an error and repeats the change (a
         // repeated request sends the state again). The change is in D1 meanwhile: a reservation whose view

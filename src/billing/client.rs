@@ -165,7 +165,11 @@ impl<'a> Account<'a> {
     /// Records a key's new state. This isolate stops starting the key's requests on its leases at once;
     /// other isolates within a lease's use (`domain::lease::MAX_USE_MS`).
     pub async fn put_key(&self, state: KeyState) -> Result<(), String> {
-        super::leases::end_use(&state.key_id, js_sys::Date::now() as i64);
+        // This isolate's leases of the key end at once (`FAULT_STALE_KEY_ISOLATE`: they run on, as another
+        // isolate's do, for the rest of their use).
+        if !env::Config::get(self.env).faults.stale_key_isolate {
+            super::leases::end_use(&state.key_id, js_sys::Date::now() as i64);
+        }
         match self.call(&AccountRequest::PutKey { state }).await? {
             AccountResponse::Ok => Ok(()),
             other => Err(unexpected("PutKey", other)),

@@ -200,6 +200,13 @@ pub async fn store_kv(kv: &KvStore, hash: &str, record: &KeyRecord) {
 pub async fn forget(kv: &KvStore, hashes: &[&str]) {
     for hash in hashes {
         MEMORY.with(|m| m.borrow_mut().remove(*hash));
+    }
+    forget_in_kv(kv, hashes).await;
+}
+
+/// Drops the keys' KV copies only (this isolate's memory keeps its own, as another isolate's does).
+pub async fn forget_in_kv(kv: &KvStore, hashes: &[&str]) {
+    for hash in hashes {
         let _ = kv.delete(&kv_name(hash)).await;
     }
 }
