@@ -222,6 +222,12 @@ test("a key that sets no per-minute limits is held to the tenant's default, and 
       await res.arrayBuffer();
     }
     assert.deepEqual(statuses, [200, 200, 429]);
+    // Many at once, on a key of its own (never leased: its requests are counted by the object): exactly three.
+    const fresh = await admin.createKey(user.id);
+    const burst = await Promise.all(Array.from({ length: 12 }, () => chat(gw.url, fresh.key)));
+    const codes = await Promise.all(burst.map(async (r) => (await r.arrayBuffer(), r.status)));
+    assert.deepEqual([codes.filter((c) => c === 200).length, codes.filter((c) => c === 429).length], [3, 9]);
+    assert.ok(burst.filter((r) => r.status === 200).every((r) => /reserve;desc=account/.test(r.headers.get('server-timing'))));
   } finally {
     await gw.stop();
   }
