@@ -170,28 +170,38 @@ describe('concurrency never overspends', () => {
     assert.equal(balance, credit - charged);
   });
 
-  test("a key's monthly limit holds under 30 parallel requests, and 402 says when it resets", async () => {
-    const model = 'openai/gpt-4o';
-    const messages = [{ role: 'user', content: 'spend within the limit' }];
-    const worst = worstCase(model, messages, 100);
-    const limit = 5 * worst;
-    const user = await ctx.admin.createUser({}, { credit: 100 });
-    const key = await ctx.admin.createKey(user.id, { limit: limit / 1e6, limit_reset: 'monthly' });
-    const results = await Promise.all(Array.from({ length: 30 }, () => chat(key.key, { model, messages, max_tokens: 100 })));
-    const refused = [];
-    for (const r of results) if (r.status === 402) refused.push((await r.json()).error);
-    else await r.arrayBuffer();
-    const ok = results.filter((r) => r.status === 200).length;
-    assert.ok(refused.length > 0, 'some requests were refused');
-    assert.equal(refused[0].metadata.limit_source, 'key_limit');
-    const resets = new Date(refused[0].metadata.resets_at);
-    const now = new Date();
-    assert.equal(resets.toISOString(), new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() + 1, 1)).toISOString());
-    await settled(user.id, (r) => r.filter((x) => x.type === 'usage').length === ok, `${ok} usage rows`);
-    const me = await adminClient(ctx.gw.url, key.key).call('GET', '/api/v1/key');
-    assert.ok(micros(me.body.data.usage_monthly) <= limit, `${me.body.data.usage_monthly} within ${limit / 1e6}`);
-    assert.equal(micros(me.body.data.limit_remaining), limit - micros(me.body.data.usage_monthly));
-  });
+  // Where each window ends (UTC; a week starts on Monday), as the 402 reports it.
+  const windowEnd = {
+    daily: (n) => Date.UTC(n.getUTCFullYear(), n.getUTCMonth(), n.getUTCDate() + 1),
+    weekly: (n) => Date.UTC(n.getUTCFullYear(), n.getUTCMonth(), n.getUTCDate() + 7 - ((n.getUTCDay() + 6) % 7)),
+    monthly: (n) => Date.UTC(n.getUTCFullYear(), n.getUTCMonth() + 1, 1),
+  };
+  for (const reset of ['daily', 'weekly', 'monthly']) {
+    test(`a key's ${reset} limit holds under 30 parallel requests, and 402 says when it resets`, async () => {
+      const model = 'openai/gpt-4o';
+      const messages = [{ role: 'user', content: `spend within the ${reset} limit` }];
+      const worst = worstCase(model, messages, 100);
+      const limit = 5 * worst;
+      const user = await ctx.admin.createUser({}, { credit: 100 });
+      const key = await ctx.admin.createKey(user.id, { limit: limit / 1e6, limit_reset: reset });
+      const results = await Promise.all(Array.from({ length: 30 }, () => chat(key.key, { model, messages, max_tokens: 100 })));
+      const refused = [];
+      for (const r of results) if (r.status === 402) refused.push((await r.json()).error);
+      else await r.arrayBuffer();
+      const ok = results.filter((r) => r.status === 200).length;
+      assert.ok(ok >= 5, `the five covered requests ran (${ok})`);
+      assert.equal(ok + refused.length, 30, 'every request answered 200 or 402');
+      assert.equal(refused[0].metadata.limit_source, 'key_limit');
+      assert.equal(new Date(refused[0].metadata.resets_at).getTime(), windowEnd[reset](new Date()));
+      const rows = await settled(user.id, (r) => r.filter((x) => x.type === 'usage').length === ok, `${ok} usage rows`);
+      const charged = -rows.filter((x) => x.type === 'usage').reduce((n, x) => n + micros(x.amount), 0);
+      const me = await adminClient(ctx.gw.url, key.key).call('GET', '/api/v1/key');
+      const used = micros(me.body.data[`usage_${reset}`]);
+      assert.equal(used, charged, `the ${reset} usage is what the ledger charged`);
+      assert.ok(used <= limit, `${used} µUSD within ${limit}`);
+      assert.equal(micros(me.body.data.limit_remaining), limit - used);
+    });
+  }
 });
 
 describe('credits and the ledger', () => {
