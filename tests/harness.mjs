@@ -72,7 +72,7 @@ async function waitForHealth(url, child, logs, timeoutMs = 60_000) {
 
 /** Stops a detached child and everything it started (workerd included). */
 export function killGroup(child) {
-  if (!child || child.exitCode !== null) return Promise.resolve();
+  if (!child || child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
   return new Promise((resolve) => {
     child.once('close', resolve);
     try {

@@ -13,7 +13,8 @@
 // budget leases (issue 17), streams among them: a stream started on a lease
 // gets a reservation of its own with its first heartbeat, so the kill's rule
 // applies to it the same way, and the dead isolate's lease only holds its
-// unused part until it expires.
+// unused part until it expires. An organization's monthly limit and an end
+// user's budget hold across such a kill too.
 
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -180,6 +181,100 @@ test('a runtime killed mid-burst loses no money and charges nothing twice', { ti
     assert.equal(closedCharges.length, cut.length, "every cut stream was closed, once");
     console.log(`[kill] ${finished.length} answered before the kill, ${cut.length} cut, ${leased.length} on leases; closed at ${closedCharges.join(', ')} µUSD`);
     assert.ok(Date.now() - started < 170_000);
+  } finally {
+    await gw.stop();
+    rmSync(state, { recursive: true, force: true });
+  }
+});
+
+test("an organization's limit and an end user's budget hold across a kill mid-burst", { timeout: 180_000 }, async () => {
+  // Eight streams at once for an organization whose monthly cost limit fits three worst cases, and eight
+  // for one end user whose budget fits three; the runtime dies while the six admitted are mid-way. After
+  // the restart, neither limit lets a new request spend what the cut streams held; once their leases run
+  // out they are closed by the rule, each once. The organization keeps counting what its holds held
+  // (nobody told it less: the safe side), while the end user's budget is charged only the evidence and
+  // the rest is free again. Other end users of the same key are not held up at any point.
+  const state = mkdtempSync(path.join(tmpdir(), 'tollgate-kill-limits-'));
+  const adminToken = `tg-admin-${randomBytes(24).toString('hex')}`;
+  let gw = await startGateway({ persistTo: state, vars: { ...VARS, ADMIN_TOKEN: adminToken } });
+  try {
+    let admin = adminClient(gw.url, adminToken);
+    const streamMessages = [{ role: 'user', content: STREAM_WORDS }];
+    const streamWorst = worstCase(streamMessages, STREAM_MAX_TOKENS);
+    const limit = 3 * streamWorst; // exactly three worst cases: a fourth cannot even run capped
+    const org = (await admin.call('POST', '/api/orgs', { name: 'Kill', limits: { monthly_cost: limit / 1e6 } })).body.data;
+    const member = await admin.createUser({}, { credit: 1 });
+    const orgKey = (await admin.call('POST', `/api/orgs/${org.id}/keys`, { name: 'member', user_id: member.id })).body.data.key;
+    const appUser = await admin.createUser({}, { credit: 1 });
+    const app = await admin.createKey(appUser.id, { end_user_budget: { limit: limit / 1e6, limit_reset: 'monthly' } });
+    const stream = { messages: streamMessages, stream: true, chunk_delay_ms: 250, max_tokens: STREAM_MAX_TOKENS };
+    const run = async (key, body) => {
+      try {
+        const res = await send(gw.url, key, body);
+        const text = await res.text();
+        if (res.status !== 200) return { status: res.status, error: JSON.parse(text).error };
+        return { status: !body.stream || text.trimEnd().endsWith('data: [DONE]') ? 200 : 'cut' };
+      } catch {
+        return { status: 'cut' };
+      }
+    };
+    const running = [
+      ...Array.from({ length: 8 }, () => run(orgKey, stream)),
+      ...Array.from({ length: 8 }, () => run(app.key, { ...stream, user: 'alice' })),
+    ];
+    await sleep(6_000);
+    await new Promise((resolve) => {
+      gw.child.once('close', resolve);
+      process.kill(-gw.child.pid, 'SIGKILL');
+    });
+    await gw.fake.close();
+    const results = await Promise.all(running);
+    const [orgResults, aliceResults] = [results.slice(0, 8), results.slice(8)];
+    for (const [who, rs, source] of [['organization', orgResults, 'org_limit'], ['end user', aliceResults, 'end_user_limit']]) {
+      assert.equal(rs.filter((r) => r.status === 'cut').length, 3, `the ${who}'s three admitted streams were cut`);
+      const refused = rs.filter((r) => r.status === 402);
+      assert.equal(refused.length, 5, `the ${who}'s other five were refused`);
+      for (const r of refused) assert.equal(r.error.metadata.limit_source, source);
+    }
+
+    gw = await startGateway({ persistTo: state, vars: { ...VARS, ADMIN_TOKEN: adminToken }, syncPrices: false });
+    admin = adminClient(gw.url, adminToken);
+    const small = { messages: [{ role: 'user', content: 'after the kill' }], max_tokens: 10 };
+    const orgAfter = await run(orgKey, small);
+    assert.equal(orgAfter.status, 402, 'the organization cannot spend what the cut streams hold');
+    assert.equal(orgAfter.error.metadata.limit_source, 'org_limit');
+    const aliceAfter = await run(app.key, { ...stream, user: 'alice' });
+    assert.equal(aliceAfter.status, 402, 'nor can the end user');
+    assert.equal(aliceAfter.error.metadata.limit_source, 'end_user_limit');
+    assert.equal((await run(app.key, { ...small, user: 'bob' })).status, 200, 'another end user of the key is served');
+
+    let report;
+    for (let i = 0; i < 60; i++) {
+      report = (await admin.call('GET', '/api/admin/reconcile')).body.data;
+      if (report.open_reservations === 0) break;
+      await sleep(1_000);
+    }
+    assert.equal(report.open_reservations, 0, 'every cut stream was closed');
+    assert.deepEqual(report.drift, [], 'every ledger sums to its balance');
+
+    const usageRows = async (userId) =>
+      (await admin.call('GET', `/api/balance/transactions?user_id=${userId}&page_size=100`)).body.data.filter((r) => r.type === 'usage');
+    const memberRows = await usageRows(member.id);
+    assert.equal(memberRows.length, 3, 'each cut stream of the organization is charged once');
+    assert.ok(memberRows.every((r) => /^closed without settlement/.test(r.description)));
+    const memberCharged = -memberRows.reduce((n, r) => n + micros(r.amount), 0);
+    assert.ok(memberCharged <= limit, `the organization's members were charged ${memberCharged} of its ${limit}`);
+    const orgLater = await run(orgKey, small);
+    assert.equal(orgLater.status, 402, 'the organization still counts what its untold holds held');
+
+    const aliceRows = (await usageRows(appUser.id)).filter((r) => /^closed without settlement/.test(r.description));
+    assert.equal(aliceRows.length, 3, "each of the end user's cut streams is charged once");
+    const aliceCharged = -aliceRows.reduce((n, r) => n + micros(r.amount), 0);
+    assert.ok(aliceCharged > 0 && aliceCharged < limit, `the end user was charged the evidence, ${aliceCharged} of ${limit}`);
+    const listed = (await admin.call('GET', `/api/keys/${app.id}/end-users`)).body.data.find((u) => u.end_user === 'alice');
+    assert.equal(micros(listed.usage), aliceCharged, "the end user's spend is what the ledger charged");
+    const aliceLater = await run(app.key, { ...small, user: 'alice' });
+    assert.equal(aliceLater.status, 200, 'what the end user did not spend is free again');
   } finally {
     await gw.stop();
     rmSync(state, { recursive: true, force: true });
