@@ -22,22 +22,26 @@ describe('ledger and usage outbox', () => {
     await ctx.gw.sql('ALTER TABLE balance_transactions RENAME TO balance_transactions_away');
     let restored = false;
     try {
-      const ids = [];
-      for (let i = 0; i < 2; i++) {
+      const send = async (i, stream) => {
         const res = await fetch(`${ctx.gw.url}/v1/chat/completions`, {
           method: 'POST',
           headers: { authorization: `Bearer ${key.key}`, 'content-type': 'application/json' },
-          body: JSON.stringify({ model: 'openai/gpt-4o-mini', messages: [{ role: 'user', content: `during the outage ${i}` }] }),
+          body: JSON.stringify({ model: 'openai/gpt-4o-mini', stream, messages: [{ role: 'user', content: `during the outage ${i}` }] }),
         });
         assert.equal(res.status, 200, 'chat keeps working while D1 refuses writes');
-        ids.push(res.headers.get('x-request-id'));
-      }
+        const text = await res.text();
+        if (stream) assert.ok(text.trimEnd().endsWith('data: [DONE]'), 'the stream ends whole');
+        return res.headers.get('x-request-id');
+      };
+      // Two requests one after another, then ten at once, streams among them.
+      const ids = [await send(0, false), await send(1, true)];
+      ids.push(...(await Promise.all(Array.from({ length: 10 }, (_, i) => send(2 + i, i % 2 === 0)))));
       await sleep(1500); // the object's copy has run and failed by now
       const during = await ctx.admin.call('GET', '/api/admin/reconcile');
       assert.equal(during.status, 200, 'reconciliation goes on past an account it cannot check');
       assert.ok(during.body.data.failed.some((f) => f.user_id === user.id), 'the account whose copy fails is reported');
       const ledger = await ctx.admin.call('GET', `/api/balance/transactions?user_id=${user.id}`);
-      assert.equal(ledger.body.data.filter((r) => r.type === 'usage').length, 2, 'the object kept both charges');
+      assert.equal(ledger.body.data.filter((r) => r.type === 'usage').length, 12, 'the object kept every charge');
       assert.equal((await ctx.gw.sql(`SELECT COUNT(*) AS n FROM usage_records WHERE user_id = '${user.id}'`))[0].n, 0, 'usage waited with the ledger');
 
       await ctx.gw.sql('ALTER TABLE balance_transactions_away RENAME TO balance_transactions');
