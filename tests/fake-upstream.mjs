@@ -130,10 +130,20 @@ function messageText(content) {
   return '';
 }
 
+/** What the fakes bill a document (a `file` part, an Anthropic `document` block): a one-page PDF's tokens. */
+export const DOCUMENT_TOKENS = 1500;
+
+/** The documents among a message's parts or blocks, tool results' own included. */
+function documentsIn(content) {
+  if (!Array.isArray(content)) return 0;
+  return content.reduce((n, p) => n + (p?.type === 'file' || p?.type === 'document' ? 1 : documentsIn(p?.content)), 0);
+}
+
 /** Deterministic token accounting for a request body. */
 export function tokensFor(body) {
   const chars = body.messages.reduce((n, m) => n + messageText(m.content).length, 0);
-  const promptTokens = Math.ceil(chars / 4) + 3 * body.messages.length;
+  const documents = body.messages.reduce((n, m) => n + documentsIn(m.content), 0);
+  const promptTokens = Math.ceil(chars / 4) + 3 * body.messages.length + DOCUMENT_TOKENS * documents;
   const lastUser = [...body.messages].reverse().find((m) => m.role === 'user');
   const words = ['Echo:', ...messageText(lastUser?.content).split(/\s+/).filter(Boolean)].slice(0, 64);
   let pieces = words.map((w, i) => (i === 0 ? w : ' ' + w));
@@ -544,6 +554,23 @@ function anthropicError(res, status, type, message) {
   return sendJson(res, status, { type: 'error', error: { type, message } });
 }
 
+/** What is wrong with a content block of a turn by `role`, as Anthropic names it (`null`: nothing). */
+function anthropicBlockError(block, role) {
+  const kinds = role === 'user'
+    ? ['text', 'image', 'document', 'search_result', 'tool_result']
+    : ['text', 'tool_use', 'thinking', 'redacted_thinking', 'server_tool_use', 'web_search_tool_result'];
+  if (!kinds.includes(block?.type)) return `type: Input tag '${block?.type}' found using 'type' does not match any of the expected tags: ${kinds.map((k) => `'${k}'`).join(', ')}`;
+  if (block.type !== 'document') return null;
+  const source = block.source ?? {};
+  if (source.type === 'base64') {
+    if (source.media_type !== 'application/pdf') return "source.base64.media_type: Input should be 'application/pdf'";
+    return typeof source.data === 'string' && source.data ? null : 'source.base64.data: Field required';
+  }
+  if (source.type === 'text') return source.media_type === 'text/plain' && typeof source.data === 'string' ? null : "source.text.media_type: Input should be 'text/plain'";
+  if (source.type === 'content' || source.type === 'url' || source.type === 'file') return null;
+  return "source: Input tag does not match any of the expected tags: 'base64', 'content', 'text', 'url', 'file'";
+}
+
 function blockText(content) {
   if (typeof content === 'string') return content;
   if (!Array.isArray(content)) return '';
@@ -668,7 +695,8 @@ function anthropicCount(req, res, body) {
     if (f in body) return anthropicError(res, 400, 'invalid_request_error', `${f}: Extra inputs are not permitted`);
   }
   const chars = body.messages.reduce((n, m) => n + blockText(m.content).length, 0) + blockText(body.system ?? '').length;
-  return sendJson(res, 200, { input_tokens: Math.ceil(chars / 4) + 3 * body.messages.length });
+  const documents = body.messages.reduce((n, m) => n + documentsIn(m.content), 0);
+  return sendJson(res, 200, { input_tokens: Math.ceil(chars / 4) + 3 * body.messages.length + DOCUMENT_TOKENS * documents });
 }
 
 async function anthropic(req, res, body) {
@@ -727,6 +755,13 @@ async function anthropic(req, res, body) {
   for (const [i, m] of body.messages.entries()) {
     for (const [j, b] of (Array.isArray(m.content) ? m.content : []).entries()) {
       if (b.type === 'thinking' && b.signature !== thinkingSignature(b.thinking)) return anthropicError(res, 400, 'invalid_request_error', `messages.${i}.content.${j}: Invalid \`signature\` in \`thinking\` block`);
+      const wrong = anthropicBlockError(b, m.role);
+      if (wrong) return anthropicError(res, 400, 'invalid_request_error', `messages.${i}.content.${j}.${wrong}`);
+      const inner = b.type === 'tool_result' && Array.isArray(b.content) ? b.content : [];
+      for (const [k, c] of inner.entries()) {
+        const bad = ['text', 'image', 'document', 'search_result'].includes(c?.type) ? anthropicBlockError(c, 'user') : `type: Input tag '${c?.type}' does not match the tags a tool result takes`;
+        if (bad) return anthropicError(res, 400, 'invalid_request_error', `messages.${i}.content.${j}.content.${k}.${bad}`);
+      }
     }
   }
   if (thinking && answeredTool) {
@@ -737,7 +772,8 @@ async function anthropic(req, res, body) {
     }
   }
   const chars = body.messages.reduce((n, m) => n + blockText(m.content).length, 0) + blockText(body.system ?? '').length;
-  const input = Math.ceil(chars / 4) + 3 * body.messages.length;
+  const documents = body.messages.reduce((n, m) => n + documentsIn(m.content), 0);
+  const input = Math.ceil(chars / 4) + 3 * body.messages.length + DOCUMENT_TOKENS * documents;
   const callTool = Array.isArray(body.tools) && body.tools.length > 0 && !answeredTool;
   let words = ['Echo:', ...blockText(last.content).split(/\s+/).filter(Boolean)].slice(0, 64);
   // A structured output: that text as JSON, under the schema's first property.

@@ -58,6 +58,53 @@ for (const model of [DIRECT, VIA_OPENROUTER]) {
       assert.equal(-micros(row.amount), costOf(model, final.usage));
     });
 
+    test('a PDF in a turn and in a tool result (as Claude Code reads one) reaches the model, charged exactly; one by URL is refused', async () => {
+      const { user, client } = await anthropicFor();
+      const pdf = (data) => ({ type: 'document', source: { type: 'base64', media_type: 'application/pdf', data } });
+      const sentLast = () => ctx.gw.fake.requests.filter((r) => r.path.endsWith(model === DIRECT ? '/v1/messages' : '/chat/completions')).at(-1).body;
+      const read = await client.messages.create({
+        model, max_tokens: 64,
+        messages: [{ role: 'user', content: [{ ...pdf('JVBERi0xLjQK'), title: 'spec.pdf', cache_control: { type: 'ephemeral' } }, { type: 'text', text: 'sum it up' }] }],
+      });
+      assert.equal(read.content[0].text, 'Echo: sum it up');
+      assert.ok(read.usage.input_tokens >= 1500, `the document's tokens are counted (${read.usage.input_tokens})`);
+      const first = sentLast().messages[0].content[0];
+      if (model === DIRECT) assert.deepEqual(first, { ...pdf('JVBERi0xLjQK'), cache_control: { type: 'ephemeral' } }, 'a document block, its breakpoint kept');
+      else assert.deepEqual(first, { type: 'file', file: { filename: 'spec.pdf', file_data: 'data:application/pdf;base64,JVBERi0xLjQK' }, cache_control: { type: 'ephemeral' } });
+
+      const tools = [{ name: 'Read', description: 'Reads a file', input_schema: { type: 'object', properties: { file_path: { type: 'string' } } } }];
+      const use = { type: 'tool_use', id: 'toolu_read_1', name: 'Read', input: { file_path: 'a.pdf' } };
+      const answered = await client.messages.create({
+        model, max_tokens: 64, tools,
+        messages: [
+          { role: 'user', content: 'read a.pdf' },
+          { role: 'assistant', content: [use] },
+          { role: 'user', content: [{ type: 'tool_result', tool_use_id: use.id, content: [{ type: 'text', text: 'a.pdf:' }, pdf('JVBERi0yLjAK')] }] },
+        ],
+      });
+      assert.equal(answered.type, 'message');
+      assert.ok(answered.usage.input_tokens >= 1500, 'the tool result\'s document is counted');
+      const sent = sentLast();
+      if (model === DIRECT) {
+        const result = sent.messages.at(-1).content[0];
+        assert.deepEqual(result.content, [{ type: 'text', text: 'a.pdf:' }, pdf('JVBERi0yLjAK')]);
+      } else {
+        const result = sent.messages.find((m) => m.role === 'tool');
+        assert.deepEqual(result.content[1], { type: 'file', file: { filename: 'document.pdf', file_data: 'data:application/pdf;base64,JVBERi0yLjAK' } });
+      }
+      const rows = await usageRows(ctx.admin, user.id, 2);
+      const charged = -rows.reduce((n, r) => n + micros(r.amount), 0);
+      assert.equal(charged, costOf(model, read.usage) + costOf(model, answered.usage), 'each turn charged exactly');
+
+      const byUrl = await client.messages.create({
+        model, max_tokens: 8, messages: [{ role: 'user', content: [{ type: 'document', source: { type: 'url', url: 'https://example.com/a.pdf' } }] }],
+      }).catch((e) => e);
+      assert.equal(byUrl.status, 400);
+      assert.match(byUrl.error.error.message, /^messages\.0\.content\.0: a document by `url`/);
+      await sleep(300);
+      assert.equal((await usageRows(ctx.admin, user.id, 2)).length, 2, 'the refused request charged nothing');
+    });
+
     test('a client that hangs up mid-stream is charged once, less than the whole answer: in turn and four at once', async () => {
       const { user, key, client } = await anthropicFor();
       const content = `[slow:150] ${Array.from({ length: 30 }, (_, i) => `w${i}`).join(' ')}`;

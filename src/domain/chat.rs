@@ -25,7 +25,7 @@ const PER_IMAGE_TOKENS_4O_MINI: u64 = 48_200;
 /// image: Anthropic about 1,500 to 3,000 tokens a page, up to 100 pages; Gemini 258 a page, up to 1,000.
 /// Neither the file's bytes (a page can take a few dozen, or nothing in a compressed object stream) nor
 /// anything short of reading the document bounds its pages, so a file is held at the most it can cost.
-const PER_FILE_TOKENS: u64 = 300_000;
+pub const PER_FILE_TOKENS: u64 = 300_000;
 const _: () = assert!(PER_FILE_TOKENS >= 100 * 3_000, "Anthropic's 100 pages at its dearest");
 /// Whether `text` begins with `prefix` as a URL's scheme and a MIME type are read: after leading white
 /// space, in any case (`DATA:Video/mp4`, ` HTTPS://` are what they say to a provider).

@@ -70,11 +70,11 @@ pub fn chat_request(chat: &ChatRequest, native_model: &str) -> Vec<u8> {
     serde_json::to_vec(&body).unwrap_or_default()
 }
 
-/// OpenAI's tool messages take text only: the images of a turn's tool results (a Responses
+/// OpenAI's tool messages take text only: the images and files of a turn's tool results (a Responses
 /// `function_call_output` or a Messages `tool_result` may hold some) go in a user message right
-/// after those results, each result saying so where its images were.
+/// after those results, each result saying so where they were.
 fn lift_tool_images(messages: &mut Vec<Value>) {
-    let is_image = |p: &Value| p.get("type").and_then(Value::as_str) == Some("image_url");
+    let is_image = |p: &Value| matches!(p.get("type").and_then(Value::as_str), Some("image_url" | "file"));
     let is_tool = |m: &Value| m.get("role").and_then(Value::as_str) == Some("tool");
     let tool_images =
         |m: &Value| is_tool(m) && m.get("content").and_then(Value::as_array).is_some_and(|p| p.iter().any(is_image));
@@ -92,7 +92,7 @@ fn lift_tool_images(messages: &mut Vec<Value>) {
             let (lifted, text): (Vec<Value>, Vec<Value>) = std::mem::take(parts).into_iter().partition(is_image);
             *parts = text;
             if !lifted.is_empty() {
-                parts.push(json!({"type": "text", "text": "[the images this tool returned are in the next message]"}));
+                parts.push(json!({"type": "text", "text": "[the images and files this tool returned are in the next message]"}));
                 images.extend(lifted);
             }
         }
@@ -203,13 +203,13 @@ mod tests {
     }
 
     #[test]
-    fn a_tool_results_images_follow_it_in_a_user_message() {
+    fn a_tool_results_images_and_files_follow_it_in_a_user_message() {
         let req = chat(
             r#"{"model":"openai/gpt-4o","messages":[{"role":"user","content":"look"},
                 {"role":"assistant","content":null,"tool_calls":[{"id":"a","type":"function","function":{"name":"see","arguments":"{}"}},
                     {"id":"b","type":"function","function":{"name":"see","arguments":"{}"}}]},
                 {"role":"tool","tool_call_id":"a","content":[{"type":"text","text":"one"},{"type":"image_url","image_url":{"url":"data:image/png;base64,AA=="}}]},
-                {"role":"tool","tool_call_id":"b","content":"two"},
+                {"role":"tool","tool_call_id":"b","content":[{"type":"text","text":"two"},{"type":"file","file":{"filename":"b.pdf","file_data":"data:application/pdf;base64,JVBE"}}]},
                 {"role":"user","content":"and?"}]}"#,
         );
         let body = body_of(&chat_request(&req, "gpt-4o"));
@@ -222,8 +222,9 @@ mod tests {
         );
         let first = &body["messages"][2]["content"];
         assert!(first.as_array().expect("parts").iter().all(|p| p["type"] == "text"), "{first}");
-        assert_eq!(body["messages"][3]["content"], "two");
+        assert_eq!(body["messages"][3]["content"][0]["text"], "two");
         assert_eq!(body["messages"][4]["content"][0]["image_url"]["url"], "data:image/png;base64,AA==");
+        assert_eq!(body["messages"][4]["content"][1]["file"]["file_data"], "data:application/pdf;base64,JVBE");
 
         let plain = chat(r#"{"model":"openai/gpt-4o","messages":[{"role":"user","content":"hi"}]}"#);
         assert_eq!(body_of(&chat_request(&plain, "gpt-4o"))["messages"].as_array().map(Vec::len), Some(1));

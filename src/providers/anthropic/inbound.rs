@@ -4,12 +4,14 @@
 //! stream are turned back into Anthropic's shapes. Pure and host-tested.
 //!
 //! Kept: system as text or blocks, `cache_control` on system, content and tool
-//! result blocks, images (base64 and URL), tools and `tool_use` / `tool_result`
+//! result blocks, images (base64 and URL), documents (a base64 PDF becomes a chat
+//! `file` part, plain text or a list of blocks their parts), tools and `tool_use` / `tool_result`
 //! round trips, `tool_choice`, `stop_sequences`, and extended thinking: `thinking`
 //! becomes the chat's `reasoning.max_tokens`, and thinking blocks (with their
 //! signatures) travel as `reasoning_details`, in the history and in answers
 //! (`providers::reasoning`).
-//! Refused by name: server tools and document blocks (the gateway cannot price them).
+//! Refused by name: server tools, documents by URL or by Files API id (the gateway cannot bound their
+//! price before the call), and other block types.
 
 use serde_json::{json, Map, Value};
 
@@ -46,6 +48,48 @@ fn image_part(block: &Value, param: &str) -> Result<Value, InvalidRequest> {
     Ok(json!({"type": "image_url", "image_url": {"url": url}}))
 }
 
+/// A `document` block as chat parts: a base64 PDF as a `file` part (priced with a file's allowance, as
+/// chat prices one), plain text as a text part, a list of blocks (`content`) as their text and image
+/// parts; the block's `cache_control` kept on the last part. A document by URL or by Files API id is
+/// refused by name: the gateway cannot see how many pages it would be billed for.
+fn document_parts(block: &Value, param: &str) -> Result<Vec<Value>, InvalidRequest> {
+    let source =
+        block.get("source").ok_or_else(|| invalid(format!("{param}: a document block needs a `source`"), param))?;
+    let string = |field: &str| source.get(field).and_then(Value::as_str);
+    let mut parts = match source.get("type").and_then(Value::as_str) {
+        Some("base64") => {
+            let media_type = string("media_type").unwrap_or("application/pdf");
+            let data = string("data").ok_or_else(|| invalid(format!("{param}.source.data: Field required"), param))?;
+            let name = block.get("title").and_then(Value::as_str).unwrap_or("document.pdf");
+            vec![json!({"type": "file", "file": {"filename": name, "file_data": format!("data:{media_type};base64,{data}")}})]
+        }
+        Some("text") => vec![json!({"type": "text", "text": string("data").unwrap_or_default()})],
+        Some("content") => match source.get("content") {
+            Some(Value::String(s)) => vec![json!({"type": "text", "text": s})],
+            Some(Value::Array(blocks)) => blocks
+                .iter()
+                .map(|b| match b.get("type").and_then(Value::as_str) {
+                    Some("text") => Ok(text_part(b)),
+                    Some("image") => image_part(b, param),
+                    _ => Err(invalid(format!("{param}.source.content: only text and image blocks are supported"), param)),
+                })
+                .collect::<Result<_, _>>()?,
+            _ => return Err(invalid(format!("{param}.source.content: Input should be a valid string or list"), param)),
+        },
+        Some(kind @ ("url" | "file")) => {
+            return Err(invalid(
+                format!("{param}: a document by `{kind}` is fetched and billed by its pages, which the gateway cannot bound before the call; send it as base64 or text"),
+                param,
+            ))
+        }
+        _ => return Err(invalid(format!("{param}.source.type: expected base64, text, content, url or file"), param)),
+    };
+    if let (Some(cache), Some(last)) = (block.get("cache_control"), parts.last_mut().and_then(Value::as_object_mut)) {
+        last.insert("cache_control".into(), cache.clone());
+    }
+    Ok(parts)
+}
+
 /// How a tool result marked `is_error` says so in the chat form (its first part), which has no such mark.
 pub const TOOL_ERROR: &str = "[error]";
 
@@ -55,18 +99,26 @@ pub const TOOL_ERROR: &str = "[error]";
 fn tool_result_parts(block: &Value, param: &str) -> Result<Value, InvalidRequest> {
     let mut parts = match block.get("content") {
         Some(Value::String(s)) => vec![json!({"type": "text", "text": s})],
-        Some(Value::Array(blocks)) => blocks
-            .iter()
-            .filter_map(|b| match b.get("type").and_then(Value::as_str) {
-                Some("text") => Some(Ok(text_part(b))),
-                Some("image") => Some(image_part(b, param)),
-                // A document or search result the model would be handed as nothing: refused, not dropped.
-                Some(other) => {
-                    Some(Err(invalid(format!("{param}: a tool result's `{other}` blocks are not supported"), param)))
+        Some(Value::Array(blocks)) => {
+            let mut parts = Vec::with_capacity(blocks.len());
+            for b in blocks {
+                match b.get("type").and_then(Value::as_str) {
+                    Some("text") => parts.push(text_part(b)),
+                    Some("image") => parts.push(image_part(b, param)?),
+                    // A PDF Claude Code's Read tool returns, say.
+                    Some("document") => parts.extend(document_parts(b, param)?),
+                    // A search result the model would be handed as nothing: refused, not dropped.
+                    Some(other) => {
+                        return Err(invalid(
+                            format!("{param}: a tool result's `{other}` blocks are not supported"),
+                            param,
+                        ))
+                    }
+                    None => {}
                 }
-                None => None,
-            })
-            .collect::<Result<Vec<_>, _>>()?,
+            }
+            parts
+        }
         _ => Vec::new(),
     };
     if block.get("is_error").and_then(Value::as_bool) == Some(true) {
@@ -199,6 +251,11 @@ pub fn to_chat_traced(bytes: &[u8]) -> Result<(ChatRequest, Origins), InvalidReq
                         Some("image") => {
                             parts.push(image_part(block, &param)?);
                             from.push(b);
+                        }
+                        Some("document") => {
+                            let document = document_parts(block, &format!("{param}.content.{b}"))?;
+                            from.extend(std::iter::repeat_n(b, document.len()));
+                            parts.extend(document);
                         }
                         Some("tool_result") => {
                             let id = block.get("tool_use_id").and_then(Value::as_str).unwrap_or_default();
@@ -635,8 +692,13 @@ mod tests {
         let document = r#"{"model":"m","max_tokens":8,"messages":[{"role":"user","content":"hi"},
             {"role":"assistant","content":[{"type":"tool_use","id":"u","name":"f","input":{}}]},
             {"role":"user","content":[{"type":"tool_result","tool_use_id":"u","content":[
-              {"type":"document","source":{"type":"base64","media_type":"application/pdf","data":"AAAA"}}]}]}]}"#;
-        assert_eq!(refused(document).as_deref(), Some("messages.2.content.0"), "a PDF handed over as nothing");
+              {"type":"document","source":{"type":"url","url":"https://x/a.pdf"}}]}]}]}"#;
+        assert_eq!(refused(document).as_deref(), Some("messages.2.content.0"), "a PDF by URL, unpriceable");
+        let search = document.replace(
+            r#""type":"document","source":{"type":"url","url":"https://x/a.pdf"}"#,
+            r#""type":"search_result""#,
+        );
+        assert_eq!(refused(&search).as_deref(), Some("messages.2.content.0"), "a search result handed over as nothing");
         for field in ["mcp_servers", "container"] {
             let body = format!(
                 r#"{{"model":"m","max_tokens":8,"{field}":[{{"type":"url"}}],"messages":[{{"role":"user","content":"hi"}}]}}"#
@@ -646,6 +708,45 @@ mod tests {
         assert_eq!(
             crate::providers::anthropic::response::finish_reason(Some("model_context_window_exceeded")),
             "length"
+        );
+    }
+
+    #[test]
+    fn documents_become_chat_parts_in_a_turn_and_in_a_tool_result() {
+        let body = br#"{"model":"m","max_tokens":8,"messages":[{"role":"user","content":[
+              {"type":"document","title":"spec.pdf","cache_control":{"type":"ephemeral"},
+               "source":{"type":"base64","media_type":"application/pdf","data":"JVBERi0x"}},
+              {"type":"document","source":{"type":"text","media_type":"text/plain","data":"plain words"}},
+              {"type":"document","source":{"type":"content","content":[{"type":"text","text":"one"},{"type":"text","text":"two"}]}},
+              {"type":"text","text":"sum them up"}]},
+            {"role":"assistant","content":[{"type":"tool_use","id":"u","name":"Read","input":{"file_path":"a.pdf"}}]},
+            {"role":"user","content":[{"type":"tool_result","tool_use_id":"u","content":[
+              {"type":"document","source":{"type":"base64","media_type":"application/pdf","data":"JVBERi0y"}}]}]}]}"#;
+        let (chat, origins) = to_chat_traced(body).expect("carried");
+        let messages = chat.body["messages"].as_array().expect("messages");
+        assert_eq!(
+            messages[0]["content"],
+            json!([
+                {"type": "file", "file": {"filename": "spec.pdf", "file_data": "data:application/pdf;base64,JVBERi0x"},
+                 "cache_control": {"type": "ephemeral"}},
+                {"type": "text", "text": "plain words"},
+                {"type": "text", "text": "one"},
+                {"type": "text", "text": "two"},
+                {"type": "text", "text": "sum them up"},
+            ])
+        );
+        assert_eq!(
+            messages[2]["content"],
+            json!([{"type": "file", "file": {"filename": "document.pdf", "file_data": "data:application/pdf;base64,JVBERi0y"}}])
+        );
+        // A chat part found wanting names the block it came from.
+        assert_eq!(origins.field("messages[0].content[3]").as_deref(), Some("messages.0.content.2"));
+        assert_eq!(origins.field("messages[0].content[4]").as_deref(), Some("messages.0.content.3"));
+        // Each PDF is held at a file's allowance, as chat holds one.
+        let plain = to_chat(br#"{"model":"m","max_tokens":8,"messages":[{"role":"user","content":"sum them up"}]}"#);
+        assert!(
+            chat.prompt_token_bound()
+                > plain.expect("valid").prompt_token_bound() + 2 * crate::domain::chat::PER_FILE_TOKENS
         );
     }
 
@@ -800,7 +901,7 @@ mod tests {
             (r#"{"model":"m","messages":[{"role":"user","content":"x"}]}"#, "max_tokens"),
             (
                 r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":[{"type":"document","source":{}}]}]}"#,
-                "messages.0",
+                "messages.0.content.0",
             ),
             (
                 r#"{"model":"m","max_tokens":5,"tools":[{"type":"web_search_20250305","name":"web_search"}],"messages":[{"role":"user","content":"x"}]}"#,

@@ -185,6 +185,14 @@ fn part(p: &Value, i: usize, j: usize) -> Result<Value, InvalidRequest> {
             p,
         )),
         Some("image_url") => Ok(with_cache_control(json!({"type": "image", "source": image_source(image_url(p))}), p)),
+        // A file inline (`data:application/pdf;base64,…`) is a document; chat refuses one by URL before this.
+        Some("file") => match p.pointer("/file/file_data").and_then(Value::as_str).and_then(data_url) {
+            Some((media_type, data)) => Ok(with_cache_control(
+                json!({"type": "document", "source": {"type": "base64", "media_type": media_type, "data": data}}),
+                p,
+            )),
+            None => Err(unfit(i, Unfit::Part(j, Some("file")))),
+        },
         other => Err(unfit(i, Unfit::Part(j, other))),
     }
 }
@@ -262,6 +270,27 @@ mod tests {
         assert_eq!(
             (result["is_error"].clone(), result["cache_control"].clone()),
             (json!(true), json!({"type": "ephemeral"}))
+        );
+    }
+
+    #[test]
+    fn a_pdf_reaches_anthropic_as_a_document_in_a_turn_and_in_a_tool_result() {
+        let body = br#"{"model":"m","max_tokens":8,"messages":[{"role":"user","content":[
+              {"type":"document","cache_control":{"type":"ephemeral"},"source":{"type":"base64","media_type":"application/pdf","data":"JVBERi0x"}},
+              {"type":"text","text":"read it"}]},
+            {"role":"assistant","content":[{"type":"tool_use","id":"u","name":"Read","input":{}}]},
+            {"role":"user","content":[{"type":"tool_result","tool_use_id":"u","content":[
+              {"type":"document","source":{"type":"base64","media_type":"application/pdf","data":"JVBERi0y"}}]}]}]}"#;
+        let request = crate::providers::anthropic::inbound::to_chat(body).expect("valid");
+        let sent = messages_request(&request, "claude", 8192).expect("translates");
+        assert_eq!(
+            sent["messages"][0]["content"][0],
+            json!({"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0x"},
+                   "cache_control": {"type": "ephemeral"}})
+        );
+        assert_eq!(
+            sent["messages"][2]["content"][0]["content"],
+            json!([{"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0y"}}])
         );
     }
 

@@ -144,6 +144,11 @@ fn part(p: &Value, i: usize, j: usize) -> Result<Value, InvalidRequest> {
                 None => json!({"fileData": {"mimeType": image_type(url), "fileUri": url}}),
             })
         }
+        // A file inline (a PDF, say) is inline data of its type; chat refuses one by URL before this.
+        Some("file") => match p.pointer("/file/file_data").and_then(Value::as_str).and_then(data_url) {
+            Some((mime, data)) => Ok(json!({"inlineData": {"mimeType": mime, "data": data}})),
+            None => Err(unfit(i, Unfit::Part(j, Some("file")))),
+        },
         other => Err(unfit(i, Unfit::Part(j, other))),
     }
 }
@@ -290,5 +295,17 @@ mod tests {
             json!({"functionResponse": {"name": "f", "response": {"temp": 18}}})
         );
         assert_eq!(image_type("https://x.test/a.PNG?size=2"), "image/png");
+    }
+
+    #[test]
+    fn an_inline_pdf_is_inline_data() {
+        let request = chat(
+            r#"{"model":"m","messages":[{"role":"user","content":[{"type":"file","file":{"filename":"a.pdf","file_data":"data:application/pdf;base64,JVBE"}},{"type":"text","text":"sum up"}]}]}"#,
+        );
+        let body = generate_request(&request, "gemini-2.0-flash-001").expect("translates");
+        assert_eq!(
+            body["contents"][0]["parts"][0],
+            json!({"inlineData": {"mimeType": "application/pdf", "data": "JVBE"}})
+        );
     }
 }
