@@ -426,8 +426,12 @@ impl Book {
         let rate_status = |book: &Self| (!rates.is_none()).then(|| book.rates.status(&ask.key_id, rates, now));
         let mut resets_at_ms = limit.and(reset).map(|r| r.window_end(now));
         if let Some(held) = self.in_flight.get(&ask.request_id) {
-            // A repeated message: the same answer, nothing held or counted twice.
-            let reservation = Reservation::Full { amount: held.amount };
+            // A repeated message: the same amount, nothing held or counted twice; what was only part of the
+            // worst case is said to be so (the output is capped to it), though which limit bound it is gone.
+            let reservation = match held.amount < ask.worst_case {
+                true => Reservation::Partial { amount: held.amount, source: LimitSource::Balance },
+                false => Reservation::Full { amount: held.amount },
+            };
             let lease = ask.lease.as_ref().and_then(|l| self.granted(&l.lease_id));
             return (Decision::Decided { reservation, resets_at_ms, lease, rate: rate_status(self) }, None);
         }
@@ -727,6 +731,18 @@ mod tests {
                 rate: None
             }
         );
+        assert_eq!(book.reserved(), 100);
+        // The same message again holds nothing more, and still says only part was covered.
+        assert_eq!(
+            book.reserve(&ask("r2", "k", 60), NOW).0,
+            Decision::Decided {
+                reservation: Reservation::Partial { amount: 40, source: LimitSource::Balance },
+                resets_at_ms: None,
+                lease: None,
+                rate: None
+            }
+        );
+        assert_eq!(book.reserve(&ask("r1", "k", 60), NOW).0, full(60));
         assert_eq!(book.reserved(), 100);
         let (decision, held) = book.reserve(&ask("r3", "k", 60), NOW);
         assert!(matches!(decision, Decision::Decided { reservation: Reservation::Refused { .. }, .. }));
