@@ -737,6 +737,11 @@ async function anthropic(req, res, body) {
   if (adaptive && !adaptiveModel) return anthropicError(res, 400, 'invalid_request_error', `thinking.type: adaptive thinking is not supported on ${body.model}`);
   const thinking = body.thinking?.type === 'enabled' || adaptive ? body.thinking : null;
   if (body.thinking !== undefined && !thinking && body.thinking?.type !== 'disabled') return anthropicError(res, 400, 'invalid_request_error', "thinking: Input tag does not match any of the expected tags: 'adaptive', 'disabled', 'enabled'");
+  if (thinking) {
+    const extra = Object.keys(thinking).find((k) => !['type', 'budget_tokens', 'display'].includes(k) || (adaptive && k === 'budget_tokens'));
+    if (extra) return anthropicError(res, 400, 'invalid_request_error', `thinking.${thinking.type}.${extra}: Extra inputs are not permitted`);
+    if (thinking.display !== undefined && !['summarized', 'omitted'].includes(thinking.display)) return anthropicError(res, 400, 'invalid_request_error', "thinking.display: Input should be 'summarized' or 'omitted'");
+  }
   if (thinking && !adaptive) {
     if (!Number.isInteger(thinking.budget_tokens) || thinking.budget_tokens < 1024) return anthropicError(res, 400, 'invalid_request_error', 'thinking.enabled.budget_tokens: Input should be greater than or equal to 1024');
     if (body.max_tokens <= thinking.budget_tokens) return anthropicError(res, 400, 'invalid_request_error', '`max_tokens` must be greater than `thinking.budget_tokens`.');

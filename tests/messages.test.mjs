@@ -263,8 +263,10 @@ describe('messages, what agents rely on', () => {
     assert.deepEqual(sent.body.output_config, { effort: 'medium' });
     // The thinking goes back with the tool's result, as Anthropic requires with thinking on.
     const result = { role: 'user', content: [{ type: 'tool_result', tool_use_id: first.content[1].id, content: 'sunny' }] };
-    const second = await client.messages.create({ model, max_tokens: 8192, thinking: { type: 'adaptive' }, tools, messages: [ask, { role: 'assistant', content: first.content }, result] });
+    // Asked to show its thinking summarized (Opus 4.7 and later omit it unless asked), as the client said.
+    const second = await client.messages.create({ model, max_tokens: 8192, thinking: { type: 'adaptive', display: 'summarized' }, tools, messages: [ask, { role: 'assistant', content: first.content }, result] });
     assert.deepEqual(second.content.map((b) => b.type), ['thinking', 'text']);
+    assert.deepEqual(ctx.gw.fake.requests.filter((r) => r.path === '/v1/messages').at(-1).body.thinking, { type: 'adaptive', display: 'summarized' });
     const rows = await usageRows(ctx.admin, user.id, 2);
     const cost = (u) => Math.ceil((u.input_tokens * 3_000_000 + u.output_tokens * 15_000_000) / 1e6);
     assert.equal(-rows.reduce((s, r) => s + micros(r.amount), 0), cost(first.usage) + cost(second.usage), 'thinking tokens are output tokens, charged once');
@@ -277,12 +279,12 @@ describe('messages, what agents rely on', () => {
     const { user, client } = await anthropicFor();
     // A Claude model Anthropic's API does not know by this id: OpenRouter serves it (the direct route's 404 moves on).
     const model = 'anthropic/claude-3.5-sonnet';
-    const ask = { model, max_tokens: 4096, thinking: { type: 'adaptive' }, output_config: { effort: 'high' }, messages: [{ role: 'user', content: 'think it over' }] };
+    const ask = { model, max_tokens: 4096, thinking: { type: 'adaptive', display: 'summarized' }, output_config: { effort: 'high' }, messages: [{ role: 'user', content: 'think it over' }] };
     const answer = await client.messages.create(ask);
     assert.deepEqual(answer.content.map((b) => b.type), ['thinking', 'text']);
     const sent = ctx.gw.fake.requests.filter((r) => r.path.endsWith('/chat/completions')).at(-1);
     assert.equal(sent.body.model, model);
-    assert.deepEqual(sent.body.reasoning, { enabled: true }, "OpenRouter's adaptive thinking");
+    assert.deepEqual(sent.body.reasoning, { enabled: true }, "OpenRouter's adaptive thinking (the display is Anthropic's own)");
     assert.equal(sent.body.verbosity, 'high', "OpenRouter's output_config.effort");
     assert.equal(sent.body.max_tokens, 4096, 'thinking stays within what was reserved');
     const [row] = await usageRows(ctx.admin, user.id, 1);

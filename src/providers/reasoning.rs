@@ -94,14 +94,19 @@ pub fn text_of(details: &[Value]) -> String {
 /// later decide how much to think), as OpenRouter reads it. An `effort` alone does not, since with
 /// thinking on Anthropic refuses a tool-use turn whose earlier thinking is not sent back, and clients
 /// that only name an effort (Codex) do not send it back.
+/// A `display` the client asked for (a Messages client's `thinking.display`) goes with it.
 pub fn anthropic_thinking(reasoning: Option<&Value>) -> Option<Value> {
     let reasoning = reasoning?;
-    match (reasoning.get("enabled"), reasoning.get("max_tokens").and_then(Value::as_u64)) {
-        (Some(Value::Bool(false)), _) => None,
-        (_, Some(budget)) => Some(json!({"type": "enabled", "budget_tokens": budget})),
-        (Some(Value::Bool(true)), None) => Some(json!({"type": "adaptive"})),
-        _ => None,
+    let mut thinking = match (reasoning.get("enabled"), reasoning.get("max_tokens").and_then(Value::as_u64)) {
+        (Some(Value::Bool(false)), _) => return None,
+        (_, Some(budget)) => json!({"type": "enabled", "budget_tokens": budget}),
+        (Some(Value::Bool(true)), None) => json!({"type": "adaptive"}),
+        _ => return None,
+    };
+    if let Some(display) = reasoning.get("display").filter(|d| d.is_string()) {
+        thinking["display"] = display.clone();
     }
+    Some(thinking)
 }
 
 #[cfg(test)]

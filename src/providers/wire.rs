@@ -106,6 +106,10 @@ fn openrouter_body(chat: &ChatRequest, model: &str, keep_fallbacks: bool) -> Vec
         body.remove("models");
     }
     body.insert("model".into(), Value::from(model));
+    // Anthropic's thinking `display` is the direct route's alone: OpenRouter does not document it.
+    if let Some(reasoning) = body.get_mut("reasoning").and_then(Value::as_object_mut) {
+        reasoning.remove("display");
+    }
     if chat.stream {
         crate::domain::chat::ask_for_usage(&mut body);
     }

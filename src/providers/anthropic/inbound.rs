@@ -90,6 +90,17 @@ fn document_parts(block: &Value, param: &str) -> Result<Vec<Value>, InvalidReque
     Ok(parts)
 }
 
+/// The chat's `reasoning` with the thinking's `display` (`summarized` or `omitted`: whether thinking blocks
+/// carry their text; Opus 4.7 and later omit it unless asked), which only a direct Anthropic route sends on.
+fn with_display(mut reasoning: Value, thinking: &Value) -> Value {
+    if let (Some(display), Some(fields)) =
+        (thinking.get("display").filter(|d| d.is_string()), reasoning.as_object_mut())
+    {
+        fields.insert("display".into(), display.clone());
+    }
+    reasoning
+}
+
 /// How a tool result marked `is_error` says so in the chat form (its first part), which has no such mark.
 pub const TOOL_ERROR: &str = "[error]";
 
@@ -377,12 +388,12 @@ pub fn to_chat_traced(bytes: &[u8]) -> Result<(ChatRequest, Origins), InvalidReq
                 let budget = t.get("budget_tokens").filter(|b| b.is_u64()).ok_or_else(|| {
                     invalid("thinking.budget_tokens: a whole number of tokens is required", "thinking")
                 })?;
-                chat.insert("reasoning".into(), json!({ "max_tokens": budget }));
+                chat.insert("reasoning".into(), with_display(json!({ "max_tokens": budget }), t));
             }
             // Claude 4.6 and later decide how much to think (Claude Code asks so of them): OpenRouter gives
             // reasoning enabled without a budget as adaptive thinking.
             Some("adaptive") => {
-                chat.insert("reasoning".into(), json!({ "enabled": true }));
+                chat.insert("reasoning".into(), with_display(json!({ "enabled": true }), t));
             }
             _ => return Err(invalid("thinking.type: Input should be 'enabled', 'adaptive' or 'disabled'", "thinking")),
         },
@@ -848,6 +859,18 @@ mod tests {
         let bad =
             br#"{"model":"m","max_tokens":5,"output_config":{"effort":3},"messages":[{"role":"user","content":"q"}]}"#;
         assert_eq!(to_chat(bad).err().and_then(|e| e.param).as_deref(), Some("output_config"));
+        // A display asked for reaches a direct Anthropic route's thinking, with a budget or without.
+        for thinking in [
+            r#"{"type":"adaptive","display":"summarized"}"#,
+            r#"{"type":"enabled","budget_tokens":2048,"display":"summarized"}"#,
+        ] {
+            let body = format!(
+                r#"{{"model":"m","max_tokens":4096,"thinking":{thinking},"messages":[{{"role":"user","content":"q"}}]}}"#
+            );
+            let chat = to_chat(body.as_bytes()).expect("valid");
+            let sent = reasoning::anthropic_thinking(chat.body.get("reasoning")).expect("thinking on");
+            assert_eq!(sent["display"], "summarized", "{thinking}");
+        }
     }
 
     #[test]
