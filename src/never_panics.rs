@@ -132,7 +132,7 @@ proptest! {
             let _ = responses::to_chat(body);
             let _ = completions::to_chat(body);
             let _ = embeddings::EmbeddingsRequest::parse(body);
-            let _ = anthropic::inbound::answer_from_chat(body.to_vec());
+            let _ = anthropic::inbound::answer_from_chat(body.to_vec(), Some("END"));
             let _ = responses::answer_from_chat(body.to_vec(), &responses::CustomTools::default());
             let _ = completions::answer_from_chat(body.to_vec());
             let _ = completions::stream_from_chat(body.to_vec());
@@ -142,7 +142,7 @@ proptest! {
             "data: {{\"id\":\"c\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"hi\"}}}}]}}\n\ndata: {t}\n\ndata: [DONE]\n\n"
         );
         let (head, tail) = stream.as_bytes().split_at(cut.min(stream.len()));
-        let mut messages = anthropic::inbound::MessagesStream::default();
+        let mut messages = anthropic::inbound::MessagesStream::new(Some("END".into()));
         let mut answers = responses::ResponsesStream::new(responses::CustomTools::default());
         let mut from_anthropic = anthropic::stream::ToOpenAiSse::new("m", 0);
         let mut from_gemini = gemini::stream::ToOpenAiSse::new("m", 0);
@@ -231,7 +231,7 @@ proptest! {
         })
         .to_string()
         .into_bytes();
-        let _ = anthropic::inbound::answer_from_chat(answer.clone());
+        let _ = anthropic::inbound::answer_from_chat(answer.clone(), None);
         let _ = responses::answer_from_chat(answer.clone(), &responses::CustomTools::default());
         let _ = crate::domain::completions::answer_from_chat(answer.clone());
         let _ = crate::providers::openai_compat::completion_usage(&answer);

@@ -148,12 +148,17 @@ export function tokensFor(body) {
   const words = ['Echo:', ...messageText(lastUser?.content).split(/\s+/).filter(Boolean)].slice(0, 64);
   let pieces = words.map((w, i) => (i === 0 ? w : ' ' + w));
   let finish = 'stop';
+  // A stop sequence (one of `stop`, a word of the echo) ends the answer before it.
+  const stops = typeof body.stop === 'string' ? [body.stop] : Array.isArray(body.stop) ? body.stop : [];
+  const at = words.findIndex((w) => stops.includes(w));
+  const stoppedAt = at >= 0 ? words[at] : null;
+  if (at >= 0) pieces = pieces.slice(0, at);
   const max = body.max_completion_tokens ?? body.max_tokens;
   if (Number.isInteger(max) && max < pieces.length) {
     pieces = pieces.slice(0, max);
     finish = 'length';
   }
-  return { promptTokens, pieces, finish };
+  return { promptTokens, pieces, finish, stoppedAt };
 }
 
 /**
@@ -300,7 +305,9 @@ async function chat(req, res, body, opts) {
 
   const id = `gen-${Date.now()}-${Math.random().toString(36).slice(2, 12)}`;
   const created = Math.floor(Date.now() / 1000);
-  const { promptTokens, pieces, finish } = tokensFor(body);
+  const { promptTokens, pieces, finish, stoppedAt } = tokensFor(body);
+  // What the provider said, as OpenRouter passes it on: Anthropic tells a stop sequence from an end of turn.
+  const native = stoppedAt && finish === 'stop' && body.model.startsWith('anthropic/') ? 'stop_sequence' : finish;
   const tools = fault === 'tools';
   const call = tools ? toolCallFor(body) : null;
   // A thinking budget (`reasoning.max_tokens`) gets thinking first, as `reasoning` and `reasoning_details`
@@ -345,7 +352,7 @@ async function chat(req, res, body, opts) {
     const text = JSON.stringify({
       ...base,
       object: 'chat.completion',
-      choices: [{ index: 0, logprobs: null, finish_reason: tools ? 'tool_calls' : finish, native_finish_reason: tools ? 'tool_calls' : finish, message }],
+      choices: [{ index: 0, logprobs: null, finish_reason: tools ? 'tool_calls' : finish, native_finish_reason: tools ? 'tool_calls' : native, message }],
       usage: fault === 'empty_usage' ? {} : usage,
     });
     if (fault.startsWith('slow_body:')) {
@@ -386,7 +393,7 @@ async function chat(req, res, body, opts) {
   // `chunk_delay_ms`, or "[slow:<ms>]" in the last user message (for dialects that carry no such field).
   const delay = Number.isInteger(body.chunk_delay_ms) ? body.chunk_delay_ms : Number(/\[slow:(\d+)\]/.exec(lastUser)?.[1] ?? 0);
   const send = (obj) => res.write(`data: ${JSON.stringify(obj)}\n\n`);
-  const chunk = (delta, finish_reason = null) => ({ ...base, choices: [{ index: 0, delta, finish_reason, native_finish_reason: finish_reason, logprobs: null }] });
+  const chunk = (delta, finish_reason = null) => ({ ...base, choices: [{ index: 0, delta, finish_reason, native_finish_reason: finish_reason === finish ? native : finish_reason, logprobs: null }] });
   if (!silentMs) res.write(': OPENROUTER PROCESSING\n\n');
   const cutAfter = fault.startsWith('cut:') ? Number(fault.slice(4)) : Infinity;
   if (thought && body.reasoning?.exclude !== true) {
@@ -784,9 +791,14 @@ async function anthropic(req, res, body) {
   // A structured output: that text as JSON, under the schema's first property.
   if (format) words = [JSON.stringify({ [Object.keys(format.schema.properties ?? {})[0] ?? 'echo']: words.join(' ') })];
   let stop = 'end_turn';
+  let stopSequence = null;
+  const at = words.findIndex((w) => (body.stop_sequences ?? []).includes(w));
+  if (at >= 0) {
+    [words, stop, stopSequence] = [words.slice(0, at), 'stop_sequence', words[at]];
+  }
   if (words.length > body.max_tokens) {
     words = words.slice(0, body.max_tokens);
-    stop = 'max_tokens';
+    [stop, stopSequence] = ['max_tokens', null];
   }
   const id = `msg_fake_${Date.now().toString(36)}`;
   const tool = callTool ? { type: 'tool_use', id: `toolu_fake_${body.messages.length}`, name: body.tools[0].name, input: { location: 'Paris', unit: 'celsius' } } : null;
@@ -802,7 +814,7 @@ async function anthropic(req, res, body) {
   if (!body.stream) {
     const content = tool ? [tool] : [{ type: 'text', text: words.join(' ') }];
     if (thought) content.unshift({ type: 'thinking', thinking: thought, signature: thinkingSignature(thought) });
-    return sendJson(res, 200, { id, type: 'message', role: 'assistant', model: body.model, content, stop_reason: stop, stop_sequence: null, usage });
+    return sendJson(res, 200, { id, type: 'message', role: 'assistant', model: body.model, content, stop_reason: stop, stop_sequence: stopSequence, usage });
   }
   res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
   const send = (event, data) => res.write(`event: ${event}\ndata: ${JSON.stringify({ type: event, ...data })}\n\n`);
@@ -830,7 +842,7 @@ async function anthropic(req, res, body) {
     }
   }
   send('content_block_stop', { index });
-  send('message_delta', { delta: { stop_reason: stop, stop_sequence: null }, usage: { output_tokens: output } });
+  send('message_delta', { delta: { stop_reason: stop, stop_sequence: stopSequence }, usage: { output_tokens: output } });
   send('message_stop', {});
   res.end();
 }

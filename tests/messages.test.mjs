@@ -292,6 +292,23 @@ describe('messages, what agents rely on', () => {
     assert.equal(-micros(row.amount), Math.ceil((input_tokens * 3_000_000 + output_tokens * 15_000_000) / 1e6), 'the thinking is charged as output');
   });
 
+  test('an answer that ends at a stop sequence says so and names it, whole and streamed, on both routes to Claude', async () => {
+    const { client } = await anthropicFor();
+    const ask = (model) => ({ model, max_tokens: 64, stop_sequences: ['END'], messages: [{ role: 'user', content: 'alpha beta END gamma' }] });
+    // Direct, Anthropic names the sequence; through OpenRouter (this id is not Anthropic's) it says only that
+    // a stop sequence ended it, and the client's one sequence is named.
+    for (const model of [DIRECT, 'anthropic/claude-3.5-sonnet']) {
+      const whole = await client.messages.create(ask(model));
+      assert.equal(whole.content[0].text, 'Echo: alpha beta');
+      assert.deepEqual([whole.stop_reason, whole.stop_sequence], ['stop_sequence', 'END'], model);
+      const streamed = await client.messages.stream(ask(model)).finalMessage();
+      assert.deepEqual([streamed.stop_reason, streamed.stop_sequence], ['stop_sequence', 'END'], `${model}, streamed`);
+    }
+    // An answer that ended on its own says so.
+    const plain = await client.messages.create({ ...ask(DIRECT), stop_sequences: ['NEVER'] });
+    assert.deepEqual([plain.stop_reason, plain.stop_sequence], ['end_turn', null]);
+  });
+
   test('a bearer token of the client\'s own beside the x-api-key it was given: the gateway key is the one used', async () => {
     const { user, key } = await anthropicFor();
     const res = await fetch(`${ctx.gw.url}/v1/messages`, {

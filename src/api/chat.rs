@@ -56,7 +56,8 @@ pub async fn create_message(mut req: Incoming, call: &Call, auth: Authenticated)
     let (mut chat, origins) = anthropic::inbound::to_chat_traced(&body(&mut req, call, &auth).await?)?;
     chat.anthropic_beta = beta;
     // A rule of the chat request checked later names a chat field: named here as the client wrote it.
-    serve(call, auth, chat, Dialect::Messages).await.map_err(|e| match e {
+    let stop = anthropic::inbound::sole_stop_sequence(&chat);
+    serve(call, auth, chat, Dialect::Messages(stop)).await.map_err(|e| match e {
         ApiError::InvalidRequest(invalid) => {
             ApiError::InvalidRequest(anthropic::inbound::as_written(invalid, &origins))
         }

@@ -30,7 +30,8 @@ use crate::timer::IdleLimit;
 pub enum Dialect {
     Chat,
     Completions,
-    Messages,
+    /// With the client's stop sequence when it gave exactly one (an answer that stopped at it names it).
+    Messages(Option<String>),
     Responses(crate::providers::responses::CustomTools),
 }
 
@@ -40,7 +41,7 @@ impl Dialect {
         match self {
             Self::Chat => body,
             Self::Completions => crate::domain::completions::answer_from_chat(body),
-            Self::Messages => crate::providers::anthropic::inbound::answer_from_chat(body),
+            Self::Messages(stop) => crate::providers::anthropic::inbound::answer_from_chat(body, stop.as_deref()),
             Self::Responses(custom) => crate::providers::responses::answer_from_chat(body, custom),
         }
     }
@@ -50,7 +51,9 @@ impl Dialect {
         match self {
             Self::Chat => StreamDialect::Chat,
             Self::Completions => StreamDialect::Completions,
-            Self::Messages => StreamDialect::Messages(Default::default()),
+            Self::Messages(stop) => {
+                StreamDialect::Messages(crate::providers::anthropic::inbound::MessagesStream::new(stop.clone()))
+            }
             Self::Responses(custom) => {
                 StreamDialect::Responses(crate::providers::responses::ResponsesStream::new(custom.clone()))
             }

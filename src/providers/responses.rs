@@ -655,6 +655,7 @@ impl ResponsesStream {
                 ChatStep::Done => self.finish(&mut out),
                 // Thinking is not given back as reasoning items (see the module's notes).
                 ChatStep::Thinking(_) | ChatStep::Signature(_) | ChatStep::Redacted(_) => {}
+                ChatStep::StopSequence(_) => {} // a completed response says no more
             }
         }
         out.into_bytes()

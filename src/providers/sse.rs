@@ -323,6 +323,9 @@ pub enum ChatStep {
     ToolArgs(String),
     /// A choice's `finish_reason`.
     Finish(String),
+    /// The choice ended at a stop sequence (`native_finish_reason: "stop_sequence"`), named when the
+    /// upstream named it; comes before its `Finish`.
+    StopSequence(Option<Value>),
     Usage(Value),
     /// An error event: its `error` object.
     Error(Value),
@@ -397,6 +400,9 @@ impl ChatSteps {
                 }
             }
             if let Some(finish) = choice.get("finish_reason").and_then(Value::as_str) {
+                if choice.get("native_finish_reason").and_then(Value::as_str) == Some("stop_sequence") {
+                    steps.push(ChatStep::StopSequence(choice.get("stop_sequence").filter(|s| s.is_string()).cloned()));
+                }
                 steps.push(ChatStep::Finish(finish.to_string()));
             }
         }

@@ -511,8 +511,30 @@ fn thinking_blocks(message: Option<&Value>) -> Vec<Value> {
     }
 }
 
-/// A chat completion answer as an Anthropic message.
-pub fn answer_from_chat(body: Vec<u8>) -> Vec<u8> {
+/// The client's stop sequence when it gave exactly one: the one an answer that stopped at a stop sequence
+/// stopped at, should the upstream not name it (OpenRouter does not).
+pub fn sole_stop_sequence(chat: &ChatRequest) -> Option<String> {
+    match chat.body.get("stop")?.as_array()?.as_slice() {
+        [Value::String(only)] => Some(only.clone()),
+        _ => None,
+    }
+}
+
+/// Anthropic's `stop_reason` and `stop_sequence` for a choice that ended with `finish_reason`, and at a stop
+/// sequence when `at_sequence` (named, or `None`: the client's sole one, if it gave one).
+fn stop_of(
+    finish_reason: Option<&str>,
+    at_sequence: Option<Option<&Value>>,
+    sole: Option<&str>,
+) -> (&'static str, Value) {
+    match at_sequence {
+        Some(named) => ("stop_sequence", named.cloned().or_else(|| sole.map(Value::from)).unwrap_or(Value::Null)),
+        None => (stop_reason(finish_reason), Value::Null),
+    }
+}
+
+/// A chat completion answer as an Anthropic message (`stop`: the client's sole stop sequence).
+pub fn answer_from_chat(body: Vec<u8>, stop: Option<&str>) -> Vec<u8> {
     let Ok(answer) = serde_json::from_slice::<Value>(&body) else { return body };
     let choice = answer.pointer("/choices/0");
     let mut content = thinking_blocks(choice.and_then(|c| c.get("message")));
@@ -531,14 +553,19 @@ pub fn answer_from_chat(body: Vec<u8>) -> Vec<u8> {
             "input": serde_json::from_slice::<Value>(arguments.as_bytes()).unwrap_or(json!({})),
         }));
     }
+    let finish = choice.and_then(|c| c.get("finish_reason")).and_then(Value::as_str);
+    let at_sequence = choice
+        .filter(|c| c.get("native_finish_reason").and_then(Value::as_str) == Some("stop_sequence"))
+        .map(|c| c.get("stop_sequence").filter(|s| s.is_string()));
+    let (stop_reason, stop_sequence) = stop_of(finish, at_sequence, stop);
     let message = json!({
         "id": message_id(answer.get("id").and_then(Value::as_str)),
         "type": "message",
         "role": "assistant",
         "model": answer.get("model").cloned().unwrap_or_default(),
         "content": content,
-        "stop_reason": stop_reason(choice.and_then(|c| c.get("finish_reason")).and_then(Value::as_str)),
-        "stop_sequence": Value::Null,
+        "stop_reason": stop_reason,
+        "stop_sequence": stop_sequence,
         "usage": usage_of(answer.get("usage")),
     });
     serde_json::to_vec(&message).unwrap_or(body)
@@ -555,8 +582,18 @@ pub struct MessagesStream {
     open: Option<(u64, Block)>,
     next_index: u64,
     stop_reason: Option<&'static str>,
+    /// The stop sequence the answer ended at, and the client's sole one (named when the upstream does not).
+    stop_sequence: Option<Option<Value>>,
+    sole_stop: Option<String>,
     usage: Option<Value>,
     finished: bool,
+}
+
+impl MessagesStream {
+    /// `sole_stop`: the client's stop sequence when it gave exactly one.
+    pub fn new(sole_stop: Option<String>) -> Self {
+        Self { sole_stop, ..Default::default() }
+    }
 }
 
 /// The kind of content block a stream is writing.
@@ -613,6 +650,7 @@ impl MessagesStream {
                 ChatStep::ToolArgs(args) => {
                     self.delta(json!({"type": "input_json_delta", "partial_json": args}), &mut out);
                 }
+                ChatStep::StopSequence(named) => self.stop_sequence = Some(named),
                 ChatStep::Finish(reason) => self.stop_reason = Some(stop_reason(Some(&reason))),
                 ChatStep::Usage(usage) => self.usage = Some(usage),
                 ChatStep::Error(error) => {
@@ -680,7 +718,11 @@ impl MessagesStream {
         self.finished = true;
         self.start(&json!({}), out);
         self.close_block(out);
-        let delta = json!({"type": "message_delta", "delta": {"stop_reason": self.stop_reason.unwrap_or("end_turn"), "stop_sequence": null},
+        let (reason, sequence) = match &self.stop_sequence {
+            Some(named) => stop_of(None, Some(named.as_ref()), self.sole_stop.as_deref()),
+            None => (self.stop_reason.unwrap_or("end_turn"), Value::Null),
+        };
+        let delta = json!({"type": "message_delta", "delta": {"stop_reason": reason, "stop_sequence": sequence},
             "usage": usage_of(self.usage.as_ref())});
         out.push_str(&event("message_delta", delta));
         out.push_str(&event("message_stop", json!({"type": "message_stop"})));
@@ -759,6 +801,57 @@ mod tests {
             chat.prompt_token_bound()
                 > plain.expect("valid").prompt_token_bound() + 2 * crate::domain::chat::PER_FILE_TOKENS
         );
+    }
+
+    #[test]
+    fn an_answer_that_stopped_at_a_stop_sequence_says_so_and_names_it() {
+        let chat = to_chat(
+            br#"{"model":"m","max_tokens":8,"stop_sequences":["END"],"messages":[{"role":"user","content":"q"}]}"#,
+        );
+        let sole = sole_stop_sequence(&chat.expect("valid"));
+        assert_eq!(sole.as_deref(), Some("END"));
+        let two = to_chat(
+            br#"{"model":"m","max_tokens":8,"stop_sequences":["A","B"],"messages":[{"role":"user","content":"q"}]}"#,
+        );
+        assert_eq!(sole_stop_sequence(&two.expect("valid")), None);
+        // OpenRouter says a stop sequence ended it, not which; the client's sole one is named.
+        let answer = |native: &str, named: &str| {
+            format!(
+                r#"{{"id":"gen-1","choices":[{{"message":{{"content":"a"}},"finish_reason":"stop","native_finish_reason":"{native}"{named}}}]}}"#
+            )
+        };
+        let stop = |body: String, sole: Option<&str>| {
+            let m: Value = serde_json::from_slice(&answer_from_chat(body.into_bytes(), sole)).expect("json");
+            (m["stop_reason"].clone(), m["stop_sequence"].clone())
+        };
+        assert_eq!(stop(answer("stop_sequence", ""), Some("END")), (json!("stop_sequence"), json!("END")));
+        assert_eq!(stop(answer("stop_sequence", ""), None), (json!("stop_sequence"), Value::Null));
+        // The direct Anthropic route names it.
+        assert_eq!(
+            stop(answer("stop_sequence", r#","stop_sequence":"B""#), None),
+            (json!("stop_sequence"), json!("B"))
+        );
+        assert_eq!(stop(answer("stop", ""), Some("END")), (json!("end_turn"), Value::Null));
+        // A stream the same way.
+        let stream = |native: &str, sole: Option<&str>| {
+            let text = format!(
+                "data: {{\"id\":\"g\",\"model\":\"m\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"a\"}}}}]}}\n\n\
+                 data: {{\"id\":\"g\",\"model\":\"m\",\"choices\":[{{\"index\":0,\"delta\":{{}},\"finish_reason\":\"stop\",\"native_finish_reason\":\"{native}\"}}]}}\n\n\
+                 data: [DONE]\n\n"
+            );
+            let out =
+                String::from_utf8(MessagesStream::new(sole.map(str::to_string)).feed(text.into_bytes())).expect("utf8");
+            let delta = out
+                .lines()
+                .find(|l| l.contains("\"message_delta\""))
+                .expect("message_delta")
+                .trim_start_matches("data: ")
+                .to_string();
+            let delta: Value = serde_json::from_str(&delta).expect("json");
+            (delta["delta"]["stop_reason"].clone(), delta["delta"]["stop_sequence"].clone())
+        };
+        assert_eq!(stream("stop_sequence", Some("END")), (json!("stop_sequence"), json!("END")));
+        assert_eq!(stream("end_turn", Some("END")), (json!("end_turn"), Value::Null));
     }
 
     #[test]
@@ -876,7 +969,7 @@ mod tests {
     #[test]
     fn thinking_in_an_answer_and_a_stream_comes_back_as_signed_blocks() {
         let answer = br#"{"id":"gen-1","choices":[{"message":{"content":"Yes.","reasoning":"hm","reasoning_details":[{"type":"reasoning.text","text":"hm","signature":"s","index":0}]},"finish_reason":"stop"}]}"#;
-        let m: Value = serde_json::from_slice(&answer_from_chat(answer.to_vec())).expect("json");
+        let m: Value = serde_json::from_slice(&answer_from_chat(answer.to_vec(), None)).expect("json");
         assert_eq!(m["content"][0], json!({"type": "thinking", "thinking": "hm", "signature": "s"}));
         assert_eq!(m["content"][1]["text"], "Yes.");
 
@@ -940,7 +1033,7 @@ mod tests {
     fn an_answer_with_a_tool_call_becomes_a_message() {
         let answer = br#"{"id":"gen-9","model":"anthropic/claude-3.5-sonnet","choices":[{"message":{"content":"Let me look.","tool_calls":[{"id":"toolu_2","type":"function","function":{"name":"Read","arguments":"{\"path\":\"b\"}"}}]},"finish_reason":"tool_calls"}],
             "usage":{"prompt_tokens":120,"completion_tokens":9,"cost":0.0005,"prompt_tokens_details":{"cached_tokens":100}}}"#;
-        let m: Value = serde_json::from_slice(&answer_from_chat(answer.to_vec())).expect("json");
+        let m: Value = serde_json::from_slice(&answer_from_chat(answer.to_vec(), None)).expect("json");
         assert_eq!(m["type"], "message");
         assert_eq!(m["id"], "msg_9");
         assert_eq!(m["content"][0]["text"], "Let me look.");

@@ -21,6 +21,18 @@ pub fn finish_reason(stop_reason: Option<&str>) -> &'static str {
     }
 }
 
+/// A chat choice that ended at one of the client's stop sequences says so as OpenRouter does
+/// (`native_finish_reason: "stop_sequence"`) and names the sequence (`stop_sequence`), which a Messages
+/// client is told again.
+pub fn stopped_by_sequence(choice: &mut Value, stop_reason: Option<&Value>, sequence: Option<&Value>) {
+    if stop_reason.and_then(Value::as_str) == Some("stop_sequence") {
+        choice["native_finish_reason"] = "stop_sequence".into();
+        if let Some(sequence) = sequence.filter(|s| s.is_string()) {
+            choice["stop_sequence"] = sequence.clone();
+        }
+    }
+}
+
 /// OpenAI usage from Anthropic's `usage` object.
 pub fn usage(u: &Value) -> Usage {
     let n = |field: &str| u.get(field).and_then(Value::as_u64).unwrap_or(0);
@@ -64,6 +76,9 @@ pub fn chat_completion(message: &Value, model: &str, created: i64) -> Value {
         finish,
         &usage,
     );
+    if let Some(choice) = answer.pointer_mut("/choices/0") {
+        stopped_by_sequence(choice, message.get("stop_reason"), message.get("stop_sequence"));
+    }
     let details =
         reasoning::details_from_blocks(message.get("content").and_then(Value::as_array).into_iter().flatten());
     if let (false, Some(reply)) = (details.is_empty(), answer.pointer_mut("/choices/0/message")) {
@@ -107,6 +122,18 @@ mod tests {
         assert_eq!(finish_reason(Some("tool_use")), "tool_calls");
         assert_eq!(finish_reason(Some("refusal")), "content_filter");
         assert_eq!(finish_reason(None), "stop");
+    }
+
+    #[test]
+    fn a_stop_sequence_is_told_as_openrouter_tells_it_and_named() {
+        let message = json!({"id":"msg_1","content":[{"type":"text","text":"a"}],"stop_reason":"stop_sequence",
+            "stop_sequence":"END","usage":{"input_tokens":1,"output_tokens":1}});
+        let answer = chat_completion(&message, "anthropic/claude", 0);
+        assert_eq!(answer["choices"][0]["finish_reason"], "stop");
+        assert_eq!(answer["choices"][0]["native_finish_reason"], "stop_sequence");
+        assert_eq!(answer["choices"][0]["stop_sequence"], "END");
+        let ended = json!({"id":"msg_1","content":[],"stop_reason":"end_turn","usage":{}});
+        assert!(chat_completion(&ended, "anthropic/claude", 0)["choices"][0].get("native_finish_reason").is_none());
     }
 
     #[test]

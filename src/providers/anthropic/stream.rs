@@ -10,7 +10,7 @@
 
 use serde_json::{json, Value};
 
-use super::response::{finish_reason, usage};
+use super::response::{finish_reason, stopped_by_sequence, usage};
 use crate::domain::chat::Usage;
 use crate::providers::reasoning;
 use crate::providers::sse::{data_event, DataLines};
@@ -33,6 +33,8 @@ pub struct StreamTranslator {
     start_usage: Value,
     output_tokens: u64,
     stop_reason: Option<String>,
+    /// The stop sequence the answer ended at (`message_delta`'s).
+    stop_sequence: Option<Value>,
     /// Anthropic content-block index → OpenAI tool-call index.
     tool_calls: Vec<(u64, usize)>,
     /// Thinking blocks so far (each one `reasoning_details` index).
@@ -47,6 +49,7 @@ impl StreamTranslator {
             start_usage: Value::Null,
             output_tokens: 0,
             stop_reason: None,
+            stop_sequence: None,
             tool_calls: Vec::new(),
             thinking_blocks: 0,
         }
@@ -145,6 +148,9 @@ impl StreamTranslator {
                 if let Some(reason) = data.get("delta").and_then(|d| d.get("stop_reason")).and_then(Value::as_str) {
                     self.stop_reason = Some(reason.to_string());
                 }
+                if let Some(sequence) = data.pointer("/delta/stop_sequence").filter(|s| s.is_string()) {
+                    self.stop_sequence = Some(sequence.clone());
+                }
                 if let Some(usage) = data.get("usage") {
                     if let Some(n) = usage.get("output_tokens").and_then(Value::as_u64) {
                         self.output_tokens = n;
@@ -163,7 +169,11 @@ impl StreamTranslator {
             }
             "message_stop" => {
                 let finish = finish_reason(self.stop_reason.as_deref());
-                let last = self.chunk(json!({}), Some(finish));
+                let mut last = self.chunk(json!({}), Some(finish));
+                let reason = self.stop_reason.as_deref().map(Value::from);
+                if let Some(choice) = last.pointer_mut("/choices/0") {
+                    stopped_by_sequence(choice, reason.as_ref(), self.stop_sequence.as_ref());
+                }
                 vec![last, self.chunks.usage(&self.usage())]
             }
             "error" => {
