@@ -54,6 +54,30 @@ for (const model of [VIA_OPENROUTER, DIRECT]) {
       assert.equal(-micros(row.amount), costOf(model, final.usage));
     });
 
+    test('an inline PDF (input_file) reaches the model as a file, and an earlier refusal sent back is taken; each charged exactly', async () => {
+      const { user, client } = await clientFor();
+      const pdf = { type: 'input_file', filename: 'spec.pdf', file_data: 'data:application/pdf;base64,JVBERi0xLjQK' };
+      const res = await client.responses.create({
+        model,
+        input: [
+          { role: 'user', content: 'help me' },
+          { type: 'message', role: 'assistant', content: [{ type: 'refusal', refusal: 'I cannot do that.' }] },
+          { role: 'user', content: [pdf, { type: 'input_text', text: 'sum it up' }] },
+        ],
+      });
+      assert.equal(res.output_text, 'Echo: sum it up');
+      assert.ok(res.usage.input_tokens >= 1500, `the file's tokens are counted (${res.usage.input_tokens})`);
+      const sent = ctx.gw.fake.requests.filter((r) => r.path.endsWith('/chat/completions')).at(-1).body;
+      assert.deepEqual(sent.messages.at(-1).content[0], { type: 'file', file: { filename: 'spec.pdf', file_data: pdf.file_data } });
+      assert.equal(sent.messages[1].role, 'assistant');
+      assert.match(JSON.stringify(sent.messages[1].content), /I cannot do that\./);
+      const [row] = await usageRows(ctx.admin, user.id, 1);
+      assert.equal(-micros(row.amount), costOf(model, res.usage));
+      const byId = await client.responses.create({ model, input: [{ role: 'user', content: [{ type: 'input_file', file_id: 'file-abc' }] }] }).catch((e) => e);
+      assert.equal(byId.status, 400);
+      assert.match(byId.error.message, /input_file/);
+    });
+
     test('a client that hangs up mid-stream is charged once, less than the whole answer: in turn and four at once', async () => {
       const { user, key, client } = await clientFor();
       const input = `[slow:150] ${Array.from({ length: 30 }, (_, i) => `w${i}`).join(' ')}`;

@@ -163,6 +163,21 @@ fn content_of(content: Option<&Value>, param: &str) -> Result<Value, InvalidRequ
                         })?;
                         out.push(json!({"type": "image_url", "image_url": {"url": url}}));
                     }
+                    // A refusal an earlier answer gave (its `output` sent back as `input`): what it said.
+                    Some("refusal") => out.push(
+                        json!({"type": "text", "text": part.get("refusal").and_then(Value::as_str).unwrap_or_default()}),
+                    ),
+                    // A file inline (a PDF, say) is a chat file part, priced as chat prices one.
+                    Some("input_file") => {
+                        let data = part.get("file_data").and_then(Value::as_str).ok_or_else(|| {
+                            invalid(
+                                "an `input_file` needs its `file_data` inline (files by id or URL are not kept or fetched by this gateway)",
+                                param,
+                            )
+                        })?;
+                        let name = part.get("filename").and_then(Value::as_str).unwrap_or("document.pdf");
+                        out.push(json!({"type": "file", "file": {"filename": name, "file_data": data}}));
+                    }
                     Some(other) => return Err(invalid(format!("content of type `{other}` is not supported"), param)),
                     None => return Err(invalid("a content part needs a `type`", param)),
                 }
@@ -1061,6 +1076,26 @@ mod tests {
         assert_eq!(names.iter().filter(|n| **n == "response.refusal.delta").count(), 2, "{out}");
         assert!(names.contains(&"response.refusal.done"));
         assert!(out.contains(r#""part":{"refusal":"I can't help.","type":"refusal"}"#), "{out}");
+        // The answer's output sent back as input (as an app keeps its history) is taken, the refusal as its text.
+        let back = format!(
+            r#"{{"model":"m","input":[{{"role":"user","content":"q"}},{}]}}"#,
+            serde_json::to_string(&whole["output"][0]).expect("json")
+        );
+        let (chat, _, _) = to_chat(back.as_bytes()).expect("its own output is valid input");
+        assert_eq!(chat.body["messages"][1]["content"], json!([{"type": "text", "text": "I can't help with that."}]));
+    }
+
+    #[test]
+    fn an_inline_file_is_a_chat_file_and_one_by_id_is_refused_by_name() {
+        let body = br#"{"model":"m","input":[{"role":"user","content":[{"type":"input_file","filename":"a.pdf","file_data":"data:application/pdf;base64,JVBE"},{"type":"input_text","text":"sum up"}]}]}"#;
+        let (chat, _, _) = to_chat(body).expect("valid");
+        assert_eq!(
+            chat.body["messages"][0]["content"][0],
+            json!({"type": "file", "file": {"filename": "a.pdf", "file_data": "data:application/pdf;base64,JVBE"}})
+        );
+        let by_id = br#"{"model":"m","input":[{"role":"user","content":[{"type":"input_file","file_id":"file-1"}]}]}"#;
+        let Err(refused) = to_chat(by_id) else { panic!("a file by id is refused") };
+        assert_eq!(refused.param.as_deref(), Some("input[0]"), "{}", refused.message);
     }
 
     #[test]
