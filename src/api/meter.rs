@@ -12,9 +12,10 @@ use worker::Env;
 
 use super::error::ApiError;
 use super::respond::Call;
+use crate::billing::batch::{self, Confirmed};
 use crate::billing::client::{Account, Org, OrgRefusal, Reserved, SETTLE_TRY_MS};
+use crate::billing::leases;
 use crate::billing::protocol::{OnLease, Settlement};
-use crate::billing::{batch, leases};
 use crate::cache::keys::KeyRecord;
 use crate::cache::prices as price_cache;
 use crate::domain::account::Ask;
@@ -431,8 +432,9 @@ impl Meter {
         let confirmed = batch::settle(env, &self.account_id, &self.key_id, settlement, self.lease_ms, returns).await;
         // The organization counts what the account charged, so it is told once the account has confirmed
         // the charge. A settlement given up on is closed by the account at its evidence, which may be more
-        // than this charge; the organization's hold, not told, then counts all it held at its expiry.
-        if let (Some(org_id), true, true) = (self.org_id.as_deref(), self.org_holds, confirmed) {
+        // than this charge; the organization's hold, not told, then counts all it held at its expiry. So
+        // with one that came after the account had closed its request so (it charged nothing more).
+        if let (Some(org_id), true, Confirmed::Charged) = (self.org_id.as_deref(), self.org_holds, confirmed) {
             let tokens =
                 i64::try_from(charged.tokens.prompt.saturating_add(charged.tokens.completion)).unwrap_or(i64::MAX);
             Org::of(env, org_id).settle(&self.request_id, tokens, charged.amount, failed, self.lease_ms).await;

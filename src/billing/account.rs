@@ -102,8 +102,8 @@ impl Account<'_> {
                         leases.push(on.lease_id.clone());
                     }
                 }
-                let (charged, failed) =
-                    if settlements.is_empty() { (0, Vec::new()) } else { self.settle_all(&settlements)? };
+                let Outcomes { charged, failed, closed } =
+                    if settlements.is_empty() { Outcomes::default() } else { self.settle_all(&settlements)? };
                 self.wrote |= !settlements.is_empty();
                 for lease_id in return_leases {
                     if self.book.release_lease(&lease_id) {
@@ -117,7 +117,7 @@ impl Account<'_> {
                         (id, held)
                     })
                     .collect();
-                AccountResponse::Settled { charged, balance: self.book.balance(), leases, failed }
+                AccountResponse::Settled { charged, balance: self.book.balance(), leases, failed, closed }
             }
             AccountRequest::Credit { account_id, amount, kind, description, idempotency_key } => {
                 if let Some(key) = idempotency_key.as_deref() {
@@ -207,13 +207,17 @@ impl Account<'_> {
     /// them fail, none of their writes stay, memory goes back to what storage holds, and each is settled
     /// again in a transaction of its own: one that fails again leaves none of its writes and the others
     /// stand (its sender sends it again). Answers what was charged and the ids of those that failed.
-    fn settle_all(&mut self, settlements: &[Settlement]) -> Result<(i64, Vec<String>)> {
+    fn settle_all(&mut self, settlements: &[Settlement]) -> Result<Outcomes> {
         let state = self.state;
         let together = crate::js::atomically(state, || {
-            settlements.iter().try_fold(0, |charged, settlement| Ok(charged + self.settle_one(settlement)?))
+            let mut outcomes = Outcomes::default();
+            for settlement in settlements {
+                outcomes.add(&settlement.request_id, self.settle_one(settlement)?);
+            }
+            Ok(outcomes)
         });
         let e = match together {
-            Ok(charged) => return Ok((charged, Vec::new())),
+            Ok(outcomes) => return Ok(outcomes),
             Err(e) => e,
         };
         // Memory saw their changes, storage did not: memory goes back to what storage holds (reading it
@@ -221,27 +225,27 @@ impl Account<'_> {
         *self.book = store::load_book(self.sql, self.now)?;
         if let [alone] = settlements {
             crate::log::job_error("settle_one", &format!("{}: {e}", alone.request_id));
-            return Ok((0, vec![alone.request_id.clone()]));
+            return Ok(Outcomes { failed: vec![alone.request_id.clone()], ..Outcomes::default() });
         }
         crate::log::job_error("settle_all", &format!("settled one by one after: {e}"));
-        let (mut charged, mut failed) = (0, Vec::new());
+        let mut outcomes = Outcomes::default();
         for settlement in settlements {
             let before = self.book.clone();
             match crate::js::atomically(state, || self.settle_one(settlement)) {
-                Ok(amount) => charged += amount,
+                Ok(outcome) => outcomes.add(&settlement.request_id, outcome),
                 Err(e) => {
                     crate::log::job_error("settle_one", &format!("{}: {e}", settlement.request_id));
                     *self.book = before;
-                    failed.push(settlement.request_id.clone());
+                    outcomes.failed.push(settlement.request_id.clone());
                 }
             }
         }
-        Ok((charged, failed))
+        Ok(outcomes)
     }
 
     /// Charges one settled request (its writes: the ledger row, its usage record, the lease's charge);
-    /// returns what was charged.
-    fn settle_one(&mut self, settlement: &Settlement) -> Result<i64> {
+    /// returns what was charged, or that it had been closed without settlement before.
+    fn settle_one(&mut self, settlement: &Settlement) -> Result<Outcome> {
         let (sql, now) = (self.sql, self.now);
         let Settlement { request_id, cost, description, usage, on_lease } = settlement;
         let cost = *cost;
@@ -271,7 +275,7 @@ impl Account<'_> {
                 }
                 strike(self.faults, sql, usage.as_ref(), request_id)?;
                 write_closed(sql, &closed, description.clone(), usage.clone(), now, reserved)?;
-                Ok(closed.amount)
+                Ok(Outcome::Charged(closed.amount))
             }
             // Started on a lease that has ended (expired: its isolate went quiet): nothing holds
             // money for it any more, so it is not charged, and its cost is recorded as uncollected.
@@ -292,11 +296,11 @@ impl Account<'_> {
                 };
                 let why = format!("{CLOSED_WITHOUT_SETTLEMENT}: its budget lease had ended when it settled");
                 write_closed(sql, &closed, why, usage.clone(), now, false)?;
-                Ok(0)
+                Ok(Outcome::Charged(0))
             }
             // Closed without its settlement earlier: charged nothing more, but what it
             // really cost is recorded (as uncollected, and in its usage record).
-            None => late_settlement(sql, request_id, cost, usage.clone()).map(|()| 0),
+            None => late_settlement(sql, request_id, cost, usage.clone()),
         }
     }
 
@@ -456,11 +460,38 @@ fn lose_key_change(failures: u32, key_id: &str) -> Result<()> {
 
 /// A settlement for a request the object no longer holds: a repeat (nothing to do), or a request
 /// closed without it, whose real cost above the close's charge is recorded as uncollected.
-fn late_settlement(sql: &SqlStorage, request_id: &str, cost: i64, usage: Option<UsageRecord>) -> Result<()> {
-    let Some((ledger_id, charged)) = store::closed_charge(sql, request_id)? else { return Ok(()) };
+fn late_settlement(sql: &SqlStorage, request_id: &str, cost: i64, usage: Option<UsageRecord>) -> Result<Outcome> {
+    // Settled already (this same settlement, its answer lost): nothing more.
+    let Some((ledger_id, charged)) = store::closed_charge(sql, request_id)? else { return Ok(Outcome::Charged(0)) };
     if let Some(mut record) = usage {
         record.cost_micros = charged;
         store::queue_usage(sql, &record)?;
     }
-    store::note_uncollected(sql, &ledger_id, (cost - charged).max(0))
+    store::note_uncollected(sql, &ledger_id, (cost - charged).max(0))?;
+    Ok(Outcome::ClosedBefore)
+}
+
+/// What one settlement did.
+enum Outcome {
+    /// Charged this much (0 included).
+    Charged(i64),
+    /// Nothing: its request had been closed without settlement.
+    ClosedBefore,
+}
+
+/// What a message's settlements did, for its answer.
+#[derive(Default)]
+struct Outcomes {
+    charged: i64,
+    failed: Vec<String>,
+    closed: Vec<String>,
+}
+
+impl Outcomes {
+    fn add(&mut self, request_id: &str, outcome: Outcome) {
+        match outcome {
+            Outcome::Charged(amount) => self.charged += amount,
+            Outcome::ClosedBefore => self.closed.push(request_id.to_string()),
+        }
+    }
 }

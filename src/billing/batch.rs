@@ -47,8 +47,8 @@ struct Line {
     sending_since: Option<f64>,
     waiting: Vec<Pending>,
     /// Settlements another task sent (answered or given up on): their own tasks may end (with when: one
-    /// whose task has ended, having given up on it, is dropped after `STALE_SEND_MS`).
-    finished: HashMap<String, f64>,
+    /// whose task has ended, having given up on it, is dropped after `STALE_SEND_MS`), and how it ended.
+    finished: HashMap<String, (f64, Confirmed)>,
     /// Settlements the object answered as failed, back to their own tasks (with when: one whose task
     /// has ended is dropped after `STALE_SEND_MS`).
     failed: HashMap<String, (f64, Pending)>,
@@ -58,9 +58,20 @@ thread_local! {
     static LINES: RefCell<HashMap<String, Line>> = RefCell::new(HashMap::new());
 }
 
+/// How a settlement ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Confirmed {
+    /// The object charged it.
+    Charged,
+    /// The object had closed its request without settlement before it came (charged its evidence).
+    ClosedBefore,
+    /// Not confirmed: the object settles it by its rule, at its expiry.
+    No,
+}
+
 /// Settles one request of `account` (a request of `key_id`), with whatever else waits, until the object
-/// confirms or `retry_for_ms` has passed; `returns` gives the leases to give back with it. Answers
-/// whether the object confirmed it (else the object settles it by its rule, at its expiry).
+/// confirms or `retry_for_ms` has passed; `returns` gives the leases to give back with it. Answers how
+/// the object took it.
 pub async fn settle(
     env: &Env,
     account: &str,
@@ -68,7 +79,7 @@ pub async fn settle(
     settlement: Settlement,
     retry_for_ms: i64,
     returns: impl Fn() -> Vec<String>,
-) -> bool {
+) -> Confirmed {
     let id = settlement.request_id.clone();
     let on_lease = settlement.on_lease.clone();
     // Given up on: this isolate's lease no longer counts the request as in flight (the worst is assumed).
@@ -76,7 +87,7 @@ pub async fn settle(
         if let Some(on) = &on_lease {
             leases::settled(key_id, &on.lease_id, &id, None);
         }
-        false
+        Confirmed::No
     };
     let deadline = js_sys::Date::now() + retry_for_ms as f64;
     // Kept to send again should the message carrying it die with its sender's task.
@@ -87,12 +98,12 @@ pub async fn settle(
     loop {
         let now = js_sys::Date::now();
         let turn = with_line(account, |line| {
-            if line.finished.remove(&id).is_some() {
+            if let Some((_, how)) = line.finished.remove(&id) {
                 // A copy put in line again (its sender was taken for dead, and was only slow) is not sent.
                 line.waiting.retain(|p| p.settlement.request_id != id);
-                return Turn::Done;
+                return Turn::Done(how);
             }
-            line.finished.retain(|_, at| now - *at < STALE_SEND_MS);
+            line.finished.retain(|_, (at, _)| now - *at < STALE_SEND_MS);
             if let Some((_, pending)) = line.failed.remove(&id) {
                 line.waiting.retain(|p| p.settlement.request_id != id);
                 return Turn::Failed(Box::new(pending));
@@ -121,7 +132,7 @@ pub async fn settle(
             }
         });
         let batch = match turn {
-            Turn::Done => return true,
+            Turn::Done(how) => return how,
             Turn::GaveUp => return give_up(),
             // Failed in the object: sent again after 0.25 s doubling to 8 s, as an unanswered message is.
             Turn::Failed(pending) => {
@@ -172,7 +183,9 @@ pub async fn settle(
                     leases::settled(&p.key_id, &on.lease_id, &request_id, Some(held_now));
                 }
                 if request_id != id {
-                    line.finished.insert(request_id, js_sys::Date::now());
+                    let how =
+                        if settled.closed.contains(&request_id) { Confirmed::ClosedBefore } else { Confirmed::Charged };
+                    line.finished.insert(request_id, (js_sys::Date::now(), how));
                 }
             }
         });
@@ -188,13 +201,13 @@ pub async fn settle(
                     lines.remove(account);
                 }
             });
-            return true;
+            return if settled.closed.contains(&id) { Confirmed::ClosedBefore } else { Confirmed::Charged };
         }
     }
 }
 
 enum Turn {
-    Done,
+    Done(Confirmed),
     GaveUp,
     Failed(Box<Pending>),
     Wait,

@@ -367,6 +367,8 @@ impl<'a> Org<'a> {
 pub struct Settled {
     pub leases: Vec<(String, i64)>,
     pub failed: Vec<String>,
+    /// Those whose requests had been closed without settlement before (charged nothing more).
+    pub closed: Vec<String>,
 }
 
 /// Settles requests (and gives back drained leases), retried with backoff until the object confirms
@@ -384,8 +386,8 @@ pub async fn settle(
     let settled = &std::cell::RefCell::new(None);
     retry(&what, retry_for_ms, |try_ms| async move {
         match send(env::accounts(env), account, message, Some(try_ms)).await? {
-            AccountResponse::Settled { leases, failed, .. } => {
-                settled.replace(Some(Settled { leases, failed }));
+            AccountResponse::Settled { leases, failed, closed, .. } => {
+                settled.replace(Some(Settled { leases, failed, closed }));
                 Ok(())
             }
             AccountResponse::Error { message } => Err(message),

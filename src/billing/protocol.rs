@@ -174,6 +174,10 @@ pub enum AccountResponse {
         /// Settlements that failed (none of their writes stayed): to send again.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         failed: Vec<String>,
+        /// Settlements that came after their request was closed without settlement (charged its
+        /// evidence, not what they say): an organization is not told them.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        closed: Vec<String>,
     },
     Touched {
         held: bool,
