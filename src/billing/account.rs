@@ -296,7 +296,8 @@ impl Account<'_> {
                 };
                 let why = format!("{CLOSED_WITHOUT_SETTLEMENT}: its budget lease had ended when it settled");
                 write_closed(sql, &closed, why, usage.clone(), now, false)?;
-                Ok(Outcome::Charged(0))
+                // As a settlement that comes after its close: the organization keeps what it held.
+                Ok(Outcome::ClosedBefore)
             }
             // Closed without its settlement earlier: charged nothing more, but what it
             // really cost is recorded (as uncollected, and in its usage record).

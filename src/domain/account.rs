@@ -427,7 +427,8 @@ impl Book {
         let mut resets_at_ms = limit.and(reset).map(|r| r.window_end(now));
         if let Some(held) = self.in_flight.get(&ask.request_id) {
             // A repeated message: the same amount, nothing held or counted twice; what was only part of the
-            // worst case is said to be so (the output is capped to it), though which limit bound it is gone.
+            // worst case is said to be so (the output is capped to it). Which limit bound it is not kept, so
+            // the balance is named: only a refusal's message would say more, and a repeat is never refused.
             let reservation = match held.amount < ask.worst_case {
                 true => Reservation::Partial { amount: held.amount, source: LimitSource::Balance },
                 false => Reservation::Full { amount: held.amount },

@@ -78,7 +78,13 @@ pub fn generate_request(chat: &ChatRequest, native: &str) -> Result<Value, Inval
                     Ok(v @ Value::Object(_)) => v,
                     _ => json!({ "content": text }),
                 };
-                push_turn(&mut turns, "user", vec![json!({"functionResponse": {"name": name, "response": response}})]);
+                // Its images and files follow it in the same turn, as inline data (the response holds text).
+                let mut parts = vec![json!({"functionResponse": {"name": name, "response": response}})];
+                let media = message.get("content").and_then(Value::as_array).into_iter().flatten().enumerate();
+                for (j, p) in media.filter(|(_, p)| p.get("type").and_then(Value::as_str) != Some("text")) {
+                    parts.push(part(p, i, j)?);
+                }
+                push_turn(&mut turns, "user", parts);
             }
             other => return Err(unfit(i, Unfit::Role(other))),
         }
@@ -295,6 +301,20 @@ mod tests {
             json!({"functionResponse": {"name": "f", "response": {"temp": 18}}})
         );
         assert_eq!(image_type("https://x.test/a.PNG?size=2"), "image/png");
+    }
+
+    #[test]
+    fn a_tool_results_files_and_images_follow_its_response() {
+        let request = chat(
+            r#"{"model":"m","messages":[{"role":"assistant","content":null,"tool_calls":[{"id":"c1","type":"function","function":{"name":"read","arguments":"{}"}}]},
+                {"role":"tool","tool_call_id":"c1","content":[{"type":"text","text":"a.pdf"},{"type":"file","file":{"filename":"a.pdf","file_data":"data:application/pdf;base64,JVBE"}}]}]}"#,
+        );
+        let body = generate_request(&request, "gemini-2.0-flash-001").expect("translates");
+        assert_eq!(
+            body["contents"][1]["parts"],
+            json!([{"functionResponse": {"name": "read", "response": {"content": "a.pdf"}}},
+                   {"inlineData": {"mimeType": "application/pdf", "data": "JVBE"}}])
+        );
     }
 
     #[test]
