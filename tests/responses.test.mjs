@@ -204,7 +204,7 @@ describe('responses, what Codex relies on', () => {
     assert.match(file.error.param, /output/);
   });
 
-  test('while the model thinks, the stream carries keep-alive comments (its thinking is not a Responses event here)', async () => {
+  test('while the model thinks, the stream carries keep-alives and its thinking as a reasoning item, never in the output text', async () => {
     const { user } = await clientFor();
     const key = await ctx.admin.createKey(user.id);
     const res = await fetch(`${ctx.gw.url}/v1/responses`, {
@@ -216,12 +216,43 @@ describe('responses, what Codex relies on', () => {
     const text = await res.text();
     const alive = text.indexOf(': keep-alive\n\n');
     assert.ok(alive >= 0 && alive < text.indexOf('response.output_text.delta'), text.slice(0, 600));
-    assert.ok(!text.includes('Thinking about'), 'no thinking text leaks into the output');
-    const completed = JSON.parse(text.split('\n').filter((l) => l.startsWith('data: ')).map((l) => l.slice(6)).at(-1));
+    const events = text.split('\n').filter((l) => l.startsWith('data: ')).map((l) => JSON.parse(l.slice(6)));
+    const summary = events.filter((e) => e.type === 'response.reasoning_summary_text.delta').map((e) => e.delta).join('');
+    assert.equal(summary, 'Thinking about: ponder this', 'the thinking, told as a summary');
+    const completed = events.at(-1);
     assert.equal(completed.type, 'response.completed');
+    const [reasoning, message] = completed.response.output;
+    assert.equal(reasoning.type, 'reasoning');
+    assert.equal(message.content[0].text, 'Echo: ponder this', 'no thinking text in the output text');
     assert.ok(completed.response.usage.output_tokens_details.reasoning_tokens > 0, 'the thinking was counted');
     const [row] = await usageRows(ctx.admin, user.id, 1);
     assert.equal(-micros(row.amount), costOf(VIA_OPENROUTER, completed.response.usage));
+  });
+
+  test("reasoning given out as an item comes back with the next turn, as the upstream gave it: whole and streamed", async () => {
+    const { user, client } = await clientFor();
+    const ask = { model: VIA_OPENROUTER, reasoning: { effort: 'low' }, store: false, include: ['reasoning.encrypted_content'] };
+    const input = [{ role: 'user', content: 'weigh the options' }];
+    const first = await client.responses.create({ ...ask, input });
+    const firstThought = ctx.gw.fake.requests.filter((r) => r.path.endsWith('/chat/completions')).at(-1);
+    const reasoning = first.output.find((i) => i.type === 'reasoning');
+    assert.equal(reasoning.summary[0].text, 'Thinking about: weigh the options');
+    assert.ok(reasoning.encrypted_content, 'kept for the next turn');
+    const streamed = await client.responses.stream({ ...ask, input: [...input, ...first.output, { role: 'user', content: 'and then?' }] }).finalResponse();
+    const sent = ctx.gw.fake.requests.filter((r) => r.path.endsWith('/chat/completions')).at(-1).body;
+    assert.notEqual(sent, firstThought.body);
+    const assistant = sent.messages.find((m) => m.role === 'assistant');
+    assert.deepEqual(assistant.reasoning_details, [{ type: 'reasoning.text', text: 'Thinking about: weigh the options', format: 'unknown', index: 0 }]);
+    assert.deepEqual(assistant.content, [{ type: 'text', text: 'Echo: weigh the options' }]);
+    // The streamed answer's reasoning item carries its details whole, joined from the stream's pieces.
+    const again = streamed.output.find((i) => i.type === 'reasoning');
+    assert.equal(again.summary[0].text, 'Thinking about: and then?');
+    await client.responses.create({ ...ask, input: [...input, ...first.output, { role: 'user', content: 'and then?' }, ...streamed.output, { role: 'user', content: 'so?' }] });
+    const third = ctx.gw.fake.requests.filter((r) => r.path.endsWith('/chat/completions')).at(-1).body;
+    const turns = third.messages.filter((m) => m.role === 'assistant');
+    assert.deepEqual(turns.map((m) => m.reasoning_details?.[0]?.text), ['Thinking about: weigh the options', 'Thinking about: and then?']);
+    const rows = await usageRows(ctx.admin, user.id, 3);
+    assert.equal(rows.length, 3, 'each turn charged once');
   });
 
   test('state is refused with a clear 400: store, previous_response_id, retrieving a response', async () => {

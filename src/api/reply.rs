@@ -73,7 +73,8 @@ impl StreamDialect {
     /// Relayed stream lines in this dialect.
     pub fn feed(&mut self, bytes: Vec<u8>) -> Vec<u8> {
         // The translators turn some lines into nothing: an upstream's keep-alive comment (OpenRouter's,
-        // while a model thinks), thinking the dialect does not carry (the Responses API's). The client
+        // while a model thinks), thinking the dialect does not tell (Messages has no block for OpenAI's
+        // encrypted reasoning; the Responses API's, details with nothing to read). The client
         // still gets a comment for them, or a long silence would let its read time out.
         let silent_if_empty = !bytes.is_empty();
         let mut out = match self {

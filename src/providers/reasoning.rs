@@ -89,6 +89,47 @@ pub fn text_of(details: &[Value]) -> String {
     details.iter().filter_map(|d| d.get("text").and_then(Value::as_str)).collect()
 }
 
+/// What a reader may see of a detail: a thinking text or a summary (OpenAI's models give summaries).
+pub fn readable(detail: &Value) -> Option<&str> {
+    match detail.get("type").and_then(Value::as_str) {
+        Some("reasoning.text") => detail.get("text").and_then(Value::as_str),
+        Some("reasoning.summary") => detail.get("summary").and_then(Value::as_str),
+        _ => None,
+    }
+}
+
+/// Streamed details joined into whole ones: a piece with the `index` and `type` of one before adds to
+/// its text, summary or data and sets its other fields (a signature comes last, alone).
+pub fn merge_details(details: &mut Vec<Value>, pieces: &[Value]) {
+    for piece in pieces {
+        let Some(fields) = piece.as_object() else { continue };
+        let index = piece.get("index").and_then(Value::as_u64);
+        let same = index.and_then(|i| {
+            details
+                .iter_mut()
+                .find(|d| d.get("index").and_then(Value::as_u64) == Some(i) && d.get("type") == piece.get("type"))
+        });
+        let Some(whole) = same.and_then(Value::as_object_mut) else {
+            details.push(piece.clone());
+            continue;
+        };
+        for (field, value) in fields {
+            match (field.as_str(), value, whole.get_mut(field)) {
+                (_, Value::Null, _) => {}
+                // (An encrypted block repeated whole is not doubled.)
+                ("data", Value::String(more), Some(Value::String(so_far))) if so_far == more => {}
+                ("text" | "summary" | "data", Value::String(more), Some(Value::String(so_far))) => {
+                    so_far.push_str(more)
+                }
+                (_, Value::String(s), Some(_)) if s.is_empty() => {}
+                _ => {
+                    whole.insert(field.clone(), value.clone());
+                }
+            }
+        }
+    }
+}
+
 /// Anthropic's `thinking` for a chat request's `reasoning`: an explicit budget (`reasoning.max_tokens`)
 /// turns it on with that budget; `enabled: true` without one asks for adaptive thinking (Claude 4.6 and
 /// later decide how much to think), as OpenRouter reads it. An `effort` alone does not, since with
@@ -112,6 +153,30 @@ pub fn anthropic_thinking(reasoning: Option<&Value>) -> Option<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn streamed_details_join_into_whole_ones() {
+        let mut whole = Vec::new();
+        let pieces = [
+            json!([{"type": "reasoning.summary", "summary": "Look", "format": "openai-responses-v1", "index": 0}]),
+            json!([{"type": "reasoning.summary", "summary": "ing.", "format": "openai-responses-v1", "index": 0}]),
+            json!([{"type": "reasoning.text", "text": "", "signature": "sig", "index": 0}]),
+            json!([{"type": "reasoning.encrypted", "data": "gAAA", "id": "rs_1", "format": "openai-responses-v1", "index": 1}]),
+            json!([{"type": "reasoning.encrypted", "data": "BBB", "index": 1}, "not a detail"]),
+        ];
+        for piece in &pieces {
+            merge_details(&mut whole, piece.as_array().expect("list"));
+        }
+        assert_eq!(
+            whole,
+            vec![
+                json!({"type": "reasoning.summary", "summary": "Looking.", "format": "openai-responses-v1", "index": 0}),
+                json!({"type": "reasoning.text", "text": "", "signature": "sig", "index": 0}),
+                json!({"type": "reasoning.encrypted", "data": "gAAABBB", "id": "rs_1", "format": "openai-responses-v1", "index": 1}),
+            ]
+        );
+        assert_eq!(whole.iter().filter_map(readable).collect::<String>(), "Looking.");
+    }
 
     #[test]
     fn thinking_blocks_survive_the_round_trip_through_details() {

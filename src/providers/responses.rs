@@ -15,9 +15,14 @@
 //! gateway keeps no conversations: send the history, as Codex does), a stored `prompt`, and a
 //! `tool_choice` forcing a built-in tool. Dropped: built-in tools (`web_search`, which
 //! Codex offers on every turn, and the like: the gateway runs none, so the model is
-//! not offered them and no fee is incurred), `reasoning` items sent back in the
-//! history, and the model's thinking in answers (no reasoning items are given out,
-//! so none come back).
+//! not offered them and no fee is incurred).
+//!
+//! Reasoning: an answer's thinking is given out as a `reasoning` item (its readable text as the summary,
+//! streamed as `response.reasoning_summary_text.delta`s), its `encrypted_content` the chat's
+//! `reasoning_details` as they came (`REASONING_PREFIX` and JSON: opaque to the client). Sent back in the
+//! history, such an item goes with the next assistant turn as its `reasoning_details`, so a model that
+//! wants its reasoning back on a tool turn (OpenAI's through OpenRouter, Claude's) gets it. Other
+//! reasoning items (a session recorded against OpenAI itself) are dropped.
 
 use serde_json::{json, Map, Value};
 
@@ -28,6 +33,28 @@ use crate::providers::translate::{indexed, message_index, rename_message_fields}
 
 fn invalid(message: impl Into<String>, param: &str) -> InvalidRequest {
     InvalidRequest::param(message.into(), param)
+}
+
+/// How a reasoning item's `encrypted_content` from this gateway starts: the chat's details as JSON follow.
+const REASONING_PREFIX: &str = "tollgate.reasoning_details.v1:";
+
+/// The details a reasoning item sent back carries (`None`: not one of this gateway's, or too large to read).
+fn details_sent_back(item: &Value) -> Option<Value> {
+    let json = item.get("encrypted_content")?.as_str()?.strip_prefix(REASONING_PREFIX)?;
+    if crate::domain::parsed_size::estimate(json.as_bytes()) > crate::domain::parsed_size::MAX_BYTES {
+        return None;
+    }
+    serde_json::from_slice::<Value>(json.as_bytes()).ok().filter(|d| d.as_array().is_some_and(|d| !d.is_empty()))
+}
+
+/// A reasoning item: its readable text as the summary, its details (if any) as its `encrypted_content`.
+fn reasoning_item(id: &str, text: &str, details: &[Value], status: &str) -> Value {
+    let summary = if text.is_empty() { json!([]) } else { json!([{"type": "summary_text", "text": text}]) };
+    let encrypted = match details {
+        [] => Value::Null,
+        _ => Value::from(format!("{REASONING_PREFIX}{}", Value::from(details.to_vec()))),
+    };
+    json!({"type": "reasoning", "id": id, "status": status, "summary": summary, "encrypted_content": encrypted})
 }
 
 /// An `allowed_tools` choice's mode and the tools it allows, as (custom, name).
@@ -255,6 +282,8 @@ pub fn to_chat(bytes: &[u8]) -> Result<(ChatRequest, CustomTools, Origins), Inva
     let mut messages = Vec::new();
     let mut origins = Origins::default();
     let mut custom = CustomTools::default();
+    // The reasoning of the assistant turn that comes next.
+    let mut reasoning: Option<Value> = None;
     if let Some(instructions) = body.get("instructions").and_then(Value::as_str).filter(|s| !s.is_empty()) {
         messages.push(json!({"role": "system", "content": instructions}));
         origins.messages.push(Origin::Instructions);
@@ -278,7 +307,12 @@ pub fn to_chat(bytes: &[u8]) -> Result<(ChatRequest, CustomTools, Origins), Inva
                                 ))
                             }
                         };
-                        messages.push(json!({"role": role, "content": content_of(item.get("content"), &param)?}));
+                        let mut message = json!({"role": role, "content": content_of(item.get("content"), &param)?});
+                        // Reasoning goes with the assistant's turn after it; another's message ends its turn.
+                        if let (true, Some(details)) = (role == "assistant", reasoning.take()) {
+                            message["reasoning_details"] = details;
+                        }
+                        messages.push(message);
                         origins.messages.push(Origin::Message(i));
                     }
                     kind @ ("function_call" | "custom_tool_call") => {
@@ -297,15 +331,27 @@ pub fn to_chat(bytes: &[u8]) -> Result<(ChatRequest, CustomTools, Origins), Inva
                                 if let Some(calls) = last["tool_calls"].as_array_mut() {
                                     calls.push(call);
                                 }
+                                // Reasoning between calls of one turn (thinking interleaved with them) joins it.
+                                if let Some(Value::Array(more)) = reasoning.take() {
+                                    match last.get_mut("reasoning_details").and_then(Value::as_array_mut) {
+                                        Some(details) => details.extend(more),
+                                        None => last["reasoning_details"] = Value::Array(more),
+                                    }
+                                }
                             }
                             _ => {
-                                messages.push(json!({"role": "assistant", "content": null, "tool_calls": [call]}));
+                                let mut turn = json!({"role": "assistant", "content": null, "tool_calls": [call]});
+                                if let Some(details) = reasoning.take() {
+                                    turn["reasoning_details"] = details;
+                                }
+                                messages.push(turn);
                                 origins.messages.push(Origin::Calls(origins.calls.len() - 1));
                             }
                         }
                     }
                     // An output is a string, or parts (text and images, as a message's content).
                     "function_call_output" | "custom_tool_call_output" => {
+                        reasoning = None;
                         let content = match item.get("output") {
                             None | Some(Value::Null) => Value::from(""),
                             output @ Some(Value::String(_) | Value::Array(_)) => {
@@ -317,13 +363,11 @@ pub fn to_chat(bytes: &[u8]) -> Result<(ChatRequest, CustomTools, Origins), Inva
                             "tool_call_id": item.get("call_id").cloned().unwrap_or_default(), "content": content}));
                         origins.messages.push(Origin::Output(i));
                     }
-                    // Reasoning, and the calls of OpenAI's own tools (a session recorded against OpenAI): what
-                    // they did is in the messages after them; this gateway does not run those tools.
-                    "reasoning"
-                    | "web_search_call"
-                    | "file_search_call"
-                    | "image_generation_call"
-                    | "code_interpreter_call" => {}
+                    // Reasoning this gateway gave out goes with the next assistant turn.
+                    "reasoning" => reasoning = details_sent_back(item),
+                    // The calls of OpenAI's own tools (a session recorded against OpenAI): what they did is in
+                    // the messages after them; this gateway does not run those tools.
+                    "web_search_call" | "file_search_call" | "image_generation_call" | "code_interpreter_call" => {}
                     other => {
                         return Err(invalid(format!("`{param}`: items of type `{other}` are not supported"), &param))
                     }
@@ -537,6 +581,15 @@ pub fn answer_from_chat(body: Vec<u8>, custom: &CustomTools) -> Vec<u8> {
     let id = response_id(answer.get("id").and_then(Value::as_str));
     let choice = answer.pointer("/choices/0");
     let mut output = Vec::new();
+    let details = choice.and_then(|c| c.pointer("/message/reasoning_details")).and_then(Value::as_array);
+    let details = details.map_or(&[][..], Vec::as_slice);
+    let thought: String = match details {
+        [] => choice.and_then(|c| c.pointer("/message/reasoning")).and_then(Value::as_str).unwrap_or_default().into(),
+        _ => details.iter().filter_map(crate::providers::reasoning::readable).collect(),
+    };
+    if !thought.is_empty() || !details.is_empty() {
+        output.push(reasoning_item(&format!("rs_{id}"), &thought, details, "completed"));
+    }
     if let Some(text) =
         choice.and_then(|c| c.pointer("/message/content")).and_then(Value::as_str).filter(|t| !t.is_empty())
     {
@@ -583,6 +636,8 @@ enum Kind {
     Function,
     /// A custom tool's call: its input is given whole when the call ends.
     Custom,
+    /// The model's reasoning: its text as the summary, its details kept for `encrypted_content`.
+    Reasoning,
 }
 
 /// An output item being written in a stream.
@@ -615,12 +670,16 @@ pub struct ResponsesStream {
     usage: Option<Value>,
     /// Why the answer stopped short (`incomplete_details.reason`), if it did.
     incomplete: Option<&'static str>,
+    /// The open reasoning item's details, joined as they stream; and whether the stream gives details
+    /// (then its thinking steps, read from them, are not told twice).
+    details: Vec<Value>,
+    details_seen: bool,
     finished: bool,
     /// When the last `response.in_progress` for a silence went out (ms; 0: none yet).
     progress_ms: u64,
 }
 
-/// How often a silence (a model thinking, its thought not carried) is told as `response.in_progress`.
+/// How often a silence (a model thinking, with nothing readable to tell) is told as `response.in_progress`.
 const PROGRESS_EVERY_MS: u64 = 5_000;
 
 impl ResponsesStream {
@@ -659,8 +718,13 @@ impl ResponsesStream {
                     self.open_item(kind, id, name, &mut out)
                 }
                 ChatStep::ToolArgs(args) => {
+                    // Arguments belong to a call (none open: a call whose start never came, dropped).
+                    let Some(kind) = self.open.as_ref().map(|o| o.kind) else { continue };
+                    if !matches!(kind, Kind::Function | Kind::Custom) {
+                        continue;
+                    }
                     let (id, index) = self.append(&args);
-                    if matches!(&self.open, Some(o) if o.kind == Kind::Function) {
+                    if kind == Kind::Function {
                         self.emit(&mut out, json!({"type": "response.function_call_arguments.delta", "item_id": id, "output_index": index, "delta": args}));
                     }
                 }
@@ -668,7 +732,19 @@ impl ResponsesStream {
                 ChatStep::Usage(usage) => self.usage = Some(usage),
                 ChatStep::Error(error) => self.fail(&error, &mut out),
                 ChatStep::Done => self.finish(&mut out),
-                // Thinking is not given back as reasoning items (see the module's notes).
+                ChatStep::Details(pieces) => {
+                    self.details_seen = true;
+                    let text: String = pieces.iter().filter_map(crate::providers::reasoning::readable).collect();
+                    // Details with nothing to read that come while a message or call is written (an encrypted
+                    // block late) join the reasoning item before it, at the end; they open no item there.
+                    let reasoning_open = matches!(&self.open, None | Some(Open { kind: Kind::Reasoning, .. }));
+                    if !text.is_empty() || reasoning_open {
+                        self.think(&text, &mut out);
+                    }
+                    crate::providers::reasoning::merge_details(&mut self.details, &pieces);
+                }
+                ChatStep::Thinking(text) if !self.details_seen => self.think(&text, &mut out),
+                // Read from the details, which carry them.
                 ChatStep::Thinking(_) | ChatStep::Signature(_) | ChatStep::Redacted(_) => {}
                 ChatStep::StopSequence(_) => {} // a completed response says no more
             }
@@ -676,8 +752,8 @@ impl ResponsesStream {
         out.into_bytes()
     }
 
-    /// What the client gets for upstream bytes that made no event (a keep-alive comment, thinking this
-    /// dialect does not carry): a comment, and at most every `PROGRESS_EVERY_MS` a `response.in_progress`
+    /// What the client gets for upstream bytes that made no event (a keep-alive comment, details with nothing
+    /// to read): a comment, and at most every `PROGRESS_EVERY_MS` a `response.in_progress`
     /// once the response has started. Codex's idle limit (5 minutes) counts events, not comments, so a
     /// long thought would otherwise end its stream and make it ask again.
     pub fn keep_alive(&mut self, now_ms: u64) -> Vec<u8> {
@@ -693,6 +769,41 @@ impl ResponsesStream {
             }
         }
         out.into_bytes()
+    }
+
+    /// Details that came after their reasoning item was done (while a message or call was written) join
+    /// the last reasoning item as `response.completed` gives it.
+    fn late_details(&mut self) {
+        if self.details.is_empty() {
+            return;
+        }
+        let late = std::mem::take(&mut self.details);
+        let Some(item) = self.done.iter_mut().rev().find(|i| i["type"] == "reasoning") else { return };
+        let mut details = item["encrypted_content"]
+            .as_str()
+            .and_then(|c| c.strip_prefix(REASONING_PREFIX))
+            .and_then(|json| serde_json::from_str::<Vec<Value>>(json).ok())
+            .unwrap_or_default();
+        crate::providers::reasoning::merge_details(&mut details, &late);
+        item["encrypted_content"] = Value::from(format!("{REASONING_PREFIX}{}", Value::from(details)));
+    }
+
+    /// More of the model's reasoning: in the open reasoning item (one is opened), its readable text as
+    /// summary deltas.
+    fn think(&mut self, text: &str, out: &mut String) {
+        if !matches!(&self.open, Some(o) if o.kind == Kind::Reasoning) {
+            self.open_item(Kind::Reasoning, Value::Null, Value::Null, out);
+        }
+        if text.is_empty() {
+            return;
+        }
+        let first = self.open.as_ref().is_some_and(|o| o.text.is_empty());
+        let (id, index) = self.append(text);
+        if first {
+            let part = json!({"type": "summary_text", "text": ""});
+            self.emit(out, json!({"type": "response.reasoning_summary_part.added", "item_id": id, "output_index": index, "summary_index": 0, "part": part}));
+        }
+        self.emit(out, json!({"type": "response.reasoning_summary_text.delta", "item_id": id, "output_index": index, "summary_index": 0, "delta": text}));
     }
 
     /// Adds to the open item's text or arguments; answers its id and output index.
@@ -725,8 +836,10 @@ impl ResponsesStream {
         let id = match kind {
             Kind::Message | Kind::Refusal => format!("msg_{index}_{}", self.id),
             Kind::Function | Kind::Custom => format!("fc_{index}_{}", self.id),
+            Kind::Reasoning => format!("rs_{index}_{}", self.id),
         };
         let item = match kind {
+            Kind::Reasoning => reasoning_item(&id, "", &[], "in_progress"),
             Kind::Message | Kind::Refusal => {
                 json!({"type": "message", "id": id, "status": "in_progress", "role": "assistant", "content": []})
             }
@@ -737,7 +850,7 @@ impl ResponsesStream {
         let part = match kind {
             Kind::Message => Some(json!({"type": "output_text", "text": "", "annotations": []})),
             Kind::Refusal => Some(json!({"type": "refusal", "refusal": ""})),
-            Kind::Function | Kind::Custom => None,
+            Kind::Function | Kind::Custom | Kind::Reasoning => None,
         };
         if let Some(part) = part {
             self.emit(out, json!({"type": "response.content_part.added", "item_id": id, "output_index": index, "content_index": 0, "part": part}));
@@ -749,6 +862,14 @@ impl ResponsesStream {
     fn close_item(&mut self, out: &mut String, status: &str) {
         let Some(open) = self.open.take() else { return };
         let item = match open.kind {
+            Kind::Reasoning => {
+                if !open.text.is_empty() {
+                    self.emit(out, json!({"type": "response.reasoning_summary_text.done", "item_id": open.id, "output_index": open.index, "summary_index": 0, "text": open.text}));
+                    let part = json!({"type": "summary_text", "text": open.text});
+                    self.emit(out, json!({"type": "response.reasoning_summary_part.done", "item_id": open.id, "output_index": open.index, "summary_index": 0, "part": part}));
+                }
+                reasoning_item(&open.id, &open.text, &std::mem::take(&mut self.details), status)
+            }
             Kind::Message => {
                 self.emit(out, json!({"type": "response.output_text.done", "item_id": open.id, "output_index": open.index, "content_index": 0, "text": open.text, "logprobs": []}));
                 let part = json!({"type": "output_text", "text": open.text, "annotations": []});
@@ -801,6 +922,7 @@ impl ResponsesStream {
         self.finished = true;
         self.start(&json!({}), out);
         self.close_item(out, if self.incomplete.is_some() { "incomplete" } else { "completed" });
+        self.late_details();
         let usage = usage_of(self.usage.as_ref());
         let r = response(&self.id, &self.model, &self.created, "completed", self.incomplete, self.done.clone(), usage);
         let status = if self.incomplete.is_some() { "incomplete" } else { "completed" };
@@ -1083,6 +1205,93 @@ mod tests {
         );
         let (chat, _, _) = to_chat(back.as_bytes()).expect("its own output is valid input");
         assert_eq!(chat.body["messages"][1]["content"], json!([{"type": "text", "text": "I can't help with that."}]));
+    }
+
+    #[test]
+    fn reasoning_is_given_out_as_an_item_and_sent_back_goes_with_the_next_assistant_turn() {
+        let details = json!([
+            {"type": "reasoning.summary", "summary": "Checking the files.", "format": "openai-responses-v1", "index": 0},
+            {"type": "reasoning.encrypted", "data": "gAAAAB", "id": "rs_x", "format": "openai-responses-v1", "index": 1}
+        ]);
+        let answer = json!({"id": "gen-7", "model": "openai/gpt-5", "created": 1, "choices": [{"message": {"role": "assistant",
+            "content": null, "reasoning": "Checking the files.", "reasoning_details": details,
+            "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "shell", "arguments": "{}"}}]},
+            "finish_reason": "tool_calls"}]});
+        let whole: Value =
+            serde_json::from_slice(&answer_from_chat(answer.to_string().into_bytes(), &CustomTools::default()))
+                .expect("json");
+        let item = &whole["output"][0];
+        assert_eq!(
+            (item["type"].as_str(), item["summary"][0]["text"].as_str()),
+            (Some("reasoning"), Some("Checking the files."))
+        );
+        assert_eq!(whole["output"][1]["type"], "function_call");
+        // The output sent back, as Codex sends it: the calls' turn carries the details unchanged.
+        let back = json!({"model": "openai/gpt-5", "input": [{"role": "user", "content": "ls"}, item, whole["output"][1],
+            {"type": "function_call_output", "call_id": "c1", "output": "a.txt"}]});
+        let (chat, _, _) = to_chat(back.to_string().as_bytes()).expect("valid");
+        assert_eq!(chat.body["messages"][1]["reasoning_details"], details);
+        assert_eq!(chat.body["messages"][1]["tool_calls"][0]["id"], "c1");
+        // Before a message of the assistant's, the same; OpenAI's own encrypted reasoning (not this gateway's) is dropped.
+        let foreign = json!({"type": "reasoning", "summary": [], "encrypted_content": "gAAAAB-openai"});
+        let back = json!({"model": "m", "input": [{"role": "user", "content": "q"}, item, {"role": "assistant", "content": "a"},
+            {"role": "user", "content": "q2"}, foreign, {"role": "assistant", "content": "b"}]});
+        let (chat, _, _) = to_chat(back.to_string().as_bytes()).expect("valid");
+        assert_eq!(chat.body["messages"][1]["reasoning_details"], details);
+        assert!(chat.body["messages"][3].get("reasoning_details").is_none());
+        // A reasoning without details (only its text, as some providers give it): a summary, nothing encrypted.
+        let plain =
+            json!({"id": "g", "choices": [{"message": {"content": "a", "reasoning": "hm"}, "finish_reason": "stop"}]});
+        let whole: Value =
+            serde_json::from_slice(&answer_from_chat(plain.to_string().into_bytes(), &CustomTools::default()))
+                .expect("json");
+        assert_eq!(whole["output"][0]["summary"][0]["text"], "hm");
+        assert_eq!(whole["output"][0]["encrypted_content"], Value::Null);
+    }
+
+    #[test]
+    fn a_streamed_reasoning_is_told_as_summary_events_and_kept_whole() {
+        let chunk = |delta: Value| {
+            format!("data: {}\n\n", json!({"id": "gen-1", "model": "m", "choices": [{"index": 0, "delta": delta}]}))
+        };
+        let mut stream = String::new();
+        for piece in ["Look", "ing."] {
+            let detail = json!({"type": "reasoning.text", "text": piece, "format": "anthropic-claude-v1", "index": 0});
+            stream.push_str(&chunk(json!({"reasoning": piece, "reasoning_details": [detail]})));
+        }
+        stream.push_str(&chunk(
+            json!({"reasoning_details": [{"type": "reasoning.text", "text": "", "signature": "sig", "index": 0}]}),
+        ));
+        stream.push_str(&chunk(json!({"content": "Done."})));
+        stream.push_str(
+            "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n",
+        );
+        let out = String::from_utf8(ResponsesStream::default().feed(stream.into_bytes())).expect("utf8");
+        let events: Vec<Value> = out
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .map(|d| serde_json::from_str(d).expect("json"))
+            .collect();
+        let deltas: Vec<&str> = events
+            .iter()
+            .filter(|e| e["type"] == "response.reasoning_summary_text.delta")
+            .filter_map(|e| e["delta"].as_str())
+            .collect();
+        assert_eq!(deltas, ["Look", "ing."], "each piece told once");
+        let completed = events.last().expect("events");
+        assert_eq!(completed["type"], "response.completed");
+        let item = &completed["response"]["output"][0];
+        assert_eq!((item["type"].as_str(), item["summary"][0]["text"].as_str()), (Some("reasoning"), Some("Looking.")));
+        let kept = item["encrypted_content"].as_str().and_then(|c| c.strip_prefix(REASONING_PREFIX)).expect("ours");
+        let kept: Value = serde_json::from_str(kept).expect("json");
+        assert_eq!(
+            kept,
+            json!([{"type": "reasoning.text", "text": "Looking.", "format": "anthropic-claude-v1", "index": 0, "signature": "sig"}])
+        );
+        assert_eq!(completed["response"]["output"][1]["content"][0]["text"], "Done.");
+        let order: Vec<&str> =
+            events.iter().filter_map(|e| e["type"].as_str()).filter(|t| t.contains("reasoning_summary_part")).collect();
+        assert_eq!(order, ["response.reasoning_summary_part.added", "response.reasoning_summary_part.done"]);
     }
 
     #[test]

@@ -309,6 +309,9 @@ pub enum ChatStep {
     Text(String),
     /// A piece of a refusal (structured outputs: the model declined, and says why instead of answering).
     Refusal(String),
+    /// A delta's `reasoning_details` as they came (before the steps read from them), for a dialect that
+    /// gives them back whole (the Responses API's reasoning items).
+    Details(Vec<Value>),
     /// A piece of the model's thinking, its signature (which ends a thinking block), or a block of
     /// redacted (encrypted) thinking.
     Thinking(String),
@@ -415,10 +418,11 @@ impl ChatSteps {
 fn thinking_steps(delta: Option<&Value>) -> Vec<ChatStep> {
     let Some(delta) = delta else { return Vec::new() };
     let field = |d: &Value, f: &str| d.get(f).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string);
-    let Some(details) = delta.get("reasoning_details").and_then(Value::as_array) else {
+    // An empty list (OpenRouter sends one beside content) is no details: the text, if any, is in `reasoning`.
+    let Some(details) = delta.get("reasoning_details").and_then(Value::as_array).filter(|d| !d.is_empty()) else {
         return field(delta, "reasoning").map(ChatStep::Thinking).into_iter().collect();
     };
-    let mut steps = Vec::new();
+    let mut steps = vec![ChatStep::Details(details.clone())];
     for detail in details {
         match detail.get("type").and_then(Value::as_str) {
             Some("reasoning.text") => {

@@ -651,6 +651,7 @@ impl MessagesStream {
                     self.delta(json!({"type": "input_json_delta", "partial_json": args}), &mut out);
                 }
                 ChatStep::StopSequence(named) => self.stop_sequence = Some(named),
+                ChatStep::Details(_) => {} // read as thinking steps
                 ChatStep::Finish(reason) => self.stop_reason = Some(stop_reason(Some(&reason))),
                 ChatStep::Usage(usage) => self.usage = Some(usage),
                 ChatStep::Error(error) => {
