@@ -1250,6 +1250,67 @@ mod tests {
     }
 
     #[test]
+    fn reasoning_sent_back_joins_its_own_turn_only() {
+        let ours = |text: &str| {
+            let details = json!([{"type": "reasoning.text", "text": text, "index": 0}]);
+            json!({"type": "reasoning", "summary": [], "encrypted_content": format!("{REASONING_PREFIX}{details}")})
+        };
+        let call = |id: &str| json!({"type": "function_call", "call_id": id, "name": "f", "arguments": "{}"});
+        let output = |id: &str| json!({"type": "function_call_output", "call_id": id, "output": "ok"});
+        // Thinking interleaved with one turn's calls: all of it goes with that turn.
+        let body = json!({"model": "m", "input": [{"role": "user", "content": "q"}, ours("a"), call("c1"), ours("b"), call("c2"),
+            output("c1"), output("c2")]});
+        let (chat, _, _) = to_chat(body.to_string().as_bytes()).expect("valid");
+        let texts: Vec<&str> = chat.body["messages"][1]["reasoning_details"]
+            .as_array()
+            .expect("details")
+            .iter()
+            .filter_map(|d| d["text"].as_str())
+            .collect();
+        assert_eq!(texts, ["a", "b"]);
+        // Reasoning whose turn never came (another's message, or an output, after it) goes nowhere.
+        for between in [json!({"role": "user", "content": "stop"}), output("c1")] {
+            let body = json!({"model": "m", "input": [{"role": "user", "content": "q"}, call("c1"), ours("lost"), between,
+                {"role": "assistant", "content": "a"}]});
+            let (chat, _, _) = to_chat(body.to_string().as_bytes()).expect("valid");
+            assert!(chat.body["messages"]
+                .as_array()
+                .expect("messages")
+                .iter()
+                .all(|m| m.get("reasoning_details").is_none()));
+        }
+    }
+
+    #[test]
+    fn empty_details_beside_content_or_arguments_split_nothing() {
+        let chunk =
+            |delta: Value| format!("data: {}\n\n", json!({"id": "g", "choices": [{"index": 0, "delta": delta}]}));
+        let mut stream = chunk(json!({"reasoning": "hm", "reasoning_details": []}));
+        stream.push_str(&chunk(json!({"content": "Hel", "reasoning_details": []})));
+        stream.push_str(&chunk(json!({"content": "lo", "reasoning_details": []})));
+        stream.push_str(&chunk(json!({"tool_calls": [{"index": 0, "id": "c1", "function": {"name": "f", "arguments": "{\"a\":"}}], "reasoning_details": []})));
+        stream.push_str(&chunk(
+            json!({"tool_calls": [{"index": 0, "function": {"arguments": "1}"}}], "reasoning_details": []}),
+        ));
+        stream.push_str(
+            "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"tool_calls\"}]}\n\ndata: [DONE]\n\n",
+        );
+        let out = String::from_utf8(ResponsesStream::default().feed(stream.into_bytes())).expect("utf8");
+        let completed: Value = out
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .last()
+            .map(|d| serde_json::from_str(d).expect("json"))
+            .expect("events");
+        let output = completed["response"]["output"].as_array().expect("output");
+        let kinds: Vec<&str> = output.iter().filter_map(|i| i["type"].as_str()).collect();
+        assert_eq!(kinds, ["reasoning", "message", "function_call"], "{out}");
+        assert_eq!(output[0]["summary"][0]["text"], "hm", "the reasoning text, with no details beside it");
+        assert_eq!(output[1]["content"][0]["text"], "Hello");
+        assert_eq!(output[2]["arguments"], "{\"a\":1}");
+    }
+
+    #[test]
     fn a_streamed_reasoning_is_told_as_summary_events_and_kept_whole() {
         let chunk = |delta: Value| {
             format!("data: {}\n\n", json!({"id": "gen-1", "model": "m", "choices": [{"index": 0, "delta": delta}]}))
