@@ -1298,8 +1298,8 @@ mod tests {
         let out = String::from_utf8(ResponsesStream::default().feed(stream.into_bytes())).expect("utf8");
         let completed: Value = out
             .lines()
-            .filter_map(|l| l.strip_prefix("data: "))
-            .last()
+            .rev()
+            .find_map(|l| l.strip_prefix("data: "))
             .map(|d| serde_json::from_str(d).expect("json"))
             .expect("events");
         let output = completed["response"]["output"].as_array().expect("output");
