@@ -209,3 +209,41 @@ test('two rotations of a key at once: one gives out the new secret, the other ge
     await answered(await chat(gw.url, key.key, 'with the secret rotated from, in its grace'), 200);
   });
 });
+
+for (const change of [{ disabled: true }, { permissions: ['read'] }]) {
+  test(`a key changed mid-stream (${Object.keys(change)[0]}) stops its streams within a heartbeat; each charged once for what it delivered`, { timeout: 120_000 }, async () => {
+    // Reservations live 5 s here (REQUEST_TIMEOUT 2 + RESERVATION_GRACE 3), beaten every 1.25 s; the streams
+    // would take 10 s. The key changes 2.5 s in: the next beat is told the request may not go on.
+    await withGateway({ vars: { REQUEST_TIMEOUT: '2', RESERVATION_GRACE: '3' } }, async (gw, admin) => {
+      const user = await admin.createUser({ name: 'Stopped mid-stream' }, { credit: 1 });
+      const key = await admin.createKey(user.id, { name: 'stopped' });
+      const words = Array.from({ length: 40 }, (_, i) => `w${i}`).join(' ');
+      const stream = async () => {
+        const started = Date.now();
+        const res = await fetch(`${gw.url}/v1/chat/completions`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${key.key}`, 'content-type': 'application/json' },
+          body: JSON.stringify({ model: 'openai/gpt-4o-mini', stream: true, chunk_delay_ms: 250, max_tokens: 200, messages: [{ role: 'user', content: words }] }),
+        });
+        assert.equal(res.status, 200);
+        const text = await res.text();
+        return { text, ms: Date.now() - started };
+      };
+      const running = [stream(), stream()];
+      await new Promise((r) => setTimeout(r, 2_500));
+      assert.equal((await admin.call('PATCH', `/api/keys/${key.id}`, change)).status, 200);
+      for (const { text, ms } of await Promise.all(running)) {
+        assert.match(text, /"error"/, 'the stream ends with an error event');
+        assert.ok(text.trimEnd().endsWith('data: [DONE]'));
+        assert.ok(!text.includes('w39'), 'it did not run to its end');
+        assert.ok(ms < 7_000, `stopped ${ms} ms in, within a beat or two of the change`);
+      }
+      const settled = await settledLedger(admin, user.id, 2);
+      for (const row of settled.rows.filter((r) => r.type === 'usage')) {
+        assert.ok(-micros(row.amount) > 0, 'what it delivered is charged');
+        assert.doesNotMatch(row.description ?? '', /closed without settlement/, 'settled, not closed by rule');
+      }
+      assert.equal(settled.balance, 1_000_000 - settled.spent, 'the ledger sums to the balance');
+    });
+  });
+}

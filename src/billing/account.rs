@@ -92,7 +92,10 @@ impl Account<'_> {
                         store::lease_charge(sql, &on.lease_id, &request_id, held.amount)?;
                     }
                 }
-                AccountResponse::Touched { held: held.is_some() }
+                // A key stopped since the request began (disabled, deleted, expired, made read-only) stops it:
+                // "not held" ends the stream, whose settlement then charges what it delivered.
+                let go_on = held.as_ref().is_some_and(|h| self.book.may_go_on(h, now));
+                AccountResponse::Touched { held: go_on }
             }
             AccountRequest::Settle { account_id, settlements, return_leases } => {
                 self.own(&account_id)?;

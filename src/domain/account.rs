@@ -620,6 +620,13 @@ impl Book {
 
     /// A heartbeat from the request: it still runs, and the upstream has generated
     /// at least `evidence` worth so far. Returns the updated reservation, if held.
+    /// May the request held as `held` go on: is its key still live and allowed (the object's state of it)?
+    /// A stream's heartbeat asks, so a key disabled, deleted or expired mid-stream stops its streams
+    /// within a beat (the reservation stays, to be settled for what was delivered).
+    pub fn may_go_on(&self, held: &Held, now: i64) -> bool {
+        self.keys.get(&held.key_id).is_none_or(|state| state.may_go_on(now).is_ok())
+    }
+
     pub fn touch(&mut self, request_id: &str, evidence: i64, lease_ms: i64, now: i64) -> Option<&Held> {
         let held = self.in_flight.get_mut(request_id)?;
         held.evidence = held.evidence.max(evidence.clamp(0, held.amount));
@@ -717,6 +724,30 @@ mod tests {
 
     fn full(amount: i64) -> Decision {
         Decision::Decided { reservation: Reservation::Full { amount }, resets_at_ms: None, lease: None, rate: None }
+    }
+
+    #[test]
+    fn a_request_goes_on_only_while_its_key_is_live_and_may_write() {
+        let mut book = Book::restore(1_000, [], [key("k", None, None)], []);
+        assert_eq!(book.reserve(&ask("r1", "k", 60), NOW).0, full(60));
+        let held = book.touch("r1", 10, LEASE, NOW).cloned().expect("held");
+        assert!(book.may_go_on(&held, NOW));
+        // Rotated: the running request's secret was checked when it began; it goes on.
+        let rotated = KeyState { hash: "new".into(), ..key("k", None, None) };
+        book.put_key(rotated.clone(), NOW);
+        assert!(book.may_go_on(&held, NOW));
+        for stopped in [
+            KeyState { disabled: true, ..rotated.clone() },
+            KeyState { deleted: true, ..rotated.clone() },
+            KeyState { expires_at_ms: Some(NOW), ..rotated.clone() },
+            KeyState { permissions: Some("read".into()), ..rotated.clone() },
+        ] {
+            book.put_key(stopped, NOW);
+            assert!(!book.may_go_on(&held, NOW));
+            book.put_key(rotated.clone(), NOW);
+        }
+        // Still held, to be settled for what it delivered.
+        assert_eq!(book.settle("r1", 30, NOW).map(|c| c.amount), Some(30));
     }
 
     #[test]

@@ -135,6 +135,24 @@ impl KeyRefusal {
 impl KeyState {
     /// May `presented_hash` be used at `now_ms`?
     pub fn check(&self, presented_hash: &str, now_ms: i64) -> Result<(), KeyRefusal> {
+        self.live(now_ms)?;
+        let current = presented_hash == self.hash;
+        let in_grace = self.previous_hash.as_deref() == Some(presented_hash)
+            && self.previous_until_ms.is_some_and(|until| until > now_ms);
+        if !(current || in_grace) {
+            return Err(KeyRefusal::Superseded);
+        }
+        self.permitted()
+    }
+
+    /// May a request of this key already running go on (its secret was checked when it began)? Not once
+    /// the key is deleted, disabled, expired or lacks `write`.
+    pub fn may_go_on(&self, now_ms: i64) -> Result<(), KeyRefusal> {
+        self.live(now_ms)?;
+        self.permitted()
+    }
+
+    fn live(&self, now_ms: i64) -> Result<(), KeyRefusal> {
         if self.deleted {
             return Err(KeyRefusal::Deleted);
         }
@@ -144,12 +162,10 @@ impl KeyState {
         if self.expires_at_ms.is_some_and(|at| at <= now_ms) {
             return Err(KeyRefusal::Expired);
         }
-        let current = presented_hash == self.hash;
-        let in_grace = self.previous_hash.as_deref() == Some(presented_hash)
-            && self.previous_until_ms.is_some_and(|until| until > now_ms);
-        if !(current || in_grace) {
-            return Err(KeyRefusal::Superseded);
-        }
+        Ok(())
+    }
+
+    fn permitted(&self) -> Result<(), KeyRefusal> {
         match &self.permissions {
             Some(p) if !Permissions::from_stored(p).allows(Permission::Write) => Err(KeyRefusal::NotPermitted),
             _ => Ok(()),
