@@ -179,6 +179,19 @@ test('a runtime killed mid-burst loses no money and charges nothing twice', { ti
       }
     }
     assert.equal(closedCharges.length, cut.length, "every cut stream was closed, once");
+    // Each has its usage record too (the model it asked, what it was charged, estimated), as a settled one does.
+    for (const r of cut) {
+      let record;
+      for (let i = 0; i < 50 && !record; i++) {
+        const res = await fetch(`${gw.url}/api/v1/generation?id=${r.id}`, { headers: { authorization: `Bearer ${r.account.key}` } });
+        if (res.status === 200) record = (await res.json()).data;
+        else await sleep(200);
+      }
+      assert.ok(record, `${r.id} has a usage record`);
+      assert.equal(record.model, MODEL);
+      const ledger = (await admin.call('GET', `/api/balance/transactions?user_id=${r.account.user.id}&page_size=100`)).body.data;
+      assert.equal(micros(record.total_cost), -micros(ledger.find((x) => x.reference_id === r.id).amount), 'its cost is its charge');
+    }
     console.log(`[kill] ${finished.length} answered before the kill, ${cut.length} cut, ${leased.length} on leases; closed at ${closedCharges.join(', ')} µUSD`);
     assert.ok(Date.now() - started < 170_000);
   } finally {

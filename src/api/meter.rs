@@ -18,7 +18,7 @@ use crate::billing::leases;
 use crate::billing::protocol::{OnLease, Settlement};
 use crate::cache::keys::KeyRecord;
 use crate::cache::prices as price_cache;
-use crate::domain::account::Ask;
+use crate::domain::account::{About, Ask};
 use crate::domain::chat::{ChatRequest, Usage, MAX_OUTPUT_TOKENS};
 use crate::domain::keys::KeyRefusal;
 use crate::domain::ledger::{self, InFlightCaps, LimitSource, Reservation};
@@ -263,6 +263,7 @@ impl Meter {
             end_user: call.end_user.clone(),
             end_user_budget: key.end_user_budget,
             key_version: key.version,
+            about: Some(About { model: model.to_string(), org_id: key.org_id.clone() }),
         };
         let account = Account::of(&call.env, &key.user_id);
         // Before the ask leaves (the clock stands still between I/O): a lease's second counts from here.
@@ -531,6 +532,8 @@ impl Heartbeat {
         let on_lease = meter.lease.clone();
         let (price, reserved, prompt_bytes, lease_ms) =
             (meter.price, meter.reserved, meter.prompt_bytes, meter.lease_ms);
+        // A request on a lease has no reservation yet: its first beat makes one, which notes what it is.
+        let about = meter.lease.as_ref().map(|_| About { model: meter.model.clone(), org_id: meter.org_id.clone() });
         wasm_bindgen_futures::spawn_local(async move {
             let mut wait_ms = first_ms;
             loop {
@@ -547,7 +550,7 @@ impl Heartbeat {
                 // its way does not stop the beats after it.
                 let try_ms = u32::try_from(every_ms).unwrap_or(u32::MAX).min(SETTLE_TRY_MS);
                 let account = Account::of(&env, &account_id);
-                match account.touch(&request_id, evidence, lease_ms, on_lease.clone(), try_ms).await {
+                match account.touch(&request_id, evidence, lease_ms, on_lease.clone(), about.clone(), try_ms).await {
                     Ok(true) => {}
                     Ok(false) => return lost.set(true),
                     Err(e) => crate::log::job_error("heartbeat", &e),

@@ -53,6 +53,9 @@ impl Account<'_> {
                 let (decision, held) = self.book.reserve(&ask, now);
                 if let Some(held) = held {
                     store::hold(sql, &ask.request_id, &held)?;
+                    if let Some(about) = &ask.about {
+                        store::note_about(sql, &ask.request_id, about)?;
+                    }
                     if let Some(end_user) = &held.end_user {
                         store::see_end_user(sql, &ask.key_id, end_user, now)?;
                     }
@@ -75,10 +78,10 @@ impl Account<'_> {
                     }
                 }
             }
-            AccountRequest::Touch { request_id, evidence, lease_ms, on_lease } => {
+            AccountRequest::Touch { request_id, evidence, lease_ms, on_lease, about } => {
                 let moved = on_lease.is_some() && self.book.held(&request_id).is_none();
                 let held = match &on_lease {
-                    Some(OnLease { lease_id, worst_case, end_user }) => {
+                    Some(OnLease { lease_id, worst_case, end_user, .. }) => {
                         let request = (request_id.as_str(), end_user.as_deref());
                         self.book.touch_leased(lease_id, request, *worst_case, evidence, lease_ms, now).cloned()
                     }
@@ -90,6 +93,9 @@ impl Account<'_> {
                     store::hold(sql, &request_id, held)?;
                     if let (true, Some(on)) = (moved, &on_lease) {
                         store::lease_charge(sql, &on.lease_id, &request_id, held.amount)?;
+                        if let Some(about) = &about {
+                            store::note_about(sql, &request_id, about)?;
+                        }
                     }
                 }
                 // A key stopped since the request began (disabled, deleted, expired, made read-only) stops it:
@@ -372,7 +378,8 @@ impl Account<'_> {
                 "{CLOSED_WITHOUT_SETTLEMENT}: charged the {} USD the gateway last reported of it",
                 micros_to_usd(c.amount)
             );
-            write_closed(sql, &c, description, None, now, true)?;
+            let usage = closed_usage(sql, &c, now)?;
+            write_closed(sql, &c, description, usage, now, true)?;
         }
         Ok(())
     }
@@ -427,6 +434,36 @@ fn write_closed(
         store::release(sql, &c.request_id)?;
     }
     Ok(())
+}
+
+/// The usage record of a request closed without settlement: its model and organization as its reservation
+/// noted them, no tokens known (estimated, from what the gateway last reported: the charge), its status 502
+/// (its client got no whole answer). `None` for a reservation that noted nothing (made before they did).
+fn closed_usage(sql: &SqlStorage, c: &Closed, now: i64) -> Result<Option<UsageRecord>> {
+    let Some((about, created_ms)) = store::about(sql, &c.request_id)? else { return Ok(None) };
+    let user_id = store::account_id(sql)?.unwrap_or_default();
+    Ok(Some(UsageRecord {
+        id: c.request_id.clone(),
+        upstream_id: None,
+        key_id: c.key_id.clone(),
+        user_id,
+        org_id: about.org_id,
+        model: about.model,
+        provider: String::new(),
+        prompt_tokens: 0,
+        completion_tokens: 0,
+        reasoning_tokens: 0,
+        cached_tokens: 0,
+        cost_micros: c.amount,
+        upstream_cost_micros: None,
+        latency_ms: u64::try_from(now - created_ms).unwrap_or(0),
+        status: 502,
+        streamed: false,
+        cancelled: false,
+        estimated: true,
+        created_ms,
+        end_user: c.end_user.clone(),
+    }))
 }
 
 /// Tests only: the settle faults for this request's model, between its writes: `FAULT_FAIL_SETTLE` or

@@ -18,7 +18,7 @@ use super::protocol::{
     AccountRequest, AccountResponse, EndUserRow, KeyUsage, LedgerEntry, OnLease, OrgRequest, OrgResponse, Settlement,
     MESSAGE_HEADER,
 };
-use crate::domain::account::Ask;
+use crate::domain::account::{About, Ask};
 use crate::domain::end_users::{Budget, OwnBudget};
 use crate::domain::keys::{KeyRefusal, KeyState};
 use crate::domain::lease::Granted;
@@ -199,9 +199,10 @@ impl<'a> Account<'a> {
         evidence: i64,
         lease_ms: i64,
         on_lease: Option<OnLease>,
+        about: Option<About>,
         try_ms: u32,
     ) -> Result<bool, String> {
-        let message = AccountRequest::Touch { request_id: request_id.into(), evidence, lease_ms, on_lease };
+        let message = AccountRequest::Touch { request_id: request_id.into(), evidence, lease_ms, on_lease, about };
         match self.call_within(&message, Some(try_ms)).await? {
             AccountResponse::Touched { held } => Ok(held),
             other => Err(unexpected("Touch", other)),

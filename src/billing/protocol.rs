@@ -33,6 +33,9 @@ pub enum AccountRequest {
         lease_ms: i64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         on_lease: Option<OnLease>,
+        /// What a request started on a lease is, kept beside the reservation its first beat makes.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        about: Option<crate::domain::account::About>,
     },
     /// Turns reservations into their actual costs (each capped at its reservation).
     /// A settlement for a request no longer held charges nothing. `return_leases`: leases
@@ -321,6 +324,7 @@ mod tests {
             end_user: Some("alice".into()),
             end_user_budget: None,
             key_version: Some(7),
+            about: Some(crate::domain::account::About { model: "openai/gpt-4o".into(), org_id: None }),
         };
         let json = serde_json::to_string(&AccountRequest::Reserve(ask.clone())).expect("serialize");
         assert!(json.starts_with(r#"{"op":"reserve","request_id":"r1""#), "{json}");

@@ -65,6 +65,7 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("reservations", "expires_ms", "REAL NOT NULL DEFAULT 0"),
     ("ledger", "uncollected", "REAL NOT NULL DEFAULT 0"),
     ("ledger", "upstream_id", "TEXT"),
+    ("reservations", "about", "TEXT"),
 ];
 
 pub fn int(n: i64) -> JsValue {
@@ -484,11 +485,13 @@ pub fn put_key(sql: &SqlStorage, s: &KeyState) -> Result<()> {
     Ok(())
 }
 
-/// Stores a reservation (new, or its heartbeat).
+/// Stores a reservation (new, or its heartbeat; what the request is, `about`, stays as it was written).
 pub fn hold(sql: &SqlStorage, request_id: &str, h: &Held) -> Result<()> {
     sql.exec_raw(
-        "INSERT OR REPLACE INTO reservations (id, key_id, amount, created_ms, evidence, expires_ms, end_user) \
-         VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO reservations (id, key_id, amount, created_ms, evidence, expires_ms, end_user) \
+         VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET key_id = excluded.key_id, \
+         amount = excluded.amount, created_ms = excluded.created_ms, evidence = excluded.evidence, \
+         expires_ms = excluded.expires_ms, end_user = excluded.end_user",
         vec![
             text(request_id),
             text(&h.key_id),
@@ -500,6 +503,30 @@ pub fn hold(sql: &SqlStorage, request_id: &str, h: &Held) -> Result<()> {
         ],
     )?;
     Ok(())
+}
+
+/// Notes what a held request is (its model, its organization), for its usage record should it be closed
+/// without settlement.
+pub fn note_about(sql: &SqlStorage, request_id: &str, about: &crate::domain::account::About) -> Result<()> {
+    sql.exec_raw(
+        "UPDATE reservations SET about = ? WHERE id = ?",
+        vec![text(&serde_json::to_string(about)?), text(request_id)],
+    )?;
+    Ok(())
+}
+
+/// What a held request is and when it began (`None`: not held, or held before requests said).
+pub fn about(sql: &SqlStorage, request_id: &str) -> Result<Option<(crate::domain::account::About, i64)>> {
+    #[derive(Deserialize)]
+    struct Row {
+        about: Option<String>,
+        created_ms: f64,
+    }
+    let rows: Vec<Row> =
+        sql.exec_raw("SELECT about, created_ms FROM reservations WHERE id = ?", vec![text(request_id)])?.to_array()?;
+    let about =
+        rows.into_iter().next().and_then(|r| Some((serde_json::from_str(&r.about?).ok()?, r.created_ms as i64)));
+    Ok(about)
 }
 
 pub fn release(sql: &SqlStorage, request_id: &str) -> Result<()> {

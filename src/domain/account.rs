@@ -86,6 +86,18 @@ pub struct Ask {
     /// missed a change (its message was lost): nothing is decided on it (`Decision::KeyOutOfDate`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_version: Option<i64>,
+    /// What the request is (the model the client asked for, the key's organization): kept beside its
+    /// reservation, for the usage record of a request closed without settlement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub about: Option<About>,
+}
+
+/// What a request is, for its usage record should it be closed without settlement.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct About {
+    pub model: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -701,6 +713,7 @@ mod tests {
             end_user: None,
             end_user_budget: None,
             key_version: None,
+            about: None,
         }
     }
 

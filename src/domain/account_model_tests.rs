@@ -405,6 +405,7 @@ impl World {
                     end_user: END_USERS[end_user].map(String::from),
                     end_user_budget: end_user_budget(key),
                     key_version: self.d1.get(&key).and_then(|s| s.version),
+                    about: None,
                 };
                 let was_held = self.book.held(&id).is_some();
                 let (mut decision, mut held) = self.book.reserve(&ask, self.now);
