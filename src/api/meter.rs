@@ -13,7 +13,7 @@ use worker::Env;
 use super::error::ApiError;
 use super::respond::Call;
 use crate::billing::batch::{self, Confirmed};
-use crate::billing::client::{Account, Org, OrgRefusal, Reserved, SETTLE_TRY_MS};
+use crate::billing::client::{Account, Beat, Org, OrgRefusal, Reserved, SETTLE_TRY_MS};
 use crate::billing::leases;
 use crate::billing::protocol::{OnLease, Settlement};
 use crate::cache::keys::KeyRecord;
@@ -237,6 +237,12 @@ impl Meter {
             lease,
             end_user: call.end_user.clone(),
         };
+        let about = || About {
+            model: model.to_string(),
+            org_id: key.org_id.clone(),
+            user_id: key.user_id.clone(),
+            started_ms: call.started_ms as i64,
+        };
         let mut asking = None;
         if leasing {
             match start_on_lease(&key.id, hash, worst_case, call.end_user.as_deref(), call).await {
@@ -263,7 +269,7 @@ impl Meter {
             end_user: call.end_user.clone(),
             end_user_budget: key.end_user_budget,
             key_version: key.version,
-            about: Some(About { model: model.to_string(), org_id: key.org_id.clone() }),
+            about: Some(about()),
         };
         let account = Account::of(&call.env, &key.user_id);
         // Before the ask leaves (the clock stands still between I/O): a lease's second counts from here.
@@ -503,6 +509,8 @@ pub struct Heartbeat {
     pub progress: Rc<Cell<u64>>,
     /// The object no longer holds the reservation.
     pub lost: Rc<Cell<bool>>,
+    /// The request's key may no longer run requests (the reservation is still held, to settle).
+    pub stopped: Rc<Cell<bool>>,
     /// The stream still runs (the relay clears it when it ends).
     pub running: Rc<Cell<bool>>,
     /// Dropped with the heartbeat: the beats stop, their timer cleared.
@@ -525,15 +533,26 @@ impl Heartbeat {
     /// Beats after `first_ms`, then every `every_ms`, while the heartbeat lives and `running` is set.
     pub fn start(meter: &Meter, env: &Env, first_ms: u64, every_ms: u64) -> Self {
         let (stop, mut stopped) = oneshot::channel::<()>();
-        let this =
-            Self { progress: Rc::default(), lost: Rc::default(), running: Rc::new(Cell::new(true)), _stop: stop };
+        let this = Self {
+            progress: Rc::default(),
+            lost: Rc::default(),
+            stopped: Rc::default(),
+            running: Rc::new(Cell::new(true)),
+            _stop: stop,
+        };
         let (progress, lost, running) = (this.progress.clone(), this.lost.clone(), this.running.clone());
+        let stopped_key = this.stopped.clone();
         let (env, account_id, request_id) = (env.clone(), meter.account_id.clone(), meter.request_id.clone());
         let on_lease = meter.lease.clone();
         let (price, reserved, prompt_bytes, lease_ms) =
             (meter.price, meter.reserved, meter.prompt_bytes, meter.lease_ms);
         // A request on a lease has no reservation yet: its first beat makes one, which notes what it is.
-        let about = meter.lease.as_ref().map(|_| About { model: meter.model.clone(), org_id: meter.org_id.clone() });
+        let mut about = meter.lease.as_ref().map(|_| About {
+            model: meter.model.clone(),
+            org_id: meter.org_id.clone(),
+            user_id: meter.account_id.clone(),
+            started_ms: meter.started_ms as i64,
+        });
         wasm_bindgen_futures::spawn_local(async move {
             let mut wait_ms = first_ms;
             loop {
@@ -550,9 +569,16 @@ impl Heartbeat {
                 // its way does not stop the beats after it.
                 let try_ms = u32::try_from(every_ms).unwrap_or(u32::MAX).min(SETTLE_TRY_MS);
                 let account = Account::of(&env, &account_id);
-                match account.touch(&request_id, evidence, lease_ms, on_lease.clone(), about.clone(), try_ms).await {
-                    Ok(true) => {}
-                    Ok(false) => return lost.set(true),
+                let answer = account.touch(&request_id, evidence, lease_ms, on_lease.clone(), about.clone(), try_ms);
+                let answer = answer.await;
+                if answer.is_ok() {
+                    about = None; // the reservation the first beat made has it
+                }
+                match answer {
+                    Ok(Beat::Held) => {}
+                    // Beats go on: the reservation stays held until the request settles.
+                    Ok(Beat::Stopped) => stopped_key.set(true),
+                    Ok(Beat::NotHeld) => return lost.set(true),
                     Err(e) => crate::log::job_error("heartbeat", &e),
                 }
             }

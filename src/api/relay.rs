@@ -93,11 +93,22 @@ impl Relay {
         }
     }
 
-    /// Keeps the heartbeat's progress current; answers whether the reservation is still held.
-    fn progress(&mut self) -> bool {
-        let Some(heartbeat) = &self.heartbeat else { return true };
-        heartbeat.progress.set(self.sse.summary().content_bytes);
-        !heartbeat.lost.get()
+    /// Why the stream may not run on, if it may not: its reservation was closed, or its key stopped.
+    fn may_not_go_on(&self) -> Option<ApiError> {
+        let heartbeat = self.heartbeat.as_ref()?;
+        if heartbeat.lost.get() {
+            return Some(ProviderError::Network("the request's reservation was closed".into()).into());
+        }
+        heartbeat.stopped.get().then(|| {
+            ApiError::forbidden("this key was disabled, deleted or expired, or lost `write`, while the request ran")
+        })
+    }
+
+    /// Keeps the heartbeat's progress current.
+    fn progress(&self) {
+        if let Some(heartbeat) = &self.heartbeat {
+            heartbeat.progress.set(self.sse.summary().content_bytes);
+        }
     }
 }
 
@@ -126,7 +137,13 @@ pub fn relay_stream(relay: Relay) -> impl futures_util::Stream<Item = worker::Re
             let failure = match s.idle.next(upstream.next()).await {
                 Some(Some(Ok(chunk))) if !s.line.fits(&chunk) => {
                     s.upstream = None;
-                    Some(ProviderError::Malformed(format!("a stream line passed {} bytes", MAX_LINE_BYTES)))
+                    Some(ProviderError::Malformed(format!("a stream line passed {} bytes", MAX_LINE_BYTES)).into())
+                }
+                // Its reservation closed or its key stopped: it may not run on (this chunk is neither
+                // counted nor sent).
+                Some(Some(Ok(_))) if s.may_not_go_on().is_some() => {
+                    s.upstream = None;
+                    s.may_not_go_on()
                 }
                 Some(Some(Ok(chunk))) => {
                     let out = match &mut s.adapter {
@@ -136,16 +153,12 @@ pub fn relay_stream(relay: Relay) -> impl futures_util::Stream<Item = worker::Re
                         }
                         None => s.sse.feed(&chunk),
                     };
-                    if !s.progress() {
-                        // The account object closed this request's reservation: it may not run on.
-                        s.upstream = None;
-                        Some(ProviderError::Network("the request's reservation was closed".into()))
-                    } else if out.is_empty() {
+                    s.progress();
+                    if out.is_empty() {
                         continue;
-                    } else {
-                        let out = s.emit(out);
-                        return Some((Ok(out), s));
                     }
+                    let out = s.emit(out);
+                    return Some((Ok(out), s));
                 }
                 Some(None) => {
                     if let Some(adapter) = &s.adapter {
@@ -157,16 +170,16 @@ pub fn relay_stream(relay: Relay) -> impl futures_util::Stream<Item = worker::Re
                             return Some((Ok(out), s));
                         }
                     }
-                    (!s.sse.summary().done).then_some(ProviderError::Network("stream ended before [DONE]".into()))
+                    (!s.sse.summary().done).then(|| ProviderError::Network("stream ended before [DONE]".into()).into())
                 }
-                Some(Some(Err(e))) => Some(ProviderError::Network(format!("stream broke: {e}"))),
+                Some(Some(Err(e))) => Some(ProviderError::Network(format!("stream broke: {e}")).into()),
                 None if s.sse.summary().content_bytes == 0 && js_sys::Date::now() < s.first_content_by_ms => {
                     let out = s.emit(b": keep-alive\n\n".to_vec());
                     return Some((Ok(out), s));
                 }
                 None => {
                     s.upstream = None;
-                    Some(ProviderError::Deadline)
+                    Some(ProviderError::Deadline.into())
                 }
             };
             s.ended = true;
@@ -174,7 +187,7 @@ pub fn relay_stream(relay: Relay) -> impl futures_util::Stream<Item = worker::Re
                 heartbeat.running.set(false);
             }
             let tail = match &failure {
-                Some(err) => s.sse.finish(Some(&ApiError::from(err.clone()).body(&s.request_id).to_string())),
+                Some(err) => s.sse.finish(Some(&err.body(&s.request_id).to_string())),
                 None => s.sse.finish(None),
             };
             // An upstream error event followed by `[DONE]` ended the stream as a failure all the same.

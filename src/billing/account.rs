@@ -52,10 +52,7 @@ impl Account<'_> {
             AccountRequest::Reserve(ask) => {
                 let (decision, held) = self.book.reserve(&ask, now);
                 if let Some(held) = held {
-                    store::hold(sql, &ask.request_id, &held)?;
-                    if let Some(about) = &ask.about {
-                        store::note_about(sql, &ask.request_id, about)?;
-                    }
+                    store::hold(sql, &ask.request_id, &held, ask.about.as_ref())?;
                     if let Some(end_user) = &held.end_user {
                         store::see_end_user(sql, &ask.key_id, end_user, now)?;
                     }
@@ -90,18 +87,15 @@ impl Account<'_> {
                 if let Some(held) = &held {
                     // The reservation first: should the lease's record then fail, the lease holds too much
                     // until it ends, and the request is settled from its reservation.
-                    store::hold(sql, &request_id, held)?;
+                    store::hold(sql, &request_id, held, about.as_ref().filter(|_| moved))?;
                     if let (true, Some(on)) = (moved, &on_lease) {
                         store::lease_charge(sql, &on.lease_id, &request_id, held.amount)?;
-                        if let Some(about) = &about {
-                            store::note_about(sql, &request_id, about)?;
-                        }
                     }
                 }
                 // A key stopped since the request began (disabled, deleted, expired, made read-only) stops it:
-                // "not held" ends the stream, whose settlement then charges what it delivered.
-                let go_on = held.as_ref().is_some_and(|h| self.book.may_go_on(h, now));
-                AccountResponse::Touched { held: go_on }
+                // the stream ends, and its settlement charges what it delivered from the reservation kept.
+                let stopped = held.as_ref().is_some_and(|h| !self.book.may_go_on(h, now));
+                AccountResponse::Touched { held: held.is_some(), stopped }
             }
             AccountRequest::Settle { account_id, settlements, return_leases } => {
                 self.own(&account_id)?;
@@ -440,13 +434,13 @@ fn write_closed(
 /// noted them, no tokens known (estimated, from what the gateway last reported: the charge), its status 502
 /// (its client got no whole answer). `None` for a reservation that noted nothing (made before they did).
 fn closed_usage(sql: &SqlStorage, c: &Closed, now: i64) -> Result<Option<UsageRecord>> {
-    let Some((about, created_ms)) = store::about(sql, &c.request_id)? else { return Ok(None) };
-    let user_id = store::account_id(sql)?.unwrap_or_default();
+    // (Its `about` is read before `write_closed` releases the reservation.)
+    let Some(about) = store::about(sql, &c.request_id)? else { return Ok(None) };
     Ok(Some(UsageRecord {
         id: c.request_id.clone(),
         upstream_id: None,
         key_id: c.key_id.clone(),
-        user_id,
+        user_id: about.user_id,
         org_id: about.org_id,
         model: about.model,
         provider: String::new(),
@@ -456,12 +450,12 @@ fn closed_usage(sql: &SqlStorage, c: &Closed, now: i64) -> Result<Option<UsageRe
         cached_tokens: 0,
         cost_micros: c.amount,
         upstream_cost_micros: None,
-        latency_ms: u64::try_from(now - created_ms).unwrap_or(0),
+        latency_ms: 0, // not known: it never ended
         status: 502,
         streamed: false,
         cancelled: false,
         estimated: true,
-        created_ms,
+        created_ms: if about.started_ms > 0 { about.started_ms } else { now },
         end_user: c.end_user.clone(),
     }))
 }
@@ -506,7 +500,10 @@ fn late_settlement(sql: &SqlStorage, request_id: &str, cost: i64, usage: Option<
     let Some((ledger_id, charged)) = store::closed_charge(sql, request_id)? else { return Ok(Outcome::Charged(0)) };
     if let Some(mut record) = usage {
         record.cost_micros = charged;
+        // It knows more than its close's record (tokens, provider, upstream id): in its place, if that
+        // still waits to be copied.
         store::queue_usage(sql, &record)?;
+        store::requeue_usage(sql, &record)?;
     }
     store::note_uncollected(sql, &ledger_id, (cost - charged).max(0))?;
     Ok(Outcome::ClosedBefore)

@@ -201,10 +201,11 @@ impl<'a> Account<'a> {
         on_lease: Option<OnLease>,
         about: Option<About>,
         try_ms: u32,
-    ) -> Result<bool, String> {
+    ) -> Result<Beat, String> {
         let message = AccountRequest::Touch { request_id: request_id.into(), evidence, lease_ms, on_lease, about };
         match self.call_within(&message, Some(try_ms)).await? {
-            AccountResponse::Touched { held } => Ok(held),
+            AccountResponse::Touched { held: false, .. } => Ok(Beat::NotHeld),
+            AccountResponse::Touched { held: true, stopped } => Ok(if stopped { Beat::Stopped } else { Beat::Held }),
             other => Err(unexpected("Touch", other)),
         }
     }
@@ -422,4 +423,13 @@ where
         }
         worker::Delay::from(Duration::from_millis(wait)).await;
     }
+}
+/// What the account object said to a heartbeat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Beat {
+    Held,
+    /// Held, but its key may no longer run requests: the request stops (and is settled as usual).
+    Stopped,
+    /// No longer held (closed by rule): the request may not run on.
+    NotHeld,
 }

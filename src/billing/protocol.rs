@@ -184,6 +184,9 @@ pub enum AccountResponse {
     },
     Touched {
         held: bool,
+        /// Held, but its key may no longer run requests (disabled, deleted, expired, lost `write`).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        stopped: bool,
     },
     /// An adjustment down would take money held or not there.
     Overdrawn {
@@ -324,7 +327,12 @@ mod tests {
             end_user: Some("alice".into()),
             end_user_budget: None,
             key_version: Some(7),
-            about: Some(crate::domain::account::About { model: "openai/gpt-4o".into(), org_id: None }),
+            about: Some(crate::domain::account::About {
+                model: "openai/gpt-4o".into(),
+                org_id: None,
+                user_id: "u-1".into(),
+                started_ms: 1_700_000_000_000,
+            }),
         };
         let json = serde_json::to_string(&AccountRequest::Reserve(ask.clone())).expect("serialize");
         assert!(json.starts_with(r#"{"op":"reserve","request_id":"r1""#), "{json}");

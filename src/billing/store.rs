@@ -12,7 +12,7 @@ use wasm_bindgen::JsValue;
 use worker::{Result, SqlStorage};
 
 use super::protocol::LedgerEntry;
-use crate::domain::account::{Book, Held, SPEND_DAYS};
+use crate::domain::account::{About, Book, Held, SPEND_DAYS};
 use crate::domain::alerts::Alert;
 use crate::domain::end_users::Budget;
 use crate::domain::keys::KeyState;
@@ -485,13 +485,16 @@ pub fn put_key(sql: &SqlStorage, s: &KeyState) -> Result<()> {
     Ok(())
 }
 
-/// Stores a reservation (new, or its heartbeat; what the request is, `about`, stays as it was written).
-pub fn hold(sql: &SqlStorage, request_id: &str, h: &Held) -> Result<()> {
+/// Stores a reservation (new, or its heartbeat), and what the request is when told (`about`, kept once
+/// written: for its usage record should it be closed without settlement).
+pub fn hold(sql: &SqlStorage, request_id: &str, h: &Held, about: Option<&About>) -> Result<()> {
+    let about = about.map(serde_json::to_string).transpose()?;
     sql.exec_raw(
-        "INSERT INTO reservations (id, key_id, amount, created_ms, evidence, expires_ms, end_user) \
-         VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET key_id = excluded.key_id, \
+        "INSERT INTO reservations (id, key_id, amount, created_ms, evidence, expires_ms, end_user, about) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET key_id = excluded.key_id, \
          amount = excluded.amount, created_ms = excluded.created_ms, evidence = excluded.evidence, \
-         expires_ms = excluded.expires_ms, end_user = excluded.end_user",
+         expires_ms = excluded.expires_ms, end_user = excluded.end_user, \
+         about = COALESCE(excluded.about, reservations.about)",
         vec![
             text(request_id),
             text(&h.key_id),
@@ -500,33 +503,31 @@ pub fn hold(sql: &SqlStorage, request_id: &str, h: &Held) -> Result<()> {
             int(h.evidence),
             int(h.expires_ms),
             opt_text(h.end_user.as_deref()),
+            opt_text(about.as_deref()),
         ],
     )?;
     Ok(())
 }
 
-/// Notes what a held request is (its model, its organization), for its usage record should it be closed
-/// without settlement.
-pub fn note_about(sql: &SqlStorage, request_id: &str, about: &crate::domain::account::About) -> Result<()> {
-    sql.exec_raw(
-        "UPDATE reservations SET about = ? WHERE id = ?",
-        vec![text(&serde_json::to_string(about)?), text(request_id)],
-    )?;
-    Ok(())
-}
-
-/// What a held request is and when it began (`None`: not held, or held before requests said).
-pub fn about(sql: &SqlStorage, request_id: &str) -> Result<Option<(crate::domain::account::About, i64)>> {
+/// What a held request is (`None`: not held, or held before requests said).
+pub fn about(sql: &SqlStorage, request_id: &str) -> Result<Option<About>> {
     #[derive(Deserialize)]
     struct Row {
         about: Option<String>,
-        created_ms: f64,
     }
     let rows: Vec<Row> =
-        sql.exec_raw("SELECT about, created_ms FROM reservations WHERE id = ?", vec![text(request_id)])?.to_array()?;
-    let about =
-        rows.into_iter().next().and_then(|r| Some((serde_json::from_str(&r.about?).ok()?, r.created_ms as i64)));
-    Ok(about)
+        sql.exec_raw("SELECT about FROM reservations WHERE id = ?", vec![text(request_id)])?.to_array()?;
+    Ok(rows.into_iter().next().and_then(|r| serde_json::from_str(&r.about?).ok()))
+}
+
+/// A usage record put in the outbox in place of one waiting there (a late settlement's, which knows more
+/// than its close's); one already copied to D1 stays as it was.
+pub fn requeue_usage(sql: &SqlStorage, record: &UsageRecord) -> Result<()> {
+    sql.exec_raw(
+        "UPDATE usage_outbox SET record = ? WHERE id = ?",
+        vec![text(&serde_json::to_string(record)?), text(&record.id)],
+    )?;
+    Ok(())
 }
 
 pub fn release(sql: &SqlStorage, request_id: &str) -> Result<()> {

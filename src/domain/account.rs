@@ -98,6 +98,11 @@ pub struct About {
     pub model: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub org_id: Option<String>,
+    /// The account (user) the request was made on, and when it began (ms).
+    #[serde(default)]
+    pub user_id: String,
+    #[serde(default)]
+    pub started_ms: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -630,8 +635,6 @@ impl Book {
         due.into_iter().filter_map(|id| self.leases.remove(&id).map(|lease| (id, lease))).collect()
     }
 
-    /// A heartbeat from the request: it still runs, and the upstream has generated
-    /// at least `evidence` worth so far. Returns the updated reservation, if held.
     /// May the request held as `held` go on: is its key still live and allowed (the object's state of it)?
     /// A stream's heartbeat asks, so a key disabled, deleted or expired mid-stream stops its streams
     /// within a beat (the reservation stays, to be settled for what was delivered).
@@ -639,6 +642,8 @@ impl Book {
         self.keys.get(&held.key_id).is_none_or(|state| state.may_go_on(now).is_ok())
     }
 
+    /// A heartbeat from the request: it still runs, and the upstream has generated
+    /// at least `evidence` worth so far. Returns the updated reservation, if held.
     pub fn touch(&mut self, request_id: &str, evidence: i64, lease_ms: i64, now: i64) -> Option<&Held> {
         let held = self.in_flight.get_mut(request_id)?;
         held.evidence = held.evidence.max(evidence.clamp(0, held.amount));
