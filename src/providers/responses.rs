@@ -684,7 +684,7 @@ const PROGRESS_EVERY_MS: u64 = 5_000;
 
 impl ResponsesStream {
     pub fn new(custom: CustomTools) -> Self {
-        Self { custom, ..Self::default() }
+        Self { custom, steps: ChatSteps::with_details(), ..Self::default() }
     }
 
     fn emit(&mut self, out: &mut String, mut data: Value) {
@@ -832,6 +832,9 @@ impl ResponsesStream {
 
     fn open_item(&mut self, kind: Kind, call_id: Value, name: Value, out: &mut String) {
         self.close_item(out, "completed");
+        if kind == Kind::Reasoning {
+            self.late_details(); // the earlier reasoning's, before this one's begin
+        }
         let index = self.done.len() as u64;
         let id = match kind {
             Kind::Message | Kind::Refusal => format!("msg_{index}_{}", self.id),
@@ -1157,7 +1160,7 @@ mod tests {
 
     #[test]
     fn a_silence_is_told_as_progress_and_a_cut_answer_says_why() {
-        let mut s = ResponsesStream::default();
+        let mut s = ResponsesStream::new(CustomTools::default());
         assert_eq!(s.keep_alive(1_000), b": keep-alive\n\n", "nothing has started: a comment only");
         s.feed(b"data: {\"id\":\"gen-1\",\"choices\":[{\"delta\":{\"role\":\"assistant\"}}]}\n\n".to_vec());
         let told = |s: &mut ResponsesStream, at: u64| String::from_utf8(s.keep_alive(at)).expect("utf8");
@@ -1174,12 +1177,12 @@ mod tests {
         assert_eq!(last["response"]["incomplete_details"]["reason"], "content_filter");
         assert_eq!(last["response"]["output"][0]["status"], "incomplete", "the item cut short");
         // A rate-limited upstream fails the stream with the code Codex waits on.
-        let mut s = ResponsesStream::default();
+        let mut s = ResponsesStream::new(CustomTools::default());
         let out = String::from_utf8(s.feed(b"data: {\"error\":{\"code\":429,\"message\":\"slow\"}}\n\n".to_vec()))
             .expect("utf8");
         assert!(out.contains(r#""code":"rate_limit_exceeded""#), "{out}");
         // `"error": null` in a chunk is no error.
-        let mut s = ResponsesStream::default();
+        let mut s = ResponsesStream::new(CustomTools::default());
         let out = String::from_utf8(s.feed(b"data: {\"id\":\"g\",\"error\":null,\"choices\":[{\"delta\":{\"content\":\"ok\"}}]}\n\ndata: [DONE]\n\n".to_vec())).expect("utf8");
         assert!(out.contains("response.completed") && !out.contains("response.failed"), "{out}");
     }
@@ -1193,7 +1196,8 @@ mod tests {
         let stream =
             "data: {\"id\":\"g\",\"choices\":[{\"delta\":{\"role\":\"assistant\",\"refusal\":\"I can't\"}}]}\n\n\
             data: {\"choices\":[{\"delta\":{\"refusal\":\" help.\"},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n";
-        let out = String::from_utf8(ResponsesStream::default().feed(stream.as_bytes().to_vec())).expect("utf8");
+        let out = String::from_utf8(ResponsesStream::new(CustomTools::default()).feed(stream.as_bytes().to_vec()))
+            .expect("utf8");
         let names: Vec<&str> = out.lines().filter_map(|l| l.strip_prefix("event: ")).collect();
         assert_eq!(names.iter().filter(|n| **n == "response.refusal.delta").count(), 2, "{out}");
         assert!(names.contains(&"response.refusal.done"));
@@ -1295,7 +1299,8 @@ mod tests {
         stream.push_str(
             "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"tool_calls\"}]}\n\ndata: [DONE]\n\n",
         );
-        let out = String::from_utf8(ResponsesStream::default().feed(stream.into_bytes())).expect("utf8");
+        let out =
+            String::from_utf8(ResponsesStream::new(CustomTools::default()).feed(stream.into_bytes())).expect("utf8");
         let completed: Value = out
             .lines()
             .rev()
@@ -1327,7 +1332,8 @@ mod tests {
         stream.push_str(
             "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n",
         );
-        let out = String::from_utf8(ResponsesStream::default().feed(stream.into_bytes())).expect("utf8");
+        let out =
+            String::from_utf8(ResponsesStream::new(CustomTools::default()).feed(stream.into_bytes())).expect("utf8");
         let events: Vec<Value> = out
             .lines()
             .filter_map(|l| l.strip_prefix("data: "))
@@ -1380,7 +1386,8 @@ mod tests {
     #[test]
     fn a_failed_stream_ends_failed_never_completed() {
         let stream = "data: {\"id\":\"gen-1\",\"choices\":[{\"delta\":{\"content\":\"Hi\"}}]}\n\ndata: {\"error\":{\"message\":\"cut\"}}\n\ndata: [DONE]\n\n";
-        let out = String::from_utf8(ResponsesStream::default().feed(stream.as_bytes().to_vec())).expect("utf8");
+        let out = String::from_utf8(ResponsesStream::new(CustomTools::default()).feed(stream.as_bytes().to_vec()))
+            .expect("utf8");
         let names: Vec<&str> = out.lines().filter_map(|l| l.strip_prefix("event: ")).collect();
         assert_eq!(names.last(), Some(&"response.failed"), "{out}");
         assert!(!names.contains(&"response.completed"));
@@ -1391,7 +1398,7 @@ mod tests {
         let stream = "data: {\"id\":\"gen-1\",\"model\":\"m\",\"created\":5,\"choices\":[{\"delta\":{\"content\":\"Hi\"}}]}\n\n\
             data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"c1\",\"function\":{\"name\":\"shell\",\"arguments\":\"{}\"}}]},\"finish_reason\":\"tool_calls\"}]}\n\n\
             data: {\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":3,\"cost\":0.1}}\n\ndata: [DONE]\n\n";
-        let mut s = ResponsesStream::default();
+        let mut s = ResponsesStream::new(CustomTools::default());
         let out = String::from_utf8(s.feed(stream.as_bytes().to_vec())).expect("utf8");
         let names: Vec<&str> = out.lines().filter_map(|l| l.strip_prefix("event: ")).collect();
         assert_eq!(names.first(), Some(&"response.created"));

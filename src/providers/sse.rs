@@ -344,12 +344,20 @@ pub fn error_message(error: &Value) -> Value {
 /// Reads whole SSE lines of a chat stream as `ChatStep`s (comments and unreadable lines skipped).
 #[derive(Debug, Default)]
 pub struct ChatSteps {
+    /// Whether `ChatStep::Details` are wanted (the Responses API's reasoning items; Messages reads the
+    /// thinking steps only).
+    details: bool,
     started: bool,
     /// The chat index and id of the tool call being written.
     tool: Option<(u64, String)>,
 }
 
 impl ChatSteps {
+    /// A reader that also gives each delta's details whole (`ChatStep::Details`).
+    pub fn with_details() -> Self {
+        Self { details: true, ..Self::default() }
+    }
+
     pub fn feed(&mut self, bytes: &[u8]) -> Vec<ChatStep> {
         let mut steps = Vec::new();
         for data in String::from_utf8_lossy(bytes).lines().filter_map(|l| l.strip_prefix("data:").map(str::trim_start))
@@ -371,7 +379,7 @@ impl ChatSteps {
                 steps.push(ChatStep::Usage(usage.clone()));
             }
             let Some(choice) = chunk.pointer("/choices/0") else { continue };
-            steps.extend(thinking_steps(choice.get("delta")));
+            steps.extend(thinking_steps(choice.get("delta"), self.details));
             if let Some(text) = choice.pointer("/delta/content").and_then(Value::as_str).filter(|t| !t.is_empty()) {
                 self.tool = None;
                 steps.push(ChatStep::Text(text.to_string()));
@@ -415,14 +423,14 @@ impl ChatSteps {
 
 /// A delta's thinking: from its `reasoning_details` when it has them (they carry signatures), else
 /// from its `reasoning` text.
-fn thinking_steps(delta: Option<&Value>) -> Vec<ChatStep> {
+fn thinking_steps(delta: Option<&Value>, with_details: bool) -> Vec<ChatStep> {
     let Some(delta) = delta else { return Vec::new() };
     let field = |d: &Value, f: &str| d.get(f).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string);
     // An empty list (OpenRouter sends one beside content) is no details: the text, if any, is in `reasoning`.
     let Some(details) = delta.get("reasoning_details").and_then(Value::as_array).filter(|d| !d.is_empty()) else {
         return field(delta, "reasoning").map(ChatStep::Thinking).into_iter().collect();
     };
-    let mut steps = vec![ChatStep::Details(details.clone())];
+    let mut steps = if with_details { vec![ChatStep::Details(details.clone())] } else { Vec::new() };
     for detail in details {
         match detail.get("type").and_then(Value::as_str) {
             Some("reasoning.text") => {
