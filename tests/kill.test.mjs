@@ -53,6 +53,15 @@ function send(url, key, body) {
   });
 }
 
+/** Kills the whole runtime (SIGKILL of its process group), as a machine dies, and its fake upstream. */
+async function killRuntime(gw) {
+  await new Promise((resolve) => {
+    gw.child.once('close', resolve);
+    process.kill(-gw.child.pid, 'SIGKILL');
+  });
+  await gw.fake.close();
+}
+
 /** Runs one request to its end; records its id, when its complete answer arrived, and what it received. */
 async function runRequest(url, account, stream) {
   const messages = [{ role: 'user', content: stream ? STREAM_WORDS : `short request ${randomBytes(3).toString('hex')}` }];
@@ -109,11 +118,7 @@ test('a runtime killed mid-burst loses no money and charges nothing twice', { ti
     // Kill the whole runtime while the streams are mid-way (each has sent a heartbeat by now).
     await sleep(6_000);
     const killAt = Date.now();
-    await new Promise((resolve) => {
-      gw.child.once('close', resolve);
-      process.kill(-gw.child.pid, 'SIGKILL');
-    });
-    await gw.fake.close();
+    await killRuntime(gw);
     const results = await Promise.all(running);
     const cut = results.filter((r) => r.stream && r.id && !r.completeAt);
     assert.ok(cut.length >= 10, `the kill cut the streams (${cut.length} cut)`);
@@ -236,11 +241,7 @@ test("an organization's limit and an end user's budget hold across a kill mid-bu
       ...Array.from({ length: 8 }, () => run(app.key, { ...stream, user: 'alice' })),
     ];
     await sleep(6_000);
-    await new Promise((resolve) => {
-      gw.child.once('close', resolve);
-      process.kill(-gw.child.pid, 'SIGKILL');
-    });
-    await gw.fake.close();
+    await killRuntime(gw);
     const results = await Promise.all(running);
     const [orgResults, aliceResults] = [results.slice(0, 8), results.slice(8)];
     for (const [who, rs, source] of [['organization', orgResults, 'org_limit'], ['end user', aliceResults, 'end_user_limit']]) {
@@ -311,11 +312,7 @@ test('a long non-streamed request whose task dies after its first heartbeat is c
     const messages = [{ role: 'user', content: 'a long think about a long prompt '.repeat(40) }];
     const slow = send(gw.url, key, { messages, max_tokens: 100, fake_fault: 'slow:8000' }).catch((e) => e);
     await sleep(4_500);
-    await new Promise((resolve) => {
-      gw.child.once('close', resolve);
-      process.kill(-gw.child.pid, 'SIGKILL');
-    });
-    await gw.fake.close();
+    await killRuntime(gw);
     await slow;
     gw = await startGateway({ persistTo: state, vars, syncPrices: false });
     admin = adminClient(gw.url, adminToken);

@@ -771,27 +771,17 @@ mod tests {
     #[test]
     fn reservations_in_flight_hold_the_balance() {
         let mut book = Book::restore(100, [], [], []);
+        let partial = Decision::Decided {
+            reservation: Reservation::Partial { amount: 40, source: LimitSource::Balance },
+            resets_at_ms: None,
+            lease: None,
+            rate: None,
+        };
         assert_eq!(book.reserve(&ask("r1", "k", 60), NOW).0, full(60));
-        assert_eq!(
-            book.reserve(&ask("r2", "k", 60), NOW).0,
-            Decision::Decided {
-                reservation: Reservation::Partial { amount: 40, source: LimitSource::Balance },
-                resets_at_ms: None,
-                lease: None,
-                rate: None
-            }
-        );
+        assert_eq!(book.reserve(&ask("r2", "k", 60), NOW).0, partial);
         assert_eq!(book.reserved(), 100);
         // The same message again holds nothing more, and still says only part was covered.
-        assert_eq!(
-            book.reserve(&ask("r2", "k", 60), NOW).0,
-            Decision::Decided {
-                reservation: Reservation::Partial { amount: 40, source: LimitSource::Balance },
-                resets_at_ms: None,
-                lease: None,
-                rate: None
-            }
-        );
+        assert_eq!(book.reserve(&ask("r2", "k", 60), NOW).0, partial);
         assert_eq!(book.reserve(&ask("r1", "k", 60), NOW).0, full(60));
         assert_eq!(book.reserved(), 100);
         let (decision, held) = book.reserve(&ask("r3", "k", 60), NOW);
