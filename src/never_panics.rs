@@ -178,7 +178,25 @@ proptest! {
             if let Ok(serde_json::Value::Array(details)) = serde_json::from_slice(body) {
                 let _ = reasoning::blocks_from_details(&details, true);
                 let _ = reasoning::blocks_from_details(&details, false);
+                let mut whole = details.clone();
+                reasoning::merge_details(&mut whole, &details);
+                let _ = whole.iter().filter_map(reasoning::readable).count();
             }
+        }
+        // A document block and a reasoning item sent back, their fields anything.
+        let odd = serde_json::from_slice::<serde_json::Value>(&bytes).unwrap_or(serde_json::Value::from(t.clone()));
+        let document = serde_json::json!({"model": "m", "max_tokens": 8, "messages": [{"role": "user", "content": [
+            {"type": "document", "title": odd, "source": {"type": t, "media_type": odd, "data": odd, "content": odd}},
+            {"type": "document", "source": {"type": "content", "content": [odd, {"type": "image", "source": odd}]}},
+            {"type": "document", "source": {"type": "base64", "media_type": t, "data": t}}]}]});
+        if let Ok(chat) = crate::providers::anthropic::inbound::to_chat(document.to_string().as_bytes()) {
+            let _ = crate::providers::anthropic::request::messages_request(&chat, "claude", 8);
+            let _ = crate::providers::gemini::request::generate_request(&chat, "gemini");
+        }
+        for content in [format!("tollgate.reasoning_details.v1:{t}"), format!("tollgate.reasoning_details.v1:{odd}")] {
+            let item = serde_json::json!({"model": "m", "input": [{"type": "reasoning", "encrypted_content": content},
+                {"type": "function_call", "call_id": "c", "name": "f", "arguments": t}, {"role": "assistant", "content": odd}]});
+            let _ = crate::providers::responses::to_chat(item.to_string().as_bytes());
         }
         // Prompt-size overrides as OpenRouter may list them (odd ones too): whatever tier they make, a
         // request's charge at any size stays within its worst case.
