@@ -82,6 +82,37 @@ describe('embeddings', () => {
     }
   });
 
+  test('an upstream that reports only total_tokens, or no usage, is charged the input: its tokens, else their estimate', async () => {
+    const pin = await ctx.admin.call('PUT', `/api/admin/routes/${MODEL}`, { provider: 'openrouter' });
+    assert.equal(pin.status, 200, JSON.stringify(pin.body));
+    try {
+      const { user, key, client } = await clientFor();
+      const ids = Array.from({ length: 400 }, (_, i) => i + 1); // 400 tokens, counted exactly
+      const generation = async (id) => {
+        for (let i = 0; i < 50; i++) {
+          const res = await fetch(`${ctx.gw.url}/api/v1/generation?id=${id}`, { headers: { authorization: `Bearer ${key.key}` } });
+          if (res.status === 200) return (await res.json()).data;
+          await new Promise((r) => setTimeout(r, 200));
+        }
+        assert.fail(`generation ${id} never found`);
+      };
+      for (const fault of ['total_only', 'no_usage']) {
+        const { data: res, response } = await client.embeddings
+          .create({ model: MODEL, input: [ids], encoding_format: 'float', fake_fault: fault })
+          .withResponse();
+        assert.equal(response.headers.get('x-tollgate-provider'), 'openrouter');
+        assert.equal(res.usage.total_tokens, 400, `${fault}: the client is told the tokens`);
+        assert.equal(micros(res.usage.cost), costOf(400), `${fault}: and what they cost`);
+        const record = await generation(response.headers.get('x-request-id'));
+        assert.equal(record.tokens_prompt, 400, `${fault}: 400 input tokens charged, not a quarter of them`);
+        assert.equal(record.estimated, fault === 'no_usage');
+      }
+      assert.equal((await usageRows(ctx.admin, user.id, 2)).length, 2, 'each charged once');
+    } finally {
+      await ctx.admin.call('DELETE', `/api/admin/routes/${MODEL}`);
+    }
+  });
+
   test('a failing OpenAI is retried, one that keeps failing hands over to OpenRouter, and each request is charged once', async () => {
     const { user, client } = await clientFor();
     const text = 'retry me please';

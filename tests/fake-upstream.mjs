@@ -165,7 +165,8 @@ export function tokensFor(body) {
  * POST /embeddings, as OpenAI (`native`: its own model ids, no `usage.cost`) and OpenRouter answer it:
  * `input` a string, strings, token ids or arrays of them; `encoding_format` float (default) or base64
  * (little-endian float32); `dimensions` shortens the vectors. One token per 4 characters of text. OpenAI
- * refuses arguments it does not know.
+ * refuses arguments it does not know. On OpenRouter, `fake_fault` `total_only` reports only
+ * `total_tokens` (as some providers do), `no_usage` no usage at all.
  */
 function embeddings(res, body, { native }) {
   const fail = (status, message, param = null) => sendJson(res, status, native
@@ -190,12 +191,13 @@ function embeddings(res, body, { native }) {
   const vector = (i) => Array.from({ length: size }, (_, j) => Math.sin(i + 1 + j / 7) / Math.sqrt(size));
   const encode = (v) => (format === 'base64' ? Buffer.from(new Float32Array(v).buffer).toString('base64') : v);
   const promptTokens = tokens.reduce((a, b) => a + b, 0);
-  const usage = native ? { prompt_tokens: promptTokens, total_tokens: promptTokens } : (({ completion_tokens, ...u }) => u)(usageFor(id, promptTokens, 0));
+  let usage = native ? { prompt_tokens: promptTokens, total_tokens: promptTokens } : (({ completion_tokens, ...u }) => u)(usageFor(id, promptTokens, 0));
+  if (!native && body.fake_fault === 'total_only') usage = { total_tokens: promptTokens };
   return sendJson(res, 200, {
     object: 'list',
     data: items.map((_, i) => ({ object: 'embedding', index: i, embedding: encode(vector(i)) })),
     model: native ? body.model : id,
-    usage,
+    ...(!native && body.fake_fault === 'no_usage' ? {} : { usage }),
   });
 }
 

@@ -46,7 +46,9 @@ pub async fn create_embeddings(mut req: Incoming, call: &Call, auth: Authenticat
     let meter = match (&auth.caller, &auth.hash) {
         (Caller::Key(key), Some(hash)) => {
             let demand = Demand { model: &request.model, prompt: request.token_bound, output: 0 };
-            let (meter, _) = Meter::reserve_tokens(call, key, hash, &row, demand).await?;
+            let (mut meter, _) = Meter::reserve_tokens(call, key, hash, &row, demand).await?;
+            // Reserved at its bound; an answer without usage is charged the input's estimate.
+            meter.prompt_bytes = request.estimate_bytes;
             note_key_use(call, &key.id);
             Some(meter)
         }
@@ -119,7 +121,8 @@ impl Job {
             Some(m) => {
                 let charged = charge(&m.price, m.reserved, m.prompt_bytes, outcome.usage.as_ref(), Some(0));
                 log.finished(200, tokens, Some((charged.usd(), 0.0)), false);
-                with_model_and_cost(body, &request.model, Some(charged.usd()), call.config.show_upstream_cost)
+                let billed = Some((charged.usd(), charged.tokens.prompt));
+                with_model_and_cost(body, &request.model, billed, call.config.show_upstream_cost)
             }
             None => {
                 log.finished(200, tokens, None, false);
@@ -171,13 +174,7 @@ async fn send(
     let mut upstream = served.upstream;
     let read = async {
         let body = transport::read_all(&mut upstream).await?;
-        // Embeddings have input tokens only; an upstream that reports just `total_tokens` means those.
-        let usage = embeddings_usage(&body)?.map(|mut u| {
-            if u.prompt_tokens == 0 {
-                u.prompt_tokens = u.total_tokens;
-            }
-            u
-        });
+        let usage = embeddings_usage(&body)?;
         Ok::<_, ProviderError>((body, usage))
     };
     match read.await {
@@ -188,13 +185,17 @@ async fn send(
     }
 }
 
-/// The answer under the client's model id, with `usage.cost` the charge (when billed).
-fn with_model_and_cost(body: Vec<u8>, model: &str, cost: Option<f64>, show_upstream_cost: bool) -> Vec<u8> {
+/// The answer under the client's model id, with `usage.cost` the charge (when billed: the charge and the
+/// tokens it was for, which an answer without usage is given as its usage).
+fn with_model_and_cost(body: Vec<u8>, model: &str, billed: Option<(f64, u64)>, show_upstream_cost: bool) -> Vec<u8> {
     let Ok(mut answer) = serde_json::from_slice::<serde_json::Value>(&body) else { return body };
     if let Some(fields) = answer.as_object_mut() {
         fields.insert("model".into(), serde_json::Value::from(model));
+        if let (Some((_, tokens)), false) = (billed, fields.get("usage").is_some_and(serde_json::Value::is_object)) {
+            fields.insert("usage".into(), serde_json::json!({"prompt_tokens": tokens, "total_tokens": tokens}));
+        }
     }
-    if let Some(cost) = cost {
+    if let Some((cost, _)) = billed {
         set_usage_cost(&mut answer, cost, show_upstream_cost);
     }
     serde_json::to_vec(&answer).unwrap_or(body)

@@ -14,6 +14,9 @@ pub struct EmbeddingsRequest {
     /// An upper bound on the input's tokens: a token is at least one byte of text,
     /// a token array is its own count, and each input gets `PER_INPUT_TOKENS` more.
     pub token_bound: u64,
+    /// What an estimate of the input reads as its size in bytes (a quarter of it in tokens): a string's bytes,
+    /// four for each token of a token array (which counts exactly). An answer without usage is charged so.
+    pub estimate_bytes: u64,
     pub body: Map<String, Value>,
 }
 
@@ -34,6 +37,15 @@ fn bound_of(item: &Value) -> Option<u64> {
         _ => return None,
     };
     Some(own + PER_INPUT_TOKENS)
+}
+
+/// One input's size as an estimate reads it (`EmbeddingsRequest::estimate_bytes`).
+fn estimate_bytes_of(item: &Value) -> u64 {
+    match item {
+        Value::String(s) => s.len() as u64,
+        Value::Array(tokens) => 4 * tokens.len() as u64,
+        _ => 0,
+    }
 }
 
 impl EmbeddingsRequest {
@@ -75,7 +87,13 @@ impl EmbeddingsRequest {
             Some(d) if d.as_u64().is_some_and(|d| (1..=100_000).contains(&d)) => {}
             Some(_) => return Err(invalid("`dimensions` must be a positive integer", "dimensions")),
         }
-        Ok(Self { model, token_bound, body })
+        let estimate_bytes = match body.get("input") {
+            Some(Value::Array(items)) if items.first().is_some_and(Value::is_number) => 4 * items.len() as u64,
+            Some(Value::Array(items)) => items.iter().map(estimate_bytes_of).sum(),
+            Some(single) => estimate_bytes_of(single),
+            None => 0,
+        };
+        Ok(Self { model, token_bound, estimate_bytes, body })
     }
 
     /// The body to send upstream, under the provider's own model id, `without` the fields it does not take.
@@ -95,6 +113,17 @@ mod tests {
 
     fn parse(json: &str) -> Result<EmbeddingsRequest, InvalidRequest> {
         EmbeddingsRequest::parse(json.as_bytes())
+    }
+
+    #[test]
+    fn an_estimate_counts_token_ids_exactly_and_text_by_its_bytes() {
+        let ids = parse(r#"{"model":"m","input":[[1,2,3,4,5,6,7]]}"#).expect("valid");
+        assert_eq!(crate::domain::ledger::estimate_tokens(ids.estimate_bytes), 7);
+        let flat = parse(r#"{"model":"m","input":[1,2,3]}"#).expect("valid");
+        assert_eq!(crate::domain::ledger::estimate_tokens(flat.estimate_bytes), 3);
+        let text = parse(r#"{"model":"m","input":["abcdefgh","abcd"]}"#).expect("valid");
+        assert_eq!(crate::domain::ledger::estimate_tokens(text.estimate_bytes), 3);
+        assert!(text.token_bound >= 12, "the bound still holds every byte");
     }
 
     #[test]

@@ -105,16 +105,23 @@ pub fn classify_error(status: u16, retry_after: Option<&str>, body: &[u8]) -> Pr
 
 /// Picks the usage out of a non-streamed chat answer; refuses a body that is not a chat completion.
 pub fn completion_usage(body: &[u8]) -> Result<Option<Usage>, ProviderError> {
-    usage_of(body, "choices")
+    usage_of(body, "choices", |_| {})
 }
 
-/// Picks the usage out of an embeddings answer; refuses a body without `data`.
+/// Picks the usage out of an embeddings answer; refuses a body without `data`. Embeddings have input tokens
+/// only: an upstream that reports just `total_tokens` means those (read before a usage counting no prompt
+/// is taken for none).
 pub fn embeddings_usage(body: &[u8]) -> Result<Option<Usage>, ProviderError> {
-    usage_of(body, "data")
+    usage_of(body, "data", |u| {
+        if u.prompt_tokens == 0 {
+            u.prompt_tokens = u.total_tokens;
+        }
+    })
 }
 
-/// The usage of an answer that must carry the array `field`; an `error` object is classified.
-fn usage_of(body: &[u8], field: &str) -> Result<Option<Usage>, ProviderError> {
+/// The usage of an answer that must carry the array `field` (as `read` reads it; none when it counts no
+/// prompt); an `error` object is classified.
+fn usage_of(body: &[u8], field: &str, read: impl Fn(&mut Usage)) -> Result<Option<Usage>, ProviderError> {
     #[derive(Deserialize)]
     struct Probe {
         #[serde(default)]
@@ -145,7 +152,13 @@ fn usage_of(body: &[u8], field: &str) -> Result<Option<Usage>, ProviderError> {
     if !present {
         return Err(ProviderError::Malformed(format!("answer has no `{field}`")));
     }
-    Ok(probe.usage.filter(Usage::counts))
+    Ok(probe
+        .usage
+        .map(|mut u| {
+            read(&mut u);
+            u
+        })
+        .filter(Usage::counts))
 }
 
 /// One model as OpenRouter's `/models` lists it (the fields we use).
@@ -429,6 +442,20 @@ mod tests {
         assert_eq!(usage.map(|u| u.tokens().prompt), Some(3));
         let empty = br#"{"choices":[{"message":{"content":"hi"}}],"usage":{}}"#;
         assert_eq!(completion_usage(empty).expect("readable"), None, "no report: charged as an answer without usage");
+    }
+
+    #[test]
+    fn an_embeddings_usage_of_only_total_tokens_counts_them_as_input() {
+        let total_only = br#"{"data":[{"embedding":[0.1]}],"usage":{"total_tokens":7}}"#;
+        let usage = embeddings_usage(total_only).expect("readable").expect("a report");
+        assert_eq!((usage.prompt_tokens, usage.tokens().prompt), (7, 7));
+        let both = br#"{"data":[],"usage":{"prompt_tokens":5,"total_tokens":5}}"#;
+        assert_eq!(embeddings_usage(both).expect("readable").map(|u| u.prompt_tokens), Some(5));
+        let none = br#"{"data":[],"usage":{"total_tokens":0}}"#;
+        assert_eq!(embeddings_usage(none).expect("readable"), None, "no report");
+        // A chat answer's total alone is not its prompt.
+        let chat = br#"{"choices":[],"usage":{"total_tokens":7}}"#;
+        assert_eq!(completion_usage(chat).expect("readable"), None);
     }
 
     #[test]
