@@ -384,6 +384,10 @@ describe('messages, what agents rely on', () => {
     assert.equal(asked.body.max_tokens, undefined);
     const estimate = await client.messages.countTokens({ model: VIA_OPENROUTER, messages });
     assert.ok(estimate.input_tokens > 0);
+    // A PDF is counted as a typical page, not as its base64 (nor as the allowance money is held for).
+    const pdf = { type: 'document', source: { type: 'base64', media_type: 'application/pdf', data: 'A'.repeat(200_000) } };
+    const withPdf = await client.messages.countTokens({ model: VIA_OPENROUTER, messages: [{ role: 'user', content: [pdf, { type: 'text', text: 'sum it up' }] }] });
+    assert.ok(withPdf.input_tokens > 1_000 && withPdf.input_tokens < 10_000, `${withPdf.input_tokens} tokens for one PDF`);
     await sleep(300);
     const rows = (await ctx.admin.call('GET', `/api/balance/transactions?user_id=${user.id}`)).body.data;
     assert.equal(rows.filter((r) => r.type === 'usage').length, 0);

@@ -730,10 +730,10 @@ impl MessagesStream {
     }
 }
 
-/// An estimate of a request's input tokens (`count_tokens` where the provider is not asked):
-/// a token for every four bytes of its messages and tools as JSON.
+/// An estimate of a request's input tokens (`count_tokens` where the provider is not asked): see
+/// `ChatRequest::prompt_token_estimate`.
 pub fn estimate_input_tokens(chat: &ChatRequest) -> u64 {
-    chat.prompt_token_bound().div_ceil(4)
+    chat.prompt_token_estimate()
 }
 
 #[cfg(test)]
@@ -763,6 +763,25 @@ mod tests {
             crate::providers::anthropic::response::finish_reason(Some("model_context_window_exceeded")),
             "length"
         );
+    }
+
+    #[test]
+    fn a_count_leaves_inline_data_out_and_counts_a_typical_image_or_page() {
+        let data = "A".repeat(400_000); // 300 KB of a PDF, base64
+        let body = format!(
+            r#"{{"model":"m","max_tokens":8,"messages":[{{"role":"user","content":[
+              {{"type":"document","source":{{"type":"base64","media_type":"application/pdf","data":"{data}"}}}},
+              {{"type":"image","source":{{"type":"base64","media_type":"image/png","data":"{data}"}}}},
+              {{"type":"text","text":"sum it up"}}]}}]}}"#
+        );
+        let chat = to_chat(body.as_bytes()).expect("valid");
+        let counted = estimate_input_tokens(&chat);
+        assert!((4_600..5_000).contains(&counted), "a page and an image, not their bytes: {counted}");
+        assert!(chat.prompt_token_bound() > 300_000, "money is still held for the worst");
+        let plain =
+            to_chat(br#"{"model":"m","max_tokens":8,"messages":[{"role":"user","content":"abcdefgh abcdefgh"}]}"#);
+        let plain = estimate_input_tokens(&plain.expect("valid"));
+        assert!((5..20).contains(&plain), "{plain}");
     }
 
     #[test]
