@@ -9,7 +9,7 @@ const MAX_EMAIL_LEN: usize = 254;
 pub fn validate_email(email: &str) -> Result<String, InvalidRequest> {
     let email = email.trim();
     let bad = || InvalidRequest::param(format!("`email` is not a valid e-mail address: {email:?}"), "email");
-    if email.len() > MAX_EMAIL_LEN || email.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    if email.len() > MAX_EMAIL_LEN || email.chars().any(|c| c.is_whitespace() || is_hidden(c)) {
         return Err(bad());
     }
     let Some((local, domain)) = email.split_once('@') else { return Err(bad()) };
@@ -44,11 +44,23 @@ pub fn validate_text(field: &str, value: &str, max: usize) -> Result<String, Inv
 }
 
 /// Characters that change how text displays without showing themselves: control characters
-/// (but tab and newline) and the bidirectional overrides, embeddings, isolates and marks,
-/// with which a name can pose as another in a list, a log or a terminal.
+/// (but tab and newline), the bidirectional overrides, embeddings, isolates and marks, and the
+/// zero-width space, word joiner, invisible operators and byte-order mark, with which a name can pose
+/// as another in a list, a log or a terminal. (The zero-width joiner and non-joiner stay: Persian and
+/// Indic names and emoji sequences need them.)
 fn is_hidden(c: char) -> bool {
     (c.is_control() && c != '\n' && c != '\t')
-        || matches!(c, '\u{200E}' | '\u{200F}' | '\u{061C}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+        || matches!(
+            c,
+            '\u{200B}'
+                | '\u{200E}'
+                | '\u{200F}'
+                | '\u{061C}'
+                | '\u{202A}'..='\u{202E}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{2066}'..='\u{2069}'
+                | '\u{FEFF}'
+        )
 }
 
 /// An optional text of at most `max` characters; empty means absent.
@@ -75,19 +87,41 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_refuse_control_and_bidi_characters() {
-        for bad in ["evil\u{202E}gnp.exe", "a\u{0007}b", "x\u{2066}y", "\u{200F}admin", "nul\u{0}"] {
+    fn names_refuse_control_bidi_and_zero_width_characters() {
+        for bad in [
+            "evil\u{202E}gnp.exe",
+            "a\u{0007}b",
+            "x\u{2066}y",
+            "\u{200F}admin",
+            "nul\u{0}",
+            "Acme\u{200B}",
+            "\u{FEFF}x",
+            "a\u{2060}b",
+        ] {
             assert_eq!(validate_text("name", bad, 100).err().and_then(|e| e.param).as_deref(), Some("name"), "{bad:?}");
         }
         assert!(validate_text("description", "two\nlines\tand a tab, 中文, émoji 🙂", 100).is_ok());
+        assert!(
+            validate_text("name", "می\u{200C}خواهم 👨\u{200D}👩\u{200D}👧", 100).is_ok(),
+            "joiners are letters' business"
+        );
     }
 
     #[test]
     fn emails() {
         assert_eq!(validate_email(" Ann@Example.COM ").expect("valid"), "ann@example.com");
-        for bad in
-            ["", "ann", "ann@", "@example.com", "ann@example", "a b@example.com", "a@b@c.com", "ann@.com", "ann@-x.com"]
-        {
+        for bad in [
+            "",
+            "ann",
+            "ann@",
+            "@example.com",
+            "ann@example",
+            "a b@example.com",
+            "a@b@c.com",
+            "ann@.com",
+            "ann@-x.com",
+            "ann\u{202E}@x.com",
+        ] {
             assert!(validate_email(bad).is_err(), "{bad}");
         }
     }
