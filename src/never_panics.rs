@@ -175,6 +175,9 @@ proptest! {
             let _ = sse.feed(body);
             let _ = serde_json::from_slice::<crate::domain::end_users::BudgetInput>(body).map(|b| b.validate("budget"));
             let _ = serde_json::from_slice::<crate::domain::orgs::LimitsInput>(body).map(|l| l.validate());
+            if let Ok(mut answer) = serde_json::from_slice::<serde_json::Value>(body) {
+                crate::domain::embeddings::encode_vectors(&mut answer);
+            }
             if let Ok(serde_json::Value::Array(details)) = serde_json::from_slice(body) {
                 let _ = reasoning::blocks_from_details(&details, true);
                 let _ = reasoning::blocks_from_details(&details, false);

@@ -108,6 +108,12 @@ describe('embeddings', () => {
         assert.equal(record.estimated, fault === 'no_usage');
       }
       assert.equal((await usageRows(ctx.admin, user.id, 2)).length, 2, 'each charged once');
+      // An upstream that answers numbers where the SDK asked for base64 (its default): encoded as OpenAI
+      // does, so the SDK decodes the right vector, not garbage.
+      const asFloats = await client.embeddings.create({ model: MODEL, input: 'same vector', encoding_format: 'float' });
+      const viaDefault = await client.embeddings.create({ model: MODEL, input: 'same vector', fake_fault: 'floats' });
+      assert.equal(viaDefault.data[0].embedding.length, 1536);
+      viaDefault.data[0].embedding.forEach((x, i) => assert.ok(Math.abs(x - asFloats.data[0].embedding[i]) < 1e-6, `component ${i}`));
     } finally {
       await ctx.admin.call('DELETE', `/api/admin/routes/${MODEL}`);
     }

@@ -166,7 +166,8 @@ export function tokensFor(body) {
  * `input` a string, strings, token ids or arrays of them; `encoding_format` float (default) or base64
  * (little-endian float32); `dimensions` shortens the vectors. One token per 4 characters of text. OpenAI
  * refuses arguments it does not know. On OpenRouter, `fake_fault` `total_only` reports only
- * `total_tokens` (as some providers do), `no_usage` no usage at all.
+ * `total_tokens` (as some providers do), `no_usage` no usage at all, `floats` numbers whatever the
+ * `encoding_format` (as a provider that ignores it would).
  */
 function embeddings(res, body, { native }) {
   const fail = (status, message, param = null) => sendJson(res, status, native
@@ -189,7 +190,8 @@ function embeddings(res, body, { native }) {
   const size = body.dimensions ?? model.embedding;
   if (!Number.isInteger(size) || size < 1 || size > model.embedding) return fail(400, "'dimensions' is invalid", 'dimensions');
   const vector = (i) => Array.from({ length: size }, (_, j) => Math.sin(i + 1 + j / 7) / Math.sqrt(size));
-  const encode = (v) => (format === 'base64' ? Buffer.from(new Float32Array(v).buffer).toString('base64') : v);
+  const floats = !native && body.fake_fault === 'floats';
+  const encode = (v) => (format === 'base64' && !floats ? Buffer.from(new Float32Array(v).buffer).toString('base64') : v);
   const promptTokens = tokens.reduce((a, b) => a + b, 0);
   let usage = native ? { prompt_tokens: promptTokens, total_tokens: promptTokens } : (({ completion_tokens, ...u }) => u)(usageFor(id, promptTokens, 0));
   if (!native && body.fake_fault === 'total_only') usage = { total_tokens: promptTokens };

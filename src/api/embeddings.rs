@@ -117,16 +117,17 @@ impl Job {
             from_record: false,
         };
         let tokens = outcome.usage.as_ref().map_or((0, 0), |u| (u.prompt_tokens, 0));
+        let base64 = request.body.get("encoding_format").and_then(serde_json::Value::as_str) == Some("base64");
         let body = match &meter {
             Some(m) => {
                 let charged = charge(&m.price, m.reserved, m.prompt_bytes, outcome.usage.as_ref(), Some(0));
                 log.finished(200, tokens, Some((charged.usd(), 0.0)), false);
                 let billed = Some((charged.usd(), charged.tokens.prompt));
-                with_model_and_cost(body, &request.model, billed, call.config.show_upstream_cost)
+                with_model_and_cost(body, &request.model, billed, call.config.show_upstream_cost, base64)
             }
             None => {
                 log.finished(200, tokens, None, false);
-                with_model_and_cost(body, &request.model, None, true)
+                with_model_and_cost(body, &request.model, None, true, base64)
             }
         };
         let headers = Headers::new();
@@ -187,8 +188,18 @@ async fn send(
 
 /// The answer under the client's model id, with `usage.cost` the charge (when billed: the charge and the
 /// tokens it was for, which an answer without usage is given as its usage).
-fn with_model_and_cost(body: Vec<u8>, model: &str, billed: Option<(f64, u64)>, show_upstream_cost: bool) -> Vec<u8> {
+/// A client that asked for base64 (`base64`) gets it, whatever the upstream answered.
+fn with_model_and_cost(
+    body: Vec<u8>,
+    model: &str,
+    billed: Option<(f64, u64)>,
+    show_upstream_cost: bool,
+    base64: bool,
+) -> Vec<u8> {
     let Ok(mut answer) = serde_json::from_slice::<serde_json::Value>(&body) else { return body };
+    if base64 {
+        crate::domain::embeddings::encode_vectors(&mut answer);
+    }
     if let Some(fields) = answer.as_object_mut() {
         fields.insert("model".into(), serde_json::Value::from(model));
         if let (Some((_, tokens)), false) = (billed, fields.get("usage").is_some_and(serde_json::Value::is_object)) {

@@ -39,6 +39,33 @@ fn bound_of(item: &Value) -> Option<u64> {
     Some(own + PER_INPUT_TOKENS)
 }
 
+/// The vectors of an embeddings answer as base64 (little-endian 32-bit floats, as OpenAI encodes them) where
+/// the client asked for base64 and the upstream answered numbers: the OpenAI SDKs ask for base64 by default
+/// and decode whatever comes, so numbers would be read as garbage without an error.
+pub fn encode_vectors(answer: &mut Value) {
+    let Some(data) = answer.get_mut("data").and_then(Value::as_array_mut) else { return };
+    for item in data {
+        let Some(vector) = item.get("embedding").and_then(Value::as_array) else { continue };
+        let Some(floats) = vector.iter().map(Value::as_f64).collect::<Option<Vec<f64>>>() else { continue };
+        let bytes: Vec<u8> = floats.into_iter().flat_map(|f| (f as f32).to_le_bytes()).collect();
+        item["embedding"] = Value::from(base64(&bytes));
+    }
+}
+
+/// Standard base64 with padding.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            let c = if i <= chunk.len() { ALPHABET[(n >> (18 - 6 * i) & 63) as usize] } else { b'=' };
+            out.push(char::from(c));
+        }
+    }
+    out
+}
+
 /// One input's size as an estimate reads it (`EmbeddingsRequest::estimate_bytes`).
 fn estimate_bytes_of(item: &Value) -> u64 {
     match item {
@@ -113,6 +140,22 @@ mod tests {
 
     fn parse(json: &str) -> Result<EmbeddingsRequest, InvalidRequest> {
         EmbeddingsRequest::parse(json.as_bytes())
+    }
+
+    #[test]
+    fn numbers_asked_for_as_base64_are_encoded_as_openai_encodes_them() {
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+        let mut answer =
+            serde_json::json!({"data": [{"embedding": [1.0, -2.5]}, {"embedding": "AACAPw=="}, {"embedding": ["x"]}]});
+        encode_vectors(&mut answer);
+        // 1.0f32 = 00 00 80 3f, -2.5f32 = 00 00 20 c0
+        assert_eq!(answer["data"][0]["embedding"], "AACAPwAAIMA=");
+        assert_eq!(answer["data"][1]["embedding"], "AACAPw==", "base64 already: as it came");
+        assert_eq!(answer["data"][2]["embedding"], serde_json::json!(["x"]), "not numbers: as it came");
     }
 
     #[test]
