@@ -62,6 +62,39 @@ async function killRuntime(gw) {
   await gw.fake.close();
 }
 
+/**
+ * A runtime on state of its own, which the test may kill (`kill`) and start again on that state (`restart`);
+ * `close` stops it and removes the state.
+ */
+async function ownRuntime(name, vars) {
+  const state = mkdtempSync(path.join(tmpdir(), `tollgate-${name}-`));
+  const all = { ...vars, ADMIN_TOKEN: `tg-admin-${randomBytes(24).toString('hex')}` };
+  const runtime = {
+    gw: await startGateway({ persistTo: state, vars: all }),
+    admin: () => adminClient(runtime.gw.url, all.ADMIN_TOKEN),
+    kill: () => killRuntime(runtime.gw),
+    restart: async () => {
+      runtime.gw = await startGateway({ persistTo: state, vars: all, syncPrices: false });
+    },
+    close: async () => {
+      await runtime.gw.stop();
+      rmSync(state, { recursive: true, force: true });
+    },
+  };
+  return runtime;
+}
+
+/** Reconciliation's report once every reservation is closed (reconciling also makes each object close what is due). */
+async function reconciledOnceClosed(admin) {
+  let report;
+  for (let i = 0; i < 60; i++) {
+    report = (await admin.call('GET', '/api/admin/reconcile')).body.data;
+    if (report.open_reservations === 0) break;
+    await sleep(1_000);
+  }
+  return report;
+}
+
 /** Runs one request to its end; records its id, when its complete answer arrived, and what it received. */
 async function runRequest(url, account, stream) {
   const messages = [{ role: 'user', content: stream ? STREAM_WORDS : `short request ${randomBytes(3).toString('hex')}` }];
@@ -81,11 +114,10 @@ async function runRequest(url, account, stream) {
 }
 
 test('a runtime killed mid-burst loses no money and charges nothing twice', { timeout: 180_000 }, async () => {
-  const state = mkdtempSync(path.join(tmpdir(), 'tollgate-kill-'));
-  const adminToken = `tg-admin-${randomBytes(24).toString('hex')}`;
-  let gw = await startGateway({ persistTo: state, vars: { ...VARS, ADMIN_TOKEN: adminToken } });
+  const runtime = await ownRuntime('kill', VARS);
+  let { gw } = runtime;
   try {
-    let admin = adminClient(gw.url, adminToken);
+    let admin = runtime.admin();
     const streamWorst = worstCase([{ role: 'user', content: STREAM_WORDS }], STREAM_MAX_TOKENS);
     const accounts = [];
     for (let i = 0; i < 3; i++) {
@@ -118,7 +150,7 @@ test('a runtime killed mid-burst loses no money and charges nothing twice', { ti
     // Kill the whole runtime while the streams are mid-way (each has sent a heartbeat by now).
     await sleep(6_000);
     const killAt = Date.now();
-    await killRuntime(gw);
+    await runtime.kill();
     const results = await Promise.all(running);
     const cut = results.filter((r) => r.stream && r.id && !r.completeAt);
     assert.ok(cut.length >= 10, `the kill cut the streams (${cut.length} cut)`);
@@ -128,8 +160,9 @@ test('a runtime killed mid-burst loses no money and charges nothing twice', { ti
     assert.ok(leased.some((r) => r.stream) && leased.some((r) => !r.stream), `requests of both kinds ran on budget leases (${leased.length})`);
 
     // Start again on the same state.
-    gw = await startGateway({ persistTo: state, vars: { ...VARS, ADMIN_TOKEN: adminToken }, syncPrices: false });
-    admin = adminClient(gw.url, adminToken);
+    await runtime.restart();
+    ({ gw } = runtime);
+    admin = runtime.admin();
 
     // Money held for the cut streams is still held: the tight account cannot spend it.
     const tight = accounts[2];
@@ -146,13 +179,8 @@ test('a runtime killed mid-burst loses no money and charges nothing twice', { ti
     assert.equal(overLimit.status, 402, 'the key limit holds across the kill');
     assert.equal((await overLimit.json()).error.metadata.limit_source, 'key_limit');
 
-    // Let the leases run out; reconciliation (which also makes each object close what is due) must come clean.
-    let report;
-    for (let i = 0; i < 60; i++) {
-      report = (await admin.call('GET', '/api/admin/reconcile')).body.data;
-      if (report.open_reservations === 0) break;
-      await sleep(1_000);
-    }
+    // Let the leases run out; reconciliation must come clean.
+    const report = await reconciledOnceClosed(admin);
     assert.equal(report.open_reservations, 0, 'every cut stream was closed');
     assert.deepEqual(report.drift, [], 'D1 ledger sum = object ledger sum = balance, none negative');
     assert.deepEqual(report.failed, []);
@@ -200,8 +228,7 @@ test('a runtime killed mid-burst loses no money and charges nothing twice', { ti
     console.log(`[kill] ${finished.length} answered before the kill, ${cut.length} cut, ${leased.length} on leases; closed at ${closedCharges.join(', ')} µUSD`);
     assert.ok(Date.now() - started < 170_000);
   } finally {
-    await gw.stop();
-    rmSync(state, { recursive: true, force: true });
+    await runtime.close();
   }
 });
 
@@ -212,11 +239,10 @@ test("an organization's limit and an end user's budget hold across a kill mid-bu
   // out they are closed by the rule, each once. The organization keeps counting what its holds held
   // (nobody told it less: the safe side), while the end user's budget is charged only the evidence and
   // the rest is free again. Other end users of the same key are not held up at any point.
-  const state = mkdtempSync(path.join(tmpdir(), 'tollgate-kill-limits-'));
-  const adminToken = `tg-admin-${randomBytes(24).toString('hex')}`;
-  let gw = await startGateway({ persistTo: state, vars: { ...VARS, ADMIN_TOKEN: adminToken } });
+  const runtime = await ownRuntime('kill-limits', VARS);
+  let { gw } = runtime;
   try {
-    let admin = adminClient(gw.url, adminToken);
+    let admin = runtime.admin();
     const streamMessages = [{ role: 'user', content: STREAM_WORDS }];
     const streamWorst = worstCase(streamMessages, STREAM_MAX_TOKENS);
     const limit = 3 * streamWorst; // exactly three worst cases: a fourth cannot even run capped
@@ -241,7 +267,7 @@ test("an organization's limit and an end user's budget hold across a kill mid-bu
       ...Array.from({ length: 8 }, () => run(app.key, { ...stream, user: 'alice' })),
     ];
     await sleep(6_000);
-    await killRuntime(gw);
+    await runtime.kill();
     const results = await Promise.all(running);
     const [orgResults, aliceResults] = [results.slice(0, 8), results.slice(8)];
     for (const [who, rs, source] of [['organization', orgResults, 'org_limit'], ['end user', aliceResults, 'end_user_limit']]) {
@@ -251,8 +277,9 @@ test("an organization's limit and an end user's budget hold across a kill mid-bu
       for (const r of refused) assert.equal(r.error.metadata.limit_source, source);
     }
 
-    gw = await startGateway({ persistTo: state, vars: { ...VARS, ADMIN_TOKEN: adminToken }, syncPrices: false });
-    admin = adminClient(gw.url, adminToken);
+    await runtime.restart();
+    ({ gw } = runtime);
+    admin = runtime.admin();
     const small = { messages: [{ role: 'user', content: 'after the kill' }], max_tokens: 10 };
     const orgAfter = await run(orgKey, small);
     assert.equal(orgAfter.status, 402, 'the organization cannot spend what the cut streams hold');
@@ -262,12 +289,7 @@ test("an organization's limit and an end user's budget hold across a kill mid-bu
     assert.equal(aliceAfter.error.metadata.limit_source, 'end_user_limit');
     assert.equal((await run(app.key, { ...small, user: 'bob' })).status, 200, 'another end user of the key is served');
 
-    let report;
-    for (let i = 0; i < 60; i++) {
-      report = (await admin.call('GET', '/api/admin/reconcile')).body.data;
-      if (report.open_reservations === 0) break;
-      await sleep(1_000);
-    }
+    const report = await reconciledOnceClosed(admin);
     assert.equal(report.open_reservations, 0, 'every cut stream was closed');
     assert.deepEqual(report.drift, [], 'every ledger sums to its balance');
 
@@ -290,8 +312,7 @@ test("an organization's limit and an end user's budget hold across a kill mid-bu
     const aliceLater = await run(app.key, { ...small, user: 'alice' });
     assert.equal(aliceLater.status, 200, 'what the end user did not spend is free again');
   } finally {
-    await gw.stop();
-    rmSync(state, { recursive: true, force: true });
+    await runtime.close();
   }
 });
 
@@ -299,12 +320,10 @@ test('a long non-streamed request whose task dies after its first heartbeat is c
   // A client that hangs up on a non-streamed request has the runtime end the request's task 30 s later,
   // before its settlement; here the whole runtime dies instead, 4.5 s into an answer that takes 8 s. The
   // request's heartbeats (every 2 s here) told its account object what it has cost at least: the prompt.
-  const state = mkdtempSync(path.join(tmpdir(), 'tollgate-kill-read-'));
-  const adminToken = `tg-admin-${randomBytes(24).toString('hex')}`;
-  const vars = { REQUEST_TIMEOUT: '10', RESERVATION_GRACE: '4', ADMIN_TOKEN: adminToken };
-  let gw = await startGateway({ persistTo: state, vars });
+  const runtime = await ownRuntime('kill-read', { REQUEST_TIMEOUT: '10', RESERVATION_GRACE: '4' });
+  let { gw } = runtime;
   try {
-    let admin = adminClient(gw.url, adminToken);
+    let admin = runtime.admin();
     const user = await admin.createUser({}, { credit: 1 });
     const key = (await admin.createKey(user.id)).key;
     // Two quick requests first, so the account's requests run on a budget lease (as most do).
@@ -312,10 +331,11 @@ test('a long non-streamed request whose task dies after its first heartbeat is c
     const messages = [{ role: 'user', content: 'a long think about a long prompt '.repeat(40) }];
     const slow = send(gw.url, key, { messages, max_tokens: 100, fake_fault: 'slow:8000' }).catch((e) => e);
     await sleep(4_500);
-    await killRuntime(gw);
+    await runtime.kill();
     await slow;
-    gw = await startGateway({ persistTo: state, vars, syncPrices: false });
-    admin = adminClient(gw.url, adminToken);
+    await runtime.restart();
+    ({ gw } = runtime);
+    admin = runtime.admin();
     // Its reservation lives 14 s past its last beat; then the object closes it by the rule.
     let closed;
     for (let i = 0; i < 60 && !closed; i++) {
@@ -332,7 +352,6 @@ test('a long non-streamed request whose task dies after its first heartbeat is c
     const report = (await admin.call('GET', `/api/admin/reconcile?user_id=${user.id}`)).body.data;
     assert.deepEqual(report.drift, [], 'the ledger sums to the balance');
   } finally {
-    await gw.stop();
-    rmSync(state, { recursive: true, force: true });
+    await runtime.close();
   }
 });
