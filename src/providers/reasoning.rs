@@ -133,8 +133,8 @@ pub fn merge_details(details: &mut Vec<Value>, pieces: &[Value]) {
 /// Anthropic's `thinking` for a chat request's `reasoning`: an explicit budget (`reasoning.max_tokens`)
 /// turns it on with that budget; `enabled: true` without one asks for adaptive thinking (Claude 4.6 and
 /// later decide how much to think), as OpenRouter reads it. An `effort` alone does not, since with
-/// thinking on Anthropic refuses a tool-use turn whose earlier thinking is not sent back, and clients
-/// that only name an effort (Codex) do not send it back.
+/// thinking on Anthropic refuses a tool-use turn whose earlier thinking is not sent back, and a client
+/// that only names an effort (Codex) sends it back only if its history kept the reasoning items (it may not).
 /// A `display` the client asked for (a Messages client's `thinking.display`) goes with it.
 pub fn anthropic_thinking(reasoning: Option<&Value>) -> Option<Value> {
     let reasoning = reasoning?;

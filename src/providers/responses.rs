@@ -178,9 +178,11 @@ fn content_of(content: Option<&Value>, param: &str) -> Result<Value, InvalidRequ
             let mut out = Vec::new();
             for part in parts {
                 match part.get("type").and_then(Value::as_str) {
-                    Some("input_text" | "output_text" | "text") => out.push(
-                        json!({"type": "text", "text": part.get("text").and_then(Value::as_str).unwrap_or_default()}),
-                    ),
+                    // Text, or a refusal an earlier answer gave (its `output` sent back as `input`): what it said.
+                    Some(kind @ ("input_text" | "output_text" | "text" | "refusal")) => {
+                        let field = if kind == "refusal" { "refusal" } else { "text" };
+                        out.push(json!({"type": "text", "text": part.get(field).and_then(Value::as_str).unwrap_or_default()}))
+                    }
                     Some("input_image") => {
                         let url = part.get("image_url").and_then(Value::as_str).ok_or_else(|| {
                             invalid(
@@ -190,10 +192,6 @@ fn content_of(content: Option<&Value>, param: &str) -> Result<Value, InvalidRequ
                         })?;
                         out.push(json!({"type": "image_url", "image_url": {"url": url}}));
                     }
-                    // A refusal an earlier answer gave (its `output` sent back as `input`): what it said.
-                    Some("refusal") => out.push(
-                        json!({"type": "text", "text": part.get("refusal").and_then(Value::as_str).unwrap_or_default()}),
-                    ),
                     // A file inline (a PDF, say) is a chat file part, priced as chat prices one.
                     Some("input_file") => {
                         let data = part.get("file_data").and_then(Value::as_str).ok_or_else(|| {
