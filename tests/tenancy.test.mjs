@@ -3,12 +3,13 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 
 import { AUTHENTICATED_ROUTES, PUBLIC_ROUTES, assertAuthFailures, routeTableAccess, routeTableNames } from './auth-matrix.mjs';
 import { chatAs, gatewayForFile } from './fixture.mjs';
-import { ROOT, adminClient } from './harness.mjs';
+import { ROOT, adminClient, startGateway } from './harness.mjs';
 
 const ctx = gatewayForFile();
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -283,6 +284,51 @@ describe('rotation', () => {
     assert.notEqual(other.body.data.key, first.body.data.key);
     assert.equal((await chat(other.body.data.key)).status, 200);
     assert.equal((await chat(first.body.data.key)).status, 401, 'the superseded secret had no grace');
+  });
+
+  // A key that rotates itself and loses the answer repeats with the secret it rotated from, which no longer
+  // signs it in (no grace) or may change nothing (in its grace): the repeat still gets the same new secret.
+  for (const grace of [0, 60]) {
+    test(`a key that rotated itself gets the same secret on a repeat with its old one (grace ${grace} s)`, async () => {
+      const u = await ctx.admin.createUser();
+      const k = await ctx.admin.createKey(u.id);
+      const idem = { 'idempotency-key': `own-${grace}-${k.id}` };
+      const rotate = (secret, headers = idem) => as(secret).call('POST', `/api/keys/${k.id}/rotate`, { grace_seconds: grace }, headers);
+      const first = await rotate(k.key);
+      assert.equal(first.status, 200, JSON.stringify(first.body));
+      const again = await rotate(k.key);
+      assert.equal(again.status, 200, JSON.stringify(again.body));
+      assert.equal(again.body.data.key, first.body.data.key, 'the same new secret');
+      assert.equal((await chat(again.body.data.key)).status, 200);
+      const other = await rotate(k.key, { 'idempotency-key': `not-${k.id}` });
+      assert.equal(other.status, 401, 'the old secret rotates nothing new');
+      assert.equal((await rotate(k.key, {})).status, 401, 'nor without the header');
+      // Rotated again with the new secret: the first rotation is over, and its repeat gets nothing.
+      const next = await rotate(first.body.data.key, { 'idempotency-key': `next-${k.id}` });
+      assert.equal(next.status, 200);
+      assert.equal((await rotate(k.key)).status, 401, 'a secret two rotations old gets nothing');
+      assert.equal((await chat(first.body.data.key)).status, grace ? 200 : 401);
+    });
+  }
+
+  test('without a usable ADMIN_TOKEN a rotation with an Idempotency-Key still repeats (the console sends one)', async () => {
+    const state = mkdtempSync(path.join(os.tmpdir(), 'no-operator-'));
+    let gw = await startGateway({ persistTo: state, syncPrices: false });
+    try {
+      const admin = adminClient(gw.url, gw.adminToken);
+      const u = await admin.createUser();
+      const adminKey = (await admin.call('POST', '/api/keys', { user_id: u.id, name: 'admin', permissions: ['read', 'write', 'admin'] })).body.data;
+      const k = await admin.createKey(u.id);
+      await gw.stop();
+      gw = await startGateway({ persistTo: state, vars: { ADMIN_TOKEN: 'short-operator-token' }, syncPrices: false });
+      const rotate = () => adminClient(gw.url, adminKey.key).call('POST', `/api/keys/${k.id}/rotate`, {}, { 'idempotency-key': 'console-1' });
+      const first = await rotate();
+      assert.equal(first.status, 200, JSON.stringify(first.body));
+      assert.equal((await rotate()).body.data.key, first.body.data.key);
+    } finally {
+      await gw.stop();
+      rmSync(state, { recursive: true, force: true });
+    }
   });
 
   test('bad rotation input is 400', async () => {

@@ -63,7 +63,7 @@ impl Caller {
 /// The credential: `Authorization: Bearer …`, or Anthropic's `x-api-key` (what its SDKs and Claude Code send).
 /// When both come, the one that is a gateway key: a client may carry a credential of its own in the other
 /// (Claude Code, signed in, sends its own token as the bearer beside the `x-api-key` it was given).
-fn bearer(req: &Incoming) -> Option<String> {
+pub(super) fn bearer(req: &Incoming) -> Option<String> {
     let from_authorization = req.headers().get("authorization").ok().flatten().and_then(|value| {
         let (scheme, token) = value.trim().split_once(' ')?;
         scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_string()).filter(|t| !t.is_empty())

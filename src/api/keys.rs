@@ -375,14 +375,9 @@ pub async fn rotate_key(mut req: Incoming, call: &Call, caller: &Caller, id: &st
         Caller::Operator => "operator".to_string(),
         Caller::Key(k) => format!("key:{}", k.id),
     };
-    let derive = |from_hash: &str| -> Result<Option<keys::NewKey>, ApiError> {
-        let Some(idem) = &idempotency_key else { return Ok(None) };
-        let secret =
-            call.config.admin_token.as_ref().ok_or_else(|| {
-                ApiError::bad_request("`Idempotency-Key` on rotation needs ADMIN_TOKEN to be configured")
-            })?;
-        let scoped = format!("{asker}\n{idem}");
-        Ok(Some(keys::mint(keys::rotation_secret(secret.expose(), id, &scoped, from_hash))))
+    let derive = |from_hash: &str| match &idempotency_key {
+        Some(idem) => derived_secret(call, &asker, id, idem, from_hash).map(Some),
+        None => Ok(None),
     };
     // As a change (`update_key`): written only if the key is still as it was read, else read again, so a
     // change made meanwhile (a lowered limit, new permissions) is neither undone in the account object
@@ -438,6 +433,56 @@ pub async fn rotate_key(mut req: Incoming, call: &Call, caller: &Caller, id: &st
     }
     managed_key(&db, caller, id).await?; // 404 should the key have been deleted meanwhile
     Err(ApiError::Conflict(format!("key {id} kept changing while it was rotated: send the rotation again")))
+}
+
+/// The secret a rotation with an `Idempotency-Key` gives: an HMAC under a server secret of the key, who
+/// asks, that header and the secret rotated from. The server secret is `ADMIN_TOKEN`, else the upstream
+/// key (a tenant without a usable operator token still rotates idempotently: the console always asks so).
+fn derived_secret(call: &Call, asker: &str, id: &str, idem: &str, from_hash: &str) -> Result<keys::NewKey, ApiError> {
+    let config = &call.config;
+    let server_secret = [&config.admin_token, &config.upstream_api_key, &config.anthropic_api_key]
+        .into_iter()
+        .chain([&config.openai_api_key, &config.google_api_key])
+        .find_map(Option::as_ref)
+        .ok_or_else(|| ApiError::bad_request("`Idempotency-Key` on rotation needs ADMIN_TOKEN to be configured"))?;
+    let scoped = format!("{asker}\n{idem}");
+    Ok(keys::mint(keys::rotation_secret(server_secret.expose(), id, &scoped, from_hash)))
+}
+
+/// How long a key that rotated itself may repeat that rotation with the secret it rotated from.
+const OWN_REPLAY_MS: i64 = 10 * 60 * 1000;
+
+/// A key that rotated itself and lost the answer repeats the rotation with the secret it rotated from,
+/// which no longer signs anything in (401) or changes nothing (rotated out). The same `Idempotency-Key`
+/// within ten minutes, for a key still usable and not rotated since, gets the same new secret: the one
+/// this repeat derives is the key's current one, so only who made the rotation can get it. `None`: not
+/// such a repeat, and the caller's 401 stands.
+pub async fn replay_own_rotation(req: &Incoming, call: &Call, id: &str) -> Result<Option<Response>, ApiError> {
+    let Some(idem) = req.headers().get("idempotency-key").ok().flatten().filter(|k| !k.is_empty() && k.len() <= 200)
+    else {
+        return Ok(None);
+    };
+    let Some(presented) = super::auth::bearer(req).filter(|t| keys::looks_like_key(t)).map(|t| keys::hash(&t)) else {
+        return Ok(None);
+    };
+    let db = db(call)?;
+    let Some(row) = store::keys::get_live(&db, id).await? else { return Ok(None) };
+    let now_ms = call.now_ms();
+    let recent = row.rotated_at.as_deref().and_then(parse_iso).is_some_and(|at| now_ms - at <= OWN_REPLAY_MS);
+    let usable = keys::Status::of(row.disabled != 0, row.expires_at.as_deref().and_then(parse_iso), now_ms)
+        == keys::Status::Active;
+    if !recent || !usable || row.previous_key_hash.as_deref() != Some(presented.as_str()) {
+        return Ok(None);
+    }
+    let again = derived_secret(call, &format!("key:{}", row.id), id, &idem, &presented)?;
+    if again.hash != row.key_hash {
+        return Ok(None);
+    }
+    if let Some(org_id) = &row.org_id {
+        super::orgs::active(call, org_id).await?;
+    }
+    publish(call, std::slice::from_ref(&row)).await?;
+    respond::data(200, &rotation_view(&row, &again.text)).map(Some)
 }
 
 fn rotation_view(row: &KeyRow, secret: &str) -> Value {

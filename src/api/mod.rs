@@ -129,7 +129,17 @@ mod dispatch {
     }
 
     async fn run(r: Route, access: Access, req: Incoming, call: &Call) -> Result<Response, ApiError> {
-        let Some(auth) = authorize(access, &req, call).await? else {
+        let authorized = match (authorize(access, &req, call).await, &r) {
+            // A key that rotated itself repeats the rotation with the secret it rotated from.
+            (Err(refused), Route::RotateKey(id)) if refused.status() == 401 => {
+                return match super::keys::replay_own_rotation(&req, call, id).await? {
+                    Some(replayed) => Ok(replayed),
+                    None => Err(refused),
+                };
+            }
+            (authorized, _) => authorized?,
+        };
+        let Some(auth) = authorized else {
             return match r {
                 Route::Health => super::models::health(&req, call).await,
                 Route::ListModels => super::models::list_models(&req, call).await,
