@@ -110,6 +110,12 @@ fn openrouter_body(chat: &ChatRequest, model: &str, keep_fallbacks: bool) -> Vec
     if let Some(reasoning) = body.get_mut("reasoning").and_then(Value::as_object_mut) {
         reasoning.remove("display");
     }
+    // OpenRouter documents `max_tokens` for every provider; a body giving only OpenAI's newer
+    // `max_completion_tokens` (what today's OpenAI SDKs send) carries it under both names, so the cap the
+    // reservation was made for binds whichever the route reads.
+    if let (Some(cap), None) = (body.get("max_completion_tokens").cloned(), body.get("max_tokens")) {
+        body.insert("max_tokens".into(), cap);
+    }
     if chat.stream {
         crate::domain::chat::ask_for_usage(&mut body);
     }
@@ -207,6 +213,35 @@ mod tests {
 
     fn chat(json: &str) -> ChatRequest {
         ChatRequest::parse(json.as_bytes()).expect("valid")
+    }
+
+    #[test]
+    fn openrouter_is_given_the_output_cap_under_the_name_it_documents() {
+        let endpoint = Endpoint { base_url: "https://p.example", key: "k-1" };
+        let sent = |json: &str, cap: Option<u64>| {
+            let mut req = chat(json);
+            if let Some(cap) = cap {
+                req.cap_output(cap);
+            }
+            let out = outbound(
+                &attempt("openai/o4-mini", Provider::OpenRouter, "openai/o4-mini", false),
+                &req,
+                &endpoint,
+                &EXTRAS,
+            )
+            .expect("ok");
+            let body: Value = serde_json::from_slice(&out.body).expect("JSON");
+            (body["max_tokens"].clone(), body["max_completion_tokens"].clone())
+        };
+        let newer =
+            r#"{"model":"openai/o4-mini","max_completion_tokens":4000,"messages":[{"role":"user","content":"hi"}]}"#;
+        assert_eq!(sent(newer, None), (Value::from(4000), Value::from(4000)));
+        assert_eq!(sent(newer, Some(12)), (Value::from(12), Value::from(12)), "the reservation's cap, under both");
+        let both =
+            r#"{"model":"m","max_tokens":7,"max_completion_tokens":9,"messages":[{"role":"user","content":"hi"}]}"#;
+        assert_eq!(sent(both, None), (Value::from(7), Value::from(9)), "a client's own two are its own");
+        let neither = r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
+        assert_eq!(sent(neither, None).1, Value::Null);
     }
 
     #[test]
