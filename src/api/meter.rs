@@ -181,7 +181,7 @@ impl Meter {
         let model_limit = row.output_limit().or(row.context_limit());
         let output = chat.max_tokens.or(model_limit).unwrap_or(DEFAULT_MAX_OUTPUT).min(MAX_OUTPUT_TOKENS);
         // The context length is the price table's, as trusted as its prices.
-        let prompt = chat.prompt_token_bound_within(row.context_limit());
+        let prompt = chat.prompt_token_bound_within(row.context_limit(), row.route_native_model.as_deref());
         let demand = Demand { model: &chat.model, prompt, output };
         let (meter, output) = Self::reserve_tokens(call, key, hash, row, demand).await?;
         // Only what was reserved is asked for. The model's own limits are not sent: with a long prompt

@@ -330,8 +330,10 @@ impl ChatRequest {
 
     /// `prompt_token_bound`, cut to the model's context length when it has one (no model reads more than
     /// its context; a file's allowance can pass it).
-    pub fn prompt_token_bound_within(&self, context_length: Option<u64>) -> u64 {
-        self.prompt_token_bound().min(context_length.unwrap_or(u64::MAX))
+    /// `served_as`: the model an operator's route pin sends the request to, when it has one (an alias
+    /// pinned to `gpt-4o-mini` bills images as that model does).
+    pub fn prompt_token_bound_within(&self, context_length: Option<u64>, served_as: Option<&str>) -> u64 {
+        self.prompt_bound(served_as).min(context_length.unwrap_or(u64::MAX))
     }
 
     /// An upper bound on the prompt's tokens: a token is at least one byte, so
@@ -340,6 +342,10 @@ impl ChatRequest {
     /// their text; each message gets a small allowance for the chat template, each
     /// image and each file (a document billed per page) a fixed allowance.
     pub fn prompt_token_bound(&self) -> u64 {
+        self.prompt_bound(None)
+    }
+
+    fn prompt_bound(&self, served_as: Option<&str>) -> u64 {
         let size =
             |field: &str| self.body.get(field).map_or(0, |v| serde_json::to_vec(v).map_or(0, |b| b.len() as u64));
         let messages = self.body.get("messages").and_then(Value::as_array).map_or(0, |m| m.len() as u64);
@@ -349,7 +355,8 @@ impl ChatRequest {
         let listed = |field: &str| self.body.get(field).and_then(Value::as_array).is_some_and(|l| !l.is_empty());
         let tool_use = if listed("tools") || listed("functions") { TOOL_USE_TOKENS } else { 0 };
         // The dearest any model the request may use bills an image (a fallback too).
-        let per_image = match std::iter::once(&self.model).chain(&self.fallbacks).any(|m| m.contains("gpt-4o-mini")) {
+        let models = std::iter::once(self.model.as_str()).chain(self.fallbacks.iter().map(String::as_str));
+        let per_image = match models.chain(served_as).any(|m| m.contains("gpt-4o-mini")) {
             true => PER_IMAGE_TOKENS_4O_MINI,
             false => PER_IMAGE_TOKENS,
         };
@@ -804,6 +811,12 @@ mod tests {
             mini.prompt_token_bound() - mini.body["messages"].to_string().len() as u64,
             PER_MESSAGE_TOKENS + PER_IMAGE_TOKENS_4O_MINI
         );
+        // So is an alias an operator pinned to it: the model that serves bills the image.
+        assert_eq!(
+            req.prompt_token_bound_within(None, Some("gpt-4o-mini")) - req.prompt_token_bound(),
+            PER_IMAGE_TOKENS_4O_MINI - PER_IMAGE_TOKENS
+        );
+        assert_eq!(req.prompt_token_bound_within(Some(10), Some("gpt-4o-mini")), 10, "cut to the context");
         // "héllo" is 6 UTF-8 bytes: never fewer bound tokens than bytes of text
         let req = parse(r#"{"model":"m","messages":[{"role":"user","content":"héllo"}]}"#).expect("valid");
         assert!(req.prompt_token_bound() >= 6 + PER_MESSAGE_TOKENS);
@@ -816,10 +829,10 @@ mod tests {
         let req = parse(pdf).expect("valid");
         let json_len = serde_json::to_vec(&req.body["messages"]).expect("json").len() as u64;
         assert_eq!(req.prompt_token_bound(), json_len + PER_MESSAGE_TOKENS + PER_FILE_TOKENS);
-        assert_eq!(req.prompt_token_bound_within(Some(200_000)), 200_000, "no model reads past its context");
-        assert_eq!(req.prompt_token_bound_within(None), req.prompt_token_bound());
+        assert_eq!(req.prompt_token_bound_within(Some(200_000), None), 200_000, "no model reads past its context");
+        assert_eq!(req.prompt_token_bound_within(None, None), req.prompt_token_bound());
         let small = parse(r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#).expect("valid");
-        assert_eq!(small.prompt_token_bound_within(Some(200_000)), small.prompt_token_bound());
+        assert_eq!(small.prompt_token_bound_within(Some(200_000), None), small.prompt_token_bound());
     }
 
     #[test]
