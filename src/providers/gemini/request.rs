@@ -147,6 +147,14 @@ fn part(p: &Value, i: usize, j: usize) -> Result<Value, InvalidRequest> {
             let url = image_url(p);
             Ok(match data_url(url) {
                 Some((mime, data)) => json!({"inlineData": {"mimeType": mime, "data": data}}),
+                None if !fetched_as_an_image(url) => {
+                    let param = format!("messages[{i}].content[{j}].image_url.url");
+                    let why = "names what Gemini would read as a video or a document (a YouTube link, a file of \
+                               Gemini's Files API, another scheme or a media file's extension), billed by its \
+                               length, which the gateway cannot bound before the call: send the image inline as a \
+                               data URL, or an https link to the image";
+                    return Err(InvalidRequest::param(format!("`{param}` {why}"), param));
+                }
                 None => json!({"fileData": {"mimeType": image_type(url), "fileUri": url}}),
             })
         }
@@ -157,6 +165,61 @@ fn part(p: &Value, i: usize, j: usize) -> Result<Value, InvalidRequest> {
         },
         other => Err(unfit(i, Unfit::Part(j, other))),
     }
+}
+
+/// Whether Gemini, given `url` as `fileUri`, reads no more than an image: it also takes YouTube links
+/// (a video, billed per second), its own Files API's files (anything the tenant's project uploaded) and
+/// any public link, so only an http(s) link elsewhere whose path does not name a video, audio or a
+/// document is sent. (An image part is held at an image's allowance; the video part is refused for the
+/// same reason.)
+fn fetched_as_an_image(url: &str) -> bool {
+    let url = url.trim().to_ascii_lowercase();
+    let Some(rest) = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://")) else { return false };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority.rsplit('@').next().unwrap_or_default().split(':').next().unwrap_or_default();
+    let host = host.trim_end_matches('.');
+    let on = |domain: &str| host == domain || host.ends_with(&format!(".{domain}"));
+    if ["youtube.com", "youtu.be", "youtube-nocookie.com", "googleapis.com", "googleusercontent.com"]
+        .iter()
+        .any(|d| on(d))
+    {
+        return false;
+    }
+    let path = rest.split(['?', '#']).next().unwrap_or_default();
+    let extension = path.rsplit_once('/').map_or("", |(_, name)| name).rsplit_once('.').map_or("", |(_, ext)| ext);
+    !matches!(
+        extension,
+        "mp4"
+            | "mov"
+            | "webm"
+            | "mkv"
+            | "avi"
+            | "mpeg"
+            | "mpg"
+            | "3gp"
+            | "flv"
+            | "wmv"
+            | "m4v"
+            | "mp3"
+            | "wav"
+            | "aac"
+            | "ogg"
+            | "flac"
+            | "m4a"
+            | "aiff"
+            | "opus"
+            | "pdf"
+            | "txt"
+            | "html"
+            | "htm"
+            | "csv"
+            | "md"
+            | "xml"
+            | "json"
+            | "js"
+            | "py"
+            | "rtf"
+    )
 }
 
 /// The image type a URL's extension names (JPEG when it names none).
@@ -210,6 +273,41 @@ mod tests {
 
     fn chat(json: &str) -> ChatRequest {
         ChatRequest::parse(json.as_bytes()).expect("a valid OpenAI request")
+    }
+
+    #[test]
+    fn only_links_gemini_reads_as_images_are_sent_by_url() {
+        let sent = |url: &str| {
+            let body = format!(
+                r#"{{"model":"m","messages":[{{"role":"user","content":[{{"type":"image_url","image_url":{{"url":"{url}"}}}}]}}]}}"#
+            );
+            generate_request(&chat(&body), "gemini-2.5-flash")
+                .map(|b| b["contents"][0]["parts"][0]["fileData"]["fileUri"].clone())
+        };
+        for image in [
+            "https://example.com/cat.png",
+            "http://img.example/a?x=1.mp4",
+            "HTTPS://cdn.example/photo",
+            "https://e.com/a.b/c.webp",
+        ] {
+            assert_eq!(sent(image).expect("sent"), Value::from(image), "{image}");
+        }
+        for refused in [
+            "https://www.youtube.com/watch?v=abc",
+            "https://youtu.be/abc",
+            "https://m.youtube.com/shorts/abc",
+            "https://generativelanguage.googleapis.com/v1beta/files/abc",
+            "https://user@YouTube.com:443/watch?v=1",
+            "https://youtube.com./watch",
+            "gs://bucket/video.mp4",
+            "files/abc",
+            "https://example.com/talk.mp4",
+            "https://example.com/report.PDF?download=1",
+            "https://example.com/song.mp3#t=1",
+        ] {
+            let refused = sent(refused).expect_err(refused);
+            assert_eq!(refused.param.as_deref(), Some("messages[0].content[0].image_url.url"));
+        }
     }
 
     #[test]
