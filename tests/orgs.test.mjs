@@ -178,7 +178,7 @@ describe('keys in use', () => {
     const u = await ctx.admin.createUser();
     const record = (k, disabled) => JSON.stringify({ id: k.id, user_id: u.id, org_id: null, permissions: 'read,write', valid_until_ms: null, disabled, deleted: false });
     const plant = (k, value) => run(path.join(ROOT, 'scripts', 'wrangler'), [
-      'kv', 'key', 'put', '--binding', 'CACHE', `key:${createHash('sha256').update(k.key).digest('hex')}`, value, '--local', '--persist-to', ctx.gw.state,
+      'kv', 'key', 'put', '--binding', 'CACHE', `key:v2:${createHash('sha256').update(k.key).digest('hex')}`, value, '--local', '--persist-to', ctx.gw.state,
     ]);
     // First prove the gateway reads what is planted: a never-used, enabled key planted as disabled is refused.
     const probe = await ctx.admin.createKey(u.id);

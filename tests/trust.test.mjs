@@ -151,7 +151,7 @@ describe('revocation reaches everything', () => {
     // Plant the record as it was, as another isolate's or colo's cache would still hold it.
     const record = JSON.stringify({ id: k.id, user_id: u.id, org_id: null, permissions: 'read,write', valid_until_ms: null, disabled: false, deleted: false });
     await run(path.join(ROOT, 'scripts', 'wrangler'), [
-      'kv', 'key', 'put', '--binding', 'CACHE', `key:${createHash('sha256').update(k.key).digest('hex')}`, record, '--local', '--persist-to', ctx.gw.state,
+      'kv', 'key', 'put', '--binding', 'CACHE', `key:v2:${createHash('sha256').update(k.key).digest('hex')}`, record, '--local', '--persist-to', ctx.gw.state,
     ]);
     const res = await chatAs(ctx.gw.url, k.key);
     assert.equal(res.status, 403);
@@ -167,11 +167,25 @@ describe('revocation reaches everything', () => {
     // No account object sees a count: the key's record in a cache elsewhere must not serve it.
     const record = JSON.stringify({ id: k.id, user_id: u.id, org_id: null, permissions: 'read,write', valid_until_ms: null, disabled: false, deleted: false });
     await run(path.join(ROOT, 'scripts', 'wrangler'), [
-      'kv', 'key', 'put', '--binding', 'CACHE', `key:${createHash('sha256').update(k.key).digest('hex')}`, record, '--local', '--persist-to', ctx.gw.state,
+      'kv', 'key', 'put', '--binding', 'CACHE', `key:v2:${createHash('sha256').update(k.key).digest('hex')}`, record, '--local', '--persist-to', ctx.gw.state,
     ]);
     const res = await as(k.key, 'POST', '/v1/messages/count_tokens', count);
     assert.equal(res.status, 401);
     assert.match(res.body.error.message, /disabled/);
+  });
+
+  // During a deploy, isolates of the old version keep writing their own shape of a key's record: a new
+  // isolate must not read one with its new fields (here the allowlist) missing.
+  test("an older version's cached record of a key is not read", async () => {
+    const u = await ctx.admin.createUser();
+    const k = await ctx.admin.createKey(u.id, { allowed_models: ['openai/gpt-4o-mini'] });
+    const record = JSON.stringify({ id: k.id, user_id: u.id, org_id: null, permissions: 'read,write', valid_until_ms: null, disabled: false, deleted: false });
+    await run(path.join(ROOT, 'scripts', 'wrangler'), [
+      'kv', 'key', 'put', '--binding', 'CACHE', `key:${createHash('sha256').update(k.key).digest('hex')}`, record, '--local', '--persist-to', ctx.gw.state,
+    ]);
+    const res = await as(k.key, 'POST', '/v1/chat/completions', { model: 'anthropic/claude-sonnet-4-6', messages: [{ role: 'user', content: 'hi' }] });
+    assert.equal(res.status, 403, 'the allowlist binds');
+    assert.equal((await chatAs(ctx.gw.url, k.key)).status, 200);
   });
 
   test('a repeated DELETE answers the same', async () => {

@@ -140,7 +140,8 @@ pub fn due_for_touch(key_id: &str, now_ms: i64) -> bool {
 }
 
 fn kv_name(hash: &str) -> String {
-    format!("key:{hash}")
+    let [current, _] = super::kv_names("key", hash);
+    current
 }
 
 pub fn from_memory(hash: &str, now_ms: i64) -> Option<Option<KeyRecord>> {
@@ -206,7 +207,7 @@ pub async fn forget(kv: &KvStore, hashes: &[&str]) {
 
 /// Drops the keys' KV copies only (this isolate's memory keeps its own, as another isolate's does).
 pub async fn forget_in_kv(kv: &KvStore, hashes: &[&str]) {
-    for hash in hashes {
-        let _ = kv.delete(&kv_name(hash)).await;
+    for name in hashes.iter().flat_map(|hash| super::kv_names("key", hash)) {
+        let _ = kv.delete(&name).await;
     }
 }

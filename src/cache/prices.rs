@@ -1,4 +1,4 @@
-//! The price table on the hot path: isolate memory (60 s) → KV (`prices:all`,
+//! The price table on the hot path: isolate memory (60 s) → KV (`prices:v2:all`,
 //! 300 s) → D1. Writers call `forget`; other isolates see a change within a
 //! minute (prices are not a revocation: a minute of the old price is fine).
 
@@ -11,7 +11,6 @@ use worker::{D1Database, KvStore};
 use crate::store::prices::{self, PriceRow};
 use crate::store::StoreError;
 
-const KV_KEY: &str = "prices:all";
 const MEMORY_TTL_MS: i64 = 60_000;
 const KV_TTL_SECS: u64 = 300;
 
@@ -30,11 +29,12 @@ pub async fn table(kv: &KvStore, db: &D1Database, now_ms: i64) -> Result<PriceTa
     if let Some(t) = MEMORY.with(|m| m.borrow().as_ref().filter(|(until, _)| *until > now_ms).map(|(_, t)| t.clone())) {
         return Ok(t);
     }
-    let rows = match kv.get(KV_KEY).json::<Vec<PriceRow>>().await.ok().flatten() {
+    let [kv_key, _] = super::kv_names("prices", "all");
+    let rows = match kv.get(&kv_key).json::<Vec<PriceRow>>().await.ok().flatten() {
         Some(rows) => rows,
         None => {
             let rows = prices::all(db).await?;
-            if let Ok(put) = kv.put(KV_KEY, &rows) {
+            if let Ok(put) = kv.put(&kv_key, &rows) {
                 let _ = put.expiration_ttl(KV_TTL_SECS).execute().await;
             }
             rows
@@ -48,5 +48,7 @@ pub async fn table(kv: &KvStore, db: &D1Database, now_ms: i64) -> Result<PriceTa
 /// After a price change: this isolate and KV forget the table.
 pub async fn forget(kv: &KvStore) {
     MEMORY.with(|m| *m.borrow_mut() = None);
-    let _ = kv.delete(KV_KEY).await;
+    for name in super::kv_names("prices", "all") {
+        let _ = kv.delete(&name).await;
+    }
 }
