@@ -39,6 +39,15 @@ for (const model of [VIA_OPENROUTER, DIRECT]) {
       assert.equal(micros(res.usage.cost), costOf(model, res.usage));
       const [row] = await usageRows(ctx.admin, user.id, 1);
       assert.equal(-micros(row.amount), costOf(model, res.usage));
+      // The id the answer carried finds its generation (`resp_…`, made from the chat answer's id).
+      let generation;
+      for (let i = 0; i < 50 && !generation; i++) {
+        const g = await ctx.admin.call('GET', `/api/v1/generation?id=${encodeURIComponent(res.id)}`);
+        if (g.status === 200) generation = g.body.data;
+        else await new Promise((r) => setTimeout(r, 100));
+      }
+      assert.ok(generation, `the generation of ${res.id}`);
+      assert.equal(micros(generation.total_cost), costOf(model, res.usage));
     });
 
     test('streamed with the SDK\'s stream helper', async () => {

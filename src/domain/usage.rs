@@ -133,9 +133,27 @@ fn format_day(days: i64) -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
+/// The upstream ids an answer's `id` may stand for. A Messages answer is `msg_…` and a Responses answer
+/// `resp_…`, made from the chat answer's id (`gen-…` from OpenRouter, `chatcmpl-…` from OpenAI, Anthropic's
+/// own `msg_…`) without its prefix; the record keeps the chat answer's id. Any other id stands for itself.
+pub fn upstream_ids(answer_id: &str) -> Vec<String> {
+    let mut ids = vec![answer_id.to_string()];
+    if let Some(rest) = answer_id.strip_prefix("msg_").or_else(|| answer_id.strip_prefix("resp_")) {
+        ids.extend(["gen-", "chatcmpl-", ""].map(|prefix| format!("{prefix}{rest}")));
+    }
+    ids
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_answer_id_of_another_dialect_finds_its_chat_answer() {
+        assert_eq!(upstream_ids("gen-1"), ["gen-1"]);
+        assert_eq!(upstream_ids("msg_1"), ["msg_1", "gen-1", "chatcmpl-1", "1"]);
+        assert_eq!(upstream_ids("resp_msg_1"), ["resp_msg_1", "gen-msg_1", "chatcmpl-msg_1", "msg_1"]);
+    }
 
     fn at(iso: &str) -> Millis {
         parse_iso(iso).expect("valid")
