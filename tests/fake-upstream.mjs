@@ -300,6 +300,11 @@ async function chat(req, res, body, opts) {
   if (['500', '502', '503'].includes(fault)) return sendJson(res, Number(fault), errorBody(Number(fault), 'Provider returned error'));
   if (fault === '429') return sendJson(res, 429, errorBody(429, 'Rate limit exceeded: free-models-per-min'), { 'retry-after': '7' });
   if (fault === '401') return sendJson(res, 401, errorBody(401, 'No auth credentials found'));
+  // A moderated model's provider flagged the input: OpenRouter's 403, with the reasons in `metadata`.
+  if (fault === 'flagged') {
+    const metadata = { reasons: ['harassment'], flagged_input: messageText(body.messages.at(-1)?.content).slice(0, 100), provider_name: 'OpenAI', model_slug: body.model };
+    return sendJson(res, 403, errorBody(403, `${body.model} requires moderation on OpenAI. Your input was flagged for "harassment". No credits were charged.`, metadata));
+  }
   // A redirect to the same API under another path: a gateway that followed it would be answered there.
   if (fault === 'redirect') return res.writeHead(307, { location: '/__redirected/chat/completions' }).end();
   if (fault === 'non_json') {

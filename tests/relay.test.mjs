@@ -246,6 +246,14 @@ describe('errors are OpenAI-shaped', () => {
     assert.match(e.message, /upstream credentials/);
   });
 
+  test("an input the provider's moderation flagged is the client's 403 naming why, not the operator's 502", async () => {
+    const before = gw.fake.requests.length;
+    const e = await expectError(await rawChat({ model: MODEL, messages: hello, fake_fault: 'flagged' }), 403, 'invalid_request');
+    assert.match(e.message, /flagged for "harassment"/);
+    assert.doesNotMatch(e.message, /credentials/);
+    assert.equal(gw.fake.requests.length - before, 1, 'not tried again: the same input is flagged again');
+  });
+
   test('a non-JSON upstream answer is 502', async () => {
     await expectError(await rawChat({ model: MODEL, messages: hello, fake_fault: 'non_json' }), 502, 'upstream_error');
   });

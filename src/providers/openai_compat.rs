@@ -2,7 +2,7 @@
 //! usage in a non-streamed answer, and upstream error classification.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::domain::chat::Usage;
 use crate::domain::pricing::{from_usd_per_token, parse_usd_per_token, PromptSizeOverride};
@@ -88,6 +88,9 @@ pub fn error_message(body: &[u8]) -> String {
 pub fn classify_error(status: u16, retry_after: Option<&str>, body: &[u8]) -> ProviderError {
     let message = error_message(body);
     match status {
+        // OpenRouter's 403 for an input a moderated model's provider flagged (the reasons in `metadata`): the
+        // client's request, refused, not the operator's key.
+        403 if flagged_by_moderation(body) => ProviderError::Rejected { status, message },
         401..=403 => ProviderError::CredentialsRejected { status, message },
         429 => ProviderError::RateLimited {
             message,
@@ -101,6 +104,23 @@ pub fn classify_error(status: u16, retry_after: Option<&str>, body: &[u8]) -> Pr
         400..=499 => ProviderError::Rejected { status, message },
         _ => ProviderError::Unavailable { status, message },
     }
+}
+
+/// An OpenRouter error naming why moderation flagged the input.
+fn flagged_by_moderation(body: &[u8]) -> bool {
+    #[derive(Deserialize)]
+    struct Envelope {
+        error: Inner,
+    }
+    #[derive(Deserialize)]
+    struct Inner {
+        #[serde(default)]
+        metadata: Option<Map<String, Value>>,
+    }
+    serde_json::from_slice::<Envelope>(body)
+        .ok()
+        .and_then(|e| e.error.metadata)
+        .is_some_and(|m| m.contains_key("reasons") || m.contains_key("flagged_input"))
 }
 
 /// Picks the usage out of a non-streamed chat answer; refuses a body that is not a chat completion.
@@ -417,6 +437,13 @@ mod tests {
         );
         assert!(matches!(classify_error(401, None, body), ProviderError::CredentialsRejected { status: 401, .. }));
         assert!(matches!(classify_error(403, None, body), ProviderError::CredentialsRejected { .. }));
+        let flagged = br#"{"error":{"code":403,"message":"m requires moderation","metadata":{"reasons":["violence"],"flagged_input":"..."}}}"#;
+        assert!(matches!(classify_error(403, None, flagged), ProviderError::Rejected { status: 403, .. }));
+        let odd = br#"{"error":{"code":403,"message":"m","metadata":{"provider_name":"x"}}}"#;
+        assert!(
+            matches!(classify_error(403, None, odd), ProviderError::CredentialsRejected { .. }),
+            "only named flags"
+        );
         assert_eq!(
             classify_error(429, Some("2.5"), body),
             ProviderError::RateLimited { message: "bad model".into(), retry_after_secs: Some(3) }
