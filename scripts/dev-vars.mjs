@@ -2,6 +2,20 @@
 import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 
 /** The shortest operator token the gateway accepts (domain::keys::MIN_OPERATOR_TOKEN_LEN). */
+/**
+ * Every setting the Worker reads (src/env.rs; the test suite checks none is missing). `npm start` takes each
+ * from the environment over .dev.vars.
+ */
+export const SETTINGS = [
+  'AI_GATEWAY_BASE_URL', 'AI_GATEWAY_API_KEY', 'ADMIN_TOKEN', 'OPENROUTER_API_BASE', 'OPENROUTER_PROVISIONING_KEY',
+  'REQUEST_TIMEOUT', 'UPSTREAM_REFERER', 'UPSTREAM_TITLE', 'MODELS_CACHE_TTL', 'LOG_LEVEL', 'PRICE_MARKUP_PERCENT',
+  'MAX_IN_FLIGHT_PER_KEY', 'MAX_IN_FLIGHT_PER_ACCOUNT', 'ANTHROPIC_API_KEY', 'ANTHROPIC_BASE_URL',
+  'GOOGLE_API_KEY', 'GOOGLE_BASE_URL', 'OPENAI_API_KEY', 'OPENAI_BASE_URL', 'UPSTREAM_RETRIES',
+  'SHOW_UPSTREAM_COST', 'DEFAULT_RPM_LIMIT', 'DEFAULT_TPM_LIMIT', 'ALERT_WEBHOOK_URL', 'ALERT_WEBHOOK_SECRET',
+  'ALERT_BALANCE_BELOW', 'ALERT_THRESHOLDS', 'ALERT_RETRY_SECONDS', 'USAGE_RETENTION_DAYS', 'BUDGET_LEASES',
+  'RESERVATION_GRACE', 'AUTH_FAILURE_LIMIT',
+];
+
 export const MIN_OPERATOR_TOKEN_LEN = 32;
 
 /** Whether the gateway would refuse `token` as its operator token (too short, or the example's placeholder). */

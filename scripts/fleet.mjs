@@ -1,11 +1,12 @@
-// `npm run fleet -- <list|migrate|deploy|versions> [--only a,b] [--canary N] [--dry-run] [--config wrangler.toml]`
+// `npm run fleet -- <list|migrate|deploy|versions> [--only a,b] [--canary N] [--dry-run] [--skip-build] [--config wrangler.toml]`
 //
 // Runs one wrangler command across every tenant of a fleet: the `[env.<tenant>]` sections of
 // wrangler.toml (`npm run new-tenant` writes them). Tenants go one after another, in the order of the
 // file, and the run stops at the first failure, so a bad migration or version reaches one tenant only.
 //   list      the tenants and their Worker names
 //   migrate   d1 migrations apply DB --remote, per tenant (always before deploy: migrations only add)
-//   deploy    deploy, per tenant; --canary N deploys the first N tenants and stops, for a look first
+//   deploy    builds the release once (scripts/build release; --skip-build deploys what build/ holds), then
+//             deploy, per tenant; --canary N deploys the first N tenants and stops, for a look first
 //   versions  deployments list, per tenant: which version each serves
 // --only picks tenants by name; --dry-run prints the commands and runs nothing.
 
@@ -16,7 +17,7 @@ import { fileURLToPath } from 'node:url';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const WRANGLER = path.join(ROOT, 'scripts', 'wrangler');
-const USAGE = 'usage: npm run fleet -- <list|migrate|deploy|versions> [--only a,b] [--canary N] [--dry-run] [--config <wrangler.toml>]';
+const USAGE = 'usage: npm run fleet -- <list|migrate|deploy|versions> [--only a,b] [--canary N] [--dry-run] [--skip-build] [--config <wrangler.toml>]';
 
 function fail(message) {
   console.error(`fleet: ${message}\n${USAGE}`);
@@ -26,11 +27,13 @@ function fail(message) {
 const argv = process.argv.slice(2);
 let config = path.join(ROOT, 'wrangler.toml');
 let dryRun = false;
+let skipBuild = false;
 let only = null;
 let canary = null;
 const words = [];
 for (let i = 0; i < argv.length; i++) {
   if (argv[i] === '--dry-run') dryRun = true;
+  else if (argv[i] === '--skip-build') skipBuild = true;
   else if (argv[i] === '--config') config = path.resolve(argv[++i] ?? fail('--config needs a file'));
   else if (argv[i] === '--only') only = (argv[++i] ?? fail('--only needs tenant names')).split(',').map((s) => s.trim()).filter(Boolean);
   else if (argv[i] === '--canary') {
@@ -71,6 +74,17 @@ if (command === 'list') {
   process.exit(0);
 }
 if (!chosen.length) fail(`no tenant to ${command}`);
+// What is deployed is this checkout, built now: not whatever an earlier build left in build/.
+if (command === 'deploy' && !skipBuild) {
+  console.log('\n$ scripts/build release');
+  if (!dryRun) {
+    const built = spawnSync(path.join(ROOT, 'scripts', 'build'), ['release'], { cwd: ROOT, stdio: 'inherit' });
+    if (built.status !== 0) {
+      console.error('fleet: the build failed; no tenant was touched.');
+      process.exit(1);
+    }
+  }
+}
 for (const [i, t] of chosen.entries()) {
   const args = [...COMMANDS[command](t.tenant), ...(config !== path.join(ROOT, 'wrangler.toml') ? ['--config', config] : [])];
   console.log(`\n[${i + 1}/${chosen.length}] ${t.tenant}: scripts/wrangler ${args.join(' ')}`);

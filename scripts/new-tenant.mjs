@@ -1,4 +1,4 @@
-// `npm run new-tenant -- <name> [--dry-run] [--config wrangler.toml] [--route <hostname>] [--workers-dev]`
+// `npm run new-tenant -- <name> [--dry-run] [--config wrangler.toml] [--route <hostname>] [--workers-dev] [--skip-build]`
 //
 // One Worker per tenant: writes the tenant's `[env.<name>]` section into wrangler.toml (worker
 // `tollgate-<name>` with its own D1 database, KV namespace, Durable Object namespace and cron), then
@@ -8,6 +8,9 @@
 // never printed; `workers_dev` (a second public hostname) stays off unless `--workers-dev` asks, and
 // `--route` gives the Worker its own hostname (a custom domain). With neither the Worker answers no
 // HTTP request until a route is added, and the script says so.
+// The secrets asked for (AI_GATEWAY_API_KEY, and OPENROUTER_PROVISIONING_KEY, which may be left empty) are
+// asked first, before anything is created, without echo on a terminal or a line each from a pipe; each goes
+// to `wrangler secret put` on its standard input, never on a command line.
 // Environments do not inherit bindings in wrangler, so the section restates every one of them.
 
 import { spawnSync } from 'node:child_process';
@@ -17,8 +20,9 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const WRANGLER = path.join(ROOT, 'scripts', 'wrangler');
-const USAGE = 'usage: npm run new-tenant -- <name: lowercase letters, digits, hyphens> [--dry-run] [--config <wrangler.toml>] [--route <hostname>] [--workers-dev]';
+// TOLLGATE_WRANGLER: another wrangler (the tests' recorder of the commands run, as no Cloudflare account is at hand).
+const WRANGLER = process.env.TOLLGATE_WRANGLER || path.join(ROOT, 'scripts', 'wrangler');
+const USAGE = 'usage: npm run new-tenant -- <name: lowercase letters, digits, hyphens> [--dry-run] [--config <wrangler.toml>] [--route <hostname>] [--workers-dev] [--skip-build]';
 const PLACEHOLDER_D1 = '<database_id from `wrangler d1 create`>';
 const PLACEHOLDER_KV = '<id from `wrangler kv namespace create`>';
 
@@ -29,12 +33,14 @@ function fail(message) {
 
 const argv = process.argv.slice(2);
 let dryRun = false;
+let skipBuild = false;
 let workersDev = false;
 let route = null;
 let config = path.join(ROOT, 'wrangler.toml');
 const names = [];
 for (let i = 0; i < argv.length; i++) {
   if (argv[i] === '--dry-run') dryRun = true;
+  else if (argv[i] === '--skip-build') skipBuild = true;
   else if (argv[i] === '--workers-dev') workersDev = true;
   else if (argv[i] === '--config') config = path.resolve(argv[++i] ?? fail('--config needs a file'));
   else if (argv[i] === '--route') route = argv[++i] ?? fail('--route needs a hostname');
@@ -118,8 +124,50 @@ function wrangler(args, input) {
   return r.stdout ?? '';
 }
 
-const build = spawnSync(path.join(ROOT, 'scripts', 'build'), ['release'], { cwd: ROOT, stdio: 'inherit' });
-if (build.status !== 0) process.exit(build.status ?? 1);
+/** Lines of a piped standard input, read once. */
+let piped = null;
+function pipedLine() {
+  piped ??= readFileSync(0, 'utf8').split(/\r?\n/);
+  return piped.shift() ?? '';
+}
+
+/** A secret from the operator: typed without echo on a terminal (the prompt on stderr), else a line of stdin. */
+function askSecret(question) {
+  if (!process.stdin.isTTY) return Promise.resolve(pipedLine().trim());
+  process.stderr.write(`${question}: `);
+  return new Promise((resolve) => {
+    let text = '';
+    process.stdin.setRawMode(true);
+    process.stdin.resume();
+    const onData = (chunk) => {
+      for (const ch of chunk.toString('utf8')) {
+        if (ch === '\u0003') {
+          process.stdin.setRawMode(false);
+          process.stderr.write('\n');
+          process.exit(130);
+        } else if (ch === '\r' || ch === '\n') {
+          process.stdin.setRawMode(false);
+          process.stdin.pause();
+          process.stdin.off('data', onData);
+          process.stderr.write('\n');
+          return resolve(text.trim());
+        } else if (ch === '\u007f' || ch === '\b') text = text.slice(0, -1);
+        else text += ch;
+      }
+    };
+    process.stdin.on('data', onData);
+  });
+}
+
+// Asked before anything is created, so a tenant is not left half made for want of a key.
+const upstreamKey = await askSecret('AI_GATEWAY_API_KEY (the OpenRouter API key this tenant calls with)');
+if (!upstreamKey) fail('AI_GATEWAY_API_KEY is required: nothing was created');
+const provisioningKey = await askSecret('OPENROUTER_PROVISIONING_KEY (optional: Enter to skip provisioning)');
+
+if (!skipBuild) {
+  const build = spawnSync(path.join(ROOT, 'scripts', 'build'), ['release'], { cwd: ROOT, stdio: 'inherit' });
+  if (build.status !== 0) process.exit(build.status ?? 1);
+}
 const d1Id = wrangler(commands[0]).match(/database_id\s*=\s*"([^"]+)"|"database_id":\s*"([^"]+)"/)?.slice(1).find(Boolean);
 const kvId = wrangler(commands[1]).match(/id\s*=\s*"([0-9a-f]{32})"|"id":\s*"([0-9a-f]{32})"/)?.slice(1).find(Boolean);
 if (!d1Id || !kvId) {
@@ -132,13 +180,31 @@ wrangler(commands[2]);
 wrangler(commands[3]);
 wrangler(commands[4]);
 wrangler(commands[5]);
-wrangler(commands[6]);
+wrangler(commands[6], upstreamKey);
 mkdirSync(path.dirname(tokenFile), { recursive: true, mode: 0o700 });
 writeFileSync(tokenFile, `${adminToken}\n`, { mode: 0o600 });
 chmodSync(tokenFile, 0o600);
 wrangler(commands[7], adminToken);
-wrangler(commands[8]);
+if (provisioningKey) wrangler(commands[8], provisioningKey);
+else console.log('\nOPENROUTER_PROVISIONING_KEY left unset: provisioning is off (set it later with `scripts/wrangler secret put OPENROUTER_PROVISIONING_KEY -e ' + tenant + '`).');
 wrangler(commands[9]);
-wrangler(commands[10]);
+const deployed = wrangler(commands[10]);
 console.log(`\n${worker} is deployed. Its ADMIN_TOKEN is in ${tokenFile} (readable by you only).`);
 console.log(reached ? `It answers at ${reached}.` : `Note: ${unreachable}`);
+// Prices come with the cron's first run (every 15 minutes): until then every model is unpriced (404). So
+// they are asked for now where the Worker can be reached (a new custom domain may not answer yet).
+const url = route ? `https://${route}` : deployed.match(/https:\/\/[\w.-]+\.workers\.dev/)?.[0];
+let synced = false;
+if (url) {
+  try {
+    const res = await fetch(`${url}/api/models/pricing/sync`, { method: 'POST', headers: { authorization: `Bearer ${adminToken}` }, signal: AbortSignal.timeout(30_000) });
+    synced = res.ok;
+    console.log(res.ok ? 'Prices synced from OpenRouter.' : `Syncing prices answered ${res.status}.`);
+  } catch (e) {
+    console.log(`Syncing prices failed: ${e.message}.`);
+  }
+}
+if (!synced) {
+  const file = path.relative(process.cwd(), tokenFile) || tokenFile;
+  console.log(`Prices arrive with the first cron run (within 15 minutes); to have them sooner (bash):\n  curl -X POST ${url ?? '<its URL>'}/api/models/pricing/sync -H @<(printf 'Authorization: Bearer %s' "$(cat ${file})")`);
+}

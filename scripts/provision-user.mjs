@@ -1,9 +1,11 @@
-// `npm run provision-user -- --email=ann@example.com --name="Ann" [--limit=500] [--limit-reset=monthly]
-//   [--utm-source=ads] [--locale=zh] [--url=https://tollgate-acme.example.workers.dev] [--admin-token-file=…]`
+// `npm run provision-user -- --email=ann@example.com --name="Ann" [--credit=10] [--limit=500]
+//   [--limit-reset=monthly] [--utm-source=ads] [--locale=zh] [--url=https://tollgate-acme.example.workers.dev]
+//   [--admin-token-file=…]`
 //
 // Asks a running gateway (local by default) to make a user, a gateway key and — when the gateway has
-// OPENROUTER_PROVISIONING_KEY — an upstream OpenRouter key with a spend limit (cents). Prints what was
-// made and the secrets, once. The admin token never travels on the command line (where `ps` shows it):
+// OPENROUTER_PROVISIONING_KEY — an upstream OpenRouter key with a spend limit (cents). `--credit` (USD)
+// credits the new account, so its key can spend at once (a new account holds $0). Prints what was made and
+// the secrets, once. The admin token never travels on the command line (where `ps` shows it):
 // it comes from $ADMIN_TOKEN, else the file named by --admin-token-file, else .dev.vars.
 
 import { readFileSync } from 'node:fs';
@@ -13,8 +15,9 @@ import { fileURLToPath } from 'node:url';
 import { readDevVars } from './dev-vars.mjs';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const OPTIONS = ['email', 'name', 'limit', 'limit-reset', 'utm-source', 'locale', 'url', 'admin-token-file'];
-const USAGE = `usage: npm run provision-user -- --email=<address> --name=<name> [--limit=<cents, default 1000>]
+const OPTIONS = ['email', 'name', 'credit', 'limit', 'limit-reset', 'utm-source', 'locale', 'url', 'admin-token-file'];
+const USAGE = `usage: npm run provision-user -- --email=<address> --name=<name> [--credit=<USD for the account>]
+       [--limit=<cents, default 1000: the upstream OpenRouter key's limit>]
        [--limit-reset=daily|weekly|monthly|none] [--utm-source=<text>] [--locale=<en, zh, …>]
        [--url=<gateway URL, default http://127.0.0.1:$PORT or 8787>] [--admin-token-file=<file holding the token>]
 The admin token comes from $ADMIN_TOKEN, else --admin-token-file, else .dev.vars; never from an argument.`;
@@ -61,6 +64,8 @@ if (args['limit-reset'] !== undefined) {
   if (!['daily', 'weekly', 'monthly', 'none'].includes(reset)) fail(`--limit-reset must be daily, weekly, monthly or none, not "${reset}"`);
   body.limit_reset = reset === 'none' ? null : reset;
 }
+const credit = args.credit === undefined ? null : Number(args.credit);
+if (credit !== null && !(/^\d+(\.\d{1,6})?$/.test(args.credit) && credit > 0)) fail(`--credit is in USD: a positive amount like 10 or 2.50, not "${args.credit}"`);
 if (args['utm-source'] !== undefined) body.utm_source = args['utm-source'];
 if (args.locale !== undefined) {
   if (!/^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$/.test(args.locale)) fail(`--locale must look like en, zh or pt-BR, not "${args.locale}"`);
@@ -110,6 +115,19 @@ if (upstream) {
   console.log(`  upstream key   ${upstream.id} (OpenRouter ${upstream.upstream_hash.slice(0, 12)}…, ${limit})`);
 } else {
   console.log('  upstream key   none (the gateway has no OPENROUTER_PROVISIONING_KEY)');
+}
+if (credit !== null) {
+  // Keyed by the new user: run again, the same credit is not made twice.
+  const credited = await fetch(`${url}/api/balance/admin/add`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', 'idempotency-key': `provision-credit-${user.id}` },
+    body: JSON.stringify({ user_id: user.id, amount: credit, description: 'provisioned' }),
+  }).catch((e) => ({ ok: false, status: e.cause?.code ?? e.message, json: async () => null }));
+  const said = await credited.json().catch(() => null);
+  if (credited.ok) console.log(`  balance        $${said.data.balance}`);
+  else console.error(`provision-user: the credit failed (${credited.status}: ${said?.error?.message ?? 'no details'}); credit ${user.id} with POST /api/balance/admin/add`);
+} else {
+  console.log(`  balance        $0: credit it before the key can spend (--credit, or POST /api/balance/admin/add)`);
 }
 console.log('\nSecrets — shown this once, store them now:');
 console.log(`  TOLLGATE_API_KEY=${key.key}`);

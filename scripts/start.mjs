@@ -10,14 +10,8 @@ import { chmodSync, existsSync } from 'node:fs';
 import path from 'node:path';
 
 import { ROOT, startGateway } from '../tests/harness.mjs';
-import { readDevVars, setDevVar, weakOperatorToken } from './dev-vars.mjs';
+import { SETTINGS, readDevVars, setDevVar, weakOperatorToken } from './dev-vars.mjs';
 
-const SETTINGS = [
-  'AI_GATEWAY_BASE_URL', 'AI_GATEWAY_API_KEY', 'ADMIN_TOKEN', 'OPENROUTER_API_BASE', 'OPENROUTER_PROVISIONING_KEY',
-  'REQUEST_TIMEOUT', 'UPSTREAM_REFERER', 'UPSTREAM_TITLE', 'MODELS_CACHE_TTL', 'LOG_LEVEL', 'PRICE_MARKUP_PERCENT',
-  'MAX_IN_FLIGHT_PER_KEY', 'MAX_IN_FLIGHT_PER_ACCOUNT', 'ANTHROPIC_API_KEY', 'ANTHROPIC_BASE_URL',
-  'GOOGLE_API_KEY', 'GOOGLE_BASE_URL', 'OPENAI_API_KEY', 'OPENAI_BASE_URL', 'UPSTREAM_RETRIES',
-];
 const bold = (s) => `\x1b[1m${s}\x1b[0m`;
 const yellow = (s) => `\x1b[1;33m${s}\x1b[0m`;
 
@@ -80,10 +74,12 @@ OpenRouter at ${gw.fake.url}. Set AI_GATEWAY_API_KEY (env or .dev.vars) for real
 `));
 }
 if (generated) console.log(`${generated} (ADMIN_TOKEN; mode 0600). It is not printed.\n`);
+// Where the recipe below reads the operator token: the environment's, when it came from there.
+const tokenFrom = process.env.ADMIN_TOKEN ? '$ADMIN_TOKEN' : '$(grep ^ADMIN_TOKEN= .dev.vars | cut -d= -f2-)';
 console.log(`Create a user, credit it, then make a key for it:
 
   # the operator's header in a file only you can read (no secret on a command line)
-  (umask 077; mkdir -p ~/.tollgate; printf 'Authorization: Bearer %s\\n' "$(grep ^ADMIN_TOKEN= .dev.vars | cut -d= -f2-)" > ~/.tollgate/admin.header)
+  (umask 077; mkdir -p ~/.tollgate; printf 'Authorization: Bearer %s\\n' "${tokenFrom}" > ~/.tollgate/admin.header)
   ADMIN=~/.tollgate/admin.header
   curl -s ${url}/api/admin/users -H @$ADMIN -H 'content-type: application/json' -d '{"email":"ann@example.com","name":"Ann"}'
   curl -s ${url}/api/balance/admin/add -H @$ADMIN -H 'content-type: application/json' -d '{"user_id":"<id from the answer above>","amount":10}'

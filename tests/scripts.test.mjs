@@ -11,7 +11,7 @@ import { describe, test } from 'node:test';
 
 import { gatewayForFile } from './fixture.mjs';
 import { ROOT, freePort, withGateway } from './harness.mjs';
-import { readDevVars, setDevVar, weakOperatorToken } from '../scripts/dev-vars.mjs';
+import { SETTINGS, readDevVars, setDevVar, weakOperatorToken } from '../scripts/dev-vars.mjs';
 
 const ctx = gatewayForFile();
 
@@ -49,6 +49,22 @@ describe('npm run provision-user', () => {
     assert.deepEqual([upstream.data.limit, upstream.data.limit_reset], [5, 'weekly']);
     const me = await fetch(`${ctx.gw.url}/api/v1/key`, { headers: { authorization: `Bearer ${gatewayKey}` } });
     assert.equal(me.status, 200, 'the printed gateway key works');
+    assert.match(r.out, /balance {8}\$0: credit it before the key can spend/);
+  });
+
+  test('--credit credits the new account, so its key can spend at once', async () => {
+    const r = await npmRun('provision-user', ['--email=credited@example.com', '--name=Credited', '--credit=2.5', ...common()], asAdmin());
+    assert.equal(r.code, 0, r.err);
+    assert.match(r.out, /balance {8}\$2\.5\b/);
+    const gatewayKey = r.out.match(/TOLLGATE_API_KEY=(sk-tg-v1-[0-9a-f]{64})/)?.[1];
+    const chat = await fetch(`${ctx.gw.url}/v1/chat/completions`, {
+      method: 'POST', headers: { authorization: `Bearer ${gatewayKey}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'openai/gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }] }),
+    });
+    assert.equal(chat.status, 200);
+    const bad = await npmRun('provision-user', ['--email=c2@example.com', '--name=X', '--credit=-1', ...common()], asAdmin());
+    assert.equal(bad.code, 2);
+    assert.match(bad.err, /--credit is in USD/);
   });
 
   test('checks its arguments before calling anything, with clear messages', async () => {
@@ -157,6 +173,66 @@ describe('npm run new-tenant -- --dry-run', () => {
   });
 });
 
+describe('npm run new-tenant (commands recorded: no Cloudflare account here)', () => {
+  /** Runs new-tenant for `tenant` with `typed` on its standard input (a pipe, as from a script), wrangler recorded. */
+  function newTenant(tenant, typed) {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'new-tenant-'));
+    const config = path.join(dir, 'wrangler.toml');
+    writeFileSync(config, readFileSync(path.join(ROOT, 'wrangler.toml'), 'utf8'));
+    const record = path.join(dir, 'calls.jsonl');
+    writeFileSync(record, '');
+    const r = spawnSync('node', [path.join(ROOT, 'scripts', 'new-tenant.mjs'), tenant, '--config', config, '--skip-build'], {
+      cwd: ROOT, input: typed, encoding: 'utf8',
+      env: { ...process.env, TOLLGATE_WRANGLER: path.join(ROOT, 'tests', 'fixtures', 'wrangler-recorder.mjs'), RECORD_FILE: record },
+    });
+    const calls = readFileSync(record, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l));
+    const tokenFile = path.join(ROOT, '.tenants', `${tenant}.admin-token`);
+    let token = null;
+    try {
+      token = readFileSync(tokenFile, 'utf8').trim();
+      assert.equal(statSync(tokenFile).mode & 0o777, 0o600);
+    } catch (e) {
+      if (e.code !== 'ENOENT') throw e;
+    }
+    const written = readFileSync(config, 'utf8');
+    rmSync(tokenFile, { force: true });
+    rmSync(dir, { recursive: true, force: true });
+    return { ...r, calls, token, written };
+  }
+
+  test('the keys asked for go to `secret put` on its standard input, never on a command line; the tenant is deployed', () => {
+    const upstream = 'sk-or-v1-recorded-upstream-key';
+    const r = newTenant('ci-recorded-a', `${upstream}\n\n`);
+    assert.equal(r.status, 0, r.stderr);
+    const put = (name) => r.calls.find((c) => c.args.join(' ') === `secret put ${name} -e ci-recorded-a`);
+    assert.equal(put('AI_GATEWAY_API_KEY')?.stdin, upstream);
+    assert.match(r.token, /^tg-admin-[0-9a-f]{64}$/);
+    assert.equal(put('ADMIN_TOKEN')?.stdin, r.token, 'the token stored is the one set');
+    assert.equal(put('OPENROUTER_PROVISIONING_KEY'), undefined, 'left empty: not set');
+    assert.deepEqual(r.calls[0].args, ['d1', 'create', 'tollgate-ci-recorded-a']);
+    assert.deepEqual(r.calls.at(-1).args, ['deploy', '-e', 'ci-recorded-a']);
+    for (const c of r.calls) {
+      assert.ok(!c.args.some((a) => a.includes(upstream) || a.includes(r.token)), `no secret in: ${c.args.join(' ')}`);
+    }
+    assert.ok(!r.stdout.includes(upstream) && !r.stdout.includes(r.token) && !r.stderr.includes(r.token), 'nor printed');
+    assert.match(r.written, /\[env\.ci-recorded-a\][^]*database_id = "11111111-2222-4333-8444-555555555555"/);
+    assert.match(r.stdout, /api\/models\/pricing\/sync/, 'the operator is told how prices arrive');
+
+    const withProvisioning = newTenant('ci-recorded-b', 'sk-or-v1-b\nsk-or-v1-provisioning\n');
+    assert.equal(withProvisioning.status, 0, withProvisioning.stderr);
+    const provisioning = withProvisioning.calls.find((c) => c.args[2] === 'OPENROUTER_PROVISIONING_KEY');
+    assert.equal(provisioning?.stdin, 'sk-or-v1-provisioning');
+  });
+
+  test('without an upstream key nothing is created', () => {
+    const r = newTenant('ci-recorded-c', '\n');
+    assert.equal(r.status, 2);
+    assert.match(r.stderr, /AI_GATEWAY_API_KEY is required: nothing was created/);
+    assert.deepEqual(r.calls, []);
+    assert.doesNotMatch(r.written, /ci-recorded-c/);
+  });
+});
+
 describe('npm run fleet', () => {
   test('runs one command across every tenant of wrangler.toml, in order, and --dry-run runs nothing', async () => {
     const fleet = path.join(ROOT, '.wrangler-fleet-test.toml');
@@ -182,6 +258,8 @@ name = "tollgate-initech"
       const canary = await npmRun('fleet', ['deploy', '--canary', '1', '--dry-run', '--config', fleet]);
       assert.equal(canary.out.split('\n').filter((l) => l.includes('scripts/wrangler deploy')).length, 1, 'one tenant first');
       assert.match(canary.out, /Check them, then run npm run fleet -- deploy for the rest/);
+      assert.ok(canary.out.indexOf('scripts/build release') >= 0 && canary.out.indexOf('scripts/build release') < canary.out.indexOf('deploy -e'), 'built before it is deployed');
+      assert.doesNotMatch((await npmRun('fleet', ['deploy', '--skip-build', '--dry-run', '--config', fleet])).out, /scripts\/build/);
       const some = await npmRun('fleet', ['versions', '--only', 'globex', '--dry-run', '--config', fleet]);
       assert.match(some.out, /globex: scripts\/wrangler deployments list -e globex/);
       assert.doesNotMatch(some.out, /acme/);
@@ -194,6 +272,14 @@ name = "tollgate-initech"
       rmSync(fleet, { force: true });
     }
   });
+});
+
+test('npm start takes from the environment every setting the Worker reads', () => {
+  // Each is read as `text(env, "NAME")`, `number(env, …)` or `base_url(env, …)`; bindings are not settings.
+  const read = new Set([...readFileSync(path.join(ROOT, 'src', 'env.rs'), 'utf8').matchAll(/\(env, "([A-Z][A-Z0-9_]+)"/g)].map((m) => m[1]));
+  const settings = [...read].filter((n) => !n.startsWith('FAULT_'));
+  assert.ok(settings.length > 20, settings.join(' '));
+  assert.deepEqual(settings.filter((n) => !SETTINGS.includes(n)), [], 'read by the Worker, dropped by npm start');
 });
 
 test('npm start replaces a weak operator token in .dev.vars on a line of its own, and the gateway refuses one', async () => {
