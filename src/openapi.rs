@@ -131,8 +131,8 @@ fn shared_responses() -> Map<String, Value> {
         ("503", "Unavailable"),
         ("504", "Upstream timed out"),
     ];
-    described
-        .into_iter()
+    let mut shared: Map<String, Value> = described
+        .iter()
         .map(|(code, text)| {
             let schema = if code.starts_with('2') {
                 json!({ "type": "object" })
@@ -141,7 +141,39 @@ fn shared_responses() -> Map<String, Value> {
             };
             (code.to_string(), json!({ "description": text, "content": { "application/json": { "schema": schema } } }))
         })
-        .collect()
+        .collect();
+    // The Messages API's failures, in Anthropic's shape (and its 529 for an overloaded upstream).
+    let anthropic = described.iter().filter(|(code, _)| !code.starts_with('2')).copied();
+    for (code, text) in anthropic.chain([("529", "Upstream overloaded (Anthropic's `overloaded_error`)")]) {
+        let schema = json!({ "$ref": "#/components/schemas/AnthropicError" });
+        let response = json!({ "description": text, "content": { "application/json": { "schema": schema } } });
+        shared.insert(format!("anthropic_{code}"), response);
+    }
+    shared
+}
+
+/// Whether a path is the Messages API's, which answers errors in Anthropic's shape.
+fn in_anthropic_shape(template: &str) -> bool {
+    template.starts_with("/v1/messages") || template.starts_with("/api/v1/messages")
+}
+
+/// An operation's responses with its errors in Anthropic's shape.
+fn anthropic_responses(responses: Value, access: Access) -> Value {
+    let Value::Object(codes) = responses else { return responses };
+    let mut out: Map<String, Value> = codes
+        .into_iter()
+        .map(|(code, value)| match code.starts_with('2') {
+            true => (code, value),
+            false => {
+                let reference = json!({ "$ref": format!("#/components/responses/anthropic_{code}") });
+                (code, reference)
+            }
+        })
+        .collect();
+    if access == Access::Inference {
+        out.insert("529".into(), json!({ "$ref": "#/components/responses/anthropic_529" }));
+    }
+    Value::Object(out)
 }
 
 /// The statuses an operation may answer, by who may call it.
@@ -213,6 +245,9 @@ pub fn document() -> Value {
             "operationId": format!("{}_{}", method.to_lowercase(), template.trim_matches('/').replace(['/', '{', '}', '-', '.'], "_")),
             "responses": responses(access, method, body.is_some(), matches!(route, Route::StartReconcileRun)),
         });
+        if in_anthropic_shape(template) {
+            op["responses"] = anthropic_responses(op["responses"].take(), access);
+        }
         if !params.is_empty() {
             op["parameters"] = Value::Array(params);
         }
@@ -246,9 +281,13 @@ pub fn document() -> Value {
     })
 }
 
-/// The error body every failure answers.
+/// The error bodies: OpenAI's shape everywhere, Anthropic's on the Messages API.
 fn error_schema() -> Value {
     json!({
+                "AnthropicError": { "type": "object", "required": ["type", "error"], "properties": {
+                    "type": { "const": "error" },
+                    "error": { "type": "object", "required": ["type", "message"],
+                               "properties": { "type": { "type": "string" }, "message": { "type": "string" } } } } },
                 "Error": { "type": "object", "required": ["error"], "properties": { "error": {
                     "type": "object", "required": ["message", "type", "code"],
                     "properties": { "message": { "type": "string" }, "type": { "type": "string" }, "code": { "type": "string" },
@@ -269,6 +308,22 @@ mod tests {
         for (template, method, _, _) in &ops {
             assert!(doc["paths"][template][method.to_lowercase()].is_object(), "{method} {template}");
         }
+    }
+
+    #[test]
+    fn the_messages_api_says_its_errors_come_in_anthropics_shape() {
+        let doc = document();
+        let messages = &doc["paths"]["/v1/messages"]["post"]["responses"];
+        assert_eq!(messages["400"]["$ref"], "#/components/responses/anthropic_400");
+        assert_eq!(messages["529"]["$ref"], "#/components/responses/anthropic_529");
+        assert_eq!(messages["200"]["$ref"], "#/components/responses/200");
+        let refers =
+            |name: &str| doc["components"]["responses"][name]["content"]["application/json"]["schema"]["$ref"].clone();
+        assert_eq!(refers("anthropic_529"), "#/components/schemas/AnthropicError");
+        assert!(doc["components"]["schemas"]["AnthropicError"].is_object());
+        let chat = &doc["paths"]["/v1/chat/completions"]["post"]["responses"];
+        assert_eq!(chat["400"]["$ref"], "#/components/responses/400", "OpenAI's shape elsewhere");
+        assert!(chat.get("529").is_none());
     }
 
     #[test]
