@@ -134,6 +134,9 @@ pub struct Faults {
     /// `FAULT_REPEAT_JOBS`: every job a fanned-out job hands on is sent twice, as a queue that delivers
     /// at least once may deliver it (tests/fanout.test.mjs).
     pub repeat_jobs: bool,
+    /// `FAULT_ABANDON_SETTLE`: the settlement of a request for this model is put in line and left there, as
+    /// by a task the runtime ended before its turn came (tests/outbox.test.mjs).
+    pub abandon_settle: Option<String>,
     /// `FAULT_ARCHIVE_PART_ROWS`: an archive holds at most this many rows of each table (instead of
     /// `retention::PART_ROWS`), so a test's day takes several (tests/retention.test.mjs).
     pub archive_part_rows: Option<usize>,
@@ -242,6 +245,7 @@ impl Config {
             stale_org_cache: fault("FAULT_STALE_ORG_CACHE").is_some(),
             stale_key_isolate: fault("FAULT_STALE_KEY_ISOLATE").is_some(),
             repeat_jobs: fault("FAULT_REPEAT_JOBS").is_some(),
+            abandon_settle: fault("FAULT_ABANDON_SETTLE"),
             fail_alert_queue: fault("FAULT_FAIL_ALERT_QUEUE").is_some(),
             slow_reconcile_ms: fault("FAULT_SLOW_RECONCILE_MS").and_then(|n| n.trim().parse().ok()).unwrap_or(0),
             archive_part_rows: fault("FAULT_ARCHIVE_PART_ROWS").and_then(|n| n.trim().parse().ok()).filter(|n| *n > 0),

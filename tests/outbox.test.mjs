@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 
-import { gatewayForFile } from './fixture.mjs';
+import { gatewayForFile, usageRows } from './fixture.mjs';
 import { withGateway } from './harness.mjs';
 
 const ctx = gatewayForFile();
@@ -128,6 +128,48 @@ describe('ledger and usage outbox', () => {
         await load;
       }
       assert.ok(served > 50, `${served} requests served while checked`);
+    });
+  });
+});
+
+// The runtime ends a task 30 s after its answer. With the account's object slow or away that long, a
+// request's settlement may still wait in this isolate's line then, and its own task is gone; the fault
+// leaves settlements so. The next task to settle here, for any account, sends them.
+describe('settlements left in line by ended tasks', () => {
+  test('are sent by the next task to settle, for another account, and each is charged once', async () => {
+    const LEFT = 'meta-llama/llama-3.1-8b-instruct';
+    await withGateway({ vars: { FAULT_ABANDON_SETTLE: LEFT } }, async (gw, admin) => {
+      const chat = async (token, model, content) => {
+        const res = await fetch(`${gw.url}/v1/chat/completions`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+          body: JSON.stringify({ model, messages: [{ role: 'user', content }] }),
+        });
+        assert.equal(res.status, 200);
+        return (await res.json()).usage;
+      };
+      const left = await admin.createUser({ name: 'Left in line' }, { credit: 1 });
+      const leftKey = await admin.createKey(left.id);
+      const other = await admin.createUser({ name: 'Next to settle' }, { credit: 1 });
+      const otherKey = await admin.createKey(other.id);
+      // One request, then three at once: every settlement is left in line, none sent.
+      const usages = [await chat(leftKey.key, LEFT, 'left 0')];
+      usages.push(...(await Promise.all([1, 2, 3].map((i) => chat(leftKey.key, LEFT, `left ${i}`)))));
+      await sleep(2500);
+      const charged = async (userId) => (await admin.call('GET', `/api/balance/transactions?user_id=${userId}&page_size=100`)).body.data.filter((r) => r.type === 'usage');
+      assert.equal((await charged(left.id)).length, 0, 'not sent by anyone yet');
+      // Another account's request settles, and sends them.
+      await chat(otherKey.key, 'openai/gpt-4o-mini', 'the next task to settle');
+      const rows = await usageRows(admin, left.id, 4);
+      await sleep(500);
+      assert.equal((await charged(left.id)).length, 4, 'each once');
+      const micros = (usd) => Math.round(usd * 1e6);
+      assert.deepEqual(rows.map((r) => -micros(r.amount)).sort((a, b) => a - b), usages.map((u) => micros(u.cost)).sort((a, b) => a - b), 'each at its cost');
+      const spent = usages.reduce((sum, u) => sum + micros(u.cost), 0);
+      const balance = micros((await admin.call('GET', `/api/balance?user_id=${left.id}`)).body.balance);
+      assert.equal(balance, 1_000_000 - spent, 'the balance moved by exactly the charges');
+      const reconciled = await admin.call('GET', `/api/admin/reconcile?user_id=${left.id}`);
+      assert.deepEqual(reconciled.body.data.drift, []);
     });
   });
 });

@@ -62,6 +62,8 @@ pub struct Meter {
     pub lease: Option<OnLease>,
     /// Whom the request was made for.
     pub end_user: Option<String>,
+    /// Tests only (`FAULT_ABANDON_SETTLE`): its settlement is left in line, as by a task that ended.
+    pub abandon_settle: bool,
 }
 
 /// What a request may use at most: its prompt (an upper bound) and its output tokens.
@@ -236,6 +238,7 @@ impl Meter {
             upstream_id: None,
             lease,
             end_user: call.end_user.clone(),
+            abandon_settle: call.config.faults.abandon_settle.as_deref() == Some(model),
         };
         let about = || About {
             model: model.to_string(),
@@ -436,6 +439,9 @@ impl Meter {
             let now = js_sys::Date::now() as i64;
             leases::take_drained(now, Some(&self.account_id)).into_iter().map(|(_, id)| id).collect()
         };
+        if self.abandon_settle {
+            return batch::abandon(&self.account_id, &self.key_id, settlement);
+        }
         let confirmed = batch::settle(env, &self.account_id, &self.key_id, settlement, self.lease_ms, returns).await;
         // The organization counts what the account charged, so it is told once the account has confirmed
         // the charge. A settlement given up on is closed by the account at its evidence, which may be more

@@ -35,10 +35,15 @@ const SEND_RETRY_MS: i64 = 20_000;
 /// after `SEND_RETRY_MS`): its settlements' own tasks, those still alive, send theirs again. It is well
 /// inside the 30 s those tasks have, since a sender may have started late in its own.
 const STALE_SEND_MS: f64 = 25_000.0;
+/// A settlement waiting this long while no message is on its way has lost its own task (a live one takes
+/// its turn within `MAX_POLL_MS`): whichever task settles next in this isolate, for any account, sends it.
+const STRANDED_MS: f64 = 2_000.0;
 
 struct Pending {
     settlement: Settlement,
     key_id: String,
+    /// When it was put in line.
+    queued_ms: f64,
 }
 
 #[derive(Default)]
@@ -46,12 +51,45 @@ struct Line {
     /// When the message on its way was sent.
     sending_since: Option<f64>,
     waiting: Vec<Pending>,
+    /// Settlements on their way, with when their message was sent: one whose sender's task died with it
+    /// (its send is stale) is put in line again by its own task, whatever else is on its way.
+    in_flight: HashMap<String, f64>,
     /// Settlements another task sent (answered or given up on): their own tasks may end (with when: one
     /// whose task has ended, having given up on it, is dropped after `STALE_SEND_MS`), and how it ended.
     finished: HashMap<String, (f64, Confirmed)>,
     /// Settlements the object answered as failed, back to their own tasks (with when: one whose task
     /// has ended is dropped after `STALE_SEND_MS`).
     failed: HashMap<String, (f64, Pending)>,
+}
+
+impl Line {
+    fn busy(&self, now: f64) -> bool {
+        self.sending_since.is_some_and(|since| now - since < STALE_SEND_MS)
+    }
+
+    /// The next batch to send, marked on its way.
+    fn take_batch(&mut self, now: f64) -> Vec<Pending> {
+        self.sending_since = Some(now);
+        let take = self.waiting.len().min(MAX_BATCH);
+        let batch: Vec<Pending> = self.waiting.drain(..take).collect();
+        for p in &batch {
+            self.in_flight.insert(p.settlement.request_id.clone(), now);
+        }
+        batch
+    }
+
+    /// Settlements left waiting by tasks that ended (none on its way meanwhile).
+    fn stranded(&self, now: f64) -> bool {
+        !self.busy(now) && self.waiting.first().is_some_and(|p| now - p.queued_ms > STRANDED_MS)
+    }
+
+    fn idle(&self) -> bool {
+        self.sending_since.is_none()
+            && self.waiting.is_empty()
+            && self.in_flight.is_empty()
+            && self.finished.is_empty()
+            && self.failed.is_empty()
+    }
 }
 
 thread_local! {
@@ -71,8 +109,28 @@ pub enum Confirmed {
 
 /// Settles one request of `account` (a request of `key_id`), with whatever else waits, until the object
 /// confirms or `retry_for_ms` has passed; `returns` gives the leases to give back with it. Answers how
-/// the object took it.
+/// the object took it. Then it sends what other tasks, since ended, left waiting (`rescue_stranded`).
 pub async fn settle(
+    env: &Env,
+    account: &str,
+    key_id: &str,
+    settlement: Settlement,
+    retry_for_ms: i64,
+    returns: impl Fn() -> Vec<String>,
+) -> Confirmed {
+    let confirmed = settle_own(env, account, key_id, settlement, retry_for_ms, returns).await;
+    rescue_stranded(env).await;
+    confirmed
+}
+
+/// Tests only (`FAULT_ABANDON_SETTLE`): puts a settlement in line and leaves, as a task the runtime ended
+/// before its turn came.
+pub fn abandon(account: &str, key_id: &str, settlement: Settlement) {
+    let queued_ms = js_sys::Date::now();
+    with_line(account, |line| line.waiting.push(Pending { settlement, key_id: key_id.to_string(), queued_ms }));
+}
+
+async fn settle_own(
     env: &Env,
     account: &str,
     key_id: &str,
@@ -92,7 +150,9 @@ pub async fn settle(
     let deadline = js_sys::Date::now() + retry_for_ms as f64;
     // Kept to send again should the message carrying it die with its sender's task.
     let mine = settlement.clone();
-    with_line(account, |line| line.waiting.push(Pending { settlement, key_id: key_id.to_string() }));
+    let pending =
+        |settlement: Settlement| Pending { settlement, key_id: key_id.to_string(), queued_ms: js_sys::Date::now() };
+    with_line(account, |line| line.waiting.push(pending(settlement)));
     let mut failures = 0u32;
     let mut poll_ms = POLL_MS;
     loop {
@@ -109,26 +169,26 @@ pub async fn settle(
                 return Turn::Failed(Box::new(pending));
             }
             line.failed.retain(|_, (at, _)| now - *at < STALE_SEND_MS);
+            line.in_flight.retain(|_, since| now - *since < STALE_SEND_MS);
             let queued = line.waiting.iter().position(|p| p.settlement.request_id == id);
-            let busy = line.sending_since.is_some_and(|since| now - since < STALE_SEND_MS);
-            match (queued, busy) {
-                (Some(i), _) if now >= deadline => {
+            match (queued, line.busy(now), line.in_flight.contains_key(&id)) {
+                (Some(i), _, _) if now >= deadline => {
                     line.waiting.remove(i);
                     Turn::GaveUp
                 }
-                (_, true) => Turn::Wait,
-                // On its way in a message whose task died: in line again (settling twice charges once).
-                (None, false) if now < deadline => {
-                    line.waiting.push(Pending { settlement: mine.clone(), key_id: key_id.to_string() });
+                (Some(_), false, _) => Turn::Send(line.take_batch(now)),
+                (Some(_), true, _) => Turn::Wait,
+                // On its way (in a message bounded by `SEND_RETRY_MS`, or taken for dead after `STALE_SEND_MS`):
+                // its sender accounts for it, so it is waited for even past the deadline.
+                (None, _, true) => Turn::Wait,
+                // On its way in a message whose task died: in line again (settling twice charges once),
+                // whatever else is on its way meanwhile.
+                (None, _, false) if now < deadline => {
+                    line.waiting.push(pending(mine.clone()));
                     Turn::Wait
                 }
                 // Past its time: the object settles it by its rule.
-                (None, false) => Turn::GaveUp,
-                (Some(_), false) => {
-                    line.sending_since = Some(now);
-                    let take = line.waiting.len().min(MAX_BATCH);
-                    Turn::Send(line.waiting.drain(..take).collect())
-                }
+                (None, _, false) => Turn::GaveUp,
             }
         });
         let batch = match turn {
@@ -142,11 +202,9 @@ pub async fn settle(
                     return give_up();
                 }
                 worker::Delay::from(Duration::from_millis(wait)).await;
-                with_line(account, |line| line.waiting.push(*pending));
+                with_line(account, |line| line.waiting.push(Pending { queued_ms: js_sys::Date::now(), ..*pending }));
                 continue;
             }
-            // On its way (in a message bounded by `SEND_RETRY_MS`, or taken for dead after `STALE_SEND_MS`):
-            // its sender accounts for it, so it is waited for even past the deadline.
             Turn::Wait => {
                 worker::Delay::from(Duration::from_millis(poll_ms)).await;
                 poll_ms = (poll_ms * 2).min(MAX_POLL_MS);
@@ -154,55 +212,100 @@ pub async fn settle(
             }
             Turn::Send(batch) => batch,
         };
-        let settlements: Vec<Settlement> = batch.iter().map(|p| p.settlement.clone()).collect();
         let sent_mine = batch.iter().any(|p| p.settlement.request_id == id);
-        let tries_for = retry_for_ms.min(SEND_RETRY_MS);
-        let returning = returns();
-        let settled = client::settle(env, account, settlements, returning.clone(), tries_for).await;
-        let Some(settled) = settled else {
-            // Not confirmed: back in line, for the next sender (or each request's own task) to try again.
-            leases::not_returned(account, returning);
-            with_line(account, |line| {
-                line.sending_since = None;
-                line.waiting.splice(0..0, batch);
-            });
+        let Some(settled) = send(env, account, batch, returns(), retry_for_ms.min(SEND_RETRY_MS), Some(&id)).await
+        else {
             worker::Delay::from(Duration::from_millis(POLL_MS)).await;
             continue;
         };
-        let mine_failed = settled.failed.contains(&id);
-        with_line(account, |line| {
-            line.sending_since = None;
-            for p in batch {
-                let request_id = p.settlement.request_id.clone();
-                if settled.failed.contains(&request_id) {
-                    line.failed.insert(request_id, (js_sys::Date::now(), p));
-                    continue;
-                }
-                if let Some(on) = &p.settlement.on_lease {
-                    let held_now = settled.leases.iter().find(|(l, _)| *l == on.lease_id).map_or(0, |l| l.1);
-                    leases::settled(&p.key_id, &on.lease_id, &request_id, Some(held_now));
-                }
-                if request_id != id {
-                    let how =
-                        if settled.closed.contains(&request_id) { Confirmed::ClosedBefore } else { Confirmed::Charged };
-                    line.finished.insert(request_id, (js_sys::Date::now(), how));
-                }
-            }
-        });
-        if mine_failed {
+        if settled.failed.contains(&id) {
             continue;
         }
         if sent_mine {
             LINES.with_borrow_mut(|lines| {
-                let idle = |l: &Line| {
-                    l.sending_since.is_none() && l.waiting.is_empty() && l.finished.is_empty() && l.failed.is_empty()
-                };
-                if lines.get(account).is_some_and(idle) {
+                if lines.get(account).is_some_and(Line::idle) {
                     lines.remove(account);
                 }
             });
             return if settled.closed.contains(&id) { Confirmed::ClosedBefore } else { Confirmed::Charged };
         }
+    }
+}
+
+/// Sends a batch taken from `account`'s line (with the leases `returning`) and records how each of its
+/// settlements ended for its own task (`own`, the sender's, is answered to it directly). `None`: not
+/// confirmed, and the batch is back in line for the next sender.
+async fn send(
+    env: &Env,
+    account: &str,
+    batch: Vec<Pending>,
+    returning: Vec<String>,
+    tries_for_ms: i64,
+    own: Option<&str>,
+) -> Option<client::Settled> {
+    let settlements: Vec<Settlement> = batch.iter().map(|p| p.settlement.clone()).collect();
+    let settled = client::settle(env, account, settlements, returning.clone(), tries_for_ms).await;
+    let Some(settled) = settled else {
+        // Not confirmed: back in line, for the next sender (or each request's own task) to try again.
+        leases::not_returned(account, returning);
+        with_line(account, |line| {
+            line.sending_since = None;
+            for p in &batch {
+                line.in_flight.remove(&p.settlement.request_id);
+            }
+            line.waiting.splice(0..0, batch);
+        });
+        return None;
+    };
+    with_line(account, |line| {
+        line.sending_since = None;
+        let now = js_sys::Date::now();
+        for p in batch {
+            let request_id = p.settlement.request_id.clone();
+            line.in_flight.remove(&request_id);
+            if settled.failed.contains(&request_id) {
+                line.failed.insert(request_id, (now, p));
+                continue;
+            }
+            if let Some(on) = &p.settlement.on_lease {
+                let held_now = settled.leases.iter().find(|(l, _)| *l == on.lease_id).map_or(0, |l| l.1);
+                leases::settled(&p.key_id, &on.lease_id, &request_id, Some(held_now));
+            }
+            if own != Some(request_id.as_str()) {
+                let how =
+                    if settled.closed.contains(&request_id) { Confirmed::ClosedBefore } else { Confirmed::Charged };
+                line.finished.insert(request_id, (now, how));
+            }
+        }
+    });
+    Some(settled)
+}
+
+/// Sends, once each, what tasks since ended left waiting in any account's line of this isolate (the
+/// runtime ends a task 30 s after its answer; with the object slow or away that long, a settlement may
+/// still be in line then, and only another settling task can send it). Settling twice charges once, so a
+/// settlement whose own task was alive after all is not harmed.
+async fn rescue_stranded(env: &Env) {
+    let now = js_sys::Date::now();
+    let stranded: Vec<(String, Vec<Pending>)> = LINES.with_borrow_mut(|lines| {
+        // What ended tasks can no longer take goes (as each task's own look drops it).
+        for line in lines.values_mut() {
+            line.finished.retain(|_, (at, _)| now - *at < STALE_SEND_MS);
+            line.failed.retain(|_, (at, _)| now - *at < STALE_SEND_MS);
+        }
+        lines.retain(|_, line| !line.idle());
+        lines
+            .iter_mut()
+            .filter(|(_, line)| line.stranded(now))
+            .map(|(account, line)| (account.clone(), line.take_batch(now)))
+            .collect()
+    });
+    for (account, batch) in stranded {
+        crate::log::job_error(
+            "settle",
+            &format!("sending {} settlement(s) of ended requests of account {account}", batch.len()),
+        );
+        send(env, &account, batch, Vec::new(), SEND_RETRY_MS, None).await;
     }
 }
 
