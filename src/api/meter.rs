@@ -453,6 +453,8 @@ impl Meter {
             Org::of(env, org_id).settle(&self.request_id, tokens, charged.amount, failed, self.lease_ms).await;
         }
         batch::return_leases(env.clone()).await;
+        // Last, what tasks since ended left in line here (for any account).
+        batch::rescue_stranded(env).await;
     }
 }
 

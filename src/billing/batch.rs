@@ -38,18 +38,26 @@ const STALE_SEND_MS: f64 = 25_000.0;
 /// A settlement waiting this long while no message is on its way has lost its own task (a live one takes
 /// its turn within `MAX_POLL_MS`): whichever task settles next in this isolate, for any account, sends it.
 const STRANDED_MS: f64 = 2_000.0;
+/// How long such a rescue is tried: a little, as the task sending it has spent part of its own life.
+const RESCUE_TRY_MS: i64 = 5_000;
+/// How often a rescued settlement the object answered as failed is put in line again.
+const RESCUES: u8 = 3;
 
 struct Pending {
     settlement: Settlement,
     key_id: String,
     /// When it was put in line.
     queued_ms: f64,
+    /// Times it was sent by a task not its own and failed in the object.
+    rescued: u8,
 }
 
 #[derive(Default)]
 struct Line {
     /// When the message on its way was sent.
     sending_since: Option<f64>,
+    /// When the last message ended (a settlement waiting behind it had no turn before).
+    free_since: f64,
     waiting: Vec<Pending>,
     /// Settlements on their way, with when their message was sent: one whose sender's task died with it
     /// (its send is stale) is put in line again by its own task, whatever else is on its way.
@@ -78,9 +86,9 @@ impl Line {
         batch
     }
 
-    /// Settlements left waiting by tasks that ended (none on its way meanwhile).
+    /// Settlements left waiting by tasks that ended: waiting this long with no message on its way.
     fn stranded(&self, now: f64) -> bool {
-        !self.busy(now) && self.waiting.first().is_some_and(|p| now - p.queued_ms > STRANDED_MS)
+        !self.busy(now) && self.waiting.first().is_some_and(|p| now - p.queued_ms.max(self.free_since) > STRANDED_MS)
     }
 
     fn idle(&self) -> bool {
@@ -107,30 +115,19 @@ pub enum Confirmed {
     No,
 }
 
-/// Settles one request of `account` (a request of `key_id`), with whatever else waits, until the object
-/// confirms or `retry_for_ms` has passed; `returns` gives the leases to give back with it. Answers how
-/// the object took it. Then it sends what other tasks, since ended, left waiting (`rescue_stranded`).
-pub async fn settle(
-    env: &Env,
-    account: &str,
-    key_id: &str,
-    settlement: Settlement,
-    retry_for_ms: i64,
-    returns: impl Fn() -> Vec<String>,
-) -> Confirmed {
-    let confirmed = settle_own(env, account, key_id, settlement, retry_for_ms, returns).await;
-    rescue_stranded(env).await;
-    confirmed
-}
-
 /// Tests only (`FAULT_ABANDON_SETTLE`): puts a settlement in line and leaves, as a task the runtime ended
 /// before its turn came.
 pub fn abandon(account: &str, key_id: &str, settlement: Settlement) {
     let queued_ms = js_sys::Date::now();
-    with_line(account, |line| line.waiting.push(Pending { settlement, key_id: key_id.to_string(), queued_ms }));
+    with_line(account, |line| {
+        line.waiting.push(Pending { settlement, key_id: key_id.to_string(), queued_ms, rescued: 0 })
+    });
 }
 
-async fn settle_own(
+/// Settles one request of `account` (a request of `key_id`), with whatever else waits, until the object
+/// confirms or `retry_for_ms` has passed; `returns` gives the leases to give back with it. Answers how
+/// the object took it.
+pub async fn settle(
     env: &Env,
     account: &str,
     key_id: &str,
@@ -150,8 +147,12 @@ async fn settle_own(
     let deadline = js_sys::Date::now() + retry_for_ms as f64;
     // Kept to send again should the message carrying it die with its sender's task.
     let mine = settlement.clone();
-    let pending =
-        |settlement: Settlement| Pending { settlement, key_id: key_id.to_string(), queued_ms: js_sys::Date::now() };
+    let pending = |settlement: Settlement| Pending {
+        settlement,
+        key_id: key_id.to_string(),
+        queued_ms: js_sys::Date::now(),
+        rescued: 0,
+    };
     with_line(account, |line| line.waiting.push(pending(settlement)));
     let mut failures = 0u32;
     let mut poll_ms = POLL_MS;
@@ -250,6 +251,7 @@ async fn send(
         leases::not_returned(account, returning);
         with_line(account, |line| {
             line.sending_since = None;
+            line.free_since = js_sys::Date::now();
             for p in &batch {
                 line.in_flight.remove(&p.settlement.request_id);
             }
@@ -260,11 +262,20 @@ async fn send(
     with_line(account, |line| {
         line.sending_since = None;
         let now = js_sys::Date::now();
+        line.free_since = now;
         for p in batch {
             let request_id = p.settlement.request_id.clone();
             line.in_flight.remove(&request_id);
             if settled.failed.contains(&request_id) {
-                line.failed.insert(request_id, (now, p));
+                // A rescued one has no task of its own to send it again: it waits in line for the next rescue.
+                match own {
+                    None if p.rescued < RESCUES => {
+                        line.waiting.push(Pending { queued_ms: now, rescued: p.rescued + 1, ..p });
+                    }
+                    _ => {
+                        line.failed.insert(request_id, (now, p));
+                    }
+                }
                 continue;
             }
             if let Some(on) = &p.settlement.on_lease {
@@ -281,32 +292,33 @@ async fn send(
     Some(settled)
 }
 
-/// Sends, once each, what tasks since ended left waiting in any account's line of this isolate (the
-/// runtime ends a task 30 s after its answer; with the object slow or away that long, a settlement may
-/// still be in line then, and only another settling task can send it). Settling twice charges once, so a
-/// settlement whose own task was alive after all is not harmed.
-async fn rescue_stranded(env: &Env) {
+/// Sends what a task since ended left waiting in an account's line of this isolate, one account's batch
+/// (the runtime ends a task 30 s after its answer; with the object slow or away that long, a settlement
+/// may still be in line then, and only another settling task can send it). Called last in a request's
+/// settling, and tried briefly, as the calling task has spent part of its life. Settling twice charges
+/// once, so a settlement whose own task was alive after all is not harmed.
+pub async fn rescue_stranded(env: &Env) {
     let now = js_sys::Date::now();
-    let stranded: Vec<(String, Vec<Pending>)> = LINES.with_borrow_mut(|lines| {
+    let stranded: Option<(String, Vec<Pending>)> = LINES.with_borrow_mut(|lines| {
         // What ended tasks can no longer take goes (as each task's own look drops it).
         for line in lines.values_mut() {
             line.finished.retain(|_, (at, _)| now - *at < STALE_SEND_MS);
             line.failed.retain(|_, (at, _)| now - *at < STALE_SEND_MS);
+            line.in_flight.retain(|_, since| now - *since < STALE_SEND_MS);
+            if !line.busy(now) {
+                line.sending_since = None;
+            }
         }
         lines.retain(|_, line| !line.idle());
-        lines
-            .iter_mut()
-            .filter(|(_, line)| line.stranded(now))
-            .map(|(account, line)| (account.clone(), line.take_batch(now)))
-            .collect()
+        let (account, line) = lines.iter_mut().find(|(_, line)| line.stranded(now))?;
+        Some((account.clone(), line.take_batch(now)))
     });
-    for (account, batch) in stranded {
-        crate::log::job_error(
-            "settle",
-            &format!("sending {} settlement(s) of ended requests of account {account}", batch.len()),
-        );
-        send(env, &account, batch, Vec::new(), SEND_RETRY_MS, None).await;
-    }
+    let Some((account, batch)) = stranded else { return };
+    crate::log::job_error(
+        "settle",
+        &format!("sending {} settlement(s) of ended requests of account {account}", batch.len()),
+    );
+    send(env, &account, batch, Vec::new(), RESCUE_TRY_MS, None).await;
 }
 
 enum Turn {
