@@ -308,6 +308,12 @@ describe('rotation', () => {
       assert.equal(next.status, 200);
       assert.equal((await rotate(k.key)).status, 401, 'a secret two rotations old gets nothing');
       assert.equal((await chat(first.body.data.key)).status, grace ? 200 : 401);
+      // A header short enough to guess makes no repeat with the old secret.
+      const other2 = await ctx.admin.createKey(u.id);
+      const short = { 'idempotency-key': `r-${grace}` };
+      const once = await as(other2.key).call('POST', `/api/keys/${other2.id}/rotate`, { grace_seconds: grace }, short);
+      assert.equal(once.status, 200);
+      assert.equal((await as(other2.key).call('POST', `/api/keys/${other2.id}/rotate`, { grace_seconds: grace }, short)).status, 401);
     });
   }
 

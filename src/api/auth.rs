@@ -150,6 +150,17 @@ fn refuse_guess_if_blocked(client: &str, hash: &str, now: i64) -> Result<(), Api
     }
 }
 
+/// A repeat of a rotation presented with the secret rotated from (`keys::replay_own_rotation`): `false`
+/// while the client is blocked for failed authentications, which such a repeat that fails counts as
+/// (`note_failed_repeat`), so the header that makes it cannot be guessed faster than a key.
+pub(super) fn may_repeat(req: &Incoming, call: &Call) -> bool {
+    failures::blocked_until(&client_of(req), call.now_ms()).is_none()
+}
+
+pub(super) async fn note_failed_repeat(req: &Incoming, call: &Call) {
+    note_failure(call, &client_of(req), call.now_ms()).await;
+}
+
 /// Who is calling, for counting failed authentications: the client's address as Cloudflare
 /// saw it (one bucket for every caller where there is none, as under `wrangler dev`), an IPv6
 /// client by its /64 (`keys::failure_bucket`).

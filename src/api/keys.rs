@@ -451,17 +451,22 @@ fn derived_secret(call: &Call, asker: &str, id: &str, idem: &str, from_hash: &st
 
 /// How long a key that rotated itself may repeat that rotation with the secret it rotated from.
 const OWN_REPLAY_MS: i64 = 10 * 60 * 1000;
+/// The shortest `Idempotency-Key` such a repeat takes.
+const MIN_REPEATABLE_KEY: usize = 16;
 
 /// A key that rotated itself and lost the answer repeats the rotation with the secret it rotated from,
 /// which no longer signs anything in (401) or changes nothing (rotated out). The same `Idempotency-Key`
-/// within ten minutes, for a key still usable and not rotated since, gets the same new secret: the one
-/// this repeat derives is the key's current one, so only who made the rotation can get it. `None`: not
+/// (of 16 characters at least) within ten minutes, for a key still usable and not rotated since, gets the
+/// same new secret: the one this repeat derives is the key's current one, so only who made the rotation
+/// can get it; a repeat with another header counts as a failed authentication of its client. `None`: not
 /// such a repeat, and the caller's 401 stands.
 pub async fn replay_own_rotation(req: &Incoming, call: &Call, id: &str) -> Result<Option<Response>, ApiError> {
-    let Some(idem) = req.headers().get("idempotency-key").ok().flatten().filter(|k| !k.is_empty() && k.len() <= 200)
-    else {
+    // A header long enough not to be guessed (the console's are 26 characters; a UUID is 36).
+    let idem = req.headers().get("idempotency-key").ok().flatten();
+    let Some(idem) = idem.filter(|k| (MIN_REPEATABLE_KEY..=200).contains(&k.len())) else { return Ok(None) };
+    if !super::auth::may_repeat(req, call) {
         return Ok(None);
-    };
+    }
     let Some(presented) = super::auth::bearer(req).filter(|t| keys::looks_like_key(t)).map(|t| keys::hash(&t)) else {
         return Ok(None);
     };
@@ -476,6 +481,8 @@ pub async fn replay_own_rotation(req: &Incoming, call: &Call, id: &str) -> Resul
     }
     let again = derived_secret(call, &format!("key:{}", row.id), id, &idem, &presented)?;
     if again.hash != row.key_hash {
+        // The secret rotated from, with another header: a guess at the header, counted as one.
+        super::auth::note_failed_repeat(req, call).await;
         return Ok(None);
     }
     if let Some(org_id) = &row.org_id {
