@@ -168,9 +168,9 @@ fn part(p: &Value, i: usize, j: usize) -> Result<Value, InvalidRequest> {
 }
 
 /// Whether Gemini, given `url` as `fileUri`, reads no more than an image: it also takes YouTube links
-/// (a video, billed per second), its own Files API's files (anything the tenant's project uploaded) and
-/// any public link, so only an http(s) link elsewhere whose path does not name a video, audio or a
-/// document is sent. (An image part is held at an image's allowance; the video part is refused for the
+/// (a video, billed per second), its own Files API's files (`generativelanguage.googleapis.com`: anything
+/// the tenant's project uploaded) and any public link, so only an http(s) link elsewhere whose path does
+/// not name a video, audio or a document is sent. (An image part is held at an image's allowance; the video part is refused for the
 /// same reason.)
 fn fetched_as_an_image(url: &str) -> bool {
     let url = url.trim().to_ascii_lowercase();
@@ -179,10 +179,7 @@ fn fetched_as_an_image(url: &str) -> bool {
     let host = authority.rsplit('@').next().unwrap_or_default().split(':').next().unwrap_or_default();
     let host = host.trim_end_matches('.');
     let on = |domain: &str| host == domain || host.ends_with(&format!(".{domain}"));
-    if ["youtube.com", "youtu.be", "youtube-nocookie.com", "googleapis.com", "googleusercontent.com"]
-        .iter()
-        .any(|d| on(d))
-    {
+    if ["youtube.com", "youtu.be", "youtube-nocookie.com", "generativelanguage.googleapis.com"].iter().any(|d| on(d)) {
         return false;
     }
     let path = rest.split(['?', '#']).next().unwrap_or_default();
@@ -289,6 +286,8 @@ mod tests {
             "http://img.example/a?x=1.mp4",
             "HTTPS://cdn.example/photo",
             "https://e.com/a.b/c.webp",
+            "https://storage.googleapis.com/bucket/cat.png",
+            "https://lh3.googleusercontent.com/a/photo",
         ] {
             assert_eq!(sent(image).expect("sent"), Value::from(image), "{image}");
         }
