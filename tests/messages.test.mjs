@@ -319,6 +319,24 @@ describe('messages, what agents rely on', () => {
     assert.deepEqual([plain.stop_reason, plain.stop_sequence], ['end_turn', null]);
   });
 
+  // Claude Code with no model set sends Anthropic's own ids (its main model and a Haiku for background
+  // work); the price table names them `anthropic/…`, as OpenRouter writes them.
+  test("Anthropic's own model ids, as Claude Code sends them, are served as the price table's; an unknown one is Anthropic's 404", async () => {
+    const { user, client } = await anthropicFor();
+    const dated = await client.messages.create({ model: 'claude-3-5-haiku-20241022', max_tokens: 32, messages: [{ role: 'user', content: 'by its own id' }] });
+    assert.equal(dated.content[0].text, 'Echo: by its own id');
+    const [row] = await usageRows(ctx.admin, user.id, 1);
+    assert.equal(-micros(row.amount), costOf(DIRECT, dated.usage), "charged at the table's price for it");
+    const sent = ctx.gw.fake.requests.filter((r) => r.path === '/v1/messages').at(-1);
+    assert.equal(sent.body.model, 'claude-3-5-haiku-20241022', 'Anthropic is asked for its own id');
+    const counted = await client.messages.countTokens({ model: 'claude-3-5-haiku-20241022', messages: [{ role: 'user', content: 'count me' }] });
+    assert.ok(counted.input_tokens > 0);
+    await assert.rejects(
+      client.messages.create({ model: 'claude-nope-9', max_tokens: 8, messages: [{ role: 'user', content: 'hi' }] }),
+      (e) => e.status === 404 && e.error?.type === 'error' && /claude-nope-9/.test(e.message),
+    );
+  });
+
   test('a bearer token of the client\'s own beside the x-api-key it was given: the gateway key is the one used', async () => {
     const { user, key } = await anthropicFor();
     const res = await fetch(`${ctx.gw.url}/v1/messages`, {

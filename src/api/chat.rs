@@ -55,6 +55,7 @@ pub async fn create_message(mut req: Incoming, call: &Call, auth: Authenticated)
     let beta = anthropic_beta(&req)?;
     let (mut chat, origins) = anthropic::inbound::to_chat_traced(&body(&mut req, call, &auth).await?)?;
     chat.anthropic_beta = beta;
+    chat.model = priced_id(call, chat.model).await?;
     // A rule of the chat request checked later names a chat field: named here as the client wrote it.
     let stop = anthropic::inbound::sole_stop_sequence(&chat);
     serve(call, auth, chat, Dialect::Messages(stop)).await.map_err(|e| match e {
@@ -63,6 +64,18 @@ pub async fn create_message(mut req: Incoming, call: &Call, auth: Authenticated)
         }
         other => other,
     })
+}
+
+/// The model id the price table knows for the one a Messages client named: Anthropic's own ids
+/// (`claude-sonnet-4-5-20250929`, Claude Code's defaults, its background model's too) stand for the table's
+/// `anthropic/…` id (`routing::anthropic_ids`), so Claude Code works with no model set. An id the table has,
+/// or none of whose forms it has, is left as it is (and refused as unpriced, by its own name).
+async fn priced_id(call: &Call, model: String) -> Result<String, ApiError> {
+    let prices = price_table(call).await?;
+    if prices.contains_key(&model) {
+        return Ok(model);
+    }
+    Ok(routing::anthropic_ids(&model).into_iter().find(|id| prices.contains_key(id)).unwrap_or(model))
 }
 
 /// The client's `anthropic-beta` header (features it opts into), passed on to Anthropic only.
@@ -96,6 +109,7 @@ pub async fn count_message_tokens(mut req: Incoming, call: &Call, caller: &Calle
     }
     let mut chat = anthropic::inbound::to_chat(&serde_json::to_vec(&body).unwrap_or_default())?;
     chat.anthropic_beta = beta;
+    chat.model = priced_id(call, chat.model).await?;
     let lists = allowed::check_models(call, caller, [chat.model.as_str()]).await?;
     // Anthropic is asked only when the caller may use it; else (and should it not answer) the estimate.
     let may_ask = lists.iter().all(|l| l.allows_provider(routing::Provider::Anthropic.as_str()));

@@ -165,9 +165,81 @@ fn strip_prefix(model: &str) -> &str {
     model.split_once('/').map_or(model, |(_, rest)| rest)
 }
 
+/// The price table's ids an Anthropic model id may stand for (`claude-sonnet-4-5-20250929`, what Claude Code
+/// and the Anthropic SDKs send by default, is OpenRouter's `anthropic/claude-sonnet-4.5`), most exact first:
+/// as written, then with its version's dot (`3-5` → `3.5`), then without its date (or `-latest`), dotted
+/// and as written. Empty for an id that is not Anthropic's own (one with a vendor, or not `claude-…`).
+pub fn anthropic_ids(model: &str) -> Vec<String> {
+    if model.contains('/') || !model.starts_with("claude-") {
+        return Vec::new();
+    }
+    let undated = without_date(model).or_else(|| model.strip_suffix("-latest")).unwrap_or(model);
+    let mut ids = Vec::new();
+    for id in [model, undated] {
+        for form in [id.to_string(), dotted(id)] {
+            let form = format!("anthropic/{form}");
+            if !ids.contains(&form) {
+                ids.push(form);
+            }
+        }
+    }
+    ids
+}
+
+/// An id without its date suffix (`-20250929`), when it has one.
+fn without_date(id: &str) -> Option<&str> {
+    let (head, date) = id.rsplit_once('-')?;
+    (date.len() == 8 && date.bytes().all(|b| b.is_ascii_digit())).then_some(head)
+}
+
+/// A version's two numbers joined by a dot, as OpenRouter writes it: `claude-3-5-haiku` → `claude-3.5-haiku`,
+/// `claude-opus-4-1` → `claude-opus-4.1` (a date is not a version: eight digits).
+fn dotted(id: &str) -> String {
+    let number = |p: &str| (1..=2).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit());
+    let parts: Vec<&str> = id.split('-').collect();
+    let mut out = String::new();
+    let mut i = 0;
+    while i < parts.len() {
+        if !out.is_empty() {
+            out.push('-');
+        }
+        out.push_str(parts[i]);
+        if i + 1 < parts.len() && number(parts[i]) && number(parts[i + 1]) {
+            out.push('.');
+            out.push_str(parts[i + 1]);
+            i += 1;
+        }
+        i += 1;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn anthropic_ids_name_the_price_tables_forms() {
+        assert_eq!(
+            anthropic_ids("claude-sonnet-4-5-20250929"),
+            [
+                "anthropic/claude-sonnet-4-5-20250929",
+                "anthropic/claude-sonnet-4.5-20250929",
+                "anthropic/claude-sonnet-4-5",
+                "anthropic/claude-sonnet-4.5"
+            ]
+        );
+        assert_eq!(anthropic_ids("claude-3-5-haiku-latest")[3], "anthropic/claude-3.5-haiku");
+        assert_eq!(anthropic_ids("claude-opus-4-1")[1], "anthropic/claude-opus-4.1");
+        assert_eq!(
+            anthropic_ids("claude-sonnet-4-20250514"),
+            ["anthropic/claude-sonnet-4-20250514", "anthropic/claude-sonnet-4"]
+        );
+        assert_eq!(anthropic_ids("claude-3-opus"), ["anthropic/claude-3-opus"]);
+        assert!(anthropic_ids("anthropic/claude-3.5-haiku").is_empty(), "a vendor's id is the table's own");
+        assert!(anthropic_ids("gpt-4o").is_empty());
+        assert_eq!(anthropic_ids("claude-"), ["anthropic/claude-"], "odd, but no panic");
+    }
 
     #[test]
     fn without_direct_keys_everything_goes_to_openrouter_unchanged() {
