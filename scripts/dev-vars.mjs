@@ -1,7 +1,6 @@
 // Reads and writes the developer's .dev.vars (KEY=value lines; quotes optional; mode 0600).
 import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 
-/** The shortest operator token the gateway accepts (domain::keys::MIN_OPERATOR_TOKEN_LEN). */
 /**
  * Every setting the Worker reads (src/env.rs; the test suite checks none is missing). `npm start` takes each
  * from the environment over .dev.vars.
@@ -16,6 +15,7 @@ export const SETTINGS = [
   'RESERVATION_GRACE', 'AUTH_FAILURE_LIMIT',
 ];
 
+/** The shortest operator token the gateway accepts (domain::keys::MIN_OPERATOR_TOKEN_LEN). */
 export const MIN_OPERATOR_TOKEN_LEN = 32;
 
 /** Whether the gateway would refuse `token` as its operator token (too short, or the example's placeholder). */

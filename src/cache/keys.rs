@@ -1,7 +1,7 @@
 //! Key lookups: isolate memory → KV → D1. Negative answers are cached too,
 //! briefly, so a flood of bad keys costs no D1 reads.
 //!
-//! KV entries are JSON `KeyRecord`s under `key:<sha256>`; isolate memory
+//! KV entries are JSON `KeyRecord`s under `key:v2:<sha256>` (`super::FORMAT`); isolate memory
 //! entries live at most `MEMORY_TTL_MS`.
 
 use std::cell::RefCell;
