@@ -11,7 +11,7 @@ import { describe, test } from 'node:test';
 import OpenAI from 'openai';
 
 import { FAKE_ANTHROPIC_KEY, FAKE_GOOGLE_KEY, FAKE_OPENAI_KEY } from './fake-upstream.mjs';
-import { gatewayForFile, hangUpOnStream, hangUpsChargedOnce } from './fixture.mjs';
+import { gatewayForFile, generationOf, hangUpOnStream, hangUpsChargedOnce } from './fixture.mjs';
 import { FAKE_UPSTREAM_KEY } from './harness.mjs';
 
 const ctx = gatewayForFile({ vars: { OPENAI_API_KEY: FAKE_OPENAI_KEY, ANTHROPIC_API_KEY: FAKE_ANTHROPIC_KEY, GOOGLE_API_KEY: FAKE_GOOGLE_KEY, LOG_LEVEL: 'debug' } });
@@ -271,16 +271,6 @@ const calls = (path) => ctx.gw.fake.requests.filter((r) => r.path === path).leng
 const OPENROUTER = '/api/v1/chat/completions';
 const balance = async () => micros((await ctx.admin.call('GET', `/api/balance?user_id=${user.id}`)).body.balance);
 
-/** The usage record of a request, once it has been copied to D1. */
-async function generation(id) {
-  for (let i = 0; i < 50; i++) {
-    const g = await ctx.admin.call('GET', `/api/v1/generation?id=${id}`);
-    if (g.status === 200) return g.body.data;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`no usage record for ${id}`);
-}
-
 test('an Anthropic stream broken off after its start is charged the prompt and cache it reported, and the output delivered', async () => {
   await setup();
   const key = await ctx.admin.createKey(user.id, { name: 'cut anthropic' });
@@ -294,7 +284,7 @@ test('an Anthropic stream broken off after its start is charged the prompt and c
   });
   assert.equal(res.status, 200);
   assert.match(await res.text(), /"error"/, 'the stream ended with an error event');
-  const record = await generation(res.headers.get('x-request-id'));
+  const record = await generationOf(ctx.admin, res.headers.get('x-request-id'));
   const input = Math.ceil(content.length / 4) + 3; // the fake's count
   assert.equal(record.tokens_prompt, input + 5_000, 'the prompt and cache write Anthropic reported, not an estimate');
   assert.ok(record.tokens_completion >= 1);
@@ -366,7 +356,7 @@ describe('retries and fallbacks', () => {
     const { data, response } = await client.chat.completions.create({ model: p.model, messages: [{ role: 'user', content: 'retry me' }] }).withResponse();
     assert.equal(response.headers.get('x-tollgate-provider'), 'anthropic');
     assert.equal(calls('/v1/messages'), before.calls + 2);
-    const record = await generation(response.headers.get('x-request-id'));
+    const record = await generationOf(ctx.admin, response.headers.get('x-request-id'));
     assert.equal(record.provider, 'anthropic');
     assert.equal(before.balance - (await balance()), micros(data.usage.cost), 'charged once');
     const line = ctx.gw.logs().split('\n').find((l) => l.includes(response.headers.get('x-request-id')) && l.includes('"attempts"'));
@@ -395,7 +385,7 @@ describe('retries and fallbacks', () => {
     assert.equal(calls('/openai/v1/chat/completions'), before.openai + 3);
     assert.equal(calls(OPENROUTER), before.openrouter + 1);
     assert.equal(ctx.gw.fake.requests.filter((r) => r.path === OPENROUTER).at(-1).body.model, 'openai/gpt-4o-mini');
-    const record = await generation(response.headers.get('x-request-id'));
+    const record = await generationOf(ctx.admin, response.headers.get('x-request-id'));
     assert.equal(record.provider, 'openrouter');
     assert.equal(before.balance - (await balance()), micros(data.usage.cost), 'charged once');
   });
@@ -411,7 +401,7 @@ describe('retries and fallbacks', () => {
     assert.equal(response.headers.get('x-tollgate-provider'), 'google');
     assert.equal(data.model, 'google/gemini-2.0-flash-001', 'the answer names the model that served');
     assert.equal(ctx.gw.fake.requests.filter((r) => r.path.startsWith('/v1beta/')).at(-1).body.models, undefined);
-    const record = await generation(response.headers.get('x-request-id'));
+    const record = await generationOf(ctx.admin, response.headers.get('x-request-id'));
     assert.deepEqual([record.model, record.provider], ['google/gemini-2.0-flash-001', 'google']);
     const cost = Math.ceil((data.usage.prompt_tokens * 100_000 + data.usage.completion_tokens * 400_000) / 1e6);
     assert.equal(micros(data.usage.cost), cost, "Gemini's price, not the dearer Claude's the request reserved for");
@@ -431,7 +421,7 @@ describe('retries and fallbacks', () => {
       assert.deepEqual(ctx.gw.fake.requests.filter((r) => r.path === OPENROUTER).at(-1).body.models, ['openai/gpt-4o'], 'OpenRouter gets the list');
       const cost = Math.ceil((usage.prompt_tokens * 2_500_000 + usage.completion_tokens * 10_000_000) / 1e6);
       assert.equal(micros(usage.cost), cost, "GPT-4o's price, the model OpenRouter served");
-      const record = await generation(response.headers.get('x-request-id'));
+      const record = await generationOf(ctx.admin, response.headers.get('x-request-id'));
       assert.equal(record.model, 'openai/gpt-4o');
       assert.equal(before - (await balance()), cost);
     });

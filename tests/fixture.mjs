@@ -42,6 +42,16 @@ export async function usageRows(admin, userId, count) {
   throw new Error(`the ledger never showed ${count} charges`);
 }
 
+/** The usage record (`GET /api/v1/generation`) of a request by its id or its answer's, once it has been copied to D1. */
+export async function generationOf(admin, id) {
+  for (let i = 0; i < 50; i++) {
+    const g = await admin.call('GET', `/api/v1/generation?id=${encodeURIComponent(id)}`);
+    if (g.status === 200) return g.body.data;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`no usage record for ${id}`);
+}
+
 /**
  * Streams a request (`body` as JSON to `path`, with `headers`) and hangs up once `until` has come in what was
  * read; answers the request id. Fails should the stream end before it.

@@ -10,7 +10,7 @@ import { describe, test } from 'node:test';
 import Anthropic from '@anthropic-ai/sdk';
 
 import { FAKE_ANTHROPIC_KEY } from './fake-upstream.mjs';
-import { gatewayForFile, hangUpOnStream, hangUpsChargedOnce, usageRows } from './fixture.mjs';
+import { gatewayForFile, generationOf, hangUpOnStream, hangUpsChargedOnce, usageRows } from './fixture.mjs';
 
 const ctx = gatewayForFile({ vars: { ANTHROPIC_API_KEY: FAKE_ANTHROPIC_KEY } });
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -44,14 +44,7 @@ for (const model of [DIRECT, VIA_OPENROUTER]) {
       assert.equal(micros(msg.usage.cost), costOf(model, msg.usage), 'usage.cost is the charge');
       // The id the answer carried finds its generation (`msg_…`, made from the chat answer's id).
       assert.match(msg.id, /^msg_/);
-      let generation;
-      for (let i = 0; i < 50 && !generation; i++) {
-        const g = await ctx.admin.call('GET', `/api/v1/generation?id=${encodeURIComponent(msg.id)}`);
-        if (g.status === 200) generation = g.body.data;
-        else await new Promise((r) => setTimeout(r, 100));
-      }
-      assert.ok(generation, `the generation of ${msg.id}`);
-      assert.equal(micros(generation.total_cost), costOf(model, msg.usage));
+      assert.equal(micros((await generationOf(ctx.admin, msg.id)).total_cost), costOf(model, msg.usage));
     });
 
     test('streamed with the SDK\'s stream helper', async () => {

@@ -10,7 +10,7 @@ import { describe, test } from 'node:test';
 import OpenAI from 'openai';
 
 import { FAKE_ANTHROPIC_KEY, FAKE_OPENAI_KEY } from './fake-upstream.mjs';
-import { gatewayForFile, hangUpOnStream, hangUpsChargedOnce, usageRows } from './fixture.mjs';
+import { gatewayForFile, generationOf, hangUpOnStream, hangUpsChargedOnce, usageRows } from './fixture.mjs';
 
 const ctx = gatewayForFile({ vars: { OPENAI_API_KEY: FAKE_OPENAI_KEY, ANTHROPIC_API_KEY: FAKE_ANTHROPIC_KEY } });
 const micros = (usd) => Math.round(usd * 1e6);
@@ -40,14 +40,7 @@ for (const model of [VIA_OPENROUTER, DIRECT]) {
       const [row] = await usageRows(ctx.admin, user.id, 1);
       assert.equal(-micros(row.amount), costOf(model, res.usage));
       // The id the answer carried finds its generation (`resp_…`, made from the chat answer's id).
-      let generation;
-      for (let i = 0; i < 50 && !generation; i++) {
-        const g = await ctx.admin.call('GET', `/api/v1/generation?id=${encodeURIComponent(res.id)}`);
-        if (g.status === 200) generation = g.body.data;
-        else await new Promise((r) => setTimeout(r, 100));
-      }
-      assert.ok(generation, `the generation of ${res.id}`);
-      assert.equal(micros(generation.total_cost), costOf(model, res.usage));
+      assert.equal(micros((await generationOf(ctx.admin, res.id)).total_cost), costOf(model, res.usage));
     });
 
     test('streamed with the SDK\'s stream helper', async () => {
