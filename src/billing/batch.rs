@@ -246,6 +246,9 @@ async fn send(
 ) -> Option<client::Settled> {
     let settlements: Vec<Settlement> = batch.iter().map(|p| p.settlement.clone()).collect();
     let settled = client::settle(env, account, settlements, returning.clone(), tries_for_ms).await;
+    if settled.is_some() {
+        leases::returned(account, &returning);
+    }
     let Some(settled) = settled else {
         // Not confirmed: back in line, for the next sender (or each request's own task) to try again.
         leases::not_returned(account, returning);
@@ -358,8 +361,9 @@ async fn give_back(env: &Env, drained: Vec<(String, String)>) {
         }
     }
     for (account, ids) in by_account {
-        if client::settle(env, &account, Vec::new(), ids.clone(), 10_000).await.is_none() {
-            leases::not_returned(&account, ids);
+        match client::settle(env, &account, Vec::new(), ids.clone(), 10_000).await {
+            Some(_) => leases::returned(&account, &ids),
+            None => leases::not_returned(&account, ids),
         }
     }
 }

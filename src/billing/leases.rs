@@ -25,9 +25,15 @@ thread_local! {
     static LEASES: RefCell<HashMap<String, KeyLeases>> = RefCell::new(HashMap::new());
     /// Keys with a lease being asked for.
     static ASKING: RefCell<HashSet<String>> = RefCell::new(HashSet::new());
-    /// Leases taken out to be given back whose message was not confirmed: `(account id, lease id)`.
-    static UNRETURNED: RefCell<Vec<(String, String)>> = const { RefCell::new(Vec::new()) };
+    /// Leases taken out to be given back and not yet confirmed given back: `(account id, lease id, when a
+    /// message giving it back was sent)`. One whose message failed (`None`), or whose message's task died
+    /// under it (sent `RETURN_STALE_MS` ago), goes with the next message that gives leases back.
+    static UNRETURNED: RefCell<Vec<(String, String, Option<i64>)>> = const { RefCell::new(Vec::new()) };
 }
+
+/// A lease's giving back still unconfirmed this long is taken to have died with its task (a message is
+/// tried for 20 s at most: `batch::SEND_RETRY_MS`).
+const RETURN_STALE_MS: i64 = 25_000;
 
 /// Starts request `request_id` of `key_id` on its current lease when that covers `worst_case`: the lease's id.
 pub fn take(key_id: &str, request_id: &str, hash: &str, worst_case: i64, now: i64) -> Option<String> {
@@ -126,13 +132,19 @@ pub fn take_drained(now: i64, account: Option<&str>) -> Vec<(String, String)> {
         }
         all.retain(|_, l| l.current.is_some() || !l.draining.is_empty() || l.started_on_last > 0 || l.changes > 0);
         UNRETURNED.with_borrow_mut(|unreturned| {
-            unreturned.retain(|(a, id)| {
-                let take = account.is_none_or(|wanted| a == wanted);
-                if take {
+            for (a, id, sent) in unreturned.iter_mut() {
+                let free = sent.is_none_or(|at| now - at >= RETURN_STALE_MS);
+                if free && account.is_none_or(|wanted| a == wanted) {
+                    *sent = Some(now);
                     ids.push((a.clone(), id.clone()));
                 }
-                !take
-            });
+            }
+            // Kept until confirmed given back (`returned`): a task that dies sending them loses none.
+            for (a, id) in &ids {
+                if !unreturned.iter().any(|(ua, uid, _)| ua == a && uid == id) {
+                    unreturned.push((a.clone(), id.clone(), Some(now)));
+                }
+            }
         });
         ids
     })
@@ -140,8 +152,19 @@ pub fn take_drained(now: i64, account: Option<&str>) -> Vec<(String, String)> {
 
 /// Leases whose giving back was not confirmed: they go with the next message that gives leases back.
 pub fn not_returned(account: &str, lease_ids: Vec<String>) {
-    UNRETURNED
-        .with_borrow_mut(|unreturned| unreturned.extend(lease_ids.into_iter().map(|id| (account.to_string(), id))));
+    UNRETURNED.with_borrow_mut(|unreturned| {
+        for id in lease_ids {
+            match unreturned.iter_mut().find(|(a, uid, _)| a == account && *uid == id) {
+                Some((_, _, sent)) => *sent = None,
+                None => unreturned.push((account.to_string(), id, None)),
+            }
+        }
+    });
+}
+
+/// Leases the object confirmed given back.
+pub fn returned(account: &str, lease_ids: &[String]) {
+    UNRETURNED.with_borrow_mut(|unreturned| unreturned.retain(|(a, id, _)| a != account || !lease_ids.contains(id)));
 }
 
 /// Claims the leases in use with nothing in flight on them that no one has yet claimed to give back when
@@ -212,7 +235,13 @@ mod tests {
         settled("k-drain", "l-1", "r1", Some(95));
         assert!(take_drained(1_000, Some("other")).is_empty());
         assert_eq!(take_drained(1_000, Some("acct-1")), vec![("acct-1".to_string(), "l-1".to_string())]);
+        assert!(take_drained(1_001, None).is_empty(), "on its way: not given back twice");
         not_returned("acct-1", vec!["l-1".into()]);
-        assert_eq!(take_drained(1_000, None), vec![("acct-1".to_string(), "l-1".to_string())], "tried again later");
+        assert_eq!(take_drained(1_002, None), vec![("acct-1".to_string(), "l-1".to_string())], "tried again later");
+        assert!(take_drained(2_000, None).is_empty());
+        // Its message's task died under it: taken again once that message is stale.
+        assert_eq!(take_drained(1_002 + RETURN_STALE_MS, None).len(), 1);
+        returned("acct-1", &["l-1".to_string()]);
+        assert!(take_drained(1_002 + 2 * RETURN_STALE_MS, None).is_empty(), "confirmed: gone");
     }
 }
