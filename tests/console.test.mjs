@@ -274,7 +274,12 @@ describe('web console', () => {
     // A second key for the same user, for the key holder's sign-in below.
     state.second = await ctx.admin.createKey(state.userId, { name: 'phone', permissions: ['read', 'write'] });
     await go(page, 'Keys');
+    // Disabling is asked first: cancelled, nothing changes.
     await page.getByRole('button', { name: 'Disable key laptop' }).click();
+    await page.getByRole('dialog').getByRole('button', { name: 'Cancel' }).click();
+    assert.equal((await ctx.admin.call('GET', `/api/keys/${state.keyId}`)).body.data.disabled, false);
+    await page.getByRole('button', { name: 'Disable key laptop' }).click();
+    await page.getByRole('dialog').getByRole('button', { name: 'Disable' }).click();
     await page.getByRole('button', { name: 'Enable key laptop' }).waitFor();
     const row = page.getByRole('row').filter({ has: page.getByRole('cell', { name: 'laptop', exact: true }) });
     assert.equal(await row.locator('.badge').textContent(), 'disabled');
@@ -394,6 +399,17 @@ describe('web console', () => {
     await page.getByRole('button', { name: 'Show' }).click();
     await page.getByRole('heading', { name: /Your usage by day/ }).waitFor();
     await shoot(page, 'key-holder');
+    // It rotates the key it is signed in with, without grace: the console goes on with the new secret.
+    await page.getByLabel('Rotate key phone', { exact: true }).click();
+    await page.getByRole('form', { name: 'Rotation of phone' }).getByRole('button', { name: 'Rotate now' }).click();
+    const rotated = page.getByRole('textbox', { name: 'New secret for “phone”' });
+    await rotated.waitFor();
+    await page.getByText(/This console now signs in with the new secret/).waitFor();
+    const phoneSecret = await rotated.inputValue();
+    assert.equal(await page.evaluate(() => JSON.parse(sessionStorage.getItem('tollgate.console.session')).token), phoneSecret);
+    await page.reload();
+    await page.getByRole('cell', { name: 'phone', exact: true }).waitFor();
+    state.second.key = phoneSecret;
     state.holderViolations = await accessibilityViolations(page, 'My account');
     assert.deepEqual(page.errors, []);
     await page.context().close();

@@ -147,6 +147,12 @@ describe('end-user budgets', () => {
     res = await chat(ctx.gw.url, key.key, { user: 'dave' });
     assert.equal(res.status, 402, 'still the key default');
     await res.arrayBuffer();
+    // A dot segment cannot be named in a URL (a browser resolves `..` away, onto the key itself): refused.
+    for (const dots of ['%20..', '%20.', '.%2E%20']) {
+      const bad = await ctx.admin.call('PUT', `/api/keys/${key.id}/end-users/${dots}`, { limit: 1 });
+      assert.equal(bad.status, 400, dots);
+      assert.match(bad.body.error.message, /not `\.` or `\.\.`/);
+    }
 
     // The usage copies reach D1 after the answers; stats group them per end user.
     let buckets = [];

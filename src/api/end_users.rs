@@ -89,8 +89,13 @@ async fn set(call: &Call, caller: &Caller, key_id: &str, raw: &str, own: OwnBudg
         .ok()
         .and_then(|s| s.as_string())
         .and_then(|s| end_user_id(Some(&s)))
+        // `.` and `..` are dot segments: a browser's URL parser resolves them away (a console's DELETE of end
+        // user `..` would reach the key itself), so no budget is set or cleared for them by path.
+        .filter(|id| id != "." && id != "..")
         .ok_or_else(|| {
-            ApiError::bad_request("the end user in the path must be 1 to 256 characters, no control characters")
+            ApiError::bad_request(
+                "the end user in the path must be 1 to 256 characters, no control characters, and not `.` or `..`",
+            )
         })?;
     let db = env::db(&call.env).map_err(ApiError::internal)?;
     let key = managed_key(&db, caller, key_id).await?;

@@ -35,7 +35,8 @@ export function endUsersPage(main, params) {
           { label: 'Own budget', cell: (u) => (u.own_budget ? badge('own', 'active') : 'default') },
           {
             label: 'Actions',
-            cell: (u) => (u.own_budget
+            // `.` and `..` cannot be named in a URL (the browser resolves them away): no action for them.
+            cell: (u) => (u.own_budget && u.end_user !== '.' && u.end_user !== '..'
               ? actionButton('Use default', async () => {
                 await del(`/api/keys/${enc}/end-users/${encodeURIComponent(u.end_user)}`);
                 list.reload();

@@ -6,6 +6,7 @@ import { del, get, idempotencyKey, patch, post, qs } from '../api.js';
 import { dateTime, usd } from '../format.js';
 import { link, navigate } from '../router.js';
 import { actionButton, badge, clear, confirmAction, field, form, h, pager, secretPanel, select, table, widget } from '../ui.js';
+import * as session from '../session.js';
 
 const PAGE_SIZE = 20;
 
@@ -147,14 +148,21 @@ export function keyTable(rows, { admin, canWrite = true, onChange, secretArea })
   const actions = (k) => {
     if (!canWrite) return activity(k);
     const enc = encodeURIComponent(k.id);
+    const own = session.current()?.key_id === k.id;
     const toggle = actionButton(k.disabled ? 'Enable' : 'Disable', async () => {
+      // Disabling stops a key's traffic at once (and, for the key signed in here, the console's): asked first.
+      const why = own ? 'It is the key you are signed in with: the console stops working with it.' : 'Its requests stop at once; Enable brings it back.';
+      if (!k.disabled && !(await confirmAction(`Disable key “${k.name}” (${k.key_prefix}…)? ${why}`, 'Disable'))) return;
       await patch(`/api/keys/${enc}`, { disabled: !k.disabled });
       onChange();
     }, { class: 'secondary', 'aria-label': `${k.disabled ? 'Enable' : 'Disable'} key ${k.name}` });
     const rotate = h('details', { class: 'rotate' }, h('summary', { 'aria-label': `Rotate key ${k.name}` }, 'Rotate'),
       rotateForm(k, (res) => {
+        // The key signed in here: the console goes on with the new secret (the old one may have stopped).
+        if (own) session.save({ ...session.current(), token: res.key });
+        const old = res.previous_expires_at ? `The old secret works until ${dateTime(res.previous_expires_at)}.` : 'The old secret stopped working.';
         clear(secretArea, secretPanel(`New secret for “${k.name}”`, res.key,
-          h('p', { class: 'hint' }, res.previous_expires_at ? `The old secret works until ${dateTime(res.previous_expires_at)}.` : 'The old secret stopped working.')));
+          h('p', { class: 'hint' }, own ? `${old} This console now signs in with the new secret.` : old)));
         secretArea.scrollIntoView?.({ block: 'nearest' });
         secretArea.querySelector('input')?.focus();
         onChange();

@@ -19,7 +19,7 @@ export function routesPage(main) {
         { label: 'Native id', cell: (x) => x.native_model },
         { label: 'OpenRouter fallback', cell: (x) => (x.fallback_to_openrouter ? 'yes' : 'no') },
         { label: 'Pin', cell: (x) => (x.pinned ? [badge('pinned', 'edited'), ' ', actionButton('Unpin', async () => {
-          await del(`/api/admin/routes/${x.model}`);
+          await del(`/api/admin/routes/${pathOf(x.model)}`);
           list.reload();
         }, { class: 'secondary', 'aria-label': `Unpin ${x.model}` })] : '—') },
       ], r.data, { caption: 'Routes' }));
@@ -37,7 +37,7 @@ export function routesPage(main) {
   ], async (fd) => {
     const model = fd.get('model').trim();
     const native = fd.get('native_model').trim();
-    const { data } = await put(`/api/admin/routes/${model}`, {
+    const { data } = await put(`/api/admin/routes/${pathOf(model)}`, {
       provider: fd.get('provider'), native_model: native || null, fallback_to_openrouter: fd.get('fallback') === 'on',
     });
     list.reload();
@@ -45,4 +45,9 @@ export function routesPage(main) {
   });
 
   main.append(h('h1', {}, 'Routes'), pin, list.el);
+}
+
+/** A model id as path segments, each encoded (an id's `?`, `#` or `%` would send the call elsewhere). */
+function pathOf(model) {
+  return model.split('/').map(encodeURIComponent).join('/');
 }
