@@ -98,7 +98,10 @@ pub async fn update_user(mut req: Incoming, call: &Call, id: &str) -> Result<Res
 
 /// Soft delete: the user's keys are disabled at once and leave the caches; the upstream keys provisioned
 /// for it are disabled at OpenRouter first (should OpenRouter fail, nothing is deleted: 502, repeat it;
-/// without a provisioning key they cannot be, and are counted as left live).
+/// without a provisioning key they cannot be, and are counted as left live). The keys are disabled and
+/// their objects told before the user is deleted, so a step that fails (a 500) leaves the user live and
+/// the whole deletion repeatable; the other way round, a failed disable left a deleted user's keys
+/// working, and no call could reach them (a deleted user's keys are not managed).
 pub async fn delete_user(call: &Call, id: &str) -> Result<Response, ApiError> {
     let db = db(call)?;
     if store::users::get_live(&db, id).await?.is_none() {
@@ -106,11 +109,15 @@ pub async fn delete_user(call: &Call, id: &str) -> Result<Response, ApiError> {
     }
     let upstream = super::provision::disable_upstream_keys_of(call, &db, id).await?;
     let now = to_iso(call.now_ms());
+    let mut keys = store::keys::disable_for_user(&db, id, &now).await?;
+    super::keys::publish(call, &keys).await?;
     if !store::users::soft_delete(&db, id, &now).await? {
         return Err(ApiError::not_found(format!("user {id} not found")));
     }
-    let keys = store::keys::disable_for_user(&db, id, &now).await?;
-    super::keys::publish(call, &keys).await?;
+    // A key made for the user meanwhile (by an admin) is disabled too.
+    let made_meanwhile = store::keys::disable_enabled_for_user(&db, id, &now).await?;
+    super::keys::publish(call, &made_meanwhile).await?;
+    keys.extend(made_meanwhile);
     let answer = json!({ "id": id, "deleted": true, "keys_disabled": keys.len(),
         "upstream_keys_disabled": upstream.disabled, "upstream_keys_left_live": upstream.left_live });
     respond::data(200, &answer)

@@ -202,6 +202,11 @@ const DISABLE_FOR_USER: &str = concat!(
     stamp!("?2"),
     " WHERE user_id = ?1 AND deleted_at IS NULL RETURNING *"
 );
+const DISABLE_ENABLED_FOR_USER: &str = concat!(
+    "UPDATE api_keys SET disabled = 1, ",
+    stamp!("?2"),
+    " WHERE user_id = ?1 AND deleted_at IS NULL AND disabled = 0 RETURNING *"
+);
 const DISABLE_FOR_ORG: &str = concat!(
     "UPDATE api_keys SET disabled = 1, ",
     stamp!("?2"),
@@ -375,6 +380,15 @@ pub async fn rotate(db: &D1Database, r: &Rotation<'_>) -> Result<Option<String>,
 /// Disables every live key of a user; returns them (their hashes must leave the caches).
 pub async fn disable_for_user(db: &D1Database, user_id: &str, now_iso: &str) -> Result<Vec<KeyRow>, StoreError> {
     Ok(db.prepare(DISABLE_FOR_USER).bind(&[text(user_id), text(now_iso)])?.all().await?.results::<KeyRow>()?)
+}
+
+/// Disables a user's live keys still enabled (made since the others were disabled); returns them.
+pub async fn disable_enabled_for_user(
+    db: &D1Database,
+    user_id: &str,
+    now_iso: &str,
+) -> Result<Vec<KeyRow>, StoreError> {
+    Ok(db.prepare(DISABLE_ENABLED_FOR_USER).bind(&[text(user_id), text(now_iso)])?.all().await?.results::<KeyRow>()?)
 }
 
 /// Disables every live key of an organization; returns them.
