@@ -172,6 +172,20 @@ describe('web console', () => {
     const userId = decodeURIComponent(new URL(page.url()).hash.split('/')[2]);
     state.userId = userId;
 
+    // The first answer is lost on its way (the credit went through); the operator reloads and applies again:
+    // the same credit, not a second.
+    const credits = '**/api/balance/admin/add';
+    await page.route(credits, async (route) => {
+      await route.fetch();
+      await route.abort('connectionreset');
+    });
+    await page.getByLabel('Amount (USD)').fill('5');
+    await page.getByLabel('Description').fill('console top-up');
+    await page.getByRole('button', { name: 'Apply' }).click();
+    await page.getByRole('alert').waitFor();
+    await page.unroute(credits);
+    await page.reload();
+    await page.getByRole('heading', { name: 'Ann Console', level: 1 }).waitFor();
     await page.getByLabel('Amount (USD)').fill('5');
     await page.getByLabel('Description').fill('console top-up');
     await page.getByRole('button', { name: 'Apply' }).click();

@@ -114,7 +114,7 @@ function signIn() {
   const button = h('button', { type: 'submit' }, 'Sign in');
   const f = h('form', { class: 'signin', 'aria-labelledby': 'signin-title' },
     h('h1', { id: 'signin-title' }, 'Sign in to the Tollgate console'),
-    h('p', {}, 'Paste the operator token to run the tenant, or a key (sk-tg-…) to see its own balance, limits and spend. It is kept in this tab only and forgotten when the tab closes or you sign out.'),
+    h('p', {}, 'Paste the operator token to run the tenant, or a key (sk-tg-…) to see its own balance, limits and spend. It is kept in the session storage of this tab only (a browser that restores closed tabs may bring it back with the tab): sign out when you are done.'),
     field('Operator token or key', input),
     button, live);
   f.addEventListener('submit', async (ev) => {

@@ -16,6 +16,7 @@ export function save(session) {
   sessionStorage.setItem(KEY, JSON.stringify(session));
 }
 
+/** Signs out: the credential goes, and whatever else the console kept in this tab (a pending credit's key). */
 export function clear() {
-  sessionStorage.removeItem(KEY);
+  for (const name of Object.keys(sessionStorage)) if (name.startsWith('tollgate.console.')) sessionStorage.removeItem(name);
 }

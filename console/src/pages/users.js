@@ -83,8 +83,15 @@ export function userPage(main, id) {
 
   // One Idempotency-Key per intended credit: a double click or a retry after a lost answer
   // changes nothing; a new key is drawn once the credit went through. Sent again with another amount
-  // or type (edited after a lost answer), the gateway answers 409: the first went through.
-  let creditKey = idempotencyKey('console-credit');
+  // or type (edited after a lost answer), the gateway answers 409: the first went through. The key waits
+  // in this tab's storage until then, so a reload or a visit elsewhere before the retry keeps it too.
+  const pendingName = `tollgate.console.credit.${id}`;
+  const drawKey = () => {
+    const key = idempotencyKey('console-credit');
+    sessionStorage.setItem(pendingName, key);
+    return key;
+  };
+  let creditKey = sessionStorage.getItem(pendingName) ?? drawKey();
   const credit = form({ class: 'card', 'aria-labelledby': 'credit-title' }, [
     h('h2', { id: 'credit-title' }, 'Credit or adjust'),
     h('div', { class: 'row wrap' },
@@ -100,12 +107,12 @@ export function userPage(main, id) {
       ({ data } = await post('/api/balance/admin/add', body, { headers: { 'idempotency-key': creditKey } }));
     } catch (e) {
       if (e.status !== 409) throw e;
-      creditKey = idempotencyKey('console-credit');
+      creditKey = drawKey();
       balance.reload();
       ledger.reload();
       throw new Error('The credit sent before (its answer was lost) went through with another amount or type: check the ledger; applying this one now would be a second credit.');
     }
-    creditKey = idempotencyKey('console-credit');
+    creditKey = drawKey();
     el.reset();
     balance.reload();
     ledger.reload();
