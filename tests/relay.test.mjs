@@ -427,6 +427,25 @@ describe('errors are OpenAI-shaped', () => {
 });
 
 describe('models, health, cron', () => {
+  test('before its prices are synced a tenant lists no model (it serves none: each is unpriced)', async () => {
+    const fresh = await startGateway({ syncPrices: false });
+    try {
+      const body = await (await fetch(`${fresh.url}/v1/models`)).json();
+      assert.deepEqual(body.data, []);
+      const admin = adminClient(fresh.url, fresh.adminToken);
+      assert.equal((await admin.call('POST', '/api/models/pricing/sync')).status, 200);
+      // The list is remembered a moment in the isolate; the synced prices then list it.
+      let listed = [];
+      for (let i = 0; i < 40 && !listed.some((m) => m.id === MODEL); i++) {
+        listed = (await (await fetch(`${fresh.url}/v1/models`)).json()).data;
+        if (!listed.some((m) => m.id === MODEL)) await new Promise((r) => setTimeout(r, 250));
+      }
+      assert.ok(listed.some((m) => m.id === MODEL), 'listed once priced');
+    } finally {
+      await fresh.stop();
+    }
+  });
+
   test('GET /v1/models lists upstream models in OpenAI shape with OpenRouter price strings', async () => {
     for (const path of ['/v1/models', '/api/v1/models']) {
       const res = await fetch(gw.url + path);

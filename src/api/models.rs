@@ -126,25 +126,23 @@ async fn upstream_list(call: &Call, kv: &worker::KvStore) -> Result<String, ApiE
     Ok(body)
 }
 
-/// `owned_by` names the provider that serves each model here. Once the
-/// tenant has prices, the list is its priced, active models: local prices win
-/// over the upstream's (they are what it charges), and priced models the
-/// upstream does not list (a direct provider's own) are listed too.
+/// `owned_by` names the provider that serves each model here. The list is the tenant's priced, active
+/// models: local prices win over the upstream's (they are what it charges), and priced models the
+/// upstream does not list (a direct provider's own) are listed too. Before its prices are synced a
+/// tenant serves no model (each is unpriced: 404), so none is listed.
 fn priced_models(body: &str, prices: &PriceTable, direct: &[Provider]) -> String {
     let Ok(mut list) = serde_json::from_slice::<Value>(body.as_bytes()) else { return body.to_string() };
     let Some(models) = list.get_mut("data").and_then(|d| d.as_array_mut()) else { return body.to_string() };
     let active = |id: &str| prices.get(id).filter(|r| r.is_active != 0);
-    if !prices.is_empty() {
-        models.retain(|m| m.get("id").and_then(Value::as_str).is_some_and(|id| active(id).is_some()));
-        let listed: HashSet<String> = models.iter().filter_map(|m| m["id"].as_str().map(str::to_string)).collect();
-        let mut unlisted: Vec<&PriceRow> =
-            prices.values().filter(|r| r.is_active != 0 && !listed.contains(&r.model_name)).collect();
-        unlisted.sort_by(|a, b| a.model_name.cmp(&b.model_name));
-        models.extend(unlisted.into_iter().map(|r| {
-            json!({ "id": r.model_name, "object": "model", "created": 0, "name": r.display_name,
-                    "context_length": r.context_length })
-        }));
-    }
+    models.retain(|m| m.get("id").and_then(Value::as_str).is_some_and(|id| active(id).is_some()));
+    let listed: HashSet<String> = models.iter().filter_map(|m| m["id"].as_str().map(str::to_string)).collect();
+    let mut unlisted: Vec<&PriceRow> =
+        prices.values().filter(|r| r.is_active != 0 && !listed.contains(&r.model_name)).collect();
+    unlisted.sort_by(|a, b| a.model_name.cmp(&b.model_name));
+    models.extend(unlisted.into_iter().map(|r| {
+        json!({ "id": r.model_name, "object": "model", "created": 0, "name": r.display_name,
+                "context_length": r.context_length })
+    }));
     for m in models.iter_mut() {
         let Some(id) = m["id"].as_str().map(str::to_string) else { continue };
         let row = active(&id);
