@@ -40,15 +40,16 @@ const STALE_SEND_MS: f64 = 25_000.0;
 const STRANDED_MS: f64 = 2_000.0;
 /// How long such a rescue is tried: a little, as the task sending it has spent part of its own life.
 const RESCUE_TRY_MS: i64 = 5_000;
-/// How often a rescued settlement the object answered as failed is put in line again.
+/// How often a settlement whose own task is gone is sent again after the object answered it as failed.
 const RESCUES: u8 = 3;
 
+#[derive(Clone)]
 struct Pending {
     settlement: Settlement,
     key_id: String,
     /// When it was put in line.
     queued_ms: f64,
-    /// Times it was sent by a task not its own and failed in the object.
+    /// Times it failed in the object with no task of its own left to send it again.
     rescued: u8,
 }
 
@@ -65,9 +66,12 @@ struct Line {
     /// Settlements another task sent (answered or given up on): their own tasks may end (with when: one
     /// whose task has ended, having given up on it, is dropped after `STALE_SEND_MS`), and how it ended.
     finished: HashMap<String, (f64, Confirmed)>,
-    /// Settlements the object answered as failed, back to their own tasks (with when: one whose task
-    /// has ended is dropped after `STALE_SEND_MS`).
+    /// Settlements the object answered as failed, back to their own tasks (with when: one no task took
+    /// within `STRANDED_MS` has lost its task, and is put in line again for a rescue).
     failed: HashMap<String, (f64, Pending)>,
+    /// Copies of settlements a rescue is sending (their own tasks are gone): should the rescuing task die
+    /// under the message, they are put in line again once it is stale.
+    orphans: HashMap<String, Pending>,
 }
 
 impl Line {
@@ -97,6 +101,37 @@ impl Line {
             && self.in_flight.is_empty()
             && self.finished.is_empty()
             && self.failed.is_empty()
+            && self.orphans.is_empty()
+    }
+
+    /// What tasks that ended left behind, back in line (for the next rescue), and what no task can take
+    /// any more, gone: settlements answered as failed that no task took; settlements whose rescuing
+    /// message died with its task.
+    fn tidy(&mut self, now: f64) {
+        self.finished.retain(|_, (at, _)| now - *at < STALE_SEND_MS);
+        let abandoned: Vec<String> =
+            self.failed.iter().filter(|(_, (at, _))| now - *at > STRANDED_MS).map(|(id, _)| id.clone()).collect();
+        for id in abandoned {
+            let Some((_, p)) = self.failed.remove(&id) else { continue };
+            if p.rescued < RESCUES {
+                self.waiting.push(Pending { queued_ms: now, rescued: p.rescued + 1, ..p });
+            } else {
+                crate::log::job_error(
+                    "settle",
+                    &format!("settlement {id} kept failing with no task of its own: left to its reservation's rule"),
+                );
+            }
+        }
+        self.in_flight.retain(|_, since| now - *since < STALE_SEND_MS);
+        let lost: Vec<String> = self.orphans.keys().filter(|id| !self.in_flight.contains_key(*id)).cloned().collect();
+        for id in lost {
+            if let Some(p) = self.orphans.remove(&id) {
+                self.waiting.push(Pending { queued_ms: now, ..p });
+            }
+        }
+        if !self.busy(now) {
+            self.sending_since = None;
+        }
     }
 }
 
@@ -169,7 +204,6 @@ pub async fn settle(
                 line.waiting.retain(|p| p.settlement.request_id != id);
                 return Turn::Failed(Box::new(pending));
             }
-            line.failed.retain(|_, (at, _)| now - *at < STALE_SEND_MS);
             line.in_flight.retain(|_, since| now - *since < STALE_SEND_MS);
             let queued = line.waiting.iter().position(|p| p.settlement.request_id == id);
             match (queued, line.busy(now), line.in_flight.contains_key(&id)) {
@@ -257,6 +291,7 @@ async fn send(
             line.free_since = js_sys::Date::now();
             for p in &batch {
                 line.in_flight.remove(&p.settlement.request_id);
+                line.orphans.remove(&p.settlement.request_id);
             }
             line.waiting.splice(0..0, batch);
         });
@@ -269,16 +304,10 @@ async fn send(
         for p in batch {
             let request_id = p.settlement.request_id.clone();
             line.in_flight.remove(&request_id);
+            line.orphans.remove(&request_id);
             if settled.failed.contains(&request_id) {
-                // A rescued one has no task of its own to send it again: it waits in line for the next rescue.
-                match own {
-                    None if p.rescued < RESCUES => {
-                        line.waiting.push(Pending { queued_ms: now, rescued: p.rescued + 1, ..p });
-                    }
-                    _ => {
-                        line.failed.insert(request_id, (now, p));
-                    }
-                }
+                // Back to its own task; one no task takes is put in line again (`Line::tidy`).
+                line.failed.insert(request_id, (now, p));
                 continue;
             }
             if let Some(on) = &p.settlement.on_lease {
@@ -303,18 +332,14 @@ async fn send(
 pub async fn rescue_stranded(env: &Env) {
     let now = js_sys::Date::now();
     let stranded: Option<(String, Vec<Pending>)> = LINES.with_borrow_mut(|lines| {
-        // What ended tasks can no longer take goes (as each task's own look drops it).
         for line in lines.values_mut() {
-            line.finished.retain(|_, (at, _)| now - *at < STALE_SEND_MS);
-            line.failed.retain(|_, (at, _)| now - *at < STALE_SEND_MS);
-            line.in_flight.retain(|_, since| now - *since < STALE_SEND_MS);
-            if !line.busy(now) {
-                line.sending_since = None;
-            }
+            line.tidy(now);
         }
         lines.retain(|_, line| !line.idle());
         let (account, line) = lines.iter_mut().find(|(_, line)| line.stranded(now))?;
-        Some((account.clone(), line.take_batch(now)))
+        let batch = line.take_batch(now);
+        line.orphans.extend(batch.iter().map(|p| (p.settlement.request_id.clone(), p.clone())));
+        Some((account.clone(), batch))
     });
     let Some((account, batch)) = stranded else { return };
     crate::log::job_error(
