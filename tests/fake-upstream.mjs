@@ -705,7 +705,7 @@ async function gemini(req, res, url, body) {
 function anthropicCount(req, res, body) {
   if (req.headers['x-api-key'] !== FAKE_ANTHROPIC_KEY) return anthropicError(res, 401, 'authentication_error', 'invalid x-api-key');
   if (!req.headers['anthropic-version']) return anthropicError(res, 400, 'invalid_request_error', 'anthropic-version: header is required');
-  if (!body || typeof body.model !== 'string' || !priceOf(`anthropic/${body.model}`)) return anthropicError(res, 404, 'not_found_error', `model: ${body?.model}`);
+  if (!body || !anthropicKnows(body.model)) return anthropicError(res, 404, 'not_found_error', `model: ${body?.model}`);
   if (!Array.isArray(body.messages) || body.messages.length === 0) return anthropicError(res, 400, 'invalid_request_error', 'messages: Field required');
   for (const f of ['max_tokens', 'stream', 'temperature']) {
     if (f in body) return anthropicError(res, 400, 'invalid_request_error', `${f}: Extra inputs are not permitted`);
@@ -715,12 +715,16 @@ function anthropicCount(req, res, body) {
   return sendJson(res, 200, { input_tokens: Math.ceil(chars / 4) + 3 * body.messages.length + DOCUMENT_TOKENS * documents });
 }
 
+// Anthropic's own ids for models the catalogue names as OpenRouter does (dotted): the API knows these too.
+const ANTHROPIC_OWN_IDS = new Set(['claude-3-5-sonnet-20241022']);
+/** Whether Anthropic's API knows `model`: its ids have no dots (`claude-3-5-sonnet-latest`), so OpenRouter's `claude-3.5-sonnet` is not one of them. */
+const anthropicKnows = (model) => typeof model === 'string' && !model.includes('.') && (ANTHROPIC_OWN_IDS.has(model) || priceOf(`anthropic/${model}`) !== null);
+
 async function anthropic(req, res, body) {
   if (req.headers['x-api-key'] !== FAKE_ANTHROPIC_KEY) return anthropicError(res, 401, 'authentication_error', 'invalid x-api-key');
   if (!req.headers['anthropic-version']) return anthropicError(res, 400, 'invalid_request_error', 'anthropic-version: header is required');
   if (!body || typeof body !== 'object') return anthropicError(res, 400, 'invalid_request_error', 'Invalid JSON body');
-  // Anthropic's ids have no dots (`claude-3-5-sonnet-latest`); OpenRouter's `claude-3.5-sonnet` is not one of them.
-  if (typeof body.model !== 'string' || body.model.includes('.') || !priceOf(`anthropic/${body.model}`)) return anthropicError(res, 404, 'not_found_error', `model: ${body.model}`);
+  if (!anthropicKnows(body.model)) return anthropicError(res, 404, 'not_found_error', `model: ${body.model}`);
   if (!Number.isInteger(body.max_tokens) || body.max_tokens < 1) return anthropicError(res, 400, 'invalid_request_error', 'max_tokens: Field required');
   if (!Array.isArray(body.messages) || body.messages.length === 0) return anthropicError(res, 400, 'invalid_request_error', 'messages: Field required');
   for (const [i, m] of body.messages.entries()) {

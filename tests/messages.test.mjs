@@ -324,6 +324,19 @@ describe('messages, what agents rely on', () => {
     assert.equal(sent.body.model, 'claude-3-5-haiku-20241022', 'Anthropic is asked for its own id');
     const counted = await client.messages.countTokens({ model: 'claude-3-5-haiku-20241022', messages: [{ role: 'user', content: 'count me' }] });
     assert.ok(counted.input_tokens > 0);
+    // An id the table writes as OpenRouter does (`anthropic/claude-3.5-sonnet`), which Anthropic does not know:
+    // Anthropic is sent the client's own id, and the answer is charged at the table's price.
+    const before = ctx.gw.fake.requests.length;
+    const sonnet = await client.messages.create({ model: 'claude-3-5-sonnet-20241022', max_tokens: 32, messages: [{ role: 'user', content: 'dotted in the table' }] });
+    assert.equal(sonnet.content[0].text, 'Echo: dotted in the table');
+    const calls = ctx.gw.fake.requests.slice(before).filter((r) => r.method === 'POST').map((r) => [r.path, r.body?.model]);
+    assert.deepEqual(calls, [['/v1/messages', 'claude-3-5-sonnet-20241022']], 'Anthropic at once, under its own id; OpenRouter not asked');
+    const rows = await usageRows(ctx.admin, user.id, 2);
+    const charge = Math.ceil((sonnet.usage.input_tokens * 3_000_000 + sonnet.usage.output_tokens * 15_000_000) / 1e6);
+    assert.ok(rows.some((r) => -micros(r.amount) === charge), 'at the price of anthropic/claude-3.5-sonnet');
+    const sonnetCount = ctx.gw.fake.requests.length;
+    await client.messages.countTokens({ model: 'claude-3-5-sonnet-20241022', messages: [{ role: 'user', content: 'count me' }] });
+    assert.ok(ctx.gw.fake.requests.slice(sonnetCount).some((r) => r.path === '/v1/messages/count_tokens' && r.body.model === 'claude-3-5-sonnet-20241022'), 'Anthropic counts it');
     await assert.rejects(
       client.messages.create({ model: 'claude-nope-9', max_tokens: 8, messages: [{ role: 'user', content: 'hi' }] }),
       (e) => e.status === 404 && e.error?.type === 'error' && /claude-nope-9/.test(e.message),

@@ -55,7 +55,7 @@ pub async fn create_message(mut req: Incoming, call: &Call, auth: Authenticated)
     let beta = anthropic_beta(&req)?;
     let (mut chat, origins) = anthropic::inbound::to_chat_traced(&body(&mut req, call, &auth).await?)?;
     chat.anthropic_beta = beta;
-    chat.model = priced_id(call, chat.model).await?;
+    (chat.model, chat.asked_as) = priced_id(call, chat.model).await?;
     // A rule of the chat request checked later names a chat field: named here as the client wrote it.
     let stop = anthropic::inbound::sole_stop_sequence(&chat);
     serve(call, auth, chat, Dialect::Messages(stop)).await.map_err(|e| match e {
@@ -70,12 +70,16 @@ pub async fn create_message(mut req: Incoming, call: &Call, auth: Authenticated)
 /// (`claude-sonnet-4-5-20250929`, Claude Code's defaults, its background model's too) stand for the table's
 /// `anthropic/…` id (`routing::anthropic_ids`), so Claude Code works with no model set. An id the table has,
 /// or none of whose forms it has, is left as it is (and refused as unpriced, by its own name).
-async fn priced_id(call: &Call, model: String) -> Result<String, ApiError> {
+/// Answers the id and, when it was read as another, the id the client asked for.
+async fn priced_id(call: &Call, model: String) -> Result<(String, Option<String>), ApiError> {
     let prices = price_table(call).await?;
     if prices.contains_key(&model) {
-        return Ok(model);
+        return Ok((model, None));
     }
-    Ok(routing::anthropic_ids(&model).into_iter().find(|id| prices.contains_key(id)).unwrap_or(model))
+    Ok(match routing::anthropic_ids(&model).into_iter().find(|id| prices.contains_key(id)) {
+        Some(id) => (id, Some(model)),
+        None => (model, None),
+    })
 }
 
 /// The client's `anthropic-beta` header (features it opts into), passed on to Anthropic only.
@@ -109,11 +113,14 @@ pub async fn count_message_tokens(mut req: Incoming, call: &Call, caller: &Calle
     }
     let mut chat = anthropic::inbound::to_chat(&serde_json::to_vec(&body).unwrap_or_default())?;
     chat.anthropic_beta = beta;
-    chat.model = priced_id(call, chat.model).await?;
+    (chat.model, chat.asked_as) = priced_id(call, chat.model).await?;
     let lists = allowed::check_models(call, caller, [chat.model.as_str()]).await?;
     // Anthropic is asked only when the caller may use it; else (and should it not answer) the estimate.
     let may_ask = lists.iter().all(|l| l.allows_provider(routing::Provider::Anthropic.as_str()));
-    let counted = match anthropic_route(call, &chat.model).await?.filter(|_| may_ask) {
+    let route = anthropic_route(call, &chat.model).await?;
+    // Anthropic's own id, as the client asked, unless an operator pinned one (as a message is sent).
+    let route = route.map(|(native, pinned)| if pinned { native } else { chat.asked_as.clone().unwrap_or(native) });
+    let counted = match route.filter(|_| may_ask) {
         Some(native) => count_with_anthropic(call, &chat, &native).await,
         None => None,
     };
@@ -121,12 +128,14 @@ pub async fn count_message_tokens(mut req: Incoming, call: &Call, caller: &Calle
     super::respond::json(200, &serde_json::json!({ "input_tokens": input_tokens }))
 }
 
-/// The Anthropic model id, when `model` is served by the direct Anthropic route here.
-async fn anthropic_route(call: &Call, model: &str) -> Result<Option<String>, ApiError> {
+/// The Anthropic model id, when `model` is served by the direct Anthropic route here, and whether an
+/// operator pinned it.
+async fn anthropic_route(call: &Call, model: &str) -> Result<Option<(String, bool)>, ApiError> {
     let prices = price_table(call).await?;
     let pin = prices.get(model).and_then(PriceRow::pin);
+    let pinned = pin.as_ref().is_some_and(|p| p.native_model.is_some());
     let route = routing::route(model, pin.as_ref(), &call.config.direct_providers());
-    Ok((route.provider == routing::Provider::Anthropic).then_some(route.native_model))
+    Ok((route.provider == routing::Provider::Anthropic).then_some((route.native_model, pinned)))
 }
 
 /// Anthropic's count of the request's input tokens (`None` when it cannot be had).
@@ -186,7 +195,12 @@ async fn serve(
     let row = costliest(&prices, &chat)?;
     let direct = call.config.direct_providers();
     let tenant = Routing { direct: &direct, openrouter: call.config.upstream_api_key.is_some() };
-    let plan = routing::plan(&chat.model, &chat.fallbacks, |m| prices.get(m).and_then(PriceRow::pin), &tenant);
+    let pin_of = |m: &str| prices.get(m).and_then(PriceRow::pin);
+    let mut plan = routing::plan(&chat.model, &chat.fallbacks, pin_of, &tenant);
+    if let Some(asked) = &chat.asked_as {
+        let pinned_native = pin_of(&chat.model).is_some_and(|p| p.native_model.is_some());
+        routing::send_as_asked(&mut plan, &chat.model, asked, pinned_native);
+    }
     let named = std::iter::once(chat.model.as_str()).chain(chat.fallbacks.iter().map(String::as_str));
     let plan = allowed::check_plan(call, &auth.caller, named, plan).await?;
     // Whom the request is made for: its budget binds the reservation, and the log line names it.

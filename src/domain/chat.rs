@@ -103,6 +103,10 @@ pub struct ChatRequest {
     pub fallbacks: Vec<String>,
     /// Anthropic's `anthropic-beta` header as the client sent it: forwarded to Anthropic only.
     pub anthropic_beta: Option<String>,
+    /// Anthropic's own id for `model`, when the client named the model so and the gateway read it as the
+    /// price table's (`claude-sonnet-4-5-20250929` for `anthropic/claude-sonnet-4.5`): what a direct
+    /// Anthropic route sends (`routing::send_as_asked`).
+    pub asked_as: Option<String>,
     pub body: Map<String, Value>,
 }
 
@@ -159,7 +163,7 @@ impl ChatRequest {
         let fallbacks = fallback_models(body.get("models"), &model)?;
         let hide_usage =
             body.get("stream_options").and_then(|o| o.get("include_usage")).is_some_and(|v| v == &Value::Bool(false));
-        Ok(Self { model, stream, max_tokens, hide_usage, fallbacks, anthropic_beta: None, body })
+        Ok(Self { model, stream, max_tokens, hide_usage, fallbacks, anthropic_beta: None, asked_as: None, body })
     }
 
     /// Who the calling application serves: `header` (`X-Tollgate-End-User`, set by the application

@@ -192,6 +192,18 @@ fn without_date(id: &str) -> Option<&str> {
     (date.len() == 8 && date.bytes().all(|b| b.is_ascii_digit())).then_some(head)
 }
 
+/// A direct Anthropic route for `model` sends Anthropic's own id the client asked for, `asked` (the price
+/// table's `anthropic/claude-sonnet-4.5` stripped would be `claude-sonnet-4.5`, which Anthropic does not
+/// know), unless an operator pinned a native id (`pinned_native`).
+pub fn send_as_asked(plan: &mut [Attempt], model: &str, asked: &str, pinned_native: bool) {
+    if pinned_native {
+        return;
+    }
+    for attempt in plan.iter_mut().filter(|a| a.model == model && a.route.provider == Provider::Anthropic) {
+        attempt.route.native_model = asked.to_string();
+    }
+}
+
 /// A version's two numbers joined by a dot, as OpenRouter writes it: `claude-3-5-haiku` → `claude-3.5-haiku`,
 /// `claude-opus-4-1` → `claude-opus-4.1` (a date is not a version: eight digits).
 fn dotted(id: &str) -> String {
@@ -217,6 +229,23 @@ fn dotted(id: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_direct_anthropic_route_sends_the_id_the_client_asked_for() {
+        let tenant = Routing { direct: &[Provider::Anthropic], openrouter: true };
+        let model = "anthropic/claude-sonnet-4.5";
+        let mut plan = plan(model, &[], |_| None, &tenant);
+        send_as_asked(&mut plan, model, "claude-sonnet-4-5-20250929", false);
+        assert_eq!(plan[0].route.native_model, "claude-sonnet-4-5-20250929");
+        assert_eq!(
+            plan[1].route,
+            Route { provider: Provider::OpenRouter, native_model: model.into(), fallback_to_openrouter: false }
+        );
+        let mut pinned = plan.clone();
+        pinned[0].route.native_model = "pinned".into();
+        send_as_asked(&mut pinned, model, "claude-x", true);
+        assert_eq!(pinned[0].route.native_model, "pinned", "an operator's pin wins");
+    }
 
     #[test]
     fn anthropic_ids_name_the_price_tables_forms() {
