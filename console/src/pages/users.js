@@ -84,14 +84,25 @@ export function userPage(main, id) {
   // One Idempotency-Key per intended credit: a double click or a retry after a lost answer
   // changes nothing; a new key is drawn once the credit went through. Sent again with another amount
   // or type (edited after a lost answer), the gateway answers 409: the first went through. The key waits
-  // in this tab's storage until then, so a reload or a visit elsewhere before the retry keeps it too.
+  // in this tab's storage, from when it is sent until its answer comes, for ten minutes at most: a reload
+  // or a visit elsewhere before the retry keeps it too; later, a credit is a new one (the earlier one, if
+  // its answer was lost, is in the ledger).
   const pendingName = `tollgate.console.credit.${id}`;
+  const PENDING_MS = 10 * 60 * 1000;
+  // A credit answered (or refused as another): the next one is a new credit.
   const drawKey = () => {
-    const key = idempotencyKey('console-credit');
-    sessionStorage.setItem(pendingName, key);
-    return key;
+    sessionStorage.removeItem(pendingName);
+    return idempotencyKey('console-credit');
   };
-  let creditKey = sessionStorage.getItem(pendingName) ?? drawKey();
+  const pending = () => {
+    try {
+      const { key, at } = JSON.parse(sessionStorage.getItem(pendingName) ?? 'null') ?? {};
+      return typeof key === 'string' && Date.now() - at < PENDING_MS ? key : null;
+    } catch {
+      return null;
+    }
+  };
+  let creditKey = pending() ?? idempotencyKey('console-credit');
   const credit = form({ class: 'card', 'aria-labelledby': 'credit-title' }, [
     h('h2', { id: 'credit-title' }, 'Credit or adjust'),
     h('div', { class: 'row wrap' },
@@ -104,6 +115,7 @@ export function userPage(main, id) {
     if (fd.get('description')) body.description = fd.get('description').trim();
     let data;
     try {
+      sessionStorage.setItem(pendingName, JSON.stringify({ key: creditKey, at: Date.now() }));
       ({ data } = await post('/api/balance/admin/add', body, { headers: { 'idempotency-key': creditKey } }));
     } catch (e) {
       if (e.status !== 409) throw e;
