@@ -461,7 +461,7 @@ const MIN_REPEATABLE_KEY: usize = 16;
 /// can get it; a repeat with another header counts as a failed authentication of its client. `None`: not
 /// such a repeat, and the caller's 401 stands.
 pub async fn replay_own_rotation(req: &Incoming, call: &Call, id: &str) -> Result<Option<Response>, ApiError> {
-    // A header long enough not to be guessed (the console's are 26 characters; a UUID is 36).
+    // A header long enough not to be guessed (the console's are 39 characters; a UUID is 36).
     let idem = req.headers().get("idempotency-key").ok().flatten();
     let Some(idem) = idem.filter(|k| (MIN_REPEATABLE_KEY..=200).contains(&k.len())) else { return Ok(None) };
     if !super::auth::may_repeat(req, call) {
