@@ -60,18 +60,17 @@ struct Line {
     /// When the last message ended (a settlement waiting behind it had no turn before).
     free_since: f64,
     waiting: Vec<Pending>,
-    /// Settlements on their way, with when their message was sent: one whose sender's task died with it
-    /// (its send is stale) is put in line again by its own task, whatever else is on its way.
-    in_flight: HashMap<String, f64>,
+    /// Settlements on their way, with when their message was sent, and a copy: one whose sender's task
+    /// died with it (its send is stale) is put in line again, by its own task or by `tidy`, whatever else is
+    /// on its way.
+    in_flight: HashMap<String, (f64, Pending)>,
     /// Settlements another task sent (answered or given up on): their own tasks may end (with when: one
     /// whose task has ended, having given up on it, is dropped after `STALE_SEND_MS`), and how it ended.
     finished: HashMap<String, (f64, Confirmed)>,
-    /// Settlements the object answered as failed, back to their own tasks (with when: one no task took
-    /// within `STRANDED_MS` has lost its task, and is put in line again for a rescue).
+    /// Settlements the object answered as failed, back to their own tasks, with when they are to be sent
+    /// again: when answered, until their own task takes it and sets the end of its backoff (it stays here
+    /// meanwhile). One still here `STRANDED_MS` past that time has lost its task: `tidy` puts it in line.
     failed: HashMap<String, (f64, Pending)>,
-    /// Copies of settlements a rescue is sending (their own tasks are gone): should the rescuing task die
-    /// under the message, they are put in line again once it is stale.
-    orphans: HashMap<String, Pending>,
 }
 
 impl Line {
@@ -85,7 +84,7 @@ impl Line {
         let take = self.waiting.len().min(MAX_BATCH);
         let batch: Vec<Pending> = self.waiting.drain(..take).collect();
         for p in &batch {
-            self.in_flight.insert(p.settlement.request_id.clone(), now);
+            self.in_flight.insert(p.settlement.request_id.clone(), (now, p.clone()));
         }
         batch
     }
@@ -101,12 +100,11 @@ impl Line {
             && self.in_flight.is_empty()
             && self.finished.is_empty()
             && self.failed.is_empty()
-            && self.orphans.is_empty()
     }
 
     /// What tasks that ended left behind, back in line (for the next rescue), and what no task can take
-    /// any more, gone: settlements answered as failed that no task took; settlements whose rescuing
-    /// message died with its task.
+    /// any more, gone: settlements answered as failed that no task took (or whose task died in its
+    /// backoff); settlements whose message died with its sender's task.
     fn tidy(&mut self, now: f64) {
         self.finished.retain(|_, (at, _)| now - *at < STALE_SEND_MS);
         let abandoned: Vec<String> =
@@ -114,23 +112,33 @@ impl Line {
         for id in abandoned {
             let Some((_, p)) = self.failed.remove(&id) else { continue };
             if p.rescued < RESCUES {
-                self.waiting.push(Pending { queued_ms: now, rescued: p.rescued + 1, ..p });
+                self.queue_again(Pending { queued_ms: now, rescued: p.rescued + 1, ..p });
             } else {
-                crate::log::job_error(
-                    "settle",
-                    &format!("settlement {id} kept failing with no task of its own: left to its reservation's rule"),
-                );
+                let why =
+                    format!("settlement {id} kept failing with no task of its own: left to its reservation's rule");
+                crate::log::job_error("settle", &why);
             }
         }
-        self.in_flight.retain(|_, since| now - *since < STALE_SEND_MS);
-        let lost: Vec<String> = self.orphans.keys().filter(|id| !self.in_flight.contains_key(*id)).cloned().collect();
+        let lost: Vec<String> = self
+            .in_flight
+            .iter()
+            .filter(|(_, (since, _))| now - *since >= STALE_SEND_MS)
+            .map(|(id, _)| id.clone())
+            .collect();
         for id in lost {
-            if let Some(p) = self.orphans.remove(&id) {
-                self.waiting.push(Pending { queued_ms: now, ..p });
+            if let Some((_, p)) = self.in_flight.remove(&id) {
+                self.queue_again(Pending { queued_ms: now, ..p });
             }
         }
         if !self.busy(now) {
             self.sending_since = None;
+        }
+    }
+
+    /// In line again, unless it already is.
+    fn queue_again(&mut self, pending: Pending) {
+        if !self.waiting.iter().any(|p| p.settlement.request_id == pending.settlement.request_id) {
+            self.waiting.push(pending);
         }
     }
 }
@@ -190,6 +198,8 @@ pub async fn settle(
     };
     with_line(account, |line| line.waiting.push(pending(settlement)));
     let mut failures = 0u32;
+    // The end of the backoff under way, after the object answered this settlement as failed.
+    let mut backoff_until: Option<f64> = None;
     let mut poll_ms = POLL_MS;
     loop {
         let now = js_sys::Date::now();
@@ -200,13 +210,34 @@ pub async fn settle(
                 return Turn::Done(how);
             }
             line.finished.retain(|_, (at, _)| now - *at < STALE_SEND_MS);
-            if let Some((_, pending)) = line.failed.remove(&id) {
-                line.waiting.retain(|p| p.settlement.request_id != id);
-                return Turn::Failed(Box::new(pending));
+            // Failed in the object: it stays in `failed` through its backoff (0.25 s doubling to 8 s, as an
+            // unanswered message is), marked with the backoff's end, then goes back in line.
+            if let Some((at, _)) = line.failed.get_mut(&id) {
+                return match backoff_until {
+                    None => {
+                        let wait = client::backoff_ms(failures) as f64;
+                        if now + wait > deadline {
+                            line.failed.remove(&id);
+                            return Turn::GaveUp;
+                        }
+                        *at = now + wait;
+                        Turn::Backoff(now + wait)
+                    }
+                    Some(until) if now < until => Turn::Backoff(until),
+                    Some(_) => {
+                        if let Some((_, pending)) = line.failed.remove(&id) {
+                            line.queue_again(Pending { queued_ms: now, ..pending });
+                        }
+                        Turn::Again
+                    }
+                };
             }
-            line.in_flight.retain(|_, since| now - *since < STALE_SEND_MS);
+            let live = line.in_flight.get(&id).is_some_and(|(since, _)| now - *since < STALE_SEND_MS);
+            if !live {
+                line.in_flight.remove(&id);
+            }
             let queued = line.waiting.iter().position(|p| p.settlement.request_id == id);
-            match (queued, line.busy(now), line.in_flight.contains_key(&id)) {
+            match (queued, line.busy(now), live) {
                 (Some(i), _, _) if now >= deadline => {
                     line.waiting.remove(i);
                     Turn::GaveUp
@@ -229,15 +260,18 @@ pub async fn settle(
         let batch = match turn {
             Turn::Done(how) => return how,
             Turn::GaveUp => return give_up(),
-            // Failed in the object: sent again after 0.25 s doubling to 8 s, as an unanswered message is.
-            Turn::Failed(pending) => {
-                let wait = client::backoff_ms(failures);
-                failures += 1;
-                if js_sys::Date::now() + wait as f64 > deadline {
-                    return give_up();
+            // Its backoff over and in line again: a later failure starts a backoff of its own.
+            Turn::Again => {
+                backoff_until = None;
+                continue;
+            }
+            Turn::Backoff(until) => {
+                if backoff_until.is_none() {
+                    failures += 1;
+                    backoff_until = Some(until);
                 }
+                let wait = (until - js_sys::Date::now()).max(0.0) as u64 + 1;
                 worker::Delay::from(Duration::from_millis(wait)).await;
-                with_line(account, |line| line.waiting.push(Pending { queued_ms: js_sys::Date::now(), ..*pending }));
                 continue;
             }
             Turn::Wait => {
@@ -291,7 +325,6 @@ async fn send(
             line.free_since = js_sys::Date::now();
             for p in &batch {
                 line.in_flight.remove(&p.settlement.request_id);
-                line.orphans.remove(&p.settlement.request_id);
             }
             line.waiting.splice(0..0, batch);
         });
@@ -304,7 +337,6 @@ async fn send(
         for p in batch {
             let request_id = p.settlement.request_id.clone();
             line.in_flight.remove(&request_id);
-            line.orphans.remove(&request_id);
             if settled.failed.contains(&request_id) {
                 // Back to its own task; one no task takes is put in line again (`Line::tidy`).
                 line.failed.insert(request_id, (now, p));
@@ -337,9 +369,7 @@ pub async fn rescue_stranded(env: &Env) {
         }
         lines.retain(|_, line| !line.idle());
         let (account, line) = lines.iter_mut().find(|(_, line)| line.stranded(now))?;
-        let batch = line.take_batch(now);
-        line.orphans.extend(batch.iter().map(|p| (p.settlement.request_id.clone(), p.clone())));
-        Some((account.clone(), batch))
+        Some((account.clone(), line.take_batch(now)))
     });
     let Some((account, batch)) = stranded else { return };
     crate::log::job_error(
@@ -352,7 +382,10 @@ pub async fn rescue_stranded(env: &Env) {
 enum Turn {
     Done(Confirmed),
     GaveUp,
-    Failed(Box<Pending>),
+    /// Failed in the object: sent again once this time has come.
+    Backoff(f64),
+    /// Put in line again after its backoff.
+    Again,
     Wait,
     Send(Vec<Pending>),
 }
