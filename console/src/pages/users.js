@@ -92,17 +92,19 @@ export function userPage(main, id) {
   // A credit answered (or refused as another): the next one is a new credit.
   const drawKey = () => {
     sessionStorage.removeItem(pendingName);
+    sentAt = null;
     return idempotencyKey('console-credit');
   };
   const pending = () => {
     try {
       const { key, at } = JSON.parse(sessionStorage.getItem(pendingName) ?? 'null') ?? {};
-      return typeof key === 'string' && Date.now() - at < PENDING_MS ? key : null;
+      return typeof key === 'string' && Date.now() - at < PENDING_MS ? { key, at } : null;
     } catch {
       return null;
     }
   };
-  let creditKey = pending() ?? idempotencyKey('console-credit');
+  // The key, and when it was first sent (null: not yet).
+  let { key: creditKey, at: sentAt } = pending() ?? { key: idempotencyKey('console-credit'), at: null };
   const credit = form({ class: 'card', 'aria-labelledby': 'credit-title' }, [
     h('h2', { id: 'credit-title' }, 'Credit or adjust'),
     h('div', { class: 'row wrap' },
@@ -115,7 +117,13 @@ export function userPage(main, id) {
     if (fd.get('description')) body.description = fd.get('description').trim();
     let data;
     try {
-      sessionStorage.setItem(pendingName, JSON.stringify({ key: creditKey, at: Date.now() }));
+      // Sent first over ten minutes ago and never answered: that credit is in the ledger or not at all, and
+      // this is a new one.
+      if (sentAt !== null && Date.now() - sentAt >= PENDING_MS) creditKey = drawKey();
+      if (sentAt === null) {
+        sentAt = Date.now();
+        sessionStorage.setItem(pendingName, JSON.stringify({ key: creditKey, at: sentAt }));
+      }
       ({ data } = await post('/api/balance/admin/add', body, { headers: { 'idempotency-key': creditKey } }));
     } catch (e) {
       if (e.status !== 409) throw e;
