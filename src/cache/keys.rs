@@ -140,8 +140,7 @@ pub fn due_for_touch(key_id: &str, now_ms: i64) -> bool {
 }
 
 fn kv_name(hash: &str) -> String {
-    let [current, _] = super::kv_names("key", hash);
-    current
+    super::kv_name("key", hash)
 }
 
 pub fn from_memory(hash: &str, now_ms: i64) -> Option<Option<KeyRecord>> {

@@ -14,11 +14,20 @@ const FORMAT: &str = "v2";
 /// The names before `FORMAT`'s (the first had none).
 const PREVIOUS_FORMAT: &str = "";
 
-/// A KV entry's name in the current format, and in the previous one.
-fn kv_names(kind: &str, id: &str) -> [String; 2] {
-    let name = |format: &str| match format {
+/// A KV entry's name in `format`.
+fn kv_name_in(format: &str, kind: &str, id: &str) -> String {
+    match format {
         "" => format!("{kind}:{id}"),
         format => format!("{kind}:{format}:{id}"),
-    };
-    [name(FORMAT), name(PREVIOUS_FORMAT)]
+    }
+}
+
+/// A KV entry's name: what lookups read and write.
+fn kv_name(kind: &str, id: &str) -> String {
+    kv_name_in(FORMAT, kind, id)
+}
+
+/// A KV entry's names in the current format and the previous one: what a change removes.
+fn kv_names(kind: &str, id: &str) -> [String; 2] {
+    [kv_name(kind, id), kv_name_in(PREVIOUS_FORMAT, kind, id)]
 }

@@ -29,7 +29,7 @@ pub async fn table(kv: &KvStore, db: &D1Database, now_ms: i64) -> Result<PriceTa
     if let Some(t) = MEMORY.with(|m| m.borrow().as_ref().filter(|(until, _)| *until > now_ms).map(|(_, t)| t.clone())) {
         return Ok(t);
     }
-    let [kv_key, _] = super::kv_names("prices", "all");
+    let kv_key = super::kv_name("prices", "all");
     let rows = match kv.get(&kv_key).json::<Vec<PriceRow>>().await.ok().flatten() {
         Some(rows) => rows,
         None => {
