@@ -102,6 +102,11 @@ describe('no key climbs above its permissions or leaves its organization', () =>
     assert.equal(token.status, 201, JSON.stringify(token.body));
     assert.equal(token.body.data.org_id, org.id, 'a key made by an org key belongs to the org');
     assert.ok(Date.parse(token.body.data.expires_at) <= Date.parse(expires), 'and expires no later than its maker');
+    // Which key made it is kept, so a leaked key's keys are found and revoked with it.
+    assert.equal(token.body.data.created_by, orgKey.id);
+    assert.equal(orgKey.created_by, null, 'made by the operator');
+    const made = await ctx.admin.call('GET', `/api/keys?created_by=${orgKey.id}`);
+    assert.deepEqual(made.body.data.map((k) => k.id), [token.body.data.id]);
     assert.equal((await as(orgKey.key, 'POST', '/api/keys', { name: 'late', expires_at: later })).status, 403);
     const out = await as(orgKey.key, 'POST', '/api/keys', { name: 'out', expires_at: expires, org_id: null });
     assert.equal(out.status, 201);
@@ -120,6 +125,16 @@ describe('no key climbs above its permissions or leaves its organization', () =>
     assert.equal((await as(limited.key, 'PATCH', `/api/keys/${limited.id}`, { limit: 0.25 })).status, 200, 'narrowing is allowed');
     // Nor rotate a sibling with wider terms (that would hand it the sibling's secret).
     assert.equal((await as(limited.key, 'POST', `/api/keys/${orgKey.id}/rotate`, {})).status, 403);
+    // Nor disable, narrow or delete it: a key with a limit manages only keys whose terms are within its own.
+    const narrowed = { disabled: true, limit: 1, limit_reset: 'monthly', expires_at: expires };
+    assert.equal((await as(limited.key, 'PATCH', `/api/keys/${orgKey.id}`, narrowed)).status, 403);
+    assert.equal((await as(limited.key, 'PUT', `/api/keys/${orgKey.id}/end-users/alice`, { limit: 0 })).status, 403);
+    assert.equal((await as(limited.key, 'DELETE', `/api/keys/${orgKey.id}`)).status, 403);
+    const sibling = await ctx.admin.call('GET', `/api/keys/${orgKey.id}`);
+    assert.equal(sibling.body.data.disabled, false, 'the wider sibling is untouched');
+    assert.equal(sibling.body.data.limit, null);
+    // The wider key still manages the narrower one.
+    assert.equal((await as(orgKey.key, 'PATCH', `/api/keys/${limited.id}`, { limit: 0.1 })).status, 200);
   });
 
   test('a secret rotated out manages nothing, and only an admin enables a disabled key', async () => {

@@ -98,7 +98,7 @@ async fn set(call: &Call, caller: &Caller, key_id: &str, raw: &str, own: OwnBudg
             )
         })?;
     let db = env::db(&call.env).map_err(ApiError::internal)?;
-    let key = managed_key(&db, caller, key_id).await?;
+    let key = managed_key(&db, caller, key_id, call.config.rate_default).await?;
     Account::of(&call.env, &key.user_id)
         .put_end_user_budget(&key.id, &end_user, own)
         .await

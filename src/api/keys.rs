@@ -106,6 +106,10 @@ pub(super) async fn mint_key(
     row.tpm_limit = rates::validate("tpm_limit", body.tpm_limit)?;
     row.set_end_user_budget(body.end_user_budget.map(|b| b.validate("end_user_budget")).transpose()?);
     row.request_log_days = request_log::validate_days(body.request_log_days)?;
+    // Which key made it, so a leaked key's keys are found and revoked with it.
+    if let Caller::Key(k) = caller {
+        row.created_by_key_id = Some(k.id.clone());
+    }
     // Lists the body leaves out are the maker's own (an admin's: any).
     let inherited = holder(caller).map(|h| h.allowed).unwrap_or_default();
     let allowed =
@@ -161,6 +165,7 @@ pub async fn list_keys(req: Incoming, call: &Call, caller: &Caller) -> Result<Re
         no_org: own.is_some_and(|k| k.org_id.is_none()),
         status,
         search: q.get("search").map(|s| s.trim()).filter(|s| !s.is_empty()),
+        created_by: q.get("created_by").map(String::as_str).filter(|s| !s.is_empty()),
         now_iso: &now_iso,
         limit: page.size,
         offset: page.offset(),
@@ -217,12 +222,18 @@ fn forbidden(climb: Climb) -> ApiError {
     ApiError::forbidden(climb.to_string())
 }
 
-/// The key, if the caller may manage it (change, rotate, delete): 404 when it may not see it,
-/// 403 when it sees it but the key is beyond its own permissions.
-pub(super) async fn managed_key(db: &D1Database, caller: &Caller, id: &str) -> Result<KeyRow, ApiError> {
+/// The key, if the caller may manage it (change, rotate, delete, its end users' budgets): 404 when it may
+/// not see it, 403 when it sees it but the key's terms are not all within the caller's own (a key with a
+/// limit or an expiry does not disable, narrow or delete a sibling that has none).
+pub(super) async fn managed_key(
+    db: &D1Database,
+    caller: &Caller,
+    id: &str,
+    rate_default: RateLimits,
+) -> Result<KeyRow, ApiError> {
     let row = visible_key(db, caller, id).await?;
     if let Some(h) = holder(caller) {
-        keys::may_manage(&h, &terms_of(&row)).map_err(forbidden)?;
+        keys::within_holder(&h, &terms_of(&row), None, rate_default).map_err(forbidden)?;
     }
     Ok(row)
 }
@@ -242,7 +253,7 @@ pub async fn update_key(mut req: Incoming, call: &Call, caller: &Caller, id: &st
     let body: UpdateKey = read_json(&mut req).await?;
     let db = db(call)?;
     for _ in 0..UPDATE_TRIES {
-        let read = managed_key(&db, caller, id).await?;
+        let read = managed_key(&db, caller, id, call.config.rate_default).await?;
         let read_version = read.updated_at.clone();
         let now_ms = call.now_ms();
         let mut row = apply_update(read, body.clone(), caller, now_ms, call.config.rate_default)?;
@@ -252,7 +263,7 @@ pub async fn update_key(mut req: Incoming, call: &Call, caller: &Caller, id: &st
         publish(call, std::slice::from_ref(&row)).await?;
         return respond::data(200, &key_view(&row, now_ms));
     }
-    managed_key(&db, caller, id).await?; // 404 should the key have been deleted meanwhile
+    managed_key(&db, caller, id, call.config.rate_default).await?; // 404 should the key have been deleted meanwhile
     Err(ApiError::Conflict(format!("key {id} kept changing while this change was made: send it again")))
 }
 
@@ -327,7 +338,7 @@ fn apply_update(
 /// and tells the account object again (should an earlier attempt have failed on the way).
 pub async fn delete_key(call: &Call, caller: &Caller, id: &str) -> Result<Response, ApiError> {
     let db = db(call)?;
-    let row = match managed_key(&db, caller, id).await {
+    let row = match managed_key(&db, caller, id, call.config.rate_default).await {
         Ok(_) => store::keys::soft_delete(&db, id, &to_iso(call.now_ms())).await?,
         Err(e) if e.status() == 404 => {
             let deleted = store::keys::get_deleted(&db, id).await?;
@@ -385,11 +396,8 @@ pub async fn rotate_key(mut req: Incoming, call: &Call, caller: &Caller, id: &st
     // secret it gave out must work (and the one rotated from keep its grace).
     let mut first_read: Option<String> = None;
     for _ in 0..UPDATE_TRIES {
-        let row = managed_key(&db, caller, id).await?;
         // A rotation hands over the key's secret: only of a key within the caller's own terms.
-        if let Some(h) = holder(caller) {
-            keys::within_holder(&h, &terms_of(&row), None, call.config.rate_default).map_err(forbidden)?;
-        }
+        let row = managed_key(&db, caller, id, call.config.rate_default).await?;
         // A repeat: the current secret is the one this request derived last time. The account object is
         // told again (should the first attempt's message have failed on the way: see `publish`).
         if let Some(previous) = row.previous_key_hash.as_deref() {
@@ -431,7 +439,7 @@ pub async fn rotate_key(mut req: Incoming, call: &Call, caller: &Caller, id: &st
         publish(call, std::slice::from_ref(&rotated_row)).await?;
         return respond::data(200, &rotation_view(&rotated_row, &minted.text));
     }
-    managed_key(&db, caller, id).await?; // 404 should the key have been deleted meanwhile
+    managed_key(&db, caller, id, call.config.rate_default).await?; // 404 should the key have been deleted meanwhile
     Err(ApiError::Conflict(format!("key {id} kept changing while it was rotated: send the rotation again")))
 }
 
@@ -600,5 +608,6 @@ pub(super) fn key_view(k: &KeyRow, now_ms: i64) -> Value {
         "request_log_days": k.request_log_days,
         "disabled": k.disabled != 0, "status": status.as_str(), "rotated_at": k.rotated_at,
         "last_used_at": k.last_used_at, "created_at": k.created_at, "updated_at": k.updated_at,
+        "created_by": k.created_by_key_id,
     })
 }

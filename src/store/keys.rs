@@ -49,6 +49,9 @@ pub struct KeyRow {
     /// Days the key keeps its request log; `None`: off.
     #[serde(default)]
     pub request_log_days: Option<i64>,
+    /// The key that made this one (`None`: the operator, provisioning, or made before this was kept).
+    #[serde(default)]
+    pub created_by_key_id: Option<String>,
 }
 
 impl KeyRow {
@@ -81,6 +84,7 @@ impl KeyRow {
             end_user_limit_micros: None,
             end_user_limit_reset: None,
             request_log_days: None,
+            created_by_key_id: None,
         }
     }
 
@@ -118,8 +122,9 @@ impl KeyRow {
 const INSERT: &str =
     "INSERT INTO api_keys (id, user_id, org_id, name, description, key_hash, key_prefix, permissions, \
                       expires_at, limit_micros, limit_reset, created_at, updated_at, allowed_models, allowed_providers, \
-                      rpm_limit, tpm_limit, end_user_limit_micros, end_user_limit_reset, request_log_days) \
-                      SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19 \
+                      rpm_limit, tpm_limit, end_user_limit_micros, end_user_limit_reset, request_log_days, \
+                      created_by_key_id) \
+                      SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20 \
                       WHERE EXISTS (SELECT 1 FROM users WHERE id = ?2 AND deleted_at IS NULL) \
                       AND (?3 IS NULL OR EXISTS (SELECT 1 FROM organizations WHERE id = ?3 AND deleted_at IS NULL))";
 /// The current secret, or the previous one while its grace period lasts.
@@ -157,6 +162,7 @@ pub fn insert_statement(db: &D1Database, k: &KeyRow) -> worker::Result<worker::D
         opt_int(k.end_user_limit_micros),
         opt_text(k.end_user_limit_reset.as_deref()),
         opt_int(k.request_log_days),
+        opt_text(k.created_by_key_id.as_deref()),
     ])
 }
 
@@ -226,6 +232,8 @@ pub struct KeyFilter<'a> {
     pub status: Option<&'a str>,
     /// Matches the name or the display prefix.
     pub search: Option<&'a str>,
+    /// Only keys made by this key.
+    pub created_by: Option<&'a str>,
     pub now_iso: &'a str,
     pub limit: u32,
     pub offset: i64,
@@ -250,6 +258,10 @@ pub async fn list(db: &D1Database, f: &KeyFilter<'_>) -> Result<(Vec<KeyRow>, i6
     }
     if f.no_org {
         clauses.push("org_id IS NULL".into());
+    }
+    if let Some(maker) = f.created_by {
+        args.push(text(maker));
+        clauses.push(format!("created_by_key_id = ?{}", args.len()));
     }
     match f.status {
         Some("active") => {
