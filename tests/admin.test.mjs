@@ -78,6 +78,16 @@ describe('POST /api/keys', () => {
     assert.equal(k.expires_at, '2099-01-01T00:00:00.000Z');
     assert.equal(k.status, 'active');
     assert.ok(!JSON.stringify(k).includes('hash'));
+    // No cache or proxy on the way keeps an answer with a secret in it, or any other of the gateway's own.
+    const raw = await fetch(`${ctx.gw.url}/api/keys`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${ctx.gw.adminToken}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ name: 'ci2', user_id: u.id }),
+    });
+    assert.equal(raw.status, 201);
+    assert.equal(raw.headers.get('cache-control'), 'no-store');
+    const listed = await fetch(`${ctx.gw.url}/api/keys?user_id=${u.id}`, { headers: { authorization: `Bearer ${ctx.gw.adminToken}` } });
+    assert.equal(listed.headers.get('cache-control'), 'no-store');
   });
 
   test('a key holder creates keys for its own user only', async () => {

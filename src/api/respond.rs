@@ -98,8 +98,12 @@ pub fn random_bytes<const N: usize>() -> [u8; N] {
     out
 }
 
+/// A JSON answer of the gateway's own (not a relayed model's): never stored by a cache or proxy on the way,
+/// as it may carry a key's secret, a request log's prompts or an account's money.
 pub fn json<T: Serialize>(status: u16, body: &T) -> Result<Response, ApiError> {
-    Response::from_json(body).map(|r| r.with_status(status)).map_err(ApiError::internal)
+    let mut resp = Response::from_json(body).map_err(ApiError::internal)?.with_status(status);
+    let _ = resp.headers_mut().set("cache-control", "no-store");
+    Ok(resp)
 }
 
 /// `{"data": …}` with a status.
