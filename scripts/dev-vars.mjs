@@ -1,5 +1,16 @@
 // Reads and writes the developer's .dev.vars (KEY=value lines; quotes optional; mode 0600).
-import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+
+/**
+ * Writes a file of secrets only its owner may read: a new file made 0600, then renamed over `file`, so the
+ * secret is never readable by others, not for a moment, whatever mode an earlier `file` had.
+ */
+export function writePrivate(file, text) {
+  const temp = `${file}.${process.pid}-${randomBytes(4).toString('hex')}.tmp`;
+  writeFileSync(temp, text, { mode: 0o600, flag: 'wx' });
+  renameSync(temp, file);
+}
 
 /**
  * Every setting the Worker reads (src/env.rs; the test suite checks none is missing). `npm start` takes each
@@ -30,8 +41,7 @@ export function setDevVar(file, name, value) {
   const kept = lines.filter((line) => !new RegExp(`^\\s*${name}\\s*=`).test(line));
   while (kept.length && kept[kept.length - 1] === '') kept.pop();
   kept.push(`${name}=${value}`, '');
-  writeFileSync(file, kept.join('\n'), { mode: 0o600 });
-  chmodSync(file, 0o600);
+  writePrivate(file, kept.join('\n'));
 }
 
 export function readDevVars(file) {

@@ -15,9 +15,11 @@
 
 import { spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+
+import { writePrivate } from './dev-vars.mjs';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 // TOLLGATE_WRANGLER: another wrangler (the tests' recorder of the commands run, as no Cloudflare account is at hand).
@@ -182,8 +184,7 @@ wrangler(commands[4]);
 wrangler(commands[5]);
 wrangler(commands[6], upstreamKey);
 mkdirSync(path.dirname(tokenFile), { recursive: true, mode: 0o700 });
-writeFileSync(tokenFile, `${adminToken}\n`, { mode: 0o600 });
-chmodSync(tokenFile, 0o600);
+writePrivate(tokenFile, `${adminToken}\n`);
 wrangler(commands[7], adminToken);
 if (provisioningKey) wrangler(commands[8], provisioningKey);
 else console.log('\nOPENROUTER_PROVISIONING_KEY left unset: provisioning is off (set it later with `scripts/wrangler secret put OPENROUTER_PROVISIONING_KEY -e ' + tenant + '`).');

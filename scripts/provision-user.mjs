@@ -6,7 +6,7 @@
 // OPENROUTER_PROVISIONING_KEY — an upstream OpenRouter key with a spend limit (cents). `--credit` (USD)
 // credits the new account, so its key can spend at once (a new account holds $0). Prints what was made and
 // the secrets, once. The admin token never travels on the command line (where `ps` shows it):
-// it comes from $ADMIN_TOKEN, else the file named by --admin-token-file, else .dev.vars.
+// it comes from $ADMIN_TOKEN, else the file named by --admin-token-file (both only with --url), else .dev.vars.
 
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
@@ -70,6 +70,11 @@ if (args['utm-source'] !== undefined) body.utm_source = args['utm-source'];
 if (args.locale !== undefined) {
   if (!/^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$/.test(args.locale)) fail(`--locale must look like en, zh or pt-BR, not "${args.locale}"`);
   body.locale = args.locale;
+}
+// A token from the environment or a file may be a deployed tenant's: it is sent only where --url says. The
+// default, this machine's port (where any local user could listen), is for the local gateway's own token.
+if (!args.url && (args['admin-token-file'] || process.env.ADMIN_TOKEN)) {
+  fail('a token from ADMIN_TOKEN or --admin-token-file is sent only to a gateway you name: name the gateway with --url (http://127.0.0.1:8787 for `npm start`)');
 }
 const url = (args.url ?? `http://127.0.0.1:${process.env.PORT || 8787}`).replace(/\/+$/, '');
 let parsed;

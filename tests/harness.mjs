@@ -4,12 +4,13 @@
 
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import { writePrivate } from '../scripts/dev-vars.mjs';
 import { FAKE_PROVISIONING_KEY, startFakeUpstream } from './fake-upstream.mjs';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -126,7 +127,7 @@ export async function startGateway({ vars = {}, upstream = true, persistTo, port
   // Variables go in an env file of our own (mode 600, never on a command line);
   // with --env-file, wrangler does not read the developer's .dev.vars.
   const envFile = path.join(state, 'gateway.env');
-  writeFileSync(envFile, Object.entries(allVars).map(([k, v]) => `${k}=${v}`).join('\n') + '\n', { mode: 0o600 });
+  writePrivate(envFile, Object.entries(allVars).map(([k, v]) => `${k}=${v}`).join('\n') + '\n');
 
   if (port) await assertPortFree(port);
   // Free ports are picked before wrangler binds them, so a parallel test file can take one in between;
@@ -154,6 +155,8 @@ export async function startGateway({ vars = {}, upstream = true, persistTo, port
     const stop = async () => {
       await killGroup(child);
       if (fake) await fake.close();
+      // The copy of the secrets wrangler read at its start is not left behind.
+      rmSync(envFile, { force: true });
       if (fresh) rmSync(state, { recursive: true, force: true });
     };
     try {

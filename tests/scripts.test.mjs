@@ -112,6 +112,10 @@ describe('npm run provision-user', () => {
     const clear = await npmRun('provision-user', ['--email=t@example.com', '--name=T', '--url=http://gw.acme.example'], { ADMIN_TOKEN: 'x' });
     assert.equal(clear.code, 2);
     assert.match(clear.err, /must be https/);
+    // A token from the environment or a file (a deployed tenant's, perhaps) goes only to a gateway named.
+    const unnamed = await npmRun('provision-user', ['--email=t@example.com', '--name=T'], { ADMIN_TOKEN: 'x', PORT: String(await freePort()) });
+    assert.equal(unnamed.code, 2);
+    assert.match(unnamed.err, /name the gateway with --url/);
   });
 });
 
