@@ -272,8 +272,8 @@ impl Account<'_> {
                 // Its key's per-minute window counts the tokens it used from now on.
                 let used = usage.as_ref().map(|u| u.prompt_tokens.saturating_add(u.completion_tokens));
                 if let Some(tokens) = used.and_then(|t| i64::try_from(t).ok()) {
-                    if self.book.count_tokens(&closed.key_id, request_id, tokens) {
-                        store::count_tokens(sql, request_id, tokens)?;
+                    if let Some(counted) = self.book.count_tokens(&closed.key_id, request_id, tokens) {
+                        store::count_tokens(sql, request_id, counted)?;
                     }
                 }
                 strike(self.faults, sql, usage.as_ref(), request_id)?;

@@ -329,7 +329,7 @@ impl Book {
     }
 
     /// A settled request counts the tokens it used in its key's window; `false`: it is not counted there.
-    pub fn count_tokens(&mut self, key_id: &str, request_id: &str, tokens: i64) -> bool {
+    pub fn count_tokens(&mut self, key_id: &str, request_id: &str, tokens: i64) -> Option<i64> {
         self.rates.settle(key_id, request_id, tokens)
     }
 

@@ -474,12 +474,14 @@ impl World {
                         prop_assert_eq!(Some(closed.reserved), reserved);
                         prop_assert_eq!(closed.amount, cost.min(closed.reserved).max(0));
                         prop_assert_eq!(closed.amount + closed.uncollected, cost.max(closed.amount));
-                        // It used at most the tokens it was admitted with (here: its cost, so capped).
+                        // It used its cost in tokens, which may be more than it was admitted with: it counts
+                        // at most that.
                         let admitted = self.book.admitted(&closed.key_id, &id).map(|a| a.tokens);
-                        if let Some(tokens) = admitted.map(|t| t.min(cost)) {
-                            prop_assert!(self.book.count_tokens(&closed.key_id, &id, tokens));
-                            if let Some((_, a)) = self.store.rate_log.get_mut(&id) {
-                                a.tokens = tokens;
+                        if let Some(admitted) = admitted {
+                            let counted = self.book.count_tokens(&closed.key_id, &id, cost);
+                            prop_assert_eq!(counted, Some(cost.clamp(0, admitted)));
+                            if let (Some((_, a)), Some(counted)) = (self.store.rate_log.get_mut(&id), counted) {
+                                a.tokens = counted;
                             }
                         }
                         self.settled.insert(id, closed.reserved);

@@ -34,7 +34,8 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         4 => (0i64..400, 0i64..300).prop_map(|(tokens, cost)| Op::Reserve { tokens, cost }),
-        4 => (any::<u8>(), 0i64..=100, proptest::bool::weighted(0.2))
+        // Up to three times what was held: an upstream past the output cap, a usage report counting more.
+        4 => (any::<u8>(), prop_oneof![3 => 0i64..=100, 1 => 100i64..=300], proptest::bool::weighted(0.2))
             .prop_map(|(req, percent, failed)| Op::Settle { req, percent, failed }),
         2 => prop_oneof![0i64..LEASE * 2, 0i64..40 * 86_400_000].prop_map(|ms| Op::Advance { ms }),
         1 => Just(Op::Restart),

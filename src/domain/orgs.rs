@@ -211,8 +211,12 @@ impl OrgBook {
     }
 
     /// Counts a settled request (once). `None`: not held (settled already, or never reserved).
+    /// A request counts at most what its hold admitted (as its account charges at most what it held): one
+    /// that used more than its bound (an upstream past the output cap) counts its bound, so no month passes a
+    /// limit; its usage record keeps what it used.
     pub fn settle(&mut self, request_id: &str, tokens: i64, cost: i64, failed: bool) -> Option<MonthChange> {
         let hold = self.holds.remove(request_id)?;
+        let (tokens, cost) = (tokens.clamp(0, hold.tokens.max(0)), cost.clamp(0, hold.cost.max(0)));
         let (requests, tokens, cost) = match (hold.counted, failed) {
             (false, true) => (0, 0, 0),
             (false, false) => (1, tokens, cost),

@@ -175,14 +175,14 @@ impl Rates {
         &list[at]
     }
 
-    /// A request settled having used `tokens`: it counts those from now on. `false`: not counted
-    /// (not admitted under a limit, or out of the window already).
-    pub fn settle(&mut self, key_id: &str, request_id: &str, tokens: i64) -> bool {
-        let Some(a) = self.keys.get_mut(key_id).and_then(|l| l.iter_mut().find(|a| a.request_id == request_id)) else {
-            return false;
-        };
-        a.tokens = tokens.max(0);
-        true
+    /// A request settled having used `tokens`: it counts those from now on, at most what it was admitted
+    /// with (its worst case: one that used more, an upstream past the output cap, counts that, so the window
+    /// passes no limit). Answers what it counts; `None`: not counted (not admitted under a limit, or out of
+    /// the window already).
+    pub fn settle(&mut self, key_id: &str, request_id: &str, tokens: i64) -> Option<i64> {
+        let a = self.keys.get_mut(key_id)?.iter_mut().find(|a| a.request_id == request_id)?;
+        a.tokens = tokens.clamp(0, a.tokens);
+        Some(a.tokens)
     }
 
     pub fn admitted(&self, key_id: &str, request_id: &str) -> Option<&Admitted> {
@@ -246,13 +246,14 @@ mod tests {
         rates.admit("k", "r2", 300, NOW + 5_000);
         let refused = rates.check("k", l, 200, NOW + 6_000).expect_err("900 + 200 > 1000");
         assert_eq!((refused.hit, refused.retry_after_ms), (RateHit::Tokens, 54_000), "when r1 leaves");
-        assert!(rates.settle("k", "r1", 100));
+        assert_eq!(rates.settle("k", "r1", 100), Some(100));
         assert_eq!(rates.check("k", l, 200, NOW + 6_000), Ok(()));
         let tokens = rates.status("k", l, NOW + 6_000).tokens.expect("a token limit");
         assert_eq!((tokens.remaining, tokens.reset_ms), (600, 59_000));
         let alone = rates.check("k", l, 1_001, NOW + 6_000).expect_err("never fits");
         assert_eq!(alone.hit, RateHit::TooLarge);
-        assert!(!rates.settle("k", "unknown", 5));
+        assert_eq!(rates.settle("k", "unknown", 5), None);
+        assert_eq!(rates.settle("k", "r2", 5_000), Some(300), "no more than it was admitted with");
     }
 
     #[test]
