@@ -82,10 +82,17 @@ impl AccountDo {
             let faults = &config.faults;
             let mut account =
                 Account { state: &self.state, sql, book, now, alerts, owned: &self.owned, wrote: false, faults };
-            let answer = account.expire().and_then(|()| match message {
-                Some(message) => account.answer(message),
-                None => Ok(AccountResponse::Ok),
-            });
+            // A message about requests in hand (their settlements, their heartbeats) is answered before what
+            // is due is closed: one that reaches the object after its request fell due, but before the alarm
+            // closed it, is taken as it is (charged its cost, or kept alive), not as late. Any other message
+            // sees what is due closed first (its money free again).
+            let answer = match message {
+                Some(m @ (AccountRequest::Settle { .. } | AccountRequest::Touch { .. })) => {
+                    account.answer(m).and_then(|answer| account.expire().map(|()| answer))
+                }
+                Some(m) => account.expire().and_then(|()| account.answer(m)),
+                None => account.expire().map(|()| AccountResponse::Ok),
+            };
             if account.wrote {
                 self.copy_waiting.set(true);
             }
