@@ -230,15 +230,15 @@ impl<'a> Reply<'a> {
             Ok(body) => body,
             Err(e) => return self.failed(answer, e, true, None),
         };
-        let usage = match completion_usage(&body) {
-            Ok(usage) => usage,
+        let (usage, content_bytes) = match completion_usage(&body) {
+            Ok(read) => read,
             // An error body names its generation: its record says what the upstream used before failing.
             Err(e) => return self.failed(answer, e, true, answer_names(&body).0),
         };
         let (upstream_id, model) = answer_names(&body);
         let outcome = Outcome {
             usage,
-            delivered_bytes: Some(body.len() as u64),
+            delivered_bytes: Some(content_bytes),
             status: 200,
             streamed: false,
             cancelled: false,

@@ -123,9 +123,31 @@ fn flagged_by_moderation(body: &[u8]) -> bool {
         .is_some_and(|m| m.contains_key("reasons") || m.contains_key("flagged_input"))
 }
 
-/// Picks the usage out of a non-streamed chat answer; refuses a body that is not a chat completion.
-pub fn completion_usage(body: &[u8]) -> Result<Option<Usage>, ProviderError> {
-    usage_of(body, "choices", |_| {})
+/// Picks the usage out of a non-streamed chat answer, with the bytes of content it delivered (to estimate
+/// its output from when it reports no usage); refuses a body that is not a chat completion.
+pub fn completion_usage(body: &[u8]) -> Result<(Option<Usage>, u64), ProviderError> {
+    usage_of(body, "choices", |_| {}).map(|(usage, choices)| (usage, content_bytes(&choices)))
+}
+
+/// The bytes of content a whole answer's choices delivered, counted as a stream's deltas are (`sse`): each
+/// message's text (a string, or its parts' texts), reasoning and refusal, and its tool calls' names and
+/// arguments; not the JSON around them (ids, field names, log probabilities).
+fn content_bytes(choices: &[Value]) -> u64 {
+    let text = |v: Option<&Value>| match v {
+        Some(Value::String(s)) => s.len(),
+        Some(Value::Array(parts)) => {
+            parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).map(str::len).sum()
+        }
+        _ => 0,
+    };
+    let message = |m: &Value| {
+        let tools: usize = (m.get("tool_calls").and_then(Value::as_array).into_iter().flatten())
+            .filter_map(|t| t.get("function"))
+            .map(|f| text(f.get("name")) + text(f.get("arguments")))
+            .sum();
+        text(m.get("content")) + text(m.get("reasoning")) + text(m.get("refusal")) + tools
+    };
+    choices.iter().filter_map(|c| c.get("message")).map(message).sum::<usize>() as u64
 }
 
 /// Picks the usage out of an embeddings answer; refuses a body without `data`. Embeddings have input tokens
@@ -137,11 +159,12 @@ pub fn embeddings_usage(body: &[u8]) -> Result<Option<Usage>, ProviderError> {
             u.prompt_tokens = u.total_tokens;
         }
     })
+    .map(|(usage, _)| usage)
 }
 
 /// The usage of an answer that must carry the array `field` (as `read` reads it; none when it counts no
-/// prompt); an `error` object is classified.
-fn usage_of(body: &[u8], field: &str, read: impl Fn(&mut Usage)) -> Result<Option<Usage>, ProviderError> {
+/// prompt), with that array's items; an `error` object is classified.
+fn usage_of(body: &[u8], field: &str, read: impl Fn(&mut Usage)) -> Result<(Option<Usage>, Vec<Value>), ProviderError> {
     #[derive(Deserialize)]
     struct Probe {
         #[serde(default)]
@@ -168,17 +191,14 @@ fn usage_of(body: &[u8], field: &str, read: impl Fn(&mut Usage)) -> Result<Optio
             _ => ProviderError::Unavailable { status, message },
         });
     }
-    let present = if field == "data" { probe.data.is_some() } else { probe.choices.is_some() };
-    if !present {
+    let Some(items) = (if field == "data" { probe.data } else { probe.choices }) else {
         return Err(ProviderError::Malformed(format!("answer has no `{field}`")));
-    }
-    Ok(probe
-        .usage
-        .map(|mut u| {
-            read(&mut u);
-            u
-        })
-        .filter(Usage::counts))
+    };
+    let usage = probe.usage.map(|mut u| {
+        read(&mut u);
+        u
+    });
+    Ok((usage.filter(Usage::counts), items))
 }
 
 /// One model as OpenRouter's `/models` lists it (the fields we use).
@@ -455,9 +475,18 @@ mod tests {
     }
 
     #[test]
+    fn an_answer_without_usage_is_estimated_from_its_content_not_its_json() {
+        let body = br#"{"id":"chatcmpl-1","object":"chat.completion","choices":[{"index":0,"logprobs":{"content":[{"token":"Hi","logprob":-0.1,"top_logprobs":[{"token":"Hi","logprob":-0.1},{"token":"Hey","logprob":-2.5}]}]},
+            "message":{"role":"assistant","content":"Hi","reasoning":"greet","refusal":null,
+              "tool_calls":[{"id":"call_1","type":"function","function":{"name":"f","arguments":"{\"a\":1}"}}]}},
+            {"index":1,"message":{"role":"assistant","content":[{"type":"text","text":"yo"}]}}]}"#;
+        assert_eq!(completion_usage(body).expect("readable"), (None, 2 + 5 + 1 + 7 + 2));
+    }
+
+    #[test]
     fn completion_usage_requires_a_chat_completion() {
         let ok = br#"{"id":"x","choices":[{"message":{"role":"assistant","content":"hi"}}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4,"cost":0.1}}"#;
-        assert_eq!(completion_usage(ok).expect("ok").map(|u| u.total_tokens), Some(4));
+        assert_eq!(completion_usage(ok).expect("ok").0.map(|u| u.total_tokens), Some(4));
         assert!(matches!(completion_usage(b"<html>"), Err(ProviderError::Malformed(_))));
         assert!(matches!(completion_usage(b"{}"), Err(ProviderError::Malformed(_))));
         let err = br#"{"error":{"code":502,"message":"provider returned error"}}"#;
@@ -466,9 +495,13 @@ mod tests {
         assert!(matches!(completion_usage(odd_code), Err(ProviderError::Unavailable { status: 502, .. })), "not 400");
         let null_detail = br#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":1,"prompt_tokens_details":{"cached_tokens":null}}}"#;
         let usage = completion_usage(null_detail).expect("an odd usage field does not make the answer unreadable");
-        assert_eq!(usage.map(|u| u.tokens().prompt), Some(3));
+        assert_eq!(usage.0.map(|u| u.tokens().prompt), Some(3));
         let empty = br#"{"choices":[{"message":{"content":"hi"}}],"usage":{}}"#;
-        assert_eq!(completion_usage(empty).expect("readable"), None, "no report: charged as an answer without usage");
+        assert_eq!(
+            completion_usage(empty).expect("readable"),
+            (None, 2),
+            "no report: charged as an answer without usage"
+        );
     }
 
     #[test]
@@ -482,7 +515,7 @@ mod tests {
         assert_eq!(embeddings_usage(none).expect("readable"), None, "no report");
         // A chat answer's total alone is not its prompt.
         let chat = br#"{"choices":[],"usage":{"total_tokens":7}}"#;
-        assert_eq!(completion_usage(chat).expect("readable"), None);
+        assert_eq!(completion_usage(chat).expect("readable"), (None, 0));
     }
 
     #[test]
