@@ -266,7 +266,10 @@ describe('errors are OpenAI-shaped', () => {
     const payerKey = await admin.createKey(payer.id, { name: 'slow' });
     const slow = () => rawChat({ model: MODEL, messages: hello, fake_fault: 'slow:4000' }, { token: payerKey.key });
     const started = Date.now();
-    await expectError(await slow(), 504, 'timeout_error');
+    const first = await slow();
+    // Charged, and as slow again: the SDKs are told not to retry it (they retry a 504 twice otherwise).
+    assert.equal(first.headers.get('x-should-retry'), 'false');
+    await expectError(first, 504, 'timeout_error');
     assert.ok(Date.now() - started < 3800, 'answered at the timeout, not when upstream finished');
     for (const res of await Promise.all([slow(), slow(), slow()])) await expectError(res, 504, 'timeout_error');
     const usage = await usageRows(payer.id, 4);
@@ -285,7 +288,9 @@ describe('errors are OpenAI-shaped', () => {
     const payer = await admin.createUser({ name: 'Slow body' }, { credit: 1 });
     const payerKey = await admin.createKey(payer.id, { name: 'slow body' });
     const started = Date.now();
-    await expectError(await rawChat({ model: MODEL, messages: hello, fake_fault: 'slow_body:4000' }, { token: payerKey.key }), 504, 'timeout_error');
+    const res = await rawChat({ model: MODEL, messages: hello, fake_fault: 'slow_body:4000' }, { token: payerKey.key });
+    assert.equal(res.headers.get('x-should-retry'), 'false');
+    await expectError(res, 504, 'timeout_error');
     const took = Date.now() - started;
     assert.ok(took >= 1900 && took < 3800, `answered at the deadline, not when the body ended (${took} ms)`);
     const usage = await usageRows(payer.id, 1);

@@ -157,9 +157,11 @@ impl ApiError {
         }
     }
 
-    /// Whether retrying may help (see `LimitReached::lasting`).
+    /// Whether retrying may help (see `LimitReached::lasting`). Not after the gateway's own deadline: the same
+    /// request would take as long again, and the upstream had it, so each try is charged its prompt (the
+    /// SDKs retry a 504 twice unless told not to).
     pub fn retry_may_help(&self) -> bool {
-        !matches!(self, Self::LimitReached { lasting: true, .. })
+        !matches!(self, Self::LimitReached { lasting: true, .. } | Self::Provider(ProviderError::Deadline))
     }
 
     /// What the client reads. 5xx messages are generic: details stay in the log.
