@@ -109,7 +109,7 @@ pub const TOOL_ERROR: &str = "[error]";
 /// its last part.
 fn tool_result_parts(block: &Value, param: &str) -> Result<Value, InvalidRequest> {
     let mut parts = match block.get("content") {
-        Some(Value::String(s)) => vec![json!({"type": "text", "text": s})],
+        Some(Value::String(s)) if !s.is_empty() => vec![json!({"type": "text", "text": s})],
         Some(Value::Array(blocks)) => {
             let mut parts = Vec::with_capacity(blocks.len());
             for b in blocks {
@@ -135,8 +135,11 @@ fn tool_result_parts(block: &Value, param: &str) -> Result<Value, InvalidRequest
     if block.get("is_error").and_then(Value::as_bool) == Some(true) {
         parts.insert(0, json!({"type": "text", "text": TOOL_ERROR}));
     }
+    // Nothing to give back (a command that printed nothing): an empty text, not an empty text part, which
+    // Anthropic refuses ("text content blocks must be non-empty"), whichever route reaches it. A cache
+    // breakpoint on such a result has no part to sit on, and goes (the agent's earlier ones stay).
     if parts.is_empty() {
-        parts.push(json!({"type": "text", "text": ""}));
+        return Ok(Value::String(String::new()));
     }
     if let (Some(cache), Some(last)) = (block.get("cache_control"), parts.last_mut().and_then(Value::as_object_mut)) {
         last.insert("cache_control".into(), cache.clone());

@@ -63,7 +63,16 @@ pub fn messages_request(
                     // The marker goes; a cache breakpoint it carried (the result had nothing else) stays.
                     breakpoint = parts.remove(0).get("cache_control").cloned();
                 }
-                let mut result = json!({"type": "tool_result", "tool_use_id": id, "content": content});
+                // An empty result has no content (an empty text block is refused by Anthropic).
+                let empty = match &content {
+                    Value::String(text) => text.is_empty(),
+                    Value::Array(parts) => parts.is_empty(),
+                    _ => false,
+                };
+                let mut result = json!({"type": "tool_result", "tool_use_id": id});
+                if !empty {
+                    result["content"] = content;
+                }
                 if failed {
                     result["is_error"] = Value::Bool(true);
                 }
@@ -271,6 +280,27 @@ mod tests {
             (result["is_error"].clone(), result["cache_control"].clone()),
             (json!(true), json!({"type": "ephemeral"}))
         );
+        assert_eq!(result.get("content"), None, "no empty content");
+    }
+
+    #[test]
+    fn an_empty_tool_result_reaches_anthropic_without_an_empty_text_block() {
+        for result in [r#""content":"""#, r#""content":[]"#, r#""cache_control":{"type":"ephemeral"}"#] {
+            let body = format!(
+                r#"{{"model":"m","max_tokens":8,"messages":[{{"role":"user","content":"run it"}},
+                {{"role":"assistant","content":[{{"type":"tool_use","id":"u","name":"f","input":{{}}}}]}},
+                {{"role":"user","content":[{{"type":"tool_result","tool_use_id":"u",{result}}}]}}]}}"#
+            );
+            let request = crate::providers::anthropic::inbound::to_chat(body.as_bytes()).expect("valid");
+            // The chat form (what OpenRouter and OpenAI get) has an empty text, not an empty text part.
+            assert_eq!(request.body["messages"][2]["content"], json!(""), "{result}");
+            let sent = messages_request(&request, "claude", 8192).expect("translates");
+            assert_eq!(
+                sent["messages"][2]["content"],
+                json!([{"type": "tool_result", "tool_use_id": "u"}]),
+                "{result}"
+            );
+        }
     }
 
     #[test]
