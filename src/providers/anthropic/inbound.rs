@@ -345,8 +345,16 @@ pub fn to_chat_traced(bytes: &[u8]) -> Result<(ChatRequest, Origins), InvalidReq
     if let Some(tools) = body.get("tools").and_then(Value::as_array) {
         let mut out = Vec::new();
         for (i, tool) in tools.iter().enumerate() {
-            if tool.get("type").and_then(Value::as_str).is_some_and(|t| t != "custom") {
-                return Err(invalid(format!("tools.{i}: server tools add fees the gateway cannot price"), "tools"));
+            if let Some(kind) = tool.get("type").and_then(Value::as_str).filter(|t| *t != "custom") {
+                // Tools Anthropic defines and the client runs (bash, the text editor, computer use, memory)
+                // come without a schema, which no other route's function could be given.
+                let client_run = ["bash_", "text_editor_", "computer_", "memory_"].iter().any(|p| kind.starts_with(p));
+                let why = if client_run {
+                    format!("tools.{i}: `{kind}` is defined by Anthropic without an input schema, which this gateway cannot carry: give the tool a `name` and an `input_schema` instead")
+                } else {
+                    format!("tools.{i}: server tools (`{kind}`) add fees the gateway cannot price")
+                };
+                return Err(invalid(why, "tools"));
             }
             out.push(json!({"type": "function", "function": {
                 "name": tool.get("name").cloned().unwrap_or_default(),
@@ -1050,6 +1058,10 @@ mod tests {
         ] {
             assert_eq!(to_chat(json.as_bytes()).err().and_then(|e| e.param).as_deref(), Some(param), "{json}");
         }
+        // A tool the client runs is not called a server tool: the client is told what to send instead.
+        let bash = br#"{"model":"m","max_tokens":5,"tools":[{"type":"bash_20250124","name":"bash"}],"messages":[{"role":"user","content":"x"}]}"#;
+        let message = to_chat(bash).err().map(|e| e.message).unwrap_or_default();
+        assert!(message.contains("input_schema") && !message.contains("fees"), "{message}");
     }
 
     #[test]
