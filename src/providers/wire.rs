@@ -58,11 +58,7 @@ pub fn outbound(
             if let Some(referer) = extras.referer {
                 headers.push(("http-referer", referer.to_string()));
             }
-            let body = if attempt.keep_fallbacks && native == chat.model {
-                chat.upstream_body()
-            } else {
-                openrouter_body(chat, native, attempt.keep_fallbacks)
-            };
+            let body = openrouter_body(chat, native, attempt.keep_fallbacks);
             Outbound { url: format!("{}/chat/completions", endpoint.base_url), headers, body }
         }
         Provider::OpenAi => Outbound {
@@ -98,7 +94,7 @@ pub fn outbound(
     })
 }
 
-/// OpenRouter's body under another model id (a pin's, or a fallback's). When the gateway walks the
+/// OpenRouter's body for `model` (the client's, a pin's, or a fallback's). When the gateway walks the
 /// fallbacks itself, OpenRouter gets no `models` list.
 fn openrouter_body(chat: &ChatRequest, model: &str, keep_fallbacks: bool) -> Vec<u8> {
     let mut body: Map<String, Value> = chat.body.clone();
@@ -218,30 +214,31 @@ mod tests {
     #[test]
     fn openrouter_is_given_the_output_cap_under_the_name_it_documents() {
         let endpoint = Endpoint { base_url: "https://p.example", key: "k-1" };
-        let sent = |json: &str, cap: Option<u64>| {
-            let mut req = chat(json);
-            if let Some(cap) = cap {
-                req.cap_output(cap);
-            }
-            let out = outbound(
-                &attempt("openai/o4-mini", Provider::OpenRouter, "openai/o4-mini", false),
-                &req,
-                &endpoint,
-                &EXTRAS,
-            )
-            .expect("ok");
-            let body: Value = serde_json::from_slice(&out.body).expect("JSON");
-            (body["max_tokens"].clone(), body["max_completion_tokens"].clone())
-        };
-        let newer =
-            r#"{"model":"openai/o4-mini","max_completion_tokens":4000,"messages":[{"role":"user","content":"hi"}]}"#;
-        assert_eq!(sent(newer, None), (Value::from(4000), Value::from(4000)));
-        assert_eq!(sent(newer, Some(12)), (Value::from(12), Value::from(12)), "the reservation's cap, under both");
-        let both =
-            r#"{"model":"m","max_tokens":7,"max_completion_tokens":9,"messages":[{"role":"user","content":"hi"}]}"#;
-        assert_eq!(sent(both, None), (Value::from(7), Value::from(9)), "a client's own two are its own");
-        let neither = r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
-        assert_eq!(sent(neither, None).1, Value::Null);
+        // The client's own model with OpenRouter walking its fallbacks (the common case), and a gateway's walk.
+        for keep_fallbacks in [true, false] {
+            let sent = |json: &str, cap: Option<u64>| {
+                let mut req = chat(json);
+                if let Some(cap) = cap {
+                    req.cap_output(cap);
+                }
+                let out = outbound(
+                    &attempt("openai/o4-mini", Provider::OpenRouter, "openai/o4-mini", keep_fallbacks),
+                    &req,
+                    &endpoint,
+                    &EXTRAS,
+                )
+                .expect("ok");
+                let body: Value = serde_json::from_slice(&out.body).expect("JSON");
+                (body["max_tokens"].clone(), body["max_completion_tokens"].clone())
+            };
+            let newer = r#"{"model":"openai/o4-mini","max_completion_tokens":4000,"messages":[{"role":"user","content":"hi"}]}"#;
+            assert_eq!(sent(newer, None), (Value::from(4000), Value::from(4000)));
+            assert_eq!(sent(newer, Some(12)), (Value::from(12), Value::from(12)), "the reservation's cap, under both");
+            let both = r#"{"model":"openai/o4-mini","max_tokens":7,"max_completion_tokens":9,"messages":[{"role":"user","content":"hi"}]}"#;
+            assert_eq!(sent(both, None), (Value::from(7), Value::from(9)), "a client's own two are its own");
+            let neither = r#"{"model":"openai/o4-mini","messages":[{"role":"user","content":"hi"}]}"#;
+            assert_eq!(sent(neither, None).1, Value::Null);
+        }
     }
 
     #[test]
