@@ -389,6 +389,10 @@ describe('messages, what agents rely on', () => {
     assert.equal(one.type, 'model');
     assert.equal(one.id, 'anthropic/claude-3.5-sonnet');
     assert.equal(one.display_name, 'Anthropic: Claude 3.5 Sonnet');
+    // Anthropic's own id, as /v1/messages reads it (Claude Code asks for the model it was given).
+    const own = await client.models.retrieve('claude-3-5-sonnet-20241022');
+    assert.equal(own.id, 'claude-3-5-sonnet-20241022');
+    assert.equal(own.display_name, 'Anthropic: Claude 3.5 Sonnet');
     await assert.rejects(client.models.retrieve('nobody/no-such-model'), (e) => e.status === 404 && e.error?.error?.type === 'not_found_error');
   });
 
