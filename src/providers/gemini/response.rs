@@ -64,11 +64,19 @@ pub fn content_of(candidate: &Value, first_call: usize, answer_id: &str) -> (Str
     (text, calls)
 }
 
+/// Whether Gemini blocked the prompt itself (`promptFeedback.blockReason`; the answer then has no candidates).
+pub fn prompt_blocked(answer: &Value) -> bool {
+    answer.pointer("/promptFeedback/blockReason").is_some_and(|r| !r.is_null())
+}
+
 pub fn chat_completion(answer: &Value, model: &str, created: i64) -> Value {
     let candidate = answer.get("candidates").and_then(|c| c.get(0)).cloned().unwrap_or_default();
     let answer_id = answer.get("responseId").and_then(Value::as_str).unwrap_or_default();
     let (text, calls) = content_of(&candidate, 0, answer_id);
-    let finish = finish_reason(candidate.get("finishReason").and_then(Value::as_str), !calls.is_empty());
+    let finish = match candidate.is_null() && prompt_blocked(answer) {
+        true => "content_filter",
+        false => finish_reason(candidate.get("finishReason").and_then(Value::as_str), !calls.is_empty()),
+    };
     let usage = usage(answer.get("usageMetadata").unwrap_or(&Value::Null));
     translate::chat_completion(
         answer.get("responseId").cloned().unwrap_or_default(),
@@ -105,6 +113,15 @@ mod tests {
         assert_eq!(calls[0]["extra_content"], json!({"google": {"thought_signature": "c2ln"}}));
         assert!(calls[1].get("extra_content").is_none());
         assert_eq!([&calls[0]["id"], &calls[1]["id"]], [&json!("call_r1x_0"), &json!("call_r1x_1")]);
+    }
+
+    #[test]
+    fn a_blocked_prompt_is_a_filtered_answer() {
+        let blocked = json!({"promptFeedback": {"blockReason": "PROHIBITED_CONTENT"},
+            "usageMetadata": {"promptTokenCount": 7, "totalTokenCount": 7}});
+        let answer = chat_completion(&blocked, "google/gemini-2.5-flash", 1);
+        assert_eq!(answer["choices"][0]["finish_reason"], "content_filter");
+        assert_eq!(answer["usage"]["prompt_tokens"], 7);
     }
 
     #[test]

@@ -42,7 +42,14 @@ impl StreamTranslator {
         if let Some(meta) = data.get("usageMetadata") {
             self.usage = meta.clone();
         }
-        let Some(candidate) = data.get("candidates").and_then(|c| c.get(0)) else { return vec![] };
+        let Some(candidate) = data.get("candidates").and_then(|c| c.get(0)) else {
+            // A prompt Gemini blocked comes back as one event without candidates: the answer ends filtered.
+            if super::response::prompt_blocked(data) && !self.finished {
+                self.finished = true;
+                return vec![self.chunk(json!({}), Some("content_filter"))];
+            }
+            return vec![];
+        };
         let (text, calls) = content_of(candidate, self.calls, &self.chunks.id);
         let mut out = Vec::new();
         if !text.is_empty() {
@@ -114,6 +121,18 @@ impl ToOpenAiSse {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_blocked_prompt_ends_the_stream_filtered_with_its_usage() {
+        let mut t = super::StreamTranslator::new("google/gemini-2.5-flash", 1);
+        let blocked = serde_json::json!({"promptFeedback": {"blockReason": "SAFETY"},
+            "usageMetadata": {"promptTokenCount": 7, "totalTokenCount": 7}, "responseId": "r1"});
+        let out = t.event(&blocked);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0]["choices"][0]["finish_reason"], "content_filter");
+        assert!(t.finished, "the answer is complete: usage and [DONE] follow");
+        assert_eq!(t.usage().prompt_tokens, 7);
+    }
+
     use crate::providers::sse::SseRelay;
 
     #[test]
