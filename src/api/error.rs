@@ -120,6 +120,8 @@ impl ApiError {
             Self::LimitReached { .. } => "rate_limit_error",
             Self::Provider(p) => match p {
                 ProviderError::Rejected { status: 404, .. } => "model_not_found",
+                // OpenAI's code, which agents (Codex) read to compact their history and go on.
+                ProviderError::Rejected { message, .. } if too_long_for_context(message) => "context_length_exceeded",
                 ProviderError::Rejected { .. } => "invalid_request",
                 ProviderError::RateLimited { .. } => "rate_limit_error",
                 ProviderError::Timeout | ProviderError::Deadline => "timeout_error",
@@ -239,6 +241,16 @@ impl ApiError {
     }
 }
 
+/// Whether an upstream's refusal says the prompt is longer than the model's context, as each provider words
+/// it (OpenAI's and OpenRouter's "maximum context length", Anthropic's "prompt is too long", Gemini's
+/// "exceeds the maximum number of tokens").
+fn too_long_for_context(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    ["context_length_exceeded", "maximum context length", "prompt is too long", "exceeds the maximum number of tokens"]
+        .iter()
+        .any(|p| m.contains(p))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -261,6 +273,16 @@ mod tests {
             (ApiError::MethodNotAllowed { method: "PUT".into(), path: "/health".into() }, 405, "invalid_request"),
             (ProviderError::Rejected { status: 422, message: "m".into() }.into(), 422, "invalid_request"),
             (ProviderError::Rejected { status: 404, message: "m".into() }.into(), 404, "model_not_found"),
+            (
+                ProviderError::Rejected { status: 400, message: "This model's maximum context length is 128000 tokens. However, your messages resulted in 130000 tokens.".into() }.into(),
+                400,
+                "context_length_exceeded",
+            ),
+            (
+                ProviderError::Rejected { status: 400, message: "prompt is too long: 210000 tokens > 200000 maximum".into() }.into(),
+                400,
+                "context_length_exceeded",
+            ),
             (
                 ProviderError::RateLimited { message: "m".into(), retry_after_secs: Some(7) }.into(),
                 429,
