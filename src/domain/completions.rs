@@ -33,8 +33,14 @@ pub fn to_chat(bytes: &[u8]) -> Result<ChatRequest, InvalidRequest> {
         return Err(InvalidRequest::new("request body must be a JSON object"));
     };
     for field in ["echo", "suffix", "best_of", "logprobs"] {
-        // Each field's "off" value passes: `false`, or one candidate (`best_of: 1`, OpenAI's default).
-        let off = |v: &Value| v.is_null() || v == &Value::Bool(false) || (field == "best_of" && v.as_u64() == Some(1));
+        // Each field's "off" value passes: `false`, one candidate (`best_of: 1`, OpenAI's default), no suffix
+        // (`suffix: ""`).
+        let off = |v: &Value| {
+            v.is_null()
+                || v == &Value::Bool(false)
+                || (field == "best_of" && v.as_u64() == Some(1))
+                || (field == "suffix" && v.as_str() == Some(""))
+        };
         if body.get(field).is_some_and(|v| !off(v)) {
             return Err(InvalidRequest::param(
                 format!("`{field}` is not supported: completions are served through chat models"),
@@ -111,7 +117,9 @@ fn as_text_completion(answer: &mut Map<String, Value>, carrier: &str) {
     answer.insert("object".into(), Value::from("text_completion"));
     for choice in answer.get_mut("choices").and_then(Value::as_array_mut).into_iter().flatten() {
         let Some(fields) = choice.as_object_mut() else { continue };
-        let text = fields.remove(carrier).and_then(|c| c.get("content").and_then(Value::as_str).map(String::from));
+        // A refusal (a chat answer's own field) is the text: a completion has nowhere else to say it.
+        let said = |c: &Value, field: &str| c.get(field).and_then(Value::as_str).map(String::from);
+        let text = fields.remove(carrier).and_then(|c| said(&c, "content").or_else(|| said(&c, "refusal")));
         fields.insert("text".into(), Value::from(text.unwrap_or_default()));
         fields.entry("logprobs").or_insert(Value::Null);
     }
@@ -160,7 +168,7 @@ mod tests {
         }
         // Their "off" values are what SDKs send by default.
         assert!(to_chat(
-            br#"{"model":"m","prompt":"x","best_of":1,"echo":false,"logprobs":null,"tools":[],"tool_choice":"none"}"#
+            br#"{"model":"m","prompt":"x","best_of":1,"echo":false,"logprobs":null,"suffix":"","tools":[],"tool_choice":"none"}"#
         )
         .is_ok());
     }
@@ -173,6 +181,9 @@ mod tests {
         assert_eq!(out["choices"][0]["text"], "Hi!");
         assert!(out["choices"][0].get("message").is_none());
         assert_eq!(out["usage"]["completion_tokens"], 2);
+        let refused = br#"{"id":"gen-2","choices":[{"index":0,"message":{"role":"assistant","content":null,"refusal":"I can't help with that."},"finish_reason":"stop"}]}"#;
+        let out: Value = serde_json::from_slice(&answer_from_chat(refused.to_vec())).expect("json");
+        assert_eq!(out["choices"][0]["text"], "I can't help with that.", "a refusal is said, not an empty text");
         let stream =
             b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"He\"}}]}\n\n: keep-alive\n\ndata: [DONE]\n\n";
         let text = String::from_utf8(stream_from_chat(stream.to_vec())).expect("utf8");
