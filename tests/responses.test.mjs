@@ -229,6 +229,10 @@ describe('responses, what Codex relies on', () => {
     assert.ok(completed.response.usage.output_tokens_details.reasoning_tokens > 0, 'the thinking was counted');
     const [row] = await usageRows(ctx.admin, user.id, 1);
     assert.equal(-micros(row.amount), costOf(VIA_OPENROUTER, completed.response.usage));
+    // Started at the first silence or at the first chunk: one response, one id, and it finds the generation.
+    assert.equal(events[0].type, 'response.created');
+    assert.equal(events[0].response.id, completed.response.id);
+    assert.equal(micros((await generationOf(ctx.admin, completed.response.id)).total_cost), -micros(row.amount));
   });
 
   test("reasoning given out as an item comes back with the next turn, as the upstream gave it: whole and streamed", async () => {

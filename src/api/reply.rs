@@ -47,16 +47,18 @@ impl Dialect {
     }
 
     /// What turns the relayed chat stream into this dialect's.
-    pub fn stream(&self) -> StreamDialect {
+    /// The stream's translation for the gateway's request `request_id` of `model` (the id and model a
+    /// Responses stream starts under when the upstream is silent at first).
+    pub fn stream(&self, request_id: &str, model: &str) -> StreamDialect {
         match self {
             Self::Chat => StreamDialect::Chat,
             Self::Completions => StreamDialect::Completions,
             Self::Messages(stop) => {
                 StreamDialect::Messages(crate::providers::anthropic::inbound::MessagesStream::new(stop.clone()))
             }
-            Self::Responses(custom) => {
-                StreamDialect::Responses(crate::providers::responses::ResponsesStream::new(custom.clone()))
-            }
+            Self::Responses(custom) => StreamDialect::Responses(
+                crate::providers::responses::ResponsesStream::new(custom.clone()).for_request(request_id, model),
+            ),
         }
     }
 }
@@ -194,7 +196,7 @@ impl<'a> Reply<'a> {
                 let every_ms = config.heartbeat_every_ms();
                 Heartbeat::start(m, &self.call.env, every_ms, every_ms)
             }),
-            dialect: self.dialect.stream(),
+            dialect: self.dialect.stream(&self.call.request_id, &self.attempt.model),
             ended: false,
             outcome: Some(ended_tx),
             log: self.call.request_log.clone(),

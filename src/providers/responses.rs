@@ -675,6 +675,10 @@ pub struct ResponsesStream {
     finished: bool,
     /// When the last `response.in_progress` for a silence went out (ms; 0: none yet).
     progress_ms: u64,
+    /// The gateway's request id and the model asked for: what a response started before the upstream's
+    /// first chunk is named (`for_request`).
+    request_id: String,
+    asked_model: String,
 }
 
 /// How often a silence (a model thinking, with nothing readable to tell) is told as `response.in_progress`.
@@ -683,6 +687,12 @@ const PROGRESS_EVERY_MS: u64 = 5_000;
 impl ResponsesStream {
     pub fn new(custom: CustomTools) -> Self {
         Self { custom, steps: ChatSteps::with_details(), ..Self::default() }
+    }
+
+    /// The stream of the gateway's request `request_id` for `model`: a silence before the upstream's first
+    /// chunk starts the response under them (`keep_alive`).
+    pub fn for_request(self, request_id: &str, model: &str) -> Self {
+        Self { request_id: request_id.to_string(), asked_model: model.to_string(), ..self }
     }
 
     fn emit(&mut self, out: &mut String, mut data: Value) {
@@ -753,10 +763,15 @@ impl ResponsesStream {
     /// What the client gets for upstream bytes that made no event (a keep-alive comment, details with nothing
     /// to read): a comment, and at most every `PROGRESS_EVERY_MS` a `response.in_progress`
     /// once the response has started. Codex's idle limit (5 minutes) counts events, not comments, so a
-    /// long thought would otherwise end its stream and make it ask again.
+    /// long thought would otherwise end its stream and make it ask again (and pay again). A silence before
+    /// the upstream's first chunk starts the response, under the gateway's request id, for the same reason.
     pub fn keep_alive(&mut self, now_ms: u64) -> Vec<u8> {
         let mut out = String::from(": keep-alive\n\n");
-        if self.started && !self.finished {
+        if !self.started && !self.finished && !self.request_id.is_empty() {
+            let chunk = json!({"id": self.request_id, "model": self.asked_model, "created": now_ms / 1000});
+            self.start(&chunk, &mut out);
+            self.progress_ms = now_ms;
+        } else if self.started && !self.finished {
             if self.progress_ms == 0 {
                 self.progress_ms = now_ms;
             } else if now_ms.saturating_sub(self.progress_ms) >= PROGRESS_EVERY_MS {
@@ -1166,6 +1181,17 @@ mod tests {
         assert!(!told(&mut s, 6_000).contains("event:"));
         assert!(told(&mut s, 7_000).contains("event: response.in_progress"), "5 s on: an event Codex counts");
         assert!(!told(&mut s, 8_000).contains("event:"));
+        // Silent before its first chunk: the response starts at once, under the gateway's request id, and
+        // the upstream's start makes no second one.
+        let mut early = ResponsesStream::new(CustomTools::default()).for_request("req-7", "openai/o3");
+        let first = told(&mut early, 1_000);
+        assert!(first.contains("event: response.created") && first.contains(r#""id":"resp_req-7""#), "{first}");
+        assert!(first.contains(r#""model":"openai/o3""#), "{first}");
+        let out = String::from_utf8(early.feed(
+            b"data: {\"id\":\"gen-9\",\"choices\":[{\"delta\":{\"content\":\"Hi\"}}]}\n\ndata: [DONE]\n\n".to_vec(),
+        ))
+        .expect("utf8");
+        assert!(!out.contains("response.created") && out.contains(r#""id":"resp_req-7""#), "{out}");
         let cut = "data: {\"choices\":[{\"delta\":{\"content\":\"Hi\"},\"finish_reason\":\"content_filter\"}]}\n\ndata: [DONE]\n\n";
         let out = String::from_utf8(s.feed(cut.as_bytes().to_vec())).expect("utf8");
         let last: Value =

@@ -64,12 +64,13 @@ pub struct UsageRow {
     pub upstream_id: Option<String>,
 }
 
-/// A request by the gateway's id or by the id its answer carried (in any dialect: `domain::usage::upstream_ids`).
+/// A request by the gateway's id or by the id its answer carried (in any dialect: `domain::usage::upstream_ids`;
+/// a Responses stream started before its upstream's first chunk is named after the gateway's id).
 pub async fn find(db: &D1Database, id: &str) -> Result<Option<UsageRow>, StoreError> {
-    let query = "SELECT * FROM usage_records WHERE id = ?1 \
-                 UNION ALL SELECT * FROM usage_records WHERE upstream_id IN (SELECT value FROM json_each(?2)) LIMIT 1";
+    let query = "SELECT * FROM usage_records WHERE id IN (SELECT value FROM json_each(?1)) \
+                 UNION ALL SELECT * FROM usage_records WHERE upstream_id IN (SELECT value FROM json_each(?1)) LIMIT 1";
     let ids = serde_json::to_string(&crate::domain::usage::upstream_ids(id)).unwrap_or_default();
-    Ok(db.prepare(query).bind(&[text(id), text(&ids)])?.first::<UsageRow>(None).await?)
+    Ok(db.prepare(query).bind(&[text(&ids)])?.first::<UsageRow>(None).await?)
 }
 
 /// Reservations the account objects closed without their settlement (their ledger copies say so).
