@@ -11,7 +11,7 @@
 //! `apply_patch`: each becomes a function taking one string, `input`, and its calls
 //! come back as `custom_tool_call` items (streamed input arrives in one delta, when
 //! the call is whole), `service_tier` (held to the chat rules: a tier the price table does not hold is
-//! refused). Refused by name: `store: true`, `previous_response_id` and `conversation` (the
+//! refused). Refused by name: `store: true`, `background: true`, `previous_response_id` and `conversation` (the
 //! gateway keeps no conversations: send the history, as Codex does), a stored `prompt`, and a
 //! `tool_choice` forcing a built-in tool. Dropped: built-in tools (`web_search`, which
 //! Codex offers on every turn, and the like: the gateway runs none, so the model is
@@ -21,7 +21,9 @@
 //! streamed as `response.reasoning_summary_text.delta`s), its `encrypted_content` the chat's
 //! `reasoning_details` as they came (`REASONING_PREFIX` and JSON: opaque to the client). Sent back in the
 //! history, such an item goes with the next assistant turn as its `reasoning_details`, so a model that
-//! wants its reasoning back on a tool turn (OpenAI's through OpenRouter, Claude's) gets it. Other
+//! wants its reasoning back on a tool turn (OpenAI's through OpenRouter, Claude's) gets it. Details that
+//! come while a message or call is written (Gemini's thought signature, with its call) follow that item
+//! as a reasoning item of their own (`LATE_REASONING_PREFIX`), which goes back with the turn before it. Other
 //! reasoning items (a session recorded against OpenAI itself) are dropped.
 
 use serde_json::{json, Map, Value};
@@ -37,22 +39,33 @@ fn invalid(message: impl Into<String>, param: &str) -> InvalidRequest {
 
 /// How a reasoning item's `encrypted_content` from this gateway starts: the chat's details as JSON follow.
 const REASONING_PREFIX: &str = "tollgate.reasoning_details.v1:";
+/// The same for details that came while a message or call was written (a thought signature that comes
+/// with its tool call): they belong to the assistant turn before the item, not the next one.
+const LATE_REASONING_PREFIX: &str = "tollgate.reasoning_details.v1.after:";
 
-/// The details a reasoning item sent back carries (`None`: not one of this gateway's, or too large to read).
-fn details_sent_back(item: &Value) -> Option<Value> {
-    let json = item.get("encrypted_content")?.as_str()?.strip_prefix(REASONING_PREFIX)?;
+/// The details a reasoning item sent back carries, and whether they belong to the turn before it (`None`:
+/// not one of this gateway's, or too large to read).
+fn details_sent_back(item: &Value) -> Option<(Value, bool)> {
+    let content = item.get("encrypted_content")?.as_str()?;
+    let (json, late) = match content.strip_prefix(LATE_REASONING_PREFIX) {
+        Some(json) => (json, true),
+        None => (content.strip_prefix(REASONING_PREFIX)?, false),
+    };
     if crate::domain::parsed_size::estimate(json.as_bytes()) > crate::domain::parsed_size::MAX_BYTES {
         return None;
     }
-    serde_json::from_slice::<Value>(json.as_bytes()).ok().filter(|d| d.as_array().is_some_and(|d| !d.is_empty()))
+    let details = serde_json::from_slice::<Value>(json.as_bytes()).ok()?;
+    details.as_array().is_some_and(|d| !d.is_empty()).then_some((details, late))
 }
 
-/// A reasoning item: its readable text as the summary, its details (if any) as its `encrypted_content`.
-fn reasoning_item(id: &str, text: &str, details: &[Value], status: &str) -> Value {
+/// A reasoning item: its readable text as the summary, its details (if any) as its `encrypted_content`
+/// (`late`: details of the turn before it).
+fn reasoning_item(id: &str, text: &str, details: &[Value], status: &str, late: bool) -> Value {
     let summary = if text.is_empty() { json!([]) } else { json!([{"type": "summary_text", "text": text}]) };
+    let prefix = if late { LATE_REASONING_PREFIX } else { REASONING_PREFIX };
     let encrypted = match details {
         [] => Value::Null,
-        _ => Value::from(format!("{REASONING_PREFIX}{}", Value::from(details.to_vec()))),
+        _ => Value::from(format!("{prefix}{}", Value::from(details.to_vec()))),
     };
     json!({"type": "reasoning", "id": id, "status": status, "summary": summary, "encrypted_content": encrypted})
 }
@@ -261,6 +274,12 @@ pub fn to_chat(bytes: &[u8]) -> Result<(ChatRequest, CustomTools, Origins), Inva
             "store",
         ));
     }
+    if body.get("background").and_then(Value::as_bool) == Some(true) {
+        return Err(invalid(
+            "this gateway is stateless: `background` must be false (a response is answered on its own request)",
+            "background",
+        ));
+    }
     for field in ["previous_response_id", "conversation"] {
         if body.get(field).is_some_and(|v| !v.is_null()) {
             return Err(invalid(
@@ -322,12 +341,13 @@ pub fn to_chat(bytes: &[u8]) -> Result<(ChatRequest, CustomTools, Origins), Inva
                         };
                         let call = json!({"id": item.get("call_id").cloned().unwrap_or_default(), "type": "function",
                             "function": {"name": item.get("name").cloned().unwrap_or_default(), "arguments": arguments}});
-                        // Calls in a row belong to one assistant turn.
+                        // Calls in a row, and the text right before them, belong to one assistant turn.
                         origins.calls.push(i);
                         match messages.last_mut() {
-                            Some(last) if last["role"] == "assistant" && last.get("tool_calls").is_some() => {
-                                if let Some(calls) = last["tool_calls"].as_array_mut() {
-                                    calls.push(call);
+                            Some(last) if last["role"] == "assistant" => {
+                                match last.get_mut("tool_calls").and_then(Value::as_array_mut) {
+                                    Some(calls) => calls.push(call),
+                                    None => last["tool_calls"] = json!([call]),
                                 }
                                 // Reasoning between calls of one turn (thinking interleaved with them) joins it.
                                 if let Some(Value::Array(more)) = reasoning.take() {
@@ -361,8 +381,21 @@ pub fn to_chat(bytes: &[u8]) -> Result<(ChatRequest, CustomTools, Origins), Inva
                             "tool_call_id": item.get("call_id").cloned().unwrap_or_default(), "content": content}));
                         origins.messages.push(Origin::Output(i));
                     }
-                    // Reasoning this gateway gave out goes with the next assistant turn.
-                    "reasoning" => reasoning = details_sent_back(item),
+                    // Reasoning this gateway gave out goes with the next assistant turn; details that came
+                    // late (while a message or call was written) join the assistant turn before them.
+                    "reasoning" => match details_sent_back(item) {
+                        Some((Value::Array(late), true))
+                            if messages.last().is_some_and(|m| m["role"] == "assistant") =>
+                        {
+                            if let Some(last) = messages.last_mut() {
+                                match last.get_mut("reasoning_details").and_then(Value::as_array_mut) {
+                                    Some(details) => crate::providers::reasoning::merge_details(details, &late),
+                                    None => last["reasoning_details"] = Value::Array(late),
+                                }
+                            }
+                        }
+                        sent_back => reasoning = sent_back.map(|(details, _)| details),
+                    },
                     // The calls of OpenAI's own tools (a session recorded against OpenAI): what they did is in
                     // the messages after them; this gateway does not run those tools.
                     "web_search_call" | "file_search_call" | "image_generation_call" | "code_interpreter_call" => {}
@@ -399,7 +432,7 @@ pub fn to_chat(bytes: &[u8]) -> Result<(ChatRequest, CustomTools, Origins), Inva
                 Some("custom") => out.push((name, true, custom_tool(tool))),
                 Some("function") => {
                     let mut function = json!({"name": name,
-                        "parameters": tool.get("parameters").cloned().unwrap_or(json!({"type": "object"}))});
+                        "parameters": tool.get("parameters").filter(|p| !p.is_null()).cloned().unwrap_or(json!({"type": "object"}))});
                     for field in ["description", "strict"] {
                         if let Some(v) = tool.get(field).filter(|v| !v.is_null()) {
                             function[field] = v.clone();
@@ -586,7 +619,7 @@ pub fn answer_from_chat(body: Vec<u8>, custom: &CustomTools) -> Vec<u8> {
         _ => details.iter().filter_map(crate::providers::reasoning::readable).collect(),
     };
     if !thought.is_empty() || !details.is_empty() {
-        output.push(reasoning_item(&format!("rs_{id}"), &thought, details, "completed"));
+        output.push(reasoning_item(&format!("rs_{id}"), &thought, details, "completed", false));
     }
     if let Some(text) =
         choice.and_then(|c| c.pointer("/message/content")).and_then(Value::as_str).filter(|t| !t.is_empty())
@@ -743,8 +776,9 @@ impl ResponsesStream {
                 ChatStep::Details(pieces) => {
                     self.details_seen = true;
                     let text: String = pieces.iter().filter_map(crate::providers::reasoning::readable).collect();
-                    // Details with nothing to read that come while a message or call is written (an encrypted
-                    // block late) join the reasoning item before it, at the end; they open no item there.
+                    // Details with nothing to read that come while a message or call is written (a thought
+                    // signature with its call) open no item there: they follow it as a reasoning item of their
+                    // own, marked as its turn's (`close_item`).
                     let reasoning_open = matches!(&self.open, None | Some(Open { kind: Kind::Reasoning, .. }));
                     if !text.is_empty() || reasoning_open {
                         self.think(&text, &mut out);
@@ -782,23 +816,6 @@ impl ResponsesStream {
             }
         }
         out.into_bytes()
-    }
-
-    /// Details that came after their reasoning item was done (while a message or call was written) join
-    /// the last reasoning item as `response.completed` gives it.
-    fn late_details(&mut self) {
-        if self.details.is_empty() {
-            return;
-        }
-        let late = std::mem::take(&mut self.details);
-        let Some(item) = self.done.iter_mut().rev().find(|i| i["type"] == "reasoning") else { return };
-        let mut details = item["encrypted_content"]
-            .as_str()
-            .and_then(|c| c.strip_prefix(REASONING_PREFIX))
-            .and_then(|json| serde_json::from_str::<Vec<Value>>(json).ok())
-            .unwrap_or_default();
-        crate::providers::reasoning::merge_details(&mut details, &late);
-        item["encrypted_content"] = Value::from(format!("{REASONING_PREFIX}{}", Value::from(details)));
     }
 
     /// More of the model's reasoning: in the open reasoning item (one is opened), its readable text as
@@ -845,9 +862,6 @@ impl ResponsesStream {
 
     fn open_item(&mut self, kind: Kind, call_id: Value, name: Value, out: &mut String) {
         self.close_item(out, "completed");
-        if kind == Kind::Reasoning {
-            self.late_details(); // the earlier reasoning's, before this one's begin
-        }
         let index = self.done.len() as u64;
         let id = match kind {
             Kind::Message | Kind::Refusal => format!("msg_{index}_{}", self.id),
@@ -855,7 +869,7 @@ impl ResponsesStream {
             Kind::Reasoning => format!("rs_{index}_{}", self.id),
         };
         let item = match kind {
-            Kind::Reasoning => reasoning_item(&id, "", &[], "in_progress"),
+            Kind::Reasoning => reasoning_item(&id, "", &[], "in_progress", false),
             Kind::Message | Kind::Refusal => {
                 json!({"type": "message", "id": id, "status": "in_progress", "role": "assistant", "content": []})
             }
@@ -884,7 +898,7 @@ impl ResponsesStream {
                     let part = json!({"type": "summary_text", "text": open.text});
                     self.emit(out, json!({"type": "response.reasoning_summary_part.done", "item_id": open.id, "output_index": open.index, "summary_index": 0, "part": part}));
                 }
-                reasoning_item(&open.id, &open.text, &std::mem::take(&mut self.details), status)
+                reasoning_item(&open.id, &open.text, &std::mem::take(&mut self.details), status, false)
             }
             Kind::Message => {
                 self.emit(out, json!({"type": "response.output_text.done", "item_id": open.id, "output_index": open.index, "content_index": 0, "text": open.text, "logprobs": []}));
@@ -911,6 +925,17 @@ impl ResponsesStream {
         };
         self.emit(out, json!({"type": "response.output_item.done", "output_index": open.index, "item": item.clone()}));
         self.done.push(item);
+        // Details that came while this message or call was written (a thought signature with its call): a
+        // reasoning item of their own, marked as the turn's before it, so a client keeping the items it was
+        // given (Codex keeps each `output_item.done`) sends them back with that turn.
+        if open.kind != Kind::Reasoning && !self.details.is_empty() {
+            let index = self.done.len() as u64;
+            let id = format!("rs_{index}_{}", self.id);
+            let late = reasoning_item(&id, "", &std::mem::take(&mut self.details), "completed", true);
+            self.emit(out, json!({"type": "response.output_item.added", "output_index": index, "item": late.clone()}));
+            self.emit(out, json!({"type": "response.output_item.done", "output_index": index, "item": late.clone()}));
+            self.done.push(late);
+        }
     }
 
     /// The stream failed: an `error` event, then `response.failed` (never `completed`).
@@ -938,7 +963,6 @@ impl ResponsesStream {
         self.finished = true;
         self.start(&json!({}), out);
         self.close_item(out, if self.incomplete.is_some() { "incomplete" } else { "completed" });
-        self.late_details();
         let usage = usage_of(self.usage.as_ref());
         let r = response(&self.id, &self.model, &self.created, "completed", self.incomplete, self.done.clone(), usage);
         let status = if self.incomplete.is_some() { "incomplete" } else { "completed" };
@@ -1014,6 +1038,7 @@ mod tests {
             (r#"{"model":"m","input":"x","store":true}"#, "store"),
             (r#"{"model":"m","input":"x","previous_response_id":"resp_1"}"#, "previous_response_id"),
             (r#"{"model":"m","input":"x","conversation":"conv_1"}"#, "conversation"),
+            (r#"{"model":"m","input":"x","background":true}"#, "background"),
             (r#"{"model":"m","input":"x","prompt":{"id":"pmpt_1"}}"#, "prompt"),
             (r#"{"model":"m","input":"x","tool_choice":{"type":"web_search"}}"#, "tool_choice"),
             (r#"{"model":"m","input":"x","tools":[{"type":"web_search"}],"tool_choice":"required"}"#, "tool_choice"),
@@ -1396,6 +1421,56 @@ mod tests {
         let by_id = br#"{"model":"m","input":[{"role":"user","content":[{"type":"input_file","file_id":"file-1"}]}]}"#;
         let Err(refused) = to_chat(by_id) else { panic!("a file by id is refused") };
         assert_eq!(refused.param.as_deref(), Some("input[0]"), "{}", refused.message);
+    }
+
+    #[test]
+    fn details_that_come_with_a_call_go_back_with_that_call() {
+        // Text, then a call whose chunk carries the thought signature (as Gemini's through OpenRouter do).
+        let signature = json!([{"type": "reasoning.encrypted", "data": "sig-1", "index": 0}]);
+        let call = json!({"choices": [{"delta": {"reasoning_details": signature, "tool_calls": [{"index": 0, "id": "c1",
+            "function": {"name": "now", "arguments": "{}"}}]}, "finish_reason": "tool_calls"}]});
+        let stream = format!(
+            "data: {{\"id\":\"gen-1\",\"choices\":[{{\"delta\":{{\"content\":\"Let me check.\"}}}}]}}\n\ndata: {call}\n\ndata: [DONE]\n\n"
+        );
+        let out =
+            String::from_utf8(ResponsesStream::new(CustomTools::default()).feed(stream.into_bytes())).expect("utf8");
+        let done: Vec<Value> = out
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+            .filter(|e| e["type"] == "response.output_item.done")
+            .map(|e| e["item"].clone())
+            .collect();
+        let kinds: Vec<&str> = done.iter().filter_map(|i| i["type"].as_str()).collect();
+        assert!(kinds.contains(&"reasoning"), "the signature is in an item the client keeps: {kinds:?}");
+        // Codex sends back the items it was given, then the call's output.
+        let mut input = vec![json!({"type": "message", "role": "user", "content": "what time is it"})];
+        input.extend(done);
+        input.push(json!({"type": "function_call_output", "call_id": "c1", "output": "noon"}));
+        let body = json!({"model": "google/gemini-3-pro-preview", "input": input});
+        let chat = to_chat(body.to_string().as_bytes()).expect("valid").0;
+        let messages = chat.body["messages"].as_array().cloned().unwrap_or_default();
+        let turn = messages.iter().find(|m| m["role"] == "assistant").cloned().unwrap_or_default();
+        assert_eq!(turn["tool_calls"][0]["id"], "c1");
+        assert_eq!(turn["reasoning_details"], signature, "on the call's own turn");
+        assert_eq!(messages.iter().filter(|m| m["role"] == "assistant").count(), 1);
+    }
+
+    #[test]
+    fn text_then_calls_of_one_turn_are_one_assistant_message() {
+        let body = r#"{"model":"m","tools":[{"type":"function","name":"now","parameters":null}],"input":[
+            {"type":"message","role":"user","content":"what time is it"},
+            {"type":"message","role":"assistant","content":[{"type":"output_text","text":"Let me check."}]},
+            {"type":"function_call","call_id":"c1","name":"now","arguments":"{}"},
+            {"type":"function_call_output","call_id":"c1","output":"noon"}]}"#;
+        let chat = to_chat(body.as_bytes()).expect("valid").0;
+        let messages = chat.body["messages"].as_array().cloned().unwrap_or_default();
+        let roles: Vec<&str> = messages.iter().filter_map(|m| m["role"].as_str()).collect();
+        assert_eq!(roles, ["user", "assistant", "tool"]);
+        assert_eq!(messages[1]["tool_calls"][0]["id"], "c1");
+        assert!(messages[1]["content"].to_string().contains("Let me check."));
+        // `parameters: null` (a function without arguments) is an empty object schema, not null.
+        assert_eq!(chat.body["tools"][0]["function"]["parameters"], json!({"type": "object"}));
     }
 
     #[test]
