@@ -135,6 +135,13 @@ describe('no key climbs above its permissions or leaves its organization', () =>
     assert.equal(sibling.body.data.limit, null);
     // The wider key still manages the narrower one.
     assert.equal((await as(orgKey.key, 'PATCH', `/api/keys/${limited.id}`, { limit: 0.1 })).status, 200);
+    // A key that narrowed itself since it made a key still deletes what it made (taking a key away widens
+    // nothing), but changes it no more.
+    const sooner = new Date(Date.parse(expires) - 3_600_000).toISOString();
+    assert.equal((await as(orgKey.key, 'PATCH', `/api/keys/${orgKey.id}`, { expires_at: sooner })).status, 200);
+    assert.equal((await as(orgKey.key, 'PATCH', `/api/keys/${token.body.data.id}`, { name: 'renamed' })).status, 403);
+    assert.equal((await as(orgKey.key, 'DELETE', `/api/keys/${token.body.data.id}`)).status, 200);
+    assert.equal((await as(orgKey.key, 'DELETE', `/api/keys/${limited.id}`)).status, 403, 'a key it did not make, wider than it now');
   });
 
   test('a secret rotated out manages nothing, and only an admin enables a disabled key', async () => {

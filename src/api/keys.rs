@@ -222,9 +222,9 @@ fn forbidden(climb: Climb) -> ApiError {
     ApiError::forbidden(climb.to_string())
 }
 
-/// The key, if the caller may manage it (change, rotate, delete, its end users' budgets): 404 when it may
-/// not see it, 403 when it sees it but the key's terms are not all within the caller's own (a key with a
-/// limit or an expiry does not disable, narrow or delete a sibling that has none).
+/// The key, if the caller may manage it (change, rotate, its end users' budgets): 404 when it may not see
+/// it, 403 when it sees it but the key's terms are not all within the caller's own (a key with a limit or an
+/// expiry does not disable, narrow or delete a sibling that has none).
 pub(super) async fn managed_key(
     db: &D1Database,
     caller: &Caller,
@@ -232,10 +232,32 @@ pub(super) async fn managed_key(
     rate_default: RateLimits,
 ) -> Result<KeyRow, ApiError> {
     let row = visible_key(db, caller, id).await?;
-    if let Some(h) = holder(caller) {
-        keys::within_holder(&h, &terms_of(&row), None, rate_default).map_err(forbidden)?;
+    within_caller(caller, &row, rate_default)?;
+    Ok(row)
+}
+
+/// The key, if the caller may delete it: as `managed_key`, or a key the caller's own key made, whatever its
+/// terms now (its maker narrowed since, say): taking it away widens nothing.
+async fn revocable_key(
+    db: &D1Database,
+    caller: &Caller,
+    id: &str,
+    rate_default: RateLimits,
+) -> Result<KeyRow, ApiError> {
+    let row = visible_key(db, caller, id).await?;
+    let made_by_caller = matches!(caller, Caller::Key(k) if row.created_by_key_id.as_deref() == Some(k.id.as_str()));
+    if !made_by_caller {
+        within_caller(caller, &row, rate_default)?;
     }
     Ok(row)
+}
+
+/// 403 unless the key's terms are all within the caller's own (an admin's: any).
+fn within_caller(caller: &Caller, row: &KeyRow, rate_default: RateLimits) -> Result<(), ApiError> {
+    match holder(caller) {
+        Some(h) => keys::within_holder(&h, &terms_of(row), None, rate_default).map_err(forbidden),
+        None => Ok(()),
+    }
 }
 
 pub async fn get_key(call: &Call, caller: &Caller, id: &str) -> Result<Response, ApiError> {
@@ -338,7 +360,7 @@ fn apply_update(
 /// and tells the account object again (should an earlier attempt have failed on the way).
 pub async fn delete_key(call: &Call, caller: &Caller, id: &str) -> Result<Response, ApiError> {
     let db = db(call)?;
-    let row = match managed_key(&db, caller, id, call.config.rate_default).await {
+    let row = match revocable_key(&db, caller, id, call.config.rate_default).await {
         Ok(_) => store::keys::soft_delete(&db, id, &to_iso(call.now_ms())).await?,
         Err(e) if e.status() == 404 => {
             let deleted = store::keys::get_deleted(&db, id).await?;
