@@ -118,6 +118,8 @@ enum Origin {
     Message(usize),
     /// A turn's calls, from this one in `Origins::calls`.
     Calls(usize),
+    /// An assistant's message item and the calls right after it (from this one in `Origins::calls`), one turn.
+    MessageAndCalls(usize, usize),
     /// A tool output item: its `output` parts are the message's content, one for one.
     Output(usize),
 }
@@ -136,15 +138,22 @@ impl Origins {
                 Some(part) => format!("input[{i}].output{part}"),
                 None => format!("input[{i}]"),
             },
-            // `.tool_calls[k].function.arguments` is the k-th call item's `arguments`.
-            Some(Origin::Calls(start)) => {
-                match indexed(rest, ".tool_calls").and_then(|(k, after)| Some((self.calls.get(start + k)?, after))) {
-                    Some((item, after)) => format!("input[{item}]{}", after.strip_prefix(".function").unwrap_or(after)),
-                    None => format!("input[{}]", self.calls.get(start).copied().unwrap_or_default()),
-                }
+            Some(Origin::Calls(start)) => self
+                .call_field(start, rest)
+                .unwrap_or_else(|| format!("input[{}]", self.calls.get(start).copied().unwrap_or_default())),
+            Some(Origin::MessageAndCalls(i, start)) => {
+                self.call_field(start, rest).unwrap_or_else(|| format!("input[{i}]{rest}"))
             }
             Some(Origin::Input) | None => "input".into(),
         })
+    }
+
+    /// `.tool_calls[k].function.arguments` of a turn whose calls start at `start`: the k-th call item's
+    /// `arguments` (`None`: not a call's field).
+    fn call_field(&self, start: usize, rest: &str) -> Option<String> {
+        let (k, after) = indexed(rest, ".tool_calls")?;
+        let item = self.calls.get(start + k)?;
+        Some(format!("input[{item}]{}", after.strip_prefix(".function").unwrap_or(after)))
     }
 
     /// `text` with every `messages[m]…` in it named as the Responses field it came from.
@@ -347,7 +356,16 @@ pub fn to_chat(bytes: &[u8]) -> Result<(ChatRequest, CustomTools, Origins), Inva
                             Some(last) if last["role"] == "assistant" => {
                                 match last.get_mut("tool_calls").and_then(Value::as_array_mut) {
                                     Some(calls) => calls.push(call),
-                                    None => last["tool_calls"] = json!([call]),
+                                    None => {
+                                        last["tool_calls"] = json!([call]);
+                                        // The message's errors still name its item; its calls', theirs.
+                                        if let Some(Origin::Message(item)) = origins.messages.last().copied() {
+                                            let start = origins.calls.len() - 1;
+                                            if let Some(origin) = origins.messages.last_mut() {
+                                                *origin = Origin::MessageAndCalls(item, start);
+                                            }
+                                        }
+                                    }
                                 }
                                 // Reasoning between calls of one turn (thinking interleaved with them) joins it.
                                 if let Some(Value::Array(more)) = reasoning.take() {
@@ -1103,6 +1121,22 @@ mod tests {
             let written = as_written(invalid, &origins);
             assert_eq!(written.param.as_deref(), Some(responses));
             assert_eq!(written.message, format!("`{responses}` is not allowed here"));
+        }
+        // An assistant's text and the calls after it are one chat message: its fields name the text's item,
+        // its calls' theirs.
+        let body = r#"{"model":"m","input":[{"role":"user","content":"look"},
+            {"type":"message","role":"assistant","content":[{"type":"output_text","text":"Let me check."}]},
+            {"type":"function_call","call_id":"a","name":"f","arguments":"{}"},
+            {"type":"function_call","call_id":"b","name":"f","arguments":"{}"}]}"#;
+        let (.., merged) = to_chat(body.as_bytes()).expect("valid");
+        for (chat, responses) in [
+            ("messages[1].tool_calls[1].function.arguments", "input[3].arguments"),
+            ("messages[1].tool_calls[0]", "input[2]"),
+            ("messages[1].content[0]", "input[1].content[0]"),
+            ("messages[1]", "input[1]"),
+        ] {
+            let written = as_written(InvalidRequest::param("bad", chat), &merged);
+            assert_eq!(written.param.as_deref(), Some(responses), "{chat}");
         }
         // Every field the message names, whatever the param; a tool output's content is its `output`.
         let quoted = InvalidRequest::param("messages[3].content[0] and `messages[1].content` differ.", "messages[3]");
