@@ -68,9 +68,13 @@ pub async fn get_model(req: &Incoming, call: &Call, model: &str) -> Result<Respo
     let list: Value = serde_json::from_str(&openai_list(call).await?).map_err(ApiError::internal)?;
     let entries = list.get("data").and_then(Value::as_array).map_or(&[][..], Vec::as_slice);
     let find = |id: &str| entries.iter().find(|m| m.get("id").and_then(Value::as_str) == Some(id));
-    // Anthropic's own id (`claude-sonnet-4-5-20250929`), as `/v1/messages` reads it: the table's entry, under
-    // the id asked for.
+    // Anthropic's own id (`claude-sonnet-4-5-20250929`), asked in Anthropic's dialect, as `/v1/messages`
+    // reads it: the table's entry, under the id asked for.
+    let anthropic = in_anthropic_dialect(req);
     let entry = find(model).cloned().or_else(|| {
+        if !anthropic {
+            return None;
+        }
         let mut entry = crate::domain::routing::anthropic_ids(model).iter().find_map(|id| find(id))?.clone();
         entry["id"] = Value::from(model);
         Some(entry)
@@ -78,7 +82,7 @@ pub async fn get_model(req: &Incoming, call: &Call, model: &str) -> Result<Respo
     let Some(entry) = entry else {
         return Err(ApiError::ModelNotFound(format!("the model '{model}' does not exist here")));
     };
-    json_text(if in_anthropic_dialect(req) { anthropic_entry(&entry) } else { entry }.to_string())
+    json_text(if anthropic { anthropic_entry(&entry) } else { entry }.to_string())
 }
 
 /// The OpenAI-shaped list as Anthropic lists models: `{data:[{type:"model", id, display_name,
