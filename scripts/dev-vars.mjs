@@ -1,6 +1,6 @@
 // Reads and writes the developer's .dev.vars (KEY=value lines; quotes optional; mode 0600).
 import { randomBytes } from 'node:crypto';
-import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 
 /**
  * Writes a file of secrets only its owner may read: a new file made 0600, then renamed over `file`, so the
@@ -8,8 +8,13 @@ import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
  */
 export function writePrivate(file, text) {
   const temp = `${file}.${process.pid}-${randomBytes(4).toString('hex')}.tmp`;
-  writeFileSync(temp, text, { mode: 0o600, flag: 'wx' });
-  renameSync(temp, file);
+  try {
+    writeFileSync(temp, text, { mode: 0o600, flag: 'wx' });
+    renameSync(temp, file);
+  } catch (e) {
+    rmSync(temp, { force: true }); // no copy of the secrets left behind
+    throw e;
+  }
 }
 
 /**

@@ -6,7 +6,7 @@
 // OPENROUTER_PROVISIONING_KEY — an upstream OpenRouter key with a spend limit (cents). `--credit` (USD)
 // credits the new account, so its key can spend at once (a new account holds $0). Prints what was made and
 // the secrets, once. The admin token never travels on the command line (where `ps` shows it):
-// it comes from $ADMIN_TOKEN, else the file named by --admin-token-file (both only with --url), else .dev.vars.
+// it comes from the file named by --admin-token-file, else $ADMIN_TOKEN (either only with --url), else .dev.vars.
 
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
@@ -20,7 +20,8 @@ const USAGE = `usage: npm run provision-user -- --email=<address> --name=<name> 
        [--limit=<cents, default 1000: the upstream OpenRouter key's limit>]
        [--limit-reset=daily|weekly|monthly|none] [--utm-source=<text>] [--locale=<en, zh, …>]
        [--url=<gateway URL, default http://127.0.0.1:$PORT or 8787>] [--admin-token-file=<file holding the token>]
-The admin token comes from $ADMIN_TOKEN, else --admin-token-file, else .dev.vars; never from an argument.`;
+The admin token comes from --admin-token-file, else $ADMIN_TOKEN (either only with --url naming the gateway),
+else .dev.vars (a gateway on this machine only); never from an argument.`;
 
 function fail(message, code = 2) {
   console.error(`provision-user: ${message}`);

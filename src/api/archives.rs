@@ -92,6 +92,7 @@ pub async fn get(call: &Call, id: &str) -> Result<Response, ApiError> {
     let body = crate::retention::read(&call.env, &key.r2_key).await?;
     let mut resp = Response::ok(body).map_err(ApiError::internal)?;
     let _ = resp.headers_mut().set("content-type", "application/x-ndjson");
+    let _ = resp.headers_mut().set("cache-control", "no-store"); // an account's money, as `respond::json`
     Ok(resp)
 }
 

@@ -2,7 +2,7 @@
 //! them. The window slides: a request counts for the 60 s after it was
 //! admitted. Its tokens are held at admission as its worst case (the prompt's
 //! bound plus the output bound) and corrected to what it used when it
-//! settles; one that can no longer settle keeps its worst case.
+//! settles (at most that worst case); one that can no longer settle keeps its worst case.
 
 use std::collections::HashMap;
 
