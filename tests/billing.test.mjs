@@ -577,6 +577,45 @@ describe('organization monthly limits', () => {
     assert.equal(counted, made);
   });
 
+  test("a request reported past its hold counts its hold in the org's month: one after another, then at once", async () => {
+    const messages = [{ role: 'user', content: 'tokens past the cap' }];
+    const maxTokens = 20;
+    const held = Buffer.byteLength(JSON.stringify(messages)) + 8 * messages.length + maxTokens;
+    const body = { model: 'openai/gpt-4o-mini', messages, max_tokens: maxTokens, fake_fault: 'over_report' };
+    const orgWithKey = async (name) => {
+      const org = (await ctx.admin.call('POST', '/api/orgs', { name: `${name} ${Date.now()}`, limits: { monthly_tokens: Math.floor(2.5 * held) } })).body.data;
+      const member = await ctx.admin.createUser({}, { credit: 5 });
+      const key = (await ctx.admin.call('POST', `/api/orgs/${org.id}/keys`, { name: 'member', user_id: member.id })).body.data.key;
+      return { member, key };
+    };
+    const settled = async (userId, n) => {
+      for (let i = 0; i < 100; i++) {
+        if ((await ledgerOf(userId)).filter((x) => x.type === 'usage').length >= n) return;
+        await sleep(100);
+      }
+      assert.fail(`never ${n} charges`);
+    };
+    // Each reports some 10,000 tokens, far past its hold: counted so, the first would fill the month alone.
+    const one = await orgWithKey('Past cap');
+    const statuses = [];
+    for (let i = 0; i < 3; i++) {
+      const res = await chat(one.key, body);
+      statuses.push(res.status);
+      await res.arrayBuffer();
+      if (res.status === 200) await settled(one.member.id, statuses.filter((s) => s === 200).length);
+    }
+    assert.deepEqual(statuses, [200, 200, 429], 'two holds fit in two and a half, each counted at its hold');
+    // At once: two fit; settled, they leave the month as full as their holds.
+    const many = await orgWithKey('Past cap at once');
+    const results = await Promise.all(Array.from({ length: 8 }, () => chat(many.key, body)));
+    for (const r of results) await r.arrayBuffer();
+    assert.equal(results.filter((r) => r.status === 200).length, 2);
+    await settled(many.member.id, 2);
+    const after = await chat(many.key, body);
+    await after.arrayBuffer();
+    assert.equal(after.status, 429);
+  });
+
   test("an org's monthly request limit answers 429 with retry-after", async () => {
     const org = (await ctx.admin.call('POST', '/api/orgs', { name: `Req ${Date.now()}`, limits: { monthly_requests: 2 } })).body.data;
     const user = await ctx.admin.createUser();

@@ -26,6 +26,7 @@
 //   "endless_line"          stream: one word, then a line that never ends (9 MiB, the socket left open)
 //   "redirect"              307 to /__redirected/chat/completions (a chat endpoint too, were it followed)
 //   "empty_usage"           non-stream: `usage: {}`; stream: the usage chunk, then another with `usage: {}`
+//   "over_report"           the usage (and its cost) counts 10,000 output tokens more than came
 // A stream whose last user message holds "[think:<ms>]" sends OpenRouter's keep-alive comment, then waits;
 // "[silent:<ms>]" waits with nothing sent (as a direct provider's reasoning model).
 // The direct Anthropic API (whose bodies the gateway builds) takes "[cut:<n>]" in the last message's text:
@@ -328,7 +329,8 @@ async function chat(req, res, body, opts) {
   const signature = thought && body.model.startsWith('anthropic/') ? thinkingSignature(thought) : undefined;
   const detail = thought && { type: 'reasoning.text', text: thought, signature, format: signature ? 'anthropic-claude-v1' : 'unknown', index: 0 };
   const reasoningTokens = thought ? thought.split(' ').length : 0;
-  const completionTokens = (tools ? 12 : pieces.length) + reasoningTokens;
+  // "over_report": the usage counts 10,000 output tokens more than came (an upstream past the output cap).
+  const completionTokens = (tools ? 12 : pieces.length) + reasoningTokens + (fault === 'over_report' ? 10_000 : 0);
   const usage = usageFor(body.model, promptTokens, completionTokens);
   if (thought) usage.completion_tokens_details = { reasoning_tokens: reasoningTokens };
   // "[cache_write:<n>]": n prompt tokens written to the cache, billed at 1.25 times the prompt price (as
