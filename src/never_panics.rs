@@ -60,7 +60,6 @@ proptest! {
         let _ = crate::providers::generation::usage_of(&bytes);
         let _ = crate::providers::generation::usage_of(t.as_bytes());
         if let Ok(req) = chat::ChatRequest::parse(t.as_bytes()) {
-            let _ = req.upstream_body();
             let _ = req.prompt_token_bound();
         }
     }
