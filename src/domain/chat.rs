@@ -644,8 +644,7 @@ mod tests {
         .expect("one odd field does not lose the usage");
         assert_eq!((read.prompt, read.completion, read.cache_read, read.reasoning), (11, 7, 0, 0));
         let huge = usage(r#"{"prompt_tokens":1e300,"completion_tokens":18446744073709551615}"#).expect("read");
-        let max = crate::domain::money::MAX_SAFE as u64;
-        assert_eq!((huge.prompt, huge.completion), (max, max), "at most what every store keeps");
+        assert_eq!((huge.prompt, huge.completion), (MAX_TOKENS, MAX_TOKENS), "at most what every store sums exactly");
         assert!(usage(r#"{"prompt_tokens":"12"}"#).is_err(), "not a number is not a count");
         // The upstream's cost: an odd one is read as it can be, never losing the usage.
         let shown = |json: &str| serde_json::from_str::<Usage>(json).expect("usage kept").cost;
@@ -958,12 +957,18 @@ pub struct CompletionDetails {
     pub reasoning_tokens: u64,
 }
 
+/// The most tokens a request is counted for one part (prompt, completion, cache, reasoning): far past any
+/// model's context, and small enough that a day's totals of two million such requests still sum within
+/// `money::MAX_SAFE`, which every store keeps and reads back exactly (the stats read their sums as
+/// JavaScript numbers, and refuse one past it). An upstream reporting more is not believed past it; the
+/// charge is at most the request's hold either way.
+pub const MAX_TOKENS: u64 = u32::MAX as u64;
+
 /// A token count as an upstream reports it: `null` is none, a fraction counts whole (rounded up), a
-/// negative count is none, and a count is at most `MAX_SAFE` (so every sum of a few stays exact where
-/// it is stored, and every store reads it back). Anything but a number or `null` is refused.
+/// negative count is none, and a count is at most `MAX_TOKENS`. Anything but a number or `null` is refused.
 fn count<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     let n = <Option<f64> as serde::Deserialize>::deserialize(d)?.unwrap_or(0.0);
-    Ok(if n > 0.0 { n.ceil().min(super::money::MAX_SAFE as f64) as u64 } else { 0 })
+    Ok(if n > 0.0 { n.ceil().min(MAX_TOKENS as f64) as u64 } else { 0 })
 }
 
 /// The upstream's own cost: a number, or a number written as a string; anything else is none, and never
@@ -985,14 +990,14 @@ impl Usage {
         self.prompt_tokens > 0
     }
 
-    /// The token split prices apply to, each count at most `MAX_SAFE` (as `count` reads them; the direct
+    /// The token split prices apply to, each count at most `MAX_TOKENS` (as `count` reads them; the direct
     /// providers' usage is built, not read, and may sum past it). A part counted beside its whole, not in it
     /// (reasoning beside the completion, as xAI reports it; cache tokens beside the prompt, as Anthropic's own
     /// API does), is added to it rather than cut to it: it is beside when it is larger than its whole, or when
     /// `total_tokens` counts it on top of the prompt and the completion.
     pub fn tokens(&self) -> super::pricing::Tokens {
         let details = self.prompt_tokens_details.clone().unwrap_or_default();
-        let max = super::money::MAX_SAFE as u64;
+        let max = MAX_TOKENS;
         let (cache_read, cache_write) = (details.cached_tokens.min(max), details.cache_write_tokens.min(max));
         let cache = cache_read.saturating_add(cache_write);
         let reasoning = self.completion_tokens_details.as_ref().map_or(0, |c| c.reasoning_tokens.min(max));
