@@ -127,6 +127,20 @@ describe('POST /api/keys', () => {
     assert.equal(errorCode(missing), 'not_found');
   });
 
+  test('an amount with more than 6 decimals is refused by name, not rounded to another', async () => {
+    const u = await ctx.admin.createUser({}, { credit: 0 });
+    const limit = await ctx.admin.call('POST', '/api/keys', { name: 'x', user_id: u.id, limit: 0.0000004 });
+    assert.equal(limit.status, 400, 'a limit of 0.0000004 USD is not a limit of nothing');
+    assert.equal(limit.body.error.param, 'limit');
+    const credit = await ctx.admin.call('POST', '/api/balance/admin/add', { user_id: u.id, amount: 1.0000004 });
+    assert.equal(credit.status, 400);
+    assert.equal(credit.body.error.param, 'amount');
+    assert.equal((await ctx.admin.call('GET', `/api/balance?user_id=${u.id}`)).body.balance, 0, 'nothing credited');
+    const exact = await ctx.admin.call('POST', '/api/balance/admin/add', { user_id: u.id, amount: 0.1 + 0.2 });
+    assert.equal(exact.status, 200, 'float noise is not a decimal');
+    assert.equal((await ctx.admin.call('GET', `/api/balance?user_id=${u.id}`)).body.balance, 0.3);
+  });
+
   test('an expired key stops working', async () => {
     const u = await ctx.admin.createUser();
     const soon = new Date(Date.now() + 1500).toISOString();
@@ -169,5 +183,29 @@ describe('GET /api/admin/overview', () => {
     const after = await overview();
     assert.equal(after.users, before.users + 1, 'the deleted user');
     assert.equal(after.active_keys, before.active_keys + 2, 'the enabled key again');
+  });
+});
+
+describe('reads naming what does not exist', () => {
+  test('a user, key or organization never made is 404, not an empty account; a deleted user stays readable', async () => {
+    const nobody = '00000000-0000-4000-8000-00000000dead';
+    const reads = [
+      `/api/balance?user_id=${nobody}`,
+      `/api/v1/credits?user_id=${nobody}`,
+      `/api/balance/transactions?user_id=${nobody}`,
+      `/api/stats?user_id=${nobody}`,
+      `/api/stats/keys/${nobody}`,
+      `/api/stats/orgs/${nobody}`,
+    ];
+    for (const path of reads) {
+      const res = await ctx.admin.call('GET', path);
+      assert.equal(res.status, 404, path);
+      assert.equal(errorCode(res), 'not_found', path);
+    }
+    const gone = await ctx.admin.createUser({}, { credit: 3 });
+    assert.equal((await ctx.admin.call('DELETE', `/api/admin/users/${gone.id}`)).status, 200);
+    const balance = await ctx.admin.call('GET', `/api/balance?user_id=${gone.id}`);
+    assert.equal(balance.status, 200, 'a deleted user keeps its money, and it is shown');
+    assert.equal(balance.body.balance, 3);
   });
 });

@@ -19,11 +19,17 @@ use crate::domain::time::to_iso;
 use crate::domain::users::validate_optional_text;
 use crate::domain::InvalidRequest;
 use crate::env;
-use crate::store;
+use crate::store::{self, Named};
 
-/// The user whose money is asked about: the key's own, or `?user_id=` for admins.
-fn account_of(req: &Incoming, caller: &Caller) -> Result<String, ApiError> {
-    caller.target_user(query(req).get("user_id").cloned().filter(|u| !u.is_empty()))
+/// The user whose money is asked about: the key's own, or `?user_id=` for admins (one that exists).
+async fn account_of(req: &Incoming, call: &Call, caller: &Caller) -> Result<String, ApiError> {
+    let asked = query(req).get("user_id").cloned().filter(|u| !u.is_empty());
+    let named = asked.is_some();
+    let user_id = caller.target_user(asked)?;
+    if named {
+        respond::must_be_known(call, Named::User, &user_id).await?;
+    }
+    Ok(user_id)
 }
 
 /// The account's balance and totals (a read right after a chat from this isolate sees its charge).
@@ -32,7 +38,7 @@ pub(super) async fn summary(call: &Call, account: &str, key_id: Option<String>) 
 }
 
 pub async fn get_balance(req: Incoming, call: &Call, caller: &Caller) -> Result<Response, ApiError> {
-    let user_id = account_of(&req, caller)?;
+    let user_id = account_of(&req, call, caller).await?;
     let Summary { balance, reserved, .. } = summary(call, &user_id, None).await?;
     respond::json(
         200,
@@ -41,7 +47,7 @@ pub async fn get_balance(req: Incoming, call: &Call, caller: &Caller) -> Result<
 }
 
 pub async fn get_credits(req: Incoming, call: &Call, caller: &Caller) -> Result<Response, ApiError> {
-    let user_id = account_of(&req, caller)?;
+    let user_id = account_of(&req, call, caller).await?;
     let Summary { total_credits, total_usage, .. } = summary(call, &user_id, None).await?;
     respond::data(
         200,
@@ -57,7 +63,7 @@ fn entry_view(e: &LedgerEntry) -> Value {
 }
 
 pub async fn list_transactions(req: Incoming, call: &Call, caller: &Caller) -> Result<Response, ApiError> {
-    let user_id = account_of(&req, caller)?;
+    let user_id = account_of(&req, call, caller).await?;
     let q = query(&req);
     let page = Page::parse(q.get("page").map(String::as_str), q.get("page_size").map(String::as_str), "page_size")?;
     let (rows, total) =
@@ -147,7 +153,7 @@ pub async fn reconcile(req: Incoming, call: &Call) -> Result<Response, ApiError>
 async fn reconcile_one(env: &worker::Env, user_id: &str) -> Result<Value, ApiError> {
     let db = env::db(env).map_err(ApiError::internal)?;
     // Deleted users keep their money, so they are looked up too; an unknown id makes no object.
-    if store::count(&db, "SELECT COUNT(*) AS n FROM users WHERE id = ?1", &[user_id.into()]).await? == 0 {
+    if !store::known(&db, Named::User, user_id).await? {
         return Err(ApiError::not_found(format!("user {user_id} not found")));
     }
     let check = check_account(env, user_id).await?;

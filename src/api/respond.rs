@@ -180,3 +180,13 @@ pub async fn read_json<T: serde::de::DeserializeOwned>(req: &mut Incoming) -> Re
 pub fn query(req: &Incoming) -> std::collections::HashMap<String, String> {
     crate::routes::query_of(&req.url())
 }
+
+/// Refuses with 404 an id naming no user, organization or key that ever was: a read of a typo must not
+/// answer as an empty account (nor make an account object for it).
+pub async fn must_be_known(call: &Call, what: crate::store::Named, id: &str) -> Result<(), ApiError> {
+    let db = crate::env::db(&call.env).map_err(ApiError::internal)?;
+    match crate::store::known(&db, what, id).await? {
+        true => Ok(()),
+        false => Err(ApiError::not_found(format!("{} {id} not found", what.noun()))),
+    }
+}

@@ -16,6 +16,7 @@ use crate::domain::usage::{day_range, GroupBy};
 use crate::env;
 use crate::store;
 use crate::store::usage::Scope;
+use crate::store::Named;
 
 fn db(call: &Call) -> Result<D1Database, ApiError> {
     env::db(&call.env).map_err(ApiError::internal)
@@ -25,7 +26,11 @@ fn db(call: &Call) -> Result<D1Database, ApiError> {
 /// in its own organization only, as it sees their keys (docs/security.md).
 pub async fn get_own_stats(req: Incoming, call: &Call, caller: &Caller) -> Result<Response, ApiError> {
     let asked = query(&req).get("user_id").cloned().filter(|u| !u.is_empty());
+    let named = asked.is_some();
     let user_id = caller.target_user(asked)?;
+    if named {
+        respond::must_be_known(call, Named::User, &user_id).await?;
+    }
     let scope = match caller {
         Caller::Key(k) if !caller.is_admin() => Scope::UserInOrg(user_id, k.org_id.clone()),
         _ => Scope::User(user_id),
@@ -35,13 +40,16 @@ pub async fn get_own_stats(req: Incoming, call: &Call, caller: &Caller) -> Resul
 
 /// One key's usage: admins any key, a key holder its own user's keys.
 pub async fn get_key_stats(req: Incoming, call: &Call, caller: &Caller, id: &str) -> Result<Response, ApiError> {
-    if !caller.is_admin() {
+    if caller.is_admin() {
+        respond::must_be_known(call, Named::Key, id).await?;
+    } else {
         visible_key(&db(call)?, caller, id).await?;
     }
     stats(&req, call, Scope::Key(id.to_string()), false).await
 }
 
 pub async fn get_org_stats(req: Incoming, call: &Call, id: &str) -> Result<Response, ApiError> {
+    respond::must_be_known(call, Named::Org, id).await?;
     stats(&req, call, Scope::Org(id.to_string()), false).await
 }
 

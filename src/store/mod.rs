@@ -74,6 +74,37 @@ pub async fn count(db: &D1Database, query: &str, args: &[JsValue]) -> Result<i64
     Ok(db.prepare(query).bind(args)?.first::<N>(None).await?.and_then(|r| r.n).unwrap_or(0))
 }
 
+/// What an operator may name by id in a read: deleted rows included, since what they did stays readable.
+#[derive(Debug, Clone, Copy)]
+pub enum Named {
+    User,
+    Org,
+    Key,
+}
+
+impl Named {
+    fn query(self) -> &'static str {
+        match self {
+            Self::User => "SELECT COUNT(*) AS n FROM users WHERE id = ?1",
+            Self::Org => "SELECT COUNT(*) AS n FROM organizations WHERE id = ?1",
+            Self::Key => "SELECT COUNT(*) AS n FROM api_keys WHERE id = ?1",
+        }
+    }
+
+    pub fn noun(self) -> &'static str {
+        match self {
+            Self::User => "user",
+            Self::Org => "organization",
+            Self::Key => "key",
+        }
+    }
+}
+
+/// Whether a user, organization or key of this id was ever made (deleted or not).
+pub async fn known(db: &D1Database, what: Named, id: &str) -> Result<bool, StoreError> {
+    Ok(count(db, what.query(), &[text(id)]).await? > 0)
+}
+
 /// D1 has no BigInt: integers travel as JS numbers (always inside ±2^53).
 pub fn int(v: i64) -> JsValue {
     JsValue::from_f64(v as f64)
