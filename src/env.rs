@@ -44,8 +44,8 @@ pub struct Config {
     pub upstream_api_key: Option<Secret>,
     /// `ADMIN_TOKEN`: operator access; none means no operator access at all.
     pub admin_token: Option<Secret>,
-    /// An `ADMIN_TOKEN` refused as too weak (`domain::keys::usable_operator_token`): a caller presenting it
-    /// is told why it opens nothing.
+    /// An `ADMIN_TOKEN` refused as too weak (`domain::keys::usable_operator_token`): why is logged; a caller
+    /// presenting it gets the ordinary 401 `invalid credential`.
     pub weak_admin_token: Option<Secret>,
     /// `REQUEST_TIMEOUT`, seconds (default 60).
     pub request_timeout_ms: u64,

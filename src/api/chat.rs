@@ -1,7 +1,9 @@
-//! POST /v1/chat/completions: authenticate → validate → price → reserve →
-//! send → relay → settle. Once money is reserved, the request runs as a task
-//! of its own (`ctx.wait_until`) to its settlement, whether or not the client
-//! stays to read the answer; the handler only waits for the answer to give.
+//! POST /v1/chat/completions, and the dialects served as a chat: POST /v1/completions,
+//! /v1/messages (Anthropic) and /v1/responses (all under /api/v1 too); plus
+//! POST /v1/messages/count_tokens, never billed. A chat goes authenticate → validate →
+//! price → reserve → send → relay → settle. Once money is reserved, the request runs as a
+//! task of its own (`ctx.wait_until`) to its settlement, whether or not the client stays
+//! to read the answer; the handler only waits for the answer to give.
 
 use futures_channel::oneshot;
 use worker::Response;

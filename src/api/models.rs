@@ -1,4 +1,5 @@
-//! GET /v1/models and GET /health.
+//! GET /v1/models, GET /v1/models/{model} (both under /api/v1 too) and GET /health; the
+//! cron's refresh of the model list in KV.
 
 use std::cell::RefCell;
 

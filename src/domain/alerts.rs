@@ -3,7 +3,8 @@
 //! default), or the balance falling below an amount. Decided in the account's
 //! object as a charge is written, so each crossing is found once; its id names
 //! the crossing (the window it happened in), so the same crossing is never
-//! sent twice. Delivery (signed webhooks through a queue) is `jobs::alerts`.
+//! sent twice. Delivery (signed webhooks through the `ALERTS` queue) is that
+//! queue's consumer, `webhooks::consume`.
 
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
