@@ -6,7 +6,7 @@ import { describe, test } from 'node:test';
 
 import OpenAI from 'openai';
 
-import { gatewayForFile, hangUpOnStream } from './fixture.mjs';
+import { gatewayForFile, hangUpOnStream, SETTLE_WATCH_MS } from './fixture.mjs';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -131,19 +131,53 @@ describe('charging', () => {
   });
 
   test('when only part of the worst case is affordable, max_tokens is capped so it still cannot overspend', async () => {
+    const model = 'openai/gpt-4o';
     const messages = [{ role: 'user', content: 'one two three four five six seven eight nine ten eleven twelve' }];
-    const worst = worstCase('openai/gpt-4o', messages, 1000);
-    const budget = worstCase('openai/gpt-4o', messages, 3); // enough for the prompt bound and three tokens
+    const worst = worstCase(model, messages, 1000);
+    const budget = worstCase(model, messages, 3); // the prompt bound's cost (250 µUSD) and three tokens' (30)
     const user = await ctx.admin.createUser({}, { credit: budget / 1e6 });
     assert.ok(budget < worst);
+    // What the budget buys after the prompt bound's cost, a micro-USD kept for rounding: 29 µUSD of output
+    // at 10 µUSD a token, two tokens.
+    const capped = 2;
     const key = await ctx.admin.createKey(user.id);
-    const res = await chat(key.key, { model: 'openai/gpt-4o', messages, max_tokens: 1000, marker: `clamp-${user.id}` });
+    const marker = `clamp-${user.id}`;
+    const res = await chat(key.key, { model, messages, max_tokens: 1000, marker });
     assert.equal(res.status, 200);
     const body = await res.json();
+    const sent = ctx.gw.fake.requests.filter((r) => r.body?.marker === marker);
+    assert.equal(sent.length, 1);
+    assert.equal(sent[0].body.max_tokens, capped, 'the upstream was asked for only what the budget covers');
     assert.equal(body.choices[0].finish_reason, 'length', 'the answer stopped at the cap');
-    assert.ok(body.usage.completion_tokens <= 3);
+    assert.equal(body.usage.completion_tokens, capped);
     await settled(user.id, (r) => r.some((x) => x.type === 'usage'), 'the usage row');
-    assert.ok((await balanceOf(user.id)) >= 0);
+    // The prompt (19 tokens) and the two output tokens: 68 µUSD of the 280.
+    assert.equal(await balanceOf(user.id), budget - costOf(model, fakeTokens(messages, capped)));
+  });
+
+  test('usage reported past the reservation is charged the reservation; the rest is uncollected, and reconciliation says so', async () => {
+    const model = 'openai/gpt-4o-mini';
+    const messages = [{ role: 'user', content: 'report more than came' }];
+    const user = await ctx.admin.createUser({}, { credit: 1 });
+    const key = await ctx.admin.createKey(user.id);
+    const res = await chat(key.key, { model, messages, max_tokens: 20, fake_fault: 'over_report' });
+    assert.equal(res.status, 200);
+    const body = await res.json();
+    // Held: the prompt bound and 20 output tokens (21 µUSD). Reported: 10,000 output tokens more than came (6,005).
+    const reserved = worstCase(model, messages, 20);
+    const { prompt, completion } = fakeTokens(messages);
+    const reported = costOf(model, { prompt, completion: completion + 10_000 });
+    assert.ok(reported > reserved);
+    assert.equal(micros(body.usage.cost), reserved, 'the client is told what it was charged');
+    const rows = await settled(user.id, (r) => r.some((x) => x.type === 'usage'), 'the usage row');
+    const usage = rows.find((x) => x.type === 'usage');
+    assert.equal(-micros(usage.amount), reserved, 'charged the reservation, not what was reported');
+    assert.match(usage.description, /uncollected/);
+    assert.equal(await balanceOf(user.id), 1_000_000 - reserved);
+    const report = await ctx.admin.call('GET', `/api/admin/reconcile?user_id=${user.id}`);
+    assert.equal(report.status, 200, JSON.stringify(report.body));
+    assert.equal(micros(report.body.data.uncollected), reported - reserved, 'the difference is reported uncollected');
+    assert.deepEqual(report.body.data.drift, []);
   });
 });
 
@@ -257,6 +291,38 @@ describe('credits and the ledger', () => {
     }
   });
 
+  test('an adjustment cannot take money held for a request in flight: 400 naming `amount`; the request is charged as usual', async () => {
+    const model = 'openai/gpt-4o-mini';
+    const messages = [{ role: 'user', content: 'take your time' }];
+    const user = await ctx.admin.createUser({}, { credit: 1 });
+    // A key with a per-minute limit runs no request on a budget lease: only the request's own reservation is held.
+    const key = await ctx.admin.createKey(user.id, { rpm_limit: 100 });
+    let answered = false;
+    const running = chat(key.key, { model, messages, max_tokens: 50, fake_fault: 'slow:3000' }).finally(() => {
+      answered = true;
+    });
+    const worst = worstCase(model, messages, 50);
+    let reserved = 0;
+    for (let i = 0; i < 100 && reserved === 0; i++) {
+      await sleep(20);
+      reserved = micros((await ctx.admin.call('GET', `/api/balance?user_id=${user.id}`)).body.reserved);
+    }
+    assert.equal(reserved, worst, 'the request holds its worst case');
+    const taken = await ctx.admin.call('POST', '/api/balance/admin/add', { user_id: user.id, amount: -1, type: 'adjustment' });
+    assert.equal(answered, false, 'the request was still in flight');
+    assert.equal(taken.status, 400, JSON.stringify(taken.body));
+    assert.equal(taken.body.error.param, 'amount');
+    assert.match(taken.body.error.message, /held for requests in flight/);
+    const res = await running;
+    assert.equal(res.status, 200);
+    await res.arrayBuffer();
+    const rows = await settled(user.id, (r) => r.some((x) => x.type === 'usage'), 'the usage row');
+    assert.deepEqual(rows.map((r) => r.type).sort(), ['recharge', 'usage'], 'the refused adjustment left no row');
+    const cost = costOf(model, fakeTokens(messages));
+    assert.equal(-micros(rows.find((r) => r.type === 'usage').amount), cost);
+    assert.equal(await balanceOf(user.id), 1_000_000 - cost, 'the balance is the credit less the charge');
+  });
+
   test('bad credits are 400; unknown users 404', async () => {
     const user = await ctx.admin.createUser({}, { credit: 0 });
     for (const body of [
@@ -321,7 +387,8 @@ describe('streams that do not finish', () => {
     const rows = await settled(user.id, (r) => r.some((x) => x.type === 'usage'), 'the usage row');
     const usage = rows.find((x) => x.type === 'usage');
     const charged = -micros(usage.amount);
-    assert.ok(charged > 0, 'tokens were delivered, so not zero');
+    // The record counts the prompt and the four chunks sent before the cut (78 µUSD).
+    assert.equal(charged, costOf('openai/gpt-4o', fakeTokens(messages, 4)));
     assert.ok(charged <= worstCase('openai/gpt-4o', messages, 50), 'never above the reservation');
     // The record, not the estimate from the text delivered (without a record, the estimate: below).
     assert.doesNotMatch(usage.description, /estimated/);
@@ -336,7 +403,8 @@ describe('streams that do not finish', () => {
     assert.ok(text.includes('Provider disconnected') && text.trimEnd().endsWith('data: [DONE]'));
     const rows = await settled(user.id, (r) => r.some((x) => x.type === 'usage'), 'the usage row');
     const usage = rows.find((x) => x.type === 'usage');
-    assert.ok(-micros(usage.amount) > 0);
+    // The record counts the prompt and the two chunks sent before the error (58 µUSD).
+    assert.equal(-micros(usage.amount), costOf('openai/gpt-4o', fakeTokens(messages, 2)));
     // No usage chunk came: the record (hidden reasoning included), not the estimate from the text delivered.
     assert.doesNotMatch(usage.description, /estimated/);
     // And it is recorded as the failure it was, though `[DONE]` followed the error.
@@ -416,11 +484,19 @@ describe('streams that do not finish', () => {
     return res.headers.get('x-request-id');
   }
 
-  /** Waits (longer than `settled`: a settlement may wait out the generation record) for `n` usage rows. */
+  /**
+   * Waits (longer than `settled`: a settlement may wait out the generation record) for `n` usage rows, then
+   * `SETTLE_WATCH_MS` more: exactly `n` then (a second charge of a request, landing later, shows).
+   */
   async function usageOf(userId, n) {
     for (let i = 0; i < 150; i++) {
       const rows = (await ledgerOf(userId)).filter((x) => x.type === 'usage');
-      if (rows.length >= n) return rows;
+      if (rows.length >= n) {
+        await sleep(SETTLE_WATCH_MS);
+        const again = (await ledgerOf(userId)).filter((x) => x.type === 'usage');
+        assert.equal(again.length, n, `exactly ${n} usage rows: ${JSON.stringify(again)}`);
+        return again;
+      }
       await sleep(100);
     }
     assert.fail(`never ${n} usage rows`);

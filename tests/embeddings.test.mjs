@@ -9,7 +9,7 @@ import { describe, test } from 'node:test';
 import OpenAI from 'openai';
 
 import { FAKE_OPENAI_KEY } from './fake-upstream.mjs';
-import { gatewayForFile, usageRows } from './fixture.mjs';
+import { gatewayForFile, settledRows, usageRows } from './fixture.mjs';
 
 const ctx = gatewayForFile({ vars: { OPENAI_API_KEY: FAKE_OPENAI_KEY } });
 const micros = (usd) => Math.round(usd * 1e6);
@@ -107,7 +107,7 @@ describe('embeddings', () => {
         assert.equal(record.tokens_prompt, 400, `${fault}: 400 input tokens charged, not a quarter of them`);
         assert.equal(record.estimated, fault === 'no_usage');
       }
-      assert.equal((await usageRows(ctx.admin, user.id, 2)).length, 2, 'each charged once');
+      assert.equal((await settledRows(ctx.admin, user.id, 2)).length, 2, 'each charged once');
       // An upstream that answers numbers where the SDK asked for base64 (its default): encoded as OpenAI
       // does, so the SDK decodes the right vector, not garbage.
       const asFloats = await client.embeddings.create({ model: MODEL, input: 'same vector', encoding_format: 'float' });
@@ -132,7 +132,7 @@ describe('embeddings', () => {
     const { data: second, response: r2 } = await client.embeddings.create({ model: MODEL, input: text }).withResponse();
     assert.equal(r2.headers.get('x-tollgate-provider'), 'openrouter', 'OpenRouter is the safety net');
     assert.equal(calls() - before, 3, 'OpenAI was tried three times first');
-    const rows = await usageRows(ctx.admin, user.id, 2);
+    const rows = await settledRows(ctx.admin, user.id, 2);
     assert.deepEqual(rows.map((r) => -micros(r.amount)), [costOf(tokensOf([text])), costOf(tokensOf([text]))]);
     assert.equal(micros(first.usage.cost) + micros(second.usage.cost), 2 * costOf(tokensOf([text])));
   });

@@ -42,6 +42,25 @@ export async function usageRows(admin, userId, count) {
   throw new Error(`the ledger never showed ${count} charges`);
 }
 
+/**
+ * How long a count of charges is watched once reached: a second charge of one request (its settlement sent
+ * again after a try that failed, 0.25 s and then 0.5 s later) lands within it.
+ */
+export const SETTLE_WATCH_MS = 1_000;
+
+/**
+ * The user's usage rows once there are `count`, read again `SETTLE_WATCH_MS` later: exactly `count` then (a
+ * request charged twice, its second charge landing after the first, fails here).
+ */
+export async function settledRows(admin, userId, count) {
+  await usageRows(admin, userId, count);
+  await new Promise((r) => setTimeout(r, SETTLE_WATCH_MS));
+  const rows = (await admin.call('GET', `/api/balance/transactions?user_id=${userId}&page_size=100`)).body.data;
+  const usage = rows.filter((r) => r.type === 'usage');
+  assert.equal(usage.length, count, `exactly ${count} charges, ${SETTLE_WATCH_MS} ms after they landed: ${JSON.stringify(usage)}`);
+  return usage;
+}
+
 /** The usage record (`GET /api/v1/generation`) of a request by its id or its answer's, once it has been copied to D1. */
 export async function generationOf(admin, id) {
   for (let i = 0; i < 50; i++) {
@@ -77,13 +96,13 @@ export async function hangUpOnStream(url, path, headers, body, until) {
 
 /**
  * Hangs up twice in turn, then four times at once (`hangUp` answers a request id), and checks that each of
- * the six was charged once, more than nothing and less than `whole` micro-USD (the whole answer's cost).
- * `before`: usage rows the user had already.
+ * the six was charged once (and nothing else charged, `SETTLE_WATCH_MS` on), more than nothing and less than
+ * `whole` micro-USD (the whole answer's cost). `before`: usage rows the user had already.
  */
 export async function hangUpsChargedOnce(admin, userId, hangUp, whole, before = 0) {
   const ids = [await hangUp(), await hangUp()];
   ids.push(...(await Promise.all([hangUp(), hangUp(), hangUp(), hangUp()])));
-  const rows = (await usageRows(admin, userId, ids.length + before)).filter((r) => ids.includes(r.reference_id));
+  const rows = (await settledRows(admin, userId, ids.length + before)).filter((r) => ids.includes(r.reference_id));
   assert.deepEqual(rows.map((r) => r.reference_id).sort(), [...ids].sort(), 'each charged, once');
   for (const row of rows) {
     const charged = -Math.round(row.amount * 1e6);

@@ -119,6 +119,10 @@ test('a runtime killed mid-burst loses no money and charges nothing twice', { ti
   try {
     let admin = runtime.admin();
     const streamWorst = worstCase([{ role: 'user', content: STREAM_WORDS }], STREAM_MAX_TOKENS);
+    // What a heartbeat reports a stream has cost at least: its prompt, estimated from its bound (the JSON's
+    // bytes and 8 a message) at a token per 4 bytes.
+    const streamBound = Buffer.byteLength(JSON.stringify([{ role: 'user', content: STREAM_WORDS }])) + 8;
+    const streamPrompt = costOf({ prompt: Math.ceil(streamBound / 4), completion: 0 });
     const accounts = [];
     for (let i = 0; i < 3; i++) {
       // The last account can afford exactly its two streams' worst cases and 50 µUSD more.
@@ -203,9 +207,10 @@ test('a runtime killed mid-burst loses no money and charges nothing twice', { ti
           assert.equal(-micros(rows[0].amount), costOf(fakeTokens(r.messages)), `${r.id} is charged exactly`);
         }
         if (cut.includes(r) && rows.length === 1) {
-          // Charged what its last heartbeat reported (0 when the kill came before its first beat).
+          // Charged what its last heartbeat reported (every stream beat before the kill): at least its prompt,
+          // estimated (12 µUSD), never more than its reservation.
           const charged = -micros(rows[0].amount);
-          assert.ok(charged >= 0 && charged <= streamWorst, `${r.id}: ${charged} µUSD, within its reservation`);
+          assert.ok(charged >= streamPrompt && charged <= streamWorst, `${r.id}: ${charged} µUSD, from its prompt's ${streamPrompt} to its reservation's ${streamWorst}`);
           assert.match(rows[0].description, /^closed without settlement/);
           closedCharges.push(charged);
         }

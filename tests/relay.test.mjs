@@ -6,6 +6,7 @@ import { after, before, describe, test } from 'node:test';
 
 import OpenAI from 'openai';
 
+import { generationOf, SETTLE_WATCH_MS, settledRows } from './fixture.mjs';
 import { adminClient, startGateway } from './harness.mjs';
 
 let gw;
@@ -15,7 +16,20 @@ let key;
 let client;
 
 const MODEL = 'openai/gpt-4o-mini';
+const PRICE = [150_000, 600_000]; // the fake's catalogue: micro-USD per million prompt / completion tokens
 const hello = [{ role: 'user', content: 'hello there tollgate' }];
+/**
+ * What a request the upstream had but never answered whole is charged: its prompt, estimated from the
+ * prompt's bound (the messages' JSON bytes and 8 a message) at a token per 4 bytes, rounded up.
+ */
+const promptEstimate = (messages) =>
+  Math.ceil((Math.ceil((Buffer.byteLength(JSON.stringify(messages)) + 8 * messages.length) / 4) * PRICE[0]) / 1e6);
+/** The fake's tokens for a whole answer: a quarter of the characters and 3 a message; a token per echoed word. */
+const fakeTokens = (messages) => ({
+  prompt: Math.ceil(messages.reduce((n, m) => n + m.content.length, 0) / 4) + 3 * messages.length,
+  completion: 1 + messages.at(-1).content.split(/\s+/).filter(Boolean).length,
+});
+const costOf = ({ prompt, completion }) => Math.ceil((prompt * PRICE[0] + completion * PRICE[1]) / 1e6);
 
 before(async () => {
   gw = await startGateway({ vars: { REQUEST_TIMEOUT: '2' } });
@@ -272,11 +286,11 @@ describe('errors are OpenAI-shaped', () => {
     await expectError(first, 504, 'timeout_error');
     assert.ok(Date.now() - started < 3800, 'answered at the timeout, not when upstream finished');
     for (const res of await Promise.all([slow(), slow(), slow()])) await expectError(res, 504, 'timeout_error');
-    const usage = await usageRows(payer.id, 4);
-    assert.equal(usage.length, 4, 'a charge for each request the upstream had');
+    const usage = await settledRows(admin, payer.id, 4);
     assert.equal(new Set(usage.map((r) => r.reference_id)).size, 4, 'each charged once');
     for (const row of usage) {
-      assert.ok(row.amount < 0 && row.amount === usage[0].amount, JSON.stringify(row));
+      // The prompt alone (3 µUSD), far below the reservation (which holds the model's whole output bound too).
+      assert.equal(-Math.round(row.amount * 1e6), promptEstimate(hello), JSON.stringify(row));
       assert.match(row.description, /answer not received whole: prompt estimated/);
     }
     const balance = (await admin.call('GET', `/api/balance?user_id=${payer.id}`)).body.balance;
@@ -293,15 +307,40 @@ describe('errors are OpenAI-shaped', () => {
     await expectError(res, 504, 'timeout_error');
     const took = Date.now() - started;
     assert.ok(took >= 1900 && took < 3800, `answered at the deadline, not when the body ended (${took} ms)`);
-    const usage = await usageRows(payer.id, 1);
-    assert.equal(usage.length, 1, 'charged once: the upstream had it');
+    const usage = await settledRows(admin, payer.id, 1);
+    assert.equal(-Math.round(usage[0].amount * 1e6), promptEstimate(hello), 'charged the prompt, once: the upstream had it');
     assert.match(usage[0].description, /answer not received whole: prompt estimated/);
   });
 
+  test("an upstream's own 408, 504 or 524 is the client's 504, and charged nothing: an error the upstream does not bill", async () => {
+    const payer = await admin.createUser({ name: 'Upstream timeouts' }, { credit: 1 });
+    const payerKey = await admin.createKey(payer.id, { name: 'upstream timeouts' });
+    const ids = [];
+    for (const status of [408, 504, 524]) {
+      const queued = await fetch(`${gw.fake.url.replace('/api/v1', '')}/__fail`, { method: 'POST', body: JSON.stringify({ provider: 'openrouter', status }) });
+      assert.equal(queued.status, 200);
+      const res = await rawChat({ model: MODEL, messages: hello }, { token: payerKey.key });
+      ids.push(res.headers.get('x-request-id'));
+      await expectError(res, 504, 'timeout_error');
+    }
+    // Each settled (its usage record written, at nothing) before the ledger is read.
+    for (const id of ids) {
+      const record = await generationOf(admin, id);
+      assert.equal(record.status, 504, JSON.stringify(record));
+      assert.equal(record.total_cost, 0, JSON.stringify(record));
+    }
+    await new Promise((r) => setTimeout(r, SETTLE_WATCH_MS));
+    const rows = (await admin.call('GET', `/api/balance/transactions?user_id=${payer.id}&page_size=100`)).body.data;
+    assert.deepEqual(rows.map((r) => r.type), ['recharge'], `no charge: ${JSON.stringify(rows)}`);
+    assert.equal((await admin.call('GET', `/api/balance?user_id=${payer.id}`)).body.balance, 1);
+  });
+
   // An error body names its generation: what the upstream's record says was used is charged, not an estimate.
-  for (const [fault, what, note] of [
-    ['cut:1', 'whose body breaks off', /prompt estimated/],
-    ['error_event', 'that is an error under 200 (the model had started)', /charged from the upstream's record/],
+  // A body that broke off names none: its prompt is charged, estimated (3 µUSD); the record says the whole
+  // answer (8 prompt tokens and 4 output tokens: 4 µUSD).
+  for (const [fault, what, note, expected] of [
+    ['cut:1', 'whose body breaks off', /prompt estimated/, promptEstimate(hello)],
+    ['error_event', 'that is an error under 200 (the model had started)', /charged from the upstream's record/, costOf(fakeTokens(hello))],
   ]) {
     test(`an answer ${what} is 502, and charged what the upstream had: ${note.source}`, async () => {
       const payer = await admin.createUser({ name: `Broken ${fault}` }, { credit: 1 });
@@ -310,11 +349,10 @@ describe('errors are OpenAI-shaped', () => {
       const broken = () => rawChat({ model: MODEL, messages: hello, fake_fault: fault }, { token: payerKey.key });
       await expectError(await broken(), 502, 'upstream_error');
       for (const res of await Promise.all([broken(), broken(), broken()])) await expectError(res, 502, 'upstream_error');
-      const usage = await usageRows(payer.id, 4);
-      assert.equal(usage.length, 4, 'each charged, none served free');
-      assert.equal(new Set(usage.map((r) => r.reference_id)).size, 4, 'each charged once');
+      const usage = await settledRows(admin, payer.id, 4);
+      assert.equal(new Set(usage.map((r) => r.reference_id)).size, 4, 'each charged once, none served free');
       for (const row of usage) {
-        assert.ok(row.amount < 0 && row.amount === usage[0].amount, JSON.stringify(row));
+        assert.equal(-Math.round(row.amount * 1e6), expected, JSON.stringify(row));
         assert.match(row.description, note);
       }
       const balance = (await admin.call('GET', `/api/balance?user_id=${payer.id}`)).body.balance;
