@@ -146,6 +146,9 @@ pub struct Faults {
     /// `FAULT_SLOW_RECONCILE_MS`: reconciliation (in the account object) reads D1 this long after its copy,
     /// as over a slow link to D1, so a busy account charges in between (tests/outbox.test.mjs).
     pub slow_reconcile_ms: u64,
+    /// `FAULT_FORGET_END_USERS`: the account object forgets every idle end user after each message, as it
+    /// does when it holds many (tests/end-users.test.mjs).
+    pub forget_end_users: bool,
 }
 
 /// A fault for tests: the account object, settling a request for `model`, fails a storage statement
@@ -248,6 +251,7 @@ impl Config {
             abandon_settle: fault("FAULT_ABANDON_SETTLE"),
             fail_alert_queue: fault("FAULT_FAIL_ALERT_QUEUE").is_some(),
             slow_reconcile_ms: fault("FAULT_SLOW_RECONCILE_MS").and_then(|n| n.trim().parse().ok()).unwrap_or(0),
+            forget_end_users: fault("FAULT_FORGET_END_USERS").is_some(),
             archive_part_rows: fault("FAULT_ARCHIVE_PART_ROWS").and_then(|n| n.trim().parse().ok()).filter(|n| *n > 0),
         };
         Self {

@@ -14,7 +14,7 @@ import { describe, test } from 'node:test';
 
 import OpenAI from 'openai';
 
-import { gatewayForFile } from './fixture.mjs';
+import { gatewayForFile, settledRows } from './fixture.mjs';
 import { adminClient, startGateway } from './harness.mjs';
 
 const ctx = gatewayForFile();
@@ -26,6 +26,10 @@ const MESSAGES = [{ role: 'user', content: 'one two three four five' }];
 const MAX_TOKENS = 500;
 /** A request's worst case, as the gateway reserves it: the prompt's bound (its JSON size) and max_tokens. */
 const WORST = Math.ceil(((Buffer.byteLength(JSON.stringify(MESSAGES)) + 8 * MESSAGES.length) * PRICE[0] + MAX_TOKENS * PRICE[1]) / 1e6);
+/** What the prompt's bound alone costs at most (10 µUSD): a budget that leaves no more buys no output token. */
+const PROMPT_BOUND_COST = Math.ceil(((Buffer.byteLength(JSON.stringify(MESSAGES)) + 8 * MESSAGES.length) * PRICE[0]) / 1e6);
+/** What one request costs (5 µUSD): the fake counts a quarter of the characters and 3 a message, a token an echoed word. */
+const COST = Math.ceil(((Math.ceil(MESSAGES[0].content.length / 4) + 3) * PRICE[0] + (1 + MESSAGES[0].content.split(' ').length) * PRICE[1]) / 1e6);
 
 function chat(url, token, fields = {}, headers = {}) {
   return fetch(`${url}/v1/chat/completions`, {
@@ -41,9 +45,15 @@ async function endUsers(admin, keyId) {
   return res.body;
 }
 
-async function usageRows(admin, userId) {
-  const res = await admin.call('GET', `/api/balance/transactions?user_id=${userId}&page_size=100`);
-  return res.body.data.filter((r) => r.type === 'usage');
+/** The end user's row once its spend is `spent` and nothing is held for it any more (its requests settled). */
+async function settledSpend(admin, keyId, who, spent, budget) {
+  let row;
+  for (let i = 0; i < 50; i++) {
+    row = (await endUsers(admin, keyId)).data.find((u) => u.end_user === who);
+    if (row && micros(row.usage) === spent && micros(row.limit_remaining) === budget - spent) return row;
+    await sleep(100);
+  }
+  assert.fail(`${who} never settled at ${spent} µUSD spent of ${budget}: ${JSON.stringify(row)}`);
 }
 
 describe('end-user budgets', () => {
@@ -68,9 +78,10 @@ describe('end-user budgets', () => {
       assert.equal(body.error.metadata.limit_source, 'end_user_limit');
       assert.match(body.error.metadata.resets_at, /T00:00:00\.000Z$/, 'a daily budget resets at midnight UTC');
     }
-    await sleep(500);
-    const charged = (await usageRows(ctx.admin, user.id)).reduce((n, r) => n - micros(r.amount), 0);
-    assert.ok(charged > 0 && charged <= budget, `charged ${charged} of ${budget}`);
+    // Each of the five charged once, what it cost; nothing for the refused ones.
+    const rows = await settledRows(ctx.admin, user.id, ok.length);
+    for (const r of rows) assert.equal(-micros(r.amount), COST, JSON.stringify(r));
+    const charged = ok.length * COST;
     const listed = await endUsers(ctx.admin, key.id);
     const row = listed.data.find((u) => u.end_user === who);
     assert.ok(row, 'the end user is listed');
@@ -83,33 +94,32 @@ describe('end-user budgets', () => {
 
   test('one request after another: each end user named by the header, safety_identifier or user has its own budget', async () => {
     const user = await ctx.admin.createUser();
-    const budget = 3 * WORST + Math.floor(WORST / 3);
+    // Three requests' cost and the prompt bound's: once three have settled, what is left pays a fourth's
+    // prompt at most, no output token, and it is refused. (A request runs on what its budget leaves, its
+    // output capped to it: the whole worst case need not fit.)
+    const budget = 3 * COST + PROMPT_BOUND_COST;
     const key = await ctx.admin.createKey(user.id, { end_user_budget: { limit: budget / 1e6 } });
     const client = new OpenAI({ apiKey: key.key, baseURL: `${ctx.gw.url}/v1`, maxRetries: 0 });
-    const spend = async (send) => {
-      let ran = 0;
-      for (let i = 0; i < 10; i++) {
-        try {
-          await send();
-          ran++;
-        } catch (e) {
-          assert.equal(e.status, 402);
-          assert.equal(e.error.metadata.limit_source, 'end_user_limit');
-          return ran;
-        }
+    const spend = async (who, send) => {
+      for (let ran = 1; ran <= 3; ran++) {
+        const answer = await send();
+        assert.equal(answer.choices[0].message.content, 'Echo: one two three four five', `${who}'s request ${ran}, whole`);
+        // Settled before the next: while it runs, a request holds what it may cost at most.
+        await settledSpend(ctx.admin, key.id, who, ran * COST, budget);
       }
-      return ran;
+      const refused = await send().then(() => null, (e) => e);
+      assert.equal(refused?.status, 402, `${who}'s fourth request is refused`);
+      assert.equal(refused.error.code, 'insufficient_credits');
+      assert.equal(refused.error.metadata.limit_source, 'end_user_limit');
     };
     const body = { model: MODEL, max_tokens: MAX_TOKENS, messages: MESSAGES };
-    const bySafety = await spend(() => client.chat.completions.create({ ...body, safety_identifier: 'alice', user: 'ignored' }));
-    const byUser = await spend(() => client.chat.completions.create({ ...body, user: 'bob' }));
-    const byHeader = await spend(() => client.chat.completions.create({ ...body, user: 'not-carol' }, { headers: { 'x-tollgate-end-user': 'carol' } }));
-    // Actual costs are far below the worst case, so more requests fit than three; never more than the budget.
-    for (const ran of [bySafety, byUser, byHeader]) assert.ok(ran >= 3, `ran ${ran}`);
-    await sleep(500);
+    // Each end user spent to its budget, the next is served all the same.
+    await spend('alice', () => client.chat.completions.create({ ...body, safety_identifier: 'alice', user: 'ignored' }));
+    await spend('bob', () => client.chat.completions.create({ ...body, user: 'bob' }));
+    await spend('carol', () => client.chat.completions.create({ ...body, user: 'not-carol' }, { headers: { 'x-tollgate-end-user': 'carol' } }));
     const listed = await endUsers(ctx.admin, key.id);
     assert.deepEqual(listed.data.map((u) => u.end_user).sort(), ['alice', 'bob', 'carol']);
-    for (const row of listed.data) assert.ok(micros(row.usage) <= budget, `${row.end_user} spent ${row.usage}`);
+    for (const row of listed.data) assert.equal(micros(row.usage), 3 * COST, `${row.end_user} spent ${row.usage}`);
     // Without a name the key's own limits apply, not an end user's budget.
     const anonymous = await chat(ctx.gw.url, key.key);
     assert.equal(anonymous.status, 200);
@@ -194,5 +204,55 @@ test('an end user spent to its budget stays there across a restart of the runtim
   } finally {
     await gw.stop();
     rmSync(state, { recursive: true, force: true });
+  }
+});
+
+// The account's object keeps end users in memory only while messages name them (an application may serve
+// millions through one key): forgotten after every message here, each is brought back from storage, and
+// every budget holds as it does in memory, one request after another and at once. The list is a page at a
+// time, most spent first.
+test('budgets hold when the object forgets every end user after each message; the list pages', async () => {
+  const gw = await startGateway({ vars: { FAULT_FORGET_END_USERS: '1' } });
+  try {
+    const admin = adminClient(gw.url, gw.adminToken);
+    const user = await admin.createUser();
+    const budget = 3 * COST + PROMPT_BOUND_COST;
+    const key = await admin.createKey(user.id, { end_user_budget: { limit: budget / 1e6 } });
+    for (let ran = 1; ran <= 3; ran++) {
+      const res = await chat(gw.url, key.key, { user: 'alice' });
+      assert.equal(res.status, 200, `alice's request ${ran}`);
+      await res.arrayBuffer();
+      await settledSpend(admin, key.id, 'alice', ran * COST, budget);
+    }
+    const refused = await chat(gw.url, key.key, { user: 'alice' });
+    assert.equal(refused.status, 402, "alice's spend was brought back from storage");
+    assert.equal((await refused.json()).error.metadata.limit_source, 'end_user_limit');
+    const bob = await chat(gw.url, key.key, { user: 'bob' });
+    assert.equal(bob.status, 200);
+    await bob.arrayBuffer();
+    await settledSpend(admin, key.id, 'bob', COST, budget);
+
+    // At once: ten slow streams of a new end user, on a budget of two worst cases.
+    const wide = await admin.createKey(user.id, { end_user_budget: { limit: (2 * WORST) / 1e6, limit_reset: 'daily' } });
+    const statuses = await Promise.all(Array.from({ length: 10 }, async () => {
+      const res = await chat(gw.url, wide.key, { user: 'zed', stream: true, chunk_delay_ms: 150 });
+      await res.arrayBuffer();
+      return res.status;
+    }));
+    assert.deepEqual(statuses.filter((s) => s === 200).length, 2, `exactly two fit: ${statuses}`);
+    assert.ok(statuses.every((s) => s === 200 || s === 402), String(statuses));
+    await settledSpend(admin, wide.id, 'zed', 2 * COST, 2 * WORST);
+
+    // A page at a time, most spent in all first.
+    const first = await admin.call('GET', `/api/keys/${key.id}/end-users?page_size=1`);
+    assert.equal(first.status, 200);
+    assert.deepEqual([first.body.data.map((u) => u.end_user), first.body.page, first.body.page_size, first.body.total], [['alice'], 1, 1, 2]);
+    const second = await admin.call('GET', `/api/keys/${key.id}/end-users?page=2&page_size=1`);
+    assert.deepEqual(second.body.data.map((u) => [u.end_user, micros(u.usage), micros(u.limit_remaining)]), [['bob', COST, budget - COST]]);
+    const bad = await admin.call('GET', `/api/keys/${key.id}/end-users?page_size=0`);
+    assert.equal(bad.status, 400);
+    assert.equal(bad.body.error.param, 'page_size');
+  } finally {
+    await gw.stop();
   }
 });

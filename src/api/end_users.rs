@@ -14,16 +14,19 @@ use crate::billing::client::Account;
 use crate::domain::chat::end_user_id;
 use crate::domain::end_users::{BudgetInput, OwnBudget};
 use crate::domain::money::micros_to_usd;
+use crate::domain::paging::Page;
 use crate::domain::time::to_iso;
 use crate::domain::InvalidRequest;
 use crate::env;
 
-/// GET /api/keys/{id}/end-users: most spent first.
-pub async fn list(call: &Call, caller: &Caller, key_id: &str) -> Result<Response, ApiError> {
+/// GET /api/keys/{id}/end-users: a page, most spent in all first.
+pub async fn list(req: Incoming, call: &Call, caller: &Caller, key_id: &str) -> Result<Response, ApiError> {
+    let q = respond::query(&req);
+    let page = Page::parse(q.get("page").map(String::as_str), q.get("page_size").map(String::as_str), "page_size")?;
     let db = env::db(&call.env).map_err(ApiError::internal)?;
     let key = visible_key(&db, caller, key_id).await?;
-    let users = Account::of(&call.env, &key.user_id)
-        .end_users(&key.id, key.end_user_budget())
+    let (users, total) = Account::of(&call.env, &key.user_id)
+        .end_users(&key.id, key.end_user_budget(), page)
         .await
         .map_err(ApiError::internal)?;
     let data: Vec<Value> = users
@@ -44,7 +47,8 @@ pub async fn list(call: &Call, caller: &Caller, key_id: &str) -> Result<Response
         .collect();
     respond::json(
         200,
-        &json!({ "data": data, "key_id": key.id, "default_budget": key.end_user_budget().map(|b| b.view()) }),
+        &json!({ "data": data, "key_id": key.id, "default_budget": key.end_user_budget().map(|b| b.view()),
+            "page": page.page, "page_size": page.size, "total": total }),
     )
 }
 

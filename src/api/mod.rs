@@ -177,7 +177,7 @@ mod dispatch {
             Route::UpdateKey(id) => super::keys::update_key(req, call, caller, &id).await,
             Route::DeleteKey(id) => super::keys::delete_key(call, caller, &id).await,
             Route::RotateKey(id) => super::keys::rotate_key(req, call, caller, &id).await,
-            Route::ListEndUsers(id) => super::end_users::list(call, caller, &id).await,
+            Route::ListEndUsers(id) => super::end_users::list(req, call, caller, &id).await,
             Route::PutEndUserBudget(id, end_user) => super::end_users::put(req, call, caller, &id, &end_user).await,
             Route::ClearEndUserBudget(id, end_user) => super::end_users::clear(call, caller, &id, &end_user).await,
             Route::ListRequestLog(id) => super::request_log::list(req, call, caller, &id).await,

@@ -15,6 +15,24 @@ use crate::domain::usage::UsageRecord;
 use crate::domain::windows::Reset;
 use crate::env::Faults;
 
+/// The most end users an account's object keeps in memory before it forgets the idle ones (a few MB).
+const END_USERS_IN_MEMORY: usize = 10_000;
+
+/// The end users a message names, as `(key id, end user)`: those its book decides on. A request on a
+/// lease names its key through the lease (one ended names none: nothing is charged to it).
+fn named_end_users(req: &AccountRequest, book: &Book) -> Vec<(String, String)> {
+    let on_lease = |on: &OnLease| Some((book.lease(&on.lease_id)?.key_id.clone(), on.end_user.clone()?));
+    match req {
+        AccountRequest::Reserve(ask) => ask.end_user.iter().map(|e| (ask.key_id.clone(), e.clone())).collect(),
+        AccountRequest::PutEndUserBudget { key_id, end_user, .. } => vec![(key_id.clone(), end_user.clone())],
+        AccountRequest::Touch { on_lease: on, .. } => on.iter().filter_map(on_lease).collect(),
+        AccountRequest::Settle { settlements, .. } => {
+            settlements.iter().filter_map(|s| s.on_lease.as_ref().and_then(on_lease)).collect()
+        }
+        _ => Vec::new(),
+    }
+}
+
 /// One message's view of the account: its storage, its book, the time.
 pub struct Account<'a> {
     /// The object's state, for transactions inside the message's (`js::atomically`).
@@ -33,8 +51,20 @@ pub struct Account<'a> {
 }
 
 impl Account<'_> {
-    /// Answers one message; its writes are made before the answer leaves.
+    /// Answers one message; its writes are made before the answer leaves. The end users it names are
+    /// brought from storage first, and when memory holds many, the idle ones are forgotten after.
     pub fn answer(&mut self, req: AccountRequest) -> Result<AccountResponse> {
+        for (key_id, end_user) in named_end_users(&req, self.book) {
+            if self.book.needs_end_user(&key_id, &end_user) {
+                store::bring_end_user(self.sql, self.book, &key_id, &end_user, self.now)?;
+            }
+        }
+        let answer = self.decide(req);
+        self.book.forget_idle_end_users(if self.faults.forget_end_users { 0 } else { END_USERS_IN_MEMORY });
+        answer
+    }
+
+    fn decide(&mut self, req: AccountRequest) -> Result<AccountResponse> {
         let (sql, now) = (self.sql, self.now);
         Ok(match req {
             AccountRequest::PutKey { state } => {
@@ -168,28 +198,30 @@ impl Account<'_> {
                 store::put_end_user_budget(sql, &key_id, &end_user, own, now)?;
                 AccountResponse::Ok
             }
-            AccountRequest::EndUsers { key_id, default } => {
-                let b = &*self.book;
-                let default = b.key(&key_id).map_or(default, |k| k.end_user_budget);
-                let mut users: Vec<EndUserRow> = b
-                    .end_users_of(&key_id)
-                    .map(|(name, u)| {
-                        let budget = u.budget(default);
-                        let reset = budget.and_then(|b| b.reset);
-                        EndUserRow {
-                            end_user: name.clone(),
-                            first_ms: u.first_ms,
-                            budget,
-                            own: u.own_budget.is_some(),
-                            spent: u.spend.in_window(reset, now),
-                            total: u.spend.in_window(None, now),
-                            held: b.held_for_end_user(&key_id, name),
-                            resets_ms: reset.map(|r| r.window_end(now)),
-                        }
-                    })
-                    .collect();
-                users.sort_by(|a, b| b.spent.cmp(&a.spent).then_with(|| a.end_user.cmp(&b.end_user)));
-                AccountResponse::EndUsers { users }
+            AccountRequest::EndUsers { key_id, default, page, page_size } => {
+                let (named, total) = store::end_users_page(sql, &key_id, page, page_size)?;
+                let default = self.book.key(&key_id).map_or(default, |k| k.end_user_budget);
+                let mut users = Vec::with_capacity(named.len());
+                for (end_user, first_ms) in named {
+                    if self.book.needs_end_user(&key_id, &end_user) {
+                        store::bring_end_user(sql, self.book, &key_id, &end_user, now)?;
+                    }
+                    let b = &*self.book;
+                    let Some(u) = b.end_user(&key_id, &end_user) else { continue };
+                    let budget = u.budget(default);
+                    let reset = budget.and_then(|b| b.reset);
+                    users.push(EndUserRow {
+                        budget,
+                        own: u.own_budget.is_some(),
+                        spent: u.spend.in_window(reset, now),
+                        total: u.spend.in_window(None, now),
+                        held: b.held_for_end_user(&key_id, &end_user),
+                        resets_ms: reset.map(|r| r.window_end(now)),
+                        end_user,
+                        first_ms,
+                    });
+                }
+                AccountResponse::EndUsers { users, total }
             }
             AccountRequest::Transactions { page, page_size } => {
                 let (rows, total) = store::transactions(sql, page, page_size)?;

@@ -24,6 +24,7 @@ use crate::domain::keys::{KeyRefusal, KeyState};
 use crate::domain::lease::Granted;
 use crate::domain::ledger::Reservation;
 use crate::domain::orgs::{MonthUse, OrgLimitHit, OrgState};
+use crate::domain::paging::Page;
 use crate::domain::rates::{RateRefusal, RateStatus};
 use crate::{env, js};
 
@@ -244,10 +245,17 @@ impl<'a> Account<'a> {
         }
     }
 
-    /// A key's end users with their spend, most spent first.
-    pub async fn end_users(&self, key_id: &str, default: Option<Budget>) -> Result<Vec<EndUserRow>, String> {
-        match self.call(&AccountRequest::EndUsers { key_id: key_id.into(), default }).await? {
-            AccountResponse::EndUsers { users } => Ok(users),
+    /// A page of a key's end users with their spend, most spent in all first, and how many it has.
+    pub async fn end_users(
+        &self,
+        key_id: &str,
+        default: Option<Budget>,
+        page: Page,
+    ) -> Result<(Vec<EndUserRow>, i64), String> {
+        let message =
+            AccountRequest::EndUsers { key_id: key_id.into(), default, page: page.page, page_size: page.size };
+        match self.call(&message).await? {
+            AccountResponse::EndUsers { users, total } => Ok((users, total)),
             other => Err(unexpected("EndUsers", other)),
         }
     }

@@ -66,9 +66,17 @@ pub enum AccountRequest {
     Transactions { page: u32, page_size: u32 },
     /// Gives an end user of a key a budget of its own, none, or back the key's default.
     PutEndUserBudget { key_id: String, end_user: String, own: OwnBudget },
-    /// A key's end users with their spend; `default` is D1's view of the key's budget per end user,
-    /// used when the object has no state for the key.
-    EndUsers { key_id: String, default: Option<Budget> },
+    /// A page of a key's end users with their spend, most spent in all first; `default` is D1's view of
+    /// the key's budget per end user, used when the object has no state for the key. (A gateway of before
+    /// pages sends neither: the first page of `END_USERS_PAGE`.)
+    EndUsers {
+        key_id: String,
+        default: Option<Budget>,
+        #[serde(default = "first_page")]
+        page: u32,
+        #[serde(default = "end_users_page")]
+        page_size: u32,
+    },
     /// Copies the ledger's unsynced rows to D1 now (reconciliation by an earlier version asked first).
     Flush,
     /// Copies what waits to D1, then reads D1's sum of the account's ledger while no other copy runs, and
@@ -78,6 +86,17 @@ pub enum AccountRequest {
     Ping,
 }
 crate::tag_first!(AccountRequest, "op");
+
+/// The page size of a key's end users when the gateway names none.
+pub const END_USERS_PAGE: u32 = 100;
+
+fn first_page() -> u32 {
+    1
+}
+
+fn end_users_page() -> u32 {
+    END_USERS_PAGE
+}
 
 /// The actual cost of one reserved request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -239,6 +258,9 @@ pub enum AccountResponse {
     },
     EndUsers {
         users: Vec<EndUserRow>,
+        /// How many end users the key has (an object of before pages did not say).
+        #[serde(default)]
+        total: i64,
     },
     Error {
         message: String,

@@ -96,8 +96,8 @@ pub fn scalar(sql: &SqlStorage, query: &str, args: Vec<JsValue>) -> Result<i64> 
 }
 
 /// The ledger's running sums, kept by triggers in the very statement that writes a row, so reading them
-/// costs the same however long the ledger is. Created after the columns they read; the first start
-/// with them sums the rows already there.
+/// costs the same however long the ledger is, and the index that finds one end user's charges. Created
+/// after the columns they read; the first start with them sums the rows already there.
 const LEDGER_SUMS: &str = "
   CREATE TABLE IF NOT EXISTS ledger_sums (id INTEGER PRIMARY KEY CHECK (id = 1), amount REAL NOT NULL,
     uncollected REAL NOT NULL, credits REAL NOT NULL, usage REAL NOT NULL);
@@ -105,6 +105,7 @@ const LEDGER_SUMS: &str = "
     SELECT 1, COALESCE(SUM(amount), 0), COALESCE(SUM(uncollected), 0),
       COALESCE(SUM(CASE WHEN type <> 'usage' THEN amount END), 0), COALESCE(SUM(CASE WHEN type = 'usage' THEN amount END), 0)
     FROM ledger;
+  CREATE INDEX IF NOT EXISTS ledger_end_user ON ledger(key_id, end_user) WHERE end_user IS NOT NULL;
   CREATE TRIGGER IF NOT EXISTS ledger_sums_insert AFTER INSERT ON ledger BEGIN
     UPDATE ledger_sums SET amount = amount + NEW.amount, uncollected = uncollected + NEW.uncollected,
       credits = credits + CASE WHEN NEW.type <> 'usage' THEN NEW.amount ELSE 0 END,
@@ -268,44 +269,84 @@ pub fn load_book(sql: &SqlStorage, now: i64) -> Result<Book> {
         charges.into_iter().map(|c| (c.key_id, c.day as i64 * DAY, c.spent as i64)),
     )
     .with_leases(leases)
-    .with_rates(rates);
-    load_end_users(sql, book, now)
+    .with_rates(rates)
+    .with_own_budgets(own_budget_counts(sql)?);
+    // The end users of requests in flight: their closes name none the object could bring then.
+    let mut book = book;
+    for (key_id, end_user) in book.end_users_in_flight() {
+        bring_end_user(sql, &mut book, &key_id, &end_user, now)?;
+    }
+    Ok(book)
 }
 
-/// The end users seen, and their charges per day (older ones summed, as for keys).
-fn load_end_users(sql: &SqlStorage, book: Book, now: i64) -> Result<Book> {
+/// How many end users of each key have a budget of their own.
+fn own_budget_counts(sql: &SqlStorage) -> Result<Vec<(String, u64)>> {
     #[derive(Deserialize)]
-    struct UserRow {
+    struct CountRow {
         key_id: String,
-        end_user: String,
-        first_ms: f64,
+        n: f64,
+    }
+    let rows: Vec<CountRow> = sql
+        .exec(
+            "SELECT key_id, COUNT(*) AS n FROM end_users WHERE own = 1 AND own_limit IS NOT NULL GROUP BY key_id",
+            None,
+        )?
+        .to_array()?;
+    Ok(rows.into_iter().map(|r| (r.key_id, r.n as u64)).collect())
+}
+
+/// Brings one end user into the book as storage holds it: its own budget, and its charges per day for
+/// the last `SPEND_DAYS` days (older ones summed, as for keys). Two lookups by index.
+pub fn bring_end_user(sql: &SqlStorage, book: &mut Book, key_id: &str, end_user: &str, now: i64) -> Result<()> {
+    #[derive(Deserialize)]
+    struct OwnRow {
         own: i64,
         own_limit: Option<f64>,
         own_reset: Option<String>,
     }
     #[derive(Deserialize)]
     struct ChargeRow {
-        key_id: String,
-        end_user: String,
         day: f64,
         spent: f64,
     }
     const DAY: i64 = 86_400_000;
     let horizon = (now.div_euclid(DAY) - SPEND_DAYS) * DAY;
-    let users: Vec<UserRow> = sql.exec("SELECT * FROM end_users", None)?.to_array()?;
+    let named = || vec![text(key_id), text(end_user)];
+    let own: Vec<OwnRow> = sql
+        .exec_raw("SELECT own, own_limit, own_reset FROM end_users WHERE key_id = ?1 AND end_user = ?2", named())?
+        .to_array()?;
+    let own = own.first().and_then(|r| (r.own != 0).then(|| budget(r.own_limit, r.own_reset.as_deref())));
+    let mut args = named();
+    args.push(int(horizon));
     let charges: Vec<ChargeRow> = sql
         .exec_raw(
-            "SELECT key_id, end_user, CASE WHEN created_ms < ?1 THEN 0 ELSE CAST(created_ms / 86400000 AS INTEGER) END              AS day, -SUM(amount) AS spent FROM ledger WHERE type = 'usage' AND key_id IS NOT NULL              AND end_user IS NOT NULL GROUP BY key_id, end_user, day",
-            vec![int(horizon)],
+            "SELECT CASE WHEN created_ms < ?3 THEN 0 ELSE CAST(created_ms / 86400000 AS INTEGER) END AS day, \
+             -SUM(amount) AS spent FROM ledger WHERE key_id = ?1 AND end_user = ?2 AND type = 'usage' GROUP BY day",
+            args,
         )?
         .to_array()?;
-    Ok(book.with_end_users(
-        users.into_iter().map(|u| {
-            let own = (u.own != 0).then(|| budget(u.own_limit, u.own_reset.as_deref()));
-            (u.key_id, u.end_user, u.first_ms as i64, own)
-        }),
-        charges.into_iter().map(|c| (c.key_id, c.end_user, c.day as i64 * DAY, c.spent as i64)),
-    ))
+    book.bring_end_user(key_id, end_user, own, charges.into_iter().map(|c| (c.day as i64 * DAY, c.spent as i64)));
+    Ok(())
+}
+
+/// A page of a key's end users, most spent in all first: `(end user, first seen)`, and how many it has.
+pub fn end_users_page(sql: &SqlStorage, key_id: &str, page: u32, page_size: u32) -> Result<(Vec<(String, i64)>, i64)> {
+    #[derive(Deserialize)]
+    struct Row {
+        end_user: String,
+        first_ms: f64,
+    }
+    let offset = i64::from(page.saturating_sub(1)) * i64::from(page_size);
+    let rows: Vec<Row> = sql
+        .exec_raw(
+            "SELECT e.end_user, e.first_ms FROM end_users e WHERE e.key_id = ?1 ORDER BY \
+             (SELECT COALESCE(SUM(l.amount), 0) FROM ledger l WHERE l.key_id = e.key_id AND l.end_user = e.end_user \
+             AND l.type = 'usage'), e.end_user LIMIT ?2 OFFSET ?3",
+            vec![text(key_id), int(i64::from(page_size)), int(offset)],
+        )?
+        .to_array()?;
+    let total = scalar(sql, "SELECT COUNT(*) AS n FROM end_users WHERE key_id = ?1", vec![text(key_id)])?;
+    Ok((rows.into_iter().map(|r| (r.end_user, r.first_ms as i64)).collect(), total))
 }
 
 /// Keeps an alert for its delivery; the same crossing (the same id) is kept once, ever.

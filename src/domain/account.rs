@@ -198,28 +198,51 @@ impl Book {
         }
     }
 
-    /// The book with the end users storage holds: `(key_id, end_user, first seen, own budget)`, and
-    /// their charges as `(key_id, end_user, charged at, amount)` (older rows summed, as for keys).
-    pub fn with_end_users(
-        mut self,
-        users: impl IntoIterator<Item = (String, String, i64, Option<Option<Budget>>)>,
-        charges: impl IntoIterator<Item = (String, String, i64, i64)>,
-    ) -> Self {
-        for (key_id, end_user, first_ms, own) in users {
-            self.end_users.restore(&key_id, &end_user, first_ms, own);
-        }
-        for (key_id, end_user, at_ms, amount) in charges {
-            self.end_users.record(&key_id, &end_user, at_ms, amount);
-        }
+    /// The book knowing how many end users of each key have a budget of their own (storage's count).
+    pub fn with_own_budgets(mut self, counts: impl IntoIterator<Item = (String, u64)>) -> Self {
+        self.end_users = std::mem::take(&mut self.end_users).with_own_budgets(counts);
         self
+    }
+
+    /// Whether the end user must be brought from storage before a message naming it is answered.
+    pub fn needs_end_user(&self, key_id: &str, end_user: &str) -> bool {
+        self.end_users.get(key_id, end_user).is_none()
+    }
+
+    /// The end user as storage holds it (`domain::end_users::EndUsers::bring`).
+    pub fn bring_end_user(
+        &mut self,
+        key_id: &str,
+        end_user: &str,
+        own: Option<Option<Budget>>,
+        charges: impl IntoIterator<Item = (i64, i64)>,
+    ) {
+        self.end_users.bring(key_id, end_user, own, charges);
+    }
+
+    /// Forgets the end users in memory when there are more than `most`, but those of requests in flight
+    /// (their settlements and closes name no end user the object could bring).
+    pub fn forget_idle_end_users(&mut self, most: usize) {
+        if self.end_users.in_memory() <= most {
+            return;
+        }
+        let in_flight = &self.in_flight;
+        self.end_users.forget_idle(|key_id, end_user| {
+            in_flight.values().any(|h| h.key_id == key_id && h.end_user.as_deref() == Some(end_user))
+        });
+    }
+
+    /// The end users of requests in flight, each once (the object brings them when it loads).
+    pub fn end_users_in_flight(&self) -> Vec<(String, String)> {
+        let mut named: Vec<(String, String)> =
+            self.in_flight.values().filter_map(|h| Some((h.key_id.clone(), h.end_user.clone()?))).collect();
+        named.sort();
+        named.dedup();
+        named
     }
 
     pub fn end_user(&self, key_id: &str, end_user: &str) -> Option<&EndUser> {
         self.end_users.get(key_id, end_user)
-    }
-
-    pub fn end_users_of(&self, key_id: &str) -> impl Iterator<Item = (&String, &EndUser)> {
-        self.end_users.of_key(key_id)
     }
 
     /// The alerts a charge just made crosses (`closed`, from a settlement or a close), read before the
@@ -301,7 +324,7 @@ impl Book {
         own: Option<Option<Budget>>,
         now: i64,
     ) -> Vec<String> {
-        self.end_users.set_budget(key_id, end_user, own, now);
+        self.end_users.set_budget(key_id, end_user, own);
         self.end_lease_use(key_id, now)
     }
 
@@ -462,11 +485,17 @@ impl Book {
         }
         let key_headroom = self.key_headroom(&ask.key_id, limit, reset, now);
         let end_user = ask.end_user.as_deref().map(|e| (e, self.end_user_budget(&ask.key_id, e, end_user_default)));
-        let end_user_headroom = end_user.and_then(|(e, budget)| {
-            let b = budget?;
-            let spent = self.end_users.get(&ask.key_id, e).map_or(0, |u| u.spend.in_window(b.reset, now));
-            Some(b.limit_micros - spent - self.may_hold_for_end_user(&ask.key_id, e))
-        });
+        // An end user not brought from storage has a spend and a budget this book does not know: nothing
+        // is held for it (the object brings every end user an ask names, so this is never reached).
+        let unknown = ask.end_user.as_deref().is_some_and(|e| self.needs_end_user(&ask.key_id, e));
+        let end_user_headroom = match (unknown, end_user) {
+            (true, _) => Some(0),
+            (false, end_user) => end_user.and_then(|(e, budget)| {
+                let b = budget?;
+                let spent = self.end_users.get(&ask.key_id, e).map_or(0, |u| u.spend.in_window(b.reset, now));
+                Some(b.limit_micros - spent - self.may_hold_for_end_user(&ask.key_id, e))
+            }),
+        };
         let headroom =
             Headroom { balance: self.balance - self.reserved(), key: key_headroom, end_user: end_user_headroom };
         let reservation = ledger::reserve(headroom, ask.worst_case, ask.min_to_run);
@@ -477,9 +506,6 @@ impl Book {
         }
         let held = match reservation {
             Reservation::Full { amount } | Reservation::Partial { amount, .. } => {
-                if let Some(e) = &ask.end_user {
-                    self.end_users.see(&ask.key_id, e, now);
-                }
                 let held = Held {
                     key_id: ask.key_id.clone(),
                     end_user: ask.end_user.clone(),
@@ -673,12 +699,8 @@ impl Book {
         if amount > 0 {
             self.spend.entry(held.key_id.clone()).or_default().record(now, amount);
         }
-        // Its end user is known from now on, charged or not (as storage records it).
-        if let Some(end_user) = &held.end_user {
-            self.end_users.see(&held.key_id, end_user, now);
-            if amount > 0 {
-                self.end_users.record(&held.key_id, end_user, now, amount);
-            }
+        if let (Some(end_user), true) = (&held.end_user, amount > 0) {
+            self.end_users.record(&held.key_id, end_user, now, amount);
         }
         Closed {
             request_id: request_id.to_string(),

@@ -101,6 +101,9 @@ enum Op {
         ms: i64,
     },
     Restart,
+    /// The object forgets the end users in memory that no request in flight is for (as it does when
+    /// it holds many).
+    ForgetEndUsers,
 }
 
 fn reset() -> impl Strategy<Value = Option<Reset>> {
@@ -128,6 +131,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0usize..4).prop_map(|key| Op::ResendKey { key }),
         2 => prop_oneof![0i64..5_000, 0i64..LEASE * 2, 0i64..3 * 86_400_000].prop_map(|ms| Op::Advance { ms }),
         1 => Just(Op::Restart),
+        1 => Just(Op::ForgetEndUsers),
     ]
 }
 
@@ -144,6 +148,7 @@ fn budget_op() -> impl Strategy<Value = Op> {
         3 => (0u8..24, 0i64..80).prop_map(|(req, cost)| Op::Settle { req, cost }),
         1 => Just(Op::ReturnLeases),
         1 => (0i64..3_000).prop_map(|ms| Op::Advance { ms }),
+        1 => Just(Op::ForgetEndUsers),
     ]
 }
 
@@ -218,9 +223,29 @@ impl Store {
         }
     }
 
+    /// What the object brings for an end user a message names (`store::bring_end_user`).
+    fn bring(&self, book: &mut Book, key_id: &str, end_user: Option<&str>) {
+        let Some(end_user) = end_user.filter(|e| book.needs_end_user(key_id, e)) else { return };
+        let own =
+            self.end_users.get(&(key_id.to_string(), end_user.to_string())).map_or(OwnBudget::KeyDefault, |e| e.1);
+        let charges = self
+            .ledger
+            .iter()
+            .filter(|r| r.key_id.as_deref() == Some(key_id) && r.end_user.as_deref() == Some(end_user))
+            .map(|r| (r.at, -r.amount));
+        book.bring_end_user(key_id, end_user, own.into_option(), charges);
+    }
+
+    /// What the object brings for a request started on a lease: the lease names its key.
+    fn bring_leased(&self, book: &mut Book, lease_id: &str, end_user: Option<&str>) {
+        if let Some(key_id) = book.lease(lease_id).map(|l| l.key_id.clone()) {
+            self.bring(book, &key_id, end_user);
+        }
+    }
+
     fn restore(&self) -> Book {
         let charges = self.ledger.iter().filter_map(|r| Some((r.key_id.clone()?, r.at, -r.amount)));
-        Book::restore(
+        let book = Book::restore(
             self.balance,
             self.reservations.iter().map(|(id, h)| (id.clone(), h.clone())),
             self.keys.values().cloned(),
@@ -235,10 +260,20 @@ impl Store {
             (id.clone(), lease)
         }))
         .with_rates(Rates::restore(self.rate_log.values().cloned()))
-        .with_end_users(
-            self.end_users.iter().map(|((k, e), (first, own))| (k.clone(), e.clone(), *first, own.into_option())),
-            self.ledger.iter().filter_map(|r| Some((r.key_id.clone()?, r.end_user.clone()?, r.at, -r.amount))),
-        )
+        .with_own_budgets(self.own_budget_counts());
+        let mut book = book;
+        for (key_id, end_user) in book.end_users_in_flight() {
+            self.bring(&mut book, &key_id, Some(&end_user));
+        }
+        book
+    }
+
+    fn own_budget_counts(&self) -> Vec<(String, u64)> {
+        let mut counts: HashMap<String, u64> = HashMap::new();
+        for ((key_id, _), _) in self.end_users.iter().filter(|(_, (_, own))| matches!(own, OwnBudget::Own { .. })) {
+            *counts.entry(key_id.clone()).or_default() += 1;
+        }
+        counts.into_iter().collect()
     }
 
     /// What the object writes for a request admitted under per-minute limits: its row, and the
@@ -408,6 +443,7 @@ impl World {
                     about: None,
                 };
                 let was_held = self.book.held(&id).is_some();
+                self.store.bring(&mut self.book, KEYS[key], END_USERS[end_user]);
                 let (mut decision, mut held) = self.book.reserve(&ask, self.now);
                 if decision == Decision::KeyOutOfDate {
                     // The object missed a change: it holds nothing, the gateway sends D1's state and asks again.
@@ -495,6 +531,7 @@ impl World {
                 if leased && !self.local_requests.is_empty() {
                     let n = usize::from(req) % self.local_requests.len();
                     let (id, lease_id, worst, _, end_user) = self.local_requests[n].clone();
+                    self.store.bring_leased(&mut self.book, &lease_id, end_user);
                     let _ = self.book.settle_leased(&lease_id, (&id, end_user), worst, cost, self.now);
                 } else {
                     let _ = self.book.settle(&self.earlier(req), cost, self.now);
@@ -521,6 +558,7 @@ impl World {
                 let (id, lease_id, worst, _, end_user) =
                     self.local_requests.remove(usize::from(req) % self.local_requests.len());
                 let from_lease = self.book.held(&id).is_none();
+                self.store.bring_leased(&mut self.book, &lease_id, end_user);
                 if let Some(closed) = self.book.settle_leased(&lease_id, (&id, end_user), worst, cost, self.now) {
                     prop_assert!(closed.amount <= worst, "a leased request is charged at most its worst case");
                     prop_assert_eq!(closed.amount, cost.min(worst).max(0), "the lease covered it");
@@ -547,6 +585,7 @@ impl World {
                 let n = usize::from(req) % self.local_requests.len();
                 let (id, lease_id, worst, _, end_user) = self.local_requests[n].clone();
                 let moved = self.book.held(&id).is_none();
+                self.store.bring_leased(&mut self.book, &lease_id, end_user);
                 let touched = self.book.touch_leased(&lease_id, (&id, end_user), worst, evidence, LEASE, self.now);
                 if let Some(held) = touched.cloned() {
                     prop_assert!(held.amount <= worst);
@@ -628,6 +667,7 @@ impl World {
             Op::SetEndUserBudget { end_user, own } => {
                 let (key_id, end_user) = (KEYS[2], END_USERS[end_user].expect("a named end user"));
                 let own = own.map(|o| o.map(|limit_micros| Budget { limit_micros, reset: Some(Reset::Weekly) }));
+                self.store.bring(&mut self.book, key_id, Some(end_user));
                 for id in self.book.set_end_user_budget(key_id, end_user, own, self.now) {
                     if let Some(stored) = self.store.leases.get_mut(&id) {
                         stored.use_until_ms = self.now;
@@ -638,7 +678,7 @@ impl World {
                 }
                 match own {
                     Some(Some(budget)) => {
-                        let spent = self.week_spend(end_user);
+                        let spent = week_spend(&self.book, end_user, self.now);
                         // Running for it: its reservations, and what it started on key 2's leases.
                         let leased: i64 = self
                             .local_requests
@@ -657,7 +697,8 @@ impl World {
                         self.budgets.remove(end_user);
                     }
                 }
-                let first = self.book.end_user(key_id, end_user).map_or(self.now, |u| u.first_ms);
+                let named = (key_id.to_string(), end_user.to_string());
+                let first = self.store.end_users.get(&named).map_or(self.now, |e| e.0);
                 self.store
                     .end_users
                     .insert((key_id.to_string(), end_user.to_string()), (first, OwnBudget::from_option(own)));
@@ -665,20 +706,24 @@ impl World {
             Op::Advance { ms } => self.now += ms,
             Op::Restart => {
                 let restored = self.store.restore();
-                prop_assert_eq!(&restored, &self.book, "storage holds the whole book");
+                // Memory holds the end users messages brought; storage brings those of requests in flight.
+                let mut live = self.book.clone();
+                live.forget_idle_end_users(0);
+                prop_assert_eq!(&restored, &live, "storage holds the whole book");
                 self.book = restored;
             }
+            Op::ForgetEndUsers => self.book.forget_idle_end_users(0),
         }
         self.check()
     }
 
-    /// What an end user of key 2 has spent in this week.
-    fn week_spend(&self, end_user: &str) -> i64 {
-        self.book.end_user(KEYS[2], end_user).map_or(0, |u| u.spend.in_window(Some(Reset::Weekly), self.now))
-    }
-
     fn check(&self) -> Result<(), TestCaseError> {
         let (book, store) = (&self.book, &self.store);
+        // Every end user's spend as storage has it, in memory or not.
+        let mut known = book.clone();
+        for (key_id, end_user) in KEYS.iter().flat_map(|k| END_USERS.iter().map(move |e| (k, e))) {
+            store.bring(&mut known, key_id, *end_user);
+        }
         prop_assert!(book.balance() - book.reserved() >= 0, "reservations never exceed the balance");
         prop_assert!((0..=MAX_SAFE).contains(&book.balance()), "storage keeps the balance exactly");
         let ledger_sum: i64 = store.ledger.iter().map(|r| r.amount).sum();
@@ -708,7 +753,7 @@ impl World {
         // Key 1's end users stay within its budget for each of them.
         if let Some(budget) = end_user_budget(1) {
             for end_user in END_USERS.iter().flatten() {
-                let spent = book.end_user(KEYS[1], end_user).map_or(0, |u| u.spend.in_window(budget.reset, self.now));
+                let spent = known.end_user(KEYS[1], end_user).map_or(0, |u| u.spend.in_window(budget.reset, self.now));
                 let held = book.held_for_end_user(KEYS[1], end_user);
                 prop_assert!(spent + held <= budget.limit_micros, "{}: {} + {} held", end_user, spent, held);
             }
@@ -718,7 +763,7 @@ impl World {
         for (end_user, (limit, set_ms, spent_then, running)) in &self.budgets {
             let same_week = Reset::Weekly.window_end(*set_ms) == Reset::Weekly.window_end(self.now);
             let bound = (*limit).max(if same_week { spent_then } else { &0 } + running);
-            let (spent, held) = (self.week_spend(end_user), book.held_for_end_user(KEYS[2], end_user));
+            let (spent, held) = (week_spend(&known, end_user, self.now), book.held_for_end_user(KEYS[2], end_user));
             prop_assert!(spent + held <= bound, "{}: {} + {} held > {}", end_user, spent, held, bound);
         }
         // Key 3's per-minute limits hold in every window that ends now.
@@ -785,4 +830,9 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
         prop_assert!(world.store.leases.is_empty());
     }
     Ok(())
+}
+
+/// What an end user of key 2 has spent in the week of `now`, as the book holds it.
+fn week_spend(book: &Book, end_user: &str, now: i64) -> i64 {
+    book.end_user(KEYS[2], end_user).map_or(0, |u| u.spend.in_window(Some(Reset::Weekly), now))
 }

@@ -5,7 +5,8 @@
 //! spend per day, as it does a key's, so a budget is held like a key limit:
 //! spend in the window plus money held for the end user's requests in flight.
 //! An end user's record is made by its first request, in the object's one
-//! step, so concurrent first requests cannot pass the budget.
+//! step, so concurrent first requests cannot pass the budget. Storage holds
+//! every end user; memory those the object's messages name (`EndUsers`).
 
 use std::collections::HashMap;
 
@@ -94,10 +95,9 @@ impl OwnBudget {
     }
 }
 
-/// One end user of a key, as the object keeps it.
+/// One end user of a key, as the object keeps it in memory.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EndUser {
-    pub first_ms: i64,
     pub spend: Spend,
     /// A budget of its own (`Some(None)`: none at all, whatever the key's default); `None`: the key's default.
     pub own_budget: Option<Option<Budget>>,
@@ -110,10 +110,16 @@ impl EndUser {
     }
 }
 
-/// Every key's end users.
+/// The end users in memory, brought from storage on demand: an application may serve millions through
+/// one key, more than an object's memory holds, so memory keeps those the object's messages name (and
+/// those with requests in flight), and forgets the rest when there are many (`forget_idle`). Storage
+/// holds every end user and every charge, so one brought back is as it was. The object brings each end
+/// user a message names before the book decides on it (`Book::needs_end_user`, `Book::bring_end_user`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EndUsers {
     keys: HashMap<String, HashMap<String, EndUser>>,
+    /// How many end users of each key have a budget of their own, in memory or not.
+    own_budgets: HashMap<String, u64>,
 }
 
 impl EndUsers {
@@ -121,46 +127,69 @@ impl EndUsers {
         self.keys.get(key_id)?.get(end_user)
     }
 
-    /// The end user's record, made at `now` if it has none; `true` when it was made.
-    pub fn see(&mut self, key_id: &str, end_user: &str, now: i64) -> bool {
-        let users = self.keys.entry(key_id.to_string()).or_default();
-        if users.contains_key(end_user) {
-            return false;
+    /// The end user as storage holds it (its own budget and its charges as `(charged at, amount)`; an end
+    /// user storage does not know has neither), in memory from now on.
+    pub fn bring(
+        &mut self,
+        key_id: &str,
+        end_user: &str,
+        own_budget: Option<Option<Budget>>,
+        charges: impl IntoIterator<Item = (i64, i64)>,
+    ) {
+        let mut user = EndUser { own_budget, ..EndUser::default() };
+        for (at_ms, amount) in charges {
+            user.spend.record(at_ms, amount);
         }
-        users.insert(end_user.to_string(), EndUser { first_ms: now, ..EndUser::default() });
-        true
+        self.keys.entry(key_id.to_string()).or_default().insert(end_user.to_string(), user);
     }
 
-    /// A record as storage holds it.
-    pub fn restore(&mut self, key_id: &str, end_user: &str, first_ms: i64, own_budget: Option<Option<Budget>>) {
-        let users = self.keys.entry(key_id.to_string()).or_default();
-        let user = users.entry(end_user.to_string()).or_default();
-        (user.first_ms, user.own_budget) = (first_ms, own_budget);
-    }
-
+    /// Counts a charge to the end user, when it is in memory (storage counts it either way).
     pub fn record(&mut self, key_id: &str, end_user: &str, at_ms: i64, amount: i64) {
-        let users = self.keys.entry(key_id.to_string()).or_default();
-        users.entry(end_user.to_string()).or_insert_with(|| EndUser { first_ms: at_ms, ..EndUser::default() });
-        if let Some(user) = users.get_mut(end_user) {
+        if let Some(user) = self.keys.get_mut(key_id).and_then(|u| u.get_mut(end_user)) {
             user.spend.record(at_ms, amount);
         }
     }
 
     /// Gives the end user a budget of its own (`Some(None)`: none), or back the key's default (`None`).
-    pub fn set_budget(&mut self, key_id: &str, end_user: &str, own_budget: Option<Option<Budget>>, now: i64) {
-        self.see(key_id, end_user, now);
-        if let Some(user) = self.keys.get_mut(key_id).and_then(|u| u.get_mut(end_user)) {
-            user.own_budget = own_budget;
+    /// The end user is in memory (brought first).
+    pub fn set_budget(&mut self, key_id: &str, end_user: &str, own_budget: Option<Option<Budget>>) {
+        let users = self.keys.entry(key_id.to_string()).or_default();
+        let user = users.entry(end_user.to_string()).or_default();
+        let (had, has) = (matches!(user.own_budget, Some(Some(_))), matches!(own_budget, Some(Some(_))));
+        user.own_budget = own_budget;
+        let count = self.own_budgets.entry(key_id.to_string()).or_default();
+        match (had, has) {
+            (false, true) => *count += 1,
+            (true, false) => *count = count.saturating_sub(1),
+            _ => {}
         }
+        if *count == 0 {
+            self.own_budgets.remove(key_id);
+        }
+    }
+
+    /// How many end users of each key have a budget of their own, as storage counts them.
+    pub fn with_own_budgets(mut self, counts: impl IntoIterator<Item = (String, u64)>) -> Self {
+        self.own_budgets = counts.into_iter().filter(|(_, n)| *n > 0).collect();
+        self
     }
 
     /// Does any end user of the key have a budget of its own?
     pub fn any_own_budget(&self, key_id: &str) -> bool {
-        self.keys.get(key_id).is_some_and(|u| u.values().any(|e| matches!(e.own_budget, Some(Some(_)))))
+        self.own_budgets.contains_key(key_id)
     }
 
-    pub fn of_key(&self, key_id: &str) -> impl Iterator<Item = (&String, &EndUser)> {
-        self.keys.get(key_id).into_iter().flatten()
+    /// How many end users are in memory.
+    pub fn in_memory(&self) -> usize {
+        self.keys.values().map(HashMap::len).sum()
+    }
+
+    /// Forgets every end user in memory but those `busy` says to keep (requests in flight).
+    pub fn forget_idle(&mut self, busy: impl Fn(&str, &str) -> bool) {
+        for (key_id, users) in self.keys.iter_mut() {
+            users.retain(|end_user, _| busy(key_id, end_user));
+        }
+        self.keys.retain(|_, users| !users.is_empty());
     }
 }
 
@@ -172,16 +201,35 @@ mod tests {
     fn an_own_budget_replaces_the_default_and_none_means_unlimited() {
         let default = Some(Budget { limit_micros: 100, reset: Some(Reset::Daily) });
         let mut users = EndUsers::default();
-        assert!(users.see("k", "alice", 5));
-        assert!(!users.see("k", "alice", 6), "made once");
-        assert_eq!(users.get("k", "alice").map(|u| (u.first_ms, u.budget(default))), Some((5, default)));
-        users.set_budget("k", "alice", Some(None), 7);
+        users.bring("k", "alice", None, [(5, 30)]);
+        assert_eq!(
+            users.get("k", "alice").map(|u| (u.spend.in_window(None, 6), u.budget(default))),
+            Some((30, default))
+        );
+        users.set_budget("k", "alice", Some(None));
         assert_eq!(users.get("k", "alice").and_then(|u| u.budget(default)), None);
         assert!(!users.any_own_budget("k"));
         let own = Some(Budget { limit_micros: 7, reset: None });
-        users.set_budget("k", "bob", Some(own), 8);
+        users.set_budget("k", "bob", Some(own));
         assert!(users.any_own_budget("k"));
         assert_eq!(users.get("k", "bob").and_then(|u| u.budget(default)), own);
+        users.set_budget("k", "bob", Some(own));
+        users.set_budget("k", "bob", None);
+        assert!(!users.any_own_budget("k"), "counted once, and uncounted");
+    }
+
+    #[test]
+    fn memory_forgets_the_idle_and_counts_own_budgets_it_does_not_hold() {
+        let mut users = EndUsers::default().with_own_budgets([("k".to_string(), 2), ("quiet".to_string(), 0)]);
+        assert!(users.any_own_budget("k") && !users.any_own_budget("quiet"));
+        users.bring("k", "alice", None, []);
+        users.bring("k", "bob", None, [(1, 4)]);
+        users.record("k", "carol", 2, 9);
+        assert!(users.get("k", "carol").is_none(), "a charge to one not in memory is storage's alone");
+        users.forget_idle(|_, end_user| end_user == "bob");
+        assert_eq!(users.in_memory(), 1);
+        assert_eq!(users.get("k", "bob").map(|u| u.spend.in_window(None, 3)), Some(4));
+        assert!(users.any_own_budget("k"), "forgetting keeps the count");
     }
 
     #[test]

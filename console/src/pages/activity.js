@@ -18,9 +18,10 @@ export function endUsersPage(main, params) {
   const keyId = params.get('key');
   if (!keyId) return missingKey(main, 'End users');
   const enc = encodeURIComponent(keyId);
+  const page = Number(params.get('page') ?? 1) || 1;
   const list = widget('End users', {
-    load: () => get(`/api/keys/${enc}/end-users`),
-    isEmpty: (r) => r.data.length === 0,
+    load: () => get(`/api/keys/${enc}/end-users${qs({ page, page_size: PAGE_SIZE })}`),
+    isEmpty: (r) => r.total === 0,
     empty: 'No request has named an end user yet (safety_identifier, user, or X-Tollgate-End-User).',
     render: (r, body) => {
       const budget = r.default_budget ? `${usd(r.default_budget.limit)}${r.default_budget.limit_reset ? ` / ${r.default_budget.limit_reset}` : ''}` : 'none';
@@ -43,7 +44,8 @@ export function endUsersPage(main, params) {
               }, { class: 'secondary', 'aria-label': `Give ${u.end_user} the key's default budget` })
               : '—'),
           },
-        ], r.data, { caption: 'End users' }));
+        ], r.data, { caption: 'End users' }),
+        pager({ page: r.page, size: r.page_size, total: r.total, onPage: (p) => navigate('end-users', { key: keyId, page: p }) }));
     },
   });
   const own = form({ class: 'card', 'aria-label': 'Budget of one end user' }, [
