@@ -140,6 +140,21 @@ describe('usage records and stats', () => {
     const yesterday = new Date(Date.now() - 86_400_000).toISOString().slice(0, 10);
     const empty = await stats(admin, `/api/stats/global?start=${yesterday}&end=${yesterday}`);
     assert.deepEqual(empty.data, [], 'a range without requests is empty');
+    assert.equal(empty.total, 0);
+    // A page at a time (users, keys and end users may be many): the pages together are the whole.
+    const whole = expected(made, (m) => m.keyId);
+    assert.equal(byKey.total, whole.length);
+    assert.equal(byKey.page_size, 1000, 'a thousand buckets unless asked');
+    const paged = [];
+    for (let page = 1; page <= whole.length + 1; page++) {
+      const one = await stats(admin, `/api/stats/global?group_by=key&page=${page}&page_size=1`);
+      assert.equal(one.total, whole.length, `page ${page}`);
+      paged.push(...one.data);
+    }
+    assert.deepEqual(asMicros(paged), whole, 'one bucket a page, in order, none lost or repeated');
+    const tooMany = await fetch(`${ctx.gw.url}/api/stats/global?page_size=1001`, { headers: { authorization: `Bearer ${admin}` } });
+    assert.equal(tooMany.status, 400);
+    assert.equal((await tooMany.json()).error.param, 'page_size');
   });
 
   test('a key holder may not group by user, see other keys or other users; bad ranges are 400', async () => {

@@ -11,6 +11,7 @@ use super::incoming::Incoming;
 use super::keys::visible_key;
 use super::respond::{self, query, Call};
 use crate::domain::money::micros_to_usd;
+use crate::domain::paging::Page;
 use crate::domain::time::to_iso;
 use crate::domain::usage::{day_range, GroupBy};
 use crate::env;
@@ -57,12 +58,17 @@ pub async fn get_global_stats(req: Incoming, call: &Call) -> Result<Response, Ap
     stats(&req, call, Scope::All, true).await
 }
 
+/// The most buckets a stats answer holds (and its page's size unless asked): days, models and providers
+/// stay well within it; users, keys and end users may not (an application may name millions of end users).
+const STATS_PAGE: u32 = 1_000;
+
 async fn stats(req: &Incoming, call: &Call, scope: Scope, global: bool) -> Result<Response, ApiError> {
     let q = query(req);
     let arg = |name: &str| q.get(name).map(String::as_str);
     let range = day_range(arg("start"), arg("end"), call.now_ms())?;
     let group = GroupBy::parse(arg("group_by"), global)?;
-    let buckets = store::usage::stats(&db(call)?, &scope, &range, group).await?;
+    let page = Page::parse_sized(arg("page"), arg("page_size"), "page_size", STATS_PAGE, STATS_PAGE)?;
+    let (buckets, total) = store::usage::stats(&db(call)?, &scope, &range, group, page).await?;
     let data: Vec<Value> = buckets
         .iter()
         .map(|b| {
@@ -73,7 +79,11 @@ async fn stats(req: &Incoming, call: &Call, scope: Scope, global: bool) -> Resul
             })
         })
         .collect();
-    respond::json(200, &json!({ "data": data, "start": range.start, "end": range.end, "group_by": group.as_str() }))
+    respond::json(
+        200,
+        &json!({ "data": data, "start": range.start, "end": range.end, "group_by": group.as_str(),
+            "page": page.page, "page_size": page.size, "total": total }),
+    )
 }
 
 /// `GET /api/admin/overview`: spend and requests today and this month (UTC),

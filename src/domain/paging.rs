@@ -15,6 +15,17 @@ pub struct Page {
 impl Page {
     /// From the raw query values (`page`, and `limit` or `page_size`).
     pub fn parse(page: Option<&str>, size: Option<&str>, size_name: &str) -> Result<Self, InvalidRequest> {
+        Self::parse_sized(page, size, size_name, DEFAULT_SIZE, MAX_SIZE)
+    }
+
+    /// As `parse`, for a list whose pages are `default` long unless asked, and at most `max`.
+    pub fn parse_sized(
+        page: Option<&str>,
+        size: Option<&str>,
+        size_name: &str,
+        default: u32,
+        max: u32,
+    ) -> Result<Self, InvalidRequest> {
         let num =
             |v: Option<&str>, name: &str, default: u32, max: u32| -> Result<u32, InvalidRequest> {
                 match v {
@@ -24,7 +35,7 @@ impl Page {
                     }),
                 }
             };
-        Ok(Self { page: num(page, "page", 1, 1_000_000)?, size: num(size, size_name, DEFAULT_SIZE, MAX_SIZE)? })
+        Ok(Self { page: num(page, "page", 1, 1_000_000)?, size: num(size, size_name, default, max)? })
     }
 
     pub fn offset(self) -> i64 {
@@ -48,5 +59,8 @@ mod tests {
             Page::parse(None, Some("500"), "page_size").expect_err("too big").param.as_deref(),
             Some("page_size")
         );
+        let stats = |size| Page::parse_sized(None, size, "page_size", 1_000, 1_000);
+        assert_eq!(stats(None).expect("ok"), Page { page: 1, size: 1_000 });
+        assert!(stats(Some("1001")).is_err());
     }
 }

@@ -6,6 +6,7 @@ use wasm_bindgen::JsValue;
 use worker::{D1Database, D1PreparedStatement};
 
 use super::{int, opt_int, opt_text, text, StoreError};
+use crate::domain::paging::Page;
 use crate::domain::time::to_iso;
 use crate::domain::usage::{DayRange, GroupBy, UsageRecord};
 
@@ -129,13 +130,15 @@ pub struct Bucket {
     pub cost_micros: i64,
 }
 
-/// Totals per bucket over the days of `range` (both ends included), ordered by bucket.
+/// A page of the totals per bucket over the days of `range` (both ends included), ordered by bucket, and
+/// how many buckets there are in all.
 pub async fn stats(
     db: &D1Database,
     scope: &Scope,
     range: &DayRange,
     group: GroupBy,
-) -> Result<Vec<Bucket>, StoreError> {
+    page: Page,
+) -> Result<(Vec<Bucket>, i64), StoreError> {
     let (filter, mut args): (&str, Vec<JsValue>) = match scope {
         Scope::User(id) => ("user_id = ?3 AND ", vec![text(id)]),
         Scope::UserInOrg(id, org) => ("user_id = ?3 AND org_id IS ?4 AND ", vec![text(id), opt_text(org.as_deref())]),
@@ -152,12 +155,21 @@ pub async fn stats(
         (Scope::All, GroupBy::Key) => "usage_daily_key",
         _ => "usage_daily",
     };
+    let grouped = format!("FROM {table} WHERE {filter}day BETWEEN ?1 AND ?2 GROUP BY {column}");
     let query = format!(
         "SELECT {column} AS bucket, SUM(requests) AS requests, SUM(prompt_tokens) AS prompt_tokens, \
          SUM(completion_tokens) AS completion_tokens, SUM(cost_micros) AS cost_micros \
-         FROM {table} WHERE {filter}day BETWEEN ?1 AND ?2 GROUP BY {column} ORDER BY {column}"
+         {grouped} ORDER BY {column} LIMIT {} OFFSET {}",
+        page.size,
+        page.offset()
     );
-    Ok(db.prepare(&query).bind(&args)?.all().await?.results::<Bucket>()?)
+    let buckets = db.prepare(&query).bind(&args)?.all().await?.results::<Bucket>()?;
+    // Counted only when this page does not tell (a full page, or one past the end).
+    let total = match buckets.len() {
+        n if n > 0 && n < page.size as usize => page.offset() + n as i64,
+        _ => super::count(db, &format!("SELECT COUNT(*) AS n FROM (SELECT 1 {grouped})"), &args).await?,
+    };
+    Ok((buckets, total))
 }
 
 /// One alert and its delivery (`alert_deliveries`).
