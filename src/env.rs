@@ -178,7 +178,7 @@ impl Alerts {
             .map_or_else(|| AlertRules::default().percents, |t| AlertRules::parse_percents(&t));
         let balance_below = text(env, "ALERT_BALANCE_BELOW")
             .and_then(|v| v.trim().parse::<f64>().ok())
-            .and_then(|usd| crate::domain::money::usd_to_micros("ALERT_BALANCE_BELOW", usd).ok());
+            .and_then(crate::domain::money::nearest_micros);
         Some(Self {
             webhook_url: text(env, "ALERT_WEBHOOK_URL")?,
             secret: Secret(text(env, "ALERT_WEBHOOK_SECRET")?),

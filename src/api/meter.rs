@@ -22,7 +22,7 @@ use crate::domain::account::{About, Ask};
 use crate::domain::chat::{ChatRequest, Usage, MAX_OUTPUT_TOKENS};
 use crate::domain::keys::KeyRefusal;
 use crate::domain::ledger::{self, InFlightCaps, LimitSource, Reservation};
-use crate::domain::money::{micros_to_usd, reported_usd_to_micros};
+use crate::domain::money::{micros_to_usd, nearest_micros};
 use crate::domain::orgs::OrgLimitHit;
 use crate::domain::pricing::{self, Price, Tokens};
 use crate::domain::rates::{RateHit, RateRefusal};
@@ -362,7 +362,7 @@ impl Meter {
         let charged =
             charge(&self.price, self.reserved, self.prompt_bytes, outcome.usage.as_ref(), outcome.delivered_bytes);
         let billed = outcome.usage.as_ref().and_then(|u| u.cost).filter(|_| outcome.from_record);
-        match billed.and_then(reported_usd_to_micros) {
+        match billed.and_then(nearest_micros) {
             Some(floor) if floor > charged.cost => {
                 Charged { cost: floor, amount: ledger::charge(floor, self.reserved), ..charged }
             }
@@ -383,7 +383,7 @@ impl Meter {
 
     /// The usage record of this request.
     fn record(&self, outcome: &Outcome, charged: &Charged) -> UsageRecord {
-        let upstream_cost = outcome.usage.as_ref().and_then(|u| u.cost).and_then(reported_usd_to_micros);
+        let upstream_cost = outcome.usage.as_ref().and_then(|u| u.cost).and_then(nearest_micros);
         UsageRecord {
             id: self.request_id.clone(),
             upstream_id: self.upstream_id.clone(),

@@ -16,7 +16,7 @@ use super::keys::key_view;
 use super::respond::{self, query, random_bytes, read_json, Call};
 use super::users::user_view;
 use crate::domain::keys::{self, Permissions};
-use crate::domain::money::{micros_to_usd, reported_usd_to_micros};
+use crate::domain::money::{micros_to_usd, nearest_micros};
 use crate::domain::provisioning::{
     cents_to_usd, usd_to_cents, validate_limit_cents, validate_limit_reset, DEFAULT_LIMIT_CENTS,
 };
@@ -270,7 +270,7 @@ fn mirror(row: &mut OpenRouterKeyRow, key: &UpstreamKey, now: &str) {
     row.limit_cents = key.limit.map(usd_to_cents);
     row.limit_reset = key.limit_reset.clone();
     row.disabled = i64::from(key.disabled);
-    row.usage_micros = reported_usd_to_micros(key.usage).unwrap_or(0);
+    row.usage_micros = nearest_micros(key.usage).unwrap_or(0);
     row.synced_at = Some(now.to_string());
     row.updated_at = now.to_string();
 }

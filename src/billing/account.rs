@@ -18,19 +18,25 @@ use crate::env::Faults;
 /// The most end users an account's object keeps in memory before it forgets the idle ones (a few MB).
 const END_USERS_IN_MEMORY: usize = 10_000;
 
-/// The end users a message names, as `(key id, end user)`: those its book decides on. A request on a
-/// lease names its key through the lease (one ended names none: nothing is charged to it).
+/// The end users a message names, as `(key id, end user)`: those its book decides on.
 fn named_end_users(req: &AccountRequest, book: &Book) -> Vec<(String, String)> {
-    let on_lease = |on: &OnLease| Some((book.lease(&on.lease_id)?.key_id.clone(), on.end_user.clone()?));
     match req {
         AccountRequest::Reserve(ask) => ask.end_user.iter().map(|e| (ask.key_id.clone(), e.clone())).collect(),
         AccountRequest::PutEndUserBudget { key_id, end_user, .. } => vec![(key_id.clone(), end_user.clone())],
-        AccountRequest::Touch { on_lease: on, .. } => on.iter().filter_map(on_lease).collect(),
-        AccountRequest::Settle { settlements, .. } => {
-            settlements.iter().filter_map(|s| s.on_lease.as_ref().and_then(on_lease)).collect()
-        }
+        AccountRequest::Touch { on_lease: on, .. } => on.iter().filter_map(|on| leased_end_user(on, book)).collect(),
+        AccountRequest::Settle { settlements, .. } => settled_end_users(settlements, book),
         _ => Vec::new(),
     }
+}
+
+/// The end users of settlements of requests started on leases (the others are in flight, so in memory).
+fn settled_end_users(settlements: &[Settlement], book: &Book) -> Vec<(String, String)> {
+    settlements.iter().filter_map(|s| leased_end_user(s.on_lease.as_ref()?, book)).collect()
+}
+
+/// A request on a lease names its key through the lease (one ended names none: nothing is charged to it).
+fn leased_end_user(on: &OnLease, book: &Book) -> Option<(String, String)> {
+    Some((book.lease(&on.lease_id)?.key_id.clone(), on.end_user.clone()?))
 }
 
 /// One message's view of the account: its storage, its book, the time.
@@ -54,14 +60,20 @@ impl Account<'_> {
     /// Answers one message; its writes are made before the answer leaves. The end users it names are
     /// brought from storage first, and when memory holds many, the idle ones are forgotten after.
     pub fn answer(&mut self, req: AccountRequest) -> Result<AccountResponse> {
-        for (key_id, end_user) in named_end_users(&req, self.book) {
+        self.bring(named_end_users(&req, self.book))?;
+        let answer = self.decide(req);
+        self.book.forget_idle_end_users(if self.faults.forget_end_users { 0 } else { END_USERS_IN_MEMORY });
+        answer
+    }
+
+    /// Brings from storage those of the named end users memory does not hold.
+    fn bring(&mut self, named: Vec<(String, String)>) -> Result<()> {
+        for (key_id, end_user) in named {
             if self.book.needs_end_user(&key_id, &end_user) {
                 store::bring_end_user(self.sql, self.book, &key_id, &end_user, self.now)?;
             }
         }
-        let answer = self.decide(req);
-        self.book.forget_idle_end_users(if self.faults.forget_end_users { 0 } else { END_USERS_IN_MEMORY });
-        answer
+        Ok(())
     }
 
     fn decide(&mut self, req: AccountRequest) -> Result<AccountResponse> {
@@ -221,7 +233,7 @@ impl Account<'_> {
                         first_ms,
                     });
                 }
-                AccountResponse::EndUsers { users, total }
+                AccountResponse::EndUsers { users, total: Some(total) }
             }
             AccountRequest::Transactions { page, page_size } => {
                 let (rows, total) = store::transactions(sql, page, page_size)?;
@@ -258,6 +270,7 @@ impl Account<'_> {
         // Memory saw their changes, storage did not: memory goes back to what storage holds (reading it
         // sums the whole ledger, so once a message: from here on memory is kept aside instead).
         *self.book = store::load_book(self.sql, self.now)?;
+        self.bring(settled_end_users(settlements, self.book))?;
         if let [alone] = settlements {
             crate::log::job_error("settle_one", &format!("{}: {e}", alone.request_id));
             return Ok(Outcomes { failed: vec![alone.request_id.clone()], ..Outcomes::default() });

@@ -255,7 +255,13 @@ impl<'a> Account<'a> {
         let message =
             AccountRequest::EndUsers { key_id: key_id.into(), default, page: page.page, page_size: page.size };
         match self.call(&message).await? {
-            AccountResponse::EndUsers { users, total } => Ok((users, total)),
+            AccountResponse::EndUsers { users, total: Some(total) } => Ok((users, total)),
+            // An object of before pages (during a deploy) sent them all, most spent in the window first.
+            AccountResponse::EndUsers { users, total: None } => {
+                let total = users.len() as i64;
+                let page = users.into_iter().skip(page.offset() as usize).take(page.size as usize).collect();
+                Ok((page, total))
+            }
             other => Err(unexpected("EndUsers", other)),
         }
     }

@@ -258,9 +258,9 @@ pub enum AccountResponse {
     },
     EndUsers {
         users: Vec<EndUserRow>,
-        /// How many end users the key has (an object of before pages did not say).
+        /// How many end users the key has (an object of before pages did not say, and sent them all).
         #[serde(default)]
-        total: i64,
+        total: Option<i64>,
     },
     Error {
         message: String,

@@ -66,7 +66,16 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("ledger", "uncollected", "REAL NOT NULL DEFAULT 0"),
     ("ledger", "upstream_id", "TEXT"),
     ("reservations", "about", "TEXT"),
+    ("end_users", "spent", "REAL NOT NULL DEFAULT 0"),
 ];
+
+/// What a column added to rows already there starts as, run once, right after it is added.
+const BACKFILLS: &[(&str, &str, &str)] = &[(
+    "end_users",
+    "spent",
+    "UPDATE end_users SET spent = COALESCE((SELECT -SUM(amount) FROM ledger l WHERE l.type = 'usage' \
+     AND l.key_id = end_users.key_id AND l.end_user = end_users.end_user), 0)",
+)];
 
 pub fn int(n: i64) -> JsValue {
     JsValue::from_f64(n as f64)
@@ -96,8 +105,10 @@ pub fn scalar(sql: &SqlStorage, query: &str, args: Vec<JsValue>) -> Result<i64> 
 }
 
 /// The ledger's running sums, kept by triggers in the very statement that writes a row, so reading them
-/// costs the same however long the ledger is, and the index that finds one end user's charges. Created
-/// after the columns they read; the first start with them sums the rows already there.
+/// costs the same however long the ledger is; so is each end user's spend in all (`end_users.spent`, by
+/// which its list is ordered); and the indexes that find one end user's recent charges and the end users
+/// with a budget of their own. Created after the columns they read; the first start with them sums the
+/// rows already there.
 const LEDGER_SUMS: &str = "
   CREATE TABLE IF NOT EXISTS ledger_sums (id INTEGER PRIMARY KEY CHECK (id = 1), amount REAL NOT NULL,
     uncollected REAL NOT NULL, credits REAL NOT NULL, usage REAL NOT NULL);
@@ -105,7 +116,18 @@ const LEDGER_SUMS: &str = "
     SELECT 1, COALESCE(SUM(amount), 0), COALESCE(SUM(uncollected), 0),
       COALESCE(SUM(CASE WHEN type <> 'usage' THEN amount END), 0), COALESCE(SUM(CASE WHEN type = 'usage' THEN amount END), 0)
     FROM ledger;
-  CREATE INDEX IF NOT EXISTS ledger_end_user ON ledger(key_id, end_user) WHERE end_user IS NOT NULL;
+  CREATE INDEX IF NOT EXISTS ledger_end_user_time ON ledger(key_id, end_user, created_ms) WHERE end_user IS NOT NULL;
+  CREATE INDEX IF NOT EXISTS end_users_spent ON end_users(key_id, spent DESC, end_user);
+  CREATE INDEX IF NOT EXISTS end_users_own ON end_users(key_id) WHERE own = 1 AND own_limit IS NOT NULL;
+  CREATE TRIGGER IF NOT EXISTS end_user_spent_insert AFTER INSERT ON ledger
+    WHEN NEW.type = 'usage' AND NEW.key_id IS NOT NULL AND NEW.end_user IS NOT NULL BEGIN
+    INSERT OR IGNORE INTO end_users (key_id, end_user, first_ms) VALUES (NEW.key_id, NEW.end_user, NEW.created_ms);
+    UPDATE end_users SET spent = spent - NEW.amount WHERE key_id = NEW.key_id AND end_user = NEW.end_user;
+  END;
+  CREATE TRIGGER IF NOT EXISTS end_user_spent_update AFTER UPDATE OF amount ON ledger
+    WHEN NEW.type = 'usage' AND NEW.key_id IS NOT NULL AND NEW.end_user IS NOT NULL BEGIN
+    UPDATE end_users SET spent = spent - NEW.amount + OLD.amount WHERE key_id = NEW.key_id AND end_user = NEW.end_user;
+  END;
   CREATE TRIGGER IF NOT EXISTS ledger_sums_insert AFTER INSERT ON ledger BEGIN
     UPDATE ledger_sums SET amount = amount + NEW.amount, uncollected = uncollected + NEW.uncollected,
       credits = credits + CASE WHEN NEW.type <> 'usage' THEN NEW.amount ELSE 0 END,
@@ -129,6 +151,9 @@ pub fn migrate(sql: &SqlStorage) -> Result<()> {
         )?;
         if present == 0 {
             sql.exec(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind}"), None)?;
+            for (_, _, backfill) in BACKFILLS.iter().filter(|(t, c, _)| t == table && c == column) {
+                sql.exec(backfill, None)?;
+            }
         }
     }
     sql.exec(LEDGER_SUMS, None)?;
@@ -295,14 +320,16 @@ fn own_budget_counts(sql: &SqlStorage) -> Result<Vec<(String, u64)>> {
     Ok(rows.into_iter().map(|r| (r.key_id, r.n as u64)).collect())
 }
 
-/// Brings one end user into the book as storage holds it: its own budget, and its charges per day for
-/// the last `SPEND_DAYS` days (older ones summed, as for keys). Two lookups by index.
+/// Brings one end user into the book as storage holds it: its own budget, its charges per day for the
+/// last `SPEND_DAYS` days, and the rest of its spend in all as one older charge (as for keys). Two lookups
+/// by index, whatever the end user's history.
 pub fn bring_end_user(sql: &SqlStorage, book: &mut Book, key_id: &str, end_user: &str, now: i64) -> Result<()> {
     #[derive(Deserialize)]
-    struct OwnRow {
+    struct UserRow {
         own: i64,
         own_limit: Option<f64>,
         own_reset: Option<String>,
+        spent: f64,
     }
     #[derive(Deserialize)]
     struct ChargeRow {
@@ -312,20 +339,30 @@ pub fn bring_end_user(sql: &SqlStorage, book: &mut Book, key_id: &str, end_user:
     const DAY: i64 = 86_400_000;
     let horizon = (now.div_euclid(DAY) - SPEND_DAYS) * DAY;
     let named = || vec![text(key_id), text(end_user)];
-    let own: Vec<OwnRow> = sql
-        .exec_raw("SELECT own, own_limit, own_reset FROM end_users WHERE key_id = ?1 AND end_user = ?2", named())?
+    let users: Vec<UserRow> = sql
+        .exec_raw(
+            "SELECT own, own_limit, own_reset, spent FROM end_users WHERE key_id = ?1 AND end_user = ?2",
+            named(),
+        )?
         .to_array()?;
-    let own = own.first().and_then(|r| (r.own != 0).then(|| budget(r.own_limit, r.own_reset.as_deref())));
+    let Some(user) = users.first() else {
+        book.bring_end_user(key_id, end_user, None, []);
+        return Ok(());
+    };
+    let own = (user.own != 0).then(|| budget(user.own_limit, user.own_reset.as_deref()));
     let mut args = named();
     args.push(int(horizon));
-    let charges: Vec<ChargeRow> = sql
+    let recent: Vec<ChargeRow> = sql
         .exec_raw(
-            "SELECT CASE WHEN created_ms < ?3 THEN 0 ELSE CAST(created_ms / 86400000 AS INTEGER) END AS day, \
-             -SUM(amount) AS spent FROM ledger WHERE key_id = ?1 AND end_user = ?2 AND type = 'usage' GROUP BY day",
+            "SELECT CAST(created_ms / 86400000 AS INTEGER) AS day, -SUM(amount) AS spent FROM ledger \
+             WHERE key_id = ?1 AND end_user = ?2 AND created_ms >= ?3 AND type = 'usage' GROUP BY day",
             args,
         )?
         .to_array()?;
-    book.bring_end_user(key_id, end_user, own, charges.into_iter().map(|c| (c.day as i64 * DAY, c.spent as i64)));
+    let recent: Vec<(i64, i64)> = recent.iter().map(|c| (c.day as i64 * DAY, c.spent as i64)).collect();
+    let older = user.spent as i64 - recent.iter().map(|(_, spent)| spent).sum::<i64>();
+    let charges = (older != 0).then_some((0, older)).into_iter().chain(recent);
+    book.bring_end_user(key_id, end_user, own, charges);
     Ok(())
 }
 
@@ -339,9 +376,7 @@ pub fn end_users_page(sql: &SqlStorage, key_id: &str, page: u32, page_size: u32)
     let offset = i64::from(page.saturating_sub(1)) * i64::from(page_size);
     let rows: Vec<Row> = sql
         .exec_raw(
-            "SELECT e.end_user, e.first_ms FROM end_users e WHERE e.key_id = ?1 ORDER BY \
-             (SELECT COALESCE(SUM(l.amount), 0) FROM ledger l WHERE l.key_id = e.key_id AND l.end_user = e.end_user \
-             AND l.type = 'usage'), e.end_user LIMIT ?2 OFFSET ?3",
+            "SELECT end_user, first_ms FROM end_users WHERE key_id = ?1 ORDER BY spent DESC, end_user LIMIT ?2 OFFSET ?3",
             vec![text(key_id), int(i64::from(page_size)), int(offset)],
         )?
         .to_array()?;

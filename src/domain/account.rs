@@ -226,10 +226,8 @@ impl Book {
         if self.end_users.in_memory() <= most {
             return;
         }
-        let in_flight = &self.in_flight;
-        self.end_users.forget_idle(|key_id, end_user| {
-            in_flight.values().any(|h| h.key_id == key_id && h.end_user.as_deref() == Some(end_user))
-        });
+        let busy = self.in_flight.values().filter_map(|h| Some((h.key_id.as_str(), h.end_user.as_deref()?))).collect();
+        self.end_users.forget_idle(&busy);
     }
 
     /// The end users of requests in flight, each once (the object brings them when it loads).

@@ -719,6 +719,20 @@ impl World {
 
     fn check(&self) -> Result<(), TestCaseError> {
         let (book, store) = (&self.book, &self.store);
+        // Memory holds each end user it holds as storage does (a charge counted twice or missed shows here).
+        for (key_id, end_user) in KEYS.iter().flat_map(|k| END_USERS.iter().flatten().map(move |e| (*k, *e))) {
+            if let Some(in_memory) = book.end_user(key_id, end_user) {
+                let mut fresh = Book::default();
+                store.bring(&mut fresh, key_id, Some(end_user));
+                prop_assert_eq!(
+                    fresh.end_user(key_id, end_user),
+                    Some(in_memory),
+                    "{} of {} as stored",
+                    end_user,
+                    key_id
+                );
+            }
+        }
         // Every end user's spend as storage has it, in memory or not.
         let mut known = book.clone();
         for (key_id, end_user) in KEYS.iter().flat_map(|k| END_USERS.iter().map(move |e| (k, e))) {

@@ -8,7 +8,7 @@
 //! step, so concurrent first requests cannot pass the budget. Storage holds
 //! every end user; memory those the object's messages name (`EndUsers`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -184,10 +184,10 @@ impl EndUsers {
         self.keys.values().map(HashMap::len).sum()
     }
 
-    /// Forgets every end user in memory but those `busy` says to keep (requests in flight).
-    pub fn forget_idle(&mut self, busy: impl Fn(&str, &str) -> bool) {
+    /// Forgets every end user in memory but those `busy` names as `(key id, end user)` (requests in flight).
+    pub fn forget_idle(&mut self, busy: &HashSet<(&str, &str)>) {
         for (key_id, users) in self.keys.iter_mut() {
-            users.retain(|end_user, _| busy(key_id, end_user));
+            users.retain(|end_user, _| busy.contains(&(key_id.as_str(), end_user.as_str())));
         }
         self.keys.retain(|_, users| !users.is_empty());
     }
@@ -226,7 +226,7 @@ mod tests {
         users.bring("k", "bob", None, [(1, 4)]);
         users.record("k", "carol", 2, 9);
         assert!(users.get("k", "carol").is_none(), "a charge to one not in memory is storage's alone");
-        users.forget_idle(|_, end_user| end_user == "bob");
+        users.forget_idle(&HashSet::from([("k", "bob")]));
         assert_eq!(users.in_memory(), 1);
         assert_eq!(users.get("k", "bob").map(|u| u.spend.in_window(None, 3)), Some(4));
         assert!(users.any_own_budget("k"), "forgetting keeps the count");

@@ -22,9 +22,9 @@ pub fn usd_to_micros(field: &str, usd: f64) -> Result<i64, InvalidRequest> {
     Ok(micros)
 }
 
-/// Micro-USD nearest an amount an upstream reported (its costs carry more than 6 decimals), or none when
-/// it is not a finite amount within the safe range.
-pub fn reported_usd_to_micros(usd: f64) -> Option<i64> {
+/// Micro-USD nearest a USD amount that may carry more than 6 decimals (an upstream's cost, a setting), or
+/// none when it is not a finite amount within the safe range.
+pub fn nearest_micros(usd: f64) -> Option<i64> {
     usd_in_micros(usd)
 }
 
@@ -110,9 +110,9 @@ mod tests {
             let read = usd_to_micros("amount", micros_to_usd(huge)).expect("no decimal a double can hold is refused");
             assert!((read - huge).abs() <= 2, "{huge} read as {read}");
         }
-        assert_eq!(reported_usd_to_micros(0.0000123456), Some(12));
-        assert_eq!(reported_usd_to_micros(0.0000004), Some(0));
-        assert_eq!(reported_usd_to_micros(f64::NAN), None);
-        assert_eq!(reported_usd_to_micros(1e13), None);
+        assert_eq!(nearest_micros(0.0000123456), Some(12));
+        assert_eq!(nearest_micros(0.0000004), Some(0));
+        assert_eq!(nearest_micros(f64::NAN), None);
+        assert_eq!(nearest_micros(1e13), None);
     }
 }
