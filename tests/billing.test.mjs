@@ -298,7 +298,7 @@ describe('credits and the ledger', () => {
     // A key with a per-minute limit runs no request on a budget lease: only the request's own reservation is held.
     const key = await ctx.admin.createKey(user.id, { rpm_limit: 100 });
     let answered = false;
-    const running = chat(key.key, { model, messages, max_tokens: 50, fake_fault: 'slow:3000' }).finally(() => {
+    const running = chat(key.key, { model, messages, max_tokens: 50, fake_fault: 'slow:6000' }).finally(() => {
       answered = true;
     });
     const worst = worstCase(model, messages, 50);

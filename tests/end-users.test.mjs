@@ -235,7 +235,8 @@ test('budgets hold when the object forgets every end user after each message; th
     // At once: ten slow streams of a new end user, on a budget of two worst cases.
     const wide = await admin.createKey(user.id, { end_user_budget: { limit: (2 * WORST) / 1e6, limit_reset: 'daily' } });
     const statuses = await Promise.all(Array.from({ length: 10 }, async () => {
-      const res = await chat(gw.url, wide.key, { user: 'zed', stream: true, chunk_delay_ms: 150 });
+      // Slow streams (about 3 s): none settles, and frees what it does not use, while the others arrive.
+      const res = await chat(gw.url, wide.key, { user: 'zed', stream: true, chunk_delay_ms: 400 });
       await res.arrayBuffer();
       return res.status;
     }));

@@ -58,8 +58,9 @@ pub async fn get_global_stats(req: Incoming, call: &Call) -> Result<Response, Ap
     stats(&req, call, Scope::All, true).await
 }
 
-/// The most buckets a stats answer holds (and its page's size unless asked): days, models and providers
-/// stay well within it; users, keys and end users may not (an application may name millions of end users).
+/// The most buckets a stats answer holds (and its page's size unless asked): models, providers and most
+/// ranges of days stay within it; users, keys and end users may not (an application may name millions of
+/// end users).
 const STATS_PAGE: u32 = 1_000;
 
 async fn stats(req: &Incoming, call: &Call, scope: Scope, global: bool) -> Result<Response, ApiError> {

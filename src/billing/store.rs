@@ -69,13 +69,14 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("end_users", "spent", "REAL NOT NULL DEFAULT 0"),
 ];
 
-/// What a column added to rows already there starts as, run once, right after it is added.
-const BACKFILLS: &[(&str, &str, &str)] = &[(
-    "end_users",
-    "spent",
-    "UPDATE end_users SET spent = COALESCE((SELECT -SUM(amount) FROM ledger l WHERE l.type = 'usage' \
-     AND l.key_id = end_users.key_id AND l.end_user = end_users.end_user), 0)",
-)];
+/// Each end user's spend in all, summed from the ledger in one pass: once, on the first start with the
+/// `spent` column (the triggers keep it since). Summing again gives the same, so a start that dies before
+/// it is marked done does it again.
+const END_USERS_SPENT: &str = "
+  UPDATE end_users SET spent = s.spent FROM (SELECT key_id, end_user, -SUM(amount) AS spent FROM ledger
+    WHERE type = 'usage' AND key_id IS NOT NULL AND end_user IS NOT NULL GROUP BY key_id, end_user) AS s
+    WHERE end_users.key_id = s.key_id AND end_users.end_user = s.end_user;
+  INSERT OR REPLACE INTO meta (k, v) VALUES ('end_users_spent', 1);";
 
 pub fn int(n: i64) -> JsValue {
     JsValue::from_f64(n as f64)
@@ -151,12 +152,12 @@ pub fn migrate(sql: &SqlStorage) -> Result<()> {
         )?;
         if present == 0 {
             sql.exec(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind}"), None)?;
-            for (_, _, backfill) in BACKFILLS.iter().filter(|(t, c, _)| t == table && c == column) {
-                sql.exec(backfill, None)?;
-            }
         }
     }
     sql.exec(LEDGER_SUMS, None)?;
+    if scalar(sql, "SELECT COUNT(*) AS n FROM meta WHERE k = 'end_users_spent'", vec![])? == 0 {
+        sql.exec(END_USERS_SPENT, None)?;
+    }
     Ok(())
 }
 
@@ -235,7 +236,9 @@ impl From<LedgerRow> for LedgerEntry {
 
 /// The book as storage holds it: balance, open reservations, key states, each
 /// key's charges per day for the last `SPEND_DAYS` days (older ones summed),
-/// leases, per-minute windows and end users.
+/// leases, per-minute windows, how many end users of each key have a budget of
+/// their own, and the end users of requests in flight (others are brought when
+/// a message names them).
 pub fn load_book(sql: &SqlStorage, now: i64) -> Result<Book> {
     #[derive(Deserialize)]
     struct HeldRow {
@@ -346,7 +349,7 @@ pub fn bring_end_user(sql: &SqlStorage, book: &mut Book, key_id: &str, end_user:
         )?
         .to_array()?;
     let Some(user) = users.first() else {
-        book.bring_end_user(key_id, end_user, None, []);
+        book.bring_end_user(key_id, end_user, None, 0, []);
         return Ok(());
     };
     let own = (user.own != 0).then(|| budget(user.own_limit, user.own_reset.as_deref()));
@@ -359,10 +362,8 @@ pub fn bring_end_user(sql: &SqlStorage, book: &mut Book, key_id: &str, end_user:
             args,
         )?
         .to_array()?;
-    let recent: Vec<(i64, i64)> = recent.iter().map(|c| (c.day as i64 * DAY, c.spent as i64)).collect();
-    let older = user.spent as i64 - recent.iter().map(|(_, spent)| spent).sum::<i64>();
-    let charges = (older != 0).then_some((0, older)).into_iter().chain(recent);
-    book.bring_end_user(key_id, end_user, own, charges);
+    let recent = recent.iter().map(|c| (c.day as i64 * DAY, c.spent as i64));
+    book.bring_end_user(key_id, end_user, own, user.spent as i64, recent);
     Ok(())
 }
 

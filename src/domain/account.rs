@@ -215,9 +215,10 @@ impl Book {
         key_id: &str,
         end_user: &str,
         own: Option<Option<Budget>>,
-        charges: impl IntoIterator<Item = (i64, i64)>,
+        spent_in_all: i64,
+        recent: impl IntoIterator<Item = (i64, i64)>,
     ) {
-        self.end_users.bring(key_id, end_user, own, charges);
+        self.end_users.bring(key_id, end_user, own, spent_in_all, recent);
     }
 
     /// Forgets the end users in memory when there are more than `most`, but those of requests in flight

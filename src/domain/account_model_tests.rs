@@ -228,12 +228,16 @@ impl Store {
         let Some(end_user) = end_user.filter(|e| book.needs_end_user(key_id, e)) else { return };
         let own =
             self.end_users.get(&(key_id.to_string(), end_user.to_string())).map_or(OwnBudget::KeyDefault, |e| e.1);
-        let charges = self
+        let charges: Vec<(i64, i64)> = self
             .ledger
             .iter()
             .filter(|r| r.key_id.as_deref() == Some(key_id) && r.end_user.as_deref() == Some(end_user))
-            .map(|r| (r.at, -r.amount));
-        book.bring_end_user(key_id, end_user, own.into_option(), charges);
+            .map(|r| (r.at, -r.amount))
+            .collect();
+        let spent_in_all = charges.iter().map(|(_, amount)| amount).sum();
+        // Every charge as a recent one: memory keeps its days relative to its last charge, storage to now,
+        // which differ only in days no window reaches (`domain::end_users` tests the split).
+        book.bring_end_user(key_id, end_user, own.into_option(), spent_in_all, charges);
     }
 
     /// What the object brings for a request started on a lease: the lease names its key.

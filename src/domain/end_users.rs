@@ -127,18 +127,25 @@ impl EndUsers {
         self.keys.get(key_id)?.get(end_user)
     }
 
-    /// The end user as storage holds it (its own budget and its charges as `(charged at, amount)`; an end
-    /// user storage does not know has neither), in memory from now on.
+    /// The end user as storage holds it, in memory from now on: its own budget, its spend in all, and its
+    /// charges of the last `SPEND_DAYS` days as `(charged at, amount)` (what the rest of its spend was, was
+    /// charged before them). An end user storage does not know has none of them.
     pub fn bring(
         &mut self,
         key_id: &str,
         end_user: &str,
         own_budget: Option<Option<Budget>>,
-        charges: impl IntoIterator<Item = (i64, i64)>,
+        spent_in_all: i64,
+        recent: impl IntoIterator<Item = (i64, i64)>,
     ) {
         let mut user = EndUser { own_budget, ..EndUser::default() };
-        for (at_ms, amount) in charges {
+        let mut older = spent_in_all;
+        for (at_ms, amount) in recent {
             user.spend.record(at_ms, amount);
+            older -= amount;
+        }
+        if older != 0 {
+            user.spend.record(0, older);
         }
         self.keys.entry(key_id.to_string()).or_default().insert(end_user.to_string(), user);
     }
@@ -201,7 +208,7 @@ mod tests {
     fn an_own_budget_replaces_the_default_and_none_means_unlimited() {
         let default = Some(Budget { limit_micros: 100, reset: Some(Reset::Daily) });
         let mut users = EndUsers::default();
-        users.bring("k", "alice", None, [(5, 30)]);
+        users.bring("k", "alice", None, 30, [(5, 30)]);
         assert_eq!(
             users.get("k", "alice").map(|u| (u.spend.in_window(None, 6), u.budget(default))),
             Some((30, default))
@@ -219,11 +226,27 @@ mod tests {
     }
 
     #[test]
+    fn one_brought_counts_its_spend_in_all_and_its_recent_days() {
+        const DAY: i64 = 86_400_000;
+        let now = 20_010 * DAY + 5; // 2024-10-14: ten days before is in its month
+        let mut users = EndUsers::default();
+        // 100 in all: 30 today, 20 ten days ago, the rest long before.
+        users.bring("k", "alice", None, 100, [(now - 10 * DAY, 20), (now, 30)]);
+        let spend = &users.get("k", "alice").expect("brought").spend;
+        assert_eq!(spend.in_window(None, now), 100);
+        assert_eq!(spend.in_window(Some(Reset::Daily), now), 30);
+        assert_eq!(spend.in_window(Some(Reset::Monthly), now), 50);
+        users.bring("k", "bob", None, 7, []);
+        let spend = &users.get("k", "bob").expect("brought").spend;
+        assert_eq!((spend.in_window(None, now), spend.in_window(Some(Reset::Monthly), now)), (7, 0));
+    }
+
+    #[test]
     fn memory_forgets_the_idle_and_counts_own_budgets_it_does_not_hold() {
         let mut users = EndUsers::default().with_own_budgets([("k".to_string(), 2), ("quiet".to_string(), 0)]);
         assert!(users.any_own_budget("k") && !users.any_own_budget("quiet"));
-        users.bring("k", "alice", None, []);
-        users.bring("k", "bob", None, [(1, 4)]);
+        users.bring("k", "alice", None, 0, []);
+        users.bring("k", "bob", None, 4, [(1, 4)]);
         users.record("k", "carol", 2, 9);
         assert!(users.get("k", "carol").is_none(), "a charge to one not in memory is storage's alone");
         users.forget_idle(&HashSet::from([("k", "bob")]));

@@ -1,5 +1,5 @@
 // Usage explorer: a date range and a grouping, drawn as a chart and a table from one
-// request, with a CSV download of exactly those rows. Operators read /api/stats/global;
+// query (a page of the API at a time), with a CSV download of exactly those rows. Operators read /api/stats/global;
 // key holders reuse usageExplorer on /api/stats (their own user).
 
 import { get, qs } from '../api.js';
@@ -39,7 +39,7 @@ export function usageExplorer({ path, groups, params, onQuery, title = 'Usage' }
   const label = groups.find(([g]) => g === groupBy)[1];
   const result = widget(`${title} by ${label.toLowerCase()}, ${start} to ${end}`, {
     className: 'usage-result',
-    load: () => get(`${path}${qs({ start, end, group_by: groupBy })}`),
+    load: () => allStats(path, { start, end, group_by: groupBy }),
     isEmpty: (r) => r.data.length === 0,
     empty: 'No requests in this range.',
     render: (r, body) => {
@@ -59,6 +59,7 @@ export function usageExplorer({ path, groups, params, onQuery, title = 'Usage' }
         href: URL.createObjectURL(new Blob([csv], { type: 'text/csv' })),
         download: `tollgate-usage-${groupBy}-${r.start}-${r.end}.csv`,
       }, 'Download CSV');
+      if (r.partial) body.append(h('p', { class: 'hint' }, `The first ${num(rows.length)} of ${num(r.total)} (by name): the table, the total and the CSV cover those.`));
       body.append(chart, table([
         { label, cell: (x) => (x.total ? h('strong', {}, 'Total') : x.bucket) },
         { label: 'Requests', num: true, cell: (x) => num(x.requests) },
@@ -69,6 +70,18 @@ export function usageExplorer({ path, groups, params, onQuery, title = 'Usage' }
     },
   });
   return h('div', { class: 'explorer' }, f, result.el);
+}
+
+/** Pages a stats answer holds at most are fetched (50,000 buckets); `partial` says when there are more. */
+const MAX_PAGES = 50;
+
+/** Every bucket of a stats query, a page at a time (the API gives at most 1,000 a page). */
+async function allStats(path, query) {
+  const first = await get(`${path}${qs(query)}`);
+  const pages = Math.min(Math.ceil(first.total / first.page_size), MAX_PAGES);
+  const rest = await Promise.all(Array.from({ length: Math.max(pages - 1, 0) }, (_, i) => get(`${path}${qs({ ...query, page: i + 2 })}`)));
+  const data = [...first.data, ...rest.flatMap((r) => r.data)];
+  return { ...first, data, partial: data.length < first.total };
 }
 
 function toCsv(groupBy, rows) {
