@@ -113,7 +113,7 @@ pub async fn add_balance(mut req: Incoming, call: &Call) -> Result<Response, Api
             return Err(InvalidRequest::param(
                 format!(
                     "the adjustment would take the balance below zero or below the money held for requests in flight; at most {} can be taken now",
-                    micros_to_usd(available)
+                    micros_to_decimal(available)
                 ),
                 "amount",
             )

@@ -10,7 +10,7 @@ use super::store;
 use crate::domain::account::{Book, Closed, CreditRefused, Decision};
 use crate::domain::alerts::AlertRules;
 use crate::domain::ledger::CLOSED_WITHOUT_SETTLEMENT;
-use crate::domain::money::micros_to_usd;
+use crate::domain::money::micros_to_decimal;
 use crate::domain::usage::UsageRecord;
 use crate::domain::windows::Reset;
 use crate::env::Faults;
@@ -415,7 +415,7 @@ impl Account<'_> {
             self.raise_alerts(&c)?;
             let description = format!(
                 "{CLOSED_WITHOUT_SETTLEMENT}: charged the {} USD the gateway last reported of it",
-                micros_to_usd(c.amount)
+                micros_to_decimal(c.amount)
             );
             let usage = closed_usage(sql, &c, now)?;
             write_closed(sql, &c, description, usage, now, true)?;
@@ -450,7 +450,7 @@ fn write_closed(
         store::queue_usage(sql, &record)?;
     }
     if c.uncollected > 0 {
-        description.push_str(&format!(" (uncollected: {} USD above the reservation)", micros_to_usd(c.uncollected)));
+        description.push_str(&format!(" (uncollected: {} USD above the reservation)", micros_to_decimal(c.uncollected)));
     }
     // A close always leaves a row (reconciliation counts them); a settlement that charged nothing does not.
     if c.amount > 0 || c.uncollected > 0 || c.abandoned {
