@@ -450,7 +450,8 @@ fn write_closed(
         store::queue_usage(sql, &record)?;
     }
     if c.uncollected > 0 {
-        description.push_str(&format!(" (uncollected: {} USD above the reservation)", micros_to_decimal(c.uncollected)));
+        description
+            .push_str(&format!(" (uncollected: {} USD above the reservation)", micros_to_decimal(c.uncollected)));
     }
     // A close always leaves a row (reconciliation counts them); a settlement that charged nothing does not.
     if c.amount > 0 || c.uncollected > 0 || c.abandoned {
